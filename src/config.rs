@@ -1,0 +1,410 @@
+//! Configuration, layered: built-in defaults < `concierge.toml` < `CONCIERGE_*` environment
+//! variables < command-line flags.
+//!
+//! Every field is documented where it is defined, with its default. Nested fields are set from
+//! the environment with a double underscore: `CONCIERGE_REGISTRATION__RATE_LIMIT_MAX=5`. An
+//! environment value is read as a TOML value when it parses as one (numbers, booleans,
+//! arrays such as `["a","b"]`) and as a string otherwise.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// The issuer identifier (RFC 8414 §2): `https://…`, or `http://` on a loopback host for
+    /// development. No query, fragment or trailing slash. Default `http://localhost:8080`.
+    pub issuer: String,
+    /// Where the zero-configuration mode keeps its SQLite database and generated
+    /// key-encryption key. Default `./concierge-data`.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`. Default: `sqlite://<data_dir>/concierge.db`.
+    pub database_url: Option<String>,
+    /// Base64url of 32 random bytes that encrypts signing keys at rest. Default: a key file
+    /// `<data_dir>/key-encryption-key`, generated on first start. Every replica sharing one
+    /// database must use the same key.
+    pub key_encryption_key: Option<String>,
+    /// `text` (default) or `json` log lines.
+    pub log_format: LogFormat,
+    /// Trust the last address of `X-Forwarded-For` as the caller's address (only behind a
+    /// proxy that sets it). Default `false`.
+    pub trust_forwarded_for: bool,
+    pub registration: RegistrationConfig,
+    pub cimd: CimdConfig,
+    pub tokens: TokenConfig,
+    pub keys: KeysConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            issuer: "http://localhost:8080".into(),
+            data_dir: PathBuf::from("./concierge-data"),
+            database_url: None,
+            key_encryption_key: None,
+            log_format: LogFormat::Text,
+            trust_forwarded_for: false,
+            registration: RegistrationConfig::default(),
+            cimd: CimdConfig::default(),
+            tokens: TokenConfig::default(),
+            keys: KeysConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Dynamic client registration policy (RFC 7591).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrationConfig {
+    /// Open registration at `/register`. Default `true`.
+    pub enabled: bool,
+    /// When set, `POST /register` requires `Authorization: Bearer <this token>`
+    /// (RFC 7591 §3, initial access token). Default: none required.
+    pub initial_access_token: Option<String>,
+    /// When not empty, redirect URI schemes must be one of these. Default: any scheme the
+    /// security rules allow (https, loopback http, private-use schemes of native apps).
+    pub allowed_redirect_schemes: Vec<String>,
+    /// When not empty, non-loopback redirect hosts must be one of these; `*.example.com`
+    /// matches any subdomain. Default: any host.
+    pub allowed_redirect_hosts: Vec<String>,
+    /// Registrations one address may make per window. Default 30.
+    pub rate_limit_max: u32,
+    /// The rate-limit window in seconds. Default 600.
+    pub rate_limit_window_secs: u32,
+    /// A registered client that is never used expires after this many seconds. Default 86400.
+    pub unused_client_ttl_secs: u32,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            initial_access_token: None,
+            allowed_redirect_schemes: Vec::new(),
+            allowed_redirect_hosts: Vec::new(),
+            rate_limit_max: 30,
+            rate_limit_window_secs: 600,
+            unused_client_ttl_secs: 86_400,
+        }
+    }
+}
+
+/// Client ID Metadata Documents (an https `client_id` that names its own metadata).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CimdConfig {
+    /// Accept URL client_ids. Default `true`.
+    pub enabled: bool,
+    /// Development only: allow documents on loopback addresses (127.0.0.0/8, ::1), over
+    /// plain http too. Other special-use addresses stay refused. Default `false`.
+    pub allow_loopback: bool,
+    /// Whole-fetch timeout in milliseconds. Default 5000.
+    pub timeout_ms: u64,
+    /// Largest document accepted, in bytes. Default 5120.
+    pub max_document_bytes: usize,
+    /// Cache lifetime when the response has no cache headers, in seconds. Default 300.
+    pub default_cache_secs: u64,
+    /// Upper bound on any cache lifetime, whatever the headers say, in seconds. This is also
+    /// how stale another replica's copy can be. Default 3600.
+    pub max_cache_secs: u64,
+    /// Most documents held in the cache. Default 10000.
+    pub cache_capacity: usize,
+}
+
+impl Default for CimdConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allow_loopback: false,
+            timeout_ms: 5000,
+            max_document_bytes: 5120,
+            default_cache_secs: 300,
+            max_cache_secs: 3600,
+            cache_capacity: 10_000,
+        }
+    }
+}
+
+/// Token lifetimes.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Access token lifetime in seconds. Default 600.
+    pub access_token_ttl_secs: u32,
+    /// ID token lifetime in seconds. Default 3600.
+    pub id_token_ttl_secs: u32,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        Self {
+            access_token_ttl_secs: 600,
+            id_token_ttl_secs: 3600,
+        }
+    }
+}
+
+impl TokenConfig {
+    /// The longest any signed token lives: how long a retired key stays published.
+    pub fn longest_signed_lifetime(&self) -> i64 {
+        i64::from(self.access_token_ttl_secs.max(self.id_token_ttl_secs))
+    }
+}
+
+/// Signing keys.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeysConfig {
+    /// How often a running server rereads keys from the database, in seconds, so a rotation
+    /// made elsewhere (CLI, another replica) is served within this bound. Default 30.
+    pub refresh_secs: u64,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self { refresh_secs: 30 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Top-level keys, so unrelated `CONCIERGE_*` variables are not mistaken for settings.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "listen",
+    "issuer",
+    "data_dir",
+    "database_url",
+    "key_encryption_key",
+    "log_format",
+    "trust_forwarded_for",
+    "registration",
+    "cimd",
+    "tokens",
+    "keys",
+];
+
+impl Config {
+    /// Load defaults < file < environment. `file` is read when given or when
+    /// `./concierge.toml` exists.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table = toml::Table::new();
+        let default_file = Path::new("concierge.toml");
+        let path = file.or(default_file.exists().then_some(default_file));
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            table = text
+                .parse::<toml::Table>()
+                .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
+        }
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("CONCIERGE_") else {
+                continue;
+            };
+            let parts: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+            if !TOP_LEVEL_KEYS.contains(&parts[0].as_str()) {
+                continue;
+            }
+            insert_path(&mut table, &parts, env_value(&value))
+                .map_err(|e| ConfigError::Invalid(format!("{name}: {e}")))?;
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        Ok(config)
+    }
+
+    /// Check what cannot be expressed in types. Called once at start-up.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.issuer_url()?;
+        if self.cimd.max_document_bytes == 0 || self.cimd.timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "cimd.max_document_bytes and cimd.timeout_ms must be positive".into(),
+            ));
+        }
+        if self.registration.rate_limit_window_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "registration.rate_limit_window_secs must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The issuer as a URL, checked against RFC 8414 §2.
+    pub fn issuer_url(&self) -> Result<Url, ConfigError> {
+        let bad = |why: &str| ConfigError::Invalid(format!("issuer {:?}: {why}", self.issuer));
+        let url = Url::parse(&self.issuer).map_err(|e| bad(&e.to_string()))?;
+        let loopback = crate::oauth::redirect_uri::is_loopback_host(&url);
+        match url.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            _ => return Err(bad("must be https (http only on a loopback host)")),
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(bad("must have no query or fragment"));
+        }
+        if self.issuer.ends_with('/') {
+            return Err(bad("must not end with '/'"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad("must not contain credentials"));
+        }
+        Ok(url)
+    }
+
+    /// The database URL, defaulting to SQLite in the data directory.
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}",
+                self.data_dir.join("concierge.db").to_string_lossy()
+            )
+        })
+    }
+}
+
+fn env_value(raw: &str) -> toml::Value {
+    match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.into()),
+    }
+}
+
+fn insert_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    match path {
+        [] => Err("empty key".into()),
+        [last] => {
+            table.insert(last.clone(), value);
+            Ok(())
+        }
+        [head, rest @ ..] => {
+            let entry = table
+                .entry(head.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(t) => insert_path(t, rest, value),
+                _ => Err(format!("{head} is not a table")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = Config::load(Some(Path::new("/nonexistent")), env(&[]));
+        assert!(c.is_err(), "a named file that is missing is an error");
+        let c = Config::load(None, env(&[])).expect("defaults");
+        assert_eq!(c.issuer, "http://localhost:8080");
+        assert_eq!(c.listen.port(), 8080);
+        c.validate().expect("defaults are valid");
+        assert!(c.database_url().starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn env_overrides_file_and_nests() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "issuer = \"https://a.example\"\n[registration]\nrate_limit_max = 3\n",
+        )
+        .expect("write");
+        let c = Config::load(
+            Some(&f),
+            env(&[
+                ("CONCIERGE_ISSUER", "https://b.example"),
+                (
+                    "CONCIERGE_REGISTRATION__ALLOWED_REDIRECT_HOSTS",
+                    "[\"x.example\"]",
+                ),
+                ("CONCIERGE_CIMD__ALLOW_LOOPBACK", "true"),
+                ("CONCIERGE_TEST_SOMETHING", "ignored"),
+                ("OTHER", "ignored"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(c.issuer, "https://b.example");
+        assert_eq!(c.registration.rate_limit_max, 3);
+        assert_eq!(c.registration.allowed_redirect_hosts, vec!["x.example"]);
+        assert!(c.cimd.allow_loopback);
+    }
+
+    #[test]
+    fn the_sample_file_documents_the_defaults() {
+        let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/concierge.toml.example");
+        let loaded = Config::load(Some(&sample), env(&[])).expect("sample parses");
+        assert_eq!(
+            serde_json::to_value(&loaded).expect("json"),
+            serde_json::to_value(Config::default()).expect("json")
+        );
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "isuer = \"https://a.example\"\n").expect("write");
+        let e = Config::load(Some(&f), env(&[])).expect_err("typo");
+        assert!(e.to_string().contains("isuer"), "{e}");
+    }
+
+    #[test]
+    fn issuer_rules() {
+        let check = |i: &str| {
+            Config {
+                issuer: i.into(),
+                ..Config::default()
+            }
+            .validate()
+        };
+        assert!(check("https://as.example.com").is_ok());
+        assert!(check("https://as.example.com/tenant").is_ok());
+        assert!(check("http://127.0.0.1:9000").is_ok());
+        assert!(check("http://as.example.com").is_err());
+        assert!(check("https://as.example.com/").is_err());
+        assert!(check("https://as.example.com?x=1").is_err());
+        assert!(check("https://as.example.com#f").is_err());
+        assert!(check("not a url").is_err());
+    }
+}

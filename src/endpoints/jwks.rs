@@ -1,0 +1,19 @@
+//! `GET /jwks`: every public key still needed to verify a token we signed (RFC 7517 §5).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::startup::AppState;
+
+pub async fn jwks(State(state): State<AppState>) -> Response {
+    let doc = state.keys.ring().jwks(crate::util::now());
+    let mut res = Json(doc).into_response();
+    // Short, so verifiers pick up a rotation soon; they refetch on an unknown kid anyway.
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    res
+}

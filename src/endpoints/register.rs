@@ -1,0 +1,218 @@
+//! `POST /register` (RFC 7591) and `GET|PUT|DELETE /register/{client_id}` (RFC 7592).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use subtle::ConstantTimeEq;
+
+use super::{ClientAddr, bearer_token};
+use crate::error::OAuthError;
+use crate::oauth::client_metadata::{self, MAX_BODY_BYTES, Origin, RawClientMetadata};
+use crate::oauth::registration::{apply_update, client_information, new_client};
+use crate::startup::AppState;
+use crate::store::{ClientKind, ClientRecord};
+use crate::util;
+
+/// RFC 7591 §3.2.1: 201 with the client information; never cached.
+fn json_response(status: StatusCode, body: Value) -> Response {
+    let mut res = (status, Json(body)).into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// The body as JSON bytes, or the RFC 7591 error for a wrong type or size.
+fn json_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, OAuthError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(OAuthError::invalid_client_metadata(
+            "the request must have Content-Type: application/json",
+        ));
+    }
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            OAuthError::invalid_client_metadata(format!(
+                "the body is larger than {} KiB",
+                MAX_BODY_BYTES / 1024
+            ))
+        } else {
+            OAuthError::invalid_client_metadata(format!("the body could not be read: {e}"))
+        }
+    })
+}
+
+/// `POST /register`.
+pub async fn register(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OAuthError> {
+    let policy = &state.config.registration;
+    if let Some(expected) = &policy.initial_access_token {
+        // RFC 7591 §3: an initial access token, when the operator requires one.
+        let ok = bearer_token(&headers).is_some_and(|given| {
+            bool::from(util::secret_hash(given).ct_eq(&util::secret_hash(expected)))
+        });
+        if !ok {
+            return Err(OAuthError::invalid_token(
+                "registration requires a valid initial access token",
+            ));
+        }
+    }
+    let body = json_body(&headers, body)?;
+    let raw = RawClientMetadata::from_json(&body)?;
+    let metadata = client_metadata::validate(raw, Origin::Registration(policy))?;
+
+    let now = util::now();
+    let from = addr.map(|a| a.to_string());
+    if let Some(a) = &from {
+        let window = i64::from(policy.rate_limit_window_secs);
+        let hits = state
+            .store
+            .hit(&format!("register:{a}"), window, now)
+            .await?;
+        if hits > i64::from(policy.rate_limit_max) {
+            tracing::warn!(address = %a, "registration rate limit reached");
+            return Err(OAuthError::rate_limited("registrations", window as u64));
+        }
+    }
+    let ttl = i64::from(policy.unused_client_ttl_secs);
+    let (record, secrets) = new_client(metadata, ClientKind::Dynamic, None, from, now, ttl);
+    state.store.insert_client(&record).await?;
+    tracing::info!(
+        client_id = %record.client_id,
+        client_name = record.metadata.client_name.as_deref().unwrap_or(""),
+        auth_method = record.metadata.token_endpoint_auth_method.as_str(),
+        "client registered"
+    );
+    let body = client_information(
+        &record,
+        secrets.client_secret.as_deref(),
+        secrets.registration_access_token.as_deref(),
+        &state.issuer,
+    );
+    Ok(json_response(StatusCode::CREATED, body))
+}
+
+/// Authenticate an RFC 7592 request: the registration access token of this client.
+/// An unknown client and a wrong token answer alike (RFC 7592 §2.1: 401).
+async fn authorized_client(
+    state: &AppState,
+    client_id: &str,
+    headers: &HeaderMap,
+) -> Result<(ClientRecord, String), OAuthError> {
+    let token = bearer_token(headers)
+        .ok_or_else(|| OAuthError::invalid_token("the registration access token is missing"))?;
+    let record = state
+        .store
+        .get_client(client_id, util::now())
+        .await?
+        .filter(|r| r.kind == ClientKind::Dynamic);
+    match record {
+        Some(r)
+            if r.registration_token_hash
+                .as_deref()
+                .is_some_and(|h| util::verify_secret(token, h)) =>
+        {
+            Ok((r, token.to_string()))
+        }
+        _ => Err(OAuthError::invalid_token(
+            "the registration access token is not valid for this client",
+        )),
+    }
+}
+
+/// `GET /register/{client_id}` (RFC 7592 §2.1).
+pub async fn read(
+    State(state): State<AppState>,
+    Path(client_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, OAuthError> {
+    let (record, token) = authorized_client(&state, &client_id, &headers).await?;
+    let body = client_information(&record, None, Some(&token), &state.issuer);
+    Ok(json_response(StatusCode::OK, body))
+}
+
+/// `PUT /register/{client_id}` (RFC 7592 §2.2): replace the metadata.
+pub async fn update(
+    State(state): State<AppState>,
+    Path(client_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OAuthError> {
+    let (mut record, token) = authorized_client(&state, &client_id, &headers).await?;
+    let body = json_body(&headers, body)?;
+    let raw = RawClientMetadata::from_json(&body)?;
+    if raw.client_id.as_deref() != Some(client_id.as_str()) {
+        return Err(OAuthError::invalid_client_metadata(
+            "client_id must be present and equal the client being updated (RFC 7592 §2.2)",
+        ));
+    }
+    for (field, present) in [
+        (
+            "registration_access_token",
+            raw.registration_access_token.is_some(),
+        ),
+        (
+            "registration_client_uri",
+            raw.registration_client_uri.is_some(),
+        ),
+        (
+            "client_secret_expires_at",
+            raw.client_secret_expires_at.is_some(),
+        ),
+        ("client_id_issued_at", raw.client_id_issued_at.is_some()),
+    ] {
+        if present {
+            return Err(OAuthError::invalid_request(format!(
+                "{field} is issued by the server and must not be sent (RFC 7592 §2.2)"
+            )));
+        }
+    }
+    if let Some(secret) = &raw.client_secret {
+        let matches = record
+            .secret_hash
+            .as_deref()
+            .is_some_and(|h| util::verify_secret(secret, h));
+        if !matches {
+            return Err(OAuthError::invalid_client_metadata(
+                "client_secret does not match the client's current secret",
+            ));
+        }
+    }
+    let metadata =
+        client_metadata::validate(raw, Origin::Registration(&state.config.registration))?;
+    let new_secret = apply_update(&mut record, metadata, util::now());
+    if !state.store.update_client(&record).await? {
+        return Err(OAuthError::invalid_token(
+            "the registration access token is not valid for this client",
+        ));
+    }
+    tracing::info!(client_id = %record.client_id, "client registration updated");
+    let body = client_information(&record, new_secret.as_deref(), Some(&token), &state.issuer);
+    Ok(json_response(StatusCode::OK, body))
+}
+
+/// `DELETE /register/{client_id}` (RFC 7592 §2.3): 204, and the client is gone.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(client_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, OAuthError> {
+    let (record, _) = authorized_client(&state, &client_id, &headers).await?;
+    state.store.delete_client(&record.client_id).await?;
+    tracing::info!(client_id = %record.client_id, "client registration deleted");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

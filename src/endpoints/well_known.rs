@@ -1,0 +1,36 @@
+//! `GET /.well-known/oauth-authorization-server` (RFC 8414 §3) and
+//! `GET /.well-known/openid-configuration` (OpenID Connect Discovery §4), in the root and
+//! path-inserted forms the router mounts.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::error::OAuthError;
+use crate::oauth::grants;
+use crate::oauth::metadata::{Capabilities, authorization_server_metadata};
+use crate::startup::AppState;
+
+pub async fn metadata(State(state): State<AppState>) -> Result<Response, OAuthError> {
+    let resources = state.store.list_resources().await?;
+    let mut scopes: Vec<String> = resources
+        .iter()
+        .flat_map(|r| r.scopes.iter().map(|s| s.name.clone()))
+        .collect();
+    scopes.sort();
+    scopes.dedup();
+    let doc = authorization_server_metadata(&Capabilities {
+        issuer: &state.issuer,
+        grants: grants::implemented(),
+        registration_enabled: state.config.registration.enabled,
+        cimd_enabled: state.cimd.is_some(),
+        scopes,
+    });
+    let mut res = Json(doc).into_response();
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60"),
+    );
+    Ok(res)
+}

@@ -1,0 +1,174 @@
+//! Encryption of private signing keys at rest: AES-256-GCM under a key-encryption key (KEK),
+//! with the key id as associated data so a ciphertext cannot be moved to another row.
+
+use std::path::Path;
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use base64::Engine;
+use zeroize::Zeroizing;
+
+use super::KeyError;
+use crate::util;
+
+const VERSION: u8 = 1;
+/// The file the zero-configuration mode keeps its generated KEK in.
+pub const KEK_FILE: &str = "key-encryption-key";
+
+/// The key-encryption key. `Debug` never prints it.
+pub struct Kek {
+    key: LessSafeKey,
+    /// First bytes of SHA-256(KEK), to tell "wrong KEK" from "corrupt row".
+    fingerprint: String,
+}
+
+impl std::fmt::Debug for Kek {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Kek(fingerprint {})", self.fingerprint)
+    }
+}
+
+impl Kek {
+    /// From base64 (url-safe or standard, padded or not) of exactly 32 bytes.
+    pub fn from_base64(text: &str) -> Result<Self, KeyError> {
+        let text = text.trim();
+        let bytes = Zeroizing::new(
+            util::b64_decode(text.trim_end_matches('='))
+                .or_else(|| base64::engine::general_purpose::STANDARD.decode(text).ok())
+                .ok_or_else(|| KeyError::Kek("is not base64".into()))?,
+        );
+        Self::from_bytes(&bytes)
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
+        if bytes.len() != 32 {
+            return Err(KeyError::Kek(format!(
+                "must be 32 bytes, found {}",
+                bytes.len()
+            )));
+        }
+        let unbound = UnboundKey::new(&AES_256_GCM, bytes)
+            .map_err(|_| KeyError::Kek("rejected by AES-256-GCM".into()))?;
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+        Ok(Self {
+            key: LessSafeKey::new(unbound),
+            fingerprint: util::b64(&digest.as_ref()[..6]),
+        })
+    }
+
+    /// The configured KEK, or the one in `<data_dir>/key-encryption-key`, generated there
+    /// (mode 0600) when absent.
+    pub fn load_or_create(configured: Option<&str>, data_dir: &Path) -> Result<Self, KeyError> {
+        if let Some(text) = configured {
+            return Self::from_base64(text);
+        }
+        let path = data_dir.join(KEK_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::from_base64(&text)
+                .map_err(|e| KeyError::Kek(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let bytes = Zeroizing::new(util::random_bytes::<32>());
+                let text = Zeroizing::new(util::b64(bytes.as_ref()));
+                write_private_file(&path, text.as_bytes())
+                    .map_err(|e| KeyError::Kek(format!("cannot write {}: {e}", path.display())))?;
+                Self::from_bytes(bytes.as_ref())
+            }
+            Err(e) => Err(KeyError::Kek(format!(
+                "cannot read {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    pub fn seal(&self, kid: &str, plaintext: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let nonce_bytes = util::random_bytes::<NONCE_LEN>();
+        let mut buf = plaintext.to_vec();
+        self.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce_bytes),
+                Aad::from(kid.as_bytes()),
+                &mut buf,
+            )
+            .map_err(|_| KeyError::Crypto("encryption failed".into()))?;
+        let mut out = Vec::with_capacity(1 + NONCE_LEN + buf.len());
+        out.push(VERSION);
+        out.extend_from_slice(&nonce_bytes);
+        out.extend_from_slice(&buf);
+        Ok(out)
+    }
+
+    pub fn open(&self, kid: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        let undecryptable = || KeyError::Undecryptable {
+            kid: kid.to_string(),
+            fingerprint: self.fingerprint.clone(),
+        };
+        if sealed.len() < 1 + NONCE_LEN || sealed[0] != VERSION {
+            return Err(undecryptable());
+        }
+        let nonce = Nonce::try_assume_unique_for_key(&sealed[1..1 + NONCE_LEN])
+            .map_err(|_| undecryptable())?;
+        let mut buf = Zeroizing::new(sealed[1 + NONCE_LEN..].to_vec());
+        let len = self
+            .key
+            .open_in_place(nonce, Aad::from(kid.as_bytes()), &mut buf)
+            .map_err(|_| undecryptable())?
+            .len();
+        buf.truncate(len);
+        Ok(buf)
+    }
+}
+
+fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path)?;
+    f.write_all(contents)?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_round_trip_bound_to_kid() {
+        let kek = Kek::from_bytes(&[7u8; 32]).expect("kek");
+        let sealed = kek.seal("kid-1", b"private").expect("seal");
+        assert_eq!(
+            kek.open("kid-1", &sealed).expect("open").as_slice(),
+            b"private"
+        );
+        assert!(kek.open("kid-2", &sealed).is_err(), "moved to another row");
+        let other = Kek::from_bytes(&[8u8; 32]).expect("kek");
+        let e = other.open("kid-1", &sealed).expect_err("wrong KEK");
+        assert!(e.to_string().contains("kid-1"));
+    }
+
+    #[test]
+    fn kek_file_is_created_once_and_private() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let a = Kek::load_or_create(None, dir.path()).expect("create");
+        let b = Kek::load_or_create(None, dir.path()).expect("load");
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(KEK_FILE))
+                .expect("file")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert!(format!("{a:?}").starts_with("Kek(fingerprint"));
+        assert!(Kek::from_base64("c2hvcnQ").is_err());
+    }
+}

@@ -1,0 +1,417 @@
+//! The `concierge` command: the server and its administration. Parsing and printing only;
+//! the work is in the library.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use concierge::config::{Config, LogFormat};
+use concierge::keys::{Alg, KeyManager};
+use concierge::oauth::cimd::CimdResolver;
+use concierge::oauth::client_metadata::{self, ClientMetadata, Origin, RawClientMetadata};
+use concierge::oauth::clients::{ClientDirectory, ClientSource};
+use concierge::oauth::registration::{client_information, new_client};
+use concierge::oauth::resource::{Resource, ResourceUri, ScopeDef};
+use concierge::startup::{App, load_kek, open_store, shutdown_signal};
+use concierge::store::{ClientKind, Store};
+use concierge::util;
+
+/// Concierge: an OAuth 2.1 / OpenID Connect authorization server for AI agents and MCP servers.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (default: ./concierge.toml when it exists).
+    #[arg(long, global = true, env = "CONCIERGE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory for the SQLite database and generated key material.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// sqlite://… or postgres://…
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Protected resources (MCP servers) and their scopes.
+    #[command(subcommand)]
+    Resource(ResourceCmd),
+    /// Pre-registered clients, and a look at registered or document clients.
+    #[command(subcommand)]
+    Client(ClientCmd),
+    /// Signing keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on, e.g. 127.0.0.1:8080.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Issuer URL, e.g. https://auth.example.com.
+    #[arg(long)]
+    issuer: Option<String>,
+    /// Development: allow Client ID Metadata Documents on loopback addresses.
+    #[arg(long)]
+    dev_allow_loopback_cimd: bool,
+}
+
+#[derive(Subcommand)]
+enum ResourceCmd {
+    /// Register a protected resource.
+    Add {
+        /// The resource URI clients send as `resource` (RFC 8707), e.g. https://mcp.example.com/mcp.
+        #[arg(long)]
+        uri: String,
+        /// The name users see on the consent screen.
+        #[arg(long)]
+        name: String,
+        /// A scope and its description: `notes:read=Read your notes`. Repeat for more.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+    },
+    /// List resources.
+    List,
+    /// Remove a resource.
+    Remove { uri: String },
+}
+
+#[derive(Subcommand)]
+enum ClientCmd {
+    /// Pre-register a client. A confidential client's secret is printed once.
+    Add {
+        /// The name users see.
+        #[arg(long)]
+        name: String,
+        /// Client id (default: generated).
+        #[arg(long)]
+        id: Option<String>,
+        /// Redirect URI; repeat for more.
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// Grant type; repeat for more (default: authorization_code, plus refresh_token).
+        #[arg(long = "grant-type")]
+        grant_types: Vec<String>,
+        /// none, client_secret_basic (default), client_secret_post or private_key_jwt.
+        #[arg(long)]
+        auth_method: Option<String>,
+        /// Scopes this client may ask for (space-separated).
+        #[arg(long)]
+        scope: Option<String>,
+        /// The client's public keys for private_key_jwt, as a JWK Set URL.
+        #[arg(long)]
+        jwks_uri: Option<String>,
+    },
+    /// List clients: pre-registered, and dynamically registered ones with where from.
+    List,
+    /// Show one client; an https client_id is fetched as a Client ID Metadata Document.
+    Show { client_id: String },
+    /// Remove a client.
+    Remove { client_id: String },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// List signing keys with their state.
+    List,
+    /// Add a new active key (default: for every algorithm); old keys stay published until
+    /// the tokens they signed have expired.
+    Rotate {
+        /// ES256 or RS256.
+        #[arg(long)]
+        alg: Option<String>,
+    },
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = Config::load(cli.config.as_deref(), std::env::vars())?;
+    if let Some(d) = &cli.data_dir {
+        config.data_dir = d.clone();
+    }
+    if let Some(u) = &cli.database_url {
+        config.database_url = Some(u.clone());
+    }
+    Ok(config)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut config = load_config(&cli)?;
+    match &cli.command {
+        Command::Serve(args) => {
+            if let Some(l) = args.listen {
+                config.listen = l;
+            }
+            if let Some(i) = &args.issuer {
+                config.issuer = i.clone();
+            }
+            if args.dev_allow_loopback_cimd {
+                config.cimd.allow_loopback = true;
+            }
+            init_logging(config.log_format);
+            serve(config).await
+        }
+        Command::Resource(cmd) => resource(cmd, &config).await,
+        Command::Client(cmd) => client(cmd, &config).await,
+        Command::Keys(cmd) => keys(cmd, &config).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let issuer = config.issuer.clone();
+    let app = App::build(config).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let bound = listener.local_addr()?;
+    let issuer_url = url::Url::parse(&issuer)?;
+    let metadata = format!(
+        "{}/.well-known/oauth-authorization-server{}",
+        issuer_url.origin().ascii_serialization(),
+        issuer_url.path().trim_end_matches('/')
+    );
+    println!("Concierge listening on http://{bound}");
+    println!("  issuer:   {issuer}");
+    println!("  metadata: {metadata}");
+    println!("  database: {}", app.state.store.backend());
+    std::io::stdout().flush()?;
+    app.serve(listener, shutdown_signal()).await
+}
+
+async fn resource(cmd: &ResourceCmd, config: &Config) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    match cmd {
+        ResourceCmd::Add { uri, name, scopes } => {
+            let scopes = scopes
+                .iter()
+                .map(|s| ScopeDef::parse(s))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(anyhow::Error::msg)?;
+            let r = Resource::new(uri, name, scopes, util::now()).map_err(anyhow::Error::msg)?;
+            store.insert_resource(&r).await?;
+            println!("added resource {} ({})", r.uri, r.name);
+            for s in &r.scopes {
+                println!("  {}  {}", s.name, s.description);
+            }
+        }
+        ResourceCmd::List => {
+            let list = store.list_resources().await?;
+            if list.is_empty() {
+                println!("no resources; add one with `concierge resource add`");
+            }
+            for r in list {
+                println!("{}  {}", r.uri, r.name);
+                for s in &r.scopes {
+                    println!("  {}  {}", s.name, s.description);
+                }
+            }
+        }
+        ResourceCmd::Remove { uri } => {
+            let uri = ResourceUri::parse(uri).map_err(|e| anyhow::anyhow!("resource URI {e}"))?;
+            if !store.delete_resource(uri.as_str()).await? {
+                bail!("no resource {uri}");
+            }
+            println!("removed resource {uri}");
+        }
+    }
+    Ok(())
+}
+
+async fn client(cmd: &ClientCmd, config: &Config) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    match cmd {
+        ClientCmd::Add {
+            name,
+            id,
+            redirect_uris,
+            grant_types,
+            auth_method,
+            scope,
+            jwks_uri,
+        } => {
+            if let Some(id) = id
+                && (id.is_empty() || id.contains("://") || id.len() > 200)
+            {
+                bail!("--id must be 1 to 200 characters and not a URL");
+            }
+            let grant_types = if grant_types.is_empty() {
+                vec![
+                    "authorization_code".to_string(),
+                    "refresh_token".to_string(),
+                ]
+            } else {
+                grant_types.clone()
+            };
+            let raw = RawClientMetadata {
+                client_name: Some(name.clone()),
+                redirect_uris: Some(redirect_uris.clone()),
+                grant_types: Some(grant_types),
+                token_endpoint_auth_method: auth_method.clone(),
+                scope: scope.clone(),
+                jwks_uri: jwks_uri.clone(),
+                ..Default::default()
+            };
+            let metadata = client_metadata::validate(raw, Origin::Operator)
+                .map_err(|e| anyhow::anyhow!("{}", e.description))?;
+            let (record, secrets) = new_client(
+                metadata,
+                ClientKind::Static,
+                id.clone(),
+                None,
+                util::now(),
+                0,
+            );
+            store.insert_client(&record).await?;
+            println!("added client {}", record.client_id);
+            if let Some(secret) = secrets.client_secret {
+                println!("client_secret: {secret}");
+                println!("(shown once: it is stored only as a hash)");
+            }
+        }
+        ClientCmd::List => {
+            let now = util::now();
+            let list = store.list_clients(now).await?;
+            if list.is_empty() {
+                println!("no clients");
+            }
+            for c in list {
+                let used = c
+                    .last_used_at
+                    .map(util::rfc3339)
+                    .unwrap_or_else(|| "never".into());
+                let mut line = format!(
+                    "{}  {}  {}  auth={}  created={}  used={}",
+                    c.client_id,
+                    c.kind.as_str(),
+                    c.metadata.client_name.as_deref().unwrap_or("-"),
+                    c.metadata.token_endpoint_auth_method.as_str(),
+                    util::rfc3339(c.created_at),
+                    used,
+                );
+                if let Some(from) = &c.registered_from {
+                    line.push_str(&format!("  from={from}"));
+                }
+                if let Some(exp) = c.expires_at {
+                    line.push_str(&format!("  expires-unless-used={}", util::rfc3339(exp)));
+                }
+                println!("{line}");
+            }
+        }
+        ClientCmd::Show { client_id } => {
+            let cimd = if config.cimd.enabled {
+                Some(Arc::new(CimdResolver::new(config.cimd.clone())?))
+            } else {
+                None
+            };
+            let directory = ClientDirectory::new(store.clone(), cimd);
+            let Some(c) = directory.find(client_id).await? else {
+                bail!("no client {client_id}");
+            };
+            let kind = match c.source {
+                ClientSource::MetadataDocument => "metadata document",
+                ClientSource::Stored(k) => k.as_str(),
+            };
+            println!("client {}  ({kind})", c.client_id);
+            println!("shown to users as: {}", c.display_name());
+            print_metadata(&c.metadata, &c.client_id)?;
+        }
+        ClientCmd::Remove { client_id } => {
+            if !store.delete_client(client_id).await? {
+                bail!("no client {client_id}");
+            }
+            println!("removed client {client_id}");
+        }
+    }
+    Ok(())
+}
+
+fn print_metadata(m: &ClientMetadata, client_id: &str) -> anyhow::Result<()> {
+    let record = concierge::store::ClientRecord {
+        client_id: client_id.to_string(),
+        kind: ClientKind::Static,
+        secret_hash: None,
+        metadata: m.clone(),
+        registration_token_hash: None,
+        registered_from: None,
+        created_at: 0,
+        updated_at: 0,
+        last_used_at: None,
+        expires_at: None,
+    };
+    let mut info = client_information(&record, None, None, "");
+    if let Some(o) = info.as_object_mut() {
+        o.remove("client_id_issued_at");
+    }
+    println!("{}", serde_json::to_string_pretty(&info)?);
+    Ok(())
+}
+
+async fn keys(cmd: &KeysCmd, config: &Config) -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = open_store(config).await?;
+    match cmd {
+        KeysCmd::List => {
+            let now = util::now();
+            let list = store.list_keys().await?;
+            if list.is_empty() {
+                println!("no keys yet; they are generated when the server first starts");
+            }
+            for k in list {
+                let state = match (k.retired_at, k.expires_at) {
+                    (None, _) => "active".to_string(),
+                    (Some(_), Some(e)) if e > now => {
+                        format!("retired, published until {}", util::rfc3339(e))
+                    }
+                    (Some(_), _) => "expired".to_string(),
+                };
+                println!(
+                    "{}  {}  created={}  {state}",
+                    k.kid,
+                    k.alg,
+                    util::rfc3339(k.created_at)
+                );
+            }
+        }
+        KeysCmd::Rotate { alg } => {
+            let algs = match alg {
+                None => Alg::ALL.to_vec(),
+                Some(a) => vec![
+                    Alg::parse(a).ok_or_else(|| anyhow::anyhow!("--alg must be ES256 or RS256"))?,
+                ],
+            };
+            let kek = load_kek(config)?;
+            let manager =
+                KeyManager::start(store, kek, config.tokens.longest_signed_lifetime()).await?;
+            for kid in manager.rotate(&algs).await? {
+                println!("new active key {kid}");
+            }
+            println!(
+                "running servers pick it up within {} s; retired keys stay published until \
+                 their tokens expire",
+                config.keys.refresh_secs
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,351 @@
+//! Client ID Metadata Documents (draft-ietf-oauth-client-id-metadata-document, preferred by
+//! the MCP authorization specification): a `client_id` that is an https URL names a JSON
+//! document holding the client's metadata.
+//!
+//! Fetch rules (DESIGN.md §6): https only, no redirects, a size cap, a timeout, no
+//! special-use addresses unless the development flag allows loopback (then plain http on
+//! loopback too). Successes are cached within bounds, honouring `Cache-Control`/`Expires`;
+//! failures never are.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use http::HeaderMap;
+use url::{Host, Url};
+
+use super::client_metadata::{self, ClientMetadata, Origin, RawClientMetadata};
+use super::net_guard::{GuardedResolver, RefusedAddress, address_allowed};
+use super::redirect_uri::is_loopback_host;
+use crate::config::CimdConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CimdError {
+    #[error("the client_id URL {0}")]
+    BadUrl(String),
+    #[error("the client metadata document host {0}; it is refused")]
+    SpecialUseAddress(String),
+    #[error(
+        "the client metadata document URL answered with a redirect (HTTP {0}); redirects are not followed"
+    )]
+    Redirect(u16),
+    #[error("the client metadata document URL answered HTTP {0}")]
+    Status(u16),
+    #[error("the client metadata document is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("fetching the client metadata document took longer than {0} ms")]
+    Timeout(u64),
+    #[error("the client metadata document could not be fetched: {0}")]
+    Fetch(String),
+    #[error("the client metadata document is invalid: {0}")]
+    Invalid(String),
+}
+
+/// Would this `client_id` be resolved as a metadata document? (Generated client ids never
+/// contain `://`, so the two kinds cannot collide.)
+pub fn is_document_client_id(client_id: &str, cfg: &CimdConfig) -> bool {
+    client_id.starts_with("https://") || (cfg.allow_loopback && client_id.starts_with("http://"))
+}
+
+/// Check a `client_id` URL against the document rules.
+pub fn parse_client_id_url(client_id: &str, cfg: &CimdConfig) -> Result<Url, CimdError> {
+    let bad = |why: &str| CimdError::BadUrl(why.to_string());
+    let url = Url::parse(client_id).map_err(|e| bad(&format!("is not a URL ({e})")))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if cfg.allow_loopback && is_loopback_host(&url) => {}
+        _ => return Err(bad("must use https")),
+    }
+    if url.fragment().is_some() || client_id.contains('#') {
+        return Err(bad("must not contain a fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("must not contain user information"));
+    }
+    if url.path() == "/" || url.path().is_empty() {
+        return Err(bad("must contain a path"));
+    }
+    // Dot segments, odd case or default ports would make the URL differ from its own
+    // normal form; the document's client_id must equal the URL exactly, so refuse them.
+    if url.as_str() != client_id {
+        return Err(bad(
+            "must be in normal form (no dot segments, lower-case host, no default port)",
+        ));
+    }
+    if let Some(ip) = match url.host() {
+        Some(Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
+        Some(Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
+        _ => None,
+    } && !address_allowed(ip, cfg.allow_loopback)
+    {
+        return Err(CimdError::SpecialUseAddress(format!(
+            "is the special-use address {ip}"
+        )));
+    }
+    Ok(url)
+}
+
+/// How long a successful response may be cached, from its headers: `None` means not at all.
+pub fn cache_ttl(headers: &HeaderMap, now: SystemTime, cfg: &CimdConfig) -> Option<Duration> {
+    let max = cfg.max_cache_secs;
+    let mut max_age: Option<u64> = None;
+    for value in headers.get_all(http::header::CACHE_CONTROL) {
+        let Ok(value) = value.to_str() else {
+            return None;
+        };
+        for directive in value.split(',') {
+            let d = directive.trim().to_ascii_lowercase();
+            if d == "no-store" || d == "no-cache" {
+                return None;
+            }
+            if let Some(n) = d.strip_prefix("max-age=") {
+                max_age = Some(n.trim_matches('"').parse().ok()?);
+            }
+        }
+    }
+    let secs = match max_age {
+        Some(n) => n,
+        None => match headers
+            .get(http::header::EXPIRES)
+            .and_then(|v| v.to_str().ok())
+        {
+            // An unparsable Expires means "already expired" (RFC 9111 §5.3).
+            Some(v) => httpdate::parse_http_date(v)
+                .ok()?
+                .duration_since(now)
+                .ok()?
+                .as_secs(),
+            None => cfg.default_cache_secs,
+        },
+    };
+    let secs = secs.min(max);
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
+
+struct Entry {
+    metadata: Arc<ClientMetadata>,
+    expires: Instant,
+}
+
+/// Fetches, validates and caches metadata documents. One per server; cheap to share.
+pub struct CimdResolver {
+    http: reqwest::Client,
+    cfg: CimdConfig,
+    cache: Mutex<HashMap<String, Entry>>,
+}
+
+impl CimdResolver {
+    pub fn new(cfg: CimdConfig) -> Result<Self, CimdError> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_millis(cfg.timeout_ms))
+            .connect_timeout(Duration::from_millis(cfg.timeout_ms))
+            // A proxy would resolve names itself, past the address guard.
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver {
+                allow_loopback: cfg.allow_loopback,
+            }))
+            .user_agent(concat!(
+                "Concierge/",
+                env!("CARGO_PKG_VERSION"),
+                " (client metadata)"
+            ))
+            .build()
+            .map_err(|e| CimdError::Fetch(e.to_string()))?;
+        Ok(Self {
+            http,
+            cfg,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> &CimdConfig {
+        &self.cfg
+    }
+
+    /// The validated metadata for a document `client_id`, from the cache or fetched.
+    pub async fn resolve(&self, client_id: &str) -> Result<Arc<ClientMetadata>, CimdError> {
+        let url = parse_client_id_url(client_id, &self.cfg)?;
+        if let Some(hit) = self.cached(client_id) {
+            return Ok(hit);
+        }
+        let (metadata, ttl) = self.fetch(&url, client_id).await?;
+        let metadata = Arc::new(metadata);
+        if let Some(ttl) = ttl {
+            self.store(client_id, metadata.clone(), ttl);
+        }
+        Ok(metadata)
+    }
+
+    /// Drop a cached document (after an operator change, say).
+    pub fn forget(&self, client_id: &str) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.remove(client_id);
+        }
+    }
+
+    fn cached(&self, client_id: &str) -> Option<Arc<ClientMetadata>> {
+        let cache = self.cache.lock().ok()?;
+        cache
+            .get(client_id)
+            .filter(|e| e.expires > Instant::now())
+            .map(|e| e.metadata.clone())
+    }
+
+    fn store(&self, client_id: &str, metadata: Arc<ClientMetadata>, ttl: Duration) {
+        let Ok(mut cache) = self.cache.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if cache.len() >= self.cfg.cache_capacity {
+            cache.retain(|_, e| e.expires > now);
+        }
+        if cache.len() >= self.cfg.cache_capacity {
+            let soonest = cache
+                .iter()
+                .min_by_key(|(_, e)| e.expires)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = soonest {
+                cache.remove(&k);
+            }
+        }
+        if self.cfg.cache_capacity > 0 {
+            cache.insert(
+                client_id.to_string(),
+                Entry {
+                    metadata,
+                    expires: now + ttl,
+                },
+            );
+        }
+    }
+
+    async fn fetch(
+        &self,
+        url: &Url,
+        client_id: &str,
+    ) -> Result<(ClientMetadata, Option<Duration>), CimdError> {
+        let mut resp = self
+            .http
+            .get(url.clone())
+            .header(http::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| self.fetch_error(e))?;
+        let status = resp.status();
+        if status.is_redirection() {
+            return Err(CimdError::Redirect(status.as_u16()));
+        }
+        if status != reqwest::StatusCode::OK {
+            return Err(CimdError::Status(status.as_u16()));
+        }
+        let limit = self.cfg.max_document_bytes;
+        if resp.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(CimdError::TooLarge(limit));
+        }
+        let ttl = cache_ttl(resp.headers(), SystemTime::now(), &self.cfg);
+        let mut body: Vec<u8> = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.fetch_error(e))? {
+            if body.len() + chunk.len() > limit {
+                return Err(CimdError::TooLarge(limit));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let raw = RawClientMetadata::from_json(&body)
+            .map_err(|e| CimdError::Invalid(e.description.into_owned()))?;
+        let metadata = client_metadata::validate(raw, Origin::Document { url: client_id })
+            .map_err(|e| CimdError::Invalid(e.description.into_owned()))?;
+        Ok((metadata, ttl))
+    }
+
+    fn fetch_error(&self, e: reqwest::Error) -> CimdError {
+        if e.is_timeout() {
+            return CimdError::Timeout(self.cfg.timeout_ms);
+        }
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(s) = source {
+            if let Some(r) = s.downcast_ref::<RefusedAddress>() {
+                return CimdError::SpecialUseAddress(r.to_string());
+            }
+            source = s.source();
+        }
+        CimdError::Fetch(e.without_url().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn cfg() -> CimdConfig {
+        CimdConfig::default()
+    }
+
+    #[test]
+    fn client_id_url_rules() {
+        let c = cfg();
+        assert!(parse_client_id_url("https://agent.example/client.json", &c).is_ok());
+        for bad in [
+            "http://agent.example/client.json",
+            "https://agent.example",
+            "https://agent.example/",
+            "https://agent.example/a/../client.json",
+            "https://agent.example/client.json#x",
+            "https://u:p@agent.example/client.json",
+            "https://Agent.example/client.json",
+            "https://agent.example:443/client.json",
+            "https://10.0.0.1/client.json",
+            "https://127.0.0.1/client.json",
+        ] {
+            assert!(parse_client_id_url(bad, &c).is_err(), "{bad}");
+        }
+        let dev = CimdConfig {
+            allow_loopback: true,
+            ..cfg()
+        };
+        assert!(parse_client_id_url("http://127.0.0.1:4000/client.json", &dev).is_ok());
+        assert!(parse_client_id_url("http://agent.example/client.json", &dev).is_err());
+        assert!(parse_client_id_url("https://10.0.0.1/client.json", &dev).is_err());
+        assert!(is_document_client_id("https://a/b", &c));
+        assert!(!is_document_client_id("http://127.0.0.1/b", &c));
+        assert!(is_document_client_id("http://127.0.0.1/b", &dev));
+        assert!(!is_document_client_id("abcDEF123", &dev));
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn cache_lifetime_from_headers_within_bounds() {
+        let c = cfg();
+        let now = SystemTime::now();
+        let ttl = |h: &[(&str, &str)]| cache_ttl(&headers(h), now, &c).map(|d| d.as_secs());
+        assert_eq!(ttl(&[]), Some(300));
+        assert_eq!(ttl(&[("cache-control", "public, max-age=120")]), Some(120));
+        assert_eq!(ttl(&[("cache-control", "max-age=999999")]), Some(3600));
+        assert_eq!(ttl(&[("cache-control", "max-age=0")]), None);
+        assert_eq!(ttl(&[("cache-control", "no-store")]), None);
+        assert_eq!(ttl(&[("cache-control", "max-age=60, no-cache")]), None);
+        assert_eq!(ttl(&[("cache-control", "max-age=abc")]), None);
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(600));
+        let got = ttl(&[("expires", &later)]).expect("cached");
+        assert!((598..=600).contains(&got), "{got}");
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(10));
+        assert_eq!(ttl(&[("expires", &past)]), None);
+        assert_eq!(ttl(&[("expires", "0")]), None);
+        assert_eq!(
+            ttl(&[("cache-control", "max-age=30"), ("expires", &later)]),
+            Some(30)
+        );
+    }
+}

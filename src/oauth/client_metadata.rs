@@ -1,0 +1,624 @@
+//! Client metadata (RFC 7591 §2): parsing with errors that name the field, and the rules
+//! that registered clients and Client ID Metadata Documents share.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use url::Url;
+
+use super::grants::GrantType;
+use super::redirect_uri::{RedirectUri, is_loopback_host};
+use super::scope::Scope;
+use crate::config::RegistrationConfig;
+use crate::error::OAuthError;
+
+/// Largest metadata body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+const MAX_REDIRECT_URIS: usize = 20;
+const MAX_TEXT: usize = 200;
+
+/// How a client proves itself at the token endpoint (RFC 7591 §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// A public client: no authentication, PKCE only.
+    None,
+    ClientSecretBasic,
+    ClientSecretPost,
+    /// RFC 7523 client assertions signed with a key from the client's `jwks`/`jwks_uri`.
+    PrivateKeyJwt,
+}
+
+impl AuthMethod {
+    pub const ALL: [AuthMethod; 4] = [
+        Self::None,
+        Self::ClientSecretBasic,
+        Self::ClientSecretPost,
+        Self::PrivateKeyJwt,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::ClientSecretBasic => "client_secret_basic",
+            Self::ClientSecretPost => "client_secret_post",
+            Self::PrivateKeyJwt => "private_key_jwt",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "'{s}' is not supported; use one of: {}",
+                    Self::ALL.map(Self::as_str).join(", ")
+                )
+            })
+    }
+
+    /// Does the client hold a shared secret issued by us?
+    pub fn uses_secret(self) -> bool {
+        matches!(self, Self::ClientSecretBasic | Self::ClientSecretPost)
+    }
+}
+
+/// `web` or `native` (OpenID Connect Registration §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApplicationType {
+    Web,
+    Native,
+}
+
+/// Metadata as a client sent it. Unknown fields are ignored (RFC 7591 §2); a field of the
+/// wrong type is an error that names it.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawClientMetadata {
+    pub redirect_uris: Option<Vec<String>>,
+    pub token_endpoint_auth_method: Option<String>,
+    pub grant_types: Option<Vec<String>>,
+    pub response_types: Option<Vec<String>>,
+    pub client_name: Option<String>,
+    pub client_uri: Option<String>,
+    pub logo_uri: Option<String>,
+    pub tos_uri: Option<String>,
+    pub policy_uri: Option<String>,
+    pub scope: Option<String>,
+    pub contacts: Option<Vec<String>>,
+    pub jwks_uri: Option<String>,
+    pub jwks: Option<Value>,
+    pub software_id: Option<String>,
+    pub software_version: Option<String>,
+    pub application_type: Option<String>,
+    /// Present in documents (must equal their URL) and in RFC 7592 updates.
+    pub client_id: Option<String>,
+    /// Present only in RFC 7592 updates (must equal the current secret).
+    pub client_secret: Option<String>,
+    // Server-issued fields a client must not send back (RFC 7592 §2.2) and that a
+    // metadata document must not contain.
+    pub client_secret_expires_at: Option<Value>,
+    pub client_id_issued_at: Option<Value>,
+    pub registration_access_token: Option<Value>,
+    pub registration_client_uri: Option<Value>,
+}
+
+impl RawClientMetadata {
+    /// Parse a JSON body. Errors say which field is wrong.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, OAuthError> {
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(OAuthError::invalid_client_metadata(
+                "the body must be a JSON object of client metadata",
+            ));
+        }
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if inner.is_syntax() || inner.is_eof() {
+                OAuthError::invalid_client_metadata(format!("the body is not valid JSON: {inner}"))
+            } else if path == "." {
+                OAuthError::invalid_client_metadata(format!(
+                    "the body must be a JSON object of client metadata: {inner}"
+                ))
+            } else {
+                OAuthError::invalid_client_metadata(format!("{path}: {inner}"))
+            }
+        })
+    }
+}
+
+/// Validated client metadata, as stored and as returned to the client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientMetadata {
+    pub redirect_uris: Vec<String>,
+    pub token_endpoint_auth_method: AuthMethod,
+    pub grant_types: Vec<GrantType>,
+    pub response_types: Vec<String>,
+    pub application_type: ApplicationType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logo_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tos_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contacts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software_version: Option<String>,
+}
+
+impl ClientMetadata {
+    /// Does `requested` match one of the registered redirect URIs?
+    pub fn redirect_uri_matches(&self, requested: &str) -> bool {
+        self.redirect_uris.iter().any(|r| {
+            RedirectUri::parse(r)
+                .map(|r| r.matches(requested))
+                .unwrap_or(false)
+        })
+    }
+}
+
+/// Where metadata comes from; the rules differ a little.
+#[derive(Debug, Clone, Copy)]
+pub enum Origin<'a> {
+    /// `POST /register` or an RFC 7592 update, under the registration policy.
+    Registration(&'a RegistrationConfig),
+    /// A Client ID Metadata Document fetched from `url`.
+    Document { url: &'a str },
+    /// An operator (CLI, admin API): the registration policy does not apply.
+    Operator,
+}
+
+fn bad(field: &str, why: impl std::fmt::Display) -> OAuthError {
+    OAuthError::invalid_client_metadata(format!("{field} {why}"))
+}
+
+/// Check metadata and fill in the RFC 7591 defaults.
+pub fn validate(raw: RawClientMetadata, origin: Origin<'_>) -> Result<ClientMetadata, OAuthError> {
+    let is_document = matches!(origin, Origin::Document { .. });
+    if let Origin::Document { url } = origin {
+        match raw.client_id.as_deref() {
+            Some(id) if id == url => {}
+            Some(id) => {
+                return Err(bad(
+                    "client_id",
+                    format!("{id:?} does not equal the document URL {url:?}"),
+                ));
+            }
+            None => return Err(bad("client_id", "is missing from the metadata document")),
+        }
+        for (field, present) in [
+            ("client_secret", raw.client_secret.is_some()),
+            (
+                "client_secret_expires_at",
+                raw.client_secret_expires_at.is_some(),
+            ),
+        ] {
+            if present {
+                return Err(bad(field, "must not appear in a client metadata document"));
+            }
+        }
+    }
+
+    // Grant and response types (RFC 7591 §2.1).
+    let grant_types = match raw.grant_types {
+        None => vec![GrantType::AuthorizationCode],
+        Some(list) if list.is_empty() => return Err(bad("grant_types", "must not be empty")),
+        Some(list) => {
+            let mut out: Vec<GrantType> = Vec::new();
+            for g in &list {
+                let g = GrantType::parse(g).map_err(|e| bad("grant_types", e))?;
+                if !out.contains(&g) {
+                    out.push(g);
+                }
+            }
+            out
+        }
+    };
+    let uses_code = grant_types.contains(&GrantType::AuthorizationCode);
+    let response_types = match raw.response_types {
+        None if uses_code => vec!["code".to_string()],
+        None => Vec::new(),
+        Some(list) => {
+            for r in &list {
+                if r != "code" {
+                    return Err(bad(
+                        "response_types",
+                        format!("contains '{r}'; only 'code' is supported (OAuth 2.1)"),
+                    ));
+                }
+            }
+            let mut list = list;
+            list.dedup();
+            list
+        }
+    };
+    if uses_code != response_types.iter().any(|r| r == "code") {
+        return Err(bad(
+            "response_types",
+            "must contain 'code' exactly when grant_types contains 'authorization_code' \
+             (RFC 7591 §2.1)",
+        ));
+    }
+
+    // Redirect URIs.
+    let redirect_uris = raw.redirect_uris.unwrap_or_default();
+    if uses_code && redirect_uris.is_empty() {
+        return Err(OAuthError::invalid_redirect_uri(
+            "redirect_uris is required for the authorization_code grant",
+        ));
+    }
+    if redirect_uris.len() > MAX_REDIRECT_URIS {
+        return Err(OAuthError::invalid_redirect_uri(format!(
+            "redirect_uris has more than {MAX_REDIRECT_URIS} entries"
+        )));
+    }
+    for (i, r) in redirect_uris.iter().enumerate() {
+        let parsed = RedirectUri::parse(r)
+            .map_err(|e| OAuthError::invalid_redirect_uri(format!("redirect_uris[{i}] {e}")))?;
+        if let Origin::Registration(policy) = origin {
+            check_redirect_policy(&parsed, policy)
+                .map_err(|e| OAuthError::invalid_redirect_uri(format!("redirect_uris[{i}] {e}")))?;
+        }
+    }
+
+    // Client authentication.
+    let auth = match raw.token_endpoint_auth_method.as_deref() {
+        Some(m) => AuthMethod::parse(m).map_err(|e| bad("token_endpoint_auth_method", e))?,
+        // A document cannot hold a secret, so its default is a public client.
+        None if is_document => AuthMethod::None,
+        // RFC 7591 §2: the default is client_secret_basic.
+        None => AuthMethod::ClientSecretBasic,
+    };
+    if is_document && auth.uses_secret() {
+        return Err(bad(
+            "token_endpoint_auth_method",
+            format!(
+                "'{}' needs a shared secret, which a client metadata document cannot hold; \
+                 use 'none' or 'private_key_jwt'",
+                auth.as_str()
+            ),
+        ));
+    }
+    if auth == AuthMethod::None && grant_types.contains(&GrantType::ClientCredentials) {
+        return Err(bad(
+            "grant_types",
+            "contains 'client_credentials', which needs an authenticated client; \
+             token_endpoint_auth_method is 'none'",
+        ));
+    }
+    if raw.jwks.is_some() && raw.jwks_uri.is_some() {
+        return Err(bad(
+            "jwks",
+            "and jwks_uri must not both be present (RFC 7591 §2)",
+        ));
+    }
+    if auth == AuthMethod::PrivateKeyJwt && raw.jwks.is_none() && raw.jwks_uri.is_none() {
+        return Err(bad(
+            "token_endpoint_auth_method",
+            "'private_key_jwt' needs the client's keys in jwks or jwks_uri",
+        ));
+    }
+    if let Some(jwks) = &raw.jwks {
+        check_jwks(jwks)?;
+    }
+
+    let application_type = match raw.application_type.as_deref() {
+        None | Some("web") => ApplicationType::Web,
+        Some("native") => ApplicationType::Native,
+        Some(other) => {
+            return Err(bad(
+                "application_type",
+                format!("'{other}' is not 'web' or 'native'"),
+            ));
+        }
+    };
+
+    let scope = match raw.scope {
+        None => None,
+        Some(s) => {
+            let parsed = Scope::parse(&s).map_err(|e| bad("scope", e))?;
+            (!parsed.is_empty()).then(|| parsed.to_string())
+        }
+    };
+
+    let contacts = raw.contacts.unwrap_or_default();
+    if contacts.len() > 10 || contacts.iter().any(|c| !plain_text_ok(c)) {
+        return Err(bad(
+            "contacts",
+            format!("must be at most 10 entries of 1 to {MAX_TEXT} printable characters"),
+        ));
+    }
+
+    Ok(ClientMetadata {
+        redirect_uris,
+        token_endpoint_auth_method: auth,
+        grant_types,
+        response_types,
+        application_type,
+        client_name: text_field("client_name", raw.client_name)?,
+        client_uri: web_uri_field("client_uri", raw.client_uri)?,
+        logo_uri: web_uri_field("logo_uri", raw.logo_uri)?,
+        tos_uri: web_uri_field("tos_uri", raw.tos_uri)?,
+        policy_uri: web_uri_field("policy_uri", raw.policy_uri)?,
+        scope,
+        contacts,
+        jwks_uri: web_uri_field("jwks_uri", raw.jwks_uri)?,
+        jwks: raw.jwks,
+        software_id: text_field("software_id", raw.software_id)?,
+        software_version: text_field("software_version", raw.software_version)?,
+    })
+}
+
+fn plain_text_ok(s: &str) -> bool {
+    !s.trim().is_empty() && s.chars().count() <= MAX_TEXT && !s.chars().any(char::is_control)
+}
+
+fn text_field(field: &str, v: Option<String>) -> Result<Option<String>, OAuthError> {
+    match v {
+        Some(s) if !plain_text_ok(&s) => Err(bad(
+            field,
+            format!("must be 1 to {MAX_TEXT} characters without control characters"),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// A URI shown to users or fetched by us: https, or http on a loopback host.
+fn web_uri_field(field: &str, v: Option<String>) -> Result<Option<String>, OAuthError> {
+    let Some(s) = v else { return Ok(None) };
+    let url = Url::parse(&s).map_err(|e| bad(field, format!("is not an absolute URI ({e})")))?;
+    let ok_scheme = url.scheme() == "https" || (url.scheme() == "http" && is_loopback_host(&url));
+    if !ok_scheme || url.host().is_none() {
+        return Err(bad(field, "must be an https URI"));
+    }
+    if s.len() > 2000 || !url.username().is_empty() || url.password().is_some() {
+        return Err(bad(
+            field,
+            "must be at most 2000 characters without user information",
+        ));
+    }
+    Ok(Some(s))
+}
+
+/// `jwks` must be a JWK Set of public keys (RFC 7517 §5).
+fn check_jwks(jwks: &Value) -> Result<(), OAuthError> {
+    const PRIVATE_MEMBERS: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "k", "oth"];
+    let keys = jwks
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("jwks", "must be a JWK Set: an object with a 'keys' array"))?;
+    if keys.is_empty() || keys.len() > 10 {
+        return Err(bad("jwks", "must hold 1 to 10 keys"));
+    }
+    for (i, k) in keys.iter().enumerate() {
+        let obj = k
+            .as_object()
+            .ok_or_else(|| bad(&format!("jwks.keys[{i}]"), "is not an object"))?;
+        if let Some(m) = PRIVATE_MEMBERS.iter().find(|m| obj.contains_key(**m)) {
+            return Err(bad(
+                &format!("jwks.keys[{i}]"),
+                format!("contains the private member '{m}'; publish public keys only"),
+            ));
+        }
+        serde_json::from_value::<jsonwebtoken::jwk::Jwk>(k.clone()).map_err(|e| {
+            bad(
+                &format!("jwks.keys[{i}]"),
+                format!("is not a usable JWK: {e}"),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// The operator's redirect policy: allowed schemes and hosts.
+fn check_redirect_policy(uri: &RedirectUri, policy: &RegistrationConfig) -> Result<(), String> {
+    let url = uri.url();
+    if !policy.allowed_redirect_schemes.is_empty()
+        && !policy
+            .allowed_redirect_schemes
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(url.scheme()))
+    {
+        return Err(format!(
+            "uses the scheme '{}', which this server's registration policy does not allow",
+            url.scheme()
+        ));
+    }
+    let web = matches!(url.scheme(), "https" | "http");
+    if web && !uri.is_loopback() && !policy.allowed_redirect_hosts.is_empty() {
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        let allowed = policy.allowed_redirect_hosts.iter().any(|h| {
+            let h = h.to_ascii_lowercase();
+            match h.strip_prefix("*.") {
+                Some(suffix) => host.ends_with(&format!(".{suffix}")),
+                None => host == h,
+            }
+        });
+        if !allowed {
+            return Err(format!(
+                "points at the host '{host}', which this server's registration policy does not allow"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+
+    fn reg(json: &str) -> Result<ClientMetadata, OAuthError> {
+        let policy = RegistrationConfig::default();
+        validate(
+            RawClientMetadata::from_json(json.as_bytes())?,
+            Origin::Registration(&policy),
+        )
+    }
+
+    #[test]
+    fn typical_mcp_client_registration() {
+        let m = reg(
+            r#"{"client_name":"Claude","redirect_uris":["http://localhost:6274/oauth/callback"],
+            "grant_types":["authorization_code","refresh_token"],"response_types":["code"],
+            "token_endpoint_auth_method":"none","scope":"notes:read","resource":"https://x"}"#,
+        )
+        .expect("valid");
+        assert_eq!(m.token_endpoint_auth_method, AuthMethod::None);
+        assert_eq!(m.application_type, ApplicationType::Web);
+        assert!(m.redirect_uri_matches("http://localhost:9999/oauth/callback"));
+    }
+
+    #[test]
+    fn defaults_follow_rfc_7591() {
+        let m = reg(r#"{"redirect_uris":["https://a.example/cb"]}"#).expect("valid");
+        assert_eq!(m.token_endpoint_auth_method, AuthMethod::ClientSecretBasic);
+        assert_eq!(m.grant_types, vec![GrantType::AuthorizationCode]);
+        assert_eq!(m.response_types, vec!["code"]);
+        let cc = reg(r#"{"grant_types":["client_credentials"]}"#).expect("valid");
+        assert!(cc.response_types.is_empty());
+        assert!(cc.redirect_uris.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (
+                r#"{"redirect_uris":"https://a.example/cb"}"#,
+                "redirect_uris",
+            ),
+            (
+                r#"{"redirect_uris":["https://a.example/cb"],"grant_types":["implicit"]}"#,
+                "grant_types",
+            ),
+            (
+                r#"{"redirect_uris":["https://a.example/cb"],"response_types":["token"]}"#,
+                "response_types",
+            ),
+            (
+                r#"{"grant_types":["client_credentials"],"response_types":["code"]}"#,
+                "response_types",
+            ),
+            (
+                r#"{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"client_secret_jwt"}"#,
+                "token_endpoint_auth_method",
+            ),
+            (
+                r#"{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt"}"#,
+                "token_endpoint_auth_method",
+            ),
+            (
+                r#"{"redirect_uris":["https://a.example/cb"],"application_type":"desktop"}"#,
+                "application_type",
+            ),
+            (
+                r#"{"redirect_uris":["https://a.example/cb"],"logo_uri":"javascript:alert(1)"}"#,
+                "logo_uri",
+            ),
+            (
+                r#"{"redirect_uris":["https://a.example/cb"],"client_uri":"http://a.example"}"#,
+                "client_uri",
+            ),
+            (
+                r#"{"redirect_uris":["https://a.example/cb"],"scope":"a\\b"}"#,
+                "scope",
+            ),
+            (
+                r#"{"grant_types":["client_credentials"],"token_endpoint_auth_method":"none"}"#,
+                "grant_types",
+            ),
+            (
+                r#"{"redirect_uris":["https://a.example/cb"],"jwks":{"keys":[{"kty":"EC","crv":"P-256","x":"a","y":"b","d":"c"}]}}"#,
+                "jwks.keys[0]",
+            ),
+            (
+                r#"{"redirect_uris":["https://a.example/cb"],"jwks":{"keys":[]},"jwks_uri":"https://a.example/j"}"#,
+                "jwks",
+            ),
+            ("[1,2]", "JSON object"),
+            ("{not json", "not valid JSON"),
+        ];
+        for (json, field) in cases {
+            let e = reg(json).expect_err(json);
+            assert_eq!(e.code, ErrorCode::InvalidClientMetadata, "{json}");
+            assert!(e.description.contains(field), "{json}: {}", e.description);
+        }
+    }
+
+    #[test]
+    fn redirect_errors_are_invalid_redirect_uri() {
+        for json in [
+            r#"{"redirect_uris":["http://evil.example/cb"]}"#,
+            r#"{"redirect_uris":["https://a.example/cb#frag"]}"#,
+            r#"{"redirect_uris":["javascript:alert(1)"]}"#,
+            r#"{"redirect_uris":["data:text/html,x"]}"#,
+            r#"{"redirect_uris":[]}"#,
+            r#"{}"#,
+        ] {
+            let e = reg(json).expect_err(json);
+            assert_eq!(e.code, ErrorCode::InvalidRedirectUri, "{json}");
+            assert!(
+                e.description.contains("redirect_uris"),
+                "{json}: {}",
+                e.description
+            );
+        }
+    }
+
+    #[test]
+    fn registration_policy_limits_schemes_and_hosts() {
+        let policy = RegistrationConfig {
+            allowed_redirect_hosts: vec!["*.example.com".into(), "app.test".into()],
+            allowed_redirect_schemes: vec!["https".into(), "http".into()],
+            ..RegistrationConfig::default()
+        };
+        let check = |uri: &str| {
+            let raw = RawClientMetadata {
+                redirect_uris: Some(vec![uri.into()]),
+                ..Default::default()
+            };
+            validate(raw, Origin::Registration(&policy))
+        };
+        assert!(check("https://a.example.com/cb").is_ok());
+        assert!(check("https://app.test/cb").is_ok());
+        assert!(
+            check("http://127.0.0.1/cb").is_ok(),
+            "loopback is not host-limited"
+        );
+        assert!(check("https://example.com/cb").is_err());
+        assert!(check("https://evil.test/cb").is_err());
+        assert!(check("com.example.app:/cb").is_err());
+    }
+
+    #[test]
+    fn documents_must_name_themselves_and_hold_no_secret() {
+        let url = "https://agent.example/client.json";
+        let doc = |json: &str| {
+            validate(
+                RawClientMetadata::from_json(json.as_bytes()).expect("json"),
+                Origin::Document { url },
+            )
+        };
+        let ok = doc(r#"{"client_id":"https://agent.example/client.json","redirect_uris":["http://localhost/cb"]}"#)
+            .expect("valid");
+        assert_eq!(ok.token_endpoint_auth_method, AuthMethod::None);
+        assert!(doc(r#"{"client_id":"https://agent.example/other.json","redirect_uris":["http://localhost/cb"]}"#).is_err());
+        assert!(doc(r#"{"redirect_uris":["http://localhost/cb"]}"#).is_err());
+        assert!(doc(r#"{"client_id":"https://agent.example/client.json","redirect_uris":["http://localhost/cb"],"token_endpoint_auth_method":"client_secret_post"}"#).is_err());
+        assert!(doc(r#"{"client_id":"https://agent.example/client.json","redirect_uris":["http://localhost/cb"],"client_secret":"x"}"#).is_err());
+    }
+}

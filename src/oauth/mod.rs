@@ -1,0 +1,12 @@
+//! Protocol logic: no axum types here, everything unit-tested.
+
+pub mod cimd;
+pub mod client_metadata;
+pub mod clients;
+pub mod grants;
+pub mod metadata;
+pub mod net_guard;
+pub mod redirect_uri;
+pub mod registration;
+pub mod resource;
+pub mod scope;

@@ -1,0 +1,162 @@
+//! Outbound fetches on behalf of clients (metadata documents, later `jwks_uri`) must not reach
+//! the server's own network: refuse special-use addresses (RFC 6890 and the IANA
+//! special-purpose registries), checked on the addresses a name actually resolves to, so a
+//! DNS answer cannot smuggle a private address past a host-name check.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use ipnet::{Ipv4Net, Ipv6Net};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+const V4_SPECIAL: &[(Ipv4Addr, u8)] = &[
+    (Ipv4Addr::new(0, 0, 0, 0), 8),
+    (Ipv4Addr::new(10, 0, 0, 0), 8),
+    (Ipv4Addr::new(100, 64, 0, 0), 10),
+    (Ipv4Addr::new(127, 0, 0, 0), 8),
+    (Ipv4Addr::new(169, 254, 0, 0), 16),
+    (Ipv4Addr::new(172, 16, 0, 0), 12),
+    (Ipv4Addr::new(192, 0, 0, 0), 24),
+    (Ipv4Addr::new(192, 0, 2, 0), 24),
+    (Ipv4Addr::new(192, 31, 196, 0), 24),
+    (Ipv4Addr::new(192, 52, 193, 0), 24),
+    (Ipv4Addr::new(192, 88, 99, 0), 24),
+    (Ipv4Addr::new(192, 168, 0, 0), 16),
+    (Ipv4Addr::new(192, 175, 48, 0), 24),
+    (Ipv4Addr::new(198, 18, 0, 0), 15),
+    (Ipv4Addr::new(198, 51, 100, 0), 24),
+    (Ipv4Addr::new(203, 0, 113, 0), 24),
+    (Ipv4Addr::new(224, 0, 0, 0), 4),
+    (Ipv4Addr::new(240, 0, 0, 0), 4),
+];
+
+const V6_SPECIAL: &[(Ipv6Addr, u8)] = &[
+    (Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0), 128),
+    (Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 1), 128),
+    (Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96),
+    (Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96),
+    (Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0), 48),
+    (Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0), 64),
+    (Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0), 23),
+    (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32),
+    (Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0), 16),
+    (Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 0), 20),
+    (Ipv6Addr::new(0x5f00, 0, 0, 0, 0, 0, 0, 0), 16),
+    (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7),
+    (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10),
+    (Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8),
+];
+
+/// Is `ip` in a special-use range (private, loopback, link-local, documentation, …)?
+pub fn is_special_use(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => V4_SPECIAL
+            .iter()
+            .any(|(net, len)| Ipv4Net::new(*net, *len).is_ok_and(|n| n.contains(&v4))),
+        IpAddr::V6(v6) => V6_SPECIAL
+            .iter()
+            .any(|(net, len)| Ipv6Net::new(*net, *len).is_ok_and(|n| n.contains(&v6))),
+    }
+}
+
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+/// May we connect to `ip`? Loopback only with the development flag; other special-use
+/// addresses never.
+pub fn address_allowed(ip: IpAddr, allow_loopback: bool) -> bool {
+    if is_loopback(ip) {
+        return allow_loopback;
+    }
+    !is_special_use(ip)
+}
+
+/// The error a refused address produces; found again in reqwest's error chain.
+#[derive(Debug, thiserror::Error)]
+#[error("{host} resolves to the special-use address {ip}")]
+pub struct RefusedAddress {
+    pub host: String,
+    pub ip: IpAddr,
+}
+
+/// A DNS resolver for reqwest that refuses names resolving to any forbidden address.
+#[derive(Debug, Clone, Copy)]
+pub struct GuardedResolver {
+    pub allow_loopback: bool,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow_loopback = self.allow_loopback;
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            // One forbidden answer poisons the name: refusing all is safer than picking.
+            if let Some(bad) = addrs
+                .iter()
+                .find(|a| !address_allowed(a.ip(), allow_loopback))
+            {
+                return Err(Box::new(RefusedAddress { host, ip: bad.ip() })
+                    as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(addrs.into_iter()) as Addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn special_use_ranges() {
+        for s in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "127.0.0.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "198.18.0.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "fc00::1",
+            "fd12::1",
+            "::ffff:10.0.0.1",
+            "::ffff:127.0.0.1",
+            "2001:db8::1",
+            "ff02::1",
+        ] {
+            assert!(is_special_use(ip(s)), "{s}");
+        }
+        for s in ["93.184.216.34", "8.8.8.8", "172.32.0.1", "2606:4700::1111"] {
+            assert!(!is_special_use(ip(s)), "{s}");
+        }
+    }
+
+    #[test]
+    fn loopback_only_with_the_flag() {
+        assert!(!address_allowed(ip("127.0.0.1"), false));
+        assert!(address_allowed(ip("127.0.0.1"), true));
+        assert!(address_allowed(ip("::1"), true));
+        assert!(address_allowed(ip("::ffff:127.0.0.1"), true));
+        assert!(!address_allowed(ip("10.0.0.1"), true));
+        assert!(!address_allowed(ip("169.254.169.254"), true));
+        assert!(address_allowed(ip("8.8.8.8"), false));
+    }
+}

@@ -1,0 +1,200 @@
+//! Protected resources (MCP servers) and their scopes. RFC 8707 resource indicators.
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::scope::is_scope_token;
+
+/// Scopes OpenID Connect defines; a resource may not claim them.
+pub const OIDC_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access"];
+
+/// A resource URI in its one normal form.
+///
+/// RFC 8707 §2: an absolute URI without a fragment. Clients differ on a lone trailing slash
+/// after the host (`https://mcp.example.com/` vs `https://mcp.example.com`), so that slash is
+/// dropped; scheme and host are lower-cased and a default port removed, as `Url` does.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ResourceUri(String);
+
+impl ResourceUri {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.len() > 2000 {
+            return Err("is longer than 2000 characters".into());
+        }
+        let url = Url::parse(raw).map_err(|e| format!("is not an absolute URI ({e})"))?;
+        if url.fragment().is_some() || raw.contains('#') {
+            return Err("must not contain a fragment (RFC 8707 §2)".into());
+        }
+        if !matches!(url.scheme(), "https" | "http") {
+            return Err("must be an http(s) URI".into());
+        }
+        if url.host().is_none() {
+            return Err("needs a host".into());
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("must not contain user information".into());
+        }
+        let mut s = url.to_string();
+        if url.path() == "/" && url.query().is_none() && s.ends_with('/') {
+            s.pop();
+        }
+        Ok(Self(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ResourceUri {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s)
+    }
+}
+
+impl From<ResourceUri> for String {
+    fn from(r: ResourceUri) -> String {
+        r.0
+    }
+}
+
+impl std::fmt::Display for ResourceUri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A scope a resource offers, with the sentence the consent screen shows for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeDef {
+    pub name: String,
+    pub description: String,
+}
+
+impl ScopeDef {
+    /// Parse `name=Description` (or a bare `name`, described by its name).
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let (name, description) = match spec.split_once('=') {
+            Some((n, d)) => (n.trim(), d.trim()),
+            None => (spec.trim(), spec.trim()),
+        };
+        let def = Self {
+            name: name.to_string(),
+            description: description.to_string(),
+        };
+        def.check()?;
+        Ok(def)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !is_scope_token(&self.name) {
+            return Err(format!("{:?} is not a valid scope name", self.name));
+        }
+        if OIDC_SCOPES.contains(&self.name.as_str()) {
+            return Err(format!(
+                "{:?} is an OpenID Connect scope and cannot belong to a resource",
+                self.name
+            ));
+        }
+        if self.description.is_empty() || self.description.len() > 300 {
+            return Err(format!(
+                "the description of {:?} must be 1 to 300 characters",
+                self.name
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A protected resource: an MCP server (or any API) that accepts our tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    pub uri: ResourceUri,
+    pub name: String,
+    pub scopes: Vec<ScopeDef>,
+    pub created_at: i64,
+}
+
+impl Resource {
+    /// Check and build a new resource.
+    pub fn new(uri: &str, name: &str, scopes: Vec<ScopeDef>, now: i64) -> Result<Self, String> {
+        let uri = ResourceUri::parse(uri).map_err(|e| format!("resource URI {uri:?} {e}"))?;
+        Self::from_parts(uri, name.trim().to_string(), scopes, now)
+    }
+
+    /// Rebuild from stored columns, re-checking them.
+    pub fn from_stored(
+        uri: String,
+        name: String,
+        scopes: Vec<ScopeDef>,
+        created_at: i64,
+    ) -> Result<Self, String> {
+        let uri = ResourceUri::parse(&uri)?;
+        Self::from_parts(uri, name, scopes, created_at)
+    }
+
+    fn from_parts(
+        uri: ResourceUri,
+        name: String,
+        scopes: Vec<ScopeDef>,
+        created_at: i64,
+    ) -> Result<Self, String> {
+        if name.is_empty() || name.len() > 200 {
+            return Err("the resource name must be 1 to 200 characters".into());
+        }
+        for (i, s) in scopes.iter().enumerate() {
+            s.check()?;
+            if scopes[..i].iter().any(|o| o.name == s.name) {
+                return Err(format!("scope {:?} is listed twice", s.name));
+            }
+        }
+        Ok(Self {
+            uri,
+            name,
+            scopes,
+            created_at,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_lone_trailing_slash_and_case() {
+        let a = ResourceUri::parse("https://MCP.example.com/").expect("valid");
+        let b = ResourceUri::parse("https://mcp.example.com").expect("valid");
+        assert_eq!(a, b);
+        assert_eq!(a.as_str(), "https://mcp.example.com");
+        let c = ResourceUri::parse("https://mcp.example.com:443/mcp").expect("valid");
+        assert_eq!(c.as_str(), "https://mcp.example.com/mcp");
+        // A trailing slash on a longer path is significant.
+        let d = ResourceUri::parse("https://mcp.example.com/mcp/").expect("valid");
+        assert_ne!(c, d);
+    }
+
+    #[test]
+    fn refuses_fragments_and_non_http() {
+        assert!(ResourceUri::parse("https://mcp.example.com/#x").is_err());
+        assert!(ResourceUri::parse("urn:example:thing").is_err());
+        assert!(ResourceUri::parse("mcp.example.com").is_err());
+    }
+
+    #[test]
+    fn scope_specs() {
+        let s = ScopeDef::parse("notes:read=Read your notes").expect("valid");
+        assert_eq!(s.name, "notes:read");
+        assert_eq!(s.description, "Read your notes");
+        assert_eq!(ScopeDef::parse("x").expect("bare").description, "x");
+        assert!(ScopeDef::parse("openid=Sign in").is_err());
+        assert!(ScopeDef::parse("bad scope=x").is_err());
+        let dup = vec![
+            ScopeDef::parse("a").expect("a"),
+            ScopeDef::parse("a=again").expect("a"),
+        ];
+        assert!(Resource::new("https://r.example", "R", dup, 0).is_err());
+    }
+}

@@ -1,0 +1,78 @@
+//! Scope values (RFC 6749 §3.3): space-delimited, case-sensitive tokens.
+
+/// Longest scope string accepted anywhere.
+pub const MAX_LEN: usize = 2000;
+
+/// Is `token` a valid scope-token (`1*( %x21 / %x23-5B / %x5D-7E )`)?
+pub fn is_scope_token(token: &str) -> bool {
+    !token.is_empty()
+        && token
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+}
+
+/// A parsed scope: distinct tokens in the order first given.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Scope(Vec<String>);
+
+impl Scope {
+    /// Parse a space-delimited scope string. Repeated tokens are merged.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.len() > MAX_LEN {
+            return Err(format!("is longer than {MAX_LEN} characters"));
+        }
+        let mut out: Vec<String> = Vec::new();
+        for t in s.split(' ') {
+            if t.is_empty() {
+                continue;
+            }
+            if !is_scope_token(t) {
+                return Err(format!("contains the invalid scope token {t:?}"));
+            }
+            if !out.iter().any(|x| x == t) {
+                out.push(t.to_string());
+            }
+        }
+        Ok(Self(out))
+    }
+
+    pub fn tokens(&self) -> &[String] {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn contains(&self, token: &str) -> bool {
+        self.0.iter().any(|t| t == token)
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(" "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_merges() {
+        let s = Scope::parse("notes:read  notes:write notes:read").expect("valid");
+        assert_eq!(s.tokens(), ["notes:read", "notes:write"]);
+        assert_eq!(s.to_string(), "notes:read notes:write");
+        assert!(Scope::parse("").expect("empty").is_empty());
+    }
+
+    #[test]
+    fn refuses_bad_tokens() {
+        assert!(Scope::parse("a\"b").is_err());
+        assert!(Scope::parse("a\\b").is_err());
+        assert!(Scope::parse("caf\u{e9}").is_err());
+        assert!(Scope::parse("a\tb").is_err());
+        assert!(Scope::parse(&"a".repeat(MAX_LEN + 1)).is_err());
+    }
+}

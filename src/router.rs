@@ -1,0 +1,80 @@
+//! Every route in one place: the map of the server.
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::routing::get;
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::endpoints::{jwks, register, well_known};
+use crate::oauth::client_metadata::MAX_BODY_BYTES;
+use crate::startup::AppState;
+
+/// CORS for the endpoints browser-based MCP clients call directly (DESIGN.md §5): any origin,
+/// no credentials.
+fn public_cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("dpop"),
+            HeaderName::from_static("mcp-protocol-version"),
+        ])
+        .expose_headers([header::WWW_AUTHENTICATE, header::RETRY_AFTER])
+}
+
+/// Build the router. `issuer_path` is the issuer URL's path ("" for an issuer at the root):
+/// endpoints live under it, and the well-known documents are also served in the
+/// path-inserted form (RFC 8414 §3.1) and the appended form (OpenID Connect Discovery §4).
+pub fn build(state: AppState, issuer_path: &str) -> Router {
+    let api = Router::new()
+        .route("/jwks", get(jwks::jwks))
+        .route("/register", axum::routing::post(register::register))
+        .route(
+            "/register/{client_id}",
+            get(register::read)
+                .put(register::update)
+                .delete(register::delete),
+        )
+        .route(
+            "/.well-known/openid-configuration",
+            get(well_known::metadata),
+        )
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+
+    let mut app = Router::new();
+    if issuer_path.is_empty() {
+        app = app.merge(api).route(
+            "/.well-known/oauth-authorization-server",
+            get(well_known::metadata),
+        );
+    } else {
+        app = app
+            .nest(issuer_path, api)
+            .route(
+                &format!("/.well-known/oauth-authorization-server{issuer_path}"),
+                get(well_known::metadata),
+            )
+            .route(
+                &format!("/.well-known/openid-configuration{issuer_path}"),
+                get(well_known::metadata),
+            );
+    }
+    app.layer(public_cors())
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                // Method and path only: query strings may carry codes or state.
+                |req: &axum::http::Request<_>| {
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+                },
+            ),
+        )
+        .with_state(state)
+}

@@ -1,0 +1,88 @@
+//! Small helpers shared across modules: time, randomness, hashing, constant-time compare.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// `n` random bytes from the system CSPRNG.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    // aws-lc's RNG only fails if the OS entropy source is gone; there is no safe fallback.
+    if aws_lc_rs::rand::fill(&mut buf).is_err() {
+        std::process::abort();
+    }
+    buf
+}
+
+/// A 256-bit random secret, base64url without padding (43 characters).
+pub fn random_secret() -> String {
+    b64(&random_bytes::<32>())
+}
+
+/// A 128-bit random identifier, base64url without padding (22 characters).
+pub fn random_id() -> String {
+    b64(&random_bytes::<16>())
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn b64_decode(s: &str) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD.decode(s).ok()
+}
+
+/// SHA-256 of a high-entropy secret. Stored secrets (client secrets, registration access
+/// tokens, codes, refresh tokens) are 256-bit random, so a fast hash is the right tool
+/// (DESIGN.md §3); user passwords use argon2id instead.
+pub fn secret_hash(secret: &str) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes())
+        .as_ref()
+        .to_vec()
+}
+
+/// Does `secret` hash to `stored`? Constant time in the compared bytes.
+pub fn verify_secret(secret: &str, stored: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    let h = secret_hash(secret);
+    h.len() == stored.len() && bool::from(h.ct_eq(stored))
+}
+
+/// RFC 3339 rendering of a Unix time, for CLI listings.
+pub fn rfc3339(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| t.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_long_and_distinct() {
+        let a = random_secret();
+        assert_eq!(a.len(), 43);
+        assert_ne!(a, random_secret());
+        assert_eq!(random_id().len(), 22);
+    }
+
+    #[test]
+    fn verify_secret_matches_only_the_same_secret() {
+        let h = secret_hash("s3cret");
+        assert!(verify_secret("s3cret", &h));
+        assert!(!verify_secret("s3cres", &h));
+        assert!(!verify_secret("s3cret", &h[..31]));
+    }
+}

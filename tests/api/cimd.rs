@@ -1,0 +1,251 @@
+//! Client ID Metadata Documents, fetched from a real local document server.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use concierge::oauth::cimd::CimdError;
+use concierge::oauth::client_metadata::AuthMethod;
+use concierge::oauth::clients::{ClientLookupError, ClientSource};
+use serde_json::json;
+
+use crate::helpers::{Backend, TestApp, spawn_app_with};
+
+/// A document server on loopback. Every path counts its fetches.
+struct DocServer {
+    base: String,
+    hits: Arc<dashmap_lite::Counts>,
+}
+
+mod dashmap_lite {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    pub struct Counts(Mutex<HashMap<String, usize>>);
+
+    impl Counts {
+        pub fn bump(&self, k: &str) -> usize {
+            let mut m = self.0.lock().unwrap();
+            let e = m.entry(k.to_string()).or_default();
+            *e += 1;
+            *e
+        }
+        pub fn get(&self, k: &str) -> usize {
+            *self.0.lock().unwrap().get(k).unwrap_or(&0)
+        }
+    }
+}
+
+fn doc(base: &str, path: &str) -> serde_json::Value {
+    json!({
+        "client_id": format!("{base}{path}"),
+        "client_name": "Doc Agent",
+        "redirect_uris": ["http://127.0.0.1/callback"],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "token_endpoint_auth_method": "none"
+    })
+}
+
+async fn doc_server() -> DocServer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let hits = Arc::new(dashmap_lite::Counts::default());
+    let flaky = Arc::new(AtomicUsize::new(0));
+    let (b, h) = (base.clone(), hits.clone());
+    let app = Router::new().fallback(get(move |uri: axum::http::Uri| {
+        let (base, hits, flaky) = (b.clone(), h.clone(), flaky.clone());
+        async move {
+            let path = uri.path().to_string();
+            hits.bump(&path);
+            let json = |v: serde_json::Value, cache: &'static str| -> Response {
+                let mut headers = HeaderMap::new();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                if !cache.is_empty() {
+                    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+                }
+                (headers, v.to_string()).into_response()
+            };
+            match path.as_str() {
+                "/client.json" => json(doc(&base, &path), "max-age=60"),
+                "/nostore.json" => json(doc(&base, &path), "no-store"),
+                "/mismatch.json" => json(doc(&base, "/other.json"), ""),
+                "/redirect.json" => {
+                    (StatusCode::FOUND, [(header::LOCATION, "/client.json")]).into_response()
+                }
+                "/big.json" => {
+                    let mut d = doc(&base, &path);
+                    d["client_uri"] = json!(format!("https://agent.example/{}", "x".repeat(6000)));
+                    json(d, "")
+                }
+                "/slow.json" => {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    json(doc(&base, &path), "")
+                }
+                "/flaky.json" => {
+                    if flaky.fetch_add(1, Ordering::SeqCst) == 0 {
+                        StatusCode::INTERNAL_SERVER_ERROR.into_response()
+                    } else {
+                        json(doc(&base, &path), "max-age=60")
+                    }
+                }
+                "/secret.json" => {
+                    let mut d = doc(&base, &path);
+                    d["token_endpoint_auth_method"] = json!("client_secret_basic");
+                    json(d, "")
+                }
+                "/pkjwt.json" => {
+                    let mut d = doc(&base, &path);
+                    d["token_endpoint_auth_method"] = json!("private_key_jwt");
+                    d["jwks_uri"] = json!("https://agent.example/jwks.json");
+                    json(d, "")
+                }
+                "/notjson.json" => "<html>hello</html>".into_response(),
+                _ => StatusCode::NOT_FOUND.into_response(),
+            }
+        }
+    }));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    DocServer { base, hits }
+}
+
+async fn app_allowing_loopback(backend: Backend) -> Option<TestApp> {
+    spawn_app_with(backend, |c| {
+        c.cimd.allow_loopback = true;
+        c.cimd.timeout_ms = 500;
+    })
+    .await
+}
+
+async fn lookup_err(app: &TestApp, id: &str) -> CimdError {
+    match app.state.clients.find(id).await {
+        Err(ClientLookupError::Document(e)) => e,
+        other => panic!("{id}: expected a document error, got {other:?}"),
+    }
+}
+
+async fn documents(backend: Backend) {
+    let Some(app) = app_allowing_loopback(backend).await else {
+        return;
+    };
+    let docs = doc_server().await;
+    let id = format!("{}/client.json", docs.base);
+
+    // Success: the document is the client.
+    let c = app.state.clients.find(&id).await.unwrap().unwrap();
+    assert_eq!(c.source, ClientSource::MetadataDocument);
+    assert_eq!(c.metadata.token_endpoint_auth_method, AuthMethod::None);
+    assert_eq!(c.display_name(), "Doc Agent (127.0.0.1)");
+    assert!(
+        c.metadata
+            .redirect_uri_matches("http://127.0.0.1:5555/callback")
+    );
+    // Cached per Cache-Control: a second look-up does not fetch.
+    app.state.clients.find(&id).await.unwrap().unwrap();
+    assert_eq!(docs.hits.get("/client.json"), 1);
+    // no-store: fetched every time.
+    let ns = format!("{}/nostore.json", docs.base);
+    app.state.clients.find(&ns).await.unwrap().unwrap();
+    app.state.clients.find(&ns).await.unwrap().unwrap();
+    assert_eq!(docs.hits.get("/nostore.json"), 2);
+
+    // Failures, each for its reason.
+    let e = lookup_err(&app, &format!("{}/mismatch.json", docs.base)).await;
+    assert!(
+        matches!(&e, CimdError::Invalid(m) if m.contains("client_id")),
+        "{e}"
+    );
+    let e = lookup_err(&app, &format!("{}/redirect.json", docs.base)).await;
+    assert!(matches!(e, CimdError::Redirect(302)), "{e}");
+    assert_eq!(
+        docs.hits.get("/client.json"),
+        1,
+        "the redirect was not followed"
+    );
+    let e = lookup_err(&app, &format!("{}/big.json", docs.base)).await;
+    assert!(matches!(e, CimdError::TooLarge(5120)), "{e}");
+    let e = lookup_err(&app, &format!("{}/slow.json", docs.base)).await;
+    assert!(matches!(e, CimdError::Timeout(500)), "{e}");
+    let e = lookup_err(&app, &format!("{}/missing.json", docs.base)).await;
+    assert!(matches!(e, CimdError::Status(404)), "{e}");
+    let e = lookup_err(&app, &format!("{}/secret.json", docs.base)).await;
+    assert!(
+        matches!(&e, CimdError::Invalid(m) if m.contains("shared secret")),
+        "{e}"
+    );
+    let e = lookup_err(&app, &format!("{}/notjson.json", docs.base)).await;
+    assert!(matches!(e, CimdError::Invalid(_)), "{e}");
+    let pk = app
+        .state
+        .clients
+        .find(&format!("{}/pkjwt.json", docs.base))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        pk.metadata.token_endpoint_auth_method,
+        AuthMethod::PrivateKeyJwt
+    );
+
+    // Failures are never cached: the flaky document fails once, then works, then is cached.
+    let flaky = format!("{}/flaky.json", docs.base);
+    assert!(matches!(
+        lookup_err(&app, &flaky).await,
+        CimdError::Status(500)
+    ));
+    app.state.clients.find(&flaky).await.unwrap().unwrap();
+    app.state.clients.find(&flaky).await.unwrap().unwrap();
+    assert_eq!(docs.hits.get("/flaky.json"), 2);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_sqlite() {
+    documents(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_postgres() {
+    documents(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_addresses_refused_without_the_flag() {
+    let app = spawn_app_with(Backend::Sqlite, |_| {}).await.unwrap();
+    let docs = doc_server().await;
+    let port = docs.base.rsplit(':').next().unwrap().to_string();
+    // Plain http is not a document URL without the flag: it is simply no client.
+    assert!(
+        app.state
+            .clients
+            .find(&format!("{}/client.json", docs.base))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // An address literal in a special-use range.
+    for host in ["127.0.0.1", "10.0.0.1", "169.254.169.254", "[::1]"] {
+        let e = lookup_err(&app, &format!("https://{host}:{port}/client.json")).await;
+        assert!(matches!(e, CimdError::SpecialUseAddress(_)), "{host}: {e}");
+    }
+    // A name that resolves to loopback is refused at resolution time.
+    let e = lookup_err(&app, &format!("https://localhost:{port}/client.json")).await;
+    assert!(
+        matches!(&e, CimdError::SpecialUseAddress(m) if m.contains("127.0.0.1") || m.contains("::1")),
+        "{e}"
+    );
+    assert_eq!(docs.hits.get("/client.json"), 0, "nothing was fetched");
+    // URL rules.
+    let e = lookup_err(&app, "https://agent.example/a/../client.json").await;
+    assert!(matches!(e, CimdError::BadUrl(_)), "{e}");
+    let e = lookup_err(&app, "https://agent.example").await;
+    assert!(matches!(e, CimdError::BadUrl(_)), "{e}");
+    app.finish().await;
+}

@@ -1,0 +1,259 @@
+//! The `concierge` command, run as a user would: zero-config serve, resources, clients, keys.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn concierge(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_concierge"))
+        .current_dir(dir)
+        .args(args)
+        .env_remove("CONCIERGE_DATABASE_URL")
+        .output()
+        .expect("run concierge");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn resources_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ok, out, err) = concierge(
+        d,
+        &[
+            "resource",
+            "add",
+            "--uri",
+            "https://mcp.example.com/mcp",
+            "--name",
+            "Notes",
+            "--scope",
+            "notes:read=Read your notes",
+            "--scope",
+            "notes:write=Change your notes",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("notes:write"), "{out}");
+    assert!(
+        d.join("concierge-data/concierge.db").exists(),
+        "zero-config SQLite in ./concierge-data"
+    );
+    let (ok, out, _) = concierge(d, &["resource", "list"]);
+    assert!(
+        ok && out.contains("https://mcp.example.com/mcp  Notes") && out.contains("Read your notes"),
+        "{out}"
+    );
+    let (ok, _, err) = concierge(
+        d,
+        &[
+            "resource",
+            "add",
+            "--uri",
+            "https://mcp.example.com/mcp",
+            "--name",
+            "Again",
+        ],
+    );
+    assert!(!ok && err.contains("already exists"), "{err}");
+    let (ok, _, err) = concierge(
+        d,
+        &[
+            "resource",
+            "add",
+            "--uri",
+            "https://x.example/#f",
+            "--name",
+            "X",
+        ],
+    );
+    assert!(!ok && err.contains("fragment"), "{err}");
+    let (ok, _, err) = concierge(
+        d,
+        &[
+            "resource",
+            "add",
+            "--uri",
+            "https://x.example",
+            "--name",
+            "X",
+            "--scope",
+            "openid=Sign in",
+        ],
+    );
+    assert!(!ok && err.contains("OpenID"), "{err}");
+    let (ok, out, _) = concierge(d, &["resource", "remove", "https://mcp.example.com/mcp"]);
+    assert!(ok, "{out}");
+    let (ok, _, err) = concierge(d, &["resource", "remove", "https://mcp.example.com/mcp"]);
+    assert!(!ok && err.contains("no resource"), "{err}");
+}
+
+#[test]
+fn clients_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ok, out, err) = concierge(
+        d,
+        &[
+            "client",
+            "add",
+            "--name",
+            "Batch job",
+            "--id",
+            "batch",
+            "--grant-type",
+            "client_credentials",
+            "--auth-method",
+            "client_secret_post",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("added client batch"), "{out}");
+    let secret_line = out
+        .lines()
+        .find(|l| l.starts_with("client_secret: "))
+        .expect("secret printed once");
+    assert_eq!(secret_line.trim_start_matches("client_secret: ").len(), 43);
+    let (ok, out, _) = concierge(
+        d,
+        &[
+            "client",
+            "add",
+            "--name",
+            "Desktop",
+            "--id",
+            "desk",
+            "--auth-method",
+            "none",
+            "--redirect-uri",
+            "http://127.0.0.1/cb",
+        ],
+    );
+    assert!(ok && !out.contains("client_secret"), "{out}");
+    let (ok, _, err) = concierge(
+        d,
+        &[
+            "client",
+            "add",
+            "--name",
+            "Bad",
+            "--redirect-uri",
+            "http://evil.example/cb",
+        ],
+    );
+    assert!(!ok && err.contains("redirect_uris[0]"), "{err}");
+    let (ok, out, _) = concierge(d, &["client", "list"]);
+    assert!(
+        ok && out.contains("batch  static  Batch job") && out.contains("desk  static  Desktop"),
+        "{out}"
+    );
+    assert!(
+        !out.contains(secret_line.trim_start_matches("client_secret: ")),
+        "list never shows secrets"
+    );
+    let (ok, out, _) = concierge(d, &["client", "show", "batch"]);
+    assert!(
+        ok && out.contains("\"client_credentials\"") && !out.contains("\"client_secret\""),
+        "{out}"
+    );
+    let (ok, _, _) = concierge(d, &["client", "remove", "batch"]);
+    assert!(ok);
+    let (ok, _, err) = concierge(d, &["client", "show", "batch"]);
+    assert!(!ok && err.contains("no client"), "{err}");
+}
+
+#[test]
+fn keys_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ok, out, _) = concierge(d, &["keys", "list"]);
+    assert!(ok && out.contains("no keys yet"), "{out}");
+    let (ok, out, err) = concierge(d, &["keys", "rotate", "--alg", "ES256"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("new active key"), "{out}");
+    let (ok, out, _) = concierge(d, &["keys", "list"]);
+    assert!(ok, "{out}");
+    let es: Vec<&str> = out.lines().filter(|l| l.contains("ES256")).collect();
+    assert_eq!(
+        es.iter().filter(|l| l.ends_with("active")).count(),
+        1,
+        "{out}"
+    );
+    assert!(
+        es.iter().any(|l| l.contains("retired, published until")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains("RS256") && l.ends_with("active")),
+        "{out}"
+    );
+    let (ok, _, err) = concierge(d, &["keys", "rotate", "--alg", "HS256"]);
+    assert!(!ok && err.contains("ES256 or RS256"), "{err}");
+}
+
+/// `concierge serve` with no configuration at all starts, answers, and stops on SIGTERM.
+#[test]
+fn serve_with_zero_configuration_and_stop_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_concierge"))
+        .current_dir(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().unwrap().unwrap();
+    let addr = first
+        .strip_prefix("Concierge listening on ")
+        .expect(&first)
+        .to_string();
+    let issuer = lines.next().unwrap().unwrap();
+    assert_eq!(issuer.trim(), "issuer:   http://localhost:8080");
+    let metadata = lines.next().unwrap().unwrap();
+    assert!(
+        metadata.contains("http://localhost:8080/.well-known/oauth-authorization-server"),
+        "{metadata}"
+    );
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let body: serde_json::Value = rt.block_on(async {
+        reqwest::get(format!("{addr}/.well-known/oauth-authorization-server"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert_eq!(body["issuer"], "http://localhost:8080");
+    assert!(
+        dir.path()
+            .join("concierge-data/key-encryption-key")
+            .exists()
+    );
+
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut waited = Duration::ZERO;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(waited < Duration::from_secs(10), "did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+        waited += Duration::from_millis(50);
+    };
+    assert!(status.success(), "graceful exit: {status:?}");
+}

@@ -1,0 +1,12 @@
+//! Integration tests: the real server on port 0, spoken to over HTTP, on SQLite and on
+//! PostgreSQL. One binary, so it links once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+
+mod cimd;
+mod cli;
+mod keys;
+mod metadata;
+mod registration;
+mod store;

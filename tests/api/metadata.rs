@@ -1,0 +1,190 @@
+//! Discovery documents: RFC 8414 and OpenID Connect Discovery, root and path-inserted forms.
+
+use serde_json::json;
+
+use crate::both;
+use crate::helpers::{Backend, TestApp, spawn_app_at_path};
+
+async fn add_notes_resource(app: &TestApp) {
+    let r = concierge::oauth::resource::Resource::new(
+        "https://mcp.example.com/mcp",
+        "Notes",
+        vec![
+            concierge::oauth::resource::ScopeDef::parse("notes:read=Read your notes").unwrap(),
+            concierge::oauth::resource::ScopeDef::parse("notes:write=Change your notes").unwrap(),
+        ],
+        0,
+    )
+    .unwrap();
+    app.store().insert_resource(&r).await.unwrap();
+}
+
+both!(authorization_server_metadata, |app: TestApp| async move {
+    add_notes_resource(&app).await;
+    let (status, headers, m) = app
+        .get_json("/.well-known/oauth-authorization-server")
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    // Byte-identical issuer (RFC 8414 §3.3).
+    assert_eq!(m["issuer"].as_str().unwrap(), app.issuer);
+    assert_eq!(m["jwks_uri"], app.url("/jwks"));
+    assert_eq!(m["registration_endpoint"], app.url("/register"));
+    assert_eq!(m["client_id_metadata_document_supported"], true);
+    assert_eq!(m["scopes_supported"], json!(["notes:read", "notes:write"]));
+    // Only what works: no grant is implemented at the token endpoint yet, so none is listed
+    // and no token or authorization endpoint is advertised.
+    assert_eq!(
+        m["grant_types_supported"],
+        json!(
+            concierge::oauth::grants::implemented()
+                .iter()
+                .map(|g| g.as_str())
+                .collect::<Vec<_>>()
+        )
+    );
+    assert_eq!(
+        m.get("token_endpoint").is_some(),
+        !concierge::oauth::grants::implemented().is_empty()
+    );
+
+    let (status, _, oidc) = app.get_json("/.well-known/openid-configuration").await;
+    assert_eq!(status, 200);
+    assert_eq!(oidc["issuer"].as_str().unwrap(), app.issuer);
+    app
+});
+
+both!(
+    metadata_reflects_configuration,
+    |c: &mut concierge::Config| {
+        c.registration.enabled = false;
+        c.cimd.enabled = false;
+    },
+    |app: TestApp| async move {
+        let (_, _, m) = app
+            .get_json("/.well-known/oauth-authorization-server")
+            .await;
+        assert!(m.get("registration_endpoint").is_none(), "{m}");
+        assert!(
+            m.get("client_id_metadata_document_supported").is_none(),
+            "{m}"
+        );
+        assert_eq!(m["scopes_supported"], json!([]));
+        let res = app
+            .http
+            .post(app.url("/register"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            res.status().is_client_error(),
+            "registration is off: {}",
+            res.status()
+        );
+        app
+    }
+);
+
+both!(cors_for_browser_clients, |app: TestApp| async move {
+    let res = app
+        .http
+        .get(app.url("/.well-known/oauth-authorization-server"))
+        .header("Origin", "https://inspector.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["access-control-allow-origin"], "*");
+    assert!(
+        res.headers()
+            .get("access-control-allow-credentials")
+            .is_none()
+    );
+    let pre = app
+        .http
+        .request(reqwest::Method::OPTIONS, app.url("/register"))
+        .header("Origin", "https://inspector.example")
+        .header("Access-Control-Request-Method", "POST")
+        .header("Access-Control-Request-Headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert!(pre.status().is_success(), "{}", pre.status());
+    assert_eq!(pre.headers()["access-control-allow-origin"], "*");
+    let jwks = app
+        .http
+        .get(app.url("/jwks"))
+        .header("Origin", "https://inspector.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(jwks.headers()["access-control-allow-origin"], "*");
+    app
+});
+
+async fn issuer_with_path(backend: Backend) {
+    let Some(app) = spawn_app_at_path(backend, "/tenant-a", |_| {}).await else {
+        return;
+    };
+    assert!(app.issuer.ends_with("/tenant-a"));
+    for path in [
+        "/.well-known/oauth-authorization-server/tenant-a",
+        "/.well-known/openid-configuration/tenant-a",
+        "/tenant-a/.well-known/openid-configuration",
+    ] {
+        let res = app
+            .http
+            .get(format!("{}{path}", app.origin))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        let m: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(m["issuer"].as_str().unwrap(), app.issuer, "{path}");
+        assert_eq!(m["jwks_uri"], format!("{}/jwks", app.issuer));
+    }
+    // The root document belongs to a different issuer, so it is not served here.
+    let root = app
+        .http
+        .get(format!(
+            "{}/.well-known/oauth-authorization-server",
+            app.origin
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(root.status(), 404);
+    let jwks = app
+        .http
+        .get(format!("{}/jwks", app.issuer))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(jwks.status(), 200);
+    app.finish().await;
+}
+
+#[tokio::test]
+async fn issuer_with_path_sqlite() {
+    issuer_with_path(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn issuer_with_path_postgres() {
+    issuer_with_path(Backend::Postgres).await;
+}
+
+both!(wrong_methods_and_paths_are_4xx, |app: TestApp| async move {
+    let res = app.http.post(app.url("/jwks")).send().await.unwrap();
+    assert_eq!(res.status(), 405);
+    let res = app.http.get(app.url("/nope")).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    let res = app.http.get(app.url("/register")).send().await.unwrap();
+    assert_eq!(res.status(), 405);
+    app
+});

@@ -1,0 +1,128 @@
+//! The store suite: one behaviour, both backends.
+
+use concierge::oauth::client_metadata::{Origin, RawClientMetadata, validate};
+use concierge::oauth::registration::new_client;
+use concierge::oauth::resource::{Resource, ScopeDef};
+use concierge::store::{ClientKind, StoreError};
+
+use crate::both;
+use crate::helpers::TestApp;
+
+fn metadata() -> concierge::oauth::client_metadata::ClientMetadata {
+    let raw = RawClientMetadata::from_json(
+        br#"{"redirect_uris":["https://a.example/cb"],"client_name":"A"}"#,
+    )
+    .unwrap();
+    validate(raw, Origin::Operator).unwrap()
+}
+
+both!(resources, |app: TestApp| async move {
+    let s = app.store();
+    let r = Resource::new(
+        "https://mcp.example.com/",
+        "Notes",
+        vec![ScopeDef::parse("notes:read=Read").unwrap()],
+        10,
+    )
+    .unwrap();
+    s.insert_resource(&r).await.unwrap();
+    assert!(matches!(
+        s.insert_resource(&r).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Stored normalised: the trailing-slash form finds it.
+    let got = s
+        .get_resource("https://mcp.example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, r);
+    assert_eq!(s.list_resources().await.unwrap(), vec![r.clone()]);
+    assert!(s.delete_resource(r.uri.as_str()).await.unwrap());
+    assert!(!s.delete_resource(r.uri.as_str()).await.unwrap());
+    assert!(s.get_resource(r.uri.as_str()).await.unwrap().is_none());
+    app
+});
+
+both!(clients, |app: TestApp| async move {
+    let s = app.store();
+    // Real times: the server's sweeper deletes expired registrations as it goes.
+    let t = concierge::util::now() + 10;
+    let (mut c, _) = new_client(
+        metadata(),
+        ClientKind::Dynamic,
+        None,
+        Some("192.0.2.1".into()),
+        t,
+        100,
+    );
+    s.insert_client(&c).await.unwrap();
+    assert!(matches!(
+        s.insert_client(&c).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let got = s.get_client(&c.client_id, t + 50).await.unwrap().unwrap();
+    assert_eq!(got.metadata, c.metadata);
+    assert_eq!(got.secret_hash, c.secret_hash);
+    assert_eq!(got.registered_from.as_deref(), Some("192.0.2.1"));
+    // Expired while unused: invisible, then swept.
+    assert!(s.get_client(&c.client_id, t + 100).await.unwrap().is_none());
+    assert!(s.list_clients(t + 100).await.unwrap().is_empty());
+    // A use ends the expiry.
+    s.touch_client(&c.client_id, t + 50).await.unwrap();
+    let used = s.get_client(&c.client_id, t + 4000).await.unwrap().unwrap();
+    assert_eq!(used.last_used_at, Some(t + 50));
+    assert_eq!(used.expires_at, None);
+    c.metadata.client_name = Some("B".into());
+    c.updated_at = t + 1000;
+    assert!(s.update_client(&c).await.unwrap());
+    assert_eq!(
+        s.get_client(&c.client_id, t + 4000)
+            .await
+            .unwrap()
+            .unwrap()
+            .metadata
+            .client_name
+            .as_deref(),
+        Some("B")
+    );
+    let (unused, _) = new_client(metadata(), ClientKind::Dynamic, None, None, t, 100);
+    s.insert_client(&unused).await.unwrap();
+    assert_eq!(s.delete_expired_clients(t + 4000).await.unwrap(), 1);
+    assert_eq!(s.list_clients(t + 4000).await.unwrap().len(), 1);
+    assert!(s.delete_client(&c.client_id).await.unwrap());
+    assert!(!s.update_client(&c).await.unwrap());
+    app
+});
+
+both!(
+    rate_limit_windows_count_atomically,
+    |app: TestApp| async move {
+        let s = app.store();
+        // Real times: the server's sweeper purges windows older than a day.
+        let t = concierge::util::now();
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(
+                async move { s.hit("b", 60, t).await.unwrap() },
+            ));
+        }
+        let mut counts = Vec::new();
+        for t in tasks {
+            counts.push(t.await.unwrap());
+        }
+        counts.sort();
+        assert_eq!(
+            counts,
+            (1..=20).collect::<Vec<i64>>(),
+            "every hit counted exactly once"
+        );
+        assert_eq!(s.hit("b", 60, t + 59).await.unwrap(), 21);
+        assert_eq!(s.hit("b", 60, t + 60).await.unwrap(), 1, "a new window");
+        assert_eq!(s.hit("other", 60, t + 60).await.unwrap(), 1);
+        assert_eq!(s.purge_rate_limits(t + 60).await.unwrap(), 0);
+        assert_eq!(s.purge_rate_limits(t + 61).await.unwrap(), 2);
+        app
+    }
+);
