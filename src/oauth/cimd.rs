@@ -8,36 +8,22 @@
 //! failures never are.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::HeaderMap;
-use url::{Host, Url};
+use url::Url;
 
 use super::client_metadata::{self, ClientMetadata, Origin, RawClientMetadata};
-use super::net_guard::{GuardedResolver, RefusedAddress, address_allowed};
-use super::redirect_uri::is_loopback_host;
+use super::net_guard::{FetchError, SafeFetcher};
 use crate::config::CimdConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CimdError {
     #[error("the client_id URL {0}")]
     BadUrl(String),
-    #[error("the client metadata document host {0}; it is refused")]
-    SpecialUseAddress(String),
-    #[error(
-        "the client metadata document URL answered with a redirect (HTTP {0}); redirects are not followed"
-    )]
-    Redirect(u16),
-    #[error("the client metadata document URL answered HTTP {0}")]
-    Status(u16),
-    #[error("the client metadata document is larger than {0} bytes")]
-    TooLarge(usize),
-    #[error("fetching the client metadata document took longer than {0} ms")]
-    Timeout(u64),
     #[error("the client metadata document could not be fetched: {0}")]
-    Fetch(String),
+    Fetch(#[from] FetchError),
     #[error("the client metadata document is invalid: {0}")]
     Invalid(String),
 }
@@ -52,10 +38,9 @@ pub fn is_document_client_id(client_id: &str, cfg: &CimdConfig) -> bool {
 pub fn parse_client_id_url(client_id: &str, cfg: &CimdConfig) -> Result<Url, CimdError> {
     let bad = |why: &str| CimdError::BadUrl(why.to_string());
     let url = Url::parse(client_id).map_err(|e| bad(&format!("is not a URL ({e})")))?;
-    match url.scheme() {
-        "https" => {}
-        "http" if cfg.allow_loopback && is_loopback_host(&url) => {}
-        _ => return Err(bad("must use https")),
+    let loopback_http = url.scheme() == "http" && super::redirect_uri::is_loopback_host(&url);
+    if !(url.scheme() == "https" || (cfg.allow_loopback && loopback_http)) {
+        return Err(bad("must use https"));
     }
     if url.fragment().is_some() || client_id.contains('#') {
         return Err(bad("must not contain a fragment"));
@@ -72,16 +57,6 @@ pub fn parse_client_id_url(client_id: &str, cfg: &CimdConfig) -> Result<Url, Cim
         return Err(bad(
             "must be in normal form (no dot segments, lower-case host, no default port)",
         ));
-    }
-    if let Some(ip) = match url.host() {
-        Some(Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
-        Some(Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
-        _ => None,
-    } && !address_allowed(ip, cfg.allow_loopback)
-    {
-        return Err(CimdError::SpecialUseAddress(format!(
-            "is the special-use address {ip}"
-        )));
     }
     Ok(url)
 }
@@ -130,31 +105,16 @@ struct Entry {
 
 /// Fetches, validates and caches metadata documents. One per server; cheap to share.
 pub struct CimdResolver {
-    http: reqwest::Client,
+    fetcher: SafeFetcher,
     cfg: CimdConfig,
     cache: Mutex<HashMap<String, Entry>>,
 }
 
 impl CimdResolver {
     pub fn new(cfg: CimdConfig) -> Result<Self, CimdError> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_millis(cfg.timeout_ms))
-            .connect_timeout(Duration::from_millis(cfg.timeout_ms))
-            // A proxy would resolve names itself, past the address guard.
-            .no_proxy()
-            .dns_resolver(Arc::new(GuardedResolver {
-                allow_loopback: cfg.allow_loopback,
-            }))
-            .user_agent(concat!(
-                "Concierge/",
-                env!("CARGO_PKG_VERSION"),
-                " (client metadata)"
-            ))
-            .build()
-            .map_err(|e| CimdError::Fetch(e.to_string()))?;
+        let fetcher = SafeFetcher::new(cfg.allow_loopback, cfg.timeout_ms)?;
         Ok(Self {
-            http,
+            fetcher,
             cfg,
             cache: Mutex::new(HashMap::new()),
         })
@@ -226,51 +186,16 @@ impl CimdResolver {
         url: &Url,
         client_id: &str,
     ) -> Result<(ClientMetadata, Option<Duration>), CimdError> {
-        let mut resp = self
-            .http
-            .get(url.clone())
-            .header(http::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| self.fetch_error(e))?;
-        let status = resp.status();
-        if status.is_redirection() {
-            return Err(CimdError::Redirect(status.as_u16()));
-        }
-        if status != reqwest::StatusCode::OK {
-            return Err(CimdError::Status(status.as_u16()));
-        }
-        let limit = self.cfg.max_document_bytes;
-        if resp.content_length().is_some_and(|n| n > limit as u64) {
-            return Err(CimdError::TooLarge(limit));
-        }
-        let ttl = cache_ttl(resp.headers(), SystemTime::now(), &self.cfg);
-        let mut body: Vec<u8> = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| self.fetch_error(e))? {
-            if body.len() + chunk.len() > limit {
-                return Err(CimdError::TooLarge(limit));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let (headers, body) = self
+            .fetcher
+            .get(url, "application/json", self.cfg.max_document_bytes)
+            .await?;
+        let ttl = cache_ttl(&headers, SystemTime::now(), &self.cfg);
         let raw = RawClientMetadata::from_json(&body)
             .map_err(|e| CimdError::Invalid(e.description.into_owned()))?;
         let metadata = client_metadata::validate(raw, Origin::Document { url: client_id })
             .map_err(|e| CimdError::Invalid(e.description.into_owned()))?;
         Ok((metadata, ttl))
-    }
-
-    fn fetch_error(&self, e: reqwest::Error) -> CimdError {
-        if e.is_timeout() {
-            return CimdError::Timeout(self.cfg.timeout_ms);
-        }
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(s) = source {
-            if let Some(r) = s.downcast_ref::<RefusedAddress>() {
-                return CimdError::SpecialUseAddress(r.to_string());
-            }
-            source = s.source();
-        }
-        CimdError::Fetch(e.without_url().to_string())
     }
 }
 
@@ -296,8 +221,6 @@ mod tests {
             "https://u:p@agent.example/client.json",
             "https://Agent.example/client.json",
             "https://agent.example:443/client.json",
-            "https://10.0.0.1/client.json",
-            "https://127.0.0.1/client.json",
         ] {
             assert!(parse_client_id_url(bad, &c).is_err(), "{bad}");
         }
@@ -307,7 +230,6 @@ mod tests {
         };
         assert!(parse_client_id_url("http://127.0.0.1:4000/client.json", &dev).is_ok());
         assert!(parse_client_id_url("http://agent.example/client.json", &dev).is_err());
-        assert!(parse_client_id_url("https://10.0.0.1/client.json", &dev).is_err());
         assert!(is_document_client_id("https://a/b", &c));
         assert!(!is_document_client_id("http://127.0.0.1/b", &c));
         assert!(is_document_client_id("http://127.0.0.1/b", &dev));

@@ -4,9 +4,15 @@
 //! DNS answer cannot smuggle a private address past a host-name check.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
 
+use http::HeaderMap;
 use ipnet::{Ipv4Net, Ipv6Net};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use url::{Host, Url};
+
+use super::redirect_uri::is_loopback_host;
 
 const V4_SPECIAL: &[(Ipv4Addr, u8)] = &[
     (Ipv4Addr::new(0, 0, 0, 0), 8),
@@ -107,6 +113,126 @@ impl Resolve for GuardedResolver {
             }
             Ok(Box::new(addrs.into_iter()) as Addrs)
         })
+    }
+}
+
+/// Why an outbound fetch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("{0} must use https")]
+    NotHttps(String),
+    #[error("the host {0}; it is refused")]
+    SpecialUseAddress(String),
+    #[error("the URL answered with a redirect (HTTP {0}); redirects are not followed")]
+    Redirect(u16),
+    #[error("the URL answered HTTP {0}")]
+    Status(u16),
+    #[error("the document is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("fetching took longer than {0} ms")]
+    Timeout(u64),
+    #[error("the fetch failed: {0}")]
+    Other(String),
+}
+
+/// An HTTP client for URLs that clients name: https only (plain http on loopback with the
+/// development flag), no proxies, no redirects, a size cap, a timeout, and the address guard.
+pub struct SafeFetcher {
+    http: reqwest::Client,
+    allow_loopback: bool,
+    timeout_ms: u64,
+}
+
+impl SafeFetcher {
+    pub fn new(allow_loopback: bool, timeout_ms: u64) -> Result<Self, FetchError> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_millis(timeout_ms))
+            .connect_timeout(Duration::from_millis(timeout_ms))
+            // A proxy would resolve names itself, past the address guard.
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver { allow_loopback }))
+            .user_agent(concat!("Concierge/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| FetchError::Other(e.to_string()))?;
+        Ok(Self {
+            http,
+            allow_loopback,
+            timeout_ms,
+        })
+    }
+
+    /// May this URL be fetched at all? (Scheme and address literals; names are checked when
+    /// they resolve.)
+    pub fn check_url(&self, url: &Url) -> Result<(), FetchError> {
+        match url.scheme() {
+            "https" => {}
+            "http" if self.allow_loopback && is_loopback_host(url) => {}
+            _ => return Err(FetchError::NotHttps(url.to_string())),
+        }
+        let literal = match url.host() {
+            Some(Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
+            Some(Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
+            _ => None,
+        };
+        if let Some(ip) = literal
+            && !address_allowed(ip, self.allow_loopback)
+        {
+            return Err(FetchError::SpecialUseAddress(format!(
+                "is the special-use address {ip}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// GET `url`; only a 200 whose body fits in `max_bytes` is a success.
+    pub async fn get(
+        &self,
+        url: &Url,
+        accept: &str,
+        max_bytes: usize,
+    ) -> Result<(HeaderMap, Vec<u8>), FetchError> {
+        self.check_url(url)?;
+        let mut resp = self
+            .http
+            .get(url.clone())
+            .header(http::header::ACCEPT, accept)
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        let status = resp.status();
+        if status.is_redirection() {
+            return Err(FetchError::Redirect(status.as_u16()));
+        }
+        if status != reqwest::StatusCode::OK {
+            return Err(FetchError::Status(status.as_u16()));
+        }
+        if resp.content_length().is_some_and(|n| n > max_bytes as u64) {
+            return Err(FetchError::TooLarge(max_bytes));
+        }
+        let headers = resp.headers().clone();
+        let mut body: Vec<u8> = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.error(e))? {
+            if body.len() + chunk.len() > max_bytes {
+                return Err(FetchError::TooLarge(max_bytes));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((headers, body))
+    }
+
+    fn error(&self, e: reqwest::Error) -> FetchError {
+        if e.is_timeout() {
+            return FetchError::Timeout(self.timeout_ms);
+        }
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(s) = source {
+            if let Some(r) = s.downcast_ref::<RefusedAddress>() {
+                return FetchError::SpecialUseAddress(r.to_string());
+            }
+            source = s.source();
+        }
+        FetchError::Other(e.without_url().to_string())
     }
 }
 

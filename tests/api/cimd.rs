@@ -11,6 +11,7 @@ use axum::routing::get;
 use concierge::oauth::cimd::CimdError;
 use concierge::oauth::client_metadata::AuthMethod;
 use concierge::oauth::clients::{ClientLookupError, ClientSource};
+use concierge::oauth::net_guard::FetchError;
 use serde_json::json;
 
 use crate::helpers::{Backend, TestApp, spawn_app_with};
@@ -163,18 +164,30 @@ async fn documents(backend: Backend) {
         "{e}"
     );
     let e = lookup_err(&app, &format!("{}/redirect.json", docs.base)).await;
-    assert!(matches!(e, CimdError::Redirect(302)), "{e}");
+    assert!(
+        matches!(e, CimdError::Fetch(FetchError::Redirect(302))),
+        "{e}"
+    );
     assert_eq!(
         docs.hits.get("/client.json"),
         1,
         "the redirect was not followed"
     );
     let e = lookup_err(&app, &format!("{}/big.json", docs.base)).await;
-    assert!(matches!(e, CimdError::TooLarge(5120)), "{e}");
+    assert!(
+        matches!(e, CimdError::Fetch(FetchError::TooLarge(5120))),
+        "{e}"
+    );
     let e = lookup_err(&app, &format!("{}/slow.json", docs.base)).await;
-    assert!(matches!(e, CimdError::Timeout(500)), "{e}");
+    assert!(
+        matches!(e, CimdError::Fetch(FetchError::Timeout(500))),
+        "{e}"
+    );
     let e = lookup_err(&app, &format!("{}/missing.json", docs.base)).await;
-    assert!(matches!(e, CimdError::Status(404)), "{e}");
+    assert!(
+        matches!(e, CimdError::Fetch(FetchError::Status(404))),
+        "{e}"
+    );
     let e = lookup_err(&app, &format!("{}/secret.json", docs.base)).await;
     assert!(
         matches!(&e, CimdError::Invalid(m) if m.contains("shared secret")),
@@ -198,7 +211,7 @@ async fn documents(backend: Backend) {
     let flaky = format!("{}/flaky.json", docs.base);
     assert!(matches!(
         lookup_err(&app, &flaky).await,
-        CimdError::Status(500)
+        CimdError::Fetch(FetchError::Status(500))
     ));
     app.state.clients.find(&flaky).await.unwrap().unwrap();
     app.state.clients.find(&flaky).await.unwrap().unwrap();
@@ -233,12 +246,15 @@ async fn private_addresses_refused_without_the_flag() {
     // An address literal in a special-use range.
     for host in ["127.0.0.1", "10.0.0.1", "169.254.169.254", "[::1]"] {
         let e = lookup_err(&app, &format!("https://{host}:{port}/client.json")).await;
-        assert!(matches!(e, CimdError::SpecialUseAddress(_)), "{host}: {e}");
+        assert!(
+            matches!(e, CimdError::Fetch(FetchError::SpecialUseAddress(_))),
+            "{host}: {e}"
+        );
     }
     // A name that resolves to loopback is refused at resolution time.
     let e = lookup_err(&app, &format!("https://localhost:{port}/client.json")).await;
     assert!(
-        matches!(&e, CimdError::SpecialUseAddress(m) if m.contains("127.0.0.1") || m.contains("::1")),
+        matches!(&e, CimdError::Fetch(FetchError::SpecialUseAddress(m)) if m.contains("127.0.0.1") || m.contains("::1")),
         "{e}"
     );
     assert_eq!(docs.hits.get("/client.json"), 0, "nothing was fetched");
