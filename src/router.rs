@@ -7,7 +7,7 @@ use axum::routing::get;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::endpoints::{jwks, register, well_known};
+use crate::endpoints::{jwks, register, token, well_known};
 use crate::oauth::client_metadata::MAX_BODY_BYTES;
 use crate::startup::AppState;
 
@@ -32,6 +32,7 @@ fn public_cors() -> CorsLayer {
 pub fn build(state: AppState, issuer_path: &str) -> Router {
     let api = Router::new()
         .route("/jwks", get(jwks::jwks))
+        .route("/token", axum::routing::post(token::token))
         .route("/register", axum::routing::post(register::register))
         .route(
             "/register/{client_id}",

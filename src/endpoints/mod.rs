@@ -3,6 +3,7 @@
 
 pub mod jwks;
 pub mod register;
+pub mod token;
 pub mod well_known;
 
 use std::net::{IpAddr, SocketAddr};

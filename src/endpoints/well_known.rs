@@ -20,9 +20,10 @@ pub async fn metadata(State(state): State<AppState>) -> Result<Response, OAuthEr
         .collect();
     scopes.sort();
     scopes.dedup();
+    let grants = grants::implemented();
     let doc = authorization_server_metadata(&Capabilities {
         issuer: &state.issuer,
-        grants: grants::implemented(),
+        grants: &grants,
         registration_enabled: state.config.registration.enabled,
         cimd_enabled: state.cimd.is_some(),
         scopes,

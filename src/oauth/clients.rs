@@ -31,6 +31,8 @@ pub struct Client {
     pub metadata: Arc<ClientMetadata>,
     /// SHA-256 of the client secret, for stored confidential clients.
     pub secret_hash: Option<Vec<u8>>,
+    /// When a stored client was last used at the token endpoint.
+    pub last_used_at: Option<i64>,
 }
 
 impl Client {
@@ -95,6 +97,7 @@ impl ClientDirectory {
                 source: ClientSource::MetadataDocument,
                 metadata,
                 secret_hash: None,
+                last_used_at: None,
             }));
         }
         if client_id.contains("://") {
@@ -108,6 +111,7 @@ impl ClientDirectory {
             source: ClientSource::Stored(record.kind),
             metadata: Arc::new(record.metadata),
             secret_hash: record.secret_hash,
+            last_used_at: record.last_used_at,
         }))
     }
 }

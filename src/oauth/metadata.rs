@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::client_metadata::AuthMethod;
+use super::client_auth;
 use super::grants::GrantType;
 
 /// What the server does right now.
@@ -31,7 +31,12 @@ pub fn authorization_server_metadata(c: &Capabilities<'_>) -> Map<String, Value>
         m.insert("token_endpoint".into(), endpoint("/token"));
         m.insert(
             "token_endpoint_auth_methods_supported".into(),
-            json!(AuthMethod::ALL.map(AuthMethod::as_str)),
+            json!(
+                client_auth::IMPLEMENTED
+                    .iter()
+                    .map(|m| m.as_str())
+                    .collect::<Vec<_>>()
+            ),
         );
     }
     m.insert("jwks_uri".into(), endpoint("/jwks"));
@@ -101,12 +106,7 @@ mod tests {
         assert_eq!(m["authorization_response_iss_parameter_supported"], true);
         assert_eq!(
             m["token_endpoint_auth_methods_supported"],
-            json!([
-                "none",
-                "client_secret_basic",
-                "client_secret_post",
-                "private_key_jwt"
-            ])
+            json!(["client_secret_basic", "client_secret_post", "none"])
         );
         assert!(!m.contains_key("registration_endpoint"));
         assert!(!m.contains_key("client_id_metadata_document_supported"));

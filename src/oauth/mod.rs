@@ -1,8 +1,10 @@
 //! Protocol logic: no axum types here, everything unit-tested.
 
 pub mod cimd;
+pub mod client_auth;
 pub mod client_metadata;
 pub mod clients;
+pub mod form;
 pub mod grants;
 pub mod metadata;
 pub mod net_guard;
@@ -10,3 +12,4 @@ pub mod redirect_uri;
 pub mod registration;
 pub mod resource;
 pub mod scope;
+pub mod tokens;

@@ -10,3 +10,4 @@ mod keys;
 mod metadata;
 mod registration;
 mod store;
+mod token;

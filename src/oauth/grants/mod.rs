@@ -3,7 +3,16 @@
 //! advertise what the code does not do. Adding a grant: its file here, one line in
 //! [`implemented`], its tests.
 
+pub mod client_credentials;
+
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+
+use super::clients::Client;
+use super::form::Form;
+use super::tokens::TokenResponse;
+use crate::error::OAuthError;
+use crate::startup::AppState;
 
 /// Grant types a client may register for (RFC 7591 §2 `grant_types`).
 ///
@@ -65,10 +74,33 @@ impl GrantType {
     }
 }
 
-/// The grants this build implements at its token endpoint, in the order metadata lists them.
-/// Empty until the first grant lands: the foundation serves discovery, keys and registration.
-pub fn implemented() -> &'static [GrantType] {
-    &[]
+/// A grant type the token endpoint implements. The endpoint has already authenticated the
+/// client and checked that it registered this grant.
+#[async_trait]
+pub trait Grant: Send + Sync {
+    fn grant_type(&self) -> GrantType;
+    async fn exchange(
+        &self,
+        state: &AppState,
+        client: &Client,
+        form: &Form,
+    ) -> Result<TokenResponse, OAuthError>;
+}
+
+/// The registry: every grant the token endpoint implements, in the order metadata lists them.
+static GRANTS: &[&dyn Grant] = &[&client_credentials::ClientCredentials];
+
+/// The grant types implemented, for discovery metadata.
+pub fn implemented() -> Vec<GrantType> {
+    GRANTS.iter().map(|g| g.grant_type()).collect()
+}
+
+/// The implementation of `grant_type`, if this build has one.
+pub fn find(grant_type: GrantType) -> Option<&'static dyn Grant> {
+    GRANTS
+        .iter()
+        .copied()
+        .find(|g| g.grant_type() == grant_type)
 }
 
 #[cfg(test)]

@@ -1,0 +1,90 @@
+//! `POST /token` (RFC 6749 §3.2): parse, authenticate the client, hand to the grant.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::error::{ErrorCode, OAuthError};
+use crate::oauth::client_auth::{self, invalid_client};
+use crate::oauth::clients::ClientSource;
+use crate::oauth::form::Form;
+use crate::oauth::grants::{self, GrantType};
+use crate::startup::AppState;
+use crate::util;
+
+pub async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OAuthError> {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !is_form {
+        return Err(OAuthError::invalid_request(
+            "the request must have Content-Type: application/x-www-form-urlencoded",
+        ));
+    }
+    let body =
+        body.map_err(|e| OAuthError::invalid_request(format!("the body could not be read: {e}")))?;
+    let form = Form::parse(&body)?;
+    let name = form
+        .get("grant_type")
+        .ok_or_else(|| OAuthError::invalid_request("grant_type is missing"))?;
+    let unsupported = |d: String| OAuthError::new(ErrorCode::UnsupportedGrantType, d);
+    let grant_type = GrantType::parse(name).map_err(unsupported)?;
+    let grant = grants::find(grant_type)
+        .ok_or_else(|| unsupported(format!("'{name}' is not supported by this server yet")))?;
+
+    let presented = client_auth::presented(&headers, &form)?;
+    let basic = matches!(presented, client_auth::Presented::Basic { .. });
+    let client = match state.clients.find(presented.client_id()).await {
+        Ok(Some(c)) => c,
+        // A client that no longer exists gets invalid_client, so agents know to register again.
+        Ok(None) => return Err(invalid_client(basic, "unknown client; register again")),
+        Err(e) => return Err(invalid_client(basic, e.to_string())),
+    };
+    client_auth::authenticate(&client, &presented)?;
+    if !client.metadata.grant_types.contains(&grant_type) {
+        return Err(OAuthError::new(
+            ErrorCode::UnauthorizedClient,
+            format!("this client did not register the grant type {name}"),
+        ));
+    }
+    let response = grant.exchange(&state, &client, &form).await?;
+    note_use(&state, &client);
+
+    let mut res = Json(response).into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res.headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(res)
+}
+
+/// Record that a stored client was used (ending its unused-registration expiry), at most
+/// hourly and off the request path: issuing a token needs no synchronous write.
+fn note_use(state: &AppState, client: &crate::oauth::clients::Client) {
+    if !matches!(client.source, ClientSource::Stored(_)) {
+        return;
+    }
+    let now = util::now();
+    if client.last_used_at.is_some_and(|t| t > now - 3600) {
+        return;
+    }
+    let store = state.store.clone();
+    let id = client.client_id.clone();
+    tokio::spawn(async move {
+        if let Err(e) = store.touch_client(&id, now).await {
+            tracing::warn!(error = %e, "recording client use failed");
+        }
+    });
+}

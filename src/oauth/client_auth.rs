@@ -1,0 +1,207 @@
+//! Client authentication at the token endpoint (RFC 6749 §2.3, OAuth 2.1 §2.4).
+
+use base64::Engine;
+use http::HeaderMap;
+
+use super::client_metadata::AuthMethod;
+use super::clients::Client;
+use super::form::Form;
+use crate::error::{ErrorCode, OAuthError};
+use crate::util;
+
+/// The methods the token endpoint can check today; metadata lists exactly these.
+pub const IMPLEMENTED: &[AuthMethod] = &[
+    AuthMethod::ClientSecretBasic,
+    AuthMethod::ClientSecretPost,
+    AuthMethod::None,
+];
+
+/// What the client presented.
+pub enum Presented {
+    Basic {
+        client_id: String,
+        secret: String,
+    },
+    Post {
+        client_id: String,
+        secret: String,
+    },
+    /// A public client: only its id.
+    None {
+        client_id: String,
+    },
+}
+
+impl std::fmt::Debug for Presented {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Presented({}, {})",
+            self.method().as_str(),
+            self.client_id()
+        )
+    }
+}
+
+impl Presented {
+    pub fn client_id(&self) -> &str {
+        match self {
+            Self::Basic { client_id, .. }
+            | Self::Post { client_id, .. }
+            | Self::None { client_id } => client_id,
+        }
+    }
+
+    pub fn method(&self) -> AuthMethod {
+        match self {
+            Self::Basic { .. } => AuthMethod::ClientSecretBasic,
+            Self::Post { .. } => AuthMethod::ClientSecretPost,
+            Self::None { .. } => AuthMethod::None,
+        }
+    }
+}
+
+/// 401 `invalid_client`; with HTTP Basic the answer carries a Basic challenge (RFC 6749 §5.2).
+pub fn invalid_client(
+    basic: bool,
+    description: impl Into<std::borrow::Cow<'static, str>>,
+) -> OAuthError {
+    let mut e = OAuthError::new(ErrorCode::InvalidClient, description);
+    if basic {
+        e.www_authenticate = Some("Basic realm=\"concierge\"".into());
+    }
+    e
+}
+
+/// Read the client's credentials from the request. One method only; `client_id` in the body
+/// alongside HTTP Basic is accepted when the two agree (DESIGN.md §5).
+pub fn presented(headers: &HeaderMap, form: &Form) -> Result<Presented, OAuthError> {
+    if form.get("client_assertion").is_some() || form.get("client_assertion_type").is_some() {
+        return Err(invalid_client(
+            false,
+            "private_key_jwt client assertions are not supported yet",
+        ));
+    }
+    let body_id = form.get("client_id");
+    let body_secret = form.get("client_secret");
+    if let Some(value) = headers.get(http::header::AUTHORIZATION) {
+        let (id, secret) = parse_basic(value.to_str().unwrap_or_default()).ok_or_else(|| {
+            invalid_client(true, "the Authorization header is not valid HTTP Basic")
+        })?;
+        if body_secret.is_some() {
+            return Err(OAuthError::invalid_request(
+                "use one client authentication method, not HTTP Basic and client_secret together",
+            ));
+        }
+        if body_id.is_some_and(|b| b != id) {
+            return Err(OAuthError::invalid_request(
+                "client_id in the body differs from the one in the Authorization header",
+            ));
+        }
+        return Ok(Presented::Basic {
+            client_id: id,
+            secret,
+        });
+    }
+    match (body_id, body_secret) {
+        (Some(id), Some(secret)) => Ok(Presented::Post {
+            client_id: id.to_string(),
+            secret: secret.to_string(),
+        }),
+        (Some(id), None) => Ok(Presented::None {
+            client_id: id.to_string(),
+        }),
+        (None, _) => Err(invalid_client(
+            false,
+            "client authentication is required: HTTP Basic, or client_id (and client_secret) in the body",
+        )),
+    }
+}
+
+/// `Basic base64(urlencode(id) ":" urlencode(secret))` (RFC 6749 §2.3.1).
+fn parse_basic(value: &str) -> Option<(String, String)> {
+    let (scheme, rest) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    let decode = |s: &str| -> Option<String> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&format!("v={s}")).ok()?;
+        pairs.into_iter().next().map(|(_, v)| v)
+    };
+    let id = decode(id)?;
+    (!id.is_empty()).then_some(())?;
+    Some((id, decode(secret).unwrap_or_default()))
+}
+
+/// Check what the client presented against how it registered.
+pub fn authenticate(client: &Client, presented: &Presented) -> Result<(), OAuthError> {
+    let basic = matches!(presented, Presented::Basic { .. });
+    let registered = client.metadata.token_endpoint_auth_method;
+    if registered != presented.method() {
+        return Err(invalid_client(
+            basic,
+            format!(
+                "this client is registered for {}, not {}",
+                registered.as_str(),
+                presented.method().as_str()
+            ),
+        ));
+    }
+    match presented {
+        Presented::Basic { secret, .. } | Presented::Post { secret, .. } => {
+            let ok = client
+                .secret_hash
+                .as_deref()
+                .is_some_and(|h| util::verify_secret(secret, h));
+            if ok {
+                Ok(())
+            } else {
+                Err(invalid_client(basic, "client authentication failed"))
+            }
+        }
+        Presented::None { .. } => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(id: &str, secret: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let v = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+        h.insert(
+            http::header::AUTHORIZATION,
+            format!("Basic {v}").parse().expect("header"),
+        );
+        h
+    }
+
+    #[test]
+    fn basic_is_form_decoded() {
+        let p = presented(&basic("my%20client", "s%3Acret"), &Form::default()).expect("ok");
+        assert_eq!(p.client_id(), "my client");
+        assert!(matches!(p, Presented::Basic { ref secret, .. } if secret == "s:cret"));
+    }
+
+    #[test]
+    fn one_method_only() {
+        let form = Form::parse(b"client_secret=x").expect("form");
+        assert!(presented(&basic("a", "b"), &form).is_err());
+        let form = Form::parse(b"client_id=other").expect("form");
+        assert!(presented(&basic("a", "b"), &form).is_err());
+        let form = Form::parse(b"client_id=a").expect("form");
+        assert!(presented(&basic("a", "b"), &form).is_ok());
+        let e = presented(&HeaderMap::new(), &Form::default()).expect_err("none");
+        assert_eq!(e.code, ErrorCode::InvalidClient);
+        let mut bad = HeaderMap::new();
+        bad.insert(http::header::AUTHORIZATION, "Bearer x".parse().expect("h"));
+        let e = presented(&bad, &Form::default()).expect_err("not basic");
+        assert!(e.www_authenticate.is_some());
+    }
+}
