@@ -46,6 +46,15 @@ impl FromRequestParts<AppState> for ClientAddr {
     }
 }
 
+/// Is the request body of media type `mime` (parameters such as `charset` aside)?
+pub fn has_content_type(headers: &HeaderMap, mime: &str) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case(mime))
+}
+
 /// The bearer token of an `Authorization` header (RFC 6750 §2.1), if there is exactly one.
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let mut values = headers.get_all(axum::http::header::AUTHORIZATION).iter();

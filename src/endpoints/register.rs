@@ -30,11 +30,7 @@ fn json_body(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Bytes, OAuthError> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    let is_json = super::has_content_type(headers, "application/json");
     if !is_json {
         return Err(OAuthError::invalid_client_metadata(
             "the request must have Content-Type: application/json",

@@ -20,14 +20,7 @@ pub async fn token(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthError> {
-    let is_form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| {
-            m.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
+    let is_form = super::has_content_type(&headers, "application/x-www-form-urlencoded");
     if !is_form {
         return Err(OAuthError::invalid_request(
             "the request must have Content-Type: application/x-www-form-urlencoded",
