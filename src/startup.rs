@@ -24,6 +24,9 @@ pub struct AppState {
     pub keys: Arc<KeyManager>,
     pub clients: Arc<ClientDirectory>,
     pub cimd: Option<Arc<CimdResolver>>,
+    pub pages: Arc<crate::ui::Pages>,
+    /// The issuer's path ("" at the root): prefix of every link and form on our pages.
+    pub base_path: Arc<str>,
 }
 
 /// A built application, ready to serve.
@@ -97,6 +100,8 @@ impl App {
             keys: Arc::new(keys),
             clients: Arc::new(clients),
             cimd,
+            pages: Arc::new(crate::ui::Pages::new().context("compiling page templates")?),
+            base_path: Arc::from(issuer_path.as_str()),
         };
         Ok(Self { state, issuer_path })
     }
@@ -181,6 +186,9 @@ fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
             }
             if let Err(e) = store.purge_rate_limits(now - 86_400).await {
                 tracing::error!(error = %e, "purging rate-limit windows failed");
+            }
+            if let Err(e) = store.purge_expired_grants(now).await {
+                tracing::error!(error = %e, "purging expired codes and sessions failed");
             }
         }
     });

@@ -6,6 +6,8 @@ mod helpers;
 
 mod cimd;
 mod cli;
+mod code_flow;
+mod flow;
 mod keys;
 mod metadata;
 mod registration;
