@@ -678,3 +678,45 @@ both!(metadata_lists_the_code_flow, |app: TestApp| async move {
     );
     app
 });
+
+both!(
+    codes_expire_and_max_age_asks_again,
+    |c: &mut concierge::Config| {
+        c.tokens.code_ttl_secs = 1;
+    },
+    |app: TestApp| async move {
+        seed(&app).await;
+        let client = public_client(&app).await;
+        let (verifier, challenge) = pkce();
+        let b = browser();
+        let params = auth_params(&client, &challenge, "notes:read");
+        let back = authorize_and_approve(&app, &b, &params).await;
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        let got = redeem(&app, &client, &query(&back)["code"], &verifier, &[]).await;
+        assert_error(&got, 400, "invalid_grant", "expired");
+        // The sign-in is now two seconds old: max_age=1 sends the user to sign in again.
+        let mut fresh = params.clone();
+        fresh.push(("max_age".into(), "1".into()));
+        let res = b.get(authorize_url(&app, &fresh)).send().await.unwrap();
+        let signin = location(&res);
+        assert!(signin.contains("/signin?"), "{signin}");
+        let res = sign_in(
+            &app,
+            &b,
+            &format!("{}{}", app.origin, signin),
+            "alice",
+            PASSWORD,
+        )
+        .await;
+        let res = b
+            .get(format!("{}{}", app.origin, location(&res)))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            query(&location(&res)).contains_key("code"),
+            "straight back after signing in"
+        );
+        app
+    }
+);
