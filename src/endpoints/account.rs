@@ -7,7 +7,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use minijinja::context;
 
-use crate::oauth::form::Form;
 use crate::startup::AppState;
 use crate::ui::{self, Browser, see_other};
 use crate::util;
@@ -72,14 +71,10 @@ pub async fn apps(State(state): State<AppState>, headers: HeaderMap) -> Response
 }
 
 pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let form = Form::parse(&body).unwrap_or_default();
-    if !ui::csrf_ok(&state, &headers, form.get("csrf")) {
-        return ui::error_page(
-            &state,
-            StatusCode::BAD_REQUEST,
-            "The form expired. Go back and try again.",
-        );
-    }
+    let form = match ui::posted_form(&state, &headers, &body) {
+        Ok(f) => f,
+        Err(page) => return *page,
+    };
     let Some((_, user)) = ui::current_session(&state, &headers).await else {
         return see_other(&format!("{}/signin", state.base_path));
     };

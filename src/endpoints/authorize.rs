@@ -84,17 +84,10 @@ async fn run(state: &AppState, headers: &HeaderMap, raw: &str) -> Response {
 /// `POST /authorize/decision`: the consent form's answer. The request is checked again in
 /// full; nothing is stored unless it still passes.
 pub async fn decision(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let form = match Form::parse(&body) {
+    let form = match ui::posted_form(&state, &headers, &body) {
         Ok(f) => f,
-        Err(e) => return ui::error_page(&state, StatusCode::BAD_REQUEST, &e.description),
+        Err(page) => return *page,
     };
-    if !ui::csrf_ok(&state, &headers, form.get("csrf")) {
-        return ui::error_page(
-            &state,
-            StatusCode::BAD_REQUEST,
-            "This form expired or did not come from this page. Go back to the application and start again.",
-        );
-    }
     let req = match validate(&state, &form).await {
         Ok(r) => r,
         Err(e) => return error_response(&state, e),
@@ -184,21 +177,28 @@ fn identity_key(state: &AppState) -> String {
     state.issuer.to_string()
 }
 
-/// Does this request ask for anything the user has not yet allowed this client?
-async fn missing_consent(
-    state: &AppState,
-    user: &User,
-    req: &AuthorizationRequest,
-) -> Result<bool, crate::error::OAuthError> {
-    let mut wanted: Vec<(String, Vec<String>)> = req
+/// What the request asks of the user, as consent records: each resource with its requested
+/// scopes, and the identity scopes under the issuer's own key.
+fn consent_keys(state: &AppState, req: &AuthorizationRequest) -> Vec<(String, Vec<String>)> {
+    let mut keys: Vec<(String, Vec<String>)> = req
         .resources
         .iter()
         .map(|r| (r.uri.to_string(), req.scopes_for(r)))
         .collect();
     let identity = req.identity_scopes();
     if !identity.is_empty() {
-        wanted.push((identity_key(state), identity));
+        keys.push((identity_key(state), identity));
     }
+    keys
+}
+
+/// Does this request ask for anything the user has not yet allowed this client?
+async fn missing_consent(
+    state: &AppState,
+    user: &User,
+    req: &AuthorizationRequest,
+) -> Result<bool, crate::error::OAuthError> {
+    let wanted = consent_keys(state, req);
     for (resource, scopes) in wanted {
         let Some(c) = state
             .store
@@ -222,15 +222,7 @@ async fn save_consent(
     req: &AuthorizationRequest,
 ) -> Result<(), crate::store::StoreError> {
     let now = util::now();
-    let mut grants: Vec<(String, Vec<String>)> = req
-        .resources
-        .iter()
-        .map(|r| (r.uri.to_string(), req.scopes_for(r)))
-        .collect();
-    let identity = req.identity_scopes();
-    if !identity.is_empty() {
-        grants.push((identity_key(state), identity));
-    }
+    let grants = consent_keys(state, req);
     for (resource, scopes) in grants {
         let existing = state
             .store

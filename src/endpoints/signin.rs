@@ -180,13 +180,8 @@ pub async fn submit(
 }
 
 pub async fn signout(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let form = Form::parse(&body).unwrap_or_default();
-    if !ui::csrf_ok(&state, &headers, form.get("csrf")) {
-        return ui::error_page(
-            &state,
-            StatusCode::BAD_REQUEST,
-            "The form expired. Go back and try again.",
-        );
+    if let Err(page) = ui::posted_form(&state, &headers, &body) {
+        return *page;
     }
     if let Some(token) = ui::cookie(&headers, SESSION_COOKIE) {
         let _ = state.store.delete_session(&util::secret_hash(token)).await;

@@ -146,6 +146,25 @@ pub fn csrf_ok(state: &AppState, headers: &HeaderMap, token: Option<&str>) -> bo
     }
 }
 
+/// A form posted from one of our pages: parsed, with its anti-forgery token checked. The
+/// error is the page to answer with.
+pub fn posted_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<crate::oauth::form::Form, Box<Response>> {
+    let form = crate::oauth::form::Form::parse(body)
+        .map_err(|e| Box::new(error_page(state, StatusCode::BAD_REQUEST, &e.description)))?;
+    if !csrf_ok(state, headers, form.get("csrf")) {
+        return Err(Box::new(error_page(
+            state,
+            StatusCode::BAD_REQUEST,
+            "This form expired or did not come from this page. Go back and start again.",
+        )));
+    }
+    Ok(form)
+}
+
 /// The signed-in user of this browser, if any.
 pub async fn current_session(state: &AppState, headers: &HeaderMap) -> Option<(Session, User)> {
     let token = cookie(headers, SESSION_COOKIE)?;
