@@ -37,6 +37,7 @@ pub struct Config {
     pub trust_forwarded_for: bool,
     pub registration: RegistrationConfig,
     pub cimd: CimdConfig,
+    pub clients: ClientsConfig,
     pub tokens: TokenConfig,
     pub keys: KeysConfig,
 }
@@ -53,6 +54,7 @@ impl Default for Config {
             trust_forwarded_for: false,
             registration: RegistrationConfig::default(),
             cimd: CimdConfig::default(),
+            clients: ClientsConfig::default(),
             tokens: TokenConfig::default(),
             keys: KeysConfig::default(),
         }
@@ -139,6 +141,24 @@ impl Default for CimdConfig {
     }
 }
 
+/// Stored clients (registered or pre-registered).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientsConfig {
+    /// How long a replica keeps a stored client's record in memory, in seconds, so the token
+    /// endpoint does not read the database on every request; 0 disables the cache. A change
+    /// made through this replica (RFC 7592 update or delete) applies at once; one made through
+    /// another replica or the CLI applies here within this bound. "No such client" is never
+    /// cached. Default 10.
+    pub cache_secs: u64,
+}
+
+impl Default for ClientsConfig {
+    fn default() -> Self {
+        Self { cache_secs: 10 }
+    }
+}
+
 /// Token lifetimes.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -202,6 +222,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "trust_forwarded_for",
     "registration",
     "cimd",
+    "clients",
     "tokens",
     "keys",
 ];

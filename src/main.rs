@@ -325,7 +325,7 @@ async fn client(cmd: &ClientCmd, config: &Config) -> anyhow::Result<()> {
             } else {
                 None
             };
-            let directory = ClientDirectory::new(store.clone(), cimd);
+            let directory = ClientDirectory::new(store.clone(), cimd, 0);
             let Some(c) = directory.find(client_id).await? else {
                 bail!("no client {client_id}");
             };

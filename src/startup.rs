@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::keys::{Kek, KeyManager};
 use crate::oauth::cimd::CimdResolver;
+use crate::oauth::client_assertion::AssertionVerifier;
 use crate::oauth::clients::ClientDirectory;
 use crate::store::{self, Store};
 
@@ -23,6 +24,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub keys: Arc<KeyManager>,
     pub clients: Arc<ClientDirectory>,
+    /// Verifies `private_key_jwt` client assertions (and caches clients' `jwks_uri` sets).
+    pub assertions: Arc<AssertionVerifier>,
     pub cimd: Option<Arc<CimdResolver>>,
 }
 
@@ -88,7 +91,13 @@ impl App {
         } else {
             None
         };
-        let clients = ClientDirectory::new(store.clone(), cimd.clone());
+        let clients = ClientDirectory::new(store.clone(), cimd.clone(), config.clients.cache_secs);
+        let assertions = AssertionVerifier::new(
+            &config.issuer,
+            store.clone(),
+            config.cimd.allow_loopback,
+            config.cimd.timeout_ms,
+        )?;
         let issuer_path = issuer_url.path().trim_end_matches('/').to_string();
         let state = AppState {
             issuer: Arc::from(config.issuer.as_str()),
@@ -96,6 +105,7 @@ impl App {
             store,
             keys: Arc::new(keys),
             clients: Arc::new(clients),
+            assertions: Arc::new(assertions),
             cimd,
         };
         Ok(Self { state, issuer_path })
@@ -153,8 +163,8 @@ impl RunningServer {
     }
 }
 
-/// Periodic work: reread keys (rotation elsewhere), sweep expired registrations and old
-/// rate-limit windows.
+/// Periodic work: reread keys (rotation elsewhere), sweep expired registrations, old
+/// rate-limit windows and expired single-use `jti`s.
 fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     let keys = state.keys.clone();
     let every = Duration::from_secs(state.config.keys.refresh_secs.max(1));
@@ -181,6 +191,9 @@ fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
             }
             if let Err(e) = store.purge_rate_limits(now - 86_400).await {
                 tracing::error!(error = %e, "purging rate-limit windows failed");
+            }
+            if let Err(e) = store.purge_used(now).await {
+                tracing::error!(error = %e, "purging expired single-use jtis failed");
             }
         }
     });

@@ -1,6 +1,7 @@
 //! Protocol logic: no axum types here, everything unit-tested.
 
 pub mod cimd;
+pub mod client_assertion;
 pub mod client_auth;
 pub mod client_metadata;
 pub mod clients;
@@ -13,3 +14,4 @@ pub mod registration;
 pub mod resource;
 pub mod scope;
 pub mod tokens;
+pub mod ttl_cache;

@@ -168,8 +168,18 @@ pub trait RateLimitStore: Send + Sync {
     async fn purge_rate_limits(&self, before: i64) -> Result<u64, StoreError>;
 }
 
+#[async_trait]
+pub trait ReplayStore: Send + Sync {
+    /// Spend the single-use `key` (a client assertion's or DPoP proof's `jti`, namespaced by
+    /// its caller): true the first time, false while an earlier use has not expired. One
+    /// atomic statement, so replicas sharing a database decide it exactly once.
+    async fn use_once(&self, key: &str, expires_at: i64, now: i64) -> Result<bool, StoreError>;
+    /// Forget uses that expired by `now`; returns how many.
+    async fn purge_used(&self, now: i64) -> Result<u64, StoreError>;
+}
+
 /// Everything the server stores.
-pub trait Store: ClientStore + ResourceStore + KeyStore + RateLimitStore {
+pub trait Store: ClientStore + ResourceStore + KeyStore + RateLimitStore + ReplayStore {
     /// `sqlite` or `postgres`, for logs.
     fn backend(&self) -> &'static str;
 }

@@ -6,8 +6,10 @@ mod helpers;
 
 mod cimd;
 mod cli;
+mod client_cache;
 mod keys;
 mod metadata;
+mod private_key_jwt;
 mod registration;
 mod store;
 mod token;

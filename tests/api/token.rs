@@ -261,9 +261,9 @@ both!(token_endpoint_refusals, |app: TestApp| async move {
             "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
         )]))
         .await,
-        401,
-        "invalid_client",
-        "private_key_jwt",
+        400,
+        "invalid_request",
+        "client_assertion",
     );
 
     // The wrong method for this client, with Basic: a Basic challenge comes back.

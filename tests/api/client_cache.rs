@@ -1,0 +1,130 @@
+//! The per-replica cache of stored clients: changes made through this replica apply at once,
+//! changes made elsewhere (another replica, the CLI) within `clients.cache_secs`, and an
+//! unknown client is never cached.
+
+use concierge::oauth::resource::{Resource, ScopeDef};
+use serde_json::{Value, json};
+
+use crate::both;
+use crate::helpers::{TestApp, split};
+
+const RESOURCE: &str = "http://127.0.0.1:9999/mcp";
+
+async fn setup(app: &TestApp) -> Value {
+    let r = Resource::new(
+        RESOURCE,
+        "Tools",
+        vec![ScopeDef::parse("tools:read=Read").unwrap()],
+        0,
+    )
+    .unwrap();
+    let _ = app.store().insert_resource(&r).await;
+    let (status, _, info) = app
+        .register(&json!({
+            "grant_types": ["client_credentials"],
+            "token_endpoint_auth_method": "client_secret_post",
+        }))
+        .await;
+    assert_eq!(status, 201, "{info}");
+    info
+}
+
+async fn token_status(app: &TestApp, info: &Value) -> u16 {
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", info["client_id"].as_str().unwrap()),
+        ("client_secret", info["client_secret"].as_str().unwrap()),
+        ("resource", RESOURCE),
+        ("scope", "tools:read"),
+    ];
+    let res = app
+        .http
+        .post(app.url("/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(serde_urlencoded::to_string(form).unwrap())
+        .send()
+        .await
+        .unwrap();
+    split(res).await.0.as_u16()
+}
+
+both!(local_changes_apply_at_once, |app: TestApp| async move {
+    let info = setup(&app).await;
+    let uri = info["registration_client_uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rat = info["registration_access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(token_status(&app, &info).await, 200, "cached now");
+
+    // RFC 7592 update to another method: the cached copy is dropped.
+    let res = app
+        .http
+        .put(&uri)
+        .bearer_auth(&rat)
+        .json(&json!({
+            "client_id": info["client_id"],
+            "grant_types": ["client_credentials"],
+            "token_endpoint_auth_method": "client_secret_basic",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        token_status(&app, &info).await,
+        401,
+        "post is no longer its method"
+    );
+
+    // RFC 7592 delete: refused at once.
+    let info = setup(&app).await;
+    assert_eq!(token_status(&app, &info).await, 200);
+    let res = app
+        .http
+        .delete(info["registration_client_uri"].as_str().unwrap())
+        .bearer_auth(info["registration_access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(token_status(&app, &info).await, 401);
+    app
+});
+
+both!(
+    changes_elsewhere_apply_within_the_bound,
+    |app: TestApp| async move {
+        // "Not found" is never cached: a client created elsewhere works at once.
+        let mut info = setup(&app).await;
+        let id = info["client_id"].as_str().unwrap().to_string();
+        assert_eq!(token_status(&app, &info).await, 200);
+        // Deleted by another replica: this one still has it cached (10 s by default)...
+        assert!(app.store().delete_client(&id).await.unwrap());
+        assert_eq!(
+            token_status(&app, &info).await,
+            200,
+            "served from the cache"
+        );
+        // ...but an unknown client stays unknown.
+        info["client_id"] = json!("never-registered");
+        assert_eq!(token_status(&app, &info).await, 401);
+        app
+    }
+);
+
+both!(
+    cache_off_reads_the_store_every_time,
+    |c: &mut concierge::Config| c.clients.cache_secs = 0,
+    |app: TestApp| async move {
+        let info = setup(&app).await;
+        let id = info["client_id"].as_str().unwrap().to_string();
+        assert_eq!(token_status(&app, &info).await, 200);
+        assert!(app.store().delete_client(&id).await.unwrap());
+        assert_eq!(token_status(&app, &info).await, 401);
+        app
+    }
+);
