@@ -2,23 +2,15 @@
 //! changes made elsewhere (another replica, the CLI) within `clients.cache_secs`, and an
 //! unknown client is never cached.
 
-use concierge::oauth::resource::{Resource, ScopeDef};
 use serde_json::{Value, json};
 
 use crate::both;
-use crate::helpers::{TestApp, split};
+use crate::helpers::{TOOLS_RESOURCE, TestApp, add_tools_resource, split};
 
-const RESOURCE: &str = "http://127.0.0.1:9999/mcp";
+const RESOURCE: &str = TOOLS_RESOURCE;
 
 async fn setup(app: &TestApp) -> Value {
-    let r = Resource::new(
-        RESOURCE,
-        "Tools",
-        vec![ScopeDef::parse("tools:read=Read").unwrap()],
-        0,
-    )
-    .unwrap();
-    let _ = app.store().insert_resource(&r).await;
+    add_tools_resource(app).await;
     let (status, _, info) = app
         .register(&json!({
             "grant_types": ["client_credentials"],

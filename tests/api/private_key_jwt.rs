@@ -10,15 +10,14 @@ use aws_lc_rs::signature::{
 };
 use axum::Router;
 use axum::routing::get;
-use concierge::oauth::resource::{Resource, ScopeDef};
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
 use crate::both;
-use crate::helpers::{TestApp, assert_error, split};
+use crate::helpers::{TOOLS_RESOURCE, TestApp, add_tools_resource, assert_error, split};
 
-const RESOURCE: &str = "http://127.0.0.1:9999/mcp";
+const RESOURCE: &str = TOOLS_RESOURCE;
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// A client signing key and its public JWK (with `kid`).
@@ -91,20 +90,6 @@ fn claims(app: &TestApp, client_id: &str) -> Value {
     })
 }
 
-async fn add_resource(app: &TestApp) {
-    let r = Resource::new(
-        RESOURCE,
-        "Tools",
-        vec![
-            ScopeDef::parse("tools:read=Read").unwrap(),
-            ScopeDef::parse("tools:write=Write").unwrap(),
-        ],
-        0,
-    )
-    .unwrap();
-    app.store().insert_resource(&r).await.unwrap();
-}
-
 /// Register a client_credentials client with `private_key_jwt` and these key fields.
 async fn register(app: &TestApp, keys: Value) -> String {
     let mut body = json!({
@@ -126,6 +111,15 @@ async fn token(
     assertion: &str,
     extra: &[(&str, &str)],
 ) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
+    send_token(&app.http, &app.url("/token"), assertion, extra).await
+}
+
+async fn send_token(
+    http: &reqwest::Client,
+    url: &str,
+    assertion: &str,
+    extra: &[(&str, &str)],
+) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
     let mut form = vec![
         ("grant_type", "client_credentials"),
         ("client_assertion_type", ASSERTION_TYPE),
@@ -134,9 +128,8 @@ async fn token(
         ("scope", "tools:read"),
     ];
     form.extend_from_slice(extra);
-    let res = app
-        .http
-        .post(app.url("/token"))
+    let res = http
+        .post(url)
         .header("content-type", "application/x-www-form-urlencoded")
         .body(serde_urlencoded::to_string(&form).unwrap())
         .send()
@@ -168,7 +161,7 @@ fn assert_refused(
 }
 
 both!(inline_jwks_and_every_refusal, |app: TestApp| async move {
-    add_resource(&app).await;
+    add_tools_resource(&app).await;
     let key = TestKey::es256("k1");
     let id = register(&app, json!({"jwks": {"keys": [key.jwk]}})).await;
 
@@ -207,23 +200,11 @@ both!(inline_jwks_and_every_refusal, |app: TestApp| async move {
         (with(&|c| c["exp"] = json!(now - 600)), "expired"),
         (with(&|c| c["exp"] = json!(now + 3600)), "short-lived"),
         (
-            with(&|c| {
-                c.as_object_mut()
-                    .unwrap()
-                    .remove("jti")
-                    .map(|_| ())
-                    .unwrap()
-            }),
+            with(&|c| drop(c.as_object_mut().unwrap().remove("jti"))),
             "jti",
         ),
         (
-            with(&|c| {
-                c.as_object_mut()
-                    .unwrap()
-                    .remove("exp")
-                    .map(|_| ())
-                    .unwrap()
-            }),
+            with(&|c| drop(c.as_object_mut().unwrap().remove("exp"))),
             "exp",
         ),
         (
@@ -292,7 +273,7 @@ both!(inline_jwks_and_every_refusal, |app: TestApp| async move {
 both!(
     eddsa_with_aud_the_token_endpoint,
     |app: TestApp| async move {
-        add_resource(&app).await;
+        add_tools_resource(&app).await;
         let key = TestKey::eddsa("ed");
         let id = register(&app, json!({"jwks": {"keys": [key.jwk]}})).await;
         let mut c = claims(&app, &id);
@@ -345,7 +326,7 @@ both!(
     jwks_uri_cached_and_unknown_kids_do_not_refetch,
     |c: &mut concierge::Config| c.cimd.allow_loopback = true,
     |app: TestApp| async move {
-        add_resource(&app).await;
+        add_tools_resource(&app).await;
         let key = TestKey::es256("k1");
         let set = Arc::new(std::sync::Mutex::new(json!({"keys": [key.jwk]})));
         let (base, hits) = serve("/jwks.json", set).await;
@@ -362,20 +343,7 @@ both!(
             let a = key.sign_as(&format!("unknown-{i}"), &claims(&app, &id));
             let (http, url) = (app.http.clone(), app.url("/token"));
             tasks.push(tokio::spawn(async move {
-                let form = [
-                    ("grant_type", "client_credentials"),
-                    ("client_assertion_type", ASSERTION_TYPE),
-                    ("client_assertion", a.as_str()),
-                    ("resource", RESOURCE),
-                ];
-                let res = http
-                    .post(url)
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .body(serde_urlencoded::to_string(form).unwrap())
-                    .send()
-                    .await
-                    .unwrap();
-                split(res).await
+                send_token(&http, &url, &a, &[]).await
             }));
         }
         for t in tasks {
@@ -391,7 +359,7 @@ both!(
     metadata_document_client_with_private_key_jwt,
     |c: &mut concierge::Config| c.cimd.allow_loopback = true,
     |app: TestApp| async move {
-        add_resource(&app).await;
+        add_tools_resource(&app).await;
         let key = TestKey::es256("doc-key");
         let doc = Arc::new(std::sync::Mutex::new(Value::Null));
         let (base, _) = serve("/agent.json", doc.clone()).await;
