@@ -38,6 +38,7 @@ pub struct Config {
     pub registration: RegistrationConfig,
     pub cimd: CimdConfig,
     pub clients: ClientsConfig,
+    pub resources: ResourcesConfig,
     pub tokens: TokenConfig,
     pub keys: KeysConfig,
 }
@@ -55,6 +56,7 @@ impl Default for Config {
             registration: RegistrationConfig::default(),
             cimd: CimdConfig::default(),
             clients: ClientsConfig::default(),
+            resources: ResourcesConfig::default(),
             tokens: TokenConfig::default(),
             keys: KeysConfig::default(),
         }
@@ -159,6 +161,23 @@ impl Default for ClientsConfig {
     }
 }
 
+/// Protected resources.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResourcesConfig {
+    /// How long a replica keeps a resource (its URI and scopes) in memory, in seconds, so
+    /// issuing a token needs no database read; 0 disables the cache. A resource added,
+    /// changed or removed with the CLI applies on running servers within this bound; an
+    /// unknown resource is never cached. Default 10.
+    pub cache_secs: u64,
+}
+
+impl Default for ResourcesConfig {
+    fn default() -> Self {
+        Self { cache_secs: 10 }
+    }
+}
+
 /// Token lifetimes.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -223,6 +242,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "registration",
     "cimd",
     "clients",
+    "resources",
     "tokens",
     "keys",
 ];

@@ -12,6 +12,7 @@ use crate::keys::{Kek, KeyManager};
 use crate::oauth::cimd::CimdResolver;
 use crate::oauth::client_assertion::AssertionVerifier;
 use crate::oauth::clients::ClientDirectory;
+use crate::oauth::resource::ResourceDirectory;
 use crate::store::{self, Store};
 
 /// What every handler can reach. Cheap to clone.
@@ -24,6 +25,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub keys: Arc<KeyManager>,
     pub clients: Arc<ClientDirectory>,
+    /// Registered resources, cached within `resources.cache_secs`.
+    pub resources: Arc<ResourceDirectory>,
     /// Verifies `private_key_jwt` client assertions (and caches clients' `jwks_uri` sets).
     pub assertions: Arc<AssertionVerifier>,
     pub cimd: Option<Arc<CimdResolver>>,
@@ -92,6 +95,7 @@ impl App {
             None
         };
         let clients = ClientDirectory::new(store.clone(), cimd.clone(), config.clients.cache_secs);
+        let resources = ResourceDirectory::new(store.clone(), config.resources.cache_secs);
         let assertions = AssertionVerifier::new(
             &config.issuer,
             store.clone(),
@@ -105,6 +109,7 @@ impl App {
             store,
             keys: Arc::new(keys),
             clients: Arc::new(clients),
+            resources: Arc::new(resources),
             assertions: Arc::new(assertions),
             cimd,
         };

@@ -4,9 +4,9 @@
 
 mod helpers;
 
+mod caches;
 mod cimd;
 mod cli;
-mod client_cache;
 mod keys;
 mod metadata;
 mod private_key_jwt;

@@ -1,6 +1,6 @@
-//! The per-replica cache of stored clients: changes made through this replica apply at once,
-//! changes made elsewhere (another replica, the CLI) within `clients.cache_secs`, and an
-//! unknown client is never cached.
+//! The per-replica caches of stored clients and resources: changes made through this replica
+//! apply at once, changes made elsewhere (another replica, the CLI) within `cache_secs`, and
+//! an unknown client or resource is never cached.
 
 use serde_json::{Value, json};
 
@@ -117,6 +117,44 @@ both!(
         assert_eq!(token_status(&app, &info).await, 200);
         assert!(app.store().delete_client(&id).await.unwrap());
         assert_eq!(token_status(&app, &info).await, 401);
+        app
+    }
+);
+
+both!(
+    resources_unknown_never_cached_removed_within_bound,
+    |app: TestApp| async move {
+        let info = setup(&app).await;
+        let uri = concierge::oauth::resource::ResourceUri::parse(RESOURCE).unwrap();
+        assert!(app.store().delete_resource(uri.as_str()).await.unwrap());
+        assert_eq!(
+            token_status(&app, &info).await,
+            400,
+            "unknown resource: invalid_target"
+        );
+        // Added elsewhere (the CLI): works at once, since "unknown" was not cached.
+        add_tools_resource(&app).await;
+        assert_eq!(token_status(&app, &info).await, 200);
+        // Removed elsewhere: this replica serves its cached copy within the bound.
+        assert!(app.store().delete_resource(uri.as_str()).await.unwrap());
+        assert_eq!(
+            token_status(&app, &info).await,
+            200,
+            "served from the cache"
+        );
+        app
+    }
+);
+
+both!(
+    resource_cache_off,
+    |c: &mut concierge::Config| c.resources.cache_secs = 0,
+    |app: TestApp| async move {
+        let info = setup(&app).await;
+        assert_eq!(token_status(&app, &info).await, 200);
+        let uri = concierge::oauth::resource::ResourceUri::parse(RESOURCE).unwrap();
+        assert!(app.store().delete_resource(uri.as_str()).await.unwrap());
+        assert_eq!(token_status(&app, &info).await, 400);
         app
     }
 );
