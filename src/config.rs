@@ -41,6 +41,8 @@ pub struct Config {
     pub default_resource: Option<String>,
     pub registration: RegistrationConfig,
     pub cimd: CimdConfig,
+    pub clients: ClientsConfig,
+    pub resources: ResourcesConfig,
     pub tokens: TokenConfig,
     pub keys: KeysConfig,
 }
@@ -58,6 +60,8 @@ impl Default for Config {
             default_resource: None,
             registration: RegistrationConfig::default(),
             cimd: CimdConfig::default(),
+            clients: ClientsConfig::default(),
+            resources: ResourcesConfig::default(),
             tokens: TokenConfig::default(),
             keys: KeysConfig::default(),
         }
@@ -144,6 +148,41 @@ impl Default for CimdConfig {
     }
 }
 
+/// Stored clients (registered or pre-registered).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientsConfig {
+    /// How long a replica keeps a stored client's record in memory, in seconds, so the token
+    /// endpoint does not read the database on every request; 0 disables the cache. A change
+    /// made through this replica (RFC 7592 update or delete) applies at once; one made through
+    /// another replica or the CLI applies here within this bound. "No such client" is never
+    /// cached. Default 10.
+    pub cache_secs: u64,
+}
+
+impl Default for ClientsConfig {
+    fn default() -> Self {
+        Self { cache_secs: 10 }
+    }
+}
+
+/// Protected resources.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResourcesConfig {
+    /// How long a replica keeps a resource (its URI and scopes) in memory, in seconds, so
+    /// issuing a token needs no database read; 0 disables the cache. A resource added,
+    /// changed or removed with the CLI applies on running servers within this bound; an
+    /// unknown resource is never cached. Default 10.
+    pub cache_secs: u64,
+}
+
+impl Default for ResourcesConfig {
+    fn default() -> Self {
+        Self { cache_secs: 10 }
+    }
+}
+
 /// Token lifetimes.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -220,6 +259,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "default_resource",
     "registration",
     "cimd",
+    "clients",
+    "resources",
     "tokens",
     "keys",
 ];

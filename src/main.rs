@@ -138,6 +138,10 @@ enum ClientCmd {
         /// The client's public keys for private_key_jwt, as a JWK Set URL.
         #[arg(long)]
         jwks_uri: Option<String>,
+        /// Development and benchmarks: take the client secret from this environment variable
+        /// (at least 32 characters) instead of generating one. Stored only as a hash.
+        #[arg(long, value_name = "VAR", hide = true)]
+        secret_from_env: Option<String>,
     },
     /// List clients: pre-registered, and dynamically registered ones with where from.
     List,
@@ -280,6 +284,7 @@ async fn client(cmd: &ClientCmd, config: &Config) -> anyhow::Result<()> {
             auth_method,
             scope,
             jwks_uri,
+            secret_from_env,
         } => {
             if let Some(id) = id
                 && (id.is_empty() || id.contains("://") || id.len() > 200)
@@ -305,7 +310,7 @@ async fn client(cmd: &ClientCmd, config: &Config) -> anyhow::Result<()> {
             };
             let metadata = client_metadata::validate(raw, Origin::Operator)
                 .map_err(|e| anyhow::anyhow!("{}", e.description))?;
-            let (record, secrets) = new_client(
+            let (mut record, mut secrets) = new_client(
                 metadata,
                 ClientKind::Static,
                 id.clone(),
@@ -313,6 +318,19 @@ async fn client(cmd: &ClientCmd, config: &Config) -> anyhow::Result<()> {
                 util::now(),
                 0,
             );
+            if let Some(var) = secret_from_env {
+                let given = std::env::var(var)
+                    .with_context(|| format!("--secret-from-env: {var} is not set"))?;
+                if !record.metadata.token_endpoint_auth_method.uses_secret() {
+                    bail!("--secret-from-env needs --auth-method client_secret_basic or _post");
+                }
+                if given.chars().count() < 32 {
+                    bail!("--secret-from-env: the secret in {var} must have 32 characters or more");
+                }
+                record.secret_hash = Some(util::secret_hash(&given));
+                secrets.client_secret = None;
+                println!("client_secret: taken from {var} (stored only as a hash)");
+            }
             store.insert_client(&record).await?;
             println!("added client {}", record.client_id);
             if let Some(secret) = secrets.client_secret {
@@ -355,7 +373,7 @@ async fn client(cmd: &ClientCmd, config: &Config) -> anyhow::Result<()> {
             } else {
                 None
             };
-            let directory = ClientDirectory::new(store.clone(), cimd);
+            let directory = ClientDirectory::new(store.clone(), cimd, 0);
             let Some(c) = directory.find(client_id).await? else {
                 bail!("no client {client_id}");
             };

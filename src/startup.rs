@@ -10,7 +10,9 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::keys::{Kek, KeyManager};
 use crate::oauth::cimd::CimdResolver;
+use crate::oauth::client_assertion::AssertionVerifier;
 use crate::oauth::clients::ClientDirectory;
+use crate::oauth::resource::ResourceDirectory;
 use crate::store::{self, Store};
 
 /// What every handler can reach. Cheap to clone.
@@ -23,6 +25,10 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub keys: Arc<KeyManager>,
     pub clients: Arc<ClientDirectory>,
+    /// Registered resources, cached within `resources.cache_secs`.
+    pub resources: Arc<ResourceDirectory>,
+    /// Verifies `private_key_jwt` client assertions (and caches clients' `jwks_uri` sets).
+    pub assertions: Arc<AssertionVerifier>,
     pub cimd: Option<Arc<CimdResolver>>,
     pub pages: Arc<crate::ui::Pages>,
     /// The issuer's path ("" at the root): prefix of every link and form on our pages.
@@ -91,7 +97,14 @@ impl App {
         } else {
             None
         };
-        let clients = ClientDirectory::new(store.clone(), cimd.clone());
+        let clients = ClientDirectory::new(store.clone(), cimd.clone(), config.clients.cache_secs);
+        let resources = ResourceDirectory::new(store.clone(), config.resources.cache_secs);
+        let assertions = AssertionVerifier::new(
+            &config.issuer,
+            store.clone(),
+            config.cimd.allow_loopback,
+            config.cimd.timeout_ms,
+        )?;
         let issuer_path = issuer_url.path().trim_end_matches('/').to_string();
         let state = AppState {
             issuer: Arc::from(config.issuer.as_str()),
@@ -99,6 +112,8 @@ impl App {
             store,
             keys: Arc::new(keys),
             clients: Arc::new(clients),
+            resources: Arc::new(resources),
+            assertions: Arc::new(assertions),
             cimd,
             pages: Arc::new(crate::ui::Pages::new().context("compiling page templates")?),
             base_path: Arc::from(issuer_path.as_str()),
@@ -158,8 +173,8 @@ impl RunningServer {
     }
 }
 
-/// Periodic work: reread keys (rotation elsewhere), sweep expired registrations and old
-/// rate-limit windows.
+/// Periodic work: reread keys (rotation elsewhere), sweep expired registrations, old
+/// rate-limit windows and expired single-use `jti`s.
 fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     let keys = state.keys.clone();
     let every = Duration::from_secs(state.config.keys.refresh_secs.max(1));
@@ -189,6 +204,9 @@ fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
             }
             if let Err(e) = store.purge_expired_grants(now).await {
                 tracing::error!(error = %e, "purging expired codes and sessions failed");
+            }
+            if let Err(e) = store.purge_used(now).await {
+                tracing::error!(error = %e, "purging expired single-use jtis failed");
             }
         }
     });

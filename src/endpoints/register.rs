@@ -191,7 +191,9 @@ pub async fn update(
     let metadata =
         client_metadata::validate(raw, Origin::Registration(&state.config.registration))?;
     let new_secret = apply_update(&mut record, metadata, util::now());
-    if !state.store.update_client(&record).await? {
+    let updated = state.store.update_client(&record).await?;
+    state.clients.forget(&record.client_id);
+    if !updated {
         return Err(OAuthError::invalid_token(
             "the registration access token is not valid for this client",
         ));
@@ -209,6 +211,7 @@ pub async fn delete(
 ) -> Result<Response, OAuthError> {
     let (record, _) = authorized_client(&state, &client_id, &headers).await?;
     state.store.delete_client(&record.client_id).await?;
+    state.clients.forget(&record.client_id);
     tracing::info!(client_id = %record.client_id, "client registration deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

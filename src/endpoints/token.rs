@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 
 use crate::error::{ErrorCode, OAuthError};
 use crate::oauth::client_auth::{self, invalid_client};
-use crate::oauth::clients::ClientSource;
 use crate::oauth::form::Form;
 use crate::oauth::grants::{self, GrantType};
 use crate::startup::AppState;
@@ -45,7 +44,7 @@ pub async fn token(
         Ok(None) => return Err(invalid_client(basic, "unknown client; register again")),
         Err(e) => return Err(invalid_client(basic, e.to_string())),
     };
-    client_auth::authenticate(&client, &presented)?;
+    client_auth::authenticate(&client, &presented, &state.assertions).await?;
     if !client.metadata.grant_types.contains(&grant_type) {
         return Err(OAuthError::new(
             ErrorCode::UnauthorizedClient,
@@ -66,11 +65,8 @@ pub async fn token(
 /// Record that a stored client was used (ending its unused-registration expiry), at most
 /// hourly and off the request path: issuing a token needs no synchronous write.
 fn note_use(state: &AppState, client: &crate::oauth::clients::Client) {
-    if !matches!(client.source, ClientSource::Stored(_)) {
-        return;
-    }
     let now = util::now();
-    if client.last_used_at.is_some_and(|t| t > now - 3600) {
+    if !state.clients.note_use(client, now) {
         return;
     }
     let store = state.store.clone();

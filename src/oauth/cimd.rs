@@ -7,15 +7,15 @@
 //! loopback too). Successes are cached within bounds, honouring `Cache-Control`/`Expires`;
 //! failures never are.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
 use url::Url;
 
 use super::client_metadata::{self, ClientMetadata, Origin, RawClientMetadata};
 use super::net_guard::{FetchError, SafeFetcher};
+use super::ttl_cache::TtlCache;
 use crate::config::CimdConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -98,16 +98,11 @@ pub fn cache_ttl(headers: &HeaderMap, now: SystemTime, cfg: &CimdConfig) -> Opti
     (secs > 0).then(|| Duration::from_secs(secs))
 }
 
-struct Entry {
-    metadata: Arc<ClientMetadata>,
-    expires: Instant,
-}
-
 /// Fetches, validates and caches metadata documents. One per server; cheap to share.
 pub struct CimdResolver {
     fetcher: SafeFetcher,
     cfg: CimdConfig,
-    cache: Mutex<HashMap<String, Entry>>,
+    cache: TtlCache<String, Arc<ClientMetadata>>,
 }
 
 impl CimdResolver {
@@ -115,8 +110,8 @@ impl CimdResolver {
         let fetcher = SafeFetcher::new(cfg.allow_loopback, cfg.timeout_ms)?;
         Ok(Self {
             fetcher,
+            cache: TtlCache::new(cfg.cache_capacity),
             cfg,
-            cache: Mutex::new(HashMap::new()),
         })
     }
 
@@ -127,58 +122,21 @@ impl CimdResolver {
     /// The validated metadata for a document `client_id`, from the cache or fetched.
     pub async fn resolve(&self, client_id: &str) -> Result<Arc<ClientMetadata>, CimdError> {
         let url = parse_client_id_url(client_id, &self.cfg)?;
-        if let Some(hit) = self.cached(client_id) {
+        if let Some(hit) = self.cache.get(client_id) {
             return Ok(hit);
         }
         let (metadata, ttl) = self.fetch(&url, client_id).await?;
         let metadata = Arc::new(metadata);
         if let Some(ttl) = ttl {
-            self.store(client_id, metadata.clone(), ttl);
+            self.cache
+                .insert(client_id.to_string(), metadata.clone(), ttl);
         }
         Ok(metadata)
     }
 
     /// Drop a cached document (after an operator change, say).
     pub fn forget(&self, client_id: &str) {
-        if let Ok(mut c) = self.cache.lock() {
-            c.remove(client_id);
-        }
-    }
-
-    fn cached(&self, client_id: &str) -> Option<Arc<ClientMetadata>> {
-        let cache = self.cache.lock().ok()?;
-        cache
-            .get(client_id)
-            .filter(|e| e.expires > Instant::now())
-            .map(|e| e.metadata.clone())
-    }
-
-    fn store(&self, client_id: &str, metadata: Arc<ClientMetadata>, ttl: Duration) {
-        let Ok(mut cache) = self.cache.lock() else {
-            return;
-        };
-        let now = Instant::now();
-        if cache.len() >= self.cfg.cache_capacity {
-            cache.retain(|_, e| e.expires > now);
-        }
-        if cache.len() >= self.cfg.cache_capacity {
-            let soonest = cache
-                .iter()
-                .min_by_key(|(_, e)| e.expires)
-                .map(|(k, _)| k.clone());
-            if let Some(k) = soonest {
-                cache.remove(&k);
-            }
-        }
-        if self.cfg.cache_capacity > 0 {
-            cache.insert(
-                client_id.to_string(),
-                Entry {
-                    metadata,
-                    expires: now + ttl,
-                },
-            );
-        }
+        self.cache.remove(client_id);
     }
 
     async fn fetch(

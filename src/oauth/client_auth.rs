@@ -3,6 +3,7 @@
 use base64::Engine;
 use http::HeaderMap;
 
+use super::client_assertion::{self, AssertionError, AssertionVerifier, CLIENT_ASSERTION_TYPE};
 use super::client_metadata::AuthMethod;
 use super::clients::Client;
 use super::form::Form;
@@ -13,6 +14,7 @@ use crate::util;
 pub const IMPLEMENTED: &[AuthMethod] = &[
     AuthMethod::ClientSecretBasic,
     AuthMethod::ClientSecretPost,
+    AuthMethod::PrivateKeyJwt,
     AuthMethod::None,
 ];
 
@@ -29,6 +31,12 @@ pub enum Presented {
     /// A public client: only its id.
     None {
         client_id: String,
+    },
+    /// `private_key_jwt`: a signed assertion (RFC 7523 §2.2). `client_id` is the one the
+    /// assertion names in `sub`, not yet verified.
+    Assertion {
+        client_id: String,
+        assertion: String,
     },
 }
 
@@ -48,7 +56,8 @@ impl Presented {
         match self {
             Self::Basic { client_id, .. }
             | Self::Post { client_id, .. }
-            | Self::None { client_id } => client_id,
+            | Self::None { client_id }
+            | Self::Assertion { client_id, .. } => client_id,
         }
     }
 
@@ -57,6 +66,7 @@ impl Presented {
             Self::Basic { .. } => AuthMethod::ClientSecretBasic,
             Self::Post { .. } => AuthMethod::ClientSecretPost,
             Self::None { .. } => AuthMethod::None,
+            Self::Assertion { .. } => AuthMethod::PrivateKeyJwt,
         }
     }
 }
@@ -77,10 +87,7 @@ pub fn invalid_client(
 /// alongside HTTP Basic is accepted when the two agree (DESIGN.md §5).
 pub fn presented(headers: &HeaderMap, form: &Form) -> Result<Presented, OAuthError> {
     if form.get("client_assertion").is_some() || form.get("client_assertion_type").is_some() {
-        return Err(invalid_client(
-            false,
-            "private_key_jwt client assertions are not supported yet",
-        ));
+        return presented_assertion(headers, form);
     }
     let body_id = form.get("client_id");
     let body_secret = form.get("client_secret");
@@ -118,6 +125,45 @@ pub fn presented(headers: &HeaderMap, form: &Form) -> Result<Presented, OAuthErr
     }
 }
 
+/// `client_assertion_type` + `client_assertion` (RFC 7523 §2.2), alone: no HTTP Basic, no
+/// `client_secret`; a `client_id` in the body must be the assertion's `sub`.
+fn presented_assertion(headers: &HeaderMap, form: &Form) -> Result<Presented, OAuthError> {
+    if headers.contains_key(http::header::AUTHORIZATION) || form.get("client_secret").is_some() {
+        return Err(OAuthError::invalid_request(
+            "use one client authentication method: a client_assertion, without HTTP Basic or \
+             client_secret",
+        ));
+    }
+    match form.get("client_assertion_type") {
+        Some(CLIENT_ASSERTION_TYPE) => {}
+        Some(_) => {
+            return Err(OAuthError::invalid_request(format!(
+                "client_assertion_type must be {CLIENT_ASSERTION_TYPE}"
+            )));
+        }
+        None => {
+            return Err(OAuthError::invalid_request(format!(
+                "client_assertion_type is missing; it must be {CLIENT_ASSERTION_TYPE}"
+            )));
+        }
+    }
+    let assertion = form
+        .get("client_assertion")
+        .ok_or_else(|| OAuthError::invalid_request("client_assertion is missing"))?;
+    let client_id = client_assertion::claimed_client_id(assertion)
+        .map_err(|e| invalid_client(false, e.to_string()))?;
+    if form.get("client_id").is_some_and(|b| b != client_id) {
+        return Err(invalid_client(
+            false,
+            "client_id in the body differs from the sub of the client_assertion",
+        ));
+    }
+    Ok(Presented::Assertion {
+        client_id,
+        assertion: assertion.to_string(),
+    })
+}
+
 /// `Basic base64(urlencode(id) ":" urlencode(secret))` (RFC 6749 §2.3.1).
 fn parse_basic(value: &str) -> Option<(String, String)> {
     let (scheme, rest) = value.split_once(' ')?;
@@ -139,7 +185,11 @@ fn parse_basic(value: &str) -> Option<(String, String)> {
 }
 
 /// Check what the client presented against how it registered.
-pub fn authenticate(client: &Client, presented: &Presented) -> Result<(), OAuthError> {
+pub async fn authenticate(
+    client: &Client,
+    presented: &Presented,
+    assertions: &AssertionVerifier,
+) -> Result<(), OAuthError> {
     let basic = matches!(presented, Presented::Basic { .. });
     let registered = client.metadata.token_endpoint_auth_method;
     if registered != presented.method() {
@@ -165,6 +215,16 @@ pub fn authenticate(client: &Client, presented: &Presented) -> Result<(), OAuthE
             }
         }
         Presented::None { .. } => Ok(()),
+        Presented::Assertion { assertion, .. } => {
+            match assertions.verify(client, assertion).await {
+                Ok(()) => Ok(()),
+                Err(AssertionError::Store(e)) => Err(OAuthError::internal(e)),
+                Err(e) => {
+                    tracing::info!(client_id = %client.client_id, reason = %e, "client assertion refused");
+                    Err(invalid_client(false, e.to_string()))
+                }
+            }
+        }
     }
 }
 
@@ -203,5 +263,42 @@ mod tests {
         bad.insert(http::header::AUTHORIZATION, "Bearer x".parse().expect("h"));
         let e = presented(&bad, &Form::default()).expect_err("not basic");
         assert!(e.www_authenticate.is_some());
+    }
+
+    #[test]
+    fn assertions_stand_alone() {
+        let payload = util::b64(br#"{"sub":"c1","iss":"c1"}"#);
+        let jwt = format!("e30.{payload}.sig");
+        let t = CLIENT_ASSERTION_TYPE;
+        let form = |extra: &str| {
+            let body = format!(
+                "client_assertion_type={}&client_assertion={jwt}{extra}",
+                form_urlencode(t)
+            );
+            Form::parse(body.as_bytes()).expect("form")
+        };
+        let p = presented(&HeaderMap::new(), &form("")).expect("ok");
+        assert_eq!(p.client_id(), "c1");
+        assert_eq!(p.method(), AuthMethod::PrivateKeyJwt);
+        assert!(
+            !format!("{p:?}").contains(&jwt),
+            "Debug never shows the assertion"
+        );
+        assert!(presented(&HeaderMap::new(), &form("&client_id=c1")).is_ok());
+        let e = presented(&HeaderMap::new(), &form("&client_id=c2")).expect_err("mismatch");
+        assert_eq!(e.code, ErrorCode::InvalidClient);
+        let e = presented(&HeaderMap::new(), &form("&client_secret=x")).expect_err("mixed");
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        let e = presented(&basic("c1", "x"), &form("")).expect_err("mixed");
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        let wrong =
+            Form::parse(format!("client_assertion_type=x&client_assertion={jwt}").as_bytes())
+                .expect("form");
+        let e = presented(&HeaderMap::new(), &wrong).expect_err("type");
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+    }
+
+    fn form_urlencode(s: &str) -> String {
+        serde_urlencoded::to_string([("v", s)]).expect("enc")[2..].to_string()
     }
 }

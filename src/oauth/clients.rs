@@ -7,11 +7,13 @@
 //! same document.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use url::Url;
 
 use super::cimd::{CimdError, CimdResolver, is_document_client_id};
 use super::client_metadata::ClientMetadata;
+use super::ttl_cache::TtlCache;
 use crate::store::{ClientKind, Store, StoreError};
 
 /// Where a client's metadata comes from.
@@ -72,16 +74,33 @@ pub enum ClientLookupError {
     Store(#[from] StoreError),
 }
 
+/// Most stored client records a replica keeps in memory.
+const CLIENT_CACHE_CAPACITY: usize = 10_000;
+
 /// Finds clients of both kinds.
+///
+/// Stored clients are cached in memory for `clients.cache_secs` (default 10 s) so that the
+/// token endpoint, the hot path, needs no database round trip per request. The cache is
+/// dropped for a client as soon as this replica changes or deletes it ([`Self::forget`]);
+/// another replica (or the CLI) sees such a change within `cache_secs`. A client that is not
+/// found is never cached, so a new registration works at once everywhere.
 pub struct ClientDirectory {
     store: Arc<dyn Store>,
     cimd: Option<Arc<CimdResolver>>,
+    cache: TtlCache<String, Client>,
+    cache_ttl: Duration,
 }
 
 impl ClientDirectory {
-    /// `cimd` is `None` when metadata documents are disabled.
-    pub fn new(store: Arc<dyn Store>, cimd: Option<Arc<CimdResolver>>) -> Self {
-        Self { store, cimd }
+    /// `cimd` is `None` when metadata documents are disabled; `cache_secs` 0 disables the
+    /// stored-client cache.
+    pub fn new(store: Arc<dyn Store>, cimd: Option<Arc<CimdResolver>>, cache_secs: u64) -> Self {
+        Self {
+            store,
+            cimd,
+            cache: TtlCache::new(CLIENT_CACHE_CAPACITY),
+            cache_ttl: Duration::from_secs(cache_secs),
+        }
     }
 
     /// The client named `client_id`; `Ok(None)` when there is no such client (including an
@@ -103,15 +122,50 @@ impl ClientDirectory {
         if client_id.contains("://") {
             return Ok(None);
         }
-        let Some(record) = self.store.get_client(client_id, crate::util::now()).await? else {
+        if let Some(hit) = self.cache.get(client_id) {
+            return Ok(Some(hit));
+        }
+        let now = crate::util::now();
+        let Some(record) = self.store.get_client(client_id, now).await? else {
             return Ok(None);
         };
-        Ok(Some(Client {
+        // An unused registration must not outlive its expiry in the cache.
+        let ttl = match record.expires_at {
+            Some(e) => self
+                .cache_ttl
+                .min(Duration::from_secs((e - now).max(0) as u64)),
+            None => self.cache_ttl,
+        };
+        let client = Client {
             client_id: record.client_id,
             source: ClientSource::Stored(record.kind),
             metadata: Arc::new(record.metadata),
             secret_hash: record.secret_hash,
             last_used_at: record.last_used_at,
-        }))
+        };
+        self.cache
+            .insert(client.client_id.clone(), client.clone(), ttl);
+        Ok(Some(client))
+    }
+
+    /// Drop this replica's cached copy of a stored client after changing or deleting it.
+    pub fn forget(&self, client_id: &str) {
+        self.cache.remove(client_id);
+    }
+
+    /// Note that a stored client was used at `now`. True when the use should be written to
+    /// the store: the first use in an hour. The cached copy learns of the use at once, so
+    /// requests served from the cache do not each ask for the same write.
+    pub fn note_use(&self, client: &Client, now: i64) -> bool {
+        if !matches!(client.source, ClientSource::Stored(_)) {
+            return false;
+        }
+        if client.last_used_at.is_some_and(|t| t > now - 3600) {
+            return false;
+        }
+        self.cache.update(client.client_id.as_str(), |c| {
+            c.last_used_at = Some(now);
+        });
+        true
     }
 }

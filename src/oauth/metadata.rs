@@ -3,9 +3,10 @@
 
 use serde_json::{Map, Value, json};
 
-use super::client_auth;
+use super::client_metadata::AuthMethod;
 use super::grants::GrantType;
 use super::resource::OIDC_SCOPES;
+use super::{client_assertion, client_auth};
 
 /// What the server does right now.
 #[derive(Debug, Clone)]
@@ -39,6 +40,12 @@ pub fn authorization_server_metadata(c: &Capabilities<'_>) -> Map<String, Value>
                     .collect::<Vec<_>>()
             ),
         );
+        if client_auth::IMPLEMENTED.contains(&AuthMethod::PrivateKeyJwt) {
+            m.insert(
+                "token_endpoint_auth_signing_alg_values_supported".into(),
+                json!(client_assertion::signing_alg_names()),
+            );
+        }
     }
     m.insert("jwks_uri".into(), endpoint("/jwks"));
     if c.registration_enabled {
@@ -146,7 +153,16 @@ mod tests {
         assert_eq!(m["authorization_response_iss_parameter_supported"], true);
         assert_eq!(
             m["token_endpoint_auth_methods_supported"],
-            json!(["client_secret_basic", "client_secret_post", "none"])
+            json!([
+                "client_secret_basic",
+                "client_secret_post",
+                "private_key_jwt",
+                "none"
+            ])
+        );
+        assert_eq!(
+            m["token_endpoint_auth_signing_alg_values_supported"],
+            json!(["ES256", "ES384", "RS256", "PS256", "EdDSA"])
         );
         assert!(!m.contains_key("registration_endpoint"));
         assert!(!m.contains_key("client_id_metadata_document_supported"));

@@ -2,6 +2,7 @@
 
 pub mod authorize;
 pub mod cimd;
+pub mod client_assertion;
 pub mod client_auth;
 pub mod client_metadata;
 pub mod clients;
@@ -16,3 +17,4 @@ pub mod registration;
 pub mod resource;
 pub mod scope;
 pub mod tokens;
+pub mod ttl_cache;

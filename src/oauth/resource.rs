@@ -1,9 +1,14 @@
 //! Protected resources (MCP servers) and their scopes. RFC 8707 resource indicators.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::scope::is_scope_token;
+use super::ttl_cache::TtlCache;
+use crate::store::{Store, StoreError};
 
 /// Scopes OpenID Connect defines; a resource may not claim them.
 pub const OIDC_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access"];
@@ -156,6 +161,44 @@ impl Resource {
             scopes,
             created_at,
         })
+    }
+}
+
+/// Most resources a replica keeps in memory.
+const RESOURCE_CACHE_CAPACITY: usize = 10_000;
+
+/// Registered resources by URI, cached per replica for `resources.cache_secs` (default 10 s)
+/// so issuing a token needs no database read. Resources change through the CLI (another
+/// process), so every replica sees an added, changed or removed resource within that bound.
+/// An unknown resource is never cached: a newly added one works at once.
+pub struct ResourceDirectory {
+    store: Arc<dyn Store>,
+    cache: TtlCache<String, Arc<Resource>>,
+    ttl: Duration,
+}
+
+impl ResourceDirectory {
+    /// `cache_secs` 0 disables the cache.
+    pub fn new(store: Arc<dyn Store>, cache_secs: u64) -> Self {
+        Self {
+            store,
+            cache: TtlCache::new(RESOURCE_CACHE_CAPACITY),
+            ttl: Duration::from_secs(cache_secs),
+        }
+    }
+
+    /// The resource registered under the normalised `uri`.
+    pub async fn get(&self, uri: &ResourceUri) -> Result<Option<Arc<Resource>>, StoreError> {
+        if let Some(hit) = self.cache.get(uri.as_str()) {
+            return Ok(Some(hit));
+        }
+        let Some(found) = self.store.get_resource(uri.as_str()).await? else {
+            return Ok(None);
+        };
+        let found = Arc::new(found);
+        self.cache
+            .insert(uri.as_str().to_string(), found.clone(), self.ttl);
+        Ok(Some(found))
     }
 }
 

@@ -333,12 +333,23 @@ pub trait GrantStore: Send + Sync {
     async fn purge_expired_grants(&self, now: i64) -> Result<(), StoreError>;
 }
 
+#[async_trait]
+pub trait ReplayStore: Send + Sync {
+    /// Spend the single-use `key` (a client assertion's or DPoP proof's `jti`, namespaced by
+    /// its caller): true the first time, false while an earlier use has not expired. One
+    /// atomic statement, so replicas sharing a database decide it exactly once.
+    async fn use_once(&self, key: &str, expires_at: i64, now: i64) -> Result<bool, StoreError>;
+    /// Forget uses that expired by `now`; returns how many.
+    async fn purge_used(&self, now: i64) -> Result<u64, StoreError>;
+}
+
 /// Everything the server stores.
 pub trait Store:
     ClientStore
     + ResourceStore
     + KeyStore
     + RateLimitStore
+    + ReplayStore
     + UserStore
     + SessionStore
     + ConsentStore

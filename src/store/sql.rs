@@ -369,6 +369,37 @@ macro_rules! sql_store {
             }
         }
 
+        #[async_trait::async_trait]
+        impl $crate::store::ReplayStore for $ty {
+            async fn use_once(
+                &self,
+                key: &str,
+                expires_at: i64,
+                now: i64,
+            ) -> Result<bool, $crate::store::StoreError> {
+                // A row left by a use that expired (not swept yet) does not block a new one.
+                let r = sqlx::query(
+                    "INSERT INTO used_jtis (key, expires_at) VALUES ($1, $2) \
+                     ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at \
+                     WHERE used_jtis.expires_at <= $3",
+                )
+                .bind(key)
+                .bind(expires_at)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn purge_used(&self, now: i64) -> Result<u64, $crate::store::StoreError> {
+                let r = sqlx::query("DELETE FROM used_jtis WHERE expires_at <= $1")
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected())
+            }
+        }
+
         impl $crate::store::Store for $ty {
             fn backend(&self) -> &'static str {
                 $name

@@ -332,3 +332,52 @@ fn serve_with_zero_configuration_and_stop_on_sigterm() {
     };
     assert!(status.success(), "graceful exit: {status:?}");
 }
+
+/// The hidden `--secret-from-env` (benchmarks, development): the given secret, hashed.
+#[tokio::test]
+async fn client_secret_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let secret = "bench-secret-0123456789abcdef0123456789abcdef";
+    let run = |var: &str, value: &str, method: &str| {
+        Command::new(env!("CARGO_BIN_EXE_concierge"))
+            .current_dir(d)
+            .args([
+                "client",
+                "add",
+                "--name",
+                "Bench",
+                "--id",
+                "bench",
+                "--grant-type",
+                "client_credentials",
+                "--auth-method",
+                method,
+                "--secret-from-env",
+                "BENCH_SECRET",
+            ])
+            .env_remove("CONCIERGE_DATABASE_URL")
+            .env(var, value)
+            .output()
+            .expect("run concierge")
+    };
+    let out = run("BENCH_SECRET", "too-short", "client_secret_post");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("32 characters"));
+    let out = run("OTHER", secret, "client_secret_post");
+    assert!(!out.status.success(), "the variable must be set");
+    let out = run("BENCH_SECRET", secret, "client_secret_post");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(!stdout.contains(secret), "never printed: {stdout}");
+    let url = format!(
+        "sqlite://{}",
+        d.join("concierge-data/concierge.db").display()
+    );
+    let store = concierge::store::connect(&url).await.unwrap();
+    let c = store.get_client("bench", 0).await.unwrap().unwrap();
+    assert!(concierge::util::verify_secret(
+        secret,
+        c.secret_hash.as_deref().unwrap()
+    ));
+}

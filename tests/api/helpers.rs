@@ -283,3 +283,24 @@ macro_rules! both {
         }
     };
 }
+
+/// The resource the token tests ask for, as the benchmark has it.
+pub const TOOLS_RESOURCE: &str = "http://127.0.0.1:9999/mcp";
+
+/// Register [`TOOLS_RESOURCE`] with scopes `tools:read` and `tools:write` (again is fine).
+pub async fn add_tools_resource(app: &TestApp) {
+    let r = concierge::oauth::resource::Resource::new(
+        TOOLS_RESOURCE,
+        "Tools",
+        vec![
+            concierge::oauth::resource::ScopeDef::parse("tools:read=Read").unwrap(),
+            concierge::oauth::resource::ScopeDef::parse("tools:write=Write").unwrap(),
+        ],
+        0,
+    )
+    .unwrap();
+    match app.store().insert_resource(&r).await {
+        Ok(()) | Err(concierge::store::StoreError::Conflict(_)) => {}
+        Err(e) => panic!("adding the resource: {e}"),
+    }
+}

@@ -5,12 +5,14 @@
 mod helpers;
 mod interop;
 
+mod caches;
 mod cimd;
 mod cli;
 mod code_flow;
 mod flow;
 mod keys;
 mod metadata;
+mod private_key_jwt;
 mod registration;
 mod store;
 mod token;

@@ -126,3 +126,43 @@ both!(
         app
     }
 );
+
+both!(single_use_keys, |app: TestApp| async move {
+    let s = app.store();
+    // Far-future times: the sweeper running alongside must not touch these rows.
+    let t = concierge::util::now() + 1_000_000;
+    assert!(s.use_once("a", t + 60, t).await.unwrap(), "first use");
+    assert!(!s.use_once("a", t + 60, t).await.unwrap(), "replay refused");
+    assert!(
+        !s.use_once("a", t + 90, t + 59).await.unwrap(),
+        "still live"
+    );
+    assert!(
+        s.use_once("b", t + 60, t).await.unwrap(),
+        "keys are independent"
+    );
+    // A use that expired but was not swept yet does not block a new one.
+    assert!(s.use_once("a", t + 200, t + 60).await.unwrap());
+    assert!(!s.use_once("a", t + 200, t + 100).await.unwrap());
+    // Concurrent uses of one key: exactly one wins.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.use_once("race", t + 60, t).await.unwrap()
+        }));
+    }
+    let mut wins = 0;
+    for task in tasks {
+        wins += usize::from(task.await.unwrap());
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(
+        s.purge_used(t + 199).await.unwrap(),
+        2,
+        "b and race expired"
+    );
+    assert!(!s.use_once("a", t + 300, t + 150).await.unwrap(), "a kept");
+    assert_eq!(s.purge_used(t + 200).await.unwrap(), 1);
+    app
+});

@@ -3,28 +3,17 @@
 use base64::Engine;
 use concierge::oauth::client_metadata::{Origin, RawClientMetadata, validate};
 use concierge::oauth::registration::new_client;
-use concierge::oauth::resource::{Resource, ScopeDef};
 use concierge::store::ClientKind;
 use serde_json::Value;
 
 use crate::both;
-use crate::helpers::{TestApp, assert_error, split};
+use crate::helpers::{TOOLS_RESOURCE, TestApp, add_tools_resource, assert_error, split};
 
-const RESOURCE: &str = "http://127.0.0.1:9999/mcp";
+const RESOURCE: &str = TOOLS_RESOURCE;
 
 /// A resource and a static machine client; returns (client_id, secret).
 async fn setup(app: &TestApp, method: &str, scope: Option<&str>) -> (String, String) {
-    let r = Resource::new(
-        RESOURCE,
-        "Tools",
-        vec![
-            ScopeDef::parse("tools:read=Read").unwrap(),
-            ScopeDef::parse("tools:write=Write").unwrap(),
-        ],
-        0,
-    )
-    .unwrap();
-    let _ = app.store().insert_resource(&r).await;
+    add_tools_resource(app).await;
     let mut raw = RawClientMetadata {
         grant_types: Some(vec!["client_credentials".into()]),
         token_endpoint_auth_method: Some(method.into()),
@@ -265,9 +254,9 @@ both!(token_endpoint_refusals, |app: TestApp| async move {
             "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
         )]))
         .await,
-        401,
-        "invalid_client",
-        "private_key_jwt",
+        400,
+        "invalid_request",
+        "client_assertion",
     );
 
     // The wrong method for this client, with Basic: a Basic challenge comes back.

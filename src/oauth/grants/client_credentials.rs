@@ -1,6 +1,8 @@
 //! The client credentials grant (RFC 6749 §4.4): a machine acting for itself, with a token
 //! bound to one resource (RFC 8707).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use super::{Grant, GrantType};
@@ -46,7 +48,7 @@ impl Grant for ClientCredentials {
 }
 
 /// The one registered resource the token is for (RFC 8707 §2).
-async fn requested_resource(state: &AppState, form: &Form) -> Result<Resource, OAuthError> {
+async fn requested_resource(state: &AppState, form: &Form) -> Result<Arc<Resource>, OAuthError> {
     let target = |d: String| OAuthError::new(ErrorCode::InvalidTarget, d);
     let requested = form.all("resource");
     let raw = match requested.as_slice() {
@@ -61,8 +63,8 @@ async fn requested_resource(state: &AppState, form: &Form) -> Result<Resource, O
     };
     let uri = ResourceUri::parse(raw).map_err(|e| target(format!("resource {e}")))?;
     state
-        .store
-        .get_resource(uri.as_str())
+        .resources
+        .get(&uri)
         .await?
         .ok_or_else(|| target(format!("{uri} is not a registered resource")))
 }

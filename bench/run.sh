@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Load the token endpoint (client_credentials) of Concierge and of the peer,
+# node-oidc-provider, with the same wrk script, one after the other, on SQLite and on
+# PostgreSQL; print the figures and the ratio ours/peer. Measures, asserts nothing.
+#
+#   bench/run.sh                       # both stores (PostgreSQL when one answers)
+#   DURATION=20s CONNECTIONS=16 bench/run.sh
+#
+# Environment: PEER_DIR (default ../shared/bench, the peer's files), PG_ADMIN_URL
+# (default postgres://postgres@127.0.0.1:5432/test; a fresh database is created on it and
+# dropped after), DURATION (10s), THREADS (1), CONNECTIONS (16), WARMUP (3s).
+# Traffic goes to 127.0.0.1 only; every process started here is stopped on exit.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+PEER_DIR=${PEER_DIR:-$root/../shared/bench}
+PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/test}
+DURATION=${DURATION:-10s}
+THREADS=${THREADS:-1}
+CONNECTIONS=${CONNECTIONS:-16}
+WARMUP=${WARMUP:-3s}
+OURS_PORT=${OURS_PORT:-8089}
+PEER_PORT=${PEER_PORT:-4000}
+
+export CLIENT_ID=bench
+export CLIENT_SECRET=bench-secret-0123456789abcdef0123456789abcdef
+export RESOURCE=http://127.0.0.1:9999/mcp
+export SCOPE=tools:read
+LUA=$root/bench/client-credentials.lua
+
+work=$(mktemp -d)
+pids=()
+pg_db=""
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    if [ -n "$pg_db" ]; then
+        psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS \"$pg_db\" WITH (FORCE)" >/dev/null 2>&1 || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+say() { printf '\n== %s\n' "$*" >&2; }
+
+# --- tools -------------------------------------------------------------------------------
+if ! command -v wrk >/dev/null; then
+    say "installing wrk (Debian package)"
+    if ! { apt-get update -qq && apt-get install -y -qq wrk; } >&2; then
+        echo "wrk is not installed and could not be installed; no figures" >&2
+        exit 1
+    fi
+fi
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    echo "node and npm are needed for the peer (node-oidc-provider); no figures" >&2
+    exit 1
+fi
+
+say "preparing the peer (node-oidc-provider) from $PEER_DIR"
+cp -r "$PEER_DIR/." "$work/peer"
+chmod -R u+w "$work/peer"
+(cd "$work/peer" && npm install --no-audit --no-fund --silent) >&2
+
+say "building Concierge (release)"
+cargo build --release --quiet
+bin=$root/target/release/concierge
+
+wait_for() { # URL
+    for _ in $(seq 1 100); do
+        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nothing answered at $1" >&2
+    return 1
+}
+
+# load NAME BASE_URL -> prints "rps p50_us p99_us errors"
+load() {
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" -s "$LUA" "$2" >/dev/null
+    local out
+    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -s "$LUA" "$2")
+    local line
+    line=$(grep '^RESULT' <<<"$out")
+    echo "$1: $line" >&2
+    sed -E 's/.*rps=([0-9]+) p50_us=([0-9]+) p99_us=([0-9]+) errors_non2xx=([0-9]+).*/\1 \2 \3 \4/' <<<"$line"
+}
+
+start_peer() {
+    node "$work/peer/oidc-provider-peer.mjs" "$PEER_PORT" ES256 >"$work/peer.log" 2>&1 &
+    peer_pid=$!
+    pids+=("$peer_pid")
+    wait_for "http://127.0.0.1:$PEER_PORT/.well-known/openid-configuration"
+}
+
+stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+# start_ours DATABASE_URL
+start_ours() {
+    local data=$work/data-$RANDOM
+    mkdir -p "$data"
+    local common=(--data-dir "$data" --database-url "$1")
+    "$bin" "${common[@]}" resource add --uri "$RESOURCE" --name Bench \
+        --scope "tools:read=Read" --scope "tools:write=Write" >/dev/null
+    "$bin" "${common[@]}" client add --name bench --id "$CLIENT_ID" \
+        --grant-type client_credentials --auth-method client_secret_post \
+        --secret-from-env CLIENT_SECRET >/dev/null
+    "$bin" "${common[@]}" serve --listen "127.0.0.1:$OURS_PORT" \
+        --issuer "http://127.0.0.1:$OURS_PORT" >"$work/ours.log" 2>&1 &
+    ours_pid=$!
+    pids+=("$ours_pid")
+    wait_for "http://127.0.0.1:$OURS_PORT/.well-known/oauth-authorization-server"
+}
+
+stores=(sqlite)
+if psql -q "$PG_ADMIN_URL" -c 'SELECT 1' >/dev/null 2>&1; then
+    stores+=(postgres)
+else
+    echo "!! PostgreSQL not reachable at $PG_ADMIN_URL: measuring SQLite only" >&2
+fi
+
+results=()
+for store in "${stores[@]}"; do
+    case $store in
+        sqlite) url="sqlite://$work/bench-sqlite.db" ;;
+        postgres)
+            pg_db="concierge_bench_$(date +%s)"
+            psql -q "$PG_ADMIN_URL" -c "CREATE DATABASE \"$pg_db\"" >/dev/null
+            url=$(sed -E "s#/[^/]*\$#/$pg_db#" <<<"$PG_ADMIN_URL")
+            ;;
+    esac
+
+    say "$store: peer (node-oidc-provider), then Concierge; wrk -t$THREADS -c$CONNECTIONS -d$DURATION"
+    start_peer
+    read -r p_rps p_p50 p_p99 p_err < <(TOKEN_PATH=/token load peer "http://127.0.0.1:$PEER_PORT")
+    stop "$peer_pid"
+
+    start_ours "$url"
+    read -r o_rps o_p50 o_p99 o_err < <(TOKEN_PATH=/token load "concierge/$store" "http://127.0.0.1:$OURS_PORT")
+    stop "$ours_pid"
+
+    ratio=$(awk -v o="$o_rps" -v p="$p_rps" 'BEGIN { if (p > 0) printf "%.1f", o / p; else print "n/a" }')
+    results+=("$(printf '%-9s %9s %8s %8s %6s   %9s %8s %8s %6s   %5s' \
+        "$store" "$o_rps" "$o_p50" "$o_p99" "$o_err" "$p_rps" "$p_p50" "$p_p99" "$p_err" "$ratio")")
+done
+
+echo
+printf '%-9s %9s %8s %8s %6s   %9s %8s %8s %6s   %5s\n' \
+    store ours_rps p50_us p99_us errors peer_rps p50_us p99_us errors ratio
+printf '%s\n' "${results[@]}"
+echo "($(nproc) cores; wrk -t$THREADS -c$CONNECTIONS -d$DURATION after a $WARMUP warm-up; ratio = ours/peer rps)"

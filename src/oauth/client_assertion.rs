@@ -1,0 +1,512 @@
+//! `private_key_jwt` client authentication (RFC 7523 §2.2 and §3, OpenID Connect Core §9):
+//! the client signs a short-lived JWT about itself with a key it published in its `jwks` or
+//! at its `jwks_uri`, and sends it as `client_assertion`.
+//!
+//! The checks, in order: the assertion's shape and size; `alg` on the allow-list
+//! ([`SIGNING_ALGS`], never `none`, never HMAC); a key of the client that fits the `alg`
+//! (key type and curve, its own `alg`/`use` when it states them) and whose signature
+//! verifies; `iss` = `sub` = the client_id; `aud` the issuer or the token endpoint
+//! (DESIGN.md §5); `exp` present, not past, and at most [`MAX_LIFETIME_SECS`] ahead; `nbf`
+//! and `iat` not in the future (both with [`LEEWAY_SECS`]); `jti` present and never seen
+//! before for this client — the last check, one atomic statement in the database, so
+//! replicas sharing PostgreSQL refuse a replay too, and junk cannot use up `jti`s.
+//!
+//! `jwks_uri` key sets are fetched with the SSRF-safe fetcher and cached per URI for
+//! [`JWKS_TTL`]. An unknown `kid` (a client that rotated its key) refetches the set, at most
+//! once per [`JWKS_REFETCH_INTERVAL`] per URI, so a flood of made-up `kid`s costs the client's
+//! server nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
+use serde::Deserialize;
+use serde_json::Value;
+use url::Url;
+
+use super::clients::Client;
+use super::net_guard::{FetchError, SafeFetcher};
+use super::ttl_cache::TtlCache;
+use crate::store::{Store, StoreError};
+use crate::util;
+
+/// `client_assertion_type` for JWT client assertions (RFC 7523 §2.2).
+pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// Signature algorithms accepted on client assertions; metadata's
+/// `token_endpoint_auth_signing_alg_values_supported` is this list.
+pub const SIGNING_ALGS: &[Algorithm] = &[
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::RS256,
+    Algorithm::PS256,
+    Algorithm::EdDSA,
+];
+
+/// The longest an assertion may live: `exp` at most this far ahead.
+pub const MAX_LIFETIME_SECS: i64 = 300;
+/// Clock skew allowed on `exp`, `nbf` and `iat`.
+pub const LEEWAY_SECS: i64 = 60;
+/// How long a fetched `jwks_uri` key set is used.
+pub const JWKS_TTL: Duration = Duration::from_secs(300);
+/// At most one fetch per `jwks_uri` in this interval (an unknown `kid` refetches).
+pub const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+const MAX_ASSERTION_BYTES: usize = 8 * 1024;
+const MAX_JWKS_BYTES: usize = 64 * 1024;
+const MAX_JTI_CHARS: usize = 256;
+const JWKS_CACHE_CAPACITY: usize = 10_000;
+
+pub fn alg_name(alg: Algorithm) -> &'static str {
+    match alg {
+        Algorithm::ES256 => "ES256",
+        Algorithm::ES384 => "ES384",
+        Algorithm::RS256 => "RS256",
+        Algorithm::PS256 => "PS256",
+        Algorithm::EdDSA => "EdDSA",
+        // Not on the allow-list; never named to a client as accepted.
+        _ => "unsupported",
+    }
+}
+
+/// The names of [`SIGNING_ALGS`].
+pub fn signing_alg_names() -> Vec<&'static str> {
+    SIGNING_ALGS.iter().map(|a| alg_name(*a)).collect()
+}
+
+/// Why an assertion was refused. Every message is written for the client's developer and
+/// never contains the assertion.
+#[derive(Debug, thiserror::Error)]
+pub enum AssertionError {
+    #[error("client_assertion is not a compact JWS (three base64url parts)")]
+    Malformed,
+    #[error("client_assertion is larger than {MAX_ASSERTION_BYTES} bytes")]
+    TooLarge,
+    #[error("client_assertion header: {0}")]
+    Header(String),
+    #[error("client_assertion uses alg {0:?}; accepted: {list}", list = signing_alg_names().join(", "))]
+    Alg(String),
+    #[error("client_assertion must carry the client_id in sub (and iss)")]
+    NoSubject,
+    #[error("the client has no keys: its metadata has neither jwks nor jwks_uri")]
+    NoKeys,
+    #[error("the client's jwks_uri could not be used: {0}")]
+    Jwks(String),
+    #[error("no key in the client's JWK Set has kid {0:?} and fits alg {1}")]
+    UnknownKid(String, &'static str),
+    #[error("no key in the client's JWK Set fits alg {0}")]
+    NoKeyFits(&'static str),
+    #[error("the client_assertion signature does not verify with the client's keys")]
+    Signature,
+    #[error("client_assertion {0}")]
+    Claim(String),
+    #[error("client_assertion was used before (same jti); sign a new one for every request")]
+    Replayed,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The parts of a compact JWS, split and size-checked.
+struct Parts<'a> {
+    header: &'a str,
+    payload: &'a str,
+}
+
+fn split(assertion: &str) -> Result<Parts<'_>, AssertionError> {
+    if assertion.len() > MAX_ASSERTION_BYTES {
+        return Err(AssertionError::TooLarge);
+    }
+    let mut it = assertion.split('.');
+    match (it.next(), it.next(), it.next(), it.next()) {
+        (Some(h), Some(p), Some(_), None) if !h.is_empty() && !p.is_empty() => Ok(Parts {
+            header: h,
+            payload: p,
+        }),
+        _ => Err(AssertionError::Malformed),
+    }
+}
+
+fn json_part(part: &str) -> Result<Value, AssertionError> {
+    let bytes = util::b64_decode(part).ok_or(AssertionError::Malformed)?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|_| AssertionError::Malformed)?;
+    v.is_object().then_some(v).ok_or(AssertionError::Malformed)
+}
+
+/// The client an assertion names (`sub`), read before anything is verified: it only says
+/// which client's keys to verify it with.
+pub fn claimed_client_id(assertion: &str) -> Result<String, AssertionError> {
+    let payload = json_part(split(assertion)?.payload)?;
+    payload
+        .get("sub")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .ok_or(AssertionError::NoSubject)
+}
+
+/// The protected header's `alg` (on the allow-list) and `kid`.
+fn header(assertion: &str) -> Result<(Algorithm, Option<String>), AssertionError> {
+    let h = json_part(split(assertion)?.header)?;
+    if h.get("crit").is_some() {
+        return Err(AssertionError::Header(
+            "crit is not supported; send no critical extensions".into(),
+        ));
+    }
+    let alg = h
+        .get("alg")
+        .and_then(Value::as_str)
+        .ok_or_else(|| AssertionError::Header("alg is missing".into()))?;
+    let alg = SIGNING_ALGS
+        .iter()
+        .copied()
+        .find(|a| alg_name(*a) == alg)
+        .ok_or_else(|| AssertionError::Alg(alg.chars().take(20).collect()))?;
+    let kid = match h.get("kid") {
+        None => None,
+        Some(Value::String(k)) => Some(k.clone()),
+        Some(_) => return Err(AssertionError::Header("kid must be a string".into())),
+    };
+    Ok((alg, kid))
+}
+
+/// Does `jwk` hold a public key of the type `alg` needs, meant for signing with it?
+pub fn key_fits(jwk: &Jwk, alg: Algorithm) -> bool {
+    let use_ok = match &jwk.common.public_key_use {
+        None | Some(PublicKeyUse::Signature) => true,
+        Some(_) => false,
+    };
+    let alg_ok = jwk
+        .common
+        .key_algorithm
+        .is_none_or(|a| format!("{a:?}") == alg_name(alg));
+    let type_ok = match (&jwk.algorithm, alg) {
+        (AlgorithmParameters::EllipticCurve(p), Algorithm::ES256) => p.curve == EllipticCurve::P256,
+        (AlgorithmParameters::EllipticCurve(p), Algorithm::ES384) => p.curve == EllipticCurve::P384,
+        (AlgorithmParameters::RSA(_), Algorithm::RS256 | Algorithm::PS256) => true,
+        (AlgorithmParameters::OctetKeyPair(p), Algorithm::EdDSA) => {
+            p.curve == EllipticCurve::Ed25519
+        }
+        _ => false,
+    };
+    use_ok && alg_ok && type_ok
+}
+
+/// The claims checked after the signature; `jsonwebtoken` checks `exp`, `nbf`, `iss`, `sub`
+/// and `aud` itself.
+#[derive(Deserialize)]
+struct Claims {
+    exp: i64,
+    iat: Option<i64>,
+    jti: Option<String>,
+}
+
+/// A verified assertion, before its `jti` is spent.
+#[derive(Debug)]
+struct Verified {
+    jti: String,
+    exp: i64,
+}
+
+/// Verifies client assertions for one issuer. One per server.
+pub struct AssertionVerifier {
+    issuer: String,
+    audiences: Vec<String>,
+    store: Arc<dyn Store>,
+    jwks: JwksResolver,
+}
+
+impl AssertionVerifier {
+    /// `allow_loopback` and `timeout_ms` are the outbound-fetch rules (see `net_guard`).
+    pub fn new(
+        issuer: &str,
+        store: Arc<dyn Store>,
+        allow_loopback: bool,
+        timeout_ms: u64,
+    ) -> Result<Self, FetchError> {
+        let mut audiences = vec![issuer.to_string(), format!("{issuer}/token")];
+        // DESIGN.md §5: an origin with and without its lone trailing slash are one issuer.
+        if Url::parse(issuer).is_ok_and(|u| u.path() == "/") {
+            audiences.push(format!("{issuer}/"));
+        }
+        Ok(Self {
+            issuer: issuer.to_string(),
+            audiences,
+            store,
+            jwks: JwksResolver::new(SafeFetcher::new(allow_loopback, timeout_ms)?),
+        })
+    }
+
+    /// Authenticate `client` with `assertion`: every check, then spend the `jti`.
+    pub async fn verify(&self, client: &Client, assertion: &str) -> Result<(), AssertionError> {
+        let now = util::now();
+        let v = self.check(client, assertion, now).await?;
+        // Scoped by client: two clients may pick the same jti. Hashed, so the key has a
+        // fixed size and no separator can be forged.
+        let id = &client.client_id;
+        let key = format!(
+            "client_assertion:{}",
+            util::b64(&util::secret_hash(&format!("{}:{id}:{}", id.len(), v.jti)))
+        );
+        let fresh = self.store.use_once(&key, v.exp + LEEWAY_SECS, now).await?;
+        if fresh {
+            Ok(())
+        } else {
+            Err(AssertionError::Replayed)
+        }
+    }
+
+    async fn check(
+        &self,
+        client: &Client,
+        assertion: &str,
+        now: i64,
+    ) -> Result<Verified, AssertionError> {
+        let (alg, kid) = header(assertion)?;
+        let candidates = self.keys(client, alg, kid.as_deref()).await?;
+        let mut validation = Validation::new(alg);
+        validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+        validation.leeway = LEEWAY_SECS as u64;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&client.client_id]);
+        validation.sub = Some(client.client_id.clone());
+        validation.set_audience(&self.audiences);
+        let mut outcome = Err(AssertionError::Signature);
+        for jwk in &candidates {
+            let Ok(key) = DecodingKey::from_jwk(jwk) else {
+                continue;
+            };
+            match jsonwebtoken::decode::<Claims>(assertion, &key, &validation) {
+                Ok(data) => {
+                    outcome = Ok(data.claims);
+                    break;
+                }
+                Err(e) => match e.kind() {
+                    // Wrong key (or unusable key material): try the next one.
+                    ErrorKind::InvalidSignature
+                    | ErrorKind::InvalidEcdsaKey
+                    | ErrorKind::InvalidEddsaKey
+                    | ErrorKind::InvalidRsaKey(_)
+                    | ErrorKind::InvalidKeyFormat
+                    | ErrorKind::InvalidAlgorithm => {}
+                    // The signature verified; a claim is wrong.
+                    kind => {
+                        outcome = Err(self.claim_error(kind));
+                        break;
+                    }
+                },
+            }
+        }
+        let claims = outcome?;
+        if claims.exp > now + MAX_LIFETIME_SECS + LEEWAY_SECS {
+            return Err(AssertionError::Claim(format!(
+                "exp is more than {MAX_LIFETIME_SECS} s ahead; client assertions must be \
+                 short-lived"
+            )));
+        }
+        if claims.iat.is_some_and(|iat| iat > now + LEEWAY_SECS) {
+            return Err(AssertionError::Claim("iat is in the future".into()));
+        }
+        let jti = claims
+            .jti
+            .filter(|j| !j.is_empty() && j.chars().count() <= MAX_JTI_CHARS)
+            .ok_or_else(|| {
+                AssertionError::Claim(format!(
+                    "must carry a jti claim: a unique string of 1 to {MAX_JTI_CHARS} characters"
+                ))
+            })?;
+        Ok(Verified {
+            jti,
+            exp: claims.exp,
+        })
+    }
+
+    fn claim_error(&self, kind: &ErrorKind) -> AssertionError {
+        let text = match kind {
+            ErrorKind::ExpiredSignature => "has expired (exp)".to_string(),
+            ErrorKind::ImmatureSignature => "is not valid yet (nbf)".to_string(),
+            ErrorKind::InvalidIssuer => "iss must be the client_id".to_string(),
+            ErrorKind::InvalidSubject => "sub must be the client_id".to_string(),
+            ErrorKind::InvalidAudience => format!(
+                "aud must be this server's issuer ({}) or its token endpoint ({}/token)",
+                self.issuer, self.issuer
+            ),
+            ErrorKind::MissingRequiredClaim(c) => format!("must carry the {c} claim"),
+            ErrorKind::InvalidClaimFormat(c) => format!("claim {c} has the wrong type"),
+            // Serde messages can quote the payload; name no detail.
+            _ => "claims are malformed (exp, iat and nbf are numbers; jti a string)".to_string(),
+        };
+        AssertionError::Claim(text)
+    }
+
+    /// The client's keys that fit `alg` (and `kid` when given).
+    async fn keys(
+        &self,
+        client: &Client,
+        alg: Algorithm,
+        kid: Option<&str>,
+    ) -> Result<Vec<Jwk>, AssertionError> {
+        let m = &client.metadata;
+        let select = |set: &JwkSet| -> Vec<Jwk> {
+            set.keys
+                .iter()
+                .filter(|k| kid.is_none_or(|kid| k.common.key_id.as_deref() == Some(kid)))
+                .filter(|k| key_fits(k, alg))
+                .cloned()
+                .collect()
+        };
+        let found = if let Some(jwks) = &m.jwks {
+            let set = parse_jwks(jwks)?;
+            select(&set)
+        } else if let Some(uri) = &m.jwks_uri {
+            let set = self.jwks.get(uri).await?;
+            let found = select(&set);
+            match kid {
+                // The client may have rotated its key since we fetched.
+                Some(_) if found.is_empty() => match self.jwks.refetch(uri).await? {
+                    Some(set) => select(&set),
+                    None => found,
+                },
+                _ => found,
+            }
+        } else {
+            return Err(AssertionError::NoKeys);
+        };
+        if found.is_empty() {
+            let name = alg_name(alg);
+            return Err(match kid {
+                Some(k) => AssertionError::UnknownKid(k.chars().take(64).collect(), name),
+                None => AssertionError::NoKeyFits(name),
+            });
+        }
+        Ok(found)
+    }
+}
+
+fn parse_jwks(v: &Value) -> Result<JwkSet, AssertionError> {
+    // Keys we cannot read (other kty, private members) are left out, not fatal: a set may
+    // hold encryption keys too.
+    let keys = v
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or_else(|| AssertionError::Jwks("not a JWK Set (no keys array)".into()))?;
+    let keys = keys
+        .iter()
+        .filter(|k| k.get("d").is_none())
+        .filter_map(|k| serde_json::from_value::<Jwk>(k.clone()).ok())
+        .collect();
+    Ok(JwkSet { keys })
+}
+
+/// Fetches and caches `jwks_uri` key sets.
+struct JwksResolver {
+    fetcher: SafeFetcher,
+    sets: TtlCache<String, Arc<JwkSet>>,
+    /// A live entry means "fetched within the refetch interval".
+    recent: TtlCache<String, ()>,
+}
+
+impl JwksResolver {
+    fn new(fetcher: SafeFetcher) -> Self {
+        Self {
+            fetcher,
+            sets: TtlCache::new(JWKS_CACHE_CAPACITY),
+            recent: TtlCache::new(JWKS_CACHE_CAPACITY),
+        }
+    }
+
+    /// The cached set, or a fresh fetch.
+    async fn get(&self, uri: &str) -> Result<Arc<JwkSet>, AssertionError> {
+        if let Some(set) = self.sets.get(uri) {
+            return Ok(set);
+        }
+        self.recent
+            .insert(uri.to_string(), (), JWKS_REFETCH_INTERVAL);
+        self.fetch(uri).await
+    }
+
+    /// Fetch again unless this URI was fetched within the refetch interval (then `None`).
+    async fn refetch(&self, uri: &str) -> Result<Option<Arc<JwkSet>>, AssertionError> {
+        if !self
+            .recent
+            .insert_if_absent(uri.to_string(), (), JWKS_REFETCH_INTERVAL)
+        {
+            return Ok(None);
+        }
+        self.fetch(uri).await.map(Some)
+    }
+
+    /// Failures are never cached (DESIGN.md §6).
+    async fn fetch(&self, uri: &str) -> Result<Arc<JwkSet>, AssertionError> {
+        let url = Url::parse(uri).map_err(|e| AssertionError::Jwks(format!("{uri}: {e}")))?;
+        let (_, body) = self
+            .fetcher
+            .get(
+                &url,
+                "application/jwk-set+json, application/json",
+                MAX_JWKS_BYTES,
+            )
+            .await
+            .map_err(|e| AssertionError::Jwks(e.to_string()))?;
+        let v: Value = serde_json::from_slice(&body)
+            .map_err(|_| AssertionError::Jwks("the response is not JSON".into()))?;
+        let set = Arc::new(parse_jwks(&v)?);
+        self.sets.insert(uri.to_string(), set.clone(), JWKS_TTL);
+        Ok(set)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwk(v: Value) -> Jwk {
+        serde_json::from_value(v).expect("jwk")
+    }
+
+    #[test]
+    fn key_type_must_fit_the_alg() {
+        let p256 = jwk(serde_json::json!({"kty":"EC","crv":"P-256","x":"AA","y":"AA"}));
+        assert!(key_fits(&p256, Algorithm::ES256));
+        assert!(!key_fits(&p256, Algorithm::ES384));
+        assert!(!key_fits(&p256, Algorithm::RS256));
+        let rsa = jwk(serde_json::json!({"kty":"RSA","n":"AQAB","e":"AQAB","alg":"RS256"}));
+        assert!(key_fits(&rsa, Algorithm::RS256));
+        assert!(!key_fits(&rsa, Algorithm::PS256), "the key states its alg");
+        let enc = jwk(serde_json::json!({"kty":"RSA","n":"AQAB","e":"AQAB","use":"enc"}));
+        assert!(!key_fits(&enc, Algorithm::RS256));
+        let ed = jwk(serde_json::json!({"kty":"OKP","crv":"Ed25519","x":"AA"}));
+        assert!(key_fits(&ed, Algorithm::EdDSA));
+        let oct = jwk(serde_json::json!({"kty":"oct","k":"c2VjcmV0"}));
+        assert!(SIGNING_ALGS.iter().all(|a| !key_fits(&oct, *a)));
+    }
+
+    #[test]
+    fn header_allow_list() {
+        let token = |h: Value| format!("{}.e30.sig", util::b64(h.to_string().as_bytes()));
+        let h = header(&token(serde_json::json!({"alg":"ES256","kid":"k"}))).expect("ok");
+        assert_eq!(h, (Algorithm::ES256, Some("k".into())));
+        for bad in ["none", "HS256", "RS512", "ES512"] {
+            let e = header(&token(serde_json::json!({ "alg": bad }))).expect_err(bad);
+            assert!(matches!(e, AssertionError::Alg(_)), "{bad}");
+        }
+        assert!(header(&token(serde_json::json!({"alg":"ES256","crit":["x"]}))).is_err());
+        assert!(header("a.b").is_err());
+        assert!(header(&"a".repeat(MAX_ASSERTION_BYTES + 1)).is_err());
+        assert_eq!(
+            signing_alg_names(),
+            vec!["ES256", "ES384", "RS256", "PS256", "EdDSA"]
+        );
+    }
+
+    #[test]
+    fn subject_is_read_before_verification() {
+        let payload = util::b64(br#"{"sub":"abc","iss":"abc"}"#);
+        assert_eq!(
+            claimed_client_id(&format!("e30.{payload}.x")).expect("sub"),
+            "abc"
+        );
+        let none = util::b64(br#"{"iss":"abc"}"#);
+        assert!(claimed_client_id(&format!("e30.{none}.x")).is_err());
+        assert!(claimed_client_id("not a jwt").is_err());
+    }
+}
