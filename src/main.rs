@@ -142,6 +142,9 @@ enum ClientCmd {
         /// (at least 32 characters) instead of generating one. Stored only as a hash.
         #[arg(long, value_name = "VAR", hide = true)]
         secret_from_env: Option<String>,
+        /// Allow this client (a resource server) to call the introspection endpoint.
+        #[arg(long)]
+        may_introspect: bool,
     },
     /// List clients: pre-registered, and dynamically registered ones with where from.
     List,
@@ -285,6 +288,7 @@ async fn client(cmd: &ClientCmd, config: &Config) -> anyhow::Result<()> {
             scope,
             jwks_uri,
             secret_from_env,
+            may_introspect,
         } => {
             if let Some(id) = id
                 && (id.is_empty() || id.contains("://") || id.len() > 200)
@@ -308,8 +312,9 @@ async fn client(cmd: &ClientCmd, config: &Config) -> anyhow::Result<()> {
                 jwks_uri: jwks_uri.clone(),
                 ..Default::default()
             };
-            let metadata = client_metadata::validate(raw, Origin::Operator)
+            let mut metadata = client_metadata::validate(raw, Origin::Operator)
                 .map_err(|e| anyhow::anyhow!("{}", e.description))?;
+            metadata.may_introspect = *may_introspect;
             let (mut record, mut secrets) = new_client(
                 metadata,
                 ClientKind::Static,

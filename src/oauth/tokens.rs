@@ -123,6 +123,47 @@ pub fn issue_id_token(keys: &KeyManager, issuer: &str, t: IdToken<'_>) -> Result
     keys.sign_jwt(Alg::RS256, "JWT", &claims)
 }
 
+/// Check one of our access tokens: ES256 with a published key, `typ` at+jwt, our issuer,
+/// not expired, and, when `audience` is given, meant for it. Returns the claims. (Revocation
+/// is a database question; see `revoked_key`.)
+pub fn verify_access_token(
+    keys: &KeyManager,
+    issuer: &str,
+    token: &str,
+    audience: Option<&str>,
+) -> Option<Value> {
+    use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+    if token.len() > 8192 {
+        return None;
+    }
+    let header = jsonwebtoken::decode_header(token).ok()?;
+    if header.alg != Algorithm::ES256 || header.typ.as_deref() != Some("at+jwt") {
+        return None;
+    }
+    let ring = keys.ring();
+    let key = ring
+        .keys()
+        .iter()
+        .find(|k| Some(k.kid.as_str()) == header.kid.as_deref())?;
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(key.public_jwk.clone()).ok()?;
+    let key = DecodingKey::from_jwk(&jwk).ok()?;
+    let mut v = Validation::new(Algorithm::ES256);
+    v.set_issuer(&[issuer]);
+    match audience {
+        Some(a) => v.set_audience(&[a]),
+        None => v.validate_aud = false,
+    }
+    v.leeway = 30;
+    jsonwebtoken::decode::<Value>(token, &key, &v)
+        .ok()
+        .map(|d| d.claims)
+}
+
+/// The replay-store key under which a revoked access token's `jti` is listed until it expires.
+pub fn revoked_key(jti: &str) -> String {
+    format!("revoked_access_token:{jti}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -327,6 +327,12 @@ pub trait GrantStore: Send + Sync {
         rotate: bool,
         renew_until: i64,
     ) -> Result<Spent<RefreshToken>, StoreError>;
+    /// A refresh token that could still be used, without using it (for introspection).
+    async fn get_refresh(
+        &self,
+        token_hash: &[u8],
+        now: i64,
+    ) -> Result<Option<RefreshToken>, StoreError>;
     /// Revoke every refresh token of a family; returns how many.
     async fn revoke_family(&self, family_id: &str, now: i64) -> Result<u64, StoreError>;
     /// Forget spent or expired codes and dead sessions.
@@ -341,6 +347,8 @@ pub trait ReplayStore: Send + Sync {
     async fn use_once(&self, key: &str, expires_at: i64, now: i64) -> Result<bool, StoreError>;
     /// Forget uses that expired by `now`; returns how many.
     async fn purge_used(&self, now: i64) -> Result<u64, StoreError>;
+    /// Has `key` been used and not yet expired? (Also how revoked access tokens are listed.)
+    async fn is_used(&self, key: &str, now: i64) -> Result<bool, StoreError>;
 }
 
 /// Everything the server stores.

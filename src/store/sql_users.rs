@@ -417,6 +417,20 @@ macro_rules! sql_user_store {
                 })
             }
 
+            async fn get_refresh(&self, token_hash: &[u8], now: i64) -> Result<Option<$crate::store::RefreshToken>, $crate::store::StoreError> {
+                let row: Option<$crate::store::sql_users::RefreshRow> = sqlx::query_as(
+                    "SELECT token_hash, family_id, client_id, user_id, resources, scope, auth_time, sid, \
+                       created_at, expires_at, absolute_expires_at FROM refresh_tokens \
+                     WHERE token_hash = $1 AND used_at IS NULL AND revoked_at IS NULL \
+                       AND expires_at > $2 AND absolute_expires_at > $2",
+                )
+                .bind(token_hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map($crate::store::sql_users::refresh_from_row).transpose()
+            }
+
             async fn revoke_family(&self, family_id: &str, now: i64) -> Result<u64, $crate::store::StoreError> {
                 let r = sqlx::query(
                     "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",

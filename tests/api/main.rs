@@ -4,6 +4,7 @@
 
 mod helpers;
 mod interop;
+mod introspection;
 
 mod caches;
 mod cimd;
