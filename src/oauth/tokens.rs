@@ -19,6 +19,9 @@ struct AccessTokenClaims<'a> {
     scope: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     auth_time: Option<i64>,
+    /// Delegation (RFC 8693 §4.1): who acts for `sub`, nested for each further hop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    act: Option<&'a Value>,
     jti: String,
     iat: i64,
     exp: i64,
@@ -32,6 +35,7 @@ pub struct AccessToken<'a> {
     pub audience: &'a [String],
     pub scope: &'a str,
     pub auth_time: Option<i64>,
+    pub act: Option<&'a Value>,
     pub ttl: i64,
 }
 
@@ -47,6 +51,9 @@ pub struct TokenResponse {
     pub refresh_token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
+    /// RFC 8693 §2.2.1, for token exchange.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'static str>,
 }
 
 /// Sign an access token.
@@ -67,6 +74,7 @@ pub fn issue_access_token(
         client_id: t.client_id,
         scope: t.scope,
         auth_time: t.auth_time,
+        act: t.act,
         jti: util::random_id(),
         iat,
         exp: iat + t.ttl,
@@ -78,6 +86,7 @@ pub fn issue_access_token(
         scope: (!t.scope.is_empty()).then(|| t.scope.to_string()),
         refresh_token: None,
         id_token: None,
+        issued_token_type: None,
     })
 }
 

@@ -351,6 +351,37 @@ pub trait ReplayStore: Send + Sync {
     async fn is_used(&self, key: &str, now: i64) -> Result<bool, StoreError>;
 }
 
+/// May `client_id` exchange tokens for `source` into tokens for `target`, and with which
+/// scopes? (RFC 8693 policy; no policy means no.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangePolicy {
+    pub target: String,
+    pub client_id: String,
+    pub source: String,
+    /// Source scope → the target scopes it may become.
+    pub scope_map: std::collections::BTreeMap<String, Vec<String>>,
+    pub created_at: i64,
+}
+
+#[async_trait]
+pub trait ExchangePolicyStore: Send + Sync {
+    /// Insert or replace the policy for (target, client, source).
+    async fn save_exchange_policy(&self, policy: &ExchangePolicy) -> Result<(), StoreError>;
+    async fn get_exchange_policy(
+        &self,
+        target: &str,
+        client_id: &str,
+        source: &str,
+    ) -> Result<Option<ExchangePolicy>, StoreError>;
+    async fn list_exchange_policies(&self) -> Result<Vec<ExchangePolicy>, StoreError>;
+    async fn delete_exchange_policy(
+        &self,
+        target: &str,
+        client_id: &str,
+        source: &str,
+    ) -> Result<bool, StoreError>;
+}
+
 /// Everything the server stores.
 pub trait Store:
     ClientStore
@@ -362,6 +393,7 @@ pub trait Store:
     + SessionStore
     + ConsentStore
     + GrantStore
+    + ExchangePolicyStore
 {
     /// `sqlite` or `postgres`, for logs.
     fn backend(&self) -> &'static str;
