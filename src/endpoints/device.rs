@@ -18,6 +18,8 @@ use crate::oauth::authorize::{Asked, check_scope, requested_resources};
 use crate::oauth::consent;
 use crate::oauth::device::{new_user_code, normalize_user_code};
 use crate::oauth::grants::GrantType;
+use crate::oauth::resource::Resource;
+use crate::oauth::scope::Scope;
 use crate::startup::AppState;
 use crate::store::{DeviceCode, StoreError};
 use crate::ui::{self, Browser, see_other};
@@ -143,6 +145,19 @@ fn device_page(
     browser.apply(page)
 }
 
+/// The resources and scope a pending device request asks for (resources reloaded, so one
+/// removed since is refused).
+async fn what_it_asks(
+    state: &AppState,
+    request: &DeviceCode,
+) -> Result<(Vec<Resource>, Scope), Box<Response>> {
+    let uris: Vec<&str> = request.resources.iter().map(String::as_str).collect();
+    let resources = requested_resources(state, &uris)
+        .await
+        .map_err(|(_, d)| Box::new(ui::error_page(state, StatusCode::BAD_REQUEST, &d)))?;
+    Ok((resources, Scope::parse(&request.scope).unwrap_or_default()))
+}
+
 /// `GET /device[?user_code=…]`: enter a code, or see what the device asks.
 pub async fn page(
     State(state): State<AppState>,
@@ -208,20 +223,10 @@ pub async fn page(
             "The application that asked no longer exists.",
         );
     };
-    let resources = match requested_resources(
-        &state,
-        &request
-            .resources
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err((_, d)) => return ui::error_page(&state, StatusCode::BAD_REQUEST, &d),
+    let (resources, scope) = match what_it_asks(&state, &request).await {
+        Ok(x) => x,
+        Err(page) => return *page,
     };
-    let scope = crate::oauth::scope::Scope::parse(&request.scope).unwrap_or_default();
     ui::consent::render(
         &state,
         &headers,
@@ -287,20 +292,10 @@ pub async fn decision(State(state): State<AppState>, headers: HeaderMap, body: B
         _ => return ui::error_page(&state, StatusCode::BAD_REQUEST, "Choose Allow or Deny."),
     };
     if approve {
-        let resources = match requested_resources(
-            &state,
-            &request
-                .resources
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err((_, d)) => return ui::error_page(&state, StatusCode::BAD_REQUEST, &d),
+        let (resources, scope) = match what_it_asks(&state, &request).await {
+            Ok(x) => x,
+            Err(page) => return *page,
         };
-        let scope = crate::oauth::scope::Scope::parse(&request.scope).unwrap_or_default();
         let asked = Asked {
             client_id: &request.client_id,
             resources: &resources,
