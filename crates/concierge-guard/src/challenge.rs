@@ -321,7 +321,6 @@ mod tests {
     }
 
     #[test]
-    #[test]
     fn challenge_without_parameters() {
         assert_eq!(BearerChallenge::new().to_string(), "Bearer");
     }

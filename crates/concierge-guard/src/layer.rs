@@ -127,7 +127,7 @@ pub(crate) struct GuardContext {
 #[derive(Debug, Clone)]
 pub struct GuardRejection {
     status: StatusCode,
-    challenge: Option<BearerChallenge>,
+    challenge: Option<Box<BearerChallenge>>,
     description: Option<String>,
 }
 
@@ -137,7 +137,7 @@ impl GuardRejection {
             StatusCode::from_u16(challenge.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
         Self {
             status,
-            challenge: Some(challenge),
+            challenge: Some(Box::new(challenge)),
             description: None,
         }
     }
@@ -167,13 +167,13 @@ impl GuardRejection {
     /// The `WWW-Authenticate` challenge sent, if any.
     #[must_use]
     pub fn challenge(&self) -> Option<&BearerChallenge> {
-        self.challenge.as_ref()
+        self.challenge.as_deref()
     }
 }
 
 impl IntoResponse for GuardRejection {
     fn into_response(self) -> axum::response::Response {
-        let error = self.challenge.as_ref().and_then(BearerChallenge::error);
+        let error = self.challenge.as_deref().and_then(BearerChallenge::error);
         let mut response = match (error, &self.description) {
             (Some(error), description) => (
                 self.status,

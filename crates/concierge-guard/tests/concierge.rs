@@ -1,5 +1,6 @@
 //! The guard against the real Concierge server, started in-process on port 0
 //! with SQLite in a temporary directory, and real tokens from `POST /token`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! Shared by the integration tests: a small local issuer (metadata + JWKS,
 //! counting fetches) with our own keys, a protected axum app, and a client.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
