@@ -92,10 +92,19 @@ impl ValidationCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::principal::PrincipalData;
     use serde_json::Value;
 
     fn principal(exp: i64) -> Principal {
-        Principal::new("s".into(), "c".into(), vec![], vec![], exp, Value::Null)
+        PrincipalData {
+            sub: "s".into(),
+            client_id: "c".into(),
+            scopes: vec![],
+            act: vec![],
+            expires_at: exp,
+            claims: Value::Null,
+        }
+        .into()
     }
 
     #[test]

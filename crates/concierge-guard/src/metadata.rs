@@ -206,7 +206,7 @@ pub fn metadata_path(resource: &Url) -> String {
 ///
 /// Any query of the resource is kept, as RFC 9728 §3.1 requires; user
 /// information and the fragment are dropped. Use the result as the
-/// `resource_metadata` parameter of a [`BearerChallenge`].
+/// `resource_metadata` parameter of a [`BearerChallenge`](crate::BearerChallenge).
 ///
 /// ```
 /// use concierge_guard::metadata_url;

@@ -23,15 +23,22 @@ use serde_json::Value;
 /// let app: Router = Router::new().route("/whoami", get(whoami));
 /// ```
 #[derive(Clone)]
-pub struct Principal(Arc<Inner>);
+pub struct Principal(Arc<PrincipalData>);
 
-struct Inner {
-    sub: String,
-    client_id: String,
-    scopes: Vec<String>,
-    act: Vec<Actor>,
-    expires_at: i64,
-    claims: Value,
+/// What a [`Principal`] is made of; built by validation.
+pub(crate) struct PrincipalData {
+    pub(crate) sub: String,
+    pub(crate) client_id: String,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) act: Vec<Actor>,
+    pub(crate) expires_at: i64,
+    pub(crate) claims: Value,
+}
+
+impl From<PrincipalData> for Principal {
+    fn from(data: PrincipalData) -> Self {
+        Self(Arc::new(data))
+    }
 }
 
 /// One party in a delegation chain (`act` claim, RFC 8693 §4.1).
@@ -45,24 +52,6 @@ pub struct Actor {
 }
 
 impl Principal {
-    pub(crate) fn new(
-        sub: String,
-        client_id: String,
-        scopes: Vec<String>,
-        act: Vec<Actor>,
-        expires_at: i64,
-        claims: Value,
-    ) -> Self {
-        Self(Arc::new(Inner {
-            sub,
-            client_id,
-            scopes,
-            act,
-            expires_at,
-            claims,
-        }))
-    }
-
     /// The subject (`sub`): the user, or the client itself for machine tokens.
     #[must_use]
     pub fn sub(&self) -> &str {

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::TokenError;
-use crate::principal::{Actor, Principal};
+use crate::principal::{Actor, Principal, PrincipalData};
 
 /// Tokens longer than this are refused without being parsed.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -149,7 +149,15 @@ pub(crate) fn check_claims(
         Some(_) => return Err(TokenError::InvalidClaim("scope")),
     };
     let act = act_chain(&claims)?;
-    Ok(Principal::new(sub, client_id, scopes, act, exp, claims))
+    Ok(PrincipalData {
+        sub,
+        client_id,
+        scopes,
+        act,
+        expires_at: exp,
+        claims,
+    }
+    .into())
 }
 
 /// The `act` chain, outermost (current) actor first.

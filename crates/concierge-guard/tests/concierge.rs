@@ -103,7 +103,7 @@ async fn real_concierge_tokens_through_the_guard() {
     let reply = app.call(None).await;
     reply.assert_refused(401, None);
     let metadata_url = app.guard.metadata_url().to_string();
-    assert!(reply.challenge.contains(&metadata_url), "{reply:?}");
+    reply.assert_challenge_contains(&metadata_url);
     let doc: Value = app
         .http
         .get(&metadata_url)
@@ -128,12 +128,7 @@ async fn real_concierge_tokens_through_the_guard() {
     let add = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add_note","arguments":{}}}"#;
     let reply = app.post("/mcp", Some(&reader), add).await;
     reply.assert_refused(403, Some("insufficient_scope"));
-    assert!(
-        reply
-            .challenge
-            .contains(r#"scope="notes:read notes:write""#),
-        "{reply:?}"
-    );
+    reply.assert_challenge_contains(r#"scope="notes:read notes:write""#);
     let writer = server
         .token(&client, &app.resource, "notes:read notes:write")
         .await;
@@ -143,10 +138,7 @@ async fn real_concierge_tokens_through_the_guard() {
     let elsewhere = server.token(&client, other, "notes:read").await;
     let reply = app.call(Some(&elsewhere)).await;
     reply.assert_refused(401, Some("invalid_token"));
-    assert!(
-        reply.challenge.contains("not meant for this resource"),
-        "{reply:?}"
-    );
+    reply.assert_challenge_contains("not meant for this resource");
 
     server.running.stop().await.unwrap();
 }

@@ -177,6 +177,15 @@ impl Protected {
         Reply::from(req.send().await.unwrap()).await
     }
 
+    /// GET `path` with an optional bearer token.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        let mut req = self.http.get(format!("{}{path}", self.origin));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        Reply::from(req.send().await.unwrap()).await
+    }
+
     pub async fn call(&self, token: Option<&str>) -> Reply {
         self.post(
             "/mcp",
@@ -214,6 +223,11 @@ impl Reply {
             expose,
             body,
         }
+    }
+
+    /// Assert the `WWW-Authenticate` value contains `text`.
+    pub fn assert_challenge_contains(&self, text: &str) {
+        assert!(self.challenge.contains(text), "{text:?} not in {self:?}");
     }
 
     /// Assert a refusal: status, and `error` in the challenge (None: no error).
