@@ -11,7 +11,7 @@ use url::{Host, Url};
 
 use crate::cache::ValidationCache;
 use crate::error::BuildError;
-use crate::guard::{Guard, Inner};
+use crate::guard::{Guard, Inner, signature_only};
 use crate::jwks::{KeyStore, discover};
 use crate::metadata::{ProtectedResourceMetadata, metadata_url};
 use crate::validate::{ClaimRules, normalize_uri};
@@ -327,6 +327,11 @@ impl GuardBuilder {
                 metadata_url: metadata_url(&resource),
                 metadata,
                 rules,
+                validations: self
+                    .algorithms
+                    .iter()
+                    .map(|a| (*a, signature_only(*a)))
+                    .collect(),
                 algorithms: self.algorithms,
                 required_scopes: self.required_scopes,
                 route_scopes: self.route_scopes,

@@ -39,6 +39,9 @@ pub(crate) struct Inner {
     pub(crate) metadata_url: Url,
     pub(crate) rules: ClaimRules,
     pub(crate) algorithms: Vec<Algorithm>,
+    /// One signature-only `Validation` per allowed algorithm; the claims are
+    /// checked by [`check_claims`].
+    pub(crate) validations: Vec<(Algorithm, Validation)>,
     pub(crate) required_scopes: Vec<String>,
     pub(crate) route_scopes: Vec<(String, Vec<String>)>,
     pub(crate) tool_scopes: HashMap<String, Vec<String>>,
@@ -55,6 +58,16 @@ impl fmt::Debug for Guard {
             .field("jwks_uri", &self.inner.keys.jwks_uri().as_str())
             .finish_non_exhaustive()
     }
+}
+
+/// A `Validation` that only checks the signature with `alg`.
+pub(crate) fn signature_only(alg: Algorithm) -> Validation {
+    let mut validation = Validation::new(alg);
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation
 }
 
 fn unix_now() -> i64 {
@@ -134,12 +147,13 @@ impl Guard {
         let header = parse_header(token)?;
         let alg = check_header(&header, &inner.algorithms)?;
         let key = inner.keys.key(header.kid.as_deref(), alg).await?;
-        let mut validation = Validation::new(alg);
-        validation.required_spec_claims.clear();
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        let claims = jsonwebtoken::decode::<Value>(token, &key.key, &validation)
+        let validation = inner
+            .validations
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .map(|(_, v)| v)
+            .ok_or_else(|| TokenError::AlgorithmNotAllowed(format!("{alg:?}")))?;
+        let claims = jsonwebtoken::decode::<Value>(token, &key.key, validation)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
                 jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => TokenError::KeyMismatch,
