@@ -63,6 +63,11 @@ async fn valid_token_reaches_the_handler_with_its_principal() {
     // The optional layer: no token is fine, a token is validated.
     assert_eq!(app.get("/whoami", None).await.body, "anonymous");
     assert_eq!(app.get("/whoami", Some(&token)).await.body, "user-1");
+    // The Principal extractor answers with the challenge when there is none.
+    let reply = app.get("/me", None).await;
+    reply.assert_refused(401, None);
+    reply.assert_challenge_contains(r#"scope="notes:read""#);
+    assert_eq!(app.get("/me", Some(&token)).await.body, "user-1");
     app.get("/whoami", Some("garbage"))
         .await
         .assert_refused(401, Some("invalid_token"));
@@ -280,7 +285,7 @@ async fn unknown_kid_flood_refetches_at_most_once_per_interval() {
     let key = Key::generate("k1");
     let issuer = FakeIssuer::start(&[&key]).await;
     let app = Protected::start(&issuer.issuer, |b| {
-        b.jwks_refetch_interval(Duration::from_millis(800))
+        b.jwks_refetch_interval(Duration::from_secs(3))
     })
     .await;
     assert_eq!(issuer.fetches(), 1);
@@ -314,7 +319,7 @@ async fn unknown_kid_flood_refetches_at_most_once_per_interval() {
     // A key rotated in later is picked up once the interval has passed.
     let rotated = Key::generate("k2");
     issuer.add_key(&rotated);
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let token = rotated.sign(&claims(&issuer.issuer, &app.resource, ""));
     assert_eq!(app.call(Some(&token)).await.status, 200);
     assert_eq!(issuer.fetches(), after_flood + 1);

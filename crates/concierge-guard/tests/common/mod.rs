@@ -109,7 +109,8 @@ impl FakeIssuer {
 }
 
 /// The protected app: `POST /mcp` and `POST /admin` echo the principal and
-/// the body, `GET /whoami` takes `Option<Principal>`.
+/// the body, `GET /whoami` takes `Option<Principal>` and `GET /me` a `Principal`, both
+/// behind an optional layer.
 pub struct Protected {
     pub origin: String,
     pub resource: String,
@@ -151,6 +152,7 @@ impl Protected {
             .merge(
                 Router::new()
                     .route("/whoami", get(whoami))
+                    .route("/me", get(|p: Principal| async move { p.sub().to_owned() }))
                     .layer(guard.layer().optional()),
             )
             .merge(guard.metadata_router());
