@@ -1,0 +1,66 @@
+//! Token validation cost: a cached result, a full check (signature + claims),
+//! and the bare ES256 signature verification as the floor.
+//!
+//! `cargo bench -p concierge-guard --bench validate`
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{FakeIssuer, Key, now};
+use concierge_guard::Guard;
+use criterion::{Criterion, criterion_group, criterion_main};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Value, json};
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let key = Key::generate("k1");
+    let resource = "https://mcp.example.com/mcp";
+    let (issuer, cached, uncached) = rt.block_on(async {
+        let issuer = FakeIssuer::start(&[&key]).await;
+        let cached = Guard::builder(&issuer.issuer, resource)
+            .build()
+            .await
+            .unwrap();
+        let uncached = Guard::builder(&issuer.issuer, resource)
+            .cache_size(0)
+            .build()
+            .await
+            .unwrap();
+        (issuer, cached, uncached)
+    });
+    let token = key.sign(&json!({
+        "iss": issuer.issuer,
+        "aud": resource,
+        "sub": "user-1",
+        "client_id": "client-1",
+        "scope": "notes:read notes:write",
+        "iat": now(),
+        "exp": now() + 3600,
+        "jti": "bench",
+    }));
+    let mut group = c.benchmark_group("validate");
+    group.bench_function("cached", |b| {
+        b.to_async(&rt)
+            .iter(|| async { cached.validate(&token).await.unwrap() });
+    });
+    group.bench_function("uncached", |b| {
+        b.to_async(&rt)
+            .iter(|| async { uncached.validate(&token).await.unwrap() });
+    });
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(key.jwk.clone()).unwrap();
+    let decoding = DecodingKey::from_jwk(&jwk).unwrap();
+    let mut validation = Validation::new(Algorithm::ES256);
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    validation.validate_aud = false;
+    group.bench_function("bare_es256_decode", |b| {
+        b.iter(|| jsonwebtoken::decode::<Value>(&token, &decoding, &validation).unwrap());
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

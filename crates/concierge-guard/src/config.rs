@@ -1,0 +1,345 @@
+//! [`GuardBuilder`]: the guard's settings and their defaults.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, AlgorithmFamily};
+use url::{Host, Url};
+
+use crate::cache::ValidationCache;
+use crate::error::BuildError;
+use crate::guard::{Guard, Inner, signature_only};
+use crate::jwks::{KeyStore, discover};
+use crate::metadata::{ProtectedResourceMetadata, metadata_url};
+use crate::validate::{ClaimRules, normalize_uri};
+
+/// Default cap on a buffered JSON-RPC body (per-tool scopes): 1 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Configures and builds a [`Guard`]. Start with [`Guard::builder`].
+///
+/// | Setting | Default |
+/// | --- | --- |
+/// | [`algorithms`](Self::algorithms) | ES256, RS256 |
+/// | [`leeway`](Self::leeway) | 60 s |
+/// | [`jwks_ttl`](Self::jwks_ttl) | 5 min |
+/// | [`jwks_refetch_interval`](Self::jwks_refetch_interval) | 30 s |
+/// | [`cache_size`](Self::cache_size) / [`cache_ttl`](Self::cache_ttl) | 10 000 tokens / 5 min |
+/// | [`max_body_bytes`](Self::max_body_bytes) | 1 MiB |
+/// | required scopes, route and tool scopes | none |
+#[must_use = "call .build().await to get a Guard"]
+pub struct GuardBuilder {
+    issuer: String,
+    resource: String,
+    required_scopes: Vec<String>,
+    route_scopes: Vec<(String, Vec<String>)>,
+    tool_scopes: HashMap<String, Vec<String>>,
+    scopes_supported: Option<Vec<String>>,
+    algorithms: Vec<Algorithm>,
+    leeway: Duration,
+    jwks_ttl: Duration,
+    refetch_interval: Duration,
+    cache_size: usize,
+    cache_ttl: Duration,
+    resource_name: Option<String>,
+    dpop_required: bool,
+    max_body_bytes: usize,
+    allow_insecure_http: bool,
+    http: Option<reqwest::Client>,
+}
+
+impl fmt::Debug for GuardBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuardBuilder")
+            .field("issuer", &self.issuer)
+            .field("resource", &self.resource)
+            .field("required_scopes", &self.required_scopes)
+            .field("algorithms", &self.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+fn strings<I, S>(items: I) -> Vec<String>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    items.into_iter().map(Into::into).collect()
+}
+
+/// Appends the items of `more` not yet in `into`, keeping order.
+pub(crate) fn union_into(into: &mut Vec<String>, more: &[String]) {
+    for s in more {
+        if !into.contains(s) {
+            into.push(s.clone());
+        }
+    }
+}
+
+impl GuardBuilder {
+    pub(crate) fn new(issuer: impl Into<String>, resource: impl Into<String>) -> Self {
+        Self {
+            issuer: issuer.into(),
+            resource: resource.into(),
+            required_scopes: Vec::new(),
+            route_scopes: Vec::new(),
+            tool_scopes: HashMap::new(),
+            scopes_supported: None,
+            algorithms: vec![Algorithm::ES256, Algorithm::RS256],
+            leeway: Duration::from_secs(60),
+            jwks_ttl: Duration::from_secs(300),
+            refetch_interval: Duration::from_secs(30),
+            cache_size: 10_000,
+            cache_ttl: Duration::from_secs(300),
+            resource_name: None,
+            dpop_required: false,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            allow_insecure_http: false,
+            http: None,
+        }
+    }
+
+    /// Scopes every request must carry (on top of route and tool scopes).
+    pub fn required_scopes<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.required_scopes = strings(scopes);
+        self
+    }
+
+    /// Scopes needed for requests whose path is `prefix` or lies under it
+    /// (`/admin` matches `/admin` and `/admin/users`, not `/administrator`).
+    /// The path is the one the layer sees: inside an axum `nest`, without the
+    /// nest's prefix. Every matching entry applies.
+    pub fn route_scopes<I, S>(mut self, prefix: impl Into<String>, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.route_scopes.push((prefix.into(), strings(scopes)));
+        self
+    }
+
+    /// Scopes needed to call the MCP tool `tool`: for a `POST` whose JSON-RPC
+    /// body is a `tools/call` with `params.name == tool`.
+    pub fn tool_scopes<I, S>(mut self, tool: impl Into<String>, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.tool_scopes.insert(tool.into(), strings(scopes));
+        self
+    }
+
+    /// The `scopes_supported` published in the metadata. Default: every scope
+    /// named by the required, route and tool scopes.
+    pub fn scopes_supported<I, S>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.scopes_supported = Some(strings(scopes));
+        self
+    }
+
+    /// Signature algorithms accepted. HMAC algorithms are refused by
+    /// [`build`](Self::build); `none` cannot even be named.
+    pub fn algorithms(mut self, algorithms: impl IntoIterator<Item = Algorithm>) -> Self {
+        self.algorithms = algorithms.into_iter().collect();
+        self
+    }
+
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`.
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// How long fetched keys are used before they are refetched.
+    pub fn jwks_ttl(mut self, ttl: Duration) -> Self {
+        self.jwks_ttl = ttl;
+        self
+    }
+
+    /// The least time between two JWKS fetches, however many tokens with
+    /// unknown key ids arrive.
+    pub fn jwks_refetch_interval(mut self, interval: Duration) -> Self {
+        self.refetch_interval = interval;
+        self
+    }
+
+    /// How many validated tokens to remember (0 turns the cache off).
+    pub fn cache_size(mut self, entries: usize) -> Self {
+        self.cache_size = entries;
+        self
+    }
+
+    /// How long a validation result is remembered at most (it is forgotten
+    /// when the token expires in any case).
+    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache_ttl = ttl;
+        self
+    }
+
+    /// `resource_name` for the metadata, shown to users by some clients.
+    pub fn resource_name(mut self, name: impl Into<String>) -> Self {
+        self.resource_name = Some(name.into());
+        self
+    }
+
+    /// Publish `dpop_bound_access_tokens_required: true`. Note that this
+    /// version does not verify DPoP proofs and refuses DPoP-bound tokens.
+    pub fn dpop_bound_access_tokens_required(mut self, required: bool) -> Self {
+        self.dpop_required = required;
+        self
+    }
+
+    /// Cap on the request body the layer buffers to read a JSON-RPC tool
+    /// name; larger bodies get 413. Only used when tool scopes are set.
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Accept plain `http` issuer and JWKS URLs on non-loopback hosts
+    /// (loopback hosts are always accepted). Never do this in production.
+    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
+        self.allow_insecure_http = allow;
+        self
+    }
+
+    /// The HTTP client for discovery and JWKS fetches. The default has a
+    /// 10 s timeout and follows at most 3 redirects.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    fn check_url(&self, what: &'static str, value: &str) -> Result<Url, BuildError> {
+        let invalid = |reason: String| BuildError::InvalidUrl {
+            what,
+            value: value.to_owned(),
+            reason,
+        };
+        let url = Url::parse(value).map_err(|e| invalid(e.to_string()))?;
+        if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
+            return Err(invalid("it must be an http(s) URL with a host".into()));
+        }
+        if url.fragment().is_some() {
+            return Err(invalid("it must not have a fragment".into()));
+        }
+        self.check_secure(what, &url)?;
+        Ok(url)
+    }
+
+    fn check_secure(&self, what: &'static str, url: &Url) -> Result<(), BuildError> {
+        let loopback = match url.host() {
+            Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+            Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+            None => false,
+        };
+        if url.scheme() == "https" || loopback || self.allow_insecure_http {
+            Ok(())
+        } else {
+            Err(BuildError::InsecureUrl {
+                what,
+                url: url.to_string(),
+            })
+        }
+    }
+
+    /// Checks the settings, discovers the issuer's metadata and loads its
+    /// keys. Fails with a [`BuildError`] saying what is misconfigured: a bad
+    /// URL, an unreachable issuer, metadata naming another issuer or no
+    /// `jwks_uri`, an unusable key set, an unsafe algorithm.
+    pub async fn build(self) -> Result<Guard, BuildError> {
+        let issuer_url = self.check_url("issuer URL", &self.issuer)?;
+        let resource = self.check_url("resource URI", &self.resource)?;
+        if self.algorithms.is_empty() {
+            return Err(BuildError::InvalidSetting(
+                "allow at least one algorithm".into(),
+            ));
+        }
+        if let Some(alg) = self
+            .algorithms
+            .iter()
+            .find(|a| a.family() == AlgorithmFamily::Hmac)
+        {
+            return Err(BuildError::UnsafeAlgorithm(*alg));
+        }
+        if self.refetch_interval.is_zero() {
+            return Err(BuildError::InvalidSetting(
+                "jwks_refetch_interval must be above zero, or unknown key ids could make the guard fetch keys on every request".into(),
+            ));
+        }
+        let leeway = i64::try_from(self.leeway.as_secs())
+            .map_err(|_| BuildError::InvalidSetting("leeway is too large".into()))?;
+        let client = match self.http.clone() {
+            Some(c) => c,
+            None => reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .redirect(reqwest::redirect::Policy::limited(3))
+                .build()
+                .map_err(|e| {
+                    BuildError::InvalidSetting(format!("cannot create the HTTP client: {e}"))
+                })?,
+        };
+        let discovered = discover(&client, &issuer_url, &self.issuer).await?;
+        self.check_secure("jwks_uri", &discovered.jwks_uri)?;
+        let keys = KeyStore::new(
+            client,
+            discovered.jwks_uri,
+            self.jwks_ttl,
+            self.refetch_interval,
+        );
+        let loaded = keys.load().await?;
+        tracing::debug!(issuer = %discovered.issuer, keys = loaded, "concierge-guard ready");
+
+        let mut all_scopes = self.required_scopes.clone();
+        for (_, scopes) in &self.route_scopes {
+            union_into(&mut all_scopes, scopes);
+        }
+        let mut tools: Vec<_> = self.tool_scopes.iter().collect();
+        tools.sort();
+        for (_, scopes) in tools {
+            union_into(&mut all_scopes, scopes);
+        }
+        let mut metadata =
+            ProtectedResourceMetadata::new(self.resource.clone(), discovered.issuer.clone())
+                .with_scopes(self.scopes_supported.unwrap_or(all_scopes));
+        metadata.resource_name = self.resource_name;
+        if self.dpop_required {
+            metadata = metadata.require_dpop();
+        }
+        let rules = ClaimRules {
+            issuer: discovered.issuer,
+            audience: normalize_uri(&self.resource).to_owned(),
+            leeway,
+        };
+        Ok(Guard {
+            inner: Arc::new(Inner {
+                metadata_url: metadata_url(&resource),
+                metadata,
+                rules,
+                validations: self
+                    .algorithms
+                    .iter()
+                    .map(|a| (*a, signature_only(*a)))
+                    .collect(),
+                algorithms: self.algorithms,
+                required_scopes: self.required_scopes,
+                route_scopes: self.route_scopes,
+                tool_scopes: self.tool_scopes,
+                max_body_bytes: self.max_body_bytes,
+                keys,
+                cache: ValidationCache::new(self.cache_size, self.cache_ttl),
+            }),
+        })
+    }
+}

@@ -1,0 +1,137 @@
+//! Errors: what is misconfigured when a [`Guard`](crate::Guard) cannot be
+//! built, and why a token was refused.
+
+use jsonwebtoken::Algorithm;
+use thiserror::Error;
+
+/// Why [`GuardBuilder::build`](crate::GuardBuilder::build) failed. Each message
+/// names the setting or the remote document at fault, so the server author
+/// can fix the configuration without reading the specifications.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A configured URL does not parse, or is not an absolute `http(s)` URL.
+    #[error("the {what} {value:?} is not a valid absolute http(s) URL: {reason}")]
+    InvalidUrl {
+        /// Which setting: `"issuer URL"`, `"resource URI"`, `"jwks_uri"`.
+        what: &'static str,
+        /// The value as given.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A URL uses plain `http` for a host that is not a loopback address.
+    #[error(
+        "the {what} {url} must use https; plain http is only accepted for loopback hosts \
+         (localhost, 127.0.0.0/8, [::1]) or with GuardBuilder::allow_insecure_http"
+    )]
+    InsecureUrl {
+        /// Which setting.
+        what: &'static str,
+        /// The URL.
+        url: String,
+    },
+    /// The issuer's metadata document could not be fetched or parsed.
+    #[error(
+        "the issuer {issuer} is unreachable or serves no usable authorization server metadata \
+         (tried {tried}): {reason}"
+    )]
+    IssuerUnreachable {
+        /// The configured issuer.
+        issuer: String,
+        /// The metadata URLs tried, comma-separated.
+        tried: String,
+        /// The last failure.
+        reason: String,
+    },
+    /// The metadata document names another issuer (RFC 8414 §3.3).
+    #[error(
+        "the authorization server metadata at {url} announces issuer {found:?}, but the guard \
+         is configured with {configured:?}; configure exactly the issuer the server announces \
+         (it must byte-equal the `iss` of its tokens)"
+    )]
+    IssuerMismatch {
+        /// Where the metadata came from.
+        url: String,
+        /// The `issuer` in the document.
+        found: String,
+        /// The configured issuer.
+        configured: String,
+    },
+    /// The metadata has no `jwks_uri`, so signatures cannot be verified.
+    #[error(
+        "the authorization server metadata at {url} has no jwks_uri, so the guard cannot verify \
+         token signatures"
+    )]
+    MissingJwksUri {
+        /// Where the metadata came from.
+        url: String,
+    },
+    /// The key set could not be fetched or holds no usable signing key.
+    #[error("the JSON Web Key Set at {url} is unusable: {reason}")]
+    JwksUnavailable {
+        /// The `jwks_uri`.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// An algorithm that must never verify access tokens was allowed.
+    #[error(
+        "algorithm {0:?} cannot be allowed: HMAC algorithms would let anyone holding the \
+         public key forge tokens; use asymmetric ones (ES256, RS256, PS256, EdDSA, …)"
+    )]
+    UnsafeAlgorithm(Algorithm),
+    /// Another setting is out of range.
+    #[error("invalid guard setting: {0}")]
+    InvalidSetting(String),
+}
+
+/// Why a token was refused. Its `Display` text goes into the
+/// `error_description` of the `invalid_token` challenge, so it says what is
+/// wrong without echoing the token.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// Longer than the 8 KiB the guard accepts; not parsed.
+    #[error("the token is too large")]
+    TooLarge,
+    /// Not a compact JWS with a JSON header and payload.
+    #[error("the token is malformed: {0}")]
+    Malformed(&'static str),
+    /// The header's `typ` is not `at+jwt` (RFC 9068 §2.1).
+    #[error("the token type must be at+jwt")]
+    WrongType,
+    /// The header's `alg` is not in the guard's allow-list.
+    #[error("the token's algorithm {0:?} is not accepted")]
+    AlgorithmNotAllowed(String),
+    /// No key in the issuer's JWKS has the token's `kid`.
+    #[error("the token was signed with an unknown key")]
+    UnknownKey,
+    /// The key named by `kid` is not for the token's algorithm.
+    #[error("the token's algorithm does not match its signing key")]
+    KeyMismatch,
+    /// The signature does not verify.
+    #[error("the token's signature is invalid")]
+    BadSignature,
+    /// `iss` is not the configured issuer.
+    #[error("the token was issued by another issuer")]
+    WrongIssuer,
+    /// `aud` does not contain this resource.
+    #[error("the token is not meant for this resource")]
+    WrongAudience,
+    /// `exp` has passed (beyond the leeway).
+    #[error("the token has expired")]
+    Expired,
+    /// `nbf` or `iat` is in the future (beyond the leeway).
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    /// A required claim is absent or has the wrong type.
+    #[error("the token's {0} claim is missing or invalid")]
+    InvalidClaim(&'static str),
+    /// The token is DPoP-bound (`cnf.jkt`), which this version cannot verify.
+    #[error("DPoP-bound tokens are not accepted by this resource")]
+    DpopBound,
+    /// The issuer's keys could not be loaded.
+    #[error("the issuer's signing keys are unavailable")]
+    KeysUnavailable,
+}

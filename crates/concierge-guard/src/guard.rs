@@ -1,0 +1,250 @@
+//! [`Guard`]: validated configuration, keys and cache, shared by the layer,
+//! the extractors and the metadata route.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use jsonwebtoken::{Algorithm, Validation};
+use serde_json::Value;
+use url::Url;
+
+use crate::cache::ValidationCache;
+use crate::challenge::BearerChallenge;
+use crate::config::{GuardBuilder, union_into};
+use crate::error::TokenError;
+use crate::jwks::KeyStore;
+use crate::layer::GuardLayer;
+use crate::metadata::{ProtectedResourceMetadata, WELL_KNOWN_SUFFIX};
+use crate::principal::Principal;
+use crate::validate::{ClaimRules, check_claims, check_header, parse_header};
+
+/// Protects one resource with tokens from one issuer.
+///
+/// Build it once at start-up with [`Guard::builder`]; it is cheap to clone
+/// (an `Arc` inside). Put [`layer`](Self::layer) in front of the routes to
+/// protect and merge [`metadata_router`](Self::metadata_router) beside them.
+#[derive(Clone)]
+pub struct Guard {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) metadata: ProtectedResourceMetadata,
+    pub(crate) metadata_url: Url,
+    pub(crate) rules: ClaimRules,
+    pub(crate) algorithms: Vec<Algorithm>,
+    /// One signature-only `Validation` per allowed algorithm; the claims are
+    /// checked by [`check_claims`].
+    pub(crate) validations: Vec<(Algorithm, Validation)>,
+    pub(crate) required_scopes: Vec<String>,
+    pub(crate) route_scopes: Vec<(String, Vec<String>)>,
+    pub(crate) tool_scopes: HashMap<String, Vec<String>>,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) keys: KeyStore,
+    pub(crate) cache: ValidationCache,
+}
+
+impl fmt::Debug for Guard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Guard")
+            .field("issuer", &self.inner.rules.issuer)
+            .field("resource", &self.inner.metadata.resource)
+            .field("jwks_uri", &self.inner.keys.jwks_uri().as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A `Validation` that only checks the signature with `alg`.
+pub(crate) fn signature_only(alg: Algorithm) -> Validation {
+    let mut validation = Validation::new(alg);
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl Guard {
+    /// Starts configuring a guard for `resource` (the exact URL clients use
+    /// for this MCP server, e.g. `https://mcp.example.com/mcp`) accepting
+    /// tokens from `issuer` (e.g. `https://auth.example.com`).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), concierge_guard::BuildError> {
+    /// let guard = concierge_guard::Guard::builder("https://auth.example.com", "https://mcp.example.com/mcp")
+    ///     .required_scopes(["notes:read"])
+    ///     .tool_scopes("add_note", ["notes:write"])
+    ///     .resource_name("Notes")
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(issuer: impl Into<String>, resource: impl Into<String>) -> GuardBuilder {
+        GuardBuilder::new(issuer, resource)
+    }
+
+    /// The issuer, exactly as its metadata announces it (and as `iss` must be).
+    #[must_use]
+    pub fn issuer(&self) -> &str {
+        &self.inner.rules.issuer
+    }
+
+    /// The protected resource's identifier.
+    #[must_use]
+    pub fn resource(&self) -> &str {
+        &self.inner.metadata.resource
+    }
+
+    /// The RFC 9728 metadata this guard serves.
+    #[must_use]
+    pub fn metadata(&self) -> &ProtectedResourceMetadata {
+        &self.inner.metadata
+    }
+
+    /// Where the metadata is served (sent as `resource_metadata` in challenges).
+    #[must_use]
+    pub fn metadata_url(&self) -> &Url {
+        &self.inner.metadata_url
+    }
+
+    /// How many times the issuer's JWKS has been fetched (for monitoring).
+    #[must_use]
+    pub fn jwks_fetch_count(&self) -> u64 {
+        self.inner.keys.fetches()
+    }
+
+    /// A layer requiring a valid token with the configured scopes.
+    #[must_use]
+    pub fn layer(&self) -> GuardLayer {
+        GuardLayer::new(self.clone())
+    }
+
+    /// Validates an access token: size, header (`typ`, `alg`), signature
+    /// with the issuer's key, `iss`, `aud`, `exp`, `nbf`. Scopes are not
+    /// checked here. Successes are cached until the token expires or the
+    /// cache TTL passes.
+    pub async fn validate(&self, token: &str) -> Result<Principal, TokenError> {
+        let inner = &self.inner;
+        let now = Instant::now();
+        if let Some(principal) = inner.cache.get(token, now) {
+            let unix = unix_now();
+            if unix <= principal.expires_at().saturating_add(inner.rules.leeway) {
+                return Ok(principal);
+            }
+        }
+        let header = parse_header(token)?;
+        let alg = check_header(&header, &inner.algorithms)?;
+        let key = inner.keys.key(header.kid.as_deref(), alg).await?;
+        let validation = inner
+            .validations
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .map(|(_, v)| v)
+            .ok_or_else(|| TokenError::AlgorithmNotAllowed(format!("{alg:?}")))?;
+        let claims = jsonwebtoken::decode::<Value>(token, &key.key, validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
+                jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => TokenError::KeyMismatch,
+                _ => TokenError::Malformed("the payload or signature cannot be decoded"),
+            })?
+            .claims;
+        let unix = unix_now();
+        let principal = check_claims(claims, &inner.rules, unix)?;
+        inner.cache.insert(token, &principal, now, unix);
+        Ok(principal)
+    }
+
+    /// The scopes a request needs: the required ones, those of every route
+    /// prefix matching `path`, and those of the named tools.
+    pub(crate) fn scopes_for(&self, path: &str, tools: &[String]) -> Vec<String> {
+        let inner = &self.inner;
+        let mut scopes = inner.required_scopes.clone();
+        for (prefix, more) in &inner.route_scopes {
+            let under = path.strip_prefix(prefix.as_str()).is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/')
+            });
+            if under {
+                union_into(&mut scopes, more);
+            }
+        }
+        for tool in tools {
+            if let Some(more) = inner.tool_scopes.get(tool) {
+                union_into(&mut scopes, more);
+            }
+        }
+        scopes
+    }
+
+    /// A challenge pointing at this resource's metadata.
+    pub(crate) fn challenge(&self, scopes: &[String]) -> BearerChallenge {
+        BearerChallenge::new()
+            .with_scope(scopes)
+            .with_resource_metadata(self.inner.metadata_url.clone())
+    }
+
+    /// An axum `Router` answering `GET` with the RFC 9728 metadata at the
+    /// path-inserted well-known URL (e.g.
+    /// `/.well-known/oauth-protected-resource/mcp`) and at the root form
+    /// `/.well-known/oauth-protected-resource`, with
+    /// `Access-Control-Allow-Origin: *`. Merge it *after* applying the guard
+    /// layer so the metadata stays public.
+    ///
+    /// ```no_run
+    /// # async fn run(guard: concierge_guard::Guard) {
+    /// use axum::{Router, routing::post};
+    /// let app: Router = Router::new()
+    ///     .route("/mcp", post(|| async { "ok" }))
+    ///     .layer(guard.layer())
+    ///     .merge(guard.metadata_router());
+    /// # }
+    /// ```
+    pub fn metadata_router<S>(&self) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        let body = serde_json::to_vec(&self.inner.metadata).unwrap_or_default();
+        let body = bytes::Bytes::from(body);
+        let handler = move || {
+            let body = body.clone();
+            async move {
+                (
+                    [
+                        (
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/json"),
+                        ),
+                        (
+                            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                            HeaderValue::from_static("*"),
+                        ),
+                        (
+                            header::CACHE_CONTROL,
+                            HeaderValue::from_static("public, max-age=300"),
+                        ),
+                    ],
+                    body,
+                )
+                    .into_response()
+            }
+        };
+        let path = self.inner.metadata_url.path().to_owned();
+        let root = format!("/.well-known/{WELL_KNOWN_SUFFIX}");
+        let mut router = Router::new().route(&root, get(handler.clone()));
+        if path != root {
+            router = router.route(&path, get(handler));
+        }
+        router
+    }
+}
