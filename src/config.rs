@@ -35,6 +35,10 @@ pub struct Config {
     /// Trust the last address of `X-Forwarded-For` as the caller's address (only behind a
     /// proxy that sets it). Default `false`.
     pub trust_forwarded_for: bool,
+    /// The resource a client gets when its authorization request names none (DESIGN.md §5:
+    /// some MCP clients send no `resource`). Without it, the only registered resource is
+    /// used when there is exactly one; otherwise the request fails with `invalid_target`.
+    pub default_resource: Option<String>,
     pub registration: RegistrationConfig,
     pub cimd: CimdConfig,
     pub clients: ClientsConfig,
@@ -53,6 +57,7 @@ impl Default for Config {
             key_encryption_key: None,
             log_format: LogFormat::Text,
             trust_forwarded_for: false,
+            default_resource: None,
             registration: RegistrationConfig::default(),
             cimd: CimdConfig::default(),
             clients: ClientsConfig::default(),
@@ -186,6 +191,14 @@ pub struct TokenConfig {
     pub access_token_ttl_secs: u32,
     /// ID token lifetime in seconds. Default 3600.
     pub id_token_ttl_secs: u32,
+    /// Authorization code lifetime in seconds. Default 60.
+    pub code_ttl_secs: u32,
+    /// A refresh token unused this long expires, in seconds. Default 2592000 (30 days).
+    pub refresh_token_idle_secs: u32,
+    /// No refresh token lives longer than this, in seconds. Default 7776000 (90 days).
+    pub refresh_token_absolute_secs: u32,
+    /// A browser sign-in lasts this long, in seconds. Default 43200 (12 hours).
+    pub session_ttl_secs: u32,
 }
 
 impl Default for TokenConfig {
@@ -193,6 +206,10 @@ impl Default for TokenConfig {
         Self {
             access_token_ttl_secs: 600,
             id_token_ttl_secs: 3600,
+            code_ttl_secs: 60,
+            refresh_token_idle_secs: 2_592_000,
+            refresh_token_absolute_secs: 7_776_000,
+            session_ttl_secs: 43_200,
         }
     }
 }
@@ -239,6 +256,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "key_encryption_key",
     "log_format",
     "trust_forwarded_for",
+    "default_resource",
     "registration",
     "cimd",
     "clients",

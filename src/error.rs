@@ -41,6 +41,16 @@ pub enum ErrorCode {
     InvalidToken,
     /// RFC 6749 §4.1.2.1.
     AccessDenied,
+    /// RFC 6749 §4.1.2.1.
+    UnsupportedResponseType,
+    /// OpenID Connect Core §3.1.2.6: `prompt=none` but the user must sign in.
+    LoginRequired,
+    /// OpenID Connect Core §3.1.2.6: `prompt=none` but the user must consent.
+    ConsentRequired,
+    /// OpenID Connect Core §3.1.2.6.
+    RequestNotSupported,
+    /// OpenID Connect Core §3.1.2.6.
+    RequestUriNotSupported,
     /// Our fault; details are logged, not returned.
     ServerError,
     /// RFC 6749 §4.1.2.1; used with 429 for rate limits.
@@ -61,6 +71,11 @@ impl ErrorCode {
             Self::InvalidRedirectUri => "invalid_redirect_uri",
             Self::InvalidToken => "invalid_token",
             Self::AccessDenied => "access_denied",
+            Self::UnsupportedResponseType => "unsupported_response_type",
+            Self::LoginRequired => "login_required",
+            Self::ConsentRequired => "consent_required",
+            Self::RequestNotSupported => "request_not_supported",
+            Self::RequestUriNotSupported => "request_uri_not_supported",
             Self::ServerError => "server_error",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
         }

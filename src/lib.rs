@@ -17,6 +17,7 @@ pub mod oauth;
 pub mod router;
 pub mod startup;
 pub mod store;
+pub mod ui;
 pub mod util;
 
 pub use config::Config;

@@ -13,10 +13,11 @@ use concierge::keys::{Alg, KeyManager};
 use concierge::oauth::cimd::CimdResolver;
 use concierge::oauth::client_metadata::{self, ClientMetadata, Origin, RawClientMetadata};
 use concierge::oauth::clients::{ClientDirectory, ClientSource};
+use concierge::oauth::password;
 use concierge::oauth::registration::{client_information, new_client};
 use concierge::oauth::resource::{Resource, ResourceUri, ScopeDef};
 use concierge::startup::{App, load_kek, open_store, shutdown_signal};
-use concierge::store::{ClientKind, Store};
+use concierge::store::{ClientKind, Store, User};
 use concierge::util;
 
 /// Concierge: an OAuth 2.1 / OpenID Connect authorization server for AI agents and MCP servers.
@@ -49,6 +50,34 @@ enum Command {
     /// Signing keys.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Local user accounts.
+    #[command(subcommand)]
+    User(UserCmd),
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Add a user; the password is read from standard input (one line).
+    Add {
+        username: String,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        /// Read the password from standard input (the default; accepted for scripts).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users.
+    List,
+    /// Remove a user, with their sessions, consents and tokens.
+    Remove { username: String },
+    /// Set a new password (from standard input); signs the user out everywhere.
+    SetPassword {
+        username: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(Args)]
@@ -179,6 +208,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Resource(cmd) => resource(cmd, &config).await,
         Command::Client(cmd) => client(cmd, &config).await,
         Command::Keys(cmd) => keys(cmd, &config).await,
+        Command::User(cmd) => user(cmd, &config).await,
     }
 }
 
@@ -383,6 +413,77 @@ fn print_metadata(m: &ClientMetadata, client_id: &str) -> anyhow::Result<()> {
         o.remove("client_id_issued_at");
     }
     println!("{}", serde_json::to_string_pretty(&info)?);
+    Ok(())
+}
+
+/// One line of standard input, without its line ending.
+fn read_password() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let password = line.trim_end_matches(['\n', '\r']).to_string();
+    password::check_new(&password).map_err(anyhow::Error::msg)?;
+    Ok(password)
+}
+
+async fn user(cmd: &UserCmd, config: &Config) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    match cmd {
+        UserCmd::Add {
+            username,
+            email,
+            name,
+            ..
+        } => {
+            let username = username.trim();
+            if username.is_empty() || username.len() > 200 || username.chars().any(char::is_control)
+            {
+                bail!("the username must be 1 to 200 printable characters");
+            }
+            let hash = password::hash(&read_password()?).map_err(anyhow::Error::msg)?;
+            let now = util::now();
+            let user = User {
+                id: util::random_id(),
+                username: username.to_string(),
+                email: email.clone(),
+                name: name.clone(),
+                password_hash: hash,
+                created_at: now,
+                updated_at: now,
+            };
+            store.insert_user(&user).await?;
+            println!("added user {} ({})", user.username, user.id);
+        }
+        UserCmd::List => {
+            let users = store.list_users().await?;
+            if users.is_empty() {
+                println!("no users; add one with `concierge user add <username>`");
+            }
+            for u in users {
+                println!(
+                    "{}  {}  {}  {}",
+                    u.username,
+                    u.id,
+                    u.email.as_deref().unwrap_or("-"),
+                    u.name.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        UserCmd::Remove { username } => {
+            if !store.delete_user(username).await? {
+                bail!("no user {username}");
+            }
+            println!("removed user {username}");
+        }
+        UserCmd::SetPassword { username, .. } => {
+            let hash = password::hash(&read_password()?).map_err(anyhow::Error::msg)?;
+            if !store.set_password(username, &hash, util::now()).await? {
+                bail!("no user {username}");
+            }
+            println!("password changed for {username}; their sessions ended");
+        }
+    }
     Ok(())
 }
 

@@ -7,9 +7,19 @@ use axum::routing::get;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::endpoints::{jwks, register, token, well_known};
+use crate::endpoints::{account, authorize, jwks, register, signin, token, userinfo, well_known};
 use crate::oauth::client_metadata::MAX_BODY_BYTES;
 use crate::startup::AppState;
+
+async fn stylesheet() -> impl axum::response::IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        crate::ui::STYLESHEET,
+    )
+}
 
 /// CORS for the endpoints browser-based MCP clients call directly (DESIGN.md §5): any origin,
 /// no credentials.
@@ -32,6 +42,20 @@ fn public_cors() -> CorsLayer {
 pub fn build(state: AppState, issuer_path: &str) -> Router {
     let api = Router::new()
         .route("/jwks", get(jwks::jwks))
+        .route(
+            "/authorize",
+            get(authorize::authorize_get).post(authorize::authorize_post),
+        )
+        .route(
+            "/authorize/decision",
+            axum::routing::post(authorize::decision),
+        )
+        .route("/signin", get(signin::page).post(signin::submit))
+        .route("/signout", axum::routing::post(signin::signout))
+        .route("/account/apps", get(account::apps))
+        .route("/account/apps/revoke", axum::routing::post(account::revoke))
+        .route("/userinfo", get(userinfo::get).post(userinfo::post))
+        .route("/static/concierge.css", get(stylesheet))
         .route("/token", axum::routing::post(token::token))
         .route("/register", axum::routing::post(register::register))
         .route(

@@ -30,6 +30,9 @@ pub struct AppState {
     /// Verifies `private_key_jwt` client assertions (and caches clients' `jwks_uri` sets).
     pub assertions: Arc<AssertionVerifier>,
     pub cimd: Option<Arc<CimdResolver>>,
+    pub pages: Arc<crate::ui::Pages>,
+    /// The issuer's path ("" at the root): prefix of every link and form on our pages.
+    pub base_path: Arc<str>,
 }
 
 /// A built application, ready to serve.
@@ -112,6 +115,8 @@ impl App {
             resources: Arc::new(resources),
             assertions: Arc::new(assertions),
             cimd,
+            pages: Arc::new(crate::ui::Pages::new().context("compiling page templates")?),
+            base_path: Arc::from(issuer_path.as_str()),
         };
         Ok(Self { state, issuer_path })
     }
@@ -199,6 +204,9 @@ fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
             }
             if let Err(e) = store.purge_used(now).await {
                 tracing::error!(error = %e, "purging expired single-use jtis failed");
+            }
+            if let Err(e) = store.purge_expired_grants(now).await {
+                tracing::error!(error = %e, "purging expired codes and sessions failed");
             }
         }
     });

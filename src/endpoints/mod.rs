@@ -1,9 +1,13 @@
 //! Thin axum handlers, one file per endpoint. They parse the request, call protocol logic in
 //! `oauth`, do the I/O, and shape the response; decisions live elsewhere.
 
+pub mod account;
+pub mod authorize;
 pub mod jwks;
 pub mod register;
+pub mod signin;
 pub mod token;
+pub mod userinfo;
 pub mod well_known;
 
 use std::net::{IpAddr, SocketAddr};

@@ -17,6 +17,8 @@ pub const KEK_FILE: &str = "key-encryption-key";
 /// The key-encryption key. `Debug` never prints it.
 pub struct Kek {
     key: LessSafeKey,
+    /// HMAC key derived from the KEK for anti-forgery tokens: the same on every replica.
+    csrf_key: aws_lc_rs::hmac::Key,
     /// First bytes of SHA-256(KEK), to tell "wrong KEK" from "corrupt row".
     fingerprint: String,
 }
@@ -49,8 +51,17 @@ impl Kek {
         let unbound = UnboundKey::new(&AES_256_GCM, bytes)
             .map_err(|_| KeyError::Kek("rejected by AES-256-GCM".into()))?;
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+        let csrf_key = aws_lc_rs::hmac::Key::new(
+            aws_lc_rs::hmac::HMAC_SHA256,
+            aws_lc_rs::hmac::sign(
+                &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, bytes),
+                b"concierge csrf v1",
+            )
+            .as_ref(),
+        );
         Ok(Self {
             key: LessSafeKey::new(unbound),
+            csrf_key,
             fingerprint: util::b64(&digest.as_ref()[..6]),
         })
     }
@@ -77,6 +88,18 @@ impl Kek {
                 path.display()
             ))),
         }
+    }
+
+    /// An anti-forgery token bound to `binding` (a browser id).
+    pub fn csrf_token(&self, binding: &str) -> String {
+        util::b64(aws_lc_rs::hmac::sign(&self.csrf_key, binding.as_bytes()).as_ref())
+    }
+
+    /// Is `token` the anti-forgery token of `binding`? Constant time.
+    pub fn verify_csrf(&self, binding: &str, token: &str) -> bool {
+        util::b64_decode(token).is_some_and(|t| {
+            aws_lc_rs::hmac::verify(&self.csrf_key, binding.as_bytes(), &t).is_ok()
+        })
     }
 
     pub fn fingerprint(&self) -> &str {

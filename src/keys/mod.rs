@@ -265,6 +265,11 @@ impl KeyManager {
         Ok(manager)
     }
 
+    /// The key-encryption key, for values derived from it (anti-forgery tokens).
+    pub fn kek(&self) -> &Kek {
+        &self.kek
+    }
+
     pub fn ring(&self) -> Arc<KeyRing> {
         match self.ring.read() {
             Ok(r) => r.clone(),

@@ -5,6 +5,7 @@ use serde_json::{Map, Value, json};
 
 use super::client_metadata::AuthMethod;
 use super::grants::GrantType;
+use super::resource::OIDC_SCOPES;
 use super::{client_assertion, client_auth};
 
 /// What the server does right now.
@@ -50,7 +51,12 @@ pub fn authorization_server_metadata(c: &Capabilities<'_>) -> Map<String, Value>
     if c.registration_enabled {
         m.insert("registration_endpoint".into(), endpoint("/register"));
     }
-    m.insert("scopes_supported".into(), json!(c.scopes));
+    let mut scopes = c.scopes.clone();
+    if code_flow {
+        // OpenID Connect rides on the code flow.
+        scopes.extend(OIDC_SCOPES.iter().map(|s| s.to_string()));
+    }
+    m.insert("scopes_supported".into(), json!(scopes));
     // Required by RFC 8414; empty until the authorization endpoint exists.
     m.insert(
         "response_types_supported".into(),
@@ -69,6 +75,40 @@ pub fn authorization_server_metadata(c: &Capabilities<'_>) -> Map<String, Value>
             "authorization_response_iss_parameter_supported".into(),
             Value::Bool(true),
         );
+        // OpenID Connect Discovery §3.
+        m.insert("userinfo_endpoint".into(), endpoint("/userinfo"));
+        m.insert("subject_types_supported".into(), json!(["public"]));
+        m.insert(
+            "id_token_signing_alg_values_supported".into(),
+            json!(["RS256"]),
+        );
+        m.insert(
+            "prompt_values_supported".into(),
+            json!(["none", "login", "consent", "select_account"]),
+        );
+        m.insert(
+            "claims_supported".into(),
+            json!([
+                "sub",
+                "iss",
+                "aud",
+                "exp",
+                "iat",
+                "auth_time",
+                "nonce",
+                "at_hash",
+                "sid",
+                "azp",
+                "name",
+                "preferred_username",
+                "updated_at",
+                "email",
+                "email_verified"
+            ]),
+        );
+        m.insert("claims_parameter_supported".into(), Value::Bool(false));
+        m.insert("request_parameter_supported".into(), Value::Bool(false));
+        m.insert("request_uri_parameter_supported".into(), Value::Bool(false));
     }
     if c.cimd_enabled {
         m.insert(

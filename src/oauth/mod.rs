@@ -1,5 +1,6 @@
 //! Protocol logic: no axum types here, everything unit-tested.
 
+pub mod authorize;
 pub mod cimd;
 pub mod client_assertion;
 pub mod client_auth;
@@ -9,6 +10,8 @@ pub mod form;
 pub mod grants;
 pub mod metadata;
 pub mod net_guard;
+pub mod password;
+pub mod pkce;
 pub mod redirect_uri;
 pub mod registration;
 pub mod resource;

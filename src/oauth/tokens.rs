@@ -1,22 +1,38 @@
-//! Access tokens: RFC 9068 JWTs, audience-bound to one resource (RFC 8707).
+//! Access tokens (RFC 9068 JWTs, audience-bound per RFC 8707), ID tokens (OpenID Connect
+//! Core §2) and the token response (RFC 6749 §5.1).
 
 use serde::Serialize;
+use serde_json::{Map, Value};
 
 use crate::keys::{Alg, KeyError, KeyManager};
 use crate::util;
 
 /// The claims of an access token (RFC 9068 §2.2).
 #[derive(Debug, Serialize)]
-pub struct AccessTokenClaims<'a> {
-    pub iss: &'a str,
-    pub sub: &'a str,
-    pub aud: &'a str,
-    pub client_id: &'a str,
+struct AccessTokenClaims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    /// One audience as a string, several as an array (RFC 7519 §4.1.3).
+    aud: Value,
+    client_id: &'a str,
     #[serde(skip_serializing_if = "str::is_empty")]
+    scope: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_time: Option<i64>,
+    jti: String,
+    iat: i64,
+    exp: i64,
+}
+
+/// What to put in an access token.
+#[derive(Debug)]
+pub struct AccessToken<'a> {
+    pub sub: &'a str,
+    pub client_id: &'a str,
+    pub audience: &'a [String],
     pub scope: &'a str,
-    pub jti: String,
-    pub iat: i64,
-    pub exp: i64,
+    pub auth_time: Option<i64>,
+    pub ttl: i64,
 }
 
 /// What the token endpoint answers (RFC 6749 §5.1).
@@ -27,33 +43,96 @@ pub struct TokenResponse {
     pub expires_in: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
-/// Sign an access token for `sub` at `aud`, valid `ttl` seconds from now.
+/// Sign an access token.
 pub fn issue_access_token(
     keys: &KeyManager,
     issuer: &str,
-    sub: &str,
-    client_id: &str,
-    aud: &str,
-    scope: &str,
-    ttl: i64,
+    t: &AccessToken<'_>,
 ) -> Result<TokenResponse, KeyError> {
     let iat = util::now();
+    let aud = match t.audience {
+        [one] => Value::String(one.clone()),
+        many => Value::from(many.to_vec()),
+    };
     let claims = AccessTokenClaims {
         iss: issuer,
-        sub,
+        sub: t.sub,
         aud,
-        client_id,
-        scope,
+        client_id: t.client_id,
+        scope: t.scope,
+        auth_time: t.auth_time,
         jti: util::random_id(),
         iat,
-        exp: iat + ttl,
+        exp: iat + t.ttl,
     };
     Ok(TokenResponse {
         access_token: keys.sign_jwt(Alg::ES256, "at+jwt", &claims)?,
         token_type: "Bearer",
-        expires_in: ttl,
-        scope: (!scope.is_empty()).then(|| scope.to_string()),
+        expires_in: t.ttl,
+        scope: (!t.scope.is_empty()).then(|| t.scope.to_string()),
+        refresh_token: None,
+        id_token: None,
     })
+}
+
+/// `at_hash`: the left half of SHA-256 of the access token, base64url (OpenID Connect
+/// Core §3.1.3.6, for RS256/ES256).
+pub fn at_hash(access_token: &str) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, access_token.as_bytes());
+    util::b64(&d.as_ref()[..16])
+}
+
+/// What to put in an ID token.
+#[derive(Debug)]
+pub struct IdToken<'a> {
+    pub sub: &'a str,
+    pub client_id: &'a str,
+    pub nonce: Option<&'a str>,
+    pub auth_time: i64,
+    pub sid: Option<&'a str>,
+    pub access_token: &'a str,
+    pub ttl: i64,
+    /// Profile and email claims the granted scopes allow.
+    pub claims: Map<String, Value>,
+}
+
+/// Sign an ID token with RS256, the algorithm every OpenID provider must offer.
+pub fn issue_id_token(keys: &KeyManager, issuer: &str, t: IdToken<'_>) -> Result<String, KeyError> {
+    let iat = util::now();
+    let mut claims = t.claims;
+    claims.insert("iss".into(), issuer.into());
+    claims.insert("sub".into(), t.sub.into());
+    claims.insert("aud".into(), t.client_id.into());
+    claims.insert("azp".into(), t.client_id.into());
+    claims.insert("iat".into(), iat.into());
+    claims.insert("exp".into(), (iat + t.ttl).into());
+    claims.insert("auth_time".into(), t.auth_time.into());
+    claims.insert("at_hash".into(), at_hash(t.access_token).into());
+    if let Some(n) = t.nonce {
+        claims.insert("nonce".into(), n.into());
+    }
+    if let Some(s) = t.sid {
+        claims.insert("sid".into(), s.into());
+    }
+    keys.sign_jwt(Alg::RS256, "JWT", &claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_hash_matches_the_openid_example() {
+        // OpenID Connect Core, Appendix A.3.
+        assert_eq!(
+            at_hash("jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"),
+            "77QmUPtjPfzWtF2AnpK9RQ"
+        );
+    }
 }

@@ -8,6 +8,7 @@
 
 pub mod postgres;
 mod sql;
+mod sql_users;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -166,6 +167,170 @@ pub trait RateLimitStore: Send + Sync {
     async fn hit(&self, bucket: &str, window_secs: i64, now: i64) -> Result<i64, StoreError>;
     /// Forget windows that started before `before`.
     async fn purge_rate_limits(&self, before: i64) -> Result<u64, StoreError>;
+    /// Hits in `bucket`'s current window, without counting one.
+    async fn hits(&self, bucket: &str, window_secs: i64, now: i64) -> Result<i64, StoreError>;
+}
+
+/// A local account. `Debug` leaves out the password hash.
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    /// argon2id, PHC string format.
+    pub password_hash: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A signed-in browser. The cookie value is stored only as its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Public id, the ID token's `sid`.
+    pub sid: String,
+    pub user_id: String,
+    pub auth_time: i64,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// What a user allowed a client at a resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consent {
+    pub user_id: String,
+    pub client_id: String,
+    pub resource: String,
+    /// Space-separated scopes granted.
+    pub scopes: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+/// An issued authorization code (stored by hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthCode {
+    pub code_hash: Vec<u8>,
+    /// Refresh tokens issued from this code share it, so a replay can revoke them.
+    pub family_id: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub redirect_uri: Option<String>,
+    pub code_challenge: String,
+    pub resources: Vec<String>,
+    pub scope: String,
+    pub nonce: Option<String>,
+    pub auth_time: i64,
+    pub sid: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// An issued refresh token (stored by hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshToken {
+    pub token_hash: Vec<u8>,
+    pub family_id: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub resources: Vec<String>,
+    pub scope: String,
+    pub auth_time: i64,
+    pub sid: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub absolute_expires_at: i64,
+}
+
+/// The outcome of spending a single-use value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Spent<T> {
+    /// First use: here it is.
+    Fresh(T),
+    /// Already spent: someone replays it. Everything of this family should be revoked.
+    Replayed { family_id: String },
+    /// Unknown, expired or revoked.
+    Invalid,
+}
+
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// `Conflict` when the username is taken.
+    async fn insert_user(&self, user: &User) -> Result<(), StoreError>;
+    async fn get_user(&self, id: &str) -> Result<Option<User>, StoreError>;
+    async fn find_user(&self, username: &str) -> Result<Option<User>, StoreError>;
+    async fn list_users(&self) -> Result<Vec<User>, StoreError>;
+    async fn delete_user(&self, username: &str) -> Result<bool, StoreError>;
+    async fn set_password(&self, username: &str, hash: &str, now: i64) -> Result<bool, StoreError>;
+}
+
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    async fn insert_session(&self, token_hash: &[u8], session: &Session) -> Result<(), StoreError>;
+    /// The session, unless unknown or expired by `now`.
+    async fn get_session(&self, token_hash: &[u8], now: i64)
+    -> Result<Option<Session>, StoreError>;
+    async fn delete_session(&self, token_hash: &[u8]) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+pub trait ConsentStore: Send + Sync {
+    async fn get_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        resource: &str,
+    ) -> Result<Option<Consent>, StoreError>;
+    /// Insert or replace the scopes of a consent.
+    async fn save_consent(&self, consent: &Consent) -> Result<(), StoreError>;
+    async fn list_consents(&self, user_id: &str) -> Result<Vec<Consent>, StoreError>;
+    /// Delete the consent and, in the same transaction, revoke every refresh token the user
+    /// holds for that client. False when there was no such consent.
+    async fn revoke_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        resource: &str,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    async fn touch_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        resources: &[String],
+        now: i64,
+    ) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+pub trait GrantStore: Send + Sync {
+    async fn insert_code(&self, code: &AuthCode) -> Result<(), StoreError>;
+    /// Spend a code: one atomic statement, so of two concurrent redemptions one wins.
+    async fn redeem_code(&self, code_hash: &[u8], now: i64) -> Result<Spent<AuthCode>, StoreError>;
+    async fn insert_refresh(&self, token: &RefreshToken) -> Result<(), StoreError>;
+    /// Use a refresh token. With `rotate` it is spent (a second use is `Replayed`); without,
+    /// its idle expiry moves to `renew_until` (capped by the absolute expiry).
+    async fn use_refresh(
+        &self,
+        token_hash: &[u8],
+        now: i64,
+        rotate: bool,
+        renew_until: i64,
+    ) -> Result<Spent<RefreshToken>, StoreError>;
+    /// Revoke every refresh token of a family; returns how many.
+    async fn revoke_family(&self, family_id: &str, now: i64) -> Result<u64, StoreError>;
+    /// Forget spent or expired codes and dead sessions.
+    async fn purge_expired_grants(&self, now: i64) -> Result<(), StoreError>;
 }
 
 #[async_trait]
@@ -179,7 +344,17 @@ pub trait ReplayStore: Send + Sync {
 }
 
 /// Everything the server stores.
-pub trait Store: ClientStore + ResourceStore + KeyStore + RateLimitStore + ReplayStore {
+pub trait Store:
+    ClientStore
+    + ResourceStore
+    + KeyStore
+    + RateLimitStore
+    + ReplayStore
+    + UserStore
+    + SessionStore
+    + ConsentStore
+    + GrantStore
+{
     /// `sqlite` or `postgres`, for logs.
     fn backend(&self) -> &'static str;
 }

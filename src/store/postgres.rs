@@ -28,3 +28,4 @@ impl PgStore {
 }
 
 super::sql::sql_store!(PgStore, "postgres");
+super::sql_users::sql_user_store!(PgStore);

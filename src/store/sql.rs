@@ -343,6 +343,23 @@ macro_rules! sql_store {
                 Ok(hits)
             }
 
+            async fn hits(
+                &self,
+                bucket: &str,
+                window_secs: i64,
+                now: i64,
+            ) -> Result<i64, $crate::store::StoreError> {
+                let row: Option<(i64,)> = sqlx::query_as(
+                    "SELECT hits FROM rate_limits WHERE bucket = $1 AND window_start > $2 - $3",
+                )
+                .bind(bucket)
+                .bind(now)
+                .bind(window_secs)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|r| r.0).unwrap_or(0))
+            }
+
             async fn purge_rate_limits(&self, before: i64) -> Result<u64, $crate::store::StoreError> {
                 let r = sqlx::query("DELETE FROM rate_limits WHERE window_start < $1")
                     .bind(before)

@@ -30,3 +30,4 @@ impl SqliteStore {
 }
 
 super::sql::sql_store!(SqliteStore, "sqlite");
+super::sql_users::sql_user_store!(SqliteStore);

@@ -166,6 +166,81 @@ fn clients_from_the_command_line() {
     assert!(!ok && err.contains("no client"), "{err}");
 }
 
+fn concierge_with_stdin(
+    dir: &std::path::Path,
+    args: &[&str],
+    stdin: &str,
+) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_concierge"))
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run concierge");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn users_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ok, out, err) = concierge_with_stdin(
+        d,
+        &[
+            "user",
+            "add",
+            "alice",
+            "--email",
+            "alice@example.com",
+            "--name",
+            "Alice",
+            "--password-stdin",
+        ],
+        "correct horse battery\n",
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("added user alice"), "{out}");
+    let (ok, _, err) = concierge_with_stdin(d, &["user", "add", "alice"], "another password\n");
+    assert!(!ok && err.contains("already exists"), "{err}");
+    let (ok, _, err) = concierge_with_stdin(d, &["user", "add", "bob"], "short\n");
+    assert!(!ok && err.contains("at least 8"), "{err}");
+    let (ok, out, _) = concierge(d, &["user", "list"]);
+    assert!(
+        ok && out.contains("alice") && out.contains("alice@example.com") && !out.contains("argon2"),
+        "{out}"
+    );
+    let (ok, out, err) = concierge_with_stdin(
+        d,
+        &["user", "set-password", "alice"],
+        "a new long password\n",
+    );
+    assert!(ok && out.contains("sessions ended"), "{out}{err}");
+    let (ok, _, err) = concierge_with_stdin(
+        d,
+        &["user", "set-password", "nobody"],
+        "a new long password\n",
+    );
+    assert!(!ok && err.contains("no user"), "{err}");
+    let (ok, _, _) = concierge(d, &["user", "remove", "alice"]);
+    assert!(ok);
+    let (ok, out, _) = concierge(d, &["user", "list"]);
+    assert!(ok && out.contains("no users"), "{out}");
+}
+
 #[test]
 fn keys_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();

@@ -3,10 +3,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
+mod interop;
 
 mod caches;
 mod cimd;
 mod cli;
+mod code_flow;
+mod flow;
 mod keys;
 mod metadata;
 mod private_key_jwt;

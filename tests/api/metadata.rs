@@ -36,9 +36,19 @@ both!(authorization_server_metadata, |app: TestApp| async move {
     assert_eq!(m["jwks_uri"], app.url("/jwks"));
     assert_eq!(m["registration_endpoint"], app.url("/register"));
     assert_eq!(m["client_id_metadata_document_supported"], true);
-    assert_eq!(m["scopes_supported"], json!(["notes:read", "notes:write"]));
-    // Only what works: no grant is implemented at the token endpoint yet, so none is listed
-    // and no token or authorization endpoint is advertised.
+    // The resources' scopes, and the OpenID Connect ones the code flow brings.
+    assert_eq!(
+        m["scopes_supported"],
+        json!([
+            "notes:read",
+            "notes:write",
+            "openid",
+            "profile",
+            "email",
+            "offline_access"
+        ])
+    );
+    // Only what works: grants and endpoints come from the code's registry.
     assert_eq!(
         m["grant_types_supported"],
         json!(
@@ -74,7 +84,10 @@ both!(
             m.get("client_id_metadata_document_supported").is_none(),
             "{m}"
         );
-        assert_eq!(m["scopes_supported"], json!([]));
+        assert_eq!(
+            m["scopes_supported"],
+            json!(["openid", "profile", "email", "offline_access"])
+        );
         let res = app
             .http
             .post(app.url("/register"))

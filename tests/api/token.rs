@@ -209,10 +209,14 @@ both!(token_endpoint_refusals, |app: TestApp| async move {
         "OAuth 2.1",
     );
     assert_error(
-        &send(ok(&[("grant_type", "authorization_code")])).await,
+        &send(ok(&[(
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:device_code",
+        )]))
+        .await,
         400,
         "unsupported_grant_type",
-        "authorization_code",
+        "device_code",
     );
     assert_error(
         &send(ok(&[("grant_type", "")])).await,

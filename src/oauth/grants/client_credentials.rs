@@ -11,7 +11,7 @@ use crate::oauth::clients::Client;
 use crate::oauth::form::Form;
 use crate::oauth::resource::{Resource, ResourceUri};
 use crate::oauth::scope::Scope;
-use crate::oauth::tokens::{TokenResponse, issue_access_token};
+use crate::oauth::tokens::{AccessToken, TokenResponse, issue_access_token};
 use crate::startup::AppState;
 
 pub struct ClientCredentials;
@@ -31,14 +31,18 @@ impl Grant for ClientCredentials {
         let resource = requested_resource(state, form).await?;
         let scope = granted_scope(client, &resource, form.get("scope"))?;
         let ttl = i64::from(state.config.tokens.access_token_ttl_secs);
+        let audience = [resource.uri.to_string()];
         Ok(issue_access_token(
             &state.keys,
             &state.issuer,
-            &client.client_id,
-            &client.client_id,
-            resource.uri.as_str(),
-            &scope.to_string(),
-            ttl,
+            &AccessToken {
+                sub: &client.client_id,
+                client_id: &client.client_id,
+                audience: &audience,
+                scope: &scope.to_string(),
+                auth_time: None,
+                ttl,
+            },
         )?)
     }
 }

@@ -3,7 +3,10 @@
 //! advertise what the code does not do. Adding a grant: its file here, one line in
 //! [`implemented`], its tests.
 
+pub mod authorization_code;
 pub mod client_credentials;
+pub mod refresh_token;
+pub mod user_tokens;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -88,7 +91,11 @@ pub trait Grant: Send + Sync {
 }
 
 /// The registry: every grant the token endpoint implements, in the order metadata lists them.
-static GRANTS: &[&dyn Grant] = &[&client_credentials::ClientCredentials];
+static GRANTS: &[&dyn Grant] = &[
+    &authorization_code::AuthorizationCode,
+    &refresh_token::RefreshTokenGrant,
+    &client_credentials::ClientCredentials,
+];
 
 /// The grant types implemented, for discovery metadata.
 pub fn implemented() -> Vec<GrantType> {

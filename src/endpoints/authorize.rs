@@ -1,0 +1,372 @@
+//! `GET|POST /authorize` and `POST /authorize/decision`: the authorization endpoint
+//! (OAuth 2.1 §4.1.1, OpenID Connect Core §3.1.2) and the consent form's answer.
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use minijinja::context;
+use url::Url;
+
+use crate::error::ErrorCode;
+use crate::oauth::authorize::{AuthorizationRequest, AuthorizeError, redirect_with, validate};
+use crate::oauth::clients::ClientSource;
+use crate::oauth::form::Form;
+use crate::startup::AppState;
+use crate::store::{AuthCode, Consent, Session, User};
+use crate::ui::{self, Browser, see_other};
+use crate::util;
+
+pub async fn authorize_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    run(&state, &headers, &q.unwrap_or_default()).await
+}
+
+/// OpenID Connect Core §3.1.2.1: the authorization endpoint also accepts a form POST.
+pub async fn authorize_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !super::has_content_type(&headers, "application/x-www-form-urlencoded") {
+        return ui::error_page(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "The authorization request must be a form.",
+        );
+    }
+    run(&state, &headers, &String::from_utf8_lossy(&body)).await
+}
+
+async fn run(state: &AppState, headers: &HeaderMap, raw: &str) -> Response {
+    let form = match Form::parse(raw.as_bytes()) {
+        Ok(f) => f,
+        Err(e) => return ui::error_page(state, StatusCode::BAD_REQUEST, &e.description),
+    };
+    let req = match validate(state, &form).await {
+        Ok(r) => r,
+        Err(e) => return error_response(state, e),
+    };
+    let now = util::now();
+    let fresh = |s: &Session| req.max_age.is_none_or(|m| now - s.auth_time <= m);
+    let (session, user) = match ui::current_session(state, headers).await {
+        Some((s, u)) if !req.prompt.login && fresh(&s) => (s, u),
+        _ if req.prompt.none => {
+            return error_response(
+                state,
+                req.error(ErrorCode::LoginRequired, "the user must sign in"),
+            );
+        }
+        _ => return see_other(&signin_url(state, raw, req.login_hint.as_deref())),
+    };
+    let missing = match missing_consent(state, &user, &req).await {
+        Ok(m) => m,
+        Err(e) => return error_response(state, req.error(e.code, e.description)),
+    };
+    if missing || req.prompt.consent {
+        if req.prompt.none {
+            return error_response(
+                state,
+                req.error(
+                    ErrorCode::ConsentRequired,
+                    "the user must approve this request",
+                ),
+            );
+        }
+        return consent_page(state, headers, &req, &user, raw);
+    }
+    issue_code(state, &req, &session, &user).await
+}
+
+/// `POST /authorize/decision`: the consent form's answer. The request is checked again in
+/// full; nothing is stored unless it still passes.
+pub async fn decision(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let form = match ui::posted_form(&state, &headers, &body) {
+        Ok(f) => f,
+        Err(page) => return *page,
+    };
+    let req = match validate(&state, &form).await {
+        Ok(r) => r,
+        Err(e) => return error_response(&state, e),
+    };
+    let Some((session, user)) = ui::current_session(&state, &headers).await else {
+        return ui::error_page(
+            &state,
+            StatusCode::BAD_REQUEST,
+            "You are no longer signed in. Start again from the application.",
+        );
+    };
+    match form.get("decision") {
+        Some("approve") => {}
+        Some("deny") => {
+            return error_response(
+                &state,
+                req.error(ErrorCode::AccessDenied, "the user denied the request"),
+            );
+        }
+        _ => return ui::error_page(&state, StatusCode::BAD_REQUEST, "Choose Allow or Deny."),
+    }
+    if let Err(e) = save_consent(&state, &user, &req).await {
+        return error_response(&state, req.error(ErrorCode::ServerError, e.to_string()));
+    }
+    tracing::info!(client_id = %req.client.client_id, user_id = %user.id, "consent given");
+    issue_code(&state, &req, &session, &user).await
+}
+
+fn error_response(state: &AppState, e: AuthorizeError) -> Response {
+    match e {
+        AuthorizeError::Page(message) => ui::error_page(state, StatusCode::BAD_REQUEST, &message),
+        AuthorizeError::Redirect {
+            redirect_uri,
+            code,
+            description,
+            state: st,
+        } => {
+            let mut params = vec![
+                ("error", code.as_str()),
+                ("error_description", description.as_str()),
+            ];
+            if let Some(s) = &st {
+                params.push(("state", s));
+            }
+            params.push(("iss", &state.issuer));
+            see_other(&redirect_with(&redirect_uri, &params))
+        }
+    }
+}
+
+/// Sign-in, then back here. `prompt=login` and `max_age` are satisfied by that sign-in, so
+/// they are dropped from the way back (otherwise it would loop).
+fn signin_url(state: &AppState, raw: &str, login_hint: Option<&str>) -> String {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw).unwrap_or_default();
+    let back: Vec<(String, String)> = pairs
+        .into_iter()
+        .filter(|(k, _)| k != "max_age")
+        .filter_map(|(k, v)| {
+            if k != "prompt" {
+                return Some((k, v));
+            }
+            let rest: Vec<&str> = v
+                .split(' ')
+                .filter(|p| !matches!(*p, "login" | "select_account" | ""))
+                .collect();
+            (!rest.is_empty()).then(|| (k, rest.join(" ")))
+        })
+        .collect();
+    let return_to = format!(
+        "{}/authorize?{}",
+        state.base_path,
+        serde_urlencoded::to_string(&back).unwrap_or_default()
+    );
+    let mut q = vec![("return_to", return_to.as_str())];
+    if let Some(h) = login_hint {
+        q.push(("login_hint", h));
+    }
+    format!(
+        "{}/signin?{}",
+        state.base_path,
+        serde_urlencoded::to_string(&q).unwrap_or_default()
+    )
+}
+
+/// The key under which consent to identity scopes (openid, profile, …) is kept.
+fn identity_key(state: &AppState) -> String {
+    state.issuer.to_string()
+}
+
+/// What the request asks of the user, as consent records: each resource with its requested
+/// scopes, and the identity scopes under the issuer's own key.
+fn consent_keys(state: &AppState, req: &AuthorizationRequest) -> Vec<(String, Vec<String>)> {
+    let mut keys: Vec<(String, Vec<String>)> = req
+        .resources
+        .iter()
+        .map(|r| (r.uri.to_string(), req.scopes_for(r)))
+        .collect();
+    let identity = req.identity_scopes();
+    if !identity.is_empty() {
+        keys.push((identity_key(state), identity));
+    }
+    keys
+}
+
+/// Does this request ask for anything the user has not yet allowed this client?
+async fn missing_consent(
+    state: &AppState,
+    user: &User,
+    req: &AuthorizationRequest,
+) -> Result<bool, crate::error::OAuthError> {
+    let wanted = consent_keys(state, req);
+    for (resource, scopes) in wanted {
+        let Some(c) = state
+            .store
+            .get_consent(&user.id, &req.client.client_id, &resource)
+            .await?
+        else {
+            return Ok(true);
+        };
+        let have: Vec<&str> = c.scopes.split(' ').collect();
+        if scopes.iter().any(|s| !have.contains(&s.as_str())) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Remember the approval, adding to what was allowed before.
+async fn save_consent(
+    state: &AppState,
+    user: &User,
+    req: &AuthorizationRequest,
+) -> Result<(), crate::store::StoreError> {
+    let now = util::now();
+    let grants = consent_keys(state, req);
+    for (resource, scopes) in grants {
+        let existing = state
+            .store
+            .get_consent(&user.id, &req.client.client_id, &resource)
+            .await?;
+        let mut all: Vec<String> = existing
+            .as_ref()
+            .map(|c| {
+                c.scopes
+                    .split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for s in scopes {
+            if !all.contains(&s) {
+                all.push(s);
+            }
+        }
+        state
+            .store
+            .save_consent(&Consent {
+                user_id: user.id.clone(),
+                client_id: req.client.client_id.clone(),
+                resource,
+                scopes: all.join(" "),
+                created_at: existing.as_ref().map_or(now, |c| c.created_at),
+                updated_at: now,
+                last_used_at: existing.and_then(|c| c.last_used_at),
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+async fn issue_code(
+    state: &AppState,
+    req: &AuthorizationRequest,
+    session: &Session,
+    user: &User,
+) -> Response {
+    let raw = util::random_secret();
+    let now = util::now();
+    let code = AuthCode {
+        code_hash: util::secret_hash(&raw),
+        family_id: util::random_id(),
+        client_id: req.client.client_id.clone(),
+        user_id: user.id.clone(),
+        redirect_uri: req.redirect_uri_sent.clone(),
+        code_challenge: req.code_challenge.clone(),
+        resources: req.resources.iter().map(|r| r.uri.to_string()).collect(),
+        scope: req.scope.to_string(),
+        nonce: req.nonce.clone(),
+        auth_time: session.auth_time,
+        sid: Some(session.sid.clone()),
+        created_at: now,
+        expires_at: now + i64::from(state.config.tokens.code_ttl_secs),
+    };
+    if let Err(e) = state.store.insert_code(&code).await {
+        tracing::error!(error = %e, "storing an authorization code");
+        return error_response(
+            state,
+            req.error(ErrorCode::ServerError, "the code could not be issued"),
+        );
+    }
+    let mut params = vec![("code", raw.as_str())];
+    if let Some(s) = &req.state {
+        params.push(("state", s));
+    }
+    params.push(("iss", &state.issuer));
+    see_other(&redirect_with(&req.redirect_uri, &params))
+}
+
+fn identity_description(scope: &str) -> &'static str {
+    match scope {
+        "openid" => "Know who you are (your account identifier)",
+        "profile" => "See your name and username",
+        "email" => "See your email address",
+        "offline_access" => "Stay connected while you are away",
+        _ => "",
+    }
+}
+
+fn consent_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    req: &AuthorizationRequest,
+    user: &User,
+    raw: &str,
+) -> Response {
+    let browser = Browser::from_headers(state, headers);
+    let params: Vec<(String, String)> = serde_urlencoded::from_str::<Vec<(String, String)>>(raw)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, v)| !v.is_empty() && k != "csrf" && k != "decision")
+        .collect();
+    let resources: Vec<minijinja::Value> = req
+        .resources
+        .iter()
+        .map(|r| {
+            let wanted = req.scopes_for(r);
+            let scopes: Vec<minijinja::Value> = r
+                .scopes
+                .iter()
+                .filter(|s| wanted.contains(&s.name))
+                .map(|s| context! { name => s.name, description => s.description })
+                .collect();
+            context! { name => r.name, uri => r.uri.as_str(), scopes => scopes }
+        })
+        .collect();
+    let identity: Vec<minijinja::Value> = req
+        .identity_scopes()
+        .iter()
+        .map(|s| context! { name => s, description => identity_description(s) })
+        .collect();
+    let redirect_host = Url::parse(&req.redirect_uri)
+        .ok()
+        .map(|u| {
+            u.host_str()
+                .map_or_else(|| format!("the app ({})", u.scheme()), str::to_string)
+        })
+        .unwrap_or_default();
+    let document_host = match req.client.source {
+        ClientSource::MetadataDocument => Url::parse(&req.client.client_id)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string)),
+        ClientSource::Stored(_) => None,
+    };
+    let page = state.pages.render(
+        StatusCode::OK,
+        "consent.html",
+        context! {
+            base => state.base_path.as_ref(),
+            client_name => req.client.display_name(),
+            unverified => req.client.is_unverified(),
+            document_host => document_host,
+            username => user.username,
+            resources => resources,
+            identity => identity,
+            redirect_host => redirect_host,
+            csrf => browser.csrf(state),
+            params => params,
+        },
+    );
+    browser.apply(page)
+}

@@ -1,0 +1,59 @@
+//! User passwords: argon2id (the only slow hash in the server; DESIGN.md §3).
+
+use argon2::Argon2;
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+
+/// Hash a password for storage (PHC string).
+pub fn hash(password: &str) -> Result<String, String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Does `password` match the stored hash?
+pub fn verify(password: &str, stored: &str) -> bool {
+    PasswordHash::new(stored)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// A hash to verify against when the user does not exist, so an unknown username costs as
+/// much time as a wrong password.
+pub fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash("not a real password").unwrap_or_default())
+}
+
+/// Minimum rules for a new password.
+pub fn check_new(password: &str) -> Result<(), String> {
+    if password.chars().count() < 8 {
+        return Err("the password must have at least 8 characters".into());
+    }
+    if password.len() > 1024 {
+        return Err("the password is longer than 1024 bytes".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argon2id_round_trip() {
+        let h = hash("correct horse").expect("hash");
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify("correct horse", &h));
+        assert!(!verify("wrong horse", &h));
+        assert!(!verify("x", "not a hash"));
+        assert!(check_new("short").is_err());
+        assert!(!dummy_hash().is_empty());
+    }
+}

@@ -1,0 +1,722 @@
+//! Sign-in, consent and the authorization code flow (issue 3), over HTTP on both stores.
+
+use jsonwebtoken::Algorithm;
+use serde_json::json;
+
+use crate::both;
+use crate::flow::*;
+use crate::helpers::{TestApp, assert_error, split};
+
+both!(
+    full_flow_with_openid_refresh_and_userinfo,
+    |app: TestApp| async move {
+        let alice = seed(&app).await;
+        let client = public_client(&app).await;
+        let (verifier, challenge) = pkce();
+        let b = browser();
+        let params = auth_params(
+            &client,
+            &challenge,
+            "openid profile email offline_access notes:read",
+        );
+        let back = authorize_and_approve(&app, &b, &params).await;
+        assert!(back.starts_with(REDIRECT), "{back}");
+        let q = query(&back);
+        assert_eq!(q["state"], "st-123");
+        assert_eq!(q["iss"], app.issuer, "RFC 9207");
+        let code = &q["code"];
+
+        let (status, headers, body) = redeem(&app, &client, code, &verifier, &[]).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(headers["cache-control"], "no-store");
+        assert_eq!(body["token_type"], "Bearer");
+        let at = body["access_token"].as_str().unwrap();
+        let at_claims = verify(&app, at, Algorithm::ES256, NOTES);
+        assert_eq!(at_claims["sub"], alice.as_str());
+        assert_eq!(at_claims["client_id"], client.as_str());
+        assert_eq!(at_claims["aud"], json!([NOTES, app.url("/userinfo")]));
+        assert!(
+            at_claims["scope"]
+                .as_str()
+                .unwrap()
+                .split(' ')
+                .any(|s| s == "notes:read")
+        );
+        assert!(at_claims["auth_time"].as_i64().is_some());
+
+        let id = body["id_token"].as_str().unwrap();
+        let idc = verify(&app, id, Algorithm::RS256, &client);
+        assert_eq!(idc["sub"], alice.as_str());
+        assert_eq!(idc["nonce"], "n-456");
+        assert_eq!(idc["at_hash"], concierge::oauth::tokens::at_hash(at));
+        assert!(idc["sid"].as_str().is_some() && idc["auth_time"].as_i64().is_some());
+        assert_eq!(idc["email"], "alice@example.com");
+        assert_eq!(idc["preferred_username"], "alice");
+
+        // userinfo, GET and POST.
+        let (s, _, ui) = split(
+            app.http
+                .get(app.url("/userinfo"))
+                .bearer_auth(at)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, 200, "{ui}");
+        assert_eq!(ui["sub"], alice.as_str());
+        assert_eq!(ui["email"], "alice@example.com");
+        let (s, _, ui) = split(
+            app.http
+                .post(app.url("/userinfo"))
+                .form(&[("access_token", at)])
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, 200, "{ui}");
+        let (s, h, _) = split(
+            app.http
+                .get(app.url("/userinfo"))
+                .bearer_auth("garbage")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, 401);
+        assert!(
+            h["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .contains("invalid_token")
+        );
+
+        // Refresh: public clients rotate, and reuse revokes the family.
+        let rt1 = body["refresh_token"].as_str().unwrap().to_string();
+        let (s, _, r2) = refresh(&app, &client, &rt1, &[]).await;
+        assert_eq!(s, 200, "{r2}");
+        let rt2 = r2["refresh_token"].as_str().unwrap().to_string();
+        assert_ne!(rt1, rt2);
+        assert_eq!(
+            claims(r2["id_token"].as_str().unwrap())["sub"],
+            alice.as_str()
+        );
+        assert_error(
+            &refresh(&app, &client, &rt1, &[]).await,
+            400,
+            "invalid_grant",
+            "already used",
+        );
+        assert_error(
+            &refresh(&app, &client, &rt2, &[]).await,
+            400,
+            "invalid_grant",
+            "revoked",
+        );
+        app
+    }
+);
+
+both!(
+    second_authorization_skips_consent_unless_asked,
+    |app: TestApp| async move {
+        seed(&app).await;
+        let client = public_client(&app).await;
+        let (_, challenge) = pkce();
+        let b = browser();
+        let params = auth_params(&client, &challenge, "notes:read");
+        authorize_and_approve(&app, &b, &params).await;
+        // Same scopes again: straight back with a code.
+        let res = b.get(authorize_url(&app, &params)).send().await.unwrap();
+        assert_eq!(res.status(), 303);
+        let back = location(&res);
+        assert!(
+            back.starts_with(REDIRECT) && query(&back).contains_key("code"),
+            "{back}"
+        );
+        // A new scope: the consent page again, showing it.
+        let wider = auth_params(&client, &challenge, "notes:read notes:write");
+        let res = b.get(authorize_url(&app, &wider)).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        let html = res.text().await.unwrap();
+        assert!(html.contains("Change your notes"), "{html}");
+        // prompt=consent: the page even with nothing new.
+        let mut forced = params.clone();
+        forced.push(("prompt".into(), "consent".into()));
+        assert_eq!(
+            b.get(authorize_url(&app, &forced))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        // prompt=none with a new scope: consent_required, by redirect.
+        let mut none = wider.clone();
+        none.push(("prompt".into(), "none".into()));
+        let res = b.get(authorize_url(&app, &none)).send().await.unwrap();
+        let q = query(&location(&res));
+        assert_eq!(q["error"], "consent_required");
+        assert_eq!(q["state"], "st-123");
+        // prompt=none without a session: login_required.
+        let res = browser()
+            .get(authorize_url(&app, &none))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(query(&location(&res))["error"], "login_required");
+        // prompt=login: back to the sign-in page although signed in.
+        let mut login = params.clone();
+        login.push(("prompt".into(), "login".into()));
+        let res = b.get(authorize_url(&app, &login)).send().await.unwrap();
+        let signin = location(&res);
+        assert!(signin.contains("/signin?"), "{signin}");
+        assert!(
+            !signin.contains("prompt%3Dlogin"),
+            "the way back drops prompt=login: {signin}"
+        );
+        app
+    }
+);
+
+both!(
+    consent_page_says_who_what_where,
+    |app: TestApp| async move {
+        seed(&app).await;
+        let client = public_client(&app).await;
+        let (_, challenge) = pkce();
+        let b = browser();
+        let mut params = auth_params(&client, &challenge, "notes:read calendar:read");
+        params.push(("resource".into(), CALENDAR.into()));
+        let res = b.get(authorize_url(&app, &params)).send().await.unwrap();
+        let res = sign_in(
+            &app,
+            &b,
+            &format!("{}{}", app.origin, location(&res)),
+            "alice",
+            PASSWORD,
+        )
+        .await;
+        let page = b
+            .get(format!("{}{}", app.origin, location(&res)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200);
+        let h = page.headers().clone();
+        assert!(
+            h["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("frame-ancestors 'none'")
+        );
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert_eq!(h["cache-control"], "no-store");
+        let html = unescape(&page.text().await.unwrap());
+        for expected in [
+            "Test Agent",
+            "registered itself and was not verified",
+            "Notes",
+            NOTES,
+            "Read your notes",
+            "Calendar",
+            "See your calendar",
+            "127.0.0.1",
+            "alice",
+        ] {
+            assert!(
+                html.contains(expected),
+                "consent page should show {expected:?}"
+            );
+        }
+        assert!(
+            !html.contains("Change your notes"),
+            "only requested scopes are shown"
+        );
+        app
+    }
+);
+
+both!(deny_and_csrf, |app: TestApp| async move {
+    let alice = seed(&app).await;
+    let client = public_client(&app).await;
+    let (_, challenge) = pkce();
+    let b = browser();
+    let params = auth_params(&client, &challenge, "notes:read");
+    let res = b.get(authorize_url(&app, &params)).send().await.unwrap();
+    let res = sign_in(
+        &app,
+        &b,
+        &format!("{}{}", app.origin, location(&res)),
+        "alice",
+        PASSWORD,
+    )
+    .await;
+    let html = b
+        .get(format!("{}{}", app.origin, location(&res)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    // Without a token, or with another's: refused, nothing stored.
+    let mut no_csrf: Vec<(String, String)> = hidden_inputs(&html)
+        .into_iter()
+        .filter(|(k, _)| k != "csrf")
+        .collect();
+    no_csrf.push(("decision".into(), "approve".into()));
+    let res = b
+        .post(app.url("/authorize/decision"))
+        .form(&no_csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let mut wrong = no_csrf.clone();
+    wrong.push(("csrf".into(), concierge::util::random_secret()));
+    let res = b
+        .post(app.url("/authorize/decision"))
+        .form(&wrong)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    // A forged form from another browser (no cookie) fails even with a valid-looking token.
+    let res = browser()
+        .post(app.url("/authorize/decision"))
+        .form(&hidden_inputs(&html))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(
+        app.store().list_consents(&alice).await.unwrap().is_empty(),
+        "no consent stored"
+    );
+
+    let res = decide(&app, &b, &html, "deny").await;
+    let q = query(&location(&res));
+    assert_eq!(q["error"], "access_denied");
+    assert_eq!(q["state"], "st-123");
+    assert_eq!(q["iss"], app.issuer);
+    assert!(
+        app.store().list_consents(&alice).await.unwrap().is_empty(),
+        "deny stores nothing"
+    );
+    app
+});
+
+both!(
+    code_replay_revokes_what_it_issued,
+    |app: TestApp| async move {
+        seed(&app).await;
+        let client = public_client(&app).await;
+        let (verifier, challenge) = pkce();
+        let b = browser();
+        let back =
+            authorize_and_approve(&app, &b, &auth_params(&client, &challenge, "notes:read")).await;
+        let code = query(&back)["code"].clone();
+        let (s, _, first) = redeem(&app, &client, &code, &verifier, &[]).await;
+        assert_eq!(s, 200);
+        let rt = first["refresh_token"].as_str().unwrap().to_string();
+        assert_error(
+            &redeem(&app, &client, &code, &verifier, &[]).await,
+            400,
+            "invalid_grant",
+            "already used",
+        );
+        assert_error(
+            &refresh(&app, &client, &rt, &[]).await,
+            400,
+            "invalid_grant",
+            "revoked",
+        );
+        app
+    }
+);
+
+both!(
+    pkce_and_redirect_binding_at_the_token_endpoint,
+    |app: TestApp| async move {
+        seed(&app).await;
+        let client = public_client(&app).await;
+        let (verifier, challenge) = pkce();
+        let b = browser();
+        let params = auth_params(&client, &challenge, "notes:read");
+        let back = authorize_and_approve(&app, &b, &params).await;
+        let code = query(&back)["code"].clone();
+        // Wrong or missing verifier, the challenge itself ("plain"), another redirect URI: refused.
+        let (other_verifier, _) = pkce();
+        assert_error(
+            &redeem(&app, &client, &code, &other_verifier, &[]).await,
+            400,
+            "invalid_grant",
+            "code_verifier",
+        );
+        // Each failure spent the code: a fresh one per case.
+        for (extra, mention) in [
+            (vec![("code_verifier", "")], "code_verifier"),
+            (vec![("code_verifier", challenge.as_str())], "code_verifier"),
+            (
+                vec![("redirect_uri", "http://127.0.0.1/other")],
+                "redirect_uri",
+            ),
+            (vec![("resource", CALENDAR)], "not granted"),
+        ] {
+            let res = b.get(authorize_url(&app, &params)).send().await.unwrap();
+            let code = query(&location(&res))["code"].clone();
+            let got = redeem(&app, &client, &code, &verifier, &extra).await;
+            let (status, code_name) = if mention == "not granted" {
+                (400, "invalid_target")
+            } else {
+                (400, "invalid_grant")
+            };
+            assert_error(&got, status, code_name, mention);
+        }
+        // Another client cannot redeem it.
+        let other = public_client(&app).await;
+        let res = b.get(authorize_url(&app, &params)).send().await.unwrap();
+        let code = query(&location(&res))["code"].clone();
+        assert_error(
+            &redeem(&app, &other, &code, &verifier, &[]).await,
+            400,
+            "invalid_grant",
+            "another client",
+        );
+        app
+    }
+);
+
+both!(authorization_request_errors, |app: TestApp| async move {
+    seed(&app).await;
+    let client = public_client(&app).await;
+    let (_, challenge) = pkce();
+    let b = browser();
+    let base = auth_params(&client, &challenge, "notes:read");
+    let with = |k: &str, v: Option<&str>| {
+        let mut p: Vec<(String, String)> = base.iter().filter(|(n, _)| n != k).cloned().collect();
+        if let Some(v) = v {
+            p.push((k.into(), v.into()));
+        }
+        p
+    };
+    // Errors shown on a page, never redirected: unknown client, redirect URI mismatches.
+    for p in [
+        with("client_id", Some("nobody")),
+        with("client_id", None),
+        with("redirect_uri", Some("http://127.0.0.1/callback/other")),
+        with("redirect_uri", Some("http://127.0.0.1/callback?x=1")),
+        with("redirect_uri", Some("http://evil.example/callback")),
+        with("redirect_uri", Some("https://127.0.0.1/callback")),
+    ] {
+        let res = b.get(authorize_url(&app, &p)).send().await.unwrap();
+        assert_eq!(res.status(), 400, "{p:?}");
+        assert!(
+            res.headers().get("location").is_none(),
+            "never redirect: {p:?}"
+        );
+    }
+    // The loopback port may differ (RFC 8252 §7.3).
+    let res = b
+        .get(authorize_url(
+            &app,
+            &with("redirect_uri", Some("http://127.0.0.1:53123/callback")),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    // Errors sent back to the client.
+    for (p, error) in [
+        (
+            with("response_type", Some("token")),
+            "unsupported_response_type",
+        ),
+        (with("code_challenge", None), "invalid_request"),
+        (
+            with("code_challenge_method", Some("plain")),
+            "invalid_request",
+        ),
+        (with("code_challenge_method", None), "invalid_request"),
+        (
+            with("resource", Some("https://unknown.example/mcp")),
+            "invalid_target",
+        ),
+        (with("scope", Some("calendar:read")), "invalid_scope"),
+        (with("scope", Some("admin")), "invalid_scope"),
+        (with("prompt", Some("none login")), "invalid_request"),
+        (with("request", Some("eyJ.x.y")), "request_not_supported"),
+    ] {
+        let res = b.get(authorize_url(&app, &p)).send().await.unwrap();
+        assert_eq!(res.status(), 303, "{error}");
+        let back = location(&res);
+        assert!(back.starts_with(REDIRECT), "{back}");
+        let q = query(&back);
+        assert_eq!(q["error"], error, "{back}");
+        assert!(!q["error_description"].is_empty());
+        assert_eq!(q["state"], "st-123");
+        assert_eq!(q["iss"], app.issuer);
+    }
+    // A repeated parameter is refused.
+    let mut dup = base.clone();
+    dup.push(("scope".into(), "notes:write".into()));
+    assert_eq!(
+        b.get(authorize_url(&app, &dup))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    app
+});
+
+both!(
+    no_resource_uses_the_documented_default,
+    |c: &mut concierge::Config| {
+        c.default_resource = Some(NOTES.into());
+    },
+    |app: TestApp| async move {
+        seed(&app).await;
+        let client = public_client(&app).await;
+        let (verifier, challenge) = pkce();
+        let b = browser();
+        let params: Vec<(String, String)> = auth_params(&client, &challenge, "notes:read")
+            .into_iter()
+            .filter(|(k, _)| k != "resource")
+            .collect();
+        let back = authorize_and_approve(&app, &b, &params).await;
+        let (s, _, body) = redeem(&app, &client, &query(&back)["code"], &verifier, &[]).await;
+        assert_eq!(s, 200, "{body}");
+        assert_eq!(claims(body["access_token"].as_str().unwrap())["aud"], NOTES);
+        app
+    }
+);
+
+both!(connected_apps_page_revokes, |app: TestApp| async move {
+    let alice = seed(&app).await;
+    let client = public_client(&app).await;
+    let (verifier, challenge) = pkce();
+    let b = browser();
+    let back =
+        authorize_and_approve(&app, &b, &auth_params(&client, &challenge, "notes:read")).await;
+    let (_, _, tokens) = redeem(&app, &client, &query(&back)["code"], &verifier, &[]).await;
+    let rt = tokens["refresh_token"].as_str().unwrap().to_string();
+
+    let page = b.get(app.url("/account/apps")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("Test Agent") && html.contains("Notes") && html.contains("notes:read"),
+        "{html}"
+    );
+    assert!(
+        !html.contains("last used never"),
+        "the token use is recorded"
+    );
+    // Revoke needs the form's token.
+    let forms = hidden_inputs(&html);
+    let bad: Vec<(String, String)> = forms.iter().filter(|(k, _)| k != "csrf").cloned().collect();
+    assert_eq!(
+        b.post(app.url("/account/apps/revoke"))
+            .form(&bad)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    let revoke: Vec<(String, String)> = forms.iter().take(3).cloned().collect();
+    let res = b
+        .post(app.url("/account/apps/revoke"))
+        .form(&revoke)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    assert!(app.store().list_consents(&alice).await.unwrap().is_empty());
+    assert_error(
+        &refresh(&app, &client, &rt, &[]).await,
+        400,
+        "invalid_grant",
+        "revoked",
+    );
+    // Signed out, the page asks to sign in.
+    let res = browser()
+        .get(app.url("/account/apps"))
+        .send()
+        .await
+        .unwrap();
+    assert!(location(&res).contains("/signin"));
+    app
+});
+
+both!(sign_in_failures_are_throttled, |app: TestApp| async move {
+    seed(&app).await;
+    let b = browser();
+    let signin = app.url("/signin");
+    for _ in 0..5 {
+        let res = sign_in(&app, &b, &signin, "alice", "wrong password").await;
+        assert_eq!(res.status(), 401);
+        assert!(
+            res.text()
+                .await
+                .unwrap()
+                .contains("Wrong username or password")
+        );
+    }
+    let res = sign_in(&app, &b, &signin, "alice", PASSWORD).await;
+    assert_eq!(res.status(), 429, "even the right password waits");
+    // Unknown users get the same answer as wrong passwords.
+    let res = sign_in(&app, &b, &signin, "mallory", "whatever1").await;
+    assert_eq!(res.status(), 401);
+    app
+});
+
+both!(confidential_client_code_flow, |app: TestApp| async move {
+    seed(&app).await;
+    let (_, _, reg) = app
+        .register(
+            &json!({"client_name": "Web App", "redirect_uris": [REDIRECT],
+                          "grant_types": ["authorization_code", "refresh_token"]}),
+        )
+        .await;
+    let id = reg["client_id"].as_str().unwrap().to_string();
+    let secret = reg["client_secret"].as_str().unwrap().to_string();
+    let (verifier, challenge) = pkce();
+    let b = browser();
+    let back = authorize_and_approve(&app, &b, &auth_params(&id, &challenge, "notes:read")).await;
+    let code = query(&back)["code"].clone();
+    // Without its secret the confidential client is refused.
+    let res = app
+        .http
+        .post(app.url("/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", &id),
+            ("code", &code),
+            ("code_verifier", &verifier),
+            ("redirect_uri", REDIRECT),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        &split(res).await,
+        401,
+        "invalid_client",
+        "client_secret_basic",
+    );
+    let res = b
+        .get(authorize_url(
+            &app,
+            &auth_params(&id, &challenge, "notes:read"),
+        ))
+        .send()
+        .await
+        .unwrap();
+    let code = query(&location(&res))["code"].clone();
+    let res = app
+        .http
+        .post(app.url("/token"))
+        .basic_auth(&id, Some(&secret))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("code_verifier", &verifier),
+            ("redirect_uri", REDIRECT),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let (s, _, body) = split(res).await;
+    assert_eq!(s, 200, "{body}");
+    // Confidential clients keep their refresh token: no rotation.
+    let rt = body["refresh_token"].as_str().unwrap();
+    for _ in 0..2 {
+        let res = app
+            .http
+            .post(app.url("/token"))
+            .basic_auth(&id, Some(&secret))
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", rt)])
+            .send()
+            .await
+            .unwrap();
+        let (s, _, r) = split(res).await;
+        assert_eq!(s, 200, "{r}");
+        assert!(r.get("refresh_token").is_none());
+    }
+    app
+});
+
+both!(metadata_lists_the_code_flow, |app: TestApp| async move {
+    let (_, _, m) = app.get_json("/.well-known/openid-configuration").await;
+    assert_eq!(m["authorization_endpoint"], app.url("/authorize"));
+    assert_eq!(m["code_challenge_methods_supported"], json!(["S256"]));
+    assert_eq!(m["authorization_response_iss_parameter_supported"], true);
+    assert_eq!(m["response_types_supported"], json!(["code"]));
+    assert_eq!(m["userinfo_endpoint"], app.url("/userinfo"));
+    assert_eq!(m["id_token_signing_alg_values_supported"], json!(["RS256"]));
+    for g in ["authorization_code", "refresh_token", "client_credentials"] {
+        assert!(
+            m["grant_types_supported"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(g)),
+            "{g}"
+        );
+    }
+    assert!(
+        m["scopes_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("openid"))
+    );
+    app
+});
+
+both!(
+    codes_expire_and_max_age_asks_again,
+    |c: &mut concierge::Config| {
+        c.tokens.code_ttl_secs = 1;
+    },
+    |app: TestApp| async move {
+        seed(&app).await;
+        let client = public_client(&app).await;
+        let (verifier, challenge) = pkce();
+        let b = browser();
+        let params = auth_params(&client, &challenge, "notes:read");
+        let back = authorize_and_approve(&app, &b, &params).await;
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        let got = redeem(&app, &client, &query(&back)["code"], &verifier, &[]).await;
+        assert_error(&got, 400, "invalid_grant", "expired");
+        // The sign-in is now two seconds old: max_age=1 sends the user to sign in again.
+        let mut fresh = params.clone();
+        fresh.push(("max_age".into(), "1".into()));
+        let res = b.get(authorize_url(&app, &fresh)).send().await.unwrap();
+        let signin = location(&res);
+        assert!(signin.contains("/signin?"), "{signin}");
+        let res = sign_in(
+            &app,
+            &b,
+            &format!("{}{}", app.origin, signin),
+            "alice",
+            PASSWORD,
+        )
+        .await;
+        let res = b
+            .get(format!("{}{}", app.origin, location(&res)))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            query(&location(&res)).contains_key("code"),
+            "straight back after signing in"
+        );
+        app
+    }
+);

@@ -1,0 +1,303 @@
+//! A browser's part of the code flow, spoken over HTTP with a cookie jar: sign-in pages,
+//! consent forms and redirects. Used by the code-flow tests.
+
+use concierge::oauth::resource::{Resource, ScopeDef};
+use concierge::store::User;
+use reqwest::header::LOCATION;
+use serde_json::{Value, json};
+
+use crate::helpers::TestApp;
+
+pub const NOTES: &str = "http://127.0.0.1:9999/notes";
+pub const CALENDAR: &str = "http://127.0.0.1:9999/calendar";
+pub const REDIRECT: &str = "http://127.0.0.1/callback";
+pub const PASSWORD: &str = "correct horse battery";
+
+/// Two resources and a user `alice`; returns alice's id.
+pub async fn seed(app: &TestApp) -> String {
+    for (uri, name, scopes) in [
+        (
+            NOTES,
+            "Notes",
+            vec![
+                "notes:read=Read your notes",
+                "notes:write=Change your notes",
+            ],
+        ),
+        (
+            CALENDAR,
+            "Calendar",
+            vec!["calendar:read=See your calendar"],
+        ),
+    ] {
+        let scopes = scopes
+            .into_iter()
+            .map(|s| ScopeDef::parse(s).unwrap())
+            .collect();
+        app.store()
+            .insert_resource(&Resource::new(uri, name, scopes, 0).unwrap())
+            .await
+            .unwrap();
+    }
+    add_user(app, "alice").await
+}
+
+pub async fn add_user(app: &TestApp, username: &str) -> String {
+    let now = concierge::util::now();
+    let id = concierge::util::random_id();
+    app.store()
+        .insert_user(&User {
+            id: id.clone(),
+            username: username.into(),
+            email: Some(format!("{username}@example.com")),
+            name: Some(format!("{username} Example")),
+            password_hash: concierge::oauth::password::hash(PASSWORD).unwrap(),
+            created_at: now,
+            updated_at: now,
+        })
+        .await
+        .unwrap();
+    id
+}
+
+/// Register a public client the way MCP clients do; returns its client_id.
+pub async fn public_client(app: &TestApp) -> String {
+    let (status, _, body) = app
+        .register(&json!({
+            "client_name": "Test Agent",
+            "redirect_uris": [REDIRECT],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "token_endpoint_auth_method": "none"
+        }))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    body["client_id"].as_str().unwrap().to_string()
+}
+
+/// A PKCE pair (verifier, S256 challenge).
+pub fn pkce() -> (String, String) {
+    let verifier = format!("{}{}", concierge::util::random_secret(), "-._~");
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
+    (verifier, concierge::util::b64(d.as_ref()))
+}
+
+/// A browser: a cookie jar, no automatic redirects.
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+pub fn unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&#x2f;", "/")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// Every `<input type="hidden" name=… value=…>` of a page, in order.
+pub fn hidden_inputs(html: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for part in html.split("<input type=\"hidden\" name=\"").skip(1) {
+        let Some((name, rest)) = part.split_once('"') else {
+            continue;
+        };
+        let Some(value) = rest
+            .split("value=\"")
+            .nth(1)
+            .and_then(|v| v.split('"').next())
+        else {
+            continue;
+        };
+        out.push((unescape(name), unescape(value)));
+    }
+    out
+}
+
+pub fn location(res: &reqwest::Response) -> String {
+    res.headers()
+        .get(LOCATION)
+        .unwrap_or_else(|| panic!("no Location; status {}", res.status()))
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Query parameters of a URL.
+pub fn query(url: &str) -> std::collections::HashMap<String, String> {
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect()
+}
+
+/// Authorization parameters for `client_id` with sensible defaults.
+pub fn auth_params(client_id: &str, challenge: &str, scope: &str) -> Vec<(String, String)> {
+    [
+        ("response_type", "code"),
+        ("client_id", client_id),
+        ("redirect_uri", REDIRECT),
+        ("code_challenge", challenge),
+        ("code_challenge_method", "S256"),
+        ("scope", scope),
+        ("state", "st-123"),
+        ("nonce", "n-456"),
+        ("resource", NOTES),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+pub fn authorize_url(app: &TestApp, params: &[(String, String)]) -> String {
+    format!(
+        "{}?{}",
+        app.url("/authorize"),
+        serde_urlencoded::to_string(params).unwrap()
+    )
+}
+
+/// Sign in through the sign-in page that `signin_url` names; returns where it sends us.
+pub async fn sign_in(
+    app: &TestApp,
+    b: &reqwest::Client,
+    signin_url: &str,
+    username: &str,
+    password: &str,
+) -> reqwest::Response {
+    let page = b.get(signin_url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    let mut form = hidden_inputs(&html);
+    form.push(("username".into(), username.into()));
+    form.push(("password".into(), password.into()));
+    b.post(app.url("/signin")).form(&form).send().await.unwrap()
+}
+
+/// Submit the consent page `html` with `decision`.
+pub async fn decide(
+    app: &TestApp,
+    b: &reqwest::Client,
+    html: &str,
+    decision: &str,
+) -> reqwest::Response {
+    let mut form = hidden_inputs(html);
+    form.push(("decision".into(), decision.into()));
+    b.post(app.url("/authorize/decision"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The whole browser part for a first authorization: sign in as alice, approve. Returns the
+/// redirect back to the client.
+pub async fn authorize_and_approve(
+    app: &TestApp,
+    b: &reqwest::Client,
+    params: &[(String, String)],
+) -> String {
+    let res = b.get(authorize_url(app, params)).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+    let signin = location(&res);
+    assert!(signin.contains("/signin?"), "{signin}");
+    let res = sign_in(
+        app,
+        b,
+        &format!("{}{}", app.origin, signin),
+        "alice",
+        PASSWORD,
+    )
+    .await;
+    assert_eq!(res.status(), 303);
+    let back = location(&res);
+    let consent = b
+        .get(format!("{}{}", app.origin, back))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(consent.status(), 200);
+    let html = consent.text().await.unwrap();
+    let res = decide(app, b, &html, "approve").await;
+    assert_eq!(res.status(), 303);
+    location(&res)
+}
+
+/// Redeem a code at the token endpoint as a public client.
+pub async fn redeem(
+    app: &TestApp,
+    client_id: &str,
+    code: &str,
+    verifier: &str,
+    extra: &[(&str, &str)],
+) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("client_id", client_id),
+        ("code", code),
+        ("code_verifier", verifier),
+        ("redirect_uri", REDIRECT),
+    ];
+    for (k, v) in extra {
+        form.retain(|(name, _)| name != k);
+        if !v.is_empty() {
+            form.push((k, v));
+        }
+    }
+    let res = app
+        .http
+        .post(app.url("/token"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    crate::helpers::split(res).await
+}
+
+pub async fn refresh(
+    app: &TestApp,
+    client_id: &str,
+    token: &str,
+    extra: &[(&str, &str)],
+) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
+    let mut form = vec![
+        ("grant_type", "refresh_token"),
+        ("client_id", client_id),
+        ("refresh_token", token),
+    ];
+    form.extend_from_slice(extra);
+    let res = app
+        .http
+        .post(app.url("/token"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    crate::helpers::split(res).await
+}
+
+/// Decode a JWT's claims without checking it (tests check signatures separately).
+pub fn claims(jwt: &str) -> Value {
+    let part = jwt.split('.').nth(1).unwrap();
+    serde_json::from_slice(&concierge::util::b64_decode(part).unwrap()).unwrap()
+}
+
+/// Verify a JWT we issued against the published JWKS.
+pub fn verify(app: &TestApp, jwt: &str, alg: jsonwebtoken::Algorithm, audience: &str) -> Value {
+    let header = jsonwebtoken::decode_header(jwt).unwrap();
+    assert_eq!(header.alg, alg);
+    let set: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_value(app.state.keys.ring().jwks(concierge::util::now())).unwrap();
+    let jwk = set.find(header.kid.as_deref().unwrap()).unwrap();
+    let mut v = jsonwebtoken::Validation::new(alg);
+    v.set_issuer(&[app.issuer.as_str()]);
+    v.set_audience(&[audience]);
+    jsonwebtoken::decode::<Value>(jwt, &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(), &v)
+        .unwrap()
+        .claims
+}

@@ -1,0 +1,217 @@
+//! The user's part in a real headless Chromium, and a client library we did not write
+//! (openid-client), both driven from Node scripts in `tests/interop/`.
+//!
+//! Needs Debian's `chromium` (or `CHROMIUM=/path`) and Node with npm. Without them these
+//! tests are skipped with a loud message, except under `CI=true`, where they fail.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+use crate::both;
+use crate::flow::*;
+use crate::helpers::{TestApp, assert_error};
+
+fn interop_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
+}
+
+fn chromium() -> String {
+    std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
+}
+
+/// Are Chromium and the Node packages there? Installs the packages once (`npm ci`).
+fn ready() -> bool {
+    static READY: OnceLock<Result<(), String>> = OnceLock::new();
+    let r = READY.get_or_init(|| {
+        if !Path::new(&chromium()).exists() {
+            return Err(format!(
+                "no Chromium at {} (apt-get install chromium, or set CHROMIUM)",
+                chromium()
+            ));
+        }
+        if !interop_dir().join("node_modules/openid-client").exists() {
+            let out = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(interop_dir())
+                .output()
+                .map_err(|e| format!("npm could not run: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "npm ci failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+        }
+        Ok(())
+    });
+    match r {
+        Ok(()) => true,
+        Err(why) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("CI=true but the browser tests cannot run: {why}");
+            }
+            eprintln!("\n!!!! SKIPPING browser and interop tests: {why}\n");
+            false
+        }
+    }
+}
+
+/// Run a Node script; its last stdout line is JSON.
+async fn node(script: &str, args: &[&str], env: &[(&str, &str)]) -> Value {
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(script)
+        .args(args)
+        .current_dir(interop_dir())
+        .env("CHROMIUM", chromium());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await.expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("JSON result")
+}
+
+both!(
+    browser_signs_in_consents_and_revokes,
+    |app: TestApp| async move {
+        if !ready() {
+            return app;
+        }
+        seed(&app).await;
+        let client = public_client(&app).await;
+        let (verifier, challenge) = pkce();
+        let profile = tempfile::tempdir().unwrap();
+        let profile = profile.path().to_str().unwrap().to_string();
+        let url = authorize_url(&app, &auth_params(&client, &challenge, "notes:read"));
+        let shot = std::env::temp_dir().join(format!("concierge-consent-{}.png", client));
+        let shot = shot.to_str().unwrap();
+
+        // First time: sign in, see the consent page, approve.
+        let seen = node(
+            "browser.mjs",
+            &["authorize", &url, "alice", PASSWORD, REDIRECT, &profile],
+            &[("SCREENSHOT", shot)],
+        )
+        .await;
+        let consent = &seen["consent"];
+        assert_eq!(consent["client"], "Test Agent", "{seen}");
+        assert_eq!(consent["unverified"], true);
+        assert_eq!(consent["resources"], serde_json::json!(["Notes"]));
+        assert_eq!(consent["resourceUris"], serde_json::json!([NOTES]));
+        assert_eq!(consent["scopes"], serde_json::json!(["notes:read"]));
+        assert_eq!(consent["redirectHost"], "127.0.0.1");
+        let back = seen["callback"].as_str().unwrap();
+        let q = query(back);
+        assert_eq!(q["state"], "st-123");
+        let (status, _, tokens) = redeem(&app, &client, &q["code"], &verifier, &[]).await;
+        assert_eq!(status, 200, "{tokens}");
+        let rt = tokens["refresh_token"].as_str().unwrap().to_string();
+
+        // Second time, same scopes: no consent page, still signed in.
+        let again = node(
+            "browser.mjs",
+            &["authorize", &url, "alice", PASSWORD, REDIRECT, &profile],
+            &[],
+        )
+        .await;
+        assert!(again["consent"].is_null(), "consent is remembered: {again}");
+        assert_eq!(again["signedIn"], false, "single sign-on: {again}");
+        assert!(query(again["callback"].as_str().unwrap()).contains_key("code"));
+
+        // Revoking on the connected-apps page stops the refresh token at once.
+        let revoked = node(
+            "browser.mjs",
+            &[
+                "revoke",
+                &app.url("/account/apps"),
+                "alice",
+                PASSWORD,
+                &profile,
+            ],
+            &[],
+        )
+        .await;
+        assert_eq!(revoked["before"], 1, "{revoked}");
+        assert_eq!(revoked["after"], 0, "{revoked}");
+        assert_error(
+            &refresh(&app, &client, &rt, &[]).await,
+            400,
+            "invalid_grant",
+            "revoked",
+        );
+        app
+    }
+);
+
+both!(
+    browser_deny_returns_access_denied,
+    |app: TestApp| async move {
+        if !ready() {
+            return app;
+        }
+        seed(&app).await;
+        let client = public_client(&app).await;
+        let (_, challenge) = pkce();
+        let profile = tempfile::tempdir().unwrap();
+        let url = authorize_url(&app, &auth_params(&client, &challenge, "notes:read"));
+        let seen = node(
+            "browser.mjs",
+            &[
+                "authorize",
+                &url,
+                "alice",
+                PASSWORD,
+                REDIRECT,
+                profile.path().to_str().unwrap(),
+                "deny",
+            ],
+            &[],
+        )
+        .await;
+        let q = query(seen["callback"].as_str().unwrap());
+        assert_eq!(q["error"], "access_denied");
+        assert_eq!(q["iss"], app.issuer);
+        app
+    }
+);
+
+both!(
+    openid_client_library_accepts_the_whole_flow,
+    |app: TestApp| async move {
+        if !ready() {
+            return app;
+        }
+        let alice = seed(&app).await;
+        let profile = tempfile::tempdir().unwrap();
+        let out = node(
+            "openid_client.mjs",
+            &[
+                &app.issuer,
+                NOTES,
+                "alice",
+                PASSWORD,
+                profile.path().to_str().unwrap(),
+            ],
+            &[],
+        )
+        .await;
+        assert_eq!(out["issuer"], app.issuer.as_str());
+        assert_eq!(out["sub"], alice.as_str(), "{out}");
+        assert_eq!(out["idTokenAud"], out["clientId"]);
+        assert_eq!(out["tokenType"].as_str().unwrap().to_lowercase(), "bearer");
+        assert_eq!(out["hasRefresh"], true);
+        assert_eq!(out["userinfo"]["sub"], alice.as_str());
+        assert_eq!(out["userinfo"]["email"], "alice@example.com");
+        assert_eq!(out["refreshedSub"], alice.as_str());
+        assert_eq!(out["consent"]["client"], "openid-client interop");
+        app
+    }
+);

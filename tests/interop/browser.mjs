@@ -1,0 +1,31 @@
+// Headless Chromium (Debian's package) doing a user's part, for the Rust integration tests.
+//
+//   node browser.mjs authorize <authorize-url> <username> <password> <redirect-prefix> <profile-dir> [deny]
+//   node browser.mjs revoke <apps-url> <username> <password> <profile-dir>
+//
+// Prints one JSON line with what it saw. The profile directory keeps cookies between runs.
+import { launch, authorize, revokeFirst } from './lib.mjs';
+
+const [action, ...args] = process.argv.slice(2);
+let result;
+if (action === 'authorize') {
+  const [url, username, password, redirectPrefix, profile, decision] = args;
+  const ctx = await launch(profile);
+  try {
+    result = await authorize(ctx, url, { username, password, redirectPrefix, decision: decision || 'approve',
+      screenshot: process.env.SCREENSHOT });
+  } finally {
+    await ctx.close();
+  }
+} else if (action === 'revoke') {
+  const [url, username, password, profile] = args;
+  const ctx = await launch(profile);
+  try {
+    result = await revokeFirst(ctx, url, { username, password });
+  } finally {
+    await ctx.close();
+  }
+} else {
+  throw new Error(`unknown action ${action}`);
+}
+console.log(JSON.stringify(result));
