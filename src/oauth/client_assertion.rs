@@ -195,7 +195,8 @@ pub fn key_fits(jwk: &Jwk, alg: Algorithm) -> bool {
 /// and `aud` itself.
 #[derive(Deserialize)]
 struct Claims {
-    exp: i64,
+    // Optional here so that a missing one is named by the required-claims check.
+    exp: Option<i64>,
     iat: Option<i64>,
     jti: Option<String>,
 }
@@ -300,7 +301,10 @@ impl AssertionVerifier {
             }
         }
         let claims = outcome?;
-        if claims.exp > now + MAX_LIFETIME_SECS + LEEWAY_SECS {
+        let exp = claims
+            .exp
+            .ok_or_else(|| AssertionError::Claim("must carry the exp claim".into()))?;
+        if exp > now + MAX_LIFETIME_SECS + LEEWAY_SECS {
             return Err(AssertionError::Claim(format!(
                 "exp is more than {MAX_LIFETIME_SECS} s ahead; client assertions must be \
                  short-lived"
@@ -317,10 +321,7 @@ impl AssertionVerifier {
                     "must carry a jti claim: a unique string of 1 to {MAX_JTI_CHARS} characters"
                 ))
             })?;
-        Ok(Verified {
-            jti,
-            exp: claims.exp,
-        })
+        Ok(Verified { jti, exp })
     }
 
     fn claim_error(&self, kind: &ErrorKind) -> AssertionError {
