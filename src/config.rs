@@ -199,6 +199,8 @@ pub struct TokenConfig {
     pub refresh_token_absolute_secs: u32,
     /// A browser sign-in lasts this long, in seconds. Default 43200 (12 hours).
     pub session_ttl_secs: u32,
+    /// Longest delegation chain (`act` nesting) a token exchange may produce. Default 4.
+    pub max_delegation_depth: u32,
 }
 
 impl Default for TokenConfig {
@@ -210,6 +212,7 @@ impl Default for TokenConfig {
             refresh_token_idle_secs: 2_592_000,
             refresh_token_absolute_secs: 7_776_000,
             session_ttl_secs: 43_200,
+            max_delegation_depth: 4,
         }
     }
 }

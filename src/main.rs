@@ -111,6 +111,33 @@ enum ResourceCmd {
     List,
     /// Remove a resource.
     Remove { uri: String },
+    /// Let a client exchange tokens for one resource into tokens for another (RFC 8693).
+    AllowExchange {
+        /// The resource the new tokens are for.
+        #[arg(long)]
+        target: String,
+        /// The client allowed to exchange (e.g. the MCP server that calls the target).
+        #[arg(long)]
+        client: String,
+        /// The resource the presented (subject) tokens are for.
+        #[arg(long)]
+        from: String,
+        /// `source-scope=target-scope[,target-scope…]`; repeat for more. Unmapped scopes are
+        /// never granted.
+        #[arg(long = "map", required = true)]
+        maps: Vec<String>,
+    },
+    /// List exchange policies.
+    Exchanges,
+    /// Remove an exchange policy.
+    DenyExchange {
+        #[arg(long)]
+        target: String,
+        #[arg(long)]
+        client: String,
+        #[arg(long)]
+        from: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -142,6 +169,9 @@ enum ClientCmd {
         /// (at least 32 characters) instead of generating one. Stored only as a hash.
         #[arg(long, value_name = "VAR", hide = true)]
         secret_from_env: Option<String>,
+        /// Allow this client (a resource server) to call the introspection endpoint.
+        #[arg(long)]
+        may_introspect: bool,
     },
     /// List clients: pre-registered, and dynamically registered ones with where from.
     List,
@@ -262,6 +292,83 @@ async fn resource(cmd: &ResourceCmd, config: &Config) -> anyhow::Result<()> {
                 }
             }
         }
+        ResourceCmd::AllowExchange {
+            target,
+            client,
+            from,
+            maps,
+        } => {
+            let target = ResourceUri::parse(target).map_err(|e| anyhow::anyhow!("--target {e}"))?;
+            let from = ResourceUri::parse(from).map_err(|e| anyhow::anyhow!("--from {e}"))?;
+            let Some(target_resource) = store.get_resource(target.as_str()).await? else {
+                bail!("no resource {target}");
+            };
+            let Some(source_resource) = store.get_resource(from.as_str()).await? else {
+                bail!("no resource {from}");
+            };
+            let mut scope_map = std::collections::BTreeMap::new();
+            for m in maps {
+                let (src, targets) = m
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--map {m:?}: use source-scope=target-scope"))?;
+                if !source_resource.scopes.iter().any(|s| s.name == src) {
+                    bail!("--map {m:?}: {src} is not a scope of {from}");
+                }
+                let targets: Vec<String> =
+                    targets.split(',').map(|t| t.trim().to_string()).collect();
+                for t in &targets {
+                    if !target_resource.scopes.iter().any(|s| &s.name == t) {
+                        bail!("--map {m:?}: {t} is not a scope of {target}");
+                    }
+                }
+                scope_map.insert(src.to_string(), targets);
+            }
+            store
+                .save_exchange_policy(&concierge::store::ExchangePolicy {
+                    target: target.to_string(),
+                    client_id: client.clone(),
+                    source: from.to_string(),
+                    scope_map,
+                    created_at: util::now(),
+                })
+                .await?;
+            println!("client {client} may exchange tokens for {from} into tokens for {target}");
+        }
+        ResourceCmd::Exchanges => {
+            let list = store.list_exchange_policies().await?;
+            if list.is_empty() {
+                println!("no exchange policies: token exchange is denied everywhere");
+            }
+            for p in list {
+                let maps: Vec<String> = p
+                    .scope_map
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", v.join(",")))
+                    .collect();
+                println!(
+                    "{} -> {}  client={}  {}",
+                    p.source,
+                    p.target,
+                    p.client_id,
+                    maps.join(" ")
+                );
+            }
+        }
+        ResourceCmd::DenyExchange {
+            target,
+            client,
+            from,
+        } => {
+            let target = ResourceUri::parse(target).map_err(|e| anyhow::anyhow!("--target {e}"))?;
+            let from = ResourceUri::parse(from).map_err(|e| anyhow::anyhow!("--from {e}"))?;
+            if !store
+                .delete_exchange_policy(target.as_str(), client, from.as_str())
+                .await?
+            {
+                bail!("no such exchange policy");
+            }
+            println!("removed the exchange policy");
+        }
         ResourceCmd::Remove { uri } => {
             let uri = ResourceUri::parse(uri).map_err(|e| anyhow::anyhow!("resource URI {e}"))?;
             if !store.delete_resource(uri.as_str()).await? {
@@ -285,6 +392,7 @@ async fn client(cmd: &ClientCmd, config: &Config) -> anyhow::Result<()> {
             scope,
             jwks_uri,
             secret_from_env,
+            may_introspect,
         } => {
             if let Some(id) = id
                 && (id.is_empty() || id.contains("://") || id.len() > 200)
@@ -308,8 +416,9 @@ async fn client(cmd: &ClientCmd, config: &Config) -> anyhow::Result<()> {
                 jwks_uri: jwks_uri.clone(),
                 ..Default::default()
             };
-            let metadata = client_metadata::validate(raw, Origin::Operator)
+            let mut metadata = client_metadata::validate(raw, Origin::Operator)
                 .map_err(|e| anyhow::anyhow!("{}", e.description))?;
+            metadata.may_introspect = *may_introspect;
             let (mut record, mut secrets) = new_client(
                 metadata,
                 ClientKind::Static,

@@ -7,7 +7,9 @@ use axum::routing::get;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::endpoints::{account, authorize, jwks, register, signin, token, userinfo, well_known};
+use crate::endpoints::{
+    account, authorize, introspect, jwks, register, revoke, signin, token, userinfo, well_known,
+};
 use crate::oauth::client_metadata::MAX_BODY_BYTES;
 use crate::startup::AppState;
 
@@ -57,6 +59,8 @@ pub fn build(state: AppState, issuer_path: &str) -> Router {
         .route("/userinfo", get(userinfo::get).post(userinfo::post))
         .route("/static/concierge.css", get(stylesheet))
         .route("/token", axum::routing::post(token::token))
+        .route("/introspect", axum::routing::post(introspect::introspect))
+        .route("/revoke", axum::routing::post(revoke::revoke))
         .route("/register", axum::routing::post(register::register))
         .route(
             "/register/{client_id}",

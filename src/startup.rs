@@ -202,11 +202,11 @@ fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
             if let Err(e) = store.purge_rate_limits(now - 86_400).await {
                 tracing::error!(error = %e, "purging rate-limit windows failed");
             }
-            if let Err(e) = store.purge_used(now).await {
-                tracing::error!(error = %e, "purging expired single-use jtis failed");
-            }
             if let Err(e) = store.purge_expired_grants(now).await {
                 tracing::error!(error = %e, "purging expired codes and sessions failed");
+            }
+            if let Err(e) = store.purge_used(now).await {
+                tracing::error!(error = %e, "purging expired single-use jtis failed");
             }
         }
     });

@@ -5,16 +5,14 @@ use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use minijinja::context;
-use url::Url;
 
 use crate::error::ErrorCode;
 use crate::oauth::authorize::{AuthorizationRequest, AuthorizeError, redirect_with, validate};
-use crate::oauth::clients::ClientSource;
+use crate::oauth::consent;
 use crate::oauth::form::Form;
 use crate::startup::AppState;
-use crate::store::{AuthCode, Consent, Session, User};
-use crate::ui::{self, Browser, see_other};
+use crate::store::{AuthCode, Session, User};
+use crate::ui::{self, see_other};
 use crate::util;
 
 pub async fn authorize_get(
@@ -62,9 +60,15 @@ async fn run(state: &AppState, headers: &HeaderMap, raw: &str) -> Response {
         }
         _ => return see_other(&signin_url(state, raw, req.login_hint.as_deref())),
     };
-    let missing = match missing_consent(state, &user, &req).await {
+    let missing = match consent::missing(state, &user.id, &req.asked()).await {
         Ok(m) => m,
-        Err(e) => return error_response(state, req.error(e.code, e.description)),
+        Err(e) => {
+            tracing::error!(error = %e, "loading consent");
+            return error_response(
+                state,
+                req.error(ErrorCode::ServerError, "consent could not be checked"),
+            );
+        }
     };
     if missing || req.prompt.consent {
         if req.prompt.none {
@@ -109,7 +113,7 @@ pub async fn decision(State(state): State<AppState>, headers: HeaderMap, body: B
         }
         _ => return ui::error_page(&state, StatusCode::BAD_REQUEST, "Choose Allow or Deny."),
     }
-    if let Err(e) = save_consent(&state, &user, &req).await {
+    if let Err(e) = consent::save(&state, &user.id, &req.asked()).await {
         return error_response(&state, req.error(ErrorCode::ServerError, e.to_string()));
     }
     tracing::info!(client_id = %req.client.client_id, user_id = %user.id, "consent given");
@@ -172,93 +176,6 @@ fn signin_url(state: &AppState, raw: &str, login_hint: Option<&str>) -> String {
     )
 }
 
-/// The key under which consent to identity scopes (openid, profile, …) is kept.
-fn identity_key(state: &AppState) -> String {
-    state.issuer.to_string()
-}
-
-/// What the request asks of the user, as consent records: each resource with its requested
-/// scopes, and the identity scopes under the issuer's own key.
-fn consent_keys(state: &AppState, req: &AuthorizationRequest) -> Vec<(String, Vec<String>)> {
-    let mut keys: Vec<(String, Vec<String>)> = req
-        .resources
-        .iter()
-        .map(|r| (r.uri.to_string(), req.scopes_for(r)))
-        .collect();
-    let identity = req.identity_scopes();
-    if !identity.is_empty() {
-        keys.push((identity_key(state), identity));
-    }
-    keys
-}
-
-/// Does this request ask for anything the user has not yet allowed this client?
-async fn missing_consent(
-    state: &AppState,
-    user: &User,
-    req: &AuthorizationRequest,
-) -> Result<bool, crate::error::OAuthError> {
-    let wanted = consent_keys(state, req);
-    for (resource, scopes) in wanted {
-        let Some(c) = state
-            .store
-            .get_consent(&user.id, &req.client.client_id, &resource)
-            .await?
-        else {
-            return Ok(true);
-        };
-        let have: Vec<&str> = c.scopes.split(' ').collect();
-        if scopes.iter().any(|s| !have.contains(&s.as_str())) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-/// Remember the approval, adding to what was allowed before.
-async fn save_consent(
-    state: &AppState,
-    user: &User,
-    req: &AuthorizationRequest,
-) -> Result<(), crate::store::StoreError> {
-    let now = util::now();
-    let grants = consent_keys(state, req);
-    for (resource, scopes) in grants {
-        let existing = state
-            .store
-            .get_consent(&user.id, &req.client.client_id, &resource)
-            .await?;
-        let mut all: Vec<String> = existing
-            .as_ref()
-            .map(|c| {
-                c.scopes
-                    .split(' ')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        for s in scopes {
-            if !all.contains(&s) {
-                all.push(s);
-            }
-        }
-        state
-            .store
-            .save_consent(&Consent {
-                user_id: user.id.clone(),
-                client_id: req.client.client_id.clone(),
-                resource,
-                scopes: all.join(" "),
-                created_at: existing.as_ref().map_or(now, |c| c.created_at),
-                updated_at: now,
-                last_used_at: existing.and_then(|c| c.last_used_at),
-            })
-            .await?;
-    }
-    Ok(())
-}
-
 async fn issue_code(
     state: &AppState,
     req: &AuthorizationRequest,
@@ -297,16 +214,6 @@ async fn issue_code(
     see_other(&redirect_with(&req.redirect_uri, &params))
 }
 
-fn identity_description(scope: &str) -> &'static str {
-    match scope {
-        "openid" => "Know who you are (your account identifier)",
-        "profile" => "See your name and username",
-        "email" => "See your email address",
-        "offline_access" => "Stay connected while you are away",
-        _ => "",
-    }
-}
-
 fn consent_page(
     state: &AppState,
     headers: &HeaderMap,
@@ -314,59 +221,21 @@ fn consent_page(
     user: &User,
     raw: &str,
 ) -> Response {
-    let browser = Browser::from_headers(state, headers);
     let params: Vec<(String, String)> = serde_urlencoded::from_str::<Vec<(String, String)>>(raw)
         .unwrap_or_default()
         .into_iter()
         .filter(|(k, v)| !v.is_empty() && k != "csrf" && k != "decision")
         .collect();
-    let resources: Vec<minijinja::Value> = req
-        .resources
-        .iter()
-        .map(|r| {
-            let wanted = req.scopes_for(r);
-            let scopes: Vec<minijinja::Value> = r
-                .scopes
-                .iter()
-                .filter(|s| wanted.contains(&s.name))
-                .map(|s| context! { name => s.name, description => s.description })
-                .collect();
-            context! { name => r.name, uri => r.uri.as_str(), scopes => scopes }
-        })
-        .collect();
-    let identity: Vec<minijinja::Value> = req
-        .identity_scopes()
-        .iter()
-        .map(|s| context! { name => s, description => identity_description(s) })
-        .collect();
-    let redirect_host = Url::parse(&req.redirect_uri)
-        .ok()
-        .map(|u| {
-            u.host_str()
-                .map_or_else(|| format!("the app ({})", u.scheme()), str::to_string)
-        })
-        .unwrap_or_default();
-    let document_host = match req.client.source {
-        ClientSource::MetadataDocument => Url::parse(&req.client.client_id)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_string)),
-        ClientSource::Stored(_) => None,
-    };
-    let page = state.pages.render(
-        StatusCode::OK,
-        "consent.html",
-        context! {
-            base => state.base_path.as_ref(),
-            client_name => req.client.display_name(),
-            unverified => req.client.is_unverified(),
-            document_host => document_host,
-            username => user.username,
-            resources => resources,
-            identity => identity,
-            redirect_host => redirect_host,
-            csrf => browser.csrf(state),
-            params => params,
+    ui::consent::render(
+        state,
+        headers,
+        ui::consent::ConsentView {
+            asked: req.asked(),
+            client: &req.client,
+            user,
+            redirect_uri: Some(&req.redirect_uri),
+            action: "/authorize/decision",
+            params,
         },
-    );
-    browser.apply(page)
+    )
 }

@@ -3,8 +3,10 @@
 
 pub mod account;
 pub mod authorize;
+pub mod introspect;
 pub mod jwks;
 pub mod register;
+pub mod revoke;
 pub mod signin;
 pub mod token;
 pub mod userinfo;
@@ -48,6 +50,42 @@ impl FromRequestParts<AppState> for ClientAddr {
             .map(|ConnectInfo(a)| a.ip());
         Ok(Self(peer))
     }
+}
+
+/// Authenticate the client of a token-endpoint-style request (token, introspection,
+/// revocation): what it presented, checked against how it registered.
+pub async fn authenticated_client(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: &crate::oauth::form::Form,
+) -> Result<crate::oauth::clients::Client, crate::error::OAuthError> {
+    use crate::oauth::client_auth::{self, invalid_client};
+    let presented = client_auth::presented(headers, form)?;
+    let basic = matches!(presented, client_auth::Presented::Basic { .. });
+    let client = match state.clients.find(presented.client_id()).await {
+        Ok(Some(c)) => c,
+        // A client that no longer exists gets invalid_client, so agents know to register again.
+        Ok(None) => return Err(invalid_client(basic, "unknown client; register again")),
+        Err(e) => return Err(invalid_client(basic, e.to_string())),
+    };
+    client_auth::authenticate(&client, &presented, &state.assertions).await?;
+    Ok(client)
+}
+
+/// A form body of media type `application/x-www-form-urlencoded`, parsed.
+pub fn form_body(
+    headers: &HeaderMap,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<crate::oauth::form::Form, crate::error::OAuthError> {
+    use crate::error::OAuthError;
+    if !has_content_type(headers, "application/x-www-form-urlencoded") {
+        return Err(OAuthError::invalid_request(
+            "the request must have Content-Type: application/x-www-form-urlencoded",
+        ));
+    }
+    let body =
+        body.map_err(|e| OAuthError::invalid_request(format!("the body could not be read: {e}")))?;
+    crate::oauth::form::Form::parse(&body)
 }
 
 /// Is the request body of media type `mime` (parameters such as `charset` aside)?

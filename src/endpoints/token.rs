@@ -8,8 +8,6 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::error::{ErrorCode, OAuthError};
-use crate::oauth::client_auth::{self, invalid_client};
-use crate::oauth::form::Form;
 use crate::oauth::grants::{self, GrantType};
 use crate::startup::AppState;
 use crate::util;
@@ -19,15 +17,7 @@ pub async fn token(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthError> {
-    let is_form = super::has_content_type(&headers, "application/x-www-form-urlencoded");
-    if !is_form {
-        return Err(OAuthError::invalid_request(
-            "the request must have Content-Type: application/x-www-form-urlencoded",
-        ));
-    }
-    let body =
-        body.map_err(|e| OAuthError::invalid_request(format!("the body could not be read: {e}")))?;
-    let form = Form::parse(&body)?;
+    let form = super::form_body(&headers, body)?;
     let name = form
         .get("grant_type")
         .ok_or_else(|| OAuthError::invalid_request("grant_type is missing"))?;
@@ -36,15 +26,7 @@ pub async fn token(
     let grant = grants::find(grant_type)
         .ok_or_else(|| unsupported(format!("'{name}' is not supported by this server yet")))?;
 
-    let presented = client_auth::presented(&headers, &form)?;
-    let basic = matches!(presented, client_auth::Presented::Basic { .. });
-    let client = match state.clients.find(presented.client_id()).await {
-        Ok(Some(c)) => c,
-        // A client that no longer exists gets invalid_client, so agents know to register again.
-        Ok(None) => return Err(invalid_client(basic, "unknown client; register again")),
-        Err(e) => return Err(invalid_client(basic, e.to_string())),
-    };
-    client_auth::authenticate(&client, &presented, &state.assertions).await?;
+    let client = super::authenticated_client(&state, &headers, &form).await?;
     if !client.metadata.grant_types.contains(&grant_type) {
         return Err(OAuthError::new(
             ErrorCode::UnauthorizedClient,

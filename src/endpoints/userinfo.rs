@@ -6,44 +6,14 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde_json::Value;
 
 use super::bearer_token;
 use crate::error::{ErrorCode, OAuthError};
 use crate::oauth::form::Form;
 use crate::oauth::grants::user_tokens::user_claims;
 use crate::oauth::scope::Scope;
+use crate::oauth::tokens::{revoked_key, verify_access_token};
 use crate::startup::AppState;
-
-/// Verify one of our access tokens for `audience`; returns its claims.
-pub fn verify_access_token(
-    state: &AppState,
-    token: &str,
-    audience: &str,
-) -> Result<Value, OAuthError> {
-    let bad = || OAuthError::invalid_token("the access token is not valid here");
-    let header = jsonwebtoken::decode_header(token).map_err(|_| bad())?;
-    if header.alg != Algorithm::ES256 || header.typ.as_deref() != Some("at+jwt") {
-        return Err(bad());
-    }
-    let ring = state.keys.ring();
-    let key = ring
-        .keys()
-        .iter()
-        .find(|k| Some(k.kid.as_str()) == header.kid.as_deref())
-        .ok_or_else(bad)?;
-    let jwk: jsonwebtoken::jwk::Jwk =
-        serde_json::from_value(key.public_jwk.clone()).map_err(|_| bad())?;
-    let key = DecodingKey::from_jwk(&jwk).map_err(|_| bad())?;
-    let mut v = Validation::new(Algorithm::ES256);
-    v.set_issuer(&[state.issuer.as_ref()]);
-    v.set_audience(&[audience]);
-    v.leeway = 30;
-    jsonwebtoken::decode::<Value>(token, &key, &v)
-        .map(|d| d.claims)
-        .map_err(|_| bad())
-}
 
 async fn answer(state: &AppState, token: Option<&str>) -> Result<Response, OAuthError> {
     let token = token.ok_or_else(|| {
@@ -51,7 +21,21 @@ async fn answer(state: &AppState, token: Option<&str>) -> Result<Response, OAuth
         e.www_authenticate = Some("Bearer".into());
         e
     })?;
-    let claims = verify_access_token(state, token, &format!("{}/userinfo", state.issuer))?;
+    let claims = verify_access_token(
+        &state.keys,
+        &state.issuer,
+        token,
+        Some(&format!("{}/userinfo", state.issuer)),
+    )
+    .ok_or_else(|| OAuthError::invalid_token("the access token is not valid here"))?;
+    let jti = claims["jti"].as_str().unwrap_or_default();
+    if state
+        .store
+        .is_used(&revoked_key(jti), crate::util::now())
+        .await?
+    {
+        return Err(OAuthError::invalid_token("the access token was revoked"));
+    }
     let scope = Scope::parse(claims["scope"].as_str().unwrap_or("")).unwrap_or_default();
     if !scope.contains("openid") {
         let mut e = OAuthError::new(

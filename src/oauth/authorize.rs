@@ -53,12 +53,16 @@ pub struct AuthorizationRequest {
     pub login_hint: Option<String>,
 }
 
-impl AuthorizationRequest {
-    pub fn wants_openid(&self) -> bool {
-        self.scope.contains("openid")
-    }
+/// What a request asks a user to allow: a client, resources, scopes.
+#[derive(Debug, Clone, Copy)]
+pub struct Asked<'a> {
+    pub client_id: &'a str,
+    pub resources: &'a [Resource],
+    pub scope: &'a Scope,
+}
 
-    /// The scopes of `resource` this request asks for.
+impl Asked<'_> {
+    /// The scopes of `resource` asked for.
     pub fn scopes_for(&self, resource: &Resource) -> Vec<String> {
         self.scope
             .tokens()
@@ -76,6 +80,16 @@ impl AuthorizationRequest {
             .filter(|t| OIDC_SCOPES.contains(&t.as_str()))
             .cloned()
             .collect()
+    }
+}
+
+impl AuthorizationRequest {
+    pub fn asked(&self) -> Asked<'_> {
+        Asked {
+            client_id: &self.client.client_id,
+            resources: &self.resources,
+            scope: &self.scope,
+        }
     }
 
     pub fn error(&self, code: ErrorCode, description: impl Into<String>) -> AuthorizeError {

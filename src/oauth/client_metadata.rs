@@ -158,6 +158,10 @@ pub struct ClientMetadata {
     pub software_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub software_version: Option<String>,
+    /// Operator-granted: may call the introspection endpoint (a resource server). Never set
+    /// by registration or metadata documents.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub may_introspect: bool,
 }
 
 impl ClientMetadata {
@@ -360,6 +364,7 @@ pub fn validate(raw: RawClientMetadata, origin: Origin<'_>) -> Result<ClientMeta
         jwks: raw.jwks,
         software_id: text_field("software_id", raw.software_id)?,
         software_version: text_field("software_version", raw.software_version)?,
+        may_introspect: false,
     })
 }
 

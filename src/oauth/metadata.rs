@@ -31,20 +31,42 @@ pub fn authorization_server_metadata(c: &Capabilities<'_>) -> Map<String, Value>
     }
     if !c.grants.is_empty() {
         m.insert("token_endpoint".into(), endpoint("/token"));
+        let methods = json!(
+            client_auth::IMPLEMENTED
+                .iter()
+                .map(|m| m.as_str())
+                .collect::<Vec<_>>()
+        );
+        let algs = json!(client_assertion::signing_alg_names());
+        let with_keys = client_auth::IMPLEMENTED.contains(&AuthMethod::PrivateKeyJwt);
         m.insert(
             "token_endpoint_auth_methods_supported".into(),
-            json!(
-                client_auth::IMPLEMENTED
-                    .iter()
-                    .map(|m| m.as_str())
-                    .collect::<Vec<_>>()
-            ),
+            methods.clone(),
         );
-        if client_auth::IMPLEMENTED.contains(&AuthMethod::PrivateKeyJwt) {
+        if with_keys {
             m.insert(
                 "token_endpoint_auth_signing_alg_values_supported".into(),
-                json!(client_assertion::signing_alg_names()),
+                algs.clone(),
             );
+        }
+        // Introspection (RFC 7662) and revocation (RFC 7009) authenticate clients the same way.
+        for endpoint_name in ["revocation", "introspection"] {
+            let path = if endpoint_name == "revocation" {
+                "/revoke"
+            } else {
+                "/introspect"
+            };
+            m.insert(format!("{endpoint_name}_endpoint"), endpoint(path));
+            m.insert(
+                format!("{endpoint_name}_endpoint_auth_methods_supported"),
+                methods.clone(),
+            );
+            if with_keys {
+                m.insert(
+                    format!("{endpoint_name}_endpoint_auth_signing_alg_values_supported"),
+                    algs.clone(),
+                );
+            }
         }
     }
     m.insert("jwks_uri".into(), endpoint("/jwks"));

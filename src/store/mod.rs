@@ -327,6 +327,12 @@ pub trait GrantStore: Send + Sync {
         rotate: bool,
         renew_until: i64,
     ) -> Result<Spent<RefreshToken>, StoreError>;
+    /// A refresh token that could still be used, without using it (for introspection).
+    async fn get_refresh(
+        &self,
+        token_hash: &[u8],
+        now: i64,
+    ) -> Result<Option<RefreshToken>, StoreError>;
     /// Revoke every refresh token of a family; returns how many.
     async fn revoke_family(&self, family_id: &str, now: i64) -> Result<u64, StoreError>;
     /// Forget spent or expired codes and dead sessions.
@@ -341,6 +347,39 @@ pub trait ReplayStore: Send + Sync {
     async fn use_once(&self, key: &str, expires_at: i64, now: i64) -> Result<bool, StoreError>;
     /// Forget uses that expired by `now`; returns how many.
     async fn purge_used(&self, now: i64) -> Result<u64, StoreError>;
+    /// Has `key` been used and not yet expired? (Also how revoked access tokens are listed.)
+    async fn is_used(&self, key: &str, now: i64) -> Result<bool, StoreError>;
+}
+
+/// May `client_id` exchange tokens for `source` into tokens for `target`, and with which
+/// scopes? (RFC 8693 policy; no policy means no.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangePolicy {
+    pub target: String,
+    pub client_id: String,
+    pub source: String,
+    /// Source scope → the target scopes it may become.
+    pub scope_map: std::collections::BTreeMap<String, Vec<String>>,
+    pub created_at: i64,
+}
+
+#[async_trait]
+pub trait ExchangePolicyStore: Send + Sync {
+    /// Insert or replace the policy for (target, client, source).
+    async fn save_exchange_policy(&self, policy: &ExchangePolicy) -> Result<(), StoreError>;
+    async fn get_exchange_policy(
+        &self,
+        target: &str,
+        client_id: &str,
+        source: &str,
+    ) -> Result<Option<ExchangePolicy>, StoreError>;
+    async fn list_exchange_policies(&self) -> Result<Vec<ExchangePolicy>, StoreError>;
+    async fn delete_exchange_policy(
+        &self,
+        target: &str,
+        client_id: &str,
+        source: &str,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Everything the server stores.
@@ -354,6 +393,7 @@ pub trait Store:
     + SessionStore
     + ConsentStore
     + GrantStore
+    + ExchangePolicyStore
 {
     /// `sqlite` or `postgres`, for logs.
     fn backend(&self) -> &'static str;

@@ -391,6 +391,17 @@ macro_rules! sql_store {
                 Ok(r.rows_affected() == 1)
             }
 
+            async fn is_used(&self, key: &str, now: i64) -> Result<bool, $crate::store::StoreError> {
+                let row: Option<(i64,)> = sqlx::query_as(
+                    "SELECT expires_at FROM used_jtis WHERE key = $1 AND expires_at > $2",
+                )
+                .bind(key)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.is_some())
+            }
+
             async fn purge_used(&self, now: i64) -> Result<u64, $crate::store::StoreError> {
                 let r = sqlx::query("DELETE FROM used_jtis WHERE expires_at <= $1")
                     .bind(now)

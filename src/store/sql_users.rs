@@ -111,8 +111,75 @@ pub(super) fn refresh_from_row(r: RefreshRow) -> Result<RefreshToken, StoreError
     })
 }
 
+pub(super) type PolicyRow = (String, String, String, String, i64);
+
+pub(super) fn policy_from_row(r: PolicyRow) -> Result<super::ExchangePolicy, StoreError> {
+    Ok(super::ExchangePolicy {
+        scope_map: serde_json::from_str(&r.3)
+            .map_err(|e| StoreError::Corrupt(format!("exchange policy scope map: {e}")))?,
+        target: r.0,
+        client_id: r.1,
+        source: r.2,
+        created_at: r.4,
+    })
+}
+
 macro_rules! sql_user_store {
     ($ty:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::ExchangePolicyStore for $ty {
+            async fn save_exchange_policy(&self, p: &$crate::store::ExchangePolicy) -> Result<(), $crate::store::StoreError> {
+                let map = serde_json::to_string(&p.scope_map)
+                    .map_err(|e| $crate::store::StoreError::Corrupt(e.to_string()))?;
+                sqlx::query(
+                    "INSERT INTO exchange_policies (target, client_id, source, scope_map, created_at) \
+                     VALUES ($1,$2,$3,$4,$5) \
+                     ON CONFLICT (target, client_id, source) DO UPDATE SET scope_map = $4",
+                )
+                .bind(&p.target)
+                .bind(&p.client_id)
+                .bind(&p.source)
+                .bind(map)
+                .bind(p.created_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_exchange_policy(&self, target: &str, client_id: &str, source: &str) -> Result<Option<$crate::store::ExchangePolicy>, $crate::store::StoreError> {
+                let row: Option<$crate::store::sql_users::PolicyRow> = sqlx::query_as(
+                    "SELECT target, client_id, source, scope_map, created_at FROM exchange_policies \
+                     WHERE target = $1 AND client_id = $2 AND source = $3",
+                )
+                .bind(target)
+                .bind(client_id)
+                .bind(source)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map($crate::store::sql_users::policy_from_row).transpose()
+            }
+
+            async fn list_exchange_policies(&self) -> Result<Vec<$crate::store::ExchangePolicy>, $crate::store::StoreError> {
+                let rows: Vec<$crate::store::sql_users::PolicyRow> = sqlx::query_as(
+                    "SELECT target, client_id, source, scope_map, created_at FROM exchange_policies \
+                     ORDER BY target, client_id, source",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map($crate::store::sql_users::policy_from_row).collect()
+            }
+
+            async fn delete_exchange_policy(&self, target: &str, client_id: &str, source: &str) -> Result<bool, $crate::store::StoreError> {
+                let r = sqlx::query("DELETE FROM exchange_policies WHERE target = $1 AND client_id = $2 AND source = $3")
+                    .bind(target)
+                    .bind(client_id)
+                    .bind(source)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() == 1)
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::store::UserStore for $ty {
             async fn insert_user(&self, u: &$crate::store::User) -> Result<(), $crate::store::StoreError> {
@@ -415,6 +482,20 @@ macro_rules! sql_user_store {
                     Some((family_id, Some(_))) => $crate::store::Spent::Replayed { family_id },
                     _ => $crate::store::Spent::Invalid,
                 })
+            }
+
+            async fn get_refresh(&self, token_hash: &[u8], now: i64) -> Result<Option<$crate::store::RefreshToken>, $crate::store::StoreError> {
+                let row: Option<$crate::store::sql_users::RefreshRow> = sqlx::query_as(
+                    "SELECT token_hash, family_id, client_id, user_id, resources, scope, auth_time, sid, \
+                       created_at, expires_at, absolute_expires_at FROM refresh_tokens \
+                     WHERE token_hash = $1 AND used_at IS NULL AND revoked_at IS NULL \
+                       AND expires_at > $2 AND absolute_expires_at > $2",
+                )
+                .bind(token_hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map($crate::store::sql_users::refresh_from_row).transpose()
             }
 
             async fn revoke_family(&self, family_id: &str, now: i64) -> Result<u64, $crate::store::StoreError> {

@@ -5,6 +5,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use minijinja::{Environment, Value};
 
+pub mod consent;
+
 use crate::startup::AppState;
 use crate::store::{Session, User};
 use crate::util;

@@ -4,11 +4,13 @@
 
 mod helpers;
 mod interop;
+mod introspection;
 
 mod caches;
 mod cimd;
 mod cli;
 mod code_flow;
+mod exchange;
 mod flow;
 mod keys;
 mod metadata;

@@ -41,6 +41,7 @@ impl Grant for ClientCredentials {
                 audience: &audience,
                 scope: &scope.to_string(),
                 auth_time: None,
+                act: None,
                 ttl,
             },
         )?)

@@ -6,6 +6,7 @@
 pub mod authorization_code;
 pub mod client_credentials;
 pub mod refresh_token;
+pub mod token_exchange;
 pub mod user_tokens;
 
 use async_trait::async_trait;
@@ -95,6 +96,7 @@ static GRANTS: &[&dyn Grant] = &[
     &authorization_code::AuthorizationCode,
     &refresh_token::RefreshTokenGrant,
     &client_credentials::ClientCredentials,
+    &token_exchange::TokenExchange,
 ];
 
 /// The grant types implemented, for discovery metadata.

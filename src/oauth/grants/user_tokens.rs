@@ -148,6 +148,7 @@ pub async fn issue(
             audience: &audience,
             scope: &token_scope,
             auth_time: Some(g.auth_time),
+            act: None,
             ttl: i64::from(tokens.access_token_ttl_secs),
         },
     )?;

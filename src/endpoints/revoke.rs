@@ -1,0 +1,52 @@
+//! `POST /revoke` (RFC 7009): a client revokes its own access or refresh token. The answer is
+//! 200 whatever the token was (§2.2), so the endpoint cannot be used to probe tokens; a token
+//! issued to another client is left alone.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::error::OAuthError;
+use crate::oauth::tokens::{revoked_key, verify_access_token};
+use crate::startup::AppState;
+use crate::util;
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OAuthError> {
+    let form = super::form_body(&headers, body)?;
+    let client = super::authenticated_client(&state, &headers, &form).await?;
+    let token = form
+        .get("token")
+        .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
+    let now = util::now();
+    // The hint only orders the look-ups (§2.1); both kinds are tried.
+    if let Some(claims) = verify_access_token(&state.keys, &state.issuer, token, None) {
+        if claims["client_id"].as_str() == Some(client.client_id.as_str())
+            && let (Some(jti), Some(exp)) = (claims["jti"].as_str(), claims["exp"].as_i64())
+        {
+            state
+                .store
+                .use_once(&revoked_key(jti), exp + 60, now)
+                .await?;
+            tracing::info!(client_id = %client.client_id, "access token revoked");
+        }
+    } else if let Some(rt) = state
+        .store
+        .get_refresh(&util::secret_hash(token), now)
+        .await?
+        && rt.client_id == client.client_id
+    {
+        // The whole grant goes: the refresh token and its rotations.
+        state.store.revoke_family(&rt.family_id, now).await?;
+        tracing::info!(client_id = %client.client_id, "refresh token revoked");
+    }
+    let mut res = StatusCode::OK.into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(res)
+}

@@ -1,0 +1,89 @@
+//! The consent screen: who asks, for which server and which scopes, and where the user goes
+//! next. One template for the authorization endpoint and the device flow.
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use minijinja::context;
+use url::Url;
+
+use super::Browser;
+use crate::oauth::authorize::Asked;
+use crate::oauth::clients::{Client, ClientSource};
+use crate::startup::AppState;
+use crate::store::User;
+
+/// What the page shows and where its form goes.
+pub struct ConsentView<'a> {
+    pub asked: Asked<'a>,
+    pub client: &'a Client,
+    pub user: &'a User,
+    /// Where the browser goes after the decision; `None` for the device flow.
+    pub redirect_uri: Option<&'a str>,
+    /// The form's path (after the issuer's base path).
+    pub action: &'a str,
+    /// Hidden fields the form posts back.
+    pub params: Vec<(String, String)>,
+}
+
+fn identity_description(scope: &str) -> &'static str {
+    match scope {
+        "openid" => "Know who you are (your account identifier)",
+        "profile" => "See your name and username",
+        "email" => "See your email address",
+        "offline_access" => "Stay connected while you are away",
+        _ => "",
+    }
+}
+
+pub fn render(state: &AppState, headers: &HeaderMap, v: ConsentView<'_>) -> Response {
+    let browser = Browser::from_headers(state, headers);
+    let resources: Vec<minijinja::Value> = v
+        .asked
+        .resources
+        .iter()
+        .map(|r| {
+            let wanted = v.asked.scopes_for(r);
+            let scopes: Vec<minijinja::Value> = r
+                .scopes
+                .iter()
+                .filter(|s| wanted.contains(&s.name))
+                .map(|s| context! { name => s.name, description => s.description })
+                .collect();
+            context! { name => r.name, uri => r.uri.as_str(), scopes => scopes }
+        })
+        .collect();
+    let identity: Vec<minijinja::Value> = v
+        .asked
+        .identity_scopes()
+        .iter()
+        .map(|s| context! { name => s, description => identity_description(s) })
+        .collect();
+    let redirect_host = v.redirect_uri.and_then(|r| Url::parse(r).ok()).map(|u| {
+        u.host_str()
+            .map_or_else(|| format!("the app ({})", u.scheme()), str::to_string)
+    });
+    let document_host = match v.client.source {
+        ClientSource::MetadataDocument => Url::parse(&v.client.client_id)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string)),
+        ClientSource::Stored(_) => None,
+    };
+    let page = state.pages.render(
+        StatusCode::OK,
+        "consent.html",
+        context! {
+            base => state.base_path.as_ref(),
+            action => v.action,
+            client_name => v.client.display_name(),
+            unverified => v.client.is_unverified(),
+            document_host => document_host,
+            username => v.user.username,
+            resources => resources,
+            identity => identity,
+            redirect_host => redirect_host,
+            csrf => browser.csrf(state),
+            params => v.params,
+        },
+    );
+    browser.apply(page)
+}
