@@ -201,6 +201,10 @@ pub struct TokenConfig {
     pub session_ttl_secs: u32,
     /// Longest delegation chain (`act` nesting) a token exchange may produce. Default 4.
     pub max_delegation_depth: u32,
+    /// Device codes (RFC 8628) live this long, in seconds. Default 600.
+    pub device_code_ttl_secs: u32,
+    /// Devices poll no more often than this, in seconds. Default 5.
+    pub device_poll_interval_secs: u32,
 }
 
 impl Default for TokenConfig {
@@ -213,6 +217,8 @@ impl Default for TokenConfig {
             refresh_token_absolute_secs: 7_776_000,
             session_ttl_secs: 43_200,
             max_delegation_depth: 4,
+            device_code_ttl_secs: 600,
+            device_poll_interval_secs: 5,
         }
     }
 }

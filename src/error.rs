@@ -51,6 +51,12 @@ pub enum ErrorCode {
     RequestNotSupported,
     /// OpenID Connect Core §3.1.2.6.
     RequestUriNotSupported,
+    /// RFC 8628 §3.5.
+    AuthorizationPending,
+    /// RFC 8628 §3.5.
+    SlowDown,
+    /// RFC 8628 §3.5.
+    ExpiredToken,
     /// Our fault; details are logged, not returned.
     ServerError,
     /// RFC 6749 §4.1.2.1; used with 429 for rate limits.
@@ -76,6 +82,9 @@ impl ErrorCode {
             Self::ConsentRequired => "consent_required",
             Self::RequestNotSupported => "request_not_supported",
             Self::RequestUriNotSupported => "request_uri_not_supported",
+            Self::AuthorizationPending => "authorization_pending",
+            Self::SlowDown => "slow_down",
+            Self::ExpiredToken => "expired_token",
             Self::ServerError => "server_error",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
         }

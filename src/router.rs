@@ -8,7 +8,8 @@ use tower_http::cors::{Any, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::endpoints::{
-    account, authorize, introspect, jwks, register, revoke, signin, token, userinfo, well_known,
+    account, authorize, device, introspect, jwks, register, revoke, signin, token, userinfo,
+    well_known,
 };
 use crate::oauth::client_metadata::MAX_BODY_BYTES;
 use crate::startup::AppState;
@@ -60,6 +61,12 @@ pub fn build(state: AppState, issuer_path: &str) -> Router {
         .route("/static/concierge.css", get(stylesheet))
         .route("/token", axum::routing::post(token::token))
         .route("/introspect", axum::routing::post(introspect::introspect))
+        .route(
+            "/device_authorization",
+            axum::routing::post(device::authorization),
+        )
+        .route("/device", get(device::page).post(device::enter))
+        .route("/device/decision", axum::routing::post(device::decision))
         .route("/revoke", axum::routing::post(revoke::revoke))
         .route("/register", axum::routing::post(register::register))
         .route(

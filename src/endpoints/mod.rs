@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod authorize;
+pub mod device;
 pub mod introspect;
 pub mod jwks;
 pub mod register;

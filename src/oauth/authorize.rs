@@ -232,31 +232,8 @@ pub async fn validate(
         .map_err(|(code, d)| partial.error(code, d))?;
 
     // 7. Scopes: OpenID Connect scopes, or scopes of a requested resource.
-    let scope = Scope::parse(form.get("scope").unwrap_or(""))
-        .map_err(|e| partial.error(ErrorCode::InvalidScope, format!("scope {e}")))?;
-    let registered = partial.client.metadata.scope.as_deref().map(Scope::parse);
-    for t in scope.tokens() {
-        if OIDC_SCOPES.contains(&t.as_str()) {
-            continue;
-        }
-        if !resources
-            .iter()
-            .any(|r| r.scopes.iter().any(|s| &s.name == t))
-        {
-            return Err(partial.error(
-                ErrorCode::InvalidScope,
-                format!("{t} is not a scope of the requested resource"),
-            ));
-        }
-        if let Some(Ok(reg)) = &registered
-            && !reg.contains(t)
-        {
-            return Err(partial.error(
-                ErrorCode::InvalidScope,
-                format!("this client did not register the scope {t}"),
-            ));
-        }
-    }
+    let scope = check_scope(&partial.client, &resources, form.get("scope"))
+        .map_err(|(code, d)| partial.error(code, d))?;
 
     // 8. OpenID Connect parameters.
     let nonce = form.get("nonce").map(str::to_string);
@@ -305,6 +282,39 @@ pub async fn validate(
         login_hint: form.get("login_hint").map(str::to_string),
         ..partial
     })
+}
+
+/// Check requested scopes: each is an OpenID Connect scope or a scope of one of `resources`,
+/// and within what the client registered, if it registered a `scope`.
+pub fn check_scope(
+    client: &Client,
+    resources: &[Resource],
+    requested: Option<&str>,
+) -> Result<Scope, (ErrorCode, String)> {
+    let invalid = |d: String| (ErrorCode::InvalidScope, d);
+    let scope = Scope::parse(requested.unwrap_or("")).map_err(|e| invalid(format!("scope {e}")))?;
+    let registered = client.metadata.scope.as_deref().map(Scope::parse);
+    for t in scope.tokens() {
+        if OIDC_SCOPES.contains(&t.as_str()) {
+            continue;
+        }
+        if !resources
+            .iter()
+            .any(|r| r.scopes.iter().any(|s| &s.name == t))
+        {
+            return Err(invalid(format!(
+                "{t} is not a scope of the requested resource"
+            )));
+        }
+        if let Some(Ok(reg)) = &registered
+            && !reg.contains(t)
+        {
+            return Err(invalid(format!(
+                "this client did not register the scope {t}"
+            )));
+        }
+    }
+    Ok(scope)
 }
 
 /// The registered resources named by `resource` parameters, or the default: the configured

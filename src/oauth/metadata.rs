@@ -69,6 +69,12 @@ pub fn authorization_server_metadata(c: &Capabilities<'_>) -> Map<String, Value>
             }
         }
     }
+    if c.grants.contains(&GrantType::DeviceCode) {
+        m.insert(
+            "device_authorization_endpoint".into(),
+            endpoint("/device_authorization"),
+        );
+    }
     m.insert("jwks_uri".into(), endpoint("/jwks"));
     if c.registration_enabled {
         m.insert("registration_endpoint".into(), endpoint("/register"));

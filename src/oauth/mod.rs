@@ -7,6 +7,7 @@ pub mod client_auth;
 pub mod client_metadata;
 pub mod clients;
 pub mod consent;
+pub mod device;
 pub mod form;
 pub mod grants;
 pub mod metadata;

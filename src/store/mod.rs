@@ -382,6 +382,62 @@ pub trait ExchangePolicyStore: Send + Sync {
     ) -> Result<bool, StoreError>;
 }
 
+/// A device authorization request (RFC 8628).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceCode {
+    pub device_code_hash: Vec<u8>,
+    pub user_code: String,
+    pub client_id: String,
+    pub resources: Vec<String>,
+    pub scope: String,
+    /// `pending`, `approved` or `denied`.
+    pub status: String,
+    pub user_id: Option<String>,
+    pub auth_time: Option<i64>,
+    pub sid: Option<String>,
+    pub interval_secs: i64,
+    pub last_polled_at: Option<i64>,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+#[async_trait]
+pub trait DeviceStore: Send + Sync {
+    /// `Conflict` when the user code is taken (the caller draws another).
+    async fn insert_device(&self, d: &DeviceCode) -> Result<(), StoreError>;
+    /// A pending, unexpired request by its user code.
+    async fn pending_device(
+        &self,
+        user_code: &str,
+        now: i64,
+    ) -> Result<Option<DeviceCode>, StoreError>;
+    /// Record the user's decision on a pending request; false if it was no longer pending.
+    async fn decide_device(
+        &self,
+        user_code: &str,
+        approved_by: Option<(&str, i64, &str)>,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    /// The request behind a device code, unless already used.
+    async fn device_by_code(
+        &self,
+        device_code_hash: &[u8],
+    ) -> Result<Option<DeviceCode>, StoreError>;
+    /// Remember a poll and the interval the next one must wait.
+    async fn record_poll(
+        &self,
+        device_code_hash: &[u8],
+        now: i64,
+        interval_secs: i64,
+    ) -> Result<(), StoreError>;
+    /// Spend an approved request: one atomic statement, so it yields tokens once.
+    async fn redeem_device(
+        &self,
+        device_code_hash: &[u8],
+        now: i64,
+    ) -> Result<Option<DeviceCode>, StoreError>;
+}
+
 /// Everything the server stores.
 pub trait Store:
     ClientStore
@@ -394,6 +450,7 @@ pub trait Store:
     + ConsentStore
     + GrantStore
     + ExchangePolicyStore
+    + DeviceStore
 {
     /// `sqlite` or `postgres`, for logs.
     fn backend(&self) -> &'static str;

@@ -124,8 +124,148 @@ pub(super) fn policy_from_row(r: PolicyRow) -> Result<super::ExchangePolicy, Sto
     })
 }
 
+pub(super) type DeviceRow = (
+    Vec<u8>,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    i64,
+    Option<i64>,
+    i64,
+    i64,
+);
+
+pub(super) fn device_from_row(r: DeviceRow) -> Result<super::DeviceCode, StoreError> {
+    Ok(super::DeviceCode {
+        device_code_hash: r.0,
+        user_code: r.1,
+        client_id: r.2,
+        resources: resources_from(&r.3)?,
+        scope: r.4,
+        status: r.5,
+        user_id: r.6,
+        auth_time: r.7,
+        sid: r.8,
+        interval_secs: r.9,
+        last_polled_at: r.10,
+        created_at: r.11,
+        expires_at: r.12,
+    })
+}
+
+/// The device columns in `DeviceRow` order.
+macro_rules! device_columns {
+    () => {
+        "device_code_hash, user_code, client_id, resources, scope, status, user_id, auth_time, sid, \
+         interval_secs, last_polled_at, created_at, expires_at"
+    };
+}
+pub(crate) use device_columns;
+
 macro_rules! sql_user_store {
     ($ty:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::DeviceStore for $ty {
+            async fn insert_device(&self, d: &$crate::store::DeviceCode) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(concat!(
+                    "INSERT INTO device_codes (",
+                    $crate::store::sql_users::device_columns!(),
+                    ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)"
+                ))
+                .bind(&d.device_code_hash)
+                .bind(&d.user_code)
+                .bind(&d.client_id)
+                .bind($crate::store::sql_users::resources_json(&d.resources)?)
+                .bind(&d.scope)
+                .bind(&d.status)
+                .bind(&d.user_id)
+                .bind(d.auth_time)
+                .bind(&d.sid)
+                .bind(d.interval_secs)
+                .bind(d.last_polled_at)
+                .bind(d.created_at)
+                .bind(d.expires_at)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| $crate::store::sql::conflict(e, "user code"))?;
+                Ok(())
+            }
+
+            async fn pending_device(&self, user_code: &str, now: i64) -> Result<Option<$crate::store::DeviceCode>, $crate::store::StoreError> {
+                let row: Option<$crate::store::sql_users::DeviceRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    $crate::store::sql_users::device_columns!(),
+                    " FROM device_codes WHERE user_code = $1 AND status = 'pending' AND expires_at > $2"
+                ))
+                .bind(user_code)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map($crate::store::sql_users::device_from_row).transpose()
+            }
+
+            async fn decide_device(&self, user_code: &str, approved_by: Option<(&str, i64, &str)>, now: i64) -> Result<bool, $crate::store::StoreError> {
+                let (status, user, auth_time, sid) = match approved_by {
+                    Some((u, t, s)) => ("approved", Some(u), Some(t), Some(s)),
+                    None => ("denied", None, None, None),
+                };
+                let r = sqlx::query(
+                    "UPDATE device_codes SET status = $2, user_id = $3, auth_time = $4, sid = $5 \
+                     WHERE user_code = $1 AND status = 'pending' AND expires_at > $6",
+                )
+                .bind(user_code)
+                .bind(status)
+                .bind(user)
+                .bind(auth_time)
+                .bind(sid)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn device_by_code(&self, hash: &[u8]) -> Result<Option<$crate::store::DeviceCode>, $crate::store::StoreError> {
+                let row: Option<$crate::store::sql_users::DeviceRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    $crate::store::sql_users::device_columns!(),
+                    " FROM device_codes WHERE device_code_hash = $1 AND used_at IS NULL"
+                ))
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map($crate::store::sql_users::device_from_row).transpose()
+            }
+
+            async fn record_poll(&self, hash: &[u8], now: i64, interval_secs: i64) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("UPDATE device_codes SET last_polled_at = $2, interval_secs = $3 WHERE device_code_hash = $1")
+                    .bind(hash)
+                    .bind(now)
+                    .bind(interval_secs)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn redeem_device(&self, hash: &[u8], now: i64) -> Result<Option<$crate::store::DeviceCode>, $crate::store::StoreError> {
+                let row: Option<$crate::store::sql_users::DeviceRow> = sqlx::query_as(concat!(
+                    "UPDATE device_codes SET used_at = $2 \
+                     WHERE device_code_hash = $1 AND status = 'approved' AND used_at IS NULL AND expires_at > $2 \
+                     RETURNING ",
+                    $crate::store::sql_users::device_columns!()
+                ))
+                .bind(hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map($crate::store::sql_users::device_from_row).transpose()
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::store::ExchangePolicyStore for $ty {
             async fn save_exchange_policy(&self, p: &$crate::store::ExchangePolicy) -> Result<(), $crate::store::StoreError> {

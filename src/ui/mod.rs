@@ -28,6 +28,7 @@ impl Pages {
         env.add_template("signin.html", include_str!("templates/signin.html"))?;
         env.add_template("consent.html", include_str!("templates/consent.html"))?;
         env.add_template("apps.html", include_str!("templates/apps.html"))?;
+        env.add_template("device.html", include_str!("templates/device.html"))?;
         Ok(Self { env })
     }
 

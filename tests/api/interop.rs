@@ -215,3 +215,91 @@ both!(
         app
     }
 );
+
+both!(
+    openid_client_library_drives_the_machine_grants,
+    |c: &mut concierge::Config| {
+        c.tokens.device_poll_interval_secs = 1;
+    },
+    |app: TestApp| async move {
+        if !ready() {
+            return app;
+        }
+        use concierge::oauth::client_metadata::{Origin, RawClientMetadata, validate};
+        use concierge::oauth::registration::new_client;
+        use concierge::store::{ClientKind, ExchangePolicy};
+        seed(&app).await;
+        let machine_client = |grants: Vec<&str>, introspect: bool| {
+            let raw = RawClientMetadata {
+                grant_types: Some(grants.into_iter().map(str::to_string).collect()),
+                token_endpoint_auth_method: Some("client_secret_post".into()),
+                ..Default::default()
+            };
+            let mut m = validate(raw, Origin::Operator).unwrap();
+            m.may_introspect = introspect;
+            new_client(m, ClientKind::Static, None, None, concierge::util::now(), 0)
+        };
+        let (svc, svc_s) = machine_client(
+            vec![
+                "client_credentials",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ],
+            false,
+        );
+        let (rs, rs_s) = machine_client(vec!["client_credentials"], true);
+        for r in [&svc, &rs] {
+            app.store().insert_client(r).await.unwrap();
+        }
+        app.store()
+            .save_exchange_policy(&ExchangePolicy {
+                target: NOTES.into(),
+                client_id: svc.client_id.clone(),
+                source: CALENDAR.into(),
+                scope_map: [("calendar:read".to_string(), vec!["notes:read".to_string()])]
+                    .into_iter()
+                    .collect(),
+                created_at: 0,
+            })
+            .await
+            .unwrap();
+        let (s, _, dev) = app
+            .register(
+                &serde_json::json!({"client_name": "Kiosk", "token_endpoint_auth_method": "none",
+            "grant_types": ["urn:ietf:params:oauth:grant-type:device_code"]}),
+            )
+            .await;
+        assert_eq!(s, 201, "{dev}");
+        let profile = tempfile::tempdir().unwrap();
+        let out = node(
+            "openid_client_machine.mjs",
+            &[
+                &app.issuer,
+                &svc.client_id,
+                svc_s.client_secret.as_deref().unwrap(),
+                &rs.client_id,
+                rs_s.client_secret.as_deref().unwrap(),
+                CALENDAR,
+                NOTES,
+                dev["client_id"].as_str().unwrap(),
+                "alice",
+                PASSWORD,
+                profile.path().to_str().unwrap(),
+            ],
+            &[],
+        )
+        .await;
+        assert_eq!(out["ccScope"], "calendar:read", "{out}");
+        assert_eq!(out["introspectedActive"], true);
+        assert_eq!(out["introspectedAud"], CALENDAR);
+        assert_eq!(
+            out["exchangedType"],
+            "urn:ietf:params:oauth:token-type:access_token"
+        );
+        assert_eq!(out["exchangedScope"], "notes:read");
+        assert_eq!(out["afterRevokeActive"], false);
+        assert_eq!(out["deviceClient"], "Kiosk");
+        assert_eq!(out["deviceResult"], "Your device is connected");
+        assert_eq!(out["deviceHasAccessToken"], true);
+        app
+    }
+);

@@ -10,6 +10,7 @@ mod caches;
 mod cimd;
 mod cli;
 mod code_flow;
+mod device;
 mod exchange;
 mod flow;
 mod keys;

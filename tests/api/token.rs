@@ -211,12 +211,12 @@ both!(token_endpoint_refusals, |app: TestApp| async move {
     assert_error(
         &send(ok(&[(
             "grant_type",
-            "urn:ietf:params:oauth:grant-type:device_code",
+            "urn:ietf:params:oauth:grant-type:jwt-bearer",
         )]))
         .await,
         400,
         "unsupported_grant_type",
-        "device_code",
+        "jwt-bearer",
     );
     assert_error(
         &send(ok(&[("grant_type", "")])).await,

@@ -81,3 +81,14 @@ export async function revokeFirst(ctx, url, { username, password }) {
   const after = await page.locator('.app').count();
   return { before, after, clients };
 }
+
+// Open a device verification URL (with the user code in it), sign in if asked, approve.
+export async function approveDevice(ctx, url, { username, password }) {
+  const page = await ctx.newPage();
+  await page.goto(url, { waitUntil: 'load' });
+  if (await page.locator('#signin').count()) await signIn(page, username, password);
+  const client = (await page.locator('#client-name').textContent()).trim();
+  await submit(page, '#approve');
+  const result = (await page.locator('#device-result').textContent()).trim();
+  return { client, result };
+}

@@ -5,6 +5,7 @@
 
 pub mod authorization_code;
 pub mod client_credentials;
+pub mod device_code;
 pub mod refresh_token;
 pub mod token_exchange;
 pub mod user_tokens;
@@ -97,6 +98,7 @@ static GRANTS: &[&dyn Grant] = &[
     &refresh_token::RefreshTokenGrant,
     &client_credentials::ClientCredentials,
     &token_exchange::TokenExchange,
+    &device_code::DeviceCodeGrant,
 ];
 
 /// The grant types implemented, for discovery metadata.
