@@ -8,7 +8,8 @@
 #
 # Environment: PEER_DIR (default ../shared/bench, the peer's files), PG_ADMIN_URL
 # (default postgres://postgres@127.0.0.1:5432/test; a fresh database is created on it and
-# dropped after), DURATION (10s), THREADS (1), CONNECTIONS (16), WARMUP (3s).
+# dropped after), DURATION (10s), THREADS (1), CONNECTIONS (16), WARMUP (3s), ROUNDS (3:
+# peer and Concierge are loaded in alternation this many times and the medians reported).
 # Traffic goes to 127.0.0.1 only; every process started here is stopped on exit.
 set -euo pipefail
 
@@ -20,6 +21,7 @@ DURATION=${DURATION:-10s}
 THREADS=${THREADS:-1}
 CONNECTIONS=${CONNECTIONS:-16}
 WARMUP=${WARMUP:-3s}
+ROUNDS=${ROUNDS:-3}
 OURS_PORT=${OURS_PORT:-8089}
 PEER_PORT=${PEER_PORT:-4000}
 
@@ -112,12 +114,16 @@ start_ours() {
     wait_for "http://127.0.0.1:$OURS_PORT/.well-known/oauth-authorization-server"
 }
 
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 stores=(sqlite)
 if psql -q "$PG_ADMIN_URL" -c 'SELECT 1' >/dev/null 2>&1; then
     stores+=(postgres)
 else
     echo "!! PostgreSQL not reachable at $PG_ADMIN_URL: measuring SQLite only" >&2
 fi
+
+# median of the arguments
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 results=()
 for store in "${stores[@]}"; do
@@ -130,22 +136,38 @@ for store in "${stores[@]}"; do
             ;;
     esac
 
-    say "$store: peer (node-oidc-provider), then Concierge; wrk -t$THREADS -c$CONNECTIONS -d$DURATION"
+    say "$store: $ROUNDS rounds of peer (node-oidc-provider) then Concierge; wrk -t$THREADS -c$CONNECTIONS -d$DURATION"
+    # Both idle while the other is loaded; alternating rounds spread out any noise from
+    # other work on the machine, and the medians are reported.
     start_peer
-    read -r p_rps p_p50 p_p99 p_err < <(TOKEN_PATH=/token load peer "http://127.0.0.1:$PEER_PORT")
-    stop "$peer_pid"
-
     start_ours "$url"
-    read -r o_rps o_p50 o_p99 o_err < <(TOKEN_PATH=/token load "concierge/$store" "http://127.0.0.1:$OURS_PORT")
+    declare -a pr=() pp50=() pp99=() perr=() or=() op50=() op99=() oerr=()
+    for _ in $(seq 1 "$ROUNDS"); do
+        read -r a b c d < <(load peer "http://127.0.0.1:$PEER_PORT")
+        pr+=("$a") pp50+=("$b") pp99+=("$c") perr+=("$d")
+        read -r a b c d < <(load "concierge/$store" "http://127.0.0.1:$OURS_PORT")
+        or+=("$a") op50+=("$b") op99+=("$c") oerr+=("$d")
+    done
+    stop "$peer_pid"
     stop "$ours_pid"
 
+    p_rps=$(median "${pr[@]}") o_rps=$(median "${or[@]}")
     ratio=$(awk -v o="$o_rps" -v p="$p_rps" 'BEGIN { if (p > 0) printf "%.1f", o / p; else print "n/a" }')
     results+=("$(printf '%-9s %9s %8s %8s %6s   %9s %8s %8s %6s   %5s' \
-        "$store" "$o_rps" "$o_p50" "$o_p99" "$o_err" "$p_rps" "$p_p50" "$p_p99" "$p_err" "$ratio")")
+        "$store" "$o_rps" "$(median "${op50[@]}")" "$(median "${op99[@]}")" \
+        "$(printf '%s\n' "${oerr[@]}" | awk '{ s += $1 } END { print s }')" \
+        "$p_rps" "$(median "${pp50[@]}")" "$(median "${pp99[@]}")" \
+        "$(printf '%s\n' "${perr[@]}" | awk '{ s += $1 } END { print s }')" "$ratio")")
+    if [ "$store" = postgres ]; then
+        psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS \"$pg_db\" WITH (FORCE)" >/dev/null
+        pg_db=""
+    fi
 done
 
 echo
 printf '%-9s %9s %8s %8s %6s   %9s %8s %8s %6s   %5s\n' \
     store ours_rps p50_us p99_us errors peer_rps p50_us p99_us errors ratio
 printf '%s\n' "${results[@]}"
-echo "($(nproc) cores; wrk -t$THREADS -c$CONNECTIONS -d$DURATION after a $WARMUP warm-up; ratio = ours/peer rps)"
+echo "(medians of $ROUNDS alternating rounds; $(nproc) cores, load average before: $load_before;"
+echo " wrk -t$THREADS -c$CONNECTIONS -d$DURATION after a $WARMUP warm-up; errors = non-2xx answers, summed;"
+echo " ratio = ours/peer requests per second)"

@@ -195,7 +195,8 @@ pub fn key_fits(jwk: &Jwk, alg: Algorithm) -> bool {
 /// and `aud` itself.
 #[derive(Deserialize)]
 struct Claims {
-    exp: i64,
+    // Optional here so that a missing one is named by the required-claims check.
+    exp: Option<i64>,
     iat: Option<i64>,
     jti: Option<String>,
 }
@@ -232,7 +233,10 @@ impl AssertionVerifier {
             issuer: issuer.to_string(),
             audiences,
             store,
-            jwks: JwksResolver::new(SafeFetcher::new(allow_loopback, timeout_ms)?),
+            jwks: JwksResolver::new(
+                SafeFetcher::new(allow_loopback, timeout_ms)?,
+                JWKS_REFETCH_INTERVAL,
+            ),
         })
     }
 
@@ -297,7 +301,10 @@ impl AssertionVerifier {
             }
         }
         let claims = outcome?;
-        if claims.exp > now + MAX_LIFETIME_SECS + LEEWAY_SECS {
+        let exp = claims
+            .exp
+            .ok_or_else(|| AssertionError::Claim("must carry the exp claim".into()))?;
+        if exp > now + MAX_LIFETIME_SECS + LEEWAY_SECS {
             return Err(AssertionError::Claim(format!(
                 "exp is more than {MAX_LIFETIME_SECS} s ahead; client assertions must be \
                  short-lived"
@@ -314,10 +321,7 @@ impl AssertionVerifier {
                     "must carry a jti claim: a unique string of 1 to {MAX_JTI_CHARS} characters"
                 ))
             })?;
-        Ok(Verified {
-            jti,
-            exp: claims.exp,
-        })
+        Ok(Verified { jti, exp })
     }
 
     fn claim_error(&self, kind: &ErrorKind) -> AssertionError {
@@ -403,14 +407,16 @@ struct JwksResolver {
     sets: TtlCache<String, Arc<JwkSet>>,
     /// A live entry means "fetched within the refetch interval".
     recent: TtlCache<String, ()>,
+    refetch_interval: Duration,
 }
 
 impl JwksResolver {
-    fn new(fetcher: SafeFetcher) -> Self {
+    fn new(fetcher: SafeFetcher, refetch_interval: Duration) -> Self {
         Self {
             fetcher,
             sets: TtlCache::new(JWKS_CACHE_CAPACITY),
             recent: TtlCache::new(JWKS_CACHE_CAPACITY),
+            refetch_interval,
         }
     }
 
@@ -420,7 +426,7 @@ impl JwksResolver {
             return Ok(set);
         }
         self.recent
-            .insert(uri.to_string(), (), JWKS_REFETCH_INTERVAL);
+            .insert(uri.to_string(), (), self.refetch_interval);
         self.fetch(uri).await
     }
 
@@ -428,7 +434,7 @@ impl JwksResolver {
     async fn refetch(&self, uri: &str) -> Result<Option<Arc<JwkSet>>, AssertionError> {
         if !self
             .recent
-            .insert_if_absent(uri.to_string(), (), JWKS_REFETCH_INTERVAL)
+            .insert_if_absent(uri.to_string(), (), self.refetch_interval)
         {
             return Ok(None);
         }
@@ -496,6 +502,61 @@ mod tests {
             signing_alg_names(),
             vec!["ES256", "ES384", "RS256", "PS256", "EdDSA"]
         );
+    }
+
+    /// A rotated key is found by refetching, at most once per interval, never in between.
+    #[tokio::test]
+    async fn jwks_uri_refetch_is_rate_limited() {
+        use std::sync::Mutex;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let uri = format!("http://{}/jwks.json", listener.local_addr().expect("addr"));
+        let kid = Arc::new(Mutex::new("k1".to_string()));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (k, h) = (kid.clone(), hits.clone());
+        let app = axum::Router::new().route(
+            "/jwks.json",
+            axum::routing::get(move || {
+                let (k, h) = (k.clone(), h.clone());
+                async move {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    let kid = k.lock().map(|k| k.clone()).unwrap_or_default();
+                    serde_json::json!({"keys": [
+                        {"kty": "OKP", "crv": "Ed25519", "x": "AA", "kid": kid}
+                    ]})
+                    .to_string()
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let interval = Duration::from_millis(300);
+        let jwks = JwksResolver::new(SafeFetcher::new(true, 2000).expect("fetcher"), interval);
+        let kid_of = |s: &JwkSet| s.keys[0].common.key_id.clone().unwrap_or_default();
+
+        assert_eq!(kid_of(&jwks.get(&uri).await.expect("get")), "k1");
+        assert_eq!(kid_of(&jwks.get(&uri).await.expect("cached")), "k1");
+        // The client rotates; an unknown kid right after a fetch does not refetch.
+        if let Ok(mut k) = kid.lock() {
+            *k = "k2".into();
+        }
+        assert!(jwks.refetch(&uri).await.expect("limited").is_none());
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        // After the interval, one refetch finds the new key and replaces the cached set.
+        tokio::time::sleep(interval + Duration::from_millis(50)).await;
+        let fresh = jwks.refetch(&uri).await.expect("refetch").expect("fetched");
+        assert_eq!(kid_of(&fresh), "k2");
+        assert!(jwks.refetch(&uri).await.expect("limited").is_none());
+        assert_eq!(kid_of(&jwks.get(&uri).await.expect("cached")), "k2");
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+        // https only, loopback http being the development exception.
+        let strict = JwksResolver::new(SafeFetcher::new(false, 2000).expect("fetcher"), interval);
+        assert!(matches!(
+            strict.get(&uri).await,
+            Err(AssertionError::Jwks(_))
+        ));
     }
 
     #[test]

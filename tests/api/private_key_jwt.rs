@@ -201,17 +201,18 @@ both!(inline_jwks_and_every_refusal, |app: TestApp| async move {
         (with(&|c| c["exp"] = json!(now + 3600)), "short-lived"),
         (
             with(&|c| drop(c.as_object_mut().unwrap().remove("jti"))),
-            "jti",
+            "must carry a jti claim",
         ),
         (
             with(&|c| drop(c.as_object_mut().unwrap().remove("exp"))),
-            "exp",
+            "must carry the exp claim",
         ),
         (
             with(&|c| c["iss"] = json!("someone-else")),
             "iss must be the client_id",
         ),
         (with(&|c| c["nbf"] = json!(now + 600)), "nbf"),
+        (with(&|c| c["jti"] = json!(42)), "malformed"),
         (with(&|c| c["iat"] = json!(now + 600)), "iat"),
     ];
     for (c, mention) in cases {
