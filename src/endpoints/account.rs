@@ -37,7 +37,7 @@ pub async fn apps(State(state): State<AppState>, headers: HeaderMap) -> Response
             Ok(Some(client)) => client.display_name(),
             _ => format!("{} (no longer registered)", c.client_id),
         };
-        let resource_name = if c.resource == state.issuer.as_ref() {
+        let resource_name = if c.resource == crate::oauth::consent::identity_key(&state) {
             "Your identity".to_string()
         } else {
             match state.store.get_resource(&c.resource).await {

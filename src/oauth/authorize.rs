@@ -334,13 +334,9 @@ pub async fn requested_resources(
     if requested.is_empty() {
         if let Some(d) = &state.config.default_resource {
             let uri = ResourceUri::parse(d).map_err(|e| target(format!("default_resource {e}")))?;
-            let r = state
-                .store
-                .get_resource(uri.as_str())
-                .await
-                .map_err(internal)?;
+            let r = state.resources.get(&uri).await.map_err(internal)?;
             return r
-                .map(|r| vec![r])
+                .map(|r| vec![(*r).clone()])
                 .ok_or_else(|| target(format!("the default resource {uri} is not registered")));
         }
         let all = state.store.list_resources().await.map_err(internal)?;
@@ -355,13 +351,13 @@ pub async fn requested_resources(
     for raw in requested {
         let uri = ResourceUri::parse(raw).map_err(|e| target(format!("resource {e}")))?;
         let r = state
-            .store
-            .get_resource(uri.as_str())
+            .resources
+            .get(&uri)
             .await
             .map_err(internal)?
             .ok_or_else(|| target(format!("{uri} is not a registered resource")))?;
         if !out.iter().any(|o| o.uri == r.uri) {
-            out.push(r);
+            out.push((*r).clone());
         }
     }
     Ok(out)

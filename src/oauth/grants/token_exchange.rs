@@ -172,7 +172,7 @@ impl Grant for TokenExchange {
                 uri
             }
         };
-        if state.store.get_resource(target.as_str()).await?.is_none() {
+        if state.resources.get(&target).await?.is_none() {
             return Err(err(
                 ErrorCode::InvalidTarget,
                 format!("{target} is not a registered resource"),

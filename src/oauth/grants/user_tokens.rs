@@ -107,16 +107,14 @@ pub async fn issue(
     g: UserGrant<'_>,
 ) -> Result<TokenResponse, OAuthError> {
     let resource_uri = select_resource(form, g.resources)?;
-    let resource = state
-        .store
-        .get_resource(&resource_uri)
-        .await?
-        .ok_or_else(|| {
-            OAuthError::new(
-                ErrorCode::InvalidGrant,
-                format!("the resource {resource_uri} no longer exists"),
-            )
-        })?;
+    // Granted URIs were stored normalised, so they parse again.
+    let uri = ResourceUri::parse(&resource_uri).map_err(OAuthError::internal)?;
+    let resource = state.resources.get(&uri).await?.ok_or_else(|| {
+        OAuthError::new(
+            ErrorCode::InvalidGrant,
+            format!("the resource {resource_uri} no longer exists"),
+        )
+    })?;
     let user = state
         .store
         .get_user(g.user_id)
