@@ -45,6 +45,7 @@ pub struct Config {
     pub resources: ResourcesConfig,
     pub tokens: TokenConfig,
     pub keys: KeysConfig,
+    pub audit: AuditConfig,
 }
 
 impl Default for Config {
@@ -64,6 +65,7 @@ impl Default for Config {
             resources: ResourcesConfig::default(),
             tokens: TokenConfig::default(),
             keys: KeysConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -245,6 +247,22 @@ impl Default for KeysConfig {
     }
 }
 
+/// The audit log.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Days an audit event is kept before the sweeper deletes it. Default 365.
+    pub retention_days: u32,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: 365,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -272,6 +290,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "resources",
     "tokens",
     "keys",
+    "audit",
 ];
 
 impl Config {

@@ -9,6 +9,7 @@
 //! - [`keys`]: signing keys (generation, encryption at rest, rotation, JWKS, signing).
 //! - [`store`]: storage traits and their SQLite and PostgreSQL implementations.
 
+pub mod audit;
 pub mod config;
 pub mod endpoints;
 pub mod error;

@@ -33,6 +33,8 @@ pub struct AppState {
     pub pages: Arc<crate::ui::Pages>,
     /// The issuer's path ("" at the root): prefix of every link and form on our pages.
     pub base_path: Arc<str>,
+    /// Queues security events for the audit log.
+    pub audit: crate::audit::Audit,
 }
 
 /// A built application, ready to serve.
@@ -97,7 +99,9 @@ impl App {
         } else {
             None
         };
-        let clients = ClientDirectory::new(store.clone(), cimd.clone(), config.clients.cache_secs);
+        let audit = crate::audit::Audit::start(store.clone());
+        let clients = ClientDirectory::new(store.clone(), cimd.clone(), config.clients.cache_secs)
+            .with_audit(audit.clone());
         let resources = ResourceDirectory::new(store.clone(), config.resources.cache_secs);
         let assertions = AssertionVerifier::new(
             &config.issuer,
@@ -109,7 +113,7 @@ impl App {
         let state = AppState {
             issuer: Arc::from(config.issuer.as_str()),
             config: Arc::new(config),
-            store,
+            store: store.clone(),
             keys: Arc::new(keys),
             clients: Arc::new(clients),
             resources: Arc::new(resources),
@@ -117,6 +121,7 @@ impl App {
             cimd,
             pages: Arc::new(crate::ui::Pages::new().context("compiling page templates")?),
             base_path: Arc::from(issuer_path.as_str()),
+            audit,
         };
         Ok(Self { state, issuer_path })
     }
@@ -128,6 +133,7 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let tasks = spawn_background(&self.state);
+        let audit = self.state.audit.clone();
         let router = crate::router::build(self.state, &self.issuer_path);
         let result = axum::serve(
             listener,
@@ -138,6 +144,7 @@ impl App {
         for t in tasks {
             t.abort();
         }
+        audit.flush().await;
         result.context("serving HTTP")
     }
 
@@ -189,6 +196,7 @@ fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
         }
     });
     let store = state.store.clone();
+    let audit_retention = i64::from(state.config.audit.retention_days) * 86_400;
     let sweep = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
@@ -207,6 +215,9 @@ fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
             }
             if let Err(e) = store.purge_used(now).await {
                 tracing::error!(error = %e, "purging expired single-use jtis failed");
+            }
+            if let Err(e) = store.purge_audit(now - audit_retention).await {
+                tracing::error!(error = %e, "purging old audit events failed");
             }
         }
     });

@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use minijinja::context;
 
+use crate::audit::{Event, Kind};
 use crate::startup::AppState;
 use crate::ui::{self, Browser, see_other};
 use crate::util;
@@ -86,8 +87,16 @@ pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Byt
         .revoke_consent(&user.id, client_id, resource, util::now())
         .await
     {
-        Ok(_) => {
+        Ok(revoked) => {
             tracing::info!(user_id = %user.id, client_id = %client_id, "consent revoked");
+            if revoked {
+                state.audit.record(
+                    Event::new(Kind::ConsentRevoked)
+                        .client(client_id)
+                        .user(&user.id)
+                        .detail(serde_json::json!({ "resource": resource })),
+                );
+            }
             see_other(&format!("{}/account/apps", state.base_path))
         }
         Err(e) => {

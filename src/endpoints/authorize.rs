@@ -6,6 +6,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
+use crate::audit::{Event, Kind};
 use crate::error::ErrorCode;
 use crate::oauth::authorize::{AuthorizationRequest, AuthorizeError, redirect_with, validate};
 use crate::oauth::consent;
@@ -106,6 +107,11 @@ pub async fn decision(State(state): State<AppState>, headers: HeaderMap, body: B
     match form.get("decision") {
         Some("approve") => {}
         Some("deny") => {
+            state.audit.record(
+                Event::new(Kind::ConsentDenied)
+                    .client(&req.client.client_id)
+                    .user(&user.id),
+            );
             return error_response(
                 &state,
                 req.error(ErrorCode::AccessDenied, "the user denied the request"),

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::ClientAddr;
+use crate::audit::{Event, Kind};
 use crate::error::{ErrorCode, OAuthError};
 use crate::oauth::authorize::{Asked, check_scope, requested_resources};
 use crate::oauth::consent;
@@ -314,6 +315,17 @@ pub async fn decision(State(state): State<AppState>, headers: HeaderMap, body: B
     match state.store.decide_device(&request.user_code, by, now).await {
         Ok(true) => {
             tracing::info!(client_id = %request.client_id, approved = approve, "device decision");
+            let kind = if approve {
+                Kind::DeviceApproved
+            } else {
+                Kind::DeviceDenied
+            };
+            state.audit.record(
+                Event::new(kind)
+                    .client(&request.client_id)
+                    .user(&user.id)
+                    .detail(serde_json::json!({ "scope": request.scope, "resources": request.resources })),
+            );
             let done = if approve {
                 "Your device is connected"
             } else {

@@ -10,6 +10,7 @@ use serde_json::Value;
 use subtle::ConstantTimeEq;
 
 use super::{ClientAddr, bearer_token};
+use crate::audit::{Event, Kind};
 use crate::error::OAuthError;
 use crate::oauth::client_metadata::{self, MAX_BODY_BYTES, Origin, RawClientMetadata};
 use crate::oauth::registration::{apply_update, client_information, new_client};
@@ -92,6 +93,16 @@ pub async fn register(
         client_name = record.metadata.client_name.as_deref().unwrap_or(""),
         auth_method = record.metadata.token_endpoint_auth_method.as_str(),
         "client registered"
+    );
+    state.audit.record(
+        Event::new(Kind::ClientRegistered)
+            .client(&record.client_id)
+            .ip(addr)
+            .detail(serde_json::json!({
+                "client_name": record.metadata.client_name,
+                "redirect_uris": record.metadata.redirect_uris,
+                "token_endpoint_auth_method": record.metadata.token_endpoint_auth_method.as_str(),
+            })),
     );
     let body = client_information(
         &record,
@@ -199,6 +210,9 @@ pub async fn update(
         ));
     }
     tracing::info!(client_id = %record.client_id, "client registration updated");
+    state
+        .audit
+        .record(Event::new(Kind::ClientUpdated).client(&record.client_id));
     let body = client_information(&record, new_secret.as_deref(), Some(&token), &state.issuer);
     Ok(json_response(StatusCode::OK, body))
 }
@@ -213,5 +227,8 @@ pub async fn delete(
     state.store.delete_client(&record.client_id).await?;
     state.clients.forget(&record.client_id);
     tracing::info!(client_id = %record.client_id, "client registration deleted");
+    state
+        .audit
+        .record(Event::new(Kind::ClientDeleted).client(&record.client_id));
     Ok(StatusCode::NO_CONTENT.into_response())
 }

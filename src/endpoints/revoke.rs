@@ -8,6 +8,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::audit::{Event, Kind};
 use crate::error::OAuthError;
 use crate::oauth::tokens::{revoked_key, verify_access_token};
 use crate::startup::AppState;
@@ -34,6 +35,12 @@ pub async fn revoke(
                 .use_once(&revoked_key(jti), exp + 60, now)
                 .await?;
             tracing::info!(client_id = %client.client_id, "access token revoked");
+            state.audit.record(
+                Event::new(Kind::TokenRevoked)
+                    .client(&client.client_id)
+                    .user_opt(claims["sub"].as_str())
+                    .detail(serde_json::json!({ "token_type": "access_token", "jti": jti })),
+            );
         }
     } else if let Some(rt) = state
         .store
@@ -44,6 +51,14 @@ pub async fn revoke(
         // The whole grant goes: the refresh token and its rotations.
         state.store.revoke_family(&rt.family_id, now).await?;
         tracing::info!(client_id = %client.client_id, "refresh token revoked");
+        state.audit.record(
+            Event::new(Kind::TokenRevoked)
+                .client(&client.client_id)
+                .user(&rt.user_id)
+                .detail(
+                    serde_json::json!({ "token_type": "refresh_token", "family_id": rt.family_id }),
+                ),
+        );
     }
     let mut res = StatusCode::OK.into_response();
     res.headers_mut()

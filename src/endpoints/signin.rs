@@ -9,6 +9,7 @@ use minijinja::context;
 use serde::Deserialize;
 
 use super::ClientAddr;
+use crate::audit::{Event, Kind};
 use crate::oauth::form::Form;
 use crate::oauth::password;
 use crate::startup::AppState;
@@ -133,11 +134,20 @@ pub async fn submit(
             false
         }
     };
+    let known_id = user.as_ref().map(|u| u.id.clone());
     let Some(user) = user.filter(|_| ok) else {
         for b in [&user_bucket, &addr_bucket] {
             let _ = state.store.hit(b, FAILURE_WINDOW_SECS, now).await;
         }
         tracing::info!(username = %username, "sign-in failed");
+        state.audit.record(
+            Event::new(Kind::SigninFailed)
+                .user_opt(known_id.as_deref())
+                .ip(addr)
+                .detail(
+                    serde_json::json!({ "username": username, "known_user": known_id.is_some() }),
+                ),
+        );
         return fail(StatusCode::UNAUTHORIZED, "Wrong username or password.");
     };
 
@@ -166,6 +176,12 @@ pub async fn submit(
         );
     }
     tracing::info!(user_id = %user.id, "signed in");
+    state.audit.record(
+        Event::new(Kind::SigninSucceeded)
+            .user(&user.id)
+            .ip(addr)
+            .detail(serde_json::json!({ "sid": session.sid })),
+    );
     let target = if return_to.is_empty() {
         format!("{}/account/apps", state.base_path)
     } else {

@@ -7,6 +7,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
+use super::ClientAddr;
+use crate::audit::{Event, Kind};
 use crate::error::{ErrorCode, OAuthError};
 use crate::oauth::grants::{self, GrantType};
 use crate::startup::AppState;
@@ -14,6 +16,7 @@ use crate::util;
 
 pub async fn token(
     State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthError> {
@@ -35,6 +38,7 @@ pub async fn token(
     }
     let response = grant.exchange(&state, &client, &form).await?;
     note_use(&state, &client);
+    record_issue(&state, &client.client_id, grant_type, &response, addr);
 
     let mut res = Json(response).into_response();
     res.headers_mut()
@@ -42,6 +46,41 @@ pub async fn token(
     res.headers_mut()
         .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     Ok(res)
+}
+
+/// The audit log's line for an issued token: exchanges with their `act` chain (RFC 8693
+/// §4.1), every other grant as `token.issued`.
+fn record_issue(
+    state: &AppState,
+    client_id: &str,
+    grant_type: GrantType,
+    response: &crate::oauth::tokens::TokenResponse,
+    addr: Option<std::net::IpAddr>,
+) {
+    let kind = match grant_type {
+        GrantType::TokenExchange => Kind::TokenExchanged,
+        _ => Kind::TokenIssued,
+    };
+    let i = &response.issued;
+    // A client's own token (client credentials) has the client as `sub`, not a user.
+    let user = (grant_type != GrantType::ClientCredentials).then_some(i.sub.as_str());
+    state.audit.record(
+        Event::new(kind)
+            .client(client_id)
+            .user_opt(user)
+            .ip(addr)
+            .detail(serde_json::json!({
+                "grant_type": grant_type.as_str(),
+                "sub": i.sub,
+                "audience": i.audience,
+                "scope": i.scope,
+                "jti": i.jti,
+                "exp": i.exp,
+                "act": i.act,
+                "issued_token_type": response.issued_token_type,
+                "refresh_token_issued": response.refresh_token.is_some(),
+            })),
+    );
 }
 
 /// Record that a stored client was used (ending its unused-registration expiry), at most

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 pub use encryption::Kek;
 
+use crate::audit::{Event, Kind};
 use crate::store::{Store, StoreError, StoredKey};
 use crate::util;
 
@@ -337,6 +338,13 @@ impl KeyManager {
             self.store
                 .rotate_key(&row, now, now + self.retention_secs + 60)
                 .await?;
+            // Rare and operator-driven, so written at once rather than queued.
+            let event = Event::new(Kind::KeyRotated)
+                .detail(serde_json::json!({ "kid": kid, "alg": alg.as_str() }))
+                .into_inner();
+            if let Err(e) = self.store.append_audit(&[event]).await {
+                tracing::error!(error = %e, "recording a key rotation in the audit log failed");
+            }
             kids.push(kid);
         }
         self.reload().await?;

@@ -5,6 +5,7 @@
 //! reaches another user of the same client_id (a shared metadata document, say).
 
 use super::authorize::Asked;
+use crate::audit::{Event, Kind};
 use crate::startup::AppState;
 use crate::store::{Consent, StoreError};
 use crate::util;
@@ -56,7 +57,9 @@ pub async fn missing(
 pub async fn save(state: &AppState, user_id: &str, asked: &Asked<'_>) -> Result<(), StoreError> {
     let now = util::now();
     let grants = consent_keys(state, asked);
+    let mut granted = serde_json::Map::new();
     for (resource, scopes) in grants {
+        granted.insert(resource.clone(), serde_json::json!(scopes));
         let existing = state
             .store
             .get_consent(user_id, asked.client_id, &resource)
@@ -89,5 +92,11 @@ pub async fn save(state: &AppState, user_id: &str, asked: &Asked<'_>) -> Result<
             })
             .await?;
     }
+    state.audit.record(
+        Event::new(Kind::ConsentGranted)
+            .client(asked.client_id)
+            .user(user_id)
+            .detail(serde_json::json!({ "granted": granted })),
+    );
     Ok(())
 }

@@ -54,6 +54,22 @@ pub struct TokenResponse {
     /// RFC 8693 §2.2.1, for token exchange.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issued_token_type: Option<&'static str>,
+    /// What was issued, for the audit log; never sent.
+    #[serde(skip)]
+    pub issued: Issued,
+}
+
+/// The audit log's view of an issued access token: who, for where, and its `jti`, never the
+/// token itself.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Issued {
+    pub sub: String,
+    pub audience: Vec<String>,
+    pub scope: String,
+    pub jti: String,
+    pub exp: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub act: Option<Value>,
 }
 
 /// Sign an access token.
@@ -79,6 +95,14 @@ pub fn issue_access_token(
         iat,
         exp: iat + t.ttl,
     };
+    let issued = Issued {
+        sub: t.sub.to_string(),
+        audience: t.audience.to_vec(),
+        scope: t.scope.to_string(),
+        jti: claims.jti.clone(),
+        exp: claims.exp,
+        act: t.act.cloned(),
+    };
     Ok(TokenResponse {
         access_token: keys.sign_jwt(Alg::ES256, "at+jwt", &claims)?,
         token_type: "Bearer",
@@ -87,6 +111,7 @@ pub fn issue_access_token(
         refresh_token: None,
         id_token: None,
         issued_token_type: None,
+        issued,
     })
 }
 

@@ -8,6 +8,7 @@
 
 pub mod postgres;
 mod sql;
+mod sql_audit;
 mod sql_users;
 pub mod sqlite;
 
@@ -438,6 +439,50 @@ pub trait DeviceStore: Send + Sync {
     ) -> Result<Option<DeviceCode>, StoreError>;
 }
 
+/// One security event (DESIGN.md §6): what happened, to whom, from where. `detail` never holds
+/// a secret or a token; it names them by `jti`, family or client instead.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEvent {
+    /// Assigned by the database; 0 until stored. Newer events have larger ids.
+    pub id: i64,
+    /// Unix seconds.
+    pub at: i64,
+    /// Dotted kind, e.g. `token.issued` (see `crate::audit::Kind`).
+    pub kind: String,
+    pub client_id: Option<String>,
+    pub user_id: Option<String>,
+    /// The caller's address, when the event came from a request.
+    pub ip: Option<String>,
+    /// A JSON object with the event's particulars.
+    pub detail: serde_json::Value,
+}
+
+/// Which audit events to list, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Events at or after this time.
+    pub since: Option<i64>,
+    /// Events before this time.
+    pub until: Option<i64>,
+    /// A kind (`token.issued`) or a kind's first part (`token` matches `token.*`).
+    pub kind: Option<String>,
+    pub client_id: Option<String>,
+    pub user_id: Option<String>,
+    /// Pagination cursor: only events with a smaller id.
+    pub before_id: Option<i64>,
+    pub limit: i64,
+}
+
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Append events (their `id` is ignored) in one transaction.
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
+    /// Events matching `q`, newest (largest id) first, at most `q.limit`.
+    async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Delete events older than `before`; returns how many.
+    async fn purge_audit(&self, before: i64) -> Result<u64, StoreError>;
+}
+
 /// Everything the server stores.
 pub trait Store:
     ClientStore
@@ -451,6 +496,7 @@ pub trait Store:
     + GrantStore
     + ExchangePolicyStore
     + DeviceStore
+    + AuditStore
 {
     /// `sqlite` or `postgres`, for logs.
     fn backend(&self) -> &'static str;

@@ -28,4 +28,5 @@ impl PgStore {
 }
 
 super::sql::sql_store!(PgStore, "postgres");
+super::sql_audit::sql_audit_store!(PgStore);
 super::sql_users::sql_user_store!(PgStore);

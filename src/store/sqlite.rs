@@ -30,4 +30,5 @@ impl SqliteStore {
 }
 
 super::sql::sql_store!(SqliteStore, "sqlite");
+super::sql_audit::sql_audit_store!(SqliteStore);
 super::sql_users::sql_user_store!(SqliteStore);

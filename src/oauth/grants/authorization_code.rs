@@ -5,6 +5,7 @@ use async_trait::async_trait;
 
 use super::user_tokens::{UserGrant, issue, narrow_scope};
 use super::{Grant, GrantType};
+use crate::audit::{Event, Kind};
 use crate::error::{ErrorCode, OAuthError};
 use crate::oauth::clients::Client;
 use crate::oauth::form::Form;
@@ -50,6 +51,11 @@ impl Grant for AuthorizationCode {
                 // RFC 9700 §4.5: a replayed code revokes what its first redemption issued.
                 let n = state.store.revoke_family(&family_id, now).await?;
                 tracing::warn!(client_id = %client.client_id, revoked = n, "authorization code replayed");
+                state.audit.record(
+                    Event::new(Kind::CodeReplayDetected)
+                        .client(&client.client_id)
+                        .detail(serde_json::json!({ "family_id": family_id, "revoked": n })),
+                );
                 return Err(invalid_grant(
                     "the code was already used; the tokens issued for it are revoked",
                 ));

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 
 use super::user_tokens::{UserGrant, issue, narrow_scope};
 use super::{Grant, GrantType};
+use crate::audit::{Event, Kind};
 use crate::error::{ErrorCode, OAuthError};
 use crate::oauth::client_metadata::AuthMethod;
 use crate::oauth::clients::Client;
@@ -46,6 +47,11 @@ impl Grant for RefreshTokenGrant {
             Spent::Replayed { family_id } => {
                 let n = state.store.revoke_family(&family_id, now).await?;
                 tracing::warn!(client_id = %client.client_id, revoked = n, "refresh token reuse detected");
+                state.audit.record(
+                    Event::new(Kind::RefreshReuseDetected)
+                        .client(&client.client_id)
+                        .detail(serde_json::json!({ "family_id": family_id, "revoked": n })),
+                );
                 return Err(invalid_grant(
                     "the refresh token was already used; its family is revoked",
                 ));

@@ -1,0 +1,206 @@
+//! The audit log (DESIGN.md §6): every security-relevant event, stored in the database and
+//! queryable through the admin API.
+//!
+//! Request paths call [`Audit::record`], which only queues the event: a background writer
+//! appends queued events in batches, so issuing a token still needs no synchronous database
+//! write. [`Audit::flush`] waits until everything queued so far is stored (the admin API and
+//! shutdown use it). Events never carry secrets or tokens; tokens are named by `jti`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::{AuditEvent, Store};
+use crate::util;
+
+/// The kinds of event. The dotted names are what is stored and what the admin API filters on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `POST /register` created a client (RFC 7591).
+    ClientRegistered,
+    /// A registered client changed or deleted itself (RFC 7592).
+    ClientUpdated,
+    ClientDeleted,
+    /// A Client ID Metadata Document could not be fetched or was refused.
+    CimdFetchFailed,
+    SigninSucceeded,
+    SigninFailed,
+    ConsentGranted,
+    ConsentDenied,
+    ConsentRevoked,
+    /// Any grant issued tokens; `detail.grant_type` says which.
+    TokenIssued,
+    /// A token exchange (RFC 8693) issued a token; `detail.act` is the delegation chain.
+    TokenExchanged,
+    /// A token was revoked (RFC 7009).
+    TokenRevoked,
+    /// A rotated refresh token came back: its family was revoked.
+    RefreshReuseDetected,
+    /// A spent authorization code came back: what it produced was revoked.
+    CodeReplayDetected,
+    DeviceApproved,
+    DeviceDenied,
+    KeyRotated,
+    /// Something changed through the admin API or the CLI; `detail.action` says what.
+    AdminChange,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientRegistered => "client.registered",
+            Self::ClientUpdated => "client.updated",
+            Self::ClientDeleted => "client.deleted",
+            Self::CimdFetchFailed => "cimd.fetch_failed",
+            Self::SigninSucceeded => "signin.succeeded",
+            Self::SigninFailed => "signin.failed",
+            Self::ConsentGranted => "consent.granted",
+            Self::ConsentDenied => "consent.denied",
+            Self::ConsentRevoked => "consent.revoked",
+            Self::TokenIssued => "token.issued",
+            Self::TokenExchanged => "token.exchanged",
+            Self::TokenRevoked => "token.revoked",
+            Self::RefreshReuseDetected => "refresh.reuse_detected",
+            Self::CodeReplayDetected => "code.replay_detected",
+            Self::DeviceApproved => "device.approved",
+            Self::DeviceDenied => "device.denied",
+            Self::KeyRotated => "key.rotated",
+            Self::AdminChange => "admin.change",
+        }
+    }
+}
+
+/// An event being built: `Event::new(Kind::SigninFailed).ip(addr).detail(json!({…}))`.
+#[derive(Debug, Clone)]
+pub struct Event(AuditEvent);
+
+impl Event {
+    pub fn new(kind: Kind) -> Self {
+        Self(AuditEvent {
+            id: 0,
+            at: util::now(),
+            kind: kind.as_str().to_string(),
+            client_id: None,
+            user_id: None,
+            ip: None,
+            detail: Value::Object(Default::default()),
+        })
+    }
+
+    pub fn client(mut self, client_id: impl Into<String>) -> Self {
+        self.0.client_id = Some(client_id.into());
+        self
+    }
+
+    pub fn user(mut self, user_id: impl Into<String>) -> Self {
+        self.0.user_id = Some(user_id.into());
+        self
+    }
+
+    pub fn user_opt(mut self, user_id: Option<&str>) -> Self {
+        self.0.user_id = user_id.map(str::to_string);
+        self
+    }
+
+    pub fn ip(mut self, ip: Option<IpAddr>) -> Self {
+        self.0.ip = ip.map(|a| a.to_string());
+        self
+    }
+
+    /// The particulars, a JSON object. Never put a secret or a token here.
+    pub fn detail(mut self, detail: Value) -> Self {
+        self.0.detail = detail;
+        self
+    }
+
+    pub fn into_inner(self) -> AuditEvent {
+        self.0
+    }
+}
+
+enum Msg {
+    Event(Box<AuditEvent>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Queue events for the background writer. Cheap to clone.
+#[derive(Clone)]
+pub struct Audit {
+    tx: mpsc::Sender<Msg>,
+}
+
+/// How many events may wait for the writer before `record` has to wait for room.
+const QUEUE: usize = 8192;
+/// The most events one transaction appends.
+const BATCH: usize = 512;
+
+impl Audit {
+    /// Start the writer on the current Tokio runtime. It ends when every `Audit` is dropped,
+    /// after storing what was queued.
+    pub fn start(store: Arc<dyn Store>) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(write_loop(store, rx));
+        Self { tx }
+    }
+
+    /// Queue an event. Never blocks the caller: when the queue is full (the database is
+    /// slower than the traffic), the event is handed to a task that waits for room.
+    pub fn record(&self, event: Event) {
+        let event = event.into_inner();
+        tracing::info!(
+            target: "concierge::audit",
+            kind = %event.kind,
+            client_id = event.client_id.as_deref().unwrap_or(""),
+            user_id = event.user_id.as_deref().unwrap_or(""),
+            "audit"
+        );
+        match self.tx.try_send(Msg::Event(Box::new(event))) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(msg)) => {
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(msg).await;
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::error!("audit writer has stopped; an event was lost");
+            }
+        }
+    }
+
+    /// Wait until every event queued before this call is stored (or failed to store).
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Msg::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Msg>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut waiting = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Event(e) => batch.push(*e),
+                Msg::Flush(done) => waiting.push(done),
+            }
+            if batch.len() < BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            if let Err(e) = store.append_audit(&batch).await {
+                tracing::error!(error = %e, count = batch.len(), "storing audit events failed");
+            }
+            batch.clear();
+        }
+        for done in waiting.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
