@@ -6,6 +6,7 @@ mod helpers;
 mod interop;
 mod introspection;
 
+mod audit;
 mod caches;
 mod cimd;
 mod cli;
@@ -15,7 +16,10 @@ mod exchange;
 mod flow;
 mod keys;
 mod metadata;
+mod observability;
 mod private_key_jwt;
+mod process;
 mod registration;
+mod scale_out;
 mod store;
 mod token;
