@@ -30,6 +30,10 @@ pub struct Config {
     /// `<data_dir>/key-encryption-key`, generated on first start. Every replica sharing one
     /// database must use the same key.
     pub key_encryption_key: Option<String>,
+    /// Earlier key-encryption keys, still accepted for decrypting while a KEK rotation is under
+    /// way (deploy/README.md); `concierge keys rekey` re-encrypts under the current one, after
+    /// which these can go. Default: none.
+    pub previous_key_encryption_keys: Vec<String>,
     /// `text` (default) or `json` log lines.
     pub log_format: LogFormat,
     /// Trust the last address of `X-Forwarded-For` as the caller's address (only behind a
@@ -56,6 +60,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./concierge-data"),
             database_url: None,
             key_encryption_key: None,
+            previous_key_encryption_keys: Vec::new(),
             log_format: LogFormat::Text,
             trust_forwarded_for: false,
             default_resource: None,
@@ -281,6 +286,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "data_dir",
     "database_url",
     "key_encryption_key",
+    "previous_key_encryption_keys",
     "log_format",
     "trust_forwarded_for",
     "default_resource",

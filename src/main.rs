@@ -192,6 +192,9 @@ enum KeysCmd {
         #[arg(long)]
         alg: Option<String>,
     },
+    /// Re-encrypt every signing key under the current key-encryption key (after changing it,
+    /// with the old one in `previous_key_encryption_keys`); see deploy/README.md.
+    Rekey,
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -620,6 +623,32 @@ async fn keys(cmd: &KeysCmd, config: &Config) -> anyhow::Result<()> {
                     util::rfc3339(k.created_at)
                 );
             }
+        }
+        KeysCmd::Rekey => {
+            let kek = load_kek(config)?;
+            let mut resealed = Vec::new();
+            for k in store.list_keys().await? {
+                if kek.is_current(&k.kid, &k.private_key) {
+                    continue;
+                }
+                let plain = kek.open(&k.kid, &k.private_key).with_context(|| {
+                    format!(
+                        "key {} opens with neither the current nor a previous key-encryption key",
+                        k.kid
+                    )
+                })?;
+                resealed.push((k.kid.clone(), kek.seal(&k.kid, &plain)?));
+            }
+            let n = store.reseal_keys(&resealed).await?;
+            let event = concierge::audit::Event::new(concierge::audit::Kind::AdminChange)
+                .detail(serde_json::json!({ "action": "keys.rekey", "keys": n, "kek": kek.fingerprint() }))
+                .into_inner();
+            store.append_audit(&[event]).await?;
+            println!(
+                "{n} signing key(s) re-encrypted under the key-encryption key {}; \
+                 previous_key_encryption_keys can now be removed",
+                kek.fingerprint()
+            );
         }
         KeysCmd::Rotate { alg } => {
             let algs = match alg {

@@ -62,10 +62,10 @@ pub fn load_kek(config: &Config) -> anyhow::Result<Kek> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     }
-    Ok(Kek::load_or_create(
-        config.key_encryption_key.as_deref(),
-        &config.data_dir,
-    )?)
+    Ok(
+        Kek::load_or_create(config.key_encryption_key.as_deref(), &config.data_dir)?
+            .with_previous(&config.previous_key_encryption_keys)?,
+    )
 }
 
 /// A database URL without its password, for messages.

@@ -21,6 +21,9 @@ pub struct Kek {
     csrf_key: aws_lc_rs::hmac::Key,
     /// First bytes of SHA-256(KEK), to tell "wrong KEK" from "corrupt row".
     fingerprint: String,
+    /// Earlier KEKs, still accepted for opening (and for anti-forgery tokens) while a KEK
+    /// rotation is under way; sealing always uses the current one.
+    previous: Vec<Kek>,
 }
 
 impl std::fmt::Debug for Kek {
@@ -63,7 +66,24 @@ impl Kek {
             key: LessSafeKey::new(unbound),
             csrf_key,
             fingerprint: util::b64(&digest.as_ref()[..6]),
+            previous: Vec::new(),
         })
+    }
+
+    /// Also accept these earlier KEKs (base64, like the current one) when opening.
+    pub fn with_previous(mut self, previous: &[String]) -> Result<Self, KeyError> {
+        for (i, text) in previous.iter().enumerate() {
+            let kek = Self::from_base64(text).map_err(|e| {
+                KeyError::Kek(format!("previous key-encryption key #{}: {e}", i + 1))
+            })?;
+            self.previous.push(kek);
+        }
+        Ok(self)
+    }
+
+    /// Was `sealed` sealed under the current KEK (rather than a previous one)?
+    pub fn is_current(&self, kid: &str, sealed: &[u8]) -> bool {
+        self.open_with_this(kid, sealed).is_ok()
     }
 
     /// The configured KEK, or the one in `<data_dir>/key-encryption-key`, generated there
@@ -98,7 +118,9 @@ impl Kek {
     /// Is `token` the anti-forgery token of `binding`? Constant time.
     pub fn verify_csrf(&self, binding: &str, token: &str) -> bool {
         util::b64_decode(token).is_some_and(|t| {
-            aws_lc_rs::hmac::verify(&self.csrf_key, binding.as_bytes(), &t).is_ok()
+            std::iter::once(self)
+                .chain(&self.previous)
+                .any(|k| aws_lc_rs::hmac::verify(&k.csrf_key, binding.as_bytes(), &t).is_ok())
         })
     }
 
@@ -123,7 +145,19 @@ impl Kek {
         Ok(out)
     }
 
+    /// Open with the current KEK or, during a rotation, a previous one.
     pub fn open(&self, kid: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        match self.open_with_this(kid, sealed) {
+            Ok(plain) => Ok(plain),
+            Err(e) => self
+                .previous
+                .iter()
+                .find_map(|k| k.open_with_this(kid, sealed).ok())
+                .ok_or(e),
+        }
+    }
+
+    fn open_with_this(&self, kid: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
         let undecryptable = || KeyError::Undecryptable {
             kid: kid.to_string(),
             fingerprint: self.fingerprint.clone(),
@@ -193,5 +227,32 @@ mod tests {
         }
         assert!(format!("{a:?}").starts_with("Kek(fingerprint"));
         assert!(Kek::from_base64("c2hvcnQ").is_err());
+    }
+
+    #[test]
+    fn previous_keks_open_but_never_seal() {
+        let old = Kek::from_bytes(&[1u8; 32]).expect("kek");
+        let sealed_old = old.seal("kid", b"secret").expect("seal");
+        let csrf_old = old.csrf_token("browser");
+        let new = Kek::from_bytes(&[2u8; 32])
+            .expect("kek")
+            .with_previous(&[util::b64(&[1u8; 32])])
+            .expect("previous");
+        assert_eq!(
+            new.open("kid", &sealed_old).expect("open").as_slice(),
+            b"secret"
+        );
+        assert!(!new.is_current("kid", &sealed_old));
+        let resealed = new.seal("kid", b"secret").expect("seal");
+        assert!(new.is_current("kid", &resealed));
+        assert!(
+            old.open("kid", &resealed).is_err(),
+            "sealed under the new KEK only"
+        );
+        assert!(new.verify_csrf("browser", &csrf_old));
+        let e = Kek::from_bytes(&[2u8; 32])
+            .expect("kek")
+            .with_previous(&["bad".into()]);
+        assert!(e.expect_err("bad previous").to_string().contains("#1"));
     }
 }

@@ -159,6 +159,9 @@ pub trait KeyStore: Send + Sync {
         now: i64,
         retired_expire_at: i64,
     ) -> Result<(), StoreError>;
+    /// Replace the encrypted private parts `(kid, private_key)` in one transaction (a
+    /// key-encryption-key rotation); returns how many rows changed.
+    async fn reseal_keys(&self, resealed: &[(String, Vec<u8>)]) -> Result<u64, StoreError>;
 }
 
 #[async_trait]

@@ -282,6 +282,24 @@ macro_rules! sql_store {
                 Ok(rows.into_iter().map($crate::store::sql::key_from_row).collect())
             }
 
+            async fn reseal_keys(
+                &self,
+                resealed: &[(String, Vec<u8>)],
+            ) -> Result<u64, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let mut changed = 0;
+                for (kid, private_key) in resealed {
+                    changed += sqlx::query("UPDATE signing_keys SET private_key = $2 WHERE kid = $1")
+                        .bind(kid)
+                        .bind(private_key)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                }
+                tx.commit().await?;
+                Ok(changed)
+            }
+
             async fn rotate_key(
                 &self,
                 k: &$crate::store::StoredKey,

@@ -5,12 +5,24 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn concierge(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_concierge"))
-        .current_dir(dir)
+    concierge_env(dir, args, &[])
+}
+
+fn concierge_env(
+    dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_concierge"));
+    cmd.current_dir(dir)
         .args(args)
         .env_remove("CONCIERGE_DATABASE_URL")
-        .output()
-        .expect("run concierge");
+        .env_remove("CONCIERGE_KEY_ENCRYPTION_KEY")
+        .env_remove("CONCIERGE_PREVIOUS_KEY_ENCRYPTION_KEYS");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run concierge");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -380,4 +392,57 @@ async fn client_secret_from_the_environment() {
         secret,
         c.secret_hash.as_deref().unwrap()
     ));
+}
+
+/// Rotating the key-encryption key: the new one with the old one as "previous", `keys rekey`,
+/// then the old one is no longer needed (deploy/README.md).
+#[test]
+fn key_encryption_key_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let old = concierge::util::b64(&[1u8; 32]);
+    let new = concierge::util::b64(&[2u8; 32]);
+    let previous = format!("[\"{old}\"]");
+    let with_old = [("CONCIERGE_KEY_ENCRYPTION_KEY", old.as_str())];
+    let with_new = [("CONCIERGE_KEY_ENCRYPTION_KEY", new.as_str())];
+    let rotating = [
+        ("CONCIERGE_KEY_ENCRYPTION_KEY", new.as_str()),
+        ("CONCIERGE_PREVIOUS_KEY_ENCRYPTION_KEYS", previous.as_str()),
+    ];
+    let (ok, _, err) = concierge_env(d, &["keys", "rotate"], &with_old);
+    assert!(ok, "{err}");
+    let (_, listed, _) = concierge_env(d, &["keys", "list"], &with_old);
+    let kids: Vec<&str> = listed
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(!kids.is_empty());
+
+    // The new key alone cannot open what the old one sealed, and says so.
+    let (ok, _, err) = concierge_env(d, &["keys", "rekey"], &with_new);
+    assert!(!ok && err.contains("neither"), "{err}");
+    let (ok, out, err) = concierge_env(d, &["keys", "rekey"], &rotating);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("{} signing key(s) re-encrypted", kids.len())),
+        "{out}"
+    );
+    let (ok, out, _) = concierge_env(d, &["keys", "rekey"], &rotating);
+    assert!(ok && out.starts_with("0 signing key(s)"), "{out}");
+
+    // Now the new key alone works, and the old one no longer does.
+    let (ok, _, err) = concierge_env(d, &["keys", "rotate", "--alg", "ES256"], &with_new);
+    assert!(ok, "{err}");
+    let (ok, _, err) = concierge_env(d, &["keys", "rotate", "--alg", "ES256"], &with_old);
+    assert!(
+        !ok,
+        "the old key-encryption key must no longer open the keys: {err}"
+    );
+    let (_, listed, _) = concierge_env(d, &["keys", "list"], &with_new);
+    for kid in kids {
+        assert!(
+            listed.contains(kid),
+            "{kid} kept through the rekey: {listed}"
+        );
+    }
 }

@@ -11,6 +11,7 @@ mod caches;
 mod cimd;
 mod cli;
 mod code_flow;
+mod deploy;
 mod device;
 mod exchange;
 mod flow;
