@@ -12,6 +12,9 @@ use crate::oauth::grants;
 use crate::oauth::metadata::{Capabilities, authorization_server_metadata};
 use crate::startup::AppState;
 
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "oauth",
+    description = "Authorization server metadata (RFC 8414 §3). Also served as `/.well-known/openid-configuration` (OpenID Connect Discovery §4) and, for an issuer with a path, in the path-inserted forms.",
+    responses((status = 200, description = "The metadata document", body = Object)))]
 pub async fn metadata(State(state): State<AppState>) -> Result<Response, OAuthError> {
     let resources = state.store.list_resources().await?;
     let mut scopes: Vec<String> = resources
