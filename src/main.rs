@@ -368,10 +368,7 @@ async fn resource(cmd: &ResourceCmd, config: &Config) -> anyhow::Result<()> {
             println!("removed the exchange policy");
         }
         ResourceCmd::Remove { uri } => {
-            let uri = ResourceUri::parse(uri).map_err(|e| anyhow::anyhow!("resource URI {e}"))?;
-            if !store.delete_resource(uri.as_str()).await? {
-                bail!("no resource {uri}");
-            }
+            let uri = manage::delete_resource(store.as_ref(), uri).await?;
             println!("removed resource {uri}");
         }
     }

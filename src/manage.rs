@@ -91,6 +91,15 @@ pub async fn create_resource(
     Ok(resource)
 }
 
+/// Remove a resource; returns its normalised URI.
+pub async fn delete_resource(store: &dyn Store, uri: &str) -> Result<ResourceUri, ManageError> {
+    let uri = resource_uri("uri", uri)?;
+    if !store.delete_resource(uri.as_str()).await? {
+        return Err(ManageError::NotFound(format!("no resource {uri}")));
+    }
+    Ok(uri)
+}
+
 /// A resource URI from input, normalised; `field` names it in the error.
 pub fn resource_uri(field: &str, raw: &str) -> Result<ResourceUri, ManageError> {
     ResourceUri::parse(raw).map_err(|e| invalid(field, format!("the resource URI {e}")))

@@ -136,9 +136,7 @@ pub async fn delete(
             "the admin API's own resource cannot be removed",
         ));
     }
-    if !state.store.delete_resource(uri.as_str()).await? {
-        return Err(ApiError::not_found(format!("no resource {uri}")));
-    }
+    manage::delete_resource(state.store.as_ref(), uri.as_str()).await?;
     state.resources.forget(uri.as_str());
     record_change(
         &state,

@@ -6,6 +6,7 @@ mod helpers;
 mod interop;
 mod introspection;
 
+mod admin;
 mod caches;
 mod cimd;
 mod cli;
@@ -15,6 +16,7 @@ mod exchange;
 mod flow;
 mod keys;
 mod metadata;
+mod openapi;
 mod private_key_jwt;
 mod registration;
 mod store;
