@@ -191,21 +191,27 @@ impl IntoResponse for OAuthError {
             error: self.code.as_str(),
             error_description: &self.description,
         };
-        let mut res = (self.status, Json(body)).into_response();
-        let headers = res.headers_mut();
-        // RFC 6749 §5.1/§5.2: token-related answers must not be cached.
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(v) = self
-            .www_authenticate
-            .and_then(|c| HeaderValue::from_str(&c).ok())
-        {
-            headers.insert(header::WWW_AUTHENTICATE, v);
-        }
+        let mut res = no_store_with_challenge(
+            (self.status, Json(body)).into_response(),
+            self.www_authenticate,
+        );
         if let Some(s) = self.retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(s));
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         res
     }
+}
+
+/// An error answer's headers: never cached (RFC 6749 §5.1/§5.2 for token-related answers),
+/// and the `WWW-Authenticate` challenge when there is one (RFC 6750 §3).
+fn no_store_with_challenge(mut res: Response, challenge: Option<String>) -> Response {
+    let headers = res.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(v) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        headers.insert(header::WWW_AUTHENTICATE, v);
+    }
+    res
 }
 
 impl From<crate::store::StoreError> for OAuthError {
@@ -312,16 +318,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut res = (self.status, Json(ApiErrorBody { error: self.detail })).into_response();
-        let headers = res.headers_mut();
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(v) = self
-            .www_authenticate
-            .and_then(|c| HeaderValue::from_str(&c).ok())
-        {
-            headers.insert(header::WWW_AUTHENTICATE, v);
-        }
-        res
+        no_store_with_challenge(
+            (self.status, Json(ApiErrorBody { error: self.detail })).into_response(),
+            self.www_authenticate,
+        )
     }
 }
 

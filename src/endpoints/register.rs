@@ -52,7 +52,7 @@ fn json_body(
 /// `POST /register`.
 #[utoipa::path(post, path = "/register", tag = "oauth",
     description = "Dynamic client registration (RFC 7591 §3).",
-    request_body(content = crate::endpoints::schemas::RegistrationRequest, content_type = "application/json"),
+    request_body(content = crate::oauth::client_metadata::RawClientMetadata, content_type = "application/json"),
     responses(
         (status = 201, description = "Registered (RFC 7591 §3.2.1)", body = crate::endpoints::schemas::ClientInformation),
         (status = 400, description = "`invalid_client_metadata` or `invalid_redirect_uri`", body = crate::endpoints::schemas::OAuthErrorResponse),
@@ -173,7 +173,7 @@ pub async fn read(
     description = "Replace a registration's metadata (RFC 7592 §2.2).",
     params(("client_id" = String, Path)),
     security(("registration_access_token" = [])),
-    request_body(content = crate::endpoints::schemas::RegistrationRequest, content_type = "application/json"),
+    request_body(content = crate::oauth::client_metadata::RawClientMetadata, content_type = "application/json"),
     responses(
         (status = 200, description = "The registration as updated", body = crate::endpoints::schemas::ClientInformation),
         (status = 400, description = "`invalid_client_metadata` or `invalid_redirect_uri`", body = crate::endpoints::schemas::OAuthErrorResponse),

@@ -90,28 +90,6 @@ pub struct AuthorizationRequest {
     pub prompt: Option<String>,
 }
 
-/// Client metadata for `POST /register` (RFC 7591 §2). Unknown fields are ignored.
-#[derive(Serialize, ToSchema)]
-pub struct RegistrationRequest {
-    pub redirect_uris: Option<Vec<String>>,
-    /// `none`, `client_secret_basic` (default), `client_secret_post` or `private_key_jwt`.
-    pub token_endpoint_auth_method: Option<String>,
-    pub grant_types: Option<Vec<String>>,
-    pub response_types: Option<Vec<String>>,
-    pub client_name: Option<String>,
-    pub client_uri: Option<String>,
-    pub logo_uri: Option<String>,
-    pub scope: Option<String>,
-    pub contacts: Option<Vec<String>>,
-    pub jwks_uri: Option<String>,
-    #[schema(value_type = Option<Object>)]
-    pub jwks: Option<serde_json::Value>,
-    pub software_id: Option<String>,
-    pub software_version: Option<String>,
-    /// `web` or `native`.
-    pub application_type: Option<String>,
-}
-
 /// The client information response (RFC 7591 §3.2.1, RFC 7592 §3): the metadata as stored,
 /// plus the credentials. Secrets appear only when issued.
 #[derive(Serialize, ToSchema)]

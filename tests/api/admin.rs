@@ -520,13 +520,7 @@ both!(users_and_consents, |app: TestApp| async move {
     );
 
     // Alice connects an agent; revoking her consent ends its refresh tokens.
-    let alice = seed(&app).await;
-    let client = public_client(&app).await;
-    let (verifier, challenge) = pkce();
-    let b = browser();
-    let back =
-        authorize_and_approve(&app, &b, &auth_params(&client, &challenge, "notes:read")).await;
-    let (_, _, tokens) = redeem(&app, &client, &query(&back)["code"], &verifier, &[]).await;
+    let (alice, client, _, tokens) = connect_agent(&app, "notes:read").await;
     let rt = tokens["refresh_token"].as_str().unwrap().to_string();
     let (s, _, consents) = get(&app, &t, &format!("/admin/v1/users/{alice}/consents")).await;
     assert_eq!(s, 200, "{consents}");

@@ -29,7 +29,6 @@ fn committed_document_matches_the_code() {
 /// package this skips loudly, except under `CI=true`, where it fails.
 #[test]
 fn document_is_valid_openapi_3_1() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
     if let Err(why) = crate::interop::npm_ready() {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("CI=true but the OpenAPI validator cannot run: {why}");
@@ -39,12 +38,7 @@ fn document_is_valid_openapi_3_1() {
     }
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), concierge::admin::openapi::document_json()).unwrap();
-    let out = Command::new("node")
-        .arg("validate_openapi.mjs")
-        .arg(file.path())
-        .current_dir(&dir)
-        .output()
-        .unwrap();
+    let out = validate(file.path());
     assert!(
         out.status.success(),
         "the OpenAPI document is not valid:\n{}{}",
@@ -56,14 +50,19 @@ fn document_is_valid_openapi_3_1() {
         serde_json::from_str(&concierge::admin::openapi::document_json()).unwrap();
     broken["paths"]["/token"]["post"]["responses"] = serde_json::json!("not an object");
     std::fs::write(file.path(), broken.to_string()).unwrap();
-    let out = Command::new("node")
-        .arg("validate_openapi.mjs")
-        .arg(file.path())
-        .current_dir(&dir)
-        .output()
-        .unwrap();
+    let out = validate(file.path());
     assert!(
         !out.status.success(),
         "a broken document must fail validation"
     );
+}
+
+/// Run the validator script on `file`.
+fn validate(file: &Path) -> std::process::Output {
+    Command::new("node")
+        .arg("validate_openapi.mjs")
+        .arg(file)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop"))
+        .output()
+        .unwrap()
 }
