@@ -193,7 +193,30 @@ both!(admin_calls_need_an_admin_token, |app: TestApp| async move {
         assert_eq!(s, 403, "a dynamic client's token is not an admin token");
     }
 
-    // The admin token works, until it is revoked (RFC 7009).
+    // Users cannot delegate administration: /authorize refuses the admin resource.
+    let agent = public_client(&app).await;
+    let (_, challenge) = pkce();
+    let admin_uri = concierge::manage::admin_resource_uri(&app.issuer);
+    let params: Vec<(String, String)> = auth_params(&agent, &challenge, "admin")
+        .into_iter()
+        .map(|(k, v)| {
+            if k == "resource" {
+                (k, admin_uri.clone())
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    let res = browser()
+        .get(authorize_url(&app, &params))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let back = location(&res);
+    assert_eq!(query(&back)["error"], "invalid_target", "{back}");
+
+    // The admin token works.
     let (s, _, _) = get(&app, &token, "/admin/v1/users").await;
     assert_eq!(s, 200);
     app
@@ -363,8 +386,37 @@ both!(resources_and_exchange_policies, |app: TestApp| async move {
     app
 });
 
+/// Serve one Client ID Metadata Document on loopback (cacheable for 60 s); its client_id.
+async fn serve_document() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let id = format!(
+        "http://127.0.0.1:{}/agent.json",
+        listener.local_addr().unwrap().port()
+    );
+    let doc = json!({
+        "client_id": id, "client_name": "Doc Agent",
+        "redirect_uris": ["http://127.0.0.1/callback"], "token_endpoint_auth_method": "none"
+    })
+    .to_string();
+    let app = axum::Router::new().route(
+        "/agent.json",
+        axum::routing::get(move || async move {
+            (
+                [
+                    ("content-type", "application/json"),
+                    ("cache-control", "max-age=60"),
+                ],
+                doc,
+            )
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    id
+}
+
 both!(
     clients_pre_registered_and_dynamic,
+    |c: &mut concierge::Config| c.cimd.allow_loopback = true,
     |app: TestApp| async move {
         let (admin_id, _, t) = admin_token(&app).await;
         assert_invalid(
@@ -428,7 +480,18 @@ both!(
         assert_eq!(one["client_name"], "Test Agent");
         let (s, _, docs) = get(&app, &t, "/admin/v1/clients/metadata-documents").await;
         assert_eq!(s, 200, "{docs}");
-        assert!(docs["items"].is_array());
+        assert_eq!(docs["items"], json!([]));
+        // A document client, once resolved, is listed while cached.
+        let doc_id = serve_document().await;
+        app.state.clients.find(&doc_id).await.unwrap().unwrap();
+        let (_, _, docs) = get(&app, &t, "/admin/v1/clients/metadata-documents").await;
+        let listed = &docs["items"][0];
+        assert_eq!(listed["client_id"], doc_id.as_str(), "{docs}");
+        assert_eq!(listed["client_name"], "Doc Agent");
+        assert!(
+            (1..=60).contains(&listed["expires_in"].as_u64().unwrap()),
+            "{docs}"
+        );
 
         assert_eq!(delete(&app, &t, "/admin/v1/clients/backend-1").await.0, 204);
         assert_eq!(get(&app, &t, "/admin/v1/clients/backend-1").await.0, 404);
