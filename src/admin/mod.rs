@@ -154,7 +154,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             .map_err(|e| {
                 let path = e.path().to_string();
                 let inner = e.into_inner();
-                if inner.is_syntax() || inner.is_eof() || path == "." {
+                if let Some(field) = missing_field(&inner.to_string()) {
+                    let field = if path == "." {
+                        field
+                    } else {
+                        format!("{path}.{field}")
+                    };
+                    ApiError::validation(field, "is required")
+                } else if inner.is_syntax() || inner.is_eof() || path == "." {
                     ApiError::bad_request(format!("the body is not the expected JSON: {inner}"))
                 } else {
                     ApiError::validation(path, inner.to_string())
@@ -187,8 +194,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
         let query = parts.uri.query().unwrap_or_default();
         serde_urlencoded::from_str(query)
             .map(ApiQuery)
-            .map_err(|e| ApiError::bad_request(format!("the query string is not valid: {e}")))
+            .map_err(|e| match missing_field(&e.to_string()) {
+                Some(field) => ApiError::validation(field, "is a required query parameter"),
+                None => ApiError::bad_request(format!("the query string is not valid: {e}")),
+            })
     }
+}
+
+/// The field serde names in "missing field `x`".
+fn missing_field(message: &str) -> Option<String> {
+    let rest = message.split("missing field `").nth(1)?;
+    rest.split('`').next().map(str::to_string)
 }
 
 /// Record an admin change: `action` (`client.create`), what it was done to, and the user

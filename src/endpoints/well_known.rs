@@ -17,8 +17,12 @@ use crate::startup::AppState;
     responses((status = 200, description = "The metadata document", body = Object)))]
 pub async fn metadata(State(state): State<AppState>) -> Result<Response, OAuthError> {
     let resources = state.store.list_resources().await?;
+    // The admin API's scope is for operators' clients only; clients that ask for every
+    // advertised scope must not trip over it.
+    let admin = crate::manage::admin_resource_uri(&state.issuer);
     let mut scopes: Vec<String> = resources
         .iter()
+        .filter(|r| r.uri.as_str() != admin)
         .flat_map(|r| r.scopes.iter().map(|s| s.name.clone()))
         .collect();
     scopes.sort();

@@ -216,6 +216,25 @@ both!(admin_calls_need_an_admin_token, |app: TestApp| async move {
     let back = location(&res);
     assert_eq!(query(&back)["error"], "invalid_target", "{back}");
 
+    // Metadata does not advertise the admin scope to every client.
+    let (_, _, m) = app
+        .get_json("/.well-known/oauth-authorization-server")
+        .await;
+    assert!(
+        !m["scopes_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("admin")),
+        "{m}"
+    );
+    assert!(
+        m["scopes_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("tools:read")),
+        "{m}"
+    );
+
     // The admin token works.
     let (s, _, _) = get(&app, &token, "/admin/v1/users").await;
     assert_eq!(s, 200);
@@ -359,6 +378,21 @@ both!(resources_and_exchange_policies, |app: TestApp| async move {
         )
         .await,
         "scope_map.notes:read[0]",
+    );
+    assert_invalid(
+        &call(
+            &app,
+            Some(&t),
+            reqwest::Method::DELETE,
+            "/admin/v1/exchange-policies?target=https%3A%2F%2Fcal.example%2Fmcp",
+            None,
+        )
+        .await,
+        "client_id",
+    );
+    assert_invalid(
+        &post(&app, &t, "/admin/v1/resources", json!({"name": "No URI"})).await,
+        "uri",
     );
     let (_, _, list) = get(&app, &t, "/admin/v1/exchange-policies").await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
