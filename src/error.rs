@@ -191,23 +191,29 @@ impl IntoResponse for OAuthError {
             error: self.code.as_str(),
             error_description: &self.description,
         };
-        let mut res = (self.status, Json(body)).into_response();
-        let headers = res.headers_mut();
-        // RFC 6749 §5.1/§5.2: token-related answers must not be cached.
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(v) = self
-            .www_authenticate
-            .and_then(|c| HeaderValue::from_str(&c).ok())
-        {
-            headers.insert(header::WWW_AUTHENTICATE, v);
-        }
+        let mut res = no_store_with_challenge(
+            (self.status, Json(body)).into_response(),
+            self.www_authenticate,
+        );
         if let Some(s) = self.retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(s));
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         // For the metrics middleware: errors counted by RFC code.
         res.extensions_mut().insert(self.code);
         res
     }
+}
+
+/// An error answer's headers: never cached (RFC 6749 §5.1/§5.2 for token-related answers),
+/// and the `WWW-Authenticate` challenge when there is one (RFC 6750 §3).
+fn no_store_with_challenge(mut res: Response, challenge: Option<String>) -> Response {
+    let headers = res.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(v) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        headers.insert(header::WWW_AUTHENTICATE, v);
+    }
+    res
 }
 
 impl From<crate::store::StoreError> for OAuthError {
@@ -219,5 +225,127 @@ impl From<crate::store::StoreError> for OAuthError {
 impl From<crate::keys::KeyError> for OAuthError {
     fn from(e: crate::keys::KeyError) -> Self {
         Self::internal(e)
+    }
+}
+
+/// The admin API's error envelope: `{"error": {"code", "message", "field"?}}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ApiErrorBody {
+    pub error: ApiErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ApiErrorDetail {
+    /// `unauthorized`, `forbidden`, `validation_failed`, `not_found`, `conflict` or
+    /// `server_error`.
+    pub code: &'static str,
+    /// For the developer: what is wrong and how to fix it.
+    pub message: String,
+    /// The input field at fault (`redirect_uris[0]`, `scopes[1].name`), for validation errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// An admin API error (see [`ApiErrorBody`]). Our faults are logged and answered with a
+/// generic message, as with [`OAuthError::internal`].
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub detail: ApiErrorDetail,
+    pub www_authenticate: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            detail: ApiErrorDetail {
+                code,
+                message: message.into(),
+                field: None,
+            },
+            www_authenticate: None,
+        }
+    }
+
+    /// 400 naming the field at fault.
+    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::BAD_REQUEST, "validation_failed", message);
+        e.detail.field = Some(field.into());
+        e
+    }
+
+    /// 400 about the request as a whole (unreadable body, malformed query).
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "validation_failed", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    /// 401 with the RFC 6750 §3 challenge; `error` is the RFC 6750 §3.1 code, if any.
+    pub fn unauthorized(error: Option<&str>, message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
+        e.www_authenticate = Some(match error {
+            // RFC 6750 §3.1: no error code when the request had no token at all.
+            None => "Bearer".to_string(),
+            Some(code) => format!("Bearer error=\"{code}\""),
+        });
+        e
+    }
+
+    /// 403 `insufficient_scope` (RFC 6750 §3.1).
+    pub fn forbidden(scope: &str, message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::FORBIDDEN, "forbidden", message);
+        e.www_authenticate = Some(format!(
+            "Bearer error=\"insufficient_scope\", scope=\"{scope}\""
+        ));
+        e
+    }
+
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "the server could not complete the request; it has been logged",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        no_store_with_challenge(
+            (self.status, Json(ApiErrorBody { error: self.detail })).into_response(),
+            self.www_authenticate,
+        )
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::Conflict(what) => {
+                Self::conflict(format!("{what} already exists"))
+            }
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<crate::manage::ManageError> for ApiError {
+    fn from(e: crate::manage::ManageError) -> Self {
+        use crate::manage::ManageError;
+        match e {
+            ManageError::Invalid { field, message } => Self::validation(field, message),
+            ManageError::NotFound(m) => Self::not_found(m),
+            ManageError::Conflict(m) => Self::conflict(m),
+            ManageError::Store(e) => Self::internal(e),
+        }
     }
 }

@@ -8,12 +8,16 @@
 //! - [`endpoints`]: thin axum handlers, one file per endpoint.
 //! - [`keys`]: signing keys (generation, encryption at rest, rotation, JWKS, signing).
 //! - [`store`]: storage traits and their SQLite and PostgreSQL implementations.
+//! - [`admin`]: the admin API under `/admin/v1`, and the OpenAPI document.
+//! - [`manage`]: administrative operations shared by the CLI and the admin API.
 
+pub mod admin;
 pub mod audit;
 pub mod config;
 pub mod endpoints;
 pub mod error;
 pub mod keys;
+pub mod manage;
 pub mod metrics;
 pub mod oauth;
 pub mod router;

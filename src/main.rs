@@ -10,14 +10,14 @@ use clap::{Args, Parser, Subcommand};
 
 use concierge::config::Config;
 use concierge::keys::{Alg, KeyManager};
+use concierge::manage;
 use concierge::oauth::cimd::CimdResolver;
-use concierge::oauth::client_metadata::{self, ClientMetadata, Origin, RawClientMetadata};
+use concierge::oauth::client_metadata::ClientMetadata;
 use concierge::oauth::clients::{ClientDirectory, ClientSource};
-use concierge::oauth::password;
-use concierge::oauth::registration::{client_information, new_client};
-use concierge::oauth::resource::{Resource, ResourceUri, ScopeDef};
+use concierge::oauth::registration::client_information;
+use concierge::oauth::resource::ScopeDef;
 use concierge::startup::{App, load_kek, open_store, shutdown_signal};
-use concierge::store::{ClientKind, Store, User};
+use concierge::store::{ClientKind, KeyStatus, Store};
 use concierge::util;
 
 /// Concierge: an OAuth 2.1 / OpenID Connect authorization server for AI agents and MCP servers.
@@ -53,6 +53,21 @@ enum Command {
     /// Local user accounts.
     #[command(subcommand)]
     User(UserCmd),
+    /// Clients of the admin API (`/admin/v1`).
+    #[command(subcommand)]
+    AdminClient(AdminClientCmd),
+}
+
+#[derive(Subcommand)]
+enum AdminClientCmd {
+    /// Create a confidential client allowed the `admin` scope on the admin API; prints its
+    /// id and secret once. It gets admin tokens with client credentials
+    /// (`resource=<issuer>/admin/v1`, `scope=admin`).
+    Create {
+        /// The name shown in listings and the audit log.
+        #[arg(long, default_value = "admin")]
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -239,6 +254,21 @@ fn main() -> anyhow::Result<()> {
             Command::Client(cmd) => client(cmd, &config).await,
             Command::Keys(cmd) => keys(cmd, &config).await,
             Command::User(cmd) => user(cmd, &config).await,
+            Command::AdminClient(AdminClientCmd::Create { name }) => {
+                let store = open_store(&config).await?;
+                let (record, secret) =
+                    manage::create_admin_client(store.as_ref(), &config.issuer, name).await?;
+                println!("added admin client {}", record.client_id);
+                println!("client_secret: {secret}");
+                println!("(shown once: it is stored only as a hash)");
+                println!(
+                    "get a token: POST {}/token grant_type=client_credentials resource={} scope={}",
+                    config.issuer.trim_end_matches('/'),
+                    manage::admin_resource_uri(&config.issuer),
+                    manage::ADMIN_SCOPE
+                );
+                Ok(())
+            }
         }
     })
 }
@@ -276,8 +306,7 @@ async fn resource(cmd: &ResourceCmd, config: &Config) -> anyhow::Result<()> {
                 .map(|s| ScopeDef::parse(s))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(anyhow::Error::msg)?;
-            let r = Resource::new(uri, name, scopes, util::now()).map_err(anyhow::Error::msg)?;
-            store.insert_resource(&r).await?;
+            let r = manage::create_resource(store.as_ref(), uri, name, scopes).await?;
             println!("added resource {} ({})", r.uri, r.name);
             for s in &r.scopes {
                 println!("  {}  {}", s.name, s.description);
@@ -301,40 +330,16 @@ async fn resource(cmd: &ResourceCmd, config: &Config) -> anyhow::Result<()> {
             from,
             maps,
         } => {
-            let target = ResourceUri::parse(target).map_err(|e| anyhow::anyhow!("--target {e}"))?;
-            let from = ResourceUri::parse(from).map_err(|e| anyhow::anyhow!("--from {e}"))?;
-            let Some(target_resource) = store.get_resource(target.as_str()).await? else {
-                bail!("no resource {target}");
-            };
-            let Some(source_resource) = store.get_resource(from.as_str()).await? else {
-                bail!("no resource {from}");
-            };
             let mut scope_map = std::collections::BTreeMap::new();
             for m in maps {
                 let (src, targets) = m
                     .split_once('=')
                     .ok_or_else(|| anyhow::anyhow!("--map {m:?}: use source-scope=target-scope"))?;
-                if !source_resource.scopes.iter().any(|s| s.name == src) {
-                    bail!("--map {m:?}: {src} is not a scope of {from}");
-                }
                 let targets: Vec<String> =
                     targets.split(',').map(|t| t.trim().to_string()).collect();
-                for t in &targets {
-                    if !target_resource.scopes.iter().any(|s| &s.name == t) {
-                        bail!("--map {m:?}: {t} is not a scope of {target}");
-                    }
-                }
                 scope_map.insert(src.to_string(), targets);
             }
-            store
-                .save_exchange_policy(&concierge::store::ExchangePolicy {
-                    target: target.to_string(),
-                    client_id: client.clone(),
-                    source: from.to_string(),
-                    scope_map,
-                    created_at: util::now(),
-                })
-                .await?;
+            manage::allow_exchange(store.as_ref(), target, client, from, scope_map).await?;
             println!("client {client} may exchange tokens for {from} into tokens for {target}");
         }
         ResourceCmd::Exchanges => {
@@ -362,21 +367,11 @@ async fn resource(cmd: &ResourceCmd, config: &Config) -> anyhow::Result<()> {
             client,
             from,
         } => {
-            let target = ResourceUri::parse(target).map_err(|e| anyhow::anyhow!("--target {e}"))?;
-            let from = ResourceUri::parse(from).map_err(|e| anyhow::anyhow!("--from {e}"))?;
-            if !store
-                .delete_exchange_policy(target.as_str(), client, from.as_str())
-                .await?
-            {
-                bail!("no such exchange policy");
-            }
+            manage::deny_exchange(store.as_ref(), target, client, from).await?;
             println!("removed the exchange policy");
         }
         ResourceCmd::Remove { uri } => {
-            let uri = ResourceUri::parse(uri).map_err(|e| anyhow::anyhow!("resource URI {e}"))?;
-            if !store.delete_resource(uri.as_str()).await? {
-                bail!("no resource {uri}");
-            }
+            let uri = manage::delete_resource(store.as_ref(), uri).await?;
             println!("removed resource {uri}");
         }
     }
@@ -397,55 +392,34 @@ async fn client(cmd: &ClientCmd, config: &Config) -> anyhow::Result<()> {
             secret_from_env,
             may_introspect,
         } => {
-            if let Some(id) = id
-                && (id.is_empty() || id.contains("://") || id.len() > 200)
-            {
-                bail!("--id must be 1 to 200 characters and not a URL");
-            }
-            let grant_types = if grant_types.is_empty() {
-                vec![
-                    "authorization_code".to_string(),
-                    "refresh_token".to_string(),
-                ]
-            } else {
-                grant_types.clone()
+            let given = match secret_from_env {
+                Some(var) => Some(
+                    std::env::var(var)
+                        .with_context(|| format!("--secret-from-env: {var} is not set"))?,
+                ),
+                None => None,
             };
-            let raw = RawClientMetadata {
-                client_name: Some(name.clone()),
-                redirect_uris: Some(redirect_uris.clone()),
-                grant_types: Some(grant_types),
-                token_endpoint_auth_method: auth_method.clone(),
-                scope: scope.clone(),
-                jwks_uri: jwks_uri.clone(),
-                ..Default::default()
-            };
-            let mut metadata = client_metadata::validate(raw, Origin::Operator)
-                .map_err(|e| anyhow::anyhow!("{}", e.description))?;
-            metadata.may_introspect = *may_introspect;
-            let (mut record, mut secrets) = new_client(
-                metadata,
-                ClientKind::Static,
-                id.clone(),
-                None,
-                util::now(),
-                0,
-            );
-            if let Some(var) = secret_from_env {
-                let given = std::env::var(var)
-                    .with_context(|| format!("--secret-from-env: {var} is not set"))?;
-                if !record.metadata.token_endpoint_auth_method.uses_secret() {
-                    bail!("--secret-from-env needs --auth-method client_secret_basic or _post");
-                }
-                if given.chars().count() < 32 {
-                    bail!("--secret-from-env: the secret in {var} must have 32 characters or more");
-                }
-                record.secret_hash = Some(util::secret_hash(&given));
-                secrets.client_secret = None;
-                println!("client_secret: taken from {var} (stored only as a hash)");
+            let from_env = given.is_some();
+            let (record, secret) = manage::create_client(
+                store.as_ref(),
+                manage::NewClient {
+                    name: name.clone(),
+                    client_id: id.clone(),
+                    redirect_uris: redirect_uris.clone(),
+                    grant_types: grant_types.clone(),
+                    auth_method: auth_method.clone(),
+                    scope: scope.clone(),
+                    jwks_uri: jwks_uri.clone(),
+                    may_introspect: *may_introspect,
+                },
+                given,
+            )
+            .await?;
+            if from_env {
+                println!("client_secret: taken from the environment (stored only as a hash)");
             }
-            store.insert_client(&record).await?;
             println!("added client {}", record.client_id);
-            if let Some(secret) = secrets.client_secret {
+            if let Some(secret) = secret {
                 println!("client_secret: {secret}");
                 println!("(shown once: it is stored only as a hash)");
             }
@@ -534,9 +508,7 @@ fn read_password() -> anyhow::Result<String> {
     std::io::stdin()
         .read_line(&mut line)
         .context("reading the password from standard input")?;
-    let password = line.trim_end_matches(['\n', '\r']).to_string();
-    password::check_new(&password).map_err(anyhow::Error::msg)?;
-    Ok(password)
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
 async fn user(cmd: &UserCmd, config: &Config) -> anyhow::Result<()> {
@@ -548,23 +520,10 @@ async fn user(cmd: &UserCmd, config: &Config) -> anyhow::Result<()> {
             name,
             ..
         } => {
-            let username = username.trim();
-            if username.is_empty() || username.len() > 200 || username.chars().any(char::is_control)
-            {
-                bail!("the username must be 1 to 200 printable characters");
-            }
-            let hash = password::hash(&read_password()?).map_err(anyhow::Error::msg)?;
-            let now = util::now();
-            let user = User {
-                id: util::random_id(),
-                username: username.to_string(),
-                email: email.clone(),
-                name: name.clone(),
-                password_hash: hash,
-                created_at: now,
-                updated_at: now,
-            };
-            store.insert_user(&user).await?;
+            let hash = manage::hash_new_password(&read_password()?)?;
+            let user =
+                manage::create_user(store.as_ref(), username, email.clone(), name.clone(), hash)
+                    .await?;
             println!("added user {} ({})", user.username, user.id);
         }
         UserCmd::List => {
@@ -589,7 +548,7 @@ async fn user(cmd: &UserCmd, config: &Config) -> anyhow::Result<()> {
             println!("removed user {username}");
         }
         UserCmd::SetPassword { username, .. } => {
-            let hash = password::hash(&read_password()?).map_err(anyhow::Error::msg)?;
+            let hash = manage::hash_new_password(&read_password()?)?;
             if !store.set_password(username, &hash, util::now()).await? {
                 bail!("no user {username}");
             }
@@ -609,12 +568,15 @@ async fn keys(cmd: &KeysCmd, config: &Config) -> anyhow::Result<()> {
                 println!("no keys yet; they are generated when the server first starts");
             }
             for k in list {
-                let state = match (k.retired_at, k.expires_at) {
-                    (None, _) => "active".to_string(),
-                    (Some(_), Some(e)) if e > now => {
-                        format!("retired, published until {}", util::rfc3339(e))
+                let state = match k.status(now) {
+                    KeyStatus::Active => "active".to_string(),
+                    KeyStatus::Retired { published_until } => {
+                        format!(
+                            "retired, published until {}",
+                            util::rfc3339(published_until)
+                        )
                     }
-                    (Some(_), _) => "expired".to_string(),
+                    KeyStatus::Expired => "expired".to_string(),
                 };
                 println!(
                     "{}  {}  created={}  {state}",

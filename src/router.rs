@@ -43,6 +43,12 @@ fn public_cors() -> CorsLayer {
 /// endpoints live under it, and the well-known documents are also served in the
 /// path-inserted form (RFC 8414 §3.1) and the appended form (OpenID Connect Discovery §4).
 pub fn build(state: AppState, issuer_path: &str) -> Router {
+    // The admin API (/admin/v1): every route behind the admin token check.
+    let (admin, _) = crate::admin::router().split_for_parts();
+    let admin = admin.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        crate::admin::auth::require_admin,
+    ));
     let api = Router::new()
         .route("/jwks", get(jwks::jwks))
         .route(
@@ -79,6 +85,8 @@ pub fn build(state: AppState, issuer_path: &str) -> Router {
             "/.well-known/openid-configuration",
             get(well_known::metadata),
         )
+        .route("/openapi.json", get(crate::admin::openapi::serve))
+        .merge(admin)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
 
     let mut app = Router::new();

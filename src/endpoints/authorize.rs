@@ -16,6 +16,14 @@ use crate::store::{AuthCode, Session, User};
 use crate::ui::{self, see_other};
 use crate::util;
 
+#[utoipa::path(get, path = "/authorize", tag = "oauth",
+    description = "The authorization endpoint (RFC 6749 §3.1): sign-in and consent pages, then a redirect with `code`, `state` and `iss` (RFC 9207).",
+    params(crate::endpoints::schemas::AuthorizationRequest),
+    responses(
+        (status = 303, description = "To the sign-in or consent page, or back to the client's redirect URI with `code` or `error`"),
+        (status = 200, description = "A page (sign-in, consent)", content_type = "text/html"),
+        (status = 400, description = "An error page: the request cannot be sent back to the client", content_type = "text/html"),
+    ))]
 pub async fn authorize_get(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -25,6 +33,13 @@ pub async fn authorize_get(
 }
 
 /// OpenID Connect Core §3.1.2.1: the authorization endpoint also accepts a form POST.
+#[utoipa::path(post, path = "/authorize", tag = "oauth",
+    description = "The authorization endpoint with form-encoded parameters (as `GET /authorize`).",
+    request_body(content = crate::endpoints::schemas::AuthorizationRequest, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "To the sign-in or consent page, or back to the client's redirect URI"),
+        (status = 400, description = "An error page", content_type = "text/html"),
+    ))]
 pub async fn authorize_post(
     State(state): State<AppState>,
     headers: HeaderMap,

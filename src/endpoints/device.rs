@@ -33,6 +33,14 @@ const WRONG_CODE_WINDOW_SECS: i64 = 600;
 const MAX_REQUESTS: i64 = 60;
 
 /// `POST /device_authorization` (RFC 8628 §3.1–3.2).
+#[utoipa::path(post, path = "/device_authorization", tag = "oauth",
+    description = "Device authorization (RFC 8628 §3.1).",
+    request_body(content = crate::endpoints::schemas::DeviceAuthorizationRequest, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Codes for the device and the user (RFC 8628 §3.2)", body = crate::endpoints::schemas::DeviceAuthorizationResponse),
+        (status = 400, description = "RFC 6749 §5.2 error", body = crate::endpoints::schemas::OAuthErrorResponse),
+        (status = 401, description = "Client authentication failed", body = crate::endpoints::schemas::OAuthErrorResponse),
+    ))]
 pub async fn authorization(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,

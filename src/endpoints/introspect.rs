@@ -14,6 +14,14 @@ use crate::oauth::tokens::{revoked_key, verify_access_token};
 use crate::startup::AppState;
 use crate::util;
 
+#[utoipa::path(post, path = "/introspect", tag = "oauth",
+    description = "Token introspection (RFC 7662), for clients an operator allowed.",
+    request_body(content = crate::endpoints::schemas::TokenRequestByValue, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The token's state", body = crate::endpoints::schemas::IntrospectionResponse),
+        (status = 401, description = "Client authentication failed", body = crate::endpoints::schemas::OAuthErrorResponse),
+        (status = 403, description = "This client may not introspect", body = crate::endpoints::schemas::OAuthErrorResponse),
+    ))]
 pub async fn introspect(
     State(state): State<AppState>,
     headers: HeaderMap,

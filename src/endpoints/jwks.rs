@@ -7,6 +7,9 @@ use axum::response::{IntoResponse, Response};
 
 use crate::startup::AppState;
 
+#[utoipa::path(get, path = "/jwks", tag = "oauth",
+    description = "The public signing keys (RFC 7517), retired ones included until their tokens expire.",
+    responses((status = 200, description = "The JWK Set", body = crate::endpoints::schemas::JwkSet)))]
 pub async fn jwks(State(state): State<AppState>) -> Response {
     let doc = state.keys.ring().jwks(crate::util::now());
     let mut res = Json(doc).into_response();

@@ -9,6 +9,7 @@ pub mod introspect;
 pub mod jwks;
 pub mod register;
 pub mod revoke;
+pub mod schemas;
 pub mod signin;
 pub mod token;
 pub mod userinfo;

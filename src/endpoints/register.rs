@@ -50,6 +50,14 @@ fn json_body(
 }
 
 /// `POST /register`.
+#[utoipa::path(post, path = "/register", tag = "oauth",
+    description = "Dynamic client registration (RFC 7591 §3).",
+    request_body(content = crate::oauth::client_metadata::RawClientMetadata, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Registered (RFC 7591 §3.2.1)", body = crate::endpoints::schemas::ClientInformation),
+        (status = 400, description = "`invalid_client_metadata` or `invalid_redirect_uri`", body = crate::endpoints::schemas::OAuthErrorResponse),
+        (status = 429, description = "Rate limited", body = crate::endpoints::schemas::OAuthErrorResponse),
+    ))]
 pub async fn register(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
@@ -142,6 +150,14 @@ async fn authorized_client(
 }
 
 /// `GET /register/{client_id}` (RFC 7592 §2.1).
+#[utoipa::path(get, path = "/register/{client_id}", tag = "oauth",
+    description = "Read a registration (RFC 7592 §2.1) with its registration access token.",
+    params(("client_id" = String, Path)),
+    security(("registration_access_token" = [])),
+    responses(
+        (status = 200, description = "The registration", body = crate::endpoints::schemas::ClientInformation),
+        (status = 401, description = "`invalid_token`", body = crate::endpoints::schemas::OAuthErrorResponse),
+    ))]
 pub async fn read(
     State(state): State<AppState>,
     Path(client_id): Path<String>,
@@ -153,6 +169,16 @@ pub async fn read(
 }
 
 /// `PUT /register/{client_id}` (RFC 7592 §2.2): replace the metadata.
+#[utoipa::path(put, path = "/register/{client_id}", tag = "oauth",
+    description = "Replace a registration's metadata (RFC 7592 §2.2).",
+    params(("client_id" = String, Path)),
+    security(("registration_access_token" = [])),
+    request_body(content = crate::oauth::client_metadata::RawClientMetadata, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The registration as updated", body = crate::endpoints::schemas::ClientInformation),
+        (status = 400, description = "`invalid_client_metadata` or `invalid_redirect_uri`", body = crate::endpoints::schemas::OAuthErrorResponse),
+        (status = 401, description = "`invalid_token`", body = crate::endpoints::schemas::OAuthErrorResponse),
+    ))]
 pub async fn update(
     State(state): State<AppState>,
     Path(client_id): Path<String>,
@@ -218,6 +244,14 @@ pub async fn update(
 }
 
 /// `DELETE /register/{client_id}` (RFC 7592 §2.3): 204, and the client is gone.
+#[utoipa::path(delete, path = "/register/{client_id}", tag = "oauth",
+    description = "Delete a registration (RFC 7592 §2.3).",
+    params(("client_id" = String, Path)),
+    security(("registration_access_token" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "`invalid_token`", body = crate::endpoints::schemas::OAuthErrorResponse),
+    ))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(client_id): Path<String>,

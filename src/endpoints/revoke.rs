@@ -14,6 +14,13 @@ use crate::oauth::tokens::{revoked_key, verify_access_token};
 use crate::startup::AppState;
 use crate::util;
 
+#[utoipa::path(post, path = "/revoke", tag = "oauth",
+    description = "Token revocation (RFC 7009): refresh tokens and access tokens.",
+    request_body(content = crate::endpoints::schemas::TokenRequestByValue, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Revoked, or was not valid (RFC 7009 §2.2)"),
+        (status = 401, description = "Client authentication failed", body = crate::endpoints::schemas::OAuthErrorResponse),
+    ))]
 pub async fn revoke(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -14,6 +14,15 @@ use crate::oauth::grants::{self, GrantType};
 use crate::startup::AppState;
 use crate::util;
 
+#[utoipa::path(post, path = "/token", tag = "oauth",
+    description = "The token endpoint (RFC 6749 §3.2): every grant Concierge implements.",
+    request_body(content = crate::endpoints::schemas::TokenRequest, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Tokens (RFC 6749 §5.1); `Cache-Control: no-store`", body = crate::endpoints::schemas::TokenResponse),
+        (status = 400, description = "RFC 6749 §5.2 error", body = crate::endpoints::schemas::OAuthErrorResponse),
+        (status = 401, description = "Client authentication failed", body = crate::endpoints::schemas::OAuthErrorResponse),
+        (status = 429, description = "Rate limited", body = crate::endpoints::schemas::OAuthErrorResponse),
+    ))]
 /// The span records the grant decision: the grant type, the client and, on refusal, the RFC
 /// error (its description never holds a secret).
 #[tracing::instrument(

@@ -57,6 +57,14 @@ async fn answer(state: &AppState, token: Option<&str>) -> Result<Response, OAuth
     Ok(Json(body).into_response())
 }
 
+#[utoipa::path(get, path = "/userinfo", tag = "oauth",
+    description = "OpenID Connect UserInfo (Core §5.3) for an access token with `openid`.",
+    security(("access_token" = ["openid"])),
+    responses(
+        (status = 200, description = "Claims", body = crate::endpoints::schemas::UserInfo),
+        (status = 401, description = "`invalid_token`; `WWW-Authenticate: Bearer`", body = crate::endpoints::schemas::OAuthErrorResponse),
+        (status = 403, description = "`insufficient_scope`", body = crate::endpoints::schemas::OAuthErrorResponse),
+    ))]
 pub async fn get(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -64,6 +72,15 @@ pub async fn get(
     answer(&state, bearer_token(&headers)).await
 }
 
+#[utoipa::path(post, path = "/userinfo", tag = "oauth",
+    description = "OpenID Connect UserInfo (Core §5.3); the token in the header or as `access_token` in a form body.",
+    security(("access_token" = ["openid"])),
+    request_body(content = crate::endpoints::schemas::UserInfoForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Claims", body = crate::endpoints::schemas::UserInfo),
+        (status = 401, description = "`invalid_token`", body = crate::endpoints::schemas::OAuthErrorResponse),
+        (status = 403, description = "`insufficient_scope`", body = crate::endpoints::schemas::OAuthErrorResponse),
+    ))]
 pub async fn post(
     State(state): State<AppState>,
     headers: HeaderMap,

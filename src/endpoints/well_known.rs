@@ -12,10 +12,17 @@ use crate::oauth::grants;
 use crate::oauth::metadata::{Capabilities, authorization_server_metadata};
 use crate::startup::AppState;
 
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "oauth",
+    description = "Authorization server metadata (RFC 8414 §3). Also served as `/.well-known/openid-configuration` (OpenID Connect Discovery §4) and, for an issuer with a path, in the path-inserted forms.",
+    responses((status = 200, description = "The metadata document", body = Object)))]
 pub async fn metadata(State(state): State<AppState>) -> Result<Response, OAuthError> {
     let resources = state.store.list_resources().await?;
+    // The admin API's scope is for operators' clients only; clients that ask for every
+    // advertised scope must not trip over it.
+    let admin = crate::manage::admin_resource_uri(&state.issuer);
     let mut scopes: Vec<String> = resources
         .iter()
+        .filter(|r| r.uri.as_str() != admin)
         .flat_map(|r| r.scopes.iter().map(|s| s.name.clone()))
         .collect();
     scopes.sort();

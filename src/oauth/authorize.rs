@@ -339,7 +339,9 @@ pub async fn requested_resources(
                 .map(|r| vec![(*r).clone()])
                 .ok_or_else(|| target(format!("the default resource {uri} is not registered")));
         }
-        let all = state.store.list_resources().await.map_err(internal)?;
+        let admin = crate::manage::admin_resource_uri(&state.issuer);
+        let mut all = state.store.list_resources().await.map_err(internal)?;
+        all.retain(|r| r.uri.as_str() != admin);
         return match <[Resource; 1]>::try_from(all) {
             Ok([one]) => Ok(vec![one]),
             Err(_) => Err(target(
@@ -356,6 +358,13 @@ pub async fn requested_resources(
             .await
             .map_err(internal)?
             .ok_or_else(|| target(format!("{uri} is not a registered resource")))?;
+        // The admin API takes only tokens its clients get for themselves (client
+        // credentials); a user cannot delegate administration to an agent.
+        if r.uri.as_str() == crate::manage::admin_resource_uri(&state.issuer) {
+            return Err(target(format!(
+                "{uri} is the admin API: it is not available through user authorization"
+            )));
+        }
         if !out.iter().any(|o| o.uri == r.uri) {
             out.push((*r).clone());
         }

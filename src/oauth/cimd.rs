@@ -134,6 +134,18 @@ impl CimdResolver {
         Ok(metadata)
     }
 
+    /// The documents cached now, each with the seconds it has left, ordered by client_id.
+    pub fn cached(&self) -> Vec<(String, Arc<ClientMetadata>, u64)> {
+        let mut list: Vec<_> = self
+            .cache
+            .entries()
+            .into_iter()
+            .map(|(id, m, left)| (id, m, left.as_secs()))
+            .collect();
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+        list
+    }
+
     /// Drop a cached document (after an operator change, say).
     pub fn forget(&self, client_id: &str) {
         self.cache.remove(client_id);

@@ -73,7 +73,7 @@ pub enum ApplicationType {
 
 /// Metadata as a client sent it. Unknown fields are ignored (RFC 7591 §2); a field of the
 /// wrong type is an error that names it.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct RawClientMetadata {
     pub redirect_uris: Option<Vec<String>>,
     pub token_endpoint_auth_method: Option<String>,
@@ -87,9 +87,11 @@ pub struct RawClientMetadata {
     pub scope: Option<String>,
     pub contacts: Option<Vec<String>>,
     pub jwks_uri: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub jwks: Option<Value>,
     pub software_id: Option<String>,
     pub software_version: Option<String>,
+    /// `web` or `native`.
     pub application_type: Option<String>,
     /// Present in documents (must equal their URL) and in RFC 7592 updates.
     pub client_id: Option<String>,
@@ -97,9 +99,13 @@ pub struct RawClientMetadata {
     pub client_secret: Option<String>,
     // Server-issued fields a client must not send back (RFC 7592 §2.2) and that a
     // metadata document must not contain.
+    #[schema(ignore)]
     pub client_secret_expires_at: Option<Value>,
+    #[schema(ignore)]
     pub client_id_issued_at: Option<Value>,
+    #[schema(ignore)]
     pub registration_access_token: Option<Value>,
+    #[schema(ignore)]
     pub registration_client_uri: Option<Value>,
 }
 

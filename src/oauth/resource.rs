@@ -72,7 +72,7 @@ impl std::fmt::Display for ResourceUri {
 }
 
 /// A scope a resource offers, with the sentence the consent screen shows for it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScopeDef {
     pub name: String,
     pub description: String,
@@ -93,7 +93,7 @@ impl ScopeDef {
         Ok(def)
     }
 
-    fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), String> {
         if !is_scope_token(&self.name) {
             return Err(format!("{:?} is not a valid scope name", self.name));
         }
@@ -199,6 +199,12 @@ impl ResourceDirectory {
         self.cache
             .insert(uri.as_str().to_string(), found.clone(), self.ttl);
         Ok(Some(found))
+    }
+
+    /// Drop this replica's cached copy after changing or deleting the resource; other
+    /// replicas see the change within the cache lifetime.
+    pub fn forget(&self, uri: &str) {
+        self.cache.remove(uri);
     }
 }
 

@@ -67,6 +67,18 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         }
     }
 
+    /// The live entries with the time each has left, in no particular order.
+    pub fn entries(&self) -> Vec<(K, V, Duration)> {
+        let Ok(map) = self.map.lock() else {
+            return Vec::new();
+        };
+        let now = Instant::now();
+        map.iter()
+            .filter(|(_, e)| e.expires > now)
+            .map(|(k, e)| (k.clone(), e.value.clone(), e.expires - now))
+            .collect()
+    }
+
     pub fn remove<Q>(&self, key: &Q)
     where
         K: Borrow<Q>,

@@ -105,6 +105,27 @@ pub struct StoredKey {
     pub expires_at: Option<i64>,
 }
 
+/// Where a signing key is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStatus {
+    /// Signs new tokens.
+    Active,
+    /// Replaced; still published until the tokens it signed have expired.
+    Retired { published_until: i64 },
+    /// No longer published.
+    Expired,
+}
+
+impl StoredKey {
+    pub fn status(&self, now: i64) -> KeyStatus {
+        match (self.retired_at, self.expires_at) {
+            (None, _) => KeyStatus::Active,
+            (Some(_), Some(e)) if e > now => KeyStatus::Retired { published_until: e },
+            (Some(_), _) => KeyStatus::Expired,
+        }
+    }
+}
+
 impl std::fmt::Debug for StoredKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoredKey")

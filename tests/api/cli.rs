@@ -446,3 +446,31 @@ fn key_encryption_key_rotation() {
         );
     }
 }
+
+#[test]
+fn admin_client_bootstrap() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ok, out, err) = concierge(d, &["admin-client", "create", "--name", "ops"]);
+    assert!(ok, "{out}{err}");
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("added admin client "))
+        .expect("client id printed");
+    let secret = out
+        .lines()
+        .find_map(|l| l.strip_prefix("client_secret: "))
+        .expect("secret printed once");
+    assert_eq!(secret.len(), 43);
+    // The admin resource was created with the admin scope, and the client may ask for it.
+    let (ok, out, _) = concierge(d, &["resource", "list"]);
+    assert!(
+        ok && out.contains("http://localhost:8080/admin/v1") && out.contains("admin"),
+        "{out}"
+    );
+    let (ok, out, _) = concierge(d, &["client", "list"]);
+    assert!(ok && out.contains(id) && out.contains("static"), "{out}");
+    // A second admin client is fine (the resource exists already).
+    let (ok, _, err) = concierge(d, &["admin-client", "create"]);
+    assert!(ok, "{err}");
+}

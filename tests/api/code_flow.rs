@@ -498,13 +498,7 @@ both!(
 );
 
 both!(connected_apps_page_revokes, |app: TestApp| async move {
-    let alice = seed(&app).await;
-    let client = public_client(&app).await;
-    let (verifier, challenge) = pkce();
-    let b = browser();
-    let back =
-        authorize_and_approve(&app, &b, &auth_params(&client, &challenge, "notes:read")).await;
-    let (_, _, tokens) = redeem(&app, &client, &query(&back)["code"], &verifier, &[]).await;
+    let (alice, client, b, tokens) = connect_agent(&app, "notes:read").await;
     let rt = tokens["refresh_token"].as_str().unwrap().to_string();
 
     let page = b.get(app.url("/account/apps")).send().await.unwrap();

@@ -301,3 +301,16 @@ pub fn verify(app: &TestApp, jwt: &str, alg: jsonwebtoken::Algorithm, audience: 
         .unwrap()
         .claims
 }
+
+/// Alice (seeded) connects a public agent with `scope`: returns her id, the agent's
+/// client_id, her browser (signed in) and the token response.
+pub async fn connect_agent(app: &TestApp, scope: &str) -> (String, String, reqwest::Client, Value) {
+    let alice = seed(app).await;
+    let client = public_client(app).await;
+    let (verifier, challenge) = pkce();
+    let b = browser();
+    let back = authorize_and_approve(app, &b, &auth_params(&client, &challenge, scope)).await;
+    let (s, _, tokens) = redeem(app, &client, &query(&back)["code"], &verifier, &[]).await;
+    assert_eq!(s, 200, "{tokens}");
+    (alice, client, b, tokens)
+}

@@ -22,31 +22,43 @@ fn chromium() -> String {
     std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
 }
 
-/// Are Chromium and the Node packages there? Installs the packages once (`npm ci`).
-fn ready() -> bool {
+/// Are the Node packages of `tests/interop` installed? Installs them once (`npm ci`) when
+/// one is missing; every Node-driven test goes through here, so they never race to install.
+pub fn npm_ready() -> Result<(), String> {
     static READY: OnceLock<Result<(), String>> = OnceLock::new();
-    let r = READY.get_or_init(|| {
-        if !Path::new(&chromium()).exists() {
-            return Err(format!(
-                "no Chromium at {} (apt-get install chromium, or set CHROMIUM)",
-                chromium()
-            ));
-        }
-        if !interop_dir().join("node_modules/openid-client").exists() {
-            let out = Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(interop_dir())
-                .output()
-                .map_err(|e| format!("npm could not run: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "npm ci failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
+    READY
+        .get_or_init(|| {
+            let missing = ["openid-client", "playwright-core", "@readme/openapi-parser"]
+                .iter()
+                .any(|p| !interop_dir().join("node_modules").join(p).exists());
+            if missing {
+                let out = Command::new("npm")
+                    .args(["ci", "--no-audit", "--no-fund"])
+                    .current_dir(interop_dir())
+                    .output()
+                    .map_err(|e| format!("npm could not run: {e}"))?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "npm ci failed: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    ));
+                }
             }
-        }
-        Ok(())
-    });
+            Ok(())
+        })
+        .clone()
+}
+
+/// Are Chromium and the Node packages there?
+fn ready() -> bool {
+    let r = if Path::new(&chromium()).exists() {
+        npm_ready()
+    } else {
+        Err(format!(
+            "no Chromium at {} (apt-get install chromium, or set CHROMIUM)",
+            chromium()
+        ))
+    };
     match r {
         Ok(()) => true,
         Err(why) => {

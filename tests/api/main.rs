@@ -6,6 +6,7 @@ mod helpers;
 mod interop;
 mod introspection;
 
+mod admin;
 mod audit;
 mod caches;
 mod cimd;
@@ -18,6 +19,7 @@ mod flow;
 mod keys;
 mod metadata;
 mod observability;
+mod openapi;
 mod private_key_jwt;
 mod process;
 mod registration;

@@ -1,0 +1,266 @@
+//! `/admin/v1/resources`: protected resources with their scopes, and the token exchange
+//! policies between them (RFC 8693).
+
+use std::collections::BTreeMap;
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::AdminCaller;
+use super::{ApiJson, ApiPath, ApiQuery, Page, PageQuery, paginate, record_change};
+use crate::error::{ApiError, ApiErrorBody};
+use crate::manage;
+use crate::oauth::resource::{Resource, ScopeDef};
+use crate::startup::AppState;
+use crate::store::ExchangePolicy;
+
+/// A protected resource (an MCP server or any API that accepts our tokens).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResourceView {
+    /// The resource URI clients send as `resource` (RFC 8707), normalised.
+    pub uri: String,
+    /// The name users see on the consent screen.
+    pub name: String,
+    pub scopes: Vec<ScopeDef>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+impl From<&Resource> for ResourceView {
+    fn from(r: &Resource) -> Self {
+        Self {
+            uri: r.uri.to_string(),
+            name: r.name.clone(),
+            scopes: r.scopes.clone(),
+            created_at: super::time(r.created_at),
+        }
+    }
+}
+
+/// A resource to register.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateResource {
+    pub uri: String,
+    pub name: String,
+    #[serde(default)]
+    pub scopes: Vec<ScopeDef>,
+}
+
+/// List resources, ordered by URI.
+#[utoipa::path(get, path = "/admin/v1/resources", tag = "resources",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of resources", body = Page<ResourceView>),
+        (status = 400, description = "Bad pagination parameters", body = ApiErrorBody),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> Result<Json<Page<ResourceView>>, ApiError> {
+    let all: Vec<ResourceView> = state
+        .store
+        .list_resources()
+        .await?
+        .iter()
+        .map(ResourceView::from)
+        .collect();
+    Ok(Json(paginate(all, &q, |r| r.uri.clone())?))
+}
+
+/// Register a resource.
+#[utoipa::path(post, path = "/admin/v1/resources", tag = "resources",
+    request_body = CreateResource,
+    responses(
+        (status = 201, description = "Registered", body = ResourceView),
+        (status = 400, description = "Invalid; `field` names the culprit", body = ApiErrorBody),
+        (status = 409, description = "A resource with this URI exists", body = ApiErrorBody),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<AdminCaller>,
+    ApiJson(body): ApiJson<CreateResource>,
+) -> Result<(StatusCode, Json<ResourceView>), ApiError> {
+    let r =
+        manage::create_resource(state.store.as_ref(), &body.uri, &body.name, body.scopes).await?;
+    state.resources.forget(r.uri.as_str());
+    record_change(
+        &state,
+        &caller,
+        "resource.create",
+        serde_json::json!({ "uri": r.uri.as_str() }),
+        None,
+    );
+    Ok((StatusCode::CREATED, Json(ResourceView::from(&r))))
+}
+
+/// One resource. The URI is percent-encoded in the path.
+#[utoipa::path(get, path = "/admin/v1/resources/{uri}", tag = "resources",
+    params(("uri" = String, Path, description = "The resource URI, percent-encoded")),
+    responses(
+        (status = 200, description = "The resource", body = ResourceView),
+        (status = 404, description = "No such resource", body = ApiErrorBody),
+    ))]
+pub async fn get(
+    State(state): State<AppState>,
+    ApiPath(uri): ApiPath<String>,
+) -> Result<Json<ResourceView>, ApiError> {
+    let uri = manage::resource_uri("uri", &uri)?;
+    let r = state
+        .store
+        .get_resource(uri.as_str())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no resource {uri}")))?;
+    Ok(Json(ResourceView::from(&r)))
+}
+
+/// Remove a resource. Tokens already issued for it stay valid until they expire.
+#[utoipa::path(delete, path = "/admin/v1/resources/{uri}", tag = "resources",
+    params(("uri" = String, Path, description = "The resource URI, percent-encoded")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "No such resource", body = ApiErrorBody),
+    ))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(caller): Extension<AdminCaller>,
+    ApiPath(uri): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let uri = manage::resource_uri("uri", &uri)?;
+    if uri.as_str() == manage::admin_resource_uri(&state.issuer) {
+        return Err(ApiError::conflict(
+            "the admin API's own resource cannot be removed",
+        ));
+    }
+    manage::delete_resource(state.store.as_ref(), uri.as_str()).await?;
+    state.resources.forget(uri.as_str());
+    record_change(
+        &state,
+        &caller,
+        "resource.delete",
+        serde_json::json!({ "uri": uri.as_str() }),
+        None,
+    );
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// May `client_id` exchange tokens for `source` into tokens for `target`, and with which
+/// scopes (RFC 8693)? No policy means no.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangePolicyView {
+    /// The resource the new tokens are for.
+    pub target: String,
+    /// The client allowed to exchange (e.g. the MCP server that calls `target`).
+    pub client_id: String,
+    /// The resource the presented (subject) tokens are for.
+    pub source: String,
+    /// Source scope → the target scopes it may become. Unmapped scopes are never granted.
+    pub scope_map: BTreeMap<String, Vec<String>>,
+}
+
+impl From<ExchangePolicy> for ExchangePolicyView {
+    fn from(p: ExchangePolicy) -> Self {
+        Self {
+            target: p.target,
+            client_id: p.client_id,
+            source: p.source,
+            scope_map: p.scope_map,
+        }
+    }
+}
+
+/// Which exchange policy to remove.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PolicyKey {
+    pub target: String,
+    pub client_id: String,
+    pub source: String,
+}
+
+/// List exchange policies.
+#[utoipa::path(get, path = "/admin/v1/exchange-policies", tag = "resources",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of policies", body = Page<ExchangePolicyView>),
+        (status = 400, description = "Bad pagination parameters", body = ApiErrorBody),
+    ))]
+pub async fn list_exchanges(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> Result<Json<Page<ExchangePolicyView>>, ApiError> {
+    let all: Vec<ExchangePolicyView> = state
+        .store
+        .list_exchange_policies()
+        .await?
+        .into_iter()
+        .map(ExchangePolicyView::from)
+        .collect();
+    Ok(Json(paginate(all, &q, |p| {
+        format!("{}\n{}\n{}", p.target, p.client_id, p.source)
+    })?))
+}
+
+/// Allow an exchange (creates or replaces the policy for target, client and source).
+#[utoipa::path(put, path = "/admin/v1/exchange-policies", tag = "resources",
+    request_body = ExchangePolicyView,
+    responses(
+        (status = 200, description = "The policy in force", body = ExchangePolicyView),
+        (status = 400, description = "Invalid; `field` names the culprit", body = ApiErrorBody),
+    ))]
+pub async fn allow_exchange(
+    State(state): State<AppState>,
+    Extension(caller): Extension<AdminCaller>,
+    ApiJson(body): ApiJson<ExchangePolicyView>,
+) -> Result<Json<ExchangePolicyView>, ApiError> {
+    let p = manage::allow_exchange(
+        state.store.as_ref(),
+        &body.target,
+        &body.client_id,
+        &body.source,
+        body.scope_map,
+    )
+    .await?;
+    record_change(
+        &state,
+        &caller,
+        "exchange_policy.allow",
+        serde_json::json!({ "target": p.target, "client_id": p.client_id, "source": p.source }),
+        None,
+    );
+    Ok(Json(p.into()))
+}
+
+/// Deny an exchange (removes its policy).
+#[utoipa::path(delete, path = "/admin/v1/exchange-policies", tag = "resources",
+    params(PolicyKey),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "No such policy", body = ApiErrorBody),
+    ))]
+pub async fn deny_exchange(
+    State(state): State<AppState>,
+    Extension(caller): Extension<AdminCaller>,
+    ApiQuery(key): ApiQuery<PolicyKey>,
+) -> Result<StatusCode, ApiError> {
+    manage::deny_exchange(
+        state.store.as_ref(),
+        &key.target,
+        &key.client_id,
+        &key.source,
+    )
+    .await?;
+    record_change(
+        &state,
+        &caller,
+        "exchange_policy.deny",
+        serde_json::json!({ "target": key.target, "client_id": key.client_id, "source": key.source }),
+        None,
+    );
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,178 @@
+//! The shapes of the public endpoints' requests and answers, for the OpenAPI document
+//! (`GET /openapi.json`). The handlers parse forms themselves (repeated parameters such as
+//! `resource` and strict duplicate checks need it); these types describe what they accept.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// An error answer (RFC 6749 §5.2, RFC 7591 §3.2.2, RFC 6750 §3.1).
+#[derive(Serialize, ToSchema)]
+pub struct OAuthErrorResponse {
+    /// The RFC error code, e.g. `invalid_request`, `invalid_client`, `invalid_grant`,
+    /// `invalid_scope`, `invalid_target`.
+    pub error: String,
+    /// What is wrong, for the developer.
+    pub error_description: String,
+}
+
+/// `POST /token` (RFC 6749 §3.2), form-encoded. Which parameters apply depends on
+/// `grant_type`. Client authentication: HTTP Basic, `client_id` + `client_secret`, or
+/// `client_assertion` (RFC 7523, `private_key_jwt`); public clients send `client_id` only.
+#[derive(Serialize, ToSchema)]
+pub struct TokenRequest {
+    /// `authorization_code`, `refresh_token`, `client_credentials`,
+    /// `urn:ietf:params:oauth:grant-type:device_code` or
+    /// `urn:ietf:params:oauth:grant-type:token-exchange`.
+    pub grant_type: String,
+    /// authorization_code: the code.
+    pub code: Option<String>,
+    /// authorization_code: as sent to `/authorize`.
+    pub redirect_uri: Option<String>,
+    /// authorization_code: the PKCE verifier (RFC 7636).
+    pub code_verifier: Option<String>,
+    /// refresh_token: the refresh token.
+    pub refresh_token: Option<String>,
+    /// device_code: the device code (RFC 8628 §3.4).
+    pub device_code: Option<String>,
+    /// token-exchange: the presented token (RFC 8693 §2.1).
+    pub subject_token: Option<String>,
+    pub subject_token_type: Option<String>,
+    pub actor_token: Option<String>,
+    pub actor_token_type: Option<String>,
+    pub requested_token_type: Option<String>,
+    /// The resource the token is for (RFC 8707); may repeat where a grant allows.
+    pub resource: Option<String>,
+    /// Space-separated scopes.
+    pub scope: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    /// `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`.
+    pub client_assertion_type: Option<String>,
+    pub client_assertion: Option<String>,
+}
+
+/// A token response (RFC 6749 §5.1). The access token is a JWT (RFC 9068) whose audience is
+/// the resource.
+#[derive(Serialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// `Bearer`.
+    pub token_type: String,
+    pub expires_in: i64,
+    pub scope: Option<String>,
+    pub refresh_token: Option<String>,
+    /// OpenID Connect, when `openid` was granted.
+    pub id_token: Option<String>,
+    /// Token exchange (RFC 8693 §2.2.1).
+    pub issued_token_type: Option<String>,
+}
+
+/// `GET /authorize` query (or `POST` form): RFC 6749 §4.1.1 with PKCE (RFC 7636) required.
+#[derive(Serialize, ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuthorizationRequest {
+    /// `code`: the only response type (OAuth 2.1).
+    pub response_type: String,
+    /// A registered client id or a Client ID Metadata Document URL.
+    pub client_id: String,
+    pub redirect_uri: Option<String>,
+    pub scope: Option<String>,
+    pub state: Option<String>,
+    /// BASE64URL(SHA-256(code_verifier)).
+    pub code_challenge: String,
+    /// `S256`.
+    pub code_challenge_method: String,
+    /// RFC 8707; may repeat. Default: the configured default resource, or the only one.
+    pub resource: Option<String>,
+    /// OpenID Connect.
+    pub nonce: Option<String>,
+    /// OpenID Connect: `none`, `login` or `consent`.
+    pub prompt: Option<String>,
+}
+
+/// The client information response (RFC 7591 §3.2.1, RFC 7592 §3): the metadata as stored,
+/// plus the credentials. Secrets appear only when issued.
+#[derive(Serialize, ToSchema)]
+pub struct ClientInformation {
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    pub client_id_issued_at: Option<i64>,
+    /// 0: the secret does not expire.
+    pub client_secret_expires_at: Option<i64>,
+    /// RFC 7592: for reading, updating and deleting this registration.
+    pub registration_access_token: Option<String>,
+    pub registration_client_uri: Option<String>,
+    pub redirect_uris: Vec<String>,
+    pub token_endpoint_auth_method: String,
+    pub grant_types: Vec<String>,
+    pub response_types: Vec<String>,
+    pub client_name: Option<String>,
+    pub scope: Option<String>,
+}
+
+/// `POST /introspect` (RFC 7662 §2.1) and `POST /revoke` (RFC 7009 §2.1), form-encoded, with
+/// client authentication.
+#[derive(Serialize, ToSchema)]
+pub struct TokenRequestByValue {
+    pub token: String,
+    /// `access_token` or `refresh_token`.
+    pub token_type_hint: Option<String>,
+}
+
+/// RFC 7662 §2.2. An inactive token is `{"active": false}` and nothing more.
+#[derive(Serialize, ToSchema)]
+pub struct IntrospectionResponse {
+    pub active: bool,
+    pub scope: Option<String>,
+    pub client_id: Option<String>,
+    pub sub: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub aud: Option<serde_json::Value>,
+    pub iss: Option<String>,
+    pub exp: Option<i64>,
+    pub iat: Option<i64>,
+    pub jti: Option<String>,
+    pub token_type: Option<String>,
+}
+
+/// `POST /device_authorization` (RFC 8628 §3.1), form-encoded.
+#[derive(Serialize, ToSchema)]
+pub struct DeviceAuthorizationRequest {
+    pub client_id: String,
+    pub scope: Option<String>,
+    /// RFC 8707; may repeat.
+    pub resource: Option<String>,
+}
+
+/// RFC 8628 §3.2.
+#[derive(Serialize, ToSchema)]
+pub struct DeviceAuthorizationResponse {
+    pub device_code: String,
+    pub user_code: String,
+    pub verification_uri: String,
+    pub verification_uri_complete: Option<String>,
+    pub expires_in: i64,
+    pub interval: i64,
+}
+
+/// A JSON Web Key Set (RFC 7517 §5): the public signing keys.
+#[derive(Serialize, ToSchema)]
+pub struct JwkSet {
+    #[schema(value_type = Vec<Object>)]
+    pub keys: Vec<serde_json::Value>,
+}
+
+/// UserInfo claims (OpenID Connect Core §5.3.2): `sub` and what the granted scopes allow.
+#[derive(Serialize, ToSchema)]
+pub struct UserInfo {
+    pub sub: String,
+    pub name: Option<String>,
+    pub preferred_username: Option<String>,
+    pub email: Option<String>,
+}
+
+/// `POST /userinfo` with the token in the body (RFC 6750 §2.2) instead of the header.
+#[derive(Serialize, ToSchema)]
+pub struct UserInfoForm {
+    pub access_token: Option<String>,
+}

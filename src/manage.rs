@@ -1,0 +1,355 @@
+//! Administrative operations shared by the CLI (`src/main.rs`) and the admin API
+//! (`src/admin/`): the checks and the writes, written once. Errors name the field at fault so
+//! both callers can say exactly what is wrong.
+
+use std::collections::BTreeMap;
+
+use crate::oauth::client_metadata::{self, Origin, RawClientMetadata};
+use crate::oauth::password;
+use crate::oauth::registration::new_client;
+use crate::oauth::resource::{Resource, ResourceUri, ScopeDef};
+use crate::store::{ClientKind, ClientRecord, ExchangePolicy, Store, StoreError, User};
+use crate::util;
+
+/// The scope an admin access token must carry (on the admin resource).
+pub const ADMIN_SCOPE: &str = "admin";
+
+/// What went wrong with an administrative operation.
+#[derive(Debug, thiserror::Error)]
+pub enum ManageError {
+    /// The input is wrong; `field` names it (`redirect_uris[0]`, `scopes[1].name`, …).
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for ManageError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => Self::Conflict(format!("{what} already exists")),
+            other => Self::Store(other),
+        }
+    }
+}
+
+pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> ManageError {
+    ManageError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// The admin API's own resource: `<issuer>/admin/v1`.
+pub fn admin_resource_uri(issuer: &str) -> String {
+    format!("{}/admin/v1", issuer.trim_end_matches('/'))
+}
+
+/// Register the admin API as a resource with the [`ADMIN_SCOPE`] scope, unless it is there.
+pub async fn ensure_admin_resource(store: &dyn Store, issuer: &str) -> Result<(), ManageError> {
+    let resource = Resource::new(
+        &admin_resource_uri(issuer),
+        "Concierge admin API",
+        vec![ScopeDef {
+            name: ADMIN_SCOPE.to_string(),
+            description: "Administer this server: clients, users, resources, keys and the \
+                          audit log"
+                .to_string(),
+        }],
+        util::now(),
+    )
+    .map_err(|e| invalid("issuer", e))?;
+    match store.insert_resource(&resource).await {
+        Ok(()) | Err(StoreError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Check and register a resource.
+pub async fn create_resource(
+    store: &dyn Store,
+    uri: &str,
+    name: &str,
+    scopes: Vec<ScopeDef>,
+) -> Result<Resource, ManageError> {
+    ResourceUri::parse(uri).map_err(|e| invalid("uri", format!("the resource URI {e}")))?;
+    for (i, s) in scopes.iter().enumerate() {
+        s.check().map_err(|e| invalid(format!("scopes[{i}]"), e))?;
+        if scopes[..i].iter().any(|o| o.name == s.name) {
+            return Err(invalid(
+                format!("scopes[{i}].name"),
+                format!("scope {:?} is listed twice", s.name),
+            ));
+        }
+    }
+    let resource = Resource::new(uri, name, scopes, util::now()).map_err(|e| invalid("name", e))?;
+    store.insert_resource(&resource).await?;
+    Ok(resource)
+}
+
+/// Remove a resource; returns its normalised URI.
+pub async fn delete_resource(store: &dyn Store, uri: &str) -> Result<ResourceUri, ManageError> {
+    let uri = resource_uri("uri", uri)?;
+    if !store.delete_resource(uri.as_str()).await? {
+        return Err(ManageError::NotFound(format!("no resource {uri}")));
+    }
+    Ok(uri)
+}
+
+/// A resource URI from input, normalised; `field` names it in the error.
+pub fn resource_uri(field: &str, raw: &str) -> Result<ResourceUri, ManageError> {
+    ResourceUri::parse(raw).map_err(|e| invalid(field, format!("the resource URI {e}")))
+}
+
+/// Let `client_id` exchange tokens for `source` into tokens for `target` with `scope_map`
+/// (source scope → target scopes): both resources must exist and every scope must be theirs.
+pub async fn allow_exchange(
+    store: &dyn Store,
+    target: &str,
+    client_id: &str,
+    source: &str,
+    scope_map: BTreeMap<String, Vec<String>>,
+) -> Result<ExchangePolicy, ManageError> {
+    let target = resource_uri("target", target)?;
+    let source = resource_uri("source", source)?;
+    if client_id.is_empty() {
+        return Err(invalid("client_id", "is required"));
+    }
+    let Some(target_resource) = store.get_resource(target.as_str()).await? else {
+        return Err(invalid("target", format!("no resource {target}")));
+    };
+    let Some(source_resource) = store.get_resource(source.as_str()).await? else {
+        return Err(invalid("source", format!("no resource {source}")));
+    };
+    if scope_map.is_empty() {
+        return Err(invalid(
+            "scope_map",
+            "map at least one source scope to target scopes; unmapped scopes are never granted",
+        ));
+    }
+    for (src, targets) in &scope_map {
+        if !source_resource.scopes.iter().any(|s| &s.name == src) {
+            return Err(invalid(
+                format!("scope_map.{src}"),
+                format!("{src} is not a scope of {source}"),
+            ));
+        }
+        for (i, t) in targets.iter().enumerate() {
+            if !target_resource.scopes.iter().any(|s| &s.name == t) {
+                return Err(invalid(
+                    format!("scope_map.{src}[{i}]"),
+                    format!("{t} is not a scope of {target}"),
+                ));
+            }
+        }
+    }
+    let policy = ExchangePolicy {
+        target: target.to_string(),
+        client_id: client_id.to_string(),
+        source: source.to_string(),
+        scope_map,
+        created_at: util::now(),
+    };
+    store.save_exchange_policy(&policy).await?;
+    Ok(policy)
+}
+
+/// Remove an exchange policy.
+pub async fn deny_exchange(
+    store: &dyn Store,
+    target: &str,
+    client_id: &str,
+    source: &str,
+) -> Result<(), ManageError> {
+    let target = resource_uri("target", target)?;
+    let source = resource_uri("source", source)?;
+    if !store
+        .delete_exchange_policy(target.as_str(), client_id, source.as_str())
+        .await?
+    {
+        return Err(ManageError::NotFound("no such exchange policy".into()));
+    }
+    Ok(())
+}
+
+/// A client an operator pre-registers.
+#[derive(Debug, Default, Clone)]
+pub struct NewClient {
+    pub name: String,
+    /// Default: generated.
+    pub client_id: Option<String>,
+    pub redirect_uris: Vec<String>,
+    /// Default: authorization_code and refresh_token.
+    pub grant_types: Vec<String>,
+    /// Default: client_secret_basic (RFC 7591 §2).
+    pub auth_method: Option<String>,
+    pub scope: Option<String>,
+    pub jwks_uri: Option<String>,
+    pub may_introspect: bool,
+}
+
+/// Check and store a pre-registered client. Returns the record and, for a confidential
+/// client, its secret (shown once, stored as a hash). `given_secret` replaces the generated
+/// secret (development and benchmarks).
+pub async fn create_client(
+    store: &dyn Store,
+    new: NewClient,
+    given_secret: Option<String>,
+) -> Result<(ClientRecord, Option<String>), ManageError> {
+    if let Some(id) = &new.client_id
+        && (id.is_empty() || id.contains("://") || id.len() > 200)
+    {
+        return Err(invalid(
+            "client_id",
+            "must be 1 to 200 characters and not a URL",
+        ));
+    }
+    if new.name.trim().is_empty() {
+        return Err(invalid("client_name", "is required"));
+    }
+    let grant_types = if new.grant_types.is_empty() {
+        vec!["authorization_code".into(), "refresh_token".into()]
+    } else {
+        new.grant_types
+    };
+    let raw = RawClientMetadata {
+        client_name: Some(new.name),
+        redirect_uris: Some(new.redirect_uris),
+        grant_types: Some(grant_types),
+        token_endpoint_auth_method: new.auth_method,
+        scope: new.scope,
+        jwks_uri: new.jwks_uri,
+        ..Default::default()
+    };
+    let mut metadata = client_metadata::validate(raw, Origin::Operator).map_err(|e| {
+        let field = field_of(&e.description).unwrap_or("metadata").to_string();
+        invalid(field, e.description.into_owned())
+    })?;
+    metadata.may_introspect = new.may_introspect;
+    let (mut record, secrets) = new_client(
+        metadata,
+        ClientKind::Static,
+        new.client_id,
+        None,
+        util::now(),
+        0,
+    );
+    let mut secret = secrets.client_secret;
+    if let Some(given) = given_secret {
+        if !record.metadata.token_endpoint_auth_method.uses_secret() {
+            return Err(invalid(
+                "token_endpoint_auth_method",
+                "a given secret needs client_secret_basic or client_secret_post",
+            ));
+        }
+        if given.chars().count() < 32 {
+            return Err(invalid("client_secret", "must have 32 characters or more"));
+        }
+        record.secret_hash = Some(util::secret_hash(&given));
+        secret = None;
+    }
+    store.insert_client(&record).await?;
+    Ok((record, secret))
+}
+
+/// The field a client-metadata error description starts with (`redirect_uris[0] is …`).
+fn field_of(description: &str) -> Option<&str> {
+    let first = description.split([' ', ':']).next()?;
+    let name = first.split('[').next()?;
+    (!name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_')).then_some(first)
+}
+
+/// Create a confidential client that may obtain admin access tokens through client
+/// credentials, registering the admin resource first if needed. Returns the client and its
+/// secret (shown once).
+pub async fn create_admin_client(
+    store: &dyn Store,
+    issuer: &str,
+    name: &str,
+) -> Result<(ClientRecord, String), ManageError> {
+    ensure_admin_resource(store, issuer).await?;
+    let (record, secret) = create_client(
+        store,
+        NewClient {
+            name: name.to_string(),
+            grant_types: vec!["client_credentials".into()],
+            auth_method: Some("client_secret_basic".into()),
+            scope: Some(ADMIN_SCOPE.into()),
+            ..Default::default()
+        },
+        None,
+    )
+    .await?;
+    let secret =
+        secret.ok_or_else(|| ManageError::Store(StoreError::Corrupt("no secret issued".into())))?;
+    Ok((record, secret))
+}
+
+/// Check a username: 1 to 200 printable characters (surrounding space trimmed).
+pub fn check_username(username: &str) -> Result<&str, ManageError> {
+    let username = username.trim();
+    if username.is_empty() || username.len() > 200 || username.chars().any(char::is_control) {
+        return Err(invalid("username", "must be 1 to 200 printable characters"));
+    }
+    Ok(username)
+}
+
+/// Hash a new password (argon2id) after checking it. Slow on purpose: call it off the
+/// async executor on request paths.
+pub fn hash_new_password(password: &str) -> Result<String, ManageError> {
+    password::check_new(password).map_err(|e| invalid("password", e))?;
+    password::hash(password).map_err(|e| ManageError::Store(StoreError::Corrupt(e)))
+}
+
+/// Store a new user with an already hashed password.
+pub async fn create_user(
+    store: &dyn Store,
+    username: &str,
+    email: Option<String>,
+    name: Option<String>,
+    password_hash: String,
+) -> Result<User, ManageError> {
+    let username = check_username(username)?;
+    let now = util::now();
+    let user = User {
+        id: util::random_id(),
+        username: username.to_string(),
+        email,
+        name,
+        password_hash,
+        created_at: now,
+        updated_at: now,
+    };
+    store.insert_user(&user).await?;
+    Ok(user)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_names_from_metadata_errors() {
+        assert_eq!(
+            field_of("redirect_uris[0] must be https"),
+            Some("redirect_uris[0]")
+        );
+        assert_eq!(
+            field_of("token_endpoint_auth_method is unknown"),
+            Some("token_endpoint_auth_method")
+        );
+        assert_eq!(field_of("The body"), None);
+    }
+
+    #[test]
+    fn admin_resource_is_under_the_issuer() {
+        assert_eq!(
+            admin_resource_uri("https://auth.example/"),
+            "https://auth.example/admin/v1"
+        );
+    }
+}

@@ -1,0 +1,808 @@
+//! The admin API (`/admin/v1`): admin tokens only, every kind of thing administered, the
+//! error envelope, pagination, the audit log, and the OpenAPI document.
+
+use serde_json::{Value, json};
+
+use crate::both;
+use crate::flow::*;
+use crate::helpers::{TOOLS_RESOURCE, TestApp, add_tools_resource, split};
+
+type Answer = (reqwest::StatusCode, reqwest::header::HeaderMap, Value);
+
+/// An admin client made as `concierge admin-client create` makes it, and a token for it
+/// from the token endpoint (client credentials).
+async fn admin_token(app: &TestApp) -> (String, String, String) {
+    let (record, secret) =
+        concierge::manage::create_admin_client(app.store().as_ref(), &app.issuer, "ops")
+            .await
+            .unwrap();
+    let token = cc_token(
+        app,
+        &record.client_id,
+        &secret,
+        &concierge::manage::admin_resource_uri(&app.issuer),
+        "admin",
+    )
+    .await;
+    (record.client_id, secret, token)
+}
+
+async fn cc_token(app: &TestApp, id: &str, secret: &str, resource: &str, scope: &str) -> String {
+    let res = app
+        .http
+        .post(app.url("/token"))
+        .basic_auth(id, Some(secret))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("resource", resource),
+            ("scope", scope),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let (s, _, body) = split(res).await;
+    assert_eq!(s, 200, "{body}");
+    body["access_token"].as_str().unwrap().to_string()
+}
+
+async fn call(
+    app: &TestApp,
+    token: Option<&str>,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Answer {
+    let mut req = app.http.request(method, app.url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    split(req.send().await.unwrap()).await
+}
+
+async fn get(app: &TestApp, token: &str, path: &str) -> Answer {
+    call(app, Some(token), reqwest::Method::GET, path, None).await
+}
+
+async fn post(app: &TestApp, token: &str, path: &str, body: Value) -> Answer {
+    call(app, Some(token), reqwest::Method::POST, path, Some(body)).await
+}
+
+async fn delete(app: &TestApp, token: &str, path: &str) -> Answer {
+    call(app, Some(token), reqwest::Method::DELETE, path, None).await
+}
+
+/// A validation error naming `field`.
+fn assert_invalid(got: &Answer, field: &str) {
+    let (s, _, body) = got;
+    assert_eq!(s.as_u16(), 400, "{body}");
+    assert_eq!(body["error"]["code"], "validation_failed", "{body}");
+    assert_eq!(body["error"]["field"], field, "{body}");
+    assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+}
+
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+both!(admin_calls_need_an_admin_token, |app: TestApp| async move {
+    // No token: 401 with a bare Bearer challenge (RFC 6750 §3.1) and the envelope.
+    let (s, h, body) = call(&app, None, reqwest::Method::GET, "/admin/v1/clients", None).await;
+    assert_eq!(s, 401, "{body}");
+    assert_eq!(h["www-authenticate"], "Bearer");
+    assert_eq!(body["error"]["code"], "unauthorized");
+    for path in ["/admin/v1/users", "/admin/v1/audit", "/admin/v1/keys"] {
+        let (s, _, _) = call(&app, None, reqwest::Method::GET, path, None).await;
+        assert_eq!(s, 401, "{path}");
+    }
+    let (s, _, _) = call(
+        &app,
+        None,
+        reqwest::Method::POST,
+        "/admin/v1/keys/rotate",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(s, 401);
+    // Not a token of ours.
+    let (s, h, _) = call(
+        &app,
+        Some("not.a.jwt"),
+        reqwest::Method::GET,
+        "/admin/v1/users",
+        None,
+    )
+    .await;
+    assert_eq!(s, 401);
+    assert!(
+        h["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+
+    // A valid token for another resource, or without the admin scope: 403.
+    add_tools_resource(&app).await;
+    let (tools_client, tools_secret) = {
+        let (r, s) = concierge::manage::create_client(
+            app.store().as_ref(),
+            concierge::manage::NewClient {
+                name: "tools".into(),
+                grant_types: vec!["client_credentials".into()],
+                scope: Some("tools:read".into()),
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .unwrap();
+        (r.client_id, s.unwrap())
+    };
+    let other = cc_token(
+        &app,
+        &tools_client,
+        &tools_secret,
+        TOOLS_RESOURCE,
+        "tools:read",
+    )
+    .await;
+    let (s, h, body) = get(&app, &other, "/admin/v1/users").await;
+    assert_eq!(s, 403, "{body}");
+    assert_eq!(body["error"]["code"], "forbidden");
+    assert!(
+        h["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("insufficient_scope")
+    );
+
+    // A dynamically registered client cannot make itself an admin client.
+    let (_, _, token) = admin_token(&app).await;
+    let (s, _, reg) = app
+        .register(&json!({
+            "client_name": "sneaky",
+            "grant_types": ["client_credentials"],
+            "scope": "admin"
+        }))
+        .await;
+    assert_eq!(s, 201, "{reg}");
+    let res = app
+        .http
+        .post(app.url("/token"))
+        .basic_auth(
+            reg["client_id"].as_str().unwrap(),
+            reg["client_secret"].as_str(),
+        )
+        .form(&[
+            ("grant_type", "client_credentials"),
+            (
+                "resource",
+                concierge::manage::admin_resource_uri(&app.issuer).as_str(),
+            ),
+            ("scope", "admin"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let (s, _, body) = split(res).await;
+    if s == 200 {
+        let sneaky = body["access_token"].as_str().unwrap();
+        let (s, _, _) = get(&app, sneaky, "/admin/v1/users").await;
+        assert_eq!(s, 403, "a dynamic client's token is not an admin token");
+    }
+
+    // Users cannot delegate administration: /authorize refuses the admin resource.
+    let agent = public_client(&app).await;
+    let (_, challenge) = pkce();
+    let admin_uri = concierge::manage::admin_resource_uri(&app.issuer);
+    let params: Vec<(String, String)> = auth_params(&agent, &challenge, "admin")
+        .into_iter()
+        .map(|(k, v)| {
+            if k == "resource" {
+                (k, admin_uri.clone())
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    let res = browser()
+        .get(authorize_url(&app, &params))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let back = location(&res);
+    assert_eq!(query(&back)["error"], "invalid_target", "{back}");
+
+    // Metadata does not advertise the admin scope to every client.
+    let (_, _, m) = app
+        .get_json("/.well-known/oauth-authorization-server")
+        .await;
+    assert!(
+        !m["scopes_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("admin")),
+        "{m}"
+    );
+    assert!(
+        m["scopes_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("tools:read")),
+        "{m}"
+    );
+
+    // The admin token works.
+    let (s, _, _) = get(&app, &token, "/admin/v1/users").await;
+    assert_eq!(s, 200);
+    app
+});
+
+both!(
+    revoked_admin_tokens_are_refused,
+    |app: TestApp| async move {
+        let (id, secret, token) = admin_token(&app).await;
+        assert_eq!(get(&app, &token, "/admin/v1/keys").await.0, 200);
+        let res = app
+            .http
+            .post(app.url("/revoke"))
+            .basic_auth(&id, Some(&secret))
+            .form(&[("token", token.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let (s, h, body) = get(&app, &token, "/admin/v1/keys").await;
+        assert_eq!(s, 401, "{body}");
+        assert!(
+            h["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer")
+        );
+        app
+    }
+);
+
+both!(resources_and_exchange_policies, |app: TestApp| async move {
+    let (_, _, t) = admin_token(&app).await;
+    let (s, _, r) = post(
+        &app,
+        &t,
+        "/admin/v1/resources",
+        json!({"uri": "https://notes.example/mcp/", "name": "Notes",
+               "scopes": [{"name": "notes:read", "description": "Read notes"}]}),
+    )
+    .await;
+    assert_eq!(s, 201, "{r}");
+    assert_eq!(r["uri"], "https://notes.example/mcp/");
+    assert_eq!(r["scopes"][0]["name"], "notes:read");
+    // Duplicate: 409.
+    let (s, _, body) = post(
+        &app,
+        &t,
+        "/admin/v1/resources",
+        json!({"uri": "https://notes.example/mcp/", "name": "Again"}),
+    )
+    .await;
+    assert_eq!(s, 409, "{body}");
+    assert_eq!(body["error"]["code"], "conflict");
+    // Validation errors name the field.
+    assert_invalid(
+        &post(&app, &t, "/admin/v1/resources",
+            json!({"uri": "https://x.example/m", "name": "X",
+                   "scopes": [{"name": "a", "description": "A"}, {"name": "openid", "description": "no"}]}))
+        .await,
+        "scopes[1]",
+    );
+    assert_invalid(
+        &post(
+            &app,
+            &t,
+            "/admin/v1/resources",
+            json!({"uri": "not a uri", "name": "X"}),
+        )
+        .await,
+        "uri",
+    );
+    assert_invalid(
+        &post(
+            &app,
+            &t,
+            "/admin/v1/resources",
+            json!({"uri": "https://x.example/m", "name": 7}),
+        )
+        .await,
+        "name",
+    );
+    // Not JSON at all: still the envelope, never a 500.
+    let res = app
+        .http
+        .post(app.url("/admin/v1/resources"))
+        .bearer_auth(&t)
+        .header("content-type", "application/json")
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
+    let (s, _, body) = split(res).await;
+    assert_eq!(s, 400);
+    assert_eq!(body["error"]["code"], "validation_failed");
+
+    let path = format!("/admin/v1/resources/{}", enc("https://notes.example/mcp/"));
+    let (s, _, got) = get(&app, &t, &path).await;
+    assert_eq!(s, 200, "{got}");
+    assert_eq!(got["name"], "Notes");
+    let (s, _, list) = get(&app, &t, "/admin/v1/resources").await;
+    assert_eq!(s, 200);
+    assert!(
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "Notes")
+    );
+
+    // Exchange policies: allow, list, deny.
+    post(
+        &app,
+        &t,
+        "/admin/v1/resources",
+        json!({"uri": "https://cal.example/mcp", "name": "Cal",
+               "scopes": [{"name": "cal:read", "description": "Read"}]}),
+    )
+    .await;
+    let policy = json!({"target": "https://cal.example/mcp", "client_id": "notes-server",
+        "source": "https://notes.example/mcp/", "scope_map": {"notes:read": ["cal:read"]}});
+    let (s, _, body) = call(
+        &app,
+        Some(&t),
+        reqwest::Method::PUT,
+        "/admin/v1/exchange-policies",
+        Some(policy),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let bad = json!({"target": "https://cal.example/mcp", "client_id": "notes-server",
+        "source": "https://notes.example/mcp/", "scope_map": {"notes:read": ["cal:write"]}});
+    assert_invalid(
+        &call(
+            &app,
+            Some(&t),
+            reqwest::Method::PUT,
+            "/admin/v1/exchange-policies",
+            Some(bad),
+        )
+        .await,
+        "scope_map.notes:read[0]",
+    );
+    assert_invalid(
+        &call(
+            &app,
+            Some(&t),
+            reqwest::Method::DELETE,
+            "/admin/v1/exchange-policies?target=https%3A%2F%2Fcal.example%2Fmcp",
+            None,
+        )
+        .await,
+        "client_id",
+    );
+    assert_invalid(
+        &post(&app, &t, "/admin/v1/resources", json!({"name": "No URI"})).await,
+        "uri",
+    );
+    let (_, _, list) = get(&app, &t, "/admin/v1/exchange-policies").await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
+    let deny = format!(
+        "/admin/v1/exchange-policies?target={}&client_id=notes-server&source={}",
+        enc("https://cal.example/mcp"),
+        enc("https://notes.example/mcp/")
+    );
+    assert_eq!(delete(&app, &t, &deny).await.0, 204);
+    assert_eq!(delete(&app, &t, &deny).await.0, 404);
+
+    // Delete; then 404, and the resource cache forgot it.
+    assert_eq!(delete(&app, &t, &path).await.0, 204);
+    let (s, _, body) = get(&app, &t, &path).await;
+    assert_eq!(s, 404);
+    assert_eq!(body["error"]["code"], "not_found");
+    let uri = concierge::oauth::resource::ResourceUri::parse("https://notes.example/mcp/").unwrap();
+    assert!(app.state.resources.get(&uri).await.unwrap().is_none());
+    // The admin API's own resource stays.
+    let own = format!(
+        "/admin/v1/resources/{}",
+        enc(&concierge::manage::admin_resource_uri(&app.issuer))
+    );
+    assert_eq!(delete(&app, &t, &own).await.0, 409);
+    app
+});
+
+/// Serve one Client ID Metadata Document on loopback (cacheable for 60 s); its client_id.
+async fn serve_document() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let id = format!(
+        "http://127.0.0.1:{}/agent.json",
+        listener.local_addr().unwrap().port()
+    );
+    let doc = json!({
+        "client_id": id, "client_name": "Doc Agent",
+        "redirect_uris": ["http://127.0.0.1/callback"], "token_endpoint_auth_method": "none"
+    })
+    .to_string();
+    let app = axum::Router::new().route(
+        "/agent.json",
+        axum::routing::get(move || async move {
+            (
+                [
+                    ("content-type", "application/json"),
+                    ("cache-control", "max-age=60"),
+                ],
+                doc,
+            )
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    id
+}
+
+both!(
+    clients_pre_registered_and_dynamic,
+    |c: &mut concierge::Config| c.cimd.allow_loopback = true,
+    |app: TestApp| async move {
+        let (admin_id, _, t) = admin_token(&app).await;
+        assert_invalid(
+        &post(&app, &t, "/admin/v1/clients",
+            json!({"client_name": "Bad", "redirect_uris": ["https://ok.example/cb", "ftp://x"]}))
+        .await,
+        "redirect_uris[1]",
+    );
+        assert_invalid(
+            &post(
+                &app,
+                &t,
+                "/admin/v1/clients",
+                json!({"client_name": "Bad", "grant_types": ["client_credentials"],
+                   "token_endpoint_auth_method": "magic"}),
+            )
+            .await,
+            "token_endpoint_auth_method",
+        );
+        let (s, _, made) = post(
+            &app,
+            &t,
+            "/admin/v1/clients",
+            json!({"client_name": "Backend", "client_id": "backend-1",
+               "grant_types": ["client_credentials"], "scope": "tools:read"}),
+        )
+        .await;
+        assert_eq!(s, 201, "{made}");
+        assert_eq!(made["client"]["registration"], "pre_registered");
+        let secret = made["client_secret"].as_str().unwrap();
+        // The secret works at the token endpoint.
+        add_tools_resource(&app).await;
+        cc_token(&app, "backend-1", secret, TOOLS_RESOURCE, "tools:read").await;
+        let (s, _, body) = post(&app, &t, "/admin/v1/clients",
+        json!({"client_name": "Again", "client_id": "backend-1", "grant_types": ["client_credentials"]})).await;
+        assert_eq!(s, 409, "{body}");
+
+        let dynamic = public_client(&app).await;
+        let (_, _, list) = get(&app, &t, "/admin/v1/clients").await;
+        let kind = |id: &str| {
+            list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["client_id"] == id)
+                .map(|c| c["registration"].clone())
+        };
+        assert_eq!(kind("backend-1"), Some(json!("pre_registered")));
+        assert_eq!(kind(&dynamic), Some(json!("dynamic")));
+        assert_eq!(kind(&admin_id), Some(json!("pre_registered")));
+        assert!(
+            list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c.get("client_secret").is_none())
+        );
+
+        let (s, _, one) = get(&app, &t, &format!("/admin/v1/clients/{dynamic}")).await;
+        assert_eq!(s, 200);
+        assert_eq!(one["client_name"], "Test Agent");
+        let (s, _, docs) = get(&app, &t, "/admin/v1/clients/metadata-documents").await;
+        assert_eq!(s, 200, "{docs}");
+        assert_eq!(docs["items"], json!([]));
+        // A document client, once resolved, is listed while cached.
+        let doc_id = serve_document().await;
+        app.state.clients.find(&doc_id).await.unwrap().unwrap();
+        let (_, _, docs) = get(&app, &t, "/admin/v1/clients/metadata-documents").await;
+        let listed = &docs["items"][0];
+        assert_eq!(listed["client_id"], doc_id.as_str(), "{docs}");
+        assert_eq!(listed["client_name"], "Doc Agent");
+        assert!(
+            (1..=60).contains(&listed["expires_in"].as_u64().unwrap()),
+            "{docs}"
+        );
+
+        assert_eq!(delete(&app, &t, "/admin/v1/clients/backend-1").await.0, 204);
+        assert_eq!(get(&app, &t, "/admin/v1/clients/backend-1").await.0, 404);
+        // Deleted means deleted at once on this replica: the cache forgot it.
+        let res = app
+            .http
+            .post(app.url("/token"))
+            .basic_auth("backend-1", Some(secret))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("resource", TOOLS_RESOURCE),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401);
+        app
+    }
+);
+
+both!(users_and_consents, |app: TestApp| async move {
+    let (_, _, t) = admin_token(&app).await;
+    assert_invalid(
+        &post(
+            &app,
+            &t,
+            "/admin/v1/users",
+            json!({"username": "bob", "password": "short"}),
+        )
+        .await,
+        "password",
+    );
+    assert_invalid(
+        &post(
+            &app,
+            &t,
+            "/admin/v1/users",
+            json!({"username": " ", "password": "long enough pw"}),
+        )
+        .await,
+        "username",
+    );
+    let (s, _, bob) = post(
+        &app,
+        &t,
+        "/admin/v1/users",
+        json!({"username": "bob", "password": "long enough pw", "email": "bob@example.com"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{bob}");
+    assert!(bob.get("password_hash").is_none() && bob.get("password").is_none());
+    let bob_id = bob["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        post(
+            &app,
+            &t,
+            "/admin/v1/users",
+            json!({"username": "bob", "password": "long enough pw"})
+        )
+        .await
+        .0,
+        409
+    );
+    let (s, _, got) = get(&app, &t, &format!("/admin/v1/users/{bob_id}")).await;
+    assert_eq!((s.as_u16(), got["username"].clone()), (200, json!("bob")));
+    let (s, _, _) = call(
+        &app,
+        Some(&t),
+        reqwest::Method::PUT,
+        &format!("/admin/v1/users/{bob_id}/password"),
+        Some(json!({"password": "another long one"})),
+    )
+    .await;
+    assert_eq!(s, 204);
+    let stored = app.store().get_user(&bob_id).await.unwrap().unwrap();
+    assert!(concierge::oauth::password::verify(
+        "another long one",
+        &stored.password_hash
+    ));
+    assert_eq!(
+        delete(&app, &t, &format!("/admin/v1/users/{bob_id}"))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        get(&app, &t, &format!("/admin/v1/users/{bob_id}")).await.0,
+        404
+    );
+
+    // Alice connects an agent; revoking her consent ends its refresh tokens.
+    let (alice, client, _, tokens) = connect_agent(&app, "notes:read").await;
+    let rt = tokens["refresh_token"].as_str().unwrap().to_string();
+    let (s, _, consents) = get(&app, &t, &format!("/admin/v1/users/{alice}/consents")).await;
+    assert_eq!(s, 200, "{consents}");
+    let c = consents["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["resource"] == NOTES)
+        .unwrap()
+        .clone();
+    assert_eq!(c["client_id"], client.as_str());
+    assert!(
+        c["scopes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("notes:read"))
+    );
+    let revoke = format!(
+        "/admin/v1/users/{alice}/consents?client_id={}&resource={}",
+        enc(&client),
+        enc(NOTES)
+    );
+    assert_eq!(delete(&app, &t, &revoke).await.0, 204);
+    assert_eq!(delete(&app, &t, &revoke).await.0, 404);
+    let (s, _, body) = refresh(&app, &client, &rt, &[]).await;
+    assert_eq!(s, 400, "{body}");
+    assert_eq!(body["error"], "invalid_grant");
+    app
+});
+
+both!(key_rotation_shows_in_jwks, |app: TestApp| async move {
+    let (_, _, t) = admin_token(&app).await;
+    let (s, _, keys) = get(&app, &t, "/admin/v1/keys").await;
+    assert_eq!(s, 200);
+    assert!(
+        keys["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["status"] == "active")
+    );
+    assert_invalid(
+        &post(&app, &t, "/admin/v1/keys/rotate", json!({"alg": "HS256"})).await,
+        "alg",
+    );
+    let (s, _, rotated) = post(&app, &t, "/admin/v1/keys/rotate", json!({"alg": "ES256"})).await;
+    assert_eq!(s, 200, "{rotated}");
+    let kid = rotated["kids"][0].as_str().unwrap().to_string();
+    let (_, _, jwks) = app.get_json("/jwks").await;
+    assert!(
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == kid.as_str()),
+        "{jwks}"
+    );
+    let (_, _, keys) = get(&app, &t, "/admin/v1/keys").await;
+    let items = keys["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3, "{keys}");
+    assert!(items.iter().any(|k| k["status"] == "retired"));
+    assert_eq!(
+        items.iter().find(|k| k["kid"] == kid.as_str()).unwrap()["status"],
+        "active"
+    );
+    app
+});
+
+both!(audit_filters_and_pages, |app: TestApp| async move {
+    let (admin_id, _, t) = admin_token(&app).await;
+    for i in 0..5 {
+        let (s, _, _) = post(
+            &app,
+            &t,
+            "/admin/v1/resources",
+            json!({"uri": format!("https://r{i}.example/mcp"), "name": format!("R{i}")}),
+        )
+        .await;
+        assert_eq!(s, 201);
+    }
+    // Five admin changes by this client, newest first, two at a time.
+    let mut seen = Vec::new();
+    let mut path = "/admin/v1/audit?type=admin.change&limit=2".to_string();
+    loop {
+        let (s, _, page) = get(&app, &t, &path).await;
+        assert_eq!(s, 200, "{page}");
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        for e in items {
+            assert_eq!(e["type"], "admin.change");
+            assert_eq!(e["client_id"], admin_id.as_str());
+            assert_eq!(e["detail"]["action"], "resource.create");
+            seen.push(e["id"].as_i64().unwrap());
+        }
+        match page["next"].as_str() {
+            Some(next) => {
+                path = format!(
+                    "/admin/v1/audit?type=admin.change&limit=2&cursor={}",
+                    enc(next)
+                )
+            }
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {seen:?}"
+    );
+    // A kind's first part matches; other filters narrow.
+    let (_, _, tokens) = get(&app, &t, "/admin/v1/audit?type=token").await;
+    assert!(
+        tokens["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "token.issued")
+    );
+    let (_, _, none) = get(
+        &app,
+        &t,
+        &format!("/admin/v1/audit?client_id={}", enc("nobody")),
+    )
+    .await;
+    assert_eq!(none["items"], json!([]));
+    let (_, _, future) = get(&app, &t, "/admin/v1/audit?since=2999-01-01T00:00:00Z").await;
+    assert_eq!(future["items"], json!([]));
+    let (_, _, past) = get(&app, &t, "/admin/v1/audit?until=1000000").await;
+    assert_eq!(past["items"], json!([]));
+    let (_, _, recent) = get(
+        &app,
+        &t,
+        &format!("/admin/v1/audit?since={}", concierge::util::now() - 600),
+    )
+    .await;
+    assert!(!recent["items"].as_array().unwrap().is_empty());
+    assert_invalid(
+        &get(&app, &t, "/admin/v1/audit?since=yesterday").await,
+        "since",
+    );
+    assert_invalid(&get(&app, &t, "/admin/v1/audit?limit=0").await, "limit");
+    assert_invalid(&get(&app, &t, "/admin/v1/audit?cursor=!!").await, "cursor");
+    assert_invalid(
+        &get(&app, &t, "/admin/v1/audit?type=DROP%20TABLE").await,
+        "type",
+    );
+    // Lists share the page shape.
+    assert_invalid(
+        &get(&app, &t, "/admin/v1/resources?limit=abc").await,
+        "limit",
+    );
+    let (_, _, page) = get(&app, &t, "/admin/v1/resources?limit=2").await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    let next = page["next"].as_str().unwrap();
+    let (_, _, page2) = get(
+        &app,
+        &t,
+        &format!("/admin/v1/resources?limit=2&cursor={}", enc(next)),
+    )
+    .await;
+    assert_ne!(page["items"][0], page2["items"][0]);
+    app
+});
+
+both!(openapi_document_is_served, |app: TestApp| async move {
+    let (s, _, doc) = app.get_json("/openapi.json").await;
+    assert_eq!(s, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    let committed: Value =
+        serde_json::from_str(&concierge::admin::openapi::document_json()).unwrap();
+    assert_eq!(doc, committed);
+    for path in [
+        "/token",
+        "/authorize",
+        "/register",
+        "/introspect",
+        "/revoke",
+        "/device_authorization",
+        "/userinfo",
+        "/jwks",
+        "/.well-known/oauth-authorization-server",
+        "/admin/v1/clients",
+        "/admin/v1/audit",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} documented");
+    }
+    app
+});
