@@ -11,6 +11,7 @@ mod cimd;
 mod cli;
 mod code_flow;
 mod device;
+mod dpop;
 mod exchange;
 mod flow;
 mod keys;

@@ -78,6 +78,7 @@
 mod cache;
 mod challenge;
 mod config;
+pub mod dpop;
 mod error;
 mod extract;
 mod guard;

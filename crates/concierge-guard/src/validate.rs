@@ -138,8 +138,10 @@ pub(crate) fn check_claims(
             return Err(TokenError::NotYetValid);
         }
     }
-    if claims.get("cnf").is_some_and(|c| c.get("jkt").is_some()) {
-        return Err(TokenError::DpopBound);
+    if let Some(cnf) = claims.get("cnf")
+        && cnf.get("jkt").is_some_and(|j| !j.is_string())
+    {
+        return Err(TokenError::InvalidClaim("cnf"));
     }
     let sub = string(&claims, "sub")?;
     let client_id = string(&claims, "client_id")?;
@@ -402,11 +404,14 @@ mod tests {
     }
 
     #[test]
-    fn dpop_bound_tokens_are_refused() {
+    fn dpop_binding_is_kept_for_the_proof_check() {
         let c = with(claims(), "cnf", json!({"jkt": "thumb"}));
+        let p = check_claims(c, &rules(), NOW).unwrap();
+        assert_eq!(p.dpop_jkt(), Some("thumb"));
+        let c = with(claims(), "cnf", json!({"jkt": 7}));
         assert_eq!(
             check_claims(c, &rules(), NOW).unwrap_err(),
-            TokenError::DpopBound
+            TokenError::InvalidClaim("cnf")
         );
     }
 
