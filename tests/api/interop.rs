@@ -303,3 +303,60 @@ both!(
         app
     }
 );
+
+both!(
+    openid_client_library_uses_dpop,
+    |c: &mut concierge::Config| {
+        c.dpop.require_nonce = true;
+    },
+    |app: TestApp| async move {
+        if !ready() {
+            return app;
+        }
+        use concierge::oauth::client_metadata::{Origin, RawClientMetadata, validate};
+        use concierge::oauth::registration::new_client;
+        use concierge::store::ClientKind;
+        let alice = seed(&app).await;
+        let raw = RawClientMetadata {
+            grant_types: Some(vec!["client_credentials".into()]),
+            token_endpoint_auth_method: Some("client_secret_post".into()),
+            dpop_bound_access_tokens: Some(true),
+            ..Default::default()
+        };
+        let m = validate(raw, Origin::Operator).unwrap();
+        let (rec, s) = new_client(m, ClientKind::Static, None, None, concierge::util::now(), 0);
+        app.store().insert_client(&rec).await.unwrap();
+        let profile = tempfile::tempdir().unwrap();
+        let out = node(
+            "openid_client_dpop.mjs",
+            &[
+                &app.issuer,
+                NOTES,
+                &rec.client_id,
+                s.client_secret.as_deref().unwrap(),
+                "alice",
+                PASSWORD,
+                profile.path().to_str().unwrap(),
+            ],
+            &[],
+        )
+        .await;
+        assert_eq!(
+            out["ccTokenType"].as_str().unwrap().to_lowercase(),
+            "dpop",
+            "{out}"
+        );
+        assert!(out["ccJkt"].is_string(), "{out}");
+        assert_eq!(
+            out["codeTokenType"].as_str().unwrap().to_lowercase(),
+            "dpop"
+        );
+        assert_eq!(out["codeJkt"], out["expectedCodeJkt"]);
+        assert_eq!(out["refreshedJkt"], out["expectedCodeJkt"]);
+        assert_ne!(out["ccJkt"], out["codeJkt"], "two clients, two keys");
+        assert_eq!(out["userinfoStatus"], 200, "{out}");
+        assert_eq!(out["userinfo"]["sub"], alice.as_str());
+        assert_eq!(out["userinfo"]["email"], "alice@example.com");
+        app
+    }
+);
