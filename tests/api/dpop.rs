@@ -61,7 +61,7 @@ impl DpopKey {
 }
 
 /// A static confidential client (client_secret_post); returns (id, secret).
-async fn machine(app: &TestApp, dpop_bound: bool) -> (String, String) {
+pub async fn machine(app: &TestApp, dpop_bound: bool) -> (String, String) {
     add_tools_resource(app).await;
     let raw = RawClientMetadata {
         grant_types: Some(vec!["client_credentials".into()]),
@@ -320,6 +320,19 @@ async fn code_for(
     query(&back)["code"].clone()
 }
 
+/// A token request of a public client: `grant_type`, `client_id` and `params`.
+async fn grant(
+    app: &TestApp,
+    grant_type: &str,
+    client_id: &str,
+    params: &[(&str, &str)],
+    proof: Option<&str>,
+) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
+    let mut form = vec![("grant_type", grant_type), ("client_id", client_id)];
+    form.extend_from_slice(params);
+    token(app, &form, proof).await
+}
+
 async fn redeem_with(
     app: &TestApp,
     client_id: &str,
@@ -327,18 +340,12 @@ async fn redeem_with(
     verifier: &str,
     proof: Option<&str>,
 ) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
-    token(
-        app,
-        &[
-            ("grant_type", "authorization_code"),
-            ("client_id", client_id),
-            ("code", code),
-            ("code_verifier", verifier),
-            ("redirect_uri", REDIRECT),
-        ],
-        proof,
-    )
-    .await
+    let params = [
+        ("code", code),
+        ("code_verifier", verifier),
+        ("redirect_uri", REDIRECT),
+    ];
+    grant(app, "authorization_code", client_id, &params, proof).await
 }
 
 async fn refresh_with(
@@ -347,16 +354,8 @@ async fn refresh_with(
     refresh: &str,
     proof: Option<&str>,
 ) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
-    token(
-        app,
-        &[
-            ("grant_type", "refresh_token"),
-            ("client_id", client_id),
-            ("refresh_token", refresh),
-        ],
-        proof,
-    )
-    .await
+    let params = [("refresh_token", refresh)];
+    grant(app, "refresh_token", client_id, &params, proof).await
 }
 
 async fn userinfo(
@@ -454,21 +453,14 @@ both!(
         assert_eq!(status, 401, "{body}");
 
         // Introspection shows the binding.
-        let raw = RawClientMetadata {
-            grant_types: Some(vec!["client_credentials".into()]),
-            token_endpoint_auth_method: Some("client_secret_post".into()),
-            ..Default::default()
-        };
-        let mut m = validate(raw, Origin::Operator).unwrap();
-        m.may_introspect = true;
-        let (rec, s) = new_client(m, ClientKind::Static, None, None, concierge::util::now(), 0);
-        app.store().insert_client(&rec).await.unwrap();
+        let (rs, rs_secret) =
+            crate::introspection::static_client(&app, &["client_credentials"], true).await;
         let res = app
             .http
             .post(app.url("/introspect"))
             .form(&[
-                ("client_id", rec.client_id.as_str()),
-                ("client_secret", s.client_secret.as_deref().unwrap()),
+                ("client_id", rs.as_str()),
+                ("client_secret", rs_secret.as_str()),
                 ("token", at.as_str()),
             ])
             .send()

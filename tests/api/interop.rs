@@ -313,27 +313,16 @@ both!(
         if !ready() {
             return app;
         }
-        use concierge::oauth::client_metadata::{Origin, RawClientMetadata, validate};
-        use concierge::oauth::registration::new_client;
-        use concierge::store::ClientKind;
         let alice = seed(&app).await;
-        let raw = RawClientMetadata {
-            grant_types: Some(vec!["client_credentials".into()]),
-            token_endpoint_auth_method: Some("client_secret_post".into()),
-            dpop_bound_access_tokens: Some(true),
-            ..Default::default()
-        };
-        let m = validate(raw, Origin::Operator).unwrap();
-        let (rec, s) = new_client(m, ClientKind::Static, None, None, concierge::util::now(), 0);
-        app.store().insert_client(&rec).await.unwrap();
+        let (id, secret) = crate::dpop::machine(&app, true).await;
         let profile = tempfile::tempdir().unwrap();
         let out = node(
             "openid_client_dpop.mjs",
             &[
                 &app.issuer,
                 NOTES,
-                &rec.client_id,
-                s.client_secret.as_deref().unwrap(),
+                &id,
+                &secret,
                 "alice",
                 PASSWORD,
                 profile.path().to_str().unwrap(),

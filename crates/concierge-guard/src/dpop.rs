@@ -317,15 +317,8 @@ pub fn verify(proof: &str, check: &ProofCheck<'_>) -> Result<Proof, ProofError> 
     if proof.len() > MAX_PROOF_BYTES {
         return Err(ProofError::TooLarge);
     }
-    let mut parts = proof.split('.');
-    let (Some(header), Some(_), Some(signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(ProofError::Malformed("not a signed JWT"));
-    };
-    if signature.is_empty() {
-        return Err(ProofError::Malformed("not a signed JWT"));
-    }
+    let (header, _, _) =
+        crate::validate::split_jws(proof).ok_or(ProofError::Malformed("not a signed JWT"))?;
     let header = decode_json(header, "the header is not base64url JSON")?;
     if !header
         .get("typ")

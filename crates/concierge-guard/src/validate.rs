@@ -23,20 +23,23 @@ pub(crate) struct RawHeader {
     pub(crate) kid: Option<String>,
 }
 
+/// The three non-empty parts of a compact JWS (header, payload, signature).
+pub(crate) fn split_jws(token: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = token.split('.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(h), Some(p), Some(s), None) if !h.is_empty() && !p.is_empty() && !s.is_empty() => {
+            Some((h, p, s))
+        }
+        _ => None,
+    }
+}
+
 /// Size and shape checks, then the header decoded without trusting it.
 pub(crate) fn parse_header(token: &str) -> Result<RawHeader, TokenError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(TokenError::TooLarge);
     }
-    let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(TokenError::Malformed("not a signed JWT"));
-    };
-    if header.is_empty() || payload.is_empty() || signature.is_empty() {
-        return Err(TokenError::Malformed("not a signed JWT"));
-    }
+    let (header, _, _) = split_jws(token).ok_or(TokenError::Malformed("not a signed JWT"))?;
     let bytes = URL_SAFE_NO_PAD
         .decode(header)
         .map_err(|_| TokenError::Malformed("the header is not base64url"))?;
