@@ -529,3 +529,60 @@ both!(dpop_jkt_binds_the_code, |app: TestApp| async move {
     assert_eq!(query(&back)["error"], "invalid_request", "{back}");
     app
 });
+
+both!(
+    bound_subject_token_is_exchanged_by_its_holder,
+    |app: TestApp| async move {
+        seed(&app).await;
+        let raw = RawClientMetadata {
+            grant_types: Some(vec![
+                "client_credentials".into(),
+                "urn:ietf:params:oauth:grant-type:token-exchange".into(),
+            ]),
+            token_endpoint_auth_method: Some("client_secret_post".into()),
+            ..Default::default()
+        };
+        let m = validate(raw, Origin::Operator).unwrap();
+        let (rec, s) = new_client(m, ClientKind::Static, None, None, concierge::util::now(), 0);
+        app.store().insert_client(&rec).await.unwrap();
+        allow_calendar_to_notes(&app, &rec.client_id).await;
+        let secret = s.client_secret.unwrap();
+        let key = DpopKey::new();
+        let htu = app.url("/token");
+        let auth = [
+            ("client_id", rec.client_id.as_str()),
+            ("client_secret", secret.as_str()),
+        ];
+        let mut form = vec![
+            ("grant_type", "client_credentials"),
+            ("resource", CALENDAR),
+            ("scope", "calendar:read"),
+        ];
+        form.extend_from_slice(&auth);
+        let (status, _, body) = token(&app, &form, Some(&key.proof("POST", &htu))).await;
+        assert_eq!(status, 200, "{body}");
+        let subject = body["access_token"].as_str().unwrap().to_string();
+        assert_eq!(claims(&subject)["cnf"]["jkt"], key.jkt());
+
+        let mut form = vec![
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("subject_token", subject.as_str()),
+            (
+                "subject_token_type",
+                "urn:ietf:params:oauth:token-type:access_token",
+            ),
+            ("resource", NOTES),
+        ];
+        form.extend_from_slice(&auth);
+        let (status, _, body) = token(&app, &form, Some(&key.proof("POST", &htu))).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["token_type"], "DPoP");
+        let exchanged = claims(body["access_token"].as_str().unwrap());
+        assert_eq!(exchanged["cnf"]["jkt"], key.jkt());
+        assert_eq!(exchanged["aud"], NOTES);
+        app
+    }
+);

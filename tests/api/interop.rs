@@ -227,7 +227,7 @@ both!(
         }
         use concierge::oauth::client_metadata::{Origin, RawClientMetadata, validate};
         use concierge::oauth::registration::new_client;
-        use concierge::store::{ClientKind, ExchangePolicy};
+        use concierge::store::ClientKind;
         seed(&app).await;
         let machine_client = |grants: Vec<&str>, introspect: bool| {
             let raw = RawClientMetadata {
@@ -250,18 +250,7 @@ both!(
         for r in [&svc, &rs] {
             app.store().insert_client(r).await.unwrap();
         }
-        app.store()
-            .save_exchange_policy(&ExchangePolicy {
-                target: NOTES.into(),
-                client_id: svc.client_id.clone(),
-                source: CALENDAR.into(),
-                scope_map: [("calendar:read".to_string(), vec!["notes:read".to_string()])]
-                    .into_iter()
-                    .collect(),
-                created_at: 0,
-            })
-            .await
-            .unwrap();
+        allow_calendar_to_notes(&app, &svc.client_id).await;
         let (s, _, dev) = app
             .register(
                 &serde_json::json!({"client_name": "Kiosk", "token_endpoint_auth_method": "none",
