@@ -41,6 +41,8 @@ pub enum Kind {
     RefreshReuseDetected,
     /// A spent authorization code came back: what it produced was revoked.
     CodeReplayDetected,
+    /// A DPoP proof's `jti` came back (RFC 9449 §11.1).
+    DpopProofReplayed,
     DeviceApproved,
     DeviceDenied,
     KeyRotated,
@@ -65,6 +67,7 @@ impl Kind {
             Self::TokenRevoked => "token.revoked",
             Self::RefreshReuseDetected => "refresh.reuse_detected",
             Self::CodeReplayDetected => "code.replay_detected",
+            Self::DpopProofReplayed => "dpop.proof_replayed",
             Self::DeviceApproved => "device.approved",
             Self::DeviceDenied => "device.denied",
             Self::KeyRotated => "key.rotated",

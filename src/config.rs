@@ -50,6 +50,7 @@ pub struct Config {
     pub tokens: TokenConfig,
     pub keys: KeysConfig,
     pub audit: AuditConfig,
+    pub dpop: DpopConfig,
 }
 
 impl Default for Config {
@@ -71,6 +72,7 @@ impl Default for Config {
             tokens: TokenConfig::default(),
             keys: KeysConfig::default(),
             audit: AuditConfig::default(),
+            dpop: DpopConfig::default(),
         }
     }
 }
@@ -80,6 +82,35 @@ impl Default for Config {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// DPoP (RFC 9449): proofs at the token and userinfo endpoints, and server nonces.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DpopConfig {
+    /// Require a server nonce in token endpoint proofs (RFC 9449 §8): a proof without the
+    /// current one gets `use_dpop_nonce` and a `DPoP-Nonce` header. Nonces are derived from
+    /// the key-encryption key and the time, so every replica accepts every replica's.
+    /// Default `false`.
+    pub require_nonce: bool,
+    /// How long a nonce is issued for, in seconds; the previous window's nonce is accepted
+    /// too. Default 300.
+    pub nonce_window_secs: u32,
+    /// How old a proof's `iat` may be, in seconds. Default 60.
+    pub proof_max_age_secs: u32,
+    /// Clock skew tolerated on both sides of the `iat` window, in seconds. Default 5.
+    pub proof_leeway_secs: u32,
+}
+
+impl Default for DpopConfig {
+    fn default() -> Self {
+        Self {
+            require_nonce: false,
+            nonce_window_secs: 300,
+            proof_max_age_secs: 60,
+            proof_leeway_secs: 5,
+        }
+    }
 }
 
 /// Dynamic client registration policy (RFC 7591).

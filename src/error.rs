@@ -57,6 +57,10 @@ pub enum ErrorCode {
     SlowDown,
     /// RFC 8628 §3.5.
     ExpiredToken,
+    /// RFC 9449 §5, §7.1: the DPoP proof is missing, invalid or for another key.
+    InvalidDpopProof,
+    /// RFC 9449 §8, §9: send a proof with the server's nonce (from the `DPoP-Nonce` header).
+    UseDpopNonce,
     /// Our fault; details are logged, not returned.
     ServerError,
     /// RFC 6749 §4.1.2.1; used with 429 for rate limits.
@@ -85,6 +89,8 @@ impl ErrorCode {
             Self::AuthorizationPending => "authorization_pending",
             Self::SlowDown => "slow_down",
             Self::ExpiredToken => "expired_token",
+            Self::InvalidDpopProof => "invalid_dpop_proof",
+            Self::UseDpopNonce => "use_dpop_nonce",
             Self::ServerError => "server_error",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
         }
@@ -118,6 +124,8 @@ pub struct OAuthError {
     pub www_authenticate: Option<String>,
     /// `Retry-After` seconds for 429/503 answers.
     pub retry_after: Option<u64>,
+    /// A fresh server nonce for the `DPoP-Nonce` header (RFC 9449 §8).
+    pub dpop_nonce: Option<String>,
 }
 
 impl OAuthError {
@@ -128,6 +136,7 @@ impl OAuthError {
             status: code.default_status(),
             www_authenticate: None,
             retry_after: None,
+            dpop_nonce: None,
         }
     }
 
@@ -156,6 +165,11 @@ impl OAuthError {
         let mut e = Self::new(ErrorCode::InvalidToken, d);
         e.www_authenticate = Some(challenge);
         e
+    }
+
+    /// 400 `invalid_dpop_proof` (RFC 9449 §5).
+    pub fn invalid_dpop_proof(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidDpopProof, d)
     }
 
     /// 429 with `Retry-After`.
@@ -201,6 +215,10 @@ impl IntoResponse for OAuthError {
         }
         // For the metrics middleware: errors counted by RFC code.
         res.extensions_mut().insert(self.code);
+        if let Some(v) = self.dpop_nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+            res.headers_mut()
+                .insert(crate::oauth::dpop::NONCE_HEADER, v);
+        }
         res
     }
 }

@@ -36,7 +36,11 @@ fn public_cors() -> CorsLayer {
             HeaderName::from_static("dpop"),
             HeaderName::from_static("mcp-protocol-version"),
         ])
-        .expose_headers([header::WWW_AUTHENTICATE, header::RETRY_AFTER])
+        .expose_headers([
+            header::WWW_AUTHENTICATE,
+            header::RETRY_AFTER,
+            HeaderName::from_static("dpop-nonce"),
+        ])
 }
 
 /// Build the router. `issuer_path` is the issuer URL's path ("" for an issuer at the root):

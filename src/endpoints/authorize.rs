@@ -219,6 +219,7 @@ async fn issue_code(
         sid: Some(session.sid.clone()),
         created_at: now,
         expires_at: now + i64::from(state.config.tokens.code_ttl_secs),
+        dpop_jkt: req.dpop_jkt.clone(),
     };
     if let Err(e) = state.store.insert_code(&code).await {
         tracing::error!(error = %e, "storing an authorization code");

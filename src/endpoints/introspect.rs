@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use crate::error::{ErrorCode, OAuthError};
+use crate::oauth::dpop;
 use crate::oauth::tokens::{revoked_key, verify_access_token};
 use crate::startup::AppState;
 use crate::util;
@@ -58,7 +59,17 @@ async fn describe(state: &AppState, token: &str) -> Result<Option<Value>, OAuthE
         }
         let mut out = Map::new();
         out.insert("active".into(), true.into());
-        out.insert("token_type".into(), "Bearer".into());
+        // RFC 9449 §6.2: a bound token is a DPoP token, and its `cnf` says to which key.
+        let bound = claims
+            .get("cnf")
+            .filter(|_| dpop::bound_jkt(&claims).is_some());
+        out.insert(
+            "token_type".into(),
+            if bound.is_some() { "DPoP" } else { "Bearer" }.into(),
+        );
+        if let Some(cnf) = bound {
+            out.insert("cnf".into(), cnf.clone());
+        }
         for k in [
             "scope",
             "client_id",

@@ -100,8 +100,18 @@ pub fn has_content_type(headers: &HeaderMap, mime: &str) -> bool {
         .is_some_and(|m| m.trim().eq_ignore_ascii_case(mime))
 }
 
-/// The bearer token of an `Authorization` header (RFC 6750 §2.1), if there is exactly one.
-pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+/// How an access token was presented in the `Authorization` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenScheme {
+    /// RFC 6750 §2.1.
+    Bearer,
+    /// RFC 9449 §7.1: with a `DPoP` proof header.
+    DPoP,
+}
+
+/// The access token of an `Authorization` header (`Bearer` or `DPoP`), if there is exactly
+/// one such header.
+pub fn access_token(headers: &HeaderMap) -> Option<(TokenScheme, &str)> {
     let mut values = headers.get_all(axum::http::header::AUTHORIZATION).iter();
     let value = values.next()?;
     if values.next().is_some() {
@@ -110,5 +120,19 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = value.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        TokenScheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        TokenScheme::DPoP
+    } else {
+        return None;
+    };
+    (!token.is_empty()).then_some((scheme, token))
+}
+
+/// The bearer token of an `Authorization` header (RFC 6750 §2.1), if there is exactly one.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    access_token(headers)
+        .filter(|(s, _)| *s == TokenScheme::Bearer)
+        .map(|(_, t)| t)
 }

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use super::ClientAddr;
 use crate::audit::{Event, Kind};
 use crate::error::{ErrorCode, OAuthError};
+use crate::oauth::dpop;
 use crate::oauth::grants::{self, GrantType};
 use crate::startup::AppState;
 use crate::util;
@@ -37,7 +38,34 @@ pub async fn token(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthError> {
-    let form = super::form_body(&headers, body)?;
+    let result = issue(&state, addr, &headers, body).await;
+    // RFC 9449 §8: with nonces required, every answer carries a fresh one.
+    let nonce = state
+        .config
+        .dpop
+        .require_nonce
+        .then(|| dpop::current_nonce(state.keys.kek(), &state.config.dpop, util::now()));
+    match result {
+        Ok(mut res) => {
+            if let Some(v) = nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+                res.headers_mut().insert(dpop::NONCE_HEADER, v);
+            }
+            Ok(res)
+        }
+        Err(mut e) => {
+            e.dpop_nonce = e.dpop_nonce.or(nonce);
+            Err(e)
+        }
+    }
+}
+
+async fn issue(
+    state: &AppState,
+    addr: Option<std::net::IpAddr>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OAuthError> {
+    let form = super::form_body(headers, body)?;
     let name = form
         .get("grant_type")
         .ok_or_else(|| OAuthError::invalid_request("grant_type is missing"))?;
@@ -47,7 +75,21 @@ pub async fn token(
     let grant = grants::find(grant_type)
         .ok_or_else(|| unsupported(format!("'{name}' is not supported by this server yet")))?;
 
-    let client = super::authenticated_client(&state, &headers, &form).await?;
+    // The DPoP proof before client authentication, so a client asked for a nonce has not
+    // spent its client assertion yet (RFC 9449 §5, §8).
+    let token_url = format!("{}/token", state.issuer);
+    let proof = dpop::check(
+        state,
+        headers,
+        dpop::Expect {
+            method: "POST",
+            url: &token_url,
+            access_token: None,
+            nonce: state.config.dpop.require_nonce,
+        },
+    )
+    .await?;
+    let client = super::authenticated_client(state, headers, &form).await?;
     tracing::Span::current().record("client_id", client.client_id.as_str());
     if !client.metadata.grant_types.contains(&grant_type) {
         return Err(OAuthError::new(
@@ -55,9 +97,15 @@ pub async fn token(
             format!("this client did not register the grant type {name}"),
         ));
     }
-    let response = grant.exchange(&state, &client, &form).await?;
-    note_use(&state, &client);
-    record_issue(&state, &client.client_id, grant_type, &response, addr);
+    if proof.is_none() && client.metadata.dpop_bound_access_tokens {
+        return Err(OAuthError::invalid_dpop_proof(
+            "this client registered dpop_bound_access_tokens: send a DPoP proof (RFC 9449 §5.2)",
+        ));
+    }
+    let jkt = proof.as_ref().map(|p| p.jkt.as_str());
+    let response = grant.exchange(state, &client, &form, jkt).await?;
+    note_use(state, &client);
+    record_issue(state, &client.client_id, grant_type, &response, addr);
 
     let mut res = Json(response).into_response();
     res.headers_mut()
@@ -99,6 +147,7 @@ fn record_issue(
                 "jti": i.jti,
                 "exp": i.exp,
                 "act": i.act,
+                "dpop_jkt": i.jkt,
                 "issued_token_type": response.issued_token_type,
                 "refresh_token_issued": response.refresh_token.is_some(),
             })),

@@ -1,33 +1,39 @@
 //! `GET|POST /userinfo` (OpenID Connect Core §5.3): claims about the user, for an access
-//! token we issued with `openid` whose audience includes this endpoint.
+//! token we issued with `openid` whose audience includes this endpoint. DPoP-bound tokens
+//! come as `Authorization: DPoP <token>` with a proof of their key (RFC 9449 §7).
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::bearer_token;
+use super::{TokenScheme, access_token};
 use crate::error::{ErrorCode, OAuthError};
+use crate::oauth::dpop;
 use crate::oauth::form::Form;
 use crate::oauth::grants::user_tokens::user_claims;
 use crate::oauth::scope::Scope;
 use crate::oauth::tokens::{revoked_key, verify_access_token};
 use crate::startup::AppState;
 
-async fn answer(state: &AppState, token: Option<&str>) -> Result<Response, OAuthError> {
-    let token = token.ok_or_else(|| {
+async fn answer(
+    state: &AppState,
+    headers: &HeaderMap,
+    method: &Method,
+    token: Option<(TokenScheme, &str)>,
+) -> Result<Response, OAuthError> {
+    let (scheme, token) = token.ok_or_else(|| {
         let mut e = OAuthError::new(ErrorCode::InvalidToken, "an access token is required");
-        e.www_authenticate = Some("Bearer".into());
+        e.www_authenticate = Some(format!(
+            "Bearer, DPoP algs=\"{}\"",
+            dpop::algorithm_names().join(" ")
+        ));
         e
     })?;
-    let claims = verify_access_token(
-        &state.keys,
-        &state.issuer,
-        token,
-        Some(&format!("{}/userinfo", state.issuer)),
-    )
-    .ok_or_else(|| OAuthError::invalid_token("the access token is not valid here"))?;
+    let url = format!("{}/userinfo", state.issuer);
+    let claims = verify_access_token(&state.keys, &state.issuer, token, Some(&url))
+        .ok_or_else(|| OAuthError::invalid_token("the access token is not valid here"))?;
     let jti = claims["jti"].as_str().unwrap_or_default();
     if state
         .store
@@ -36,6 +42,7 @@ async fn answer(state: &AppState, token: Option<&str>) -> Result<Response, OAuth
     {
         return Err(OAuthError::invalid_token("the access token was revoked"));
     }
+    check_possession(state, headers, method, &url, scheme, token, &claims).await?;
     let scope = Scope::parse(claims["scope"].as_str().unwrap_or("")).unwrap_or_default();
     if !scope.contains("openid") {
         let mut e = OAuthError::new(
@@ -57,6 +64,61 @@ async fn answer(state: &AppState, token: Option<&str>) -> Result<Response, OAuth
     Ok(Json(body).into_response())
 }
 
+/// RFC 9449 §7.1, §7.2: a bound token only with the `DPoP` scheme and a proof of its key
+/// for this request; an unbound one only as a bearer token.
+async fn check_possession(
+    state: &AppState,
+    headers: &HeaderMap,
+    method: &Method,
+    url: &str,
+    scheme: TokenScheme,
+    token: &str,
+    claims: &serde_json::Value,
+) -> Result<(), OAuthError> {
+    let refuse = |d: String| {
+        let mut e = OAuthError::invalid_dpop_proof(d.clone()).with_status(StatusCode::UNAUTHORIZED);
+        e.www_authenticate = Some(format!(
+            "DPoP error=\"invalid_dpop_proof\", error_description=\"{}\", algs=\"{}\"",
+            d.replace(['"', '\\'], "'"),
+            dpop::algorithm_names().join(" ")
+        ));
+        e
+    };
+    match (scheme, dpop::bound_jkt(claims)) {
+        (TokenScheme::Bearer, None) => Ok(()),
+        (TokenScheme::Bearer, Some(_)) => Err(OAuthError::invalid_token(
+            "the access token is DPoP-bound: send it as 'Authorization: DPoP' with a DPoP proof",
+        )),
+        (TokenScheme::DPoP, None) => Err(OAuthError::invalid_token(
+            "the access token is not DPoP-bound: send it as a Bearer token",
+        )),
+        (TokenScheme::DPoP, Some(jkt)) => {
+            let proof = dpop::check(
+                state,
+                headers,
+                dpop::Expect {
+                    method: method.as_str(),
+                    url,
+                    access_token: Some(token),
+                    nonce: false,
+                },
+            )
+            .await
+            .map_err(|e| match e.code {
+                ErrorCode::InvalidDpopProof => refuse(e.description.into_owned()),
+                _ => e,
+            })?
+            .ok_or_else(|| refuse("a DPoP proof is required with a DPoP token".into()))?;
+            if proof.jkt != jkt {
+                return Err(refuse(
+                    "the DPoP proof is signed with another key than the token is bound to".into(),
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
 #[utoipa::path(get, path = "/userinfo", tag = "oauth",
     description = "OpenID Connect UserInfo (Core §5.3) for an access token with `openid`.",
     security(("access_token" = ["openid"])),
@@ -69,7 +131,7 @@ pub async fn get(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, OAuthError> {
-    answer(&state, bearer_token(&headers)).await
+    answer(&state, &headers, &Method::GET, access_token(&headers)).await
 }
 
 #[utoipa::path(post, path = "/userinfo", tag = "oauth",
@@ -86,9 +148,10 @@ pub async fn post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    if let Some(t) = bearer_token(&headers) {
-        return answer(&state, Some(t)).await;
+    if let Some(t) = access_token(&headers) {
+        return answer(&state, &headers, &Method::POST, Some(t)).await;
     }
     let form = Form::parse(&body)?;
-    answer(&state, form.get("access_token")).await
+    let token = form.get("access_token").map(|t| (TokenScheme::Bearer, t));
+    answer(&state, &headers, &Method::POST, token).await
 }

@@ -19,6 +19,8 @@ pub struct Kek {
     key: LessSafeKey,
     /// HMAC key derived from the KEK for anti-forgery tokens: the same on every replica.
     csrf_key: aws_lc_rs::hmac::Key,
+    /// HMAC key derived from the KEK for stateless DPoP nonces (RFC 9449 §8).
+    dpop_nonce_key: aws_lc_rs::hmac::Key,
     /// First bytes of SHA-256(KEK), to tell "wrong KEK" from "corrupt row".
     fingerprint: String,
     /// Earlier KEKs, still accepted for opening (and for anti-forgery tokens) while a KEK
@@ -54,17 +56,18 @@ impl Kek {
         let unbound = UnboundKey::new(&AES_256_GCM, bytes)
             .map_err(|_| KeyError::Kek("rejected by AES-256-GCM".into()))?;
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-        let csrf_key = aws_lc_rs::hmac::Key::new(
-            aws_lc_rs::hmac::HMAC_SHA256,
-            aws_lc_rs::hmac::sign(
-                &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, bytes),
-                b"concierge csrf v1",
+        // Purpose keys: HMAC(KEK, label), so one purpose's values never verify for another.
+        let master = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, bytes);
+        let derive = |label: &[u8]| {
+            aws_lc_rs::hmac::Key::new(
+                aws_lc_rs::hmac::HMAC_SHA256,
+                aws_lc_rs::hmac::sign(&master, label).as_ref(),
             )
-            .as_ref(),
-        );
+        };
         Ok(Self {
             key: LessSafeKey::new(unbound),
-            csrf_key,
+            csrf_key: derive(b"concierge csrf v1"),
+            dpop_nonce_key: derive(b"concierge dpop nonce v1"),
             fingerprint: util::b64(&digest.as_ref()[..6]),
             previous: Vec::new(),
         })
@@ -112,16 +115,24 @@ impl Kek {
 
     /// An anti-forgery token bound to `binding` (a browser id).
     pub fn csrf_token(&self, binding: &str) -> String {
-        util::b64(aws_lc_rs::hmac::sign(&self.csrf_key, binding.as_bytes()).as_ref())
+        mac(&self.csrf_key, binding)
     }
 
     /// Is `token` the anti-forgery token of `binding`? Constant time.
     pub fn verify_csrf(&self, binding: &str, token: &str) -> bool {
-        util::b64_decode(token).is_some_and(|t| {
-            std::iter::once(self)
-                .chain(&self.previous)
-                .any(|k| aws_lc_rs::hmac::verify(&k.csrf_key, binding.as_bytes(), &t).is_ok())
-        })
+        std::iter::once(self)
+            .chain(&self.previous)
+            .any(|k| verify_mac(&k.csrf_key, binding, token))
+    }
+
+    /// The DPoP nonce of time window `window` (RFC 9449 §8): the same on every replica.
+    pub fn dpop_nonce(&self, window: i64) -> String {
+        mac(&self.dpop_nonce_key, &window.to_string())
+    }
+
+    /// Is `nonce` the DPoP nonce of `window`? Constant time.
+    pub fn verify_dpop_nonce(&self, window: i64, nonce: &str) -> bool {
+        verify_mac(&self.dpop_nonce_key, &window.to_string(), nonce)
     }
 
     pub fn fingerprint(&self) -> &str {
@@ -176,6 +187,15 @@ impl Kek {
         buf.truncate(len);
         Ok(buf)
     }
+}
+
+fn mac(key: &aws_lc_rs::hmac::Key, message: &str) -> String {
+    util::b64(aws_lc_rs::hmac::sign(key, message.as_bytes()).as_ref())
+}
+
+fn verify_mac(key: &aws_lc_rs::hmac::Key, message: &str, tag: &str) -> bool {
+    util::b64_decode(tag)
+        .is_some_and(|t| aws_lc_rs::hmac::verify(key, message.as_bytes(), &t).is_ok())
 }
 
 fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {

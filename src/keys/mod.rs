@@ -119,23 +119,10 @@ impl LoadedKey {
     }
 }
 
-/// RFC 7638 thumbprint, used as the key id.
+/// RFC 7638 thumbprint, used as the key id (the same function as DPoP's `jkt`). Our own
+/// generated public keys always have the members it needs.
 fn thumbprint(jwk: &Value) -> String {
-    let canonical = if jwk["kty"] == "EC" {
-        format!(
-            r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#,
-            jwk["crv"].as_str().unwrap_or_default(),
-            jwk["x"].as_str().unwrap_or_default(),
-            jwk["y"].as_str().unwrap_or_default()
-        )
-    } else {
-        format!(
-            r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
-            jwk["e"].as_str().unwrap_or_default(),
-            jwk["n"].as_str().unwrap_or_default()
-        )
-    };
-    util::b64(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes()).as_ref())
+    concierge_guard::dpop::thumbprint(jwk).unwrap_or_default()
 }
 
 fn parse_signer(alg: Alg, pkcs8: &[u8]) -> Result<(Signer, Value), KeyError> {

@@ -7,9 +7,9 @@ use url::Url;
 use super::clients::Client;
 use super::form::Form;
 use super::grants::GrantType;
-use super::pkce;
 use super::resource::{OIDC_SCOPES, Resource, ResourceUri};
 use super::scope::Scope;
+use super::{dpop, pkce};
 use crate::error::ErrorCode;
 use crate::startup::AppState;
 
@@ -51,6 +51,8 @@ pub struct AuthorizationRequest {
     pub prompt: Prompt,
     pub max_age: Option<i64>,
     pub login_hint: Option<String>,
+    /// RFC 9449 §10: the DPoP key the code must be redeemed with.
+    pub dpop_jkt: Option<String>,
 }
 
 /// What a request asks a user to allow: a client, resources, scopes.
@@ -170,6 +172,7 @@ pub async fn validate(
         prompt: Prompt::default(),
         max_age: None,
         login_hint: None,
+        dpop_jkt: None,
     };
     let invalid = |d: &str| partial.error(ErrorCode::InvalidRequest, d);
 
@@ -272,7 +275,16 @@ pub async fn validate(
         ),
     };
 
+    // 9. DPoP binding of the code (RFC 9449 §10).
+    let dpop_jkt = form.get("dpop_jkt").map(str::to_string);
+    if dpop_jkt.as_deref().is_some_and(|j| !dpop::valid_jkt(j)) {
+        return Err(invalid(
+            "dpop_jkt must be the base64url SHA-256 JWK thumbprint of the DPoP key (RFC 9449 §10)",
+        ));
+    }
+
     Ok(AuthorizationRequest {
+        dpop_jkt,
         code_challenge: code_challenge.to_string(),
         resources,
         scope,

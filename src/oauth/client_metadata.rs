@@ -93,6 +93,8 @@ pub struct RawClientMetadata {
     pub software_version: Option<String>,
     /// `web` or `native`.
     pub application_type: Option<String>,
+    /// RFC 9449 §5.2: the client always uses DPoP at the token endpoint.
+    pub dpop_bound_access_tokens: Option<bool>,
     /// Present in documents (must equal their URL) and in RFC 7592 updates.
     pub client_id: Option<String>,
     /// Present only in RFC 7592 updates (must equal the current secret).
@@ -168,6 +170,9 @@ pub struct ClientMetadata {
     /// by registration or metadata documents.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub may_introspect: bool,
+    /// RFC 9449 §5.2: token requests without a DPoP proof are refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dpop_bound_access_tokens: bool,
 }
 
 impl ClientMetadata {
@@ -371,6 +376,7 @@ pub fn validate(raw: RawClientMetadata, origin: Origin<'_>) -> Result<ClientMeta
         software_id: text_field("software_id", raw.software_id)?,
         software_version: text_field("software_version", raw.software_version)?,
         may_introspect: false,
+        dpop_bound_access_tokens: raw.dpop_bound_access_tokens.unwrap_or(false),
     })
 }
 

@@ -49,6 +49,11 @@ pub fn authorization_server_metadata(c: &Capabilities<'_>) -> Map<String, Value>
                 algs.clone(),
             );
         }
+        // RFC 9449 §5.1: the token endpoint takes DPoP proofs with these algorithms.
+        m.insert(
+            "dpop_signing_alg_values_supported".into(),
+            json!(super::dpop::algorithm_names()),
+        );
         // Introspection (RFC 7662) and revocation (RFC 7009) authenticate clients the same way.
         for endpoint_name in ["revocation", "introspection"] {
             let path = if endpoint_name == "revocation" {

@@ -8,6 +8,7 @@ pub mod client_metadata;
 pub mod clients;
 pub mod consent;
 pub mod device;
+pub mod dpop;
 pub mod form;
 pub mod grants;
 pub mod metadata;

@@ -22,6 +22,9 @@ struct AccessTokenClaims<'a> {
     /// Delegation (RFC 8693 §4.1): who acts for `sub`, nested for each further hop.
     #[serde(skip_serializing_if = "Option::is_none")]
     act: Option<&'a Value>,
+    /// Proof-of-possession key (RFC 7800 §3.1, RFC 9449 §6.1): `{"jkt": …}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cnf: Option<Value>,
     jti: String,
     iat: i64,
     exp: i64,
@@ -37,6 +40,9 @@ pub struct AccessToken<'a> {
     pub auth_time: Option<i64>,
     pub act: Option<&'a Value>,
     pub ttl: i64,
+    /// Bind the token to this DPoP key thumbprint (RFC 9449 §6): `cnf.jkt`, `token_type`
+    /// DPoP.
+    pub jkt: Option<&'a str>,
 }
 
 /// What the token endpoint answers (RFC 6749 §5.1).
@@ -70,6 +76,9 @@ pub struct Issued {
     pub exp: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub act: Option<Value>,
+    /// The DPoP key the token is bound to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
 }
 
 /// Sign an access token.
@@ -91,6 +100,7 @@ pub fn issue_access_token(
         scope: t.scope,
         auth_time: t.auth_time,
         act: t.act,
+        cnf: t.jkt.map(|k| serde_json::json!({ "jkt": k })),
         jti: util::random_id(),
         iat,
         exp: iat + t.ttl,
@@ -102,10 +112,11 @@ pub fn issue_access_token(
         jti: claims.jti.clone(),
         exp: claims.exp,
         act: t.act.cloned(),
+        jkt: t.jkt.map(str::to_string),
     };
     Ok(TokenResponse {
         access_token: keys.sign_jwt(Alg::ES256, "at+jwt", &claims)?,
-        token_type: "Bearer",
+        token_type: if t.jkt.is_some() { "DPoP" } else { "Bearer" },
         expires_in: t.ttl,
         scope: (!t.scope.is_empty()).then(|| t.scope.to_string()),
         refresh_token: None,

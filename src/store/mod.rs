@@ -259,6 +259,9 @@ pub struct AuthCode {
     pub sid: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
+    /// The `dpop_jkt` of the authorization request (RFC 9449 §10): the token request's
+    /// proof must use this key.
+    pub dpop_jkt: Option<String>,
 }
 
 /// An issued refresh token (stored by hash).
@@ -275,6 +278,9 @@ pub struct RefreshToken {
     pub created_at: i64,
     pub expires_at: i64,
     pub absolute_expires_at: i64,
+    /// A public client's refresh token is bound to the DPoP key it was issued with
+    /// (RFC 9449 §5): refreshing needs a proof with that key.
+    pub dpop_jkt: Option<String>,
 }
 
 /// How long a revoked refresh-token family is remembered: longer than any refresh token can

@@ -61,6 +61,7 @@ pub(super) type CodeRow = (
     Option<String>,
     i64,
     i64,
+    Option<String>,
 );
 
 pub(super) fn code_from_row(r: CodeRow) -> Result<AuthCode, StoreError> {
@@ -78,6 +79,7 @@ pub(super) fn code_from_row(r: CodeRow) -> Result<AuthCode, StoreError> {
         sid: r.10,
         created_at: r.11,
         expires_at: r.12,
+        dpop_jkt: r.13,
     })
 }
 
@@ -93,6 +95,7 @@ pub(super) type RefreshRow = (
     i64,
     i64,
     i64,
+    Option<String>,
 );
 
 pub(super) fn refresh_from_row(r: RefreshRow) -> Result<RefreshToken, StoreError> {
@@ -108,6 +111,7 @@ pub(super) fn refresh_from_row(r: RefreshRow) -> Result<RefreshToken, StoreError
         created_at: r.8,
         expires_at: r.9,
         absolute_expires_at: r.10,
+        dpop_jkt: r.11,
     })
 }
 
@@ -526,8 +530,8 @@ macro_rules! sql_user_store {
             async fn insert_code(&self, c: &$crate::store::AuthCode) -> Result<(), $crate::store::StoreError> {
                 sqlx::query(
                     "INSERT INTO auth_codes (code_hash, family_id, client_id, user_id, redirect_uri, \
-                     code_challenge, resources, scope, nonce, auth_time, sid, created_at, expires_at) \
-                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
+                     code_challenge, resources, scope, nonce, auth_time, sid, created_at, expires_at, dpop_jkt) \
+                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
                 )
                 .bind(&c.code_hash)
                 .bind(&c.family_id)
@@ -542,6 +546,7 @@ macro_rules! sql_user_store {
                 .bind(&c.sid)
                 .bind(c.created_at)
                 .bind(c.expires_at)
+                .bind(&c.dpop_jkt)
                 .execute(&self.pool)
                 .await?;
                 Ok(())
@@ -552,7 +557,7 @@ macro_rules! sql_user_store {
                     "UPDATE auth_codes SET used_at = $2 \
                      WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2 \
                      RETURNING code_hash, family_id, client_id, user_id, redirect_uri, code_challenge, \
-                     resources, scope, nonce, auth_time, sid, created_at, expires_at",
+                     resources, scope, nonce, auth_time, sid, created_at, expires_at, dpop_jkt",
                 )
                 .bind(code_hash)
                 .bind(now)
@@ -575,8 +580,8 @@ macro_rules! sql_user_store {
             async fn insert_refresh(&self, t: &$crate::store::RefreshToken) -> Result<(), $crate::store::StoreError> {
                 sqlx::query(
                     "INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, resources, scope, \
-                     auth_time, sid, created_at, expires_at, absolute_expires_at) \
-                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+                     auth_time, sid, created_at, expires_at, absolute_expires_at, dpop_jkt) \
+                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
                 )
                 .bind(&t.token_hash)
                 .bind(&t.family_id)
@@ -589,6 +594,7 @@ macro_rules! sql_user_store {
                 .bind(t.created_at)
                 .bind(t.expires_at)
                 .bind(t.absolute_expires_at)
+                .bind(&t.dpop_jkt)
                 .execute(&self.pool)
                 .await?;
                 Ok(())
@@ -604,7 +610,7 @@ macro_rules! sql_user_store {
                        AND NOT EXISTS (SELECT 1 FROM used_jtis \
                          WHERE key = 'family:' || refresh_tokens.family_id AND expires_at > $2) \
                      RETURNING token_hash, family_id, client_id, user_id, resources, scope, auth_time, sid, \
-                       created_at, expires_at, absolute_expires_at",
+                       created_at, expires_at, absolute_expires_at, dpop_jkt",
                 )
                 .bind(token_hash)
                 .bind(now)
@@ -629,7 +635,7 @@ macro_rules! sql_user_store {
             async fn get_refresh(&self, token_hash: &[u8], now: i64) -> Result<Option<$crate::store::RefreshToken>, $crate::store::StoreError> {
                 let row: Option<$crate::store::sql_users::RefreshRow> = sqlx::query_as(
                     "SELECT token_hash, family_id, client_id, user_id, resources, scope, auth_time, sid, \
-                       created_at, expires_at, absolute_expires_at FROM refresh_tokens \
+                       created_at, expires_at, absolute_expires_at, dpop_jkt FROM refresh_tokens \
                      WHERE token_hash = $1 AND used_at IS NULL AND revoked_at IS NULL \
                        AND expires_at > $2 AND absolute_expires_at > $2 \
                        AND NOT EXISTS (SELECT 1 FROM used_jtis \

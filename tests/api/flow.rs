@@ -60,6 +60,22 @@ pub async fn add_user(app: &impl Server, username: &str) -> String {
     id
 }
 
+/// Let `client_id` exchange Calendar tokens (calendar:read) for Notes tokens (notes:read).
+pub async fn allow_calendar_to_notes(app: &TestApp, client_id: &str) {
+    app.store()
+        .save_exchange_policy(&concierge::store::ExchangePolicy {
+            target: NOTES.into(),
+            client_id: client_id.into(),
+            source: CALENDAR.into(),
+            scope_map: [("calendar:read".to_string(), vec!["notes:read".to_string()])]
+                .into_iter()
+                .collect(),
+            created_at: 0,
+        })
+        .await
+        .unwrap();
+}
+
 /// Register a public client the way MCP clients do; returns its client_id.
 pub async fn public_client(app: &impl Server) -> String {
     let (status, _, body) = app

@@ -239,7 +239,7 @@ both!(
         }
         use concierge::oauth::client_metadata::{Origin, RawClientMetadata, validate};
         use concierge::oauth::registration::new_client;
-        use concierge::store::{ClientKind, ExchangePolicy};
+        use concierge::store::ClientKind;
         seed(&app).await;
         let machine_client = |grants: Vec<&str>, introspect: bool| {
             let raw = RawClientMetadata {
@@ -262,18 +262,7 @@ both!(
         for r in [&svc, &rs] {
             app.store().insert_client(r).await.unwrap();
         }
-        app.store()
-            .save_exchange_policy(&ExchangePolicy {
-                target: NOTES.into(),
-                client_id: svc.client_id.clone(),
-                source: CALENDAR.into(),
-                scope_map: [("calendar:read".to_string(), vec!["notes:read".to_string()])]
-                    .into_iter()
-                    .collect(),
-                created_at: 0,
-            })
-            .await
-            .unwrap();
+        allow_calendar_to_notes(&app, &svc.client_id).await;
         let (s, _, dev) = app
             .register(
                 &serde_json::json!({"client_name": "Kiosk", "token_endpoint_auth_method": "none",
@@ -312,6 +301,52 @@ both!(
         assert_eq!(out["deviceClient"], "Kiosk");
         assert_eq!(out["deviceResult"], "Your device is connected");
         assert_eq!(out["deviceHasAccessToken"], true);
+        app
+    }
+);
+
+both!(
+    openid_client_library_uses_dpop,
+    |c: &mut concierge::Config| {
+        c.dpop.require_nonce = true;
+    },
+    |app: TestApp| async move {
+        if !ready() {
+            return app;
+        }
+        let alice = seed(&app).await;
+        let (id, secret) = crate::dpop::machine(&app, true).await;
+        let profile = tempfile::tempdir().unwrap();
+        let out = node(
+            "openid_client_dpop.mjs",
+            &[
+                &app.issuer,
+                NOTES,
+                &id,
+                &secret,
+                "alice",
+                PASSWORD,
+                profile.path().to_str().unwrap(),
+            ],
+            &[],
+        )
+        .await;
+        assert_eq!(
+            out["ccTokenType"].as_str().unwrap().to_lowercase(),
+            "dpop",
+            "{out}"
+        );
+        assert!(out["ccJkt"].is_string(), "{out}");
+        assert_eq!(
+            out["codeTokenType"].as_str().unwrap().to_lowercase(),
+            "dpop"
+        );
+        assert_eq!(out["codeJkt"], out["expectedCodeJkt"]);
+        assert_eq!(out["refreshedJkt"], out["expectedCodeJkt"]);
+        assert_ne!(out["ccJkt"], out["codeJkt"], "two clients, two keys");
+        assert_eq!(out["userinfoStatus"], 200, "{out}");
+        assert_eq!(out["userinfo"]["sub"], alice.as_str());
+        assert_eq!(out["userinfo"]["email"], "alice@example.com");
         app
     }
 );

@@ -10,7 +10,11 @@ use crate::flow::*;
 use crate::helpers::{TOOLS_RESOURCE, TestApp, add_tools_resource, assert_error, split};
 
 /// A static confidential client (client_secret_post); returns (id, secret).
-async fn static_client(app: &TestApp, grants: &[&str], may_introspect: bool) -> (String, String) {
+pub async fn static_client(
+    app: &TestApp,
+    grants: &[&str],
+    may_introspect: bool,
+) -> (String, String) {
     let raw = RawClientMetadata {
         grant_types: Some(grants.iter().map(|g| g.to_string()).collect()),
         token_endpoint_auth_method: Some("client_secret_post".into()),

@@ -14,6 +14,7 @@ mod cli;
 mod code_flow;
 mod deploy;
 mod device;
+mod dpop;
 mod exchange;
 mod flow;
 mod keys;

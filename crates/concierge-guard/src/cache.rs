@@ -89,6 +89,49 @@ impl ValidationCache {
     }
 }
 
+/// The DPoP proof ids seen recently (RFC 9449 §11.1), each kept until its
+/// proof would be too old anyway. Bounded: when full of live entries, new
+/// proofs are refused rather than old ones forgotten, so a flood cannot make
+/// the guard accept a replay.
+pub(crate) struct ReplayCache {
+    entries: Mutex<HashMap<Key, i64>>,
+    capacity: usize,
+}
+
+/// What [`ReplayCache::spend`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Spend {
+    Fresh,
+    Replayed,
+    Full,
+}
+
+impl ReplayCache {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            capacity,
+        }
+    }
+
+    /// Spend `id` until `until` (Unix seconds), at `now`.
+    pub(crate) fn spend(&self, id: &str, until: i64, now: i64) -> Spend {
+        let key = key(id);
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if entries.get(&key).is_some_and(|u| *u > now) {
+            return Spend::Replayed;
+        }
+        if entries.len() >= self.capacity {
+            entries.retain(|_, u| *u > now);
+            if entries.len() >= self.capacity {
+                return Spend::Full;
+            }
+        }
+        entries.insert(key, until);
+        Spend::Fresh
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +182,17 @@ mod tests {
         }
         assert_eq!(cache.len(), 3);
         assert!(cache.get("t9", t0).is_some());
+    }
+
+    #[test]
+    fn replays_are_caught_until_they_expire_and_a_full_cache_refuses() {
+        let cache = ReplayCache::new(2);
+        assert_eq!(cache.spend("a", 100, 0), Spend::Fresh);
+        assert_eq!(cache.spend("a", 100, 50), Spend::Replayed);
+        assert_eq!(cache.spend("b", 10, 0), Spend::Fresh);
+        assert_eq!(cache.spend("c", 100, 5), Spend::Full);
+        assert_eq!(cache.spend("c", 100, 11), Spend::Fresh, "b expired");
+        assert_eq!(cache.spend("a", 300, 101), Spend::Fresh, "a expired");
     }
 
     #[test]

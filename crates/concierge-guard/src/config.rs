@@ -9,9 +9,9 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use url::{Host, Url};
 
-use crate::cache::ValidationCache;
+use crate::cache::{ReplayCache, ValidationCache};
 use crate::error::BuildError;
-use crate::guard::{Guard, Inner, signature_only};
+use crate::guard::{DpopRules, Guard, Inner, signature_only};
 use crate::jwks::{KeyStore, discover};
 use crate::metadata::{ProtectedResourceMetadata, metadata_url};
 use crate::validate::{ClaimRules, normalize_uri};
@@ -29,6 +29,10 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// | [`jwks_refetch_interval`](Self::jwks_refetch_interval) | 30 s |
 /// | [`cache_size`](Self::cache_size) / [`cache_ttl`](Self::cache_ttl) | 10 000 tokens / 5 min |
 /// | [`max_body_bytes`](Self::max_body_bytes) | 1 MiB |
+/// | [`dpop_bound_access_tokens_required`](Self::dpop_bound_access_tokens_required) | `false` |
+/// | [`dpop_algorithms`](Self::dpop_algorithms) | [`dpop::DEFAULT_ALGORITHMS`](crate::dpop::DEFAULT_ALGORITHMS) |
+/// | [`dpop_proof_max_age`](Self::dpop_proof_max_age) | 60 s (plus 5 s of leeway) |
+/// | [`dpop_replay_cache_size`](Self::dpop_replay_cache_size) | 100 000 proofs |
 /// | required scopes, route and tool scopes | none |
 #[must_use = "call .build().await to get a Guard"]
 pub struct GuardBuilder {
@@ -46,6 +50,9 @@ pub struct GuardBuilder {
     cache_ttl: Duration,
     resource_name: Option<String>,
     dpop_required: bool,
+    dpop_algorithms: Vec<Algorithm>,
+    dpop_max_age: Duration,
+    dpop_replay_capacity: usize,
     max_body_bytes: usize,
     allow_insecure_http: bool,
     http: Option<reqwest::Client>,
@@ -96,6 +103,9 @@ impl GuardBuilder {
             cache_ttl: Duration::from_secs(300),
             resource_name: None,
             dpop_required: false,
+            dpop_algorithms: crate::dpop::DEFAULT_ALGORITHMS.to_vec(),
+            dpop_max_age: Duration::from_secs(60),
+            dpop_replay_capacity: 100_000,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             allow_insecure_http: false,
             http: None,
@@ -192,10 +202,37 @@ impl GuardBuilder {
         self
     }
 
-    /// Publish `dpop_bound_access_tokens_required: true`. Note that this
-    /// version does not verify DPoP proofs and refuses DPoP-bound tokens.
+    /// Accept only DPoP-bound tokens ([RFC 9449]): a token without `cnf.jkt`
+    /// is refused, and the metadata says `dpop_bound_access_tokens_required:
+    /// true`. Bound tokens are always accepted, with the `DPoP` scheme and a
+    /// proof of their key; this setting refuses the others.
+    ///
+    /// [RFC 9449]: https://www.rfc-editor.org/rfc/rfc9449
     pub fn dpop_bound_access_tokens_required(mut self, required: bool) -> Self {
         self.dpop_required = required;
+        self
+    }
+
+    /// Algorithms accepted for DPoP proofs (published as
+    /// `dpop_signing_alg_values_supported`). HMAC algorithms are refused by
+    /// [`build`](Self::build).
+    pub fn dpop_algorithms(mut self, algorithms: impl IntoIterator<Item = Algorithm>) -> Self {
+        self.dpop_algorithms = algorithms.into_iter().collect();
+        self
+    }
+
+    /// How old (`iat`) a DPoP proof may be. Proof ids are remembered this
+    /// long to refuse replays.
+    pub fn dpop_proof_max_age(mut self, max_age: Duration) -> Self {
+        self.dpop_max_age = max_age;
+        self
+    }
+
+    /// How many recent DPoP proof ids to remember. When that many live ones
+    /// are held, further proofs are refused until some expire (so a flood
+    /// cannot push out an id and make a replay pass).
+    pub fn dpop_replay_cache_size(mut self, entries: usize) -> Self {
+        self.dpop_replay_capacity = entries;
         self
     }
 
@@ -273,6 +310,20 @@ impl GuardBuilder {
         {
             return Err(BuildError::UnsafeAlgorithm(*alg));
         }
+        if let Some(alg) = self
+            .dpop_algorithms
+            .iter()
+            .find(|a| a.family() == AlgorithmFamily::Hmac)
+        {
+            return Err(BuildError::UnsafeAlgorithm(*alg));
+        }
+        if self.dpop_algorithms.is_empty() || self.dpop_replay_capacity == 0 {
+            return Err(BuildError::InvalidSetting(
+                "DPoP needs at least one algorithm and a replay cache of at least one entry".into(),
+            ));
+        }
+        let dpop_max_age = i64::try_from(self.dpop_max_age.as_secs())
+            .map_err(|_| BuildError::InvalidSetting("dpop_proof_max_age is too large".into()))?;
         if self.refetch_interval.is_zero() {
             return Err(BuildError::InvalidSetting(
                 "jwks_refetch_interval must be above zero, or unknown key ids could make the guard fetch keys on every request".into(),
@@ -314,9 +365,22 @@ impl GuardBuilder {
             ProtectedResourceMetadata::new(self.resource.clone(), discovered.issuer.clone())
                 .with_scopes(self.scopes_supported.unwrap_or(all_scopes));
         metadata.resource_name = self.resource_name;
+        metadata.dpop_signing_alg_values_supported = self
+            .dpop_algorithms
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect();
         if self.dpop_required {
             metadata = metadata.require_dpop();
         }
+        let dpop = DpopRules {
+            required: self.dpop_required,
+            challenge_algs: metadata.dpop_signing_alg_values_supported.join(" "),
+            algorithms: self.dpop_algorithms,
+            max_age: dpop_max_age,
+            origin: resource.origin().ascii_serialization(),
+            replays: ReplayCache::new(self.dpop_replay_capacity),
+        };
         let rules = ClaimRules {
             issuer: discovered.issuer,
             audience: normalize_uri(&self.resource).to_owned(),
@@ -337,6 +401,7 @@ impl GuardBuilder {
                 route_scopes: self.route_scopes,
                 tool_scopes: self.tool_scopes,
                 max_body_bytes: self.max_body_bytes,
+                dpop,
                 keys,
                 cache: ValidationCache::new(self.cache_size, self.cache_ttl),
             }),

@@ -128,9 +128,16 @@ pub enum TokenError {
     /// A required claim is absent or has the wrong type.
     #[error("the token's {0} claim is missing or invalid")]
     InvalidClaim(&'static str),
-    /// The token is DPoP-bound (`cnf.jkt`), which this version cannot verify.
-    #[error("DPoP-bound tokens are not accepted by this resource")]
+    /// The token is DPoP-bound (`cnf.jkt`) but was sent as a bearer token.
+    #[error("the token is DPoP-bound: send it as 'Authorization: DPoP' with a DPoP proof")]
     DpopBound,
+    /// The token is not DPoP-bound but was sent with the DPoP scheme, or this
+    /// resource requires DPoP-bound tokens.
+    #[error("{0}")]
+    NotDpopBound(&'static str),
+    /// The DPoP proof is missing, invalid, replayed or made with another key.
+    #[error("{0}")]
+    InvalidDpopProof(String),
     /// The issuer's keys could not be loaded.
     #[error("the issuer's signing keys are unavailable")]
     KeysUnavailable,

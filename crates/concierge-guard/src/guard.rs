@@ -14,7 +14,7 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde_json::Value;
 use url::Url;
 
-use crate::cache::ValidationCache;
+use crate::cache::{ReplayCache, Spend, ValidationCache};
 use crate::challenge::BearerChallenge;
 use crate::config::{GuardBuilder, union_into};
 use crate::error::TokenError;
@@ -46,9 +46,34 @@ pub(crate) struct Inner {
     pub(crate) route_scopes: Vec<(String, Vec<String>)>,
     pub(crate) tool_scopes: HashMap<String, Vec<String>>,
     pub(crate) max_body_bytes: usize,
+    pub(crate) dpop: DpopRules,
     pub(crate) keys: KeyStore,
     pub(crate) cache: ValidationCache,
 }
+
+/// How DPoP-bound tokens are checked (RFC 9449 §7).
+pub(crate) struct DpopRules {
+    /// Refuse tokens that are not bound.
+    pub(crate) required: bool,
+    pub(crate) algorithms: Vec<Algorithm>,
+    /// The `algs` of the `DPoP` challenge.
+    pub(crate) challenge_algs: String,
+    pub(crate) max_age: i64,
+    /// The configured resource's origin: `htu` is this plus the request path,
+    /// never the `Host` header.
+    pub(crate) origin: String,
+    pub(crate) replays: ReplayCache,
+}
+
+/// How the token was presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    Bearer,
+    DPoP,
+}
+
+/// Seconds of clock skew tolerated around a DPoP proof's `iat` window.
+const DPOP_LEEWAY: i64 = 5;
 
 impl fmt::Debug for Guard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -164,6 +189,88 @@ impl Guard {
         let principal = check_claims(claims, &inner.rules, unix)?;
         inner.cache.insert(token, &principal, now, unix);
         Ok(principal)
+    }
+
+    /// RFC 9449 §7.1, §7.2: a bound token only with the `DPoP` scheme and a
+    /// valid, fresh proof of its key for this request; an unbound one only as
+    /// a bearer token, and not at all when DPoP is required.
+    pub(crate) fn check_possession(
+        &self,
+        principal: &Principal,
+        scheme: Scheme,
+        token: &str,
+        method: &str,
+        path: &str,
+        proofs: &[&str],
+    ) -> Result<(), TokenError> {
+        let rules = &self.inner.dpop;
+        let Some(jkt) = principal.dpop_jkt() else {
+            return match scheme {
+                Scheme::DPoP => Err(TokenError::NotDpopBound(
+                    "the token is not DPoP-bound: send it as a Bearer token",
+                )),
+                Scheme::Bearer if rules.required => Err(TokenError::NotDpopBound(
+                    "this resource accepts DPoP-bound tokens only",
+                )),
+                Scheme::Bearer => Ok(()),
+            };
+        };
+        if scheme == Scheme::Bearer {
+            return Err(TokenError::DpopBound);
+        }
+        let proof = match proofs {
+            [one] => *one,
+            [] => {
+                return Err(TokenError::InvalidDpopProof(
+                    "a DPoP proof header is required with a DPoP token".into(),
+                ));
+            }
+            _ => {
+                return Err(TokenError::InvalidDpopProof(
+                    "send exactly one DPoP header".into(),
+                ));
+            }
+        };
+        let url = format!("{}{path}", rules.origin);
+        let now = unix_now();
+        let check = crate::dpop::ProofCheck::new(method, &url, now)
+            .access_token(token)
+            .algorithms(&rules.algorithms)
+            .window(rules.max_age, DPOP_LEEWAY);
+        let proof = crate::dpop::verify(proof, &check)
+            .map_err(|e| TokenError::InvalidDpopProof(e.to_string()))?;
+        if proof.jkt != jkt {
+            return Err(TokenError::InvalidDpopProof(
+                "the DPoP proof is signed with another key than the token is bound to".into(),
+            ));
+        }
+        match rules
+            .replays
+            .spend(&proof.replay_key(), now + proof.replay_window, now)
+        {
+            Spend::Fresh => Ok(()),
+            Spend::Replayed => Err(TokenError::InvalidDpopProof(
+                "this DPoP proof was already used; make a new one per request".into(),
+            )),
+            Spend::Full => Err(TokenError::InvalidDpopProof(
+                "too many DPoP proofs right now; retry shortly".into(),
+            )),
+        }
+    }
+
+    /// The `DPoP` challenge (RFC 9449 §7.1) for an error, with `algs`.
+    pub(crate) fn dpop_challenge(&self, error: Option<(&str, &str)>) -> String {
+        let algs = &self.inner.dpop.challenge_algs;
+        match error {
+            Some((code, description)) => format!(
+                "DPoP error=\"{code}\", error_description=\"{}\", algs=\"{algs}\"",
+                description
+                    .chars()
+                    .filter(|c| (' '..='~').contains(c) && !matches!(c, '"' | '\\'))
+                    .collect::<String>()
+            ),
+            None => format!("DPoP algs=\"{algs}\""),
+        }
     }
 
     /// The scopes a request needs: the required ones, those of every route

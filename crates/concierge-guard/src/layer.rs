@@ -18,7 +18,8 @@ use tower::{BoxError, Layer, Service};
 
 use crate::challenge::{BearerChallenge, ChallengeError};
 use crate::config::union_into;
-use crate::guard::Guard;
+use crate::error::TokenError;
+use crate::guard::{Guard, Scheme};
 
 /// A tower [`Layer`] that lets a request through only with a valid access
 /// token carrying the needed scopes. Get one from [`Guard::layer`].
@@ -129,6 +130,10 @@ pub struct GuardRejection {
     status: StatusCode,
     challenge: Option<Box<BearerChallenge>>,
     description: Option<String>,
+    /// A `DPoP` challenge (RFC 9449 §7.1), sent as a second `WWW-Authenticate`.
+    dpop_challenge: Option<String>,
+    /// The body's `error` is `invalid_dpop_proof`.
+    dpop_error: bool,
 }
 
 impl GuardRejection {
@@ -139,6 +144,8 @@ impl GuardRejection {
             status,
             challenge: Some(Box::new(challenge)),
             description: None,
+            dpop_challenge: None,
+            dpop_error: false,
         }
     }
 
@@ -155,6 +162,8 @@ impl GuardRejection {
             status: StatusCode::PAYLOAD_TOO_LARGE,
             challenge: None,
             description: Some("the request body is too large".into()),
+            dpop_challenge: None,
+            dpop_error: false,
         }
     }
 
@@ -169,15 +178,59 @@ impl GuardRejection {
     pub fn challenge(&self) -> Option<&BearerChallenge> {
         self.challenge.as_deref()
     }
+
+    /// The `DPoP` challenge sent beside the bearer one (RFC 9449 §7.1), if any.
+    #[must_use]
+    pub fn dpop_challenge(&self) -> Option<&str> {
+        self.dpop_challenge.as_deref()
+    }
+
+    /// A refused token or DPoP proof: 401 with the bearer challenge (keeping
+    /// `resource_metadata`) and, for DPoP matters, a `DPoP` challenge.
+    fn token_refused(guard: &Guard, scopes: &[String], scheme: Scheme, error: &TokenError) -> Self {
+        let description = error.to_string();
+        match error {
+            TokenError::InvalidDpopProof(_) => {
+                let mut r = Self::challenge_only(guard.challenge(scopes));
+                r.description = Some(description.clone());
+                r.dpop_challenge =
+                    Some(guard.dpop_challenge(Some(("invalid_dpop_proof", &description))));
+                r.dpop_error = true;
+                r
+            }
+            _ => {
+                let dpop_matter = scheme == Scheme::DPoP
+                    || matches!(error, TokenError::DpopBound | TokenError::NotDpopBound(_));
+                let mut r = Self::with_description(
+                    guard
+                        .challenge(scopes)
+                        .with_error(ChallengeError::InvalidToken),
+                    description.clone(),
+                );
+                if dpop_matter {
+                    r.dpop_challenge =
+                        Some(guard.dpop_challenge(Some(("invalid_token", &description))));
+                }
+                r
+            }
+        }
+    }
 }
 
 impl IntoResponse for GuardRejection {
     fn into_response(self) -> axum::response::Response {
-        let error = self.challenge.as_deref().and_then(BearerChallenge::error);
+        let error = if self.dpop_error {
+            Some("invalid_dpop_proof")
+        } else {
+            self.challenge
+                .as_deref()
+                .and_then(BearerChallenge::error)
+                .map(ChallengeError::as_str)
+        };
         let mut response = match (error, &self.description) {
             (Some(error), description) => (
                 self.status,
-                Json(json!({"error": error.as_str(), "error_description": description})),
+                Json(json!({"error": error, "error_description": description})),
             )
                 .into_response(),
             (None, Some(description)) => {
@@ -190,6 +243,13 @@ impl IntoResponse for GuardRejection {
             let value = HeaderValue::from_str(&challenge.to_string())
                 .unwrap_or(HeaderValue::from_static("Bearer"));
             headers.insert(header::WWW_AUTHENTICATE, value);
+        }
+        if let Some(value) = self
+            .dpop_challenge
+            .as_deref()
+            .and_then(|c| HeaderValue::from_str(c).ok())
+        {
+            headers.append(header::WWW_AUTHENTICATE, value);
         }
         headers.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
@@ -204,14 +264,14 @@ impl IntoResponse for GuardRejection {
     }
 }
 
-/// The bearer token of the request: `None` when there is no `Authorization`
-/// header or it uses another scheme; an error for several headers or a
-/// malformed bearer value.
-fn bearer_token(
+/// The access token of the request and its scheme (`Bearer`, or `DPoP` per
+/// RFC 9449 §7.1): `None` when there is no `Authorization` header or it uses
+/// another scheme; an error for several headers or a malformed value.
+fn access_token(
     headers: &HeaderMap,
     guard: &Guard,
     scopes: &[String],
-) -> Result<Option<String>, GuardRejection> {
+) -> Result<Option<(Scheme, String)>, GuardRejection> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
         return if headers.contains_key(header::AUTHORIZATION) {
@@ -232,18 +292,22 @@ fn bearer_token(
         ));
     };
     let (scheme, token) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::DPoP
+    } else {
         return Ok(None);
-    }
+    };
     let token = token.trim_start();
     if token.is_empty() || token.contains(char::is_whitespace) {
         return Err(invalid_request(
             guard,
             scopes,
-            "the bearer token is missing or malformed",
+            "the access token is missing or malformed",
         ));
     }
-    Ok(Some(token.to_owned()))
+    Ok(Some((scheme, token.to_owned())))
 }
 
 fn invalid_request(guard: &Guard, scopes: &[String], description: &str) -> GuardRejection {
@@ -306,6 +370,8 @@ where
                     status: StatusCode::BAD_REQUEST,
                     challenge: None,
                     description: Some("the request body could not be read".into()),
+                    dpop_challenge: None,
+                    dpop_error: false,
                 });
             }
         };
@@ -317,18 +383,34 @@ where
     let mut scopes = guard.scopes_for(parts.uri.path(), &tools);
     union_into(&mut scopes, &layer.scopes);
 
-    match bearer_token(&parts.headers, guard, &scopes)? {
+    match access_token(&parts.headers, guard, &scopes)? {
         None if layer.optional => {}
-        None => return Err(GuardRejection::challenge_only(guard.challenge(&scopes))),
-        Some(token) => {
-            let principal = guard.validate(&token).await.map_err(|e| {
-                GuardRejection::with_description(
-                    guard
-                        .challenge(&scopes)
-                        .with_error(ChallengeError::InvalidToken),
-                    e.to_string(),
+        None => {
+            let mut r = GuardRejection::challenge_only(guard.challenge(&scopes));
+            if guard.inner.dpop.required {
+                r.dpop_challenge = Some(guard.dpop_challenge(None));
+            }
+            return Err(r);
+        }
+        Some((scheme, token)) => {
+            let refused = |e: TokenError| GuardRejection::token_refused(guard, &scopes, scheme, &e);
+            let principal = guard.validate(&token).await.map_err(refused)?;
+            let proofs: Vec<&str> = parts
+                .headers
+                .get_all("dpop")
+                .iter()
+                .map(|v| v.to_str().unwrap_or(""))
+                .collect();
+            guard
+                .check_possession(
+                    &principal,
+                    scheme,
+                    &token,
+                    parts.method.as_str(),
+                    parts.uri.path(),
+                    &proofs,
                 )
-            })?;
+                .map_err(refused)?;
             if !principal.missing_scopes(&scopes).is_empty() {
                 return Err(GuardRejection::with_description(
                     guard

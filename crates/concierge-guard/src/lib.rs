@@ -63,10 +63,16 @@
 //! request's `http::request::Parts`:
 //! `parts.extensions.get::<concierge_guard::Principal>()`.
 //!
+//! 5. **Checks DPoP-bound tokens** ([RFC 9449] §7): a token with `cnf.jkt`
+//!    needs `Authorization: DPoP` and a fresh proof of that key for this
+//!    request; the proof checks themselves are the public [`dpop`] module.
+//!
 //! # Not yet
 //!
-//! DPoP proof verification (DPoP-bound tokens, with `cnf.jkt`, are refused),
-//! introspection of opaque tokens, and the token-exchange helper.
+//! Introspection of opaque tokens, DPoP nonces at the resource, and the
+//! token-exchange helper.
+//!
+//! [RFC 9449]: https://www.rfc-editor.org/rfc/rfc9449
 //!
 //! [MCP authorization specification]: https://modelcontextprotocol.io/specification/2025-06-18/basic/authorization
 //! [RFC 6750]: https://www.rfc-editor.org/rfc/rfc6750
@@ -78,6 +84,7 @@
 mod cache;
 mod challenge;
 mod config;
+pub mod dpop;
 mod error;
 mod extract;
 mod guard;

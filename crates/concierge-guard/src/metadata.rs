@@ -80,6 +80,11 @@ pub struct ProtectedResourceMetadata {
     /// [RFC 9449]: https://www.rfc-editor.org/rfc/rfc9449
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dpop_bound_access_tokens_required: Option<bool>,
+    /// The algorithms accepted for DPoP proofs ([RFC 9449] §5.1, RFC 9728 §2).
+    ///
+    /// [RFC 9449]: https://www.rfc-editor.org/rfc/rfc9449
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dpop_signing_alg_values_supported: Vec<String>,
     /// URL of the resource's own JSON Web Key Set, if it signs responses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_uri: Option<String>,
@@ -108,6 +113,7 @@ impl ProtectedResourceMetadata {
             resource_name: None,
             resource_documentation: None,
             dpop_bound_access_tokens_required: None,
+            dpop_signing_alg_values_supported: Vec::new(),
             jwks_uri: None,
         }
     }

@@ -89,6 +89,13 @@ impl Principal {
         self.0.expires_at
     }
 
+    /// The DPoP key the token is bound to (`cnf.jkt`, RFC 9449 §6.1), if any.
+    /// The guard has checked the request's proof of that key.
+    #[must_use]
+    pub fn dpop_jkt(&self) -> Option<&str> {
+        self.0.claims.get("cnf")?.get("jkt")?.as_str()
+    }
+
     /// Every claim of the token, as sent.
     #[must_use]
     pub fn claims(&self) -> &Value {

@@ -23,20 +23,23 @@ pub(crate) struct RawHeader {
     pub(crate) kid: Option<String>,
 }
 
+/// The three non-empty parts of a compact JWS (header, payload, signature).
+pub(crate) fn split_jws(token: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = token.split('.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(h), Some(p), Some(s), None) if !h.is_empty() && !p.is_empty() && !s.is_empty() => {
+            Some((h, p, s))
+        }
+        _ => None,
+    }
+}
+
 /// Size and shape checks, then the header decoded without trusting it.
 pub(crate) fn parse_header(token: &str) -> Result<RawHeader, TokenError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(TokenError::TooLarge);
     }
-    let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(TokenError::Malformed("not a signed JWT"));
-    };
-    if header.is_empty() || payload.is_empty() || signature.is_empty() {
-        return Err(TokenError::Malformed("not a signed JWT"));
-    }
+    let (header, _, _) = split_jws(token).ok_or(TokenError::Malformed("not a signed JWT"))?;
     let bytes = URL_SAFE_NO_PAD
         .decode(header)
         .map_err(|_| TokenError::Malformed("the header is not base64url"))?;
@@ -138,8 +141,10 @@ pub(crate) fn check_claims(
             return Err(TokenError::NotYetValid);
         }
     }
-    if claims.get("cnf").is_some_and(|c| c.get("jkt").is_some()) {
-        return Err(TokenError::DpopBound);
+    if let Some(cnf) = claims.get("cnf")
+        && cnf.get("jkt").is_some_and(|j| !j.is_string())
+    {
+        return Err(TokenError::InvalidClaim("cnf"));
     }
     let sub = string(&claims, "sub")?;
     let client_id = string(&claims, "client_id")?;
@@ -402,11 +407,14 @@ mod tests {
     }
 
     #[test]
-    fn dpop_bound_tokens_are_refused() {
+    fn dpop_binding_is_kept_for_the_proof_check() {
         let c = with(claims(), "cnf", json!({"jkt": "thumb"}));
+        let p = check_claims(c, &rules(), NOW).unwrap();
+        assert_eq!(p.dpop_jkt(), Some("thumb"));
+        let c = with(claims(), "cnf", json!({"jkt": 7}));
         assert_eq!(
             check_claims(c, &rules(), NOW).unwrap_err(),
-            TokenError::DpopBound
+            TokenError::InvalidClaim("cnf")
         );
     }
 

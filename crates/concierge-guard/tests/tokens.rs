@@ -350,6 +350,9 @@ async fn metadata_is_served_at_the_path_inserted_and_root_urls() {
                 "scopes_supported": ["notes:read", "admin", "notes:write"],
                 "bearer_methods_supported": ["header"],
                 "resource_name": "Notes",
+                "dpop_signing_alg_values_supported": [
+                    "ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA"
+                ],
             })
         );
     }

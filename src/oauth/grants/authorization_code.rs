@@ -33,6 +33,7 @@ impl Grant for AuthorizationCode {
         state: &AppState,
         client: &Client,
         form: &Form,
+        dpop_jkt: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
         let code = form
             .get("code")
@@ -77,6 +78,14 @@ impl Grant for AuthorizationCode {
                 "code_verifier does not match the code_challenge",
             ));
         }
+        // RFC 9449 §10: a code requested with dpop_jkt is redeemed with a proof of that key.
+        if let Some(bound) = &code.dpop_jkt
+            && dpop_jkt != Some(bound.as_str())
+        {
+            return Err(OAuthError::invalid_dpop_proof(
+                "the authorization request named dpop_jkt: send a DPoP proof made with that key",
+            ));
+        }
         let granted = Scope::parse(&code.scope).map_err(OAuthError::internal)?;
         let scope = narrow_scope(form, &granted)?;
         issue(
@@ -94,6 +103,7 @@ impl Grant for AuthorizationCode {
                 family_id: &code.family_id,
                 absolute_expires_at: None,
                 new_refresh: true,
+                dpop_jkt,
             },
         )
         .await

@@ -27,6 +27,7 @@ impl Grant for ClientCredentials {
         state: &AppState,
         client: &Client,
         form: &Form,
+        dpop_jkt: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
         let resource = requested_resource(state, form).await?;
         let scope = granted_scope(client, &resource, form.get("scope"))?;
@@ -43,6 +44,7 @@ impl Grant for ClientCredentials {
                 auth_time: None,
                 act: None,
                 ttl,
+                jkt: dpop_jkt,
             },
         )?)
     }

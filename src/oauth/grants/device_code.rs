@@ -30,6 +30,7 @@ impl Grant for DeviceCodeGrant {
         state: &AppState,
         client: &Client,
         form: &Form,
+        dpop_jkt: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
         let e = |code, d: &'static str| OAuthError::new(code, d);
         let raw = form
@@ -107,6 +108,7 @@ impl Grant for DeviceCodeGrant {
                 family_id: &util::random_id(),
                 absolute_expires_at: None,
                 new_refresh: true,
+                dpop_jkt,
             },
         )
         .await

@@ -80,7 +80,9 @@ impl GrantType {
 }
 
 /// A grant type the token endpoint implements. The endpoint has already authenticated the
-/// client and checked that it registered this grant.
+/// client and checked that it registered this grant, and checked the request's DPoP proof:
+/// `dpop_jkt` is its key's thumbprint, to which the grant binds the access token it issues
+/// (RFC 9449 §5).
 #[async_trait]
 pub trait Grant: Send + Sync {
     fn grant_type(&self) -> GrantType;
@@ -89,6 +91,7 @@ pub trait Grant: Send + Sync {
         state: &AppState,
         client: &Client,
         form: &Form,
+        dpop_jkt: Option<&str>,
     ) -> Result<TokenResponse, OAuthError>;
 }
 

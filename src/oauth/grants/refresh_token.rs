@@ -30,6 +30,7 @@ impl Grant for RefreshTokenGrant {
         state: &AppState,
         client: &Client,
         form: &Form,
+        dpop_jkt: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
         let invalid_grant = |d: &'static str| OAuthError::new(ErrorCode::InvalidGrant, d);
         let raw = form
@@ -38,9 +39,20 @@ impl Grant for RefreshTokenGrant {
         let now = util::now();
         let rotate = client.metadata.token_endpoint_auth_method == AuthMethod::None;
         let idle = i64::from(state.config.tokens.refresh_token_idle_secs);
+        let hash = util::secret_hash(raw);
+        // RFC 9449 §5: a bound refresh token needs a proof with its key. Checked before the
+        // token is spent, so a thief without the key cannot rotate it away.
+        if let Some(bound) = state.store.get_refresh(&hash, now).await?
+            && let Some(jkt) = &bound.dpop_jkt
+            && dpop_jkt != Some(jkt.as_str())
+        {
+            return Err(OAuthError::invalid_dpop_proof(
+                "this refresh token is bound to a DPoP key: send a DPoP proof made with that key",
+            ));
+        }
         let token = match state
             .store
-            .use_refresh(&util::secret_hash(raw), now, rotate, now + idle)
+            .use_refresh(&hash, now, rotate, now + idle)
             .await?
         {
             Spent::Fresh(t) => t,
@@ -84,6 +96,7 @@ impl Grant for RefreshTokenGrant {
                 family_id: &token.family_id,
                 absolute_expires_at: Some(token.absolute_expires_at),
                 new_refresh: rotate,
+                dpop_jkt,
             },
         )
         .await

@@ -72,6 +72,7 @@ impl Grant for TokenExchange {
         state: &AppState,
         client: &Client,
         form: &Form,
+        dpop_jkt: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
         let now = util::now();
         // The subject: one of our access tokens, valid and not revoked.
@@ -254,6 +255,10 @@ impl Grant for TokenExchange {
                 auth_time: claims["auth_time"].as_i64(),
                 act: Some(&act),
                 ttl,
+                // A bound subject token may be exchanged (its holder is the client presenting
+                // it, or a resource server it was sent to); the new token is bound to this
+                // request's proof, if any (RFC 9449 §5).
+                jkt: dpop_jkt,
             },
         )?;
         response.issued_token_type = Some(ACCESS_TOKEN_TYPE);

@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 
 use super::GrantType;
 use crate::error::{ErrorCode, OAuthError};
+use crate::oauth::client_metadata::AuthMethod;
 use crate::oauth::clients::Client;
 use crate::oauth::form::Form;
 use crate::oauth::resource::{OIDC_SCOPES, ResourceUri};
@@ -97,6 +98,9 @@ pub struct UserGrant<'a> {
     pub absolute_expires_at: Option<i64>,
     /// Issue a new refresh token (first issue, or rotation).
     pub new_refresh: bool,
+    /// The DPoP key of this token request: the access token is bound to it, and so is a new
+    /// refresh token of a public client (RFC 9449 §5).
+    pub dpop_jkt: Option<&'a str>,
 }
 
 /// Issue the access token (for one resource), a refresh token when allowed, and an ID token
@@ -148,6 +152,7 @@ pub async fn issue(
             auth_time: Some(g.auth_time),
             act: None,
             ttl: i64::from(tokens.access_token_ttl_secs),
+            jkt: g.dpop_jkt,
         },
     )?;
 
@@ -179,6 +184,12 @@ pub async fn issue(
                 created_at: now,
                 expires_at: (now + i64::from(tokens.refresh_token_idle_secs)).min(absolute),
                 absolute_expires_at: absolute,
+                // RFC 9449 §5: refresh tokens of public clients are bound to the DPoP key;
+                // confidential clients' are bound to their client authentication instead.
+                dpop_jkt: g
+                    .dpop_jkt
+                    .filter(|_| g.client.metadata.token_endpoint_auth_method == AuthMethod::None)
+                    .map(str::to_string),
             })
             .await?;
         response.refresh_token = Some(raw);
