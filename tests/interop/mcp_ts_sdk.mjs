@@ -90,27 +90,21 @@ const text = (result) => result.content.filter((c) => c.type === 'text').map((c)
 const provider = new BrowserProvider();
 const newTransport = (authProvider) =>
   new StreamableHTTPClientTransport(new URL(mcpUrl), { authProvider, fetch: recordingFetch });
-
-async function connect() {
-  const client = new Client({ name: 'concierge-interop', version: '1.0.0' });
-  await client.connect(newTransport(provider));
-  return client;
-}
+const newClient = () => new Client({ name: 'concierge-interop', version: '1.0.0' });
 
 const out = {};
 try {
   // 1. A bare request meets the 401; the SDK discovers, registers, sends the browser to the
   // authorization endpoint and stops with UnauthorizedError until the code is handed back.
-  let client;
   try {
-    client = await connect();
+    await newClient().connect(newTransport(provider));
     throw new Error('connected without authorization');
   } catch (e) {
     if (!(e instanceof UnauthorizedError)) throw e;
   }
   const transport = newTransport(provider);
   await transport.finishAuth(provider.takeCode());
-  client = new Client({ name: 'concierge-interop', version: '1.0.0' });
+  const client = newClient();
   await client.connect(transport);
   out.clientId = provider.clientInformation()?.client_id;
   out.tools = (await client.listTools()).tools.map((t) => t.name).sort();
@@ -156,8 +150,7 @@ try {
   refusing.saveTokens({ access_token: foreignToken, token_type: 'Bearer' });
   refusing.redirectToAuthorization = async () => { out.foreignWouldReauthorize = true; };
   try {
-    const c = new Client({ name: 'concierge-interop', version: '1.0.0' });
-    await c.connect(newTransport(refusing));
+    await newClient().connect(newTransport(refusing));
     out.foreignConnected = true;
   } catch (e) {
     out.foreignError = e.constructor.name;
