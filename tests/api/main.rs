@@ -5,6 +5,7 @@
 mod helpers;
 mod interop;
 mod introspection;
+mod mcp;
 
 mod caches;
 mod cimd;

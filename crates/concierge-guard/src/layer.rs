@@ -19,6 +19,7 @@ use tower::{BoxError, Layer, Service};
 use crate::challenge::{BearerChallenge, ChallengeError};
 use crate::config::union_into;
 use crate::guard::Guard;
+use crate::principal::BearerToken;
 
 /// A tower [`Layer`] that lets a request through only with a valid access
 /// token carrying the needed scopes. Get one from [`Guard::layer`].
@@ -338,6 +339,7 @@ where
                 ));
             }
             parts.extensions.insert(principal);
+            parts.extensions.insert(BearerToken::new(&token));
         }
     }
     parts.extensions.insert(GuardContext {
