@@ -6,6 +6,7 @@ mod helpers;
 mod interop;
 mod introspection;
 mod mcp;
+mod mcp_sdk;
 
 mod caches;
 mod cimd;
