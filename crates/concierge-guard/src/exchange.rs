@@ -170,7 +170,7 @@ impl ExchangeCache {
 
     fn insert(&self, key: [u8; 32], token: &ExchangedToken, now: Instant) {
         // Tokens without a known lifetime are not cached.
-        if !token.expires_at.is_some_and(|e| e > now + EXPIRY_MARGIN) {
+        if token.expires_at.is_none_or(|e| e <= now + EXPIRY_MARGIN) {
             return;
         }
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);

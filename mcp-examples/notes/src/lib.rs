@@ -194,6 +194,17 @@ impl ServerHandler for NotesServer {
     }
 }
 
+/// Logs to standard error (standard output carries the `listening on …` line), filtered
+/// by `RUST_LOG` (default `info`). Shared by the example binaries.
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// The `Host` values rmcp's DNS-rebinding check lets through: loopback names, and the
 /// resource's own host (with and without its port).
 #[must_use]
