@@ -4,7 +4,7 @@
 
 use url::Url;
 
-use super::clients::Client;
+use super::clients::{Client, ClientSource};
 use super::form::Form;
 use super::grants::GrantType;
 use super::resource::{OIDC_SCOPES, Resource, ResourceUri};
@@ -12,6 +12,7 @@ use super::scope::Scope;
 use super::{dpop, pkce};
 use crate::error::ErrorCode;
 use crate::startup::AppState;
+use crate::store::ClientKind;
 
 /// Why an authorization request stops.
 #[derive(Debug)]
@@ -297,7 +298,14 @@ pub async fn validate(
 }
 
 /// Check requested scopes: each is an OpenID Connect scope or a scope of one of `resources`,
-/// and within what the client registered, if it registered a `scope`.
+/// and, for a client an operator registered with a `scope`, within that scope.
+///
+/// The `scope` a client asserts about itself (dynamic registration, a metadata document) is no
+/// limit here: RFC 7591 §2 leaves its meaning to the service, anyone may register again with a
+/// wider one, and MCP clients register with the scope of the first challenge and later step up
+/// to the wider scope of a 403 `insufficient_scope` challenge (MCP authorization, "Step-Up
+/// Authorization Flow"); the official SDKs do not register again for that. What such a client
+/// gets is bounded by the resource's scopes and the user's consent.
 pub fn check_scope(
     client: &Client,
     resources: &[Resource],
@@ -305,7 +313,12 @@ pub fn check_scope(
 ) -> Result<Scope, (ErrorCode, String)> {
     let invalid = |d: String| (ErrorCode::InvalidScope, d);
     let scope = Scope::parse(requested.unwrap_or("")).map_err(|e| invalid(format!("scope {e}")))?;
-    let registered = client.metadata.scope.as_deref().map(Scope::parse);
+    let registered = client
+        .metadata
+        .scope
+        .as_deref()
+        .filter(|_| client.source == ClientSource::Stored(ClientKind::Static))
+        .map(Scope::parse);
     for t in scope.tokens() {
         if OIDC_SCOPES.contains(&t.as_str()) {
             continue;
@@ -401,5 +414,55 @@ mod tests {
             redirect_with("com.example.app:/cb", &[("code", "c")]),
             "com.example.app:/cb?code=c"
         );
+    }
+
+    fn client(source: ClientSource, scope: &str) -> Client {
+        use crate::oauth::client_metadata::{Origin, RawClientMetadata, validate};
+        let raw = RawClientMetadata {
+            redirect_uris: Some(vec!["http://127.0.0.1/cb".into()]),
+            token_endpoint_auth_method: Some("none".into()),
+            scope: Some(scope.into()),
+            ..Default::default()
+        };
+        Client {
+            client_id: "c".into(),
+            source,
+            metadata: std::sync::Arc::new(validate(raw, Origin::Operator).unwrap()),
+            secret_hash: None,
+            last_used_at: None,
+        }
+    }
+
+    #[test]
+    fn only_an_operators_registered_scope_limits_requests() {
+        let notes = Resource::new(
+            "https://notes.example/mcp",
+            "Notes",
+            vec![
+                crate::oauth::resource::ScopeDef::parse("notes:read").unwrap(),
+                crate::oauth::resource::ScopeDef::parse("notes:write").unwrap(),
+            ],
+            0,
+        )
+        .unwrap();
+        let wider = Some("notes:read notes:write");
+        // An MCP client registers with the first challenge's scope and steps up later.
+        for source in [
+            ClientSource::Stored(ClientKind::Dynamic),
+            ClientSource::MetadataDocument,
+        ] {
+            let c = client(source, "notes:read");
+            let got = check_scope(&c, std::slice::from_ref(&notes), wider).unwrap();
+            assert!(got.contains("notes:write"));
+        }
+        let operator = client(ClientSource::Stored(ClientKind::Static), "notes:read");
+        let (code, why) = check_scope(&operator, std::slice::from_ref(&notes), wider).unwrap_err();
+        assert_eq!(code, ErrorCode::InvalidScope);
+        assert!(why.contains("notes:write"), "{why}");
+        // Never beyond what the resource offers, whoever registered the client.
+        let dynamic = client(ClientSource::Stored(ClientKind::Dynamic), "notes:read");
+        let (code, _) =
+            check_scope(&dynamic, std::slice::from_ref(&notes), Some("notes:admin")).unwrap_err();
+        assert_eq!(code, ErrorCode::InvalidScope);
     }
 }

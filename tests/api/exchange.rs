@@ -14,9 +14,14 @@ const AT: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 /// A static confidential client allowed to exchange; returns (id, secret).
 async fn server_client(app: &TestApp, id: &str) -> (String, String) {
+    server_client_with(app, id, "client_secret_post").await
+}
+
+/// The same with another token endpoint auth method.
+pub async fn server_client_with(app: &TestApp, id: &str, method: &str) -> (String, String) {
     let raw = RawClientMetadata {
         grant_types: Some(vec![TE.into(), "client_credentials".into()]),
-        token_endpoint_auth_method: Some("client_secret_post".into()),
+        token_endpoint_auth_method: Some(method.into()),
         ..Default::default()
     };
     let m = validate(raw, Origin::Operator).unwrap();
@@ -32,7 +37,13 @@ async fn server_client(app: &TestApp, id: &str) -> (String, String) {
     (rec.client_id, s.client_secret.unwrap())
 }
 
-async fn allow(app: &TestApp, target: &str, client: &str, source: &str, map: &[(&str, &[&str])]) {
+pub async fn allow(
+    app: &TestApp,
+    target: &str,
+    client: &str,
+    source: &str,
+    map: &[(&str, &[&str])],
+) {
     app.store()
         .save_exchange_policy(&ExchangePolicy {
             target: target.into(),

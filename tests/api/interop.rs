@@ -14,7 +14,7 @@ use crate::both;
 use crate::flow::*;
 use crate::helpers::{TestApp, assert_error};
 
-fn interop_dir() -> PathBuf {
+pub fn interop_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
 }
 
@@ -28,9 +28,14 @@ pub fn npm_ready() -> Result<(), String> {
     static READY: OnceLock<Result<(), String>> = OnceLock::new();
     READY
         .get_or_init(|| {
-            let missing = ["openid-client", "playwright-core", "@readme/openapi-parser"]
-                .iter()
-                .any(|p| !interop_dir().join("node_modules").join(p).exists());
+            let missing = [
+                "openid-client",
+                "playwright-core",
+                "@readme/openapi-parser",
+                "@modelcontextprotocol/sdk",
+            ]
+            .iter()
+            .any(|p| !interop_dir().join("node_modules").join(p).exists());
             if missing {
                 let out = Command::new("npm")
                     .args(["ci", "--no-audit", "--no-fund"])
@@ -50,7 +55,7 @@ pub fn npm_ready() -> Result<(), String> {
 }
 
 /// Are Chromium and the Node packages there?
-fn ready() -> bool {
+pub fn ready() -> bool {
     let r = if Path::new(&chromium()).exists() {
         npm_ready()
     } else {
@@ -62,26 +67,41 @@ fn ready() -> bool {
     match r {
         Ok(()) => true,
         Err(why) => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("CI=true but the browser tests cannot run: {why}");
-            }
-            eprintln!("\n!!!! SKIPPING browser and interop tests: {why}\n");
+            skip_or_fail(&format!("browser and interop tests: {why}"));
             false
         }
     }
 }
 
+/// Under `CI=true` a missing tool fails the run; elsewhere the test is skipped loudly.
+pub fn skip_or_fail(why: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true but the interop tests cannot run: {why}");
+    }
+    eprintln!("\n!!!! SKIPPING interop test: {why}\n");
+}
+
 /// Run a Node script; its last stdout line is JSON.
-async fn node(script: &str, args: &[&str], env: &[(&str, &str)]) -> Value {
-    let mut cmd = tokio::process::Command::new("node");
+pub async fn node(script: &str, args: &[&str], env: &[(&str, &str)]) -> Value {
+    run_script("node", script, args, env).await
+}
+
+/// Run `program script args…` in `tests/interop/` (three minutes at most); its last stdout
+/// line is JSON.
+pub async fn run_script(program: &str, script: &str, args: &[&str], env: &[(&str, &str)]) -> Value {
+    let mut cmd = tokio::process::Command::new(program);
     cmd.arg(script)
         .args(args)
         .current_dir(interop_dir())
-        .env("CHROMIUM", chromium());
+        .env("CHROMIUM", chromium())
+        .kill_on_drop(true);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().await.expect("node runs");
+    let out = tokio::time::timeout(std::time::Duration::from_secs(180), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("{script} did not finish within three minutes"))
+        .unwrap_or_else(|e| panic!("{program} could not run: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

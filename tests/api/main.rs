@@ -5,6 +5,8 @@
 mod helpers;
 mod interop;
 mod introspection;
+mod mcp;
+mod mcp_sdk;
 
 mod admin;
 mod audit;

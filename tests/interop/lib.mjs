@@ -92,3 +92,22 @@ export async function approveDevice(ctx, url, { username, password }) {
   const result = (await page.locator('#device-result').textContent()).trim();
   return { client, result };
 }
+
+// A client's loopback redirect URI (RFC 8252 §7.3): a listener on 127.0.0.1 with an ephemeral
+// port. `next()` resolves with the full URL of the next request that reaches it.
+export async function loopbackReceiver(path = '/callback') {
+  const http = await import('node:http');
+  const waiting = [];
+  const server = http.createServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.end('Signed in. You can close this window.');
+    const url = `http://127.0.0.1:${server.address().port}${req.url}`;
+    if (new URL(url).pathname === path) waiting.shift()?.(url);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    redirectUri: `http://127.0.0.1:${server.address().port}${path}`,
+    next: () => new Promise((resolve) => waiting.push(resolve)),
+    close: () => server.close(),
+  };
+}

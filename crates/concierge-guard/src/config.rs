@@ -4,14 +4,17 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use url::{Host, Url};
 
 use crate::cache::{ReplayCache, ValidationCache};
+use crate::client::{Answer, ClientCredentials, post_form};
 use crate::error::BuildError;
+use crate::exchange::ExchangeCache;
 use crate::guard::{DpopRules, Guard, Inner, signature_only};
+use crate::introspect::Introspection;
 use crate::jwks::{KeyStore, discover};
 use crate::metadata::{ProtectedResourceMetadata, metadata_url};
 use crate::validate::{ClaimRules, normalize_uri};
@@ -56,6 +59,10 @@ pub struct GuardBuilder {
     max_body_bytes: usize,
     allow_insecure_http: bool,
     http: Option<reqwest::Client>,
+    credentials: Option<ClientCredentials>,
+    introspection: Introspection,
+    introspection_cache_ttl: Duration,
+    check_clock: bool,
 }
 
 impl fmt::Debug for GuardBuilder {
@@ -109,6 +116,10 @@ impl GuardBuilder {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             allow_insecure_http: false,
             http: None,
+            credentials: None,
+            introspection: Introspection::Off,
+            introspection_cache_ttl: Duration::from_secs(60),
+            check_clock: true,
         }
     }
 
@@ -257,6 +268,61 @@ impl GuardBuilder {
         self
     }
 
+    /// This resource server's own client at the issuer, used for token
+    /// exchange ([`Guard::exchange`]) and introspection. With credentials,
+    /// [`build`](Self::build) also checks that the issuer knows the resource
+    /// URI (see there).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), concierge_guard::BuildError> {
+    /// use concierge_guard::{ClientCredentials, Guard};
+    /// let guard = Guard::builder("https://auth.example.com", "https://calendar.example.com/mcp")
+    ///     .client_credentials(ClientCredentials::secret_basic("calendar-server", "s3cret"))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn client_credentials(mut self, credentials: ClientCredentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// When to ask the issuer's introspection endpoint (RFC 7662) about a
+    /// token: never (default), for opaque tokens, or for every token so
+    /// revoked JWTs are refused. Needs [`client_credentials`](Self::client_credentials).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), concierge_guard::BuildError> {
+    /// use std::time::{Duration, SystemTime};
+    /// use concierge_guard::{ClientCredentials, Guard, Introspection};
+    /// let guard = Guard::builder("https://auth.example.com", "https://mcp.example.com/mcp")
+    ///     .client_credentials(ClientCredentials::secret_basic("notes-server", "s3cret"))
+    ///     .introspection(Introspection::AllTokens)
+    ///     .introspection_cache_ttl(Duration::from_secs(30))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn introspection(mut self, mode: Introspection) -> Self {
+        self.introspection = mode;
+        self
+    }
+
+    /// How long an introspection answer is reused at most (default 60 s; it
+    /// is never reused past the token's `exp`). This bounds how long a
+    /// revoked token is still accepted. Zero asks every time.
+    pub fn introspection_cache_ttl(mut self, ttl: Duration) -> Self {
+        self.introspection_cache_ttl = ttl;
+        self
+    }
+
+    /// Compare this machine's clock with the issuer's HTTP `Date` at build
+    /// time and fail when they differ by more than the leeway (default on).
+    pub fn check_clock(mut self, check: bool) -> Self {
+        self.check_clock = check;
+        self
+    }
+
     fn check_url(&self, what: &'static str, value: &str) -> Result<Url, BuildError> {
         let invalid = |reason: String| BuildError::InvalidUrl {
             what,
@@ -343,8 +409,39 @@ impl GuardBuilder {
         };
         let discovered = discover(&client, &issuer_url, &self.issuer).await?;
         self.check_secure("jwks_uri", &discovered.jwks_uri)?;
+        if self.check_clock
+            && let Some(date) = &discovered.date
+        {
+            check_clock(&discovered.issuer, date, SystemTime::now(), leeway)?;
+        }
+        if self.introspection != Introspection::Off {
+            let Some(credentials) = &self.credentials else {
+                return Err(BuildError::InvalidSetting(
+                    "introspection needs this server's client credentials: call client_credentials"
+                        .into(),
+                ));
+            };
+            let Some(endpoint) = &discovered.introspection_endpoint else {
+                return Err(BuildError::InvalidSetting(format!(
+                    "introspection is on but the metadata of {} names no introspection_endpoint",
+                    discovered.issuer
+                )));
+            };
+            probe_introspection(&client, endpoint, credentials).await?;
+        }
+        if let (Some(credentials), Some(endpoint)) = (&self.credentials, &discovered.token_endpoint)
+        {
+            check_registered(
+                &client,
+                endpoint,
+                credentials,
+                &discovered.issuer,
+                &self.resource,
+            )
+            .await?;
+        }
         let keys = KeyStore::new(
-            client,
+            client.clone(),
             discovered.jwks_uri,
             self.jwks_ttl,
             self.refetch_interval,
@@ -404,7 +501,120 @@ impl GuardBuilder {
                 dpop,
                 keys,
                 cache: ValidationCache::new(self.cache_size, self.cache_ttl),
+                http: client,
+                credentials: self.credentials,
+                token_endpoint: discovered.token_endpoint,
+                introspection_endpoint: discovered.introspection_endpoint,
+                introspection: self.introspection,
+                introspection_cache: ValidationCache::new(
+                    self.cache_size,
+                    self.introspection_cache_ttl,
+                ),
+                exchanges: ExchangeCache::new(),
             }),
         })
+    }
+}
+
+/// Fails when `now` and the issuer's `Date` differ by more than `leeway`
+/// seconds (pure). An unparseable `Date` is ignored.
+pub(crate) fn check_clock(
+    issuer: &str,
+    date: &str,
+    now: SystemTime,
+    leeway: i64,
+) -> Result<(), BuildError> {
+    let Ok(theirs) = httpdate::parse_http_date(date) else {
+        return Ok(());
+    };
+    let (skew, direction) = match now.duration_since(theirs) {
+        Ok(ahead) => (ahead.as_secs(), "ahead of"),
+        Err(behind) => (behind.duration().as_secs(), "behind"),
+    };
+    if i64::try_from(skew).unwrap_or(i64::MAX) > leeway {
+        return Err(BuildError::ClockSkew {
+            issuer: issuer.to_owned(),
+            issuer_date: date.to_owned(),
+            skew_secs: skew,
+            direction,
+            leeway_secs: leeway,
+        });
+    }
+    Ok(())
+}
+
+/// Introspects a made-up token once, to learn at start-up rather than on the
+/// first request whether the issuer accepts this client there.
+async fn probe_introspection(
+    http: &reqwest::Client,
+    endpoint: &Url,
+    credentials: &ClientCredentials,
+) -> Result<(), BuildError> {
+    let form = vec![("token", "concierge-guard-probe".to_owned())];
+    match post_form(http, endpoint, credentials, form).await {
+        Ok(Answer::Ok(_)) => Ok(()),
+        Ok(Answer::Error {
+            error, description, ..
+        }) if error == "invalid_client" => Err(BuildError::ClientRejected {
+            client_id: credentials.client_id().to_owned(),
+            endpoint: endpoint.to_string(),
+            description: description.unwrap_or_default(),
+        }),
+        Ok(Answer::Error {
+            error, description, ..
+        }) => Err(BuildError::IntrospectionNotAllowed {
+            client_id: credentials.client_id().to_owned(),
+            endpoint: endpoint.to_string(),
+            description: description.unwrap_or(error),
+        }),
+        Err(e) => Err(BuildError::IssuerUnreachable {
+            issuer: endpoint.to_string(),
+            tried: endpoint.to_string(),
+            reason: e,
+        }),
+    }
+}
+
+/// Asks for a client-credentials token for `resource` (RFC 8707): an
+/// `invalid_target` answer means the issuer does not know the resource URI,
+/// the commonest misconfiguration (tokens would never carry this `aud`).
+/// `invalid_client` means the credentials are wrong. Any other refusal (this
+/// client may not use the grant, or no scope fits) proves nothing either way
+/// and is only logged. The token obtained, if any, is dropped.
+async fn check_registered(
+    http: &reqwest::Client,
+    endpoint: &Url,
+    credentials: &ClientCredentials,
+    issuer: &str,
+    resource: &str,
+) -> Result<(), BuildError> {
+    let form = vec![
+        ("grant_type", "client_credentials".to_owned()),
+        ("resource", resource.to_owned()),
+    ];
+    match post_form(http, endpoint, credentials, form).await {
+        Ok(Answer::Ok(_)) => Ok(()),
+        Ok(Answer::Error {
+            error, description, ..
+        }) => match error.as_str() {
+            "invalid_target" => Err(BuildError::ResourceNotRegistered {
+                issuer: issuer.to_owned(),
+                resource: resource.to_owned(),
+                description: description.unwrap_or_default(),
+            }),
+            "invalid_client" => Err(BuildError::ClientRejected {
+                client_id: credentials.client_id().to_owned(),
+                endpoint: endpoint.to_string(),
+                description: description.unwrap_or_default(),
+            }),
+            _ => {
+                tracing::debug!(%error, "could not check that the issuer knows the resource");
+                Ok(())
+            }
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "could not check that the issuer knows the resource");
+            Ok(())
+        }
     }
 }

@@ -84,6 +84,65 @@ pub enum BuildError {
     /// Another setting is out of range.
     #[error("invalid guard setting: {0}")]
     InvalidSetting(String),
+    /// The issuer's clock and this machine's differ by more than the leeway:
+    /// every token would look expired or not yet valid.
+    #[error(
+        "this machine's clock is {skew_secs} s {direction} the issuer's ({issuer} sent Date: \
+         {issuer_date}), more than the {leeway_secs} s leeway; fix the clock (NTP) on one side"
+    )]
+    ClockSkew {
+        /// The issuer.
+        issuer: String,
+        /// The `Date` header it sent.
+        issuer_date: String,
+        /// The difference in seconds.
+        skew_secs: u64,
+        /// `"ahead of"` or `"behind"`.
+        direction: &'static str,
+        /// The configured leeway.
+        leeway_secs: i64,
+    },
+    /// The issuer answered a request naming this resource with
+    /// `invalid_target` (RFC 8707 §2): it does not know the resource URI.
+    #[error(
+        "the issuer {issuer} does not know the resource {resource} ({description}); register it \
+         there with exactly this URI (concierge resource add --uri {resource} …), or configure \
+         the URI the issuer knows"
+    )]
+    ResourceNotRegistered {
+        /// The issuer.
+        issuer: String,
+        /// The configured resource.
+        resource: String,
+        /// The issuer's `error_description`.
+        description: String,
+    },
+    /// The issuer refused this server's client credentials (`invalid_client`).
+    #[error(
+        "the issuer refused the credentials of client {client_id} at {endpoint} ({description}); \
+         check the client id, its secret or key, and its token_endpoint_auth_method"
+    )]
+    ClientRejected {
+        /// The configured client id.
+        client_id: String,
+        /// The endpoint that refused.
+        endpoint: String,
+        /// The issuer's `error_description`.
+        description: String,
+    },
+    /// Introspection is configured but the issuer does not let this client use it.
+    #[error(
+        "client {client_id} may not use the introspection endpoint {endpoint} ({description}); \
+         with Concierge an operator allows it with `concierge client add --may-introspect`"
+    )]
+    IntrospectionNotAllowed {
+        /// The configured client id.
+        client_id: String,
+        /// The introspection endpoint.
+        endpoint: String,
+        /// The issuer's answer.
+        description: String,
+    },
 }
 
 /// Why a token was refused. Its `Display` text goes into the
@@ -141,4 +200,11 @@ pub enum TokenError {
     /// The issuer's keys could not be loaded.
     #[error("the issuer's signing keys are unavailable")]
     KeysUnavailable,
+    /// Introspection (RFC 7662) says the token is not active: revoked,
+    /// expired, unknown, or not an access token.
+    #[error("the token is not active")]
+    Inactive,
+    /// Introspection was needed but failed (endpoint unreachable or refusing).
+    #[error("the token could not be checked with the issuer")]
+    IntrospectionUnavailable,
 }

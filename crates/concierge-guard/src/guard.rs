@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
@@ -16,8 +16,11 @@ use url::Url;
 
 use crate::cache::{ReplayCache, Spend, ValidationCache};
 use crate::challenge::BearerChallenge;
+use crate::client::{ClientCredentials, unix_now};
 use crate::config::{GuardBuilder, union_into};
 use crate::error::TokenError;
+use crate::exchange::ExchangeCache;
+use crate::introspect::{Introspection, looks_like_jwt};
 use crate::jwks::KeyStore;
 use crate::layer::GuardLayer;
 use crate::metadata::{ProtectedResourceMetadata, WELL_KNOWN_SUFFIX};
@@ -49,6 +52,14 @@ pub(crate) struct Inner {
     pub(crate) dpop: DpopRules,
     pub(crate) keys: KeyStore,
     pub(crate) cache: ValidationCache,
+    /// For the token and introspection endpoints.
+    pub(crate) http: reqwest::Client,
+    pub(crate) credentials: Option<ClientCredentials>,
+    pub(crate) token_endpoint: Option<Url>,
+    pub(crate) introspection_endpoint: Option<Url>,
+    pub(crate) introspection: Introspection,
+    pub(crate) introspection_cache: ValidationCache,
+    pub(crate) exchanges: ExchangeCache,
 }
 
 /// How DPoP-bound tokens are checked (RFC 9449 §7).
@@ -93,12 +104,6 @@ pub(crate) fn signature_only(alg: Algorithm) -> Validation {
     validation.validate_nbf = false;
     validation.validate_aud = false;
     validation
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 impl Guard {
@@ -156,11 +161,40 @@ impl Guard {
         GuardLayer::new(self.clone())
     }
 
+    /// The issuer's token endpoint, from its metadata.
+    #[must_use]
+    pub fn token_endpoint(&self) -> Option<&Url> {
+        self.inner.token_endpoint.as_ref()
+    }
+
     /// Validates an access token: size, header (`typ`, `alg`), signature
     /// with the issuer's key, `iss`, `aud`, `exp`, `nbf`. Scopes are not
     /// checked here. Successes are cached until the token expires or the
     /// cache TTL passes.
+    ///
+    /// With [`Introspection::OpaqueTokens`], a token that is not a JWT is
+    /// asked about at the issuer's introspection endpoint instead; with
+    /// [`Introspection::AllTokens`], a valid JWT is asked about too, so a
+    /// revoked one is refused ([`TokenError::Inactive`]).
     pub async fn validate(&self, token: &str) -> Result<Principal, TokenError> {
+        if token.len() > crate::validate::MAX_TOKEN_BYTES {
+            return Err(TokenError::TooLarge);
+        }
+        match (self.inner.introspection, looks_like_jwt(token)) {
+            (Introspection::Off, _) | (Introspection::OpaqueTokens, true) => {
+                self.validate_jwt(token).await
+            }
+            (_, false) => self.introspect(token).await,
+            (Introspection::AllTokens, true) => {
+                let principal = self.validate_jwt(token).await?;
+                self.introspect(token).await?;
+                Ok(principal)
+            }
+        }
+    }
+
+    /// Local validation of a JWT access token, cached.
+    async fn validate_jwt(&self, token: &str) -> Result<Principal, TokenError> {
         let inner = &self.inner;
         let now = Instant::now();
         if let Some(principal) = inner.cache.get(token, now) {

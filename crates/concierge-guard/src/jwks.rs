@@ -34,10 +34,24 @@ pub(crate) struct Discovered {
     /// The `issuer` exactly as the metadata announces it.
     pub(crate) issuer: String,
     pub(crate) jwks_uri: Url,
+    /// `token_endpoint`, for token exchange and the registration check.
+    pub(crate) token_endpoint: Option<Url>,
+    /// `introspection_endpoint` (RFC 7662), for introspection.
+    pub(crate) introspection_endpoint: Option<Url>,
+    /// The HTTP `Date` of the metadata answer, to compare clocks.
+    pub(crate) date: Option<String>,
 }
 
 /// GET a JSON document with a size cap.
 async fn fetch_json(client: &reqwest::Client, url: &Url) -> Result<Value, String> {
+    fetch_json_dated(client, url).await.map(|(doc, _)| doc)
+}
+
+/// GET a JSON document with a size cap; also the answer's `Date` header.
+async fn fetch_json_dated(
+    client: &reqwest::Client,
+    url: &Url,
+) -> Result<(Value, Option<String>), String> {
     let res = client
         .get(url.clone())
         .header(http::header::ACCEPT, "application/json")
@@ -47,6 +61,11 @@ async fn fetch_json(client: &reqwest::Client, url: &Url) -> Result<Value, String
     if !res.status().is_success() {
         return Err(format!("HTTP status {}", res.status()));
     }
+    let date = res
+        .headers()
+        .get(http::header::DATE)
+        .and_then(|d| d.to_str().ok())
+        .map(str::to_owned);
     if res
         .content_length()
         .is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64)
@@ -60,7 +79,8 @@ async fn fetch_json(client: &reqwest::Client, url: &Url) -> Result<Value, String
     if body.len() > MAX_DOCUMENT_BYTES {
         return Err("the document is too large".into());
     }
-    serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))
+    let doc = serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))?;
+    Ok((doc, date))
 }
 
 /// Fetch the issuer's metadata and check it names this issuer and a `jwks_uri`.
@@ -72,14 +92,16 @@ pub(crate) async fn discover(
     let urls = discovery_urls(issuer);
     let mut last = String::new();
     for url in &urls {
-        let doc = match fetch_json(client, url).await {
-            Ok(doc) => doc,
+        let (doc, date) = match fetch_json_dated(client, url).await {
+            Ok(answer) => answer,
             Err(e) => {
                 last = format!("{url}: {e}");
                 continue;
             }
         };
-        return check_metadata(&doc, url, configured);
+        let mut found = check_metadata(&doc, url, configured)?;
+        found.date = date;
+        return Ok(found);
     }
     Err(BuildError::IssuerUnreachable {
         issuer: configured.to_owned(),
@@ -116,9 +138,17 @@ pub(crate) fn check_metadata(
         value: jwks.to_owned(),
         reason: e.to_string(),
     })?;
+    let endpoint = |name: &str| {
+        doc.get(name)
+            .and_then(Value::as_str)
+            .and_then(|u| Url::parse(u).ok())
+    };
     Ok(Discovered {
         issuer: found.to_owned(),
         jwks_uri,
+        token_endpoint: endpoint("token_endpoint"),
+        introspection_endpoint: endpoint("introspection_endpoint"),
+        date: None,
     })
 }
 

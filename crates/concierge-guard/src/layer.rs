@@ -20,6 +20,7 @@ use crate::challenge::{BearerChallenge, ChallengeError};
 use crate::config::union_into;
 use crate::error::TokenError;
 use crate::guard::{Guard, Scheme};
+use crate::principal::BearerToken;
 
 /// A tower [`Layer`] that lets a request through only with a valid access
 /// token carrying the needed scopes. Get one from [`Guard::layer`].
@@ -420,6 +421,7 @@ where
                 ));
             }
             parts.extensions.insert(principal);
+            parts.extensions.insert(BearerToken::new(&token));
         }
     }
     parts.extensions.insert(GuardContext {

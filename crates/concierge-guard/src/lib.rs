@@ -27,6 +27,14 @@
 //!    [`Guard::metadata_router`] — see [`ProtectedResourceMetadata`],
 //!    [`metadata_path`] and [`metadata_url`].
 //!
+//! 5. **Calls other resources for the caller** with [`Guard::exchange`]
+//!    (RFC 8693 token exchange with this server's [`ClientCredentials`],
+//!    cached), and optionally **introspects** tokens (RFC 7662,
+//!    [`Introspection`]): opaque ones, or every one so revoked JWTs fail.
+//! 6. **Reports misconfiguration at start-up** ([`BuildError`]): an issuer
+//!    that does not know the resource URI, a skewed clock, rejected client
+//!    credentials, a client not allowed to introspect.
+//!
 //! It does not depend on the Concierge server.
 //!
 //! # Example
@@ -69,8 +77,7 @@
 //!
 //! # Not yet
 //!
-//! Introspection of opaque tokens, DPoP nonces at the resource, and the
-//! token-exchange helper.
+//! DPoP nonces issued by the resource server (RFC 9449 §9).
 //!
 //! [RFC 9449]: https://www.rfc-editor.org/rfc/rfc9449
 //!
@@ -83,11 +90,14 @@
 
 mod cache;
 mod challenge;
+mod client;
 mod config;
 pub mod dpop;
 mod error;
+mod exchange;
 mod extract;
 mod guard;
+mod introspect;
 mod jwks;
 mod layer;
 mod metadata;
@@ -95,13 +105,16 @@ mod principal;
 mod validate;
 
 pub use challenge::{BearerChallenge, ChallengeError};
+pub use client::ClientCredentials;
 pub use config::{DEFAULT_MAX_BODY_BYTES, GuardBuilder};
 pub use error::{BuildError, TokenError};
+pub use exchange::{ExchangeError, ExchangedToken};
 pub use guard::Guard;
+pub use introspect::Introspection;
 pub use jsonwebtoken::Algorithm;
 pub use layer::{GuardLayer, GuardRejection, GuardService};
 pub use metadata::{ProtectedResourceMetadata, WELL_KNOWN_SUFFIX, metadata_path, metadata_url};
-pub use principal::{Actor, Principal};
+pub use principal::{Actor, BearerToken, Principal};
 pub use validate::MAX_TOKEN_BYTES;
 
 /// Compiles and runs the code blocks of `README.md` as doctests.

@@ -41,6 +41,32 @@ impl From<PrincipalData> for Principal {
     }
 }
 
+/// The raw bearer token of a request the [`GuardLayer`](crate::GuardLayer)
+/// let through, next to the [`Principal`] in the request extensions: what a
+/// server passes to [`Guard::exchange`](crate::Guard::exchange) to call
+/// another resource on the caller's behalf. Never forward it itself.
+/// `Debug` does not show it.
+#[derive(Clone)]
+pub struct BearerToken(Arc<str>);
+
+impl BearerToken {
+    pub(crate) fn new(token: &str) -> Self {
+        Self(token.into())
+    }
+
+    /// The token.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BearerToken(…)")
+    }
+}
+
 /// One party in a delegation chain (`act` claim, RFC 8693 §4.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

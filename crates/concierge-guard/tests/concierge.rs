@@ -4,53 +4,13 @@
 
 mod common;
 
-use common::Protected;
-use concierge::config::Config;
+use common::{Protected, Server, start_concierge};
 use concierge::oauth::client_metadata::{Origin, RawClientMetadata, validate};
 use concierge::oauth::registration::new_client;
-use concierge::oauth::resource::{Resource, ScopeDef};
-use concierge::startup::App;
 use concierge::store::ClientKind;
 use serde_json::Value;
 
-struct Server {
-    issuer: String,
-    app: concierge::startup::AppState,
-    running: concierge::startup::RunningServer,
-    _dir: tempfile::TempDir,
-}
-
-async fn start_concierge() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let issuer = format!("http://{}", listener.local_addr().unwrap());
-    let config = Config {
-        issuer: issuer.clone(),
-        data_dir: dir.path().to_path_buf(),
-        database_url: Some(format!("sqlite://{}", dir.path().join("test.db").display())),
-        ..Config::default()
-    };
-    let app = App::build(config).await.unwrap();
-    let state = app.state.clone();
-    let running = app.spawn(listener).await;
-    Server {
-        issuer,
-        app: state,
-        running,
-        _dir: dir,
-    }
-}
-
 impl Server {
-    async fn add_resource(&self, uri: &str) {
-        let scopes = ["notes:read=Read notes", "notes:write=Write notes"]
-            .iter()
-            .map(|s| ScopeDef::parse(s).unwrap())
-            .collect();
-        let resource = Resource::new(uri, "Notes", scopes, 0).unwrap();
-        self.app.store.insert_resource(&resource).await.unwrap();
-    }
-
     /// A static client-credentials client using `client_secret_post`.
     async fn add_client(&self) -> (String, String) {
         let raw = RawClientMetadata {

@@ -10,6 +10,9 @@ use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use axum::Router;
 use axum::body::Bytes;
 use axum::routing::{get, post};
+use concierge::config::Config;
+use concierge::oauth::resource::{Resource, ScopeDef};
+use concierge::startup::App;
 use concierge_guard::{Guard, GuardBuilder, Principal};
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -245,5 +248,46 @@ impl Reply {
             ),
             None => assert!(!self.challenge.contains("error="), "{self:?}"),
         }
+    }
+}
+
+/// A real Concierge on SQLite in a temporary directory, on port 0.
+pub struct Server {
+    pub issuer: String,
+    pub app: concierge::startup::AppState,
+    pub running: concierge::startup::RunningServer,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn start_concierge() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let config = Config {
+        issuer: issuer.clone(),
+        data_dir: dir.path().to_path_buf(),
+        database_url: Some(format!("sqlite://{}", dir.path().join("test.db").display())),
+        ..Config::default()
+    };
+    let app = App::build(config).await.unwrap();
+    let state = app.state.clone();
+    let running = app.spawn(listener).await;
+    Server {
+        issuer,
+        app: state,
+        running,
+        _dir: dir,
+    }
+}
+
+impl Server {
+    /// Register `uri` with the scopes `notes:read` and `notes:write`.
+    pub async fn add_resource(&self, uri: &str) {
+        let scopes = ["notes:read=Read notes", "notes:write=Write notes"]
+            .iter()
+            .map(|s| ScopeDef::parse(s).unwrap())
+            .collect();
+        let resource = Resource::new(uri, "Notes", scopes, 0).unwrap();
+        self.app.store.insert_resource(&resource).await.unwrap();
     }
 }
