@@ -26,7 +26,7 @@ pub async fn token(
         .ok_or_else(|| OAuthError::invalid_request("grant_type is missing"))?;
     let unsupported = |d: String| OAuthError::new(ErrorCode::UnsupportedGrantType, d);
     let grant_type = GrantType::parse(name).map_err(unsupported)?;
-    let grant = grants::find(grant_type)
+    let grant = grants::find(grant_type, &state.config)
         .ok_or_else(|| unsupported(format!("'{name}' is not supported by this server yet")))?;
 
     let client = super::authenticated_client(&state, &headers, &form).await?;
@@ -64,12 +64,7 @@ fn record_issue(
     let i = &response.issued;
     // A client's own token (client credentials) has the client as `sub`, not a user.
     let user = (grant_type != GrantType::ClientCredentials).then_some(i.sub.as_str());
-    state.audit.record(
-        Event::new(kind)
-            .client(client_id)
-            .user_opt(user)
-            .ip(addr)
-            .detail(serde_json::json!({
+    let mut detail = serde_json::json!({
                 "grant_type": grant_type.as_str(),
                 "sub": i.sub,
                 "audience": i.audience,
@@ -79,7 +74,16 @@ fn record_issue(
                 "act": i.act,
                 "issued_token_type": response.issued_token_type,
                 "refresh_token_issued": response.refresh_token.is_some(),
-            })),
+    });
+    if let Some(d) = detail.as_object_mut() {
+        d.extend(i.extra.clone());
+    }
+    state.audit.record(
+        Event::new(kind)
+            .client(client_id)
+            .user_opt(user)
+            .ip(addr)
+            .detail(detail),
     );
 }
 

@@ -10,6 +10,7 @@ pub mod consent;
 pub mod device;
 pub mod form;
 pub mod grants;
+pub mod id_jag;
 pub mod metadata;
 pub mod net_guard;
 pub mod password;
