@@ -13,6 +13,7 @@ mod code_flow;
 mod device;
 mod exchange;
 mod flow;
+mod id_jag;
 mod keys;
 mod metadata;
 mod private_key_jwt;
