@@ -420,7 +420,9 @@ impl Config {
             crate::oauth::scope::Scope::parse(&p.scopes.join(" "))
                 .map_err(|e| bad(format!("scopes {e}")))?;
             if p.client_id.is_empty() || p.target_client_id.is_empty() {
-                return Err(bad("client_id and target_client_id must not be empty".into()));
+                return Err(bad(
+                    "client_id and target_client_id must not be empty".into()
+                ));
             }
         }
         if self.registration.rate_limit_window_secs == 0 {

@@ -532,7 +532,10 @@ mod tests {
     fn header_allow_list() {
         let token = |h: Value| format!("{}.e30.sig", util::b64(h.to_string().as_bytes()));
         let h = jws_header(&token(serde_json::json!({"alg":"ES256","kid":"k"}))).expect("ok");
-        assert_eq!((h.alg, h.kid, h.typ), (Algorithm::ES256, Some("k".into()), None));
+        assert_eq!(
+            (h.alg, h.kid, h.typ),
+            (Algorithm::ES256, Some("k".into()), None)
+        );
         for bad in ["none", "HS256", "RS512", "ES512"] {
             let e = jws_header(&token(serde_json::json!({ "alg": bad }))).expect_err(bad);
             assert!(matches!(e, AssertionError::Alg(_)), "{bad}");

@@ -35,9 +35,7 @@ use super::clients::Client;
 use super::form::Form;
 use super::resource::{Resource, ResourceUri};
 use super::scope::Scope;
-use super::tokens::{
-    AccessToken, Issued, TokenResponse, issue_access_token, verify_id_token,
-};
+use super::tokens::{AccessToken, Issued, TokenResponse, issue_access_token, verify_id_token};
 use crate::audit::{Event, Kind};
 use crate::config::{IdJagPolicy, TrustedIssuer};
 use crate::error::{ErrorCode, OAuthError};
@@ -137,8 +135,8 @@ pub fn policy_scopes(policy: &IdJagPolicy, requested: Option<&str>) -> Result<Sc
     let Some(requested) = requested else {
         return Ok(allowed);
     };
-    let requested = Scope::parse(requested)
-        .map_err(|e| err(ErrorCode::InvalidScope, format!("scope {e}")))?;
+    let requested =
+        Scope::parse(requested).map_err(|e| err(ErrorCode::InvalidScope, format!("scope {e}")))?;
     if let Some(t) = requested.tokens().iter().find(|t| !allowed.contains(t)) {
         return Err(err(
             ErrorCode::InvalidScope,
@@ -399,8 +397,8 @@ async fn redeem_checked(
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
         .and_then(|p| p.get("iss").and_then(Value::as_str).map(str::to_string))
         .ok_or_else(|| grant_err("the assertion has no iss"))?;
-    let trusted = trusted_issuer(&state.config.id_jag.trusted_issuers, &claimed_iss)
-        .ok_or_else(|| {
+    let trusted =
+        trusted_issuer(&state.config.id_jag.trusted_issuers, &claimed_iss).ok_or_else(|| {
             grant_err(format!(
                 "the assertion's issuer {:?} is not trusted here",
                 claimed_iss.chars().take(200).collect::<String>()

@@ -279,7 +279,11 @@ both_pair!(id_token_to_id_jag_to_access_token, |p: Pair| async move {
         .idp
         .get_json("/.well-known/oauth-authorization-server")
         .await;
-    assert!(idp_m.get("authorization_grant_profiles_supported").is_none());
+    assert!(
+        idp_m
+            .get("authorization_grant_profiles_supported")
+            .is_none()
+    );
 
     // At the MCP server's authorization server: the access token, narrowed on request.
     let (s, h, body) = p.redeem_id_jag(&jag, &[("scope", "notes:read")]).await;
@@ -417,9 +421,7 @@ both_pair!(the_idp_refuses, |p: Pair| async move {
 both_pair!(the_authorization_server_refuses, |p: Pair| async move {
     // An ID-JAG the IdP issued for another authorization server: wrong aud.
     let id_token = p.id_token().await;
-    let (s, _, body) = p
-        .request_id_jag(&id_token, &[("audience", OTHER_AS)])
-        .await;
+    let (s, _, body) = p.request_id_jag(&id_token, &[("audience", OTHER_AS)]).await;
     assert_eq!(s, 200, "{body}");
     let r = p
         .redeem_id_jag(body["access_token"].as_str().unwrap(), &[])

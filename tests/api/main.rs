@@ -18,5 +18,6 @@ mod keys;
 mod metadata;
 mod private_key_jwt;
 mod registration;
+mod rmcp_client;
 mod store;
 mod token;
