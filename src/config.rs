@@ -305,6 +305,21 @@ pub struct IdJagPolicy {
     pub scopes: Vec<String>,
 }
 
+impl IdJagPolicy {
+    /// Is the policy well-formed? (URIs, scope tokens, non-empty client ids.)
+    pub fn check(&self) -> Result<(), String> {
+        Url::parse(&self.audience).map_err(|e| format!("audience: {e}"))?;
+        crate::oauth::resource::ResourceUri::parse(&self.resource)
+            .map_err(|e| format!("resource {e}"))?;
+        crate::oauth::scope::Scope::parse(&self.scopes.join(" "))
+            .map_err(|e| format!("scopes {e}"))?;
+        if self.client_id.is_empty() || self.target_client_id.is_empty() {
+            return Err("client_id and target_client_id must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
 /// An IdP whose ID-JAGs we accept. Exactly one of `jwks_uri` and `jwks`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -408,22 +423,12 @@ impl Config {
             })?;
         }
         for p in &self.id_jag.policies {
-            let bad = |why: String| {
+            p.check().map_err(|why| {
                 ConfigError::Invalid(format!(
                     "id_jag.policies (client {:?}, audience {:?}): {why}",
                     p.client_id, p.audience
                 ))
-            };
-            Url::parse(&p.audience).map_err(|e| bad(format!("audience: {e}")))?;
-            crate::oauth::resource::ResourceUri::parse(&p.resource)
-                .map_err(|e| bad(format!("resource {e}")))?;
-            crate::oauth::scope::Scope::parse(&p.scopes.join(" "))
-                .map_err(|e| bad(format!("scopes {e}")))?;
-            if p.client_id.is_empty() || p.target_client_id.is_empty() {
-                return Err(bad(
-                    "client_id and target_client_id must not be empty".into()
-                ));
-            }
+            })?;
         }
         if self.registration.rate_limit_window_secs == 0 {
             return Err(ConfigError::Invalid(

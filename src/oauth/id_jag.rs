@@ -5,7 +5,8 @@
 //! **As the enterprise IdP** ([`issue`], reached through token exchange, RFC 8693): a client
 //! presents an ID token we issued to it (`subject_token_type=…:id_token`) and asks for
 //! `requested_token_type=…:id-jag` for one `resource` at one authorization server
-//! (`audience`, its issuer). An operator's policy (`id_jag.policies`, default deny) says which
+//! (`audience`, its issuer). An operator's policy (`id_jag.policies` in the configuration
+//! file, or `concierge id-jag allow` in the database; default deny) says which
 //! client may do so, with which scopes, and what the client is called there. The answer is a
 //! short-lived JWT with `typ: oauth-id-jag+jwt` (draft §4.3), not an access token:
 //! `token_type: N_A`, no refresh token.
@@ -222,12 +223,15 @@ async fn issue_checked(
     })?;
     let resource = ResourceUri::parse(resource)
         .map_err(|e| err(ErrorCode::InvalidTarget, format!("resource {e}")))?;
+    // The configuration file's policies, then those made with the CLI.
+    let stored = state.store.id_jag_policies_for(&client.client_id).await?;
     let policy = find_policy(
         &state.config.id_jag.policies,
         &client.client_id,
         &audience,
         &resource,
     )
+    .or_else(|| find_policy(&stored, &client.client_id, &audience, &resource))
     .ok_or_else(|| {
         // RFC 8693 §2.2.2: unwilling to issue a token for the indicated target.
         err(

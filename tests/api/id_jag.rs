@@ -358,6 +358,37 @@ both_pair!(the_idp_refuses, |p: Pair| async move {
     // Policy: no policy for this resource; scopes beyond the policy.
     let r = p.request_id_jag(&id_token, &[("resource", CALENDAR)]).await;
     assert_error(&r, 400, "invalid_target", "no ID-JAG policy");
+    // A policy made with the CLI (in the database) counts as much as the file's.
+    let calendar = IdJagPolicy {
+        client_id: IDP_CLIENT.into(),
+        audience: format!("{}/", p.rs_as.issuer),
+        resource: CALENDAR.into(),
+        target_client_id: AS_CLIENT.into(),
+        scopes: vec!["calendar:read".into()],
+    };
+    p.idp
+        .store()
+        .save_id_jag_policy(&calendar, concierge::util::now())
+        .await
+        .unwrap();
+    let (s, _, body) = p.request_id_jag(&id_token, &[("resource", CALENDAR)]).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["scope"], "calendar:read");
+    assert_eq!(
+        claims(body["access_token"].as_str().unwrap())["resource"],
+        CALENDAR
+    );
+    let listed = p.idp.store().list_id_jag_policies().await.unwrap();
+    assert_eq!(listed, vec![calendar.clone()]);
+    assert!(
+        p.idp
+            .store()
+            .delete_id_jag_policy(IDP_CLIENT, &calendar.audience, CALENDAR)
+            .await
+            .unwrap()
+    );
+    let r = p.request_id_jag(&id_token, &[("resource", CALENDAR)]).await;
+    assert_error(&r, 400, "invalid_target", "no ID-JAG policy");
     let r = p
         .request_id_jag(&id_token, &[("audience", "https://unknown-as.example")])
         .await;
@@ -413,7 +444,7 @@ both_pair!(the_idp_refuses, |p: Pair| async move {
         })
         .await
         .unwrap();
-    assert!(refused.len() >= 6, "{refused:?}");
+    assert!(refused.len() >= 7, "{refused:?}");
     assert!(refused.iter().all(|e| e.detail["role"] == "idp"));
     p
 });
