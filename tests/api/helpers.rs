@@ -241,6 +241,31 @@ pub async fn split(
     (status, headers, json)
 }
 
+/// POST the form `base` to `path`, each of `extra` replacing the parameter of its name (an
+/// empty value removes it).
+pub async fn post_form<'a>(
+    app: &TestApp,
+    path: &str,
+    mut base: Vec<(&'a str, &'a str)>,
+    extra: &[(&'a str, &'a str)],
+) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
+    for (k, v) in extra {
+        base.retain(|(n, _)| n != k);
+        if !v.is_empty() {
+            base.push((k, v));
+        }
+    }
+    split(
+        app.http
+            .post(app.url(path))
+            .form(&base)
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await
+}
+
 /// Assert an RFC error answer: status, `error` code, and a description mentioning `mention`.
 pub fn assert_error(
     got: &(reqwest::StatusCode, reqwest::header::HeaderMap, Value),

@@ -11,7 +11,7 @@ use concierge::store::{AuditQuery, ClientKind};
 use serde_json::{Value, json};
 
 use crate::flow::*;
-use crate::helpers::{Backend, TestApp, assert_error, spawn_app_on, split};
+use crate::helpers::{Backend, TestApp, assert_error, post_form, spawn_app_on, split};
 
 pub const TE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -138,7 +138,7 @@ impl Pair {
         id_token: &str,
         extra: &[(&str, &str)],
     ) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
-        let mut form = vec![
+        let form = vec![
             ("grant_type", TE),
             ("client_id", IDP_CLIENT),
             ("client_secret", self.idp_secret.as_str()),
@@ -148,7 +148,7 @@ impl Pair {
             ("audience", self.rs_as.issuer.as_str()),
             ("resource", NOTES),
         ];
-        post(&self.idp, &mut form, extra).await
+        post_form(&self.idp, "/token", form, extra).await
     }
 
     /// The jwt-bearer grant at the authorization server.
@@ -157,17 +157,22 @@ impl Pair {
         assertion: &str,
         extra: &[(&str, &str)],
     ) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
-        let mut form = vec![
+        let form = vec![
             ("grant_type", JWT_BEARER),
             ("client_id", AS_CLIENT),
             ("client_secret", self.as_secret.as_str()),
             ("assertion", assertion),
         ];
-        post(&self.rs_as, &mut form, extra).await
+        post_form(&self.rs_as, "/token", form, extra).await
     }
 
     /// An ID-JAG signed with the IdP's published key, with `claims` merged over good ones.
     pub fn forge(&self, typ: &str, claims: Value) -> String {
+        self.forge_by(&self.idp, typ, claims)
+    }
+
+    /// The same, signed with `signer`'s key.
+    pub fn forge_by(&self, signer: &TestApp, typ: &str, claims: Value) -> String {
         let now = concierge::util::now();
         let mut c = json!({
             "iss": self.idp.issuer,
@@ -183,30 +188,8 @@ impl Pair {
         for (k, v) in claims.as_object().unwrap() {
             c[k] = v.clone();
         }
-        self.idp.state.keys.sign_jwt(Alg::ES256, typ, &c).unwrap()
+        signer.state.keys.sign_jwt(Alg::ES256, typ, &c).unwrap()
     }
-}
-
-async fn post<'a>(
-    app: &TestApp,
-    form: &mut Vec<(&'a str, &'a str)>,
-    extra: &[(&'a str, &'a str)],
-) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
-    for (k, v) in extra {
-        form.retain(|(n, _)| n != k);
-        if !v.is_empty() {
-            form.push((k, v));
-        }
-    }
-    split(
-        app.http
-            .post(app.url("/token"))
-            .form(&*form)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
 }
 
 /// Run a two-server test on both backends.
@@ -425,13 +408,13 @@ both_pair!(the_idp_refuses, |p: Pair| async move {
     // The IdP has no trusted issuers: the jwt-bearer grant is off there.
     let (_, _, ok) = p.request_id_jag(&id_token, &[]).await;
     let jag = ok["access_token"].as_str().unwrap();
-    let mut form = vec![
+    let form = vec![
         ("grant_type", JWT_BEARER),
         ("client_id", IDP_CLIENT),
         ("client_secret", p.idp_secret.as_str()),
         ("assertion", jag),
     ];
-    let r = post(&p.idp, &mut form, &[]).await;
+    let r = post_form(&p.idp, "/token", form, &[]).await;
     assert_error(&r, 400, "unsupported_grant_type", "jwt-bearer");
     p.idp.state.audit.flush().await;
     let refused = p
@@ -459,87 +442,75 @@ both_pair!(the_authorization_server_refuses, |p: Pair| async move {
         .await;
     assert_error(&r, 400, "invalid_grant", "aud");
 
-    // Signed by a server we do not trust (the authorization server itself).
+    // Each refusal: who signs, typ, claims over good ones, extra parameters, what answers.
     let now = concierge::util::now();
-    let untrusted = p
-        .rs_as
-        .state
-        .keys
-        .sign_jwt(
-            Alg::ES256,
-            "oauth-id-jag+jwt",
-            &json!({"iss": p.rs_as.issuer, "sub": "x", "aud": p.rs_as.issuer,
-                    "resource": NOTES, "client_id": AS_CLIENT, "jti": "u1",
-                    "iat": now, "exp": now + 60}),
-        )
-        .unwrap();
-    let r = p.redeem_id_jag(&untrusted, &[]).await;
-    assert_error(&r, 400, "invalid_grant", "not trusted");
-    // Claiming the IdP as issuer but signed with another key.
-    let forged = p
-        .rs_as
-        .state
-        .keys
-        .sign_jwt(
-            Alg::ES256,
-            "oauth-id-jag+jwt",
-            &json!({"iss": p.idp.issuer, "sub": "x", "aud": p.rs_as.issuer,
-                    "resource": NOTES, "client_id": AS_CLIENT, "jti": "u2",
-                    "iat": now, "exp": now + 60}),
-        )
-        .unwrap();
-    let r = p.redeem_id_jag(&forged, &[]).await;
-    assert_error(&r, 400, "invalid_grant", "");
-
-    // Wrong typ: an ordinary JWT from the IdP.
-    let r = p.redeem_id_jag(&p.forge("JWT", json!({})), &[]).await;
-    assert_error(&r, 400, "invalid_grant", "typ");
-    // Expired.
-    let r = p
-        .redeem_id_jag(
-            &p.forge(
-                "oauth-id-jag+jwt",
-                json!({"iat": now - 600, "exp": now - 300}),
-            ),
-            &[],
-        )
-        .await;
-    assert_error(&r, 400, "invalid_grant", "expired");
-    // Issued for another client than the one authenticating.
-    let r = p
-        .redeem_id_jag(
-            &p.forge("oauth-id-jag+jwt", json!({"client_id": "someone-else"})),
-            &[],
-        )
-        .await;
-    assert_error(&r, 400, "invalid_grant", "client_id");
-    // A resource this server does not protect.
-    let r = p
-        .redeem_id_jag(
-            &p.forge(
-                "oauth-id-jag+jwt",
-                json!({"resource": "http://127.0.0.1:9999/elsewhere"}),
-            ),
-            &[],
-        )
-        .await;
-    assert_error(&r, 400, "invalid_target", "elsewhere");
-    // Scope widening: asking for more than the assertion carries.
-    let r = p
-        .redeem_id_jag(
-            &p.forge("oauth-id-jag+jwt", json!({"scope": "notes:read"})),
-            &[("scope", "notes:read notes:write")],
-        )
-        .await;
-    assert_error(&r, 400, "invalid_scope", "notes:write");
-    // A resource parameter that differs from the assertion's.
-    let r = p
-        .redeem_id_jag(
-            &p.forge("oauth-id-jag+jwt", json!({})),
-            &[("resource", CALENDAR)],
-        )
-        .await;
-    assert_error(&r, 400, "invalid_target", "differs");
+    let (idp, rs_as) = (&p.idp, &p.rs_as);
+    let typ = "oauth-id-jag+jwt";
+    let cases: Vec<(&TestApp, &str, Value, Vec<(&str, &str)>, &str, &str)> = vec![
+        // Signed by a server we do not trust (the authorization server itself).
+        (
+            rs_as,
+            typ,
+            json!({"iss": rs_as.issuer}),
+            vec![],
+            "invalid_grant",
+            "not trusted",
+        ),
+        // Claiming the trusted IdP as issuer, signed with another key.
+        (rs_as, typ, json!({}), vec![], "invalid_grant", "kid"),
+        // An ordinary JWT from the IdP, not an ID-JAG.
+        (idp, "JWT", json!({}), vec![], "invalid_grant", "typ"),
+        (
+            idp,
+            typ,
+            json!({"iat": now - 600, "exp": now - 300}),
+            vec![],
+            "invalid_grant",
+            "expired",
+        ),
+        // Issued for another client than the one authenticating.
+        (
+            idp,
+            typ,
+            json!({"client_id": "someone-else"}),
+            vec![],
+            "invalid_grant",
+            "client_id",
+        ),
+        // A resource this server does not protect.
+        (
+            idp,
+            typ,
+            json!({"resource": "http://127.0.0.1:9999/elsewhere"}),
+            vec![],
+            "invalid_target",
+            "elsewhere",
+        ),
+        // Scope widening: more than the assertion carries.
+        (
+            idp,
+            typ,
+            json!({"scope": "notes:read"}),
+            vec![("scope", "notes:read notes:write")],
+            "invalid_scope",
+            "notes:write",
+        ),
+        // A resource parameter that differs from the assertion's.
+        (
+            idp,
+            typ,
+            json!({}),
+            vec![("resource", CALENDAR)],
+            "invalid_target",
+            "differs",
+        ),
+    ];
+    for (signer, typ, claims, extra, code, mention) in cases {
+        let r = p
+            .redeem_id_jag(&p.forge_by(signer, typ, claims), &extra)
+            .await;
+        assert_error(&r, 400, code, mention);
+    }
     // Replay, and a refused assertion does not spend its jti.
     let good = p.forge("oauth-id-jag+jwt", json!({}));
     let r = p.redeem_id_jag(&good, &[("scope", "notes:write")]).await;
