@@ -192,6 +192,17 @@ impl Pair {
     }
 }
 
+/// A refusal case: who signs, `typ`, claims over good ones, extra parameters, the error code
+/// and a word of its description.
+type Refusal<'a> = (
+    &'a TestApp,
+    &'a str,
+    Value,
+    Vec<(&'a str, &'a str)>,
+    &'a str,
+    &'a str,
+);
+
 /// Run a two-server test on both backends.
 macro_rules! both_pair {
     ($name:ident, $body:expr) => {
@@ -446,7 +457,7 @@ both_pair!(the_authorization_server_refuses, |p: Pair| async move {
     let now = concierge::util::now();
     let (idp, rs_as) = (&p.idp, &p.rs_as);
     let typ = "oauth-id-jag+jwt";
-    let cases: Vec<(&TestApp, &str, Value, Vec<(&str, &str)>, &str, &str)> = vec![
+    let cases: Vec<Refusal> = vec![
         // Signed by a server we do not trust (the authorization server itself).
         (
             rs_as,
