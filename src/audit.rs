@@ -12,6 +12,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::metrics::Metrics;
 use crate::store::{AuditEvent, Store};
 use crate::util;
 
@@ -133,6 +134,7 @@ enum Msg {
 #[derive(Clone)]
 pub struct Audit {
     tx: mpsc::Sender<Msg>,
+    metrics: Arc<Metrics>,
 }
 
 /// How many events may wait for the writer before `record` has to wait for room.
@@ -143,16 +145,17 @@ const BATCH: usize = 512;
 impl Audit {
     /// Start the writer on the current Tokio runtime. It ends when every `Audit` is dropped,
     /// after storing what was queued.
-    pub fn start(store: Arc<dyn Store>) -> Self {
+    pub fn start(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(write_loop(store, rx));
-        Self { tx }
+        Self { tx, metrics }
     }
 
     /// Queue an event. Never blocks the caller: when the queue is full (the database is
     /// slower than the traffic), the event is handed to a task that waits for room.
     pub fn record(&self, event: Event) {
         let event = event.into_inner();
+        self.metrics.security_event(&event.kind);
         tracing::info!(
             target: "concierge::audit",
             kind = %event.kind,

@@ -435,6 +435,12 @@ impl Config {
                 "registration.rate_limit_window_secs must be positive".into(),
             ));
         }
+        // Revoked refresh-token families are remembered for a bounded time (store module).
+        if self.tokens.refresh_token_absolute_secs > 366 * 86_400 {
+            return Err(ConfigError::Invalid(
+                "tokens.refresh_token_absolute_secs must be at most a year (31622400)".into(),
+            ));
+        }
         Ok(())
     }
 

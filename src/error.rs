@@ -204,6 +204,8 @@ impl IntoResponse for OAuthError {
         if let Some(s) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
+        // For the metrics middleware: errors counted by RFC code.
+        res.extensions_mut().insert(self.code);
         res
     }
 }

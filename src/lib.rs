@@ -14,10 +14,12 @@ pub mod config;
 pub mod endpoints;
 pub mod error;
 pub mod keys;
+pub mod metrics;
 pub mod oauth;
 pub mod router;
 pub mod startup;
 pub mod store;
+pub mod telemetry;
 pub mod ui;
 pub mod util;
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
-use concierge::config::{Config, LogFormat};
+use concierge::config::Config;
 use concierge::keys::{Alg, KeyManager};
 use concierge::oauth::cimd::CimdResolver;
 use concierge::oauth::client_metadata::{self, ClientMetadata, Origin, RawClientMetadata};
@@ -242,23 +242,12 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut config = load_config(&cli)?;
-    match &cli.command {
+    // Telemetry starts outside the async runtime: the OTLP exporter runs its own thread with a
+    // blocking HTTP client, and flushes when `_telemetry` drops after the runtime is done.
+    let _telemetry = match &cli.command {
         Command::Serve(args) => {
             if let Some(l) = args.listen {
                 config.listen = l;
@@ -269,15 +258,24 @@ async fn main() -> anyhow::Result<()> {
             if args.dev_allow_loopback_cimd {
                 config.cimd.allow_loopback = true;
             }
-            init_logging(config.log_format);
-            serve(config).await
+            Some(concierge::telemetry::init(config.log_format))
         }
-        Command::Resource(cmd) => resource(cmd, &config).await,
-        Command::Client(cmd) => client(cmd, &config).await,
-        Command::Keys(cmd) => keys(cmd, &config).await,
-        Command::User(cmd) => user(cmd, &config).await,
-        Command::IdJag(cmd) => id_jag(cmd, &config).await,
-    }
+        _ => None,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        match &cli.command {
+            Command::Serve(_) => serve(config).await,
+            Command::Resource(cmd) => resource(cmd, &config).await,
+            Command::Client(cmd) => client(cmd, &config).await,
+            Command::Keys(cmd) => keys(cmd, &config).await,
+            Command::User(cmd) => user(cmd, &config).await,
+            Command::IdJag(cmd) => id_jag(cmd, &config).await,
+        }
+    })
 }
 
 async fn id_jag(cmd: &IdJagCmd, config: &Config) -> anyhow::Result<()> {
@@ -355,11 +353,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         issuer_url.origin().ascii_serialization(),
         issuer_url.path().trim_end_matches('/')
     );
-    println!("Concierge listening on http://{bound}");
-    println!("  issuer:   {issuer}");
-    println!("  metadata: {metadata}");
-    println!("  database: {}", app.state.store.backend());
-    std::io::stdout().flush()?;
+    // A closed stdout (a supervisor that stopped reading) must not stop the server.
+    let _ = writeln!(
+        std::io::stdout(),
+        "Concierge listening on http://{bound}\n  issuer:   {issuer}\n  metadata: {metadata}\n  database: {}",
+        app.state.store.backend()
+    )
+    .and_then(|()| std::io::stdout().flush());
     app.serve(listener, shutdown_signal()).await
 }
 

@@ -8,8 +8,8 @@ use tower_http::cors::{Any, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::endpoints::{
-    account, authorize, device, introspect, jwks, register, revoke, signin, token, userinfo,
-    well_known,
+    account, authorize, device, health, introspect, jwks, register, revoke, signin, token,
+    userinfo, well_known,
 };
 use crate::oauth::client_metadata::MAX_BODY_BYTES;
 use crate::startup::AppState;
@@ -99,7 +99,15 @@ pub fn build(state: AppState, issuer_path: &str) -> Router {
                 get(well_known::metadata),
             );
     }
-    app.layer(public_cors())
+    let app = app
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(crate::metrics::endpoint));
+    app.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        crate::metrics::track,
+    ))
+    .layer(public_cors())
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),

@@ -35,6 +35,7 @@ pub struct AppState {
     pub base_path: Arc<str>,
     /// Queues security events for the audit log.
     pub audit: crate::audit::Audit,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A built application, ready to serve.
@@ -99,7 +100,8 @@ impl App {
         } else {
             None
         };
-        let audit = crate::audit::Audit::start(store.clone());
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let audit = crate::audit::Audit::start(store.clone(), metrics.clone());
         let clients = ClientDirectory::new(store.clone(), cimd.clone(), config.clients.cache_secs)
             .with_audit(audit.clone());
         let resources = ResourceDirectory::new(store.clone(), config.resources.cache_secs);
@@ -122,6 +124,7 @@ impl App {
             pages: Arc::new(crate::ui::Pages::new().context("compiling page templates")?),
             base_path: Arc::from(issuer_path.as_str()),
             audit,
+            metrics,
         };
         Ok(Self { state, issuer_path })
     }

@@ -4,6 +4,7 @@
 pub mod account;
 pub mod authorize;
 pub mod device;
+pub mod health;
 pub mod introspect;
 pub mod jwks;
 pub mod register;

@@ -14,6 +14,14 @@ use crate::oauth::grants::{self, GrantType};
 use crate::startup::AppState;
 use crate::util;
 
+/// The span records the grant decision: the grant type, the client and, on refusal, the RFC
+/// error (its description never holds a secret).
+#[tracing::instrument(
+    name = "token_request",
+    skip_all,
+    fields(grant_type = tracing::field::Empty, client_id = tracing::field::Empty),
+    err(Display, level = "info")
+)]
 pub async fn token(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
@@ -26,10 +34,12 @@ pub async fn token(
         .ok_or_else(|| OAuthError::invalid_request("grant_type is missing"))?;
     let unsupported = |d: String| OAuthError::new(ErrorCode::UnsupportedGrantType, d);
     let grant_type = GrantType::parse(name).map_err(unsupported)?;
+    tracing::Span::current().record("grant_type", grant_type.as_str());
     let grant = grants::find(grant_type, &state.config)
         .ok_or_else(|| unsupported(format!("'{name}' is not supported by this server yet")))?;
 
     let client = super::authenticated_client(&state, &headers, &form).await?;
+    tracing::Span::current().record("client_id", client.client_id.as_str());
     if !client.metadata.grant_types.contains(&grant_type) {
         return Err(OAuthError::new(
             ErrorCode::UnauthorizedClient,
@@ -62,6 +72,9 @@ fn record_issue(
         _ => Kind::TokenIssued,
     };
     let i = &response.issued;
+    for resource in &i.audience {
+        state.metrics.token_issued(grant_type.as_str(), resource);
+    }
     // A client's own token (client credentials) has the client as `sub`, not a user.
     let user = (grant_type != GrantType::ClientCredentials).then_some(i.sub.as_str());
     let mut detail = serde_json::json!({

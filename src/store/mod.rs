@@ -254,6 +254,10 @@ pub struct RefreshToken {
     pub absolute_expires_at: i64,
 }
 
+/// How long a revoked refresh-token family is remembered: longer than any refresh token can
+/// live (`tokens.refresh_token_absolute_secs` is at most a year).
+pub const REVOKED_FAMILY_MEMORY_SECS: i64 = 400 * 86_400;
+
 /// The outcome of spending a single-use value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Spent<T> {
@@ -508,6 +512,12 @@ pub trait AuditStore: Send + Sync {
     async fn purge_audit(&self, before: i64) -> Result<u64, StoreError>;
 }
 
+#[async_trait]
+pub trait HealthStore: Send + Sync {
+    /// One round trip to the database, for readiness checks.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
 /// Everything the server stores.
 pub trait Store:
     ClientStore
@@ -523,6 +533,7 @@ pub trait Store:
     + IdJagPolicyStore
     + DeviceStore
     + AuditStore
+    + HealthStore
 {
     /// `sqlite` or `postgres`, for logs.
     fn backend(&self) -> &'static str;

@@ -411,6 +411,14 @@ macro_rules! sql_store {
             }
         }
 
+        #[async_trait::async_trait]
+        impl $crate::store::HealthStore for $ty {
+            async fn ping(&self) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+        }
+
         impl $crate::store::Store for $ty {
             fn backend(&self) -> &'static str {
                 $name

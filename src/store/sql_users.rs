@@ -601,6 +601,8 @@ macro_rules! sql_user_store {
                        expires_at = CASE WHEN $4 < absolute_expires_at THEN $4 ELSE absolute_expires_at END \
                      WHERE token_hash = $1 AND used_at IS NULL AND revoked_at IS NULL \
                        AND expires_at > $2 AND absolute_expires_at > $2 \
+                       AND NOT EXISTS (SELECT 1 FROM used_jtis \
+                         WHERE key = 'family:' || refresh_tokens.family_id AND expires_at > $2) \
                      RETURNING token_hash, family_id, client_id, user_id, resources, scope, auth_time, sid, \
                        created_at, expires_at, absolute_expires_at",
                 )
@@ -629,7 +631,9 @@ macro_rules! sql_user_store {
                     "SELECT token_hash, family_id, client_id, user_id, resources, scope, auth_time, sid, \
                        created_at, expires_at, absolute_expires_at FROM refresh_tokens \
                      WHERE token_hash = $1 AND used_at IS NULL AND revoked_at IS NULL \
-                       AND expires_at > $2 AND absolute_expires_at > $2",
+                       AND expires_at > $2 AND absolute_expires_at > $2 \
+                       AND NOT EXISTS (SELECT 1 FROM used_jtis \
+                         WHERE key = 'family:' || refresh_tokens.family_id AND expires_at > $2)",
                 )
                 .bind(token_hash)
                 .bind(now)
@@ -639,13 +643,25 @@ macro_rules! sql_user_store {
             }
 
             async fn revoke_family(&self, family_id: &str, now: i64) -> Result<u64, $crate::store::StoreError> {
+                // The family is also remembered as revoked, so a token of it that is still being
+                // issued (the first redemption of a code racing its replay) is born dead.
+                let mut tx = self.pool.begin().await?;
                 let r = sqlx::query(
                     "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
                 )
                 .bind(family_id)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+                sqlx::query(
+                    "INSERT INTO used_jtis (key, expires_at) VALUES ('family:' || $1, $2) \
+                     ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at",
+                )
+                .bind(family_id)
+                .bind(now + $crate::store::REVOKED_FAMILY_MEMORY_SECS)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
                 Ok(r.rows_affected())
             }
 

@@ -4,11 +4,11 @@ use serde_json::{Value, json};
 
 use crate::both;
 use crate::flow::*;
-use crate::helpers::{TestApp, assert_error, split};
+use crate::helpers::{Server, TestApp, assert_error, split};
 
 const DEVICE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
-async fn device_client(app: &TestApp) -> String {
+pub(crate) async fn device_client(app: &impl Server) -> String {
     let (s, _, b) = app
         .register(
             &json!({"client_name": "Smart TV", "grant_types": [DEVICE, "refresh_token"],
@@ -19,9 +19,9 @@ async fn device_client(app: &TestApp) -> String {
     b["client_id"].as_str().unwrap().to_string()
 }
 
-async fn start(app: &TestApp, client: &str) -> Value {
+pub(crate) async fn start(app: &impl Server, client: &str) -> Value {
     let (s, h, b) = split(
-        app.http
+        app.http()
             .post(app.url("/device_authorization"))
             .form(&[
                 ("client_id", client),
@@ -38,13 +38,13 @@ async fn start(app: &TestApp, client: &str) -> Value {
     b
 }
 
-async fn poll(
-    app: &TestApp,
+pub(crate) async fn poll(
+    app: &impl Server,
     client: &str,
     device_code: &str,
 ) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
     split(
-        app.http
+        app.http()
             .post(app.url("/token"))
             .form(&[
                 ("grant_type", DEVICE),
@@ -59,19 +59,19 @@ async fn poll(
 }
 
 /// The user's part: sign in, enter the code (typed sloppily), decide.
-async fn user_decides(app: &TestApp, user_code: &str, decision: &str) -> String {
+pub(crate) async fn user_decides(app: &impl Server, user_code: &str, decision: &str) -> String {
     let b = browser();
     let res = b.get(app.url("/device")).send().await.unwrap();
     let res = sign_in(
         app,
         &b,
-        &format!("{}{}", app.origin, location(&res)),
+        &format!("{}{}", app.origin(), location(&res)),
         "alice",
         PASSWORD,
     )
     .await;
     let entry = b
-        .get(format!("{}{}", app.origin, location(&res)))
+        .get(format!("{}{}", app.origin(), location(&res)))
         .send()
         .await
         .unwrap()
@@ -85,7 +85,7 @@ async fn user_decides(app: &TestApp, user_code: &str, decision: &str) -> String 
     ));
     let res = b.post(app.url("/device")).form(&form).send().await.unwrap();
     let consent = b
-        .get(format!("{}{}", app.origin, location(&res)))
+        .get(format!("{}{}", app.origin(), location(&res)))
         .send()
         .await
         .unwrap();
@@ -224,7 +224,7 @@ both!(
         // A client without the grant.
         let code_client = public_client(&app).await;
         let got = split(
-            app.http
+            app.http()
                 .post(app.url("/device_authorization"))
                 .form(&[("client_id", code_client.as_str()), ("resource", NOTES)])
                 .send()
@@ -235,7 +235,7 @@ both!(
         assert_error(&got, 400, "unauthorized_client", "device_code");
         let client = device_client(&app).await;
         let got = split(
-            app.http
+            app.http()
                 .post(app.url("/device_authorization"))
                 .form(&[
                     ("client_id", client.as_str()),
@@ -254,7 +254,7 @@ both!(
         sign_in(
             &app,
             &b,
-            &format!("{}{}", app.origin, location(&res)),
+            &format!("{}{}", app.origin(), location(&res)),
             "alice",
             PASSWORD,
         )

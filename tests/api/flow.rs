@@ -6,7 +6,7 @@ use concierge::store::User;
 use reqwest::header::LOCATION;
 use serde_json::{Value, json};
 
-use crate::helpers::TestApp;
+use crate::helpers::{Server, TestApp};
 
 pub const NOTES: &str = "http://127.0.0.1:9999/notes";
 pub const CALENDAR: &str = "http://127.0.0.1:9999/calendar";
@@ -14,7 +14,7 @@ pub const REDIRECT: &str = "http://127.0.0.1/callback";
 pub const PASSWORD: &str = "correct horse battery";
 
 /// Two resources and a user `alice`; returns alice's id.
-pub async fn seed(app: &TestApp) -> String {
+pub async fn seed(app: &impl Server) -> String {
     for (uri, name, scopes) in [
         (
             NOTES,
@@ -42,7 +42,7 @@ pub async fn seed(app: &TestApp) -> String {
     add_user(app, "alice").await
 }
 
-pub async fn add_user(app: &TestApp, username: &str) -> String {
+pub async fn add_user(app: &impl Server, username: &str) -> String {
     let now = concierge::util::now();
     let id = concierge::util::random_id();
     app.store()
@@ -61,7 +61,7 @@ pub async fn add_user(app: &TestApp, username: &str) -> String {
 }
 
 /// Register a public client the way MCP clients do; returns its client_id.
-pub async fn public_client(app: &TestApp) -> String {
+pub async fn public_client(app: &impl Server) -> String {
     let (status, _, body) = app
         .register(&json!({
             "client_name": "Test Agent",
@@ -154,7 +154,7 @@ pub fn auth_params(client_id: &str, challenge: &str, scope: &str) -> Vec<(String
     .collect()
 }
 
-pub fn authorize_url(app: &TestApp, params: &[(String, String)]) -> String {
+pub fn authorize_url(app: &impl Server, params: &[(String, String)]) -> String {
     format!(
         "{}?{}",
         app.url("/authorize"),
@@ -164,7 +164,7 @@ pub fn authorize_url(app: &TestApp, params: &[(String, String)]) -> String {
 
 /// Sign in through the sign-in page that `signin_url` names; returns where it sends us.
 pub async fn sign_in(
-    app: &TestApp,
+    app: &impl Server,
     b: &reqwest::Client,
     signin_url: &str,
     username: &str,
@@ -181,7 +181,7 @@ pub async fn sign_in(
 
 /// Submit the consent page `html` with `decision`.
 pub async fn decide(
-    app: &TestApp,
+    app: &impl Server,
     b: &reqwest::Client,
     html: &str,
     decision: &str,
@@ -198,7 +198,7 @@ pub async fn decide(
 /// The whole browser part for a first authorization: sign in as alice, approve. Returns the
 /// redirect back to the client.
 pub async fn authorize_and_approve(
-    app: &TestApp,
+    app: &impl Server,
     b: &reqwest::Client,
     params: &[(String, String)],
 ) -> String {
@@ -209,7 +209,7 @@ pub async fn authorize_and_approve(
     let res = sign_in(
         app,
         b,
-        &format!("{}{}", app.origin, signin),
+        &format!("{}{}", app.origin(), signin),
         "alice",
         PASSWORD,
     )
@@ -217,7 +217,7 @@ pub async fn authorize_and_approve(
     assert_eq!(res.status(), 303);
     let back = location(&res);
     let consent = b
-        .get(format!("{}{}", app.origin, back))
+        .get(format!("{}{}", app.origin(), back))
         .send()
         .await
         .unwrap();
@@ -230,7 +230,7 @@ pub async fn authorize_and_approve(
 
 /// Redeem a code at the token endpoint as a public client.
 pub async fn redeem(
-    app: &TestApp,
+    app: &impl Server,
     client_id: &str,
     code: &str,
     verifier: &str,
@@ -250,7 +250,7 @@ pub async fn redeem(
         }
     }
     let res = app
-        .http
+        .http()
         .post(app.url("/token"))
         .form(&form)
         .send()
@@ -260,7 +260,7 @@ pub async fn redeem(
 }
 
 pub async fn refresh(
-    app: &TestApp,
+    app: &impl Server,
     client_id: &str,
     token: &str,
     extra: &[(&str, &str)],
@@ -272,7 +272,7 @@ pub async fn refresh(
     ];
     form.extend_from_slice(extra);
     let res = app
-        .http
+        .http()
         .post(app.url("/token"))
         .form(&form)
         .send()

@@ -202,14 +202,7 @@ impl TestApp {
         &self,
         body: &Value,
     ) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
-        let res = self
-            .http
-            .post(self.url("/register"))
-            .json(body)
-            .send()
-            .await
-            .expect("request");
-        split(res).await
+        Server::register(self, body).await
     }
 
     /// Stop the server and drop its PostgreSQL database.
@@ -224,6 +217,48 @@ impl TestApp {
 
     pub fn store(&self) -> Arc<dyn concierge::store::Store> {
         self.state.store.clone()
+    }
+}
+
+/// What the flow helpers need of a server: an in-process [`TestApp`] or a separate process
+/// (see `process.rs`).
+pub trait Server {
+    /// `http://127.0.0.1:port`, without any issuer path.
+    fn origin(&self) -> &str;
+    /// An endpoint's URL at this server.
+    fn url(&self, path: &str) -> String;
+    fn http(&self) -> &reqwest::Client;
+    /// The database this server uses.
+    fn store(&self) -> Arc<dyn concierge::store::Store>;
+
+    /// `POST /register` with a JSON body.
+    async fn register(
+        &self,
+        body: &Value,
+    ) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
+        let res = self
+            .http()
+            .post(self.url("/register"))
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        split(res).await
+    }
+}
+
+impl Server for TestApp {
+    fn origin(&self) -> &str {
+        &self.origin
+    }
+    fn url(&self, path: &str) -> String {
+        TestApp::url(self, path)
+    }
+    fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+    fn store(&self) -> Arc<dyn concierge::store::Store> {
+        TestApp::store(self)
     }
 }
 

@@ -1,0 +1,49 @@
+//! `GET /healthz` (the process is alive) and `GET /readyz` (it can do its work: the database
+//! answers and signing keys are loaded), for load balancers and Kubernetes probes.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::keys::Alg;
+use crate::startup::AppState;
+
+/// How long `/readyz` waits for the database before calling it unreachable.
+const DATABASE_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub async fn healthz() -> Response {
+    Json(json!({ "status": "ok" })).into_response()
+}
+
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let database = match tokio::time::timeout(DATABASE_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => "ok".to_string(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: database check failed");
+            "unreachable".to_string()
+        }
+        Err(_) => "timed out".to_string(),
+    };
+    let ring = state.keys.ring();
+    let keys = if Alg::ALL.iter().all(|&a| ring.active(a).is_some()) {
+        "ok"
+    } else {
+        "missing"
+    };
+    let ready = database == "ok" && keys == "ok";
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "database": database,
+        "keys": keys,
+    });
+    (status, Json(body)).into_response()
+}

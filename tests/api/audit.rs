@@ -1,0 +1,230 @@
+//! The audit log: a code flow, a replayed code, a failed sign-in and a revocation each leave
+//! the events an operator would look for, filterable and paginated, with no token in them.
+
+use serde_json::Value;
+
+use crate::both;
+use crate::flow::*;
+use crate::helpers::*;
+use concierge::store::{AuditEvent, AuditQuery};
+
+async fn events(app: &TestApp, q: AuditQuery) -> Vec<AuditEvent> {
+    app.state.audit.flush().await;
+    app.store()
+        .list_audit(&AuditQuery {
+            limit: if q.limit == 0 { 100 } else { q.limit },
+            ..q
+        })
+        .await
+        .unwrap()
+}
+
+fn kinds(list: &[AuditEvent]) -> Vec<&str> {
+    list.iter().map(|e| e.kind.as_str()).collect()
+}
+
+both!(
+    a_code_flow_and_its_replay_are_recorded,
+    |app: TestApp| async move {
+        let alice = seed(&app).await;
+        let client_id = public_client(&app).await;
+        let b = browser();
+        // A wrong password first.
+        let res = b
+            .get(authorize_url(
+                &app,
+                &auth_params(&client_id, &pkce().1, "notes:read"),
+            ))
+            .send()
+            .await
+            .unwrap();
+        let signin = format!("{}{}", app.origin, location(&res));
+        let res = sign_in(&app, &b, &signin, "alice", "wrong password").await;
+        assert_eq!(res.status(), 401);
+
+        let (verifier, challenge) = pkce();
+        let back =
+            authorize_and_approve(&app, &b, &auth_params(&client_id, &challenge, "notes:read"))
+                .await;
+        let code = query(&back)["code"].clone();
+        let (status, _, tokens) = redeem(&app, &client_id, &code, &verifier, &[]).await;
+        assert_eq!(status, 200, "{tokens}");
+        let (status, _, _) = redeem(&app, &client_id, &code, &verifier, &[]).await;
+        assert_eq!(status, 400);
+
+        let all = events(&app, AuditQuery::default()).await;
+        let k = kinds(&all);
+        for want in [
+            "client.registered",
+            "signin.failed",
+            "signin.succeeded",
+            "consent.granted",
+            "token.issued",
+            "code.replay_detected",
+        ] {
+            assert!(k.contains(&want), "{want} missing from {k:?}");
+        }
+        // Newest first, ids strictly decreasing.
+        assert!(all.windows(2).all(|w| w[0].id > w[1].id));
+
+        let issued = all.iter().find(|e| e.kind == "token.issued").unwrap();
+        assert_eq!(issued.client_id.as_deref(), Some(client_id.as_str()));
+        assert_eq!(issued.user_id.as_deref(), Some(alice.as_str()));
+        assert_eq!(issued.detail["grant_type"], "authorization_code");
+        assert_eq!(issued.detail["audience"][0], NOTES);
+        let jti = claims(tokens["access_token"].as_str().unwrap())["jti"].clone();
+        assert_eq!(issued.detail["jti"], jti);
+        assert_eq!(
+            issued.detail["refresh_token_issued"],
+            Value::Bool(tokens["refresh_token"].is_string())
+        );
+        // No token or secret anywhere in the log.
+        let text = serde_json::to_string(&all).unwrap();
+        assert!(!text.contains(tokens["access_token"].as_str().unwrap()));
+        assert!(!text.contains(&code));
+        if let Some(rt) = tokens["refresh_token"].as_str() {
+            assert!(!text.contains(rt));
+        }
+        assert!(!text.contains(PASSWORD) && !text.contains("wrong password"));
+
+        let failed = all.iter().find(|e| e.kind == "signin.failed").unwrap();
+        assert_eq!(failed.user_id.as_deref(), Some(alice.as_str()));
+        assert!(failed.ip.is_some());
+
+        // Filters: by kind prefix, by client, by user; and a cursor.
+        let signins = events(
+            &app,
+            AuditQuery {
+                kind: Some("signin".into()),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(kinds(&signins), ["signin.succeeded", "signin.failed"]);
+        let exact = events(
+            &app,
+            AuditQuery {
+                kind: Some("signin.failed".into()),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(exact.len(), 1);
+        let none = events(
+            &app,
+            AuditQuery {
+                kind: Some("sign".into()),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert!(none.is_empty(), "a kind prefix matches whole parts only");
+        let by_user = events(
+            &app,
+            AuditQuery {
+                user_id: Some(alice.clone()),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert!(
+            by_user
+                .iter()
+                .all(|e| e.user_id.as_deref() == Some(alice.as_str()))
+        );
+        assert!(by_user.len() >= 4);
+        let page1 = events(
+            &app,
+            AuditQuery {
+                limit: 2,
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(page1.len(), 2);
+        let page2 = events(
+            &app,
+            AuditQuery {
+                limit: 2,
+                before_id: Some(page1[1].id),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(page2[0].id, all[2].id);
+        let later = events(
+            &app,
+            AuditQuery {
+                since: Some(concierge::util::now() + 5),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert!(later.is_empty());
+        let by_client = events(
+            &app,
+            AuditQuery {
+                client_id: Some("someone-else".into()),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert!(by_client.is_empty());
+        app
+    }
+);
+
+both!(
+    revocation_and_refresh_reuse_are_recorded,
+    |app: TestApp| async move {
+        seed(&app).await;
+        let client_id = public_client(&app).await;
+        let b = browser();
+        let (verifier, challenge) = pkce();
+        let back = authorize_and_approve(
+            &app,
+            &b,
+            &auth_params(&client_id, &challenge, "notes:read offline_access"),
+        )
+        .await;
+        let code = query(&back)["code"].clone();
+        let (_, _, tokens) = redeem(&app, &client_id, &code, &verifier, &[]).await;
+        let rt = tokens["refresh_token"]
+            .as_str()
+            .expect("refresh token")
+            .to_string();
+        let (status, _, _) = refresh(&app, &client_id, &rt, &[]).await;
+        assert_eq!(status, 200);
+        let (status, _, _) = refresh(&app, &client_id, &rt, &[]).await;
+        assert_eq!(status, 400);
+        let res = app
+            .http
+            .post(app.url("/revoke"))
+            .form(&[
+                ("client_id", client_id.as_str()),
+                ("token", tokens["access_token"].as_str().unwrap()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let all = events(&app, AuditQuery::default()).await;
+        let k = kinds(&all);
+        assert!(k.contains(&"refresh.reuse_detected"), "{k:?}");
+        let revoked = all
+            .iter()
+            .find(|e| e.kind == "token.revoked")
+            .expect("revocation recorded");
+        assert_eq!(revoked.detail["token_type"], "access_token");
+        assert_eq!(
+            revoked.detail["jti"],
+            claims(tokens["access_token"].as_str().unwrap())["jti"]
+        );
+        let refreshes = all
+            .iter()
+            .filter(|e| e.kind == "token.issued" && e.detail["grant_type"] == "refresh_token")
+            .count();
+        assert_eq!(refreshes, 1);
+        app
+    }
+);

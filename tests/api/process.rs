@@ -1,0 +1,132 @@
+//! Real `concierge serve` processes, for what one process cannot show: replicas sharing one
+//! PostgreSQL, and the OpenTelemetry export (the tracing subscriber is process-wide).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use concierge::store::Store;
+
+use crate::helpers::Server;
+
+/// A port that was free a moment ago (the server binds it right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Base64url of 32 random bytes: a key-encryption key replicas can share.
+pub fn shared_kek() -> String {
+    concierge::util::b64(&concierge::util::random_bytes::<32>())
+}
+
+/// One `concierge serve` process. Killed when dropped; [`Replica::stop`] stops it gracefully.
+pub struct Replica {
+    pub origin: String,
+    pub issuer: String,
+    http: reqwest::Client,
+    store: Arc<dyn Store>,
+    child: Child,
+    /// Its stderr, for the failure messages of the tests.
+    pub log: PathBuf,
+}
+
+impl Replica {
+    /// Start a server on `port` in `dir` with `env` added (`CONCIERGE_*` settings, `OTEL_*`).
+    /// `database_url` is also opened here so tests can seed and inspect what the replica sees.
+    pub async fn start(
+        dir: &Path,
+        port: u16,
+        issuer: &str,
+        database_url: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let log = dir.join(format!("replica-{port}.log"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_concierge"));
+        cmd.current_dir(dir)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("CONCIERGE_ISSUER", issuer)
+            .env("CONCIERGE_DATABASE_URL", database_url)
+            .env("CONCIERGE_DATA_DIR", dir)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start concierge serve");
+        let stdout = child.stdout.take().unwrap();
+        // Read the first line, then keep draining stdout so the server never writes to a
+        // closed pipe.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = tx.send(lines.next().and_then(Result::ok).unwrap_or_default());
+            for _ in lines {}
+        });
+        let first = tokio::time::timeout(Duration::from_secs(60), rx)
+            .await
+            .expect("the server should start within a minute")
+            .unwrap_or_default();
+        assert!(
+            first.starts_with("Concierge listening on"),
+            "unexpected first line {first:?}; log: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        let store = concierge::store::connect(database_url).await.unwrap();
+        Self {
+            origin: format!("http://127.0.0.1:{port}"),
+            issuer: issuer.to_string(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            store,
+            child,
+            log,
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        for _ in 0..200 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "exit status {status:?}");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the server did not stop within 10 s of SIGTERM");
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Server for Replica {
+    fn origin(&self) -> &str {
+        &self.origin
+    }
+    /// Endpoints at this replica (the issuer may name another: replicas share one issuer).
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.origin)
+    }
+    fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+    fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+}
