@@ -46,6 +46,9 @@ pub enum Kind {
     DeviceApproved,
     DeviceDenied,
     KeyRotated,
+    /// An ID-JAG request was refused, in either role: an ID token we would not turn into an
+    /// ID-JAG, or an ID-JAG we would not redeem. `detail.role` says which, `detail.error` why.
+    IdJagRefused,
     /// Something changed through the admin API or the CLI; `detail.action` says what.
     AdminChange,
 }
@@ -71,6 +74,7 @@ impl Kind {
             Self::DeviceApproved => "device.approved",
             Self::DeviceDenied => "device.denied",
             Self::KeyRotated => "key.rotated",
+            Self::IdJagRefused => "id_jag.refused",
             Self::AdminChange => "admin.change",
         }
     }

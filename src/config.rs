@@ -51,6 +51,7 @@ pub struct Config {
     pub keys: KeysConfig,
     pub audit: AuditConfig,
     pub dpop: DpopConfig,
+    pub id_jag: IdJagConfig,
 }
 
 impl Default for Config {
@@ -73,6 +74,7 @@ impl Default for Config {
             keys: KeysConfig::default(),
             audit: AuditConfig::default(),
             dpop: DpopConfig::default(),
+            id_jag: IdJagConfig::default(),
         }
     }
 }
@@ -243,6 +245,8 @@ pub struct TokenConfig {
     pub device_code_ttl_secs: u32,
     /// Devices poll no more often than this, in seconds. Default 5.
     pub device_poll_interval_secs: u32,
+    /// ID-JAGs we issue as an enterprise IdP live this long, in seconds. Default 300.
+    pub id_jag_ttl_secs: u32,
 }
 
 impl Default for TokenConfig {
@@ -257,6 +261,7 @@ impl Default for TokenConfig {
             max_delegation_depth: 4,
             device_code_ttl_secs: 600,
             device_poll_interval_secs: 5,
+            id_jag_ttl_secs: 300,
         }
     }
 }
@@ -264,7 +269,11 @@ impl Default for TokenConfig {
 impl TokenConfig {
     /// The longest any signed token lives: how long a retired key stays published.
     pub fn longest_signed_lifetime(&self) -> i64 {
-        i64::from(self.access_token_ttl_secs.max(self.id_token_ttl_secs))
+        i64::from(
+            self.access_token_ttl_secs
+                .max(self.id_token_ttl_secs)
+                .max(self.id_jag_ttl_secs),
+        )
     }
 }
 
@@ -299,6 +308,70 @@ impl Default for AuditConfig {
     }
 }
 
+/// Identity Assertion JWT Authorization Grants (ID-JAG, MCP enterprise-managed
+/// authorization), in both roles. Both lists empty (the default): neither role is on.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdJagConfig {
+    /// As the enterprise IdP: which of our clients may exchange an ID token for an ID-JAG,
+    /// toward which authorization server and resource, with which scopes. No entry, no
+    /// ID-JAG (default deny).
+    pub policies: Vec<IdJagPolicy>,
+    /// As an MCP server's authorization server: the IdPs whose ID-JAGs we redeem with the
+    /// `urn:ietf:params:oauth:grant-type:jwt-bearer` grant. Empty: that grant is off and not
+    /// advertised.
+    pub trusted_issuers: Vec<TrustedIssuer>,
+}
+
+/// One client's permission to obtain ID-JAGs for one resource at one authorization server.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdJagPolicy {
+    /// Our client that asks (its ID token must be the subject token).
+    pub client_id: String,
+    /// The target authorization server's issuer: the `audience` parameter and the ID-JAG's
+    /// `aud`.
+    pub audience: String,
+    /// The resource (MCP server) at that authorization server: the `resource` parameter and
+    /// claim.
+    pub resource: String,
+    /// The client's id at the target authorization server: the ID-JAG's `client_id`.
+    pub target_client_id: String,
+    /// The scopes the ID-JAG may carry; a request may ask for fewer.
+    pub scopes: Vec<String>,
+}
+
+impl IdJagPolicy {
+    /// Is the policy well-formed? (URIs, scope tokens, non-empty client ids.)
+    pub fn check(&self) -> Result<(), String> {
+        Url::parse(&self.audience).map_err(|e| format!("audience: {e}"))?;
+        crate::oauth::resource::ResourceUri::parse(&self.resource)
+            .map_err(|e| format!("resource {e}"))?;
+        crate::oauth::scope::Scope::parse(&self.scopes.join(" "))
+            .map_err(|e| format!("scopes {e}"))?;
+        if self.client_id.is_empty() || self.target_client_id.is_empty() {
+            return Err("client_id and target_client_id must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+/// An IdP whose ID-JAGs we accept. Exactly one of `jwks_uri` and `jwks`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedIssuer {
+    /// The IdP's issuer identifier, compared with the ID-JAG's `iss`.
+    pub issuer: String,
+    /// Where the IdP publishes its keys; fetched under the metadata-document rules (https,
+    /// or loopback with `cimd.allow_loopback`), cached 5 minutes, refetched on an unknown
+    /// `kid` at most every 30 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// The IdP's JWK Set inline, as a table: `jwks = { keys = [ { kty = "EC", … } ] }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<serde_json::Value>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -328,6 +401,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "tokens",
     "keys",
     "audit",
+    "id_jag",
 ];
 
 impl Config {
@@ -373,6 +447,25 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "cimd.max_document_bytes and cimd.timeout_ms must be positive".into(),
             ));
+        }
+        for t in &self.id_jag.trusted_issuers {
+            if t.jwks.is_some() == t.jwks_uri.is_some() {
+                return Err(ConfigError::Invalid(format!(
+                    "id_jag.trusted_issuers {:?}: set exactly one of jwks_uri and jwks",
+                    t.issuer
+                )));
+            }
+            Url::parse(&t.issuer).map_err(|e| {
+                ConfigError::Invalid(format!("id_jag.trusted_issuers {:?}: {e}", t.issuer))
+            })?;
+        }
+        for p in &self.id_jag.policies {
+            p.check().map_err(|why| {
+                ConfigError::Invalid(format!(
+                    "id_jag.policies (client {:?}, audience {:?}): {why}",
+                    p.client_id, p.audience
+                ))
+            })?;
         }
         if self.registration.rate_limit_window_secs == 0 {
             return Err(ConfigError::Invalid(

@@ -56,6 +56,9 @@ enum Command {
     /// Clients of the admin API (`/admin/v1`).
     #[command(subcommand)]
     AdminClient(AdminClientCmd),
+    /// ID-JAG issuing policy (as an enterprise IdP for MCP enterprise-managed authorization).
+    #[command(subcommand)]
+    IdJag(IdJagCmd),
 }
 
 #[derive(Subcommand)]
@@ -67,6 +70,40 @@ enum AdminClientCmd {
         /// The name shown in listings and the audit log.
         #[arg(long, default_value = "admin")]
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum IdJagCmd {
+    /// Let one of our clients exchange its users' ID tokens for ID-JAGs toward one resource
+    /// at one authorization server. Again for the same (client, audience, resource) replaces.
+    Allow {
+        /// Our client that asks.
+        #[arg(long)]
+        client: String,
+        /// The target authorization server's issuer (the ID-JAG's `aud`).
+        #[arg(long)]
+        audience: String,
+        /// The resource (MCP server) at that authorization server.
+        #[arg(long)]
+        resource: String,
+        /// The client's id at that authorization server (the ID-JAG's `client_id`).
+        #[arg(long)]
+        target_client_id: String,
+        /// A scope the ID-JAG may carry; repeat for more.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+    },
+    /// List ID-JAG policies: the configuration file's and the database's.
+    List,
+    /// Remove an ID-JAG policy made with `allow`.
+    Deny {
+        #[arg(long)]
+        client: String,
+        #[arg(long)]
+        audience: String,
+        #[arg(long)]
+        resource: String,
     },
 }
 
@@ -269,8 +306,70 @@ fn main() -> anyhow::Result<()> {
                 );
                 Ok(())
             }
+            Command::IdJag(cmd) => id_jag(cmd, &config).await,
         }
     })
+}
+
+async fn id_jag(cmd: &IdJagCmd, config: &Config) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    match cmd {
+        IdJagCmd::Allow {
+            client,
+            audience,
+            resource,
+            target_client_id,
+            scopes,
+        } => {
+            let policy = concierge::config::IdJagPolicy {
+                client_id: client.clone(),
+                audience: audience.clone(),
+                resource: resource.clone(),
+                target_client_id: target_client_id.clone(),
+                scopes: scopes.clone(),
+            };
+            policy.check().map_err(|e| anyhow::anyhow!("{e}"))?;
+            store.save_id_jag_policy(&policy, util::now()).await?;
+            println!(
+                "client {client} may obtain ID-JAGs for {resource} at {audience} \
+                 (as {target_client_id} there)"
+            );
+        }
+        IdJagCmd::List => {
+            let stored = store.list_id_jag_policies().await?;
+            let from_file = config.id_jag.policies.iter().map(|p| (p, "config"));
+            let all: Vec<_> = from_file
+                .chain(stored.iter().map(|p| (p, "database")))
+                .collect();
+            if all.is_empty() {
+                println!("no ID-JAG policies: ID-JAGs are denied to every client");
+            }
+            for (p, origin) in all {
+                println!(
+                    "{}  -> {} at {}  as {}  scopes: {}  ({origin})",
+                    p.client_id,
+                    p.resource,
+                    p.audience,
+                    p.target_client_id,
+                    p.scopes.join(" ")
+                );
+            }
+        }
+        IdJagCmd::Deny {
+            client,
+            audience,
+            resource,
+        } => {
+            if !store
+                .delete_id_jag_policy(client, audience, resource)
+                .await?
+            {
+                bail!("no such ID-JAG policy in the database");
+            }
+            println!("removed the ID-JAG policy");
+        }
+    }
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

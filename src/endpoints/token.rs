@@ -72,7 +72,7 @@ async fn issue(
     let unsupported = |d: String| OAuthError::new(ErrorCode::UnsupportedGrantType, d);
     let grant_type = GrantType::parse(name).map_err(unsupported)?;
     tracing::Span::current().record("grant_type", grant_type.as_str());
-    let grant = grants::find(grant_type)
+    let grant = grants::find(grant_type, &state.config)
         .ok_or_else(|| unsupported(format!("'{name}' is not supported by this server yet")))?;
 
     // The DPoP proof before client authentication, so a client asked for a nonce has not
@@ -134,12 +134,7 @@ fn record_issue(
     }
     // A client's own token (client credentials) has the client as `sub`, not a user.
     let user = (grant_type != GrantType::ClientCredentials).then_some(i.sub.as_str());
-    state.audit.record(
-        Event::new(kind)
-            .client(client_id)
-            .user_opt(user)
-            .ip(addr)
-            .detail(serde_json::json!({
+    let mut detail = serde_json::json!({
                 "grant_type": grant_type.as_str(),
                 "sub": i.sub,
                 "audience": i.audience,
@@ -150,7 +145,16 @@ fn record_issue(
                 "dpop_jkt": i.jkt,
                 "issued_token_type": response.issued_token_type,
                 "refresh_token_issued": response.refresh_token.is_some(),
-            })),
+    });
+    if let Some(d) = detail.as_object_mut() {
+        d.extend(i.extra.clone());
+    }
+    state.audit.record(
+        Event::new(kind)
+            .client(client_id)
+            .user_opt(user)
+            .ip(addr)
+            .detail(detail),
     );
 }
 

@@ -27,7 +27,7 @@ pub async fn metadata(State(state): State<AppState>) -> Result<Response, OAuthEr
         .collect();
     scopes.sort();
     scopes.dedup();
-    let grants = grants::implemented();
+    let grants = grants::implemented(&state.config);
     let doc = authorization_server_metadata(&Capabilities {
         issuer: &state.issuer,
         grants: &grants,

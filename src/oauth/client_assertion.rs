@@ -144,9 +144,17 @@ pub fn claimed_client_id(assertion: &str) -> Result<String, AssertionError> {
         .ok_or(AssertionError::NoSubject)
 }
 
-/// The protected header's `alg` (on the allow-list) and `kid`.
-fn header(assertion: &str) -> Result<(Algorithm, Option<String>), AssertionError> {
-    let h = json_part(split(assertion)?.header)?;
+/// A JWS protected header: `alg` (on the allow-list), `kid` and `typ`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct JwsHeader {
+    pub alg: Algorithm,
+    pub kid: Option<String>,
+    pub typ: Option<String>,
+}
+
+/// Read the protected header of a compact JWS (also used for ID-JAGs, see `id_jag`).
+pub(crate) fn jws_header(token: &str) -> Result<JwsHeader, AssertionError> {
+    let h = json_part(split(token)?.header)?;
     if h.get("crit").is_some() {
         return Err(AssertionError::Header(
             "crit is not supported; send no critical extensions".into(),
@@ -161,12 +169,54 @@ fn header(assertion: &str) -> Result<(Algorithm, Option<String>), AssertionError
         .copied()
         .find(|a| alg_name(*a) == alg)
         .ok_or_else(|| AssertionError::Alg(alg.chars().take(20).collect()))?;
-    let kid = match h.get("kid") {
-        None => None,
-        Some(Value::String(k)) => Some(k.clone()),
-        Some(_) => return Err(AssertionError::Header("kid must be a string".into())),
+    let string = |name: &str| match h.get(name) {
+        None => Ok(None),
+        Some(Value::String(k)) => Ok(Some(k.clone())),
+        Some(_) => Err(AssertionError::Header(format!("{name} must be a string"))),
     };
-    Ok((alg, kid))
+    Ok(JwsHeader {
+        alg,
+        kid: string("kid")?,
+        typ: string("typ")?,
+    })
+}
+
+/// Why no candidate key accepted a token.
+#[derive(Debug)]
+pub(crate) enum DecodeFailure {
+    /// No key's signature verified.
+    Signature,
+    /// A key's signature verified, but a claim check failed.
+    Claim(ErrorKind),
+}
+
+/// Verify `token` with the first of `candidates` whose signature verifies, then check its
+/// claims with `validation`.
+pub(crate) fn decode_with_any<T: serde::de::DeserializeOwned>(
+    token: &str,
+    candidates: &[Jwk],
+    validation: &Validation,
+) -> Result<T, DecodeFailure> {
+    for jwk in candidates {
+        let Ok(key) = DecodingKey::from_jwk(jwk) else {
+            continue;
+        };
+        match jsonwebtoken::decode::<T>(token, &key, validation) {
+            Ok(data) => return Ok(data.claims),
+            Err(e) => match e.kind() {
+                // Wrong key (or unusable key material): try the next one.
+                ErrorKind::InvalidSignature
+                | ErrorKind::InvalidEcdsaKey
+                | ErrorKind::InvalidEddsaKey
+                | ErrorKind::InvalidRsaKey(_)
+                | ErrorKind::InvalidKeyFormat
+                | ErrorKind::InvalidAlgorithm => {}
+                // The signature verified; a claim is wrong.
+                kind => return Err(DecodeFailure::Claim(kind.clone())),
+            },
+        }
+    }
+    Err(DecodeFailure::Signature)
 }
 
 /// Does `jwk` hold a public key of the type `alg` needs, meant for signing with it?
@@ -265,7 +315,7 @@ impl AssertionVerifier {
         assertion: &str,
         now: i64,
     ) -> Result<Verified, AssertionError> {
-        let (alg, kid) = header(assertion)?;
+        let JwsHeader { alg, kid, .. } = jws_header(assertion)?;
         let candidates = self.keys(client, alg, kid.as_deref()).await?;
         let mut validation = Validation::new(alg);
         validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
@@ -274,33 +324,11 @@ impl AssertionVerifier {
         validation.set_issuer(&[&client.client_id]);
         validation.sub = Some(client.client_id.clone());
         validation.set_audience(&self.audiences);
-        let mut outcome = Err(AssertionError::Signature);
-        for jwk in &candidates {
-            let Ok(key) = DecodingKey::from_jwk(jwk) else {
-                continue;
-            };
-            match jsonwebtoken::decode::<Claims>(assertion, &key, &validation) {
-                Ok(data) => {
-                    outcome = Ok(data.claims);
-                    break;
-                }
-                Err(e) => match e.kind() {
-                    // Wrong key (or unusable key material): try the next one.
-                    ErrorKind::InvalidSignature
-                    | ErrorKind::InvalidEcdsaKey
-                    | ErrorKind::InvalidEddsaKey
-                    | ErrorKind::InvalidRsaKey(_)
-                    | ErrorKind::InvalidKeyFormat
-                    | ErrorKind::InvalidAlgorithm => {}
-                    // The signature verified; a claim is wrong.
-                    kind => {
-                        outcome = Err(self.claim_error(kind));
-                        break;
-                    }
-                },
-            }
-        }
-        let claims = outcome?;
+        let claims: Claims =
+            decode_with_any(assertion, &candidates, &validation).map_err(|e| match e {
+                DecodeFailure::Signature => AssertionError::Signature,
+                DecodeFailure::Claim(kind) => self.claim_error(&kind),
+            })?;
         let exp = claims
             .exp
             .ok_or_else(|| AssertionError::Claim("must carry the exp claim".into()))?;
@@ -350,6 +378,20 @@ impl AssertionVerifier {
         kid: Option<&str>,
     ) -> Result<Vec<Jwk>, AssertionError> {
         let m = &client.metadata;
+        self.keys_from(m.jwks.as_ref(), m.jwks_uri.as_deref(), alg, kid)
+            .await
+    }
+
+    /// The keys of an inline `jwks` (preferred) or a `jwks_uri` that fit `alg` (and `kid`
+    /// when given). `jwks_uri` sets are cached and refetched on an unknown `kid` at most once
+    /// per [`JWKS_REFETCH_INTERVAL`]. Shared by client assertions and ID-JAG issuers.
+    pub(crate) async fn keys_from(
+        &self,
+        jwks: Option<&Value>,
+        jwks_uri: Option<&str>,
+        alg: Algorithm,
+        kid: Option<&str>,
+    ) -> Result<Vec<Jwk>, AssertionError> {
         let select = |set: &JwkSet| -> Vec<Jwk> {
             set.keys
                 .iter()
@@ -358,14 +400,14 @@ impl AssertionVerifier {
                 .cloned()
                 .collect()
         };
-        let found = if let Some(jwks) = &m.jwks {
+        let found = if let Some(jwks) = jwks {
             let set = parse_jwks(jwks)?;
             select(&set)
-        } else if let Some(uri) = &m.jwks_uri {
+        } else if let Some(uri) = jwks_uri {
             let set = self.jwks.get(uri).await?;
             let found = select(&set);
             match kid {
-                // The client may have rotated its key since we fetched.
+                // The key owner may have rotated its key since we fetched.
                 Some(_) if found.is_empty() => match self.jwks.refetch(uri).await? {
                     Some(set) => select(&set),
                     None => found,
@@ -489,15 +531,18 @@ mod tests {
     #[test]
     fn header_allow_list() {
         let token = |h: Value| format!("{}.e30.sig", util::b64(h.to_string().as_bytes()));
-        let h = header(&token(serde_json::json!({"alg":"ES256","kid":"k"}))).expect("ok");
-        assert_eq!(h, (Algorithm::ES256, Some("k".into())));
+        let h = jws_header(&token(serde_json::json!({"alg":"ES256","kid":"k"}))).expect("ok");
+        assert_eq!(
+            (h.alg, h.kid, h.typ),
+            (Algorithm::ES256, Some("k".into()), None)
+        );
         for bad in ["none", "HS256", "RS512", "ES512"] {
-            let e = header(&token(serde_json::json!({ "alg": bad }))).expect_err(bad);
+            let e = jws_header(&token(serde_json::json!({ "alg": bad }))).expect_err(bad);
             assert!(matches!(e, AssertionError::Alg(_)), "{bad}");
         }
-        assert!(header(&token(serde_json::json!({"alg":"ES256","crit":["x"]}))).is_err());
-        assert!(header("a.b").is_err());
-        assert!(header(&"a".repeat(MAX_ASSERTION_BYTES + 1)).is_err());
+        assert!(jws_header(&token(serde_json::json!({"alg":"ES256","crit":["x"]}))).is_err());
+        assert!(jws_header("a.b").is_err());
+        assert!(jws_header(&"a".repeat(MAX_ASSERTION_BYTES + 1)).is_err());
         assert_eq!(
             signing_alg_names(),
             vec!["ES256", "ES384", "RS256", "PS256", "EdDSA"]

@@ -74,6 +74,15 @@ pub fn authorization_server_metadata(c: &Capabilities<'_>) -> Map<String, Value>
             }
         }
     }
+    // The jwt-bearer grant is enabled only with trusted ID-JAG issuers, and redeems only
+    // ID-JAGs (draft-ietf-oauth-identity-assertion-authz-grant, MCP enterprise-managed
+    // authorization).
+    if c.grants.contains(&GrantType::JwtBearer) {
+        m.insert(
+            "authorization_grant_profiles_supported".into(),
+            json!([super::id_jag::GRANT_PROFILE]),
+        );
+    }
     if c.grants.contains(&GrantType::DeviceCode) {
         m.insert(
             "device_authorization_endpoint".into(),

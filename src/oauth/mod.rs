@@ -11,6 +11,7 @@ pub mod device;
 pub mod dpop;
 pub mod form;
 pub mod grants;
+pub mod id_jag;
 pub mod metadata;
 pub mod net_guard;
 pub mod password;

@@ -79,6 +79,9 @@ pub struct Issued {
     /// The DPoP key the token is bound to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jkt: Option<String>,
+    /// Grant-specific particulars for the audit log (e.g. the redeemed ID-JAG's issuer).
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub extra: Map<String, Value>,
 }
 
 /// Sign an access token.
@@ -113,6 +116,7 @@ pub fn issue_access_token(
         exp: claims.exp,
         act: t.act.cloned(),
         jkt: t.jkt.map(str::to_string),
+        extra: Map::new(),
     };
     Ok(TokenResponse {
         access_token: keys.sign_jwt(Alg::ES256, "at+jwt", &claims)?,
@@ -177,12 +181,40 @@ pub fn verify_access_token(
     token: &str,
     audience: Option<&str>,
 ) -> Option<Value> {
+    verify_own_jwt(keys, issuer, token, Alg::ES256, "at+jwt", audience)
+}
+
+/// Check one of our ID tokens: RS256 with a published key, our issuer, not expired, and
+/// `client_id` among its audiences (OpenID Connect Core §3.1.3.7). Returns the claims.
+pub fn verify_id_token(
+    keys: &KeyManager,
+    issuer: &str,
+    token: &str,
+    client_id: &str,
+) -> Option<Value> {
+    verify_own_jwt(keys, issuer, token, Alg::RS256, "JWT", Some(client_id))
+}
+
+/// A JWT this server signed with `alg` and `typ`: signature with a published key, `iss`,
+/// `exp` (30 s leeway) and, when given, `aud`.
+fn verify_own_jwt(
+    keys: &KeyManager,
+    issuer: &str,
+    token: &str,
+    alg: Alg,
+    typ: &str,
+    audience: Option<&str>,
+) -> Option<Value> {
     use jsonwebtoken::{Algorithm, DecodingKey, Validation};
     if token.len() > 8192 {
         return None;
     }
+    let alg = match alg {
+        Alg::ES256 => Algorithm::ES256,
+        Alg::RS256 => Algorithm::RS256,
+    };
     let header = jsonwebtoken::decode_header(token).ok()?;
-    if header.alg != Algorithm::ES256 || header.typ.as_deref() != Some("at+jwt") {
+    if header.alg != alg || header.typ.as_deref() != Some(typ) {
         return None;
     }
     let ring = keys.ring();
@@ -192,7 +224,7 @@ pub fn verify_access_token(
         .find(|k| Some(k.kid.as_str()) == header.kid.as_deref())?;
     let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(key.public_jwk.clone()).ok()?;
     let key = DecodingKey::from_jwk(&jwk).ok()?;
-    let mut v = Validation::new(Algorithm::ES256);
+    let mut v = Validation::new(alg);
     v.set_issuer(&[issuer]);
     match audience {
         Some(a) => v.set_audience(&[a]),

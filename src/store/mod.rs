@@ -9,6 +9,7 @@
 pub mod postgres;
 mod sql;
 mod sql_audit;
+mod sql_id_jag;
 mod sql_users;
 pub mod sqlite;
 
@@ -417,6 +418,30 @@ pub trait ExchangePolicyStore: Send + Sync {
     ) -> Result<bool, StoreError>;
 }
 
+/// ID-JAG issuing policies made with the CLI (`concierge id-jag allow`); the configuration
+/// file's `id_jag.policies` count too. No policy means no ID-JAG.
+#[async_trait]
+pub trait IdJagPolicyStore: Send + Sync {
+    /// Insert or replace the policy for (client, audience, resource), all as given.
+    async fn save_id_jag_policy(
+        &self,
+        policy: &crate::config::IdJagPolicy,
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// The policies of one client.
+    async fn id_jag_policies_for(
+        &self,
+        client_id: &str,
+    ) -> Result<Vec<crate::config::IdJagPolicy>, StoreError>;
+    async fn list_id_jag_policies(&self) -> Result<Vec<crate::config::IdJagPolicy>, StoreError>;
+    async fn delete_id_jag_policy(
+        &self,
+        client_id: &str,
+        audience: &str,
+        resource: &str,
+    ) -> Result<bool, StoreError>;
+}
+
 /// A device authorization request (RFC 8628).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceCode {
@@ -535,6 +560,7 @@ pub trait Store:
     + ConsentStore
     + GrantStore
     + ExchangePolicyStore
+    + IdJagPolicyStore
     + DeviceStore
     + AuditStore
     + HealthStore

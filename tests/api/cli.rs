@@ -474,3 +474,59 @@ fn admin_client_bootstrap() {
     let (ok, _, err) = concierge(d, &["admin-client", "create"]);
     assert!(ok, "{err}");
 }
+
+#[test]
+fn id_jag_policies_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ok, out, _) = concierge(d, &["id-jag", "list"]);
+    assert!(ok && out.contains("denied"), "{out}");
+    let allow = |scope: &str| {
+        concierge(
+            d,
+            &[
+                "id-jag",
+                "allow",
+                "--client",
+                "agent",
+                "--audience",
+                "https://as.example",
+                "--resource",
+                "https://mcp.example.com/mcp",
+                "--target-client-id",
+                "agent-there",
+                "--scope",
+                scope,
+            ],
+        )
+    };
+    let (ok, out, err) = allow("notes:read");
+    assert!(ok && out.contains("agent-there"), "{out}{err}");
+    let (ok, _, err) = allow("bad\"scope");
+    assert!(!ok && err.contains("scope"), "{err}");
+    let (ok, out, _) = concierge(d, &["id-jag", "list"]);
+    assert!(
+        ok && out.contains("agent  -> https://mcp.example.com/mcp at https://as.example")
+            && out.contains("notes:read  (database)"),
+        "{out}"
+    );
+    let deny = || {
+        concierge(
+            d,
+            &[
+                "id-jag",
+                "deny",
+                "--client",
+                "agent",
+                "--audience",
+                "https://as.example",
+                "--resource",
+                "https://mcp.example.com/mcp",
+            ],
+        )
+    };
+    let (ok, out, err) = deny();
+    assert!(ok && out.contains("removed"), "{out}{err}");
+    let (ok, _, err) = deny();
+    assert!(!ok && err.contains("no such"), "{err}");
+}

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::both;
 use crate::flow::*;
-use crate::helpers::{TestApp, assert_error, split};
+use crate::helpers::{TestApp, assert_error, post_form, split};
 
 const TE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const AT: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -66,28 +66,14 @@ async fn exchange(
     subject: &str,
     extra: &[(&str, &str)],
 ) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
-    let mut form = vec![
+    let form = vec![
         ("grant_type", TE),
         ("client_id", id),
         ("client_secret", secret),
         ("subject_token", subject),
         ("subject_token_type", AT),
     ];
-    for (k, v) in extra {
-        form.retain(|(n, _)| n != k);
-        if !v.is_empty() {
-            form.push((k, v));
-        }
-    }
-    split(
-        app.http
-            .post(app.url("/token"))
-            .form(&form)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
+    post_form(app, "/token", form, extra).await
 }
 
 /// alice's token for the calendar (via the real code flow).

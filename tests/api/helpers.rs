@@ -141,11 +141,22 @@ pub async fn spawn_app_at_path(
     issuer_path: &str,
     configure: impl FnOnce(&mut Config),
 ) -> Option<TestApp> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (database_url, pg_database) = fresh_database(backend, dir.path()).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
+    spawn_app_on(backend, listener, issuer_path, configure).await
+}
+
+/// Start a server on a listener bound beforehand, so that a test can know several servers'
+/// issuers before configuring them (two servers that trust each other).
+pub async fn spawn_app_on(
+    backend: Backend,
+    listener: tokio::net::TcpListener,
+    issuer_path: &str,
+    configure: impl FnOnce(&mut Config),
+) -> Option<TestApp> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (database_url, pg_database) = fresh_database(backend, dir.path()).await?;
     let port = listener.local_addr().expect("addr").port();
     let origin = format!("http://127.0.0.1:{port}");
     let mut config = Config {
@@ -263,6 +274,31 @@ pub async fn split(
         serde_json::from_str(&text).unwrap_or(Value::String(text))
     };
     (status, headers, json)
+}
+
+/// POST the form `base` to `path`, each of `extra` replacing the parameter of its name (an
+/// empty value removes it).
+pub async fn post_form<'a>(
+    app: &TestApp,
+    path: &str,
+    mut base: Vec<(&'a str, &'a str)>,
+    extra: &[(&'a str, &'a str)],
+) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
+    for (k, v) in extra {
+        base.retain(|(n, _)| n != k);
+        if !v.is_empty() {
+            base.push((k, v));
+        }
+    }
+    split(
+        app.http
+            .post(app.url(path))
+            .form(&base)
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await
 }
 
 /// Assert an RFC error answer: status, `error` code, and a description mentioning `mention`.

@@ -52,15 +52,23 @@ both!(authorization_server_metadata, |app: TestApp| async move {
     assert_eq!(
         m["grant_types_supported"],
         json!(
-            concierge::oauth::grants::implemented()
+            concierge::oauth::grants::implemented(&app.config)
                 .iter()
                 .map(|g| g.as_str())
                 .collect::<Vec<_>>()
         )
     );
+    // Without trusted ID-JAG issuers the jwt-bearer grant is neither served nor advertised.
+    assert!(
+        !m["grant_types_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("urn:ietf:params:oauth:grant-type:jwt-bearer"))
+    );
+    assert!(m.get("authorization_grant_profiles_supported").is_none());
     assert_eq!(
         m.get("token_endpoint").is_some(),
-        !concierge::oauth::grants::implemented().is_empty()
+        !concierge::oauth::grants::implemented(&app.config).is_empty()
     );
 
     let (status, _, oidc) = app.get_json("/.well-known/openid-configuration").await;

@@ -6,6 +6,7 @@
 pub mod authorization_code;
 pub mod client_credentials;
 pub mod device_code;
+pub mod jwt_bearer;
 pub mod refresh_token;
 pub mod token_exchange;
 pub mod user_tokens;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::clients::Client;
 use super::form::Form;
 use super::tokens::TokenResponse;
+use crate::config::Config;
 use crate::error::OAuthError;
 use crate::startup::AppState;
 
@@ -86,6 +88,11 @@ impl GrantType {
 #[async_trait]
 pub trait Grant: Send + Sync {
     fn grant_type(&self) -> GrantType;
+    /// Does this configuration let the grant work? A grant that needs configuration (the
+    /// jwt-bearer grant needs trusted issuers) is neither served nor advertised without it.
+    fn enabled(&self, _config: &Config) -> bool {
+        true
+    }
     async fn exchange(
         &self,
         state: &AppState,
@@ -102,19 +109,24 @@ static GRANTS: &[&dyn Grant] = &[
     &client_credentials::ClientCredentials,
     &token_exchange::TokenExchange,
     &device_code::DeviceCodeGrant,
+    &jwt_bearer::JwtBearer,
 ];
 
-/// The grant types implemented, for discovery metadata.
-pub fn implemented() -> Vec<GrantType> {
-    GRANTS.iter().map(|g| g.grant_type()).collect()
+/// The grant types implemented and enabled by `config`, for discovery metadata.
+pub fn implemented(config: &Config) -> Vec<GrantType> {
+    GRANTS
+        .iter()
+        .filter(|g| g.enabled(config))
+        .map(|g| g.grant_type())
+        .collect()
 }
 
-/// The implementation of `grant_type`, if this build has one.
-pub fn find(grant_type: GrantType) -> Option<&'static dyn Grant> {
+/// The implementation of `grant_type`, if this build has one and `config` enables it.
+pub fn find(grant_type: GrantType, config: &Config) -> Option<&'static dyn Grant> {
     GRANTS
         .iter()
         .copied()
-        .find(|g| g.grant_type() == grant_type)
+        .find(|g| g.grant_type() == grant_type && g.enabled(config))
 }
 
 #[cfg(test)]

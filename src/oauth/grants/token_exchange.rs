@@ -11,6 +11,7 @@ use super::{Grant, GrantType};
 use crate::error::{ErrorCode, OAuthError};
 use crate::oauth::clients::Client;
 use crate::oauth::form::Form;
+use crate::oauth::id_jag;
 use crate::oauth::resource::ResourceUri;
 use crate::oauth::scope::Scope;
 use crate::oauth::tokens::{
@@ -74,6 +75,10 @@ impl Grant for TokenExchange {
         form: &Form,
         dpop_jkt: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
+        // An ID token for an ID-JAG: the enterprise IdP's half of ID-JAG (see `id_jag`).
+        if form.get("requested_token_type") == Some(id_jag::ID_JAG_TOKEN_TYPE) {
+            return id_jag::issue(state, client, form).await;
+        }
         let now = util::now();
         // The subject: one of our access tokens, valid and not revoked.
         let subject = form
