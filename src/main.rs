@@ -286,7 +286,7 @@ fn main() -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async {
         match &cli.command {
-            Command::Serve(_) => serve(config).await,
+            Command::Serve(_) => return serve(config).await,
             Command::Resource(cmd) => resource(cmd, &config).await,
             Command::Client(cmd) => client(cmd, &config).await,
             Command::Keys(cmd) => keys(cmd, &config).await,
@@ -307,8 +307,61 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::IdJag(cmd) => id_jag(cmd, &config).await,
-        }
+        }?;
+        record_cli_change(&config).await;
+        Ok(())
     })
+}
+
+/// Subcommands that change what the server decides (key changes are recorded by the key
+/// manager itself).
+const CHANGING: &[&str] = &[
+    "add",
+    "remove",
+    "allow-exchange",
+    "deny-exchange",
+    "set-password",
+    "allow",
+    "deny",
+    "create",
+];
+
+/// Put an operator's change made with this command in the audit log, as the admin API does
+/// for its own. The command line is recorded without the global options (a database URL can
+/// hold a password); the CLI takes no secret as an argument (passwords come on stdin, client
+/// secrets from a named environment variable).
+async fn record_cli_change(config: &Config) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut words = Vec::new();
+    let mut skip_value = false;
+    for a in &args {
+        if skip_value {
+            skip_value = false;
+            continue;
+        }
+        match a.split_once('=').map_or(a.as_str(), |(k, _)| k) {
+            "--config" | "--data-dir" | "--database-url" => skip_value = !a.contains('='),
+            _ => words.push(a.clone()),
+        }
+    }
+    let changing = words.get(1).is_some_and(|w| CHANGING.contains(&w.as_str()))
+        && words.first().is_some_and(|w| w != "keys");
+    if !changing {
+        return;
+    }
+    let event = concierge::audit::Event::new(concierge::audit::Kind::AdminChange)
+        .detail(serde_json::json!({ "action": "cli", "command": words.join(" ") }))
+        .into_inner();
+    let stored = match open_store(config).await {
+        Ok(store) => store
+            .append_audit(&[event])
+            .await
+            .map_err(anyhow::Error::from),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = stored {
+        eprintln!("warning: the change was made but could not be recorded in the audit log: {e}");
+    }
 }
 
 async fn id_jag(cmd: &IdJagCmd, config: &Config) -> anyhow::Result<()> {

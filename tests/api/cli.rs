@@ -530,3 +530,56 @@ fn id_jag_policies_from_the_command_line() {
     let (ok, _, err) = deny();
     assert!(!ok && err.contains("no such"), "{err}");
 }
+
+/// Changes made with the CLI are in the audit log like the admin API's, without the global
+/// options (a database URL may hold a password) and without the password read from stdin.
+#[tokio::test]
+async fn cli_changes_are_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = format!("sqlite://{}/audited.db", d.display());
+    let (ok, _, err) = concierge_with_stdin(
+        d,
+        &["--database-url", &db, "user", "add", "carol"],
+        "a password never to be logged\n",
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = concierge(
+        d,
+        &[
+            &format!("--database-url={db}"),
+            "resource",
+            "add",
+            "--uri",
+            "https://mcp.example.com/mcp",
+            "--name",
+            "Notes",
+        ],
+    );
+    assert!(ok, "{err}");
+    let (ok, _, _) = concierge(d, &["--database-url", &db, "resource", "list"]);
+    assert!(ok);
+    let store = concierge::store::connect(&db).await.unwrap();
+    let events = store
+        .list_audit(&concierge::store::AuditQuery {
+            kind: Some("admin.change".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let commands: Vec<&str> = events
+        .iter()
+        .map(|e| e.detail["command"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        commands,
+        [
+            "resource add --uri https://mcp.example.com/mcp --name Notes",
+            "user add carol"
+        ],
+        "listing changes nothing, so it is not recorded"
+    );
+    let text = serde_json::to_string(&events).unwrap();
+    assert!(!text.contains("sqlite://") && !text.contains("never to be logged"));
+}

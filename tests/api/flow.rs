@@ -330,3 +330,19 @@ pub async fn connect_agent(app: &TestApp, scope: &str) -> (String, String, reqwe
     assert_eq!(s, 200, "{tokens}");
     (alice, client, b, tokens)
 }
+
+/// A client_credentials token request (`client_secret_post`) for `NOTES` with `notes:read`.
+pub async fn machine_token(
+    app: &impl Server,
+    client_id: &str,
+    secret: &str,
+) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
+    let form = vec![
+        ("grant_type", "client_credentials"),
+        ("client_id", client_id),
+        ("client_secret", secret),
+        ("resource", NOTES),
+        ("scope", "notes:read"),
+    ];
+    crate::helpers::post_form(app, "/token", form, &[]).await
+}

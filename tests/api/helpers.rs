@@ -279,7 +279,7 @@ pub async fn split(
 /// POST the form `base` to `path`, each of `extra` replacing the parameter of its name (an
 /// empty value removes it).
 pub async fn post_form<'a>(
-    app: &TestApp,
+    app: &impl Server,
     path: &str,
     mut base: Vec<(&'a str, &'a str)>,
     extra: &[(&'a str, &'a str)],
@@ -291,7 +291,7 @@ pub async fn post_form<'a>(
         }
     }
     split(
-        app.http
+        app.http()
             .post(app.url(path))
             .form(&base)
             .send()

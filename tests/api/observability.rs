@@ -85,39 +85,11 @@ both!(
         let id = c["client_id"].as_str().unwrap();
         let mut issued = Vec::new();
         for _ in 0..2 {
-            let form = [
-                ("grant_type", "client_credentials"),
-                ("client_id", id),
-                ("client_secret", secret),
-                ("resource", NOTES),
-                ("scope", "notes:read"),
-            ];
-            let (s, _, t) = split(
-                app.http
-                    .post(app.url("/token"))
-                    .form(&form)
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await;
+            let (s, _, t) = machine_token(&app, id, secret).await;
             assert_eq!(s, 200, "{t}");
             issued.push(t["access_token"].as_str().unwrap().to_string());
         }
-        let bad = [
-            ("grant_type", "client_credentials"),
-            ("client_id", id),
-            ("client_secret", "not-the-secret"),
-        ];
-        let (s, _, _) = split(
-            app.http
-                .post(app.url("/token"))
-                .form(&bad)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (s, _, _) = machine_token(&app, id, "not-the-secret").await;
         assert_eq!(s, 401);
 
         let res = app

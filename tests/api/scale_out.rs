@@ -201,41 +201,18 @@ async fn jwks_kids(r: &Replica) -> Vec<String> {
 }
 
 async fn client_token(r: &Replica, id: &str, secret: &str) -> String {
-    let form = [
-        ("grant_type", "client_credentials"),
-        ("client_id", id),
-        ("client_secret", secret),
-        ("resource", NOTES),
-        ("scope", "notes:read"),
-    ];
-    let (s, _, t) = split(
-        r.http()
-            .post(r.url("/token"))
-            .form(&form)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (s, _, t) = machine_token(r, id, secret).await;
     assert_eq!(s, 200, "{t}");
     t["access_token"].as_str().unwrap().to_string()
 }
 
 async fn introspect(r: &Replica, token: &str) -> Value {
-    let form = [
+    let form = vec![
         ("client_id", "rs"),
         ("client_secret", RS_SECRET),
         ("token", token),
     ];
-    let (s, _, v) = split(
-        r.http()
-            .post(r.url("/introspect"))
-            .form(&form)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (s, _, v) = post_form(r, "/introspect", form, &[]).await;
     assert_eq!(s, 200, "{v}");
     v
 }
@@ -325,24 +302,8 @@ async fn a_client_removed_at_one_replica_is_refused_by_the_other_within_the_boun
             .await
             .unwrap();
     assert_eq!(res.status(), 204);
-    let form = [
-        ("grant_type", "client_credentials"),
-        ("client_id", id.as_str()),
-        ("client_secret", secret.as_str()),
-        ("resource", NOTES),
-        ("scope", "notes:read"),
-    ];
     within_bound("B refusing the deleted client", async || {
-        let (s, _, _) = split(
-            p.b.http()
-                .post(p.b.url("/token"))
-                .form(&form)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-        s == 401
+        machine_token(&p.b, &id, &secret).await.0 == 401
     })
     .await;
     p.finish().await;
