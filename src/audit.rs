@@ -159,7 +159,9 @@ impl Audit {
     pub fn record(&self, event: Event) {
         let event = event.into_inner();
         self.metrics.security_event(&event.kind);
-        tracing::info!(
+        // The table is the record; this line is for debugging only (it would cost a log
+        // line per token issued at info level).
+        tracing::debug!(
             target: "concierge::audit",
             kind = %event.kind,
             client_id = event.client_id.as_deref().unwrap_or(""),

@@ -534,7 +534,7 @@ pub struct AuditQuery {
 
 #[async_trait]
 pub trait AuditStore: Send + Sync {
-    /// Append events (their `id` is ignored) in one transaction.
+    /// Append events (their `id` is ignored), a few hundred to a statement.
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
     /// Events matching `q`, newest (largest id) first, at most `q.limit`.
     async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;

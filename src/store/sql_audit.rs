@@ -34,22 +34,22 @@ macro_rules! sql_audit_store {
                 &self,
                 events: &[$crate::store::AuditEvent],
             ) -> Result<(), $crate::store::StoreError> {
-                let mut tx = self.pool.begin().await?;
-                for e in events {
-                    sqlx::query(
-                        "INSERT INTO audit_events (at, kind, client_id, user_id, ip, detail) \
-                         VALUES ($1, $2, $3, $4, $5, $6)",
-                    )
-                    .bind(e.at)
-                    .bind(&e.kind)
-                    .bind(&e.client_id)
-                    .bind(&e.user_id)
-                    .bind(&e.ip)
-                    .bind(e.detail.to_string())
-                    .execute(&mut *tx)
-                    .await?;
+                // One multi-row INSERT per chunk: the log grows with every token issued, so
+                // this costs one statement per batch rather than one per event.
+                for chunk in events.chunks(256) {
+                    let mut insert = sqlx::QueryBuilder::new(
+                        "INSERT INTO audit_events (at, kind, client_id, user_id, ip, detail) ",
+                    );
+                    insert.push_values(chunk, |mut row, e| {
+                        row.push_bind(e.at)
+                            .push_bind(e.kind.clone())
+                            .push_bind(e.client_id.clone())
+                            .push_bind(e.user_id.clone())
+                            .push_bind(e.ip.clone())
+                            .push_bind(e.detail.to_string());
+                    });
+                    insert.build().execute(&self.pool).await?;
                 }
-                tx.commit().await?;
                 Ok(())
             }
 
