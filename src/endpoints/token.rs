@@ -129,8 +129,12 @@ fn record_issue(
         _ => Kind::TokenIssued,
     };
     let i = &response.issued;
-    for resource in &i.audience {
-        state.metrics.token_issued(grant_type.as_str(), resource);
+    // Access tokens only: an ID-JAG (`token_type: N_A`) is an assertion for another server,
+    // whose `aud` is that server's issuer, not one of our resources; its audit event counts it.
+    if response.token_type != "N_A" {
+        for resource in &i.audience {
+            state.metrics.token_issued(grant_type.as_str(), resource);
+        }
     }
     // A client's own token (client credentials) has the client as `sub`, not a user.
     let user = (grant_type != GrantType::ClientCredentials).then_some(i.sub.as_str());

@@ -13,22 +13,28 @@ use crate::flow::*;
 use crate::helpers::*;
 use crate::process::{Replica, free_port};
 
-both!(health_and_readiness, |app: TestApp| async move {
-    let res = app
-        .http
-        .get(format!("{}/healthz", app.origin))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let (s, _, body) = split(
+/// `GET <origin><path>`: the operator endpoints live at the origin, not under the issuer.
+async fn get_at_origin(
+    app: &TestApp,
+    path: &str,
+) -> (
+    reqwest::StatusCode,
+    reqwest::header::HeaderMap,
+    serde_json::Value,
+) {
+    split(
         app.http
-            .get(format!("{}/readyz", app.origin))
+            .get(format!("{}{path}", app.origin))
             .send()
             .await
             .unwrap(),
     )
-    .await;
+    .await
+}
+
+both!(health_and_readiness, |app: TestApp| async move {
+    assert_eq!(get_at_origin(&app, "/healthz").await.0, 200);
+    let (s, _, body) = get_at_origin(&app, "/readyz").await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(
         body,
@@ -49,24 +55,11 @@ async fn not_ready_without_its_database() {
         .trim_start_matches('/')
         .to_string();
     drop_database(&name).await;
-    let (s, _, body) = split(
-        app.http
-            .get(format!("{}/readyz", app.origin))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (s, _, body) = get_at_origin(&app, "/readyz").await;
     assert_eq!(s, 503, "{body}");
     assert_eq!(body["database"], "unreachable");
     assert_eq!(body["keys"], "ok");
-    let res = app
-        .http
-        .get(format!("{}/healthz", app.origin))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    assert_eq!(get_at_origin(&app, "/healthz").await.0, 200);
     app.finish().await;
 }
 
