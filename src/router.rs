@@ -126,9 +126,10 @@ pub fn build(state: AppState, issuer_path: &str) -> Router {
         ))
         .layer(
             tower_http::trace::TraceLayer::new_for_http().make_span_with(
-                // Method and path only: query strings may carry codes or state.
+                // Method and path only: query strings may carry codes or state. DEBUG, so
+                // only built when logs or the trace exporter want it (see `telemetry`).
                 |req: &axum::http::Request<_>| {
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+                    tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
                 },
             ),
         )

@@ -15,9 +15,20 @@ use crate::oauth::clients::ClientDirectory;
 use crate::oauth::resource::ResourceDirectory;
 use crate::store::{self, Store};
 
-/// What every handler can reach. Cheap to clone.
+/// What every handler can reach: the [`Services`] behind one `Arc`, so the clone axum makes
+/// for each extractor and middleware is one counter increment.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The server's parts, shared by every request through [`AppState`].
+pub struct Services {
     pub config: Arc<Config>,
     /// The issuer exactly as configured: metadata, tokens and `iss` parameters use it byte for
     /// byte (RFC 9207, RFC 8414 §3.3).
@@ -112,7 +123,7 @@ impl App {
             config.cimd.timeout_ms,
         )?;
         let issuer_path = issuer_url.path().trim_end_matches('/').to_string();
-        let state = AppState {
+        let state = AppState(Arc::new(Services {
             issuer: Arc::from(config.issuer.as_str()),
             config: Arc::new(config),
             store: store.clone(),
@@ -125,7 +136,7 @@ impl App {
             base_path: Arc::from(issuer_path.as_str()),
             audit,
             metrics,
-        };
+        }));
         Ok(Self { state, issuer_path })
     }
 

@@ -28,6 +28,7 @@ use crate::util;
 /// error (its description never holds a secret).
 #[tracing::instrument(
     name = "token_request",
+    level = "debug",
     skip_all,
     fields(grant_type = tracing::field::Empty, client_id = tracing::field::Empty),
     err(Display, level = "info")
@@ -115,6 +116,18 @@ async fn issue(
     Ok(res)
 }
 
+/// The audit detail of an issued token, serialised straight from the response: this runs
+/// for every token issued, so no `serde_json::Value` is built on the way.
+#[derive(serde::Serialize)]
+struct IssueDetail<'a> {
+    grant_type: &'static str,
+    #[serde(flatten)]
+    issued: &'a crate::oauth::tokens::Issued,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issued_token_type: Option<&'static str>,
+    refresh_token_issued: bool,
+}
+
 /// The audit log's line for an issued token: exchanges with their `act` chain (RFC 8693
 /// §4.1), every other grant as `token.issued`.
 fn record_issue(
@@ -138,27 +151,18 @@ fn record_issue(
     }
     // A client's own token (client credentials) has the client as `sub`, not a user.
     let user = (grant_type != GrantType::ClientCredentials).then_some(i.sub.as_str());
-    let mut detail = serde_json::json!({
-                "grant_type": grant_type.as_str(),
-                "sub": i.sub,
-                "audience": i.audience,
-                "scope": i.scope,
-                "jti": i.jti,
-                "exp": i.exp,
-                "act": i.act,
-                "dpop_jkt": i.jkt,
-                "issued_token_type": response.issued_token_type,
-                "refresh_token_issued": response.refresh_token.is_some(),
-    });
-    if let Some(d) = detail.as_object_mut() {
-        d.extend(i.extra.clone());
-    }
+    let detail = IssueDetail {
+        grant_type: grant_type.as_str(),
+        issued: i,
+        issued_token_type: response.issued_token_type,
+        refresh_token_issued: response.refresh_token.is_some(),
+    };
     state.audit.record(
         Event::new(kind)
             .client(client_id)
             .user_opt(user)
             .ip(addr)
-            .detail(detail),
+            .detail(&detail),
     );
 }
 

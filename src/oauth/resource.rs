@@ -187,6 +187,13 @@ impl ResourceDirectory {
         }
     }
 
+    /// The cached resource whose normal URI is exactly `raw`. A request that names a
+    /// resource in its normal form (as clients usually do) then needs no URL parsing: only a
+    /// registered, valid URI is ever a key.
+    pub fn cached(&self, raw: &str) -> Option<Arc<Resource>> {
+        self.cache.get(raw)
+    }
+
     /// The resource registered under the normalised `uri`.
     pub async fn get(&self, uri: &ResourceUri) -> Result<Option<Arc<Resource>>, StoreError> {
         if let Some(hit) = self.cache.get(uri.as_str()) {

@@ -77,10 +77,11 @@ pub struct Issued {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub act: Option<Value>,
     /// The DPoP key the token is bound to.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "dpop_jkt", skip_serializing_if = "Option::is_none")]
     pub jkt: Option<String>,
-    /// Grant-specific particulars for the audit log (e.g. the redeemed ID-JAG's issuer).
-    #[serde(skip_serializing_if = "Map::is_empty")]
+    /// Grant-specific particulars for the audit log (e.g. the redeemed ID-JAG's issuer),
+    /// beside the others.
+    #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 

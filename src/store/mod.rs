@@ -516,6 +516,21 @@ pub struct AuditEvent {
     pub detail: serde_json::Value,
 }
 
+/// A security event to append: [`AuditEvent`] before the database gives it an id, with its
+/// `detail` already serialised (events are built on request paths and only written later).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAuditEvent {
+    /// Unix seconds.
+    pub at: i64,
+    /// Dotted kind, e.g. `token.issued` (see `crate::audit::Kind`).
+    pub kind: &'static str,
+    pub client_id: Option<String>,
+    pub user_id: Option<String>,
+    pub ip: Option<String>,
+    /// The text of a JSON object with the event's particulars.
+    pub detail: String,
+}
+
 /// Which audit events to list, newest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditQuery {
@@ -535,7 +550,7 @@ pub struct AuditQuery {
 #[async_trait]
 pub trait AuditStore: Send + Sync {
     /// Append events (their `id` is ignored), a few hundred to a statement.
-    async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
+    async fn append_audit(&self, events: &[NewAuditEvent]) -> Result<(), StoreError>;
     /// Events matching `q`, newest (largest id) first, at most `q.limit`.
     async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
     /// Delete events older than `before`; returns how many.

@@ -32,7 +32,7 @@ macro_rules! sql_audit_store {
         impl $crate::store::AuditStore for $ty {
             async fn append_audit(
                 &self,
-                events: &[$crate::store::AuditEvent],
+                events: &[$crate::store::NewAuditEvent],
             ) -> Result<(), $crate::store::StoreError> {
                 // One multi-row INSERT per chunk: the log grows with every token issued, so
                 // this costs one statement per batch rather than one per event.
@@ -42,11 +42,11 @@ macro_rules! sql_audit_store {
                     );
                     insert.push_values(chunk, |mut row, e| {
                         row.push_bind(e.at)
-                            .push_bind(e.kind.clone())
-                            .push_bind(e.client_id.clone())
-                            .push_bind(e.user_id.clone())
-                            .push_bind(e.ip.clone())
-                            .push_bind(e.detail.to_string());
+                            .push_bind(e.kind)
+                            .push_bind(e.client_id.as_deref())
+                            .push_bind(e.user_id.as_deref())
+                            .push_bind(e.ip.as_deref())
+                            .push_bind(e.detail.as_str());
                     });
                     insert.build().execute(&self.pool).await?;
                 }

@@ -1,7 +1,7 @@
 //! The audit log: a code flow, a replayed code, a failed sign-in and a revocation each leave
 //! the events an operator would look for, filterable and paginated, with no token in them.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::both;
 use crate::flow::*;
@@ -225,6 +225,57 @@ both!(
             .filter(|e| e.kind == "token.issued" && e.detail["grant_type"] == "refresh_token")
             .count();
         assert_eq!(refreshes, 1);
+        app
+    }
+);
+
+both!(
+    issued_tokens_reach_the_table_without_a_flush,
+    |app: TestApp| async move {
+        seed(&app).await;
+        let (s, _, c) = app
+            .register(
+                &json!({"client_name": "Machine", "grant_types": ["client_credentials"],
+                          "token_endpoint_auth_method": "client_secret_post"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{c}");
+        let id = c["client_id"].as_str().unwrap();
+        let (s, _, t) = machine_token(&app, id, c["client_secret"].as_str().unwrap()).await;
+        assert_eq!(s, 200, "{t}");
+        let jti = claims(t["access_token"].as_str().unwrap())["jti"].clone();
+        // The writer lingers briefly to batch events, then writes them with nobody asking.
+        let query = AuditQuery {
+            kind: Some("token.issued".into()),
+            client_id: Some(id.to_string()),
+            limit: 10,
+            ..Default::default()
+        };
+        let mut found = Vec::new();
+        for _ in 0..100 {
+            found = app.store().list_audit(&query).await.unwrap();
+            if !found.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let [issued] = found.as_slice() else {
+            panic!("one token.issued event within 5 s: {found:?}");
+        };
+        assert_eq!(issued.user_id, None, "a client's own token has no user");
+        assert_eq!(
+            issued.detail,
+            json!({
+                "grant_type": "client_credentials",
+                "sub": id,
+                "audience": [NOTES],
+                "scope": "notes:read",
+                "jti": jti,
+                "exp": issued.detail["exp"],
+                "refresh_token_issued": false,
+            })
+        );
+        assert!(issued.detail["exp"].as_i64().unwrap() > issued.at);
         app
     }
 );

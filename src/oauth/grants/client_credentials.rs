@@ -64,6 +64,9 @@ async fn requested_resource(state: &AppState, form: &Form) -> Result<Arc<Resourc
         }
         _ => return Err(target("request one resource per token".into())),
     };
+    if let Some(hit) = state.resources.cached(raw) {
+        return Ok(hit);
+    }
     let uri = ResourceUri::parse(raw).map_err(|e| target(format!("resource {e}")))?;
     state
         .resources
