@@ -233,15 +233,9 @@ both!(
     issued_tokens_reach_the_table_without_a_flush,
     |app: TestApp| async move {
         seed(&app).await;
-        let (s, _, c) = app
-            .register(
-                &json!({"client_name": "Machine", "grant_types": ["client_credentials"],
-                          "token_endpoint_auth_method": "client_secret_post"}),
-            )
-            .await;
-        assert_eq!(s, 201, "{c}");
-        let id = c["client_id"].as_str().unwrap();
-        let (s, _, t) = machine_token(&app, id, c["client_secret"].as_str().unwrap()).await;
+        let (id, secret) = machine_client(&app).await;
+        let id = id.as_str();
+        let (s, _, t) = machine_token(&app, id, &secret).await;
         assert_eq!(s, 200, "{t}");
         let jti = claims(t["access_token"].as_str().unwrap())["jti"].clone();
         // The writer lingers briefly to batch events, then writes them with nobody asking.

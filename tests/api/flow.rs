@@ -331,6 +331,22 @@ pub async fn connect_agent(app: &TestApp, scope: &str) -> (String, String, reqwe
     (alice, client, b, tokens)
 }
 
+/// A dynamically registered machine client (client_credentials, `client_secret_post`):
+/// its id and secret.
+pub async fn machine_client(app: &TestApp) -> (String, String) {
+    let (s, _, c) = app
+        .register(
+            &json!({"client_name": "Machine", "grant_types": ["client_credentials"],
+                      "token_endpoint_auth_method": "client_secret_post"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{c}");
+    (
+        c["client_id"].as_str().unwrap().to_string(),
+        c["client_secret"].as_str().unwrap().to_string(),
+    )
+}
+
 /// A client_credentials token request (`client_secret_post`) for `NOTES` with `notes:read`.
 pub async fn machine_token(
     app: &impl Server,

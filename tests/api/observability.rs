@@ -67,15 +67,8 @@ both!(
     metrics_count_requests_tokens_errors_and_events,
     |app: TestApp| async move {
         seed(&app).await;
-        let (s, _, c) = app
-            .register(
-                &json!({"client_name": "Machine", "grant_types": ["client_credentials"],
-                          "token_endpoint_auth_method": "client_secret_post"}),
-            )
-            .await;
-        assert_eq!(s, 201, "{c}");
-        let secret = c["client_secret"].as_str().unwrap();
-        let id = c["client_id"].as_str().unwrap();
+        let (id, secret) = machine_client(&app).await;
+        let (id, secret) = (id.as_str(), secret.as_str());
         let mut issued = Vec::new();
         for _ in 0..2 {
             let (s, _, t) = machine_token(&app, id, secret).await;
