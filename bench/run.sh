@@ -105,7 +105,7 @@ start_ours() {
     "$bin" "${common[@]}" resource add --uri "$RESOURCE" --name Bench \
         --scope "tools:read=Read" --scope "tools:write=Write" >/dev/null
     "$bin" "${common[@]}" client add --name bench --id "$CLIENT_ID" \
-        --grant-type client_credentials --auth-method client_secret_post \
+        --grant-type client_credentials --auth-method client_secret_post --scope "tools:read tools:write" \
         --secret-from-env CLIENT_SECRET >/dev/null
     "$bin" "${common[@]}" serve --listen "127.0.0.1:$OURS_PORT" \
         --issuer "http://127.0.0.1:$OURS_PORT" >"$work/ours.log" 2>&1 &

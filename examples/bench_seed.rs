@@ -31,8 +31,10 @@ async fn main() -> anyhow::Result<()> {
             username: format!("bench-{user_id}"),
             email: None,
             name: None,
-            password_hash: concierge::oauth::password::hash("bench password")
-                .map_err(anyhow::Error::msg)?,
+            password_hash: Some(
+                concierge::oauth::authn::password::hash("bench password")
+                    .map_err(anyhow::Error::msg)?,
+            ),
             created_at: now,
             updated_at: now,
         })
@@ -55,6 +57,8 @@ async fn main() -> anyhow::Result<()> {
                 scope: "tools:read".into(),
                 nonce: None,
                 auth_time: now,
+                amr: vec!["pwd".into()],
+                acr: None,
                 sid: None,
                 created_at: now,
                 expires_at: now + 3600,
@@ -74,6 +78,8 @@ async fn main() -> anyhow::Result<()> {
             resources: vec![resource],
             scope: "tools:read".into(),
             auth_time: now,
+            amr: vec!["pwd".into()],
+            acr: None,
             sid: None,
             created_at: now,
             expires_at: now + 86_400,

@@ -1,4 +1,4 @@
-//! The audit log (DESIGN.md §6): every security-relevant event, stored in the database and
+//! The audit log: every security-relevant event, stored in the database and
 //! queryable through the admin API.
 //!
 //! Request paths call [`Audit::record`], which only queues the event: a background writer

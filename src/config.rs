@@ -39,8 +39,8 @@ pub struct Config {
     /// Trust the last address of `X-Forwarded-For` as the caller's address (only behind a
     /// proxy that sets it). Default `false`.
     pub trust_forwarded_for: bool,
-    /// The resource a client gets when its authorization request names none (DESIGN.md §5:
-    /// some MCP clients send no `resource`). Without it, the only registered resource is
+    /// The resource a client gets when its authorization request names none (some MCP
+    /// clients send no `resource`). Without it, the only registered resource is
     /// used when there is exactly one; otherwise the request fails with `invalid_target`.
     pub default_resource: Option<String>,
     pub registration: RegistrationConfig,
@@ -136,6 +136,12 @@ pub struct RegistrationConfig {
     pub rate_limit_window_secs: u32,
     /// A registered client that is never used expires after this many seconds. Default 86400.
     pub unused_client_ttl_secs: u32,
+    /// Let self-registered (RFC 7591) and metadata-document clients use the client
+    /// credentials grant for protected resources, with the scopes they registered (never more
+    /// than the resource offers; no registered scope, no scope). Off by default: such clients
+    /// get tokens only through a user's authorization, and machine tokens are for clients an
+    /// operator registered. Default `false`.
+    pub allow_client_credentials: bool,
 }
 
 impl Default for RegistrationConfig {
@@ -148,6 +154,7 @@ impl Default for RegistrationConfig {
             rate_limit_max: 30,
             rate_limit_window_secs: 600,
             unused_client_ttl_secs: 86_400,
+            allow_client_credentials: false,
         }
     }
 }
@@ -316,44 +323,11 @@ pub struct IdJagConfig {
     /// As the enterprise IdP: which of our clients may exchange an ID token for an ID-JAG,
     /// toward which authorization server and resource, with which scopes. No entry, no
     /// ID-JAG (default deny).
-    pub policies: Vec<IdJagPolicy>,
+    pub policies: Vec<crate::store::IdJagPolicy>,
     /// As an MCP server's authorization server: the IdPs whose ID-JAGs we redeem with the
     /// `urn:ietf:params:oauth:grant-type:jwt-bearer` grant. Empty: that grant is off and not
     /// advertised.
     pub trusted_issuers: Vec<TrustedIssuer>,
-}
-
-/// One client's permission to obtain ID-JAGs for one resource at one authorization server.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct IdJagPolicy {
-    /// Our client that asks (its ID token must be the subject token).
-    pub client_id: String,
-    /// The target authorization server's issuer: the `audience` parameter and the ID-JAG's
-    /// `aud`.
-    pub audience: String,
-    /// The resource (MCP server) at that authorization server: the `resource` parameter and
-    /// claim.
-    pub resource: String,
-    /// The client's id at the target authorization server: the ID-JAG's `client_id`.
-    pub target_client_id: String,
-    /// The scopes the ID-JAG may carry; a request may ask for fewer.
-    pub scopes: Vec<String>,
-}
-
-impl IdJagPolicy {
-    /// Is the policy well-formed? (URIs, scope tokens, non-empty client ids.)
-    pub fn check(&self) -> Result<(), String> {
-        Url::parse(&self.audience).map_err(|e| format!("audience: {e}"))?;
-        crate::oauth::resource::ResourceUri::parse(&self.resource)
-            .map_err(|e| format!("resource {e}"))?;
-        crate::oauth::scope::Scope::parse(&self.scopes.join(" "))
-            .map_err(|e| format!("scopes {e}"))?;
-        if self.client_id.is_empty() || self.target_client_id.is_empty() {
-            return Err("client_id and target_client_id must not be empty".into());
-        }
-        Ok(())
-    }
 }
 
 /// An IdP whose ID-JAGs we accept. Exactly one of `jwks_uri` and `jwks`.
@@ -459,14 +433,6 @@ impl Config {
                 ConfigError::Invalid(format!("id_jag.trusted_issuers {:?}: {e}", t.issuer))
             })?;
         }
-        for p in &self.id_jag.policies {
-            p.check().map_err(|why| {
-                ConfigError::Invalid(format!(
-                    "id_jag.policies (client {:?}, audience {:?}): {why}",
-                    p.client_id, p.audience
-                ))
-            })?;
-        }
         if self.registration.rate_limit_window_secs == 0 {
             return Err(ConfigError::Invalid(
                 "registration.rate_limit_window_secs must be positive".into(),
@@ -485,7 +451,7 @@ impl Config {
     pub fn issuer_url(&self) -> Result<Url, ConfigError> {
         let bad = |why: &str| ConfigError::Invalid(format!("issuer {:?}: {why}", self.issuer));
         let url = Url::parse(&self.issuer).map_err(|e| bad(&e.to_string()))?;
-        let loopback = crate::oauth::redirect_uri::is_loopback_host(&url);
+        let loopback = crate::util::is_loopback_host(&url);
         match url.scheme() {
             "https" => {}
             "http" if loopback => {}

@@ -5,7 +5,8 @@
 //!   (RFC 6749 §5.2, RFC 6750 §3.1, RFC 7591 §3.2.2, RFC 8707 §2) and an `error_description`
 //!   written for the developer on the other side: it names the parameter or field at fault.
 //! - Anything that is our fault (database down, key material unreadable) becomes
-//!   `server_error` with a generic description; the detail goes to the log, never to the caller.
+//!   `server_error` (500) with a generic description and a correlation id; the detail goes
+//!   to the log under that id, never to the caller. Pages do the same.
 //! - Nothing on a request path panics; handlers return `Result<_, OAuthError>`.
 //! - Descriptions never contain secrets or tokens.
 
@@ -183,15 +184,23 @@ impl OAuthError {
         e
     }
 
-    /// Our fault: log the detail, tell the caller only that it was ours.
+    /// Our fault: log the detail under a correlation id, tell the caller only the id.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %detail, "internal error");
-        Self::new(
-            ErrorCode::ServerError,
-            "the server could not complete the request; it has been logged",
-        )
+        Self::new(ErrorCode::ServerError, internal_message(detail))
     }
 }
+
+/// Log an internal error with a fresh correlation id and return the message a caller may
+/// see: that it was our fault, and the id to quote.
+pub fn internal_message(detail: impl std::fmt::Display) -> String {
+    let id = crate::util::random_id();
+    let id = &id[..12];
+    tracing::error!(error = %detail, error_id = %id, "internal error");
+    format!("the server could not complete the request; it has been logged as {id}")
+}
+
+/// The response header carrying a DPoP server nonce (RFC 9449 §8.1).
+pub const DPOP_NONCE_HEADER: &str = "dpop-nonce";
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
@@ -216,8 +225,7 @@ impl IntoResponse for OAuthError {
         // For the metrics middleware: errors counted by RFC code.
         res.extensions_mut().insert(self.code);
         if let Some(v) = self.dpop_nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
-            res.headers_mut()
-                .insert(crate::oauth::dpop::NONCE_HEADER, v);
+            res.headers_mut().insert(DPOP_NONCE_HEADER, v);
         }
         res
     }
@@ -327,11 +335,10 @@ impl ApiError {
     }
 
     pub fn internal(detail: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %detail, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",
-            "the server could not complete the request; it has been logged",
+            internal_message(detail),
         )
     }
 }
@@ -352,18 +359,6 @@ impl From<crate::store::StoreError> for ApiError {
                 Self::conflict(format!("{what} already exists"))
             }
             other => Self::internal(other),
-        }
-    }
-}
-
-impl From<crate::manage::ManageError> for ApiError {
-    fn from(e: crate::manage::ManageError) -> Self {
-        use crate::manage::ManageError;
-        match e {
-            ManageError::Invalid { field, message } => Self::validation(field, message),
-            ManageError::NotFound(m) => Self::not_found(m),
-            ManageError::Conflict(m) => Self::conflict(m),
-            ManageError::Store(e) => Self::internal(e),
         }
     }
 }

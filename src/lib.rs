@@ -1,27 +1,30 @@
 //! Concierge: an OAuth 2.1 / OpenID Connect authorization server for AI agents and MCP servers.
 //!
-//! The map of the crate (see `../shared/DESIGN.md` §2 for the reasoning):
-//! - [`config`]: layered configuration (defaults < `concierge.toml` < `CONCIERGE_*` env < flags).
-//! - [`startup`]: builds the application from a [`config::Config`] and runs it.
-//! - [`router`]: every route in one place.
-//! - [`oauth`]: protocol logic without HTTP types, unit-tested.
-//! - [`endpoints`]: thin axum handlers, one file per endpoint.
-//! - [`keys`]: signing keys (generation, encryption at rest, rotation, JWKS, signing).
-//! - [`store`]: storage traits and their SQLite and PostgreSQL implementations.
-//! - [`admin`]: the admin API under `/admin/v1`, and the OpenAPI document.
-//! - [`manage`]: administrative operations shared by the CLI and the admin API.
+//! The map of the crate, from the top down; arrows point down only (README: "How the code is
+//! laid out"):
+//! - [`startup`] builds the application from a [`config::Config`] and runs it; [`router`]
+//!   holds every route.
+//! - [`endpoints`] (thin handlers, one file per endpoint), [`admin`] (the admin API) and
+//!   [`manage`] (operations shared by the CLI and the admin API), over [`state`] and [`http`]
+//!   (what handlers share) and [`ui`] (pages).
+//! - [`oauth`]: protocol logic, with no handlers, pages or router.
+//! - [`audit`], [`keys`], [`metrics`]: the audit log, signing keys, metrics.
+//! - [`store`]: storage traits, records and their SQL for SQLite and PostgreSQL.
+//! - [`config`], [`error`], [`util`], [`telemetry`]: the ground floor.
 
 pub mod admin;
 pub mod audit;
 pub mod config;
 pub mod endpoints;
 pub mod error;
+pub mod http;
 pub mod keys;
 pub mod manage;
 pub mod metrics;
 pub mod oauth;
 pub mod router;
 pub mod startup;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod ui;

@@ -11,9 +11,11 @@ use clap::{Args, Parser, Subcommand};
 use concierge::config::Config;
 use concierge::keys::{Alg, KeyManager};
 use concierge::manage;
+use concierge::oauth::admin_token;
 use concierge::oauth::cimd::CimdResolver;
 use concierge::oauth::client_metadata::ClientMetadata;
 use concierge::oauth::clients::{ClientDirectory, ClientSource};
+use concierge::oauth::grants::GrantRegistry;
 use concierge::oauth::registration::client_information;
 use concierge::oauth::resource::ScopeDef;
 use concierge::startup::{App, load_kek, open_store, shutdown_signal};
@@ -304,8 +306,8 @@ fn main() -> anyhow::Result<()> {
                 println!(
                     "get a token: POST {}/token grant_type=client_credentials resource={} scope={}",
                     config.issuer.trim_end_matches('/'),
-                    manage::admin_resource_uri(&config.issuer),
-                    manage::ADMIN_SCOPE
+                    admin_token::admin_resource_uri(&config.issuer),
+                    admin_token::ADMIN_SCOPE
                 );
                 Ok(())
             }
@@ -377,14 +379,14 @@ async fn id_jag(cmd: &IdJagCmd, config: &Config) -> anyhow::Result<()> {
             target_client_id,
             scopes,
         } => {
-            let policy = concierge::config::IdJagPolicy {
+            let policy = concierge::store::IdJagPolicy {
                 client_id: client.clone(),
                 audience: audience.clone(),
                 resource: resource.clone(),
                 target_client_id: target_client_id.clone(),
                 scopes: scopes.clone(),
             };
-            policy.check().map_err(|e| anyhow::anyhow!("{e}"))?;
+            concierge::oauth::id_jag::check_policy(&policy).map_err(|e| anyhow::anyhow!("{e}"))?;
             store.save_id_jag_policy(&policy, util::now()).await?;
             println!(
                 "client {client} may obtain ID-JAGs for {resource} at {audience} \
@@ -557,6 +559,7 @@ async fn client(cmd: &ClientCmd, config: &Config) -> anyhow::Result<()> {
             let from_env = given.is_some();
             let (record, secret) = manage::create_client(
                 store.as_ref(),
+                &GrantRegistry::standard(),
                 manage::NewClient {
                     name: name.clone(),
                     client_id: id.clone(),
@@ -566,6 +569,7 @@ async fn client(cmd: &ClientCmd, config: &Config) -> anyhow::Result<()> {
                     scope: scope.clone(),
                     jwks_uri: jwks_uri.clone(),
                     may_introspect: *may_introspect,
+                    admin: false,
                 },
                 given,
             )
@@ -610,7 +614,10 @@ async fn client(cmd: &ClientCmd, config: &Config) -> anyhow::Result<()> {
         }
         ClientCmd::Show { client_id } => {
             let cimd = if config.cimd.enabled {
-                Some(Arc::new(CimdResolver::new(config.cimd.clone())?))
+                Some(Arc::new(CimdResolver::new(
+                    config.cimd.clone(),
+                    Arc::new(GrantRegistry::standard()),
+                )?))
             } else {
                 None
             };

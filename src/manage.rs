@@ -4,15 +4,15 @@
 
 use std::collections::BTreeMap;
 
+use crate::error::ApiError;
+use crate::oauth::admin_token::{ADMIN_SCOPE, admin_resource_uri};
+use crate::oauth::authn::password;
 use crate::oauth::client_metadata::{self, Origin, RawClientMetadata};
-use crate::oauth::password;
+use crate::oauth::grants::GrantRegistry;
 use crate::oauth::registration::new_client;
 use crate::oauth::resource::{Resource, ResourceUri, ScopeDef};
 use crate::store::{ClientKind, ClientRecord, ExchangePolicy, Store, StoreError, User};
 use crate::util;
-
-/// The scope an admin access token must carry (on the admin resource).
-pub const ADMIN_SCOPE: &str = "admin";
 
 /// What went wrong with an administrative operation.
 #[derive(Debug, thiserror::Error)]
@@ -44,11 +44,6 @@ pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> ManageEr
     }
 }
 
-/// The admin API's own resource: `<issuer>/admin/v1`.
-pub fn admin_resource_uri(issuer: &str) -> String {
-    format!("{}/admin/v1", issuer.trim_end_matches('/'))
-}
-
 /// Register the admin API as a resource with the [`ADMIN_SCOPE`] scope, unless it is there.
 pub async fn ensure_admin_resource(store: &dyn Store, issuer: &str) -> Result<(), ManageError> {
     let resource = Resource::new(
@@ -63,7 +58,7 @@ pub async fn ensure_admin_resource(store: &dyn Store, issuer: &str) -> Result<()
         util::now(),
     )
     .map_err(|e| invalid("issuer", e))?;
-    match store.insert_resource(&resource).await {
+    match store.insert_resource(&resource.to_record()).await {
         Ok(()) | Err(StoreError::Conflict(_)) => Ok(()),
         Err(e) => Err(e.into()),
     }
@@ -87,7 +82,7 @@ pub async fn create_resource(
         }
     }
     let resource = Resource::new(uri, name, scopes, util::now()).map_err(|e| invalid("name", e))?;
-    store.insert_resource(&resource).await?;
+    store.insert_resource(&resource.to_record()).await?;
     Ok(resource)
 }
 
@@ -190,6 +185,8 @@ pub struct NewClient {
     pub scope: Option<String>,
     pub jwks_uri: Option<String>,
     pub may_introspect: bool,
+    /// May get tokens for the admin API (only `create_admin_client` sets this).
+    pub admin: bool,
 }
 
 /// Check and store a pre-registered client. Returns the record and, for a confidential
@@ -197,6 +194,7 @@ pub struct NewClient {
 /// secret (development and benchmarks).
 pub async fn create_client(
     store: &dyn Store,
+    grants: &GrantRegistry,
     new: NewClient,
     given_secret: Option<String>,
 ) -> Result<(ClientRecord, Option<String>), ManageError> {
@@ -225,11 +223,12 @@ pub async fn create_client(
         jwks_uri: new.jwks_uri,
         ..Default::default()
     };
-    let mut metadata = client_metadata::validate(raw, Origin::Operator).map_err(|e| {
+    let mut metadata = client_metadata::validate(raw, Origin::Operator, grants).map_err(|e| {
         let field = field_of(&e.description).unwrap_or("metadata").to_string();
         invalid(field, e.description.into_owned())
     })?;
     metadata.may_introspect = new.may_introspect;
+    metadata.admin = new.admin;
     let (mut record, secrets) = new_client(
         metadata,
         ClientKind::Static,
@@ -274,11 +273,13 @@ pub async fn create_admin_client(
     ensure_admin_resource(store, issuer).await?;
     let (record, secret) = create_client(
         store,
+        &GrantRegistry::standard(),
         NewClient {
             name: name.to_string(),
             grant_types: vec!["client_credentials".into()],
             auth_method: Some("client_secret_basic".into()),
             scope: Some(ADMIN_SCOPE.into()),
+            admin: true,
             ..Default::default()
         },
         None,
@@ -320,12 +321,23 @@ pub async fn create_user(
         username: username.to_string(),
         email,
         name,
-        password_hash,
+        password_hash: Some(password_hash),
         created_at: now,
         updated_at: now,
     };
     store.insert_user(&user).await?;
     Ok(user)
+}
+
+impl From<ManageError> for ApiError {
+    fn from(e: ManageError) -> Self {
+        match e {
+            ManageError::Invalid { field, message } => Self::validation(field, message),
+            ManageError::NotFound(m) => Self::not_found(m),
+            ManageError::Conflict(m) => Self::conflict(m),
+            ManageError::Store(e) => Self::internal(e),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -343,13 +355,5 @@ mod tests {
             Some("token_endpoint_auth_method")
         );
         assert_eq!(field_of("The body"), None);
-    }
-
-    #[test]
-    fn admin_resource_is_under_the_issuer() {
-        assert_eq!(
-            admin_resource_uri("https://auth.example/"),
-            "https://auth.example/admin/v1"
-        );
     }
 }

@@ -4,6 +4,7 @@
 //! query), the method, the status, the grant type, the resource URI (registered resources
 //! only) and RFC error codes. No client id, user, token or secret is ever a label.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -17,7 +18,6 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::error::ErrorCode;
-use crate::startup::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -174,7 +174,7 @@ impl Metrics {
 }
 
 /// Middleware: count and time every request under its route template.
-pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let endpoint = req
         .extensions()
         .get::<MatchedPath>()
@@ -183,7 +183,7 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     let method = req.method().clone();
     let started = Instant::now();
     let res = next.run(req).await;
-    state.metrics.observe(
+    metrics.observe(
         &endpoint,
         method.as_str(),
         res.status(),
@@ -194,8 +194,8 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
 }
 
 /// `GET /metrics`.
-pub async fn endpoint(State(state): State<AppState>) -> Response {
-    match state.metrics.render() {
+pub async fn endpoint(State(metrics): State<Arc<Metrics>>) -> Response {
+    match metrics.render() {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,

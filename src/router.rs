@@ -1,20 +1,28 @@
-//! Every route in one place: the map of the server.
+//! Every route in one place: the map of the server. Each is registered once, through
+//! utoipa's `OpenApiRouter`, so the OpenAPI document ([`openapi`]) is collected from the
+//! same list that serves requests and cannot drift from it.
 
-use axum::Router;
+use std::sync::OnceLock;
+
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use axum::routing::get;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::admin::{self, audit, clients, consents, keys, resources, users};
 use crate::endpoints::{
     account, authorize, device, health, introspect, jwks, register, revoke, signin, token,
     userinfo, well_known,
 };
 use crate::oauth::client_metadata::MAX_BODY_BYTES;
-use crate::startup::AppState;
+use crate::state::AppState;
 
-async fn stylesheet() -> impl axum::response::IntoResponse {
+async fn stylesheet() -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "text/css; charset=utf-8"),
@@ -24,7 +32,7 @@ async fn stylesheet() -> impl axum::response::IntoResponse {
     )
 }
 
-/// CORS for the endpoints browser-based MCP clients call directly (DESIGN.md §5): any origin,
+/// CORS for the endpoints browser-based MCP clients call directly: any origin,
 /// no credentials.
 fn public_cors() -> CorsLayer {
     CorsLayer::new()
@@ -43,71 +51,106 @@ fn public_cors() -> CorsLayer {
         ])
 }
 
-/// Build the router. `issuer_path` is the issuer URL's path ("" for an issuer at the root):
-/// endpoints live under it, and the well-known documents are also served in the
-/// path-inserted form (RFC 8414 §3.1) and the appended form (OpenID Connect Discovery §4).
-pub fn build(state: AppState, issuer_path: &str) -> Router {
-    // The admin API (/admin/v1): every route behind the admin token check.
-    let (admin, _) = crate::admin::router().split_for_parts();
-    let admin = admin.route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        crate::admin::auth::require_admin,
-    ));
-    let api = Router::new()
-        .route("/jwks", get(jwks::jwks))
-        .route(
-            "/authorize",
-            get(authorize::authorize_get).post(authorize::authorize_post),
-        )
-        .route(
-            "/authorize/decision",
-            axum::routing::post(authorize::decision),
-        )
-        .route("/signin", get(signin::page).post(signin::submit))
-        .route("/signout", axum::routing::post(signin::signout))
-        .route("/account/apps", get(account::apps))
-        .route("/account/apps/revoke", axum::routing::post(account::revoke))
-        .route("/userinfo", get(userinfo::get).post(userinfo::post))
-        .route("/static/concierge.css", get(stylesheet))
-        .route("/token", axum::routing::post(token::token))
-        .route("/introspect", axum::routing::post(introspect::introspect))
-        .route(
-            "/device_authorization",
-            axum::routing::post(device::authorization),
-        )
-        .route("/device", get(device::page).post(device::enter))
-        .route("/device/decision", axum::routing::post(device::decision))
-        .route("/revoke", axum::routing::post(revoke::revoke))
-        .route("/register", axum::routing::post(register::register))
-        .route(
-            "/register/{client_id}",
-            get(register::read)
-                .put(register::update)
-                .delete(register::delete),
-        )
+/// The admin API (`/admin/v1`): every route behind the admin token check, so none can be
+/// left unprotected.
+fn admin_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(resources::list, resources::create))
+        .routes(routes!(resources::get, resources::delete))
+        .routes(routes!(
+            resources::list_exchanges,
+            resources::allow_exchange,
+            resources::deny_exchange
+        ))
+        .routes(routes!(clients::list, clients::create))
+        .routes(routes!(clients::metadata_documents))
+        .routes(routes!(clients::get, clients::delete))
+        .routes(routes!(users::list, users::create))
+        .routes(routes!(users::get, users::delete))
+        .routes(routes!(users::set_password))
+        .routes(routes!(consents::list, consents::revoke))
+        .routes(routes!(keys::list))
+        .routes(routes!(keys::rotate))
+        .routes(routes!(audit::list))
+        .route_layer(axum::middleware::from_fn(admin::auth::require_admin))
+}
+
+/// Every route under the issuer's path: the public OAuth endpoints (documented), the pages
+/// (not documented: they are for browsers), and the admin API.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(<admin::openapi::Doc as utoipa::OpenApi>::openapi())
+        // Discovery and keys.
+        .routes(routes!(well_known::metadata))
         .route(
             "/.well-known/openid-configuration",
             get(well_known::metadata),
         )
-        .route("/openapi.json", get(crate::admin::openapi::serve))
-        .merge(admin)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+        .routes(routes!(jwks::jwks))
+        // The authorization endpoint and its steps (sign-in, consent).
+        .routes(routes!(authorize::authorize_get, authorize::authorize_post))
+        .route("/authorize/continue", get(authorize::resume))
+        .route("/authorize/decision", post(authorize::decision))
+        .route("/signin", get(signin::page).post(signin::submit))
+        .route("/signout", post(signin::signout))
+        .route("/account/apps", get(account::apps))
+        .route("/account/apps/revoke", post(account::revoke))
+        .route("/static/concierge.css", get(stylesheet))
+        // The token endpoint and its companions.
+        .routes(routes!(token::token))
+        .routes(routes!(introspect::introspect))
+        .routes(routes!(revoke::revoke))
+        .routes(routes!(userinfo::get, userinfo::post))
+        // Device authorization (RFC 8628).
+        .routes(routes!(device::authorization))
+        .route("/device", get(device::page).post(device::enter))
+        .route("/device/decision", post(device::decision))
+        // Client registration (RFC 7591, RFC 7592).
+        .routes(routes!(register::register))
+        .routes(routes!(register::read, register::update, register::delete))
+        .route("/openapi.json", get(serve_openapi))
+        .merge(admin_routes())
+}
 
+/// The OpenAPI 3.1 document: every documented route, as the committed
+/// `openapi/concierge.json` holds it (a test fails when the two drift). Paths are relative
+/// to the issuer URL.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    admin::openapi::finish(routes().into_openapi())
+}
+
+/// The document as the committed file holds it: pretty JSON with a final newline.
+pub fn openapi_json() -> String {
+    let mut s = openapi().to_pretty_json().unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// `GET /openapi.json`.
+async fn serve_openapi() -> impl IntoResponse {
+    static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    Json(DOC.get_or_init(openapi).clone())
+}
+
+/// Build the router. Endpoints live under the issuer's path (`base_path`, "" for an issuer
+/// at the root), and the well-known documents are also served in the path-inserted form
+/// (RFC 8414 §3.1) and the appended form (OpenID Connect Discovery §4).
+pub fn build(state: AppState) -> Router {
+    let base_path = state.web.base_path().to_string();
+    let (api, _) = routes()
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .split_for_parts();
     let mut app = Router::new();
-    if issuer_path.is_empty() {
-        app = app.merge(api).route(
-            "/.well-known/oauth-authorization-server",
-            get(well_known::metadata),
-        );
+    if base_path.is_empty() {
+        app = app.merge(api);
     } else {
         app = app
-            .nest(issuer_path, api)
+            .nest(&base_path, api)
             .route(
-                &format!("/.well-known/oauth-authorization-server{issuer_path}"),
+                &format!("/.well-known/oauth-authorization-server{base_path}"),
                 get(well_known::metadata),
             )
             .route(
-                &format!("/.well-known/openid-configuration{issuer_path}"),
+                &format!("/.well-known/openid-configuration{base_path}"),
                 get(well_known::metadata),
             );
     }
@@ -116,22 +159,25 @@ pub fn build(state: AppState, issuer_path: &str) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(crate::metrics::endpoint));
     app.layer(axum::middleware::from_fn_with_state(
-        state.clone(),
+        state.metrics.clone(),
         crate::metrics::track,
     ))
     .layer(public_cors())
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(
-            tower_http::trace::TraceLayer::new_for_http().make_span_with(
-                // Method and path only: query strings may carry codes or state. DEBUG, so
-                // only built when logs or the trace exporter want it (see `telemetry`).
-                |req: &axum::http::Request<_>| {
-                    tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
-                },
-            ),
-        )
-        .with_state(state)
+    .layer(SetResponseHeaderLayer::overriding(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    ))
+    .layer(
+        tower_http::trace::TraceLayer::new_for_http().make_span_with(
+            // Method and path only: query strings may carry codes or state. DEBUG, so
+            // only built when logs or the trace exporter want it (see `telemetry`).
+            |req: &axum::http::Request<_>| {
+                tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
+            },
+        ),
+    )
+    // The admin token check reads the state from here (it is a layer, built before the
+    // state exists).
+    .layer(Extension(state.clone()))
+    .with_state(state)
 }

@@ -4,55 +4,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::keys::{Kek, KeyManager};
-use crate::oauth::cimd::CimdResolver;
-use crate::oauth::client_assertion::AssertionVerifier;
-use crate::oauth::clients::ClientDirectory;
-use crate::oauth::resource::ResourceDirectory;
+use crate::oauth::Context;
+use crate::oauth::grants::GrantRegistry;
+use crate::state::{AppState, Services};
 use crate::store::{self, Store};
-
-/// What every handler can reach: the [`Services`] behind one `Arc`, so the clone axum makes
-/// for each extractor and middleware is one counter increment.
-#[derive(Clone)]
-pub struct AppState(Arc<Services>);
-
-impl std::ops::Deref for AppState {
-    type Target = Services;
-    fn deref(&self) -> &Services {
-        &self.0
-    }
-}
-
-/// The server's parts, shared by every request through [`AppState`].
-pub struct Services {
-    pub config: Arc<Config>,
-    /// The issuer exactly as configured: metadata, tokens and `iss` parameters use it byte for
-    /// byte (RFC 9207, RFC 8414 §3.3).
-    pub issuer: Arc<str>,
-    pub store: Arc<dyn Store>,
-    pub keys: Arc<KeyManager>,
-    pub clients: Arc<ClientDirectory>,
-    /// Registered resources, cached within `resources.cache_secs`.
-    pub resources: Arc<ResourceDirectory>,
-    /// Verifies `private_key_jwt` client assertions (and caches clients' `jwks_uri` sets).
-    pub assertions: Arc<AssertionVerifier>,
-    pub cimd: Option<Arc<CimdResolver>>,
-    pub pages: Arc<crate::ui::Pages>,
-    /// The issuer's path ("" at the root): prefix of every link and form on our pages.
-    pub base_path: Arc<str>,
-    /// Queues security events for the audit log.
-    pub audit: crate::audit::Audit,
-    pub metrics: Arc<crate::metrics::Metrics>,
-}
 
 /// A built application, ready to serve.
 pub struct App {
     pub state: AppState,
-    issuer_path: String,
 }
 
 /// Open the configured store, creating the data directory for SQLite.
@@ -91,8 +55,16 @@ pub fn redact_url(url: &str) -> String {
 }
 
 impl App {
+    /// The application with the standard grants.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with(config, GrantRegistry::standard()).await
+    }
+
+    /// The application serving `grants` (tests, and servers that add a grant of their own).
+    pub async fn build_with(config: Config, grants: GrantRegistry) -> anyhow::Result<Self> {
         config.validate()?;
+        crate::oauth::id_jag::check_config(&config.id_jag)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         let issuer_url = config.issuer_url()?;
         let store = open_store(&config).await?;
         if store.backend() == "postgres" && config.key_encryption_key.is_none() {
@@ -103,41 +75,27 @@ impl App {
             );
         }
         let kek = load_kek(&config)?;
-        let keys = KeyManager::start(store.clone(), kek, config.tokens.longest_signed_lifetime())
-            .await
-            .context("loading signing keys")?;
-        let cimd = if config.cimd.enabled {
-            Some(Arc::new(CimdResolver::new(config.cimd.clone())?))
-        } else {
-            None
-        };
+        let keys = Arc::new(
+            KeyManager::start(store.clone(), kek, config.tokens.longest_signed_lifetime())
+                .await
+                .context("loading signing keys")?,
+        );
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let audit = crate::audit::Audit::start(store.clone(), metrics.clone());
-        let clients = ClientDirectory::new(store.clone(), cimd.clone(), config.clients.cache_secs)
-            .with_audit(audit.clone());
-        let resources = ResourceDirectory::new(store.clone(), config.resources.cache_secs);
-        let assertions = AssertionVerifier::new(
-            &config.issuer,
-            store.clone(),
-            config.cimd.allow_loopback,
-            config.cimd.timeout_ms,
-        )?;
-        let issuer_path = issuer_url.path().trim_end_matches('/').to_string();
+        let base_path = issuer_url.path().trim_end_matches('/').to_string();
+        let secure = issuer_url.scheme() == "https";
+        let config = Arc::new(config);
+        let oauth = Context::new(config, store.clone(), keys.clone(), audit, grants)
+            .context("preparing outbound fetches")?;
+        let web =
+            crate::ui::Web::new(&base_path, secure, keys).context("compiling page templates")?;
         let state = AppState(Arc::new(Services {
-            issuer: Arc::from(config.issuer.as_str()),
-            config: Arc::new(config),
-            store: store.clone(),
-            keys: Arc::new(keys),
-            clients: Arc::new(clients),
-            resources: Arc::new(resources),
-            assertions: Arc::new(assertions),
-            cimd,
-            pages: Arc::new(crate::ui::Pages::new().context("compiling page templates")?),
-            base_path: Arc::from(issuer_path.as_str()),
-            audit,
+            oauth: Arc::new(oauth),
+            store,
+            web,
             metrics,
         }));
-        Ok(Self { state, issuer_path })
+        Ok(Self { state })
     }
 
     /// Serve on `listener` until `shutdown` resolves, then finish in-flight requests.
@@ -147,8 +105,8 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let tasks = spawn_background(&self.state);
-        let audit = self.state.audit.clone();
-        let router = crate::router::build(self.state, &self.issuer_path);
+        let audit = self.state.oauth.audit.clone();
+        let router = crate::router::build(self.state);
         let result = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -195,10 +153,12 @@ impl RunningServer {
 }
 
 /// Periodic work: reread keys (rotation elsewhere), sweep expired registrations, old
-/// rate-limit windows and expired single-use `jti`s.
+/// rate-limit windows, expired codes, sessions and refresh tokens, expired single-use
+/// `jti`s and old audit events.
 fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
-    let keys = state.keys.clone();
-    let every = Duration::from_secs(state.config.keys.refresh_secs.max(1));
+    let config = state.oauth.config.clone();
+    let keys = state.oauth.keys.clone();
+    let every = Duration::from_secs(config.keys.refresh_secs.max(1));
     let reload = tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.tick().await;
@@ -210,32 +170,43 @@ fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
         }
     });
     let store = state.store.clone();
-    let audit_retention = i64::from(state.config.audit.retention_days) * 86_400;
+    let audit_retention = i64::from(config.audit.retention_days) * 86_400;
     let sweep = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
-            let now = crate::util::now();
-            match store.delete_expired_clients(now).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(count = n, "expired unused client registrations removed"),
-                Err(e) => tracing::error!(error = %e, "sweeping expired clients failed"),
-            }
-            if let Err(e) = store.purge_rate_limits(now - 86_400).await {
-                tracing::error!(error = %e, "purging rate-limit windows failed");
-            }
-            if let Err(e) = store.purge_expired_grants(now).await {
-                tracing::error!(error = %e, "purging expired codes and sessions failed");
-            }
-            if let Err(e) = store.purge_used(now).await {
-                tracing::error!(error = %e, "purging expired single-use jtis failed");
-            }
-            if let Err(e) = store.purge_audit(now - audit_retention).await {
-                tracing::error!(error = %e, "purging old audit events failed");
-            }
+            sweep(store.as_ref(), crate::util::now(), audit_retention).await;
         }
     });
     vec![reload, sweep]
+}
+
+/// One pass of the sweeper; a failure is logged and the next pass tries again.
+async fn sweep(store: &dyn Store, now: i64, audit_retention: i64) {
+    match store.delete_expired_clients(now).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(count = n, "expired unused client registrations removed"),
+        Err(e) => tracing::error!(error = %e, "sweeping expired clients failed"),
+    }
+    let purges = [
+        (
+            "rate-limit windows",
+            store.purge_rate_limits(now - 86_400).await,
+        ),
+        ("authorization codes", store.purge_codes(now).await),
+        ("sessions", store.purge_sessions(now).await),
+        ("refresh tokens", store.purge_refresh_tokens(now).await),
+        ("single-use jtis", store.purge_used(now).await),
+        (
+            "audit events",
+            store.purge_audit(now - audit_retention).await,
+        ),
+    ];
+    for (what, result) in purges {
+        if let Err(e) = result {
+            tracing::error!(error = %e, "purging expired {what} failed");
+        }
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -41,7 +41,7 @@ pub fn b64_decode(s: &str) -> Option<Vec<u8>> {
 
 /// SHA-256 of a high-entropy secret. Stored secrets (client secrets, registration access
 /// tokens, codes, refresh tokens) are 256-bit random, so a fast hash is the right tool
-/// (DESIGN.md §3); user passwords use argon2id instead.
+/// (a slow KDF adds nothing to 256 random bits); user passwords use argon2id instead.
 pub fn secret_hash(secret: &str) -> Vec<u8> {
     aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes())
         .as_ref()
@@ -53,6 +53,16 @@ pub fn verify_secret(secret: &str, stored: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     let h = secret_hash(secret);
     h.len() == stored.len() && bool::from(h.ct_eq(stored))
+}
+
+/// Is the URL's host a loopback host (`localhost`, 127.0.0.0/8, `[::1]`)? RFC 8252 §7.3.
+pub fn is_loopback_host(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }
 
 /// RFC 3339 rendering of a Unix time, for CLI listings.

@@ -7,7 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiQuery, Page, PageQuery, cursor_for, time};
 use crate::error::{ApiError, ApiErrorBody};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::{AuditEvent, AuditQuery};
 
 /// Filters; all optional.
@@ -143,7 +143,7 @@ pub async fn list(
     // One more than asked for tells whether there is a next page.
     q.limit += 1;
     // Events recorded just now are still queued for the writer: store them first.
-    state.audit.flush().await;
+    state.oauth.audit.flush().await;
     let mut events = state.store.list_audit(&q).await?;
     let more = events.len() > limit;
     events.truncate(limit);

@@ -12,7 +12,7 @@ use super::auth::AdminCaller;
 use super::{ApiJson, ApiPath, ApiQuery, Page, PageQuery, paginate, record_change, time};
 use crate::error::{ApiError, ApiErrorBody};
 use crate::manage::{self, NewClient};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::{ClientKind, ClientRecord};
 
 /// How a client came to exist.
@@ -142,6 +142,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<CreatedClient>), ApiError> {
     let (record, client_secret) = manage::create_client(
         state.store.as_ref(),
+        &state.oauth.grants,
         NewClient {
             name: body.client_name,
             client_id: body.client_id,
@@ -151,11 +152,12 @@ pub async fn create(
             scope: body.scope,
             jwks_uri: body.jwks_uri,
             may_introspect: body.may_introspect,
+            admin: false,
         },
         None,
     )
     .await?;
-    state.clients.forget(&record.client_id);
+    state.oauth.clients.forget(&record.client_id);
     record_change(
         &state,
         &caller,
@@ -206,7 +208,7 @@ pub async fn delete(
     if !state.store.delete_client(&client_id).await? {
         return Err(ApiError::not_found(format!("no client {client_id}")));
     }
-    state.clients.forget(&client_id);
+    state.oauth.clients.forget(&client_id);
     record_change(
         &state,
         &caller,
@@ -241,6 +243,7 @@ pub async fn metadata_documents(
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<CachedDocument>>, ApiError> {
     let all: Vec<CachedDocument> = state
+        .oauth
         .cimd
         .as_ref()
         .map(|c| c.cached())

@@ -13,7 +13,7 @@ use super::auth::AdminCaller;
 use super::users::find;
 use super::{ApiPath, ApiQuery, Page, PageQuery, paginate, record_change, time};
 use crate::error::{ApiError, ApiErrorBody};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::Consent;
 
 /// A user's consent: a client, a resource, the scopes granted.

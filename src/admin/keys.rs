@@ -10,7 +10,7 @@ use super::auth::AdminCaller;
 use super::{ApiJson, ApiQuery, Page, PageQuery, paginate, record_change, time};
 use crate::error::{ApiError, ApiErrorBody};
 use crate::keys::Alg;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::KeyStatus;
 
 /// A signing key (never its private part).
@@ -101,7 +101,12 @@ pub async fn rotate(
             Alg::parse(a).ok_or_else(|| ApiError::validation("alg", "must be ES256 or RS256"))?,
         ],
     };
-    let kids = state.keys.rotate(&algs).await.map_err(ApiError::internal)?;
+    let kids = state
+        .oauth
+        .keys
+        .rotate(&algs)
+        .await
+        .map_err(ApiError::internal)?;
     record_change(
         &state,
         &caller,

@@ -1,5 +1,5 @@
 //! The admin API under `/admin/v1`: JSON, one module per kind of thing administered, every
-//! route documented with utoipa and collected by an `OpenApiRouter` (see [`router`]).
+//! route documented with utoipa and registered in `crate::router`.
 //!
 //! Shared shapes, so every route answers alike:
 //! - errors: [`crate::error::ApiError`] (`{"error": {"code", "message", "field"}}`);
@@ -24,35 +24,10 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::audit::{Event, Kind};
 use crate::error::ApiError;
-use crate::startup::AppState;
-
-/// Every admin route, with its OpenAPI description. Authentication is added by the caller
-/// (`router.rs`) as a route layer, so no route can be left unprotected.
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(<openapi::AdminDoc as utoipa::OpenApi>::openapi())
-        .routes(routes!(resources::list, resources::create))
-        .routes(routes!(resources::get, resources::delete))
-        .routes(routes!(
-            resources::list_exchanges,
-            resources::allow_exchange,
-            resources::deny_exchange
-        ))
-        .routes(routes!(clients::list, clients::create))
-        .routes(routes!(clients::metadata_documents))
-        .routes(routes!(clients::get, clients::delete))
-        .routes(routes!(users::list, users::create))
-        .routes(routes!(users::get, users::delete))
-        .routes(routes!(users::set_password))
-        .routes(routes!(consents::list, consents::revoke))
-        .routes(routes!(keys::list))
-        .routes(routes!(keys::rotate))
-        .routes(routes!(audit::list))
-}
+use crate::state::AppState;
 
 /// One page of a list. `next` is the cursor for the following page; absent on the last.
 #[derive(Debug, Serialize, ToSchema)]
@@ -140,7 +115,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        if !crate::endpoints::has_content_type(req.headers(), "application/json") {
+        if !crate::http::has_content_type(req.headers(), "application/json") {
             return Err(ApiError::bad_request(
                 "the request must have Content-Type: application/json",
             ));
@@ -217,7 +192,7 @@ pub fn record_change(
     target: serde_json::Value,
     user_id: Option<&str>,
 ) {
-    state.audit.record(
+    state.oauth.audit.record(
         Event::new(Kind::AdminChange)
             .client(&caller.client_id)
             .user_opt(user_id)

@@ -1,14 +1,14 @@
-//! The OpenAPI 3.1 document: the admin API (collected from its `OpenApiRouter`) and the
-//! public OAuth endpoints (annotated on their handlers), served at `GET /openapi.json` and
-//! committed as `openapi/concierge.json` (a test fails when the two drift).
+//! The OpenAPI 3.1 document's frame: its description, tags and security schemes ([`Doc`]),
+//! and the finishing touches [`finish`] gives the paths `crate::router` collects (the admin
+//! token requirement, unique operation ids). Served at `GET /openapi.json` and committed as
+//! `openapi/concierge.json` (a test fails when the two drift).
 //!
 //! Paths are relative to the issuer URL (an issuer with a path serves them under it).
 
-use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::manage::ADMIN_SCOPE;
+use crate::oauth::admin_token::ADMIN_SCOPE;
 
 /// The admin API's part: description, tags and how it authenticates.
 #[derive(OpenApi)]
@@ -35,27 +35,7 @@ lists are `{\"items\": […], \"next\": cursor|null}` with `limit` and `cursor` 
         (name = "oauth", description = "The public OAuth 2.1 / OpenID Connect endpoints"),
     )
 )]
-pub struct AdminDoc;
-
-/// The public endpoints.
-#[derive(OpenApi)]
-#[openapi(paths(
-    crate::endpoints::token::token,
-    crate::endpoints::authorize::authorize_get,
-    crate::endpoints::authorize::authorize_post,
-    crate::endpoints::register::register,
-    crate::endpoints::register::read,
-    crate::endpoints::register::update,
-    crate::endpoints::register::delete,
-    crate::endpoints::introspect::introspect,
-    crate::endpoints::revoke::revoke,
-    crate::endpoints::device::authorization,
-    crate::endpoints::userinfo::get,
-    crate::endpoints::userinfo::post,
-    crate::endpoints::jwks::jwks,
-    crate::endpoints::well_known::metadata,
-))]
-pub struct PublicDoc;
+pub struct Doc;
 
 const ADMIN_TOKEN: &str = "admin_token";
 
@@ -94,9 +74,9 @@ impl Modify for AdminSecurity {
     }
 }
 
-/// The whole document.
-pub fn document() -> utoipa::openapi::OpenApi {
-    let (_, mut doc) = super::router().split_for_parts();
+/// Finish the collected document: every `/admin/v1` operation requires an admin token, the
+/// discovery document is listed under both of its names, operation ids are unique.
+pub fn finish(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     let requirement = SecurityRequirement::new(ADMIN_TOKEN, [ADMIN_SCOPE]);
     for (path, item) in doc.paths.paths.iter_mut() {
         if path.starts_with("/admin/") {
@@ -128,20 +108,17 @@ pub fn document() -> utoipa::openapi::OpenApi {
             }
         }
     }
-    let mut public = PublicDoc::openapi();
     // One handler serves both discovery documents.
-    if let Some(item) = public
+    if let Some(item) = doc
         .paths
         .paths
         .get("/.well-known/oauth-authorization-server")
         .cloned()
     {
-        public
-            .paths
+        doc.paths
             .paths
             .insert("/.well-known/openid-configuration".into(), item);
     }
-    doc.merge(public);
     // Handler names repeat across modules (`list`, `get`): derive unique operation ids from
     // method and path instead, e.g. `getAdminV1ResourcesUri`.
     for (path, item) in doc.paths.paths.iter_mut() {
@@ -170,16 +147,4 @@ fn operation_id(method: &str, path: &str) -> String {
         }
     }
     id
-}
-
-/// The document as the committed file holds it: pretty JSON with a final newline.
-pub fn document_json() -> String {
-    let mut s = document().to_pretty_json().unwrap_or_default();
-    s.push('\n');
-    s
-}
-
-/// `GET /openapi.json`.
-pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
-    Json(document())
 }

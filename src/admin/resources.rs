@@ -14,9 +14,10 @@ use super::auth::AdminCaller;
 use super::{ApiJson, ApiPath, ApiQuery, Page, PageQuery, paginate, record_change};
 use crate::error::{ApiError, ApiErrorBody};
 use crate::manage;
-use crate::oauth::resource::{Resource, ScopeDef};
-use crate::startup::AppState;
-use crate::store::ExchangePolicy;
+use crate::oauth::admin_token::admin_resource_uri;
+use crate::oauth::resource::ScopeDef;
+use crate::state::AppState;
+use crate::store::{ExchangePolicy, ResourceRecord};
 
 /// A protected resource (an MCP server or any API that accepts our tokens).
 #[derive(Debug, Serialize, ToSchema)]
@@ -30,8 +31,8 @@ pub struct ResourceView {
     pub created_at: String,
 }
 
-impl From<&Resource> for ResourceView {
-    fn from(r: &Resource) -> Self {
+impl From<&ResourceRecord> for ResourceView {
+    fn from(r: &ResourceRecord) -> Self {
         Self {
             uri: r.uri.to_string(),
             name: r.name.clone(),
@@ -87,7 +88,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<ResourceView>), ApiError> {
     let r =
         manage::create_resource(state.store.as_ref(), &body.uri, &body.name, body.scopes).await?;
-    state.resources.forget(r.uri.as_str());
+    state.oauth.resources.forget(r.uri.as_str());
     record_change(
         &state,
         &caller,
@@ -95,7 +96,10 @@ pub async fn create(
         serde_json::json!({ "uri": r.uri.as_str() }),
         None,
     );
-    Ok((StatusCode::CREATED, Json(ResourceView::from(&r))))
+    Ok((
+        StatusCode::CREATED,
+        Json(ResourceView::from(&r.to_record())),
+    ))
 }
 
 /// One resource. The URI is percent-encoded in the path.
@@ -131,13 +135,13 @@ pub async fn delete(
     ApiPath(uri): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let uri = manage::resource_uri("uri", &uri)?;
-    if uri.as_str() == manage::admin_resource_uri(&state.issuer) {
+    if uri.as_str() == admin_resource_uri(state.oauth.issuer()) {
         return Err(ApiError::conflict(
             "the admin API's own resource cannot be removed",
         ));
     }
     manage::delete_resource(state.store.as_ref(), uri.as_str()).await?;
-    state.resources.forget(uri.as_str());
+    state.oauth.resources.forget(uri.as_str());
     record_change(
         &state,
         &caller,

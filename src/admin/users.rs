@@ -11,7 +11,7 @@ use super::auth::AdminCaller;
 use super::{ApiJson, ApiPath, ApiQuery, Page, PageQuery, paginate, record_change, time};
 use crate::error::{ApiError, ApiErrorBody};
 use crate::manage;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::User;
 
 /// A local account (never its password hash).

@@ -8,43 +8,37 @@ use axum::response::Response;
 use minijinja::context;
 
 use crate::audit::{Event, Kind};
-use crate::startup::AppState;
-use crate::ui::{self, Browser, see_other};
+use crate::oauth::consent::identity_key;
+use crate::oauth::resource::ResourceUri;
+use crate::state::AppState;
+use crate::ui::see_other;
 use crate::util;
 
 pub async fn apps(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let Some((_, user)) = ui::current_session(&state, &headers).await else {
-        let back = format!("{}/account/apps", state.base_path);
-        return see_other(&format!(
-            "{}/signin?{}",
-            state.base_path,
-            serde_urlencoded::to_string([("return_to", back)]).unwrap_or_default()
-        ));
+    let ctx = &state.oauth;
+    let user = match super::current_session(&state, &headers).await {
+        Ok(Some((_, user))) => user,
+        Ok(None) => return super::to_signin(&state, &state.web.path("/account/apps"), None),
+        Err(page) => return *page,
     };
-    let consents = match state.store.list_consents(&user.id).await {
+    let consents = match ctx.consents().list_consents(&user.id).await {
         Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "listing consents");
-            return ui::error_page(
-                &state,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Your apps could not be loaded.",
-            );
-        }
+        Err(e) => return state.web.internal_error(e),
     };
     let mut apps = Vec::new();
     for c in consents {
-        let client_name = match state.clients.find(&c.client_id).await {
+        let client_name = match ctx.clients.find(&c.client_id).await {
             Ok(Some(client)) => client.display_name(),
             _ => format!("{} (no longer registered)", c.client_id),
         };
-        let resource_name = if c.resource == crate::oauth::consent::identity_key(&state) {
+        let resource_name = if c.resource == identity_key(ctx) {
             "Your identity".to_string()
         } else {
-            match state.store.get_resource(&c.resource).await {
-                Ok(Some(r)) => r.name,
-                _ => c.resource.clone(),
-            }
+            let found = match ResourceUri::parse(&c.resource) {
+                Ok(uri) => ctx.resources.get(&uri).await.ok().flatten(),
+                Err(_) => None,
+            };
+            found.map_or_else(|| c.resource.clone(), |r| r.name.clone())
         };
         let scopes: Vec<&str> = c.scopes.split(' ').filter(|s| !s.is_empty()).collect();
         apps.push(context! {
@@ -57,55 +51,54 @@ pub async fn apps(State(state): State<AppState>, headers: HeaderMap) -> Response
             last_used => c.last_used_at.map(util::rfc3339).unwrap_or_else(|| "never".into()),
         });
     }
-    let browser = Browser::from_headers(&state, &headers);
-    let page = state.pages.render(
+    let web = &state.web;
+    let browser = web.browser(&headers);
+    let page = web.render(
         StatusCode::OK,
         "apps.html",
         context! {
-            base => state.base_path.as_ref(),
+            base => web.base_path(),
             username => user.username,
             apps => apps,
-            csrf => browser.csrf(&state),
+            csrf => web.csrf(&browser),
         },
     );
     browser.apply(page)
 }
 
 pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let form = match ui::posted_form(&state, &headers, &body) {
+    let ctx = &state.oauth;
+    let form = match state.web.posted_form(&headers, &body) {
         Ok(f) => f,
         Err(page) => return *page,
     };
-    let Some((_, user)) = ui::current_session(&state, &headers).await else {
-        return see_other(&format!("{}/signin", state.base_path));
+    let user = match super::current_session(&state, &headers).await {
+        Ok(Some((_, user))) => user,
+        Ok(None) => return see_other(&state.web.path("/signin")),
+        Err(page) => return *page,
     };
     let (Some(client_id), Some(resource)) = (form.get("client_id"), form.get("resource")) else {
-        return ui::error_page(&state, StatusCode::BAD_REQUEST, "Choose an app to revoke.");
+        return state
+            .web
+            .error_page(StatusCode::BAD_REQUEST, "Choose an app to revoke.");
     };
-    match state
-        .store
-        .revoke_consent(&user.id, client_id, resource, util::now())
+    match ctx
+        .consents()
+        .revoke_consent(&user.id, client_id, resource, ctx.now())
         .await
     {
         Ok(revoked) => {
             tracing::info!(user_id = %user.id, client_id = %client_id, "consent revoked");
             if revoked {
-                state.audit.record(
+                ctx.audit.record(
                     Event::new(Kind::ConsentRevoked)
                         .client(client_id)
                         .user(&user.id)
                         .detail(serde_json::json!({ "resource": resource })),
                 );
             }
-            see_other(&format!("{}/account/apps", state.base_path))
+            see_other(&state.web.path("/account/apps"))
         }
-        Err(e) => {
-            tracing::error!(error = %e, "revoking consent");
-            ui::error_page(
-                &state,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "The app could not be revoked.",
-            )
-        }
+        Err(e) => state.web.internal_error(e),
     }
 }

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::keys::Alg;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// How long `/readyz` waits for the database before calling it unreachable.
 const DATABASE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -28,7 +28,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         }
         Err(_) => "timed out".to_string(),
     };
-    let ring = state.keys.ring();
+    let ring = state.oauth.keys.ring();
     let keys = if Alg::ALL.iter().all(|&a| ring.active(a).is_some()) {
         "ok"
     } else {

@@ -10,9 +10,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use crate::error::{ErrorCode, OAuthError};
-use crate::oauth::dpop;
-use crate::oauth::tokens::{revoked_key, verify_access_token};
-use crate::startup::AppState;
+use crate::http::form_body;
+use crate::oauth::Context;
+use crate::oauth::client_auth::authenticate_client;
+use crate::oauth::tokens::{TokenError, check_access_token};
+use crate::state::AppState;
 use crate::util;
 
 #[utoipa::path(post, path = "/introspect", tag = "oauth",
@@ -28,8 +30,8 @@ pub async fn introspect(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthError> {
-    let form = super::form_body(&headers, body)?;
-    let client = super::authenticated_client(&state, &headers, &form).await?;
+    let form = form_body(&headers, body)?;
+    let client = authenticate_client(&state.oauth, &headers, &form).await?;
     if !client.metadata.may_introspect {
         return Err(OAuthError::new(
             ErrorCode::UnauthorizedClient,
@@ -40,7 +42,7 @@ pub async fn introspect(
     let token = form
         .get("token")
         .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
-    let answer = describe(&state, token)
+    let answer = describe(&state.oauth, token)
         .await?
         .unwrap_or_else(|| json!({ "active": false }));
     let mut res = Json(answer).into_response();
@@ -50,47 +52,45 @@ pub async fn introspect(
 }
 
 /// The introspection answer for an active token, or `None`.
-async fn describe(state: &AppState, token: &str) -> Result<Option<Value>, OAuthError> {
-    let now = util::now();
-    if let Some(claims) = verify_access_token(&state.keys, &state.issuer, token, None) {
-        let jti = claims["jti"].as_str().unwrap_or_default();
-        if state.store.is_used(&revoked_key(jti), now).await? {
-            return Ok(None);
-        }
-        let mut out = Map::new();
-        out.insert("active".into(), true.into());
-        // RFC 9449 §6.2: a bound token is a DPoP token, and its `cnf` says to which key.
-        let bound = claims
-            .get("cnf")
-            .filter(|_| dpop::bound_jkt(&claims).is_some());
-        out.insert(
-            "token_type".into(),
-            if bound.is_some() { "DPoP" } else { "Bearer" }.into(),
-        );
-        if let Some(cnf) = bound {
-            out.insert("cnf".into(), cnf.clone());
-        }
-        for k in [
-            "scope",
-            "client_id",
-            "sub",
-            "aud",
-            "iss",
-            "exp",
-            "iat",
-            "jti",
-            "auth_time",
-            "act",
-        ] {
-            if let Some(v) = claims.get(k) {
-                out.insert(k.into(), v.clone());
+async fn describe(ctx: &Context, token: &str) -> Result<Option<Value>, OAuthError> {
+    match check_access_token(ctx, token, None).await {
+        Ok(claims) => {
+            let mut out = Map::new();
+            out.insert("active".into(), true.into());
+            // RFC 9449 §6.2: a bound token is a DPoP token, and its `cnf` says to which key.
+            let bound = claims.jkt().is_some();
+            out.insert(
+                "token_type".into(),
+                if bound { "DPoP" } else { "Bearer" }.into(),
+            );
+            if let (true, Some(cnf)) = (bound, &claims.cnf) {
+                out.insert("cnf".into(), cnf.clone());
             }
+            if !claims.scope.is_empty() {
+                out.insert("scope".into(), claims.scope.clone().into());
+            }
+            out.insert("client_id".into(), claims.client_id.clone().into());
+            out.insert("sub".into(), claims.sub.clone().into());
+            out.insert("aud".into(), claims.aud_claim());
+            out.insert("iss".into(), claims.iss.clone().into());
+            out.insert("exp".into(), claims.exp.into());
+            out.insert("iat".into(), claims.iat.into());
+            out.insert("jti".into(), claims.jti.clone().into());
+            if let Some(t) = claims.auth_time {
+                out.insert("auth_time".into(), t.into());
+            }
+            if let Some(act) = &claims.act {
+                out.insert("act".into(), act.clone());
+            }
+            return Ok(Some(Value::Object(out)));
         }
-        return Ok(Some(Value::Object(out)));
+        Err(TokenError::Revoked) => return Ok(None),
+        Err(TokenError::Store(e)) => return Err(e.into()),
+        Err(TokenError::Invalid) => {}
     }
-    if let Some(rt) = state
-        .store
-        .get_refresh(&util::secret_hash(token), now)
+    if let Some(rt) = ctx
+        .refresh_tokens()
+        .get_refresh(&util::secret_hash(token), ctx.now())
         .await?
     {
         return Ok(Some(json!({
@@ -99,7 +99,7 @@ async fn describe(state: &AppState, token: &str) -> Result<Option<Value>, OAuthE
             "client_id": rt.client_id,
             "sub": rt.user_id,
             "scope": rt.scope,
-            "iss": state.issuer.as_ref(),
+            "iss": ctx.issuer(),
             "iat": rt.created_at,
             "exp": rt.expires_at,
         })));

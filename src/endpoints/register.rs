@@ -9,12 +9,13 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use subtle::ConstantTimeEq;
 
-use super::{ClientAddr, bearer_token};
 use crate::audit::{Event, Kind};
 use crate::error::OAuthError;
+use crate::http::{ClientAddr, bearer_token, has_content_type};
+use crate::oauth::authn::throttle::Bucket;
 use crate::oauth::client_metadata::{self, MAX_BODY_BYTES, Origin, RawClientMetadata};
 use crate::oauth::registration::{apply_update, client_information, new_client};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::{ClientKind, ClientRecord};
 use crate::util;
 
@@ -31,7 +32,7 @@ fn json_body(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Bytes, OAuthError> {
-    let is_json = super::has_content_type(headers, "application/json");
+    let is_json = has_content_type(headers, "application/json");
     if !is_json {
         return Err(OAuthError::invalid_client_metadata(
             "the request must have Content-Type: application/json",
@@ -64,7 +65,8 @@ pub async fn register(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthError> {
-    let policy = &state.config.registration;
+    let ctx = &state.oauth;
+    let policy = &ctx.config.registration;
     if let Some(expected) = &policy.initial_access_token {
         // RFC 7591 §3: an initial access token, when the operator requires one.
         let ok = bearer_token(&headers).is_some_and(|given| {
@@ -78,20 +80,22 @@ pub async fn register(
     }
     let body = json_body(&headers, body)?;
     let raw = RawClientMetadata::from_json(&body)?;
-    let metadata = client_metadata::validate(raw, Origin::Registration(policy))?;
+    let metadata = client_metadata::validate(raw, Origin::Registration(policy), &ctx.grants)?;
 
-    let now = util::now();
+    let now = ctx.now();
     let from = addr.map(|a| a.to_string());
-    if let Some(a) = &from {
-        let window = i64::from(policy.rate_limit_window_secs);
-        let hits = state
-            .store
-            .hit(&format!("register:{a}"), window, now)
-            .await?;
-        if hits > i64::from(policy.rate_limit_max) {
-            tracing::warn!(address = %a, "registration rate limit reached");
-            return Err(OAuthError::rate_limited("registrations", window as u64));
-        }
+    if let Some(a) = addr
+        && let Err(t) = ctx
+            .authn
+            .throttle
+            .attempt(ctx.rate_limits(), Bucket::Registration(a), now)
+            .await?
+    {
+        tracing::warn!(address = %a, "registration rate limit reached");
+        return Err(OAuthError::rate_limited(
+            "registrations",
+            t.retry_after as u64,
+        ));
     }
     let ttl = i64::from(policy.unused_client_ttl_secs);
     let (record, secrets) = new_client(metadata, ClientKind::Dynamic, None, from, now, ttl);
@@ -102,7 +106,7 @@ pub async fn register(
         auth_method = record.metadata.token_endpoint_auth_method.as_str(),
         "client registered"
     );
-    state.audit.record(
+    ctx.audit.record(
         Event::new(Kind::ClientRegistered)
             .client(&record.client_id)
             .ip(addr)
@@ -116,7 +120,7 @@ pub async fn register(
         &record,
         secrets.client_secret.as_deref(),
         secrets.registration_access_token.as_deref(),
-        &state.issuer,
+        ctx.issuer(),
     );
     Ok(json_response(StatusCode::CREATED, body))
 }
@@ -164,7 +168,7 @@ pub async fn read(
     headers: HeaderMap,
 ) -> Result<Response, OAuthError> {
     let (record, token) = authorized_client(&state, &client_id, &headers).await?;
-    let body = client_information(&record, None, Some(&token), &state.issuer);
+    let body = client_information(&record, None, Some(&token), state.oauth.issuer());
     Ok(json_response(StatusCode::OK, body))
 }
 
@@ -225,21 +229,24 @@ pub async fn update(
             ));
         }
     }
-    let metadata =
-        client_metadata::validate(raw, Origin::Registration(&state.config.registration))?;
+    let ctx = &state.oauth;
+    let metadata = client_metadata::validate(
+        raw,
+        Origin::Registration(&ctx.config.registration),
+        &ctx.grants,
+    )?;
     let new_secret = apply_update(&mut record, metadata, util::now());
     let updated = state.store.update_client(&record).await?;
-    state.clients.forget(&record.client_id);
+    ctx.clients.forget(&record.client_id);
     if !updated {
         return Err(OAuthError::invalid_token(
             "the registration access token is not valid for this client",
         ));
     }
     tracing::info!(client_id = %record.client_id, "client registration updated");
-    state
-        .audit
+    ctx.audit
         .record(Event::new(Kind::ClientUpdated).client(&record.client_id));
-    let body = client_information(&record, new_secret.as_deref(), Some(&token), &state.issuer);
+    let body = client_information(&record, new_secret.as_deref(), Some(&token), ctx.issuer());
     Ok(json_response(StatusCode::OK, body))
 }
 
@@ -259,9 +266,10 @@ pub async fn delete(
 ) -> Result<Response, OAuthError> {
     let (record, _) = authorized_client(&state, &client_id, &headers).await?;
     state.store.delete_client(&record.client_id).await?;
-    state.clients.forget(&record.client_id);
+    state.oauth.clients.forget(&record.client_id);
     tracing::info!(client_id = %record.client_id, "client registration deleted");
     state
+        .oauth
         .audit
         .record(Event::new(Kind::ClientDeleted).client(&record.client_id));
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -10,8 +10,10 @@ use axum::response::{IntoResponse, Response};
 
 use crate::audit::{Event, Kind};
 use crate::error::OAuthError;
-use crate::oauth::tokens::{revoked_key, verify_access_token};
-use crate::startup::AppState;
+use crate::http::form_body;
+use crate::oauth::client_auth::authenticate_client;
+use crate::oauth::tokens::{decode_access_token, revoked_key};
+use crate::state::AppState;
 use crate::util;
 
 #[utoipa::path(post, path = "/revoke", tag = "oauth",
@@ -26,39 +28,39 @@ pub async fn revoke(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthError> {
-    let form = super::form_body(&headers, body)?;
-    let client = super::authenticated_client(&state, &headers, &form).await?;
+    let ctx = &state.oauth;
+    let form = form_body(&headers, body)?;
+    let client = authenticate_client(ctx, &headers, &form).await?;
     let token = form
         .get("token")
         .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
-    let now = util::now();
+    let now = ctx.now();
     // The hint only orders the look-ups (§2.1); both kinds are tried.
-    if let Some(claims) = verify_access_token(&state.keys, &state.issuer, token, None) {
-        if claims["client_id"].as_str() == Some(client.client_id.as_str())
-            && let (Some(jti), Some(exp)) = (claims["jti"].as_str(), claims["exp"].as_i64())
-        {
-            state
-                .store
-                .use_once(&revoked_key(jti), exp + 60, now)
+    if let Some(claims) = decode_access_token(ctx, token) {
+        if claims.client_id == client.client_id {
+            ctx.replay()
+                .use_once(&revoked_key(&claims.jti), claims.exp + 60, now)
                 .await?;
             tracing::info!(client_id = %client.client_id, "access token revoked");
-            state.audit.record(
+            ctx.audit.record(
                 Event::new(Kind::TokenRevoked)
                     .client(&client.client_id)
-                    .user_opt(claims["sub"].as_str())
-                    .detail(serde_json::json!({ "token_type": "access_token", "jti": jti })),
+                    .user(&claims.sub)
+                    .detail(serde_json::json!({ "token_type": "access_token", "jti": claims.jti })),
             );
         }
-    } else if let Some(rt) = state
-        .store
+    } else if let Some(rt) = ctx
+        .refresh_tokens()
         .get_refresh(&util::secret_hash(token), now)
         .await?
         && rt.client_id == client.client_id
     {
         // The whole grant goes: the refresh token and its rotations.
-        state.store.revoke_family(&rt.family_id, now).await?;
+        ctx.refresh_tokens()
+            .revoke_family(&rt.family_id, now)
+            .await?;
         tracing::info!(client_id = %client.client_id, "refresh token revoked");
-        state.audit.record(
+        ctx.audit.record(
             Event::new(Kind::TokenRevoked)
                 .client(&client.client_id)
                 .user(&rt.user_id)

@@ -15,40 +15,75 @@ pub struct OAuthErrorResponse {
     pub error_description: String,
 }
 
-/// `POST /token` (RFC 6749 §3.2), form-encoded. Which parameters apply depends on
-/// `grant_type`. Client authentication: HTTP Basic, `client_id` + `client_secret`, or
-/// `client_assertion` (RFC 7523, `private_key_jwt`); public clients send `client_id` only.
-#[derive(Serialize, ToSchema)]
-pub struct TokenRequest {
-    /// `authorization_code`, `refresh_token`, `client_credentials`,
-    /// `urn:ietf:params:oauth:grant-type:device_code` or
-    /// `urn:ietf:params:oauth:grant-type:token-exchange`.
-    pub grant_type: String,
-    /// authorization_code: the code.
-    pub code: Option<String>,
-    /// authorization_code: as sent to `/authorize`.
-    pub redirect_uri: Option<String>,
-    /// authorization_code: the PKCE verifier (RFC 7636).
-    pub code_verifier: Option<String>,
-    /// refresh_token: the refresh token.
-    pub refresh_token: Option<String>,
-    /// device_code: the device code (RFC 8628 §3.4).
-    pub device_code: Option<String>,
-    /// token-exchange: the presented token (RFC 8693 §2.1).
-    pub subject_token: Option<String>,
-    pub subject_token_type: Option<String>,
-    pub actor_token: Option<String>,
-    pub actor_token_type: Option<String>,
-    pub requested_token_type: Option<String>,
-    /// The resource the token is for (RFC 8707); may repeat where a grant allows.
-    pub resource: Option<String>,
-    /// Space-separated scopes.
-    pub scope: Option<String>,
-    pub client_id: Option<String>,
-    pub client_secret: Option<String>,
-    /// `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`.
-    pub client_assertion_type: Option<String>,
-    pub client_assertion: Option<String>,
+/// `POST /token` (RFC 6749 §3.2), form-encoded. Its schema is made from the grant
+/// registry ([`token_request_schema`]): `grant_type` lists every grant, and each grant's
+/// parameters are described with it, so the document cannot drift from the code.
+pub struct TokenRequest;
+
+impl utoipa::PartialSchema for TokenRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        token_request_schema(&crate::oauth::grants::GrantRegistry::standard()).into()
+    }
+}
+
+impl ToSchema for TokenRequest {}
+
+/// The token request's schema for the grants of `registry`: the parameters every request
+/// may carry, then each grant's own.
+pub fn token_request_schema(
+    registry: &crate::oauth::grants::GrantRegistry,
+) -> utoipa::openapi::schema::ObjectBuilder {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let text = |d: &str| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(d))
+    };
+    let grants: Vec<&str> = registry.all().map(|g| g.grant_type()).collect();
+    let mut doc = String::from("Which grant: ");
+    for (i, g) in registry.all().enumerate() {
+        if i > 0 {
+            doc.push_str("; ");
+        }
+        doc.push_str(&format!("`{}`: {}", g.grant_type(), g.description()));
+    }
+    let mut schema = ObjectBuilder::new()
+        .description(Some(
+            "Which parameters apply depends on `grant_type`. Client authentication: HTTP \
+             Basic, `client_id` + `client_secret`, or `client_assertion` (RFC 7523, \
+             `private_key_jwt`); public clients send `client_id` only.",
+        ))
+        .property(
+            "grant_type",
+            text(&doc).enum_values(Some(grants.iter().copied())),
+        )
+        .required("grant_type");
+    let mut seen: Vec<&str> = Vec::new();
+    for g in registry.all() {
+        for p in g.parameters() {
+            if !seen.contains(&p.name) {
+                seen.push(p.name);
+                schema = schema.property(p.name, text(p.description));
+            }
+        }
+    }
+    for (name, description) in [
+        (
+            "resource",
+            "The resource the token is for (RFC 8707); may repeat where a grant allows",
+        ),
+        ("scope", "Space-separated scopes"),
+        ("client_id", "The client, unless HTTP Basic names it"),
+        ("client_secret", "client_secret_post"),
+        (
+            "client_assertion_type",
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        ),
+        ("client_assertion", "private_key_jwt: the signed assertion"),
+    ] {
+        schema = schema.property(name, text(description));
+    }
+    schema
 }
 
 /// A token response (RFC 6749 §5.1). The access token is a JWT (RFC 9068) whose audience is

@@ -1,4 +1,5 @@
-//! `POST /token` (RFC 6749 §3.2): parse, authenticate the client, hand to the grant.
+//! `POST /token` (RFC 6749 §3.2): parse, check the DPoP proof, authenticate the client, hand
+//! to the grant the registry names, and record what was issued.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -7,13 +8,14 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-use super::ClientAddr;
-use crate::audit::{Event, Kind};
+use crate::audit::Event;
 use crate::error::{ErrorCode, OAuthError};
-use crate::oauth::dpop;
-use crate::oauth::grants::{self, GrantType};
-use crate::startup::AppState;
-use crate::util;
+use crate::http::{ClientAddr, form_body};
+use crate::oauth::client_auth::authenticate_client;
+use crate::oauth::grants::{Grant, TokenRequest};
+use crate::oauth::tokens::{Issued, TokenResponse};
+use crate::oauth::{Context, dpop};
+use crate::state::AppState;
 
 #[utoipa::path(post, path = "/token", tag = "oauth",
     description = "The token endpoint (RFC 6749 §3.2): every grant Concierge implements.",
@@ -39,13 +41,14 @@ pub async fn token(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthError> {
+    let ctx = &state.oauth;
     let result = issue(&state, addr, &headers, body).await;
     // RFC 9449 §8: with nonces required, every answer carries a fresh one.
-    let nonce = state
+    let nonce = ctx
         .config
         .dpop
         .require_nonce
-        .then(|| dpop::current_nonce(state.keys.kek(), &state.config.dpop, util::now()));
+        .then(|| dpop::current_nonce(ctx.keys.kek(), &ctx.config.dpop, ctx.now()));
     match result {
         Ok(mut res) => {
             if let Some(v) = nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
@@ -66,33 +69,35 @@ async fn issue(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthError> {
-    let form = super::form_body(headers, body)?;
+    let ctx = &state.oauth;
+    let form = form_body(headers, body)?;
     let name = form
         .get("grant_type")
         .ok_or_else(|| OAuthError::invalid_request("grant_type is missing"))?;
     let unsupported = |d: String| OAuthError::new(ErrorCode::UnsupportedGrantType, d);
-    let grant_type = GrantType::parse(name).map_err(unsupported)?;
-    tracing::Span::current().record("grant_type", grant_type.as_str());
-    let grant = grants::find(grant_type, &state.config)
+    ctx.grants.check_registrable(name).map_err(unsupported)?;
+    let grant = ctx
+        .grants
+        .find(name, &ctx.config)
         .ok_or_else(|| unsupported(format!("'{name}' is not supported by this server yet")))?;
+    tracing::Span::current().record("grant_type", grant.grant_type());
 
     // The DPoP proof before client authentication, so a client asked for a nonce has not
     // spent its client assertion yet (RFC 9449 §5, §8).
-    let token_url = format!("{}/token", state.issuer);
     let proof = dpop::check(
-        state,
+        ctx,
         headers,
         dpop::Expect {
             method: "POST",
-            url: &token_url,
+            url: &ctx.url("/token"),
             access_token: None,
-            nonce: state.config.dpop.require_nonce,
+            nonce: ctx.config.dpop.require_nonce,
         },
     )
     .await?;
-    let client = super::authenticated_client(state, headers, &form).await?;
+    let client = authenticate_client(ctx, headers, &form).await?;
     tracing::Span::current().record("client_id", client.client_id.as_str());
-    if !client.metadata.grant_types.contains(&grant_type) {
+    if !client.metadata.has_grant(grant.grant_type()) {
         return Err(OAuthError::new(
             ErrorCode::UnauthorizedClient,
             format!("this client did not register the grant type {name}"),
@@ -103,10 +108,14 @@ async fn issue(
             "this client registered dpop_bound_access_tokens: send a DPoP proof (RFC 9449 §5.2)",
         ));
     }
-    let jkt = proof.as_ref().map(|p| p.jkt.as_str());
-    let response = grant.exchange(state, &client, &form, jkt).await?;
+    let request = TokenRequest {
+        client: &client,
+        form: &form,
+        dpop_jkt: proof.as_ref().map(|p| p.jkt.as_str()),
+    };
+    let response = grant.issue(ctx, &request).await?;
     note_use(state, &client);
-    record_issue(state, &client.client_id, grant_type, &response, addr);
+    record_issue(state, &client.client_id, grant, &response, addr);
 
     let mut res = Json(response).into_response();
     res.headers_mut()
@@ -122,43 +131,37 @@ async fn issue(
 struct IssueDetail<'a> {
     grant_type: &'static str,
     #[serde(flatten)]
-    issued: &'a crate::oauth::tokens::Issued,
+    issued: &'a Issued,
     #[serde(skip_serializing_if = "Option::is_none")]
     issued_token_type: Option<&'static str>,
     refresh_token_issued: bool,
 }
 
-/// The audit log's line for an issued token: exchanges with their `act` chain (RFC 8693
-/// §4.1), every other grant as `token.issued`.
+/// The audit log's line and the metrics for an issued token, as the grant describes them.
 fn record_issue(
     state: &AppState,
     client_id: &str,
-    grant_type: GrantType,
-    response: &crate::oauth::tokens::TokenResponse,
+    grant: &dyn Grant,
+    response: &TokenResponse,
     addr: Option<std::net::IpAddr>,
 ) {
-    let kind = match grant_type {
-        GrantType::TokenExchange => Kind::TokenExchanged,
-        _ => Kind::TokenIssued,
-    };
     let i = &response.issued;
     // Access tokens only: an ID-JAG (`token_type: N_A`) is an assertion for another server,
     // whose `aud` is that server's issuer, not one of our resources; its audit event counts it.
     if response.token_type != "N_A" {
         for resource in &i.audience {
-            state.metrics.token_issued(grant_type.as_str(), resource);
+            state.metrics.token_issued(grant.grant_type(), resource);
         }
     }
-    // A client's own token (client credentials) has the client as `sub`, not a user.
-    let user = (grant_type != GrantType::ClientCredentials).then_some(i.sub.as_str());
+    let user = grant.acts_for_user().then_some(i.sub.as_str());
     let detail = IssueDetail {
-        grant_type: grant_type.as_str(),
+        grant_type: grant.grant_type(),
         issued: i,
         issued_token_type: response.issued_token_type,
         refresh_token_issued: response.refresh_token.is_some(),
     };
-    state.audit.record(
-        Event::new(kind)
+    state.oauth.audit.record(
+        Event::new(grant.audit_kind())
             .client(client_id)
             .user_opt(user)
             .ip(addr)
@@ -169,8 +172,9 @@ fn record_issue(
 /// Record that a stored client was used (ending its unused-registration expiry), at most
 /// hourly and off the request path: issuing a token needs no synchronous write.
 fn note_use(state: &AppState, client: &crate::oauth::clients::Client) {
-    let now = util::now();
-    if !state.clients.note_use(client, now) {
+    let ctx: &Context = &state.oauth;
+    let now = ctx.now();
+    if !ctx.clients.note_use(client, now) {
         return;
     }
     let store = state.store.clone();

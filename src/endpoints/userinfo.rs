@@ -8,14 +8,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::{TokenScheme, access_token};
 use crate::error::{ErrorCode, OAuthError};
+use crate::http::{TokenScheme, access_token};
 use crate::oauth::dpop;
 use crate::oauth::form::Form;
-use crate::oauth::grants::user_tokens::user_claims;
-use crate::oauth::scope::Scope;
-use crate::oauth::tokens::{revoked_key, verify_access_token};
-use crate::startup::AppState;
+use crate::oauth::grants::user_grant::user_claims;
+use crate::oauth::tokens::{AccessClaims, TokenError, check_access_token};
+use crate::state::AppState;
 
 async fn answer(
     state: &AppState,
@@ -31,19 +30,17 @@ async fn answer(
         ));
         e
     })?;
-    let url = format!("{}/userinfo", state.issuer);
-    let claims = verify_access_token(&state.keys, &state.issuer, token, Some(&url))
-        .ok_or_else(|| OAuthError::invalid_token("the access token is not valid here"))?;
-    let jti = claims["jti"].as_str().unwrap_or_default();
-    if state
-        .store
-        .is_used(&revoked_key(jti), crate::util::now())
-        .await?
-    {
-        return Err(OAuthError::invalid_token("the access token was revoked"));
-    }
+    let ctx = &state.oauth;
+    let url = ctx.url("/userinfo");
+    let claims = check_access_token(ctx, token, Some(&url))
+        .await
+        .map_err(|e| match e {
+            TokenError::Invalid => OAuthError::invalid_token("the access token is not valid here"),
+            TokenError::Revoked => OAuthError::invalid_token("the access token was revoked"),
+            TokenError::Store(e) => e.into(),
+        })?;
     check_possession(state, headers, method, &url, scheme, token, &claims).await?;
-    let scope = Scope::parse(claims["scope"].as_str().unwrap_or("")).unwrap_or_default();
+    let scope = claims.scopes();
     if !scope.contains("openid") {
         let mut e = OAuthError::new(
             ErrorCode::AccessDenied,
@@ -53,10 +50,9 @@ async fn answer(
         e.www_authenticate = Some("Bearer error=\"insufficient_scope\", scope=\"openid\"".into());
         return Err(e);
     }
-    let sub = claims["sub"].as_str().unwrap_or_default();
-    let user = state
-        .store
-        .get_user(sub)
+    let user = ctx
+        .users()
+        .get_user(&claims.sub)
         .await?
         .ok_or_else(|| OAuthError::invalid_token("the user no longer exists"))?;
     let mut body = user_claims(&user, &scope);
@@ -73,7 +69,7 @@ async fn check_possession(
     url: &str,
     scheme: TokenScheme,
     token: &str,
-    claims: &serde_json::Value,
+    claims: &AccessClaims,
 ) -> Result<(), OAuthError> {
     let refuse = |d: String| {
         let mut e = OAuthError::invalid_dpop_proof(d.clone()).with_status(StatusCode::UNAUTHORIZED);
@@ -84,7 +80,7 @@ async fn check_possession(
         ));
         e
     };
-    match (scheme, dpop::bound_jkt(claims)) {
+    match (scheme, claims.jkt()) {
         (TokenScheme::Bearer, None) => Ok(()),
         (TokenScheme::Bearer, Some(_)) => Err(OAuthError::invalid_token(
             "the access token is DPoP-bound: send it as 'Authorization: DPoP' with a DPoP proof",
@@ -94,7 +90,7 @@ async fn check_possession(
         )),
         (TokenScheme::DPoP, Some(jkt)) => {
             let proof = dpop::check(
-                state,
+                &state.oauth,
                 headers,
                 dpop::Expect {
                     method: method.as_str(),

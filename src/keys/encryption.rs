@@ -21,6 +21,9 @@ pub struct Kek {
     csrf_key: aws_lc_rs::hmac::Key,
     /// HMAC key derived from the KEK for stateless DPoP nonces (RFC 9449 §8).
     dpop_nonce_key: aws_lc_rs::hmac::Key,
+    /// HMAC key derived from the KEK for authorization requests carried between the steps
+    /// of `/authorize` (sign-in, consent).
+    request_key: aws_lc_rs::hmac::Key,
     /// First bytes of SHA-256(KEK), to tell "wrong KEK" from "corrupt row".
     fingerprint: String,
     /// Earlier KEKs, still accepted for opening (and for anti-forgery tokens) while a KEK
@@ -68,6 +71,7 @@ impl Kek {
             key: LessSafeKey::new(unbound),
             csrf_key: derive(b"concierge csrf v1"),
             dpop_nonce_key: derive(b"concierge dpop nonce v1"),
+            request_key: derive(b"concierge authorization request v1"),
             fingerprint: util::b64(&digest.as_ref()[..6]),
             previous: Vec::new(),
         })
@@ -133,6 +137,19 @@ impl Kek {
     /// Is `nonce` the DPoP nonce of `window`? Constant time.
     pub fn verify_dpop_nonce(&self, window: i64, nonce: &str) -> bool {
         verify_mac(&self.dpop_nonce_key, &window.to_string(), nonce)
+    }
+
+    /// The tag that vouches for a carried authorization request's text.
+    pub fn request_tag(&self, text: &str) -> String {
+        mac(&self.request_key, text)
+    }
+
+    /// Is `tag` ours for `text`? Constant time; earlier KEKs too, so a rotation does not
+    /// break sign-ins under way.
+    pub fn verify_request_tag(&self, text: &str, tag: &str) -> bool {
+        std::iter::once(self)
+            .chain(&self.previous)
+            .any(|k| verify_mac(&k.request_key, text, tag))
     }
 
     pub fn fingerprint(&self) -> &str {

@@ -1,24 +1,39 @@
-//! The authorization request (OAuth 2.1 §4.1.1, RFC 8707, OpenID Connect Core §3.1.2), as a
-//! sequence of small checks. Until the client and its redirect URI are known to be good,
-//! errors are shown on a page; after that they go back to the client (§4.1.2.1).
+//! The authorization request (OAuth 2.1 §4.1.1, RFC 8707, OpenID Connect Core §3.1.2).
+//!
+//! [`validate`] checks a request once, as a list of small named steps in the order that
+//! decides how errors are reported: until the client and its redirect URI are known to be
+//! good, errors are shown on a page; after that they go back to the client (§4.1.2.1).
+//! The checked request then travels between the steps of the flow (sign-in, the consent
+//! page, the decision) in one signed form ([`AuthorizationRequest::seal`], [`unseal`]), so it
+//! is never parsed from raw parameters again. [`next_step`] says what the user must do next.
 
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::clients::{Client, ClientSource};
+use super::consent;
+use super::context::Context;
 use super::form::Form;
-use super::grants::GrantType;
-use super::resource::{OIDC_SCOPES, Resource, ResourceUri};
+use super::grants::authorization_code;
+use super::resource::{OIDC_SCOPES, Resource};
 use super::scope::Scope;
-use super::{dpop, pkce};
-use crate::error::ErrorCode;
-use crate::startup::AppState;
-use crate::store::ClientKind;
+use super::{dpop, pkce, policy};
+use crate::error::{ErrorCode, OAuthError};
+use crate::store::{Session, StoreError};
+use crate::util;
+
+/// How long a checked request may wait for the user to sign in and decide.
+pub const PENDING_TTL_SECS: i64 = 1800;
 
 /// Why an authorization request stops.
 #[derive(Debug)]
 pub enum AuthorizeError {
     /// The client or redirect URI cannot be trusted: show this on a page, never redirect.
     Page(String),
+    /// Our fault (logged with a correlation id): show this on a page, as a 500.
+    Internal(String),
     /// Tell the client, at its redirect URI.
     Redirect {
         redirect_uri: String,
@@ -28,8 +43,15 @@ pub enum AuthorizeError {
     },
 }
 
+impl AuthorizeError {
+    /// A store or internal error: logged with its correlation id, shown generically.
+    fn internal(e: impl std::fmt::Display) -> Self {
+        Self::Internal(crate::error::internal_message(e))
+    }
+}
+
 /// What `prompt` asks for (OpenID Connect Core §3.1.2.1).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Prompt {
     pub none: bool,
     pub login: bool,
@@ -46,7 +68,7 @@ pub struct AuthorizationRequest {
     pub redirect_uri_sent: Option<String>,
     pub state: Option<String>,
     pub code_challenge: String,
-    pub resources: Vec<Resource>,
+    pub resources: Vec<Arc<Resource>>,
     pub scope: Scope,
     pub nonce: Option<String>,
     pub prompt: Prompt,
@@ -60,7 +82,7 @@ pub struct AuthorizationRequest {
 #[derive(Debug, Clone, Copy)]
 pub struct Asked<'a> {
     pub client_id: &'a str,
-    pub resources: &'a [Resource],
+    pub resources: &'a [Arc<Resource>],
     pub scope: &'a Scope,
 }
 
@@ -70,7 +92,7 @@ impl Asked<'_> {
         self.scope
             .tokens()
             .iter()
-            .filter(|t| resource.scopes.iter().any(|s| &s.name == *t))
+            .filter(|t| resource.offers(t))
             .cloned()
             .collect()
     }
@@ -87,6 +109,25 @@ impl Asked<'_> {
 }
 
 impl AuthorizationRequest {
+    /// A request whose client and redirect URI are known; the rest is filled in by the
+    /// following steps.
+    fn with_redirect(client: Client, redirect_uri: String, sent: Option<String>) -> Self {
+        Self {
+            client,
+            redirect_uri,
+            redirect_uri_sent: sent,
+            state: None,
+            code_challenge: String::new(),
+            resources: Vec::new(),
+            scope: Scope::default(),
+            nonce: None,
+            prompt: Prompt::default(),
+            max_age: None,
+            login_hint: None,
+            dpop_jkt: None,
+        }
+    }
+
     pub fn asked(&self) -> Asked<'_> {
         Asked {
             client_id: &self.client.client_id,
@@ -95,6 +136,7 @@ impl AuthorizationRequest {
         }
     }
 
+    /// An error for the client, at its redirect URI.
     pub fn error(&self, code: ErrorCode, description: impl Into<String>) -> AuthorizeError {
         AuthorizeError::Redirect {
             redirect_uri: self.redirect_uri.clone(),
@@ -103,6 +145,113 @@ impl AuthorizationRequest {
             state: self.state.clone(),
         }
     }
+
+    fn refused(&self, e: OAuthError) -> AuthorizeError {
+        if e.code == ErrorCode::ServerError {
+            return AuthorizeError::Internal(e.description.into_owned());
+        }
+        self.error(e.code, e.description)
+    }
+
+    /// The request in the signed form it travels in between steps (a query parameter or a
+    /// hidden form field): the checked values, an expiry, and a tag only this server (any
+    /// replica sharing the key-encryption key) can make.
+    pub fn seal(&self, ctx: &Context) -> String {
+        let pending = Pending {
+            exp: ctx.now() + PENDING_TTL_SECS,
+            client_id: self.client.client_id.clone(),
+            redirect_uri: self.redirect_uri.clone(),
+            redirect_uri_sent: self.redirect_uri_sent.clone(),
+            state: self.state.clone(),
+            code_challenge: self.code_challenge.clone(),
+            resources: self.resources.iter().map(|r| r.uri.to_string()).collect(),
+            scope: self.scope.to_string(),
+            nonce: self.nonce.clone(),
+            prompt: self.prompt,
+            max_age: self.max_age,
+            login_hint: self.login_hint.clone(),
+            dpop_jkt: self.dpop_jkt.clone(),
+        };
+        let text = util::b64(&serde_json::to_vec(&pending).unwrap_or_default());
+        let tag = ctx.keys.kek().request_tag(&text);
+        format!("{text}.{tag}")
+    }
+
+    /// The request once the user signed in for it: `prompt=login` and `max_age` are satisfied
+    /// by that sign-in (otherwise the flow would loop).
+    pub fn signed_in(mut self) -> Self {
+        self.prompt.login = false;
+        self.max_age = None;
+        self
+    }
+}
+
+/// A checked request as it travels between steps.
+#[derive(Debug, Serialize, Deserialize)]
+struct Pending {
+    exp: i64,
+    client_id: String,
+    redirect_uri: String,
+    redirect_uri_sent: Option<String>,
+    state: Option<String>,
+    code_challenge: String,
+    resources: Vec<String>,
+    scope: String,
+    nonce: Option<String>,
+    prompt: Prompt,
+    max_age: Option<i64>,
+    login_hint: Option<String>,
+    dpop_jkt: Option<String>,
+}
+
+/// The request a step received in its signed form. The tag and expiry are checked; the
+/// client and resources are looked up again (one may have been removed meanwhile), nothing
+/// else is re-validated.
+pub async fn unseal(ctx: &Context, sealed: &str) -> Result<AuthorizationRequest, AuthorizeError> {
+    let expired = || {
+        AuthorizeError::Page(
+            "This sign-in took too long or its link was changed. Start again from the \
+             application."
+                .into(),
+        )
+    };
+    let (text, tag) = sealed.rsplit_once('.').ok_or_else(expired)?;
+    if !ctx.keys.kek().verify_request_tag(text, tag) {
+        return Err(expired());
+    }
+    let p: Pending = util::b64_decode(text)
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(expired)?;
+    if p.exp <= ctx.now() {
+        return Err(expired());
+    }
+    let client = find_client(ctx, &p.client_id).await?;
+    // The client may have changed its registration since.
+    if !client.metadata.redirect_uri_matches(&p.redirect_uri)
+        && !client.metadata.redirect_uris.contains(&p.redirect_uri)
+    {
+        return Err(AuthorizeError::Page(
+            "The application's redirect URI changed meanwhile. Start again from the \
+             application."
+                .into(),
+        ));
+    }
+    let mut req = AuthorizationRequest::with_redirect(client, p.redirect_uri, p.redirect_uri_sent);
+    req.state = p.state;
+    for uri in &p.resources {
+        let r = policy::resolve(ctx, uri)
+            .await
+            .map_err(|e| req.refused(e))?;
+        req.resources.push(r);
+    }
+    req.code_challenge = p.code_challenge;
+    req.scope = Scope::parse(&p.scope).map_err(AuthorizeError::internal)?;
+    req.nonce = p.nonce;
+    req.prompt = p.prompt;
+    req.max_age = p.max_age;
+    req.login_hint = p.login_hint;
+    req.dpop_jkt = p.dpop_jkt;
+    Ok(req)
 }
 
 /// Add response parameters to a redirect URI, keeping its own query (RFC 6749 §3.1.2).
@@ -121,131 +270,174 @@ pub fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> String {
     }
 }
 
-/// Check an authorization request, in the order that decides how errors are reported.
-pub async fn validate(
-    state: &AppState,
-    form: &Form,
-) -> Result<AuthorizationRequest, AuthorizeError> {
-    let page = |s: String| AuthorizeError::Page(s);
+/// The authorization response's redirect: the code, `state`, and `iss` (RFC 9207).
+pub fn code_redirect(ctx: &Context, req: &AuthorizationRequest, code: &str) -> String {
+    let mut params = vec![("code", code)];
+    if let Some(s) = &req.state {
+        params.push(("state", s));
+    }
+    params.push(("iss", ctx.issuer()));
+    redirect_with(&req.redirect_uri, &params)
+}
 
-    // 1. The client.
+/// An error response's redirect (RFC 6749 §4.1.2.1), with `iss` (RFC 9207).
+pub fn error_redirect(
+    ctx: &Context,
+    redirect_uri: &str,
+    code: ErrorCode,
+    description: &str,
+    state: Option<&str>,
+) -> String {
+    let mut params = vec![("error", code.as_str()), ("error_description", description)];
+    if let Some(s) = state {
+        params.push(("state", s));
+    }
+    params.push(("iss", ctx.issuer()));
+    redirect_with(redirect_uri, &params)
+}
+
+// ---------------------------------------------------------------------------------------
+// Validation, step by step.
+
+/// Check an authorization request, in the order that decides how errors are reported.
+pub async fn validate(ctx: &Context, form: &Form) -> Result<AuthorizationRequest, AuthorizeError> {
+    let client = client(ctx, form).await?;
+    let (redirect_uri, sent) = redirect_uri(&client, form)?;
+    let mut req = AuthorizationRequest::with_redirect(client, redirect_uri, sent);
+    req.state = form.get("state").map(str::to_string);
+    no_request_objects(&req, form)?;
+    response_type(&req, form)?;
+    req.code_challenge = code_challenge(&req, form)?;
+    req.resources = policy::resources_for_user(ctx, &form.all("resource"))
+        .await
+        .map_err(|e| req.refused(e))?;
+    req.scope = policy::check_requested(&req.client, &req.resources, form.get("scope"))
+        .map_err(|e| req.refused(e))?;
+    openid_parameters(&mut req, form)?;
+    req.dpop_jkt = dpop_jkt(&req, form)?;
+    Ok(req)
+}
+
+async fn find_client(ctx: &Context, client_id: &str) -> Result<Client, AuthorizeError> {
+    match ctx.clients.find(client_id).await {
+        Ok(Some(c)) => Ok(c),
+        Ok(None) => Err(AuthorizeError::Page(format!(
+            "There is no client {client_id:?}. The application may need to register again."
+        ))),
+        Err(super::clients::ClientLookupError::Document(e)) => Err(AuthorizeError::Page(format!(
+            "The application cannot be used: {}.",
+            e.public()
+        ))),
+        Err(super::clients::ClientLookupError::Store(e)) => Err(AuthorizeError::internal(e)),
+    }
+}
+
+/// 1. The client.
+async fn client(ctx: &Context, form: &Form) -> Result<Client, AuthorizeError> {
     let client_id = form
         .get("client_id")
-        .ok_or_else(|| page("The request has no client_id.".into()))?;
-    let client = match state.clients.find(client_id).await {
-        Ok(Some(c)) => c,
-        Ok(None) => {
-            return Err(page(format!(
-                "There is no client {client_id:?}. The application may need to register again."
-            )));
-        }
-        Err(e) => return Err(page(format!("The client could not be loaded: {e}."))),
-    };
+        .ok_or_else(|| AuthorizeError::Page("The request has no client_id.".into()))?;
+    find_client(ctx, client_id).await
+}
 
-    // 2. The redirect URI: exact match (loopback port aside), or the only registered one.
+/// 2. The redirect URI: exact match (loopback port aside), or the only registered one.
+fn redirect_uri(client: &Client, form: &Form) -> Result<(String, Option<String>), AuthorizeError> {
     let sent = form.get("redirect_uri").map(str::to_string);
-    let redirect_uri = match &sent {
+    let uri = match &sent {
         Some(r) if client.metadata.redirect_uri_matches(r) => r.clone(),
         Some(r) => {
-            return Err(page(format!(
+            return Err(AuthorizeError::Page(format!(
                 "The redirect URI {r:?} is not registered for this client, so you are not sent back to it."
             )));
         }
         None => match client.metadata.redirect_uris.as_slice() {
             [only] => only.clone(),
             _ => {
-                return Err(page(
+                return Err(AuthorizeError::Page(
                     "The request has no redirect_uri, and the client registered several.".into(),
                 ));
             }
         },
     };
-    let state_param = form.get("state").map(str::to_string);
-    let partial = AuthorizationRequest {
-        client,
-        redirect_uri,
-        redirect_uri_sent: sent,
-        state: state_param,
-        code_challenge: String::new(),
-        resources: Vec::new(),
-        scope: Scope::default(),
-        nonce: None,
-        prompt: Prompt::default(),
-        max_age: None,
-        login_hint: None,
-        dpop_jkt: None,
-    };
-    let invalid = |d: &str| partial.error(ErrorCode::InvalidRequest, d);
+    Ok((uri, sent))
+}
 
-    // 3. Request objects are not supported (OpenID Connect Core §6).
+/// 3. Request objects are not supported (OpenID Connect Core §6).
+fn no_request_objects(req: &AuthorizationRequest, form: &Form) -> Result<(), AuthorizeError> {
     if form.get("request").is_some() {
-        return Err(partial.error(
+        return Err(req.error(
             ErrorCode::RequestNotSupported,
             "request objects are not supported",
         ));
     }
     if form.get("request_uri").is_some() {
-        return Err(partial.error(
+        return Err(req.error(
             ErrorCode::RequestUriNotSupported,
             "request_uri is not supported",
         ));
     }
+    Ok(())
+}
 
-    // 4. Response type and mode: the code flow only (OAuth 2.1).
+/// 4. Response type and mode: the code flow only (OAuth 2.1), for a client that registered it.
+fn response_type(req: &AuthorizationRequest, form: &Form) -> Result<(), AuthorizeError> {
     match form.get("response_type") {
-        None => return Err(invalid("response_type is missing")),
+        None => return Err(req.error(ErrorCode::InvalidRequest, "response_type is missing")),
         Some("code") => {}
         Some(other) => {
-            return Err(partial.error(
+            return Err(req.error(
                 ErrorCode::UnsupportedResponseType,
                 format!("response_type {other:?} is not supported; use 'code'"),
             ));
         }
     }
     if form.get("response_mode").is_some_and(|m| m != "query") {
-        return Err(invalid("response_mode must be 'query'"));
+        return Err(req.error(ErrorCode::InvalidRequest, "response_mode must be 'query'"));
     }
-    if !partial
+    if !req
         .client
         .metadata
-        .grant_types
-        .contains(&GrantType::AuthorizationCode)
+        .has_grant(authorization_code::GRANT_TYPE)
     {
-        return Err(partial.error(
+        return Err(req.error(
             ErrorCode::UnauthorizedClient,
             "this client did not register the authorization_code grant",
         ));
     }
+    Ok(())
+}
 
-    // 5. PKCE, S256 only.
-    let code_challenge = form
+/// 5. PKCE, S256 only.
+fn code_challenge(req: &AuthorizationRequest, form: &Form) -> Result<String, AuthorizeError> {
+    let invalid = |d: &str| req.error(ErrorCode::InvalidRequest, d);
+    let challenge = form
         .get("code_challenge")
         .ok_or_else(|| invalid("code_challenge is required (PKCE with S256)"))?;
     if form.get("code_challenge_method") != Some("S256") {
         return Err(invalid("code_challenge_method must be S256"));
     }
-    if !pkce::valid_challenge(code_challenge) {
+    if !pkce::valid_challenge(challenge) {
         return Err(invalid(
             "code_challenge must be the base64url SHA-256 of the verifier (43 characters)",
         ));
     }
+    Ok(challenge.to_string())
+}
 
-    // 6. Resources (RFC 8707), with the documented default.
-    let resources = requested_resources(state, &form.all("resource"))
-        .await
-        .map_err(|(code, d)| partial.error(code, d))?;
-
-    // 7. Scopes: OpenID Connect scopes, or scopes of a requested resource.
-    let scope = check_scope(&partial.client, &resources, form.get("scope"))
-        .map_err(|(code, d)| partial.error(code, d))?;
-
-    // 8. OpenID Connect parameters.
+/// 8. OpenID Connect parameters, and the lengths of what we carry.
+fn openid_parameters(req: &mut AuthorizationRequest, form: &Form) -> Result<(), AuthorizeError> {
     let nonce = form.get("nonce").map(str::to_string);
     if nonce.as_ref().is_some_and(|n| n.len() > 512) {
-        return Err(invalid("nonce is longer than 512 characters"));
+        return Err(req.error(
+            ErrorCode::InvalidRequest,
+            "nonce is longer than 512 characters",
+        ));
     }
-    if partial.state.as_ref().is_some_and(|s| s.len() > 2048) {
-        return Err(invalid("state is longer than 2048 characters"));
+    if req.state.as_ref().is_some_and(|s| s.len() > 2048) {
+        return Err(req.error(
+            ErrorCode::InvalidRequest,
+            "state is longer than 2048 characters",
+        ));
     }
     let mut prompt = Prompt::default();
     for p in form
@@ -258,143 +450,147 @@ pub async fn validate(
             "none" => prompt.none = true,
             "login" | "select_account" => prompt.login = true,
             "consent" => prompt.consent = true,
-            other => return Err(invalid(&format!("prompt {other:?} is not supported"))),
+            other => {
+                return Err(req.error(
+                    ErrorCode::InvalidRequest,
+                    format!("prompt {other:?} is not supported"),
+                ));
+            }
         }
     }
     if prompt.none && (prompt.login || prompt.consent) {
-        return Err(invalid(
+        return Err(req.error(
+            ErrorCode::InvalidRequest,
             "prompt=none cannot be combined with other prompt values",
         ));
     }
     let max_age = match form.get("max_age") {
         None => None,
-        Some(v) => Some(
-            v.parse::<i64>()
-                .ok()
-                .filter(|n| *n >= 0)
-                .ok_or_else(|| invalid("max_age must be a non-negative integer"))?,
-        ),
+        Some(v) => Some(v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            req.error(
+                ErrorCode::InvalidRequest,
+                "max_age must be a non-negative integer",
+            )
+        })?),
     };
+    let login_hint = form.get("login_hint").map(str::to_string);
+    if login_hint.as_ref().is_some_and(|h| h.len() > 512) {
+        return Err(req.error(
+            ErrorCode::InvalidRequest,
+            "login_hint is longer than 512 characters",
+        ));
+    }
+    req.nonce = nonce;
+    req.prompt = prompt;
+    req.max_age = max_age;
+    req.login_hint = login_hint;
+    Ok(())
+}
 
-    // 9. DPoP binding of the code (RFC 9449 §10).
-    let dpop_jkt = form.get("dpop_jkt").map(str::to_string);
-    if dpop_jkt.as_deref().is_some_and(|j| !dpop::valid_jkt(j)) {
-        return Err(invalid(
+/// 9. DPoP binding of the code (RFC 9449 §10).
+fn dpop_jkt(req: &AuthorizationRequest, form: &Form) -> Result<Option<String>, AuthorizeError> {
+    let jkt = form.get("dpop_jkt").map(str::to_string);
+    if jkt.as_deref().is_some_and(|j| !dpop::valid_jkt(j)) {
+        return Err(req.error(
+            ErrorCode::InvalidRequest,
             "dpop_jkt must be the base64url SHA-256 JWK thumbprint of the DPoP key (RFC 9449 §10)",
         ));
     }
-
-    Ok(AuthorizationRequest {
-        dpop_jkt,
-        code_challenge: code_challenge.to_string(),
-        resources,
-        scope,
-        nonce,
-        prompt,
-        max_age,
-        login_hint: form.get("login_hint").map(str::to_string),
-        ..partial
-    })
+    Ok(jkt)
 }
 
-/// Check requested scopes: each is an OpenID Connect scope or a scope of one of `resources`,
-/// and, for a client an operator registered with a `scope`, within that scope.
-///
-/// The `scope` a client asserts about itself (dynamic registration, a metadata document) is no
-/// limit here: RFC 7591 §2 leaves its meaning to the service, anyone may register again with a
-/// wider one, and MCP clients register with the scope of the first challenge and later step up
-/// to the wider scope of a 403 `insufficient_scope` challenge (MCP authorization, "Step-Up
-/// Authorization Flow"); the official SDKs do not register again for that. What such a client
-/// gets is bounded by the resource's scopes and the user's consent.
-pub fn check_scope(
-    client: &Client,
-    resources: &[Resource],
-    requested: Option<&str>,
-) -> Result<Scope, (ErrorCode, String)> {
-    let invalid = |d: String| (ErrorCode::InvalidScope, d);
-    let scope = Scope::parse(requested.unwrap_or("")).map_err(|e| invalid(format!("scope {e}")))?;
-    let registered = client
-        .metadata
-        .scope
-        .as_deref()
-        .filter(|_| client.source == ClientSource::Stored(ClientKind::Static))
-        .map(Scope::parse);
-    for t in scope.tokens() {
-        if OIDC_SCOPES.contains(&t.as_str()) {
-            continue;
-        }
-        if !resources
-            .iter()
-            .any(|r| r.scopes.iter().any(|s| &s.name == t))
-        {
-            return Err(invalid(format!(
-                "{t} is not a scope of the requested resource"
-            )));
-        }
-        if let Some(Ok(reg)) = &registered
-            && !reg.contains(t)
-        {
-            return Err(invalid(format!(
-                "this client did not register the scope {t}"
-            )));
-        }
-    }
-    Ok(scope)
+// ---------------------------------------------------------------------------------------
+// What happens next.
+
+/// What a checked request needs from the user now.
+#[derive(Debug)]
+pub enum Next {
+    /// Sign in (again), then come back.
+    SignIn,
+    /// Show the consent page.
+    Consent,
+    /// Done: redirect the browser here with a code.
+    Redirect(String),
 }
 
-/// The registered resources named by `resource` parameters, or the default: the configured
-/// `default_resource`, else the only registered resource.
-pub async fn requested_resources(
-    state: &AppState,
-    requested: &[&str],
-) -> Result<Vec<Resource>, (ErrorCode, String)> {
-    let target = |d: String| (ErrorCode::InvalidTarget, d);
-    let internal = |e: crate::store::StoreError| {
-        tracing::error!(error = %e, "loading resources");
-        (
-            ErrorCode::ServerError,
-            "the resources could not be loaded".to_string(),
-        )
+/// Decide the next step for `req` with the browser's session (if any): sign in when there
+/// is no session fresh enough, consent when something is not yet allowed, else a code.
+pub async fn next_step(
+    ctx: &Context,
+    req: &AuthorizationRequest,
+    session: Option<&Session>,
+) -> Result<Next, AuthorizeError> {
+    let now = ctx.now();
+    let fresh = |s: &&Session| req.max_age.is_none_or(|m| now - s.auth_time <= m);
+    let session = match session.filter(fresh) {
+        Some(s) if !req.prompt.login => s,
+        _ if req.prompt.none => {
+            return Err(req.error(ErrorCode::LoginRequired, "the user must sign in"));
+        }
+        _ => return Ok(Next::SignIn),
     };
-    if requested.is_empty() {
-        if let Some(d) = &state.config.default_resource {
-            let uri = ResourceUri::parse(d).map_err(|e| target(format!("default_resource {e}")))?;
-            let r = state.resources.get(&uri).await.map_err(internal)?;
-            return r
-                .map(|r| vec![(*r).clone()])
-                .ok_or_else(|| target(format!("the default resource {uri} is not registered")));
+    let missing = consent::missing(ctx, &session.user_id, &req.asked())
+        .await
+        .map_err(AuthorizeError::internal)?;
+    if missing || req.prompt.consent {
+        if req.prompt.none {
+            return Err(req.error(
+                ErrorCode::ConsentRequired,
+                "the user must approve this request",
+            ));
         }
-        let admin = crate::manage::admin_resource_uri(&state.issuer);
-        let mut all = state.store.list_resources().await.map_err(internal)?;
-        all.retain(|r| r.uri.as_str() != admin);
-        return match <[Resource; 1]>::try_from(all) {
-            Ok([one]) => Ok(vec![one]),
-            Err(_) => Err(target(
-                "resource is required: name the resource (RFC 8707)".into(),
-            )),
-        };
+        return Ok(Next::Consent);
     }
-    let mut out: Vec<Resource> = Vec::new();
-    for raw in requested {
-        let uri = ResourceUri::parse(raw).map_err(|e| target(format!("resource {e}")))?;
-        let r = state
-            .resources
-            .get(&uri)
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| target(format!("{uri} is not a registered resource")))?;
-        // The admin API takes only tokens its clients get for themselves (client
-        // credentials); a user cannot delegate administration to an agent.
-        if r.uri.as_str() == crate::manage::admin_resource_uri(&state.issuer) {
-            return Err(target(format!(
-                "{uri} is the admin API: it is not available through user authorization"
-            )));
-        }
-        if !out.iter().any(|o| o.uri == r.uri) {
-            out.push((*r).clone());
-        }
+    issue(ctx, req, session).await
+}
+
+/// The user's answer on the consent page. Approval is remembered and a code issued; a
+/// denial goes back to the client as `access_denied`.
+pub async fn decide(
+    ctx: &Context,
+    req: &AuthorizationRequest,
+    session: &Session,
+    approve: bool,
+) -> Result<Next, AuthorizeError> {
+    if !approve {
+        ctx.audit.record(
+            crate::audit::Event::new(crate::audit::Kind::ConsentDenied)
+                .client(&req.client.client_id)
+                .user(&session.user_id),
+        );
+        return Err(req.error(ErrorCode::AccessDenied, "the user denied the request"));
     }
-    Ok(out)
+    consent::save(ctx, &session.user_id, &req.asked())
+        .await
+        .map_err(AuthorizeError::internal)?;
+    tracing::info!(client_id = %req.client.client_id, user_id = %session.user_id, "consent given");
+    issue(ctx, req, session).await
+}
+
+async fn issue(
+    ctx: &Context,
+    req: &AuthorizationRequest,
+    session: &Session,
+) -> Result<Next, AuthorizeError> {
+    let code = authorization_code::issue_code(ctx, req, session)
+        .await
+        .map_err(|e| req.refused(e))?;
+    Ok(Next::Redirect(code_redirect(ctx, req, &code)))
+}
+
+/// Is this client's display trustworthy enough to redirect errors to before the user has
+/// seen it? (Used by the error policy of RFC 9700 §4.11.2.)
+pub fn is_operator_client(client: &Client) -> bool {
+    matches!(
+        client.source,
+        ClientSource::Stored(crate::store::ClientKind::Static)
+    )
+}
+
+impl From<StoreError> for AuthorizeError {
+    fn from(e: StoreError) -> Self {
+        Self::internal(e)
+    }
 }
 
 #[cfg(test)]
@@ -416,53 +612,31 @@ mod tests {
         );
     }
 
-    fn client(source: ClientSource, scope: &str) -> Client {
-        use crate::oauth::client_metadata::{Origin, RawClientMetadata, validate};
-        let raw = RawClientMetadata {
-            redirect_uris: Some(vec!["http://127.0.0.1/cb".into()]),
-            token_endpoint_auth_method: Some("none".into()),
-            scope: Some(scope.into()),
-            ..Default::default()
-        };
-        Client {
-            client_id: "c".into(),
-            source,
-            metadata: std::sync::Arc::new(validate(raw, Origin::Operator).unwrap()),
-            secret_hash: None,
-            last_used_at: None,
-        }
-    }
-
     #[test]
-    fn only_an_operators_registered_scope_limits_requests() {
-        let notes = Resource::new(
-            "https://notes.example/mcp",
-            "Notes",
-            vec![
-                crate::oauth::resource::ScopeDef::parse("notes:read").unwrap(),
-                crate::oauth::resource::ScopeDef::parse("notes:write").unwrap(),
-            ],
-            0,
-        )
-        .unwrap();
-        let wider = Some("notes:read notes:write");
-        // An MCP client registers with the first challenge's scope and steps up later.
-        for source in [
-            ClientSource::Stored(ClientKind::Dynamic),
-            ClientSource::MetadataDocument,
-        ] {
-            let c = client(source, "notes:read");
-            let got = check_scope(&c, std::slice::from_ref(&notes), wider).unwrap();
-            assert!(got.contains("notes:write"));
-        }
-        let operator = client(ClientSource::Stored(ClientKind::Static), "notes:read");
-        let (code, why) = check_scope(&operator, std::slice::from_ref(&notes), wider).unwrap_err();
-        assert_eq!(code, ErrorCode::InvalidScope);
-        assert!(why.contains("notes:write"), "{why}");
-        // Never beyond what the resource offers, whoever registered the client.
-        let dynamic = client(ClientSource::Stored(ClientKind::Dynamic), "notes:read");
-        let (code, _) =
-            check_scope(&dynamic, std::slice::from_ref(&notes), Some("notes:admin")).unwrap_err();
-        assert_eq!(code, ErrorCode::InvalidScope);
+    fn the_carried_form_round_trips_its_fields() {
+        let p = Pending {
+            exp: 10,
+            client_id: "c".into(),
+            redirect_uri: "http://127.0.0.1/cb".into(),
+            redirect_uri_sent: None,
+            state: Some("s t".into()),
+            code_challenge: "x".into(),
+            resources: vec!["https://r.example".into()],
+            scope: "a b".into(),
+            nonce: None,
+            prompt: Prompt {
+                none: false,
+                login: true,
+                consent: false,
+            },
+            max_age: Some(0),
+            login_hint: None,
+            dpop_jkt: None,
+        };
+        let text = serde_json::to_string(&p).expect("json");
+        let back: Pending = serde_json::from_str(&text).expect("back");
+        assert_eq!(back.state.as_deref(), Some("s t"));
+        assert!(back.prompt.login);
+        assert_eq!(back.max_age, Some(0));
     }
 }

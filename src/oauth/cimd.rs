@@ -2,7 +2,7 @@
 //! the MCP authorization specification): a `client_id` that is an https URL names a JSON
 //! document holding the client's metadata.
 //!
-//! Fetch rules (DESIGN.md §6): https only, no redirects, a size cap, a timeout, no
+//! Fetch rules (the server must not become a way into its own network): https only, no redirects, a size cap, a timeout, no
 //! special-use addresses unless the development flag allows loopback (then plain http on
 //! loopback too). Successes are cached within bounds, honouring `Cache-Control`/`Expires`;
 //! failures never are.
@@ -13,10 +13,12 @@ use std::time::{Duration, SystemTime};
 use http::HeaderMap;
 use url::Url;
 
-use super::client_metadata::{self, ClientMetadata, Origin, RawClientMetadata};
+use super::client_metadata::{self, Origin, RawClientMetadata};
+use super::grants::GrantRegistry;
 use super::net_guard::{FetchError, SafeFetcher};
 use super::ttl_cache::TtlCache;
 use crate::config::CimdConfig;
+use crate::store::ClientMetadata;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CimdError {
@@ -26,6 +28,20 @@ pub enum CimdError {
     Fetch(#[from] FetchError),
     #[error("the client metadata document is invalid: {0}")]
     Invalid(String),
+}
+
+impl CimdError {
+    /// What the caller may be told: what is wrong with the URL or the document, but never
+    /// how a fetch failed (addresses, DNS answers and network errors stay in the log and the
+    /// audit event).
+    pub fn public(&self) -> String {
+        match self {
+            Self::BadUrl(_) | Self::Invalid(_) => self.to_string(),
+            Self::Fetch(_) => "the client metadata document could not be fetched from the \
+                               client_id URL"
+                .to_string(),
+        }
+    }
 }
 
 /// Would this `client_id` be resolved as a metadata document? (Generated client ids never
@@ -102,14 +118,17 @@ pub fn cache_ttl(headers: &HeaderMap, now: SystemTime, cfg: &CimdConfig) -> Opti
 pub struct CimdResolver {
     fetcher: SafeFetcher,
     cfg: CimdConfig,
+    /// The grants documents may list.
+    grants: Arc<GrantRegistry>,
     cache: TtlCache<String, Arc<ClientMetadata>>,
 }
 
 impl CimdResolver {
-    pub fn new(cfg: CimdConfig) -> Result<Self, CimdError> {
+    pub fn new(cfg: CimdConfig, grants: Arc<GrantRegistry>) -> Result<Self, CimdError> {
         let fetcher = SafeFetcher::new(cfg.allow_loopback, cfg.timeout_ms)?;
         Ok(Self {
             fetcher,
+            grants,
             cache: TtlCache::new(cfg.cache_capacity),
             cfg,
         })
@@ -163,8 +182,9 @@ impl CimdResolver {
         let ttl = cache_ttl(&headers, SystemTime::now(), &self.cfg);
         let raw = RawClientMetadata::from_json(&body)
             .map_err(|e| CimdError::Invalid(e.description.into_owned()))?;
-        let metadata = client_metadata::validate(raw, Origin::Document { url: client_id })
-            .map_err(|e| CimdError::Invalid(e.description.into_owned()))?;
+        let metadata =
+            client_metadata::validate(raw, Origin::Document { url: client_id }, &self.grants)
+                .map_err(|e| CimdError::Invalid(e.description.into_owned()))?;
         Ok((metadata, ttl))
     }
 }

@@ -6,7 +6,7 @@
 //! ([`SIGNING_ALGS`], never `none`, never HMAC); a key of the client that fits the `alg`
 //! (key type and curve, its own `alg`/`use` when it states them) and whose signature
 //! verifies; `iss` = `sub` = the client_id; `aud` the issuer or the token endpoint
-//! (DESIGN.md §5); `exp` present, not past, and at most [`MAX_LIFETIME_SECS`] ahead; `nbf`
+//! (clients use either); `exp` present, not past, and at most [`MAX_LIFETIME_SECS`] ahead; `nbf`
 //! and `iat` not in the future (both with [`LEEWAY_SECS`]); `jti` present and never seen
 //! before for this client — the last check, one atomic statement in the database, so
 //! replicas sharing PostgreSQL refuse a replay too, and junk cannot use up `jti`s.
@@ -28,7 +28,7 @@ use url::Url;
 use super::clients::Client;
 use super::net_guard::{FetchError, SafeFetcher};
 use super::ttl_cache::TtlCache;
-use crate::store::{Store, StoreError};
+use crate::store::{ReplayStore, StoreError};
 use crate::util;
 
 /// `client_assertion_type` for JWT client assertions (RFC 7523 §2.2).
@@ -262,7 +262,7 @@ struct Verified {
 pub struct AssertionVerifier {
     issuer: String,
     audiences: Vec<String>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn ReplayStore>,
     jwks: JwksResolver,
 }
 
@@ -270,12 +270,12 @@ impl AssertionVerifier {
     /// `allow_loopback` and `timeout_ms` are the outbound-fetch rules (see `net_guard`).
     pub fn new(
         issuer: &str,
-        store: Arc<dyn Store>,
+        store: Arc<dyn ReplayStore>,
         allow_loopback: bool,
         timeout_ms: u64,
     ) -> Result<Self, FetchError> {
         let mut audiences = vec![issuer.to_string(), format!("{issuer}/token")];
-        // DESIGN.md §5: an origin with and without its lone trailing slash are one issuer.
+        // An origin with and without its lone trailing slash are one issuer (clients differ).
         if Url::parse(issuer).is_ok_and(|u| u.path() == "/") {
             audiences.push(format!("{issuer}/"));
         }
@@ -483,7 +483,7 @@ impl JwksResolver {
         self.fetch(uri).await.map(Some)
     }
 
-    /// Failures are never cached (DESIGN.md §6).
+    /// Failures are never cached: a client that fixed its keys is not kept waiting.
     async fn fetch(&self, uri: &str) -> Result<Arc<JwkSet>, AssertionError> {
         let url = Url::parse(uri).map_err(|e| AssertionError::Jwks(format!("{uri}: {e}")))?;
         let (_, body) = self

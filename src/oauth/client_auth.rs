@@ -4,10 +4,11 @@ use base64::Engine;
 use http::HeaderMap;
 
 use super::client_assertion::{self, AssertionError, AssertionVerifier, CLIENT_ASSERTION_TYPE};
-use super::client_metadata::AuthMethod;
-use super::clients::Client;
+use super::clients::{Client, ClientLookupError};
+use super::context::Context;
 use super::form::Form;
 use crate::error::{ErrorCode, OAuthError};
+use crate::store::AuthMethod;
 use crate::util;
 
 /// The methods the token endpoint can check today; metadata lists exactly these.
@@ -84,7 +85,7 @@ pub fn invalid_client(
 }
 
 /// Read the client's credentials from the request. One method only; `client_id` in the body
-/// alongside HTTP Basic is accepted when the two agree (DESIGN.md §5).
+/// alongside HTTP Basic is accepted when the two agree: some clients send both.
 pub fn presented(headers: &HeaderMap, form: &Form) -> Result<Presented, OAuthError> {
     if form.get("client_assertion").is_some() || form.get("client_assertion_type").is_some() {
         return presented_assertion(headers, form);
@@ -226,6 +227,26 @@ pub async fn authenticate(
             }
         }
     }
+}
+
+/// Authenticate the client of a token-endpoint-style request (token, introspection,
+/// revocation, device authorization): what it presented, checked against how it registered.
+/// A client that no longer exists gets `invalid_client`, so agents know to register again.
+pub async fn authenticate_client(
+    ctx: &Context,
+    headers: &HeaderMap,
+    form: &Form,
+) -> Result<Client, OAuthError> {
+    let presented = presented(headers, form)?;
+    let basic = matches!(presented, Presented::Basic { .. });
+    let client = match ctx.clients.find(presented.client_id()).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return Err(invalid_client(basic, "unknown client; register again")),
+        Err(ClientLookupError::Store(e)) => return Err(e.into()),
+        Err(ClientLookupError::Document(e)) => return Err(invalid_client(basic, e.public())),
+    };
+    authenticate(&client, &presented, &ctx.assertions).await?;
+    Ok(client)
 }
 
 #[cfg(test)]

@@ -1,75 +1,21 @@
 //! Client metadata (RFC 7591 §2): parsing with errors that name the field, and the rules
 //! that registered clients and Client ID Metadata Documents share.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
 
-use super::grants::GrantType;
+use super::grants::{GrantRegistry, authorization_code, client_credentials};
 use super::redirect_uri::{RedirectUri, is_loopback_host};
 use super::scope::Scope;
 use crate::config::RegistrationConfig;
 use crate::error::OAuthError;
+pub use crate::store::{ApplicationType, AuthMethod, ClientMetadata};
 
 /// Largest metadata body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 const MAX_REDIRECT_URIS: usize = 20;
 const MAX_TEXT: usize = 200;
-
-/// How a client proves itself at the token endpoint (RFC 7591 §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthMethod {
-    /// A public client: no authentication, PKCE only.
-    None,
-    ClientSecretBasic,
-    ClientSecretPost,
-    /// RFC 7523 client assertions signed with a key from the client's `jwks`/`jwks_uri`.
-    PrivateKeyJwt,
-}
-
-impl AuthMethod {
-    pub const ALL: [AuthMethod; 4] = [
-        Self::None,
-        Self::ClientSecretBasic,
-        Self::ClientSecretPost,
-        Self::PrivateKeyJwt,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::ClientSecretBasic => "client_secret_basic",
-            Self::ClientSecretPost => "client_secret_post",
-            Self::PrivateKeyJwt => "private_key_jwt",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|m| m.as_str() == s)
-            .ok_or_else(|| {
-                format!(
-                    "'{s}' is not supported; use one of: {}",
-                    Self::ALL.map(Self::as_str).join(", ")
-                )
-            })
-    }
-
-    /// Does the client hold a shared secret issued by us?
-    pub fn uses_secret(self) -> bool {
-        matches!(self, Self::ClientSecretBasic | Self::ClientSecretPost)
-    }
-}
-
-/// `web` or `native` (OpenID Connect Registration §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ApplicationType {
-    Web,
-    Native,
-}
 
 /// Metadata as a client sent it. Unknown fields are ignored (RFC 7591 §2); a field of the
 /// wrong type is an error that names it.
@@ -136,45 +82,7 @@ impl RawClientMetadata {
     }
 }
 
-/// Validated client metadata, as stored and as returned to the client.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClientMetadata {
-    pub redirect_uris: Vec<String>,
-    pub token_endpoint_auth_method: AuthMethod,
-    pub grant_types: Vec<GrantType>,
-    pub response_types: Vec<String>,
-    pub application_type: ApplicationType,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_uri: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub logo_uri: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tos_uri: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy_uri: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scope: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub contacts: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jwks_uri: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jwks: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub software_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub software_version: Option<String>,
-    /// Operator-granted: may call the introspection endpoint (a resource server). Never set
-    /// by registration or metadata documents.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub may_introspect: bool,
-    /// RFC 9449 §5.2: token requests without a DPoP proof are refused.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub dpop_bound_access_tokens: bool,
-}
-
+/// The protocol's rules about a stored client's metadata (the record is the store's).
 impl ClientMetadata {
     /// Does `requested` match one of the registered redirect URIs?
     pub fn redirect_uri_matches(&self, requested: &str) -> bool {
@@ -202,7 +110,11 @@ fn bad(field: &str, why: impl std::fmt::Display) -> OAuthError {
 }
 
 /// Check metadata and fill in the RFC 7591 defaults.
-pub fn validate(raw: RawClientMetadata, origin: Origin<'_>) -> Result<ClientMetadata, OAuthError> {
+pub fn validate(
+    raw: RawClientMetadata,
+    origin: Origin<'_>,
+    grants: &GrantRegistry,
+) -> Result<ClientMetadata, OAuthError> {
     let is_document = matches!(origin, Origin::Document { .. });
     if let Origin::Document { url } = origin {
         match raw.client_id.as_deref() {
@@ -230,12 +142,14 @@ pub fn validate(raw: RawClientMetadata, origin: Origin<'_>) -> Result<ClientMeta
 
     // Grant and response types (RFC 7591 §2.1).
     let grant_types = match raw.grant_types {
-        None => vec![GrantType::AuthorizationCode],
+        None => vec![authorization_code::GRANT_TYPE.to_string()],
         Some(list) if list.is_empty() => return Err(bad("grant_types", "must not be empty")),
         Some(list) => {
-            let mut out: Vec<GrantType> = Vec::new();
-            for g in &list {
-                let g = GrantType::parse(g).map_err(|e| bad("grant_types", e))?;
+            let mut out: Vec<String> = Vec::new();
+            for g in list {
+                grants
+                    .check_registrable(&g)
+                    .map_err(|e| bad("grant_types", e))?;
                 if !out.contains(&g) {
                     out.push(g);
                 }
@@ -243,7 +157,9 @@ pub fn validate(raw: RawClientMetadata, origin: Origin<'_>) -> Result<ClientMeta
             out
         }
     };
-    let uses_code = grant_types.contains(&GrantType::AuthorizationCode);
+    let uses_code = grant_types
+        .iter()
+        .any(|g| g == authorization_code::GRANT_TYPE);
     let response_types = match raw.response_types {
         None if uses_code => vec!["code".to_string()],
         None => Vec::new(),
@@ -308,7 +224,11 @@ pub fn validate(raw: RawClientMetadata, origin: Origin<'_>) -> Result<ClientMeta
             ),
         ));
     }
-    if auth == AuthMethod::None && grant_types.contains(&GrantType::ClientCredentials) {
+    if auth == AuthMethod::None
+        && grant_types
+            .iter()
+            .any(|g| g == client_credentials::GRANT_TYPE)
+    {
         return Err(bad(
             "grant_types",
             "contains 'client_credentials', which needs an authenticated client; \
@@ -376,6 +296,7 @@ pub fn validate(raw: RawClientMetadata, origin: Origin<'_>) -> Result<ClientMeta
         software_id: text_field("software_id", raw.software_id)?,
         software_version: text_field("software_version", raw.software_version)?,
         may_introspect: false,
+        admin: false,
         dpop_bound_access_tokens: raw.dpop_bound_access_tokens.unwrap_or(false),
     })
 }
@@ -484,6 +405,7 @@ mod tests {
         validate(
             RawClientMetadata::from_json(json.as_bytes())?,
             Origin::Registration(&policy),
+            &GrantRegistry::standard(),
         )
     }
 
@@ -504,7 +426,7 @@ mod tests {
     fn defaults_follow_rfc_7591() {
         let m = reg(r#"{"redirect_uris":["https://a.example/cb"]}"#).expect("valid");
         assert_eq!(m.token_endpoint_auth_method, AuthMethod::ClientSecretBasic);
-        assert_eq!(m.grant_types, vec![GrantType::AuthorizationCode]);
+        assert_eq!(m.grant_types, vec!["authorization_code"]);
         assert_eq!(m.response_types, vec!["code"]);
         let cc = reg(r#"{"grant_types":["client_credentials"]}"#).expect("valid");
         assert!(cc.response_types.is_empty());
@@ -608,7 +530,11 @@ mod tests {
                 redirect_uris: Some(vec![uri.into()]),
                 ..Default::default()
             };
-            validate(raw, Origin::Registration(&policy))
+            validate(
+                raw,
+                Origin::Registration(&policy),
+                &GrantRegistry::standard(),
+            )
         };
         assert!(check("https://a.example.com/cb").is_ok());
         assert!(check("https://app.test/cb").is_ok());
@@ -628,6 +554,7 @@ mod tests {
             validate(
                 RawClientMetadata::from_json(json.as_bytes()).expect("json"),
                 Origin::Document { url },
+                &GrantRegistry::standard(),
             )
         };
         let ok = doc(r#"{"client_id":"https://agent.example/client.json","redirect_uris":["http://localhost/cb"]}"#)

@@ -12,10 +12,9 @@ use std::time::Duration;
 use url::Url;
 
 use super::cimd::{CimdError, CimdResolver, is_document_client_id};
-use super::client_metadata::ClientMetadata;
 use super::ttl_cache::TtlCache;
 use crate::audit::{Audit, Event, Kind};
-use crate::store::{ClientKind, Store, StoreError};
+use crate::store::{ClientKind, ClientMetadata, ClientStore, StoreError};
 
 /// Where a client's metadata comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +85,7 @@ const CLIENT_CACHE_CAPACITY: usize = 10_000;
 /// another replica (or the CLI) sees such a change within `cache_secs`. A client that is not
 /// found is never cached, so a new registration works at once everywhere.
 pub struct ClientDirectory {
-    store: Arc<dyn Store>,
+    store: Arc<dyn ClientStore>,
     cimd: Option<Arc<CimdResolver>>,
     cache: TtlCache<String, Client>,
     cache_ttl: Duration,
@@ -96,7 +95,11 @@ pub struct ClientDirectory {
 impl ClientDirectory {
     /// `cimd` is `None` when metadata documents are disabled; `cache_secs` 0 disables the
     /// stored-client cache.
-    pub fn new(store: Arc<dyn Store>, cimd: Option<Arc<CimdResolver>>, cache_secs: u64) -> Self {
+    pub fn new(
+        store: Arc<dyn ClientStore>,
+        cimd: Option<Arc<CimdResolver>>,
+        cache_secs: u64,
+    ) -> Self {
         Self {
             store,
             cimd,

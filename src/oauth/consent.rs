@@ -5,19 +5,18 @@
 //! reaches another user of the same client_id (a shared metadata document, say).
 
 use super::authorize::Asked;
+use super::context::Context;
 use crate::audit::{Event, Kind};
-use crate::startup::AppState;
 use crate::store::{Consent, StoreError};
-use crate::util;
 
 /// The key under which consent to identity scopes (openid, profile, …) is kept.
-pub fn identity_key(state: &AppState) -> String {
-    state.issuer.to_string()
+pub fn identity_key(ctx: &Context) -> String {
+    ctx.issuer().to_string()
 }
 
 /// What the request asks of the user, as consent records: each resource with its requested
 /// scopes, and the identity scopes under the issuer's own key.
-fn consent_keys(state: &AppState, asked: &Asked<'_>) -> Vec<(String, Vec<String>)> {
+fn consent_keys(ctx: &Context, asked: &Asked<'_>) -> Vec<(String, Vec<String>)> {
     let mut keys: Vec<(String, Vec<String>)> = asked
         .resources
         .iter()
@@ -25,21 +24,17 @@ fn consent_keys(state: &AppState, asked: &Asked<'_>) -> Vec<(String, Vec<String>
         .collect();
     let identity = asked.identity_scopes();
     if !identity.is_empty() {
-        keys.push((identity_key(state), identity));
+        keys.push((identity_key(ctx), identity));
     }
     keys
 }
 
 /// Does this request ask for anything the user has not yet allowed this client?
-pub async fn missing(
-    state: &AppState,
-    user_id: &str,
-    asked: &Asked<'_>,
-) -> Result<bool, StoreError> {
-    let wanted = consent_keys(state, asked);
+pub async fn missing(ctx: &Context, user_id: &str, asked: &Asked<'_>) -> Result<bool, StoreError> {
+    let wanted = consent_keys(ctx, asked);
     for (resource, scopes) in wanted {
-        let Some(c) = state
-            .store
+        let Some(c) = ctx
+            .consents()
             .get_consent(user_id, asked.client_id, &resource)
             .await?
         else {
@@ -54,14 +49,14 @@ pub async fn missing(
 }
 
 /// Remember the approval, adding to what was allowed before.
-pub async fn save(state: &AppState, user_id: &str, asked: &Asked<'_>) -> Result<(), StoreError> {
-    let now = util::now();
-    let grants = consent_keys(state, asked);
+pub async fn save(ctx: &Context, user_id: &str, asked: &Asked<'_>) -> Result<(), StoreError> {
+    let now = ctx.now();
+    let grants = consent_keys(ctx, asked);
     let mut granted = serde_json::Map::new();
     for (resource, scopes) in grants {
         granted.insert(resource.clone(), serde_json::json!(scopes));
-        let existing = state
-            .store
+        let existing = ctx
+            .consents()
             .get_consent(user_id, asked.client_id, &resource)
             .await?;
         let mut all: Vec<String> = existing
@@ -79,8 +74,7 @@ pub async fn save(state: &AppState, user_id: &str, asked: &Asked<'_>) -> Result<
                 all.push(s);
             }
         }
-        state
-            .store
+        ctx.consents()
             .save_consent(&Consent {
                 user_id: user_id.to_string(),
                 client_id: asked.client_id.to_string(),
@@ -92,7 +86,7 @@ pub async fn save(state: &AppState, user_id: &str, asked: &Asked<'_>) -> Result<
             })
             .await?;
     }
-    state.audit.record(
+    ctx.audit.record(
         Event::new(Kind::ConsentGranted)
             .client(asked.client_id)
             .user(user_id)

@@ -1,4 +1,20 @@
-//! The device authorization grant (RFC 8628): user codes that are easy to read and type.
+//! The user's side of the device authorization grant (RFC 8628 §3.3): user codes that are
+//! easy to read and type, finding the request a typed code names (guessing is throttled),
+//! and the user's decision. The device's side is in `grants::device_code`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::authn::throttle::{Bucket, Throttled};
+use super::authorize::Asked;
+use super::consent;
+use super::context::Context;
+use super::policy;
+use super::resource::Resource;
+use super::scope::Scope;
+use crate::audit::{Event, Kind};
+use crate::error::OAuthError;
+use crate::store::{DeviceApproval, DeviceCode, Session, StoreError};
 
 /// Consonants only (no vowels, so no words; no look-alikes such as 0/O or 1/I).
 const ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";
@@ -22,6 +38,101 @@ pub fn normalize_user_code(typed: &str) -> Option<String> {
         .collect();
     (chars.len() == 8 && chars.bytes().all(|b| ALPHABET.contains(&b)))
         .then(|| format!("{}-{}", &chars[..4], &chars[4..]))
+}
+
+/// Why a typed code leads nowhere.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error("too many wrong codes; retry in {} s", .0.retry_after)]
+    Throttled(Throttled),
+    #[error("that code is not valid, or it expired")]
+    NotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The pending request a user typed the code of. Wrong codes from one address are
+/// throttled (RFC 8628 §5.1: user codes are short, so guessing must be slow).
+pub async fn find_pending(
+    ctx: &Context,
+    typed: &str,
+    addr: Option<IpAddr>,
+) -> Result<DeviceCode, LookupError> {
+    let now = ctx.now();
+    let throttle = &ctx.authn.throttle;
+    let bucket = Bucket::DeviceCodeGuess(addr);
+    if let Some(t) = throttle.is_full(ctx.rate_limits(), bucket, now).await? {
+        return Err(LookupError::Throttled(t));
+    }
+    let found = match normalize_user_code(typed) {
+        Some(code) => ctx.devices().pending_device(&code, now).await?,
+        None => None,
+    };
+    match found {
+        Some(d) => Ok(d),
+        None => {
+            throttle.failed(ctx.rate_limits(), bucket, now).await?;
+            Err(LookupError::NotFound)
+        }
+    }
+}
+
+/// The resources and scope a pending request asks for (resources looked up again, so one
+/// removed since is refused).
+pub async fn asked(
+    ctx: &Context,
+    request: &DeviceCode,
+) -> Result<(Vec<Arc<Resource>>, Scope), OAuthError> {
+    let uris: Vec<&str> = request.resources.iter().map(String::as_str).collect();
+    let resources = policy::resources_for_user(ctx, &uris).await?;
+    Ok((resources, Scope::parse(&request.scope).unwrap_or_default()))
+}
+
+/// Record the user's decision on a pending request: approval remembers the consent and
+/// binds the request to the user and how they signed in. False when the request was no
+/// longer pending.
+pub async fn decide(
+    ctx: &Context,
+    request: &DeviceCode,
+    session: &Session,
+    approve: bool,
+) -> Result<bool, OAuthError> {
+    if approve {
+        let (resources, scope) = asked(ctx, request).await?;
+        let asked = Asked {
+            client_id: &request.client_id,
+            resources: &resources,
+            scope: &scope,
+        };
+        consent::save(ctx, &session.user_id, &asked).await?;
+    }
+    let by = approve.then_some(DeviceApproval {
+        user_id: &session.user_id,
+        auth_time: session.auth_time,
+        amr: &session.amr,
+        acr: session.acr.as_deref(),
+        sid: &session.sid,
+    });
+    if !ctx
+        .devices()
+        .decide_device(&request.user_code, by, ctx.now())
+        .await?
+    {
+        return Ok(false);
+    }
+    tracing::info!(client_id = %request.client_id, approved = approve, "device decision");
+    let kind = if approve {
+        Kind::DeviceApproved
+    } else {
+        Kind::DeviceDenied
+    };
+    ctx.audit.record(
+        Event::new(kind)
+            .client(&request.client_id)
+            .user(&session.user_id)
+            .detail(serde_json::json!({ "scope": request.scope, "resources": request.resources })),
+    );
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -5,19 +5,18 @@
 use concierge_guard::dpop::{self, Proof, ProofCheck};
 use http::HeaderMap;
 
+use super::context::Context;
 use crate::audit::{Event, Kind};
 use crate::config::DpopConfig;
 use crate::error::{ErrorCode, OAuthError};
 use crate::keys::Kek;
-use crate::startup::AppState;
-use crate::util;
 
 pub use concierge_guard::dpop::DEFAULT_ALGORITHMS as ALGORITHMS;
 
 /// The request header carrying the proof (RFC 9449 §4.1).
 pub const PROOF_HEADER: &str = "dpop";
 /// The response header carrying a server nonce (RFC 9449 §8.1).
-pub const NONCE_HEADER: &str = "dpop-nonce";
+pub use crate::error::DPOP_NONCE_HEADER as NONCE_HEADER;
 
 /// The accepted proof algorithms by name, for metadata and challenges.
 pub fn algorithm_names() -> Vec<String> {
@@ -71,15 +70,15 @@ pub struct Expect<'a> {
 /// required (`use_dpop_nonce` with a fresh `DPoP-Nonce`), and its `jti` spent once for
 /// every replica (RFC 9449 §11.1).
 pub async fn check(
-    state: &AppState,
+    ctx: &Context,
     headers: &HeaderMap,
     expect: Expect<'_>,
 ) -> Result<Option<Proof>, OAuthError> {
     let Some(raw) = proof_header(headers)? else {
         return Ok(None);
     };
-    let config = &state.config.dpop;
-    let now = util::now();
+    let config = &ctx.config.dpop;
+    let now = ctx.now();
     let mut check = ProofCheck::new(expect.method, expect.url, now)
         .algorithms(ALGORITHMS)
         .window(
@@ -92,7 +91,7 @@ pub async fn check(
     let proof =
         dpop::verify(raw, &check).map_err(|e| OAuthError::invalid_dpop_proof(e.to_string()))?;
     if expect.nonce {
-        let kek = state.keys.kek();
+        let kek = ctx.keys.kek();
         let fresh = proof
             .nonce
             .as_deref()
@@ -107,12 +106,12 @@ pub async fn check(
         }
     }
     let key = format!("dpop:{}", proof.replay_key());
-    if !state
-        .store
+    if !ctx
+        .replay()
         .use_once(&key, now + proof.replay_window, now)
         .await?
     {
-        state.audit.record(
+        ctx.audit.record(
             Event::new(Kind::DpopProofReplayed)
                 .detail(serde_json::json!({ "jkt": proof.jkt, "url": expect.url })),
         );
@@ -131,14 +130,11 @@ pub fn valid_jkt(jkt: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// The `cnf.jkt` of a verified token's claims.
-pub fn bound_jkt(claims: &serde_json::Value) -> Option<&str> {
-    claims.get("cnf")?.get("jkt")?.as_str()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::util;
 
     fn kek() -> Kek {
         Kek::from_base64(&util::b64(&[7u8; 32])).expect("kek")

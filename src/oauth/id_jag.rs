@@ -33,15 +33,17 @@ use serde_json::{Map, Value, json};
 use super::client_assertion::{AssertionError, DecodeFailure, JwsHeader, LEEWAY_SECS};
 use super::client_assertion::{decode_with_any, jws_header, signing_alg_names};
 use super::clients::Client;
+use super::context::Context;
 use super::form::Form;
-use super::resource::{Resource, ResourceUri};
+use super::policy;
+use super::resource::ResourceUri;
 use super::scope::Scope;
 use super::tokens::{AccessToken, Issued, TokenResponse, issue_access_token, verify_id_token};
 use crate::audit::{Event, Kind};
-use crate::config::{IdJagPolicy, TrustedIssuer};
+use crate::config::{IdJagConfig, TrustedIssuer};
 use crate::error::{ErrorCode, OAuthError};
 use crate::keys::Alg;
-use crate::startup::AppState;
+use crate::store::IdJagPolicy;
 use crate::util;
 
 /// `requested_token_type` / `issued_token_type` of an ID-JAG (draft §4.3, §7).
@@ -84,7 +86,7 @@ pub struct IdJagClaims {
 
 /// Record a refusal in the audit log and hand the error back.
 fn refused(
-    state: &AppState,
+    ctx: &Context,
     client: &Client,
     role: &str,
     detail: Map<String, Value>,
@@ -94,7 +96,7 @@ fn refused(
     d.insert("role".into(), role.into());
     d.insert("error".into(), e.code.as_str().into());
     d.insert("error_description".into(), e.description.to_string().into());
-    state.audit.record(
+    ctx.audit.record(
         Event::new(Kind::IdJagRefused)
             .client(&client.client_id)
             .detail(Value::Object(d)),
@@ -115,7 +117,7 @@ fn single<'a>(form: &'a Form, name: &str, code: ErrorCode) -> Result<Option<&'a 
 // The enterprise IdP: ID token → ID-JAG.
 
 /// The policy letting `client_id` obtain ID-JAGs for `resource` at `audience` (compared in
-/// normal form, DESIGN.md §5).
+/// normal form: clients differ on a lone trailing slash and on case).
 pub fn find_policy<'a>(
     policies: &'a [IdJagPolicy],
     client_id: &str,
@@ -129,27 +131,34 @@ pub fn find_policy<'a>(
     })
 }
 
-/// The scopes an ID-JAG carries: the requested ones, each allowed by the policy; without
-/// `scope`, all the policy allows.
-pub fn policy_scopes(policy: &IdJagPolicy, requested: Option<&str>) -> Result<Scope, OAuthError> {
-    let allowed = Scope::parse(&policy.scopes.join(" ")).map_err(OAuthError::internal)?;
-    let Some(requested) = requested else {
-        return Ok(allowed);
-    };
-    let requested =
-        Scope::parse(requested).map_err(|e| err(ErrorCode::InvalidScope, format!("scope {e}")))?;
-    if let Some(t) = requested.tokens().iter().find(|t| !allowed.contains(t)) {
-        return Err(err(
-            ErrorCode::InvalidScope,
-            format!("the ID-JAG policy for this client and resource does not allow {t}"),
-        ));
+/// Is a policy well-formed? (URIs, scope tokens, non-empty client ids.) For policies from
+/// the configuration file (checked at start-up) and from `concierge id-jag allow`.
+pub fn check_policy(p: &IdJagPolicy) -> Result<(), String> {
+    url::Url::parse(&p.audience).map_err(|e| format!("audience: {e}"))?;
+    ResourceUri::parse(&p.resource).map_err(|e| format!("resource {e}"))?;
+    Scope::parse(&p.scopes.join(" ")).map_err(|e| format!("scopes {e}"))?;
+    if p.client_id.is_empty() || p.target_client_id.is_empty() {
+        return Err("client_id and target_client_id must not be empty".into());
     }
-    Ok(requested)
+    Ok(())
+}
+
+/// Check the `id_jag` configuration section's policies (start-up).
+pub fn check_config(config: &IdJagConfig) -> Result<(), String> {
+    for p in &config.policies {
+        check_policy(p).map_err(|why| {
+            format!(
+                "id_jag.policies (client {:?}, audience {:?}): {why}",
+                p.client_id, p.audience
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Token exchange of one of our ID tokens for an ID-JAG (draft §4.3).
 pub async fn issue(
-    state: &AppState,
+    ctx: &Context,
     client: &Client,
     form: &Form,
 ) -> Result<TokenResponse, OAuthError> {
@@ -159,13 +168,13 @@ pub async fn issue(
             detail.insert(name.into(), v.chars().take(300).collect::<String>().into());
         }
     }
-    issue_checked(state, client, form)
+    issue_checked(ctx, client, form)
         .await
-        .map_err(|e| refused(state, client, "idp", detail, e))
+        .map_err(|e| refused(ctx, client, "idp", detail, e))
 }
 
 async fn issue_checked(
-    state: &AppState,
+    ctx: &Context,
     client: &Client,
     form: &Form,
 ) -> Result<TokenResponse, OAuthError> {
@@ -188,7 +197,7 @@ async fn issue_checked(
         ));
     }
     // The subject: an ID token we issued to this very client, not expired.
-    let id_token = verify_id_token(&state.keys, &state.issuer, subject, &client.client_id)
+    let id_token = verify_id_token(&ctx.keys, ctx.issuer(), subject, &client.client_id)
         .ok_or_else(|| {
             grant_err(
                 "the subject_token is not a valid, unexpired ID token this server issued to \
@@ -199,8 +208,8 @@ async fn issue_checked(
         .as_str()
         .filter(|s| !s.is_empty())
         .ok_or_else(|| grant_err("the ID token has no sub"))?;
-    let user = state
-        .store
+    let user = ctx
+        .users()
         .get_user(sub)
         .await?
         .ok_or_else(|| grant_err("the ID token's user no longer exists"))?;
@@ -224,9 +233,12 @@ async fn issue_checked(
     let resource = ResourceUri::parse(resource)
         .map_err(|e| err(ErrorCode::InvalidTarget, format!("resource {e}")))?;
     // The configuration file's policies, then those made with the CLI.
-    let stored = state.store.id_jag_policies_for(&client.client_id).await?;
+    let stored = ctx
+        .id_jag_policies()
+        .id_jag_policies_for(&client.client_id)
+        .await?;
     let policy = find_policy(
-        &state.config.id_jag.policies,
+        &ctx.config.id_jag.policies,
         &client.client_id,
         &audience,
         &resource,
@@ -241,13 +253,13 @@ async fn issue_checked(
             ),
         )
     })?;
-    let scope = policy_scopes(policy, form.get("scope"))?;
+    let scope = policy::id_jag_scopes(policy, form.get("scope"))?;
 
-    let now = util::now();
-    let ttl = i64::from(state.config.tokens.id_jag_ttl_secs);
+    let now = ctx.now();
+    let ttl = i64::from(ctx.config.tokens.id_jag_ttl_secs);
     let scope_str = scope.to_string();
     let claims = IdJagClaims {
-        iss: state.issuer.to_string(),
+        iss: ctx.issuer().to_string(),
         sub: user.id.clone(),
         // The policy's spelling of the issuer: the target compares `aud` with its own.
         aud: Value::String(policy.audience.clone()),
@@ -259,7 +271,7 @@ async fn issue_checked(
         scope: (!scope.is_empty()).then(|| scope_str.clone()),
         auth_time: id_token["auth_time"].as_i64(),
     };
-    let jag = state.keys.sign_jwt(Alg::ES256, ID_JAG_TYP, &claims)?;
+    let jag = ctx.keys.sign_jwt(Alg::ES256, ID_JAG_TYP, &claims)?;
     let mut extra = Map::new();
     extra.insert(
         "id_jag".into(),
@@ -308,45 +320,9 @@ pub fn is_id_jag_typ(typ: Option<&str>) -> bool {
     })
 }
 
-/// The scopes of the access token: the requested ones (each carried by the assertion) or all
-/// the assertion's, kept to those the resource offers (draft §4.4.1: the authorization server
-/// may narrow, never widen).
-pub fn granted_scopes(
-    assertion: &Scope,
-    requested: Option<&str>,
-    resource: &Resource,
-) -> Result<Scope, OAuthError> {
-    let scope_err = |d: String| err(ErrorCode::InvalidScope, d);
-    let wanted = match requested {
-        Some(r) => {
-            let r = Scope::parse(r).map_err(|e| scope_err(format!("scope {e}")))?;
-            if let Some(t) = r.tokens().iter().find(|t| !assertion.contains(t)) {
-                return Err(scope_err(format!(
-                    "{t} is not granted by the assertion; a token request cannot widen it"
-                )));
-            }
-            r
-        }
-        None => assertion.clone(),
-    };
-    let offered: Vec<&str> = wanted
-        .tokens()
-        .iter()
-        .map(String::as_str)
-        .filter(|t| resource.scopes.iter().any(|s| s.name == *t))
-        .collect();
-    if offered.is_empty() {
-        return Err(scope_err(format!(
-            "none of the assertion's scopes is a scope of {}",
-            resource.uri
-        )));
-    }
-    Scope::parse(&offered.join(" ")).map_err(|e| scope_err(format!("scope {e}")))
-}
-
 /// The jwt-bearer grant with an ID-JAG (RFC 7523 §2.1, draft §4.4).
 pub async fn redeem(
-    state: &AppState,
+    ctx: &Context,
     client: &Client,
     form: &Form,
     dpop_jkt: Option<&str>,
@@ -365,9 +341,9 @@ pub async fn redeem(
             }
         }
     }
-    redeem_checked(state, client, form, dpop_jkt)
+    redeem_checked(ctx, client, form, dpop_jkt)
         .await
-        .map_err(|e| refused(state, client, "authorization_server", detail, e))
+        .map_err(|e| refused(ctx, client, "authorization_server", detail, e))
 }
 
 fn header_err(e: AssertionError) -> OAuthError {
@@ -383,7 +359,7 @@ fn header_err(e: AssertionError) -> OAuthError {
 }
 
 async fn redeem_checked(
-    state: &AppState,
+    ctx: &Context,
     client: &Client,
     form: &Form,
     dpop_jkt: Option<&str>,
@@ -406,13 +382,13 @@ async fn redeem_checked(
         .and_then(|p| p.get("iss").and_then(Value::as_str).map(str::to_string))
         .ok_or_else(|| grant_err("the assertion has no iss"))?;
     let trusted =
-        trusted_issuer(&state.config.id_jag.trusted_issuers, &claimed_iss).ok_or_else(|| {
+        trusted_issuer(&ctx.config.id_jag.trusted_issuers, &claimed_iss).ok_or_else(|| {
             grant_err(format!(
                 "the assertion's issuer {:?} is not trusted here",
                 claimed_iss.chars().take(200).collect::<String>()
             ))
         })?;
-    let keys = state
+    let keys = ctx
         .assertions
         .keys_from(
             trusted.jwks.as_ref(),
@@ -423,20 +399,21 @@ async fn redeem_checked(
         .await
         .map_err(|e| grant_err(format!("the issuer's keys: {e}")))?;
 
-    let now = util::now();
+    let now = ctx.now();
     let mut validation = Validation::new(alg);
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     validation.leeway = LEEWAY_SECS as u64;
     validation.validate_nbf = true;
     validation.set_issuer(&[&claimed_iss]);
-    let mut audiences = vec![state.issuer.to_string()];
-    if let Ok(u) = ResourceUri::parse(&state.issuer)
-        && u.as_str() != &*state.issuer
+    let issuer = ctx.issuer();
+    let mut audiences = vec![issuer.to_string()];
+    if let Ok(u) = ResourceUri::parse(issuer)
+        && u.as_str() != issuer
     {
         audiences.push(u.to_string());
     }
-    if url::Url::parse(&state.issuer).is_ok_and(|u| u.path() == "/") {
-        audiences.push(format!("{}/", state.issuer));
+    if url::Url::parse(issuer).is_ok_and(|u| u.path() == "/") {
+        audiences.push(format!("{issuer}/"));
     }
     validation.set_audience(&audiences);
     let claims: IdJagClaims =
@@ -449,10 +426,9 @@ async fn redeem_checked(
                 grant_err(match kind {
                     ErrorKind::ExpiredSignature => "the assertion has expired (exp)".to_string(),
                     ErrorKind::ImmatureSignature => "the assertion is not valid yet (nbf)".into(),
-                    ErrorKind::InvalidAudience => format!(
-                        "the assertion's aud must be this server's issuer ({})",
-                        state.issuer
-                    ),
+                    ErrorKind::InvalidAudience => {
+                        format!("the assertion's aud must be this server's issuer ({issuer})")
+                    }
                     ErrorKind::InvalidIssuer => "the assertion's iss does not match".into(),
                     ErrorKind::MissingRequiredClaim(c) => {
                         format!("the assertion must carry the {c} claim")
@@ -505,14 +481,14 @@ async fn redeem_checked(
             "resource {p} differs from the assertion's resource {uri}"
         )));
     }
-    let resource = state
+    let resource = ctx
         .resources
         .get(&uri)
         .await?
         .ok_or_else(|| target(format!("{uri} is not a resource this server protects")))?;
     let asserted = Scope::parse(claims.scope.as_deref().unwrap_or(""))
         .map_err(|e| grant_err(format!("the assertion's scope {e}")))?;
-    let scope = granted_scopes(&asserted, form.get("scope"), &resource)?;
+    let scope = policy::asserted_scopes(&asserted, form.get("scope"), &resource)?;
 
     // Last, once everything else holds: spend the jti (one atomic statement, so replicas
     // agree). Scoped by issuer, hashed to a fixed size.
@@ -525,8 +501,8 @@ async fn redeem_checked(
             claims.jti
         )))
     );
-    if !state
-        .store
+    if !ctx
+        .replay()
         .use_once(&key, claims.exp + LEEWAY_SECS, now)
         .await?
     {
@@ -537,17 +513,19 @@ async fn redeem_checked(
 
     let audience = [resource.uri.to_string()];
     let mut response = issue_access_token(
-        &state.keys,
-        &state.issuer,
+        &ctx.keys,
+        ctx.issuer(),
         &AccessToken {
             sub: &claims.sub,
             client_id: &client.client_id,
             audience: &audience,
             scope: &scope.to_string(),
             auth_time: claims.auth_time,
+            amr: &[],
+            acr: None,
             act: None,
             jkt: dpop_jkt,
-            ttl: i64::from(state.config.tokens.access_token_ttl_secs),
+            ttl: i64::from(ctx.config.tokens.access_token_ttl_secs),
         },
     )?;
     response.issued.extra.insert(
@@ -588,17 +566,25 @@ mod tests {
     fn policy_scopes_never_widen() {
         let p = policy();
         assert_eq!(
-            policy_scopes(&p, None).expect("all").to_string(),
+            policy::id_jag_scopes(&p, None).expect("all").to_string(),
             "notes:read notes:write"
         );
         assert_eq!(
-            policy_scopes(&p, Some("notes:read"))
+            policy::id_jag_scopes(&p, Some("notes:read"))
                 .expect("one")
                 .to_string(),
             "notes:read"
         );
-        let e = policy_scopes(&p, Some("notes:read admin")).expect_err("wider");
+        let e = policy::id_jag_scopes(&p, Some("notes:read admin")).expect_err("wider");
         assert_eq!(e.code, ErrorCode::InvalidScope);
+        assert!(check_policy(&p).is_ok());
+        assert!(
+            check_policy(&IdJagPolicy {
+                target_client_id: String::new(),
+                ..p
+            })
+            .is_err()
+        );
     }
 
     #[test]
@@ -612,9 +598,9 @@ mod tests {
 
     #[test]
     fn scopes_are_requested_and_asserted_and_offered() {
-        let resource = Resource::from_stored(
-            "https://mcp.example/mcp".into(),
-            "Notes".into(),
+        let resource = crate::oauth::resource::Resource::new(
+            "https://mcp.example/mcp",
+            "Notes",
             vec![ScopeDef {
                 name: "notes:read".into(),
                 description: "Read".into(),
@@ -623,13 +609,13 @@ mod tests {
         )
         .expect("resource");
         let asserted = Scope::parse("notes:read other").expect("scope");
-        let all = granted_scopes(&asserted, None, &resource).expect("all");
+        let all = policy::asserted_scopes(&asserted, None, &resource).expect("all");
         assert_eq!(all.to_string(), "notes:read");
-        let e = granted_scopes(&asserted, Some("notes:read notes:write"), &resource)
+        let e = policy::asserted_scopes(&asserted, Some("notes:read notes:write"), &resource)
             .expect_err("widening");
         assert_eq!(e.code, ErrorCode::InvalidScope);
         let none = Scope::parse("other").expect("scope");
-        assert!(granted_scopes(&none, None, &resource).is_err());
+        assert!(policy::asserted_scopes(&none, None, &resource).is_err());
     }
 
     #[test]

@@ -3,32 +3,29 @@
 
 use serde_json::{Map, Value, json};
 
-use super::client_metadata::AuthMethod;
-use super::grants::GrantType;
-use super::resource::OIDC_SCOPES;
+use super::grants::Grant;
 use super::{client_assertion, client_auth};
+use crate::store::AuthMethod;
 
 /// What the server does right now.
-#[derive(Debug, Clone)]
 pub struct Capabilities<'a> {
     pub issuer: &'a str,
-    /// Grants implemented at the token endpoint (`grants::implemented()`).
-    pub grants: &'a [GrantType],
+    /// The grants enabled at the token endpoint (`GrantRegistry::enabled`).
+    pub grants: Vec<&'a dyn Grant>,
     pub registration_enabled: bool,
     pub cimd_enabled: bool,
     /// Every scope of every registered resource.
     pub scopes: Vec<String>,
 }
 
-/// The RFC 8414 document. `openid-configuration` serves the same document.
+/// The RFC 8414 document. `openid-configuration` serves the same document. The grants add
+/// what they bring (the authorization endpoint and OpenID Connect with the code flow, the
+/// device authorization endpoint, grant profiles), so nothing is advertised that is not
+/// served.
 pub fn authorization_server_metadata(c: &Capabilities<'_>) -> Map<String, Value> {
     let endpoint = |path: &str| Value::String(format!("{}{path}", c.issuer));
     let mut m = Map::new();
     m.insert("issuer".into(), Value::String(c.issuer.to_string()));
-    let code_flow = c.grants.iter().any(|g| g.uses_authorization_endpoint());
-    if code_flow {
-        m.insert("authorization_endpoint".into(), endpoint("/authorize"));
-    }
     if !c.grants.is_empty() {
         m.insert("token_endpoint".into(), endpoint("/token"));
         let methods = json!(
@@ -55,102 +52,35 @@ pub fn authorization_server_metadata(c: &Capabilities<'_>) -> Map<String, Value>
             json!(super::dpop::algorithm_names()),
         );
         // Introspection (RFC 7662) and revocation (RFC 7009) authenticate clients the same way.
-        for endpoint_name in ["revocation", "introspection"] {
-            let path = if endpoint_name == "revocation" {
-                "/revoke"
-            } else {
-                "/introspect"
-            };
-            m.insert(format!("{endpoint_name}_endpoint"), endpoint(path));
+        for (name, path) in [("revocation", "/revoke"), ("introspection", "/introspect")] {
+            m.insert(format!("{name}_endpoint"), endpoint(path));
             m.insert(
-                format!("{endpoint_name}_endpoint_auth_methods_supported"),
+                format!("{name}_endpoint_auth_methods_supported"),
                 methods.clone(),
             );
             if with_keys {
                 m.insert(
-                    format!("{endpoint_name}_endpoint_auth_signing_alg_values_supported"),
+                    format!("{name}_endpoint_auth_signing_alg_values_supported"),
                     algs.clone(),
                 );
             }
         }
     }
-    // The jwt-bearer grant is enabled only with trusted ID-JAG issuers, and redeems only
-    // ID-JAGs (draft-ietf-oauth-identity-assertion-authz-grant, MCP enterprise-managed
-    // authorization).
-    if c.grants.contains(&GrantType::JwtBearer) {
-        m.insert(
-            "authorization_grant_profiles_supported".into(),
-            json!([super::id_jag::GRANT_PROFILE]),
-        );
-    }
-    if c.grants.contains(&GrantType::DeviceCode) {
-        m.insert(
-            "device_authorization_endpoint".into(),
-            endpoint("/device_authorization"),
-        );
-    }
     m.insert("jwks_uri".into(), endpoint("/jwks"));
     if c.registration_enabled {
         m.insert("registration_endpoint".into(), endpoint("/register"));
     }
-    let mut scopes = c.scopes.clone();
-    if code_flow {
-        // OpenID Connect rides on the code flow.
-        scopes.extend(OIDC_SCOPES.iter().map(|s| s.to_string()));
-    }
-    m.insert("scopes_supported".into(), json!(scopes));
-    // Required by RFC 8414; empty until the authorization endpoint exists.
-    m.insert(
-        "response_types_supported".into(),
-        json!(if code_flow { vec!["code"] } else { vec![] }),
-    );
+    m.insert("scopes_supported".into(), json!(c.scopes));
+    // Required by RFC 8414; the code flow's grant fills it in.
+    m.insert("response_types_supported".into(), json!([]));
     // Listed explicitly even when empty: an absent list would mean the RFC 8414 default,
     // which names grants this server does not do.
     m.insert(
         "grant_types_supported".into(),
-        json!(c.grants.iter().map(|g| g.as_str()).collect::<Vec<_>>()),
+        json!(c.grants.iter().map(|g| g.grant_type()).collect::<Vec<_>>()),
     );
-    if code_flow {
-        m.insert("response_modes_supported".into(), json!(["query"]));
-        m.insert("code_challenge_methods_supported".into(), json!(["S256"]));
-        m.insert(
-            "authorization_response_iss_parameter_supported".into(),
-            Value::Bool(true),
-        );
-        // OpenID Connect Discovery §3.
-        m.insert("userinfo_endpoint".into(), endpoint("/userinfo"));
-        m.insert("subject_types_supported".into(), json!(["public"]));
-        m.insert(
-            "id_token_signing_alg_values_supported".into(),
-            json!(["RS256"]),
-        );
-        m.insert(
-            "prompt_values_supported".into(),
-            json!(["none", "login", "consent", "select_account"]),
-        );
-        m.insert(
-            "claims_supported".into(),
-            json!([
-                "sub",
-                "iss",
-                "aud",
-                "exp",
-                "iat",
-                "auth_time",
-                "nonce",
-                "at_hash",
-                "sid",
-                "azp",
-                "name",
-                "preferred_username",
-                "updated_at",
-                "email",
-                "email_verified"
-            ]),
-        );
-        m.insert("claims_parameter_supported".into(), Value::Bool(false));
-        m.insert("request_parameter_supported".into(), Value::Bool(false));
-        m.insert("request_uri_parameter_supported".into(), Value::Bool(false));
+    for g in &c.grants {
+        g.metadata(c.issuer, &mut m);
     }
     if c.cimd_enabled {
         m.insert(
@@ -165,11 +95,15 @@ pub fn authorization_server_metadata(c: &Capabilities<'_>) -> Map<String, Value>
 mod tests {
     use super::*;
 
+    use crate::config::Config;
+    use crate::oauth::grants::GrantRegistry;
+
     #[test]
     fn lists_only_what_is_there() {
+        let registry = GrantRegistry::standard();
         let c = Capabilities {
             issuer: "https://as.example",
-            grants: &[],
+            grants: Vec::new(),
             registration_enabled: true,
             cimd_enabled: true,
             scopes: vec!["notes:read".into()],
@@ -183,8 +117,12 @@ mod tests {
         assert!(!m.contains_key("authorization_endpoint"));
         assert_eq!(m["client_id_metadata_document_supported"], true);
 
+        let config = Config::default();
         let with_code = Capabilities {
-            grants: &[GrantType::AuthorizationCode, GrantType::RefreshToken],
+            grants: registry
+                .enabled(&config)
+                .filter(|g| ["authorization_code", "refresh_token"].contains(&g.grant_type()))
+                .collect(),
             registration_enabled: false,
             cimd_enabled: false,
             ..c

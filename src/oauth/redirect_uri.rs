@@ -1,8 +1,6 @@
 //! Redirect URIs: what may be registered, and how a requested one matches.
 
-use std::net::IpAddr;
-
-use url::{Host, Url};
+use url::Url;
 
 /// Schemes never allowed as a redirect target, whatever the client type.
 const FORBIDDEN_SCHEMES: &[&str] = &[
@@ -23,15 +21,7 @@ const FORBIDDEN_SCHEMES: &[&str] = &[
 /// Longest redirect URI accepted.
 pub const MAX_LEN: usize = 2000;
 
-/// Is the URL's host a loopback host (`localhost`, 127.0.0.0/8, `[::1]`)? RFC 8252 §7.3.
-pub fn is_loopback_host(url: &Url) -> bool {
-    match url.host() {
-        Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => false,
-    }
-}
+pub use crate::util::is_loopback_host;
 
 /// A redirect URI that passed the registration rules.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,8 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::client_metadata::ClientMetadata;
-use crate::store::{ClientKind, ClientRecord};
+use crate::store::{ClientKind, ClientMetadata, ClientRecord};
 use crate::util;
 
 /// Secrets issued with a registration, shown once and stored only as hashes.
@@ -119,7 +118,12 @@ mod tests {
                 .as_bytes(),
         )
         .expect("json");
-        validate(raw, Origin::Registration(&RegistrationConfig::default())).expect("valid")
+        validate(
+            raw,
+            Origin::Registration(&RegistrationConfig::default()),
+            &crate::oauth::grants::GrantRegistry::standard(),
+        )
+        .expect("valid")
     }
 
     #[test]

@@ -8,7 +8,8 @@ use url::Url;
 
 use super::scope::is_scope_token;
 use super::ttl_cache::TtlCache;
-use crate::store::{Store, StoreError};
+pub use crate::store::ScopeDef;
+use crate::store::{ResourceRecord, ResourceStore, StoreError};
 
 /// Scopes OpenID Connect defines; a resource may not claim them.
 pub const OIDC_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access"];
@@ -71,13 +72,7 @@ impl std::fmt::Display for ResourceUri {
     }
 }
 
-/// A scope a resource offers, with the sentence the consent screen shows for it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ScopeDef {
-    pub name: String,
-    pub description: String,
-}
-
+/// The rules for a scope a resource offers (the record itself is the store's).
 impl ScopeDef {
     /// Parse `name=Description` (or a bare `name`, described by its name).
     pub fn parse(spec: &str) -> Result<Self, String> {
@@ -129,15 +124,27 @@ impl Resource {
         Self::from_parts(uri, name.trim().to_string(), scopes, now)
     }
 
-    /// Rebuild from stored columns, re-checking them.
-    pub fn from_stored(
-        uri: String,
-        name: String,
-        scopes: Vec<ScopeDef>,
-        created_at: i64,
-    ) -> Result<Self, String> {
-        let uri = ResourceUri::parse(&uri)?;
-        Self::from_parts(uri, name, scopes, created_at)
+    /// Rebuild from the stored record, re-checking it.
+    pub fn from_record(r: ResourceRecord) -> Result<Self, StoreError> {
+        let uri = ResourceUri::parse(&r.uri)
+            .map_err(|e| StoreError::Corrupt(format!("resource {:?} {e}", r.uri)))?;
+        Self::from_parts(uri, r.name, r.scopes, r.created_at)
+            .map_err(|e| StoreError::Corrupt(format!("resource {}: {e}", r.uri)))
+    }
+
+    /// The record to store.
+    pub fn to_record(&self) -> ResourceRecord {
+        ResourceRecord {
+            uri: self.uri.to_string(),
+            name: self.name.clone(),
+            scopes: self.scopes.clone(),
+            created_at: self.created_at,
+        }
+    }
+
+    /// Does the resource offer `scope`?
+    pub fn offers(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s.name == scope)
     }
 
     fn from_parts(
@@ -172,14 +179,14 @@ const RESOURCE_CACHE_CAPACITY: usize = 10_000;
 /// process), so every replica sees an added, changed or removed resource within that bound.
 /// An unknown resource is never cached: a newly added one works at once.
 pub struct ResourceDirectory {
-    store: Arc<dyn Store>,
+    store: Arc<dyn ResourceStore>,
     cache: TtlCache<String, Arc<Resource>>,
     ttl: Duration,
 }
 
 impl ResourceDirectory {
     /// `cache_secs` 0 disables the cache.
-    pub fn new(store: Arc<dyn Store>, cache_secs: u64) -> Self {
+    pub fn new(store: Arc<dyn ResourceStore>, cache_secs: u64) -> Self {
         Self {
             store,
             cache: TtlCache::new(RESOURCE_CACHE_CAPACITY),
@@ -202,10 +209,20 @@ impl ResourceDirectory {
         let Some(found) = self.store.get_resource(uri.as_str()).await? else {
             return Ok(None);
         };
-        let found = Arc::new(found);
+        let found = Arc::new(Resource::from_record(found)?);
         self.cache
             .insert(uri.as_str().to_string(), found.clone(), self.ttl);
         Ok(Some(found))
+    }
+
+    /// Every registered resource, read from the store (listings, discovery metadata).
+    pub async fn list(&self) -> Result<Vec<Resource>, StoreError> {
+        self.store
+            .list_resources()
+            .await?
+            .into_iter()
+            .map(Resource::from_record)
+            .collect()
     }
 
     /// Drop this replica's cached copy after changing or deleting the resource; other

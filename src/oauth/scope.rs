@@ -47,6 +47,23 @@ impl Scope {
     pub fn contains(&self, token: &str) -> bool {
         self.0.iter().any(|t| t == token)
     }
+
+    /// The tokens for which `keep` holds, in order.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) -> Self {
+        Self(self.0.iter().filter(|t| keep(t)).cloned().collect())
+    }
+
+    /// A scope of tokens already known to be valid (from a parsed scope or a checked
+    /// record); repeats are merged.
+    pub fn from_tokens<'a>(tokens: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut out: Vec<String> = Vec::new();
+        for t in tokens {
+            if !t.is_empty() && !out.iter().any(|x| x == t) {
+                out.push(t.to_string());
+            }
+        }
+        Self(out)
+    }
 }
 
 impl std::fmt::Display for Scope {

@@ -1,10 +1,13 @@
 //! Access tokens (RFC 9068 JWTs, audience-bound per RFC 8707), ID tokens (OpenID Connect
 //! Core §2) and the token response (RFC 6749 §5.1).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::context::Context;
+use super::scope::Scope;
 use crate::keys::{Alg, KeyError, KeyManager};
+use crate::store::StoreError;
 use crate::util;
 
 /// The claims of an access token (RFC 9068 §2.2).
@@ -19,6 +22,11 @@ struct AccessTokenClaims<'a> {
     scope: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     auth_time: Option<i64>,
+    /// How the user signed in (RFC 9068 §2.2.1, RFC 8176).
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    amr: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    acr: Option<&'a str>,
     /// Delegation (RFC 8693 §4.1): who acts for `sub`, nested for each further hop.
     #[serde(skip_serializing_if = "Option::is_none")]
     act: Option<&'a Value>,
@@ -38,6 +46,9 @@ pub struct AccessToken<'a> {
     pub audience: &'a [String],
     pub scope: &'a str,
     pub auth_time: Option<i64>,
+    /// How the user signed in; empty for a client's own token.
+    pub amr: &'a [String],
+    pub acr: Option<&'a str>,
     pub act: Option<&'a Value>,
     pub ttl: i64,
     /// Bind the token to this DPoP key thumbprint (RFC 9449 §6): `cnf.jkt`, `token_type`
@@ -103,6 +114,8 @@ pub fn issue_access_token(
         client_id: t.client_id,
         scope: t.scope,
         auth_time: t.auth_time,
+        amr: t.amr,
+        acr: t.acr,
         act: t.act,
         cnf: t.jkt.map(|k| serde_json::json!({ "jkt": k })),
         jti: util::random_id(),
@@ -145,6 +158,8 @@ pub struct IdToken<'a> {
     pub client_id: &'a str,
     pub nonce: Option<&'a str>,
     pub auth_time: i64,
+    pub amr: &'a [String],
+    pub acr: Option<&'a str>,
     pub sid: Option<&'a str>,
     pub access_token: &'a str,
     pub ttl: i64,
@@ -163,6 +178,12 @@ pub fn issue_id_token(keys: &KeyManager, issuer: &str, t: IdToken<'_>) -> Result
     claims.insert("iat".into(), iat.into());
     claims.insert("exp".into(), (iat + t.ttl).into());
     claims.insert("auth_time".into(), t.auth_time.into());
+    if !t.amr.is_empty() {
+        claims.insert("amr".into(), t.amr.into());
+    }
+    if let Some(acr) = t.acr {
+        claims.insert("acr".into(), acr.into());
+    }
     claims.insert("at_hash".into(), at_hash(t.access_token).into());
     if let Some(n) = t.nonce {
         claims.insert("nonce".into(), n.into());
@@ -173,16 +194,132 @@ pub fn issue_id_token(keys: &KeyManager, issuer: &str, t: IdToken<'_>) -> Result
     keys.sign_jwt(Alg::RS256, "JWT", &claims)
 }
 
-/// Check one of our access tokens: ES256 with a published key, `typ` at+jwt, our issuer,
-/// not expired, and, when `audience` is given, meant for it. Returns the claims. (Revocation
-/// is a database question; see `revoked_key`.)
-pub fn verify_access_token(
-    keys: &KeyManager,
-    issuer: &str,
+/// The claims of one of our access tokens, after [`check_access_token`].
+#[derive(Debug, Clone, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: String,
+    /// One audience or several (RFC 7519 §4.1.3), always as a list here.
+    #[serde(deserialize_with = "one_or_many")]
+    pub aud: Vec<String>,
+    pub client_id: String,
+    #[serde(default)]
+    pub scope: String,
+    pub jti: String,
+    pub iat: i64,
+    pub exp: i64,
+    #[serde(default)]
+    pub auth_time: Option<i64>,
+    #[serde(default)]
+    pub amr: Vec<String>,
+    #[serde(default)]
+    pub acr: Option<String>,
+    /// The delegation chain (RFC 8693 §4.1).
+    #[serde(default)]
+    pub act: Option<Value>,
+    /// Who may act for the subject (RFC 8693 §4.4).
+    #[serde(default)]
+    pub may_act: Option<Value>,
+    /// The proof-of-possession key (RFC 7800, RFC 9449 §6.1).
+    #[serde(default)]
+    pub cnf: Option<Value>,
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(a) => vec![a],
+        OneOrMany::Many(a) => a,
+    })
+}
+
+impl AccessClaims {
+    pub fn scopes(&self) -> Scope {
+        Scope::parse(&self.scope).unwrap_or_default()
+    }
+
+    /// Is `audience` among the token's audiences?
+    pub fn is_for(&self, audience: &str) -> bool {
+        self.aud.iter().any(|a| a == audience)
+    }
+
+    /// The DPoP key thumbprint the token is bound to (`cnf.jkt`).
+    pub fn jkt(&self) -> Option<&str> {
+        self.cnf.as_ref()?.get("jkt")?.as_str()
+    }
+
+    /// A token a client got for itself (client credentials, RFC 9068 §2.2: `sub` is the
+    /// client), not one acting for a user or by delegation.
+    pub fn is_clients_own(&self) -> bool {
+        self.sub == self.client_id && self.act.is_none()
+    }
+
+    /// The `aud` claim as issued: a string for one audience, an array for several.
+    pub fn aud_claim(&self) -> Value {
+        match self.aud.as_slice() {
+            [one] => Value::String(one.clone()),
+            many => Value::from(many.to_vec()),
+        }
+    }
+}
+
+/// Why an access token is not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("the access token is not valid: not ours, malformed, expired or for another audience")]
+    Invalid,
+    #[error("the access token was revoked")]
+    Revoked,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The one check of our own access tokens: ES256 with a published key, `typ` at+jwt, our
+/// issuer, not expired (30 s leeway), meant for `audience` when one is given, and not
+/// revoked (RFC 7009: a revoked token's `jti` is listed until it expires). Introspection,
+/// userinfo, the admin API and token exchange (subject and actor alike) all call this.
+pub async fn check_access_token(
+    ctx: &Context,
     token: &str,
     audience: Option<&str>,
-) -> Option<Value> {
-    verify_own_jwt(keys, issuer, token, Alg::ES256, "at+jwt", audience)
+) -> Result<AccessClaims, TokenError> {
+    let claims = verify_own_jwt(
+        &ctx.keys,
+        ctx.issuer(),
+        token,
+        Alg::ES256,
+        "at+jwt",
+        audience,
+    )
+    .and_then(|v| serde_json::from_value::<AccessClaims>(v).ok())
+    .ok_or(TokenError::Invalid)?;
+    if ctx
+        .replay()
+        .is_used(&revoked_key(&claims.jti), ctx.now())
+        .await?
+    {
+        return Err(TokenError::Revoked);
+    }
+    Ok(claims)
+}
+
+/// Signature, `typ`, issuer and expiry of one of our access tokens, without the revocation
+/// check: for the revocation endpoint, which revokes what it finds (a second time is
+/// harmless).
+pub fn decode_access_token(ctx: &Context, token: &str) -> Option<AccessClaims> {
+    verify_own_jwt(&ctx.keys, ctx.issuer(), token, Alg::ES256, "at+jwt", None)
+        .and_then(|v| serde_json::from_value(v).ok())
+}
+
+/// The replay-store key under which a revoked access token's `jti` is listed until it
+/// expires.
+pub fn revoked_key(jti: &str) -> String {
+    format!("revoked_access_token:{jti}")
 }
 
 /// Check one of our ID tokens: RS256 with a published key, our issuer, not expired, and
@@ -235,11 +372,6 @@ fn verify_own_jwt(
     jsonwebtoken::decode::<Value>(token, &key, &v)
         .ok()
         .map(|d| d.claims)
-}
-
-/// The replay-store key under which a revoked access token's `jti` is listed until it expires.
-pub fn revoked_key(jti: &str) -> String {
-    format!("revoked_access_token:{jti}")
 }
 
 #[cfg(test)]

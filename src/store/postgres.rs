@@ -28,6 +28,3 @@ impl PgStore {
 }
 
 super::sql::sql_store!(PgStore, "postgres");
-super::sql_audit::sql_audit_store!(PgStore);
-super::sql_id_jag::sql_id_jag_store!(PgStore);
-super::sql_users::sql_user_store!(PgStore);

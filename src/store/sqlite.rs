@@ -30,6 +30,3 @@ impl SqliteStore {
 }
 
 super::sql::sql_store!(SqliteStore, "sqlite");
-super::sql_audit::sql_audit_store!(SqliteStore);
-super::sql_id_jag::sql_id_jag_store!(SqliteStore);
-super::sql_users::sql_user_store!(SqliteStore);

@@ -6,10 +6,9 @@ use axum::response::Response;
 use minijinja::context;
 use url::Url;
 
-use super::Browser;
+use super::Web;
 use crate::oauth::authorize::Asked;
 use crate::oauth::clients::{Client, ClientSource};
-use crate::startup::AppState;
 use crate::store::User;
 
 /// What the page shows and where its form goes.
@@ -22,7 +21,7 @@ pub struct ConsentView<'a> {
     /// The form's path (after the issuer's base path).
     pub action: &'a str,
     /// Hidden fields the form posts back.
-    pub params: Vec<(String, String)>,
+    pub params: Vec<(&'a str, String)>,
 }
 
 fn identity_description(scope: &str) -> &'static str {
@@ -35,8 +34,8 @@ fn identity_description(scope: &str) -> &'static str {
     }
 }
 
-pub fn render(state: &AppState, headers: &HeaderMap, v: ConsentView<'_>) -> Response {
-    let browser = Browser::from_headers(state, headers);
+pub fn render(web: &Web, headers: &HeaderMap, v: ConsentView<'_>) -> Response {
+    let browser = web.browser(headers);
     let resources: Vec<minijinja::Value> = v
         .asked
         .resources
@@ -68,11 +67,11 @@ pub fn render(state: &AppState, headers: &HeaderMap, v: ConsentView<'_>) -> Resp
             .and_then(|u| u.host_str().map(str::to_string)),
         ClientSource::Stored(_) => None,
     };
-    let page = state.pages.render(
+    let page = web.render(
         StatusCode::OK,
         "consent.html",
         context! {
-            base => state.base_path.as_ref(),
+            base => web.base_path(),
             action => v.action,
             client_name => v.client.display_name(),
             unverified => v.client.is_unverified(),
@@ -81,7 +80,7 @@ pub fn render(state: &AppState, headers: &HeaderMap, v: ConsentView<'_>) -> Resp
             resources => resources,
             identity => identity,
             redirect_host => redirect_host,
-            csrf => browser.csrf(state),
+            csrf => web.csrf(&browser),
             params => v.params,
         },
     );

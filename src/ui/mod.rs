@@ -1,5 +1,8 @@
-//! Server-rendered pages (sign-in, consent, connected apps, errors): templates, cookies,
-//! anti-forgery tokens and the headers every page carries (DESIGN.md §6).
+//! Server-rendered pages (sign-in, consent, connected apps, device, errors): templates,
+//! cookies, anti-forgery tokens and the headers every page carries (SECURITY.md). [`Web`]
+//! holds what pages need; it knows nothing of the protocol beyond what a page shows.
+
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -7,21 +10,31 @@ use minijinja::{Environment, Value};
 
 pub mod consent;
 
-use crate::startup::AppState;
-use crate::store::{Session, User};
+use crate::keys::KeyManager;
+use crate::oauth::form::Form;
 use crate::util;
 
 pub const SESSION_COOKIE: &str = "concierge_session";
 pub const BROWSER_COOKIE: &str = "concierge_browser";
 pub const STYLESHEET: &str = include_str!("concierge.css");
 
-/// The compiled templates.
-pub struct Pages {
+/// The compiled templates, and what every page needs: the issuer's base path, whether
+/// cookies are `Secure`, and the key that makes anti-forgery tokens.
+pub struct Web {
     env: Environment<'static>,
+    /// The issuer's path ("" at the root): prefix of every link and form on our pages.
+    base_path: String,
+    /// The issuer is https: cookies are `Secure`.
+    secure: bool,
+    keys: Arc<KeyManager>,
 }
 
-impl Pages {
-    pub fn new() -> Result<Self, minijinja::Error> {
+impl Web {
+    pub fn new(
+        base_path: &str,
+        secure: bool,
+        keys: Arc<KeyManager>,
+    ) -> Result<Self, minijinja::Error> {
         let mut env = Environment::new();
         env.add_template("base.html", include_str!("templates/base.html"))?;
         env.add_template("error.html", include_str!("templates/error.html"))?;
@@ -29,7 +42,22 @@ impl Pages {
         env.add_template("consent.html", include_str!("templates/consent.html"))?;
         env.add_template("apps.html", include_str!("templates/apps.html"))?;
         env.add_template("device.html", include_str!("templates/device.html"))?;
-        Ok(Self { env })
+        Ok(Self {
+            env,
+            base_path: base_path.to_string(),
+            secure,
+            keys,
+        })
+    }
+
+    /// The issuer's path ("" at the root).
+    pub fn base_path(&self) -> &str {
+        &self.base_path
+    }
+
+    /// A path on this server, under the issuer's path.
+    pub fn path(&self, path: &str) -> String {
+        format!("{}{path}", self.base_path)
     }
 
     /// Render `name`; a template error becomes a plain error page (and a log line).
@@ -43,6 +71,96 @@ impl Pages {
                 "<!doctype html><title>Error</title><p>Something went wrong.</p>".to_string()
             });
         with_page_headers((status, Html(html)).into_response())
+    }
+
+    /// An error page (never a redirect: used when the client or redirect URI is not trusted).
+    pub fn error_page(&self, status: StatusCode, message: &str) -> Response {
+        self.render(
+            status,
+            "error.html",
+            minijinja::context! { base => self.base_path, message => message },
+        )
+    }
+
+    /// The page for our own fault: the detail is logged under a correlation id, the page
+    /// shows only the id.
+    pub fn internal_error(&self, detail: impl std::fmt::Display) -> Response {
+        let message = crate::error::internal_message(detail);
+        self.error_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("Something went wrong on our side: {message}."),
+        )
+    }
+
+    /// A `Set-Cookie` value: HttpOnly, SameSite=Lax, Secure unless the issuer is plain http
+    /// (development on loopback). `max_age` None makes a browser-session cookie.
+    pub fn set_cookie(&self, name: &str, value: &str, max_age: Option<i64>) -> HeaderValue {
+        let path = if self.base_path.is_empty() {
+            "/"
+        } else {
+            &self.base_path
+        };
+        let mut c = format!("{name}={value}; Path={path}; HttpOnly; SameSite=Lax");
+        if self.secure {
+            c.push_str("; Secure");
+        }
+        if let Some(age) = max_age {
+            c.push_str(&format!("; Max-Age={age}"));
+        }
+        HeaderValue::from_str(&c)
+            .unwrap_or_else(|_| HeaderValue::from_static("invalid=1; Max-Age=0"))
+    }
+
+    /// The browser's anti-forgery binding, created when absent.
+    pub fn browser(&self, headers: &HeaderMap) -> Browser {
+        match cookie(headers, BROWSER_COOKIE).filter(|v| v.len() == 22) {
+            Some(id) => Browser {
+                id: id.to_string(),
+                set_cookie: None,
+            },
+            None => {
+                let id = util::random_id();
+                let set_cookie = Some(self.set_cookie(BROWSER_COOKIE, &id, None));
+                Browser { id, set_cookie }
+            }
+        }
+    }
+
+    /// The anti-forgery token of `browser`, for a form.
+    pub fn csrf(&self, browser: &Browser) -> String {
+        self.keys.kek().csrf_token(&browser.id)
+    }
+
+    /// Does the form's anti-forgery token belong to this browser? A form posted without the
+    /// browser cookie (a new browser) never passes.
+    pub fn csrf_ok(&self, headers: &HeaderMap, token: Option<&str>) -> bool {
+        match (cookie(headers, BROWSER_COOKIE), token) {
+            (Some(id), Some(t)) => self.keys.kek().verify_csrf(id, t),
+            _ => false,
+        }
+    }
+
+    /// A form posted from one of our pages: parsed, with its anti-forgery token checked. The
+    /// error is the page to answer with.
+    pub fn posted_form(&self, headers: &HeaderMap, body: &[u8]) -> Result<Form, Box<Response>> {
+        let form = Form::parse(body)
+            .map_err(|e| Box::new(self.error_page(StatusCode::BAD_REQUEST, &e.description)))?;
+        if !self.csrf_ok(headers, form.get("csrf")) {
+            return Err(Box::new(self.error_page(
+                StatusCode::BAD_REQUEST,
+                "This form expired or did not come from this page. Go back and start again.",
+            )));
+        }
+        Ok(form)
+    }
+
+    /// A path on this server that it is safe to send the browser back to after signing in.
+    pub fn safe_return_to(&self, return_to: &str) -> Option<String> {
+        let ok = return_to.starts_with(&format!("{}/", self.base_path))
+            && !return_to.starts_with("//")
+            && !return_to.contains('\\')
+            && !return_to.chars().any(char::is_control);
+        ok.then(|| return_to.to_string())
     }
 }
 
@@ -66,15 +184,6 @@ pub fn with_page_headers(mut res: Response) -> Response {
     res
 }
 
-/// An error page (never a redirect: used when the client or redirect URI is not trusted).
-pub fn error_page(state: &AppState, status: StatusCode, message: &str) -> Response {
-    state.pages.render(
-        status,
-        "error.html",
-        minijinja::context! { base => state.base_path.as_ref(), message => message },
-    )
-}
-
 /// A cookie's value from the request.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
@@ -87,25 +196,7 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// A `Set-Cookie` value: HttpOnly, SameSite=Lax, Secure unless the issuer is plain http
-/// (development on loopback). `max_age` None makes a browser-session cookie.
-pub fn set_cookie(state: &AppState, name: &str, value: &str, max_age: Option<i64>) -> HeaderValue {
-    let path = if state.base_path.is_empty() {
-        "/"
-    } else {
-        &state.base_path
-    };
-    let mut c = format!("{name}={value}; Path={path}; HttpOnly; SameSite=Lax");
-    if state.issuer.starts_with("https://") {
-        c.push_str("; Secure");
-    }
-    if let Some(age) = max_age {
-        c.push_str(&format!("; Max-Age={age}"));
-    }
-    HeaderValue::from_str(&c).unwrap_or_else(|_| HeaderValue::from_static("invalid=1; Max-Age=0"))
-}
-
-/// The browser's anti-forgery binding: the `concierge_browser` cookie, created when absent.
+/// The browser's anti-forgery binding: the `concierge_browser` cookie.
 pub struct Browser {
     pub id: String,
     /// Set on the response when the cookie was new.
@@ -113,24 +204,6 @@ pub struct Browser {
 }
 
 impl Browser {
-    pub fn from_headers(state: &AppState, headers: &HeaderMap) -> Self {
-        match cookie(headers, BROWSER_COOKIE).filter(|v| v.len() == 22) {
-            Some(id) => Self {
-                id: id.to_string(),
-                set_cookie: None,
-            },
-            None => {
-                let id = util::random_id();
-                let set_cookie = Some(set_cookie(state, BROWSER_COOKIE, &id, None));
-                Self { id, set_cookie }
-            }
-        }
-    }
-
-    pub fn csrf(&self, state: &AppState) -> String {
-        state.keys.kek().csrf_token(&self.id)
-    }
-
     /// Attach the cookie if it is new.
     pub fn apply(&self, mut res: Response) -> Response {
         if let Some(c) = &self.set_cookie {
@@ -138,62 +211,6 @@ impl Browser {
         }
         res
     }
-}
-
-/// Does the form's anti-forgery token belong to this browser? A form posted without the
-/// browser cookie (a new browser) never passes.
-pub fn csrf_ok(state: &AppState, headers: &HeaderMap, token: Option<&str>) -> bool {
-    match (cookie(headers, BROWSER_COOKIE), token) {
-        (Some(id), Some(t)) => state.keys.kek().verify_csrf(id, t),
-        _ => false,
-    }
-}
-
-/// A form posted from one of our pages: parsed, with its anti-forgery token checked. The
-/// error is the page to answer with.
-pub fn posted_form(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<crate::oauth::form::Form, Box<Response>> {
-    let form = crate::oauth::form::Form::parse(body)
-        .map_err(|e| Box::new(error_page(state, StatusCode::BAD_REQUEST, &e.description)))?;
-    if !csrf_ok(state, headers, form.get("csrf")) {
-        return Err(Box::new(error_page(
-            state,
-            StatusCode::BAD_REQUEST,
-            "This form expired or did not come from this page. Go back and start again.",
-        )));
-    }
-    Ok(form)
-}
-
-/// The signed-in user of this browser, if any.
-pub async fn current_session(state: &AppState, headers: &HeaderMap) -> Option<(Session, User)> {
-    let token = cookie(headers, SESSION_COOKIE)?;
-    let now = util::now();
-    let session = match state
-        .store
-        .get_session(&util::secret_hash(token), now)
-        .await
-    {
-        Ok(s) => s?,
-        Err(e) => {
-            tracing::error!(error = %e, "loading a session");
-            return None;
-        }
-    };
-    let user = state.store.get_user(&session.user_id).await.ok()??;
-    Some((session, user))
-}
-
-/// A path on this server that it is safe to send the browser back to after signing in.
-pub fn safe_return_to(state: &AppState, return_to: &str) -> Option<String> {
-    let ok = return_to.starts_with(&format!("{}/", state.base_path))
-        && !return_to.starts_with("//")
-        && !return_to.contains('\\')
-        && !return_to.chars().any(char::is_control);
-    ok.then(|| return_to.to_string())
 }
 
 /// A 303 to `location`.

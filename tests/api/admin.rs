@@ -20,7 +20,7 @@ async fn admin_token(app: &TestApp) -> (String, String, String) {
         app,
         &record.client_id,
         &secret,
-        &concierge::manage::admin_resource_uri(&app.issuer),
+        &concierge::oauth::admin_token::admin_resource_uri(&app.issuer),
         "admin",
     )
     .await;
@@ -128,6 +128,7 @@ both!(admin_calls_need_an_admin_token, |app: TestApp| async move {
     let (tools_client, tools_secret) = {
         let (r, s) = concierge::manage::create_client(
             app.store().as_ref(),
+            &concierge::oauth::grants::GrantRegistry::standard(),
             concierge::manage::NewClient {
                 name: "tools".into(),
                 grant_types: vec!["client_credentials".into()],
@@ -179,7 +180,7 @@ both!(admin_calls_need_an_admin_token, |app: TestApp| async move {
             ("grant_type", "client_credentials"),
             (
                 "resource",
-                concierge::manage::admin_resource_uri(&app.issuer).as_str(),
+                concierge::oauth::admin_token::admin_resource_uri(&app.issuer).as_str(),
             ),
             ("scope", "admin"),
         ])
@@ -196,7 +197,7 @@ both!(admin_calls_need_an_admin_token, |app: TestApp| async move {
     // Users cannot delegate administration: /authorize refuses the admin resource.
     let agent = public_client(&app).await;
     let (_, challenge) = pkce();
-    let admin_uri = concierge::manage::admin_resource_uri(&app.issuer);
+    let admin_uri = concierge::oauth::admin_token::admin_resource_uri(&app.issuer);
     let params: Vec<(String, String)> = auth_params(&agent, &challenge, "admin")
         .into_iter()
         .map(|(k, v)| {
@@ -410,11 +411,13 @@ both!(resources_and_exchange_policies, |app: TestApp| async move {
     assert_eq!(s, 404);
     assert_eq!(body["error"]["code"], "not_found");
     let uri = concierge::oauth::resource::ResourceUri::parse("https://notes.example/mcp/").unwrap();
-    assert!(app.state.resources.get(&uri).await.unwrap().is_none());
+    assert!(app.state.oauth.resources.get(&uri).await.unwrap().is_none());
     // The admin API's own resource stays.
     let own = format!(
         "/admin/v1/resources/{}",
-        enc(&concierge::manage::admin_resource_uri(&app.issuer))
+        enc(&concierge::oauth::admin_token::admin_resource_uri(
+            &app.issuer
+        ))
     );
     assert_eq!(delete(&app, &t, &own).await.0, 409);
     app
@@ -517,7 +520,13 @@ both!(
         assert_eq!(docs["items"], json!([]));
         // A document client, once resolved, is listed while cached.
         let doc_id = serve_document().await;
-        app.state.clients.find(&doc_id).await.unwrap().unwrap();
+        app.state
+            .oauth
+            .clients
+            .find(&doc_id)
+            .await
+            .unwrap()
+            .unwrap();
         let (_, _, docs) = get(&app, &t, "/admin/v1/clients/metadata-documents").await;
         let listed = &docs["items"][0];
         assert_eq!(listed["client_id"], doc_id.as_str(), "{docs}");
@@ -601,9 +610,9 @@ both!(users_and_consents, |app: TestApp| async move {
     .await;
     assert_eq!(s, 204);
     let stored = app.store().get_user(&bob_id).await.unwrap().unwrap();
-    assert!(concierge::oauth::password::verify(
+    assert!(concierge::oauth::authn::password::verify(
         "another long one",
-        &stored.password_hash
+        stored.password_hash.as_deref().unwrap()
     ));
     assert_eq!(
         delete(&app, &t, &format!("/admin/v1/users/{bob_id}"))
@@ -786,8 +795,7 @@ both!(openapi_document_is_served, |app: TestApp| async move {
     let (s, _, doc) = app.get_json("/openapi.json").await;
     assert_eq!(s, 200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
-    let committed: Value =
-        serde_json::from_str(&concierge::admin::openapi::document_json()).unwrap();
+    let committed: Value = serde_json::from_str(&concierge::router::openapi_json()).unwrap();
     assert_eq!(doc, committed);
     for path in [
         "/token",
@@ -806,3 +814,49 @@ both!(openapi_document_is_served, |app: TestApp| async move {
     }
     app
 });
+
+both!(
+    only_admin_clients_get_admin_tokens,
+    builder |b: crate::helpers::TestAppBuilder<'static>| b
+        .with_admin_client()
+        // A service client an operator registered without a scope (as the calendar server
+        // of mcp-examples/README.md is).
+        .with_machine_client("Calendar server", None),
+    |app: TestApp| async move {
+        let admin_uri = concierge::oauth::admin_token::admin_resource_uri(&app.issuer);
+        let service = app.machine_clients[0].clone();
+        let res = app
+            .http
+            .post(app.url("/token"))
+            .basic_auth(&service.client_id, Some(&service.secret))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("resource", admin_uri.as_str()),
+                ("scope", "admin"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        crate::helpers::assert_error(&split(res).await, 400, "invalid_target", "admin");
+        // Without asking for the scope either.
+        let res = app
+            .http
+            .post(app.url("/token"))
+            .basic_auth(&service.client_id, Some(&service.secret))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("resource", admin_uri.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        crate::helpers::assert_error(&split(res).await, 400, "invalid_target", "admin");
+
+        // The admin client gets one and may call the API.
+        let admin = app.admin_client.clone().unwrap();
+        let token = cc_token(&app, &admin.client_id, &admin.secret, &admin_uri, "admin").await;
+        let (s, _, body) = call(&app, Some(&token), reqwest::Method::GET, "/admin/v1/clients", None).await;
+        assert_eq!(s, 200, "{body}");
+        app
+    }
+);

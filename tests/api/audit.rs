@@ -9,7 +9,7 @@ use crate::helpers::*;
 use concierge::store::{AuditEvent, AuditQuery};
 
 async fn events(app: &TestApp, q: AuditQuery) -> Vec<AuditEvent> {
-    app.state.audit.flush().await;
+    app.state.oauth.audit.flush().await;
     app.store()
         .list_audit(&AuditQuery {
             limit: if q.limit == 0 { 100 } else { q.limit },

@@ -9,12 +9,15 @@ use crate::helpers::{TOOLS_RESOURCE, TestApp, add_tools_resource, split};
 
 const RESOURCE: &str = TOOLS_RESOURCE;
 
+/// A resource and a self-registered machine client (these tests' servers let such clients
+/// use client credentials).
 async fn setup(app: &TestApp) -> Value {
     add_tools_resource(app).await;
     let (status, _, info) = app
         .register(&json!({
             "grant_types": ["client_credentials"],
             "token_endpoint_auth_method": "client_secret_post",
+            "scope": "tools:read",
         }))
         .await;
     assert_eq!(status, 201, "{info}");
@@ -40,55 +43,60 @@ async fn token_status(app: &TestApp, info: &Value) -> u16 {
     split(res).await.0.as_u16()
 }
 
-both!(local_changes_apply_at_once, |app: TestApp| async move {
-    let info = setup(&app).await;
-    let uri = info["registration_client_uri"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let rat = info["registration_access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert_eq!(token_status(&app, &info).await, 200, "cached now");
+both!(
+    local_changes_apply_at_once,
+    |c: &mut concierge::Config| c.registration.allow_client_credentials = true,
+    |app: TestApp| async move {
+        let info = setup(&app).await;
+        let uri = info["registration_client_uri"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let rat = info["registration_access_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(token_status(&app, &info).await, 200, "cached now");
 
-    // RFC 7592 update to another method: the cached copy is dropped.
-    let res = app
-        .http
-        .put(&uri)
-        .bearer_auth(&rat)
-        .json(&json!({
-            "client_id": info["client_id"],
-            "grant_types": ["client_credentials"],
-            "token_endpoint_auth_method": "client_secret_basic",
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    assert_eq!(
-        token_status(&app, &info).await,
-        401,
-        "post is no longer its method"
-    );
+        // RFC 7592 update to another method: the cached copy is dropped.
+        let res = app
+            .http
+            .put(&uri)
+            .bearer_auth(&rat)
+            .json(&json!({
+                "client_id": info["client_id"],
+                "grant_types": ["client_credentials"],
+                "token_endpoint_auth_method": "client_secret_basic",
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(
+            token_status(&app, &info).await,
+            401,
+            "post is no longer its method"
+        );
 
-    // RFC 7592 delete: refused at once.
-    let info = setup(&app).await;
-    assert_eq!(token_status(&app, &info).await, 200);
-    let res = app
-        .http
-        .delete(info["registration_client_uri"].as_str().unwrap())
-        .bearer_auth(info["registration_access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 204);
-    assert_eq!(token_status(&app, &info).await, 401);
-    app
-});
+        // RFC 7592 delete: refused at once.
+        let info = setup(&app).await;
+        assert_eq!(token_status(&app, &info).await, 200);
+        let res = app
+            .http
+            .delete(info["registration_client_uri"].as_str().unwrap())
+            .bearer_auth(info["registration_access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 204);
+        assert_eq!(token_status(&app, &info).await, 401);
+        app
+    }
+);
 
 both!(
     changes_elsewhere_apply_within_the_bound,
+    |c: &mut concierge::Config| c.registration.allow_client_credentials = true,
     |app: TestApp| async move {
         // "Not found" is never cached: a client created elsewhere works at once.
         let mut info = setup(&app).await;
@@ -110,7 +118,10 @@ both!(
 
 both!(
     cache_off_reads_the_store_every_time,
-    |c: &mut concierge::Config| c.clients.cache_secs = 0,
+    |c: &mut concierge::Config| {
+        c.clients.cache_secs = 0;
+        c.registration.allow_client_credentials = true;
+    },
     |app: TestApp| async move {
         let info = setup(&app).await;
         let id = info["client_id"].as_str().unwrap().to_string();
@@ -123,6 +134,7 @@ both!(
 
 both!(
     resources_unknown_never_cached_removed_within_bound,
+    |c: &mut concierge::Config| c.registration.allow_client_credentials = true,
     |app: TestApp| async move {
         let info = setup(&app).await;
         let uri = concierge::oauth::resource::ResourceUri::parse(RESOURCE).unwrap();
@@ -148,7 +160,10 @@ both!(
 
 both!(
     resource_cache_off,
-    |c: &mut concierge::Config| c.resources.cache_secs = 0,
+    |c: &mut concierge::Config| {
+        c.resources.cache_secs = 0;
+        c.registration.allow_client_credentials = true;
+    },
     |app: TestApp| async move {
         let info = setup(&app).await;
         assert_eq!(token_status(&app, &info).await, 200);

@@ -14,6 +14,7 @@ use concierge::oauth::clients::{ClientLookupError, ClientSource};
 use concierge::oauth::net_guard::FetchError;
 use serde_json::json;
 
+use crate::both;
 use crate::helpers::{Backend, TestApp, spawn_app_with};
 
 /// A document server on loopback. Every path counts its fetches.
@@ -117,30 +118,27 @@ async fn doc_server() -> DocServer {
     DocServer { base, hits }
 }
 
-async fn app_allowing_loopback(backend: Backend) -> Option<TestApp> {
-    spawn_app_with(backend, |c| {
-        c.cimd.allow_loopback = true;
-        c.cimd.timeout_ms = 500;
-    })
-    .await
-}
-
 async fn lookup_err(app: &TestApp, id: &str) -> CimdError {
-    match app.state.clients.find(id).await {
+    match app.state.oauth.clients.find(id).await {
         Err(ClientLookupError::Document(e)) => e,
         other => panic!("{id}: expected a document error, got {other:?}"),
     }
 }
 
-async fn documents(backend: Backend) {
-    let Some(app) = app_allowing_loopback(backend).await else {
-        return;
-    };
+/// A server that may fetch documents from loopback, quickly giving up.
+fn allowing_loopback(c: &mut concierge::Config) {
+    c.cimd.allow_loopback = true;
+    c.cimd.timeout_ms = 500;
+}
+
+both!(documents, allowing_loopback, documents_body);
+
+async fn documents_body(app: TestApp) -> TestApp {
     let docs = doc_server().await;
     let id = format!("{}/client.json", docs.base);
 
     // Success: the document is the client.
-    let c = app.state.clients.find(&id).await.unwrap().unwrap();
+    let c = app.state.oauth.clients.find(&id).await.unwrap().unwrap();
     assert_eq!(c.source, ClientSource::MetadataDocument);
     assert_eq!(c.metadata.token_endpoint_auth_method, AuthMethod::None);
     assert_eq!(c.display_name(), "Doc Agent (127.0.0.1)");
@@ -149,12 +147,12 @@ async fn documents(backend: Backend) {
             .redirect_uri_matches("http://127.0.0.1:5555/callback")
     );
     // Cached per Cache-Control: a second look-up does not fetch.
-    app.state.clients.find(&id).await.unwrap().unwrap();
+    app.state.oauth.clients.find(&id).await.unwrap().unwrap();
     assert_eq!(docs.hits.get("/client.json"), 1);
     // no-store: fetched every time.
     let ns = format!("{}/nostore.json", docs.base);
-    app.state.clients.find(&ns).await.unwrap().unwrap();
-    app.state.clients.find(&ns).await.unwrap().unwrap();
+    app.state.oauth.clients.find(&ns).await.unwrap().unwrap();
+    app.state.oauth.clients.find(&ns).await.unwrap().unwrap();
     assert_eq!(docs.hits.get("/nostore.json"), 2);
 
     // Failures, each for its reason.
@@ -197,6 +195,7 @@ async fn documents(backend: Backend) {
     assert!(matches!(e, CimdError::Invalid(_)), "{e}");
     let pk = app
         .state
+        .oauth
         .clients
         .find(&format!("{}/pkjwt.json", docs.base))
         .await
@@ -213,20 +212,10 @@ async fn documents(backend: Backend) {
         lookup_err(&app, &flaky).await,
         CimdError::Fetch(FetchError::Status(500))
     ));
-    app.state.clients.find(&flaky).await.unwrap().unwrap();
-    app.state.clients.find(&flaky).await.unwrap().unwrap();
+    app.state.oauth.clients.find(&flaky).await.unwrap().unwrap();
+    app.state.oauth.clients.find(&flaky).await.unwrap().unwrap();
     assert_eq!(docs.hits.get("/flaky.json"), 2);
-    app.finish().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn documents_sqlite() {
-    documents(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn documents_postgres() {
-    documents(Backend::Postgres).await;
+    app
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,6 +226,7 @@ async fn private_addresses_refused_without_the_flag() {
     // Plain http is not a document URL without the flag: it is simply no client.
     assert!(
         app.state
+            .oauth
             .clients
             .find(&format!("{}/client.json", docs.base))
             .await

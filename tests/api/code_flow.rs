@@ -43,6 +43,8 @@ both!(
                 .any(|s| s == "notes:read")
         );
         assert!(at_claims["auth_time"].as_i64().is_some());
+        // How the user signed in flows from the session into the tokens (RFC 8176).
+        assert_eq!(at_claims["amr"], json!(["pwd"]));
 
         let id = body["id_token"].as_str().unwrap();
         let idc = verify(&app, id, Algorithm::RS256, &client);
@@ -50,6 +52,8 @@ both!(
         assert_eq!(idc["nonce"], "n-456");
         assert_eq!(idc["at_hash"], concierge::oauth::tokens::at_hash(at));
         assert!(idc["sid"].as_str().is_some() && idc["auth_time"].as_i64().is_some());
+        assert_eq!(idc["amr"], json!(["pwd"]));
+        assert_eq!(idc["auth_time"], at_claims["auth_time"]);
         assert_eq!(idc["email"], "alice@example.com");
         assert_eq!(idc["preferred_username"], "alice");
 
@@ -102,6 +106,11 @@ both!(
         assert_eq!(
             claims(r2["id_token"].as_str().unwrap())["sub"],
             alice.as_str()
+        );
+        // A refreshed grant keeps how the user signed in.
+        assert_eq!(
+            claims(r2["access_token"].as_str().unwrap())["amr"],
+            json!(["pwd"])
         );
         assert_error(
             &refresh(&app, &client, &rt1, &[]).await,
@@ -570,6 +579,45 @@ both!(sign_in_failures_are_throttled, |app: TestApp| async move {
     assert_eq!(res.status(), 401);
     app
 });
+
+both!(
+    sign_in_throttling_holds_under_concurrency,
+    builder |b: crate::helpers::TestAppBuilder<'static>| b.with_user("bob", PASSWORD),
+    |app: TestApp| async move {
+        // Forty wrong passwords at once get no more checks than five in a row would: each
+        // attempt is counted before its password is verified.
+        let b = browser();
+        let page = b.get(app.url("/signin")).send().await.unwrap().text().await.unwrap();
+        let form = hidden_inputs(&page);
+        let mut attempts = tokio::task::JoinSet::new();
+        for _ in 0..40 {
+            let mut form = form.clone();
+            form.push(("username".into(), "bob".into()));
+            form.push(("password".into(), "not the password".into()));
+            let (b, url) = (b.clone(), app.url("/signin"));
+            attempts.spawn(async move { b.post(url).form(&form).send().await.unwrap().status().as_u16() });
+        }
+        let statuses: Vec<u16> = attempts.join_all().await;
+        let checked = statuses.iter().filter(|s| **s == 401).count();
+        let throttled = statuses.iter().filter(|s| **s == 429).count();
+        assert!(checked <= 5, "{checked} passwords were checked: {statuses:?}");
+        assert_eq!(checked + throttled, 40, "{statuses:?}");
+        // Each checked attempt is a failed sign-in in the audit log; no more.
+        app.state.oauth.audit.flush().await;
+        let failed = app
+            .store()
+            .list_audit(&concierge::store::AuditQuery {
+                kind: Some("signin.failed".into()),
+                user_id: Some(app.users["bob"].clone()),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(failed.len(), checked);
+        app
+    }
+);
 
 both!(confidential_client_code_flow, |app: TestApp| async move {
     seed(&app).await;

@@ -2,9 +2,7 @@
 //! bound refresh tokens of public clients, `dpop_jkt`, userinfo and introspection.
 
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
-use concierge::oauth::client_metadata::{Origin, RawClientMetadata, validate};
-use concierge::oauth::registration::new_client;
-use concierge::store::ClientKind;
+use concierge::oauth::client_metadata::RawClientMetadata;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, jwk::Jwk};
 use serde_json::{Value, json};
 
@@ -60,19 +58,20 @@ impl DpopKey {
     }
 }
 
-/// A static confidential client (client_secret_post); returns (id, secret).
+/// An operator's confidential client (client_secret_post) with the tools scopes; returns
+/// (id, secret).
 pub async fn machine(app: &TestApp, dpop_bound: bool) -> (String, String) {
     add_tools_resource(app).await;
-    let raw = RawClientMetadata {
-        grant_types: Some(vec!["client_credentials".into()]),
-        token_endpoint_auth_method: Some("client_secret_post".into()),
-        dpop_bound_access_tokens: Some(dpop_bound),
-        ..Default::default()
-    };
-    let m = validate(raw, Origin::Operator).unwrap();
-    let (rec, s) = new_client(m, ClientKind::Static, None, None, concierge::util::now(), 0);
-    app.store().insert_client(&rec).await.unwrap();
-    (rec.client_id, s.client_secret.unwrap())
+    let (id, secret) = app
+        .add_client(RawClientMetadata {
+            grant_types: Some(vec!["client_credentials".into()]),
+            token_endpoint_auth_method: Some("client_secret_post".into()),
+            dpop_bound_access_tokens: Some(dpop_bound),
+            scope: Some("tools:read tools:write".into()),
+            ..Default::default()
+        })
+        .await;
+    (id, secret.unwrap())
 }
 
 async fn token(
@@ -256,33 +255,38 @@ both!(
     }
 );
 
-both!(dpop_bound_client_needs_a_proof, |app: TestApp| async move {
-    // Registration accepts and returns the metadata (RFC 9449 §5.2).
-    add_tools_resource(&app).await;
-    let (status, _, reg) = app
-        .register(&json!({
-            "grant_types": ["client_credentials"],
-            "token_endpoint_auth_method": "client_secret_post",
-            "dpop_bound_access_tokens": true,
-        }))
-        .await;
-    assert_eq!(status, 201, "{reg}");
-    assert_eq!(reg["dpop_bound_access_tokens"], true);
-    let id = reg["client_id"].as_str().unwrap();
-    let secret = reg["client_secret"].as_str().unwrap();
-    let got = client_credentials(&app, (id, secret), None).await;
-    assert_error(&got, 400, "invalid_dpop_proof", "dpop_bound_access_tokens");
-    let key = DpopKey::new();
-    let proof = key.proof("POST", &app.url("/token"));
-    let (status, _, body) = client_credentials(&app, (id, secret), Some(&proof)).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["token_type"], "DPoP");
-    // A statically added client with the flag is refused too.
-    let (id, secret) = machine(&app, true).await;
-    let got = client_credentials(&app, (&id, &secret), None).await;
-    assert_error(&got, 400, "invalid_dpop_proof", "DPoP proof");
-    app
-});
+both!(
+    dpop_bound_client_needs_a_proof,
+    |c: &mut concierge::Config| c.registration.allow_client_credentials = true,
+    |app: TestApp| async move {
+        // Registration accepts and returns the metadata (RFC 9449 §5.2).
+        add_tools_resource(&app).await;
+        let (status, _, reg) = app
+            .register(&json!({
+                "grant_types": ["client_credentials"],
+                "token_endpoint_auth_method": "client_secret_post",
+                "dpop_bound_access_tokens": true,
+                "scope": "tools:read",
+            }))
+            .await;
+        assert_eq!(status, 201, "{reg}");
+        assert_eq!(reg["dpop_bound_access_tokens"], true);
+        let id = reg["client_id"].as_str().unwrap();
+        let secret = reg["client_secret"].as_str().unwrap();
+        let got = client_credentials(&app, (id, secret), None).await;
+        assert_error(&got, 400, "invalid_dpop_proof", "dpop_bound_access_tokens");
+        let key = DpopKey::new();
+        let proof = key.proof("POST", &app.url("/token"));
+        let (status, _, body) = client_credentials(&app, (id, secret), Some(&proof)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["token_type"], "DPoP");
+        // A statically added client with the flag is refused too.
+        let (id, secret) = machine(&app, true).await;
+        let got = client_credentials(&app, (&id, &secret), None).await;
+        assert_error(&got, 400, "invalid_dpop_proof", "DPoP proof");
+        app
+    }
+);
 
 both!(metadata_lists_dpop_algorithms, |app: TestApp| async move {
     let (status, _, m) = app
@@ -534,23 +538,23 @@ both!(
     bound_subject_token_is_exchanged_by_its_holder,
     |app: TestApp| async move {
         seed(&app).await;
-        let raw = RawClientMetadata {
-            grant_types: Some(vec![
-                "client_credentials".into(),
-                "urn:ietf:params:oauth:grant-type:token-exchange".into(),
-            ]),
-            token_endpoint_auth_method: Some("client_secret_post".into()),
-            ..Default::default()
-        };
-        let m = validate(raw, Origin::Operator).unwrap();
-        let (rec, s) = new_client(m, ClientKind::Static, None, None, concierge::util::now(), 0);
-        app.store().insert_client(&rec).await.unwrap();
-        allow_calendar_to_notes(&app, &rec.client_id).await;
-        let secret = s.client_secret.unwrap();
+        let (client_id, secret) = app
+            .add_client(RawClientMetadata {
+                grant_types: Some(vec![
+                    "client_credentials".into(),
+                    "urn:ietf:params:oauth:grant-type:token-exchange".into(),
+                ]),
+                token_endpoint_auth_method: Some("client_secret_post".into()),
+                scope: Some("calendar:read".into()),
+                ..Default::default()
+            })
+            .await;
+        allow_calendar_to_notes(&app, &client_id).await;
+        let secret = secret.unwrap();
         let key = DpopKey::new();
         let htu = app.url("/token");
         let auth = [
-            ("client_id", rec.client_id.as_str()),
+            ("client_id", client_id.as_str()),
             ("client_secret", secret.as_str()),
         ];
         let mut form = vec![

@@ -1,8 +1,7 @@
 //! Token exchange (RFC 8693): narrower tokens for another resource, with an `act` chain.
 
-use concierge::oauth::client_metadata::{Origin, RawClientMetadata, validate};
-use concierge::oauth::registration::new_client;
-use concierge::store::{ClientKind, ExchangePolicy};
+use concierge::oauth::client_metadata::RawClientMetadata;
+use concierge::store::ExchangePolicy;
 use serde_json::{Value, json};
 
 use crate::both;
@@ -19,22 +18,13 @@ async fn server_client(app: &TestApp, id: &str) -> (String, String) {
 
 /// The same with another token endpoint auth method.
 pub async fn server_client_with(app: &TestApp, id: &str, method: &str) -> (String, String) {
-    let raw = RawClientMetadata {
+    let metadata = TestApp::operator_metadata(RawClientMetadata {
         grant_types: Some(vec![TE.into(), "client_credentials".into()]),
         token_endpoint_auth_method: Some(method.into()),
         ..Default::default()
-    };
-    let m = validate(raw, Origin::Operator).unwrap();
-    let (rec, s) = new_client(
-        m,
-        ClientKind::Static,
-        Some(id.into()),
-        None,
-        concierge::util::now(),
-        0,
-    );
-    app.store().insert_client(&rec).await.unwrap();
-    (rec.client_id, s.client_secret.unwrap())
+    });
+    let (id, secret) = app.add_client_metadata(Some(id), metadata).await;
+    (id, secret.unwrap())
 }
 
 pub async fn allow(
@@ -327,6 +317,108 @@ both!(
             400,
             "invalid_grant",
             "revoked",
+        );
+        app
+    }
+);
+
+/// A client's token for itself (client credentials) for the calendar.
+async fn own_token(app: &TestApp, id: &str, secret: &str) -> String {
+    let form = vec![
+        ("grant_type", "client_credentials"),
+        ("client_id", id),
+        ("client_secret", secret),
+        ("resource", CALENDAR),
+    ];
+    let (s, _, b) = post_form(app, "/token", form, &[]).await;
+    assert_eq!(s, 200, "{b}");
+    b["access_token"].as_str().unwrap().to_string()
+}
+
+/// An exchange of `subject` by `id` with `extra` parameters.
+async fn send(
+    app: &TestApp,
+    id: &str,
+    secret: &str,
+    subject: &str,
+    extra: Vec<(&'static str, String)>,
+) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
+    let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    exchange(app, id, secret, subject, &extra).await
+}
+
+both!(
+    actor_tokens_are_checked_like_subjects,
+    |app: TestApp| async move {
+        let (_, subject) = user_calendar_token(&app).await;
+        let (cal, cal_secret) = server_client(&app, "calendar-server").await;
+        allow(
+            &app,
+            NOTES,
+            &cal,
+            CALENDAR,
+            &[("calendar:read", &["notes:read"])],
+        )
+        .await;
+        // The calendar server's own token, to name itself as the actor.
+        let actor = own_token(&app, &cal, &cal_secret).await;
+
+        // RFC 8693 §2.1: actor_token_type is required with an actor_token.
+        assert_error(
+            &exchange(
+                &app,
+                &cal,
+                &cal_secret,
+                &subject,
+                &[("resource", NOTES), ("actor_token", &actor)],
+            )
+            .await,
+            400,
+            "invalid_request",
+            "actor_token_type",
+        );
+        let with_actor = |token: &str| {
+            vec![
+                ("resource", NOTES.to_string()),
+                ("actor_token", token.to_string()),
+                ("actor_token_type", AT.to_string()),
+            ]
+        };
+        let (s, _, ok) = send(&app, &cal, &cal_secret, &subject, with_actor(&actor)).await;
+        assert_eq!(s, 200, "{ok}");
+        assert_eq!(
+            claims(ok["access_token"].as_str().unwrap())["act"],
+            json!({"sub": "calendar-server"})
+        );
+
+        // Another client's token cannot be claimed as the actor.
+        let (other, other_secret) = server_client(&app, "another-server").await;
+        let stranger = own_token(&app, &other, &other_secret).await;
+        assert_error(
+            &send(&app, &cal, &cal_secret, &subject, with_actor(&stranger)).await,
+            400,
+            "invalid_grant",
+            "another client",
+        );
+
+        // A revoked actor token is refused (it was accepted before the one check).
+        let res = app
+            .http
+            .post(app.url("/revoke"))
+            .form(&[
+                ("client_id", cal.as_str()),
+                ("client_secret", cal_secret.as_str()),
+                ("token", actor.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_error(
+            &send(&app, &cal, &cal_secret, &subject, with_actor(&actor)).await,
+            400,
+            "invalid_grant",
+            "actor_token was revoked",
         );
         app
     }

@@ -35,7 +35,7 @@ pub async fn seed(app: &impl Server) -> String {
             .map(|s| ScopeDef::parse(s).unwrap())
             .collect();
         app.store()
-            .insert_resource(&Resource::new(uri, name, scopes, 0).unwrap())
+            .insert_resource(&Resource::new(uri, name, scopes, 0).unwrap().to_record())
             .await
             .unwrap();
     }
@@ -51,7 +51,7 @@ pub async fn add_user(app: &impl Server, username: &str) -> String {
             username: username.into(),
             email: Some(format!("{username}@example.com")),
             name: Some(format!("{username} Example")),
-            password_hash: concierge::oauth::password::hash(PASSWORD).unwrap(),
+            password_hash: Some(concierge::oauth::authn::password::hash(PASSWORD).unwrap()),
             created_at: now,
             updated_at: now,
         })
@@ -308,7 +308,7 @@ pub fn verify(app: &TestApp, jwt: &str, alg: jsonwebtoken::Algorithm, audience: 
     let header = jsonwebtoken::decode_header(jwt).unwrap();
     assert_eq!(header.alg, alg);
     let set: jsonwebtoken::jwk::JwkSet =
-        serde_json::from_value(app.state.keys.ring().jwks(concierge::util::now())).unwrap();
+        serde_json::from_value(app.state.oauth.keys.ring().jwks(concierge::util::now())).unwrap();
     let jwk = set.find(header.kid.as_deref().unwrap()).unwrap();
     let mut v = jsonwebtoken::Validation::new(alg);
     v.set_issuer(&[app.issuer.as_str()]);
@@ -331,20 +331,11 @@ pub async fn connect_agent(app: &TestApp, scope: &str) -> (String, String, reqwe
     (alice, client, b, tokens)
 }
 
-/// A dynamically registered machine client (client_credentials, `client_secret_post`):
-/// its id and secret.
+/// An operator's machine client (client_credentials, `client_secret_post`) with the notes
+/// scopes: its id and secret.
 pub async fn machine_client(app: &TestApp) -> (String, String) {
-    let (s, _, c) = app
-        .register(
-            &json!({"client_name": "Machine", "grant_types": ["client_credentials"],
-                      "token_endpoint_auth_method": "client_secret_post"}),
-        )
-        .await;
-    assert_eq!(s, 201, "{c}");
-    (
-        c["client_id"].as_str().unwrap().to_string(),
-        c["client_secret"].as_str().unwrap().to_string(),
-    )
+    app.add_machine_client("client_secret_post", Some("notes:read notes:write"))
+        .await
 }
 
 /// A client_credentials token request (`client_secret_post`) for `NOTES` with `notes:read`.

@@ -3,11 +3,10 @@
 //! at the IdP, exchange the ID token for an ID-JAG, redeem it at the second server, use the
 //! access token; and every refusal on both sides.
 
-use concierge::config::{Config, IdJagPolicy, TrustedIssuer};
+use concierge::config::{Config, TrustedIssuer};
 use concierge::keys::Alg;
-use concierge::oauth::client_metadata::{Origin, RawClientMetadata, validate};
-use concierge::oauth::registration::new_client;
-use concierge::store::{AuditQuery, ClientKind};
+use concierge::oauth::client_metadata::RawClientMetadata;
+use concierge::store::{AuditQuery, IdJagPolicy};
 use serde_json::{Value, json};
 
 use crate::flow::*;
@@ -23,7 +22,7 @@ pub const AS_CLIENT: &str = "agent-at-as";
 /// An audience the IdP has a policy for, but that is not the second server.
 const OTHER_AS: &str = "https://other-as.example";
 
-/// A static confidential client (client_secret_post) with a chosen id; returns its secret.
+/// An operator's confidential client (client_secret_post) with a chosen id: (id, secret).
 pub async fn static_client(
     app: &TestApp,
     id: Option<&str>,
@@ -31,24 +30,15 @@ pub async fn static_client(
     redirect: bool,
     may_introspect: bool,
 ) -> (String, String) {
-    let raw = RawClientMetadata {
+    let mut m = TestApp::operator_metadata(RawClientMetadata {
         grant_types: Some(grants.iter().map(|g| g.to_string()).collect()),
         token_endpoint_auth_method: Some("client_secret_post".into()),
         redirect_uris: redirect.then(|| vec![REDIRECT.to_string()]),
         ..Default::default()
-    };
-    let mut m = validate(raw, Origin::Operator).unwrap();
+    });
     m.may_introspect = may_introspect;
-    let (rec, s) = new_client(
-        m,
-        ClientKind::Static,
-        id.map(str::to_string),
-        None,
-        concierge::util::now(),
-        0,
-    );
-    app.store().insert_client(&rec).await.unwrap();
-    (rec.client_id, s.client_secret.unwrap())
+    let (id, secret) = app.add_client_metadata(id, m).await;
+    (id, secret.unwrap())
 }
 
 /// The IdP and the MCP server's authorization server, each knowing the other's issuer.
@@ -188,7 +178,12 @@ impl Pair {
         for (k, v) in claims.as_object().unwrap() {
             c[k] = v.clone();
         }
-        signer.state.keys.sign_jwt(Alg::ES256, typ, &c).unwrap()
+        signer
+            .state
+            .oauth
+            .keys
+            .sign_jwt(Alg::ES256, typ, &c)
+            .unwrap()
     }
 }
 
@@ -203,7 +198,8 @@ type Refusal<'a> = (
     &'a str,
 );
 
-/// Run a two-server test on both backends.
+/// Run a two-server test (the IdP and the MCP server's authorization server) on both
+/// backends.
 macro_rules! both_pair {
     ($name:ident, $body:expr) => {
         mod $name {
@@ -225,6 +221,7 @@ macro_rules! both_pair {
         }
     };
 }
+pub(crate) use both_pair;
 
 both_pair!(id_token_to_id_jag_to_access_token, |p: Pair| async move {
     let id_token = p.id_token().await;
@@ -316,7 +313,7 @@ both_pair!(id_token_to_id_jag_to_access_token, |p: Pair| async move {
     // The same ID-JAG again: refused (jti spent), and the refusal is in the audit log.
     let again = p.redeem_id_jag(&jag, &[]).await;
     assert_error(&again, 400, "invalid_grant", "used before");
-    p.rs_as.state.audit.flush().await;
+    p.rs_as.state.oauth.audit.flush().await;
     let events = p
         .rs_as
         .store()
@@ -427,7 +424,7 @@ both_pair!(the_idp_refuses, |p: Pair| async move {
     ];
     let r = post_form(&p.idp, "/token", form, &[]).await;
     assert_error(&r, 400, "unsupported_grant_type", "jwt-bearer");
-    p.idp.state.audit.flush().await;
+    p.idp.state.oauth.audit.flush().await;
     let refused = p
         .idp
         .store()

@@ -257,19 +257,21 @@ both!(
         if !ready() {
             return app;
         }
-        use concierge::oauth::client_metadata::{Origin, RawClientMetadata, validate};
-        use concierge::oauth::registration::new_client;
-        use concierge::store::ClientKind;
+        use concierge::oauth::client_metadata::RawClientMetadata;
         seed(&app).await;
         let machine_client = |grants: Vec<&str>, introspect: bool| {
-            let raw = RawClientMetadata {
+            let mut m = TestApp::operator_metadata(RawClientMetadata {
                 grant_types: Some(grants.into_iter().map(str::to_string).collect()),
                 token_endpoint_auth_method: Some("client_secret_post".into()),
+                scope: Some("notes:read notes:write calendar:read".into()),
                 ..Default::default()
-            };
-            let mut m = validate(raw, Origin::Operator).unwrap();
+            });
             m.may_introspect = introspect;
-            new_client(m, ClientKind::Static, None, None, concierge::util::now(), 0)
+            let app = &app;
+            async move {
+                let (id, secret) = app.add_client_metadata(None, m).await;
+                (id, secret.unwrap())
+            }
         };
         let (svc, svc_s) = machine_client(
             vec![
@@ -277,12 +279,10 @@ both!(
                 "urn:ietf:params:oauth:grant-type:token-exchange",
             ],
             false,
-        );
-        let (rs, rs_s) = machine_client(vec!["client_credentials"], true);
-        for r in [&svc, &rs] {
-            app.store().insert_client(r).await.unwrap();
-        }
-        allow_calendar_to_notes(&app, &svc.client_id).await;
+        )
+        .await;
+        let (rs, rs_s) = machine_client(vec!["client_credentials"], true).await;
+        allow_calendar_to_notes(&app, &svc).await;
         let (s, _, dev) = app
             .register(
                 &serde_json::json!({"client_name": "Kiosk", "token_endpoint_auth_method": "none",
@@ -295,10 +295,10 @@ both!(
             "openid_client_machine.mjs",
             &[
                 &app.issuer,
-                &svc.client_id,
-                svc_s.client_secret.as_deref().unwrap(),
-                &rs.client_id,
-                rs_s.client_secret.as_deref().unwrap(),
+                &svc,
+                &svc_s,
+                &rs,
+                &rs_s,
                 CALENDAR,
                 NOTES,
                 dev["client_id"].as_str().unwrap(),
@@ -335,7 +335,16 @@ both!(
             return app;
         }
         let alice = seed(&app).await;
-        let (id, secret) = crate::dpop::machine(&app, true).await;
+        let (id, secret) = app
+            .add_client(concierge::oauth::client_metadata::RawClientMetadata {
+                grant_types: Some(vec!["client_credentials".into()]),
+                token_endpoint_auth_method: Some("client_secret_post".into()),
+                dpop_bound_access_tokens: Some(true),
+                scope: Some("notes:read".into()),
+                ..Default::default()
+            })
+            .await;
+        let secret = secret.unwrap();
         let profile = tempfile::tempdir().unwrap();
         let out = node(
             "openid_client_dpop.mjs",

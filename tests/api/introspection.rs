@@ -1,30 +1,28 @@
 //! Introspection (RFC 7662) and revocation (RFC 7009).
 
-use concierge::oauth::client_metadata::{Origin, RawClientMetadata, validate};
-use concierge::oauth::registration::new_client;
-use concierge::store::ClientKind;
+use concierge::oauth::client_metadata::RawClientMetadata;
 use serde_json::{Value, json};
 
 use crate::both;
 use crate::flow::*;
 use crate::helpers::{TOOLS_RESOURCE, TestApp, add_tools_resource, assert_error, split};
 
-/// A static confidential client (client_secret_post); returns (id, secret).
+/// An operator's confidential client (client_secret_post) with the tools scopes; returns
+/// (id, secret).
 pub async fn static_client(
     app: &TestApp,
     grants: &[&str],
     may_introspect: bool,
 ) -> (String, String) {
-    let raw = RawClientMetadata {
+    let mut m = TestApp::operator_metadata(RawClientMetadata {
         grant_types: Some(grants.iter().map(|g| g.to_string()).collect()),
         token_endpoint_auth_method: Some("client_secret_post".into()),
+        scope: Some("tools:read tools:write".into()),
         ..Default::default()
-    };
-    let mut m = validate(raw, Origin::Operator).unwrap();
+    });
     m.may_introspect = may_introspect;
-    let (rec, s) = new_client(m, ClientKind::Static, None, None, concierge::util::now(), 0);
-    app.store().insert_client(&rec).await.unwrap();
-    (rec.client_id, s.client_secret.unwrap())
+    let (id, secret) = app.add_client_metadata(None, m).await;
+    (id, secret.unwrap())
 }
 
 async fn post(

@@ -52,6 +52,7 @@ both!(
         let old = kids(&before);
         let active_before = app
             .state
+            .oauth
             .keys
             .ring()
             .active(Alg::ES256)
@@ -59,7 +60,7 @@ both!(
             .kid
             .clone();
 
-        let new = app.state.keys.rotate(&Alg::ALL).await.unwrap();
+        let new = app.state.oauth.keys.rotate(&Alg::ALL).await.unwrap();
         let (_, _, after) = app.get_json("/jwks").await;
         let published = kids(&after);
         assert_eq!(published.len(), 4, "{after}");
@@ -68,6 +69,7 @@ both!(
         }
         let active_after = app
             .state
+            .oauth
             .keys
             .ring()
             .active(Alg::ES256)
@@ -80,6 +82,7 @@ both!(
         // Tokens signed now use the new key and verify with the published JWKS.
         let jwt = app
             .state
+            .oauth
             .keys
             .sign_jwt(Alg::ES256, "at+jwt", &serde_json::json!({"sub": "x"}))
             .unwrap();
@@ -88,7 +91,7 @@ both!(
 
         // Once the longest token lifetime has passed, retired keys are no longer published.
         let later = concierge::util::now() + app.config.tokens.longest_signed_lifetime() + 120;
-        let jwks_later = app.state.keys.ring().jwks(later);
+        let jwks_later = app.state.oauth.keys.ring().jwks(later);
         let mut remaining = kids(&jwks_later);
         remaining.sort();
         let mut expected = new.clone();
@@ -109,7 +112,7 @@ both!(
         // A second server on the same database and key file serves the same keys.
         let again = concierge::App::build(app.config.clone()).await.unwrap();
         let mut a = kids(&first);
-        let mut b = kids(&again.state.keys.ring().jwks(concierge::util::now()));
+        let mut b = kids(&again.state.oauth.keys.ring().jwks(concierge::util::now()));
         a.sort();
         b.sort();
         assert_eq!(a, b);
@@ -135,7 +138,7 @@ both!(
     |app: TestApp| async move {
         // Another replica (here: a second manager on the same database) rotates.
         let other = concierge::App::build(app.config.clone()).await.unwrap();
-        let new = other.state.keys.rotate(&[Alg::ES256]).await.unwrap();
+        let new = other.state.oauth.keys.rotate(&[Alg::ES256]).await.unwrap();
         let mut seen = false;
         for _ in 0..40 {
             let (_, _, jwks) = app.get_json("/jwks").await;

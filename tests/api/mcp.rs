@@ -23,7 +23,7 @@ pub async fn listener() -> (tokio::net::TcpListener, String) {
 pub async fn register_resource(app: &TestApp, uri: &str, name: &str, scopes: &[&str]) {
     let scopes = scopes.iter().map(|s| ScopeDef::parse(s).unwrap()).collect();
     app.store()
-        .insert_resource(&Resource::new(uri, name, scopes, 0).unwrap())
+        .insert_resource(&Resource::new(uri, name, scopes, 0).unwrap().to_record())
         .await
         .unwrap();
 }

@@ -67,6 +67,7 @@ both!(
     metrics_count_requests_tokens_errors_and_events,
     |app: TestApp| async move {
         seed(&app).await;
+        public_client(&app).await;
         let (id, secret) = machine_client(&app).await;
         let (id, secret) = (id.as_str(), secret.as_str());
         let mut issued = Vec::new();

@@ -11,7 +11,7 @@ fn committed_path() -> PathBuf {
 /// Regenerate with `CONCIERGE_UPDATE_OPENAPI=1 cargo test --test api openapi`.
 #[test]
 fn committed_document_matches_the_code() {
-    let generated = concierge::admin::openapi::document_json();
+    let generated = concierge::router::openapi_json();
     if std::env::var("CONCIERGE_UPDATE_OPENAPI").is_ok_and(|v| v == "1") {
         std::fs::write(committed_path(), &generated).unwrap();
         eprintln!("rewrote {}", committed_path().display());
@@ -37,7 +37,7 @@ fn document_is_valid_openapi_3_1() {
         return;
     }
     let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), concierge::admin::openapi::document_json()).unwrap();
+    std::fs::write(file.path(), concierge::router::openapi_json()).unwrap();
     let out = validate(file.path());
     assert!(
         out.status.success(),
@@ -47,7 +47,7 @@ fn document_is_valid_openapi_3_1() {
     );
     // The validator must be able to fail: a document with a broken operation.
     let mut broken: serde_json::Value =
-        serde_json::from_str(&concierge::admin::openapi::document_json()).unwrap();
+        serde_json::from_str(&concierge::router::openapi_json()).unwrap();
     broken["paths"]["/token"]["post"]["responses"] = serde_json::json!("not an object");
     std::fs::write(file.path(), broken.to_string()).unwrap();
     let out = validate(file.path());

@@ -96,6 +96,7 @@ async fn register(app: &TestApp, keys: Value) -> String {
         "client_name": "Signer",
         "grant_types": ["client_credentials"],
         "token_endpoint_auth_method": "private_key_jwt",
+        "scope": "tools:read tools:write",
     });
     for (k, v) in keys.as_object().unwrap() {
         body[k] = v.clone();
@@ -160,119 +161,124 @@ fn assert_refused(
     assert!(!d.contains(assertion), "the assertion is never echoed");
 }
 
-both!(inline_jwks_and_every_refusal, |app: TestApp| async move {
-    add_tools_resource(&app).await;
-    let key = TestKey::es256("k1");
-    let id = register(&app, json!({"jwks": {"keys": [key.jwk]}})).await;
+both!(
+    inline_jwks_and_every_refusal,
+    |c: &mut concierge::Config| c.registration.allow_client_credentials = true,
+    |app: TestApp| async move {
+        add_tools_resource(&app).await;
+        let key = TestKey::es256("k1");
+        let id = register(&app, json!({"jwks": {"keys": [key.jwk]}})).await;
 
-    // Metadata advertises the method and the algorithms.
-    let (_, _, meta) = app
-        .get_json("/.well-known/oauth-authorization-server")
-        .await;
-    assert!(
-        meta["token_endpoint_auth_methods_supported"]
-            .as_array()
-            .unwrap()
-            .contains(&json!("private_key_jwt"))
-    );
-    assert_eq!(
-        meta["token_endpoint_auth_signing_alg_values_supported"],
-        json!(["ES256", "ES384", "RS256", "PS256", "EdDSA"])
-    );
+        // Metadata advertises the method and the algorithms.
+        let (_, _, meta) = app
+            .get_json("/.well-known/oauth-authorization-server")
+            .await;
+        assert!(
+            meta["token_endpoint_auth_methods_supported"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("private_key_jwt"))
+        );
+        assert_eq!(
+            meta["token_endpoint_auth_signing_alg_values_supported"],
+            json!(["ES256", "ES384", "RS256", "PS256", "EdDSA"])
+        );
 
-    // Success, with client_id in the body too (it agrees).
-    let a = key.sign(&claims(&app, &id));
-    assert_token(&token(&app, &a, &[("client_id", &id)]).await, &id);
-    // Replay of the very same assertion.
-    assert_refused(&token(&app, &a, &[]).await, &a, "used before");
+        // Success, with client_id in the body too (it agrees).
+        let a = key.sign(&claims(&app, &id));
+        assert_token(&token(&app, &a, &[("client_id", &id)]).await, &id);
+        // Replay of the very same assertion.
+        assert_refused(&token(&app, &a, &[]).await, &a, "used before");
 
-    let with = |f: &dyn Fn(&mut Value)| {
-        let mut c = claims(&app, &id);
-        f(&mut c);
-        c
-    };
-    let now = concierge::util::now();
-    let cases: Vec<(Value, &str)> = vec![
-        (
-            with(&|c| c["aud"] = json!("https://elsewhere.example")),
-            "aud must be",
-        ),
-        (with(&|c| c["exp"] = json!(now - 600)), "expired"),
-        (with(&|c| c["exp"] = json!(now + 3600)), "short-lived"),
-        (
-            with(&|c| drop(c.as_object_mut().unwrap().remove("jti"))),
-            "must carry a jti claim",
-        ),
-        (
-            with(&|c| drop(c.as_object_mut().unwrap().remove("exp"))),
-            "must carry the exp claim",
-        ),
-        (
-            with(&|c| c["iss"] = json!("someone-else")),
-            "iss must be the client_id",
-        ),
-        (with(&|c| c["nbf"] = json!(now + 600)), "nbf"),
-        (with(&|c| c["jti"] = json!(42)), "malformed"),
-        (with(&|c| c["iat"] = json!(now + 600)), "iat"),
-    ];
-    for (c, mention) in cases {
-        let a = key.sign(&c);
-        assert_refused(&token(&app, &a, &[]).await, &a, mention);
+        let with = |f: &dyn Fn(&mut Value)| {
+            let mut c = claims(&app, &id);
+            f(&mut c);
+            c
+        };
+        let now = concierge::util::now();
+        let cases: Vec<(Value, &str)> = vec![
+            (
+                with(&|c| c["aud"] = json!("https://elsewhere.example")),
+                "aud must be",
+            ),
+            (with(&|c| c["exp"] = json!(now - 600)), "expired"),
+            (with(&|c| c["exp"] = json!(now + 3600)), "short-lived"),
+            (
+                with(&|c| drop(c.as_object_mut().unwrap().remove("jti"))),
+                "must carry a jti claim",
+            ),
+            (
+                with(&|c| drop(c.as_object_mut().unwrap().remove("exp"))),
+                "must carry the exp claim",
+            ),
+            (
+                with(&|c| c["iss"] = json!("someone-else")),
+                "iss must be the client_id",
+            ),
+            (with(&|c| c["nbf"] = json!(now + 600)), "nbf"),
+            (with(&|c| c["jti"] = json!(42)), "malformed"),
+            (with(&|c| c["iat"] = json!(now + 600)), "iat"),
+        ];
+        for (c, mention) in cases {
+            let a = key.sign(&c);
+            assert_refused(&token(&app, &a, &[]).await, &a, mention);
+        }
+        // aud as an array containing the token endpoint is fine.
+        let a = key.sign(&with(&|c| {
+            c["aud"] = json!(["https://elsewhere.example", format!("{}/token", app.issuer)])
+        }));
+        assert_token(&token(&app, &a, &[]).await, &id);
+
+        // Signed by a key that is not the client's, under the client's kid.
+        let other = TestKey::es256("k1");
+        let a = other.sign(&claims(&app, &id));
+        assert_refused(&token(&app, &a, &[]).await, &a, "signature does not verify");
+        // A kid the client does not have.
+        let a = key.sign_as("nope", &claims(&app, &id));
+        assert_refused(&token(&app, &a, &[]).await, &a, "kid");
+
+        // alg none, and HMAC with anything as the secret.
+        let b64 = |v: Value| concierge::util::b64(v.to_string().as_bytes());
+        let none = format!(
+            "{}.{}.",
+            b64(json!({"alg": "none", "kid": "k1"})),
+            b64(claims(&app, &id))
+        );
+        assert_refused(&token(&app, &none, &[]).await, &none, "\"none\"");
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some("k1".into());
+        let secret = serde_json::to_vec(&key.jwk).unwrap();
+        let hs = jsonwebtoken::encode(
+            &h,
+            &claims(&app, &id),
+            &EncodingKey::from_secret(&secret).unwrap(),
+        )
+        .unwrap();
+        assert_refused(&token(&app, &hs, &[]).await, &hs, "HS256");
+
+        // sub naming another client than the body's client_id; then not a JWT at all.
+        let a = key.sign(&claims(&app, &id));
+        assert_refused(
+            &token(&app, &a, &[("client_id", "another")]).await,
+            &a,
+            "differs",
+        );
+        assert_refused(&token(&app, "garbage", &[]).await, "garbage", "compact JWS");
+        // Mixing methods is a malformed request.
+        let a = key.sign(&claims(&app, &id));
+        assert_error(
+            &token(&app, &a, &[("client_secret", "x")]).await,
+            400,
+            "invalid_request",
+            "one client authentication method",
+        );
+        app
     }
-    // aud as an array containing the token endpoint is fine.
-    let a = key.sign(&with(&|c| {
-        c["aud"] = json!(["https://elsewhere.example", format!("{}/token", app.issuer)])
-    }));
-    assert_token(&token(&app, &a, &[]).await, &id);
-
-    // Signed by a key that is not the client's, under the client's kid.
-    let other = TestKey::es256("k1");
-    let a = other.sign(&claims(&app, &id));
-    assert_refused(&token(&app, &a, &[]).await, &a, "signature does not verify");
-    // A kid the client does not have.
-    let a = key.sign_as("nope", &claims(&app, &id));
-    assert_refused(&token(&app, &a, &[]).await, &a, "kid");
-
-    // alg none, and HMAC with anything as the secret.
-    let b64 = |v: Value| concierge::util::b64(v.to_string().as_bytes());
-    let none = format!(
-        "{}.{}.",
-        b64(json!({"alg": "none", "kid": "k1"})),
-        b64(claims(&app, &id))
-    );
-    assert_refused(&token(&app, &none, &[]).await, &none, "\"none\"");
-    let mut h = Header::new(Algorithm::HS256);
-    h.kid = Some("k1".into());
-    let secret = serde_json::to_vec(&key.jwk).unwrap();
-    let hs = jsonwebtoken::encode(
-        &h,
-        &claims(&app, &id),
-        &EncodingKey::from_secret(&secret).unwrap(),
-    )
-    .unwrap();
-    assert_refused(&token(&app, &hs, &[]).await, &hs, "HS256");
-
-    // sub naming another client than the body's client_id; then not a JWT at all.
-    let a = key.sign(&claims(&app, &id));
-    assert_refused(
-        &token(&app, &a, &[("client_id", "another")]).await,
-        &a,
-        "differs",
-    );
-    assert_refused(&token(&app, "garbage", &[]).await, "garbage", "compact JWS");
-    // Mixing methods is a malformed request.
-    let a = key.sign(&claims(&app, &id));
-    assert_error(
-        &token(&app, &a, &[("client_secret", "x")]).await,
-        400,
-        "invalid_request",
-        "one client authentication method",
-    );
-    app
-});
+);
 
 both!(
     eddsa_with_aud_the_token_endpoint,
+    |c: &mut concierge::Config| c.registration.allow_client_credentials = true,
     |app: TestApp| async move {
         add_tools_resource(&app).await;
         let key = TestKey::eddsa("ed");
@@ -325,7 +331,10 @@ async fn serve(
 
 both!(
     jwks_uri_cached_and_unknown_kids_do_not_refetch,
-    |c: &mut concierge::Config| c.cimd.allow_loopback = true,
+    |c: &mut concierge::Config| {
+        c.cimd.allow_loopback = true;
+        c.registration.allow_client_credentials = true;
+    },
     |app: TestApp| async move {
         add_tools_resource(&app).await;
         let key = TestKey::es256("k1");
@@ -358,7 +367,10 @@ both!(
 
 both!(
     metadata_document_client_with_private_key_jwt,
-    |c: &mut concierge::Config| c.cimd.allow_loopback = true,
+    |c: &mut concierge::Config| {
+        c.cimd.allow_loopback = true;
+        c.registration.allow_client_credentials = true;
+    },
     |app: TestApp| async move {
         add_tools_resource(&app).await;
         let key = TestKey::es256("doc-key");
@@ -370,6 +382,7 @@ both!(
             "client_name": "Document signer",
             "grant_types": ["client_credentials"],
             "token_endpoint_auth_method": "private_key_jwt",
+            "scope": "tools:read",
             "jwks": {"keys": [key.jwk]},
         });
         let a = key.sign(&claims(&app, &id));

@@ -63,7 +63,7 @@ both!(public_client_registers, |app: TestApp| async move {
         rat.as_bytes()
     );
     // The directory finds it like any client.
-    let c = app.state.clients.find(id).await.unwrap().unwrap();
+    let c = app.state.oauth.clients.find(id).await.unwrap().unwrap();
     assert!(c.is_unverified());
     assert_eq!(c.display_name(), "Example Agent");
     app
@@ -115,7 +115,7 @@ both!(
 both!(
     machine_client_with_private_key_jwt,
     |app: TestApp| async move {
-        let jwk = app.state.keys.ring().jwks(concierge::util::now())["keys"][0].clone();
+        let jwk = app.state.oauth.keys.ring().jwks(concierge::util::now())["keys"][0].clone();
         let (status, _, body) = app
             .register(&json!({
                 "grant_types": ["client_credentials"],
@@ -455,11 +455,17 @@ both!(
             .unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
         assert!(
-            app.state.clients.find(&id).await.unwrap().is_none(),
+            app.state.oauth.clients.find(&id).await.unwrap().is_none(),
             "expired unused client is gone"
         );
         assert!(
-            app.state.clients.find(&used_id).await.unwrap().is_some(),
+            app.state
+                .oauth
+                .clients
+                .find(&used_id)
+                .await
+                .unwrap()
+                .is_some(),
             "a used client stays"
         );
         let res = app
@@ -677,6 +683,6 @@ both!(management_delete, |app: TestApp| async move {
             .status(),
         401
     );
-    assert!(app.state.clients.find(&id).await.unwrap().is_none());
+    assert!(app.state.oauth.clients.find(&id).await.unwrap().is_none());
     app
 });

@@ -6,9 +6,7 @@
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
-use concierge::oauth::client_metadata::{Origin, RawClientMetadata, validate};
-use concierge::oauth::registration::new_client;
-use concierge::store::ClientKind;
+use concierge::oauth::client_metadata::RawClientMetadata;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use oauth2::{ClientSecret, TokenResponse};
@@ -24,7 +22,7 @@ use serde_json::json;
 use crate::both;
 use crate::flow::{NOTES, claims, verify};
 use crate::helpers::{Backend, TOOLS_RESOURCE, TestApp, add_tools_resource};
-use crate::id_jag::{AS_CLIENT, IDP_CLIENT, Pair};
+use crate::id_jag::{AS_CLIENT, IDP_CLIENT, Pair, both_pair};
 
 /// A PKCS#8 PEM ES256 key for rmcp and its public JWK for our client record.
 fn es256_key() -> (Vec<u8>, serde_json::Value) {
@@ -52,22 +50,15 @@ both!(
     |app: TestApp| async move {
         add_tools_resource(&app).await;
         let (pem, jwk) = es256_key();
-        let raw = RawClientMetadata {
+        let metadata = TestApp::operator_metadata(RawClientMetadata {
             grant_types: Some(vec!["client_credentials".into()]),
             token_endpoint_auth_method: Some("private_key_jwt".into()),
             jwks: Some(json!({ "keys": [jwk] })),
+            scope: Some("tools:read tools:write".into()),
             ..Default::default()
-        };
-        let m = validate(raw, Origin::Operator).unwrap();
-        let (rec, _) = new_client(
-            m,
-            ClientKind::Static,
-            Some("rmcp-machine".into()),
-            None,
-            concierge::util::now(),
-            0,
-        );
-        app.store().insert_client(&rec).await.unwrap();
+        });
+        app.add_client_metadata(Some("rmcp-machine"), metadata)
+            .await;
 
         let mut manager = AuthorizationManager::new(app.issuer.as_str())
             .await
@@ -100,11 +91,8 @@ both!(
     }
 );
 
-/// rmcp's enterprise-managed authorization helper, both exchanges, against two servers.
-async fn rmcp_enterprise_managed(backend: Backend) {
-    let Some(p) = Pair::start(backend, |_| {}).await else {
-        return;
-    };
+// rmcp's enterprise-managed authorization helper, both exchanges, against two servers.
+both_pair!(rmcp_enterprise_managed, |p: Pair| async move {
     let id_token = p.id_token().await;
     let idp = || {
         EmaAuthorizationServer::new(p.idp.issuer.as_str(), p.idp.url("/token"), IDP_CLIENT)
@@ -157,15 +145,5 @@ async fn rmcp_enterprise_managed(backend: Backend) {
             code: "invalid_scope"
         }
     );
-    p.finish().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rmcp_enterprise_managed_sqlite() {
-    rmcp_enterprise_managed(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rmcp_enterprise_managed_postgres() {
-    rmcp_enterprise_managed(Backend::Postgres).await;
-}
+    p
+});

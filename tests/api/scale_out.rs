@@ -1,4 +1,4 @@
-//! Scale-out (DESIGN.md §3): two real `concierge serve` processes sharing one PostgreSQL
+//! Scale-out: two real `concierge serve` processes sharing one PostgreSQL
 //! behave as one server. Single-use things are decided once by the database; what replicas
 //! cache (keys, clients) follows a change made elsewhere within its documented bound
 //! (`keys.refresh_secs`, `clients.cache_secs`; set to 1 s here so the tests are quick).
@@ -37,6 +37,8 @@ async fn pair() -> Option<Pair> {
         ("CONCIERGE_CLIENTS__CACHE_SECS", bound.as_str()),
         ("CONCIERGE_RESOURCES__CACHE_SECS", bound.as_str()),
         ("CONCIERGE_TOKENS__DEVICE_POLL_INTERVAL_SECS", "1"),
+        // The removal test uses a self-registered machine client (RFC 7592 deletes it).
+        ("CONCIERGE_REGISTRATION__ALLOW_CLIENT_CREDENTIALS", "true"),
     ];
     let a = Replica::start(dir.path(), pa, &issuer, &url, &env).await;
     let b = Replica::start(dir.path(), pb, &issuer, &url, &env).await;
@@ -243,6 +245,8 @@ async fn a_key_rotated_elsewhere_is_served_and_honoured_by_both_replicas_within_
             "--auth-method",
             "client_secret_post",
             "--may-introspect",
+            "--scope",
+            "notes:read",
             "--secret-from-env",
             "RS_SECRET",
         ],
@@ -285,7 +289,8 @@ async fn a_client_removed_at_one_replica_is_refused_by_the_other_within_the_boun
     let (s, _, c) =
         p.a.register(
             &json!({"client_name": "Machine", "grant_types": ["client_credentials"],
-                          "token_endpoint_auth_method": "client_secret_post"}),
+                          "token_endpoint_auth_method": "client_secret_post",
+                          "scope": "notes:read"}),
         )
         .await;
     assert_eq!(s, 201, "{c}");

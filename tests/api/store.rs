@@ -8,12 +8,17 @@ use concierge::store::{ClientKind, StoreError};
 use crate::both;
 use crate::helpers::TestApp;
 
-fn metadata() -> concierge::oauth::client_metadata::ClientMetadata {
+fn metadata() -> concierge::store::ClientMetadata {
     let raw = RawClientMetadata::from_json(
         br#"{"redirect_uris":["https://a.example/cb"],"client_name":"A"}"#,
     )
     .unwrap();
-    validate(raw, Origin::Operator).unwrap()
+    validate(
+        raw,
+        Origin::Operator,
+        &concierge::oauth::grants::GrantRegistry::standard(),
+    )
+    .unwrap()
 }
 
 both!(resources, |app: TestApp| async move {
@@ -25,9 +30,9 @@ both!(resources, |app: TestApp| async move {
         10,
     )
     .unwrap();
-    s.insert_resource(&r).await.unwrap();
+    s.insert_resource(&r.to_record()).await.unwrap();
     assert!(matches!(
-        s.insert_resource(&r).await,
+        s.insert_resource(&r.to_record()).await,
         Err(StoreError::Conflict(_))
     ));
     // Stored normalised: the trailing-slash form finds it.
@@ -36,8 +41,8 @@ both!(resources, |app: TestApp| async move {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(got, r);
-    assert_eq!(s.list_resources().await.unwrap(), vec![r.clone()]);
+    assert_eq!(got, r.to_record());
+    assert_eq!(s.list_resources().await.unwrap(), vec![r.to_record()]);
     assert!(s.delete_resource(r.uri.as_str()).await.unwrap());
     assert!(!s.delete_resource(r.uri.as_str()).await.unwrap());
     assert!(s.get_resource(r.uri.as_str()).await.unwrap().is_none());

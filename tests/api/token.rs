@@ -1,9 +1,6 @@
 //! `POST /token` with the client credentials grant, and the endpoint's refusals.
 
 use base64::Engine;
-use concierge::oauth::client_metadata::{Origin, RawClientMetadata, validate};
-use concierge::oauth::registration::new_client;
-use concierge::store::ClientKind;
 use serde_json::Value;
 
 use crate::both;
@@ -11,19 +8,10 @@ use crate::helpers::{TOOLS_RESOURCE, TestApp, add_tools_resource, assert_error, 
 
 const RESOURCE: &str = TOOLS_RESOURCE;
 
-/// A resource and a static machine client; returns (client_id, secret).
+/// A resource and an operator's machine client with `scope`; returns (client_id, secret).
 async fn setup(app: &TestApp, method: &str, scope: Option<&str>) -> (String, String) {
     add_tools_resource(app).await;
-    let mut raw = RawClientMetadata {
-        grant_types: Some(vec!["client_credentials".into()]),
-        token_endpoint_auth_method: Some(method.into()),
-        ..Default::default()
-    };
-    raw.scope = scope.map(str::to_string);
-    let m = validate(raw, Origin::Operator).unwrap();
-    let (rec, s) = new_client(m, ClientKind::Static, None, None, concierge::util::now(), 0);
-    app.store().insert_client(&rec).await.unwrap();
-    (rec.client_id, s.client_secret.unwrap())
+    app.add_machine_client(method, scope).await
 }
 
 async fn post_form(
@@ -52,7 +40,7 @@ fn verify(app: &TestApp, token: &str) -> Value {
     let header = jsonwebtoken::decode_header(token).unwrap();
     assert_eq!(header.typ.as_deref(), Some("at+jwt"));
     assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
-    let jwks = app.state.keys.ring().jwks(concierge::util::now());
+    let jwks = app.state.oauth.keys.ring().jwks(concierge::util::now());
     let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks).unwrap();
     let jwk = set.find(header.kid.as_deref().unwrap()).unwrap();
     let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
@@ -70,7 +58,7 @@ fn verify(app: &TestApp, token: &str) -> Value {
 both!(
     client_credentials_with_client_secret_post,
     |app: TestApp| async move {
-        let (id, secret) = setup(&app, "client_secret_post", None).await;
+        let (id, secret) = setup(&app, "client_secret_post", Some("tools:read")).await;
         let (status, headers, body) = post_form(
             &app,
             &[
@@ -166,7 +154,7 @@ both!(
 );
 
 both!(token_endpoint_refusals, |app: TestApp| async move {
-    let (id, secret) = setup(&app, "client_secret_post", None).await;
+    let (id, secret) = setup(&app, "client_secret_post", Some("tools:read tools:write")).await;
     let ok = |extra: &[(&'static str, &'static str)]| {
         let mut f: Vec<(&str, String)> = vec![
             ("grant_type", "client_credentials".into()),
@@ -321,13 +309,15 @@ both!(token_endpoint_refusals, |app: TestApp| async move {
 
 both!(
     deleted_client_gets_invalid_client,
+    // A self-registered client that may use client credentials (RFC 7592 deletes it).
+    |c: &mut concierge::Config| c.registration.allow_client_credentials = true,
     |app: TestApp| async move {
         let (_, _, reg) = app
-        .register(&serde_json::json!({"grant_types": ["client_credentials"], "token_endpoint_auth_method": "client_secret_basic"}))
+        .register(&serde_json::json!({"grant_types": ["client_credentials"], "token_endpoint_auth_method": "client_secret_basic", "scope": "tools:read"}))
         .await;
         let id = reg["client_id"].as_str().unwrap();
         let secret = reg["client_secret"].as_str().unwrap();
-        setup(&app, "client_secret_post", None).await;
+        add_tools_resource(&app).await;
         let form = [
             ("grant_type", "client_credentials"),
             ("resource", RESOURCE),
@@ -348,3 +338,54 @@ both!(
         app
     }
 );
+
+both!(machine_tokens_need_an_operator, |app: TestApp| async move {
+    add_tools_resource(&app).await;
+    // An operator's client without an operator-set scope gets no scope it was not given.
+    let (id, secret) = app.add_machine_client("client_secret_basic", None).await;
+    let got = post_form(
+        &app,
+        &[
+            ("grant_type", "client_credentials"),
+            ("resource", RESOURCE),
+            ("scope", "tools:read"),
+        ],
+        Some((&id, &secret)),
+    )
+    .await;
+    assert_error(&got, 400, "invalid_scope", "operator");
+    let (status, _, body) = post_form(
+        &app,
+        &[("grant_type", "client_credentials"), ("resource", RESOURCE)],
+        Some((&id, &secret)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("scope").is_none(), "no scope: {body}");
+    assert!(verify(&app, body["access_token"].as_str().unwrap())["scope"].is_null());
+
+    // A client that registered itself gets no client-credentials token by default.
+    let (_, _, reg) = app
+        .register(&serde_json::json!({
+            "grant_types": ["client_credentials"],
+            "token_endpoint_auth_method": "client_secret_basic",
+            "scope": "tools:read"
+        }))
+        .await;
+    let (cid, csecret) = (
+        reg["client_id"].as_str().unwrap(),
+        reg["client_secret"].as_str().unwrap(),
+    );
+    let got = post_form(
+        &app,
+        &[
+            ("grant_type", "client_credentials"),
+            ("resource", RESOURCE),
+            ("scope", "tools:read"),
+        ],
+        Some((cid, csecret)),
+    )
+    .await;
+    assert_error(&got, 400, "unauthorized_client", "operator");
+    app
+});

@@ -41,7 +41,12 @@ impl Server {
             jwks,
             ..Default::default()
         };
-        let mut metadata = validate(raw, Origin::Operator).unwrap();
+        let mut metadata = validate(
+            raw,
+            Origin::Operator,
+            &concierge::oauth::grants::GrantRegistry::standard(),
+        )
+        .unwrap();
         metadata.may_introspect = may_introspect;
         let (record, secrets) =
             new_client(metadata, ClientKind::Static, None, None, common::now(), 0);

@@ -18,7 +18,12 @@ impl Server {
             token_endpoint_auth_method: Some("client_secret_post".into()),
             ..Default::default()
         };
-        let metadata = validate(raw, Origin::Operator).unwrap();
+        let metadata = validate(
+            raw,
+            Origin::Operator,
+            &concierge::oauth::grants::GrantRegistry::standard(),
+        )
+        .unwrap();
         let (record, secrets) =
             new_client(metadata, ClientKind::Static, None, None, common::now(), 0);
         self.app.store.insert_client(&record).await.unwrap();

@@ -1,20 +1,24 @@
-//! The authorization code grant (OAuth 2.1 §4.1.3): a single-use code, bound to the client,
-//! the redirect URI, the PKCE verifier and the granted resources.
+//! The authorization code grant (OAuth 2.1 §4.1): issuing a code when the user approved an
+//! authorization request, and redeeming it at the token endpoint. A code is single-use and
+//! bound to the client, the redirect URI, the PKCE challenge and the granted resources.
 
 use async_trait::async_trait;
+use serde_json::{Map, Value, json};
 
-use super::user_tokens::{UserGrant, issue, narrow_scope};
-use super::{Grant, GrantType};
+use super::user_grant::{Authenticated, UserGrant, issue};
+use super::{Grant, Param, TokenRequest};
 use crate::audit::{Event, Kind};
 use crate::error::{ErrorCode, OAuthError};
-use crate::oauth::clients::Client;
-use crate::oauth::form::Form;
-use crate::oauth::pkce;
+use crate::oauth::authorize::AuthorizationRequest;
+use crate::oauth::context::Context;
+use crate::oauth::resource::OIDC_SCOPES;
 use crate::oauth::scope::Scope;
 use crate::oauth::tokens::TokenResponse;
-use crate::startup::AppState;
-use crate::store::Spent;
+use crate::oauth::{pkce, policy};
+use crate::store::{AuthCode, Session, Spent};
 use crate::util;
+
+pub const GRANT_TYPE: &str = "authorization_code";
 
 pub struct AuthorizationCode;
 
@@ -22,88 +26,223 @@ fn invalid_grant(d: impl Into<std::borrow::Cow<'static, str>>) -> OAuthError {
     OAuthError::new(ErrorCode::InvalidGrant, d)
 }
 
+/// Issue a code for an approved authorization request; returns the code (stored only as its
+/// hash). The session says who approved and how they signed in.
+pub async fn issue_code(
+    ctx: &Context,
+    req: &AuthorizationRequest,
+    session: &Session,
+) -> Result<String, OAuthError> {
+    let raw = util::random_secret();
+    let now = ctx.now();
+    let code = AuthCode {
+        code_hash: util::secret_hash(&raw),
+        family_id: util::random_id(),
+        client_id: req.client.client_id.clone(),
+        user_id: session.user_id.clone(),
+        redirect_uri: req.redirect_uri_sent.clone(),
+        code_challenge: req.code_challenge.clone(),
+        resources: req.resources.iter().map(|r| r.uri.to_string()).collect(),
+        scope: req.scope.to_string(),
+        nonce: req.nonce.clone(),
+        auth_time: session.auth_time,
+        amr: session.amr.clone(),
+        acr: session.acr.clone(),
+        sid: Some(session.sid.clone()),
+        created_at: now,
+        expires_at: now + i64::from(ctx.config.tokens.code_ttl_secs),
+        dpop_jkt: req.dpop_jkt.clone(),
+    };
+    ctx.codes().insert_code(&code).await?;
+    Ok(raw)
+}
+
+/// RFC 9700 §4.5: a replayed code revokes what its first redemption issued.
+async fn replayed(ctx: &Context, client_id: &str, family_id: &str) -> OAuthError {
+    let n = match ctx
+        .refresh_tokens()
+        .revoke_family(family_id, ctx.now())
+        .await
+    {
+        Ok(n) => n,
+        Err(e) => return e.into(),
+    };
+    tracing::warn!(client_id = %client_id, revoked = n, "authorization code replayed");
+    ctx.audit.record(
+        Event::new(Kind::CodeReplayDetected)
+            .client(client_id)
+            .detail(json!({ "family_id": family_id, "revoked": n })),
+    );
+    invalid_grant("the code was already used; the tokens issued for it are revoked")
+}
+
+/// The checks a redemption must pass before the code is spent.
+///
+/// A refused redemption spends nothing: a wrong client, redirect URI, PKCE verifier or DPoP
+/// key leaves the code for its rightful client. Spending it would let anyone who saw the
+/// code (a leaked log line, a referrer) destroy the real client's redemption, while keeping
+/// it gives a guesser nothing: the verifier carries 256 bits and the code lives a minute.
+fn check(code: &AuthCode, req: &TokenRequest<'_>, verifier: &str) -> Result<(), OAuthError> {
+    if code.client_id != req.client.client_id {
+        return Err(invalid_grant("the code was issued to another client"));
+    }
+    if let Some(sent) = &code.redirect_uri
+        && req.form.get("redirect_uri") != Some(sent.as_str())
+    {
+        return Err(invalid_grant(
+            "redirect_uri must equal the one of the authorization request",
+        ));
+    }
+    if !pkce::verify(verifier, &code.code_challenge) {
+        return Err(invalid_grant(
+            "code_verifier does not match the code_challenge",
+        ));
+    }
+    // RFC 9449 §10: a code requested with dpop_jkt is redeemed with a proof of that key.
+    if let Some(bound) = &code.dpop_jkt
+        && req.dpop_jkt != Some(bound.as_str())
+    {
+        return Err(OAuthError::invalid_dpop_proof(
+            "the authorization request named dpop_jkt: send a DPoP proof made with that key",
+        ));
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Grant for AuthorizationCode {
-    fn grant_type(&self) -> GrantType {
-        GrantType::AuthorizationCode
+    fn grant_type(&self) -> &'static str {
+        GRANT_TYPE
     }
 
-    async fn exchange(
+    fn description(&self) -> &'static str {
+        "A code from the authorization endpoint, with its PKCE verifier (OAuth 2.1 §4.1.3)"
+    }
+
+    fn parameters(&self) -> &'static [Param] {
+        &[
+            Param {
+                name: "code",
+                description: "authorization_code: the code from the authorization response",
+            },
+            Param {
+                name: "redirect_uri",
+                description: "authorization_code: as sent to /authorize, if it was sent",
+            },
+            Param {
+                name: "code_verifier",
+                description: "authorization_code: the PKCE verifier (RFC 7636)",
+            },
+        ]
+    }
+
+    /// The authorization endpoint and everything OpenID Connect adds to it.
+    fn metadata(&self, issuer: &str, m: &mut Map<String, Value>) {
+        let endpoint = |path: &str| Value::String(format!("{issuer}{path}"));
+        m.insert("authorization_endpoint".into(), endpoint("/authorize"));
+        m.insert("response_types_supported".into(), json!(["code"]));
+        m.insert("response_modes_supported".into(), json!(["query"]));
+        m.insert("code_challenge_methods_supported".into(), json!(["S256"]));
+        m.insert(
+            "authorization_response_iss_parameter_supported".into(),
+            Value::Bool(true),
+        );
+        if let Some(Value::Array(scopes)) = m.get_mut("scopes_supported") {
+            // OpenID Connect rides on the code flow.
+            scopes.extend(OIDC_SCOPES.iter().map(|s| Value::from(*s)));
+        }
+        // OpenID Connect Discovery §3.
+        m.insert("userinfo_endpoint".into(), endpoint("/userinfo"));
+        m.insert("subject_types_supported".into(), json!(["public"]));
+        m.insert(
+            "id_token_signing_alg_values_supported".into(),
+            json!(["RS256"]),
+        );
+        m.insert(
+            "prompt_values_supported".into(),
+            json!(["none", "login", "consent", "select_account"]),
+        );
+        m.insert(
+            "claims_supported".into(),
+            json!([
+                "sub",
+                "iss",
+                "aud",
+                "exp",
+                "iat",
+                "auth_time",
+                "amr",
+                "acr",
+                "nonce",
+                "at_hash",
+                "sid",
+                "azp",
+                "name",
+                "preferred_username",
+                "updated_at",
+                "email",
+                "email_verified"
+            ]),
+        );
+        m.insert("claims_parameter_supported".into(), Value::Bool(false));
+        m.insert("request_parameter_supported".into(), Value::Bool(false));
+        m.insert("request_uri_parameter_supported".into(), Value::Bool(false));
+    }
+
+    async fn issue(
         &self,
-        state: &AppState,
-        client: &Client,
-        form: &Form,
-        dpop_jkt: Option<&str>,
+        ctx: &Context,
+        req: &TokenRequest<'_>,
     ) -> Result<TokenResponse, OAuthError> {
-        let code = form
+        let client = req.client;
+        let code = req
+            .form
             .get("code")
             .ok_or_else(|| OAuthError::invalid_request("code is missing"))?;
-        let verifier = form
+        let verifier = req
+            .form
             .get("code_verifier")
             .ok_or_else(|| invalid_grant("code_verifier is missing (PKCE is required)"))?;
-        let now = util::now();
-        let code = match state
-            .store
-            .redeem_code(&util::secret_hash(code), now)
-            .await?
-        {
+        let hash = util::secret_hash(code);
+        let now = ctx.now();
+        match ctx.codes().peek_code(&hash, now).await? {
+            Spent::Fresh(c) => check(&c, req, verifier)?,
+            Spent::Replayed { family_id } => {
+                return Err(replayed(ctx, &client.client_id, &family_id).await);
+            }
+            Spent::Invalid => return Err(invalid_grant("the code is invalid or expired")),
+        }
+        // Spent in one statement: of two concurrent redemptions one wins, and the other is a
+        // replay.
+        let code = match ctx.codes().redeem_code(&hash, now).await? {
             Spent::Fresh(c) => c,
             Spent::Replayed { family_id } => {
-                // RFC 9700 §4.5: a replayed code revokes what its first redemption issued.
-                let n = state.store.revoke_family(&family_id, now).await?;
-                tracing::warn!(client_id = %client.client_id, revoked = n, "authorization code replayed");
-                state.audit.record(
-                    Event::new(Kind::CodeReplayDetected)
-                        .client(&client.client_id)
-                        .detail(serde_json::json!({ "family_id": family_id, "revoked": n })),
-                );
-                return Err(invalid_grant(
-                    "the code was already used; the tokens issued for it are revoked",
-                ));
+                return Err(replayed(ctx, &client.client_id, &family_id).await);
             }
             Spent::Invalid => return Err(invalid_grant("the code is invalid or expired")),
         };
-        if code.client_id != client.client_id {
-            return Err(invalid_grant("the code was issued to another client"));
-        }
-        if let Some(sent) = &code.redirect_uri
-            && form.get("redirect_uri") != Some(sent.as_str())
-        {
-            return Err(invalid_grant(
-                "redirect_uri must equal the one of the authorization request",
-            ));
-        }
-        if !pkce::verify(verifier, &code.code_challenge) {
-            return Err(invalid_grant(
-                "code_verifier does not match the code_challenge",
-            ));
-        }
-        // RFC 9449 §10: a code requested with dpop_jkt is redeemed with a proof of that key.
-        if let Some(bound) = &code.dpop_jkt
-            && dpop_jkt != Some(bound.as_str())
-        {
-            return Err(OAuthError::invalid_dpop_proof(
-                "the authorization request named dpop_jkt: send a DPoP proof made with that key",
-            ));
-        }
         let granted = Scope::parse(&code.scope).map_err(OAuthError::internal)?;
-        let scope = narrow_scope(form, &granted)?;
+        let scope = policy::narrow(req.form.get("scope"), &granted)?;
         issue(
-            state,
-            form,
+            ctx,
+            req.form,
             UserGrant {
                 client,
                 user_id: &code.user_id,
                 resources: &code.resources,
                 scope: &scope,
                 granted_scope: &granted,
-                auth_time: code.auth_time,
-                sid: code.sid.as_deref(),
+                authenticated: Authenticated {
+                    auth_time: code.auth_time,
+                    amr: &code.amr,
+                    acr: code.acr.as_deref(),
+                    sid: code.sid.as_deref(),
+                },
                 nonce: code.nonce.as_deref(),
                 family_id: &code.family_id,
                 absolute_expires_at: None,
                 new_refresh: true,
-                dpop_jkt,
+                dpop_jkt: req.dpop_jkt,
             },
         )
         .await

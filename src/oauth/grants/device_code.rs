@@ -1,45 +1,163 @@
-//! The device code grant at the token endpoint (RFC 8628 §3.4–3.5): polling answers
-//! `authorization_pending`, `slow_down`, `expired_token` or `access_denied` until the user
-//! decides; an approved code yields tokens once.
+//! The device authorization grant (RFC 8628): starting a request at the device
+//! authorization endpoint (§3.1–3.2), and polling the token endpoint (§3.4–3.5), which
+//! answers `authorization_pending`, `slow_down`, `expired_token` or `access_denied` until the
+//! user decides; an approved code yields tokens once. The user's side is in
+//! [`crate::oauth::device`].
+
+use std::net::IpAddr;
 
 use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::{Map, Value};
 
-use super::user_tokens::{UserGrant, issue};
-use super::{Grant, GrantType};
+use super::user_grant::{Authenticated, UserGrant, issue};
+use super::{Grant, Param, TokenRequest};
 use crate::error::{ErrorCode, OAuthError};
+use crate::oauth::authn::throttle::Bucket;
 use crate::oauth::clients::Client;
+use crate::oauth::context::Context;
+use crate::oauth::device::new_user_code;
 use crate::oauth::form::Form;
+use crate::oauth::policy;
 use crate::oauth::scope::Scope;
 use crate::oauth::tokens::TokenResponse;
-use crate::startup::AppState;
+use crate::store::{DeviceCode, StoreError};
 use crate::util;
+
+pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 pub struct DeviceCodeGrant;
 
 /// How much longer a device must wait after polling too fast (RFC 8628 §3.5).
 const SLOW_DOWN_STEP: i64 = 5;
 
+/// The device authorization response (RFC 8628 §3.2).
+#[derive(Debug, Serialize)]
+pub struct DeviceAuthorization {
+    pub device_code: String,
+    pub user_code: String,
+    pub verification_uri: String,
+    pub verification_uri_complete: String,
+    pub expires_in: i64,
+    pub interval: i64,
+}
+
+/// A device asks for codes (RFC 8628 §3.1): the client registered the grant, the address is
+/// within its limit, and the resources and scopes pass the same policy as the authorization
+/// endpoint's.
+pub async fn start(
+    ctx: &Context,
+    client: &Client,
+    form: &Form,
+    addr: Option<IpAddr>,
+) -> Result<DeviceAuthorization, OAuthError> {
+    if !client.metadata.has_grant(GRANT_TYPE) {
+        return Err(OAuthError::new(
+            ErrorCode::UnauthorizedClient,
+            "this client did not register the device_code grant",
+        ));
+    }
+    let now = ctx.now();
+    if let Err(t) = ctx
+        .authn
+        .throttle
+        .attempt(ctx.rate_limits(), Bucket::DeviceAuthorization(addr), now)
+        .await?
+    {
+        return Err(OAuthError::rate_limited(
+            "device authorization requests",
+            t.retry_after as u64,
+        ));
+    }
+    let resources = policy::resources_for_user(ctx, &form.all("resource")).await?;
+    let scope = policy::check_requested(client, &resources, form.get("scope"))?;
+    let tokens = &ctx.config.tokens;
+    let device_code = util::random_secret();
+    let ttl = i64::from(tokens.device_code_ttl_secs);
+    let interval = i64::from(tokens.device_poll_interval_secs);
+    let mut record = DeviceCode {
+        device_code_hash: util::secret_hash(&device_code),
+        user_code: new_user_code(),
+        client_id: client.client_id.clone(),
+        resources: resources.iter().map(|r| r.uri.to_string()).collect(),
+        scope: scope.to_string(),
+        status: "pending".into(),
+        user_id: None,
+        auth_time: None,
+        amr: Vec::new(),
+        acr: None,
+        sid: None,
+        interval_secs: interval,
+        last_polled_at: None,
+        created_at: now,
+        expires_at: now + ttl,
+    };
+    // User codes are short: on the rare collision, draw again.
+    let mut attempts = 0;
+    loop {
+        match ctx.devices().insert_device(&record).await {
+            Ok(()) => break,
+            Err(StoreError::Conflict(_)) if attempts < 5 => {
+                attempts += 1;
+                record.user_code = new_user_code();
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let verification_uri = ctx.url("/device");
+    let complete = format!(
+        "{verification_uri}?{}",
+        serde_urlencoded::to_string([("user_code", &record.user_code)]).unwrap_or_default()
+    );
+    Ok(DeviceAuthorization {
+        device_code,
+        user_code: record.user_code,
+        verification_uri,
+        verification_uri_complete: complete,
+        expires_in: ttl,
+        interval,
+    })
+}
+
 #[async_trait]
 impl Grant for DeviceCodeGrant {
-    fn grant_type(&self) -> GrantType {
-        GrantType::DeviceCode
+    fn grant_type(&self) -> &'static str {
+        GRANT_TYPE
     }
 
-    async fn exchange(
+    fn description(&self) -> &'static str {
+        "A device polls with its device code until the user decides (RFC 8628 §3.4)"
+    }
+
+    fn parameters(&self) -> &'static [Param] {
+        &[Param {
+            name: "device_code",
+            description: "device_code: the device code (RFC 8628 §3.4)",
+        }]
+    }
+
+    fn metadata(&self, issuer: &str, m: &mut Map<String, Value>) {
+        m.insert(
+            "device_authorization_endpoint".into(),
+            Value::String(format!("{issuer}/device_authorization")),
+        );
+    }
+
+    async fn issue(
         &self,
-        state: &AppState,
-        client: &Client,
-        form: &Form,
-        dpop_jkt: Option<&str>,
+        ctx: &Context,
+        req: &TokenRequest<'_>,
     ) -> Result<TokenResponse, OAuthError> {
         let e = |code, d: &'static str| OAuthError::new(code, d);
-        let raw = form
+        let client = req.client;
+        let raw = req
+            .form
             .get("device_code")
             .ok_or_else(|| OAuthError::invalid_request("device_code is missing"))?;
         let hash = util::secret_hash(raw);
-        let now = util::now();
-        let d = state
-            .store
+        let now = ctx.now();
+        let d = ctx
+            .devices()
             .device_by_code(&hash)
             .await?
             .filter(|d| d.client_id == client.client_id)
@@ -58,8 +176,7 @@ impl Grant for DeviceCodeGrant {
         if d.last_polled_at
             .is_some_and(|last| now - last < d.interval_secs)
         {
-            state
-                .store
+            ctx.devices()
                 .record_poll(&hash, now, d.interval_secs + SLOW_DOWN_STEP)
                 .await?;
             let mut err = e(
@@ -69,7 +186,9 @@ impl Grant for DeviceCodeGrant {
             err.retry_after = Some((d.interval_secs + SLOW_DOWN_STEP) as u64);
             return Err(err);
         }
-        state.store.record_poll(&hash, now, d.interval_secs).await?;
+        ctx.devices()
+            .record_poll(&hash, now, d.interval_secs)
+            .await?;
         match d.status.as_str() {
             "pending" => {
                 return Err(e(
@@ -84,8 +203,8 @@ impl Grant for DeviceCodeGrant {
             }
             _ => {}
         }
-        let d = state
-            .store
+        let d = ctx
+            .devices()
             .redeem_device(&hash, now)
             .await?
             .ok_or_else(|| e(ErrorCode::InvalidGrant, "the device_code was already used"))?;
@@ -94,21 +213,25 @@ impl Grant for DeviceCodeGrant {
         };
         let scope = Scope::parse(&d.scope).map_err(OAuthError::internal)?;
         issue(
-            state,
-            form,
+            ctx,
+            req.form,
             UserGrant {
                 client,
                 user_id,
                 resources: &d.resources,
                 scope: &scope,
                 granted_scope: &scope,
-                auth_time,
-                sid: d.sid.as_deref(),
+                authenticated: Authenticated {
+                    auth_time,
+                    amr: &d.amr,
+                    acr: d.acr.as_deref(),
+                    sid: d.sid.as_deref(),
+                },
                 nonce: None,
                 family_id: &util::random_id(),
                 absolute_expires_at: None,
                 new_refresh: true,
-                dpop_jkt,
+                dpop_jkt: req.dpop_jkt,
             },
         )
         .await

@@ -1,7 +1,12 @@
-//! Grant types: the ones OAuth defines that Concierge knows, and the registry of those this
-//! build implements. Discovery metadata lists grants from [`implemented`] only, so it cannot
-//! advertise what the code does not do. Adding a grant: its file here, one line in
-//! [`implemented`], its tests.
+//! Grants: each grant type the token endpoint implements is one type implementing [`Grant`],
+//! in its own file here, and one line in [`GrantRegistry::standard`]. A grant describes
+//! itself — its `grant_type` (a name from RFC 6749 or an extension grant's URN, RFC 6749
+//! §4.5), the parameters it reads, what it adds to discovery metadata, the audit event of
+//! what it issues — so discovery (`oauth::metadata`), the OpenAPI token-request schema and the
+//! token endpoint's audit record are derived from the registry and cannot drift from it.
+//!
+//! Adding a grant: its file, one line in [`GrantRegistry::standard`], its tests, and a
+//! migration per backend only if it stores state (README: "How the code is laid out").
 
 pub mod authorization_code;
 pub mod client_credentials;
@@ -9,124 +14,124 @@ pub mod device_code;
 pub mod jwt_bearer;
 pub mod refresh_token;
 pub mod token_exchange;
-pub mod user_tokens;
+pub mod user_grant;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use super::clients::Client;
+use super::context::Context;
 use super::form::Form;
 use super::tokens::TokenResponse;
+use crate::audit::Kind;
 use crate::config::Config;
 use crate::error::OAuthError;
-use crate::startup::AppState;
 
-/// Grant types a client may register for (RFC 7591 §2 `grant_types`).
-///
-/// OAuth 2.1 removes `implicit` and `password`; they are refused by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum GrantType {
-    #[serde(rename = "authorization_code")]
-    AuthorizationCode,
-    #[serde(rename = "refresh_token")]
-    RefreshToken,
-    #[serde(rename = "client_credentials")]
-    ClientCredentials,
-    /// RFC 8628.
-    #[serde(rename = "urn:ietf:params:oauth:grant-type:device_code")]
-    DeviceCode,
-    /// RFC 8693.
-    #[serde(rename = "urn:ietf:params:oauth:grant-type:token-exchange")]
-    TokenExchange,
-    /// RFC 7523 (and ID-JAG).
-    #[serde(rename = "urn:ietf:params:oauth:grant-type:jwt-bearer")]
-    JwtBearer,
+/// A token request parameter a grant reads (for documentation: the OpenAPI schema).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Param {
+    pub name: &'static str,
+    pub description: &'static str,
 }
 
-impl GrantType {
-    pub const ALL: [GrantType; 6] = [
-        Self::AuthorizationCode,
-        Self::RefreshToken,
-        Self::ClientCredentials,
-        Self::DeviceCode,
-        Self::TokenExchange,
-        Self::JwtBearer,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::AuthorizationCode => "authorization_code",
-            Self::RefreshToken => "refresh_token",
-            Self::ClientCredentials => "client_credentials",
-            Self::DeviceCode => "urn:ietf:params:oauth:grant-type:device_code",
-            Self::TokenExchange => "urn:ietf:params:oauth:grant-type:token-exchange",
-            Self::JwtBearer => "urn:ietf:params:oauth:grant-type:jwt-bearer",
-        }
-    }
-
-    /// Parse a grant type name; the error says why it is refused.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        if let Some(g) = Self::ALL.into_iter().find(|g| g.as_str() == s) {
-            return Ok(g);
-        }
-        Err(match s {
-            "implicit" | "password" => format!("'{s}' is not allowed by OAuth 2.1"),
-            _ => format!("'{s}' is not a grant type this server knows"),
-        })
-    }
-
-    /// Does this grant send the user through the authorization endpoint?
-    pub fn uses_authorization_endpoint(self) -> bool {
-        matches!(self, Self::AuthorizationCode)
-    }
+/// A token request, after the endpoint authenticated the client, checked that it registered
+/// this grant, and checked the request's DPoP proof: `dpop_jkt` is its key's thumbprint, to
+/// which the grant binds the access token it issues (RFC 9449 §5).
+pub struct TokenRequest<'a> {
+    pub client: &'a Client,
+    pub form: &'a Form,
+    pub dpop_jkt: Option<&'a str>,
 }
 
-/// A grant type the token endpoint implements. The endpoint has already authenticated the
-/// client and checked that it registered this grant, and checked the request's DPoP proof:
-/// `dpop_jkt` is its key's thumbprint, to which the grant binds the access token it issues
-/// (RFC 9449 §5).
+/// A grant type the token endpoint implements.
 #[async_trait]
 pub trait Grant: Send + Sync {
-    fn grant_type(&self) -> GrantType;
+    /// The `grant_type` value.
+    fn grant_type(&self) -> &'static str;
+    /// One line for documentation.
+    fn description(&self) -> &'static str;
+    /// The token request parameters it reads, besides those every request may carry
+    /// (`grant_type`, client authentication, `resource`, `scope`).
+    fn parameters(&self) -> &'static [Param] {
+        &[]
+    }
     /// Does this configuration let the grant work? A grant that needs configuration (the
     /// jwt-bearer grant needs trusted issuers) is neither served nor advertised without it.
     fn enabled(&self, _config: &Config) -> bool {
         true
     }
-    async fn exchange(
+    /// What the grant adds to the discovery document (RFC 8414) when enabled.
+    fn metadata(&self, _issuer: &str, _m: &mut Map<String, Value>) {}
+    /// The audit event of a token it issues.
+    fn audit_kind(&self) -> Kind {
+        Kind::TokenIssued
+    }
+    /// Is the subject of what it issues a user (the audit event's `user_id`)? False for a
+    /// client's own token.
+    fn acts_for_user(&self) -> bool {
+        true
+    }
+    /// Issue what the request asks for, or say why not.
+    async fn issue(
         &self,
-        state: &AppState,
-        client: &Client,
-        form: &Form,
-        dpop_jkt: Option<&str>,
+        ctx: &Context,
+        req: &TokenRequest<'_>,
     ) -> Result<TokenResponse, OAuthError>;
 }
 
-/// The registry: every grant the token endpoint implements, in the order metadata lists them.
-static GRANTS: &[&dyn Grant] = &[
-    &authorization_code::AuthorizationCode,
-    &refresh_token::RefreshTokenGrant,
-    &client_credentials::ClientCredentials,
-    &token_exchange::TokenExchange,
-    &device_code::DeviceCodeGrant,
-    &jwt_bearer::JwtBearer,
-];
-
-/// The grant types implemented and enabled by `config`, for discovery metadata.
-pub fn implemented(config: &Config) -> Vec<GrantType> {
-    GRANTS
-        .iter()
-        .filter(|g| g.enabled(config))
-        .map(|g| g.grant_type())
-        .collect()
+/// The grants a server implements, keyed by `grant_type`.
+pub struct GrantRegistry {
+    grants: Vec<Box<dyn Grant>>,
 }
 
-/// The implementation of `grant_type`, if this build has one and `config` enables it.
-pub fn find(grant_type: GrantType, config: &Config) -> Option<&'static dyn Grant> {
-    GRANTS
-        .iter()
-        .copied()
-        .find(|g| g.grant_type() == grant_type && g.enabled(config))
+impl GrantRegistry {
+    /// Every grant this build implements, in the order metadata lists them.
+    pub fn standard() -> Self {
+        Self::empty()
+            .with(authorization_code::AuthorizationCode)
+            .with(refresh_token::RefreshTokenGrant)
+            .with(client_credentials::ClientCredentials)
+            .with(token_exchange::TokenExchange)
+            .with(device_code::DeviceCodeGrant)
+            .with(jwt_bearer::JwtBearer)
+    }
+
+    pub fn empty() -> Self {
+        Self { grants: Vec::new() }
+    }
+
+    /// Add a grant (replacing one of the same `grant_type`).
+    pub fn with(mut self, grant: impl Grant + 'static) -> Self {
+        self.grants.retain(|g| g.grant_type() != grant.grant_type());
+        self.grants.push(Box::new(grant));
+        self
+    }
+
+    /// Every grant, enabled or not.
+    pub fn all(&self) -> impl Iterator<Item = &dyn Grant> {
+        self.grants.iter().map(|g| g.as_ref())
+    }
+
+    /// The grants `config` enables, for discovery metadata.
+    pub fn enabled<'a>(&'a self, config: &'a Config) -> impl Iterator<Item = &'a dyn Grant> {
+        self.all().filter(move |g| g.enabled(config))
+    }
+
+    /// The grant for `grant_type`, if this server has it and `config` enables it.
+    pub fn find<'a>(&'a self, grant_type: &str, config: &'a Config) -> Option<&'a dyn Grant> {
+        self.enabled(config).find(|g| g.grant_type() == grant_type)
+    }
+
+    /// May a client register `grant_type`? Known grants only; the error says why not.
+    pub fn check_registrable(&self, grant_type: &str) -> Result<(), String> {
+        if self.all().any(|g| g.grant_type() == grant_type) {
+            return Ok(());
+        }
+        Err(match grant_type {
+            "implicit" | "password" => format!("'{grant_type}' is not allowed by OAuth 2.1"),
+            _ => format!("'{grant_type}' is not a grant type this server knows"),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -134,17 +139,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_round_trip() {
-        for g in GrantType::ALL {
-            assert_eq!(GrantType::parse(g.as_str()), Ok(g));
-            let json = serde_json::to_string(&g).expect("serialise");
-            assert_eq!(json, format!("\"{}\"", g.as_str()));
-        }
+    fn the_registry_knows_its_grants_by_name() {
+        let r = GrantRegistry::standard();
+        let names: Vec<&str> = r.all().map(|g| g.grant_type()).collect();
+        assert_eq!(
+            names,
+            [
+                "authorization_code",
+                "refresh_token",
+                "client_credentials",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+                "urn:ietf:params:oauth:grant-type:device_code",
+                "urn:ietf:params:oauth:grant-type:jwt-bearer",
+            ]
+        );
+        let config = Config::default();
+        assert!(r.find("client_credentials", &config).is_some());
+        // Needs trusted issuers.
+        assert!(r.find(jwt_bearer::GRANT_TYPE, &config).is_none());
+        assert!(r.check_registrable(jwt_bearer::GRANT_TYPE).is_ok());
         assert!(
-            GrantType::parse("implicit")
+            r.check_registrable("implicit")
                 .unwrap_err()
                 .contains("OAuth 2.1")
         );
-        assert!(GrantType::parse("magic").unwrap_err().contains("knows"));
+        assert!(r.check_registrable("magic").unwrap_err().contains("knows"));
     }
 }

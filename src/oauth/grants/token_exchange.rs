@@ -3,24 +3,25 @@
 //! naming who acts. Never wider: scopes come only through the operator's policy for
 //! (target, client, source) and from the subject's own scopes; the lifetime never outlasts
 //! the subject token; `sub` stays the same. No policy, no exchange.
+//!
+//! The same grant turns one of our ID tokens into an ID-JAG when the client asks for one
+//! (`requested_token_type` …:id-jag): the enterprise IdP's half of ID-JAG, in `id_jag`.
 
 use async_trait::async_trait;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
-use super::{Grant, GrantType};
+use super::{Grant, Param, TokenRequest};
+use crate::audit::Kind;
 use crate::error::{ErrorCode, OAuthError};
 use crate::oauth::clients::Client;
+use crate::oauth::context::Context;
 use crate::oauth::form::Form;
-use crate::oauth::id_jag;
-use crate::oauth::resource::ResourceUri;
-use crate::oauth::scope::Scope;
 use crate::oauth::tokens::{
-    AccessToken, TokenResponse, issue_access_token, revoked_key, verify_access_token,
+    AccessClaims, AccessToken, TokenError, TokenResponse, check_access_token, issue_access_token,
 };
-use crate::startup::AppState;
-use crate::store::ExchangePolicy;
-use crate::util;
+use crate::oauth::{id_jag, policy};
 
+pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 pub const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 
@@ -49,50 +50,153 @@ pub fn nest_act(actor: &str, previous: Option<&Value>) -> Value {
     }
 }
 
-/// Target scopes the policy allows from the subject's scopes.
-pub fn mapped_scopes(policy: &ExchangePolicy, subject_scopes: &Scope) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for s in subject_scopes.tokens() {
-        for t in policy.scope_map.get(s).into_iter().flatten() {
-            if !out.contains(t) {
-                out.push(t.clone());
-            }
+/// A token type we accept for subject and actor tokens (RFC 8693 §3).
+fn check_token_type(name: &str, value: Option<&str>) -> Result<(), OAuthError> {
+    match value {
+        Some(ACCESS_TOKEN_TYPE) | Some(JWT_TYPE) => Ok(()),
+        Some(other) => Err(OAuthError::invalid_request(format!(
+            "{name} {other:?} is not supported; use {ACCESS_TOKEN_TYPE}"
+        ))),
+        None => Err(OAuthError::invalid_request(format!("{name} is missing"))),
+    }
+}
+
+/// One of our access tokens presented as `which` (`subject_token`, `actor_token`): valid and
+/// not revoked, through the one access-token check.
+async fn presented_token(
+    ctx: &Context,
+    which: &str,
+    token: &str,
+) -> Result<AccessClaims, OAuthError> {
+    check_access_token(ctx, token, None)
+        .await
+        .map_err(|e| match e {
+            TokenError::Invalid => err(
+                ErrorCode::InvalidGrant,
+                format!("the {which} is not a valid access token from this server"),
+            ),
+            TokenError::Revoked => err(ErrorCode::InvalidGrant, format!("the {which} was revoked")),
+            TokenError::Store(e) => e.into(),
+        })
+}
+
+/// Who acts (RFC 8693 §4.1): the authenticated client, or the party an `actor_token`
+/// names. An actor token must be one of ours, unrevoked, and issued to this very client:
+/// a client cannot claim another party's delegation.
+async fn actor(ctx: &Context, client: &Client, form: &Form) -> Result<String, OAuthError> {
+    let Some(token) = form.get("actor_token") else {
+        if form.get("actor_token_type").is_some() {
+            return Err(OAuthError::invalid_request(
+                "actor_token_type was sent without an actor_token",
+            ));
+        }
+        return Ok(client.client_id.clone());
+    };
+    // RFC 8693 §2.1: actor_token_type is REQUIRED when actor_token is present.
+    check_token_type("actor_token_type", form.get("actor_token_type"))?;
+    let claims = presented_token(ctx, "actor_token", token).await?;
+    if claims.client_id != client.client_id {
+        return Err(err(
+            ErrorCode::InvalidGrant,
+            "the actor_token was issued to another client: the actor must be the client \
+             making the request",
+        ));
+    }
+    Ok(claims.sub)
+}
+
+/// The one registered resource the new token is for: `resource` or `audience` (RFC 8693
+/// §2.1), naming the same resource however often they are repeated.
+async fn target(
+    ctx: &Context,
+    form: &Form,
+) -> Result<std::sync::Arc<crate::oauth::resource::Resource>, OAuthError> {
+    let targets: Vec<&str> = form
+        .all("resource")
+        .into_iter()
+        .chain(form.get("audience"))
+        .collect();
+    let Some(first) = targets.first() else {
+        return Err(err(
+            ErrorCode::InvalidTarget,
+            "resource (or audience) is required: the resource the new token is for",
+        ));
+    };
+    let resource = policy::resolve(ctx, first).await?;
+    for other in &targets[1..] {
+        let same = policy::resolve(ctx, other).await.ok();
+        if same.is_none_or(|o| o.uri != resource.uri) {
+            return Err(err(
+                ErrorCode::InvalidTarget,
+                "request one target resource per exchange",
+            ));
         }
     }
-    out
+    Ok(resource)
 }
 
 #[async_trait]
 impl Grant for TokenExchange {
-    fn grant_type(&self) -> GrantType {
-        GrantType::TokenExchange
+    fn grant_type(&self) -> &'static str {
+        GRANT_TYPE
     }
 
-    async fn exchange(
+    fn description(&self) -> &'static str {
+        "One of our access tokens for a narrower one for another resource, with an act \
+         chain (RFC 8693); or an ID token for an ID-JAG"
+    }
+
+    fn parameters(&self) -> &'static [Param] {
+        &[
+            Param {
+                name: "subject_token",
+                description: "token-exchange: the presented token (RFC 8693 §2.1)",
+            },
+            Param {
+                name: "subject_token_type",
+                description: "token-exchange: urn:ietf:params:oauth:token-type:access_token \
+                              (or …:id_token for an ID-JAG)",
+            },
+            Param {
+                name: "actor_token",
+                description: "token-exchange: a token naming who acts, issued to this client",
+            },
+            Param {
+                name: "actor_token_type",
+                description: "token-exchange: required with actor_token",
+            },
+            Param {
+                name: "requested_token_type",
+                description: "token-exchange: …:access_token (default) or …:id-jag",
+            },
+            Param {
+                name: "audience",
+                description: "token-exchange: the target (a resource, or for an ID-JAG the \
+                              authorization server's issuer)",
+            },
+        ]
+    }
+
+    fn audit_kind(&self) -> Kind {
+        Kind::TokenExchanged
+    }
+
+    fn metadata(&self, _issuer: &str, _m: &mut Map<String, Value>) {}
+
+    async fn issue(
         &self,
-        state: &AppState,
-        client: &Client,
-        form: &Form,
-        dpop_jkt: Option<&str>,
+        ctx: &Context,
+        req: &TokenRequest<'_>,
     ) -> Result<TokenResponse, OAuthError> {
-        // An ID token for an ID-JAG: the enterprise IdP's half of ID-JAG (see `id_jag`).
+        let (client, form) = (req.client, req.form);
         if form.get("requested_token_type") == Some(id_jag::ID_JAG_TOKEN_TYPE) {
-            return id_jag::issue(state, client, form).await;
+            return id_jag::issue(ctx, client, form).await;
         }
-        let now = util::now();
-        // The subject: one of our access tokens, valid and not revoked.
+        let now = ctx.now();
         let subject = form
             .get("subject_token")
             .ok_or_else(|| OAuthError::invalid_request("subject_token is missing"))?;
-        match form.get("subject_token_type") {
-            Some(ACCESS_TOKEN_TYPE) | Some(JWT_TYPE) => {}
-            Some(other) => {
-                return Err(OAuthError::invalid_request(format!(
-                    "subject_token_type {other:?} is not supported; use {ACCESS_TOKEN_TYPE}"
-                )));
-            }
-            None => return Err(OAuthError::invalid_request("subject_token_type is missing")),
-        }
+        check_token_type("subject_token_type", form.get("subject_token_type"))?;
         if let Some(t) = form.get("requested_token_type")
             && t != ACCESS_TOKEN_TYPE
             && t != JWT_TYPE
@@ -101,49 +205,20 @@ impl Grant for TokenExchange {
                 "requested_token_type {t:?} is not supported; use {ACCESS_TOKEN_TYPE}"
             )));
         }
-        let claims =
-            verify_access_token(&state.keys, &state.issuer, subject, None).ok_or_else(|| {
-                err(
-                    ErrorCode::InvalidGrant,
-                    "the subject_token is not a valid access token from this server",
-                )
-            })?;
-        let jti = claims["jti"].as_str().unwrap_or_default();
-        if state.store.is_used(&revoked_key(jti), now).await? {
-            return Err(err(
-                ErrorCode::InvalidGrant,
-                "the subject_token was revoked",
-            ));
-        }
-        let sub = claims["sub"].as_str().unwrap_or_default().to_string();
-        let subject_exp = claims["exp"].as_i64().unwrap_or(now);
+        let claims = presented_token(ctx, "subject_token", subject).await?;
+        let actor = actor(ctx, client, form).await?;
 
         // RFC 8693 §4.4: when the subject token says who may act, only they may.
-        if let Some(may) = claims.get("may_act")
-            && may["sub"].as_str() != Some(client.client_id.as_str())
+        if let Some(may) = &claims.may_act
+            && may["sub"].as_str() != Some(actor.as_str())
         {
             return Err(err(
                 ErrorCode::InvalidGrant,
-                "the subject_token does not allow this client to act (may_act)",
+                "the subject_token does not allow this actor to act (may_act)",
             ));
         }
-
-        // An actor token, if sent, names who acts; it must be ours and valid too.
-        let actor = match form.get("actor_token") {
-            None => client.client_id.clone(),
-            Some(t) => {
-                let a =
-                    verify_access_token(&state.keys, &state.issuer, t, None).ok_or_else(|| {
-                        err(
-                            ErrorCode::InvalidGrant,
-                            "the actor_token is not a valid access token from this server",
-                        )
-                    })?;
-                a["sub"].as_str().unwrap_or_default().to_string()
-            }
-        };
-        let act = nest_act(&actor, claims.get("act"));
-        let max = state.config.tokens.max_delegation_depth as usize;
+        let act = nest_act(&actor, claims.act.as_ref());
+        let max = ctx.config.tokens.max_delegation_depth as usize;
         if act_depth(Some(&act)) > max {
             return Err(err(
                 ErrorCode::InvalidGrant,
@@ -151,125 +226,61 @@ impl Grant for TokenExchange {
             ));
         }
 
-        // The target: `resource` or `audience` (RFC 8693 §2.1), one registered resource.
-        let targets: Vec<&str> = form
-            .all("resource")
-            .into_iter()
-            .chain(form.get("audience"))
-            .collect();
-        let target = match targets.as_slice() {
-            [] => {
-                return Err(err(
-                    ErrorCode::InvalidTarget,
-                    "resource (or audience) is required: the resource the new token is for",
-                ));
-            }
-            [first, rest @ ..] => {
-                let uri = ResourceUri::parse(first)
-                    .map_err(|e| err(ErrorCode::InvalidTarget, format!("resource {e}")))?;
-                for other in rest {
-                    if ResourceUri::parse(other).ok().as_ref() != Some(&uri) {
-                        return Err(err(
-                            ErrorCode::InvalidTarget,
-                            "request one target resource per exchange",
-                        ));
-                    }
-                }
-                uri
-            }
-        };
-        if state.resources.get(&target).await?.is_none() {
-            return Err(err(
-                ErrorCode::InvalidTarget,
-                format!("{target} is not a registered resource"),
-            ));
-        }
-
+        let target = target(ctx, form).await?;
         // The policy for (target, this client, the subject's resource).
-        let sources: Vec<String> = match &claims["aud"] {
-            Value::String(a) => vec![a.clone()],
-            Value::Array(a) => a
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect(),
-            _ => Vec::new(),
-        };
-        let mut policy = None;
-        for source in &sources {
-            if let Some(p) = state
-                .store
-                .get_exchange_policy(target.as_str(), &client.client_id, source)
+        let mut found = None;
+        for source in &claims.aud {
+            if let Some(p) = ctx
+                .exchange_policies()
+                .get_exchange_policy(target.uri.as_str(), &client.client_id, source)
                 .await?
             {
-                policy = Some(p);
+                found = Some(p);
                 break;
             }
         }
-        let policy = policy.ok_or_else(|| {
+        let policy = found.ok_or_else(|| {
             err(
                 ErrorCode::UnauthorizedClient,
                 format!(
-                    "no exchange policy lets this client exchange these tokens toward {target}"
+                    "no exchange policy lets this client exchange these tokens toward {}",
+                    target.uri
                 ),
             )
         })?;
+        let scope = policy::exchanged_scopes(&policy, &claims.scopes(), form.get("scope"))?;
 
-        let subject_scopes =
-            Scope::parse(claims["scope"].as_str().unwrap_or("")).unwrap_or_default();
-        let allowed = mapped_scopes(&policy, &subject_scopes);
-        let granted: Vec<String> = match form.get("scope") {
-            Some(r) => {
-                let r = Scope::parse(r)
-                    .map_err(|e| err(ErrorCode::InvalidScope, format!("scope {e}")))?;
-                if let Some(t) = r.tokens().iter().find(|t| !allowed.contains(t)) {
-                    return Err(err(
-                        ErrorCode::InvalidScope,
-                        format!(
-                            "{t} is not allowed for this exchange: the subject token and the policy do not give it"
-                        ),
-                    ));
-                }
-                r.tokens().to_vec()
-            }
-            None => allowed,
-        };
-        if granted.is_empty() {
-            return Err(err(
-                ErrorCode::InvalidScope,
-                "the subject token's scopes map to no scope of the target",
-            ));
-        }
-
-        let ttl = i64::from(state.config.tokens.access_token_ttl_secs).min(subject_exp - now);
+        let ttl = i64::from(ctx.config.tokens.access_token_ttl_secs).min(claims.exp - now);
         if ttl <= 0 {
             return Err(err(
                 ErrorCode::InvalidGrant,
                 "the subject_token has expired",
             ));
         }
-        let audience = [target.to_string()];
-        let scope = granted.join(" ");
+        let audience = [target.uri.to_string()];
         let mut response = issue_access_token(
-            &state.keys,
-            &state.issuer,
+            &ctx.keys,
+            ctx.issuer(),
             &AccessToken {
-                sub: &sub,
+                sub: &claims.sub,
                 client_id: &client.client_id,
                 audience: &audience,
-                scope: &scope,
-                auth_time: claims["auth_time"].as_i64(),
+                scope: &scope.to_string(),
+                auth_time: claims.auth_time,
+                amr: &claims.amr,
+                acr: claims.acr.as_deref(),
                 act: Some(&act),
                 ttl,
                 // A bound subject token may be exchanged (its holder is the client presenting
                 // it, or a resource server it was sent to); the new token is bound to this
                 // request's proof, if any (RFC 9449 §5).
-                jkt: dpop_jkt,
+                jkt: req.dpop_jkt,
             },
         )?;
         response.issued_token_type = Some(ACCESS_TOKEN_TYPE);
         tracing::info!(
             client_id = %client.client_id,
-            target = %target,
+            target = %target.uri,
             act = %act,
             "token exchanged"
         );
@@ -289,31 +300,5 @@ mod tests {
         let two = nest_act("notes", Some(&one));
         assert_eq!(two, json!({"sub": "notes", "act": {"sub": "calendar"}}));
         assert_eq!(act_depth(Some(&two)), 2);
-    }
-
-    #[test]
-    fn scopes_map_only_what_the_subject_has() {
-        let policy = ExchangePolicy {
-            target: "t".into(),
-            client_id: "c".into(),
-            source: "s".into(),
-            scope_map: [
-                ("calendar:read".to_string(), vec!["notes:read".to_string()]),
-                (
-                    "calendar:write".to_string(),
-                    vec!["notes:read".to_string(), "notes:write".to_string()],
-                ),
-            ]
-            .into_iter()
-            .collect(),
-            created_at: 0,
-        };
-        let s = Scope::parse("calendar:read other").expect("scope");
-        assert_eq!(mapped_scopes(&policy, &s), vec!["notes:read"]);
-        let w = Scope::parse("calendar:write calendar:read").expect("scope");
-        assert_eq!(
-            mapped_scopes(&policy, &w),
-            vec!["notes:read", "notes:write"]
-        );
     }
 }

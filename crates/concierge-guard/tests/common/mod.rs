@@ -254,7 +254,7 @@ impl Reply {
 /// A real Concierge on SQLite in a temporary directory, on port 0.
 pub struct Server {
     pub issuer: String,
-    pub app: concierge::startup::AppState,
+    pub app: concierge::state::AppState,
     pub running: concierge::startup::RunningServer,
     _dir: tempfile::TempDir,
 }
@@ -288,6 +288,10 @@ impl Server {
             .map(|s| ScopeDef::parse(s).unwrap())
             .collect();
         let resource = Resource::new(uri, "Notes", scopes, 0).unwrap();
-        self.app.store.insert_resource(&resource).await.unwrap();
+        self.app
+            .store
+            .insert_resource(&resource.to_record())
+            .await
+            .unwrap();
     }
 }

@@ -1,8 +1,10 @@
-//! User passwords: argon2id (the only slow hash in the server; DESIGN.md §3).
+//! The password factor: argon2id, the only slow hash in the server (stored secrets that are
+//! random use SHA-256). Verifying runs on the blocking pool behind a semaphore, so a flood of
+//! sign-ins waits its turn instead of stalling the async workers that serve `/token`.
 
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 
 /// Hash a password for storage (PHC string).
 pub fn hash(password: &str) -> Result<String, String> {
@@ -17,8 +19,7 @@ pub fn hash(password: &str) -> Result<String, String> {
 pub fn verify(password: &str, stored: &str) -> bool {
     PasswordHash::new(stored)
         .map(|h| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &h)
+            argon2::PasswordVerifier::verify_password(&Argon2::default(), password.as_bytes(), &h)
                 .is_ok()
         })
         .unwrap_or(false)
@@ -29,6 +30,35 @@ pub fn verify(password: &str, stored: &str) -> bool {
 pub fn dummy_hash() -> &'static str {
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     DUMMY.get_or_init(|| hash("not a real password").unwrap_or_default())
+}
+
+/// Verifies passwords off the async executor, a bounded number at a time.
+pub struct PasswordVerifier {
+    permits: tokio::sync::Semaphore,
+}
+
+impl PasswordVerifier {
+    /// At most `concurrent` verifications run at once; the rest wait.
+    pub fn new(concurrent: usize) -> Self {
+        Self {
+            permits: tokio::sync::Semaphore::new(concurrent.max(1)),
+        }
+    }
+
+    /// Does `password` match `stored`? Without a stored hash (an unknown user, or one without
+    /// a password) a dummy hash is verified instead, so the answer takes as long either way.
+    pub async fn verify(&self, password: String, stored: Option<String>) -> bool {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return false;
+        };
+        let known = stored.is_some();
+        let result = tokio::task::spawn_blocking(move || {
+            let hash = stored.as_deref().unwrap_or_else(|| dummy_hash());
+            verify(&password, hash)
+        })
+        .await;
+        known && result.unwrap_or(false)
+    }
 }
 
 /// Minimum rules for a new password.

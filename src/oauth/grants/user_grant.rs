@@ -1,65 +1,21 @@
-//! What the authorization code and refresh token grants share: choosing the resource a token
-//! is for (narrowing, never widening), narrowing scopes, and issuing the access token, the
-//! rotated refresh token and the ID token of a user's grant.
+//! Turning a user's grant into tokens, for the grants that carry one (authorization code,
+//! refresh token, device code): the access token for one of the granted resources, the
+//! rotated refresh token, and the ID token.
 
 use serde_json::{Map, Value};
 
-use super::GrantType;
 use crate::error::{ErrorCode, OAuthError};
-use crate::oauth::client_metadata::AuthMethod;
 use crate::oauth::clients::Client;
+use crate::oauth::context::Context;
 use crate::oauth::form::Form;
-use crate::oauth::resource::{OIDC_SCOPES, ResourceUri};
+use crate::oauth::policy;
+use crate::oauth::resource::ResourceUri;
 use crate::oauth::scope::Scope;
 use crate::oauth::tokens::{
     AccessToken, IdToken, TokenResponse, issue_access_token, issue_id_token,
 };
-use crate::startup::AppState;
-use crate::store::{RefreshToken, User};
+use crate::store::{AuthMethod, RefreshToken, User};
 use crate::util;
-
-/// The one granted resource this token is for. `resource` on the token request may pick one
-/// of the granted resources (narrow) but never name another (RFC 8707 §2.2).
-pub fn select_resource(form: &Form, granted: &[String]) -> Result<String, OAuthError> {
-    let target = |d: String| OAuthError::new(ErrorCode::InvalidTarget, d);
-    match form.all("resource").as_slice() {
-        [] => match granted {
-            [only] => Ok(only.clone()),
-            _ => Err(target(
-                "several resources were granted: name one with resource".into(),
-            )),
-        },
-        [one] => {
-            let uri = ResourceUri::parse(one).map_err(|e| target(format!("resource {e}")))?;
-            granted
-                .iter()
-                .find(|g| *g == uri.as_str())
-                .cloned()
-                .ok_or_else(|| {
-                    target(format!(
-                        "{uri} was not granted; a token request cannot widen the grant"
-                    ))
-                })
-        }
-        _ => Err(target("request one resource per token".into())),
-    }
-}
-
-/// `scope` on a token request may narrow the granted scope, never widen it (RFC 6749 §6).
-pub fn narrow_scope(form: &Form, granted: &Scope) -> Result<Scope, OAuthError> {
-    let Some(requested) = form.get("scope") else {
-        return Ok(granted.clone());
-    };
-    let requested = Scope::parse(requested)
-        .map_err(|e| OAuthError::new(ErrorCode::InvalidScope, format!("scope {e}")))?;
-    if let Some(t) = requested.tokens().iter().find(|t| !granted.contains(t)) {
-        return Err(OAuthError::new(
-            ErrorCode::InvalidScope,
-            format!("{t} was not granted; a token request cannot widen the grant"),
-        ));
-    }
-    Ok(requested)
-}
 
 /// The standard claims `scope` allows (OpenID Connect Core §5.4).
 pub fn user_claims(user: &User, scope: &Scope) -> Map<String, Value> {
@@ -80,6 +36,15 @@ pub fn user_claims(user: &User, scope: &Scope) -> Map<String, Value> {
     m
 }
 
+/// How the user signed in for a grant.
+#[derive(Debug, Clone, Copy)]
+pub struct Authenticated<'a> {
+    pub auth_time: i64,
+    pub amr: &'a [String],
+    pub acr: Option<&'a str>,
+    pub sid: Option<&'a str>,
+}
+
 /// The grant being turned into tokens.
 pub struct UserGrant<'a> {
     pub client: &'a Client,
@@ -90,8 +55,7 @@ pub struct UserGrant<'a> {
     pub scope: &'a Scope,
     /// The full granted scope, kept by a new refresh token.
     pub granted_scope: &'a Scope,
-    pub auth_time: i64,
-    pub sid: Option<&'a str>,
+    pub authenticated: Authenticated<'a>,
     pub nonce: Option<&'a str>,
     pub family_id: &'a str,
     /// When the family's refresh tokens must die, if one was issued before.
@@ -106,50 +70,46 @@ pub struct UserGrant<'a> {
 /// Issue the access token (for one resource), a refresh token when allowed, and an ID token
 /// when `openid` was granted.
 pub async fn issue(
-    state: &AppState,
+    ctx: &Context,
     form: &Form,
     g: UserGrant<'_>,
 ) -> Result<TokenResponse, OAuthError> {
-    let resource_uri = select_resource(form, g.resources)?;
+    let resource_uri = policy::select_granted(&form.all("resource"), g.resources)?;
     // Granted URIs were stored normalised, so they parse again.
     let uri = ResourceUri::parse(&resource_uri).map_err(OAuthError::internal)?;
-    let resource = state.resources.get(&uri).await?.ok_or_else(|| {
+    let resource = ctx.resources.get(&uri).await?.ok_or_else(|| {
         OAuthError::new(
             ErrorCode::InvalidGrant,
             format!("the resource {resource_uri} no longer exists"),
         )
     })?;
-    let user = state
-        .store
+    let user = ctx
+        .users()
         .get_user(g.user_id)
         .await?
         .ok_or_else(|| OAuthError::new(ErrorCode::InvalidGrant, "the user no longer exists"))?;
 
     // The access token carries the scopes of its resource, plus the OpenID Connect ones.
-    let token_scope: Vec<&str> = g
-        .scope
-        .tokens()
-        .iter()
-        .map(String::as_str)
-        .filter(|t| OIDC_SCOPES.contains(t) || resource.scopes.iter().any(|s| s.name == *t))
-        .collect();
-    let token_scope = token_scope.join(" ");
+    let token_scope = policy::offered_by(g.scope, &resource).to_string();
     let openid = g.scope.contains("openid");
     // With openid, the token also works at our userinfo endpoint.
     let mut audience = vec![resource.uri.to_string()];
     if openid {
-        audience.push(format!("{}/userinfo", state.issuer));
+        audience.push(ctx.url("/userinfo"));
     }
-    let tokens = &state.config.tokens;
+    let tokens = &ctx.config.tokens;
+    let auth = g.authenticated;
     let mut response = issue_access_token(
-        &state.keys,
-        &state.issuer,
+        &ctx.keys,
+        ctx.issuer(),
         &AccessToken {
             sub: &user.id,
             client_id: &g.client.client_id,
             audience: &audience,
             scope: &token_scope,
-            auth_time: Some(g.auth_time),
+            auth_time: Some(auth.auth_time),
+            amr: auth.amr,
+            acr: auth.acr,
             act: None,
             ttl: i64::from(tokens.access_token_ttl_secs),
             jkt: g.dpop_jkt,
@@ -161,17 +121,15 @@ pub async fn issue(
     let may_refresh = g
         .client
         .metadata
-        .grant_types
-        .contains(&GrantType::RefreshToken)
+        .has_grant(super::refresh_token::GRANT_TYPE)
         && (!g.granted_scope.contains("openid") || g.granted_scope.contains("offline_access"));
     if g.new_refresh && may_refresh {
-        let now = util::now();
+        let now = ctx.now();
         let absolute = g
             .absolute_expires_at
             .unwrap_or(now + i64::from(tokens.refresh_token_absolute_secs));
         let raw = util::random_secret();
-        state
-            .store
+        ctx.refresh_tokens()
             .insert_refresh(&RefreshToken {
                 token_hash: util::secret_hash(&raw),
                 family_id: g.family_id.to_string(),
@@ -179,8 +137,10 @@ pub async fn issue(
                 user_id: user.id.clone(),
                 resources: g.resources.to_vec(),
                 scope: g.granted_scope.to_string(),
-                auth_time: g.auth_time,
-                sid: g.sid.map(str::to_string),
+                auth_time: auth.auth_time,
+                amr: auth.amr.to_vec(),
+                acr: auth.acr.map(str::to_string),
+                sid: auth.sid.map(str::to_string),
                 created_at: now,
                 expires_at: (now + i64::from(tokens.refresh_token_idle_secs)).min(absolute),
                 absolute_expires_at: absolute,
@@ -196,27 +156,29 @@ pub async fn issue(
     }
     if openid {
         response.id_token = Some(issue_id_token(
-            &state.keys,
-            &state.issuer,
+            &ctx.keys,
+            ctx.issuer(),
             IdToken {
                 sub: &user.id,
                 client_id: &g.client.client_id,
                 nonce: g.nonce,
-                auth_time: g.auth_time,
-                sid: g.sid,
+                auth_time: auth.auth_time,
+                amr: auth.amr,
+                acr: auth.acr,
+                sid: auth.sid,
                 access_token: &response.access_token,
                 ttl: i64::from(tokens.id_token_ttl_secs),
                 claims: user_claims(&user, g.scope),
             },
         )?);
     }
-    if let Err(e) = state
-        .store
+    if let Err(e) = ctx
+        .consents()
         .touch_consent(
             &user.id,
             &g.client.client_id,
             &[resource.uri.to_string()],
-            util::now(),
+            ctx.now(),
         )
         .await
     {

@@ -1,0 +1,145 @@
+//! Authentication: who the user is. Verifying a factor (a password today), the throttle
+//! policy, establishing a session with `amr`, `acr` and `auth_time`, and where to send a
+//! browser to sign in. Pages and handlers call in here; nothing here knows about them.
+
+pub mod password;
+pub mod session;
+pub mod throttle;
+
+use std::net::IpAddr;
+
+use super::context::Context;
+use crate::audit::{Event, Kind};
+use crate::config::Config;
+use crate::store::{Session, StoreError, User};
+use password::PasswordVerifier;
+use throttle::{Bucket, Throttle, Throttled};
+
+/// The RFC 8176 `amr` value of a password.
+pub const AMR_PASSWORD: &str = "pwd";
+
+/// How many password hashes are verified at once; the rest wait (argon2id takes tens of
+/// milliseconds of a core each).
+const CONCURRENT_PASSWORD_CHECKS: usize = 2;
+
+/// The authentication module's state: the password verifier and the throttle limits.
+pub struct Authentication {
+    pub passwords: PasswordVerifier,
+    pub throttle: Throttle,
+}
+
+impl Authentication {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            passwords: PasswordVerifier::new(CONCURRENT_PASSWORD_CHECKS),
+            throttle: Throttle::new(&config.registration),
+        }
+    }
+}
+
+/// A successful sign-in: the session and the cookie value that names it.
+#[derive(Debug)]
+pub struct SignedIn {
+    pub cookie: String,
+    pub session: Session,
+    pub user: User,
+}
+
+/// Why a sign-in did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum SigninError {
+    #[error("too many failed sign-ins; retry in {} s", .0.retry_after)]
+    Throttled(Throttled),
+    #[error("wrong username or password")]
+    WrongCredentials,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Sign in with a username and a password. Every attempt is counted against the username and
+/// the address before the password is checked; a correct password takes its count back.
+pub async fn sign_in_with_password(
+    ctx: &Context,
+    username: &str,
+    password: String,
+    addr: Option<IpAddr>,
+    replacing: Option<&str>,
+) -> Result<SignedIn, SigninError> {
+    let now = ctx.now();
+    let throttle = &ctx.authn.throttle;
+    let limits = ctx.rate_limits();
+    for bucket in [Bucket::SigninUser(username), Bucket::SigninAddress(addr)] {
+        if let Err(t) = throttle.attempt(limits, bucket, now).await? {
+            tracing::warn!(username = %username, "sign-in throttled");
+            return Err(SigninError::Throttled(t));
+        }
+    }
+    let user = ctx.users().find_user(username).await?;
+    let stored = user.as_ref().and_then(|u| u.password_hash.clone());
+    let ok = ctx.authn.passwords.verify(password, stored).await;
+    let known = user.as_ref().map(|u| u.id.clone());
+    let Some(user) = user.filter(|_| ok) else {
+        let known = known.as_deref();
+        tracing::info!(username = %username, "sign-in failed");
+        ctx.audit.record(
+            Event::new(Kind::SigninFailed)
+                .user_opt(known)
+                .ip(addr)
+                .detail(serde_json::json!({ "username": username, "known_user": known.is_some() })),
+        );
+        return Err(SigninError::WrongCredentials);
+    };
+    for bucket in [Bucket::SigninUser(username), Bucket::SigninAddress(addr)] {
+        throttle.forgive(limits, bucket, now).await?;
+    }
+    let (cookie, session) = session::establish(
+        ctx,
+        &user.id,
+        vec![AMR_PASSWORD.to_string()],
+        None,
+        replacing,
+    )
+    .await?;
+    tracing::info!(user_id = %user.id, "signed in");
+    ctx.audit.record(
+        Event::new(Kind::SigninSucceeded)
+            .user(&user.id)
+            .ip(addr)
+            .detail(serde_json::json!({ "sid": session.sid, "amr": session.amr })),
+    );
+    Ok(SignedIn {
+        cookie,
+        session,
+        user,
+    })
+}
+
+/// Where to send a browser to sign in: the sign-in page under `base_path`, coming back to
+/// `return_to` (a path on this server) afterwards.
+pub fn signin_url(base_path: &str, return_to: &str, login_hint: Option<&str>) -> String {
+    let mut q = vec![("return_to", return_to)];
+    if let Some(h) = login_hint {
+        q.push(("login_hint", h));
+    }
+    format!(
+        "{base_path}/signin?{}",
+        serde_urlencoded::to_string(&q).unwrap_or_default()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signin_url_carries_the_way_back() {
+        assert_eq!(
+            signin_url("/t", "/t/authorize/continue?r=a&b", Some("al ice")),
+            "/t/signin?return_to=%2Ft%2Fauthorize%2Fcontinue%3Fr%3Da%26b&login_hint=al+ice"
+        );
+        assert_eq!(
+            signin_url("", "/device", None),
+            "/signin?return_to=%2Fdevice"
+        );
+    }
+}

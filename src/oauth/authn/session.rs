@@ -1,0 +1,61 @@
+//! Browser sessions: established after the factors check out, with `auth_time`, `amr` and
+//! `acr`, which flow from here into codes, ID tokens and access tokens.
+
+use super::super::context::Context;
+use crate::store::{Session, StoreError, User};
+use crate::util;
+
+/// Start a session for `user_id`, ending `replacing` (the browser's previous session, so a
+/// sign-in never keeps an old session id: no fixation). Returns the cookie value, stored
+/// only as its hash.
+pub async fn establish(
+    ctx: &Context,
+    user_id: &str,
+    amr: Vec<String>,
+    acr: Option<String>,
+    replacing: Option<&str>,
+) -> Result<(String, Session), StoreError> {
+    if let Some(old) = replacing {
+        ctx.sessions()
+            .delete_session(&util::secret_hash(old))
+            .await?;
+    }
+    let now = ctx.now();
+    let token = util::random_secret();
+    let session = Session {
+        sid: util::random_id(),
+        user_id: user_id.to_string(),
+        auth_time: now,
+        amr,
+        acr,
+        created_at: now,
+        expires_at: now + i64::from(ctx.config.tokens.session_ttl_secs),
+    };
+    ctx.sessions()
+        .insert_session(&util::secret_hash(&token), &session)
+        .await?;
+    Ok((token, session))
+}
+
+/// The live session behind a cookie value, with its user.
+pub async fn current(ctx: &Context, token: &str) -> Result<Option<(Session, User)>, StoreError> {
+    let Some(session) = ctx
+        .sessions()
+        .get_session(&util::secret_hash(token), ctx.now())
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(ctx
+        .users()
+        .get_user(&session.user_id)
+        .await?
+        .map(|user| (session, user)))
+}
+
+/// End the session behind a cookie value.
+pub async fn end(ctx: &Context, token: &str) -> Result<(), StoreError> {
+    ctx.sessions()
+        .delete_session(&util::secret_hash(token))
+        .await
+}

@@ -1,0 +1,162 @@
+//! What protocol code works with: the issuer, the clock, the signing keys, the directories of
+//! clients and resources, the audit log, the grant registry, the authentication module, each
+//! configuration section, and the store — reached only through the narrow trait of the
+//! aggregate a caller needs (`ctx.codes()`, `ctx.consents()`, …).
+//!
+//! Nothing here knows about HTTP, pages or the router: endpoints build a [`Context`] once at
+//! start-up (in `crate::startup`) and hand it to the protocol functions they call.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use super::authn::Authentication;
+use super::cimd::{CimdError, CimdResolver};
+use super::client_assertion::AssertionVerifier;
+use super::clients::ClientDirectory;
+use super::grants::GrantRegistry;
+use super::resource::ResourceDirectory;
+use crate::audit::Audit;
+use crate::config::Config;
+use crate::keys::KeyManager;
+use crate::store::{
+    CodeStore, ConsentStore, DeviceStore, ExchangePolicyStore, IdJagPolicyStore, RateLimitStore,
+    RefreshTokenStore, ReplayStore, SessionStore, Store, UserStore,
+};
+
+/// The time protocol decisions are made at: the system clock, or a fixed time in tests.
+#[derive(Debug, Clone, Default)]
+pub struct Clock(Option<Arc<AtomicI64>>);
+
+impl Clock {
+    /// Seconds since the Unix epoch, from the system.
+    pub fn system() -> Self {
+        Self(None)
+    }
+
+    /// A clock that stands at `t` until [`Clock::set`] moves it.
+    pub fn fixed(t: i64) -> Self {
+        Self(Some(Arc::new(AtomicI64::new(t))))
+    }
+
+    /// Move a fixed clock (no effect on the system clock).
+    pub fn set(&self, t: i64) {
+        if let Some(c) = &self.0 {
+            c.store(t, Ordering::Relaxed);
+        }
+    }
+
+    pub fn now(&self) -> i64 {
+        match &self.0 {
+            Some(c) => c.load(Ordering::Relaxed),
+            None => crate::util::now(),
+        }
+    }
+}
+
+/// The protocol's collaborators (see the module documentation).
+pub struct Context {
+    issuer: Arc<str>,
+    pub config: Arc<Config>,
+    pub clock: Clock,
+    pub keys: Arc<KeyManager>,
+    store: Arc<dyn Store>,
+    pub clients: ClientDirectory,
+    pub resources: ResourceDirectory,
+    /// Verifies `private_key_jwt` client assertions (and caches clients' `jwks_uri` sets).
+    pub assertions: AssertionVerifier,
+    /// Client ID Metadata Documents; `None` when disabled.
+    pub cimd: Option<Arc<CimdResolver>>,
+    pub audit: Audit,
+    pub grants: Arc<GrantRegistry>,
+    pub authn: Authentication,
+}
+
+impl Context {
+    /// Assemble the context for `config` (already validated) over `store`.
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        keys: Arc<KeyManager>,
+        audit: Audit,
+        grants: GrantRegistry,
+    ) -> Result<Self, CimdError> {
+        let grants = Arc::new(grants);
+        let cimd = if config.cimd.enabled {
+            Some(Arc::new(CimdResolver::new(
+                config.cimd.clone(),
+                grants.clone(),
+            )?))
+        } else {
+            None
+        };
+        let clients = ClientDirectory::new(store.clone(), cimd.clone(), config.clients.cache_secs)
+            .with_audit(audit.clone());
+        let resources = ResourceDirectory::new(store.clone(), config.resources.cache_secs);
+        let assertions = AssertionVerifier::new(
+            &config.issuer,
+            store.clone(),
+            config.cimd.allow_loopback,
+            config.cimd.timeout_ms,
+        )?;
+        Ok(Self {
+            issuer: Arc::from(config.issuer.as_str()),
+            authn: Authentication::new(&config),
+            clock: Clock::system(),
+            config,
+            keys,
+            store,
+            clients,
+            resources,
+            assertions,
+            cimd,
+            audit,
+            grants,
+        })
+    }
+
+    /// The issuer exactly as configured: metadata, tokens and `iss` parameters use it byte
+    /// for byte (RFC 9207, RFC 8414 §3.3).
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// An endpoint's URL under the issuer, e.g. `url("/token")`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer)
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    pub fn users(&self) -> &dyn UserStore {
+        &*self.store
+    }
+    pub fn sessions(&self) -> &dyn SessionStore {
+        &*self.store
+    }
+    pub fn consents(&self) -> &dyn ConsentStore {
+        &*self.store
+    }
+    pub fn codes(&self) -> &dyn CodeStore {
+        &*self.store
+    }
+    pub fn refresh_tokens(&self) -> &dyn RefreshTokenStore {
+        &*self.store
+    }
+    pub fn devices(&self) -> &dyn DeviceStore {
+        &*self.store
+    }
+    pub fn replay(&self) -> &dyn ReplayStore {
+        &*self.store
+    }
+    pub fn rate_limits(&self) -> &dyn RateLimitStore {
+        &*self.store
+    }
+    pub fn exchange_policies(&self) -> &dyn ExchangePolicyStore {
+        &*self.store
+    }
+    pub fn id_jag_policies(&self) -> &dyn IdJagPolicyStore {
+        &*self.store
+    }
+}

@@ -1,0 +1,155 @@
+//! The audit log's rows: one per security event, appended in batches by `crate::audit`.
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use super::StoreError;
+
+/// One security event: what happened, to whom, from where. `detail` never holds a secret or
+/// a token; it names them by `jti`, family or client instead.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEvent {
+    /// Assigned by the database; 0 until stored. Newer events have larger ids.
+    pub id: i64,
+    /// Unix seconds.
+    pub at: i64,
+    /// Dotted kind, e.g. `token.issued` (see `crate::audit::Kind`).
+    pub kind: String,
+    pub client_id: Option<String>,
+    pub user_id: Option<String>,
+    /// The caller's address, when the event came from a request.
+    pub ip: Option<String>,
+    /// A JSON object with the event's particulars.
+    pub detail: serde_json::Value,
+}
+
+/// A security event to append: [`AuditEvent`] before the database gives it an id, with its
+/// `detail` already serialised (events are built on request paths and only written later).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAuditEvent {
+    /// Unix seconds.
+    pub at: i64,
+    /// Dotted kind, e.g. `token.issued` (see `crate::audit::Kind`).
+    pub kind: &'static str,
+    pub client_id: Option<String>,
+    pub user_id: Option<String>,
+    pub ip: Option<String>,
+    /// The text of a JSON object with the event's particulars.
+    pub detail: String,
+}
+
+/// Which audit events to list, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Events at or after this time.
+    pub since: Option<i64>,
+    /// Events before this time.
+    pub until: Option<i64>,
+    /// A kind (`token.issued`) or a kind's first part (`token` matches `token.*`).
+    pub kind: Option<String>,
+    pub client_id: Option<String>,
+    pub user_id: Option<String>,
+    /// Pagination cursor: only events with a smaller id.
+    pub before_id: Option<i64>,
+    pub limit: i64,
+}
+
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Append events (their `id` is ignored), a few hundred to a statement.
+    async fn append_audit(&self, events: &[NewAuditEvent]) -> Result<(), StoreError>;
+    /// Events matching `q`, newest (largest id) first, at most `q.limit`.
+    async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Delete events older than `before`; returns how many.
+    async fn purge_audit(&self, before: i64) -> Result<u64, StoreError>;
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct AuditRow {
+    id: i64,
+    at: i64,
+    kind: String,
+    client_id: Option<String>,
+    user_id: Option<String>,
+    ip: Option<String>,
+    detail: String,
+}
+
+impl TryFrom<AuditRow> for AuditEvent {
+    type Error = StoreError;
+    fn try_from(r: AuditRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            detail: super::sql::from_json(&r.detail, &format!("audit event {} detail", r.id))?,
+            id: r.id,
+            at: r.at,
+            kind: r.kind,
+            client_id: r.client_id,
+            user_id: r.user_id,
+            ip: r.ip,
+        })
+    }
+}
+
+macro_rules! sql_impl {
+    ($ty:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::AuditStore for $ty {
+            async fn append_audit(
+                &self,
+                events: &[$crate::store::NewAuditEvent],
+            ) -> Result<(), $crate::store::StoreError> {
+                // One multi-row INSERT per chunk: the log grows with every token issued, so
+                // this costs one statement per batch rather than one per event.
+                for chunk in events.chunks(256) {
+                    let mut insert = sqlx::QueryBuilder::new(
+                        "INSERT INTO audit_events (at, kind, client_id, user_id, ip, detail) ",
+                    );
+                    insert.push_values(chunk, |mut row, e| {
+                        row.push_bind(e.at)
+                            .push_bind(e.kind)
+                            .push_bind(e.client_id.as_deref())
+                            .push_bind(e.user_id.as_deref())
+                            .push_bind(e.ip.as_deref())
+                            .push_bind(e.detail.as_str());
+                    });
+                    insert.build().execute(&self.pool).await?;
+                }
+                Ok(())
+            }
+
+            async fn list_audit(
+                &self,
+                q: &$crate::store::AuditQuery,
+            ) -> Result<Vec<$crate::store::AuditEvent>, $crate::store::StoreError> {
+                // `kind` matches itself or, as a prefix, every `kind.*` under it.
+                let rows: Vec<$crate::store::audit::AuditRow> = sqlx::query_as(
+                    "SELECT id, at, kind, client_id, user_id, ip, detail FROM audit_events \
+                     WHERE ($1 IS NULL OR at >= $1) AND ($2 IS NULL OR at < $2) \
+                     AND ($3 IS NULL OR kind = $3 OR substr(kind, 1, length($3) + 1) = $3 || '.') \
+                     AND ($4 IS NULL OR client_id = $4) AND ($5 IS NULL OR user_id = $5) \
+                     AND ($6 IS NULL OR id < $6) \
+                     ORDER BY id DESC LIMIT $7",
+                )
+                .bind(q.since)
+                .bind(q.until)
+                .bind(&q.kind)
+                .bind(&q.client_id)
+                .bind(&q.user_id)
+                .bind(q.before_id)
+                .bind(q.limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn purge_audit(&self, before: i64) -> Result<u64, $crate::store::StoreError> {
+                let r = sqlx::query("DELETE FROM audit_events WHERE at < $1")
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected())
+            }
+        }
+    };
+}
+pub(crate) use sql_impl;

@@ -1,0 +1,363 @@
+//! Clients: registered dynamically (RFC 7591) or by an operator. Secrets are stored only as
+//! hashes; the metadata as JSON text.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::StoreError;
+
+/// How a client came to exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientKind {
+    /// Registered through `POST /register` (RFC 7591).
+    Dynamic,
+    /// Pre-registered by an operator (CLI or admin API).
+    Static,
+}
+
+impl ClientKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dynamic => "dynamic",
+            Self::Static => "static",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "dynamic" => Ok(Self::Dynamic),
+            "static" => Ok(Self::Static),
+            other => Err(StoreError::Corrupt(format!("client kind {other:?}"))),
+        }
+    }
+}
+
+/// How a client proves itself at the token endpoint (RFC 7591 §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// A public client: no authentication, PKCE only.
+    None,
+    ClientSecretBasic,
+    ClientSecretPost,
+    /// RFC 7523 client assertions signed with a key from the client's `jwks`/`jwks_uri`.
+    PrivateKeyJwt,
+}
+
+impl AuthMethod {
+    pub const ALL: [AuthMethod; 4] = [
+        Self::None,
+        Self::ClientSecretBasic,
+        Self::ClientSecretPost,
+        Self::PrivateKeyJwt,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::ClientSecretBasic => "client_secret_basic",
+            Self::ClientSecretPost => "client_secret_post",
+            Self::PrivateKeyJwt => "private_key_jwt",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "'{s}' is not supported; use one of: {}",
+                    Self::ALL.map(Self::as_str).join(", ")
+                )
+            })
+    }
+
+    /// Does the client hold a shared secret issued by us?
+    pub fn uses_secret(self) -> bool {
+        matches!(self, Self::ClientSecretBasic | Self::ClientSecretPost)
+    }
+}
+
+/// `web` or `native` (OpenID Connect Registration §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApplicationType {
+    Web,
+    Native,
+}
+
+/// Validated client metadata, as stored and as returned to the client (the checks are in
+/// `crate::oauth::client_metadata`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientMetadata {
+    pub redirect_uris: Vec<String>,
+    pub token_endpoint_auth_method: AuthMethod,
+    /// Grant type names as registered (`authorization_code`, or a grant's URN).
+    pub grant_types: Vec<String>,
+    pub response_types: Vec<String>,
+    pub application_type: ApplicationType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logo_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tos_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contacts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software_version: Option<String>,
+    /// Operator-granted: may call the introspection endpoint (a resource server). Never set
+    /// by registration or metadata documents.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub may_introspect: bool,
+    /// Operator-granted: may get tokens for the admin API (`concierge admin-client create`).
+    /// Never set by registration or metadata documents.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub admin: bool,
+    /// RFC 9449 §5.2: token requests without a DPoP proof are refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dpop_bound_access_tokens: bool,
+}
+
+impl ClientMetadata {
+    /// Did the client register `grant_type`?
+    pub fn has_grant(&self, grant_type: &str) -> bool {
+        self.grant_types.iter().any(|g| g == grant_type)
+    }
+}
+
+/// A stored client. Secrets are present only as hashes.
+#[derive(Clone)]
+pub struct ClientRecord {
+    pub client_id: String,
+    pub kind: ClientKind,
+    pub secret_hash: Option<Vec<u8>>,
+    pub metadata: ClientMetadata,
+    pub registration_token_hash: Option<Vec<u8>>,
+    pub registered_from: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_used_at: Option<i64>,
+    /// While set, the client disappears at this time unless it is used first.
+    pub expires_at: Option<i64>,
+}
+
+impl std::fmt::Debug for ClientRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientRecord")
+            .field("client_id", &self.client_id)
+            .field("kind", &self.kind)
+            .field(
+                "secret_hash",
+                &self.secret_hash.as_ref().map(|_| "<redacted>"),
+            )
+            .field("metadata", &self.metadata)
+            .field("registered_from", &self.registered_from)
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+pub trait ClientStore: Send + Sync {
+    /// Insert a new client; `Conflict` when the id is taken.
+    async fn insert_client(&self, client: &ClientRecord) -> Result<(), StoreError>;
+    /// The client, unless it does not exist or its unused registration expired by `now`.
+    async fn get_client(
+        &self,
+        client_id: &str,
+        now: i64,
+    ) -> Result<Option<ClientRecord>, StoreError>;
+    /// Replace metadata, secret hash and `updated_at`. False when there is no such client.
+    async fn update_client(&self, client: &ClientRecord) -> Result<bool, StoreError>;
+    async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError>;
+    /// Every client, including unused registrations not yet expired, oldest first.
+    async fn list_clients(&self, now: i64) -> Result<Vec<ClientRecord>, StoreError>;
+    /// Record a use: sets `last_used_at` and ends the unused-registration expiry.
+    async fn touch_client(&self, client_id: &str, now: i64) -> Result<(), StoreError>;
+    /// Delete registrations that expired unused; returns how many.
+    async fn delete_expired_clients(&self, now: i64) -> Result<u64, StoreError>;
+}
+
+/// A `clients` row.
+#[derive(sqlx::FromRow)]
+pub(super) struct ClientRow {
+    client_id: String,
+    kind: String,
+    secret_hash: Option<Vec<u8>>,
+    metadata: String,
+    registration_token_hash: Option<Vec<u8>>,
+    registered_from: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+    last_used_at: Option<i64>,
+    expires_at: Option<i64>,
+}
+
+impl TryFrom<ClientRow> for ClientRecord {
+    type Error = StoreError;
+    fn try_from(r: ClientRow) -> Result<Self, StoreError> {
+        let metadata =
+            super::sql::from_json(&r.metadata, &format!("client {} metadata", r.client_id))?;
+        Ok(Self {
+            kind: ClientKind::parse(&r.kind)?,
+            client_id: r.client_id,
+            secret_hash: r.secret_hash,
+            metadata,
+            registration_token_hash: r.registration_token_hash,
+            registered_from: r.registered_from,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            last_used_at: r.last_used_at,
+            expires_at: r.expires_at,
+        })
+    }
+}
+
+/// The columns of [`ClientRow`] (a macro so `concat!` can build static SQL).
+macro_rules! columns {
+    () => {
+        "client_id, kind, secret_hash, metadata, registration_token_hash, registered_from, \
+         created_at, updated_at, last_used_at, expires_at"
+    };
+}
+pub(crate) use columns;
+
+macro_rules! sql_impl {
+    ($ty:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::ClientStore for $ty {
+            async fn insert_client(
+                &self,
+                c: &$crate::store::ClientRecord,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(concat!(
+                    "INSERT INTO clients (",
+                    $crate::store::clients::columns!(),
+                    ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
+                ))
+                .bind(&c.client_id)
+                .bind(c.kind.as_str())
+                .bind(&c.secret_hash)
+                .bind($crate::store::sql::to_json(&c.metadata)?)
+                .bind(&c.registration_token_hash)
+                .bind(&c.registered_from)
+                .bind(c.created_at)
+                .bind(c.updated_at)
+                .bind(c.last_used_at)
+                .bind(c.expires_at)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| $crate::store::sql::conflict(e, "client_id"))?;
+                Ok(())
+            }
+
+            async fn get_client(
+                &self,
+                client_id: &str,
+                now: i64,
+            ) -> Result<Option<$crate::store::ClientRecord>, $crate::store::StoreError> {
+                let row: Option<$crate::store::clients::ClientRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    $crate::store::clients::columns!(),
+                    " FROM clients WHERE client_id = $1 \
+                     AND (expires_at IS NULL OR expires_at > $2)"
+                ))
+                .bind(client_id)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn update_client(
+                &self,
+                c: &$crate::store::ClientRecord,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let r = sqlx::query(
+                    "UPDATE clients SET metadata = $2, secret_hash = $3, updated_at = $4 \
+                     WHERE client_id = $1",
+                )
+                .bind(&c.client_id)
+                .bind($crate::store::sql::to_json(&c.metadata)?)
+                .bind(&c.secret_hash)
+                .bind(c.updated_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn delete_client(
+                &self,
+                client_id: &str,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let r = sqlx::query("DELETE FROM clients WHERE client_id = $1")
+                    .bind(client_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn list_clients(
+                &self,
+                now: i64,
+            ) -> Result<Vec<$crate::store::ClientRecord>, $crate::store::StoreError> {
+                let rows: Vec<$crate::store::clients::ClientRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    $crate::store::clients::columns!(),
+                    " FROM clients WHERE expires_at IS NULL OR expires_at > $1 \
+                     ORDER BY created_at, client_id"
+                ))
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn touch_client(
+                &self,
+                client_id: &str,
+                now: i64,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(
+                    "UPDATE clients SET last_used_at = $2, expires_at = NULL WHERE client_id = $1",
+                )
+                .bind(client_id)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn delete_expired_clients(
+                &self,
+                now: i64,
+            ) -> Result<u64, $crate::store::StoreError> {
+                let r = sqlx::query(
+                    "DELETE FROM clients WHERE expires_at IS NOT NULL AND expires_at <= $1",
+                )
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected())
+            }
+        }
+    };
+}
+pub(crate) use sql_impl;

@@ -1,0 +1,204 @@
+//! Authorization codes, stored by hash and spent once.
+
+use async_trait::async_trait;
+
+use super::{Spent, StoreError};
+
+/// An issued authorization code (stored by hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthCode {
+    pub code_hash: Vec<u8>,
+    /// Refresh tokens issued from this code share it, so a replay can revoke them.
+    pub family_id: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub redirect_uri: Option<String>,
+    pub code_challenge: String,
+    pub resources: Vec<String>,
+    pub scope: String,
+    pub nonce: Option<String>,
+    pub auth_time: i64,
+    /// How the user signed in (RFC 8176 values).
+    pub amr: Vec<String>,
+    pub acr: Option<String>,
+    pub sid: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    /// The `dpop_jkt` of the authorization request (RFC 9449 §10): the token request's
+    /// proof must use this key.
+    pub dpop_jkt: Option<String>,
+}
+
+#[async_trait]
+pub trait CodeStore: Send + Sync {
+    async fn insert_code(&self, code: &AuthCode) -> Result<(), StoreError>;
+    /// A code as it stands, without spending it: `Fresh` while it may still be redeemed,
+    /// `Replayed` once spent. (Checks run on this before [`CodeStore::redeem_code`].)
+    async fn peek_code(&self, code_hash: &[u8], now: i64) -> Result<Spent<AuthCode>, StoreError>;
+    /// Spend a code: one atomic statement, so of two concurrent redemptions one wins.
+    async fn redeem_code(&self, code_hash: &[u8], now: i64) -> Result<Spent<AuthCode>, StoreError>;
+    /// Forget codes that expired a day ago (kept that long to recognise replays).
+    async fn purge_codes(&self, now: i64) -> Result<u64, StoreError>;
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct CodeRow {
+    code_hash: Vec<u8>,
+    pub(super) family_id: String,
+    client_id: String,
+    user_id: String,
+    redirect_uri: Option<String>,
+    code_challenge: String,
+    resources: String,
+    scope: String,
+    nonce: Option<String>,
+    auth_time: i64,
+    amr: String,
+    acr: Option<String>,
+    sid: Option<String>,
+    created_at: i64,
+    pub(super) expires_at: i64,
+    dpop_jkt: Option<String>,
+}
+
+impl TryFrom<CodeRow> for AuthCode {
+    type Error = StoreError;
+    fn try_from(r: CodeRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            code_hash: r.code_hash,
+            family_id: r.family_id,
+            client_id: r.client_id,
+            user_id: r.user_id,
+            redirect_uri: r.redirect_uri,
+            code_challenge: r.code_challenge,
+            resources: super::sql::from_json(&r.resources, "code resources")?,
+            scope: r.scope,
+            nonce: r.nonce,
+            auth_time: r.auth_time,
+            amr: super::sql::words(&r.amr),
+            acr: r.acr,
+            sid: r.sid,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            dpop_jkt: r.dpop_jkt,
+        })
+    }
+}
+
+/// A code row with whether it was spent.
+#[derive(sqlx::FromRow)]
+pub(super) struct PeekRow {
+    pub(super) used_at: Option<i64>,
+    #[sqlx(flatten)]
+    pub(super) code: CodeRow,
+}
+
+macro_rules! columns {
+    () => {
+        "code_hash, family_id, client_id, user_id, redirect_uri, code_challenge, resources, \
+         scope, nonce, auth_time, amr, acr, sid, created_at, expires_at, dpop_jkt"
+    };
+}
+pub(crate) use columns;
+
+macro_rules! sql_impl {
+    ($ty:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::CodeStore for $ty {
+            async fn insert_code(
+                &self,
+                c: &$crate::store::AuthCode,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(concat!(
+                    "INSERT INTO auth_codes (",
+                    $crate::store::codes::columns!(),
+                    ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)"
+                ))
+                .bind(&c.code_hash)
+                .bind(&c.family_id)
+                .bind(&c.client_id)
+                .bind(&c.user_id)
+                .bind(&c.redirect_uri)
+                .bind(&c.code_challenge)
+                .bind($crate::store::sql::to_json(&c.resources)?)
+                .bind(&c.scope)
+                .bind(&c.nonce)
+                .bind(c.auth_time)
+                .bind(c.amr.join(" "))
+                .bind(&c.acr)
+                .bind(&c.sid)
+                .bind(c.created_at)
+                .bind(c.expires_at)
+                .bind(&c.dpop_jkt)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn peek_code(
+                &self,
+                code_hash: &[u8],
+                now: i64,
+            ) -> Result<$crate::store::Spent<$crate::store::AuthCode>, $crate::store::StoreError>
+            {
+                let found: Option<$crate::store::codes::PeekRow> = sqlx::query_as(concat!(
+                    "SELECT used_at, ",
+                    $crate::store::codes::columns!(),
+                    " FROM auth_codes WHERE code_hash = $1"
+                ))
+                .bind(code_hash)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(match found {
+                    Some(p) if p.used_at.is_some() => $crate::store::Spent::Replayed {
+                        family_id: p.code.family_id.clone(),
+                    },
+                    Some(p) if p.code.expires_at > now => {
+                        $crate::store::Spent::Fresh(p.code.try_into()?)
+                    }
+                    _ => $crate::store::Spent::Invalid,
+                })
+            }
+
+            async fn redeem_code(
+                &self,
+                code_hash: &[u8],
+                now: i64,
+            ) -> Result<$crate::store::Spent<$crate::store::AuthCode>, $crate::store::StoreError>
+            {
+                let row: Option<$crate::store::codes::CodeRow> = sqlx::query_as(concat!(
+                    "UPDATE auth_codes SET used_at = $2 \
+                     WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2 \
+                     RETURNING ",
+                    $crate::store::codes::columns!()
+                ))
+                .bind(code_hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                if let Some(r) = row {
+                    return Ok($crate::store::Spent::Fresh(r.try_into()?));
+                }
+                let spent: Option<(String, Option<i64>)> = sqlx::query_as(
+                    "SELECT family_id, used_at FROM auth_codes WHERE code_hash = $1",
+                )
+                .bind(code_hash)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(match spent {
+                    Some((family_id, Some(_))) => $crate::store::Spent::Replayed { family_id },
+                    _ => $crate::store::Spent::Invalid,
+                })
+            }
+
+            async fn purge_codes(&self, now: i64) -> Result<u64, $crate::store::StoreError> {
+                let r = sqlx::query("DELETE FROM auth_codes WHERE expires_at < $1")
+                    .bind(now - 86_400)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected())
+            }
+        }
+    };
+}
+pub(crate) use sql_impl;

@@ -1,0 +1,134 @@
+//! What each user allowed each client at each resource.
+//!
+//! Always keyed by user *and* client: one user's decision never reaches another user of the
+//! same (metadata-document) client_id.
+
+use async_trait::async_trait;
+
+use super::StoreError;
+
+/// What a user allowed a client at a resource.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Consent {
+    pub user_id: String,
+    pub client_id: String,
+    pub resource: String,
+    /// Space-separated scopes granted.
+    pub scopes: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+#[async_trait]
+pub trait ConsentStore: Send + Sync {
+    async fn get_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        resource: &str,
+    ) -> Result<Option<Consent>, StoreError>;
+    /// Insert or replace the scopes of a consent.
+    async fn save_consent(&self, consent: &Consent) -> Result<(), StoreError>;
+    async fn list_consents(&self, user_id: &str) -> Result<Vec<Consent>, StoreError>;
+    /// Delete the consent and, in the same transaction, revoke every refresh token the user
+    /// holds for that client. False when there was no such consent.
+    async fn revoke_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        resource: &str,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    async fn touch_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        resources: &[String],
+        now: i64,
+    ) -> Result<(), StoreError>;
+}
+
+macro_rules! sql_impl {
+    ($ty:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::ConsentStore for $ty {
+            async fn get_consent(&self, user_id: &str, client_id: &str, resource: &str) -> Result<Option<$crate::store::Consent>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT user_id, client_id, resource, scopes, created_at, updated_at, last_used_at \
+                     FROM consents WHERE user_id = $1 AND client_id = $2 AND resource = $3",
+                )
+                .bind(user_id)
+                .bind(client_id)
+                .bind(resource)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn save_consent(&self, c: &$crate::store::Consent) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(
+                    "INSERT INTO consents (user_id, client_id, resource, scopes, created_at, updated_at, last_used_at) \
+                     VALUES ($1,$2,$3,$4,$5,$6,$7) \
+                     ON CONFLICT (user_id, client_id, resource) DO UPDATE SET scopes = $4, updated_at = $6",
+                )
+                .bind(&c.user_id)
+                .bind(&c.client_id)
+                .bind(&c.resource)
+                .bind(&c.scopes)
+                .bind(c.created_at)
+                .bind(c.updated_at)
+                .bind(c.last_used_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_consents(&self, user_id: &str) -> Result<Vec<$crate::store::Consent>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(
+                    "SELECT user_id, client_id, resource, scopes, created_at, updated_at, last_used_at \
+                     FROM consents WHERE user_id = $1 ORDER BY created_at, client_id, resource",
+                )
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+
+            async fn revoke_consent(&self, user_id: &str, client_id: &str, resource: &str, now: i64) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let r = sqlx::query("DELETE FROM consents WHERE user_id = $1 AND client_id = $2 AND resource = $3")
+                    .bind(user_id)
+                    .bind(client_id)
+                    .bind(resource)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "UPDATE refresh_tokens SET revoked_at = $3 \
+                     WHERE user_id = $1 AND client_id = $2 AND revoked_at IS NULL",
+                )
+                .bind(user_id)
+                .bind(client_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn touch_consent(&self, user_id: &str, client_id: &str, resources: &[String], now: i64) -> Result<(), $crate::store::StoreError> {
+                for resource in resources {
+                    sqlx::query(
+                        "UPDATE consents SET last_used_at = $4 WHERE user_id = $1 AND client_id = $2 AND resource = $3",
+                    )
+                    .bind(user_id)
+                    .bind(client_id)
+                    .bind(resource)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                }
+                Ok(())
+            }
+        }
+    };
+}
+pub(crate) use sql_impl;

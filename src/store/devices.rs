@@ -1,0 +1,229 @@
+//! Device authorization requests (RFC 8628). The device code is stored as its hash; the user
+//! code is short and typed by a person, so it is unique and its guessing is throttled.
+
+use async_trait::async_trait;
+
+use super::StoreError;
+
+/// A device authorization request (RFC 8628).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceCode {
+    pub device_code_hash: Vec<u8>,
+    pub user_code: String,
+    pub client_id: String,
+    pub resources: Vec<String>,
+    pub scope: String,
+    /// `pending`, `approved` or `denied`.
+    pub status: String,
+    pub user_id: Option<String>,
+    pub auth_time: Option<i64>,
+    /// How the approving user signed in (RFC 8176 values).
+    pub amr: Vec<String>,
+    pub acr: Option<String>,
+    pub sid: Option<String>,
+    pub interval_secs: i64,
+    pub last_polled_at: Option<i64>,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// Who approved a device request, from their session.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceApproval<'a> {
+    pub user_id: &'a str,
+    pub auth_time: i64,
+    pub amr: &'a [String],
+    pub acr: Option<&'a str>,
+    pub sid: &'a str,
+}
+
+#[async_trait]
+pub trait DeviceStore: Send + Sync {
+    /// `Conflict` when the user code is taken (the caller draws another).
+    async fn insert_device(&self, d: &DeviceCode) -> Result<(), StoreError>;
+    /// A pending, unexpired request by its user code.
+    async fn pending_device(
+        &self,
+        user_code: &str,
+        now: i64,
+    ) -> Result<Option<DeviceCode>, StoreError>;
+    /// Record the user's decision (`None`: denied) on a pending request; false if it was no
+    /// longer pending.
+    async fn decide_device(
+        &self,
+        user_code: &str,
+        approved_by: Option<DeviceApproval<'_>>,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    /// The request behind a device code, unless already used.
+    async fn device_by_code(
+        &self,
+        device_code_hash: &[u8],
+    ) -> Result<Option<DeviceCode>, StoreError>;
+    /// Remember a poll and the interval the next one must wait.
+    async fn record_poll(
+        &self,
+        device_code_hash: &[u8],
+        now: i64,
+        interval_secs: i64,
+    ) -> Result<(), StoreError>;
+    /// Spend an approved request: one atomic statement, so it yields tokens once.
+    async fn redeem_device(
+        &self,
+        device_code_hash: &[u8],
+        now: i64,
+    ) -> Result<Option<DeviceCode>, StoreError>;
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct DeviceRow {
+    device_code_hash: Vec<u8>,
+    user_code: String,
+    client_id: String,
+    resources: String,
+    scope: String,
+    status: String,
+    user_id: Option<String>,
+    auth_time: Option<i64>,
+    amr: String,
+    acr: Option<String>,
+    sid: Option<String>,
+    interval_secs: i64,
+    last_polled_at: Option<i64>,
+    created_at: i64,
+    expires_at: i64,
+}
+
+impl TryFrom<DeviceRow> for DeviceCode {
+    type Error = StoreError;
+    fn try_from(r: DeviceRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            device_code_hash: r.device_code_hash,
+            user_code: r.user_code,
+            client_id: r.client_id,
+            resources: super::sql::from_json(&r.resources, "device request resources")?,
+            scope: r.scope,
+            status: r.status,
+            user_id: r.user_id,
+            auth_time: r.auth_time,
+            amr: super::sql::words(&r.amr),
+            acr: r.acr,
+            sid: r.sid,
+            interval_secs: r.interval_secs,
+            last_polled_at: r.last_polled_at,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+        })
+    }
+}
+
+macro_rules! columns {
+    () => {
+        "device_code_hash, user_code, client_id, resources, scope, status, user_id, auth_time, \
+         amr, acr, sid, interval_secs, last_polled_at, created_at, expires_at"
+    };
+}
+pub(crate) use columns;
+
+macro_rules! sql_impl {
+    ($ty:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::DeviceStore for $ty {
+            async fn insert_device(&self, d: &$crate::store::DeviceCode) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(concat!(
+                    "INSERT INTO device_codes (",
+                    $crate::store::devices::columns!(),
+                    ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)"
+                ))
+                .bind(&d.device_code_hash)
+                .bind(&d.user_code)
+                .bind(&d.client_id)
+                .bind($crate::store::sql::to_json(&d.resources)?)
+                .bind(&d.scope)
+                .bind(&d.status)
+                .bind(&d.user_id)
+                .bind(d.auth_time)
+                .bind(d.amr.join(" "))
+                .bind(&d.acr)
+                .bind(&d.sid)
+                .bind(d.interval_secs)
+                .bind(d.last_polled_at)
+                .bind(d.created_at)
+                .bind(d.expires_at)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| $crate::store::sql::conflict(e, "user code"))?;
+                Ok(())
+            }
+
+            async fn pending_device(&self, user_code: &str, now: i64) -> Result<Option<$crate::store::DeviceCode>, $crate::store::StoreError> {
+                let row: Option<$crate::store::devices::DeviceRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    $crate::store::devices::columns!(),
+                    " FROM device_codes WHERE user_code = $1 AND status = 'pending' AND expires_at > $2"
+                ))
+                .bind(user_code)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn decide_device(&self, user_code: &str, approved_by: Option<$crate::store::devices::DeviceApproval<'_>>, now: i64) -> Result<bool, $crate::store::StoreError> {
+                let status = if approved_by.is_some() { "approved" } else { "denied" };
+                let r = sqlx::query(
+                    "UPDATE device_codes SET status = $2, user_id = $3, auth_time = $4, amr = $5, acr = $6, sid = $7 \
+                     WHERE user_code = $1 AND status = 'pending' AND expires_at > $8",
+                )
+                .bind(user_code)
+                .bind(status)
+                .bind(approved_by.map(|a| a.user_id))
+                .bind(approved_by.map(|a| a.auth_time))
+                .bind(approved_by.map(|a| a.amr.join(" ")).unwrap_or_default())
+                .bind(approved_by.and_then(|a| a.acr))
+                .bind(approved_by.map(|a| a.sid))
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn device_by_code(&self, hash: &[u8]) -> Result<Option<$crate::store::DeviceCode>, $crate::store::StoreError> {
+                let row: Option<$crate::store::devices::DeviceRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    $crate::store::devices::columns!(),
+                    " FROM device_codes WHERE device_code_hash = $1 AND used_at IS NULL"
+                ))
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn record_poll(&self, hash: &[u8], now: i64, interval_secs: i64) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("UPDATE device_codes SET last_polled_at = $2, interval_secs = $3 WHERE device_code_hash = $1")
+                    .bind(hash)
+                    .bind(now)
+                    .bind(interval_secs)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn redeem_device(&self, hash: &[u8], now: i64) -> Result<Option<$crate::store::DeviceCode>, $crate::store::StoreError> {
+                let row: Option<$crate::store::devices::DeviceRow> = sqlx::query_as(concat!(
+                    "UPDATE device_codes SET used_at = $2 \
+                     WHERE device_code_hash = $1 AND status = 'approved' AND used_at IS NULL AND expires_at > $2 \
+                     RETURNING ",
+                    $crate::store::devices::columns!()
+                ))
+                .bind(hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+        }
+    };
+}
+pub(crate) use sql_impl;

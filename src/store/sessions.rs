@@ -1,0 +1,110 @@
+//! Signed-in browsers. The cookie value is stored only as its hash.
+
+use async_trait::async_trait;
+
+use super::StoreError;
+
+/// A signed-in browser: who, when, and how they proved it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Public id, the ID token's `sid`.
+    pub sid: String,
+    pub user_id: String,
+    pub auth_time: i64,
+    /// Authentication methods used (RFC 8176 values, e.g. `pwd`).
+    pub amr: Vec<String>,
+    /// The authentication context class reached, if any.
+    pub acr: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    async fn insert_session(&self, token_hash: &[u8], session: &Session) -> Result<(), StoreError>;
+    /// The session, unless unknown or expired by `now`.
+    async fn get_session(&self, token_hash: &[u8], now: i64)
+    -> Result<Option<Session>, StoreError>;
+    async fn delete_session(&self, token_hash: &[u8]) -> Result<(), StoreError>;
+    /// Forget sessions that expired by `now`.
+    async fn purge_sessions(&self, now: i64) -> Result<u64, StoreError>;
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct SessionRow {
+    sid: String,
+    user_id: String,
+    auth_time: i64,
+    amr: String,
+    acr: Option<String>,
+    created_at: i64,
+    expires_at: i64,
+}
+
+impl From<SessionRow> for Session {
+    fn from(r: SessionRow) -> Self {
+        Self {
+            sid: r.sid,
+            user_id: r.user_id,
+            auth_time: r.auth_time,
+            amr: super::sql::words(&r.amr),
+            acr: r.acr,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+        }
+    }
+}
+
+macro_rules! sql_impl {
+    ($ty:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::SessionStore for $ty {
+            async fn insert_session(&self, token_hash: &[u8], s: &$crate::store::Session) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(
+                    "INSERT INTO sessions (token_hash, sid, user_id, auth_time, amr, acr, created_at, expires_at) \
+                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
+                )
+                .bind(token_hash)
+                .bind(&s.sid)
+                .bind(&s.user_id)
+                .bind(s.auth_time)
+                .bind(s.amr.join(" "))
+                .bind(&s.acr)
+                .bind(s.created_at)
+                .bind(s.expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_session(&self, token_hash: &[u8], now: i64) -> Result<Option<$crate::store::Session>, $crate::store::StoreError> {
+                let row: Option<$crate::store::sessions::SessionRow> = sqlx::query_as(
+                    "SELECT sid, user_id, auth_time, amr, acr, created_at, expires_at FROM sessions \
+                     WHERE token_hash = $1 AND expires_at > $2",
+                )
+                .bind(token_hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn delete_session(&self, token_hash: &[u8]) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+                    .bind(token_hash)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn purge_sessions(&self, now: i64) -> Result<u64, $crate::store::StoreError> {
+                let r = sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected())
+            }
+        }
+    };
+}
+pub(crate) use sql_impl;

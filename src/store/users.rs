@@ -1,0 +1,171 @@
+//! Local accounts.
+
+use async_trait::async_trait;
+
+use super::StoreError;
+
+/// A local account. `Debug` leaves out the password hash.
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    /// argon2id, PHC string format; `None` for an account without a password (one that
+    /// signs in with other factors only).
+    pub password_hash: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// `Conflict` when the username is taken.
+    async fn insert_user(&self, user: &User) -> Result<(), StoreError>;
+    async fn get_user(&self, id: &str) -> Result<Option<User>, StoreError>;
+    async fn find_user(&self, username: &str) -> Result<Option<User>, StoreError>;
+    async fn list_users(&self) -> Result<Vec<User>, StoreError>;
+    /// Remove a user; their sessions, consents, codes and tokens go with them.
+    async fn delete_user(&self, username: &str) -> Result<bool, StoreError>;
+    /// Set a new password hash. In the same transaction the user is signed out everywhere
+    /// and every refresh token they hold is revoked, so agents must ask again.
+    async fn set_password(&self, username: &str, hash: &str, now: i64) -> Result<bool, StoreError>;
+}
+
+/// A `users` row. The column is NOT NULL (SQLite cannot relax that without rebuilding the
+/// table, which would cascade to every row that references a user); an account without a
+/// password stores the empty string, read back as `None`.
+#[derive(sqlx::FromRow)]
+pub(super) struct UserRow {
+    id: String,
+    username: String,
+    email: Option<String>,
+    name: Option<String>,
+    password_hash: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl From<UserRow> for User {
+    fn from(r: UserRow) -> Self {
+        Self {
+            id: r.id,
+            username: r.username,
+            email: r.email,
+            name: r.name,
+            password_hash: (!r.password_hash.is_empty()).then_some(r.password_hash),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+macro_rules! columns {
+    () => {
+        "id, username, email, name, password_hash, created_at, updated_at"
+    };
+}
+pub(crate) use columns;
+
+macro_rules! sql_impl {
+    ($ty:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::UserStore for $ty {
+            async fn insert_user(&self, u: &$crate::store::User) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(concat!(
+                    "INSERT INTO users (",
+                    $crate::store::users::columns!(),
+                    ") VALUES ($1,$2,$3,$4,$5,$6,$7)"
+                ))
+                .bind(&u.id)
+                .bind(&u.username)
+                .bind(&u.email)
+                .bind(&u.name)
+                .bind(u.password_hash.as_deref().unwrap_or(""))
+                .bind(u.created_at)
+                .bind(u.updated_at)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| $crate::store::sql::conflict(e, "username"))?;
+                Ok(())
+            }
+
+            async fn get_user(&self, id: &str) -> Result<Option<$crate::store::User>, $crate::store::StoreError> {
+                let row: Option<$crate::store::users::UserRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    $crate::store::users::columns!(),
+                    " FROM users WHERE id = $1"
+                ))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn find_user(&self, username: &str) -> Result<Option<$crate::store::User>, $crate::store::StoreError> {
+                let row: Option<$crate::store::users::UserRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    $crate::store::users::columns!(),
+                    " FROM users WHERE username = $1"
+                ))
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn list_users(&self) -> Result<Vec<$crate::store::User>, $crate::store::StoreError> {
+                let rows: Vec<$crate::store::users::UserRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    $crate::store::users::columns!(),
+                    " FROM users ORDER BY username"
+                ))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn delete_user(&self, username: &str) -> Result<bool, $crate::store::StoreError> {
+                let r = sqlx::query("DELETE FROM users WHERE username = $1")
+                    .bind(username)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn set_password(&self, username: &str, hash: &str, now: i64) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let r = sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE username = $1")
+                    .bind(username)
+                    .bind(hash)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM sessions WHERE user_id IN (SELECT id FROM users WHERE username = $1)")
+                    .bind(username)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "UPDATE refresh_tokens SET revoked_at = $2 \
+                     WHERE user_id IN (SELECT id FROM users WHERE username = $1) AND revoked_at IS NULL",
+                )
+                .bind(username)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(r.rows_affected() == 1)
+            }
+        }
+    };
+}
+pub(crate) use sql_impl;
