@@ -19,6 +19,8 @@ mod device;
 mod dpop;
 mod exchange;
 mod flow;
+mod guard_concierge;
+mod guard_oidc_provider;
 mod id_jag;
 mod keys;
 mod metadata;
