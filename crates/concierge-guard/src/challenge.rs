@@ -15,6 +15,7 @@ use url::Url;
 ///
 /// [RFC 6750]: https://www.rfc-editor.org/rfc/rfc6750#section-3.1
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ChallengeError {
     /// `invalid_request`: the request is malformed (missing parameter,
     /// several tokens, …). Sent with status 400.
