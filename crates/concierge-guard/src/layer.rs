@@ -535,7 +535,12 @@ where
                     "default_deny is on: give the operation a rule (GuardBuilder::tool_scopes, \
                      prompt_scopes, resource_scopes, or scopes declared on the tool)",
                 );
-                tracing::debug!(target: "concierge_guard", kind = op.kind(), name = op.name(), "no scope rule");
+                tracing::debug!(
+                    target: "concierge_guard",
+                    kind = op.kind(),
+                    name = op.name(),
+                    "no scope rule"
+                );
                 return Err(r);
             }
             let missing_base = !principal.missing_scopes(&needed.base).is_empty();
