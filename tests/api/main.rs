@@ -22,6 +22,8 @@ mod errors;
 mod exchange;
 mod flow;
 mod grants;
+mod guard_concierge;
+mod guard_oidc_provider;
 mod id_jag;
 mod keys;
 mod layers;

@@ -5,42 +5,32 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
-use common::{FakeIssuer, Key, now};
 use concierge_guard::Guard;
+use concierge_guard::test::TestIssuer;
 use criterion::{Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let key = Key::generate("k1");
     let resource = "https://mcp.example.com/mcp";
-    let (issuer, cached, uncached) = rt.block_on(async {
-        let issuer = FakeIssuer::start(&[&key]).await;
-        let cached = Guard::builder(&issuer.issuer, resource)
-            .build()
-            .await
-            .unwrap();
-        let uncached = Guard::builder(&issuer.issuer, resource)
+    let issuer = TestIssuer::new();
+    let (cached, uncached) = rt.block_on(async {
+        let cached = Guard::builder(&issuer, resource).build().await.unwrap();
+        let uncached = Guard::builder(&issuer, resource)
             .cache_size(0)
             .build()
             .await
             .unwrap();
-        (issuer, cached, uncached)
+        (cached, uncached)
     });
-    let token = key.sign(&json!({
-        "iss": issuer.issuer,
-        "aud": resource,
-        "sub": "user-1",
-        "client_id": "client-1",
-        "scope": "notes:read notes:write",
-        "iat": now(),
-        "exp": now() + 3600,
-        "jti": "bench",
-    }));
+    let token = issuer
+        .token(resource)
+        .subject("user-1")
+        .client_id("client-1")
+        .scopes(["notes:read", "notes:write"])
+        .expires_in(std::time::Duration::from_secs(3600))
+        .sign();
     let mut group = c.benchmark_group("validate");
     group.bench_function("cached", |b| {
         b.to_async(&rt)
@@ -50,7 +40,7 @@ fn bench(c: &mut Criterion) {
         b.to_async(&rt)
             .iter(|| async { uncached.validate(&token).await.unwrap() });
     });
-    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(key.jwk.clone()).unwrap();
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(issuer.key().jwk().clone()).unwrap();
     let decoding = DecodingKey::from_jwk(&jwk).unwrap();
     let mut validation = Validation::new(Algorithm::ES256);
     validation.required_spec_claims.clear();

@@ -90,45 +90,82 @@ impl ValidationCache {
 }
 
 /// The DPoP proof ids seen recently (RFC 9449 §11.1), each kept until its
-/// proof would be too old anyway. Bounded: when full of live entries, new
-/// proofs are refused rather than old ones forgotten, so a flood cannot make
-/// the guard accept a replay.
+/// proof would be too old anyway, in one bounded set per DPoP key (`jkt`).
+///
+/// A key that has `per_key` live ids gets its further proofs refused until
+/// some expire — it cannot make the guard forget an id and accept a replay,
+/// and it fills only its own set: other keys are never refused because of it.
+/// A proof is only spent after its signature, its `htu`/`htm`/`ath` and the
+/// token's binding to its key were checked, so every key with a set holds a
+/// valid token for this resource. Sets whose ids have all expired are dropped
+/// along the way, so memory follows the keys active within the proof window.
+#[cfg(feature = "dpop")]
 pub(crate) struct ReplayCache {
-    entries: Mutex<HashMap<Key, i64>>,
-    capacity: usize,
+    keys: Mutex<ReplayState>,
+    per_key: usize,
 }
 
+#[cfg(feature = "dpop")]
+struct ReplayState {
+    sets: HashMap<Key, HashMap<Key, i64>>,
+    /// Spends since the last sweep of expired sets.
+    since_sweep: usize,
+}
+
+#[cfg(feature = "dpop")]
 /// What [`ReplayCache::spend`] decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Spend {
     Fresh,
     Replayed,
-    Full,
+    /// This key holds `per_key` live ids.
+    KeyFull,
 }
 
+#[cfg(feature = "dpop")]
 impl ReplayCache {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(per_key: usize) -> Self {
         Self {
-            entries: Mutex::new(HashMap::new()),
-            capacity,
+            keys: Mutex::new(ReplayState {
+                sets: HashMap::new(),
+                since_sweep: 0,
+            }),
+            per_key,
         }
     }
 
-    /// Spend `id` until `until` (Unix seconds), at `now`.
-    pub(crate) fn spend(&self, id: &str, until: i64, now: i64) -> Spend {
-        let key = key(id);
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if entries.get(&key).is_some_and(|u| *u > now) {
+    /// Spend proof `id` of key `jkt` until `until` (Unix seconds), at `now`.
+    pub(crate) fn spend(&self, jkt: &str, id: &str, until: i64, now: i64) -> Spend {
+        let (jkt, id) = (key(jkt), key(id));
+        let mut state = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        state.since_sweep += 1;
+        if state.since_sweep >= 1024 {
+            state.since_sweep = 0;
+            state
+                .sets
+                .retain(|_, ids| ids.values().any(|until| *until > now));
+        }
+        let ids = state.sets.entry(jkt).or_default();
+        if ids.get(&id).is_some_and(|u| *u > now) {
             return Spend::Replayed;
         }
-        if entries.len() >= self.capacity {
-            entries.retain(|_, u| *u > now);
-            if entries.len() >= self.capacity {
-                return Spend::Full;
+        if ids.len() >= self.per_key {
+            ids.retain(|_, u| *u > now);
+            if ids.len() >= self.per_key {
+                return Spend::KeyFull;
             }
         }
-        entries.insert(key, until);
+        ids.insert(id, until);
         Spend::Fresh
+    }
+
+    #[cfg(test)]
+    fn keys(&self) -> usize {
+        self.keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .sets
+            .len()
     }
 }
 
@@ -143,6 +180,7 @@ mod tests {
             sub: "s".into(),
             client_id: "c".into(),
             scopes: vec![],
+            effective: vec![],
             act: vec![],
             expires_at: exp,
             claims: Value::Null,
@@ -184,15 +222,44 @@ mod tests {
         assert!(cache.get("t9", t0).is_some());
     }
 
+    #[cfg(feature = "dpop")]
     #[test]
-    fn replays_are_caught_until_they_expire_and_a_full_cache_refuses() {
+    fn replays_are_caught_until_they_expire_and_a_full_key_refuses_only_itself() {
         let cache = ReplayCache::new(2);
-        assert_eq!(cache.spend("a", 100, 0), Spend::Fresh);
-        assert_eq!(cache.spend("a", 100, 50), Spend::Replayed);
-        assert_eq!(cache.spend("b", 10, 0), Spend::Fresh);
-        assert_eq!(cache.spend("c", 100, 5), Spend::Full);
-        assert_eq!(cache.spend("c", 100, 11), Spend::Fresh, "b expired");
-        assert_eq!(cache.spend("a", 300, 101), Spend::Fresh, "a expired");
+        assert_eq!(cache.spend("k1", "a", 100, 0), Spend::Fresh);
+        assert_eq!(cache.spend("k1", "a", 100, 50), Spend::Replayed);
+        assert_eq!(cache.spend("k1", "b", 10, 0), Spend::Fresh);
+        assert_eq!(cache.spend("k1", "c", 100, 5), Spend::KeyFull);
+        // Another key is never refused because k1 is full, and may reuse k1's ids.
+        assert_eq!(cache.spend("k2", "c", 100, 5), Spend::Fresh);
+        assert_eq!(cache.spend("k2", "a", 100, 5), Spend::Fresh);
+        assert_eq!(cache.spend("k1", "c", 100, 11), Spend::Fresh, "b expired");
+        assert_eq!(cache.spend("k1", "a", 300, 101), Spend::Fresh, "a expired");
+    }
+
+    #[cfg(feature = "dpop")]
+    #[test]
+    fn a_flood_of_one_key_never_refuses_others_and_idle_keys_are_dropped() {
+        let cache = ReplayCache::new(8);
+        let mut refused = 0;
+        for i in 0..5_000 {
+            if cache.spend("flooder", &format!("j{i}"), 60, 0) == Spend::KeyFull {
+                refused += 1;
+            }
+        }
+        assert_eq!(refused, 5_000 - 8);
+        for k in 0..100 {
+            assert_eq!(
+                cache.spend(&format!("client-{k}"), "j0", 60, 0),
+                Spend::Fresh
+            );
+        }
+        assert_eq!(cache.keys(), 101);
+        // Once the window has passed, a later sweep drops every expired set.
+        for i in 0..1024 {
+            cache.spend("late", &format!("j{i}"), 200, 100);
+        }
+        assert_eq!(cache.keys(), 1);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use url::Url;
 ///
 /// [RFC 6750]: https://www.rfc-editor.org/rfc/rfc6750#section-3.1
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ChallengeError {
     /// `invalid_request`: the request is malformed (missing parameter,
     /// several tokens, …). Sent with status 400.
@@ -25,6 +26,11 @@ pub enum ChallengeError {
     /// `insufficient_scope`: the token is valid but lacks a required scope.
     /// Sent with status 403.
     InsufficientScope,
+    /// `insufficient_user_authentication` ([RFC 9470] §3): the user's
+    /// authentication is not strong or recent enough. Sent with status 401.
+    ///
+    /// [RFC 9470]: https://www.rfc-editor.org/rfc/rfc9470#section-3
+    InsufficientUserAuthentication,
 }
 
 impl ChallengeError {
@@ -41,10 +47,12 @@ impl ChallengeError {
             Self::InvalidRequest => "invalid_request",
             Self::InvalidToken => "invalid_token",
             Self::InsufficientScope => "insufficient_scope",
+            Self::InsufficientUserAuthentication => "insufficient_user_authentication",
         }
     }
 
-    /// The HTTP status code RFC 6750 §3.1 prescribes for this error.
+    /// The HTTP status code RFC 6750 §3.1 (and RFC 9470 §3) prescribes for
+    /// this error.
     ///
     /// ```
     /// use concierge_guard::ChallengeError;
@@ -57,7 +65,7 @@ impl ChallengeError {
     pub const fn http_status(self) -> u16 {
         match self {
             Self::InvalidRequest => 400,
-            Self::InvalidToken => 401,
+            Self::InvalidToken | Self::InsufficientUserAuthentication => 401,
             Self::InsufficientScope => 403,
         }
     }
@@ -73,8 +81,8 @@ impl fmt::Display for ChallengeError {
 /// with the `resource_metadata` parameter of [RFC 9728] §5.1.
 ///
 /// Its [`Display`](fmt::Display) output is the header value. Parameters
-/// appear in the order `error`, `error_description`, `scope`,
-/// `resource_metadata`; unset ones are omitted. A challenge without
+/// appear in the order `error`, `error_description`, `scope`, `acr_values`,
+/// `max_age` (RFC 9470 §3), `resource_metadata`; unset ones are omitted. A challenge without
 /// parameters renders as just `Bearer`.
 ///
 /// Every value is sent as an RFC 9110 quoted-string: `"` and `\` are escaped
@@ -105,6 +113,8 @@ pub struct BearerChallenge {
     error: Option<ChallengeError>,
     error_description: Option<String>,
     scope: Option<String>,
+    acr_values: Option<String>,
+    max_age: Option<u64>,
     resource_metadata: Option<Url>,
 }
 
@@ -217,6 +227,52 @@ impl BearerChallenge {
         self
     }
 
+    /// Sets the `acr_values` parameter of an `insufficient_user_authentication`
+    /// challenge (RFC 9470 §3); an empty list removes it.
+    ///
+    /// ```
+    /// use concierge_guard::BearerChallenge;
+    /// assert_eq!(BearerChallenge::new().with_acr_values(["mfa", "hwk"]).to_string(), r#"Bearer acr_values="mfa hwk""#);
+    /// ```
+    #[must_use]
+    pub fn with_acr_values<I, S>(mut self, values: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let joined = values
+            .into_iter()
+            .map(|v| v.as_ref().to_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        self.acr_values = (!joined.is_empty()).then_some(joined);
+        self
+    }
+
+    /// Sets the `max_age` parameter (seconds) of an
+    /// `insufficient_user_authentication` challenge (RFC 9470 §3).
+    ///
+    /// ```
+    /// use concierge_guard::BearerChallenge;
+    /// assert_eq!(BearerChallenge::new().with_max_age(Some(60)).to_string(), r#"Bearer max_age="60""#);
+    /// ```
+    #[must_use]
+    pub fn with_max_age(mut self, max_age: Option<u64>) -> Self {
+        self.max_age = max_age;
+        self
+    }
+
+    /// The `scope` parameter, if set.
+    ///
+    /// ```
+    /// use concierge_guard::BearerChallenge;
+    /// assert_eq!(BearerChallenge::new().with_scope(["a", "b"]).scope(), Some("a b"));
+    /// ```
+    #[must_use]
+    pub fn scope(&self) -> Option<&str> {
+        self.scope.as_deref()
+    }
+
     /// Sets the `resource_metadata` parameter: the URL of this resource's
     /// [`ProtectedResourceMetadata`](crate::ProtectedResourceMetadata), usually from
     /// [`metadata_url`](crate::metadata_url).
@@ -252,8 +308,8 @@ impl BearerChallenge {
     }
 
     /// The HTTP status code to send with this challenge: 401 when there is no
-    /// error code or it is `invalid_token`, 400 for `invalid_request`, 403
-    /// for `insufficient_scope`.
+    /// error code or it is `invalid_token` or `insufficient_user_authentication`,
+    /// 400 for `invalid_request`, 403 for `insufficient_scope`.
     ///
     /// ```
     /// use concierge_guard::{BearerChallenge, ChallengeError};
@@ -270,10 +326,13 @@ impl BearerChallenge {
 impl fmt::Display for BearerChallenge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Bearer")?;
+        let max_age = self.max_age.map(|m| m.to_string());
         let params = [
             ("error", self.error.map(ChallengeError::as_str)),
             ("error_description", self.error_description.as_deref()),
             ("scope", self.scope.as_deref()),
+            ("acr_values", self.acr_values.as_deref()),
+            ("max_age", max_age.as_deref()),
             (
                 "resource_metadata",
                 self.resource_metadata.as_ref().map(Url::as_str),

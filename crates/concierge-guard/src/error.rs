@@ -34,7 +34,8 @@ pub enum BuildError {
     /// The issuer's metadata document could not be fetched or parsed.
     #[error(
         "the issuer {issuer} is unreachable or serves no usable authorization server metadata \
-         (tried {tried}): {reason}"
+         (tried {tried}): {reason}; to start anyway and wait for it use \
+         GuardBuilder::build_in_background, to skip discovery give Issuer::jwks_uri"
     )]
     IssuerUnreachable {
         /// The configured issuer.
@@ -88,7 +89,8 @@ pub enum BuildError {
     /// every token would look expired or not yet valid.
     #[error(
         "this machine's clock is {skew_secs} s {direction} the issuer's ({issuer} sent Date: \
-         {issuer_date}), more than the {leeway_secs} s leeway; fix the clock (NTP) on one side"
+         {issuer_date}), more than the {leeway_secs} s leeway; fix the clock (NTP) on one side, \
+         or raise GuardBuilder::leeway"
     )]
     ClockSkew {
         /// The issuer.
@@ -129,6 +131,20 @@ pub enum BuildError {
         endpoint: String,
         /// The issuer's `error_description`.
         description: String,
+    },
+    /// A scope rule names a tool or prompt the server does not have.
+    #[error(
+        "a scope rule names the {kind} {name:?}, but the server has no such {kind} (it has: \
+         {known}); fix the name in GuardBuilder::{kind}_scopes, or declare the scopes on the \
+         {kind} itself"
+    )]
+    UnknownOperation {
+        /// `"tool"` or `"prompt"`.
+        kind: &'static str,
+        /// The name in the rule.
+        name: String,
+        /// The names the server has, comma-separated.
+        known: String,
     },
     /// Introspection is configured but the issuer does not let this client use it.
     #[error(
@@ -207,4 +223,102 @@ pub enum TokenError {
     /// Introspection was needed but failed (endpoint unreachable or refusing).
     #[error("the token could not be checked with the issuer")]
     IntrospectionUnavailable,
+    /// The issuer's keys are not loaded yet (a guard started in the
+    /// background whose issuer has not answered): answered with 503.
+    #[error("the server is not ready to check tokens from this issuer yet; retry shortly")]
+    NotReady,
+    /// The DPoP proof carries no nonce, or one this server did not issue
+    /// recently (RFC 9449 §9): answered with `use_dpop_nonce` and a fresh
+    /// `DPoP-Nonce`.
+    #[error("the resource server requires a nonce it issued in the DPoP proof")]
+    UseDpopNonce,
+}
+
+impl TokenError {
+    /// A short, stable name for metrics and logs, e.g. `"expired"`.
+    ///
+    /// ```
+    /// assert_eq!(concierge_guard::TokenError::Expired.reason(), "expired");
+    /// ```
+    #[must_use]
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::TooLarge => "too_large",
+            Self::Malformed(_) => "malformed",
+            Self::WrongType => "wrong_type",
+            Self::AlgorithmNotAllowed(_) => "algorithm_not_allowed",
+            Self::UnknownKey => "unknown_key",
+            Self::KeyMismatch => "key_mismatch",
+            Self::BadSignature => "bad_signature",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::WrongAudience => "wrong_audience",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::InvalidClaim(_) => "invalid_claim",
+            Self::DpopBound => "dpop_bound_as_bearer",
+            Self::NotDpopBound(_) => "not_dpop_bound",
+            Self::InvalidDpopProof(_) => "invalid_dpop_proof",
+            Self::KeysUnavailable => "keys_unavailable",
+            Self::Inactive => "inactive",
+            Self::IntrospectionUnavailable => "introspection_unavailable",
+            Self::NotReady => "not_ready",
+            Self::UseDpopNonce => "use_dpop_nonce",
+        }
+    }
+
+    /// For the server's operator: which setting to look at when tokens are
+    /// refused for this reason although they should not be. Logged with the
+    /// refusal, never sent to the client.
+    ///
+    /// ```
+    /// let hint = concierge_guard::TokenError::WrongType.hint().unwrap();
+    /// assert!(hint.contains("ClaimMapping::accept_jwt_typ"));
+    /// ```
+    #[must_use]
+    pub fn hint(&self) -> Option<&'static str> {
+        Some(match self {
+            Self::WrongType => {
+                "the issuer's tokens are not typ at+jwt (RFC 9068); if it sends plain JWTs, \
+                 configure Issuer::claims(ClaimMapping::identity_providers()) or \
+                 ClaimMapping::accept_jwt_typ(true)"
+            }
+            Self::AlgorithmNotAllowed(_) => {
+                "the token's alg is not allowed; GuardBuilder::algorithms sets the allow-list"
+            }
+            Self::WrongIssuer => {
+                "the token's iss is none of the trusted issuers; add it with GuardBuilder::also_trust"
+            }
+            Self::WrongAudience => {
+                "the token's aud does not name this resource; the issuer must issue tokens for \
+                 exactly the resource URI (RFC 8707), or add the audience it uses with \
+                 GuardBuilder::audiences"
+            }
+            Self::Expired | Self::NotYetValid => {
+                "check both clocks (NTP); GuardBuilder::leeway sets the tolerance"
+            }
+            Self::InvalidClaim("client_id") => {
+                "the token names no client where the guard looks; map the claim with \
+                 ClaimMapping::client_id_claims (e.g. azp, cid)"
+            }
+            Self::InvalidClaim("scope") => {
+                "the scope claim has an unexpected shape; ClaimMapping::scope_claims accepts \
+                 strings and arrays"
+            }
+            Self::UnknownKey | Self::KeysUnavailable => {
+                "the issuer's JWKS has no key for the token's kid; check Issuer::jwks_uri and \
+                 GuardBuilder::jwks_refetch_interval"
+            }
+            Self::InvalidDpopProof(d) if d.contains("too many") => {
+                "one DPoP key sent more proofs than GuardBuilder::dpop_replay_cache_size \
+                 within the proof lifetime"
+            }
+            Self::NotReady => {
+                "the issuer has not answered yet; Guard::ready() resolves when it has"
+            }
+            Self::IntrospectionUnavailable => {
+                "the introspection endpoint failed; see the warning before this event"
+            }
+            _ => return None,
+        })
+    }
 }

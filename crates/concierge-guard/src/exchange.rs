@@ -76,8 +76,12 @@ pub enum ExchangeError {
         "token exchange needs this server's client credentials: call GuardBuilder::client_credentials"
     )]
     NoCredentials,
-    /// The issuer's metadata names no `token_endpoint`.
-    #[error("the issuer's metadata has no token_endpoint")]
+    /// The issuer's metadata names no `token_endpoint` (or the guard has not
+    /// reached the issuer yet).
+    #[error(
+        "the issuer's token endpoint is unknown: its metadata names none, discovery was skipped \
+         (give Issuer::token_endpoint), or the issuer has not answered yet"
+    )]
     NoTokenEndpoint,
     /// The issuer does not know the target (`invalid_target`, RFC 8693 §2.2.2).
     #[error(
@@ -242,9 +246,8 @@ impl Guard {
             .credentials
             .as_ref()
             .ok_or(ExchangeError::NoCredentials)?;
-        let endpoint = inner
-            .token_endpoint
-            .as_ref()
+        let endpoint = self
+            .token_endpoint()
             .ok_or(ExchangeError::NoTokenEndpoint)?;
         let scope = scopes.join(" ");
         let key = cache_key(subject_token, target, &scope);
@@ -262,7 +265,7 @@ impl Guard {
         if !scope.is_empty() {
             form.push(("scope", scope));
         }
-        let answer = post_form(&inner.http, endpoint, credentials, form)
+        let answer = post_form(&inner.http, &endpoint, credentials, form)
             .await
             .map_err(ExchangeError::Transport)?;
         let json = match answer {

@@ -1,10 +1,10 @@
-//! [`Guard`]: validated configuration, keys and cache, shared by the layer,
-//! the extractors and the metadata route.
+//! [`Guard`]: validated configuration, issuers, keys and caches, shared by the
+//! layer, the extractors and the metadata route.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
@@ -14,66 +14,112 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde_json::Value;
 use url::Url;
 
-use crate::cache::{ReplayCache, Spend, ValidationCache};
+use crate::cache::ValidationCache;
 use crate::challenge::BearerChallenge;
-use crate::client::{ClientCredentials, unix_now};
+use crate::client::unix_now;
 use crate::config::{GuardBuilder, union_into};
 use crate::error::TokenError;
-use crate::exchange::ExchangeCache;
-use crate::introspect::{Introspection, looks_like_jwt};
+use crate::issuer::Issuer;
 use crate::jwks::KeyStore;
 use crate::layer::GuardLayer;
 use crate::metadata::{ProtectedResourceMetadata, WELL_KNOWN_SUFFIX};
+use crate::observe::Hooks;
 use crate::principal::Principal;
-use crate::validate::{ClaimRules, check_claims, check_header, parse_header};
+use crate::scopes::{Operation, OperationRules, ScopeHierarchy, ScopeRule};
+use crate::validate::{
+    ClaimRules, check_claims, check_header, normalize_uri, parse_header, peek_issuer,
+};
 
-/// Protects one resource with tokens from one issuer.
+/// Protects one resource with tokens from one or more issuers.
 ///
 /// Build it once at start-up with [`Guard::builder`]; it is cheap to clone
 /// (an `Arc` inside). Put [`layer`](Self::layer) in front of the routes to
-/// protect and merge [`metadata_router`](Self::metadata_router) beside them.
+/// protect and merge [`metadata_router`](Self::metadata_router) beside them
+/// — or, with the `rmcp` feature, let `Guard::mcp_router` do both for an
+/// rmcp server.
 #[derive(Clone)]
 pub struct Guard {
     pub(crate) inner: Arc<Inner>,
 }
 
 pub(crate) struct Inner {
-    pub(crate) metadata: ProtectedResourceMetadata,
+    /// The resource URI as configured (the metadata's `resource`).
+    pub(crate) resource: String,
+    #[cfg_attr(not(feature = "rmcp"), allow(dead_code))]
+    pub(crate) resource_url: Url,
     pub(crate) metadata_url: Url,
-    pub(crate) rules: ClaimRules,
+    /// The metadata without `authorization_servers`, which follow discovery.
+    pub(crate) metadata_base: ProtectedResourceMetadata,
+    /// The metadata document served, re-rendered when an issuer connects.
+    pub(crate) metadata_doc: RwLock<bytes::Bytes>,
+    pub(crate) issuers: Vec<IssuerSlot>,
+    /// This resource and other accepted audiences, normalised.
+    pub(crate) audiences: Vec<String>,
+    pub(crate) leeway: i64,
+    pub(crate) hierarchy: Arc<ScopeHierarchy>,
     pub(crate) algorithms: Vec<Algorithm>,
     /// One signature-only `Validation` per allowed algorithm; the claims are
     /// checked by [`check_claims`].
     pub(crate) validations: Vec<(Algorithm, Validation)>,
     pub(crate) required_scopes: Vec<String>,
     pub(crate) route_scopes: Vec<(String, Vec<String>)>,
-    pub(crate) tool_scopes: HashMap<String, Vec<String>>,
+    pub(crate) rules: OperationRules,
     pub(crate) max_body_bytes: usize,
-    pub(crate) dpop: DpopRules,
-    pub(crate) keys: KeyStore,
+    pub(crate) dpop_required: bool,
+    #[cfg(feature = "dpop")]
+    pub(crate) dpop: crate::dpop_rules::DpopRules,
     pub(crate) cache: ValidationCache,
-    /// For the token and introspection endpoints.
+    /// For discovery, keys, and the token and introspection endpoints.
     pub(crate) http: reqwest::Client,
-    pub(crate) credentials: Option<ClientCredentials>,
-    pub(crate) token_endpoint: Option<Url>,
-    pub(crate) introspection_endpoint: Option<Url>,
-    pub(crate) introspection: Introspection,
+    pub(crate) startup: crate::config::StartupSettings,
+    #[cfg(any(feature = "exchange", feature = "introspection"))]
+    pub(crate) credentials: Option<crate::client::ClientCredentials>,
+    #[cfg(feature = "introspection")]
+    pub(crate) introspection: crate::introspect::Introspection,
+    #[cfg(feature = "introspection")]
     pub(crate) introspection_cache: ValidationCache,
-    pub(crate) exchanges: ExchangeCache,
+    #[cfg(feature = "exchange")]
+    pub(crate) exchanges: crate::exchange::ExchangeCache,
+    pub(crate) hooks: Hooks,
+    pub(crate) readiness: Readiness,
 }
 
-/// How DPoP-bound tokens are checked (RFC 9449 §7).
-pub(crate) struct DpopRules {
-    /// Refuse tokens that are not bound.
-    pub(crate) required: bool,
-    pub(crate) algorithms: Vec<Algorithm>,
-    /// The `algs` of the `DPoP` challenge.
-    pub(crate) challenge_algs: String,
-    pub(crate) max_age: i64,
-    /// The configured resource's origin: `htu` is this plus the request path,
-    /// never the `Host` header.
-    pub(crate) origin: String,
-    pub(crate) replays: ReplayCache,
+/// One trusted issuer: its configuration, and what connecting to it found.
+pub(crate) struct IssuerSlot {
+    pub(crate) config: Issuer,
+    pub(crate) connected: RwLock<Option<Arc<Connected>>>,
+}
+
+/// A connected issuer: its announced identifier, keys and endpoints.
+pub(crate) struct Connected {
+    pub(crate) rules: ClaimRules,
+    pub(crate) keys: KeyStore,
+    pub(crate) token_endpoint: Option<Url>,
+    #[cfg_attr(not(feature = "introspection"), allow(dead_code))]
+    pub(crate) introspection_endpoint: Option<Url>,
+}
+
+impl IssuerSlot {
+    pub(crate) fn connected(&self) -> Option<Arc<Connected>> {
+        self.connected
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The identifier for the metadata: as announced once connected.
+    pub(crate) fn identifier(&self) -> String {
+        self.connected()
+            .map_or_else(|| self.config.url.clone(), |c| c.rules.issuer.clone())
+    }
+}
+
+/// Whether every issuer is connected, and how to wait for it.
+#[derive(Default)]
+pub(crate) struct Readiness {
+    pub(crate) ready: AtomicBool,
+    pub(crate) notify: tokio::sync::Notify,
+    pub(crate) last_error: Mutex<Option<String>>,
 }
 
 /// How the token was presented.
@@ -83,15 +129,22 @@ pub(crate) enum Scheme {
     DPoP,
 }
 
-/// Seconds of clock skew tolerated around a DPoP proof's `iat` window.
-const DPOP_LEEWAY: i64 = 5;
+/// What a request needs: scopes all required (global, route, layer), and
+/// the rules of the MCP operations it names.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Needed {
+    pub(crate) base: Vec<String>,
+    pub(crate) rules: Vec<ScopeRule>,
+    /// An operation without a rule while the guard denies by default.
+    pub(crate) denied: Option<Operation>,
+}
 
 impl fmt::Debug for Guard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Guard")
-            .field("issuer", &self.inner.rules.issuer)
-            .field("resource", &self.inner.metadata.resource)
-            .field("jwks_uri", &self.inner.keys.jwks_uri().as_str())
+            .field("issuers", &self.issuers())
+            .field("resource", &self.inner.resource)
+            .field("ready", &self.is_ready())
             .finish_non_exhaustive()
     }
 }
@@ -106,10 +159,18 @@ pub(crate) fn signature_only(alg: Algorithm) -> Validation {
     validation
 }
 
+/// Scopes never advertised: `offline_access` asks the authorization server
+/// for a refresh token (OpenID Connect Core §11); it is not a permission at
+/// a resource, and MCP clients (SEP-2207) must not be told to request it.
+pub(crate) fn advertised(scope: &str) -> bool {
+    scope != "offline_access"
+}
+
 impl Guard {
     /// Starts configuring a guard for `resource` (the exact URL clients use
     /// for this MCP server, e.g. `https://mcp.example.com/mcp`) accepting
-    /// tokens from `issuer` (e.g. `https://auth.example.com`).
+    /// tokens from `issuer` (e.g. `https://auth.example.com`, or an
+    /// [`Issuer`] with more settings).
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), concierge_guard::BuildError> {
@@ -121,26 +182,43 @@ impl Guard {
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub fn builder(issuer: impl Into<String>, resource: impl Into<String>) -> GuardBuilder {
-        GuardBuilder::new(issuer, resource)
+    pub fn builder(issuer: impl Into<Issuer>, resource: impl Into<String>) -> GuardBuilder {
+        GuardBuilder::new(issuer.into(), resource.into())
     }
 
-    /// The issuer, exactly as its metadata announces it (and as `iss` must be).
+    /// The first issuer, as its metadata announces it once connected (and as
+    /// `iss` must be).
     #[must_use]
-    pub fn issuer(&self) -> &str {
-        &self.inner.rules.issuer
+    pub fn issuer(&self) -> String {
+        self.inner
+            .issuers
+            .first()
+            .map(IssuerSlot::identifier)
+            .unwrap_or_default()
+    }
+
+    /// Every trusted issuer (the metadata's `authorization_servers`).
+    #[must_use]
+    pub fn issuers(&self) -> Vec<String> {
+        self.inner
+            .issuers
+            .iter()
+            .map(IssuerSlot::identifier)
+            .collect()
     }
 
     /// The protected resource's identifier.
     #[must_use]
     pub fn resource(&self) -> &str {
-        &self.inner.metadata.resource
+        &self.inner.resource
     }
 
     /// The RFC 9728 metadata this guard serves.
     #[must_use]
-    pub fn metadata(&self) -> &ProtectedResourceMetadata {
-        &self.inner.metadata
+    pub fn metadata(&self) -> ProtectedResourceMetadata {
+        let mut metadata = self.inner.metadata_base.clone();
+        metadata.authorization_servers = self.issuers();
+        metadata
     }
 
     /// Where the metadata is served (sent as `resource_metadata` in challenges).
@@ -149,10 +227,15 @@ impl Guard {
         &self.inner.metadata_url
     }
 
-    /// How many times the issuer's JWKS has been fetched (for monitoring).
+    /// How many times the issuers' JWKS have been fetched (for monitoring).
     #[must_use]
     pub fn jwks_fetch_count(&self) -> u64 {
-        self.inner.keys.fetches()
+        self.inner
+            .issuers
+            .iter()
+            .filter_map(IssuerSlot::connected)
+            .map(|c| c.keys.fetches())
+            .sum()
     }
 
     /// A layer requiring a valid token with the configured scopes.
@@ -161,10 +244,64 @@ impl Guard {
         GuardLayer::new(self.clone())
     }
 
-    /// The issuer's token endpoint, from its metadata.
+    /// The first issuer's token endpoint, from its metadata.
     #[must_use]
-    pub fn token_endpoint(&self) -> Option<&Url> {
-        self.inner.token_endpoint.as_ref()
+    pub fn token_endpoint(&self) -> Option<Url> {
+        self.inner
+            .issuers
+            .first()?
+            .connected()?
+            .token_endpoint
+            .clone()
+    }
+
+    /// Whether every issuer has been reached and its keys loaded. Always
+    /// true for a guard from [`build`](GuardBuilder::build); a guard from
+    /// [`build_in_background`](GuardBuilder::build_in_background) becomes
+    /// ready when its issuers answer.
+    #[must_use]
+    pub fn is_ready(&self) -> bool {
+        self.inner.readiness.ready.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the guard [is ready](Self::is_ready) (at once if it is).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), concierge_guard::BuildError> {
+    /// let guard = concierge_guard::Guard::builder("https://auth.example.com", "https://mcp.example.com/mcp")
+    ///     .build_in_background()?;
+    /// guard.ready().await; // e.g. before reporting the server healthy
+    /// # Ok(()) }
+    /// ```
+    pub async fn ready(&self) {
+        loop {
+            let notified = self.inner.readiness.notify.notified();
+            if self.is_ready() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The last problem met while connecting to the issuers, or while
+    /// probing them, in the background; `None` when there was none.
+    #[must_use]
+    pub fn startup_error(&self) -> Option<String> {
+        self.inner
+            .readiness
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn mark_ready(&self) {
+        if let Some(hook) = &self.inner.hooks.on_ready {
+            hook();
+        }
+        self.inner.readiness.ready.store(true, Ordering::Release);
+        self.inner.readiness.notify.notify_waiters();
+        tracing::info!(target: "concierge_guard", issuers = ?self.issuers(), resource = %self.inner.resource, "concierge-guard ready");
     }
 
     /// Validates an access token: size, header (`typ`, `alg`), signature
@@ -172,25 +309,59 @@ impl Guard {
     /// checked here. Successes are cached until the token expires or the
     /// cache TTL passes.
     ///
-    /// With [`Introspection::OpaqueTokens`], a token that is not a JWT is
-    /// asked about at the issuer's introspection endpoint instead; with
-    /// [`Introspection::AllTokens`], a valid JWT is asked about too, so a
-    /// revoked one is refused ([`TokenError::Inactive`]).
+    /// With `Introspection::OpaqueTokens` (feature `introspection`), a token
+    /// that is not a JWT is asked about at the issuer's introspection
+    /// endpoint instead; with `Introspection::AllTokens`, a valid JWT is
+    /// asked about too, so a revoked one is refused ([`TokenError::Inactive`]).
+    ///
+    /// # Errors
+    ///
+    /// Why the token is refused.
     pub async fn validate(&self, token: &str) -> Result<Principal, TokenError> {
         if token.len() > crate::validate::MAX_TOKEN_BYTES {
             return Err(TokenError::TooLarge);
         }
-        match (self.inner.introspection, looks_like_jwt(token)) {
-            (Introspection::Off, _) | (Introspection::OpaqueTokens, true) => {
-                self.validate_jwt(token).await
-            }
-            (_, false) => self.introspect(token).await,
-            (Introspection::AllTokens, true) => {
-                let principal = self.validate_jwt(token).await?;
-                self.introspect(token).await?;
-                Ok(principal)
+        #[cfg(feature = "introspection")]
+        {
+            use crate::introspect::{Introspection, looks_like_jwt};
+            match (self.inner.introspection, looks_like_jwt(token)) {
+                (Introspection::Off, _) | (Introspection::OpaqueTokens, true) => {}
+                (_, false) => return self.introspect(token).await,
+                (Introspection::AllTokens, true) => {
+                    let principal = self.validate_jwt(token).await?;
+                    self.introspect(token).await?;
+                    return Ok(principal);
+                }
             }
         }
+        self.validate_jwt(token).await
+    }
+
+    /// The issuer a token names, connected. Routing only: the signature and
+    /// the exact `iss` are checked afterwards.
+    fn issuer_for(&self, iss: Option<&str>) -> Result<Arc<Connected>, TokenError> {
+        let inner = &self.inner;
+        let Some(iss) = iss else {
+            return Err(TokenError::WrongIssuer);
+        };
+        let mut waiting = false;
+        for slot in &inner.issuers {
+            match slot.connected() {
+                Some(c) if c.rules.issuer == iss => return Ok(c),
+                Some(_) => {}
+                None => waiting |= normalize_uri(&slot.config.url) == normalize_uri(iss),
+            }
+        }
+        if waiting {
+            return Err(TokenError::NotReady);
+        }
+        tracing::debug!(
+            target: "concierge_guard",
+            expected = ?self.issuers(),
+            actual = iss,
+            "the token's issuer is not trusted"
+        );
+        Err(TokenError::WrongIssuer)
     }
 
     /// Local validation of a JWT access token, cached.
@@ -199,13 +370,14 @@ impl Guard {
         let now = Instant::now();
         if let Some(principal) = inner.cache.get(token, now) {
             let unix = unix_now();
-            if unix <= principal.expires_at().saturating_add(inner.rules.leeway) {
+            if unix <= principal.expires_at().saturating_add(inner.leeway) {
                 return Ok(principal);
             }
         }
         let header = parse_header(token)?;
-        let alg = check_header(&header, &inner.algorithms)?;
-        let key = inner.keys.key(header.kid.as_deref(), alg).await?;
+        let issuer = self.issuer_for(peek_issuer(token).as_deref())?;
+        let alg = check_header(&header, &inner.algorithms, &issuer.rules.mapping)?;
+        let key = issuer.keys.key(header.kid.as_deref(), alg).await?;
         let validation = inner
             .validations
             .iter()
@@ -220,14 +392,30 @@ impl Guard {
             })?
             .claims;
         let unix = unix_now();
-        let principal = check_claims(claims, &inner.rules, unix)?;
+        let (aud, iss) = (claims.get("aud").cloned(), claims.get("iss").cloned());
+        let principal = check_claims(claims, &issuer.rules, unix).inspect_err(|e| match e {
+            TokenError::WrongAudience => tracing::debug!(
+                target: "concierge_guard",
+                expected = ?issuer.rules.audiences,
+                actual = %aud.unwrap_or(serde_json::Value::Null),
+                "the token's audience is not this resource"
+            ),
+            TokenError::WrongIssuer => tracing::debug!(
+                target: "concierge_guard",
+                expected = %issuer.rules.issuer,
+                actual = %iss.unwrap_or(serde_json::Value::Null),
+                "the token's issuer does not byte-equal the announced issuer"
+            ),
+            _ => {}
+        })?;
         inner.cache.insert(token, &principal, now, unix);
         Ok(principal)
     }
 
     /// RFC 9449 §7.1, §7.2: a bound token only with the `DPoP` scheme and a
     /// valid, fresh proof of its key for this request; an unbound one only as
-    /// a bearer token, and not at all when DPoP is required.
+    /// a bearer token, and not at all when DPoP is required. Returns the
+    /// nonce to hand the client (RFC 9449 §8.2), when nonces are on.
     pub(crate) fn check_possession(
         &self,
         principal: &Principal,
@@ -236,103 +424,113 @@ impl Guard {
         method: &str,
         path: &str,
         proofs: &[&str],
-    ) -> Result<(), TokenError> {
-        let rules = &self.inner.dpop;
-        let Some(jkt) = principal.dpop_jkt() else {
-            return match scheme {
-                Scheme::DPoP => Err(TokenError::NotDpopBound(
-                    "the token is not DPoP-bound: send it as a Bearer token",
-                )),
-                Scheme::Bearer if rules.required => Err(TokenError::NotDpopBound(
-                    "this resource accepts DPoP-bound tokens only",
-                )),
-                Scheme::Bearer => Ok(()),
-            };
-        };
-        if scheme == Scheme::Bearer {
-            return Err(TokenError::DpopBound);
-        }
-        let proof = match proofs {
-            [one] => *one,
-            [] => {
-                return Err(TokenError::InvalidDpopProof(
-                    "a DPoP proof header is required with a DPoP token".into(),
-                ));
-            }
-            _ => {
-                return Err(TokenError::InvalidDpopProof(
-                    "send exactly one DPoP header".into(),
-                ));
-            }
-        };
-        let url = format!("{}{path}", rules.origin);
-        let now = unix_now();
-        let check = crate::dpop::ProofCheck::new(method, &url, now)
-            .access_token(token)
-            .algorithms(&rules.algorithms)
-            .window(rules.max_age, DPOP_LEEWAY);
-        let proof = crate::dpop::verify(proof, &check)
-            .map_err(|e| TokenError::InvalidDpopProof(e.to_string()))?;
-        if proof.jkt != jkt {
-            return Err(TokenError::InvalidDpopProof(
-                "the DPoP proof is signed with another key than the token is bound to".into(),
-            ));
-        }
-        match rules
-            .replays
-            .spend(&proof.replay_key(), now + proof.replay_window, now)
+    ) -> Result<Option<String>, TokenError> {
+        #[cfg(feature = "dpop")]
         {
-            Spend::Fresh => Ok(()),
-            Spend::Replayed => Err(TokenError::InvalidDpopProof(
-                "this DPoP proof was already used; make a new one per request".into(),
-            )),
-            Spend::Full => Err(TokenError::InvalidDpopProof(
-                "too many DPoP proofs right now; retry shortly".into(),
-            )),
+            self.inner.dpop.check(
+                principal,
+                scheme,
+                token,
+                method,
+                path,
+                proofs,
+                self.inner.dpop_required,
+            )
+        }
+        #[cfg(not(feature = "dpop"))]
+        {
+            let _ = (token, method, path, proofs);
+            match (principal.dpop_jkt(), scheme) {
+                (None, Scheme::Bearer) => Ok(None),
+                _ => Err(TokenError::NotDpopBound(
+                    "this resource does not accept DPoP; send an unbound token as a Bearer token",
+                )),
+            }
         }
     }
 
     /// The `DPoP` challenge (RFC 9449 §7.1) for an error, with `algs`.
-    pub(crate) fn dpop_challenge(&self, error: Option<(&str, &str)>) -> String {
-        let algs = &self.inner.dpop.challenge_algs;
-        match error {
-            Some((code, description)) => format!(
-                "DPoP error=\"{code}\", error_description=\"{}\", algs=\"{algs}\"",
-                description
-                    .chars()
-                    .filter(|c| (' '..='~').contains(c) && !matches!(c, '"' | '\\'))
-                    .collect::<String>()
-            ),
-            None => format!("DPoP algs=\"{algs}\""),
+    pub(crate) fn dpop_challenge(&self, error: Option<(&str, &str)>) -> Option<String> {
+        #[cfg(feature = "dpop")]
+        {
+            Some(self.inner.dpop.challenge(error))
+        }
+        #[cfg(not(feature = "dpop"))]
+        {
+            let _ = error;
+            None
         }
     }
 
-    /// The scopes a request needs: the required ones, those of every route
-    /// prefix matching `path`, and those of the named tools.
-    pub(crate) fn scopes_for(&self, path: &str, tools: &[String]) -> Vec<String> {
+    /// What a request to `path` naming `operations` needs, with the scopes a
+    /// [`GuardLayer::require_scopes`] adds.
+    pub(crate) fn needed(&self, path: &str, operations: &[Operation], layer: &[String]) -> Needed {
         let inner = &self.inner;
-        let mut scopes = inner.required_scopes.clone();
+        let mut base = inner.required_scopes.clone();
         for (prefix, more) in &inner.route_scopes {
             let under = path.strip_prefix(prefix.as_str()).is_some_and(|rest| {
                 rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/')
             });
             if under {
-                union_into(&mut scopes, more);
+                union_into(&mut base, more);
             }
         }
-        for tool in tools {
-            if let Some(more) = inner.tool_scopes.get(tool) {
-                union_into(&mut scopes, more);
+        union_into(&mut base, layer);
+        let mut needed = Needed {
+            base,
+            ..Needed::default()
+        };
+        for op in operations {
+            match inner.rules.rule(op) {
+                Some(rule) => needed.rules.push(rule.clone()),
+                None if inner.rules.default_deny => {
+                    needed.denied.get_or_insert_with(|| op.clone());
+                }
+                None => {}
             }
+        }
+        needed
+    }
+
+    /// The scopes a challenge names for `needed`: the base, then for each
+    /// rule the alternative the principal satisfies, or else the preferred
+    /// one — so a client re-authorizing with exactly these keeps what it has.
+    pub(crate) fn challenge_scopes(
+        &self,
+        needed: &Needed,
+        principal: Option<&Principal>,
+    ) -> Vec<String> {
+        let mut scopes = needed.base.clone();
+        for rule in &needed.rules {
+            let satisfied = principal.and_then(|p| {
+                rule.alternatives()
+                    .iter()
+                    .find(|alt| alt.iter().all(|s| p.has_scope(s)))
+            });
+            union_into(
+                &mut scopes,
+                satisfied.map_or(rule.preferred(), Vec::as_slice),
+            );
         }
         scopes
     }
 
-    /// A challenge pointing at this resource's metadata.
+    /// A challenge pointing at this resource's metadata. `offline_access`
+    /// is never named.
     pub(crate) fn challenge(&self, scopes: &[String]) -> BearerChallenge {
         BearerChallenge::new()
-            .with_scope(scopes)
+            .with_scope(scopes.iter().filter(|s| advertised(s)))
             .with_resource_metadata(self.inner.metadata_url.clone())
+    }
+
+    /// Renders the metadata document again (after an issuer connected).
+    pub(crate) fn render_metadata(&self) {
+        let body = serde_json::to_vec(&self.metadata()).unwrap_or_default();
+        *self
+            .inner
+            .metadata_doc
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = bytes::Bytes::from(body);
     }
 
     /// An axum `Router` answering `GET` with the RFC 9728 metadata at the
@@ -355,10 +553,14 @@ impl Guard {
     where
         S: Clone + Send + Sync + 'static,
     {
-        let body = serde_json::to_vec(&self.inner.metadata).unwrap_or_default();
-        let body = bytes::Bytes::from(body);
+        let guard = self.clone();
         let handler = move || {
-            let body = body.clone();
+            let body = guard
+                .inner
+                .metadata_doc
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
             async move {
                 (
                     [
@@ -388,4 +590,9 @@ impl Guard {
         }
         router
     }
+
+    /// The least time before retrying a failed connection to an issuer.
+    pub(crate) const RETRY_MIN: Duration = Duration::from_secs(1);
+    /// The most time between two attempts.
+    pub(crate) const RETRY_MAX: Duration = Duration::from_secs(30);
 }

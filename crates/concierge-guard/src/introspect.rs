@@ -9,13 +9,14 @@ use crate::client::{Answer, post_form, unix_now};
 use crate::error::TokenError;
 use crate::guard::Guard;
 use crate::principal::Principal;
-use crate::validate::check_claims;
+use crate::validate::{ClaimRules, check_claims};
 
 /// When the guard asks the issuer's introspection endpoint about a token.
 ///
 /// Both modes need [`client_credentials`](crate::GuardBuilder::client_credentials)
 /// (Concierge: a client an operator allowed with `client add --may-introspect`)
-/// and an `introspection_endpoint` in the issuer's metadata.
+/// and an `introspection_endpoint` in the first issuer's metadata (or
+/// [`Issuer::introspection_endpoint`](crate::Issuer::introspection_endpoint)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Introspection {
@@ -40,7 +41,7 @@ pub(crate) fn looks_like_jwt(token: &str) -> bool {
 /// issuer or audience, a missing `exp`, `sub` or `client_id` are refused.
 pub(crate) fn principal_from_introspection(
     mut answer: Value,
-    guard: &Guard,
+    rules: &ClaimRules,
     now: i64,
 ) -> Result<Principal, TokenError> {
     if answer.get("active") != Some(&Value::Bool(true)) {
@@ -57,9 +58,9 @@ pub(crate) fn principal_from_introspection(
     // The answer comes from the issuer's own endpoint: without `iss` it speaks for it.
     if let Some(obj) = answer.as_object_mut() {
         obj.entry("iss")
-            .or_insert_with(|| Value::String(guard.inner.rules.issuer.clone()));
+            .or_insert_with(|| Value::String(rules.issuer.clone()));
     }
-    check_claims(answer, &guard.inner.rules, now)
+    check_claims(answer, rules, now)
 }
 
 impl Guard {
@@ -71,8 +72,11 @@ impl Guard {
         if let Some(principal) = inner.introspection_cache.get(token, now) {
             return Ok(principal);
         }
+        let Some(primary) = inner.issuers.first().and_then(|s| s.connected()) else {
+            return Err(TokenError::NotReady);
+        };
         let (Some(endpoint), Some(credentials)) =
-            (&inner.introspection_endpoint, &inner.credentials)
+            (&primary.introspection_endpoint, &inner.credentials)
         else {
             return Err(TokenError::IntrospectionUnavailable);
         };
@@ -93,7 +97,7 @@ impl Guard {
             }
         };
         let unix = unix_now();
-        let principal = principal_from_introspection(json, self, unix)?;
+        let principal = principal_from_introspection(json, &primary.rules, unix)?;
         inner
             .introspection_cache
             .insert(token, &principal, now, unix);

@@ -38,20 +38,23 @@ pub(crate) struct Discovered {
     pub(crate) token_endpoint: Option<Url>,
     /// `introspection_endpoint` (RFC 7662), for introspection.
     pub(crate) introspection_endpoint: Option<Url>,
-    /// The HTTP `Date` of the metadata answer, to compare clocks.
-    pub(crate) date: Option<String>,
+    /// The issuer's clock, read from the metadata answer.
+    pub(crate) clock: Option<ClockReading>,
 }
 
-/// GET a JSON document with a size cap.
-async fn fetch_json(client: &reqwest::Client, url: &Url) -> Result<Value, String> {
-    fetch_json_dated(client, url).await.map(|(doc, _)| doc)
+/// The `Date` (RFC 9110 §6.6.1) and `Age` (RFC 9111 §5.1) of an answer: the
+/// origin made it at `Date`; a cache may have held it `Age` seconds since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClockReading {
+    pub(crate) date: String,
+    pub(crate) age: u64,
 }
 
-/// GET a JSON document with a size cap; also the answer's `Date` header.
-async fn fetch_json_dated(
+/// GET a JSON document with a size cap; also the answer's `Date` and `Age`.
+async fn fetch_json(
     client: &reqwest::Client,
     url: &Url,
-) -> Result<(Value, Option<String>), String> {
+) -> Result<(Value, Option<ClockReading>), String> {
     let res = client
         .get(url.clone())
         .header(http::header::ACCEPT, "application/json")
@@ -61,11 +64,18 @@ async fn fetch_json_dated(
     if !res.status().is_success() {
         return Err(format!("HTTP status {}", res.status()));
     }
-    let date = res
-        .headers()
-        .get(http::header::DATE)
-        .and_then(|d| d.to_str().ok())
-        .map(str::to_owned);
+    let header = |name: http::HeaderName| {
+        res.headers()
+            .get(name)
+            .and_then(|d| d.to_str().ok())
+            .map(str::to_owned)
+    };
+    let clock = header(http::header::DATE).map(|date| ClockReading {
+        date,
+        age: header(http::header::AGE)
+            .and_then(|a| a.trim().parse().ok())
+            .unwrap_or(0),
+    });
     if res
         .content_length()
         .is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64)
@@ -80,7 +90,7 @@ async fn fetch_json_dated(
         return Err("the document is too large".into());
     }
     let doc = serde_json::from_slice(&body).map_err(|e| format!("not JSON: {e}"))?;
-    Ok((doc, date))
+    Ok((doc, clock))
 }
 
 /// Fetch the issuer's metadata and check it names this issuer and a `jwks_uri`.
@@ -92,7 +102,7 @@ pub(crate) async fn discover(
     let urls = discovery_urls(issuer);
     let mut last = String::new();
     for url in &urls {
-        let (doc, date) = match fetch_json_dated(client, url).await {
+        let (doc, clock) = match fetch_json(client, url).await {
             Ok(answer) => answer,
             Err(e) => {
                 last = format!("{url}: {e}");
@@ -100,7 +110,7 @@ pub(crate) async fn discover(
             }
         };
         let mut found = check_metadata(&doc, url, configured)?;
-        found.date = date;
+        found.clock = clock;
         return Ok(found);
     }
     Err(BuildError::IssuerUnreachable {
@@ -148,7 +158,7 @@ pub(crate) fn check_metadata(
         jwks_uri,
         token_endpoint: endpoint("token_endpoint"),
         introspection_endpoint: endpoint("introspection_endpoint"),
-        date: None,
+        clock: None,
     })
 }
 
@@ -247,10 +257,10 @@ struct KeyState {
 
 /// The issuer's keys: cached for `ttl`, refetched when stale or when a token
 /// names an unknown `kid` — but never more than once per `min_interval`,
-/// however many requests ask.
+/// however many requests ask. Fixed keys (no `jwks_uri`) are never fetched.
 pub(crate) struct KeyStore {
     client: reqwest::Client,
-    jwks_uri: Url,
+    jwks_uri: Option<Url>,
     ttl: Duration,
     min_interval: Duration,
     state: RwLock<KeyState>,
@@ -267,7 +277,7 @@ impl KeyStore {
     ) -> Self {
         Self {
             client,
-            jwks_uri,
+            jwks_uri: Some(jwks_uri),
             ttl,
             min_interval,
             state: RwLock::new(KeyState {
@@ -280,8 +290,28 @@ impl KeyStore {
         }
     }
 
-    pub(crate) fn jwks_uri(&self) -> &Url {
-        &self.jwks_uri
+    /// Keys given at build time (a JWKS document), never fetched.
+    pub(crate) fn fixed(client: reqwest::Client, jwks: &Value) -> Result<Self, BuildError> {
+        let keys = parse_jwks(jwks);
+        if keys.is_empty() {
+            return Err(BuildError::JwksUnavailable {
+                url: "the JWKS given to Issuer::jwks".into(),
+                reason: "it holds no usable signature key".into(),
+            });
+        }
+        Ok(Self {
+            client,
+            jwks_uri: None,
+            ttl: Duration::MAX,
+            min_interval: Duration::MAX,
+            state: RwLock::new(KeyState {
+                keys: Arc::new(keys),
+                fetched_at: Some(Instant::now()),
+                last_attempt: Some(Instant::now()),
+            }),
+            refresh: tokio::sync::Mutex::new(()),
+            fetches: AtomicU64::new(0),
+        })
     }
 
     /// How many times the JWKS was requested.
@@ -289,18 +319,23 @@ impl KeyStore {
         self.fetches.load(Ordering::Relaxed)
     }
 
-    /// The first fetch, at build time: failures are configuration errors.
-    pub(crate) async fn load(&self) -> Result<usize, BuildError> {
-        let keys = self
-            .fetch()
-            .await
-            .map_err(|reason| BuildError::JwksUnavailable {
-                url: self.jwks_uri.to_string(),
-                reason,
-            })?;
+    /// The first fetch, at start-up: failures are configuration errors.
+    /// Returns how many keys, and the clock of the answer.
+    pub(crate) async fn load(&self) -> Result<(usize, Option<ClockReading>), BuildError> {
+        let Some(uri) = &self.jwks_uri else {
+            let n = self.snapshot(Instant::now()).0.len();
+            return Ok((n, None));
+        };
+        let (keys, clock) =
+            self.fetch(uri)
+                .await
+                .map_err(|reason| BuildError::JwksUnavailable {
+                    url: uri.to_string(),
+                    reason,
+                })?;
         if keys.is_empty() {
             return Err(BuildError::JwksUnavailable {
-                url: self.jwks_uri.to_string(),
+                url: uri.to_string(),
                 reason: "it holds no usable signature key".into(),
             });
         }
@@ -310,23 +345,28 @@ impl KeyStore {
         state.keys = Arc::new(keys);
         state.fetched_at = Some(now);
         state.last_attempt = Some(now);
-        Ok(n)
+        Ok((n, clock))
     }
 
-    async fn fetch(&self) -> Result<Vec<Arc<VerifyKey>>, String> {
+    async fn fetch(
+        &self,
+        uri: &Url,
+    ) -> Result<(Vec<Arc<VerifyKey>>, Option<ClockReading>), String> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        let doc = fetch_json(&self.client, &self.jwks_uri).await?;
-        Ok(parse_jwks(&doc))
+        let (doc, clock) = fetch_json(&self.client, uri).await?;
+        Ok((parse_jwks(&doc), clock))
     }
 
     fn snapshot(&self, now: Instant) -> (Arc<Vec<Arc<VerifyKey>>>, bool, bool) {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        let fresh = state
-            .fetched_at
-            .is_some_and(|t| now.duration_since(t) < self.ttl);
-        let may_refetch = state
-            .last_attempt
-            .is_none_or(|t| now.duration_since(t) >= self.min_interval);
+        let fresh = self.jwks_uri.is_none()
+            || state
+                .fetched_at
+                .is_some_and(|t| now.duration_since(t) < self.ttl);
+        let may_refetch = self.jwks_uri.is_some()
+            && state
+                .last_attempt
+                .is_none_or(|t| now.duration_since(t) >= self.min_interval);
         (state.keys.clone(), fresh, may_refetch)
     }
 
@@ -354,6 +394,9 @@ impl KeyStore {
     /// Refetch, unless another task did within `min_interval`. Keeps the old
     /// keys when the fetch fails.
     async fn refresh(&self) {
+        let Some(uri) = &self.jwks_uri else {
+            return;
+        };
         let _single_flight = self.refresh.lock().await;
         {
             let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
@@ -366,17 +409,17 @@ impl KeyStore {
             }
             state.last_attempt = Some(now);
         }
-        match self.fetch().await {
-            Ok(keys) if !keys.is_empty() => {
+        match self.fetch(uri).await {
+            Ok((keys, _)) if !keys.is_empty() => {
                 let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
                 state.keys = Arc::new(keys);
                 state.fetched_at = Some(Instant::now());
             }
             Ok(_) => {
-                tracing::warn!(jwks_uri = %self.jwks_uri, "the JWKS holds no usable key; keeping the previous keys")
+                tracing::warn!(jwks_uri = %uri, "the JWKS holds no usable key; keeping the previous keys")
             }
             Err(e) => {
-                tracing::warn!(jwks_uri = %self.jwks_uri, error = %e, "refreshing the JWKS failed; keeping the previous keys")
+                tracing::warn!(jwks_uri = %uri, error = %e, "refreshing the JWKS failed; keeping the previous keys")
             }
         }
     }

@@ -3,10 +3,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
-use axum::Json;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use axum::response::IntoResponse;
@@ -14,32 +13,45 @@ use bytes::Bytes;
 use http_body::Body as HttpBody;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use serde_json::{Value, json};
-use tower::{BoxError, Layer, Service};
+use tower_layer::Layer;
+use tower_service::Service;
+use tracing::Instrument as _;
 
 use crate::challenge::{BearerChallenge, ChallengeError};
 use crate::config::union_into;
 use crate::error::TokenError;
-use crate::guard::{Guard, Scheme};
-use crate::principal::BearerToken;
+use crate::guard::{Guard, Needed, Scheme};
+use crate::observe::Refusal;
+use crate::principal::{BearerToken, Principal};
+use crate::scopes::Operation;
+use crate::stepup::{Need, challenge_for};
+
+/// Errors of the bodies the layer reads and the services it wraps.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A tower [`Layer`] that lets a request through only with a valid access
 /// token carrying the needed scopes. Get one from [`Guard::layer`].
 ///
-/// On success the [`Principal`](crate::Principal) is put in the request's
-/// extensions and the inner service is called. Otherwise the answer is:
+/// On success the [`Principal`] is put in the request's extensions (with the
+/// [`BearerToken`]) and the inner service is called inside a `tracing` span
+/// `guard` with the fields `sub` and `client_id`. Otherwise the answer is:
 ///
 /// - **401** `WWW-Authenticate: Bearer scope="…", resource_metadata="…"`
 ///   when no bearer token was sent;
 /// - **401** with `error="invalid_token"` and an `error_description` when the
 ///   token is invalid (expired, wrong audience, bad signature, …);
 /// - **403** with `error="insufficient_scope"` and the `scope` the request
-///   needs, so the client can ask for more (step-up);
+///   needs, so the client can ask for more (step-up) — also when a handler
+///   or tool returns a [`StepUp`](crate::StepUp);
 /// - **400** `invalid_request` for several `Authorization` headers or a
-///   malformed one; **413** when a JSON-RPC body to inspect is too large.
+///   malformed one; **413** when a JSON-RPC body to inspect is too large;
+///   **503** with `Retry-After` while the token's issuer has not been reached
+///   (a guard started in the background).
 ///
-/// Every such answer carries `Access-Control-Expose-Headers: WWW-Authenticate`
-/// and `Access-Control-Allow-Origin: *`. `OPTIONS` requests (CORS preflights)
-/// pass through untouched.
+/// Every such answer carries `Access-Control-Expose-Headers:
+/// WWW-Authenticate, DPoP-Nonce`, `Access-Control-Allow-Origin: *` and
+/// `Cache-Control: no-store`, and is logged as a `tracing` event. `OPTIONS`
+/// requests (CORS preflights) pass through untouched.
 ///
 /// The service accepts any request body and hands the inner service an
 /// [`axum::body::Body`], so it fits axum routers as well as rmcp's
@@ -115,38 +127,58 @@ pub struct GuardService<S> {
     layer: GuardLayer,
 }
 
-/// Put in the request extensions by the layer, so extractors can build the
-/// right challenge.
-#[derive(Clone)]
+/// Put in the request extensions by the layer (and inside the request's
+/// principal), so extractors can build the right challenge and a step-up
+/// from the handler reaches the layer.
 pub(crate) struct GuardContext {
     pub(crate) guard: Guard,
+    /// The scopes a challenge for this request names.
     pub(crate) scopes: Arc<[String]>,
+    /// What a handler said it needs more of ([`StepUp`](crate::StepUp)).
+    pub(crate) need: Mutex<Option<Need>>,
 }
 
 /// The answer to a request the guard refuses. Implements
-/// [`IntoResponse`]; also the rejection of the [`Principal`](crate::Principal)
-/// extractor.
+/// [`IntoResponse`]; also the rejection of the [`Principal`] extractor.
 #[derive(Debug, Clone)]
 pub struct GuardRejection {
     status: StatusCode,
     challenge: Option<Box<BearerChallenge>>,
-    description: Option<String>,
+    description: Option<Box<str>>,
     /// A `DPoP` challenge (RFC 9449 §7.1), sent as a second `WWW-Authenticate`.
-    dpop_challenge: Option<String>,
-    /// The body's `error` is `invalid_dpop_proof`.
-    dpop_error: bool,
+    dpop_challenge: Option<Box<str>>,
+    /// The body's `error` (when not the bearer challenge's).
+    body_error: Option<&'static str>,
+    /// A `DPoP-Nonce` to send (RFC 9449 §9).
+    dpop_nonce: Option<Box<str>>,
+    /// `Retry-After`, in seconds.
+    retry_after: Option<u32>,
+    reason: &'static str,
+    hint: Option<&'static str>,
 }
 
 impl GuardRejection {
+    fn new(status: StatusCode, reason: &'static str) -> Self {
+        Self {
+            status,
+            challenge: None,
+            description: None,
+            dpop_challenge: None,
+            body_error: None,
+            dpop_nonce: None,
+            retry_after: None,
+            reason,
+            hint: None,
+        }
+    }
+
     pub(crate) fn challenge_only(challenge: BearerChallenge) -> Self {
         let status =
             StatusCode::from_u16(challenge.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+        let reason = challenge.error().map_or("no_token", ChallengeError::as_str);
         Self {
-            status,
             challenge: Some(Box::new(challenge)),
-            description: None,
-            dpop_challenge: None,
-            dpop_error: false,
+            ..Self::new(status, reason)
         }
     }
 
@@ -154,24 +186,55 @@ impl GuardRejection {
         let description = description.into();
         let mut rejection =
             Self::challenge_only(challenge.with_error_description(description.clone()));
-        rejection.description = Some(description);
+        rejection.description = Some(description.into());
         rejection
     }
 
-    fn too_large() -> Self {
+    fn too_large(limit: usize) -> Self {
         Self {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            challenge: None,
-            description: Some("the request body is too large".into()),
-            dpop_challenge: None,
-            dpop_error: false,
+            description: Some(
+                format!("the request body is larger than the {limit} bytes this server reads")
+                    .into(),
+            ),
+            hint: Some("raise GuardBuilder::max_body_bytes if such bodies are legitimate"),
+            ..Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large")
         }
     }
 
-    /// The HTTP status: 400, 401, 403 or 413.
+    /// A handler's or tool's [`StepUp`](crate::StepUp) for a request that
+    /// needed `scopes`.
+    pub(crate) fn step_up(guard: &Guard, scopes: &[String], need: &Need) -> Self {
+        match need {
+            Need::Scopes(more) => {
+                let mut all = scopes.to_vec();
+                union_into(&mut all, more);
+                Self::with_description(
+                    guard
+                        .challenge(&all)
+                        .with_error(ChallengeError::InsufficientScope),
+                    "the token lacks a scope this request needs",
+                )
+            }
+            Need::Authentication { .. } => {
+                let challenge =
+                    challenge_for(need).with_resource_metadata(guard.metadata_url().clone());
+                let mut r = Self::challenge_only(challenge);
+                r.description = Some("a stronger or more recent sign-in is required".into());
+                r
+            }
+        }
+    }
+
+    /// The HTTP status: 400, 401, 403, 413 or 503.
     #[must_use]
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+
+    /// Why, as a short stable name (see [`Refusal::reason`]).
+    #[must_use]
+    pub fn reason(&self) -> &'static str {
+        self.reason
     }
 
     /// The `WWW-Authenticate` challenge sent, if any.
@@ -186,17 +249,43 @@ impl GuardRejection {
         self.dpop_challenge.as_deref()
     }
 
+    fn refusal(&self) -> Refusal {
+        Refusal {
+            reason: self.reason,
+            status: self.status.as_u16(),
+        }
+    }
+
     /// A refused token or DPoP proof: 401 with the bearer challenge (keeping
-    /// `resource_metadata`) and, for DPoP matters, a `DPoP` challenge.
+    /// `resource_metadata`) and, for DPoP matters, a `DPoP` challenge; 503
+    /// when the issuer has not been reached yet.
     fn token_refused(guard: &Guard, scopes: &[String], scheme: Scheme, error: &TokenError) -> Self {
         let description = error.to_string();
-        match error {
+        let mut r = match error {
+            TokenError::NotReady => Self {
+                description: Some(description.into()),
+                body_error: Some("temporarily_unavailable"),
+                retry_after: Some(5),
+                ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready")
+            },
+            // RFC 9449 §9: only the DPoP challenge, and the nonce to use.
+            TokenError::UseDpopNonce => Self {
+                dpop_challenge: guard
+                    .dpop_challenge(Some(("use_dpop_nonce", &description)))
+                    .map(Into::into),
+                body_error: Some("use_dpop_nonce"),
+                description: Some(description.into()),
+                #[cfg(feature = "dpop")]
+                dpop_nonce: guard.inner.dpop.current_nonce().map(Into::into),
+                ..Self::new(StatusCode::UNAUTHORIZED, "use_dpop_nonce")
+            },
             TokenError::InvalidDpopProof(_) => {
                 let mut r = Self::challenge_only(guard.challenge(scopes));
-                r.description = Some(description.clone());
-                r.dpop_challenge =
-                    Some(guard.dpop_challenge(Some(("invalid_dpop_proof", &description))));
-                r.dpop_error = true;
+                r.dpop_challenge = guard
+                    .dpop_challenge(Some(("invalid_dpop_proof", &description)))
+                    .map(Into::into);
+                r.description = Some(description.into());
+                r.body_error = Some("invalid_dpop_proof");
                 r
             }
             _ => {
@@ -209,35 +298,45 @@ impl GuardRejection {
                     description.clone(),
                 );
                 if dpop_matter {
-                    r.dpop_challenge =
-                        Some(guard.dpop_challenge(Some(("invalid_token", &description))));
+                    r.dpop_challenge = guard
+                        .dpop_challenge(Some(("invalid_token", &description)))
+                        .map(Into::into);
                 }
                 r
             }
-        }
+        };
+        r.reason = error.reason();
+        r.hint = error.hint();
+        r
     }
 }
 
 impl IntoResponse for GuardRejection {
     fn into_response(self) -> axum::response::Response {
-        let error = if self.dpop_error {
-            Some("invalid_dpop_proof")
-        } else {
+        let error = self.body_error.or_else(|| {
             self.challenge
                 .as_deref()
                 .and_then(BearerChallenge::error)
                 .map(ChallengeError::as_str)
+        });
+        let body = match (error, &self.description) {
+            (Some(error), description) => {
+                Some(json!({"error": error, "error_description": description}))
+            }
+            (None, Some(description)) => Some(json!({"error_description": description})),
+            (None, None) => None,
         };
-        let mut response = match (error, &self.description) {
-            (Some(error), description) => (
+        let mut response = match body {
+            Some(body) => (
                 self.status,
-                Json(json!({"error": error, "error_description": description})),
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                body.to_string(),
             )
                 .into_response(),
-            (None, Some(description)) => {
-                (self.status, Json(json!({"error_description": description}))).into_response()
-            }
-            (None, None) => self.status.into_response(),
+            None => self.status.into_response(),
         };
         let headers = response.headers_mut();
         if let Some(challenge) = &self.challenge {
@@ -252,9 +351,19 @@ impl IntoResponse for GuardRejection {
         {
             headers.append(header::WWW_AUTHENTICATE, value);
         }
+        if let Some(value) = self
+            .dpop_nonce
+            .as_deref()
+            .and_then(|n| HeaderValue::from_str(n).ok())
+        {
+            headers.insert("dpop-nonce", value);
+        }
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         headers.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("WWW-Authenticate"),
+            HeaderValue::from_static("WWW-Authenticate, DPoP-Nonce"),
         );
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_ORIGIN,
@@ -320,81 +429,82 @@ fn invalid_request(guard: &Guard, scopes: &[String], description: &str) -> Guard
     )
 }
 
-/// The names of the tools a JSON-RPC body calls (`tools/call` requests,
-/// single or batched).
-pub(crate) fn tool_names(body: &[u8]) -> Vec<String> {
-    fn name(message: &Value) -> Option<String> {
-        (message.get("method")? == "tools/call")
-            .then(|| {
-                message
-                    .get("params")?
-                    .get("name")?
-                    .as_str()
-                    .map(str::to_owned)
-            })
-            .flatten()
+/// The MCP operations a JSON-RPC body asks for (`tools/call`, `prompts/get`,
+/// `resources/read` requests, single or batched).
+pub(crate) fn operations(body: &[u8]) -> Vec<Operation> {
+    fn operation(message: &Value) -> Option<Operation> {
+        let params = message.get("params");
+        let text = |key: &str| params?.get(key)?.as_str().map(str::to_owned);
+        match message.get("method")?.as_str()? {
+            "tools/call" => text("name").map(Operation::Tool),
+            "prompts/get" => text("name").map(Operation::Prompt),
+            "resources/read" => text("uri").map(Operation::Resource),
+            _ => None,
+        }
     }
     match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Array(batch)) => batch.iter().filter_map(name).collect(),
-        Ok(message) => name(&message).into_iter().collect(),
+        Ok(Value::Array(batch)) => batch.iter().filter_map(operation).collect(),
+        Ok(message) => operation(&message).into_iter().collect(),
         Err(_) => Vec::new(),
     }
 }
 
-async fn authorize<B>(
-    layer: &GuardLayer,
-    request: Request<B>,
-) -> Result<Request<Body>, GuardRejection>
+/// A request the layer lets through.
+struct Authorized {
+    request: Request<Body>,
+    principal: Option<Principal>,
+    context: Arc<GuardContext>,
+    /// A fresh DPoP nonce for the response (RFC 9449 §8.2, §9).
+    nonce: Option<String>,
+}
+
+async fn authorize<B>(layer: &GuardLayer, request: Request<B>) -> Result<Authorized, GuardRejection>
 where
     B: HttpBody<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    if request.method() == Method::OPTIONS {
-        return Ok(request.map(Body::new));
-    }
     let guard = &layer.guard;
     let (mut parts, body) = request.into_parts();
-    let (body, tools) = if parts.method == Method::POST && !guard.inner.tool_scopes.is_empty() {
+    let (body, operations) = if parts.method == Method::POST && guard.inner.rules.inspects_bodies()
+    {
         let max = guard.inner.max_body_bytes;
         let declared = parts
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|n| n > max as u64) {
-            return Err(GuardRejection::too_large());
+            return Err(GuardRejection::too_large(max));
         }
         let bytes = match Limited::new(body, max).collect().await {
             Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<LengthLimitError>() => return Err(GuardRejection::too_large()),
+            Err(e) if e.is::<LengthLimitError>() => return Err(GuardRejection::too_large(max)),
             Err(_) => {
                 return Err(GuardRejection {
-                    status: StatusCode::BAD_REQUEST,
-                    challenge: None,
                     description: Some("the request body could not be read".into()),
-                    dpop_challenge: None,
-                    dpop_error: false,
+                    ..GuardRejection::new(StatusCode::BAD_REQUEST, "invalid_request")
                 });
             }
         };
-        let tools = tool_names(&bytes);
-        (Body::from(bytes), tools)
+        let operations = operations(&bytes);
+        (Body::from(bytes), operations)
     } else {
         (Body::new(body), Vec::new())
     };
-    let mut scopes = guard.scopes_for(parts.uri.path(), &tools);
-    union_into(&mut scopes, &layer.scopes);
+    let needed: Needed = guard.needed(parts.uri.path(), &operations, &layer.scopes);
+    let anonymous_scopes = guard.challenge_scopes(&needed, None);
 
-    match access_token(&parts.headers, guard, &scopes)? {
-        None if layer.optional => {}
+    let (principal, nonce, scopes) = match access_token(&parts.headers, guard, &anonymous_scopes)? {
+        None if layer.optional => (None, None, anonymous_scopes),
         None => {
-            let mut r = GuardRejection::challenge_only(guard.challenge(&scopes));
-            if guard.inner.dpop.required {
-                r.dpop_challenge = Some(guard.dpop_challenge(None));
+            let mut r = GuardRejection::challenge_only(guard.challenge(&anonymous_scopes));
+            if guard.inner.dpop_required {
+                r.dpop_challenge = guard.dpop_challenge(None).map(Into::into);
             }
             return Err(r);
         }
         Some((scheme, token)) => {
-            let refused = |e: TokenError| GuardRejection::token_refused(guard, &scopes, scheme, &e);
+            let refused =
+                |e: TokenError| GuardRejection::token_refused(guard, &anonymous_scopes, scheme, &e);
             let principal = guard.validate(&token).await.map_err(refused)?;
             let proofs: Vec<&str> = parts
                 .headers
@@ -402,7 +512,7 @@ where
                 .iter()
                 .map(|v| v.to_str().unwrap_or(""))
                 .collect();
-            guard
+            let nonce = guard
                 .check_possession(
                     &principal,
                     scheme,
@@ -412,7 +522,29 @@ where
                     &proofs,
                 )
                 .map_err(refused)?;
-            if !principal.missing_scopes(&scopes).is_empty() {
+            let scopes = guard.challenge_scopes(&needed, Some(&principal));
+            if let Some(op) = &needed.denied {
+                let mut r = GuardRejection::with_description(
+                    guard
+                        .challenge(&scopes)
+                        .with_error(ChallengeError::InsufficientScope),
+                    format!("no scope rule lets this {} through", op.kind()),
+                );
+                r.reason = "no_scope_rule";
+                r.hint = Some(
+                    "default_deny is on: give the operation a rule (GuardBuilder::tool_scopes, \
+                     prompt_scopes, resource_scopes, or scopes declared on the tool)",
+                );
+                tracing::debug!(
+                    target: "concierge_guard",
+                    kind = op.kind(),
+                    name = op.name(),
+                    "no scope rule"
+                );
+                return Err(r);
+            }
+            let missing_base = !principal.missing_scopes(&needed.base).is_empty();
+            if missing_base || !needed.rules.iter().all(|r| principal.satisfies(r)) {
                 return Err(GuardRejection::with_description(
                     guard
                         .challenge(&scopes)
@@ -420,15 +552,35 @@ where
                     "the token lacks a scope this request needs",
                 ));
             }
-            parts.extensions.insert(principal);
             parts.extensions.insert(BearerToken::new(&token));
+            (Some(principal), nonce, scopes)
         }
-    }
-    parts.extensions.insert(GuardContext {
+    };
+    let context = Arc::new(GuardContext {
         guard: guard.clone(),
         scopes: scopes.into(),
+        need: Mutex::new(None),
     });
-    Ok(Request::from_parts(parts, body))
+    let principal = principal.map(|p| p.with_context(context.clone()));
+    if let Some(p) = &principal {
+        parts.extensions.insert(p.clone());
+    }
+    parts.extensions.insert(context.clone());
+    Ok(Authorized {
+        request: Request::from_parts(parts, body),
+        principal,
+        context,
+        nonce,
+    })
+}
+
+/// Is the answer a stream of server-sent events (its status already sent)?
+fn is_event_stream<B>(response: &Response<B>) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
 }
 
 impl<S, B, ResBody> Service<Request<B>> for GuardService<S>
@@ -454,10 +606,73 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
         Box::pin(async move {
-            match authorize(&layer, request).await {
-                Ok(request) => Ok(inner.call(request).await?.map(Body::new)),
-                Err(rejection) => Ok(rejection.into_response()),
+            if request.method() == Method::OPTIONS {
+                return Ok(inner.call(request.map(Body::new)).await?.map(Body::new));
             }
+            let hooks = &layer.guard.inner.hooks;
+            let ok = match authorize(&layer, request).await {
+                Ok(ok) => ok,
+                Err(rejection) => {
+                    hooks.refused(
+                        rejection.refusal(),
+                        rejection.description.as_deref().unwrap_or_default(),
+                        rejection.hint,
+                    );
+                    return Ok(rejection.into_response());
+                }
+            };
+            let future = inner.call(ok.request);
+            let response = match &ok.principal {
+                Some(p) => {
+                    hooks.accepted(p);
+                    let span = tracing::info_span!(
+                        target: "concierge_guard",
+                        "guard",
+                        sub = %p.sub(),
+                        client_id = %p.client_id()
+                    );
+                    future.instrument(span).await?
+                }
+                None => future.await?,
+            };
+            let mut response = response.map(Body::new);
+            let need = ok
+                .context
+                .need
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(need) = need {
+                if is_event_stream(&response) {
+                    tracing::debug!(
+                        target: "concierge_guard",
+                        ?need,
+                        "a step-up was answered inside an event stream, as a JSON-RPC error"
+                    );
+                } else {
+                    let rejection =
+                        GuardRejection::step_up(&layer.guard, &ok.context.scopes, &need);
+                    let mut refusal = rejection.refusal();
+                    if let Need::Authentication { .. } = need {
+                        refusal.reason = "insufficient_user_authentication";
+                    }
+                    hooks.refused(refusal, "a handler asked for a step-up", None);
+                    response = rejection.into_response();
+                }
+            }
+            if let Some(value) = ok
+                .nonce
+                .as_deref()
+                .and_then(|n| HeaderValue::from_str(n).ok())
+            {
+                let headers = response.headers_mut();
+                headers.insert("dpop-nonce", value);
+                headers.append(
+                    header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                    HeaderValue::from_static("DPoP-Nonce"),
+                );
+            }
+            Ok(response)
         })
     }
 }
@@ -467,19 +682,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tool_names_from_json_rpc() {
+    fn operations_from_json_rpc() {
         let call = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add_note","arguments":{}}}"#;
-        assert_eq!(tool_names(call), ["add_note"]);
-        let batch = br#"[{"method":"tools/call","params":{"name":"a"}},{"method":"tools/list"},{"method":"tools/call","params":{"name":"b"}}]"#;
-        assert_eq!(tool_names(batch), ["a", "b"]);
+        assert_eq!(operations(call), [Operation::Tool("add_note".into())]);
+        let batch = br#"[{"method":"tools/call","params":{"name":"a"}},{"method":"tools/list"},{"method":"prompts/get","params":{"name":"p"}},{"method":"resources/read","params":{"uri":"notes://1"}}]"#;
+        assert_eq!(
+            operations(batch),
+            [
+                Operation::Tool("a".into()),
+                Operation::Prompt("p".into()),
+                Operation::Resource("notes://1".into())
+            ]
+        );
         for other in [
             &br#"{"method":"tools/list"}"#[..],
             br#"{"method":"tools/call","params":{"name":7}}"#,
             br#"{"method":"tools/call"}"#,
+            br#"{"method":"resources/read","params":{"name":"x"}}"#,
+            br#"{"method":7}"#,
             b"not json",
             b"",
         ] {
-            assert!(tool_names(other).is_empty());
+            assert!(operations(other).is_empty());
         }
     }
 }

@@ -6,8 +6,12 @@ use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 use serde_json::Value;
 
+use std::sync::Arc;
+
+use crate::claims::ClaimMapping;
 use crate::error::TokenError;
 use crate::principal::{Actor, Principal, PrincipalData};
+use crate::scopes::ScopeHierarchy;
 
 /// Tokens longer than this are refused without being parsed.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -46,19 +50,14 @@ pub(crate) fn parse_header(token: &str) -> Result<RawHeader, TokenError> {
     serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed("the header is not JSON"))
 }
 
-/// `typ` must be `at+jwt` (RFC 9068 §2.1), compared case-insensitively, with or
-/// without the `application/` prefix (RFC 7515 §4.1.9); `alg` must be in the
-/// allow-list. Returns the algorithm.
+/// `typ` must be acceptable to the issuer's claim mapping (RFC 9068 §2.1
+/// by default); `alg` must be in the allow-list. Returns the algorithm.
 pub(crate) fn check_header(
     header: &RawHeader,
     allowed: &[Algorithm],
+    mapping: &ClaimMapping,
 ) -> Result<Algorithm, TokenError> {
-    let typ = header.typ.as_deref().unwrap_or_default();
-    let typ = typ
-        .get(..12)
-        .filter(|p| p.eq_ignore_ascii_case("application/"))
-        .map_or(typ, |_| &typ[12..]);
-    if !typ.eq_ignore_ascii_case("at+jwt") {
+    if !mapping.typ_ok(header.typ.as_deref()) {
         return Err(TokenError::WrongType);
     }
     let name = header.alg.as_deref().unwrap_or_default();
@@ -68,15 +67,32 @@ pub(crate) fn check_header(
         .ok_or_else(|| TokenError::AlgorithmNotAllowed(name.chars().take(16).collect()))
 }
 
+/// The `iss` of a token, read without verifying it: only to pick which
+/// issuer's keys and rules to check it with. `None` when there is none.
+pub(crate) fn peek_issuer(token: &str) -> Option<String> {
+    let (_, payload, _) = split_jws(token)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    #[derive(Deserialize)]
+    struct Iss {
+        iss: Option<String>,
+    }
+    serde_json::from_slice::<Iss>(&bytes).ok()?.iss
+}
+
 /// What the claims are checked against.
 #[derive(Debug, Clone)]
 pub(crate) struct ClaimRules {
     /// Byte-compared with `iss`.
     pub(crate) issuer: String,
-    /// This resource, normalised with [`normalize_uri`].
-    pub(crate) audience: String,
+    /// This resource and any other accepted audience, normalised with
+    /// [`normalize_uri`].
+    pub(crate) audiences: Vec<String>,
     /// Seconds of clock skew tolerated on `exp`, `nbf` and `iat`.
     pub(crate) leeway: i64,
+    /// Where the scopes and the client id are.
+    pub(crate) mapping: ClaimMapping,
+    /// Scopes that imply others.
+    pub(crate) hierarchy: Arc<ScopeHierarchy>,
 }
 
 /// Strip a lone trailing slash on an origin (`https://a.example/` →
@@ -121,8 +137,10 @@ pub(crate) fn check_claims(
         return Err(TokenError::WrongIssuer);
     }
     let ours = |a: &Value| {
-        a.as_str()
-            .is_some_and(|a| normalize_uri(a) == rules.audience)
+        a.as_str().is_some_and(|a| {
+            let a = normalize_uri(a);
+            rules.audiences.iter().any(|ours| ours == a)
+        })
     };
     let audience_ok = match claims.get("aud") {
         Some(Value::Array(list)) => list.iter().any(ours),
@@ -147,16 +165,13 @@ pub(crate) fn check_claims(
         return Err(TokenError::InvalidClaim("cnf"));
     }
     let sub = string(&claims, "sub")?;
-    let client_id = string(&claims, "client_id")?;
-    let scopes = match claims.get("scope") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::String(s)) => s.split_ascii_whitespace().map(str::to_owned).collect(),
-        Some(_) => return Err(TokenError::InvalidClaim("scope")),
-    };
+    let client_id = rules.mapping.client_id(&claims)?;
+    let scopes = rules.mapping.scopes(&claims)?;
     let act = act_chain(&claims)?;
     Ok(PrincipalData {
         sub,
         client_id,
+        effective: rules.hierarchy.expand(&scopes),
         scopes,
         act,
         expires_at: exp,
@@ -196,8 +211,10 @@ mod tests {
     fn rules() -> ClaimRules {
         ClaimRules {
             issuer: "https://as.example".into(),
-            audience: "https://mcp.example/mcp".into(),
+            audiences: vec!["https://mcp.example/mcp".into()],
             leeway: 60,
+            mapping: ClaimMapping::rfc9068(),
+            hierarchy: Arc::default(),
         }
     }
 
@@ -233,6 +250,7 @@ mod tests {
         check_header(
             &parse_header(&token)?,
             &[Algorithm::ES256, Algorithm::RS256],
+            &ClaimMapping::rfc9068(),
         )
     }
 
@@ -268,7 +286,7 @@ mod tests {
     #[test]
     fn audience_string_or_array_with_trailing_slash_normalised() {
         let mut r = rules();
-        r.audience = "https://mcp.example".into();
+        r.audiences = vec!["https://mcp.example".into()];
         for aud in [
             json!("https://mcp.example"),
             json!("https://mcp.example/"),

@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::Router;
 use axum::routing::post;
-use common::{FakeIssuer, Key, now};
-use concierge_guard::{Guard, Principal, dpop};
+use common::{now, sign};
+use concierge_guard::test::{TestIssuer, TestKey as Key};
+use concierge_guard::{Guard, GuardBuilder, Principal, dpop};
 use jsonwebtoken::{Algorithm, Header};
 use serde_json::{Value, json};
 
@@ -25,16 +26,26 @@ struct App {
 struct Reply {
     status: u16,
     challenges: Vec<String>,
+    nonce: Option<String>,
     body: Value,
 }
 
 impl App {
     async fn start(issuer: &str, dpop_required: bool) -> Self {
+        Self::start_with(issuer, |b| {
+            b.dpop_bound_access_tokens_required(dpop_required)
+        })
+        .await
+    }
+
+    async fn start_with(
+        issuer: &str,
+        configure: impl FnOnce(GuardBuilder) -> GuardBuilder,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let origin = format!("http://{}", listener.local_addr().unwrap());
         let resource = format!("{origin}/mcp");
-        let guard = Guard::builder(issuer, resource.as_str())
-            .dpop_bound_access_tokens_required(dpop_required)
+        let guard = configure(Guard::builder(issuer, resource.as_str()))
             .build()
             .await
             .unwrap();
@@ -81,10 +92,15 @@ impl App {
             .iter()
             .map(|v| v.to_str().unwrap().to_owned())
             .collect();
+        let nonce = res
+            .headers()
+            .get("dpop-nonce")
+            .map(|v| v.to_str().unwrap().to_owned());
         let body = res.json().await.unwrap_or(Value::Null);
         Reply {
             status,
             challenges,
+            nonce,
             body,
         }
     }
@@ -108,12 +124,12 @@ fn proof(key: &Key, htm: &str, htu: &str, token: &str, edit: impl FnOnce(&mut Va
     edit(&mut claims);
     let mut header = Header::new(Algorithm::ES256);
     header.typ = Some("dpop+jwt".into());
-    header.jwk = Some(serde_json::from_value(key.jwk.clone()).unwrap());
-    jsonwebtoken::encode(&header, &claims, &key.encoding).unwrap()
+    header.jwk = Some(serde_json::from_value(key.jwk().clone()).unwrap());
+    jsonwebtoken::encode(&header, &claims, key.encoding_key()).unwrap()
 }
 
 fn jkt(key: &Key) -> String {
-    dpop::thumbprint(&key.jwk).unwrap()
+    dpop::thumbprint(key.jwk()).unwrap()
 }
 
 fn token(issuer: &Key, iss: &str, aud: &str, jkt: Option<&str>) -> String {
@@ -124,7 +140,7 @@ fn token(issuer: &Key, iss: &str, aud: &str, jkt: Option<&str>) -> String {
     if let Some(j) = jkt {
         c["cnf"] = json!({ "jkt": j });
     }
-    issuer.sign(&c)
+    sign(issuer, &c)
 }
 
 fn assert_dpop_refused(reply: &Reply, error: &str, mention: &str) {
@@ -152,12 +168,17 @@ fn assert_dpop_refused(reply: &Reply, error: &str, mention: &str) {
 
 #[tokio::test]
 async fn bound_tokens_need_a_matching_fresh_proof() {
-    let signing = Key::generate("k1");
-    let issuer = FakeIssuer::start(&[&signing]).await;
-    let app = App::start(&issuer.issuer, false).await;
+    let issuer = TestIssuer::serve().await.unwrap();
+    let signing = issuer.key().clone();
+    let app = App::start(issuer.issuer(), false).await;
     let client = Key::generate("client");
     let other = Key::generate("other");
-    let at = token(&signing, &issuer.issuer, &app.resource, Some(&jkt(&client)));
+    let at = token(
+        &signing,
+        issuer.issuer(),
+        &app.resource,
+        Some(&jkt(&client)),
+    );
     let htu = format!("{}/mcp", app.origin);
     let auth = || Some(format!("DPoP {at}"));
 
@@ -226,11 +247,11 @@ async fn bound_tokens_need_a_matching_fresh_proof() {
 
 #[tokio::test]
 async fn unbound_tokens_stay_bearer_unless_dpop_is_required() {
-    let signing = Key::generate("k1");
-    let issuer = FakeIssuer::start(&[&signing]).await;
-    let app = App::start(&issuer.issuer, false).await;
+    let issuer = TestIssuer::serve().await.unwrap();
+    let signing = issuer.key().clone();
+    let app = App::start(issuer.issuer(), false).await;
     let client = Key::generate("client");
-    let at = token(&signing, &issuer.issuer, &app.resource, None);
+    let at = token(&signing, issuer.issuer(), &app.resource, None);
     let htu = format!("{}/mcp", app.origin);
     let reply = app.call(Some(format!("Bearer {at}")), &[]).await;
     assert_eq!(reply.status, 200);
@@ -241,8 +262,8 @@ async fn unbound_tokens_stay_bearer_unless_dpop_is_required() {
     assert_eq!(app.calls(), 1);
 
     // A resource that requires DPoP refuses bearer tokens and says so in its metadata.
-    let strict = App::start(&issuer.issuer, true).await;
-    let at = token(&signing, &issuer.issuer, &strict.resource, None);
+    let strict = App::start(issuer.issuer(), true).await;
+    let at = token(&signing, issuer.issuer(), &strict.resource, None);
     let reply = strict.call(Some(format!("Bearer {at}")), &[]).await;
     assert_dpop_refused(&reply, "invalid_token", "DPoP-bound tokens only");
     let reply = strict.call(None, &[]).await;
@@ -267,7 +288,7 @@ async fn unbound_tokens_stay_bearer_unless_dpop_is_required() {
     );
     let bound = token(
         &signing,
-        &issuer.issuer,
+        issuer.issuer(),
         &strict.resource,
         Some(&jkt(&client)),
     );
@@ -280,4 +301,101 @@ async fn unbound_tokens_stay_bearer_unless_dpop_is_required() {
     );
     let reply = strict.call(Some(format!("DPoP {bound}")), &[&p]).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
+#[tokio::test]
+async fn resource_nonces_are_required_when_configured() {
+    let issuer = TestIssuer::serve().await.unwrap();
+    let signing = issuer.key().clone();
+    let app = App::start_with(issuer.issuer(), |b| b.dpop_nonces(true)).await;
+    let client = Key::generate("client");
+    let at = token(
+        &signing,
+        issuer.issuer(),
+        &app.resource,
+        Some(&jkt(&client)),
+    );
+    let htu = format!("{}/mcp", app.origin);
+    let auth = || Some(format!("DPoP {at}"));
+
+    // RFC 9449 §9: no nonce → 401 use_dpop_nonce, only the DPoP challenge, and a nonce.
+    let first = proof(&client, "POST", &htu, &at, |_| {});
+    let reply = app.call(auth(), &[&first]).await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    assert_eq!(reply.body["error"], "use_dpop_nonce");
+    assert_eq!(reply.challenges.len(), 1, "{:?}", reply.challenges);
+    assert!(
+        reply.challenges[0].starts_with("DPoP error=\"use_dpop_nonce\""),
+        "{:?}",
+        reply.challenges
+    );
+    let nonce = reply.nonce.expect("a DPoP-Nonce header");
+    assert_eq!(app.calls(), 0);
+
+    // A made-up nonce is refused the same way.
+    let forged = proof(&client, "POST", &htu, &at, |c| c["nonce"] = json!("1.AAAA"));
+    let reply = app.call(auth(), &[&forged]).await;
+    assert_eq!(reply.body["error"], "use_dpop_nonce");
+
+    // With the nonce it passes, and the answer carries the current nonce.
+    let with_nonce = proof(&client, "POST", &htu, &at, |c| c["nonce"] = json!(nonce));
+    let reply = app.call(auth(), &[&with_nonce]).await;
+    assert_eq!(reply.status, 200, "{:?} {}", reply.challenges, reply.body);
+    assert!(
+        reply.nonce.is_some(),
+        "accepted answers carry the current nonce"
+    );
+    assert_eq!(app.calls(), 1);
+    // Replays are still refused.
+    let reply = app.call(auth(), &[&with_nonce]).await;
+    assert_dpop_refused(&reply, "invalid_dpop_proof", "already used");
+
+    // Bearer tokens are not affected by nonces.
+    let plain = token(&signing, issuer.issuer(), &app.resource, None);
+    assert_eq!(
+        app.call(Some(format!("Bearer {plain}")), &[]).await.status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn one_key_flooding_proofs_never_refuses_another_client() {
+    let issuer = TestIssuer::serve().await.unwrap();
+    let signing = issuer.key().clone();
+    let app = App::start_with(issuer.issuer(), |b| b.dpop_replay_cache_size(3)).await;
+    let htu = format!("{}/mcp", app.origin);
+    let flooder = Key::generate("flooder");
+    let flood_token = token(
+        &signing,
+        issuer.issuer(),
+        &app.resource,
+        Some(&jkt(&flooder)),
+    );
+    let victim = Key::generate("victim");
+    let victim_token = token(
+        &signing,
+        issuer.issuer(),
+        &app.resource,
+        Some(&jkt(&victim)),
+    );
+
+    // The flooder fills its own set of proof ids…
+    for _ in 0..3 {
+        let p = proof(&flooder, "POST", &htu, &flood_token, |_| {});
+        let reply = app.call(Some(format!("DPoP {flood_token}")), &[&p]).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    // …and only it is refused from then on,
+    for _ in 0..5 {
+        let p = proof(&flooder, "POST", &htu, &flood_token, |_| {});
+        let reply = app.call(Some(format!("DPoP {flood_token}")), &[&p]).await;
+        assert_dpop_refused(&reply, "invalid_dpop_proof", "too many");
+    }
+    // while another client keeps being served.
+    for _ in 0..3 {
+        let p = proof(&victim, "POST", &htu, &victim_token, |_| {});
+        let reply = app.call(Some(format!("DPoP {victim_token}")), &[&p]).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    assert_eq!(app.calls(), 6);
 }

@@ -8,43 +8,30 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{FakeIssuer, Key, Protected, now};
+use common::{Protected, claims, now, served, sign};
+use concierge_guard::test::{TestIssuer, TestKey};
 use concierge_guard::{Algorithm, BuildError, Guard, TokenError};
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Value, json};
 
-fn claims(issuer: &str, resource: &str, scope: &str) -> Value {
-    json!({
-        "iss": issuer,
-        "aud": resource,
-        "sub": "user-1",
-        "client_id": "client-1",
-        "scope": scope,
-        "iat": now(),
-        "exp": now() + 600,
-        "jti": "j1",
-    })
-}
-
-async fn setup() -> (Key, FakeIssuer, Protected) {
-    let key = Key::generate("k1");
-    let issuer = FakeIssuer::start(&[&key]).await;
-    let app = Protected::start(&issuer.issuer, |b| {
+/// A served test issuer, its key, and the app trusting it.
+async fn setup() -> (TestKey, TestIssuer, Protected) {
+    let (issuer, app) = served(|b| {
         b.required_scopes(["notes:read"])
             .tool_scopes("add_note", ["notes:write"])
             .route_scopes("/admin", ["admin"])
             .resource_name("Notes")
     })
     .await;
-    (key, issuer, app)
+    (issuer.key().clone(), issuer, app)
 }
 
 #[tokio::test]
 async fn valid_token_reaches_the_handler_with_its_principal() {
     let (key, issuer, app) = setup().await;
-    let mut c = claims(&issuer.issuer, &app.resource, "notes:read extra");
+    let mut c = claims(issuer.issuer(), &app.resource, "notes:read extra");
     c["act"] = json!({"sub": "agent-a", "act": {"sub": "agent-b"}});
-    let token = key.sign(&c);
+    let token = sign(&key, &c);
     for _ in 0..3 {
         let reply = app.call(Some(&token)).await;
         assert_eq!(reply.status, 200, "{reply:?}");
@@ -56,9 +43,9 @@ async fn valid_token_reaches_the_handler_with_its_principal() {
         assert_eq!(reply.body["exp"], c["exp"]);
     }
     // An audience array and a `typ` with the media-type prefix are fine too.
-    let mut c = claims(&issuer.issuer, "x", "notes:read");
+    let mut c = claims(issuer.issuer(), "x", "notes:read");
     c["aud"] = json!(["https://other.example", app.resource]);
-    let token = key.sign_with(&c, Some("application/at+jwt"), Some("k1"));
+    let token = key.sign_with(&c, Some("application/at+jwt"), Some("test-key"));
     assert_eq!(app.call(Some(&token)).await.status, 200);
     // The optional layer: no token is fine, a token is validated.
     assert_eq!(app.get("/whoami", None).await.body, "anonymous");
@@ -72,7 +59,7 @@ async fn valid_token_reaches_the_handler_with_its_principal() {
         .await
         .assert_refused(401, Some("invalid_token"));
     // Validation results are cached; the keys were fetched once, at build time.
-    assert_eq!(issuer.fetches(), 1);
+    assert_eq!(issuer.jwks_fetches(), 1);
 }
 
 #[tokio::test]
@@ -121,7 +108,7 @@ async fn no_token_gets_the_resource_metadata_challenge() {
 #[tokio::test]
 async fn wrong_audience_issuer_and_time_are_invalid_tokens() {
     let (key, issuer, app) = setup().await;
-    let base = claims(&issuer.issuer, &app.resource, "notes:read");
+    let base = claims(issuer.issuer(), &app.resource, "notes:read");
     let cases: Vec<(&str, Value, &str)> = vec![
         (
             "aud",
@@ -135,7 +122,7 @@ async fn wrong_audience_issuer_and_time_are_invalid_tokens() {
         ),
         (
             "iss",
-            json!(format!("{}/", issuer.issuer)),
+            json!(format!("{}/", issuer.issuer())),
             "another issuer",
         ),
         ("exp", json!(now() - 3600), "expired"),
@@ -146,7 +133,7 @@ async fn wrong_audience_issuer_and_time_are_invalid_tokens() {
     for (claim, value, mention) in cases {
         let mut c = base.clone();
         c[claim] = value;
-        let reply = app.call(Some(&key.sign(&c))).await;
+        let reply = app.call(Some(&sign(&key, &c))).await;
         reply.assert_refused(401, Some("invalid_token"));
         reply.assert_challenge_contains(mention);
         assert_eq!(reply.body["error"], "invalid_token");
@@ -157,21 +144,23 @@ async fn wrong_audience_issuer_and_time_are_invalid_tokens() {
 async fn missing_scopes_get_403_with_the_needed_scopes() {
     let (key, issuer, app) = setup().await;
     let reply = app
-        .call(Some(&key.sign(&claims(
-            &issuer.issuer,
-            &app.resource,
-            "other",
-        ))))
+        .call(Some(&sign(
+            &key,
+            &claims(issuer.issuer(), &app.resource, "other"),
+        )))
         .await;
     reply.assert_refused(403, Some("insufficient_scope"));
     reply.assert_challenge_contains(r#"scope="notes:read""#);
 
     // Per-route scopes.
-    let reader = key.sign(&claims(&issuer.issuer, &app.resource, "notes:read"));
+    let reader = sign(&key, &claims(issuer.issuer(), &app.resource, "notes:read"));
     let reply = app.post("/admin", Some(&reader), "{}").await;
     reply.assert_refused(403, Some("insufficient_scope"));
     reply.assert_challenge_contains(r#"scope="notes:read admin""#);
-    let admin = key.sign(&claims(&issuer.issuer, &app.resource, "notes:read admin"));
+    let admin = sign(
+        &key,
+        &claims(issuer.issuer(), &app.resource, "notes:read admin"),
+    );
     assert_eq!(app.post("/admin", Some(&admin), "{}").await.status, 200);
 }
 
@@ -180,12 +169,11 @@ async fn per_tool_scopes_from_the_json_rpc_body() {
     let (key, issuer, app) = setup().await;
     let add = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"add_note","arguments":{"text":"hi"}}}"#;
     let list = r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"list_notes"}}"#;
-    let reader = key.sign(&claims(&issuer.issuer, &app.resource, "notes:read"));
-    let writer = key.sign(&claims(
-        &issuer.issuer,
-        &app.resource,
-        "notes:read notes:write",
-    ));
+    let reader = sign(&key, &claims(issuer.issuer(), &app.resource, "notes:read"));
+    let writer = sign(
+        &key,
+        &claims(issuer.issuer(), &app.resource, "notes:read notes:write"),
+    );
 
     let reply = app.post("/mcp", Some(&reader), add).await;
     reply.assert_refused(403, Some("insufficient_scope"));
@@ -214,12 +202,12 @@ async fn per_tool_scopes_from_the_json_rpc_body() {
 #[tokio::test]
 async fn garbage_truncated_and_oversized_tokens() {
     let (key, issuer, app) = setup().await;
-    let good = key.sign(&claims(&issuer.issuer, &app.resource, "notes:read"));
+    let good = sign(&key, &claims(issuer.issuer(), &app.resource, "notes:read"));
     let truncated = &good[..good.len() - 10];
     let no_signature = &good[..good.rfind('.').unwrap()];
-    let mut padded = claims(&issuer.issuer, &app.resource, "notes:read");
+    let mut padded = claims(issuer.issuer(), &app.resource, "notes:read");
     padded["pad"] = json!("x".repeat(9 * 1024));
-    let oversized = key.sign(&padded);
+    let oversized = sign(&key, &padded);
     for (token, mention) in [
         ("garbage", "malformed"),
         ("a.b.c", "malformed"),
@@ -240,9 +228,9 @@ fn b64(v: &Value) -> String {
 #[tokio::test]
 async fn alg_none_hmac_with_the_public_key_wrong_typ_and_wrong_key() {
     let (key, issuer, app) = setup().await;
-    let c = claims(&issuer.issuer, &app.resource, "notes:read");
+    let c = claims(issuer.issuer(), &app.resource, "notes:read");
 
-    let none_header = json!({"alg": "none", "typ": "at+jwt", "kid": "k1"});
+    let none_header = json!({"alg": "none", "typ": "at+jwt", "kid": "test-key"});
     for token in [
         format!("{}.{}.", b64(&none_header), b64(&c)),
         format!("{}.{}.c2ln", b64(&none_header), b64(&c)),
@@ -255,10 +243,10 @@ async fn alg_none_hmac_with_the_public_key_wrong_typ_and_wrong_key() {
     // HS256 with the issuer's public key as the HMAC secret: the classic confusion.
     let mut header = Header::new(Algorithm::HS256);
     header.typ = Some("at+jwt".into());
-    header.kid = Some("k1".into());
+    header.kid = Some("test-key".into());
     for secret in [
-        serde_json::to_vec(&key.jwk).unwrap(),
-        key.jwk["x"].as_str().unwrap().as_bytes().to_vec(),
+        serde_json::to_vec(key.jwk()).unwrap(),
+        key.jwk()["x"].as_str().unwrap().as_bytes().to_vec(),
     ] {
         let token =
             jsonwebtoken::encode(&header, &c, &EncodingKey::from_secret(&secret).unwrap()).unwrap();
@@ -268,32 +256,33 @@ async fn alg_none_hmac_with_the_public_key_wrong_typ_and_wrong_key() {
     }
 
     for typ in [Some("JWT"), None, Some("id_token+jwt")] {
-        let reply = app.call(Some(&key.sign_with(&c, typ, Some("k1")))).await;
+        let reply = app
+            .call(Some(&key.sign_with(&c, typ, Some("test-key"))))
+            .await;
         reply.assert_refused(401, Some("invalid_token"));
         reply.assert_challenge_contains("type");
     }
 
     // Signed by another key that claims the same kid.
-    let impostor = Key::generate("k1");
-    let reply = app.call(Some(&impostor.sign(&c))).await;
+    let impostor = TestKey::generate("test-key");
+    let reply = app.call(Some(&sign(&impostor, &c))).await;
     reply.assert_refused(401, Some("invalid_token"));
     reply.assert_challenge_contains("signature");
 }
 
 #[tokio::test]
 async fn unknown_kid_flood_refetches_at_most_once_per_interval() {
-    let key = Key::generate("k1");
-    let issuer = FakeIssuer::start(&[&key]).await;
-    let app = Protected::start(&issuer.issuer, |b| {
+    let issuer = TestIssuer::serve().await.unwrap();
+    let app = Protected::start(issuer.issuer(), |b| {
         b.jwks_refetch_interval(Duration::from_secs(3))
     })
     .await;
-    assert_eq!(issuer.fetches(), 1);
+    assert_eq!(issuer.jwks_fetches(), 1);
 
-    let strangers: Vec<Key> = (0..5)
-        .map(|i| Key::generate(&format!("unknown-{i}")))
+    let strangers: Vec<TestKey> = (0..5)
+        .map(|i| TestKey::generate(&format!("unknown-{i}")))
         .collect();
-    let c = claims(&issuer.issuer, &app.resource, "");
+    let c = claims(issuer.issuer(), &app.resource, "");
     let mut flood = tokio::task::JoinSet::new();
     for i in 0..60 {
         let token = strangers[i % strangers.len()].sign_with(
@@ -312,17 +301,17 @@ async fn unknown_kid_flood_refetches_at_most_once_per_interval() {
         reply.assert_challenge_contains("unknown key");
     }
     // The build-time fetch plus at most one refetch for the whole flood.
-    let after_flood = issuer.fetches();
+    let after_flood = issuer.jwks_fetches();
     assert!(after_flood <= 2, "{after_flood} JWKS fetches");
     assert_eq!(app.guard.jwks_fetch_count() as usize, after_flood);
 
     // A key rotated in later is picked up once the interval has passed.
-    let rotated = Key::generate("k2");
-    issuer.add_key(&rotated);
+    let rotated = TestKey::generate("k2");
+    issuer.publish_key(&rotated);
     tokio::time::sleep(Duration::from_millis(3100)).await;
-    let token = rotated.sign(&claims(&issuer.issuer, &app.resource, ""));
+    let token = sign(&rotated, &claims(issuer.issuer(), &app.resource, ""));
     assert_eq!(app.call(Some(&token)).await.status, 200);
-    assert_eq!(issuer.fetches(), after_flood + 1);
+    assert_eq!(issuer.jwks_fetches(), after_flood + 1);
 }
 
 #[tokio::test]
@@ -346,7 +335,7 @@ async fn metadata_is_served_at_the_path_inserted_and_root_urls() {
             doc,
             json!({
                 "resource": app.resource,
-                "authorization_servers": [issuer.issuer],
+                "authorization_servers": [issuer.issuer()],
                 "scopes_supported": ["notes:read", "admin", "notes:write"],
                 "bearer_methods_supported": ["header"],
                 "resource_name": "Notes",
@@ -364,9 +353,9 @@ async fn metadata_is_served_at_the_path_inserted_and_root_urls() {
 
 #[tokio::test]
 async fn validate_directly_and_dpop_flag_in_metadata() {
-    let key = Key::generate("k1");
-    let issuer = FakeIssuer::start(&[&key]).await;
-    let guard = Guard::builder(&issuer.issuer, "http://127.0.0.1:1/")
+    let issuer = TestIssuer::serve().await.unwrap();
+    let key = issuer.key().clone();
+    let guard = Guard::builder(issuer.issuer(), "http://127.0.0.1:1/")
         .dpop_bound_access_tokens_required(true)
         .cache_size(0)
         .build()
@@ -379,7 +368,7 @@ async fn validate_directly_and_dpop_flag_in_metadata() {
     // The resource is an origin: a token for it with or without the slash is accepted.
     for aud in ["http://127.0.0.1:1", "http://127.0.0.1:1/"] {
         let p = guard
-            .validate(&key.sign(&claims(&issuer.issuer, aud, "a b")))
+            .validate(&sign(&key, &claims(issuer.issuer(), aud, "a b")))
             .await
             .unwrap();
         assert_eq!(p.scopes(), ["a", "b"]);
@@ -392,7 +381,6 @@ async fn validate_directly_and_dpop_flag_in_metadata() {
 
 #[tokio::test]
 async fn build_errors_say_what_is_misconfigured() {
-    let key = Key::generate("k1");
     let resource = "http://127.0.0.1:1/mcp";
 
     // Nothing listens on port 1.
@@ -407,33 +395,36 @@ async fn build_errors_say_what_is_misconfigured() {
         "{err}"
     );
 
-    let other =
-        FakeIssuer::start_with(&[&key], |m| m["issuer"] = json!("https://evil.example")).await;
-    let err = Guard::builder(&other.issuer, resource)
+    let other = TestIssuer::serve_with(|m| m["issuer"] = json!("https://evil.example"))
+        .await
+        .unwrap();
+    let err = Guard::builder(other.issuer(), resource)
         .build()
         .await
         .unwrap_err();
     assert!(matches!(err, BuildError::IssuerMismatch { .. }), "{err}");
 
-    let no_jwks = FakeIssuer::start_with(&[&key], |m| {
+    let no_jwks = TestIssuer::serve_with(|m| {
         m.as_object_mut().unwrap().remove("jwks_uri");
     })
-    .await;
-    let err = Guard::builder(&no_jwks.issuer, resource)
+    .await
+    .unwrap();
+    let err = Guard::builder(no_jwks.issuer(), resource)
         .build()
         .await
         .unwrap_err();
     assert!(matches!(err, BuildError::MissingJwksUri { .. }), "{err}");
 
-    let empty = FakeIssuer::start(&[]).await;
-    let err = Guard::builder(&empty.issuer, resource)
+    let empty = TestIssuer::serve().await.unwrap();
+    empty.withdraw_keys();
+    let err = Guard::builder(empty.issuer(), resource)
         .build()
         .await
         .unwrap_err();
     assert!(matches!(err, BuildError::JwksUnavailable { .. }), "{err}");
 
-    let ok = FakeIssuer::start(&[&key]).await;
-    let err = Guard::builder(&ok.issuer, "not a url")
+    let ok = TestIssuer::serve().await.unwrap();
+    let err = Guard::builder(ok.issuer(), "not a url")
         .build()
         .await
         .unwrap_err();
@@ -452,7 +443,7 @@ async fn build_errors_say_what_is_misconfigured() {
         .await
         .unwrap_err();
     assert!(matches!(err, BuildError::InsecureUrl { .. }), "{err}");
-    let err = Guard::builder(&ok.issuer, resource)
+    let err = Guard::builder(ok.issuer(), resource)
         .algorithms([Algorithm::ES256, Algorithm::HS256])
         .build()
         .await
@@ -462,9 +453,9 @@ async fn build_errors_say_what_is_misconfigured() {
         "{err}"
     );
     // A trailing slash on the configured issuer is tolerated; the announced one is used.
-    let guard = Guard::builder(format!("{}/", ok.issuer), resource)
+    let guard = Guard::builder(format!("{}/", ok.issuer()), resource)
         .build()
         .await
         .unwrap();
-    assert_eq!(guard.issuer(), ok.issuer);
+    assert_eq!(guard.issuer(), ok.issuer());
 }

@@ -9,10 +9,8 @@
 use std::sync::Arc;
 
 use axum::Router;
-use concierge_guard::{BearerToken, ClientCredentials, Guard};
-use http::request::Parts;
+use concierge_guard::{BearerToken, ClientCredentials, Guard, Principal};
 use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::handler::server::tool::Extension;
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientConfig, Implementation, ServerCapabilities,
     ServerConfig,
@@ -73,15 +71,9 @@ impl CalendarServer {
     )]
     async fn agenda(
         &self,
-        Extension(parts): Extension<Parts>,
+        principal: Principal,
+        incoming: BearerToken,
     ) -> Result<CallToolResult, ErrorData> {
-        let principal = mcp_notes::principal(&parts)?;
-        let Some(incoming) = parts.extensions.get::<BearerToken>() else {
-            return Err(ErrorData::internal_error(
-                "no bearer token for this request",
-                None,
-            ));
-        };
         let Downstream { guard, notes } = self.downstream.as_ref();
         let token = match guard
             .exchange(incoming.as_str(), notes, &[mcp_notes::READ_SCOPE])
@@ -140,9 +132,9 @@ impl ServerHandler for CalendarServer {
 /// Builds the guard with calendar's client credentials, so a resource URI the issuer
 /// does not know is reported at start-up (when the client may use client_credentials).
 pub async fn app(cfg: CalendarConfig) -> anyhow::Result<Router> {
-    let resource = url::Url::parse(&cfg.resource)?;
     let guard = Guard::builder(cfg.issuer, cfg.resource)
         .required_scopes([READ_SCOPE])
+        .tools(&CalendarServer::tool_router())
         .resource_name("Calendar (concierge example)")
         .client_credentials(cfg.credentials)
         .build()
@@ -151,7 +143,5 @@ pub async fn app(cfg: CalendarConfig) -> anyhow::Result<Router> {
         guard: guard.clone(),
         notes: cfg.notes,
     });
-    Ok(mcp_notes::protected_router(&resource, &guard, move || {
-        Ok(CalendarServer::new(downstream.clone()))
-    }))
+    Ok(guard.mcp_router(move || Ok(CalendarServer::new(downstream.clone()))))
 }

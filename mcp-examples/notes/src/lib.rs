@@ -2,26 +2,24 @@
 //!
 //! Tools:
 //! - `list_notes` — the caller's notes (needs `notes:read`, as every request does);
-//! - `add_note { text }` — adds one (needs `notes:write` too; the guard answers a token
-//!   without it with 403 `insufficient_scope`, `scope="notes:read notes:write"`: step-up);
-//! - `whoami` — what the guard saw: `sub`, `client_id`, scopes and the `act` chain, read
-//!   inside the tool from the HTTP request parts rmcp hands to tool handlers.
+//! - `add_note { text }` — adds one; it declares `notes:write` on itself, so the guard
+//!   answers a token without it with 403 `insufficient_scope`,
+//!   `scope="notes:read notes:write"` (step-up);
+//! - `whoami` — what the guard saw: `sub`, `client_id`, scopes and the `act` chain.
 //!
-//! [`app`] builds the axum router: the rmcp `StreamableHttpService` at the resource's path
-//! (`/mcp`) behind the guard layer, and the RFC 9728 metadata routes beside it (public).
+//! The tools take the validated [`Principal`] as a parameter. [`app`] is the whole server:
+//! the guard, built from the tools' own scope declarations, mounts rmcp's streamable HTTP
+//! service at the resource's path with the RFC 9728 metadata beside it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
+use concierge_guard::rmcp::scopes;
 use concierge_guard::{Guard, Principal};
-use http::request::Parts;
 use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::handler::server::tool::Extension;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, Implementation, ServerCapabilities, ServerConfig};
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
-use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData, ServerHandler, schemars, tool, tool_handler, tool_router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -62,7 +60,7 @@ pub struct Note {
 }
 
 /// Notes per subject, shared by every request.
-type Notebook = Arc<Mutex<HashMap<String, Vec<Note>>>>;
+pub type Notebook = Arc<Mutex<HashMap<String, Vec<Note>>>>;
 
 /// `add_note`'s arguments.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -78,46 +76,19 @@ pub struct NotesServer {
     tool_router: ToolRouter<Self>,
 }
 
-/// The principal the guard validated, from the request parts rmcp hands the tool.
-pub fn principal(parts: &Parts) -> Result<Principal, ErrorData> {
-    parts.extensions.get::<Principal>().cloned().ok_or_else(|| {
-        // Only reachable when the router is built without the guard layer.
-        ErrorData::internal_error("no validated principal for this request", None)
-    })
-}
-
-/// The principal, refusing (as a tool error the caller sees) when `scope` is missing. The
-/// guard already refuses such calls at the HTTP level; this keeps the tool correct on its own.
-fn require(parts: &Parts, scope: &str) -> Result<Result<Principal, CallToolResult>, ErrorData> {
-    let principal = principal(parts)?;
-    if principal.has_scope(scope) {
-        Ok(Ok(principal))
-    } else {
-        Ok(Err(CallToolResult::structured_error(json!({
-            "error": "insufficient_scope",
-            "scope": scope,
-        }))))
-    }
-}
-
 #[tool_router]
 impl NotesServer {
-    fn new(notes: Notebook) -> Self {
+    /// A server keeping its notes in `notes`.
+    pub fn new(notes: Notebook) -> Self {
         Self {
             notes,
             tool_router: Self::tool_router(),
         }
     }
 
+    /// List your notes.
     #[tool(description = "List your notes (needs notes:read).")]
-    async fn list_notes(
-        &self,
-        Extension(parts): Extension<Parts>,
-    ) -> Result<CallToolResult, ErrorData> {
-        let principal = match require(&parts, READ_SCOPE)? {
-            Ok(p) => p,
-            Err(refused) => return Ok(refused),
-        };
+    pub async fn list_notes(&self, principal: Principal) -> Result<CallToolResult, ErrorData> {
         let notes = self
             .notes
             .lock()
@@ -130,16 +101,16 @@ impl NotesServer {
         ))
     }
 
-    #[tool(description = "Add a note (needs notes:write).")]
-    async fn add_note(
+    /// Add a note.
+    #[tool(description = "Add a note (needs notes:write).", meta = scopes([WRITE_SCOPE]))]
+    pub async fn add_note(
         &self,
-        Extension(parts): Extension<Parts>,
+        principal: Principal,
         Parameters(AddNote { text }): Parameters<AddNote>,
     ) -> Result<CallToolResult, ErrorData> {
-        let principal = match require(&parts, WRITE_SCOPE)? {
-            Ok(p) => p,
-            Err(refused) => return Ok(refused),
-        };
+        // The guard enforces the declaration; checking again keeps the tool right on its own
+        // (and makes a refusal a step-up challenge when it is the tool that decides).
+        principal.require_scopes([WRITE_SCOPE])?;
         if text.trim().is_empty() || text.len() > 10_000 {
             return Err(ErrorData::invalid_params(
                 "text must be between 1 and 10000 bytes",
@@ -157,14 +128,11 @@ impl NotesServer {
         Ok(CallToolResult::structured(json!({ "added": note })))
     }
 
+    /// Who is calling.
     #[tool(
         description = "Who is calling: the token's subject, client, scopes and delegation chain."
     )]
-    async fn whoami(
-        &self,
-        Extension(parts): Extension<Parts>,
-    ) -> Result<CallToolResult, ErrorData> {
-        let principal = principal(&parts)?;
+    pub async fn whoami(&self, principal: Principal) -> Result<CallToolResult, ErrorData> {
         Ok(CallToolResult::structured(whoami_json(&principal)))
     }
 }
@@ -205,70 +173,51 @@ pub fn init_tracing() {
         .init();
 }
 
-/// The `Host` values rmcp's DNS-rebinding check lets through: loopback names, and the
-/// resource's own host (with and without its port).
-#[must_use]
-pub fn allowed_hosts(resource: &url::Url) -> Vec<String> {
-    let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
-    if let Some(host) = resource.host_str() {
-        hosts.push(host.to_owned());
-        if let Some(port) = resource.port() {
-            hosts.push(format!("{host}:{port}"));
-        }
-    }
-    hosts
-}
-
-/// The path the MCP endpoint is served at: the resource URI's path (`/mcp` by default).
-pub fn mcp_path(resource: &url::Url) -> String {
-    match resource.path() {
-        "" => "/".to_owned(),
-        p => p.to_owned(),
-    }
-}
-
-/// The notes server: rmcp's streamable HTTP service at the resource's path behind the
-/// concierge-guard layer (every request needs `notes:read`; `tools/call add_note` also
-/// `notes:write`), plus the RFC 9728 metadata at
-/// `/.well-known/oauth-protected-resource` and its path-inserted form.
+/// The notes server: every request needs `notes:read`, `add_note` declares `notes:write`;
+/// rmcp's streamable HTTP service at the resource's path behind the guard, and the
+/// RFC 9728 metadata at `/.well-known/oauth-protected-resource` and its path-inserted form.
 ///
 /// Discovers the issuer at build time: fails when it is unreachable or misconfigured.
 pub async fn app(cfg: NotesConfig) -> anyhow::Result<Router> {
-    let resource = url::Url::parse(&cfg.resource)?;
     let guard = Guard::builder(cfg.issuer, cfg.resource)
         .required_scopes([READ_SCOPE])
-        .tool_scopes("add_note", [WRITE_SCOPE])
+        .tools(&NotesServer::tool_router())
         .resource_name("Notes (concierge example)")
         .build()
         .await?;
     let notes = Notebook::default();
-    Ok(protected_router(&resource, &guard, move || {
-        Ok(NotesServer::new(notes.clone()))
-    }))
+    Ok(guard.mcp_router(move || Ok(NotesServer::new(notes.clone()))))
 }
 
-/// rmcp's streamable HTTP service for the handlers `factory` makes, at the resource's
-/// path behind `guard`'s layer, with the guard's metadata routes beside it. Shared by the
-/// examples.
-///
-/// Stateless: every POST carries its own token and is authorized on its own, so no
-/// session outlives the token that opened it. Simple tool calls are answered with JSON.
-pub fn protected_router<S>(
-    resource: &url::Url,
-    guard: &Guard,
-    factory: impl Fn() -> Result<S, std::io::Error> + Send + Sync + 'static,
-) -> Router
-where
-    S: ServerHandler + Send + 'static,
-{
-    let config = StreamableHttpServerConfig::default()
-        .with_legacy_session_mode(false)
-        .with_json_response(true)
-        .with_allowed_hosts(allowed_hosts(resource));
-    let service: StreamableHttpService<S, LocalSessionManager> =
-        StreamableHttpService::new(factory, Arc::default(), config);
-    Router::new()
-        .route_service(&mcp_path(resource), service)
-        .layer(guard.layer())
-        .merge(guard.metadata_router())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn tools_run_with_a_hand_made_principal() {
+        let server = NotesServer::new(Notebook::default());
+        let writer = Principal::builder()
+            .subject("alice")
+            .client_id("agent")
+            .scopes([READ_SCOPE, WRITE_SCOPE])
+            .build();
+        let args = |text: &str| {
+            Parameters(AddNote {
+                text: text.to_owned(),
+            })
+        };
+        server.add_note(writer.clone(), args("milk")).await.unwrap();
+        let list = server.list_notes(writer).await.unwrap();
+        let list = list.structured_content.unwrap();
+        assert_eq!(list["notes"][0]["text"], "milk");
+        assert_eq!(list["notes"][0]["written_by"], "agent");
+
+        let reader = Principal::builder()
+            .subject("bob")
+            .scopes([READ_SCOPE])
+            .build();
+        let err = server.add_note(reader, args("x")).await.unwrap_err();
+        assert_eq!(err.code.0, concierge_guard::STEP_UP_ERROR_CODE);
+        assert_eq!(err.data.unwrap()["scope"], WRITE_SCOPE);
+    }
 }

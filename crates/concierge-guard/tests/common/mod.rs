@@ -1,21 +1,13 @@
-//! Shared by the integration tests: a small local issuer (metadata + JWKS,
-//! counting fetches) with our own keys, a protected axum app, and a client.
+//! Shared by the integration tests: the crate's own test issuer (served on a
+//! loopback port, or offline), a protected axum app, and a client.
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use axum::Router;
 use axum::body::Bytes;
 use axum::routing::{get, post};
-use concierge::config::Config;
-use concierge::oauth::resource::{Resource, ScopeDef};
-use concierge::startup::App;
+use concierge_guard::test::{TestIssuer, TestKey};
 use concierge_guard::{Guard, GuardBuilder, Principal};
-use jsonwebtoken::jwk::Jwk;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
 pub fn now() -> i64 {
@@ -25,90 +17,23 @@ pub fn now() -> i64 {
         .as_secs() as i64
 }
 
-/// An ES256 key pair with its public JWK.
-pub struct Key {
-    pub kid: String,
-    pub encoding: EncodingKey,
-    pub jwk: Value,
+/// Claims of a token for `resource` from `issuer` with `scope`.
+pub fn claims(issuer: &str, resource: &str, scope: &str) -> Value {
+    json!({
+        "iss": issuer,
+        "aud": resource,
+        "sub": "user-1",
+        "client_id": "client-1",
+        "scope": scope,
+        "iat": now(),
+        "exp": now() + 600,
+        "jti": "j1",
+    })
 }
 
-impl Key {
-    pub fn generate(kid: &str) -> Self {
-        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
-        let der = pair.to_pkcs8v1().unwrap();
-        let encoding = EncodingKey::from_ec_der(der.as_ref());
-        let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::ES256).unwrap();
-        jwk.common.key_id = Some(kid.to_owned());
-        Self {
-            kid: kid.to_owned(),
-            encoding,
-            jwk: serde_json::to_value(jwk).unwrap(),
-        }
-    }
-
-    /// Sign `claims` with `typ: at+jwt`.
-    pub fn sign(&self, claims: &Value) -> String {
-        self.sign_with(claims, Some("at+jwt"), Some(&self.kid))
-    }
-
-    pub fn sign_with(&self, claims: &Value, typ: Option<&str>, kid: Option<&str>) -> String {
-        let mut header = Header::new(Algorithm::ES256);
-        header.typ = typ.map(str::to_owned);
-        header.kid = kid.map(str::to_owned);
-        jsonwebtoken::encode(&header, claims, &self.encoding).unwrap()
-    }
-}
-
-/// A local authorization server stand-in: RFC 8414 metadata and a JWKS.
-pub struct FakeIssuer {
-    pub issuer: String,
-    pub keys: Arc<Mutex<Vec<Value>>>,
-    pub jwks_fetches: Arc<AtomicUsize>,
-}
-
-impl FakeIssuer {
-    pub async fn start(keys: &[&Key]) -> Self {
-        Self::start_with(keys, |_| {}).await
-    }
-
-    /// `edit` may change the metadata document before it is served.
-    pub async fn start_with(keys: &[&Key], edit: impl FnOnce(&mut Value)) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let issuer = format!("http://{}", listener.local_addr().unwrap());
-        let mut metadata = json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")});
-        edit(&mut metadata);
-        let keys: Arc<Mutex<Vec<Value>>> =
-            Arc::new(Mutex::new(keys.iter().map(|k| k.jwk.clone()).collect()));
-        let jwks_fetches = Arc::new(AtomicUsize::new(0));
-        let (k, n) = (keys.clone(), jwks_fetches.clone());
-        let app = Router::new()
-            .route(
-                "/.well-known/oauth-authorization-server",
-                get(move || async move { axum::Json(metadata) }),
-            )
-            .route(
-                "/jwks",
-                get(move || async move {
-                    n.fetch_add(1, Ordering::SeqCst);
-                    let keys = k.lock().unwrap().clone();
-                    axum::Json(json!({ "keys": keys }))
-                }),
-            );
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Self {
-            issuer,
-            keys,
-            jwks_fetches,
-        }
-    }
-
-    pub fn fetches(&self) -> usize {
-        self.jwks_fetches.load(Ordering::SeqCst)
-    }
-
-    pub fn add_key(&self, key: &Key) {
-        self.keys.lock().unwrap().push(key.jwk.clone());
-    }
+/// Signs `claims` with `key` as an RFC 9068 access token.
+pub fn sign(key: &TestKey, claims: &Value) -> String {
+    key.sign_with(claims, Some("at+jwt"), Some(key.kid()))
 }
 
 /// The protected app: `POST /mcp` and `POST /admin` echo the principal and
@@ -129,6 +54,7 @@ async fn echo(principal: Principal, body: Bytes) -> axum::Json<Value> {
         "act": principal.act().iter().map(|a| a.sub.clone()).collect::<Vec<_>>(),
         "exp": principal.expires_at(),
         "jti": principal.claims()["jti"],
+        "is_client": principal.is_client(),
         "body": String::from_utf8_lossy(&body),
     }))
 }
@@ -138,9 +64,12 @@ async fn whoami(principal: Option<Principal>) -> String {
 }
 
 impl Protected {
-    /// Bind, then build the guard for `http://127.0.0.1:PORT/mcp` with
-    /// `configure`, then serve.
-    pub async fn start(issuer: &str, configure: impl FnOnce(GuardBuilder) -> GuardBuilder) -> Self {
+    /// Bind, then build the guard for `http://127.0.0.1:PORT/mcp` trusting
+    /// `issuer` with `configure`, then serve.
+    pub async fn start(
+        issuer: impl Into<concierge_guard::Issuer>,
+        configure: impl FnOnce(GuardBuilder) -> GuardBuilder,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let origin = format!("http://{}", listener.local_addr().unwrap());
         let resource = format!("{origin}/mcp");
@@ -148,6 +77,16 @@ impl Protected {
             .build()
             .await
             .unwrap();
+        Self::serve(listener, origin, resource, guard)
+    }
+
+    /// Serve `guard` (already built for `resource`) on `listener`.
+    pub fn serve(
+        listener: tokio::net::TcpListener,
+        origin: String,
+        resource: String,
+        guard: Guard,
+    ) -> Self {
         let app = Router::new()
             .route("/mcp", post(echo))
             .route("/admin", post(echo))
@@ -199,33 +138,55 @@ impl Protected {
         )
         .await
     }
+
+    /// The metadata document.
+    pub async fn metadata(&self) -> Value {
+        self.http
+            .get(self.guard.metadata_url().as_str())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
 }
 
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
     pub challenge: String,
+    pub challenges: Vec<String>,
     pub expose: String,
+    pub headers: reqwest::header::HeaderMap,
     pub body: Value,
 }
 
 impl Reply {
     pub async fn from(res: reqwest::Response) -> Self {
         let status = res.status().as_u16();
+        let headers = res.headers().clone();
         let header = |name: &str| {
-            res.headers()
+            headers
                 .get(name)
                 .map(|v| v.to_str().unwrap().to_owned())
                 .unwrap_or_default()
         };
         let challenge = header("www-authenticate");
         let expose = header("access-control-expose-headers");
+        let challenges = headers
+            .get_all("www-authenticate")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
         let text = res.text().await.unwrap();
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
         Self {
             status,
             challenge,
+            challenges,
             expose,
+            headers,
             body,
         }
     }
@@ -240,7 +201,7 @@ impl Reply {
         assert_eq!(self.status, status, "{self:?}");
         assert!(self.challenge.starts_with("Bearer"), "{self:?}");
         assert!(self.challenge.contains("resource_metadata=\""), "{self:?}");
-        assert_eq!(self.expose, "WWW-Authenticate");
+        assert!(self.expose.contains("WWW-Authenticate"), "{self:?}");
         match error {
             Some(e) => assert!(
                 self.challenge.contains(&format!("error=\"{e}\"")),
@@ -251,47 +212,11 @@ impl Reply {
     }
 }
 
-/// A real Concierge on SQLite in a temporary directory, on port 0.
-pub struct Server {
-    pub issuer: String,
-    pub app: concierge::state::AppState,
-    pub running: concierge::startup::RunningServer,
-    _dir: tempfile::TempDir,
-}
-
-pub async fn start_concierge() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let issuer = format!("http://{}", listener.local_addr().unwrap());
-    let config = Config {
-        issuer: issuer.clone(),
-        data_dir: dir.path().to_path_buf(),
-        database_url: Some(format!("sqlite://{}", dir.path().join("test.db").display())),
-        ..Config::default()
-    };
-    let app = App::build(config).await.unwrap();
-    let state = app.state.clone();
-    let running = app.spawn(listener).await;
-    Server {
-        issuer,
-        app: state,
-        running,
-        _dir: dir,
-    }
-}
-
-impl Server {
-    /// Register `uri` with the scopes `notes:read` and `notes:write`.
-    pub async fn add_resource(&self, uri: &str) {
-        let scopes = ["notes:read=Read notes", "notes:write=Write notes"]
-            .iter()
-            .map(|s| ScopeDef::parse(s).unwrap())
-            .collect();
-        let resource = Resource::new(uri, "Notes", scopes, 0).unwrap();
-        self.app
-            .store
-            .insert_resource(&resource.to_record())
-            .await
-            .unwrap();
-    }
+/// A served test issuer and a protected app trusting it.
+pub async fn served(
+    configure: impl FnOnce(GuardBuilder) -> GuardBuilder,
+) -> (TestIssuer, Protected) {
+    let issuer = TestIssuer::serve().await.unwrap();
+    let app = Protected::start(issuer.issuer(), configure).await;
+    (issuer, app)
 }
