@@ -84,7 +84,8 @@ impl Operator {
             .client(
                 app,
                 json!({"client_name": "Server", "grant_types": grants,
-                    "token_endpoint_auth_method": "client_secret_basic", "may_introspect": may_introspect}),
+                    "token_endpoint_auth_method": "client_secret_basic", "may_introspect": may_introspect,
+                    "scope": "notes:read notes:write"}),
             )
             .await;
         (id, secret.unwrap())
@@ -373,7 +374,8 @@ both!(
             .client(
                 &app,
                 json!({"client_name": "Calendar", "grant_types": [TE, "client_credentials"],
-                    "token_endpoint_auth_method": "private_key_jwt", "jwks_uri": jwks_uri}),
+                    "token_endpoint_auth_method": "private_key_jwt", "jwks_uri": jwks_uri,
+                    "scope": "notes:read"}),
             )
             .await;
         op.allow(&app, &notes, &cal_id, &calendar).await;
