@@ -52,6 +52,9 @@ pub struct Config {
     pub audit: AuditConfig,
     pub dpop: DpopConfig,
     pub id_jag: IdJagConfig,
+    pub http: HttpConfig,
+    pub metrics: MetricsConfig,
+    pub rate_limits: RateLimitConfig,
 }
 
 impl Default for Config {
@@ -75,6 +78,9 @@ impl Default for Config {
             audit: AuditConfig::default(),
             dpop: DpopConfig::default(),
             id_jag: IdJagConfig::default(),
+            http: HttpConfig::default(),
+            metrics: MetricsConfig::default(),
+            rate_limits: RateLimitConfig::default(),
         }
     }
 }
@@ -84,6 +90,69 @@ impl Default for Config {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// The HTTP listener: what a client may hold without using it (a slow client is cut off).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// A request's headers must arrive within this many seconds. Default 10.
+    pub header_read_timeout_secs: u32,
+    /// A request's body must arrive within this many seconds. Default 30.
+    pub body_timeout_secs: u32,
+    /// A connection with no request in flight and no bytes moving for this many seconds
+    /// is closed. Default 60.
+    pub idle_timeout_secs: u32,
+    /// Most connections served at once; one more is closed on arrival. Default 4096.
+    pub max_connections: u32,
+    /// At shutdown, how long in-flight requests get to finish, in seconds. Default 10.
+    pub shutdown_grace_secs: u32,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_secs: 10,
+            body_timeout_secs: 30,
+            idle_timeout_secs: 60,
+            max_connections: 4096,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+/// Who may read the Prometheus metrics.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// When set, `/metrics` answers only `Authorization: Bearer <this token>` (401
+    /// otherwise). Default: none.
+    pub bearer_token: Option<String>,
+    /// When set, `/metrics`, `/healthz` and `/readyz` are served on this address instead of
+    /// the main listener (e.g. `127.0.0.1:9100`, or a cluster-internal address), and not on
+    /// the main one. Default: on the main listener.
+    pub listen: Option<SocketAddr>,
+}
+
+/// Rate limits on the token endpoint, per replica (kept in memory, so a token costs no
+/// database write). 0 turns a limit off.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Token requests per client per minute. Default 1200.
+    pub token_per_client: u32,
+    /// Token requests per address per minute (agents behind one egress address share it).
+    /// Default 6000.
+    pub token_per_address: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            token_per_client: 1200,
+            token_per_address: 6000,
+        }
+    }
 }
 
 /// DPoP (RFC 9449): proofs at the token and userinfo endpoints, and server nonces.
@@ -375,7 +444,11 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "tokens",
     "keys",
     "audit",
+    "dpop",
     "id_jag",
+    "http",
+    "metrics",
+    "rate_limits",
 ];
 
 impl Config {

@@ -129,11 +129,35 @@ pub struct OAuthError {
     pub dpop_nonce: Option<String>,
 }
 
+/// `text` with only the characters RFC 6749 §5.2 allows in `error_description`
+/// (`%x20-21 / %x23-5B / %x5D-7E`): `§` (in our own RFC references) becomes `section `, a
+/// double quote `'`, a backslash `/`, anything else outside the range (control characters,
+/// non-ASCII) `?`. Borrowed when already clean.
+pub fn rfc6749_text(text: Cow<'static, str>) -> Cow<'static, str> {
+    let allowed = |c: char| matches!(c, '\x20'..='\x21' | '\x23'..='\x5B' | '\x5D'..='\x7E');
+    if text.chars().all(allowed) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '§' => out.push_str("section "),
+            '"' => out.push('\''),
+            '\\' => out.push('/'),
+            c if allowed(c) => out.push(c),
+            _ => out.push('?'),
+        }
+    }
+    Cow::Owned(out)
+}
+
 impl OAuthError {
+    /// An error with `code` and a description; the description is kept to the characters
+    /// RFC 6749 §5.2 allows, whatever went into it (a client's own input, say).
     pub fn new(code: ErrorCode, description: impl Into<Cow<'static, str>>) -> Self {
         Self {
             code,
-            description: description.into(),
+            description: rfc6749_text(description.into()),
             status: code.default_status(),
             www_authenticate: None,
             retry_after: None,
@@ -158,13 +182,11 @@ impl OAuthError {
 
     /// 401 `invalid_token` with the RFC 6750 §3 challenge.
     pub fn invalid_token(d: impl Into<Cow<'static, str>>) -> Self {
-        let d = d.into();
-        let challenge = format!(
-            "Bearer error=\"invalid_token\", error_description=\"{}\"",
-            d.replace(['"', '\\'], "'")
-        );
         let mut e = Self::new(ErrorCode::InvalidToken, d);
-        e.www_authenticate = Some(challenge);
+        e.www_authenticate = Some(format!(
+            "Bearer error=\"invalid_token\", error_description=\"{}\"",
+            e.description
+        ));
         e
     }
 
@@ -173,11 +195,11 @@ impl OAuthError {
         Self::new(ErrorCode::InvalidDpopProof, d)
     }
 
-    /// 429 with `Retry-After`.
+    /// 429 with `Retry-After`: "too many {what}; retry in N s".
     pub fn rate_limited(what: &str, retry_after: u64) -> Self {
         let mut e = Self::new(
             ErrorCode::TemporarilyUnavailable,
-            format!("too many {what} from this address; retry in {retry_after} s"),
+            format!("too many {what}; retry in {retry_after} s"),
         )
         .with_status(StatusCode::TOO_MANY_REQUESTS);
         e.retry_after = Some(retry_after);
@@ -201,6 +223,31 @@ pub fn internal_message(detail: impl std::fmt::Display) -> String {
 
 /// The response header carrying a DPoP server nonce (RFC 9449 §8.1).
 pub const DPOP_NONCE_HEADER: &str = "dpop-nonce";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_keep_to_the_rfc_6749_characters() {
+        let e = OAuthError::new(
+            ErrorCode::InvalidScope,
+            "scope contains the invalid scope token \"a\\\"b\" caf\u{e9}\n",
+        );
+        assert_eq!(
+            e.description,
+            "scope contains the invalid scope token 'a/'b' caf??"
+        );
+        assert_eq!(
+            OAuthError::new(ErrorCode::InvalidRequest, "see RFC 6749 §3.2").description,
+            "see RFC 6749 section 3.2"
+        );
+        assert!(matches!(
+            rfc6749_text(Cow::Borrowed("plain text (ok) [1]")),
+            Cow::Borrowed(_)
+        ));
+    }
+}
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {

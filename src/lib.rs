@@ -2,8 +2,8 @@
 //!
 //! The map of the crate, from the top down; arrows point down only (README: "How the code is
 //! laid out"):
-//! - [`startup`] builds the application from a [`config::Config`] and runs it; [`router`]
-//!   holds every route.
+//! - [`startup`] builds the application from a [`config::Config`] and runs it on the
+//!   [`listener`]; [`router`] holds every route.
 //! - [`endpoints`] (thin handlers, one file per endpoint), [`admin`] (the admin API) and
 //!   [`manage`] (operations shared by the CLI and the admin API), over [`state`] and [`http`]
 //!   (what handlers share) and [`ui`] (pages).
@@ -19,6 +19,7 @@ pub mod endpoints;
 pub mod error;
 pub mod http;
 pub mod keys;
+pub mod listener;
 pub mod manage;
 pub mod metrics;
 pub mod oauth;

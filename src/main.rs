@@ -35,6 +35,10 @@ struct Cli {
     /// sqlite://… or postgres://…
     #[arg(long, global = true)]
     database_url: Option<String>,
+    /// The issuer URL, e.g. https://auth.example.com: the server's, for `serve`; the one the
+    /// server runs with, for the other commands (the admin API's resource derives from it).
+    #[arg(long, global = true)]
+    issuer: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -139,9 +143,6 @@ struct ServeArgs {
     /// Address to listen on, e.g. 127.0.0.1:8080.
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
-    /// Issuer URL, e.g. https://auth.example.com.
-    #[arg(long)]
-    issuer: Option<String>,
     /// Development: allow Client ID Metadata Documents on loopback addresses.
     #[arg(long)]
     dev_allow_loopback_cimd: bool,
@@ -259,6 +260,9 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     if let Some(u) = &cli.database_url {
         config.database_url = Some(u.clone());
     }
+    if let Some(i) = &cli.issuer {
+        config.issuer = i.clone();
+    }
     Ok(config)
 }
 
@@ -274,9 +278,6 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => {
             if let Some(l) = args.listen {
                 config.listen = l;
-            }
-            if let Some(i) = &args.issuer {
-                config.issuer = i.clone();
             }
             if args.dev_allow_loopback_cimd {
                 config.cimd.allow_loopback = true;

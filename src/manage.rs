@@ -64,6 +64,37 @@ pub async fn ensure_admin_resource(store: &dyn Store, issuer: &str) -> Result<()
     }
 }
 
+/// Does `issuer` agree with the server's? A running server registers its admin API as a
+/// resource of its own issuer at start-up; an admin client made for another issuer (a CLI
+/// run without the server's `--issuer`, say) would get tokens the server refuses, so that is
+/// an error naming the server's issuer.
+pub async fn check_admin_issuer(store: &dyn Store, issuer: &str) -> Result<(), ManageError> {
+    let wanted = admin_resource_uri(issuer);
+    let registered: Vec<String> = store
+        .list_resources()
+        .await?
+        .into_iter()
+        .filter(|r| r.uri.ends_with("/admin/v1") && r.scopes.iter().any(|s| s.name == ADMIN_SCOPE))
+        .map(|r| r.uri)
+        .collect();
+    if registered.is_empty() || registered.contains(&wanted) {
+        return Ok(());
+    }
+    let servers: Vec<&str> = registered
+        .iter()
+        .map(|u| u.trim_end_matches("/admin/v1"))
+        .collect();
+    Err(invalid(
+        "issuer",
+        format!(
+            "this command's issuer is {issuer}, but the server's is {}: pass --issuer {} (or \
+             the same --config as the server)",
+            servers.join(" or "),
+            servers[0]
+        ),
+    ))
+}
+
 /// Check and register a resource.
 pub async fn create_resource(
     store: &dyn Store,
@@ -270,6 +301,7 @@ pub async fn create_admin_client(
     issuer: &str,
     name: &str,
 ) -> Result<(ClientRecord, String), ManageError> {
+    check_admin_issuer(store, issuer).await?;
     ensure_admin_resource(store, issuer).await?;
     let (record, secret) = create_client(
         store,

@@ -75,18 +75,38 @@ fn admin_routes() -> OpenApiRouter<AppState> {
         .route_layer(axum::middleware::from_fn(admin::auth::require_admin))
 }
 
-/// Every route under the issuer's path: the public OAuth endpoints (documented), the pages
-/// (not documented: they are for browsers), and the admin API.
+/// Every route under the issuer's path: the endpoints clients call (documented, with CORS for
+/// browser-based clients), the pages (for browsers, never cross-origin), and the admin API.
 fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(<admin::openapi::Doc as utoipa::OpenApi>::openapi())
-        // Discovery and keys.
+        .merge(cross_origin_routes().layer(public_cors()))
+        .merge(page_routes())
+        .merge(admin_routes())
+}
+
+/// What browser-based MCP clients call directly: discovery, keys, the token endpoint and
+/// its companions, registration. CORS (any origin, no credentials) on these only.
+fn cross_origin_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .routes(routes!(well_known::metadata))
         .route(
             "/.well-known/openid-configuration",
             get(well_known::metadata),
         )
         .routes(routes!(jwks::jwks))
-        // The authorization endpoint and its steps (sign-in, consent).
+        .routes(routes!(token::token))
+        .routes(routes!(revoke::revoke))
+        .routes(routes!(userinfo::get, userinfo::post))
+        .routes(routes!(register::register))
+        .routes(routes!(register::read, register::update, register::delete))
+        .route("/openapi.json", get(serve_openapi))
+}
+
+/// The authorization endpoint and its steps, sign-in, the account pages, the device pages;
+/// introspection and device authorization (for servers and devices): no CORS, ever (a
+/// cross-origin script must not drive them).
+fn page_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .routes(routes!(authorize::authorize_get, authorize::authorize_post))
         .route("/authorize/continue", get(authorize::resume))
         .route("/authorize/decision", post(authorize::decision))
@@ -95,20 +115,11 @@ fn routes() -> OpenApiRouter<AppState> {
         .route("/account/apps", get(account::apps))
         .route("/account/apps/revoke", post(account::revoke))
         .route("/static/concierge.css", get(stylesheet))
-        // The token endpoint and its companions.
-        .routes(routes!(token::token))
+        // Servers and devices, not browsers.
         .routes(routes!(introspect::introspect))
-        .routes(routes!(revoke::revoke))
-        .routes(routes!(userinfo::get, userinfo::post))
-        // Device authorization (RFC 8628).
         .routes(routes!(device::authorization))
         .route("/device", get(device::page).post(device::enter))
         .route("/device/decision", post(device::decision))
-        // Client registration (RFC 7591, RFC 7592).
-        .routes(routes!(register::register))
-        .routes(routes!(register::read, register::update, register::delete))
-        .route("/openapi.json", get(serve_openapi))
-        .merge(admin_routes())
 }
 
 /// The OpenAPI 3.1 document: every documented route, as the committed
@@ -131,6 +142,43 @@ async fn serve_openapi() -> impl IntoResponse {
     Json(DOC.get_or_init(openapi).clone())
 }
 
+/// Health and metrics: for load balancers, orchestrators and Prometheus, not for clients.
+/// `/metrics` needs the configured bearer token, when there is one.
+fn operational_routes(state: &AppState) -> Router<AppState> {
+    let metrics = match &state.oauth.config.metrics.bearer_token {
+        Some(token) => {
+            let expected = crate::util::secret_hash(token);
+            get(crate::metrics::endpoint).route_layer(axum::middleware::from_fn(
+                move |req: axum::extract::Request, next: axum::middleware::Next| {
+                    let allowed = crate::http::bearer_token(req.headers())
+                        .is_some_and(|t| crate::util::verify_secret(t, &expected));
+                    async move {
+                        if allowed {
+                            next.run(req).await
+                        } else {
+                            crate::error::ApiError::unauthorized(
+                                None,
+                                "metrics need the configured bearer token (metrics.bearer_token)",
+                            )
+                            .into_response()
+                        }
+                    }
+                },
+            ))
+        }
+        None => get(crate::metrics::endpoint),
+    };
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", metrics)
+}
+
+/// The management listener's router (`metrics.listen`): health and metrics only.
+pub fn management(state: AppState) -> Router {
+    operational_routes(&state).with_state(state)
+}
+
 /// Build the router. Endpoints live under the issuer's path (`base_path`, "" for an issuer
 /// at the root), and the well-known documents are also served in the path-inserted form
 /// (RFC 8414 §3.1) and the appended form (OpenID Connect Discovery §4).
@@ -143,8 +191,7 @@ pub fn build(state: AppState) -> Router {
     if base_path.is_empty() {
         app = app.merge(api);
     } else {
-        app = app
-            .nest(&base_path, api)
+        let path_inserted = Router::new()
             .route(
                 &format!("/.well-known/oauth-authorization-server{base_path}"),
                 get(well_known::metadata),
@@ -152,17 +199,24 @@ pub fn build(state: AppState) -> Router {
             .route(
                 &format!("/.well-known/openid-configuration{base_path}"),
                 get(well_known::metadata),
-            );
+            )
+            .layer(public_cors());
+        app = app.nest(&base_path, api).merge(path_inserted);
     }
-    let app = app
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(crate::metrics::endpoint));
-    app.layer(axum::middleware::from_fn_with_state(
+    let app = if state.oauth.config.metrics.listen.is_some() {
+        app
+    } else {
+        app.merge(operational_routes(&state))
+    };
+    let body_timeout =
+        std::time::Duration::from_secs(u64::from(state.oauth.config.http.body_timeout_secs.max(1)));
+    app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+        body_timeout,
+    ))
+    .layer(axum::middleware::from_fn_with_state(
         state.metrics.clone(),
         crate::metrics::track,
     ))
-    .layer(public_cors())
     .layer(SetResponseHeaderLayer::overriding(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

@@ -74,6 +74,11 @@ impl App {
                  (set CONCIERGE_KEY_ENCRYPTION_KEY)"
             );
         }
+        // The admin API is a resource of this server's issuer, registered by the server
+        // itself, so the CLI can tell whether it is configured for the same issuer.
+        crate::manage::ensure_admin_resource(store.as_ref(), &config.issuer)
+            .await
+            .context("registering the admin API as a resource")?;
         let kek = load_kek(&config)?;
         let keys = Arc::new(
             KeyManager::start(store.clone(), kek, config.tokens.longest_signed_lifetime())
@@ -98,21 +103,39 @@ impl App {
         Ok(Self { state })
     }
 
-    /// Serve on `listener` until `shutdown` resolves, then finish in-flight requests.
+    /// Serve on `listener` until `shutdown` resolves, then finish in-flight requests. With
+    /// `metrics.listen` set, metrics and health are served on that address too.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let config = self.state.oauth.config.clone();
+        let management = match config.metrics.listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("listening on {addr} (metrics.listen)"))?,
+            ),
+            None => None,
+        };
         let tasks = spawn_background(&self.state);
         let audit = self.state.oauth.audit.clone();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let management = management.map(|l| {
+            let router = crate::router::management(self.state.clone());
+            let mut stop = stop_rx.clone();
+            let limits = config.http.clone();
+            tokio::spawn(crate::listener::serve(l, router, limits, async move {
+                let _ = stop.changed().await;
+            }))
+        });
         let router = crate::router::build(self.state);
-        let result = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        let result = crate::listener::serve(listener, router, config.http.clone(), shutdown).await;
+        let _ = stop_tx.send(true);
+        if let Some(m) = management {
+            let _ = m.await;
+        }
         for t in tasks {
             t.abort();
         }

@@ -160,7 +160,7 @@ pub async fn decision(State(state): State<AppState>, headers: HeaderMap, body: B
                 .error_page(StatusCode::BAD_REQUEST, "Choose Allow or Deny.");
         }
     };
-    match authorize::decide(&state.oauth, &req, &session, approve).await {
+    match authorize::decide(&state.oauth, req, &session, approve).await {
         Ok(Next::Redirect(to)) => see_other(&to),
         Ok(_) => state
             .web
@@ -205,6 +205,7 @@ fn consent_page(
             client: &req.client,
             user,
             redirect_uri: Some(&req.redirect_uri),
+            user_code: None,
             action: "/authorize/decision",
             params: vec![("request", req.seal(&state.oauth))],
         },

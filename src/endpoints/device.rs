@@ -81,8 +81,8 @@ pub async fn page(
     headers: HeaderMap,
     Query(q): Query<DeviceQuery>,
 ) -> Response {
-    let user = match super::current_session(&state, &headers).await {
-        Ok(Some((_, user))) => user,
+    let (session, user) = match super::current_session(&state, &headers).await {
+        Ok(Some(signed_in)) => signed_in,
         Ok(None) => {
             let mut back = state.web.path("/device");
             if let Some(c) = &q.user_code {
@@ -149,8 +149,15 @@ pub async fn page(
             client: &client,
             user: &user,
             redirect_uri: None,
+            user_code: Some(&request.user_code),
             action: "/device/decision",
-            params: vec![("user_code", request.user_code.clone())],
+            params: vec![
+                ("user_code", request.user_code.clone()),
+                (
+                    "entry",
+                    device::entry_tag(&state.oauth, &session.sid, &request.user_code),
+                ),
+            ],
         },
     )
 }
@@ -169,8 +176,14 @@ pub async fn enter(State(state): State<AppState>, headers: HeaderMap, body: Byte
     ))
 }
 
-/// `POST /device/decision`: the consent form's answer for a device.
-pub async fn decision(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+/// `POST /device/decision`: the consent form's answer for a device, for a code this
+/// session entered.
+pub async fn decision(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let form = match state.web.posted_form(&headers, &body) {
         Ok(f) => f,
         Err(page) => return *page,
@@ -196,13 +209,23 @@ pub async fn decision(State(state): State<AppState>, headers: HeaderMap, body: B
         )
     };
     let ctx = &state.oauth;
-    let request = match form.get("user_code") {
-        Some(c) => match ctx.devices().pending_device(c, ctx.now()).await {
-            Ok(Some(r)) => r,
-            Ok(None) => return no_longer(&state),
-            Err(e) => return state.web.internal_error(e),
-        },
-        None => return no_longer(&state),
+    let (Some(code), Some(tag)) = (form.get("user_code"), form.get("entry")) else {
+        return no_longer(&state);
+    };
+    let request = match device::for_decision(ctx, &session, code, tag, addr).await {
+        Ok(r) => r,
+        Err(LookupError::Throttled(_)) => {
+            return device_page(
+                &state,
+                &headers,
+                StatusCode::TOO_MANY_REQUESTS,
+                "",
+                Some("Too many wrong codes. Try again in 10 minutes."),
+                None,
+            );
+        }
+        Err(LookupError::NotFound) => return no_longer(&state),
+        Err(LookupError::Store(e)) => return state.web.internal_error(e),
     };
     let approve = match form.get("decision") {
         Some("approve") => true,

@@ -21,7 +21,7 @@ use axum::response::Response;
 use crate::oauth::authn;
 use crate::state::AppState;
 use crate::store::{Session, User};
-use crate::ui::{self, SESSION_COOKIE};
+use crate::ui;
 
 /// The signed-in user of this browser, if any; a store failure is the error page to answer
 /// with.
@@ -29,7 +29,7 @@ pub async fn current_session(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<(Session, User)>, Box<Response>> {
-    let Some(token) = ui::cookie(headers, SESSION_COOKIE) else {
+    let Some(token) = state.web.session(headers) else {
         return Ok(None);
     };
     authn::session::current(&state.oauth, token)

@@ -10,7 +10,7 @@ use serde_json::Value;
 use subtle::ConstantTimeEq;
 
 use crate::audit::{Event, Kind};
-use crate::error::OAuthError;
+use crate::error::{ErrorCode, OAuthError};
 use crate::http::{ClientAddr, bearer_token, has_content_type};
 use crate::oauth::authn::throttle::Bucket;
 use crate::oauth::client_metadata::{self, MAX_BODY_BYTES, Origin, RawClientMetadata};
@@ -57,6 +57,7 @@ fn json_body(
     responses(
         (status = 201, description = "Registered (RFC 7591 §3.2.1)", body = crate::endpoints::schemas::ClientInformation),
         (status = 400, description = "`invalid_client_metadata` or `invalid_redirect_uri`", body = crate::endpoints::schemas::OAuthErrorResponse),
+        (status = 403, description = "`access_denied`: registration is turned off", body = crate::endpoints::schemas::OAuthErrorResponse),
         (status = 429, description = "Rate limited", body = crate::endpoints::schemas::OAuthErrorResponse),
     ))]
 pub async fn register(
@@ -67,6 +68,14 @@ pub async fn register(
 ) -> Result<Response, OAuthError> {
     let ctx = &state.oauth;
     let policy = &ctx.config.registration;
+    if !policy.enabled {
+        // Off means off: not only left out of the metadata.
+        return Err(OAuthError::new(
+            ErrorCode::AccessDenied,
+            "dynamic client registration is turned off on this server; ask its operator for \
+             a client",
+        ));
+    }
     if let Some(expected) = &policy.initial_access_token {
         // RFC 7591 §3: an initial access token, when the operator requires one.
         let ok = bearer_token(&headers).is_some_and(|given| {
@@ -93,7 +102,7 @@ pub async fn register(
     {
         tracing::warn!(address = %a, "registration rate limit reached");
         return Err(OAuthError::rate_limited(
-            "registrations",
+            "registrations from this address",
             t.retry_after as u64,
         ));
     }

@@ -12,7 +12,7 @@ use crate::http::ClientAddr;
 use crate::oauth::authn::{self, SigninError};
 use crate::oauth::form::Form;
 use crate::state::AppState;
-use crate::ui::{self, Browser, SESSION_COOKIE, see_other};
+use crate::ui::{Browser, see_other};
 
 #[derive(Deserialize)]
 pub struct SigninQuery {
@@ -91,7 +91,7 @@ pub async fn submit(
         &username,
         password,
         addr,
-        ui::cookie(&headers, SESSION_COOKIE),
+        state.web.session(&headers),
     )
     .await
     {
@@ -124,7 +124,7 @@ pub async fn submit(
         header::SET_COOKIE,
         state
             .web
-            .set_cookie(SESSION_COOKIE, &signed_in.cookie, Some(ttl)),
+            .set_cookie(state.web.session_cookie(), &signed_in.cookie, Some(ttl)),
     );
     browser.apply(res)
 }
@@ -133,7 +133,7 @@ pub async fn signout(State(state): State<AppState>, headers: HeaderMap, body: By
     if let Err(page) = state.web.posted_form(&headers, &body) {
         return *page;
     }
-    if let Some(token) = ui::cookie(&headers, SESSION_COOKIE)
+    if let Some(token) = state.web.session(&headers)
         && let Err(e) = authn::session::end(&state.oauth, token).await
     {
         return state.web.internal_error(e);
@@ -141,7 +141,9 @@ pub async fn signout(State(state): State<AppState>, headers: HeaderMap, body: By
     let mut res = see_other(&state.web.path("/signin"));
     res.headers_mut().append(
         header::SET_COOKIE,
-        state.web.set_cookie(SESSION_COOKIE, "", Some(0)),
+        state
+            .web
+            .set_cookie(state.web.session_cookie(), "", Some(0)),
     );
     res
 }

@@ -70,6 +70,7 @@ async fn issue(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthError> {
     let ctx = &state.oauth;
+    ctx.request_limits.address(addr, ctx.now())?;
     let form = form_body(headers, body)?;
     let name = form
         .get("grant_type")
@@ -97,6 +98,7 @@ async fn issue(
     .await?;
     let client = authenticate_client(ctx, headers, &form).await?;
     tracing::Span::current().record("client_id", client.client_id.as_str());
+    ctx.request_limits.client(&client.client_id, ctx.now())?;
     if !client.metadata.has_grant(grant.grant_type()) {
         return Err(OAuthError::new(
             ErrorCode::UnauthorizedClient,

@@ -76,6 +76,11 @@ pub struct AuthorizationRequest {
     pub login_hint: Option<String>,
     /// RFC 9449 §10: the DPoP key the code must be redeemed with.
     pub dpop_jkt: Option<String>,
+    /// May errors go back to the client's redirect URI? For a client an operator registered,
+    /// yes; for one that registered itself or is a metadata document, only once the user
+    /// has signed in and seen it (RFC 9700 §4.11.2: otherwise anyone could register a
+    /// redirect URI and use us as an open redirector). Until then errors are pages.
+    pub redirect_errors: bool,
 }
 
 /// What a request asks a user to allow: a client, resources, scopes.
@@ -113,6 +118,7 @@ impl AuthorizationRequest {
     /// following steps.
     fn with_redirect(client: Client, redirect_uri: String, sent: Option<String>) -> Self {
         Self {
+            redirect_errors: is_operator_client(&client),
             client,
             redirect_uri,
             redirect_uri_sent: sent,
@@ -136,12 +142,22 @@ impl AuthorizationRequest {
         }
     }
 
-    /// An error for the client, at its redirect URI.
+    /// An error for the client: at its redirect URI (its description kept to the characters
+    /// RFC 6749 §4.1.2.1 allows) when [`Self::redirect_errors`], else on a page.
     pub fn error(&self, code: ErrorCode, description: impl Into<String>) -> AuthorizeError {
+        let description = crate::error::rfc6749_text(description.into().into()).into_owned();
+        if !self.redirect_errors {
+            return AuthorizeError::Page(format!(
+                "The application's request cannot be completed ({}): {description}. \
+                 You are not sent back to it because it registered itself and you have not \
+                 approved it.",
+                code.as_str()
+            ));
+        }
         AuthorizeError::Redirect {
             redirect_uri: self.redirect_uri.clone(),
             code,
-            description: description.into(),
+            description,
             state: self.state.clone(),
         }
     }
@@ -534,6 +550,7 @@ pub async fn next_step(
         .map_err(AuthorizeError::internal)?;
     if missing || req.prompt.consent {
         if req.prompt.none {
+            let req = seen_by(ctx, req, &session.user_id).await?;
             return Err(req.error(
                 ErrorCode::ConsentRequired,
                 "the user must approve this request",
@@ -541,17 +558,40 @@ pub async fn next_step(
         }
         return Ok(Next::Consent);
     }
-    issue(ctx, req, session).await
+    // Everything asked was approved before: the user has seen this client.
+    let mut req = req.clone();
+    req.redirect_errors = true;
+    issue(ctx, &req, session).await
+}
+
+/// `req` with its errors redirected if the signed-in user approved this client before
+/// (then they have seen it and its redirect URI; RFC 9700 §4.11.2). Asked only on the way
+/// to an error, so the common path costs no query.
+async fn seen_by(
+    ctx: &Context,
+    req: &AuthorizationRequest,
+    user_id: &str,
+) -> Result<AuthorizationRequest, AuthorizeError> {
+    let mut req = req.clone();
+    if !req.redirect_errors {
+        req.redirect_errors = consent::approved_before(ctx, user_id, &req.client.client_id)
+            .await
+            .map_err(AuthorizeError::internal)?;
+    }
+    Ok(req)
 }
 
 /// The user's answer on the consent page. Approval is remembered and a code issued; a
 /// denial goes back to the client as `access_denied`.
 pub async fn decide(
     ctx: &Context,
-    req: &AuthorizationRequest,
+    mut req: AuthorizationRequest,
     session: &Session,
     approve: bool,
 ) -> Result<Next, AuthorizeError> {
+    // The user signed in and saw who asks: from here errors go back to the client.
+    req.redirect_errors = true;
+    let req = &req;
     if !approve {
         ctx.audit.record(
             crate::audit::Event::new(crate::audit::Kind::ConsentDenied)
@@ -578,8 +618,8 @@ async fn issue(
     Ok(Next::Redirect(code_redirect(ctx, req, &code)))
 }
 
-/// Is this client's display trustworthy enough to redirect errors to before the user has
-/// seen it? (Used by the error policy of RFC 9700 §4.11.2.)
+/// Did an operator register this client? Only such clients get errors redirected before
+/// the user has seen them (RFC 9700 §4.11.2).
 pub fn is_operator_client(client: &Client) -> bool {
     matches!(
         client.source,

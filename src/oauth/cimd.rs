@@ -20,7 +20,7 @@ use super::ttl_cache::TtlCache;
 use crate::config::CimdConfig;
 use crate::store::ClientMetadata;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CimdError {
     #[error("the client_id URL {0}")]
     BadUrl(String),
@@ -28,6 +28,14 @@ pub enum CimdError {
     Fetch(#[from] FetchError),
     #[error("the client metadata document is invalid: {0}")]
     Invalid(String),
+    /// Fetches from this host failed too often lately; not tried again yet.
+    #[error(
+        "fetches of client metadata documents from {host} failed too often; retry in {retry_after} s"
+    )]
+    Throttled { host: String, retry_after: i64 },
+    /// Too many documents are being fetched at once.
+    #[error("too many client metadata documents are being fetched at once; retry shortly")]
+    Busy,
 }
 
 impl CimdError {
@@ -36,7 +44,9 @@ impl CimdError {
     /// audit event).
     pub fn public(&self) -> String {
         match self {
-            Self::BadUrl(_) | Self::Invalid(_) => self.to_string(),
+            Self::BadUrl(_) | Self::Invalid(_) | Self::Throttled { .. } | Self::Busy => {
+                self.to_string()
+            }
             Self::Fetch(_) => "the client metadata document could not be fetched from the \
                                client_id URL"
                 .to_string(),
@@ -114,13 +124,31 @@ pub fn cache_ttl(headers: &HeaderMap, now: SystemTime, cfg: &CimdConfig) -> Opti
     (secs > 0).then(|| Duration::from_secs(secs))
 }
 
+/// Most documents fetched at once; more wait (up to the fetch timeout) for a turn.
+const CONCURRENT_FETCHES: usize = 32;
+/// Failed fetches from one host allowed per window before fetches from it pause.
+const FAILURES_PER_HOST: u32 = 10;
+const FAILURE_WINDOW_SECS: i64 = 60;
+
+type Shared = Arc<tokio::sync::OnceCell<Result<Arc<ClientMetadata>, CimdError>>>;
+
 /// Fetches, validates and caches metadata documents. One per server; cheap to share.
+///
+/// Concurrent look-ups of one URL share one fetch (single flight); at most
+/// [`CONCURRENT_FETCHES`] fetches run at once; a host whose documents keep failing is not
+/// fetched from again for the rest of a window (so we are nobody's scanner), and its
+/// failures reach the audit log once per window with their count, not once each.
 pub struct CimdResolver {
     fetcher: SafeFetcher,
     cfg: CimdConfig,
     /// The grants documents may list.
     grants: Arc<GrantRegistry>,
     cache: TtlCache<String, Arc<ClientMetadata>>,
+    in_flight: std::sync::Mutex<std::collections::HashMap<String, Shared>>,
+    permits: tokio::sync::Semaphore,
+    /// Per host: (window start, failures in it).
+    failures: std::sync::Mutex<std::collections::HashMap<String, (i64, u32)>>,
+    audit: Option<crate::audit::Audit>,
 }
 
 impl CimdResolver {
@@ -131,7 +159,17 @@ impl CimdResolver {
             grants,
             cache: TtlCache::new(cfg.cache_capacity),
             cfg,
+            in_flight: std::sync::Mutex::new(std::collections::HashMap::new()),
+            permits: tokio::sync::Semaphore::new(CONCURRENT_FETCHES),
+            failures: std::sync::Mutex::new(std::collections::HashMap::new()),
+            audit: None,
         })
+    }
+
+    /// Record fetch failures in the audit log (aggregated per host and window).
+    pub fn with_audit(mut self, audit: crate::audit::Audit) -> Self {
+        self.audit = Some(audit);
+        self
     }
 
     pub fn config(&self) -> &CimdConfig {
@@ -144,13 +182,91 @@ impl CimdResolver {
         if let Some(hit) = self.cache.get(client_id) {
             return Ok(hit);
         }
-        let (metadata, ttl) = self.fetch(&url, client_id).await?;
-        let metadata = Arc::new(metadata);
-        if let Some(ttl) = ttl {
-            self.cache
-                .insert(client_id.to_string(), metadata.clone(), ttl);
+        // Single flight: whoever comes first fetches; the others wait for the same answer.
+        let shared = {
+            let mut map = lock(&self.in_flight);
+            map.entry(client_id.to_string()).or_default().clone()
+        };
+        let result = shared
+            .get_or_init(|| self.fetch_and_cache(&url, client_id))
+            .await
+            .clone();
+        lock(&self.in_flight).remove(client_id);
+        result
+    }
+
+    async fn fetch_and_cache(
+        &self,
+        url: &Url,
+        client_id: &str,
+    ) -> Result<Arc<ClientMetadata>, CimdError> {
+        let host = url.host_str().unwrap_or_default().to_string();
+        let now = crate::util::now();
+        self.check_host(&host, now)?;
+        let timeout = Duration::from_millis(self.cfg.timeout_ms);
+        let Ok(Ok(_permit)) = tokio::time::timeout(timeout, self.permits.acquire()).await else {
+            return Err(CimdError::Busy);
+        };
+        match self.fetch(url, client_id).await {
+            Ok((metadata, ttl)) => {
+                let metadata = Arc::new(metadata);
+                if let Some(ttl) = ttl {
+                    self.cache
+                        .insert(client_id.to_string(), metadata.clone(), ttl);
+                }
+                Ok(metadata)
+            }
+            Err(e) => {
+                self.failed(&host, client_id, &e, now);
+                Err(e)
+            }
         }
-        Ok(metadata)
+    }
+
+    /// Refuse a host whose fetches failed too often in this window.
+    fn check_host(&self, host: &str, now: i64) -> Result<(), CimdError> {
+        let window = now.div_euclid(FAILURE_WINDOW_SECS) * FAILURE_WINDOW_SECS;
+        match lock(&self.failures).get(host) {
+            Some((start, n)) if *start == window && *n >= FAILURES_PER_HOST => {
+                Err(CimdError::Throttled {
+                    host: host.to_string(),
+                    retry_after: window + FAILURE_WINDOW_SECS - now,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Count a failure; the first of a window and the one that pauses the host reach the
+    /// audit log.
+    fn failed(&self, host: &str, client_id: &str, e: &CimdError, now: i64) {
+        let window = now.div_euclid(FAILURE_WINDOW_SECS) * FAILURE_WINDOW_SECS;
+        let count = {
+            let mut map = lock(&self.failures);
+            if map.len() > 10_000 {
+                map.retain(|_, (start, _)| *start == window);
+            }
+            let entry = map.entry(host.to_string()).or_insert((window, 0));
+            if entry.0 != window {
+                *entry = (window, 0);
+            }
+            entry.1 += 1;
+            entry.1
+        };
+        if (count == 1 || count == FAILURES_PER_HOST)
+            && let Some(audit) = &self.audit
+        {
+            audit.record(
+                crate::audit::Event::new(crate::audit::Kind::CimdFetchFailed)
+                    .client(client_id)
+                    .detail(serde_json::json!({
+                        "host": host,
+                        "error": e.to_string(),
+                        "failures_in_window": count,
+                        "paused": count >= FAILURES_PER_HOST,
+                    })),
+            );
+        }
     }
 
     /// The documents cached now, each with the seconds it has left, ordered by client_id.
@@ -186,6 +302,13 @@ impl CimdResolver {
             client_metadata::validate(raw, Origin::Document { url: client_id }, &self.grants)
                 .map_err(|e| CimdError::Invalid(e.description.into_owned()))?;
         Ok((metadata, ttl))
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
     }
 }
 

@@ -13,7 +13,6 @@ use url::Url;
 
 use super::cimd::{CimdError, CimdResolver, is_document_client_id};
 use super::ttl_cache::TtlCache;
-use crate::audit::{Audit, Event, Kind};
 use crate::store::{ClientKind, ClientMetadata, ClientStore, StoreError};
 
 /// Where a client's metadata comes from.
@@ -89,7 +88,6 @@ pub struct ClientDirectory {
     cimd: Option<Arc<CimdResolver>>,
     cache: TtlCache<String, Client>,
     cache_ttl: Duration,
-    audit: Option<Audit>,
 }
 
 impl ClientDirectory {
@@ -105,14 +103,7 @@ impl ClientDirectory {
             cimd,
             cache: TtlCache::new(CLIENT_CACHE_CAPACITY),
             cache_ttl: Duration::from_secs(cache_secs),
-            audit: None,
         }
-    }
-
-    /// Record metadata documents that cannot be used in the audit log.
-    pub fn with_audit(mut self, audit: Audit) -> Self {
-        self.audit = Some(audit);
-        self
     }
 
     /// The client named `client_id`; `Ok(None)` when there is no such client (including an
@@ -122,19 +113,8 @@ impl ClientDirectory {
         if let Some(cimd) = &self.cimd
             && is_document_client_id(client_id, cimd.config())
         {
-            let metadata = match cimd.resolve(client_id).await {
-                Ok(m) => m,
-                Err(e) => {
-                    if let Some(audit) = &self.audit {
-                        audit.record(
-                            Event::new(Kind::CimdFetchFailed)
-                                .client(client_id)
-                                .detail(serde_json::json!({ "error": e.to_string() })),
-                        );
-                    }
-                    return Err(e.into());
-                }
-            };
+            // Failures are recorded in the audit log by the resolver, per host and window.
+            let metadata = cimd.resolve(client_id).await?;
             return Ok(Some(Client {
                 client_id: client_id.to_string(),
                 source: ClientSource::MetadataDocument,

@@ -48,6 +48,16 @@ pub async fn missing(ctx: &Context, user_id: &str, asked: &Asked<'_>) -> Result<
     Ok(false)
 }
 
+/// Has this user approved anything for this client before (and not revoked it)?
+pub async fn approved_before(
+    ctx: &Context,
+    user_id: &str,
+    client_id: &str,
+) -> Result<bool, StoreError> {
+    let all = ctx.consents().list_consents(user_id).await?;
+    Ok(all.iter().any(|c| c.client_id == client_id))
+}
+
 /// Remember the approval, adding to what was allowed before.
 pub async fn save(ctx: &Context, user_id: &str, asked: &Asked<'_>) -> Result<(), StoreError> {
     let now = ctx.now();

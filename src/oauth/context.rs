@@ -14,6 +14,7 @@ use super::cimd::{CimdError, CimdResolver};
 use super::client_assertion::AssertionVerifier;
 use super::clients::ClientDirectory;
 use super::grants::GrantRegistry;
+use super::request_limits::RequestLimits;
 use super::resource::ResourceDirectory;
 use crate::audit::Audit;
 use crate::config::Config;
@@ -69,6 +70,8 @@ pub struct Context {
     pub audit: Audit,
     pub grants: Arc<GrantRegistry>,
     pub authn: Authentication,
+    /// The token endpoint's per-replica rate limits.
+    pub request_limits: RequestLimits,
 }
 
 impl Context {
@@ -89,8 +92,7 @@ impl Context {
         } else {
             None
         };
-        let clients = ClientDirectory::new(store.clone(), cimd.clone(), config.clients.cache_secs)
-            .with_audit(audit.clone());
+        let clients = ClientDirectory::new(store.clone(), cimd.clone(), config.clients.cache_secs);
         let resources = ResourceDirectory::new(store.clone(), config.resources.cache_secs);
         let assertions = AssertionVerifier::new(
             &config.issuer,
@@ -101,6 +103,7 @@ impl Context {
         Ok(Self {
             issuer: Arc::from(config.issuer.as_str()),
             authn: Authentication::new(&config),
+            request_limits: RequestLimits::new(&config.rate_limits),
             clock: Clock::system(),
             config,
             keys,

@@ -77,6 +77,51 @@ pub async fn find_pending(
     }
 }
 
+/// The proof, carried by the consent form, that this browser session entered `user_code`:
+/// a decision is taken only for a code the deciding session typed (or opened from the
+/// device's link), so the decision form cannot be used to guess codes (RFC 8628 §5.1).
+pub fn entry_tag(ctx: &Context, sid: &str, user_code: &str) -> String {
+    ctx.keys
+        .kek()
+        .request_tag(&format!("device-entry\n{sid}\n{user_code}"))
+}
+
+/// Did this session enter `user_code`? (See [`entry_tag`].)
+pub fn entered_here(ctx: &Context, sid: &str, user_code: &str, tag: &str) -> bool {
+    ctx.keys
+        .kek()
+        .verify_request_tag(&format!("device-entry\n{sid}\n{user_code}"), tag)
+}
+
+/// The pending request a consent form decides: only a code this session entered, and with
+/// wrong ones throttled like code entry.
+pub async fn for_decision(
+    ctx: &Context,
+    session: &Session,
+    user_code: &str,
+    tag: &str,
+    addr: Option<IpAddr>,
+) -> Result<DeviceCode, LookupError> {
+    let now = ctx.now();
+    let throttle = &ctx.authn.throttle;
+    let bucket = Bucket::DeviceCodeGuess(addr);
+    if let Some(t) = throttle.is_full(ctx.rate_limits(), bucket, now).await? {
+        return Err(LookupError::Throttled(t));
+    }
+    let found = if entered_here(ctx, &session.sid, user_code, tag) {
+        ctx.devices().pending_device(user_code, now).await?
+    } else {
+        None
+    };
+    match found {
+        Some(d) => Ok(d),
+        None => {
+            throttle.failed(ctx.rate_limits(), bucket, now).await?;
+            Err(LookupError::NotFound)
+        }
+    }
+}
+
 /// The resources and scope a pending request asks for (resources looked up again, so one
 /// removed since is refused).
 pub async fn asked(

@@ -33,6 +33,7 @@ pub mod pkce;
 pub mod policy;
 pub mod redirect_uri;
 pub mod registration;
+pub mod request_limits;
 pub mod resource;
 pub mod scope;
 pub mod tokens;

@@ -35,32 +35,42 @@ const V4_SPECIAL: &[(Ipv4Addr, u8)] = &[
     (Ipv4Addr::new(240, 0, 0, 0), 4),
 ];
 
+/// The IPv6 special-purpose registry's entries that lie inside global unicast (2000::/3);
+/// everything outside it is refused anyway (see [`is_special_use`]).
 const V6_SPECIAL: &[(Ipv6Addr, u8)] = &[
-    (Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0), 128),
-    (Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 1), 128),
-    (Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96),
-    (Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96),
-    (Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0), 48),
-    (Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0), 64),
+    // Teredo, benchmarking, AMT, ORCHID, drone identifiers (RFC 2928 and later).
     (Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0), 23),
+    // Documentation (RFC 3849, RFC 9637).
     (Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32),
-    (Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0), 16),
     (Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 0), 20),
-    (Ipv6Addr::new(0x5f00, 0, 0, 0, 0, 0, 0, 0), 16),
-    (Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7),
-    (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10),
-    (Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8),
+    // 6to4 (RFC 3056): embeds an IPv4 address of any kind.
+    (Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0), 16),
+    // Direct Delegation AS112 service (RFC 7534).
+    (Ipv6Addr::new(0x2620, 0x4f, 0x8000, 0, 0, 0, 0, 0), 48),
 ];
 
-/// Is `ip` in a special-use range (private, loopback, link-local, documentation, …)?
+/// Global unicast (RFC 4291 §2.4): the only IPv6 space we ever connect to. Outside it lie
+/// the unspecified and loopback addresses, IPv4-mapped and IPv4-compatible addresses
+/// (`::ffff:0:0/96`, `::/96`), NAT64 (`64:ff9b::/96`, `64:ff9b:1::/48`), discard-only and
+/// dummy prefixes (`100::/64`, `100:0:0:1::/64`), SRv6 SIDs (`5f00::/16`), unique-local
+/// (`fc00::/7`), link-local (`fe80::/10`), the deprecated site-local (`fec0::/10`),
+/// multicast (`ff00::/8`) and what is still reserved.
+const V6_GLOBAL_UNICAST: (Ipv6Addr, u8) = (Ipv6Addr::new(0x2000, 0, 0, 0, 0, 0, 0, 0), 3);
+
+/// Is `ip` in a special-use range (private, loopback, link-local, documentation, …) of the
+/// IANA IPv4 and IPv6 special-purpose address registries (RFC 6890), or outside IPv6
+/// global unicast?
 pub fn is_special_use(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => V4_SPECIAL
             .iter()
             .any(|(net, len)| Ipv4Net::new(*net, *len).is_ok_and(|n| n.contains(&v4))),
-        IpAddr::V6(v6) => V6_SPECIAL
-            .iter()
-            .any(|(net, len)| Ipv6Net::new(*net, *len).is_ok_and(|n| n.contains(&v6))),
+        IpAddr::V6(v6) => {
+            let within = |(net, len): &(Ipv6Addr, u8)| {
+                Ipv6Net::new(*net, *len).is_ok_and(|n| n.contains(&v6))
+            };
+            !within(&V6_GLOBAL_UNICAST) || V6_SPECIAL.iter().any(within)
+        }
     }
 }
 
@@ -117,7 +127,7 @@ impl Resolve for GuardedResolver {
 }
 
 /// Why an outbound fetch failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum FetchError {
     #[error("{0} must use https")]
     NotHttps(String),
@@ -244,33 +254,95 @@ mod tests {
         s.parse().expect("ip")
     }
 
+    /// Every range of the IANA special-purpose registries (and IPv6 outside global
+    /// unicast), by an address inside it; then public addresses next to them.
     #[test]
     fn special_use_ranges() {
         for s in [
+            // IPv4 special-purpose registry.
+            "0.0.0.0",
+            "0.255.255.255",
             "10.1.2.3",
+            "100.64.0.1",
+            "100.127.255.254",
+            "127.0.0.1",
+            "127.255.255.254",
+            "169.254.169.254",
             "172.16.0.1",
             "172.31.255.255",
+            "192.0.0.1",
+            "192.0.0.9",
+            "192.0.0.170",
+            "192.0.2.1",
+            "192.31.196.1",
+            "192.52.193.1",
+            "192.88.99.1",
             "192.168.1.1",
-            "127.0.0.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "224.0.0.1",
-            "255.255.255.255",
+            "192.175.48.1",
             "198.18.0.1",
-            "::1",
+            "198.19.255.255",
+            "198.51.100.1",
+            "203.0.113.1",
+            "224.0.0.1",
+            "239.255.255.255",
+            "240.0.0.1",
+            "255.255.255.255",
+            // IPv6 special-purpose registry.
             "::",
-            "fe80::1",
-            "fc00::1",
-            "fd12::1",
+            "::1",
             "::ffff:10.0.0.1",
             "::ffff:127.0.0.1",
+            "::ffff:8.8.8.8",
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "::8.8.8.8",
+            "64:ff9b::a00:1",
+            "64:ff9b:1::1",
+            "100::1",
+            "100:0:0:1::1",
+            "2001::1",
+            "2001:1::1",
+            "2001:2::1",
+            "2001:3::1",
+            "2001:4:112::1",
+            "2001:10::1",
+            "2001:20::1",
+            "2001:30::1",
             "2001:db8::1",
+            "2002:a00:1::1",
+            "2620:4f:8000::1",
+            "3fff::1",
+            "5f00::1",
+            "fc00::1",
+            "fd12::1",
+            "fe80::1",
+            "febf::1",
+            "fec0::1",
+            "feff::1",
             "ff02::1",
+            // Outside global unicast, reserved.
+            "400::1",
+            "1234::1",
+            "4000::1",
+            "e000::1",
         ] {
             assert!(is_special_use(ip(s)), "{s}");
         }
-        for s in ["93.184.216.34", "8.8.8.8", "172.32.0.1", "2606:4700::1111"] {
+        for s in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "1.1.1.1",
+            "172.32.0.1",
+            "100.128.0.1",
+            "192.0.1.1",
+            "198.20.0.1",
+            "223.255.255.255",
+            "2606:4700::1111",
+            "2a00:1450::1",
+            "2001:200::1",
+            "2620:4f:8001::1",
+            "3ffe::1",
+        ] {
             assert!(!is_special_use(ip(s)), "{s}");
         }
     }

@@ -18,6 +18,9 @@ pub struct ConsentView<'a> {
     pub user: &'a User,
     /// Where the browser goes after the decision; `None` for the device flow.
     pub redirect_uri: Option<&'a str>,
+    /// The device flow's user code, for the user to compare with the device's screen
+    /// (RFC 8628 §5.4).
+    pub user_code: Option<&'a str>,
     /// The form's path (after the issuer's base path).
     pub action: &'a str,
     /// Hidden fields the form posts back.
@@ -80,6 +83,7 @@ pub fn render(web: &Web, headers: &HeaderMap, v: ConsentView<'_>) -> Response {
             resources => resources,
             identity => identity,
             redirect_host => redirect_host,
+            user_code => v.user_code,
             csrf => web.csrf(&browser),
             params => v.params,
         },

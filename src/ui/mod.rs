@@ -14,9 +14,14 @@ use crate::keys::KeyManager;
 use crate::oauth::form::Form;
 use crate::util;
 
+/// The session cookie's name, before its prefix (see [`Web::new`]).
 pub const SESSION_COOKIE: &str = "concierge_session";
+/// The anti-forgery binding cookie's name, before its prefix.
 pub const BROWSER_COOKIE: &str = "concierge_browser";
 pub const STYLESHEET: &str = include_str!("concierge.css");
+
+/// How long a form's anti-forgery token is good for, in seconds.
+pub const CSRF_TTL_SECS: i64 = 3600;
 
 /// The compiled templates, and what every page needs: the issuer's base path, whether
 /// cookies are `Secure`, and the key that makes anti-forgery tokens.
@@ -24,17 +29,29 @@ pub struct Web {
     env: Environment<'static>,
     /// The issuer's path ("" at the root): prefix of every link and form on our pages.
     base_path: String,
-    /// The issuer is https: cookies are `Secure`.
+    /// The issuer is https: cookies are `Secure` (and prefixed).
     secure: bool,
+    /// The cookies' names, with their prefix.
+    session_cookie: String,
+    browser_cookie: String,
     keys: Arc<KeyManager>,
 }
 
 impl Web {
+    /// Pages for an issuer at `base_path`. With an https issuer the cookies are `Secure`
+    /// and carry a prefix the browser enforces: `__Host-` (Secure, `Path=/`, no `Domain`)
+    /// for an issuer at the root of its origin; `__Secure-` for an issuer with a path, whose
+    /// cookies must stay under that path (so two issuers on one origin keep theirs apart).
     pub fn new(
         base_path: &str,
         secure: bool,
         keys: Arc<KeyManager>,
     ) -> Result<Self, minijinja::Error> {
+        let prefix = match (secure, base_path.is_empty()) {
+            (false, _) => "",
+            (true, true) => "__Host-",
+            (true, false) => "__Secure-",
+        };
         let mut env = Environment::new();
         env.add_template("base.html", include_str!("templates/base.html"))?;
         env.add_template("error.html", include_str!("templates/error.html"))?;
@@ -46,8 +63,20 @@ impl Web {
             env,
             base_path: base_path.to_string(),
             secure,
+            session_cookie: format!("{prefix}{SESSION_COOKIE}"),
+            browser_cookie: format!("{prefix}{BROWSER_COOKIE}"),
             keys,
         })
+    }
+
+    /// The session cookie's name (with its prefix).
+    pub fn session_cookie(&self) -> &str {
+        &self.session_cookie
+    }
+
+    /// The browser's session cookie value, if it sent one.
+    pub fn session<'a>(&self, headers: &'a HeaderMap) -> Option<&'a str> {
+        cookie(headers, &self.session_cookie)
     }
 
     /// The issuer's path ("" at the root).
@@ -113,31 +142,45 @@ impl Web {
 
     /// The browser's anti-forgery binding, created when absent.
     pub fn browser(&self, headers: &HeaderMap) -> Browser {
-        match cookie(headers, BROWSER_COOKIE).filter(|v| v.len() == 22) {
+        match cookie(headers, &self.browser_cookie).filter(|v| v.len() == 22) {
             Some(id) => Browser {
                 id: id.to_string(),
                 set_cookie: None,
             },
             None => {
                 let id = util::random_id();
-                let set_cookie = Some(self.set_cookie(BROWSER_COOKIE, &id, None));
+                let set_cookie = Some(self.set_cookie(&self.browser_cookie, &id, None));
                 Browser { id, set_cookie }
             }
         }
     }
 
-    /// The anti-forgery token of `browser`, for a form.
+    /// The anti-forgery token of `browser`, for a form: when it was made, and a tag over
+    /// that time and the browser, good for [`CSRF_TTL_SECS`].
     pub fn csrf(&self, browser: &Browser) -> String {
-        self.keys.kek().csrf_token(&browser.id)
+        let issued = util::now();
+        let tag = self
+            .keys
+            .kek()
+            .csrf_token(&format!("{}\n{issued}", browser.id));
+        format!("{issued}.{tag}")
     }
 
-    /// Does the form's anti-forgery token belong to this browser? A form posted without the
-    /// browser cookie (a new browser) never passes.
+    /// Does the form's anti-forgery token belong to this browser, and is it recent? A form
+    /// posted without the browser cookie (a new browser) never passes.
     pub fn csrf_ok(&self, headers: &HeaderMap, token: Option<&str>) -> bool {
-        match (cookie(headers, BROWSER_COOKIE), token) {
-            (Some(id), Some(t)) => self.keys.kek().verify_csrf(id, t),
-            _ => false,
-        }
+        let (Some(id), Some(token)) = (cookie(headers, &self.browser_cookie), token) else {
+            return false;
+        };
+        let Some((issued, tag)) = token.split_once('.') else {
+            return false;
+        };
+        let Ok(at) = issued.parse::<i64>() else {
+            return false;
+        };
+        let now = util::now();
+        let fresh = at <= now + 60 && now - at <= CSRF_TTL_SECS;
+        fresh && self.keys.kek().verify_csrf(&format!("{id}\n{issued}"), tag)
     }
 
     /// A form posted from one of our pages: parsed, with its anti-forgery token checked. The

@@ -213,9 +213,10 @@ both!(admin_calls_need_an_admin_token, |app: TestApp| async move {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 303);
-    let back = location(&res);
-    assert_eq!(query(&back)["error"], "invalid_target", "{back}");
+    // A self-registered client the user has not seen hears it on a page (RFC 9700 §4.11.2).
+    assert_eq!(res.status(), 400);
+    assert!(res.headers().get("location").is_none());
+    assert!(res.text().await.unwrap().contains("invalid_target"));
 
     // Metadata does not advertise the admin scope to every client.
     let (_, _, m) = app
@@ -857,6 +858,37 @@ both!(
         let token = cc_token(&app, &admin.client_id, &admin.secret, &admin_uri, "admin").await;
         let (s, _, body) = call(&app, Some(&token), reqwest::Method::GET, "/admin/v1/clients", None).await;
         assert_eq!(s, 200, "{body}");
+        app
+    }
+);
+
+both!(
+    a_new_password_ends_sessions_and_agents_grants,
+    |app: TestApp| async move {
+        // alice connects an agent (a refresh token) in a browser session.
+        let (alice, client, b, tokens) = connect_agent(&app, "notes:read").await;
+        let rt = tokens["refresh_token"].as_str().unwrap().to_string();
+        let apps = b.get(app.url("/account/apps")).send().await.unwrap();
+        assert_eq!(apps.status(), 200, "signed in");
+
+        // An operator sets a new password.
+        let (_, _, token) = admin_token(&app).await;
+        let (s, _, _) = call(
+            &app,
+            Some(&token),
+            reqwest::Method::PUT,
+            &format!("/admin/v1/users/{alice}/password"),
+            Some(json!({"password": "a brand new password"})),
+        )
+        .await;
+        assert_eq!(s, 204);
+
+        // The browser is signed out and the agent must ask again.
+        let apps = b.get(app.url("/account/apps")).send().await.unwrap();
+        assert_eq!(apps.status(), 303, "signed out");
+        let (s, _, body) = refresh(&app, &client, &rt, &[]).await;
+        assert_eq!(s, 400, "{body}");
+        assert_eq!(body["error"], "invalid_grant");
         app
     }
 );

@@ -233,11 +233,30 @@ async fn private_addresses_refused_without_the_flag() {
             .unwrap()
             .is_none()
     );
-    // An address literal in a special-use range.
-    for host in ["127.0.0.1", "10.0.0.1", "169.254.169.254", "[::1]"] {
+    // An address literal in a special-use range, however it is spelled: refused before any
+    // connection (a spelling that is not the URL's normal form is refused as a URL).
+    for host in [
+        "127.0.0.1",
+        "10.0.0.1",
+        "169.254.169.254",
+        "[::1]",
+        "0.0.0.0",
+        "[::]",
+        "[::ffff:7f00:1]",
+        "[::ffff:127.0.0.1]",
+        "[::7f00:1]",
+        "[fec0::1]",
+        "127.1",
+        "2130706433",
+        "0x7f.0.0.1",
+        "0177.0.0.1",
+    ] {
         let e = lookup_err(&app, &format!("https://{host}:{port}/client.json")).await;
         assert!(
-            matches!(e, CimdError::Fetch(FetchError::SpecialUseAddress(_))),
+            matches!(
+                e,
+                CimdError::Fetch(FetchError::SpecialUseAddress(_)) | CimdError::BadUrl(_)
+            ),
             "{host}: {e}"
         );
     }

@@ -583,3 +583,44 @@ async fn cli_changes_are_audited() {
     let text = serde_json::to_string(&events).unwrap();
     assert!(!text.contains("sqlite://") && !text.contains("never to be logged"));
 }
+
+/// The admin API's resource derives from the issuer: a server registers its own at start-up,
+/// and an admin client made for another issuer is refused with the server's issuer named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_client_follows_the_servers_issuer() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let issuer = "http://127.0.0.1:8081";
+    // The server starts (as `serve --issuer …` would) on this data directory.
+    let config = concierge::Config {
+        issuer: issuer.into(),
+        data_dir: d.join("concierge-data"),
+        ..concierge::Config::default()
+    };
+    let app = concierge::App::build(config).await.unwrap();
+    drop(app);
+    let (ok, out, _) = concierge(d, &["resource", "list"]);
+    assert!(
+        ok && out.contains("http://127.0.0.1:8081/admin/v1"),
+        "{out}"
+    );
+    // The CLI with its default issuer would make an admin client the server refuses.
+    let (ok, out, err) = concierge(d, &["admin-client", "create"]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("--issuer http://127.0.0.1:8081"),
+        "names the server's issuer: {err}"
+    );
+    let (ok, out, _) = concierge(d, &["resource", "list"]);
+    assert!(
+        ok && !out.contains("http://localhost:8080/admin/v1"),
+        "no stray admin resource: {out}"
+    );
+    // With the server's issuer it works.
+    let (ok, out, err) = concierge(d, &["--issuer", issuer, "admin-client", "create"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("resource=http://127.0.0.1:8081/admin/v1"),
+        "{out}"
+    );
+}

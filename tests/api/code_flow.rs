@@ -169,13 +169,15 @@ both!(
         let q = query(&location(&res));
         assert_eq!(q["error"], "consent_required");
         assert_eq!(q["state"], "st-123");
-        // prompt=none without a session: login_required.
+        // prompt=none without a session: login_required, on a page, since nobody has seen
+        // this self-registered client in this browser (RFC 9700 §4.11.2).
         let res = browser()
             .get(authorize_url(&app, &none))
             .send()
             .await
             .unwrap();
-        assert_eq!(query(&location(&res))["error"], "login_required");
+        assert_eq!(res.status(), 400);
+        assert!(res.text().await.unwrap().contains("login_required"));
         // prompt=login: back to the sign-in page although signed in.
         let mut login = params.clone();
         login.push(("prompt".into(), "login".into()));
@@ -222,6 +224,7 @@ both!(
                 .contains("frame-ancestors 'none'")
         );
         assert_eq!(h["x-frame-options"], "DENY");
+        assert_eq!(h["referrer-policy"], "no-referrer", "RFC 9700 §4.2");
         assert_eq!(h["cache-control"], "no-store");
         let html = unescape(&page.text().await.unwrap());
         for expected in [
@@ -439,7 +442,15 @@ both!(authorization_request_errors, |app: TestApp| async move {
         .await
         .unwrap();
     assert_eq!(res.status(), 303);
-    // Errors sent back to the client.
+    // Errors sent back to a client an operator registered; for a client that registered
+    // itself, shown on a page until the user has seen it (RFC 9700 §4.11.2).
+    let (operator, _) = app
+        .add_client(concierge::oauth::client_metadata::RawClientMetadata {
+            redirect_uris: Some(vec![REDIRECT.into()]),
+            token_endpoint_auth_method: Some("none".into()),
+            ..Default::default()
+        })
+        .await;
     for (p, error) in [
         (
             with("response_type", Some("token")),
@@ -460,6 +471,21 @@ both!(authorization_request_errors, |app: TestApp| async move {
         (with("prompt", Some("none login")), "invalid_request"),
         (with("request", Some("eyJ.x.y")), "request_not_supported"),
     ] {
+        let res = b.get(authorize_url(&app, &p)).send().await.unwrap();
+        assert_eq!(res.status(), 400, "{error}");
+        assert!(res.headers().get("location").is_none(), "{error}");
+        assert!(res.text().await.unwrap().contains(error), "{error}");
+        let p: Vec<(String, String)> = p
+            .into_iter()
+            .map(|(k, v)| {
+                let v = if k == "client_id" {
+                    operator.clone()
+                } else {
+                    v
+                };
+                (k, v)
+            })
+            .collect();
         let res = b.get(authorize_url(&app, &p)).send().await.unwrap();
         assert_eq!(res.status(), 303, "{error}");
         let back = location(&res);

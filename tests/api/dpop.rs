@@ -520,7 +520,8 @@ both!(dpop_jkt_binds_the_code, |app: TestApp| async move {
         key.jkt()
     );
 
-    // A malformed dpop_jkt is an authorization error sent back to the client.
+    // A malformed dpop_jkt is an authorization error (on a page: this client registered
+    // itself and the request is refused before anyone has seen it).
     let (_, challenge) = pkce();
     let mut params = auth_params(&client_id, &challenge, "notes:read");
     params.push(("dpop_jkt".into(), "not-a-thumbprint".into()));
@@ -529,8 +530,12 @@ both!(dpop_jkt_binds_the_code, |app: TestApp| async move {
         .send()
         .await
         .unwrap();
-    let back = location(&res);
-    assert_eq!(query(&back)["error"], "invalid_request", "{back}");
+    assert_eq!(res.status(), 400);
+    let page = res.text().await.unwrap();
+    assert!(
+        page.contains("invalid_request") && page.contains("dpop_jkt"),
+        "{page}"
+    );
     app
 });
 

@@ -35,5 +35,6 @@ mod process;
 mod registration;
 mod rmcp_client;
 mod scale_out;
+mod security;
 mod store;
 mod token;

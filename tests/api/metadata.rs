@@ -94,17 +94,22 @@ both!(
             m["scopes_supported"],
             json!(["openid", "profile", "email", "offline_access"])
         );
-        let res = app
-            .http
-            .post(app.url("/register"))
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap();
+        // Off means off: a registration that would be accepted elsewhere is refused.
+        let (status, _, body) = app
+            .register(&json!({
+                "client_name": "Agent",
+                "redirect_uris": ["http://127.0.0.1/callback"],
+                "token_endpoint_auth_method": "none"
+            }))
+            .await;
+        assert_eq!(status, 403, "{body}");
+        assert_eq!(body["error"], "access_denied");
         assert!(
-            res.status().is_client_error(),
-            "registration is off: {}",
-            res.status()
+            app.store()
+                .list_clients(concierge::util::now())
+                .await
+                .unwrap()
+                .is_empty()
         );
         app
     }

@@ -244,7 +244,7 @@ both!(
             b64(json!({"alg": "none", "kid": "k1"})),
             b64(claims(&app, &id))
         );
-        assert_refused(&token(&app, &none, &[]).await, &none, "\"none\"");
+        assert_refused(&token(&app, &none, &[]).await, &none, "'none'");
         let mut h = Header::new(Algorithm::HS256);
         h.kid = Some("k1".into());
         let secret = serde_json::to_vec(&key.jwk).unwrap();

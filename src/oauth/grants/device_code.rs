@@ -65,7 +65,7 @@ pub async fn start(
         .await?
     {
         return Err(OAuthError::rate_limited(
-            "device authorization requests",
+            "device authorization requests from this address",
             t.retry_after as u64,
         ));
     }

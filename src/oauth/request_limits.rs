@@ -1,0 +1,123 @@
+//! Rate limits on the token endpoint, per client and per address, kept in memory by each
+//! replica: issuing a token must not wait for a database write, so these counters are not
+//! shared (N replicas allow N times the limit). The throttles that must hold across replicas
+//! (sign-in, device codes, registration) are in [`super::authn::throttle`].
+//!
+//! Fixed one-minute windows in a few independently locked shards, so concurrent requests
+//! rarely wait for each other.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use crate::config::RateLimitConfig;
+use crate::error::OAuthError;
+
+const SHARDS: usize = 16;
+const WINDOW_SECS: i64 = 60;
+/// More keys than this in one shard and old windows are swept from it.
+const SWEEP_AT: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Client(String),
+    Address(IpAddr),
+}
+
+/// The counters: (window start, hits) per key.
+pub struct RequestLimits {
+    per_client: u32,
+    per_address: u32,
+    hasher: RandomState,
+    shards: Vec<Mutex<HashMap<Key, (i64, u32)>>>,
+}
+
+impl RequestLimits {
+    pub fn new(config: &RateLimitConfig) -> Self {
+        Self {
+            per_client: config.token_per_client,
+            per_address: config.token_per_address,
+            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
+    /// Count a token request from `addr`; refused over the per-address limit.
+    pub fn address(&self, addr: Option<IpAddr>, now: i64) -> Result<(), OAuthError> {
+        match addr {
+            Some(a) => self.hit(
+                Key::Address(a),
+                self.per_address,
+                now,
+                "token requests from this address",
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// Count a token request by the authenticated `client_id`; refused over the per-client
+    /// limit. (Counted after authentication, so nobody can use up another client's
+    /// allowance by sending its id.)
+    pub fn client(&self, client_id: &str, now: i64) -> Result<(), OAuthError> {
+        self.hit(
+            Key::Client(client_id.to_string()),
+            self.per_client,
+            now,
+            "token requests by this client",
+        )
+    }
+
+    fn hit(&self, key: Key, limit: u32, now: i64, what: &str) -> Result<(), OAuthError> {
+        if limit == 0 {
+            return Ok(());
+        }
+        let window = now.div_euclid(WINDOW_SECS) * WINDOW_SECS;
+        let mut h = self.hasher.build_hasher();
+        key.hash(&mut h);
+        let shard = &self.shards[(h.finish() as usize) % SHARDS];
+        let mut map = match shard.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if map.len() > SWEEP_AT {
+            map.retain(|_, (start, _)| *start == window);
+        }
+        let entry = map.entry(key).or_insert((window, 0));
+        if entry.0 != window {
+            *entry = (window, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+        if entry.1 > limit {
+            let retry_after = (window + WINDOW_SECS - now).max(1) as u64;
+            return Err(OAuthError::rate_limited(what, retry_after));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_hold_per_key_and_reset_with_the_window() {
+        let limits = RequestLimits::new(&RateLimitConfig {
+            token_per_client: 3,
+            token_per_address: 0,
+        });
+        let t = 6000;
+        for _ in 0..3 {
+            assert!(limits.client("a", t).is_ok());
+        }
+        let e = limits.client("a", t + 30).expect_err("over");
+        assert_eq!(e.status, http::StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(e.retry_after, Some(30));
+        assert!(limits.client("b", t).is_ok(), "another client has its own");
+        assert!(limits.client("a", t + 60).is_ok(), "a new window");
+        let ip: IpAddr = "203.0.113.1".parse().expect("ip");
+        for _ in 0..100 {
+            assert!(limits.address(Some(ip), t).is_ok(), "0 turns a limit off");
+        }
+    }
+}
