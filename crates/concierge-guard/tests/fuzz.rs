@@ -3,8 +3,9 @@
 //! reads tool, prompt and resource names from. No input panics or gets a 5xx; what passes
 //! keeps the rules.
 //!
-//! Each property runs 64 cases (the layer's 24) unless `PROPTEST_CASES` says otherwise; no
-//! failure is persisted to files (a failure prints its shrunk input). A longer campaign:
+//! Each property runs 64 cases unless `PROPTEST_CASES` says otherwise (the layer is called in
+//! process, so its cases are as cheap as the others); no failure is persisted to files (a
+//! failure prints its shrunk input). A longer campaign:
 //! `PROPTEST_CASES=20000 cargo test -p concierge-guard --test fuzz`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -25,20 +26,17 @@ use tower_service::Service as _;
 
 const RESOURCE: &str = "https://mcp.example.com/mcp";
 
-fn cases(default: u32) -> Config {
+/// 64 cases unless `PROPTEST_CASES` says otherwise; no failure persistence.
+fn config() -> Config {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(default);
+        .unwrap_or(64);
     Config {
         cases,
         failure_persistence: None,
         ..Config::default()
     }
-}
-
-fn config() -> Config {
-    cases(64)
 }
 
 fn now() -> i64 {
@@ -147,6 +145,17 @@ fn json_text_edge() -> impl Strategy<Value = String> {
         Just("{\"a\":\"\\ud800\"}".to_owned()),
         Just("{\"a\":1,\"a\":2}".to_owned()),
         Just("{".to_owned()),
+    ]
+}
+
+/// `alg` values: accepted, forbidden, unknown, or not text.
+fn alg_name() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        3 => proptest::sample::select(vec![
+            "ES256", "RS256", "ES384", "PS256", "EdDSA", "none", "HS256", "", "es256",
+        ])
+        .prop_map(Value::from),
+        1 => json_value(),
     ]
 }
 
@@ -501,7 +510,7 @@ struct Answer {
 
 /// Sends requests with any `Authorization` and `DPoP` headers and any body to a guarded
 /// route that reads tool, prompt and resource names, and checks each answer with `check`.
-fn guarded_route_cases(check: impl Fn(Answer) -> Result<(), TestCaseError>) {
+fn guarded_route_cases(config: Config, check: impl Fn(Answer) -> Result<(), TestCaseError>) {
     let rt = runtime();
     let issuer = TestIssuer::new();
     let guard = rt
@@ -535,8 +544,15 @@ fn guarded_route_cases(check: impl Fn(Answer) -> Result<(), TestCaseError>) {
         .collect();
     // Tokens that name the trusted issuer, so that the header and signature checks are
     // reached, with any header and no valid signature.
-    let unsigned = (
+    let header = prop_oneof![
         jose_header(),
+        (any::<bool>(), alg_name()).prop_map(|(app, alg)| {
+            let typ = if app { "application/at+jwt" } else { "at+jwt" };
+            json!({ "typ": typ, "alg": alg })
+        }),
+    ];
+    let unsigned = (
+        header,
         object(vec![
             ("iss", json!(issuer.issuer())),
             ("aud", json!(RESOURCE)),
@@ -555,7 +571,7 @@ fn guarded_route_cases(check: impl Fn(Answer) -> Result<(), TestCaseError>) {
         2 => header_values(),
         2 => (proptest::sample::select(tokens), scheme)
             .prop_map(|(t, s)| vec![HeaderValue::from_str(&format!("{s} {t}")).unwrap()]),
-        1 => (unsigned, scheme).prop_filter_map("not a header value", |(t, s)| {
+        2 => (unsigned, scheme).prop_filter_map("not a header value", |(t, s)| {
             HeaderValue::from_str(&format!("{s} {t}")).ok().map(|v| vec![v])
         }),
     ];
@@ -565,7 +581,7 @@ fn guarded_route_cases(check: impl Fn(Answer) -> Result<(), TestCaseError>) {
         json_rpc_body(),
         proptest::option::of(proptest::sample::select(vec!["0", "1", "99999999999", "x"])),
     );
-    let mut runner = TestRunner::new(cases(24));
+    let mut runner = TestRunner::new(config);
     let result = runner.run(&strategy, |(authorization, proofs, body, length)| {
         let mut req = Request::builder().method(Method::POST).uri("/mcp");
         for v in &authorization {
@@ -611,7 +627,7 @@ fn guarded_route_cases(check: impl Fn(Answer) -> Result<(), TestCaseError>) {
 /// panic.
 #[test]
 fn guarded_route_answers_any_request_without_5xx() {
-    guarded_route_cases(|a| {
+    guarded_route_cases(config(), |a| {
         prop_assert!(
             [200, 400, 401, 403, 413].contains(&a.status.as_u16()),
             "{}",
@@ -655,10 +671,16 @@ fn guarded_route_answers_any_request_without_5xx() {
 
 /// Every `error_description` in an answer's body keeps to the characters RFC 6750 §3 allows
 /// (`%x20-21 / %x23-5B / %x5D-7E`: no `"`, no `\`, no non-ASCII). The challenge header
-/// escapes them already; the JSON body does not yet.
+/// escapes them already; the JSON body does not yet. At least 256 cases: they are cheap, and
+/// few requests get as far as a description with a quoted value.
 #[test]
 fn guard_error_descriptions_use_rfc6750_characters() {
-    guarded_route_cases(|a| {
+    let config = config();
+    let config = Config {
+        cases: config.cases.max(256),
+        ..config
+    };
+    guarded_route_cases(config, |a| {
         let body: Value = serde_json::from_slice(&a.body).unwrap_or_default();
         let description = body["error_description"].as_str().unwrap_or_default();
         prop_assert!(description_chars_ok(description), "{}", body);
