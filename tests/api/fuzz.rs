@@ -799,3 +799,28 @@ both!(device, builder setup, |app: TestApp| async move {
     property("POST /device and /device/decision", post, |r| send(&app, &client, r)).await;
     app
 });
+
+// A NUL in a client_id or a username names nobody: PostgreSQL's TEXT cannot hold one, and a
+// lookup with one used to fail there with a 500 (found by the properties above).
+both!(nul_in_a_name_is_unknown_not_a_server_error, builder setup, |app: TestApp| async move {
+    let h = &app.http;
+    let token = |req: reqwest::RequestBuilder| async move {
+        req.form(&[("grant_type", "client_credentials")]).send().await.expect("request").status().as_u16()
+    };
+    assert_eq!(token(h.post(app.url("/token")).basic_auth("\0", Some("x"))).await, 401, "Basic");
+    let body = h.post(app.url("/token")).form(&[("grant_type", "client_credentials"), ("client_id", "a\0"), ("client_secret", "x")]);
+    assert_eq!(body.send().await.expect("request").status().as_u16(), 401, "client_secret_post");
+    let page = h.get(app.url("/authorize?client_id=%00&response_type=code")).send().await.expect("request");
+    assert_eq!(page.status().as_u16(), 400, "authorization request");
+    let read = h.get(app.url("/register/%00")).bearer_auth("x").send().await.expect("request");
+    assert_eq!(read.status().as_u16(), 401, "RFC 7592 read");
+    let (client, csrf) = browser(&app).await;
+    let signin = client
+        .post(app.url("/signin"))
+        .form(&[("csrf", csrf.as_str()), ("username", "alice\0"), ("password", "correct horse battery staple")])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(signin.status().as_u16(), 401, "sign-in");
+    app
+});
