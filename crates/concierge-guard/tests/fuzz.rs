@@ -5,7 +5,8 @@
 //!
 //! Each property runs 64 cases unless `PROPTEST_CASES` says otherwise (the layer is called in
 //! process, so its cases are as cheap as the others); no failure is persisted to files (a
-//! failure prints its shrunk input). A longer campaign:
+//! failure prints its shrunk input). Every test's name starts with `fuzz_`, so
+//! `cargo test --workspace fuzz` runs them with the server's. A longer campaign:
 //! `PROPTEST_CASES=20000 cargo test -p concierge-guard --test fuzz`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -294,13 +295,13 @@ proptest! {
 
     /// Any text as a proof, checked against any method and URL: refused, never a panic.
     #[test]
-    fn any_proof_text_is_refused(proof in compact_jws(), method in nasty_string(), url in nasty_string()) {
+    fn fuzz_any_proof_text_is_refused(proof in compact_jws(), method in nasty_string(), url in nasty_string()) {
         prop_assert!(dpop::verify(&proof, &ProofCheck::new(&method, &url, now())).is_err());
     }
 
     /// `htu` normal form is idempotent and keeps only http(s) URLs without query or fragment.
     #[test]
-    fn htu_normal_form_is_idempotent(url in prop_oneof![nasty_string(), "(?i)https?://[a-z.]{1,12}(:[0-9]{1,5})?(/[a-z.%]{0,6}){0,4}(\\?[a-z=]*)?(#.*)?"]) {
+    fn fuzz_htu_normal_form_is_idempotent(url in prop_oneof![nasty_string(), "(?i)https?://[a-z.]{1,12}(:[0-9]{1,5})?(/[a-z.%]{0,6}){0,4}(\\?[a-z=]*)?(#.*)?"]) {
         if let Some(n) = dpop::normalize_htu(&url) {
             let again = dpop::normalize_htu(&n);
             prop_assert_eq!(again.as_deref(), Some(n.as_str()));
@@ -312,7 +313,7 @@ proptest! {
     /// Any JSON as a JWK: a thumbprint that ignores member order and extra members, or an
     /// error.
     #[test]
-    fn thumbprints_ignore_order_and_extra_members(jwk in json_value(), extra in json_value()) {
+    fn fuzz_thumbprints_ignore_order_and_extra_members(jwk in json_value(), extra in json_value()) {
         if let (Ok(t), Value::Object(m)) = (dpop::thumbprint(&jwk), &jwk) {
             let mut reversed: Map<String, Value> = m.iter().rev().map(|(k, v)| (k.clone(), v.clone())).collect();
             reversed.insert("zz-extra".into(), extra);
@@ -326,7 +327,7 @@ proptest! {
 /// (wrong `typ`, `alg`, private or mismatched keys; missing, mistyped, huge, past and
 /// future claims): accepted only when every rule holds.
 #[test]
-fn signed_proofs_are_accepted_only_when_every_rule_holds() {
+fn fuzz_signed_proofs_are_accepted_only_when_every_rule_holds() {
     let key = TestKey::generate("dpop");
     let url = "https://mcp.example.com/mcp";
     let token = "an-access-token";
@@ -389,7 +390,7 @@ fn signed_proofs_are_accepted_only_when_every_rule_holds() {
 /// Any text as an access token, and tokens signed by the trusted key over claims of every
 /// shape: a principal that keeps the rules, or a refusal; never a panic.
 #[test]
-fn tokens_validate_or_are_refused() {
+fn fuzz_tokens_validate_or_are_refused() {
     let rt = runtime();
     let issuer = TestIssuer::new();
     let guard = rt
@@ -626,7 +627,7 @@ fn guarded_route_cases(config: Config, check: impl Fn(Answer) -> Result<(), Test
 /// ASCII and, when there is a body, a JSON error of the RFC 6750 codes. Never 5xx, never a
 /// panic.
 #[test]
-fn guarded_route_answers_any_request_without_5xx() {
+fn fuzz_guarded_route_answers_any_request_without_5xx() {
     guarded_route_cases(config(), |a| {
         prop_assert!(
             [200, 400, 401, 403, 413].contains(&a.status.as_u16()),
@@ -674,7 +675,7 @@ fn guarded_route_answers_any_request_without_5xx() {
 /// escapes them already; the JSON body does not yet. At least 256 cases: they are cheap, and
 /// few requests get as far as a description with a quoted value.
 #[test]
-fn guard_error_descriptions_use_rfc6750_characters() {
+fn fuzz_guard_error_descriptions_use_rfc6750_characters() {
     let config = config();
     let config = Config {
         cases: config.cases.max(256),
