@@ -6,7 +6,8 @@
 //!
 //! Each test runs 24 requests per property unless `PROPTEST_CASES` says otherwise, and keeps
 //! no failure files. A 5xx fails at once with the shrunk request; descriptions with other
-//! characters are collected and listed when the property is done. A longer campaign:
+//! characters are collected and listed once every property of the test has run. A longer
+//! campaign:
 //! `PROPTEST_CASES=2000 cargo test --test api fuzz` (README: Fuzzing).
 
 use std::fmt::Debug;
@@ -153,10 +154,28 @@ fn errors(a: &Answer) -> Vec<(String, Option<String>)> {
     out
 }
 
+/// The `error_description`s with characters RFC 6749 §5.2 does not allow, with the requests
+/// that got them: collected by every property of a test, asserted when all have run (so a
+/// description does not keep the later properties from looking for 5xx answers).
+#[derive(Default)]
+struct Findings(Mutex<Vec<String>>);
+
+impl Findings {
+    fn assert_none(self) {
+        let bad = self.0.into_inner().unwrap_or_default();
+        assert!(
+            bad.is_empty(),
+            "{} error_description(s) with characters RFC 6749 §5.2 does not allow:\n{}",
+            bad.len(),
+            bad.join("\n")
+        );
+    }
+}
+
 /// Run `config().cases` requests made by `strategy()` and sent by `send`: none may answer 5xx
 /// (shrunk at once) and every error must carry an RFC code; descriptions outside RFC 6749's
-/// characters are collected and fail the property when it is done.
-async fn property<M, S, F, Fut>(what: &str, strategy: M, send: F)
+/// characters go to `found`.
+async fn property<M, S, F, Fut>(found: &Findings, what: &str, strategy: M, send: F)
 where
     M: FnOnce() -> S + Send,
     S: Strategy,
@@ -165,8 +184,7 @@ where
     Fut: Future<Output = Option<Answer>>,
 {
     let handle = tokio::runtime::Handle::current();
-    let bad_descriptions: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    let (send, handle, bad) = (&send, &handle, &bad_descriptions);
+    let (send, handle, bad) = (&send, &handle, &found.0);
     let run = move || {
         let strategy = strategy();
         let mut runner = TestRunner::new(config());
@@ -189,7 +207,7 @@ where
                     {
                         let shown: String = shown.chars().take(600).collect();
                         if let Ok(mut bad) = bad.lock() {
-                            bad.push(format!("{code}: {d:?}\n    for {shown}"));
+                            bad.push(format!("{what}: {code}: {d:?}\n    for {shown}"));
                         }
                     }
                 }
@@ -212,13 +230,6 @@ where
         Ok(Err(e)) => panic!("{what}: {e}"),
         Err(panic) => std::panic::resume_unwind(panic),
     }
-    let bad = bad_descriptions.into_inner().unwrap_or_default();
-    assert!(
-        bad.is_empty(),
-        "{what}: {} error_description(s) with characters RFC 6749 §5.2 does not allow:\n{}",
-        bad.len(),
-        bad.join("\n")
-    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -435,6 +446,7 @@ const TOKEN_PARAMS: &[&str] = &[
 ];
 
 both!(token, builder setup, |app: TestApp| async move {
+    let found = Findings::default();
     let m = app.machine_clients[0].clone();
     let known = token_values(&app).await;
     let strategy = move || form_post(
@@ -442,11 +454,13 @@ both!(token, builder setup, |app: TestApp| async move {
         encoded(pairs(TOKEN_PARAMS, known)),
         Some((m.client_id, m.secret)),
     );
-    property("POST /token", strategy, |r| send(&app, &app.http, r)).await;
+    property(&found, "POST /token", strategy, |r| send(&app, &app.http, r)).await;
+    found.assert_none();
     app
 });
 
 both!(introspect_and_revoke, builder setup, |app: TestApp| async move {
+    let found = Findings::default();
     let m = app.machine_clients[0].clone();
     let known = token_values(&app).await;
     let params = &["token", "token_type_hint", "client_id", "client_secret", "client_assertion", "client_assertion_type"];
@@ -457,12 +471,14 @@ both!(introspect_and_revoke, builder setup, |app: TestApp| async move {
             encoded(pairs(params, known)),
             Some((m.client_id, m.secret)),
         );
-        property(&format!("POST {path}"), strategy, |r| send(&app, &app.http, r)).await;
+        property(&found, &format!("POST {path}"), strategy, |r| send(&app, &app.http, r)).await;
     }
+    found.assert_none();
     app
 });
 
 both!(device_authorization, builder setup, |app: TestApp| async move {
+    let found = Findings::default();
     let (device_client, _) = app
         .add_client(concierge::oauth::client_metadata::RawClientMetadata {
             grant_types: Some(vec!["urn:ietf:params:oauth:grant-type:device_code".into()]),
@@ -479,7 +495,8 @@ both!(device_authorization, builder setup, |app: TestApp| async move {
         encoded(pairs(params, known)),
         Some((m.client_id, m.secret)),
     );
-    property("POST /device_authorization", strategy, |r| send(&app, &app.http, r)).await;
+    property(&found, "POST /device_authorization", strategy, |r| send(&app, &app.http, r)).await;
+    found.assert_none();
     app
 });
 
@@ -544,6 +561,7 @@ fn registration_body() -> impl Strategy<Value = Vec<u8>> {
 }
 
 both!(register, builder setup, |app: TestApp| async move {
+    let found = Findings::default();
     let content_type = || prop_oneof![
         6 => Just(Some(HeaderValue::from_static("application/json"))),
         1 => Just(Some(HeaderValue::from_static("application/json; charset=utf-16"))),
@@ -562,7 +580,7 @@ both!(register, builder setup, |app: TestApp| async move {
             Req { method: reqwest::Method::POST, path: "/register".into(), query: None, headers, body: Some(body) }
         },
     );
-    property("POST /register", strategy, |r| send(&app, &app.http, r)).await;
+    property(&found, "POST /register", strategy, |r| send(&app, &app.http, r)).await;
     // RFC 7592: any client id in the path, any registration access token.
     let strategy = || (
         proptest::sample::select(vec![reqwest::Method::GET, reqwest::Method::PUT, reqwest::Method::DELETE]),
@@ -578,7 +596,8 @@ both!(register, builder setup, |app: TestApp| async move {
             let id: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
             Req { method, path: format!("/register/{id}"), query: None, headers, body: Some(body) }
         });
-    property("/register/{client_id}", strategy, |r| send(&app, &app.http, r)).await;
+    property(&found, "/register/{client_id}", strategy, |r| send(&app, &app.http, r)).await;
+    found.assert_none();
     app
 });
 
@@ -607,6 +626,7 @@ fn query(pairs: impl Strategy<Value = Vec<(String, String)>>) -> impl Strategy<V
 }
 
 both!(authorize, builder setup, |app: TestApp| async move {
+    let found = Findings::default();
     // An operator's client (errors may go back to it) and a self-registered one (they may
     // not, before sign-in): both with the same loopback redirect URI.
     let (operator_client, _) = app
@@ -650,9 +670,9 @@ both!(authorize, builder setup, |app: TestApp| async move {
         headers,
         body: None,
     });
-    property("GET /authorize", get, |r| send(&app, &app.http, r)).await;
+    property(&found, "GET /authorize", get, |r| send(&app, &app.http, r)).await;
     let post = move || form_post("/authorize", encoded(pairs(AUTHORIZE_PARAMS, known)), None);
-    property("POST /authorize", post, |r| send(&app, &app.http, r)).await;
+    property(&found, "POST /authorize", post, |r| send(&app, &app.http, r)).await;
     // The steps after: a sealed request of any text, a decision without a session.
     let steps = || (
         proptest::sample::select(vec!["/authorize/continue", "/authorize/decision"]),
@@ -673,11 +693,13 @@ both!(authorize, builder setup, |app: TestApp| async move {
                 body: post.then_some(body),
             }
         });
-    property("/authorize/continue and /decision", steps, |r| send(&app, &app.http, r)).await;
+    property(&found, "/authorize/continue and /decision", steps, |r| send(&app, &app.http, r)).await;
+    found.assert_none();
     app
 });
 
 both!(userinfo, builder setup, |app: TestApp| async move {
+    let found = Findings::default();
     let known = token_values(&app).await;
     let access_token = access_token(&app).await;
     let auth = move || prop_oneof![
@@ -703,7 +725,8 @@ both!(userinfo, builder setup, |app: TestApp| async move {
             let post = method == reqwest::Method::POST;
             Req { method, path: "/userinfo".into(), query: None, headers, body: post.then_some(body) }
         });
-    property("/userinfo", strategy, |r| send(&app, &app.http, r)).await;
+    property(&found, "/userinfo", strategy, |r| send(&app, &app.http, r)).await;
+    found.assert_none();
     app
 });
 
@@ -732,6 +755,7 @@ async fn browser(app: &TestApp) -> (reqwest::Client, String) {
 }
 
 both!(signin, builder setup, |app: TestApp| async move {
+    let found = Findings::default();
     let (client, csrf) = browser(&app).await;
     let return_to = app.url("/account/apps");
     let return_path = url::Url::parse(&return_to).map(|u| u.path().to_string()).unwrap_or_default();
@@ -751,13 +775,15 @@ both!(signin, builder setup, |app: TestApp| async move {
         headers: Vec::new(),
         body: None,
     });
-    property("GET /signin", get, |r| send(&app, &client, r)).await;
+    property(&found, "GET /signin", get, |r| send(&app, &client, r)).await;
     let post = move || form_post("/signin", encoded(pairs(params, known)), None);
-    property("POST /signin", post, |r| send(&app, &client, r)).await;
+    property(&found, "POST /signin", post, |r| send(&app, &client, r)).await;
+    found.assert_none();
     app
 });
 
 both!(device, builder setup, |app: TestApp| async move {
+    let found = Findings::default();
     // A signed-in browser, so that codes are looked up.
     let (client, csrf) = browser(&app).await;
     let res = client
@@ -783,7 +809,7 @@ both!(device, builder setup, |app: TestApp| async move {
         headers: Vec::new(),
         body: None,
     });
-    property("GET /device", get, |r| send(&app, &client, r)).await;
+    property(&found, "GET /device", get, |r| send(&app, &client, r)).await;
     let post = move || (
         proptest::sample::select(vec!["/device", "/device/decision"]),
         encoded(pairs(params, known)),
@@ -796,7 +822,8 @@ both!(device, builder setup, |app: TestApp| async move {
             headers: ct.map(|ct| vec![(reqwest::header::CONTENT_TYPE, ct)]).unwrap_or_default(),
             body: Some(body),
         });
-    property("POST /device and /device/decision", post, |r| send(&app, &client, r)).await;
+    property(&found, "POST /device and /device/decision", post, |r| send(&app, &client, r)).await;
+    found.assert_none();
     app
 });
 
