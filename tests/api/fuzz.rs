@@ -463,7 +463,14 @@ both!(introspect_and_revoke, builder setup, |app: TestApp| async move {
     let found = Findings::default();
     let m = app.machine_clients[0].clone();
     let known = token_values(&app).await;
-    let params = &["token", "token_type_hint", "client_id", "client_secret", "client_assertion", "client_assertion_type"];
+    let params = &[
+        "token",
+        "token_type_hint",
+        "client_id",
+        "client_secret",
+        "client_assertion",
+        "client_assertion_type",
+    ];
     for path in ["/introspect", "/revoke"] {
         let (known, m) = (known.clone(), m.clone());
         let strategy = move || form_post(
@@ -835,7 +842,11 @@ both!(nul_in_a_name_is_unknown_not_a_server_error, builder setup, |app: TestApp|
         req.form(&[("grant_type", "client_credentials")]).send().await.expect("request").status().as_u16()
     };
     assert_eq!(token(h.post(app.url("/token")).basic_auth("\0", Some("x"))).await, 401, "Basic");
-    let body = h.post(app.url("/token")).form(&[("grant_type", "client_credentials"), ("client_id", "a\0"), ("client_secret", "x")]);
+    let body = h.post(app.url("/token")).form(&[
+        ("grant_type", "client_credentials"),
+        ("client_id", "a\0"),
+        ("client_secret", "x"),
+    ]);
     assert_eq!(body.send().await.expect("request").status().as_u16(), 401, "client_secret_post");
     let page = h.get(app.url("/authorize?client_id=%00&response_type=code")).send().await.expect("request");
     assert_eq!(page.status().as_u16(), 400, "authorization request");
