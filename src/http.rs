@@ -104,3 +104,91 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
         .filter(|(s, _)| *s == TokenScheme::Bearer)
         .map(|(_, t)| t)
 }
+
+#[cfg(test)]
+mod tests {
+    /// Property tests (README: Fuzzing).
+    mod fuzz {
+        use axum::http::{HeaderValue, header};
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use crate::error::ErrorCode;
+        use crate::fuzz::{config, nasty_bytes};
+
+        /// Any value a header can carry (visible ASCII, spaces, tabs, obs-text).
+        fn header_value() -> impl Strategy<Value = HeaderValue> {
+            prop_oneof![
+                nasty_bytes(),
+                ("(?i)(bearer|dpop|basic)?", " {0,3}", "[ -~\t]{0,40}")
+                    .prop_map(|(s, sp, t)| format!("{s}{sp}{t}").into_bytes()),
+            ]
+            .prop_filter_map("not a header value", |b| HeaderValue::from_bytes(&b).ok())
+        }
+
+        fn headers(name: header::HeaderName) -> impl Strategy<Value = HeaderMap> {
+            proptest::collection::vec(header_value(), 0..3).prop_map(move |values| {
+                let mut h = HeaderMap::new();
+                for v in values {
+                    h.append(name.clone(), v);
+                }
+                h
+            })
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            /// Any `Authorization` headers give at most one token: of a single header, with
+            /// a known scheme, non-empty and trimmed.
+            #[test]
+            fn authorization_header_gives_at_most_one_clean_token(h in headers(header::AUTHORIZATION)) {
+                if let Some((scheme, token)) = access_token(&h) {
+                    prop_assert_eq!(h.get_all(header::AUTHORIZATION).iter().count(), 1);
+                    let value = h.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
+                    let prefix = match scheme {
+                        TokenScheme::Bearer => "bearer ",
+                        TokenScheme::DPoP => "dpop ",
+                    };
+                    prop_assert!(value.to_ascii_lowercase().starts_with(prefix));
+                    prop_assert!(!token.is_empty() && token.trim() == token);
+                    prop_assert_eq!(bearer_token(&h).is_some(), scheme == TokenScheme::Bearer);
+                } else {
+                    prop_assert!(bearer_token(&h).is_none());
+                }
+            }
+
+            /// A token68 sent with either scheme, in any case, comes back unchanged.
+            #[test]
+            fn token68_round_trips(
+                token in "[A-Za-z0-9._~+/-]{1,200}=*",
+                scheme in "(?i)(bearer|dpop)",
+                spaces in " {1,3}",
+            ) {
+                let mut h = HeaderMap::new();
+                h.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("{scheme}{spaces}{token}"))?);
+                let (got_scheme, got) = access_token(&h).ok_or_else(|| TestCaseError::fail("no token"))?;
+                prop_assert_eq!(got, token.as_str());
+                prop_assert_eq!(got_scheme == TokenScheme::Bearer, scheme.eq_ignore_ascii_case("bearer"));
+            }
+
+            /// Any content type and body: a form, or an `invalid_request`.
+            #[test]
+            fn form_bodies_parse_or_are_invalid_requests(
+                h in headers(header::CONTENT_TYPE),
+                form_type in any::<bool>(),
+                body in nasty_bytes(),
+            ) {
+                let mut h = h;
+                if form_type {
+                    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("Application/X-WWW-Form-Urlencoded ; charset=UTF-8"));
+                }
+                let _ = has_content_type(&h, "application/json");
+                match form_body(&h, Ok(axum::body::Bytes::from(body))) {
+                    Ok(_) => prop_assert!(has_content_type(&h, "application/x-www-form-urlencoded")),
+                    Err(e) => prop_assert_eq!(e.code, ErrorCode::InvalidRequest),
+                }
+            }
+        }
+    }
+}

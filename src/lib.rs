@@ -17,6 +17,8 @@ pub mod audit;
 pub mod config;
 pub mod endpoints;
 pub mod error;
+#[cfg(test)]
+pub(crate) mod fuzz;
 pub mod http;
 pub mod keys;
 pub mod listener;

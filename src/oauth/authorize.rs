@@ -679,4 +679,36 @@ mod tests {
         assert!(back.prompt.login);
         assert_eq!(back.max_age, Some(0));
     }
+
+    /// Property tests (README: Fuzzing).
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::fuzz::{config, nasty_string};
+        use crate::oauth::redirect_uri::RedirectUri;
+
+        proptest! {
+            #![proptest_config(config())]
+
+            /// Response parameters (a client's `state`, a description) of any text reach the
+            /// client unchanged, after the registered URI's own query.
+            #[test]
+            fn response_parameters_reach_the_client_unchanged(
+                uri in crate::fuzz::uri_like(),
+                state in nasty_string(),
+                description in nasty_string(),
+            ) {
+                let Ok(registered) = RedirectUri::parse(&uri) else { return Ok(()) };
+                let params = [("error", "invalid_request"), ("error_description", description.as_str()), ("state", state.as_str())];
+                let out = Url::parse(&redirect_with(registered.as_str(), &params))?;
+                let pairs: Vec<(String, String)> = out.query_pairs().into_owned().collect();
+                let own: Vec<(String, String)> = registered.url().query_pairs().into_owned().collect();
+                prop_assert_eq!(&pairs[..own.len()], &own[..]);
+                let added: Vec<(&str, &str)> = pairs[own.len()..].iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                prop_assert_eq!(added, params.to_vec());
+                prop_assert_eq!((out.scheme(), out.host(), out.path()), (registered.url().scheme(), registered.url().host(), registered.url().path()));
+            }
+        }
+    }
 }

@@ -383,4 +383,59 @@ mod tests {
             Some(30)
         );
     }
+
+    /// Property tests (README: Fuzzing).
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::fuzz::{config, nasty_bytes, nasty_string, uri_like};
+
+        proptest! {
+            #![proptest_config(config())]
+
+            /// Any client_id: a document URL that is its own normal form (https, a path, no
+            /// fragment or user information), or a reason.
+            #[test]
+            fn document_urls_are_in_normal_form_or_refused(id in uri_like(), loopback in any::<bool>()) {
+                let cfg = CimdConfig { allow_loopback: loopback, ..CimdConfig::default() };
+                if let Ok(url) = parse_client_id_url(&id, &cfg) {
+                    prop_assert_eq!(url.as_str(), id.as_str());
+                    prop_assert!(is_document_client_id(&id, &cfg));
+                    prop_assert!(url.scheme() == "https" || (loopback && crate::util::is_loopback_host(&url)));
+                    prop_assert!(url.path() != "/" && url.fragment().is_none() && url.username().is_empty());
+                }
+            }
+
+            /// Any response headers: a cache lifetime within the configured bound, or none.
+            #[test]
+            fn cache_lifetime_is_bounded(
+                headers in proptest::collection::vec(
+                    (proptest::sample::select(&["cache-control", "expires", "age"][..]), prop_oneof![
+                        nasty_bytes(),
+                        "(max-age=[0-9]{0,25}|no-store|no-cache|public|\\\"[0-9]+\\\"|, )+".prop_map(String::into_bytes),
+                        nasty_string().prop_map(String::into_bytes),
+                    ]),
+                    0..4,
+                ),
+                offset in any::<i32>(),
+            ) {
+                let mut h = HeaderMap::new();
+                for (name, v) in headers {
+                    if let Ok(v) = http::HeaderValue::from_bytes(&v) {
+                        h.append(name, v);
+                    }
+                }
+                let now = if offset >= 0 {
+                    SystemTime::now() + Duration::from_secs(offset.unsigned_abs().into())
+                } else {
+                    SystemTime::now() - Duration::from_secs(offset.unsigned_abs().into())
+                };
+                let cfg = CimdConfig::default();
+                if let Some(ttl) = cache_ttl(&h, now, &cfg) {
+                    prop_assert!(ttl.as_secs() > 0 && ttl.as_secs() <= cfg.max_cache_secs);
+                }
+            }
+        }
+    }
 }

@@ -615,4 +615,172 @@ mod tests {
         assert!(claimed_client_id(&format!("e30.{none}.x")).is_err());
         assert!(claimed_client_id("not a jwt").is_err());
     }
+
+    /// Property tests (README: Fuzzing).
+    mod fuzz {
+        use std::collections::HashSet;
+        use std::sync::Mutex;
+
+        use proptest::prelude::*;
+        use proptest::test_runner::TestRunner;
+        use serde_json::json;
+
+        use super::*;
+        use crate::fuzz::{claims, compact_jws, config, jose_header, jws_part, sign};
+        use crate::oauth::client_metadata::{Origin, RawClientMetadata, validate};
+        use crate::oauth::clients::ClientSource;
+        use crate::oauth::grants::GrantRegistry;
+        use crate::store::ClientKind;
+
+        /// Single use, in memory.
+        #[derive(Default)]
+        struct Memory(Mutex<HashSet<String>>);
+
+        #[async_trait::async_trait]
+        impl ReplayStore for Memory {
+            async fn use_once(&self, key: &str, _: i64, _: i64) -> Result<bool, StoreError> {
+                Ok(self
+                    .0
+                    .lock()
+                    .map(|mut s| s.insert(key.into()))
+                    .unwrap_or(false))
+            }
+            async fn purge_used(&self, _: i64) -> Result<u64, StoreError> {
+                Ok(0)
+            }
+            async fn is_used(&self, key: &str, _: i64) -> Result<bool, StoreError> {
+                Ok(self.0.lock().map(|s| s.contains(key)).unwrap_or(false))
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            /// Any text as an assertion: a header with an accepted `alg`, or a refusal that
+            /// does not repeat the assertion.
+            #[test]
+            fn any_assertion_header_is_allowed_or_refused(token in compact_jws()) {
+                match jws_header(&token) {
+                    Ok(h) => prop_assert!(SIGNING_ALGS.contains(&h.alg)),
+                    Err(e) => prop_assert!(token.len() < 16 || !e.to_string().contains(&token)),
+                }
+            }
+
+            /// Headers of every shape: the `alg` read is the one sent, `kid` and `typ` are
+            /// strings when present, `crit` is refused.
+            #[test]
+            fn headers_are_read_as_sent(h in jose_header(), rest in jws_part()) {
+                let token = format!("{}.{rest}.sig", crate::fuzz::b64(h.to_string().as_bytes()));
+                if let Ok(got) = jws_header(&token) {
+                    prop_assert_eq!(h.get("alg").and_then(Value::as_str), Some(alg_name(got.alg)));
+                    prop_assert!(h.get("crit").is_none());
+                    prop_assert_eq!(got.kid.as_deref(), h.get("kid").and_then(Value::as_str));
+                    prop_assert_eq!(got.typ.as_deref(), h.get("typ").and_then(Value::as_str));
+                }
+            }
+
+            /// The client an assertion names is its `sub`, a non-empty string, or nobody.
+            #[test]
+            fn claimed_client_is_the_sub(token in compact_jws()) {
+                if let Ok(id) = claimed_client_id(&token) {
+                    prop_assert!(!id.is_empty());
+                    let payload = token.split('.').nth(1).and_then(util::b64_decode);
+                    let sub = payload
+                        .and_then(|p| serde_json::from_slice::<Value>(&p).ok())
+                        .and_then(|p| p.get("sub").and_then(Value::as_str).map(str::to_string));
+                    prop_assert_eq!(Some(id), sub);
+                }
+            }
+        }
+
+        /// Assertions signed with the client's own key over claims of every shape (missing,
+        /// mistyped, huge, past and future): accepted only when every rule holds, never
+        /// a panic.
+        #[test]
+        fn signed_assertions_are_accepted_only_when_every_claim_holds() {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let (key, jwk) = crate::fuzz::es256_key("k1");
+            let metadata = validate(
+                RawClientMetadata {
+                    grant_types: Some(vec!["client_credentials".into()]),
+                    token_endpoint_auth_method: Some("private_key_jwt".into()),
+                    jwks: Some(json!({ "keys": [jwk] })),
+                    ..Default::default()
+                },
+                Origin::Operator,
+                &GrantRegistry::standard(),
+            )
+            .expect("metadata");
+            let client = Client {
+                client_id: "c1".into(),
+                source: ClientSource::Stored(ClientKind::Static),
+                metadata: Arc::new(metadata),
+                secret_hash: None,
+                last_used_at: None,
+            };
+            let issuer = "https://as.example";
+            let verifier = AssertionVerifier::new(issuer, Arc::new(Memory::default()), false, 1000)
+                .expect("verifier");
+            let now = util::now();
+            let strategy = (
+                claims(
+                    vec![
+                        ("iss", json!("c1")),
+                        ("sub", json!("c1")),
+                        ("aud", json!("https://as.example/token")),
+                        ("exp", json!(now + 60)),
+                        ("iat", json!(now)),
+                        ("nbf", json!(now - 1)),
+                        ("jti", json!("j")),
+                    ],
+                    now,
+                ),
+                proptest::option::of(prop_oneof![Just("k1".to_string()), ".{0,8}"]),
+                "[a-z0-9]{0,12}",
+            );
+            let mut runner = TestRunner::new(config());
+            let result = runner.run(&strategy, |(claims, kid, jti_suffix)| {
+                let mut claims = claims;
+                // Distinct jtis, so a replay refusal does not hide the other checks.
+                if let Some(Value::String(j)) = claims.get_mut("jti") {
+                    j.push_str(&jti_suffix);
+                }
+                let mut header = jsonwebtoken::Header::new(Algorithm::ES256);
+                header.kid = kid;
+                let token = sign(&key, &header, &claims);
+                match rt.block_on(verifier.verify(&client, &token)) {
+                    Ok(()) => {
+                        prop_assert_eq!(&claims["iss"], "c1");
+                        prop_assert_eq!(&claims["sub"], "c1");
+                        let aud_ok = |a: &Value| {
+                            a.as_str()
+                                .is_some_and(|a| verifier.audiences.iter().any(|o| o == a))
+                        };
+                        let aud = match &claims["aud"] {
+                            Value::Array(list) => list.iter().any(aud_ok),
+                            a => aud_ok(a),
+                        };
+                        prop_assert!(aud, "aud {}", claims["aud"]);
+                        let exp = claims["exp"]
+                            .as_i64()
+                            .ok_or_else(|| TestCaseError::fail("exp is an integer"))?;
+                        prop_assert!(
+                            exp >= now - LEEWAY_SECS - 5
+                                && exp <= now + MAX_LIFETIME_SECS + LEEWAY_SECS
+                        );
+                        prop_assert!(claims["jti"].as_str().is_some_and(|j| !j.is_empty()));
+                    }
+                    Err(AssertionError::Store(e)) => prop_assert!(false, "store error {e}"),
+                    Err(_) => {}
+                }
+                Ok(())
+            });
+            if let Err(e) = result {
+                panic!("{e}");
+            }
+        }
+    }
 }

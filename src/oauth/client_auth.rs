@@ -322,4 +322,109 @@ mod tests {
     fn form_urlencode(s: &str) -> String {
         serde_urlencoded::to_string([("v", s)]).expect("enc")[2..].to_string()
     }
+
+    /// Property tests (README: Fuzzing).
+    mod fuzz {
+        use http::HeaderValue;
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::fuzz::{config, nasty_bytes, nasty_string};
+
+        fn authorization() -> impl Strategy<Value = Option<HeaderValue>> {
+            let value = prop_oneof![
+                nasty_bytes(),
+                nasty_bytes().prop_map(|b| {
+                    format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode(b)
+                    )
+                    .into_bytes()
+                }),
+                "(?i)basic +[A-Za-z0-9+/=]{0,40}".prop_map(String::into_bytes),
+            ];
+            proptest::option::of(
+                value.prop_filter_map("not a header value", |b| HeaderValue::from_bytes(&b).ok()),
+            )
+        }
+
+        fn form() -> impl Strategy<Value = Form> {
+            let name = proptest::sample::select(
+                &[
+                    "client_id",
+                    "client_secret",
+                    "client_assertion",
+                    "client_assertion_type",
+                ][..],
+            );
+            let value = prop_oneof![
+                nasty_string(),
+                Just(CLIENT_ASSERTION_TYPE.to_string()),
+                (nasty_bytes(), nasty_bytes()).prop_map(|(h, p)| format!(
+                    "{}.{}.sig",
+                    util::b64(&h),
+                    util::b64(&p)
+                )),
+                nasty_string().prop_map(|sub| {
+                    format!(
+                        "e30.{}.sig",
+                        util::b64(serde_json::json!({ "sub": sub }).to_string().as_bytes())
+                    )
+                }),
+            ];
+            proptest::collection::vec((name, value), 0..5).prop_map(|pairs| {
+                Form::parse(
+                    serde_urlencoded::to_string(pairs)
+                        .unwrap_or_default()
+                        .as_bytes(),
+                )
+                .unwrap_or_default()
+            })
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            /// Any header and form: one method with a client_id, or `invalid_request` /
+            /// `invalid_client` (with a Basic challenge when Basic was attempted).
+            #[test]
+            fn credentials_are_one_method_or_a_client_error(auth in authorization(), form in form()) {
+                let mut h = HeaderMap::new();
+                if let Some(v) = auth {
+                    h.insert(http::header::AUTHORIZATION, v);
+                }
+                match presented(&h, &form) {
+                    Ok(p) => {
+                        prop_assert!(!p.client_id().is_empty());
+                        prop_assert_eq!(matches!(p, Presented::Basic { .. }), h.contains_key(http::header::AUTHORIZATION));
+                        prop_assert_eq!(
+                            p.method() == AuthMethod::PrivateKeyJwt,
+                            form.get("client_assertion").is_some() || form.get("client_assertion_type").is_some()
+                        );
+                        prop_assert!(form.get("client_id").is_none_or(|b| b == p.client_id()));
+                    }
+                    Err(e) => prop_assert!(
+                        matches!(e.code, ErrorCode::InvalidRequest | ErrorCode::InvalidClient),
+                        "{:?}", e.code
+                    ),
+                }
+            }
+
+            /// HTTP Basic as RFC 6749 §2.3.1 encodes it comes back as sent.
+            #[test]
+            fn basic_round_trips(id in nasty_string().prop_filter("empty", |s| !s.is_empty()), secret in nasty_string()) {
+                let enc = |s: &str| serde_urlencoded::to_string([("v", s)]).unwrap_or_default()[2..].to_string();
+                let v = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", enc(&id), enc(&secret)));
+                prop_assert_eq!(parse_basic(&format!("Basic {v}")), Some((id, secret)));
+            }
+
+            /// Any text as a Basic header: a non-empty client_id, or nothing.
+            #[test]
+            fn basic_decoding_never_panics(value in nasty_string()) {
+                if let Some((id, _)) = parse_basic(&value) {
+                    prop_assert!(!id.is_empty());
+                }
+            }
+        }
+    }
 }

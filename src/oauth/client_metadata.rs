@@ -565,4 +565,167 @@ mod tests {
         assert!(doc(r#"{"client_id":"https://agent.example/client.json","redirect_uris":["http://localhost/cb"],"token_endpoint_auth_method":"client_secret_post"}"#).is_err());
         assert!(doc(r#"{"client_id":"https://agent.example/client.json","redirect_uris":["http://localhost/cb"],"client_secret":"x"}"#).is_err());
     }
+
+    /// Property tests (README: Fuzzing).
+    mod fuzz {
+        use proptest::prelude::*;
+        use serde_json::{Map, json};
+
+        use super::*;
+        use crate::fuzz::{config, json_text_edge, json_value, nasty_bytes, nasty_string};
+
+        const DOCUMENT: &str = "https://agent.example/client.json";
+
+        /// A value for a metadata field: usually one of its plausible values, else anything.
+        fn field(name: &'static str) -> impl Strategy<Value = Value> {
+            let plausible: Vec<Value> = match name {
+                "redirect_uris" => vec![
+                    json!(["https://app.example/cb"]),
+                    json!(["http://localhost/cb", "http://127.0.0.1:8/cb?x=1"]),
+                    json!(["com.example.app:/cb"]),
+                    json!([]),
+                ],
+                "token_endpoint_auth_method" => vec![
+                    json!("none"),
+                    json!("client_secret_basic"),
+                    json!("client_secret_post"),
+                    json!("private_key_jwt"),
+                    json!("client_secret_jwt"),
+                ],
+                "grant_types" => vec![
+                    json!(["authorization_code", "refresh_token"]),
+                    json!(["client_credentials"]),
+                    json!(["urn:ietf:params:oauth:grant-type:device_code"]),
+                    json!(["implicit"]),
+                    json!([]),
+                ],
+                "response_types" => {
+                    vec![json!(["code"]), json!(["code", "code"]), json!(["token"])]
+                }
+                "application_type" => vec![json!("web"), json!("native")],
+                "scope" => vec![json!("notes:read notes:write"), json!("openid")],
+                "client_id" => vec![json!(DOCUMENT)],
+                "jwks" => vec![
+                    json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}),
+                    json!({"keys": [{"kty": "EC", "crv": "P-256", "x": "a", "y": "b", "d": "c"}]}),
+                    json!({"keys": []}),
+                ],
+                "dpop_bound_access_tokens" => vec![json!(true), json!(false)],
+                _ => vec![json!("https://app.example/x"), json!("An app")],
+            };
+            prop_oneof![
+                3 => proptest::sample::select(plausible),
+                1 => json_value(),
+                1 => nasty_string().prop_map(Value::from),
+                1 => proptest::collection::vec(nasty_string(), 0..3).prop_map(Value::from),
+            ]
+        }
+
+        const FIELDS: &[&str] = &[
+            "redirect_uris",
+            "token_endpoint_auth_method",
+            "grant_types",
+            "response_types",
+            "client_name",
+            "client_uri",
+            "logo_uri",
+            "tos_uri",
+            "policy_uri",
+            "scope",
+            "contacts",
+            "jwks_uri",
+            "jwks",
+            "software_id",
+            "software_version",
+            "application_type",
+            "dpop_bound_access_tokens",
+            "client_id",
+            "client_secret",
+            "client_secret_expires_at",
+            "registration_access_token",
+        ];
+
+        /// A metadata object: some of the known fields, of any type, and unknown ones.
+        fn metadata_json() -> impl Strategy<Value = Vec<u8>> {
+            let fields: Vec<_> = FIELDS
+                .iter()
+                .map(|name| {
+                    proptest::option::weighted(0.4, field(name)).prop_map(move |v| (*name, v))
+                })
+                .collect();
+            let object = (
+                fields,
+                proptest::collection::btree_map(nasty_string(), json_value(), 0..3),
+            )
+                .prop_map(|(fields, extra)| {
+                    let mut m: Map<String, Value> = extra.into_iter().collect();
+                    for (name, v) in fields {
+                        if let Some(v) = v {
+                            m.insert(name.into(), v);
+                        }
+                    }
+                    Value::Object(m).to_string().into_bytes()
+                });
+            prop_oneof![
+                4 => object,
+                1 => nasty_bytes(),
+                1 => json_text_edge().prop_map(String::into_bytes),
+                1 => json_value().prop_map(|v| v.to_string().into_bytes()),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            /// Any body, from any origin: metadata that keeps the rules, or an error of the
+            /// RFC 7591 kinds; and what passes passes again unchanged.
+            #[test]
+            fn metadata_is_valid_or_refused_by_field(body in metadata_json()) {
+                let grants = GrantRegistry::standard();
+                let policy = RegistrationConfig::default();
+                for origin in [Origin::Registration(&policy), Origin::Document { url: DOCUMENT }, Origin::Operator] {
+                    let raw = match RawClientMetadata::from_json(&body) {
+                        Ok(raw) => raw,
+                        Err(e) => {
+                            prop_assert_eq!(e.code, ErrorCode::InvalidClientMetadata);
+                            continue;
+                        }
+                    };
+                    match validate(raw, origin, &grants) {
+                        Ok(m) => {
+                            for r in &m.redirect_uris {
+                                prop_assert!(RedirectUri::parse(r).is_ok(), "{}", r);
+                                prop_assert!(m.redirect_uri_matches(r));
+                            }
+                            let code = m.has_grant(authorization_code::GRANT_TYPE);
+                            prop_assert!(!code || !m.redirect_uris.is_empty());
+                            prop_assert_eq!(code, m.response_types.iter().any(|r| r == "code"));
+                            prop_assert!(m.response_types.iter().all(|r| r == "code"));
+                            if let Some(scope) = &m.scope {
+                                prop_assert_eq!(&Scope::parse(scope).map(|s| s.to_string()), &Ok(scope.clone()));
+                            }
+                            if matches!(origin, Origin::Document { .. }) {
+                                prop_assert!(!m.token_endpoint_auth_method.uses_secret());
+                            }
+                            prop_assert!(!m.admin && !m.may_introspect);
+                            // Validated metadata, sent again, validates to itself.
+                            let again = RawClientMetadata::from_json(&serde_json::to_vec(&m)?)
+                                .and_then(|raw| {
+                                    let mut raw = raw;
+                                    if matches!(origin, Origin::Document { .. }) {
+                                        raw.client_id = Some(DOCUMENT.into());
+                                    }
+                                    validate(raw, origin, &grants)
+                                });
+                            prop_assert_eq!(again.ok(), Some(m));
+                        }
+                        Err(e) => prop_assert!(
+                            matches!(e.code, ErrorCode::InvalidClientMetadata | ErrorCode::InvalidRedirectUri),
+                            "{:?}", e.code
+                        ),
+                    }
+                }
+            }
+        }
+    }
 }

@@ -198,4 +198,47 @@ mod tests {
         );
         assert_eq!(normalize_user_code("BCD"), None);
     }
+
+    /// Property tests (README: Fuzzing).
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::fuzz::{config, nasty_string};
+
+        proptest! {
+            #![proptest_config(config())]
+
+            /// Any typed text: a code in stored form that normalises to itself, or none.
+            #[test]
+            fn normalised_codes_renormalise_to_themselves(typed in prop_oneof![
+                nasty_string(),
+                "[BCDFGHJKLMNPQRSTVWXZbcdfghjklmnpqrstvwxz -]{6,14}",
+            ]) {
+                if let Some(code) = normalize_user_code(&typed) {
+                    let again = normalize_user_code(&code);
+                    prop_assert_eq!(again.as_deref(), Some(code.as_str()));
+                    prop_assert_eq!(code.len(), 9);
+                    prop_assert_eq!(&code[4..5], "-");
+                    prop_assert!(code.bytes().filter(|b| *b != b'-').all(|b| ALPHABET.contains(&b)));
+                }
+            }
+
+            /// A new code typed sloppily (any case, dashes and spaces anywhere) is found.
+            #[test]
+            fn sloppy_typing_finds_the_code(noise in proptest::collection::vec((any::<bool>(), proptest::sample::select(&["", " ", "-", "  ", "--"][..])), 9)) {
+                let code = new_user_code();
+                let typed: String = code
+                    .chars()
+                    .filter(|c| *c != '-')
+                    .zip(noise)
+                    .map(|(c, (lower, sep))| {
+                        let c = if lower { c.to_ascii_lowercase() } else { c };
+                        format!("{sep}{c}")
+                    })
+                    .collect();
+                prop_assert_eq!(normalize_user_code(&typed), Some(code));
+            }
+        }
+    }
 }

@@ -172,4 +172,54 @@ mod tests {
         assert!(!valid_jkt("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9X"));
         assert!(!valid_jkt("NzbLsXh8uDCcd+6MNwXF4W/7noWXFZAfHkxZsRGC9Xs"));
     }
+
+    /// Property tests (README: Fuzzing).
+    mod fuzz {
+        use http::HeaderValue;
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::fuzz::{config, nasty_bytes, nasty_string};
+
+        proptest! {
+            #![proptest_config(config())]
+
+            /// Any `DPoP` headers: none, the one proof as text, or `invalid_dpop_proof`.
+            #[test]
+            fn proof_header_is_one_text_or_refused(values in proptest::collection::vec(nasty_bytes(), 0..3)) {
+                let mut h = HeaderMap::new();
+                for v in values.iter().filter_map(|v| HeaderValue::from_bytes(v).ok()) {
+                    h.append(PROOF_HEADER, v);
+                }
+                let n = h.get_all(PROOF_HEADER).iter().count();
+                match proof_header(&h) {
+                    Ok(None) => prop_assert_eq!(n, 0),
+                    Ok(Some(p)) => {
+                        prop_assert_eq!(n, 1);
+                        prop_assert_eq!(h.get(PROOF_HEADER).map(HeaderValue::as_bytes), Some(p.as_bytes()));
+                    }
+                    Err(e) => prop_assert_eq!(e.code, ErrorCode::InvalidDpopProof),
+                }
+            }
+
+            /// `dpop_jkt`: every base64url SHA-256 passes; what passes is 43 base64url
+            /// characters.
+            #[test]
+            fn jkt_is_a_base64url_sha256(jkt in nasty_string(), digest in any::<[u8; 32]>()) {
+                prop_assert!(valid_jkt(&util::b64(&digest)));
+                if valid_jkt(&jkt) {
+                    let padded = format!("{jkt}A");
+                    prop_assert!(jkt.len() == 43 && util::b64_decode(&padded).is_some());
+                }
+            }
+
+            /// A nonce the client made up is never one of ours, at any time.
+            #[test]
+            fn made_up_nonces_are_refused(nonce in nasty_string(), now in any::<i64>()) {
+                let kek = Kek::from_base64(&util::b64(&[7u8; 32])).expect("kek");
+                let config = DpopConfig::default();
+                prop_assert!(!nonce_is_valid(&kek, &config, &nonce, now) || nonce == current_nonce(&kek, &config, now));
+            }
+        }
+    }
 }

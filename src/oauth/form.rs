@@ -68,4 +68,75 @@ mod tests {
             Some("a")
         );
     }
+
+    /// Property tests (README: Fuzzing).
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::error::ErrorCode;
+        use crate::fuzz::{config, nasty_bytes, nasty_string};
+
+        fn key() -> impl Strategy<Value = String> {
+            prop_oneof![
+                3 => proptest::sample::select(&["resource", "scope", "client_id", "grant_type"][..])
+                    .prop_map(str::to_string),
+                1 => nasty_string(),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            /// Any body is a form or an `invalid_request`; a parsed form holds no empty value.
+            #[test]
+            fn any_body_is_a_form_or_invalid_request(body in nasty_bytes()) {
+                match Form::parse(&body) {
+                    Ok(form) => {
+                        for (k, values) in &form.0 {
+                            prop_assert!(!values.is_empty() && values.iter().all(|v| !v.is_empty()));
+                            prop_assert!(values.len() == 1 || REPEATABLE.contains(&k.as_str()));
+                        }
+                    }
+                    Err(e) => prop_assert_eq!(e.code, ErrorCode::InvalidRequest),
+                }
+            }
+
+            /// Encoded parameters come back as sent (empty ones omitted, `resource` in
+            /// order); any other parameter sent twice is refused by name.
+            #[test]
+            fn encoded_pairs_round_trip(pairs in proptest::collection::vec((key(), nasty_string()), 0..8)) {
+                let body = serde_urlencoded::to_string(&pairs)?;
+                let sent: Vec<(&str, &str)> = pairs
+                    .iter()
+                    .filter(|(_, v)| !v.is_empty())
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let values = |k: &str| -> Vec<&str> {
+                    sent.iter().filter(|(o, _)| *o == k).map(|(_, v)| *v).collect()
+                };
+                let repeated: Vec<&str> = sent
+                    .iter()
+                    .map(|(k, _)| *k)
+                    .filter(|k| !REPEATABLE.contains(k) && values(k).len() > 1)
+                    .collect();
+                match Form::parse(body.as_bytes()) {
+                    Ok(form) => {
+                        prop_assert!(repeated.is_empty(), "{:?} repeated yet accepted", repeated);
+                        for (k, _) in &sent {
+                            prop_assert_eq!(form.all(k), values(k));
+                            prop_assert_eq!(form.get(k), values(k).first().copied());
+                        }
+                    }
+                    Err(e) => {
+                        prop_assert_eq!(e.code, ErrorCode::InvalidRequest);
+                        prop_assert!(
+                            repeated.iter().any(|k| e.description.contains(k)),
+                            "{} names none of {:?}", e.description, repeated
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

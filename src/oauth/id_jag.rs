@@ -629,4 +629,100 @@ mod tests {
         assert!(trusted_issuer(&t, "https://evil.example").is_none());
         assert!(trusted_issuer(&t, "not a url").is_none());
     }
+
+    /// Property tests (README: Fuzzing).
+    mod fuzz {
+        use proptest::prelude::*;
+        use proptest::test_runner::TestRunner;
+
+        use super::*;
+        use crate::fuzz::{claims, compact_jws, config, nasty_string, sign};
+
+        proptest! {
+            #![proptest_config(config())]
+
+            /// Any assertion's header is read or refused as `invalid_grant`; only an ID-JAG
+            /// `typ` passes the type check.
+            #[test]
+            fn any_assertion_header_is_read_or_an_invalid_grant(token in compact_jws()) {
+                match jws_header(&token) {
+                    Ok(h) => {
+                        if is_id_jag_typ(h.typ.as_deref()) {
+                            let typ = h.typ.unwrap_or_default().to_ascii_lowercase();
+                            prop_assert!(typ.ends_with(ID_JAG_TYP));
+                        }
+                    }
+                    Err(e) => prop_assert_eq!(header_err(e).code, ErrorCode::InvalidGrant),
+                }
+            }
+
+            /// Issuers are matched in normal form, and only to a trusted one.
+            #[test]
+            fn only_trusted_issuers_match(iss in prop_oneof![nasty_string(), Just("https://IDP.example/".to_string())]) {
+                let trusted = [TrustedIssuer {
+                    issuer: "https://idp.example".into(),
+                    jwks_uri: None,
+                    jwks: None,
+                }];
+                if trusted_issuer(&trusted, &iss).is_some() {
+                    prop_assert_eq!(ResourceUri::parse(&iss).ok().map(String::from), Some("https://idp.example".to_string()));
+                }
+            }
+        }
+
+        /// ID-JAGs signed by a trusted key over claims of every shape: decoded into
+        /// [`IdJagClaims`] or refused, never a panic; what decodes carries our audience.
+        #[test]
+        fn signed_id_jag_claims_decode_or_are_refused() {
+            let (key, jwk) = crate::fuzz::es256_key("idp");
+            let now = util::now();
+            let issuer = "https://as.example";
+            let strategy = claims(
+                vec![
+                    ("iss", json!("https://idp.example")),
+                    ("sub", json!("user-1")),
+                    ("aud", json!(issuer)),
+                    ("client_id", json!("agent")),
+                    ("resource", json!("https://mcp.example/mcp")),
+                    ("scope", json!("notes:read")),
+                    ("jti", json!("j1")),
+                    ("exp", json!(now + 60)),
+                    ("iat", json!(now)),
+                    ("auth_time", json!(now - 10)),
+                ],
+                now,
+            );
+            let mut validation = Validation::new(jsonwebtoken::Algorithm::ES256);
+            validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+            validation.leeway = LEEWAY_SECS as u64;
+            validation.validate_nbf = true;
+            validation.set_issuer(&["https://idp.example"]);
+            validation.set_audience(&[issuer]);
+            let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+            header.typ = Some(ID_JAG_TYP.into());
+            let mut runner = TestRunner::new(config());
+            let result = runner.run(&strategy, |claims| {
+                let token = sign(&key, &header, &claims);
+                match jws_header(&token) {
+                    Ok(jws) => prop_assert!(is_id_jag_typ(jws.typ.as_deref())),
+                    Err(e) => prop_assert!(matches!(e, AssertionError::TooLarge), "{}", e),
+                }
+                if let Ok(c) =
+                    decode_with_any::<IdJagClaims>(&token, std::slice::from_ref(&jwk), &validation)
+                {
+                    prop_assert_eq!(&c.iss, "https://idp.example");
+                    let ours = match &c.aud {
+                        Value::Array(a) => a.iter().any(|a| a == issuer),
+                        a => a == issuer,
+                    };
+                    prop_assert!(ours, "aud {}", c.aud);
+                    prop_assert!(c.exp >= now - LEEWAY_SECS - 5);
+                }
+                Ok(())
+            });
+            if let Err(e) = result {
+                panic!("{e}");
+            }
+        }
+    }
 }

@@ -168,4 +168,53 @@ mod tests {
         assert!(!r.matches("https://app.example.com:443/cb"));
         assert!(!r.matches("https://app.example.com/cb?x=1"));
     }
+
+    /// Property tests (README: Fuzzing).
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::fuzz::{config, uri_like};
+
+        proptest! {
+            #![proptest_config(config())]
+
+            /// Any text: a redirect URI that keeps the rules, or a reason.
+            #[test]
+            fn any_text_is_a_safe_redirect_uri_or_refused(raw in uri_like()) {
+                if let Ok(r) = RedirectUri::parse(&raw) {
+                    prop_assert_eq!(r.as_str(), raw.as_str());
+                    prop_assert!(!raw.contains('#') && raw.len() <= MAX_LEN);
+                    prop_assert!(!FORBIDDEN_SCHEMES.contains(&r.url().scheme()));
+                    prop_assert!(r.url().username().is_empty() && r.url().password().is_none());
+                    prop_assert!(r.url().scheme() != "http" || r.is_loopback());
+                    prop_assert!(r.url().scheme() != "https" || r.url().host().is_some());
+                }
+            }
+
+            /// Matching is reflexive for registered URIs, and a loopback URI matches on any
+            /// port with everything else the same.
+            #[test]
+            fn matching_is_reflexive_and_ignores_only_the_loopback_port(
+                raw in uri_like(),
+                port in any::<u16>(),
+                requested in uri_like(),
+            ) {
+                let Ok(r) = RedirectUri::parse(&raw) else { return Ok(()) };
+                prop_assert!(r.matches(&raw));
+                if r.is_loopback() {
+                    let mut other = r.url().clone();
+                    if other.set_port(Some(port)).is_ok() {
+                        prop_assert!(r.matches(other.as_str()), "{} vs {}", raw, other);
+                    }
+                }
+                if r.matches(&requested) && requested != raw {
+                    let req = Url::parse(&requested)?;
+                    prop_assert!(r.is_loopback());
+                    prop_assert_eq!((req.scheme(), req.host(), req.path(), req.query()),
+                        (r.url().scheme(), r.url().host(), r.url().path(), r.url().query()));
+                }
+            }
+        }
+    }
 }

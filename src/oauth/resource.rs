@@ -270,4 +270,44 @@ mod tests {
         ];
         assert!(Resource::new("https://r.example", "R", dup, 0).is_err());
     }
+
+    /// Property tests (README: Fuzzing).
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::fuzz::{config, uri_like};
+
+        proptest! {
+            #![proptest_config(config())]
+
+            /// Any text: an http(s) URI in normal form, or a reason; parsing the normal
+            /// form gives it back (idempotent).
+            #[test]
+            fn parse_is_idempotent_on_its_output(raw in uri_like()) {
+                let Ok(r) = ResourceUri::parse(&raw) else { return Ok(()) };
+                prop_assert_eq!(ResourceUri::parse(r.as_str()), Ok(r.clone()));
+                let url = Url::parse(r.as_str())?;
+                prop_assert!(matches!(url.scheme(), "http" | "https"));
+                prop_assert!(url.host().is_some() && url.fragment().is_none());
+                prop_assert!(!r.as_str().contains('#'));
+                prop_assert!(!(url.path() == "/" && url.query().is_none() && r.as_str().ends_with('/')));
+                // A lone trailing slash on the origin makes no difference.
+                if url.path() == "/" && url.query().is_none() {
+                    prop_assert_eq!(ResourceUri::parse(&format!("{r}/")), Ok(r.clone()));
+                }
+            }
+
+            /// Any text as a scope definition: a valid scope name that no OpenID Connect
+            /// scope shadows, or a reason.
+            #[test]
+            fn scope_definitions_are_valid_or_refused(spec in crate::fuzz::nasty_string()) {
+                if let Ok(def) = ScopeDef::parse(&spec) {
+                    prop_assert!(is_scope_token(&def.name));
+                    prop_assert!(!OIDC_SCOPES.contains(&def.name.as_str()));
+                    prop_assert!(!def.description.is_empty() && def.description.len() <= 300);
+                }
+            }
+        }
+    }
 }

@@ -92,4 +92,51 @@ mod tests {
         assert!(Scope::parse("a\tb").is_err());
         assert!(Scope::parse(&"a".repeat(MAX_LEN + 1)).is_err());
     }
+
+    /// Property tests (README: Fuzzing).
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::fuzz::{config, nasty_string};
+
+        fn scope_text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                nasty_string(),
+                proptest::collection::vec(
+                    (
+                        prop_oneof!["[!#-\\[\\]-~]{1,12}", Just("openid".to_string())],
+                        " {1,3}"
+                    ),
+                    0..40
+                )
+                .prop_map(|v| v.into_iter().map(|(t, sp)| t + &sp).collect()),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            /// Any text: scope tokens, each valid and distinct, that print and parse back to
+            /// the same scope; or a reason.
+            #[test]
+            fn scope_round_trips_through_its_string(s in scope_text()) {
+                match Scope::parse(&s) {
+                    Ok(scope) => {
+                        prop_assert!(s.len() <= MAX_LEN);
+                        prop_assert!(scope.tokens().iter().all(|t| is_scope_token(t)));
+                        let again = Scope::parse(&scope.to_string());
+                        prop_assert_eq!(again.as_ref(), Ok(&scope));
+                        prop_assert_eq!(Scope::from_tokens(scope.tokens().iter().map(String::as_str)), scope.clone());
+                        for t in s.split(' ').filter(|t| !t.is_empty()) {
+                            prop_assert!(scope.contains(t));
+                        }
+                    }
+                    Err(_) => prop_assert!(
+                        s.len() > MAX_LEN || s.split(' ').any(|t| !t.is_empty() && !is_scope_token(t))
+                    ),
+                }
+            }
+        }
+    }
 }

@@ -273,6 +273,9 @@ macro_rules! sql_impl {
                 client_id: &str,
                 now: i64,
             ) -> Result<Option<$crate::store::ClientRecord>, $crate::store::StoreError> {
+                if !$crate::store::sql::may_be_stored(client_id) {
+                    return Ok(None);
+                }
                 let row: Option<$crate::store::clients::ClientRow> = sqlx::query_as(concat!(
                     "SELECT ",
                     $crate::store::clients::columns!(),

@@ -19,6 +19,13 @@ pub(super) fn conflict(e: sqlx::Error, what: &str) -> StoreError {
     }
 }
 
+/// Can this text be a stored key? PostgreSQL's TEXT refuses NUL, so no stored key holds one,
+/// and a lookup by a key from a request that does (a client_id, a username) must find
+/// nothing on either backend rather than fail on one.
+pub(super) fn may_be_stored(key: &str) -> bool {
+    !key.contains('\0')
+}
+
 /// A value stored as JSON text.
 pub(super) fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))

@@ -112,6 +112,9 @@ macro_rules! sql_impl {
             }
 
             async fn find_user(&self, username: &str) -> Result<Option<$crate::store::User>, $crate::store::StoreError> {
+                if !$crate::store::sql::may_be_stored(username) {
+                    return Ok(None);
+                }
                 let row: Option<$crate::store::users::UserRow> = sqlx::query_as(concat!(
                     "SELECT ",
                     $crate::store::users::columns!(),

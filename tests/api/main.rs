@@ -21,6 +21,7 @@ mod dpop;
 mod errors;
 mod exchange;
 mod flow;
+mod fuzz;
 mod grants;
 mod guard_concierge;
 mod guard_oidc_provider;

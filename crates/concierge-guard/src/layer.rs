@@ -706,4 +706,78 @@ mod tests {
             assert!(operations(other).is_empty());
         }
     }
+
+    /// Property tests (README: Fuzzing).
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn config() -> proptest::test_runner::Config {
+            let cases = std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(64);
+            proptest::test_runner::Config {
+                cases,
+                failure_persistence: None,
+                ..proptest::test_runner::Config::default()
+            }
+        }
+
+        /// A message: one the layer inspects, with its name, or another.
+        fn message() -> impl Strategy<Value = (Value, Option<Operation>)> {
+            let name = prop_oneof![any::<String>(), "[a-z_:/*.]{0,12}"];
+            (0..4usize, name, any::<bool>()).prop_map(|(kind, name, extra)| {
+                let (method, key, op) = match kind {
+                    0 => ("tools/call", "name", Some(Operation::Tool(name.clone()))),
+                    1 => ("prompts/get", "name", Some(Operation::Prompt(name.clone()))),
+                    2 => (
+                        "resources/read",
+                        "uri",
+                        Some(Operation::Resource(name.clone())),
+                    ),
+                    _ => ("tools/list", "name", None),
+                };
+                let mut params = json!({ key: name });
+                if extra {
+                    params["arguments"] = json!({"a": [1, {"b": null}]});
+                }
+                (
+                    json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}),
+                    op,
+                )
+            })
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            /// Any bytes: some operations or none, never a panic.
+            #[test]
+            fn any_body_gives_operations_or_none(body in proptest::collection::vec(any::<u8>(), 0..2048)) {
+                let _ = operations(&body);
+            }
+
+            /// The name a message or a batch carries is the one read, in order.
+            #[test]
+            fn names_are_read_as_sent(batch in proptest::collection::vec(message(), 1..6), single in any::<bool>()) {
+                let (body, expected): (Value, Vec<Operation>) = if single {
+                    let (m, op) = batch[0].clone();
+                    (m, op.into_iter().collect())
+                } else {
+                    let ops = batch.iter().filter_map(|(_, op)| op.clone()).collect();
+                    (Value::Array(batch.into_iter().map(|(m, _)| m).collect()), ops)
+                };
+                prop_assert_eq!(operations(body.to_string().as_bytes()), expected);
+            }
+
+            /// Nesting past any limit is no operation, and no stack overflow.
+            #[test]
+            fn deep_nesting_is_no_operation(depth in 1usize..50_000) {
+                let body = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+                prop_assert!(operations(body.as_bytes()).is_empty());
+            }
+        }
+    }
 }

@@ -37,7 +37,11 @@ impl Bucket<'_> {
     fn key(&self) -> String {
         let addr = |a: &Option<IpAddr>| a.map(|a| a.to_string()).unwrap_or_default();
         match self {
-            Self::SigninUser(u) => format!("signin-fail:user:{u}"),
+            // Hashed: a username as typed may be long or hold what no store key can (NUL).
+            Self::SigninUser(u) => format!(
+                "signin-fail:user:{}",
+                crate::util::b64(&crate::util::secret_hash(u))
+            ),
             Self::SigninAddress(a) => format!("signin-fail:addr:{}", addr(a)),
             Self::DeviceCodeGuess(a) => format!("device-code-wrong:{}", addr(a)),
             Self::DeviceAuthorization(a) => format!("device-authorization:{}", addr(a)),
@@ -164,7 +168,11 @@ mod tests {
     #[test]
     fn buckets_are_named_apart() {
         let ip: IpAddr = "203.0.113.9".parse().expect("ip");
-        assert_eq!(Bucket::SigninUser("alice").key(), "signin-fail:user:alice");
+        let alice = Bucket::SigninUser("alice").key();
+        assert!(alice.starts_with("signin-fail:user:") && !alice.contains("alice"));
+        assert_eq!(alice, Bucket::SigninUser("alice").key());
+        assert_ne!(alice, Bucket::SigninUser("alice2").key());
+        assert!(!Bucket::SigninUser("a\0b").key().contains('\0'));
         assert_eq!(
             Bucket::SigninAddress(Some(ip)).key(),
             "signin-fail:addr:203.0.113.9"
