@@ -141,14 +141,14 @@ pub async fn decision(State(state): State<AppState>, headers: HeaderMap, body: B
         Ok(r) => r,
         Err(e) => return error_response(&state, e),
     };
-    let session: Session = match super::current_session(&state, &headers).await {
-        Ok(Some((s, _))) => s,
-        Ok(None) => {
-            return state.web.error_page(
-                StatusCode::BAD_REQUEST,
-                "You are no longer signed in. Start again from the application.",
-            );
-        }
+    let session: Session = match super::session_for_post(
+        &state,
+        &headers,
+        "Start again from the application.",
+    )
+    .await
+    {
+        Ok(s) => s,
         Err(page) => return *page,
     };
     let approve = match form.get("decision") {

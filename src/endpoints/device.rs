@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::error::OAuthError;
 use crate::http::{ClientAddr, form_body};
+use crate::oauth::authn::throttle::Throttled;
 use crate::oauth::authorize::Asked;
 use crate::oauth::client_auth::authenticate_client;
 use crate::oauth::device::{self, LookupError};
@@ -74,6 +75,21 @@ fn device_page(
     browser.apply(page)
 }
 
+/// This address guessed wrong too often (RFC 8628 §5.1).
+fn too_many_guesses(state: &AppState, headers: &HeaderMap, typed: &str, t: Throttled) -> Response {
+    let minutes = (t.retry_after + 59) / 60;
+    device_page(
+        state,
+        headers,
+        StatusCode::TOO_MANY_REQUESTS,
+        typed,
+        Some(&format!(
+            "Too many wrong codes. Try again in {minutes} minutes."
+        )),
+        None,
+    )
+}
+
 /// `GET /device[?user_code=…]`: enter a code, or see what the device asks.
 pub async fn page(
     State(state): State<AppState>,
@@ -98,16 +114,7 @@ pub async fn page(
     };
     let request = match device::find_pending(&state.oauth, &typed, addr).await {
         Ok(r) => r,
-        Err(LookupError::Throttled(_)) => {
-            return device_page(
-                &state,
-                &headers,
-                StatusCode::TOO_MANY_REQUESTS,
-                &typed,
-                Some("Too many wrong codes. Try again in 10 minutes."),
-                None,
-            );
-        }
+        Err(LookupError::Throttled(t)) => return too_many_guesses(&state, &headers, &typed, t),
         Err(LookupError::NotFound) => {
             return device_page(
                 &state,
@@ -188,14 +195,8 @@ pub async fn decision(
         Ok(f) => f,
         Err(page) => return *page,
     };
-    let session = match super::current_session(&state, &headers).await {
-        Ok(Some((session, _))) => session,
-        Ok(None) => {
-            return state.web.error_page(
-                StatusCode::BAD_REQUEST,
-                "You are no longer signed in. Start again.",
-            );
-        }
+    let session = match super::session_for_post(&state, &headers, "Start again.").await {
+        Ok(s) => s,
         Err(page) => return *page,
     };
     let no_longer = |state: &AppState| {
@@ -214,16 +215,7 @@ pub async fn decision(
     };
     let request = match device::for_decision(ctx, &session, code, tag, addr).await {
         Ok(r) => r,
-        Err(LookupError::Throttled(_)) => {
-            return device_page(
-                &state,
-                &headers,
-                StatusCode::TOO_MANY_REQUESTS,
-                "",
-                Some("Too many wrong codes. Try again in 10 minutes."),
-                None,
-            );
-        }
+        Err(LookupError::Throttled(t)) => return too_many_guesses(&state, &headers, "", t),
         Err(LookupError::NotFound) => return no_longer(&state),
         Err(LookupError::Store(e)) => return state.web.internal_error(e),
     };

@@ -37,6 +37,22 @@ pub async fn current_session(
         .map_err(|e| Box::new(state.web.internal_error(e)))
 }
 
+/// The signed-in session a form post needs; without one, a page saying so (`start_again`
+/// tells the user where to begin).
+pub async fn session_for_post(
+    state: &AppState,
+    headers: &HeaderMap,
+    start_again: &str,
+) -> Result<Session, Box<Response>> {
+    match current_session(state, headers).await? {
+        Some((session, _)) => Ok(session),
+        None => Err(Box::new(state.web.error_page(
+            axum::http::StatusCode::BAD_REQUEST,
+            &format!("You are no longer signed in. {start_again}"),
+        ))),
+    }
+}
+
 /// A 303 to the sign-in page, coming back to `return_to` (a path under the issuer).
 pub fn to_signin(state: &AppState, return_to: &str, login_hint: Option<&str>) -> Response {
     ui::see_other(&authn::signin_url(

@@ -85,10 +85,9 @@ impl Context {
     ) -> Result<Self, CimdError> {
         let grants = Arc::new(grants);
         let cimd = if config.cimd.enabled {
-            Some(Arc::new(CimdResolver::new(
-                config.cimd.clone(),
-                grants.clone(),
-            )?))
+            Some(Arc::new(
+                CimdResolver::new(config.cimd.clone(), grants.clone())?.with_audit(audit.clone()),
+            ))
         } else {
             None
         };

@@ -58,14 +58,24 @@ pub async fn find_pending(
     typed: &str,
     addr: Option<IpAddr>,
 ) -> Result<DeviceCode, LookupError> {
+    pending_or_guess(ctx, normalize_user_code(typed).as_deref(), addr).await
+}
+
+/// The pending request with user code `code`, unless this address guessed wrong too often;
+/// a miss (or `None`, an answer already known to be wrong) counts as a wrong guess.
+async fn pending_or_guess(
+    ctx: &Context,
+    code: Option<&str>,
+    addr: Option<IpAddr>,
+) -> Result<DeviceCode, LookupError> {
     let now = ctx.now();
     let throttle = &ctx.authn.throttle;
     let bucket = Bucket::DeviceCodeGuess(addr);
     if let Some(t) = throttle.is_full(ctx.rate_limits(), bucket, now).await? {
         return Err(LookupError::Throttled(t));
     }
-    let found = match normalize_user_code(typed) {
-        Some(code) => ctx.devices().pending_device(&code, now).await?,
+    let found = match code {
+        Some(code) => ctx.devices().pending_device(code, now).await?,
         None => None,
     };
     match found {
@@ -102,24 +112,8 @@ pub async fn for_decision(
     tag: &str,
     addr: Option<IpAddr>,
 ) -> Result<DeviceCode, LookupError> {
-    let now = ctx.now();
-    let throttle = &ctx.authn.throttle;
-    let bucket = Bucket::DeviceCodeGuess(addr);
-    if let Some(t) = throttle.is_full(ctx.rate_limits(), bucket, now).await? {
-        return Err(LookupError::Throttled(t));
-    }
-    let found = if entered_here(ctx, &session.sid, user_code, tag) {
-        ctx.devices().pending_device(user_code, now).await?
-    } else {
-        None
-    };
-    match found {
-        Some(d) => Ok(d),
-        None => {
-            throttle.failed(ctx.rate_limits(), bucket, now).await?;
-            Err(LookupError::NotFound)
-        }
-    }
+    let entered = entered_here(ctx, &session.sid, user_code, tag).then_some(user_code);
+    pending_or_guess(ctx, entered, addr).await
 }
 
 /// The resources and scope a pending request asks for (resources looked up again, so one

@@ -7,7 +7,7 @@
 //! rarely wait for each other.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::IpAddr;
 use std::sync::Mutex;
 
@@ -73,9 +73,7 @@ impl RequestLimits {
             return Ok(());
         }
         let window = now.div_euclid(WINDOW_SECS) * WINDOW_SECS;
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        let shard = &self.shards[(h.finish() as usize) % SHARDS];
+        let shard = &self.shards[(self.hasher.hash_one(&key) as usize) % SHARDS];
         let mut map = match shard.lock() {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),

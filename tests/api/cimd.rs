@@ -87,6 +87,10 @@ async fn doc_server() -> DocServer {
                     d["client_uri"] = json!(format!("https://agent.example/{}", "x".repeat(6000)));
                     json(d, "")
                 }
+                "/gentle.json" => {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    json(doc(&base, &path), "max-age=60")
+                }
                 "/slow.json" => {
                     tokio::time::sleep(Duration::from_secs(3)).await;
                     json(doc(&base, &path), "")
@@ -273,4 +277,92 @@ async fn private_addresses_refused_without_the_flag() {
     let e = lookup_err(&app, "https://agent.example").await;
     assert!(matches!(e, CimdError::BadUrl(_)), "{e}");
     app.finish().await;
+}
+
+both!(
+    fetches_are_shared_and_failures_paused,
+    allowing_loopback,
+    fetches_are_shared_and_failures_paused_body
+);
+
+/// Concurrent requests naming one document share one fetch; a host whose documents keep
+/// failing is paused, the caller learns nothing about how a fetch failed, and the audit log
+/// gets the first failure and the one that pauses the host, not one row per attempt.
+async fn fetches_are_shared_and_failures_paused_body(app: TestApp) -> TestApp {
+    let docs = doc_server().await;
+    let authorize = |client_id: String| {
+        let params = vec![
+            ("response_type".to_string(), "code".to_string()),
+            ("client_id".to_string(), client_id),
+            (
+                "redirect_uri".to_string(),
+                "http://127.0.0.1/callback".to_string(),
+            ),
+        ];
+        let (http, url) = (app.http.clone(), crate::flow::authorize_url(&app, &params));
+        async move {
+            let res = http.get(url).send().await.unwrap();
+            (res.status(), res.text().await.unwrap())
+        }
+    };
+
+    let id = format!("{}/gentle.json", docs.base);
+    let answers = join_all((0..20).map(|_| tokio::spawn(authorize(id.clone())))).await;
+    for (status, page) in answers {
+        assert!(status.as_u16() < 500, "{status} {page}");
+    }
+    assert_eq!(
+        docs.hits.get("/gentle.json"),
+        1,
+        "one fetch for twenty requests"
+    );
+
+    // Failures are counted per host in one-minute windows; keep clear of a boundary.
+    let second = concierge::util::now().rem_euclid(60);
+    if second > 50 {
+        tokio::time::sleep(Duration::from_secs((61 - second) as u64)).await;
+    }
+    for i in 0..10 {
+        let (status, page) = authorize(format!("{}/missing-{i}.json", docs.base)).await;
+        assert_eq!(status, 400);
+        assert!(page.contains("could not be fetched"), "{page}");
+        assert!(
+            !page.contains("404") && !page.contains("Not Found"),
+            "{page}"
+        );
+        assert_eq!(docs.hits.get(&format!("/missing-{i}.json")), 1);
+    }
+    for i in 10..13 {
+        let (status, page) = authorize(format!("{}/missing-{i}.json", docs.base)).await;
+        assert_eq!(status, 400);
+        assert!(page.contains("failed too often"), "{page}");
+        assert_eq!(
+            docs.hits.get(&format!("/missing-{i}.json")),
+            0,
+            "a paused host is not fetched"
+        );
+    }
+
+    app.state.oauth.audit.flush().await;
+    let events = app
+        .store()
+        .list_audit(&concierge::store::AuditQuery {
+            kind: Some("cimd.fetch_failed".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0].detail["paused"], true, "newest first: the pause");
+    assert_eq!(events[1].detail["failures_in_window"], 1);
+    app
+}
+
+async fn join_all<T>(handles: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
 }

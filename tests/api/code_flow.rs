@@ -258,22 +258,7 @@ both!(deny_and_csrf, |app: TestApp| async move {
     let b = browser();
     let params = auth_params(&client, &challenge, "notes:read");
     let res = b.get(authorize_url(&app, &params)).send().await.unwrap();
-    let res = sign_in(
-        &app,
-        &b,
-        &format!("{}{}", app.origin, location(&res)),
-        "alice",
-        PASSWORD,
-    )
-    .await;
-    let html = b
-        .get(format!("{}{}", app.origin, location(&res)))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = sign_in_and_see(&app, &b, &res).await;
 
     // Without a token, or with another's: refused, nothing stored.
     let mut no_csrf: Vec<(String, String)> = hidden_inputs(&html)

@@ -62,22 +62,7 @@ pub(crate) async fn poll(
 pub(crate) async fn user_decides(app: &impl Server, user_code: &str, decision: &str) -> String {
     let b = browser();
     let res = b.get(app.url("/device")).send().await.unwrap();
-    let res = sign_in(
-        app,
-        &b,
-        &format!("{}{}", app.origin(), location(&res)),
-        "alice",
-        PASSWORD,
-    )
-    .await;
-    let entry = b
-        .get(format!("{}{}", app.origin(), location(&res)))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let entry = sign_in_and_see(app, &b, &res).await;
     let mut form = hidden_inputs(&entry);
     form.push((
         "user_code".into(),

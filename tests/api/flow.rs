@@ -195,6 +195,24 @@ pub async fn sign_in(
     b.post(app.url("/signin")).form(&form).send().await.unwrap()
 }
 
+/// `res` redirects to the sign-in page: sign in there as alice and return the page the
+/// sign-in leads to (the consent page, the device code entry, …).
+pub async fn sign_in_and_see(
+    app: &impl Server,
+    b: &reqwest::Client,
+    res: &reqwest::Response,
+) -> String {
+    let signin = format!("{}{}", app.origin(), location(res));
+    let res = sign_in(app, b, &signin, "alice", PASSWORD).await;
+    b.get(format!("{}{}", app.origin(), location(&res)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Submit the consent page `html` with `decision`.
 pub async fn decide(
     app: &impl Server,

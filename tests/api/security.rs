@@ -135,22 +135,7 @@ both!(no_open_redirector, |app: TestApp| async move {
         .send()
         .await
         .unwrap();
-    let res = sign_in(
-        &app,
-        &b,
-        &format!("{}{}", app.origin, location(&res)),
-        "alice",
-        PASSWORD,
-    )
-    .await;
-    let html = b
-        .get(format!("{}{}", app.origin, location(&res)))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = sign_in_and_see(&app, &b, &res).await;
     let res = decide(&app, &b, &html, "deny").await;
     assert_eq!(res.status(), 303);
     assert_eq!(query(&location(&res))["error"], "access_denied");
@@ -249,22 +234,7 @@ both!(
         // Another signed-in session that never entered the code posts a decision for it.
         let b = browser();
         let res = b.get(app.url("/device")).send().await.unwrap();
-        let res = sign_in(
-            &app,
-            &b,
-            &format!("{}{}", app.origin, location(&res)),
-            "alice",
-            PASSWORD,
-        )
-        .await;
-        let page = b
-            .get(format!("{}{}", app.origin, location(&res)))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = sign_in_and_see(&app, &b, &res).await;
         let csrf: Vec<(String, String)> = hidden_inputs(&page);
         for _ in 0..12 {
             let mut form = csrf.clone();
@@ -320,22 +290,7 @@ both!(
             .send()
             .await
             .unwrap();
-        let res = sign_in(
-            &app,
-            &b,
-            &format!("{}{}", app.origin, location(&res)),
-            "alice",
-            PASSWORD,
-        )
-        .await;
-        let html = b
-            .get(format!("{}{}", app.origin, location(&res)))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let html = sign_in_and_see(&app, &b, &res).await;
         assert!(
             html.contains(&format!("<strong id=\"user-code\">{code}</strong>")),
             "{html}"

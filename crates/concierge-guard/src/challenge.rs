@@ -186,17 +186,19 @@ impl BearerChallenge {
     }
 
     /// Sets the human-readable `error_description` parameter (for developers,
-    /// not end users).
+    /// not end users), kept to the characters RFC 6750 §3 allows: a double
+    /// quote becomes `'`, a backslash `/`, control characters are dropped and
+    /// other non-ASCII characters become `?`.
     ///
     /// ```
     /// use concierge_guard::BearerChallenge;
     ///
     /// let c = BearerChallenge::new().with_error_description(r#"bad "aud""#);
-    /// assert_eq!(c.to_string(), r#"Bearer error_description="bad \"aud\"""#);
+    /// assert_eq!(c.to_string(), r#"Bearer error_description="bad 'aud'""#);
     /// ```
     #[must_use]
     pub fn with_error_description(mut self, description: impl Into<String>) -> Self {
-        self.error_description = Some(description.into());
+        self.error_description = Some(description_text(&description.into()));
         self
     }
 
@@ -350,6 +352,20 @@ impl fmt::Display for BearerChallenge {
     }
 }
 
+/// `text` with only the characters RFC 6750 §3 allows in `error_description`
+/// (`%x20-21 / %x23-5B / %x5D-7E`), for the challenge and the JSON body alike.
+pub(crate) fn description_text(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_control())
+        .map(|c| match c {
+            '"' => '\'',
+            '\\' => '/',
+            ' '..='~' => c,
+            _ => '?',
+        })
+        .collect()
+}
+
 /// Writes `value` as an RFC 9110 quoted-string restricted to visible ASCII
 /// and space: `"` and `\` are backslash-escaped, control characters dropped,
 /// other non-ASCII characters replaced by `?`.
@@ -403,10 +419,13 @@ mod tests {
 
     #[test]
     fn challenge_escapes_quotes_and_backslashes() {
-        let challenge = BearerChallenge::new().with_error_description(r#"say "hi" \o/"#);
+        // The description keeps to RFC 6750's characters; other values are escaped.
+        let challenge = BearerChallenge::new()
+            .with_error_description(r#"say "hi" \o/"#)
+            .with_scope([r#"a"b\c"#]);
         assert_eq!(
             challenge.to_string(),
-            r#"Bearer error_description="say \"hi\" \\o/""#
+            r#"Bearer error_description="say 'hi' /o/", scope="a\"b\\c""#
         );
     }
 

@@ -115,10 +115,7 @@ impl DpopRules {
         match error {
             Some((code, description)) => format!(
                 "DPoP error=\"{code}\", error_description=\"{}\", algs=\"{algs}\"",
-                description
-                    .chars()
-                    .filter(|c| (' '..='~').contains(c) && !matches!(c, '"' | '\\'))
-                    .collect::<String>()
+                crate::challenge::description_text(description)
             ),
             None => format!("DPoP algs=\"{algs}\""),
         }

@@ -319,7 +319,11 @@ impl IntoResponse for GuardRejection {
                 .and_then(BearerChallenge::error)
                 .map(ChallengeError::as_str)
         });
-        let body = match (error, &self.description) {
+        let description = self
+            .description
+            .as_deref()
+            .map(crate::challenge::description_text);
+        let body = match (error, description) {
             (Some(error), description) => {
                 Some(json!({"error": error, "error_description": description}))
             }
