@@ -295,12 +295,6 @@ impl From<crate::store::StoreError> for OAuthError {
     }
 }
 
-impl From<crate::keys::KeyError> for OAuthError {
-    fn from(e: crate::keys::KeyError) -> Self {
-        Self::internal(e)
-    }
-}
-
 /// The admin API's error envelope: `{"error": {"code", "message", "field"?}}`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ApiErrorBody {

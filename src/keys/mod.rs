@@ -40,6 +40,13 @@ pub enum KeyError {
     Store(#[from] StoreError),
 }
 
+/// A key failure in a request is the server's fault: a generic 500 with the detail logged.
+impl From<KeyError> for crate::error::OAuthError {
+    fn from(e: KeyError) -> Self {
+        Self::internal(e)
+    }
+}
+
 /// Signing algorithms. ES256 signs access tokens (fast); RS256 is what OpenID Connect
 /// requires every provider to offer for ID tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

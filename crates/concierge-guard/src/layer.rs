@@ -12,19 +12,20 @@ use axum::response::IntoResponse;
 use bytes::Bytes;
 use http_body::Body as HttpBody;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tower_layer::Layer;
 use tower_service::Service;
 use tracing::Instrument as _;
 
-use crate::challenge::{BearerChallenge, ChallengeError};
+use crate::challenge::ChallengeError;
 use crate::config::union_into;
 use crate::error::TokenError;
 use crate::guard::{Guard, Needed, Scheme};
 use crate::observe::Refusal;
 use crate::principal::{BearerToken, Principal};
+pub use crate::rejection::GuardRejection;
 use crate::scopes::Operation;
-use crate::stepup::{Need, challenge_for};
+use crate::stepup::{Need, StepUpSink, challenge_for};
 
 /// Errors of the bodies the layer reads and the services it wraps.
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -138,69 +139,17 @@ pub(crate) struct GuardContext {
     pub(crate) need: Mutex<Option<Need>>,
 }
 
-/// The answer to a request the guard refuses. Implements
-/// [`IntoResponse`]; also the rejection of the [`Principal`] extractor.
-#[derive(Debug, Clone)]
-pub struct GuardRejection {
-    status: StatusCode,
-    challenge: Option<Box<BearerChallenge>>,
-    description: Option<Box<str>>,
-    /// A `DPoP` challenge (RFC 9449 §7.1), sent as a second `WWW-Authenticate`.
-    dpop_challenge: Option<Box<str>>,
-    /// The body's `error` (when not the bearer challenge's).
-    body_error: Option<&'static str>,
-    /// A `DPoP-Nonce` to send (RFC 9449 §9).
-    dpop_nonce: Option<Box<str>>,
-    /// `Retry-After`, in seconds.
-    retry_after: Option<u32>,
-    reason: &'static str,
-    hint: Option<&'static str>,
+impl StepUpSink for GuardContext {
+    fn needs(&self) -> &Mutex<Option<Need>> {
+        &self.need
+    }
+
+    fn answer(&self, need: &Need) -> axum::response::Response {
+        GuardRejection::step_up(&self.guard, &self.scopes, need).into_response()
+    }
 }
 
 impl GuardRejection {
-    fn new(status: StatusCode, reason: &'static str) -> Self {
-        Self {
-            status,
-            challenge: None,
-            description: None,
-            dpop_challenge: None,
-            body_error: None,
-            dpop_nonce: None,
-            retry_after: None,
-            reason,
-            hint: None,
-        }
-    }
-
-    pub(crate) fn challenge_only(challenge: BearerChallenge) -> Self {
-        let status =
-            StatusCode::from_u16(challenge.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
-        let reason = challenge.error().map_or("no_token", ChallengeError::as_str);
-        Self {
-            challenge: Some(Box::new(challenge)),
-            ..Self::new(status, reason)
-        }
-    }
-
-    fn with_description(challenge: BearerChallenge, description: impl Into<String>) -> Self {
-        let description = description.into();
-        let mut rejection =
-            Self::challenge_only(challenge.with_error_description(description.clone()));
-        rejection.description = Some(description.into());
-        rejection
-    }
-
-    fn too_large(limit: usize) -> Self {
-        Self {
-            description: Some(
-                format!("the request body is larger than the {limit} bytes this server reads")
-                    .into(),
-            ),
-            hint: Some("raise GuardBuilder::max_body_bytes if such bodies are legitimate"),
-            ..Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large")
-        }
-    }
-
     /// A handler's or tool's [`StepUp`](crate::StepUp) for a request that
     /// needed `scopes`.
     pub(crate) fn step_up(guard: &Guard, scopes: &[String], need: &Need) -> Self {
@@ -223,30 +172,6 @@ impl GuardRejection {
                 r
             }
         }
-    }
-
-    /// The HTTP status: 400, 401, 403, 413 or 503.
-    #[must_use]
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
-    /// Why, as a short stable name (see [`Refusal::reason`]).
-    #[must_use]
-    pub fn reason(&self) -> &'static str {
-        self.reason
-    }
-
-    /// The `WWW-Authenticate` challenge sent, if any.
-    #[must_use]
-    pub fn challenge(&self) -> Option<&BearerChallenge> {
-        self.challenge.as_deref()
-    }
-
-    /// The `DPoP` challenge sent beside the bearer one (RFC 9449 §7.1), if any.
-    #[must_use]
-    pub fn dpop_challenge(&self) -> Option<&str> {
-        self.dpop_challenge.as_deref()
     }
 
     fn refusal(&self) -> Refusal {
@@ -308,73 +233,6 @@ impl GuardRejection {
         r.reason = error.reason();
         r.hint = error.hint();
         r
-    }
-}
-
-impl IntoResponse for GuardRejection {
-    fn into_response(self) -> axum::response::Response {
-        let error = self.body_error.or_else(|| {
-            self.challenge
-                .as_deref()
-                .and_then(BearerChallenge::error)
-                .map(ChallengeError::as_str)
-        });
-        let description = self
-            .description
-            .as_deref()
-            .map(crate::challenge::description_text);
-        let body = match (error, description) {
-            (Some(error), description) => {
-                Some(json!({"error": error, "error_description": description}))
-            }
-            (None, Some(description)) => Some(json!({"error_description": description})),
-            (None, None) => None,
-        };
-        let mut response = match body {
-            Some(body) => (
-                self.status,
-                [(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                )],
-                body.to_string(),
-            )
-                .into_response(),
-            None => self.status.into_response(),
-        };
-        let headers = response.headers_mut();
-        if let Some(challenge) = &self.challenge {
-            let value = HeaderValue::from_str(&challenge.to_string())
-                .unwrap_or(HeaderValue::from_static("Bearer"));
-            headers.insert(header::WWW_AUTHENTICATE, value);
-        }
-        if let Some(value) = self
-            .dpop_challenge
-            .as_deref()
-            .and_then(|c| HeaderValue::from_str(c).ok())
-        {
-            headers.append(header::WWW_AUTHENTICATE, value);
-        }
-        if let Some(value) = self
-            .dpop_nonce
-            .as_deref()
-            .and_then(|n| HeaderValue::from_str(n).ok())
-        {
-            headers.insert("dpop-nonce", value);
-        }
-        if let Some(secs) = self.retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        headers.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("WWW-Authenticate, DPoP-Nonce"),
-        );
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_ORIGIN,
-            HeaderValue::from_static("*"),
-        );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        response
     }
 }
 
@@ -565,7 +423,7 @@ where
         scopes: scopes.into(),
         need: Mutex::new(None),
     });
-    let principal = principal.map(|p| p.with_context(context.clone()));
+    let principal = principal.map(|p| p.with_context(context.clone() as Arc<dyn StepUpSink>));
     if let Some(p) = &principal {
         parts.extensions.insert(p.clone());
     }
@@ -684,6 +542,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn operations_from_json_rpc() {

@@ -119,6 +119,7 @@ mod metadata;
 mod nonce;
 mod observe;
 mod principal;
+mod rejection;
 mod scopes;
 mod startup;
 mod stepup;

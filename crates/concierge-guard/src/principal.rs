@@ -8,9 +8,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use crate::client::unix_now;
-use crate::layer::GuardContext;
 use crate::scopes::{ScopeHierarchy, ScopeRule};
-use crate::stepup::{Need, StepUp};
+use crate::stepup::{Need, StepUp, StepUpSink};
 
 /// The caller behind a validated access token.
 ///
@@ -35,7 +34,7 @@ pub struct Principal {
     data: Arc<PrincipalData>,
     /// The request it was validated for, when the layer put it there: where
     /// a [`StepUp`] is recorded so the layer can answer with the challenge.
-    context: Option<Arc<GuardContext>>,
+    context: Option<Arc<dyn StepUpSink>>,
 }
 
 /// What a [`Principal`] is made of; built by validation.
@@ -141,7 +140,7 @@ impl Principal {
         PrincipalBuilder::default()
     }
 
-    pub(crate) fn with_context(&self, context: Arc<GuardContext>) -> Self {
+    pub(crate) fn with_context(&self, context: Arc<dyn StepUpSink>) -> Self {
         Self {
             data: self.data.clone(),
             context: Some(context),

@@ -2,12 +2,11 @@
 //! guard with the challenge that makes the client ask for it.
 
 use std::fmt;
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 
 use crate::challenge::{BearerChallenge, ChallengeError};
-use crate::layer::{GuardContext, GuardRejection};
 
 /// The JSON-RPC error code of a [`StepUp`] turned into rmcp's `ErrorData`
 /// (feature `rmcp`), in the range JSON-RPC 2.0 §5.1 leaves to servers. A
@@ -59,7 +58,18 @@ pub enum Need {
 #[derive(Clone)]
 pub struct StepUp {
     need: Need,
-    context: Option<Arc<GuardContext>>,
+    context: Option<Arc<dyn StepUpSink>>,
+}
+
+/// What the guard's layer lends each request it lets through: where a
+/// handler's step-up is recorded, and how a step-up is answered with the
+/// request's scopes and metadata URL. (The layer implements it; principals
+/// and step-ups only hold it, so they need not know the layer.)
+pub(crate) trait StepUpSink: Send + Sync {
+    /// The step-up recorded for this request, taken by the layer afterwards.
+    fn needs(&self) -> &Mutex<Option<Need>>;
+    /// The full answer to `need` for this request.
+    fn answer(&self, need: &Need) -> Response;
 }
 
 impl fmt::Debug for StepUp {
@@ -129,7 +139,7 @@ impl StepUp {
         }
     }
 
-    pub(crate) fn in_context(mut self, context: Option<Arc<GuardContext>>) -> Self {
+    pub(crate) fn in_context(mut self, context: Option<Arc<dyn StepUpSink>>) -> Self {
         self.context = context;
         self
     }
@@ -150,7 +160,7 @@ impl StepUp {
     /// Tells the guard's layer, which answers the request with the challenge.
     pub(crate) fn record(&self) {
         if let Some(ctx) = &self.context {
-            let mut slot = ctx.need.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut slot = ctx.needs().lock().unwrap_or_else(PoisonError::into_inner);
             *slot = Some(match (slot.take(), &self.need) {
                 (Some(Need::Scopes(mut have)), Need::Scopes(more)) => {
                     for s in more {
@@ -186,10 +196,10 @@ impl IntoResponse for StepUp {
     fn into_response(self) -> axum::response::Response {
         self.record();
         match &self.context {
-            Some(ctx) => {
-                GuardRejection::step_up(&ctx.guard, &ctx.scopes, &self.need).into_response()
+            Some(ctx) => ctx.answer(&self.need),
+            None => {
+                crate::rejection::GuardRejection::challenge_only(self.challenge()).into_response()
             }
-            None => GuardRejection::challenge_only(self.challenge()).into_response(),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Access token validation rules (RFC 9068, DESIGN.md §6) as pure functions.
+//! Access token validation rules (RFC 9068 §4: `typ`, signature, issuer, audience, time,
+//! scope) as pure functions.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -96,7 +97,8 @@ pub(crate) struct ClaimRules {
 }
 
 /// Strip a lone trailing slash on an origin (`https://a.example/` →
-/// `https://a.example`), leaving every other URI as it is (DESIGN.md §5).
+/// `https://a.example`), leaving every other URI as it is: the server compares resource
+/// URIs in the same form, so `https://a.example/` and `https://a.example` name one resource.
 pub(crate) fn normalize_uri(uri: &str) -> &str {
     match uri.split_once("://") {
         Some((_, rest)) if rest.len() > 1 && rest.find('/') == Some(rest.len() - 1) => {
