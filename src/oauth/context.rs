@@ -4,7 +4,7 @@
 //! aggregate a caller needs (`ctx.codes()`, `ctx.consents()`, …).
 //!
 //! Nothing here knows about HTTP, pages or the router: endpoints build a [`Context`] once at
-//! start-up (in `crate::startup`) and hand it to the protocol functions they call.
+//! start-up (the `startup` module) and hand it to the protocol functions they call.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
