@@ -109,12 +109,11 @@ async fn connection(
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let mut req = req.map(axum::body::Body::new);
         req.extensions_mut().insert(ConnectInfo(peer));
-        let (router, busy) = (router.clone(), in_flight.clone());
-        busy.requests.fetch_add(1, Ordering::Relaxed);
+        let router = router.clone();
+        let busy = InFlight::start(in_flight.clone());
         async move {
             let res = router.oneshot(req).await;
-            busy.requests.fetch_sub(1, Ordering::Relaxed);
-            busy.touch();
+            drop(busy);
             res
         }
     });
@@ -173,6 +172,25 @@ impl Activity {
             }
             tokio::time::sleep(idle.saturating_sub(quiet).max(Duration::from_millis(100))).await;
         }
+    }
+}
+
+/// One request in flight on a connection, counted until it is answered or dropped (an
+/// HTTP/2 stream reset drops the request's future: the count must not leak, or the
+/// connection would never count as idle).
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: Arc<Activity>) -> Self {
+        activity.requests.fetch_add(1, Ordering::Relaxed);
+        Self(activity)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.requests.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
     }
 }
 
