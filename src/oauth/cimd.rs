@@ -17,6 +17,7 @@ use super::client_metadata::{self, Origin, RawClientMetadata};
 use super::grants::GrantRegistry;
 use super::net_guard::{FetchError, SafeFetcher};
 use super::ttl_cache::TtlCache;
+use super::window_counts::WindowCounts;
 use crate::config::CimdConfig;
 use crate::store::ClientMetadata;
 
@@ -146,8 +147,8 @@ pub struct CimdResolver {
     cache: TtlCache<String, Arc<ClientMetadata>>,
     in_flight: std::sync::Mutex<std::collections::HashMap<String, Shared>>,
     permits: tokio::sync::Semaphore,
-    /// Per host: (window start, failures in it).
-    failures: std::sync::Mutex<std::collections::HashMap<String, (i64, u32)>>,
+    /// Failed fetches per host.
+    failures: WindowCounts<String>,
     audit: Option<crate::audit::Audit>,
 }
 
@@ -161,7 +162,7 @@ impl CimdResolver {
             cfg,
             in_flight: std::sync::Mutex::new(std::collections::HashMap::new()),
             permits: tokio::sync::Semaphore::new(CONCURRENT_FETCHES),
-            failures: std::sync::Mutex::new(std::collections::HashMap::new()),
+            failures: WindowCounts::new(FAILURE_WINDOW_SECS),
             audit: None,
         })
     }
@@ -225,34 +226,19 @@ impl CimdResolver {
 
     /// Refuse a host whose fetches failed too often in this window.
     fn check_host(&self, host: &str, now: i64) -> Result<(), CimdError> {
-        let window = now.div_euclid(FAILURE_WINDOW_SECS) * FAILURE_WINDOW_SECS;
-        match lock(&self.failures).get(host) {
-            Some((start, n)) if *start == window && *n >= FAILURES_PER_HOST => {
-                Err(CimdError::Throttled {
-                    host: host.to_string(),
-                    retry_after: window + FAILURE_WINDOW_SECS - now,
-                })
-            }
-            _ => Ok(()),
+        if self.failures.get(host, now) >= FAILURES_PER_HOST {
+            return Err(CimdError::Throttled {
+                host: host.to_string(),
+                retry_after: self.failures.retry_after(now),
+            });
         }
+        Ok(())
     }
 
     /// Count a failure; the first of a window and the one that pauses the host reach the
     /// audit log.
     fn failed(&self, host: &str, client_id: &str, e: &CimdError, now: i64) {
-        let window = now.div_euclid(FAILURE_WINDOW_SECS) * FAILURE_WINDOW_SECS;
-        let count = {
-            let mut map = lock(&self.failures);
-            if map.len() > 10_000 {
-                map.retain(|_, (start, _)| *start == window);
-            }
-            let entry = map.entry(host.to_string()).or_insert((window, 0));
-            if entry.0 != window {
-                *entry = (window, 0);
-            }
-            entry.1 += 1;
-            entry.1
-        };
+        let count = self.failures.add(host.to_string(), now);
         if (count == 1 || count == FAILURES_PER_HOST)
             && let Some(audit) = &self.audit
         {

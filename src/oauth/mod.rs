@@ -38,5 +38,6 @@ pub mod resource;
 pub mod scope;
 pub mod tokens;
 pub mod ttl_cache;
+pub mod window_counts;
 
 pub use context::Context;

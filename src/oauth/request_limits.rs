@@ -3,21 +3,15 @@
 //! shared (N replicas allow N times the limit). The throttles that must hold across replicas
 //! (sign-in, device codes, registration) are in [`super::authn::throttle`].
 //!
-//! Fixed one-minute windows in a few independently locked shards, so concurrent requests
-//! rarely wait for each other.
+//! Fixed one-minute windows ([`WindowCounts`]).
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::IpAddr;
-use std::sync::Mutex;
 
+use super::window_counts::WindowCounts;
 use crate::config::RateLimitConfig;
 use crate::error::OAuthError;
 
-const SHARDS: usize = 16;
 const WINDOW_SECS: i64 = 60;
-/// More keys than this in one shard and old windows are swept from it.
-const SWEEP_AT: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
@@ -25,12 +19,11 @@ enum Key {
     Address(IpAddr),
 }
 
-/// The counters: (window start, hits) per key.
+/// The limits and their counters.
 pub struct RequestLimits {
     per_client: u32,
     per_address: u32,
-    hasher: RandomState,
-    shards: Vec<Mutex<HashMap<Key, (i64, u32)>>>,
+    counts: WindowCounts<Key>,
 }
 
 impl RequestLimits {
@@ -38,8 +31,7 @@ impl RequestLimits {
         Self {
             per_client: config.token_per_client,
             per_address: config.token_per_address,
-            hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            counts: WindowCounts::new(WINDOW_SECS),
         }
     }
 
@@ -72,22 +64,8 @@ impl RequestLimits {
         if limit == 0 {
             return Ok(());
         }
-        let window = now.div_euclid(WINDOW_SECS) * WINDOW_SECS;
-        let shard = &self.shards[(self.hasher.hash_one(&key) as usize) % SHARDS];
-        let mut map = match shard.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if map.len() > SWEEP_AT {
-            map.retain(|_, (start, _)| *start == window);
-        }
-        let entry = map.entry(key).or_insert((window, 0));
-        if entry.0 != window {
-            *entry = (window, 0);
-        }
-        entry.1 = entry.1.saturating_add(1);
-        if entry.1 > limit {
-            let retry_after = (window + WINDOW_SECS - now).max(1) as u64;
+        if self.counts.add(key, now) > limit {
+            let retry_after = self.counts.retry_after(now) as u64;
             return Err(OAuthError::rate_limited(what, retry_after));
         }
         Ok(())
