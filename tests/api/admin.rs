@@ -27,24 +27,6 @@ async fn admin_token(app: &TestApp) -> (String, String, String) {
     (record.client_id, secret, token)
 }
 
-async fn cc_token(app: &TestApp, id: &str, secret: &str, resource: &str, scope: &str) -> String {
-    let res = app
-        .http
-        .post(app.url("/token"))
-        .basic_auth(id, Some(secret))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("resource", resource),
-            ("scope", scope),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let (s, _, body) = split(res).await;
-    assert_eq!(s, 200, "{body}");
-    body["access_token"].as_str().unwrap().to_string()
-}
-
 async fn call(
     app: &TestApp,
     token: Option<&str>,

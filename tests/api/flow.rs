@@ -356,6 +356,32 @@ pub async fn machine_client(app: &TestApp) -> (String, String) {
         .await
 }
 
+/// A client-credentials access token for `resource` and `scope`, the client authenticated
+/// with `client_secret_basic`; anything but 200 fails the test.
+pub async fn cc_token(
+    app: &impl Server,
+    id: &str,
+    secret: &str,
+    resource: &str,
+    scope: &str,
+) -> String {
+    let res = app
+        .http()
+        .post(app.url("/token"))
+        .basic_auth(id, Some(secret))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("resource", resource),
+            ("scope", scope),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let (s, _, body) = crate::helpers::split(res).await;
+    assert_eq!(s, 200, "{body}");
+    body["access_token"].as_str().unwrap().to_string()
+}
+
 /// A client_credentials token request (`client_secret_post`) for `NOTES` with `notes:read`.
 pub async fn machine_token(
     app: &impl Server,

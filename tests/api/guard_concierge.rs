@@ -14,6 +14,7 @@ use concierge_guard::{
 use serde_json::{Value, json};
 
 use crate::both;
+use crate::flow::cc_token;
 use crate::helpers::{TestApp, split};
 
 const TE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -102,25 +103,6 @@ impl Operator {
         )
         .await;
     }
-}
-
-/// A client-credentials token (`client_secret_basic`).
-async fn cc_token(app: &TestApp, id: &str, secret: &str, resource: &str, scope: &str) -> String {
-    let res = app
-        .http
-        .post(app.url("/token"))
-        .basic_auth(id, Some(secret))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("resource", resource),
-            ("scope", scope),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let (s, _, body) = split(res).await;
-    assert_eq!(s, 200, "{body}");
-    body["access_token"].as_str().unwrap().to_owned()
 }
 
 /// A resource URI on a port nothing listens on (the guard does not serve it here).
