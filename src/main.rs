@@ -161,6 +161,10 @@ enum ResourceCmd {
         /// A scope and its description: `notes:read=Read your notes`. Repeat for more.
         #[arg(long = "scope")]
         scopes: Vec<String>,
+        /// Another URI that names this resource (an old host name, say); tokens still carry
+        /// `--uri`. Case, default ports and a trailing slash need none. Repeat for more.
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
     },
     /// List resources.
     List,
@@ -458,16 +462,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 async fn resource(cmd: &ResourceCmd, config: &Config) -> anyhow::Result<()> {
     let store = open_store(config).await?;
     match cmd {
-        ResourceCmd::Add { uri, name, scopes } => {
+        ResourceCmd::Add {
+            uri,
+            name,
+            scopes,
+            aliases,
+        } => {
             let scopes = scopes
                 .iter()
                 .map(|s| ScopeDef::parse(s))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(anyhow::Error::msg)?;
-            let r = manage::create_resource(store.as_ref(), uri, name, scopes).await?;
+            let r = manage::create_resource(store.as_ref(), uri, name, scopes, aliases).await?;
             println!("added resource {} ({})", r.uri, r.name);
             for s in &r.scopes {
                 println!("  {}  {}", s.name, s.description);
+            }
+            for a in &r.aliases {
+                println!("  also named {a}");
             }
         }
         ResourceCmd::List => {
@@ -479,6 +491,9 @@ async fn resource(cmd: &ResourceCmd, config: &Config) -> anyhow::Result<()> {
                 println!("{}  {}", r.uri, r.name);
                 for s in &r.scopes {
                     println!("  {}  {}", s.name, s.description);
+                }
+                for a in &r.aliases {
+                    println!("  also named {a}");
                 }
             }
         }

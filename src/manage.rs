@@ -95,14 +95,17 @@ pub async fn check_admin_issuer(store: &dyn Store, issuer: &str) -> Result<(), M
     ))
 }
 
-/// Check and register a resource.
+/// Check and register a resource, with other URIs that name it (`aliases`). No URI may name
+/// two resources: neither the URI, an alias, nor either's trailing-slash twin may already name
+/// one.
 pub async fn create_resource(
     store: &dyn Store,
     uri: &str,
     name: &str,
     scopes: Vec<ScopeDef>,
+    aliases: &[String],
 ) -> Result<Resource, ManageError> {
-    ResourceUri::parse(uri).map_err(|e| invalid("uri", format!("the resource URI {e}")))?;
+    let normal = resource_uri("uri", uri)?;
     for (i, s) in scopes.iter().enumerate() {
         s.check().map_err(|e| invalid(format!("scopes[{i}]"), e))?;
         if scopes[..i].iter().any(|o| o.name == s.name) {
@@ -112,7 +115,44 @@ pub async fn create_resource(
             ));
         }
     }
-    let resource = Resource::new(uri, name, scopes, util::now()).map_err(|e| invalid("name", e))?;
+    let mut names = vec![("uri".to_string(), normal.clone())];
+    let mut alias_uris = Vec::new();
+    for (i, a) in aliases.iter().enumerate() {
+        let field = format!("aliases[{i}]");
+        let a = resource_uri(&field, a)?;
+        if names
+            .iter()
+            .any(|(_, n)| *n == a || n.trailing_slash_twin().as_ref() == Some(&a))
+        {
+            return Err(invalid(field, format!("{a} is listed twice")));
+        }
+        names.push((field, a.clone()));
+        alias_uris.push(a);
+    }
+    for (field, n) in &names {
+        for candidate in std::iter::once(n.clone()).chain(n.trailing_slash_twin()) {
+            let taken = match store.get_resource(candidate.as_str()).await? {
+                Some(r) => Some(r.uri),
+                None => store.resource_for_alias(candidate.as_str()).await?,
+            };
+            match taken {
+                Some(owner) if owner == candidate.as_str() => {
+                    return Err(ManageError::Conflict(format!(
+                        "{field}: the resource {owner} already exists"
+                    )));
+                }
+                Some(owner) => {
+                    return Err(ManageError::Conflict(format!(
+                        "{field}: {candidate} already names the resource {owner}"
+                    )));
+                }
+                None => {}
+            }
+        }
+    }
+    let resource = Resource::new(uri, name, scopes, util::now())
+        .map_err(|e| invalid("name", e))?
+        .with_aliases(alias_uris);
     store.insert_resource(&resource.to_record()).await?;
     Ok(resource)
 }

@@ -27,6 +27,8 @@ pub struct ResourceView {
     /// The name users see on the consent screen.
     pub name: String,
     pub scopes: Vec<ScopeDef>,
+    /// Other URIs that name this resource; tokens carry `uri`.
+    pub aliases: Vec<String>,
     /// RFC 3339.
     pub created_at: String,
 }
@@ -37,6 +39,7 @@ impl From<&ResourceRecord> for ResourceView {
             uri: r.uri.to_string(),
             name: r.name.clone(),
             scopes: r.scopes.clone(),
+            aliases: r.aliases.clone(),
             created_at: super::time(r.created_at),
         }
     }
@@ -50,6 +53,10 @@ pub struct CreateResource {
     pub name: String,
     #[serde(default)]
     pub scopes: Vec<ScopeDef>,
+    /// Other URIs that name this resource (an old host name, say). Case, default ports and
+    /// a trailing slash need none: requests are compared in RFC 3986 normal form.
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 /// List resources, ordered by URI.
@@ -86,14 +93,20 @@ pub async fn create(
     Extension(caller): Extension<AdminCaller>,
     ApiJson(body): ApiJson<CreateResource>,
 ) -> Result<(StatusCode, Json<ResourceView>), ApiError> {
-    let r =
-        manage::create_resource(state.store.as_ref(), &body.uri, &body.name, body.scopes).await?;
+    let r = manage::create_resource(
+        state.store.as_ref(),
+        &body.uri,
+        &body.name,
+        body.scopes,
+        &body.aliases,
+    )
+    .await?;
     state.oauth.resources.forget(r.uri.as_str());
     record_change(
         &state,
         &caller,
         "resource.create",
-        serde_json::json!({ "uri": r.uri.as_str() }),
+        serde_json::json!({ "uri": r.uri.as_str(), "aliases": r.to_record().aliases }),
         None,
     );
     Ok((

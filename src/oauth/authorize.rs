@@ -324,7 +324,7 @@ pub async fn validate(ctx: &Context, form: &Form) -> Result<AuthorizationRequest
     no_request_objects(&req, form)?;
     response_type(&req, form)?;
     req.code_challenge = code_challenge(&req, form)?;
-    req.resources = policy::resources_for_user(ctx, &form.all("resource"))
+    req.resources = policy::resources_for_user(ctx, &form.all("resource"), form.get("scope"))
         .await
         .map_err(|e| req.refused(e))?;
     req.scope = policy::check_requested(&req.client, &req.resources, form.get("scope"))

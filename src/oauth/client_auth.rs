@@ -192,13 +192,12 @@ pub async fn authenticate(
     assertions: &AssertionVerifier,
 ) -> Result<(), OAuthError> {
     let basic = matches!(presented, Presented::Basic { .. });
-    let registered = client.metadata.token_endpoint_auth_method;
-    if registered != presented.method() {
+    if !client.metadata.accepts(presented.method()) {
         return Err(invalid_client(
             basic,
             format!(
                 "this client is registered for {}, not {}",
-                registered.as_str(),
+                client.metadata.accepted_methods(),
                 presented.method().as_str()
             ),
         ));

@@ -23,6 +23,10 @@ const MAX_TEXT: usize = 200;
 pub struct RawClientMetadata {
     pub redirect_uris: Option<Vec<String>>,
     pub token_endpoint_auth_method: Option<String>,
+    /// OpenID Connect RP Metadata Choices §2: every method the client can use, instead of (or
+    /// besides) one `token_endpoint_auth_method`. Agents' metadata documents list e.g.
+    /// `["none", "private_key_jwt"]`.
+    pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
     pub grant_types: Option<Vec<String>>,
     pub response_types: Option<Vec<String>>,
     pub client_name: Option<String>,
@@ -109,6 +113,201 @@ fn bad(field: &str, why: impl std::fmt::Display) -> OAuthError {
     OAuthError::invalid_client_metadata(format!("{field} {why}"))
 }
 
+/// Grant and response types (RFC 7591 §2.1). A registration naming a grant this server does
+/// not offer is refused, so its author learns at once; a metadata document is published for
+/// many servers, so such grants (and response types other than `code`) are dropped instead.
+fn grant_and_response_types(
+    grant_types: Option<Vec<String>>,
+    response_types: Option<Vec<String>>,
+    is_document: bool,
+    grants: &GrantRegistry,
+) -> Result<(Vec<String>, Vec<String>), OAuthError> {
+    let grant_types = match grant_types {
+        None => vec![authorization_code::GRANT_TYPE.to_string()],
+        Some(list) if list.is_empty() => return Err(bad("grant_types", "must not be empty")),
+        Some(list) => {
+            let mut out: Vec<String> = Vec::new();
+            for g in list {
+                match grants.check_registrable(&g) {
+                    Ok(()) if !out.contains(&g) => out.push(g),
+                    Ok(()) => {}
+                    Err(_) if is_document => {}
+                    Err(e) => return Err(bad("grant_types", e)),
+                }
+            }
+            if out.is_empty() {
+                return Err(bad(
+                    "grant_types",
+                    "lists no grant type this server offers (it offers authorization_code)",
+                ));
+            }
+            out
+        }
+    };
+    let uses_code = grant_types
+        .iter()
+        .any(|g| g == authorization_code::GRANT_TYPE);
+    let response_types = match response_types {
+        None if uses_code => vec!["code".to_string()],
+        None => Vec::new(),
+        Some(_) if is_document => {
+            if uses_code {
+                vec!["code".to_string()]
+            } else {
+                Vec::new()
+            }
+        }
+        Some(list) => {
+            for r in &list {
+                if r != "code" {
+                    return Err(bad(
+                        "response_types",
+                        format!("contains '{r}'; only 'code' is supported (OAuth 2.1)"),
+                    ));
+                }
+            }
+            let mut list = list;
+            list.dedup();
+            list
+        }
+    };
+    if uses_code != response_types.iter().any(|r| r == "code") {
+        return Err(bad(
+            "response_types",
+            "must contain 'code' exactly when grant_types contains 'authorization_code' \
+             (RFC 7591 §2.1)",
+        ));
+    }
+    Ok((grant_types, response_types))
+}
+
+/// Redirect URIs and the application type they imply (OpenID Connect Registration §2, MCP
+/// SEP-837): `native` apps may use loopback http and private-use schemes (`cursor://…`,
+/// RFC 8252 §7), `web` apps https only. Without `application_type` the type is inferred from
+/// the redirect URIs; the omission alone is never a reason to refuse.
+fn check_redirect_uris(
+    redirect_uris: &[String],
+    uses_code: bool,
+    application_type: Option<String>,
+    origin: Origin<'_>,
+) -> Result<ApplicationType, OAuthError> {
+    if uses_code && redirect_uris.is_empty() {
+        return Err(OAuthError::invalid_redirect_uri(
+            "redirect_uris is required for the authorization_code grant",
+        ));
+    }
+    if redirect_uris.len() > MAX_REDIRECT_URIS {
+        return Err(OAuthError::invalid_redirect_uri(format!(
+            "redirect_uris has more than {MAX_REDIRECT_URIS} entries"
+        )));
+    }
+    let declared = match application_type.as_deref() {
+        None => None,
+        Some("web") => Some(ApplicationType::Web),
+        Some("native") => Some(ApplicationType::Native),
+        Some(other) => {
+            return Err(bad(
+                "application_type",
+                format!("'{other}' is not 'web' or 'native'"),
+            ));
+        }
+    };
+    let mut native_only = false;
+    for (i, r) in redirect_uris.iter().enumerate() {
+        let parsed = RedirectUri::parse(r)
+            .map_err(|e| OAuthError::invalid_redirect_uri(format!("redirect_uris[{i}] {e}")))?;
+        if let Origin::Registration(policy) = origin {
+            check_redirect_policy(&parsed, policy)
+                .map_err(|e| OAuthError::invalid_redirect_uri(format!("redirect_uris[{i}] {e}")))?;
+        }
+        let https = parsed.url().scheme() == "https";
+        if !https && declared == Some(ApplicationType::Web) {
+            return Err(OAuthError::invalid_redirect_uri(format!(
+                "redirect_uris[{i}] is not https, which a web application must use; a native \
+                 app (loopback or private-use scheme redirect) registers with \
+                 application_type 'native'"
+            )));
+        }
+        native_only |= !https;
+    }
+    Ok(match declared {
+        Some(t) => t,
+        None if native_only => ApplicationType::Native,
+        None => ApplicationType::Web,
+    })
+}
+
+/// How the client authenticates at the token endpoint: one `token_endpoint_auth_method`
+/// (RFC 7591 §2) and, when the client lists them (OpenID Connect RP Metadata Choices §2),
+/// every method it may use. Listed methods this server does not implement, or that the
+/// client cannot use here (a secret in a document, `private_key_jwt` without keys), are
+/// dropped. Without a single method, a public client stays public when it lists `none`;
+/// otherwise the client's first usable choice is taken. Returns the method and the full
+/// list (empty when the client listed none).
+fn auth_methods(
+    method: Option<&str>,
+    listed: Option<Vec<String>>,
+    is_document: bool,
+    has_keys: bool,
+) -> Result<(AuthMethod, Vec<AuthMethod>), OAuthError> {
+    let usable = |m: &AuthMethod| {
+        !(is_document && m.uses_secret()) && (*m != AuthMethod::PrivateKeyJwt || has_keys)
+    };
+    let mut choices: Vec<AuthMethod> = Vec::new();
+    for m in listed.iter().flatten() {
+        if let Ok(m) = AuthMethod::parse(m)
+            && usable(&m)
+            && !choices.contains(&m)
+        {
+            choices.push(m);
+        }
+    }
+    let auth = match method {
+        Some(m) => AuthMethod::parse(m).map_err(|e| bad("token_endpoint_auth_method", e))?,
+        None if choices.contains(&AuthMethod::None) => AuthMethod::None,
+        None if !choices.is_empty() => choices[0],
+        None if listed.as_ref().is_some_and(|l| !l.is_empty()) => {
+            return Err(bad(
+                "token_endpoint_auth_methods_supported",
+                format!(
+                    "lists no method this server can check for this client (it supports {}; \
+                     private_key_jwt needs jwks or jwks_uri; a metadata document cannot hold \
+                     a secret)",
+                    AuthMethod::ALL.map(AuthMethod::as_str).join(", ")
+                ),
+            ));
+        }
+        // A document cannot hold a secret, so its default is a public client.
+        None if is_document => AuthMethod::None,
+        // RFC 7591 §2: the default is client_secret_basic.
+        None => AuthMethod::ClientSecretBasic,
+    };
+    if is_document && auth.uses_secret() {
+        return Err(bad(
+            "token_endpoint_auth_method",
+            format!(
+                "'{}' needs a shared secret, which a client metadata document cannot hold; \
+                 use 'none' or 'private_key_jwt'",
+                auth.as_str()
+            ),
+        ));
+    }
+    if auth == AuthMethod::PrivateKeyJwt && !has_keys {
+        return Err(bad(
+            "token_endpoint_auth_method",
+            "'private_key_jwt' needs the client's keys in jwks or jwks_uri",
+        ));
+    }
+    // A secret is issued only to a client whose own method is a secret one.
+    choices.retain(|m| !m.uses_secret() || auth.uses_secret());
+    if choices.is_empty() {
+        return Ok((auth, Vec::new()));
+    }
+    choices.retain(|m| *m != auth);
+    choices.insert(0, auth);
+    Ok((auth, choices))
+}
+
 /// Check metadata and fill in the RFC 7591 defaults.
 pub fn validate(
     raw: RawClientMetadata,
@@ -140,127 +339,55 @@ pub fn validate(
         }
     }
 
-    // Grant and response types (RFC 7591 §2.1).
-    let grant_types = match raw.grant_types {
-        None => vec![authorization_code::GRANT_TYPE.to_string()],
-        Some(list) if list.is_empty() => return Err(bad("grant_types", "must not be empty")),
-        Some(list) => {
-            let mut out: Vec<String> = Vec::new();
-            for g in list {
-                grants
-                    .check_registrable(&g)
-                    .map_err(|e| bad("grant_types", e))?;
-                if !out.contains(&g) {
-                    out.push(g);
-                }
-            }
-            out
-        }
-    };
+    let (grant_types, response_types) =
+        grant_and_response_types(raw.grant_types, raw.response_types, is_document, grants)?;
     let uses_code = grant_types
         .iter()
         .any(|g| g == authorization_code::GRANT_TYPE);
-    let response_types = match raw.response_types {
-        None if uses_code => vec!["code".to_string()],
-        None => Vec::new(),
-        Some(list) => {
-            for r in &list {
-                if r != "code" {
-                    return Err(bad(
-                        "response_types",
-                        format!("contains '{r}'; only 'code' is supported (OAuth 2.1)"),
-                    ));
-                }
-            }
-            let mut list = list;
-            list.dedup();
-            list
-        }
-    };
-    if uses_code != response_types.iter().any(|r| r == "code") {
-        return Err(bad(
-            "response_types",
-            "must contain 'code' exactly when grant_types contains 'authorization_code' \
-             (RFC 7591 §2.1)",
-        ));
-    }
-
-    // Redirect URIs.
     let redirect_uris = raw.redirect_uris.unwrap_or_default();
-    if uses_code && redirect_uris.is_empty() {
-        return Err(OAuthError::invalid_redirect_uri(
-            "redirect_uris is required for the authorization_code grant",
-        ));
-    }
-    if redirect_uris.len() > MAX_REDIRECT_URIS {
-        return Err(OAuthError::invalid_redirect_uri(format!(
-            "redirect_uris has more than {MAX_REDIRECT_URIS} entries"
-        )));
-    }
-    for (i, r) in redirect_uris.iter().enumerate() {
-        let parsed = RedirectUri::parse(r)
-            .map_err(|e| OAuthError::invalid_redirect_uri(format!("redirect_uris[{i}] {e}")))?;
-        if let Origin::Registration(policy) = origin {
-            check_redirect_policy(&parsed, policy)
-                .map_err(|e| OAuthError::invalid_redirect_uri(format!("redirect_uris[{i}] {e}")))?;
-        }
-    }
+    let application_type =
+        check_redirect_uris(&redirect_uris, uses_code, raw.application_type, origin)?;
 
-    // Client authentication.
-    let auth = match raw.token_endpoint_auth_method.as_deref() {
-        Some(m) => AuthMethod::parse(m).map_err(|e| bad("token_endpoint_auth_method", e))?,
-        // A document cannot hold a secret, so its default is a public client.
-        None if is_document => AuthMethod::None,
-        // RFC 7591 §2: the default is client_secret_basic.
-        None => AuthMethod::ClientSecretBasic,
-    };
-    if is_document && auth.uses_secret() {
-        return Err(bad(
-            "token_endpoint_auth_method",
-            format!(
-                "'{}' needs a shared secret, which a client metadata document cannot hold; \
-                 use 'none' or 'private_key_jwt'",
-                auth.as_str()
-            ),
-        ));
-    }
-    if auth == AuthMethod::None
-        && grant_types
-            .iter()
-            .any(|g| g == client_credentials::GRANT_TYPE)
-    {
-        return Err(bad(
-            "grant_types",
-            "contains 'client_credentials', which needs an authenticated client; \
-             token_endpoint_auth_method is 'none'",
-        ));
-    }
     if raw.jwks.is_some() && raw.jwks_uri.is_some() {
         return Err(bad(
             "jwks",
             "and jwks_uri must not both be present (RFC 7591 §2)",
         ));
     }
-    if auth == AuthMethod::PrivateKeyJwt && raw.jwks.is_none() && raw.jwks_uri.is_none() {
-        return Err(bad(
-            "token_endpoint_auth_method",
-            "'private_key_jwt' needs the client's keys in jwks or jwks_uri",
-        ));
-    }
     if let Some(jwks) = &raw.jwks {
         check_jwks(jwks)?;
     }
-
-    let application_type = match raw.application_type.as_deref() {
-        None | Some("web") => ApplicationType::Web,
-        Some("native") => ApplicationType::Native,
-        Some(other) => {
+    let has_keys = raw.jwks.is_some() || raw.jwks_uri.is_some();
+    let (auth, also_accepted) = auth_methods(
+        raw.token_endpoint_auth_method.as_deref(),
+        raw.token_endpoint_auth_methods_supported,
+        is_document,
+        has_keys,
+    )?;
+    // A client that may act without authenticating never gets tokens for itself.
+    let public = auth == AuthMethod::None || also_accepted.contains(&AuthMethod::None);
+    let mut grant_types = grant_types;
+    if public
+        && grant_types
+            .iter()
+            .any(|g| g == client_credentials::GRANT_TYPE)
+    {
+        if !is_document {
             return Err(bad(
-                "application_type",
-                format!("'{other}' is not 'web' or 'native'"),
+                "grant_types",
+                "contains 'client_credentials', which needs an authenticated client; \
+                 this client may use token_endpoint_auth_method 'none'",
             ));
         }
-    };
+        // A public document's client cannot use it: dropped, not a reason to refuse.
+        grant_types.retain(|g| g != client_credentials::GRANT_TYPE);
+        if grant_types.is_empty() {
+            return Err(bad(
+                "grant_types",
+                "lists no grant type a public client can use here (authorization_code)",
+            ));
+        }
+    }
 
     let scope = match raw.scope {
         None => None,
@@ -281,6 +408,7 @@ pub fn validate(
     Ok(ClientMetadata {
         redirect_uris,
         token_endpoint_auth_method: auth,
+        token_endpoint_auth_methods_supported: also_accepted,
         grant_types,
         response_types,
         application_type,
@@ -418,8 +546,128 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(m.token_endpoint_auth_method, AuthMethod::None);
-        assert_eq!(m.application_type, ApplicationType::Web);
+        // No application_type: inferred from the loopback redirect (SEP-837).
+        assert_eq!(m.application_type, ApplicationType::Native);
         assert!(m.redirect_uri_matches("http://localhost:9999/oauth/callback"));
+    }
+
+    #[test]
+    fn application_type_is_inferred_and_checked() {
+        let web = reg(r#"{"redirect_uris":["https://a.example/cb"]}"#).expect("valid");
+        assert_eq!(web.application_type, ApplicationType::Web);
+        for uri in [
+            "cursor://anysphere.cursor-retrieval/oauth/callback",
+            "http://127.0.0.1:33418/",
+        ] {
+            let native = reg(&format!(
+                r#"{{"redirect_uris":["https://a.example/cb","{uri}"]}}"#
+            ))
+            .expect("valid");
+            assert_eq!(native.application_type, ApplicationType::Native, "{uri}");
+            let declared = reg(&format!(
+                r#"{{"redirect_uris":["{uri}"],"application_type":"native"}}"#
+            ))
+            .expect("native may use it");
+            assert_eq!(declared.application_type, ApplicationType::Native);
+            let e = reg(&format!(
+                r#"{{"redirect_uris":["{uri}"],"application_type":"web"}}"#
+            ))
+            .expect_err("web is https only");
+            assert_eq!(e.code, ErrorCode::InvalidRedirectUri);
+            assert!(e.description.contains("native"), "{}", e.description);
+        }
+    }
+
+    #[test]
+    fn listed_auth_methods_are_choices() {
+        let url = "https://agent.example/client.json";
+        let doc = |extra: &str| {
+            validate(
+                RawClientMetadata::from_json(
+                    format!(
+                        r#"{{"client_id":"{url}","redirect_uris":["http://127.0.0.1/cb"]{extra}}}"#
+                    )
+                    .as_bytes(),
+                )
+                .expect("json"),
+                Origin::Document { url },
+                &GrantRegistry::standard(),
+            )
+        };
+        // OpenID Connect RP Metadata Choices: a public client that may also sign.
+        let m = doc(
+            r#","token_endpoint_auth_methods_supported":["none","private_key_jwt","tls_client_auth","client_secret_basic"],
+            "jwks_uri":"https://agent.example/jwks.json","future_field":{"x":1}"#,
+        )
+        .expect("valid");
+        assert_eq!(m.token_endpoint_auth_method, AuthMethod::None);
+        assert_eq!(
+            m.token_endpoint_auth_methods_supported,
+            vec![AuthMethod::None, AuthMethod::PrivateKeyJwt],
+            "unsupported and secret methods are dropped"
+        );
+        assert!(m.accepts(AuthMethod::PrivateKeyJwt) && m.accepts(AuthMethod::None));
+        assert!(!m.accepts(AuthMethod::ClientSecretPost));
+        assert!(m.is_public());
+        // Without keys, private_key_jwt is no choice.
+        let m = doc(r#","token_endpoint_auth_methods_supported":["private_key_jwt","none"]"#)
+            .expect("valid");
+        assert_eq!(m.token_endpoint_auth_method, AuthMethod::None);
+        assert!(!m.accepts(AuthMethod::PrivateKeyJwt));
+        // Nothing usable listed: refused, naming the field.
+        let e = doc(r#","token_endpoint_auth_methods_supported":["client_secret_basic"]"#)
+            .expect_err("no usable method");
+        assert!(
+            e.description
+                .contains("token_endpoint_auth_methods_supported")
+        );
+        // A registration takes the client's first usable choice, and secrets either way.
+        let m = reg(
+            r#"{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_methods_supported":["client_secret_post","private_key_jwt"]}"#,
+        )
+        .expect("valid");
+        assert_eq!(m.token_endpoint_auth_method, AuthMethod::ClientSecretPost);
+        assert!(
+            m.accepts(AuthMethod::ClientSecretBasic),
+            "a secret either way"
+        );
+        assert!(!m.accepts(AuthMethod::PrivateKeyJwt), "no keys");
+        assert!(!m.accepts(AuthMethod::None));
+        let pk = reg(
+            r#"{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt","jwks_uri":"https://a.example/j","token_endpoint_auth_methods_supported":["client_secret_basic"]}"#,
+        )
+        .expect("valid");
+        assert!(
+            !pk.accepts(AuthMethod::ClientSecretBasic),
+            "never a secret for a key client"
+        );
+    }
+
+    #[test]
+    fn documents_drop_what_this_server_does_not_offer() {
+        let url = "https://agent.example/client.json";
+        let doc = |extra: &str| {
+            validate(
+                RawClientMetadata::from_json(
+                    format!(
+                        r#"{{"client_id":"{url}","redirect_uris":["http://127.0.0.1/cb"]{extra}}}"#
+                    )
+                    .as_bytes(),
+                )
+                .expect("json"),
+                Origin::Document { url },
+                &GrantRegistry::standard(),
+            )
+        };
+        let m = doc(
+            r#","grant_types":["authorization_code","refresh_token","implicit","urn:example:future","client_credentials"],"response_types":["code","token"]"#,
+        )
+        .expect("valid");
+        assert_eq!(m.grant_types, vec!["authorization_code", "refresh_token"]);
+        assert_eq!(m.response_types, vec!["code"]);
+        assert!(doc(r#","grant_types":["urn:example:future"]"#).is_err());
+        // A registration is told at once.
+        assert!(reg(r#"{"redirect_uris":["https://a.example/cb"],"grant_types":["authorization_code","urn:example:future"]}"#).is_err());
     }
 
     #[test]

@@ -123,7 +123,12 @@ pub async fn asked(
     request: &DeviceCode,
 ) -> Result<(Vec<Arc<Resource>>, Scope), OAuthError> {
     let uris: Vec<&str> = request.resources.iter().map(String::as_str).collect();
-    let resources = policy::resources_for_user(ctx, &uris).await?;
+    // A sign-in granted no resource (identity scopes only) stays without one.
+    let resources = if uris.is_empty() {
+        Vec::new()
+    } else {
+        policy::resources_for_user(ctx, &uris, None).await?
+    };
     Ok((resources, Scope::parse(&request.scope).unwrap_or_default()))
 }
 

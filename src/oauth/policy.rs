@@ -50,14 +50,24 @@ pub async fn resolve(ctx: &Context, raw: &str) -> Result<Arc<Resource>, OAuthErr
 
 /// The resources a user's authorization is for (the authorization endpoint, device
 /// authorization): each `resource` sent, or without one the configured `default_resource`,
-/// else the only registered resource. The admin API is never one of them: a user cannot
-/// delegate administration to an agent.
+/// else the only registered resource. A sign-in that asks only for identity scopes (`openid`
+/// with `profile`, `email`, `offline_access`) needs no resource when none of those applies:
+/// its tokens are for the ID token and userinfo alone, so Concierge can be a plain OpenID
+/// provider (the enterprise IdP of the identity-assertion flow). The admin API is never one of
+/// them: a user cannot delegate administration to an agent.
 pub async fn resources_for_user(
     ctx: &Context,
     requested: &[&str],
+    scope: Option<&str>,
 ) -> Result<Vec<Arc<Resource>>, OAuthError> {
     if requested.is_empty() {
-        return default_resource(ctx).await.map(|r| vec![r]);
+        return match default_resource(ctx).await? {
+            Some(r) => Ok(vec![r]),
+            None if identity_only(scope) => Ok(Vec::new()),
+            None => Err(target(
+                "resource is required: name the resource the token is for (RFC 8707)",
+            )),
+        };
     }
     let mut out: Vec<Arc<Resource>> = Vec::new();
     for raw in requested {
@@ -75,25 +85,31 @@ pub async fn resources_for_user(
     Ok(out)
 }
 
-/// The resource of a request that names none (some MCP clients send no `resource`).
-async fn default_resource(ctx: &Context) -> Result<Arc<Resource>, OAuthError> {
+/// Does `scope` ask only about the user (OpenID Connect scopes, `openid` among them)?
+fn identity_only(scope: Option<&str>) -> bool {
+    Scope::parse(scope.unwrap_or("")).is_ok_and(|s| {
+        s.contains("openid") && s.tokens().iter().all(|t| OIDC_SCOPES.contains(&t.as_str()))
+    })
+}
+
+/// The resource of a request that names none (some MCP clients send no `resource`): the
+/// configured default, else the only registered one; `None` when there is none or several.
+async fn default_resource(ctx: &Context) -> Result<Option<Arc<Resource>>, OAuthError> {
     if let Some(d) = &ctx.config.default_resource {
         let uri = ResourceUri::parse(d).map_err(|e| target(format!("default_resource {e}")))?;
         return ctx
             .resources
             .get(&uri)
             .await?
+            .map(Some)
             .ok_or_else(|| target(format!("the default resource {uri} is not registered")));
     }
     let admin = admin_resource_uri(ctx.issuer());
     let mut all = ctx.resources.list().await?;
     all.retain(|r| r.uri.as_str() != admin);
-    match <[Resource; 1]>::try_from(all) {
-        Ok([one]) => Ok(Arc::new(one)),
-        Err(_) => Err(target(
-            "resource is required: name the resource the token is for (RFC 8707)",
-        )),
-    }
+    Ok(<[Resource; 1]>::try_from(all)
+        .ok()
+        .map(|[one]| Arc::new(one)))
 }
 
 /// May this client get tokens for itself (client credentials) for ordinary resources? Only
@@ -141,29 +157,45 @@ pub async fn resource_for_client(
 }
 
 /// The one granted resource a token is for. `resource` on a token request may pick one of
-/// the granted resources (narrow) but never name another (RFC 8707 §2.2).
-pub fn select_granted(requested: &[&str], granted: &[String]) -> Result<String, OAuthError> {
-    match requested {
-        [] => match granted {
-            [only] => Ok(only.clone()),
-            _ => Err(target(
-                "several resources were granted: name one with resource",
-            )),
-        },
-        [one] => {
-            let uri = ResourceUri::parse(one).map_err(|e| target(format!("resource {e}")))?;
-            granted
-                .iter()
-                .find(|g| *g == uri.as_str())
-                .cloned()
-                .ok_or_else(|| {
-                    target(format!(
-                        "{uri} was not granted; a token request cannot widen the grant"
-                    ))
-                })
-        }
-        _ => Err(target("request one resource per token")),
+/// the granted resources (narrow), by any name of it (a trailing slash, an alias), but never
+/// name another (RFC 8707 §2.2). `None` for a sign-in that was granted no resource (identity
+/// scopes only).
+pub async fn select_granted(
+    ctx: &Context,
+    requested: &[&str],
+    granted: &[String],
+) -> Result<Option<String>, OAuthError> {
+    let uri = match requested {
+        [] => return only_granted(granted),
+        [one] => ResourceUri::parse(one).map_err(|e| target(format!("resource {e}")))?,
+        _ => return Err(target("request one resource per token")),
+    };
+    if let Some(g) = granted_as(&uri, granted) {
+        return Ok(Some(g));
     }
+    if let Some(r) = ctx.resources.get(&uri).await?
+        && let Some(g) = granted_as(&r.uri, granted)
+    {
+        return Ok(Some(g));
+    }
+    Err(target(format!(
+        "{uri} was not granted; a token request cannot widen the grant"
+    )))
+}
+
+/// Without `resource`, the only granted resource (or none for a sign-in without one).
+fn only_granted(granted: &[String]) -> Result<Option<String>, OAuthError> {
+    match granted {
+        [] => Ok(None),
+        [only] => Ok(Some(only.clone())),
+        _ => Err(target(
+            "several resources were granted: name one with resource",
+        )),
+    }
+}
+
+fn granted_as(uri: &ResourceUri, granted: &[String]) -> Option<String> {
+    granted.iter().find(|g| *g == uri.as_str()).cloned()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -477,12 +509,15 @@ mod tests {
             "https://a.example".to_string(),
             "https://b.example".to_string(),
         ];
-        assert!(select_granted(&[], &g).is_err(), "several: name one");
-        assert_eq!(
-            select_granted(&["https://B.example/"], &g).expect("normalised"),
-            "https://b.example"
-        );
-        assert!(select_granted(&["https://c.example"], &g).is_err());
+        assert!(only_granted(&g).is_err(), "several: name one");
+        assert_eq!(only_granted(&[]).expect("identity only"), None);
+        let b = ResourceUri::parse("https://B.example/").expect("uri");
+        assert_eq!(granted_as(&b, &g), Some("https://b.example".to_string()));
+        let c = ResourceUri::parse("https://c.example").expect("uri");
+        assert_eq!(granted_as(&c, &g), None);
+        assert!(identity_only(Some("openid profile offline_access")));
+        assert!(!identity_only(Some("profile")), "not a sign-in");
+        assert!(!identity_only(Some("openid notes:read")));
     }
 
     #[test]

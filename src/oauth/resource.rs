@@ -51,6 +51,24 @@ impl ResourceUri {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The same URI with a trailing slash added to, or removed from, its path: clients
+    /// write `…/mcp` and `…/mcp/` for one server, so a request for either names a resource
+    /// registered as the other. `None` for a URI with a query (the slash is then not at the
+    /// end) or an origin (whose lone slash the normal form already drops).
+    pub fn trailing_slash_twin(&self) -> Option<Self> {
+        if self.0.contains('?') {
+            return None;
+        }
+        let path_start = self.0.find("://").map(|i| i + 3)?;
+        if !self.0[path_start..].contains('/') {
+            return None;
+        }
+        Some(match self.0.strip_suffix('/') {
+            Some(without) => Self(without.to_string()),
+            None => Self(format!("{}/", self.0)),
+        })
+    }
 }
 
 impl TryFrom<String> for ResourceUri {
@@ -114,6 +132,8 @@ pub struct Resource {
     pub uri: ResourceUri,
     pub name: String,
     pub scopes: Vec<ScopeDef>,
+    /// Other URIs that name this resource (`resource add --alias`); tokens carry `uri`.
+    pub aliases: Vec<ResourceUri>,
     pub created_at: i64,
 }
 
@@ -126,10 +146,23 @@ impl Resource {
 
     /// Rebuild from the stored record, re-checking it.
     pub fn from_record(r: ResourceRecord) -> Result<Self, StoreError> {
-        let uri = ResourceUri::parse(&r.uri)
-            .map_err(|e| StoreError::Corrupt(format!("resource {:?} {e}", r.uri)))?;
-        Self::from_parts(uri, r.name, r.scopes, r.created_at)
-            .map_err(|e| StoreError::Corrupt(format!("resource {}: {e}", r.uri)))
+        let corrupt = |e: String| StoreError::Corrupt(format!("resource {:?} {e}", r.uri));
+        let uri = ResourceUri::parse(&r.uri).map_err(corrupt)?;
+        let aliases = r
+            .aliases
+            .iter()
+            .map(|a| ResourceUri::parse(a))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| corrupt(format!("alias {e}")))?;
+        let resource = Self::from_parts(uri, r.name.clone(), r.scopes.clone(), r.created_at)
+            .map_err(corrupt)?;
+        Ok(resource.with_aliases(aliases))
+    }
+
+    /// The same resource, also named by `aliases`.
+    pub fn with_aliases(mut self, aliases: Vec<ResourceUri>) -> Self {
+        self.aliases = aliases;
+        self
     }
 
     /// The record to store.
@@ -138,6 +171,7 @@ impl Resource {
             uri: self.uri.to_string(),
             name: self.name.clone(),
             scopes: self.scopes.clone(),
+            aliases: self.aliases.iter().map(ToString::to_string).collect(),
             created_at: self.created_at,
         }
     }
@@ -166,6 +200,7 @@ impl Resource {
             uri,
             name,
             scopes,
+            aliases: Vec::new(),
             created_at,
         })
     }
@@ -201,18 +236,36 @@ impl ResourceDirectory {
         self.cache.get(raw)
     }
 
-    /// The resource registered under the normalised `uri`.
+    /// The resource the normalised `uri` names: registered under it or under its
+    /// trailing-slash twin, or an operator's alias of either. Cached under `uri`.
     pub async fn get(&self, uri: &ResourceUri) -> Result<Option<Arc<Resource>>, StoreError> {
         if let Some(hit) = self.cache.get(uri.as_str()) {
             return Ok(Some(hit));
         }
-        let Some(found) = self.store.get_resource(uri.as_str()).await? else {
+        let Some(found) = self.find(uri).await? else {
             return Ok(None);
         };
         let found = Arc::new(Resource::from_record(found)?);
         self.cache
             .insert(uri.as_str().to_string(), found.clone(), self.ttl);
         Ok(Some(found))
+    }
+
+    async fn find(&self, uri: &ResourceUri) -> Result<Option<ResourceRecord>, StoreError> {
+        let names: Vec<ResourceUri> = std::iter::once(uri.clone())
+            .chain(uri.trailing_slash_twin())
+            .collect();
+        for name in &names {
+            if let Some(r) = self.store.get_resource(name.as_str()).await? {
+                return Ok(Some(r));
+            }
+        }
+        for name in &names {
+            if let Some(registered) = self.store.resource_for_alias(name.as_str()).await? {
+                return self.store.get_resource(&registered).await;
+            }
+        }
+        Ok(None)
     }
 
     /// Every registered resource, read from the store (listings, discovery metadata).
@@ -228,7 +281,12 @@ impl ResourceDirectory {
     /// Drop this replica's cached copy after changing or deleting the resource; other
     /// replicas see the change within the cache lifetime.
     pub fn forget(&self, uri: &str) {
-        self.cache.remove(uri);
+        // Under its own URI and under every other name a request used for it.
+        for (key, resource, _) in self.cache.entries() {
+            if key == uri || resource.uri.as_str() == uri {
+                self.cache.remove(&key);
+            }
+        }
     }
 }
 
@@ -244,9 +302,14 @@ mod tests {
         assert_eq!(a.as_str(), "https://mcp.example.com");
         let c = ResourceUri::parse("https://mcp.example.com:443/mcp").expect("valid");
         assert_eq!(c.as_str(), "https://mcp.example.com/mcp");
-        // A trailing slash on a longer path is significant.
+        // A trailing slash on a longer path stays in the normal form; lookups try both.
         let d = ResourceUri::parse("https://mcp.example.com/mcp/").expect("valid");
         assert_ne!(c, d);
+        assert_eq!(c.trailing_slash_twin(), Some(d.clone()));
+        assert_eq!(d.trailing_slash_twin(), Some(c));
+        assert_eq!(b.trailing_slash_twin(), None, "an origin has no twin");
+        let q = ResourceUri::parse("https://mcp.example.com/mcp?x=1").expect("valid");
+        assert_eq!(q.trailing_slash_twin(), None);
     }
 
     #[test]

@@ -95,6 +95,10 @@ pub enum ApplicationType {
 pub struct ClientMetadata {
     pub redirect_uris: Vec<String>,
     pub token_endpoint_auth_method: AuthMethod,
+    /// Every method the client may authenticate with, when it listed several (OpenID Connect
+    /// RP Metadata Choices §2), `token_endpoint_auth_method` first; empty when it named one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub token_endpoint_auth_methods_supported: Vec<AuthMethod>,
     /// Grant type names as registered (`authorization_code`, or a grant's URN).
     pub grant_types: Vec<String>,
     pub response_types: Vec<String>,
@@ -138,6 +142,35 @@ impl ClientMetadata {
     /// Did the client register `grant_type`?
     pub fn has_grant(&self, grant_type: &str) -> bool {
         self.grant_types.iter().any(|g| g == grant_type)
+    }
+
+    /// May the client authenticate with `method`? Its registered method or one it listed;
+    /// and a client that holds a secret may present it either way, in the Authorization
+    /// header or the body (the MCP SDKs differ on which).
+    pub fn accepts(&self, method: AuthMethod) -> bool {
+        method == self.token_endpoint_auth_method
+            || self.token_endpoint_auth_methods_supported.contains(&method)
+            || (method.uses_secret() && self.token_endpoint_auth_method.uses_secret())
+    }
+
+    /// Can the client act without authenticating (a public client, or one that listed
+    /// `none` among its methods)? Such a client's refresh tokens rotate and bind to DPoP.
+    pub fn is_public(&self) -> bool {
+        self.accepts(AuthMethod::None)
+    }
+
+    /// The methods the client may authenticate with, for messages.
+    pub fn accepted_methods(&self) -> String {
+        let mut names = vec![self.token_endpoint_auth_method.as_str()];
+        if self.token_endpoint_auth_method.uses_secret() {
+            names = vec!["client_secret_basic", "client_secret_post"];
+        }
+        for m in &self.token_endpoint_auth_methods_supported {
+            if !names.contains(&m.as_str()) {
+                names.push(m.as_str());
+            }
+        }
+        names.join(" or ")
     }
 }
 

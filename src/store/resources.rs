@@ -13,41 +13,47 @@ pub struct ScopeDef {
     pub description: String,
 }
 
-/// A stored resource: its URI in normal form, its name and its scopes.
+/// A stored resource: its URI in normal form, its name and its scopes, and other URIs
+/// (normalised) that name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceRecord {
     pub uri: String,
     pub name: String,
     pub scopes: Vec<ScopeDef>,
+    pub aliases: Vec<String>,
     pub created_at: i64,
 }
 
 #[async_trait]
 pub trait ResourceStore: Send + Sync {
-    /// Insert a resource; `Conflict` when the URI is registered already.
+    /// Insert a resource with its aliases; `Conflict` when the URI or an alias is taken.
     async fn insert_resource(&self, resource: &ResourceRecord) -> Result<(), StoreError>;
+    /// The resource registered under exactly `uri` (not an alias).
     async fn get_resource(&self, uri: &str) -> Result<Option<ResourceRecord>, StoreError>;
+    /// The URI of the resource `alias` names, if it is an alias.
+    async fn resource_for_alias(&self, alias: &str) -> Result<Option<String>, StoreError>;
     async fn list_resources(&self) -> Result<Vec<ResourceRecord>, StoreError>;
+    /// Delete a resource and its aliases.
     async fn delete_resource(&self, uri: &str) -> Result<bool, StoreError>;
 }
 
 /// A `resources` row.
 #[derive(sqlx::FromRow)]
 pub(super) struct ResourceRow {
-    uri: String,
+    pub(super) uri: String,
     name: String,
     scopes: String,
     created_at: i64,
 }
 
-impl TryFrom<ResourceRow> for ResourceRecord {
-    type Error = StoreError;
-    fn try_from(r: ResourceRow) -> Result<Self, StoreError> {
-        Ok(Self {
-            scopes: super::sql::from_json(&r.scopes, &format!("resource {} scopes", r.uri))?,
-            uri: r.uri,
-            name: r.name,
-            created_at: r.created_at,
+impl ResourceRow {
+    pub(super) fn into_record(self, aliases: Vec<String>) -> Result<ResourceRecord, StoreError> {
+        Ok(ResourceRecord {
+            scopes: super::sql::from_json(&self.scopes, &format!("resource {} scopes", self.uri))?,
+            uri: self.uri,
+            name: self.name,
+            aliases,
+            created_at: self.created_at,
         })
     }
 }
@@ -60,6 +66,7 @@ macro_rules! sql_impl {
                 &self,
                 r: &$crate::store::ResourceRecord,
             ) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "INSERT INTO resources (uri, name, scopes, created_at) VALUES ($1,$2,$3,$4)",
                 )
@@ -67,9 +74,21 @@ macro_rules! sql_impl {
                 .bind(&r.name)
                 .bind($crate::store::sql::to_json(&r.scopes)?)
                 .bind(r.created_at)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(|e| $crate::store::sql::conflict(e, "resource"))?;
+                for alias in &r.aliases {
+                    sqlx::query(
+                        "INSERT INTO resource_aliases (alias, uri, created_at) VALUES ($1,$2,$3)",
+                    )
+                    .bind(alias)
+                    .bind(&r.uri)
+                    .bind(r.created_at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| $crate::store::sql::conflict(e, "resource alias"))?;
+                }
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -83,7 +102,27 @@ macro_rules! sql_impl {
                 .bind(uri)
                 .fetch_optional(&self.pool)
                 .await?;
-                row.map(TryInto::try_into).transpose()
+                let Some(row) = row else { return Ok(None) };
+                let aliases: Vec<(String,)> = sqlx::query_as(
+                    "SELECT alias FROM resource_aliases WHERE uri = $1 ORDER BY alias",
+                )
+                .bind(uri)
+                .fetch_all(&self.pool)
+                .await?;
+                row.into_record(aliases.into_iter().map(|(a,)| a).collect())
+                    .map(Some)
+            }
+
+            async fn resource_for_alias(
+                &self,
+                alias: &str,
+            ) -> Result<Option<String>, $crate::store::StoreError> {
+                let row: Option<(String,)> =
+                    sqlx::query_as("SELECT uri FROM resource_aliases WHERE alias = $1")
+                        .bind(alias)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(row.map(|(u,)| u))
             }
 
             async fn list_resources(
@@ -94,14 +133,34 @@ macro_rules! sql_impl {
                 )
                 .fetch_all(&self.pool)
                 .await?;
-                rows.into_iter().map(TryInto::try_into).collect()
+                let aliases: Vec<(String, String)> =
+                    sqlx::query_as("SELECT uri, alias FROM resource_aliases ORDER BY alias")
+                        .fetch_all(&self.pool)
+                        .await?;
+                let mut by_uri: std::collections::HashMap<String, Vec<String>> =
+                    std::collections::HashMap::new();
+                for (uri, alias) in aliases {
+                    by_uri.entry(uri).or_default().push(alias);
+                }
+                rows.into_iter()
+                    .map(|r| {
+                        let mine = by_uri.remove(&r.uri).unwrap_or_default();
+                        r.into_record(mine)
+                    })
+                    .collect()
             }
 
             async fn delete_resource(&self, uri: &str) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("DELETE FROM resource_aliases WHERE uri = $1")
+                    .bind(uri)
+                    .execute(&mut *tx)
+                    .await?;
                 let r = sqlx::query("DELETE FROM resources WHERE uri = $1")
                     .bind(uri)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
+                tx.commit().await?;
                 Ok(r.rows_affected() == 1)
             }
         }

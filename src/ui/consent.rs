@@ -9,6 +9,7 @@ use url::Url;
 use super::Web;
 use crate::oauth::authorize::Asked;
 use crate::oauth::clients::{Client, ClientSource};
+use crate::oauth::redirect_uri::RedirectUri;
 use crate::store::User;
 
 /// What the page shows and where its form goes.
@@ -70,6 +71,15 @@ pub fn render(web: &Web, headers: &HeaderMap, v: ConsentView<'_>) -> Response {
             .and_then(|u| u.host_str().map(str::to_string)),
         ClientSource::Stored(_) => None,
     };
+    // CIMD draft §6 (SHOULD): a document whose redirect URIs all point at this computer can
+    // be published by anyone for any program; say so.
+    let loopback_only = document_host.is_some()
+        && !v.client.metadata.redirect_uris.is_empty()
+        && v.client
+            .metadata
+            .redirect_uris
+            .iter()
+            .all(|r| RedirectUri::parse(r).is_ok_and(|r| r.is_loopback()));
     let page = web.render(
         StatusCode::OK,
         "consent.html",
@@ -79,6 +89,7 @@ pub fn render(web: &Web, headers: &HeaderMap, v: ConsentView<'_>) -> Response {
             client_name => v.client.display_name(),
             unverified => v.client.is_unverified(),
             document_host => document_host,
+            loopback_only => loopback_only,
             username => v.user.username,
             resources => resources,
             identity => identity,

@@ -66,7 +66,8 @@ both!(
             .json(&json!({
                 "client_id": info["client_id"],
                 "grant_types": ["client_credentials"],
-                "token_endpoint_auth_method": "client_secret_basic",
+                "token_endpoint_auth_method": "private_key_jwt",
+                "jwks_uri": "https://agent.example/jwks.json",
             }))
             .send()
             .await
@@ -75,7 +76,7 @@ both!(
         assert_eq!(
             token_status(&app, &info).await,
             401,
-            "post is no longer its method"
+            "a secret is no longer its method"
         );
 
         // RFC 7592 delete: refused at once.

@@ -47,17 +47,25 @@ fn resources_from_the_command_line() {
             "notes:read=Read your notes",
             "--scope",
             "notes:write=Change your notes",
+            "--alias",
+            "https://notes.example.net/mcp",
         ],
     );
     assert!(ok, "{out}{err}");
     assert!(out.contains("notes:write"), "{out}");
+    assert!(
+        out.contains("also named https://notes.example.net/mcp"),
+        "{out}"
+    );
     assert!(
         d.join("concierge-data/concierge.db").exists(),
         "zero-config SQLite in ./concierge-data"
     );
     let (ok, out, _) = concierge(d, &["resource", "list"]);
     assert!(
-        ok && out.contains("https://mcp.example.com/mcp  Notes") && out.contains("Read your notes"),
+        ok && out.contains("https://mcp.example.com/mcp  Notes")
+            && out.contains("Read your notes")
+            && out.contains("also named https://notes.example.net/mcp"),
         "{out}"
     );
     let (ok, _, err) = concierge(
@@ -72,6 +80,19 @@ fn resources_from_the_command_line() {
         ],
     );
     assert!(!ok && err.contains("already exists"), "{err}");
+    // Another name of a registered resource cannot be registered again.
+    let (ok, _, err) = concierge(
+        d,
+        &[
+            "resource",
+            "add",
+            "--uri",
+            "https://NOTES.example.net/mcp/",
+            "--name",
+            "Again",
+        ],
+    );
+    assert!(!ok && err.contains("already names the resource"), "{err}");
     let (ok, _, err) = concierge(
         d,
         &[

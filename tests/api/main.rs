@@ -9,6 +9,7 @@ mod mcp;
 mod mcp_sdk;
 
 mod admin;
+mod agents;
 mod audit;
 mod caches;
 mod cimd;

@@ -394,3 +394,76 @@ both!(
         app
     }
 );
+
+both!(
+    metadata_document_with_auth_method_choices,
+    |c: &mut concierge::Config| c.cimd.allow_loopback = true,
+    |app: TestApp| async move {
+        use crate::flow::{
+            REDIRECT, auth_params, authorize_url, browser, decide, location, pkce, query, redeem,
+            seed,
+        };
+        seed(&app).await;
+        let key = TestKey::es256("agent-key");
+        let doc = Arc::new(std::sync::Mutex::new(Value::Null));
+        let (base, _) = serve("/oauth/client.json", doc.clone()).await;
+        let id = format!("{base}/oauth/client.json");
+        // As agents publish them: OpenID Connect RP Metadata Choices instead of one method,
+        // grant types this server does not give such clients, fields nobody defined yet.
+        *doc.lock().unwrap() = json!({
+            "client_id": id,
+            "client_name": "Choosy Agent",
+            "redirect_uris": [REDIRECT, "http://localhost:33418/callback"],
+            "grant_types": ["authorization_code", "refresh_token",
+                "urn:ietf:params:oauth:grant-type:jwt-bearer", "implicit"],
+            "response_types": ["code"],
+            "token_endpoint_auth_methods_supported": ["none", "private_key_jwt", "tls_client_auth"],
+            "jwks": {"keys": [key.jwk]},
+            "software_statement_version": 3,
+            "x-vendor": {"anything": true},
+        });
+        for method in ["private_key_jwt", "none"] {
+            let (verifier, challenge) = pkce();
+            let b = browser();
+            let res = b
+                .get(authorize_url(
+                    &app,
+                    &auth_params(&id, &challenge, "notes:read"),
+                ))
+                .send()
+                .await
+                .unwrap();
+            let signin = format!("{}{}", app.origin, location(&res));
+            let after =
+                crate::flow::sign_in(&app, &b, &signin, "alice", crate::flow::PASSWORD).await;
+            let page = b
+                .get(format!("{}{}", app.origin, location(&after)))
+                .send()
+                .await
+                .unwrap();
+            let back = if page.status() == 303 {
+                // Approved the first time round: remembered.
+                location(&page)
+            } else {
+                let html = page.text().await.unwrap();
+                // CIMD: the redirect host is always shown; a loopback-only document gets a note.
+                assert!(html.contains("id=\"redirect-host\""), "{html}");
+                assert!(html.contains("id=\"loopback-note\""), "{html}");
+                location(&decide(&app, &b, &html, "approve").await)
+            };
+            let code = query(&back)["code"].clone();
+            let assertion = key.sign(&claims(&app, &id));
+            let extra: Vec<(&str, &str)> = if method == "private_key_jwt" {
+                vec![
+                    ("client_assertion_type", ASSERTION_TYPE),
+                    ("client_assertion", &assertion),
+                ]
+            } else {
+                vec![]
+            };
+            let (status, _, body) = redeem(&app, &id, &code, &verifier, &extra).await;
+            assert_eq!(status, 200, "{method}: {body}");
+        }
+        app
+    }
+);

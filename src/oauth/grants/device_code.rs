@@ -69,7 +69,8 @@ pub async fn start(
             t.retry_after as u64,
         ));
     }
-    let resources = policy::resources_for_user(ctx, &form.all("resource")).await?;
+    let resources =
+        policy::resources_for_user(ctx, &form.all("resource"), form.get("scope")).await?;
     let scope = policy::check_requested(client, &resources, form.get("scope"))?;
     let tokens = &ctx.config.tokens;
     let device_code = util::random_secret();

@@ -13,7 +13,7 @@ use crate::oauth::context::Context;
 use crate::oauth::policy;
 use crate::oauth::scope::Scope;
 use crate::oauth::tokens::TokenResponse;
-use crate::store::{AuthMethod, RefreshToken, Spent};
+use crate::store::{RefreshToken, Spent};
 use crate::util;
 
 pub const GRANT_TYPE: &str = "refresh_token";
@@ -27,7 +27,11 @@ fn invalid_grant(d: &'static str) -> OAuthError {
 /// Everything a refresh request must pass before its token is spent, so that a refused
 /// request (another client's token, a widened scope or resource, a missing DPoP proof)
 /// spends nothing and the rightful client's next refresh still works.
-fn check(token: &RefreshToken, req: &TokenRequest<'_>) -> Result<(Scope, Scope), OAuthError> {
+async fn check(
+    ctx: &Context,
+    token: &RefreshToken,
+    req: &TokenRequest<'_>,
+) -> Result<(Scope, Scope), OAuthError> {
     if token.client_id != req.client.client_id {
         return Err(invalid_grant(
             "the refresh token was issued to another client",
@@ -41,7 +45,7 @@ fn check(token: &RefreshToken, req: &TokenRequest<'_>) -> Result<(Scope, Scope),
             "this refresh token is bound to a DPoP key: send a DPoP proof made with that key",
         ));
     }
-    policy::select_granted(&req.form.all("resource"), &token.resources)?;
+    policy::select_granted(ctx, &req.form.all("resource"), &token.resources).await?;
     let granted = Scope::parse(&token.scope).map_err(OAuthError::internal)?;
     let scope = policy::narrow(req.form.get("scope"), &granted)?;
     Ok((granted, scope))
@@ -75,11 +79,11 @@ impl Grant for RefreshTokenGrant {
             .get("refresh_token")
             .ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
         let now = ctx.now();
-        let rotate = client.metadata.token_endpoint_auth_method == AuthMethod::None;
+        let rotate = client.metadata.is_public();
         let idle = i64::from(ctx.config.tokens.refresh_token_idle_secs);
         let hash = util::secret_hash(raw);
         if let Some(current) = ctx.refresh_tokens().get_refresh(&hash, now).await? {
-            check(&current, req)?;
+            check(ctx, &current, req).await?;
         }
         let token = match ctx
             .refresh_tokens()
@@ -106,7 +110,7 @@ impl Grant for RefreshTokenGrant {
             }
         };
         // The same checks on what was spent (the token may have changed in between).
-        let (granted, scope) = check(&token, req)?;
+        let (granted, scope) = check(ctx, &token, req).await?;
         issue(
             ctx,
             req.form,

@@ -9,12 +9,12 @@ use crate::oauth::clients::Client;
 use crate::oauth::context::Context;
 use crate::oauth::form::Form;
 use crate::oauth::policy;
-use crate::oauth::resource::ResourceUri;
+use crate::oauth::resource::{OIDC_SCOPES, ResourceUri};
 use crate::oauth::scope::Scope;
 use crate::oauth::tokens::{
     AccessToken, IdToken, TokenResponse, issue_access_token, issue_id_token,
 };
-use crate::store::{AuthMethod, RefreshToken, User};
+use crate::store::{RefreshToken, User};
 use crate::util;
 
 /// The standard claims `scope` allows (OpenID Connect Core §5.4).
@@ -74,26 +74,35 @@ pub async fn issue(
     form: &Form,
     g: UserGrant<'_>,
 ) -> Result<TokenResponse, OAuthError> {
-    let resource_uri = policy::select_granted(&form.all("resource"), g.resources)?;
-    // Granted URIs were stored normalised, so they parse again.
-    let uri = ResourceUri::parse(&resource_uri).map_err(OAuthError::internal)?;
-    let resource = ctx.resources.get(&uri).await?.ok_or_else(|| {
-        OAuthError::new(
-            ErrorCode::InvalidGrant,
-            format!("the resource {resource_uri} no longer exists"),
-        )
-    })?;
+    let resource = match policy::select_granted(ctx, &form.all("resource"), g.resources).await? {
+        Some(resource_uri) => {
+            // Granted URIs were stored normalised, so they parse again.
+            let uri = ResourceUri::parse(&resource_uri).map_err(OAuthError::internal)?;
+            Some(ctx.resources.get(&uri).await?.ok_or_else(|| {
+                OAuthError::new(
+                    ErrorCode::InvalidGrant,
+                    format!("the resource {resource_uri} no longer exists"),
+                )
+            })?)
+        }
+        None => None,
+    };
     let user = ctx
         .users()
         .get_user(g.user_id)
         .await?
         .ok_or_else(|| OAuthError::new(ErrorCode::InvalidGrant, "the user no longer exists"))?;
 
-    // The access token carries the scopes of its resource, plus the OpenID Connect ones.
-    let token_scope = policy::offered_by(g.scope, &resource).to_string();
+    // The access token carries the scopes of its resource, plus the OpenID Connect ones;
+    // with openid it also works at our userinfo endpoint. A sign-in granted no resource gets
+    // a token for userinfo alone.
     let openid = g.scope.contains("openid");
-    // With openid, the token also works at our userinfo endpoint.
-    let mut audience = vec![resource.uri.to_string()];
+    let token_scope = match &resource {
+        Some(r) => policy::offered_by(g.scope, r),
+        None => g.scope.retain(|t| OIDC_SCOPES.contains(&t)),
+    }
+    .to_string();
+    let mut audience: Vec<String> = resource.iter().map(|r| r.uri.to_string()).collect();
     if openid {
         audience.push(ctx.url("/userinfo"));
     }
@@ -116,13 +125,13 @@ pub async fn issue(
         },
     )?;
 
-    // Refresh tokens: for clients that registered the grant; with OpenID Connect only when
-    // offline_access was granted (OpenID Connect Core §11).
+    // Refresh tokens: for every client that registered the grant, whether or not it asked
+    // for offline_access (MCP SEP-2207: MCP clients do not send it, and resource servers do
+    // not list it; OpenID Connect Core §11 lets the server issue them without it).
     let may_refresh = g
         .client
         .metadata
-        .has_grant(super::refresh_token::GRANT_TYPE)
-        && (!g.granted_scope.contains("openid") || g.granted_scope.contains("offline_access"));
+        .has_grant(super::refresh_token::GRANT_TYPE);
     if g.new_refresh && may_refresh {
         let now = ctx.now();
         let absolute = g
@@ -148,7 +157,7 @@ pub async fn issue(
                 // confidential clients' are bound to their client authentication instead.
                 dpop_jkt: g
                     .dpop_jkt
-                    .filter(|_| g.client.metadata.token_endpoint_auth_method == AuthMethod::None)
+                    .filter(|_| g.client.metadata.is_public())
                     .map(str::to_string),
             })
             .await?;
@@ -172,14 +181,14 @@ pub async fn issue(
             },
         )?);
     }
+    // The consent this use relied on: the resource's, or the sign-in's own.
+    let used = match &resource {
+        Some(r) => r.uri.to_string(),
+        None => crate::oauth::consent::identity_key(ctx),
+    };
     if let Err(e) = ctx
         .consents()
-        .touch_consent(
-            &user.id,
-            &g.client.client_id,
-            &[resource.uri.to_string()],
-            ctx.now(),
-        )
+        .touch_consent(&user.id, &g.client.client_id, &[used], ctx.now())
         .await
     {
         tracing::warn!(error = %e, "recording consent use failed");
