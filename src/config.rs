@@ -313,6 +313,13 @@ pub struct TokenConfig {
     pub refresh_token_idle_secs: u32,
     /// No refresh token lives longer than this, in seconds. Default 7776000 (90 days).
     pub refresh_token_absolute_secs: u32,
+    /// Reuse grace for rotated refresh tokens (public clients), in seconds: within this long
+    /// after a token was rotated, its client presenting it again (a retry after a lost
+    /// response, two processes refreshing at once) gets a new successor that replaces the
+    /// first, so one stays valid. Later, from another client, or for an older token of the
+    /// family, reuse revokes the whole family (RFC 9700 §4.14.2). 0 turns the grace off.
+    /// Default 30.
+    pub refresh_reuse_grace_secs: u32,
     /// A browser sign-in lasts this long, in seconds. Default 43200 (12 hours).
     pub session_ttl_secs: u32,
     /// Longest delegation chain (`act` nesting) a token exchange may produce. Default 4.
@@ -333,6 +340,7 @@ impl Default for TokenConfig {
             code_ttl_secs: 60,
             refresh_token_idle_secs: 2_592_000,
             refresh_token_absolute_secs: 7_776_000,
+            refresh_reuse_grace_secs: 30,
             session_ttl_secs: 43_200,
             max_delegation_depth: 4,
             device_code_ttl_secs: 600,
