@@ -199,8 +199,15 @@ pub struct RegistrationConfig {
     /// When not empty, non-loopback redirect hosts must be one of these; `*.example.com`
     /// matches any subdomain. Default: any host.
     pub allowed_redirect_hosts: Vec<String>,
-    /// Registrations one address may make per window. Default 30.
+    /// Registrations one address may make per window with metadata it has not registered
+    /// in the window (distinct registrations). Default 30.
     pub rate_limit_max: u32,
+    /// Registrations one address may make per window that repeat metadata it already
+    /// registered in the window: hosted agents register one client per user from a few
+    /// shared egress addresses, all alike. Counted apart from `rate_limit_max`, and bounded
+    /// so that identical registrations cannot fill the database either (unused ones expire
+    /// after `unused_client_ttl_secs`). Default 600.
+    pub rate_limit_identical_max: u32,
     /// The rate-limit window in seconds. Default 600.
     pub rate_limit_window_secs: u32,
     /// A registered client that is never used expires after this many seconds. Default 86400.
@@ -221,6 +228,7 @@ impl Default for RegistrationConfig {
             allowed_redirect_schemes: Vec::new(),
             allowed_redirect_hosts: Vec::new(),
             rate_limit_max: 30,
+            rate_limit_identical_max: 600,
             rate_limit_window_secs: 600,
             unused_client_ttl_secs: 86_400,
             allow_client_credentials: false,
