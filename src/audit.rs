@@ -40,6 +40,10 @@ pub enum Kind {
     TokenRevoked,
     /// A rotated refresh token came back: its family was revoked.
     RefreshReuseDetected,
+    /// A just-rotated refresh token came back from its client within the reuse grace window
+    /// (`tokens.refresh_reuse_grace_secs`): a retry, not a replay. A new successor replaced
+    /// the previous one; nothing else was revoked.
+    RefreshReuseWithinGrace,
     /// A spent authorization code came back: what it produced was revoked.
     CodeReplayDetected,
     /// A DPoP proof's `jti` came back (RFC 9449 §11.1).
@@ -70,6 +74,7 @@ impl Kind {
             Self::TokenExchanged => "token.exchanged",
             Self::TokenRevoked => "token.revoked",
             Self::RefreshReuseDetected => "refresh.reuse_detected",
+            Self::RefreshReuseWithinGrace => "refresh.reuse_within_grace",
             Self::CodeReplayDetected => "code.replay_detected",
             Self::DpopProofReplayed => "dpop.proof_replayed",
             Self::DeviceApproved => "device.approved",

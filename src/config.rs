@@ -199,8 +199,15 @@ pub struct RegistrationConfig {
     /// When not empty, non-loopback redirect hosts must be one of these; `*.example.com`
     /// matches any subdomain. Default: any host.
     pub allowed_redirect_hosts: Vec<String>,
-    /// Registrations one address may make per window. Default 30.
+    /// Registrations one address may make per window with metadata it has not registered
+    /// in the window (distinct registrations). Default 30.
     pub rate_limit_max: u32,
+    /// Registrations one address may make per window that repeat metadata it already
+    /// registered in the window: hosted agents register one client per user from a few
+    /// shared egress addresses, all alike. Counted apart from `rate_limit_max`, and bounded
+    /// so that identical registrations cannot fill the database either (unused ones expire
+    /// after `unused_client_ttl_secs`). Default 600.
+    pub rate_limit_identical_max: u32,
     /// The rate-limit window in seconds. Default 600.
     pub rate_limit_window_secs: u32,
     /// A registered client that is never used expires after this many seconds. Default 86400.
@@ -221,6 +228,7 @@ impl Default for RegistrationConfig {
             allowed_redirect_schemes: Vec::new(),
             allowed_redirect_hosts: Vec::new(),
             rate_limit_max: 30,
+            rate_limit_identical_max: 600,
             rate_limit_window_secs: 600,
             unused_client_ttl_secs: 86_400,
             allow_client_credentials: false,
@@ -313,6 +321,13 @@ pub struct TokenConfig {
     pub refresh_token_idle_secs: u32,
     /// No refresh token lives longer than this, in seconds. Default 7776000 (90 days).
     pub refresh_token_absolute_secs: u32,
+    /// Reuse grace for rotated refresh tokens (public clients), in seconds: within this long
+    /// after a token was rotated, its client presenting it again (a retry after a lost
+    /// response, two processes refreshing at once) gets a new successor that replaces the
+    /// first, so one stays valid. Later, from another client, or for an older token of the
+    /// family, reuse revokes the whole family (RFC 9700 §4.14.2). 0 turns the grace off.
+    /// Default 30.
+    pub refresh_reuse_grace_secs: u32,
     /// A browser sign-in lasts this long, in seconds. Default 43200 (12 hours).
     pub session_ttl_secs: u32,
     /// Longest delegation chain (`act` nesting) a token exchange may produce. Default 4.
@@ -333,6 +348,7 @@ impl Default for TokenConfig {
             code_ttl_secs: 60,
             refresh_token_idle_secs: 2_592_000,
             refresh_token_absolute_secs: 7_776_000,
+            refresh_reuse_grace_secs: 30,
             session_ttl_secs: 43_200,
             max_delegation_depth: 4,
             device_code_ttl_secs: 600,

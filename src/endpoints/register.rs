@@ -12,9 +12,8 @@ use subtle::ConstantTimeEq;
 use crate::audit::{Event, Kind};
 use crate::error::{ErrorCode, OAuthError};
 use crate::http::{ClientAddr, bearer_token, has_content_type};
-use crate::oauth::authn::throttle::Bucket;
 use crate::oauth::client_metadata::{self, MAX_BODY_BYTES, Origin, RawClientMetadata};
-use crate::oauth::registration::{apply_update, client_information, new_client};
+use crate::oauth::registration::{self, apply_update, client_information, new_client};
 use crate::state::AppState;
 use crate::store::{ClientKind, ClientRecord};
 use crate::util;
@@ -93,18 +92,19 @@ pub async fn register(
 
     let now = ctx.now();
     let from = addr.map(|a| a.to_string());
-    if let Some(a) = addr
-        && let Err(t) = ctx
+    if let Some(a) = addr {
+        // Identical registrations (hosted agents: one client per user, all alike, from a few
+        // egress addresses) are limited apart from distinct ones.
+        let fingerprint = registration::fingerprint(&metadata).map_err(OAuthError::internal)?;
+        if let Err(t) = ctx
             .authn
             .throttle
-            .attempt(ctx.rate_limits(), Bucket::Registration(a), now)
+            .registration(ctx.rate_limits(), a, &fingerprint, now)
             .await?
-    {
-        tracing::warn!(address = %a, "registration rate limit reached");
-        return Err(OAuthError::rate_limited(
-            "registrations from this address",
-            t.retry_after as u64,
-        ));
+        {
+            tracing::warn!(address = %a, limit = t.what(), "registration rate limit reached");
+            return Err(OAuthError::rate_limited(t.what(), t.retry_after() as u64));
+        }
     }
     let ttl = i64::from(policy.unused_client_ttl_secs);
     let (record, secrets) = new_client(metadata, ClientKind::Dynamic, None, from, now, ttl);

@@ -116,7 +116,7 @@ async fn issue(
         dpop_jkt: proof.as_ref().map(|p| p.jkt.as_str()),
     };
     let response = grant.issue(ctx, &request).await?;
-    note_use(state, &client);
+    note_use(state, &client).await;
     record_issue(state, &client.client_id, grant, &response, addr);
 
     let mut res = Json(response).into_response();
@@ -172,8 +172,10 @@ fn record_issue(
 }
 
 /// Record that a stored client was used (ending its unused-registration expiry), at most
-/// hourly and off the request path: issuing a token needs no synchronous write.
-fn note_use(state: &AppState, client: &crate::oauth::clients::Client) {
+/// hourly. A client's first use is written before its tokens are answered, so a registration
+/// holding a grant does not expire unused; later ones off the request path: issuing a token
+/// needs no synchronous write.
+async fn note_use(state: &AppState, client: &crate::oauth::clients::Client) {
     let ctx: &Context = &state.oauth;
     let now = ctx.now();
     if !ctx.clients.note_use(client, now) {
@@ -181,6 +183,14 @@ fn note_use(state: &AppState, client: &crate::oauth::clients::Client) {
     }
     let store = state.store.clone();
     let id = client.client_id.clone();
+    if client.last_used_at.is_none() {
+        // A failure is logged, not answered: the tokens are issued. The sweeper keeps a
+        // registration with a live refresh token anyway.
+        if let Err(e) = store.touch_client(&id, now).await {
+            tracing::warn!(error = %e, "recording client use failed");
+        }
+        return;
+    }
     tokio::spawn(async move {
         if let Err(e) = store.touch_client(&id, now).await {
             tracing::warn!(error = %e, "recording client use failed");

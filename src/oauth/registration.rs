@@ -54,6 +54,15 @@ pub fn new_client(
     )
 }
 
+/// The fingerprint of validated client metadata, by which registration limits tell identical
+/// registrations from distinct ones: equal for the same fields with the same values, however
+/// the request spelled or ordered them (the JSON of the validated record: fields in
+/// declaration order, objects such as `jwks` with sorted keys), hashed (SHA-256, base64url).
+pub fn fingerprint(metadata: &ClientMetadata) -> Result<String, serde_json::Error> {
+    let canonical = serde_json::to_string(metadata)?;
+    Ok(util::b64(&util::secret_hash(&canonical)))
+}
+
 /// Apply an RFC 7592 update: new metadata replaces the old. A client that moves to a
 /// secret-based method without a secret gets one (returned); one that leaves secrets behind
 /// loses its secret.
@@ -167,6 +176,38 @@ mod tests {
         assert_eq!(rec.expires_at, None);
         let info = client_information(&rec, None, None, "https://as.example");
         assert!(info.get("client_secret_expires_at").is_none());
+    }
+
+    #[test]
+    fn identical_metadata_has_one_fingerprint() {
+        let fp = |json: &str| {
+            let raw = RawClientMetadata::from_json(json.as_bytes()).expect("json");
+            let m = validate(
+                raw,
+                Origin::Registration(&RegistrationConfig::default()),
+                &crate::oauth::grants::GrantRegistry::standard(),
+            )
+            .expect("valid");
+            fingerprint(&m).expect("fingerprint")
+        };
+        let a = fp(
+            r#"{"redirect_uris":["https://a.example/cb"],"client_name":"A","token_endpoint_auth_method":"none"}"#,
+        );
+        let same = fp(
+            r#"{ "token_endpoint_auth_method": "none", "client_name": "A",
+            "redirect_uris": ["https://a.example/cb"] }"#,
+        );
+        assert_eq!(a, same);
+        assert_ne!(
+            a,
+            fp(
+                r#"{"redirect_uris":["https://a.example/cb"],"client_name":"B","token_endpoint_auth_method":"none"}"#
+            )
+        );
+        assert_ne!(
+            a,
+            fp(r#"{"redirect_uris":["https://a.example/cb"],"client_name":"A"}"#)
+        );
     }
 
     #[test]

@@ -224,7 +224,8 @@ pub trait ClientStore: Send + Sync {
     async fn list_clients(&self, now: i64) -> Result<Vec<ClientRecord>, StoreError>;
     /// Record a use: sets `last_used_at` and ends the unused-registration expiry.
     async fn touch_client(&self, client_id: &str, now: i64) -> Result<(), StoreError>;
-    /// Delete registrations that expired unused; returns how many.
+    /// Delete registrations that expired unused; returns how many. One that holds a live
+    /// refresh token was used after all (recording the use failed): its expiry ends instead.
     async fn delete_expired_clients(&self, now: i64) -> Result<u64, StoreError>;
 }
 
@@ -385,12 +386,25 @@ macro_rules! sql_impl {
                 &self,
                 now: i64,
             ) -> Result<u64, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "UPDATE clients SET expires_at = NULL \
+                     WHERE expires_at IS NOT NULL AND expires_at <= $1 \
+                     AND EXISTS (SELECT 1 FROM refresh_tokens r \
+                       WHERE r.client_id = clients.client_id AND r.used_at IS NULL \
+                       AND r.revoked_at IS NULL AND r.expires_at > $1 \
+                       AND r.absolute_expires_at > $1)",
+                )
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
                 let r = sqlx::query(
                     "DELETE FROM clients WHERE expires_at IS NOT NULL AND expires_at <= $1",
                 )
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+                tx.commit().await?;
                 Ok(r.rows_affected())
             }
         }

@@ -44,7 +44,9 @@ pub use exchange_policies::{ExchangePolicy, ExchangePolicyStore};
 pub use id_jag::{IdJagPolicy, IdJagPolicyStore};
 pub use keys::{KeyStatus, KeyStore, StoredKey};
 pub use rate_limits::RateLimitStore;
-pub use refresh_tokens::{REVOKED_FAMILY_MEMORY_SECS, RefreshToken, RefreshTokenStore};
+pub use refresh_tokens::{
+    Presented, REVOKED_FAMILY_MEMORY_SECS, RefreshToken, RefreshTokenStore, Rotation, Successor,
+};
 pub use replay::ReplayStore;
 pub use resources::{ResourceRecord, ResourceStore, ScopeDef};
 pub use sessions::{Session, SessionStore};

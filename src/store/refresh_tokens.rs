@@ -1,5 +1,7 @@
 //! Refresh tokens, stored by hash, in families: every rotation of one grant shares a
-//! `family_id`, so a replayed token can revoke them all.
+//! `family_id`, so a replayed token can revoke them all. A rotated token records the hash of
+//! its successor, so a retry within the grace window can replace that successor (the decision
+//! is the caller's, see [`Rotation`]; the atomicity is this module's).
 
 use async_trait::async_trait;
 
@@ -31,18 +33,85 @@ pub struct RefreshToken {
     pub dpop_jkt: Option<String>,
 }
 
+/// A refresh token as found by its hash, whatever became of it: what a rotation decides on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presented {
+    pub token: RefreshToken,
+    /// When it was rotated away (spent), if it was.
+    pub used_at: Option<i64>,
+    /// Revoked itself, or its whole family is.
+    pub revoked: bool,
+    /// The token it was rotated into, if one is recorded and still stored.
+    pub successor: Option<Successor>,
+}
+
+impl Presented {
+    /// Not spent, not revoked, not expired: what the `usable!` condition says in SQL.
+    pub fn usable(&self, now: i64) -> bool {
+        self.used_at.is_none()
+            && !self.revoked
+            && self.token.expires_at > now
+            && self.token.absolute_expires_at > now
+    }
+}
+
+/// What became of the token a refresh token was rotated into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Successor {
+    /// Neither spent nor revoked.
+    Live,
+    /// Rotated in its turn: the presented token is an older ancestor.
+    Spent,
+    Revoked,
+}
+
+/// What a rotation does with a presented refresh token. The caller decides (a protocol
+/// decision, `crate::oauth`); [`RefreshTokenStore::rotate_refresh`] applies the decision under
+/// a lock on the token, so concurrent rotations of one token are decided one after the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// Spend it and store the successor.
+    Rotate,
+    /// It was just rotated: revoke the successor recorded then and store the new one in its
+    /// place, so at most one successor of the token is ever live.
+    Replace,
+    /// Refused as it is; nothing is written.
+    Refuse,
+    /// A replay: nothing is written here (the caller revokes the family).
+    Replay,
+    /// Unknown, expired or revoked: nothing is written.
+    Invalid,
+}
+
 #[async_trait]
 pub trait RefreshTokenStore: Send + Sync {
     async fn insert_refresh(&self, token: &RefreshToken) -> Result<(), StoreError>;
-    /// Use a refresh token. With `rotate` it is spent (a second use is `Replayed`); without,
-    /// its idle expiry moves to `renew_until` (capped by the absolute expiry).
+    /// Use a refresh token that does not rotate (a confidential client's): its idle expiry
+    /// moves to `renew_until` (capped by the absolute expiry). A spent one is `Replayed`.
     async fn use_refresh(
         &self,
         token_hash: &[u8],
         now: i64,
-        rotate: bool,
         renew_until: i64,
     ) -> Result<Spent<RefreshToken>, StoreError>;
+    /// Rotate a refresh token in one transaction: lock it (and the successor it records),
+    /// ask `decide` what to do with what is found, and apply that: for `Rotate` and
+    /// `Replace`, store `successor` and record it on the token. Returns the decision; an
+    /// unknown hash is `Invalid` without asking.
+    async fn rotate_refresh(
+        &self,
+        token_hash: &[u8],
+        successor: &RefreshToken,
+        now: i64,
+        decide: &(dyn for<'p> Fn(&'p Presented) -> Rotation + Send + Sync),
+    ) -> Result<Rotation, StoreError>;
+    /// A refresh token by its hash whatever its state, with what became of its successor
+    /// (read without a lock: for checks before a rotation decides).
+    async fn find_refresh(
+        &self,
+        token_hash: &[u8],
+        now: i64,
+    ) -> Result<Option<Presented>, StoreError>;
     /// A refresh token that could still be used, without using it (for checks before it is
     /// spent, and for introspection).
     async fn get_refresh(
@@ -96,6 +165,25 @@ impl TryFrom<RefreshRow> for RefreshToken {
     }
 }
 
+/// A `refresh_tokens` row with what a rotation needs beyond the token.
+#[derive(sqlx::FromRow)]
+pub(super) struct PresentedRow {
+    #[sqlx(flatten)]
+    pub(super) token: RefreshRow,
+    pub(super) used_at: Option<i64>,
+    pub(super) revoked_at: Option<i64>,
+    pub(super) successor_hash: Option<Vec<u8>>,
+}
+
+/// The state of a successor as read: `(used_at, revoked_at)`.
+pub(super) fn successor_state(row: Option<(Option<i64>, Option<i64>)>) -> Option<Successor> {
+    row.map(|(used_at, revoked_at)| match (used_at, revoked_at) {
+        (_, Some(_)) => Successor::Revoked,
+        (Some(_), None) => Successor::Spent,
+        (None, None) => Successor::Live,
+    })
+}
+
 macro_rules! columns {
     () => {
         "token_hash, family_id, client_id, user_id, resources, scope, auth_time, amr, acr, sid, \
@@ -116,40 +204,78 @@ macro_rules! usable {
 }
 pub(crate) use usable;
 
+/// The insert of a refresh token, to run on a pool or in a transaction.
+macro_rules! insert {
+    ($t:expr) => {
+        sqlx::query(concat!(
+            "INSERT INTO refresh_tokens (",
+            $crate::store::refresh_tokens::columns!(),
+            ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"
+        ))
+        .bind(&$t.token_hash)
+        .bind(&$t.family_id)
+        .bind(&$t.client_id)
+        .bind(&$t.user_id)
+        .bind($crate::store::sql::to_json(&$t.resources)?)
+        .bind(&$t.scope)
+        .bind($t.auth_time)
+        .bind($t.amr.join(" "))
+        .bind(&$t.acr)
+        .bind(&$t.sid)
+        .bind($t.created_at)
+        .bind($t.expires_at)
+        .bind($t.absolute_expires_at)
+        .bind(&$t.dpop_jkt)
+    };
+}
+pub(crate) use insert;
+
+/// A [`Presented`] from its row, on `$conn` (a pool, or `&mut *tx`): whether its family is
+/// revoked, and the state of its successor, read with `$successor_sql` (`$1` the successor's
+/// hash, returning `used_at, revoked_at`).
+macro_rules! presented {
+    ($conn:expr, $row:expr, $now:expr, $successor_sql:expr) => {{
+        let row: $crate::store::refresh_tokens::PresentedRow = $row;
+        let token: $crate::store::RefreshToken = row.token.try_into()?;
+        let family_revoked: Option<(String,)> = sqlx::query_as(
+            "SELECT key FROM used_jtis WHERE key = 'family:' || $1 AND expires_at > $2",
+        )
+        .bind(&token.family_id)
+        .bind($now)
+        .fetch_optional($conn)
+        .await?;
+        let successor = match &row.successor_hash {
+            Some(h) => $crate::store::refresh_tokens::successor_state(
+                sqlx::query_as($successor_sql)
+                    .bind(h)
+                    .fetch_optional($conn)
+                    .await?,
+            ),
+            None => None,
+        };
+        $crate::store::refresh_tokens::Presented {
+            token,
+            used_at: row.used_at,
+            revoked: row.revoked_at.is_some() || family_revoked.is_some(),
+            successor,
+        }
+    }};
+}
+pub(crate) use presented;
+
 macro_rules! sql_impl {
     ($ty:ty) => {
         #[async_trait::async_trait]
         impl $crate::store::RefreshTokenStore for $ty {
             async fn insert_refresh(&self, t: &$crate::store::RefreshToken) -> Result<(), $crate::store::StoreError> {
-                sqlx::query(concat!(
-                    "INSERT INTO refresh_tokens (",
-                    $crate::store::refresh_tokens::columns!(),
-                    ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"
-                ))
-                .bind(&t.token_hash)
-                .bind(&t.family_id)
-                .bind(&t.client_id)
-                .bind(&t.user_id)
-                .bind($crate::store::sql::to_json(&t.resources)?)
-                .bind(&t.scope)
-                .bind(t.auth_time)
-                .bind(t.amr.join(" "))
-                .bind(&t.acr)
-                .bind(&t.sid)
-                .bind(t.created_at)
-                .bind(t.expires_at)
-                .bind(t.absolute_expires_at)
-                .bind(&t.dpop_jkt)
-                .execute(&self.pool)
-                .await?;
+                $crate::store::refresh_tokens::insert!(t).execute(&self.pool).await?;
                 Ok(())
             }
 
-            async fn use_refresh(&self, token_hash: &[u8], now: i64, rotate: bool, renew_until: i64) -> Result<$crate::store::Spent<$crate::store::RefreshToken>, $crate::store::StoreError> {
+            async fn use_refresh(&self, token_hash: &[u8], now: i64, renew_until: i64) -> Result<$crate::store::Spent<$crate::store::RefreshToken>, $crate::store::StoreError> {
                 let row: Option<$crate::store::refresh_tokens::RefreshRow> = sqlx::query_as(concat!(
                     "UPDATE refresh_tokens SET \
-                       used_at = CASE WHEN $3 THEN $2 ELSE used_at END, \
-                       expires_at = CASE WHEN $4 < absolute_expires_at THEN $4 ELSE absolute_expires_at END \
+                       expires_at = CASE WHEN $3 < absolute_expires_at THEN $3 ELSE absolute_expires_at END \
                      WHERE token_hash = $1 AND ",
                     $crate::store::refresh_tokens::usable!(),
                     " RETURNING ",
@@ -157,7 +283,6 @@ macro_rules! sql_impl {
                 ))
                 .bind(token_hash)
                 .bind(now)
-                .bind(rotate)
                 .bind(renew_until)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -173,6 +298,94 @@ macro_rules! sql_impl {
                     Some((family_id, Some(_))) => $crate::store::Spent::Replayed { family_id },
                     _ => $crate::store::Spent::Invalid,
                 })
+            }
+
+            async fn rotate_refresh(
+                &self,
+                token_hash: &[u8],
+                successor: &$crate::store::RefreshToken,
+                now: i64,
+                decide: &(dyn for<'p> Fn(&'p $crate::store::refresh_tokens::Presented) -> $crate::store::refresh_tokens::Rotation + Send + Sync),
+            ) -> Result<$crate::store::refresh_tokens::Rotation, $crate::store::StoreError> {
+                use $crate::store::refresh_tokens::Rotation;
+                // The lock: an update that changes nothing still takes the row's lock
+                // (PostgreSQL) or the database's write lock (SQLite) until the transaction
+                // ends. A concurrent rotation of the same token waits here and then reads
+                // what this one wrote, so the decisions come one after the other.
+                let mut tx = self.pool.begin().await?;
+                let row: Option<$crate::store::refresh_tokens::PresentedRow> = sqlx::query_as(concat!(
+                    "UPDATE refresh_tokens SET used_at = used_at WHERE token_hash = $1 RETURNING ",
+                    $crate::store::refresh_tokens::columns!(),
+                    ", used_at, revoked_at, successor_hash"
+                ))
+                .bind(token_hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else {
+                    return Ok(Rotation::Invalid);
+                };
+                let previous = row.successor_hash.clone();
+                // The successor is locked too (ancestor before descendant, as every rotation
+                // does), so it cannot be rotated between being read as live and being revoked.
+                let presented = $crate::store::refresh_tokens::presented!(
+                    &mut *tx,
+                    row,
+                    now,
+                    "UPDATE refresh_tokens SET used_at = used_at WHERE token_hash = $1 \
+                     RETURNING used_at, revoked_at"
+                );
+                let decision = decide(&presented);
+                match decision {
+                    Rotation::Rotate => {
+                        sqlx::query(
+                            "UPDATE refresh_tokens SET used_at = $2, successor_hash = $3 WHERE token_hash = $1",
+                        )
+                        .bind(token_hash)
+                        .bind(now)
+                        .bind(&successor.token_hash)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    Rotation::Replace => {
+                        // `used_at` keeps the first rotation's time: the window does not slide.
+                        sqlx::query(
+                            "UPDATE refresh_tokens SET revoked_at = $2 WHERE token_hash = $1 AND revoked_at IS NULL",
+                        )
+                        .bind(&previous)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                        sqlx::query("UPDATE refresh_tokens SET successor_hash = $2 WHERE token_hash = $1")
+                            .bind(token_hash)
+                            .bind(&successor.token_hash)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    Rotation::Refuse | Rotation::Replay | Rotation::Invalid => return Ok(decision),
+                }
+                $crate::store::refresh_tokens::insert!(successor).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(decision)
+            }
+
+            async fn find_refresh(&self, token_hash: &[u8], now: i64) -> Result<Option<$crate::store::refresh_tokens::Presented>, $crate::store::StoreError> {
+                let row: Option<$crate::store::refresh_tokens::PresentedRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    $crate::store::refresh_tokens::columns!(),
+                    ", used_at, revoked_at, successor_hash FROM refresh_tokens WHERE token_hash = $1"
+                ))
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(row) = row else {
+                    return Ok(None);
+                };
+                Ok(Some($crate::store::refresh_tokens::presented!(
+                    &self.pool,
+                    row,
+                    now,
+                    "SELECT used_at, revoked_at FROM refresh_tokens WHERE token_hash = $1"
+                )))
             }
 
             async fn get_refresh(&self, token_hash: &[u8], now: i64) -> Result<Option<$crate::store::RefreshToken>, $crate::store::StoreError> {

@@ -195,6 +195,12 @@ both!(
             .to_string();
         let (status, _, _) = refresh(&app, &client_id, &rt, &[]).await;
         assert_eq!(status, 200);
+        // A retry within the grace window, then a rotation, then a replay of the first.
+        let (status, _, retried) = refresh(&app, &client_id, &rt, &[]).await;
+        assert_eq!(status, 200);
+        let rt2 = retried["refresh_token"].as_str().unwrap();
+        let (status, _, _) = refresh(&app, &client_id, rt2, &[]).await;
+        assert_eq!(status, 200);
         let (status, _, _) = refresh(&app, &client_id, &rt, &[]).await;
         assert_eq!(status, 400);
         let res = app
@@ -211,6 +217,12 @@ both!(
         let all = events(&app, AuditQuery::default()).await;
         let k = kinds(&all);
         assert!(k.contains(&"refresh.reuse_detected"), "{k:?}");
+        let graced = all
+            .iter()
+            .find(|e| e.kind == "refresh.reuse_within_grace")
+            .expect("the retry recorded apart from the replay");
+        assert_eq!(graced.client_id.as_deref(), Some(client_id.as_str()));
+        assert!(graced.detail["family_id"].is_string());
         let revoked = all
             .iter()
             .find(|e| e.kind == "token.revoked")
@@ -224,7 +236,7 @@ both!(
             .iter()
             .filter(|e| e.kind == "token.issued" && e.detail["grant_type"] == "refresh_token")
             .count();
-        assert_eq!(refreshes, 1);
+        assert_eq!(refreshes, 3);
         app
     }
 );

@@ -34,6 +34,7 @@ mod observability;
 mod openapi;
 mod private_key_jwt;
 mod process;
+mod refresh;
 mod registration;
 mod rmcp_client;
 mod scale_out;

@@ -403,16 +403,26 @@ both!(
     }
 );
 
+/// [`public_client`] with its own name: distinct metadata.
+fn named_client(name: &str) -> Value {
+    let mut body = public_client();
+    body["client_name"] = json!(name);
+    body
+}
+
 both!(
     registrations_are_rate_limited_per_address,
     |c: &mut concierge::Config| {
         c.registration.rate_limit_max = 3;
     },
     |app: TestApp| async move {
-        for _ in 0..3 {
-            assert_eq!(app.register(&public_client()).await.0, 201);
+        for i in 0..3 {
+            assert_eq!(
+                app.register(&named_client(&format!("Agent {i}"))).await.0,
+                201
+            );
         }
-        let (status, headers, body) = app.register(&public_client()).await;
+        let (status, headers, body) = app.register(&named_client("Agent 3")).await;
         assert_eq!(status, 429, "{body}");
         assert!(
             headers["retry-after"]
@@ -483,6 +493,309 @@ both!(
                 .unwrap(),
             1
         );
+        app
+    }
+);
+
+// Hosted agents register one client per user from a few shared egress addresses, all alike
+// (issue 18.4): identical registrations are counted apart from distinct ones.
+both!(
+    identical_registrations_from_one_address_are_not_limited_like_distinct_ones,
+    |app: TestApp| async move {
+        let mut ids = std::collections::HashSet::new();
+        let mut tokens = std::collections::HashSet::new();
+        for i in 0..40 {
+            let (status, _, body) = app.register(&public_client()).await;
+            assert_eq!(status, 201, "registration {i}: {body}");
+            ids.insert(body["client_id"].as_str().unwrap().to_string());
+            tokens.insert(
+                body["registration_access_token"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        assert_eq!(ids.len(), 40, "each registration is its own client");
+        assert_eq!(tokens.len(), 40, "with its own registration access token");
+        // Distinct ones from the same address still have their whole allowance.
+        for i in 0..29 {
+            assert_eq!(
+                app.register(&named_client(&format!("Other {i}"))).await.0,
+                201
+            );
+        }
+        app
+    }
+);
+
+both!(
+    distinct_registrations_from_one_address_are_limited,
+    |app: TestApp| async move {
+        for i in 0..30 {
+            let (status, _, body) = app.register(&named_client(&format!("Agent {i}"))).await;
+            assert_eq!(status, 201, "registration {i}: {body}");
+        }
+        for i in 30..40 {
+            let got = app.register(&named_client(&format!("Agent {i}"))).await;
+            assert_error(&got, 429, "temporarily_unavailable", "distinct metadata");
+            let retry: u64 = got.1["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!(retry > 0);
+        }
+        // A refused registration is not remembered as registered: sent again, it is still
+        // distinct and still refused. One admitted before may be repeated.
+        let got = app.register(&named_client("Agent 35")).await;
+        assert_error(&got, 429, "temporarily_unavailable", "distinct metadata");
+        assert_eq!(app.register(&named_client("Agent 7")).await.0, 201);
+        assert_eq!(
+            app.store()
+                .list_clients(concierge::util::now())
+                .await
+                .unwrap()
+                .len(),
+            31
+        );
+        app
+    }
+);
+
+both!(
+    identical_registrations_have_their_own_bound,
+    |c: &mut concierge::Config| {
+        c.registration.rate_limit_identical_max = 5;
+    },
+    |app: TestApp| async move {
+        for i in 0..6 {
+            let (status, _, body) = app.register(&public_client()).await;
+            assert_eq!(status, 201, "registration {i}: {body}");
+        }
+        let got = app.register(&public_client()).await;
+        assert_error(
+            &got,
+            429,
+            "temporarily_unavailable",
+            "identical registrations",
+        );
+        assert!(got.1.contains_key("retry-after"));
+        // Other metadata from the same address is counted apart.
+        assert_eq!(app.register(&named_client("Another")).await.0, 201);
+        app
+    }
+);
+
+both!(
+    registrants_cannot_reach_each_others_clients,
+    |app: TestApp| async move {
+        // Identical metadata, one address: two registrants, two clients.
+        let (_, _, a) = app.register(&public_client()).await;
+        let (_, _, b) = app.register(&public_client()).await;
+        let a_token = a["registration_access_token"].as_str().unwrap();
+        let b_uri = b["registration_client_uri"].as_str().unwrap();
+        let b_id = b["client_id"].as_str().unwrap();
+        assert_ne!(a["client_id"], b["client_id"]);
+        let refused = |res: reqwest::Response| async move {
+            let got = split(res).await;
+            assert_error(&got, 401, "invalid_token", "not valid for this client");
+        };
+        refused(
+            app.http
+                .get(b_uri)
+                .bearer_auth(a_token)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        let mut update = public_client();
+        update["client_id"] = json!(b_id);
+        update["client_name"] = json!("Hijacked");
+        update["redirect_uris"] = json!(["https://evil.example/cb"]);
+        refused(
+            app.http
+                .put(b_uri)
+                .bearer_auth(a_token)
+                .json(&update)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        refused(
+            app.http
+                .delete(b_uri)
+                .bearer_auth(a_token)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        // B's client is untouched, and B's token still reaches it.
+        let (status, _, body) = split(
+            app.http
+                .get(b_uri)
+                .bearer_auth(b["registration_access_token"].as_str().unwrap())
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["client_name"], "Example Agent");
+        assert_eq!(body["redirect_uris"], public_client()["redirect_uris"]);
+        app
+    }
+);
+
+both!(
+    a_client_given_tokens_outlives_the_unused_ttl,
+    |c: &mut concierge::Config| {
+        c.registration.unused_client_ttl_secs = 5;
+    },
+    |app: TestApp| async move {
+        let (_, client, _, tokens) = crate::flow::connect_agent(&app, "notes:read").await;
+        let unused = registered(&app, &public_client()).await.0;
+        tokio::time::sleep(std::time::Duration::from_millis(6100)).await;
+        assert_eq!(
+            app.store()
+                .delete_expired_clients(concierge::util::now())
+                .await
+                .unwrap(),
+            1,
+            "only the unused registration goes"
+        );
+        assert!(
+            app.state
+                .oauth
+                .clients
+                .find(&unused)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let (s, _, body) = crate::flow::refresh(
+            &app,
+            &client,
+            tokens["refresh_token"].as_str().unwrap(),
+            &[],
+        )
+        .await;
+        assert_eq!(s, 200, "{body}");
+        app
+    }
+);
+
+// Should recording a client's first use fail, its live grant still keeps it.
+both!(
+    the_sweeper_keeps_a_registration_holding_a_live_grant,
+    |c: &mut concierge::Config| {
+        c.registration.unused_client_ttl_secs = 1;
+    },
+    |app: TestApp| async move {
+        let alice = crate::flow::add_user(&app, "alice").await;
+        let (id, _) = registered(&app, &public_client()).await;
+        let (revoked_holder, _) = registered(&app, &public_client()).await;
+        let now = concierge::util::now();
+        for (client, revoked_at) in [(&id, None), (&revoked_holder, Some(now))] {
+            let token = concierge::store::RefreshToken {
+                token_hash: concierge::util::secret_hash(&concierge::util::random_secret()),
+                family_id: concierge::util::random_id(),
+                client_id: client.clone(),
+                user_id: alice.clone(),
+                resources: vec![crate::flow::NOTES.into()],
+                scope: "notes:read".into(),
+                auth_time: now,
+                amr: vec!["pwd".into()],
+                acr: None,
+                sid: None,
+                created_at: now,
+                expires_at: now + 3600,
+                absolute_expires_at: now + 7200,
+                dpop_jkt: None,
+            };
+            app.store().insert_refresh(&token).await.unwrap();
+            if revoked_at.is_some() {
+                app.store()
+                    .revoke_family(&token.family_id, now)
+                    .await
+                    .unwrap();
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        assert_eq!(
+            app.store()
+                .delete_expired_clients(concierge::util::now())
+                .await
+                .unwrap(),
+            1,
+            "the one whose grant was revoked goes"
+        );
+        let kept = app.state.oauth.clients.find(&id).await.unwrap();
+        assert!(
+            kept.is_some(),
+            "the one with a live grant stays, and no longer expires"
+        );
+        assert!(
+            app.state
+                .oauth
+                .clients
+                .find(&revoked_holder)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        app
+    }
+);
+
+both!(
+    an_unknown_or_pruned_client_gets_invalid_client_and_may_register_again,
+    |c: &mut concierge::Config| {
+        c.registration.unused_client_ttl_secs = 1;
+    },
+    |app: TestApp| async move {
+        let (gone, _) = registered(&app, &public_client()).await;
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        let token_request = |client_id: String| {
+            let app = &app;
+            async move {
+                split(
+                    app.http
+                        .post(app.url("/token"))
+                        .form(&[
+                            ("grant_type", "refresh_token"),
+                            ("client_id", client_id.as_str()),
+                            ("refresh_token", "whatever"),
+                        ])
+                        .send()
+                        .await
+                        .unwrap(),
+                )
+                .await
+            }
+        };
+        // Expired, not yet swept; swept; never known.
+        assert_error(
+            &token_request(gone.clone()).await,
+            401,
+            "invalid_client",
+            "register again",
+        );
+        app.store()
+            .delete_expired_clients(concierge::util::now())
+            .await
+            .unwrap();
+        assert_error(
+            &token_request(gone).await,
+            401,
+            "invalid_client",
+            "register again",
+        );
+        assert_error(
+            &token_request("no-such-client".into()).await,
+            401,
+            "invalid_client",
+            "register again",
+        );
+        assert_eq!(app.register(&public_client()).await.0, 201);
         app
     }
 );

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
-use super::user_grant::{Authenticated, UserGrant, issue};
+use super::user_grant::{Authenticated, NewRefresh, UserGrant, issue};
 use super::{Grant, Param, TokenRequest};
 use crate::audit::{Event, Kind};
 use crate::error::{ErrorCode, OAuthError};
@@ -241,7 +241,7 @@ impl Grant for AuthorizationCode {
                 nonce: code.nonce.as_deref(),
                 family_id: &code.family_id,
                 absolute_expires_at: None,
-                new_refresh: true,
+                refresh: NewRefresh::Issue,
                 dpop_jkt: req.dpop_jkt,
             },
         )

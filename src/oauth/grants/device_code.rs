@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::user_grant::{Authenticated, UserGrant, issue};
+use super::user_grant::{Authenticated, NewRefresh, UserGrant, issue};
 use super::{Grant, Param, TokenRequest};
 use crate::error::{ErrorCode, OAuthError};
 use crate::oauth::authn::throttle::Bucket;
@@ -231,7 +231,7 @@ impl Grant for DeviceCodeGrant {
                 nonce: None,
                 family_id: &util::random_id(),
                 absolute_expires_at: None,
-                new_refresh: true,
+                refresh: NewRefresh::Issue,
                 dpop_jkt: req.dpop_jkt,
             },
         )

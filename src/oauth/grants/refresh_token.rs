@@ -1,11 +1,13 @@
 //! The refresh token grant (OAuth 2.1 §4.3). Public clients' tokens rotate on every use and a
-//! reused one revokes its whole family (RFC 9700 §4.14.2); confidential clients keep theirs,
-//! with a sliding idle expiry under an absolute cap.
+//! reused one revokes its whole family (RFC 9700 §4.14.2), except for a short grace window in
+//! which the client that just rotated a token may present it again (a retry after a lost
+//! response, two processes refreshing at once) and get a successor that replaces the first.
+//! Confidential clients keep theirs, with a sliding idle expiry under an absolute cap.
 
 use async_trait::async_trait;
 use serde_json::json;
 
-use super::user_grant::{Authenticated, UserGrant, issue};
+use super::user_grant::{self, Authenticated, NewRefresh, UserGrant, issue};
 use super::{Grant, Param, TokenRequest};
 use crate::audit::{Event, Kind};
 use crate::error::{ErrorCode, OAuthError};
@@ -13,7 +15,7 @@ use crate::oauth::context::Context;
 use crate::oauth::policy;
 use crate::oauth::scope::Scope;
 use crate::oauth::tokens::TokenResponse;
-use crate::store::{RefreshToken, Spent};
+use crate::store::{Presented, RefreshToken, Rotation, Spent, Successor};
 use crate::util;
 
 pub const GRANT_TYPE: &str = "refresh_token";
@@ -22,6 +24,10 @@ pub struct RefreshTokenGrant;
 
 fn invalid_grant(d: &'static str) -> OAuthError {
     OAuthError::new(ErrorCode::InvalidGrant, d)
+}
+
+fn invalid_token() -> OAuthError {
+    invalid_grant("the refresh token is invalid, expired or revoked")
 }
 
 /// Everything a refresh request must pass before its token is spent, so that a refused
@@ -49,6 +55,42 @@ async fn check(
     let granted = Scope::parse(&token.scope).map_err(OAuthError::internal)?;
     let scope = policy::narrow(req.form.get("scope"), &granted)?;
     Ok((granted, scope))
+}
+
+/// What rotating the presented token `p` does, decided under the store's lock on it.
+///
+/// `passed` says whether the request passed [`check`] (its client, its DPoP key, no widened
+/// scope or resource); `grace_secs` is `tokens.refresh_reuse_grace_secs`.
+/// - A usable token rotates; one failing the checks is refused as it is (spends nothing).
+/// - A spent token is a replay (RFC 9700 §4.14.2: revoke the family), unless all of these
+///   hold, when it is a retry whose successor is replaced: the grace is on, it was rotated at
+///   most `grace_secs` ago, the request passed the checks (so it comes from the same client),
+///   neither it nor its family is revoked, its absolute expiry has not passed, and the
+///   successor recorded then is live — a token whose successor was itself rotated is an
+///   older ancestor, and a revoked successor must stay revoked.
+/// - Anything else (unknown, expired or revoked, never spent) is invalid.
+pub fn decide(p: &Presented, passed: bool, now: i64, grace_secs: i64) -> Rotation {
+    if p.usable(now) {
+        return if passed {
+            Rotation::Rotate
+        } else {
+            Rotation::Refuse
+        };
+    }
+    let Some(rotated_at) = p.used_at else {
+        return Rotation::Invalid;
+    };
+    let retry = grace_secs > 0
+        && now - rotated_at <= grace_secs
+        && passed
+        && !p.revoked
+        && p.token.absolute_expires_at > now
+        && p.successor == Some(Successor::Live);
+    if retry {
+        Rotation::Replace
+    } else {
+        Rotation::Replay
+    }
 }
 
 #[async_trait]
@@ -79,38 +121,74 @@ impl Grant for RefreshTokenGrant {
             .get("refresh_token")
             .ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
         let now = ctx.now();
-        let rotate = client.metadata.is_public();
-        let idle = i64::from(ctx.config.tokens.refresh_token_idle_secs);
         let hash = util::secret_hash(raw);
-        if let Some(current) = ctx.refresh_tokens().get_refresh(&hash, now).await? {
-            check(ctx, &current, req).await?;
-        }
-        let token = match ctx
+        let found = ctx
             .refresh_tokens()
-            .use_refresh(&hash, now, rotate, now + idle)
+            .find_refresh(&hash, now)
             .await?
-        {
-            Spent::Fresh(t) => t,
-            Spent::Replayed { family_id } => {
-                let n = ctx.refresh_tokens().revoke_family(&family_id, now).await?;
-                tracing::warn!(client_id = %client.client_id, revoked = n, "refresh token reuse detected");
-                ctx.audit.record(
-                    Event::new(Kind::RefreshReuseDetected)
-                        .client(&client.client_id)
-                        .detail(json!({ "family_id": family_id, "revoked": n })),
-                );
-                return Err(invalid_grant(
-                    "the refresh token was already used; its family is revoked",
-                ));
+            .ok_or_else(invalid_token)?;
+        // The checks read only what never changes on a stored token, so their answer holds
+        // for the decision below, whatever happens to the token meanwhile.
+        let checked = match check(ctx, &found.token, req).await {
+            Ok(s) => Some(s),
+            // Refused before anything is spent.
+            Err(e) if found.usable(now) => return Err(e),
+            // A spent token failing them is a replay (`decide`); a dead one is invalid.
+            Err(_) => None,
+        };
+        let family_id = &found.token.family_id;
+
+        let (rotated, token) = if client.metadata.is_public() {
+            // Public clients: rotation (OAuth 2.1 §4.3.1, RFC 9700 §4.14.2).
+            let grace = i64::from(ctx.config.tokens.refresh_reuse_grace_secs);
+            let (value, successor) = user_grant::successor(ctx, &found.token, client, req.dpop_jkt);
+            let passed = checked.is_some();
+            let decision = ctx
+                .refresh_tokens()
+                .rotate_refresh(&hash, &successor, now, &|p| decide(p, passed, now, grace))
+                .await?;
+            match decision {
+                Rotation::Rotate => {}
+                Rotation::Replace => {
+                    tracing::info!(client_id = %client.client_id, "refresh token retried within the reuse grace window");
+                    ctx.audit.record(
+                        Event::new(Kind::RefreshReuseWithinGrace)
+                            .client(&client.client_id)
+                            .user(&found.token.user_id)
+                            .detail(json!({ "family_id": family_id, "grace_secs": grace })),
+                    );
+                }
+                Rotation::Replay => return Err(replayed(ctx, &client.client_id, family_id).await?),
+                // Only when the token was usable at first and failed the checks, which
+                // returned above; answer as the checks do.
+                Rotation::Refuse => {
+                    return Err(check(ctx, &found.token, req)
+                        .await
+                        .err()
+                        .unwrap_or_else(invalid_token));
+                }
+                Rotation::Invalid => return Err(invalid_token()),
             }
-            Spent::Invalid => {
-                return Err(invalid_grant(
-                    "the refresh token is invalid, expired or revoked",
-                ));
+            (Some(value), found.token)
+        } else {
+            let idle = i64::from(ctx.config.tokens.refresh_token_idle_secs);
+            match ctx
+                .refresh_tokens()
+                .use_refresh(&hash, now, now + idle)
+                .await?
+            {
+                Spent::Fresh(t) => (None, t),
+                Spent::Replayed { family_id } => {
+                    return Err(replayed(ctx, &client.client_id, &family_id).await?);
+                }
+                Spent::Invalid => return Err(invalid_token()),
             }
         };
-        // The same checks on what was spent (the token may have changed in between).
-        let (granted, scope) = check(ctx, &token, req).await?;
+        // Rotated or renewed: the checks passed (a token failing them is never spent).
+        let (granted, scope) = match checked {
+            Some(s) => s,
+            None => check(ctx, &token, req).await?,
+        };
         issue(
             ctx,
             req.form,
@@ -129,10 +207,162 @@ impl Grant for RefreshTokenGrant {
                 nonce: None,
                 family_id: &token.family_id,
                 absolute_expires_at: Some(token.absolute_expires_at),
-                new_refresh: rotate,
+                refresh: match &rotated {
+                    Some(value) => NewRefresh::Rotated(value),
+                    None => NewRefresh::Keep,
+                },
                 dpop_jkt: req.dpop_jkt,
             },
         )
         .await
+    }
+}
+
+/// A spent refresh token came back: revoke its family (RFC 9700 §4.14.2), record it, and
+/// answer with the error to return.
+async fn replayed(
+    ctx: &Context,
+    client_id: &str,
+    family_id: &str,
+) -> Result<OAuthError, OAuthError> {
+    let n = ctx
+        .refresh_tokens()
+        .revoke_family(family_id, ctx.now())
+        .await?;
+    tracing::warn!(client_id = %client_id, revoked = n, "refresh token reuse detected");
+    ctx.audit.record(
+        Event::new(Kind::RefreshReuseDetected)
+            .client(client_id)
+            .detail(json!({ "family_id": family_id, "revoked": n })),
+    );
+    Ok(invalid_grant(
+        "the refresh token was already used; its family is revoked",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_000_000;
+    const GRACE: i64 = 30;
+
+    fn token() -> RefreshToken {
+        RefreshToken {
+            token_hash: vec![1; 32],
+            family_id: "fam".into(),
+            client_id: "agent".into(),
+            user_id: "alice".into(),
+            resources: vec!["https://mcp.example.com".into()],
+            scope: "notes:read".into(),
+            auth_time: NOW - 100,
+            amr: vec!["pwd".into()],
+            acr: None,
+            sid: None,
+            created_at: NOW - 100,
+            expires_at: NOW + 1000,
+            absolute_expires_at: NOW + 10_000,
+            dpop_jkt: None,
+        }
+    }
+
+    fn unspent() -> Presented {
+        Presented {
+            token: token(),
+            used_at: None,
+            revoked: false,
+            successor: None,
+        }
+    }
+
+    /// Rotated `ago` seconds before `NOW`, its successor in the state given.
+    fn rotated(ago: i64, successor: Option<Successor>) -> Presented {
+        Presented {
+            used_at: Some(NOW - ago),
+            successor,
+            ..unspent()
+        }
+    }
+
+    #[test]
+    fn a_usable_token_rotates_or_is_refused_as_it_is() {
+        assert_eq!(decide(&unspent(), true, NOW, GRACE), Rotation::Rotate);
+        assert_eq!(decide(&unspent(), false, NOW, GRACE), Rotation::Refuse);
+    }
+
+    #[test]
+    fn a_dead_token_that_was_never_spent_is_invalid() {
+        let revoked = Presented {
+            revoked: true,
+            ..unspent()
+        };
+        assert_eq!(decide(&revoked, true, NOW, GRACE), Rotation::Invalid);
+        let mut idle = unspent();
+        idle.token.expires_at = NOW;
+        assert_eq!(decide(&idle, true, NOW, GRACE), Rotation::Invalid);
+        let mut old = unspent();
+        old.token.absolute_expires_at = NOW - 1;
+        assert_eq!(decide(&old, false, NOW, GRACE), Rotation::Invalid);
+    }
+
+    #[test]
+    fn a_retry_within_the_window_replaces_the_live_successor() {
+        let live = Some(Successor::Live);
+        assert_eq!(
+            decide(&rotated(0, live), true, NOW, GRACE),
+            Rotation::Replace
+        );
+        assert_eq!(
+            decide(&rotated(GRACE, live), true, NOW, GRACE),
+            Rotation::Replace
+        );
+        // The idle expiry of the spent token does not matter; the family's absolute one does.
+        let mut p = rotated(5, live);
+        p.token.expires_at = NOW - 1;
+        assert_eq!(decide(&p, true, NOW, GRACE), Rotation::Replace);
+        p.token.absolute_expires_at = NOW;
+        assert_eq!(decide(&p, true, NOW, GRACE), Rotation::Replay);
+    }
+
+    #[test]
+    fn reuse_after_the_window_or_without_grace_is_a_replay() {
+        let live = Some(Successor::Live);
+        assert_eq!(
+            decide(&rotated(GRACE + 1, live), true, NOW, GRACE),
+            Rotation::Replay
+        );
+        assert_eq!(decide(&rotated(0, live), true, NOW, 0), Rotation::Replay);
+    }
+
+    #[test]
+    fn reuse_by_another_client_or_key_is_a_replay() {
+        assert_eq!(
+            decide(&rotated(1, Some(Successor::Live)), false, NOW, GRACE),
+            Rotation::Replay
+        );
+    }
+
+    #[test]
+    fn an_older_ancestor_or_a_revoked_grant_is_a_replay() {
+        // Its successor was rotated in its turn: it is not the last rotated token.
+        assert_eq!(
+            decide(&rotated(1, Some(Successor::Spent)), true, NOW, GRACE),
+            Rotation::Replay
+        );
+        // A revoked successor (revoked by the user, or replaced) stays revoked.
+        assert_eq!(
+            decide(&rotated(1, Some(Successor::Revoked)), true, NOW, GRACE),
+            Rotation::Replay
+        );
+        // Rotated before successors were recorded, or the successor is gone.
+        assert_eq!(
+            decide(&rotated(1, None), true, NOW, GRACE),
+            Rotation::Replay
+        );
+        let revoked = Presented {
+            revoked: true,
+            ..rotated(1, Some(Successor::Live))
+        };
+        assert_eq!(decide(&revoked, true, NOW, GRACE), Rotation::Replay);
     }
 }

@@ -60,11 +60,57 @@ pub struct UserGrant<'a> {
     pub family_id: &'a str,
     /// When the family's refresh tokens must die, if one was issued before.
     pub absolute_expires_at: Option<i64>,
-    /// Issue a new refresh token (first issue, or rotation).
-    pub new_refresh: bool,
+    /// The refresh token of the response.
+    pub refresh: NewRefresh<'a>,
     /// The DPoP key of this token request: the access token is bound to it, and so is a new
     /// refresh token of a public client (RFC 9449 §5).
     pub dpop_jkt: Option<&'a str>,
+}
+
+/// The refresh token a response carries.
+#[derive(Debug, Clone, Copy)]
+pub enum NewRefresh<'a> {
+    /// None (a confidential client keeps the refresh token it has).
+    Keep,
+    /// A new one, for a new grant, when the client may refresh.
+    Issue,
+    /// The successor a rotation already stored (see [`successor`]); this is its value.
+    Rotated(&'a str),
+}
+
+/// When a refresh token issued at `now` expires unused: the idle lifetime, capped by the
+/// family's absolute expiry.
+fn refresh_idle_expiry(ctx: &Context, now: i64, absolute: i64) -> i64 {
+    (now + i64::from(ctx.config.tokens.refresh_token_idle_secs)).min(absolute)
+}
+
+/// The DPoP key a new refresh token is bound to: RFC 9449 §5, refresh tokens of public
+/// clients are bound to the key of the request; confidential clients' are bound to their
+/// client authentication instead.
+fn refresh_binding(client: &Client, dpop_jkt: Option<&str>) -> Option<String> {
+    dpop_jkt
+        .filter(|_| client.metadata.is_public())
+        .map(str::to_string)
+}
+
+/// The token `parent` rotates into for `client` (a new value and its record): the same
+/// grant, bound to the request's DPoP key. The rotation stores it ([`NewRefresh::Rotated`]).
+pub fn successor(
+    ctx: &Context,
+    parent: &RefreshToken,
+    client: &Client,
+    dpop_jkt: Option<&str>,
+) -> (String, RefreshToken) {
+    let now = ctx.now();
+    let raw = util::random_secret();
+    let record = RefreshToken {
+        token_hash: util::secret_hash(&raw),
+        created_at: now,
+        expires_at: refresh_idle_expiry(ctx, now, parent.absolute_expires_at),
+        dpop_jkt: refresh_binding(client, dpop_jkt),
+        ..parent.clone()
+    };
+    (raw, record)
 }
 
 /// Issue the access token (for one resource), a refresh token when allowed, and an ID token
@@ -132,36 +178,36 @@ pub async fn issue(
         .client
         .metadata
         .has_grant(super::refresh_token::GRANT_TYPE);
-    if g.new_refresh && may_refresh {
-        let now = ctx.now();
-        let absolute = g
-            .absolute_expires_at
-            .unwrap_or(now + i64::from(tokens.refresh_token_absolute_secs));
-        let raw = util::random_secret();
-        ctx.refresh_tokens()
-            .insert_refresh(&RefreshToken {
-                token_hash: util::secret_hash(&raw),
-                family_id: g.family_id.to_string(),
-                client_id: g.client.client_id.clone(),
-                user_id: user.id.clone(),
-                resources: g.resources.to_vec(),
-                scope: g.granted_scope.to_string(),
-                auth_time: auth.auth_time,
-                amr: auth.amr.to_vec(),
-                acr: auth.acr.map(str::to_string),
-                sid: auth.sid.map(str::to_string),
-                created_at: now,
-                expires_at: (now + i64::from(tokens.refresh_token_idle_secs)).min(absolute),
-                absolute_expires_at: absolute,
-                // RFC 9449 §5: refresh tokens of public clients are bound to the DPoP key;
-                // confidential clients' are bound to their client authentication instead.
-                dpop_jkt: g
-                    .dpop_jkt
-                    .filter(|_| g.client.metadata.is_public())
-                    .map(str::to_string),
-            })
-            .await?;
-        response.refresh_token = Some(raw);
+    match g.refresh {
+        NewRefresh::Keep => {}
+        NewRefresh::Rotated(raw) => response.refresh_token = Some(raw.to_string()),
+        NewRefresh::Issue if may_refresh => {
+            let now = ctx.now();
+            let absolute = g
+                .absolute_expires_at
+                .unwrap_or(now + i64::from(tokens.refresh_token_absolute_secs));
+            let raw = util::random_secret();
+            ctx.refresh_tokens()
+                .insert_refresh(&RefreshToken {
+                    token_hash: util::secret_hash(&raw),
+                    family_id: g.family_id.to_string(),
+                    client_id: g.client.client_id.clone(),
+                    user_id: user.id.clone(),
+                    resources: g.resources.to_vec(),
+                    scope: g.granted_scope.to_string(),
+                    auth_time: auth.auth_time,
+                    amr: auth.amr.to_vec(),
+                    acr: auth.acr.map(str::to_string),
+                    sid: auth.sid.map(str::to_string),
+                    created_at: now,
+                    expires_at: refresh_idle_expiry(ctx, now, absolute),
+                    absolute_expires_at: absolute,
+                    dpop_jkt: refresh_binding(g.client, g.dpop_jkt),
+                })
+                .await?;
+            response.refresh_token = Some(raw);
+        }
+        NewRefresh::Issue => {}
     }
     if openid {
         response.id_token = Some(issue_id_token(
