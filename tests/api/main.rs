@@ -41,3 +41,4 @@ mod scale_out;
 mod security;
 mod store;
 mod token;
+mod workload;

@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::{Grant, Param, TokenRequest};
 use crate::audit::Kind;
+use crate::config::Config;
 use crate::error::{ErrorCode, OAuthError};
 use crate::oauth::clients::Client;
 use crate::oauth::context::Context;
@@ -181,7 +182,7 @@ impl Grant for TokenExchange {
         Kind::TokenExchanged
     }
 
-    fn metadata(&self, _issuer: &str, _m: &mut Map<String, Value>) {}
+    fn metadata(&self, _issuer: &str, _config: &Config, _m: &mut Map<String, Value>) {}
 
     async fn issue(
         &self,
