@@ -69,7 +69,8 @@ impl Grant for Passphrase {
                 acr: None,
                 act: None,
                 ttl: 60,
-                jkt: req.dpop_jkt,
+                jkt: resource.dpop_binding(req.dpop_jkt)?,
+                alg: resource.token_alg,
             },
         )?)
     }

@@ -62,7 +62,8 @@ pub async fn machine_token(
             acr: None,
             act: None,
             ttl: i64::from(ctx.config.tokens.access_token_ttl_secs),
-            jkt: req.dpop_jkt,
+            jkt: resource.dpop_binding(req.dpop_jkt)?,
+            alg: resource.token_alg,
         },
     )?)
 }
