@@ -455,21 +455,8 @@ pub struct WorkloadRule {
     pub client_id: String,
 }
 
-/// An IdP whose ID-JAGs we accept. Exactly one of `jwks_uri` and `jwks`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrustedIssuer {
-    /// The IdP's issuer identifier, compared with the ID-JAG's `iss`.
-    pub issuer: String,
-    /// Where the IdP publishes its keys; fetched under the metadata-document rules (https,
-    /// or loopback with `cimd.allow_loopback`), cached 5 minutes, refetched on an unknown
-    /// `kid` at most every 30 s.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jwks_uri: Option<String>,
-    /// The IdP's JWK Set inline, as a table: `jwks = { keys = [ { kty = "EC", … } ] }`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jwks: Option<serde_json::Value>,
-}
+/// An IdP whose ID-JAGs we accept (the record is the store's, shared with the CLI's).
+pub use crate::store::TrustedIssuer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -583,13 +570,7 @@ impl Config {
             }
         }
         for t in &self.id_jag.trusted_issuers {
-            if t.jwks.is_some() == t.jwks_uri.is_some() {
-                return Err(ConfigError::Invalid(format!(
-                    "id_jag.trusted_issuers {:?}: set exactly one of jwks_uri and jwks",
-                    t.issuer
-                )));
-            }
-            Url::parse(&t.issuer).map_err(|e| {
+            t.check().map_err(|e| {
                 ConfigError::Invalid(format!("id_jag.trusted_issuers {:?}: {e}", t.issuer))
             })?;
         }

@@ -100,8 +100,30 @@ enum IdJagCmd {
         #[arg(long = "scope")]
         scopes: Vec<String>,
     },
-    /// List ID-JAG policies: the configuration file's and the database's.
+    /// List ID-JAG policies and trusted IdPs: the configuration file's and the database's.
     List,
+    /// As an MCP server's authorization server: redeem ID-JAGs from this enterprise IdP
+    /// (with the jwt-bearer grant). Again for the same issuer replaces its keys.
+    Trust {
+        /// The IdP's issuer identifier (the ID-JAG's `iss`).
+        #[arg(long)]
+        issuer: String,
+        /// Where the IdP publishes its keys.
+        #[arg(
+            long,
+            conflicts_with = "jwks_file",
+            required_unless_present = "jwks_file"
+        )]
+        jwks_uri: Option<String>,
+        /// A file holding the IdP's JWK Set.
+        #[arg(long)]
+        jwks_file: Option<std::path::PathBuf>,
+    },
+    /// Stop redeeming ID-JAGs from an IdP added with `trust`.
+    Distrust {
+        #[arg(long)]
+        issuer: String,
+    },
     /// Remove an ID-JAG policy made with `allow`.
     Deny {
         #[arg(long)]
@@ -406,7 +428,39 @@ async fn id_jag(cmd: &IdJagCmd, config: &Config) -> anyhow::Result<()> {
                  (as {target_client_id} there)"
             );
         }
+        IdJagCmd::Trust {
+            issuer,
+            jwks_uri,
+            jwks_file,
+        } => {
+            let jwks = match jwks_file {
+                Some(path) => Some(serde_json::from_slice(&std::fs::read(path)?)?),
+                None => None,
+            };
+            let t = concierge::store::TrustedIssuer {
+                issuer: issuer.clone(),
+                jwks_uri: jwks_uri.clone(),
+                jwks,
+            };
+            manage::trust_id_jag_issuer(store.as_ref(), &t).await?;
+            println!("ID-JAGs from {issuer} are redeemed here");
+        }
+        IdJagCmd::Distrust { issuer } => {
+            manage::distrust_id_jag_issuer(store.as_ref(), issuer).await?;
+            println!("ID-JAGs from {issuer} are no longer redeemed here");
+        }
         IdJagCmd::List => {
+            let trusted = store.list_trusted_issuers().await?;
+            let issuers = config
+                .id_jag
+                .trusted_issuers
+                .iter()
+                .map(|t| (t, "config"))
+                .chain(trusted.iter().map(|t| (t, "database")));
+            for (t, origin) in issuers {
+                let keys = t.jwks_uri.as_deref().unwrap_or("inline jwks");
+                println!("trusted IdP {}  keys: {keys}  ({origin})", t.issuer);
+            }
             let stored = store.list_id_jag_policies().await?;
             let from_file = config.id_jag.policies.iter().map(|p| (p, "config"));
             let all: Vec<_> = from_file

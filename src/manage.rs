@@ -11,7 +11,9 @@ use crate::oauth::client_metadata::{self, Origin, RawClientMetadata};
 use crate::oauth::grants::GrantRegistry;
 use crate::oauth::registration::new_client;
 use crate::oauth::resource::{Alg, DpopPolicy, Resource, ResourceUri, ScopeDef, parse_token_alg};
-use crate::store::{ClientKind, ClientRecord, ExchangePolicy, Store, StoreError, User};
+use crate::store::{
+    ClientKind, ClientRecord, ExchangePolicy, Store, StoreError, TrustedIssuer, User,
+};
 use crate::util;
 
 /// What went wrong with an administrative operation.
@@ -176,6 +178,23 @@ pub async fn create_resource(
         .with_tokens(token_alg, dpop);
     store.insert_resource(&resource.to_record()).await?;
     Ok(resource)
+}
+
+/// Redeem ID-JAGs from an enterprise IdP (insert or replace its keys).
+pub async fn trust_id_jag_issuer(store: &dyn Store, t: &TrustedIssuer) -> Result<(), ManageError> {
+    t.check().map_err(|e| invalid("issuer", e))?;
+    store.save_trusted_issuer(t, util::now()).await?;
+    Ok(())
+}
+
+/// Stop redeeming ID-JAGs from an IdP an operator added.
+pub async fn distrust_id_jag_issuer(store: &dyn Store, issuer: &str) -> Result<(), ManageError> {
+    if !store.delete_trusted_issuer(issuer).await? {
+        return Err(ManageError::NotFound(format!(
+            "no trusted IdP {issuer} in the database (the configuration file's are changed there)"
+        )));
+    }
+    Ok(())
 }
 
 /// Remove a resource; returns its normalised URI.

@@ -14,7 +14,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::admin::{self, audit, clients, consents, keys, resources, users};
+use crate::admin::{self, audit, clients, consents, id_jag, keys, resources, users};
 use crate::endpoints::{
     account, authorize, device, health, introspect, jwks, register, revoke, signin, token,
     userinfo, well_known,
@@ -72,6 +72,8 @@ fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(keys::list))
         .routes(routes!(keys::rotate))
         .routes(routes!(audit::list))
+        .routes(routes!(id_jag::list, id_jag::trust))
+        .routes(routes!(id_jag::distrust))
         .route_layer(axum::middleware::from_fn(admin::auth::require_admin))
 }
 

@@ -28,6 +28,7 @@ lists are `{\"items\": […], \"next\": cursor|null}` with `limit` and `cursor` 
     modifiers(&AdminSecurity),
     tags(
         (name = "resources", description = "Protected resources, their scopes and token exchange policies"),
+        (name = "id-jag", description = "Enterprise IdPs whose ID-JAGs this server redeems (MCP enterprise-managed authorization)"),
         (name = "clients", description = "Pre-registered and dynamically registered clients; cached metadata documents"),
         (name = "users", description = "Local accounts and their consents"),
         (name = "keys", description = "Signing keys"),

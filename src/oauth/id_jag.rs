@@ -311,6 +311,26 @@ pub fn trusted_issuer<'a>(trusted: &'a [TrustedIssuer], iss: &str) -> Option<&'a
         .find(|t| ResourceUri::parse(&t.issuer).ok().as_ref() == Some(&iss))
 }
 
+/// The trusted IdP `iss` names: the configuration file's, else one an operator added with
+/// the CLI or the admin API.
+pub async fn find_trusted(ctx: &Context, iss: &str) -> Result<Option<TrustedIssuer>, OAuthError> {
+    if let Some(t) = trusted_issuer(&ctx.config.id_jag.trusted_issuers, iss) {
+        return Ok(Some(t.clone()));
+    }
+    let stored = ctx.id_jag_policies().list_trusted_issuers().await?;
+    Ok(trusted_issuer(&stored, iss).cloned())
+}
+
+/// Does this server trust any IdP's ID-JAGs (configured or stored)?
+pub async fn trusts_any(ctx: &Context) -> Result<bool, OAuthError> {
+    Ok(!ctx.config.id_jag.trusted_issuers.is_empty()
+        || !ctx
+            .id_jag_policies()
+            .list_trusted_issuers()
+            .await?
+            .is_empty())
+}
+
 /// Is `typ` the ID-JAG media type? RFC 7515 §4.1.9: the `application/` prefix may be left
 /// out, and media types compare case-insensitively.
 pub fn is_id_jag_typ(typ: Option<&str>) -> bool {
@@ -381,13 +401,12 @@ async fn redeem_checked(
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
         .and_then(|p| p.get("iss").and_then(Value::as_str).map(str::to_string))
         .ok_or_else(|| grant_err("the assertion has no iss"))?;
-    let trusted =
-        trusted_issuer(&ctx.config.id_jag.trusted_issuers, &claimed_iss).ok_or_else(|| {
-            grant_err(format!(
-                "the assertion's issuer {:?} is not trusted here",
-                claimed_iss.chars().take(200).collect::<String>()
-            ))
-        })?;
+    let trusted = find_trusted(ctx, &claimed_iss).await?.ok_or_else(|| {
+        grant_err(format!(
+            "the assertion's issuer {:?} is not trusted here",
+            claimed_iss.chars().take(200).collect::<String>()
+        ))
+    })?;
     let keys = ctx
         .assertions
         .keys_from(

@@ -5,14 +5,13 @@ use serde_json::{Map, Value, json};
 
 use super::grants::Grant;
 use super::{client_assertion, client_auth};
-use crate::config::Config;
 use crate::store::AuthMethod;
 
 /// What the server does right now.
 pub struct Capabilities<'a> {
     pub issuer: &'a str,
-    /// The configuration the grants read for what they advertise.
-    pub config: &'a Config,
+    /// Does this server redeem ID-JAGs (an IdP is trusted, configured or stored)?
+    pub id_jag_trusted: bool,
     /// The grants enabled at the token endpoint (`GrantRegistry::enabled`).
     pub grants: Vec<&'a dyn Grant>,
     pub registration_enabled: bool,
@@ -83,7 +82,7 @@ pub fn authorization_server_metadata(c: &Capabilities<'_>) -> Map<String, Value>
         json!(c.grants.iter().map(|g| g.grant_type()).collect::<Vec<_>>()),
     );
     for g in &c.grants {
-        g.metadata(c.issuer, c.config, &mut m);
+        g.metadata(c, &mut m);
     }
     if c.cimd_enabled {
         m.insert(
@@ -98,6 +97,7 @@ pub fn authorization_server_metadata(c: &Capabilities<'_>) -> Map<String, Value>
 mod tests {
     use super::*;
 
+    use crate::config::Config;
     use crate::oauth::grants::GrantRegistry;
 
     #[test]
@@ -106,7 +106,7 @@ mod tests {
         let config = Config::default();
         let c = Capabilities {
             issuer: "https://as.example",
-            config: &config,
+            id_jag_trusted: false,
             grants: Vec::new(),
             registration_enabled: true,
             cimd_enabled: true,

@@ -25,8 +25,54 @@ pub struct IdJagPolicy {
     pub scopes: Vec<String>,
 }
 
+/// An IdP whose ID-JAGs we accept. Exactly one of `jwks_uri` and `jwks`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedIssuer {
+    /// The IdP's issuer identifier, compared with the ID-JAG's `iss`.
+    pub issuer: String,
+    /// Where the IdP publishes its keys; fetched under the metadata-document rules (https,
+    /// or loopback with `cimd.allow_loopback`), cached 5 minutes, refetched on an unknown
+    /// `kid` at most every 30 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// The IdP's JWK Set inline (in the configuration file, as a table:
+    /// `jwks = { keys = [ { kty = "EC", … } ] }`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub jwks: Option<serde_json::Value>,
+}
+
+impl TrustedIssuer {
+    /// The shape every trusted issuer must have, wherever it was written: an absolute
+    /// issuer URL and exactly one of a `jwks_uri` URL and an inline JWK Set with keys.
+    pub fn check(&self) -> Result<(), String> {
+        url::Url::parse(&self.issuer).map_err(|e| format!("issuer {:?}: {e}", self.issuer))?;
+        match (&self.jwks_uri, &self.jwks) {
+            (Some(uri), None) => {
+                url::Url::parse(uri).map_err(|e| format!("jwks_uri {uri:?}: {e}"))?;
+            }
+            (None, Some(jwks)) => {
+                if jwks
+                    .get("keys")
+                    .and_then(serde_json::Value::as_array)
+                    .is_none_or(Vec::is_empty)
+                {
+                    return Err("jwks must be a JWK Set with at least one key".into());
+                }
+            }
+            _ => return Err("set exactly one of jwks_uri and jwks".into()),
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 pub trait IdJagPolicyStore: Send + Sync {
+    /// Trust an IdP (insert or replace by issuer).
+    async fn save_trusted_issuer(&self, t: &TrustedIssuer, now: i64) -> Result<(), StoreError>;
+    async fn list_trusted_issuers(&self) -> Result<Vec<TrustedIssuer>, StoreError>;
+    async fn delete_trusted_issuer(&self, issuer: &str) -> Result<bool, StoreError>;
     /// Insert or replace the policy for (client, audience, resource), all as given.
     async fn save_id_jag_policy(&self, policy: &IdJagPolicy, now: i64) -> Result<(), StoreError>;
     /// The policies of one client.
@@ -112,6 +158,65 @@ macro_rules! sql_impl {
                 .fetch_all(&self.pool)
                 .await?;
                 Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn save_trusted_issuer(
+                &self,
+                t: &$crate::store::TrustedIssuer,
+                now: i64,
+            ) -> Result<(), $crate::store::StoreError> {
+                let jwks = t
+                    .jwks
+                    .as_ref()
+                    .map($crate::store::sql::to_json)
+                    .transpose()?;
+                sqlx::query(
+                    "INSERT INTO id_jag_trusted_issuers (issuer, jwks_uri, jwks, created_at) \
+                     VALUES ($1,$2,$3,$4) \
+                     ON CONFLICT (issuer) DO UPDATE SET jwks_uri = $2, jwks = $3",
+                )
+                .bind(&t.issuer)
+                .bind(&t.jwks_uri)
+                .bind(jwks)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_trusted_issuers(
+                &self,
+            ) -> Result<Vec<$crate::store::TrustedIssuer>, $crate::store::StoreError> {
+                let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+                    "SELECT issuer, jwks_uri, jwks FROM id_jag_trusted_issuers ORDER BY issuer",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(issuer, jwks_uri, jwks)| {
+                        let jwks = jwks
+                            .map(|j| {
+                                $crate::store::sql::from_json(&j, &format!("issuer {issuer} jwks"))
+                            })
+                            .transpose()?;
+                        Ok($crate::store::TrustedIssuer {
+                            issuer,
+                            jwks_uri,
+                            jwks,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn delete_trusted_issuer(
+                &self,
+                issuer: &str,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let r = sqlx::query("DELETE FROM id_jag_trusted_issuers WHERE issuer = $1")
+                    .bind(issuer)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() == 1)
             }
 
             async fn delete_id_jag_policy(

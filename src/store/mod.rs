@@ -41,7 +41,7 @@ pub use codes::{AuthCode, CodeStore};
 pub use consents::{Consent, ConsentStore};
 pub use devices::{DeviceApproval, DeviceCode, DeviceStore};
 pub use exchange_policies::{ExchangePolicy, ExchangePolicyStore};
-pub use id_jag::{IdJagPolicy, IdJagPolicyStore};
+pub use id_jag::{IdJagPolicy, IdJagPolicyStore, TrustedIssuer};
 pub use keys::{KeyStatus, KeyStore, StoredKey};
 pub use rate_limits::RateLimitStore;
 pub use refresh_tokens::{

@@ -550,6 +550,26 @@ fn id_jag_policies_from_the_command_line() {
     assert!(ok && out.contains("removed"), "{out}{err}");
     let (ok, _, err) = deny();
     assert!(!ok && err.contains("no such"), "{err}");
+
+    // Trusted IdPs (issue 18.8): added, listed, refused without keys, removed.
+    let trust = ["id-jag", "trust", "--issuer", "https://idp.example"];
+    let (ok, _, err) = concierge(d, &trust);
+    assert!(!ok && err.contains("jwks"), "keys are required: {err}");
+    let with_keys = [&trust[..], &["--jwks-uri", "https://idp.example/jwks"]].concat();
+    let (ok, out, err) = concierge(d, &with_keys);
+    assert!(ok && out.contains("redeemed here"), "{out}{err}");
+    let (ok, out, _) = concierge(d, &["id-jag", "list"]);
+    assert!(
+        ok && out.contains(
+            "trusted IdP https://idp.example  keys: https://idp.example/jwks  (database)"
+        ),
+        "{out}"
+    );
+    let distrust = ["id-jag", "distrust", "--issuer", "https://idp.example"];
+    let (ok, out, err) = concierge(d, &distrust);
+    assert!(ok && out.contains("no longer"), "{out}{err}");
+    let (ok, _, err) = concierge(d, &distrust);
+    assert!(!ok && err.contains("no trusted IdP"), "{err}");
 }
 
 /// Changes made with the CLI are in the audit log like the admin API's, without the global

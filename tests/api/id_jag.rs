@@ -530,3 +530,112 @@ both_pair!(the_authorization_server_refuses, |p: Pair| async move {
     assert_error(&r, 400, "invalid_grant", "used before");
     p
 });
+
+async fn grant_profiles(app: &TestApp) -> Option<Value> {
+    let (_, _, m) = app
+        .get_json("/.well-known/oauth-authorization-server")
+        .await;
+    m.get("authorization_grant_profiles_supported").cloned()
+}
+
+/// Issue 18.8: an operator trusts the IdP through the admin API instead of the
+/// configuration file; distrusting it stops redemption and the advertised profile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_issuers_from_the_admin_api() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(p) = Pair::start(backend, |c| c.id_jag.trusted_issuers.clear()).await else {
+            continue;
+        };
+        let (admin, secret) = concierge::manage::create_admin_client(
+            p.rs_as.store().as_ref(),
+            &p.rs_as.issuer,
+            "ops",
+        )
+        .await
+        .unwrap();
+        let token = crate::flow::cc_token(
+            &p.rs_as,
+            &admin.client_id,
+            &secret,
+            &concierge::oauth::admin_token::admin_resource_uri(&p.rs_as.issuer),
+            "admin",
+        )
+        .await;
+        let id_token = p.id_token().await;
+        let (_, _, ok) = p.request_id_jag(&id_token, &[]).await;
+        let jag = ok["access_token"].as_str().unwrap().to_string();
+        assert!(
+            grant_profiles(&p.rs_as).await.is_none(),
+            "no IdP trusted yet"
+        );
+        let refused = p.redeem_id_jag(&jag, &[]).await;
+        assert_error(&refused, 400, "invalid_grant", "not trusted");
+
+        let trust = json!({"issuer": p.idp.issuer, "jwks_uri": format!("{}/jwks", p.idp.issuer)});
+        let admin_call = |method: reqwest::Method, path: String, body: Option<Value>| {
+            let mut req = p
+                .rs_as
+                .http
+                .request(method, p.rs_as.url(&path))
+                .bearer_auth(&token);
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            req.send()
+        };
+        let res = admin_call(
+            reqwest::Method::POST,
+            "/admin/v1/id-jag/trusted-issuers".into(),
+            Some(trust),
+        )
+        .await
+        .unwrap();
+        assert_eq!(res.status(), 201);
+        let bad = admin_call(
+            reqwest::Method::POST,
+            "/admin/v1/id-jag/trusted-issuers".into(),
+            Some(json!({"issuer": "https://idp.example"})),
+        )
+        .await
+        .unwrap();
+        assert_eq!(bad.status(), 400, "keys are required");
+        let listed: Value = admin_call(
+            reqwest::Method::GET,
+            "/admin/v1/id-jag/trusted-issuers".into(),
+            None,
+        )
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(listed[0]["issuer"], p.idp.issuer);
+        assert_eq!(
+            grant_profiles(&p.rs_as).await,
+            Some(json!(["urn:ietf:params:oauth:grant-profile:id-jag"]))
+        );
+        let (s, _, body) = p.redeem_id_jag(&jag, &[]).await;
+        assert_eq!(s, 200, "{body}");
+
+        let encoded: String =
+            url::form_urlencoded::byte_serialize(p.idp.issuer.as_bytes()).collect();
+        let res = admin_call(
+            reqwest::Method::DELETE,
+            format!("/admin/v1/id-jag/trusted-issuers/{encoded}"),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(res.status(), 204);
+        let (_, _, ok) = p.request_id_jag(&id_token, &[]).await;
+        let jag = ok["access_token"].as_str().unwrap().to_string();
+        assert_error(
+            &p.redeem_id_jag(&jag, &[]).await,
+            400,
+            "invalid_grant",
+            "not trusted",
+        );
+        assert!(grant_profiles(&p.rs_as).await.is_none());
+        p.finish().await;
+    }
+}

@@ -8,10 +8,10 @@ use serde_json::{Map, Value, json};
 use super::user_grant::{Authenticated, NewRefresh, UserGrant, issue};
 use super::{Grant, Param, TokenRequest};
 use crate::audit::{Event, Kind};
-use crate::config::Config;
 use crate::error::{ErrorCode, OAuthError};
 use crate::oauth::authorize::AuthorizationRequest;
 use crate::oauth::context::Context;
+use crate::oauth::metadata::Capabilities;
 use crate::oauth::resource::OIDC_SCOPES;
 use crate::oauth::scope::Scope;
 use crate::oauth::tokens::TokenResponse;
@@ -138,7 +138,8 @@ impl Grant for AuthorizationCode {
     }
 
     /// The authorization endpoint and everything OpenID Connect adds to it.
-    fn metadata(&self, issuer: &str, _config: &Config, m: &mut Map<String, Value>) {
+    fn metadata(&self, c: &Capabilities<'_>, m: &mut Map<String, Value>) {
+        let issuer = c.issuer;
         let endpoint = |path: &str| Value::String(format!("{issuer}{path}"));
         m.insert("authorization_endpoint".into(), endpoint("/authorize"));
         m.insert("response_types_supported".into(), json!(["code"]));

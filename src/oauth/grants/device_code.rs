@@ -12,13 +12,13 @@ use serde_json::{Map, Value};
 
 use super::user_grant::{Authenticated, NewRefresh, UserGrant, issue};
 use super::{Grant, Param, TokenRequest};
-use crate::config::Config;
 use crate::error::{ErrorCode, OAuthError};
 use crate::oauth::authn::throttle::Bucket;
 use crate::oauth::clients::Client;
 use crate::oauth::context::Context;
 use crate::oauth::device::new_user_code;
 use crate::oauth::form::Form;
+use crate::oauth::metadata::Capabilities;
 use crate::oauth::policy;
 use crate::oauth::scope::Scope;
 use crate::oauth::tokens::TokenResponse;
@@ -138,7 +138,8 @@ impl Grant for DeviceCodeGrant {
         }]
     }
 
-    fn metadata(&self, issuer: &str, _config: &Config, m: &mut Map<String, Value>) {
+    fn metadata(&self, c: &Capabilities<'_>, m: &mut Map<String, Value>) {
+        let issuer = c.issuer;
         m.insert(
             "device_authorization_endpoint".into(),
             Value::String(format!("{issuer}/device_authorization")),

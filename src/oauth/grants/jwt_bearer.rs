@@ -22,6 +22,7 @@ use crate::oauth::client_assertion::{AssertionError, jws_header};
 use crate::oauth::clients::{Client, ClientLookupError};
 use crate::oauth::context::Context;
 use crate::oauth::form::Form;
+use crate::oauth::metadata::Capabilities;
 use crate::oauth::tokens::TokenResponse;
 use crate::oauth::{id_jag, workload};
 use crate::util;
@@ -77,8 +78,8 @@ impl Grant for JwtBearer {
     }
 
     /// ID-JAGs (draft-ietf-oauth-identity-assertion-authz-grant) only with a trusted IdP.
-    fn metadata(&self, _issuer: &str, config: &Config, m: &mut Map<String, Value>) {
-        if !config.id_jag.trusted_issuers.is_empty() {
+    fn metadata(&self, c: &Capabilities<'_>, m: &mut Map<String, Value>) {
+        if c.id_jag_trusted {
             m.insert(
                 "authorization_grant_profiles_supported".into(),
                 json!([id_jag::GRANT_PROFILE]),
@@ -133,9 +134,6 @@ impl Grant for JwtBearer {
             .get("assertion")
             .ok_or_else(|| OAuthError::invalid_request("assertion is missing"))?;
         if is_id_jag(assertion)? {
-            if ctx.config.id_jag.trusted_issuers.is_empty() {
-                return Err(refused("this server trusts no ID-JAG issuer"));
-            }
             return id_jag::redeem(ctx, req.client, req.form, req.dpop_jkt).await;
         }
         // Any other assertion authenticated the client before it got here.

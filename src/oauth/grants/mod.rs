@@ -26,6 +26,7 @@ use super::tokens::TokenResponse;
 use crate::audit::Kind;
 use crate::config::Config;
 use crate::error::OAuthError;
+use crate::oauth::metadata::Capabilities;
 
 /// A token request parameter a grant reads (for documentation: the OpenAPI schema).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +65,7 @@ pub trait Grant: Send + Sync {
         true
     }
     /// What the grant adds to the discovery document (RFC 8414) when enabled.
-    fn metadata(&self, _issuer: &str, _config: &Config, _m: &mut Map<String, Value>) {}
+    fn metadata(&self, _c: &Capabilities<'_>, _m: &mut Map<String, Value>) {}
     /// The audit event of a token it issues.
     fn audit_kind(&self) -> Kind {
         Kind::TokenIssued

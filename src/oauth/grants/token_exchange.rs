@@ -12,11 +12,11 @@ use serde_json::{Map, Value, json};
 
 use super::{Grant, Param, TokenRequest};
 use crate::audit::Kind;
-use crate::config::Config;
 use crate::error::{ErrorCode, OAuthError};
 use crate::oauth::clients::Client;
 use crate::oauth::context::Context;
 use crate::oauth::form::Form;
+use crate::oauth::metadata::Capabilities;
 use crate::oauth::tokens::{
     AccessClaims, AccessToken, TokenError, TokenResponse, check_access_token, issue_access_token,
 };
@@ -182,7 +182,7 @@ impl Grant for TokenExchange {
         Kind::TokenExchanged
     }
 
-    fn metadata(&self, _issuer: &str, _config: &Config, _m: &mut Map<String, Value>) {}
+    fn metadata(&self, _c: &Capabilities<'_>, _m: &mut Map<String, Value>) {}
 
     async fn issue(
         &self,
