@@ -52,6 +52,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub dpop: DpopConfig,
     pub id_jag: IdJagConfig,
+    pub workload_identity: WorkloadIdentityConfig,
     pub http: HttpConfig,
     pub metrics: MetricsConfig,
     pub rate_limits: RateLimitConfig,
@@ -78,6 +79,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             dpop: DpopConfig::default(),
             id_jag: IdJagConfig::default(),
+            workload_identity: WorkloadIdentityConfig::default(),
             http: HttpConfig::default(),
             metrics: MetricsConfig::default(),
             rate_limits: RateLimitConfig::default(),
@@ -415,6 +417,44 @@ pub struct IdJagConfig {
     pub trusted_issuers: Vec<TrustedIssuer>,
 }
 
+/// Workload identity federation (MCP SEP-1933, `io.modelcontextprotocol/auth/wif`): a
+/// headless agent presents a JWT its platform issued (a Kubernetes service-account token, a
+/// SPIFFE JWT-SVID, any OpenID Connect issuer's token) with the
+/// `urn:ietf:params:oauth:grant-type:jwt-bearer` grant, and gets a token as the client a rule
+/// maps its subject to. Both lists empty (the default): no workload is trusted.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkloadIdentityConfig {
+    /// The platforms whose tokens we accept. Keys from `jwks` inline, a `jwks_uri`, or else
+    /// by OpenID Connect discovery at the issuer (fetched under the metadata-document rules).
+    pub issuers: Vec<WorkloadIssuer>,
+    /// Which client a workload acts as: the first rule whose issuer and subject match.
+    pub rules: Vec<WorkloadRule>,
+}
+
+/// A platform issuer of workload tokens. At most one of `jwks_uri` and `jwks`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadIssuer {
+    /// The `iss` of its tokens, e.g. `https://kubernetes.default.svc` or a SPIFFE trust
+    /// domain's JWT issuer.
+    pub issuer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<serde_json::Value>,
+}
+
+/// Maps a workload to a client: `subject` is the token's `sub` exactly, or a prefix ending
+/// in `*` (`system:serviceaccount:agents:*`, `spiffe://example.org/agents/*`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadRule {
+    pub issuer: String,
+    pub subject: String,
+    pub client_id: String,
+}
+
 /// An IdP whose ID-JAGs we accept. Exactly one of `jwks_uri` and `jwks`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -510,6 +550,37 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "cimd.max_document_bytes and cimd.timeout_ms must be positive".into(),
             ));
+        }
+        for w in &self.workload_identity.issuers {
+            if w.jwks.is_some() && w.jwks_uri.is_some() {
+                return Err(ConfigError::Invalid(format!(
+                    "workload_identity.issuers {:?}: set at most one of jwks_uri and jwks",
+                    w.issuer
+                )));
+            }
+            Url::parse(&w.issuer).map_err(|e| {
+                ConfigError::Invalid(format!("workload_identity.issuers {:?}: {e}", w.issuer))
+            })?;
+        }
+        for r in &self.workload_identity.rules {
+            if !self
+                .workload_identity
+                .issuers
+                .iter()
+                .any(|w| w.issuer == r.issuer)
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "workload_identity.rules: the issuer {:?} is not in workload_identity.issuers",
+                    r.issuer
+                )));
+            }
+            if r.subject.is_empty() || r.subject == "*" {
+                return Err(ConfigError::Invalid(format!(
+                    "workload_identity.rules for {:?}: name a subject or a prefix ending in *, \
+                     not every subject",
+                    r.client_id
+                )));
+            }
         }
         for t in &self.id_jag.trusted_issuers {
             if t.jwks.is_some() == t.jwks_uri.is_some() {

@@ -165,6 +165,14 @@ enum ResourceCmd {
         /// `--uri`. Case, default ports and a trailing slash need none. Repeat for more.
         #[arg(long = "alias")]
         aliases: Vec<String>,
+        /// How its access tokens are signed: ES256 (default), or RS256 for resource servers
+        /// whose verifier knows only RS256 (FastMCP's JWTVerifier by default).
+        #[arg(long = "token-alg")]
+        token_alg: Option<String>,
+        /// Whether it takes DPoP-bound tokens: off (it knows only Bearer; clients sending a
+        /// proof get a Bearer token), optional (default) or required.
+        #[arg(long)]
+        dpop: Option<String>,
     },
     /// List resources.
     List,
@@ -467,13 +475,20 @@ async fn resource(cmd: &ResourceCmd, config: &Config) -> anyhow::Result<()> {
             name,
             scopes,
             aliases,
+            token_alg,
+            dpop,
         } => {
             let scopes = scopes
                 .iter()
                 .map(|s| ScopeDef::parse(s))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(anyhow::Error::msg)?;
-            let r = manage::create_resource(store.as_ref(), uri, name, scopes, aliases).await?;
+            let options = manage::ResourceOptions {
+                aliases: aliases.clone(),
+                token_alg: token_alg.clone(),
+                dpop: dpop.clone(),
+            };
+            let r = manage::create_resource(store.as_ref(), uri, name, scopes, &options).await?;
             println!("added resource {} ({})", r.uri, r.name);
             for s in &r.scopes {
                 println!("  {}  {}", s.name, s.description);
@@ -481,6 +496,11 @@ async fn resource(cmd: &ResourceCmd, config: &Config) -> anyhow::Result<()> {
             for a in &r.aliases {
                 println!("  also named {a}");
             }
+            println!(
+                "  access tokens {}, DPoP {}",
+                r.token_alg.as_str(),
+                r.dpop.as_str()
+            );
         }
         ResourceCmd::List => {
             let list = store.list_resources().await?;
@@ -495,6 +515,7 @@ async fn resource(cmd: &ResourceCmd, config: &Config) -> anyhow::Result<()> {
                 for a in &r.aliases {
                     println!("  also named {a}");
                 }
+                println!("  access tokens {}, DPoP {}", r.access_token_alg, r.dpop);
             }
         }
         ResourceCmd::AllowExchange {

@@ -10,7 +10,7 @@ use crate::oauth::authn::password;
 use crate::oauth::client_metadata::{self, Origin, RawClientMetadata};
 use crate::oauth::grants::GrantRegistry;
 use crate::oauth::registration::new_client;
-use crate::oauth::resource::{Resource, ResourceUri, ScopeDef};
+use crate::oauth::resource::{Alg, DpopPolicy, Resource, ResourceUri, ScopeDef, parse_token_alg};
 use crate::store::{ClientKind, ClientRecord, ExchangePolicy, Store, StoreError, User};
 use crate::util;
 
@@ -95,6 +95,17 @@ pub async fn check_admin_issuer(store: &dyn Store, issuer: &str) -> Result<(), M
     ))
 }
 
+/// What a resource may have besides its URI, name and scopes.
+#[derive(Debug, Clone, Default)]
+pub struct ResourceOptions {
+    /// Other URIs that name it.
+    pub aliases: Vec<String>,
+    /// `ES256` (default) or `RS256`: how its access tokens are signed.
+    pub token_alg: Option<String>,
+    /// `off`, `optional` (default) or `required`: whether it takes DPoP-bound tokens.
+    pub dpop: Option<String>,
+}
+
 /// Check and register a resource, with other URIs that name it (`aliases`). No URI may name
 /// two resources: neither the URI, an alias, nor either's trailing-slash twin may already name
 /// one.
@@ -103,8 +114,17 @@ pub async fn create_resource(
     uri: &str,
     name: &str,
     scopes: Vec<ScopeDef>,
-    aliases: &[String],
+    options: &ResourceOptions,
 ) -> Result<Resource, ManageError> {
+    let aliases = &options.aliases;
+    let token_alg = match &options.token_alg {
+        Some(a) => parse_token_alg(a).map_err(|e| invalid("token_alg", e))?,
+        None => Alg::ES256,
+    };
+    let dpop = match &options.dpop {
+        Some(d) => DpopPolicy::parse(d).map_err(|e| invalid("dpop", e))?,
+        None => DpopPolicy::default(),
+    };
     let normal = resource_uri("uri", uri)?;
     for (i, s) in scopes.iter().enumerate() {
         s.check().map_err(|e| invalid(format!("scopes[{i}]"), e))?;
@@ -152,7 +172,8 @@ pub async fn create_resource(
     }
     let resource = Resource::new(uri, name, scopes, util::now())
         .map_err(|e| invalid("name", e))?
-        .with_aliases(alias_uris);
+        .with_aliases(alias_uris)
+        .with_tokens(token_alg, dpop);
     store.insert_resource(&resource.to_record()).await?;
     Ok(resource)
 }

@@ -29,6 +29,10 @@ pub struct ResourceView {
     pub scopes: Vec<ScopeDef>,
     /// Other URIs that name this resource; tokens carry `uri`.
     pub aliases: Vec<String>,
+    /// `ES256` or `RS256`: how its access tokens are signed.
+    pub access_token_alg: String,
+    /// `off`, `optional` or `required`: whether it takes DPoP-bound tokens.
+    pub dpop: String,
     /// RFC 3339.
     pub created_at: String,
 }
@@ -40,6 +44,8 @@ impl From<&ResourceRecord> for ResourceView {
             name: r.name.clone(),
             scopes: r.scopes.clone(),
             aliases: r.aliases.clone(),
+            access_token_alg: r.access_token_alg.clone(),
+            dpop: r.dpop.clone(),
             created_at: super::time(r.created_at),
         }
     }
@@ -57,6 +63,13 @@ pub struct CreateResource {
     /// a trailing slash need none: requests are compared in RFC 3986 normal form.
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// `ES256` (default) or `RS256`, for resource servers whose verifier knows only RS256.
+    #[serde(default)]
+    pub access_token_alg: Option<String>,
+    /// `off`, `optional` (default) or `required`. `off`: a client sending a DPoP proof gets
+    /// a Bearer token (RFC 9449 §5), for resource servers that know only Bearer tokens.
+    #[serde(default)]
+    pub dpop: Option<String>,
 }
 
 /// List resources, ordered by URI.
@@ -98,7 +111,11 @@ pub async fn create(
         &body.uri,
         &body.name,
         body.scopes,
-        &body.aliases,
+        &manage::ResourceOptions {
+            aliases: body.aliases,
+            token_alg: body.access_token_alg,
+            dpop: body.dpop,
+        },
     )
     .await?;
     state.oauth.resources.forget(r.uri.as_str());

@@ -30,6 +30,7 @@ pub async fn metadata(State(state): State<AppState>) -> Result<Response, OAuthEr
     scopes.dedup();
     let doc = authorization_server_metadata(&Capabilities {
         issuer: ctx.issuer(),
+        config: &ctx.config,
         grants: ctx.grants.enabled(&ctx.config).collect(),
         registration_enabled: ctx.config.registration.enabled,
         cimd_enabled: ctx.cimd.is_some(),

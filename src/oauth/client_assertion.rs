@@ -264,6 +264,8 @@ pub struct AssertionVerifier {
     audiences: Vec<String>,
     store: Arc<dyn ReplayStore>,
     jwks: JwksResolver,
+    /// Issuer → its `jwks_uri` from OpenID Connect discovery (workload issuers).
+    discovered: TtlCache<String, String>,
 }
 
 impl AssertionVerifier {
@@ -287,7 +289,55 @@ impl AssertionVerifier {
                 SafeFetcher::new(allow_loopback, timeout_ms)?,
                 JWKS_REFETCH_INTERVAL,
             ),
+            discovered: TtlCache::new(JWKS_CACHE_CAPACITY),
         })
+    }
+
+    /// The `aud` values that name this server in an assertion: its issuer (with and without
+    /// an origin's trailing slash) and its token endpoint (RFC 7523 §3).
+    pub(crate) fn audiences(&self) -> &[String] {
+        &self.audiences
+    }
+
+    /// Record `key` as used until `until`; false when it was used before (replicas agree:
+    /// the record is in the store).
+    pub(crate) async fn spend_once(&self, key: &str, until: i64) -> Result<bool, StoreError> {
+        self.store.use_once(key, until, util::now()).await
+    }
+
+    /// An OpenID Connect issuer's `jwks_uri`, by discovery (OpenID Connect Discovery §4,
+    /// fetched under the metadata-document rules; the document must name the same issuer,
+    /// §4.3). Cached like key sets.
+    pub(crate) async fn discovered_jwks_uri(&self, issuer: &str) -> Result<String, AssertionError> {
+        if let Some(uri) = self.discovered.get(issuer) {
+            return Ok(uri);
+        }
+        let at = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        let url = Url::parse(&at).map_err(|e| AssertionError::Jwks(format!("{at}: {e}")))?;
+        let (_, body) = self
+            .jwks
+            .fetcher
+            .get(&url, "application/json", MAX_JWKS_BYTES)
+            .await
+            .map_err(|e| AssertionError::Jwks(format!("discovery at {at}: {e}")))?;
+        let doc: Value = serde_json::from_slice(&body)
+            .map_err(|_| AssertionError::Jwks(format!("discovery at {at} is not JSON")))?;
+        if doc.get("issuer").and_then(Value::as_str) != Some(issuer) {
+            return Err(AssertionError::Jwks(format!(
+                "discovery at {at} names another issuer"
+            )));
+        }
+        let uri = doc
+            .get("jwks_uri")
+            .and_then(Value::as_str)
+            .ok_or_else(|| AssertionError::Jwks(format!("discovery at {at} has no jwks_uri")))?
+            .to_string();
+        self.discovered
+            .insert(issuer.to_string(), uri.clone(), JWKS_TTL);
+        Ok(uri)
     }
 
     /// Authenticate `client` with `assertion`: every check, then spend the `jti`.

@@ -5,11 +5,14 @@ use serde_json::{Map, Value, json};
 
 use super::grants::Grant;
 use super::{client_assertion, client_auth};
+use crate::config::Config;
 use crate::store::AuthMethod;
 
 /// What the server does right now.
 pub struct Capabilities<'a> {
     pub issuer: &'a str,
+    /// The configuration the grants read for what they advertise.
+    pub config: &'a Config,
     /// The grants enabled at the token endpoint (`GrantRegistry::enabled`).
     pub grants: Vec<&'a dyn Grant>,
     pub registration_enabled: bool,
@@ -80,7 +83,7 @@ pub fn authorization_server_metadata(c: &Capabilities<'_>) -> Map<String, Value>
         json!(c.grants.iter().map(|g| g.grant_type()).collect::<Vec<_>>()),
     );
     for g in &c.grants {
-        g.metadata(c.issuer, &mut m);
+        g.metadata(c.issuer, c.config, &mut m);
     }
     if c.cimd_enabled {
         m.insert(
@@ -95,14 +98,15 @@ pub fn authorization_server_metadata(c: &Capabilities<'_>) -> Map<String, Value>
 mod tests {
     use super::*;
 
-    use crate::config::Config;
     use crate::oauth::grants::GrantRegistry;
 
     #[test]
     fn lists_only_what_is_there() {
         let registry = GrantRegistry::standard();
+        let config = Config::default();
         let c = Capabilities {
             issuer: "https://as.example",
+            config: &config,
             grants: Vec::new(),
             registration_enabled: true,
             cimd_enabled: true,
@@ -117,7 +121,6 @@ mod tests {
         assert!(!m.contains_key("authorization_endpoint"));
         assert_eq!(m["client_id_metadata_document_supported"], true);
 
-        let config = Config::default();
         let with_code = Capabilities {
             grants: registry
                 .enabled(&config)

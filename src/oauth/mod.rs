@@ -39,5 +39,6 @@ pub mod scope;
 pub mod tokens;
 pub mod ttl_cache;
 pub mod window_counts;
+pub mod workload;
 
 pub use context::Context;

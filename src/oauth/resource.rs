@@ -8,6 +8,8 @@ use url::Url;
 
 use super::scope::is_scope_token;
 use super::ttl_cache::TtlCache;
+use crate::error::OAuthError;
+pub use crate::keys::Alg;
 pub use crate::store::ScopeDef;
 use crate::store::{ResourceRecord, ResourceStore, StoreError};
 
@@ -126,6 +128,43 @@ impl ScopeDef {
     }
 }
 
+/// Whether a resource takes DPoP-bound access tokens (RFC 9449).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DpopPolicy {
+    /// It knows only Bearer tokens: a request with a proof gets a Bearer token, which
+    /// RFC 9449 §5 allows (`token_type` tells the client), so the client falls back.
+    Off,
+    /// Bound when the client sends a proof, Bearer otherwise.
+    #[default]
+    Optional,
+    /// Only bound tokens: a token request without a proof is refused.
+    Required,
+}
+
+impl DpopPolicy {
+    pub const ALL: [Self; 3] = [Self::Off, Self::Optional, Self::Required];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Optional => "optional",
+            Self::Required => "required",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("{s:?} is not off, optional or required"))
+    }
+}
+
+/// The access-token signing algorithms a resource may ask for.
+pub fn parse_token_alg(s: &str) -> Result<Alg, String> {
+    Alg::parse(s).ok_or_else(|| format!("{s:?} is not ES256 or RS256"))
+}
+
 /// A protected resource: an MCP server (or any API) that accepts our tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resource {
@@ -134,6 +173,10 @@ pub struct Resource {
     pub scopes: Vec<ScopeDef>,
     /// Other URIs that name this resource (`resource add --alias`); tokens carry `uri`.
     pub aliases: Vec<ResourceUri>,
+    /// How its access tokens are signed (ES256 unless its verifier knows only RS256).
+    pub token_alg: Alg,
+    /// Whether it takes DPoP-bound tokens.
+    pub dpop: DpopPolicy,
     pub created_at: i64,
 }
 
@@ -154,9 +197,32 @@ impl Resource {
             .map(|a| ResourceUri::parse(a))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| corrupt(format!("alias {e}")))?;
+        let token_alg = parse_token_alg(&r.access_token_alg).map_err(corrupt)?;
+        let dpop = DpopPolicy::parse(&r.dpop).map_err(corrupt)?;
         let resource = Self::from_parts(uri, r.name.clone(), r.scopes.clone(), r.created_at)
             .map_err(corrupt)?;
-        Ok(resource.with_aliases(aliases))
+        Ok(resource.with_aliases(aliases).with_tokens(token_alg, dpop))
+    }
+
+    /// The same resource with its access tokens signed by `alg` and `dpop` as its policy.
+    pub fn with_tokens(mut self, alg: Alg, dpop: DpopPolicy) -> Self {
+        self.token_alg = alg;
+        self.dpop = dpop;
+        self
+    }
+
+    /// The DPoP key a token for this resource is bound to, given the request's proof
+    /// (RFC 9449 §5): none for a resource that knows only Bearer tokens; a request without
+    /// a proof is refused for one that takes only bound tokens.
+    pub fn dpop_binding<'a>(&self, jkt: Option<&'a str>) -> Result<Option<&'a str>, OAuthError> {
+        match (self.dpop, jkt) {
+            (DpopPolicy::Off, _) => Ok(None),
+            (DpopPolicy::Required, None) => Err(OAuthError::invalid_dpop_proof(format!(
+                "{} takes only DPoP-bound access tokens: send a DPoP proof (RFC 9449 §5)",
+                self.uri
+            ))),
+            (_, jkt) => Ok(jkt),
+        }
     }
 
     /// The same resource, also named by `aliases`.
@@ -172,6 +238,8 @@ impl Resource {
             name: self.name.clone(),
             scopes: self.scopes.clone(),
             aliases: self.aliases.iter().map(ToString::to_string).collect(),
+            access_token_alg: self.token_alg.as_str().to_string(),
+            dpop: self.dpop.as_str().to_string(),
             created_at: self.created_at,
         }
     }
@@ -201,6 +269,8 @@ impl Resource {
             name,
             scopes,
             aliases: Vec::new(),
+            token_alg: Alg::ES256,
+            dpop: DpopPolicy::Optional,
             created_at,
         })
     }

@@ -54,6 +54,8 @@ pub struct AccessToken<'a> {
     /// Bind the token to this DPoP key thumbprint (RFC 9449 §6): `cnf.jkt`, `token_type`
     /// DPoP.
     pub jkt: Option<&'a str>,
+    /// The signing algorithm: the resource's (`Resource::token_alg`), ES256 by default.
+    pub alg: Alg,
 }
 
 /// What the token endpoint answers (RFC 6749 §5.1).
@@ -133,7 +135,7 @@ pub fn issue_access_token(
         extra: Map::new(),
     };
     Ok(TokenResponse {
-        access_token: keys.sign_jwt(Alg::ES256, "at+jwt", &claims)?,
+        access_token: keys.sign_jwt(t.alg, "at+jwt", &claims)?,
         token_type: if t.jkt.is_some() { "DPoP" } else { "Bearer" },
         expires_in: t.ttl,
         scope: (!t.scope.is_empty()).then(|| t.scope.to_string()),

@@ -21,6 +21,10 @@ pub struct ResourceRecord {
     pub name: String,
     pub scopes: Vec<ScopeDef>,
     pub aliases: Vec<String>,
+    /// `ES256` or `RS256`.
+    pub access_token_alg: String,
+    /// `off`, `optional` or `required`.
+    pub dpop: String,
     pub created_at: i64,
 }
 
@@ -43,6 +47,8 @@ pub(super) struct ResourceRow {
     pub(super) uri: String,
     name: String,
     scopes: String,
+    access_token_alg: String,
+    dpop: String,
     created_at: i64,
 }
 
@@ -53,6 +59,8 @@ impl ResourceRow {
             uri: self.uri,
             name: self.name,
             aliases,
+            access_token_alg: self.access_token_alg,
+            dpop: self.dpop,
             created_at: self.created_at,
         })
     }
@@ -68,11 +76,14 @@ macro_rules! sql_impl {
             ) -> Result<(), $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(
-                    "INSERT INTO resources (uri, name, scopes, created_at) VALUES ($1,$2,$3,$4)",
+                    "INSERT INTO resources (uri, name, scopes, access_token_alg, dpop, created_at) \
+                     VALUES ($1,$2,$3,$4,$5,$6)",
                 )
                 .bind(&r.uri)
                 .bind(&r.name)
                 .bind($crate::store::sql::to_json(&r.scopes)?)
+                .bind(&r.access_token_alg)
+                .bind(&r.dpop)
                 .bind(r.created_at)
                 .execute(&mut *tx)
                 .await
@@ -97,7 +108,7 @@ macro_rules! sql_impl {
                 uri: &str,
             ) -> Result<Option<$crate::store::ResourceRecord>, $crate::store::StoreError> {
                 let row: Option<$crate::store::resources::ResourceRow> = sqlx::query_as(
-                    "SELECT uri, name, scopes, created_at FROM resources WHERE uri = $1",
+                    "SELECT uri, name, scopes, access_token_alg, dpop, created_at FROM resources WHERE uri = $1",
                 )
                 .bind(uri)
                 .fetch_optional(&self.pool)
@@ -129,7 +140,7 @@ macro_rules! sql_impl {
                 &self,
             ) -> Result<Vec<$crate::store::ResourceRecord>, $crate::store::StoreError> {
                 let rows: Vec<$crate::store::resources::ResourceRow> = sqlx::query_as(
-                    "SELECT uri, name, scopes, created_at FROM resources ORDER BY uri",
+                    "SELECT uri, name, scopes, access_token_alg, dpop, created_at FROM resources ORDER BY uri",
                 )
                 .fetch_all(&self.pool)
                 .await?;

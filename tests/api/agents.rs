@@ -22,7 +22,10 @@ async fn add_mcp_resource(app: &TestApp) {
         MCP,
         "Tools",
         vec![ScopeDef::parse("tools:read=Use your tools").unwrap()],
-        &[OLD_NAME.to_string()],
+        &manage::ResourceOptions {
+            aliases: vec![OLD_NAME.to_string()],
+            ..Default::default()
+        },
     )
     .await
     .unwrap();
@@ -122,7 +125,11 @@ both!(
             ),
             ("https://tools.example.net/mcp", vec![], "an alias"),
         ] {
-            let got = manage::create_resource(store.as_ref(), uri, "Other", vec![], &aliases).await;
+            let options = manage::ResourceOptions {
+                aliases,
+                ..Default::default()
+            };
+            let got = manage::create_resource(store.as_ref(), uri, "Other", vec![], &options).await;
             assert!(
                 matches!(got, Err(manage::ManageError::Conflict(_))),
                 "{why}: {:?}",
@@ -165,9 +172,15 @@ both!(
         assert_eq!(res.status(), 409, "an alias cannot be registered again");
         // Removing a resource frees its aliases.
         manage::delete_resource(store.as_ref(), MCP).await.unwrap();
-        manage::create_resource(store.as_ref(), OLD_NAME, "Renamed", vec![], &[])
-            .await
-            .unwrap();
+        manage::create_resource(
+            store.as_ref(),
+            OLD_NAME,
+            "Renamed",
+            vec![],
+            &Default::default(),
+        )
+        .await
+        .unwrap();
         app
     }
 );
@@ -452,6 +465,91 @@ both!(
             assert_eq!(res.status(), 303, "{what}: {to}");
             assert!(to.contains("/signin?"), "{what}: {to}");
         }
+        app
+    }
+);
+
+both!(
+    resources_choose_how_their_tokens_look,
+    |app: TestApp| async move {
+        // A resource server whose framework verifies RS256 Bearer tokens only (FastMCP's
+        // JWTVerifier with its defaults), and one that takes only DPoP-bound tokens.
+        let store = app.store();
+        let tools = || vec![ScopeDef::parse("tools:read").unwrap()];
+        let options = |alg: &str, dpop: &str| manage::ResourceOptions {
+            token_alg: Some(alg.into()),
+            dpop: Some(dpop.into()),
+            ..Default::default()
+        };
+        let plain = "https://fastmcp.example/mcp";
+        let strict = "https://strict.example/mcp";
+        manage::create_resource(
+            store.as_ref(),
+            plain,
+            "Plain",
+            tools(),
+            &options("RS256", "off"),
+        )
+        .await
+        .unwrap();
+        manage::create_resource(
+            store.as_ref(),
+            strict,
+            "Strict",
+            tools(),
+            &options("ES256", "required"),
+        )
+        .await
+        .unwrap();
+        let bad =
+            manage::create_resource(store.as_ref(), MCP, "X", tools(), &options("HS256", "off"))
+                .await;
+        assert!(
+            matches!(bad, Err(manage::ManageError::Invalid { .. })),
+            "{:?}",
+            bad.err()
+        );
+        let (id, secret) = app
+            .add_machine_client("client_secret_basic", Some("tools:read"))
+            .await;
+        let key = crate::dpop::DpopKey::new();
+        let request = |resource: &'static str, proof: bool| {
+            let mut req = app
+                .http
+                .post(app.url("/token"))
+                .basic_auth(&id, Some(&secret))
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("resource", resource),
+                    ("scope", "tools:read"),
+                ]);
+            if proof {
+                req = req.header("DPoP", key.proof("POST", &app.url("/token")));
+            }
+            req
+        };
+
+        // RFC 9449 §5: a proof may be answered with a Bearer token; the client sees token_type.
+        let (s, _, body) = crate::helpers::split(request(plain, true).send().await.unwrap()).await;
+        assert_eq!(s, 200, "{body}");
+        assert_eq!(body["token_type"], "Bearer");
+        let at = body["access_token"].as_str().unwrap();
+        let c = crate::flow::verify(&app, at, jsonwebtoken::Algorithm::RS256, plain);
+        assert!(c.get("cnf").is_none(), "not bound: {c}");
+
+        // Only bound tokens: no proof, no token.
+        let got = crate::helpers::split(request(strict, false).send().await.unwrap()).await;
+        assert_error(&got, 400, "invalid_dpop_proof", "only DPoP-bound");
+        let (s, _, body) = crate::helpers::split(request(strict, true).send().await.unwrap()).await;
+        assert_eq!(s, 200, "{body}");
+        assert_eq!(body["token_type"], "DPoP");
+        let c = crate::flow::verify(
+            &app,
+            body["access_token"].as_str().unwrap(),
+            jsonwebtoken::Algorithm::ES256,
+            strict,
+        );
+        assert_eq!(c["cnf"]["jkt"], key.jkt());
         app
     }
 );

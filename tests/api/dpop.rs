@@ -11,13 +11,13 @@ use crate::flow::*;
 use crate::helpers::{TOOLS_RESOURCE, TestApp, add_tools_resource, assert_error, split};
 
 /// A client's DPoP key pair (ES256).
-struct DpopKey {
+pub(crate) struct DpopKey {
     key: EncodingKey,
     jwk: Jwk,
 }
 
 impl DpopKey {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let rng = aws_lc_rs::rand::SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
         let key = EncodingKey::from_ec_der(pkcs8.as_ref());
@@ -25,7 +25,7 @@ impl DpopKey {
         Self { key, jwk }
     }
 
-    fn jkt(&self) -> String {
+    pub(crate) fn jkt(&self) -> String {
         concierge_guard::dpop::thumbprint(&serde_json::to_value(&self.jwk).unwrap()).unwrap()
     }
 
@@ -45,7 +45,7 @@ impl DpopKey {
         self.sign(&claims, &self.jwk)
     }
 
-    fn proof(&self, htm: &str, htu: &str) -> String {
+    pub(crate) fn proof(&self, htm: &str, htu: &str) -> String {
         self.proof_with(htm, htu, |_| {})
     }
 

@@ -37,7 +37,7 @@ impl Grant for Passphrase {
         }]
     }
 
-    fn metadata(&self, _issuer: &str, m: &mut Map<String, Value>) {
+    fn metadata(&self, _issuer: &str, _config: &concierge::Config, m: &mut Map<String, Value>) {
         m.insert("passphrase_grant_supported".into(), Value::Bool(true));
     }
 
@@ -69,7 +69,8 @@ impl Grant for Passphrase {
                 acr: None,
                 act: None,
                 ttl: 60,
-                jkt: req.dpop_jkt,
+                jkt: resource.dpop_binding(req.dpop_jkt)?,
+                alg: resource.token_alg,
             },
         )?)
     }

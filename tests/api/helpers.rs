@@ -265,7 +265,7 @@ impl<'a> TestAppBuilder<'a> {
         let store = state.store.clone();
         for (uri, name, scopes) in &self.resources {
             let scopes = scopes.iter().map(|s| ScopeDef::parse(s).unwrap()).collect();
-            manage::create_resource(store.as_ref(), uri, name, scopes, &[])
+            manage::create_resource(store.as_ref(), uri, name, scopes, &Default::default())
                 .await
                 .expect("resource");
         }
@@ -450,7 +450,15 @@ impl TestApp {
     /// A resource with scopes given as `name` or `name=Description` (again is fine).
     pub async fn add_resource(&self, uri: &str, name: &str, scopes: &[&str]) {
         let scopes = scopes.iter().map(|s| ScopeDef::parse(s).unwrap()).collect();
-        match manage::create_resource(self.store().as_ref(), uri, name, scopes, &[]).await {
+        match manage::create_resource(
+            self.store().as_ref(),
+            uri,
+            name,
+            scopes,
+            &Default::default(),
+        )
+        .await
+        {
             Ok(_) | Err(manage::ManageError::Conflict(_)) => {}
             Err(e) => panic!("adding the resource: {e}"),
         }

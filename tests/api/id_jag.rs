@@ -413,7 +413,7 @@ both_pair!(the_idp_refuses, |p: Pair| async move {
     assert_error(&r, 400, "invalid_request", "subject_token_type");
     let r = p.request_id_jag(&id_token, &[("audience", "")]).await;
     assert_error(&r, 400, "invalid_request", "audience");
-    // The IdP has no trusted issuers: the jwt-bearer grant is off there.
+    // The IdP trusts no ID-JAG issuer, and its client did not register the grant.
     let (_, _, ok) = p.request_id_jag(&id_token, &[]).await;
     let jag = ok["access_token"].as_str().unwrap();
     let form = vec![
@@ -423,7 +423,7 @@ both_pair!(the_idp_refuses, |p: Pair| async move {
         ("assertion", jag),
     ];
     let r = post_form(&p.idp, "/token", form, &[]).await;
-    assert_error(&r, 400, "unsupported_grant_type", "jwt-bearer");
+    assert_error(&r, 400, "unauthorized_client", "jwt-bearer");
     p.idp.state.oauth.audit.flush().await;
     let refused = p
         .idp

@@ -42,3 +42,4 @@ mod scale_out;
 mod security;
 mod store;
 mod token;
+mod workload;

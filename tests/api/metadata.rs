@@ -56,12 +56,14 @@ both!(authorization_server_metadata, |app: TestApp| async move {
             "refresh_token",
             "client_credentials",
             "urn:ietf:params:oauth:grant-type:token-exchange",
-            "urn:ietf:params:oauth:grant-type:device_code"
+            "urn:ietf:params:oauth:grant-type:device_code",
+            "urn:ietf:params:oauth:grant-type:jwt-bearer"
         ])
     );
-    // Without trusted ID-JAG issuers the jwt-bearer grant is neither served nor advertised.
+    // The jwt-bearer grant is served (a client's own assertion needs no configuration); the
+    // ID-JAG profile only with a trusted IdP.
     assert!(
-        !m["grant_types_supported"]
+        m["grant_types_supported"]
             .as_array()
             .unwrap()
             .contains(&json!("urn:ietf:params:oauth:grant-type:jwt-bearer"))

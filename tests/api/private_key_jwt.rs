@@ -21,15 +21,15 @@ const RESOURCE: &str = TOOLS_RESOURCE;
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// A client signing key and its public JWK (with `kid`).
-struct TestKey {
+pub(crate) struct TestKey {
     alg: Algorithm,
     kid: String,
     encoding: EncodingKey,
-    jwk: Value,
+    pub(crate) jwk: Value,
 }
 
 impl TestKey {
-    fn es256(kid: &str) -> Self {
+    pub(crate) fn es256(kid: &str) -> Self {
         let pkcs8 =
             EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
                 .unwrap();
@@ -72,7 +72,7 @@ impl TestKey {
         jsonwebtoken::encode(&h, claims, &self.encoding).unwrap()
     }
 
-    fn sign(&self, claims: &Value) -> String {
+    pub(crate) fn sign(&self, claims: &Value) -> String {
         self.sign_as(&self.kid, claims)
     }
 }

@@ -203,7 +203,7 @@ both!(token_endpoint_refusals, |app: TestApp| async move {
         )]))
         .await,
         400,
-        "unsupported_grant_type",
+        "unauthorized_client",
         "jwt-bearer",
     );
     assert_error(

@@ -8,6 +8,7 @@ use serde_json::{Map, Value, json};
 use super::user_grant::{Authenticated, NewRefresh, UserGrant, issue};
 use super::{Grant, Param, TokenRequest};
 use crate::audit::{Event, Kind};
+use crate::config::Config;
 use crate::error::{ErrorCode, OAuthError};
 use crate::oauth::authorize::AuthorizationRequest;
 use crate::oauth::context::Context;
@@ -137,7 +138,7 @@ impl Grant for AuthorizationCode {
     }
 
     /// The authorization endpoint and everything OpenID Connect adds to it.
-    fn metadata(&self, issuer: &str, m: &mut Map<String, Value>) {
+    fn metadata(&self, issuer: &str, _config: &Config, m: &mut Map<String, Value>) {
         let endpoint = |path: &str| Value::String(format!("{issuer}{path}"));
         m.insert("authorization_endpoint".into(), endpoint("/authorize"));
         m.insert("response_types_supported".into(), json!(["code"]));

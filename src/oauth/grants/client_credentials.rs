@@ -33,26 +33,37 @@ impl Grant for ClientCredentials {
         ctx: &Context,
         req: &TokenRequest<'_>,
     ) -> Result<TokenResponse, OAuthError> {
-        let client = req.client;
-        let resource = policy::resource_for_client(ctx, client, &req.form.all("resource")).await?;
-        let scope = policy::scopes_for_client(client, &resource, req.form.get("scope"))?;
-        let audience = [resource.uri.to_string()];
-        Ok(issue_access_token(
-            &ctx.keys,
-            ctx.issuer(),
-            &AccessToken {
-                // RFC 9068 §2.2: with no resource owner, `sub` is the client.
-                sub: &client.client_id,
-                client_id: &client.client_id,
-                audience: &audience,
-                scope: &scope.to_string(),
-                auth_time: None,
-                amr: &[],
-                acr: None,
-                act: None,
-                ttl: i64::from(ctx.config.tokens.access_token_ttl_secs),
-                jkt: req.dpop_jkt,
-            },
-        )?)
+        machine_token(ctx, req).await
     }
+}
+
+/// A client's token for itself: one resource the client may have machine tokens for, the
+/// scopes an operator gave it. Also what the jwt-bearer grant issues for a client's own or a
+/// workload's assertion.
+pub async fn machine_token(
+    ctx: &Context,
+    req: &TokenRequest<'_>,
+) -> Result<TokenResponse, OAuthError> {
+    let client = req.client;
+    let resource = policy::resource_for_client(ctx, client, &req.form.all("resource")).await?;
+    let scope = policy::scopes_for_client(client, &resource, req.form.get("scope"))?;
+    let audience = [resource.uri.to_string()];
+    Ok(issue_access_token(
+        &ctx.keys,
+        ctx.issuer(),
+        &AccessToken {
+            // RFC 9068 §2.2: with no resource owner, `sub` is the client.
+            sub: &client.client_id,
+            client_id: &client.client_id,
+            audience: &audience,
+            scope: &scope.to_string(),
+            auth_time: None,
+            amr: &[],
+            acr: None,
+            act: None,
+            ttl: i64::from(ctx.config.tokens.access_token_ttl_secs),
+            jkt: resource.dpop_binding(req.dpop_jkt)?,
+            alg: resource.token_alg,
+        },
+    )?)
 }

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use super::user_grant::{Authenticated, NewRefresh, UserGrant, issue};
 use super::{Grant, Param, TokenRequest};
+use crate::config::Config;
 use crate::error::{ErrorCode, OAuthError};
 use crate::oauth::authn::throttle::Bucket;
 use crate::oauth::clients::Client;
@@ -137,7 +138,7 @@ impl Grant for DeviceCodeGrant {
         }]
     }
 
-    fn metadata(&self, issuer: &str, m: &mut Map<String, Value>) {
+    fn metadata(&self, issuer: &str, _config: &Config, m: &mut Map<String, Value>) {
         m.insert(
             "device_authorization_endpoint".into(),
             Value::String(format!("{issuer}/device_authorization")),

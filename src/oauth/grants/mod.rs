@@ -41,6 +41,9 @@ pub struct TokenRequest<'a> {
     pub client: &'a Client,
     pub form: &'a Form,
     pub dpop_jkt: Option<&'a str>,
+    /// The client was authenticated by the grant's own assertion
+    /// ([`Grant::assertion_client`]).
+    pub by_assertion: bool,
 }
 
 /// A grant type the token endpoint implements.
@@ -61,7 +64,7 @@ pub trait Grant: Send + Sync {
         true
     }
     /// What the grant adds to the discovery document (RFC 8414) when enabled.
-    fn metadata(&self, _issuer: &str, _m: &mut Map<String, Value>) {}
+    fn metadata(&self, _issuer: &str, _config: &Config, _m: &mut Map<String, Value>) {}
     /// The audit event of a token it issues.
     fn audit_kind(&self) -> Kind {
         Kind::TokenIssued
@@ -70,6 +73,17 @@ pub trait Grant: Send + Sync {
     /// client's own token.
     fn acts_for_user(&self) -> bool {
         true
+    }
+    /// For a grant whose assertion names and proves the client (RFC 7523 §2.1 and §3: the
+    /// jwt-bearer grant with a workload token or a client's own signed assertion): the
+    /// client, authenticated by it. `None`: the client authenticates as usual. The token
+    /// endpoint asks this before anything else about the client.
+    async fn assertion_client(
+        &self,
+        _ctx: &Context,
+        _form: &Form,
+    ) -> Result<Option<Client>, OAuthError> {
+        Ok(None)
     }
     /// Issue what the request asks for, or say why not.
     async fn issue(
@@ -155,8 +169,8 @@ mod tests {
         );
         let config = Config::default();
         assert!(r.find("client_credentials", &config).is_some());
-        // Needs trusted issuers.
-        assert!(r.find(jwt_bearer::GRANT_TYPE, &config).is_none());
+        // Served without configuration (a client's own assertion needs none).
+        assert!(r.find(jwt_bearer::GRANT_TYPE, &config).is_some());
         assert!(r.check_registrable(jwt_bearer::GRANT_TYPE).is_ok());
         assert!(
             r.check_registrable("implicit")

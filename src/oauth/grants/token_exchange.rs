@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::{Grant, Param, TokenRequest};
 use crate::audit::Kind;
+use crate::config::Config;
 use crate::error::{ErrorCode, OAuthError};
 use crate::oauth::clients::Client;
 use crate::oauth::context::Context;
@@ -181,7 +182,7 @@ impl Grant for TokenExchange {
         Kind::TokenExchanged
     }
 
-    fn metadata(&self, _issuer: &str, _m: &mut Map<String, Value>) {}
+    fn metadata(&self, _issuer: &str, _config: &Config, _m: &mut Map<String, Value>) {}
 
     async fn issue(
         &self,
@@ -274,7 +275,8 @@ impl Grant for TokenExchange {
                 // A bound subject token may be exchanged (its holder is the client presenting
                 // it, or a resource server it was sent to); the new token is bound to this
                 // request's proof, if any (RFC 9449 §5).
-                jkt: req.dpop_jkt,
+                jkt: target.dpop_binding(req.dpop_jkt)?,
+                alg: target.token_alg,
             },
         )?;
         response.issued_token_type = Some(ACCESS_TOKEN_TYPE);

@@ -9,7 +9,7 @@ use crate::oauth::clients::Client;
 use crate::oauth::context::Context;
 use crate::oauth::form::Form;
 use crate::oauth::policy;
-use crate::oauth::resource::{OIDC_SCOPES, ResourceUri};
+use crate::oauth::resource::{Alg, OIDC_SCOPES, ResourceUri};
 use crate::oauth::scope::Scope;
 use crate::oauth::tokens::{
     AccessToken, IdToken, TokenResponse, issue_access_token, issue_id_token,
@@ -167,7 +167,11 @@ pub async fn issue(
             acr: auth.acr,
             act: None,
             ttl: i64::from(tokens.access_token_ttl_secs),
-            jkt: g.dpop_jkt,
+            jkt: match &resource {
+                Some(r) => r.dpop_binding(g.dpop_jkt)?,
+                None => g.dpop_jkt,
+            },
+            alg: resource.as_ref().map_or(Alg::ES256, |r| r.token_alg),
         },
     )?;
 
