@@ -33,6 +33,9 @@ pub fn npm_ready() -> Result<(), String> {
                 "playwright-core",
                 "@readme/openapi-parser",
                 "@modelcontextprotocol/sdk",
+                "@modelcontextprotocol/client",
+                "@modelcontextprotocol/conformance",
+                "node",
             ]
             .iter()
             .any(|p| !interop_dir().join("node_modules").join(p).exists());
@@ -52,6 +55,28 @@ pub fn npm_ready() -> Result<(), String> {
             Ok(())
         })
         .clone()
+}
+
+/// The Node 22 binary of the npm package `node` (in `tests/interop/package.json`), for the
+/// packages that need a newer Node than Debian's (the conformance suite uses `fs.globSync`).
+/// `None` (skipped loudly, or failed under `CI=true`) when it cannot be installed.
+pub fn node22() -> Option<PathBuf> {
+    let bin = interop_dir().join("node_modules/.bin/node");
+    if !node_ready() {
+        return None;
+    }
+    if !bin.exists() {
+        skip_or_fail(&format!("npm ci left no {}", bin.display()));
+        return None;
+    }
+    Some(bin)
+}
+
+/// Are the Node packages there (for the tests that need no browser)?
+pub fn node_ready() -> bool {
+    npm_ready()
+        .map_err(|why| skip_or_fail(&format!("interop tests: {why}")))
+        .is_ok()
 }
 
 /// Are Chromium and the Node packages there?

@@ -15,6 +15,7 @@ mod caches;
 mod cimd;
 mod cli;
 mod code_flow;
+mod conformance;
 mod deploy;
 mod device;
 mod documents;

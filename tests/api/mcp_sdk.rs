@@ -4,9 +4,13 @@
 //! (RFC 9728, then RFC 8414), dynamic registration (RFC 7591), sign-in and consent in headless
 //! Chromium, the code back on a loopback redirect URI, `list_notes`, the 403
 //! `insufficient_scope` step-up for `add_note`, and a token for another resource refused.
+//! Then the TypeScript SDK's machine-to-machine providers: client credentials (v1's
+//! `ClientCredentialsProvider` and `PrivateKeyJwtProvider`) and enterprise-managed
+//! authorization (v2's `CrossAppAccessProvider`, against two Concierge servers).
 //!
-//! Needs Node with npm, Debian's `chromium` and `python3` (3.10 or newer, with `venv`); the
-//! Python SDK is installed from `tests/interop/requirements.txt` into `target/mcp-python-venv`.
+//! Needs Node with npm, Debian's `chromium` (not for the machine providers) and `python3`
+//! (3.10 or newer, with `venv`); the Python SDK is installed from
+//! `tests/interop/requirements.txt` into `target/mcp-python-venv`.
 //! Without them the tests are skipped loudly, except under `CI=true`, where they fail.
 
 use std::path::{Path, PathBuf};
@@ -17,9 +21,11 @@ use serde_json::Value;
 
 use crate::both;
 use crate::flow::*;
-use crate::helpers::TestApp;
-use crate::interop::{interop_dir, node, ready, run_script, skip_or_fail};
+use crate::helpers::{Backend, TestApp};
+use crate::id_jag::{AS_CLIENT, IDP_CLIENT, JWT_BEARER, Pair, TE, both_pair};
+use crate::interop::{interop_dir, node, node_ready, ready, run_script, skip_or_fail};
 use crate::mcp::{spawn_notes, user_token};
+use crate::rmcp_client::es256_key;
 
 const NOTE: &str = "written by the";
 
@@ -269,4 +275,157 @@ both!(python_sdk_client_journey, |app: TestApp| async move {
         assert!(granted.split(' ').any(|g| g == s), "{granted}");
     }
     app
+});
+
+// The TypeScript SDK's own client-credentials providers (SEP-1046), each with an operator's
+// machine client: discovery from the 401, a client_credentials token for the notes server
+// (RFC 8707 `resource`), the tools.
+both!(
+    typescript_sdk_client_credentials_providers,
+    |app: TestApp| async move {
+        use concierge::oauth::client_metadata::RawClientMetadata;
+        if !node_ready() {
+            return app;
+        }
+        let notes = spawn_notes(&app).await;
+        let scope = Some("notes:read notes:write");
+        let (basic, secret) = app.add_machine_client("client_secret_basic", scope).await;
+        let (pem, jwk) = es256_key();
+        let metadata = TestApp::operator_metadata(RawClientMetadata {
+            grant_types: Some(vec!["client_credentials".into()]),
+            token_endpoint_auth_method: Some("private_key_jwt".into()),
+            jwks: Some(serde_json::json!({ "keys": [jwk] })),
+            scope: scope.map(str::to_string),
+            ..Default::default()
+        });
+        let (jwt, _) = app.add_client_metadata(None, metadata).await;
+        let pem = String::from_utf8(pem).unwrap();
+        let out = node(
+            "mcp_ts_sdk_machine.mjs",
+            &[&notes, &app.issuer, &basic, &secret, &jwt],
+            &[("PRIVATE_KEY_PEM", &pem)],
+        )
+        .await;
+
+        for (provider, id) in [("basic", &basic), ("privateKeyJwt", &jwt)] {
+            let o = &out[provider];
+            let requests = o["tokenRequests"].as_array().unwrap();
+            assert_eq!(requests.len(), 1, "{provider}: {o}");
+            let r = &requests[0];
+            assert_eq!(r["status"], 200, "{provider}: {r}");
+            assert_eq!(r["grantType"], "client_credentials");
+            assert_eq!(r["resource"], notes.as_str(), "{provider}: {r}");
+            assert_eq!(r["scope"], "notes:read");
+            let t = &o["token"];
+            assert_eq!(t["iss"], app.issuer.as_str());
+            assert_eq!(t["aud"], notes.as_str(), "{provider}: {t}");
+            assert_eq!(t["client_id"], id.as_str());
+            assert_eq!(t["scope"], "notes:read");
+            let tools = o["tools"].as_array().unwrap();
+            assert!(tools.iter().any(|t| t == "list_notes"), "{tools:?}");
+            assert_eq!(o["listNotes"]["notes"], serde_json::json!([]), "{o}");
+            assert_eq!(o["whoami"]["client_id"], id.as_str(), "{o}");
+            assert_eq!(o["whoami"]["scopes"], serde_json::json!(["notes:read"]));
+        }
+        let basic_auth = &out["basic"]["tokenRequests"][0];
+        assert_eq!(basic_auth["basic"], true, "{basic_auth}");
+        assert_eq!(basic_auth["secretInBody"], false);
+        let jwt_auth = &out["privateKeyJwt"]["tokenRequests"][0];
+        assert_eq!(
+            jwt_auth["assertionType"],
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+        );
+        assert_eq!(jwt_auth["assertion"]["iss"], jwt.as_str(), "{jwt_auth}");
+        assert_eq!(jwt_auth["assertion"]["sub"], jwt.as_str());
+        assert_eq!(jwt_auth["basic"], false);
+        app
+    }
+);
+
+// Enterprise-managed authorization with the TypeScript SDK v2's own `CrossAppAccessProvider`
+// and `discoverAndRequestJwtAuthGrant`, against two servers: the enterprise IdP (alice's ID
+// token → an ID-JAG) and the notes server's authorization server trusting it (ID-JAG → an
+// access token for the notes server).
+both_pair!(typescript_sdk_v2_enterprise_managed, |p: Pair| async move {
+    if !node_ready() {
+        return p;
+    }
+    let notes = spawn_notes(&p.rs_as).await;
+    // The IdP lets our client obtain ID-JAGs for this notes server at that server.
+    let policy = concierge::store::IdJagPolicy {
+        client_id: IDP_CLIENT.into(),
+        audience: p.rs_as.issuer.clone(),
+        resource: notes.clone(),
+        target_client_id: AS_CLIENT.into(),
+        scopes: vec!["notes:read".into(), "notes:write".into()],
+    };
+    p.idp
+        .store()
+        .save_id_jag_policy(&policy, concierge::util::now())
+        .await
+        .unwrap();
+    let id_token = p.id_token().await;
+    let alice = claims(&id_token)["sub"].clone();
+    let out = node(
+        "mcp_ts_sdk_v2_ema.mjs",
+        &[
+            &notes,
+            &p.idp.issuer,
+            IDP_CLIENT,
+            &p.rs_as.issuer,
+            AS_CLIENT,
+        ],
+        &[
+            ("ID_TOKEN", &id_token),
+            ("IDP_SECRET", &p.idp_secret),
+            ("AS_SECRET", &p.as_secret),
+        ],
+    )
+    .await;
+
+    // What the SDK found from the 401 (RFC 9728) and asked the IdP for.
+    assert_eq!(out["told"]["resourceUrl"], notes.as_str(), "{out}");
+    assert_eq!(
+        out["told"]["authorizationServerUrl"],
+        p.rs_as.issuer.as_str()
+    );
+    assert_eq!(out["told"]["scope"], "notes:read", "the 401's scope");
+    let requests = out["tokenRequests"].as_array().unwrap();
+    assert_eq!(requests.len(), 2, "{out}");
+    let (at_idp, at_as) = (&requests[0], &requests[1]);
+    assert_eq!(at_idp["server"], "idp");
+    assert_eq!(at_idp["status"], 200, "{at_idp}");
+    assert_eq!(at_idp["grantType"], TE);
+    assert_eq!(at_idp["requestedTokenType"], crate::id_jag::ID_JAG);
+    assert_eq!(at_idp["resource"], notes.as_str());
+    assert_eq!(at_idp["secretInBody"], true, "client_secret_post: {at_idp}");
+    let jag = &out["jag"]["claims"];
+    assert_eq!(jag["iss"], p.idp.issuer.as_str(), "{jag}");
+    assert_eq!(jag["aud"], p.rs_as.issuer.as_str());
+    assert_eq!(jag["resource"], notes.as_str());
+    assert_eq!(jag["client_id"], AS_CLIENT);
+    assert_eq!(jag["sub"], alice);
+    assert_eq!(at_as["server"], "as");
+    assert_eq!(at_as["status"], 200, "{at_as}");
+    assert_eq!(at_as["grantType"], JWT_BEARER);
+    // The SDK sends the secret with HTTP Basic here though the client registered
+    // client_secret_post: Concierge takes a client's secret in either place.
+    assert_eq!(at_as["basic"], true, "{at_as}");
+
+    // The access token, for the notes server, as alice; and the tools.
+    let t = &out["token"];
+    assert_eq!(t["iss"], p.rs_as.issuer.as_str(), "{t}");
+    assert_eq!(t["aud"], notes.as_str());
+    assert_eq!(t["sub"], alice);
+    assert_eq!(t["client_id"], AS_CLIENT);
+    assert!(
+        out["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "list_notes")
+    );
+    assert_eq!(out["whoami"]["sub"], alice, "{out}");
+    assert_eq!(out["listNotes"]["notes"], serde_json::json!([]), "{out}");
+    p
 });

@@ -24,8 +24,8 @@ use crate::flow::{NOTES, claims, verify};
 use crate::helpers::{Backend, TOOLS_RESOURCE, TestApp, add_tools_resource};
 use crate::id_jag::{AS_CLIENT, IDP_CLIENT, Pair, both_pair};
 
-/// A PKCS#8 PEM ES256 key for rmcp and its public JWK for our client record.
-fn es256_key() -> (Vec<u8>, serde_json::Value) {
+/// A PKCS#8 PEM ES256 key for a client and its public JWK for our client record.
+pub fn es256_key() -> (Vec<u8>, serde_json::Value) {
     let pkcs8 =
         EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
             .unwrap();
