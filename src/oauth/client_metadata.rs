@@ -578,22 +578,25 @@ mod tests {
         }
     }
 
+    /// A metadata document at https://agent.example/client.json with a loopback redirect and
+    /// `extra` fields (JSON members, each with a leading comma).
+    fn doc(extra: &str) -> Result<ClientMetadata, OAuthError> {
+        let url = "https://agent.example/client.json";
+        validate(
+            RawClientMetadata::from_json(
+                format!(
+                    r#"{{"client_id":"{url}","redirect_uris":["http://127.0.0.1/cb"]{extra}}}"#
+                )
+                .as_bytes(),
+            )
+            .expect("json"),
+            Origin::Document { url },
+            &GrantRegistry::standard(),
+        )
+    }
+
     #[test]
     fn listed_auth_methods_are_choices() {
-        let url = "https://agent.example/client.json";
-        let doc = |extra: &str| {
-            validate(
-                RawClientMetadata::from_json(
-                    format!(
-                        r#"{{"client_id":"{url}","redirect_uris":["http://127.0.0.1/cb"]{extra}}}"#
-                    )
-                    .as_bytes(),
-                )
-                .expect("json"),
-                Origin::Document { url },
-                &GrantRegistry::standard(),
-            )
-        };
         // OpenID Connect RP Metadata Choices: a public client that may also sign.
         let m = doc(
             r#","token_endpoint_auth_methods_supported":["none","private_key_jwt","tls_client_auth","client_secret_basic"],
@@ -645,20 +648,6 @@ mod tests {
 
     #[test]
     fn documents_drop_what_this_server_does_not_offer() {
-        let url = "https://agent.example/client.json";
-        let doc = |extra: &str| {
-            validate(
-                RawClientMetadata::from_json(
-                    format!(
-                        r#"{{"client_id":"{url}","redirect_uris":["http://127.0.0.1/cb"]{extra}}}"#
-                    )
-                    .as_bytes(),
-                )
-                .expect("json"),
-                Origin::Document { url },
-                &GrantRegistry::standard(),
-            )
-        };
         let m = doc(
             r#","grant_types":["authorization_code","refresh_token","implicit","urn:example:future","client_credentials"],"response_types":["code","token"]"#,
         )
