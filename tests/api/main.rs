@@ -22,6 +22,7 @@ mod documents;
 mod dpop;
 mod errors;
 mod exchange;
+mod fastmcp;
 mod flow;
 mod fuzz;
 mod grants;

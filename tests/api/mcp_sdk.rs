@@ -189,7 +189,7 @@ impl Journey {
 
 /// The Python interpreter of a virtual environment under `target/` with
 /// `tests/interop/requirements.txt` installed (again whenever that file changes).
-fn python() -> Option<PathBuf> {
+pub fn python() -> Option<PathBuf> {
     static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let r = PYTHON.get_or_init(|| {
         let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/mcp-python-venv");
