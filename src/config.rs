@@ -361,6 +361,37 @@ impl Default for TokenConfig {
 }
 
 impl TokenConfig {
+    /// Every lifetime is positive (a zero one would issue tokens dead on arrival, e.g.
+    /// `expires_in: 0`), and a refresh token's idle limit fits in its absolute one.
+    fn check(&self) -> Result<(), ConfigError> {
+        for (name, v) in [
+            ("access_token_ttl_secs", self.access_token_ttl_secs),
+            ("id_token_ttl_secs", self.id_token_ttl_secs),
+            ("code_ttl_secs", self.code_ttl_secs),
+            ("refresh_token_idle_secs", self.refresh_token_idle_secs),
+            (
+                "refresh_token_absolute_secs",
+                self.refresh_token_absolute_secs,
+            ),
+            ("session_ttl_secs", self.session_ttl_secs),
+            ("device_code_ttl_secs", self.device_code_ttl_secs),
+            ("device_poll_interval_secs", self.device_poll_interval_secs),
+            ("id_jag_ttl_secs", self.id_jag_ttl_secs),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "tokens.{name} must be at least 1 second"
+                )));
+            }
+        }
+        if self.refresh_token_idle_secs > self.refresh_token_absolute_secs {
+            return Err(ConfigError::Invalid(
+                "tokens.refresh_token_idle_secs must not exceed refresh_token_absolute_secs".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The longest any signed token lives: how long a retired key stays published.
     pub fn longest_signed_lifetime(&self) -> i64 {
         i64::from(
@@ -533,6 +564,13 @@ impl Config {
     /// Check what cannot be expressed in types. Called once at start-up.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.issuer_url()?;
+        self.tokens.check()?;
+        // 0 would delete the whole audit log at the next sweep.
+        if self.audit.retention_days == 0 {
+            return Err(ConfigError::Invalid(
+                "audit.retention_days must be at least 1 (days an audit event is kept)".into(),
+            ));
+        }
         if self.cimd.max_document_bytes == 0 || self.cimd.timeout_ms == 0 {
             return Err(ConfigError::Invalid(
                 "cimd.max_document_bytes and cimd.timeout_ms must be positive".into(),
@@ -708,6 +746,22 @@ mod tests {
             serde_json::to_value(&loaded).expect("json"),
             serde_json::to_value(Config::default()).expect("json")
         );
+    }
+
+    #[test]
+    fn lifetimes_and_retention_must_be_positive() {
+        let mut c = Config::default();
+        assert!(c.validate().is_ok());
+        c.tokens.access_token_ttl_secs = 0;
+        let e = c.validate().expect_err("zero lifetime");
+        assert!(e.to_string().contains("access_token_ttl_secs"), "{e}");
+        let mut c = Config::default();
+        c.tokens.refresh_token_idle_secs = c.tokens.refresh_token_absolute_secs + 1;
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.audit.retention_days = 0;
+        let e = c.validate().expect_err("keeps nothing");
+        assert!(e.to_string().contains("retention_days"), "{e}");
     }
 
     #[test]
