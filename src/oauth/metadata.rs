@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::grants::Grant;
+use super::grants::{Advertised, Grant};
 use super::{client_assertion, client_auth};
 use crate::store::AuthMethod;
 
@@ -82,7 +82,13 @@ pub fn authorization_server_metadata(c: &Capabilities<'_>) -> Map<String, Value>
         json!(c.grants.iter().map(|g| g.grant_type()).collect::<Vec<_>>()),
     );
     for g in &c.grants {
-        g.metadata(c, &mut m);
+        g.metadata(
+            &Advertised {
+                issuer: c.issuer,
+                id_jag_trusted: c.id_jag_trusted,
+            },
+            &mut m,
+        );
     }
     if c.cimd_enabled {
         m.insert(

@@ -37,11 +37,7 @@ impl Grant for Passphrase {
         }]
     }
 
-    fn metadata(
-        &self,
-        _c: &concierge::oauth::metadata::Capabilities<'_>,
-        m: &mut Map<String, Value>,
-    ) {
+    fn metadata(&self, _c: &concierge::oauth::grants::Advertised<'_>, m: &mut Map<String, Value>) {
         m.insert("passphrase_grant_supported".into(), Value::Bool(true));
     }
 

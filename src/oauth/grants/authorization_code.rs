@@ -6,12 +6,11 @@ use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
 use super::user_grant::{Authenticated, NewRefresh, UserGrant, issue};
-use super::{Grant, Param, TokenRequest};
+use super::{Advertised, Grant, Param, TokenRequest};
 use crate::audit::{Event, Kind};
 use crate::error::{ErrorCode, OAuthError};
 use crate::oauth::authorize::AuthorizationRequest;
 use crate::oauth::context::Context;
-use crate::oauth::metadata::Capabilities;
 use crate::oauth::resource::OIDC_SCOPES;
 use crate::oauth::scope::Scope;
 use crate::oauth::tokens::TokenResponse;
@@ -138,7 +137,7 @@ impl Grant for AuthorizationCode {
     }
 
     /// The authorization endpoint and everything OpenID Connect adds to it.
-    fn metadata(&self, c: &Capabilities<'_>, m: &mut Map<String, Value>) {
+    fn metadata(&self, c: &Advertised<'_>, m: &mut Map<String, Value>) {
         let issuer = c.issuer;
         let endpoint = |path: &str| Value::String(format!("{issuer}{path}"));
         m.insert("authorization_endpoint".into(), endpoint("/authorize"));

@@ -11,14 +11,13 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::user_grant::{Authenticated, NewRefresh, UserGrant, issue};
-use super::{Grant, Param, TokenRequest};
+use super::{Advertised, Grant, Param, TokenRequest};
 use crate::error::{ErrorCode, OAuthError};
 use crate::oauth::authn::throttle::Bucket;
 use crate::oauth::clients::Client;
 use crate::oauth::context::Context;
 use crate::oauth::device::new_user_code;
 use crate::oauth::form::Form;
-use crate::oauth::metadata::Capabilities;
 use crate::oauth::policy;
 use crate::oauth::scope::Scope;
 use crate::oauth::tokens::TokenResponse;
@@ -138,7 +137,7 @@ impl Grant for DeviceCodeGrant {
         }]
     }
 
-    fn metadata(&self, c: &Capabilities<'_>, m: &mut Map<String, Value>) {
+    fn metadata(&self, c: &Advertised<'_>, m: &mut Map<String, Value>) {
         let issuer = c.issuer;
         m.insert(
             "device_authorization_endpoint".into(),

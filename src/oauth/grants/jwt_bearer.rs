@@ -15,14 +15,13 @@
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
-use super::{Grant, Param, TokenRequest, client_credentials};
+use super::{Advertised, Grant, Param, TokenRequest, client_credentials};
 use crate::config::Config;
 use crate::error::{ErrorCode, OAuthError};
 use crate::oauth::client_assertion::{AssertionError, jws_header};
 use crate::oauth::clients::{Client, ClientLookupError};
 use crate::oauth::context::Context;
 use crate::oauth::form::Form;
-use crate::oauth::metadata::Capabilities;
 use crate::oauth::tokens::TokenResponse;
 use crate::oauth::{id_jag, workload};
 use crate::util;
@@ -78,7 +77,7 @@ impl Grant for JwtBearer {
     }
 
     /// ID-JAGs (draft-ietf-oauth-identity-assertion-authz-grant) only with a trusted IdP.
-    fn metadata(&self, c: &Capabilities<'_>, m: &mut Map<String, Value>) {
+    fn metadata(&self, c: &Advertised<'_>, m: &mut Map<String, Value>) {
         if c.id_jag_trusted {
             m.insert(
                 "authorization_grant_profiles_supported".into(),

@@ -26,7 +26,6 @@ use super::tokens::TokenResponse;
 use crate::audit::Kind;
 use crate::config::Config;
 use crate::error::OAuthError;
-use crate::oauth::metadata::Capabilities;
 
 /// A token request parameter a grant reads (for documentation: the OpenAPI schema).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +46,13 @@ pub struct TokenRequest<'a> {
     pub by_assertion: bool,
 }
 
+/// What a grant's discovery metadata may depend on (`oauth::metadata` fills it in).
+pub struct Advertised<'a> {
+    pub issuer: &'a str,
+    /// Does this server redeem ID-JAGs (an IdP is trusted, configured or stored)?
+    pub id_jag_trusted: bool,
+}
+
 /// A grant type the token endpoint implements.
 #[async_trait]
 pub trait Grant: Send + Sync {
@@ -65,7 +71,7 @@ pub trait Grant: Send + Sync {
         true
     }
     /// What the grant adds to the discovery document (RFC 8414) when enabled.
-    fn metadata(&self, _c: &Capabilities<'_>, _m: &mut Map<String, Value>) {}
+    fn metadata(&self, _c: &Advertised<'_>, _m: &mut Map<String, Value>) {}
     /// The audit event of a token it issues.
     fn audit_kind(&self) -> Kind {
         Kind::TokenIssued

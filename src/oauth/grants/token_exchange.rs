@@ -10,13 +10,12 @@
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
-use super::{Grant, Param, TokenRequest};
+use super::{Advertised, Grant, Param, TokenRequest};
 use crate::audit::Kind;
 use crate::error::{ErrorCode, OAuthError};
 use crate::oauth::clients::Client;
 use crate::oauth::context::Context;
 use crate::oauth::form::Form;
-use crate::oauth::metadata::Capabilities;
 use crate::oauth::tokens::{
     AccessClaims, AccessToken, TokenError, TokenResponse, check_access_token, issue_access_token,
 };
@@ -182,7 +181,7 @@ impl Grant for TokenExchange {
         Kind::TokenExchanged
     }
 
-    fn metadata(&self, _c: &Capabilities<'_>, _m: &mut Map<String, Value>) {}
+    fn metadata(&self, _c: &Advertised<'_>, _m: &mut Map<String, Value>) {}
 
     async fn issue(
         &self,
