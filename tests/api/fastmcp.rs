@@ -69,26 +69,6 @@ async fn register(app: &TestApp, uri: &str, alg: Option<&str>, dpop: Option<&str
         .unwrap();
 }
 
-/// A client_credentials token for `resource`.
-async fn machine_token(app: &TestApp, id: &str, secret: &str, resource: &str) -> String {
-    let r = app
-        .http
-        .post(app.url("/token"))
-        .basic_auth(id, Some(secret))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("resource", resource),
-            ("scope", SCOPE),
-        ])
-        .send()
-        .await
-        .unwrap();
-    let (s, _, body) = crate::helpers::split(r).await;
-    assert_eq!(s, 200, "{body}");
-    assert_eq!(body["token_type"], "Bearer", "{body}");
-    body["access_token"].as_str().unwrap().to_string()
-}
-
 fn header(jwt: &str) -> Value {
     use base64::Engine;
     let h = jwt.split('.').next().unwrap();
@@ -115,13 +95,13 @@ both!(
         let (id, secret) = app
             .add_machine_client("client_secret_basic", Some(SCOPE))
             .await;
-        let es256 = machine_token(&app, &id, &secret, &fm.url).await;
+        let es256 = crate::flow::cc_token(&app, &id, &secret, &fm.url, SCOPE).await;
         assert_eq!(header(&es256)["alg"], "ES256");
         manage::delete_resource(app.store().as_ref(), &fm.url)
             .await
             .unwrap();
         register(&app, &fm.url, Some("RS256"), Some("off")).await;
-        let rs256 = machine_token(&app, &id, &secret, &fm.url).await;
+        let rs256 = crate::flow::cc_token(&app, &id, &secret, &fm.url, SCOPE).await;
         assert_eq!(header(&rs256)["alg"], "RS256");
 
         let out = run_script(
