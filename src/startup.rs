@@ -23,19 +23,30 @@ pub struct App {
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let url = config.database_url();
     if url.starts_with("sqlite:") && config.database_url.is_none() {
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        create_data_dir(&config.data_dir)?;
     }
     store::connect(&url)
         .await
         .with_context(|| format!("opening the database ({})", redact_url(&url)))
 }
 
+/// The data directory (the SQLite database, the generated key-encryption key), created
+/// readable by its owner only: it holds every secret's hash and the key that unlocks the
+/// signing keys. An existing directory keeps the permissions its operator gave it.
+fn create_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))
+}
+
 /// The key-encryption key from config, or the generated one in the data directory.
 pub fn load_kek(config: &Config) -> anyhow::Result<Kek> {
     if config.key_encryption_key.is_none() {
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        create_data_dir(&config.data_dir)?;
     }
     Ok(
         Kek::load_or_create(config.key_encryption_key.as_deref(), &config.data_dir)?

@@ -285,3 +285,39 @@ both!(
         app
     }
 );
+
+both!(unknown_usernames_are_not_kept, |app: TestApp| async move {
+    seed(&app).await;
+    // A password typed into the username field is never kept: an unknown username is
+    // recorded only as a short digest; a known user's name and id are.
+    let b = browser();
+    let typed = "my secret passphrase";
+    for _ in 0..2 {
+        let res = sign_in(&app, &b, &app.url("/signin"), typed, "whatever").await;
+        assert_eq!(res.status(), 401);
+    }
+    let res = sign_in(&app, &b, &app.url("/signin"), "alice", "wrong password").await;
+    assert_eq!(res.status(), 401);
+    let failed = events(
+        &app,
+        AuditQuery {
+            kind: Some("signin.failed".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(failed.len(), 3);
+    let digests: Vec<&str> = failed
+        .iter()
+        .filter(|e| e.user_id.is_none())
+        .map(|e| e.detail["username_digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(digests.len(), 2);
+    assert!(
+        digests[0] == digests[1] && digests[0].len() == 8,
+        "{digests:?}"
+    );
+    assert!(failed.iter().any(|e| e.detail["username"] == "alice"));
+    assert!(!serde_json::to_string(&failed).unwrap().contains(typed));
+    app
+});

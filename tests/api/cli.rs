@@ -61,6 +61,19 @@ fn resources_from_the_command_line() {
         d.join("concierge-data/concierge.db").exists(),
         "zero-config SQLite in ./concierge-data"
     );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(d.join("concierge-data"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o700,
+            "the data directory is its owner's only"
+        );
+    }
     let (ok, out, _) = concierge(d, &["resource", "list"]);
     assert!(
         ok && out.contains("https://mcp.example.com/mcp  Notes")

@@ -12,6 +12,7 @@ use super::context::Context;
 use crate::audit::{Event, Kind};
 use crate::config::Config;
 use crate::store::{Session, StoreError, User};
+use crate::util;
 use password::PasswordVerifier;
 use throttle::{Bucket, Throttle, Throttled};
 
@@ -70,7 +71,7 @@ pub async fn sign_in_with_password(
     let limits = ctx.rate_limits();
     for bucket in [Bucket::SigninUser(username), Bucket::SigninAddress(addr)] {
         if let Err(t) = throttle.attempt(limits, bucket, now).await? {
-            tracing::warn!(username = %username, "sign-in throttled");
+            tracing::warn!(username_digest = %username_digest(username), "sign-in throttled");
             return Err(SigninError::Throttled(t));
         }
     }
@@ -80,12 +81,26 @@ pub async fn sign_in_with_password(
     let known = user.as_ref().map(|u| u.id.clone());
     let Some(user) = user.filter(|_| ok) else {
         let known = known.as_deref();
-        tracing::info!(username = %username, "sign-in failed");
+        // What was typed as the username of an unknown user may be a password typed in the
+        // wrong field: it is neither logged nor kept, only a short digest that tells repeated
+        // attempts apart.
+        let named = match known {
+            Some(_) => serde_json::json!({ "username": username, "known_user": true }),
+            None => {
+                serde_json::json!({ "username_digest": username_digest(username), "known_user": false })
+            }
+        };
+        match known {
+            Some(_) => tracing::info!(username = %username, "sign-in failed"),
+            None => {
+                tracing::info!(username_digest = %named["username_digest"], "sign-in failed for an unknown username")
+            }
+        }
         ctx.audit.record(
             Event::new(Kind::SigninFailed)
                 .user_opt(known)
                 .ip(addr)
-                .detail(serde_json::json!({ "username": username, "known_user": known.is_some() })),
+                .detail(named),
         );
         return Err(SigninError::WrongCredentials);
     };
@@ -125,6 +140,14 @@ pub fn signin_url(base_path: &str, return_to: &str, login_hint: Option<&str>) ->
         "{base_path}/signin?{}",
         serde_urlencoded::to_string(&q).unwrap_or_default()
     )
+}
+
+/// A short digest of a typed username for logs and the audit log when it may not be a
+/// username: enough to see the same attempt repeated, too little to recover what was typed.
+fn username_digest(username: &str) -> String {
+    let mut d = util::b64(&util::secret_hash(username));
+    d.truncate(8);
+    d
 }
 
 #[cfg(test)]
