@@ -375,7 +375,6 @@ impl TokenConfig {
             ),
             ("session_ttl_secs", self.session_ttl_secs),
             ("device_code_ttl_secs", self.device_code_ttl_secs),
-            ("device_poll_interval_secs", self.device_poll_interval_secs),
             ("id_jag_ttl_secs", self.id_jag_ttl_secs),
         ] {
             if v == 0 {
