@@ -24,6 +24,10 @@ pub struct Kek {
     /// HMAC key derived from the KEK for authorization requests carried between the steps
     /// of `/authorize` (sign-in, consent).
     request_key: aws_lc_rs::hmac::Key,
+    /// HMAC key derived from the KEK for digests of values that must not be kept (an
+    /// unknown username that may be a mistyped password), so the log cannot be searched with a
+    /// dictionary.
+    digest_key: aws_lc_rs::hmac::Key,
     /// First bytes of SHA-256(KEK), to tell "wrong KEK" from "corrupt row".
     fingerprint: String,
     /// Earlier KEKs, still accepted for opening (and for anti-forgery tokens) while a KEK
@@ -72,6 +76,7 @@ impl Kek {
             csrf_key: derive(b"concierge csrf v1"),
             dpop_nonce_key: derive(b"concierge dpop nonce v1"),
             request_key: derive(b"concierge authorization request v1"),
+            digest_key: derive(b"concierge log digest v1"),
             fingerprint: util::b64(&digest.as_ref()[..6]),
             previous: Vec::new(),
         })
@@ -150,6 +155,15 @@ impl Kek {
         std::iter::once(self)
             .chain(&self.previous)
             .any(|k| verify_mac(&k.request_key, text, tag))
+    }
+
+    /// A short keyed digest of `text` for logs: the same text gives the same digest on
+    /// every replica (until a KEK rotation), and without the KEK it reveals nothing, not even
+    /// to a dictionary.
+    pub fn log_digest(&self, text: &str) -> String {
+        let mut d = mac(&self.digest_key, text);
+        d.truncate(8);
+        d
     }
 
     pub fn fingerprint(&self) -> &str {
@@ -245,6 +259,23 @@ mod tests {
         let other = Kek::from_bytes(&[8u8; 32]).expect("kek");
         let e = other.open("kid-1", &sealed).expect_err("wrong KEK");
         assert!(e.to_string().contains("kid-1"));
+    }
+
+    #[test]
+    fn log_digests_are_keyed_and_short() {
+        let kek = Kek::from_bytes(&[7u8; 32]).expect("kek");
+        let d = kek.log_digest("hunter2");
+        assert_eq!(d.len(), 8);
+        assert_eq!(d, kek.log_digest("hunter2"), "stable, so repeats show");
+        assert_ne!(d, kek.log_digest("hunter3"));
+        let other = Kek::from_bytes(&[8u8; 32]).expect("kek");
+        assert_ne!(
+            d,
+            other.log_digest("hunter2"),
+            "keyed: no dictionary without the KEK"
+        );
+        let plain = util::b64(&util::secret_hash("hunter2"));
+        assert!(!plain.starts_with(&d));
     }
 
     #[test]

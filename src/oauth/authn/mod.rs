@@ -12,7 +12,6 @@ use super::context::Context;
 use crate::audit::{Event, Kind};
 use crate::config::Config;
 use crate::store::{Session, StoreError, User};
-use crate::util;
 use password::PasswordVerifier;
 use throttle::{Bucket, Throttle, Throttled};
 
@@ -71,7 +70,7 @@ pub async fn sign_in_with_password(
     let limits = ctx.rate_limits();
     for bucket in [Bucket::SigninUser(username), Bucket::SigninAddress(addr)] {
         if let Err(t) = throttle.attempt(limits, bucket, now).await? {
-            tracing::warn!(username_digest = %username_digest(username), "sign-in throttled");
+            tracing::warn!(username_digest = %ctx.keys.kek().log_digest(username), "sign-in throttled");
             return Err(SigninError::Throttled(t));
         }
     }
@@ -87,7 +86,7 @@ pub async fn sign_in_with_password(
         let named = match known {
             Some(_) => serde_json::json!({ "username": username, "known_user": true }),
             None => {
-                serde_json::json!({ "username_digest": username_digest(username), "known_user": false })
+                serde_json::json!({ "username_digest": ctx.keys.kek().log_digest(username), "known_user": false })
             }
         };
         match known {
@@ -140,14 +139,6 @@ pub fn signin_url(base_path: &str, return_to: &str, login_hint: Option<&str>) ->
         "{base_path}/signin?{}",
         serde_urlencoded::to_string(&q).unwrap_or_default()
     )
-}
-
-/// A short digest of a typed username for logs and the audit log when it may not be a
-/// username: enough to see the same attempt repeated, too little to recover what was typed.
-fn username_digest(username: &str) -> String {
-    let mut d = util::b64(&util::secret_hash(username));
-    d.truncate(8);
-    d
 }
 
 #[cfg(test)]
