@@ -132,10 +132,16 @@ fn json_part(part: &str) -> Result<Value, AssertionError> {
     v.is_object().then_some(v).ok_or(AssertionError::Malformed)
 }
 
+/// A JWS's payload, read before anything is verified (size-capped, a JSON object): what it
+/// claims only says whose keys to verify it with.
+pub(crate) fn unverified_payload(token: &str) -> Result<Value, AssertionError> {
+    json_part(split(token)?.payload)
+}
+
 /// The client an assertion names (`sub`), read before anything is verified: it only says
 /// which client's keys to verify it with.
 pub fn claimed_client_id(assertion: &str) -> Result<String, AssertionError> {
-    let payload = json_part(split(assertion)?.payload)?;
+    let payload = unverified_payload(assertion)?;
     payload
         .get("sub")
         .and_then(Value::as_str)

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::client_assertion::{AssertionError, DecodeFailure, JwsHeader, LEEWAY_SECS};
-use super::client_assertion::{decode_with_any, jws_header, signing_alg_names};
+use super::client_assertion::{decode_with_any, jws_header, signing_alg_names, unverified_payload};
 use super::clients::Client;
 use super::context::Context;
 use super::form::Form;
@@ -394,11 +394,8 @@ async fn redeem_checked(
         )));
     }
     // Which issuer's keys to verify with: the payload's iss, checked by the signature below.
-    let claimed_iss = assertion
-        .split('.')
-        .nth(1)
-        .and_then(util::b64_decode)
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+    let claimed_iss = unverified_payload(assertion)
+        .ok()
         .and_then(|p| p.get("iss").and_then(Value::as_str).map(str::to_string))
         .ok_or_else(|| grant_err("the assertion has no iss"))?;
     let trusted = find_trusted(ctx, &claimed_iss).await?.ok_or_else(|| {

@@ -18,13 +18,12 @@ use serde_json::{Map, Value, json};
 use super::{Advertised, Grant, Param, TokenRequest, client_credentials};
 use crate::config::Config;
 use crate::error::{ErrorCode, OAuthError};
-use crate::oauth::client_assertion::{AssertionError, jws_header};
+use crate::oauth::client_assertion::{AssertionError, jws_header, unverified_payload};
 use crate::oauth::clients::{Client, ClientLookupError};
 use crate::oauth::context::Context;
 use crate::oauth::form::Form;
 use crate::oauth::tokens::TokenResponse;
 use crate::oauth::{id_jag, workload};
-use crate::util;
 
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
@@ -36,12 +35,7 @@ fn refused(d: impl Into<String>) -> OAuthError {
 
 /// `iss` and `sub` of an assertion, unverified: they only say whose keys to verify it with.
 fn claimed_iss_sub(assertion: &str) -> Result<(String, Option<String>), OAuthError> {
-    let payload = assertion
-        .split('.')
-        .nth(1)
-        .and_then(util::b64_decode)
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .ok_or_else(|| refused("the assertion is not a JWT"))?;
+    let payload = unverified_payload(assertion).map_err(|e| refused(e.to_string()))?;
     let text = |k: &str| payload.get(k).and_then(Value::as_str).map(str::to_string);
     let iss = text("iss").ok_or_else(|| refused("the assertion has no iss"))?;
     Ok((iss, text("sub")))
