@@ -11,8 +11,7 @@ use axum::response::{IntoResponse, Response};
 use crate::audit::Event;
 use crate::error::{ErrorCode, OAuthError};
 use crate::http::{ClientAddr, form_body};
-use crate::oauth::client_auth::authenticate_client;
-use crate::oauth::form::Form;
+use crate::oauth::client_auth::{self, authenticate_client};
 use crate::oauth::grants::{Grant, TokenRequest};
 use crate::oauth::tokens::{Issued, TokenResponse};
 use crate::oauth::{Context, dpop};
@@ -99,7 +98,7 @@ async fn issue(
     .await?;
     let (client, by_assertion) = match grant.assertion_client(ctx, &form).await? {
         Some(c) => {
-            only_the_assertion(headers, &form, &c.client_id)?;
+            client_auth::only_the_assertion(headers, &form, &c.client_id)?;
             (c, true)
         }
         None => (authenticate_client(ctx, headers, &form).await?, false),
@@ -137,26 +136,6 @@ async fn issue(
 
 /// The audit detail of an issued token, serialised straight from the response: this runs
 /// for every token issued, so no `serde_json::Value` is built on the way.
-/// A grant assertion that authenticates the client is its only credential: a `client_id`
-/// may repeat whom it names, nothing else may come along (RFC 6749 §2.3: one method).
-fn only_the_assertion(headers: &HeaderMap, form: &Form, client_id: &str) -> Result<(), OAuthError> {
-    if headers.contains_key(header::AUTHORIZATION)
-        || ["client_secret", "client_assertion", "client_assertion_type"]
-            .iter()
-            .any(|p| form.get(p).is_some())
-    {
-        return Err(OAuthError::invalid_request(
-            "the assertion authenticates the client here; send no other client credentials",
-        ));
-    }
-    if form.get("client_id").is_some_and(|id| id != client_id) {
-        return Err(OAuthError::invalid_request(
-            "client_id differs from the client the assertion names",
-        ));
-    }
-    Ok(())
-}
-
 #[derive(serde::Serialize)]
 struct IssueDetail<'a> {
     grant_type: &'static str,

@@ -126,6 +126,30 @@ pub fn presented(headers: &HeaderMap, form: &Form) -> Result<Presented, OAuthErr
     }
 }
 
+/// A grant assertion that authenticates the client is its only credential: a `client_id`
+/// may repeat whom it names, nothing else may come along (RFC 6749 §2.3: one method).
+pub fn only_the_assertion(
+    headers: &HeaderMap,
+    form: &Form,
+    client_id: &str,
+) -> Result<(), OAuthError> {
+    if headers.contains_key(http::header::AUTHORIZATION)
+        || ["client_secret", "client_assertion", "client_assertion_type"]
+            .iter()
+            .any(|p| form.get(p).is_some())
+    {
+        return Err(OAuthError::invalid_request(
+            "the assertion authenticates the client here; send no other client credentials",
+        ));
+    }
+    if form.get("client_id").is_some_and(|id| id != client_id) {
+        return Err(OAuthError::invalid_request(
+            "client_id differs from the client the assertion names",
+        ));
+    }
+    Ok(())
+}
+
 /// `client_assertion_type` + `client_assertion` (RFC 7523 §2.2), alone: no HTTP Basic, no
 /// `client_secret`; a `client_id` in the body must be the assertion's `sub`.
 fn presented_assertion(headers: &HeaderMap, form: &Form) -> Result<Presented, OAuthError> {
