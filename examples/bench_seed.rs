@@ -30,6 +30,7 @@ async fn main() -> anyhow::Result<()> {
             id: user_id.clone(),
             username: format!("bench-{user_id}"),
             email: None,
+            email_verified: false,
             name: None,
             password_hash: Some(
                 concierge::oauth::authn::password::hash("bench password")

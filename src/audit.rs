@@ -54,6 +54,9 @@ pub enum Kind {
     /// An ID-JAG request was refused, in either role: an ID token we would not turn into an
     /// ID-JAG, or an ID-JAG we would not redeem. `detail.role` says which, `detail.error` why.
     IdJagRefused,
+    /// An identity at another issuer was linked to a local user, by email or by provisioning
+    /// the user (`detail.issuer`, `detail.linked_by`); operators' links are `admin.change`.
+    IdentityLinked,
     /// Something changed through the admin API or the CLI; `detail.action` says what.
     AdminChange,
 }
@@ -81,6 +84,7 @@ impl Kind {
             Self::DeviceDenied => "device.denied",
             Self::KeyRotated => "key.rotated",
             Self::IdJagRefused => "id_jag.refused",
+            Self::IdentityLinked => "identity.linked",
             Self::AdminChange => "admin.change",
         }
     }

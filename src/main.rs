@@ -118,6 +118,14 @@ enum IdJagCmd {
         /// A file holding the IdP's JWK Set.
         #[arg(long)]
         jwks_file: Option<std::path::PathBuf>,
+        /// Link an IdP user without a linked account to the one local account with the same
+        /// verified email address. Only for an IdP that vouches for its users' addresses.
+        #[arg(long)]
+        link_by_email: bool,
+        /// Refuse ID-JAGs for IdP users without a linked account instead of provisioning an
+        /// account for them (link them with `concierge user link`).
+        #[arg(long)]
+        no_provision: bool,
     },
     /// Stop redeeming ID-JAGs from an IdP added with `trust`.
     Distrust {
@@ -142,6 +150,9 @@ enum UserCmd {
         username: String,
         #[arg(long)]
         email: Option<String>,
+        /// The address is known to be the user's (only verified addresses link accounts).
+        #[arg(long, requires = "email")]
+        email_verified: bool,
         #[arg(long)]
         name: Option<String>,
         /// Read the password from standard input (the default; accepted for scripts).
@@ -158,6 +169,41 @@ enum UserCmd {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Change a user's email address, its verified mark, or name. A new address is
+    /// unverified unless `--email-verified true` is given too.
+    Update {
+        username: String,
+        /// The new address ("" clears it).
+        #[arg(long)]
+        email: Option<String>,
+        /// Whether the address is known to be the user's.
+        #[arg(long)]
+        email_verified: Option<bool>,
+        /// The new display name ("" clears it).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Link an identity at another issuer (an enterprise IdP's user) to this user: that
+    /// issuer's ID-JAGs for it then name this user.
+    Link {
+        username: String,
+        /// The issuer's identifier (an ID-JAG's `iss`).
+        #[arg(long)]
+        issuer: String,
+        /// The user's `sub` at that issuer.
+        #[arg(long)]
+        subject: String,
+    },
+    /// Remove a linked identity from this user.
+    Unlink {
+        username: String,
+        #[arg(long)]
+        issuer: String,
+        #[arg(long)]
+        subject: String,
+    },
+    /// List the identities at other issuers linked to this user.
+    Identities { username: String },
 }
 
 #[derive(Args)]
@@ -364,6 +410,11 @@ const CHANGING: &[&str] = &[
     "allow",
     "deny",
     "create",
+    "trust",
+    "distrust",
+    "update",
+    "link",
+    "unlink",
 ];
 
 /// Put an operator's change made with this command in the audit log, as the admin API does
@@ -432,6 +483,8 @@ async fn id_jag(cmd: &IdJagCmd, config: &Config) -> anyhow::Result<()> {
             issuer,
             jwks_uri,
             jwks_file,
+            link_by_email,
+            no_provision,
         } => {
             let jwks = match jwks_file {
                 Some(path) => Some(serde_json::from_slice(&std::fs::read(path)?)?),
@@ -441,6 +494,8 @@ async fn id_jag(cmd: &IdJagCmd, config: &Config) -> anyhow::Result<()> {
                 issuer: issuer.clone(),
                 jwks_uri: jwks_uri.clone(),
                 jwks,
+                link_by_email: *link_by_email,
+                provision: !no_provision,
             };
             manage::trust_id_jag_issuer(store.as_ref(), &t).await?;
             println!("ID-JAGs from {issuer} are redeemed here");
@@ -459,7 +514,16 @@ async fn id_jag(cmd: &IdJagCmd, config: &Config) -> anyhow::Result<()> {
                 .chain(trusted.iter().map(|t| (t, "database")));
             for (t, origin) in issuers {
                 let keys = t.jwks_uri.as_deref().unwrap_or("inline jwks");
-                println!("trusted IdP {}  keys: {keys}  ({origin})", t.issuer);
+                let accounts = match (t.link_by_email, t.provision) {
+                    (true, true) => "linked by email, else provisioned",
+                    (true, false) => "linked by email, else refused",
+                    (false, true) => "provisioned",
+                    (false, false) => "linked by an operator only",
+                };
+                println!(
+                    "trusted IdP {}  keys: {keys}  accounts: {accounts}  ({origin})",
+                    t.issuer
+                );
             }
             let stored = store.list_id_jag_policies().await?;
             let from_file = config.id_jag.policies.iter().map(|p| (p, "config"));
@@ -770,13 +834,17 @@ async fn user(cmd: &UserCmd, config: &Config) -> anyhow::Result<()> {
         UserCmd::Add {
             username,
             email,
+            email_verified,
             name,
             ..
         } => {
             let hash = manage::hash_new_password(&read_password()?)?;
-            let user =
-                manage::create_user(store.as_ref(), username, email.clone(), name.clone(), hash)
-                    .await?;
+            let profile = manage::Profile {
+                email: email.clone(),
+                email_verified: *email_verified,
+                name: name.clone(),
+            };
+            let user = manage::create_user(store.as_ref(), username, profile, hash).await?;
             println!("added user {} ({})", user.username, user.id);
         }
         UserCmd::List => {
@@ -807,8 +875,77 @@ async fn user(cmd: &UserCmd, config: &Config) -> anyhow::Result<()> {
             }
             println!("password changed for {username}; their sessions ended");
         }
+        UserCmd::Update {
+            username,
+            email,
+            email_verified,
+            name,
+        } => {
+            let user = find_user(store.as_ref(), username).await?;
+            let clearable = |v: &Option<String>| {
+                v.as_ref()
+                    .map(|v| Some(v.clone()).filter(|v| !v.trim().is_empty()))
+            };
+            let change = manage::ProfileChange {
+                email: clearable(email),
+                email_verified: *email_verified,
+                name: clearable(name),
+            };
+            let u = manage::update_user(store.as_ref(), &user.id, change).await?;
+            let verified = if u.email_verified {
+                "verified"
+            } else {
+                "unverified"
+            };
+            match &u.email {
+                Some(e) => println!("updated {username}: email {e} ({verified})"),
+                None => println!("updated {username}: no email address"),
+            }
+        }
+        UserCmd::Link {
+            username,
+            issuer,
+            subject,
+        } => {
+            let user = find_user(store.as_ref(), username).await?;
+            manage::link_identity(store.as_ref(), &user, issuer, subject).await?;
+            println!("{subject} at {issuer} is now {username} here");
+        }
+        UserCmd::Unlink {
+            username,
+            issuer,
+            subject,
+        } => {
+            let user = find_user(store.as_ref(), username).await?;
+            manage::unlink_identity(store.as_ref(), &user, issuer, subject).await?;
+            println!("{subject} at {issuer} is no longer linked to {username}");
+        }
+        UserCmd::Identities { username } => {
+            let user = find_user(store.as_ref(), username).await?;
+            let links = store.identities_of(&user.id).await?;
+            if links.is_empty() {
+                println!("{username} has no linked identities");
+            }
+            for l in links {
+                println!(
+                    "{}  {}  linked by {}  {}",
+                    l.issuer,
+                    l.subject,
+                    l.linked_by.as_str(),
+                    util::rfc3339(l.created_at)
+                );
+            }
+        }
     }
     Ok(())
+}
+
+/// The user with this username, or an error saying there is none.
+async fn find_user(store: &dyn Store, username: &str) -> anyhow::Result<concierge::store::User> {
+    store
+        .find_user(username)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no user {username}"))
 }
 
 async fn keys(cmd: &KeysCmd, config: &Config) -> anyhow::Result<()> {

@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 
 use crate::error::ApiError;
 use crate::oauth::admin_token::{ADMIN_SCOPE, admin_resource_uri};
-use crate::oauth::authn::password;
+use crate::oauth::authn::{linking, password};
 use crate::oauth::client_metadata::{self, Origin, RawClientMetadata};
 use crate::oauth::grants::GrantRegistry;
 use crate::oauth::registration::new_client;
 use crate::oauth::resource::{Alg, DpopPolicy, Resource, ResourceUri, ScopeDef, parse_token_alg};
 use crate::store::{
-    ClientKind, ClientRecord, ExchangePolicy, Store, StoreError, TrustedIssuer, User,
+    ClientKind, ClientRecord, ExchangePolicy, LinkedBy, LinkedIdentity, Store, StoreError,
+    TrustedIssuer, User,
 };
 use crate::util;
 
@@ -418,27 +419,165 @@ pub fn hash_new_password(password: &str) -> Result<String, ManageError> {
     password::hash(password).map_err(|e| ManageError::Store(StoreError::Corrupt(e)))
 }
 
+/// How to reach a user and what to call them.
+#[derive(Debug, Clone, Default)]
+pub struct Profile {
+    pub email: Option<String>,
+    /// The address is known to be theirs; needs an address.
+    pub email_verified: bool,
+    pub name: Option<String>,
+}
+
+fn check_profile(p: Profile) -> Result<Profile, ManageError> {
+    let email = p
+        .email
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty());
+    if let Some(e) = &email
+        && !linking::looks_like_email(e)
+    {
+        return Err(invalid("email", "must be an address like name@example.com"));
+    }
+    if p.email_verified && email.is_none() {
+        return Err(invalid(
+            "email_verified",
+            "there is no email address to verify",
+        ));
+    }
+    let name = p
+        .name
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty());
+    if name
+        .as_deref()
+        .is_some_and(|n| n.len() > 200 || n.chars().any(char::is_control))
+    {
+        return Err(invalid("name", "must be at most 200 printable characters"));
+    }
+    Ok(Profile {
+        email,
+        email_verified: p.email_verified,
+        name,
+    })
+}
+
 /// Store a new user with an already hashed password.
 pub async fn create_user(
     store: &dyn Store,
     username: &str,
-    email: Option<String>,
-    name: Option<String>,
+    profile: Profile,
     password_hash: String,
 ) -> Result<User, ManageError> {
     let username = check_username(username)?;
+    let profile = check_profile(profile)?;
     let now = util::now();
     let user = User {
         id: util::random_id(),
         username: username.to_string(),
-        email,
-        name,
+        email: profile.email,
+        email_verified: profile.email_verified,
+        name: profile.name,
         password_hash: Some(password_hash),
         created_at: now,
         updated_at: now,
     };
     store.insert_user(&user).await?;
     Ok(user)
+}
+
+/// A change to a user's profile: each field given replaces the stored one (`Some(None)`
+/// clears it). A changed address is unverified unless `email_verified` says otherwise.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileChange {
+    pub email: Option<Option<String>>,
+    pub email_verified: Option<bool>,
+    pub name: Option<Option<String>>,
+}
+
+/// The user after `change` (pure; checked like a new user's profile).
+pub fn changed_profile(user: &User, change: ProfileChange) -> Result<User, ManageError> {
+    let email = change.email.clone().unwrap_or_else(|| user.email.clone());
+    let same_email = email == user.email;
+    let profile = check_profile(Profile {
+        email,
+        email_verified: change
+            .email_verified
+            .unwrap_or(same_email && user.email_verified),
+        name: change.name.unwrap_or_else(|| user.name.clone()),
+    })?;
+    Ok(User {
+        email: profile.email,
+        email_verified: profile.email_verified,
+        name: profile.name,
+        ..user.clone()
+    })
+}
+
+/// Change a user's profile (the user named by id).
+pub async fn update_user(
+    store: &dyn Store,
+    user_id: &str,
+    change: ProfileChange,
+) -> Result<User, ManageError> {
+    let user = store
+        .get_user(user_id)
+        .await?
+        .ok_or_else(|| ManageError::NotFound(format!("no user with id {user_id}")))?;
+    let now = util::now();
+    let updated = User {
+        updated_at: now,
+        ..changed_profile(&user, change)?
+    };
+    if !store.update_profile(&updated, now).await? {
+        return Err(ManageError::NotFound(format!("no user with id {user_id}")));
+    }
+    Ok(updated)
+}
+
+/// Link an identity at another issuer to a user (as an operator): its ID-JAGs then name this
+/// user. `Conflict` when it names another user already.
+pub async fn link_identity(
+    store: &dyn Store,
+    user: &User,
+    issuer: &str,
+    subject: &str,
+) -> Result<LinkedIdentity, ManageError> {
+    let issuer = issuer.trim();
+    url::Url::parse(issuer).map_err(|e| invalid("issuer", format!("{issuer:?}: {e}")))?;
+    if subject.is_empty() || subject.len() > 255 || subject.chars().any(char::is_control) {
+        return Err(invalid("subject", "must be 1 to 255 printable characters"));
+    }
+    let link = LinkedIdentity {
+        issuer: issuer.to_string(),
+        subject: subject.to_string(),
+        user_id: user.id.clone(),
+        email: None,
+        linked_by: LinkedBy::Operator,
+        created_at: util::now(),
+    };
+    let owner = store.link_identity(&link).await?;
+    if owner != user.id {
+        return Err(ManageError::Conflict(format!(
+            "{subject} at {issuer} is linked to another user; unlink it there first"
+        )));
+    }
+    Ok(store.find_identity(issuer, subject).await?.unwrap_or(link))
+}
+
+/// Remove a user's link to an identity at another issuer.
+pub async fn unlink_identity(
+    store: &dyn Store,
+    user: &User,
+    issuer: &str,
+    subject: &str,
+) -> Result<(), ManageError> {
+    if !store.unlink_identity(&user.id, issuer, subject).await? {
+        return Err(ManageError::NotFound(format!(
+            "{} has no linked identity {subject} at {issuer}",
+            user.username
+        )));
+    }
+    Ok(())
 }
 
 impl From<ManageError> for ApiError {

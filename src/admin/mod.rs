@@ -201,6 +201,16 @@ pub fn record_change(
     );
 }
 
+/// For a request body's field that may be left out (unchanged) or `null` (cleared):
+/// `#[serde(default, deserialize_with = "nullable")]` on an `Option<Option<T>>`.
+pub fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
 /// RFC 3339 rendering for API answers.
 pub fn time(t: i64) -> String {
     crate::util::rfc3339(t)

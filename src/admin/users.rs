@@ -8,11 +8,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::AdminCaller;
-use super::{ApiJson, ApiPath, ApiQuery, Page, PageQuery, paginate, record_change, time};
+use super::{ApiJson, ApiPath, ApiQuery, Page, PageQuery, nullable, paginate, record_change, time};
 use crate::error::{ApiError, ApiErrorBody};
 use crate::manage;
 use crate::state::AppState;
-use crate::store::User;
+use crate::store::{LinkedBy, LinkedIdentity, User};
 
 /// A local account (never its password hash).
 #[derive(Debug, Serialize, ToSchema)]
@@ -20,6 +20,8 @@ pub struct UserView {
     pub id: String,
     pub username: String,
     pub email: Option<String>,
+    /// The address is known to be the user's; only verified addresses link accounts.
+    pub email_verified: bool,
     pub name: Option<String>,
     /// RFC 3339.
     pub created_at: String,
@@ -33,6 +35,7 @@ impl From<&User> for UserView {
             id: u.id.clone(),
             username: u.username.clone(),
             email: u.email.clone(),
+            email_verified: u.email_verified,
             name: u.name.clone(),
             created_at: time(u.created_at),
             updated_at: time(u.updated_at),
@@ -48,6 +51,9 @@ pub struct CreateUser {
     /// At least 8 characters; stored only as an argon2id hash.
     pub password: String,
     pub email: Option<String>,
+    /// The address is known to be the user's (default false).
+    #[serde(default)]
+    pub email_verified: bool,
     pub name: Option<String>,
 }
 
@@ -112,14 +118,13 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
     manage::check_username(&body.username)?;
     let password_hash = hash(body.password).await?;
-    let user = manage::create_user(
-        state.store.as_ref(),
-        &body.username,
-        body.email,
-        body.name,
-        password_hash,
-    )
-    .await?;
+    let profile = manage::Profile {
+        email: body.email,
+        email_verified: body.email_verified,
+        name: body.name,
+    };
+    let user =
+        manage::create_user(state.store.as_ref(), &body.username, profile, password_hash).await?;
     record_change(
         &state,
         &caller,
@@ -199,6 +204,174 @@ pub async fn set_password(
         &caller,
         "user.set_password",
         serde_json::json!({ "user_id": user.id }),
+        Some(&user.id),
+    );
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A change to a user: fields left out stay as they are; `null` clears one. A new address is
+/// unverified unless `email_verified` is given too.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub email: Option<Option<String>>,
+    /// Mark the address as known to be the user's (or not).
+    pub email_verified: Option<bool>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub name: Option<Option<String>>,
+}
+
+/// Change a user's email address, its verified mark, or name.
+#[utoipa::path(patch, path = "/admin/v1/users/{id}", tag = "users",
+    params(("id" = String, Path)),
+    request_body = UpdateUser,
+    responses(
+        (status = 200, description = "The changed user", body = UserView),
+        (status = 400, description = "Invalid; `field` names the culprit", body = ApiErrorBody),
+        (status = 404, description = "No such user", body = ApiErrorBody),
+    ))]
+pub async fn update(
+    State(state): State<AppState>,
+    Extension(caller): Extension<AdminCaller>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<UpdateUser>,
+) -> Result<Json<UserView>, ApiError> {
+    let mut changed = Vec::new();
+    for (field, given) in [
+        ("email", body.email.is_some()),
+        ("email_verified", body.email_verified.is_some()),
+        ("name", body.name.is_some()),
+    ] {
+        if given {
+            changed.push(field);
+        }
+    }
+    let change = manage::ProfileChange {
+        email: body.email,
+        email_verified: body.email_verified,
+        name: body.name,
+    };
+    let user = manage::update_user(state.store.as_ref(), &id, change).await?;
+    record_change(
+        &state,
+        &caller,
+        "user.update",
+        serde_json::json!({
+            "user_id": user.id,
+            "fields": changed,
+            "email_verified": user.email_verified,
+        }),
+        Some(&user.id),
+    );
+    Ok(Json(UserView::from(&user)))
+}
+
+/// An identity at another issuer (an enterprise IdP) that names this user.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IdentityView {
+    pub issuer: String,
+    pub subject: String,
+    /// The address the issuer asserted when the link was made.
+    pub email: Option<String>,
+    pub linked_by: LinkedBy,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+impl From<&LinkedIdentity> for IdentityView {
+    fn from(l: &LinkedIdentity) -> Self {
+        Self {
+            issuer: l.issuer.clone(),
+            subject: l.subject.clone(),
+            email: l.email.clone(),
+            linked_by: l.linked_by,
+            created_at: time(l.created_at),
+        }
+    }
+}
+
+/// An identity at another issuer, by issuer and subject.
+#[derive(Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct IdentityRef {
+    /// The issuer's identifier (an ID-JAG's `iss`).
+    pub issuer: String,
+    /// The user's `sub` there.
+    pub subject: String,
+}
+
+/// The identities at other issuers linked to a user.
+#[utoipa::path(get, path = "/admin/v1/users/{id}/identities", tag = "users",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "Linked identities, by issuer", body = Vec<IdentityView>),
+        (status = 404, description = "No such user", body = ApiErrorBody),
+    ))]
+pub async fn identities(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Vec<IdentityView>>, ApiError> {
+    let user = find(&state, &id).await?;
+    let links = state.store.identities_of(&user.id).await?;
+    Ok(Json(links.iter().map(IdentityView::from).collect()))
+}
+
+/// Link an identity at another issuer to a user: that issuer's ID-JAGs for it then name
+/// this user.
+#[utoipa::path(post, path = "/admin/v1/users/{id}/identities", tag = "users",
+    params(("id" = String, Path)),
+    request_body = IdentityRef,
+    responses(
+        (status = 201, description = "Linked", body = IdentityView),
+        (status = 400, description = "Invalid; `field` names the culprit", body = ApiErrorBody),
+        (status = 404, description = "No such user", body = ApiErrorBody),
+        (status = 409, description = "The identity names another user", body = ApiErrorBody),
+    ))]
+pub async fn link(
+    State(state): State<AppState>,
+    Extension(caller): Extension<AdminCaller>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<IdentityRef>,
+) -> Result<(StatusCode, Json<IdentityView>), ApiError> {
+    let user = find(&state, &id).await?;
+    let link =
+        manage::link_identity(state.store.as_ref(), &user, &body.issuer, &body.subject).await?;
+    record_change(
+        &state,
+        &caller,
+        "user.link_identity",
+        serde_json::json!({ "user_id": user.id, "issuer": link.issuer, "subject": link.subject }),
+        Some(&user.id),
+    );
+    Ok((StatusCode::CREATED, Json(IdentityView::from(&link))))
+}
+
+/// Unlink an identity at another issuer from a user. Tokens already issued stay valid
+/// until they expire; the issuer's next ID-JAG for it is linked or provisioned afresh.
+#[utoipa::path(delete, path = "/admin/v1/users/{id}/identities", tag = "users",
+    params(("id" = String, Path), IdentityRef),
+    responses(
+        (status = 204, description = "Unlinked"),
+        (status = 400, description = "issuer or subject missing", body = ApiErrorBody),
+        (status = 404, description = "No such user or link", body = ApiErrorBody),
+    ))]
+pub async fn unlink(
+    State(state): State<AppState>,
+    Extension(caller): Extension<AdminCaller>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<IdentityRef>,
+) -> Result<StatusCode, ApiError> {
+    let user = find(&state, &id).await?;
+    manage::unlink_identity(state.store.as_ref(), &user, &q.issuer, &q.subject).await?;
+    record_change(
+        &state,
+        &caller,
+        "user.unlink_identity",
+        serde_json::json!({ "user_id": user.id, "issuer": q.issuer, "subject": q.subject }),
         Some(&user.id),
     );
     Ok(StatusCode::NO_CONTENT)

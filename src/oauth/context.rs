@@ -20,8 +20,8 @@ use crate::audit::Audit;
 use crate::config::Config;
 use crate::keys::KeyManager;
 use crate::store::{
-    CodeStore, ConsentStore, DeviceStore, ExchangePolicyStore, IdJagPolicyStore, RateLimitStore,
-    RefreshTokenStore, ReplayStore, SessionStore, Store, UserStore,
+    CodeStore, ConsentStore, DeviceStore, ExchangePolicyStore, IdJagPolicyStore, IdentityStore,
+    RateLimitStore, RefreshTokenStore, ReplayStore, SessionStore, Store, UserStore,
 };
 
 /// The time protocol decisions are made at: the system clock, or a fixed time in tests.
@@ -132,6 +132,9 @@ impl Context {
     }
 
     pub fn users(&self) -> &dyn UserStore {
+        &*self.store
+    }
+    pub fn identities(&self) -> &dyn IdentityStore {
         &*self.store
     }
     pub fn sessions(&self) -> &dyn SessionStore {

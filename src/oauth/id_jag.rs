@@ -19,10 +19,13 @@
 //! RFC 7523 §3). The access token is bound to that resource; its scopes are the requested
 //! ones ∩ the assertion's ∩ the resource's.
 //!
-//! **How the subject is named.** The access token's `sub` is the ID-JAG's `sub`, unchanged:
-//! the user as the IdP names them (for a Concierge IdP, its user id). It is not mapped to a
-//! local account; resource servers that trust both local users and an IdP's users should
-//! know that both kinds of `sub` appear under our `iss` (the audit event names the IdP).
+//! **Who the user is here.** The access token's `sub` is always a local user: the one the
+//! IdP's (`iss`, `sub`) is linked to, found or made as the trusted issuer's policy says
+//! (by subject, then by verified email when `link_by_email` is on, else provisioned unless
+//! `provision` is off; see [`super::authn::linking`]). One IdP's `sub` never reaches a
+//! resource server as if it were ours. As the IdP we put the user's `email` and
+//! `email_verified` in the ID-JAG when the ID token carried them (draft §4.3 implementation
+//! notes), so the other side can link by address.
 //!
 //! Every refusal is an OAuth error with a description and an `id_jag.refused` audit event.
 
@@ -30,6 +33,7 @@ use jsonwebtoken::Validation;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use super::authn::linking::{self, ForeignUser, LinkError, LinkPolicy};
 use super::client_assertion::{AssertionError, DecodeFailure, JwsHeader, LEEWAY_SECS};
 use super::client_assertion::{decode_with_any, jws_header, signing_alg_names, unverified_payload};
 use super::clients::Client;
@@ -82,6 +86,13 @@ pub struct IdJagClaims {
     pub scope: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_time: Option<i64>,
+    /// The user's address, for linking accounts by email (ID token claims, OIDC Core §5.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_verified: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// Record a refusal in the audit log and hand the error back.
@@ -270,6 +281,10 @@ async fn issue_checked(
         iat: now,
         scope: (!scope.is_empty()).then(|| scope_str.clone()),
         auth_time: id_token["auth_time"].as_i64(),
+        // What the ID token told this client, the ID-JAG may tell the other server.
+        email: id_token["email"].as_str().map(str::to_string),
+        email_verified: id_token["email_verified"].as_bool(),
+        name: id_token["name"].as_str().map(str::to_string),
     };
     let jag = ctx.keys.sign_jwt(Alg::ES256, ID_JAG_TYP, &claims)?;
     let mut extra = Map::new();
@@ -351,9 +366,7 @@ pub async fn redeem(
     // Unverified, for the audit log only: who the assertion claims to come from.
     if let Some(p) = form
         .get("assertion")
-        .and_then(|a| a.split('.').nth(1))
-        .and_then(util::b64_decode)
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|a| unverified_payload(a).ok())
     {
         for name in ["iss", "jti"] {
             if let Some(v) = p.get(name).and_then(Value::as_str) {
@@ -464,9 +477,15 @@ async fn redeem_checked(
              short-lived"
         )));
     }
-    if claims.sub.is_empty() || claims.jti.is_empty() || claims.jti.len() > 256 {
+    // OIDC Core §2: a `sub` is at most 255 ASCII characters.
+    if claims.sub.is_empty()
+        || claims.sub.len() > 255
+        || claims.sub.chars().any(char::is_control)
+        || claims.jti.is_empty()
+        || claims.jti.len() > 256
+    {
         return Err(grant_err(
-            "the assertion needs a non-empty sub and a jti of 1 to 256 characters",
+            "the assertion needs a sub of 1 to 255 characters and a jti of 1 to 256 characters",
         ));
     }
     // Draft §4.4.1: the client presenting the ID-JAG is the one it was issued for.
@@ -527,12 +546,31 @@ async fn redeem_checked(
         ));
     }
 
+    // Who the IdP's user is here: the token names a local user, never the IdP's `sub`.
+    let who = ForeignUser {
+        issuer: &claimed_iss,
+        subject: &claims.sub,
+        email: claims.email.as_deref(),
+        email_verified: claims.email_verified,
+        name: claims.name.as_deref(),
+    };
+    let policy = LinkPolicy {
+        by_email: trusted.link_by_email,
+        provision: trusted.provision,
+    };
+    let linked = linking::local_user(ctx, &who, policy)
+        .await
+        .map_err(|e| match e {
+            LinkError::Store(e) => OAuthError::from(e),
+            e => grant_err(e.to_string()),
+        })?;
+
     let audience = [resource.uri.to_string()];
     let mut response = issue_access_token(
         &ctx.keys,
         ctx.issuer(),
         &AccessToken {
-            sub: &claims.sub,
+            sub: &linked.user.id,
             client_id: &client.client_id,
             audience: &audience,
             scope: &scope.to_string(),
@@ -547,7 +585,12 @@ async fn redeem_checked(
     )?;
     response.issued.extra.insert(
         "id_jag".into(),
-        json!({ "iss": claimed_iss, "jti": claims.jti }),
+        json!({
+            "iss": claimed_iss,
+            "jti": claims.jti,
+            "sub": claims.sub,
+            "linked_by": linked.made.map(|m| m.as_str()),
+        }),
     );
     Ok(response)
 }
@@ -641,6 +684,8 @@ mod tests {
             issuer: "https://idp.example".into(),
             jwks_uri: Some("https://idp.example/jwks".into()),
             jwks: None,
+            link_by_email: false,
+            provision: true,
         }];
         assert!(trusted_issuer(&t, "https://idp.example/").is_some());
         assert!(trusted_issuer(&t, "https://evil.example").is_none());
@@ -680,6 +725,8 @@ mod tests {
                     issuer: "https://idp.example".into(),
                     jwks_uri: None,
                     jwks: None,
+                    link_by_email: false,
+                    provision: true,
                 }];
                 if trusted_issuer(&trusted, &iss).is_some() {
                     prop_assert_eq!(ResourceUri::parse(&iss).ok().map(String::from), Some("https://idp.example".to_string()));

@@ -41,6 +41,21 @@ pub struct TrustedIssuer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub jwks: Option<serde_json::Value>,
+    /// Link an IdP user who has no linked account here to the one local account whose
+    /// verified email is the one the ID-JAG asserts (`email`, with `email_verified` not
+    /// `false`). Off by default: turn it on only for an IdP that vouches for its users'
+    /// addresses, such as an enterprise directory.
+    #[serde(default)]
+    pub link_by_email: bool,
+    /// Provision a local account (without a password) for an IdP user who has none, on
+    /// their first ID-JAG. On by default; when off, such ID-JAGs are refused until an
+    /// operator links the user (`concierge user link`).
+    #[serde(default = "yes")]
+    pub provision: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl TrustedIssuer {
@@ -171,13 +186,17 @@ macro_rules! sql_impl {
                     .map($crate::store::sql::to_json)
                     .transpose()?;
                 sqlx::query(
-                    "INSERT INTO id_jag_trusted_issuers (issuer, jwks_uri, jwks, created_at) \
-                     VALUES ($1,$2,$3,$4) \
-                     ON CONFLICT (issuer) DO UPDATE SET jwks_uri = $2, jwks = $3",
+                    "INSERT INTO id_jag_trusted_issuers \
+                     (issuer, jwks_uri, jwks, link_by_email, provision, created_at) \
+                     VALUES ($1,$2,$3,$4,$5,$6) \
+                     ON CONFLICT (issuer) DO UPDATE \
+                     SET jwks_uri = $2, jwks = $3, link_by_email = $4, provision = $5",
                 )
                 .bind(&t.issuer)
                 .bind(&t.jwks_uri)
                 .bind(jwks)
+                .bind(t.link_by_email)
+                .bind(t.provision)
                 .bind(now)
                 .execute(&self.pool)
                 .await?;
@@ -187,13 +206,15 @@ macro_rules! sql_impl {
             async fn list_trusted_issuers(
                 &self,
             ) -> Result<Vec<$crate::store::TrustedIssuer>, $crate::store::StoreError> {
-                let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
-                    "SELECT issuer, jwks_uri, jwks FROM id_jag_trusted_issuers ORDER BY issuer",
+                type Row = (String, Option<String>, Option<String>, bool, bool);
+                let rows: Vec<Row> = sqlx::query_as(
+                    "SELECT issuer, jwks_uri, jwks, link_by_email, provision \
+                     FROM id_jag_trusted_issuers ORDER BY issuer",
                 )
                 .fetch_all(&self.pool)
                 .await?;
                 rows.into_iter()
-                    .map(|(issuer, jwks_uri, jwks)| {
+                    .map(|(issuer, jwks_uri, jwks, link_by_email, provision)| {
                         let jwks = jwks
                             .map(|j| {
                                 $crate::store::sql::from_json(&j, &format!("issuer {issuer} jwks"))
@@ -203,6 +224,8 @@ macro_rules! sql_impl {
                             issuer,
                             jwks_uri,
                             jwks,
+                            link_by_email,
+                            provision,
                         })
                     })
                     .collect()

@@ -18,6 +18,7 @@ pub mod consents;
 pub mod devices;
 pub mod exchange_policies;
 pub mod id_jag;
+pub mod identities;
 pub mod keys;
 pub mod postgres;
 pub mod rate_limits;
@@ -42,6 +43,7 @@ pub use consents::{Consent, ConsentStore};
 pub use devices::{DeviceApproval, DeviceCode, DeviceStore};
 pub use exchange_policies::{ExchangePolicy, ExchangePolicyStore};
 pub use id_jag::{IdJagPolicy, IdJagPolicyStore, TrustedIssuer};
+pub use identities::{IdentityStore, LinkedBy, LinkedIdentity};
 pub use keys::{KeyStatus, KeyStore, StoredKey};
 pub use rate_limits::RateLimitStore;
 pub use refresh_tokens::{
@@ -91,6 +93,7 @@ pub trait Store:
     + RateLimitStore
     + ReplayStore
     + UserStore
+    + IdentityStore
     + SessionStore
     + ConsentStore
     + CodeStore

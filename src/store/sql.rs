@@ -56,6 +56,7 @@ macro_rules! sql_store {
         $crate::store::rate_limits::sql_impl!($ty);
         $crate::store::replay::sql_impl!($ty);
         $crate::store::users::sql_impl!($ty);
+        $crate::store::identities::sql_impl!($ty);
         $crate::store::sessions::sql_impl!($ty);
         $crate::store::consents::sql_impl!($ty);
         $crate::store::codes::sql_impl!($ty);

@@ -10,6 +10,9 @@ pub struct User {
     pub id: String,
     pub username: String,
     pub email: Option<String>,
+    /// The address is known to be the user's (an operator said so, or the issuer that
+    /// provisioned the account did). Only verified addresses link accounts.
+    pub email_verified: bool,
     pub name: Option<String>,
     /// argon2id, PHC string format; `None` for an account without a password (one that
     /// signs in with other factors only).
@@ -36,6 +39,15 @@ pub trait UserStore: Send + Sync {
     async fn list_users(&self) -> Result<Vec<User>, StoreError>;
     /// Remove a user; their sessions, consents, codes and tokens go with them.
     async fn delete_user(&self, username: &str) -> Result<bool, StoreError>;
+    /// The users whose verified email is `email` (compared without case), at most `limit`.
+    async fn users_with_verified_email(
+        &self,
+        email: &str,
+        limit: i64,
+    ) -> Result<Vec<User>, StoreError>;
+    /// Replace a user's email, its verified flag and name; `false` when there is no such
+    /// user.
+    async fn update_profile(&self, user: &User, now: i64) -> Result<bool, StoreError>;
     /// Set a new password hash. In the same transaction the user is signed out everywhere
     /// and every refresh token they hold is revoked, so agents must ask again.
     async fn set_password(&self, username: &str, hash: &str, now: i64) -> Result<bool, StoreError>;
@@ -49,6 +61,7 @@ pub(super) struct UserRow {
     id: String,
     username: String,
     email: Option<String>,
+    email_verified: bool,
     name: Option<String>,
     password_hash: String,
     created_at: i64,
@@ -61,6 +74,7 @@ impl From<UserRow> for User {
             id: r.id,
             username: r.username,
             email: r.email,
+            email_verified: r.email_verified,
             name: r.name,
             password_hash: (!r.password_hash.is_empty()).then_some(r.password_hash),
             created_at: r.created_at,
@@ -71,28 +85,37 @@ impl From<UserRow> for User {
 
 macro_rules! columns {
     () => {
-        "id, username, email, name, password_hash, created_at, updated_at"
+        "id, username, email, email_verified, name, password_hash, created_at, updated_at"
     };
 }
 pub(crate) use columns;
+
+/// The statement inserting a user (`Conflict` on the username is the caller's to map).
+macro_rules! insert {
+    ($u:expr) => {
+        sqlx::query(concat!(
+            "INSERT INTO users (",
+            $crate::store::users::columns!(),
+            ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8)"
+        ))
+        .bind(&$u.id)
+        .bind(&$u.username)
+        .bind(&$u.email)
+        .bind($u.email_verified)
+        .bind(&$u.name)
+        .bind($u.password_hash.as_deref().unwrap_or(""))
+        .bind($u.created_at)
+        .bind($u.updated_at)
+    };
+}
+pub(crate) use insert;
 
 macro_rules! sql_impl {
     ($ty:ty) => {
         #[async_trait::async_trait]
         impl $crate::store::UserStore for $ty {
             async fn insert_user(&self, u: &$crate::store::User) -> Result<(), $crate::store::StoreError> {
-                sqlx::query(concat!(
-                    "INSERT INTO users (",
-                    $crate::store::users::columns!(),
-                    ") VALUES ($1,$2,$3,$4,$5,$6,$7)"
-                ))
-                .bind(&u.id)
-                .bind(&u.username)
-                .bind(&u.email)
-                .bind(&u.name)
-                .bind(u.password_hash.as_deref().unwrap_or(""))
-                .bind(u.created_at)
-                .bind(u.updated_at)
+                $crate::store::users::insert!(u)
                 .execute(&self.pool)
                 .await
                 .map_err(|e| $crate::store::sql::conflict(e, "username"))?;
@@ -135,6 +158,46 @@ macro_rules! sql_impl {
                 .fetch_all(&self.pool)
                 .await?;
                 Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn users_with_verified_email(
+                &self,
+                email: &str,
+                limit: i64,
+            ) -> Result<Vec<$crate::store::User>, $crate::store::StoreError> {
+                if !$crate::store::sql::may_be_stored(email) {
+                    return Ok(Vec::new());
+                }
+                let rows: Vec<$crate::store::users::UserRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    $crate::store::users::columns!(),
+                    " FROM users WHERE lower(email) = lower($1) AND email_verified \
+                     ORDER BY created_at LIMIT $2"
+                ))
+                .bind(email)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn update_profile(
+                &self,
+                u: &$crate::store::User,
+                now: i64,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let r = sqlx::query(
+                    "UPDATE users SET email = $2, email_verified = $3, name = $4, updated_at = $5 \
+                     WHERE id = $1",
+                )
+                .bind(&u.id)
+                .bind(&u.email)
+                .bind(u.email_verified)
+                .bind(&u.name)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(r.rows_affected() == 1)
             }
 
             async fn delete_user(&self, username: &str) -> Result<bool, $crate::store::StoreError> {

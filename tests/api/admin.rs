@@ -7,11 +7,11 @@ use crate::both;
 use crate::flow::*;
 use crate::helpers::{TOOLS_RESOURCE, TestApp, add_tools_resource, split};
 
-type Answer = (reqwest::StatusCode, reqwest::header::HeaderMap, Value);
+pub type Answer = (reqwest::StatusCode, reqwest::header::HeaderMap, Value);
 
 /// An admin client made as `concierge admin-client create` makes it, and a token for it
 /// from the token endpoint (client credentials).
-async fn admin_token(app: &TestApp) -> (String, String, String) {
+pub async fn admin_token(app: &TestApp) -> (String, String, String) {
     let (record, secret) =
         concierge::manage::create_admin_client(app.store().as_ref(), &app.issuer, "ops")
             .await
@@ -27,7 +27,7 @@ async fn admin_token(app: &TestApp) -> (String, String, String) {
     (record.client_id, secret, token)
 }
 
-async fn call(
+pub async fn call(
     app: &TestApp,
     token: Option<&str>,
     method: reqwest::Method,

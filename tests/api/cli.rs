@@ -281,6 +281,47 @@ fn users_from_the_command_line() {
         "a new long password\n",
     );
     assert!(!ok && err.contains("no user"), "{err}");
+
+    // Issue 18.8 / 15.2: mark the address verified, link an IdP's user, list, unlink.
+    let (ok, out, err) = concierge(d, &["user", "update", "alice", "--email-verified", "true"]);
+    assert!(
+        ok && out.contains("alice@example.com (verified)"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = concierge(d, &["user", "update", "alice", "--email", "a@new.example"]);
+    assert!(
+        ok && out.contains("a@new.example (unverified)"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = concierge(d, &["user", "update", "alice", "--email", "not-an-address"]);
+    assert!(!ok && err.contains("email"), "{err}");
+    let link = [
+        "user",
+        "link",
+        "alice",
+        "--issuer",
+        "https://idp.example",
+        "--subject",
+        "u-1",
+    ];
+    let (ok, out, err) = concierge(d, &link);
+    assert!(
+        ok && out.contains("u-1 at https://idp.example is now alice"),
+        "{out}{err}"
+    );
+    let (ok, out, _) = concierge(d, &["user", "identities", "alice"]);
+    assert!(
+        ok && out.contains("https://idp.example  u-1  linked by operator"),
+        "{out}"
+    );
+    let mut unlink = link;
+    unlink[1] = "unlink";
+    let (ok, out, err) = concierge(d, &unlink);
+    assert!(ok && out.contains("no longer linked"), "{out}{err}");
+    let (ok, _, err) = concierge(d, &unlink);
+    assert!(!ok && err.contains("no linked identity"), "{err}");
+    let (ok, out, _) = concierge(d, &["user", "identities", "alice"]);
+    assert!(ok && out.contains("no linked identities"), "{out}");
     let (ok, _, _) = concierge(d, &["user", "remove", "alice"]);
     assert!(ok);
     let (ok, out, _) = concierge(d, &["user", "list"]);
@@ -574,8 +615,17 @@ fn id_jag_policies_from_the_command_line() {
     let (ok, out, _) = concierge(d, &["id-jag", "list"]);
     assert!(
         ok && out.contains(
-            "trusted IdP https://idp.example  keys: https://idp.example/jwks  (database)"
+            "trusted IdP https://idp.example  keys: https://idp.example/jwks  accounts: \
+             provisioned  (database)"
         ),
+        "{out}"
+    );
+    let strict = [&with_keys[..], &["--link-by-email", "--no-provision"]].concat();
+    let (ok, _, err) = concierge(d, &strict);
+    assert!(ok, "{err}");
+    let (ok, out, _) = concierge(d, &["id-jag", "list"]);
+    assert!(
+        ok && out.contains("accounts: linked by email, else refused"),
         "{out}"
     );
     let distrust = ["id-jag", "distrust", "--issuer", "https://idp.example"];

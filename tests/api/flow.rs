@@ -50,6 +50,7 @@ pub async fn add_user(app: &impl Server, username: &str) -> String {
             id: id.clone(),
             username: username.into(),
             email: Some(format!("{username}@example.com")),
+            email_verified: false,
             name: Some(format!("{username} Example")),
             password_hash: Some(concierge::oauth::authn::password::hash(PASSWORD).unwrap()),
             created_at: now,

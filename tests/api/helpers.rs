@@ -272,15 +272,14 @@ impl<'a> TestAppBuilder<'a> {
         let mut users = std::collections::HashMap::new();
         for (username, password) in &self.users {
             let hash = manage::hash_new_password(password).expect("password");
-            let user = manage::create_user(
-                store.as_ref(),
-                username,
-                Some(format!("{username}@example.com")),
-                Some(format!("{username} Example")),
-                hash,
-            )
-            .await
-            .expect("user");
+            let profile = manage::Profile {
+                email: Some(format!("{username}@example.com")),
+                email_verified: false,
+                name: Some(format!("{username} Example")),
+            };
+            let user = manage::create_user(store.as_ref(), username, profile, hash)
+                .await
+                .expect("user");
             users.insert(username.clone(), user.id);
         }
         let mut machine_clients = Vec::new();

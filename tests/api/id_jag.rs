@@ -71,6 +71,8 @@ impl Pair {
             issuer: idp_issuer.clone(),
             jwks_uri: Some(format!("{idp_issuer}/jwks")),
             jwks: None,
+            link_by_email: false,
+            provision: true,
         };
         let rs_as = spawn_app_on(backend, l_as, "", |c| {
             c.id_jag.trusted_issuers = vec![trusted];
@@ -106,9 +108,14 @@ impl Pair {
 
     /// alice signs in at the IdP through the browser flow; returns her ID token.
     pub async fn id_token(&self) -> String {
+        self.id_token_for("openid notes:read").await
+    }
+
+    /// The same, asking for `scope` (e.g. with `email`, so the ID-JAG carries her address).
+    pub async fn id_token_for(&self, scope: &str) -> String {
         let app = &self.idp;
         let (verifier, challenge) = pkce();
-        let params = auth_params(IDP_CLIENT, &challenge, "openid notes:read");
+        let params = auth_params(IDP_CLIENT, &challenge, scope);
         let back = authorize_and_approve(app, &browser(), &params).await;
         let (s, _, tokens) = redeem(
             app,
@@ -303,7 +310,30 @@ both_pair!(id_token_to_id_jag_to_access_token, |p: Pair| async move {
     .await;
     assert_eq!(s, 200, "{intro}");
     assert_eq!(intro["active"], true, "{intro}");
-    assert_eq!(intro["sub"], alice, "the IdP's subject is carried through");
+    // Issue 18.8: the token names a local user, provisioned for the IdP's alice and linked
+    // to her (iss, sub); the IdP's own `sub` never names a user here.
+    let link = p
+        .rs_as
+        .store()
+        .find_identity(&p.idp.issuer, &alice)
+        .await
+        .unwrap()
+        .expect("provisioned and linked");
+    assert_eq!(link.linked_by, concierge::store::LinkedBy::Provisioned);
+    assert_eq!(intro["sub"], link.user_id);
+    assert_ne!(intro["sub"], alice);
+    let local = p
+        .rs_as
+        .store()
+        .get_user(&link.user_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        local.password_hash.is_none(),
+        "provisioned accounts have no password"
+    );
+    assert!(local.username.ends_with("@127.0.0.1"), "{}", local.username);
     assert_eq!(intro["client_id"], AS_CLIENT);
     assert_eq!(intro["scope"], "notes:read");
     let v = verify(&p.rs_as, at, jsonwebtoken::Algorithm::ES256, NOTES);

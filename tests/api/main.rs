@@ -29,6 +29,7 @@ mod grants;
 mod guard_concierge;
 mod guard_oidc_provider;
 mod id_jag;
+mod id_jag_accounts;
 mod keys;
 mod layers;
 mod metadata;

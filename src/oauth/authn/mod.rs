@@ -2,6 +2,7 @@
 //! policy, establishing a session with `amr`, `acr` and `auth_time`, and where to send a
 //! browser to sign in. Pages and handlers call in here; nothing here knows about them.
 
+pub mod linking;
 pub mod password;
 pub mod session;
 pub mod throttle;

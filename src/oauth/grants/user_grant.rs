@@ -31,7 +31,7 @@ pub fn user_claims(user: &User, scope: &Scope) -> Map<String, Value> {
         && let Some(e) = &user.email
     {
         m.insert("email".into(), e.clone().into());
-        m.insert("email_verified".into(), false.into());
+        m.insert("email_verified".into(), user.email_verified.into());
     }
     m
 }
