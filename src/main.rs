@@ -18,7 +18,10 @@ use concierge::oauth::clients::{ClientDirectory, ClientSource};
 use concierge::oauth::grants::GrantRegistry;
 use concierge::oauth::registration::client_information;
 use concierge::oauth::resource::ScopeDef;
-use concierge::startup::{App, load_kek, open_store, shutdown_signal};
+use concierge::startup::{
+    App, load_kek, open_cli_store, open_store_as, redact_url, shutdown_signal,
+};
+use concierge::store::Open;
 use concierge::store::{ClientKind, KeyStatus, Store};
 use concierge::util;
 
@@ -39,6 +42,10 @@ struct Cli {
     /// server runs with, for the other commands (the admin API's resource derives from it).
     #[arg(long, global = true)]
     issuer: Option<String>,
+    /// Create the database if it does not exist and bring its schema up to date. Without it,
+    /// operator commands use only an existing database, as it is.
+    #[arg(long, global = true)]
+    init: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -65,6 +72,13 @@ enum Command {
     /// ID-JAG issuing policy (as an enterprise IdP for MCP enterprise-managed authorization).
     #[command(subcommand)]
     IdJag(IdJagCmd),
+    /// Bring the database's schema up to date (creating the database if missing); servers
+    /// do it when they start. See UPGRADE.md.
+    Migrate {
+        /// Only say where the schema stands; exit with status 1 when migrations are pending.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -349,8 +363,68 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// How operator commands open the database (`--init` or not), set once in `main`.
+static OPEN: std::sync::OnceLock<Open> = std::sync::OnceLock::new();
+
+/// The database for an operator command (never created or migrated without `--init`).
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    open_cli_store(config, *OPEN.get().unwrap_or(&Open::Existing)).await
+}
+
+/// `concierge migrate [--check]`.
+async fn migrate(config: &Config, check: bool) -> anyhow::Result<()> {
+    let how = if check { Open::Existing } else { Open::Migrate };
+    let url = redact_url(&config.database_url());
+    let before = if check {
+        None
+    } else {
+        // What was pending before, to say what was applied (a missing database has it all).
+        open_store_as(config, Open::Existing)
+            .await
+            .ok()
+            .map(|(_, schema)| schema.pending)
+    };
+    let (_, schema) = open_store_as(config, how).await?;
+    if check {
+        println!(
+            "database {url}: {} migration(s) applied, {} pending{}",
+            schema.applied.len(),
+            schema.pending.len(),
+            if schema.pending.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", schema.pending.join(", "))
+            }
+        );
+        if !schema.unknown.is_empty() {
+            println!(
+                "the database has {} migration(s) newer than this binary",
+                schema.unknown.len()
+            );
+        }
+        if !schema.pending.is_empty() {
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
+    match before {
+        Some(done) if done.is_empty() => println!("database {url}: up to date"),
+        Some(done) => println!("database {url}: applied {}", done.join(", ")),
+        None => println!(
+            "database {url}: created, {} migration(s) applied",
+            schema.applied.len()
+        ),
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let _ = OPEN.set(if cli.init {
+        Open::Migrate
+    } else {
+        Open::Existing
+    });
     let mut config = load_config(&cli)?;
     // Telemetry starts outside the async runtime: the OTLP exporter runs its own thread with a
     // blocking HTTP client, and flushes when `_telemetry` drops after the runtime is done.
@@ -393,6 +467,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::IdJag(cmd) => id_jag(cmd, &config).await,
+            Command::Migrate { check } => return migrate(&config, *check).await,
         }?;
         record_cli_change(&config).await;
         Ok(())
@@ -432,6 +507,7 @@ async fn record_cli_change(config: &Config) {
         }
         match a.split_once('=').map_or(a.as_str(), |(k, _)| k) {
             "--config" | "--data-dir" | "--database-url" => skip_value = !a.contains('='),
+            "--init" => {}
             _ => words.push(a.clone()),
         }
     }

@@ -12,7 +12,7 @@ use crate::keys::{Kek, KeyManager};
 use crate::oauth::Context;
 use crate::oauth::grants::GrantRegistry;
 use crate::state::{AppState, Services};
-use crate::store::{self, Store};
+use crate::store::{self, Open, Schema, Store};
 
 /// A built application, ready to serve.
 pub struct App {
@@ -21,13 +21,47 @@ pub struct App {
 
 /// Open the configured store, creating the data directory for SQLite.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    open_store_as(config, Open::Migrate)
+        .await
+        .map(|(store, _)| store)
+}
+
+/// Open the configured database as `how` says (creating the data directory only when the
+/// database may be created); with where its schema stands.
+pub async fn open_store_as(config: &Config, how: Open) -> anyhow::Result<(Arc<dyn Store>, Schema)> {
     let url = config.database_url();
-    if url.starts_with("sqlite:") && config.database_url.is_none() {
+    if how == Open::Migrate && url.starts_with("sqlite:") && config.database_url.is_none() {
         create_data_dir(&config.data_dir)?;
     }
-    store::connect(&url)
+    store::open(&url, how)
         .await
         .with_context(|| format!("opening the database ({})", redact_url(&url)))
+}
+
+/// The database for an operator command: as `how` says, said on standard error (which
+/// database, which issuer) once per process, and refused when its schema is behind this
+/// binary (only `serve` and `concierge migrate` change the schema).
+pub async fn open_cli_store(config: &Config, how: Open) -> anyhow::Result<Arc<dyn Store>> {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    let (store, schema) = open_store_as(config, how).await?;
+    let url = redact_url(&config.database_url());
+    SAID.call_once(|| eprintln!("concierge: database {url}, issuer {}", config.issuer));
+    if !schema.pending.is_empty() {
+        anyhow::bail!(
+            "the database at {url} is older than this concierge: {} migration(s) pending ({}); \
+             run `concierge migrate` first (servers apply them when they start)",
+            schema.pending.len(),
+            schema.pending.join(", ")
+        );
+    }
+    if !schema.unknown.is_empty() {
+        eprintln!(
+            "concierge: warning: the database has {} migration(s) newer than this binary; \
+             changes are made under the expand-then-contract rule (UPGRADE.md)",
+            schema.unknown.len()
+        );
+    }
+    Ok(store)
 }
 
 /// The data directory (the SQLite database, the generated key-encryption key), created

@@ -66,6 +66,12 @@ pub enum StoreError {
     Corrupt(String),
     #[error("unsupported database URL {0:?}: use sqlite://… or postgres://…")]
     UnsupportedUrl(String),
+    #[error(
+        "there is no database at {0}: start the server once (`concierge serve`) or create it \
+         with `concierge migrate`, or point --config/--data-dir/--database-url at the \
+         server's"
+    )]
+    Missing(String),
 }
 
 /// The outcome of spending a single-use value.
@@ -108,12 +114,62 @@ pub trait Store:
     fn backend(&self) -> &'static str;
 }
 
+/// How to open a database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Open {
+    /// Create it if missing (SQLite) and bring its schema up to date: the server, and
+    /// `concierge migrate`.
+    Migrate,
+    /// Only a database that exists, with its schema as it is: the other CLI commands, so a
+    /// mistyped path is an error rather than a new empty database, and a newer CLI never
+    /// upgrades a production schema behind the servers' backs.
+    Existing,
+}
+
+/// Where a database's schema stands against this binary's migrations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Schema {
+    /// Migrations applied, by version.
+    pub applied: Vec<i64>,
+    /// This binary's migrations not applied yet (`version_description`).
+    pub pending: Vec<String>,
+    /// Applied migrations this binary does not know: the database is newer.
+    pub unknown: Vec<i64>,
+}
+
+impl Schema {
+    fn compare(migrator: &sqlx::migrate::Migrator, applied: Vec<i64>) -> Self {
+        let pending = migrator
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+            .map(|m| format!("{:04}_{}", m.version, m.description.replace(' ', "_")))
+            .collect();
+        let unknown = applied
+            .iter()
+            .copied()
+            .filter(|v| !migrator.iter().any(|m| m.version == *v))
+            .collect();
+        Self {
+            applied,
+            pending,
+            unknown,
+        }
+    }
+}
+
 /// Open the database named by `url`, creating it (SQLite) and applying migrations.
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    open(url, Open::Migrate).await.map(|(store, _)| store)
+}
+
+/// Open the database named by `url` as `how` says; with where its schema stands.
+pub async fn open(url: &str, how: Open) -> Result<(Arc<dyn Store>, Schema), StoreError> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::connect(url).await?))
+        let (store, schema) = sqlite::SqliteStore::open(url, how).await?;
+        Ok((Arc::new(store), schema))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PgStore::connect(url).await?))
+        let (store, schema) = postgres::PgStore::open(url, how).await?;
+        Ok((Arc::new(store), schema))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_string()))
     }

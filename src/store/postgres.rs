@@ -6,24 +6,33 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use super::StoreError;
+use super::{Open, Schema, StoreError};
 
 pub struct PgStore {
     pool: PgPool,
 }
 
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
 impl PgStore {
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+    pub async fn open(url: &str, how: Open) -> Result<(Self, Schema), StoreError> {
         let options = PgConnectOptions::from_str(url)?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        // sqlx takes a PostgreSQL advisory lock while migrating, so replicas starting
-        // together apply each migration once.
-        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
+        if how == Open::Migrate {
+            // sqlx takes a PostgreSQL advisory lock while migrating, so replicas starting
+            // together apply each migration once.
+            MIGRATOR.run(&pool).await?;
+        }
+        let applied = super::sql::applied_migrations!(
+            &pool,
+            "SELECT COUNT(*) FROM information_schema.tables \
+             WHERE table_name = '_sqlx_migrations' AND table_schema = current_schema()"
+        );
+        Ok((Self { pool }, Schema::compare(&MIGRATOR, applied)))
     }
 }
 

@@ -47,6 +47,24 @@ pub(super) fn words(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// The versions of the migrations applied to the database behind `$pool` (none when it has
+/// no migrations table yet); `$count_table` counts tables named `_sqlx_migrations`.
+macro_rules! applied_migrations {
+    ($pool:expr, $count_table:literal) => {{
+        let tables: i64 = sqlx::query_scalar($count_table).fetch_one($pool).await?;
+        if tables == 0 {
+            Vec::new()
+        } else {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+            )
+            .fetch_all($pool)
+            .await?
+        }
+    }};
+}
+pub(crate) use applied_migrations;
+
 /// Implement every store trait for `$ty` (a type with a `pool` field), naming the backend.
 macro_rules! sql_store {
     ($ty:ty, $name:literal) => {

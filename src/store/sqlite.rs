@@ -6,16 +6,25 @@ use std::time::Duration;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::StoreError;
+use super::{Open, Schema, StoreError};
 
 pub struct SqliteStore {
     pool: SqlitePool,
 }
 
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
 impl SqliteStore {
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
+    pub async fn open(url: &str, how: Open) -> Result<(Self, Schema), StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?;
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        if how == Open::Existing && !in_memory && !options.get_filename().exists() {
+            return Err(StoreError::Missing(
+                options.get_filename().display().to_string(),
+            ));
+        }
+        let options = options
+            .create_if_missing(how == Open::Migrate)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
@@ -24,8 +33,14 @@ impl SqliteStore {
             .max_connections(8)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        if how == Open::Migrate {
+            MIGRATOR.run(&pool).await?;
+        }
+        let applied = super::sql::applied_migrations!(
+            &pool,
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
+        );
+        Ok((Self { pool }, Schema::compare(&MIGRATOR, applied)))
     }
 }
 

@@ -30,9 +30,17 @@ fn concierge_env(
     )
 }
 
+/// A directory with a database made as an operator makes one: `concierge migrate`.
+fn initialised() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out, err) = concierge(dir.path(), &["migrate"]);
+    assert!(ok && out.contains("created"), "{out}{err}");
+    dir
+}
+
 #[test]
 fn resources_from_the_command_line() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = initialised();
     let d = dir.path();
     let (ok, out, err) = concierge(
         d,
@@ -140,7 +148,7 @@ fn resources_from_the_command_line() {
 
 #[test]
 fn clients_from_the_command_line() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = initialised();
     let d = dir.path();
     let (ok, out, err) = concierge(
         d,
@@ -242,7 +250,7 @@ fn concierge_with_stdin(
 
 #[test]
 fn users_from_the_command_line() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = initialised();
     let d = dir.path();
     let (ok, out, err) = concierge_with_stdin(
         d,
@@ -330,7 +338,7 @@ fn users_from_the_command_line() {
 
 #[test]
 fn keys_from_the_command_line() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = initialised();
     let d = dir.path();
     let (ok, out, _) = concierge(d, &["keys", "list"]);
     assert!(ok && out.contains("no keys yet"), "{out}");
@@ -423,7 +431,7 @@ fn serve_with_zero_configuration_and_stop_on_sigterm() {
 /// The hidden `--secret-from-env` (benchmarks, development): the given secret, hashed.
 #[tokio::test]
 async fn client_secret_from_the_environment() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = initialised();
     let d = dir.path();
     let secret = "bench-secret-0123456789abcdef0123456789abcdef";
     let run = |var: &str, value: &str, method: &str| {
@@ -473,7 +481,7 @@ async fn client_secret_from_the_environment() {
 /// then the old one is no longer needed (deploy/README.md).
 #[test]
 fn key_encryption_key_rotation() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = initialised();
     let d = dir.path();
     let old = concierge::util::b64(&[1u8; 32]);
     let new = concierge::util::b64(&[2u8; 32]);
@@ -524,7 +532,7 @@ fn key_encryption_key_rotation() {
 
 #[test]
 fn admin_client_bootstrap() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = initialised();
     let d = dir.path();
     let (ok, out, err) = concierge(d, &["admin-client", "create", "--name", "ops"]);
     assert!(ok, "{out}{err}");
@@ -552,7 +560,7 @@ fn admin_client_bootstrap() {
 
 #[test]
 fn id_jag_policies_from_the_command_line() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = initialised();
     let d = dir.path();
     let (ok, out, _) = concierge(d, &["id-jag", "list"]);
     assert!(ok && out.contains("denied"), "{out}");
@@ -644,7 +652,7 @@ async fn cli_changes_are_audited() {
     let db = format!("sqlite://{}/audited.db", d.display());
     let (ok, _, err) = concierge_with_stdin(
         d,
-        &["--database-url", &db, "user", "add", "carol"],
+        &["--init", "--database-url", &db, "user", "add", "carol"],
         "a password never to be logged\n",
     );
     assert!(ok, "{err}");
@@ -726,5 +734,70 @@ async fn admin_client_follows_the_servers_issuer() {
     assert!(
         out.contains("resource=http://127.0.0.1:8081/admin/v1"),
         "{out}"
+    );
+}
+
+/// Issue 15.1: operator commands never create a database (a mistyped path or another
+/// working directory is an error, not a new empty database) and never change its schema;
+/// `concierge migrate` does, and `--check` says where it stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_never_creates_or_upgrades_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ok, out, err) = concierge(d, &["user", "list"]);
+    assert!(!ok && out.is_empty(), "{out}");
+    assert!(err.contains("no database at"), "{err}");
+    assert!(!d.join("concierge-data").exists(), "nothing created");
+    let (ok, _, err) = concierge(d, &["migrate", "--check"]);
+    assert!(!ok && err.contains("no database at"), "{err}");
+
+    // The previous release's schema (all migrations but the last), as a server of that
+    // release left it.
+    let db = d.join("concierge-data/concierge.db");
+    std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+    let url = format!("sqlite://{}?mode=rwc", db.display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let migrator = sqlx::migrate::Migrator::new(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/migrations/sqlite"
+    )))
+    .await
+    .unwrap();
+    let last = migrator.iter().map(|m| m.version).max().unwrap();
+    let last_name = migrator
+        .iter()
+        .find(|m| m.version == last)
+        .map(|m| format!("{last:04}_{}", m.description.replace(' ', "_")))
+        .unwrap();
+    migrator.run_to(last - 1, &pool).await.unwrap();
+    pool.close().await;
+
+    let (ok, _, err) = concierge(d, &["user", "list"]);
+    assert!(!ok, "a newer CLI does not use an older schema");
+    assert!(
+        err.contains("older than this concierge") && err.contains(&last_name),
+        "{err}"
+    );
+    let (ok, out, _) = concierge(d, &["migrate", "--check"]);
+    assert!(
+        !ok && out.contains("1 pending") && out.contains(&last_name),
+        "{out}"
+    );
+    let (ok, out, err) = concierge(d, &["migrate"]);
+    assert!(
+        ok && out.contains(&format!("applied {last_name}")),
+        "{out}{err}"
+    );
+    let (ok, out, _) = concierge(d, &["migrate", "--check"]);
+    assert!(ok && out.contains("0 pending"), "{out}");
+    let (ok, out, _) = concierge(d, &["migrate"]);
+    assert!(ok && out.contains("up to date"), "{out}");
+
+    // Every command says which database and issuer it used.
+    let (ok, out, err) = concierge(d, &["--issuer", "https://auth.example", "user", "list"]);
+    assert!(ok && out.contains("no users"), "{out}{err}");
+    assert!(
+        err.contains("database sqlite://") && err.contains("issuer https://auth.example"),
+        "{err}"
     );
 }

@@ -186,3 +186,81 @@ fn the_image_and_the_unit_use_real_settings() {
         "ExecStart=/usr/local/bin/concierge --config /etc/concierge/concierge.toml serve"
     ));
 }
+
+/// Issue 15.1: the operator commands the kit documents reach the server's database: the
+/// systemd comment's `systemd-run` has the unit's environment, environment file, working
+/// directory and `--config`; the Kubernetes `exec` has the container's `--config`.
+#[test]
+fn operator_commands_reach_the_servers_database() {
+    let unit = std::fs::read_to_string(deploy("systemd/concierge.service")).unwrap();
+    let comment: String = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix('#'))
+        .skip_while(|l| !l.contains("systemd-run"))
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.trim().trim_end_matches('\\').to_string() + " ")
+        .collect();
+    let words: Vec<&str> = comment.split_whitespace().collect();
+    let value_after = |flag: &str| -> Vec<String> {
+        words
+            .windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].to_string())
+            .collect()
+    };
+    let props = value_after("-p");
+    let exported = value_after("-E");
+    let service = |key: &str| -> Vec<String> {
+        unit.lines()
+            .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+            .map(str::to_string)
+            .collect()
+    };
+    for e in service("Environment") {
+        assert!(
+            exported.contains(&e),
+            "the operator command lacks {e}: {comment}"
+        );
+    }
+    for key in [
+        "WorkingDirectory",
+        "EnvironmentFile",
+        "StateDirectory",
+        "DynamicUser",
+    ] {
+        for v in service(key) {
+            assert!(
+                props.contains(&format!("{key}={v}")),
+                "the operator command lacks -p {key}={v}: {comment}"
+            );
+        }
+    }
+    let exec_start = service("ExecStart").pop().unwrap();
+    let config = exec_start
+        .split_whitespace()
+        .skip_while(|w| *w != "--config")
+        .nth(1);
+    assert_eq!(value_after("--config").first().map(String::as_str), config);
+
+    let readme = std::fs::read_to_string(deploy("README.md")).unwrap();
+    let exec = readme
+        .lines()
+        .find(|l| l.contains("kubectl") && l.contains(" exec "))
+        .expect("a kubectl exec command");
+    let after: Vec<&str> = exec
+        .split(" -- ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .collect();
+    let deployment = &yaml_documents("k8s/deployment.yaml")[0];
+    let args: Vec<&str> = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let global = &args[..args.len() - 1];
+    assert_eq!(&after[..global.len()], global, "{exec}");
+}
