@@ -158,6 +158,9 @@ enum UserCmd {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Forget the user's failed sign-ins, so they may try again at once (the waits after
+    /// failures, and the failures counted against the addresses they came from).
+    Unlock { username: String },
 }
 
 #[derive(Args)]
@@ -361,6 +364,7 @@ const CHANGING: &[&str] = &[
     "allow-exchange",
     "deny-exchange",
     "set-password",
+    "unlock",
     "allow",
     "deny",
     "create",
@@ -806,6 +810,18 @@ async fn user(cmd: &UserCmd, config: &Config) -> anyhow::Result<()> {
                 bail!("no user {username}");
             }
             println!("password changed for {username}; their sessions ended");
+        }
+        UserCmd::Unlock { username } => {
+            let kek = load_kek(config)?;
+            let (user, cleared) = manage::unlock_user(store.as_ref(), &kek, username).await?;
+            if cleared == 0 {
+                println!("{} had no failed sign-ins to forget", user.username);
+            } else {
+                println!(
+                    "unlocked {}: their failed sign-ins are forgotten",
+                    user.username
+                );
+            }
         }
     }
     Ok(())

@@ -68,6 +68,7 @@ fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(users::list, users::create))
         .routes(routes!(users::get, users::delete))
         .routes(routes!(users::set_password))
+        .routes(routes!(users::unlock))
         .routes(routes!(consents::list, consents::revoke))
         .routes(routes!(keys::list))
         .routes(routes!(keys::rotate))
