@@ -29,6 +29,11 @@ pub enum Kind {
     CimdFetchFailed,
     SigninSucceeded,
     SigninFailed,
+    /// A sign-in attempt was refused by the throttle before its password was checked;
+    /// `detail.reason` says which limit (`user_delay`, `address_usernames`) and
+    /// `detail.retry_after` when to come back. Unknown usernames appear only as a keyed
+    /// digest, as in `signin.failed`.
+    SigninThrottled,
     ConsentGranted,
     ConsentDenied,
     ConsentRevoked,
@@ -70,6 +75,7 @@ impl Kind {
             Self::CimdFetchFailed => "cimd.fetch_failed",
             Self::SigninSucceeded => "signin.succeeded",
             Self::SigninFailed => "signin.failed",
+            Self::SigninThrottled => "signin.throttled",
             Self::ConsentGranted => "consent.granted",
             Self::ConsentDenied => "consent.denied",
             Self::ConsentRevoked => "consent.revoked",

@@ -6,7 +6,7 @@
 //! environment value is read as a TOML value when it parses as one (numbers, booleans,
 //! arrays such as `["a","b"]`) and as a string otherwise.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -36,9 +36,22 @@ pub struct Config {
     pub previous_key_encryption_keys: Vec<String>,
     /// `text` (default) or `json` log lines.
     pub log_format: LogFormat,
-    /// Trust the last address of `X-Forwarded-For` as the caller's address (only behind a
-    /// proxy that sets it). Default `false`.
+    /// Deprecated: use `trusted_proxies`. `true` trusts whatever connects to us as one proxy,
+    /// so the caller's address is the last entry of `forwarded_header` (as if the peer's
+    /// address were listed in `trusted_proxies`). Default `false`.
     pub trust_forwarded_for: bool,
+    /// The proxies in front of Concierge, as addresses or CIDR ranges
+    /// (`["10.0.0.0/8", "127.0.0.1", "fd00::/8"]`). When the connection comes from one of
+    /// them, the caller's address is found in `forwarded_header` by walking its entries from
+    /// the right, past every trusted proxy, to the first address that is not one; a request
+    /// from any other peer is taken at the peer's address and its forwarding headers are
+    /// ignored. Rate limits, sign-in throttling and the audit log use that address.
+    /// Default: none (the peer's address is the caller's).
+    pub trusted_proxies: Vec<ProxyRange>,
+    /// Which header the trusted proxies maintain: `x-forwarded-for` (default) or `forwarded`
+    /// (RFC 7239, its `for=` parameters). Only that one is read: a client can send the other
+    /// one, and a proxy that does not maintain it passes it on unchanged.
+    pub forwarded_header: ForwardedHeader,
     /// The resource a client gets when its authorization request names none (some MCP
     /// clients send no `resource`). Without it, the only registered resource is
     /// used when there is exactly one; otherwise the request fails with `invalid_target`.
@@ -56,6 +69,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub metrics: MetricsConfig,
     pub rate_limits: RateLimitConfig,
+    pub signin: SigninConfig,
 }
 
 impl Default for Config {
@@ -69,6 +83,8 @@ impl Default for Config {
             previous_key_encryption_keys: Vec::new(),
             log_format: LogFormat::Text,
             trust_forwarded_for: false,
+            trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::XForwardedFor,
             default_resource: None,
             registration: RegistrationConfig::default(),
             cimd: CimdConfig::default(),
@@ -83,7 +99,139 @@ impl Default for Config {
             http: HttpConfig::default(),
             metrics: MetricsConfig::default(),
             rate_limits: RateLimitConfig::default(),
+            signin: SigninConfig::default(),
         }
+    }
+}
+
+/// A trusted proxy: an address (`127.0.0.1`, `::1`) or a CIDR range (`10.0.0.0/8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyRange(pub ipnet::IpNet);
+
+impl ProxyRange {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.contains(&ip)
+    }
+}
+
+impl std::str::FromStr for ProxyRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(Self(ipnet::IpNet::from(ip.to_canonical())));
+        }
+        let net = s.parse::<ipnet::IpNet>().map_err(|_| {
+            format!("trusted_proxies: {s:?} is neither an IP address nor a CIDR range")
+        })?;
+        // `10.1.2.3/8` is most likely a typo for a host or for `10.0.0.0/8`: say so.
+        if net.trunc() != net {
+            return Err(format!(
+                "trusted_proxies: {s:?} has host bits set; did you mean {}?",
+                net.trunc()
+            ));
+        }
+        Ok(Self(net))
+    }
+}
+
+impl<'de> Deserialize<'de> for ProxyRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for ProxyRange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.to_string())
+    }
+}
+
+/// The forwarding header trusted proxies maintain (see `Config::forwarded_header`).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    #[serde(rename = "x-forwarded-for")]
+    XForwardedFor,
+    /// RFC 7239.
+    #[serde(rename = "forwarded")]
+    Forwarded,
+}
+
+/// Sign-in throttling (`crate::oauth::authn::throttle`). Nothing here refuses a correct
+/// password for ever: a username that keeps failing waits longer and longer between
+/// attempts (up to `user_max_delay_secs`), and an attempt made after its wait is checked;
+/// `concierge user unlock` or `POST /admin/v1/users/{id}/unlock` clears the wait at once.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SigninConfig {
+    /// Failed sign-ins a username may have, from any addresses, before each further attempt
+    /// must wait. Default 5.
+    pub user_free_failures: u32,
+    /// The wait after those, in seconds; every further failure doubles it. Default 30.
+    pub user_delay_secs: u32,
+    /// The longest wait, in seconds. Default 900 (15 minutes).
+    pub user_max_delay_secs: u32,
+    /// A username's failures are forgotten this many seconds after its last attempt; a
+    /// correct password forgets them at once. Default 43200 (12 hours).
+    pub user_failure_reset_secs: u32,
+    /// The password-spraying guard: once this many distinct usernames have failed from one
+    /// address within `address_window_secs`, that address may not try again, until the
+    /// window ends, any username that failed from it in the window. Usernames that did not
+    /// fail from it are never refused by this guard, so a user sharing the address (a NAT,
+    /// an office) who types the right password still gets in. Default 30.
+    pub address_max_usernames: u32,
+    /// The window of `address_max_usernames`, in seconds. Default 900.
+    pub address_window_secs: u32,
+}
+
+impl Default for SigninConfig {
+    fn default() -> Self {
+        Self {
+            user_free_failures: 5,
+            user_delay_secs: 30,
+            user_max_delay_secs: 900,
+            user_failure_reset_secs: 43_200,
+            address_max_usernames: 30,
+            address_window_secs: 900,
+        }
+    }
+}
+
+impl SigninConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        for (name, v) in [
+            ("user_free_failures", self.user_free_failures),
+            ("user_delay_secs", self.user_delay_secs),
+            ("user_failure_reset_secs", self.user_failure_reset_secs),
+            ("address_max_usernames", self.address_max_usernames),
+            ("address_window_secs", self.address_window_secs),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "signin.{name} must be at least 1"
+                )));
+            }
+        }
+        if self.user_max_delay_secs < self.user_delay_secs {
+            return Err(ConfigError::Invalid(
+                "signin.user_max_delay_secs must be at least user_delay_secs".into(),
+            ));
+        }
+        // Rate-limit windows are swept a day after they start.
+        if self.address_window_secs > 86_400 {
+            return Err(ConfigError::Invalid(
+                "signin.address_window_secs must be at most a day (86400)".into(),
+            ));
+        }
+        // Failures forgotten before the longest wait ends would make that wait unreachable.
+        if self.user_failure_reset_secs <= self.user_max_delay_secs {
+            return Err(ConfigError::Invalid(
+                "signin.user_failure_reset_secs must be longer than user_max_delay_secs".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -509,6 +657,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "previous_key_encryption_keys",
     "log_format",
     "trust_forwarded_for",
+    "trusted_proxies",
+    "forwarded_header",
     "default_resource",
     "registration",
     "cimd",
@@ -522,6 +672,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "http",
     "metrics",
     "rate_limits",
+    "signin",
 ];
 
 impl Config {
@@ -564,6 +715,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.issuer_url()?;
         self.tokens.check()?;
+        self.signin.check()?;
         // 0 would delete the whole audit log at the next sweep.
         if self.audit.retention_days == 0 {
             return Err(ConfigError::Invalid(
@@ -761,6 +913,71 @@ mod tests {
         c.audit.retention_days = 0;
         let e = c.validate().expect_err("keeps nothing");
         assert!(e.to_string().contains("retention_days"), "{e}");
+    }
+
+    #[test]
+    fn signin_limits_are_checked() {
+        let check = |f: fn(&mut SigninConfig)| {
+            let mut c = Config::default();
+            f(&mut c.signin);
+            c.validate()
+        };
+        assert!(check(|_| {}).is_ok());
+        let e = check(|s| s.user_delay_secs = 0).expect_err("no wait");
+        assert!(e.to_string().contains("signin.user_delay_secs"), "{e}");
+        assert!(check(|s| s.address_window_secs = 0).is_err());
+        assert!(check(|s| s.address_max_usernames = 0).is_err());
+        assert!(check(|s| s.user_free_failures = 0).is_err());
+        assert!(
+            check(|s| s.user_max_delay_secs = 10).is_err(),
+            "below the first wait"
+        );
+        assert!(
+            check(|s| s.user_failure_reset_secs = 900).is_err(),
+            "before the cap"
+        );
+        assert!(check(|s| s.address_window_secs = 86_401).is_err());
+        assert!(
+            check(|s| {
+                s.user_delay_secs = 1;
+                s.user_max_delay_secs = 1;
+                s.user_failure_reset_secs = 2;
+            })
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_ranges() {
+        let c = Config::load(
+            None,
+            env(&[
+                (
+                    "CONCIERGE_TRUSTED_PROXIES",
+                    "[\"10.0.0.0/8\", \"127.0.0.1\", \" ::1 \", \"fd00::/8\"]",
+                ),
+                ("CONCIERGE_FORWARDED_HEADER", "forwarded"),
+                ("CONCIERGE_SIGNIN__USER_DELAY_SECS", "2"),
+            ]),
+        )
+        .expect("load");
+        let shown: Vec<String> = c.trusted_proxies.iter().map(|r| r.0.to_string()).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "127.0.0.1/32", "::1/128", "fd00::/8"]);
+        assert!(c.trusted_proxies[0].contains("10.200.0.1".parse().expect("ip")));
+        assert!(!c.trusted_proxies[1].contains("127.0.0.2".parse().expect("ip")));
+        assert_eq!(c.forwarded_header, ForwardedHeader::Forwarded);
+        assert_eq!(c.signin.user_delay_secs, 2);
+        for bad in ["\"10.0.0.1/8\"", "\"proxy.internal\"", "\"10.0.0.0/33\""] {
+            let e = Config::load(
+                None,
+                env(&[("CONCIERGE_TRUSTED_PROXIES", &format!("[{bad}]"))]),
+            )
+            .expect_err(bad);
+            assert!(e.to_string().contains("trusted_proxies"), "{e}");
+        }
+        let e = Config::load(None, env(&[("CONCIERGE_FORWARDED_HEADER", "x-real-ip")]))
+            .expect_err("unknown header");
+        assert!(e.to_string().contains("x-real-ip"), "{e}");
     }
 
     #[test]

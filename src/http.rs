@@ -2,6 +2,8 @@
 //! same way: the caller's address, form and JSON bodies' media types, and access tokens in
 //! the `Authorization` header.
 
+pub mod forwarded;
+
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
@@ -12,8 +14,9 @@ use crate::error::OAuthError;
 use crate::oauth::form::Form;
 use crate::state::AppState;
 
-/// The caller's address: the peer, or with `trust_forwarded_for` the last `X-Forwarded-For`
-/// entry (the one our own proxy appended).
+/// The caller's address: the peer's, or when the peer is a trusted proxy (`trusted_proxies`,
+/// or any peer with the deprecated `trust_forwarded_for`) the first address in the
+/// forwarding header, from the right, that is not a trusted proxy ([`forwarded`]).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub Option<IpAddr>);
 
@@ -24,23 +27,30 @@ impl FromRequestParts<AppState> for ClientAddr {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        if state.oauth.config.trust_forwarded_for
-            && let Some(ip) = parts
-                .headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-                .next_back()
-        {
-            return Ok(Self(Some(ip)));
-        }
+        let config = &state.oauth.config;
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(a)| a.ip());
-        Ok(Self(peer))
+        let trust = forwarded::Trust {
+            peer: config.trust_forwarded_for,
+            proxies: &config.trusted_proxies,
+            header: config.forwarded_header,
+        };
+        if !trust.any() {
+            return Ok(Self(peer));
+        }
+        let name = match config.forwarded_header {
+            crate::config::ForwardedHeader::XForwardedFor => "x-forwarded-for",
+            crate::config::ForwardedHeader::Forwarded => "forwarded",
+        };
+        // A value that is not visible ASCII names no address: an empty entry ends the walk.
+        let values = parts
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap_or(","));
+        Ok(Self(forwarded::client_addr(peer, &trust, values)))
     }
 }
 

@@ -218,6 +218,9 @@ enum UserCmd {
     },
     /// List the identities at other issuers linked to this user.
     Identities { username: String },
+    /// Forget the user's failed sign-ins, so they may try again at once (the waits after
+    /// failures, and the failures counted against the addresses they came from).
+    Unlock { username: String },
 }
 
 #[derive(Args)]
@@ -482,6 +485,7 @@ const CHANGING: &[&str] = &[
     "allow-exchange",
     "deny-exchange",
     "set-password",
+    "unlock",
     "allow",
     "deny",
     "create",
@@ -1009,6 +1013,18 @@ async fn user(cmd: &UserCmd, config: &Config) -> anyhow::Result<()> {
                     l.subject,
                     l.linked_by.as_str(),
                     util::rfc3339(l.created_at)
+                );
+            }
+        }
+        UserCmd::Unlock { username } => {
+            let kek = load_kek(config)?;
+            let (user, cleared) = manage::unlock_user(store.as_ref(), &kek, username).await?;
+            if cleared == 0 {
+                println!("{} had no failed sign-ins to forget", user.username);
+            } else {
+                println!(
+                    "unlocked {}: their failed sign-ins are forgotten",
+                    user.username
                 );
             }
         }

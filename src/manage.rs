@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::error::ApiError;
 use crate::oauth::admin_token::{ADMIN_SCOPE, admin_resource_uri};
-use crate::oauth::authn::{linking, password};
+use crate::oauth::authn::{linking, password, throttle};
 use crate::oauth::client_metadata::{self, Origin, RawClientMetadata};
 use crate::oauth::grants::GrantRegistry;
 use crate::oauth::registration::new_client;
@@ -578,6 +578,22 @@ pub async fn unlink_identity(
         )));
     }
     Ok(())
+}
+
+/// Forget a user's failed sign-ins (`oauth::authn::throttle`): the wait between attempts
+/// and the failures counted against the addresses they came from. Returns the user and how
+/// many records were cleared (0: there was nothing to forget).
+pub async fn unlock_user(
+    store: &dyn Store,
+    kek: &crate::keys::Kek,
+    username: &str,
+) -> Result<(User, u64), ManageError> {
+    let user = store
+        .find_user(username)
+        .await?
+        .ok_or_else(|| ManageError::NotFound(format!("no user {username}")))?;
+    let cleared = throttle::unlock(store, &kek.bucket_digest(&user.username)).await?;
+    Ok((user, cleared))
 }
 
 impl From<ManageError> for ApiError {

@@ -69,6 +69,7 @@ fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(users::get, users::update, users::delete))
         .routes(routes!(users::set_password))
         .routes(routes!(users::identities, users::link, users::unlink))
+        .routes(routes!(users::unlock))
         .routes(routes!(consents::list, consents::revoke))
         .routes(routes!(keys::list))
         .routes(routes!(keys::rotate))

@@ -108,6 +108,12 @@ impl App {
     /// The application serving `grants` (tests, and servers that add a grant of their own).
     pub async fn build_with(config: Config, grants: GrantRegistry) -> anyhow::Result<Self> {
         config.validate()?;
+        if config.trust_forwarded_for {
+            tracing::warn!(
+                "trust_forwarded_for is deprecated: list the proxies in trusted_proxies \
+                 (it now trusts any peer as one proxy, as before)"
+            );
+        }
         crate::oauth::id_jag::check_config(&config.id_jag)
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         let issuer_url = config.issuer_url()?;
@@ -239,18 +245,20 @@ fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
     });
     let store = state.store.clone();
     let audit_retention = i64::from(config.audit.retention_days) * 86_400;
+    let backoff_reset = i64::from(config.signin.user_failure_reset_secs);
     let sweep = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
-            sweep(store.as_ref(), crate::util::now(), audit_retention).await;
+            let now = crate::util::now();
+            sweep(store.as_ref(), now, audit_retention, backoff_reset).await;
         }
     });
     vec![reload, sweep]
 }
 
 /// One pass of the sweeper; a failure is logged and the next pass tries again.
-async fn sweep(store: &dyn Store, now: i64, audit_retention: i64) {
+async fn sweep(store: &dyn Store, now: i64, audit_retention: i64, backoff_reset: i64) {
     match store.delete_expired_clients(now).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(count = n, "expired unused client registrations removed"),
@@ -260,6 +268,10 @@ async fn sweep(store: &dyn Store, now: i64, audit_retention: i64) {
         (
             "rate-limit windows",
             store.purge_rate_limits(now - 86_400).await,
+        ),
+        (
+            "failed sign-in records",
+            store.purge_backoffs(now - backoff_reset).await,
         ),
         ("authorization codes", store.purge_codes(now).await),
         ("sessions", store.purge_sessions(now).await),

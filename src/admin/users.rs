@@ -376,3 +376,39 @@ pub async fn unlink(
     );
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// What an unlock forgot.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Unlocked {
+    /// Whether the user had failed sign-ins to forget.
+    pub cleared: bool,
+}
+
+/// Forget the user's failed sign-ins, so they may try again at once: the increasing wait
+/// between attempts after failures, and the failures counted against the addresses they
+/// came from (`concierge user unlock` does the same).
+#[utoipa::path(post, path = "/admin/v1/users/{id}/unlock", tag = "users",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "Unlocked", body = Unlocked),
+        (status = 404, description = "No such user", body = ApiErrorBody),
+    ))]
+pub async fn unlock(
+    State(state): State<AppState>,
+    Extension(caller): Extension<AdminCaller>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Unlocked>, ApiError> {
+    let user = find(&state, &id).await?;
+    let (user, cleared) =
+        manage::unlock_user(state.store.as_ref(), state.oauth.keys.kek(), &user.username).await?;
+    record_change(
+        &state,
+        &caller,
+        "user.unlock",
+        serde_json::json!({ "user_id": user.id, "username": user.username, "cleared": cleared }),
+        Some(&user.id),
+    );
+    Ok(Json(Unlocked {
+        cleared: cleared > 0,
+    }))
+}

@@ -96,11 +96,18 @@ pub async fn submit(
     .await
     {
         Ok(s) => s,
-        Err(SigninError::Throttled(_)) => {
-            return fail(
+        Err(SigninError::Throttled(t)) => {
+            let wait = t.retry_after().max(1);
+            let mut page = fail(
                 StatusCode::TOO_MANY_REQUESTS,
-                "Too many failed sign-ins. Try again in 15 minutes.",
+                &format!(
+                    "Too many failed sign-ins. Try again in {}.",
+                    wait_phrase(wait)
+                ),
             );
+            page.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(wait));
+            return page;
         }
         Err(SigninError::WrongCredentials) => {
             return fail(StatusCode::UNAUTHORIZED, "Wrong username or password.");
@@ -129,6 +136,15 @@ pub async fn submit(
     browser.apply(res)
 }
 
+/// `secs` for people: "1 second", "40 seconds", "2 minutes" (rounded up).
+fn wait_phrase(secs: i64) -> String {
+    match secs {
+        ..=1 => "1 second".into(),
+        2..=90 => format!("{secs} seconds"),
+        _ => format!("{} minutes", (secs + 59) / 60),
+    }
+}
+
 pub async fn signout(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(page) = state.web.posted_form(&headers, &body) {
         return *page;
@@ -146,4 +162,19 @@ pub async fn signout(State(state): State<AppState>, headers: HeaderMap, body: By
             .set_cookie(state.web.session_cookie(), "", Some(0)),
     );
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wait_phrase;
+
+    #[test]
+    fn waits_read_as_people_say_them() {
+        assert_eq!(wait_phrase(0), "1 second");
+        assert_eq!(wait_phrase(1), "1 second");
+        assert_eq!(wait_phrase(30), "30 seconds");
+        assert_eq!(wait_phrase(90), "90 seconds");
+        assert_eq!(wait_phrase(91), "2 minutes");
+        assert_eq!(wait_phrase(900), "15 minutes");
+    }
 }

@@ -166,6 +166,13 @@ impl Kek {
         d
     }
 
+    /// A keyed name for `text` in a stored key (sign-in throttle buckets name usernames as
+    /// typed, which may be a password typed in the wrong field): stable across replicas
+    /// sharing the KEK, and without the KEK no dictionary can reverse it.
+    pub fn bucket_digest(&self, text: &str) -> String {
+        mac(&self.digest_key, text)
+    }
+
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
     }

@@ -1,9 +1,18 @@
 //! Fixed-window counters shared by every replica (sign-in throttling, registration limits,
-//! guessed device codes). The buckets are named by `crate::oauth::authn::throttle`.
+//! guessed device codes), and the failed-sign-in records of usernames. The buckets are named
+//! by `crate::oauth::authn::throttle`, which also makes every decision.
 
 use async_trait::async_trait;
 
 use super::StoreError;
+
+/// A username's failed sign-ins: attempts counted since the last success, and when the last
+/// one was counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub failures: i64,
+    pub last_at: i64,
+}
 
 #[async_trait]
 pub trait RateLimitStore: Send + Sync {
@@ -14,8 +23,26 @@ pub trait RateLimitStore: Send + Sync {
     async fn purge_rate_limits(&self, before: i64) -> Result<u64, StoreError>;
     /// Hits in `bucket`'s current window, without counting one.
     async fn hits(&self, bucket: &str, window_secs: i64, now: i64) -> Result<i64, StoreError>;
-    /// Take one hit back from `bucket`'s current window (never below zero).
-    async fn forgive(&self, bucket: &str, window_secs: i64, now: i64) -> Result<(), StoreError>;
+    /// Forget `bucket`'s window. Returns whether there was one.
+    async fn clear_rate_limit(&self, bucket: &str) -> Result<bool, StoreError>;
+    /// Forget the windows of every bucket whose name starts with `prefix`; how many.
+    async fn clear_rate_limits_with_prefix(&self, prefix: &str) -> Result<u64, StoreError>;
+
+    /// The failed-sign-in record named `bucket`, if any.
+    async fn backoff(&self, bucket: &str) -> Result<Option<Backoff>, StoreError>;
+    /// Replace the record named `bucket` by `next` if it still is `expected` (`None`: there
+    /// is none): one atomic statement, so of concurrent swaps from one state only one wins.
+    /// Returns whether this one did.
+    async fn swap_backoff(
+        &self,
+        bucket: &str,
+        expected: Option<Backoff>,
+        next: Backoff,
+    ) -> Result<bool, StoreError>;
+    /// Delete the record named `bucket`. Returns whether there was one.
+    async fn clear_backoff(&self, bucket: &str) -> Result<bool, StoreError>;
+    /// Delete the records last counted before `before`.
+    async fn purge_backoffs(&self, before: i64) -> Result<u64, StoreError>;
 }
 
 macro_rules! sql_impl {
@@ -63,22 +90,90 @@ macro_rules! sql_impl {
                 Ok(row.map(|r| r.0).unwrap_or(0))
             }
 
-            async fn forgive(
+            async fn clear_rate_limit(&self, bucket: &str) -> Result<bool, $crate::store::StoreError> {
+                let r = sqlx::query("DELETE FROM rate_limits WHERE bucket = $1")
+                    .bind(bucket)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn clear_rate_limits_with_prefix(
                 &self,
-                bucket: &str,
-                window_secs: i64,
-                now: i64,
-            ) -> Result<(), $crate::store::StoreError> {
-                sqlx::query(
-                    "UPDATE rate_limits SET hits = hits - 1 \
-                     WHERE bucket = $1 AND window_start > $2 - $3 AND hits > 0",
+                prefix: &str,
+            ) -> Result<u64, $crate::store::StoreError> {
+                // Not LIKE: SQLite's is case-insensitive and `_` is a wildcard in it.
+                let r = sqlx::query(
+                    "DELETE FROM rate_limits WHERE substr(bucket, 1, length($1)) = $1",
                 )
-                .bind(bucket)
-                .bind(now)
-                .bind(window_secs)
+                .bind(prefix)
                 .execute(&self.pool)
                 .await?;
-                Ok(())
+                Ok(r.rows_affected())
+            }
+
+            async fn backoff(
+                &self,
+                bucket: &str,
+            ) -> Result<Option<$crate::store::Backoff>, $crate::store::StoreError> {
+                let row: Option<(i64, i64)> = sqlx::query_as(
+                    "SELECT failures, last_at FROM signin_backoffs WHERE bucket = $1",
+                )
+                .bind(bucket)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|(failures, last_at)| $crate::store::Backoff { failures, last_at }))
+            }
+
+            async fn swap_backoff(
+                &self,
+                bucket: &str,
+                expected: Option<$crate::store::Backoff>,
+                next: $crate::store::Backoff,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let r = match expected {
+                    None => {
+                        sqlx::query(
+                            "INSERT INTO signin_backoffs (bucket, failures, last_at) \
+                             VALUES ($1, $2, $3) ON CONFLICT (bucket) DO NOTHING",
+                        )
+                        .bind(bucket)
+                        .bind(next.failures)
+                        .bind(next.last_at)
+                        .execute(&self.pool)
+                        .await?
+                    }
+                    Some(e) => {
+                        sqlx::query(
+                            "UPDATE signin_backoffs SET failures = $2, last_at = $3 \
+                             WHERE bucket = $1 AND failures = $4 AND last_at = $5",
+                        )
+                        .bind(bucket)
+                        .bind(next.failures)
+                        .bind(next.last_at)
+                        .bind(e.failures)
+                        .bind(e.last_at)
+                        .execute(&self.pool)
+                        .await?
+                    }
+                };
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn clear_backoff(&self, bucket: &str) -> Result<bool, $crate::store::StoreError> {
+                let r = sqlx::query("DELETE FROM signin_backoffs WHERE bucket = $1")
+                    .bind(bucket)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn purge_backoffs(&self, before: i64) -> Result<u64, $crate::store::StoreError> {
+                let r = sqlx::query("DELETE FROM signin_backoffs WHERE last_at < $1")
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected())
             }
 
             async fn purge_rate_limits(&self, before: i64) -> Result<u64, $crate::store::StoreError> {

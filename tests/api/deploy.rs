@@ -84,7 +84,10 @@ fn compose_settings_are_real() {
         .collect();
     assert!(concierge.iter().any(|(k, _)| k == "CONCIERGE_DATABASE_URL"));
     let c = loads(None, &concierge);
-    assert!(c.trust_forwarded_for, "replicas sit behind the proxy");
+    assert!(
+        !c.trusted_proxies.is_empty() && !c.trust_forwarded_for,
+        "replicas sit behind the proxy, which is trusted by its address"
+    );
     // The proxy's upstreams are the compose services.
     let nginx = std::fs::read_to_string(deploy("compose/nginx.conf")).unwrap();
     for service in ["concierge-a", "concierge-b"] {

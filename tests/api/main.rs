@@ -42,6 +42,7 @@ mod registration;
 mod rmcp_client;
 mod scale_out;
 mod security;
+mod signin_throttle;
 mod store;
 mod token;
 mod workload;

@@ -141,6 +141,66 @@ both!(
     }
 );
 
+both!(
+    signin_backoffs_swap_once_and_clear_by_prefix,
+    |app: TestApp| async move {
+        use concierge::store::Backoff;
+        let s = app.store();
+        let t = concierge::util::now();
+        let first = Backoff {
+            failures: 1,
+            last_at: t,
+        };
+        // Of concurrent swaps from one state, exactly one wins: from none, and from a record.
+        for expected in [None, Some(first)] {
+            let next = Backoff {
+                failures: expected.map_or(1, |b: Backoff| b.failures + 1),
+                last_at: t,
+            };
+            let mut tasks = Vec::new();
+            for _ in 0..10 {
+                let s = s.clone();
+                tasks.push(tokio::spawn(async move {
+                    s.swap_backoff("u_1", expected, next).await.unwrap()
+                }));
+            }
+            let mut won = 0;
+            for task in tasks {
+                won += usize::from(task.await.unwrap());
+            }
+            assert_eq!(won, 1, "{expected:?}");
+            assert_eq!(s.backoff("u_1").await.unwrap(), Some(next));
+        }
+        assert!(s.clear_backoff("u_1").await.unwrap());
+        assert!(!s.clear_backoff("u_1").await.unwrap());
+        assert_eq!(s.backoff("u_1").await.unwrap(), None);
+        assert!(
+            s.swap_backoff(
+                "old",
+                None,
+                Backoff {
+                    failures: 1,
+                    last_at: t - 100
+                }
+            )
+            .await
+            .unwrap()
+        );
+        assert_eq!(s.purge_backoffs(t - 99).await.unwrap(), 1);
+        // Prefix clearing is literal and case-sensitive (`_` is no wildcard, `A` is not `a`).
+        for b in ["p:a_b:1", "p:a_b:2", "p:aXb:1", "p:A_b:1", "p:a_b"] {
+            s.hit(b, 60, t).await.unwrap();
+        }
+        assert_eq!(s.clear_rate_limits_with_prefix("p:a_b:").await.unwrap(), 2);
+        for (b, left) in [("p:a_b:1", 0), ("p:aXb:1", 1), ("p:A_b:1", 1), ("p:a_b", 1)] {
+            assert_eq!(s.hits(b, 60, t).await.unwrap(), left, "{b}");
+        }
+        assert!(s.clear_rate_limit("p:a_b").await.unwrap());
+        assert!(!s.clear_rate_limit("p:a_b").await.unwrap());
+        app
+    }
+);
+
 both!(single_use_keys, |app: TestApp| async move {
     let s = app.store();
     // Far-future times: the sweeper running alongside must not touch these rows.

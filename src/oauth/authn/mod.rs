@@ -14,7 +14,7 @@ use crate::audit::{Event, Kind};
 use crate::config::Config;
 use crate::store::{Session, StoreError, User};
 use password::PasswordVerifier;
-use throttle::{Bucket, Throttle, Throttled};
+use throttle::{SigninThrottled, Throttle};
 
 /// The RFC 8176 `amr` value of a password.
 pub const AMR_PASSWORD: &str = "pwd";
@@ -33,7 +33,7 @@ impl Authentication {
     pub fn new(config: &Config) -> Self {
         Self {
             passwords: PasswordVerifier::new(CONCURRENT_PASSWORD_CHECKS),
-            throttle: Throttle::new(&config.registration),
+            throttle: Throttle::new(&config.signin, &config.registration),
         }
     }
 }
@@ -49,16 +49,17 @@ pub struct SignedIn {
 /// Why a sign-in did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum SigninError {
-    #[error("too many failed sign-ins; retry in {} s", .0.retry_after)]
-    Throttled(Throttled),
+    #[error("too many failed sign-ins; retry in {} s", .0.retry_after())]
+    Throttled(SigninThrottled),
     #[error("wrong username or password")]
     WrongCredentials,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// Sign in with a username and a password. Every attempt is counted against the username and
-/// the address before the password is checked; a correct password takes its count back.
+/// Sign in with a username and a password. Every attempt is counted (`throttle`) before the
+/// password is checked; one refused by the throttle is audited as `signin.throttled` and its
+/// password is not checked. A correct password forgets the username's failures.
 pub async fn sign_in_with_password(
     ctx: &Context,
     username: &str,
@@ -69,44 +70,60 @@ pub async fn sign_in_with_password(
     let now = ctx.now();
     let throttle = &ctx.authn.throttle;
     let limits = ctx.rate_limits();
-    for bucket in [Bucket::SigninUser(username), Bucket::SigninAddress(addr)] {
-        if let Err(t) = throttle.attempt(limits, bucket, now).await? {
-            tracing::warn!(username_digest = %ctx.keys.kek().log_digest(username), "sign-in throttled");
-            return Err(SigninError::Throttled(t));
-        }
-    }
+    let kek = ctx.keys.kek();
+    let who = kek.bucket_digest(username);
+    // Looked up before the throttle decides, so a refusal costs the same for every username.
     let user = ctx.users().find_user(username).await?;
+    let known = user.as_ref().map(|u| u.id.clone());
+    let known = known.as_deref();
+    // What was typed as the username of an unknown user may be a password typed in the
+    // wrong field: it is neither logged nor kept, only a short keyed digest that tells
+    // repeated attempts apart.
+    let named = || match known {
+        Some(_) => serde_json::json!({ "username": username, "known_user": true }),
+        None => {
+            serde_json::json!({ "username_digest": kek.log_digest(username), "known_user": false })
+        }
+    };
+    if let Err(t) = throttle.signin_attempt(limits, &who, addr, now).await? {
+        let mut detail = named();
+        if let Some(d) = detail.as_object_mut() {
+            d.insert("reason".into(), t.reason().into());
+            d.insert("retry_after".into(), t.retry_after().into());
+        }
+        tracing::warn!(
+            username_digest = %kek.log_digest(username),
+            reason = t.reason(),
+            retry_after = t.retry_after(),
+            "sign-in throttled"
+        );
+        ctx.audit.record(
+            Event::new(Kind::SigninThrottled)
+                .user_opt(known)
+                .ip(addr)
+                .detail(detail),
+        );
+        return Err(SigninError::Throttled(t));
+    }
     let stored = user.as_ref().and_then(|u| u.password_hash.clone());
     let ok = ctx.authn.passwords.verify(password, stored).await;
-    let known = user.as_ref().map(|u| u.id.clone());
     let Some(user) = user.filter(|_| ok) else {
-        let known = known.as_deref();
-        // What was typed as the username of an unknown user may be a password typed in the
-        // wrong field: it is neither logged nor kept, only a short digest that tells repeated
-        // attempts apart.
-        let named = match known {
-            Some(_) => serde_json::json!({ "username": username, "known_user": true }),
-            None => {
-                serde_json::json!({ "username_digest": ctx.keys.kek().log_digest(username), "known_user": false })
-            }
-        };
+        throttle.signin_failed(limits, &who, addr, now).await?;
         match known {
             Some(_) => tracing::info!(username = %username, "sign-in failed"),
             None => {
-                tracing::info!(username_digest = %named["username_digest"], "sign-in failed for an unknown username")
+                tracing::info!(username_digest = %kek.log_digest(username), "sign-in failed for an unknown username")
             }
         }
         ctx.audit.record(
             Event::new(Kind::SigninFailed)
                 .user_opt(known)
                 .ip(addr)
-                .detail(named),
+                .detail(named()),
         );
         return Err(SigninError::WrongCredentials);
     };
-    for bucket in [Bucket::SigninUser(username), Bucket::SigninAddress(addr)] {
-        throttle.forgive(limits, bucket, now).await?;
-    }
+    throttle.signin_succeeded(limits, &who, addr).await?;
     let (cookie, session) = session::establish(
         ctx,
         &user.id,

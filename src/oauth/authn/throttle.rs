@@ -2,14 +2,34 @@
 //! may be tried (sign-in, guessing device user codes, device authorization requests,
 //! registration). Counters live in the database ([`RateLimitStore`]), so replicas share them.
 //!
-//! Attempts are counted *before* the check they guard runs ([`Throttle::attempt`]): forty
-//! concurrent wrong passwords for one user get no more verifications than forty sequential
-//! ones would, because each takes its number first and only the first few numbers go on.
+//! Attempts are counted *before* the check they guard runs ([`Throttle::attempt`],
+//! [`Throttle::signin_attempt`]): forty concurrent wrong passwords for one user get no more
+//! verifications than forty sequential ones would, because each takes its number first and
+//! only the first few numbers go on.
+//!
+//! Sign-in is throttled so that guessing slows down without the right password ever being
+//! refused for good (the `[signin]` configuration section):
+//!
+//! - **Per username**, from any address: the first `user_free_failures` attempts go on at
+//!   once; each further one must wait `user_delay_secs` after the previous attempt, doubling
+//!   with every failure up to `user_max_delay_secs` ([`BackoffPolicy`]). An attempt inside
+//!   the wait is refused without its password being checked; one after it is checked, and a
+//!   correct password signs in and forgets the failures. An operator can forget them at once
+//!   ([`unlock`]: `concierge user unlock`, `POST /admin/v1/users/{id}/unlock`).
+//! - **Per address, against password spraying**: failures are counted per (address,
+//!   username), and the address counts the distinct usernames that failed from it. Once
+//!   `address_max_usernames` have failed within `address_window_secs`, the address may not
+//!   try again any username that failed from it in the window, until the window ends
+//!   ([`spray_refuses`]). A username that did not fail from the address is never refused by
+//!   this guard: failures for one user never throttle another user from the same address,
+//!   and a user sharing an address with an attacker (a NAT, a proxy) who types the right
+//!   password gets in. Each sprayed username is meanwhile still under its own per-username
+//!   delays, which is what bounds the guesses any account gets.
 
 use std::net::IpAddr;
 
-use crate::config::RegistrationConfig;
-use crate::store::{RateLimitStore, StoreError};
+use crate::config::{RegistrationConfig, SigninConfig};
+use crate::store::{Backoff, RateLimitStore, StoreError};
 
 /// At most `max` in `window_secs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,11 +39,16 @@ pub struct Limit {
 }
 
 /// What is being counted, and for whom. The bucket names are made here only.
+///
+/// Sign-in buckets name a username by its keyed digest (`Kek::bucket_digest`), never as
+/// typed: what was typed may be a password in the wrong field.
 #[derive(Debug, Clone, Copy)]
 pub enum Bucket<'a> {
-    /// Sign-in attempts for one username.
+    /// Sign-in attempts for one username (a [`Backoff`] record, not a window).
     SigninUser(&'a str),
-    /// Sign-in attempts from one address.
+    /// Failed sign-ins for one username from one address.
+    SigninAddressUser(Option<IpAddr>, &'a str),
+    /// Distinct usernames that failed to sign in from one address.
     SigninAddress(Option<IpAddr>),
     /// Wrong user codes typed from one address (RFC 8628 §5.1).
     DeviceCodeGuess(Option<IpAddr>),
@@ -38,15 +63,19 @@ pub enum Bucket<'a> {
     RegistrationSeen(IpAddr, &'a str),
 }
 
+/// The prefix of every [`Bucket::SigninAddressUser`] of one username (for [`unlock`]).
+fn signin_address_user_prefix(user: &str) -> String {
+    format!("signin-fail:addr-user:{user}:")
+}
+
 impl Bucket<'_> {
     fn key(&self) -> String {
         let addr = |a: &Option<IpAddr>| a.map(|a| a.to_string()).unwrap_or_default();
         match self {
-            // Hashed: a username as typed may be long or hold what no store key can (NUL).
-            Self::SigninUser(u) => format!(
-                "signin-fail:user:{}",
-                crate::util::b64(&crate::util::secret_hash(u))
-            ),
+            Self::SigninUser(u) => format!("signin-fail:user:{u}"),
+            Self::SigninAddressUser(a, u) => {
+                format!("{}{}", signin_address_user_prefix(u), addr(a))
+            }
             Self::SigninAddress(a) => format!("signin-fail:addr:{}", addr(a)),
             Self::DeviceCodeGuess(a) => format!("device-code-wrong:{}", addr(a)),
             Self::DeviceAuthorization(a) => format!("device-authorization:{}", addr(a)),
@@ -61,6 +90,31 @@ impl Bucket<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Throttled {
     pub retry_after: i64,
+}
+
+/// Which sign-in limit refused an attempt (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigninThrottled {
+    /// The username's wait after its failures has not passed.
+    User(Throttled),
+    /// The address tried too many usernames, and this one already failed from it.
+    Address(Throttled),
+}
+
+impl SigninThrottled {
+    pub fn retry_after(self) -> i64 {
+        match self {
+            Self::User(t) | Self::Address(t) => t.retry_after,
+        }
+    }
+
+    /// For the audit log.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::User(_) => "user_delay",
+            Self::Address(_) => "address_usernames",
+        }
+    }
 }
 
 /// Which registration limit refused a registration (see [`Throttle::registration`]).
@@ -88,10 +142,84 @@ impl RegistrationThrottled {
     }
 }
 
+/// Increasing waits between a username's sign-in attempts (the pure part of the per-user
+/// throttle; the store only swaps records atomically).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackoffPolicy {
+    /// Attempts counted before any wait.
+    pub free: i64,
+    /// The first wait, in seconds; each further failure doubles it.
+    pub delay: i64,
+    /// The longest wait.
+    pub max_delay: i64,
+    /// Failures are forgotten this long after the last counted attempt.
+    pub reset: i64,
+}
+
+impl BackoffPolicy {
+    /// How long after the last counted attempt the next may be made, with `failures`
+    /// counted: none for the free ones, then `delay`, `2·delay`, `4·delay`, … up to
+    /// `max_delay`.
+    pub fn wait(&self, failures: i64) -> i64 {
+        let doublings = failures.saturating_sub(self.free);
+        if doublings < 0 {
+            return 0;
+        }
+        let factor = 1_i64 << u32::try_from(doublings.min(62)).unwrap_or(62);
+        self.delay.saturating_mul(factor).min(self.max_delay)
+    }
+
+    /// Decide an attempt at `now`, given the username's record: the record to store if it
+    /// may go on (this attempt counted), or how long it must still wait.
+    pub fn admit(&self, current: Option<Backoff>, now: i64) -> Result<Backoff, Throttled> {
+        let live = current.filter(|b| now.saturating_sub(b.last_at) < self.reset);
+        let Some(b) = live else {
+            return Ok(Backoff {
+                failures: 1,
+                last_at: now,
+            });
+        };
+        let wait = self.wait(b.failures);
+        let ready_at = b.last_at.saturating_add(wait);
+        if now < ready_at {
+            // Never more than one whole wait, even if another replica's clock ran ahead.
+            return Err(Throttled {
+                retry_after: (ready_at - now).min(wait),
+            });
+        }
+        Ok(Backoff {
+            failures: b.failures.saturating_add(1),
+            last_at: now,
+        })
+    }
+}
+
+/// The password-spraying guard's decision: an address that saw `distinct_usernames` fail
+/// from it in the window may try a username again only if that username did not fail from
+/// it, or if fewer than `max` did.
+pub fn spray_refuses(failed_here: bool, distinct_usernames: i64, max: i64) -> bool {
+    failed_here && distinct_usernames >= max
+}
+
+/// How often a sign-in attempt retries its compare-and-swap when concurrent attempts for
+/// the same username keep winning; then it is refused (the others are being counted).
+const SWAP_TRIES: usize = 16;
+
+/// Forget a username's failed sign-ins, everywhere (`user` is its keyed digest). Returns
+/// how many records there were.
+pub async fn unlock(store: &dyn RateLimitStore, user: &str) -> Result<u64, StoreError> {
+    let backoff = store.clear_backoff(&Bucket::SigninUser(user).key()).await?;
+    let windows = store
+        .clear_rate_limits_with_prefix(&signin_address_user_prefix(user))
+        .await?;
+    Ok(u64::from(backoff) + windows)
+}
+
 /// The limits of each bucket.
 #[derive(Debug, Clone)]
 pub struct Throttle {
-    pub signin_user: Limit,
+    pub signin_user: BackoffPolicy,
+    /// Distinct usernames failing from one address (the spraying guard).
     pub signin_address: Limit,
     pub device_code_guess: Limit,
     pub device_authorization: Limit,
@@ -100,15 +228,17 @@ pub struct Throttle {
 }
 
 impl Throttle {
-    pub fn new(registration: &RegistrationConfig) -> Self {
+    pub fn new(signin: &SigninConfig, registration: &RegistrationConfig) -> Self {
         Self {
-            signin_user: Limit {
-                max: 5,
-                window_secs: 900,
+            signin_user: BackoffPolicy {
+                free: i64::from(signin.user_free_failures),
+                delay: i64::from(signin.user_delay_secs),
+                max_delay: i64::from(signin.user_max_delay_secs),
+                reset: i64::from(signin.user_failure_reset_secs),
             },
             signin_address: Limit {
-                max: 20,
-                window_secs: 900,
+                max: i64::from(signin.address_max_usernames),
+                window_secs: i64::from(signin.address_window_secs),
             },
             device_code_guess: Limit {
                 max: 10,
@@ -131,13 +261,95 @@ impl Throttle {
 
     fn limit(&self, bucket: &Bucket<'_>) -> Limit {
         match bucket {
-            Bucket::SigninUser(_) => self.signin_user,
-            Bucket::SigninAddress(_) => self.signin_address,
+            // Not windows of their own: these use the spraying guard's window.
+            Bucket::SigninUser(_) | Bucket::SigninAddressUser(..) | Bucket::SigninAddress(_) => {
+                self.signin_address
+            }
             Bucket::DeviceCodeGuess(_) => self.device_code_guess,
             Bucket::DeviceAuthorization(_) => self.device_authorization,
             Bucket::Registration(_) | Bucket::RegistrationSeen(..) => self.registration,
             Bucket::RegistrationIdentical(_) => self.registration_identical,
         }
+    }
+
+    /// Count a sign-in attempt for `user` (its keyed digest) from `addr` before its password
+    /// is checked, and say whether it may go on (see the module documentation). The
+    /// spraying guard only reads; the per-username record takes the attempt by an atomic
+    /// swap, so concurrent attempts past the free ones get one check per wait.
+    pub async fn signin_attempt(
+        &self,
+        store: &dyn RateLimitStore,
+        user: &str,
+        addr: Option<IpAddr>,
+        now: i64,
+    ) -> Result<Result<(), SigninThrottled>, StoreError> {
+        let window = self.signin_address;
+        let here = store
+            .hits(
+                &Bucket::SigninAddressUser(addr, user).key(),
+                window.window_secs,
+                now,
+            )
+            .await?;
+        if here > 0 {
+            let distinct = store
+                .hits(&Bucket::SigninAddress(addr).key(), window.window_secs, now)
+                .await?;
+            if spray_refuses(true, distinct, window.max) {
+                return Ok(Err(SigninThrottled::Address(Throttled {
+                    retry_after: window.window_secs,
+                })));
+            }
+        }
+        let key = Bucket::SigninUser(user).key();
+        for _ in 0..SWAP_TRIES {
+            let current = store.backoff(&key).await?;
+            match self.signin_user.admit(current, now) {
+                Err(t) => return Ok(Err(SigninThrottled::User(t))),
+                Ok(next) => {
+                    if store.swap_backoff(&key, current, next).await? {
+                        return Ok(Ok(()));
+                    }
+                }
+            }
+        }
+        Ok(Err(SigninThrottled::User(Throttled { retry_after: 1 })))
+    }
+
+    /// The attempt's password was wrong (or the username unknown): count the failure
+    /// against the address, once per distinct username in the window.
+    pub async fn signin_failed(
+        &self,
+        store: &dyn RateLimitStore,
+        user: &str,
+        addr: Option<IpAddr>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let window = self.signin_address.window_secs;
+        let here = store
+            .hit(&Bucket::SigninAddressUser(addr, user).key(), window, now)
+            .await?;
+        if here == 1 {
+            store
+                .hit(&Bucket::SigninAddress(addr).key(), window, now)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The attempt's password was right: forget the username's failures, and that it failed
+    /// from this address. (The address's count of distinct failing usernames stays.)
+    pub async fn signin_succeeded(
+        &self,
+        store: &dyn RateLimitStore,
+        user: &str,
+        addr: Option<IpAddr>,
+    ) -> Result<(), StoreError> {
+        store.clear_backoff(&Bucket::SigninUser(user).key()).await?;
+        store
+            .clear_rate_limit(&Bucket::SigninAddressUser(addr, user).key())
+            .await?;
+        Ok(())
     }
 
     /// Count a registration from `addr` whose validated metadata has `fingerprint`, then say
@@ -191,18 +403,6 @@ impl Throttle {
         })
     }
 
-    /// Take back an attempt that turned out well (a correct password), so only failures
-    /// accumulate.
-    pub async fn forgive(
-        &self,
-        store: &dyn RateLimitStore,
-        bucket: Bucket<'_>,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        let limit = self.limit(&bucket);
-        store.forgive(&bucket.key(), limit.window_secs, now).await
-    }
-
     /// Is the bucket already full? For failures counted only after the fact (a wrong user
     /// code is known to be wrong only once it was looked up).
     pub async fn is_full(
@@ -240,14 +440,17 @@ mod tests {
 
     use super::*;
 
-    /// The fixed windows of `store::rate_limits`, in memory.
+    /// The fixed windows and swapped records of `store::rate_limits`, in memory.
     #[derive(Default)]
-    struct Windows(Mutex<HashMap<String, (i64, i64)>>);
+    struct Windows {
+        windows: Mutex<HashMap<String, (i64, i64)>>,
+        backoffs: Mutex<HashMap<String, Backoff>>,
+    }
 
     #[async_trait]
     impl RateLimitStore for Windows {
         async fn hit(&self, bucket: &str, window_secs: i64, now: i64) -> Result<i64, StoreError> {
-            let mut m = self.0.lock().expect("lock");
+            let mut m = self.windows.lock().expect("lock");
             let e = m.entry(bucket.to_string()).or_insert((now, 0));
             if e.0 <= now - window_secs {
                 *e = (now, 0);
@@ -259,23 +462,253 @@ mod tests {
             Ok(0)
         }
         async fn hits(&self, bucket: &str, window_secs: i64, now: i64) -> Result<i64, StoreError> {
-            let m = self.0.lock().expect("lock");
+            let m = self.windows.lock().expect("lock");
             Ok(m.get(bucket)
                 .filter(|e| e.0 > now - window_secs)
                 .map_or(0, |e| e.1))
         }
-        async fn forgive(&self, _: &str, _: i64, _: i64) -> Result<(), StoreError> {
-            Ok(())
+        async fn clear_rate_limit(&self, bucket: &str) -> Result<bool, StoreError> {
+            Ok(self.windows.lock().expect("lock").remove(bucket).is_some())
+        }
+        async fn clear_rate_limits_with_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+            let mut m = self.windows.lock().expect("lock");
+            let before = m.len();
+            m.retain(|k, _| !k.starts_with(prefix));
+            Ok((before - m.len()) as u64)
+        }
+        async fn backoff(&self, bucket: &str) -> Result<Option<Backoff>, StoreError> {
+            Ok(self.backoffs.lock().expect("lock").get(bucket).copied())
+        }
+        async fn swap_backoff(
+            &self,
+            bucket: &str,
+            expected: Option<Backoff>,
+            next: Backoff,
+        ) -> Result<bool, StoreError> {
+            let mut m = self.backoffs.lock().expect("lock");
+            if m.get(bucket).copied() != expected {
+                return Ok(false);
+            }
+            m.insert(bucket.to_string(), next);
+            Ok(true)
+        }
+        async fn clear_backoff(&self, bucket: &str) -> Result<bool, StoreError> {
+            Ok(self.backoffs.lock().expect("lock").remove(bucket).is_some())
+        }
+        async fn purge_backoffs(&self, _before: i64) -> Result<u64, StoreError> {
+            Ok(0)
         }
     }
 
     fn throttle(distinct: u32, identical: u32) -> Throttle {
-        Throttle::new(&RegistrationConfig {
-            rate_limit_max: distinct,
-            rate_limit_identical_max: identical,
-            rate_limit_window_secs: 600,
-            ..RegistrationConfig::default()
-        })
+        Throttle::new(
+            &SigninConfig::default(),
+            &RegistrationConfig {
+                rate_limit_max: distinct,
+                rate_limit_identical_max: identical,
+                rate_limit_window_secs: 600,
+                ..RegistrationConfig::default()
+            },
+        )
+    }
+
+    fn signin_throttle(free: u32, delay: u32, max_usernames: u32) -> Throttle {
+        Throttle::new(
+            &SigninConfig {
+                user_free_failures: free,
+                user_delay_secs: delay,
+                user_max_delay_secs: 900,
+                user_failure_reset_secs: 3600,
+                address_max_usernames: max_usernames,
+                address_window_secs: 600,
+            },
+            &RegistrationConfig::default(),
+        )
+    }
+
+    const POLICY: BackoffPolicy = BackoffPolicy {
+        free: 3,
+        delay: 10,
+        max_delay: 900,
+        reset: 3600,
+    };
+
+    #[test]
+    fn waits_double_after_the_free_failures_up_to_the_cap() {
+        let waits: Vec<i64> = (0..12).map(|f| POLICY.wait(f)).collect();
+        assert_eq!(waits, [0, 0, 0, 10, 20, 40, 80, 160, 320, 640, 900, 900]);
+        assert_eq!(POLICY.wait(i64::MAX), 900, "no overflow");
+        assert_eq!(POLICY.wait(-1), 0);
+    }
+
+    #[test]
+    fn an_attempt_after_its_wait_goes_on_and_one_inside_it_does_not() {
+        let at = |failures, last_at| Some(Backoff { failures, last_at });
+        // The first attempt, and the free ones, go on at once and are counted.
+        assert_eq!(
+            POLICY.admit(None, 100),
+            Ok(Backoff {
+                failures: 1,
+                last_at: 100
+            })
+        );
+        assert_eq!(POLICY.admit(at(2, 100), 100).map(|b| b.failures), Ok(3));
+        // Three failures: the next waits 10 s after the last.
+        assert_eq!(
+            POLICY.admit(at(3, 100), 104),
+            Err(Throttled { retry_after: 6 })
+        );
+        assert_eq!(
+            POLICY.admit(at(3, 100), 110),
+            Ok(Backoff {
+                failures: 4,
+                last_at: 110
+            })
+        );
+        // Four: 20 s. A refused attempt is not counted, so it never pushes the wait further.
+        assert_eq!(
+            POLICY.admit(at(4, 110), 129),
+            Err(Throttled { retry_after: 1 })
+        );
+        assert!(POLICY.admit(at(4, 110), 130).is_ok());
+        // At the cap, still one attempt per 15 minutes: never refused for good.
+        assert_eq!(
+            POLICY.admit(at(40, 0), 899),
+            Err(Throttled { retry_after: 1 })
+        );
+        assert!(POLICY.admit(at(40, 0), 900).is_ok());
+        // Failures are forgotten `reset` after the last attempt.
+        assert_eq!(POLICY.admit(at(40, 0), 3600).map(|b| b.failures), Ok(1));
+        // A clock behind the record's (another replica) never asks for more than one wait.
+        assert_eq!(
+            POLICY.admit(at(3, 1000), 0),
+            Err(Throttled { retry_after: 10 })
+        );
+    }
+
+    #[test]
+    fn the_spraying_guard_spares_usernames_that_did_not_fail_here() {
+        assert!(!spray_refuses(false, 1000, 30));
+        assert!(!spray_refuses(true, 29, 30));
+        assert!(spray_refuses(true, 30, 30));
+    }
+
+    #[tokio::test]
+    async fn a_username_waits_longer_and_the_right_password_resets_it() {
+        let (t, store) = (signin_throttle(2, 10, 30), Windows::default());
+        let ip: Option<IpAddr> = "203.0.113.9".parse().ok();
+        let attempt = |now| t.signin_attempt(&store, "alice-digest", ip, now);
+        assert_eq!(attempt(0).await.unwrap(), Ok(()));
+        assert_eq!(attempt(0).await.unwrap(), Ok(()));
+        let refused = attempt(5).await.unwrap().expect_err("waits");
+        assert_eq!(refused, SigninThrottled::User(Throttled { retry_after: 5 }));
+        assert_eq!(refused.reason(), "user_delay");
+        // Another username is not affected.
+        assert_eq!(
+            t.signin_attempt(&store, "bob", ip, 5).await.unwrap(),
+            Ok(())
+        );
+        assert_eq!(attempt(10).await.unwrap(), Ok(()));
+        assert!(attempt(29).await.unwrap().is_err(), "now 20 s");
+        // The right password (after its wait) forgets everything.
+        assert_eq!(attempt(30).await.unwrap(), Ok(()));
+        t.signin_succeeded(&store, "alice-digest", ip)
+            .await
+            .unwrap();
+        assert_eq!(attempt(30).await.unwrap(), Ok(()));
+        assert_eq!(attempt(30).await.unwrap(), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_burst_gets_the_free_attempts_and_no_more() {
+        let (t, store) = (signin_throttle(3, 60, 30), Windows::default());
+        let mut admitted = 0;
+        for _ in 0..40 {
+            admitted += usize::from(
+                t.signin_attempt(&store, "u", None, 0)
+                    .await
+                    .unwrap()
+                    .is_ok(),
+            );
+        }
+        assert_eq!(admitted, 3);
+    }
+
+    #[tokio::test]
+    async fn a_spraying_address_cannot_retry_what_failed_but_others_still_can() {
+        let (t, store) = (signin_throttle(5, 10, 3), Windows::default());
+        let ip: Option<IpAddr> = "203.0.113.9".parse().ok();
+        let other: Option<IpAddr> = "203.0.113.10".parse().ok();
+        // The same username failing again and again counts once.
+        for _ in 0..3 {
+            assert!(t.signin_attempt(&store, "u1", ip, 0).await.unwrap().is_ok());
+            t.signin_failed(&store, "u1", ip, 0).await.unwrap();
+        }
+        assert!(t.signin_attempt(&store, "u1", ip, 0).await.unwrap().is_ok());
+        for u in ["u2", "u3"] {
+            assert!(t.signin_attempt(&store, u, ip, 1).await.unwrap().is_ok());
+            t.signin_failed(&store, u, ip, 1).await.unwrap();
+        }
+        // Three distinct usernames failed: those are refused from here, others are not.
+        let refused = t.signin_attempt(&store, "u2", ip, 2).await.unwrap();
+        assert_eq!(
+            refused,
+            Err(SigninThrottled::Address(Throttled { retry_after: 600 }))
+        );
+        assert!(
+            t.signin_attempt(&store, "bob", ip, 2)
+                .await
+                .unwrap()
+                .is_ok()
+        );
+        assert!(
+            t.signin_attempt(&store, "u2", other, 2)
+                .await
+                .unwrap()
+                .is_ok()
+        );
+        // The window ends.
+        assert!(
+            t.signin_attempt(&store, "u2", ip, 601)
+                .await
+                .unwrap()
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn unlock_forgets_a_username_everywhere_and_nothing_else() {
+        let (t, store) = (signin_throttle(1, 600, 1), Windows::default());
+        let a: Option<IpAddr> = "203.0.113.9".parse().ok();
+        let b: Option<IpAddr> = "2001:db8::1".parse().ok();
+        for (user, ip) in [("alice", a), ("alice", b), ("alicia", a)] {
+            let _ = t.signin_attempt(&store, user, ip, 0).await.unwrap();
+            t.signin_failed(&store, user, ip, 0).await.unwrap();
+        }
+        assert!(
+            t.signin_attempt(&store, "alice", a, 1)
+                .await
+                .unwrap()
+                .is_err()
+        );
+        assert_eq!(
+            unlock(&store, "alice").await.unwrap(),
+            3,
+            "a record, two windows"
+        );
+        assert_eq!(unlock(&store, "alice").await.unwrap(), 0);
+        assert!(
+            t.signin_attempt(&store, "alice", b, 1)
+                .await
+                .unwrap()
+                .is_ok()
+        );
+        assert!(
+            t.signin_attempt(&store, "alicia", a, 1)
+                .await
+                .unwrap()
+                .is_err()
+        );
     }
 
     #[tokio::test]
@@ -314,10 +747,11 @@ mod tests {
     fn buckets_are_named_apart() {
         let ip: IpAddr = "203.0.113.9".parse().expect("ip");
         let alice = Bucket::SigninUser("alice").key();
-        assert!(alice.starts_with("signin-fail:user:") && !alice.contains("alice"));
-        assert_eq!(alice, Bucket::SigninUser("alice").key());
+        assert_eq!(alice, "signin-fail:user:alice");
         assert_ne!(alice, Bucket::SigninUser("alice2").key());
-        assert!(!Bucket::SigninUser("a\0b").key().contains('\0'));
+        let here = Bucket::SigninAddressUser(Some(ip), "alice").key();
+        assert!(here.starts_with(&signin_address_user_prefix("alice")));
+        assert!(!here.starts_with(&signin_address_user_prefix("alic")));
         assert_eq!(
             Bucket::SigninAddress(Some(ip)).key(),
             "signin-fail:addr:203.0.113.9"
