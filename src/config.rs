@@ -673,6 +673,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "metrics",
     "rate_limits",
     "signin",
+    "workload_identity",
 ];
 
 impl Config {
@@ -778,6 +779,38 @@ impl Config {
     }
 
     /// The issuer as a URL, checked against RFC 8414 §2.
+    /// What is valid but probably not what the operator meant: said at start-up and by
+    /// `concierge config check`.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.trust_forwarded_for {
+            w.push(
+                "trust_forwarded_for is deprecated: list the proxies in trusted_proxies (it now \
+                 trusts any peer as one proxy, as before)"
+                    .to_string(),
+            );
+        }
+        // A loopback issuer is reached directly, not through a proxy: on another port than
+        // the listener, every redirect and metadata URL sends clients to the wrong place.
+        if let Ok(url) = Url::parse(&self.issuer)
+            && crate::util::is_loopback_host(&url)
+            && self.listen.port() != 0
+            && url.port_or_known_default() != Some(self.listen.port())
+        {
+            let mut fixed = url.clone();
+            let _ = fixed.set_port(Some(self.listen.port()));
+            w.push(format!(
+                "the issuer {} is a loopback address on port {} but the server listens on {}: \
+                 clients would be sent to the wrong port (set issuer, or --issuer, to {})",
+                self.issuer,
+                url.port_or_known_default().unwrap_or_default(),
+                self.listen,
+                fixed.as_str().trim_end_matches('/')
+            ));
+        }
+        w
+    }
+
     pub fn issuer_url(&self) -> Result<Url, ConfigError> {
         let bad = |why: &str| ConfigError::Invalid(format!("issuer {:?}: {why}", self.issuer));
         let url = Url::parse(&self.issuer).map_err(|e| bad(&e.to_string()))?;
@@ -841,6 +874,38 @@ fn insert_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every setting can be given in the environment: none is missing from the list the
+    /// environment is matched against (`workload_identity` once was).
+    #[test]
+    fn every_setting_has_an_environment_name() {
+        let names = serde_json::to_value(Config::default()).expect("serialise");
+        for key in names.as_object().expect("object").keys() {
+            assert!(TOP_LEVEL_KEYS.contains(&key.as_str()), "{key}");
+        }
+        let c = Config::load(None, env(&[("CONCIERGE_WORKLOAD_IDENTITY__ISSUERS", "[]")]))
+            .expect("loads");
+        assert!(c.workload_identity.issuers.is_empty());
+    }
+
+    /// Issue 15.4: a loopback issuer on another port than the listener is warned about.
+    #[test]
+    fn loopback_issuer_on_another_port_is_warned_about() {
+        let mut c = Config {
+            listen: "127.0.0.1:8092".parse().expect("addr"),
+            ..Config::default()
+        };
+        let w = c.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("http://localhost:8092"), "{w:?}");
+        c.issuer = "http://127.0.0.1:8092".into();
+        assert!(c.warnings().is_empty());
+        c.issuer = "https://auth.example.com".into();
+        assert!(c.warnings().is_empty(), "a public issuer is behind a proxy");
+        c.listen = "127.0.0.1:0".parse().expect("addr");
+        c.issuer = "http://localhost:8080".into();
+        assert!(c.warnings().is_empty(), "port 0: chosen at bind");
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

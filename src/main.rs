@@ -72,6 +72,9 @@ enum Command {
     /// ID-JAG issuing policy (as an enterprise IdP for MCP enterprise-managed authorization).
     #[command(subcommand)]
     IdJag(IdJagCmd),
+    /// The configuration.
+    #[command(subcommand)]
+    Config(ConfigCmd),
     /// Bring the database's schema up to date (creating the database if missing); servers
     /// do it when they start. See UPGRADE.md.
     Migrate {
@@ -155,6 +158,14 @@ enum IdJagCmd {
         #[arg(long)]
         resource: String,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Validate the configuration (file, environment and global options) without starting or
+    /// opening the database; print what it resolves to and any warnings. Exit status 1 when
+    /// it is invalid.
+    Check,
 }
 
 #[derive(Subcommand)]
@@ -374,6 +385,36 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     open_cli_store(config, *OPEN.get().unwrap_or(&Open::Existing)).await
 }
 
+/// `concierge config check`: the configuration as loaded, validated like `serve` does.
+fn config_check(config: &Config) -> anyhow::Result<()> {
+    let checked = config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .and_then(|()| {
+            concierge::oauth::id_jag::check_config(&config.id_jag)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        });
+    if let Err(e) = checked {
+        bail!("the configuration is invalid: {e}");
+    }
+    println!("issuer:   {}", config.issuer);
+    println!("listen:   {}", config.listen);
+    println!("database: {}", redact_url(&config.database_url()));
+    println!(
+        "keys:     {}",
+        if config.key_encryption_key.is_some() {
+            "key-encryption key from the configuration"
+        } else {
+            "key-encryption key file in the data directory"
+        }
+    );
+    for w in config.warnings() {
+        println!("warning:  {w}");
+    }
+    println!("the configuration is valid");
+    Ok(())
+}
+
 /// `concierge migrate [--check]`.
 async fn migrate(config: &Config, check: bool) -> anyhow::Result<()> {
     let how = if check { Open::Existing } else { Open::Migrate };
@@ -471,6 +512,7 @@ fn main() -> anyhow::Result<()> {
             }
             Command::IdJag(cmd) => id_jag(cmd, &config).await,
             Command::Migrate { check } => return migrate(&config, *check).await,
+            Command::Config(ConfigCmd::Check) => return config_check(&config),
         }?;
         record_cli_change(&config).await;
         Ok(())
@@ -644,6 +686,7 @@ async fn id_jag(cmd: &IdJagCmd, config: &Config) -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
     let issuer = config.issuer.clone();
+    let log_format = config.log_format;
     let app = App::build(config).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -655,13 +698,25 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         issuer_url.origin().ascii_serialization(),
         issuer_url.path().trim_end_matches('/')
     );
-    // A closed stdout (a supervisor that stopped reading) must not stop the server.
-    let _ = writeln!(
-        std::io::stdout(),
-        "Concierge listening on http://{bound}\n  issuer:   {issuer}\n  metadata: {metadata}\n  database: {}",
-        app.state.store.backend()
-    )
-    .and_then(|()| std::io::stdout().flush());
+    let database = app.state.store.backend();
+    match log_format {
+        // One log line like every other, for log pipelines that parse JSON.
+        concierge::config::LogFormat::Json => tracing::info!(
+            listen = %format!("http://{bound}"),
+            issuer = %issuer,
+            metadata = %metadata,
+            database,
+            "Concierge listening"
+        ),
+        // A closed stdout (a supervisor that stopped reading) must not stop the server.
+        concierge::config::LogFormat::Text => {
+            let _ = writeln!(
+                std::io::stdout(),
+                "Concierge listening on http://{bound}\n  issuer:   {issuer}\n  metadata: {metadata}\n  database: {database}",
+            )
+            .and_then(|()| std::io::stdout().flush());
+        }
+    }
     app.serve(listener, shutdown_signal()).await
 }
 

@@ -108,11 +108,8 @@ impl App {
     /// The application serving `grants` (tests, and servers that add a grant of their own).
     pub async fn build_with(config: Config, grants: GrantRegistry) -> anyhow::Result<Self> {
         config.validate()?;
-        if config.trust_forwarded_for {
-            tracing::warn!(
-                "trust_forwarded_for is deprecated: list the proxies in trusted_proxies \
-                 (it now trusts any peer as one proxy, as before)"
-            );
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
         }
         crate::oauth::id_jag::check_config(&config.id_jag)
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;

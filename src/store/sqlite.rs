@@ -12,6 +12,20 @@ pub struct SqliteStore {
     pool: SqlitePool,
 }
 
+/// Create the database file readable by its owner only (SQLite gives its `-wal` and `-shm`
+/// files the same mode); an existing file keeps the mode its operator gave it.
+fn create_private(path: &std::path::Path) -> Result<(), StoreError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Database(sqlx::Error::Io(e))),
+    }
+}
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 impl SqliteStore {
@@ -22,6 +36,9 @@ impl SqliteStore {
             return Err(StoreError::Missing(
                 options.get_filename().display().to_string(),
             ));
+        }
+        if how == Open::Migrate && !in_memory {
+            create_private(options.get_filename())?;
         }
         let options = options
             .create_if_missing(how == Open::Migrate)

@@ -790,6 +790,17 @@ async fn the_cli_never_creates_or_upgrades_a_database() {
     );
     let (ok, out, _) = concierge(d, &["migrate", "--check"]);
     assert!(ok && out.contains("0 pending"), "{out}");
+    // A database the CLI creates is its owner's only (issue 15.8).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let fresh = tempfile::tempdir().unwrap();
+        let (ok, _, err) = concierge(fresh.path(), &["migrate"]);
+        assert!(ok, "{err}");
+        let db = fresh.path().join("concierge-data/concierge.db");
+        let mode = std::fs::metadata(&db).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{db:?}");
+    }
     let (ok, out, _) = concierge(d, &["migrate"]);
     assert!(ok && out.contains("up to date"), "{out}");
 
@@ -800,4 +811,36 @@ async fn the_cli_never_creates_or_upgrades_a_database() {
         err.contains("database sqlite://") && err.contains("issuer https://auth.example"),
         "{err}"
     );
+}
+
+/// Issue 15.4: `concierge config check` validates without starting or opening anything, and
+/// says what it would warn about.
+#[test]
+fn config_check_validates_without_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("concierge.toml"), "listen = \"127.0.0.1:8092\"\n").unwrap();
+    let (ok, out, err) = concierge(d, &["config", "check"]);
+    assert!(
+        ok && out.contains("the configuration is valid"),
+        "{out}{err}"
+    );
+    assert!(
+        out.contains("warning:") && out.contains("http://localhost:8092"),
+        "{out}"
+    );
+    assert!(!d.join("concierge-data").exists(), "nothing created");
+    std::fs::write(
+        d.join("concierge.toml"),
+        "[tokens]\naccess_token_ttl_secs = 0\n",
+    )
+    .unwrap();
+    let (ok, _, err) = concierge(d, &["config", "check"]);
+    assert!(
+        !ok && err.contains("invalid") && err.contains("access_token_ttl_secs"),
+        "{err}"
+    );
+    std::fs::write(d.join("concierge.toml"), "[tokens]\nno_such_setting = 1\n").unwrap();
+    let (ok, _, err) = concierge(d, &["config", "check"]);
+    assert!(!ok && err.contains("no_such_setting"), "{err}");
 }

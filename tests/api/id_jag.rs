@@ -148,6 +148,18 @@ impl Pair {
         post_form(&self.idp, "/token", form, extra).await
     }
 
+    /// The local user the IdP's user `idp_sub` is at the authorization server (linked when
+    /// their first ID-JAG was redeemed): the `sub` of the access tokens it issues for them.
+    pub async fn local_user_of(&self, idp_sub: &str) -> String {
+        self.rs_as
+            .store()
+            .find_identity(&self.idp.issuer, idp_sub)
+            .await
+            .unwrap()
+            .expect("linked")
+            .user_id
+    }
+
     /// The jwt-bearer grant at the authorization server.
     pub async fn redeem_id_jag(
         &self,

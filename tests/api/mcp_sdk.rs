@@ -416,7 +416,9 @@ both_pair!(typescript_sdk_v2_enterprise_managed, |p: Pair| async move {
     let t = &out["token"];
     assert_eq!(t["iss"], p.rs_as.issuer.as_str(), "{t}");
     assert_eq!(t["aud"], notes.as_str());
-    assert_eq!(t["sub"], alice);
+    // As the local user her IdP identity is linked to (issue 18.8).
+    let local = p.local_user_of(alice.as_str().unwrap()).await;
+    assert_eq!(t["sub"], local.as_str());
     assert_eq!(t["client_id"], AS_CLIENT);
     assert!(
         out["tools"]
@@ -425,7 +427,7 @@ both_pair!(typescript_sdk_v2_enterprise_managed, |p: Pair| async move {
             .iter()
             .any(|t| t == "list_notes")
     );
-    assert_eq!(out["whoami"]["sub"], alice, "{out}");
+    assert_eq!(out["whoami"]["sub"], local.as_str(), "{out}");
     assert_eq!(out["listNotes"]["notes"], serde_json::json!([]), "{out}");
     p
 });

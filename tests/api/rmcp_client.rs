@@ -122,7 +122,8 @@ both_pair!(rmcp_enterprise_managed, |p: Pair| async move {
     let token = jag.exchange(&http).await.unwrap();
     let at = token.access_token.secret();
     let v = verify(&p.rs_as, at, Algorithm::ES256, NOTES);
-    assert_eq!(v["sub"], claims(&id_token)["sub"]);
+    let alice = claims(&id_token)["sub"].as_str().unwrap().to_string();
+    assert_eq!(v["sub"], p.local_user_of(&alice).await.as_str());
     assert_eq!(v["scope"], "notes:read");
     assert!(token.scopes.contains("notes:read"));
 
