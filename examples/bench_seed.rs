@@ -36,6 +36,7 @@ async fn main() -> anyhow::Result<()> {
                 concierge::oauth::authn::password::hash("bench password")
                     .map_err(anyhow::Error::msg)?,
             ),
+            disabled_at: None,
             created_at: now,
             updated_at: now,
         })

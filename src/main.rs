@@ -229,6 +229,11 @@ enum UserCmd {
     },
     /// List the identities at other issuers linked to this user.
     Identities { username: String },
+    /// Disable a user: they cannot sign in, their sessions end, their refresh tokens are
+    /// revoked, and nothing more is issued for them until `enable`.
+    Disable { username: String },
+    /// Enable a disabled user again.
+    Enable { username: String },
     /// Forget the user's failed sign-ins, so they may try again at once (the waits after
     /// failures, and the failures counted against the addresses they came from).
     Unlock { username: String },
@@ -528,6 +533,8 @@ const CHANGING: &[&str] = &[
     "deny-exchange",
     "set-password",
     "unlock",
+    "disable",
+    "enable",
     "allow",
     "deny",
     "create",
@@ -989,11 +996,12 @@ async fn user(cmd: &UserCmd, config: &Config) -> anyhow::Result<()> {
             }
             for u in users {
                 println!(
-                    "{}  {}  {}  {}",
+                    "{}  {}  {}  {}{}",
                     u.username,
                     u.id,
                     u.email.as_deref().unwrap_or("-"),
-                    u.name.as_deref().unwrap_or("-")
+                    u.name.as_deref().unwrap_or("-"),
+                    if u.is_disabled() { "  (disabled)" } else { "" }
                 );
             }
         }
@@ -1069,6 +1077,16 @@ async fn user(cmd: &UserCmd, config: &Config) -> anyhow::Result<()> {
                     l.linked_by.as_str(),
                     util::rfc3339(l.created_at)
                 );
+            }
+        }
+        UserCmd::Disable { username } | UserCmd::Enable { username } => {
+            let disable = matches!(cmd, UserCmd::Disable { .. });
+            let user = find_user(store.as_ref(), username).await?;
+            manage::set_user_disabled(store.as_ref(), &user, disable).await?;
+            if disable {
+                println!("disabled {username}: signed out everywhere, refresh tokens revoked");
+            } else {
+                println!("enabled {username}");
             }
         }
         UserCmd::Unlock { username } => {

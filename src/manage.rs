@@ -478,6 +478,7 @@ pub async fn create_user(
         email_verified: profile.email_verified,
         name: profile.name,
         password_hash: Some(password_hash),
+        disabled_at: None,
         created_at: now,
         updated_at: now,
     };
@@ -532,6 +533,26 @@ pub async fn update_user(
         return Err(ManageError::NotFound(format!("no user with id {user_id}")));
     }
     Ok(updated)
+}
+
+/// Disable a user (signing them out everywhere and revoking their refresh tokens) or enable
+/// them again. Access tokens already issued expire on their own (minutes); `/userinfo`
+/// refuses them at once.
+pub async fn set_user_disabled(
+    store: &dyn Store,
+    user: &User,
+    disabled: bool,
+) -> Result<User, ManageError> {
+    let now = util::now();
+    let at = disabled.then(|| user.disabled_at.unwrap_or(now));
+    if !store.set_disabled(&user.id, at, now).await? {
+        return Err(ManageError::NotFound(format!("no user {}", user.username)));
+    }
+    Ok(User {
+        disabled_at: at,
+        updated_at: now,
+        ..user.clone()
+    })
 }
 
 /// Link an identity at another issuer to a user (as an operator): its ID-JAGs then name this

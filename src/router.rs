@@ -70,6 +70,8 @@ fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(users::set_password))
         .routes(routes!(users::identities, users::link, users::unlink))
         .routes(routes!(users::unlock))
+        .routes(routes!(users::disable))
+        .routes(routes!(users::enable))
         .routes(routes!(consents::list, consents::revoke))
         .routes(routes!(keys::list))
         .routes(routes!(keys::rotate))

@@ -23,6 +23,9 @@ pub struct UserView {
     /// The address is known to be the user's; only verified addresses link accounts.
     pub email_verified: bool,
     pub name: Option<String>,
+    /// RFC 3339: when an operator disabled the account (absent while it is enabled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disabled_at: Option<String>,
     /// RFC 3339.
     pub created_at: String,
     /// RFC 3339.
@@ -37,6 +40,7 @@ impl From<&User> for UserView {
             email: u.email.clone(),
             email_verified: u.email_verified,
             name: u.name.clone(),
+            disabled_at: u.disabled_at.map(time),
             created_at: time(u.created_at),
             updated_at: time(u.updated_at),
         }
@@ -411,4 +415,57 @@ pub async fn unlock(
     Ok(Json(Unlocked {
         cleared: cleared > 0,
     }))
+}
+
+/// Disable a user: they cannot sign in, their sessions end and their refresh tokens are
+/// revoked, and nothing more is issued for them (ID-JAGs included) until they are enabled.
+#[utoipa::path(post, path = "/admin/v1/users/{id}/disable", tag = "users",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "Disabled", body = UserView),
+        (status = 404, description = "No such user", body = ApiErrorBody),
+    ))]
+pub async fn disable(
+    state: State<AppState>,
+    caller: Extension<AdminCaller>,
+    id: ApiPath<String>,
+) -> Result<Json<UserView>, ApiError> {
+    set_disabled(state, caller, id, true).await
+}
+
+/// Enable a disabled user again (they sign in afresh; what was revoked stays revoked).
+#[utoipa::path(post, path = "/admin/v1/users/{id}/enable", tag = "users",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "Enabled", body = UserView),
+        (status = 404, description = "No such user", body = ApiErrorBody),
+    ))]
+pub async fn enable(
+    state: State<AppState>,
+    caller: Extension<AdminCaller>,
+    id: ApiPath<String>,
+) -> Result<Json<UserView>, ApiError> {
+    set_disabled(state, caller, id, false).await
+}
+
+async fn set_disabled(
+    State(state): State<AppState>,
+    Extension(caller): Extension<AdminCaller>,
+    ApiPath(id): ApiPath<String>,
+    disabled: bool,
+) -> Result<Json<UserView>, ApiError> {
+    let user = find(&state, &id).await?;
+    let user = manage::set_user_disabled(state.store.as_ref(), &user, disabled).await?;
+    record_change(
+        &state,
+        &caller,
+        if disabled {
+            "user.disable"
+        } else {
+            "user.enable"
+        },
+        serde_json::json!({ "user_id": user.id, "username": user.username }),
+        Some(&user.id),
+    );
+    Ok(Json(UserView::from(&user)))
 }

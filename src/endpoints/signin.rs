@@ -112,6 +112,12 @@ pub async fn submit(
         Err(SigninError::WrongCredentials) => {
             return fail(StatusCode::UNAUTHORIZED, "Wrong username or password.");
         }
+        Err(SigninError::Disabled) => {
+            return fail(
+                StatusCode::FORBIDDEN,
+                "This account is disabled. Ask the people who run this service.",
+            );
+        }
         Err(SigninError::Store(e)) => {
             let message = crate::error::internal_message(e);
             return fail(

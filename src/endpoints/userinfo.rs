@@ -54,7 +54,8 @@ async fn answer(
         .users()
         .get_user(&claims.sub)
         .await?
-        .ok_or_else(|| OAuthError::invalid_token("the user no longer exists"))?;
+        .filter(|u| !u.is_disabled())
+        .ok_or_else(|| OAuthError::invalid_token("the user no longer exists or is disabled"))?;
     let mut body = user_claims(&user, &scope);
     body.insert("sub".into(), user.id.into());
     Ok(Json(body).into_response())

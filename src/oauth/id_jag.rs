@@ -224,6 +224,9 @@ async fn issue_checked(
         .get_user(sub)
         .await?
         .ok_or_else(|| grant_err("the ID token's user no longer exists"))?;
+    if user.is_disabled() {
+        return Err(grant_err("the ID token's user is disabled"));
+    }
 
     // RFC 8693 §2.1: `audience` names the authorization server (its issuer), `resource`
     // the protected resource there. Both are required for an ID-JAG here: the policy is

@@ -17,8 +17,17 @@ pub struct User {
     /// argon2id, PHC string format; `None` for an account without a password (one that
     /// signs in with other factors only).
     pub password_hash: Option<String>,
+    /// When an operator disabled the account; `None` while it is enabled. A disabled user
+    /// cannot sign in and nothing more is issued for them.
+    pub disabled_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+impl User {
+    pub fn is_disabled(&self) -> bool {
+        self.disabled_at.is_some()
+    }
 }
 
 impl std::fmt::Debug for User {
@@ -48,6 +57,15 @@ pub trait UserStore: Send + Sync {
     /// Replace a user's email, its verified flag and name; `false` when there is no such
     /// user.
     async fn update_profile(&self, user: &User, now: i64) -> Result<bool, StoreError>;
+    /// Disable (`Some(now)`) or enable (`None`) a user; `false` when there is no such user.
+    /// Disabling signs them out everywhere and revokes their refresh tokens, in the same
+    /// transaction.
+    async fn set_disabled(
+        &self,
+        user_id: &str,
+        at: Option<i64>,
+        now: i64,
+    ) -> Result<bool, StoreError>;
     /// Set a new password hash. In the same transaction the user is signed out everywhere
     /// and every refresh token they hold is revoked, so agents must ask again.
     async fn set_password(&self, username: &str, hash: &str, now: i64) -> Result<bool, StoreError>;
@@ -64,6 +82,7 @@ pub(super) struct UserRow {
     email_verified: bool,
     name: Option<String>,
     password_hash: String,
+    disabled_at: Option<i64>,
     created_at: i64,
     updated_at: i64,
 }
@@ -77,6 +96,7 @@ impl From<UserRow> for User {
             email_verified: r.email_verified,
             name: r.name,
             password_hash: (!r.password_hash.is_empty()).then_some(r.password_hash),
+            disabled_at: r.disabled_at,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -85,7 +105,7 @@ impl From<UserRow> for User {
 
 macro_rules! columns {
     () => {
-        "id, username, email, email_verified, name, password_hash, created_at, updated_at"
+        "id, username, email, email_verified, name, password_hash, disabled_at, created_at, updated_at"
     };
 }
 pub(crate) use columns;
@@ -96,7 +116,7 @@ macro_rules! insert {
         sqlx::query(concat!(
             "INSERT INTO users (",
             $crate::store::users::columns!(),
-            ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8)"
+            ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)"
         ))
         .bind(&$u.id)
         .bind(&$u.username)
@@ -104,25 +124,52 @@ macro_rules! insert {
         .bind($u.email_verified)
         .bind(&$u.name)
         .bind($u.password_hash.as_deref().unwrap_or(""))
+        .bind($u.disabled_at)
         .bind($u.created_at)
         .bind($u.updated_at)
     };
 }
 pub(crate) use insert;
 
+/// In a transaction: end every session of the user(s) `$who` selects (a condition on
+/// `user_id` with `$1` bound to `$key`) and revoke their refresh tokens.
+macro_rules! sign_out_everywhere {
+    ($tx:expr, $who:literal, $key:expr, $now:expr) => {
+        sqlx::query(concat!("DELETE FROM sessions WHERE ", $who))
+            .bind($key)
+            .execute($tx)
+            .await?;
+        sqlx::query(concat!(
+            "UPDATE refresh_tokens SET revoked_at = $2 WHERE revoked_at IS NULL AND ",
+            $who
+        ))
+        .bind($key)
+        .bind($now)
+        .execute($tx)
+        .await?;
+    };
+}
+pub(crate) use sign_out_everywhere;
+
 macro_rules! sql_impl {
     ($ty:ty) => {
         #[async_trait::async_trait]
         impl $crate::store::UserStore for $ty {
-            async fn insert_user(&self, u: &$crate::store::User) -> Result<(), $crate::store::StoreError> {
+            async fn insert_user(
+                &self,
+                u: &$crate::store::User,
+            ) -> Result<(), $crate::store::StoreError> {
                 $crate::store::users::insert!(u)
-                .execute(&self.pool)
-                .await
-                .map_err(|e| $crate::store::sql::conflict(e, "username"))?;
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| $crate::store::sql::conflict(e, "username"))?;
                 Ok(())
             }
 
-            async fn get_user(&self, id: &str) -> Result<Option<$crate::store::User>, $crate::store::StoreError> {
+            async fn get_user(
+                &self,
+                id: &str,
+            ) -> Result<Option<$crate::store::User>, $crate::store::StoreError> {
                 let row: Option<$crate::store::users::UserRow> = sqlx::query_as(concat!(
                     "SELECT ",
                     $crate::store::users::columns!(),
@@ -134,7 +181,10 @@ macro_rules! sql_impl {
                 Ok(row.map(Into::into))
             }
 
-            async fn find_user(&self, username: &str) -> Result<Option<$crate::store::User>, $crate::store::StoreError> {
+            async fn find_user(
+                &self,
+                username: &str,
+            ) -> Result<Option<$crate::store::User>, $crate::store::StoreError> {
                 if !$crate::store::sql::may_be_stored(username) {
                     return Ok(None);
                 }
@@ -149,7 +199,9 @@ macro_rules! sql_impl {
                 Ok(row.map(Into::into))
             }
 
-            async fn list_users(&self) -> Result<Vec<$crate::store::User>, $crate::store::StoreError> {
+            async fn list_users(
+                &self,
+            ) -> Result<Vec<$crate::store::User>, $crate::store::StoreError> {
                 let rows: Vec<$crate::store::users::UserRow> = sqlx::query_as(concat!(
                     "SELECT ",
                     $crate::store::users::columns!(),
@@ -208,26 +260,53 @@ macro_rules! sql_impl {
                 Ok(r.rows_affected() == 1)
             }
 
-            async fn set_password(&self, username: &str, hash: &str, now: i64) -> Result<bool, $crate::store::StoreError> {
+            async fn set_disabled(
+                &self,
+                user_id: &str,
+                at: Option<i64>,
+                now: i64,
+            ) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
-                let r = sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE username = $1")
-                    .bind(username)
-                    .bind(hash)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("DELETE FROM sessions WHERE user_id IN (SELECT id FROM users WHERE username = $1)")
-                    .bind(username)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
-                    "UPDATE refresh_tokens SET revoked_at = $2 \
-                     WHERE user_id IN (SELECT id FROM users WHERE username = $1) AND revoked_at IS NULL",
+                let r =
+                    sqlx::query("UPDATE users SET disabled_at = $2, updated_at = $3 WHERE id = $1")
+                        .bind(user_id)
+                        .bind(at)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                if at.is_some() {
+                    $crate::store::users::sign_out_everywhere!(
+                        &mut *tx,
+                        "user_id = $1",
+                        user_id,
+                        now
+                    );
+                }
+                tx.commit().await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn set_password(
+                &self,
+                username: &str,
+                hash: &str,
+                now: i64,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let r = sqlx::query(
+                    "UPDATE users SET password_hash = $2, updated_at = $3 WHERE username = $1",
                 )
                 .bind(username)
+                .bind(hash)
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+                $crate::store::users::sign_out_everywhere!(
+                    &mut *tx,
+                    "user_id IN (SELECT id FROM users WHERE username = $1)",
+                    username,
+                    now
+                );
                 tx.commit().await?;
                 Ok(r.rows_affected() == 1)
             }

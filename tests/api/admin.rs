@@ -874,3 +874,66 @@ both!(
         app
     }
 );
+
+// Issue 15.2: an operator disables a user: the right password no longer signs them in,
+// their refresh tokens are revoked, `/userinfo` refuses their access tokens; enabled again,
+// they sign in afresh.
+both!(disabled_users_get_nothing, |app: TestApp| async move {
+    let (alice, client, _, tokens) = connect_agent(&app, "openid notes:read").await;
+    let (_, _, token) = admin_token(&app).await;
+    let at = tokens["access_token"].as_str().unwrap().to_string();
+    let rt = tokens["refresh_token"].as_str().unwrap().to_string();
+    let userinfo = || async {
+        let res = app
+            .http
+            .get(app.url("/userinfo"))
+            .bearer_auth(&at)
+            .send()
+            .await
+            .unwrap();
+        res.status().as_u16()
+    };
+    assert_eq!(userinfo().await, 200);
+
+    let (s, _, u) = post(
+        &app,
+        &token,
+        &format!("/admin/v1/users/{alice}/disable"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(s, 200, "{u}");
+    assert!(u["disabled_at"].is_string(), "{u}");
+    let (s, _, body) = refresh(&app, &client, &rt, &[]).await;
+    assert_eq!(
+        (s.as_u16(), body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    assert_eq!(userinfo().await, 401);
+    let b = browser();
+    let res = sign_in(&app, &b, &app.url("/signin"), "alice", PASSWORD).await;
+    assert_eq!(res.status(), 403);
+    assert!(res.text().await.unwrap().contains("disabled"));
+    let wrong = sign_in(&app, &b, &app.url("/signin"), "alice", "not it at all").await;
+    assert_eq!(
+        wrong.status(),
+        401,
+        "a wrong password says nothing about the account"
+    );
+
+    let (s, _, u) = post(
+        &app,
+        &token,
+        &format!("/admin/v1/users/{alice}/enable"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(s, 200, "{u}");
+    assert!(u.get("disabled_at").is_none(), "{u}");
+    let res = sign_in(&app, &browser(), &app.url("/signin"), "alice", PASSWORD).await;
+    assert_eq!(res.status(), 303);
+    let (s, _, body) = refresh(&app, &client, &rt, &[]).await;
+    assert_eq!(s, 400, "what was revoked stays revoked: {body}");
+    app
+});

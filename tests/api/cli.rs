@@ -330,6 +330,14 @@ fn users_from_the_command_line() {
     assert!(!ok && err.contains("no linked identity"), "{err}");
     let (ok, out, _) = concierge(d, &["user", "identities", "alice"]);
     assert!(ok && out.contains("no linked identities"), "{out}");
+    let (ok, out, err) = concierge(d, &["user", "disable", "alice"]);
+    assert!(ok && out.contains("disabled alice"), "{out}{err}");
+    let (ok, out, _) = concierge(d, &["user", "list"]);
+    assert!(ok && out.contains("(disabled)"), "{out}");
+    let (ok, out, err) = concierge(d, &["user", "enable", "alice"]);
+    assert!(ok && out.contains("enabled alice"), "{out}{err}");
+    let (ok, out, _) = concierge(d, &["user", "list"]);
+    assert!(ok && !out.contains("(disabled)"), "{out}");
     let (ok, _, _) = concierge(d, &["user", "remove", "alice"]);
     assert!(ok);
     let (ok, out, _) = concierge(d, &["user", "list"]);

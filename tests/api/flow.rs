@@ -53,6 +53,7 @@ pub async fn add_user(app: &impl Server, username: &str) -> String {
             email_verified: false,
             name: Some(format!("{username} Example")),
             password_hash: Some(concierge::oauth::authn::password::hash(PASSWORD).unwrap()),
+            disabled_at: None,
             created_at: now,
             updated_at: now,
         })

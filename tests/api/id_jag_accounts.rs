@@ -261,6 +261,14 @@ async fn provisioned_once_per_idp_user() {
             u2.username
         );
 
+        // Disabled (issue 15.2): the IdP's ID-JAGs for that user are refused.
+        let store = p.rs_as.store();
+        assert!(store.set_disabled(&sa, Some(1), 1).await.unwrap());
+        let r = p.redeem_id_jag(&forge("carol"), &[]).await;
+        assert_error(&r, 400, "invalid_grant", "disabled");
+        assert!(store.set_disabled(&sa, None, 2).await.unwrap());
+        assert_eq!(redeemed_sub(&p, &forge("carol")).await.unwrap(), sa);
+
         // A `sub` no OpenID provider would send is refused before anything is stored.
         let long = "s".repeat(256);
         let r = p.redeem_id_jag(&forge(&long), &[]).await;

@@ -60,6 +60,8 @@ pub enum LinkError {
          operator must link one"
     )]
     LinkedElsewhere,
+    #[error("the account here linked to this user is disabled")]
+    Disabled,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -114,6 +116,9 @@ pub async fn local_user(
     if let Some(link) = identities.find_identity(who.issuer, who.subject).await?
         && let Some(user) = ctx.users().get_user(&link.user_id).await?
     {
+        if user.is_disabled() {
+            return Err(LinkError::Disabled);
+        }
         return Ok(Linked { user, made: None });
     }
     let now = ctx.now();
@@ -132,6 +137,9 @@ pub async fn local_user(
             return Err(LinkError::AmbiguousEmail);
         }
         if let Some(user) = found.pop() {
+            if user.is_disabled() {
+                return Err(LinkError::Disabled);
+            }
             let taken = identities
                 .identities_of(&user.id)
                 .await?
@@ -159,6 +167,7 @@ pub async fn local_user(
             email_verified: who.email.is_some() && who.email_verified == Some(true),
             name: who.name.map(|n| n.chars().take(200).collect()),
             password_hash: None,
+            disabled_at: None,
             created_at: now,
             updated_at: now,
         };

@@ -53,6 +53,9 @@ pub enum SigninError {
     Throttled(SigninThrottled),
     #[error("wrong username or password")]
     WrongCredentials,
+    /// The password was right, but an operator disabled the account.
+    #[error("this account is disabled")]
+    Disabled,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -123,6 +126,17 @@ pub async fn sign_in_with_password(
         );
         return Err(SigninError::WrongCredentials);
     };
+    // Said only after the right password, so it tells a guesser nothing.
+    if user.is_disabled() {
+        tracing::info!(user_id = %user.id, "sign-in refused: the account is disabled");
+        ctx.audit.record(
+            Event::new(Kind::SigninFailed)
+                .user(&user.id)
+                .ip(addr)
+                .detail(serde_json::json!({ "username": username, "known_user": true, "disabled": true })),
+        );
+        return Err(SigninError::Disabled);
+    }
     throttle.signin_succeeded(limits, &who, addr).await?;
     let (cookie, session) = session::establish(
         ctx,

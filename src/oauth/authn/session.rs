@@ -46,10 +46,13 @@ pub async fn current(ctx: &Context, token: &str) -> Result<Option<(Session, User
     else {
         return Ok(None);
     };
+    // A user disabled on another replica a moment ago: their session row is gone there, and
+    // this read may still see it; the user row says so too.
     Ok(ctx
         .users()
         .get_user(&session.user_id)
         .await?
+        .filter(|user| !user.is_disabled())
         .map(|user| (session, user)))
 }
 
