@@ -94,6 +94,11 @@ enum AdminClientCmd {
         #[arg(long, default_value = "admin")]
         name: String,
     },
+    /// List the admin clients.
+    List,
+    /// Remove an admin client: its admin tokens stop working at once on this replica and
+    /// within `clients.cache_secs` on the others.
+    Revoke { client_id: String },
 }
 
 #[derive(Subcommand)]
@@ -515,6 +520,41 @@ fn main() -> anyhow::Result<()> {
                 );
                 Ok(())
             }
+            Command::AdminClient(AdminClientCmd::List) => {
+                let store = open_store(&config).await?;
+                let admins: Vec<_> = store
+                    .list_clients(util::now())
+                    .await?
+                    .into_iter()
+                    .filter(|c| c.metadata.admin)
+                    .collect();
+                if admins.is_empty() {
+                    println!("no admin clients; add one with `concierge admin-client create`");
+                }
+                for c in admins {
+                    println!(
+                        "{}  {}  created {}  last used {}",
+                        c.client_id,
+                        c.metadata.client_name.as_deref().unwrap_or("-"),
+                        util::rfc3339(c.created_at),
+                        c.last_used_at.map_or("never".into(), util::rfc3339)
+                    );
+                }
+                Ok(())
+            }
+            Command::AdminClient(AdminClientCmd::Revoke { client_id }) => {
+                let store = open_store(&config).await?;
+                match store.get_client(client_id, util::now()).await? {
+                    Some(c) if c.metadata.admin => {}
+                    Some(_) => bail!(
+                        "{client_id} is not an admin client (remove it with `concierge client remove`)"
+                    ),
+                    None => bail!("no client {client_id}"),
+                }
+                store.delete_client(client_id).await?;
+                println!("revoked admin client {client_id}: its admin tokens no longer work");
+                Ok(())
+            }
             Command::IdJag(cmd) => id_jag(cmd, &config).await,
             Command::Migrate { check } => return migrate(&config, *check).await,
             Command::Config(ConfigCmd::Check) => return config_check(&config),
@@ -534,6 +574,7 @@ const CHANGING: &[&str] = &[
     "set-password",
     "unlock",
     "disable",
+    "revoke",
     "enable",
     "allow",
     "deny",

@@ -38,6 +38,8 @@ pub struct ClientView {
     pub jwks_uri: Option<String>,
     /// May call the introspection endpoint (a resource server).
     pub may_introspect: bool,
+    /// An admin client (may call this API; revoke it by deleting it).
+    pub admin: bool,
     /// For dynamic clients: the address they registered from.
     pub registered_from: Option<String>,
     /// RFC 3339.
@@ -68,6 +70,7 @@ impl From<&ClientRecord> for ClientView {
             scope: m.scope.clone(),
             jwks_uri: m.jwks_uri.clone(),
             may_introspect: m.may_introspect,
+            admin: m.admin,
             registered_from: c.registered_from.clone(),
             created_at: time(c.created_at),
             last_used_at: c.last_used_at.map(time),

@@ -937,3 +937,25 @@ both!(disabled_users_get_nothing, |app: TestApp| async move {
     assert_eq!(s, 400, "what was revoked stays revoked: {body}");
     app
 });
+
+// Issue 15.2: admin clients are listed as such and revoked by deleting them; a revoked
+// admin client's token is refused at once on this replica.
+both!(
+    admin_clients_are_revoked_by_deleting_them,
+    |app: TestApp| async move {
+        let (first, _, token) = admin_token(&app).await;
+        let (second, _, second_token) = admin_token(&app).await;
+        let (s, _, c) = get(&app, &token, &format!("/admin/v1/clients/{second}")).await;
+        assert_eq!(s, 200, "{c}");
+        assert_eq!(c["admin"], true);
+        let (s, _, _) = get(&app, &second_token, "/admin/v1/users").await;
+        assert_eq!(s, 200);
+        let (s, _, _) = delete(&app, &token, &format!("/admin/v1/clients/{second}")).await;
+        assert_eq!(s, 204);
+        let (s, _, body) = get(&app, &second_token, "/admin/v1/users").await;
+        assert_eq!(s, 403, "{body}");
+        let (s, _, _) = get(&app, &token, &format!("/admin/v1/clients/{first}")).await;
+        assert_eq!(s, 200, "the other admin client still works");
+        app
+    }
+);

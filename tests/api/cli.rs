@@ -564,6 +564,17 @@ fn admin_client_bootstrap() {
     // A second admin client is fine (the resource exists already).
     let (ok, _, err) = concierge(d, &["admin-client", "create"]);
     assert!(ok, "{err}");
+    // Listed and revoked (issue 15.2); a client that is not an admin client is not revoked
+    // here.
+    let (ok, out, _) = concierge(d, &["admin-client", "list"]);
+    assert!(ok && out.contains(id) && out.contains("ops"), "{out}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let (ok, out, err) = concierge(d, &["admin-client", "revoke", id]);
+    assert!(ok && out.contains("revoked"), "{out}{err}");
+    let (ok, out, _) = concierge(d, &["admin-client", "list"]);
+    assert!(ok && !out.contains(id) && out.lines().count() == 1, "{out}");
+    let (ok, _, err) = concierge(d, &["admin-client", "revoke", id]);
+    assert!(!ok && err.contains("no client"), "{err}");
 }
 
 #[test]
