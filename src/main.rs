@@ -352,6 +352,14 @@ enum ClientCmd {
     Show { client_id: String },
     /// Remove a client.
     Remove { client_id: String },
+    /// Give a client a new secret (printed once). The old one keeps working for
+    /// `--overlap-secs` (default an hour; 0 ends it at once) so the client can switch without
+    /// downtime; other replicas learn the new one within `clients.cache_secs`.
+    RotateSecret {
+        client_id: String,
+        #[arg(long, default_value_t = 3600)]
+        overlap_secs: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -575,6 +583,7 @@ const CHANGING: &[&str] = &[
     "unlock",
     "disable",
     "revoke",
+    "rotate-secret",
     "enable",
     "allow",
     "deny",
@@ -971,6 +980,22 @@ async fn client(cmd: &ClientCmd, config: &Config) -> anyhow::Result<()> {
             println!("shown to users as: {}", c.display_name());
             print_metadata(&c.metadata, &c.client_id)?;
         }
+        ClientCmd::RotateSecret {
+            client_id,
+            overlap_secs,
+        } => {
+            let (record, secret) =
+                manage::rotate_client_secret(store.as_ref(), client_id, *overlap_secs).await?;
+            println!("client_secret: {secret}");
+            println!("(shown once: it is stored only as a hash)");
+            match record.previous_secret {
+                Some(p) => println!(
+                    "the previous secret works until {}",
+                    util::rfc3339(p.expires_at)
+                ),
+                None => println!("the previous secret no longer works"),
+            }
+        }
         ClientCmd::Remove { client_id } => {
             if !store.delete_client(client_id).await? {
                 bail!("no client {client_id}");
@@ -986,6 +1011,7 @@ fn print_metadata(m: &ClientMetadata, client_id: &str) -> anyhow::Result<()> {
         client_id: client_id.to_string(),
         kind: ClientKind::Static,
         secret_hash: None,
+        previous_secret: None,
         metadata: m.clone(),
         registration_token_hash: None,
         registered_from: None,

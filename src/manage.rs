@@ -535,6 +535,48 @@ pub async fn update_user(
     Ok(updated)
 }
 
+/// The longest a rotated-out client secret may keep working.
+pub const MAX_SECRET_OVERLAP_SECS: i64 = 30 * 24 * 3600;
+
+/// Give a client that authenticates with a secret a new one; the old one keeps working for
+/// `overlap_secs` (0: not at all) so the client can switch without downtime. A secret
+/// already being rotated out stops at once. Returns the record and the new secret (shown
+/// once; stored only as a hash).
+pub async fn rotate_client_secret(
+    store: &dyn Store,
+    client_id: &str,
+    overlap_secs: i64,
+) -> Result<(ClientRecord, String), ManageError> {
+    if !(0..=MAX_SECRET_OVERLAP_SECS).contains(&overlap_secs) {
+        return Err(invalid(
+            "overlap_secs",
+            format!("must be 0 to {MAX_SECRET_OVERLAP_SECS} seconds (30 days)"),
+        ));
+    }
+    let now = util::now();
+    let mut record = store
+        .get_client(client_id, now)
+        .await?
+        .ok_or_else(|| ManageError::NotFound(format!("no client {client_id}")))?;
+    let Some(old) = record.secret_hash.take() else {
+        return Err(invalid(
+            "client_id",
+            format!("{client_id} does not authenticate with a secret"),
+        ));
+    };
+    let secret = util::random_secret();
+    record.secret_hash = Some(util::secret_hash(&secret));
+    record.previous_secret = (overlap_secs > 0).then(|| crate::store::PreviousSecret {
+        hash: old,
+        expires_at: now + overlap_secs,
+    });
+    record.updated_at = now;
+    if !store.update_client(&record).await? {
+        return Err(ManageError::NotFound(format!("no client {client_id}")));
+    }
+    Ok((record, secret))
+}
+
 /// Disable a user (signing them out everywhere and revoking their refresh tokens) or enable
 /// them again. Access tokens already issued expire on their own (minutes); `/userinfo`
 /// refuses them at once.

@@ -65,6 +65,7 @@ fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(clients::list, clients::create))
         .routes(routes!(clients::metadata_documents))
         .routes(routes!(clients::get, clients::delete))
+        .routes(routes!(clients::rotate_secret))
         .routes(routes!(users::list, users::create))
         .routes(routes!(users::get, users::update, users::delete))
         .routes(routes!(users::set_password))

@@ -262,3 +262,62 @@ pub async fn metadata_documents(
         .collect();
     Ok(Json(paginate(all, &q, |d| d.client_id.clone())?))
 }
+
+/// How long the secret being replaced keeps working.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateSecret {
+    /// Seconds the previous secret keeps working (default 3600; 0: it stops at once; at most
+    /// 30 days). A secret already being rotated out stops at once.
+    #[serde(default = "an_hour")]
+    pub overlap_secs: i64,
+}
+
+fn an_hour() -> i64 {
+    3600
+}
+
+/// A new client secret, shown once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RotatedSecret {
+    pub client_id: String,
+    pub client_secret: String,
+    /// RFC 3339: until when the previous secret works (absent: it no longer does).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_secret_expires_at: Option<String>,
+}
+
+/// Give a client that authenticates with a secret a new one. The previous secret keeps
+/// working for `overlap_secs`, so the client can switch without downtime; other replicas
+/// learn the new secret within `clients.cache_secs`.
+#[utoipa::path(post, path = "/admin/v1/clients/{client_id}/secret", tag = "clients",
+    params(("client_id" = String, Path)),
+    request_body = RotateSecret,
+    responses(
+        (status = 200, description = "The new secret, shown once", body = RotatedSecret),
+        (status = 400, description = "Invalid; `field` names the culprit", body = ApiErrorBody),
+        (status = 404, description = "No such client", body = ApiErrorBody),
+    ))]
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    Extension(caller): Extension<AdminCaller>,
+    ApiPath(client_id): ApiPath<String>,
+    ApiJson(body): ApiJson<RotateSecret>,
+) -> Result<Json<RotatedSecret>, ApiError> {
+    let (record, secret) =
+        manage::rotate_client_secret(state.store.as_ref(), &client_id, body.overlap_secs).await?;
+    state.oauth.clients.forget(&client_id);
+    let until = record.previous_secret.as_ref().map(|p| p.expires_at);
+    record_change(
+        &state,
+        &caller,
+        "client.rotate_secret",
+        serde_json::json!({ "client_id": client_id, "previous_secret_expires_at": until }),
+        None,
+    );
+    Ok(Json(RotatedSecret {
+        client_id,
+        client_secret: secret,
+        previous_secret_expires_at: until.map(time),
+    }))
+}

@@ -775,6 +775,7 @@ mod tests {
                 source: ClientSource::Stored(ClientKind::Static),
                 metadata: Arc::new(metadata),
                 secret_hash: None,
+                previous_secret: None,
                 last_used_at: None,
             };
             let issuer = "https://as.example";

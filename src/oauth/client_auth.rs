@@ -228,10 +228,15 @@ pub async fn authenticate(
     }
     match presented {
         Presented::Basic { secret, .. } | Presented::Post { secret, .. } => {
+            // The current secret, or one being rotated out until its overlap ends.
             let ok = client
                 .secret_hash
                 .as_deref()
-                .is_some_and(|h| util::verify_secret(secret, h));
+                .is_some_and(|h| util::verify_secret(secret, h))
+                || client
+                    .previous_secret
+                    .as_ref()
+                    .is_some_and(|p| p.accepts(secret, util::now()));
             if ok {
                 Ok(())
             } else {

@@ -13,7 +13,7 @@ use url::Url;
 
 use super::cimd::{CimdError, CimdResolver, is_document_client_id};
 use super::ttl_cache::TtlCache;
-use crate::store::{ClientKind, ClientMetadata, ClientStore, StoreError};
+use crate::store::{ClientKind, ClientMetadata, ClientStore, PreviousSecret, StoreError};
 
 /// Where a client's metadata comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +32,8 @@ pub struct Client {
     pub metadata: Arc<ClientMetadata>,
     /// SHA-256 of the client secret, for stored confidential clients.
     pub secret_hash: Option<Vec<u8>>,
+    /// A secret being rotated out, accepted until it expires.
+    pub previous_secret: Option<PreviousSecret>,
     /// When a stored client was last used at the token endpoint.
     pub last_used_at: Option<i64>,
 }
@@ -120,6 +122,7 @@ impl ClientDirectory {
                 source: ClientSource::MetadataDocument,
                 metadata,
                 secret_hash: None,
+                previous_secret: None,
                 last_used_at: None,
             }));
         }
@@ -145,6 +148,7 @@ impl ClientDirectory {
             source: ClientSource::Stored(record.kind),
             metadata: Arc::new(record.metadata),
             secret_hash: record.secret_hash,
+            previous_secret: record.previous_secret,
             last_used_at: record.last_used_at,
         };
         self.cache

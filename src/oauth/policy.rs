@@ -432,6 +432,7 @@ mod tests {
                 .expect("valid"),
             ),
             secret_hash: None,
+            previous_secret: None,
             last_used_at: None,
         }
     }

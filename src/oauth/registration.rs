@@ -37,6 +37,7 @@ pub fn new_client(
         client_id: client_id.unwrap_or_else(util::random_id),
         kind,
         secret_hash: client_secret.as_deref().map(util::secret_hash),
+        previous_secret: None,
         metadata,
         registration_token_hash: registration_access_token.as_deref().map(util::secret_hash),
         registered_from,

@@ -180,6 +180,8 @@ pub struct ClientRecord {
     pub client_id: String,
     pub kind: ClientKind,
     pub secret_hash: Option<Vec<u8>>,
+    /// The secret being rotated out, still accepted until it expires.
+    pub previous_secret: Option<PreviousSecret>,
     pub metadata: ClientMetadata,
     pub registration_token_hash: Option<Vec<u8>>,
     pub registered_from: Option<String>,
@@ -188,6 +190,28 @@ pub struct ClientRecord {
     pub last_used_at: Option<i64>,
     /// While set, the client disappears at this time unless it is used first.
     pub expires_at: Option<i64>,
+}
+
+/// A client secret being rotated out: SHA-256 of it, and when it stops working.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PreviousSecret {
+    pub hash: Vec<u8>,
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for PreviousSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreviousSecret")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PreviousSecret {
+    /// Does `secret` match it while it still works at `now`? Constant time in the bytes.
+    pub fn accepts(&self, secret: &str, now: i64) -> bool {
+        now < self.expires_at && crate::util::verify_secret(secret, &self.hash)
+    }
 }
 
 impl std::fmt::Debug for ClientRecord {
@@ -217,7 +241,7 @@ pub trait ClientStore: Send + Sync {
         client_id: &str,
         now: i64,
     ) -> Result<Option<ClientRecord>, StoreError>;
-    /// Replace metadata, secret hash and `updated_at`. False when there is no such client.
+    /// Replace metadata, secret hash, previous secret and `updated_at`. False when there is no such client.
     async fn update_client(&self, client: &ClientRecord) -> Result<bool, StoreError>;
     async fn delete_client(&self, client_id: &str) -> Result<bool, StoreError>;
     /// Every client, including unused registrations not yet expired, oldest first.
@@ -235,6 +259,8 @@ pub(super) struct ClientRow {
     client_id: String,
     kind: String,
     secret_hash: Option<Vec<u8>>,
+    previous_secret_hash: Option<Vec<u8>>,
+    previous_secret_expires_at: Option<i64>,
     metadata: String,
     registration_token_hash: Option<Vec<u8>>,
     registered_from: Option<String>,
@@ -253,6 +279,10 @@ impl TryFrom<ClientRow> for ClientRecord {
             kind: ClientKind::parse(&r.kind)?,
             client_id: r.client_id,
             secret_hash: r.secret_hash,
+            previous_secret: r
+                .previous_secret_hash
+                .zip(r.previous_secret_expires_at)
+                .map(|(hash, expires_at)| PreviousSecret { hash, expires_at }),
             metadata,
             registration_token_hash: r.registration_token_hash,
             registered_from: r.registered_from,
@@ -268,7 +298,8 @@ impl TryFrom<ClientRow> for ClientRecord {
 macro_rules! columns {
     () => {
         "client_id, kind, secret_hash, metadata, registration_token_hash, registered_from, \
-         created_at, updated_at, last_used_at, expires_at"
+         created_at, updated_at, last_used_at, expires_at, previous_secret_hash, \
+         previous_secret_expires_at"
     };
 }
 pub(crate) use columns;
@@ -284,7 +315,7 @@ macro_rules! sql_impl {
                 sqlx::query(concat!(
                     "INSERT INTO clients (",
                     $crate::store::clients::columns!(),
-                    ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
+                    ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)"
                 ))
                 .bind(&c.client_id)
                 .bind(c.kind.as_str())
@@ -296,6 +327,8 @@ macro_rules! sql_impl {
                 .bind(c.updated_at)
                 .bind(c.last_used_at)
                 .bind(c.expires_at)
+                .bind(c.previous_secret.as_ref().map(|p| p.hash.clone()))
+                .bind(c.previous_secret.as_ref().map(|p| p.expires_at))
                 .execute(&self.pool)
                 .await
                 .map_err(|e| $crate::store::sql::conflict(e, "client_id"))?;
@@ -328,13 +361,16 @@ macro_rules! sql_impl {
                 c: &$crate::store::ClientRecord,
             ) -> Result<bool, $crate::store::StoreError> {
                 let r = sqlx::query(
-                    "UPDATE clients SET metadata = $2, secret_hash = $3, updated_at = $4 \
+                    "UPDATE clients SET metadata = $2, secret_hash = $3, updated_at = $4, \
+                     previous_secret_hash = $5, previous_secret_expires_at = $6 \
                      WHERE client_id = $1",
                 )
                 .bind(&c.client_id)
                 .bind($crate::store::sql::to_json(&c.metadata)?)
                 .bind(&c.secret_hash)
                 .bind(c.updated_at)
+                .bind(c.previous_secret.as_ref().map(|p| p.hash.clone()))
+                .bind(c.previous_secret.as_ref().map(|p| p.expires_at))
                 .execute(&self.pool)
                 .await?;
                 Ok(r.rows_affected() == 1)

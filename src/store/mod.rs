@@ -37,6 +37,7 @@ use async_trait::async_trait;
 pub use audit::{AuditEvent, AuditQuery, AuditStore, NewAuditEvent};
 pub use clients::{
     ApplicationType, AuthMethod, ClientKind, ClientMetadata, ClientRecord, ClientStore,
+    PreviousSecret,
 };
 pub use codes::{AuthCode, CodeStore};
 pub use consents::{Consent, ConsentStore};

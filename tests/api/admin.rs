@@ -959,3 +959,72 @@ both!(
         app
     }
 );
+
+// Issue 15.2: a client secret is rotated with an overlap: both work until it ends; a second
+// rotation ends the previous overlap at once; overlap 0 ends the old secret at once.
+both!(
+    client_secrets_rotate_with_an_overlap,
+    |app: TestApp| async move {
+        seed(&app).await;
+        let (_, _, token) = admin_token(&app).await;
+        let (id, first) = machine_client(&app).await;
+        let works = |secret: String| {
+            let (app, id) = (&app, id.clone());
+            async move { machine_token(app, &id, &secret).await.0.as_u16() == 200 }
+        };
+        let rotate = |overlap: i64| {
+            let (app, token, id) = (&app, token.clone(), id.clone());
+            async move {
+                post(
+                    app,
+                    &token,
+                    &format!("/admin/v1/clients/{id}/secret"),
+                    json!({ "overlap_secs": overlap }),
+                )
+                .await
+            }
+        };
+        let (s, _, r) = rotate(600).await;
+        assert_eq!(s, 200, "{r}");
+        let second = r["client_secret"].as_str().unwrap().to_string();
+        assert!(r["previous_secret_expires_at"].is_string(), "{r}");
+        assert!(
+            works(first.clone()).await,
+            "the old secret, during the overlap"
+        );
+        assert!(works(second.clone()).await, "the new secret at once");
+
+        let (s, _, r) = rotate(0).await;
+        assert_eq!(s, 200, "{r}");
+        assert!(r.get("previous_secret_expires_at").is_none(), "{r}");
+        let third = r["client_secret"].as_str().unwrap().to_string();
+        assert!(
+            !works(first).await,
+            "a second rotation ends the first overlap"
+        );
+        assert!(
+            !works(second).await,
+            "overlap 0: the old secret stops at once"
+        );
+        assert!(works(third).await);
+
+        let (s, _, e) = rotate(-1).await;
+        assert_eq!(
+            (s.as_u16(), e["error"]["field"].as_str()),
+            (400, Some("overlap_secs")),
+            "{e}"
+        );
+        let (s, _, _) = post(&app, &token, "/admin/v1/clients/nobody/secret", json!({})).await;
+        assert_eq!(s, 404);
+        let public = public_client(&app).await;
+        let (s, _, e) = post(
+            &app,
+            &token,
+            &format!("/admin/v1/clients/{public}/secret"),
+            json!({}),
+        )
+        .await;
+        assert_eq!(s, 400, "a public client has no secret: {e}");
+        app
+    }
+);

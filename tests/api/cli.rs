@@ -214,6 +214,17 @@ fn clients_from_the_command_line() {
         ok && out.contains("\"client_credentials\"") && !out.contains("\"client_secret\""),
         "{out}"
     );
+    // A new secret with an overlap (issue 15.2).
+    let (ok, out, err) = concierge(d, &["client", "rotate-secret", "batch"]);
+    assert!(
+        ok && out.contains("client_secret: ") && out.contains("works until"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = concierge(
+        d,
+        &["client", "rotate-secret", "batch", "--overlap-secs", "0"],
+    );
+    assert!(ok && out.contains("no longer works"), "{out}{err}");
     let (ok, _, _) = concierge(d, &["client", "remove", "batch"]);
     assert!(ok);
     let (ok, _, err) = concierge(d, &["client", "show", "batch"]);
