@@ -8,6 +8,9 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
+use concierge::admin::clients::ClientView;
+use concierge::admin::resources::ResourceView;
+use concierge::admin::users::{IdentityView, UserView};
 use concierge::config::Config;
 use concierge::keys::{Alg, KeyManager};
 use concierge::manage;
@@ -46,6 +49,10 @@ struct Cli {
     /// operator commands use only an existing database, as it is.
     #[arg(long, global = true)]
     init: bool,
+    /// How listings are printed: text for people, or json (the admin API's shapes) for
+    /// scripts.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
     #[command(subcommand)]
     command: Command,
 }
@@ -395,6 +402,25 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// How listings are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+/// The `--output` of this run, set once in `main`.
+static OUTPUT: std::sync::OnceLock<Output> = std::sync::OnceLock::new();
+
+/// With `--output json`, print `value` as JSON and say so (the caller prints nothing else).
+fn json_output(value: &impl serde::Serialize) -> anyhow::Result<bool> {
+    if OUTPUT.get() != Some(&Output::Json) {
+        return Ok(false);
+    }
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(true)
+}
+
 /// How operator commands open the database (`--init` or not), set once in `main`.
 static OPEN: std::sync::OnceLock<Open> = std::sync::OnceLock::new();
 
@@ -487,6 +513,7 @@ fn main() -> anyhow::Result<()> {
     } else {
         Open::Existing
     });
+    let _ = OUTPUT.set(cli.output);
     let mut config = load_config(&cli)?;
     // Telemetry starts outside the async runtime: the OTLP exporter runs its own thread with a
     // blocking HTTP client, and flushes when `_telemetry` drops after the runtime is done.
@@ -536,6 +563,10 @@ fn main() -> anyhow::Result<()> {
                     .into_iter()
                     .filter(|c| c.metadata.admin)
                     .collect();
+                let views: Vec<ClientView> = admins.iter().map(ClientView::from).collect();
+                if json_output(&views)? {
+                    return Ok(());
+                }
                 if admins.is_empty() {
                     println!("no admin clients; add one with `concierge admin-client create`");
                 }
@@ -685,6 +716,27 @@ async fn id_jag(cmd: &IdJagCmd, config: &Config) -> anyhow::Result<()> {
         }
         IdJagCmd::List => {
             let trusted = store.list_trusted_issuers().await?;
+            let stored = store.list_id_jag_policies().await?;
+            let with_origin = |v: serde_json::Value, origin: &str| {
+                let mut v = v;
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("origin".into(), origin.into());
+                }
+                v
+            };
+            let listing = serde_json::json!({
+                "trusted_issuers": config.id_jag.trusted_issuers.iter().map(|t| (t, "config"))
+                    .chain(trusted.iter().map(|t| (t, "database")))
+                    .map(|(t, o)| serde_json::to_value(t).map(|v| with_origin(v, o)))
+                    .collect::<Result<Vec<_>, _>>()?,
+                "policies": config.id_jag.policies.iter().map(|p| (p, "config"))
+                    .chain(stored.iter().map(|p| (p, "database")))
+                    .map(|(p, o)| serde_json::to_value(p).map(|v| with_origin(v, o)))
+                    .collect::<Result<Vec<_>, _>>()?,
+            });
+            if json_output(&listing)? {
+                return Ok(());
+            }
             let issuers = config
                 .id_jag
                 .trusted_issuers
@@ -704,7 +756,6 @@ async fn id_jag(cmd: &IdJagCmd, config: &Config) -> anyhow::Result<()> {
                     t.issuer
                 );
             }
-            let stored = store.list_id_jag_policies().await?;
             let from_file = config.id_jag.policies.iter().map(|p| (p, "config"));
             let all: Vec<_> = from_file
                 .chain(stored.iter().map(|p| (p, "database")))
@@ -814,6 +865,10 @@ async fn resource(cmd: &ResourceCmd, config: &Config) -> anyhow::Result<()> {
         }
         ResourceCmd::List => {
             let list = store.list_resources().await?;
+            let views: Vec<ResourceView> = list.iter().map(ResourceView::from).collect();
+            if json_output(&views)? {
+                return Ok(());
+            }
             if list.is_empty() {
                 println!("no resources; add one with `concierge resource add`");
             }
@@ -933,6 +988,10 @@ async fn client(cmd: &ClientCmd, config: &Config) -> anyhow::Result<()> {
         ClientCmd::List => {
             let now = util::now();
             let list = store.list_clients(now).await?;
+            let views: Vec<ClientView> = list.iter().map(ClientView::from).collect();
+            if json_output(&views)? {
+                return Ok(());
+            }
             if list.is_empty() {
                 println!("no clients");
             }
@@ -1058,6 +1117,10 @@ async fn user(cmd: &UserCmd, config: &Config) -> anyhow::Result<()> {
         }
         UserCmd::List => {
             let users = store.list_users().await?;
+            let views: Vec<UserView> = users.iter().map(UserView::from).collect();
+            if json_output(&views)? {
+                return Ok(());
+            }
             if users.is_empty() {
                 println!("no users; add one with `concierge user add <username>`");
             }
@@ -1133,6 +1196,10 @@ async fn user(cmd: &UserCmd, config: &Config) -> anyhow::Result<()> {
         UserCmd::Identities { username } => {
             let user = find_user(store.as_ref(), username).await?;
             let links = store.identities_of(&user.id).await?;
+            let views: Vec<IdentityView> = links.iter().map(IdentityView::from).collect();
+            if json_output(&views)? {
+                return Ok(());
+            }
             if links.is_empty() {
                 println!("{username} has no linked identities");
             }

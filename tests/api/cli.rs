@@ -874,3 +874,62 @@ fn config_check_validates_without_starting() {
     let (ok, _, err) = concierge(d, &["config", "check"]);
     assert!(!ok && err.contains("no_such_setting"), "{err}");
 }
+
+/// Issue 15.2: every listing also comes as JSON, in the admin API's shapes.
+#[test]
+fn listings_in_json() {
+    let dir = initialised();
+    let d = dir.path();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let args = [&["--output", "json"], args].concat();
+        let (ok, out, err) = concierge(d, &args);
+        assert!(ok, "{args:?}: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    };
+    assert_eq!(json(&["user", "list"]), serde_json::json!([]));
+    let (ok, _, err) = concierge_with_stdin(
+        d,
+        &[
+            "user",
+            "add",
+            "alice",
+            "--email",
+            "alice@example.com",
+            "--email-verified",
+        ],
+        "correct horse battery\n",
+    );
+    assert!(ok, "{err}");
+    let users = json(&["user", "list"]);
+    assert_eq!(users[0]["username"], "alice");
+    assert_eq!(users[0]["email_verified"], true);
+    assert!(users[0].get("password_hash").is_none());
+    assert_eq!(
+        json(&["user", "identities", "alice"]),
+        serde_json::json!([])
+    );
+    let (ok, _, err) = concierge(
+        d,
+        &[
+            "resource",
+            "add",
+            "--uri",
+            "https://mcp.example.com/mcp",
+            "--name",
+            "Notes",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        json(&["resource", "list"])[0]["uri"],
+        "https://mcp.example.com/mcp"
+    );
+    let (ok, _, err) = concierge(d, &["admin-client", "create"]);
+    assert!(ok, "{err}");
+    let admins = json(&["admin-client", "list"]);
+    assert_eq!(admins[0]["admin"], true);
+    assert!(admins[0].get("client_secret").is_none());
+    assert_eq!(json(&["client", "list"]).as_array().unwrap().len(), 1);
+    let id_jag = json(&["id-jag", "list"]);
+    assert_eq!(id_jag["policies"], serde_json::json!([]));
+}
