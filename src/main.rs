@@ -287,6 +287,20 @@ enum ResourceCmd {
         #[arg(long)]
         dpop: Option<String>,
     },
+    /// Change a resource's name, scopes or token settings (its URI and aliases stay).
+    Update {
+        uri: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// The whole new list of scopes (`name=Description`, repeat for more); scopes left out
+        /// are no longer granted. Without it the scopes stay.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        #[arg(long = "token-alg")]
+        token_alg: Option<String>,
+        #[arg(long)]
+        dpop: Option<String>,
+    },
     /// List resources.
     List,
     /// Remove a resource.
@@ -862,6 +876,35 @@ async fn resource(cmd: &ResourceCmd, config: &Config) -> anyhow::Result<()> {
                 r.token_alg.as_str(),
                 r.dpop.as_str()
             );
+        }
+        ResourceCmd::Update {
+            uri,
+            name,
+            scopes,
+            token_alg,
+            dpop,
+        } => {
+            let scopes = if scopes.is_empty() {
+                None
+            } else {
+                Some(
+                    scopes
+                        .iter()
+                        .map(|s| {
+                            ScopeDef::parse(s).map_err(|e| anyhow::anyhow!("--scope {s:?}: {e}"))
+                        })
+                        .collect::<anyhow::Result<Vec<_>>>()?,
+                )
+            };
+            let change = manage::ResourceChange {
+                name: name.clone(),
+                scopes,
+                token_alg: token_alg.clone(),
+                dpop: dpop.clone(),
+            };
+            let r = manage::update_resource(store.as_ref(), &config.issuer, uri, change).await?;
+            let names: Vec<&str> = r.scopes.iter().map(|s| s.name.as_str()).collect();
+            println!("updated resource {}: scopes {}", r.uri, names.join(" "));
         }
         ResourceCmd::List => {
             let list = store.list_resources().await?;

@@ -129,15 +129,7 @@ pub async fn create_resource(
         None => DpopPolicy::default(),
     };
     let normal = resource_uri("uri", uri)?;
-    for (i, s) in scopes.iter().enumerate() {
-        s.check().map_err(|e| invalid(format!("scopes[{i}]"), e))?;
-        if scopes[..i].iter().any(|o| o.name == s.name) {
-            return Err(invalid(
-                format!("scopes[{i}].name"),
-                format!("scope {:?} is listed twice", s.name),
-            ));
-        }
-    }
+    check_scopes(&scopes)?;
     let mut names = vec![("uri".to_string(), normal.clone())];
     let mut alias_uris = Vec::new();
     for (i, a) in aliases.iter().enumerate() {
@@ -179,6 +171,72 @@ pub async fn create_resource(
         .with_tokens(token_alg, dpop);
     store.insert_resource(&resource.to_record()).await?;
     Ok(resource)
+}
+
+/// Each scope well-formed, none twice.
+fn check_scopes(scopes: &[ScopeDef]) -> Result<(), ManageError> {
+    for (i, s) in scopes.iter().enumerate() {
+        s.check().map_err(|e| invalid(format!("scopes[{i}]"), e))?;
+        if scopes[..i].iter().any(|o| o.name == s.name) {
+            return Err(invalid(
+                format!("scopes[{i}].name"),
+                format!("scope {:?} is listed twice", s.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A change to a resource: each field given replaces the stored one.
+#[derive(Debug, Clone, Default)]
+pub struct ResourceChange {
+    pub name: Option<String>,
+    /// The whole new list: scopes left out are no longer granted (tokens already issued keep
+    /// them until they expire).
+    pub scopes: Option<Vec<ScopeDef>>,
+    pub token_alg: Option<String>,
+    pub dpop: Option<String>,
+}
+
+/// Change a registered resource's name, scopes or token settings. The admin API's own
+/// resource is not changed here.
+pub async fn update_resource(
+    store: &dyn Store,
+    issuer: &str,
+    uri: &str,
+    change: ResourceChange,
+) -> Result<Resource, ManageError> {
+    let normal = resource_uri("uri", uri)?;
+    if normal.as_str() == admin_resource_uri(issuer) {
+        return Err(invalid(
+            "uri",
+            "the admin API's resource is managed by the server",
+        ));
+    }
+    let record = store
+        .get_resource(normal.as_str())
+        .await?
+        .ok_or_else(|| ManageError::NotFound(format!("no resource {normal}")))?;
+    let current = Resource::from_record(record.clone())?;
+    let scopes = change.scopes.unwrap_or_else(|| record.scopes.clone());
+    check_scopes(&scopes)?;
+    let token_alg = match &change.token_alg {
+        Some(a) => parse_token_alg(a).map_err(|e| invalid("token_alg", e))?,
+        None => current.token_alg,
+    };
+    let dpop = match &change.dpop {
+        Some(d) => DpopPolicy::parse(d).map_err(|e| invalid("dpop", e))?,
+        None => current.dpop,
+    };
+    let name = change.name.unwrap_or_else(|| record.name.clone());
+    let updated = Resource::new(normal.as_str(), &name, scopes, record.created_at)
+        .map_err(|e| invalid("name", e))?
+        .with_aliases(current.aliases.clone())
+        .with_tokens(token_alg, dpop);
+    if !store.update_resource(&updated.to_record()).await? {
+        return Err(ManageError::NotFound(format!("no resource {normal}")));
+    }
+    Ok(updated)
 }
 
 /// Redeem ID-JAGs from an enterprise IdP (insert or replace its keys).

@@ -66,6 +66,7 @@ fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(clients::metadata_documents))
         .routes(routes!(clients::get, clients::delete))
         .routes(routes!(clients::rotate_secret))
+        .routes(routes!(resources::update))
         .routes(routes!(users::list, users::create))
         .routes(routes!(users::get, users::update, users::delete))
         .routes(routes!(users::set_password))

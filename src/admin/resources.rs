@@ -298,3 +298,56 @@ pub async fn deny_exchange(
     );
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// A change to a resource: fields left out stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateResource {
+    pub name: Option<String>,
+    /// The whole new list of scopes: those left out are no longer granted (tokens already
+    /// issued keep them until they expire).
+    pub scopes: Option<Vec<ScopeDef>>,
+    /// `ES256` or `RS256`.
+    pub access_token_alg: Option<String>,
+    /// `off`, `optional` or `required`.
+    pub dpop: Option<String>,
+}
+
+/// Change a resource's name, scopes or token settings (its URI and aliases stay). The URI
+/// is percent-encoded in the path.
+#[utoipa::path(patch, path = "/admin/v1/resources/{uri}", tag = "resources",
+    params(("uri" = String, Path, description = "The resource URI, percent-encoded")),
+    request_body = UpdateResource,
+    responses(
+        (status = 200, description = "The changed resource", body = ResourceView),
+        (status = 400, description = "Invalid; `field` names the culprit", body = ApiErrorBody),
+        (status = 404, description = "No such resource", body = ApiErrorBody),
+    ))]
+pub async fn update(
+    State(state): State<AppState>,
+    Extension(caller): Extension<AdminCaller>,
+    ApiPath(uri): ApiPath<String>,
+    ApiJson(body): ApiJson<UpdateResource>,
+) -> Result<Json<ResourceView>, ApiError> {
+    let change = manage::ResourceChange {
+        name: body.name,
+        scopes: body.scopes,
+        token_alg: body.access_token_alg,
+        dpop: body.dpop,
+    };
+    let r =
+        manage::update_resource(state.store.as_ref(), state.oauth.issuer(), &uri, change).await?;
+    state.oauth.resources.forget(r.uri.as_str());
+    let record = r.to_record();
+    record_change(
+        &state,
+        &caller,
+        "resource.update",
+        serde_json::json!({
+            "uri": record.uri,
+            "scopes": record.scopes.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        }),
+        None,
+    );
+    Ok(Json(ResourceView::from(&record)))
+}

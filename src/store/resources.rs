@@ -37,6 +37,9 @@ pub trait ResourceStore: Send + Sync {
     /// The URI of the resource `alias` names, if it is an alias.
     async fn resource_for_alias(&self, alias: &str) -> Result<Option<String>, StoreError>;
     async fn list_resources(&self) -> Result<Vec<ResourceRecord>, StoreError>;
+    /// Replace a resource's name, scopes and token settings (not its URI or aliases);
+    /// `false` when there is no such resource.
+    async fn update_resource(&self, resource: &ResourceRecord) -> Result<bool, StoreError>;
     /// Delete a resource and its aliases.
     async fn delete_resource(&self, uri: &str) -> Result<bool, StoreError>;
 }
@@ -101,6 +104,24 @@ macro_rules! sql_impl {
                 }
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn update_resource(
+                &self,
+                r: &$crate::store::ResourceRecord,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query(
+                    "UPDATE resources SET name = $2, scopes = $3, access_token_alg = $4, dpop = $5 \
+                     WHERE uri = $1",
+                )
+                .bind(&r.uri)
+                .bind(&r.name)
+                .bind($crate::store::sql::to_json(&r.scopes)?)
+                .bind(&r.access_token_alg)
+                .bind(&r.dpop)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn get_resource(

@@ -1028,3 +1028,80 @@ both!(
         app
     }
 );
+
+// Issue 15.2: an operator edits a resource's scopes and name; what was removed is no longer
+// granted; the admin API's own resource is not edited here.
+both!(resources_are_edited, |app: TestApp| async move {
+    seed(&app).await;
+    let (_, _, token) = admin_token(&app).await;
+    let path = format!(
+        "/admin/v1/resources/{}",
+        url::form_urlencoded::byte_serialize(NOTES.as_bytes()).collect::<String>()
+    );
+    let patch = |body: Value| {
+        let (app, token, path) = (&app, token.clone(), path.clone());
+        async move { call(app, Some(&token), reqwest::Method::PATCH, &path, Some(body)).await }
+    };
+    let (s, _, r) = patch(json!({
+        "name": "Team notes",
+        "scopes": [{ "name": "notes:read", "description": "Read your notes" }],
+    }))
+    .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["name"], "Team notes");
+    assert_eq!(r["scopes"].as_array().unwrap().len(), 1, "{r}");
+    let (id, secret) = machine_client(&app).await;
+    let write = [
+        ("grant_type", "client_credentials"),
+        ("client_id", id.as_str()),
+        ("client_secret", secret.as_str()),
+        ("resource", NOTES),
+        ("scope", "notes:write"),
+    ];
+    let r = crate::helpers::post_form(&app, "/token", write.to_vec(), &[]).await;
+    crate::helpers::assert_error(&r, 400, "invalid_scope", "notes:write");
+    let (s, _, _) = machine_token(&app, &id, &secret).await;
+    assert_eq!(s, 200, "notes:read is still granted");
+
+    let (s, _, e) = patch(json!({ "scopes": [
+        { "name": "a", "description": "A" }, { "name": "a", "description": "again" }
+    ]}))
+    .await;
+    assert_eq!(
+        (s.as_u16(), e["error"]["field"].as_str()),
+        (400, Some("scopes[1].name")),
+        "{e}"
+    );
+    let (s, _, e) = patch(json!({ "dpop": "sometimes" })).await;
+    assert_eq!(
+        (s.as_u16(), e["error"]["field"].as_str()),
+        (400, Some("dpop")),
+        "{e}"
+    );
+    let admin_path = format!(
+        "/admin/v1/resources/{}",
+        url::form_urlencoded::byte_serialize(
+            concierge::oauth::admin_token::admin_resource_uri(&app.issuer).as_bytes()
+        )
+        .collect::<String>()
+    );
+    let (s, _, e) = call(
+        &app,
+        Some(&token),
+        reqwest::Method::PATCH,
+        &admin_path,
+        Some(json!({ "scopes": [] })),
+    )
+    .await;
+    assert_eq!(s, 400, "{e}");
+    let (s, _, _) = call(
+        &app,
+        Some(&token),
+        reqwest::Method::PATCH,
+        "/admin/v1/resources/https%3A%2F%2Fnowhere.example",
+        Some(json!({ "name": "x" })),
+    )
+    .await;
+    assert_eq!(s, 404);
+    app
+});

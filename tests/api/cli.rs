@@ -924,6 +924,22 @@ fn listings_in_json() {
         json(&["resource", "list"])[0]["uri"],
         "https://mcp.example.com/mcp"
     );
+    // Edited (issue 15.2): new scopes replace the old ones.
+    let (ok, out, err) = concierge(
+        d,
+        &[
+            "resource",
+            "update",
+            "https://mcp.example.com/mcp",
+            "--scope",
+            "notes:read=Read your notes",
+        ],
+    );
+    assert!(ok && out.contains("scopes notes:read"), "{out}{err}");
+    assert_eq!(
+        json(&["resource", "list"])[0]["scopes"][0]["name"],
+        "notes:read"
+    );
     let (ok, _, err) = concierge(d, &["admin-client", "create"]);
     assert!(ok, "{err}");
     let admins = json(&["admin-client", "list"]);
