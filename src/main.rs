@@ -357,8 +357,11 @@ enum ClientCmd {
         #[arg(long)]
         scope: Option<String>,
         /// The client's public keys for private_key_jwt, as a JWK Set URL.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "jwks_file")]
         jwks_uri: Option<String>,
+        /// The client's public keys for private_key_jwt: a file holding its JWK Set.
+        #[arg(long)]
+        jwks_file: Option<std::path::PathBuf>,
         /// Development and benchmarks: take the client secret from this environment variable
         /// (at least 32 characters) instead of generating one. Stored only as a hash.
         #[arg(long, value_name = "VAR", hide = true)]
@@ -373,6 +376,26 @@ enum ClientCmd {
     Show { client_id: String },
     /// Remove a client.
     Remove { client_id: String },
+    /// Change a pre-registered client (checked as a new one is); options left out stay.
+    Update {
+        client_id: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// The whole new list of redirect URIs; repeat for more.
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// The whole new list of grant types; repeat for more.
+        #[arg(long = "grant-type")]
+        grant_types: Vec<String>,
+        /// Space-separated scopes it may ask for ("" clears the restriction).
+        #[arg(long)]
+        scope: Option<String>,
+        #[arg(long, conflicts_with = "jwks_file")]
+        jwks_uri: Option<String>,
+        /// A file holding its JWK Set (replaces a jwks_uri).
+        #[arg(long)]
+        jwks_file: Option<std::path::PathBuf>,
+    },
     /// Give a client a new secret (printed once). The old one keeps working for
     /// `--overlap-secs` (default an hour; 0 ends it at once) so the client can switch without
     /// downtime; other replicas learn the new one within `clients.cache_secs`.
@@ -711,7 +734,7 @@ async fn id_jag(cmd: &IdJagCmd, config: &Config) -> anyhow::Result<()> {
             no_provision,
         } => {
             let jwks = match jwks_file {
-                Some(path) => Some(serde_json::from_slice(&std::fs::read(path)?)?),
+                Some(path) => Some(read_jwk_set(path)?),
                 None => None,
             };
             let t = concierge::store::TrustedIssuer {
@@ -991,9 +1014,11 @@ async fn client(cmd: &ClientCmd, config: &Config) -> anyhow::Result<()> {
             auth_method,
             scope,
             jwks_uri,
+            jwks_file,
             secret_from_env,
             may_introspect,
         } => {
+            let jwks = jwks_file.as_deref().map(read_jwk_set).transpose()?;
             let given = match secret_from_env {
                 Some(var) => Some(
                     std::env::var(var)
@@ -1013,6 +1038,7 @@ async fn client(cmd: &ClientCmd, config: &Config) -> anyhow::Result<()> {
                     auth_method: auth_method.clone(),
                     scope: scope.clone(),
                     jwks_uri: jwks_uri.clone(),
+                    jwks,
                     may_introspect: *may_introspect,
                     admin: false,
                 },
@@ -1081,6 +1107,40 @@ async fn client(cmd: &ClientCmd, config: &Config) -> anyhow::Result<()> {
             println!("client {}  ({kind})", c.client_id);
             println!("shown to users as: {}", c.display_name());
             print_metadata(&c.metadata, &c.client_id)?;
+        }
+        ClientCmd::Update {
+            client_id,
+            name,
+            redirect_uris,
+            grant_types,
+            scope,
+            jwks_uri,
+            jwks_file,
+        } => {
+            let jwks = jwks_file.as_deref().map(read_jwk_set).transpose()?;
+            let change = manage::ClientChange {
+                name: name.clone(),
+                redirect_uris: (!redirect_uris.is_empty()).then(|| redirect_uris.clone()),
+                grant_types: (!grant_types.is_empty()).then(|| grant_types.clone()),
+                scope: scope
+                    .as_ref()
+                    .map(|s| Some(s.clone()).filter(|s| !s.trim().is_empty())),
+                // Keys given one way replace keys given the other.
+                jwks_uri: match (&jwks_uri, &jwks) {
+                    (Some(u), _) => Some(Some(u.clone())),
+                    (None, Some(_)) => Some(None),
+                    (None, None) => None,
+                },
+                jwks: match (&jwks, &jwks_uri) {
+                    (Some(j), _) => Some(Some(j.clone())),
+                    (None, Some(_)) => Some(None),
+                    (None, None) => None,
+                },
+            };
+            let grants = GrantRegistry::standard();
+            let record = manage::update_client(store.as_ref(), &grants, client_id, change).await?;
+            println!("updated client {}", record.client_id);
+            print_metadata(&record.metadata, &record.client_id)?;
         }
         ClientCmd::RotateSecret {
             client_id,
@@ -1280,6 +1340,12 @@ async fn user(cmd: &UserCmd, config: &Config) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A JWK Set read from a file (`--jwks-file`).
+fn read_jwk_set(path: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&text).with_context(|| format!("{} is not JSON", path.display()))
 }
 
 /// The user with this username, or an error saying there is none.

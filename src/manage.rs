@@ -354,6 +354,8 @@ pub struct NewClient {
     pub auth_method: Option<String>,
     pub scope: Option<String>,
     pub jwks_uri: Option<String>,
+    /// The client's public keys inline (a JWK Set), instead of `jwks_uri`.
+    pub jwks: Option<serde_json::Value>,
     pub may_introspect: bool,
     /// May get tokens for the admin API (only `create_admin_client` sets this).
     pub admin: bool,
@@ -391,6 +393,7 @@ pub async fn create_client(
         token_endpoint_auth_method: new.auth_method,
         scope: new.scope,
         jwks_uri: new.jwks_uri,
+        jwks: new.jwks,
         ..Default::default()
     };
     let mut metadata = client_metadata::validate(raw, Origin::Operator, grants).map_err(|e| {
@@ -591,6 +594,77 @@ pub async fn update_user(
         return Err(ManageError::NotFound(format!("no user with id {user_id}")));
     }
     Ok(updated)
+}
+
+/// A change to a pre-registered client: each field given replaces the stored one
+/// (`Some(None)` clears it). How it authenticates, and its secret, are changed elsewhere.
+#[derive(Debug, Clone, Default)]
+pub struct ClientChange {
+    pub name: Option<String>,
+    pub redirect_uris: Option<Vec<String>>,
+    pub grant_types: Option<Vec<String>>,
+    pub scope: Option<Option<String>>,
+    pub jwks_uri: Option<Option<String>>,
+    pub jwks: Option<Option<serde_json::Value>>,
+}
+
+/// Change a pre-registered client's metadata, checked as a new client's is. Dynamically
+/// registered clients are changed by their registrant (RFC 7592), not here.
+pub async fn update_client(
+    store: &dyn Store,
+    grants: &GrantRegistry,
+    client_id: &str,
+    change: ClientChange,
+) -> Result<ClientRecord, ManageError> {
+    let now = util::now();
+    let mut record = store
+        .get_client(client_id, now)
+        .await?
+        .ok_or_else(|| ManageError::NotFound(format!("no client {client_id}")))?;
+    if record.kind != ClientKind::Static {
+        return Err(invalid(
+            "client_id",
+            "a dynamically registered client is changed by its registrant (RFC 7592)",
+        ));
+    }
+    // The stored metadata as a client would send it, with the changes over it.
+    let as_sent = serde_json::to_value(&record.metadata)
+        .map_err(|e| ManageError::Store(StoreError::Corrupt(e.to_string())))?;
+    let mut raw: RawClientMetadata = serde_json::from_value(as_sent)
+        .map_err(|e| ManageError::Store(StoreError::Corrupt(e.to_string())))?;
+    if let Some(name) = change.name {
+        if name.trim().is_empty() {
+            return Err(invalid("client_name", "is required"));
+        }
+        raw.client_name = Some(name);
+    }
+    if let Some(uris) = change.redirect_uris {
+        raw.redirect_uris = Some(uris);
+    }
+    if let Some(g) = change.grant_types {
+        raw.grant_types = Some(g);
+    }
+    if let Some(s) = change.scope {
+        raw.scope = s;
+    }
+    if let Some(u) = change.jwks_uri {
+        raw.jwks_uri = u;
+    }
+    if let Some(j) = change.jwks {
+        raw.jwks = j;
+    }
+    let mut metadata = client_metadata::validate(raw, Origin::Operator, grants).map_err(|e| {
+        let field = field_of(&e.description).unwrap_or("metadata").to_string();
+        invalid(field, e.description.into_owned())
+    })?;
+    metadata.may_introspect = record.metadata.may_introspect;
+    metadata.admin = record.metadata.admin;
+    record.metadata = metadata;
+    record.updated_at = now;
+    if !store.update_client(&record).await? {
+        return Err(ManageError::NotFound(format!("no client {client_id}")));
+    }
+    Ok(record)
 }
 
 /// The longest a rotated-out client secret may keep working.

@@ -64,7 +64,7 @@ fn admin_routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(clients::list, clients::create))
         .routes(routes!(clients::metadata_documents))
-        .routes(routes!(clients::get, clients::delete))
+        .routes(routes!(clients::get, clients::update, clients::delete))
         .routes(routes!(clients::rotate_secret))
         .routes(routes!(resources::update))
         .routes(routes!(users::list, users::create))

@@ -98,6 +98,9 @@ pub struct CreateClient {
     pub scope: Option<String>,
     /// The client's public keys for `private_key_jwt`.
     pub jwks_uri: Option<String>,
+    /// The client's public keys inline (a JWK Set), instead of `jwks_uri`.
+    #[schema(value_type = Option<Object>)]
+    pub jwks: Option<serde_json::Value>,
     #[serde(default)]
     pub may_introspect: bool,
 }
@@ -154,6 +157,7 @@ pub async fn create(
             auth_method: body.token_endpoint_auth_method,
             scope: body.scope,
             jwks_uri: body.jwks_uri,
+            jwks: body.jwks,
             may_introspect: body.may_introspect,
             admin: false,
         },
@@ -320,4 +324,66 @@ pub async fn rotate_secret(
         client_secret: secret,
         previous_secret_expires_at: until.map(time),
     }))
+}
+
+/// A change to a pre-registered client: fields left out stay; `null` clears one.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateClient {
+    pub client_name: Option<String>,
+    pub redirect_uris: Option<Vec<String>>,
+    pub grant_types: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "super::nullable")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub scope: Option<Option<String>>,
+    #[serde(default, deserialize_with = "super::nullable")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub jwks_uri: Option<Option<String>>,
+    /// A JWK Set.
+    #[serde(default, deserialize_with = "super::nullable")]
+    #[schema(value_type = Option<Object>, nullable)]
+    pub jwks: Option<Option<serde_json::Value>>,
+}
+
+/// Change a pre-registered client's name, redirect URIs, grants, scopes or keys (checked as
+/// a new client's are). Dynamically registered clients are changed by their registrant
+/// (RFC 7592).
+#[utoipa::path(patch, path = "/admin/v1/clients/{client_id}", tag = "clients",
+    params(("client_id" = String, Path)),
+    request_body = UpdateClient,
+    responses(
+        (status = 200, description = "The changed client", body = ClientView),
+        (status = 400, description = "Invalid; `field` names the culprit", body = ApiErrorBody),
+        (status = 404, description = "No such client", body = ApiErrorBody),
+    ))]
+pub async fn update(
+    State(state): State<AppState>,
+    Extension(caller): Extension<AdminCaller>,
+    ApiPath(client_id): ApiPath<String>,
+    ApiJson(body): ApiJson<UpdateClient>,
+) -> Result<Json<ClientView>, ApiError> {
+    let change = manage::ClientChange {
+        name: body.client_name,
+        redirect_uris: body.redirect_uris,
+        grant_types: body.grant_types,
+        scope: body.scope,
+        jwks_uri: body.jwks_uri,
+        jwks: body.jwks,
+    };
+    let record = manage::update_client(
+        state.store.as_ref(),
+        &state.oauth.grants,
+        &client_id,
+        change,
+    )
+    .await?;
+    state.oauth.clients.forget(&client_id);
+    record_change(
+        &state,
+        &caller,
+        "client.update",
+        serde_json::json!({ "client_id": client_id }),
+        None,
+    );
+    Ok(Json(ClientView::from(&record)))
 }

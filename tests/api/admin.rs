@@ -1105,3 +1105,105 @@ both!(resources_are_edited, |app: TestApp| async move {
     assert_eq!(s, 404);
     app
 });
+
+// Issue 15.2: a pre-registered client with inline keys (no jwks_uri to host), changed in
+// place: new keys replace the old at once; bad changes name the field; dynamically
+// registered clients are their registrant's to change.
+both!(clients_are_updated_in_place, |app: TestApp| async move {
+    use crate::private_key_jwt::TestKey;
+    seed(&app).await;
+    let (_, _, token) = admin_token(&app).await;
+    let (k1, k2) = (TestKey::es256("k1"), TestKey::es256("k2"));
+    let (s, _, c) = post(
+        &app,
+        &token,
+        "/admin/v1/clients",
+        json!({
+            "client_name": "Signer",
+            "grant_types": ["client_credentials"],
+            "token_endpoint_auth_method": "private_key_jwt",
+            "jwks": { "keys": [k1.jwk] },
+            "scope": "notes:read",
+        }),
+    )
+    .await;
+    assert_eq!(s, 201, "{c}");
+    let id = c["client"]["client_id"]
+        .as_str()
+        .or(c["client_id"].as_str())
+        .unwrap()
+        .to_string();
+    let with_key = |key: &TestKey| {
+        let now = concierge::util::now();
+        let assertion = key.sign(&json!({
+            "iss": id, "sub": id, "aud": app.issuer, "iat": now, "exp": now + 60,
+            "jti": concierge::util::random_id(),
+        }));
+        let (app, id) = (&app, id.clone());
+        async move {
+            let form = vec![
+                ("grant_type", "client_credentials".to_string()),
+                ("client_id", id),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+                ),
+                ("client_assertion", assertion),
+                ("resource", NOTES.into()),
+                ("scope", "notes:read".into()),
+            ];
+            let res = app
+                .http
+                .post(app.url("/token"))
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            res.status().as_u16()
+        }
+    };
+    assert_eq!(with_key(&k1).await, 200);
+    assert_eq!(with_key(&k2).await, 401, "not its key yet");
+
+    let path = format!("/admin/v1/clients/{id}");
+    let patch = |body: Value| {
+        let (app, token, path) = (&app, token.clone(), path.clone());
+        async move { call(app, Some(&token), reqwest::Method::PATCH, &path, Some(body)).await }
+    };
+    let (s, _, c) = patch(json!({ "client_name": "Signer 2", "jwks": { "keys": [k2.jwk] } })).await;
+    assert_eq!(s, 200, "{c}");
+    assert_eq!(c["client_name"], "Signer 2");
+    assert_eq!(with_key(&k2).await, 200, "the new key at once");
+    assert_eq!(with_key(&k1).await, 401, "the old key no longer");
+
+    let (s, _, e) = patch(json!({ "jwks_uri": "https://keys.example/jwks" })).await;
+    assert_eq!(s, 400, "jwks and jwks_uri both: {e}");
+    let (s, _, e) = patch(json!({ "grant_types": ["password"] })).await;
+    assert_eq!(s, 400, "{e}");
+    let (s, _, e) = patch(json!({ "client_name": " " })).await;
+    assert_eq!(
+        (s.as_u16(), e["error"]["field"].as_str()),
+        (400, Some("client_name")),
+        "{e}"
+    );
+    let (s, _, _) = call(
+        &app,
+        Some(&token),
+        reqwest::Method::PATCH,
+        "/admin/v1/clients/nobody",
+        Some(json!({ "client_name": "x" })),
+    )
+    .await;
+    assert_eq!(s, 404);
+    let dynamic = public_client(&app).await;
+    let (s, _, e) = call(
+        &app,
+        Some(&token),
+        reqwest::Method::PATCH,
+        &format!("/admin/v1/clients/{dynamic}"),
+        Some(json!({ "client_name": "x" })),
+    )
+    .await;
+    assert_eq!(s, 400, "{e}");
+    app
+});

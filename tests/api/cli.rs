@@ -214,6 +214,17 @@ fn clients_from_the_command_line() {
         ok && out.contains("\"client_credentials\"") && !out.contains("\"client_secret\""),
         "{out}"
     );
+    // Changed in place (issue 15.2).
+    let (ok, out, err) = concierge(d, &["client", "update", "batch", "--name", "Batch two"]);
+    assert!(
+        ok && out.contains("updated client batch") && out.contains("Batch two"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = concierge(
+        d,
+        &["client", "update", "batch", "--grant-type", "password"],
+    );
+    assert!(!ok && err.contains("grant_types"), "{err}");
     // A new secret with an overlap (issue 15.2).
     let (ok, out, err) = concierge(d, &["client", "rotate-secret", "batch"]);
     assert!(
