@@ -37,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
                     .map_err(anyhow::Error::msg)?,
             ),
             disabled_at: None,
+            password_change_required: false,
             created_at: now,
             updated_at: now,
         })

@@ -246,6 +246,9 @@ enum UserCmd {
     Disable { username: String },
     /// Enable a disabled user again.
     Enable { username: String },
+    /// Make the user choose a new password at their next sign-in; signs them out everywhere
+    /// and revokes their refresh tokens now.
+    RequirePasswordChange { username: String },
     /// Forget the user's failed sign-ins, so they may try again at once (the waits after
     /// failures, and the failures counted against the addresses they came from).
     Unlock { username: String },
@@ -652,6 +655,7 @@ const CHANGING: &[&str] = &[
     "disable",
     "revoke",
     "rotate-secret",
+    "require-password-change",
     "enable",
     "allow",
     "deny",
@@ -1325,6 +1329,13 @@ async fn user(cmd: &UserCmd, config: &Config) -> anyhow::Result<()> {
             } else {
                 println!("enabled {username}");
             }
+        }
+        UserCmd::RequirePasswordChange { username } => {
+            let user = find_user(store.as_ref(), username).await?;
+            manage::require_password_change(store.as_ref(), &user).await?;
+            println!(
+                "{username} must choose a new password at their next sign-in; signed out everywhere"
+            );
         }
         UserCmd::Unlock { username } => {
             let kek = load_kek(config)?;

@@ -540,6 +540,7 @@ pub async fn create_user(
         name: profile.name,
         password_hash: Some(password_hash),
         disabled_at: None,
+        password_change_required: false,
         created_at: now,
         updated_at: now,
     };
@@ -727,6 +728,21 @@ pub async fn set_user_disabled(
         updated_at: now,
         ..user.clone()
     })
+}
+
+/// Ask a user to choose a new password at their next sign-in (they are signed out
+/// everywhere and their refresh tokens revoked now).
+pub async fn require_password_change(store: &dyn Store, user: &User) -> Result<(), ManageError> {
+    if user.password_hash.is_none() {
+        return Err(invalid(
+            "password",
+            format!("{} has no password to change", user.username),
+        ));
+    }
+    if !store.require_password_change(&user.id, util::now()).await? {
+        return Err(ManageError::NotFound(format!("no user {}", user.username)));
+    }
+    Ok(())
 }
 
 /// Link an identity at another issuer to a user (as an operator): its ID-JAGs then name this

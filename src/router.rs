@@ -74,6 +74,7 @@ fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(users::unlock))
         .routes(routes!(users::disable))
         .routes(routes!(users::enable))
+        .routes(routes!(users::require_password_change))
         .routes(routes!(consents::list, consents::revoke))
         .routes(routes!(keys::list))
         .routes(routes!(keys::rotate))

@@ -23,6 +23,8 @@ pub struct UserView {
     /// The address is known to be the user's; only verified addresses link accounts.
     pub email_verified: bool,
     pub name: Option<String>,
+    /// The user must choose a new password at their next sign-in.
+    pub password_change_required: bool,
     /// RFC 3339: when an operator disabled the account (absent while it is enabled).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled_at: Option<String>,
@@ -41,6 +43,7 @@ impl From<&User> for UserView {
             email_verified: u.email_verified,
             name: u.name.clone(),
             disabled_at: u.disabled_at.map(time),
+            password_change_required: u.password_change_required,
             created_at: time(u.created_at),
             updated_at: time(u.updated_at),
         }
@@ -468,4 +471,31 @@ async fn set_disabled(
         Some(&user.id),
     );
     Ok(Json(UserView::from(&user)))
+}
+
+/// Ask a user to choose a new password: they are signed out everywhere and their refresh
+/// tokens revoked now, and their next sign-in with the current password completes only once
+/// they have set a new one.
+#[utoipa::path(post, path = "/admin/v1/users/{id}/require-password-change", tag = "users",
+    params(("id" = String, Path)),
+    responses(
+        (status = 204, description = "Asked"),
+        (status = 400, description = "The user has no password", body = ApiErrorBody),
+        (status = 404, description = "No such user", body = ApiErrorBody),
+    ))]
+pub async fn require_password_change(
+    State(state): State<AppState>,
+    Extension(caller): Extension<AdminCaller>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let user = find(&state, &id).await?;
+    manage::require_password_change(state.store.as_ref(), &user).await?;
+    record_change(
+        &state,
+        &caller,
+        "user.require_password_change",
+        serde_json::json!({ "user_id": user.id, "username": user.username }),
+        Some(&user.id),
+    );
+    Ok(StatusCode::NO_CONTENT)
 }

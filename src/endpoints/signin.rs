@@ -27,6 +27,7 @@ fn render(
     return_to: &str,
     username: &str,
     error: Option<&str>,
+    change_password: bool,
 ) -> Response {
     let web = &state.web;
     let page = web.render(
@@ -38,6 +39,7 @@ fn render(
             return_to => return_to,
             username => username,
             error => error,
+            change_password => change_password,
         },
     );
     browser.apply(page)
@@ -61,6 +63,7 @@ pub async fn page(
         &return_to,
         q.login_hint.as_deref().unwrap_or(""),
         None,
+        false,
     )
 }
 
@@ -77,8 +80,28 @@ pub async fn submit(
         .and_then(|r| state.web.safe_return_to(r))
         .unwrap_or_default();
     let username = form.get("username").unwrap_or("").trim().to_string();
-    let fail =
-        |status, msg: &str| render(&state, &browser, status, &return_to, &username, Some(msg));
+    let fail = |status, msg: &str| {
+        render(
+            &state,
+            &browser,
+            status,
+            &return_to,
+            &username,
+            Some(msg),
+            false,
+        )
+    };
+    let ask_new_password = |status, msg: &str| {
+        render(
+            &state,
+            &browser,
+            status,
+            &return_to,
+            &username,
+            Some(msg),
+            true,
+        )
+    };
     if !state.web.csrf_ok(&headers, form.get("csrf")) {
         return fail(
             StatusCode::BAD_REQUEST,
@@ -86,10 +109,21 @@ pub async fn submit(
         );
     }
     let password = form.get("password").unwrap_or("").to_string();
+    let new_password = form
+        .get("new_password")
+        .filter(|p| !p.is_empty())
+        .map(str::to_string);
+    if new_password.is_some() && form.get("new_password_again") != new_password.as_deref() {
+        return ask_new_password(
+            StatusCode::BAD_REQUEST,
+            "The two new passwords differ. Type the same one twice.",
+        );
+    }
     let signed_in = match authn::sign_in_with_password(
         &state.oauth,
         &username,
         password,
+        new_password,
         addr,
         state.web.session(&headers),
     )
@@ -111,6 +145,18 @@ pub async fn submit(
         }
         Err(SigninError::WrongCredentials) => {
             return fail(StatusCode::UNAUTHORIZED, "Wrong username or password.");
+        }
+        Err(SigninError::PasswordChangeRequired) => {
+            return ask_new_password(
+                StatusCode::OK,
+                "You are asked to choose a new password. Enter your current password and a new one.",
+            );
+        }
+        Err(SigninError::NewPasswordRejected(why)) => {
+            return ask_new_password(
+                StatusCode::BAD_REQUEST,
+                &format!("That new password won't do: {why}."),
+            );
         }
         Err(SigninError::Disabled) => {
             return fail(

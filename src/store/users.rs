@@ -20,6 +20,8 @@ pub struct User {
     /// When an operator disabled the account; `None` while it is enabled. A disabled user
     /// cannot sign in and nothing more is issued for them.
     pub disabled_at: Option<i64>,
+    /// An operator asked them to choose a new password at their next sign-in.
+    pub password_change_required: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -66,6 +68,10 @@ pub trait UserStore: Send + Sync {
         at: Option<i64>,
         now: i64,
     ) -> Result<bool, StoreError>;
+    /// Ask the user to choose a new password at their next sign-in, signing them out
+    /// everywhere and revoking their refresh tokens in the same transaction; `false` when
+    /// there is no such user. (Setting a password clears the request.)
+    async fn require_password_change(&self, user_id: &str, now: i64) -> Result<bool, StoreError>;
     /// Set a new password hash. In the same transaction the user is signed out everywhere
     /// and every refresh token they hold is revoked, so agents must ask again.
     async fn set_password(&self, username: &str, hash: &str, now: i64) -> Result<bool, StoreError>;
@@ -83,6 +89,7 @@ pub(super) struct UserRow {
     name: Option<String>,
     password_hash: String,
     disabled_at: Option<i64>,
+    password_change_required: bool,
     created_at: i64,
     updated_at: i64,
 }
@@ -97,6 +104,7 @@ impl From<UserRow> for User {
             name: r.name,
             password_hash: (!r.password_hash.is_empty()).then_some(r.password_hash),
             disabled_at: r.disabled_at,
+            password_change_required: r.password_change_required,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -105,7 +113,8 @@ impl From<UserRow> for User {
 
 macro_rules! columns {
     () => {
-        "id, username, email, email_verified, name, password_hash, disabled_at, created_at, updated_at"
+        "id, username, email, email_verified, name, password_hash, disabled_at, \
+         password_change_required, created_at, updated_at"
     };
 }
 pub(crate) use columns;
@@ -116,7 +125,7 @@ macro_rules! insert {
         sqlx::query(concat!(
             "INSERT INTO users (",
             $crate::store::users::columns!(),
-            ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)"
+            ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
         ))
         .bind(&$u.id)
         .bind(&$u.username)
@@ -125,6 +134,7 @@ macro_rules! insert {
         .bind(&$u.name)
         .bind($u.password_hash.as_deref().unwrap_or(""))
         .bind($u.disabled_at)
+        .bind($u.password_change_required)
         .bind($u.created_at)
         .bind($u.updated_at)
     };
@@ -260,6 +270,24 @@ macro_rules! sql_impl {
                 Ok(r.rows_affected() == 1)
             }
 
+            async fn require_password_change(
+                &self,
+                user_id: &str,
+                now: i64,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let r = sqlx::query(
+                    "UPDATE users SET password_change_required = TRUE, updated_at = $2 WHERE id = $1",
+                )
+                .bind(user_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                $crate::store::users::sign_out_everywhere!(&mut *tx, "user_id = $1", user_id, now);
+                tx.commit().await?;
+                Ok(r.rows_affected() == 1)
+            }
+
             async fn set_disabled(
                 &self,
                 user_id: &str,
@@ -294,7 +322,8 @@ macro_rules! sql_impl {
             ) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 let r = sqlx::query(
-                    "UPDATE users SET password_hash = $2, updated_at = $3 WHERE username = $1",
+                    "UPDATE users SET password_hash = $2, updated_at = $3, \
+                     password_change_required = FALSE WHERE username = $1",
                 )
                 .bind(username)
                 .bind(hash)

@@ -1207,3 +1207,71 @@ both!(clients_are_updated_in_place, |app: TestApp| async move {
     assert_eq!(s, 400, "{e}");
     app
 });
+
+// Issue 15.2: an operator makes a user choose a new password: they are signed out and their
+// refresh tokens revoked; the right password alone no longer completes a sign-in; a new one
+// (twice, acceptable, not the old one) does, and the old one stops working.
+both!(
+    password_change_is_required_at_next_sign_in,
+    |app: TestApp| async move {
+        let (alice, client, _, tokens) = connect_agent(&app, "notes:read").await;
+        let (_, _, token) = admin_token(&app).await;
+        let rt = tokens["refresh_token"].as_str().unwrap().to_string();
+        let (s, _, _) = post(
+            &app,
+            &token,
+            &format!("/admin/v1/users/{alice}/require-password-change"),
+            json!({}),
+        )
+        .await;
+        assert_eq!(s, 204);
+        let (s, _, u) = get(&app, &token, &format!("/admin/v1/users/{alice}")).await;
+        assert_eq!(
+            (s.as_u16(), &u["password_change_required"]),
+            (200, &json!(true)),
+            "{u}"
+        );
+        let (s, _, _) = refresh(&app, &client, &rt, &[]).await;
+        assert_eq!(s, 400, "refresh tokens revoked");
+
+        let attempt = |password: &'static str, new: Option<(&'static str, &'static str)>| {
+            let app = &app;
+            async move {
+                let b = browser();
+                let page = b.get(app.url("/signin")).send().await.unwrap();
+                let mut form = hidden_inputs(&page.text().await.unwrap());
+                form.push(("username".into(), "alice".into()));
+                form.push(("password".into(), password.into()));
+                if let Some((a, b2)) = new {
+                    form.push(("new_password".into(), a.into()));
+                    form.push(("new_password_again".into(), b2.into()));
+                }
+                let res = b.post(app.url("/signin")).form(&form).send().await.unwrap();
+                let status = res.status().as_u16();
+                (status, res.text().await.unwrap())
+            }
+        };
+        let (s, page) = attempt(PASSWORD, None).await;
+        assert_eq!(s, 200);
+        assert!(page.contains("name=\"new_password\"") && page.contains("choose a new password"));
+        let (s, page) = attempt(PASSWORD, Some(("a brand new one", "a brand new two"))).await;
+        assert_eq!(s, 400, "{page}");
+        let (s, _) = attempt(PASSWORD, Some(("short", "short"))).await;
+        assert_eq!(s, 400);
+        let (s, _) = attempt(PASSWORD, Some((PASSWORD, PASSWORD))).await;
+        assert_eq!(s, 400, "the old password again");
+        let (s, _) = attempt(
+            "not the password",
+            Some(("a brand new one", "a brand new one")),
+        )
+        .await;
+        assert_eq!(s, 401, "a wrong current password changes nothing");
+        let (s, _) = attempt(PASSWORD, Some(("a brand new one", "a brand new one"))).await;
+        assert_eq!(s, 303, "signed in with the new password set");
+        let (s, _) = attempt(PASSWORD, None).await;
+        assert_eq!(s, 401, "the old password is gone");
+        let (s, _) = attempt("a brand new one", None).await;
+        assert_eq!(s, 303, "and nothing more is asked");
+        app
+    }
+);

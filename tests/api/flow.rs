@@ -54,6 +54,7 @@ pub async fn add_user(app: &impl Server, username: &str) -> String {
             name: Some(format!("{username} Example")),
             password_hash: Some(concierge::oauth::authn::password::hash(PASSWORD).unwrap()),
             disabled_at: None,
+            password_change_required: false,
             created_at: now,
             updated_at: now,
         })

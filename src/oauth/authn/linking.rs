@@ -168,6 +168,7 @@ pub async fn local_user(
             name: who.name.map(|n| n.chars().take(200).collect()),
             password_hash: None,
             disabled_at: None,
+            password_change_required: false,
             created_at: now,
             updated_at: now,
         };

@@ -56,6 +56,12 @@ pub enum SigninError {
     /// The password was right, but an operator disabled the account.
     #[error("this account is disabled")]
     Disabled,
+    /// The password was right, but an operator asked for a new one and none was given.
+    #[error("choose a new password")]
+    PasswordChangeRequired,
+    /// The new password given is not acceptable; why.
+    #[error("the new password: {0}")]
+    NewPasswordRejected(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -67,6 +73,7 @@ pub async fn sign_in_with_password(
     ctx: &Context,
     username: &str,
     password: String,
+    new_password: Option<String>,
     addr: Option<IpAddr>,
     replacing: Option<&str>,
 ) -> Result<SignedIn, SigninError> {
@@ -138,6 +145,28 @@ pub async fn sign_in_with_password(
         return Err(SigninError::Disabled);
     }
     throttle.signin_succeeded(limits, &who, addr).await?;
+    // An operator asked for a new password: the sign-in completes only with one.
+    if user.password_change_required {
+        let new = new_password.ok_or(SigninError::PasswordChangeRequired)?;
+        password::check_new(&new).map_err(SigninError::NewPasswordRejected)?;
+        if ctx
+            .authn
+            .passwords
+            .verify(new.clone(), user.password_hash.clone())
+            .await
+        {
+            return Err(SigninError::NewPasswordRejected(
+                "choose one different from the current password".into(),
+            ));
+        }
+        let hash = tokio::task::spawn_blocking(move || password::hash(&new))
+            .await
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?
+            .map_err(StoreError::Corrupt)?;
+        // Also ends every session and refresh token of the old password.
+        ctx.users().set_password(&user.username, &hash, now).await?;
+        tracing::info!(user_id = %user.id, "password changed at sign-in, as an operator asked");
+    }
     let (cookie, session) = session::establish(
         ctx,
         &user.id,
