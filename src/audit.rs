@@ -55,7 +55,11 @@ pub enum Kind {
     DpopProofReplayed,
     DeviceApproved,
     DeviceDenied,
+    /// A signing key was made; `detail.activates_at` says when it signs.
     KeyRotated,
+    /// A signing key was withdrawn at once; `detail.replacement` names the key that took
+    /// over signing, when it was the active one.
+    KeyRevoked,
     /// An ID-JAG request was refused, in either role: an ID token we would not turn into an
     /// ID-JAG, or an ID-JAG we would not redeem. `detail.role` says which, `detail.error` why.
     IdJagRefused,
@@ -89,6 +93,7 @@ impl Kind {
             Self::DeviceApproved => "device.approved",
             Self::DeviceDenied => "device.denied",
             Self::KeyRotated => "key.rotated",
+            Self::KeyRevoked => "key.revoked",
             Self::IdJagRefused => "id_jag.refused",
             Self::IdentityLinked => "identity.linked",
             Self::AdminChange => "admin.change",

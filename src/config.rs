@@ -556,11 +556,61 @@ pub struct KeysConfig {
     /// How often a running server rereads keys from the database, in seconds, so a rotation
     /// made elsewhere (CLI, another replica) is served within this bound. Default 30.
     pub refresh_secs: u64,
+    /// How long after a rotation the new key starts signing, in seconds. Until then every
+    /// replica publishes it (they reread keys within `refresh_secs`) while the previous key
+    /// keeps signing, so no verifier ever sees a token signed by a key it has not been shown.
+    /// Must exceed `refresh_secs`. Default: twice `refresh_secs` plus 30 (90).
+    pub activation_delay_secs: Option<u64>,
+    /// Rotate automatically when a key has signed for this many days (publish-then-activate,
+    /// one replica does it). 0 (the default): only when an operator rotates.
+    pub rotate_after_days: u32,
 }
 
 impl Default for KeysConfig {
     fn default() -> Self {
-        Self { refresh_secs: 30 }
+        Self {
+            refresh_secs: 30,
+            activation_delay_secs: None,
+            rotate_after_days: 0,
+        }
+    }
+}
+
+impl KeysConfig {
+    /// The activation delay in effect.
+    pub fn activation_delay(&self) -> i64 {
+        let secs = self
+            .activation_delay_secs
+            .unwrap_or(self.refresh_secs.saturating_mul(2).saturating_add(30));
+        i64::try_from(secs).unwrap_or(i64::MAX)
+    }
+
+    /// Seconds a key signs before a scheduled rotation; 0: off.
+    pub fn rotate_after_secs(&self) -> i64 {
+        i64::from(self.rotate_after_days) * 86_400
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.refresh_secs == 0 || self.refresh_secs > 3600 {
+            return Err(ConfigError::Invalid(
+                "keys.refresh_secs must be between 1 and 3600".into(),
+            ));
+        }
+        let delay = self.activation_delay();
+        if delay <= i64::try_from(self.refresh_secs).unwrap_or(i64::MAX) || delay > 7 * 86_400 {
+            return Err(ConfigError::Invalid(format!(
+                "keys.activation_delay_secs ({delay}) must exceed keys.refresh_secs ({}), so \
+                 every replica publishes a new key before any signs with it, and be at most a \
+                 week",
+                self.refresh_secs
+            )));
+        }
+        if self.rotate_after_days > 0 && self.rotate_after_secs() <= delay {
+            return Err(ConfigError::Invalid(
+                "keys.rotate_after_days must be longer than keys.activation_delay_secs".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -717,6 +767,7 @@ impl Config {
         self.issuer_url()?;
         self.tokens.check()?;
         self.signin.check()?;
+        self.keys.check()?;
         // 0 would delete the whole audit log at the next sweep.
         if self.audit.retention_days == 0 {
             return Err(ConfigError::Invalid(

@@ -12,7 +12,7 @@ use concierge::admin::clients::ClientView;
 use concierge::admin::resources::ResourceView;
 use concierge::admin::users::{IdentityView, UserView};
 use concierge::config::Config;
-use concierge::keys::{Alg, KeyManager};
+use concierge::keys::{Activation, Alg, KeyManager, KeyPolicy, KeyState};
 use concierge::manage;
 use concierge::oauth::admin_token;
 use concierge::oauth::cimd::CimdResolver;
@@ -25,7 +25,7 @@ use concierge::startup::{
     App, load_kek, open_cli_store, open_store_as, redact_url, shutdown_signal,
 };
 use concierge::store::Open;
-use concierge::store::{ClientKind, KeyStatus, Store};
+use concierge::store::{ClientKind, Store};
 use concierge::util;
 
 /// Concierge: an OAuth 2.1 / OpenID Connect authorization server for AI agents and MCP servers.
@@ -413,13 +413,22 @@ enum ClientCmd {
 enum KeysCmd {
     /// List signing keys with their state.
     List,
-    /// Add a new active key (default: for every algorithm); old keys stay published until
-    /// the tokens they signed have expired.
+    /// Add a new key (default: for every algorithm). It is published at once and signs after
+    /// `keys.activation_delay_secs`, once every server publishes it; the previous key then
+    /// retires and stays published until the tokens it signed have expired.
     Rotate {
         /// ES256 or RS256.
         #[arg(long)]
         alg: Option<String>,
+        /// Emergency: the new key signs at once. Servers that have not reread keys yet (up to
+        /// `keys.refresh_secs`) do not publish it meanwhile, so its tokens may be refused there.
+        #[arg(long)]
+        now: bool,
     },
+    /// Withdraw a key at once (a compromised key): out of the JWKS, and tokens it signed stop
+    /// verifying at every server within `keys.refresh_secs`. If it was signing, a new key
+    /// replaces it at once.
+    Revoke { kid: String },
     /// Re-encrypt every signing key under the current key-encryption key (after changing it,
     /// with the old one in `previous_key_encryption_keys`); see deploy/README.md.
     Rekey,
@@ -1376,23 +1385,27 @@ async fn keys(cmd: &KeysCmd, config: &Config) -> anyhow::Result<()> {
             if list.is_empty() {
                 println!("no keys yet; they are generated when the server first starts");
             }
-            for k in list {
-                let state = match k.status(now) {
-                    KeyStatus::Active => "active".to_string(),
-                    KeyStatus::Retired { published_until } => {
-                        format!(
-                            "retired, published until {}",
-                            util::rfc3339(published_until)
-                        )
+            let policy = KeyPolicy::from_config(config);
+            let states = concierge::keys::row_states(&list, now, policy.retention_secs);
+            for (k, state) in list.iter().zip(states) {
+                let t = util::rfc3339;
+                let state = match state {
+                    KeyState::Pending { activates_at } => {
+                        format!("pending: published, signs from {}", t(activates_at))
                     }
-                    KeyStatus::Expired => "expired".to_string(),
+                    KeyState::Active { since } => format!("active since {}", t(since)),
+                    KeyState::Retired {
+                        since,
+                        published_until,
+                    } => format!(
+                        "retired at {}, published until {}",
+                        t(since),
+                        t(published_until)
+                    ),
+                    KeyState::Revoked { at } => format!("revoked at {}", t(at)),
+                    KeyState::Expired => "expired".to_string(),
                 };
-                println!(
-                    "{}  {}  created={}  {state}",
-                    k.kid,
-                    k.alg,
-                    util::rfc3339(k.created_at)
-                );
+                println!("{}  {}  created={}  {state}", k.kid, k.alg, t(k.created_at));
             }
         }
         KeysCmd::Rekey => {
@@ -1421,7 +1434,7 @@ async fn keys(cmd: &KeysCmd, config: &Config) -> anyhow::Result<()> {
                 kek.fingerprint()
             );
         }
-        KeysCmd::Rotate { alg } => {
+        KeysCmd::Rotate { alg, now } => {
             let algs = match alg {
                 None => Alg::ALL.to_vec(),
                 Some(a) => vec![
@@ -1429,16 +1442,53 @@ async fn keys(cmd: &KeysCmd, config: &Config) -> anyhow::Result<()> {
                 ],
             };
             let kek = load_kek(config)?;
-            let manager =
-                KeyManager::start(store, kek, config.tokens.longest_signed_lifetime()).await?;
-            for kid in manager.rotate(&algs).await? {
-                println!("new active key {kid}");
+            let manager = KeyManager::open(store, kek, KeyPolicy::from_config(config)).await?;
+            let when = if *now {
+                Activation::Now
+            } else {
+                Activation::Delayed
+            };
+            let refresh = config.keys.refresh_secs;
+            let at = util::now();
+            for k in manager.rotate(&algs, when).await? {
+                if k.activates_at > at {
+                    println!(
+                        "new {} key {}: published now, signs from {} (servers reread keys \
+                         every {refresh} s, so all of them publish it first)",
+                        k.alg,
+                        k.kid,
+                        util::rfc3339(k.activates_at)
+                    );
+                } else {
+                    println!("new {} key {}: signs now", k.alg, k.kid);
+                }
             }
+            if *now {
+                println!(
+                    "emergency rotation: servers that have not reread keys yet (up to {refresh} s) \
+                     do not publish the new key meanwhile, and may refuse tokens it signs"
+                );
+            }
+            println!("retired keys stay published until their tokens expire");
+        }
+        KeysCmd::Revoke { kid } => {
+            let kek = load_kek(config)?;
+            let manager = KeyManager::open(store, kek, KeyPolicy::from_config(config)).await?;
+            let r = manager.revoke(kid).await?;
+            let refresh = config.keys.refresh_secs;
             println!(
-                "running servers pick it up within {} s; retired keys stay published until \
-                 their tokens expire",
-                config.keys.refresh_secs
+                "revoked {} key {}: withdrawn from the JWKS; tokens it signed stop verifying at \
+                 every server within {refresh} s",
+                r.alg, r.kid
             );
+            if let Some(new) = &r.replacement {
+                println!(
+                    "it was the active {} key: the new key {new} signs now (emergency: servers \
+                     that have not reread keys yet, up to {refresh} s, do not publish it \
+                     meanwhile)",
+                    r.alg
+                );
+            }
         }
     }
     Ok(())

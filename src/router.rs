@@ -78,6 +78,7 @@ fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(consents::list, consents::revoke))
         .routes(routes!(keys::list))
         .routes(routes!(keys::rotate))
+        .routes(routes!(keys::revoke))
         .routes(routes!(audit::list))
         .routes(routes!(id_jag::list, id_jag::trust))
         .routes(routes!(id_jag::distrust))

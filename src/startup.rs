@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::keys::{Kek, KeyManager};
+use crate::keys::{Kek, KeyManager, KeyPolicy};
 use crate::oauth::Context;
 use crate::oauth::grants::GrantRegistry;
 use crate::state::{AppState, Services};
@@ -77,13 +77,15 @@ fn create_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
         .with_context(|| format!("creating data directory {}", dir.display()))
 }
 
-/// The key-encryption key from config, or the generated one in the data directory.
+/// The key-encryption key from config, or the one in the data directory. When there is
+/// none, a new one is generated but written to its file only when something is first sealed
+/// under it ([`Kek::ensure_saved`]), so a command that fails leaves no stray key file.
 pub fn load_kek(config: &Config) -> anyhow::Result<Kek> {
     if config.key_encryption_key.is_none() {
         create_data_dir(&config.data_dir)?;
     }
     Ok(
-        Kek::load_or_create(config.key_encryption_key.as_deref(), &config.data_dir)?
+        Kek::load_or_generate(config.key_encryption_key.as_deref(), &config.data_dir)?
             .with_previous(&config.previous_key_encryption_keys)?,
     )
 }
@@ -129,7 +131,7 @@ impl App {
             .context("registering the admin API as a resource")?;
         let kek = load_kek(&config)?;
         let keys = Arc::new(
-            KeyManager::start(store.clone(), kek, config.tokens.longest_signed_lifetime())
+            KeyManager::start(store.clone(), kek, KeyPolicy::from_config(&config))
                 .await
                 .context("loading signing keys")?,
         );
@@ -237,6 +239,10 @@ fn spawn_background(state: &AppState) -> Vec<tokio::task::JoinHandle<()>> {
             tick.tick().await;
             if let Err(e) = keys.reload().await {
                 tracing::error!(error = %e, "reloading signing keys failed");
+                continue;
+            }
+            if let Err(e) = keys.rotate_due(crate::util::now()).await {
+                tracing::error!(error = %e, "scheduled signing key rotation failed");
             }
         }
     });

@@ -1,7 +1,8 @@
 //! Encryption of private signing keys at rest: AES-256-GCM under a key-encryption key (KEK),
 //! with the key id as associated data so a ciphertext cannot be moved to another row.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use base64::Engine;
@@ -33,6 +34,10 @@ pub struct Kek {
     /// Earlier KEKs, still accepted for opening (and for anti-forgery tokens) while a KEK
     /// rotation is under way; sealing always uses the current one.
     previous: Vec<Kek>,
+    /// A KEK generated for the zero-configuration mode and not yet written to its file: it is
+    /// written just before anything is sealed under it ([`Kek::ensure_saved`]), so a command
+    /// that fails before then leaves no key file behind.
+    unsaved: Mutex<Option<(PathBuf, Zeroizing<String>)>>,
 }
 
 impl std::fmt::Debug for Kek {
@@ -79,6 +84,7 @@ impl Kek {
             digest_key: derive(b"concierge log digest v1"),
             fingerprint: util::b64(&digest.as_ref()[..6]),
             previous: Vec::new(),
+            unsaved: Mutex::new(None),
         })
     }
 
@@ -101,6 +107,14 @@ impl Kek {
     /// The configured KEK, or the one in `<data_dir>/key-encryption-key`, generated there
     /// (mode 0600) when absent.
     pub fn load_or_create(configured: Option<&str>, data_dir: &Path) -> Result<Self, KeyError> {
+        let kek = Self::load_or_generate(configured, data_dir)?;
+        kek.ensure_saved()?;
+        Ok(kek)
+    }
+
+    /// Like [`Kek::load_or_create`], but a generated KEK stays in memory until
+    /// [`Kek::ensure_saved`]: callers save it only once they seal something under it.
+    pub fn load_or_generate(configured: Option<&str>, data_dir: &Path) -> Result<Self, KeyError> {
         if let Some(text) = configured {
             return Self::from_base64(text);
         }
@@ -111,15 +125,37 @@ impl Kek {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let bytes = Zeroizing::new(util::random_bytes::<32>());
                 let text = Zeroizing::new(util::b64(bytes.as_ref()));
-                write_private_file(&path, text.as_bytes())
-                    .map_err(|e| KeyError::Kek(format!("cannot write {}: {e}", path.display())))?;
-                Self::from_bytes(bytes.as_ref())
+                let kek = Self::from_bytes(bytes.as_ref())?;
+                if let Ok(mut u) = kek.unsaved.lock() {
+                    *u = Some((path, text));
+                }
+                Ok(kek)
             }
             Err(e) => Err(KeyError::Kek(format!(
                 "cannot read {}: {e}",
                 path.display()
             ))),
         }
+    }
+
+    /// Was this KEK generated just now, and not written to its file yet?
+    pub fn is_unsaved(&self) -> bool {
+        self.unsaved.lock().map(|u| u.is_some()).unwrap_or(false)
+    }
+
+    /// Write a generated KEK to its file (once). Call before sealing anything under it: a
+    /// ciphertext must never outlive the only copy of its key.
+    pub fn ensure_saved(&self) -> Result<(), KeyError> {
+        let mut guard = self
+            .unsaved
+            .lock()
+            .map_err(|_| KeyError::Kek("state poisoned".into()))?;
+        if let Some((path, text)) = guard.as_ref() {
+            write_private_file(path, text.as_bytes())
+                .map_err(|e| KeyError::Kek(format!("cannot write {}: {e}", path.display())))?;
+            *guard = None;
+        }
+        Ok(())
     }
 
     /// An anti-forgery token bound to `binding` (a browser id).
@@ -177,7 +213,9 @@ impl Kek {
         &self.fingerprint
     }
 
+    /// Encrypt under the current KEK, saving a generated one first.
     pub fn seal(&self, kid: &str, plaintext: &[u8]) -> Result<Vec<u8>, KeyError> {
+        self.ensure_saved()?;
         let nonce_bytes = util::random_bytes::<NONCE_LEN>();
         let mut buf = plaintext.to_vec();
         self.key
@@ -302,6 +340,26 @@ mod tests {
         }
         assert!(format!("{a:?}").starts_with("Kek(fingerprint"));
         assert!(Kek::from_base64("c2hvcnQ").is_err());
+    }
+
+    #[test]
+    fn a_generated_kek_is_written_only_when_something_is_sealed_under_it() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let kek = Kek::load_or_generate(None, dir.path()).expect("generate");
+        assert!(kek.is_unsaved());
+        assert!(kek.open("kid", &[1u8; 40]).is_err());
+        assert!(
+            !dir.path().join(KEK_FILE).exists(),
+            "not written before it is used"
+        );
+        let sealed = kek.seal("kid", b"secret").expect("seal");
+        assert!(!kek.is_unsaved());
+        let again = Kek::load_or_generate(None, dir.path()).expect("load");
+        assert!(!again.is_unsaved());
+        assert_eq!(
+            again.open("kid", &sealed).expect("open").as_slice(),
+            b"secret"
+        );
     }
 
     #[test]

@@ -1,14 +1,18 @@
 //! Signing keys: generated on first start, private parts encrypted at rest, rotated with
-//! overlap, published as a JWKS, used to sign JWTs.
+//! overlap (publish-then-activate), revoked at once, published as a JWKS, used to sign JWTs.
 //!
 //! Each replica holds a [`KeyRing`] in memory and rereads the database every
-//! `keys.refresh_secs`, so a rotation made by the CLI or another replica is served everywhere
-//! within that bound. The active key of an algorithm is the newest unretired one, so replicas
-//! that generated keys at the same moment still agree.
+//! `keys.refresh_secs`. A rotation stores the new key with an activation time at least that
+//! far ahead (`keys.activation_delay_secs`), so every replica publishes it before any signs
+//! with it; which key signs is then decided from the stored times and the clock alone
+//! ([`lifecycle::states`]), so replicas agree without talking to each other. A revoked key
+//! leaves every replica's JWKS, and stops verifying there, at its next reload.
 
 pub mod encryption;
+pub mod lifecycle;
 
-use std::sync::{Arc, RwLock};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
@@ -18,6 +22,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 pub use encryption::Kek;
+pub use lifecycle::{KeyState, Timeline};
 
 use crate::audit::{Event, Kind};
 use crate::store::{Store, StoreError, StoredKey};
@@ -36,6 +41,15 @@ pub enum KeyError {
     Crypto(String),
     #[error("no active {0} signing key")]
     NoActiveKey(Alg),
+    #[error("no signing key {0}")]
+    UnknownKey(String),
+    #[error("signing key {0} is already revoked")]
+    AlreadyRevoked(String),
+    #[error(
+        "a new {0} key is already pending activation; wait until it signs, revoke it, or \
+         rotate with --now in an emergency"
+    )]
+    AlreadyPending(Alg),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -88,9 +102,7 @@ pub struct LoadedKey {
     pub kid: String,
     pub alg: Alg,
     pub public_jwk: Value,
-    pub created_at: i64,
-    pub retired_at: Option<i64>,
-    pub expires_at: Option<i64>,
+    pub times: Timeline,
     signer: Signer,
 }
 
@@ -118,11 +130,6 @@ impl LoadedKey {
                 Ok(sig)
             }
         }
-    }
-
-    /// Published while not past `expires_at`.
-    pub fn is_published(&self, now: i64) -> bool {
-        self.expires_at.is_none_or(|e| e > now)
     }
 }
 
@@ -193,60 +200,154 @@ fn publishable(jwk: &Value, kid: &str, alg: Alg) -> Value {
     jwk
 }
 
-/// The keys one replica holds: every key still published, and the active one per algorithm.
+/// The keys one replica holds: every key published when it was loaded (pending, active,
+/// retired). Their states move on with the clock between reloads.
 #[derive(Debug, Default)]
 pub struct KeyRing {
     keys: Vec<Arc<LoadedKey>>,
+    /// How long a retired key stays published.
+    retention: i64,
 }
 
 impl KeyRing {
-    /// The newest unretired key of `alg`.
-    pub fn active(&self, alg: Alg) -> Option<&Arc<LoadedKey>> {
-        self.keys
+    /// Every key with its state at `now`.
+    pub fn states(&self, now: i64) -> Vec<(&Arc<LoadedKey>, KeyState)> {
+        let facts: Vec<lifecycle::KeyFacts<'_>> = self
+            .keys
             .iter()
-            .filter(|k| k.alg == alg && k.retired_at.is_none())
-            .max_by(|a, b| a.created_at.cmp(&b.created_at).then(a.kid.cmp(&b.kid)))
+            .map(|k| lifecycle::KeyFacts {
+                kid: &k.kid,
+                alg: k.alg.as_str(),
+                times: k.times,
+            })
+            .collect();
+        let states = lifecycle::states(&facts, now, self.retention);
+        self.keys.iter().zip(states).collect()
+    }
+
+    /// The key that signs `alg` now.
+    pub fn active(&self, alg: Alg) -> Option<&Arc<LoadedKey>> {
+        self.active_at(alg, util::now())
+    }
+
+    pub fn active_at(&self, alg: Alg, now: i64) -> Option<&Arc<LoadedKey>> {
+        self.states(now)
+            .into_iter()
+            .find(|(k, s)| k.alg == alg && matches!(s, KeyState::Active { .. }))
+            .map(|(k, _)| k)
+    }
+
+    /// The published key `kid`, to verify a token of ours with; never a revoked or expired
+    /// one.
+    pub fn verifier(&self, kid: &str, now: i64) -> Option<&Arc<LoadedKey>> {
+        self.states(now)
+            .into_iter()
+            .find(|(k, s)| k.kid == kid && s.is_published())
+            .map(|(k, _)| k)
     }
 
     pub fn keys(&self) -> &[Arc<LoadedKey>] {
         &self.keys
     }
 
-    /// The JWK Set (RFC 7517 §5) of every key still needed to verify a token.
+    /// The JWK Set (RFC 7517 §5) of every key still needed to verify a token, and of the
+    /// pending keys about to sign.
     pub fn jwks(&self, now: i64) -> Value {
         let keys: Vec<&Value> = self
-            .keys
-            .iter()
-            .filter(|k| k.is_published(now))
-            .map(|k| &k.public_jwk)
+            .states(now)
+            .into_iter()
+            .filter(|(_, s)| s.is_published())
+            .map(|(k, _)| &k.public_jwk)
             .collect();
         json!({ "keys": keys })
     }
+}
+
+/// How keys are rotated and kept; from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyPolicy {
+    /// How long a retired key stays published: the longest lifetime of a signed token, plus a
+    /// minute of leeway for clock skew at the verifiers.
+    pub retention_secs: i64,
+    /// How long a rotated key is published before it signs.
+    pub activation_delay_secs: i64,
+    /// Rotate a key that has signed this long; 0: never on schedule.
+    pub rotate_after_secs: i64,
+}
+
+impl KeyPolicy {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            retention_secs: config.tokens.longest_signed_lifetime() + 60,
+            activation_delay_secs: config.keys.activation_delay(),
+            rotate_after_secs: config.keys.rotate_after_secs(),
+        }
+    }
+}
+
+/// When a rotated key starts signing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// After the activation delay, once every replica publishes it (the normal way).
+    Delayed,
+    /// At once: an emergency. Replicas that have not reloaded yet do not publish it for up
+    /// to `keys.refresh_secs`, so tokens it signs may be refused there meanwhile.
+    Now,
+}
+
+/// A key made by a rotation.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewKey {
+    pub kid: String,
+    pub alg: Alg,
+    pub activates_at: i64,
+}
+
+/// What a revocation did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Revocation {
+    pub kid: String,
+    pub alg: Alg,
+    /// The key now signing instead, when the revoked key was the active one.
+    pub replacement: Option<String>,
 }
 
 /// Loads, generates, rotates and uses the signing keys.
 pub struct KeyManager {
     store: Arc<dyn Store>,
     kek: Kek,
-    /// How long a retired key stays published: the longest lifetime of a signed token.
-    retention_secs: i64,
+    policy: KeyPolicy,
     ring: RwLock<Arc<KeyRing>>,
+    /// The state of each key at the last reload, to log what changed.
+    seen: Mutex<BTreeMap<String, &'static str>>,
 }
 
 impl KeyManager {
-    /// Load the keys, generating an active key for any algorithm that has none.
-    pub async fn start(
+    /// Load the keys without generating any (the CLI).
+    pub async fn open(
         store: Arc<dyn Store>,
         kek: Kek,
-        retention_secs: i64,
+        policy: KeyPolicy,
     ) -> Result<Self, KeyError> {
         let manager = Self {
             store,
             kek,
-            retention_secs,
+            policy,
             ring: RwLock::new(Arc::new(KeyRing::default())),
+            seen: Mutex::new(BTreeMap::new()),
         };
         manager.reload().await?;
+        Ok(manager)
+    }
+
+    /// Load the keys, generating an active key for any algorithm that has none: a server
+    /// with no key signs at once (there is no earlier key to keep signing meanwhile).
+    pub async fn start(
+        store: Arc<dyn Store>,
+        kek: Kek,
+        policy: KeyPolicy,
+    ) -> Result<Self, KeyError> {
+        let manager = Self::open(store, kek, policy).await?;
         let missing: Vec<Alg> = {
             let ring = manager.ring();
             Alg::ALL
@@ -255,9 +356,13 @@ impl KeyManager {
                 .collect()
         };
         if !missing.is_empty() {
-            manager.rotate(&missing).await?;
+            manager.rotate(&missing, Activation::Now).await?;
         }
         Ok(manager)
+    }
+
+    pub fn policy(&self) -> KeyPolicy {
+        self.policy
     }
 
     /// The key-encryption key, for values derived from it (anti-forgery tokens).
@@ -272,24 +377,61 @@ impl KeyManager {
         }
     }
 
-    /// Reread every key from the database.
+    /// Reread every key from the database; log what changed since the last reload.
     pub async fn reload(&self) -> Result<(), KeyError> {
         let rows = self.store.list_keys().await?;
-        let mut keys = Vec::with_capacity(rows.len());
         let now = util::now();
-        for row in rows {
-            // A key past its publication time is never needed again; skip decrypting it.
-            if row.expires_at.is_some_and(|e| e <= now) {
-                continue;
+        let states = row_states(&rows, now, self.policy.retention_secs);
+        let mut keys = Vec::with_capacity(rows.len());
+        let mut seen = BTreeMap::new();
+        for (row, state) in rows.into_iter().zip(states) {
+            seen.insert(row.kid.clone(), state.name());
+            // Revoked and expired keys are never needed again; skip decrypting them.
+            if state.is_published() {
+                keys.push(Arc::new(self.load_row(row)?));
             }
-            keys.push(Arc::new(self.load_row(row)?));
         }
-        let ring = Arc::new(KeyRing { keys });
+        self.log_changes(seen);
+        let ring = Arc::new(KeyRing {
+            keys,
+            retention: self.policy.retention_secs,
+        });
         match self.ring.write() {
             Ok(mut w) => *w = ring,
             Err(poisoned) => *poisoned.into_inner() = ring,
         }
         Ok(())
+    }
+
+    /// Info when a key appeared, changed state or went; debug otherwise. Kids only.
+    fn log_changes(&self, now_seen: BTreeMap<String, &'static str>) {
+        let mut last = match self.seen.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut changes = Vec::new();
+        for (kid, state) in &now_seen {
+            match last.get(kid) {
+                Some(before) if before == state => {}
+                Some(before) => changes.push(format!("{kid} {before}->{state}")),
+                None => changes.push(format!("{kid} {state}")),
+            }
+        }
+        for kid in last.keys().filter(|k| !now_seen.contains_key(*k)) {
+            changes.push(format!("{kid} removed"));
+        }
+        let summary = now_seen
+            .iter()
+            .filter(|(_, s)| **s != "expired")
+            .map(|(k, s)| format!("{k} {s}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if changes.is_empty() {
+            tracing::debug!(keys = %summary, "signing keys reloaded, unchanged");
+        } else {
+            tracing::info!(changes = %changes.join(", "), keys = %summary, "signing keys changed");
+        }
+        *last = now_seen;
     }
 
     fn load_row(&self, row: StoredKey) -> Result<LoadedKey, KeyError> {
@@ -300,49 +442,178 @@ impl KeyManager {
         let public_jwk: Value = serde_json::from_str(&row.public_jwk)
             .map_err(|e| KeyError::Crypto(format!("stored JWK of {}: {e}", row.kid)))?;
         Ok(LoadedKey {
+            times: timeline(&row),
             kid: row.kid,
             alg,
             public_jwk,
-            created_at: row.created_at,
-            retired_at: row.retired_at,
-            expires_at: row.expires_at,
             signer,
         })
     }
 
-    /// Generate a new active key for each of `algs`; the previous active keys are retired
-    /// and stay published until every token they signed has expired. Returns the new kids.
-    pub async fn rotate(&self, algs: &[Alg]) -> Result<Vec<String>, KeyError> {
-        let mut kids = Vec::new();
+    /// A new key row for `alg`, sealed under the KEK (saving a generated KEK first).
+    fn new_key(
+        &self,
+        alg: Alg,
+        now: i64,
+        activates_at: i64,
+        supersedes: Option<String>,
+    ) -> Result<StoredKey, KeyError> {
+        let pkcs8 = zeroize::Zeroizing::new(generate_pkcs8(alg)?);
+        let (_, jwk) = parse_signer(alg, &pkcs8)?;
+        let kid = thumbprint(&jwk);
+        Ok(StoredKey {
+            public_jwk: publishable(&jwk, &kid, alg).to_string(),
+            private_key: self.kek.seal(&kid, &pkcs8)?,
+            kid,
+            alg: alg.as_str().to_string(),
+            created_at: now,
+            activates_at: Some(activates_at),
+            retired_at: None,
+            expires_at: None,
+            revoked_at: None,
+            supersedes,
+        })
+    }
+
+    /// Generate a new key for each of `algs`. With [`Activation::Delayed`] it is published at
+    /// once and signs after the activation delay, when the previous key of its algorithm
+    /// retires (it stays published until every token it signed has expired). An algorithm
+    /// with no active key gets one that signs at once. `AlreadyPending` when a rotation of
+    /// the algorithm is already under way (made here, elsewhere, or by the schedule).
+    pub async fn rotate(&self, algs: &[Alg], when: Activation) -> Result<Vec<NewKey>, KeyError> {
+        let mut made = Vec::new();
+        let ring = self.ring();
         for &alg in algs {
-            let pkcs8 = zeroize::Zeroizing::new(generate_pkcs8(alg)?);
-            let (_, jwk) = parse_signer(alg, &pkcs8)?;
-            let kid = thumbprint(&jwk);
             let now = util::now();
-            let row = StoredKey {
-                kid: kid.clone(),
-                alg: alg.as_str().to_string(),
-                public_jwk: publishable(&jwk, &kid, alg).to_string(),
-                private_key: self.kek.seal(&kid, &pkcs8)?,
-                created_at: now,
-                retired_at: None,
-                expires_at: None,
+            let (activates_at, supersedes) = match (when, ring.active_at(alg, now)) {
+                (Activation::Delayed, Some(current)) => (
+                    now + self.policy.activation_delay_secs,
+                    Some(current.kid.clone()),
+                ),
+                _ => (now, None),
             };
-            // One minute of leeway for clock skew at the verifiers.
-            self.store
-                .rotate_key(&row, now, now + self.retention_secs + 60)
-                .await?;
-            // Rare and operator-driven, so written at once rather than queued.
-            let event = Event::new(Kind::KeyRotated)
-                .detail(serde_json::json!({ "kid": kid, "alg": alg.as_str() }))
-                .into_inner();
-            if let Err(e) = self.store.append_audit(&[event]).await {
-                tracing::error!(error = %e, "recording a key rotation in the audit log failed");
-            }
-            kids.push(kid);
+            made.push(self.add(alg, now, activates_at, supersedes).await?);
         }
         self.reload().await?;
-        Ok(kids)
+        Ok(made)
+    }
+
+    async fn add(
+        &self,
+        alg: Alg,
+        now: i64,
+        activates_at: i64,
+        supersedes: Option<String>,
+    ) -> Result<NewKey, KeyError> {
+        let row = self.new_key(alg, now, activates_at, supersedes)?;
+        match self.store.add_key(&row).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => return Err(KeyError::AlreadyPending(alg)),
+            Err(e) => return Err(e.into()),
+        }
+        let event = Event::new(Kind::KeyRotated)
+            .detail(json!({
+                "kid": row.kid, "alg": alg.as_str(), "activates_at": activates_at,
+                "immediate": activates_at <= now,
+            }))
+            .into_inner();
+        // Rare and operator-driven, so written at once rather than queued.
+        if let Err(e) = self.store.append_audit(&[event]).await {
+            tracing::error!(error = %e, "recording a key rotation in the audit log failed");
+        }
+        tracing::info!(kid = %row.kid, alg = %alg, activates_at, "new signing key");
+        Ok(NewKey {
+            kid: row.kid,
+            alg,
+            activates_at,
+        })
+    }
+
+    /// The scheduled rotation (`keys.rotate_after_days`): rotate, publish-then-activate, each
+    /// algorithm whose active key has signed that long. Replicas race here; the store lets
+    /// exactly one new key supersede a given key, so the others find it done. Returns the new
+    /// keys made by this replica.
+    pub async fn rotate_due(&self, now: i64) -> Result<Vec<NewKey>, KeyError> {
+        if self.policy.rotate_after_secs <= 0 {
+            return Ok(Vec::new());
+        }
+        let ring = self.ring();
+        let facts: Vec<lifecycle::KeyFacts<'_>> = ring
+            .keys
+            .iter()
+            .map(|k| lifecycle::KeyFacts {
+                kid: &k.kid,
+                alg: k.alg.as_str(),
+                times: k.times,
+            })
+            .collect();
+        let states = lifecycle::states(&facts, now, self.policy.retention_secs);
+        let due = lifecycle::due_for_rotation(&facts, &states, now, self.policy.rotate_after_secs);
+        let mut made = Vec::new();
+        for i in due {
+            let current = &ring.keys[i];
+            let activates_at = now + self.policy.activation_delay_secs;
+            match self
+                .add(current.alg, now, activates_at, Some(current.kid.clone()))
+                .await
+            {
+                Ok(k) => made.push(k),
+                Err(KeyError::AlreadyPending(alg)) => {
+                    tracing::debug!(alg = %alg, "scheduled rotation already made by another replica");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if !made.is_empty() {
+            self.reload().await?;
+        }
+        Ok(made)
+    }
+
+    /// Withdraw `kid` at once: out of the JWKS and never trusted or used again (every replica
+    /// within `keys.refresh_secs`). When it was the active key of its algorithm, a new key
+    /// replaces it at once in the same transaction, so signing never stops: an emergency
+    /// path, which replicas that have not reloaded yet do not publish for up to
+    /// `keys.refresh_secs`.
+    pub async fn revoke(&self, kid: &str) -> Result<Revocation, KeyError> {
+        let rows = self.store.list_keys().await?;
+        let now = util::now();
+        let states = row_states(&rows, now, self.policy.retention_secs);
+        let (row, state) = rows
+            .iter()
+            .zip(states)
+            .find(|(r, _)| r.kid == kid)
+            .ok_or_else(|| KeyError::UnknownKey(kid.to_string()))?;
+        if matches!(state, KeyState::Revoked { .. }) {
+            return Err(KeyError::AlreadyRevoked(kid.to_string()));
+        }
+        let alg = Alg::parse(&row.alg)
+            .ok_or_else(|| KeyError::Crypto(format!("unknown algorithm {:?}", row.alg)))?;
+        let replacement = match state {
+            KeyState::Active { .. } => Some(self.new_key(alg, now, now, None)?),
+            _ => None,
+        };
+        if !self
+            .store
+            .revoke_key(kid, now, replacement.as_ref())
+            .await?
+        {
+            return Err(KeyError::AlreadyRevoked(kid.to_string()));
+        }
+        let replacement = replacement.map(|r| r.kid);
+        let event = Event::new(Kind::KeyRevoked)
+            .detail(json!({ "kid": kid, "alg": alg.as_str(), "replacement": replacement }))
+            .into_inner();
+        if let Err(e) = self.store.append_audit(&[event]).await {
+            tracing::error!(error = %e, "recording a key revocation in the audit log failed");
+        }
+        tracing::warn!(kid, alg = %alg, replacement = ?replacement, "signing key revoked");
+        self.reload().await?;
+        Ok(Revocation {
+            kid: kid.to_string(),
+            alg,
+            replacement,
+        })
     }
 
     /// Sign a JWT with the active key of `alg`; `typ` goes in the header (RFC 9068 uses
@@ -370,6 +641,29 @@ impl KeyManager {
     }
 }
 
+fn timeline(row: &StoredKey) -> Timeline {
+    Timeline {
+        created_at: row.created_at,
+        activates_at: row.activates_at.unwrap_or(row.created_at),
+        retired_at: row.retired_at,
+        expires_at: row.expires_at,
+        revoked_at: row.revoked_at,
+    }
+}
+
+/// The state of each stored key at `now`.
+pub fn row_states(rows: &[StoredKey], now: i64, retention: i64) -> Vec<KeyState> {
+    let facts: Vec<lifecycle::KeyFacts<'_>> = rows
+        .iter()
+        .map(|r| lifecycle::KeyFacts {
+            kid: &r.kid,
+            alg: &r.alg,
+            times: timeline(r),
+        })
+        .collect();
+    lifecycle::states(&facts, now, retention)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,9 +678,13 @@ mod tests {
                 kid: kid.clone(),
                 alg,
                 public_jwk: publishable(&jwk, &kid, alg),
-                created_at: 0,
-                retired_at: None,
-                expires_at: None,
+                times: Timeline {
+                    created_at: 0,
+                    activates_at: 0,
+                    retired_at: None,
+                    expires_at: None,
+                    revoked_at: None,
+                },
                 signer,
             };
             let header = util::b64(

@@ -349,22 +349,23 @@ fn verify_own_jwt(
     if token.len() > 8192 {
         return None;
     }
-    let alg = match alg {
+    let jose_alg = match alg {
         Alg::ES256 => Algorithm::ES256,
         Alg::RS256 => Algorithm::RS256,
     };
     let header = jsonwebtoken::decode_header(token).ok()?;
-    if header.alg != alg || header.typ.as_deref() != Some(typ) {
+    if header.alg != jose_alg || header.typ.as_deref() != Some(typ) {
         return None;
     }
     let ring = keys.ring();
+    // Published keys only: never a revoked or expired one, though this replica may still
+    // hold it until its next reload.
     let key = ring
-        .keys()
-        .iter()
-        .find(|k| Some(k.kid.as_str()) == header.kid.as_deref())?;
+        .verifier(header.kid.as_deref()?, crate::util::now())
+        .filter(|k| k.alg == alg)?;
     let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(key.public_jwk.clone()).ok()?;
     let key = DecodingKey::from_jwk(&jwk).ok()?;
-    let mut v = Validation::new(alg);
+    let mut v = Validation::new(jose_alg);
     v.set_issuer(&[issuer]);
     match audience {
         Some(a) => v.set_audience(&[a]),

@@ -45,7 +45,7 @@ pub use devices::{DeviceApproval, DeviceCode, DeviceStore};
 pub use exchange_policies::{ExchangePolicy, ExchangePolicyStore};
 pub use id_jag::{IdJagPolicy, IdJagPolicyStore, TrustedIssuer};
 pub use identities::{IdentityStore, LinkedBy, LinkedIdentity};
-pub use keys::{KeyStatus, KeyStore, StoredKey};
+pub use keys::{KeyStore, StoredKey};
 pub use rate_limits::{Backoff, RateLimitStore};
 pub use refresh_tokens::{
     Presented, REVOKED_FAMILY_MEMORY_SECS, RefreshToken, RefreshTokenStore, Rotation, Successor,

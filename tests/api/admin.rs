@@ -641,7 +641,7 @@ both!(users_and_consents, |app: TestApp| async move {
 });
 
 both!(key_rotation_shows_in_jwks, |app: TestApp| async move {
-    let (_, _, t) = admin_token(&app).await;
+    let (admin_id, admin_secret, t) = admin_token(&app).await;
     let (s, _, keys) = get(&app, &t, "/admin/v1/keys").await;
     assert_eq!(s, 200);
     assert!(
@@ -667,14 +667,72 @@ both!(key_rotation_shows_in_jwks, |app: TestApp| async move {
             .any(|k| k["kid"] == kid.as_str()),
         "{jwks}"
     );
+    // Published now, signing only after the activation delay.
+    assert_eq!(rotated["keys"][0]["kid"], kid.as_str());
+    assert!(rotated["keys"][0]["activates_at"].is_string(), "{rotated}");
     let (_, _, keys) = get(&app, &t, "/admin/v1/keys").await;
     let items = keys["items"].as_array().unwrap();
     assert_eq!(items.len(), 3, "{keys}");
-    assert!(items.iter().any(|k| k["status"] == "retired"));
-    assert_eq!(
-        items.iter().find(|k| k["kid"] == kid.as_str()).unwrap()["status"],
-        "active"
-    );
+    let new = items.iter().find(|k| k["kid"] == kid.as_str()).unwrap();
+    assert_eq!(new["status"], "pending", "{keys}");
+    assert!(new["activates_at"].is_string(), "{keys}");
+    let old = items
+        .iter()
+        .find(|k| k["alg"] == "ES256" && k["status"] == "active")
+        .unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A second rotation while one is pending is refused.
+    let (s, _, body) = post(&app, &t, "/admin/v1/keys/rotate", json!({"alg": "ES256"})).await;
+    assert_eq!(s, 409, "{body}");
+
+    // Revocation: unknown, pending (no replacement needed), active (replaced at once).
+    let (s, _, _) = post(&app, &t, "/admin/v1/keys/nope/revoke", json!({})).await;
+    assert_eq!(s, 404);
+    let (s, _, r) = post(&app, &t, &format!("/admin/v1/keys/{kid}/revoke"), json!({})).await;
+    assert_eq!(s, 200, "{r}");
+    assert!(r["replacement"].is_null(), "{r}");
+    let (s, _, _) = post(&app, &t, &format!("/admin/v1/keys/{kid}/revoke"), json!({})).await;
+    assert_eq!(s, 409, "already revoked");
+    let (s, _, r) = post(&app, &t, &format!("/admin/v1/keys/{old}/revoke"), json!({})).await;
+    assert_eq!(s, 200, "{r}");
+    let replacement = r["replacement"].as_str().unwrap().to_string();
+    let (_, _, jwks) = app.get_json("/jwks").await;
+    let published: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert!(published.contains(&replacement.as_str()), "{jwks}");
+    assert!(!published.contains(&old.as_str()) && !published.contains(&kid.as_str()));
+    // The admin token was signed with the revoked key: refused now, like every such token.
+    let (s, _, _) = get(&app, &t, "/admin/v1/keys").await;
+    assert_eq!(s, 401);
+    let t = cc_token(
+        &app,
+        &admin_id,
+        &admin_secret,
+        &concierge::oauth::admin_token::admin_resource_uri(&app.issuer),
+        "admin",
+    )
+    .await;
+    let (_, _, keys) = get(&app, &t, "/admin/v1/keys").await;
+    let status = |k: &str| {
+        keys["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["kid"] == k)
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(status(&old), "revoked");
+    assert_eq!(status(&replacement), "active");
+    // Both revocations are audited.
+    let (_, _, audit) = get(&app, &t, "/admin/v1/audit?type=key.revoked").await;
+    assert_eq!(audit["items"].as_array().unwrap().len(), 2, "{audit}");
     app
 });
 

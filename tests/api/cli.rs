@@ -372,28 +372,131 @@ fn keys_from_the_command_line() {
     let d = dir.path();
     let (ok, out, _) = concierge(d, &["keys", "list"]);
     assert!(ok && out.contains("no keys yet"), "{out}");
+    // With no key yet, the first keys sign at once.
+    let (ok, out, err) = concierge(d, &["keys", "rotate"]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(out.matches(": signs now").count(), 2, "{out}");
+    // Then a rotation is published first and signs later.
     let (ok, out, err) = concierge(d, &["keys", "rotate", "--alg", "ES256"]);
     assert!(ok, "{out}{err}");
-    assert!(out.contains("new active key"), "{out}");
+    assert!(
+        out.starts_with("new ES256 key ") && out.contains("published now, signs from"),
+        "{out}"
+    );
+    let pending = out
+        .strip_prefix("new ES256 key ")
+        .and_then(|l| l.split(':').next())
+        .unwrap()
+        .to_string();
+    let (ok, _, err) = concierge(d, &["keys", "rotate", "--alg", "ES256"]);
+    assert!(!ok && err.contains("already pending"), "{err}");
     let (ok, out, _) = concierge(d, &["keys", "list"]);
     assert!(ok, "{out}");
-    let es: Vec<&str> = out.lines().filter(|l| l.contains("ES256")).collect();
+    let line = |kid: &str| {
+        out.lines()
+            .find(|l| l.starts_with(kid))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        line(&pending).contains("ES256")
+            && line(&pending).contains("pending: published, signs from"),
+        "{out}"
+    );
+    let active = out
+        .lines()
+        .find(|l| l.contains("ES256") && l.contains("active since"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("an active ES256 key")
+        .to_string();
+    assert!(
+        out.lines()
+            .any(|l| l.contains("RS256") && l.contains("active since")),
+        "{out}"
+    );
+
+    // Revoking the active key replaces it at once, and says it is an emergency path.
+    let (ok, out, err) = concierge(d, &["keys", "revoke", &active]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "revoked ES256 key {active}: withdrawn from the JWKS"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("it was the active ES256 key: the new key") && out.contains("emergency"),
+        "{out}"
+    );
+    let (ok, out, _) = concierge(d, &["keys", "revoke", &pending]);
+    assert!(ok && !out.contains("the new key"), "{out}");
+    let (ok, _, err) = concierge(d, &["keys", "revoke", &active]);
+    assert!(!ok && err.contains("already revoked"), "{err}");
+    let (ok, _, err) = concierge(d, &["keys", "revoke", "nope"]);
+    assert!(!ok && err.contains("no signing key nope"), "{err}");
+    let (ok, out, _) = concierge(d, &["keys", "list"]);
+    assert!(ok, "{out}");
+    assert!(line_of(&out, &active).contains("revoked at"), "{out}");
+    assert!(line_of(&out, &pending).contains("revoked at"), "{out}");
     assert_eq!(
-        es.iter().filter(|l| l.ends_with("active")).count(),
+        out.lines()
+            .filter(|l| l.contains("ES256") && l.contains("active since"))
+            .count(),
         1,
         "{out}"
     );
+
+    // An emergency rotation signs at once and says what that means.
+    let (ok, out, err) = concierge(d, &["keys", "rotate", "--alg", "ES256", "--now"]);
+    assert!(ok, "{err}");
     assert!(
-        es.iter().any(|l| l.contains("retired, published until")),
-        "{out}"
-    );
-    assert!(
-        out.lines()
-            .any(|l| l.contains("RS256") && l.ends_with("active")),
+        out.contains("signs now") && out.contains("emergency rotation"),
         "{out}"
     );
     let (ok, _, err) = concierge(d, &["keys", "rotate", "--alg", "HS256"]);
     assert!(!ok && err.contains("ES256 or RS256"), "{err}");
+}
+
+fn line_of(out: &str, kid: &str) -> String {
+    out.lines()
+        .find(|l| l.starts_with(kid))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A keys command that fails leaves no key-encryption-key file behind: one generated for a
+/// database whose keys it cannot open would be wrong, and the next zero-config start would
+/// pick it up.
+#[test]
+fn a_failed_keys_command_leaves_no_key_encryption_key_file() {
+    let dir = initialised();
+    let d = dir.path();
+    let kek_file = d.join("concierge-data/key-encryption-key");
+    let kek = concierge::util::b64(&[3u8; 32]);
+    let with_kek = [("CONCIERGE_KEY_ENCRYPTION_KEY", kek.as_str())];
+    let (ok, _, err) = concierge_env(d, &["keys", "rotate"], &with_kek);
+    assert!(ok, "{err}");
+    assert!(!kek_file.exists(), "a configured KEK is never written");
+    let (_, listed, _) = concierge_env(d, &["keys", "list"], &with_kek);
+    let kid = listed.split_whitespace().next().unwrap().to_string();
+    // Forgetting the KEK: every keys command fails, and no KEK file appears.
+    for args in [
+        &["keys", "rotate"][..],
+        &["keys", "rotate", "--now"],
+        &["keys", "revoke", &kid],
+        &["keys", "rekey"],
+    ] {
+        let (ok, _, err) = concierge(d, args);
+        assert!(!ok, "{args:?} must fail without the KEK");
+        assert!(
+            err.contains("key-encryption key") || err.contains("neither"),
+            "{err}"
+        );
+        assert!(!kek_file.exists(), "{args:?} left a key file behind");
+    }
+    // The right KEK still works.
+    let (ok, _, err) = concierge_env(d, &["keys", "rotate", "--now"], &with_kek);
+    assert!(ok, "{err}");
 }
 
 /// `concierge serve` with no configuration at all starts, answers, and stops on SIGTERM.

@@ -1,10 +1,14 @@
-//! Signing keys: generated on first start, encrypted at rest, published, rotated with overlap.
+//! Signing keys: generated on first start, encrypted at rest, published, rotated with overlap
+//! (publish-then-activate), revoked at once, rotated on schedule by exactly one replica.
 
-use concierge::keys::Alg;
-use serde_json::Value;
+use std::time::Duration;
+
+use concierge::keys::{Activation, Alg, KeyState};
+use serde_json::{Value, json};
 
 use crate::both;
-use crate::helpers::TestApp;
+use crate::flow::*;
+use crate::helpers::{TestApp, add_tools_resource, split};
 
 fn kids(jwks: &Value) -> Vec<String> {
     jwks["keys"]
@@ -45,49 +49,73 @@ both!(jwks_publishes_es256_and_rs256, |app: TestApp| async move {
     app
 });
 
+fn signing_kid(app: &TestApp) -> String {
+    let jwt = app
+        .state
+        .oauth
+        .keys
+        .sign_jwt(Alg::ES256, "at+jwt", &json!({"sub": "x"}))
+        .unwrap();
+    jsonwebtoken::decode_header(&jwt).unwrap().kid.unwrap()
+}
+
+/// The activation delay of these tests: short, but more than `refresh_secs`.
+const ACTIVATION_SECS: u64 = 2;
+
 both!(
-    rotation_keeps_old_keys_until_their_tokens_expire,
+    a_rotated_key_is_published_first_and_signs_after_the_activation_delay,
+    |c: &mut concierge::Config| {
+        c.keys.refresh_secs = 1;
+        c.keys.activation_delay_secs = Some(ACTIVATION_SECS);
+    },
     |app: TestApp| async move {
         let (_, _, before) = app.get_json("/jwks").await;
         let old = kids(&before);
-        let active_before = app
+        let active_before = signing_kid(&app);
+
+        let new = app
             .state
             .oauth
             .keys
-            .ring()
-            .active(Alg::ES256)
-            .unwrap()
-            .kid
-            .clone();
-
-        let new = app.state.oauth.keys.rotate(&Alg::ALL).await.unwrap();
+            .rotate(&Alg::ALL, Activation::Delayed)
+            .await
+            .unwrap();
+        let now = concierge::util::now();
+        for k in &new {
+            assert!(k.activates_at >= now + ACTIVATION_SECS as i64 - 1, "{k:?}");
+        }
+        let new: Vec<String> = new.into_iter().map(|k| k.kid).collect();
+        // Published at once, next to the keys still signing...
         let (_, _, after) = app.get_json("/jwks").await;
         let published = kids(&after);
         assert_eq!(published.len(), 4, "{after}");
         for k in old.iter().chain(new.iter()) {
             assert!(published.contains(k), "{k} published");
         }
-        let active_after = app
+        // ...which keep signing until the activation time.
+        assert_eq!(signing_kid(&app), active_before);
+        // A second rotation while one is pending is refused.
+        let again = app
             .state
             .oauth
             .keys
-            .ring()
-            .active(Alg::ES256)
-            .unwrap()
-            .kid
-            .clone();
+            .rotate(&[Alg::ES256], Activation::Delayed)
+            .await;
+        assert!(
+            matches!(
+                again,
+                Err(concierge::keys::KeyError::AlreadyPending(Alg::ES256))
+            ),
+            "{again:?}"
+        );
+
+        tokio::time::sleep(Duration::from_secs(ACTIVATION_SECS + 1)).await;
+        let active_after = signing_kid(&app);
         assert_ne!(active_before, active_after);
         assert!(new.contains(&active_after));
-
-        // Tokens signed now use the new key and verify with the published JWKS.
-        let jwt = app
-            .state
-            .oauth
-            .keys
-            .sign_jwt(Alg::ES256, "at+jwt", &serde_json::json!({"sub": "x"}))
-            .unwrap();
-        let header = jsonwebtoken::decode_header(&jwt).unwrap();
-        assert_eq!(header.kid.as_deref(), Some(active_after.as_str()));
+        // The retired key stays published while its tokens live.
+        let (_, _, later) = app.get_json("/jwks").await;
+        assert_eq!(kids(&later).len(), 4, "{later}");
 
         // Once the longest token lifetime has passed, retired keys are no longer published.
         let later = concierge::util::now() + app.config.tokens.longest_signed_lifetime() + 120;
@@ -97,10 +125,185 @@ both!(
         let mut expected = new.clone();
         expected.sort();
         assert_eq!(remaining, expected);
-        let rows = app.store().list_keys().await.unwrap();
-        for r in rows.iter().filter(|r| old.contains(&r.kid)) {
-            assert!(r.retired_at.is_some() && r.expires_at.is_some());
+        app
+    }
+);
+
+both!(
+    a_revoked_key_is_withdrawn_and_its_tokens_refused,
+    |app: TestApp| async move {
+        add_tools_resource(&app).await;
+        seed(&app).await;
+        let (rs, rs_secret) =
+            crate::introspection::static_client(&app, &["client_credentials"], true).await;
+        let client = public_client(&app).await;
+        let (verifier, challenge) = pkce();
+        let params = auth_params(&client, &challenge, "openid notes:read");
+        let back = authorize_and_approve(&app, &browser(), &params).await;
+        let (s, _, tokens) = redeem(&app, &client, &query(&back)["code"], &verifier, &[]).await;
+        assert_eq!(s, 200, "{tokens}");
+        let at = tokens["access_token"].as_str().unwrap().to_string();
+        let kid = jsonwebtoken::decode_header(&at).unwrap().kid.unwrap();
+
+        let introspect = async |token: &str| {
+            let res = app
+                .http
+                .post(app.url("/introspect"))
+                .form(&[
+                    ("client_id", rs.as_str()),
+                    ("client_secret", rs_secret.as_str()),
+                    ("token", token),
+                ])
+                .send()
+                .await
+                .unwrap();
+            let (s, _, body) = split(res).await;
+            assert_eq!(s, 200, "{body}");
+            body
+        };
+        let userinfo = async |token: &str| {
+            app.http
+                .get(app.url("/userinfo"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        };
+        assert_eq!(introspect(&at).await["active"], true);
+        assert_eq!(userinfo(&at).await, 200);
+
+        let r = app.state.oauth.keys.revoke(&kid).await.unwrap();
+        assert_eq!(r.alg, Alg::ES256);
+        // It was the active key: a replacement signs at once, so signing never stops.
+        let replacement = r.replacement.clone().expect("a replacement");
+        assert_eq!(signing_kid(&app), replacement);
+        let (_, _, jwks) = app.get_json("/jwks").await;
+        assert!(
+            !kids(&jwks).contains(&kid),
+            "withdrawn from the JWKS: {jwks}"
+        );
+        assert!(kids(&jwks).contains(&replacement));
+        // Tokens it signed are refused by our own verifiers.
+        assert_eq!(introspect(&at).await["active"], false);
+        assert_eq!(userinfo(&at).await, 401);
+        // The refresh token is opaque and still works: it gets a token signed by the new key.
+        let rt = tokens["refresh_token"].as_str();
+        if let Some(rt) = rt {
+            let (s, _, body) = refresh(&app, &client, rt, &[]).await;
+            assert_eq!(s, 200, "{body}");
+            let fresh = body["access_token"].as_str().unwrap();
+            assert_eq!(introspect(fresh).await["active"], true);
         }
+        // Revoked once only; unknown keys are named.
+        assert!(matches!(
+            app.state.oauth.keys.revoke(&kid).await,
+            Err(concierge::keys::KeyError::AlreadyRevoked(_))
+        ));
+        assert!(matches!(
+            app.state.oauth.keys.revoke("nope").await,
+            Err(concierge::keys::KeyError::UnknownKey(_))
+        ));
+        let events = app
+            .store()
+            .list_audit(&concierge::store::AuditQuery {
+                kind: Some("key.revoked".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 1, "audited once");
+        app
+    }
+);
+
+both!(
+    a_revocation_elsewhere_is_honoured_within_the_reload_bound,
+    |c: &mut concierge::Config| {
+        c.keys.refresh_secs = 1;
+    },
+    |app: TestApp| async move {
+        let old = signing_kid(&app);
+        let jwt = app
+            .state
+            .oauth
+            .keys
+            .sign_jwt(Alg::ES256, "at+jwt", &json!({"sub": "x"}))
+            .unwrap();
+        // Another replica (a second manager on the same database) revokes the active key.
+        let other = concierge::App::build(app.config.clone()).await.unwrap();
+        other.state.oauth.keys.revoke(&old).await.unwrap();
+        let mut gone = false;
+        for _ in 0..40 {
+            let (_, _, jwks) = app.get_json("/jwks").await;
+            if !kids(&jwks).contains(&old) {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(gone, "withdrawn here within refresh_secs");
+        assert_ne!(signing_kid(&app), old, "never signs again");
+        assert!(
+            app.state
+                .oauth
+                .keys
+                .ring()
+                .verifier(&old, concierge::util::now())
+                .is_none()
+        );
+        drop(jwt);
+        app
+    }
+);
+
+both!(
+    scheduled_rotation_racing_replicas_make_one_pending_key,
+    |c: &mut concierge::Config| {
+        c.keys.rotate_after_days = 1;
+    },
+    |app: TestApp| async move {
+        let b = concierge::App::build(app.config.clone()).await.unwrap();
+        let c = concierge::App::build(app.config.clone()).await.unwrap();
+        // Not due yet.
+        let now = concierge::util::now();
+        assert!(
+            app.state
+                .oauth
+                .keys
+                .rotate_due(now)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Two days on, three replicas notice at once.
+        let later = now + 2 * 86_400;
+        let (x, y, z) = tokio::join!(
+            app.state.oauth.keys.rotate_due(later),
+            b.state.oauth.keys.rotate_due(later),
+            c.state.oauth.keys.rotate_due(later),
+        );
+        let made = x.unwrap().len() + y.unwrap().len() + z.unwrap().len();
+        assert_eq!(made, 2, "one new key per algorithm");
+        let rows = app.store().list_keys().await.unwrap();
+        assert_eq!(rows.len(), 4);
+        let states = concierge::keys::row_states(&rows, later, 600);
+        let pending = states
+            .iter()
+            .filter(|s| matches!(s, KeyState::Pending { .. }))
+            .count();
+        assert_eq!(pending, 2, "{states:?}");
+        // And once made, it is not made again.
+        assert!(
+            b.state
+                .oauth
+                .keys
+                .rotate_due(later)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         app
     }
 );
@@ -138,11 +341,17 @@ both!(
     |app: TestApp| async move {
         // Another replica (here: a second manager on the same database) rotates.
         let other = concierge::App::build(app.config.clone()).await.unwrap();
-        let new = other.state.oauth.keys.rotate(&[Alg::ES256]).await.unwrap();
+        let new = other
+            .state
+            .oauth
+            .keys
+            .rotate(&[Alg::ES256], Activation::Delayed)
+            .await
+            .unwrap();
         let mut seen = false;
         for _ in 0..40 {
             let (_, _, jwks) = app.get_json("/jwks").await;
-            if kids(&jwks).contains(&new[0]) {
+            if kids(&jwks).contains(&new[0].kid) {
                 seen = true;
                 break;
             }

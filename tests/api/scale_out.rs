@@ -23,6 +23,9 @@ struct Pair {
 }
 
 const BOUND_SECS: u64 = 1;
+/// `keys.activation_delay_secs`: more than the reload bound, so both replicas publish a new
+/// key before either signs with it.
+const ACTIVATION_SECS: &str = "3";
 
 async fn pair() -> Option<Pair> {
     let dir = tempfile::tempdir().unwrap();
@@ -34,6 +37,7 @@ async fn pair() -> Option<Pair> {
     let env = [
         ("CONCIERGE_KEY_ENCRYPTION_KEY", kek.as_str()),
         ("CONCIERGE_KEYS__REFRESH_SECS", bound.as_str()),
+        ("CONCIERGE_KEYS__ACTIVATION_DELAY_SECS", ACTIVATION_SECS),
         ("CONCIERGE_CLIENTS__CACHE_SECS", bound.as_str()),
         ("CONCIERGE_RESOURCES__CACHE_SECS", bound.as_str()),
         ("CONCIERGE_TOKENS__DEVICE_POLL_INTERVAL_SECS", "1"),
@@ -265,21 +269,44 @@ async fn a_key_rotated_elsewhere_is_served_and_honoured_by_both_replicas_within_
     let old_token = client_token(&p.b, "rs", RS_SECRET).await;
     let old_kid = kid_of(&old_token);
 
-    let out = operator(&p, &["keys", "rotate", "--alg", "ES256"], &[]);
+    let rotated_at = concierge::util::now();
+    let out = operator(
+        &p,
+        &["keys", "rotate", "--alg", "ES256"],
+        &[("CONCIERGE_KEYS__ACTIVATION_DELAY_SECS", ACTIVATION_SECS)],
+    );
     let new_kid = out
         .lines()
-        .find_map(|l| l.strip_prefix("new active key "))
+        .find_map(|l| l.strip_prefix("new ES256 key "))
+        .and_then(|l| l.split(':').next())
         .expect("the new kid is printed")
-        .trim()
         .to_string();
     assert_ne!(new_kid, old_kid);
+    let activation: i64 = ACTIVATION_SECS.parse().unwrap();
 
+    // Publish-then-activate: whenever either replica signs with the new key, both already
+    // publish it, and neither signs with it before its activation time.
+    within_bound("the new key in use at both replicas", async || {
+        let mut both_sign = true;
+        for r in [&p.a, &p.b] {
+            let t = client_token(r, "rs", RS_SECRET).await;
+            if kid_of(&t) == new_kid {
+                assert!(claims(&t)["iat"].as_i64().unwrap() >= rotated_at + activation - 1);
+                for other in [&p.a, &p.b] {
+                    assert!(
+                        jwks_kids(other).await.contains(&new_kid),
+                        "signing with a key a replica does not publish"
+                    );
+                }
+            } else {
+                assert_eq!(kid_of(&t), old_kid);
+                both_sign = false;
+            }
+        }
+        both_sign
+    })
+    .await;
     for r in [&p.a, &p.b] {
-        within_bound("the new key in the JWKS and in use", async || {
-            jwks_kids(r).await.contains(&new_kid)
-                && kid_of(&client_token(r, "rs", RS_SECRET).await) == new_kid
-        })
-        .await;
         // The retired key stays published while its tokens live.
         assert!(jwks_kids(r).await.contains(&old_kid));
     }
