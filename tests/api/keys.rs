@@ -138,7 +138,7 @@ both!(
             crate::introspection::static_client(&app, &["client_credentials"], true).await;
         let client = public_client(&app).await;
         let (verifier, challenge) = pkce();
-        let params = auth_params(&client, &challenge, "openid notes:read");
+        let params = auth_params(&client, &challenge, "openid offline_access notes:read");
         let back = authorize_and_approve(&app, &browser(), &params).await;
         let (s, _, tokens) = redeem(&app, &client, &query(&back)["code"], &verifier, &[]).await;
         assert_eq!(s, 200, "{tokens}");
@@ -188,13 +188,15 @@ both!(
         assert_eq!(introspect(&at).await["active"], false);
         assert_eq!(userinfo(&at).await, 401);
         // The refresh token is opaque and still works: it gets a token signed by the new key.
-        let rt = tokens["refresh_token"].as_str();
-        if let Some(rt) = rt {
-            let (s, _, body) = refresh(&app, &client, rt, &[]).await;
-            assert_eq!(s, 200, "{body}");
-            let fresh = body["access_token"].as_str().unwrap();
-            assert_eq!(introspect(fresh).await["active"], true);
-        }
+        let rt = tokens["refresh_token"].as_str().expect("a refresh token");
+        let (s, _, body) = refresh(&app, &client, rt, &[]).await;
+        assert_eq!(s, 200, "{body}");
+        let fresh = body["access_token"].as_str().unwrap();
+        assert_eq!(
+            jsonwebtoken::decode_header(fresh).unwrap().kid,
+            Some(replacement)
+        );
+        assert_eq!(introspect(fresh).await["active"], true);
         // Revoked once only; unknown keys are named.
         assert!(matches!(
             app.state.oauth.keys.revoke(&kid).await,
