@@ -1382,11 +1382,20 @@ async fn keys(cmd: &KeysCmd, config: &Config) -> anyhow::Result<()> {
         KeysCmd::List => {
             let now = util::now();
             let list = store.list_keys().await?;
+            let policy = KeyPolicy::from_config(config);
+            let states = concierge::keys::row_states(&list, now, policy.retention_secs);
+            let views: Vec<concierge::admin::keys::KeyView> = list
+                .iter()
+                .cloned()
+                .zip(states.iter().cloned())
+                .map(|(k, s)| concierge::admin::keys::KeyView::new(k, s))
+                .collect();
+            if json_output(&views)? {
+                return Ok(());
+            }
             if list.is_empty() {
                 println!("no keys yet; they are generated when the server first starts");
             }
-            let policy = KeyPolicy::from_config(config);
-            let states = concierge::keys::row_states(&list, now, policy.retention_secs);
             for (k, state) in list.iter().zip(states) {
                 let t = util::rfc3339;
                 let state = match state {

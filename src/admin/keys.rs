@@ -94,30 +94,7 @@ pub async fn list(
         .zip(states)
         .map(|(k, s)| {
             let order = format!("{:020}\n{}", i64::MAX - k.created_at, k.kid);
-            let mut view = KeyView {
-                kid: k.kid,
-                alg: k.alg,
-                status: s.name(),
-                created_at: time(k.created_at),
-                activates_at: None,
-                retired_at: None,
-                published_until: None,
-                revoked_at: None,
-            };
-            match s {
-                KeyState::Pending { activates_at } => view.activates_at = Some(time(activates_at)),
-                KeyState::Active { since } => view.activates_at = Some(time(since)),
-                KeyState::Retired {
-                    since,
-                    published_until,
-                } => {
-                    view.retired_at = Some(time(since));
-                    view.published_until = Some(time(published_until));
-                }
-                KeyState::Revoked { at } => view.revoked_at = Some(time(at)),
-                KeyState::Expired => {}
-            }
-            (order, view)
+            (order, KeyView::new(k, s))
         })
         .collect();
     let page = paginate(rows, &q, |(order, _)| order.clone())?;
@@ -125,6 +102,36 @@ pub async fn list(
         items: page.items.into_iter().map(|(_, v)| v).collect(),
         next: page.next,
     }))
+}
+
+impl KeyView {
+    /// A stored key in the state it is in (the admin API's and `keys list --output json`'s).
+    pub fn new(k: crate::store::StoredKey, s: KeyState) -> Self {
+        let mut view = KeyView {
+            kid: k.kid,
+            alg: k.alg,
+            status: s.name(),
+            created_at: time(k.created_at),
+            activates_at: None,
+            retired_at: None,
+            published_until: None,
+            revoked_at: None,
+        };
+        match s {
+            KeyState::Pending { activates_at } => view.activates_at = Some(time(activates_at)),
+            KeyState::Active { since } => view.activates_at = Some(time(since)),
+            KeyState::Retired {
+                since,
+                published_until,
+            } => {
+                view.retired_at = Some(time(since));
+                view.published_until = Some(time(published_until));
+            }
+            KeyState::Revoked { at } => view.revoked_at = Some(time(at)),
+            KeyState::Expired => {}
+        }
+        view
+    }
 }
 
 /// Add a new key (for one algorithm or both). It is published at once and signs after

@@ -1060,6 +1060,7 @@ fn listings_in_json() {
     assert_eq!(admins[0]["admin"], true);
     assert!(admins[0].get("client_secret").is_none());
     assert_eq!(json(&["client", "list"]).as_array().unwrap().len(), 1);
+    assert_eq!(json(&["keys", "list"]), serde_json::json!([]));
     let id_jag = json(&["id-jag", "list"]);
     assert_eq!(id_jag["policies"], serde_json::json!([]));
 }
