@@ -210,17 +210,21 @@ pub struct KeyRing {
 }
 
 impl KeyRing {
-    /// Every key with its state at `now`.
-    pub fn states(&self, now: i64) -> Vec<(&Arc<LoadedKey>, KeyState)> {
-        let facts: Vec<lifecycle::KeyFacts<'_>> = self
-            .keys
+    /// What the lifecycle needs to know of each key.
+    fn facts(&self) -> Vec<lifecycle::KeyFacts<'_>> {
+        self.keys
             .iter()
             .map(|k| lifecycle::KeyFacts {
                 kid: &k.kid,
                 alg: k.alg.as_str(),
                 times: k.times,
             })
-            .collect();
+            .collect()
+    }
+
+    /// Every key with its state at `now`.
+    pub fn states(&self, now: i64) -> Vec<(&Arc<LoadedKey>, KeyState)> {
+        let facts = self.facts();
         let states = lifecycle::states(&facts, now, self.retention);
         self.keys.iter().zip(states).collect()
     }
@@ -538,15 +542,7 @@ impl KeyManager {
             return Ok(Vec::new());
         }
         let ring = self.ring();
-        let facts: Vec<lifecycle::KeyFacts<'_>> = ring
-            .keys
-            .iter()
-            .map(|k| lifecycle::KeyFacts {
-                kid: &k.kid,
-                alg: k.alg.as_str(),
-                times: k.times,
-            })
-            .collect();
+        let facts = ring.facts();
         let states = lifecycle::states(&facts, now, self.policy.retention_secs);
         let due = lifecycle::due_for_rotation(&facts, &states, now, self.policy.rotate_after_secs);
         let mut made = Vec::new();
