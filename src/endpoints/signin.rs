@@ -80,7 +80,8 @@ pub async fn submit(
         .and_then(|r| state.web.safe_return_to(r))
         .unwrap_or_default();
     let username = form.get("username").unwrap_or("").trim().to_string();
-    let fail = |status, msg: &str| {
+    // The form again with a message; `change_password` adds the new-password fields.
+    let again = |status, msg: &str, change_password| {
         render(
             &state,
             &browser,
@@ -88,20 +89,11 @@ pub async fn submit(
             &return_to,
             &username,
             Some(msg),
-            false,
+            change_password,
         )
     };
-    let ask_new_password = |status, msg: &str| {
-        render(
-            &state,
-            &browser,
-            status,
-            &return_to,
-            &username,
-            Some(msg),
-            true,
-        )
-    };
+    let fail = |status, msg: &str| again(status, msg, false);
+    let ask_new_password = |status, msg: &str| again(status, msg, true);
     if !state.web.csrf_ok(&headers, form.get("csrf")) {
         return fail(
             StatusCode::BAD_REQUEST,
