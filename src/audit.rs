@@ -5,6 +5,9 @@
 //! appends queued events in batches, so issuing a token still needs no synchronous database
 //! write. [`Audit::flush`] waits until everything queued so far is stored (the admin API and
 //! shutdown use it). Events never carry secrets or tokens; tokens are named by `jti`.
+//!
+//! With `[audit.webhook]`, stored events are also pushed to a SIEM ([`Push`]), by a task of
+//! its own, so a slow or absent receiver never holds up storage or requests.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -13,9 +16,11 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::metrics::Metrics;
+use crate::config::AuditWebhook;
+use crate::metrics::{Metrics, PushOutcome};
 use crate::store::{NewAuditEvent, Store};
 use crate::util;
+use crate::webhook::{Retry, Webhook};
 
 /// The kinds of event. The dotted names are what is stored and what the admin API filters on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +76,42 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, for checking filters.
+    pub const ALL: [Self; 24] = [
+        Self::ClientRegistered,
+        Self::ClientUpdated,
+        Self::ClientDeleted,
+        Self::CimdFetchFailed,
+        Self::SigninSucceeded,
+        Self::SigninFailed,
+        Self::SigninThrottled,
+        Self::ConsentGranted,
+        Self::ConsentDenied,
+        Self::ConsentRevoked,
+        Self::TokenIssued,
+        Self::TokenExchanged,
+        Self::TokenRevoked,
+        Self::RefreshReuseDetected,
+        Self::RefreshReuseWithinGrace,
+        Self::CodeReplayDetected,
+        Self::DpopProofReplayed,
+        Self::DeviceApproved,
+        Self::DeviceDenied,
+        Self::KeyRotated,
+        Self::KeyRevoked,
+        Self::IdJagRefused,
+        Self::IdentityLinked,
+        Self::AdminChange,
+    ];
+
+    /// Does `filter` name a kind (`token.issued`) or the first part of one (`token`)?
+    pub fn is_filter(filter: &str) -> bool {
+        Self::ALL.iter().any(|k| {
+            let name = k.as_str();
+            name == filter || name.split('.').next() == Some(filter)
+        })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ClientRegistered => "client.registered",
@@ -181,12 +222,22 @@ const BATCH: usize = 512;
 const LINGER: Duration = Duration::from_millis(100);
 
 impl Audit {
-    /// Start the writer on the current Tokio runtime. It ends when every `Audit` is dropped,
-    /// after storing what was queued.
-    pub fn start(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
+    /// Start the writer on the current Tokio runtime, and the pusher when `push` is given.
+    /// The writer ends when every `Audit` is dropped, after storing what was queued.
+    pub fn start(store: Arc<dyn Store>, metrics: Arc<Metrics>, push: Option<Push>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let flush_asked = Arc::new(Notify::new());
-        tokio::spawn(write_loop(store, rx, flush_asked.clone()));
+        let pushed = push.map(|push| {
+            let (tx, rx) = mpsc::channel(PUSH_QUEUE);
+            tokio::spawn(push_loop(push, rx, metrics.clone()));
+            tx
+        });
+        let writer = Writer {
+            store,
+            metrics: metrics.clone(),
+            pushed,
+        };
+        tokio::spawn(write_loop(writer, rx, flush_asked.clone()));
         Self {
             tx,
             flush_asked,
@@ -222,6 +273,11 @@ impl Audit {
         }
     }
 
+    /// How many events wait for the writer.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Wait until every event queued before this call is stored (or failed to store).
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
@@ -232,7 +288,42 @@ impl Audit {
     }
 }
 
-async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Msg>, flush_asked: Arc<Notify>) {
+/// Where stored events go.
+struct Writer {
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    /// To the pusher, when `[audit.webhook]` is set.
+    pushed: Option<mpsc::Sender<Vec<NewAuditEvent>>>,
+}
+
+impl Writer {
+    /// Store `batch` (emptied), then hand it to the pusher.
+    async fn append(&self, batch: &mut Vec<NewAuditEvent>) {
+        if batch.is_empty() {
+            return;
+        }
+        match self.store.append_audit(batch).await {
+            Ok(()) => self.metrics.audit_written(batch.len(), true),
+            Err(e) => {
+                self.metrics.audit_written(batch.len(), false);
+                tracing::error!(error = %e, count = batch.len(), "storing audit events failed");
+            }
+        }
+        let events = std::mem::take(batch);
+        if let Some(pushed) = &self.pushed {
+            let count = events.len();
+            if pushed.try_send(events).is_err() {
+                self.metrics.audit_pushed(count, PushOutcome::Dropped);
+                tracing::warn!(
+                    count,
+                    "the audit webhook is behind: events were not pushed (they are stored)"
+                );
+            }
+        }
+    }
+}
+
+async fn write_loop(writer: Writer, mut rx: mpsc::Receiver<Msg>, flush_asked: Arc<Notify>) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut waiting = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -251,11 +342,11 @@ async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Msg>, flush_as
                 Msg::Flush(done) => waiting.push(done),
             }
             if batch.len() == BATCH {
-                append(store.as_ref(), &mut batch).await;
+                writer.append(&mut batch).await;
             }
             next = rx.try_recv().ok();
         }
-        append(store.as_ref(), &mut batch).await;
+        writer.append(&mut batch).await;
         // Everything queued before each flush request is stored now.
         for done in waiting.drain(..) {
             let _ = done.send(());
@@ -263,12 +354,130 @@ async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Msg>, flush_as
     }
 }
 
-async fn append(store: &dyn Store, batch: &mut Vec<NewAuditEvent>) {
-    if batch.is_empty() {
-        return;
+/// Batches waiting for the pusher; a stored batch that finds no room is not pushed.
+const PUSH_QUEUE: usize = 256;
+
+/// Pushes stored events to `[audit.webhook]`: one signed JSON batch per stored batch,
+/// `{"events": [...]}`, each event as the admin API lists it.
+pub struct Push {
+    webhook: Webhook,
+    kinds: Vec<String>,
+}
+
+impl Push {
+    pub fn new(config: &AuditWebhook) -> Self {
+        Self {
+            webhook: Webhook::new(
+                &config.url,
+                &config.secret,
+                Duration::from_secs(u64::from(config.timeout_secs)),
+                Retry::default(),
+            ),
+            kinds: config.kinds.clone(),
+        }
     }
-    if let Err(e) = store.append_audit(batch).await {
-        tracing::error!(error = %e, count = batch.len(), "storing audit events failed");
+
+    /// Is an event of `kind` pushed? (All when no kinds are configured.)
+    fn wants(&self, kind: &str) -> bool {
+        self.kinds.is_empty()
+            || self
+                .kinds
+                .iter()
+                .any(|k| k == kind || kind.split('.').next() == Some(k.as_str()))
     }
-    batch.clear();
+}
+
+/// An event as pushed: the admin API's shape.
+#[derive(Serialize)]
+struct Pushed<'a> {
+    at: String,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    client_id: Option<&'a str>,
+    user_id: Option<&'a str>,
+    ip: Option<&'a str>,
+    detail: serde_json::Value,
+}
+
+impl<'a> From<&'a NewAuditEvent> for Pushed<'a> {
+    fn from(e: &'a NewAuditEvent) -> Self {
+        Self {
+            at: util::rfc3339(e.at),
+            kind: e.kind,
+            client_id: e.client_id.as_deref(),
+            user_id: e.user_id.as_deref(),
+            ip: e.ip.as_deref(),
+            detail: serde_json::from_str(&e.detail).unwrap_or_default(),
+        }
+    }
+}
+
+async fn push_loop(push: Push, mut rx: mpsc::Receiver<Vec<NewAuditEvent>>, metrics: Arc<Metrics>) {
+    while let Some(batch) = rx.recv().await {
+        let events: Vec<Pushed<'_>> = batch
+            .iter()
+            .filter(|e| push.wants(e.kind))
+            .map(Pushed::from)
+            .collect();
+        if events.is_empty() {
+            continue;
+        }
+        let count = events.len();
+        let body = match serde_json::to_vec(&serde_json::json!({ "events": events })) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "audit events did not serialise for the webhook");
+                continue;
+            }
+        };
+        match push.webhook.deliver(body).await {
+            Ok(_) => metrics.audit_pushed(count, PushOutcome::Pushed),
+            Err(e) => {
+                metrics.audit_pushed(count, PushOutcome::Failed);
+                tracing::warn!(
+                    url = push.webhook.url(),
+                    error = %e,
+                    count,
+                    "pushing audit events failed (they are stored)"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_listed_once_and_filters_by_name_or_first_part() {
+        let names: std::collections::BTreeSet<_> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), Kind::ALL.len());
+        assert!(Kind::is_filter("token.issued"));
+        assert!(Kind::is_filter("token"));
+        assert!(Kind::is_filter("admin.change"));
+        assert!(!Kind::is_filter("token.issue"));
+        assert!(!Kind::is_filter("tokens"));
+        assert!(!Kind::is_filter(""));
+        assert!(!Kind::is_filter("token."));
+    }
+
+    #[test]
+    fn the_push_takes_the_configured_kinds() {
+        let push = |kinds: &[&str]| Push {
+            webhook: Webhook::new(
+                "http://127.0.0.1:9/",
+                "k",
+                Duration::from_secs(1),
+                Retry::default(),
+            ),
+            kinds: kinds.iter().map(|s| s.to_string()).collect(),
+        };
+        assert!(push(&[]).wants("token.issued"));
+        let p = push(&["signin", "admin.change"]);
+        assert!(p.wants("signin.failed"));
+        assert!(p.wants("admin.change"));
+        assert!(!p.wants("token.issued"));
+        assert!(!p.wants("signin_other.x"));
+    }
 }

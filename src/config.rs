@@ -257,6 +257,9 @@ pub struct HttpConfig {
     pub max_connections: u32,
     /// At shutdown, how long in-flight requests get to finish, in seconds. Default 10.
     pub shutdown_grace_secs: u32,
+    /// One INFO line per request (target `concierge::access`): method, path without the
+    /// query, status, latency, client id when known, request id. Default `false`.
+    pub access_log: bool,
 }
 
 impl Default for HttpConfig {
@@ -267,6 +270,7 @@ impl Default for HttpConfig {
             idle_timeout_secs: 60,
             max_connections: 4096,
             shutdown_grace_secs: 10,
+            access_log: false,
         }
     }
 }
@@ -620,13 +624,72 @@ impl KeysConfig {
 pub struct AuditConfig {
     /// Days an audit event is kept before the sweeper deletes it. Default 365.
     pub retention_days: u32,
+    /// Also push events, as they are stored, to a SIEM or log pipeline. Default: none (events
+    /// are only pulled, from the admin API).
+    pub webhook: Option<AuditWebhook>,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
         Self {
             retention_days: 365,
+            webhook: None,
         }
+    }
+}
+
+/// `[audit.webhook]`: where stored audit events are pushed, as signed JSON batches
+/// (`{"events": [...]}`, each event as the admin API shows it), retried with backoff; see
+/// `crate::webhook` for the signature.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditWebhook {
+    /// An `https` URL (or `http` for a collector on the same host or network).
+    pub url: String,
+    /// The HMAC-SHA256 key shared with the receiver: at least 32 characters.
+    pub secret: String,
+    /// Only these kinds (`signin.failed`) or kinds' first parts (`signin`). Default: all.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Each attempt's timeout in seconds. Default 10.
+    #[serde(default = "AuditWebhook::default_timeout")]
+    pub timeout_secs: u32,
+}
+
+impl AuditWebhook {
+    fn default_timeout() -> u32 {
+        10
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let url = Url::parse(&self.url)
+            .map_err(|e| ConfigError::Invalid(format!("audit.webhook.url: {e}")))?;
+        if !matches!(url.scheme(), "https" | "http") {
+            return Err(ConfigError::Invalid(
+                "audit.webhook.url must be an https (or http) URL".into(),
+            ));
+        }
+        if self.secret.len() < 32 {
+            return Err(ConfigError::Invalid(
+                "audit.webhook.secret must be at least 32 characters".into(),
+            ));
+        }
+        if let Some(k) = self
+            .kinds
+            .iter()
+            .find(|k| !crate::audit::Kind::is_filter(k))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "audit.webhook.kinds: {k:?} is not an event kind (such as signin.failed) or \
+                 its first part (such as signin)"
+            )));
+        }
+        if self.timeout_secs == 0 || self.timeout_secs > 300 {
+            return Err(ConfigError::Invalid(
+                "audit.webhook.timeout_secs must be between 1 and 300".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -773,6 +836,9 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "audit.retention_days must be at least 1 (days an audit event is kept)".into(),
             ));
+        }
+        if let Some(w) = &self.audit.webhook {
+            w.check()?;
         }
         if self.cimd.max_document_bytes == 0 || self.cimd.timeout_ms == 0 {
             return Err(ConfigError::Invalid(

@@ -32,6 +32,7 @@ pub mod store;
 pub mod telemetry;
 pub mod ui;
 pub mod util;
+pub mod webhook;
 
 pub use config::Config;
 pub use startup::{App, RunningServer};

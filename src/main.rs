@@ -676,6 +676,20 @@ const CHANGING: &[&str] = &[
     "unlink",
 ];
 
+/// Who ran an operator command, as far as this machine says: the login name and the host.
+/// (The admin API's changes name the admin client and the caller's address instead.)
+fn cli_actor() -> serde_json::Value {
+    let user = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()));
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty());
+    serde_json::json!({ "via": "cli", "user": user, "host": host })
+}
+
 /// Put an operator's change made with this command in the audit log, as the admin API does
 /// for its own. The command line is recorded without the global options (a database URL can
 /// hold a password); the CLI takes no secret as an argument (passwords come on stdin, client
@@ -701,7 +715,11 @@ async fn record_cli_change(config: &Config) {
         return;
     }
     let event = concierge::audit::Event::new(concierge::audit::Kind::AdminChange)
-        .detail(serde_json::json!({ "action": "cli", "command": words.join(" ") }))
+        .detail(serde_json::json!({
+            "action": "cli",
+            "command": words.join(" "),
+            "actor": cli_actor(),
+        }))
         .into_inner();
     let stored = match open_store(config).await {
         Ok(store) => store
@@ -1434,7 +1452,12 @@ async fn keys(cmd: &KeysCmd, config: &Config) -> anyhow::Result<()> {
             }
             let n = store.reseal_keys(&resealed).await?;
             let event = concierge::audit::Event::new(concierge::audit::Kind::AdminChange)
-                .detail(serde_json::json!({ "action": "keys.rekey", "keys": n, "kek": kek.fingerprint() }))
+                .detail(serde_json::json!({
+                    "action": "keys.rekey",
+                    "keys": n,
+                    "kek": kek.fingerprint(),
+                    "actor": cli_actor(),
+                }))
                 .into_inner();
             store.append_audit(&[event]).await?;
             println!(

@@ -158,7 +158,7 @@ fn operational_routes(state: &AppState) -> Router<AppState> {
     let metrics = match &state.oauth.config.metrics.bearer_token {
         Some(token) => {
             let expected = crate::util::secret_hash(token);
-            get(crate::metrics::endpoint).route_layer(axum::middleware::from_fn(
+            get(health::metrics).route_layer(axum::middleware::from_fn(
                 move |req: axum::extract::Request, next: axum::middleware::Next| {
                     let allowed = crate::http::bearer_token(req.headers())
                         .is_some_and(|t| crate::util::verify_secret(t, &expected));
@@ -176,7 +176,7 @@ fn operational_routes(state: &AppState) -> Router<AppState> {
                 },
             ))
         }
-        None => get(crate::metrics::endpoint),
+        None => get(health::metrics),
     };
     Router::new()
         .route("/healthz", get(health::healthz))
@@ -243,5 +243,10 @@ pub fn build(state: AppState) -> Router {
     // The admin token check reads the state from here (it is a layer, built before the
     // state exists).
     .layer(Extension(state.clone()))
+    // Outermost: every response, errors of the layers above included, has its request id.
+    .layer(axum::middleware::from_fn_with_state(
+        state.oauth.config.http.access_log,
+        crate::http::access::layer,
+    ))
     .with_state(state)
 }

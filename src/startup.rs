@@ -136,7 +136,11 @@ impl App {
                 .context("loading signing keys")?,
         );
         let metrics = Arc::new(crate::metrics::Metrics::new());
-        let audit = crate::audit::Audit::start(store.clone(), metrics.clone());
+        let audit = crate::audit::Audit::start(
+            store.clone(),
+            metrics.clone(),
+            config.audit.webhook.as_ref().map(crate::audit::Push::new),
+        );
         let base_path = issuer_url.path().trim_end_matches('/').to_string();
         let secure = issuer_url.scheme() == "https";
         let config = Arc::new(config);

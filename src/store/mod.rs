@@ -90,6 +90,18 @@ pub enum Spent<T> {
 pub trait HealthStore: Send + Sync {
     /// One round trip to the database, for readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// The connection pool now, for the metrics.
+    fn pool_stats(&self) -> PoolStats;
+}
+
+/// A connection pool's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Connections open, idle or in use.
+    pub open: u32,
+    pub idle: u32,
+    /// The most it opens.
+    pub max: u32,
 }
 
 /// Everything the server stores. Code that needs one aggregate takes its trait instead.

@@ -35,6 +35,7 @@ mod layers;
 mod metadata;
 mod observability;
 mod openapi;
+mod operations;
 mod private_key_jwt;
 mod process;
 mod refresh;
