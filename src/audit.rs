@@ -6,8 +6,9 @@
 //! write. [`Audit::flush`] waits until everything queued so far is stored (the admin API and
 //! shutdown use it). Events never carry secrets or tokens; tokens are named by `jti`.
 //!
-//! With `[audit.webhook]`, stored events are also pushed to a SIEM ([`Push`]), by a task of
-//! its own, so a slow or absent receiver never holds up storage or requests.
+//! With `[audit.webhook]` or `[audit.otlp]`, stored events are also pushed to a SIEM or an
+//! OpenTelemetry collector ([`Push`]), by a task of its own, so a slow or absent receiver
+//! never holds up storage or requests.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -16,11 +17,11 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::config::AuditWebhook;
+use crate::config::AuditConfig;
 use crate::metrics::{Metrics, PushOutcome};
 use crate::store::{NewAuditEvent, Store};
 use crate::util;
-use crate::webhook::{Retry, Webhook};
+use crate::webhook::{BadHeader, Retry, Webhook};
 
 /// The kinds of event. The dotted names are what is stored and what the admin API filters on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -357,34 +358,69 @@ async fn write_loop(writer: Writer, mut rx: mpsc::Receiver<Msg>, flush_asked: Ar
 /// Batches waiting for the pusher; a stored batch that finds no room is not pushed.
 const PUSH_QUEUE: usize = 256;
 
-/// Pushes stored events to `[audit.webhook]`: one signed JSON batch per stored batch,
-/// `{"events": [...]}`, each event as the admin API lists it.
+/// Pushes stored events to where the operator asked (`[audit.webhook]`, `[audit.otlp]`),
+/// one delivery per stored batch and destination, each filtered to its kinds.
 pub struct Push {
-    webhook: Webhook,
+    sinks: Vec<Sink>,
+}
+
+/// One destination.
+struct Sink {
+    to: Webhook,
     kinds: Vec<String>,
+    format: Format,
+}
+
+/// What a destination reads.
+enum Format {
+    /// `{"events": [...]}`, each event as the admin API lists it.
+    Events,
+    /// An OTLP `ExportLogsServiceRequest` in the JSON encoding of OTLP/HTTP.
+    OtlpLogs { service: String },
 }
 
 impl Push {
-    pub fn new(config: &AuditWebhook) -> Self {
-        Self {
-            webhook: Webhook::new(
-                &config.url,
-                &config.secret,
-                Duration::from_secs(u64::from(config.timeout_secs)),
-                Retry::default(),
-            ),
-            kinds: config.kinds.clone(),
+    /// The destinations `config` names; `None` when there are none.
+    pub fn from_config(config: &AuditConfig) -> Result<Option<Self>, BadHeader> {
+        let mut sinks = Vec::new();
+        if let Some(w) = &config.webhook {
+            sinks.push(Sink {
+                to: Webhook::new(
+                    &w.url,
+                    Some(&w.secret),
+                    &Default::default(),
+                    Duration::from_secs(u64::from(w.timeout_secs)),
+                    Retry::default(),
+                )?,
+                kinds: w.kinds.clone(),
+                format: Format::Events,
+            });
         }
+        if let Some(o) = &config.otlp {
+            sinks.push(Sink {
+                to: Webhook::new(
+                    &o.endpoint,
+                    None,
+                    &o.headers,
+                    Duration::from_secs(u64::from(o.timeout_secs)),
+                    Retry::default(),
+                )?,
+                kinds: o.kinds.clone(),
+                format: Format::OtlpLogs {
+                    service: o.service_name.clone(),
+                },
+            });
+        }
+        Ok((!sinks.is_empty()).then_some(Self { sinks }))
     }
+}
 
-    /// Is an event of `kind` pushed? (All when no kinds are configured.)
-    fn wants(&self, kind: &str) -> bool {
-        self.kinds.is_empty()
-            || self
-                .kinds
-                .iter()
-                .any(|k| k == kind || kind.split('.').next() == Some(k.as_str()))
-    }
+/// Is an event of `kind` wanted by a destination of `kinds`? (All when none are named.)
+fn wanted(kinds: &[String], kind: &str) -> bool {
+    kinds.is_empty()
+        || kinds
+            .iter()
+            .any(|k| k == kind || kind.split('.').next() == Some(k.as_str()))
 }
 
 /// An event as pushed: the admin API's shape.
@@ -412,34 +448,89 @@ impl<'a> From<&'a NewAuditEvent> for Pushed<'a> {
     }
 }
 
-async fn push_loop(push: Push, mut rx: mpsc::Receiver<Vec<NewAuditEvent>>, metrics: Arc<Metrics>) {
-    while let Some(batch) = rx.recv().await {
-        let events: Vec<Pushed<'_>> = batch
+/// An OTLP string attribute.
+fn attribute(key: &str, value: &str) -> serde_json::Value {
+    serde_json::json!({ "key": key, "value": { "stringValue": value } })
+}
+
+/// One OTLP log record per event (OTLP/HTTP JSON encoding: 64-bit integers as strings).
+fn otlp_logs(events: &[&NewAuditEvent], service: &str, now: i64) -> serde_json::Value {
+    let nanos = |t: i64| (i128::from(t) * 1_000_000_000).to_string();
+    let records: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| {
+            let mut attributes = vec![attribute("event.name", e.kind)];
+            for (key, value) in [
+                ("concierge.client_id", e.client_id.as_deref()),
+                ("concierge.user_id", e.user_id.as_deref()),
+                ("client.address", e.ip.as_deref()),
+            ] {
+                if let Some(v) = value {
+                    attributes.push(attribute(key, v));
+                }
+            }
+            attributes.push(attribute("concierge.detail", &e.detail));
+            serde_json::json!({
+                "timeUnixNano": nanos(e.at),
+                "observedTimeUnixNano": nanos(now),
+                "severityNumber": 9,
+                "severityText": "INFO",
+                "eventName": e.kind,
+                "body": { "stringValue": e.kind },
+                "attributes": attributes,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "resourceLogs": [{
+            "resource": { "attributes": [attribute("service.name", service)] },
+            "scopeLogs": [{
+                "scope": { "name": "concierge.audit", "version": env!("CARGO_PKG_VERSION") },
+                "logRecords": records,
+            }],
+        }],
+    })
+}
+
+impl Sink {
+    /// The body for the events of `batch` this destination wants, if any.
+    fn body(&self, batch: &[NewAuditEvent]) -> Option<(usize, Vec<u8>)> {
+        let events: Vec<&NewAuditEvent> = batch
             .iter()
-            .filter(|e| push.wants(e.kind))
-            .map(Pushed::from)
+            .filter(|e| wanted(&self.kinds, e.kind))
             .collect();
         if events.is_empty() {
-            continue;
+            return None;
         }
         let count = events.len();
-        let body = match serde_json::to_vec(&serde_json::json!({ "events": events })) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "audit events did not serialise for the webhook");
-                continue;
+        let doc = match &self.format {
+            Format::Events => {
+                let events: Vec<Pushed<'_>> = events.into_iter().map(Pushed::from).collect();
+                serde_json::json!({ "events": events })
             }
+            Format::OtlpLogs { service } => otlp_logs(&events, service, util::now()),
         };
-        match push.webhook.deliver(body).await {
-            Ok(_) => metrics.audit_pushed(count, PushOutcome::Pushed),
-            Err(e) => {
-                metrics.audit_pushed(count, PushOutcome::Failed);
-                tracing::warn!(
-                    url = push.webhook.url(),
-                    error = %e,
-                    count,
-                    "pushing audit events failed (they are stored)"
-                );
+        serde_json::to_vec(&doc).ok().map(|b| (count, b))
+    }
+}
+
+async fn push_loop(push: Push, mut rx: mpsc::Receiver<Vec<NewAuditEvent>>, metrics: Arc<Metrics>) {
+    while let Some(batch) = rx.recv().await {
+        for sink in &push.sinks {
+            let Some((count, body)) = sink.body(&batch) else {
+                continue;
+            };
+            match sink.to.deliver(body).await {
+                Ok(_) => metrics.audit_pushed(count, PushOutcome::Pushed),
+                Err(e) => {
+                    metrics.audit_pushed(count, PushOutcome::Failed);
+                    tracing::warn!(
+                        url = sink.to.url(),
+                        error = %e,
+                        count,
+                        "pushing audit events failed (they are stored)"
+                    );
+                }
             }
         }
     }
@@ -463,21 +554,45 @@ mod tests {
     }
 
     #[test]
-    fn the_push_takes_the_configured_kinds() {
-        let push = |kinds: &[&str]| Push {
-            webhook: Webhook::new(
-                "http://127.0.0.1:9/",
-                "k",
-                Duration::from_secs(1),
-                Retry::default(),
-            ),
-            kinds: kinds.iter().map(|s| s.to_string()).collect(),
+    fn a_destination_takes_the_configured_kinds() {
+        let kinds = |k: &[&str]| k.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(wanted(&[], "token.issued"));
+        let k = kinds(&["signin", "admin.change"]);
+        assert!(wanted(&k, "signin.failed"));
+        assert!(wanted(&k, "admin.change"));
+        assert!(!wanted(&k, "token.issued"));
+        assert!(!wanted(&k, "signin_other.x"));
+    }
+
+    #[test]
+    fn otlp_records_carry_the_event() {
+        let e = NewAuditEvent {
+            at: 1_700_000_000,
+            kind: "signin.failed",
+            client_id: None,
+            user_id: Some("u1".into()),
+            ip: Some("192.0.2.1".into()),
+            detail: r#"{"reason":"password"}"#.into(),
         };
-        assert!(push(&[]).wants("token.issued"));
-        let p = push(&["signin", "admin.change"]);
-        assert!(p.wants("signin.failed"));
-        assert!(p.wants("admin.change"));
-        assert!(!p.wants("token.issued"));
-        assert!(!p.wants("signin_other.x"));
+        let doc = otlp_logs(&[&e], "svc", 1_700_000_001);
+        let record = &doc["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0];
+        assert_eq!(record["timeUnixNano"], "1700000000000000000");
+        assert_eq!(record["observedTimeUnixNano"], "1700000001000000000");
+        assert_eq!(record["body"]["stringValue"], "signin.failed");
+        let attrs = record["attributes"].as_array().unwrap();
+        let keys: Vec<&str> = attrs.iter().map(|a| a["key"].as_str().unwrap()).collect();
+        assert_eq!(
+            keys,
+            [
+                "event.name",
+                "concierge.user_id",
+                "client.address",
+                "concierge.detail"
+            ]
+        );
+        assert_eq!(
+            doc["resourceLogs"][0]["resource"]["attributes"][0]["value"]["stringValue"],
+            "svc"
+        );
     }
 }

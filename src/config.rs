@@ -627,6 +627,9 @@ pub struct AuditConfig {
     /// Also push events, as they are stored, to a SIEM or log pipeline. Default: none (events
     /// are only pulled, from the admin API).
     pub webhook: Option<AuditWebhook>,
+    /// Also push events, as they are stored, as OpenTelemetry log records (OTLP/HTTP, JSON
+    /// encoding) to a collector. Default: none.
+    pub otlp: Option<AuditOtlp>,
 }
 
 impl Default for AuditConfig {
@@ -634,6 +637,7 @@ impl Default for AuditConfig {
         Self {
             retention_days: 365,
             webhook: None,
+            otlp: None,
         }
     }
 }
@@ -674,22 +678,72 @@ impl AuditWebhook {
                 "audit.webhook.secret must be at least 32 characters".into(),
             ));
         }
-        if let Some(k) = self
-            .kinds
-            .iter()
-            .find(|k| !crate::audit::Kind::is_filter(k))
-        {
-            return Err(ConfigError::Invalid(format!(
-                "audit.webhook.kinds: {k:?} is not an event kind (such as signin.failed) or \
-                 its first part (such as signin)"
-            )));
-        }
-        if self.timeout_secs == 0 || self.timeout_secs > 300 {
+        check_push("audit.webhook", &self.kinds, self.timeout_secs)
+    }
+}
+
+/// What both audit pushes check: the kinds named exist, the timeout is sensible.
+fn check_push(section: &str, kinds: &[String], timeout_secs: u32) -> Result<(), ConfigError> {
+    if let Some(k) = kinds.iter().find(|k| !crate::audit::Kind::is_filter(k)) {
+        return Err(ConfigError::Invalid(format!(
+            "{section}.kinds: {k:?} is not an event kind (such as signin.failed) or its first \
+             part (such as signin)"
+        )));
+    }
+    if timeout_secs == 0 || timeout_secs > 300 {
+        return Err(ConfigError::Invalid(format!(
+            "{section}.timeout_secs must be between 1 and 300"
+        )));
+    }
+    Ok(())
+}
+
+/// `[audit.otlp]`: where stored audit events go as OpenTelemetry log records (one per
+/// event: the kind as body and `event.name`, the client, user, address and detail as
+/// attributes), in OTLP/HTTP's JSON encoding, retried with backoff.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditOtlp {
+    /// The collector's logs URL, in full: `http://collector:4318/v1/logs`.
+    pub endpoint: String,
+    /// Headers for the collector, e.g. `{ authorization = "Bearer …" }`. Default: none.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// The `service.name` resource attribute. Default `concierge`.
+    #[serde(default = "AuditOtlp::default_service_name")]
+    pub service_name: String,
+    /// Only these kinds or kinds' first parts. Default: all.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Each attempt's timeout in seconds. Default 10.
+    #[serde(default = "AuditWebhook::default_timeout")]
+    pub timeout_secs: u32,
+}
+
+impl AuditOtlp {
+    fn default_service_name() -> String {
+        "concierge".into()
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let url = Url::parse(&self.endpoint)
+            .map_err(|e| ConfigError::Invalid(format!("audit.otlp.endpoint: {e}")))?;
+        if !matches!(url.scheme(), "https" | "http") {
             return Err(ConfigError::Invalid(
-                "audit.webhook.timeout_secs must be between 1 and 300".into(),
+                "audit.otlp.endpoint must be an http(s) URL such as http://collector:4318/v1/logs"
+                    .into(),
             ));
         }
-        Ok(())
+        for (name, value) in &self.headers {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || http::HeaderValue::from_str(value).is_err()
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "audit.otlp.headers: {name:?} is not a valid HTTP header"
+                )));
+            }
+        }
+        check_push("audit.otlp", &self.kinds, self.timeout_secs)
     }
 }
 
@@ -839,6 +893,9 @@ impl Config {
         }
         if let Some(w) = &self.audit.webhook {
             w.check()?;
+        }
+        if let Some(o) = &self.audit.otlp {
+            o.check()?;
         }
         if self.cimd.max_document_bytes == 0 || self.cimd.timeout_ms == 0 {
             return Err(ConfigError::Invalid(

@@ -139,7 +139,7 @@ impl App {
         let audit = crate::audit::Audit::start(
             store.clone(),
             metrics.clone(),
-            config.audit.webhook.as_ref().map(crate::audit::Push::new),
+            crate::audit::Push::from_config(&config.audit).context("audit push")?,
         );
         let base_path = issuer_url.path().trim_end_matches('/').to_string();
         let secure = issuer_url.scheme() == "https";

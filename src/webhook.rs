@@ -1,10 +1,12 @@
-//! Signed JSON deliveries to an operator's endpoint (audit events to a SIEM), retried.
+//! JSON deliveries to an operator's endpoint (audit events to a SIEM or an OpenTelemetry
+//! collector), signed when a secret is shared, retried.
 //!
 //! Each delivery is a `POST` of a JSON body with:
 //! - `Concierge-Delivery`: an id, the same on every retry of one delivery (for deduplication);
-//! - `Concierge-Signature: t=<unix seconds>,v1=<hex>`, where `v1` is HMAC-SHA256 under the
-//!   shared secret of `"<t>.<body>"`. A receiver recomputes it, compares in constant time, and
-//!   refuses a `t` too far from its clock (a replayed delivery).
+//! - with a shared secret, `Concierge-Signature: t=<unix seconds>,v1=<hex>`, where `v1` is
+//!   HMAC-SHA256 under the secret of `"<t>.<body>"`. A receiver recomputes it, compares in
+//!   constant time, and refuses a `t` too far from its clock (a replayed delivery);
+//! - any headers the operator configured (a collector's `Authorization`).
 //!
 //! A 2xx answer is delivered. A network error, a timeout, a 408, a 429 or a 5xx is retried
 //! with exponential backoff (1 s, 2 s, 4 s, …, at most [`Retry::max_delay`]) up to
@@ -74,32 +76,56 @@ pub fn signature(key: &[u8], t: i64, body: &[u8]) -> String {
 #[derive(Clone)]
 pub struct Webhook {
     url: String,
-    key: Vec<u8>,
+    /// The HMAC key, when deliveries are signed.
+    key: Option<Vec<u8>>,
+    headers: reqwest::header::HeaderMap,
     http: reqwest::Client,
     retry: Retry,
 }
 
 impl std::fmt::Debug for Webhook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the secret.
+        // Never the secret or the headers (they may hold credentials).
         f.debug_struct("Webhook").field("url", &self.url).finish()
     }
 }
 
+/// A header the operator configured cannot be sent.
+#[derive(Debug, thiserror::Error)]
+#[error("the header {0:?} is not a valid HTTP header")]
+pub struct BadHeader(pub String);
+
 impl Webhook {
-    /// A receiver at `url` sharing `secret`; each attempt times out after `timeout`.
-    pub fn new(url: &str, secret: &str, timeout: Duration, retry: Retry) -> Self {
+    /// A receiver at `url`: deliveries signed with `secret` when there is one, carrying
+    /// `headers`; each attempt times out after `timeout`.
+    pub fn new(
+        url: &str,
+        secret: Option<&str>,
+        headers: &std::collections::BTreeMap<String, String>,
+        timeout: Duration,
+        retry: Retry,
+    ) -> Result<Self, BadHeader> {
+        let mut map = reqwest::header::HeaderMap::new();
+        for (name, value) in headers {
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| BadHeader(name.clone()))?;
+            let mut value = reqwest::header::HeaderValue::from_str(value)
+                .map_err(|_| BadHeader(name.to_string()))?;
+            value.set_sensitive(true);
+            map.insert(name, value);
+        }
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
-        Self {
+        Ok(Self {
             url: url.to_string(),
-            key: secret.as_bytes().to_vec(),
+            key: secret.map(|s| s.as_bytes().to_vec()),
+            headers: map,
             http,
             retry,
-        }
+        })
     }
 
     pub fn url(&self) -> &str {
@@ -112,16 +138,16 @@ impl Webhook {
         let mut last = String::new();
         for n in 1..=self.retry.attempts {
             tokio::time::sleep(self.retry.delay(n)).await;
-            let t = crate::util::now();
-            let sent = self
+            let mut req = self
                 .http
                 .post(&self.url)
+                .headers(self.headers.clone())
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .header(DELIVERY_HEADER, &delivery)
-                .header(SIGNATURE_HEADER, signature(&self.key, t, &body))
-                .body(body.clone())
-                .send()
-                .await;
+                .header(DELIVERY_HEADER, &delivery);
+            if let Some(key) = &self.key {
+                req = req.header(SIGNATURE_HEADER, signature(key, crate::util::now(), &body));
+            }
+            let sent = req.body(body.clone()).send().await;
             match sent {
                 Ok(res) if res.status().is_success() => return Ok(n),
                 Ok(res) => {

@@ -475,3 +475,109 @@ async fn otlp_export_failures_are_logged_and_counted() {
     );
     server.stop();
 }
+
+/// With `[audit.otlp]`, stored events reach an OpenTelemetry collector as log records, in
+/// OTLP/HTTP's JSON encoding, read here with the OpenTelemetry project's own types.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_events_reach_an_otlp_collector_as_log_records() {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+
+    let seen: Deliveries = Arc::default();
+    let collector = axum::Router::new().route(
+        "/v1/logs",
+        axum::routing::post({
+            let seen = seen.clone();
+            move |headers: HeaderMap, body: axum::body::Bytes| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().push((headers, body.to_vec()));
+                    StatusCode::OK
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}/v1/logs", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, collector).await });
+    let app = TestApp::builder(Backend::Sqlite)
+        .configure(move |c| {
+            c.audit.otlp = Some(concierge::config::AuditOtlp {
+                endpoint,
+                headers: [("authorization".into(), "Bearer collector-token".into())].into(),
+                service_name: "concierge-audit-test".into(),
+                kinds: Vec::new(),
+                timeout_secs: 5,
+            });
+        })
+        .start()
+        .await
+        .unwrap();
+    seed(&app).await;
+    let (id, secret) = machine_client(&app).await;
+    let (s, _, _) = machine_token(&app, &id, &secret).await;
+    assert_eq!(s, 200);
+    let mut records = Vec::new();
+    for _ in 0..100 {
+        records.clear();
+        for (headers, body) in seen.lock().unwrap().iter() {
+            assert_eq!(headers["authorization"], "Bearer collector-token");
+            assert_eq!(headers["content-type"], "application/json");
+            let req: ExportLogsServiceRequest = serde_json::from_slice(body)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)));
+            for rl in req.resource_logs {
+                let service = rl
+                    .resource
+                    .iter()
+                    .flat_map(|r| r.attributes.iter())
+                    .find(|a| a.key == "service.name")
+                    .and_then(|a| a.value.clone()?.value);
+                assert_eq!(
+                    service,
+                    Some(AnyValue::StringValue("concierge-audit-test".into()))
+                );
+                for sl in rl.scope_logs {
+                    records.extend(sl.log_records);
+                }
+            }
+        }
+        if !records.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let issued = records
+        .iter()
+        .find(|r| {
+            r.body.as_ref().and_then(|b| b.value.clone())
+                == Some(AnyValue::StringValue("token.issued".into()))
+        })
+        .unwrap_or_else(|| panic!("no token.issued record in {records:?}"));
+    let attr = |key: &str| {
+        issued
+            .attributes
+            .iter()
+            .find(|a| a.key == key)
+            .and_then(|a| a.value.clone()?.value)
+    };
+    assert_eq!(
+        attr("concierge.client_id"),
+        Some(AnyValue::StringValue(id.clone()))
+    );
+    assert_eq!(
+        attr("event.name"),
+        Some(AnyValue::StringValue("token.issued".into()))
+    );
+    let Some(AnyValue::StringValue(detail)) = attr("concierge.detail") else {
+        panic!("no detail");
+    };
+    let detail: Value = serde_json::from_str(&detail).unwrap();
+    assert_eq!(detail["grant_type"], "client_credentials", "{detail}");
+    let now = concierge::util::now() as u64 * 1_000_000_000;
+    assert!(
+        issued.time_unix_nano > now - 60_000_000_000
+            && issued.time_unix_nano <= now + 1_000_000_000
+    );
+    assert_eq!(issued.severity_number, 9);
+    app.finish().await;
+}
