@@ -19,6 +19,35 @@ pub(super) fn conflict(e: sqlx::Error, what: &str) -> StoreError {
     }
 }
 
+/// Run a transaction again when the database aborted it to break a deadlock or a
+/// serialization conflict (PostgreSQL's `40P01` and `40001`): transactions that lock several
+/// rows of one family (a rotation: the token, then its successor) and those that revoke many
+/// (a family, a consent, a user's sign-out) can wait on each other, and PostgreSQL then
+/// aborts one. Nothing of an aborted transaction was committed, so running it again is safe;
+/// it is tried up to four times in all, after a short, growing pause.
+pub(crate) async fn retrying<T, F, Fut>(mut transaction: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        match transaction().await {
+            Err(StoreError::Database(sqlx::Error::Database(e)))
+                if attempt < 3 && matches!(e.code().as_deref(), Some("40P01" | "40001")) =>
+            {
+                attempt += 1;
+                tracing::debug!(attempt, code = ?e.code(), "transaction aborted by the database; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(
+                    u64::from(attempt) * 10 + u64::from(crate::util::random_bytes::<1>()[0] % 10),
+                ))
+                .await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Can this text be a stored key? PostgreSQL's TEXT refuses NUL, so no stored key holds one,
 /// and a lookup by a key from a request that does (a client_id, a username) must find
 /// nothing on either backend rather than fail on one.
