@@ -2,6 +2,7 @@
 //! PostgreSQL. One binary, so it links once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod guides;
 mod helpers;
 mod interop;
 mod introspection;
@@ -46,4 +47,5 @@ mod security;
 mod signin_throttle;
 mod store;
 mod token;
+mod ts_server;
 mod workload;
