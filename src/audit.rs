@@ -113,6 +113,24 @@ impl Kind {
         })
     }
 
+    /// Is this the record of a change (a client, consent, grant, key, link or setting made,
+    /// changed or ended)? A change's event is stored before its response is sent
+    /// ([`keep_changes`]). Token issuance and the refusals an attacker can repeat at will
+    /// are not: they are stored within the writer's linger (about 100 ms), unless
+    /// `audit.durable_tokens` makes token issuance wait too.
+    pub fn is_change(self) -> bool {
+        !matches!(
+            self,
+            Self::TokenIssued
+                | Self::TokenExchanged
+                | Self::SigninFailed
+                | Self::SigninThrottled
+                | Self::CimdFetchFailed
+                | Self::DpopProofReplayed
+                | Self::IdJagRefused
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ClientRegistered => "client.registered",
@@ -145,18 +163,21 @@ impl Kind {
 
 /// An event being built: `Event::new(Kind::SigninFailed).ip(addr).detail(json!({…}))`.
 #[derive(Debug, Clone)]
-pub struct Event(NewAuditEvent);
+pub struct Event(NewAuditEvent, Kind);
 
 impl Event {
     pub fn new(kind: Kind) -> Self {
-        Self(NewAuditEvent {
-            at: util::now(),
-            kind: kind.as_str(),
-            client_id: None,
-            user_id: None,
-            ip: None,
-            detail: "{}".to_string(),
-        })
+        Self(
+            NewAuditEvent {
+                at: util::now(),
+                kind: kind.as_str(),
+                client_id: None,
+                user_id: None,
+                ip: None,
+                detail: "{}".to_string(),
+            },
+            kind,
+        )
     }
 
     pub fn client(mut self, client_id: impl Into<String>) -> Self {
@@ -209,6 +230,34 @@ pub struct Audit {
     /// Cuts the writer's linger short when someone waits in [`Audit::flush`].
     flush_asked: Arc<Notify>,
     metrics: Arc<Metrics>,
+    /// Token issuance waits for its event too (`audit.durable_tokens`).
+    durable_tokens: bool,
+}
+
+tokio::task_local! {
+    /// Set when the request handled on this task recorded an event that must be stored
+    /// before its response goes out.
+    static MUST_STORE: std::cell::Cell<bool>;
+}
+
+/// Middleware: handle the request, then, when it recorded a change ([`Kind::is_change`]),
+/// wait until the event is stored before the response goes out. A client that got an answer
+/// can then rely on the record: a crash (`kill -9`) right after loses no change's event.
+pub async fn keep_changes(
+    axum::extract::State(audit): axum::extract::State<Audit>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (res, recorded) = MUST_STORE
+        .scope(std::cell::Cell::new(false), async {
+            let res = next.run(req).await;
+            (res, MUST_STORE.with(std::cell::Cell::get))
+        })
+        .await;
+    if recorded {
+        audit.flush().await;
+    }
+    res
 }
 
 /// How many events may wait for the writer before `record` has to wait for room.
@@ -225,7 +274,12 @@ const LINGER: Duration = Duration::from_millis(100);
 impl Audit {
     /// Start the writer on the current Tokio runtime, and the pusher when `push` is given.
     /// The writer ends when every `Audit` is dropped, after storing what was queued.
-    pub fn start(store: Arc<dyn Store>, metrics: Arc<Metrics>, push: Option<Push>) -> Self {
+    pub fn start(
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        push: Option<Push>,
+        durable_tokens: bool,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let flush_asked = Arc::new(Notify::new());
         let pushed = push.map(|push| {
@@ -243,13 +297,19 @@ impl Audit {
             tx,
             flush_asked,
             metrics,
+            durable_tokens,
         }
     }
 
     /// Queue an event. Never blocks the caller: when the queue is full (the database is
     /// slower than the traffic), the event is handed to a task that waits for room.
     pub fn record(&self, event: Event) {
-        let event = event.into_inner();
+        let Event(event, kind) = event;
+        let token = matches!(kind, Kind::TokenIssued | Kind::TokenExchanged);
+        if kind.is_change() || (self.durable_tokens && token) {
+            // Outside a request (a background task) there is no response to hold back.
+            let _ = MUST_STORE.try_with(|m| m.set(true));
+        }
         self.metrics.security_event(event.kind);
         // The table is the record; this line is for debugging only (it would cost a log
         // line per token issued at info level).

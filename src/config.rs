@@ -630,6 +630,11 @@ pub struct AuditConfig {
     /// Also push events, as they are stored, as OpenTelemetry log records (OTLP/HTTP, JSON
     /// encoding) to a collector. Default: none.
     pub otlp: Option<AuditOtlp>,
+    /// Every change's event is stored before its response is sent. Token issuance's events
+    /// are stored within about 100 ms of the response (batched: a crash in that window loses
+    /// them); `true` makes token responses wait for theirs too, at a cost in throughput.
+    /// Default `false`.
+    pub durable_tokens: bool,
 }
 
 impl Default for AuditConfig {
@@ -638,6 +643,7 @@ impl Default for AuditConfig {
             retention_days: 365,
             webhook: None,
             otlp: None,
+            durable_tokens: false,
         }
     }
 }

@@ -243,6 +243,11 @@ pub fn build(state: AppState) -> Router {
     // The admin token check reads the state from here (it is a layer, built before the
     // state exists).
     .layer(Extension(state.clone()))
+    // A change's audit event is stored before its response goes out.
+    .layer(axum::middleware::from_fn_with_state(
+        state.oauth.audit.clone(),
+        crate::audit::keep_changes,
+    ))
     // Outermost: every response, errors of the layers above included, has its request id.
     .layer(axum::middleware::from_fn_with_state(
         state.oauth.config.http.access_log,

@@ -140,6 +140,7 @@ impl App {
             store.clone(),
             metrics.clone(),
             crate::audit::Push::from_config(&config.audit).context("audit push")?,
+            config.audit.durable_tokens,
         );
         let base_path = issuer_url.path().trim_end_matches('/').to_string();
         let secure = issuer_url.scheme() == "https";

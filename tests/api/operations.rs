@@ -581,3 +581,73 @@ async fn audit_events_reach_an_otlp_collector_as_log_records() {
     assert_eq!(issued.severity_number, 9);
     app.finish().await;
 }
+
+/// A change's audit event is stored before its response goes out: a `kill -9` right after
+/// the answer loses none (token issuance may lag by the writer's linger; see
+/// `audit.durable_tokens`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changes_audit_event_survives_kill_9_right_after_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/durable.db", dir.path().display());
+    let kek = crate::process::shared_kek();
+    let env = [("CONCIERGE_KEY_ENCRYPTION_KEY", kek.as_str())];
+    let server = Replica::start(
+        dir.path(),
+        |port| format!("http://127.0.0.1:{port}"),
+        &db,
+        &env,
+    )
+    .await;
+    let (admin, secret) =
+        concierge::manage::create_admin_client(server.store().as_ref(), &server.issuer, "ops")
+            .await
+            .unwrap();
+    let resource = concierge::oauth::admin_token::admin_resource_uri(&server.issuer);
+    let (s, _, t) = post_form(
+        &server,
+        "/token",
+        vec![
+            ("grant_type", "client_credentials"),
+            ("client_id", admin.client_id.as_str()),
+            ("client_secret", secret.as_str()),
+            ("resource", resource.as_str()),
+            ("scope", "admin"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(s, 200, "{t}");
+    let token = t["access_token"].as_str().unwrap().to_string();
+    let mut made = Vec::new();
+    for i in 0..5 {
+        let res = server
+            .http()
+            .post(server.url("/admin/v1/clients"))
+            .bearer_auth(&token)
+            .json(&json!({"client_name": format!("Backend {i}"), "grant_types": ["client_credentials"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        let body: Value = res.json().await.unwrap();
+        made.push(body["client"]["client_id"].as_str().unwrap().to_string());
+    }
+    // SIGKILL at once: no shutdown, no flush.
+    drop(server);
+    let store = concierge::store::connect(&db).await.unwrap();
+    let events = store
+        .list_audit(&concierge::store::AuditQuery {
+            kind: Some("admin.change".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for id in &made {
+        assert!(
+            events.iter().any(|e| e.detail["action"] == "client.create"
+                && e.detail.to_string().contains(id.as_str())),
+            "the creation of {id} was answered but its audit event is lost: {events:?}"
+        );
+    }
+}
