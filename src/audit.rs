@@ -418,6 +418,18 @@ async fn write_loop(writer: Writer, mut rx: mpsc::Receiver<Msg>, flush_asked: Ar
 /// Batches waiting for the pusher; a stored batch that finds no room is not pushed.
 const PUSH_QUEUE: usize = 256;
 
+/// A push destination that cannot be configured as written.
+#[derive(Debug, thiserror::Error)]
+pub enum PushConfigError {
+    #[error(transparent)]
+    Header(#[from] BadHeader),
+    #[error(
+        "{0}.kinds: {1:?} is not an event kind (such as signin.failed) or its first part \
+         (such as signin)"
+    )]
+    Kind(&'static str, String),
+}
+
 /// Pushes stored events to where the operator asked (`[audit.webhook]`, `[audit.otlp]`),
 /// one delivery per stored batch and destination, each filtered to its kinds.
 pub struct Push {
@@ -441,7 +453,16 @@ enum Format {
 
 impl Push {
     /// The destinations `config` names; `None` when there are none.
-    pub fn from_config(config: &AuditConfig) -> Result<Option<Self>, BadHeader> {
+    pub fn from_config(config: &AuditConfig) -> Result<Option<Self>, PushConfigError> {
+        let named = [
+            ("audit.webhook", config.webhook.as_ref().map(|w| &w.kinds)),
+            ("audit.otlp", config.otlp.as_ref().map(|o| &o.kinds)),
+        ];
+        for (section, kinds) in named {
+            if let Some(k) = kinds.into_iter().flatten().find(|k| !Kind::is_filter(k)) {
+                return Err(PushConfigError::Kind(section, k.clone()));
+            }
+        }
         let mut sinks = Vec::new();
         if let Some(w) = &config.webhook {
             sinks.push(Sink {

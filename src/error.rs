@@ -216,7 +216,7 @@ impl OAuthError {
 /// and the id to quote. The id is the request's (`X-Request-Id`, also on every log line of
 /// the request), or a fresh one outside a request.
 pub fn internal_message(detail: impl std::fmt::Display) -> String {
-    let id = crate::http::access::current().map_or_else(
+    let id = crate::request_id::current().map_or_else(
         || crate::util::random_id()[..12].to_string(),
         |r| r.as_str().to_string(),
     );

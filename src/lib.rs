@@ -25,6 +25,7 @@ pub mod listener;
 pub mod manage;
 pub mod metrics;
 pub mod oauth;
+pub mod request_id;
 pub mod router;
 pub mod startup;
 pub mod state;

@@ -486,6 +486,11 @@ fn config_check(config: &Config) -> anyhow::Result<()> {
         .and_then(|()| {
             concierge::oauth::id_jag::check_config(&config.id_jag)
                 .map_err(|e| anyhow::anyhow!("{e}"))
+        })
+        .and_then(|()| {
+            concierge::audit::Push::from_config(&config.audit)
+                .map(drop)
+                .map_err(|e| anyhow::anyhow!("{e}"))
         });
     if let Err(e) = checked {
         bail!("the configuration is invalid: {e}");

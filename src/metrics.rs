@@ -71,16 +71,6 @@ struct KeyLabels {
 
 type HistogramFamily = Family<EndpointLabels, Histogram, fn() -> Histogram>;
 
-/// OpenTelemetry export failures. Process-wide, as the exporter is (it starts before any
-/// server's metrics exist); every server's registry shows it.
-static OTLP_EXPORT_FAILURES: std::sync::LazyLock<Counter> =
-    std::sync::LazyLock::new(Counter::default);
-
-/// Count a failed OpenTelemetry export (`crate::telemetry`).
-pub fn otlp_export_failed() {
-    OTLP_EXPORT_FAILURES.inc();
-}
-
 /// What became of audit events meant for the webhook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushOutcome {
@@ -99,6 +89,8 @@ pub struct Readings {
     pub pool: Option<crate::store::PoolStats>,
     /// The age in seconds of each algorithm's signing key (since it was made).
     pub key_ages: Vec<(String, i64)>,
+    /// Failed OpenTelemetry exports since the process started (`crate::telemetry`).
+    pub otlp_export_failures: u64,
 }
 
 /// The server's metrics; one per running server (so in-process test servers do not mix).
@@ -115,6 +107,9 @@ pub struct Metrics {
     audit_pushed: Family<PushLabels, Counter>,
     pool: Family<PoolLabels, Gauge>,
     key_age: Family<KeyLabels, Gauge>,
+    otlp_failures: Counter,
+    /// The failures already counted, so each scrape adds only the new ones.
+    otlp_counted: std::sync::atomic::AtomicU64,
 }
 
 fn latency_histogram() -> Histogram {
@@ -210,10 +205,11 @@ impl Metrics {
             "Age of the signing key in use, by algorithm (since it was made)",
             key_age.clone(),
         );
+        let otlp_failures = Counter::default();
         registry.register(
             "otlp_export_failures",
             "OpenTelemetry span exports that failed (see the error log)",
-            OTLP_EXPORT_FAILURES.clone(),
+            otlp_failures.clone(),
         );
         Self {
             registry,
@@ -228,6 +224,8 @@ impl Metrics {
             audit_pushed,
             pool,
             key_age,
+            otlp_failures,
+            otlp_counted: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -313,6 +311,12 @@ impl Metrics {
                     .get_or_create(&PoolLabels { state })
                     .set(i64::from(n));
             }
+        }
+        let before = self
+            .otlp_counted
+            .fetch_max(r.otlp_export_failures, std::sync::atomic::Ordering::Relaxed);
+        if r.otlp_export_failures > before {
+            self.otlp_failures.inc_by(r.otlp_export_failures - before);
         }
         self.key_age.clear();
         for (alg, age) in &r.key_ages {

@@ -44,7 +44,7 @@ where
         mut writer: Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
-        let id = crate::http::access::current();
+        let id = crate::request_id::current();
         // Access-log lines name the id as a field of their own.
         let Some(id) = id.filter(|_| event.metadata().target() != "concierge::access") else {
             return self.inner.format_event(ctx, writer, event);
@@ -96,6 +96,14 @@ struct Watched<E> {
     logged: std::sync::Mutex<(Option<Instant>, u64)>,
 }
 
+/// Failed span exports since the process started. Process-wide, as the exporter is.
+static OTLP_EXPORT_FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many span exports failed since the process started (for the metrics).
+pub fn otlp_export_failures() -> u64 {
+    OTLP_EXPORT_FAILURES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Between two log lines about failed exports.
 const EXPORT_FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
 
@@ -104,7 +112,7 @@ impl<E: SpanExporter> SpanExporter for Watched<E> {
         let spans = batch.len();
         let result = self.inner.export(batch).await;
         if let Err(e) = &result {
-            crate::metrics::otlp_export_failed();
+            OTLP_EXPORT_FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut logged = self
                 .logged
                 .lock()

@@ -63,6 +63,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         audit_queued: state.oauth.audit.queued(),
         pool: Some(state.store.pool_stats()),
         key_ages,
+        otlp_export_failures: crate::telemetry::otlp_export_failures(),
     });
     crate::metrics::answer(&state.metrics)
 }

@@ -9,94 +9,17 @@
 //! The access log (`http.access_log = true`) writes one INFO line per request, with target
 //! `concierge::access`: method, path (never the query string, which may carry codes or
 //! state), status, latency, the client the request concerned when the handler named it
-//! ([`note_client`]), and the request id.
+//! ([`note_client`]), and the request id. The id itself is kept by `crate::request_id`, so
+//! that every layer can read it.
 
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 
-/// The request- and response-header name.
-pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
-
-/// The longest caller-supplied id we take.
-const MAX_LEN: usize = 128;
-
-tokio::task_local! {
-    static CURRENT: Arc<Current>;
-}
-
-/// What the request being handled on this task has told us so far.
-#[derive(Debug)]
-struct Current {
-    id: RequestId,
-    /// The client it concerns, once a handler knows ([`note_client`]).
-    client: Mutex<Option<String>>,
-}
-
-/// A request's id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(Arc<str>);
-
-impl RequestId {
-    /// The caller's `X-Request-Id`, if there is exactly one and it is 1–128 characters of
-    /// letters, digits and `-_.:/+=@` (nothing that could forge a log line); else a fresh id.
-    pub fn from_headers(headers: &HeaderMap) -> Self {
-        let mut values = headers.get_all(HEADER).iter();
-        match (values.next(), values.next()) {
-            (Some(v), None) => v
-                .to_str()
-                .ok()
-                .filter(|s| is_plausible(s))
-                .map_or_else(Self::fresh, |s| Self(s.into())),
-            _ => Self::fresh(),
-        }
-    }
-
-    /// 128 random bits, base64url.
-    pub fn fresh() -> Self {
-        Self(crate::util::random_id().into())
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-fn is_plausible(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(&b))
-}
-
-/// The id of the request being handled on this task, if any.
-pub fn current() -> Option<RequestId> {
-    CURRENT.try_with(|c| c.id.clone()).ok()
-}
-
-/// Name the client the request concerns, for the access log: handlers call it once they
-/// know (the token endpoint after client authentication, the authorization endpoint, …),
-/// whether they then succeed or fail. A client id the caller only claimed is logged as
-/// claimed; control characters are dropped and it is cut at 256 characters, so no value
-/// forges a line.
-pub fn note_client(client_id: &str) {
-    let _ = CURRENT.try_with(|c| {
-        if let Ok(mut slot) = c.client.lock() {
-            *slot = Some(
-                client_id
-                    .chars()
-                    .filter(|ch| !ch.is_control())
-                    .take(256)
-                    .collect(),
-            );
-        }
-    });
-}
+pub use crate::request_id::{HEADER, RequestId, current, note_client};
 
 /// Middleware: give the request its id, handle it with the id current, answer the id, and
 /// write the access-log line when `access_log` is on.
@@ -110,16 +33,11 @@ pub async fn layer(State(access_log): State<bool>, mut req: Request, next: Next)
             Instant::now(),
         )
     });
-    let current = Arc::new(Current {
-        id: id.clone(),
-        client: Mutex::new(None),
-    });
-    let mut res = CURRENT.scope(current.clone(), next.run(req)).await;
+    let (mut res, client) = crate::request_id::scope(id.clone(), next.run(req)).await;
     if let Ok(value) = HeaderValue::from_str(id.as_str()) {
         res.headers_mut().insert(HEADER, value);
     }
     if let Some((method, path, started)) = line {
-        let client = current.client.lock().ok().and_then(|c| c.clone());
         tracing::info!(
             target: "concierge::access",
             method = %method,
@@ -132,59 +50,4 @@ pub async fn layer(State(access_log): State<bool>, mut req: Request, next: Next)
         );
     }
     res
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(values: &[&str]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for v in values {
-            h.append(HEADER, HeaderValue::from_str(v).unwrap());
-        }
-        h
-    }
-
-    #[test]
-    fn a_plausible_caller_id_is_kept() {
-        let id = RequestId::from_headers(&headers(&["req-42_a.b:c/d+e=f@g"]));
-        assert_eq!(id.as_str(), "req-42_a.b:c/d+e=f@g");
-    }
-
-    #[test]
-    fn anything_else_gets_a_fresh_id() {
-        let long = "a".repeat(MAX_LEN + 1);
-        for h in [
-            headers(&[]),
-            headers(&[""]),
-            headers(&["a b"]),
-            headers(&["x\"y"]),
-            headers(&[&long]),
-            headers(&["one", "two"]),
-        ] {
-            let id = RequestId::from_headers(&h);
-            assert_eq!(id.as_str().len(), 22, "{h:?}");
-            assert!(is_plausible(id.as_str()));
-        }
-        assert_ne!(RequestId::fresh(), RequestId::fresh());
-    }
-
-    #[tokio::test]
-    async fn current_is_the_id_of_the_task_in_scope() {
-        assert_eq!(current(), None);
-        let id = RequestId::fresh();
-        let cur = Arc::new(Current {
-            id: id.clone(),
-            client: Mutex::new(None),
-        });
-        let seen = CURRENT
-            .scope(cur.clone(), async {
-                note_client("agent");
-                current()
-            })
-            .await;
-        assert_eq!(seen, Some(id));
-        assert_eq!(cur.client.lock().unwrap().as_deref(), Some("agent"));
-    }
 }
