@@ -105,7 +105,10 @@ enum AdminClientCmd {
     List,
     /// Remove an admin client: its admin tokens stop working at once on this replica and
     /// within `clients.cache_secs` on the others.
-    Revoke { client_id: String },
+    Revoke {
+        #[arg(allow_hyphen_values = true)]
+        client_id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -376,11 +379,18 @@ enum ClientCmd {
     /// List clients: pre-registered, and dynamically registered ones with where from.
     List,
     /// Show one client; an https client_id is fetched as a Client ID Metadata Document.
-    Show { client_id: String },
+    Show {
+        #[arg(allow_hyphen_values = true)]
+        client_id: String,
+    },
     /// Remove a client.
-    Remove { client_id: String },
+    Remove {
+        #[arg(allow_hyphen_values = true)]
+        client_id: String,
+    },
     /// Change a pre-registered client (checked as a new one is); options left out stay.
     Update {
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
         #[arg(long)]
         name: Option<String>,
@@ -403,6 +413,7 @@ enum ClientCmd {
     /// `--overlap-secs` (default an hour; 0 ends it at once) so the client can switch without
     /// downtime; other replicas learn the new one within `clients.cache_secs`.
     RotateSecret {
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
         #[arg(long, default_value_t = 3600)]
         overlap_secs: i64,
@@ -428,7 +439,10 @@ enum KeysCmd {
     /// Withdraw a key at once (a compromised key): out of the JWKS, and tokens it signed stop
     /// verifying at every server within `keys.refresh_secs`. If it was signing, a new key
     /// replaces it at once.
-    Revoke { kid: String },
+    Revoke {
+        #[arg(allow_hyphen_values = true)]
+        kid: String,
+    },
     /// Re-encrypt every signing key under the current key-encryption key (after changing it,
     /// with the old one in `previous_key_encryption_keys`); see deploy/README.md.
     Rekey,

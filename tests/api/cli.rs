@@ -1064,3 +1064,39 @@ fn listings_in_json() {
     let id_jag = json(&["id-jag", "list"]);
     assert_eq!(id_jag["policies"], serde_json::json!([]));
 }
+
+/// Generated client ids and key ids are base64url: one in 64 starts with `-`, which an
+/// argument parser takes for an option. Such an id is still an id.
+#[test]
+fn ids_that_start_with_a_hyphen_are_ids_not_options() {
+    let dir = initialised();
+    let d = dir.path();
+    let (ok, out, err) = concierge(
+        d,
+        &[
+            "client",
+            "add",
+            "--name",
+            "Hyphen",
+            "--id=-_job",
+            "--grant-type",
+            "client_credentials",
+            "--auth-method",
+            "client_secret_post",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    for args in [
+        &["client", "show", "-_job"][..],
+        &["client", "rotate-secret", "-_job"],
+        &["client", "update", "-_job", "--name", "Hyphen two"],
+        &["client", "remove", "-_job"],
+    ] {
+        let (ok, out, err) = concierge(d, args);
+        assert!(ok, "{args:?}: {out}{err}");
+    }
+    let (ok, _, err) = concierge(d, &["admin-client", "revoke", "-_nobody"]);
+    assert!(!ok && !err.contains("unexpected argument"), "{err}");
+    let (ok, _, err) = concierge(d, &["keys", "revoke", "-_nokey"]);
+    assert!(!ok && !err.contains("unexpected argument"), "{err}");
+}
