@@ -121,9 +121,21 @@ fn page_routes() -> OpenApiRouter<AppState> {
         .route("/authorize/continue", get(authorize::resume))
         .route("/authorize/decision", post(authorize::decision))
         .route("/signin", get(signin::page).post(signin::submit))
+        .route("/signin/code", post(signin::submit_code))
         .route("/signout", post(signin::signout))
         .route("/account/apps", get(account::apps))
         .route("/account/apps/revoke", post(account::revoke))
+        .route("/account/security", get(account::security))
+        .route("/account/security/totp/start", post(account::totp_start))
+        .route(
+            "/account/security/totp/confirm",
+            post(account::totp_confirm),
+        )
+        .route("/account/security/totp/remove", post(account::totp_remove))
+        .route(
+            "/account/security/recovery-codes",
+            post(account::recovery_codes),
+        )
         .route("/static/concierge.css", get(stylesheet))
         // Servers and devices, not browsers.
         .routes(routes!(introspect::introspect))
