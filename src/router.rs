@@ -72,6 +72,7 @@ fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(users::set_password))
         .routes(routes!(users::identities, users::link, users::unlink))
         .routes(routes!(users::unlock))
+        .routes(routes!(users::reset_factors))
         .routes(routes!(users::disable))
         .routes(routes!(users::enable))
         .routes(routes!(users::require_password_change))

@@ -472,3 +472,79 @@ both!(
         app
     }
 );
+
+both!(
+    operators_reset_factors_from_the_command_line_and_the_admin_api,
+    builder |b: TestAppBuilder<'static>| b.with_user("alice", PASSWORD).with_admin_client(),
+    |app: TestApp| async move {
+        let db = app.config.database_url.clone().unwrap();
+        let data_dir = app.config.data_dir.display().to_string();
+        let cli = |user: &str| {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_concierge"))
+                .args(["--database-url", &db, "--data-dir", &data_dir, "user", "reset-factors", user])
+                .env_remove("CONCIERGE_KEY_ENCRYPTION_KEY")
+                .output()
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned()
+                    + &String::from_utf8_lossy(&out.stderr),
+            )
+        };
+        let b = signed_in(&app, "alice").await;
+        enroll(&app, &b).await;
+        password_step(&app, &browser(), "alice").await;
+        let (ok, out) = cli("alice");
+        assert!(ok && out.contains("reset alice"), "{out}");
+        let res = sign_in(&app, &browser(), &app.url("/signin"), "alice", PASSWORD).await;
+        assert_eq!(res.status(), 303, "the password alone again");
+        let (ok, out) = cli("alice");
+        assert!(ok && out.contains("no second factor"), "{out}");
+        let (ok, out) = cli("nobody");
+        assert!(!ok && out.contains("no user nobody"), "{out}");
+
+        let b = signed_in(&app, "alice").await;
+        enroll(&app, &b).await;
+        password_step(&app, &browser(), "alice").await;
+        let admin = app.admin_client.clone().unwrap();
+        let token = cc_token(
+            &app,
+            &admin.client_id,
+            &admin.secret,
+            &concierge::oauth::admin_token::admin_resource_uri(&app.issuer),
+            "admin",
+        )
+        .await;
+        let reset = |id: String| {
+            let (app, token) = (&app, &token);
+            async move {
+                let res = app
+                    .http
+                    .post(app.url(&format!("/admin/v1/users/{id}/reset-factors")))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = res.status().as_u16();
+                (status, res.json::<serde_json::Value>().await.unwrap())
+            }
+        };
+        let alice = app.users["alice"].clone();
+        assert_eq!(reset(alice.clone()).await, (200, json!({ "removed": true })));
+        let res = sign_in(&app, &browser(), &app.url("/signin"), "alice", PASSWORD).await;
+        assert_eq!(res.status(), 303, "the password alone again");
+        assert_eq!(reset(alice.clone()).await, (200, json!({ "removed": false })));
+        assert_eq!(reset("no-such-id".into()).await.0, 404);
+        let changes = audit(&app, "admin.change").await;
+        assert_eq!(
+            changes
+                .iter()
+                .filter(|e| e.detail["action"] == "user.reset_factors")
+                .count(),
+            2
+        );
+        assert!(changes.iter().any(|e| e.detail["actor"]["via"] == "cli"
+            && e.detail.to_string().contains("reset-factors")));
+        app
+    }
+);

@@ -1,5 +1,6 @@
 //! A user's own second factors: enrolling an authenticator app, confirming it with its first
-//! code, recovery codes, removal; and an operator's reset. The account pages call in here.
+//! code, recovery codes, removal. The account pages call in here; an operator's reset is
+//! `manage::reset_factors`.
 
 use zeroize::Zeroizing;
 
@@ -220,13 +221,4 @@ pub async fn remove(ctx: &Context, user_id: &str, code: &str) -> Result<bool, St
             .detail(serde_json::json!({ "factor": "totp" })),
     );
     Ok(true)
-}
-
-/// An operator's reset: the user signs in with the password alone until they set up an
-/// authenticator again. The caller audits it as the operator's change. True when the user
-/// had anything to reset.
-pub async fn reset(ctx: &Context, user_id: &str) -> Result<bool, StoreError> {
-    let had = ctx.factors().delete_factors(user_id).await?;
-    tracing::info!(user_id = %user_id, had, "second factors reset by an operator");
-    Ok(had)
 }
