@@ -246,17 +246,19 @@ pub async fn totp_confirm(
     }
 }
 
-/// `POST /account/security/recovery-codes`: new recovery codes, shown once.
+/// `POST /account/security/recovery-codes`: new recovery codes, shown once; needs a current
+/// code or a recovery code.
 pub async fn recovery_codes(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (_, user) = match posted(&state, &headers, &body).await {
+    let (form, user) = match posted(&state, &headers, &body).await {
         Ok(p) => p,
         Err(page) => return *page,
     };
-    match factors::regenerate_recovery_codes(&state.oauth, &user.id).await {
+    let code = form.get("code").unwrap_or("");
+    match factors::regenerate_recovery_codes(&state.oauth, &user.id, code).await {
         Ok(Some(codes)) => {
             let shown = Shown {
                 recovery_codes: Some(&codes),
@@ -266,10 +268,10 @@ pub async fn recovery_codes(
         }
         Ok(None) => {
             let shown = Shown {
-                error: Some("Set up an authenticator app first."),
+                error: Some("That code is not right, or was already used."),
                 ..Shown::default()
             };
-            security_page(&state, &headers, &user, StatusCode::CONFLICT, shown).await
+            security_page(&state, &headers, &user, StatusCode::BAD_REQUEST, shown).await
         }
         Err(e) => state.web.internal_error(e),
     }

@@ -289,6 +289,14 @@ both!(
 
         // Regenerating: the old ones stop working, the new ones work.
         let res = post_security(&app, &b1, "/account/security/recovery-codes", &[]).await;
+        assert_eq!(res.status(), 400, "not without a code");
+        let res = post_security(
+            &app,
+            &b1,
+            "/account/security/recovery-codes",
+            &[("code", &codes[2])],
+        )
+        .await;
         assert_eq!(res.status(), 200);
         let fresh = recovery_codes(&res.text().await.unwrap());
         assert_eq!(fresh.len(), 10);

@@ -147,13 +147,15 @@ pub async fn confirm(
     Ok(Some(codes))
 }
 
-/// New recovery codes for a user with a confirmed authenticator; the old ones stop working.
-/// None without one.
+/// New recovery codes for a user with a confirmed authenticator, proven by a current code or
+/// a recovery code (a borrowed session alone does not get them); the old ones stop working.
+/// None without an authenticator or with a wrong code.
 pub async fn regenerate_recovery_codes(
     ctx: &Context,
     user_id: &str,
+    code: &str,
 ) -> Result<Option<Vec<String>>, StoreError> {
-    if !matches!(status(ctx, user_id).await?, Status::Confirmed { .. }) {
+    if !spend_code(ctx, user_id, code).await? {
         return Ok(None);
     }
     let codes = totp::new_recovery_codes();
