@@ -74,11 +74,20 @@ pub enum Kind {
     IdentityLinked,
     /// Something changed through the admin API or the CLI; `detail.action` says what.
     AdminChange,
+    /// A user confirmed an authenticator app (TOTP) with its first code.
+    MfaEnrolled,
+    /// A user removed their authenticator app and recovery codes.
+    MfaRemoved,
+    /// A user made new recovery codes; the old ones stopped working.
+    MfaRecoveryCodesRegenerated,
+    /// A wrong (or already used) authenticator or recovery code at sign-in or in the account
+    /// pages; `detail.recovery_code` says which kind was tried.
+    MfaFailed,
 }
 
 impl Kind {
     /// Every kind, for checking filters.
-    pub const ALL: [Self; 24] = [
+    pub const ALL: [Self; 28] = [
         Self::ClientRegistered,
         Self::ClientUpdated,
         Self::ClientDeleted,
@@ -103,6 +112,10 @@ impl Kind {
         Self::IdJagRefused,
         Self::IdentityLinked,
         Self::AdminChange,
+        Self::MfaEnrolled,
+        Self::MfaRemoved,
+        Self::MfaRecoveryCodesRegenerated,
+        Self::MfaFailed,
     ];
 
     /// Does `filter` name a kind (`token.issued`) or the first part of one (`token`)?
@@ -125,6 +138,7 @@ impl Kind {
                 | Self::TokenExchanged
                 | Self::SigninFailed
                 | Self::SigninThrottled
+                | Self::MfaFailed
                 | Self::CimdFetchFailed
                 | Self::DpopProofReplayed
                 | Self::IdJagRefused
@@ -157,6 +171,10 @@ impl Kind {
             Self::IdJagRefused => "id_jag.refused",
             Self::IdentityLinked => "identity.linked",
             Self::AdminChange => "admin.change",
+            Self::MfaEnrolled => "mfa.enrolled",
+            Self::MfaRemoved => "mfa.removed",
+            Self::MfaRecoveryCodesRegenerated => "mfa.recovery_codes_regenerated",
+            Self::MfaFailed => "mfa.failed",
         }
     }
 }

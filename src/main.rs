@@ -255,6 +255,9 @@ enum UserCmd {
     /// Forget the user's failed sign-ins, so they may try again at once (the waits after
     /// failures, and the failures counted against the addresses they came from).
     Unlock { username: String },
+    /// Forget the user's authenticator app and recovery codes (a lost phone): they sign in
+    /// with the password alone until they set up another.
+    ResetFactors { username: String },
 }
 
 #[derive(Args)]
@@ -680,6 +683,7 @@ const CHANGING: &[&str] = &[
     "deny-exchange",
     "set-password",
     "unlock",
+    "reset-factors",
     "disable",
     "revoke",
     "rotate-secret",
@@ -1393,6 +1397,17 @@ async fn user(cmd: &UserCmd, config: &Config) -> anyhow::Result<()> {
                     "unlocked {}: their failed sign-ins are forgotten",
                     user.username
                 );
+            }
+        }
+        UserCmd::ResetFactors { username } => {
+            let (user, had) = manage::reset_factors(store.as_ref(), username).await?;
+            if had {
+                println!(
+                    "reset {}: authenticator app and recovery codes removed; the password alone signs in",
+                    user.username
+                );
+            } else {
+                println!("{} had no second factor to reset", user.username);
             }
         }
     }

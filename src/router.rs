@@ -72,6 +72,7 @@ fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(users::set_password))
         .routes(routes!(users::identities, users::link, users::unlink))
         .routes(routes!(users::unlock))
+        .routes(routes!(users::reset_factors))
         .routes(routes!(users::disable))
         .routes(routes!(users::enable))
         .routes(routes!(users::require_password_change))
@@ -121,9 +122,21 @@ fn page_routes() -> OpenApiRouter<AppState> {
         .route("/authorize/continue", get(authorize::resume))
         .route("/authorize/decision", post(authorize::decision))
         .route("/signin", get(signin::page).post(signin::submit))
+        .route("/signin/code", post(signin::submit_code))
         .route("/signout", post(signin::signout))
         .route("/account/apps", get(account::apps))
         .route("/account/apps/revoke", post(account::revoke))
+        .route("/account/security", get(account::security))
+        .route("/account/security/totp/start", post(account::totp_start))
+        .route(
+            "/account/security/totp/confirm",
+            post(account::totp_confirm),
+        )
+        .route("/account/security/totp/remove", post(account::totp_remove))
+        .route(
+            "/account/security/recovery-codes",
+            post(account::recovery_codes),
+        )
         .route("/static/concierge.css", get(stylesheet))
         // Servers and devices, not browsers.
         .routes(routes!(introspect::introspect))

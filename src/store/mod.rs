@@ -17,6 +17,7 @@ pub mod codes;
 pub mod consents;
 pub mod devices;
 pub mod exchange_policies;
+pub mod factors;
 pub mod id_jag;
 pub mod identities;
 pub mod keys;
@@ -43,6 +44,7 @@ pub use codes::{AuthCode, CodeStore};
 pub use consents::{Consent, ConsentStore};
 pub use devices::{DeviceApproval, DeviceCode, DeviceStore};
 pub use exchange_policies::{ExchangePolicy, ExchangePolicyStore};
+pub use factors::{FactorStore, TotpFactor};
 pub use id_jag::{IdJagPolicy, IdJagPolicyStore, TrustedIssuer};
 pub use identities::{IdentityStore, LinkedBy, LinkedIdentity};
 pub use keys::{KeyStore, StoredKey};
@@ -114,6 +116,7 @@ pub trait Store:
     + UserStore
     + IdentityStore
     + SessionStore
+    + FactorStore
     + ConsentStore
     + CodeStore
     + RefreshTokenStore

@@ -105,6 +105,7 @@ macro_rules! sql_store {
         $crate::store::users::sql_impl!($ty);
         $crate::store::identities::sql_impl!($ty);
         $crate::store::sessions::sql_impl!($ty);
+        $crate::store::factors::sql_impl!($ty);
         $crate::store::consents::sql_impl!($ty);
         $crate::store::codes::sql_impl!($ty);
         $crate::store::refresh_tokens::sql_impl!($ty);

@@ -34,6 +34,7 @@ mod id_jag_accounts;
 mod keys;
 mod layers;
 mod metadata;
+mod mfa;
 mod observability;
 mod openapi;
 mod operations;
