@@ -1485,18 +1485,36 @@ async fn keys(cmd: &KeysCmd, config: &Config) -> anyhow::Result<()> {
                 resealed.push((k.kid.clone(), kek.seal(&k.kid, &plain)?));
             }
             let n = store.reseal_keys(&resealed).await?;
+            // Users' authenticator secrets are sealed under the KEK too.
+            let mut factors = Vec::new();
+            for (user_id, sealed) in store.list_sealed_totp().await? {
+                let kid = concierge::oauth::authn::totp_kid(&user_id);
+                if kek.is_current(&kid, &sealed) {
+                    continue;
+                }
+                let plain = kek.open(&kid, &sealed).with_context(|| {
+                    format!(
+                        "the authenticator secret of user {user_id} opens with neither the \
+                         current nor a previous key-encryption key"
+                    )
+                })?;
+                let new = kek.seal(&kid, &plain)?;
+                factors.push((user_id, sealed, new));
+            }
+            let m = store.reseal_totp(&factors).await?;
             let event = concierge::audit::Event::new(concierge::audit::Kind::AdminChange)
                 .detail(serde_json::json!({
                     "action": "keys.rekey",
                     "keys": n,
+                    "authenticators": m,
                     "kek": kek.fingerprint(),
                     "actor": cli_actor(),
                 }))
                 .into_inner();
             store.append_audit(&[event]).await?;
             println!(
-                "{n} signing key(s) re-encrypted under the key-encryption key {}; \
-                 previous_key_encryption_keys can now be removed",
+                "{n} signing key(s) and {m} authenticator secret(s) re-encrypted under the \
+                 key-encryption key {}; previous_key_encryption_keys can now be removed",
                 kek.fingerprint()
             );
         }

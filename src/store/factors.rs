@@ -72,6 +72,12 @@ pub trait FactorStore: Send + Sync {
     async fn recovery_codes_left(&self, user_id: &str) -> Result<i64, StoreError>;
     /// Forget the user's authenticator and recovery codes; true when there was anything.
     async fn delete_factors(&self, user_id: &str) -> Result<bool, StoreError>;
+    /// Every stored authenticator secret, sealed: (user id, sealed secret). For `keys rekey`.
+    async fn list_sealed_totp(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// Store secrets sealed again under a new key-encryption key, each only if its row
+    /// still holds `old` (a secret replaced meanwhile is left alone); how many were.
+    async fn reseal_totp(&self, resealed: &[(String, Vec<u8>, Vec<u8>)])
+    -> Result<u64, StoreError>;
 }
 
 #[derive(sqlx::FromRow)]
@@ -221,6 +227,30 @@ macro_rules! sql_impl {
                     .await?;
                 tx.commit().await?;
                 Ok(a.rows_affected() + b.rows_affected() > 0)
+            }
+
+            async fn list_sealed_totp(&self) -> Result<Vec<(String, Vec<u8>)>, $crate::store::StoreError> {
+                Ok(sqlx::query_as("SELECT user_id, secret_sealed FROM totp_factors ORDER BY user_id")
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn reseal_totp(&self, resealed: &[(String, Vec<u8>, Vec<u8>)]) -> Result<u64, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let mut n = 0;
+                for (user_id, old, new) in resealed {
+                    n += sqlx::query(
+                        "UPDATE totp_factors SET secret_sealed = $3 WHERE user_id = $1 AND secret_sealed = $2",
+                    )
+                    .bind(user_id)
+                    .bind(old)
+                    .bind(new)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                }
+                tx.commit().await?;
+                Ok(n)
             }
         }
     };

@@ -633,6 +633,30 @@ fn key_encryption_key_rotation() {
         .filter_map(|l| l.split_whitespace().next())
         .collect();
     assert!(!kids.is_empty());
+    // A user's authenticator secret, sealed under the old key as the account page seals it.
+    let url = format!(
+        "sqlite://{}",
+        d.join("concierge-data/concierge.db").display()
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let user_id = rt.block_on(async {
+        let store = concierge::store::connect(&url).await.unwrap();
+        let user = concierge::manage::create_user(
+            store.as_ref(),
+            "tess",
+            Default::default(),
+            concierge::manage::hash_new_password("a long enough password").unwrap(),
+        )
+        .await
+        .unwrap();
+        let kid = concierge::oauth::authn::totp_kid(&user.id);
+        let sealed = concierge::keys::Kek::from_base64(&old)
+            .unwrap()
+            .seal(&kid, b"totp secret")
+            .unwrap();
+        assert!(store.put_pending_totp(&user.id, &sealed, 1).await.unwrap());
+        user.id
+    });
 
     // The new key alone cannot open what the old one sealed, and says so.
     let (ok, _, err) = concierge_env(d, &["keys", "rekey"], &with_new);
@@ -640,11 +664,28 @@ fn key_encryption_key_rotation() {
     let (ok, out, err) = concierge_env(d, &["keys", "rekey"], &rotating);
     assert!(ok, "{err}");
     assert!(
-        out.contains(&format!("{} signing key(s) re-encrypted", kids.len())),
+        out.contains(&format!(
+            "{} signing key(s) and 1 authenticator secret(s) re-encrypted",
+            kids.len()
+        )),
         "{out}"
     );
     let (ok, out, _) = concierge_env(d, &["keys", "rekey"], &rotating);
-    assert!(ok && out.starts_with("0 signing key(s)"), "{out}");
+    assert!(
+        ok && out.starts_with("0 signing key(s) and 0 authenticator"),
+        "{out}"
+    );
+    // The authenticator secret now opens with the new key alone.
+    rt.block_on(async {
+        let store = concierge::store::connect(&url).await.unwrap();
+        let f = store.get_totp(&user_id).await.unwrap().unwrap();
+        let kid = concierge::oauth::authn::totp_kid(&user_id);
+        let plain = concierge::keys::Kek::from_base64(&new)
+            .unwrap()
+            .open(&kid, &f.secret_sealed)
+            .unwrap();
+        assert_eq!(plain.as_slice(), b"totp secret");
+    });
 
     // Now the new key alone works, and the old one no longer does.
     let (ok, _, err) = concierge_env(d, &["keys", "rotate", "--alg", "ES256"], &with_new);
