@@ -116,6 +116,35 @@ struct Shown<'a> {
     error: Option<&'a str>,
 }
 
+/// The security page with `error` shown, answered with `status`.
+async fn refused(
+    state: &AppState,
+    headers: &HeaderMap,
+    user: &User,
+    status: StatusCode,
+    error: &str,
+) -> Response {
+    let shown = Shown {
+        error: Some(error),
+        ..Shown::default()
+    };
+    security_page(state, headers, user, status, shown).await
+}
+
+/// The security page showing new recovery codes, once.
+async fn showing_codes(
+    state: &AppState,
+    headers: &HeaderMap,
+    user: &User,
+    codes: &[String],
+) -> Response {
+    let shown = Shown {
+        recovery_codes: Some(codes),
+        ..Shown::default()
+    };
+    security_page(state, headers, user, StatusCode::OK, shown).await
+}
+
 async fn security_page(
     state: &AppState,
     headers: &HeaderMap,
@@ -199,11 +228,8 @@ pub async fn totp_start(
             security_page(&state, &headers, &user, StatusCode::OK, shown).await
         }
         Ok(None) => {
-            let shown = Shown {
-                error: Some("An authenticator app is already set up. Remove it first."),
-                ..Shown::default()
-            };
-            security_page(&state, &headers, &user, StatusCode::CONFLICT, shown).await
+            let error = "An authenticator app is already set up. Remove it first.";
+            refused(&state, &headers, &user, StatusCode::CONFLICT, error).await
         }
         Err(e) => state.web.internal_error(e),
     }
@@ -221,13 +247,7 @@ pub async fn totp_confirm(
     };
     let code = form.get("code").unwrap_or("");
     match factors::confirm(&state.oauth, &user.id, code).await {
-        Ok(Some(codes)) => {
-            let shown = Shown {
-                recovery_codes: Some(&codes),
-                ..Shown::default()
-            };
-            security_page(&state, &headers, &user, StatusCode::OK, shown).await
-        }
+        Ok(Some(codes)) => showing_codes(&state, &headers, &user, &codes).await,
         Ok(None) => {
             let pending = match factors::pending(&state.oauth, &user.id, &user.username).await {
                 Ok(p) => p,
@@ -259,19 +279,10 @@ pub async fn recovery_codes(
     };
     let code = form.get("code").unwrap_or("");
     match factors::regenerate_recovery_codes(&state.oauth, &user.id, code).await {
-        Ok(Some(codes)) => {
-            let shown = Shown {
-                recovery_codes: Some(&codes),
-                ..Shown::default()
-            };
-            security_page(&state, &headers, &user, StatusCode::OK, shown).await
-        }
+        Ok(Some(codes)) => showing_codes(&state, &headers, &user, &codes).await,
         Ok(None) => {
-            let shown = Shown {
-                error: Some("That code is not right, or was already used."),
-                ..Shown::default()
-            };
-            security_page(&state, &headers, &user, StatusCode::BAD_REQUEST, shown).await
+            let error = "That code is not right, or was already used.";
+            refused(&state, &headers, &user, StatusCode::BAD_REQUEST, error).await
         }
         Err(e) => state.web.internal_error(e),
     }
@@ -291,11 +302,8 @@ pub async fn totp_remove(
     match factors::remove(&state.oauth, &user.id, code).await {
         Ok(true) => see_other(&state.web.path("/account/security")),
         Ok(false) => {
-            let shown = Shown {
-                error: Some("That code is not right, or was already used."),
-                ..Shown::default()
-            };
-            security_page(&state, &headers, &user, StatusCode::BAD_REQUEST, shown).await
+            let error = "That code is not right, or was already used.";
+            refused(&state, &headers, &user, StatusCode::BAD_REQUEST, error).await
         }
         Err(e) => state.web.internal_error(e),
     }

@@ -81,12 +81,11 @@ pub async fn start(
     Ok(Some(enrollment(ctx, &secret, username)))
 }
 
-/// The pending enrollment again (to show after a wrong first code).
-pub async fn pending(
+/// The secret of the user's enrollment that waits for its first code, opened.
+async fn pending_secret(
     ctx: &Context,
     user_id: &str,
-    username: &str,
-) -> Result<Option<Enrollment>, StoreError> {
+) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, StoreError> {
     let Some(f) = ctx
         .factors()
         .get_totp(user_id)
@@ -95,11 +94,22 @@ pub async fn pending(
     else {
         return Ok(None);
     };
-    let secret = ctx
-        .keys
+    ctx.keys
         .kek()
         .open(&totp_kid(user_id), &f.secret_sealed)
-        .map_err(seal_err)?;
+        .map(Some)
+        .map_err(seal_err)
+}
+
+/// The pending enrollment again (to show after a wrong first code).
+pub async fn pending(
+    ctx: &Context,
+    user_id: &str,
+    username: &str,
+) -> Result<Option<Enrollment>, StoreError> {
+    let Some(secret) = pending_secret(ctx, user_id).await? else {
+        return Ok(None);
+    };
     Ok(Some(enrollment(ctx, &secret, username)))
 }
 
@@ -110,19 +120,9 @@ pub async fn confirm(
     user_id: &str,
     code: &str,
 ) -> Result<Option<Vec<String>>, StoreError> {
-    let Some(f) = ctx
-        .factors()
-        .get_totp(user_id)
-        .await?
-        .filter(|f| f.confirmed_at.is_none())
-    else {
+    let Some(secret) = pending_secret(ctx, user_id).await? else {
         return Ok(None);
     };
-    let secret = ctx
-        .keys
-        .kek()
-        .open(&totp_kid(user_id), &f.secret_sealed)
-        .map_err(seal_err)?;
     let Some(step) = totp::matching_step(&secret, code, ctx.now()) else {
         return Ok(None);
     };
