@@ -535,14 +535,22 @@ async fn migrate(config: &Config, check: bool) -> anyhow::Result<()> {
         );
         if !schema.unknown.is_empty() {
             println!(
-                "the database has {} migration(s) newer than this binary",
-                schema.unknown.len()
+                "the database has {} migration(s) newer than this binary ({})",
+                schema.unknown.len(),
+                schema.unknown.join(", ")
             );
         }
         if !schema.pending.is_empty() {
             std::process::exit(1);
         }
         return Ok(());
+    }
+    if !schema.unknown.is_empty() {
+        println!(
+            "database {url}: has {} migration(s) newer than this binary ({})",
+            schema.unknown.len(),
+            schema.unknown.join(", ")
+        );
     }
     match before {
         Some(done) if done.is_empty() => println!("database {url}: up to date"),

@@ -56,9 +56,10 @@ pub async fn open_cli_store(config: &Config, how: Open) -> anyhow::Result<Arc<dy
     }
     if !schema.unknown.is_empty() {
         eprintln!(
-            "concierge: warning: the database has {} migration(s) newer than this binary; \
+            "concierge: warning: the database has {} migration(s) newer than this binary ({}); \
              changes are made under the expand-then-contract rule (UPGRADE.md)",
-            schema.unknown.len()
+            schema.unknown.len(),
+            schema.unknown.join(", ")
         );
     }
     Ok(store)
@@ -116,7 +117,17 @@ impl App {
         crate::oauth::id_jag::check_config(&config.id_jag)
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         let issuer_url = config.issuer_url()?;
-        let store = open_store(&config).await?;
+        let (store, schema) = open_store_as(&config, Open::Migrate).await?;
+        if !schema.unknown.is_empty() {
+            // A newer release migrated this database (a rolling update, or a rollback): its
+            // migrations only add (expand-then-contract, UPGRADE.md), so this one runs on.
+            tracing::warn!(
+                unknown = %schema.unknown.join(", "),
+                "the database has {} migration(s) newer than this binary; running on it \
+                 (expand-then-contract, see UPGRADE.md)",
+                schema.unknown.len()
+            );
+        }
         if store.backend() == "postgres" && config.key_encryption_key.is_none() {
             tracing::warn!(
                 "no key_encryption_key configured: using the key file in the data directory; \

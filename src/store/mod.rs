@@ -134,24 +134,31 @@ pub struct Schema {
     pub applied: Vec<i64>,
     /// This binary's migrations not applied yet (`version_description`).
     pub pending: Vec<String>,
-    /// Applied migrations this binary does not know: the database is newer.
-    pub unknown: Vec<i64>,
+    /// Applied migrations this binary does not know (`version_description`): the database
+    /// is newer. Under the expand-then-contract rule (UPGRADE.md) this binary still runs on
+    /// it.
+    pub unknown: Vec<String>,
+}
+
+/// `0022_description`, as migrations are named on disk.
+fn migration_name(version: i64, description: &str) -> String {
+    format!("{version:04}_{}", description.replace(' ', "_"))
 }
 
 impl Schema {
-    fn compare(migrator: &sqlx::migrate::Migrator, applied: Vec<i64>) -> Self {
+    fn compare(migrator: &sqlx::migrate::Migrator, applied: Vec<(i64, String)>) -> Self {
         let pending = migrator
             .iter()
-            .filter(|m| !applied.contains(&m.version))
-            .map(|m| format!("{:04}_{}", m.version, m.description.replace(' ', "_")))
+            .filter(|m| !applied.iter().any(|(v, _)| *v == m.version))
+            .map(|m| migration_name(m.version, &m.description))
             .collect();
         let unknown = applied
             .iter()
-            .copied()
-            .filter(|v| !migrator.iter().any(|m| m.version == *v))
+            .filter(|(v, _)| !migrator.iter().any(|m| m.version == *v))
+            .map(|(v, d)| migration_name(*v, d))
             .collect();
         Self {
-            applied,
+            applied: applied.into_iter().map(|(v, _)| v).collect(),
             pending,
             unknown,
         }

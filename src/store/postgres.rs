@@ -12,7 +12,13 @@ pub struct PgStore {
     pool: PgPool,
 }
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+/// This binary's migrations. Applied migrations it does not know (a newer release's, during
+/// a rolling update or after a rollback) are not an error: under the expand-then-contract
+/// rule (UPGRADE.md) this binary still runs on that schema; the caller warns.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate::Migrator {
+    ignore_missing: true,
+    ..sqlx::migrate!("./migrations/postgres")
+};
 
 impl PgStore {
     pub async fn open(url: &str, how: Open) -> Result<(Self, Schema), StoreError> {

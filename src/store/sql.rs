@@ -47,16 +47,18 @@ pub(super) fn words(s: &str) -> Vec<String> {
         .collect()
 }
 
-/// The versions of the migrations applied to the database behind `$pool` (none when it has
-/// no migrations table yet); `$count_table` counts tables named `_sqlx_migrations`.
+/// The migrations applied to the database behind `$pool`, `(version, description)` (none
+/// when it has no migrations table yet); `$count_table` counts tables named
+/// `_sqlx_migrations`.
 macro_rules! applied_migrations {
     ($pool:expr, $count_table:literal) => {{
         let tables: i64 = sqlx::query_scalar($count_table).fetch_one($pool).await?;
         if tables == 0 {
             Vec::new()
         } else {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+            sqlx::query_as::<_, (i64, String)>(
+                "SELECT version, description FROM _sqlx_migrations WHERE success \
+                 ORDER BY version",
             )
             .fetch_all($pool)
             .await?

@@ -26,7 +26,13 @@ fn create_private(path: &std::path::Path) -> Result<(), StoreError> {
     }
 }
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+/// This binary's migrations. Applied migrations it does not know (a newer release's, during
+/// a rolling update or after a rollback) are not an error: under the expand-then-contract
+/// rule (UPGRADE.md) this binary still runs on that schema; the caller warns.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate::Migrator {
+    ignore_missing: true,
+    ..sqlx::migrate!("./migrations/sqlite")
+};
 
 impl SqliteStore {
     pub async fn open(url: &str, how: Open) -> Result<(Self, Schema), StoreError> {
