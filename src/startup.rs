@@ -42,6 +42,16 @@ pub async fn open_store_as(config: &Config, how: Open) -> anyhow::Result<(Arc<dy
 /// database, which issuer) once per process, and refused when its schema is behind this
 /// binary (only `serve` and `concierge migrate` change the schema).
 pub async fn open_cli_store(config: &Config, how: Open) -> anyhow::Result<Arc<dyn Store>> {
+    open_cli_store_schema(config, how)
+        .await
+        .map(|(store, _)| store)
+}
+
+/// [`open_cli_store`], with where the schema stands.
+pub async fn open_cli_store_schema(
+    config: &Config,
+    how: Open,
+) -> anyhow::Result<(Arc<dyn Store>, Schema)> {
     static SAID: std::sync::Once = std::sync::Once::new();
     let (store, schema) = open_store_as(config, how).await?;
     let url = redact_url(&config.database_url());
@@ -62,7 +72,7 @@ pub async fn open_cli_store(config: &Config, how: Open) -> anyhow::Result<Arc<dy
             schema.unknown.join(", ")
         );
     }
-    Ok(store)
+    Ok((store, schema))
 }
 
 /// The data directory (the SQLite database, the generated key-encryption key), created

@@ -28,6 +28,7 @@ pub mod resources;
 pub mod sessions;
 mod sql;
 pub mod sqlite;
+pub mod transfer;
 pub mod users;
 
 use std::sync::Arc;
@@ -53,6 +54,7 @@ pub use refresh_tokens::{
 pub use replay::ReplayStore;
 pub use resources::{ResourceRecord, ResourceStore, ScopeDef};
 pub use sessions::{Session, SessionStore};
+pub use transfer::TransferStore;
 pub use users::{User, UserStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +67,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// An import's target holds data already (the tables named, with their row counts).
+    #[error("the database is not empty: it has rows in {0}")]
+    NotEmpty(String),
     #[error("unsupported database URL {0:?}: use sqlite://… or postgres://…")]
     UnsupportedUrl(String),
     #[error(
@@ -109,6 +114,7 @@ pub trait Store:
     + IdJagPolicyStore
     + DeviceStore
     + AuditStore
+    + TransferStore
     + HealthStore
 {
     /// `sqlite` or `postgres`, for logs.
@@ -163,6 +169,16 @@ impl Schema {
             unknown,
         }
     }
+
+    /// The newest migration applied, 0 for none.
+    pub fn latest(&self) -> i64 {
+        self.applied.iter().copied().max().unwrap_or(0)
+    }
+}
+
+/// The newest migration this binary has (the same number for both backends).
+pub fn latest_migration() -> i64 {
+    sqlite::latest_migration().max(postgres::latest_migration())
 }
 
 /// Open the database named by `url`, creating it (SQLite) and applying migrations.

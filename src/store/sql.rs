@@ -67,9 +67,10 @@ macro_rules! applied_migrations {
 }
 pub(crate) use applied_migrations;
 
-/// Implement every store trait for `$ty` (a type with a `pool` field), naming the backend.
+/// Implement every store trait for `$ty` (a type with a `pool` field), naming the backend;
+/// `$transfer` is its [`Dialect`](super::transfer::Dialect) for export and import.
 macro_rules! sql_store {
-    ($ty:ty, $name:literal) => {
+    ($ty:ty, $name:literal, $transfer:expr) => {
         $crate::store::clients::sql_impl!($ty);
         $crate::store::resources::sql_impl!($ty);
         $crate::store::keys::sql_impl!($ty);
@@ -85,6 +86,7 @@ macro_rules! sql_store {
         $crate::store::exchange_policies::sql_impl!($ty);
         $crate::store::id_jag::sql_impl!($ty);
         $crate::store::audit::sql_impl!($ty);
+        $crate::store::transfer::sql_impl!($ty, $transfer);
 
         #[async_trait::async_trait]
         impl $crate::store::HealthStore for $ty {

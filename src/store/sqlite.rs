@@ -34,6 +34,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate::Migrator {
     ..sqlx::migrate!("./migrations/sqlite")
 };
 
+/// The newest migration this binary has.
+pub(super) fn latest_migration() -> i64 {
+    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
 impl SqliteStore {
     pub async fn open(url: &str, how: Open) -> Result<(Self, Schema), StoreError> {
         let options = SqliteConnectOptions::from_str(url)?;
@@ -67,4 +72,15 @@ impl SqliteStore {
     }
 }
 
-super::sql::sql_store!(SqliteStore, "sqlite");
+/// Export and import: a deferred transaction reads one snapshot (WAL mode); an explicit
+/// `id` sets the audit log's AUTOINCREMENT counter by itself.
+const TRANSFER: super::transfer::Dialect = super::transfer::Dialect {
+    snapshot: None,
+    keep_ids: "",
+    after_audit: None,
+    columns: "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p \
+              WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' \
+              AND m.name <> '_sqlx_migrations' ORDER BY m.name, p.cid",
+};
+
+super::sql::sql_store!(SqliteStore, "sqlite", TRANSFER);

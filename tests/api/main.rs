@@ -22,6 +22,7 @@ mod documents;
 mod dpop;
 mod errors;
 mod exchange;
+mod export_import;
 mod fastmcp;
 mod flow;
 mod fuzz;
