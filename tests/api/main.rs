@@ -41,6 +41,7 @@ mod process;
 mod refresh;
 mod registration;
 mod rmcp_client;
+mod rolling_update;
 mod scale_out;
 mod security;
 mod signin_throttle;
