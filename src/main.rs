@@ -1011,6 +1011,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         issuer_url.path().trim_end_matches('/')
     );
     let database = app.state.store.backend();
+    // Before the announcement: from then on a SIGTERM stops the server gracefully.
+    let shutdown = shutdown_signal();
     match log_format {
         // One log line like every other, for log pipelines that parse JSON.
         concierge::config::LogFormat::Json => tracing::info!(
@@ -1029,7 +1031,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .and_then(|()| std::io::stdout().flush());
         }
     }
-    app.serve(listener, shutdown_signal()).await
+    app.serve(listener, shutdown).await
 }
 
 async fn resource(cmd: &ResourceCmd, config: &Config) -> anyhow::Result<()> {
