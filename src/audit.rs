@@ -5,6 +5,10 @@
 //! appends queued events in batches, so issuing a token still needs no synchronous database
 //! write. [`Audit::flush`] waits until everything queued so far is stored (the admin API and
 //! shutdown use it). Events never carry secrets or tokens; tokens are named by `jti`.
+//!
+//! With `[audit.webhook]` or `[audit.otlp]`, stored events are also pushed to a SIEM or an
+//! OpenTelemetry collector ([`Push`]), by a task of its own, so a slow or absent receiver
+//! never holds up storage or requests.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -13,9 +17,11 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::metrics::Metrics;
+use crate::config::AuditConfig;
+use crate::metrics::{Metrics, PushOutcome};
 use crate::store::{NewAuditEvent, Store};
 use crate::util;
+use crate::webhook::{BadHeader, Retry, Webhook};
 
 /// The kinds of event. The dotted names are what is stored and what the admin API filters on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,9 +74,77 @@ pub enum Kind {
     IdentityLinked,
     /// Something changed through the admin API or the CLI; `detail.action` says what.
     AdminChange,
+    /// A user confirmed an authenticator app (TOTP) with its first code.
+    MfaEnrolled,
+    /// A user removed their authenticator app and recovery codes.
+    MfaRemoved,
+    /// A user made new recovery codes; the old ones stopped working.
+    MfaRecoveryCodesRegenerated,
+    /// A wrong (or already used) authenticator or recovery code at sign-in or in the account
+    /// pages; `detail.recovery_code` says which kind was tried.
+    MfaFailed,
 }
 
 impl Kind {
+    /// Every kind, for checking filters.
+    pub const ALL: [Self; 28] = [
+        Self::ClientRegistered,
+        Self::ClientUpdated,
+        Self::ClientDeleted,
+        Self::CimdFetchFailed,
+        Self::SigninSucceeded,
+        Self::SigninFailed,
+        Self::SigninThrottled,
+        Self::ConsentGranted,
+        Self::ConsentDenied,
+        Self::ConsentRevoked,
+        Self::TokenIssued,
+        Self::TokenExchanged,
+        Self::TokenRevoked,
+        Self::RefreshReuseDetected,
+        Self::RefreshReuseWithinGrace,
+        Self::CodeReplayDetected,
+        Self::DpopProofReplayed,
+        Self::DeviceApproved,
+        Self::DeviceDenied,
+        Self::KeyRotated,
+        Self::KeyRevoked,
+        Self::IdJagRefused,
+        Self::IdentityLinked,
+        Self::AdminChange,
+        Self::MfaEnrolled,
+        Self::MfaRemoved,
+        Self::MfaRecoveryCodesRegenerated,
+        Self::MfaFailed,
+    ];
+
+    /// Does `filter` name a kind (`token.issued`) or the first part of one (`token`)?
+    pub fn is_filter(filter: &str) -> bool {
+        Self::ALL.iter().any(|k| {
+            let name = k.as_str();
+            name == filter || name.split('.').next() == Some(filter)
+        })
+    }
+
+    /// Is this the record of a change (a client, consent, grant, key, link or setting made,
+    /// changed or ended)? A change's event is stored before its response is sent
+    /// ([`keep_changes`]). Token issuance and the refusals an attacker can repeat at will
+    /// are not: they are stored within the writer's linger (about 100 ms), unless
+    /// `audit.durable_tokens` makes token issuance wait too.
+    pub fn is_change(self) -> bool {
+        !matches!(
+            self,
+            Self::TokenIssued
+                | Self::TokenExchanged
+                | Self::SigninFailed
+                | Self::SigninThrottled
+                | Self::MfaFailed
+                | Self::CimdFetchFailed
+                | Self::DpopProofReplayed
+                | Self::IdJagRefused
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ClientRegistered => "client.registered",
@@ -97,24 +171,31 @@ impl Kind {
             Self::IdJagRefused => "id_jag.refused",
             Self::IdentityLinked => "identity.linked",
             Self::AdminChange => "admin.change",
+            Self::MfaEnrolled => "mfa.enrolled",
+            Self::MfaRemoved => "mfa.removed",
+            Self::MfaRecoveryCodesRegenerated => "mfa.recovery_codes_regenerated",
+            Self::MfaFailed => "mfa.failed",
         }
     }
 }
 
 /// An event being built: `Event::new(Kind::SigninFailed).ip(addr).detail(json!({…}))`.
 #[derive(Debug, Clone)]
-pub struct Event(NewAuditEvent);
+pub struct Event(NewAuditEvent, Kind);
 
 impl Event {
     pub fn new(kind: Kind) -> Self {
-        Self(NewAuditEvent {
-            at: util::now(),
-            kind: kind.as_str(),
-            client_id: None,
-            user_id: None,
-            ip: None,
-            detail: "{}".to_string(),
-        })
+        Self(
+            NewAuditEvent {
+                at: util::now(),
+                kind: kind.as_str(),
+                client_id: None,
+                user_id: None,
+                ip: None,
+                detail: "{}".to_string(),
+            },
+            kind,
+        )
     }
 
     pub fn client(mut self, client_id: impl Into<String>) -> Self {
@@ -167,6 +248,34 @@ pub struct Audit {
     /// Cuts the writer's linger short when someone waits in [`Audit::flush`].
     flush_asked: Arc<Notify>,
     metrics: Arc<Metrics>,
+    /// Token issuance waits for its event too (`audit.durable_tokens`).
+    durable_tokens: bool,
+}
+
+tokio::task_local! {
+    /// Set when the request handled on this task recorded an event that must be stored
+    /// before its response goes out.
+    static MUST_STORE: std::cell::Cell<bool>;
+}
+
+/// Middleware: handle the request, then, when it recorded a change ([`Kind::is_change`]),
+/// wait until the event is stored before the response goes out. A client that got an answer
+/// can then rely on the record: a crash (`kill -9`) right after loses no change's event.
+pub async fn keep_changes(
+    axum::extract::State(audit): axum::extract::State<Audit>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (res, recorded) = MUST_STORE
+        .scope(std::cell::Cell::new(false), async {
+            let res = next.run(req).await;
+            (res, MUST_STORE.with(std::cell::Cell::get))
+        })
+        .await;
+    if recorded {
+        audit.flush().await;
+    }
+    res
 }
 
 /// How many events may wait for the writer before `record` has to wait for room.
@@ -181,23 +290,44 @@ const BATCH: usize = 512;
 const LINGER: Duration = Duration::from_millis(100);
 
 impl Audit {
-    /// Start the writer on the current Tokio runtime. It ends when every `Audit` is dropped,
-    /// after storing what was queued.
-    pub fn start(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
+    /// Start the writer on the current Tokio runtime, and the pusher when `push` is given.
+    /// The writer ends when every `Audit` is dropped, after storing what was queued.
+    pub fn start(
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        push: Option<Push>,
+        durable_tokens: bool,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let flush_asked = Arc::new(Notify::new());
-        tokio::spawn(write_loop(store, rx, flush_asked.clone()));
+        let pushed = push.map(|push| {
+            let (tx, rx) = mpsc::channel(PUSH_QUEUE);
+            tokio::spawn(push_loop(push, rx, metrics.clone()));
+            tx
+        });
+        let writer = Writer {
+            store,
+            metrics: metrics.clone(),
+            pushed,
+        };
+        tokio::spawn(write_loop(writer, rx, flush_asked.clone()));
         Self {
             tx,
             flush_asked,
             metrics,
+            durable_tokens,
         }
     }
 
     /// Queue an event. Never blocks the caller: when the queue is full (the database is
     /// slower than the traffic), the event is handed to a task that waits for room.
     pub fn record(&self, event: Event) {
-        let event = event.into_inner();
+        let Event(event, kind) = event;
+        let token = matches!(kind, Kind::TokenIssued | Kind::TokenExchanged);
+        if kind.is_change() || (self.durable_tokens && token) {
+            // Outside a request (a background task) there is no response to hold back.
+            let _ = MUST_STORE.try_with(|m| m.set(true));
+        }
         self.metrics.security_event(event.kind);
         // The table is the record; this line is for debugging only (it would cost a log
         // line per token issued at info level).
@@ -222,6 +352,11 @@ impl Audit {
         }
     }
 
+    /// How many events wait for the writer.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Wait until every event queued before this call is stored (or failed to store).
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
@@ -232,7 +367,42 @@ impl Audit {
     }
 }
 
-async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Msg>, flush_asked: Arc<Notify>) {
+/// Where stored events go.
+struct Writer {
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    /// To the pusher, when `[audit.webhook]` is set.
+    pushed: Option<mpsc::Sender<Vec<NewAuditEvent>>>,
+}
+
+impl Writer {
+    /// Store `batch` (emptied), then hand it to the pusher.
+    async fn append(&self, batch: &mut Vec<NewAuditEvent>) {
+        if batch.is_empty() {
+            return;
+        }
+        match self.store.append_audit(batch).await {
+            Ok(()) => self.metrics.audit_written(batch.len(), true),
+            Err(e) => {
+                self.metrics.audit_written(batch.len(), false);
+                tracing::error!(error = %e, count = batch.len(), "storing audit events failed");
+            }
+        }
+        let events = std::mem::take(batch);
+        if let Some(pushed) = &self.pushed {
+            let count = events.len();
+            if pushed.try_send(events).is_err() {
+                self.metrics.audit_pushed(count, PushOutcome::Dropped);
+                tracing::warn!(
+                    count,
+                    "the audit webhook is behind: events were not pushed (they are stored)"
+                );
+            }
+        }
+    }
+}
+
+async fn write_loop(writer: Writer, mut rx: mpsc::Receiver<Msg>, flush_asked: Arc<Notify>) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut waiting = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -251,11 +421,11 @@ async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Msg>, flush_as
                 Msg::Flush(done) => waiting.push(done),
             }
             if batch.len() == BATCH {
-                append(store.as_ref(), &mut batch).await;
+                writer.append(&mut batch).await;
             }
             next = rx.try_recv().ok();
         }
-        append(store.as_ref(), &mut batch).await;
+        writer.append(&mut batch).await;
         // Everything queued before each flush request is stored now.
         for done in waiting.drain(..) {
             let _ = done.send(());
@@ -263,12 +433,265 @@ async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Msg>, flush_as
     }
 }
 
-async fn append(store: &dyn Store, batch: &mut Vec<NewAuditEvent>) {
-    if batch.is_empty() {
-        return;
+/// Batches waiting for the pusher; a stored batch that finds no room is not pushed.
+const PUSH_QUEUE: usize = 256;
+
+/// A push destination that cannot be configured as written.
+#[derive(Debug, thiserror::Error)]
+pub enum PushConfigError {
+    #[error(transparent)]
+    Header(#[from] BadHeader),
+    #[error(
+        "{0}.kinds: {1:?} is not an event kind (such as signin.failed) or its first part \
+         (such as signin)"
+    )]
+    Kind(&'static str, String),
+}
+
+/// Pushes stored events to where the operator asked (`[audit.webhook]`, `[audit.otlp]`),
+/// one delivery per stored batch and destination, each filtered to its kinds.
+pub struct Push {
+    sinks: Vec<Sink>,
+}
+
+/// One destination.
+struct Sink {
+    to: Webhook,
+    kinds: Vec<String>,
+    format: Format,
+}
+
+/// What a destination reads.
+enum Format {
+    /// `{"events": [...]}`, each event as the admin API lists it.
+    Events,
+    /// An OTLP `ExportLogsServiceRequest` in the JSON encoding of OTLP/HTTP.
+    OtlpLogs { service: String },
+}
+
+impl Push {
+    /// The destinations `config` names; `None` when there are none.
+    pub fn from_config(config: &AuditConfig) -> Result<Option<Self>, PushConfigError> {
+        let named = [
+            ("audit.webhook", config.webhook.as_ref().map(|w| &w.kinds)),
+            ("audit.otlp", config.otlp.as_ref().map(|o| &o.kinds)),
+        ];
+        for (section, kinds) in named {
+            if let Some(k) = kinds.into_iter().flatten().find(|k| !Kind::is_filter(k)) {
+                return Err(PushConfigError::Kind(section, k.clone()));
+            }
+        }
+        let mut sinks = Vec::new();
+        if let Some(w) = &config.webhook {
+            sinks.push(Sink {
+                to: Webhook::new(
+                    &w.url,
+                    Some(&w.secret),
+                    &Default::default(),
+                    Duration::from_secs(u64::from(w.timeout_secs)),
+                    Retry::default(),
+                )?,
+                kinds: w.kinds.clone(),
+                format: Format::Events,
+            });
+        }
+        if let Some(o) = &config.otlp {
+            sinks.push(Sink {
+                to: Webhook::new(
+                    &o.endpoint,
+                    None,
+                    &o.headers,
+                    Duration::from_secs(u64::from(o.timeout_secs)),
+                    Retry::default(),
+                )?,
+                kinds: o.kinds.clone(),
+                format: Format::OtlpLogs {
+                    service: o.service_name.clone(),
+                },
+            });
+        }
+        Ok((!sinks.is_empty()).then_some(Self { sinks }))
     }
-    if let Err(e) = store.append_audit(batch).await {
-        tracing::error!(error = %e, count = batch.len(), "storing audit events failed");
+}
+
+/// Is an event of `kind` wanted by a destination of `kinds`? (All when none are named.)
+fn wanted(kinds: &[String], kind: &str) -> bool {
+    kinds.is_empty()
+        || kinds
+            .iter()
+            .any(|k| k == kind || kind.split('.').next() == Some(k.as_str()))
+}
+
+/// An event as pushed: the admin API's shape.
+#[derive(Serialize)]
+struct Pushed<'a> {
+    at: String,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    client_id: Option<&'a str>,
+    user_id: Option<&'a str>,
+    ip: Option<&'a str>,
+    detail: serde_json::Value,
+}
+
+impl<'a> From<&'a NewAuditEvent> for Pushed<'a> {
+    fn from(e: &'a NewAuditEvent) -> Self {
+        Self {
+            at: util::rfc3339(e.at),
+            kind: e.kind,
+            client_id: e.client_id.as_deref(),
+            user_id: e.user_id.as_deref(),
+            ip: e.ip.as_deref(),
+            detail: serde_json::from_str(&e.detail).unwrap_or_default(),
+        }
     }
-    batch.clear();
+}
+
+/// An OTLP string attribute.
+fn attribute(key: &str, value: &str) -> serde_json::Value {
+    serde_json::json!({ "key": key, "value": { "stringValue": value } })
+}
+
+/// One OTLP log record per event (OTLP/HTTP JSON encoding: 64-bit integers as strings).
+fn otlp_logs(events: &[&NewAuditEvent], service: &str, now: i64) -> serde_json::Value {
+    let nanos = |t: i64| (i128::from(t) * 1_000_000_000).to_string();
+    let records: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| {
+            let mut attributes = vec![attribute("event.name", e.kind)];
+            for (key, value) in [
+                ("concierge.client_id", e.client_id.as_deref()),
+                ("concierge.user_id", e.user_id.as_deref()),
+                ("client.address", e.ip.as_deref()),
+            ] {
+                if let Some(v) = value {
+                    attributes.push(attribute(key, v));
+                }
+            }
+            attributes.push(attribute("concierge.detail", &e.detail));
+            serde_json::json!({
+                "timeUnixNano": nanos(e.at),
+                "observedTimeUnixNano": nanos(now),
+                "severityNumber": 9,
+                "severityText": "INFO",
+                "eventName": e.kind,
+                "body": { "stringValue": e.kind },
+                "attributes": attributes,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "resourceLogs": [{
+            "resource": { "attributes": [attribute("service.name", service)] },
+            "scopeLogs": [{
+                "scope": { "name": "concierge.audit", "version": env!("CARGO_PKG_VERSION") },
+                "logRecords": records,
+            }],
+        }],
+    })
+}
+
+impl Sink {
+    /// The body for the events of `batch` this destination wants, if any.
+    fn body(&self, batch: &[NewAuditEvent]) -> Option<(usize, Vec<u8>)> {
+        let events: Vec<&NewAuditEvent> = batch
+            .iter()
+            .filter(|e| wanted(&self.kinds, e.kind))
+            .collect();
+        if events.is_empty() {
+            return None;
+        }
+        let count = events.len();
+        let doc = match &self.format {
+            Format::Events => {
+                let events: Vec<Pushed<'_>> = events.into_iter().map(Pushed::from).collect();
+                serde_json::json!({ "events": events })
+            }
+            Format::OtlpLogs { service } => otlp_logs(&events, service, util::now()),
+        };
+        serde_json::to_vec(&doc).ok().map(|b| (count, b))
+    }
+}
+
+async fn push_loop(push: Push, mut rx: mpsc::Receiver<Vec<NewAuditEvent>>, metrics: Arc<Metrics>) {
+    while let Some(batch) = rx.recv().await {
+        for sink in &push.sinks {
+            let Some((count, body)) = sink.body(&batch) else {
+                continue;
+            };
+            match sink.to.deliver(body).await {
+                Ok(_) => metrics.audit_pushed(count, PushOutcome::Pushed),
+                Err(e) => {
+                    metrics.audit_pushed(count, PushOutcome::Failed);
+                    tracing::warn!(
+                        url = sink.to.url(),
+                        error = %e,
+                        count,
+                        "pushing audit events failed (they are stored)"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_listed_once_and_filters_by_name_or_first_part() {
+        let names: std::collections::BTreeSet<_> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), Kind::ALL.len());
+        assert!(Kind::is_filter("token.issued"));
+        assert!(Kind::is_filter("token"));
+        assert!(Kind::is_filter("admin.change"));
+        assert!(!Kind::is_filter("token.issue"));
+        assert!(!Kind::is_filter("tokens"));
+        assert!(!Kind::is_filter(""));
+        assert!(!Kind::is_filter("token."));
+    }
+
+    #[test]
+    fn a_destination_takes_the_configured_kinds() {
+        let kinds = |k: &[&str]| k.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(wanted(&[], "token.issued"));
+        let k = kinds(&["signin", "admin.change"]);
+        assert!(wanted(&k, "signin.failed"));
+        assert!(wanted(&k, "admin.change"));
+        assert!(!wanted(&k, "token.issued"));
+        assert!(!wanted(&k, "signin_other.x"));
+    }
+
+    #[test]
+    fn otlp_records_carry_the_event() {
+        let e = NewAuditEvent {
+            at: 1_700_000_000,
+            kind: "signin.failed",
+            client_id: None,
+            user_id: Some("u1".into()),
+            ip: Some("192.0.2.1".into()),
+            detail: r#"{"reason":"password"}"#.into(),
+        };
+        let doc = otlp_logs(&[&e], "svc", 1_700_000_001);
+        let record = &doc["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0];
+        assert_eq!(record["timeUnixNano"], "1700000000000000000");
+        assert_eq!(record["observedTimeUnixNano"], "1700000001000000000");
+        assert_eq!(record["body"]["stringValue"], "signin.failed");
+        let attrs = record["attributes"].as_array().unwrap();
+        let keys: Vec<&str> = attrs.iter().map(|a| a["key"].as_str().unwrap()).collect();
+        assert_eq!(
+            keys,
+            [
+                "event.name",
+                "concierge.user_id",
+                "client.address",
+                "concierge.detail"
+            ]
+        );
+        assert_eq!(
+            doc["resourceLogs"][0]["resource"]["attributes"][0]["value"]["stringValue"],
+            "svc"
+        );
+    }
 }

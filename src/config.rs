@@ -257,6 +257,9 @@ pub struct HttpConfig {
     pub max_connections: u32,
     /// At shutdown, how long in-flight requests get to finish, in seconds. Default 10.
     pub shutdown_grace_secs: u32,
+    /// One INFO line per request (target `concierge::access`): method, path without the
+    /// query, status, latency, client id when known, request id. Default `false`.
+    pub access_log: bool,
 }
 
 impl Default for HttpConfig {
@@ -267,6 +270,7 @@ impl Default for HttpConfig {
             idle_timeout_secs: 60,
             max_connections: 4096,
             shutdown_grace_secs: 10,
+            access_log: false,
         }
     }
 }
@@ -620,13 +624,127 @@ impl KeysConfig {
 pub struct AuditConfig {
     /// Days an audit event is kept before the sweeper deletes it. Default 365.
     pub retention_days: u32,
+    /// Also push events, as they are stored, to a SIEM or log pipeline. Default: none (events
+    /// are only pulled, from the admin API).
+    pub webhook: Option<AuditWebhook>,
+    /// Also push events, as they are stored, as OpenTelemetry log records (OTLP/HTTP, JSON
+    /// encoding) to a collector. Default: none.
+    pub otlp: Option<AuditOtlp>,
+    /// Every change's event is stored before its response is sent. Token issuance's events
+    /// are stored within about 100 ms of the response (batched: a crash in that window loses
+    /// them); `true` makes token responses wait for theirs too, at a cost in throughput.
+    /// Default `false`.
+    pub durable_tokens: bool,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
         Self {
             retention_days: 365,
+            webhook: None,
+            otlp: None,
+            durable_tokens: false,
         }
+    }
+}
+
+/// `[audit.webhook]`: where stored audit events are pushed, as signed JSON batches
+/// (`{"events": [...]}`, each event as the admin API shows it), retried with backoff; see
+/// `crate::webhook` for the signature.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditWebhook {
+    /// An `https` URL (or `http` for a collector on the same host or network).
+    pub url: String,
+    /// The HMAC-SHA256 key shared with the receiver: at least 32 characters.
+    pub secret: String,
+    /// Only these kinds (`signin.failed`) or kinds' first parts (`signin`). Default: all.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Each attempt's timeout in seconds. Default 10.
+    #[serde(default = "AuditWebhook::default_timeout")]
+    pub timeout_secs: u32,
+}
+
+impl AuditWebhook {
+    fn default_timeout() -> u32 {
+        10
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let url = Url::parse(&self.url)
+            .map_err(|e| ConfigError::Invalid(format!("audit.webhook.url: {e}")))?;
+        if !matches!(url.scheme(), "https" | "http") {
+            return Err(ConfigError::Invalid(
+                "audit.webhook.url must be an https (or http) URL".into(),
+            ));
+        }
+        if self.secret.len() < 32 {
+            return Err(ConfigError::Invalid(
+                "audit.webhook.secret must be at least 32 characters".into(),
+            ));
+        }
+        check_push("audit.webhook", self.timeout_secs)
+    }
+}
+
+/// What both audit pushes check here: a sensible timeout. (Their `kinds` are checked
+/// against the event kinds by `crate::audit::Push::from_config`.)
+fn check_push(section: &str, timeout_secs: u32) -> Result<(), ConfigError> {
+    if timeout_secs == 0 || timeout_secs > 300 {
+        return Err(ConfigError::Invalid(format!(
+            "{section}.timeout_secs must be between 1 and 300"
+        )));
+    }
+    Ok(())
+}
+
+/// `[audit.otlp]`: where stored audit events go as OpenTelemetry log records (one per
+/// event: the kind as body and `event.name`, the client, user, address and detail as
+/// attributes), in OTLP/HTTP's JSON encoding, retried with backoff.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditOtlp {
+    /// The collector's logs URL, in full: `http://collector:4318/v1/logs`.
+    pub endpoint: String,
+    /// Headers for the collector, e.g. `{ authorization = "Bearer …" }`. Default: none.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// The `service.name` resource attribute. Default `concierge`.
+    #[serde(default = "AuditOtlp::default_service_name")]
+    pub service_name: String,
+    /// Only these kinds or kinds' first parts. Default: all.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Each attempt's timeout in seconds. Default 10.
+    #[serde(default = "AuditWebhook::default_timeout")]
+    pub timeout_secs: u32,
+}
+
+impl AuditOtlp {
+    fn default_service_name() -> String {
+        "concierge".into()
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let url = Url::parse(&self.endpoint)
+            .map_err(|e| ConfigError::Invalid(format!("audit.otlp.endpoint: {e}")))?;
+        if !matches!(url.scheme(), "https" | "http") {
+            return Err(ConfigError::Invalid(
+                "audit.otlp.endpoint must be an http(s) URL such as http://collector:4318/v1/logs"
+                    .into(),
+            ));
+        }
+        for (name, value) in &self.headers {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || http::HeaderValue::from_str(value).is_err()
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "audit.otlp.headers: {name:?} is not a valid HTTP header"
+                )));
+            }
+        }
+        check_push("audit.otlp", self.timeout_secs)
     }
 }
 
@@ -773,6 +891,12 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "audit.retention_days must be at least 1 (days an audit event is kept)".into(),
             ));
+        }
+        if let Some(w) = &self.audit.webhook {
+            w.check()?;
+        }
+        if let Some(o) = &self.audit.otlp {
+            o.check()?;
         }
         if self.cimd.max_document_bytes == 0 || self.cimd.timeout_ms == 0 {
             return Err(ConfigError::Invalid(

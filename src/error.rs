@@ -212,11 +212,14 @@ impl OAuthError {
     }
 }
 
-/// Log an internal error with a fresh correlation id and return the message a caller may
-/// see: that it was our fault, and the id to quote.
+/// Log an internal error and return the message a caller may see: that it was our fault,
+/// and the id to quote. The id is the request's (`X-Request-Id`, also on every log line of
+/// the request), or a fresh one outside a request.
 pub fn internal_message(detail: impl std::fmt::Display) -> String {
-    let id = crate::util::random_id();
-    let id = &id[..12];
+    let id = crate::request_id::current().map_or_else(
+        || crate::util::random_id()[..12].to_string(),
+        |r| r.as_str().to_string(),
+    );
     tracing::error!(error = %detail, error_id = %id, "internal error");
     format!("the server could not complete the request; it has been logged as {id}")
 }

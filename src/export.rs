@@ -65,13 +65,13 @@ pub enum ExportError {
     )]
     NewerDatabase(String),
     #[error(
-        "signing key {kid} in the export does not open with this key-encryption key \
-         ({ours}){theirs}: signing keys are exported encrypted, so the target needs the same \
-         key_encryption_key as the source (CONCIERGE_KEY_ENCRYPTION_KEY, or the source's \
-         data directory's key-encryption-key file); nothing was imported"
+        "{what} in the export does not open with this key-encryption key ({ours}){theirs}: \
+         signing keys and authenticator secrets are exported encrypted, so the target needs \
+         the same key_encryption_key as the source (CONCIERGE_KEY_ENCRYPTION_KEY, or the \
+         source's data directory's key-encryption-key file); nothing was imported"
     )]
     Kek {
-        kid: String,
+        what: String,
         ours: String,
         theirs: String,
     },
@@ -205,34 +205,52 @@ pub fn check_header(doc: &Document) -> Result<(), ExportError> {
     Ok(())
 }
 
-/// Every exported signing key must open with `kek` (or one of its previous keys): the
-/// target's servers could not sign or publish otherwise.
+/// Every exported signing key and authenticator secret must open with `kek` (or one of its
+/// previous keys): the target's servers could not sign, publish or check second factors
+/// otherwise.
 fn check_keys(doc: &Document, kek: &Kek) -> Result<(), ExportError> {
-    let Some(rows) = doc.tables.get("signing_keys") else {
-        return Ok(());
-    };
-    for (n, row) in rows.iter().enumerate() {
-        let kid = row
-            .get("kid")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ExportError::Damaged(format!("signing_keys[{n}].kid: missing")))?;
-        let sealed = row
-            .get("private_key")
-            .and_then(Value::as_str)
-            .and_then(util::b64_decode)
-            .ok_or_else(|| {
-                ExportError::Damaged(format!("signing_keys[{n}].private_key: not base64url"))
-            })?;
-        if kek.open(kid, &sealed).is_err() {
-            return Err(ExportError::Kek {
-                kid: kid.to_string(),
-                ours: kek.fingerprint().to_string(),
-                theirs: doc
-                    .key_encryption_key
-                    .as_ref()
-                    .map(|f| format!("; the export was made with {f}"))
-                    .unwrap_or_default(),
-            });
+    // (table, the column naming the row, the sealed column, the associated data, what it is)
+    type Aad = fn(&str) -> String;
+    let sealed: [(&str, &str, &str, Aad, &str); 2] = [
+        (
+            "signing_keys",
+            "kid",
+            "private_key",
+            str::to_string,
+            "signing key",
+        ),
+        (
+            "totp_factors",
+            "user_id",
+            "secret_sealed",
+            crate::oauth::authn::totp_kid,
+            "the authenticator secret of user",
+        ),
+    ];
+    for (table, name, column, aad, what) in sealed {
+        for (n, row) in doc.tables.get(table).into_iter().flatten().enumerate() {
+            let id = row
+                .get(name)
+                .and_then(Value::as_str)
+                .ok_or_else(|| ExportError::Damaged(format!("{table}[{n}].{name}: missing")))?;
+            let bytes = row
+                .get(column)
+                .and_then(Value::as_str)
+                .and_then(util::b64_decode)
+                .ok_or_else(|| {
+                    ExportError::Damaged(format!("{table}[{n}].{column}: not base64url"))
+                })?;
+            if kek.open(&aad(id), &bytes).is_err() {
+                return Err(ExportError::Kek {
+                    what: format!("{what} {id}"),
+                    ours: kek.fingerprint().to_string(),
+                    theirs: doc
+                        .key_encryption_key
+                        .as_ref()
+                        .map(|f| format!("; the export was made with {f}"))
+                        .unwrap_or_default(),
+                });
+            }
         }
     }
     Ok(())
@@ -354,8 +372,28 @@ mod tests {
         );
         check_keys(&d, &source).unwrap();
         let e = check_keys(&d, &target).unwrap_err().to_string();
+        assert!(e.contains("signing key k1"), "{e}");
         assert!(e.contains(source.fingerprint()), "{e}");
         assert!(e.contains(target.fingerprint()), "{e}");
         assert!(e.contains("same key_encryption_key"), "{e}");
+
+        // Authenticator secrets too, sealed for their user.
+        let sealed = source
+            .seal(&crate::oauth::authn::totp_kid("u1"), b"totp")
+            .unwrap();
+        let row = serde_json::json!({ "user_id": "u1", "secret_sealed": util::b64(&sealed) });
+        d.tables.insert(
+            "totp_factors".into(),
+            vec![row.as_object().unwrap().clone()],
+        );
+        let only_totp = Document {
+            tables: [("totp_factors".to_string(), d.tables["totp_factors"].clone())]
+                .into_iter()
+                .collect(),
+            ..d.clone()
+        };
+        check_keys(&d, &source).unwrap();
+        let e = check_keys(&only_totp, &target).unwrap_err().to_string();
+        assert!(e.contains("the authenticator secret of user u1"), "{e}");
     }
 }

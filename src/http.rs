@@ -2,6 +2,7 @@
 //! same way: the caller's address, form and JSON bodies' media types, and access tokens in
 //! the `Authorization` header.
 
+pub mod access;
 pub mod forwarded;
 
 use std::net::{IpAddr, SocketAddr};
@@ -27,31 +28,41 @@ impl FromRequestParts<AppState> for ClientAddr {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let config = &state.oauth.config;
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(a)| a.ip());
-        let trust = forwarded::Trust {
-            peer: config.trust_forwarded_for,
-            proxies: &config.trusted_proxies,
-            header: config.forwarded_header,
-        };
-        if !trust.any() {
-            return Ok(Self(peer));
-        }
-        let name = match config.forwarded_header {
-            crate::config::ForwardedHeader::XForwardedFor => "x-forwarded-for",
-            crate::config::ForwardedHeader::Forwarded => "forwarded",
-        };
-        // A value that is not visible ASCII names no address: an empty entry ends the walk.
-        let values = parts
-            .headers
-            .get_all(name)
-            .iter()
-            .map(|v| v.to_str().unwrap_or(","));
-        Ok(Self(forwarded::client_addr(peer, &trust, values)))
+        Ok(Self(client_addr(
+            &parts.headers,
+            &parts.extensions,
+            &state.oauth.config,
+        )))
     }
+}
+
+/// The caller's address of a request with these headers and extensions ([`ClientAddr`]).
+pub fn client_addr(
+    headers: &HeaderMap,
+    extensions: &axum::http::Extensions,
+    config: &crate::config::Config,
+) -> Option<IpAddr> {
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(a)| a.ip());
+    let trust = forwarded::Trust {
+        peer: config.trust_forwarded_for,
+        proxies: &config.trusted_proxies,
+        header: config.forwarded_header,
+    };
+    if !trust.any() {
+        return peer;
+    }
+    let name = match config.forwarded_header {
+        crate::config::ForwardedHeader::XForwardedFor => "x-forwarded-for",
+        crate::config::ForwardedHeader::Forwarded => "forwarded",
+    };
+    // A value that is not visible ASCII names no address: an empty entry ends the walk.
+    let values = headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap_or(","));
+    forwarded::client_addr(peer, &trust, values)
 }
 
 /// A form body of media type `application/x-www-form-urlencoded`, parsed.

@@ -27,6 +27,7 @@ pub mod listener;
 pub mod manage;
 pub mod metrics;
 pub mod oauth;
+pub mod request_id;
 pub mod router;
 pub mod startup;
 pub mod state;
@@ -34,6 +35,7 @@ pub mod store;
 pub mod telemetry;
 pub mod ui;
 pub mod util;
+pub mod webhook;
 
 pub use config::Config;
 pub use startup::{App, RunningServer};

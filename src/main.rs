@@ -125,7 +125,10 @@ enum AdminClientCmd {
     List,
     /// Remove an admin client: its admin tokens stop working at once on this replica and
     /// within `clients.cache_secs` on the others.
-    Revoke { client_id: String },
+    Revoke {
+        #[arg(allow_hyphen_values = true)]
+        client_id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -272,6 +275,9 @@ enum UserCmd {
     /// Forget the user's failed sign-ins, so they may try again at once (the waits after
     /// failures, and the failures counted against the addresses they came from).
     Unlock { username: String },
+    /// Forget the user's authenticator app and recovery codes (a lost phone): they sign in
+    /// with the password alone until they set up another.
+    ResetFactors { username: String },
 }
 
 #[derive(Args)]
@@ -396,11 +402,18 @@ enum ClientCmd {
     /// List clients: pre-registered, and dynamically registered ones with where from.
     List,
     /// Show one client; an https client_id is fetched as a Client ID Metadata Document.
-    Show { client_id: String },
+    Show {
+        #[arg(allow_hyphen_values = true)]
+        client_id: String,
+    },
     /// Remove a client.
-    Remove { client_id: String },
+    Remove {
+        #[arg(allow_hyphen_values = true)]
+        client_id: String,
+    },
     /// Change a pre-registered client (checked as a new one is); options left out stay.
     Update {
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
         #[arg(long)]
         name: Option<String>,
@@ -423,6 +436,7 @@ enum ClientCmd {
     /// `--overlap-secs` (default an hour; 0 ends it at once) so the client can switch without
     /// downtime; other replicas learn the new one within `clients.cache_secs`.
     RotateSecret {
+        #[arg(allow_hyphen_values = true)]
         client_id: String,
         #[arg(long, default_value_t = 3600)]
         overlap_secs: i64,
@@ -448,7 +462,10 @@ enum KeysCmd {
     /// Withdraw a key at once (a compromised key): out of the JWKS, and tokens it signed stop
     /// verifying at every server within `keys.refresh_secs`. If it was signing, a new key
     /// replaces it at once.
-    Revoke { kid: String },
+    Revoke {
+        #[arg(allow_hyphen_values = true)]
+        kid: String,
+    },
     /// Re-encrypt every signing key under the current key-encryption key (after changing it,
     /// with the old one in `previous_key_encryption_keys`); see deploy/README.md.
     Rekey,
@@ -505,6 +522,11 @@ fn config_check(config: &Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))
         .and_then(|()| {
             concierge::oauth::id_jag::check_config(&config.id_jag)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        })
+        .and_then(|()| {
+            concierge::audit::Push::from_config(&config.audit)
+                .map(drop)
                 .map_err(|e| anyhow::anyhow!("{e}"))
         });
     if let Err(e) = checked {
@@ -815,6 +837,7 @@ const CHANGING: &[&str] = &[
     "deny-exchange",
     "set-password",
     "unlock",
+    "reset-factors",
     "disable",
     "revoke",
     "rotate-secret",
@@ -829,6 +852,20 @@ const CHANGING: &[&str] = &[
     "link",
     "unlink",
 ];
+
+/// Who ran an operator command, as far as this machine says: the login name and the host.
+/// (The admin API's changes name the admin client and the caller's address instead.)
+fn cli_actor() -> serde_json::Value {
+    let user = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()));
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty());
+    serde_json::json!({ "via": "cli", "user": user, "host": host })
+}
 
 /// Put an operator's change made with this command in the audit log, as the admin API does
 /// for its own. The command line is recorded without the global options (a database URL can
@@ -855,7 +892,11 @@ async fn record_cli_change(config: &Config) {
         return;
     }
     let event = concierge::audit::Event::new(concierge::audit::Kind::AdminChange)
-        .detail(serde_json::json!({ "action": "cli", "command": words.join(" ") }))
+        .detail(serde_json::json!({
+            "action": "cli",
+            "command": words.join(" "),
+            "actor": cli_actor(),
+        }))
         .into_inner();
     let stored = match open_store(config).await {
         Ok(store) => store
@@ -1514,6 +1555,17 @@ async fn user(cmd: &UserCmd, config: &Config) -> anyhow::Result<()> {
                 );
             }
         }
+        UserCmd::ResetFactors { username } => {
+            let (user, had) = manage::reset_factors(store.as_ref(), username).await?;
+            if had {
+                println!(
+                    "reset {}: authenticator app and recovery codes removed; the password alone signs in",
+                    user.username
+                );
+            } else {
+                println!("{} had no second factor to reset", user.username);
+            }
+        }
     }
     Ok(())
 }
@@ -1589,13 +1641,36 @@ async fn keys(cmd: &KeysCmd, config: &Config) -> anyhow::Result<()> {
                 resealed.push((k.kid.clone(), kek.seal(&k.kid, &plain)?));
             }
             let n = store.reseal_keys(&resealed).await?;
+            // Users' authenticator secrets are sealed under the KEK too.
+            let mut factors = Vec::new();
+            for (user_id, sealed) in store.list_sealed_totp().await? {
+                let kid = concierge::oauth::authn::totp_kid(&user_id);
+                if kek.is_current(&kid, &sealed) {
+                    continue;
+                }
+                let plain = kek.open(&kid, &sealed).with_context(|| {
+                    format!(
+                        "the authenticator secret of user {user_id} opens with neither the \
+                         current nor a previous key-encryption key"
+                    )
+                })?;
+                let new = kek.seal(&kid, &plain)?;
+                factors.push((user_id, sealed, new));
+            }
+            let m = store.reseal_totp(&factors).await?;
             let event = concierge::audit::Event::new(concierge::audit::Kind::AdminChange)
-                .detail(serde_json::json!({ "action": "keys.rekey", "keys": n, "kek": kek.fingerprint() }))
+                .detail(serde_json::json!({
+                    "action": "keys.rekey",
+                    "keys": n,
+                    "authenticators": m,
+                    "kek": kek.fingerprint(),
+                    "actor": cli_actor(),
+                }))
                 .into_inner();
             store.append_audit(&[event]).await?;
             println!(
-                "{n} signing key(s) re-encrypted under the key-encryption key {}; \
-                 previous_key_encryption_keys can now be removed",
+                "{n} signing key(s) and {m} authenticator secret(s) re-encrypted under the \
+                 key-encryption key {}; previous_key_encryption_keys can now be removed",
                 kek.fingerprint()
             );
         }

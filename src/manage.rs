@@ -807,6 +807,19 @@ pub async fn unlock_user(
     Ok((user, cleared))
 }
 
+/// Reset a user's second factors (a lost phone): their authenticator app and recovery codes
+/// are forgotten, and they sign in with the password alone until they set up another.
+/// Returns the user and whether they had anything to reset.
+pub async fn reset_factors(store: &dyn Store, username: &str) -> Result<(User, bool), ManageError> {
+    let user = store
+        .find_user(username)
+        .await?
+        .ok_or_else(|| ManageError::NotFound(format!("no user {username}")))?;
+    let had = store.delete_factors(&user.id).await?;
+    tracing::info!(user_id = %user.id, had, "second factors reset by an operator");
+    Ok((user, had))
+}
+
 impl From<ManageError> for ApiError {
     fn from(e: ManageError) -> Self {
         match e {

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -48,7 +49,49 @@ struct EventLabels {
     kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PushLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyLabels {
+    alg: String,
+}
+
 type HistogramFamily = Family<EndpointLabels, Histogram, fn() -> Histogram>;
+
+/// What became of audit events meant for the webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    Pushed,
+    /// The receiver refused them, or kept failing until the retries ran out.
+    Failed,
+    /// The pusher was too far behind to take them.
+    Dropped,
+}
+
+/// What the metrics read from the rest of the server when they are scraped.
+#[derive(Debug, Clone, Default)]
+pub struct Readings {
+    /// Audit events waiting for the writer.
+    pub audit_queued: usize,
+    pub pool: Option<crate::store::PoolStats>,
+    /// The age in seconds of each algorithm's signing key (since it was made).
+    pub key_ages: Vec<(String, i64)>,
+    /// Failed OpenTelemetry exports since the process started (`crate::telemetry`).
+    pub otlp_export_failures: u64,
+}
 
 /// The server's metrics; one per running server (so in-process test servers do not mix).
 pub struct Metrics {
@@ -58,6 +101,15 @@ pub struct Metrics {
     tokens: Family<TokenLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     events: Family<EventLabels, Counter>,
+    audit_queued: Gauge,
+    audit_stored: Counter,
+    audit_failed: Counter,
+    audit_pushed: Family<PushLabels, Counter>,
+    pool: Family<PoolLabels, Gauge>,
+    key_age: Family<KeyLabels, Gauge>,
+    otlp_failures: Counter,
+    /// The failures already counted, so each scrape adds only the new ones.
+    otlp_counted: std::sync::atomic::AtomicU64,
 }
 
 fn latency_histogram() -> Histogram {
@@ -106,6 +158,59 @@ impl Metrics {
             "Audit-log events by kind (registrations, consents, sign-ins, revocations, …)",
             events.clone(),
         );
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "Always 1; the label says which release runs",
+            build,
+        );
+        let audit_queued = Gauge::default();
+        let audit_stored = Counter::default();
+        let audit_failed = Counter::default();
+        registry.register(
+            "audit_queue_events",
+            "Audit events recorded but not yet stored",
+            audit_queued.clone(),
+        );
+        registry.register(
+            "audit_events_stored",
+            "Audit events written to the database",
+            audit_stored.clone(),
+        );
+        registry.register(
+            "audit_events_failed",
+            "Audit events lost because the database refused them (see the error log)",
+            audit_failed.clone(),
+        );
+        let audit_pushed = Family::<PushLabels, Counter>::default();
+        registry.register(
+            "audit_events_pushed",
+            "Audit events for the webhook, by outcome (pushed, failed, dropped)",
+            audit_pushed.clone(),
+        );
+        let pool = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "db_pool_connections",
+            "Database connections by state (idle, in_use) and the pool's maximum (max)",
+            pool.clone(),
+        );
+        let key_age = Family::<KeyLabels, Gauge>::default();
+        registry.register(
+            "signing_key_age_seconds",
+            "Age of the signing key in use, by algorithm (since it was made)",
+            key_age.clone(),
+        );
+        let otlp_failures = Counter::default();
+        registry.register(
+            "otlp_export_failures",
+            "OpenTelemetry span exports that failed (see the error log)",
+            otlp_failures.clone(),
+        );
         Self {
             registry,
             requests,
@@ -113,6 +218,14 @@ impl Metrics {
             tokens,
             errors,
             events,
+            audit_queued,
+            audit_stored,
+            audit_failed,
+            audit_pushed,
+            pool,
+            key_age,
+            otlp_failures,
+            otlp_counted: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -165,6 +278,54 @@ impl Metrics {
             .inc();
     }
 
+    /// The audit writer stored `n` events, or lost them.
+    pub fn audit_written(&self, n: usize, stored: bool) {
+        let counter = if stored {
+            &self.audit_stored
+        } else {
+            &self.audit_failed
+        };
+        counter.inc_by(n as u64);
+    }
+
+    /// Events meant for the audit webhook met `outcome`.
+    pub fn audit_pushed(&self, n: usize, outcome: PushOutcome) {
+        let outcome = match outcome {
+            PushOutcome::Pushed => "pushed",
+            PushOutcome::Failed => "failed",
+            PushOutcome::Dropped => "dropped",
+        };
+        self.audit_pushed
+            .get_or_create(&PushLabels { outcome })
+            .inc_by(n as u64);
+    }
+
+    /// Take in what was read from the server for this scrape.
+    pub fn read(&self, r: &Readings) {
+        self.audit_queued
+            .set(i64::try_from(r.audit_queued).unwrap_or(i64::MAX));
+        if let Some(p) = r.pool {
+            let in_use = p.open.saturating_sub(p.idle);
+            for (state, n) in [("idle", p.idle), ("in_use", in_use), ("max", p.max)] {
+                self.pool
+                    .get_or_create(&PoolLabels { state })
+                    .set(i64::from(n));
+            }
+        }
+        let before = self
+            .otlp_counted
+            .fetch_max(r.otlp_export_failures, std::sync::atomic::Ordering::Relaxed);
+        if r.otlp_export_failures > before {
+            self.otlp_failures.inc_by(r.otlp_export_failures - before);
+        }
+        self.key_age.clear();
+        for (alg, age) in &r.key_ages {
+            self.key_age
+                .get_or_create(&KeyLabels { alg: alg.clone() })
+                .set(*age);
+        }
+    }
+
     /// The text exposition format (OpenMetrics text, which Prometheus reads).
     pub fn render(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
@@ -193,8 +354,8 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next
     res
 }
 
-/// `GET /metrics`.
-pub async fn endpoint(State(metrics): State<Arc<Metrics>>) -> Response {
+/// The `/metrics` answer: the registry in the text format.
+pub fn answer(metrics: &Metrics) -> Response {
     match metrics.render() {
         Ok(text) => (
             [(

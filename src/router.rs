@@ -72,6 +72,7 @@ fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(users::set_password))
         .routes(routes!(users::identities, users::link, users::unlink))
         .routes(routes!(users::unlock))
+        .routes(routes!(users::reset_factors))
         .routes(routes!(users::disable))
         .routes(routes!(users::enable))
         .routes(routes!(users::require_password_change))
@@ -121,9 +122,21 @@ fn page_routes() -> OpenApiRouter<AppState> {
         .route("/authorize/continue", get(authorize::resume))
         .route("/authorize/decision", post(authorize::decision))
         .route("/signin", get(signin::page).post(signin::submit))
+        .route("/signin/code", post(signin::submit_code))
         .route("/signout", post(signin::signout))
         .route("/account/apps", get(account::apps))
         .route("/account/apps/revoke", post(account::revoke))
+        .route("/account/security", get(account::security))
+        .route("/account/security/totp/start", post(account::totp_start))
+        .route(
+            "/account/security/totp/confirm",
+            post(account::totp_confirm),
+        )
+        .route("/account/security/totp/remove", post(account::totp_remove))
+        .route(
+            "/account/security/recovery-codes",
+            post(account::recovery_codes),
+        )
         .route("/static/concierge.css", get(stylesheet))
         // Servers and devices, not browsers.
         .routes(routes!(introspect::introspect))
@@ -158,7 +171,7 @@ fn operational_routes(state: &AppState) -> Router<AppState> {
     let metrics = match &state.oauth.config.metrics.bearer_token {
         Some(token) => {
             let expected = crate::util::secret_hash(token);
-            get(crate::metrics::endpoint).route_layer(axum::middleware::from_fn(
+            get(health::metrics).route_layer(axum::middleware::from_fn(
                 move |req: axum::extract::Request, next: axum::middleware::Next| {
                     let allowed = crate::http::bearer_token(req.headers())
                         .is_some_and(|t| crate::util::verify_secret(t, &expected));
@@ -176,7 +189,7 @@ fn operational_routes(state: &AppState) -> Router<AppState> {
                 },
             ))
         }
-        None => get(crate::metrics::endpoint),
+        None => get(health::metrics),
     };
     Router::new()
         .route("/healthz", get(health::healthz))
@@ -243,5 +256,15 @@ pub fn build(state: AppState) -> Router {
     // The admin token check reads the state from here (it is a layer, built before the
     // state exists).
     .layer(Extension(state.clone()))
+    // A change's audit event is stored before its response goes out.
+    .layer(axum::middleware::from_fn_with_state(
+        state.oauth.audit.clone(),
+        crate::audit::keep_changes,
+    ))
+    // Outermost: every response, errors of the layers above included, has its request id.
+    .layer(axum::middleware::from_fn_with_state(
+        state.oauth.config.http.access_log,
+        crate::http::access::layer,
+    ))
     .with_state(state)
 }

@@ -157,7 +157,12 @@ impl App {
                 .context("loading signing keys")?,
         );
         let metrics = Arc::new(crate::metrics::Metrics::new());
-        let audit = crate::audit::Audit::start(store.clone(), metrics.clone());
+        let audit = crate::audit::Audit::start(
+            store.clone(),
+            metrics.clone(),
+            crate::audit::Push::from_config(&config.audit).context("audit push")?,
+            config.audit.durable_tokens,
+        );
         let base_path = issuer_url.path().trim_end_matches('/').to_string();
         let secure = issuer_url.scheme() == "https";
         let config = Arc::new(config);

@@ -7,16 +7,59 @@
 //! secret reaches a log line, a span or a metric label.
 
 use std::io::IsTerminal;
+use std::time::{Duration, Instant};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::{FilterExt, filter_fn};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
+
+/// Adds the request id ([`crate::http::access`]) to every line written while a request is
+/// handled: ` request_id=…` at the end of a text line, a `request_id` member of a JSON line.
+/// The id's characters need no escaping in either.
+struct WithRequestId<F> {
+    inner: F,
+    json: bool,
+}
+
+impl<S, N, F> FormatEvent<S, N> for WithRequestId<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let id = crate::request_id::current();
+        // Access-log lines name the id as a field of their own.
+        let Some(id) = id.filter(|_| event.metadata().target() != "concierge::access") else {
+            return self.inner.format_event(ctx, writer, event);
+        };
+        let mut line = String::new();
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
+        let body = line.strip_suffix('\n').unwrap_or(&line);
+        let id = id.as_str();
+        match body.strip_suffix('}').filter(|_| self.json) {
+            Some(head) => writeln!(writer, "{head},\"request_id\":\"{id}\"}}"),
+            None => writeln!(writer, "{body} request_id={id}"),
+        }
+    }
+}
 
 /// Flushes and stops the OpenTelemetry exporter when dropped (at the end of `main`).
 pub struct Telemetry {
@@ -43,11 +86,76 @@ fn otlp_requested() -> bool {
     .any(|v| std::env::var(v).is_ok_and(|s| !s.trim().is_empty()))
 }
 
+/// A span exporter whose failures are seen: counted in `concierge_otlp_export_failures` and
+/// logged (the first one at once, then at most one line a minute with how many failed since),
+/// where the SDK alone would drop them silently.
+#[derive(Debug)]
+struct Watched<E> {
+    inner: E,
+    /// When a failure was last logged, and the failures since.
+    logged: std::sync::Mutex<(Option<Instant>, u64)>,
+}
+
+/// Failed span exports since the process started. Process-wide, as the exporter is.
+static OTLP_EXPORT_FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many span exports failed since the process started (for the metrics).
+pub fn otlp_export_failures() -> u64 {
+    OTLP_EXPORT_FAILURES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Between two log lines about failed exports.
+const EXPORT_FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
+
+impl<E: SpanExporter> SpanExporter for Watched<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let spans = batch.len();
+        let result = self.inner.export(batch).await;
+        if let Err(e) = &result {
+            OTLP_EXPORT_FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut logged = self
+                .logged
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            logged.1 += 1;
+            if logged
+                .0
+                .is_none_or(|at| at.elapsed() >= EXPORT_FAILURE_LOG_EVERY)
+            {
+                tracing::warn!(
+                    target: "concierge::telemetry",
+                    error = %e,
+                    spans,
+                    failed_exports = logged.1,
+                    "OpenTelemetry export failed; spans were dropped"
+                );
+                *logged = (Some(Instant::now()), 0);
+            }
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
 /// The OTLP/HTTP (protobuf) span exporter, configured by the standard `OTEL_*` variables.
 fn otlp_provider() -> anyhow::Result<SdkTracerProvider> {
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .build()?;
+    let exporter = Watched {
+        inner: opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()?,
+        logged: std::sync::Mutex::new((None, 0)),
+    };
     let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "concierge".into());
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
@@ -78,8 +186,13 @@ pub fn init(format: LogFormat) -> Telemetry {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     let fmt = match format {
-        LogFormat::Json => fmt.json().boxed(),
-        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt
+            .json()
+            .map_event_format(|inner| WithRequestId { inner, json: true })
+            .boxed(),
+        LogFormat::Text => fmt
+            .map_event_format(|inner| WithRequestId { inner, json: false })
+            .boxed(),
     };
     let provider = if otlp_requested() {
         match otlp_provider() {

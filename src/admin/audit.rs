@@ -6,12 +6,15 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiQuery, Page, PageQuery, cursor_for, time};
+use crate::audit::Kind;
 use crate::error::{ApiError, ApiErrorBody};
 use crate::state::AppState;
 use crate::store::{AuditEvent, AuditQuery};
 
-/// Filters; all optional.
+/// Filters; all optional. An unknown parameter or event kind is refused, so a misspelt filter
+/// cannot pass for "no such events".
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AuditFilter {
     /// Events at or after this time: RFC 3339 or Unix seconds.
@@ -77,17 +80,12 @@ fn parse_time(field: &str, raw: &str) -> Result<i64, ApiError> {
 }
 
 fn check_kind(kind: &str) -> Result<(), ApiError> {
-    let ok = !kind.is_empty()
-        && kind.len() <= 100
-        && kind
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c == '.' || c == '_');
-    if ok {
+    if Kind::is_filter(kind) {
         Ok(())
     } else {
         Err(ApiError::validation(
             "type",
-            "must be an event kind such as token.issued, or its first part such as token",
+            "is not an event kind such as token.issued, or its first part such as token",
         ))
     }
 }

@@ -13,10 +13,12 @@ use crate::http::bearer_token;
 use crate::oauth::admin_token::{ADMIN_SCOPE, AdminRefusal, check_admin_token};
 use crate::state::AppState;
 
-/// The admin client behind a request; handlers take it as `Extension<AdminCaller>`.
+/// The admin client behind a request, and where it called from; handlers take it as
+/// `Extension<AdminCaller>`, and the audit log records both with each change.
 #[derive(Debug, Clone)]
 pub struct AdminCaller {
     pub client_id: String,
+    pub ip: Option<std::net::IpAddr>,
 }
 
 /// Route layer: authenticate and authorise, then pass the [`AdminCaller`] on.
@@ -33,6 +35,7 @@ pub async fn require_admin(
             AdminRefusal::NotAdmin(_) => ApiError::forbidden(ADMIN_SCOPE, e.to_string()),
             AdminRefusal::Store(e) => ApiError::internal(e),
         })?;
-    req.extensions_mut().insert(AdminCaller { client_id });
+    let ip = crate::http::client_addr(req.headers(), req.extensions(), &state.oauth.config);
+    req.extensions_mut().insert(AdminCaller { client_id, ip });
     Ok(next.run(req).await)
 }

@@ -184,8 +184,8 @@ fn missing_field(message: &str) -> Option<String> {
 }
 
 /// Record an admin change: `action` (`client.create`), what it was done to, and the user
-/// it concerns, if any. The event's `client_id` is the admin client that made the change.
-/// Never a secret in `target`.
+/// it concerns, if any. The event's `client_id` is the admin client that made the change
+/// (also `detail.actor`) and its `ip` the address it called from. Never a secret in `target`.
 pub fn record_change(
     state: &AppState,
     caller: &auth::AdminCaller,
@@ -197,7 +197,12 @@ pub fn record_change(
         Event::new(Kind::AdminChange)
             .client(&caller.client_id)
             .user_opt(user_id)
-            .detail(serde_json::json!({ "action": action, "target": target })),
+            .ip(caller.ip)
+            .detail(serde_json::json!({
+                "action": action,
+                "target": target,
+                "actor": { "via": "admin_api", "client_id": caller.client_id },
+            })),
     );
 }
 

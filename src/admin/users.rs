@@ -420,6 +420,39 @@ pub async fn unlock(
     }))
 }
 
+/// What a reset of second factors removed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FactorsReset {
+    /// Whether the user had an authenticator app or recovery codes.
+    pub removed: bool,
+}
+
+/// Forget the user's authenticator app and recovery codes (a lost phone): they sign in with
+/// the password alone until they set up another (`concierge user reset-factors` does the
+/// same).
+#[utoipa::path(post, path = "/admin/v1/users/{id}/reset-factors", tag = "users",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "Reset", body = FactorsReset),
+        (status = 404, description = "No such user", body = ApiErrorBody),
+    ))]
+pub async fn reset_factors(
+    State(state): State<AppState>,
+    Extension(caller): Extension<AdminCaller>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<FactorsReset>, ApiError> {
+    let user = find(&state, &id).await?;
+    let (user, removed) = manage::reset_factors(state.store.as_ref(), &user.username).await?;
+    record_change(
+        &state,
+        &caller,
+        "user.reset_factors",
+        serde_json::json!({ "user_id": user.id, "username": user.username, "removed": removed }),
+        Some(&user.id),
+    );
+    Ok(Json(FactorsReset { removed }))
+}
+
 /// Disable a user: they cannot sign in, their sessions end and their refresh tokens are
 /// revoked, and nothing more is issued for them (ID-JAGs included) until they are enabled.
 #[utoipa::path(post, path = "/admin/v1/users/{id}/disable", tag = "users",

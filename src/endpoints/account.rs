@@ -1,5 +1,7 @@
 //! `GET /account/apps` and `POST /account/apps/revoke`: every agent a user connected, and a
 //! way to disconnect it (the consent goes, and its refresh tokens stop working at once).
+//! `/account/security`: the user's second factor (authenticator app, recovery codes); what
+//! they are decided in `oauth::authn::factors`.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -8,9 +10,11 @@ use axum::response::Response;
 use minijinja::context;
 
 use crate::audit::{Event, Kind};
+use crate::oauth::authn::factors::{self, Enrollment, Status};
 use crate::oauth::consent::identity_key;
 use crate::oauth::resource::ResourceUri;
 use crate::state::AppState;
+use crate::store::User;
 use crate::ui::see_other;
 use crate::util;
 
@@ -98,6 +102,200 @@ pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Byt
                 );
             }
             see_other(&state.web.path("/account/apps"))
+        }
+        Err(e) => state.web.internal_error(e),
+    }
+}
+
+/// What the security page shows besides the status: an enrollment under way, recovery codes
+/// to write down (shown once), a message.
+#[derive(Default)]
+struct Shown<'a> {
+    enrollment: Option<&'a Enrollment>,
+    recovery_codes: Option<&'a [String]>,
+    error: Option<&'a str>,
+}
+
+async fn security_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    user: &User,
+    status: StatusCode,
+    shown: Shown<'_>,
+) -> Response {
+    let web = &state.web;
+    let browser = web.browser(headers);
+    let (factor, left) = match factors::status(&state.oauth, &user.id).await {
+        Ok(Status::None) => ("none", 0),
+        Ok(Status::Pending) => ("pending", 0),
+        Ok(Status::Confirmed {
+            recovery_codes_left,
+        }) => ("confirmed", recovery_codes_left),
+        Err(e) => return web.internal_error(e),
+    };
+    let enrollment = shown.enrollment.map(|e| {
+        context! {
+            qr => crate::ui::qr_svg(&e.uri),
+            secret => e.secret_base32.as_str(),
+            uri => e.uri.as_str(),
+        }
+    });
+    let page = web.render(
+        status,
+        "security.html",
+        context! {
+            base => web.base_path(),
+            username => user.username,
+            csrf => web.csrf(&browser),
+            factor => factor,
+            recovery_codes_left => left,
+            enrollment => enrollment,
+            recovery_codes => shown.recovery_codes,
+            error => shown.error,
+        },
+    );
+    browser.apply(page)
+}
+
+/// The signed-in user of a security form post, with the parsed form; or the page to answer.
+async fn posted(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(crate::oauth::form::Form, User), Box<Response>> {
+    let form = state.web.posted_form(headers, body)?;
+    match super::current_session(state, headers).await? {
+        Some((_, user)) => Ok((form, user)),
+        None => Err(Box::new(see_other(&state.web.path("/signin")))),
+    }
+}
+
+/// `GET /account/security`
+pub async fn security(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let user = match super::current_session(&state, &headers).await {
+        Ok(Some((_, user))) => user,
+        Ok(None) => return super::to_signin(&state, &state.web.path("/account/security"), None),
+        Err(page) => return *page,
+    };
+    security_page(&state, &headers, &user, StatusCode::OK, Shown::default()).await
+}
+
+/// `POST /account/security/totp/start`: a new secret, shown as a QR code and as text.
+pub async fn totp_start(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (_, user) = match posted(&state, &headers, &body).await {
+        Ok(p) => p,
+        Err(page) => return *page,
+    };
+    match factors::start(&state.oauth, &user.id, &user.username).await {
+        Ok(Some(e)) => {
+            let shown = Shown {
+                enrollment: Some(&e),
+                ..Shown::default()
+            };
+            security_page(&state, &headers, &user, StatusCode::OK, shown).await
+        }
+        Ok(None) => {
+            let shown = Shown {
+                error: Some("An authenticator app is already set up. Remove it first."),
+                ..Shown::default()
+            };
+            security_page(&state, &headers, &user, StatusCode::CONFLICT, shown).await
+        }
+        Err(e) => state.web.internal_error(e),
+    }
+}
+
+/// `POST /account/security/totp/confirm`: the first code; only a right one confirms.
+pub async fn totp_confirm(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (form, user) = match posted(&state, &headers, &body).await {
+        Ok(p) => p,
+        Err(page) => return *page,
+    };
+    let code = form.get("code").unwrap_or("");
+    match factors::confirm(&state.oauth, &user.id, code).await {
+        Ok(Some(codes)) => {
+            let shown = Shown {
+                recovery_codes: Some(&codes),
+                ..Shown::default()
+            };
+            security_page(&state, &headers, &user, StatusCode::OK, shown).await
+        }
+        Ok(None) => {
+            let pending = match factors::pending(&state.oauth, &user.id, &user.username).await {
+                Ok(p) => p,
+                Err(e) => return state.web.internal_error(e),
+            };
+            let shown = Shown {
+                enrollment: pending.as_ref(),
+                error: Some(
+                    "That code is not right. Check the app's clock and try the current code.",
+                ),
+                ..Shown::default()
+            };
+            security_page(&state, &headers, &user, StatusCode::BAD_REQUEST, shown).await
+        }
+        Err(e) => state.web.internal_error(e),
+    }
+}
+
+/// `POST /account/security/recovery-codes`: new recovery codes, shown once; needs a current
+/// code or a recovery code.
+pub async fn recovery_codes(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (form, user) = match posted(&state, &headers, &body).await {
+        Ok(p) => p,
+        Err(page) => return *page,
+    };
+    let code = form.get("code").unwrap_or("");
+    match factors::regenerate_recovery_codes(&state.oauth, &user.id, code).await {
+        Ok(Some(codes)) => {
+            let shown = Shown {
+                recovery_codes: Some(&codes),
+                ..Shown::default()
+            };
+            security_page(&state, &headers, &user, StatusCode::OK, shown).await
+        }
+        Ok(None) => {
+            let shown = Shown {
+                error: Some("That code is not right, or was already used."),
+                ..Shown::default()
+            };
+            security_page(&state, &headers, &user, StatusCode::BAD_REQUEST, shown).await
+        }
+        Err(e) => state.web.internal_error(e),
+    }
+}
+
+/// `POST /account/security/totp/remove`: needs a current code or a recovery code.
+pub async fn totp_remove(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (form, user) = match posted(&state, &headers, &body).await {
+        Ok(p) => p,
+        Err(page) => return *page,
+    };
+    let code = form.get("code").unwrap_or("");
+    match factors::remove(&state.oauth, &user.id, code).await {
+        Ok(true) => see_other(&state.web.path("/account/security")),
+        Ok(false) => {
+            let shown = Shown {
+                error: Some("That code is not right, or was already used."),
+                ..Shown::default()
+            };
+            security_page(&state, &headers, &user, StatusCode::BAD_REQUEST, shown).await
         }
         Err(e) => state.web.internal_error(e),
     }

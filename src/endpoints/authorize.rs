@@ -66,6 +66,9 @@ async fn start(state: &AppState, headers: &HeaderMap, raw: &[u8]) -> Response {
                 .error_page(StatusCode::BAD_REQUEST, &e.description);
         }
     };
+    if let Some(client_id) = form.get("client_id") {
+        crate::http::access::note_client(client_id);
+    }
     match authorize::validate(&state.oauth, &form).await {
         Ok(req) => proceed(state, headers, req).await,
         Err(e) => error_response(state, e),

@@ -39,6 +39,7 @@ pub async fn authorization(
 ) -> Result<Response, OAuthError> {
     let form = form_body(&headers, body)?;
     let client = authenticate_client(&state.oauth, &headers, &form).await?;
+    crate::http::access::note_client(&client.client_id);
     let answer = device_code::start(&state.oauth, &client, &form, addr).await?;
     let mut res = Json(answer).into_response();
     res.headers_mut()

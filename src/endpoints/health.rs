@@ -1,5 +1,6 @@
 //! `GET /healthz` (the process is alive) and `GET /readyz` (it can do its work: the database
-//! answers and signing keys are loaded), for load balancers and Kubernetes probes.
+//! answers and signing keys are loaded), for load balancers and Kubernetes probes; and
+//! `GET /metrics` for Prometheus.
 
 use std::time::Duration;
 
@@ -46,4 +47,23 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         "keys": keys,
     });
     (status, Json(body)).into_response()
+}
+
+/// `GET /metrics`: the counters, and what is read from the server at each scrape (the audit
+/// queue, the connection pool, the signing keys' ages).
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let ring = state.oauth.keys.ring();
+    let now = state.oauth.now();
+    let key_ages = Alg::ALL
+        .iter()
+        .filter_map(|&alg| ring.active_at(alg, now))
+        .map(|k| (k.alg.as_str().to_string(), now - k.times.created_at))
+        .collect();
+    state.metrics.read(&crate::metrics::Readings {
+        audit_queued: state.oauth.audit.queued(),
+        pool: Some(state.store.pool_stats()),
+        key_ages,
+        otlp_export_failures: crate::telemetry::otlp_export_failures(),
+    });
+    crate::metrics::answer(&state.metrics)
 }

@@ -32,6 +32,7 @@ pub async fn introspect(
 ) -> Result<Response, OAuthError> {
     let form = form_body(&headers, body)?;
     let client = authenticate_client(&state.oauth, &headers, &form).await?;
+    crate::http::access::note_client(&client.client_id);
     if !client.metadata.may_introspect {
         return Err(OAuthError::new(
             ErrorCode::UnauthorizedClient,

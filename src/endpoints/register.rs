@@ -109,6 +109,7 @@ pub async fn register(
     let ttl = i64::from(policy.unused_client_ttl_secs);
     let (record, secrets) = new_client(metadata, ClientKind::Dynamic, None, from, now, ttl);
     state.store.insert_client(&record).await?;
+    crate::http::access::note_client(&record.client_id);
     tracing::info!(
         client_id = %record.client_id,
         client_name = record.metadata.client_name.as_deref().unwrap_or(""),
@@ -141,6 +142,7 @@ async fn authorized_client(
     client_id: &str,
     headers: &HeaderMap,
 ) -> Result<(ClientRecord, String), OAuthError> {
+    crate::http::access::note_client(client_id);
     let token = bearer_token(headers)
         .ok_or_else(|| OAuthError::invalid_token("the registration access token is missing"))?;
     let record = state

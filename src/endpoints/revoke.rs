@@ -31,6 +31,7 @@ pub async fn revoke(
     let ctx = &state.oauth;
     let form = form_body(&headers, body)?;
     let client = authenticate_client(ctx, &headers, &form).await?;
+    crate::http::access::note_client(&client.client_id);
     let token = form
         .get("token")
         .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;

@@ -9,7 +9,7 @@ use minijinja::context;
 use serde::Deserialize;
 
 use crate::http::ClientAddr;
-use crate::oauth::authn::{self, SigninError};
+use crate::oauth::authn::{self, PasswordChecked, SignedIn, SigninError};
 use crate::oauth::form::Form;
 use crate::state::AppState;
 use crate::ui::{Browser, see_other};
@@ -121,7 +121,20 @@ pub async fn submit(
     )
     .await
     {
-        Ok(s) => s,
+        Ok(PasswordChecked::SignedIn(s)) => s,
+        Ok(PasswordChecked::CodeRequired(user)) => {
+            let pending = authn::pending_token(
+                state.oauth.keys.kek(),
+                &user.id,
+                &browser.id,
+                &return_to,
+                state.oauth.now(),
+            );
+            return render_code(&state, &browser, StatusCode::OK, &return_to, &pending, None);
+        }
+        Err(SigninError::WrongCode | SigninError::PendingExpired) => {
+            return fail(StatusCode::UNAUTHORIZED, "Wrong username or password.");
+        }
         Err(SigninError::Throttled(t)) => {
             let wait = t.retry_after().max(1);
             let mut page = fail(
@@ -164,10 +177,20 @@ pub async fn submit(
             );
         }
     };
+    established(&state, &browser, &return_to, &signed_in)
+}
+
+/// The session cookie set, and the browser on its way back.
+fn established(
+    state: &AppState,
+    browser: &Browser,
+    return_to: &str,
+    signed_in: &SignedIn,
+) -> Response {
     let target = if return_to.is_empty() {
         state.web.path("/account/apps")
     } else {
-        return_to.clone()
+        return_to.to_string()
     };
     let ttl = i64::from(state.oauth.config.tokens.session_ttl_secs);
     let mut res = see_other(&target);
@@ -178,6 +201,101 @@ pub async fn submit(
             .set_cookie(state.web.session_cookie(), &signed_in.cookie, Some(ttl)),
     );
     browser.apply(res)
+}
+
+/// The second step's page: the code form, carrying the half-done sign-in.
+fn render_code(
+    state: &AppState,
+    browser: &Browser,
+    status: StatusCode,
+    return_to: &str,
+    pending: &str,
+    error: Option<&str>,
+) -> Response {
+    let web = &state.web;
+    let page = web.render(
+        status,
+        "signin_code.html",
+        context! {
+            base => web.base_path(),
+            csrf => web.csrf(browser),
+            return_to => return_to,
+            pending => pending,
+            error => error,
+        },
+    );
+    browser.apply(page)
+}
+
+/// `POST /signin/code`: the second step. The user comes from the carried half-done sign-in,
+/// checked against this browser and the way back; never from a form field of its own.
+pub async fn submit_code(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let browser = state.web.browser(&headers);
+    let form = Form::parse(&body).unwrap_or_default();
+    let return_to = form
+        .get("return_to")
+        .and_then(|r| state.web.safe_return_to(r))
+        .unwrap_or_default();
+    let pending = form.get("pending").unwrap_or("");
+    let start_again =
+        |status, msg: &str| render(&state, &browser, status, &return_to, "", Some(msg), false);
+    if !state.web.csrf_ok(&headers, form.get("csrf")) {
+        return start_again(
+            StatusCode::BAD_REQUEST,
+            "The form expired. Please sign in again.",
+        );
+    }
+    let Some(user_id) = authn::pending_user(
+        state.oauth.keys.kek(),
+        pending,
+        &browser.id,
+        &return_to,
+        state.oauth.now(),
+    ) else {
+        return start_again(
+            StatusCode::BAD_REQUEST,
+            "That sign-in took too long or did not start here. Please sign in again.",
+        );
+    };
+    let code = form.get("code").unwrap_or("");
+    let again =
+        |status, msg: &str| render_code(&state, &browser, status, &return_to, pending, Some(msg));
+    match authn::sign_in_with_code(
+        &state.oauth,
+        &user_id,
+        code,
+        addr,
+        state.web.session(&headers),
+    )
+    .await
+    {
+        Ok(signed_in) => established(&state, &browser, &return_to, &signed_in),
+        Err(SigninError::WrongCode) => again(
+            StatusCode::UNAUTHORIZED,
+            "That code is not right, or was already used. Try the next one.",
+        ),
+        Err(SigninError::Throttled(t)) => {
+            let wait = t.retry_after().max(1);
+            let mut page = again(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!("Too many wrong codes. Try again in {}.", wait_phrase(wait)),
+            );
+            page.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(wait));
+            page
+        }
+        Err(SigninError::Disabled) => start_again(
+            StatusCode::FORBIDDEN,
+            "This account is disabled. Ask the people who run this service.",
+        ),
+        Err(SigninError::Store(e)) => state.web.internal_error(e),
+        Err(_) => start_again(StatusCode::BAD_REQUEST, "Please sign in again."),
+    }
 }
 
 /// `secs` for people: "1 second", "40 seconds", "2 minutes" (rounded up).

@@ -72,6 +72,10 @@ async fn issue(
     let ctx = &state.oauth;
     ctx.request_limits.address(addr, ctx.now())?;
     let form = form_body(headers, body)?;
+    // The client as claimed, for the access log; replaced by the authenticated one below.
+    if let Some(claimed) = form.get("client_id") {
+        crate::http::access::note_client(claimed);
+    }
     let name = form
         .get("grant_type")
         .ok_or_else(|| OAuthError::invalid_request("grant_type is missing"))?;
@@ -104,6 +108,7 @@ async fn issue(
         None => (authenticate_client(ctx, headers, &form).await?, false),
     };
     tracing::Span::current().record("client_id", client.client_id.as_str());
+    crate::http::access::note_client(&client.client_id);
     ctx.request_limits.client(&client.client_id, ctx.now())?;
     if !client.metadata.has_grant(grant.grant_type()) {
         return Err(OAuthError::new(

@@ -20,8 +20,8 @@ use crate::audit::Audit;
 use crate::config::Config;
 use crate::keys::KeyManager;
 use crate::store::{
-    CodeStore, ConsentStore, DeviceStore, ExchangePolicyStore, IdJagPolicyStore, IdentityStore,
-    RateLimitStore, RefreshTokenStore, ReplayStore, SessionStore, Store, UserStore,
+    CodeStore, ConsentStore, DeviceStore, ExchangePolicyStore, FactorStore, IdJagPolicyStore,
+    IdentityStore, RateLimitStore, RefreshTokenStore, ReplayStore, SessionStore, Store, UserStore,
 };
 
 /// The time protocol decisions are made at: the system clock, or a fixed time in tests.
@@ -138,6 +138,9 @@ impl Context {
         &*self.store
     }
     pub fn sessions(&self) -> &dyn SessionStore {
+        &*self.store
+    }
+    pub fn factors(&self) -> &dyn FactorStore {
         &*self.store
     }
     pub fn consents(&self) -> &dyn ConsentStore {

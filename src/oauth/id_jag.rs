@@ -581,6 +581,7 @@ async fn redeem_checked(
             amr: &[],
             acr: None,
             act: None,
+            not_after: None,
             jkt: resource.dpop_binding(dpop_jkt)?,
             alg: resource.token_alg,
             ttl: i64::from(ctx.config.tokens.access_token_ttl_secs),

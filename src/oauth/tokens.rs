@@ -51,6 +51,11 @@ pub struct AccessToken<'a> {
     pub acr: Option<&'a str>,
     pub act: Option<&'a Value>,
     pub ttl: i64,
+    /// Never valid past this time, whatever `ttl` says: an exchanged token's subject token's
+    /// `exp` (RFC 8693 §2.2.1: the new token must not outlive what it was derived from). The
+    /// cap is applied at signing time, so a second passing between the caller's clock
+    /// reading and the signature cannot stretch it.
+    pub not_after: Option<i64>,
     /// Bind the token to this DPoP key thumbprint (RFC 9449 §6): `cnf.jkt`, `token_type`
     /// DPoP.
     pub jkt: Option<&'a str>,
@@ -105,6 +110,7 @@ pub fn issue_access_token(
     t: &AccessToken<'_>,
 ) -> Result<TokenResponse, KeyError> {
     let iat = util::now();
+    let exp = t.not_after.map_or(iat + t.ttl, |cap| cap.min(iat + t.ttl));
     let aud = match t.audience {
         [one] => Value::String(one.clone()),
         many => Value::from(many.to_vec()),
@@ -122,7 +128,7 @@ pub fn issue_access_token(
         cnf: t.jkt.map(|k| serde_json::json!({ "jkt": k })),
         jti: util::random_id(),
         iat,
-        exp: iat + t.ttl,
+        exp,
     };
     let issued = Issued {
         sub: t.sub.to_string(),
@@ -137,7 +143,7 @@ pub fn issue_access_token(
     Ok(TokenResponse {
         access_token: keys.sign_jwt(t.alg, "at+jwt", &claims)?,
         token_type: if t.jkt.is_some() { "DPoP" } else { "Bearer" },
-        expires_in: t.ttl,
+        expires_in: exp - iat,
         scope: (!t.scope.is_empty()).then(|| t.scope.to_string()),
         refresh_token: None,
         id_token: None,

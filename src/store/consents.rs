@@ -94,24 +94,36 @@ macro_rules! sql_impl {
             }
 
             async fn revoke_consent(&self, user_id: &str, client_id: &str, resource: &str, now: i64) -> Result<bool, $crate::store::StoreError> {
-                let mut tx = self.pool.begin().await?;
-                let r = sqlx::query("DELETE FROM consents WHERE user_id = $1 AND client_id = $2 AND resource = $3")
+                $crate::store::sql::retrying(|| async move {
+                    let mut tx = self.pool.begin().await?;
+                    let r = sqlx::query("DELETE FROM consents WHERE user_id = $1 AND client_id = $2 AND resource = $3")
+                        .bind(user_id)
+                        .bind(client_id)
+                        .bind(resource)
+                        .execute(&mut *tx)
+                        .await?;
+                    // The families are remembered as revoked too: a rotation running now
+                    // inserts a successor this update cannot see, and it is born dead.
+                    $crate::store::refresh_tokens::mark_families_revoked!(
+                        &mut *tx,
+                        "user_id = $1 AND client_id = $4",
+                        user_id,
+                        now,
+                        client_id
+                    );
+                    sqlx::query(
+                        "UPDATE refresh_tokens SET revoked_at = $3 \
+                         WHERE user_id = $1 AND client_id = $2 AND revoked_at IS NULL",
+                    )
                     .bind(user_id)
                     .bind(client_id)
-                    .bind(resource)
+                    .bind(now)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query(
-                    "UPDATE refresh_tokens SET revoked_at = $3 \
-                     WHERE user_id = $1 AND client_id = $2 AND revoked_at IS NULL",
-                )
-                .bind(user_id)
-                .bind(client_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok(r.rows_affected() > 0)
+                    tx.commit().await?;
+                    Ok(r.rows_affected() > 0)
+                })
+                .await
             }
 
             async fn touch_consent(&self, user_id: &str, client_id: &str, resources: &[String], now: i64) -> Result<(), $crate::store::StoreError> {

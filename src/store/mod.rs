@@ -17,6 +17,7 @@ pub mod codes;
 pub mod consents;
 pub mod devices;
 pub mod exchange_policies;
+pub mod factors;
 pub mod id_jag;
 pub mod identities;
 pub mod keys;
@@ -44,6 +45,7 @@ pub use codes::{AuthCode, CodeStore};
 pub use consents::{Consent, ConsentStore};
 pub use devices::{DeviceApproval, DeviceCode, DeviceStore};
 pub use exchange_policies::{ExchangePolicy, ExchangePolicyStore};
+pub use factors::{FactorStore, TotpFactor};
 pub use id_jag::{IdJagPolicy, IdJagPolicyStore, TrustedIssuer};
 pub use identities::{IdentityStore, LinkedBy, LinkedIdentity};
 pub use keys::{KeyStore, StoredKey};
@@ -95,6 +97,18 @@ pub enum Spent<T> {
 pub trait HealthStore: Send + Sync {
     /// One round trip to the database, for readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// The connection pool now, for the metrics.
+    fn pool_stats(&self) -> PoolStats;
+}
+
+/// A connection pool's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Connections open, idle or in use.
+    pub open: u32,
+    pub idle: u32,
+    /// The most it opens.
+    pub max: u32,
 }
 
 /// Everything the server stores. Code that needs one aggregate takes its trait instead.
@@ -107,6 +121,7 @@ pub trait Store:
     + UserStore
     + IdentityStore
     + SessionStore
+    + FactorStore
     + ConsentStore
     + CodeStore
     + RefreshTokenStore

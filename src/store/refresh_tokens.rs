@@ -230,6 +230,29 @@ macro_rules! insert {
 }
 pub(crate) use insert;
 
+/// In a transaction: remember as revoked (as `revoke_family` does) every family with a token
+/// matching `$who` that may still be live, so a successor a concurrent rotation inserts after
+/// this transaction's revocation is born dead. `$who` is a condition on `refresh_tokens` with
+/// `$1` bound to `$key`, and `$4` to `$extra` when given (`$2` and `$3` are taken).
+macro_rules! mark_families_revoked {
+    ($tx:expr, $who:literal, $key:expr, $now:expr $(, $extra:expr)?) => {
+        sqlx::query(concat!(
+            "INSERT INTO used_jtis (key, expires_at) \
+             SELECT DISTINCT 'family:' || family_id, $3 FROM refresh_tokens \
+             WHERE absolute_expires_at > $2 AND ",
+            $who,
+            " ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at"
+        ))
+        .bind($key)
+        .bind($now)
+        .bind($now + $crate::store::REVOKED_FAMILY_MEMORY_SECS)
+        $(.bind($extra))?
+        .execute($tx)
+        .await?;
+    };
+}
+pub(crate) use mark_families_revoked;
+
 /// A [`Presented`] from its row, on `$conn` (a pool, or `&mut *tx`): whether its family is
 /// revoked, and the state of its successor, read with `$successor_sql` (`$1` the successor's
 /// hash, returning `used_at, revoked_at`).
@@ -307,65 +330,69 @@ macro_rules! sql_impl {
                 now: i64,
                 decide: &(dyn for<'p> Fn(&'p $crate::store::refresh_tokens::Presented) -> $crate::store::refresh_tokens::Rotation + Send + Sync),
             ) -> Result<$crate::store::refresh_tokens::Rotation, $crate::store::StoreError> {
-                use $crate::store::refresh_tokens::Rotation;
-                // The lock: an update that changes nothing still takes the row's lock
-                // (PostgreSQL) or the database's write lock (SQLite) until the transaction
-                // ends. A concurrent rotation of the same token waits here and then reads
-                // what this one wrote, so the decisions come one after the other.
-                let mut tx = self.pool.begin().await?;
-                let row: Option<$crate::store::refresh_tokens::PresentedRow> = sqlx::query_as(concat!(
-                    "UPDATE refresh_tokens SET used_at = used_at WHERE token_hash = $1 RETURNING ",
-                    $crate::store::refresh_tokens::columns!(),
-                    ", used_at, revoked_at, successor_hash"
-                ))
-                .bind(token_hash)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some(row) = row else {
-                    return Ok(Rotation::Invalid);
-                };
-                let previous = row.successor_hash.clone();
-                // The successor is locked too (ancestor before descendant, as every rotation
-                // does), so it cannot be rotated between being read as live and being revoked.
-                let presented = $crate::store::refresh_tokens::presented!(
-                    &mut *tx,
-                    row,
-                    now,
-                    "UPDATE refresh_tokens SET used_at = used_at WHERE token_hash = $1 \
-                     RETURNING used_at, revoked_at"
-                );
-                let decision = decide(&presented);
-                match decision {
-                    Rotation::Rotate => {
-                        sqlx::query(
-                            "UPDATE refresh_tokens SET used_at = $2, successor_hash = $3 WHERE token_hash = $1",
-                        )
-                        .bind(token_hash)
-                        .bind(now)
-                        .bind(&successor.token_hash)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    Rotation::Replace => {
-                        // `used_at` keeps the first rotation's time: the window does not slide.
-                        sqlx::query(
-                            "UPDATE refresh_tokens SET revoked_at = $2 WHERE token_hash = $1 AND revoked_at IS NULL",
-                        )
-                        .bind(&previous)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                        sqlx::query("UPDATE refresh_tokens SET successor_hash = $2 WHERE token_hash = $1")
+                // Retried when PostgreSQL aborts it to break a deadlock with a revocation.
+                $crate::store::sql::retrying(|| async move {
+                    use $crate::store::refresh_tokens::Rotation;
+                    // The lock: an update that changes nothing still takes the row's lock
+                    // (PostgreSQL) or the database's write lock (SQLite) until the transaction
+                    // ends. A concurrent rotation of the same token waits here and then reads
+                    // what this one wrote, so the decisions come one after the other.
+                    let mut tx = self.pool.begin().await?;
+                    let row: Option<$crate::store::refresh_tokens::PresentedRow> = sqlx::query_as(concat!(
+                        "UPDATE refresh_tokens SET used_at = used_at WHERE token_hash = $1 RETURNING ",
+                        $crate::store::refresh_tokens::columns!(),
+                        ", used_at, revoked_at, successor_hash"
+                    ))
+                    .bind(token_hash)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let Some(row) = row else {
+                        return Ok(Rotation::Invalid);
+                    };
+                    let previous = row.successor_hash.clone();
+                    // The successor is locked too (ancestor before descendant, as every rotation
+                    // does), so it cannot be rotated between being read as live and being revoked.
+                    let presented = $crate::store::refresh_tokens::presented!(
+                        &mut *tx,
+                        row,
+                        now,
+                        "UPDATE refresh_tokens SET used_at = used_at WHERE token_hash = $1 \
+                         RETURNING used_at, revoked_at"
+                    );
+                    let decision = decide(&presented);
+                    match decision {
+                        Rotation::Rotate => {
+                            sqlx::query(
+                                "UPDATE refresh_tokens SET used_at = $2, successor_hash = $3 WHERE token_hash = $1",
+                            )
                             .bind(token_hash)
+                            .bind(now)
                             .bind(&successor.token_hash)
                             .execute(&mut *tx)
                             .await?;
+                        }
+                        Rotation::Replace => {
+                            // `used_at` keeps the first rotation's time: the window does not slide.
+                            sqlx::query(
+                                "UPDATE refresh_tokens SET revoked_at = $2 WHERE token_hash = $1 AND revoked_at IS NULL",
+                            )
+                            .bind(&previous)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                            sqlx::query("UPDATE refresh_tokens SET successor_hash = $2 WHERE token_hash = $1")
+                                .bind(token_hash)
+                                .bind(&successor.token_hash)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        Rotation::Refuse | Rotation::Replay | Rotation::Invalid => return Ok(decision),
                     }
-                    Rotation::Refuse | Rotation::Replay | Rotation::Invalid => return Ok(decision),
-                }
-                $crate::store::refresh_tokens::insert!(successor).execute(&mut *tx).await?;
-                tx.commit().await?;
-                Ok(decision)
+                    $crate::store::refresh_tokens::insert!(successor).execute(&mut *tx).await?;
+                    tx.commit().await?;
+                    Ok(decision)
+                })
+                .await
             }
 
             async fn find_refresh(&self, token_hash: &[u8], now: i64) -> Result<Option<$crate::store::refresh_tokens::Presented>, $crate::store::StoreError> {
@@ -405,24 +432,27 @@ macro_rules! sql_impl {
             async fn revoke_family(&self, family_id: &str, now: i64) -> Result<u64, $crate::store::StoreError> {
                 // The family is also remembered as revoked, so a token of it that is still being
                 // issued (the first redemption of a code racing its replay) is born dead.
-                let mut tx = self.pool.begin().await?;
-                let r = sqlx::query(
-                    "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
-                )
-                .bind(family_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(
-                    "INSERT INTO used_jtis (key, expires_at) VALUES ('family:' || $1, $2) \
-                     ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at",
-                )
-                .bind(family_id)
-                .bind(now + $crate::store::REVOKED_FAMILY_MEMORY_SECS)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok(r.rows_affected())
+                $crate::store::sql::retrying(|| async move {
+                    let mut tx = self.pool.begin().await?;
+                    let r = sqlx::query(
+                        "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
+                    )
+                    .bind(family_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO used_jtis (key, expires_at) VALUES ('family:' || $1, $2) \
+                         ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at",
+                    )
+                    .bind(family_id)
+                    .bind(now + $crate::store::REVOKED_FAMILY_MEMORY_SECS)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(r.rows_affected())
+                })
+                .await
             }
 
             async fn purge_refresh_tokens(&self, now: i64) -> Result<u64, $crate::store::StoreError> {

@@ -19,6 +19,35 @@ pub(super) fn conflict(e: sqlx::Error, what: &str) -> StoreError {
     }
 }
 
+/// Run a transaction again when the database aborted it to break a deadlock or a
+/// serialization conflict (PostgreSQL's `40P01` and `40001`): transactions that lock several
+/// rows of one family (a rotation: the token, then its successor) and those that revoke many
+/// (a family, a consent, a user's sign-out) can wait on each other, and PostgreSQL then
+/// aborts one. Nothing of an aborted transaction was committed, so running it again is safe;
+/// it is tried up to four times in all, after a short, growing pause.
+pub(crate) async fn retrying<T, F, Fut>(mut transaction: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        match transaction().await {
+            Err(StoreError::Database(sqlx::Error::Database(e)))
+                if attempt < 3 && matches!(e.code().as_deref(), Some("40P01" | "40001")) =>
+            {
+                attempt += 1;
+                tracing::debug!(attempt, code = ?e.code(), "transaction aborted by the database; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(
+                    u64::from(attempt) * 10 + u64::from(crate::util::random_bytes::<1>()[0] % 10),
+                ))
+                .await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Can this text be a stored key? PostgreSQL's TEXT refuses NUL, so no stored key holds one,
 /// and a lookup by a key from a request that does (a client_id, a username) must find
 /// nothing on either backend rather than fail on one.
@@ -79,6 +108,7 @@ macro_rules! sql_store {
         $crate::store::users::sql_impl!($ty);
         $crate::store::identities::sql_impl!($ty);
         $crate::store::sessions::sql_impl!($ty);
+        $crate::store::factors::sql_impl!($ty);
         $crate::store::consents::sql_impl!($ty);
         $crate::store::codes::sql_impl!($ty);
         $crate::store::refresh_tokens::sql_impl!($ty);
@@ -93,6 +123,14 @@ macro_rules! sql_store {
             async fn ping(&self) -> Result<(), $crate::store::StoreError> {
                 sqlx::query("SELECT 1").execute(&self.pool).await?;
                 Ok(())
+            }
+
+            fn pool_stats(&self) -> $crate::store::PoolStats {
+                $crate::store::PoolStats {
+                    open: self.pool.size(),
+                    idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+                    max: self.pool.options().get_max_connections(),
+                }
             }
         }
 

@@ -45,6 +45,7 @@ pub struct Column {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fill {
     Text(&'static str),
+    Int(i64),
     Bool(bool),
 }
 
@@ -82,6 +83,7 @@ const fn def(name: &'static str, fill: Fill) -> Column {
         name,
         kind: match fill {
             Fill::Text(_) => Kind::Text,
+            Fill::Int(_) => Kind::Int,
             Fill::Bool(_) => Kind::Bool,
         },
         nullable: false,
@@ -171,6 +173,28 @@ pub const TABLES: &[Table] = &[
             col("created_at", Int),
         ],
         order_by: &["issuer", "subject"],
+    },
+    Table {
+        // The authenticator secret sealed under the key-encryption key, like signing keys.
+        name: "totp_factors",
+        columns: &[
+            col("user_id", Text),
+            col("secret_sealed", Bytes),
+            col("created_at", Int),
+            opt("confirmed_at", Int),
+            def("last_step", Fill::Int(0)),
+        ],
+        order_by: &["user_id"],
+    },
+    Table {
+        name: "recovery_codes",
+        columns: &[
+            col("user_id", Text),
+            col("code_hash", Bytes),
+            col("created_at", Int),
+            opt("used_at", Int),
+        ],
+        order_by: &["user_id", "code_hash"],
     },
     Table {
         name: "sessions",
@@ -377,6 +401,7 @@ pub(super) fn param(
     if value.is_null() && !row.contains_key(column.name) {
         match column.default {
             Some(Fill::Text(t)) => return Ok(Param::Text(Some(t.to_string()))),
+            Some(Fill::Int(i)) => return Ok(Param::Int(Some(i))),
             Some(Fill::Bool(b)) => return Ok(Param::Bool(Some(b))),
             None => {}
         }

@@ -149,6 +149,7 @@ macro_rules! sign_out_everywhere {
             .bind($key)
             .execute($tx)
             .await?;
+        $crate::store::refresh_tokens::mark_families_revoked!($tx, $who, $key, $now);
         sqlx::query(concat!(
             "UPDATE refresh_tokens SET revoked_at = $2 WHERE revoked_at IS NULL AND ",
             $who
@@ -275,17 +276,21 @@ macro_rules! sql_impl {
                 user_id: &str,
                 now: i64,
             ) -> Result<bool, $crate::store::StoreError> {
-                let mut tx = self.pool.begin().await?;
-                let r = sqlx::query(
-                    "UPDATE users SET password_change_required = TRUE, updated_at = $2 WHERE id = $1",
-                )
-                .bind(user_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                $crate::store::users::sign_out_everywhere!(&mut *tx, "user_id = $1", user_id, now);
-                tx.commit().await?;
-                Ok(r.rows_affected() == 1)
+                // Retried when PostgreSQL aborts it to break a deadlock with a rotation.
+                $crate::store::sql::retrying(|| async move {
+                    let mut tx = self.pool.begin().await?;
+                    let r = sqlx::query(
+                        "UPDATE users SET password_change_required = TRUE, updated_at = $2 WHERE id = $1",
+                    )
+                    .bind(user_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    $crate::store::users::sign_out_everywhere!(&mut *tx, "user_id = $1", user_id, now);
+                    tx.commit().await?;
+                    Ok(r.rows_affected() == 1)
+                })
+                .await
             }
 
             async fn set_disabled(
@@ -294,24 +299,28 @@ macro_rules! sql_impl {
                 at: Option<i64>,
                 now: i64,
             ) -> Result<bool, $crate::store::StoreError> {
-                let mut tx = self.pool.begin().await?;
-                let r =
-                    sqlx::query("UPDATE users SET disabled_at = $2, updated_at = $3 WHERE id = $1")
-                        .bind(user_id)
-                        .bind(at)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                if at.is_some() {
-                    $crate::store::users::sign_out_everywhere!(
-                        &mut *tx,
-                        "user_id = $1",
-                        user_id,
-                        now
-                    );
-                }
-                tx.commit().await?;
-                Ok(r.rows_affected() == 1)
+                // Retried when PostgreSQL aborts it to break a deadlock with a rotation.
+                $crate::store::sql::retrying(|| async move {
+                    let mut tx = self.pool.begin().await?;
+                    let r =
+                        sqlx::query("UPDATE users SET disabled_at = $2, updated_at = $3 WHERE id = $1")
+                            .bind(user_id)
+                            .bind(at)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                    if at.is_some() {
+                        $crate::store::users::sign_out_everywhere!(
+                            &mut *tx,
+                            "user_id = $1",
+                            user_id,
+                            now
+                        );
+                    }
+                    tx.commit().await?;
+                    Ok(r.rows_affected() == 1)
+                })
+                .await
             }
 
             async fn set_password(
@@ -320,24 +329,28 @@ macro_rules! sql_impl {
                 hash: &str,
                 now: i64,
             ) -> Result<bool, $crate::store::StoreError> {
-                let mut tx = self.pool.begin().await?;
-                let r = sqlx::query(
-                    "UPDATE users SET password_hash = $2, updated_at = $3, \
-                     password_change_required = FALSE WHERE username = $1",
-                )
-                .bind(username)
-                .bind(hash)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                $crate::store::users::sign_out_everywhere!(
-                    &mut *tx,
-                    "user_id IN (SELECT id FROM users WHERE username = $1)",
-                    username,
-                    now
-                );
-                tx.commit().await?;
-                Ok(r.rows_affected() == 1)
+                // Retried when PostgreSQL aborts it to break a deadlock with a rotation.
+                $crate::store::sql::retrying(|| async move {
+                    let mut tx = self.pool.begin().await?;
+                    let r = sqlx::query(
+                        "UPDATE users SET password_hash = $2, updated_at = $3, \
+                         password_change_required = FALSE WHERE username = $1",
+                    )
+                    .bind(username)
+                    .bind(hash)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    $crate::store::users::sign_out_everywhere!(
+                        &mut *tx,
+                        "user_id IN (SELECT id FROM users WHERE username = $1)",
+                        username,
+                        now
+                    );
+                    tx.commit().await?;
+                    Ok(r.rows_affected() == 1)
+                })
+                .await
             }
         }
     };

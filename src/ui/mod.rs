@@ -59,6 +59,11 @@ impl Web {
         env.add_template("consent.html", include_str!("templates/consent.html"))?;
         env.add_template("apps.html", include_str!("templates/apps.html"))?;
         env.add_template("device.html", include_str!("templates/device.html"))?;
+        env.add_template(
+            "signin_code.html",
+            include_str!("templates/signin_code.html"),
+        )?;
+        env.add_template("security.html", include_str!("templates/security.html"))?;
         Ok(Self {
             env,
             base_path: base_path.to_string(),
@@ -205,6 +210,21 @@ impl Web {
             && !return_to.chars().any(char::is_control);
         ok.then(|| return_to.to_string())
     }
+}
+
+/// A QR code of `text` as an inline `<svg>` element (drawn here, so the page needs no script
+/// and no image fetch). Empty when the text does not fit in a QR code.
+pub fn qr_svg(text: &str) -> String {
+    let Ok(code) = qrcode::QrCode::new(text.as_bytes()) else {
+        return String::new();
+    };
+    let svg = code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(220, 220)
+        .build();
+    // Inline in HTML: without the XML declaration.
+    svg.find("<svg")
+        .map_or(svg.clone(), |at| svg[at..].to_string())
 }
 
 /// Headers for every page: no framing, no caching, a strict content policy.

@@ -633,6 +633,30 @@ fn key_encryption_key_rotation() {
         .filter_map(|l| l.split_whitespace().next())
         .collect();
     assert!(!kids.is_empty());
+    // A user's authenticator secret, sealed under the old key as the account page seals it.
+    let url = format!(
+        "sqlite://{}",
+        d.join("concierge-data/concierge.db").display()
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let user_id = rt.block_on(async {
+        let store = concierge::store::connect(&url).await.unwrap();
+        let user = concierge::manage::create_user(
+            store.as_ref(),
+            "tess",
+            Default::default(),
+            concierge::manage::hash_new_password("a long enough password").unwrap(),
+        )
+        .await
+        .unwrap();
+        let kid = concierge::oauth::authn::totp_kid(&user.id);
+        let sealed = concierge::keys::Kek::from_base64(&old)
+            .unwrap()
+            .seal(&kid, b"totp secret")
+            .unwrap();
+        assert!(store.put_pending_totp(&user.id, &sealed, 1).await.unwrap());
+        user.id
+    });
 
     // The new key alone cannot open what the old one sealed, and says so.
     let (ok, _, err) = concierge_env(d, &["keys", "rekey"], &with_new);
@@ -640,11 +664,28 @@ fn key_encryption_key_rotation() {
     let (ok, out, err) = concierge_env(d, &["keys", "rekey"], &rotating);
     assert!(ok, "{err}");
     assert!(
-        out.contains(&format!("{} signing key(s) re-encrypted", kids.len())),
+        out.contains(&format!(
+            "{} signing key(s) and 1 authenticator secret(s) re-encrypted",
+            kids.len()
+        )),
         "{out}"
     );
     let (ok, out, _) = concierge_env(d, &["keys", "rekey"], &rotating);
-    assert!(ok && out.starts_with("0 signing key(s)"), "{out}");
+    assert!(
+        ok && out.starts_with("0 signing key(s) and 0 authenticator"),
+        "{out}"
+    );
+    // The authenticator secret now opens with the new key alone.
+    rt.block_on(async {
+        let store = concierge::store::connect(&url).await.unwrap();
+        let f = store.get_totp(&user_id).await.unwrap().unwrap();
+        let kid = concierge::oauth::authn::totp_kid(&user_id);
+        let plain = concierge::keys::Kek::from_base64(&new)
+            .unwrap()
+            .open(&kid, &f.secret_sealed)
+            .unwrap();
+        assert_eq!(plain.as_slice(), b"totp secret");
+    });
 
     // Now the new key alone works, and the old one no longer does.
     let (ok, _, err) = concierge_env(d, &["keys", "rotate", "--alg", "ES256"], &with_new);
@@ -1063,4 +1104,40 @@ fn listings_in_json() {
     assert_eq!(json(&["keys", "list"]), serde_json::json!([]));
     let id_jag = json(&["id-jag", "list"]);
     assert_eq!(id_jag["policies"], serde_json::json!([]));
+}
+
+/// Generated client ids and key ids are base64url: one in 64 starts with `-`, which an
+/// argument parser takes for an option. Such an id is still an id.
+#[test]
+fn ids_that_start_with_a_hyphen_are_ids_not_options() {
+    let dir = initialised();
+    let d = dir.path();
+    let (ok, out, err) = concierge(
+        d,
+        &[
+            "client",
+            "add",
+            "--name",
+            "Hyphen",
+            "--id=-_job",
+            "--grant-type",
+            "client_credentials",
+            "--auth-method",
+            "client_secret_post",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    for args in [
+        &["client", "show", "-_job"][..],
+        &["client", "rotate-secret", "-_job"],
+        &["client", "update", "-_job", "--name", "Hyphen two"],
+        &["client", "remove", "-_job"],
+    ] {
+        let (ok, out, err) = concierge(d, args);
+        assert!(ok, "{args:?}: {out}{err}");
+    }
+    let (ok, _, err) = concierge(d, &["admin-client", "revoke", "-_nobody"]);
+    assert!(!ok && !err.contains("unexpected argument"), "{err}");
+    let (ok, _, err) = concierge(d, &["keys", "revoke", "-_nokey"]);
+    assert!(!ok && !err.contains("unexpected argument"), "{err}");
 }

@@ -15,7 +15,8 @@ use serde_json::Value;
 use crate::both;
 use crate::flow::*;
 use crate::helpers::*;
-use crate::process::{Replica, free_port, shared_kek};
+use crate::mfa;
+use crate::process::{Replica, shared_kek};
 
 /// What a command printed, and whether it succeeded.
 pub struct Run {
@@ -256,7 +257,8 @@ async fn sqlite_to_postgres_and_back_keeps_clients_users_tokens_and_consent() {
     let kek = shared_kek();
 
     // A SQLite server with real state: resources (one with an alias and its own token
-    // settings), alice, a confidential client with a code flow, consent and a refresh token,
+    // settings), alice, bob with an authenticator app, a confidential client with a code
+    // flow, consent and a refresh token,
     // a public client's rotating refresh token, a machine client, an introspecting resource
     // server, an admin client, an exchange policy, a trusted ID-JAG issuer and a linked
     // identity.
@@ -360,6 +362,9 @@ async fn sqlite_to_postgres_and_back_keeps_clients_users_tokens_and_consent() {
     let (s, _, agent_tokens) = redeem(&app, &agent, &query(&back)["code"], &verifier, &[]).await;
     assert_eq!(s, 200, "{agent_tokens}");
     let agent_rt = agent_tokens["refresh_token"].as_str().unwrap().to_string();
+    // bob has an authenticator app (and recovery codes), set up through his security page.
+    add_user(&app, "bob").await;
+    let (bob_secret, bob_recovery) = mfa::enroll(&app, &mfa::signed_in(&app, "bob").await).await;
     let robot = app.machine_clients[0].clone();
     let admin = app.admin_client.clone().unwrap();
     let robot_at = cc_token(&app, &robot.client_id, &robot.secret, NOTES, "notes:read").await;
@@ -422,7 +427,7 @@ async fn sqlite_to_postgres_and_back_keeps_clients_users_tokens_and_consent() {
 
     // A server on it, with the same issuer and key-encryption key.
     let env = [("CONCIERGE_KEY_ENCRYPTION_KEY", kek.as_str())];
-    let pg = Replica::start(d, free_port(), &issuer, &pg_url, &env).await;
+    let pg = Replica::start(d, |_| issuer.clone(), &pg_url, &env).await;
     // Tokens issued before validate: by introspection and against its JWKS.
     let body = introspect(&pg, &rs, &rs_secret, &web_at).await;
     assert_eq!(body["active"], true, "{body}");
@@ -461,6 +466,13 @@ async fn sqlite_to_postgres_and_back_keeps_clients_users_tokens_and_consent() {
     )
     .await;
     assert_eq!(s, 200, "{tokens}");
+    // bob's second factor came along: the password alone does not sign him in, his
+    // authenticator's code does.
+    let b = browser();
+    let html = mfa::password_step(&pg, &b, "bob").await;
+    let code = mfa::totp(&bob_secret, mfa::now() + 30);
+    let res = mfa::code_step(&pg, &b, &html, &code).await;
+    assert_eq!(res.status(), 303, "bob's authenticator code signs him in");
     // The admin client gets admin tokens, and the admin API sees alice.
     let admin_at = cc_token(
         &pg,
@@ -513,7 +525,7 @@ async fn sqlite_to_postgres_and_back_keeps_clients_users_tokens_and_consent() {
     // admin resource, keys and their audit events are replaced).
     let sqlite_dir = tempfile::tempdir().unwrap();
     let target = format!("sqlite://{}", sqlite_dir.path().join("target.db").display());
-    let first = Replica::start(sqlite_dir.path(), free_port(), &issuer, &target, &env).await;
+    let first = Replica::start(sqlite_dir.path(), |_| issuer.clone(), &target, &env).await;
     first.stop();
     let pg_doc = export(d, &pg_url, &kek, &issuer, &d.join("pg.json"));
     let r = import(d, &target, &kek, &issuer, &d.join("pg.json"), false);
@@ -525,7 +537,7 @@ async fn sqlite_to_postgres_and_back_keeps_clients_users_tokens_and_consent() {
     );
     let sqlite_doc = export(d, &target, &kek, &issuer, &d.join("sqlite.json"));
     assert_same_data(&pg_doc, &sqlite_doc);
-    let back = Replica::start(sqlite_dir.path(), free_port(), &issuer, &target, &env).await;
+    let back = Replica::start(sqlite_dir.path(), |_| issuer.clone(), &target, &env).await;
     let (s, _, body) = refresh(&back, &agent, &agent_rt, &[]).await;
     assert_eq!(s, 200, "{body}");
     let (s, _, body) = token_basic(
@@ -536,6 +548,11 @@ async fn sqlite_to_postgres_and_back_keeps_clients_users_tokens_and_consent() {
     )
     .await;
     assert_eq!(s, 200, "{body}");
+    // And bob's recovery codes.
+    let b = browser();
+    let html = mfa::password_step(&back, &b, "bob").await;
+    let res = mfa::code_step(&back, &b, &html, &bob_recovery[0]).await;
+    assert_eq!(res.status(), 303, "a recovery code signs bob in");
     back.stop();
     drop_database(&pg_name).await;
 }

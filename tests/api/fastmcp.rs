@@ -1,72 +1,37 @@
 //! A resource server we did not write: a FastMCP server (PyPI `fastmcp`, pinned in
 //! `tests/interop/requirements.txt`) behind FastMCP's own `JWTVerifier` with its defaults
-//! (RS256 Bearer tokens) and Concierge's JWKS, issuer and the server's URL as the audience
-//! (`tests/interop/fastmcp_server.py`). Its resource in Concierge signs with RS256 and has
-//! DPoP off, and two MCP clients we did not write call it: the Python SDK with a Bearer token
-//! Concierge issued, and the TypeScript SDK v2 whose token request carries a DPoP proof and
-//! gets a Bearer token (RFC 9449 §5). An ES256 token for the same URL is refused: the setting
-//! is what makes it work.
+//! (RS256 Bearer tokens), Concierge's JWKS, issuer and the server's URL as the audience, and
+//! `notes:read` required (`tests/interop/fastmcp_server.py`, the server of
+//! `docs/guides/python-mcp-server.md`). Its resource in Concierge signs with RS256 and has
+//! DPoP off. The guide, run: the 401 and its metadata; tokens for another resource, expired
+//! or tampered, refused; the 403 `insufficient_scope` step-up; and the MCP Python and
+//! TypeScript SDK clients' whole journeys (discovery, registration, code flow, tools,
+//! step-up), the user's part over plain HTTP. Also: the Python SDK with a Bearer token
+//! Concierge issued to a machine client, and the TypeScript SDK v2 whose token request carries
+//! a DPoP proof and gets a Bearer token (RFC 9449 §5). An ES256 token for the same URL is
+//! refused: the setting is what makes it work.
 //!
-//! Needs Python 3.10+ with `venv` and Node with npm; skipped loudly without them, failed under
-//! `CI=true`.
+//! Needs Python 3.10+ with `venv` (and Node with npm for the TypeScript SDK); skipped loudly
+//! without them, failed under `CI=true`.
 
-use std::path::Path;
-use std::time::Duration;
-
+use concierge::keys::Alg;
 use concierge::manage;
-use concierge::oauth::resource::ScopeDef;
 use serde_json::Value;
 
 use crate::both;
+use crate::guides::{
+    GuideServer, check_challenge, check_tokens, python_sdk_journey, register_notes,
+    typescript_sdk_journey,
+};
 use crate::helpers::TestApp;
-use crate::interop::{interop_dir, node, node_ready, run_script};
+use crate::interop::{node, node_ready, run_script};
 use crate::mcp_sdk::python;
 
-const SCOPE: &str = "tools:read";
-
-/// The FastMCP server, killed when dropped, and its MCP URL.
-struct FastMcp {
-    _child: tokio::process::Child,
-    url: String,
-}
+const SCOPE: &str = "notes:read";
 
 /// Start `fastmcp_server.py` on a free port, trusting `app`, and wait until it answers.
-async fn spawn_fastmcp(app: &TestApp, python: &Path) -> FastMcp {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = tokio::process::Command::new(python)
-        .arg("fastmcp_server.py")
-        .arg(port.to_string())
-        .arg(&app.issuer)
-        .current_dir(interop_dir())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the FastMCP server starts");
-    let url = format!("http://127.0.0.1:{port}/mcp");
-    for _ in 0..200 {
-        if let Ok(r) = app.http.post(&url).send().await {
-            assert_eq!(r.status(), 401, "FastMCP wants a token");
-            return FastMcp { _child: child, url };
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the FastMCP server did not listen on {url} within 20 s");
-}
-
-/// Register `uri` with `tools:read`, its tokens signed with `alg` and DPoP as `dpop`.
-async fn register(app: &TestApp, uri: &str, alg: Option<&str>, dpop: Option<&str>) {
-    let options = manage::ResourceOptions {
-        token_alg: alg.map(str::to_string),
-        dpop: dpop.map(str::to_string),
-        ..Default::default()
-    };
-    let scopes = vec![ScopeDef::parse(SCOPE).unwrap()];
-    manage::create_resource(app.store().as_ref(), uri, "FastMCP", scopes, &options)
-        .await
-        .unwrap();
+async fn spawn_fastmcp(app: &TestApp, python: &std::path::Path) -> GuideServer {
+    crate::guides::spawn(app, python.to_str().unwrap(), "fastmcp_server.py").await
 }
 
 fn header(jwt: &str) -> Value {
@@ -77,6 +42,25 @@ fn header(jwt: &str) -> Value {
         .unwrap();
     serde_json::from_slice(&bytes).unwrap()
 }
+
+// The guide, on the Python side: registered as it says (RS256, DPoP off), FastMCP answers the
+// bare request and refuses the wrong tokens; the Python SDK's provider signs alice in, steps
+// up to notes:write by itself on the 403 and writes the note; the TypeScript SDK's client
+// does the same for bob, its application re-authorizing for the step-up.
+both!(python_server_follows_the_guide, |app: TestApp| async move {
+    let Some(python) = python() else {
+        return app;
+    };
+    let server = spawn_fastmcp(&app, &python).await;
+    register_notes(&app, &server.url, Some("RS256"), Some("off")).await;
+
+    check_challenge(&app, &server, "Notes (Python)").await;
+    check_tokens(&app, &server, Alg::RS256).await;
+    python_sdk_journey(&app, &server, "alice").await;
+    // Any client that follows the MCP authorization specification: the TypeScript SDK's too.
+    typescript_sdk_journey(&app, &server, "bob").await;
+    app
+});
 
 // The Python SDK with an operator machine client's token: FastMCP verifies it and the tool
 // sees the client. The negative control first: the same URL registered with the defaults
@@ -91,7 +75,7 @@ both!(
             return app;
         };
         let fm = spawn_fastmcp(&app, &python).await;
-        register(&app, &fm.url, None, None).await;
+        register_notes(&app, &fm.url, None, None).await;
         let (id, secret) = app
             .add_machine_client("client_secret_basic", Some(SCOPE))
             .await;
@@ -100,7 +84,7 @@ both!(
         manage::delete_resource(app.store().as_ref(), &fm.url)
             .await
             .unwrap();
-        register(&app, &fm.url, Some("RS256"), Some("off")).await;
+        register_notes(&app, &fm.url, Some("RS256"), Some("off")).await;
         let rs256 = crate::flow::cc_token(&app, &id, &secret, &fm.url, SCOPE).await;
         assert_eq!(header(&rs256)["alg"], "RS256");
 
@@ -111,7 +95,11 @@ both!(
             &[],
         )
         .await;
-        assert_eq!(out["tools"], serde_json::json!(["whoami"]), "{out}");
+        assert_eq!(
+            out["tools"],
+            serde_json::json!(["add_note", "list_notes", "whoami"]),
+            "{out}"
+        );
         assert_eq!(out["isError"], false, "{out}");
         let who = &out["whoami"];
         assert_eq!(who["client_id"], id.as_str(), "{out}");
@@ -139,7 +127,7 @@ both!(
             return app;
         };
         let fm = spawn_fastmcp(&app, &python).await;
-        register(&app, &fm.url, Some("RS256"), Some("off")).await;
+        register_notes(&app, &fm.url, Some("RS256"), Some("off")).await;
         let (id, secret) = app
             .add_machine_client("client_secret_basic", Some(SCOPE))
             .await;
@@ -175,7 +163,11 @@ both!(
                 "FastMCP accepted it: {m}"
             );
         }
-        assert_eq!(out["tools"], serde_json::json!(["whoami"]), "{out}");
+        assert_eq!(
+            out["tools"],
+            serde_json::json!(["add_note", "list_notes", "whoami"]),
+            "{out}"
+        );
         assert_eq!(out["isError"], false, "{out}");
         assert_eq!(out["whoami"]["client_id"], id.as_str(), "{out}");
         app

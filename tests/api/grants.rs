@@ -69,6 +69,7 @@ impl Grant for Passphrase {
                 acr: None,
                 act: None,
                 ttl: 60,
+                not_after: None,
                 jkt: resource.dpop_binding(req.dpop_jkt)?,
                 alg: resource.token_alg,
             },

@@ -35,6 +35,8 @@ pub fn npm_ready() -> Result<(), String> {
                 "@modelcontextprotocol/sdk",
                 "@modelcontextprotocol/client",
                 "@modelcontextprotocol/conformance",
+                "jose",
+                "zod",
                 "node",
             ]
             .iter()

@@ -2,6 +2,7 @@
 //! PostgreSQL. One binary, so it links once.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod guides;
 mod helpers;
 mod interop;
 mod introspection;
@@ -34,8 +35,10 @@ mod id_jag_accounts;
 mod keys;
 mod layers;
 mod metadata;
+mod mfa;
 mod observability;
 mod openapi;
+mod operations;
 mod private_key_jwt;
 mod process;
 mod refresh;
@@ -47,4 +50,5 @@ mod security;
 mod signin_throttle;
 mod store;
 mod token;
+mod ts_server;
 mod workload;

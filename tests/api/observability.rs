@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::both;
 use crate::flow::*;
 use crate::helpers::*;
-use crate::process::{Replica, free_port};
+use crate::process::Replica;
 
 /// `GET <origin><path>`: the operator endpoints live at the origin, not under the issuer.
 async fn get_at_origin(
@@ -160,12 +160,10 @@ async fn spans_reach_an_otlp_endpoint() {
     tokio::spawn(async move { axum::serve(listener, collector).await });
 
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let db = format!("sqlite://{}/otel.db", dir.path().display());
     let server = Replica::start(
         dir.path(),
-        port,
-        &format!("http://127.0.0.1:{port}"),
+        |port| format!("http://127.0.0.1:{port}"),
         &db,
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),

@@ -37,15 +37,37 @@ pub struct Replica {
 }
 
 impl Replica {
-    /// Start a server on `port` in `dir` with `env` added (`CONCIERGE_*` settings, `OTEL_*`).
-    /// `database_url` is also opened here so tests can seed and inspect what the replica sees.
+    /// Start a server on a free port in `dir`, its issuer `issuer(port)`, with `env` added
+    /// (`CONCIERGE_*` settings, `OTEL_*`). `database_url` is also opened here so tests can seed
+    /// and inspect what the replica sees.
+    ///
+    /// A port found free can be taken by another test before the server binds it; that start
+    /// is retried on another port.
     pub async fn start(
+        dir: &Path,
+        issuer: impl Fn(u16) -> String,
+        database_url: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            match Self::try_start(dir, port, &issuer(port), database_url, env).await {
+                Ok(replica) => return replica,
+                Err(log) if log.contains("Address already in use") => last = log,
+                Err(log) => panic!("the server did not start; log: {log}"),
+            }
+        }
+        panic!("no free port after 5 tries; last log: {last}")
+    }
+
+    async fn try_start(
         dir: &Path,
         port: u16,
         issuer: &str,
         database_url: &str,
         env: &[(&str, &str)],
-    ) -> Self {
+    ) -> Result<Self, String> {
         let log = dir.join(format!("replica-{port}.log"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_concierge"));
         cmd.current_dir(dir)
@@ -68,17 +90,40 @@ impl Replica {
             let _ = tx.send(lines.next().and_then(Result::ok).unwrap_or_default());
             for _ in lines {}
         });
-        let first = tokio::time::timeout(Duration::from_secs(60), rx)
-            .await
-            .expect("the server should start within a minute")
-            .unwrap_or_default();
-        assert!(
-            first.starts_with("Concierge listening on"),
-            "unexpected first line {first:?}; log: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
+        // Listening: the banner on stdout, or (with `log_format = "json"`) as a log line.
+        let mut rx = rx;
+        let started = tokio::time::Instant::now();
+        let failed = |child: &mut Child, why: String| {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(format!(
+                "{why}; {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ))
+        };
+        loop {
+            match rx.try_recv() {
+                Ok(first) if first.starts_with("Concierge listening on") => break,
+                Ok(first) if !first.is_empty() => {
+                    return failed(&mut child, format!("first line {first:?}"));
+                }
+                _ => {}
+            }
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("\"Concierge listening\"") {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return failed(&mut child, format!("exited with {status}"));
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the server should start within a minute; log: {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let store = concierge::store::connect(database_url).await.unwrap();
-        Self {
+        Ok(Self {
             origin: format!("http://127.0.0.1:{port}"),
             issuer: issuer.to_string(),
             http: reqwest::Client::builder()
@@ -88,7 +133,7 @@ impl Replica {
             store,
             child,
             log,
-        }
+        })
     }
 
     /// SIGTERM, then wait for a clean exit.

@@ -214,7 +214,7 @@ async fn the_previous_release_and_this_one_serve_one_database_side_by_side() {
         return;
     };
     let kek = shared_kek();
-    let (old_port, new_port) = (free_port(), free_port());
+    let old_port = free_port();
     let issuer = format!("http://127.0.0.1:{old_port}");
     // Settings both releases know; short cache bounds, so each sees the other's changes.
     let env = [
@@ -292,7 +292,7 @@ async fn the_previous_release_and_this_one_serve_one_database_side_by_side() {
     let old_cc = cc_token(&old, &robot.0, &robot.1, NOTES, "notes:read").await;
 
     // This release starts on the same database and brings its schema up to date.
-    let new = Replica::start(d, new_port, &issuer, &url, &env).await;
+    let new = Replica::start(d, |_| issuer.clone(), &url, &env).await;
     let (_, after) = concierge::store::open(&url, Open::Existing).await.unwrap();
     assert_eq!(after.latest(), concierge::store::latest_migration());
     assert!(after.pending.is_empty(), "{after:?}");
@@ -414,9 +414,7 @@ async fn serve_on_a_newer_schema(backend: Backend) {
 
     let kek = shared_kek();
     let env = [("CONCIERGE_KEY_ENCRYPTION_KEY", kek.as_str())];
-    let port = free_port();
-    let issuer = format!("http://127.0.0.1:{port}");
-    let server = Replica::start(d, port, &issuer, &url, &env).await;
+    let server = Replica::start(d, |port| format!("http://127.0.0.1:{port}"), &url, &env).await;
     let (_, schema) = concierge::store::open(&url, Open::Existing).await.unwrap();
     assert_eq!(schema.unknown, vec!["9999_from_the_future".to_string()]);
     assert!(schema.pending.is_empty());

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::device;
 use crate::flow::*;
 use crate::helpers::*;
-use crate::process::{Replica, free_port, shared_kek};
+use crate::process::{Replica, shared_kek};
 
 /// Two replicas A and B on a fresh PostgreSQL database, one issuer (as behind a proxy).
 struct Pair {
@@ -31,8 +31,6 @@ async fn pair() -> Option<Pair> {
     let dir = tempfile::tempdir().unwrap();
     let (url, name) = fresh_database(Backend::Postgres, dir.path()).await?;
     let kek = shared_kek();
-    let (pa, pb) = (free_port(), free_port());
-    let issuer = format!("http://127.0.0.1:{pa}");
     let bound = BOUND_SECS.to_string();
     let env = [
         ("CONCIERGE_KEY_ENCRYPTION_KEY", kek.as_str()),
@@ -44,8 +42,10 @@ async fn pair() -> Option<Pair> {
         // The removal test uses a self-registered machine client (RFC 7592 deletes it).
         ("CONCIERGE_REGISTRATION__ALLOW_CLIENT_CREDENTIALS", "true"),
     ];
-    let a = Replica::start(dir.path(), pa, &issuer, &url, &env).await;
-    let b = Replica::start(dir.path(), pb, &issuer, &url, &env).await;
+    // Both replicas share the first one's issuer, as behind a load balancer.
+    let a = Replica::start(dir.path(), |p| format!("http://127.0.0.1:{p}"), &url, &env).await;
+    let issuer = a.issuer.clone();
+    let b = Replica::start(dir.path(), |_| issuer.clone(), &url, &env).await;
     Some(Pair {
         a,
         b,

@@ -330,12 +330,35 @@ both!(
 /// `/metrics` (and health) can move to a management address, off the public listener.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_on_a_management_listener() {
-    let port = crate::process::free_port();
-    let app = TestApp::builder(crate::helpers::Backend::Sqlite)
-        .configure(move |c| c.metrics.listen = Some(([127, 0, 0, 1], port).into()))
-        .start()
-        .await
-        .unwrap();
+    // A port found free can be taken by another test before the server binds it (the
+    // management listener then never answers): try another.
+    let mut found = None;
+    for _ in 0..5 {
+        let port = crate::process::free_port();
+        let app = TestApp::builder(crate::helpers::Backend::Sqlite)
+            .configure(move |c| c.metrics.listen = Some(([127, 0, 0, 1], port).into()))
+            .start()
+            .await
+            .unwrap();
+        let management = format!("http://127.0.0.1:{port}");
+        let mut status = None;
+        for _ in 0..50 {
+            if let Ok(res) = app.http.get(format!("{management}/metrics")).send().await {
+                status = Some(res.status());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        match status {
+            Some(s) => {
+                assert_eq!(s, 200, "metrics answer on the management address");
+                found = Some((app, management));
+                break;
+            }
+            None => app.finish().await,
+        }
+    }
+    let (app, management) = found.expect("a management listener on a free port");
     let public = app
         .http
         .get(format!("{}/metrics", app.origin))
@@ -343,16 +366,6 @@ async fn metrics_on_a_management_listener() {
         .await
         .unwrap();
     assert_eq!(public.status(), 404);
-    let management = format!("http://127.0.0.1:{port}");
-    let mut ok = false;
-    for _ in 0..50 {
-        if let Ok(res) = app.http.get(format!("{management}/metrics")).send().await {
-            ok = res.status() == 200;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ok, "metrics answer on the management address");
     let res = app
         .http
         .get(format!("{management}/readyz"))

@@ -56,13 +56,13 @@ const provider = new DpopClientCredentialsProvider({
   clientId,
   clientSecret: process.env.CLIENT_SECRET,
   clientName: 'MCP TypeScript SDK v2 with DPoP',
-  scope: 'tools:read',
+  scope: 'notes:read',
   expectedIssuer: issuer,
 });
 const client = new Client({ name: 'mcp-ts-sdk-v2-dpop', version: '1.0.0' });
 const transport = new StreamableHTTPClientTransport(new URL(mcpUrl), { authProvider: provider, fetch: recordingFetch });
 await client.connect(transport);
-const tools = (await client.listTools()).tools.map((t) => t.name);
+const tools = (await client.listTools()).tools.map((t) => t.name).sort();
 const result = await client.callTool({ name: 'whoami', arguments: {} });
 await client.close();
 const whoami = result.structuredContent ?? JSON.parse(result.content[0].text);

@@ -2,10 +2,12 @@
 //! policy, establishing a session with `amr`, `acr` and `auth_time`, and where to send a
 //! browser to sign in. Pages and handlers call in here; nothing here knows about them.
 
+pub mod factors;
 pub mod linking;
 pub mod password;
 pub mod session;
 pub mod throttle;
+pub mod totp;
 
 use std::net::IpAddr;
 
@@ -38,6 +40,17 @@ impl Authentication {
     }
 }
 
+/// A right password: signed in, or the second factor still to come.
+#[derive(Debug)]
+pub enum PasswordChecked {
+    SignedIn(Box<SignedIn>),
+    /// The user has an authenticator: the session waits for its code ([`sign_in_with_code`]).
+    CodeRequired(Box<User>),
+}
+
+/// How long the second step of a sign-in may take after the password, seconds.
+pub const PENDING_TTL_SECS: i64 = 300;
+
 /// A successful sign-in: the session and the cookie value that names it.
 #[derive(Debug)]
 pub struct SignedIn {
@@ -53,6 +66,12 @@ pub enum SigninError {
     Throttled(SigninThrottled),
     #[error("wrong username or password")]
     WrongCredentials,
+    /// The second step's authenticator or recovery code was wrong (or already used).
+    #[error("wrong code")]
+    WrongCode,
+    /// The second step's carried sign-in is not ours, not this browser's or too old.
+    #[error("the sign-in expired")]
+    PendingExpired,
     /// The password was right, but an operator disabled the account.
     #[error("this account is disabled")]
     Disabled,
@@ -76,7 +95,7 @@ pub async fn sign_in_with_password(
     new_password: Option<String>,
     addr: Option<IpAddr>,
     replacing: Option<&str>,
-) -> Result<SignedIn, SigninError> {
+) -> Result<PasswordChecked, SigninError> {
     let now = ctx.now();
     let throttle = &ctx.authn.throttle;
     let limits = ctx.rate_limits();
@@ -167,6 +186,17 @@ pub async fn sign_in_with_password(
         ctx.users().set_password(&user.username, &hash, now).await?;
         tracing::info!(user_id = %user.id, "password changed at sign-in, as an operator asked");
     }
+    // A confirmed authenticator: the password alone establishes nothing. (A pending one,
+    // before its first code, does not count.)
+    let has_code = ctx
+        .factors()
+        .get_totp(&user.id)
+        .await?
+        .is_some_and(|f| f.confirmed_at.is_some());
+    if has_code {
+        tracing::info!(user_id = %user.id, "password right; asking for the authenticator code");
+        return Ok(PasswordChecked::CodeRequired(Box::new(user)));
+    }
     let (cookie, session) = session::establish(
         ctx,
         &user.id,
@@ -182,11 +212,145 @@ pub async fn sign_in_with_password(
             .ip(addr)
             .detail(serde_json::json!({ "sid": session.sid, "amr": session.amr })),
     );
+    Ok(PasswordChecked::SignedIn(Box::new(SignedIn {
+        cookie,
+        session,
+        user,
+    })))
+}
+
+/// The text a carried half-done sign-in's tag covers: a fixed label, so no other tagged
+/// value (a carried authorization request) can pass for one.
+fn pending_text(user_id: &str, expires: i64, binding: &str, return_to: &str) -> String {
+    format!("concierge signin second step\n{user_id}\n{expires}\n{binding}\n{return_to}")
+}
+
+/// A half-done sign-in (the password was right) carried by the second step's form: the user,
+/// its expiry and a tag over them, the browser (`binding`) and the way back, so it names
+/// only this user, in this browser, going there, for [`PENDING_TTL_SECS`].
+pub fn pending_token(
+    kek: &crate::keys::Kek,
+    user_id: &str,
+    binding: &str,
+    return_to: &str,
+    now: i64,
+) -> String {
+    let expires = now + PENDING_TTL_SECS;
+    let tag = kek.request_tag(&pending_text(user_id, expires, binding, return_to));
+    format!("{}.{expires}.{tag}", crate::util::b64(user_id.as_bytes()))
+}
+
+/// The user a carried half-done sign-in names, when it is ours, this browser's, for this
+/// way back and not expired. Constant-time tag check.
+pub fn pending_user(
+    kek: &crate::keys::Kek,
+    token: &str,
+    binding: &str,
+    return_to: &str,
+    now: i64,
+) -> Option<String> {
+    let mut parts = token.splitn(3, '.');
+    let (user, expires, tag) = (parts.next()?, parts.next()?, parts.next()?);
+    let user_id = String::from_utf8(crate::util::b64_decode(user)?).ok()?;
+    let expires: i64 = expires.parse().ok()?;
+    let text = pending_text(&user_id, expires, binding, return_to);
+    (now < expires && expires <= now + PENDING_TTL_SECS && kek.verify_request_tag(&text, tag))
+        .then_some(user_id)
+}
+
+/// The second step: an authenticator code (or a recovery code) for `user_id`, whose password
+/// was right moments ago (the caller checked the carried [`pending_token`]). Attempts are
+/// counted per user before the check, like passwords, in a bucket of their own so a right
+/// password does not forget wrong codes. A code is spent by one atomic statement: the same
+/// code never works twice.
+pub async fn sign_in_with_code(
+    ctx: &Context,
+    user_id: &str,
+    code: &str,
+    addr: Option<IpAddr>,
+    replacing: Option<&str>,
+) -> Result<SignedIn, SigninError> {
+    let now = ctx.now();
+    let throttle = &ctx.authn.throttle;
+    let limits = ctx.rate_limits();
+    let kek = ctx.keys.kek();
+    let who = kek.bucket_digest(&format!("second factor\n{user_id}"));
+    if let Err(t) = throttle.signin_attempt(limits, &who, addr, now).await? {
+        tracing::warn!(user_id = %user_id, reason = t.reason(), "second sign-in step throttled");
+        ctx.audit.record(
+            Event::new(Kind::SigninThrottled)
+                .user(user_id)
+                .ip(addr)
+                .detail(serde_json::json!({
+                    "factor": "otp", "reason": t.reason(), "retry_after": t.retry_after(),
+                })),
+        );
+        return Err(SigninError::Throttled(t));
+    }
+    let Some(user) = ctx.users().get_user(user_id).await? else {
+        return Err(SigninError::PendingExpired);
+    };
+    if user.is_disabled() {
+        return Err(SigninError::Disabled);
+    }
+    let factor = ctx
+        .factors()
+        .get_totp(user_id)
+        .await?
+        .filter(|f| f.confirmed_at.is_some());
+    let Some(factor) = factor else {
+        // Reset or removed since the password: start again.
+        return Err(SigninError::PendingExpired);
+    };
+    let (ok, kind) = if totp::is_recovery_code(code) {
+        let hash = totp::recovery_hash(user_id, code);
+        let ok = ctx
+            .factors()
+            .spend_recovery_code(user_id, &hash, now)
+            .await?;
+        (ok, totp::AMR_MFA)
+    } else {
+        let secret = kek
+            .open(&totp_kid(user_id), &factor.secret_sealed)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let ok = match totp::matching_step(&secret, code, now) {
+            Some(step) => ctx.factors().spend_totp_step(user_id, step).await?,
+            None => false,
+        };
+        (ok, totp::AMR_OTP)
+    };
+    if !ok {
+        throttle.signin_failed(limits, &who, addr, now).await?;
+        tracing::info!(user_id = %user_id, "second sign-in step failed: wrong code");
+        ctx.audit.record(
+            Event::new(Kind::MfaFailed)
+                .user(user_id)
+                .ip(addr)
+                .detail(serde_json::json!({ "username": user.username, "recovery_code": kind == totp::AMR_MFA })),
+        );
+        return Err(SigninError::WrongCode);
+    }
+    throttle.signin_succeeded(limits, &who, addr).await?;
+    let amr = vec![AMR_PASSWORD.to_string(), kind.to_string()];
+    let (cookie, session) = session::establish(ctx, &user.id, amr, None, replacing).await?;
+    tracing::info!(user_id = %user.id, "signed in with a second factor");
+    ctx.audit.record(
+        Event::new(Kind::SigninSucceeded)
+            .user(&user.id)
+            .ip(addr)
+            .detail(serde_json::json!({ "sid": session.sid, "amr": session.amr })),
+    );
     Ok(SignedIn {
         cookie,
         session,
         user,
     })
+}
+
+/// What a user's sealed TOTP secret is bound to (the sealing's associated data), so a
+/// sealed secret moved to another user's row does not open.
+pub fn totp_kid(user_id: &str) -> String {
+    format!("totp:{user_id}")
 }
 
 /// Where to send a browser to sign in: the sign-in page under `base_path`, coming back to

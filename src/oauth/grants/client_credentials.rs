@@ -62,6 +62,7 @@ pub async fn machine_token(
             acr: None,
             act: None,
             ttl: i64::from(ctx.config.tokens.access_token_ttl_secs),
+            not_after: None,
             jkt: resource.dpop_binding(req.dpop_jkt)?,
             alg: resource.token_alg,
         },

@@ -274,6 +274,7 @@ impl Grant for TokenExchange {
                 // A bound subject token may be exchanged (its holder is the client presenting
                 // it, or a resource server it was sent to); the new token is bound to this
                 // request's proof, if any (RFC 9449 §5).
+                not_after: Some(claims.exp),
                 jkt: target.dpop_binding(req.dpop_jkt)?,
                 alg: target.token_alg,
             },

@@ -167,6 +167,7 @@ pub async fn issue(
             acr: auth.acr,
             act: None,
             ttl: i64::from(tokens.access_token_ttl_secs),
+            not_after: None,
             jkt: match &resource {
                 Some(r) => r.dpop_binding(g.dpop_jkt)?,
                 None => g.dpop_jkt,
