@@ -5,7 +5,8 @@
 //! - [`startup`] builds the application from a [`config::Config`] and runs it on the
 //!   [`listener`]; [`router`] holds every route.
 //! - [`endpoints`] (thin handlers, one file per endpoint), [`admin`] (the admin API) and
-//!   [`manage`] (operations shared by the CLI and the admin API), over [`state`] and [`http`]
+//!   [`manage`] (operations shared by the CLI and the admin API) and [`export`] (export and
+//!   import of the whole data set), over [`state`] and [`http`]
 //!   (what handlers share) and [`ui`] (pages).
 //! - [`oauth`]: protocol logic, with no handlers, pages or router.
 //! - [`audit`], [`keys`], [`metrics`]: the audit log, signing keys, metrics.
@@ -17,6 +18,7 @@ pub mod audit;
 pub mod config;
 pub mod endpoints;
 pub mod error;
+pub mod export;
 #[cfg(test)]
 pub(crate) mod fuzz;
 pub mod http;

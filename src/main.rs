@@ -22,7 +22,8 @@ use concierge::oauth::grants::GrantRegistry;
 use concierge::oauth::registration::client_information;
 use concierge::oauth::resource::ScopeDef;
 use concierge::startup::{
-    App, load_kek, open_cli_store, open_store_as, redact_url, shutdown_signal,
+    App, load_kek, open_cli_store, open_cli_store_schema, open_store_as, redact_url,
+    shutdown_signal,
 };
 use concierge::store::Open;
 use concierge::store::{ClientKind, Store};
@@ -88,6 +89,25 @@ enum Command {
         /// Only say where the schema stands; exit with status 1 when migrations are pending.
         #[arg(long)]
         check: bool,
+    },
+    /// Write the whole configuration and data set as one JSON document (standard output, or
+    /// a file created readable by its owner only). Signing keys stay encrypted under the
+    /// key-encryption key; secrets stay hashed. Flows in flight (codes, device codes) and
+    /// throttling counters are left out. See UPGRADE.md.
+    Export {
+        /// The file to write (default, or `-`: standard output). A positional argument, as
+        /// `import`'s is: `--output` is the listings' format.
+        file: Option<PathBuf>,
+        /// Leave out the audit log.
+        #[arg(long)]
+        no_audit: bool,
+    },
+    /// Load an export into this database, in one transaction: an empty one (`--init`
+    /// creates it), or one a server has only been started on. Its servers need the source's
+    /// key-encryption key. See UPGRADE.md.
+    Import {
+        /// The export (`-` for standard input).
+        file: PathBuf,
     },
 }
 
@@ -557,14 +577,22 @@ async fn migrate(config: &Config, check: bool) -> anyhow::Result<()> {
         );
         if !schema.unknown.is_empty() {
             println!(
-                "the database has {} migration(s) newer than this binary",
-                schema.unknown.len()
+                "the database has {} migration(s) newer than this binary ({})",
+                schema.unknown.len(),
+                schema.unknown.join(", ")
             );
         }
         if !schema.pending.is_empty() {
             std::process::exit(1);
         }
         return Ok(());
+    }
+    if !schema.unknown.is_empty() {
+        println!(
+            "database {url}: has {} migration(s) newer than this binary ({})",
+            schema.unknown.len(),
+            schema.unknown.join(", ")
+        );
     }
     match before {
         Some(done) if done.is_empty() => println!("database {url}: up to date"),
@@ -573,6 +601,127 @@ async fn migrate(config: &Config, check: bool) -> anyhow::Result<()> {
             "database {url}: created, {} migration(s) applied",
             schema.applied.len()
         ),
+    }
+    Ok(())
+}
+
+/// `concierge export`.
+async fn export(
+    config: &Config,
+    output: Option<&std::path::Path>,
+    audit: bool,
+) -> anyhow::Result<()> {
+    let (store, schema) = open_cli_store_schema(config, Open::Existing).await?;
+    // The key-encryption key's fingerprint goes in the header when there is one to name
+    // (never a key generated here, and no data directory made for one).
+    let configured = config.key_encryption_key.is_some()
+        || config
+            .data_dir
+            .join(concierge::keys::encryption::KEK_FILE)
+            .exists();
+    let kek = match configured.then(|| load_kek(config)) {
+        Some(Ok(k)) if !k.is_unsaved() => Some(k),
+        _ => None,
+    };
+    let doc =
+        concierge::export::export(store.as_ref(), &schema, &config.issuer, kek.as_ref(), audit)
+            .await?;
+    let mut text = serde_json::to_vec_pretty(&doc)?;
+    text.push(b'\n');
+    match output {
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&text)?;
+            out.flush()?;
+        }
+        Some(path) => util::write_private(path, &text)
+            .with_context(|| format!("writing {}", path.display()))?,
+    }
+    let rows: usize = doc.tables.values().map(Vec::len).sum();
+    eprintln!(
+        "exported {rows} row(s) of {} table(s){}, schema {}",
+        doc.tables.len(),
+        output.map_or(String::new(), |p| format!(" to {}", p.display())),
+        doc.schema
+    );
+    for (table, list) in &doc.tables {
+        eprintln!("  {table:<24} {}", list.len());
+    }
+    if !audit {
+        eprintln!("  (the audit log was left out)");
+    }
+    match &doc.key_encryption_key {
+        Some(f) => eprintln!(
+            "signing keys are encrypted under the key-encryption key {f}: the target's \
+             servers need the same key"
+        ),
+        None => eprintln!(
+            "signing keys are encrypted under the source's key-encryption key: the target's \
+             servers need the same key"
+        ),
+    }
+    Ok(())
+}
+
+/// `concierge import FILE`.
+async fn import(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
+    let text = if file.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+            .context("reading the export from standard input")?;
+        buf
+    } else {
+        std::fs::read(file).with_context(|| format!("reading {}", file.display()))?
+    };
+    let doc = concierge::export::parse(&text)?;
+    let how = *OPEN.get().unwrap_or(&Open::Existing);
+    let (store, schema) = open_cli_store_schema(config, how).await?;
+    let kek = load_kek(config)?;
+    let done = concierge::export::import(store.as_ref(), &schema, &kek, &doc).await?;
+    let url = redact_url(&config.database_url());
+    println!(
+        "imported the export of {} (schema {}, {}) into {url}:",
+        doc.issuer, doc.schema, doc.exported_at
+    );
+    for (table, n) in &done.counts {
+        println!("  {table:<24} {n}");
+    }
+    for table in &done.absent {
+        println!("  {table:<24} not in the export");
+    }
+    let r = &done.replaced;
+    if !(r.resources.is_empty() && r.signing_keys.is_empty() && r.audit_events.is_empty()) {
+        println!(
+            "replaced what a server had made by itself: {} admin resource(s), {} signing \
+             key(s), {} audit event(s)",
+            r.resources.len(),
+            r.signing_keys.len(),
+            r.audit_events.len()
+        );
+    }
+    if doc.issuer.trim_end_matches('/') != config.issuer.trim_end_matches('/') {
+        println!(
+            "warning: the export's issuer is {} but this configuration's is {}: tokens, \
+             clients and the admin API resource name the export's; run the servers with it \
+             unless you mean to move the issuer",
+            doc.issuer, config.issuer
+        );
+    }
+    let counts: serde_json::Map<String, serde_json::Value> = done
+        .counts
+        .iter()
+        .map(|(t, n)| (t.clone(), serde_json::Value::from(*n)))
+        .collect();
+    let event = concierge::audit::Event::new(concierge::audit::Kind::AdminChange)
+        .detail(serde_json::json!({
+            "action": "import",
+            "from_issuer": doc.issuer,
+            "exported_at": doc.exported_at,
+            "rows": counts,
+        }))
+        .into_inner();
+    if let Err(e) = store.append_audit(&[event]).await {
+        eprintln!("warning: imported, but the import could not be recorded in the audit log: {e}");
     }
     Ok(())
 }
@@ -667,6 +816,11 @@ fn main() -> anyhow::Result<()> {
             }
             Command::IdJag(cmd) => id_jag(cmd, &config).await,
             Command::Migrate { check } => return migrate(&config, *check).await,
+            Command::Export { file, no_audit } => {
+                let file = file.as_deref().filter(|f| f.as_os_str() != "-");
+                return export(&config, file, !no_audit).await;
+            }
+            Command::Import { file } => return import(&config, file).await,
             Command::Config(ConfigCmd::Check) => return config_check(&config),
         }?;
         record_cli_change(&config).await;
@@ -898,6 +1052,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         issuer_url.path().trim_end_matches('/')
     );
     let database = app.state.store.backend();
+    // Before the announcement: from then on a SIGTERM stops the server gracefully.
+    let shutdown = shutdown_signal();
     match log_format {
         // One log line like every other, for log pipelines that parse JSON.
         concierge::config::LogFormat::Json => tracing::info!(
@@ -916,7 +1072,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .and_then(|()| std::io::stdout().flush());
         }
     }
-    app.serve(listener, shutdown_signal()).await
+    app.serve(listener, shutdown).await
 }
 
 async fn resource(cmd: &ResourceCmd, config: &Config) -> anyhow::Result<()> {

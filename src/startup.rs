@@ -42,6 +42,16 @@ pub async fn open_store_as(config: &Config, how: Open) -> anyhow::Result<(Arc<dy
 /// database, which issuer) once per process, and refused when its schema is behind this
 /// binary (only `serve` and `concierge migrate` change the schema).
 pub async fn open_cli_store(config: &Config, how: Open) -> anyhow::Result<Arc<dyn Store>> {
+    open_cli_store_schema(config, how)
+        .await
+        .map(|(store, _)| store)
+}
+
+/// [`open_cli_store`], with where the schema stands.
+pub async fn open_cli_store_schema(
+    config: &Config,
+    how: Open,
+) -> anyhow::Result<(Arc<dyn Store>, Schema)> {
     static SAID: std::sync::Once = std::sync::Once::new();
     let (store, schema) = open_store_as(config, how).await?;
     let url = redact_url(&config.database_url());
@@ -56,12 +66,13 @@ pub async fn open_cli_store(config: &Config, how: Open) -> anyhow::Result<Arc<dy
     }
     if !schema.unknown.is_empty() {
         eprintln!(
-            "concierge: warning: the database has {} migration(s) newer than this binary; \
+            "concierge: warning: the database has {} migration(s) newer than this binary ({}); \
              changes are made under the expand-then-contract rule (UPGRADE.md)",
-            schema.unknown.len()
+            schema.unknown.len(),
+            schema.unknown.join(", ")
         );
     }
-    Ok(store)
+    Ok((store, schema))
 }
 
 /// The data directory (the SQLite database, the generated key-encryption key), created
@@ -116,7 +127,17 @@ impl App {
         crate::oauth::id_jag::check_config(&config.id_jag)
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         let issuer_url = config.issuer_url()?;
-        let store = open_store(&config).await?;
+        let (store, schema) = open_store_as(&config, Open::Migrate).await?;
+        if !schema.unknown.is_empty() {
+            // A newer release migrated this database (a rolling update, or a rollback): its
+            // migrations only add (expand-then-contract, UPGRADE.md), so this one runs on.
+            tracing::warn!(
+                unknown = %schema.unknown.join(", "),
+                "the database has {} migration(s) newer than this binary; running on it \
+                 (expand-then-contract, see UPGRADE.md)",
+                schema.unknown.len()
+            );
+        }
         if store.backend() == "postgres" && config.key_encryption_key.is_none() {
             tracing::warn!(
                 "no key_encryption_key configured: using the key file in the data directory; \
@@ -297,25 +318,39 @@ async fn sweep(store: &dyn Store, now: i64, audit_retention: i64, backoff_reset:
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on Ctrl-C or SIGTERM. The handlers are installed when this is called, not when
+/// the future is first polled: call it before announcing that the server listens, or a
+/// SIGTERM sent right after the announcement kills the process instead of stopping it
+/// gracefully (the default action of a signal nobody handles yet).
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (interrupt, terminate) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    async move {
+        #[cfg(unix)]
+        {
+            async fn next(s: Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                _ = next(interrupt) => {},
+                _ = next(terminate) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutting down: finishing in-flight requests");
     }
-    tracing::info!("shutting down: finishing in-flight requests");
 }

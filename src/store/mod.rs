@@ -29,6 +29,7 @@ pub mod resources;
 pub mod sessions;
 mod sql;
 pub mod sqlite;
+pub mod transfer;
 pub mod users;
 
 use std::sync::Arc;
@@ -55,6 +56,7 @@ pub use refresh_tokens::{
 pub use replay::ReplayStore;
 pub use resources::{ResourceRecord, ResourceStore, ScopeDef};
 pub use sessions::{Session, SessionStore};
+pub use transfer::TransferStore;
 pub use users::{User, UserStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +69,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// An import's target holds data already (the tables named, with their row counts).
+    #[error("the database is not empty: it has rows in {0}")]
+    NotEmpty(String),
     #[error("unsupported database URL {0:?}: use sqlite://… or postgres://…")]
     UnsupportedUrl(String),
     #[error(
@@ -124,6 +129,7 @@ pub trait Store:
     + IdJagPolicyStore
     + DeviceStore
     + AuditStore
+    + TransferStore
     + HealthStore
 {
     /// `sqlite` or `postgres`, for logs.
@@ -149,28 +155,45 @@ pub struct Schema {
     pub applied: Vec<i64>,
     /// This binary's migrations not applied yet (`version_description`).
     pub pending: Vec<String>,
-    /// Applied migrations this binary does not know: the database is newer.
-    pub unknown: Vec<i64>,
+    /// Applied migrations this binary does not know (`version_description`): the database
+    /// is newer. Under the expand-then-contract rule (UPGRADE.md) this binary still runs on
+    /// it.
+    pub unknown: Vec<String>,
+}
+
+/// `0022_description`, as migrations are named on disk.
+fn migration_name(version: i64, description: &str) -> String {
+    format!("{version:04}_{}", description.replace(' ', "_"))
 }
 
 impl Schema {
-    fn compare(migrator: &sqlx::migrate::Migrator, applied: Vec<i64>) -> Self {
+    fn compare(migrator: &sqlx::migrate::Migrator, applied: Vec<(i64, String)>) -> Self {
         let pending = migrator
             .iter()
-            .filter(|m| !applied.contains(&m.version))
-            .map(|m| format!("{:04}_{}", m.version, m.description.replace(' ', "_")))
+            .filter(|m| !applied.iter().any(|(v, _)| *v == m.version))
+            .map(|m| migration_name(m.version, &m.description))
             .collect();
         let unknown = applied
             .iter()
-            .copied()
-            .filter(|v| !migrator.iter().any(|m| m.version == *v))
+            .filter(|(v, _)| !migrator.iter().any(|m| m.version == *v))
+            .map(|(v, d)| migration_name(*v, d))
             .collect();
         Self {
-            applied,
+            applied: applied.into_iter().map(|(v, _)| v).collect(),
             pending,
             unknown,
         }
     }
+
+    /// The newest migration applied, 0 for none.
+    pub fn latest(&self) -> i64 {
+        self.applied.iter().copied().max().unwrap_or(0)
+    }
+}
+
+/// The newest migration this binary has (the same number for both backends).
+pub fn latest_migration() -> i64 {
+    sqlite::latest_migration().max(postgres::latest_migration())
 }
 
 /// Open the database named by `url`, creating it (SQLite) and applying migrations.

@@ -12,7 +12,18 @@ pub struct PgStore {
     pool: PgPool,
 }
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+/// This binary's migrations. Applied migrations it does not know (a newer release's, during
+/// a rolling update or after a rollback) are not an error: under the expand-then-contract
+/// rule (UPGRADE.md) this binary still runs on that schema; the caller warns.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate::Migrator {
+    ignore_missing: true,
+    ..sqlx::migrate!("./migrations/postgres")
+};
+
+/// The newest migration this binary has.
+pub(super) fn latest_migration() -> i64 {
+    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+}
 
 impl PgStore {
     pub async fn open(url: &str, how: Open) -> Result<(Self, Schema), StoreError> {
@@ -36,4 +47,21 @@ impl PgStore {
     }
 }
 
-super::sql::sql_store!(PgStore, "postgres");
+/// Export and import: the export reads one snapshot (REPEATABLE READ); the audit log's ids
+/// are an identity column, so keeping them needs OVERRIDING SYSTEM VALUE and moving its
+/// sequence past them.
+const TRANSFER: super::transfer::Dialect = super::transfer::Dialect {
+    snapshot: Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"),
+    keep_ids: "OVERRIDING SYSTEM VALUE",
+    after_audit: Some(
+        "SELECT setval(pg_get_serial_sequence('audit_events', 'id'), \
+         COALESCE((SELECT MAX(id) FROM audit_events), 0) + 1, false)",
+    ),
+    columns: "SELECT c.table_name::text, c.column_name::text FROM information_schema.columns c \
+              JOIN information_schema.tables t ON t.table_schema = c.table_schema \
+              AND t.table_name = c.table_name AND t.table_type = 'BASE TABLE' \
+              WHERE c.table_schema = current_schema() AND c.table_name <> '_sqlx_migrations' \
+              ORDER BY c.table_name, c.ordinal_position",
+};
+
+super::sql::sql_store!(PgStore, "postgres", TRANSFER);

@@ -76,16 +76,18 @@ pub(super) fn words(s: &str) -> Vec<String> {
         .collect()
 }
 
-/// The versions of the migrations applied to the database behind `$pool` (none when it has
-/// no migrations table yet); `$count_table` counts tables named `_sqlx_migrations`.
+/// The migrations applied to the database behind `$pool`, `(version, description)` (none
+/// when it has no migrations table yet); `$count_table` counts tables named
+/// `_sqlx_migrations`.
 macro_rules! applied_migrations {
     ($pool:expr, $count_table:literal) => {{
         let tables: i64 = sqlx::query_scalar($count_table).fetch_one($pool).await?;
         if tables == 0 {
             Vec::new()
         } else {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+            sqlx::query_as::<_, (i64, String)>(
+                "SELECT version, description FROM _sqlx_migrations WHERE success \
+                 ORDER BY version",
             )
             .fetch_all($pool)
             .await?
@@ -94,9 +96,10 @@ macro_rules! applied_migrations {
 }
 pub(crate) use applied_migrations;
 
-/// Implement every store trait for `$ty` (a type with a `pool` field), naming the backend.
+/// Implement every store trait for `$ty` (a type with a `pool` field), naming the backend;
+/// `$transfer` is its [`Dialect`](super::transfer::Dialect) for export and import.
 macro_rules! sql_store {
-    ($ty:ty, $name:literal) => {
+    ($ty:ty, $name:literal, $transfer:expr) => {
         $crate::store::clients::sql_impl!($ty);
         $crate::store::resources::sql_impl!($ty);
         $crate::store::keys::sql_impl!($ty);
@@ -113,6 +116,7 @@ macro_rules! sql_store {
         $crate::store::exchange_policies::sql_impl!($ty);
         $crate::store::id_jag::sql_impl!($ty);
         $crate::store::audit::sql_impl!($ty);
+        $crate::store::transfer::sql_impl!($ty, $transfer);
 
         #[async_trait::async_trait]
         impl $crate::store::HealthStore for $ty {

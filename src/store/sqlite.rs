@@ -26,7 +26,18 @@ fn create_private(path: &std::path::Path) -> Result<(), StoreError> {
     }
 }
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+/// This binary's migrations. Applied migrations it does not know (a newer release's, during
+/// a rolling update or after a rollback) are not an error: under the expand-then-contract
+/// rule (UPGRADE.md) this binary still runs on that schema; the caller warns.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate::Migrator {
+    ignore_missing: true,
+    ..sqlx::migrate!("./migrations/sqlite")
+};
+
+/// The newest migration this binary has.
+pub(super) fn latest_migration() -> i64 {
+    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+}
 
 impl SqliteStore {
     pub async fn open(url: &str, how: Open) -> Result<(Self, Schema), StoreError> {
@@ -61,4 +72,15 @@ impl SqliteStore {
     }
 }
 
-super::sql::sql_store!(SqliteStore, "sqlite");
+/// Export and import: a deferred transaction reads one snapshot (WAL mode); an explicit
+/// `id` sets the audit log's AUTOINCREMENT counter by itself.
+const TRANSFER: super::transfer::Dialect = super::transfer::Dialect {
+    snapshot: None,
+    keep_ids: "",
+    after_audit: None,
+    columns: "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p \
+              WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' \
+              AND m.name <> '_sqlx_migrations' ORDER BY m.name, p.cid",
+};
+
+super::sql::sql_store!(SqliteStore, "sqlite", TRANSFER);

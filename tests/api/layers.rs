@@ -21,8 +21,9 @@ const FLOORS: &[&[&str]] = &[
     &["keys"],
     // Protocol: every decision, and nothing of HTTP, pages, the admin API or the CLI.
     &["oauth"],
-    // Pages render and decide nothing; operations the admin API and the CLI share.
-    &["ui", "manage"],
+    // Pages render and decide nothing; operations the admin API and the CLI share; export
+    // and import.
+    &["ui", "manage", "export"],
     &["state"],
     &["http"],
     // Handlers reach protocol decisions only through `oauth`.

@@ -28,11 +28,11 @@ fn hotp(secret: &[u8], counter: u64) -> String {
 }
 
 /// TOTP (RFC 6238 §4): T0 = 0, X = 30.
-fn totp(secret: &[u8], unix: u64) -> String {
+pub fn totp(secret: &[u8], unix: u64) -> String {
     hotp(secret, unix / 30)
 }
 
-fn now() -> u64 {
+pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -106,7 +106,7 @@ async fn post_security(
 }
 
 /// A browser signed in as `user` with the password alone.
-async fn signed_in(app: &TestApp, user: &str) -> reqwest::Client {
+pub async fn signed_in(app: &TestApp, user: &str) -> reqwest::Client {
     let b = browser();
     let res = sign_in(app, &b, &app.url("/signin"), user, PASSWORD).await;
     assert_eq!(res.status(), 303);
@@ -115,7 +115,7 @@ async fn signed_in(app: &TestApp, user: &str) -> reqwest::Client {
 
 /// Set up an authenticator for the signed-in browser `b`: the secret and the recovery codes.
 /// A wrong first code confirms nothing.
-async fn enroll(app: &TestApp, b: &reqwest::Client) -> (Vec<u8>, Vec<String>) {
+pub async fn enroll(app: &TestApp, b: &reqwest::Client) -> (Vec<u8>, Vec<String>) {
     let page = b.get(app.url("/account/security")).send().await.unwrap();
     assert!(page.text().await.unwrap().contains("data-status=\"none\""));
     let res = post_security(app, b, "/account/security/totp/start", &[]).await;
@@ -164,7 +164,7 @@ async fn enroll(app: &TestApp, b: &reqwest::Client) -> (Vec<u8>, Vec<String>) {
 }
 
 /// Sign in with the password from a fresh browser: the second step's page.
-async fn password_step(app: &TestApp, b: &reqwest::Client, user: &str) -> String {
+pub async fn password_step(app: &impl Server, b: &reqwest::Client, user: &str) -> String {
     let res = sign_in(app, b, &app.url("/signin"), user, PASSWORD).await;
     assert_eq!(res.status(), 200, "no session after the password alone");
     let html = res.text().await.unwrap();
@@ -173,8 +173,8 @@ async fn password_step(app: &TestApp, b: &reqwest::Client, user: &str) -> String
     html
 }
 
-async fn code_step(
-    app: &TestApp,
+pub async fn code_step(
+    app: &impl Server,
     b: &reqwest::Client,
     html: &str,
     code: &str,
@@ -189,7 +189,7 @@ async fn code_step(
 }
 
 /// Is `b` signed in?
-async fn is_signed_in(app: &TestApp, b: &reqwest::Client) -> bool {
+async fn is_signed_in(app: &impl Server, b: &reqwest::Client) -> bool {
     b.get(app.url("/account/security"))
         .send()
         .await
