@@ -52,7 +52,8 @@ impl Replica {
         let mut last = String::new();
         for _ in 0..5 {
             let port = free_port();
-            match Self::try_start(dir, port, &issuer(port), database_url, env).await {
+            let bin = Path::new(env!("CARGO_BIN_EXE_concierge"));
+            match Self::try_start(bin, dir, port, &issuer(port), database_url, env).await {
                 Ok(replica) => return replica,
                 Err(log) if log.contains("Address already in use") => last = log,
                 Err(log) => panic!("the server did not start; log: {log}"),
@@ -61,7 +62,11 @@ impl Replica {
         panic!("no free port after 5 tries; last log: {last}")
     }
 
-    async fn try_start(
+    /// Start `bin serve` (this build's, or another release's) on `port`: `Err` with its log
+    /// when it does not come up. The database is opened here without migrating, so a test
+    /// never changes the schema behind the server it started.
+    pub async fn try_start(
+        bin: &Path,
         dir: &Path,
         port: u16,
         issuer: &str,
@@ -69,7 +74,7 @@ impl Replica {
         env: &[(&str, &str)],
     ) -> Result<Self, String> {
         let log = dir.join(format!("replica-{port}.log"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_concierge"));
+        let mut cmd = Command::new(bin);
         cmd.current_dir(dir)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .env("CONCIERGE_ISSUER", issuer)
@@ -122,7 +127,9 @@ impl Replica {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let store = concierge::store::connect(database_url).await.unwrap();
+        let (store, _) = concierge::store::open(database_url, concierge::store::Open::Existing)
+            .await
+            .unwrap();
         Ok(Self {
             origin: format!("http://127.0.0.1:{port}"),
             issuer: issuer.to_string(),

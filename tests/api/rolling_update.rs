@@ -7,13 +7,9 @@
 //! Without `CONCIERGE_PREVIOUS_BIN` the test says so loudly and passes: a new contributor's
 //! `cargo test --workspace` needs no second build. `.ci/run` sets it.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::PathBuf;
 
-use concierge::store::{Open, Store};
+use concierge::store::Open;
 use serde_json::Value;
 
 use crate::export_import::{Run, run};
@@ -42,101 +38,6 @@ fn previous_bin() -> Option<PathBuf> {
             );
             None
         }
-    }
-}
-
-/// A `concierge serve` of any build, for the previous release. (Its database is opened
-/// here without migrating, so the test never changes the schema behind it.)
-struct Serve {
-    origin: String,
-    http: reqwest::Client,
-    store: Arc<dyn Store>,
-    child: Child,
-}
-
-impl Serve {
-    /// Start `bin serve` on `port`; `Err` with its log when it does not come up.
-    async fn start(
-        bin: &Path,
-        dir: &Path,
-        port: u16,
-        issuer: &str,
-        url: &str,
-        env: &[(&str, &str)],
-    ) -> Result<Self, String> {
-        let log = dir.join(format!("serve-{port}.log"));
-        let mut cmd = Command::new(bin);
-        cmd.current_dir(dir)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .env("CONCIERGE_ISSUER", issuer)
-            .env("CONCIERGE_DATABASE_URL", url)
-            .env("CONCIERGE_DATA_DIR", dir)
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap());
-        let mut child = cmd.spawn().expect("start concierge serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = tx.send(lines.next().and_then(Result::ok).unwrap_or_default());
-            for _ in lines {}
-        });
-        let first = tokio::time::timeout(Duration::from_secs(60), rx)
-            .await
-            .expect("the server should start or fail within a minute")
-            .unwrap_or_default();
-        if !first.starts_with("Concierge listening on") {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(std::fs::read_to_string(&log).unwrap_or_default());
-        }
-        let (store, _) = concierge::store::open(url, Open::Existing).await.unwrap();
-        Ok(Self {
-            origin: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
-            store,
-            child,
-        })
-    }
-
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        for _ in 0..200 {
-            if self.child.try_wait().unwrap().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the server did not stop within 10 s of SIGTERM");
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Server for Serve {
-    fn origin(&self) -> &str {
-        &self.origin
-    }
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.origin)
-    }
-    fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-    fn store(&self) -> Arc<dyn Store> {
-        self.store.clone()
     }
 }
 
@@ -282,7 +183,7 @@ async fn the_previous_release_and_this_one_serve_one_database_side_by_side() {
         "the previous release's schema is older: {before:?}"
     );
 
-    let old = Serve::start(&old_bin, d, old_port, &issuer, &url, &env)
+    let old = Replica::try_start(&old_bin, d, old_port, &issuer, &url, &env)
         .await
         .expect("the previous release starts");
     let agent = public_client(&old).await;
@@ -341,7 +242,7 @@ async fn the_previous_release_and_this_one_serve_one_database_side_by_side() {
 
     // A replica of the previous release restarting now finds a newer schema.
     old.stop();
-    let restarted = Serve::start(&old_bin, d, free_port(), &issuer, &url, &env).await;
+    let restarted = Replica::try_start(&old_bin, d, free_port(), &issuer, &url, &env).await;
     let previous = PREVIOUS_RELEASE.trim();
     match restarted {
         Err(log) => {
