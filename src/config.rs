@@ -184,6 +184,33 @@ pub struct SigninConfig {
     pub address_max_usernames: u32,
     /// The window of `address_max_usernames`, in seconds. Default 900.
     pub address_window_secs: u32,
+    /// Multi-factor authentication for everyone: `off`, `offered` (the default) or
+    /// `required`. Clients (`default_acr_values`) and resources (`--require-mfa`) can require
+    /// it where this does not.
+    pub mfa: MfaPolicy,
+}
+
+/// The server-wide multi-factor policy (`[signin] mfa`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MfaPolicy {
+    /// Users are not offered an authenticator on their account page. A second factor is
+    /// still asked of users who have one, and of everyone where a client or resource
+    /// requires it.
+    Off,
+    /// Users may add an authenticator (the default); it is then asked at every sign-in.
+    #[default]
+    Offered,
+    /// Every user signs in with a second factor; one who has none enrols at their next
+    /// sign-in.
+    Required,
+}
+
+impl MfaPolicy {
+    /// May users set up a second factor of their own accord?
+    pub fn offered(self) -> bool {
+        self != Self::Off
+    }
 }
 
 impl Default for SigninConfig {
@@ -195,6 +222,7 @@ impl Default for SigninConfig {
             user_failure_reset_secs: 43_200,
             address_max_usernames: 30,
             address_window_secs: 900,
+            mfa: MfaPolicy::default(),
         }
     }
 }

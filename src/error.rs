@@ -48,6 +48,9 @@ pub enum ErrorCode {
     LoginRequired,
     /// OpenID Connect Core §3.1.2.6: `prompt=none` but the user must consent.
     ConsentRequired,
+    /// OpenID Connect Unmet Authentication Requirements 1.0 §2: the user cannot sign in
+    /// as strongly as required (no factor of that kind).
+    UnmetAuthenticationRequirements,
     /// OpenID Connect Core §3.1.2.6.
     RequestNotSupported,
     /// OpenID Connect Core §3.1.2.6.
@@ -84,6 +87,7 @@ impl ErrorCode {
             Self::AccessDenied => "access_denied",
             Self::UnsupportedResponseType => "unsupported_response_type",
             Self::LoginRequired => "login_required",
+            Self::UnmetAuthenticationRequirements => "unmet_authentication_requirements",
             Self::ConsentRequired => "consent_required",
             Self::RequestNotSupported => "request_not_supported",
             Self::RequestUriNotSupported => "request_uri_not_supported",

@@ -315,6 +315,14 @@ enum ResourceCmd {
         /// proof get a Bearer token), optional (default) or required.
         #[arg(long)]
         dpop: Option<String>,
+        /// Every user signing in for it must use a second factor (an authenticator code or
+        /// a passkey); one who has none sets one up at that sign-in.
+        #[arg(long = "require-mfa", conflicts_with = "require_acr")]
+        require_mfa: bool,
+        /// The authentication context every sign-in for it must reach:
+        /// urn:concierge:acr:mfa or phr (a passkey).
+        #[arg(long = "require-acr")]
+        require_acr: Option<String>,
     },
     /// Change a resource's name, scopes or token settings (its URI and aliases stay).
     Update {
@@ -329,6 +337,13 @@ enum ResourceCmd {
         token_alg: Option<String>,
         #[arg(long)]
         dpop: Option<String>,
+        /// Require a second factor of every user signing in for it.
+        #[arg(long = "require-mfa", conflicts_with = "require_acr")]
+        require_mfa: bool,
+        /// The authentication context every sign-in for it must reach
+        /// (urn:concierge:acr:mfa, phr), or none.
+        #[arg(long = "require-acr")]
+        require_acr: Option<String>,
     },
     /// List resources.
     List,
@@ -1075,6 +1090,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     app.serve(listener, shutdown).await
 }
 
+/// `--require-mfa` or `--require-acr VALUE` as the required `acr` to store.
+fn required_acr_arg(require_mfa: bool, require_acr: &Option<String>) -> Option<String> {
+    if require_mfa {
+        Some(concierge::oauth::authn::acr::ACR_MULTI_FACTOR.to_string())
+    } else {
+        require_acr.clone()
+    }
+}
+
 async fn resource(cmd: &ResourceCmd, config: &Config) -> anyhow::Result<()> {
     let store = open_store(config).await?;
     match cmd {
@@ -1085,6 +1109,8 @@ async fn resource(cmd: &ResourceCmd, config: &Config) -> anyhow::Result<()> {
             aliases,
             token_alg,
             dpop,
+            require_mfa,
+            require_acr,
         } => {
             let scopes = scopes
                 .iter()
@@ -1095,6 +1121,7 @@ async fn resource(cmd: &ResourceCmd, config: &Config) -> anyhow::Result<()> {
                 aliases: aliases.clone(),
                 token_alg: token_alg.clone(),
                 dpop: dpop.clone(),
+                required_acr: required_acr_arg(*require_mfa, require_acr),
             };
             let r = manage::create_resource(store.as_ref(), uri, name, scopes, &options).await?;
             println!("added resource {} ({})", r.uri, r.name);
@@ -1109,6 +1136,9 @@ async fn resource(cmd: &ResourceCmd, config: &Config) -> anyhow::Result<()> {
                 r.token_alg.as_str(),
                 r.dpop.as_str()
             );
+            if let Some(level) = r.required_acr {
+                println!("  sign-ins need {} ({})", level.words(), level.acr());
+            }
         }
         ResourceCmd::Update {
             uri,
@@ -1116,6 +1146,8 @@ async fn resource(cmd: &ResourceCmd, config: &Config) -> anyhow::Result<()> {
             scopes,
             token_alg,
             dpop,
+            require_mfa,
+            require_acr,
         } => {
             let scopes = if scopes.is_empty() {
                 None
@@ -1134,6 +1166,7 @@ async fn resource(cmd: &ResourceCmd, config: &Config) -> anyhow::Result<()> {
                 scopes,
                 token_alg: token_alg.clone(),
                 dpop: dpop.clone(),
+                required_acr: required_acr_arg(*require_mfa, require_acr),
             };
             let r = manage::update_resource(store.as_ref(), &config.issuer, uri, change).await?;
             let names: Vec<&str> = r.scopes.iter().map(|s| s.name.as_str()).collect();
@@ -1157,6 +1190,9 @@ async fn resource(cmd: &ResourceCmd, config: &Config) -> anyhow::Result<()> {
                     println!("  also named {a}");
                 }
                 println!("  access tokens {}, DPoP {}", r.access_token_alg, r.dpop);
+                if let Some(acr) = &r.required_acr {
+                    println!("  sign-ins need {acr}");
+                }
             }
         }
         ResourceCmd::AllowExchange {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::error::ApiError;
 use crate::oauth::admin_token::{ADMIN_SCOPE, admin_resource_uri};
+use crate::oauth::authn::acr::{self, Level};
 use crate::oauth::authn::{linking, password, throttle};
 use crate::oauth::client_metadata::{self, Origin, RawClientMetadata};
 use crate::oauth::grants::GrantRegistry;
@@ -107,6 +108,24 @@ pub struct ResourceOptions {
     pub token_alg: Option<String>,
     /// `off`, `optional` (default) or `required`: whether it takes DPoP-bound tokens.
     pub dpop: Option<String>,
+    /// The `acr` every sign-in for it must reach (`urn:concierge:acr:mfa`, `phr`).
+    pub required_acr: Option<String>,
+}
+
+/// A resource's required `acr`: one this server issues, or `none` for no requirement.
+fn required_acr(value: &str) -> Result<Option<Level>, ManageError> {
+    if value == "none" {
+        return Ok(None);
+    }
+    Level::from_acr(value).map(Some).ok_or_else(|| {
+        invalid(
+            "required_acr",
+            format!(
+                "{value:?} is not an authentication context this server issues ({}, or none)",
+                acr::SUPPORTED.join(", ")
+            ),
+        )
+    })
 }
 
 /// Check and register a resource, with other URIs that name it (`aliases`). No URI may name
@@ -127,6 +146,10 @@ pub async fn create_resource(
     let dpop = match &options.dpop {
         Some(d) => DpopPolicy::parse(d).map_err(|e| invalid("dpop", e))?,
         None => DpopPolicy::default(),
+    };
+    let level = match &options.required_acr {
+        Some(a) => required_acr(a)?,
+        None => None,
     };
     let normal = resource_uri("uri", uri)?;
     check_scopes(&scopes)?;
@@ -168,7 +191,8 @@ pub async fn create_resource(
     let resource = Resource::new(uri, name, scopes, util::now())
         .map_err(|e| invalid("name", e))?
         .with_aliases(alias_uris)
-        .with_tokens(token_alg, dpop);
+        .with_tokens(token_alg, dpop)
+        .requiring(level);
     store.insert_resource(&resource.to_record()).await?;
     Ok(resource)
 }
@@ -196,6 +220,8 @@ pub struct ResourceChange {
     pub scopes: Option<Vec<ScopeDef>>,
     pub token_alg: Option<String>,
     pub dpop: Option<String>,
+    /// A new required `acr`, or `none` to require nothing beyond the server's policy.
+    pub required_acr: Option<String>,
 }
 
 /// Change a registered resource's name, scopes or token settings. The admin API's own
@@ -228,11 +254,16 @@ pub async fn update_resource(
         Some(d) => DpopPolicy::parse(d).map_err(|e| invalid("dpop", e))?,
         None => current.dpop,
     };
+    let level = match &change.required_acr {
+        Some(a) => required_acr(a)?,
+        None => current.required_acr,
+    };
     let name = change.name.unwrap_or_else(|| record.name.clone());
     let updated = Resource::new(normal.as_str(), &name, scopes, record.created_at)
         .map_err(|e| invalid("name", e))?
         .with_aliases(current.aliases.clone())
-        .with_tokens(token_alg, dpop);
+        .with_tokens(token_alg, dpop)
+        .requiring(level);
     if !store.update_resource(&updated.to_record()).await? {
         return Err(ManageError::NotFound(format!("no resource {normal}")));
     }

@@ -123,6 +123,7 @@ fn page_routes() -> OpenApiRouter<AppState> {
         .route("/authorize/decision", post(authorize::decision))
         .route("/signin", get(signin::page).post(signin::submit))
         .route("/signin/code", post(signin::submit_code))
+        .route("/signin/enroll", post(signin::submit_enroll))
         .route("/signout", post(signin::signout))
         .route("/account/apps", get(account::apps))
         .route("/account/apps/revoke", post(account::revoke))

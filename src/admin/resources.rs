@@ -33,6 +33,10 @@ pub struct ResourceView {
     pub access_token_alg: String,
     /// `off`, `optional` or `required`: whether it takes DPoP-bound tokens.
     pub dpop: String,
+    /// The authentication context class every sign-in for it must reach
+    /// (`urn:concierge:acr:mfa`, `phr`); absent: the server's policy alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub required_acr: Option<String>,
     /// RFC 3339.
     pub created_at: String,
 }
@@ -46,6 +50,7 @@ impl From<&ResourceRecord> for ResourceView {
             aliases: r.aliases.clone(),
             access_token_alg: r.access_token_alg.clone(),
             dpop: r.dpop.clone(),
+            required_acr: r.required_acr.clone(),
             created_at: super::time(r.created_at),
         }
     }
@@ -70,6 +75,10 @@ pub struct CreateResource {
     /// a Bearer token (RFC 9449 §5), for resource servers that know only Bearer tokens.
     #[serde(default)]
     pub dpop: Option<String>,
+    /// The authentication context class every sign-in for it must reach:
+    /// `urn:concierge:acr:mfa` (a second factor) or `phr` (a passkey).
+    #[serde(default)]
+    pub required_acr: Option<String>,
 }
 
 /// List resources, ordered by URI.
@@ -115,6 +124,7 @@ pub async fn create(
             aliases: body.aliases,
             token_alg: body.access_token_alg,
             dpop: body.dpop,
+            required_acr: body.required_acr,
         },
     )
     .await?;
@@ -311,6 +321,9 @@ pub struct UpdateResource {
     pub access_token_alg: Option<String>,
     /// `off`, `optional` or `required`.
     pub dpop: Option<String>,
+    /// `urn:concierge:acr:mfa`, `phr`, or `none` to require nothing beyond the server's
+    /// policy.
+    pub required_acr: Option<String>,
 }
 
 /// Change a resource's name, scopes or token settings (its URI and aliases stay). The URI
@@ -334,6 +347,7 @@ pub async fn update(
         scopes: body.scopes,
         token_alg: body.access_token_alg,
         dpop: body.dpop,
+        required_acr: body.required_acr,
     };
     let r =
         manage::update_resource(state.store.as_ref(), state.oauth.issuer(), &uri, change).await?;

@@ -10,6 +10,7 @@ use axum::response::Response;
 use minijinja::context;
 
 use crate::audit::{Event, Kind};
+use crate::config::MfaPolicy;
 use crate::oauth::authn::factors::{self, Enrollment, Status};
 use crate::oauth::consent::identity_key;
 use crate::oauth::resource::ResourceUri;
@@ -22,7 +23,7 @@ pub async fn apps(State(state): State<AppState>, headers: HeaderMap) -> Response
     let ctx = &state.oauth;
     let user = match super::current_session(&state, &headers).await {
         Ok(Some((_, user))) => user,
-        Ok(None) => return super::to_signin(&state, &state.web.path("/account/apps"), None),
+        Ok(None) => return super::to_signin(&state, &state.web.path("/account/apps"), None, None),
         Err(page) => return *page,
     };
     let consents = match ctx.consents().list_consents(&user.id).await {
@@ -181,6 +182,8 @@ async fn security_page(
             enrollment => enrollment,
             recovery_codes => shown.recovery_codes,
             error => shown.error,
+            offered => state.oauth.config.signin.mfa.offered(),
+            required => state.oauth.config.signin.mfa == MfaPolicy::Required,
         },
     );
     browser.apply(page)
@@ -203,7 +206,9 @@ async fn posted(
 pub async fn security(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let user = match super::current_session(&state, &headers).await {
         Ok(Some((_, user))) => user,
-        Ok(None) => return super::to_signin(&state, &state.web.path("/account/security"), None),
+        Ok(None) => {
+            return super::to_signin(&state, &state.web.path("/account/security"), None, None);
+        }
         Err(page) => return *page,
     };
     security_page(&state, &headers, &user, StatusCode::OK, Shown::default()).await
@@ -219,6 +224,10 @@ pub async fn totp_start(
         Ok(p) => p,
         Err(page) => return *page,
     };
+    if !state.oauth.config.signin.mfa.offered() {
+        let error = "This service does not offer authenticator apps.";
+        return refused(&state, &headers, &user, StatusCode::FORBIDDEN, error).await;
+    }
     match factors::start(&state.oauth, &user.id, &user.username).await {
         Ok(Some(e)) => {
             let shown = Shown {
@@ -298,6 +307,11 @@ pub async fn totp_remove(
         Ok(p) => p,
         Err(page) => return *page,
     };
+    if state.oauth.config.signin.mfa == MfaPolicy::Required {
+        let error = "A second factor is required here: the authenticator app cannot be \
+                     removed. If you lost it, ask the people who run this service to reset it.";
+        return refused(&state, &headers, &user, StatusCode::FORBIDDEN, error).await;
+    }
     let code = form.get("code").unwrap_or("");
     match factors::remove(&state.oauth, &user.id, code).await {
         Ok(true) => see_other(&state.web.path("/account/security")),

@@ -106,7 +106,7 @@ async fn proceed(state: &AppState, headers: &HeaderMap, req: AuthorizationReques
         Err(page) => return *page,
     };
     match next_step(&state.oauth, &req, signed_in.as_ref().map(|(s, _)| s)).await {
-        Ok(Next::SignIn) => {
+        Ok(Next::SignIn(level)) => {
             // The way back carries the request as checked; the sign-in about to happen
             // satisfies `prompt=login` and `max_age`.
             let back = format!(
@@ -118,7 +118,7 @@ async fn proceed(state: &AppState, headers: &HeaderMap, req: AuthorizationReques
                 )])
                 .unwrap_or_default()
             );
-            super::to_signin(state, &back, req.login_hint.as_deref())
+            super::to_signin(state, &back, req.login_hint.as_deref(), Some(level))
         }
         Ok(Next::Consent) => match &signed_in {
             Some((_, user)) => consent_page(state, headers, &req, user),

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::error::OAuthError;
 use crate::http::{ClientAddr, form_body};
+use crate::oauth::authn::acr::Level;
 use crate::oauth::authn::throttle::Throttled;
 use crate::oauth::authorize::Asked;
 use crate::oauth::client_auth::authenticate_client;
@@ -106,7 +107,7 @@ pub async fn page(
                 back.push('?');
                 back.push_str(&serde_urlencoded::to_string([("user_code", c)]).unwrap_or_default());
             }
-            return super::to_signin(&state, &back, None);
+            return super::to_signin(&state, &back, None, None);
         }
         Err(page) => return *page,
     };
@@ -145,6 +146,20 @@ pub async fn page(
                 .error_page(StatusCode::BAD_REQUEST, &e.description);
         }
     };
+    // A session weaker than the request needs signs in again, as strongly, and comes back.
+    match device::required_level(&state.oauth, &request, &resources).await {
+        Ok(Some(level)) if Level::of_session(session.acr.as_deref(), &session.amr) < level => {
+            let back = format!(
+                "{}?{}",
+                state.web.path("/device"),
+                serde_urlencoded::to_string([("user_code", &request.user_code)])
+                    .unwrap_or_default()
+            );
+            return super::to_signin(&state, &back, None, Some(level));
+        }
+        Ok(_) => {}
+        Err(e) => return state.web.internal_error(e.description),
+    }
     ui::consent::render(
         &state.web,
         &headers,

@@ -80,6 +80,14 @@ async fn describe(ctx: &Context, token: &str) -> Result<Option<Value>, OAuthErro
             if let Some(t) = claims.auth_time {
                 out.insert("auth_time".into(), t.into());
             }
+            // How the user authenticated (RFC 9068 §2.2.1; RFC 9470 §4: a resource server
+            // that introspects decides step-up from these).
+            if !claims.amr.is_empty() {
+                out.insert("amr".into(), claims.amr.clone().into());
+            }
+            if let Some(acr) = &claims.acr {
+                out.insert("acr".into(), acr.clone().into());
+            }
             if let Some(act) = &claims.act {
                 out.insert("act".into(), act.clone());
             }

@@ -54,10 +54,16 @@ pub async fn session_for_post(
 }
 
 /// A 303 to the sign-in page, coming back to `return_to` (a path under the issuer).
-pub fn to_signin(state: &AppState, return_to: &str, login_hint: Option<&str>) -> Response {
+pub fn to_signin(
+    state: &AppState,
+    return_to: &str,
+    login_hint: Option<&str>,
+    level: Option<authn::acr::Level>,
+) -> Response {
     ui::see_other(&authn::signin_url(
         state.web.base_path(),
         return_to,
         login_hint,
+        level,
     ))
 }

@@ -9,7 +9,9 @@ use minijinja::context;
 use serde::Deserialize;
 
 use crate::http::ClientAddr;
-use crate::oauth::authn::{self, PasswordChecked, SignedIn, SigninError};
+use crate::oauth::authn::acr::Level;
+use crate::oauth::authn::factors::{self, Enrollment};
+use crate::oauth::authn::{self, PasswordAttempt, PasswordChecked, SignedIn, SigninError};
 use crate::oauth::form::Form;
 use crate::state::AppState;
 use crate::ui::{Browser, see_other};
@@ -18,31 +20,49 @@ use crate::ui::{Browser, see_other};
 pub struct SigninQuery {
     return_to: Option<String>,
     login_hint: Option<String>,
+    /// The authentication context the sign-in must reach (`acr`), when the authorization
+    /// request needs more than a password. Not trusted: the request checks the session again.
+    acr: Option<String>,
 }
 
-fn render(
-    state: &AppState,
-    browser: &Browser,
-    status: StatusCode,
-    return_to: &str,
-    username: &str,
-    error: Option<&str>,
+/// What the sign-in page shows besides its fields.
+#[derive(Default)]
+struct SigninView<'a> {
+    return_to: &'a str,
+    username: &'a str,
+    /// The `acr` the sign-in must reach, carried in the form.
+    acr: Option<Level>,
+    error: Option<&'a str>,
+    /// Ask for a new password (an operator asked for one).
     change_password: bool,
-) -> Response {
+    /// And the second factor's code with it.
+    ask_code: bool,
+}
+
+fn render(state: &AppState, browser: &Browser, status: StatusCode, v: &SigninView<'_>) -> Response {
     let web = &state.web;
+    let need = v.acr.filter(|l| *l > Level::OneFactor);
     let page = web.render(
         status,
         "signin.html",
         context! {
             base => web.base_path(),
             csrf => web.csrf(browser),
-            return_to => return_to,
-            username => username,
-            error => error,
-            change_password => change_password,
+            return_to => v.return_to,
+            username => v.username,
+            error => v.error,
+            change_password => v.change_password,
+            ask_code => v.ask_code,
+            acr => v.acr.map(Level::acr),
+            need => need.map(Level::words),
         },
     );
     browser.apply(page)
+}
+
+/// The level a sign-in form or link carries; unknown values mean none.
+fn carried_level(acr: Option<&str>) -> Option<Level> {
+    acr.and_then(Level::from_acr)
 }
 
 pub async fn page(
@@ -56,15 +76,13 @@ pub async fn page(
         .as_deref()
         .and_then(|r| state.web.safe_return_to(r))
         .unwrap_or_default();
-    render(
-        &state,
-        &browser,
-        StatusCode::OK,
-        &return_to,
-        q.login_hint.as_deref().unwrap_or(""),
-        None,
-        false,
-    )
+    let view = SigninView {
+        return_to: &return_to,
+        username: q.login_hint.as_deref().unwrap_or(""),
+        acr: carried_level(q.acr.as_deref()),
+        ..SigninView::default()
+    };
+    render(&state, &browser, StatusCode::OK, &view)
 }
 
 pub async fn submit(
@@ -80,20 +98,23 @@ pub async fn submit(
         .and_then(|r| state.web.safe_return_to(r))
         .unwrap_or_default();
     let username = form.get("username").unwrap_or("").trim().to_string();
-    // The form again with a message; `change_password` adds the new-password fields.
-    let again = |status, msg: &str, change_password| {
-        render(
-            &state,
-            &browser,
-            status,
-            &return_to,
-            &username,
-            Some(msg),
+    let level = carried_level(form.get("acr"));
+    // The form again with a message; `change_password` adds the new-password fields (and
+    // `ask_code` the second factor's).
+    let again = |status, msg: &str, change_password, ask_code| {
+        let view = SigninView {
+            return_to: &return_to,
+            username: &username,
+            acr: level,
+            error: Some(msg),
             change_password,
-        )
+            ask_code,
+        };
+        render(&state, &browser, status, &view)
     };
-    let fail = |status, msg: &str| again(status, msg, false);
-    let ask_new_password = |status, msg: &str| again(status, msg, true);
+    let fail = |status, msg: &str| again(status, msg, false, false);
+    let asked_code = form.get("code").is_some();
+    let ask_new_password = |status, msg: &str| again(status, msg, true, asked_code);
     if !state.web.csrf_ok(&headers, form.get("csrf")) {
         return fail(
             StatusCode::BAD_REQUEST,
@@ -111,28 +132,46 @@ pub async fn submit(
             "The two new passwords differ. Type the same one twice.",
         );
     }
-    let signed_in = match authn::sign_in_with_password(
-        &state.oauth,
-        &username,
+    let attempt = PasswordAttempt {
+        username: &username,
         password,
         new_password,
+        code: form.get("code"),
+        level,
         addr,
-        state.web.session(&headers),
-    )
-    .await
-    {
+        replacing: state.web.session(&headers),
+    };
+    let signed_in = match authn::sign_in_with_password(&state.oauth, attempt).await {
         Ok(PasswordChecked::SignedIn(s)) => s,
         Ok(PasswordChecked::CodeRequired(user)) => {
-            let pending = authn::pending_token(
-                state.oauth.keys.kek(),
-                &user.id,
-                &browser.id,
-                &return_to,
-                state.oauth.now(),
-            );
+            let pending = pending_for(&state, &browser, &user.id, &return_to);
             return render_code(&state, &browser, StatusCode::OK, &return_to, &pending, None);
         }
-        Err(SigninError::WrongCode | SigninError::PendingExpired) => {
+        Ok(PasswordChecked::EnrollmentRequired(user)) => {
+            let pending = pending_for(&state, &browser, &user.id, &return_to);
+            return match factors::start(&state.oauth, &user.id, &user.username).await {
+                Ok(Some(enrollment)) => render_enroll(
+                    &state,
+                    &browser,
+                    StatusCode::OK,
+                    &return_to,
+                    &pending,
+                    &enrollment,
+                    None,
+                ),
+                Ok(None) => {
+                    render_code(&state, &browser, StatusCode::OK, &return_to, &pending, None)
+                }
+                Err(e) => state.web.internal_error(e),
+            };
+        }
+        Err(SigninError::WrongCode) => {
+            return ask_new_password(
+                StatusCode::UNAUTHORIZED,
+                "That code is not right, or was already used. Your password has not changed.",
+            );
+        }
+        Err(SigninError::PendingExpired) => {
             return fail(StatusCode::UNAUTHORIZED, "Wrong username or password.");
         }
         Err(SigninError::Throttled(t)) => {
@@ -151,11 +190,14 @@ pub async fn submit(
         Err(SigninError::WrongCredentials) => {
             return fail(StatusCode::UNAUTHORIZED, "Wrong username or password.");
         }
-        Err(SigninError::PasswordChangeRequired) => {
-            return ask_new_password(
-                StatusCode::OK,
-                "You are asked to choose a new password. Enter your current password and a new one.",
-            );
+        Err(SigninError::PasswordChangeRequired { code }) => {
+            let msg = if code {
+                "You are asked to choose a new password. Enter your current password, a new \
+                 one, and a code from your authenticator app."
+            } else {
+                "You are asked to choose a new password. Enter your current password and a new one."
+            };
+            return again(StatusCode::OK, msg, true, code);
         }
         Err(SigninError::NewPasswordRejected(why)) => {
             return ask_new_password(
@@ -180,6 +222,17 @@ pub async fn submit(
     established(&state, &browser, &return_to, &signed_in)
 }
 
+/// The carried half-done sign-in of `user_id` in this browser, going to `return_to`.
+fn pending_for(state: &AppState, browser: &Browser, user_id: &str, return_to: &str) -> String {
+    authn::pending_token(
+        state.oauth.keys.kek(),
+        user_id,
+        &browser.id,
+        return_to,
+        state.oauth.now(),
+    )
+}
+
 /// The session cookie set, and the browser on its way back.
 fn established(
     state: &AppState,
@@ -192,15 +245,19 @@ fn established(
     } else {
         return_to.to_string()
     };
+    browser.apply(with_session_cookie(state, see_other(&target), signed_in))
+}
+
+/// `res` setting the new session's cookie.
+fn with_session_cookie(state: &AppState, mut res: Response, signed_in: &SignedIn) -> Response {
     let ttl = i64::from(state.oauth.config.tokens.session_ttl_secs);
-    let mut res = see_other(&target);
     res.headers_mut().append(
         header::SET_COOKIE,
         state
             .web
             .set_cookie(state.web.session_cookie(), &signed_in.cookie, Some(ttl)),
     );
-    browser.apply(res)
+    res
 }
 
 /// The second step's page: the code form, carrying the half-done sign-in.
@@ -227,74 +284,216 @@ fn render_code(
     browser.apply(page)
 }
 
-/// `POST /signin/code`: the second step. The user comes from the carried half-done sign-in,
-/// checked against this browser and the way back; never from a form field of its own.
+/// A posted second step (`/signin/code`, `/signin/enroll`): its form, the way back, the
+/// carried half-done sign-in and the user it names, checked against this browser and the
+/// way back; never a user from a form field of its own. Else the page to start again.
+struct SecondStep {
+    browser: Browser,
+    form: Form,
+    return_to: String,
+    pending: String,
+    user_id: String,
+}
+
+fn second_step(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<SecondStep, Box<Response>> {
+    let browser = state.web.browser(headers);
+    let form = Form::parse(body).unwrap_or_default();
+    let return_to = form
+        .get("return_to")
+        .and_then(|r| state.web.safe_return_to(r))
+        .unwrap_or_default();
+    let pending = form.get("pending").unwrap_or("").to_string();
+    let start_again = |status, msg: &str| {
+        let view = SigninView {
+            return_to: &return_to,
+            error: Some(msg),
+            ..SigninView::default()
+        };
+        render(state, &browser, status, &view)
+    };
+    if !state.web.csrf_ok(headers, form.get("csrf")) {
+        return Err(Box::new(start_again(
+            StatusCode::BAD_REQUEST,
+            "The form expired. Please sign in again.",
+        )));
+    }
+    let Some(user_id) = authn::pending_user(
+        state.oauth.keys.kek(),
+        &pending,
+        &browser.id,
+        &return_to,
+        state.oauth.now(),
+    ) else {
+        return Err(Box::new(start_again(
+            StatusCode::BAD_REQUEST,
+            "That sign-in took too long or did not start here. Please sign in again.",
+        )));
+    };
+    Ok(SecondStep {
+        browser,
+        form,
+        return_to,
+        pending,
+        user_id,
+    })
+}
+
+impl SecondStep {
+    /// The answer to a second step that failed: its own page again (`again`) for a wrong code
+    /// or a throttled attempt, else the sign-in page.
+    fn refused(
+        &self,
+        state: &AppState,
+        e: SigninError,
+        again: impl Fn(StatusCode, &str) -> Response,
+    ) -> Response {
+        let start_again = |status, msg: &str| {
+            let view = SigninView {
+                return_to: &self.return_to,
+                error: Some(msg),
+                ..SigninView::default()
+            };
+            render(state, &self.browser, status, &view)
+        };
+        match e {
+            SigninError::WrongCode => again(
+                StatusCode::UNAUTHORIZED,
+                "That code is not right, or was already used. Try the next one.",
+            ),
+            SigninError::Throttled(t) => {
+                let wait = t.retry_after().max(1);
+                let mut page = again(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &format!("Too many wrong codes. Try again in {}.", wait_phrase(wait)),
+                );
+                page.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from(wait));
+                page
+            }
+            SigninError::Disabled => start_again(
+                StatusCode::FORBIDDEN,
+                "This account is disabled. Ask the people who run this service.",
+            ),
+            SigninError::Store(e) => state.web.internal_error(e),
+            _ => start_again(StatusCode::BAD_REQUEST, "Please sign in again."),
+        }
+    }
+}
+
+/// `POST /signin/code`: the second step, an authenticator or recovery code.
 pub async fn submit_code(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let browser = state.web.browser(&headers);
-    let form = Form::parse(&body).unwrap_or_default();
-    let return_to = form
-        .get("return_to")
-        .and_then(|r| state.web.safe_return_to(r))
-        .unwrap_or_default();
-    let pending = form.get("pending").unwrap_or("");
-    let start_again =
-        |status, msg: &str| render(&state, &browser, status, &return_to, "", Some(msg), false);
-    if !state.web.csrf_ok(&headers, form.get("csrf")) {
-        return start_again(
-            StatusCode::BAD_REQUEST,
-            "The form expired. Please sign in again.",
-        );
-    }
-    let Some(user_id) = authn::pending_user(
-        state.oauth.keys.kek(),
-        pending,
-        &browser.id,
-        &return_to,
-        state.oauth.now(),
-    ) else {
-        return start_again(
-            StatusCode::BAD_REQUEST,
-            "That sign-in took too long or did not start here. Please sign in again.",
-        );
+    let step = match second_step(&state, &headers, &body) {
+        Ok(s) => s,
+        Err(page) => return *page,
     };
-    let code = form.get("code").unwrap_or("");
-    let again =
-        |status, msg: &str| render_code(&state, &browser, status, &return_to, pending, Some(msg));
-    match authn::sign_in_with_code(
-        &state.oauth,
-        &user_id,
-        code,
-        addr,
-        state.web.session(&headers),
-    )
-    .await
-    {
-        Ok(signed_in) => established(&state, &browser, &return_to, &signed_in),
-        Err(SigninError::WrongCode) => again(
-            StatusCode::UNAUTHORIZED,
-            "That code is not right, or was already used. Try the next one.",
-        ),
-        Err(SigninError::Throttled(t)) => {
-            let wait = t.retry_after().max(1);
-            let mut page = again(
-                StatusCode::TOO_MANY_REQUESTS,
-                &format!("Too many wrong codes. Try again in {}.", wait_phrase(wait)),
+    let code = step.form.get("code").unwrap_or("");
+    let replacing = state.web.session(&headers);
+    match authn::sign_in_with_code(&state.oauth, &step.user_id, code, addr, replacing).await {
+        Ok(signed_in) => established(&state, &step.browser, &step.return_to, &signed_in),
+        Err(e) => step.refused(&state, e, |status, msg: &str| {
+            render_code(
+                &state,
+                &step.browser,
+                status,
+                &step.return_to,
+                &step.pending,
+                Some(msg),
+            )
+        }),
+    }
+}
+
+/// The enrolment step's page: the authenticator to set up, and its first code.
+fn render_enroll(
+    state: &AppState,
+    browser: &Browser,
+    status: StatusCode,
+    return_to: &str,
+    pending: &str,
+    enrollment: &Enrollment,
+    error: Option<&str>,
+) -> Response {
+    let web = &state.web;
+    let page = web.render(
+        status,
+        "signin_enroll.html",
+        context! {
+            base => web.base_path(),
+            csrf => web.csrf(browser),
+            return_to => return_to,
+            pending => pending,
+            error => error,
+            qr => crate::ui::qr_svg(&enrollment.uri),
+            secret => enrollment.secret_base32.as_str(),
+        },
+    );
+    browser.apply(page)
+}
+
+/// `POST /signin/enroll`: a user who must use a second factor and had none confirms the
+/// authenticator set up for them; signed in, they see their recovery codes once and go on.
+pub async fn submit_enroll(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let step = match second_step(&state, &headers, &body) {
+        Ok(s) => s,
+        Err(page) => return *page,
+    };
+    let code = step.form.get("code").unwrap_or("");
+    let replacing = state.web.session(&headers);
+    match authn::enrol_at_signin(&state.oauth, &step.user_id, code, addr, replacing).await {
+        Ok((signed_in, codes)) => {
+            let web = &state.web;
+            let target = if step.return_to.is_empty() {
+                web.path("/account/security")
+            } else {
+                step.return_to.clone()
+            };
+            let page = web.render(
+                StatusCode::OK,
+                "signin_recovery.html",
+                context! {
+                    base => web.base_path(),
+                    recovery_codes => codes,
+                    next => target,
+                },
             );
-            page.headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from(wait));
-            page
+            with_session_cookie(&state, step.browser.apply(page), &signed_in)
         }
-        Err(SigninError::Disabled) => start_again(
-            StatusCode::FORBIDDEN,
-            "This account is disabled. Ask the people who run this service.",
-        ),
-        Err(SigninError::Store(e)) => state.web.internal_error(e),
-        Err(_) => start_again(StatusCode::BAD_REQUEST, "Please sign in again."),
+        Err(e) => {
+            let shown = factors::pending_of(&state.oauth, &step.user_id).await;
+            step.refused(&state, e, |status, msg: &str| match &shown {
+                Ok(Some(enrollment)) => render_enroll(
+                    &state,
+                    &step.browser,
+                    status,
+                    &step.return_to,
+                    &step.pending,
+                    enrollment,
+                    Some(msg),
+                ),
+                _ => render_code(
+                    &state,
+                    &step.browser,
+                    status,
+                    &step.return_to,
+                    &step.pending,
+                    Some(msg),
+                ),
+            })
+        }
     }
 }
 

@@ -12,6 +12,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use super::authn::{
+    self,
+    acr::{self, Level, Needed},
+};
 use super::clients::{Client, ClientSource};
 use super::consent;
 use super::context::Context;
@@ -74,6 +78,9 @@ pub struct AuthorizationRequest {
     pub prompt: Prompt,
     pub max_age: Option<i64>,
     pub login_hint: Option<String>,
+    /// The authentication the client asked for (`acr_values`, OpenID Connect Core
+    /// §3.1.2.1): the weakest value of ours it listed.
+    pub acr: Option<Level>,
     /// RFC 9449 §10: the DPoP key the code must be redeemed with.
     pub dpop_jkt: Option<String>,
     /// May errors go back to the client's redirect URI? For a client an operator registered,
@@ -130,6 +137,7 @@ impl AuthorizationRequest {
             prompt: Prompt::default(),
             max_age: None,
             login_hint: None,
+            acr: None,
             dpop_jkt: None,
         }
     }
@@ -186,6 +194,7 @@ impl AuthorizationRequest {
             prompt: self.prompt,
             max_age: self.max_age,
             login_hint: self.login_hint.clone(),
+            acr: self.acr,
             dpop_jkt: self.dpop_jkt.clone(),
         };
         let text = util::b64(&serde_json::to_vec(&pending).unwrap_or_default());
@@ -193,12 +202,29 @@ impl AuthorizationRequest {
         format!("{text}.{tag}")
     }
 
-    /// The request once the user signed in for it: `prompt=login` and `max_age` are satisfied
-    /// by that sign-in (otherwise the flow would loop).
+    /// The request once the user signed in for it: `prompt=login`, `max_age` and the
+    /// `acr_values` asked for are satisfied by that sign-in, as far as the user could
+    /// (otherwise the flow would loop); what is required is checked again.
     pub fn signed_in(mut self) -> Self {
         self.prompt.login = false;
         self.max_age = None;
+        self.acr = None;
         self
+    }
+
+    /// What the request needs of the user's authentication: the server's policy, the
+    /// client's `default_acr_values` and the resources' requirements must be reached;
+    /// `acr_values` is asked for.
+    pub fn needed(&self, ctx: &Context) -> Needed {
+        let required = acr::required(
+            ctx.config.signin.mfa,
+            &self.client.metadata.default_acr_values,
+            self.resources.iter().map(|r| r.required_acr),
+        );
+        Needed {
+            required,
+            requested: self.acr,
+        }
     }
 }
 
@@ -217,6 +243,8 @@ struct Pending {
     prompt: Prompt,
     max_age: Option<i64>,
     login_hint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    acr: Option<Level>,
     dpop_jkt: Option<String>,
 }
 
@@ -266,6 +294,7 @@ pub async fn unseal(ctx: &Context, sealed: &str) -> Result<AuthorizationRequest,
     req.prompt = p.prompt;
     req.max_age = p.max_age;
     req.login_hint = p.login_hint;
+    req.acr = p.acr;
     req.dpop_jkt = p.dpop_jkt;
     Ok(req)
 }
@@ -500,6 +529,7 @@ fn openid_parameters(req: &mut AuthorizationRequest, form: &Form) -> Result<(), 
     req.prompt = prompt;
     req.max_age = max_age;
     req.login_hint = login_hint;
+    req.acr = form.get("acr_values").and_then(acr::requested);
     Ok(())
 }
 
@@ -521,8 +551,8 @@ fn dpop_jkt(req: &AuthorizationRequest, form: &Form) -> Result<Option<String>, A
 /// What a checked request needs from the user now.
 #[derive(Debug)]
 pub enum Next {
-    /// Sign in (again), then come back.
-    SignIn,
+    /// Sign in (again), as strongly as this, then come back.
+    SignIn(Level),
     /// Show the consent page.
     Consent,
     /// Done: redirect the browser here with a code.
@@ -538,13 +568,51 @@ pub async fn next_step(
 ) -> Result<Next, AuthorizeError> {
     let now = ctx.now();
     let fresh = |s: &&Session| req.max_age.is_none_or(|m| now - s.auth_time <= m);
+    let needed = req.needed(ctx);
     let session = match session.filter(fresh) {
         Some(s) if !req.prompt.login => s,
         _ if req.prompt.none => {
             return Err(req.error(ErrorCode::LoginRequired, "the user must sign in"));
         }
-        _ => return Ok(Next::SignIn),
+        // Who will sign in is not known yet: ask for what is required, and for what was
+        // asked when users may set up a second factor (those who have one use it anyway).
+        _ => {
+            let reachable = if ctx.config.signin.mfa.offered() {
+                Level::PhishingResistant
+            } else {
+                Level::OneFactor
+            };
+            return Ok(Next::SignIn(needed.target(reachable)));
+        }
     };
+    // Strong enough? (Checked against what the user could reach only when it is not.)
+    let have = Level::of_session(session.acr.as_deref(), &session.amr);
+    if !needed.met_by(have, Level::PhishingResistant) {
+        let reachable = authn::reachable(ctx, &session.user_id)
+            .await
+            .map_err(AuthorizeError::internal)?;
+        // A requirement can always be met with an authenticator set up at sign-in.
+        let can = reachable.max(Level::MultiFactor);
+        if let Some(required) = needed.required.filter(|r| *r > can) {
+            let req = seen_by(ctx, req, &session.user_id).await?;
+            return Err(req.error(
+                ErrorCode::UnmetAuthenticationRequirements,
+                format!(
+                    "signing in here needs {}, which the user has not set up",
+                    required.words()
+                ),
+            ));
+        }
+        if !needed.met_by(have, reachable) {
+            if req.prompt.none {
+                return Err(req.error(
+                    ErrorCode::LoginRequired,
+                    "the user must sign in again, more strongly",
+                ));
+            }
+            return Ok(Next::SignIn(needed.target(reachable)));
+        }
+    }
     let missing = consent::missing(ctx, &session.user_id, &req.asked())
         .await
         .map_err(AuthorizeError::internal)?;
@@ -671,12 +739,14 @@ mod tests {
             },
             max_age: Some(0),
             login_hint: None,
+            acr: Some(Level::MultiFactor),
             dpop_jkt: None,
         };
         let text = serde_json::to_string(&p).expect("json");
         let back: Pending = serde_json::from_str(&text).expect("back");
         assert_eq!(back.state.as_deref(), Some("s t"));
         assert!(back.prompt.login);
+        assert_eq!(back.acr, Some(Level::MultiFactor));
         assert_eq!(back.max_age, Some(0));
     }
 

@@ -5,6 +5,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
 
+use super::authn::acr;
 use super::grants::{GrantRegistry, authorization_code, client_credentials};
 use super::redirect_uri::{RedirectUri, is_loopback_host};
 use super::scope::Scope;
@@ -45,6 +46,10 @@ pub struct RawClientMetadata {
     pub application_type: Option<String>,
     /// RFC 9449 §5.2: the client always uses DPoP at the token endpoint.
     pub dpop_bound_access_tokens: Option<bool>,
+    /// OpenID Connect Dynamic Client Registration §2: the authentication context classes
+    /// the client's authorization requests need when they name none (`acr_values`). Here a
+    /// floor: every sign-in for the client reaches the weakest value listed.
+    pub default_acr_values: Option<Vec<String>>,
     /// Present in documents (must equal their URL) and in RFC 7592 updates.
     pub client_id: Option<String>,
     /// Present only in RFC 7592 updates (must equal the current secret).
@@ -426,7 +431,29 @@ pub fn validate(
         may_introspect: false,
         admin: false,
         dpop_bound_access_tokens: raw.dpop_bound_access_tokens.unwrap_or(false),
+        default_acr_values: default_acr_values(raw.default_acr_values)?,
     })
+}
+
+/// `default_acr_values`: values this server issues only (one it does not know would
+/// silently require nothing), without repeats.
+fn default_acr_values(v: Option<Vec<String>>) -> Result<Vec<String>, OAuthError> {
+    let mut out: Vec<String> = Vec::new();
+    for value in v.unwrap_or_default() {
+        if !acr::SUPPORTED.contains(&value.as_str()) {
+            return Err(bad(
+                "default_acr_values",
+                format!(
+                    "lists {value:?}, which this server does not issue (it issues {})",
+                    acr::SUPPORTED.join(", ")
+                ),
+            ));
+        }
+        if !out.contains(&value) {
+            out.push(value);
+        }
+    }
+    Ok(out)
 }
 
 fn plain_text_ok(s: &str) -> bool {
@@ -848,6 +875,7 @@ mod tests {
                     json!({"keys": []}),
                 ],
                 "dpop_bound_access_tokens" => vec![json!(true), json!(false)],
+                "default_acr_values" => vec![json!(["urn:concierge:acr:mfa"]), json!(["gold"])],
                 _ => vec![json!("https://app.example/x"), json!("An app")],
             };
             prop_oneof![
@@ -876,6 +904,7 @@ mod tests {
             "software_version",
             "application_type",
             "dpop_bound_access_tokens",
+            "default_acr_values",
             "client_id",
             "client_secret",
             "client_secret_expires_at",

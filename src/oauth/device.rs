@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::authn::acr::{self, Level};
 use super::authn::throttle::{Bucket, Throttled};
 use super::authorize::Asked;
 use super::consent;
@@ -13,7 +14,7 @@ use super::policy;
 use super::resource::Resource;
 use super::scope::Scope;
 use crate::audit::{Event, Kind};
-use crate::error::OAuthError;
+use crate::error::{ErrorCode, OAuthError};
 use crate::store::{DeviceApproval, DeviceCode, Session, StoreError};
 
 /// Consonants only (no vowels, so no words; no look-alikes such as 0/O or 1/I).
@@ -116,6 +117,25 @@ pub async fn for_decision(
     pending_or_guess(ctx, entered, addr).await
 }
 
+/// How strongly the user approving `request` must have signed in (the server's policy, the
+/// client's `default_acr_values`, the resources' requirements); None: a password will do.
+pub async fn required_level(
+    ctx: &Context,
+    request: &DeviceCode,
+    resources: &[Arc<Resource>],
+) -> Result<Option<Level>, OAuthError> {
+    let defaults = match ctx.clients.find(&request.client_id).await {
+        Ok(Some(c)) => c.metadata.default_acr_values.clone(),
+        Ok(None) => Vec::new(),
+        Err(e) => return Err(OAuthError::new(ErrorCode::ServerError, e.to_string())),
+    };
+    Ok(acr::required(
+        ctx.config.signin.mfa,
+        &defaults,
+        resources.iter().map(|r| r.required_acr),
+    ))
+}
+
 /// The resources and scope a pending request asks for (resources looked up again, so one
 /// removed since is refused).
 pub async fn asked(
@@ -143,6 +163,16 @@ pub async fn decide(
 ) -> Result<bool, OAuthError> {
     if approve {
         let (resources, scope) = asked(ctx, request).await?;
+        // The page sent a session that falls short to sign in again; a form posted anyway
+        // is refused.
+        if let Some(level) = required_level(ctx, request, &resources).await?
+            && Level::of_session(session.acr.as_deref(), &session.amr) < level
+        {
+            return Err(OAuthError::new(
+                ErrorCode::AccessDenied,
+                format!("approving this needs a sign-in with {}", level.words()),
+            ));
+        }
         let asked = Asked {
             client_id: &request.client_id,
             resources: &resources,

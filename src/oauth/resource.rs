@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use super::authn::acr::Level;
 use super::scope::is_scope_token;
 use super::ttl_cache::TtlCache;
 use crate::error::OAuthError;
@@ -177,6 +178,9 @@ pub struct Resource {
     pub token_alg: Alg,
     /// Whether it takes DPoP-bound tokens.
     pub dpop: DpopPolicy,
+    /// How strongly every user signing in for it must authenticate (`--require-mfa`),
+    /// beyond the server's policy.
+    pub required_acr: Option<Level>,
     pub created_at: i64,
 }
 
@@ -199,9 +203,25 @@ impl Resource {
             .map_err(|e| corrupt(format!("alias {e}")))?;
         let token_alg = parse_token_alg(&r.access_token_alg).map_err(corrupt)?;
         let dpop = DpopPolicy::parse(&r.dpop).map_err(corrupt)?;
+        let required_acr = match r.required_acr.as_deref() {
+            None => None,
+            Some(acr) => Some(
+                Level::from_acr(acr)
+                    .ok_or_else(|| corrupt(format!("requires the unknown acr {acr:?}")))?,
+            ),
+        };
         let resource = Self::from_parts(uri, r.name.clone(), r.scopes.clone(), r.created_at)
             .map_err(corrupt)?;
-        Ok(resource.with_aliases(aliases).with_tokens(token_alg, dpop))
+        Ok(resource
+            .with_aliases(aliases)
+            .with_tokens(token_alg, dpop)
+            .requiring(required_acr))
+    }
+
+    /// The same resource, needing sign-ins at `level` at least (None: the server's policy).
+    pub fn requiring(mut self, level: Option<Level>) -> Self {
+        self.required_acr = level;
+        self
     }
 
     /// The same resource with its access tokens signed by `alg` and `dpop` as its policy.
@@ -240,6 +260,7 @@ impl Resource {
             aliases: self.aliases.iter().map(ToString::to_string).collect(),
             access_token_alg: self.token_alg.as_str().to_string(),
             dpop: self.dpop.as_str().to_string(),
+            required_acr: self.required_acr.map(|l| l.acr().to_string()),
             created_at: self.created_at,
         }
     }
@@ -271,6 +292,7 @@ impl Resource {
             aliases: Vec::new(),
             token_alg: Alg::ES256,
             dpop: DpopPolicy::Optional,
+            required_acr: None,
             created_at,
         })
     }

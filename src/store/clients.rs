@@ -136,6 +136,10 @@ pub struct ClientMetadata {
     /// RFC 9449 §5.2: token requests without a DPoP proof are refused.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dpop_bound_access_tokens: bool,
+    /// OpenID Connect Dynamic Client Registration §2; here a floor for the client's sign-ins
+    /// (`crate::oauth::authn::acr`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub default_acr_values: Vec<String>,
 }
 
 impl ClientMetadata {

@@ -25,6 +25,8 @@ pub struct ResourceRecord {
     pub access_token_alg: String,
     /// `off`, `optional` or `required`.
     pub dpop: String,
+    /// The `acr` every sign-in for it must reach, beyond the server's policy.
+    pub required_acr: Option<String>,
     pub created_at: i64,
 }
 
@@ -52,6 +54,7 @@ pub(super) struct ResourceRow {
     scopes: String,
     access_token_alg: String,
     dpop: String,
+    required_acr: Option<String>,
     created_at: i64,
 }
 
@@ -64,6 +67,7 @@ impl ResourceRow {
             aliases,
             access_token_alg: self.access_token_alg,
             dpop: self.dpop,
+            required_acr: self.required_acr,
             created_at: self.created_at,
         })
     }
@@ -79,8 +83,8 @@ macro_rules! sql_impl {
             ) -> Result<(), $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(
-                    "INSERT INTO resources (uri, name, scopes, access_token_alg, dpop, created_at) \
-                     VALUES ($1,$2,$3,$4,$5,$6)",
+                    "INSERT INTO resources (uri, name, scopes, access_token_alg, dpop, created_at, \
+                     required_acr) VALUES ($1,$2,$3,$4,$5,$6,$7)",
                 )
                 .bind(&r.uri)
                 .bind(&r.name)
@@ -88,6 +92,7 @@ macro_rules! sql_impl {
                 .bind(&r.access_token_alg)
                 .bind(&r.dpop)
                 .bind(r.created_at)
+                .bind(&r.required_acr)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| $crate::store::sql::conflict(e, "resource"))?;
@@ -111,14 +116,15 @@ macro_rules! sql_impl {
                 r: &$crate::store::ResourceRecord,
             ) -> Result<bool, $crate::store::StoreError> {
                 let done = sqlx::query(
-                    "UPDATE resources SET name = $2, scopes = $3, access_token_alg = $4, dpop = $5 \
-                     WHERE uri = $1",
+                    "UPDATE resources SET name = $2, scopes = $3, access_token_alg = $4, dpop = $5, \
+                     required_acr = $6 WHERE uri = $1",
                 )
                 .bind(&r.uri)
                 .bind(&r.name)
                 .bind($crate::store::sql::to_json(&r.scopes)?)
                 .bind(&r.access_token_alg)
                 .bind(&r.dpop)
+                .bind(&r.required_acr)
                 .execute(&self.pool)
                 .await?;
                 Ok(done.rows_affected() == 1)
@@ -129,7 +135,7 @@ macro_rules! sql_impl {
                 uri: &str,
             ) -> Result<Option<$crate::store::ResourceRecord>, $crate::store::StoreError> {
                 let row: Option<$crate::store::resources::ResourceRow> = sqlx::query_as(
-                    "SELECT uri, name, scopes, access_token_alg, dpop, created_at FROM resources WHERE uri = $1",
+                    "SELECT uri, name, scopes, access_token_alg, dpop, required_acr, created_at FROM resources WHERE uri = $1",
                 )
                 .bind(uri)
                 .fetch_optional(&self.pool)
@@ -161,7 +167,7 @@ macro_rules! sql_impl {
                 &self,
             ) -> Result<Vec<$crate::store::ResourceRecord>, $crate::store::StoreError> {
                 let rows: Vec<$crate::store::resources::ResourceRow> = sqlx::query_as(
-                    "SELECT uri, name, scopes, access_token_alg, dpop, created_at FROM resources ORDER BY uri",
+                    "SELECT uri, name, scopes, access_token_alg, dpop, required_acr, created_at FROM resources ORDER BY uri",
                 )
                 .fetch_all(&self.pool)
                 .await?;

@@ -104,6 +104,7 @@ pub const TABLES: &[Table] = &[
             def("access_token_alg", Fill::Text("ES256")),
             def("dpop", Fill::Text("optional")),
             col("created_at", Int),
+            opt("required_acr", Text),
         ],
         order_by: &["uri"],
     },

@@ -64,6 +64,14 @@ impl Web {
             include_str!("templates/signin_code.html"),
         )?;
         env.add_template("security.html", include_str!("templates/security.html"))?;
+        env.add_template(
+            "signin_enroll.html",
+            include_str!("templates/signin_enroll.html"),
+        )?;
+        env.add_template(
+            "signin_recovery.html",
+            include_str!("templates/signin_recovery.html"),
+        )?;
         Ok(Self {
             env,
             base_path: base_path.to_string(),

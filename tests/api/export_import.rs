@@ -283,6 +283,7 @@ async fn sqlite_to_postgres_and_back_keeps_clients_users_tokens_and_consent() {
             aliases: vec!["http://files.internal/mcp".into()],
             token_alg: Some("RS256".into()),
             dpop: Some("off".into()),
+            required_acr: Some("urn:concierge:acr:mfa".into()),
         },
     )
     .await

@@ -48,6 +48,7 @@ mod rolling_update;
 mod scale_out;
 mod security;
 mod signin_throttle;
+mod step_up;
 mod store;
 mod token;
 mod ts_server;

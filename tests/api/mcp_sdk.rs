@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::both;
 use crate::flow::*;
@@ -431,3 +431,48 @@ both_pair!(typescript_sdk_v2_enterprise_managed, |p: Pair| async move {
     assert_eq!(out["listNotes"]["notes"], serde_json::json!([]), "{out}");
     p
 });
+
+// The TypeScript SDK client meets `clear_notes`, which needs a second factor in the last five
+// minutes (RFC 9470 step-up through concierge-guard): the challenge names Concierge's
+// `acr_values` and `max_age`, the next authorization request carries them, and Concierge has
+// alice (who has no second factor) set up an authenticator at that sign-in, in Chromium.
+both!(
+    typescript_sdk_steps_up_for_a_sensitive_tool,
+    |app: TestApp| async move {
+        if !ready() {
+            return app;
+        }
+        seed(&app).await;
+        let notes = spawn_notes(&app).await;
+        let profile = tempfile::tempdir().unwrap();
+        let out = node(
+            "mcp_ts_sdk_step_up.mjs",
+            &[&notes, "alice", PASSWORD, profile.path().to_str().unwrap()],
+            &[],
+        )
+        .await;
+        assert_eq!(out["firstAcr"], "urn:concierge:acr:1fa", "{out}");
+        let challenges = out["challenges"].as_array().unwrap();
+        let step_up = challenges
+            .iter()
+            .find(|c| c["error"] == "insufficient_user_authentication")
+            .unwrap_or_else(|| panic!("no step-up challenge: {out}"));
+        assert_eq!(step_up["status"], 401);
+        assert_eq!(step_up["acrValues"], "urn:concierge:acr:mfa phr");
+        assert_eq!(step_up["maxAge"], "300");
+        let last = out["authorizations"]
+            .as_array()
+            .unwrap()
+            .last()
+            .cloned()
+            .unwrap();
+        assert_eq!(last["acrValues"], "urn:concierge:acr:mfa phr", "{out}");
+        assert_eq!(out["enrolledAtSignIn"], true, "{out}");
+        assert_eq!(out["recoveryCodes"], 10, "{out}");
+        assert_eq!(out["finalAcr"], "urn:concierge:acr:mfa", "{out}");
+        assert_eq!(out["finalAmr"], json!(["pwd", "otp"]), "{out}");
+        assert_eq!(out["cleared"]["removed"], 1, "{out}");
+        assert_eq!(out["listAfter"]["notes"], json!([]), "{out}");
+        app
+    }
+);

@@ -56,7 +56,7 @@ fn the_test_totp_matches_rfc_6238_appendix_b() {
 }
 
 /// RFC 4648 base32, without padding.
-fn base32_decode(s: &str) -> Vec<u8> {
+pub fn base32_decode(s: &str) -> Vec<u8> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let mut out = Vec::new();
     let (mut buf, mut bits) = (0u32, 0u32);
@@ -74,12 +74,12 @@ fn base32_decode(s: &str) -> Vec<u8> {
 }
 
 /// The text between `start` and the next `end` after it.
-fn between<'a>(html: &'a str, start: &str, end: &str) -> Option<&'a str> {
+pub fn between<'a>(html: &'a str, start: &str, end: &str) -> Option<&'a str> {
     let from = html.find(start)? + start.len();
     Some(&html[from..from + html[from..].find(end)?])
 }
 
-fn recovery_codes(html: &str) -> Vec<String> {
+pub fn recovery_codes(html: &str) -> Vec<String> {
     html.split("<code class=\"recovery-code\">")
         .skip(1)
         .filter_map(|p| p.split('<').next())
@@ -189,7 +189,7 @@ pub async fn code_step(
 }
 
 /// Is `b` signed in?
-async fn is_signed_in(app: &impl Server, b: &reqwest::Client) -> bool {
+pub async fn is_signed_in(app: &impl Server, b: &reqwest::Client) -> bool {
     b.get(app.url("/account/security"))
         .send()
         .await
@@ -198,7 +198,7 @@ async fn is_signed_in(app: &impl Server, b: &reqwest::Client) -> bool {
         == 200
 }
 
-async fn audit(app: &TestApp, kind: &str) -> Vec<AuditEvent> {
+pub async fn audit(app: &TestApp, kind: &str) -> Vec<AuditEvent> {
     app.state.oauth.audit.flush().await;
     app.store()
         .list_audit(&AuditQuery {

@@ -27,8 +27,44 @@ async function signIn(page, username, password, done) {
   await submit(page, '#signin', done);
 }
 
-// Open `url`; sign in and answer consent as needed; return the redirect to the client.
-export async function authorize(ctx, url, { username, password, redirectPrefix, decision = 'approve', screenshot }) {
+// RFC 4648 base32 (no padding) to bytes.
+function base32(text) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = 0, value = 0;
+  const out = [];
+  for (const c of text.replace(/=+$/, '')) {
+    value = (value << 5) | alphabet.indexOf(c);
+    bits += 5;
+    if (bits >= 8) { bits -= 8; out.push((value >>> bits) & 0xff); }
+  }
+  return Buffer.from(out);
+}
+
+// An authenticator app (RFC 6238: HMAC-SHA-1, 30 s, 6 digits), computed here: never the same
+// time step twice, as a real app's user waits for the next code.
+export function authenticator() {
+  let secret = null;
+  let lastStep = 0;
+  return {
+    get enrolled() { return secret !== null; },
+    learn(base32Secret) { secret = base32(base32Secret.trim()); },
+    async code() {
+      const { createHmac } = await import('node:crypto');
+      const step = Math.max(Math.floor(Date.now() / 30000), lastStep + 1);
+      lastStep = step;
+      const counter = Buffer.alloc(8);
+      counter.writeBigUInt64BE(BigInt(step));
+      const h = createHmac('sha1', secret).update(counter).digest();
+      const o = h[19] & 0xf;
+      const bin = ((h[o] & 0x7f) << 24) | (h[o + 1] << 16) | (h[o + 2] << 8) | h[o + 3];
+      return String(bin % 1_000_000).padStart(6, '0');
+    },
+  };
+}
+
+// Open `url`; sign in (with the second factor, or setting one up, when `mfa`, an
+// `authenticator()`, is given) and answer consent as needed; return the redirect to the client.
+export async function authorize(ctx, url, { username, password, redirectPrefix, decision = 'approve', screenshot, mfa }) {
   const page = await ctx.newPage();
   let callback = null;
   // Every hop of a redirect chain is a request; the one to the client is the answer.
@@ -43,11 +79,23 @@ export async function authorize(ctx, url, { username, password, redirectPrefix, 
   }
   let consent = null;
   let signedIn = false;
-  for (let step = 0; step < 6 && !callback; step++) {
+  for (let step = 0; step < 12 && !callback; step++) {
     if (await page.locator('#signin').count()) {
       if (signedIn) throw new Error('sign-in failed: ' + (await page.locator('#error').textContent()));
       await signIn(page, username, password, done);
       signedIn = true;
+    } else if (mfa && (await page.locator('#secret').count())) {
+      // Signing in here needs a second factor the user had not set up: set one up now.
+      mfa.learn(await page.locator('#secret').textContent());
+      mfa.enrolledAtSignIn = true;
+      await page.fill('#code', await mfa.code());
+      await submit(page, '#confirm', done);
+    } else if (mfa && (await page.locator('#continue').count())) {
+      mfa.recoveryCodes = await page.locator('.recovery-code').allTextContents();
+      await submit(page, '#continue', done);
+    } else if (mfa && (await page.locator('#verify').count())) {
+      await page.fill('#code', await mfa.code());
+      await submit(page, '#verify', done);
     } else if (await page.locator('#approve').count()) {
       consent = {
         client: (await page.locator('#client-name').textContent()).trim(),

@@ -266,6 +266,47 @@ impl GuardBuilder {
         self
     }
 
+    /// Step-up for a sensitive tool (RFC 9470): calling `tool` needs a token
+    /// whose user signed in with one of `acr_values` (any, when empty) at
+    /// most `max_age` ago (any time, when `None`). A token that falls short
+    /// gets `401` with `WWW-Authenticate: Bearer
+    /// error="insufficient_user_authentication"` naming `acr_values` and
+    /// `max_age`, so the client sends the user back to the authorization
+    /// server, which signs them in again as strongly as asked.
+    ///
+    /// With Concierge, `urn:concierge:acr:mfa` is a second factor and `phr`
+    /// a passkey (list both to accept either).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = concierge_guard::Guard::builder("https://auth.example.com", "https://mcp.example.com/mcp")
+    ///     .tool_authentication(
+    ///         "transfer_money",
+    ///         ["urn:concierge:acr:mfa", "phr"],
+    ///         Some(Duration::from_secs(300)),
+    ///     );
+    /// # let _ = builder;
+    /// ```
+    pub fn tool_authentication<I, S>(
+        mut self,
+        tool: impl Into<String>,
+        acr_values: I,
+        max_age: Option<Duration>,
+    ) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.rules.tool_authentication.insert(
+            tool.into(),
+            crate::scopes::AuthenticationRule {
+                acr_values: strings(acr_values),
+                max_age,
+            },
+        );
+        self
+    }
+
     /// The scopes needed to get the MCP prompt `prompt` (`prompts/get`).
     pub fn prompt_scopes(mut self, prompt: impl Into<String>, rule: impl Into<ScopeRule>) -> Self {
         self.rules.prompts.insert(prompt.into(), rule.into());

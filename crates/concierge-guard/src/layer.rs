@@ -414,6 +414,19 @@ where
                     "the token lacks a scope this request needs",
                 ));
             }
+            // RFC 9470: a sensitive tool's sign-in must be strong and recent enough.
+            for op in &operations {
+                let Operation::Tool(name) = op else { continue };
+                let Some(rule) = guard.inner.rules.tool_authentication.get(name) else {
+                    continue;
+                };
+                if let Err(step_up) =
+                    principal.require_authentication(rule.acr_values.iter().cloned(), rule.max_age)
+                {
+                    tracing::debug!(target: "concierge_guard", tool = %name, "step-up of the user's authentication needed");
+                    return Err(GuardRejection::step_up(guard, &scopes, step_up.need()));
+                }
+            }
             parts.extensions.insert(BearerToken::new(&token));
             (Some(principal), nonce, scopes)
         }

@@ -295,6 +295,16 @@ pub(crate) struct OperationRules {
     /// Exact URIs, or prefixes when the key ends with `*`.
     pub(crate) resources: Vec<(String, ScopeRule)>,
     pub(crate) default_deny: bool,
+    /// The authentication each tool needs besides its scopes (RFC 9470).
+    pub(crate) tool_authentication: HashMap<String, AuthenticationRule>,
+}
+
+/// How recently and strongly the user must have signed in for an operation (RFC 9470):
+/// one of `acr_values` (any when empty), at most `max_age` ago (any time when None).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct AuthenticationRule {
+    pub(crate) acr_values: Vec<String>,
+    pub(crate) max_age: Option<std::time::Duration>,
 }
 
 impl OperationRules {
@@ -302,6 +312,7 @@ impl OperationRules {
     pub(crate) fn inspects_bodies(&self) -> bool {
         self.default_deny
             || !self.tools.is_empty()
+            || !self.tool_authentication.is_empty()
             || !self.prompts.is_empty()
             || !self.resources.is_empty()
     }

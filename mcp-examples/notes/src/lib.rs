@@ -59,6 +59,12 @@ pub struct Note {
     pub written_by: String,
 }
 
+/// The sign-ins `clear_notes` accepts: Concierge's second factor, or a passkey.
+pub const STEP_UP_ACR: [&str; 2] = ["urn:concierge:acr:mfa", "phr"];
+
+/// How long ago that sign-in may be for `clear_notes`.
+pub const STEP_UP_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Notes per subject, shared by every request.
 pub type Notebook = Arc<Mutex<HashMap<String, Vec<Note>>>>;
 
@@ -128,6 +134,25 @@ impl NotesServer {
         Ok(CallToolResult::structured(json!({ "added": note })))
     }
 
+    /// Delete all your notes: consequential, so besides `notes:write` it needs a sign-in
+    /// with a second factor in the last five minutes (RFC 9470 step-up). The guard asks for
+    /// it before the call ([`app`]); checking here too keeps the tool right on its own.
+    #[tool(
+        description = "Delete all your notes (needs notes:write, and a sign-in with a second factor in the last 5 minutes).",
+        meta = scopes([WRITE_SCOPE])
+    )]
+    pub async fn clear_notes(&self, principal: Principal) -> Result<CallToolResult, ErrorData> {
+        principal.require_scopes([WRITE_SCOPE])?;
+        principal.require_authentication(STEP_UP_ACR, Some(STEP_UP_MAX_AGE))?;
+        let removed = self
+            .notes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(principal.sub())
+            .map_or(0, |n| n.len());
+        Ok(CallToolResult::structured(json!({ "removed": removed })))
+    }
+
     /// Who is calling.
     #[tool(
         description = "Who is calling: the token's subject, client, scopes and delegation chain."
@@ -182,6 +207,7 @@ pub async fn app(cfg: NotesConfig) -> anyhow::Result<Router> {
     let guard = Guard::builder(cfg.issuer, cfg.resource)
         .required_scopes([READ_SCOPE])
         .tools(&NotesServer::tool_router())
+        .tool_authentication("clear_notes", STEP_UP_ACR, Some(STEP_UP_MAX_AGE))
         .resource_name("Notes (concierge example)")
         .build()
         .await?;
@@ -219,5 +245,40 @@ mod tests {
         let err = server.add_note(reader, args("x")).await.unwrap_err();
         assert_eq!(err.code.0, concierge_guard::STEP_UP_ERROR_CODE);
         assert_eq!(err.data.unwrap()["scope"], WRITE_SCOPE);
+    }
+
+    #[tokio::test]
+    async fn clearing_needs_a_recent_second_factor() {
+        let server = NotesServer::new(Notebook::default());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let signed_in = |acr: &str, ago: u64| {
+            Principal::builder()
+                .subject("alice")
+                .scopes([READ_SCOPE, WRITE_SCOPE])
+                .claim("acr", acr)
+                .claim("auth_time", now - ago)
+                .build()
+        };
+        let err = server
+            .clear_notes(signed_in("urn:concierge:acr:1fa", 0))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code.0, concierge_guard::STEP_UP_ERROR_CODE);
+        let data = err.data.unwrap();
+        assert_eq!(data["error"], "insufficient_user_authentication");
+        assert_eq!(data["max_age"], 300);
+        let stale = server
+            .clear_notes(signed_in("urn:concierge:acr:mfa", 900))
+            .await
+            .unwrap_err();
+        assert_eq!(stale.code.0, concierge_guard::STEP_UP_ERROR_CODE);
+        let done = server
+            .clear_notes(signed_in("urn:concierge:acr:mfa", 10))
+            .await
+            .unwrap();
+        assert_eq!(done.structured_content.unwrap()["removed"], 0);
     }
 }

@@ -113,6 +113,14 @@ pub async fn pending(
     Ok(Some(enrollment(ctx, &secret, username)))
 }
 
+/// The pending enrollment of `user_id` again, named by their username.
+pub async fn pending_of(ctx: &Context, user_id: &str) -> Result<Option<Enrollment>, StoreError> {
+    match ctx.users().get_user(user_id).await? {
+        Some(user) => pending(ctx, user_id, &user.username).await,
+        None => Ok(None),
+    }
+}
+
 /// Confirm the pending enrollment with its first code: the recovery codes to show once, or
 /// None when the code is wrong (or there is nothing pending).
 pub async fn confirm(
@@ -175,30 +183,7 @@ pub async fn regenerate_recovery_codes(
 /// Is `code` a current authenticator code or an unused recovery code of the user's confirmed
 /// authenticator? Spends it either way (one atomic statement); a wrong one is audited.
 pub async fn spend_code(ctx: &Context, user_id: &str, code: &str) -> Result<bool, StoreError> {
-    let Some(f) = ctx
-        .factors()
-        .get_totp(user_id)
-        .await?
-        .filter(|f| f.confirmed_at.is_some())
-    else {
-        return Ok(false);
-    };
-    let now = ctx.now();
-    let ok = if totp::is_recovery_code(code) {
-        ctx.factors()
-            .spend_recovery_code(user_id, &totp::recovery_hash(user_id, code), now)
-            .await?
-    } else {
-        let secret = ctx
-            .keys
-            .kek()
-            .open(&totp_kid(user_id), &f.secret_sealed)
-            .map_err(seal_err)?;
-        match totp::matching_step(&secret, code, now) {
-            Some(step) => ctx.factors().spend_totp_step(user_id, step).await?,
-            None => false,
-        }
-    };
+    let ok = spend(ctx, user_id, code).await?.is_some();
     if !ok {
         ctx.audit.record(
             Event::new(Kind::MfaFailed)
@@ -207,6 +192,43 @@ pub async fn spend_code(ctx: &Context, user_id: &str, code: &str) -> Result<bool
         );
     }
     Ok(ok)
+}
+
+/// Spend `code`, a current authenticator code or an unused recovery code of the user's
+/// confirmed authenticator, by one atomic statement: the `amr` value it proves (`otp`, or
+/// `mfa` for a recovery code), or None when it is wrong, used, or there is no authenticator.
+pub async fn spend(
+    ctx: &Context,
+    user_id: &str,
+    code: &str,
+) -> Result<Option<&'static str>, StoreError> {
+    let Some(f) = ctx
+        .factors()
+        .get_totp(user_id)
+        .await?
+        .filter(|f| f.confirmed_at.is_some())
+    else {
+        return Ok(None);
+    };
+    let now = ctx.now();
+    if totp::is_recovery_code(code) {
+        let hash = totp::recovery_hash(user_id, code);
+        let ok = ctx
+            .factors()
+            .spend_recovery_code(user_id, &hash, now)
+            .await?;
+        return Ok(ok.then_some(totp::AMR_MFA));
+    }
+    let secret = ctx
+        .keys
+        .kek()
+        .open(&totp_kid(user_id), &f.secret_sealed)
+        .map_err(seal_err)?;
+    let ok = match totp::matching_step(&secret, code, now) {
+        Some(step) => ctx.factors().spend_totp_step(user_id, step).await?,
+        None => false,
+    };
+    Ok(ok.then_some(totp::AMR_OTP))
 }
 
 /// Remove the authenticator and recovery codes, proven by a current code or a recovery

@@ -2,6 +2,7 @@
 //! policy, establishing a session with `amr`, `acr` and `auth_time`, and where to send a
 //! browser to sign in. Pages and handlers call in here; nothing here knows about them.
 
+pub mod acr;
 pub mod factors;
 pub mod linking;
 pub mod password;
@@ -15,6 +16,7 @@ use super::context::Context;
 use crate::audit::{Event, Kind};
 use crate::config::Config;
 use crate::store::{Session, StoreError, User};
+use acr::Level;
 use password::PasswordVerifier;
 use throttle::{SigninThrottled, Throttle};
 
@@ -40,12 +42,33 @@ impl Authentication {
     }
 }
 
+/// A sign-in with a password, as the sign-in form sent it.
+#[derive(Debug, Default)]
+pub struct PasswordAttempt<'a> {
+    pub username: &'a str,
+    pub password: String,
+    /// The new password, when an operator asked for one.
+    pub new_password: Option<String>,
+    /// The authenticator or recovery code sent with a new password (a user with a second
+    /// factor changes a required password only with it).
+    pub code: Option<&'a str>,
+    /// How strongly the sign-in must authenticate (the authorization request's need);
+    /// the server's policy raises it.
+    pub level: Option<Level>,
+    pub addr: Option<IpAddr>,
+    /// The browser's current session, ended by the new one.
+    pub replacing: Option<&'a str>,
+}
+
 /// A right password: signed in, or the second factor still to come.
 #[derive(Debug)]
 pub enum PasswordChecked {
     SignedIn(Box<SignedIn>),
     /// The user has an authenticator: the session waits for its code ([`sign_in_with_code`]).
     CodeRequired(Box<User>),
+    /// The sign-in needs a second factor the user does not have yet: they set up an
+    /// authenticator first ([`enrol_at_signin`]).
+    EnrollmentRequired(Box<User>),
 }
 
 /// How long the second step of a sign-in may take after the password, seconds.
@@ -75,9 +98,10 @@ pub enum SigninError {
     /// The password was right, but an operator disabled the account.
     #[error("this account is disabled")]
     Disabled,
-    /// The password was right, but an operator asked for a new one and none was given.
+    /// The password was right, but an operator asked for a new one and none was given
+    /// (with the second factor's code, when the user has one: `code`).
     #[error("choose a new password")]
-    PasswordChangeRequired,
+    PasswordChangeRequired { code: bool },
     /// The new password given is not acceptable; why.
     #[error("the new password: {0}")]
     NewPasswordRejected(String),
@@ -90,12 +114,17 @@ pub enum SigninError {
 /// password is not checked. A correct password forgets the username's failures.
 pub async fn sign_in_with_password(
     ctx: &Context,
-    username: &str,
-    password: String,
-    new_password: Option<String>,
-    addr: Option<IpAddr>,
-    replacing: Option<&str>,
+    attempt: PasswordAttempt<'_>,
 ) -> Result<PasswordChecked, SigninError> {
+    let PasswordAttempt {
+        username,
+        password,
+        new_password,
+        code,
+        level,
+        addr,
+        replacing,
+    } = attempt;
     let now = ctx.now();
     let throttle = &ctx.authn.throttle;
     let limits = ctx.rate_limits();
@@ -164,9 +193,24 @@ pub async fn sign_in_with_password(
         return Err(SigninError::Disabled);
     }
     throttle.signin_succeeded(limits, &who, addr).await?;
-    // An operator asked for a new password: the sign-in completes only with one.
+    // A confirmed authenticator: the password alone establishes nothing. (A pending one,
+    // before its first code, does not count.)
+    let has_code = ctx
+        .factors()
+        .get_totp(&user.id)
+        .await?
+        .is_some_and(|f| f.confirmed_at.is_some());
+    // An operator asked for a new password: the sign-in completes only with one, and for a
+    // user with a second factor only with its code too, checked before the password changes
+    // (a password alone must not lock the owner out).
+    let mut amr = vec![AMR_PASSWORD.to_string()];
     if user.password_change_required {
-        let new = new_password.ok_or(SigninError::PasswordChangeRequired)?;
+        let asked = SigninError::PasswordChangeRequired { code: has_code };
+        let new = new_password.ok_or(asked)?;
+        let code = match (has_code, code.filter(|c| !c.trim().is_empty())) {
+            (true, None) => return Err(SigninError::PasswordChangeRequired { code: true }),
+            (_, code) => code,
+        };
         password::check_new(&new).map_err(SigninError::NewPasswordRejected)?;
         if ctx
             .authn
@@ -178,6 +222,9 @@ pub async fn sign_in_with_password(
                 "choose one different from the current password".into(),
             ));
         }
+        if has_code && let Some(code) = code {
+            amr.push(second_factor(ctx, &user, code, addr).await?.to_string());
+        }
         let hash = tokio::task::spawn_blocking(move || password::hash(&new))
             .await
             .map_err(|e| StoreError::Corrupt(e.to_string()))?
@@ -186,25 +233,18 @@ pub async fn sign_in_with_password(
         ctx.users().set_password(&user.username, &hash, now).await?;
         tracing::info!(user_id = %user.id, "password changed at sign-in, as an operator asked");
     }
-    // A confirmed authenticator: the password alone establishes nothing. (A pending one,
-    // before its first code, does not count.)
-    let has_code = ctx
-        .factors()
-        .get_totp(&user.id)
-        .await?
-        .is_some_and(|f| f.confirmed_at.is_some());
-    if has_code {
+    if has_code && amr.len() == 1 {
         tracing::info!(user_id = %user.id, "password right; asking for the authenticator code");
         return Ok(PasswordChecked::CodeRequired(Box::new(user)));
     }
-    let (cookie, session) = session::establish(
-        ctx,
-        &user.id,
-        vec![AMR_PASSWORD.to_string()],
-        None,
-        replacing,
-    )
-    .await?;
+    let need = level
+        .unwrap_or(Level::OneFactor)
+        .max(acr::policy_floor(ctx.config.signin.mfa));
+    if need >= Level::MultiFactor && Level::of_amr(&amr) < Level::MultiFactor {
+        tracing::info!(user_id = %user.id, "password right; a second factor is needed and the user has none: enrolling");
+        return Ok(PasswordChecked::EnrollmentRequired(Box::new(user)));
+    }
+    let (cookie, session) = session::establish(ctx, &user.id, amr, None, replacing).await?;
     tracing::info!(user_id = %user.id, "signed in");
     ctx.audit.record(
         Event::new(Kind::SigninSucceeded)
@@ -259,10 +299,7 @@ pub fn pending_user(
 }
 
 /// The second step: an authenticator code (or a recovery code) for `user_id`, whose password
-/// was right moments ago (the caller checked the carried [`pending_token`]). Attempts are
-/// counted per user before the check, like passwords, in a bucket of their own so a right
-/// password does not forget wrong codes. A code is spent by one atomic statement: the same
-/// code never works twice.
+/// was right moments ago (the caller checked the carried [`pending_token`]).
 pub async fn sign_in_with_code(
     ctx: &Context,
     user_id: &str,
@@ -270,68 +307,40 @@ pub async fn sign_in_with_code(
     addr: Option<IpAddr>,
     replacing: Option<&str>,
 ) -> Result<SignedIn, SigninError> {
-    let now = ctx.now();
-    let throttle = &ctx.authn.throttle;
-    let limits = ctx.rate_limits();
-    let kek = ctx.keys.kek();
-    let who = kek.bucket_digest(&format!("second factor\n{user_id}"));
-    if let Err(t) = throttle.signin_attempt(limits, &who, addr, now).await? {
-        tracing::warn!(user_id = %user_id, reason = t.reason(), "second sign-in step throttled");
-        ctx.audit.record(
-            Event::new(Kind::SigninThrottled)
-                .user(user_id)
-                .ip(addr)
-                .detail(serde_json::json!({
-                    "factor": "otp", "reason": t.reason(), "retry_after": t.retry_after(),
-                })),
-        );
-        return Err(SigninError::Throttled(t));
+    let user = pending_signin_user(ctx, user_id).await?;
+    let has_code = ctx
+        .factors()
+        .get_totp(user_id)
+        .await?
+        .is_some_and(|f| f.confirmed_at.is_some());
+    if !has_code {
+        // Reset or removed since the password: start again.
+        return Err(SigninError::PendingExpired);
     }
+    let kind = second_factor(ctx, &user, code, addr).await?;
+    let amr = vec![AMR_PASSWORD.to_string(), kind.to_string()];
+    signed_in(ctx, user, amr, addr, replacing).await
+}
+
+/// The user a carried half-done sign-in names, still there and not disabled.
+async fn pending_signin_user(ctx: &Context, user_id: &str) -> Result<User, SigninError> {
     let Some(user) = ctx.users().get_user(user_id).await? else {
         return Err(SigninError::PendingExpired);
     };
     if user.is_disabled() {
         return Err(SigninError::Disabled);
     }
-    let factor = ctx
-        .factors()
-        .get_totp(user_id)
-        .await?
-        .filter(|f| f.confirmed_at.is_some());
-    let Some(factor) = factor else {
-        // Reset or removed since the password: start again.
-        return Err(SigninError::PendingExpired);
-    };
-    let (ok, kind) = if totp::is_recovery_code(code) {
-        let hash = totp::recovery_hash(user_id, code);
-        let ok = ctx
-            .factors()
-            .spend_recovery_code(user_id, &hash, now)
-            .await?;
-        (ok, totp::AMR_MFA)
-    } else {
-        let secret = kek
-            .open(&totp_kid(user_id), &factor.secret_sealed)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let ok = match totp::matching_step(&secret, code, now) {
-            Some(step) => ctx.factors().spend_totp_step(user_id, step).await?,
-            None => false,
-        };
-        (ok, totp::AMR_OTP)
-    };
-    if !ok {
-        throttle.signin_failed(limits, &who, addr, now).await?;
-        tracing::info!(user_id = %user_id, "second sign-in step failed: wrong code");
-        ctx.audit.record(
-            Event::new(Kind::MfaFailed)
-                .user(user_id)
-                .ip(addr)
-                .detail(serde_json::json!({ "username": user.username, "recovery_code": kind == totp::AMR_MFA })),
-        );
-        return Err(SigninError::WrongCode);
-    }
-    throttle.signin_succeeded(limits, &who, addr).await?;
-    let amr = vec![AMR_PASSWORD.to_string(), kind.to_string()];
+    Ok(user)
+}
+
+/// A session for a user whose factors checked out, audited.
+async fn signed_in(
+    ctx: &Context,
+    user: User,
+    amr: Vec<String>,
+    addr: Option<IpAddr>,
+    replacing: Option<&str>,
+) -> Result<SignedIn, SigninError> {
     let (cookie, session) = session::establish(ctx, &user.id, amr, None, replacing).await?;
     tracing::info!(user_id = %user.id, "signed in with a second factor");
     ctx.audit.record(
@@ -347,6 +356,124 @@ pub async fn sign_in_with_code(
     })
 }
 
+/// The throttle bucket of a user's second-factor attempts: their own, so a right password
+/// does not forget wrong codes.
+fn second_factor_bucket(ctx: &Context, user_id: &str) -> String {
+    ctx.keys
+        .kek()
+        .bucket_digest(&format!("second factor\n{user_id}"))
+}
+
+/// Count an attempt at a second factor before it is checked; refused while throttled.
+async fn second_factor_attempt(
+    ctx: &Context,
+    user_id: &str,
+    addr: Option<IpAddr>,
+) -> Result<(), SigninError> {
+    let who = second_factor_bucket(ctx, user_id);
+    if let Err(t) = ctx
+        .authn
+        .throttle
+        .signin_attempt(ctx.rate_limits(), &who, addr, ctx.now())
+        .await?
+    {
+        tracing::warn!(user_id = %user_id, reason = t.reason(), "second sign-in step throttled");
+        ctx.audit.record(
+            Event::new(Kind::SigninThrottled)
+                .user(user_id)
+                .ip(addr)
+                .detail(serde_json::json!({
+                    "factor": "otp", "reason": t.reason(), "retry_after": t.retry_after(),
+                })),
+        );
+        return Err(SigninError::Throttled(t));
+    }
+    Ok(())
+}
+
+/// The outcome of a second-factor attempt, for the throttle and the audit log.
+async fn second_factor_outcome(
+    ctx: &Context,
+    user: &User,
+    ok: bool,
+    recovery_code: bool,
+    addr: Option<IpAddr>,
+) -> Result<(), SigninError> {
+    let who = second_factor_bucket(ctx, &user.id);
+    let (throttle, limits) = (&ctx.authn.throttle, ctx.rate_limits());
+    if ok {
+        throttle.signin_succeeded(limits, &who, addr).await?;
+        return Ok(());
+    }
+    throttle
+        .signin_failed(limits, &who, addr, ctx.now())
+        .await?;
+    tracing::info!(user_id = %user.id, "second sign-in step failed: wrong code");
+    ctx.audit.record(
+        Event::new(Kind::MfaFailed).user(&user.id).ip(addr).detail(
+            serde_json::json!({ "username": user.username, "recovery_code": recovery_code }),
+        ),
+    );
+    Err(SigninError::WrongCode)
+}
+
+/// Check and spend a second factor's code (authenticator or recovery code) of `user`:
+/// attempts are counted per user before the check, like passwords; a code is spent by one
+/// atomic statement, so the same code never works twice. The `amr` value it proves.
+async fn second_factor(
+    ctx: &Context,
+    user: &User,
+    code: &str,
+    addr: Option<IpAddr>,
+) -> Result<&'static str, SigninError> {
+    second_factor_attempt(ctx, &user.id, addr).await?;
+    let spent = factors::spend(ctx, &user.id, code).await?;
+    second_factor_outcome(
+        ctx,
+        user,
+        spent.is_some(),
+        totp::is_recovery_code(code),
+        addr,
+    )
+    .await?;
+    spent.ok_or(SigninError::WrongCode)
+}
+
+/// The sign-in's enrolment step: a user who needed a second factor and had none confirms
+/// the authenticator set up for them ([`factors::start`]) with its first code, and is
+/// signed in with both factors. Throttled like the second step. The recovery codes to show
+/// once come back with the session.
+pub async fn enrol_at_signin(
+    ctx: &Context,
+    user_id: &str,
+    code: &str,
+    addr: Option<IpAddr>,
+    replacing: Option<&str>,
+) -> Result<(SignedIn, Vec<String>), SigninError> {
+    let user = pending_signin_user(ctx, user_id).await?;
+    second_factor_attempt(ctx, user_id, addr).await?;
+    let codes = factors::confirm(ctx, user_id, code).await?;
+    second_factor_outcome(ctx, &user, codes.is_some(), false, addr).await?;
+    let codes = codes.ok_or(SigninError::WrongCode)?;
+    let amr = vec![AMR_PASSWORD.to_string(), totp::AMR_OTP.to_string()];
+    Ok((signed_in(ctx, user, amr, addr, replacing).await?, codes))
+}
+
+/// The strongest level `user_id` can reach at a sign-in now: a second factor they have, or
+/// one they may set up (under the server's policy).
+pub async fn reachable(ctx: &Context, user_id: &str) -> Result<Level, StoreError> {
+    let has_code = ctx
+        .factors()
+        .get_totp(user_id)
+        .await?
+        .is_some_and(|f| f.confirmed_at.is_some());
+    Ok(if has_code || ctx.config.signin.mfa.offered() {
+        Level::MultiFactor
+    } else {
+        Level::OneFactor
+    })
+}
+
 /// What a user's sealed TOTP secret is bound to (the sealing's associated data), so a
 /// sealed secret moved to another user's row does not open.
 pub fn totp_kid(user_id: &str) -> String {
@@ -355,10 +482,18 @@ pub fn totp_kid(user_id: &str) -> String {
 
 /// Where to send a browser to sign in: the sign-in page under `base_path`, coming back to
 /// `return_to` (a path on this server) afterwards.
-pub fn signin_url(base_path: &str, return_to: &str, login_hint: Option<&str>) -> String {
+pub fn signin_url(
+    base_path: &str,
+    return_to: &str,
+    login_hint: Option<&str>,
+    level: Option<Level>,
+) -> String {
     let mut q = vec![("return_to", return_to)];
     if let Some(h) = login_hint {
         q.push(("login_hint", h));
+    }
+    if let Some(l) = level.filter(|l| *l > Level::OneFactor) {
+        q.push(("acr", l.acr()));
     }
     format!(
         "{base_path}/signin?{}",
@@ -373,12 +508,16 @@ mod tests {
     #[test]
     fn signin_url_carries_the_way_back() {
         assert_eq!(
-            signin_url("/t", "/t/authorize/continue?r=a&b", Some("al ice")),
+            signin_url("/t", "/t/authorize/continue?r=a&b", Some("al ice"), None),
             "/t/signin?return_to=%2Ft%2Fauthorize%2Fcontinue%3Fr%3Da%26b&login_hint=al+ice"
         );
         assert_eq!(
-            signin_url("", "/device", None),
+            signin_url("", "/device", None, Some(Level::OneFactor)),
             "/signin?return_to=%2Fdevice"
+        );
+        assert_eq!(
+            signin_url("", "/x", None, Some(Level::MultiFactor)),
+            "/signin?return_to=%2Fx&acr=urn%3Aconcierge%3Aacr%3Amfa"
         );
     }
 }

@@ -2,10 +2,12 @@
 //! `acr`, which flow from here into codes, ID tokens and access tokens.
 
 use super::super::context::Context;
+use super::acr::Level;
 use crate::store::{Session, StoreError, User};
 use crate::util;
 
-/// Start a session for `user_id`, ending `replacing` (the browser's previous session, so a
+/// Start a session for `user_id` signed in with `amr` (its `acr` computed from them when
+/// None), ending `replacing` (the browser's previous session, so a
 /// sign-in never keeps an old session id: no fixation). Returns the cookie value, stored
 /// only as its hash.
 pub async fn establish(
@@ -22,6 +24,8 @@ pub async fn establish(
     }
     let now = ctx.now();
     let token = util::random_secret();
+    // The level the methods reach, unless the caller knows better.
+    let acr = acr.or_else(|| Some(Level::of_amr(&amr).acr().to_string()));
     let session = Session {
         sid: util::random_id(),
         user_id: user_id.to_string(),

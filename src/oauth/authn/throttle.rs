@@ -521,6 +521,7 @@ mod tests {
                 user_failure_reset_secs: 3600,
                 address_max_usernames: max_usernames,
                 address_window_secs: 600,
+                ..SigninConfig::default()
             },
             &RegistrationConfig::default(),
         )

@@ -185,6 +185,12 @@ impl Grant for AuthorizationCode {
                 "email_verified"
             ]),
         );
+        // OpenID Connect Discovery §3: the `acr` values `acr_values` may ask for (and the
+        // tokens carry): one factor, two factors, phishing-resistant.
+        m.insert(
+            "acr_values_supported".into(),
+            json!(crate::oauth::authn::acr::SUPPORTED),
+        );
         m.insert("claims_parameter_supported".into(), Value::Bool(false));
         m.insert("request_parameter_supported".into(), Value::Bool(false));
         m.insert("request_uri_parameter_supported".into(), Value::Bool(false));
