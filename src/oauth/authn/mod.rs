@@ -195,11 +195,7 @@ pub async fn sign_in_with_password(
     throttle.signin_succeeded(limits, &who, addr).await?;
     // A confirmed authenticator: the password alone establishes nothing. (A pending one,
     // before its first code, does not count.)
-    let has_code = ctx
-        .factors()
-        .get_totp(&user.id)
-        .await?
-        .is_some_and(|f| f.confirmed_at.is_some());
+    let has_code = has_authenticator(ctx, &user.id).await?;
     // An operator asked for a new password: the sign-in completes only with one, and for a
     // user with a second factor only with its code too, checked before the password changes
     // (a password alone must not lock the owner out).
@@ -308,11 +304,7 @@ pub async fn sign_in_with_code(
     replacing: Option<&str>,
 ) -> Result<SignedIn, SigninError> {
     let user = pending_signin_user(ctx, user_id).await?;
-    let has_code = ctx
-        .factors()
-        .get_totp(user_id)
-        .await?
-        .is_some_and(|f| f.confirmed_at.is_some());
+    let has_code = has_authenticator(ctx, user_id).await?;
     if !has_code {
         // Reset or removed since the password: start again.
         return Err(SigninError::PendingExpired);
@@ -459,14 +451,20 @@ pub async fn enrol_at_signin(
     Ok((signed_in(ctx, user, amr, addr, replacing).await?, codes))
 }
 
-/// The strongest level `user_id` can reach at a sign-in now: a second factor they have, or
-/// one they may set up (under the server's policy).
-pub async fn reachable(ctx: &Context, user_id: &str) -> Result<Level, StoreError> {
-    let has_code = ctx
+/// Has the user a confirmed authenticator? (A pending one, before its first code, does not
+/// count.)
+async fn has_authenticator(ctx: &Context, user_id: &str) -> Result<bool, StoreError> {
+    Ok(ctx
         .factors()
         .get_totp(user_id)
         .await?
-        .is_some_and(|f| f.confirmed_at.is_some());
+        .is_some_and(|f| f.confirmed_at.is_some()))
+}
+
+/// The strongest level `user_id` can reach at a sign-in now: a second factor they have, or
+/// one they may set up (under the server's policy).
+pub async fn reachable(ctx: &Context, user_id: &str) -> Result<Level, StoreError> {
+    let has_code = has_authenticator(ctx, user_id).await?;
     Ok(if has_code || ctx.config.signin.mfa.offered() {
         Level::MultiFactor
     } else {
