@@ -83,11 +83,26 @@ pub enum Kind {
     /// A wrong (or already used) authenticator or recovery code at sign-in or in the account
     /// pages; `detail.recovery_code` says which kind was tried.
     MfaFailed,
+    /// A user changed their own password on the security page; their other sessions and
+    /// refresh tokens ended. (An operator's change is `admin.change`.)
+    PasswordChanged,
+    /// A user ended one of their sessions (`detail.sid`) or all but this one
+    /// (`detail.ended`).
+    SessionEnded,
+    /// A user unlinked an identity at another issuer (`detail.issuer`, `detail.subject`);
+    /// an operator's unlink is `admin.change`.
+    IdentityUnlinked,
+    /// A user registered a passkey (`detail.passkey`, `detail.name`).
+    PasskeyRegistered,
+    /// A user renamed a passkey.
+    PasskeyRenamed,
+    /// A user removed a passkey.
+    PasskeyRemoved,
 }
 
 impl Kind {
     /// Every kind, for checking filters.
-    pub const ALL: [Self; 28] = [
+    pub const ALL: [Self; 34] = [
         Self::ClientRegistered,
         Self::ClientUpdated,
         Self::ClientDeleted,
@@ -116,6 +131,12 @@ impl Kind {
         Self::MfaRemoved,
         Self::MfaRecoveryCodesRegenerated,
         Self::MfaFailed,
+        Self::PasswordChanged,
+        Self::SessionEnded,
+        Self::IdentityUnlinked,
+        Self::PasskeyRegistered,
+        Self::PasskeyRenamed,
+        Self::PasskeyRemoved,
     ];
 
     /// Does `filter` name a kind (`token.issued`) or the first part of one (`token`)?
@@ -175,6 +196,12 @@ impl Kind {
             Self::MfaRemoved => "mfa.removed",
             Self::MfaRecoveryCodesRegenerated => "mfa.recovery_codes_regenerated",
             Self::MfaFailed => "mfa.failed",
+            Self::PasswordChanged => "password.changed",
+            Self::SessionEnded => "session.ended",
+            Self::IdentityUnlinked => "identity.unlinked",
+            Self::PasskeyRegistered => "passkey.registered",
+            Self::PasskeyRenamed => "passkey.renamed",
+            Self::PasskeyRemoved => "passkey.removed",
         }
     }
 }

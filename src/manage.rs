@@ -838,15 +838,17 @@ pub async fn unlock_user(
     Ok((user, cleared))
 }
 
-/// Reset a user's second factors (a lost phone): their authenticator app and recovery codes
-/// are forgotten, and they sign in with the password alone until they set up another.
+/// Reset a user's second factors (a lost phone): their authenticator app, recovery codes and
+/// passkeys are forgotten, and they sign in with the password alone until they set up another.
 /// Returns the user and whether they had anything to reset.
 pub async fn reset_factors(store: &dyn Store, username: &str) -> Result<(User, bool), ManageError> {
     let user = store
         .find_user(username)
         .await?
         .ok_or_else(|| ManageError::NotFound(format!("no user {username}")))?;
-    let had = store.delete_factors(&user.id).await?;
+    let had_codes = store.delete_factors(&user.id).await?;
+    let had_passkeys = store.delete_passkeys(&user.id).await? > 0;
+    let had = had_codes || had_passkeys;
     tracing::info!(user_id = %user.id, had, "second factors reset by an operator");
     Ok((user, had))
 }

@@ -16,11 +16,21 @@ use utoipa_axum::routes;
 
 use crate::admin::{self, audit, clients, consents, id_jag, keys, resources, users};
 use crate::endpoints::{
-    account, authorize, device, health, introspect, jwks, register, revoke, signin, token,
-    userinfo, well_known,
+    account, authorize, device, health, introspect, jwks, passkeys, register, revoke, signin,
+    token, userinfo, well_known,
 };
 use crate::oauth::client_metadata::MAX_BODY_BYTES;
 use crate::state::AppState;
+
+async fn passkey_script() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        crate::ui::PASSKEY_SCRIPT,
+    )
+}
 
 async fn stylesheet() -> impl IntoResponse {
     (
@@ -128,6 +138,12 @@ fn page_routes() -> OpenApiRouter<AppState> {
         .route("/account/apps", get(account::apps))
         .route("/account/apps/revoke", post(account::revoke))
         .route("/account/security", get(account::security))
+        .route("/account/security/password", post(account::password))
+        .route("/account/security/sessions/end", post(account::end_session))
+        .route(
+            "/account/security/identities/unlink",
+            post(account::unlink_identity),
+        )
         .route("/account/security/totp/start", post(account::totp_start))
         .route(
             "/account/security/totp/confirm",
@@ -138,7 +154,22 @@ fn page_routes() -> OpenApiRouter<AppState> {
             "/account/security/recovery-codes",
             post(account::recovery_codes),
         )
+        .route("/signin/passkey/options", post(passkeys::signin_options))
+        .route("/signin/passkey", post(passkeys::signin))
+        .route(
+            "/signin/code/passkey/options",
+            post(passkeys::second_options),
+        )
+        .route("/signin/code/passkey", post(passkeys::second))
+        .route(
+            "/account/security/passkeys/options",
+            post(passkeys::register_options),
+        )
+        .route("/account/security/passkeys", post(passkeys::register))
+        .route("/account/security/passkeys/rename", post(passkeys::rename))
+        .route("/account/security/passkeys/remove", post(passkeys::remove))
         .route("/static/concierge.css", get(stylesheet))
+        .route("/static/passkey.js", get(passkey_script))
         // Servers and devices, not browsers.
         .routes(routes!(introspect::introspect))
         .routes(routes!(device::authorization))

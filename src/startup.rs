@@ -304,6 +304,7 @@ async fn sweep(store: &dyn Store, now: i64, audit_retention: i64, backoff_reset:
         ),
         ("authorization codes", store.purge_codes(now).await),
         ("sessions", store.purge_sessions(now).await),
+        ("passkey ceremonies", store.purge_ceremonies(now).await),
         ("refresh tokens", store.purge_refresh_tokens(now).await),
         ("single-use jtis", store.purge_used(now).await),
         (

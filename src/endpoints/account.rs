@@ -1,7 +1,8 @@
 //! `GET /account/apps` and `POST /account/apps/revoke`: every agent a user connected, and a
 //! way to disconnect it (the consent goes, and its refresh tokens stop working at once).
-//! `/account/security`: the user's second factor (authenticator app, recovery codes); what
-//! they are decided in `oauth::authn::factors`.
+//! `/account/security`: how the user signs in — their password, second factor (authenticator
+//! app, recovery codes), linked identities and sessions. Every change there needs a recent
+//! sign-in; the changes themselves are made (and audited) in `oauth::authn`.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -11,11 +12,14 @@ use minijinja::context;
 
 use crate::audit::{Event, Kind};
 use crate::config::MfaPolicy;
+use crate::http::ClientAddr;
+use crate::oauth::authn::account::{self as changes, PasswordChange, UnlinkError};
 use crate::oauth::authn::factors::{self, Enrollment, Status};
+use crate::oauth::authn::{SigninError, session as sessions};
 use crate::oauth::consent::identity_key;
 use crate::oauth::resource::ResourceUri;
 use crate::state::AppState;
-use crate::store::User;
+use crate::store::{Session, User};
 use crate::ui::see_other;
 use crate::util;
 
@@ -115,13 +119,20 @@ struct Shown<'a> {
     enrollment: Option<&'a Enrollment>,
     recovery_codes: Option<&'a [String]>,
     error: Option<&'a str>,
+    notice: Option<&'a str>,
+}
+
+/// Who is looking at the security page: the signed-in user and this browser's session.
+struct Viewer {
+    session: Session,
+    user: User,
 }
 
 /// The security page with `error` shown, answered with `status`.
 async fn refused(
     state: &AppState,
     headers: &HeaderMap,
-    user: &User,
+    viewer: &Viewer,
     status: StatusCode,
     error: &str,
 ) -> Response {
@@ -129,33 +140,63 @@ async fn refused(
         error: Some(error),
         ..Shown::default()
     };
-    security_page(state, headers, user, status, shown).await
+    security_page(state, headers, viewer, status, shown).await
+}
+
+/// The security page with `notice` shown: a change made.
+async fn done(state: &AppState, headers: &HeaderMap, viewer: &Viewer, notice: &str) -> Response {
+    let shown = Shown {
+        notice: Some(notice),
+        ..Shown::default()
+    };
+    security_page(state, headers, viewer, StatusCode::OK, shown).await
 }
 
 /// The security page showing new recovery codes, once.
 async fn showing_codes(
     state: &AppState,
     headers: &HeaderMap,
-    user: &User,
+    viewer: &Viewer,
     codes: &[String],
 ) -> Response {
     let shown = Shown {
         recovery_codes: Some(codes),
         ..Shown::default()
     };
-    security_page(state, headers, user, StatusCode::OK, shown).await
+    security_page(state, headers, viewer, StatusCode::OK, shown).await
+}
+
+/// How a session signed in, in words (RFC 8176 `amr` values).
+fn methods_in_words(amr: &[String]) -> String {
+    let words: Vec<&str> = amr
+        .iter()
+        .filter_map(|m| match m.as_str() {
+            "pwd" => Some("password"),
+            "otp" => Some("authenticator code"),
+            "mfa" => Some("recovery code"),
+            "hwk" => Some("passkey"),
+            "fed" => Some("another provider"),
+            _ => None,
+        })
+        .collect();
+    if words.is_empty() {
+        "unknown".into()
+    } else {
+        words.join(" and ")
+    }
 }
 
 async fn security_page(
     state: &AppState,
     headers: &HeaderMap,
-    user: &User,
+    viewer: &Viewer,
     status: StatusCode,
     shown: Shown<'_>,
 ) -> Response {
-    let web = &state.web;
+    let (ctx, web) = (&state.oauth, &state.web);
+    let Viewer { session, user } = viewer;
     let browser = web.browser(headers);
-    let (factor, left) = match factors::status(&state.oauth, &user.id).await {
+    let (factor, left) = match factors::status(ctx, &user.id).await {
         Ok(Status::None) => ("none", 0),
         Ok(Status::Pending) => ("pending", 0),
         Ok(Status::Confirmed {
@@ -163,6 +204,37 @@ async fn security_page(
         }) => ("confirmed", recovery_codes_left),
         Err(e) => return web.internal_error(e),
     };
+    let (live, linked) = match tokio::try_join!(
+        ctx.sessions().list_user_sessions(&user.id, ctx.now()),
+        ctx.identities().identities_of(&user.id),
+    ) {
+        Ok(found) => found,
+        Err(e) => return web.internal_error(e),
+    };
+    let sessions: Vec<_> = live
+        .iter()
+        .map(|s| {
+            context! {
+                sid => s.sid,
+                this => s.sid == session.sid,
+                signed_in => util::rfc3339(s.auth_time),
+                methods => methods_in_words(&s.amr),
+                expires => util::rfc3339(s.expires_at),
+            }
+        })
+        .collect();
+    let identities: Vec<_> = linked
+        .iter()
+        .map(|l| {
+            context! {
+                issuer => l.issuer,
+                subject => l.subject,
+                email => l.email,
+                linked => util::rfc3339(l.created_at),
+                linked_by => l.linked_by.as_str(),
+            }
+        })
+        .collect();
     let enrollment = shown.enrollment.map(|e| {
         context! {
             qr => crate::ui::qr_svg(&e.uri),
@@ -170,6 +242,10 @@ async fn security_page(
             uri => e.uri.as_str(),
         }
     });
+    let passkeys = match super::passkeys::section(state, &user.id).await {
+        Ok(p) => p,
+        Err(e) => return web.internal_error(e),
+    };
     let page = web.render(
         status,
         "security.html",
@@ -177,41 +253,181 @@ async fn security_page(
             base => web.base_path(),
             username => user.username,
             csrf => web.csrf(&browser),
+            recent => sessions::is_recent(session, ctx.now()),
+            reauthenticate => crate::oauth::authn::signin_url(
+                web.base_path(),
+                &web.path("/account/security"),
+                Some(&user.username),
+                None,
+            ),
+            has_password => user.password_hash.is_some(),
             factor => factor,
             recovery_codes_left => left,
             enrollment => enrollment,
             recovery_codes => shown.recovery_codes,
             error => shown.error,
-            offered => state.oauth.config.signin.mfa.offered(),
-            required => state.oauth.config.signin.mfa == MfaPolicy::Required,
+            notice => shown.notice,
+            offered => ctx.config.signin.mfa.offered(),
+            required => ctx.config.signin.mfa == MfaPolicy::Required,
+            sessions => sessions,
+            identities => identities,
+            passkeys => passkeys,
         },
     );
     browser.apply(page)
 }
 
-/// The signed-in user of a security form post, with the parsed form; or the page to answer.
+/// A posted change on the security page: its form (CSRF checked) and who posts it, signed in
+/// recently; else the page to answer (a session older than
+/// [`sessions::RECENT_AUTH_SECS`] is sent to sign in again, back to the security page).
 async fn posted(
     state: &AppState,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(crate::oauth::form::Form, User), Box<Response>> {
+) -> Result<(crate::oauth::form::Form, Viewer), Box<Response>> {
     let form = state.web.posted_form(headers, body)?;
-    match super::current_session(state, headers).await? {
-        Some((_, user)) => Ok((form, user)),
-        None => Err(Box::new(see_other(&state.web.path("/signin")))),
-    }
+    let back = state.web.path("/account/security");
+    let (session, user) = super::recently_signed_in(state, headers, &back).await?;
+    Ok((form, Viewer { session, user }))
 }
 
 /// `GET /account/security`
 pub async fn security(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let user = match super::current_session(&state, &headers).await {
-        Ok(Some((_, user))) => user,
+    let (session, user) = match super::current_session(&state, &headers).await {
+        Ok(Some(found)) => found,
         Ok(None) => {
             return super::to_signin(&state, &state.web.path("/account/security"), None, None);
         }
         Err(page) => return *page,
     };
-    security_page(&state, &headers, &user, StatusCode::OK, Shown::default()).await
+    let viewer = Viewer { session, user };
+    security_page(&state, &headers, &viewer, StatusCode::OK, Shown::default()).await
+}
+
+/// `POST /account/security/password`: a new password, with the current one (when the
+/// account has one). Other browsers are signed out and agents' refresh tokens end; this
+/// browser stays signed in under a new cookie.
+pub async fn password(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (form, viewer) = match posted(&state, &headers, &body).await {
+        Ok(p) => p,
+        Err(page) => return *page,
+    };
+    let new = form.get("new_password").unwrap_or("").to_string();
+    if form.get("new_password_again") != Some(new.as_str()) {
+        let error = "The two new passwords differ. Type the same one twice.";
+        return refused(&state, &headers, &viewer, StatusCode::BAD_REQUEST, error).await;
+    }
+    let change = PasswordChange {
+        current: form.get("current_password").unwrap_or(""),
+        new,
+        addr,
+    };
+    let (status, error) =
+        match changes::change_password(&state.oauth, &viewer.user, &viewer.session, change).await {
+            Ok(changed) => {
+                let viewer = Viewer {
+                    session: changed.session,
+                    user: viewer.user,
+                };
+                let notice = "Your password is changed. Other browsers were signed out, and \
+                              connected apps must sign in again.";
+                let page = done(&state, &headers, &viewer, notice).await;
+                return super::signin::with_session_cookie(&state, page, &changed.cookie);
+            }
+            Err(SigninError::WrongCredentials) => (
+                StatusCode::BAD_REQUEST,
+                "Your current password is not right. Your password has not changed.".to_string(),
+            ),
+            Err(SigninError::NewPasswordRejected(why)) => (
+                StatusCode::BAD_REQUEST,
+                format!("That new password won't do: {why}."),
+            ),
+            Err(SigninError::Throttled(t)) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "Too many wrong passwords. Try again in {} seconds.",
+                    t.retry_after().max(1)
+                ),
+            ),
+            Err(e) => return state.web.internal_error(e),
+        };
+    refused(&state, &headers, &viewer, status, &error).await
+}
+
+/// `POST /account/security/sessions/end`: sign out one session (`sid`), or every other
+/// one (`others`).
+pub async fn end_session(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (form, viewer) = match posted(&state, &headers, &body).await {
+        Ok(p) => p,
+        Err(page) => return *page,
+    };
+    let ctx = &state.oauth;
+    if form.get("others").is_some() {
+        return match changes::end_other_sessions(ctx, &viewer.user, &viewer.session, addr).await {
+            Ok(0) => done(&state, &headers, &viewer, "No other browser was signed in.").await,
+            Ok(_) => {
+                done(
+                    &state,
+                    &headers,
+                    &viewer,
+                    "Every other browser is signed out.",
+                )
+                .await
+            }
+            Err(e) => state.web.internal_error(e),
+        };
+    }
+    let sid = form.get("sid").unwrap_or("");
+    match changes::end_session(ctx, &viewer.user, sid, addr).await {
+        Ok(true) if sid == viewer.session.sid => super::signin::signed_out(&state),
+        Ok(true) => done(&state, &headers, &viewer, "That browser is signed out.").await,
+        Ok(false) => {
+            let error = "That session has already ended.";
+            refused(&state, &headers, &viewer, StatusCode::NOT_FOUND, error).await
+        }
+        Err(e) => state.web.internal_error(e),
+    }
+}
+
+/// `POST /account/security/identities/unlink`: the identity at another issuer (`issuer`,
+/// `subject`) no longer names this account.
+pub async fn unlink_identity(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (form, viewer) = match posted(&state, &headers, &body).await {
+        Ok(p) => p,
+        Err(page) => return *page,
+    };
+    let (issuer, subject) = (
+        form.get("issuer").unwrap_or(""),
+        form.get("subject").unwrap_or(""),
+    );
+    match changes::unlink_identity(&state.oauth, &viewer.user, issuer, subject, addr).await {
+        Ok(()) => done(&state, &headers, &viewer, "That identity is unlinked.").await,
+        Err(UnlinkError::NotFound) => {
+            let error = "That identity is not linked to this account.";
+            refused(&state, &headers, &viewer, StatusCode::NOT_FOUND, error).await
+        }
+        Err(UnlinkError::OnlyWayIn) => {
+            let error = "That identity is the only way to sign in to this account. Set a \
+                         password first.";
+            refused(&state, &headers, &viewer, StatusCode::CONFLICT, error).await
+        }
+        Err(UnlinkError::Store(e)) => state.web.internal_error(e),
+    }
 }
 
 /// `POST /account/security/totp/start`: a new secret, shown as a QR code and as text.
@@ -220,25 +436,26 @@ pub async fn totp_start(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (_, user) = match posted(&state, &headers, &body).await {
+    let (_, viewer) = match posted(&state, &headers, &body).await {
         Ok(p) => p,
         Err(page) => return *page,
     };
     if !state.oauth.config.signin.mfa.offered() {
         let error = "This service does not offer authenticator apps.";
-        return refused(&state, &headers, &user, StatusCode::FORBIDDEN, error).await;
+        return refused(&state, &headers, &viewer, StatusCode::FORBIDDEN, error).await;
     }
+    let user = &viewer.user;
     match factors::start(&state.oauth, &user.id, &user.username).await {
         Ok(Some(e)) => {
             let shown = Shown {
                 enrollment: Some(&e),
                 ..Shown::default()
             };
-            security_page(&state, &headers, &user, StatusCode::OK, shown).await
+            security_page(&state, &headers, &viewer, StatusCode::OK, shown).await
         }
         Ok(None) => {
             let error = "An authenticator app is already set up. Remove it first.";
-            refused(&state, &headers, &user, StatusCode::CONFLICT, error).await
+            refused(&state, &headers, &viewer, StatusCode::CONFLICT, error).await
         }
         Err(e) => state.web.internal_error(e),
     }
@@ -250,13 +467,14 @@ pub async fn totp_confirm(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (form, user) = match posted(&state, &headers, &body).await {
+    let (form, viewer) = match posted(&state, &headers, &body).await {
         Ok(p) => p,
         Err(page) => return *page,
     };
+    let user = &viewer.user;
     let code = form.get("code").unwrap_or("");
     match factors::confirm(&state.oauth, &user.id, code).await {
-        Ok(Some(codes)) => showing_codes(&state, &headers, &user, &codes).await,
+        Ok(Some(codes)) => showing_codes(&state, &headers, &viewer, &codes).await,
         Ok(None) => {
             let pending = match factors::pending(&state.oauth, &user.id, &user.username).await {
                 Ok(p) => p,
@@ -269,7 +487,7 @@ pub async fn totp_confirm(
                 ),
                 ..Shown::default()
             };
-            security_page(&state, &headers, &user, StatusCode::BAD_REQUEST, shown).await
+            security_page(&state, &headers, &viewer, StatusCode::BAD_REQUEST, shown).await
         }
         Err(e) => state.web.internal_error(e),
     }
@@ -282,16 +500,16 @@ pub async fn recovery_codes(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (form, user) = match posted(&state, &headers, &body).await {
+    let (form, viewer) = match posted(&state, &headers, &body).await {
         Ok(p) => p,
         Err(page) => return *page,
     };
     let code = form.get("code").unwrap_or("");
-    match factors::regenerate_recovery_codes(&state.oauth, &user.id, code).await {
-        Ok(Some(codes)) => showing_codes(&state, &headers, &user, &codes).await,
+    match factors::regenerate_recovery_codes(&state.oauth, &viewer.user.id, code).await {
+        Ok(Some(codes)) => showing_codes(&state, &headers, &viewer, &codes).await,
         Ok(None) => {
             let error = "That code is not right, or was already used.";
-            refused(&state, &headers, &user, StatusCode::BAD_REQUEST, error).await
+            refused(&state, &headers, &viewer, StatusCode::BAD_REQUEST, error).await
         }
         Err(e) => state.web.internal_error(e),
     }
@@ -303,21 +521,21 @@ pub async fn totp_remove(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (form, user) = match posted(&state, &headers, &body).await {
+    let (form, viewer) = match posted(&state, &headers, &body).await {
         Ok(p) => p,
         Err(page) => return *page,
     };
     if state.oauth.config.signin.mfa == MfaPolicy::Required {
         let error = "A second factor is required here: the authenticator app cannot be \
                      removed. If you lost it, ask the people who run this service to reset it.";
-        return refused(&state, &headers, &user, StatusCode::FORBIDDEN, error).await;
+        return refused(&state, &headers, &viewer, StatusCode::FORBIDDEN, error).await;
     }
     let code = form.get("code").unwrap_or("");
-    match factors::remove(&state.oauth, &user.id, code).await {
+    match factors::remove(&state.oauth, &viewer.user.id, code).await {
         Ok(true) => see_other(&state.web.path("/account/security")),
         Ok(false) => {
             let error = "That code is not right, or was already used.";
-            refused(&state, &headers, &user, StatusCode::BAD_REQUEST, error).await
+            refused(&state, &headers, &viewer, StatusCode::BAD_REQUEST, error).await
         }
         Err(e) => state.web.internal_error(e),
     }

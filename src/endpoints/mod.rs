@@ -7,6 +7,7 @@ pub mod device;
 pub mod health;
 pub mod introspect;
 pub mod jwks;
+pub mod passkeys;
 pub mod register;
 pub mod revoke;
 pub mod schemas;
@@ -50,6 +51,28 @@ pub async fn session_for_post(
             axum::http::StatusCode::BAD_REQUEST,
             &format!("You are no longer signed in. {start_again}"),
         ))),
+    }
+}
+
+/// The signed-in session of an account page that changes how the user signs in: signed in
+/// within [`authn::session::RECENT_AUTH_SECS`]. Without a session, or with an older one, a
+/// 303 to sign in (again), coming back to `return_to`; the user's name is filled in.
+pub async fn recently_signed_in(
+    state: &AppState,
+    headers: &HeaderMap,
+    return_to: &str,
+) -> Result<(Session, User), Box<Response>> {
+    match current_session(state, headers).await? {
+        Some((session, user)) if authn::session::is_recent(&session, state.oauth.now()) => {
+            Ok((session, user))
+        }
+        Some((_, user)) => Err(Box::new(to_signin(
+            state,
+            return_to,
+            Some(&user.username),
+            None,
+        ))),
+        None => Err(Box::new(to_signin(state, return_to, None, None))),
     }
 }
 

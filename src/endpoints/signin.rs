@@ -12,6 +12,7 @@ use crate::http::ClientAddr;
 use crate::oauth::authn::acr::Level;
 use crate::oauth::authn::factors::{self, Enrollment};
 use crate::oauth::authn::{self, PasswordAttempt, PasswordChecked, SignedIn, SigninError};
+use crate::oauth::authorize;
 use crate::oauth::form::Form;
 use crate::state::AppState;
 use crate::ui::{Browser, see_other};
@@ -37,6 +38,8 @@ struct SigninView<'a> {
     change_password: bool,
     /// And the second factor's code with it.
     ask_code: bool,
+    /// Who asks the user to sign in (`ui::consent::who_asks`), when an application does.
+    asker: Option<minijinja::Value>,
 }
 
 fn render(state: &AppState, browser: &Browser, status: StatusCode, v: &SigninView<'_>) -> Response {
@@ -55,6 +58,8 @@ fn render(state: &AppState, browser: &Browser, status: StatusCode, v: &SigninVie
             ask_code => v.ask_code,
             acr => v.acr.map(Level::acr),
             need => need.map(Level::words),
+            asker => v.asker,
+            passkeys => authn::passkey::available(&state.oauth),
         },
     );
     browser.apply(page)
@@ -63,6 +68,22 @@ fn render(state: &AppState, browser: &Browser, status: StatusCode, v: &SigninVie
 /// The level a sign-in form or link carries; unknown values mean none.
 fn carried_level(acr: Option<&str>) -> Option<Level> {
     acr.and_then(Level::from_acr)
+}
+
+/// Who asks the user to sign in, when the way back continues an authorization request: its
+/// client and where the browser goes after, as the consent page will show them. Nothing for
+/// any other way back, or a request no longer valid (the request itself says so later).
+async fn asker(state: &AppState, return_to: &str) -> Option<minijinja::Value> {
+    let query = return_to.strip_prefix(&state.web.path("/authorize/continue?"))?;
+    let sealed = serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .ok()?
+        .into_iter()
+        .find_map(|(k, v)| (k == "request").then_some(v))?;
+    let req = authorize::unseal(&state.oauth, &sealed).await.ok()?;
+    Some(crate::ui::consent::who_asks(
+        &req.client,
+        Some(&req.redirect_uri),
+    ))
 }
 
 pub async fn page(
@@ -80,6 +101,7 @@ pub async fn page(
         return_to: &return_to,
         username: q.login_hint.as_deref().unwrap_or(""),
         acr: carried_level(q.acr.as_deref()),
+        asker: asker(&state, &return_to).await,
         ..SigninView::default()
     };
     render(&state, &browser, StatusCode::OK, &view)
@@ -101,6 +123,7 @@ pub async fn submit(
     let level = carried_level(form.get("acr"));
     // The form again with a message; `change_password` adds the new-password fields (and
     // `ask_code` the second factor's).
+    let asker = asker(&state, &return_to).await;
     let again = |status, msg: &str, change_password, ask_code| {
         let view = SigninView {
             return_to: &return_to,
@@ -109,6 +132,7 @@ pub async fn submit(
             error: Some(msg),
             change_password,
             ask_code,
+            asker: asker.clone(),
         };
         render(&state, &browser, status, &view)
     };
@@ -145,7 +169,12 @@ pub async fn submit(
         Ok(PasswordChecked::SignedIn(s)) => s,
         Ok(PasswordChecked::CodeRequired(user)) => {
             let pending = pending_for(&state, &browser, &user.id, &return_to);
-            return render_code(&state, &browser, StatusCode::OK, &return_to, &pending, None);
+            let second = match authn::second_factors(&state.oauth, &user.id).await {
+                Ok(s) => s,
+                Err(e) => return state.web.internal_error(e),
+            };
+            let code = Code::new(&return_to, &pending, second);
+            return render_code(&state, &browser, StatusCode::OK, &code, None);
         }
         Ok(PasswordChecked::EnrollmentRequired(user)) => {
             let pending = pending_for(&state, &browser, &user.id, &return_to);
@@ -160,7 +189,8 @@ pub async fn submit(
                     None,
                 ),
                 Ok(None) => {
-                    render_code(&state, &browser, StatusCode::OK, &return_to, &pending, None)
+                    let code = Code::new(&return_to, &pending, TOTP_ONLY);
+                    render_code(&state, &browser, StatusCode::OK, &code, None)
                 }
                 Err(e) => state.web.internal_error(e),
             };
@@ -240,33 +270,66 @@ fn established(
     return_to: &str,
     signed_in: &SignedIn,
 ) -> Response {
-    let target = if return_to.is_empty() {
+    let target = after_signin(state, return_to);
+    browser.apply(with_session_cookie(
+        state,
+        see_other(&target),
+        &signed_in.cookie,
+    ))
+}
+
+/// Where a browser goes once signed in: its way back, else its connected apps.
+pub fn after_signin(state: &AppState, return_to: &str) -> String {
+    if return_to.is_empty() {
         state.web.path("/account/apps")
     } else {
         return_to.to_string()
-    };
-    browser.apply(with_session_cookie(state, see_other(&target), signed_in))
+    }
 }
 
-/// `res` setting the new session's cookie.
-fn with_session_cookie(state: &AppState, mut res: Response, signed_in: &SignedIn) -> Response {
+/// `res` setting a new session's cookie (its value).
+pub fn with_session_cookie(state: &AppState, mut res: Response, cookie: &str) -> Response {
     let ttl = i64::from(state.oauth.config.tokens.session_ttl_secs);
     res.headers_mut().append(
         header::SET_COOKIE,
         state
             .web
-            .set_cookie(state.web.session_cookie(), &signed_in.cookie, Some(ttl)),
+            .set_cookie(state.web.session_cookie(), cookie, Some(ttl)),
     );
     res
 }
 
-/// The second step's page: the code form, carrying the half-done sign-in.
+/// What the second step's page offers: the carried half-done sign-in, and the user's
+/// second factors (the code form for an authenticator app, a button for a passkey).
+struct Code<'a> {
+    return_to: &'a str,
+    pending: &'a str,
+    second: authn::SecondFactors,
+}
+
+impl<'a> Code<'a> {
+    fn new(return_to: &'a str, pending: &'a str, second: authn::SecondFactors) -> Self {
+        Self {
+            return_to,
+            pending,
+            second,
+        }
+    }
+}
+
+/// The code form alone (an authenticator app just confirmed, or a second step failed).
+const TOTP_ONLY: authn::SecondFactors = authn::SecondFactors {
+    authenticator: true,
+    passkey: false,
+};
+
+/// The second step's page: the code form and/or the passkey button, carrying the half-done
+/// sign-in.
 fn render_code(
     state: &AppState,
     browser: &Browser,
     status: StatusCode,
-    return_to: &str,
-    pending: &str,
+    code: &Code<'_>,
     error: Option<&str>,
 ) -> Response {
     let web = &state.web;
@@ -276,9 +339,11 @@ fn render_code(
         context! {
             base => web.base_path(),
             csrf => web.csrf(browser),
-            return_to => return_to,
-            pending => pending,
+            return_to => code.return_to,
+            pending => code.pending,
             error => error,
+            totp => code.second.authenticator,
+            passkey => code.second.passkey,
         },
     );
     browser.apply(page)
@@ -399,16 +464,15 @@ pub async fn submit_code(
     let replacing = state.web.session(&headers);
     match authn::sign_in_with_code(&state.oauth, &step.user_id, code, addr, replacing).await {
         Ok(signed_in) => established(&state, &step.browser, &step.return_to, &signed_in),
-        Err(e) => step.refused(&state, e, |status, msg: &str| {
-            render_code(
-                &state,
-                &step.browser,
-                status,
-                &step.return_to,
-                &step.pending,
-                Some(msg),
-            )
-        }),
+        Err(e) => {
+            let second = authn::second_factors(&state.oauth, &step.user_id)
+                .await
+                .unwrap_or(TOTP_ONLY);
+            let page = Code::new(&step.return_to, &step.pending, second);
+            step.refused(&state, e, |status, msg: &str| {
+                render_code(&state, &step.browser, status, &page, Some(msg))
+            })
+        }
     }
 }
 
@@ -470,7 +534,7 @@ pub async fn submit_enroll(
                     next => target,
                 },
             );
-            with_session_cookie(&state, step.browser.apply(page), &signed_in)
+            with_session_cookie(&state, step.browser.apply(page), &signed_in.cookie)
         }
         Err(e) => {
             let shown = factors::pending_of(&state.oauth, &step.user_id).await;
@@ -488,8 +552,7 @@ pub async fn submit_enroll(
                     &state,
                     &step.browser,
                     status,
-                    &step.return_to,
-                    &step.pending,
+                    &Code::new(&step.return_to, &step.pending, TOTP_ONLY),
                     Some(msg),
                 ),
             })
@@ -515,6 +578,11 @@ pub async fn signout(State(state): State<AppState>, headers: HeaderMap, body: By
     {
         return state.web.internal_error(e);
     }
+    signed_out(&state)
+}
+
+/// The browser sent to the sign-in page, its session cookie cleared (its session ended).
+pub fn signed_out(state: &AppState) -> Response {
     let mut res = see_other(&state.web.path("/signin"));
     res.headers_mut().append(
         header::SET_COOKIE,

@@ -21,7 +21,8 @@ use crate::config::Config;
 use crate::keys::KeyManager;
 use crate::store::{
     CodeStore, ConsentStore, DeviceStore, ExchangePolicyStore, FactorStore, IdJagPolicyStore,
-    IdentityStore, RateLimitStore, RefreshTokenStore, ReplayStore, SessionStore, Store, UserStore,
+    IdentityStore, PasskeyStore, RateLimitStore, RefreshTokenStore, ReplayStore, SessionStore,
+    Store, UserStore,
 };
 
 /// The time protocol decisions are made at: the system clock, or a fixed time in tests.
@@ -141,6 +142,9 @@ impl Context {
         &*self.store
     }
     pub fn factors(&self) -> &dyn FactorStore {
+        &*self.store
+    }
+    pub fn passkeys(&self) -> &dyn PasskeyStore {
         &*self.store
     }
     pub fn consents(&self) -> &dyn ConsentStore {

@@ -21,6 +21,7 @@ pub mod factors;
 pub mod id_jag;
 pub mod identities;
 pub mod keys;
+pub mod passkeys;
 pub mod postgres;
 pub mod rate_limits;
 pub mod refresh_tokens;
@@ -49,6 +50,7 @@ pub use factors::{FactorStore, TotpFactor};
 pub use id_jag::{IdJagPolicy, IdJagPolicyStore, TrustedIssuer};
 pub use identities::{IdentityStore, LinkedBy, LinkedIdentity};
 pub use keys::{KeyStore, StoredKey};
+pub use passkeys::{Ceremony, PasskeyStore, StoredPasskey};
 pub use rate_limits::{Backoff, RateLimitStore};
 pub use refresh_tokens::{
     Presented, REVOKED_FAMILY_MEMORY_SECS, RefreshToken, RefreshTokenStore, Rotation, Successor,
@@ -122,6 +124,7 @@ pub trait Store:
     + IdentityStore
     + SessionStore
     + FactorStore
+    + PasskeyStore
     + ConsentStore
     + CodeStore
     + RefreshTokenStore

@@ -26,6 +26,15 @@ pub trait SessionStore: Send + Sync {
     async fn get_session(&self, token_hash: &[u8], now: i64)
     -> Result<Option<Session>, StoreError>;
     async fn delete_session(&self, token_hash: &[u8]) -> Result<(), StoreError>;
+    /// A user's live sessions at `now`, newest first.
+    async fn list_user_sessions(&self, user_id: &str, now: i64)
+    -> Result<Vec<Session>, StoreError>;
+    /// End the user's session `sid`; false when they have none by that id (another user's
+    /// session is never ended).
+    async fn delete_user_session(&self, user_id: &str, sid: &str) -> Result<bool, StoreError>;
+    /// End every session of the user but `keep_sid`; how many ended.
+    async fn delete_other_sessions(&self, user_id: &str, keep_sid: &str)
+    -> Result<u64, StoreError>;
     /// Forget sessions that expired by `now`.
     async fn purge_sessions(&self, now: i64) -> Result<u64, StoreError>;
 }
@@ -97,6 +106,33 @@ macro_rules! sql_impl {
                 Ok(())
             }
 
+            async fn list_user_sessions(&self, user_id: &str, now: i64) -> Result<Vec<$crate::store::Session>, $crate::store::StoreError> {
+                let rows: Vec<$crate::store::sessions::SessionRow> = sqlx::query_as(
+                    "SELECT sid, user_id, auth_time, amr, acr, created_at, expires_at FROM sessions \
+                     WHERE user_id = $1 AND expires_at > $2 ORDER BY created_at DESC, sid",
+                )
+                .bind(user_id)
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+            async fn delete_user_session(&self, user_id: &str, sid: &str) -> Result<bool, $crate::store::StoreError> {
+                let r = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND sid = $2")
+                    .bind(user_id)
+                    .bind(sid)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+            async fn delete_other_sessions(&self, user_id: &str, keep_sid: &str) -> Result<u64, $crate::store::StoreError> {
+                let r = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND sid <> $2")
+                    .bind(user_id)
+                    .bind(keep_sid)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected())
+            }
             async fn purge_sessions(&self, now: i64) -> Result<u64, $crate::store::StoreError> {
                 let r = sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
                     .bind(now)

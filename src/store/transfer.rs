@@ -198,6 +198,30 @@ pub const TABLES: &[Table] = &[
         order_by: &["user_id", "code_hash"],
     },
     Table {
+        // The WebAuthn user handle of each user with passkeys (random, not the user id).
+        name: "passkey_users",
+        columns: &[
+            col("user_id", Text),
+            col("handle", Text),
+            col("created_at", Int),
+        ],
+        order_by: &["user_id"],
+    },
+    Table {
+        // Passkeys: public keys and counters only, no secret.
+        name: "passkeys",
+        columns: &[
+            col("id", Text),
+            col("user_id", Text),
+            col("credential_id", Text),
+            col("credential", Text),
+            col("name", Text),
+            col("created_at", Int),
+            opt("last_used_at", Int),
+        ],
+        order_by: &["id"],
+    },
+    Table {
         name: "sessions",
         columns: &[
             col("token_hash", Bytes),
@@ -319,6 +343,10 @@ pub const SKIPPED: &[(&str, &str)] = &[
     (
         "signin_backoffs",
         "the waits after failed sign-ins start afresh",
+    ),
+    (
+        "webauthn_ceremonies",
+        "passkey ceremonies live minutes; one in flight starts again",
     ),
     (
         "used_jtis",

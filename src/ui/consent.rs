@@ -38,6 +38,39 @@ fn identity_description(scope: &str) -> &'static str {
     }
 }
 
+/// Who asks, as the consent and sign-in pages show it (`asker.html`): the client's name,
+/// whether anyone verified it, who published its metadata document, whether it returns only
+/// to this computer, and the host the browser goes to next (`redirect_uri`; None for the
+/// device flow).
+pub fn who_asks(client: &Client, redirect_uri: Option<&str>) -> minijinja::Value {
+    let redirect_host = redirect_uri.and_then(|r| Url::parse(r).ok()).map(|u| {
+        u.host_str()
+            .map_or_else(|| format!("the app ({})", u.scheme()), str::to_string)
+    });
+    let document_host = match client.source {
+        ClientSource::MetadataDocument => Url::parse(&client.client_id)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string)),
+        ClientSource::Stored(_) => None,
+    };
+    // CIMD draft §6 (SHOULD): a document whose redirect URIs all point at this computer can
+    // be published by anyone for any program; say so.
+    let loopback_only = document_host.is_some()
+        && !client.metadata.redirect_uris.is_empty()
+        && client
+            .metadata
+            .redirect_uris
+            .iter()
+            .all(|r| RedirectUri::parse(r).is_ok_and(|r| r.is_loopback()));
+    context! {
+        client_name => client.display_name(),
+        unverified => client.is_unverified(),
+        document_host => document_host,
+        loopback_only => loopback_only,
+        redirect_host => redirect_host,
+    }
+}
+
 pub fn render(web: &Web, headers: &HeaderMap, v: ConsentView<'_>) -> Response {
     let browser = web.browser(headers);
     let resources: Vec<minijinja::Value> = v
@@ -61,39 +94,16 @@ pub fn render(web: &Web, headers: &HeaderMap, v: ConsentView<'_>) -> Response {
         .iter()
         .map(|s| context! { name => s, description => identity_description(s) })
         .collect();
-    let redirect_host = v.redirect_uri.and_then(|r| Url::parse(r).ok()).map(|u| {
-        u.host_str()
-            .map_or_else(|| format!("the app ({})", u.scheme()), str::to_string)
-    });
-    let document_host = match v.client.source {
-        ClientSource::MetadataDocument => Url::parse(&v.client.client_id)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_string)),
-        ClientSource::Stored(_) => None,
-    };
-    // CIMD draft §6 (SHOULD): a document whose redirect URIs all point at this computer can
-    // be published by anyone for any program; say so.
-    let loopback_only = document_host.is_some()
-        && !v.client.metadata.redirect_uris.is_empty()
-        && v.client
-            .metadata
-            .redirect_uris
-            .iter()
-            .all(|r| RedirectUri::parse(r).is_ok_and(|r| r.is_loopback()));
     let page = web.render(
         StatusCode::OK,
         "consent.html",
         context! {
             base => web.base_path(),
             action => v.action,
-            client_name => v.client.display_name(),
-            unverified => v.client.is_unverified(),
-            document_host => document_host,
-            loopback_only => loopback_only,
+            asker => who_asks(v.client, v.redirect_uri),
             username => v.user.username,
             resources => resources,
             identity => identity,
-            redirect_host => redirect_host,
             user_code => v.user_code,
             csrf => web.csrf(&browser),
             params => v.params,

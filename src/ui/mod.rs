@@ -19,6 +19,8 @@ pub const SESSION_COOKIE: &str = "concierge_session";
 /// The anti-forgery binding cookie's name, before its prefix.
 pub const BROWSER_COOKIE: &str = "concierge_browser";
 pub const STYLESHEET: &str = include_str!("concierge.css");
+/// The one script of the pages: the WebAuthn ceremonies of passkeys (`/static/passkey.js`).
+pub const PASSKEY_SCRIPT: &str = include_str!("passkey.js");
 
 /// How long a form's anti-forgery token is good for, in seconds.
 pub const CSRF_TTL_SECS: i64 = 3600;
@@ -57,6 +59,7 @@ impl Web {
         env.add_template("error.html", include_str!("templates/error.html"))?;
         env.add_template("signin.html", include_str!("templates/signin.html"))?;
         env.add_template("consent.html", include_str!("templates/consent.html"))?;
+        env.add_template("asker.html", include_str!("templates/asker.html"))?;
         env.add_template("apps.html", include_str!("templates/apps.html"))?;
         env.add_template("device.html", include_str!("templates/device.html"))?;
         env.add_template(
@@ -64,6 +67,18 @@ impl Web {
             include_str!("templates/signin_code.html"),
         )?;
         env.add_template("security.html", include_str!("templates/security.html"))?;
+        env.add_template(
+            "security_passkeys.html",
+            include_str!("templates/security_passkeys.html"),
+        )?;
+        env.add_template(
+            "signin_passkey.html",
+            include_str!("templates/signin_passkey.html"),
+        )?;
+        env.add_template(
+            "signin_code_passkey.html",
+            include_str!("templates/signin_code_passkey.html"),
+        )?;
         env.add_template(
             "signin_enroll.html",
             include_str!("templates/signin_enroll.html"),
@@ -239,11 +254,13 @@ pub fn qr_svg(text: &str) -> String {
 pub fn with_page_headers(mut res: Response) -> Response {
     let h = res.headers_mut();
     // No form-action: after a consent decision the browser follows a redirect to the
-    // client's redirect URI, which form-action would block.
+    // client's redirect URI, which form-action would block. Scripts and their requests only
+    // from this origin (the passkey ceremonies' `/static/passkey.js`), never inline.
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; frame-ancestors 'none'",
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; \
+             img-src 'self'; base-uri 'none'; frame-ancestors 'none'",
         ),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));

@@ -155,6 +155,7 @@ type Configure<'a> = Box<dyn FnOnce(&mut Config) + 'a>;
 pub struct TestAppBuilder<'a> {
     backend: Backend,
     issuer_path: String,
+    localhost: bool,
     listener: Option<tokio::net::TcpListener>,
     configure: Vec<Configure<'a>>,
     grants: Option<GrantRegistry>,
@@ -169,6 +170,7 @@ impl TestApp {
         TestAppBuilder {
             backend,
             issuer_path: String::new(),
+            localhost: false,
             listener: None,
             configure: Vec::new(),
             grants: None,
@@ -190,6 +192,13 @@ impl<'a> TestAppBuilder<'a> {
     /// An issuer with a path, e.g. `/tenant-a`.
     pub fn at_path(mut self, path: &str) -> Self {
         self.issuer_path = path.to_string();
+        self
+    }
+
+    /// An issuer on `http://localhost:PORT` instead of `http://127.0.0.1:PORT`: WebAuthn
+    /// allows no IP address as a relying party, so passkeys are offered only so.
+    pub fn on_localhost(mut self) -> Self {
+        self.localhost = true;
         self
     }
 
@@ -247,7 +256,12 @@ impl<'a> TestAppBuilder<'a> {
         let dir = tempfile::tempdir().expect("tempdir");
         let (database_url, pg_database) = fresh_database(self.backend, dir.path()).await?;
         let port = listener.local_addr().expect("addr").port();
-        let origin = format!("http://127.0.0.1:{port}");
+        let host = if self.localhost {
+            "localhost"
+        } else {
+            "127.0.0.1"
+        };
+        let origin = format!("http://{host}:{port}");
         let mut config = Config {
             issuer: format!("{origin}{}", self.issuer_path),
             data_dir: dir.path().to_path_buf(),

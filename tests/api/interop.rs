@@ -160,6 +160,11 @@ both!(
             &[("SCREENSHOT", shot)],
         )
         .await;
+        // The sign-in page said who asks, before the password.
+        let asker = &seen["asker"];
+        assert_eq!(asker["client"], "Test Agent", "{seen}");
+        assert_eq!(asker["unverified"], true);
+        assert_eq!(asker["redirectHost"], "127.0.0.1");
         let consent = &seen["consent"];
         assert_eq!(consent["client"], "Test Agent", "{seen}");
         assert_eq!(consent["unverified"], true);
@@ -206,6 +211,40 @@ both!(
             "invalid_grant",
             "revoked",
         );
+
+        // The security page: a new password through its form; this browser stays signed in.
+        let shot = std::env::temp_dir().join(format!("concierge-security-{client}.png"));
+        let changed = node(
+            "browser.mjs",
+            &[
+                "password",
+                &app.url("/account/security"),
+                "alice",
+                PASSWORD,
+                "a new and longer password",
+                &profile,
+            ],
+            &[("SCREENSHOT", shot.to_str().unwrap())],
+        )
+        .await;
+        assert!(changed["error"].is_null(), "{changed}");
+        assert!(
+            changed["notice"]
+                .as_str()
+                .is_some_and(|n| n.contains("password is changed")),
+            "{changed}"
+        );
+        assert_eq!(changed["thisBrowser"], 1, "{changed}");
+        let b = browser();
+        let res = sign_in(
+            &app,
+            &b,
+            &app.url("/signin"),
+            "alice",
+            "a new and longer password",
+        )
+        .await;
+        assert_eq!(res.status(), 303);
         app
     }
 );

@@ -9,6 +9,7 @@ mod introspection;
 mod mcp;
 mod mcp_sdk;
 
+mod account_security;
 mod admin;
 mod agents;
 mod audit;
@@ -39,6 +40,7 @@ mod mfa;
 mod observability;
 mod openapi;
 mod operations;
+mod passkeys;
 mod private_key_jwt;
 mod process;
 mod refresh;

@@ -88,7 +88,7 @@ pub fn recovery_codes(html: &str) -> Vec<String> {
 }
 
 /// POST a form of the security page `html` (its CSRF token) to `path` with `fields`.
-async fn post_security(
+pub async fn post_security(
     app: &TestApp,
     b: &reqwest::Client,
     path: &str,

@@ -394,3 +394,79 @@ async fn a_successor_committed_after_a_consent_revocation_is_dead() {
         app.finish().await;
     }
 }
+
+both!(
+    passkeys,
+    builder | b: crate::helpers::TestAppBuilder | b.with_user("alice", "correct horse battery").with_user("bob", "correct horse battery"),
+    |app: TestApp| async move {
+        use concierge::store::{Ceremony, StoredPasskey};
+        let s = app.store();
+        let (alice, bob) = (app.users["alice"].clone(), app.users["bob"].clone());
+        let t = concierge::util::now();
+
+        // The user handle: the first one stored stays, and leads back to its user.
+        let h = s.passkey_handle(&alice, "handle-a", t).await.unwrap();
+        assert_eq!(h, "handle-a");
+        assert_eq!(s.passkey_handle(&alice, "handle-b", t).await.unwrap(), "handle-a");
+        assert_eq!(s.user_of_passkey_handle("handle-a").await.unwrap(), Some(alice.clone()));
+        assert_eq!(s.user_of_passkey_handle("handle-b").await.unwrap(), None);
+        assert_eq!(s.user_of_passkey_handle("nul\0").await.unwrap(), None);
+
+        let pk = |id: &str, user: &str, cred: &str| StoredPasskey {
+            id: id.into(),
+            user_id: user.into(),
+            credential_id: cred.into(),
+            credential: "{}".into(),
+            name: format!("key {id}"),
+            created_at: t,
+            last_used_at: None,
+        };
+        s.insert_passkey(&pk("p1", &alice, "c1")).await.unwrap();
+        s.insert_passkey(&pk("p2", &alice, "c2")).await.unwrap();
+        // A credential id belongs to one passkey, whoever registers it again.
+        assert!(matches!(
+            s.insert_passkey(&pk("p3", &bob, "c1")).await,
+            Err(StoreError::Conflict(_))
+        ));
+        let listed = s.list_passkeys(&alice).await.unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0], pk("p1", &alice, "c1"));
+        assert!(s.list_passkeys(&bob).await.unwrap().is_empty());
+
+        // A use: the time, and the credential only when it changed.
+        assert!(s.passkey_used(&alice, "c1", Some("{\"n\":1}"), t + 5).await.unwrap());
+        assert!(s.passkey_used(&alice, "c1", None, t + 6).await.unwrap());
+        assert!(!s.passkey_used(&bob, "c1", None, t + 6).await.unwrap());
+        let p1 = s.list_passkeys(&alice).await.unwrap().remove(0);
+        assert_eq!((p1.credential.as_str(), p1.last_used_at), ("{\"n\":1}", Some(t + 6)));
+
+        // Only the owner renames or removes.
+        assert!(!s.rename_passkey(&bob, "p1", "mine").await.unwrap());
+        assert!(s.rename_passkey(&alice, "p1", "Laptop").await.unwrap());
+        assert_eq!(s.list_passkeys(&alice).await.unwrap()[0].name, "Laptop");
+        assert!(!s.delete_passkey(&bob, "p1").await.unwrap());
+        assert!(s.delete_passkey(&alice, "p1").await.unwrap());
+        assert!(!s.delete_passkey(&alice, "p1").await.unwrap());
+        assert_eq!(s.delete_passkeys(&alice).await.unwrap(), 1);
+        assert!(s.list_passkeys(&alice).await.unwrap().is_empty());
+
+        // A ceremony is taken once, and never after it expired.
+        let c = Ceremony {
+            kind: "register".into(),
+            user_id: Some(alice.clone()),
+            binding: "browser".into(),
+            state: "{}".into(),
+            expires_at: t + 300,
+        };
+        s.put_ceremony(b"one", &c).await.unwrap();
+        s.put_ceremony(b"two", &Ceremony { user_id: None, ..c.clone() }).await.unwrap();
+        s.put_ceremony(b"old", &Ceremony { expires_at: t - 1, ..c.clone() }).await.unwrap();
+        let (a, b) = tokio::join!(s.take_ceremony(b"one", t), s.take_ceremony(b"one", t));
+        let taken: Vec<_> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
+        assert_eq!(taken, vec![c.clone()]);
+        assert!(s.take_ceremony(b"old", t).await.unwrap().is_none());
+        assert_eq!(s.purge_ceremonies(t + 301).await.unwrap(), 1);
+        assert!(s.take_ceremony(b"two", t).await.unwrap().is_none());
+        app
+    }
+);

@@ -78,10 +78,13 @@ export async function authorize(ctx, url, { username, password, redirectPrefix, 
     if (!done()) throw e;
   }
   let consent = null;
+  let asker = null;
   let signedIn = false;
   for (let step = 0; step < 12 && !callback; step++) {
     if (await page.locator('#signin').count()) {
       if (signedIn) throw new Error('sign-in failed: ' + (await page.locator('#error').textContent()));
+      asker = await whoAsks(page);
+      if (screenshot) await page.screenshot({ path: screenshot.replace(/\.png$/, '-signin.png'), fullPage: true });
       await signIn(page, username, password, done);
       signedIn = true;
     } else if (mfa && (await page.locator('#secret').count())) {
@@ -115,7 +118,36 @@ export async function authorize(ctx, url, { username, password, redirectPrefix, 
     }
   }
   if (!callback) throw new Error('never sent back to the client; last page ' + page.url());
-  return { callback, consent, signedIn };
+  return { callback, consent, signedIn, asker };
+}
+
+// Who the sign-in page says is asking (null when it names nobody).
+async function whoAsks(page) {
+  if (!(await page.locator('#client-name').count())) return null;
+  return {
+    client: (await page.locator('#client-name').textContent()).trim(),
+    unverified: (await page.locator('#unverified').count()) > 0,
+    redirectHost: (await page.locator('#redirect-host').textContent()).trim(),
+  };
+}
+
+// On the security page (signing in first if asked): change the password through its form and
+// report what the page then shows.
+export async function changePassword(ctx, url, { username, password, newPassword, screenshot }) {
+  const page = await ctx.newPage();
+  await page.goto(url, { waitUntil: 'load' });
+  if (await page.locator('#signin').count()) await signIn(page, username, password);
+  if (await page.locator('#current-password').count()) await page.fill('#current-password', password);
+  await page.fill('#new-password', newPassword);
+  await page.fill('#new-password-again', newPassword);
+  await submit(page, '#change-password');
+  if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
+  return {
+    notice: (await page.locator('#notice').count()) ? (await page.locator('#notice').textContent()).trim() : null,
+    error: (await page.locator('#error').count()) ? (await page.locator('#error').textContent()).trim() : null,
+    sessions: await page.locator('.session').count(),
+    thisBrowser: await page.locator('.session[data-this]').count(),
+  };
 }
 
 // Sign in to the connected-apps page and revoke the first app listed.

@@ -2,9 +2,11 @@
 //! policy, establishing a session with `amr`, `acr` and `auth_time`, and where to send a
 //! browser to sign in. Pages and handlers call in here; nothing here knows about them.
 
+pub mod account;
 pub mod acr;
 pub mod factors;
 pub mod linking;
+pub mod passkey;
 pub mod password;
 pub mod session;
 pub mod throttle;
@@ -27,10 +29,12 @@ pub const AMR_PASSWORD: &str = "pwd";
 /// milliseconds of a core each).
 const CONCURRENT_PASSWORD_CHECKS: usize = 2;
 
-/// The authentication module's state: the password verifier and the throttle limits.
+/// The authentication module's state: the password verifier, the throttle limits, and the
+/// passkey relying party (None when the issuer's host is an IP address).
 pub struct Authentication {
     pub passwords: PasswordVerifier,
     pub throttle: Throttle,
+    pub passkeys: Option<passkey::RelyingParty>,
 }
 
 impl Authentication {
@@ -38,6 +42,7 @@ impl Authentication {
         Self {
             passwords: PasswordVerifier::new(CONCURRENT_PASSWORD_CHECKS),
             throttle: Throttle::new(&config.signin, &config.registration),
+            passkeys: passkey::RelyingParty::for_issuer(&config.issuer),
         }
     }
 }
@@ -64,7 +69,8 @@ pub struct PasswordAttempt<'a> {
 #[derive(Debug)]
 pub enum PasswordChecked {
     SignedIn(Box<SignedIn>),
-    /// The user has an authenticator: the session waits for its code ([`sign_in_with_code`]).
+    /// The user has a second factor (an authenticator app, a passkey): the session waits for
+    /// it ([`sign_in_with_code`], [`passkey::second_factor_finish`]).
     CodeRequired(Box<User>),
     /// The sign-in needs a second factor the user does not have yet: they set up an
     /// authenticator first ([`enrol_at_signin`]).
@@ -193,9 +199,10 @@ pub async fn sign_in_with_password(
         return Err(SigninError::Disabled);
     }
     throttle.signin_succeeded(limits, &who, addr).await?;
-    // A confirmed authenticator: the password alone establishes nothing. (A pending one,
-    // before its first code, does not count.)
-    let has_code = has_authenticator(ctx, &user.id).await?;
+    // A second factor (a confirmed authenticator, a passkey): the password alone establishes
+    // nothing. (A pending authenticator, before its first code, does not count.)
+    let second = second_factors(ctx, &user.id).await?;
+    let has_code = second.authenticator;
     // An operator asked for a new password: the sign-in completes only with one, and for a
     // user with a second factor only with its code too, checked before the password changes
     // (a password alone must not lock the owner out).
@@ -207,30 +214,16 @@ pub async fn sign_in_with_password(
             (true, None) => return Err(SigninError::PasswordChangeRequired { code: true }),
             (_, code) => code,
         };
-        password::check_new(&new).map_err(SigninError::NewPasswordRejected)?;
-        if ctx
-            .authn
-            .passwords
-            .verify(new.clone(), user.password_hash.clone())
-            .await
-        {
-            return Err(SigninError::NewPasswordRejected(
-                "choose one different from the current password".into(),
-            ));
-        }
+        let hash = new_password_hash(ctx, &user, new).await?;
         if has_code && let Some(code) = code {
             amr.push(second_factor(ctx, &user, code, addr).await?.to_string());
         }
-        let hash = tokio::task::spawn_blocking(move || password::hash(&new))
-            .await
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?
-            .map_err(StoreError::Corrupt)?;
         // Also ends every session and refresh token of the old password.
         ctx.users().set_password(&user.username, &hash, now).await?;
         tracing::info!(user_id = %user.id, "password changed at sign-in, as an operator asked");
     }
-    if has_code && amr.len() == 1 {
-        tracing::info!(user_id = %user.id, "password right; asking for the authenticator code");
+    if second.any() && amr.len() == 1 {
+        tracing::info!(user_id = %user.id, "password right; asking for the second factor");
         return Ok(PasswordChecked::CodeRequired(Box::new(user)));
     }
     let need = level
@@ -253,6 +246,26 @@ pub async fn sign_in_with_password(
         session,
         user,
     })))
+}
+
+/// The stored hash of `new`, `user`'s next password: refused when it breaks the rules for
+/// a new password or is the current one.
+async fn new_password_hash(ctx: &Context, user: &User, new: String) -> Result<String, SigninError> {
+    password::check_new(&new).map_err(SigninError::NewPasswordRejected)?;
+    if ctx
+        .authn
+        .passwords
+        .verify(new.clone(), user.password_hash.clone())
+        .await
+    {
+        return Err(SigninError::NewPasswordRejected(
+            "choose one different from the current password".into(),
+        ));
+    }
+    Ok(tokio::task::spawn_blocking(move || password::hash(&new))
+        .await
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?
+        .map_err(StoreError::Corrupt)?)
 }
 
 /// The text a carried half-done sign-in's tag covers: a fixed label, so no other tagged
@@ -451,6 +464,30 @@ pub async fn enrol_at_signin(
     Ok((signed_in(ctx, user, amr, addr, replacing).await?, codes))
 }
 
+/// The second factors a user has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SecondFactors {
+    /// A confirmed authenticator app.
+    pub authenticator: bool,
+    /// At least one passkey (on a server that offers them).
+    pub passkey: bool,
+}
+
+impl SecondFactors {
+    /// Has the user any? Then the password alone never establishes their session.
+    pub fn any(self) -> bool {
+        self.authenticator || self.passkey
+    }
+}
+
+/// Which second factors the user has: the one place that answers it.
+pub async fn second_factors(ctx: &Context, user_id: &str) -> Result<SecondFactors, StoreError> {
+    Ok(SecondFactors {
+        authenticator: has_authenticator(ctx, user_id).await?,
+        passkey: passkey::has_passkey(ctx, user_id).await?,
+    })
+}
+
 /// Has the user a confirmed authenticator? (A pending one, before its first code, does not
 /// count.)
 async fn has_authenticator(ctx: &Context, user_id: &str) -> Result<bool, StoreError> {
@@ -462,10 +499,12 @@ async fn has_authenticator(ctx: &Context, user_id: &str) -> Result<bool, StoreEr
 }
 
 /// The strongest level `user_id` can reach at a sign-in now: a second factor they have, or
-/// one they may set up (under the server's policy).
+/// one they may set up (under the server's policy). A passkey reaches phishing resistance.
 pub async fn reachable(ctx: &Context, user_id: &str) -> Result<Level, StoreError> {
-    let has_code = has_authenticator(ctx, user_id).await?;
-    Ok(if has_code || ctx.config.signin.mfa.offered() {
+    let second = second_factors(ctx, user_id).await?;
+    Ok(if second.passkey {
+        Level::PhishingResistant
+    } else if second.authenticator || ctx.config.signin.mfa.offered() {
         Level::MultiFactor
     } else {
         Level::OneFactor

@@ -6,6 +6,16 @@ use super::acr::Level;
 use crate::store::{Session, StoreError, User};
 use crate::util;
 
+/// How long after signing in a user may change how they sign in (a password, a passkey, an
+/// authenticator, a linked identity, another session) without signing in again, seconds.
+pub const RECENT_AUTH_SECS: i64 = 600;
+
+/// Did the session's user authenticate within [`RECENT_AUTH_SECS`] of `now`? Changes to how
+/// an account signs in need it, so a browser left signed in cannot be turned into a takeover.
+pub fn is_recent(session: &Session, now: i64) -> bool {
+    now.saturating_sub(session.auth_time) <= RECENT_AUTH_SECS
+}
+
 /// Start a session for `user_id` signed in with `amr` (its `acr` computed from them when
 /// None), ending `replacing` (the browser's previous session, so a
 /// sign-in never keeps an old session id: no fixation). Returns the cookie value, stored
@@ -34,6 +44,21 @@ pub async fn establish(
         acr,
         created_at: now,
         expires_at: now + i64::from(ctx.config.tokens.session_ttl_secs),
+    };
+    ctx.sessions()
+        .insert_session(&util::secret_hash(&token), &session)
+        .await?;
+    Ok((token, session))
+}
+
+/// A new cookie for `old`'s sign-in, after every session of the user ended (a password
+/// change): the same `auth_time`, methods and level, a new id and value.
+pub async fn renew(ctx: &Context, old: &Session) -> Result<(String, Session), StoreError> {
+    let token = util::random_secret();
+    let session = Session {
+        sid: util::random_id(),
+        created_at: ctx.now(),
+        ..old.clone()
     };
     ctx.sessions()
         .insert_session(&util::secret_hash(&token), &session)
