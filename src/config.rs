@@ -70,6 +70,10 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub rate_limits: RateLimitConfig,
     pub signin: SigninConfig,
+    /// Upstream identity providers: a "Sign in with …" button each, as `[[upstream]]`
+    /// tables (OpenID Connect, or `kind = "github"`). More can be added with
+    /// `concierge idp add`. Default: none.
+    pub upstream: Vec<crate::store::UpstreamProvider>,
 }
 
 impl Default for Config {
@@ -100,6 +104,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             rate_limits: RateLimitConfig::default(),
             signin: SigninConfig::default(),
+            upstream: Vec::new(),
         }
     }
 }
@@ -870,6 +875,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "rate_limits",
     "signin",
     "workload_identity",
+    "upstream",
 ];
 
 impl Config {
@@ -966,6 +972,15 @@ impl Config {
             t.check().map_err(|e| {
                 ConfigError::Invalid(format!("id_jag.trusted_issuers {:?}: {e}", t.issuer))
             })?;
+        }
+        for (i, u) in self.upstream.iter().enumerate() {
+            u.check().map_err(ConfigError::Invalid)?;
+            if self.upstream[..i].iter().any(|o| o.id == u.id) {
+                return Err(ConfigError::Invalid(format!(
+                    "upstream {:?} is listed twice",
+                    u.id
+                )));
+            }
         }
         if self.registration.rate_limit_window_secs == 0 {
             return Err(ConfigError::Invalid(

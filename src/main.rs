@@ -80,6 +80,9 @@ enum Command {
     /// ID-JAG issuing policy (as an enterprise IdP for MCP enterprise-managed authorization).
     #[command(subcommand)]
     IdJag(IdJagCmd),
+    /// Upstream identity providers ("Sign in with …" buttons): OpenID Connect or GitHub.
+    #[command(subcommand)]
+    Idp(IdpCmd),
     /// The configuration.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -193,6 +196,64 @@ enum IdJagCmd {
         #[arg(long)]
         resource: String,
     },
+}
+
+#[derive(Subcommand)]
+enum IdpCmd {
+    /// Add a provider. Register `<issuer>/signin/upstream/<id>/callback` as the redirect
+    /// URI at the provider. The client secret is read from an environment variable (never an
+    /// argument) and stored encrypted under the key-encryption key.
+    Add(Box<IdpAdd>),
+    /// List the providers: the configuration file's and the database's.
+    List,
+    /// Remove a provider added with `add` (its users keep their accounts and links).
+    Remove {
+        #[arg(long)]
+        id: String,
+    },
+}
+
+/// `concierge idp add`'s arguments.
+#[derive(Args)]
+struct IdpAdd {
+    /// Our name for it, in its URLs: lowercase letters, digits and '-'.
+    #[arg(long)]
+    id: String,
+    /// The button's label ("Sign in with <name>").
+    #[arg(long)]
+    name: String,
+    /// `oidc` (any OpenID Connect provider, by discovery) or `github`.
+    #[arg(long, default_value = "oidc")]
+    kind: String,
+    /// The provider's issuer (OpenID Connect; for GitHub Enterprise Server, the issuer its
+    /// identities are linked under).
+    #[arg(long)]
+    issuer: Option<String>,
+    /// Our client id at the provider.
+    #[arg(long)]
+    client_id: String,
+    /// The environment variable holding our client secret at the provider.
+    #[arg(long)]
+    client_secret_env: Option<String>,
+    /// A scope to ask for; repeat for more (default: the kind's).
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// Link a provider user to the one local account with the same verified email
+    /// address. Only for a provider that vouches for its users' addresses.
+    #[arg(long)]
+    link_by_email: bool,
+    /// Refuse provider users without a linked account instead of provisioning one.
+    #[arg(long)]
+    no_provision: bool,
+    /// GitHub Enterprise Server: the authorization endpoint.
+    #[arg(long)]
+    authorization_endpoint: Option<String>,
+    /// GitHub Enterprise Server: the token endpoint.
+    #[arg(long)]
+    token_endpoint: Option<String>,
+    /// GitHub Enterprise Server: the REST API's base URL.
+    #[arg(long)]
+    api: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -830,6 +891,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::IdJag(cmd) => id_jag(cmd, &config).await,
+            Command::Idp(cmd) => idp(cmd, &config).await,
             Command::Migrate { check } => return migrate(&config, *check).await,
             Command::Export { file, no_audit } => {
                 let file = file.as_deref().filter(|f| f.as_os_str() != "-");
@@ -923,6 +985,108 @@ async fn record_cli_change(config: &Config) {
     if let Err(e) = stored {
         eprintln!("warning: the change was made but could not be recorded in the audit log: {e}");
     }
+}
+
+async fn idp(cmd: &IdpCmd, config: &Config) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    match cmd {
+        IdpCmd::Add(add) => {
+            let IdpAdd {
+                id,
+                name,
+                kind,
+                issuer,
+                client_id,
+                client_secret_env,
+                scopes,
+                link_by_email,
+                no_provision,
+                authorization_endpoint,
+                token_endpoint,
+                api,
+            } = add.as_ref();
+            let kind = concierge::store::UpstreamKind::parse(kind)
+                .ok_or_else(|| anyhow::anyhow!("--kind is oidc or github, not {kind:?}"))?;
+            if config.upstream.iter().any(|u| &u.id == id) {
+                bail!("the configuration file already has a provider {id:?}");
+            }
+            let secret = match client_secret_env {
+                Some(var) => Some(std::env::var(var).with_context(|| {
+                    format!("the environment variable {var} (--client-secret-env) is not set")
+                })?),
+                None => None,
+            };
+            let provider = concierge::store::UpstreamProvider {
+                id: id.clone(),
+                name: name.clone(),
+                kind,
+                issuer: issuer.clone(),
+                client_id: client_id.clone(),
+                client_secret: None,
+                scopes: scopes.clone(),
+                link_by_email: *link_by_email,
+                provision: !no_provision,
+                authorization_endpoint: authorization_endpoint.clone(),
+                token_endpoint: token_endpoint.clone(),
+                userinfo_endpoint: api.clone(),
+            };
+            let kek = load_kek(config)?;
+            manage::add_upstream(store.as_ref(), &kek, provider, secret.as_deref()).await?;
+            println!(
+                "added {id}: register {}/signin/upstream/{id}/callback as the redirect URI there",
+                config.issuer
+            );
+        }
+        IdpCmd::List => {
+            let stored = store.list_upstreams().await?;
+            let all: Vec<_> = config
+                .upstream
+                .iter()
+                .map(|u| (u, "config", u.client_secret.is_some()))
+                .chain(
+                    stored
+                        .iter()
+                        .map(|s| (&s.provider, "database", s.secret_sealed.is_some())),
+                )
+                .collect();
+            let listing: Vec<serde_json::Value> = all
+                .iter()
+                .map(|(u, origin, secret)| {
+                    serde_json::json!({
+                        "id": u.id, "name": u.name, "kind": u.kind.as_str(), "issuer": u.issuer,
+                        "client_id": u.client_id, "client_secret": secret, "scopes": u.scopes,
+                        "link_by_email": u.link_by_email, "provision": u.provision,
+                        "origin": origin,
+                    })
+                })
+                .collect();
+            if json_output(&listing)? {
+                return Ok(());
+            }
+            if all.is_empty() {
+                println!("no upstream providers; add one with `concierge idp add`");
+            }
+            for (u, origin, _) in all {
+                println!(
+                    "{}  {}  {}  {}  client {}  ({origin})",
+                    u.id,
+                    u.kind.as_str(),
+                    u.name,
+                    u.issuer.as_deref().unwrap_or("-"),
+                    u.client_id
+                );
+            }
+        }
+        IdpCmd::Remove { id } => {
+            if !store.delete_upstream(id).await? {
+                bail!(
+                    "no provider {id} in the database (the configuration file's are changed there)"
+                );
+            }
+            println!("removed {id}; its users keep their accounts and linked identities");
+        }
+    }
+    Ok(())
 }
 
 async fn id_jag(cmd: &IdJagCmd, config: &Config) -> anyhow::Result<()> {
@@ -1694,19 +1858,41 @@ async fn keys(cmd: &KeysCmd, config: &Config) -> anyhow::Result<()> {
                 factors.push((user_id, sealed, new));
             }
             let m = store.reseal_totp(&factors).await?;
+            // Upstream providers' client secrets are sealed under the KEK too.
+            let mut secrets = Vec::new();
+            for u in store.list_upstreams().await? {
+                let Some(sealed) = u.secret_sealed else {
+                    continue;
+                };
+                let kid = concierge::oauth::authn::upstream::secret_kid(&u.provider.id);
+                if kek.is_current(&kid, &sealed) {
+                    continue;
+                }
+                let plain = kek.open(&kid, &sealed).with_context(|| {
+                    format!(
+                        "the client secret of provider {} opens with neither the current nor a \
+                         previous key-encryption key",
+                        u.provider.id
+                    )
+                })?;
+                secrets.push((u.provider.id.clone(), kek.seal(&kid, &plain)?));
+            }
+            let u = store.reseal_upstream_secrets(&secrets).await?;
             let event = concierge::audit::Event::new(concierge::audit::Kind::AdminChange)
                 .detail(serde_json::json!({
                     "action": "keys.rekey",
                     "keys": n,
                     "authenticators": m,
+                    "provider_secrets": u,
                     "kek": kek.fingerprint(),
                     "actor": cli_actor(),
                 }))
                 .into_inner();
             store.append_audit(&[event]).await?;
             println!(
-                "{n} signing key(s) and {m} authenticator secret(s) re-encrypted under the \
-                 key-encryption key {}; previous_key_encryption_keys can now be removed",
+                "{n} signing key(s), {m} authenticator secret(s) and {u} provider secret(s) \
+                 re-encrypted under the key-encryption key {}; previous_key_encryption_keys can \
+                 now be removed",
                 kek.fingerprint()
             );
         }

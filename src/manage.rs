@@ -277,6 +277,34 @@ pub async fn trust_id_jag_issuer(store: &dyn Store, t: &TrustedIssuer) -> Result
     Ok(())
 }
 
+/// Add an upstream identity provider, its client secret sealed under the key-encryption
+/// key.
+pub async fn add_upstream(
+    store: &dyn Store,
+    kek: &crate::keys::Kek,
+    provider: crate::store::UpstreamProvider,
+    secret: Option<&str>,
+) -> Result<(), ManageError> {
+    provider.check().map_err(|e| invalid("provider", e))?;
+    let secret_sealed = match secret.filter(|s| !s.is_empty()) {
+        Some(s) => Some(
+            kek.seal(
+                &crate::oauth::authn::upstream::secret_kid(&provider.id),
+                s.as_bytes(),
+            )
+            .map_err(|e| invalid("client_secret", format!("cannot be sealed: {e}")))?,
+        ),
+        None => None,
+    };
+    let stored = crate::store::StoredUpstream {
+        provider,
+        secret_sealed,
+        created_at: util::now(),
+    };
+    store.insert_upstream(&stored).await?;
+    Ok(())
+}
+
 /// Stop redeeming ID-JAGs from an IdP an operator added.
 pub async fn distrust_id_jag_issuer(store: &dyn Store, issuer: &str) -> Result<(), ManageError> {
     if !store.delete_trusted_issuer(issuer).await? {

@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 use crate::admin::{self, audit, clients, consents, id_jag, keys, resources, users};
 use crate::endpoints::{
     account, authorize, device, health, introspect, jwks, passkeys, register, revoke, signin,
-    token, userinfo, well_known,
+    token, upstream, userinfo, well_known,
 };
 use crate::oauth::client_metadata::MAX_BODY_BYTES;
 use crate::state::AppState;
@@ -168,6 +168,9 @@ fn page_routes() -> OpenApiRouter<AppState> {
         .route("/account/security/passkeys", post(passkeys::register))
         .route("/account/security/passkeys/rename", post(passkeys::rename))
         .route("/account/security/passkeys/remove", post(passkeys::remove))
+        .route("/signin/upstream/{id}", get(upstream::start))
+        .route("/signin/upstream/{id}/callback", get(upstream::callback))
+        .route("/account/security/identities/link", post(upstream::link))
         .route("/static/concierge.css", get(stylesheet))
         .route("/static/passkey.js", get(passkey_script))
         // Servers and devices, not browsers.

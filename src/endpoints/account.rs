@@ -242,6 +242,10 @@ async fn security_page(
             uri => e.uri.as_str(),
         }
     });
+    let providers = match crate::oauth::authn::upstream::buttons(ctx).await {
+        Ok(p) => p,
+        Err(e) => return web.internal_error(e),
+    };
     let passkeys = match super::passkeys::section(state, &user.id).await {
         Ok(p) => p,
         Err(e) => return web.internal_error(e),
@@ -271,6 +275,7 @@ async fn security_page(
             required => ctx.config.signin.mfa == MfaPolicy::Required,
             sessions => sessions,
             identities => identities,
+            providers => providers,
             passkeys => passkeys,
         },
     );

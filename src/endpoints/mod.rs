@@ -13,6 +13,7 @@ pub mod revoke;
 pub mod schemas;
 pub mod signin;
 pub mod token;
+pub mod upstream;
 pub mod userinfo;
 pub mod well_known;
 

@@ -200,7 +200,11 @@ pub async fn signin(
 }
 
 /// The user of the carried half-done sign-in, checked exactly as `/signin/code` checks it.
-fn pending_user(state: &AppState, browser: &Browser, p: &Posted) -> Result<String, Box<Response>> {
+fn pending_user(
+    state: &AppState,
+    browser: &Browser,
+    p: &Posted,
+) -> Result<authn::Pending, Box<Response>> {
     authn::pending_user(
         state.oauth.keys.kek(),
         &p.pending,
@@ -221,11 +225,11 @@ pub async fn second_options(
         Ok(p) => p,
         Err(res) => return *res,
     };
-    let user_id = match pending_user(&state, &browser, &p) {
+    let pending = match pending_user(&state, &browser, &p) {
         Ok(u) => u,
         Err(res) => return *res,
     };
-    options(passkey::second_factor_start(&state.oauth, &user_id, &browser.id).await)
+    options(passkey::second_factor_start(&state.oauth, &pending.user_id, &browser.id).await)
 }
 
 /// `POST /signin/code/passkey`: the second step's answer.
@@ -239,7 +243,7 @@ pub async fn second(
         Ok(p) => p,
         Err(res) => return *res,
     };
-    let user_id = match pending_user(&state, &browser, &p) {
+    let pending = match pending_user(&state, &browser, &p) {
         Ok(u) => u,
         Err(res) => return *res,
     };
@@ -247,7 +251,7 @@ pub async fn second(
     let replacing = state.web.session(&headers);
     match passkey::second_factor_finish(
         &state.oauth,
-        &user_id,
+        &pending,
         &browser.id,
         &p.ceremony,
         p.credential,

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::http::ClientAddr;
 use crate::oauth::authn::acr::Level;
 use crate::oauth::authn::factors::{self, Enrollment};
+use crate::oauth::authn::upstream;
 use crate::oauth::authn::{self, PasswordAttempt, PasswordChecked, SignedIn, SigninError};
 use crate::oauth::authorize;
 use crate::oauth::form::Form;
@@ -40,6 +41,8 @@ struct SigninView<'a> {
     ask_code: bool,
     /// Who asks the user to sign in (`ui::consent::who_asks`), when an application does.
     asker: Option<minijinja::Value>,
+    /// The upstream providers to offer.
+    providers: Vec<upstream::Button>,
 }
 
 fn render(state: &AppState, browser: &Browser, status: StatusCode, v: &SigninView<'_>) -> Response {
@@ -60,9 +63,29 @@ fn render(state: &AppState, browser: &Browser, status: StatusCode, v: &SigninVie
             need => need.map(Level::words),
             asker => v.asker,
             passkeys => authn::passkey::available(&state.oauth),
+            providers => v.providers,
+            provider_query => provider_query(v.return_to, v.acr),
         },
     );
     browser.apply(page)
+}
+
+/// What a provider's button carries to `/signin/upstream/{id}`: the way back and the level.
+fn provider_query(return_to: &str, acr: Option<Level>) -> String {
+    let mut q = vec![("return_to", return_to)];
+    if let Some(l) = acr.filter(|l| *l > Level::OneFactor) {
+        q.push(("acr", l.acr()));
+    }
+    serde_urlencoded::to_string(&q).unwrap_or_default()
+}
+
+/// The providers to offer on the sign-in page; none when they cannot be listed (the page
+/// still works with a password).
+async fn providers(state: &AppState) -> Vec<upstream::Button> {
+    upstream::buttons(&state.oauth).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "upstream providers could not be listed");
+        Vec::new()
+    })
 }
 
 /// The level a sign-in form or link carries; unknown values mean none.
@@ -102,6 +125,7 @@ pub async fn page(
         username: q.login_hint.as_deref().unwrap_or(""),
         acr: carried_level(q.acr.as_deref()),
         asker: asker(&state, &return_to).await,
+        providers: providers(&state).await,
         ..SigninView::default()
     };
     render(&state, &browser, StatusCode::OK, &view)
@@ -124,6 +148,7 @@ pub async fn submit(
     // The form again with a message; `change_password` adds the new-password fields (and
     // `ask_code` the second factor's).
     let asker = asker(&state, &return_to).await;
+    let providers = providers(&state).await;
     let again = |status, msg: &str, change_password, ask_code| {
         let view = SigninView {
             return_to: &return_to,
@@ -133,6 +158,7 @@ pub async fn submit(
             change_password,
             ask_code,
             asker: asker.clone(),
+            providers: providers.clone(),
         };
         render(&state, &browser, status, &view)
     };
@@ -165,36 +191,8 @@ pub async fn submit(
         addr,
         replacing: state.web.session(&headers),
     };
-    let signed_in = match authn::sign_in_with_password(&state.oauth, attempt).await {
-        Ok(PasswordChecked::SignedIn(s)) => s,
-        Ok(PasswordChecked::CodeRequired(user)) => {
-            let pending = pending_for(&state, &browser, &user.id, &return_to);
-            let second = match authn::second_factors(&state.oauth, &user.id).await {
-                Ok(s) => s,
-                Err(e) => return state.web.internal_error(e),
-            };
-            let code = Code::new(&return_to, &pending, second);
-            return render_code(&state, &browser, StatusCode::OK, &code, None);
-        }
-        Ok(PasswordChecked::EnrollmentRequired(user)) => {
-            let pending = pending_for(&state, &browser, &user.id, &return_to);
-            return match factors::start(&state.oauth, &user.id, &user.username).await {
-                Ok(Some(enrollment)) => render_enroll(
-                    &state,
-                    &browser,
-                    StatusCode::OK,
-                    &return_to,
-                    &pending,
-                    &enrollment,
-                    None,
-                ),
-                Ok(None) => {
-                    let code = Code::new(&return_to, &pending, TOTP_ONLY);
-                    render_code(&state, &browser, StatusCode::OK, &code, None)
-                }
-                Err(e) => state.web.internal_error(e),
-            };
-        }
+    let checked = match authn::sign_in_with_password(&state.oauth, attempt).await {
+        Ok(checked) => checked,
         Err(SigninError::WrongCode) => {
             return ask_new_password(
                 StatusCode::UNAUTHORIZED,
@@ -249,18 +247,57 @@ pub async fn submit(
             );
         }
     };
-    established(&state, &browser, &return_to, &signed_in)
+    after_first_step(&state, &browser, &return_to, checked, authn::AMR_PASSWORD).await
 }
 
-/// The carried half-done sign-in of `user_id` in this browser, going to `return_to`.
-fn pending_for(state: &AppState, browser: &Browser, user_id: &str, return_to: &str) -> String {
-    authn::pending_token(
+/// Where a sign-in goes once its first step (`first`: a password, another provider) checked
+/// out: signed in, the second step's page, or the enrolment page.
+pub async fn after_first_step(
+    state: &AppState,
+    browser: &Browser,
+    return_to: &str,
+    checked: PasswordChecked,
+    first: &'static str,
+) -> Response {
+    let (user, code_required) = match checked {
+        PasswordChecked::SignedIn(s) => return established(state, browser, return_to, &s),
+        PasswordChecked::CodeRequired(user) => (user, true),
+        PasswordChecked::EnrollmentRequired(user) => (user, false),
+    };
+    let pending = authn::pending_token(
         state.oauth.keys.kek(),
-        user_id,
+        &authn::Pending {
+            user_id: user.id.clone(),
+            first,
+        },
         &browser.id,
         return_to,
         state.oauth.now(),
-    )
+    );
+    if code_required {
+        let second = match authn::second_factors(&state.oauth, &user.id).await {
+            Ok(s) => s,
+            Err(e) => return state.web.internal_error(e),
+        };
+        let code = Code::new(return_to, &pending, second);
+        return render_code(state, browser, StatusCode::OK, &code, None);
+    }
+    match factors::start(&state.oauth, &user.id, &user.username).await {
+        Ok(Some(enrollment)) => render_enroll(
+            state,
+            browser,
+            StatusCode::OK,
+            return_to,
+            &pending,
+            &enrollment,
+            None,
+        ),
+        Ok(None) => {
+            let code = Code::new(return_to, &pending, TOTP_ONLY);
+            render_code(state, browser, StatusCode::OK, &code, None)
+        }
+        Err(e) => state.web.internal_error(e),
+    }
 }
 
 /// The session cookie set, and the browser on its way back.
@@ -357,7 +394,7 @@ struct SecondStep {
     form: Form,
     return_to: String,
     pending: String,
-    user_id: String,
+    user: authn::Pending,
 }
 
 fn second_step(
@@ -386,7 +423,7 @@ fn second_step(
             "The form expired. Please sign in again.",
         )));
     }
-    let Some(user_id) = authn::pending_user(
+    let Some(user) = authn::pending_user(
         state.oauth.keys.kek(),
         &pending,
         &browser.id,
@@ -403,7 +440,7 @@ fn second_step(
         form,
         return_to,
         pending,
-        user_id,
+        user,
     })
 }
 
@@ -462,10 +499,10 @@ pub async fn submit_code(
     };
     let code = step.form.get("code").unwrap_or("");
     let replacing = state.web.session(&headers);
-    match authn::sign_in_with_code(&state.oauth, &step.user_id, code, addr, replacing).await {
+    match authn::sign_in_with_code(&state.oauth, &step.user, code, addr, replacing).await {
         Ok(signed_in) => established(&state, &step.browser, &step.return_to, &signed_in),
         Err(e) => {
-            let second = authn::second_factors(&state.oauth, &step.user_id)
+            let second = authn::second_factors(&state.oauth, &step.user.user_id)
                 .await
                 .unwrap_or(TOTP_ONLY);
             let page = Code::new(&step.return_to, &step.pending, second);
@@ -517,7 +554,7 @@ pub async fn submit_enroll(
     };
     let code = step.form.get("code").unwrap_or("");
     let replacing = state.web.session(&headers);
-    match authn::enrol_at_signin(&state.oauth, &step.user_id, code, addr, replacing).await {
+    match authn::enrol_at_signin(&state.oauth, &step.user, code, addr, replacing).await {
         Ok((signed_in, codes)) => {
             let web = &state.web;
             let target = if step.return_to.is_empty() {
@@ -537,7 +574,7 @@ pub async fn submit_enroll(
             with_session_cookie(&state, step.browser.apply(page), &signed_in.cookie)
         }
         Err(e) => {
-            let shown = factors::pending_of(&state.oauth, &step.user_id).await;
+            let shown = factors::pending_of(&state.oauth, &step.user.user_id).await;
             step.refused(&state, e, |status, msg: &str| match &shown {
                 Ok(Some(enrollment)) => render_enroll(
                     &state,

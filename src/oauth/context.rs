@@ -102,7 +102,7 @@ impl Context {
         )?;
         Ok(Self {
             issuer: Arc::from(config.issuer.as_str()),
-            authn: Authentication::new(&config),
+            authn: Authentication::new(&config)?,
             request_limits: RequestLimits::new(&config.rate_limits),
             clock: Clock::system(),
             config,
@@ -136,6 +136,9 @@ impl Context {
         &*self.store
     }
     pub fn identities(&self) -> &dyn IdentityStore {
+        &*self.store
+    }
+    pub fn upstream_store(&self) -> &dyn crate::store::UpstreamStore {
         &*self.store
     }
     pub fn sessions(&self) -> &dyn SessionStore {

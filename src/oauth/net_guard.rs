@@ -150,6 +150,8 @@ pub enum FetchError {
 pub struct SafeFetcher {
     http: reqwest::Client,
     allow_loopback: bool,
+    /// Addresses are checked (URLs that clients name); off for URLs the operator wrote.
+    guarded: bool,
     timeout_ms: u64,
 }
 
@@ -168,6 +170,26 @@ impl SafeFetcher {
         Ok(Self {
             http,
             allow_loopback,
+            guarded: true,
+            timeout_ms,
+        })
+    }
+
+    /// A fetcher for URLs the operator configured (an upstream identity provider, which may
+    /// well be on a private network): no address guard, https or plain http on a loopback
+    /// host, still no redirects, the size caps and the timeout.
+    pub fn for_operator_urls(timeout_ms: u64) -> Result<Self, FetchError> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_millis(timeout_ms))
+            .connect_timeout(Duration::from_millis(timeout_ms))
+            .user_agent(concat!("Concierge/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| FetchError::Other(e.to_string()))?;
+        Ok(Self {
+            http,
+            allow_loopback: true,
+            guarded: false,
             timeout_ms,
         })
     }
@@ -186,6 +208,7 @@ impl SafeFetcher {
             _ => None,
         };
         if let Some(ip) = literal
+            && self.guarded
             && !address_allowed(ip, self.allow_loopback)
         {
             return Err(FetchError::SpecialUseAddress(format!(
@@ -203,19 +226,27 @@ impl SafeFetcher {
         max_bytes: usize,
     ) -> Result<(HeaderMap, Vec<u8>), FetchError> {
         self.check_url(url)?;
-        let mut resp = self
+        let req = self
             .http
             .get(url.clone())
-            .header(http::header::ACCEPT, accept)
-            .send()
-            .await
-            .map_err(|e| self.error(e))?;
+            .header(http::header::ACCEPT, accept);
+        match self.send(req, max_bytes).await? {
+            (200, headers, body) => Ok((headers, body)),
+            (status, _, _) => Err(FetchError::Status(status)),
+        }
+    }
+
+    /// Send a request built from [`Self::client`] for a URL that passed [`Self::check_url`]:
+    /// any status but a redirect, with its headers and a body that fits in `max_bytes`.
+    pub async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        max_bytes: usize,
+    ) -> Result<(u16, HeaderMap, Vec<u8>), FetchError> {
+        let mut resp = req.send().await.map_err(|e| self.error(e))?;
         let status = resp.status();
         if status.is_redirection() {
             return Err(FetchError::Redirect(status.as_u16()));
-        }
-        if status != reqwest::StatusCode::OK {
-            return Err(FetchError::Status(status.as_u16()));
         }
         if resp.content_length().is_some_and(|n| n > max_bytes as u64) {
             return Err(FetchError::TooLarge(max_bytes));
@@ -228,7 +259,12 @@ impl SafeFetcher {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok((headers, body))
+        Ok((status.as_u16(), headers, body))
+    }
+
+    /// The underlying client, to build a request for [`Self::send`].
+    pub fn client(&self) -> &reqwest::Client {
+        &self.http
     }
 
     fn error(&self, e: reqwest::Error) -> FetchError {

@@ -17,13 +17,19 @@ pub fn valid_verifier(verifier: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
+/// The S256 challenge of `verifier` (RFC 7636 §4.2), as a client computes it (we are one
+/// toward upstream identity providers).
+pub fn s256(verifier: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
+    util::b64(digest.as_ref())
+}
+
 /// Does `verifier` hash to `challenge` (S256)? Constant time.
 pub fn verify(verifier: &str, challenge: &str) -> bool {
     if !valid_verifier(verifier) {
         return false;
     }
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
-    let computed = util::b64(digest.as_ref());
+    let computed = s256(verifier);
     computed.len() == challenge.len() && bool::from(computed.as_bytes().ct_eq(challenge.as_bytes()))
 }
 

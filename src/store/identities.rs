@@ -17,6 +17,8 @@ pub enum LinkedBy {
     Email,
     /// The user was provisioned for it on its first use.
     Provisioned,
+    /// The user linked it from their account page, signed in at both.
+    User,
 }
 
 impl LinkedBy {
@@ -25,6 +27,7 @@ impl LinkedBy {
             Self::Operator => "operator",
             Self::Email => "email",
             Self::Provisioned => "provisioned",
+            Self::User => "user",
         }
     }
 
@@ -33,6 +36,7 @@ impl LinkedBy {
             "operator" => Ok(Self::Operator),
             "email" => Ok(Self::Email),
             "provisioned" => Ok(Self::Provisioned),
+            "user" => Ok(Self::User),
             other => Err(StoreError::Corrupt(format!("linked_by {other:?}"))),
         }
     }

@@ -31,6 +31,7 @@ pub mod sessions;
 mod sql;
 pub mod sqlite;
 pub mod transfer;
+pub mod upstreams;
 pub mod users;
 
 use std::sync::Arc;
@@ -59,6 +60,7 @@ pub use replay::ReplayStore;
 pub use resources::{ResourceRecord, ResourceStore, ScopeDef};
 pub use sessions::{Session, SessionStore};
 pub use transfer::TransferStore;
+pub use upstreams::{StoredUpstream, UpstreamKind, UpstreamProvider, UpstreamStore};
 pub use users::{User, UserStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +127,7 @@ pub trait Store:
     + SessionStore
     + FactorStore
     + PasskeyStore
+    + UpstreamStore
     + ConsentStore
     + CodeStore
     + RefreshTokenStore

@@ -110,6 +110,7 @@ macro_rules! sql_store {
         $crate::store::sessions::sql_impl!($ty);
         $crate::store::factors::sql_impl!($ty);
         $crate::store::passkeys::sql_impl!($ty);
+        $crate::store::upstreams::sql_impl!($ty);
         $crate::store::consents::sql_impl!($ty);
         $crate::store::codes::sql_impl!($ty);
         $crate::store::refresh_tokens::sql_impl!($ty);

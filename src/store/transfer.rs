@@ -307,6 +307,27 @@ pub const TABLES: &[Table] = &[
         order_by: &["issuer"],
     },
     Table {
+        // Upstream identity providers added with the CLI; the client secret stays sealed
+        // under the key-encryption key.
+        name: "upstream_providers",
+        columns: &[
+            col("id", Text),
+            col("name", Text),
+            col("kind", Text),
+            opt("issuer", Text),
+            col("client_id", Text),
+            opt("client_secret_sealed", Bytes),
+            col("scopes", Text),
+            col("link_by_email", Kind::Bool),
+            col("provision", Kind::Bool),
+            opt("authorization_endpoint", Text),
+            opt("token_endpoint", Text),
+            opt("userinfo_endpoint", Text),
+            col("created_at", Int),
+        ],
+        order_by: &["id"],
+    },
+    Table {
         name: AUDIT_TABLE,
         columns: &[
             col("id", Int),

@@ -76,6 +76,10 @@ impl Web {
             include_str!("templates/signin_passkey.html"),
         )?;
         env.add_template(
+            "signin_providers.html",
+            include_str!("templates/signin_providers.html"),
+        )?;
+        env.add_template(
             "signin_code_passkey.html",
             include_str!("templates/signin_code_passkey.html"),
         )?;

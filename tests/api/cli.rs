@@ -658,6 +658,41 @@ fn key_encryption_key_rotation() {
         user.id
     });
 
+    // An upstream provider's client secret, sealed under the old key by `idp add`.
+    let with_old_and_secret = [
+        ("CONCIERGE_KEY_ENCRYPTION_KEY", old.as_str()),
+        ("CORP_SECRET", "upstream client secret"),
+    ];
+    let add = [
+        "idp",
+        "add",
+        "--id",
+        "corp",
+        "--name",
+        "Corp",
+        "--issuer",
+        "https://idp.corp.example",
+        "--client-id",
+        "concierge",
+        "--client-secret-env",
+        "CORP_SECRET",
+    ];
+    let (ok, out, err) = concierge_env(d, &add, &with_old_and_secret);
+    assert!(
+        ok && out.contains("/signin/upstream/corp/callback"),
+        "{out}{err}"
+    );
+    assert!(!out.contains("upstream client secret") && !err.contains("upstream client secret"));
+    let (ok, out, err) = concierge_env(d, &["--output", "json", "idp", "list"], &with_old);
+    assert!(ok, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed[0]["id"], "corp");
+    assert_eq!(
+        listed[0]["client_secret"], true,
+        "said to be set, never shown"
+    );
+    assert!(!out.contains("upstream client secret"));
+
     // The new key alone cannot open what the old one sealed, and says so.
     let (ok, _, err) = concierge_env(d, &["keys", "rekey"], &with_new);
     assert!(!ok && err.contains("neither"), "{err}");
@@ -665,14 +700,14 @@ fn key_encryption_key_rotation() {
     assert!(ok, "{err}");
     assert!(
         out.contains(&format!(
-            "{} signing key(s) and 1 authenticator secret(s) re-encrypted",
+            "{} signing key(s), 1 authenticator secret(s) and 1 provider secret(s) re-encrypted",
             kids.len()
         )),
         "{out}"
     );
     let (ok, out, _) = concierge_env(d, &["keys", "rekey"], &rotating);
     assert!(
-        ok && out.starts_with("0 signing key(s) and 0 authenticator"),
+        ok && out.starts_with("0 signing key(s), 0 authenticator secret(s) and 0 provider"),
         "{out}"
     );
     // The authenticator secret now opens with the new key alone.
@@ -685,6 +720,15 @@ fn key_encryption_key_rotation() {
             .open(&kid, &f.secret_sealed)
             .unwrap();
         assert_eq!(plain.as_slice(), b"totp secret");
+        let u = store.get_upstream("corp").await.unwrap().unwrap();
+        let plain = concierge::keys::Kek::from_base64(&new)
+            .unwrap()
+            .open(
+                &concierge::oauth::authn::upstream::secret_kid("corp"),
+                u.secret_sealed.as_deref().unwrap(),
+            )
+            .unwrap();
+        assert_eq!(plain.as_slice(), b"upstream client secret");
     });
 
     // Now the new key alone works, and the old one no longer does.

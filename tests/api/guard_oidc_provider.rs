@@ -47,14 +47,17 @@ fn npm_ready() -> Result<(), String> {
         .clone()
 }
 
-/// node-oidc-provider on a free port, issuing tokens for `resource`; stopped when dropped.
-struct Peer {
-    issuer: String,
+/// node-oidc-provider running one of the scripts in `tests/interop/oidc-provider` on a free
+/// port; stopped when dropped.
+pub(crate) struct Peer {
+    pub(crate) issuer: String,
     _child: tokio::process::Child,
 }
 
 impl Peer {
-    async fn start(resource: &str) -> Option<Self> {
+    /// `node <script> <port> <arg>`, once it says it listens. `None` (said loudly) when Node
+    /// or the package cannot run outside CI.
+    pub(crate) async fn run(script: &str, arg: &str) -> Option<Self> {
         if let Err(why) = npm_ready() {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
                 panic!("CI=true but the oidc-provider interop test cannot run: {why}");
@@ -68,7 +71,7 @@ impl Peer {
             .unwrap()
             .port();
         let mut child = tokio::process::Command::new("node")
-            .args(["peer.mjs", &port.to_string(), resource])
+            .args([script, &port.to_string(), arg])
             .current_dir(peer_dir())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -83,10 +86,17 @@ impl Peer {
             .unwrap()
             .expect("a line");
         let started: Value = serde_json::from_str(&first).unwrap();
+        // Keep reading: a closed pipe would end the provider at its next line of output.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Some(Self {
             issuer: started["issuer"].as_str().unwrap().to_owned(),
             _child: child,
         })
+    }
+
+    /// Issuing tokens for `resource`.
+    async fn start(resource: &str) -> Option<Self> {
+        Self::run("peer.mjs", resource).await
     }
 }
 

@@ -54,4 +54,5 @@ mod step_up;
 mod store;
 mod token;
 mod ts_server;
+mod upstream;
 mod workload;

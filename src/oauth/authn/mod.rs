@@ -11,6 +11,7 @@ pub mod password;
 pub mod session;
 pub mod throttle;
 pub mod totp;
+pub mod upstream;
 
 use std::net::IpAddr;
 
@@ -29,21 +30,24 @@ pub const AMR_PASSWORD: &str = "pwd";
 /// milliseconds of a core each).
 const CONCURRENT_PASSWORD_CHECKS: usize = 2;
 
-/// The authentication module's state: the password verifier, the throttle limits, and the
-/// passkey relying party (None when the issuer's host is an IP address).
+/// The authentication module's state: the password verifier, the throttle limits, the
+/// passkey relying party (None when the issuer's host is an IP address), and the upstream
+/// identity providers.
 pub struct Authentication {
     pub passwords: PasswordVerifier,
     pub throttle: Throttle,
     pub passkeys: Option<passkey::RelyingParty>,
+    pub upstreams: upstream::Upstreams,
 }
 
 impl Authentication {
-    pub fn new(config: &Config) -> Self {
-        Self {
+    pub fn new(config: &Config) -> Result<Self, crate::oauth::net_guard::FetchError> {
+        Ok(Self {
             passwords: PasswordVerifier::new(CONCURRENT_PASSWORD_CHECKS),
             throttle: Throttle::new(&config.signin, &config.registration),
             passkeys: passkey::RelyingParty::for_issuer(&config.issuer),
-        }
+            upstreams: upstream::Upstreams::new(&config.upstream)?,
+        })
     }
 }
 
@@ -222,15 +226,53 @@ pub async fn sign_in_with_password(
         ctx.users().set_password(&user.username, &hash, now).await?;
         tracing::info!(user_id = %user.id, "password changed at sign-in, as an operator asked");
     }
-    if second.any() && amr.len() == 1 {
-        tracing::info!(user_id = %user.id, "password right; asking for the second factor");
+    // A code given with a required password change was the second factor.
+    let second = if amr.len() > 1 {
+        SecondFactors::default()
+    } else {
+        second
+    };
+    after_first_factor_with(ctx, user, amr, second, level, addr, replacing).await
+}
+
+/// The first factor (`amr`: a password, another provider) checked out: a user with a second
+/// factor is asked for it; one who needs a second factor and has none sets one up; anyone
+/// else is signed in.
+pub async fn after_first_factor(
+    ctx: &Context,
+    user: User,
+    amr: Vec<String>,
+    level: Option<Level>,
+    addr: Option<IpAddr>,
+    replacing: Option<&str>,
+) -> Result<PasswordChecked, SigninError> {
+    let second = if amr.len() > 1 {
+        // The second factor came with the first (a required password change).
+        SecondFactors::default()
+    } else {
+        second_factors(ctx, &user.id).await?
+    };
+    after_first_factor_with(ctx, user, amr, second, level, addr, replacing).await
+}
+
+async fn after_first_factor_with(
+    ctx: &Context,
+    user: User,
+    amr: Vec<String>,
+    second: SecondFactors,
+    level: Option<Level>,
+    addr: Option<IpAddr>,
+    replacing: Option<&str>,
+) -> Result<PasswordChecked, SigninError> {
+    if second.any() {
+        tracing::info!(user_id = %user.id, "first factor right; asking for the second");
         return Ok(PasswordChecked::CodeRequired(Box::new(user)));
     }
     let need = level
         .unwrap_or(Level::OneFactor)
         .max(acr::policy_floor(ctx.config.signin.mfa));
     if need >= Level::MultiFactor && Level::of_amr(&amr) < Level::MultiFactor {
-        tracing::info!(user_id = %user.id, "password right; a second factor is needed and the user has none: enrolling");
+        tracing::info!(user_id = %user.id, "first factor right; a second factor is needed and the user has none: enrolling");
         return Ok(PasswordChecked::EnrollmentRequired(Box::new(user)));
     }
     let (cookie, session) = session::establish(ctx, &user.id, amr, None, replacing).await?;
@@ -270,26 +312,59 @@ async fn new_password_hash(ctx: &Context, user: &User, new: String) -> Result<St
 
 /// The text a carried half-done sign-in's tag covers: a fixed label, so no other tagged
 /// value (a carried authorization request) can pass for one.
-fn pending_text(user_id: &str, expires: i64, binding: &str, return_to: &str) -> String {
-    format!("concierge signin second step\n{user_id}\n{expires}\n{binding}\n{return_to}")
+fn pending_text(
+    user_id: &str,
+    first: &str,
+    expires: i64,
+    binding: &str,
+    return_to: &str,
+) -> String {
+    format!("concierge signin second step\n{user_id}\n{first}\n{expires}\n{binding}\n{return_to}")
 }
 
-/// A half-done sign-in (the password was right) carried by the second step's form: the user,
-/// its expiry and a tag over them, the browser (`binding`) and the way back, so it names
-/// only this user, in this browser, going there, for [`PENDING_TTL_SECS`].
+/// A half-done sign-in: the user, and the `amr` of the first step they passed (a password,
+/// another provider).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub user_id: String,
+    pub first: &'static str,
+}
+
+impl Pending {
+    /// The `amr` of the whole sign-in, with the second step's method.
+    fn amr(&self, second: &str) -> Vec<String> {
+        vec![self.first.to_string(), second.to_string()]
+    }
+}
+
+/// The first-step methods a half-done sign-in may carry.
+fn first_method(m: &str) -> Option<&'static str> {
+    [AMR_PASSWORD, upstream::AMR_FEDERATED]
+        .into_iter()
+        .find(|k| *k == m)
+}
+
+/// A half-done sign-in (the first step checked out) carried by the second step's form: the
+/// user, the first step's method, its expiry and a tag over them, the browser (`binding`)
+/// and the way back, so it names only this user, in this browser, going there, for
+/// [`PENDING_TTL_SECS`].
 pub fn pending_token(
     kek: &crate::keys::Kek,
-    user_id: &str,
+    pending: &Pending,
     binding: &str,
     return_to: &str,
     now: i64,
 ) -> String {
     let expires = now + PENDING_TTL_SECS;
-    let tag = kek.request_tag(&pending_text(user_id, expires, binding, return_to));
-    format!("{}.{expires}.{tag}", crate::util::b64(user_id.as_bytes()))
+    let (user_id, first) = (&pending.user_id, pending.first);
+    let tag = kek.request_tag(&pending_text(user_id, first, expires, binding, return_to));
+    format!(
+        "{}.{first}.{expires}.{tag}",
+        crate::util::b64(user_id.as_bytes())
+    )
 }
 
-/// The user a carried half-done sign-in names, when it is ours, this browser's, for this
+/// The half-done sign-in a carried token names, when it is ours, this browser's, for this
 /// way back and not expired. Constant-time tag check.
 pub fn pending_user(
     kek: &crate::keys::Kek,
@@ -297,34 +372,35 @@ pub fn pending_user(
     binding: &str,
     return_to: &str,
     now: i64,
-) -> Option<String> {
-    let mut parts = token.splitn(3, '.');
-    let (user, expires, tag) = (parts.next()?, parts.next()?, parts.next()?);
+) -> Option<Pending> {
+    let mut parts = token.splitn(4, '.');
+    let (user, first, expires, tag) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let user_id = String::from_utf8(crate::util::b64_decode(user)?).ok()?;
+    let first = first_method(first)?;
     let expires: i64 = expires.parse().ok()?;
-    let text = pending_text(&user_id, expires, binding, return_to);
+    let text = pending_text(&user_id, first, expires, binding, return_to);
     (now < expires && expires <= now + PENDING_TTL_SECS && kek.verify_request_tag(&text, tag))
-        .then_some(user_id)
+        .then_some(Pending { user_id, first })
 }
 
-/// The second step: an authenticator code (or a recovery code) for `user_id`, whose password
-/// was right moments ago (the caller checked the carried [`pending_token`]).
+/// The second step: an authenticator code (or a recovery code) for the user whose first
+/// step checked out moments ago (the caller checked the carried [`pending_token`]).
 pub async fn sign_in_with_code(
     ctx: &Context,
-    user_id: &str,
+    pending: &Pending,
     code: &str,
     addr: Option<IpAddr>,
     replacing: Option<&str>,
 ) -> Result<SignedIn, SigninError> {
+    let user_id = pending.user_id.as_str();
     let user = pending_signin_user(ctx, user_id).await?;
     let has_code = has_authenticator(ctx, user_id).await?;
     if !has_code {
-        // Reset or removed since the password: start again.
+        // Reset or removed since the first step: start again.
         return Err(SigninError::PendingExpired);
     }
     let kind = second_factor(ctx, &user, code, addr).await?;
-    let amr = vec![AMR_PASSWORD.to_string(), kind.to_string()];
-    signed_in(ctx, user, amr, addr, replacing).await
+    signed_in(ctx, user, pending.amr(kind), addr, replacing).await
 }
 
 /// The user a carried half-done sign-in names, still there and not disabled.
@@ -450,17 +526,18 @@ async fn second_factor(
 /// once come back with the session.
 pub async fn enrol_at_signin(
     ctx: &Context,
-    user_id: &str,
+    pending: &Pending,
     code: &str,
     addr: Option<IpAddr>,
     replacing: Option<&str>,
 ) -> Result<(SignedIn, Vec<String>), SigninError> {
+    let user_id = pending.user_id.as_str();
     let user = pending_signin_user(ctx, user_id).await?;
     second_factor_attempt(ctx, user_id, addr).await?;
     let codes = factors::confirm(ctx, user_id, code).await?;
     second_factor_outcome(ctx, &user, codes.is_some(), false, addr).await?;
     let codes = codes.ok_or(SigninError::WrongCode)?;
-    let amr = vec![AMR_PASSWORD.to_string(), totp::AMR_OTP.to_string()];
+    let amr = pending.amr(totp::AMR_OTP);
     Ok((signed_in(ctx, user, amr, addr, replacing).await?, codes))
 }
 
@@ -541,6 +618,32 @@ pub fn signin_url(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_half_done_signin_carries_its_first_method_under_the_tag() {
+        let kek = crate::keys::Kek::from_base64(&crate::util::b64(&[7u8; 32])).unwrap();
+        let fed = Pending {
+            user_id: "u1".into(),
+            first: upstream::AMR_FEDERATED,
+        };
+        let t = pending_token(&kek, &fed, "browser", "/back", 1000);
+        assert_eq!(
+            pending_user(&kek, &t, "browser", "/back", 1001),
+            Some(fed.clone())
+        );
+        assert_eq!(fed.amr("otp"), vec!["fed".to_string(), "otp".to_string()]);
+        // Another method, browser, way back, or an expired one: nothing.
+        let forged = t.replacen(".fed.", ".pwd.", 1);
+        assert_eq!(pending_user(&kek, &forged, "browser", "/back", 1001), None);
+        assert_eq!(pending_user(&kek, &t, "other", "/back", 1001), None);
+        assert_eq!(pending_user(&kek, &t, "browser", "/x", 1001), None);
+        assert_eq!(
+            pending_user(&kek, &t, "browser", "/back", 1000 + PENDING_TTL_SECS),
+            None
+        );
+        let odd = t.replacen(".fed.", ".hwk.", 1);
+        assert_eq!(pending_user(&kek, &odd, "browser", "/back", 1001), None);
+    }
 
     #[test]
     fn signin_url_carries_the_way_back() {

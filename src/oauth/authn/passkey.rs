@@ -21,7 +21,7 @@ use webauthn_rs::prelude::{
 };
 
 use super::super::context::Context;
-use super::{AMR_PASSWORD, SignedIn, SigninError};
+use super::{SignedIn, SigninError};
 use crate::audit::{Event, Kind};
 use crate::store::{Ceremony, StoreError, StoredPasskey, User};
 use crate::util;
@@ -462,7 +462,7 @@ pub async fn second_factor_start(
 /// assertion verified against the ceremony started for this user in this browser.
 pub async fn second_factor_finish(
     ctx: &Context,
-    user_id: &str,
+    pending: &super::Pending,
     binding: &str,
     ceremony: &str,
     credential: serde_json::Value,
@@ -470,6 +470,7 @@ pub async fn second_factor_finish(
     replacing: Option<&str>,
 ) -> Result<SignedIn, PasskeyError> {
     let webauthn = rp(ctx)?;
+    let user_id = pending.user_id.as_str();
     let user = super::pending_signin_user(ctx, user_id).await?;
     let passkeys = load(ctx, user_id).await?;
     if passkeys.is_empty() {
@@ -493,8 +494,7 @@ pub async fn second_factor_finish(
         })?;
     let result = verified?;
     record_use(ctx, user_id, passkeys, &result).await?;
-    let amr = vec![AMR_PASSWORD.to_string(), AMR_HWK.to_string()];
-    Ok(super::signed_in(ctx, user, amr, addr, replacing).await?)
+    Ok(super::signed_in(ctx, user, pending.amr(AMR_HWK), addr, replacing).await?)
 }
 
 #[cfg(test)]
