@@ -22,6 +22,7 @@ mod deploy;
 mod device;
 mod documents;
 mod dpop;
+mod durability;
 mod errors;
 mod exchange;
 mod export_import;

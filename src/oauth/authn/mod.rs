@@ -449,6 +449,7 @@ fn second_factor_bucket(ctx: &Context, user_id: &str) -> String {
 async fn second_factor_attempt(
     ctx: &Context,
     user_id: &str,
+    factor: &str,
     addr: Option<IpAddr>,
 ) -> Result<(), SigninError> {
     let who = second_factor_bucket(ctx, user_id);
@@ -464,7 +465,7 @@ async fn second_factor_attempt(
                 .user(user_id)
                 .ip(addr)
                 .detail(serde_json::json!({
-                    "factor": "otp", "reason": t.reason(), "retry_after": t.retry_after(),
+                    "factor": factor, "reason": t.reason(), "retry_after": t.retry_after(),
                 })),
         );
         return Err(SigninError::Throttled(t));
@@ -507,7 +508,7 @@ async fn second_factor(
     code: &str,
     addr: Option<IpAddr>,
 ) -> Result<&'static str, SigninError> {
-    second_factor_attempt(ctx, &user.id, addr).await?;
+    second_factor_attempt(ctx, &user.id, totp::AMR_OTP, addr).await?;
     let spent = factors::spend(ctx, &user.id, code).await?;
     second_factor_outcome(
         ctx,
@@ -533,7 +534,7 @@ pub async fn enrol_at_signin(
 ) -> Result<(SignedIn, Vec<String>), SigninError> {
     let user_id = pending.user_id.as_str();
     let user = pending_signin_user(ctx, user_id).await?;
-    second_factor_attempt(ctx, user_id, addr).await?;
+    second_factor_attempt(ctx, user_id, totp::AMR_OTP, addr).await?;
     let codes = factors::confirm(ctx, user_id, code).await?;
     second_factor_outcome(ctx, &user, codes.is_some(), false, addr).await?;
     let codes = codes.ok_or(SigninError::WrongCode)?;

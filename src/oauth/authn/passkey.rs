@@ -406,7 +406,7 @@ pub async fn passwordless_finish(
     if passkeys.is_empty() {
         return Err(PasskeyError::UnknownPasskey);
     }
-    super::second_factor_attempt(ctx, &user.id, addr).await?;
+    super::second_factor_attempt(ctx, &user.id, AMR_HWK, addr).await?;
     let keys: Vec<DiscoverableKey> = passkeys.iter().map(|(_, p)| p.into()).collect();
     let verified = webauthn
         .finish_discoverable_authentication(&cred, state, &keys)
@@ -476,7 +476,7 @@ pub async fn second_factor_finish(
     if passkeys.is_empty() {
         return Err(SigninError::PendingExpired.into());
     }
-    super::second_factor_attempt(ctx, user_id, addr).await?;
+    super::second_factor_attempt(ctx, user_id, AMR_HWK, addr).await?;
     let state: PasskeyAuthentication =
         take(ctx, ceremony, SECOND_FACTOR, Some(user_id), binding).await?;
     let verified = serde_json::from_value::<PublicKeyCredential>(credential)
