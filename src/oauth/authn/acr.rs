@@ -53,7 +53,9 @@ impl Level {
     /// anything else is one.
     pub fn of_amr(amr: &[String]) -> Self {
         let has = |m: &str| amr.iter().any(|a| a == m);
-        if has("hwk") && (has("user") || has("pwd") || has("pin")) {
+        // A passkey with user verification, or after another first factor (a password,
+        // another provider's sign-in).
+        if has("hwk") && (has("user") || has("pwd") || has("pin") || has("fed")) {
             Self::PhishingResistant
         } else if has("otp") || has("mfa") || has("hwk") {
             Self::MultiFactor
@@ -168,6 +170,12 @@ mod tests {
         );
         // A key without user verification is something the user has: one more factor only.
         assert_eq!(Level::of_amr(&amr(&["hwk"])), Level::MultiFactor);
+        assert_eq!(Level::of_amr(&amr(&["fed"])), Level::OneFactor);
+        assert_eq!(Level::of_amr(&amr(&["fed", "otp"])), Level::MultiFactor);
+        assert_eq!(
+            Level::of_amr(&amr(&["fed", "hwk"])),
+            Level::PhishingResistant
+        );
     }
 
     #[test]
