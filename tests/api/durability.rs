@@ -20,7 +20,11 @@ const LOAD: Duration = Duration::from_millis(1500);
 
 /// A refresh token from the code flow at `app` (alice's consent is remembered after the
 /// first one).
-async fn first_refresh_token(app: &Replica, b: &reqwest::Client, client_id: &str) -> String {
+pub(crate) async fn first_refresh_token(
+    app: &Replica,
+    b: &reqwest::Client,
+    client_id: &str,
+) -> String {
     let (verifier, challenge) = pkce();
     let params = auth_params(client_id, &challenge, "notes:read");
     let mut res = b.get(authorize_url(app, &params)).send().await.unwrap();

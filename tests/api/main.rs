@@ -44,6 +44,7 @@ mod operations;
 mod passkeys;
 mod private_key_jwt;
 mod process;
+mod query_plans;
 mod refresh;
 mod registration;
 mod rmcp_client;

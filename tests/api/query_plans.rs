@@ -1,0 +1,268 @@
+//! Issue 17.2: no query on a request path scans a table. A real server runs the token paths
+//! (registration, sign-in, `/authorize` with remembered consent, code redemption, refresh,
+//! userinfo, revocation, client credentials, discovery, JWKS) with sqlx's statement log on;
+//! every statement it ran is then explained on the same database: SQLite's query plan, and
+//! PostgreSQL's generic plan with sequential scans priced out. A full scan is allowed only of
+//! the operator's small configuration tables.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use crate::durability::first_refresh_token;
+use crate::flow::*;
+use crate::helpers::{Backend, Server, drop_database, fresh_database};
+use crate::process::{Replica, shared_kek};
+
+/// Tables an operator fills by hand (keys, resources, policies, providers): a handful of rows,
+/// read whole into caches.
+const SMALL: &[&str] = &[
+    "_sqlx_migrations",
+    "signing_keys",
+    "resources",
+    "resource_aliases",
+    "exchange_policies",
+    "id_jag_policies",
+    "id_jag_trusted_issuers",
+    "upstream_providers",
+];
+
+/// The statements the server logged after byte `from` of its log.
+fn statements(log: &str, from: usize) -> BTreeSet<String> {
+    log[from..]
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "sqlx::query")
+        .filter_map(|v| {
+            v["fields"]["db.statement"]
+                .as_str()
+                .map(|s| s.trim().to_string())
+        })
+        .filter(|s| {
+            let head = s
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_ascii_uppercase();
+            matches!(
+                head.as_str(),
+                "SELECT" | "INSERT" | "UPDATE" | "DELETE" | "WITH"
+            )
+        })
+        .collect()
+}
+
+/// The highest `$n` placeholder of a statement.
+fn placeholders(sql: &str) -> usize {
+    let mut max = 0;
+    let b = sql.as_bytes();
+    for (i, c) in b.iter().enumerate() {
+        if *c == b'$' {
+            let digits: String = sql[i + 1..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            max = max.max(digits.parse().unwrap_or(0));
+        }
+    }
+    max
+}
+
+/// `sql` with the placeholders of `$a - $b` (and `+`) typed as bigint: PostgreSQL cannot
+/// infer them without the values sqlx binds (they are times, in seconds).
+fn typed_arithmetic(sql: &str) -> String {
+    let mut words: Vec<String> = sql.split_whitespace().map(str::to_string).collect();
+    let is_param = |w: &str| w.starts_with('$') && w[1..].chars().all(|c| c.is_ascii_digit());
+    for i in 1..words.len().saturating_sub(1) {
+        if matches!(words[i].as_str(), "-" | "+")
+            && is_param(&words[i - 1])
+            && is_param(&words[i + 1])
+        {
+            words[i - 1].push_str("::bigint");
+            words[i + 1].push_str("::bigint");
+        }
+    }
+    words.join(" ")
+}
+
+/// The full scans of `sql`'s plan, by table, other than of [`SMALL`] tables.
+async fn full_scans(backend: Backend, url: &str, sql: &str) -> Vec<String> {
+    use sqlx::Connection as _;
+    let plan: Vec<String> = match backend {
+        Backend::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+            let rows: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .fetch_all(&mut c)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}: {sql}"));
+            rows.into_iter()
+                .map(|r| r.3)
+                // A VALUES list or a constant row is no table.
+                .filter(|d| d.starts_with("SCAN ") && !d.ends_with("VALUES CLAUSE"))
+                .filter(|d| d != "SCAN CONSTANT ROW")
+                .map(|d| {
+                    d["SCAN ".len()..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .collect()
+        }
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            for set in [
+                "SET enable_seqscan = off",
+                "SET plan_cache_mode = force_generic_plan",
+            ] {
+                sqlx::query(set).execute(&mut c).await.unwrap();
+            }
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "PREPARE planned AS {}",
+                typed_arithmetic(sql)
+            )))
+            .execute(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("{e}: {sql}"));
+            let nulls = vec!["NULL"; placeholders(sql)].join(", ");
+            let explain = if nulls.is_empty() {
+                "EXPLAIN EXECUTE planned".to_string()
+            } else {
+                format!("EXPLAIN EXECUTE planned({nulls})")
+            };
+            let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(explain))
+                .fetch_all(&mut c)
+                .await
+                .unwrap_or_else(|e| panic!("{e}: {sql}"));
+            rows.into_iter()
+                .filter_map(|(l,)| {
+                    l.split_once("Seq Scan on ")
+                        .map(|(_, t)| t.split_whitespace().next().unwrap_or("").to_string())
+                })
+                .collect()
+        }
+    };
+    plan.into_iter()
+        .filter(|t| !SMALL.contains(&t.as_str()))
+        .collect()
+}
+
+async fn no_scans_on_request_paths(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((url, database)) = fresh_database(backend, dir.path()).await else {
+        return;
+    };
+    let kek = shared_kek();
+    let env = [
+        ("CONCIERGE_KEY_ENCRYPTION_KEY", kek.as_str()),
+        ("CONCIERGE_LOG_FORMAT", "json"),
+        ("RUST_LOG", "info,sqlx::query=debug"),
+        ("CONCIERGE_REGISTRATION__ALLOW_CLIENT_CREDENTIALS", "true"),
+    ];
+    let app = Replica::start(dir.path(), |p| format!("http://127.0.0.1:{p}"), &url, &env).await;
+    seed(&app).await;
+    // What start-up ran is not a request path.
+    let from = std::fs::read_to_string(&app.log).unwrap().len();
+
+    let http = app.http();
+    for path in [
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+        "/jwks",
+    ] {
+        assert_eq!(
+            http.get(app.url(path)).send().await.unwrap().status(),
+            200,
+            "{path}"
+        );
+    }
+    let client = public_client(&app).await;
+    let b = browser();
+    // Twice: the second authorization finds the session and the remembered consent.
+    let first = first_refresh_token(&app, &b, &client).await;
+    let second = first_refresh_token(&app, &b, &client).await;
+    let (s, _, body) = refresh(&app, &client, &first, &[]).await;
+    assert_eq!(s, 200, "{body}");
+    let at = body["access_token"].as_str().unwrap().to_string();
+    let res = http
+        .get(app.url("/userinfo"))
+        .bearer_auth(&at)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        res.status().is_success() || res.status() == 401,
+        "{}",
+        res.status()
+    );
+    let res = http
+        .post(app.url("/revoke"))
+        .form(&[("token", second.as_str()), ("client_id", client.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let (s, _, machine) = app
+        .register(&json!({
+            "client_name": "Machine",
+            "grant_types": ["client_credentials"],
+            "token_endpoint_auth_method": "client_secret_basic",
+            "scope": "notes:read",
+        }))
+        .await;
+    assert_eq!(s, 201, "{machine}");
+    let res = http
+        .post(app.url("/token"))
+        .basic_auth(
+            machine["client_id"].as_str().unwrap(),
+            machine["client_secret"].as_str(),
+        )
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("resource", NOTES),
+            ("scope", "notes:read"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{:?}", res.text().await);
+    // The audit writer lingers before it writes.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    let log = std::fs::read_to_string(&app.log).unwrap();
+    let ran = statements(&log, from);
+    assert!(ran.len() >= 10, "the statement log is on: {ran:?}");
+    eprintln!("{backend:?}: {} distinct statements explained", ran.len());
+    let mut scans = Vec::new();
+    for sql in &ran {
+        for table in full_scans(backend, &url, sql).await {
+            scans.push(format!("{table}: {sql}"));
+        }
+    }
+    // The check sees a scan where there is one: no index covers an audit event's detail.
+    let unindexed = "SELECT id FROM audit_events WHERE detail = $1";
+    assert_eq!(
+        full_scans(backend, &url, unindexed).await,
+        vec!["audit_events"]
+    );
+    assert!(
+        scans.is_empty(),
+        "{backend:?}: full scans on request paths:\n{}",
+        scans.join("\n\n")
+    );
+    app.stop();
+    if let Some(name) = database {
+        drop_database(&name).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_path_query_scans_a_table_on_sqlite() {
+    no_scans_on_request_paths(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_path_query_scans_a_table_on_postgres() {
+    no_scans_on_request_paths(Backend::Postgres).await;
+}
