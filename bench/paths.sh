@@ -72,7 +72,7 @@ for store in "${stores[@]}"; do
     esac
     data=$work/data-$store; mkdir -p "$data"
     common=(--data-dir "$data" --database-url "$url")
-    "$bin" "${common[@]}" resource add --uri "$RESOURCE" --name Bench --scope "tools:read=Read" >/dev/null
+    "$bin" "${common[@]}" --init resource add --uri "$RESOURCE" --name Bench --scope "tools:read=Read" >/dev/null
     "$bin" "${common[@]}" client add --name bench --id "$CLIENT_ID" --auth-method client_secret_post \
         --grant-type authorization_code --grant-type refresh_token --grant-type client_credentials \
         --redirect-uri http://127.0.0.1/callback --may-introspect --scope tools:read \

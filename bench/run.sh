@@ -97,12 +97,15 @@ start_peer() {
 
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
+# rss_kib PID FIELD -> the process's VmRSS (now) or VmHWM (its peak), KiB
+rss_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
+
 # start_ours DATABASE_URL
 start_ours() {
     local data=$work/data-$RANDOM
     mkdir -p "$data"
     local common=(--data-dir "$data" --database-url "$1")
-    "$bin" "${common[@]}" resource add --uri "$RESOURCE" --name Bench \
+    "$bin" "${common[@]}" --init resource add --uri "$RESOURCE" --name Bench \
         --scope "tools:read=Read" --scope "tools:write=Write" >/dev/null
     "$bin" "${common[@]}" client add --name bench --id "$CLIENT_ID" \
         --grant-type client_credentials --auth-method client_secret_post --scope "tools:read tools:write" \
@@ -128,6 +131,7 @@ fi
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 results=()
+memory=()
 for store in "${stores[@]}"; do
     case $store in
         sqlite) url="sqlite://$work/bench-sqlite.db" ;;
@@ -143,6 +147,9 @@ for store in "${stores[@]}"; do
     # other work on the machine, and the medians are reported.
     start_peer
     start_ours "$url"
+    # Resident memory after start-up, idle (a discovery request answered, nothing else).
+    sleep 2
+    ours_idle=$(rss_kib "$ours_pid" VmRSS) peer_idle=$(rss_kib "$peer_pid" VmRSS)
     declare -a pr=() pp50=() pp99=() perr=() or=() op50=() op99=() oerr=()
     for _ in $(seq 1 "$ROUNDS"); do
         read -r a b c d < <(load peer "http://127.0.0.1:$PEER_PORT")
@@ -150,6 +157,10 @@ for store in "${stores[@]}"; do
         read -r a b c d < <(load "concierge/$store" "http://127.0.0.1:$OURS_PORT")
         or+=("$a") op50+=("$b") op99+=("$c") oerr+=("$d")
     done
+    # The peak resident memory over all rounds of load.
+    ours_peak=$(rss_kib "$ours_pid" VmHWM) peer_peak=$(rss_kib "$peer_pid" VmHWM)
+    memory+=("$(printf '%-9s %12s %12s   %12s %12s' "$store" \
+        "$((ours_idle / 1024))" "$((ours_peak / 1024))" "$((peer_idle / 1024))" "$((peer_peak / 1024))")")
     stop "$peer_pid"
     stop "$ours_pid"
 
@@ -173,3 +184,10 @@ printf '%s\n' "${results[@]}"
 echo "(medians of $ROUNDS alternating rounds; $(nproc) cores, load average before: $load_before;"
 echo " wrk -t$THREADS -c$CONNECTIONS -d$DURATION after a $WARMUP warm-up; errors = non-2xx answers, summed;"
 echo " ratio = ours/peer requests per second)"
+echo
+printf '%-9s %12s %12s   %12s %12s\n' store ours_idle_MiB ours_peak_MiB peer_idle_MiB peer_peak_MiB
+printf '%s\n' "${memory[@]}"
+echo "(resident memory: idle 2 s after start-up, and the peak over the rounds of load)"
+printf 'binary: %s MiB (%s MiB stripped)\n' \
+    "$(awk -v b="$(stat -c %s "$bin")" 'BEGIN { printf "%.1f", b / 1048576 }')" \
+    "$(strip -o "$work/stripped" "$bin" && awk -v b="$(stat -c %s "$work/stripped")" 'BEGIN { printf "%.1f", b / 1048576 }')"
