@@ -526,6 +526,13 @@ async fn forged_id_tokens_and_mismatched_callbacks_are_refused() {
         "/signin/upstream/corp/callback?code=c1&state={state}&iss=https%3A%2F%2Fevil.example"
     ));
     assert_eq!(b.get(url).send().await.unwrap().status(), 502);
+    // The provider says it sends `iss`: a response without one is refused too.
+    let (b, state, nonce) = begin().await;
+    *idp.id_token.lock().unwrap() = key.sign(&good(&nonce));
+    let url = rp.url(&format!(
+        "/signin/upstream/corp/callback?code=c1&state={state}"
+    ));
+    assert_eq!(b.get(url).send().await.unwrap().status(), 502);
     let (b, state, _) = begin().await;
     let url = rp.url(&format!(
         "/signin/upstream/corp/callback?error=access_denied&state={state}"
