@@ -246,6 +246,10 @@ async fn security_page(
         Ok(p) => p,
         Err(e) => return web.internal_error(e),
     };
+    let totp_stays = match totp_is_last_required(state, &user.id).await {
+        Ok(stays) => stays,
+        Err(e) => return web.internal_error(e),
+    };
     let passkeys = match super::passkeys::section(state, &user.id).await {
         Ok(p) => p,
         Err(e) => return web.internal_error(e),
@@ -272,7 +276,7 @@ async fn security_page(
             error => shown.error,
             notice => shown.notice,
             offered => ctx.config.signin.mfa.offered(),
-            required => ctx.config.signin.mfa == MfaPolicy::Required,
+            totp_stays => totp_stays,
             sessions => sessions,
             identities => identities,
             providers => providers,
@@ -520,6 +524,16 @@ pub async fn recovery_codes(
     }
 }
 
+/// Under `[signin] mfa = "required"`, is the authenticator app the user's only second factor
+/// (so it stays)? A passkey is another.
+async fn totp_is_last_required(
+    state: &AppState,
+    user_id: &str,
+) -> Result<bool, crate::store::StoreError> {
+    Ok(state.oauth.config.signin.mfa == MfaPolicy::Required
+        && !crate::oauth::authn::passkey::has_passkey(&state.oauth, user_id).await?)
+}
+
 /// `POST /account/security/totp/remove`: needs a current code or a recovery code.
 pub async fn totp_remove(
     State(state): State<AppState>,
@@ -530,10 +544,15 @@ pub async fn totp_remove(
         Ok(p) => p,
         Err(page) => return *page,
     };
-    if state.oauth.config.signin.mfa == MfaPolicy::Required {
-        let error = "A second factor is required here: the authenticator app cannot be \
-                     removed. If you lost it, ask the people who run this service to reset it.";
-        return refused(&state, &headers, &viewer, StatusCode::FORBIDDEN, error).await;
+    match totp_is_last_required(&state, &viewer.user.id).await {
+        Ok(false) => {}
+        Ok(true) => {
+            let error = "A second factor is required here: the authenticator app cannot be \
+                         removed while it is your only one. If you lost it, ask the people who \
+                         run this service to reset it.";
+            return refused(&state, &headers, &viewer, StatusCode::FORBIDDEN, error).await;
+        }
+        Err(e) => return state.web.internal_error(e),
     }
     let code = form.get("code").unwrap_or("");
     match factors::remove(&state.oauth, &viewer.user.id, code).await {

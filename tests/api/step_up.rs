@@ -531,3 +531,61 @@ both!(
         app
     }
 );
+
+/// Under `mfa = "required"`, the authenticator app can go when the user has a passkey: it is
+/// not their only second factor (the passkey then stays, as the last one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_with_a_passkey_may_remove_the_required_authenticator() {
+    for backend in [
+        crate::helpers::Backend::Sqlite,
+        crate::helpers::Backend::Postgres,
+    ] {
+        // Passkeys need a host name: `localhost`.
+        let Some(app) = TestApp::builder(backend)
+            .on_localhost()
+            .configure(|c| c.signin.mfa = MfaPolicy::Required)
+            .start()
+            .await
+        else {
+            continue;
+        };
+        let alice = seed(&app).await;
+        let b = browser();
+        let res = sign_in(&app, &b, &app.url("/signin"), "alice", PASSWORD).await;
+        let (_, codes, _) = enrol_at_signin(&app, &b, res).await;
+        app.store()
+            .insert_passkey(&concierge::store::StoredPasskey {
+                id: "pk-1".into(),
+                user_id: alice.clone(),
+                credential_id: "Y3JlZA".into(),
+                credential: "{}".into(),
+                name: "Laptop".into(),
+                created_at: concierge::util::now(),
+                last_used_at: None,
+            })
+            .await
+            .unwrap();
+        let page = b
+            .get(app.url("/account/security"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!page.contains("cannot be removed"), "{page}");
+        let csrf = between(&page, "name=\"csrf\" value=\"", "\"").unwrap();
+        let res = b
+            .post(app.url("/account/security/totp/remove"))
+            .form(&[("csrf", csrf), ("code", codes[0].as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 303);
+        assert!(
+            app.store().get_totp(&alice).await.unwrap().is_none(),
+            "removed"
+        );
+        app.finish().await;
+    }
+}
