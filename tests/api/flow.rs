@@ -109,6 +109,11 @@ pub fn browser() -> reqwest::Client {
         .unwrap()
 }
 
+/// The body of the page at `url`, as browser `b` gets it.
+pub async fn page_text(b: &reqwest::Client, url: &str) -> String {
+    b.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 pub fn unescape(s: &str) -> String {
     s.replace("&quot;", "\"")
         .replace("&#x27;", "'")

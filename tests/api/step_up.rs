@@ -274,22 +274,9 @@ both!(
         let res = sign_in(&app, &b, &app.url("/signin"), "alice", PASSWORD).await;
         let (_, codes, next) = enrol_at_signin(&app, &b, res).await;
         assert!(next.ends_with("/account/security"), "{next}");
-        let page = b
-            .get(app.url("/account/security"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = page_text(&b, &app.url("/account/security")).await;
         assert!(page.contains("cannot be removed"), "{page}");
-        let csrf = between(&page, "name=\"csrf\" value=\"", "\"").unwrap();
-        let res = b
-            .post(app.url("/account/security/totp/remove"))
-            .form(&[("csrf", csrf), ("code", codes[0].as_str())])
-            .send()
-            .await
-            .unwrap();
+        let res = remove_authenticator(&app, &b, &page, &codes[0]).await;
         assert_eq!(res.status(), 403);
         app
     }
@@ -301,23 +288,9 @@ both!(
     |app: TestApp| async move {
         seed(&app).await;
         let b = signed_in(&app, "alice").await;
-        let page = b
-            .get(app.url("/account/security"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = page_text(&b, &app.url("/account/security")).await;
         assert!(!page.contains("id=\"setup\""), "{page}");
-        let signin = b
-            .get(app.url("/signin"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let signin = page_text(&b, &app.url("/signin")).await;
         let csrf = between(&signin, "name=\"csrf\" value=\"", "\"").unwrap();
         let res = b
             .post(app.url("/account/security/totp/start"))
@@ -565,22 +538,9 @@ async fn a_user_with_a_passkey_may_remove_the_required_authenticator() {
             })
             .await
             .unwrap();
-        let page = b
-            .get(app.url("/account/security"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = page_text(&b, &app.url("/account/security")).await;
         assert!(!page.contains("cannot be removed"), "{page}");
-        let csrf = between(&page, "name=\"csrf\" value=\"", "\"").unwrap();
-        let res = b
-            .post(app.url("/account/security/totp/remove"))
-            .form(&[("csrf", csrf), ("code", codes[0].as_str())])
-            .send()
-            .await
-            .unwrap();
+        let res = remove_authenticator(&app, &b, &page, &codes[0]).await;
         assert_eq!(res.status(), 303);
         assert!(
             app.store().get_totp(&alice).await.unwrap().is_none(),
@@ -588,4 +548,19 @@ async fn a_user_with_a_passkey_may_remove_the_required_authenticator() {
         );
         app.finish().await;
     }
+}
+
+/// Post the security page's form removing the authenticator app, with `code`.
+async fn remove_authenticator(
+    app: &TestApp,
+    b: &reqwest::Client,
+    page: &str,
+    code: &str,
+) -> reqwest::Response {
+    let csrf = between(page, "name=\"csrf\" value=\"", "\"").unwrap();
+    b.post(app.url("/account/security/totp/remove"))
+        .form(&[("csrf", csrf), ("code", code)])
+        .send()
+        .await
+        .unwrap()
 }

@@ -187,14 +187,7 @@ async fn a_second_concierge_signs_users_in_provisioned_then_by_subject() {
         };
         // The sign-in page offers the provider, carrying the way back, without script.
         let (rp_b, idp_b) = (browser(), browser());
-        let html = rp_b
-            .get(f.rp.url("/signin?return_to=%2Faccount%2Fsecurity"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let html = page_text(&rp_b, &f.rp.url("/signin?return_to=%2Faccount%2Fsecurity")).await;
         assert!(html.contains("Sign in with corp SSO"), "{html}");
         assert!(
             unescape(&html).contains("/signin/upstream/corp?return_to=%2Faccount%2Fsecurity"),
@@ -225,14 +218,7 @@ async fn a_second_concierge_signs_users_in_provisioned_then_by_subject() {
         let (name, amr) = signed_in_as(&f.rp, &rp_b).await.expect("signed in");
         assert_eq!(name, "alice@example.com");
         assert_eq!(amr, vec!["fed".to_string()]);
-        let page = rp_b
-            .get(f.rp.url("/account/security"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = page_text(&rp_b, &f.rp.url("/account/security")).await;
         let page = unescape(&page);
         assert!(
             page.contains(&f.idp.url("")) && page.contains("provisioned"),
@@ -279,14 +265,7 @@ async fn linking_from_the_account_page_and_never_to_a_second_user() {
         let link = |b: reqwest::Client| {
             let rp = &f.rp;
             async move {
-                let html = b
-                    .get(rp.url("/account/security"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap();
+                let html = page_text(&b, &rp.url("/account/security")).await;
                 assert!(html.contains("Link an account at corp SSO"), "{html}");
                 let mut form: Vec<(String, String)> = hidden_inputs(&html)
                     .into_iter()
