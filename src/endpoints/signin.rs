@@ -146,10 +146,11 @@ pub async fn submit(
     let username = form.get("username").unwrap_or("").trim().to_string();
     let level = carried_level(form.get("acr"));
     // The form again with a message; `change_password` adds the new-password fields (and
-    // `ask_code` the second factor's).
-    let asker = asker(&state, &return_to).await;
-    let providers = providers(&state).await;
-    let again = |status, msg: &str, change_password, ask_code| {
+    // `ask_code` the second factor's). Who asks and the providers are looked up only then: a
+    // right password needs neither.
+    let again = async |status, msg: &str, change_password, ask_code| {
+        let asker = asker(&state, &return_to).await;
+        let providers = providers(&state).await;
         let view = SigninView {
             return_to: &return_to,
             username: &username,
@@ -157,19 +158,20 @@ pub async fn submit(
             error: Some(msg),
             change_password,
             ask_code,
-            asker: asker.clone(),
-            providers: providers.clone(),
+            asker,
+            providers,
         };
         render(&state, &browser, status, &view)
     };
-    let fail = |status, msg: &str| again(status, msg, false, false);
+    let fail = async |status, msg: &str| again(status, msg, false, false).await;
     let asked_code = form.get("code").is_some();
-    let ask_new_password = |status, msg: &str| again(status, msg, true, asked_code);
+    let ask_new_password = async |status, msg: &str| again(status, msg, true, asked_code).await;
     if !state.web.csrf_ok(&headers, form.get("csrf")) {
         return fail(
             StatusCode::BAD_REQUEST,
             "The form expired. Please sign in again.",
-        );
+        )
+        .await;
     }
     let password = form.get("password").unwrap_or("").to_string();
     let new_password = form
@@ -180,7 +182,8 @@ pub async fn submit(
         return ask_new_password(
             StatusCode::BAD_REQUEST,
             "The two new passwords differ. Type the same one twice.",
-        );
+        )
+        .await;
     }
     let attempt = PasswordAttempt {
         username: &username,
@@ -197,10 +200,11 @@ pub async fn submit(
             return ask_new_password(
                 StatusCode::UNAUTHORIZED,
                 "That code is not right, or was already used. Your password has not changed.",
-            );
+            )
+            .await;
         }
         Err(SigninError::PendingExpired) => {
-            return fail(StatusCode::UNAUTHORIZED, "Wrong username or password.");
+            return fail(StatusCode::UNAUTHORIZED, "Wrong username or password.").await;
         }
         Err(SigninError::Throttled(t)) => {
             let wait = t.retry_after().max(1);
@@ -210,13 +214,14 @@ pub async fn submit(
                     "Too many failed sign-ins. Try again in {}.",
                     wait_phrase(wait)
                 ),
-            );
+            )
+            .await;
             page.headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from(wait));
             return page;
         }
         Err(SigninError::WrongCredentials) => {
-            return fail(StatusCode::UNAUTHORIZED, "Wrong username or password.");
+            return fail(StatusCode::UNAUTHORIZED, "Wrong username or password.").await;
         }
         Err(SigninError::PasswordChangeRequired { code }) => {
             let msg = if code {
@@ -225,26 +230,29 @@ pub async fn submit(
             } else {
                 "You are asked to choose a new password. Enter your current password and a new one."
             };
-            return again(StatusCode::OK, msg, true, code);
+            return again(StatusCode::OK, msg, true, code).await;
         }
         Err(SigninError::NewPasswordRejected(why)) => {
             return ask_new_password(
                 StatusCode::BAD_REQUEST,
                 &format!("That new password won't do: {why}."),
-            );
+            )
+            .await;
         }
         Err(SigninError::Disabled) => {
             return fail(
                 StatusCode::FORBIDDEN,
                 "This account is disabled. Ask the people who run this service.",
-            );
+            )
+            .await;
         }
         Err(SigninError::Store(e)) => {
             let message = crate::error::internal_message(e);
             return fail(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &format!("Something went wrong on our side: {message}. Please try again."),
-            );
+            )
+            .await;
         }
     };
     after_first_step(&state, &browser, &return_to, checked, authn::AMR_PASSWORD).await
