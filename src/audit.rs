@@ -98,11 +98,21 @@ pub enum Kind {
     PasskeyRenamed,
     /// A user removed a passkey.
     PasskeyRemoved,
+    /// A client asked for a user's approval (CIBA, `detail.id`); `user_id` is empty when its
+    /// hint named no user.
+    ApprovalRequested,
+    /// A user approved a client's request (CIBA).
+    ApprovalApproved,
+    /// A user denied a client's request (CIBA).
+    ApprovalDenied,
+    /// A new request was announced to `ciba.notify` (`detail.delivered`, `detail.attempts`
+    /// or `detail.error`).
+    ApprovalNotified,
 }
 
 impl Kind {
     /// Every kind, for checking filters.
-    pub const ALL: [Self; 34] = [
+    pub const ALL: [Self; 38] = [
         Self::ClientRegistered,
         Self::ClientUpdated,
         Self::ClientDeleted,
@@ -137,6 +147,10 @@ impl Kind {
         Self::PasskeyRegistered,
         Self::PasskeyRenamed,
         Self::PasskeyRemoved,
+        Self::ApprovalRequested,
+        Self::ApprovalApproved,
+        Self::ApprovalDenied,
+        Self::ApprovalNotified,
     ];
 
     /// Does `filter` name a kind (`token.issued`) or the first part of one (`token`)?
@@ -163,6 +177,7 @@ impl Kind {
                 | Self::CimdFetchFailed
                 | Self::DpopProofReplayed
                 | Self::IdJagRefused
+                | Self::ApprovalNotified
         )
     }
 
@@ -202,6 +217,10 @@ impl Kind {
             Self::PasskeyRegistered => "passkey.registered",
             Self::PasskeyRenamed => "passkey.renamed",
             Self::PasskeyRemoved => "passkey.removed",
+            Self::ApprovalRequested => "approval.requested",
+            Self::ApprovalApproved => "approval.approved",
+            Self::ApprovalDenied => "approval.denied",
+            Self::ApprovalNotified => "approval.notified",
         }
     }
 }

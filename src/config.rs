@@ -70,6 +70,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub rate_limits: RateLimitConfig,
     pub signin: SigninConfig,
+    /// Asynchronous approval requests (OpenID Connect CIBA, poll mode).
+    pub ciba: CibaConfig,
     /// Upstream identity providers: a "Sign in with …" button each, as `[[upstream]]`
     /// tables (OpenID Connect, or `kind = "github"`). More can be added with
     /// `concierge idp add`. Default: none.
@@ -104,6 +106,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             rate_limits: RateLimitConfig::default(),
             signin: SigninConfig::default(),
+            ciba: CibaConfig::default(),
             upstream: Vec::new(),
         }
     }
@@ -681,6 +684,76 @@ impl Default for AuditConfig {
     }
 }
 
+/// `[ciba]`: asynchronous approval requests (OpenID Connect CIBA Core, poll mode). A client
+/// that registered the CIBA grant asks at `/bc-authorize`; the user decides on
+/// `/account/approvals`; the client polls the token endpoint.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CibaConfig {
+    /// How long a request waits for the user when the client names no `requested_expiry`.
+    /// Default 300.
+    pub default_expiry_secs: u32,
+    /// The longest `requested_expiry` granted (a longer one is shortened). Default 1800.
+    pub max_expiry_secs: u32,
+    /// The least time between two polls (`interval`); polling faster is answered
+    /// `slow_down`. Default 5.
+    pub poll_interval_secs: u32,
+    /// Where each new request is announced, so it reaches its user where they are (a chat
+    /// bot, a mobile push service): a signed JSON `POST`, retried, its outcome in the audit
+    /// log (`approval.notified`). Default: none (users look at their approvals page).
+    pub notify: Option<NotifyWebhook>,
+}
+
+impl Default for CibaConfig {
+    fn default() -> Self {
+        Self {
+            default_expiry_secs: 300,
+            max_expiry_secs: 1800,
+            poll_interval_secs: 5,
+            notify: None,
+        }
+    }
+}
+
+impl CibaConfig {
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.default_expiry_secs == 0 || self.default_expiry_secs > self.max_expiry_secs {
+            return Err(ConfigError::Invalid(
+                "ciba.default_expiry_secs must be at least 1 and at most ciba.max_expiry_secs"
+                    .into(),
+            ));
+        }
+        if self.max_expiry_secs > 86_400 {
+            return Err(ConfigError::Invalid(
+                "ciba.max_expiry_secs must be at most 86400 (a day)".into(),
+            ));
+        }
+        if self.poll_interval_secs > 60 {
+            return Err(ConfigError::Invalid(
+                "ciba.poll_interval_secs must be at most 60".into(),
+            ));
+        }
+        match &self.notify {
+            Some(n) => check_webhook("ciba.notify", &n.url, &n.secret, n.timeout_secs),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `[ciba.notify]`: a receiver of new approval requests, signed like the audit webhook (see
+/// `crate::webhook`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyWebhook {
+    /// An `https` URL (or `http` for a receiver on the same host or network).
+    pub url: String,
+    /// The HMAC-SHA256 key shared with the receiver: at least 32 characters.
+    pub secret: String,
+    /// Each attempt's timeout in seconds. Default 10.
+    #[serde(default = "AuditWebhook::default_timeout")]
+    pub timeout_secs: u32,
+}
+
 /// `[audit.webhook]`: where stored audit events are pushed, as signed JSON batches
 /// (`{"events": [...]}`, each event as the admin API shows it), retried with backoff; see
 /// `crate::webhook` for the signature.
@@ -705,20 +778,29 @@ impl AuditWebhook {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
-        let url = Url::parse(&self.url)
-            .map_err(|e| ConfigError::Invalid(format!("audit.webhook.url: {e}")))?;
-        if !matches!(url.scheme(), "https" | "http") {
-            return Err(ConfigError::Invalid(
-                "audit.webhook.url must be an https (or http) URL".into(),
-            ));
-        }
-        if self.secret.len() < 32 {
-            return Err(ConfigError::Invalid(
-                "audit.webhook.secret must be at least 32 characters".into(),
-            ));
-        }
-        check_push("audit.webhook", self.timeout_secs)
+        check_webhook("audit.webhook", &self.url, &self.secret, self.timeout_secs)
     }
+}
+
+/// A signed webhook's settings: an http(s) URL, a secret long enough, a sensible timeout.
+fn check_webhook(
+    section: &str,
+    url: &str,
+    secret: &str,
+    timeout_secs: u32,
+) -> Result<(), ConfigError> {
+    let url = Url::parse(url).map_err(|e| ConfigError::Invalid(format!("{section}.url: {e}")))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(ConfigError::Invalid(format!(
+            "{section}.url must be an https (or http) URL"
+        )));
+    }
+    if secret.len() < 32 {
+        return Err(ConfigError::Invalid(format!(
+            "{section}.secret must be at least 32 characters"
+        )));
+    }
+    check_push(section, timeout_secs)
 }
 
 /// What both audit pushes check here: a sensible timeout. (Their `kinds` are checked
@@ -874,6 +956,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "metrics",
     "rate_limits",
     "signin",
+    "ciba",
     "workload_identity",
     "upstream",
 ];
@@ -919,6 +1002,7 @@ impl Config {
         self.issuer_url()?;
         self.tokens.check()?;
         self.signin.check()?;
+        self.ciba.check()?;
         self.keys.check()?;
         // 0 would delete the whole audit log at the next sweep.
         if self.audit.retention_days == 0 {

@@ -65,6 +65,13 @@ pub enum ErrorCode {
     InvalidDpopProof,
     /// RFC 9449 §8, §9: send a proof with the server's nonce (from the `DPoP-Nonce` header).
     UseDpopNonce,
+    /// OpenID Connect CIBA Core §13: the `login_hint_token` is not valid any more.
+    ExpiredLoginHintToken,
+    /// OpenID Connect CIBA Core §13: the binding message is too long or not plain text.
+    InvalidBindingMessage,
+    /// RFC 9396 §5: `authorization_details` malformed, of an unknown type, or not as its
+    /// type defines.
+    InvalidAuthorizationDetails,
     /// Our fault; details are logged, not returned.
     ServerError,
     /// RFC 6749 §4.1.2.1; used with 429 for rate limits.
@@ -96,6 +103,9 @@ impl ErrorCode {
             Self::ExpiredToken => "expired_token",
             Self::InvalidDpopProof => "invalid_dpop_proof",
             Self::UseDpopNonce => "use_dpop_nonce",
+            Self::ExpiredLoginHintToken => "expired_login_hint_token",
+            Self::InvalidBindingMessage => "invalid_binding_message",
+            Self::InvalidAuthorizationDetails => "invalid_authorization_details",
             Self::ServerError => "server_error",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
         }

@@ -16,8 +16,8 @@ use utoipa_axum::routes;
 
 use crate::admin::{self, audit, clients, consents, id_jag, keys, resources, users};
 use crate::endpoints::{
-    account, authorize, device, health, introspect, jwks, passkeys, register, revoke, signin,
-    token, upstream, userinfo, well_known,
+    account, authorize, backchannel, device, health, introspect, jwks, passkeys, register, revoke,
+    signin, token, upstream, userinfo, well_known,
 };
 use crate::oauth::client_metadata::MAX_BODY_BYTES;
 use crate::state::AppState;
@@ -137,6 +137,8 @@ fn page_routes() -> OpenApiRouter<AppState> {
         .route("/signout", post(signin::signout))
         .route("/account/apps", get(account::apps))
         .route("/account/apps/revoke", post(account::revoke))
+        .route("/account/approvals", get(backchannel::page))
+        .route("/account/approvals/decide", post(backchannel::decide))
         .route("/account/security", get(account::security))
         .route("/account/security/password", post(account::password))
         .route("/account/security/sessions/end", post(account::end_session))
@@ -176,6 +178,7 @@ fn page_routes() -> OpenApiRouter<AppState> {
         // Servers and devices, not browsers.
         .routes(routes!(introspect::introspect))
         .routes(routes!(device::authorization))
+        .routes(routes!(backchannel::authorize))
         .route("/device", get(device::page).post(device::enter))
         .route("/device/decision", post(device::decision))
 }

@@ -303,6 +303,11 @@ async fn sweep(store: &dyn Store, now: i64, audit_retention: i64, backoff_reset:
             store.purge_backoffs(now - backoff_reset).await,
         ),
         ("authorization codes", store.purge_codes(now).await),
+        // A day late: a client polling just after expiry still hears `expired_token`.
+        (
+            "device codes and approval requests",
+            store.purge_polled_requests(now - 86_400).await,
+        ),
         ("sessions", store.purge_sessions(now).await),
         ("passkey ceremonies", store.purge_ceremonies(now).await),
         ("refresh tokens", store.purge_refresh_tokens(now).await),

@@ -91,6 +91,10 @@ async fn describe(ctx: &Context, token: &str) -> Result<Option<Value>, OAuthErro
             if let Some(act) = &claims.act {
                 out.insert("act".into(), act.clone());
             }
+            // RFC 9396 §9.2: what exactly the user approved.
+            if let Some(details) = &claims.authorization_details {
+                out.insert("authorization_details".into(), details.clone());
+            }
             return Ok(Some(Value::Object(out)));
         }
         Err(TokenError::Revoked) => return Ok(None),

@@ -190,6 +190,37 @@ pub struct DeviceAuthorizationResponse {
     pub interval: i64,
 }
 
+/// OpenID Connect CIBA Core §7.1 (client authentication as at the token endpoint).
+#[derive(Serialize, ToSchema)]
+pub struct BackchannelAuthenticationRequest {
+    /// Must contain `openid`, with the scopes the client needs.
+    pub scope: String,
+    /// The user: a username or a verified email address. Exactly one of the three hints.
+    pub login_hint: Option<String>,
+    /// The user: an access token of this server issued for them.
+    pub login_hint_token: Option<String>,
+    /// The user: an ID token this server issued to the client (expired ones are fine).
+    pub id_token_hint: Option<String>,
+    /// Shown to the user beside the request, at most 100 characters of plain text.
+    pub binding_message: Option<String>,
+    /// Seconds the request may wait for the user (shortened to the server's maximum).
+    pub requested_expiry: Option<i64>,
+    /// Authentication context classes the approving sign-in must reach.
+    pub acr_values: Option<String>,
+    /// RFC 8707; may repeat.
+    pub resource: Option<String>,
+    /// RFC 9396: a JSON array; this server knows the type `mcp_tool_call`.
+    pub authorization_details: Option<String>,
+}
+
+/// OpenID Connect CIBA Core §7.3.
+#[derive(Serialize, ToSchema)]
+pub struct BackchannelAuthenticationResponse {
+    pub auth_req_id: String,
+    pub expires_in: i64,
+    pub interval: i64,
+}
+
 /// A JSON Web Key Set (RFC 7517 §5): the public signing keys.
 #[derive(Serialize, ToSchema)]
 pub struct JwkSet {

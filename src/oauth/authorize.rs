@@ -407,7 +407,7 @@ fn redirect_uri(client: &Client, form: &Form) -> Result<(String, Option<String>)
     Ok((uri, sent))
 }
 
-/// 3. Request objects are not supported (OpenID Connect Core §6).
+/// 3. Request objects are not supported (OpenID Connect Core §6), nor yet RFC 9396 details.
 fn no_request_objects(req: &AuthorizationRequest, form: &Form) -> Result<(), AuthorizeError> {
     if form.get("request").is_some() {
         return Err(req.error(
@@ -419,6 +419,15 @@ fn no_request_objects(req: &AuthorizationRequest, form: &Form) -> Result<(), Aut
         return Err(req.error(
             ErrorCode::RequestUriNotSupported,
             "request_uri is not supported",
+        ));
+    }
+    // RFC 9396 details are taken at the backchannel authentication endpoint (CIBA) only for
+    // now; refused here rather than ignored, so a client never believes it got what it asked.
+    if form.get("authorization_details").is_some() {
+        return Err(req.error(
+            ErrorCode::InvalidAuthorizationDetails,
+            "authorization_details are accepted at the backchannel authentication endpoint \
+             only; ask for scopes here",
         ));
     }
     Ok(())

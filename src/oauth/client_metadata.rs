@@ -6,7 +6,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::authn::acr;
-use super::grants::{GrantRegistry, authorization_code, client_credentials};
+use super::grants::{GrantRegistry, authorization_code, ciba, client_credentials};
 use super::redirect_uri::{RedirectUri, is_loopback_host};
 use super::scope::Scope;
 use crate::config::RegistrationConfig;
@@ -50,6 +50,14 @@ pub struct RawClientMetadata {
     /// the client's authorization requests need when they name none (`acr_values`). Here a
     /// floor: every sign-in for the client reaches the weakest value listed.
     pub default_acr_values: Option<Vec<String>>,
+    /// OpenID Connect CIBA Core §4: how a CIBA client gets its tokens; only `poll` here.
+    pub backchannel_token_delivery_mode: Option<String>,
+    /// CIBA Core §4, for the ping and push modes: refused (poll only).
+    pub backchannel_client_notification_endpoint: Option<String>,
+    /// CIBA Core §4: signed authentication requests: refused (not supported).
+    pub backchannel_authentication_request_signing_alg: Option<String>,
+    /// CIBA Core §4: refused when true (`backchannel_user_code_parameter_supported` is false).
+    pub backchannel_user_code_parameter: Option<bool>,
     /// Present in documents (must equal their URL) and in RFC 7592 updates.
     pub client_id: Option<String>,
     /// Present only in RFC 7592 updates (must equal the current secret).
@@ -394,6 +402,15 @@ pub fn validate(
         }
     }
 
+    let backchannel_token_delivery_mode = backchannel(
+        &grant_types,
+        public,
+        raw.backchannel_token_delivery_mode,
+        raw.backchannel_client_notification_endpoint.is_some(),
+        raw.backchannel_authentication_request_signing_alg.is_some(),
+        raw.backchannel_user_code_parameter.unwrap_or(false),
+    )?;
+
     let scope = match raw.scope {
         None => None,
         Some(s) => {
@@ -432,7 +449,57 @@ pub fn validate(
         admin: false,
         dpop_bound_access_tokens: raw.dpop_bound_access_tokens.unwrap_or(false),
         default_acr_values: default_acr_values(raw.default_acr_values)?,
+        backchannel_token_delivery_mode,
     })
+}
+
+/// CIBA registration (CIBA Core §4): the grant needs an authenticated client, and only poll
+/// mode is offered, without signed requests or user codes. Its mode is kept, `poll` when the
+/// client registered the grant without naming one.
+fn backchannel(
+    grant_types: &[String],
+    public: bool,
+    mode: Option<String>,
+    notification_endpoint: bool,
+    signing_alg: bool,
+    user_code: bool,
+) -> Result<Option<String>, OAuthError> {
+    let field = "backchannel_token_delivery_mode";
+    if let Some(m) = mode.as_deref().filter(|m| *m != "poll") {
+        return Err(bad(
+            field,
+            format!("{m:?} is not offered: this server delivers CIBA tokens in poll mode only"),
+        ));
+    }
+    if notification_endpoint {
+        return Err(bad(
+            "backchannel_client_notification_endpoint",
+            "is for the ping and push modes; this server offers poll mode only",
+        ));
+    }
+    if signing_alg {
+        return Err(bad(
+            "backchannel_authentication_request_signing_alg",
+            "is not supported: send backchannel authentication requests unsigned",
+        ));
+    }
+    if user_code {
+        return Err(bad(
+            "backchannel_user_code_parameter",
+            "is not supported (backchannel_user_code_parameter_supported is false)",
+        ));
+    }
+    if !grant_types.iter().any(|g| g == ciba::GRANT_TYPE) {
+        return Ok(None);
+    }
+    if public {
+        return Err(bad(
+            "grant_types",
+            "contains the CIBA grant, which needs an authenticated client; this client may \
+             use token_endpoint_auth_method 'none'",
+        ));
+    }
+    Ok(Some("poll".to_string()))
 }
 
 /// `default_acr_values`: values this server issues only (one it does not know would

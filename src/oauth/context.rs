@@ -73,6 +73,8 @@ pub struct Context {
     pub authn: Authentication,
     /// The token endpoint's per-replica rate limits.
     pub request_limits: RequestLimits,
+    /// Where new approval requests (CIBA) are announced (`ciba.notify`), if anywhere.
+    pub approval_notify: Option<crate::webhook::Webhook>,
 }
 
 impl Context {
@@ -100,7 +102,18 @@ impl Context {
             config.cimd.allow_loopback,
             config.cimd.timeout_ms,
         )?;
+        let approval_notify = config.ciba.notify.as_ref().and_then(|n| {
+            crate::webhook::Webhook::new(
+                &n.url,
+                Some(&n.secret),
+                &Default::default(),
+                std::time::Duration::from_secs(u64::from(n.timeout_secs)),
+                crate::webhook::Retry::default(),
+            )
+            .ok()
+        });
         Ok(Self {
+            approval_notify,
             issuer: Arc::from(config.issuer.as_str()),
             authn: Authentication::new(&config)?,
             request_limits: RequestLimits::new(&config.rate_limits),
@@ -157,6 +170,9 @@ impl Context {
         &*self.store
     }
     pub fn refresh_tokens(&self) -> &dyn RefreshTokenStore {
+        &*self.store
+    }
+    pub fn backchannel(&self) -> &dyn crate::store::BackchannelStore {
         &*self.store
     }
     pub fn devices(&self) -> &dyn DeviceStore {

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::authn::acr::{self, Level};
+use super::authn::acr::Level;
 use super::authn::throttle::{Bucket, Throttled};
 use super::authorize::Asked;
 use super::consent;
@@ -117,23 +117,14 @@ pub async fn for_decision(
     pending_or_guess(ctx, entered, addr).await
 }
 
-/// How strongly the user approving `request` must have signed in (the server's policy, the
-/// client's `default_acr_values`, the resources' requirements); None: a password will do.
+/// How strongly the user approving `request` must have signed in (see
+/// [`policy::required_level`]); None: a password will do.
 pub async fn required_level(
     ctx: &Context,
     request: &DeviceCode,
     resources: &[Arc<Resource>],
 ) -> Result<Option<Level>, OAuthError> {
-    let defaults = match ctx.clients.find(&request.client_id).await {
-        Ok(Some(c)) => c.metadata.default_acr_values.clone(),
-        Ok(None) => Vec::new(),
-        Err(e) => return Err(OAuthError::new(ErrorCode::ServerError, e.to_string())),
-    };
-    Ok(acr::required(
-        ctx.config.signin.mfa,
-        &defaults,
-        resources.iter().map(|r| r.required_acr),
-    ))
+    policy::required_level(ctx, &request.client_id, resources, &[]).await
 }
 
 /// The resources and scope a pending request asks for (resources looked up again, so one
@@ -142,14 +133,10 @@ pub async fn asked(
     ctx: &Context,
     request: &DeviceCode,
 ) -> Result<(Vec<Arc<Resource>>, Scope), OAuthError> {
-    let uris: Vec<&str> = request.resources.iter().map(String::as_str).collect();
-    // A sign-in granted no resource (identity scopes only) stays without one.
-    let resources = if uris.is_empty() {
-        Vec::new()
-    } else {
-        policy::resources_for_user(ctx, &uris, None).await?
-    };
-    Ok((resources, Scope::parse(&request.scope).unwrap_or_default()))
+    Ok((
+        policy::stored_resources(ctx, &request.resources).await?,
+        Scope::parse(&request.scope).unwrap_or_default(),
+    ))
 }
 
 /// Record the user's decision on a pending request: approval remembers the consent and

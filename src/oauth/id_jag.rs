@@ -584,6 +584,7 @@ async fn redeem_checked(
             not_after: None,
             jkt: resource.dpop_binding(dpop_jkt)?,
             alg: resource.token_alg,
+            authorization_details: None,
             ttl: i64::from(ctx.config.tokens.access_token_ttl_secs),
         },
     )?;

@@ -14,7 +14,9 @@
 
 pub mod admin_token;
 pub mod authn;
+pub mod authorization_details;
 pub mod authorize;
+pub mod ciba;
 pub mod cimd;
 pub mod client_assertion;
 pub mod client_auth;

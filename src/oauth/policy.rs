@@ -16,6 +16,7 @@
 use std::sync::Arc;
 
 use super::admin_token::{admin_resource_uri, is_admin_resource};
+use super::authn::acr::{self, Level};
 use super::clients::{Client, ClientSource};
 use super::context::Context;
 use super::resource::{OIDC_SCOPES, Resource, ResourceUri};
@@ -46,6 +47,40 @@ pub async fn resolve(ctx: &Context, raw: &str) -> Result<Arc<Resource>, OAuthErr
         .get(&uri)
         .await?
         .ok_or_else(|| target(format!("{uri} is not a registered resource")))
+}
+
+/// The resources a stored request or grant names, looked up again, so one removed since is
+/// refused. A sign-in granted no resource (identity scopes only) stays without one.
+pub async fn stored_resources(
+    ctx: &Context,
+    uris: &[String],
+) -> Result<Vec<Arc<Resource>>, OAuthError> {
+    if uris.is_empty() {
+        return Ok(Vec::new());
+    }
+    let uris: Vec<&str> = uris.iter().map(String::as_str).collect();
+    resources_for_user(ctx, &uris, None).await
+}
+
+/// How strongly the user approving a request of `client_id` for `resources` must have signed
+/// in: the server's policy, the client's `default_acr_values`, the resources' requirements,
+/// and the `acr_values` the request itself asked for (CIBA Core §7.1), whichever is highest;
+/// None: a password will do.
+pub async fn required_level(
+    ctx: &Context,
+    client_id: &str,
+    resources: &[Arc<Resource>],
+    asked_acr: &[String],
+) -> Result<Option<Level>, OAuthError> {
+    let defaults = match ctx.clients.find(client_id).await {
+        Ok(Some(c)) => c.metadata.default_acr_values.clone(),
+        Ok(None) => Vec::new(),
+        Err(e) => return Err(OAuthError::new(ErrorCode::ServerError, e.to_string())),
+    };
+    let policy = ctx.config.signin.mfa;
+    let by_client = acr::required(policy, &defaults, resources.iter().map(|r| r.required_acr));
+    let by_request = acr::required(policy, asked_acr, []);
+    Ok(by_client.max(by_request))
 }
 
 /// The resources a user's authorization is for (the authorization endpoint, device

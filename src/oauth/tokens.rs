@@ -33,6 +33,9 @@ struct AccessTokenClaims<'a> {
     /// Proof-of-possession key (RFC 7800 §3.1, RFC 9449 §6.1): `{"jkt": …}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     cnf: Option<Value>,
+    /// What exactly was approved (RFC 9396 §9.1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authorization_details: Option<&'a Value>,
     jti: String,
     iat: i64,
     exp: i64,
@@ -61,6 +64,8 @@ pub struct AccessToken<'a> {
     pub jkt: Option<&'a str>,
     /// The signing algorithm: the resource's (`Resource::token_alg`), ES256 by default.
     pub alg: Alg,
+    /// RFC 9396 §9.1: the authorization details the user approved.
+    pub authorization_details: Option<&'a Value>,
 }
 
 /// What the token endpoint answers (RFC 6749 §5.1).
@@ -126,6 +131,7 @@ pub fn issue_access_token(
         acr: t.acr,
         act: t.act,
         cnf: t.jkt.map(|k| serde_json::json!({ "jkt": k })),
+        authorization_details: t.authorization_details,
         jti: util::random_id(),
         iat,
         exp,
@@ -231,6 +237,9 @@ pub struct AccessClaims {
     /// The proof-of-possession key (RFC 7800, RFC 9449 §6.1).
     #[serde(default)]
     pub cnf: Option<Value>,
+    /// What exactly was approved (RFC 9396 §9.1).
+    #[serde(default)]
+    pub authorization_details: Option<Value>,
 }
 
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -341,6 +350,27 @@ pub fn verify_id_token(
     verify_own_jwt(keys, issuer, token, Alg::RS256, "JWT", Some(client_id))
 }
 
+/// The subject of an ID token we issued to `client_id`, offered as a hint (`id_token_hint`):
+/// signature, issuer and audience are checked, expiry is not (OpenID Connect Core §3.1.2.1:
+/// an expired ID token is still a fine hint).
+pub fn id_token_hint_subject(
+    keys: &KeyManager,
+    issuer: &str,
+    token: &str,
+    client_id: &str,
+) -> Option<String> {
+    let claims = decode_own_jwt(
+        keys,
+        issuer,
+        token,
+        Alg::RS256,
+        "JWT",
+        Some(client_id),
+        false,
+    )?;
+    claims.get("sub")?.as_str().map(str::to_string)
+}
+
 /// A JWT this server signed with `alg` and `typ`: signature with a published key, `iss`,
 /// `exp` (30 s leeway) and, when given, `aud`.
 fn verify_own_jwt(
@@ -350,6 +380,19 @@ fn verify_own_jwt(
     alg: Alg,
     typ: &str,
     audience: Option<&str>,
+) -> Option<Value> {
+    decode_own_jwt(keys, issuer, token, alg, typ, audience, true)
+}
+
+/// [`verify_own_jwt`], with the expiry checked only when `check_exp`.
+fn decode_own_jwt(
+    keys: &KeyManager,
+    issuer: &str,
+    token: &str,
+    alg: Alg,
+    typ: &str,
+    audience: Option<&str>,
+    check_exp: bool,
 ) -> Option<Value> {
     use jsonwebtoken::{Algorithm, DecodingKey, Validation};
     if token.len() > 8192 {
@@ -378,6 +421,10 @@ fn verify_own_jwt(
         None => v.validate_aud = false,
     }
     v.leeway = 30;
+    if !check_exp {
+        v.validate_exp = false;
+        v.required_spec_claims.remove("exp");
+    }
     jsonwebtoken::decode::<Value>(token, &key, &v)
         .ok()
         .map(|d| d.claims)

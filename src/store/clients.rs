@@ -140,6 +140,9 @@ pub struct ClientMetadata {
     /// (`crate::oauth::authn::acr`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub default_acr_values: Vec<String>,
+    /// OpenID Connect CIBA Core §4: `poll` for a client that registered the CIBA grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backchannel_token_delivery_mode: Option<String>,
 }
 
 impl ClientMetadata {

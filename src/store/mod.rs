@@ -12,6 +12,7 @@
 //! `crate::oauth`; this module knows nothing of them.
 
 pub mod audit;
+pub mod backchannel;
 pub mod clients;
 pub mod codes;
 pub mod consents;
@@ -39,6 +40,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use audit::{AuditEvent, AuditQuery, AuditStore, NewAuditEvent};
+pub use backchannel::{BackchannelRequest, BackchannelStore};
 pub use clients::{
     ApplicationType, AuthMethod, ClientKind, ClientMetadata, ClientRecord, ClientStore,
     PreviousSecret,
@@ -134,6 +136,7 @@ pub trait Store:
     + ExchangePolicyStore
     + IdJagPolicyStore
     + DeviceStore
+    + BackchannelStore
     + AuditStore
     + TransferStore
     + HealthStore

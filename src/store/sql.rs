@@ -115,6 +115,7 @@ macro_rules! sql_store {
         $crate::store::codes::sql_impl!($ty);
         $crate::store::refresh_tokens::sql_impl!($ty);
         $crate::store::devices::sql_impl!($ty);
+        $crate::store::backchannel::sql_impl!($ty);
         $crate::store::exchange_policies::sql_impl!($ty);
         $crate::store::id_jag::sql_impl!($ty);
         $crate::store::audit::sql_impl!($ty);

@@ -358,6 +358,10 @@ pub const SKIPPED: &[(&str, &str)] = &[
         "device codes live minutes; a device flow in flight starts again",
     ),
     (
+        "backchannel_requests",
+        "approval requests live minutes; a client whose request was in flight asks again",
+    ),
+    (
         "rate_limits",
         "rate-limit windows start afresh on the new database",
     ),

@@ -72,6 +72,7 @@ impl Grant for Passphrase {
                 not_after: None,
                 jkt: resource.dpop_binding(req.dpop_jkt)?,
                 alg: resource.token_alg,
+                authorization_details: None,
             },
         )?)
     }

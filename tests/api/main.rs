@@ -14,6 +14,7 @@ mod admin;
 mod agents;
 mod audit;
 mod caches;
+mod ciba;
 mod cimd;
 mod cli;
 mod code_flow;

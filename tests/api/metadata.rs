@@ -57,7 +57,8 @@ both!(authorization_server_metadata, |app: TestApp| async move {
             "client_credentials",
             "urn:ietf:params:oauth:grant-type:token-exchange",
             "urn:ietf:params:oauth:grant-type:device_code",
-            "urn:ietf:params:oauth:grant-type:jwt-bearer"
+            "urn:ietf:params:oauth:grant-type:jwt-bearer",
+            "urn:openid:params:grant-type:ciba"
         ])
     );
     // The jwt-bearer grant is served (a client's own assertion needs no configuration); the

@@ -210,10 +210,10 @@ both!(
 );
 
 /// What the webhook receiver saw: each delivery's headers and body.
-type Deliveries = Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>;
+pub(crate) type Deliveries = Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>;
 
 /// A receiver that answers 503 to the first delivery and 204 to the rest.
-async fn receiver() -> (String, Deliveries) {
+pub(crate) async fn receiver() -> (String, Deliveries) {
     let seen: Deliveries = Arc::default();
     let app = axum::Router::new().route(
         "/siem",
@@ -240,7 +240,7 @@ async fn receiver() -> (String, Deliveries) {
 }
 
 /// HMAC-SHA256 over `"<t>.<body>"`, computed here from the documented recipe.
-fn expected_signature(secret: &str, t: &str, body: &[u8]) -> String {
+pub(crate) fn expected_signature(secret: &str, t: &str, body: &[u8]) -> String {
     use aws_lc_rs::hmac;
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
     let mut signed = t.as_bytes().to_vec();

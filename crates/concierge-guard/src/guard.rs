@@ -97,6 +97,8 @@ pub(crate) struct Connected {
     pub(crate) token_endpoint: Option<Url>,
     #[cfg_attr(not(feature = "introspection"), allow(dead_code))]
     pub(crate) introspection_endpoint: Option<Url>,
+    #[cfg_attr(not(feature = "approval"), allow(dead_code))]
+    pub(crate) backchannel_endpoint: Option<Url>,
 }
 
 impl IssuerSlot {

@@ -38,6 +38,8 @@ pub(crate) struct Discovered {
     pub(crate) token_endpoint: Option<Url>,
     /// `introspection_endpoint` (RFC 7662), for introspection.
     pub(crate) introspection_endpoint: Option<Url>,
+    /// `backchannel_authentication_endpoint` (OpenID Connect CIBA), for approvals.
+    pub(crate) backchannel_endpoint: Option<Url>,
     /// The issuer's clock, read from the metadata answer.
     pub(crate) clock: Option<ClockReading>,
 }
@@ -158,6 +160,7 @@ pub(crate) fn check_metadata(
         jwks_uri,
         token_endpoint: endpoint("token_endpoint"),
         introspection_endpoint: endpoint("introspection_endpoint"),
+        backchannel_endpoint: endpoint("backchannel_authentication_endpoint"),
         clock: None,
     })
 }

@@ -93,6 +93,8 @@
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "approval")]
+mod approval;
 mod cache;
 mod challenge;
 mod claims;
@@ -136,6 +138,8 @@ pub mod rmcp;
 #[path = "testing.rs"]
 pub mod test;
 
+#[cfg(feature = "approval")]
+pub use approval::{Approval, ApprovalError, ApprovalRequest, ApprovedCall, ToolCall};
 pub use challenge::{BearerChallenge, ChallengeError};
 pub use claims::ClaimMapping;
 #[cfg(any(feature = "exchange", feature = "introspection"))]

@@ -42,6 +42,7 @@ impl Guard {
         let mut token_endpoint = parse("token_endpoint", &config.token_endpoint)?;
         let mut introspection_endpoint =
             parse("introspection_endpoint", &config.introspection_endpoint)?;
+        let mut backchannel_endpoint = None;
         let (issuer, keys, mut clock) = if let Some(jwks) = &config.jwks {
             let keys = KeyStore::fixed(inner.http.clone(), jwks)?;
             (config.url.clone(), keys, None)
@@ -63,6 +64,7 @@ impl Guard {
             check_secure(settings.allow_insecure_http, "jwks_uri", &found.jwks_uri)?;
             token_endpoint = token_endpoint.or(found.token_endpoint);
             introspection_endpoint = introspection_endpoint.or(found.introspection_endpoint);
+            backchannel_endpoint = found.backchannel_endpoint;
             let keys = KeyStore::new(
                 inner.http.clone(),
                 found.jwks_uri,
@@ -94,6 +96,7 @@ impl Guard {
             keys,
             token_endpoint,
             introspection_endpoint,
+            backchannel_endpoint,
         };
         *slot
             .connected

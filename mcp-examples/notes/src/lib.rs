@@ -5,6 +5,10 @@
 //! - `add_note { text }` — adds one; it declares `notes:write` on itself, so the guard
 //!   answers a token without it with 403 `insufficient_scope`,
 //!   `scope="notes:read notes:write"` (step-up);
+//! - `delete_note { id }` — deletes one note, but only once its owner approved that very call
+//!   on their authorization server (OpenID Connect CIBA with an `mcp_tool_call`
+//!   authorization detail, through [`Guard::request_approval`]); while the user has not
+//!   decided, it answers `approval_pending` and the agent calls it again;
 //! - `whoami` — what the guard saw: `sub`, `client_id`, scopes and the `act` chain.
 //!
 //! The tools take the validated [`Principal`] as a parameter. [`app`] is the whole server:
@@ -16,7 +20,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
 use concierge_guard::rmcp::scopes;
-use concierge_guard::{Guard, Principal};
+use concierge_guard::{
+    Approval, ApprovalRequest, BearerToken, ClientCredentials, Guard, Principal, ToolCall,
+};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, Implementation, ServerCapabilities, ServerConfig};
@@ -36,6 +42,11 @@ pub struct NotesConfig {
     pub issuer: String,
     /// This server's resource URI, e.g. `http://127.0.0.1:3001/mcp` (the `aud` of its tokens).
     pub resource: String,
+    /// This server's own client at the issuer (id, secret), registered for the CIBA grant:
+    /// `delete_note` asks the user's approval with it. Without it, `delete_note` refuses.
+    pub approval_client: Option<(String, String)>,
+    /// How long `delete_note` waits for the user before answering `approval_pending`.
+    pub approval_wait: std::time::Duration,
 }
 
 impl NotesConfig {
@@ -44,7 +55,16 @@ impl NotesConfig {
         Self {
             issuer: issuer.into(),
             resource: resource.into(),
+            approval_client: None,
+            approval_wait: std::time::Duration::from_secs(20),
         }
+    }
+
+    /// Ask users' approval for `delete_note` as client `id` with `secret`.
+    #[must_use]
+    pub fn approvals(mut self, id: impl Into<String>, secret: impl Into<String>) -> Self {
+        self.approval_client = Some((id.into(), secret.into()));
+        self
     }
 }
 
@@ -68,6 +88,26 @@ pub const STEP_UP_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(
 /// Notes per subject, shared by every request.
 pub type Notebook = Arc<Mutex<HashMap<String, Vec<Note>>>>;
 
+/// `delete_note`'s arguments.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct DeleteNote {
+    /// The note's `id`, as `list_notes` shows it.
+    pub id: usize,
+}
+
+/// Approvals asked for and not decided yet, per (subject, note id).
+type PendingApprovals = Arc<Mutex<HashMap<(String, usize), ApprovalRequest>>>;
+
+/// What `delete_note` needs to ask for approval: the guard (with this server's client
+/// credentials), where users approve, and how long to wait.
+#[derive(Clone)]
+pub struct Approvals {
+    guard: Guard,
+    approve_at: String,
+    wait: std::time::Duration,
+    pending: PendingApprovals,
+}
+
 /// `add_note`'s arguments.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct AddNote {
@@ -79,6 +119,7 @@ pub struct AddNote {
 #[derive(Clone)]
 pub struct NotesServer {
     notes: Notebook,
+    approvals: Option<Approvals>,
     tool_router: ToolRouter<Self>,
 }
 
@@ -88,8 +129,16 @@ impl NotesServer {
     pub fn new(notes: Notebook) -> Self {
         Self {
             notes,
+            approvals: None,
             tool_router: Self::tool_router(),
         }
+    }
+
+    /// Let `delete_note` ask for approvals.
+    #[must_use]
+    pub fn with_approvals(mut self, approvals: Approvals) -> Self {
+        self.approvals = Some(approvals);
+        self
     }
 
     /// List your notes.
@@ -126,7 +175,7 @@ impl NotesServer {
         let mut book = self.notes.lock().unwrap_or_else(PoisonError::into_inner);
         let mine = book.entry(principal.sub().to_owned()).or_default();
         let note = Note {
-            id: mine.len() + 1,
+            id: mine.iter().map(|n| n.id).max().unwrap_or(0) + 1,
             text,
             written_by: principal.client_id().to_owned(),
         };
@@ -151,6 +200,86 @@ impl NotesServer {
             .remove(principal.sub())
             .map_or(0, |n| n.len());
         Ok(CallToolResult::structured(json!({ "removed": removed })))
+    }
+
+    /// Delete one note, once its owner approved this very call on their device.
+    #[tool(
+        description = "Delete one note (needs notes:write and the user's approval of this call; \
+                       when it answers approval_pending, the user approves on their device and \
+                       you call it again).",
+        meta = scopes([WRITE_SCOPE])
+    )]
+    pub async fn delete_note(
+        &self,
+        principal: Principal,
+        token: BearerToken,
+        Parameters(DeleteNote { id }): Parameters<DeleteNote>,
+    ) -> Result<CallToolResult, ErrorData> {
+        principal.require_scopes([WRITE_SCOPE])?;
+        let Some(approvals) = &self.approvals else {
+            return Err(ErrorData::internal_error(
+                "this server cannot ask for approvals (no client registered for it)",
+                None,
+            ));
+        };
+        let sub = principal.sub().to_owned();
+        let text = self
+            .notes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&sub)
+            .and_then(|mine| mine.iter().find(|n| n.id == id))
+            .map(|n| n.text.clone())
+            .ok_or_else(|| ErrorData::invalid_params(format!("there is no note {id}"), None))?;
+        let key = (sub.clone(), id);
+        let waiting = approvals
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&key);
+        let request = match waiting {
+            Some(r) => r,
+            None => {
+                let shown: String = text.chars().take(60).collect();
+                let call = ToolCall::new("delete_note")
+                    .summary(format!("Delete the note “{shown}”"))
+                    .arguments(json!({ "id": id }));
+                approvals
+                    .guard
+                    .request_approval(token.as_str(), &call, None)
+                    .await
+                    .map_err(|e| ErrorData::internal_error(e.to_string(), None))?
+            }
+        };
+        let outcome = approvals
+            .guard
+            .await_approval(request, approvals.wait)
+            .await
+            .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        Ok(CallToolResult::structured(match outcome {
+            Approval::Approved(_) => {
+                let mut book = self.notes.lock().unwrap_or_else(PoisonError::into_inner);
+                let mine = book.entry(sub).or_default();
+                mine.retain(|n| n.id != id);
+                json!({ "status": "deleted", "id": id })
+            }
+            Approval::Pending(r) => {
+                approvals
+                    .pending
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(key, r);
+                json!({
+                    "status": "approval_pending",
+                    "approve_at": approvals.approve_at,
+                    "message": "Approval requested: approve deleting this note on your device \
+                                (or at approve_at), then call delete_note again.",
+                })
+            }
+            Approval::Denied => json!({ "status": "denied", "id": id }),
+            _ => json!({ "status": "expired", "id": id,
+                         "message": "the approval request expired; call delete_note again" }),
+        }))
     }
 
     /// Who is calling.
@@ -204,15 +333,30 @@ pub fn init_tracing() {
 ///
 /// Discovers the issuer at build time: fails when it is unreachable or misconfigured.
 pub async fn app(cfg: NotesConfig) -> anyhow::Result<Router> {
-    let guard = Guard::builder(cfg.issuer, cfg.resource)
+    let approve_at = format!("{}/account/approvals", cfg.issuer.trim_end_matches('/'));
+    let mut builder = Guard::builder(cfg.issuer, cfg.resource)
         .required_scopes([READ_SCOPE])
         .tools(&NotesServer::tool_router())
         .tool_authentication("clear_notes", STEP_UP_ACR, Some(STEP_UP_MAX_AGE))
-        .resource_name("Notes (concierge example)")
-        .build()
-        .await?;
+        .resource_name("Notes (concierge example)");
+    if let Some((id, secret)) = &cfg.approval_client {
+        builder = builder.client_credentials(ClientCredentials::secret_basic(id, secret));
+    }
+    let guard = builder.build().await?;
+    let approvals = cfg.approval_client.is_some().then(|| Approvals {
+        guard: guard.clone(),
+        approve_at,
+        wait: cfg.approval_wait,
+        pending: PendingApprovals::default(),
+    });
     let notes = Notebook::default();
-    Ok(guard.mcp_router(move || Ok(NotesServer::new(notes.clone()))))
+    Ok(guard.mcp_router(move || {
+        let server = NotesServer::new(notes.clone());
+        Ok(match &approvals {
+            Some(a) => server.with_approvals(a.clone()),
+            None => server,
+        })
+    }))
 }
 
 #[cfg(test)]

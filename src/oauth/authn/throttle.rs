@@ -54,6 +54,8 @@ pub enum Bucket<'a> {
     DeviceCodeGuess(Option<IpAddr>),
     /// Device authorization requests from one address.
     DeviceAuthorization(Option<IpAddr>),
+    /// Backchannel authentication (CIBA) requests by one client.
+    Backchannel(&'a str),
     /// Client registrations from one address (RFC 7591) with metadata it has not
     /// registered in the window.
     Registration(IpAddr),
@@ -79,6 +81,7 @@ impl Bucket<'_> {
             Self::SigninAddress(a) => format!("signin-fail:addr:{}", addr(a)),
             Self::DeviceCodeGuess(a) => format!("device-code-wrong:{}", addr(a)),
             Self::DeviceAuthorization(a) => format!("device-authorization:{}", addr(a)),
+            Self::Backchannel(c) => format!("backchannel:{c}"),
             Self::Registration(a) => format!("register:{a}"),
             Self::RegistrationIdentical(a) => format!("register-identical:{a}"),
             Self::RegistrationSeen(a, fingerprint) => format!("register-seen:{a}:{fingerprint}"),
@@ -223,6 +226,8 @@ pub struct Throttle {
     pub signin_address: Limit,
     pub device_code_guess: Limit,
     pub device_authorization: Limit,
+    /// Approval requests (CIBA) one client may make: each may reach a person.
+    pub backchannel: Limit,
     pub registration: Limit,
     pub registration_identical: Limit,
 }
@@ -248,6 +253,10 @@ impl Throttle {
                 max: 60,
                 window_secs: 600,
             },
+            backchannel: Limit {
+                max: 600,
+                window_secs: 600,
+            },
             registration: Limit {
                 max: i64::from(registration.rate_limit_max),
                 window_secs: i64::from(registration.rate_limit_window_secs),
@@ -267,6 +276,7 @@ impl Throttle {
             }
             Bucket::DeviceCodeGuess(_) => self.device_code_guess,
             Bucket::DeviceAuthorization(_) => self.device_authorization,
+            Bucket::Backchannel(_) => self.backchannel,
             Bucket::Registration(_) | Bucket::RegistrationSeen(..) => self.registration,
             Bucket::RegistrationIdentical(_) => self.registration_identical,
         }

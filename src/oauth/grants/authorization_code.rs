@@ -250,6 +250,7 @@ impl Grant for AuthorizationCode {
                 absolute_expires_at: None,
                 refresh: NewRefresh::Issue,
                 dpop_jkt: req.dpop_jkt,
+                authorization_details: None,
             },
         )
         .await

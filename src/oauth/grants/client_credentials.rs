@@ -65,6 +65,7 @@ pub async fn machine_token(
             not_after: None,
             jkt: resource.dpop_binding(req.dpop_jkt)?,
             alg: resource.token_alg,
+            authorization_details: None,
         },
     )?)
 }

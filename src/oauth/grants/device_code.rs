@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::polling::{self, Polled};
 use super::user_grant::{Authenticated, NewRefresh, UserGrant, issue};
 use super::{Advertised, Grant, Param, TokenRequest};
 use crate::error::{ErrorCode, OAuthError};
@@ -27,9 +28,6 @@ use crate::util;
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 pub struct DeviceCodeGrant;
-
-/// How much longer a device must wait after polling too fast (RFC 8628 §3.5).
-const SLOW_DOWN_STEP: i64 = 5;
 
 /// The device authorization response (RFC 8628 §3.2).
 #[derive(Debug, Serialize)]
@@ -169,42 +167,17 @@ impl Grant for DeviceCodeGrant {
                     "the device_code is unknown or was already used",
                 )
             })?;
-        if d.expires_at <= now {
-            return Err(e(
-                ErrorCode::ExpiredToken,
-                "the device_code expired; start again",
-            ));
-        }
-        if d.last_polled_at
-            .is_some_and(|last| now - last < d.interval_secs)
-        {
-            ctx.devices()
-                .record_poll(&hash, now, d.interval_secs + SLOW_DOWN_STEP)
-                .await?;
-            let mut err = e(
-                ErrorCode::SlowDown,
-                "polling too fast; wait longer between requests",
-            );
-            err.retry_after = Some((d.interval_secs + SLOW_DOWN_STEP) as u64);
-            return Err(err);
-        }
-        ctx.devices()
-            .record_poll(&hash, now, d.interval_secs)
-            .await?;
-        match d.status.as_str() {
-            "pending" => {
-                return Err(e(
-                    ErrorCode::AuthorizationPending,
-                    "the user has not decided yet",
-                ));
-            }
-            // RFC 8628 §3.5: a token endpoint error, so 400 like the others.
-            "denied" => {
-                return Err(e(ErrorCode::AccessDenied, "the user denied the request")
-                    .with_status(http::StatusCode::BAD_REQUEST));
-            }
-            _ => {}
-        }
+        let polled = Polled {
+            name: "device_code",
+            status: &d.status,
+            interval_secs: d.interval_secs,
+            last_polled_at: d.last_polled_at,
+            expires_at: d.expires_at,
+        };
+        polling::check(now, polled, async |interval| {
+            ctx.devices().record_poll(&hash, now, interval).await
+        })
+        .await?;
         let d = ctx
             .devices()
             .redeem_device(&hash, now)
@@ -234,6 +207,7 @@ impl Grant for DeviceCodeGrant {
                 absolute_expires_at: None,
                 refresh: NewRefresh::Issue,
                 dpop_jkt: req.dpop_jkt,
+                authorization_details: None,
             },
         )
         .await

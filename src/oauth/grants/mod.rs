@@ -9,9 +9,11 @@
 //! migration per backend only if it stores state (README: "How the code is laid out").
 
 pub mod authorization_code;
+pub mod ciba;
 pub mod client_credentials;
 pub mod device_code;
 pub mod jwt_bearer;
+pub mod polling;
 pub mod refresh_token;
 pub mod token_exchange;
 pub mod user_grant;
@@ -115,6 +117,7 @@ impl GrantRegistry {
             .with(token_exchange::TokenExchange)
             .with(device_code::DeviceCodeGrant)
             .with(jwt_bearer::JwtBearer)
+            .with(ciba::Ciba)
     }
 
     pub fn empty() -> Self {
@@ -172,6 +175,7 @@ mod tests {
                 "urn:ietf:params:oauth:grant-type:token-exchange",
                 "urn:ietf:params:oauth:grant-type:device_code",
                 "urn:ietf:params:oauth:grant-type:jwt-bearer",
+                "urn:openid:params:grant-type:ciba",
             ]
         );
         let config = Config::default();

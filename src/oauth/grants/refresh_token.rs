@@ -212,6 +212,7 @@ impl Grant for RefreshTokenGrant {
                     None => NewRefresh::Keep,
                 },
                 dpop_jkt: req.dpop_jkt,
+                authorization_details: None,
             },
         )
         .await

@@ -19,7 +19,7 @@ use crate::oauth::form::Form;
 use crate::oauth::tokens::{
     AccessClaims, AccessToken, TokenError, TokenResponse, check_access_token, issue_access_token,
 };
-use crate::oauth::{id_jag, policy};
+use crate::oauth::{authorization_details, id_jag, policy};
 
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -257,6 +257,10 @@ impl Grant for TokenExchange {
                 "the subject_token has expired",
             ));
         }
+        let details = authorization_details::narrowed(
+            claims.authorization_details.as_ref(),
+            form.get("authorization_details"),
+        )?;
         let audience = [target.uri.to_string()];
         let mut response = issue_access_token(
             &ctx.keys,
@@ -277,6 +281,7 @@ impl Grant for TokenExchange {
                 not_after: Some(claims.exp),
                 jkt: target.dpop_binding(req.dpop_jkt)?,
                 alg: target.token_alg,
+                authorization_details: details.as_ref(),
             },
         )?;
         response.issued_token_type = Some(ACCESS_TOKEN_TYPE);

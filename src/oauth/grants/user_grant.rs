@@ -65,6 +65,8 @@ pub struct UserGrant<'a> {
     /// The DPoP key of this token request: the access token is bound to it, and so is a new
     /// refresh token of a public client (RFC 9449 §5).
     pub dpop_jkt: Option<&'a str>,
+    /// RFC 9396: what exactly the user approved, carried into the access token.
+    pub authorization_details: Option<&'a Value>,
 }
 
 /// The refresh token a response carries.
@@ -173,6 +175,7 @@ pub async fn issue(
                 None => g.dpop_jkt,
             },
             alg: resource.as_ref().map_or(Alg::ES256, |r| r.token_alg),
+            authorization_details: g.authorization_details,
         },
     )?;
 

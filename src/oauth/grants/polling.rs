@@ -1,0 +1,114 @@
+//! What the two polled grants share — the device grant (RFC 8628 §3.4–3.5) and CIBA in poll
+//! mode (OpenID Connect CIBA Core §7.3, §11): each poll is checked, in this order, for the
+//! request's expiry (`expired_token`), for coming too soon after the last one (`slow_down`,
+//! and the interval grows), and for the user's decision so far (`authorization_pending`,
+//! `access_denied`). Only then is the approved request spent.
+
+use crate::error::{ErrorCode, OAuthError};
+use crate::store::StoreError;
+
+/// How much longer a client must wait after polling too fast (RFC 8628 §3.5: "increased by
+/// 5 seconds"; CIBA Core §11 refers to it).
+pub const SLOW_DOWN_STEP: i64 = 5;
+
+/// A polled request as stored.
+#[derive(Debug, Clone, Copy)]
+pub struct Polled<'a> {
+    /// What the client polls with, for error descriptions (`device_code`, `auth_req_id`).
+    pub name: &'static str,
+    /// `pending`, `approved` or `denied`.
+    pub status: &'a str,
+    pub interval_secs: i64,
+    pub last_polled_at: Option<i64>,
+    pub expires_at: i64,
+}
+
+/// Check one poll at `now`; `record(interval)` remembers it and the interval the next poll
+/// must wait. `Ok` means the request was approved and may be spent.
+pub async fn check(
+    now: i64,
+    p: Polled<'_>,
+    record: impl AsyncFnOnce(i64) -> Result<(), StoreError>,
+) -> Result<(), OAuthError> {
+    if p.expires_at <= now {
+        return Err(OAuthError::new(
+            ErrorCode::ExpiredToken,
+            format!("the {} expired; start again", p.name),
+        ));
+    }
+    if p.last_polled_at
+        .is_some_and(|last| now - last < p.interval_secs)
+    {
+        let longer = p.interval_secs + SLOW_DOWN_STEP;
+        record(longer).await?;
+        let mut err = OAuthError::new(
+            ErrorCode::SlowDown,
+            format!("polling too fast; wait at least {longer} s between requests"),
+        );
+        err.retry_after = Some(longer as u64);
+        return Err(err);
+    }
+    record(p.interval_secs).await?;
+    match p.status {
+        "pending" => Err(OAuthError::new(
+            ErrorCode::AuthorizationPending,
+            "the user has not decided yet",
+        )),
+        // RFC 8628 §3.5, CIBA Core §11: a token endpoint error, so 400 like the others.
+        "denied" => Err(
+            OAuthError::new(ErrorCode::AccessDenied, "the user denied the request")
+                .with_status(http::StatusCode::BAD_REQUEST),
+        ),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn polled(status: &str, last: Option<i64>) -> Polled<'_> {
+        Polled {
+            name: "auth_req_id",
+            status,
+            interval_secs: 5,
+            last_polled_at: last,
+            expires_at: 100,
+        }
+    }
+
+    async fn outcome(now: i64, p: Polled<'_>) -> (Result<(), &'static str>, Option<i64>) {
+        let mut recorded = None;
+        let r = check(now, p, async |i| {
+            recorded = Some(i);
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.code.as_str());
+        (r, recorded)
+    }
+
+    #[tokio::test]
+    async fn each_state_answers_as_the_specs_say() {
+        assert_eq!(
+            outcome(100, polled("approved", None)).await,
+            (Err("expired_token"), None)
+        );
+        assert_eq!(
+            outcome(50, polled("approved", Some(47))).await,
+            (Err("slow_down"), Some(10))
+        );
+        assert_eq!(
+            outcome(50, polled("pending", Some(45))).await,
+            (Err("authorization_pending"), Some(5))
+        );
+        assert_eq!(
+            outcome(50, polled("denied", None)).await,
+            (Err("access_denied"), Some(5))
+        );
+        assert_eq!(
+            outcome(50, polled("approved", None)).await,
+            (Ok(()), Some(5))
+        );
+    }
+}
