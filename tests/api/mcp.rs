@@ -30,6 +30,14 @@ pub async fn register_resource(app: &TestApp, uri: &str, name: &str, scopes: &[&
 
 /// Start `mcp-notes` for `app`'s issuer with its resource registered; returns the resource.
 pub async fn spawn_notes(app: &TestApp) -> String {
+    spawn_notes_with(app, |c| c).await
+}
+
+/// The notes server as `configure` adjusts its configuration (approvals, for one).
+pub async fn spawn_notes_with(
+    app: &TestApp,
+    configure: impl FnOnce(mcp_notes::NotesConfig) -> mcp_notes::NotesConfig,
+) -> String {
     let (l, resource) = listener().await;
     register_resource(
         app,
@@ -41,9 +49,8 @@ pub async fn spawn_notes(app: &TestApp) -> String {
         ],
     )
     .await;
-    let router = mcp_notes::app(mcp_notes::NotesConfig::new(&app.issuer, &resource))
-        .await
-        .unwrap();
+    let config = configure(mcp_notes::NotesConfig::new(&app.issuer, &resource));
+    let router = mcp_notes::app(config).await.unwrap();
     tokio::spawn(async move { axum::serve(l, router).await });
     resource
 }

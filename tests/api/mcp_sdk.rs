@@ -24,7 +24,7 @@ use crate::flow::*;
 use crate::helpers::{Backend, TestApp};
 use crate::id_jag::{AS_CLIENT, IDP_CLIENT, JWT_BEARER, Pair, TE, both_pair};
 use crate::interop::{interop_dir, node, node_ready, ready, run_script, skip_or_fail};
-use crate::mcp::{spawn_notes, user_token};
+use crate::mcp::{spawn_notes, spawn_notes_with, user_token};
 use crate::rmcp_client::es256_key;
 
 const NOTE: &str = "written by the";
@@ -473,6 +473,73 @@ both!(
         assert_eq!(out["finalAmr"], json!(["pwd", "otp"]), "{out}");
         assert_eq!(out["cleared"]["removed"], 1, "{out}");
         assert_eq!(out["listAfter"]["notes"], json!([]), "{out}");
+        app
+    }
+);
+
+both!(
+    typescript_sdk_calls_a_tool_the_user_approves_on_another_page,
+    |c: &mut concierge::Config| {
+        c.ciba.poll_interval_secs = 1;
+    },
+    |app: TestApp| async move {
+        if !ready() {
+            return app;
+        }
+        use concierge::oauth::client_metadata::RawClientMetadata;
+        seed(&app).await;
+        // The notes server's own client, allowed to ask users for approvals.
+        let (id, secret) = app
+            .add_client_metadata(
+                None,
+                TestApp::operator_metadata(RawClientMetadata {
+                    client_name: Some("Notes server".into()),
+                    grant_types: Some(vec!["urn:openid:params:grant-type:ciba".into()]),
+                    token_endpoint_auth_method: Some("client_secret_basic".into()),
+                    ..Default::default()
+                }),
+            )
+            .await;
+        let secret = secret.unwrap();
+        let notes = spawn_notes_with(&app, |mut c| {
+            c.approval_wait = std::time::Duration::from_secs(2);
+            c.approvals(id, secret)
+        })
+        .await;
+        let profile = tempfile::tempdir().unwrap();
+        let out = node(
+            "mcp_ts_sdk_approval.mjs",
+            &[
+                &notes,
+                &app.issuer,
+                "alice",
+                PASSWORD,
+                profile.path().to_str().unwrap(),
+            ],
+            &[],
+        )
+        .await;
+        assert_eq!(out["firstTry"]["status"], "approval_pending", "{out}");
+        assert_eq!(
+            out["firstTry"]["approve_at"],
+            app.url("/account/approvals").as_str()
+        );
+        let page = &out["approvedPage"];
+        assert_eq!(
+            page["heading"], "Notes server asks for your approval",
+            "{out}"
+        );
+        assert_eq!(
+            page["detail"],
+            "Use the tool “delete_note” on Notes: Delete the note “groceries”"
+        );
+        assert_eq!(page["argument"], "id = 1");
+        assert_eq!(out["secondTry"]["status"], "deleted", "{out}");
+        assert_eq!(out["otherTry"]["status"], "approval_pending", "{out}");
+        assert_eq!(out["otherAgain"]["status"], "denied", "{out}");
+        let left = out["listAfter"]["notes"].as_array().unwrap();
+        assert_eq!(left.len(), 1, "{out}");
+        assert_eq!(left[0]["text"], "birthdays");
         app
     }
 );

@@ -1,5 +1,6 @@
 // Shared browser steps: launch Debian's Chromium headless, sign in, read and answer the
 // consent page, and catch the redirect back to the client.
+import { randomBytes } from 'node:crypto';
 import { chromium } from 'playwright-core';
 
 export async function launch(profileDir) {
@@ -190,4 +191,63 @@ export async function loopbackReceiver(path = '/callback') {
     next: () => new Promise((resolve) => waiting.push(resolve)),
     close: () => server.close(),
   };
+}
+
+// The MCP TypeScript SDK's OAuthClientProvider with the user's part in Chromium: registers a
+// public client for the loopback receiver, sends the browser through sign-in and consent
+// (`mfa`, an authenticator(), when a second factor comes up), and keeps the code that came
+// back for `transport.finishAuth(provider.takeCode())`. `extra` parameters are added to the
+// next authorization request (`acr_values`, `max_age`, a wider `scope`).
+export class BrowserProvider {
+  constructor({ ctx, receiver, username, password, mfa, clientName }) {
+    Object.assign(this, { ctx, receiver, username, password, mfa, clientName });
+    this.authorizations = [];
+    this.pendingCode = null;
+    this.extra = {};
+  }
+  get redirectUrl() { return this.receiver.redirectUri; }
+  get clientMetadata() {
+    return {
+      client_name: this.clientName,
+      redirect_uris: [this.receiver.redirectUri],
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'none',
+    };
+  }
+  state() { return (this._state = randomBytes(16).toString('base64url')); }
+  clientInformation() { return this._client; }
+  saveClientInformation(info) { this._client = info; }
+  tokens() { return this._tokens; }
+  saveTokens(tokens) { this._tokens = tokens; }
+  saveCodeVerifier(v) { this._verifier = v; }
+  codeVerifier() { return this._verifier; }
+  invalidateCredentials(scope) {
+    if (scope === 'all' || scope === 'client') this._client = undefined;
+    if (scope === 'all' || scope === 'tokens') this._tokens = undefined;
+  }
+  async redirectToAuthorization(url) {
+    for (const [k, v] of Object.entries(this.extra)) url.searchParams.set(k, v);
+    this.extra = {};
+    const arrived = this.receiver.next();
+    const seen = await authorize(this.ctx, url.href, {
+      username: this.username, password: this.password, redirectPrefix: this.receiver.redirectUri, mfa: this.mfa,
+    });
+    const back = new URL(await arrived);
+    if (back.searchParams.get('state') !== this._state) throw new Error('state mismatch on the redirect');
+    this.authorizations.push({
+      scope: url.searchParams.get('scope'),
+      acrValues: url.searchParams.get('acr_values'),
+      maxAge: url.searchParams.get('max_age'),
+      signedIn: seen.signedIn,
+      error: back.searchParams.get('error'),
+    });
+    this.pendingCode = back.searchParams.get('code');
+  }
+  takeCode() {
+    const code = this.pendingCode;
+    if (!code) throw new Error('no authorization code came back');
+    this.pendingCode = null;
+    return code;
+  }
 }

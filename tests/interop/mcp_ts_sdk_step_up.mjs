@@ -9,11 +9,10 @@
 //   node mcp_ts_sdk_step_up.mjs <mcp-url> <username> <password> <profile-dir>
 //
 // Prints one JSON line: the challenges met, the authorization requests sent, and the results.
-import { randomBytes } from 'node:crypto';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport, StreamableHTTPError } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { UnauthorizedError, auth } from '@modelcontextprotocol/sdk/client/auth.js';
-import { launch, authorize, loopbackReceiver, authenticator } from './lib.mjs';
+import { launch, loopbackReceiver, authenticator, BrowserProvider } from './lib.mjs';
 
 const [mcpUrl, username, password, profile] = process.argv.slice(2);
 
@@ -30,59 +29,8 @@ const receiver = await loopbackReceiver();
 const ctx = await launch(profile);
 const mfa = authenticator();
 
-class BrowserProvider {
-  constructor() {
-    this.authorizations = [];
-    this.pendingCode = null;
-    this.extra = {}; // what the next authorization request adds (acr_values, max_age)
-  }
-  get redirectUrl() { return receiver.redirectUri; }
-  get clientMetadata() {
-    return {
-      client_name: 'MCP TypeScript SDK step-up',
-      redirect_uris: [receiver.redirectUri],
-      grant_types: ['authorization_code', 'refresh_token'],
-      response_types: ['code'],
-      token_endpoint_auth_method: 'none',
-    };
-  }
-  state() { return (this._state = randomBytes(16).toString('base64url')); }
-  clientInformation() { return this._client; }
-  saveClientInformation(info) { this._client = info; }
-  tokens() { return this._tokens; }
-  saveTokens(tokens) { this._tokens = tokens; }
-  saveCodeVerifier(v) { this._verifier = v; }
-  codeVerifier() { return this._verifier; }
-  invalidateCredentials(scope) {
-    if (scope === 'all' || scope === 'client') this._client = undefined;
-    if (scope === 'all' || scope === 'tokens') this._tokens = undefined;
-  }
-  async redirectToAuthorization(url) {
-    for (const [k, v] of Object.entries(this.extra)) url.searchParams.set(k, v);
-    this.extra = {};
-    const arrived = receiver.next();
-    const seen = await authorize(ctx, url.href, { username, password, redirectPrefix: receiver.redirectUri, mfa });
-    const back = new URL(await arrived);
-    if (back.searchParams.get('state') !== this._state) throw new Error('state mismatch on the redirect');
-    this.authorizations.push({
-      scope: url.searchParams.get('scope'),
-      acrValues: url.searchParams.get('acr_values'),
-      maxAge: url.searchParams.get('max_age'),
-      signedIn: seen.signedIn,
-      error: back.searchParams.get('error'),
-    });
-    this.pendingCode = back.searchParams.get('code');
-  }
-  takeCode() {
-    const code = this.pendingCode;
-    if (!code) throw new Error('no authorization code came back');
-    this.pendingCode = null;
-    return code;
-  }
-}
-
 const claims = (jwt) => JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString());
-const provider = new BrowserProvider();
+const provider = new BrowserProvider({ ctx, receiver, username, password, mfa, clientName: 'MCP TypeScript SDK step-up' });
 const newTransport = () => new StreamableHTTPClientTransport(new URL(mcpUrl), { authProvider: provider, fetch: recordingFetch });
 const newClient = () => new Client({ name: 'concierge-step-up', version: '1.0.0' });
 

@@ -31,8 +31,9 @@
 //! 5. **Checks DPoP-bound tokens** ([RFC 9449] §7, feature `dpop`, on by
 //!    default), with replay protection per key and, when asked, nonces (§9).
 //! 6. **Calls other resources for the caller** (`Guard::exchange`, RFC 8693,
-//!    feature `exchange`) and **introspects** tokens (RFC 7662, feature
-//!    `introspection`).
+//!    feature `exchange`), **asks the user to approve one call**
+//!    (`Guard::request_approval`, OpenID Connect CIBA with an RFC 9396 detail, feature
+//!    `approval`) and **introspects** tokens (RFC 7662, feature `introspection`).
 //! 7. **Reports misconfiguration at start-up** ([`BuildError`] names the
 //!    setting to change), or starts in the background while the issuer is
 //!    down ([`GuardBuilder::build_in_background`]); every refusal is a
@@ -81,6 +82,7 @@
 //! | `dpop` | yes | DPoP-bound tokens, nonces, the [`dpop`] module; without it bound tokens are refused |
 //! | `rustls` | yes | TLS for discovery, keys and the issuer's endpoints (`native-tls` instead: the platform's) |
 //! | `exchange` | no | `Guard::exchange`, `ClientCredentials` |
+//! | `approval` | no | `Guard::request_approval` and its `ToolCall`, `Approval` (implies `exchange`) |
 //! | `introspection` | no | `Introspection`, `ClientCredentials` |
 //! | `rmcp` | no | the `rmcp` module |
 //! | `test-util` | no | the `test` module |

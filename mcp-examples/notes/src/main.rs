@@ -17,7 +17,7 @@ struct Args {
     #[arg(long)]
     resource: Option<String>,
     /// This server's client id at the issuer, registered for the CIBA grant: `delete_note`
-    /// asks users' approval with it (`concierge client add --grant
+    /// asks users' approval with it (`concierge client add --grant-type
     /// urn:openid:params:grant-type:ciba …`).
     #[arg(long, env = "NOTES_CLIENT_ID", requires = "client_secret")]
     client_id: Option<String>,
