@@ -13,6 +13,7 @@ use crate::http::has_content_type;
 use crate::oauth::authorize::{
     self, AuthorizationRequest, AuthorizeError, Next, error_redirect, next_step,
 };
+use crate::oauth::consent;
 use crate::oauth::form::Form;
 use crate::state::AppState;
 use crate::store::{Session, User};
@@ -163,6 +164,8 @@ pub async fn decision(State(state): State<AppState>, headers: HeaderMap, body: B
                 .error_page(StatusCode::BAD_REQUEST, "Choose Allow or Deny.");
         }
     };
+    let mut req = req;
+    req.scope = consent::chosen_in(&req.scope, &form);
     match authorize::decide(&state.oauth, req, &session, approve).await {
         Ok(Next::Redirect(to)) => see_other(&to),
         Ok(_) => state

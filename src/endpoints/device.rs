@@ -244,7 +244,12 @@ pub async fn decision(
                 .error_page(StatusCode::BAD_REQUEST, "Choose Allow or Deny.");
         }
     };
-    match device::decide(ctx, &request, &session, approve).await {
+    // The scopes the user left ticked (the stored request's, narrowed).
+    let granted = crate::oauth::consent::chosen_in(
+        &crate::oauth::scope::Scope::parse(&request.scope).unwrap_or_default(),
+        &form,
+    );
+    match device::decide(ctx, &request, &session, approve, &granted).await {
         Ok(true) => {
             let done = if approve {
                 "Your device is connected"

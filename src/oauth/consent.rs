@@ -6,8 +6,35 @@
 
 use super::authorize::Asked;
 use super::context::Context;
+use super::form::Form;
+use super::scope::Scope;
 use crate::audit::{Event, Kind};
 use crate::store::{Consent, StoreError};
+
+/// The consent form's field that lists the scopes it let the user untick (space-separated),
+/// and the prefix of each one's checkbox (`keep:notes:write`, sent only when ticked).
+pub const OFFERED_FIELD: &str = "offered";
+pub const KEEP_PREFIX: &str = "keep:";
+
+/// The scope a user granted on the consent page: what was asked, less the offered scopes
+/// they unticked (RFC 6749 §3.3: the server may grant less than asked, and says so in the
+/// token response). `offered` is the form's list, `None` when it offered no choice; a
+/// scope it did not offer is kept, and nothing outside `asked` is ever added, whatever the
+/// form says.
+pub fn chosen(asked: &Scope, offered: Option<&str>, ticked: impl Fn(&str) -> bool) -> Scope {
+    let Some(offered) = offered else {
+        return asked.clone();
+    };
+    let offered: Vec<&str> = offered.split(' ').collect();
+    asked.retain(|t| !offered.contains(&t) || ticked(t))
+}
+
+/// [`chosen`] from a posted consent form.
+pub fn chosen_in(asked: &Scope, form: &Form) -> Scope {
+    chosen(asked, form.get(OFFERED_FIELD), |t| {
+        form.get(&format!("{KEEP_PREFIX}{t}")).is_some()
+    })
+}
 
 /// The key under which consent to identity scopes (openid, profile, …) is kept.
 pub fn identity_key(ctx: &Context) -> String {
@@ -103,4 +130,21 @@ pub async fn save(ctx: &Context, user_id: &str, asked: &Asked<'_>) -> Result<(),
             .detail(serde_json::json!({ "granted": granted })),
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unticked_scopes_are_left_out_and_nothing_is_added() {
+        let asked = Scope::parse("openid notes:read notes:write").unwrap();
+        let keep = |t: &str| t == "notes:read" || t == "admin";
+        assert_eq!(chosen(&asked, None, keep), asked);
+        let got = chosen(&asked, Some("notes:read notes:write admin"), keep);
+        assert_eq!(got.to_string(), "openid notes:read");
+        // A form claiming to offer openid cannot remove it unless unticked, nor add admin.
+        let got = chosen(&asked, Some("openid notes:write"), |_| false);
+        assert_eq!(got.to_string(), "notes:read");
+    }
 }

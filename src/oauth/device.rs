@@ -147,9 +147,12 @@ pub async fn decide(
     request: &DeviceCode,
     session: &Session,
     approve: bool,
+    granted: &Scope,
 ) -> Result<bool, OAuthError> {
+    // Never more than the device asked for.
+    let granted = granted.retain(|t| request.scope.split(' ').any(|s| s == t));
     if approve {
-        let (resources, scope) = asked(ctx, request).await?;
+        let (resources, _) = asked(ctx, request).await?;
         // The page sent a session that falls short to sign in again; a form posted anyway
         // is refused.
         if let Some(level) = required_level(ctx, request, &resources).await?
@@ -163,7 +166,7 @@ pub async fn decide(
         let asked = Asked {
             client_id: &request.client_id,
             resources: &resources,
-            scope: &scope,
+            scope: &granted,
         };
         consent::save(ctx, &session.user_id, &asked).await?;
     }
@@ -176,7 +179,7 @@ pub async fn decide(
     });
     if !ctx
         .devices()
-        .decide_device(&request.user_code, by, ctx.now())
+        .decide_device(&request.user_code, by, &granted.to_string(), ctx.now())
         .await?
     {
         return Ok(false);
@@ -191,7 +194,9 @@ pub async fn decide(
         Event::new(kind)
             .client(&request.client_id)
             .user(&session.user_id)
-            .detail(serde_json::json!({ "scope": request.scope, "resources": request.resources })),
+            .detail(
+                serde_json::json!({ "scope": granted.to_string(), "resources": request.resources }),
+            ),
     );
     Ok(true)
 }

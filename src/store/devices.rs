@@ -47,12 +47,13 @@ pub trait DeviceStore: Send + Sync {
         user_code: &str,
         now: i64,
     ) -> Result<Option<DeviceCode>, StoreError>;
-    /// Record the user's decision (`None`: denied) on a pending request; false if it was no
-    /// longer pending.
+    /// Record the user's decision (`None`: denied) and the scope they granted on a pending
+    /// request; false if it was no longer pending.
     async fn decide_device(
         &self,
         user_code: &str,
         approved_by: Option<DeviceApproval<'_>>,
+        scope: &str,
         now: i64,
     ) -> Result<bool, StoreError>;
     /// The request behind a device code, unless already used.
@@ -169,10 +170,10 @@ macro_rules! sql_impl {
                 row.map(TryInto::try_into).transpose()
             }
 
-            async fn decide_device(&self, user_code: &str, approved_by: Option<$crate::store::devices::DeviceApproval<'_>>, now: i64) -> Result<bool, $crate::store::StoreError> {
+            async fn decide_device(&self, user_code: &str, approved_by: Option<$crate::store::devices::DeviceApproval<'_>>, scope: &str, now: i64) -> Result<bool, $crate::store::StoreError> {
                 let status = if approved_by.is_some() { "approved" } else { "denied" };
                 let r = sqlx::query(
-                    "UPDATE device_codes SET status = $2, user_id = $3, auth_time = $4, amr = $5, acr = $6, sid = $7 \
+                    "UPDATE device_codes SET status = $2, user_id = $3, auth_time = $4, amr = $5, acr = $6, sid = $7, scope = $9 \
                      WHERE user_code = $1 AND status = 'pending' AND expires_at > $8",
                 )
                 .bind(user_code)
@@ -183,6 +184,7 @@ macro_rules! sql_impl {
                 .bind(approved_by.and_then(|a| a.acr))
                 .bind(approved_by.map(|a| a.sid))
                 .bind(now)
+                .bind(scope)
                 .execute(&self.pool)
                 .await?;
                 Ok(r.rows_affected() == 1)

@@ -88,6 +88,14 @@ pub fn render(web: &Web, headers: &HeaderMap, v: ConsentView<'_>) -> Response {
             context! { name => r.name, uri => r.uri.as_str(), scopes => scopes }
         })
         .collect();
+    // Every resource scope asked for can be unticked (identity scopes cannot: they are how
+    // the application knows who signed in).
+    let offered: Vec<String> = v
+        .asked
+        .resources
+        .iter()
+        .flat_map(|r| v.asked.scopes_for(r))
+        .collect();
     let identity: Vec<minijinja::Value> = v
         .asked
         .identity_scopes()
@@ -107,6 +115,7 @@ pub fn render(web: &Web, headers: &HeaderMap, v: ConsentView<'_>) -> Response {
             user_code => v.user_code,
             csrf => web.csrf(&browser),
             params => v.params,
+            offered => offered.join(" "),
         },
     );
     browser.apply(page)

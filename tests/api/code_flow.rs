@@ -777,3 +777,61 @@ both!(
         app
     }
 );
+
+both!(
+    consent_lets_the_user_untick_scopes,
+    |app: TestApp| async move {
+        seed(&app).await;
+        let client = public_client(&app).await;
+        let b = browser();
+        let (verifier, challenge) = pkce();
+        let params = auth_params(&client, &challenge, "openid notes:read notes:write");
+        let res = b.get(authorize_url(&app, &params)).send().await.unwrap();
+        let html = sign_in_and_see(&app, &b, &res).await;
+        assert!(html.contains("name=\"keep:notes:write\""), "{html}");
+        assert!(
+            !html.contains("name=\"keep:openid\""),
+            "identity scopes stay: {html}"
+        );
+        // The user unticks notes:write; a forged form cannot add a scope the client did not
+        // ask for.
+        let mut form: Vec<(String, String)> = hidden_inputs(&html)
+            .into_iter()
+            .filter(|(n, _)| n != "keep:notes:write")
+            .map(|(n, v)| match n.as_str() {
+                "offered" => (n, format!("{v} calendar:read")),
+                _ => (n, v),
+            })
+            .collect();
+        form.push(("keep:calendar:read".into(), "on".into()));
+        form.push(("decision".into(), "approve".into()));
+        let res = b
+            .post(app.url("/authorize/decision"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        let back = location(&res);
+        let (s, _, tokens) = redeem(&app, &client, &query(&back)["code"], &verifier, &[]).await;
+        assert_eq!(s, 200, "{tokens}");
+        assert_eq!(tokens["scope"], "openid notes:read", "{tokens}");
+        assert_eq!(
+            claims(tokens["access_token"].as_str().unwrap())["scope"],
+            "openid notes:read"
+        );
+        // What was unticked was not consented to: asking for it again asks the user again.
+        let (_, challenge) = pkce();
+        let again = auth_params(&client, &challenge, "notes:read notes:write");
+        let res = b.get(authorize_url(&app, &again)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "the consent page again");
+        let page = res.text().await.unwrap();
+        assert!(page.contains("name=\"keep:notes:write\""), "{page}");
+        // What stayed ticked was: asking for it alone goes straight back with a code.
+        let (_, challenge) = pkce();
+        let same = auth_params(&client, &challenge, "notes:read");
+        let res = b.get(authorize_url(&app, &same)).send().await.unwrap();
+        assert_eq!(res.status(), 303);
+        assert!(location(&res).starts_with(REDIRECT), "{}", location(&res));
+        app
+    }
+);

@@ -123,21 +123,33 @@ pub fn unescape(s: &str) -> String {
         .replace("&amp;", "&")
 }
 
-/// Every `<input type="hidden" name=… value=…>` of a page, in order.
+/// What a browser submits of a page's forms without the user typing: every
+/// `<input type="hidden" name=… value=…>`, then every ticked checkbox (`checked`), in order.
 pub fn hidden_inputs(html: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for part in html.split("<input type=\"hidden\" name=\"").skip(1) {
-        let Some((name, rest)) = part.split_once('"') else {
+    for (kind, part) in html
+        .split("<input type=\"hidden\" ")
+        .skip(1)
+        .map(|p| ("hidden", p))
+        .chain(
+            html.split("<input type=\"checkbox\" ")
+                .skip(1)
+                .map(|p| ("checkbox", p)),
+        )
+    {
+        let tag = part.split('>').next().unwrap_or("");
+        if kind == "checkbox" && !tag.contains(" checked") {
             continue;
+        }
+        let attr = |name: &str| {
+            tag.split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|v| v.split('"').next())
+                .map(unescape)
         };
-        let Some(value) = rest
-            .split("value=\"")
-            .nth(1)
-            .and_then(|v| v.split('"').next())
-        else {
-            continue;
-        };
-        out.push((unescape(name), unescape(value)));
+        if let (Some(name), Some(value)) = (attr("name"), attr("value")) {
+            out.push((name, value));
+        }
     }
     out
 }

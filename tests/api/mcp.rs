@@ -127,7 +127,16 @@ both!(
         let tools = client.list_all_tools().await.unwrap();
         let mut names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
         names.sort();
-        assert_eq!(names, ["add_note", "clear_notes", "list_notes", "whoami"]);
+        assert_eq!(
+            names,
+            [
+                "add_note",
+                "clear_notes",
+                "delete_note",
+                "list_notes",
+                "whoami"
+            ]
+        );
 
         let me = call(&client, "whoami", json!({})).await;
         assert_eq!(me["sub"], alice.as_str(), "the principal reaches the tool");
@@ -318,7 +327,16 @@ both!(
 
         let mut tools = agent.tools().await.unwrap();
         tools.sort();
-        assert_eq!(tools, ["add_note", "clear_notes", "list_notes", "whoami"]);
+        assert_eq!(
+            tools,
+            [
+                "add_note",
+                "clear_notes",
+                "delete_note",
+                "list_notes",
+                "whoami"
+            ]
+        );
         let me = agent.call("whoami", json!({})).await.unwrap();
         assert_eq!(me["sub"], alice.as_str());
         let first = agent.access_token().await.unwrap();

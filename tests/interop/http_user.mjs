@@ -70,13 +70,15 @@ const unescape = (s) =>
     .replaceAll('&gt;', '>')
     .replaceAll('&amp;', '&');
 
-// The page's POST form: its action and hidden inputs.
+// The page's POST form: its action, hidden inputs and ticked checkboxes (what a browser sends
+// when the user changes nothing).
 function formOf(html) {
   const action = html.match(/<form method="post" action="([^"]*)"/)?.[1];
   if (!action) throw new Error('no form on the page');
-  const fields = [...html.matchAll(/<input type="hidden" name="([^"]*)" value="([^"]*)">/g)].map((m) => [
-    unescape(m[1]),
-    unescape(m[2]),
-  ]);
+  const inputs = [
+    ...html.matchAll(/<input type="hidden" name="([^"]*)" value="([^"]*)">/g),
+    ...html.matchAll(/<input type="checkbox"[^>]* name="([^"]*)" value="([^"]*)" checked>/g),
+  ];
+  const fields = inputs.map((m) => [unescape(m[1]), unescape(m[2])]);
   return { action: unescape(action), fields };
 }

@@ -61,11 +61,13 @@ class Memory(TokenStorage):
 
 
 def form_of(page: str) -> tuple[str, list[tuple[str, str]]]:
-    """The page's POST form: its action and hidden inputs."""
+    """The page's POST form: its action, hidden inputs and ticked checkboxes (what a browser
+    sends when the user changes nothing)."""
     action = re.search(r'<form method="post" action="([^"]*)"', page)
     if action is None:
         raise RuntimeError(f"no form on the page: {page[:300]}")
     hidden = re.findall(r'<input type="hidden" name="([^"]*)" value="([^"]*)">', page)
+    hidden += re.findall(r'<input type="checkbox"[^>]* name="([^"]*)" value="([^"]*)" checked>', page)
     return html.unescape(action[1]), [(html.unescape(k), html.unescape(v)) for k, v in hidden]
 
 
