@@ -3,20 +3,18 @@
 //! waiting and decides. The decisions are in `oauth::ciba`; polling is the token endpoint's
 //! `urn:openid:params:grant-type:ciba` grant.
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use minijinja::context;
 use serde::Deserialize;
 
 use crate::error::OAuthError;
-use crate::http::{ClientAddr, form_body};
+use crate::http::ClientAddr;
 use crate::oauth::authn::acr::Level;
 use crate::oauth::ciba::{self, Decided};
-use crate::oauth::client_auth::authenticate_client;
 use crate::state::AppState;
 use crate::ui::see_other;
 use crate::util;
@@ -36,14 +34,9 @@ pub async fn authorize(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthError> {
-    let form = form_body(&headers, body)?;
-    let client = authenticate_client(&state.oauth, &headers, &form).await?;
-    crate::http::access::note_client(&client.client_id);
+    let (form, client) = super::client_form(&state, &headers, body).await?;
     let answer = ciba::start(&state.oauth, &client, &form, addr).await?;
-    let mut res = Json(answer).into_response();
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(res)
+    Ok(super::no_store_json(answer))
 }
 
 #[derive(Deserialize)]

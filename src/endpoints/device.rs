@@ -3,21 +3,19 @@
 //! in and sees the same consent screen as the code flow. The decisions are in
 //! `oauth::grants::device_code` and `oauth::device`.
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use minijinja::context;
 use serde::Deserialize;
 
 use crate::error::OAuthError;
-use crate::http::{ClientAddr, form_body};
+use crate::http::ClientAddr;
 use crate::oauth::authn::acr::Level;
 use crate::oauth::authn::throttle::Throttled;
 use crate::oauth::authorize::Asked;
-use crate::oauth::client_auth::authenticate_client;
 use crate::oauth::device::{self, LookupError};
 use crate::oauth::grants::device_code;
 use crate::state::AppState;
@@ -38,14 +36,9 @@ pub async fn authorization(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthError> {
-    let form = form_body(&headers, body)?;
-    let client = authenticate_client(&state.oauth, &headers, &form).await?;
-    crate::http::access::note_client(&client.client_id);
+    let (form, client) = super::client_form(&state, &headers, body).await?;
     let answer = device_code::start(&state.oauth, &client, &form, addr).await?;
-    let mut res = Json(answer).into_response();
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(res)
+    Ok(super::no_store_json(answer))
 }
 
 #[derive(Deserialize)]

@@ -26,6 +26,32 @@ use crate::state::AppState;
 use crate::store::{Session, User};
 use crate::ui;
 
+/// A server-facing form post (device authorization, backchannel authentication): the form,
+/// and the client it authenticated (RFC 6749 §2.3).
+pub async fn client_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<(crate::oauth::form::Form, crate::oauth::clients::Client), crate::error::OAuthError> {
+    let form = crate::http::form_body(headers, body)?;
+    let client =
+        crate::oauth::client_auth::authenticate_client(&state.oauth, headers, &form).await?;
+    crate::http::access::note_client(&client.client_id);
+    Ok((form, client))
+}
+
+/// A JSON answer that carries something the client keeps secret (a device code, an
+/// `auth_req_id`): never cached.
+pub fn no_store_json(answer: impl serde::Serialize) -> Response {
+    use axum::response::IntoResponse;
+    let mut res = axum::Json(answer).into_response();
+    res.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    res
+}
+
 /// The signed-in user of this browser, if any; a store failure is the error page to answer
 /// with.
 pub async fn current_session(
