@@ -364,6 +364,11 @@ enum ResourceCmd {
         /// A scope and its description: `notes:read=Read your notes`. Repeat for more.
         #[arg(long = "scope")]
         scopes: Vec<String>,
+        /// A tool of the resource, the scope it needs and its description:
+        /// `delete_note=notes:write=Delete one note`. Shown to users on the consent and
+        /// connected-apps pages. Repeat for more.
+        #[arg(long = "tool")]
+        tools: Vec<String>,
         /// Another URI that names this resource (an old host name, say); tokens still carry
         /// `--uri`. Case, default ports and a trailing slash need none. Repeat for more.
         #[arg(long = "alias")]
@@ -394,6 +399,9 @@ enum ResourceCmd {
         /// are no longer granted. Without it the scopes stay.
         #[arg(long = "scope")]
         scopes: Vec<String>,
+        /// The whole new list of tools (`tool=scope=Description`), with `--scope`.
+        #[arg(long = "tool", requires = "scopes")]
+        tools: Vec<String>,
         #[arg(long = "token-alg")]
         token_alg: Option<String>,
         #[arg(long)]
@@ -1270,6 +1278,7 @@ async fn resource(cmd: &ResourceCmd, config: &Config) -> anyhow::Result<()> {
             uri,
             name,
             scopes,
+            tools,
             aliases,
             token_alg,
             dpop,
@@ -1280,6 +1289,7 @@ async fn resource(cmd: &ResourceCmd, config: &Config) -> anyhow::Result<()> {
                 .iter()
                 .map(|s| ScopeDef::parse(s))
                 .collect::<Result<Vec<_>, _>>()
+                .and_then(|s| ScopeDef::with_tools(s, tools))
                 .map_err(anyhow::Error::msg)?;
             let options = manage::ResourceOptions {
                 aliases: aliases.clone(),
@@ -1291,6 +1301,9 @@ async fn resource(cmd: &ResourceCmd, config: &Config) -> anyhow::Result<()> {
             println!("added resource {} ({})", r.uri, r.name);
             for s in &r.scopes {
                 println!("  {}  {}", s.name, s.description);
+                for t in &s.tools {
+                    println!("    tool {}  {}", t.name, t.description);
+                }
             }
             for a in &r.aliases {
                 println!("  also named {a}");
@@ -1308,6 +1321,7 @@ async fn resource(cmd: &ResourceCmd, config: &Config) -> anyhow::Result<()> {
             uri,
             name,
             scopes,
+            tools,
             token_alg,
             dpop,
             require_mfa,
@@ -1322,7 +1336,8 @@ async fn resource(cmd: &ResourceCmd, config: &Config) -> anyhow::Result<()> {
                         .map(|s| {
                             ScopeDef::parse(s).map_err(|e| anyhow::anyhow!("--scope {s:?}: {e}"))
                         })
-                        .collect::<anyhow::Result<Vec<_>>>()?,
+                        .collect::<anyhow::Result<Vec<_>>>()
+                        .and_then(|s| ScopeDef::with_tools(s, tools).map_err(anyhow::Error::msg))?,
                 )
             };
             let change = manage::ResourceChange {

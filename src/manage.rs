@@ -58,6 +58,7 @@ pub async fn ensure_admin_resource(store: &dyn Store, issuer: &str) -> Result<()
             description: "Administer this server: clients, users, resources, keys and the \
                           audit log"
                 .to_string(),
+            tools: Vec::new(),
         }],
         util::now(),
     )

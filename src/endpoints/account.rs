@@ -40,22 +40,34 @@ pub async fn apps(State(state): State<AppState>, headers: HeaderMap) -> Response
             Ok(Some(client)) => client.display_name(),
             _ => format!("{} (no longer registered)", c.client_id),
         };
-        let resource_name = if c.resource == identity_key(ctx) {
-            "Your identity".to_string()
+        let scopes: Vec<&str> = c.scopes.split(' ').filter(|s| !s.is_empty()).collect();
+        let (resource_name, tools) = if c.resource == identity_key(ctx) {
+            ("Your identity".to_string(), Vec::new())
         } else {
             let found = match ResourceUri::parse(&c.resource) {
                 Ok(uri) => ctx.resources.get(&uri).await.ok().flatten(),
                 Err(_) => None,
             };
-            found.map_or_else(|| c.resource.clone(), |r| r.name.clone())
+            match found {
+                // The tools the consented scopes let the app use.
+                Some(r) => (
+                    r.name.clone(),
+                    r.scopes
+                        .iter()
+                        .filter(|s| scopes.contains(&s.name.as_str()))
+                        .flat_map(|s| s.tools.clone())
+                        .collect(),
+                ),
+                None => (c.resource.clone(), Vec::new()),
+            }
         };
-        let scopes: Vec<&str> = c.scopes.split(' ').filter(|s| !s.is_empty()).collect();
         apps.push(context! {
             client_id => c.client_id,
             client_name => client_name,
             resource => c.resource,
             resource_name => resource_name,
             scopes => scopes,
+            tools => tools,
             approved => util::rfc3339(c.created_at),
             last_used => c.last_used_at.map(util::rfc3339).unwrap_or_else(|| "never".into()),
         });

@@ -32,7 +32,7 @@ fn invalid(why: impl Into<String>) -> OAuthError {
 
 /// Is `name` an MCP tool name (1 to 128 of `A-Z a-z 0-9 _ - .`, as the MCP specification's
 /// tool names are)?
-fn is_tool_name(name: &str) -> bool {
+pub fn is_tool_name(name: &str) -> bool {
     (1..=128).contains(&name.len())
         && name
             .bytes()

@@ -669,6 +669,7 @@ mod tests {
             vec![ScopeDef {
                 name: "notes:read".into(),
                 description: "Read".into(),
+                tools: Vec::new(),
             }],
             0,
         )

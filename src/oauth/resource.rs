@@ -11,8 +11,8 @@ use super::scope::is_scope_token;
 use super::ttl_cache::TtlCache;
 use crate::error::OAuthError;
 pub use crate::keys::Alg;
-pub use crate::store::ScopeDef;
 use crate::store::{ResourceRecord, ResourceStore, StoreError};
+pub use crate::store::{ScopeDef, ToolDef};
 
 /// Scopes OpenID Connect defines; a resource may not claim them.
 pub const OIDC_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access"];
@@ -104,9 +104,37 @@ impl ScopeDef {
         let def = Self {
             name: name.to_string(),
             description: description.to_string(),
+            tools: Vec::new(),
         };
         def.check()?;
         Ok(def)
+    }
+
+    /// Attach tools to `scopes`, each from `tool=scope=Description` (or `tool=scope`,
+    /// described by its name): the scope a tool needs must be one of them, and a tool is
+    /// named once.
+    pub fn with_tools(mut scopes: Vec<ScopeDef>, specs: &[String]) -> Result<Vec<Self>, String> {
+        for spec in specs {
+            let mut parts = spec.splitn(3, '=').map(str::trim);
+            let (Some(tool), Some(scope)) = (parts.next(), parts.next()) else {
+                return Err(format!(
+                    "tool {spec:?} must read tool=scope=Description (the scope it needs)"
+                ));
+            };
+            let description = parts.next().unwrap_or(tool);
+            let def = scopes.iter_mut().find(|s| s.name == scope).ok_or_else(|| {
+                format!("tool {tool:?} needs {scope:?}, which is not one of the resource's scopes")
+            })?;
+            def.tools.push(ToolDef {
+                name: tool.to_string(),
+                description: description.to_string(),
+            });
+        }
+        for s in &scopes {
+            s.check()?;
+        }
+        tools_named_once(&scopes)?;
+        Ok(scopes)
     }
 
     pub fn check(&self) -> Result<(), String> {
@@ -125,7 +153,34 @@ impl ScopeDef {
                 self.name
             ));
         }
+        for t in &self.tools {
+            if !crate::oauth::authorization_details::is_tool_name(&t.name) {
+                return Err(format!(
+                    "{:?} is not an MCP tool name (1 to 128 letters, digits, '_', '-', '.')",
+                    t.name
+                ));
+            }
+            if t.description.trim().is_empty() || t.description.len() > 300 {
+                return Err(format!(
+                    "the description of tool {:?} must be 1 to 300 characters",
+                    t.name
+                ));
+            }
+        }
         Ok(())
+    }
+}
+
+/// Each tool belongs to one scope: a name appears once across them.
+fn tools_named_once(scopes: &[ScopeDef]) -> Result<(), String> {
+    let mut names: Vec<&str> = scopes
+        .iter()
+        .flat_map(|s| s.tools.iter().map(|t| t.name.as_str()))
+        .collect();
+    names.sort_unstable();
+    match names.windows(2).find(|w| w[0] == w[1]) {
+        Some(w) => Err(format!("tool {:?} is named twice", w[0])),
+        None => Ok(()),
     }
 }
 
@@ -285,6 +340,7 @@ impl Resource {
                 return Err(format!("scope {:?} is listed twice", s.name));
             }
         }
+        tools_named_once(&scopes)?;
         Ok(Self {
             uri,
             name,
@@ -385,6 +441,25 @@ impl ResourceDirectory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tools_attach_to_the_scope_they_need() {
+        let scopes = vec![
+            ScopeDef::parse("notes:read=Read").unwrap(),
+            ScopeDef::parse("notes:write=Write").unwrap(),
+        ];
+        let specs = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let got = ScopeDef::with_tools(
+            scopes.clone(),
+            &specs(&["list_notes=notes:read=List", "delete_note=notes:write"]),
+        )
+        .unwrap();
+        assert_eq!(got[0].tools[0].name, "list_notes");
+        assert_eq!(got[1].tools[0].description, "delete_note");
+        let dup = ScopeDef::with_tools(scopes.clone(), &specs(&["a=notes:read", "a=notes:write"]));
+        assert!(dup.unwrap_err().contains("twice"));
+        assert!(ScopeDef::with_tools(scopes, &specs(&["a=admin"])).is_err());
+    }
 
     #[test]
     fn normalises_lone_trailing_slash_and_case() {

@@ -11,6 +11,18 @@ use super::StoreError;
 pub struct ScopeDef {
     pub name: String,
     pub description: String,
+    /// The resource's tools this scope lets an agent use (MCP tool names), shown on the
+    /// consent and connected-apps pages. Stored inside the scopes' JSON, so earlier releases
+    /// read the record and ignore them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolDef>,
+}
+
+/// A tool of a resource (an MCP tool), with the sentence users see for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ToolDef {
+    pub name: String,
+    pub description: String,
 }
 
 /// A stored resource: its URI in normal form, its name and its scopes, and other URIs

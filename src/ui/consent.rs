@@ -83,7 +83,9 @@ pub fn render(web: &Web, headers: &HeaderMap, v: ConsentView<'_>) -> Response {
                 .scopes
                 .iter()
                 .filter(|s| wanted.contains(&s.name))
-                .map(|s| context! { name => s.name, description => s.description })
+                .map(
+                    |s| context! { name => s.name, description => s.description, tools => s.tools },
+                )
                 .collect();
             context! { name => r.name, uri => r.uri.as_str(), scopes => scopes }
         })

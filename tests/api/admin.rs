@@ -264,6 +264,25 @@ both!(resources_and_exchange_policies, |app: TestApp| async move {
     assert_eq!(s, 201, "{r}");
     assert_eq!(r["uri"], "https://notes.example/mcp/");
     assert_eq!(r["scopes"][0]["name"], "notes:read");
+    // Tools, declared with the scope each needs.
+    let (s, _, r) = post(
+        &app,
+        &t,
+        "/admin/v1/resources",
+        json!({"uri": "https://things.example/mcp", "name": "Things",
+               "scopes": [{"name": "t:read", "description": "Read",
+                           "tools": [{"name": "list_things", "description": "List things"}]}]}),
+    )
+    .await;
+    assert_eq!(s, 201, "{r}");
+    assert_eq!(r["scopes"][0]["tools"][0]["name"], "list_things");
+    assert_invalid(
+        &post(&app, &t, "/admin/v1/resources",
+            json!({"uri": "https://y.example/m", "name": "Y",
+                   "scopes": [{"name": "a", "description": "A", "tools": [{"name": "bad name", "description": "x"}]}]}))
+        .await,
+        "scopes[0]",
+    );
     // Duplicate: 409.
     let (s, _, body) = post(
         &app,

@@ -101,6 +101,51 @@ fn resources_from_the_command_line() {
         ],
     );
     assert!(!ok && err.contains("already exists"), "{err}");
+    // Tools, each with the scope it needs.
+    let (ok, out, err) = concierge(
+        d,
+        &[
+            "resource",
+            "add",
+            "--uri",
+            "https://tools.example.com/mcp",
+            "--name",
+            "Tools",
+            "--scope",
+            "t:read=Read",
+            "--scope",
+            "t:write=Write",
+            "--tool",
+            "list_things=t:read=List your things",
+            "--tool",
+            "delete_thing=t:write",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("tool list_things  List your things"), "{out}");
+    assert!(out.contains("tool delete_thing  delete_thing"), "{out}");
+    for (tool, words) in [
+        ("x=t:admin", "not one of the resource's scopes"),
+        ("bad name=t:read", "not an MCP tool name"),
+        ("x", "tool=scope"),
+    ] {
+        let (ok, _, err) = concierge(
+            d,
+            &[
+                "resource",
+                "add",
+                "--uri",
+                "https://t2.example/mcp",
+                "--name",
+                "T2",
+                "--scope",
+                "t:read",
+                "--tool",
+                tool,
+            ],
+        );
+        assert!(!ok && err.contains(words), "{tool}: {err}");
+    }
     // Another name of a registered resource cannot be registered again.
     let (ok, _, err) = concierge(
         d,

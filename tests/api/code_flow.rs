@@ -835,3 +835,63 @@ both!(
         app
     }
 );
+
+both!(
+    consent_and_connected_apps_name_the_tools_each_scope_allows,
+    |app: TestApp| async move {
+        use concierge::oauth::resource::{Resource, ScopeDef};
+        seed(&app).await;
+        let tools = "http://127.0.0.1:9999/tools";
+        let scopes = ScopeDef::with_tools(
+            vec![
+                ScopeDef::parse("t:read=Read your things").unwrap(),
+                ScopeDef::parse("t:write=Change your things").unwrap(),
+            ],
+            &[
+                "list_things=t:read=List your things".to_string(),
+                "delete_thing=t:write=Delete one thing".to_string(),
+            ],
+        )
+        .unwrap();
+        app.store()
+            .insert_resource(
+                &Resource::new(tools, "Things", scopes, 0)
+                    .unwrap()
+                    .to_record(),
+            )
+            .await
+            .unwrap();
+        let client = public_client(&app).await;
+        let b = browser();
+        let (_, challenge) = pkce();
+        let mut params = auth_params(&client, &challenge, "t:read t:write");
+        params.retain(|(k, _)| k != "resource");
+        params.push(("resource".into(), tools.into()));
+        let res = b.get(authorize_url(&app, &params)).send().await.unwrap();
+        let html = unescape(&sign_in_and_see(&app, &b, &res).await);
+        assert!(
+            html.contains(
+                "Lets it use: <code class=\"tool\" title=\"List your things\">list_things</code>"
+            ),
+            "{html}"
+        );
+        assert!(html.contains(">delete_thing</code>"), "{html}");
+        // The user unticks t:write: the app may use list_things only.
+        let mut form: Vec<(String, String)> = hidden_inputs(&html)
+            .into_iter()
+            .filter(|(n, _)| n != "keep:t:write")
+            .collect();
+        form.push(("decision".into(), "approve".into()));
+        let res = b
+            .post(app.url("/authorize/decision"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 303);
+        let apps = unescape(&page_text(&b, &app.url("/account/apps")).await);
+        assert!(apps.contains("May use the tools: <code class=\"tool\" title=\"List your things\">list_things</code>"), "{apps}");
+        assert!(!apps.contains("delete_thing"), "{apps}");
+        app
+    }
+);
