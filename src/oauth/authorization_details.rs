@@ -8,7 +8,7 @@
 use serde_json::{Map, Value};
 
 use crate::error::{ErrorCode, OAuthError};
-use crate::oauth::resource::ResourceUri;
+use crate::oauth::resource::{ResourceUri, is_tool_name};
 
 /// One call of one MCP tool: `{"type": "mcp_tool_call", "locations": ["<MCP server>"],
 /// "tool": "delete_note", "summary": "Delete the note “groceries”", "arguments": {…}}`.
@@ -28,15 +28,6 @@ const MAX_SUMMARY: usize = 200;
 
 fn invalid(why: impl Into<String>) -> OAuthError {
     OAuthError::new(ErrorCode::InvalidAuthorizationDetails, why.into())
-}
-
-/// Is `name` an MCP tool name (1 to 128 of `A-Z a-z 0-9 _ - .`, as the MCP specification's
-/// tool names are)?
-pub fn is_tool_name(name: &str) -> bool {
-    (1..=128).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 /// Parse and check the `authorization_details` parameter of a request for `resources` (the

@@ -154,7 +154,7 @@ impl ScopeDef {
             ));
         }
         for t in &self.tools {
-            if !crate::oauth::authorization_details::is_tool_name(&t.name) {
+            if !is_tool_name(&t.name) {
                 return Err(format!(
                     "{:?} is not an MCP tool name (1 to 128 letters, digits, '_', '-', '.')",
                     t.name
@@ -169,6 +169,15 @@ impl ScopeDef {
         }
         Ok(())
     }
+}
+
+/// Is `name` an MCP tool name (1 to 128 of `A-Z a-z 0-9 _ - .`, as the MCP specification's
+/// tool names are)?
+pub fn is_tool_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 /// Each tool belongs to one scope: a name appears once across them.
