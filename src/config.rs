@@ -742,7 +742,7 @@ impl CibaConfig {
 
 /// `[ciba.notify]`: a receiver of new approval requests, signed like the audit webhook (see
 /// `crate::webhook`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyWebhook {
     /// An `https` URL (or `http` for a receiver on the same host or network).
@@ -757,7 +757,7 @@ pub struct NotifyWebhook {
 /// `[audit.webhook]`: where stored audit events are pushed, as signed JSON batches
 /// (`{"events": [...]}`, each event as the admin API shows it), retried with backoff; see
 /// `crate::webhook` for the signature.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditWebhook {
     /// An `https` URL (or `http` for a collector on the same host or network).
@@ -781,6 +781,22 @@ impl AuditWebhook {
         check_webhook("audit.webhook", &self.url, &self.secret, self.timeout_secs)
     }
 }
+
+/// `Debug` of the webhook settings never shows the shared secret.
+macro_rules! redacted_debug {
+    ($ty:ty, $($field:ident),*) => {
+        impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    $(.field(stringify!($field), &self.$field))*
+                    .field("secret", &"…")
+                    .finish()
+            }
+        }
+    };
+}
+redacted_debug!(NotifyWebhook, url, timeout_secs);
+redacted_debug!(AuditWebhook, url, kinds, timeout_secs);
 
 /// A signed webhook's settings: an http(s) URL, a secret long enough, a sensible timeout.
 fn check_webhook(
@@ -1179,6 +1195,17 @@ mod tests {
 
     /// Every setting can be given in the environment: none is missing from the list the
     /// environment is matched against (`workload_identity` once was).
+    #[test]
+    fn webhook_secrets_stay_out_of_debug() {
+        let w = NotifyWebhook {
+            url: "https://hooks.example/approvals".into(),
+            secret: "a-shared-secret-of-at-least-32-characters".into(),
+            timeout_secs: 10,
+        };
+        let shown = format!("{w:?}");
+        assert!(shown.contains("hooks.example") && !shown.contains("a-shared-secret"));
+    }
+
     #[test]
     fn every_setting_has_an_environment_name() {
         let names = serde_json::to_value(Config::default()).expect("serialise");
