@@ -237,10 +237,15 @@ export class BrowserProvider {
     if (back.searchParams.get('state') !== this._state) throw new Error('state mismatch on the redirect');
     this.authorizations.push({
       scope: url.searchParams.get('scope'),
+      resource: url.searchParams.get('resource'),
+      codeChallengeMethod: url.searchParams.get('code_challenge_method'),
       acrValues: url.searchParams.get('acr_values'),
       maxAge: url.searchParams.get('max_age'),
+      consent: seen.consent,
       signedIn: seen.signedIn,
+      iss: back.searchParams.get('iss'),
       error: back.searchParams.get('error'),
+      errorDescription: back.searchParams.get('error_description'),
     });
     this.pendingCode = back.searchParams.get('code');
   }

@@ -6,11 +6,10 @@
 //
 // Prints one JSON line: every HTTP exchange the SDK made, the authorization requests it sent to
 // the browser, the consent pages seen, the tool results, the step-up and the refusal.
-import { randomBytes } from 'node:crypto';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport, StreamableHTTPError } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { UnauthorizedError, auth, extractWWWAuthenticateParams } from '@modelcontextprotocol/sdk/client/auth.js';
-import { launch, authorize, loopbackReceiver } from './lib.mjs';
+import { launch, loopbackReceiver, BrowserProvider } from './lib.mjs';
 
 const [mcpUrl, username, password, profile, foreignToken] = process.argv.slice(2);
 
@@ -33,61 +32,9 @@ const recordingFetch = async (url, init) => {
 const receiver = await loopbackReceiver();
 const ctx = await launch(profile);
 
-// An in-memory OAuthClientProvider whose redirectToAuthorization drives the browser: sign-in
-// and consent, then the code arrives at the loopback listener.
-class BrowserProvider {
-  constructor() {
-    this.authorizations = []; // every authorization request: its scope, resource, what the user saw
-    this.pendingCode = null;
-  }
-  get redirectUrl() { return receiver.redirectUri; }
-  get clientMetadata() {
-    return {
-      client_name: 'MCP TypeScript SDK interop',
-      redirect_uris: [receiver.redirectUri],
-      grant_types: ['authorization_code', 'refresh_token'],
-      response_types: ['code'],
-      token_endpoint_auth_method: 'none',
-    };
-  }
-  state() { return (this._state = randomBytes(16).toString('base64url')); }
-  clientInformation() { return this._client; }
-  saveClientInformation(info) { this._client = info; }
-  tokens() { return this._tokens; }
-  saveTokens(tokens) { this._tokens = tokens; }
-  saveCodeVerifier(v) { this._verifier = v; }
-  codeVerifier() { return this._verifier; }
-  invalidateCredentials(scope) {
-    if (scope === 'all' || scope === 'client') this._client = undefined;
-    if (scope === 'all' || scope === 'tokens') this._tokens = undefined;
-  }
-  async redirectToAuthorization(url) {
-    const arrived = receiver.next();
-    const seen = await authorize(ctx, url.href, { username, password, redirectPrefix: receiver.redirectUri });
-    const back = new URL(await arrived);
-    if (back.searchParams.get('state') !== this._state) throw new Error('state mismatch on the redirect');
-    this.authorizations.push({
-      scope: url.searchParams.get('scope'),
-      resource: url.searchParams.get('resource'),
-      codeChallengeMethod: url.searchParams.get('code_challenge_method'),
-      consent: seen.consent,
-      signedIn: seen.signedIn,
-      iss: back.searchParams.get('iss'),
-      error: back.searchParams.get('error'),
-      errorDescription: back.searchParams.get('error_description'),
-    });
-    this.pendingCode = back.searchParams.get('code');
-  }
-  takeCode() {
-    const code = this.pendingCode;
-    if (!code) throw new Error('no authorization code came back');
-    this.pendingCode = null;
-    return code;
-  }
-}
-
 const text = (result) => result.content.filter((c) => c.type === 'text').map((c) => c.text).join('\n');
-const provider = new BrowserProvider();
+const browserUser = { ctx, receiver, username, password, clientName: 'MCP TypeScript SDK interop' };
+const provider = new BrowserProvider(browserUser);
 const newTransport = (authProvider) =>
   new StreamableHTTPClientTransport(new URL(mcpUrl), { authProvider, fetch: recordingFetch });
 const newClient = () => new Client({ name: 'concierge-interop', version: '1.0.0' });
@@ -145,7 +92,7 @@ try {
   // 3. A token for another resource: the guard refuses it (401 invalid_token), and the SDK
   // would have to authorize afresh.
   const before = trail.length;
-  const refusing = new BrowserProvider();
+  const refusing = new BrowserProvider(browserUser);
   refusing.saveClientInformation(provider.clientInformation());
   refusing.saveTokens({ access_token: foreignToken, token_type: 'Bearer' });
   refusing.redirectToAuthorization = async () => { out.foreignWouldReauthorize = true; };
