@@ -410,8 +410,18 @@ pub async fn decide(
     approve: bool,
 ) -> Result<Decided, OAuthError> {
     let now = ctx.now();
-    let pending = pending_for(ctx, &session.user_id).await?;
-    let Some(p) = pending.iter().find(|p| p.request.id == id) else {
+    // Only the request decided on is explained (its client, resources and level).
+    let request = ctx
+        .backchannel()
+        .pending_backchannel_for_user(&session.user_id, now)
+        .await?
+        .into_iter()
+        .find(|r| r.id == id);
+    let explained = match request {
+        Some(r) => explain(ctx, r).await?,
+        None => None,
+    };
+    let Some(p) = explained else {
         return Ok(Decided::Gone);
     };
     if approve
