@@ -57,6 +57,8 @@ async fn ask_alice(app: &impl Server, client: &(String, String), extra: &[(&str,
         ("login_hint", "alice"),
         ("resource", NOTES),
     ];
+    // An extra scope or resource replaces the default one.
+    params.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
     params.extend_from_slice(extra);
     let (s, h, b) = bc_authorize(app, client, &params).await;
     assert_eq!(s, 200, "{b}");
@@ -747,3 +749,97 @@ async fn openid_client_ciba_with_a_browser_on_the_approvals_page() {
     assert_eq!(out["denied"], "access_denied");
     app.finish().await;
 }
+
+both!(
+    token_exchange_keeps_or_drops_approved_details_but_never_widens_them,
+    |c: &mut concierge::Config| {
+        c.ciba.poll_interval_secs = 0;
+    },
+    |app: TestApp| async move {
+        seed(&app).await;
+        const TE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+        const AT: &str = "urn:ietf:params:oauth:token-type:access_token";
+        let (s, _, reg) = app
+            .register(
+                &json!({"client_name": "Calendar agent", "grant_types": [CIBA, TE],
+                "token_endpoint_auth_method": "client_secret_basic"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{reg}");
+        let client = (
+            reg["client_id"].as_str().unwrap().to_string(),
+            reg["client_secret"].as_str().unwrap().to_string(),
+        );
+        allow_calendar_to_notes(&app, &client.0).await;
+        let one = json!({"type": "mcp_tool_call", "tool": "share_event", "locations": [CALENDAR]});
+        let two = json!({"type": "mcp_tool_call", "tool": "move_event", "locations": [CALENDAR]});
+        let details = json!([one, two]);
+        let started = ask_alice(
+            &app,
+            &client,
+            &[
+                ("scope", "openid calendar:read"),
+                ("resource", CALENDAR),
+                ("binding_message", "exchange"),
+                ("authorization_details", &details.to_string()),
+            ],
+        )
+        .await;
+        let b = browser();
+        let page = approvals(&app, &b).await;
+        decide_on(&app, &b, &page, &id_of(&page, "exchange"), "approve").await;
+        let (s, _, tokens) = poll(&app, &client, started["auth_req_id"].as_str().unwrap()).await;
+        assert_eq!(s, 200, "{tokens}");
+        let subject = tokens["access_token"].as_str().unwrap().to_string();
+        let exchange = |extra: Option<String>| {
+            let app = &app;
+            let client = &client;
+            let subject = subject.clone();
+            async move {
+                let mut form = vec![
+                    ("grant_type", TE.to_string()),
+                    ("subject_token", subject),
+                    ("subject_token_type", AT.to_string()),
+                    ("resource", NOTES.to_string()),
+                ];
+                if let Some(d) = extra {
+                    form.push(("authorization_details", d));
+                }
+                split(
+                    app.http()
+                        .post(app.url("/token"))
+                        .basic_auth(&client.0, Some(&client.1))
+                        .form(&form)
+                        .send()
+                        .await
+                        .unwrap(),
+                )
+                .await
+            }
+        };
+        // Kept as approved.
+        let (s, _, kept) = exchange(None).await;
+        assert_eq!(s, 200, "{kept}");
+        assert_eq!(
+            claims(kept["access_token"].as_str().unwrap())["authorization_details"],
+            details
+        );
+        // Narrowed to one of them.
+        let (s, _, narrowed) = exchange(Some(json!([one]).to_string())).await;
+        assert_eq!(s, 200, "{narrowed}");
+        assert_eq!(
+            claims(narrowed["access_token"].as_str().unwrap())["authorization_details"],
+            json!([one])
+        );
+        // Never widened or changed.
+        let other =
+            json!({"type": "mcp_tool_call", "tool": "delete_event", "locations": [CALENDAR]});
+        assert_error(
+            &exchange(Some(json!([one, other]).to_string())).await,
+            400,
+            "invalid_authorization_details",
+            "never widens",
+        );
+        app
+    }
+);
