@@ -108,11 +108,14 @@ pub enum Kind {
     /// A new request was announced to `ciba.notify` (`detail.delivered`, `detail.attempts`
     /// or `detail.error`).
     ApprovalNotified,
+    /// A user (or an operator) cut a hop of a delegation chain (`detail.id`, `detail.chain`,
+    /// `detail.hops` cut with the ones below).
+    DelegationCut,
 }
 
 impl Kind {
     /// Every kind, for checking filters.
-    pub const ALL: [Self; 38] = [
+    pub const ALL: [Self; 39] = [
         Self::ClientRegistered,
         Self::ClientUpdated,
         Self::ClientDeleted,
@@ -151,6 +154,7 @@ impl Kind {
         Self::ApprovalApproved,
         Self::ApprovalDenied,
         Self::ApprovalNotified,
+        Self::DelegationCut,
     ];
 
     /// Does `filter` name a kind (`token.issued`) or the first part of one (`token`)?
@@ -221,6 +225,7 @@ impl Kind {
             Self::ApprovalApproved => "approval.approved",
             Self::ApprovalDenied => "approval.denied",
             Self::ApprovalNotified => "approval.notified",
+            Self::DelegationCut => "delegation.cut",
         }
     }
 }

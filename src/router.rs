@@ -14,7 +14,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::admin::{self, audit, clients, consents, id_jag, keys, resources, users};
+use crate::admin::{self, audit, clients, consents, delegations, id_jag, keys, resources, users};
 use crate::endpoints::{
     account, authorize, backchannel, device, health, introspect, jwks, passkeys, register, revoke,
     signin, token, upstream, userinfo, well_known,
@@ -87,6 +87,8 @@ fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(users::enable))
         .routes(routes!(users::require_password_change))
         .routes(routes!(consents::list, consents::revoke))
+        .routes(routes!(delegations::list))
+        .routes(routes!(delegations::cut))
         .routes(routes!(keys::list))
         .routes(routes!(keys::rotate))
         .routes(routes!(keys::revoke))
@@ -137,6 +139,7 @@ fn page_routes() -> OpenApiRouter<AppState> {
         .route("/signout", post(signin::signout))
         .route("/account/apps", get(account::apps))
         .route("/account/apps/revoke", post(account::revoke))
+        .route("/account/apps/cut", post(account::cut))
         .route("/account/approvals", get(backchannel::page))
         .route("/account/approvals/decide", post(backchannel::decide))
         .route("/account/security", get(account::security))

@@ -311,6 +311,7 @@ async fn sweep(store: &dyn Store, now: i64, audit_retention: i64, backoff_reset:
         ("sessions", store.purge_sessions(now).await),
         ("passkey ceremonies", store.purge_ceremonies(now).await),
         ("refresh tokens", store.purge_refresh_tokens(now).await),
+        ("delegation hops", store.purge_delegations(now).await),
         ("single-use jtis", store.purge_used(now).await),
         (
             "audit events",

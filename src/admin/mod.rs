@@ -14,6 +14,7 @@ pub mod audit;
 pub mod auth;
 pub mod clients;
 pub mod consents;
+pub mod delegations;
 pub mod id_jag;
 pub mod keys;
 pub mod openapi;

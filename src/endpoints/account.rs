@@ -1,5 +1,7 @@
 //! `GET /account/apps` and `POST /account/apps/revoke`: every agent a user connected, and a
-//! way to disconnect it (the consent goes, and its refresh tokens stop working at once).
+//! way to disconnect it (the consent goes, and its refresh tokens stop working at once);
+//! under each, the delegation chains that start from it, each link of which
+//! `POST /account/apps/cut` cuts.
 //! `/account/security`: how the user signs in — their password, second factor (authenticator
 //! app, recovery codes), linked identities and sessions. Every change there needs a recent
 //! sign-in; the changes themselves are made (and audited) in `oauth::authn`.
@@ -17,6 +19,7 @@ use crate::oauth::authn::account::{self as changes, PasswordChange, UnlinkError}
 use crate::oauth::authn::factors::{self, Enrollment, Status};
 use crate::oauth::authn::{SigninError, session as sessions};
 use crate::oauth::consent::identity_key;
+use crate::oauth::delegation;
 use crate::oauth::resource::ResourceUri;
 use crate::state::AppState;
 use crate::store::{Session, User};
@@ -30,10 +33,19 @@ pub async fn apps(State(state): State<AppState>, headers: HeaderMap) -> Response
         Ok(None) => return super::to_signin(&state, &state.web.path("/account/apps"), None, None),
         Err(page) => return *page,
     };
-    let consents = match ctx.consents().list_consents(&user.id).await {
-        Ok(c) => c,
+    let (consents, hops) = match tokio::try_join!(
+        ctx.consents().list_consents(&user.id),
+        ctx.delegations().list_delegations(&user.id),
+    ) {
+        Ok(found) => found,
         Err(e) => return state.web.internal_error(e),
     };
+    // Every chain, by the app (and resource) it starts from.
+    let mut chains: Vec<((String, String), minijinja::Value)> = Vec::new();
+    for (hop, links) in delegation::chains(&hops) {
+        let root = (hop.root_client_id.clone(), hop.root_resource.clone());
+        chains.push((root, chain_view(ctx, &hop, &links).await));
+    }
     let mut apps = Vec::new();
     for c in consents {
         let client_name = match ctx.clients.find(&c.client_id).await {
@@ -61,7 +73,11 @@ pub async fn apps(State(state): State<AppState>, headers: HeaderMap) -> Response
                 None => (c.resource.clone(), Vec::new()),
             }
         };
+        let key = (c.client_id.clone(), c.resource.clone());
+        let (mine, rest): (Vec<_>, Vec<_>) = chains.into_iter().partition(|(k, _)| *k == key);
+        chains = rest;
         apps.push(context! {
+            chains => mine.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
             client_id => c.client_id,
             client_name => client_name,
             resource => c.resource,
@@ -81,10 +97,75 @@ pub async fn apps(State(state): State<AppState>, headers: HeaderMap) -> Response
             base => web.base_path(),
             username => user.username,
             apps => apps,
+            // Chains from an app with no consent left to show (a CIBA approval's, say).
+            other_chains => chains.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
             csrf => web.csrf(&browser),
         },
     );
     browser.apply(page)
+}
+
+/// A hop for the apps page: its chain in names ("Assistant → Calendar → Notes"), who acts,
+/// when it was last used, and whether it is cut.
+async fn chain_view(
+    ctx: &crate::oauth::Context,
+    hop: &crate::store::Delegation,
+    links: &[delegation::Link],
+) -> minijinja::Value {
+    let mut path = Vec::with_capacity(links.len() + 1);
+    if let Some(first) = links.first() {
+        path.push(client_name(ctx, &first.client_id).await);
+    }
+    for link in links {
+        path.push(resource_name(ctx, &link.resource).await);
+    }
+    context! {
+        id => hop.id,
+        path => path,
+        via => client_name(ctx, &hop.client_id).await,
+        created => util::rfc3339(hop.created_at),
+        last_used => util::rfc3339(hop.last_used_at),
+        cut => delegation::cut_reason(hop),
+    }
+}
+
+async fn client_name(ctx: &crate::oauth::Context, client_id: &str) -> String {
+    match ctx.clients.find(client_id).await {
+        Ok(Some(client)) => client.display_name(),
+        _ => client_id.to_string(),
+    }
+}
+
+async fn resource_name(ctx: &crate::oauth::Context, uri: &str) -> String {
+    let found = match ResourceUri::parse(uri) {
+        Ok(uri) => ctx.resources.get(&uri).await.ok().flatten(),
+        Err(_) => None,
+    };
+    found.map_or_else(|| uri.to_string(), |r| r.name.clone())
+}
+
+/// `POST /account/apps/cut`: cut one hop of a delegation chain (`hop`), and the hops below.
+pub async fn cut(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let ctx = &state.oauth;
+    let form = match state.web.posted_form(&headers, &body) {
+        Ok(f) => f,
+        Err(page) => return *page,
+    };
+    let user = match super::current_session(&state, &headers).await {
+        Ok(Some((_, user))) => user,
+        Ok(None) => return see_other(&state.web.path("/signin")),
+        Err(page) => return *page,
+    };
+    let Some(hop) = form.get("hop") else {
+        return state
+            .web
+            .error_page(StatusCode::BAD_REQUEST, "Choose a link to cut.");
+    };
+    match delegation::cut(ctx, &user.id, hop).await {
+        // Cut now, or already: either way the page shows it cut.
+        Ok(_) => see_other(&state.web.path("/account/apps")),
+        Err(e) => state.web.internal_error(e),
+    }
 }
 
 pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {

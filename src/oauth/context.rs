@@ -172,6 +172,9 @@ impl Context {
     pub fn refresh_tokens(&self) -> &dyn RefreshTokenStore {
         &*self.store
     }
+    pub fn delegations(&self) -> &dyn crate::store::DelegationStore {
+        &*self.store
+    }
     pub fn backchannel(&self) -> &dyn crate::store::BackchannelStore {
         &*self.store
     }

@@ -585,6 +585,7 @@ async fn redeem_checked(
             jkt: resource.dpop_binding(dpop_jkt)?,
             alg: resource.token_alg,
             authorization_details: None,
+            delegation: None,
             ttl: i64::from(ctx.config.tokens.access_token_ttl_secs),
         },
     )?;

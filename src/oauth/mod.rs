@@ -24,6 +24,7 @@ pub mod client_metadata;
 pub mod clients;
 pub mod consent;
 pub mod context;
+pub mod delegation;
 pub mod device;
 pub mod dpop;
 pub mod form;

@@ -36,6 +36,10 @@ struct AccessTokenClaims<'a> {
     /// What exactly was approved (RFC 9396 §9.1).
     #[serde(skip_serializing_if = "Option::is_none")]
     authorization_details: Option<&'a Value>,
+    /// The delegation hop an exchanged token came through (Concierge's own claim): cutting
+    /// the hop makes the token inactive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delegation: Option<&'a str>,
     jti: String,
     iat: i64,
     exp: i64,
@@ -66,6 +70,8 @@ pub struct AccessToken<'a> {
     pub alg: Alg,
     /// RFC 9396 §9.1: the authorization details the user approved.
     pub authorization_details: Option<&'a Value>,
+    /// The delegation hop (`crate::oauth::delegation`) an exchanged token comes through.
+    pub delegation: Option<&'a str>,
 }
 
 /// What the token endpoint answers (RFC 6749 §5.1).
@@ -132,6 +138,7 @@ pub fn issue_access_token(
         act: t.act,
         cnf: t.jkt.map(|k| serde_json::json!({ "jkt": k })),
         authorization_details: t.authorization_details,
+        delegation: t.delegation,
         jti: util::random_id(),
         iat,
         exp,
@@ -240,6 +247,9 @@ pub struct AccessClaims {
     /// What exactly was approved (RFC 9396 §9.1).
     #[serde(default)]
     pub authorization_details: Option<Value>,
+    /// The delegation hop an exchanged token came through.
+    #[serde(default)]
+    pub delegation: Option<String>,
 }
 
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -319,6 +329,13 @@ pub async fn check_access_token(
         .replay()
         .is_used(&revoked_key(&claims.jti), ctx.now())
         .await?
+    {
+        return Err(TokenError::Revoked);
+    }
+    // A token derived through token exchange lives only as long as every hop of its chain
+    // (issue 14.5): cutting one, or disconnecting the app at the root, ends it at once.
+    if let Some(hop) = &claims.delegation
+        && !crate::oauth::delegation::is_live(ctx, hop, &claims.sub).await?
     {
         return Err(TokenError::Revoked);
     }

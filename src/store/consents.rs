@@ -32,7 +32,8 @@ pub trait ConsentStore: Send + Sync {
     async fn save_consent(&self, consent: &Consent) -> Result<(), StoreError>;
     async fn list_consents(&self, user_id: &str) -> Result<Vec<Consent>, StoreError>;
     /// Delete the consent and, in the same transaction, revoke every refresh token the user
-    /// holds for that client. False when there was no such consent.
+    /// holds for that client and cut the delegation chains that start from it. False when
+    /// there was no such consent.
     async fn revoke_consent(
         &self,
         user_id: &str,
@@ -120,6 +121,16 @@ macro_rules! sql_impl {
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
+                    // The chains through this app end with it (issue 14.5): tokens derived
+                    // through them turn inactive, and no older token starts them again.
+                    $crate::store::delegations::cut_app_chains!(
+                        &mut *tx,
+                        user_id,
+                        client_id,
+                        resource,
+                        now,
+                        now + $crate::store::REVOKED_FAMILY_MEMORY_SECS
+                    );
                     tx.commit().await?;
                     Ok(r.rows_affected() > 0)
                 })

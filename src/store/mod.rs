@@ -16,6 +16,7 @@ pub mod backchannel;
 pub mod clients;
 pub mod codes;
 pub mod consents;
+pub mod delegations;
 pub mod devices;
 pub mod exchange_policies;
 pub mod factors;
@@ -47,6 +48,7 @@ pub use clients::{
 };
 pub use codes::{AuthCode, CodeStore};
 pub use consents::{Consent, ConsentStore};
+pub use delegations::{Delegation, DelegationStore, HopPath};
 pub use devices::{DeviceApproval, DeviceCode, DeviceStore};
 pub use exchange_policies::{ExchangePolicy, ExchangePolicyStore};
 pub use factors::{FactorStore, TotpFactor};
@@ -131,6 +133,7 @@ pub trait Store:
     + PasskeyStore
     + UpstreamStore
     + ConsentStore
+    + DelegationStore
     + CodeStore
     + RefreshTokenStore
     + ExchangePolicyStore

@@ -112,6 +112,7 @@ macro_rules! sql_store {
         $crate::store::passkeys::sql_impl!($ty);
         $crate::store::upstreams::sql_impl!($ty);
         $crate::store::consents::sql_impl!($ty);
+        $crate::store::delegations::sql_impl!($ty);
         $crate::store::codes::sql_impl!($ty);
         $crate::store::refresh_tokens::sql_impl!($ty);
         $crate::store::devices::sql_impl!($ty);

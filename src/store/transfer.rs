@@ -272,6 +272,25 @@ pub const TABLES: &[Table] = &[
         order_by: &["family_id", "created_at", "token_hash"],
     },
     Table {
+        // Delegation chains: a hop the user cut stays cut after a move.
+        name: "delegations",
+        columns: &[
+            col("id", Text),
+            col("user_id", Text),
+            col("root_client_id", Text),
+            col("root_resource", Text),
+            col("parent_id", Text),
+            col("client_id", Text),
+            col("resource", Text),
+            col("created_at", Int),
+            col("last_used_at", Int),
+            col("expires_at", Int),
+            opt("revoked_at", Int),
+            opt("cut_by", Text),
+        ],
+        order_by: &["id"],
+    },
+    Table {
         name: "exchange_policies",
         columns: &[
             col("target", Text),

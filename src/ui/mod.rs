@@ -61,6 +61,7 @@ impl Web {
         env.add_template("consent.html", include_str!("templates/consent.html"))?;
         env.add_template("asker.html", include_str!("templates/asker.html"))?;
         env.add_template("apps.html", include_str!("templates/apps.html"))?;
+        env.add_template("chains.html", include_str!("templates/chains.html"))?;
         env.add_template("approvals.html", include_str!("templates/approvals.html"))?;
         env.add_template("device.html", include_str!("templates/device.html"))?;
         env.add_template(

@@ -70,14 +70,21 @@ async fn exchange(
 async fn user_calendar_token(app: &TestApp) -> (String, String) {
     let alice = seed(app).await;
     let client = public_client(app).await;
+    let token = calendar_token(app, &client, &browser()).await;
+    (alice, token)
+}
+
+/// alice (seeded) connects `client` to the calendar in browser `b` (signing in there): the
+/// access token.
+async fn calendar_token(app: &TestApp, client: &str, b: &reqwest::Client) -> String {
     let (verifier, challenge) = pkce();
-    let mut params = auth_params(&client, &challenge, "calendar:read");
+    let mut params = auth_params(client, &challenge, "calendar:read");
     params.retain(|(k, _)| k != "resource");
     params.push(("resource".into(), CALENDAR.into()));
-    let back = authorize_and_approve(app, &browser(), &params).await;
-    let (s, _, tokens) = redeem(app, &client, &query(&back)["code"], &verifier, &[]).await;
+    let back = authorize_and_approve(app, b, &params).await;
+    let (s, _, tokens) = redeem(app, client, &query(&back)["code"], &verifier, &[]).await;
     assert_eq!(s, 200, "{tokens}");
-    (alice, tokens["access_token"].as_str().unwrap().to_string())
+    tokens["access_token"].as_str().unwrap().to_string()
 }
 
 both!(
@@ -420,6 +427,320 @@ both!(
             "invalid_grant",
             "actor_token was revoked",
         );
+        app
+    }
+);
+
+/// A two-hop chain: alice's agent holds a calendar token (the root); the calendar server
+/// exchanges it for a notes token (hop 1), the notes server exchanges that for a calendar
+/// token (hop 2).
+pub struct Chain {
+    pub alice: String,
+    /// The agent alice connected, and her browser, signed in.
+    pub agent: String,
+    pub browser: reqwest::Client,
+    pub root: String,
+    pub cal: (String, String),
+    pub notes: (String, String),
+    /// The exchanged tokens and their hops (`delegation` claims).
+    pub t1: String,
+    pub hop1: String,
+    pub t2: String,
+    pub hop2: String,
+}
+
+pub async fn two_hop_chain(app: &TestApp) -> Chain {
+    let alice = seed(app).await;
+    let agent = public_client(app).await;
+    let b = browser();
+    let root = calendar_token(app, &agent, &b).await;
+    let cal = server_client(app, "calendar-server").await;
+    allow(
+        app,
+        NOTES,
+        &cal.0,
+        CALENDAR,
+        &[("calendar:read", &["notes:read"])],
+    )
+    .await;
+    let notes = server_client(app, "notes-server").await;
+    allow(
+        app,
+        CALENDAR,
+        &notes.0,
+        NOTES,
+        &[("notes:read", &["calendar:read"])],
+    )
+    .await;
+    let t1 = exchanged(exchange(app, &cal.0, &cal.1, &root, &[("resource", NOTES)]).await);
+    let t2 = exchanged(exchange(app, &notes.0, &notes.1, &t1, &[("audience", CALENDAR)]).await);
+    let hop = |t: &str| claims(t)["delegation"].as_str().unwrap().to_string();
+    Chain {
+        alice,
+        agent,
+        browser: b,
+        hop1: hop(&t1),
+        hop2: hop(&t2),
+        root,
+        cal,
+        notes,
+        t1,
+        t2,
+    }
+}
+
+fn exchanged(answer: (reqwest::StatusCode, reqwest::header::HeaderMap, Value)) -> String {
+    let (s, _, body) = answer;
+    assert_eq!(s, 200, "{body}");
+    body["access_token"].as_str().unwrap().to_string()
+}
+
+/// Is `token` active at introspection?
+pub async fn active(app: &TestApp, token: &str) -> bool {
+    let (id, secret) =
+        crate::introspection::static_client(app, &["client_credentials"], true).await;
+    let (s, _, body) = post_form(
+        app,
+        "/introspect",
+        vec![("client_id", id.as_str()), ("client_secret", &secret)],
+        &[("token", token)],
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    body["active"] == true
+}
+
+both!(
+    delegation_chains_are_recorded_shown_and_cut,
+    |app: TestApp| async move {
+        let c = two_hop_chain(&app).await;
+        assert_ne!(c.hop1, c.hop2);
+        // The same path again is the same hop.
+        let again =
+            exchanged(exchange(&app, &c.cal.0, &c.cal.1, &c.root, &[("resource", NOTES)]).await);
+        assert_eq!(claims(&again)["delegation"], c.hop1.as_str());
+        for t in [&c.root, &c.t1, &c.t2] {
+            assert!(active(&app, t).await);
+        }
+
+        // The audit log names the chain of each exchanged token, from the app alice connected.
+        let chain = json!([
+            {"client_id": c.agent, "resource": CALENDAR},
+            {"client_id": "calendar-server", "resource": NOTES},
+            {"client_id": "notes-server", "resource": CALENDAR},
+        ]);
+        let events = crate::mfa::audit(&app, "token.exchanged").await;
+        let e = events
+            .iter()
+            .find(|e| e.detail["delegation"]["id"] == c.hop2.as_str())
+            .expect("the second hop's exchange is audited");
+        assert_eq!(e.detail["delegation"]["chain"], chain);
+        assert_eq!(e.user_id.as_deref(), Some(c.alice.as_str()));
+
+        // So does the admin API, for every hop.
+        let (_, _, admin) = crate::admin::admin_token(&app).await;
+        let path = format!("/admin/v1/users/{}/delegations", c.alice);
+        let (s, _, list) =
+            crate::admin::call(&app, Some(&admin), reqwest::Method::GET, &path, None).await;
+        assert_eq!(s, 200, "{list}");
+        let items = list["items"].as_array().unwrap();
+        assert_eq!(items.len(), 2, "{list}");
+        let second = items.iter().find(|i| i["id"] == c.hop2.as_str()).unwrap();
+        assert_eq!(second["chain"], chain);
+        assert_eq!(second["parent_id"], c.hop1.as_str());
+        assert!(second["revoked_at"].is_null());
+
+        // The connected-apps page shows both chains under the agent, in names.
+        let html = unescape(&page_text(&c.browser, &app.url("/account/apps")).await);
+        for hop in [&c.hop1, &c.hop2] {
+            assert!(html.contains(&format!("data-hop=\"{hop}\"")), "{html}");
+        }
+        assert!(
+            html.contains("<span class=\"link\">Test Agent</span> → <span class=\"link\">Calendar</span> → <span class=\"link\">Notes</span> → <span class=\"link\">Calendar</span>"),
+            "{html}"
+        );
+
+        // Cutting needs the form's token.
+        let csrf = hidden_inputs(&html)
+            .into_iter()
+            .find(|(k, _)| k == "csrf")
+            .unwrap()
+            .1;
+        let cut = |form: Vec<(&'static str, String)>| {
+            let b = c.browser.clone();
+            let url = app.url("/account/apps/cut");
+            async move { b.post(url).form(&form).send().await.unwrap().status() }
+        };
+        assert_eq!(cut(vec![("hop", c.hop1.clone())]).await, 400);
+        assert!(active(&app, &c.t1).await);
+        // Cutting the first hop ends both derived tokens at once; the agent's own stays.
+        assert_eq!(
+            cut(vec![("csrf", csrf.clone()), ("hop", c.hop1.clone())]).await,
+            303
+        );
+        assert!(!active(&app, &c.t1).await);
+        assert!(!active(&app, &c.t2).await);
+        assert!(active(&app, &c.root).await);
+        // No exchange goes through it again: not from a derived token, nor from the root.
+        assert_error(
+            &exchange(
+                &app,
+                &c.notes.0,
+                &c.notes.1,
+                &c.t1,
+                &[("audience", CALENDAR)],
+            )
+            .await,
+            400,
+            "invalid_grant",
+            "revoked",
+        );
+        assert_error(
+            &exchange(&app, &c.cal.0, &c.cal.1, &c.root, &[("resource", NOTES)]).await,
+            400,
+            "invalid_grant",
+            "cut",
+        );
+        // Audited, with both hops; the page and the admin API show them cut.
+        let cuts = crate::mfa::audit(&app, "delegation.cut").await;
+        assert_eq!(cuts.len(), 1);
+        assert_eq!(cuts[0].detail["hops"], 2);
+        assert_eq!(
+            cuts[0].detail["chain"],
+            json!(chain.as_array().unwrap()[..2])
+        );
+        let html = page_text(&c.browser, &app.url("/account/apps")).await;
+        assert_eq!(html.matches("is-cut").count(), 2, "{html}");
+        assert!(
+            !html.contains("button type=\"submit\" class=\"secondary cut\""),
+            "{html}"
+        );
+        let (_, _, list) =
+            crate::admin::call(&app, Some(&admin), reqwest::Method::GET, &path, None).await;
+        for item in list["items"].as_array().unwrap() {
+            assert_eq!(item["cut_by"], "user", "{list}");
+        }
+        // Cutting again changes nothing.
+        assert_eq!(
+            cut(vec![("csrf", csrf), ("hop", c.hop1.clone())]).await,
+            303
+        );
+        assert_eq!(crate::mfa::audit(&app, "delegation.cut").await.len(), 1);
+        app
+    }
+);
+
+both!(
+    cutting_a_lower_hop_or_disconnecting_the_app,
+    |app: TestApp| async move {
+        let c = two_hop_chain(&app).await;
+        let (_, _, admin) = crate::admin::admin_token(&app).await;
+        let hop2 = format!("/admin/v1/users/{}/delegations/{}", c.alice, c.hop2);
+        let (s, _, body) =
+            crate::admin::call(&app, Some(&admin), reqwest::Method::DELETE, &hop2, None).await;
+        assert_eq!(s, 204, "{body}");
+        let (s, _, body) =
+            crate::admin::call(&app, Some(&admin), reqwest::Method::DELETE, &hop2, None).await;
+        assert_eq!(s, 404, "{body}");
+        // The second hop is cut; the first lives on.
+        assert!(!active(&app, &c.t2).await);
+        assert!(active(&app, &c.t1).await);
+        assert_error(
+            &exchange(
+                &app,
+                &c.notes.0,
+                &c.notes.1,
+                &c.t1,
+                &[("audience", CALENDAR)],
+            )
+            .await,
+            400,
+            "invalid_grant",
+            "cut",
+        );
+        let t1 =
+            exchanged(exchange(&app, &c.cal.0, &c.cal.1, &c.root, &[("resource", NOTES)]).await);
+        assert_eq!(claims(&t1)["delegation"], c.hop1.as_str());
+
+        // Disconnecting the agent ends every chain from it.
+        let html = page_text(&c.browser, &app.url("/account/apps")).await;
+        let csrf = hidden_inputs(&html)
+            .into_iter()
+            .find(|(k, _)| k == "csrf")
+            .unwrap()
+            .1;
+        let res = c
+            .browser
+            .post(app.url("/account/apps/revoke"))
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("client_id", &c.agent),
+                ("resource", CALENDAR),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 303);
+        assert!(!active(&app, &c.t1).await);
+        assert!(!active(&app, &t1).await);
+        // A token the agent got before cannot start the chain again.
+        assert_error(
+            &exchange(&app, &c.cal.0, &c.cal.1, &c.root, &[("resource", NOTES)]).await,
+            400,
+            "invalid_grant",
+            "disconnected",
+        );
+        // Connected again (a new grant, a second later), the agent's chain starts afresh.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let root = calendar_token(&app, &c.agent, &browser()).await;
+        let fresh =
+            exchanged(exchange(&app, &c.cal.0, &c.cal.1, &root, &[("resource", NOTES)]).await);
+        let hop = claims(&fresh)["delegation"].as_str().unwrap().to_string();
+        assert_ne!(hop, c.hop1);
+        assert!(active(&app, &fresh).await);
+        assert!(!active(&app, &t1).await, "the old chain stays ended");
+        let path = format!("/admin/v1/users/{}/delegations", c.alice);
+        let (_, _, list) =
+            crate::admin::call(&app, Some(&admin), reqwest::Method::GET, &path, None).await;
+        let live: Vec<&Value> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["revoked_at"].is_null())
+            .collect();
+        assert_eq!(live.len(), 1, "{list}");
+        assert_eq!(live[0]["id"], hop.as_str());
+
+        // A client's own token (no user) makes no chain.
+        let metadata = TestApp::operator_metadata(RawClientMetadata {
+            grant_types: Some(vec![TE.into(), "client_credentials".into()]),
+            token_endpoint_auth_method: Some("client_secret_post".into()),
+            scope: Some("calendar:read".into()),
+            ..Default::default()
+        });
+        let (robot, secret) = app.add_client_metadata(Some("robot"), metadata).await;
+        let secret = secret.unwrap();
+        allow(
+            &app,
+            NOTES,
+            &robot,
+            CALENDAR,
+            &[("calendar:read", &["notes:read"])],
+        )
+        .await;
+        let form = vec![
+            ("grant_type", "client_credentials"),
+            ("client_id", robot.as_str()),
+            ("client_secret", secret.as_str()),
+            ("resource", CALENDAR),
+            ("scope", "calendar:read"),
+        ];
+        let (s, _, own) = post_form(&app, "/token", form, &[]).await;
+        assert_eq!(s, 200, "{own}");
+        let own = own["access_token"].as_str().unwrap();
+        let machine = exchange(&app, &robot, &secret, own, &[("resource", NOTES)]).await;
+        assert_eq!(machine.0, 200, "{}", machine.2);
+        assert!(claims(machine.2["access_token"].as_str().unwrap())["delegation"].is_null());
         app
     }
 );

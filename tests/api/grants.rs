@@ -73,6 +73,7 @@ impl Grant for Passphrase {
                 jkt: resource.dpop_binding(req.dpop_jkt)?,
                 alg: resource.token_alg,
                 authorization_details: None,
+                delegation: None,
             },
         )?)
     }

@@ -445,3 +445,61 @@ both!(
         app
     }
 );
+
+both!(
+    browser_shows_delegation_chains_and_cuts_a_link,
+    |app: TestApp| async move {
+        if !ready() {
+            return app;
+        }
+        let c = crate::exchange::two_hop_chain(&app).await;
+        let profile = tempfile::tempdir().unwrap();
+        let shot = std::env::temp_dir().join(format!("concierge-chains-{}.png", c.agent));
+        let seen = node(
+            "browser.mjs",
+            &[
+                "cut",
+                &app.url("/account/apps"),
+                "alice",
+                PASSWORD,
+                &c.hop1,
+                profile.path().to_str().unwrap(),
+            ],
+            &[("SCREENSHOT", shot.to_str().unwrap())],
+        )
+        .await;
+        // Before: both chains, under the agent, in names, neither cut.
+        let before = seen["before"].as_array().unwrap();
+        assert_eq!(before.len(), 2, "{seen}");
+        let find = |list: &Value, hop: &str| -> Value {
+            list.as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["hop"] == hop)
+                .cloned()
+                .unwrap_or_else(|| panic!("no chain {hop} in {list}"))
+        };
+        let first = find(&seen["before"], &c.hop1);
+        assert_eq!(
+            first["path"],
+            serde_json::json!(["Test Agent", "Calendar", "Notes"])
+        );
+        assert_eq!(first["app"], c.agent.as_str());
+        assert_eq!(first["cut"], false);
+        assert!(
+            first["text"].as_str().unwrap().contains("acts here"),
+            "{first}"
+        );
+        assert_eq!(
+            find(&seen["before"], &c.hop2)["path"],
+            serde_json::json!(["Test Agent", "Calendar", "Notes", "Calendar"])
+        );
+        // After cutting the first link: both shown cut, and their tokens inactive.
+        assert_eq!(find(&seen["after"], &c.hop1)["cut"], true, "{seen}");
+        assert_eq!(find(&seen["after"], &c.hop2)["cut"], true, "{seen}");
+        assert!(!crate::exchange::active(&app, &c.t1).await);
+        assert!(!crate::exchange::active(&app, &c.t2).await);
+        assert!(crate::exchange::active(&app, &c.root).await);
+        app
+    }
+);

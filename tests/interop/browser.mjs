@@ -3,9 +3,10 @@
 //   node browser.mjs authorize <authorize-url> <username> <password> <redirect-prefix> <profile-dir> [deny]
 //   node browser.mjs revoke <apps-url> <username> <password> <profile-dir>
 //   node browser.mjs password <security-url> <username> <password> <new-password> <profile-dir>
+//   node browser.mjs cut <apps-url> <username> <password> <hop-id> <profile-dir>
 //
 // Prints one JSON line with what it saw. The profile directory keeps cookies between runs.
-import { launch, authorize, revokeFirst, changePassword } from './lib.mjs';
+import { launch, authorize, revokeFirst, changePassword, cutChain } from './lib.mjs';
 
 const [action, ...args] = process.argv.slice(2);
 let result;
@@ -31,6 +32,14 @@ if (action === 'authorize') {
   const ctx = await launch(profile);
   try {
     result = await changePassword(ctx, url, { username, password, newPassword, screenshot: process.env.SCREENSHOT });
+  } finally {
+    await ctx.close();
+  }
+} else if (action === 'cut') {
+  const [url, username, password, hop, profile] = args;
+  const ctx = await launch(profile);
+  try {
+    result = await cutChain(ctx, url, { username, password, hop, screenshot: process.env.SCREENSHOT });
   } finally {
     await ctx.close();
   }

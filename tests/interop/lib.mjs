@@ -163,6 +163,31 @@ export async function revokeFirst(ctx, url, { username, password }) {
   return { before, after, clients };
 }
 
+// The delegation chains the connected-apps page shows: each hop's id, its path of names,
+// who acts, and whether it is cut.
+async function readChains(page) {
+  return page.locator('.chain').evaluateAll((els) => els.map((e) => ({
+    hop: e.dataset.hop,
+    path: [...e.querySelectorAll('.link')].map((l) => l.textContent.trim()),
+    text: e.innerText,
+    cut: e.classList.contains('is-cut'),
+    app: e.closest('.app')?.dataset.clientId ?? null,
+  })));
+}
+
+// Sign in to the connected-apps page, read the chains, cut the hop `hop` with its button,
+// and read them again.
+export async function cutChain(ctx, url, { username, password, hop, screenshot }) {
+  const page = await ctx.newPage();
+  await page.goto(url, { waitUntil: 'load' });
+  if (await page.locator('#signin').count()) await signIn(page, username, password);
+  const before = await readChains(page);
+  if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
+  await submit(page, `.chain[data-hop="${hop}"] button.cut`);
+  const after = await readChains(page);
+  return { before, after };
+}
+
 // Open a device verification URL (with the user code in it), sign in if asked, approve.
 export async function approveDevice(ctx, url, { username, password }) {
   const page = await ctx.newPage();

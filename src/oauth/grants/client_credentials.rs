@@ -66,6 +66,7 @@ pub async fn machine_token(
             jkt: resource.dpop_binding(req.dpop_jkt)?,
             alg: resource.token_alg,
             authorization_details: None,
+            delegation: None,
         },
     )?)
 }

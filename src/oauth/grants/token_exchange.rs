@@ -19,7 +19,7 @@ use crate::oauth::form::Form;
 use crate::oauth::tokens::{
     AccessClaims, AccessToken, TokenError, TokenResponse, check_access_token, issue_access_token,
 };
-use crate::oauth::{authorization_details, id_jag, policy};
+use crate::oauth::{authorization_details, delegation, id_jag, policy};
 
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -235,11 +235,11 @@ impl Grant for TokenExchange {
                 .get_exchange_policy(target.uri.as_str(), &client.client_id, source)
                 .await?
             {
-                found = Some(p);
+                found = Some((p, source.as_str()));
                 break;
             }
         }
-        let policy = found.ok_or_else(|| {
+        let (policy, source) = found.ok_or_else(|| {
             err(
                 ErrorCode::UnauthorizedClient,
                 format!(
@@ -261,6 +261,9 @@ impl Grant for TokenExchange {
             claims.authorization_details.as_ref(),
             form.get("authorization_details"),
         )?;
+        // The hop this exchange makes in the user's delegation chain, unless they cut it.
+        let hop = delegation::record(ctx, &claims, source, &client.client_id, target.uri.as_str())
+            .await?;
         let audience = [target.uri.to_string()];
         let mut response = issue_access_token(
             &ctx.keys,
@@ -282,9 +285,18 @@ impl Grant for TokenExchange {
                 jkt: target.dpop_binding(req.dpop_jkt)?,
                 alg: target.token_alg,
                 authorization_details: details.as_ref(),
+                delegation: hop.as_ref().map(|h| h.id.as_str()),
             },
         )?;
         response.issued_token_type = Some(ACCESS_TOKEN_TYPE);
+        // The audit log names the chain of the token, from the app the user connected.
+        if let Some(hop) = &hop {
+            let chain = delegation::chain(ctx, hop).await?;
+            response
+                .issued
+                .extra
+                .insert("delegation".into(), delegation::audit_detail(hop, &chain));
+        }
         tracing::info!(
             client_id = %client.client_id,
             target = %target.uri,

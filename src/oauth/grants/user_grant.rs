@@ -176,6 +176,7 @@ pub async fn issue(
             },
             alg: resource.as_ref().map_or(Alg::ES256, |r| r.token_alg),
             authorization_details: g.authorization_details,
+            delegation: None,
         },
     )?;
 
