@@ -66,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
                 created_at: now,
                 expires_at: now + 3600,
                 dpop_jkt: None,
+                authorization_details: None,
             })
             .await?;
         codes.push_str(&code);

@@ -161,6 +161,7 @@ pub async fn page(
                 client_id: &client.client_id,
                 resources: &resources,
                 scope: &scope,
+                details: None,
             },
             client: &client,
             user: &user,

@@ -83,6 +83,9 @@ pub struct AuthorizationRequest {
     pub acr: Option<Level>,
     /// RFC 9449 §10: the DPoP key the code must be redeemed with.
     pub dpop_jkt: Option<String>,
+    /// RFC 9396: the particular actions asked for, checked (`authorization_details::parse`).
+    /// Always shown on the consent page, never approved from memory.
+    pub authorization_details: Option<serde_json::Value>,
     /// May errors go back to the client's redirect URI? For a client an operator registered,
     /// yes; for one that registered itself or is a metadata document, only once the user
     /// has signed in and seen it (RFC 9700 §4.11.2: otherwise anyone could register a
@@ -96,6 +99,8 @@ pub struct Asked<'a> {
     pub client_id: &'a str,
     pub resources: &'a [Arc<Resource>],
     pub scope: &'a Scope,
+    /// RFC 9396 details, checked: shown in words on the consent page.
+    pub details: Option<&'a serde_json::Value>,
 }
 
 impl Asked<'_> {
@@ -139,6 +144,7 @@ impl AuthorizationRequest {
             login_hint: None,
             acr: None,
             dpop_jkt: None,
+            authorization_details: None,
         }
     }
 
@@ -147,6 +153,7 @@ impl AuthorizationRequest {
             client_id: &self.client.client_id,
             resources: &self.resources,
             scope: &self.scope,
+            details: self.authorization_details.as_ref(),
         }
     }
 
@@ -196,6 +203,7 @@ impl AuthorizationRequest {
             login_hint: self.login_hint.clone(),
             acr: self.acr,
             dpop_jkt: self.dpop_jkt.clone(),
+            authorization_details: self.authorization_details.clone(),
         };
         let text = util::b64(&serde_json::to_vec(&pending).unwrap_or_default());
         let tag = ctx.keys.kek().request_tag(&text);
@@ -246,6 +254,8 @@ struct Pending {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     acr: Option<Level>,
     dpop_jkt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    authorization_details: Option<serde_json::Value>,
 }
 
 /// The request a step received in its signed form. The tag and expiry are checked; the
@@ -296,6 +306,7 @@ pub async fn unseal(ctx: &Context, sealed: &str) -> Result<AuthorizationRequest,
     req.login_hint = p.login_hint;
     req.acr = p.acr;
     req.dpop_jkt = p.dpop_jkt;
+    req.authorization_details = p.authorization_details;
     Ok(req)
 }
 
@@ -360,6 +371,7 @@ pub async fn validate(ctx: &Context, form: &Form) -> Result<AuthorizationRequest
         .map_err(|e| req.refused(e))?;
     openid_parameters(&mut req, form)?;
     req.dpop_jkt = dpop_jkt(&req, form)?;
+    req.authorization_details = details(&req, form)?;
     Ok(req)
 }
 
@@ -407,7 +419,7 @@ fn redirect_uri(client: &Client, form: &Form) -> Result<(String, Option<String>)
     Ok((uri, sent))
 }
 
-/// 3. Request objects are not supported (OpenID Connect Core §6), nor yet RFC 9396 details.
+/// 3. Request objects are not supported (OpenID Connect Core §6).
 fn no_request_objects(req: &AuthorizationRequest, form: &Form) -> Result<(), AuthorizeError> {
     if form.get("request").is_some() {
         return Err(req.error(
@@ -419,15 +431,6 @@ fn no_request_objects(req: &AuthorizationRequest, form: &Form) -> Result<(), Aut
         return Err(req.error(
             ErrorCode::RequestUriNotSupported,
             "request_uri is not supported",
-        ));
-    }
-    // RFC 9396 details are taken at the backchannel authentication endpoint (CIBA) only for
-    // now; refused here rather than ignored, so a client never believes it got what it asked.
-    if form.get("authorization_details").is_some() {
-        return Err(req.error(
-            ErrorCode::InvalidAuthorizationDetails,
-            "authorization_details are accepted at the backchannel authentication endpoint \
-             only; ask for scopes here",
         ));
     }
     Ok(())
@@ -554,6 +557,23 @@ fn dpop_jkt(req: &AuthorizationRequest, form: &Form) -> Result<Option<String>, A
     Ok(jkt)
 }
 
+/// 10. RFC 9396 details (§2, §5), checked against the requested resources.
+///
+/// Their locations are filled in; a detail that does not conform is refused with
+/// `invalid_authorization_details`.
+fn details(
+    req: &AuthorizationRequest,
+    form: &Form,
+) -> Result<Option<serde_json::Value>, AuthorizeError> {
+    let Some(raw) = form.get("authorization_details") else {
+        return Ok(None);
+    };
+    let resources: Vec<String> = req.resources.iter().map(|r| r.uri.to_string()).collect();
+    crate::oauth::authorization_details::parse(raw, &resources)
+        .map(Some)
+        .map_err(|e| req.refused(e))
+}
+
 // ---------------------------------------------------------------------------------------
 // What happens next.
 
@@ -625,7 +645,9 @@ pub async fn next_step(
     let missing = consent::missing(ctx, &session.user_id, &req.asked())
         .await
         .map_err(AuthorizeError::internal)?;
-    if missing || req.prompt.consent {
+    // Details ask for particular actions: the user approves each request for them (RFC 9396
+    // §3 leaves it to the server; remembering scopes says nothing about actions).
+    if missing || req.prompt.consent || req.authorization_details.is_some() {
         if req.prompt.none {
             let req = seen_by(ctx, req, &session.user_id).await?;
             return Err(req.error(
@@ -750,10 +772,12 @@ mod tests {
             login_hint: None,
             acr: Some(Level::MultiFactor),
             dpop_jkt: None,
+            authorization_details: Some(serde_json::json!([{"type": "mcp_tool_call"}])),
         };
         let text = serde_json::to_string(&p).expect("json");
         let back: Pending = serde_json::from_str(&text).expect("back");
         assert_eq!(back.state.as_deref(), Some("s t"));
+        assert_eq!(back.authorization_details, p.authorization_details);
         assert!(back.prompt.login);
         assert_eq!(back.acr, Some(Level::MultiFactor));
         assert_eq!(back.max_age, Some(0));

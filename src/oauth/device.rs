@@ -167,6 +167,7 @@ pub async fn decide(
             client_id: &request.client_id,
             resources: &resources,
             scope: &granted,
+            details: None,
         };
         consent::save(ctx, &session.user_id, &asked).await?;
     }

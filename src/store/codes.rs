@@ -27,6 +27,8 @@ pub struct AuthCode {
     /// The `dpop_jkt` of the authorization request (RFC 9449 §10): the token request's
     /// proof must use this key.
     pub dpop_jkt: Option<String>,
+    /// RFC 9396 `authorization_details` the user approved, validated, as JSON text.
+    pub authorization_details: Option<String>,
 }
 
 #[async_trait]
@@ -59,6 +61,7 @@ pub(super) struct CodeRow {
     created_at: i64,
     pub(super) expires_at: i64,
     dpop_jkt: Option<String>,
+    authorization_details: Option<String>,
 }
 
 impl TryFrom<CodeRow> for AuthCode {
@@ -81,6 +84,7 @@ impl TryFrom<CodeRow> for AuthCode {
             created_at: r.created_at,
             expires_at: r.expires_at,
             dpop_jkt: r.dpop_jkt,
+            authorization_details: r.authorization_details,
         })
     }
 }
@@ -96,7 +100,8 @@ pub(super) struct PeekRow {
 macro_rules! columns {
     () => {
         "code_hash, family_id, client_id, user_id, redirect_uri, code_challenge, resources, \
-         scope, nonce, auth_time, amr, acr, sid, created_at, expires_at, dpop_jkt"
+         scope, nonce, auth_time, amr, acr, sid, created_at, expires_at, dpop_jkt, \
+         authorization_details"
     };
 }
 pub(crate) use columns;
@@ -112,7 +117,7 @@ macro_rules! sql_impl {
                 sqlx::query(concat!(
                     "INSERT INTO auth_codes (",
                     $crate::store::codes::columns!(),
-                    ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)"
+                    ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)"
                 ))
                 .bind(&c.code_hash)
                 .bind(&c.family_id)
@@ -130,6 +135,7 @@ macro_rules! sql_impl {
                 .bind(c.created_at)
                 .bind(c.expires_at)
                 .bind(&c.dpop_jkt)
+                .bind(&c.authorization_details)
                 .execute(&self.pool)
                 .await?;
                 Ok(())

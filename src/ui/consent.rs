@@ -7,6 +7,7 @@ use minijinja::context;
 use url::Url;
 
 use super::Web;
+use crate::oauth::authorization_details;
 use crate::oauth::authorize::Asked;
 use crate::oauth::clients::{Client, ClientSource};
 use crate::oauth::redirect_uri::RedirectUri;
@@ -104,6 +105,22 @@ pub fn render(web: &Web, headers: &HeaderMap, v: ConsentView<'_>) -> Response {
         .iter()
         .map(|s| context! { name => s, description => identity_description(s) })
         .collect();
+    // RFC 9396 details in words, each resource by its name.
+    let name_of = |uri: &str| {
+        v.asked
+            .resources
+            .iter()
+            .find(|r| r.uri.as_str() == uri)
+            .map_or_else(|| uri.to_string(), |r| r.name.clone())
+    };
+    let details: Vec<minijinja::Value> = v
+        .asked
+        .details
+        .map(|d| authorization_details::sentences(d, name_of))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| context! { text => s.text, arguments => s.arguments })
+        .collect();
     let page = web.render(
         StatusCode::OK,
         "consent.html",
@@ -118,6 +135,7 @@ pub fn render(web: &Web, headers: &HeaderMap, v: ConsentView<'_>) -> Response {
             csrf => web.csrf(&browser),
             params => v.params,
             offered => offered.join(" "),
+            details => details,
         },
     );
     browser.apply(page)

@@ -895,3 +895,86 @@ both!(
         app
     }
 );
+
+both!(
+    authorization_details_are_approved_on_the_consent_page,
+    |app: TestApp| async move {
+        seed(&app).await;
+        let client = public_client(&app).await;
+        let (verifier, challenge) = pkce();
+        let details = serde_json::json!([{
+            "type": "mcp_tool_call",
+            "tool": "delete_note",
+            "summary": "Delete the note “groceries”",
+            "arguments": {"id": "groceries"},
+        }]);
+        let mut params = auth_params(&client, &challenge, "notes:write");
+        params.push(("authorization_details".into(), details.to_string()));
+        let b = browser();
+        let res = b.get(authorize_url(&app, &params)).send().await.unwrap();
+        let html = sign_in_and_see(&app, &b, &res).await;
+        // The consent page says what exactly, in words, with the arguments.
+        let text = unescape(&html);
+        assert!(
+            text.contains("Use the tool “delete_note” on Notes: Delete the note “groceries”"),
+            "{html}"
+        );
+        assert!(text.contains("id = groceries"), "{html}");
+        let res = decide(&app, &b, &html, "approve").await;
+        let back = location(&res);
+        let (s, _, tokens) = redeem(&app, &client, &query(&back)["code"], &verifier, &[]).await;
+        assert_eq!(s, 200, "{tokens}");
+        // Carried in the access token, with the MCP server filled in; one action, so no
+        // refresh token.
+        let mut carried = details.clone();
+        carried[0]["locations"] = serde_json::json!([NOTES]);
+        assert_eq!(
+            claims(tokens["access_token"].as_str().unwrap())["authorization_details"],
+            carried
+        );
+        assert!(tokens["refresh_token"].is_null(), "{tokens}");
+
+        // Never approved from memory: the same request shows the page again, and
+        // prompt=none answers consent_required.
+        let res = b.get(authorize_url(&app, &params)).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert!(
+            res.text()
+                .await
+                .unwrap()
+                .contains("It asks to do this, once")
+        );
+        let mut none = params.clone();
+        none.push(("prompt".into(), "none".into()));
+        let res = b.get(authorize_url(&app, &none)).send().await.unwrap();
+        assert_eq!(query(&location(&res))["error"], "consent_required");
+        // The same scope without details: remembered, straight back with a code.
+        let plain = auth_params(&client, &challenge, "notes:write");
+        let res = b.get(authorize_url(&app, &plain)).send().await.unwrap();
+        assert!(query(&location(&res)).contains_key("code"));
+
+        // Details that do not conform: refused with invalid_authorization_details (back to
+        // the client, which alice has approved before).
+        for bad in [
+            serde_json::json!([{"type": "payment_initiation"}]).to_string(),
+            serde_json::json!([{"type": "mcp_tool_call", "tool": "x", "extra": 1}]).to_string(),
+            serde_json::json!([{"type": "mcp_tool_call", "tool": "x", "locations": [CALENDAR]}])
+                .to_string(),
+            "not json".to_string(),
+        ] {
+            let mut p = auth_params(&client, &challenge, "notes:write");
+            p.push(("authorization_details".into(), bad.clone()));
+            let res = b.get(authorize_url(&app, &p)).send().await.unwrap();
+            let body_or_redirect = if res.status() == 303 {
+                location(&res)
+            } else {
+                res.text().await.unwrap()
+            };
+            assert!(
+                body_or_redirect.contains("invalid_authorization_details"),
+                "{bad}: {body_or_redirect}"
+            );
+        }
+        app
+    }
+);

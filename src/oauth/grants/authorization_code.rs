@@ -52,6 +52,7 @@ pub async fn issue_code(
         created_at: now,
         expires_at: now + i64::from(ctx.config.tokens.code_ttl_secs),
         dpop_jkt: req.dpop_jkt.clone(),
+        authorization_details: req.authorization_details.as_ref().map(Value::to_string),
     };
     ctx.codes().insert_code(&code).await?;
     Ok(raw)
@@ -230,6 +231,12 @@ impl Grant for AuthorizationCode {
         };
         let granted = Scope::parse(&code.scope).map_err(OAuthError::internal)?;
         let scope = policy::narrow(req.form.get("scope"), &granted)?;
+        let details: Option<Value> = code
+            .authorization_details
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(OAuthError::internal)?;
         issue(
             ctx,
             req.form,
@@ -248,9 +255,15 @@ impl Grant for AuthorizationCode {
                 nonce: code.nonce.as_deref(),
                 family_id: &code.family_id,
                 absolute_expires_at: None,
-                refresh: NewRefresh::Issue,
+                // Details approve particular actions, once (as at the backchannel
+                // endpoint): no refresh token outlives them.
+                refresh: if details.is_some() {
+                    NewRefresh::Keep
+                } else {
+                    NewRefresh::Issue
+                },
                 dpop_jkt: req.dpop_jkt,
-                authorization_details: None,
+                authorization_details: details.as_ref(),
             },
         )
         .await
