@@ -369,6 +369,12 @@ enum ResourceCmd {
         /// connected-apps pages. Repeat for more.
         #[arg(long = "tool")]
         tools: Vec<String>,
+        /// An RFC 9396 authorization details type it accepts, as JSON: `{"type":
+        /// "notes_share", "schema": {"type": "object", "properties": {"note": {"type":
+        /// "string"}}, "required": ["note"]}, "sentence": "Share the note {note}"}`. Repeat
+        /// for more.
+        #[arg(long = "details-type")]
+        details_types: Vec<String>,
         /// Another URI that names this resource (an old host name, say); tokens still carry
         /// `--uri`. Case, default ports and a trailing slash need none. Repeat for more.
         #[arg(long = "alias")]
@@ -402,6 +408,10 @@ enum ResourceCmd {
         /// The whole new list of tools (`tool=scope=Description`), with `--scope`.
         #[arg(long = "tool", requires = "scopes")]
         tools: Vec<String>,
+        /// The whole new list of RFC 9396 authorization details types (JSON, as for `add`);
+        /// without it they stay.
+        #[arg(long = "details-type")]
+        details_types: Vec<String>,
         #[arg(long = "token-alg")]
         token_alg: Option<String>,
         #[arg(long)]
@@ -1262,6 +1272,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     app.serve(listener, shutdown).await
 }
 
+/// `--details-type` arguments: each a JSON declaration (checked when the resource is saved).
+fn details_type_args(args: &[String]) -> anyhow::Result<Vec<concierge::store::DetailsTypeDef>> {
+    args.iter()
+        .map(|a| {
+            serde_json::from_str(a).map_err(|e| {
+                anyhow::anyhow!(
+                    "--details-type {a:?}: {e}; expected {{\"type\": …, \"schema\": …, \"sentence\": …}}"
+                )
+            })
+        })
+        .collect()
+}
+
 /// `--require-mfa` or `--require-acr VALUE` as the required `acr` to store.
 fn required_acr_arg(require_mfa: bool, require_acr: &Option<String>) -> Option<String> {
     if require_mfa {
@@ -1279,6 +1302,7 @@ async fn resource(cmd: &ResourceCmd, config: &Config) -> anyhow::Result<()> {
             name,
             scopes,
             tools,
+            details_types,
             aliases,
             token_alg,
             dpop,
@@ -1296,6 +1320,7 @@ async fn resource(cmd: &ResourceCmd, config: &Config) -> anyhow::Result<()> {
                 token_alg: token_alg.clone(),
                 dpop: dpop.clone(),
                 required_acr: required_acr_arg(*require_mfa, require_acr),
+                details_types: details_type_args(details_types)?,
             };
             let r = manage::create_resource(store.as_ref(), uri, name, scopes, &options).await?;
             println!("added resource {} ({})", r.uri, r.name);
@@ -1316,12 +1341,16 @@ async fn resource(cmd: &ResourceCmd, config: &Config) -> anyhow::Result<()> {
             if let Some(level) = r.required_acr {
                 println!("  sign-ins need {} ({})", level.words(), level.acr());
             }
+            for t in &r.details_types {
+                println!("  accepts authorization details of type {}", t.name);
+            }
         }
         ResourceCmd::Update {
             uri,
             name,
             scopes,
             tools,
+            details_types,
             token_alg,
             dpop,
             require_mfa,
@@ -1346,6 +1375,11 @@ async fn resource(cmd: &ResourceCmd, config: &Config) -> anyhow::Result<()> {
                 token_alg: token_alg.clone(),
                 dpop: dpop.clone(),
                 required_acr: required_acr_arg(*require_mfa, require_acr),
+                details_types: if details_types.is_empty() {
+                    None
+                } else {
+                    Some(details_type_args(details_types)?)
+                },
             };
             let r = manage::update_resource(store.as_ref(), &config.issuer, uri, change).await?;
             let names: Vec<&str> = r.scopes.iter().map(|s| s.name.as_str()).collect();

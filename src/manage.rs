@@ -11,7 +11,9 @@ use crate::oauth::authn::{linking, password, throttle};
 use crate::oauth::client_metadata::{self, Origin, RawClientMetadata};
 use crate::oauth::grants::GrantRegistry;
 use crate::oauth::registration::new_client;
-use crate::oauth::resource::{Alg, DpopPolicy, Resource, ResourceUri, ScopeDef, parse_token_alg};
+use crate::oauth::resource::{
+    Alg, DetailsTypeDef, DpopPolicy, Resource, ResourceUri, ScopeDef, parse_token_alg,
+};
 use crate::store::{
     ClientKind, ClientRecord, ExchangePolicy, LinkedBy, LinkedIdentity, Store, StoreError,
     TrustedIssuer, User,
@@ -111,6 +113,8 @@ pub struct ResourceOptions {
     pub dpop: Option<String>,
     /// The `acr` every sign-in for it must reach (`urn:concierge:acr:mfa`, `phr`).
     pub required_acr: Option<String>,
+    /// RFC 9396 types it accepts (`oauth::details_type`).
+    pub details_types: Vec<DetailsTypeDef>,
 }
 
 /// A resource's required `acr`: one this server issues, or `none` for no requirement.
@@ -193,7 +197,9 @@ pub async fn create_resource(
         .map_err(|e| invalid("name", e))?
         .with_aliases(alias_uris)
         .with_tokens(token_alg, dpop)
-        .requiring(level);
+        .requiring(level)
+        .accepting(options.details_types.clone())
+        .map_err(|e| invalid("authorization_details_types", e))?;
     store.insert_resource(&resource.to_record()).await?;
     Ok(resource)
 }
@@ -223,6 +229,8 @@ pub struct ResourceChange {
     pub dpop: Option<String>,
     /// A new required `acr`, or `none` to require nothing beyond the server's policy.
     pub required_acr: Option<String>,
+    /// The whole new list of RFC 9396 types it accepts.
+    pub details_types: Option<Vec<DetailsTypeDef>>,
 }
 
 /// Change a registered resource's name, scopes or token settings. The admin API's own
@@ -264,7 +272,9 @@ pub async fn update_resource(
         .map_err(|e| invalid("name", e))?
         .with_aliases(current.aliases.clone())
         .with_tokens(token_alg, dpop)
-        .requiring(level);
+        .requiring(level)
+        .accepting(change.details_types.unwrap_or(current.details_types))
+        .map_err(|e| invalid("authorization_details_types", e))?;
     if !store.update_resource(&updated.to_record()).await? {
         return Err(ManageError::NotFound(format!("no resource {normal}")));
     }

@@ -17,7 +17,7 @@ use crate::manage;
 use crate::oauth::admin_token::admin_resource_uri;
 use crate::oauth::resource::ScopeDef;
 use crate::state::AppState;
-use crate::store::{ExchangePolicy, ResourceRecord};
+use crate::store::{DetailsTypeDef, ExchangePolicy, ResourceRecord};
 
 /// A protected resource (an MCP server or any API that accepts our tokens).
 #[derive(Debug, Serialize, ToSchema)]
@@ -37,6 +37,10 @@ pub struct ResourceView {
     /// (`urn:concierge:acr:mfa`, `phr`); absent: the server's policy alone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub required_acr: Option<String>,
+    /// RFC 9396 authorization details types it accepts, besides the built-in
+    /// `mcp_tool_call`: a `type`, a `schema` and the `sentence` users see.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub authorization_details_types: Vec<DetailsTypeDef>,
     /// RFC 3339.
     pub created_at: String,
 }
@@ -51,6 +55,7 @@ impl From<&ResourceRecord> for ResourceView {
             access_token_alg: r.access_token_alg.clone(),
             dpop: r.dpop.clone(),
             required_acr: r.required_acr.clone(),
+            authorization_details_types: r.details_types.clone(),
             created_at: super::time(r.created_at),
         }
     }
@@ -79,6 +84,12 @@ pub struct CreateResource {
     /// `urn:concierge:acr:mfa` (a second factor) or `phr` (a passkey).
     #[serde(default)]
     pub required_acr: Option<String>,
+    /// RFC 9396 types it accepts: each a `type` name, a `schema` (`{"type": "object",
+    /// "properties": {…}, "required": […]}`; properties of type string (`maxLength`,
+    /// `enum`), integer or number (`minimum`, `maximum`), boolean, or array of strings
+    /// (`maxItems`)) and a `sentence` naming fields as `{field}`.
+    #[serde(default)]
+    pub authorization_details_types: Vec<DetailsTypeDef>,
 }
 
 /// List resources, ordered by URI.
@@ -125,6 +136,7 @@ pub async fn create(
             token_alg: body.access_token_alg,
             dpop: body.dpop,
             required_acr: body.required_acr,
+            details_types: body.authorization_details_types,
         },
     )
     .await?;
@@ -324,6 +336,8 @@ pub struct UpdateResource {
     /// `urn:concierge:acr:mfa`, `phr`, or `none` to require nothing beyond the server's
     /// policy.
     pub required_acr: Option<String>,
+    /// The whole new list of RFC 9396 types it accepts.
+    pub authorization_details_types: Option<Vec<DetailsTypeDef>>,
 }
 
 /// Change a resource's name, scopes or token settings (its URI and aliases stay). The URI
@@ -348,6 +362,7 @@ pub async fn update(
         token_alg: body.access_token_alg,
         dpop: body.dpop,
         required_acr: body.required_acr,
+        details_types: body.authorization_details_types,
     };
     let r =
         manage::update_resource(state.store.as_ref(), state.oauth.issuer(), &uri, change).await?;

@@ -35,6 +35,7 @@ pub async fn metadata(State(state): State<AppState>) -> Result<Response, OAuthEr
         registration_enabled: ctx.config.registration.enabled,
         cimd_enabled: ctx.cimd.is_some(),
         scopes,
+        details_types: crate::oauth::authorization_details::types_supported(resources.iter()),
     });
     let mut res = Json(doc).into_response();
     res.headers_mut().insert(

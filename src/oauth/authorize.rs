@@ -568,8 +568,7 @@ fn details(
     let Some(raw) = form.get("authorization_details") else {
         return Ok(None);
     };
-    let resources: Vec<String> = req.resources.iter().map(|r| r.uri.to_string()).collect();
-    crate::oauth::authorization_details::parse(raw, &resources)
+    crate::oauth::authorization_details::parse(raw, &req.resources)
         .map(Some)
         .map_err(|e| req.refused(e))
 }

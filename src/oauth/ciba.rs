@@ -111,7 +111,7 @@ pub async fn start(
     let resource_uris: Vec<String> = resources.iter().map(|r| r.uri.to_string()).collect();
     let details = form
         .get("authorization_details")
-        .map(|raw| authorization_details::parse(raw, &resource_uris))
+        .map(|raw| authorization_details::parse(raw, &resources))
         .transpose()?;
     let acr_values: Vec<String> = form
         .get("acr_values")
@@ -284,7 +284,7 @@ fn notify(
     };
     let sentences: Vec<String> = details
         .map(|d| {
-            authorization_details::sentences(d, |uri| resource_name(resources, uri))
+            authorization_details::sentences(d, resources)
                 .into_iter()
                 .map(|s| s.text)
                 .collect()
@@ -327,13 +327,6 @@ fn notify(
     });
 }
 
-fn resource_name(resources: &[Arc<Resource>], uri: &str) -> String {
-    resources
-        .iter()
-        .find(|r| r.uri.as_str() == uri)
-        .map_or_else(|| uri.to_string(), |r| r.name.clone())
-}
-
 /// A pending request as the approvals page shows it.
 pub struct Pending {
     pub request: BackchannelRequest,
@@ -374,7 +367,7 @@ async fn explain(
     let details = match &request.authorization_details {
         Some(raw) => {
             let v: Value = serde_json::from_str(raw).map_err(OAuthError::internal)?;
-            authorization_details::sentences(&v, |uri| resource_name(&resources, uri))
+            authorization_details::sentences(&v, &resources)
         }
         None => Vec::new(),
     };

@@ -18,6 +18,8 @@ pub struct Capabilities<'a> {
     pub cimd_enabled: bool,
     /// Every scope of every registered resource.
     pub scopes: Vec<String>,
+    /// RFC 9396 types: the built-in ones and those resources declare.
+    pub details_types: Vec<String>,
 }
 
 /// The RFC 8414 document. `openid-configuration` serves the same document. The grants add
@@ -73,6 +75,13 @@ pub fn authorization_server_metadata(c: &Capabilities<'_>) -> Map<String, Value>
         m.insert("registration_endpoint".into(), endpoint("/register"));
     }
     m.insert("scopes_supported".into(), json!(c.scopes));
+    // RFC 9396 §10: taken at the authorization and backchannel endpoints.
+    if !c.grants.is_empty() {
+        m.insert(
+            "authorization_details_types_supported".into(),
+            json!(c.details_types),
+        );
+    }
     // Required by RFC 8414; the code flow's grant fills it in.
     m.insert("response_types_supported".into(), json!([]));
     // Listed explicitly even when empty: an absent list would mean the RFC 8414 default,
@@ -117,8 +126,10 @@ mod tests {
             registration_enabled: true,
             cimd_enabled: true,
             scopes: vec!["notes:read".into()],
+            details_types: vec!["mcp_tool_call".into()],
         };
         let m = authorization_server_metadata(&c);
+        assert!(!m.contains_key("authorization_details_types_supported"));
         assert_eq!(m["issuer"], "https://as.example");
         assert_eq!(m["registration_endpoint"], "https://as.example/register");
         assert_eq!(m["jwks_uri"], "https://as.example/jwks");
@@ -138,6 +149,10 @@ mod tests {
         };
         let m = authorization_server_metadata(&with_code);
         assert_eq!(m["authorization_endpoint"], "https://as.example/authorize");
+        assert_eq!(
+            m["authorization_details_types_supported"],
+            json!(["mcp_tool_call"])
+        );
         assert_eq!(m["code_challenge_methods_supported"], json!(["S256"]));
         assert_eq!(m["authorization_response_iss_parameter_supported"], true);
         assert_eq!(

@@ -25,6 +25,7 @@ pub mod clients;
 pub mod consent;
 pub mod context;
 pub mod delegation;
+pub mod details_type;
 pub mod device;
 pub mod dpop;
 pub mod form;

@@ -11,8 +11,8 @@ use super::scope::is_scope_token;
 use super::ttl_cache::TtlCache;
 use crate::error::OAuthError;
 pub use crate::keys::Alg;
+pub use crate::store::{DetailsTypeDef, ScopeDef, ToolDef};
 use crate::store::{ResourceRecord, ResourceStore, StoreError};
-pub use crate::store::{ScopeDef, ToolDef};
 
 /// Scopes OpenID Connect defines; a resource may not claim them.
 pub const OIDC_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access"];
@@ -245,6 +245,8 @@ pub struct Resource {
     /// How strongly every user signing in for it must authenticate (`--require-mfa`),
     /// beyond the server's policy.
     pub required_acr: Option<Level>,
+    /// RFC 9396 types it accepts besides the built-in ones (`oauth::details_type`).
+    pub details_types: Vec<DetailsTypeDef>,
     pub created_at: i64,
 }
 
@@ -276,10 +278,25 @@ impl Resource {
         };
         let resource = Self::from_parts(uri, r.name.clone(), r.scopes.clone(), r.created_at)
             .map_err(corrupt)?;
-        Ok(resource
+        resource
             .with_aliases(aliases)
             .with_tokens(token_alg, dpop)
-            .requiring(required_acr))
+            .requiring(required_acr)
+            .accepting(r.details_types)
+            .map_err(corrupt)
+    }
+
+    /// The same resource accepting these authorization details types, each checked
+    /// (`details_type::check_all`).
+    pub fn accepting(mut self, types: Vec<DetailsTypeDef>) -> Result<Self, String> {
+        super::details_type::check_all(&types)?;
+        self.details_types = types;
+        Ok(self)
+    }
+
+    /// The declared authorization details type `name`, if this resource accepts it.
+    pub fn details_type(&self, name: &str) -> Option<&DetailsTypeDef> {
+        self.details_types.iter().find(|t| t.name == name)
     }
 
     /// The same resource, needing sign-ins at `level` at least (None: the server's policy).
@@ -325,6 +342,7 @@ impl Resource {
             access_token_alg: self.token_alg.as_str().to_string(),
             dpop: self.dpop.as_str().to_string(),
             required_acr: self.required_acr.map(|l| l.acr().to_string()),
+            details_types: self.details_types.clone(),
             created_at: self.created_at,
         }
     }
@@ -358,6 +376,7 @@ impl Resource {
             token_alg: Alg::ES256,
             dpop: DpopPolicy::Optional,
             required_acr: None,
+            details_types: Vec::new(),
             created_at,
         })
     }

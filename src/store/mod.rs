@@ -61,7 +61,7 @@ pub use refresh_tokens::{
     Presented, REVOKED_FAMILY_MEMORY_SECS, RefreshToken, RefreshTokenStore, Rotation, Successor,
 };
 pub use replay::ReplayStore;
-pub use resources::{ResourceRecord, ResourceStore, ScopeDef, ToolDef};
+pub use resources::{DetailsTypeDef, ResourceRecord, ResourceStore, ScopeDef, ToolDef};
 pub use sessions::{Session, SessionStore};
 pub use transfer::TransferStore;
 pub use upstreams::{StoredUpstream, UpstreamKind, UpstreamProvider, UpstreamStore};

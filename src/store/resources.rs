@@ -25,6 +25,20 @@ pub struct ToolDef {
     pub description: String,
 }
 
+/// An authorization details type a resource accepts (RFC 9396): its `type` value, the
+/// fields a detail may carry (a subset of JSON Schema, `oauth::details_type`), and the
+/// sentence users see, `{field}` standing for a field's value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DetailsTypeDef {
+    #[serde(rename = "type")]
+    pub name: String,
+    /// `{"type": "object", "properties": {…}, "required": […]}`.
+    #[schema(value_type = Object)]
+    pub schema: serde_json::Value,
+    /// E.g. `Share the note “{note}” with {with}`.
+    pub sentence: String,
+}
+
 /// A stored resource: its URI in normal form, its name and its scopes, and other URIs
 /// (normalised) that name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +53,8 @@ pub struct ResourceRecord {
     pub dpop: String,
     /// The `acr` every sign-in for it must reach, beyond the server's policy.
     pub required_acr: Option<String>,
+    /// RFC 9396 types it accepts besides the built-in ones.
+    pub details_types: Vec<DetailsTypeDef>,
     pub created_at: i64,
 }
 
@@ -67,6 +83,7 @@ pub(super) struct ResourceRow {
     access_token_alg: String,
     dpop: String,
     required_acr: Option<String>,
+    details_types: String,
     created_at: i64,
 }
 
@@ -74,6 +91,10 @@ impl ResourceRow {
     pub(super) fn into_record(self, aliases: Vec<String>) -> Result<ResourceRecord, StoreError> {
         Ok(ResourceRecord {
             scopes: super::sql::from_json(&self.scopes, &format!("resource {} scopes", self.uri))?,
+            details_types: super::sql::from_json(
+                &self.details_types,
+                &format!("resource {} details types", self.uri),
+            )?,
             uri: self.uri,
             name: self.name,
             aliases,
@@ -96,7 +117,7 @@ macro_rules! sql_impl {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "INSERT INTO resources (uri, name, scopes, access_token_alg, dpop, created_at, \
-                     required_acr) VALUES ($1,$2,$3,$4,$5,$6,$7)",
+                     required_acr, details_types) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
                 )
                 .bind(&r.uri)
                 .bind(&r.name)
@@ -105,6 +126,7 @@ macro_rules! sql_impl {
                 .bind(&r.dpop)
                 .bind(r.created_at)
                 .bind(&r.required_acr)
+                .bind($crate::store::sql::to_json(&r.details_types)?)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| $crate::store::sql::conflict(e, "resource"))?;
@@ -129,7 +151,7 @@ macro_rules! sql_impl {
             ) -> Result<bool, $crate::store::StoreError> {
                 let done = sqlx::query(
                     "UPDATE resources SET name = $2, scopes = $3, access_token_alg = $4, dpop = $5, \
-                     required_acr = $6 WHERE uri = $1",
+                     required_acr = $6, details_types = $7 WHERE uri = $1",
                 )
                 .bind(&r.uri)
                 .bind(&r.name)
@@ -137,6 +159,7 @@ macro_rules! sql_impl {
                 .bind(&r.access_token_alg)
                 .bind(&r.dpop)
                 .bind(&r.required_acr)
+                .bind($crate::store::sql::to_json(&r.details_types)?)
                 .execute(&self.pool)
                 .await?;
                 Ok(done.rows_affected() == 1)
@@ -147,7 +170,7 @@ macro_rules! sql_impl {
                 uri: &str,
             ) -> Result<Option<$crate::store::ResourceRecord>, $crate::store::StoreError> {
                 let row: Option<$crate::store::resources::ResourceRow> = sqlx::query_as(
-                    "SELECT uri, name, scopes, access_token_alg, dpop, required_acr, created_at FROM resources WHERE uri = $1",
+                    "SELECT uri, name, scopes, access_token_alg, dpop, required_acr, details_types, created_at FROM resources WHERE uri = $1",
                 )
                 .bind(uri)
                 .fetch_optional(&self.pool)
@@ -179,7 +202,7 @@ macro_rules! sql_impl {
                 &self,
             ) -> Result<Vec<$crate::store::ResourceRecord>, $crate::store::StoreError> {
                 let rows: Vec<$crate::store::resources::ResourceRow> = sqlx::query_as(
-                    "SELECT uri, name, scopes, access_token_alg, dpop, required_acr, created_at FROM resources ORDER BY uri",
+                    "SELECT uri, name, scopes, access_token_alg, dpop, required_acr, details_types, created_at FROM resources ORDER BY uri",
                 )
                 .fetch_all(&self.pool)
                 .await?;

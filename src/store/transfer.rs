@@ -105,6 +105,7 @@ pub const TABLES: &[Table] = &[
             def("dpop", Fill::Text("optional")),
             col("created_at", Int),
             opt("required_acr", Text),
+            def("details_types", Fill::Text("[]")),
         ],
         order_by: &["uri"],
     },

@@ -105,18 +105,11 @@ pub fn render(web: &Web, headers: &HeaderMap, v: ConsentView<'_>) -> Response {
         .iter()
         .map(|s| context! { name => s, description => identity_description(s) })
         .collect();
-    // RFC 9396 details in words, each resource by its name.
-    let name_of = |uri: &str| {
-        v.asked
-            .resources
-            .iter()
-            .find(|r| r.uri.as_str() == uri)
-            .map_or_else(|| uri.to_string(), |r| r.name.clone())
-    };
+    // RFC 9396 details in words.
     let details: Vec<minijinja::Value> = v
         .asked
         .details
-        .map(|d| authorization_details::sentences(d, name_of))
+        .map(|d| authorization_details::sentences(d, v.asked.resources))
         .unwrap_or_default()
         .into_iter()
         .map(|s| context! { text => s.text, arguments => s.arguments })

@@ -843,3 +843,157 @@ both!(
         app
     }
 );
+
+both!(
+    resources_declare_their_own_details_types,
+    |c: &mut concierge::Config| {
+        c.ciba.poll_interval_secs = 0;
+    },
+    |app: TestApp| async move {
+        seed(&app).await;
+        let (_, _, admin) = crate::admin::admin_token(&app).await;
+        let encoded: String = url::form_urlencoded::byte_serialize(NOTES.as_bytes()).collect();
+        let path = format!("/admin/v1/resources/{encoded}");
+        let share = json!({
+            "type": "notes_share",
+            "schema": {"type": "object", "required": ["note", "with"], "properties": {
+                "note": {"type": "string", "maxLength": 60},
+                "with": {"type": "array", "items": {"type": "string"}, "maxItems": 5},
+                "role": {"type": "string", "enum": ["reader", "editor"]},
+            }},
+            "sentence": "Share the note “{note}” with {with}",
+        });
+        // A schema using what the server would not enforce is refused, naming the field.
+        let mut loose = share.clone();
+        loose["schema"]["properties"]["note"]["pattern"] = json!("^[a-z]+$");
+        let (s, _, body) = crate::admin::call(
+            &app,
+            Some(&admin),
+            reqwest::Method::PATCH,
+            &path,
+            Some(json!({"authorization_details_types": [loose]})),
+        )
+        .await;
+        assert_eq!(s, 400, "{body}");
+        assert!(body.to_string().contains("pattern"), "{body}");
+        let (s, _, body) = crate::admin::call(
+            &app,
+            Some(&admin),
+            reqwest::Method::PATCH,
+            &path,
+            Some(json!({"authorization_details_types": [share]})),
+        )
+        .await;
+        assert_eq!(s, 200, "{body}");
+        assert_eq!(
+            body["authorization_details_types"][0]["type"],
+            "notes_share"
+        );
+        app.state.oauth.resources.forget(NOTES);
+
+        // Advertised beside the built-in type.
+        let (_, _, meta) = split(
+            app.http()
+                .get(app.url("/.well-known/oauth-authorization-server"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            meta["authorization_details_types_supported"],
+            json!(["mcp_tool_call", "notes_share"])
+        );
+
+        // Checked against the schema at the backchannel endpoint.
+        let client = ciba_client(&app, "Sharing agent").await;
+        for (bad, why) in [
+            (
+                json!([{"type": "notes_share", "note": "groceries"}]),
+                "with is required",
+            ),
+            (
+                json!([{"type": "notes_share", "note": "g", "with": ["bob"], "role": "owner"}]),
+                "role",
+            ),
+            (
+                json!([{"type": "notes_share", "note": "g", "with": ["bob"], "color": "red"}]),
+                "color is not a field",
+            ),
+        ] {
+            let (s, _, b) = bc_authorize(
+                &app,
+                &client,
+                &[
+                    ("scope", "openid notes:read"),
+                    ("login_hint", "alice"),
+                    ("resource", NOTES),
+                    ("authorization_details", &bad.to_string()),
+                ],
+            )
+            .await;
+            assert_eq!(s, 400, "{b}");
+            assert_eq!(b["error"], "invalid_authorization_details", "{b}");
+            assert!(
+                b["error_description"].as_str().unwrap().contains(why),
+                "{why}: {b}"
+            );
+        }
+        // A resource that does not declare it does not take it.
+        let (s, _, b) = bc_authorize(
+            &app,
+            &client,
+            &[
+                ("scope", "openid calendar:read"),
+                ("login_hint", "alice"),
+                ("resource", CALENDAR),
+                (
+                    "authorization_details",
+                    &json!([{"type": "notes_share", "note": "g", "with": ["b"]}]).to_string(),
+                ),
+            ],
+        )
+        .await;
+        assert_eq!(b["error"], "invalid_authorization_details", "{s} {b}");
+
+        // Shown with the resource's own sentence, carried into the token.
+        let details = json!([{"type": "notes_share", "note": "groceries",
+            "with": ["bob", "carol"], "role": "reader"}]);
+        let started = ask_alice(
+            &app,
+            &client,
+            &[
+                ("binding_message", "share?"),
+                ("authorization_details", &details.to_string()),
+            ],
+        )
+        .await;
+        let b = browser();
+        let page = approvals(&app, &b).await;
+        assert!(
+            page.contains("On Notes: Share the note “groceries” with bob, carol"),
+            "{page}"
+        );
+        assert!(page.contains("role = reader"), "{page}");
+        decide_on(&app, &b, &page, &id_of(&page, "share?"), "approve").await;
+        let (s, _, tokens) = poll(&app, &client, started["auth_req_id"].as_str().unwrap()).await;
+        assert_eq!(s, 200, "{tokens}");
+        let carried = &claims(tokens["access_token"].as_str().unwrap())["authorization_details"];
+        assert_eq!(carried[0]["with"], json!(["bob", "carol"]));
+        assert_eq!(carried[0]["locations"], json!([NOTES]));
+
+        // And on the consent page of the code flow.
+        let agent = public_client(&app).await;
+        let (_, challenge) = pkce();
+        let mut params = auth_params(&agent, &challenge, "notes:read");
+        params.push(("authorization_details".into(), details.to_string()));
+        let res = b.get(authorize_url(&app, &params)).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        let html = unescape(&res.text().await.unwrap());
+        assert!(
+            html.contains("On Notes: Share the note “groceries” with bob, carol"),
+            "{html}"
+        );
+        app
+    }
+);

@@ -284,6 +284,14 @@ async fn sqlite_to_postgres_and_back_keeps_clients_users_tokens_and_consent() {
             token_alg: Some("RS256".into()),
             dpop: Some("off".into()),
             required_acr: Some("urn:concierge:acr:mfa".into()),
+            details_types: vec![
+                serde_json::from_value(serde_json::json!({
+                    "type": "file_share",
+                    "schema": {"type": "object", "properties": {"path": {"type": "string"}}},
+                    "sentence": "Share {path}",
+                }))
+                .unwrap(),
+            ],
         },
     )
     .await
@@ -503,6 +511,14 @@ async fn sqlite_to_postgres_and_back_keeps_clients_users_tokens_and_consent() {
             .as_deref(),
         Some("http://127.0.0.1:9999/files")
     );
+    // The resource's declared authorization details type came along.
+    let files = pg
+        .store()
+        .get_resource("http://127.0.0.1:9999/files")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(files.details_types[0].name, "file_share");
     let last_imported = rows(&pg_doc, "audit_events").last().unwrap()["id"]
         .as_i64()
         .unwrap();

@@ -14,7 +14,6 @@ use super::polling::{self, Polled};
 use super::user_grant::{Authenticated, NewRefresh, UserGrant, issue};
 use super::{Advertised, Grant, Param, TokenRequest};
 use crate::error::{ErrorCode, OAuthError};
-use crate::oauth::authorization_details;
 use crate::oauth::context::Context;
 use crate::oauth::scope::Scope;
 use crate::oauth::tokens::TokenResponse;
@@ -56,10 +55,6 @@ impl Grant for Ciba {
         m.insert(
             "backchannel_user_code_parameter_supported".into(),
             Value::Bool(false),
-        );
-        m.insert(
-            "authorization_details_types_supported".into(),
-            Value::from(authorization_details::TYPES_SUPPORTED.to_vec()),
         );
     }
 
