@@ -14,7 +14,6 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::context::Context;
-use super::tokens::AccessClaims;
 use crate::audit::{Event, Kind};
 use crate::error::{ErrorCode, OAuthError};
 use crate::store::delegations::{CUT_BY_APP, CUT_BY_USER};
@@ -37,6 +36,16 @@ pub async fn is_live(ctx: &Context, id: &str, sub: &str) -> Result<bool, StoreEr
         .is_some_and(|d| d.is_live() && d.user_id == sub))
 }
 
+/// The presented token an exchange derives from, as far as its chain goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub sub: &'a str,
+    pub client_id: &'a str,
+    pub iat: i64,
+    /// Its hop, when it was itself exchanged.
+    pub delegation: Option<&'a str>,
+}
+
 fn refused(description: String) -> OAuthError {
     OAuthError::new(ErrorCode::InvalidGrant, description)
 }
@@ -47,7 +56,7 @@ fn refused(description: String) -> OAuthError {
 /// own token (no user) makes no chain: `None`.
 pub async fn record(
     ctx: &Context,
-    subject: &AccessClaims,
+    subject: Subject<'_>,
     source: &str,
     client_id: &str,
     target: &str,
@@ -57,17 +66,17 @@ pub async fn record(
         return Ok(None);
     }
     let store = ctx.delegations();
-    let parent = match &subject.delegation {
+    let parent = match subject.delegation {
         Some(id) => Some(store.get_delegation(id).await?.ok_or_else(|| {
             refused("the subject_token's delegation chain has ended".to_string())
         })?),
         None => None,
     };
     let path = HopPath {
-        user_id: &subject.sub,
+        user_id: subject.sub,
         root_client_id: parent
             .as_ref()
-            .map_or(subject.client_id.as_str(), |p| p.root_client_id.as_str()),
+            .map_or(subject.client_id, |p| p.root_client_id.as_str()),
         root_resource: parent.as_ref().map_or(source, |p| p.root_resource.as_str()),
         parent_id: parent.as_ref().map_or("", |p| p.id.as_str()),
         client_id,

@@ -352,3 +352,55 @@ both!(
         app
     }
 );
+
+both!(
+    a_tool_the_user_unticked_is_refused_by_the_guard,
+    |app: TestApp| async move {
+        seed(&app).await;
+        let notes = spawn_notes(&app).await;
+        // The agent asks for reading and writing; alice unticks writing on the consent page.
+        let client = public_client(&app).await;
+        let (verifier, challenge) = pkce();
+        let mut params = auth_params(&client, &challenge, "notes:read notes:write");
+        params.retain(|(k, _)| k != "resource");
+        params.push(("resource".into(), notes.clone()));
+        let b = browser();
+        let res = b.get(authorize_url(&app, &params)).send().await.unwrap();
+        let html = sign_in_and_see(&app, &b, &res).await;
+        assert!(html.contains("name=\"keep:notes:write\""), "{html}");
+        let mut form: Vec<(String, String)> = hidden_inputs(&html)
+            .into_iter()
+            .filter(|(n, _)| n != "keep:notes:write")
+            .collect();
+        form.push(("decision".into(), "approve".into()));
+        let res = b
+            .post(app.url("/authorize/decision"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        let back = location(&res);
+        let (s, _, tokens) = redeem(&app, &client, &query(&back)["code"], &verifier, &[]).await;
+        assert_eq!(s, 200, "{tokens}");
+        assert_eq!(tokens["scope"], "notes:read");
+        let token = tokens["access_token"].as_str().unwrap();
+
+        // The ticked tool works; the unticked one is refused by the guard, asking for the
+        // scope the user left out.
+        let mcp = mcp_client(&notes, token).await;
+        let list = call(&mcp, "list_notes", json!({})).await;
+        assert_eq!(list["notes"], json!([]));
+        mcp.cancel().await.unwrap();
+        let add = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "add_note", "arguments": {"text": "x"}}});
+        let (s, h, body) = post(&app, &notes, Some(token), add).await;
+        assert_eq!(s, 403, "{body}");
+        let challenge = www_authenticate(&h);
+        assert!(
+            challenge.contains("error=\"insufficient_scope\""),
+            "{challenge}"
+        );
+        assert!(challenge.contains("notes:write"), "{challenge}");
+        app
+    }
+);

@@ -262,7 +262,13 @@ impl Grant for TokenExchange {
             form.get("authorization_details"),
         )?;
         // The hop this exchange makes in the user's delegation chain, unless they cut it.
-        let hop = delegation::record(ctx, &claims, source, &client.client_id, target.uri.as_str())
+        let subject = delegation::Subject {
+            sub: &claims.sub,
+            client_id: &claims.client_id,
+            iat: claims.iat,
+            delegation: claims.delegation.as_deref(),
+        };
+        let hop = delegation::record(ctx, subject, source, &client.client_id, target.uri.as_str())
             .await?;
         let audience = [target.uri.to_string()];
         let mut response = issue_access_token(
