@@ -503,3 +503,79 @@ both!(
         app
     }
 );
+
+both!(
+    browser_unticks_a_tool_on_the_consent_page,
+    |app: TestApp| async move {
+        if !ready() {
+            return app;
+        }
+        seed(&app).await;
+        // A resource whose scopes list their tools.
+        let things = "http://127.0.0.1:9999/things";
+        let scopes = concierge::oauth::resource::ScopeDef::with_tools(
+            vec![
+                concierge::oauth::resource::ScopeDef::parse("t:read=See your things").unwrap(),
+                concierge::oauth::resource::ScopeDef::parse("t:write=Change your things").unwrap(),
+            ],
+            &[
+                "list_things=t:read=List your things".to_string(),
+                "delete_thing=t:write=Delete one thing".to_string(),
+            ],
+        )
+        .unwrap();
+        app.store()
+            .insert_resource(
+                &concierge::oauth::resource::Resource::new(things, "Things", scopes, 0)
+                    .unwrap()
+                    .to_record(),
+            )
+            .await
+            .unwrap();
+        let client = public_client(&app).await;
+        let (verifier, challenge) = pkce();
+        let mut params = auth_params(&client, &challenge, "t:read t:write");
+        params.retain(|(k, _)| k != "resource");
+        params.push(("resource".into(), things.into()));
+        let profile = tempfile::tempdir().unwrap();
+        let shot = std::env::temp_dir().join(format!("concierge-tools-{client}.png"));
+        let seen = node(
+            "browser.mjs",
+            &[
+                "authorize",
+                &authorize_url(&app, &params),
+                "alice",
+                PASSWORD,
+                REDIRECT,
+                profile.path().to_str().unwrap(),
+            ],
+            &[
+                ("SCREENSHOT", shot.to_str().unwrap()),
+                ("UNTICK", "t:write"),
+            ],
+        )
+        .await;
+        // The page listed each scope's tools under it.
+        let tools = &seen["consent"]["tools"];
+        assert_eq!(
+            tools["t:read"],
+            serde_json::json!(["list_things"]),
+            "{seen}"
+        );
+        assert_eq!(
+            tools["t:write"],
+            serde_json::json!(["delete_thing"]),
+            "{seen}"
+        );
+        // Unticked in the browser: the grant is what stayed ticked.
+        let q = query(seen["callback"].as_str().unwrap());
+        let (s, _, tokens) = redeem(&app, &client, &q["code"], &verifier, &[]).await;
+        assert_eq!(s, 200, "{tokens}");
+        assert_eq!(tokens["scope"], "t:read");
+        assert_eq!(
+            claims(tokens["access_token"].as_str().unwrap())["scope"],
+            "t:read"
+        );
+        app
+    }
+);

@@ -5,6 +5,7 @@
 //   node browser.mjs password <security-url> <username> <password> <new-password> <profile-dir>
 //   node browser.mjs cut <apps-url> <username> <password> <hop-id> <profile-dir>
 //
+// UNTICK="scope …" unticks those scopes on the consent page before approving.
 // Prints one JSON line with what it saw. The profile directory keeps cookies between runs.
 import { launch, authorize, revokeFirst, changePassword, cutChain } from './lib.mjs';
 
@@ -15,7 +16,7 @@ if (action === 'authorize') {
   const ctx = await launch(profile);
   try {
     result = await authorize(ctx, url, { username, password, redirectPrefix, decision: decision || 'approve',
-      screenshot: process.env.SCREENSHOT });
+      screenshot: process.env.SCREENSHOT, untick: (process.env.UNTICK || '').split(' ').filter(Boolean) });
   } finally {
     await ctx.close();
   }

@@ -65,7 +65,7 @@ export function authenticator() {
 
 // Open `url`; sign in (with the second factor, or setting one up, when `mfa`, an
 // `authenticator()`, is given) and answer consent as needed; return the redirect to the client.
-export async function authorize(ctx, url, { username, password, redirectPrefix, decision = 'approve', screenshot, mfa }) {
+export async function authorize(ctx, url, { username, password, redirectPrefix, decision = 'approve', screenshot, mfa, untick = [] }) {
   const page = await ctx.newPage();
   let callback = null;
   // Every hop of a redirect chain is a request; the one to the client is the answer.
@@ -107,9 +107,14 @@ export async function authorize(ctx, url, { username, password, redirectPrefix, 
         resources: await page.locator('.resource-name').allTextContents(),
         resourceUris: await page.locator('.resource-uri').allTextContents(),
         scopes: await page.locator('.scope').evaluateAll((els) => els.map((e) => e.dataset.scope)),
+        // The tools each scope lets the app use, as the page lists them under it.
+        tools: await page.locator('.scope').evaluateAll((els) => Object.fromEntries(els.map((e) =>
+          [e.dataset.scope, [...e.querySelectorAll('.tool')].map((t) => t.textContent.trim())]))),
         redirectHost: (await page.locator('#redirect-host').textContent()).trim(),
         title: await page.title(),
       };
+      // The user unticks what they do not want to allow.
+      for (const scope of untick) await page.uncheck(`input[name="keep:${scope}"]`);
       if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
       await submit(page, decision === 'deny' ? '#deny' : '#approve', done);
     } else if (await page.locator('#error').count()) {
