@@ -997,3 +997,74 @@ both!(
         app
     }
 );
+
+both!(
+    ciba_disabled_users_and_the_per_client_limit,
+    |c: &mut concierge::Config| {
+        c.ciba.poll_interval_secs = 0;
+    },
+    |app: TestApp| async move {
+        let alice = seed(&app).await;
+        let client = ciba_client(&app, "Assistant").await;
+        // A disabled user is answered like anyone: the same keys, and pending forever.
+        let known = ask_alice(&app, &client, &[]).await;
+        app.store()
+            .set_disabled(&alice, Some(concierge::util::now()), concierge::util::now())
+            .await
+            .unwrap();
+        let disabled = ask_alice(&app, &client, &[]).await;
+        let keys = |v: &Value| {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        assert_eq!(keys(&known), keys(&disabled));
+        assert_eq!(known["expires_in"], disabled["expires_in"]);
+        assert_error(
+            &poll(&app, &client, disabled["auth_req_id"].as_str().unwrap()).await,
+            400,
+            "authorization_pending",
+            "not decided",
+        );
+        // Nothing reaches a page: no user may decide on it.
+        let pending = app
+            .store()
+            .pending_backchannel_for_user(&alice, concierge::util::now())
+            .await
+            .unwrap();
+        assert_eq!(
+            pending.len(),
+            1,
+            "only the request made before she was disabled"
+        );
+        app.store()
+            .set_disabled(&alice, None, concierge::util::now())
+            .await
+            .unwrap();
+
+        // Each request may reach a person: a client gets 600 per ten minutes, then 429.
+        let now = concierge::util::now();
+        let bucket = format!("backchannel:{}", client.0);
+        // Two requests so far; 597 more make 599, so one more passes and the next does not.
+        for _ in 0..597 {
+            app.store().hit(&bucket, 600, now).await.unwrap();
+        }
+        ask_alice(&app, &client, &[]).await;
+        let (s, h, b) = bc_authorize(
+            &app,
+            &client,
+            &[
+                ("scope", "openid notes:read"),
+                ("login_hint", "alice"),
+                ("resource", NOTES),
+            ],
+        )
+        .await;
+        assert_eq!(s, 429, "{b}");
+        assert!(h.contains_key("retry-after"), "{h:?}");
+        // Another client is not held back by this one.
+        let other = ciba_client(&app, "Other").await;
+        ask_alice(&app, &other, &[]).await;
+        app
+    }
+);
