@@ -147,13 +147,8 @@ async fn resource_name(ctx: &crate::oauth::Context, uri: &str) -> String {
 /// `POST /account/apps/cut`: cut one hop of a delegation chain (`hop`), and the hops below.
 pub async fn cut(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let ctx = &state.oauth;
-    let form = match state.web.posted_form(&headers, &body) {
-        Ok(f) => f,
-        Err(page) => return *page,
-    };
-    let user = match super::current_session(&state, &headers).await {
-        Ok(Some((_, user))) => user,
-        Ok(None) => return see_other(&state.web.path("/signin")),
+    let (form, user) = match posted_by(&state, &headers, &body).await {
+        Ok(p) => p,
         Err(page) => return *page,
     };
     let Some(hop) = form.get("hop") else {
@@ -168,15 +163,25 @@ pub async fn cut(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
     }
 }
 
+/// A form posted on the connected-apps page (its CSRF token checked) and the signed-in user
+/// who posts it; else the page to answer (signed out: to sign in).
+async fn posted_by(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(crate::oauth::form::Form, User), Box<Response>> {
+    let form = state.web.posted_form(headers, body)?;
+    match super::current_session(state, headers).await {
+        Ok(Some((_, user))) => Ok((form, user)),
+        Ok(None) => Err(Box::new(see_other(&state.web.path("/signin")))),
+        Err(page) => Err(page),
+    }
+}
+
 pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let ctx = &state.oauth;
-    let form = match state.web.posted_form(&headers, &body) {
-        Ok(f) => f,
-        Err(page) => return *page,
-    };
-    let user = match super::current_session(&state, &headers).await {
-        Ok(Some((_, user))) => user,
-        Ok(None) => return see_other(&state.web.path("/signin")),
+    let (form, user) = match posted_by(&state, &headers, &body).await {
+        Ok(p) => p,
         Err(page) => return *page,
     };
     let (Some(client_id), Some(resource)) = (form.get("client_id"), form.get("resource")) else {

@@ -98,11 +98,7 @@ async fn decide_on(
     id: &str,
     decision: &str,
 ) -> reqwest::Response {
-    let csrf = hidden_inputs(html)
-        .into_iter()
-        .find(|(n, _)| n == "csrf")
-        .unwrap()
-        .1;
+    let csrf = csrf_of(html);
     b.post(app.url("/account/approvals/decide"))
         .form(&[("csrf", csrf.as_str()), ("id", id), ("decision", decision)])
         .send()

@@ -877,17 +877,7 @@ both!(
         );
         assert!(html.contains(">delete_thing</code>"), "{html}");
         // The user unticks t:write: the app may use list_things only.
-        let mut form: Vec<(String, String)> = hidden_inputs(&html)
-            .into_iter()
-            .filter(|(n, _)| n != "keep:t:write")
-            .collect();
-        form.push(("decision".into(), "approve".into()));
-        let res = b
-            .post(app.url("/authorize/decision"))
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
+        let res = approve_unticking(&app, &b, &html, &["t:write"]).await;
         assert_eq!(res.status(), 303);
         let apps = unescape(&page_text(&b, &app.url("/account/apps")).await);
         assert!(apps.contains("May use the tools: <code class=\"tool\" title=\"List your things\">list_things</code>"), "{apps}");

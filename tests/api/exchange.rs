@@ -561,11 +561,7 @@ both!(
         );
 
         // Cutting needs the form's token.
-        let csrf = hidden_inputs(&html)
-            .into_iter()
-            .find(|(k, _)| k == "csrf")
-            .unwrap()
-            .1;
+        let csrf = csrf_of(&html);
         let cut = |form: Vec<(&'static str, String)>| {
             let b = c.browser.clone();
             let url = app.url("/account/apps/cut");
@@ -664,11 +660,7 @@ both!(
 
         // Disconnecting the agent ends every chain from it.
         let html = page_text(&c.browser, &app.url("/account/apps")).await;
-        let csrf = hidden_inputs(&html)
-            .into_iter()
-            .find(|(k, _)| k == "csrf")
-            .unwrap()
-            .1;
+        let csrf = csrf_of(&html);
         let res = c
             .browser
             .post(app.url("/account/apps/revoke"))

@@ -233,6 +233,34 @@ pub async fn sign_in_and_see(
         .unwrap()
 }
 
+/// The CSRF token of a page's forms.
+pub fn csrf_of(html: &str) -> String {
+    hidden_inputs(html)
+        .into_iter()
+        .find(|(k, _)| k == "csrf")
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no csrf field in {html}"))
+}
+
+/// Approve the consent page `html` with the scopes `untick` unticked, as a user would.
+pub async fn approve_unticking(
+    app: &impl Server,
+    b: &reqwest::Client,
+    html: &str,
+    untick: &[&str],
+) -> reqwest::Response {
+    let mut form: Vec<(String, String)> = hidden_inputs(html)
+        .into_iter()
+        .filter(|(n, _)| !untick.iter().any(|u| n == &format!("keep:{u}")))
+        .collect();
+    form.push(("decision".into(), "approve".into()));
+    b.post(app.url("/authorize/decision"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Submit the consent page `html` with `decision`.
 pub async fn decide(
     app: &impl Server,

@@ -368,17 +368,7 @@ both!(
         let res = b.get(authorize_url(&app, &params)).send().await.unwrap();
         let html = sign_in_and_see(&app, &b, &res).await;
         assert!(html.contains("name=\"keep:notes:write\""), "{html}");
-        let mut form: Vec<(String, String)> = hidden_inputs(&html)
-            .into_iter()
-            .filter(|(n, _)| n != "keep:notes:write")
-            .collect();
-        form.push(("decision".into(), "approve".into()));
-        let res = b
-            .post(app.url("/authorize/decision"))
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
+        let res = approve_unticking(&app, &b, &html, &["notes:write"]).await;
         let back = location(&res);
         let (s, _, tokens) = redeem(&app, &client, &query(&back)["code"], &verifier, &[]).await;
         assert_eq!(s, 200, "{tokens}");
