@@ -1,6 +1,7 @@
 //! Issue 17.2: no query on a request path scans a table. A real server runs the token paths
 //! (registration, sign-in, `/authorize` with remembered consent, code redemption, refresh,
-//! userinfo, revocation, client credentials, discovery, JWKS) with sqlx's statement log on;
+//! userinfo, revocation, client credentials, token exchange through a delegation chain,
+//! discovery, JWKS) with sqlx's statement log on;
 //! every statement it ran is then explained on the same database: SQLite's query plan, and
 //! PostgreSQL's generic plan with sequential scans priced out. A full scan is allowed only of
 //! the operator's small configuration tables.
@@ -13,6 +14,8 @@ use crate::durability::first_refresh_token;
 use crate::flow::*;
 use crate::helpers::{Backend, Server, drop_database, fresh_database};
 use crate::process::{Replica, shared_kek};
+
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 
 /// Tables an operator fills by hand (keys, resources, policies, providers): a handful of rows,
 /// read whole into caches.
@@ -227,6 +230,62 @@ async fn no_scans_on_request_paths(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(res.status(), 200, "{:?}", res.text().await);
+    // Token exchange: the first records its delegation hop, the second finds it, and an
+    // exchange of the exchanged token checks the hop and records the next one.
+    let (s, _, server) = app
+        .register(&json!({
+            "client_name": "Calendar server",
+            "grant_types": [TOKEN_EXCHANGE],
+            "token_endpoint_auth_method": "client_secret_basic",
+        }))
+        .await;
+    assert_eq!(s, 201, "{server}");
+    let server_id = server["client_id"].as_str().unwrap();
+    for (target, source, from, to) in [
+        (CALENDAR, NOTES, "notes:read", "calendar:read"),
+        (NOTES, CALENDAR, "calendar:read", "notes:read"),
+    ] {
+        app.store()
+            .save_exchange_policy(&concierge::store::ExchangePolicy {
+                target: target.into(),
+                client_id: server_id.into(),
+                source: source.into(),
+                scope_map: [(from.to_string(), vec![to.to_string()])].into(),
+                created_at: 0,
+            })
+            .await
+            .unwrap();
+    }
+    let exchange = |subject: String, target: &'static str| {
+        let http = http.clone();
+        let url = app.url("/token");
+        let (id, secret) = (server_id.to_string(), server["client_secret"].clone());
+        async move {
+            let res = http
+                .post(url)
+                .basic_auth(id, secret.as_str())
+                .form(&[
+                    ("grant_type", TOKEN_EXCHANGE),
+                    ("subject_token", subject.as_str()),
+                    (
+                        "subject_token_type",
+                        "urn:ietf:params:oauth:token-type:access_token",
+                    ),
+                    ("resource", target),
+                ])
+                .send()
+                .await
+                .unwrap();
+            let body: Value = res.json().await.unwrap();
+            body["access_token"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{body}"))
+                .to_string()
+        }
+    };
+    exchange(at.clone(), CALENDAR).await;
+    let hop = exchange(at.clone(), CALENDAR).await;
+    exchange(hop, NOTES).await;
     // The audit writer lingers before it writes.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
 
