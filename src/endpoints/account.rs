@@ -40,9 +40,13 @@ pub async fn apps(State(state): State<AppState>, headers: HeaderMap) -> Response
         Ok(found) => found,
         Err(e) => return state.web.internal_error(e),
     };
-    // Every chain, by the app (and resource) it starts from.
+    // Every chain, by the app (and resource) it starts from. Hops that ended with their
+    // app's disconnection are kept only to refuse older tokens: nothing to show.
     let mut chains: Vec<((String, String), minijinja::Value)> = Vec::new();
     for (hop, links) in delegation::chains(&hops) {
+        if delegation::ended_with_app(&hop) {
+            continue;
+        }
         let root = (hop.root_client_id.clone(), hop.root_resource.clone());
         chains.push((root, chain_view(ctx, &hop, &links).await));
     }

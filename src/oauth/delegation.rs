@@ -102,6 +102,18 @@ pub async fn record(
     // Twice at most: a concurrent exchange of the same path may insert or renew it first.
     for _ in 0..2 {
         let Some(hop) = store.find_delegation(&path).await? else {
+            // A new path: its user must still be there, and allowed in (a token issued
+            // before they were deleted or disabled starts no chain).
+            if ctx
+                .users()
+                .get_user(path.user_id)
+                .await?
+                .is_none_or(|u| u.is_disabled())
+            {
+                return Err(refused(
+                    "the subject_token's user no longer exists or is disabled".into(),
+                ));
+            }
             let new = fresh();
             if store.insert_delegation(&new).await? {
                 return Ok(Some(new));
@@ -243,6 +255,11 @@ pub async fn cut(ctx: &Context, user_id: &str, id: &str) -> Result<Option<Vec<Li
 /// What the audit log keeps of an exchanged token's chain.
 pub fn audit_detail(hop: &Delegation, chain: &[Link]) -> Value {
     json!({ "id": hop.id, "chain": chain })
+}
+
+/// Did this hop end because the app at its root was disconnected?
+pub fn ended_with_app(hop: &Delegation) -> bool {
+    hop.cut_by.as_deref() == Some(CUT_BY_APP)
 }
 
 /// Whether a hop is cut, in words for the pages: by whom.

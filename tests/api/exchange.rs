@@ -675,6 +675,10 @@ both!(
         assert_eq!(res.status(), 303);
         assert!(!active(&app, &c.t1).await);
         assert!(!active(&app, &t1).await);
+        // The page no longer shows the chains that ended with the app.
+        let html = page_text(&c.browser, &app.url("/account/apps")).await;
+        assert!(!html.contains(&c.hop1), "{html}");
+        assert!(!html.contains("class=\"chain"), "{html}");
         // A token the agent got before cannot start the chain again.
         assert_error(
             &exchange(&app, &c.cal.0, &c.cal.1, &c.root, &[("resource", NOTES)]).await,
@@ -733,6 +737,29 @@ both!(
         let machine = exchange(&app, &robot, &secret, own, &[("resource", NOTES)]).await;
         assert_eq!(machine.0, 200, "{}", machine.2);
         assert!(claims(machine.2["access_token"].as_str().unwrap())["delegation"].is_null());
+
+        // A disabled user's token starts no new chain.
+        app.store()
+            .set_disabled(
+                &c.alice,
+                Some(concierge::util::now()),
+                concierge::util::now(),
+            )
+            .await
+            .unwrap();
+        assert_error(
+            &exchange(
+                &app,
+                &c.notes.0,
+                &c.notes.1,
+                &fresh,
+                &[("audience", CALENDAR)],
+            )
+            .await,
+            400,
+            "invalid_grant",
+            "disabled",
+        );
         app
     }
 );
