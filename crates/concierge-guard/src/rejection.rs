@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::challenge::{BearerChallenge, ChallengeError};
 
 /// The answer to a request the guard refuses. Implements
-/// [`IntoResponse`]; also the rejection of the [`Principal`] extractor.
+/// [`IntoResponse`]; also the rejection of the [`Principal`](crate::Principal) extractor.
 #[derive(Debug, Clone)]
 pub struct GuardRejection {
     pub(crate) status: StatusCode,
@@ -80,7 +80,7 @@ impl GuardRejection {
         self.status
     }
 
-    /// Why, as a short stable name (see [`Refusal::reason`]).
+    /// Why, as a short stable name (see [`Refusal::reason`](crate::Refusal::reason)).
     #[must_use]
     pub fn reason(&self) -> &'static str {
         self.reason
