@@ -34,6 +34,13 @@ fn invalid(why: impl Into<String>) -> OAuthError {
     OAuthError::new(ErrorCode::InvalidAuthorizationDetails, why.into())
 }
 
+/// Details as a code or an approval request stored them (checked JSON text), parsed back.
+pub fn stored(raw: Option<&str>) -> Result<Option<Value>, OAuthError> {
+    raw.map(serde_json::from_str)
+        .transpose()
+        .map_err(OAuthError::internal)
+}
+
 /// The types a metadata document lists: the built-in ones and those `resources` declare.
 pub fn types_supported<'a>(resources: impl Iterator<Item = &'a Resource>) -> Vec<String> {
     let mut all: Vec<String> = TYPES_SUPPORTED.iter().map(|t| t.to_string()).collect();

@@ -364,11 +364,8 @@ async fn explain(
     let Ok(resources) = policy::stored_resources(ctx, &request.resources).await else {
         return Ok(None);
     };
-    let details = match &request.authorization_details {
-        Some(raw) => {
-            let v: Value = serde_json::from_str(raw).map_err(OAuthError::internal)?;
-            authorization_details::sentences(&v, &resources)
-        }
+    let details = match authorization_details::stored(request.authorization_details.as_deref())? {
+        Some(v) => authorization_details::sentences(&v, &resources),
         None => Vec::new(),
     };
     let required =

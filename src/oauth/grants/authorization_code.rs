@@ -14,7 +14,7 @@ use crate::oauth::context::Context;
 use crate::oauth::resource::OIDC_SCOPES;
 use crate::oauth::scope::Scope;
 use crate::oauth::tokens::TokenResponse;
-use crate::oauth::{pkce, policy};
+use crate::oauth::{authorization_details, pkce, policy};
 use crate::store::{AuthCode, Session, Spent};
 use crate::util;
 
@@ -231,12 +231,7 @@ impl Grant for AuthorizationCode {
         };
         let granted = Scope::parse(&code.scope).map_err(OAuthError::internal)?;
         let scope = policy::narrow(req.form.get("scope"), &granted)?;
-        let details: Option<Value> = code
-            .authorization_details
-            .as_deref()
-            .map(serde_json::from_str)
-            .transpose()
-            .map_err(OAuthError::internal)?;
+        let details = authorization_details::stored(code.authorization_details.as_deref())?;
         issue(
             ctx,
             req.form,
@@ -255,13 +250,7 @@ impl Grant for AuthorizationCode {
                 nonce: code.nonce.as_deref(),
                 family_id: &code.family_id,
                 absolute_expires_at: None,
-                // Details approve particular actions, once (as at the backchannel
-                // endpoint): no refresh token outlives them.
-                refresh: if details.is_some() {
-                    NewRefresh::Keep
-                } else {
-                    NewRefresh::Issue
-                },
+                refresh: NewRefresh::Issue,
                 dpop_jkt: req.dpop_jkt,
                 authorization_details: details.as_ref(),
             },

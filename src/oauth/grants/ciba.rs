@@ -14,6 +14,7 @@ use super::polling::{self, Polled};
 use super::user_grant::{Authenticated, NewRefresh, UserGrant, issue};
 use super::{Advertised, Grant, Param, TokenRequest};
 use crate::error::{ErrorCode, OAuthError};
+use crate::oauth::authorization_details;
 use crate::oauth::context::Context;
 use crate::oauth::scope::Scope;
 use crate::oauth::tokens::TokenResponse;
@@ -103,12 +104,7 @@ impl Grant for Ciba {
         let (Some(user_id), Some(auth_time)) = (r.user_id.as_deref(), r.auth_time) else {
             return Err(OAuthError::internal("an approved request has no user"));
         };
-        let details: Option<Value> = r
-            .authorization_details
-            .as_deref()
-            .map(serde_json::from_str)
-            .transpose()
-            .map_err(OAuthError::internal)?;
+        let details = authorization_details::stored(r.authorization_details.as_deref())?;
         let scope = Scope::parse(&r.scope).map_err(OAuthError::internal)?;
         issue(
             ctx,
@@ -128,11 +124,7 @@ impl Grant for Ciba {
                 nonce: None,
                 family_id: &util::random_id(),
                 absolute_expires_at: None,
-                refresh: if details.is_some() {
-                    NewRefresh::Keep
-                } else {
-                    NewRefresh::Issue
-                },
+                refresh: NewRefresh::Issue,
                 dpop_jkt: req.dpop_jkt,
                 authorization_details: details.as_ref(),
             },

@@ -190,7 +190,9 @@ pub async fn issue(
     match g.refresh {
         NewRefresh::Keep => {}
         NewRefresh::Rotated(raw) => response.refresh_token = Some(raw.to_string()),
-        NewRefresh::Issue if may_refresh => {
+        // RFC 9396 details approve particular actions, once: no refresh token outlives
+        // them (whichever grant brought them).
+        NewRefresh::Issue if may_refresh && g.authorization_details.is_none() => {
             let now = ctx.now();
             let absolute = g
                 .absolute_expires_at
