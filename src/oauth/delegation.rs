@@ -50,17 +50,24 @@ fn refused(description: String) -> OAuthError {
     OAuthError::new(ErrorCode::InvalidGrant, description)
 }
 
+/// The hop an exchange goes through, and its whole chain from the app the user connected.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub hop: Delegation,
+    pub chain: Vec<Link>,
+}
+
 /// Record the hop of an exchange by `client_id` of `subject` (a token whose audience
-/// `source` the exchange policy matched) toward `target`, issuing a token that expires at
-/// `exp`; answer the hop, or refuse when the user cut it or disconnected the app. A client's
-/// own token (no user) makes no chain: `None`.
+/// `source` the exchange policy matched) toward `target`: answer it with its chain, or
+/// refuse when the user cut it or disconnected the app. A client's own token (no user)
+/// makes no chain: `None`.
 pub async fn record(
     ctx: &Context,
     subject: Subject<'_>,
     source: &str,
     client_id: &str,
     target: &str,
-) -> Result<Option<Delegation>, OAuthError> {
+) -> Result<Option<Recorded>, OAuthError> {
     // RFC 9068 §2.2: a token with no resource owner has the client as its subject.
     if subject.sub == subject.client_id {
         return Ok(None);
@@ -100,6 +107,7 @@ pub async fn record(
         cut_by: None,
     };
     // Twice at most: a concurrent exchange of the same path may insert or renew it first.
+    let mut found = None;
     for _ in 0..2 {
         let Some(hop) = store.find_delegation(&path).await? else {
             // A new path: its user must still be there, and allowed in (a token issued
@@ -116,7 +124,8 @@ pub async fn record(
             }
             let new = fresh();
             if store.insert_delegation(&new).await? {
-                return Ok(Some(new));
+                found = Some(new);
+                break;
             }
             continue;
         };
@@ -125,14 +134,16 @@ pub async fn record(
                 if hop.last_used_at + TOUCH_EVERY_SECS <= now {
                     store.touch_delegation(&hop.id, now, keep_until).await?;
                 }
-                return Ok(Some(hop));
+                found = Some(hop);
+                break;
             }
             // The app was disconnected: a token issued since comes from a new grant, and
             // starts the chain again; an older one does not.
             (Some(at), Some(CUT_BY_APP)) if subject.iat > at => {
                 let new = fresh();
                 if store.renew_delegation(&hop.id, &new).await? {
-                    return Ok(Some(new));
+                    found = Some(new);
+                    break;
                 }
             }
             (Some(_), Some(CUT_BY_APP)) => {
@@ -147,10 +158,25 @@ pub async fn record(
             }
         }
     }
-    Err(OAuthError::new(
-        ErrorCode::TemporarilyUnavailable,
-        "the delegation chain changed during this exchange; try again",
-    ))
+    let Some(hop) = found else {
+        return Err(OAuthError::new(
+            ErrorCode::TemporarilyUnavailable,
+            "the delegation chain changed during this exchange; try again",
+        ));
+    };
+    // The chain, from the parent already in hand: only the hops above it are read.
+    let mut chain = match &parent {
+        Some(p) => self::chain(ctx, p).await?,
+        None => vec![Link {
+            client_id: hop.root_client_id.clone(),
+            resource: hop.root_resource.clone(),
+        }],
+    };
+    chain.push(Link {
+        client_id: hop.client_id.clone(),
+        resource: hop.resource.clone(),
+    });
+    Ok(Some(Recorded { hop, chain }))
 }
 
 /// One link of a chain: a client, and the resource its token is for. The first link is the

@@ -291,17 +291,16 @@ impl Grant for TokenExchange {
                 jkt: target.dpop_binding(req.dpop_jkt)?,
                 alg: target.token_alg,
                 authorization_details: details.as_ref(),
-                delegation: hop.as_ref().map(|h| h.id.as_str()),
+                delegation: hop.as_ref().map(|r| r.hop.id.as_str()),
             },
         )?;
         response.issued_token_type = Some(ACCESS_TOKEN_TYPE);
         // The audit log names the chain of the token, from the app the user connected.
-        if let Some(hop) = &hop {
-            let chain = delegation::chain(ctx, hop).await?;
-            response
-                .issued
-                .extra
-                .insert("delegation".into(), delegation::audit_detail(hop, &chain));
+        if let Some(r) = &hop {
+            response.issued.extra.insert(
+                "delegation".into(),
+                delegation::audit_detail(&r.hop, &r.chain),
+            );
         }
         tracing::info!(
             client_id = %client.client_id,
