@@ -185,6 +185,55 @@ fn resources_from_the_command_line() {
         ],
     );
     assert!(!ok && err.contains("OpenID"), "{err}");
+    // RFC 9396 details types: declared as JSON, checked, listed; a schema keyword the
+    // server would not enforce is refused, naming it.
+    let share = r#"{"type":"notes_share","schema":{"type":"object","properties":{"note":{"type":"string"}},"required":["note"]},"sentence":"Share the note {note}"}"#;
+    let (ok, out, err) = concierge(
+        d,
+        &[
+            "resource",
+            "add",
+            "--uri",
+            "https://share.example/mcp",
+            "--name",
+            "Share",
+            "--details-type",
+            share,
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("accepts authorization details of type notes_share"),
+        "{out}"
+    );
+    let loose = share.replace(
+        r#"{"type":"string"}"#,
+        r#"{"type":"string","format":"email"}"#,
+    );
+    let (ok, _, err) = concierge(
+        d,
+        &[
+            "resource",
+            "update",
+            "https://share.example/mcp",
+            "--details-type",
+            &loose,
+        ],
+    );
+    assert!(!ok && err.contains("\"format\""), "{err}");
+    let (ok, _, err) = concierge(
+        d,
+        &[
+            "resource",
+            "update",
+            "https://share.example/mcp",
+            "--details-type",
+            "not json",
+        ],
+    );
+    assert!(!ok && err.contains("--details-type"), "{err}");
+    let (ok, out, _) = concierge(d, &["resource", "list", "--output", "json"]);
+    assert!(ok && out.contains("\"notes_share\""), "{out}");
     let (ok, out, _) = concierge(d, &["resource", "remove", "https://mcp.example.com/mcp"]);
     assert!(ok, "{out}");
     let (ok, _, err) = concierge(d, &["resource", "remove", "https://mcp.example.com/mcp"]);
