@@ -470,3 +470,71 @@ both!(
         app
     }
 );
+
+both!(delegation_hops, |app: TestApp| async move {
+    use concierge::store::{Delegation, HopPath};
+    let s = app.store();
+    let alice = crate::flow::seed(&app).await;
+    let hop = |id: &str, parent: &str, expires_at: i64| Delegation {
+        id: id.into(),
+        user_id: alice.clone(),
+        root_client_id: "agent".into(),
+        root_resource: "https://cal.example".into(),
+        parent_id: parent.into(),
+        client_id: format!("client-{id}"),
+        resource: format!("https://{id}.example"),
+        created_at: 10,
+        last_used_at: 10,
+        expires_at,
+        revoked_at: None,
+        cut_by: None,
+    };
+    let (a, b, c) = (hop("a", "", 1000), hop("b", "a", 1000), hop("c", "b", 1000));
+    for h in [&a, &b, &c] {
+        assert!(s.insert_delegation(h).await.unwrap());
+    }
+    // One row per path: the same path under another id is not inserted.
+    let twin = Delegation {
+        id: "a2".into(),
+        ..a.clone()
+    };
+    assert!(!s.insert_delegation(&twin).await.unwrap());
+    let path = HopPath {
+        user_id: &alice,
+        root_client_id: "agent",
+        root_resource: "https://cal.example",
+        parent_id: "a",
+        client_id: "client-b",
+        resource: "https://b.example",
+    };
+    assert_eq!(s.find_delegation(&path).await.unwrap(), Some(b.clone()));
+    // A use moves last_used_at and only ever raises expires_at.
+    s.touch_delegation("a", 20, 500).await.unwrap();
+    let got = s.get_delegation("a").await.unwrap().unwrap();
+    assert_eq!((got.last_used_at, got.expires_at), (20, 1000));
+    // Cutting b cuts c below it, not a above; only another user's id cuts nothing.
+    assert_eq!(s.cut_delegation("someone-else", "b", 30).await.unwrap(), 0);
+    assert_eq!(s.cut_delegation(&alice, "b", 30).await.unwrap(), 2);
+    assert_eq!(
+        s.cut_delegation(&alice, "b", 31).await.unwrap(),
+        0,
+        "already cut"
+    );
+    let get = |id: &'static str| {
+        let s = s.clone();
+        async move { s.get_delegation(id).await.unwrap().unwrap() }
+    };
+    assert!(get("a").await.revoked_at.is_none());
+    let (b, c) = (get("b").await, get("c").await);
+    assert_eq!(
+        (b.revoked_at, b.cut_by.as_deref()),
+        (Some(30), Some("user"))
+    );
+    assert_eq!(b.expires_at, i64::MAX, "the cut hop is kept: the cut holds");
+    assert_eq!(c.expires_at, 1000, "the hops below go with their tokens");
+    // The sweeper removes what expired, never the cut hop.
+    assert_eq!(s.purge_delegations(1001).await.unwrap(), 2);
+    assert!(s.get_delegation("b").await.unwrap().is_some());
+    assert!(s.get_delegation("a").await.unwrap().is_none());
+    app
+});
