@@ -35,6 +35,8 @@ pub async fn trust(
     ApiJson(body): ApiJson<TrustedIssuer>,
 ) -> Result<(StatusCode, Json<TrustedIssuer>), ApiError> {
     manage::trust_id_jag_issuer(state.store.as_ref(), &body).await?;
+    // The metadata says whether any issuer is trusted.
+    state.oauth.resources.forget_derived();
     record_change(
         &state,
         &caller,
@@ -58,6 +60,7 @@ pub async fn distrust(
     ApiPath(issuer): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     manage::distrust_id_jag_issuer(state.store.as_ref(), &issuer).await?;
+    state.oauth.resources.forget_derived();
     record_change(
         &state,
         &caller,

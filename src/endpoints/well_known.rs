@@ -17,6 +17,30 @@ use crate::state::AppState;
     responses((status = 200, description = "The metadata document", body = Object)))]
 pub async fn metadata(State(state): State<AppState>) -> Result<Response, OAuthError> {
     let ctx = &state.oauth;
+    // Built from every resource: cached as the resources are (`resources.cache_secs`), so that
+    // discovery, which every agent fetches first, reads nothing from the database.
+    let doc = match ctx.resources.derived(METADATA) {
+        Some(doc) => doc,
+        None => {
+            let doc = std::sync::Arc::new(serde_json::Value::Object(build(ctx).await?));
+            ctx.resources.keep_derived(METADATA, doc.clone());
+            doc
+        }
+    };
+    let mut res = Json(&*doc).into_response();
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60"),
+    );
+    Ok(res)
+}
+
+/// The name the metadata document is cached under.
+const METADATA: &str = "authorization_server_metadata";
+
+async fn build(
+    ctx: &crate::oauth::context::Context,
+) -> Result<serde_json::Map<String, serde_json::Value>, OAuthError> {
     let resources = ctx.resources.list().await?;
     // The admin API's scope is for operators' clients only; clients that ask for every
     // advertised scope must not trip over it.
@@ -37,10 +61,5 @@ pub async fn metadata(State(state): State<AppState>) -> Result<Response, OAuthEr
         scopes,
         details_types: crate::oauth::authorization_details::types_supported(resources.iter()),
     });
-    let mut res = Json(doc).into_response();
-    res.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=60"),
-    );
-    Ok(res)
+    Ok(doc)
 }

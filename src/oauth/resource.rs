@@ -392,6 +392,9 @@ const RESOURCE_CACHE_CAPACITY: usize = 10_000;
 pub struct ResourceDirectory {
     store: Arc<dyn ResourceStore>,
     cache: TtlCache<String, Arc<Resource>>,
+    /// Documents built from every resource (the discovery metadata), by name: within the
+    /// same bound as the resources, and dropped with any change `forget` hears of.
+    derived: TtlCache<&'static str, Arc<serde_json::Value>>,
     ttl: Duration,
 }
 
@@ -401,6 +404,7 @@ impl ResourceDirectory {
         Self {
             store,
             cache: TtlCache::new(RESOURCE_CACHE_CAPACITY),
+            derived: TtlCache::new(4),
             ttl: Duration::from_secs(cache_secs),
         }
     }
@@ -454,9 +458,28 @@ impl ResourceDirectory {
             .collect()
     }
 
+    /// The document `name` built from every resource, if built within the cache lifetime.
+    pub fn derived(&self, name: &'static str) -> Option<Arc<serde_json::Value>> {
+        self.derived.get(name)
+    }
+
+    /// Keep `doc` as the document `name` for the cache lifetime.
+    pub fn keep_derived(&self, name: &'static str, doc: Arc<serde_json::Value>) {
+        self.derived.insert(name, doc, self.ttl);
+    }
+
+    /// Drop the documents built from every resource, after a change they show (a resource,
+    /// or what else they are built from: trusted ID-JAG issuers).
+    pub fn forget_derived(&self) {
+        for (name, _, _) in self.derived.entries() {
+            self.derived.remove(&name);
+        }
+    }
+
     /// Drop this replica's cached copy after changing or deleting the resource; other
     /// replicas see the change within the cache lifetime.
     pub fn forget(&self, uri: &str) {
+        self.forget_derived();
         // Under its own URI and under every other name a request used for it.
         for (key, resource, _) in self.cache.entries() {
             if key == uri || resource.uri.as_str() == uri {

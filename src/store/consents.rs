@@ -41,6 +41,8 @@ pub trait ConsentStore: Send + Sync {
         resource: &str,
         now: i64,
     ) -> Result<bool, StoreError>;
+    /// Record that the client used the consents at `now`: kept to the minute (a use within a
+    /// minute of the last recorded one writes nothing).
     async fn touch_consent(
         &self,
         user_id: &str,
@@ -139,8 +141,13 @@ macro_rules! sql_impl {
 
             async fn touch_consent(&self, user_id: &str, client_id: &str, resources: &[String], now: i64) -> Result<(), $crate::store::StoreError> {
                 for resource in resources {
+                    // At most once a minute: a busy agent's every refresh would otherwise
+                    // rewrite the row (a page written per request) for a time shown to the
+                    // minute. PostgreSQL writes no new row version, SQLite no page, when
+                    // nothing matches.
                     sqlx::query(
-                        "UPDATE consents SET last_used_at = $4 WHERE user_id = $1 AND client_id = $2 AND resource = $3",
+                        "UPDATE consents SET last_used_at = $4 WHERE user_id = $1 AND client_id = $2 AND resource = $3 \
+                         AND (last_used_at IS NULL OR last_used_at <= $4 - 60)",
                     )
                     .bind(user_id)
                     .bind(client_id)
