@@ -1,15 +1,30 @@
 #!/usr/bin/env bash
-# Load the token endpoint (client_credentials) of Concierge and of the peer,
-# node-oidc-provider, with the same wrk script, one after the other, on SQLite and on
-# PostgreSQL; print the figures and the ratio ours/peer. Measures, asserts nothing.
+# Load every token path of Concierge and of the peer, node-oidc-provider configured for the
+# same work (bench/peer-paths.mjs), with the same wrk scripts, in alternation, on SQLite and on
+# PostgreSQL; print the figures and the ratio ours/peer per path. Token exchange and the
+# device authorization request, which the peer's setup lacks, are compared with our own client
+# credentials. Measures, asserts nothing.
 #
-#   bench/run.sh                       # both stores (PostgreSQL when one answers)
-#   DURATION=20s CONNECTIONS=16 bench/run.sh
+#   bench/run.sh                        # every path, both stores (PostgreSQL when one answers)
+#   PATHS="cc code" ROUNDS=5 bench/run.sh
 #
-# Environment: PEER_DIR (default ../shared/bench, the peer's files), PG_ADMIN_URL
+# Paths (PATHS, in this order by default): cc (client credentials), code (authorization code
+# redemption, codes seeded on both sides), refresh (a public client's refresh token, rotated),
+# introspect (of a refresh token: the peer does not introspect its JWT access tokens), revoke
+# (a fresh refresh token each), register (RFC 7591), discovery, jwks, authorize (signed in,
+# consent remembered: a 303 with a code); ours only: introspect_jwt (one of our JWT access
+# tokens), exchange and device (the device grant's redemption of an approved device code).
+#
+# Environment: PEER_DIR (default ../shared/bench: the peer's package.json), PG_ADMIN_URL
 # (default postgres://postgres@127.0.0.1:5432/test; a fresh database is created on it and
-# dropped after), DURATION (10s), THREADS (1), CONNECTIONS (16), WARMUP (3s), ROUNDS (3:
-# peer and Concierge are loaded in alternation this many times and the medians reported).
+# dropped after), DURATION (5s), THREADS (1), CONNECTIONS (16), WARMUP (2s), ROUNDS (3: peer
+# and Concierge are loaded in alternation this many times per path and the medians reported),
+# COUNT (60000 fixtures of each kind seeded in Concierge's store), PEER_COUNT (60000, in the
+# peer's memory), STORES (sqlite postgres), CEILING (1: the client-credentials rounds also load
+# ../shared/bench/ceiling, a bare handler that only parses, checks the secret and signs; 0: not),
+# BULK (0; N: instead of the peer, compare Concierge on a store already holding N registered
+# clients, consents, codes, refresh-token families and audit events with Concierge on an empty
+# one, and report the database size per grant; issue 17.2).
 # Traffic goes to 127.0.0.1 only; every process started here is stopped on exit.
 set -euo pipefail
 
@@ -17,29 +32,41 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 PEER_DIR=${PEER_DIR:-$root/../shared/bench}
 PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/test}
-DURATION=${DURATION:-10s}
+DURATION=${DURATION:-5s}
 THREADS=${THREADS:-1}
 CONNECTIONS=${CONNECTIONS:-16}
-WARMUP=${WARMUP:-3s}
+WARMUP=${WARMUP:-2s}
 ROUNDS=${ROUNDS:-3}
+COUNT=${COUNT:-60000}
+PEER_COUNT=${PEER_COUNT:-60000}
+PATHS=${PATHS:-cc code refresh introspect revoke register discovery jwks authorize introspect_jwt exchange device}
 OURS_PORT=${OURS_PORT:-8089}
 PEER_PORT=${PEER_PORT:-4000}
+BULK=${BULK:-0}
+CEILING=${CEILING:-$([ "$BULK" = 0 ] && echo 1 || echo 0)}
+CEILING_PORT=${CEILING_PORT:-4900}
 
 export CLIENT_ID=bench
 export CLIENT_SECRET=bench-secret-0123456789abcdef0123456789abcdef
+export PUBLIC_CLIENT_ID=bench-public
 export RESOURCE=http://127.0.0.1:9999/mcp
 export SCOPE=tools:read
-LUA=$root/bench/client-credentials.lua
+TARGET=http://127.0.0.1:9998/notes
 
 work=$(mktemp -d)
 pids=()
-pg_db=""
+pg_prefix=concierge_bench_$$_
+# drop_databases: the PostgreSQL databases this run created
+drop_databases() {
+    local db
+    for db in $(psql -qtA "$PG_ADMIN_URL" -c "SELECT datname FROM pg_database WHERE datname LIKE '$pg_prefix%'" 2>/dev/null); do
+        psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
+    done
+}
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    if [ -n "$pg_db" ]; then
-        psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS \"$pg_db\" WITH (FORCE)" >/dev/null 2>&1 || true
-    fi
+    drop_databases
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -54,140 +81,296 @@ if ! command -v wrk >/dev/null; then
         exit 1
     fi
 fi
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+if [ "$BULK" = 0 ] && { ! command -v node >/dev/null || ! command -v npm >/dev/null; }; then
     echo "node and npm are needed for the peer (node-oidc-provider); no figures" >&2
     exit 1
 fi
 
-say "preparing the peer (node-oidc-provider) from $PEER_DIR"
-cp -r "$PEER_DIR/." "$work/peer"
-chmod -R u+w "$work/peer"
-(cd "$work/peer" && npm install --no-audit --no-fund --silent) >&2
+if [ "$BULK" = 0 ]; then
+    say "preparing the peer (node-oidc-provider) from $PEER_DIR"
+    cp -r "$PEER_DIR/." "$work/peer"
+    chmod -R u+w "$work/peer"
+    cp "$root/bench/peer-paths.mjs" "$work/peer/"
+    (cd "$work/peer" && npm install --no-audit --no-fund --silent) >&2
+fi
 
-say "building Concierge (release)"
-cargo build --release --quiet
+say "building Concierge and its fixture seeder (release)"
+cargo build --release --quiet --bin concierge --example bench_seed
 bin=$root/target/release/concierge
+seed=$root/target/release/examples/bench_seed
+if [ "$CEILING" != 0 ]; then
+    say "building the ceiling (release; its own target folder, kept for the next run)"
+    cp -r "$PEER_DIR/ceiling" "$work/ceiling"
+    chmod -R u+w "$work/ceiling"
+    (cd "$work/ceiling" && CARGO_TARGET_DIR=$root/target/bench-ceiling cargo build --release --quiet)
+    CLIENT_SECRET=$CLIENT_SECRET "$root/target/bench-ceiling/release/ceiling" "$CEILING_PORT" \
+        >"$work/ceiling.log" 2>&1 &
+    pids+=("$!")
+fi
 
 wait_for() { # URL
-    for _ in $(seq 1 100); do
+    for _ in $(seq 1 600); do
         curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
         sleep 0.1
     done
     echo "nothing answered at $1" >&2
     return 1
 }
+stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+# rss_kib PID FIELD -> the process's VmRSS (now) or VmHWM (its peak), KiB
+rss_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
+# median of the arguments
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+sum() { printf '%s\n' "$@" | awk '{ s += $1 } END { print s + 0 }'; }
+json_field() { sed -nE "s/.*\"$1\":\"([^\"]+)\".*/\1/p"; }
 
-# load NAME BASE_URL -> prints "rps p50_us p99_us errors"
-load() {
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" -s "$LUA" "$2" >/dev/null
-    local out
-    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -s "$LUA" "$2")
-    local line
-    line=$(grep '^RESULT' <<<"$out")
-    echo "$1: $line" >&2
-    sed -E 's/.*rps=([0-9]+) p50_us=([0-9]+) p99_us=([0-9]+) errors_non2xx=([0-9]+).*/\1 \2 \3 \4/' <<<"$line"
+# --- the two servers ---------------------------------------------------------------------
+# start_ours SIDE DATABASE_URL PORT BULK: configure, seed (with BULK rows of each kind a
+# deployment accumulates, when not 0) and start Concierge; sets SIDE_pid, SIDE_env,
+# SIDE_fixtures and SIDE_db_bytes (the database's size after seeding).
+start_ours() {
+    local side=$1 url=$2 port=$3 bulk=$4
+    local -n pid_ref=${side}_pid env_ref=${side}_env fixtures_ref=${side}_fixtures db_bytes_ref=${side}_db_bytes
+    local data=$work/data-$store-$side fixtures=$work/$side-$store
+    mkdir -p "$data" "$fixtures"
+    local common=(--data-dir "$data" --database-url "$url")
+    "$bin" "${common[@]}" --init resource add --uri "$RESOURCE" --name Bench \
+        --scope "tools:read=Read" --scope "tools:write=Write" >/dev/null
+    "$bin" "${common[@]}" resource add --uri "$TARGET" --name Notes --scope "notes:read=Read notes" >/dev/null
+    "$bin" "${common[@]}" client add --name bench --id "$CLIENT_ID" --auth-method client_secret_post \
+        --grant-type client_credentials --grant-type authorization_code --grant-type refresh_token \
+        --grant-type urn:ietf:params:oauth:grant-type:token-exchange \
+        --grant-type urn:ietf:params:oauth:grant-type:device_code \
+        --redirect-uri http://127.0.0.1/callback --may-introspect --scope "tools:read tools:write" \
+        --secret-from-env CLIENT_SECRET >/dev/null
+    "$bin" "${common[@]}" client add --name "bench public" --id "$PUBLIC_CLIENT_ID" --auth-method none \
+        --grant-type authorization_code --grant-type refresh_token \
+        --redirect-uri http://127.0.0.1/callback --scope tools:read >/dev/null
+    "$bin" "${common[@]}" resource allow-exchange --target "$TARGET" --client "$CLIENT_ID" \
+        --from "$RESOURCE" --map tools:read=notes:read >/dev/null
+    say "$store ($side): seeding $COUNT codes, refresh tokens and revocable tokens, and $bulk of each kind a deployment keeps"
+    "$seed" "$url" "$COUNT" "$fixtures" "$bulk"
+    db_bytes_ref=$(db_bytes "$url")
+    # Rate limits stay on (their cost is measured) but out of reach.
+    CONCIERGE_RATE_LIMITS__TOKEN_PER_CLIENT=1000000000 CONCIERGE_RATE_LIMITS__TOKEN_PER_ADDRESS=1000000000 \
+    CONCIERGE_REGISTRATION__RATE_LIMIT_MAX=1000000000 CONCIERGE_REGISTRATION__RATE_LIMIT_IDENTICAL_MAX=1000000000 \
+    "$bin" "${common[@]}" serve --listen "127.0.0.1:$port" \
+        --issuer "http://127.0.0.1:$port" >"$work/$side-$store.log" 2>&1 &
+    pid_ref=$!
+    pids+=("$pid_ref")
+    wait_for "http://127.0.0.1:$port/.well-known/oauth-authorization-server"
+    local base=http://127.0.0.1:$port
+    # A refresh token and a machine token to introspect; a user's token (the last seeded
+    # code's) to exchange.
+    local machine subject code refresh
+    machine=$(curl -fsS "$base/token" -d grant_type=client_credentials -d client_id=$CLIENT_ID \
+        -d client_secret=$CLIENT_SECRET -d scope=tools:read --data-urlencode resource=$RESOURCE | json_field access_token)
+    refresh=$(tail -n 1 "$fixtures/revoke.txt")
+    sed -i '$d' "$fixtures/revoke.txt"
+    code=$(tail -n 1 "$fixtures/codes.txt")
+    sed -i '$d' "$fixtures/codes.txt"
+    subject=$(curl -fsS "$base/token" -d grant_type=authorization_code -d client_id=$CLIENT_ID \
+        -d client_secret=$CLIENT_SECRET -d code="$code" \
+        -d code_verifier=bench-verifier-0123456789abcdefghijklmnopqrstuvwxyz \
+        --data-urlencode redirect_uri=http://127.0.0.1/callback | json_field access_token)
+    env_ref=(ACCESS_TOKEN="$refresh" JWT="$machine" SUBJECT_TOKEN="$subject" TARGET="$TARGET"
+        COOKIE="concierge_session=$(cat "$fixtures/cookie.txt")")
+    fixtures_ref=$fixtures
 }
 
+# db_bytes DATABASE_URL -> the database's size in bytes
+db_bytes() {
+    case $1 in
+        # Pages in use, as a reader sees them (the write-ahead log included).
+        sqlite://*) python3 -c 'import sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+q = lambda p: c.execute("PRAGMA " + p).fetchone()[0]
+print((q("page_count") - q("freelist_count")) * q("page_size"))' "${1#sqlite://}" ;;
+        *) psql -qtA "$1" -c 'SELECT pg_database_size(current_database())' ;;
+    esac
+}
+
+# new_database NAME -> a database URL for this store
+new_database() {
+    case $store in
+        sqlite) echo "sqlite://$work/$1.db" ;;
+        postgres)
+            local db=$pg_prefix$1
+            psql -q "$PG_ADMIN_URL" -c "CREATE DATABASE \"$db\"" >/dev/null
+            sed -E "s#/[^/]*\$#/$db#" <<<"$PG_ADMIN_URL" ;;
+    esac
+}
+
+# start_peer: node-oidc-provider with its own fixtures in memory; sets peer_pid, peer_env.
 start_peer() {
-    node "$work/peer/oidc-provider-peer.mjs" "$PEER_PORT" ES256 >"$work/peer.log" 2>&1 &
+    local fixtures=$work/peer-$store
+    mkdir -p "$fixtures"
+    say "$store: starting the peer with $PEER_COUNT fixtures of each kind"
+    node "$work/peer/peer-paths.mjs" "$PEER_PORT" "$fixtures" "$PEER_COUNT" >"$work/peer-$store.log" 2>&1 &
     peer_pid=$!
     pids+=("$peer_pid")
     wait_for "http://127.0.0.1:$PEER_PORT/.well-known/openid-configuration"
+    p() { awk -v n="$1" '$1 == n { print $2 }' "$fixtures/paths.txt"; }
+    local token_path refresh
+    token_path=$(p token)
+    refresh=$(tail -n 1 "$fixtures/revoke.txt")
+    sed -i '$d' "$fixtures/revoke.txt"
+    peer_env=(TOKEN_PATH="$token_path" INTROSPECT_PATH="$(p introspection)" REVOKE_PATH="$(p revocation)"
+        REGISTER_PATH="$(p registration)" AUTHORIZE_PATH="$(p authorization)" JWKS_PATH="$(p jwks)"
+        DISCOVERY_PATH="$(p discovery)" ACCESS_TOKEN="$refresh" COOKIE="$(cat "$fixtures/cookie.txt")")
+    peer_fixtures=$fixtures
 }
 
-stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+# --- loading -----------------------------------------------------------------------------
+declare -A spent=() # side:path -> fixtures spent so far
 
-# rss_kib PID FIELD -> the process's VmRSS (now) or VmHWM (its peak), KiB
-rss_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
-
-# start_ours DATABASE_URL
-start_ours() {
-    local data=$work/data-$RANDOM
-    mkdir -p "$data"
-    local common=(--data-dir "$data" --database-url "$1")
-    "$bin" "${common[@]}" --init resource add --uri "$RESOURCE" --name Bench \
-        --scope "tools:read=Read" --scope "tools:write=Write" >/dev/null
-    "$bin" "${common[@]}" client add --name bench --id "$CLIENT_ID" \
-        --grant-type client_credentials --auth-method client_secret_post --scope "tools:read tools:write" \
-        --secret-from-env CLIENT_SECRET >/dev/null
-    # The token endpoint's rate limits stay on (their cost is measured) but out of reach.
-    CONCIERGE_RATE_LIMITS__TOKEN_PER_CLIENT=1000000000 CONCIERGE_RATE_LIMITS__TOKEN_PER_ADDRESS=1000000000 \
-    "$bin" "${common[@]}" serve --listen "127.0.0.1:$OURS_PORT" \
-        --issuer "http://127.0.0.1:$OURS_PORT" >"$work/ours.log" 2>&1 &
-    ours_pid=$!
-    pids+=("$ours_pid")
-    wait_for "http://127.0.0.1:$OURS_PORT/.well-known/oauth-authorization-server"
+# wrk_run SIDE PATH DURATION -> the RESULT line
+wrk_run() {
+    local side=$1 path=$2 duration=$3 port lua=$root/bench/paths.lua fixtures="" extra=()
+    if [ "$side" = peer ]; then port=$PEER_PORT extra=("${peer_env[@]}") fixtures=$peer_fixtures
+    elif [ "$side" = ceiling ]; then port=$CEILING_PORT
+    else port=$OURS_PORT extra=("${ours_env[@]}") fixtures=$ours_fixtures; fi
+    if [ "$path" = cc ]; then
+        lua=$root/bench/client-credentials.lua
+    elif [ "$path" = introspect_jwt ]; then
+        extra+=(ACCESS_TOKEN="$(printf '%s\n' "${extra[@]}" | sed -n 's/^JWT=//p')")
+    elif [ "$path" = code ] || [ "$path" = refresh ] || [ "$path" = revoke ] || [ "$path" = device ]; then
+        # Each request spends a fixture: start after those the earlier runs spent.
+        local file=$fixtures/$(case $path in code) echo codes ;; device) echo devices ;; *) echo "$path" ;; esac).txt
+        local slice=$work/slice
+        tail -n +"$(( ${spent[$side:$path]:-0} + 1 ))" "$file" >"$slice"
+        extra+=(FIXTURES="$slice")
+    fi
+    local line
+    line=$(env "${extra[@]}" BENCH_PATH="$path" \
+        wrk -t"$THREADS" -c"$CONNECTIONS" -d"$duration" -s "$lua" "http://127.0.0.1:$port" | grep '^RESULT')
+    # Requests still in flight when wrk stopped may have spent a fixture too.
+    local used
+    used=$(sed -nE 's/.* used=([0-9]+).*/\1/p' <<<"$line")
+    spent[$side:$path]=$(( ${spent[$side:$path]:-0} + ${used:-0} + CONNECTIONS * THREADS ))
+    echo "$line"
 }
+
+# load SIDE PATH -> "rps p50_us p99_us errors", after a warm-up
+load() {
+    wrk_run "$1" "$2" "$WARMUP" >/dev/null
+    local line
+    line=$(wrk_run "$1" "$2" "$DURATION")
+    echo "$store $1 $2: $line" >&2
+    sed -E 's/.*rps=([0-9]+) p50_us=([0-9]+) p99_us=([0-9]+) errors_non2xx=([0-9]+).*/\1 \2 \3 \4/' <<<"$line"
+}
+
+# Against the peer, or (BULK set) against ourselves on an empty store.
+peer_has() { [ "$BULK" != 0 ] || { [ "$1" != exchange ] && [ "$1" != device ] && [ "$1" != introspect_jwt ]; }; }
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-stores=(sqlite)
-if psql -q "$PG_ADMIN_URL" -c 'SELECT 1' >/dev/null 2>&1; then
-    stores+=(postgres)
+if [ -n "${STORES:-}" ]; then
+    read -r -a stores <<<"$STORES"
 else
-    echo "!! PostgreSQL not reachable at $PG_ADMIN_URL: measuring SQLite only" >&2
+    stores=(sqlite)
+    if psql -q "$PG_ADMIN_URL" -c 'SELECT 1' >/dev/null 2>&1; then
+        stores+=(postgres)
+    else
+        echo "!! PostgreSQL not reachable at $PG_ADMIN_URL: measuring SQLite only" >&2
+    fi
 fi
-
-# median of the arguments
-median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 results=()
 memory=()
+ceiling=()
+sizes=()
 for store in "${stores[@]}"; do
-    case $store in
-        sqlite) url="sqlite://$work/bench-sqlite.db" ;;
-        postgres)
-            pg_db="concierge_bench_$(date +%s)"
-            psql -q "$PG_ADMIN_URL" -c "CREATE DATABASE \"$pg_db\"" >/dev/null
-            url=$(sed -E "s#/[^/]*\$#/$pg_db#" <<<"$PG_ADMIN_URL")
-            ;;
-    esac
-
-    say "$store: $ROUNDS rounds of peer (node-oidc-provider) then Concierge; wrk -t$THREADS -c$CONNECTIONS -d$DURATION"
-    # Both idle while the other is loaded; alternating rounds spread out any noise from
-    # other work on the machine, and the medians are reported.
-    start_peer
-    start_ours "$url"
-    # Resident memory after start-up, idle (a discovery request answered, nothing else).
+    spent=()
+    if [ "$BULK" = 0 ]; then
+        start_ours ours "$(new_database ours)" "$OURS_PORT" 0
+        start_peer
+    else
+        start_ours peer "$(new_database empty)" "$PEER_PORT" 0
+        start_ours ours "$(new_database full)" "$OURS_PORT" "$BULK"
+        sizes+=("$(printf '%-9s %12s %12s %10s' "$store" "$((peer_db_bytes / 1048576))" \
+            "$((ours_db_bytes / 1048576))" "$(( (ours_db_bytes - peer_db_bytes) / BULK ))")")
+    fi
+    # Resident memory after start-up, idle (a few requests answered, nothing else).
     sleep 2
     ours_idle=$(rss_kib "$ours_pid" VmRSS) peer_idle=$(rss_kib "$peer_pid" VmRSS)
-    declare -a pr=() pp50=() pp99=() perr=() or=() op50=() op99=() oerr=()
-    for _ in $(seq 1 "$ROUNDS"); do
-        read -r a b c d < <(load peer "http://127.0.0.1:$PEER_PORT")
-        pr+=("$a") pp50+=("$b") pp99+=("$c") perr+=("$d")
-        read -r a b c d < <(load "concierge/$store" "http://127.0.0.1:$OURS_PORT")
-        or+=("$a") op50+=("$b") op99+=("$c") oerr+=("$d")
+    ours_idle_anon=$(rss_kib "$ours_pid" RssAnon)
+    ours_cc_peak="" peer_cc_peak="" cc_rps=""
+    for path in $PATHS; do
+        say "$store $path: $ROUNDS rounds; wrk -t$THREADS -c$CONNECTIONS -d$DURATION"
+        # Alternating rounds spread out any noise from other work on the machine.
+        declare -a pr=() pp50=() pp99=() perr=() or=() op50=() op99=() oerr=() cr=()
+        for _ in $(seq 1 "$ROUNDS"); do
+            if peer_has "$path"; then
+                read -r a b c d < <(load peer "$path")
+                pr+=("$a") pp50+=("$b") pp99+=("$c") perr+=("$d")
+            fi
+            read -r a b c d < <(load ours "$path")
+            or+=("$a") op50+=("$b") op99+=("$c") oerr+=("$d")
+            if [ "$path" = cc ] && [ "$CEILING" != 0 ]; then
+                read -r a _ _ _ < <(load ceiling cc)
+                cr+=("$a")
+            fi
+        done
+        o_rps=$(median "${or[@]}")
+        if [ "$path" = cc ]; then
+            # The peak under the client-credentials load, before any other path ran.
+            ours_cc_peak=$(rss_kib "$ours_pid" VmHWM) peer_cc_peak=$(rss_kib "$peer_pid" VmHWM)
+            cc_rps=$o_rps
+            if [ "$CEILING" != 0 ]; then
+                ceiling+=("$(printf '%-9s %9s %9s   %5s' "$store" "$o_rps" "$(median "${cr[@]}")" \
+                    "$(awk -v o="$o_rps" -v c="$(median "${cr[@]}")" 'BEGIN { printf "%.2f", o / c }')")")
+            fi
+        fi
+        if peer_has "$path"; then
+            p_rps=$(median "${pr[@]}")
+            peer_cols=$(printf '%9s %8s %8s %6s' "$p_rps" "$(median "${pp50[@]}")" "$(median "${pp99[@]}")" "$(sum "${perr[@]}")")
+            ratio=$(awk -v o="$o_rps" -v p="$p_rps" 'BEGIN { if (p > 0) printf "%.1f", o / p; else print "n/a" }')
+        else
+            peer_cols=$(printf '%9s %8s %8s %6s' - - - -)
+            ratio=$(awk -v o="$o_rps" -v c="$cc_rps" 'BEGIN { if (c > 0) printf "%.2fcc", o / c; else print "n/a" }')
+        fi
+        results+=("$(printf '%-9s %-10s %9s %8s %8s %6s   %s   %6s' "$store" "$path" "$o_rps" \
+            "$(median "${op50[@]}")" "$(median "${op99[@]}")" "$(sum "${oerr[@]}")" "$peer_cols" "$ratio")")
     done
-    # The peak resident memory over all rounds of load.
     ours_peak=$(rss_kib "$ours_pid" VmHWM) peer_peak=$(rss_kib "$peer_pid" VmHWM)
-    memory+=("$(printf '%-9s %12s %12s   %12s %12s' "$store" \
-        "$((ours_idle / 1024))" "$((ours_peak / 1024))" "$((peer_idle / 1024))" "$((peer_peak / 1024))")")
+    memory+=("$(printf '%-9s %10s %10s %12s %12s   %10s %12s %12s' "$store" \
+        "$((ours_idle / 1024))" "$((ours_idle_anon / 1024))" "$(( ${ours_cc_peak:-0} / 1024 ))" "$((ours_peak / 1024))" \
+        "$((peer_idle / 1024))" "$(( ${peer_cc_peak:-0} / 1024 ))" "$((peer_peak / 1024))")")
     stop "$peer_pid"
     stop "$ours_pid"
-
-    p_rps=$(median "${pr[@]}") o_rps=$(median "${or[@]}")
-    ratio=$(awk -v o="$o_rps" -v p="$p_rps" 'BEGIN { if (p > 0) printf "%.1f", o / p; else print "n/a" }')
-    results+=("$(printf '%-9s %9s %8s %8s %6s   %9s %8s %8s %6s   %5s' \
-        "$store" "$o_rps" "$(median "${op50[@]}")" "$(median "${op99[@]}")" \
-        "$(printf '%s\n' "${oerr[@]}" | awk '{ s += $1 } END { print s }')" \
-        "$p_rps" "$(median "${pp50[@]}")" "$(median "${pp99[@]}")" \
-        "$(printf '%s\n' "${perr[@]}" | awk '{ s += $1 } END { print s }')" "$ratio")")
-    if [ "$store" = postgres ]; then
-        psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS \"$pg_db\" WITH (FORCE)" >/dev/null
-        pg_db=""
-    fi
+    [ "$store" = postgres ] && drop_databases
 done
+peer=peer
+[ "$BULK" != 0 ] && peer=empty
 
 echo
-printf '%-9s %9s %8s %8s %6s   %9s %8s %8s %6s   %5s\n' \
-    store ours_rps p50_us p99_us errors peer_rps p50_us p99_us errors ratio
+printf '%-9s %-10s %9s %8s %8s %6s   %9s %8s %8s %6s   %6s\n' \
+    store path ours_rps p50_us p99_us errors "${peer}_rps" p50_us p99_us errors ratio
 printf '%s\n' "${results[@]}"
 echo "(medians of $ROUNDS alternating rounds; $(nproc) cores, load average before: $load_before;"
 echo " wrk -t$THREADS -c$CONNECTIONS -d$DURATION after a $WARMUP warm-up; errors = non-2xx answers, summed;"
-echo " ratio = ours/peer requests per second)"
+if [ "$BULK" = 0 ]; then
+    echo " ratio = ours/peer requests per second; NNcc = ours against our own client credentials)"
+else
+    echo " ours = a store holding $BULK of each: clients, consents, codes, refresh-token families and"
+    echo " audit events; empty = the same server on a store with the fixtures only; ratio = ours/empty)"
+    echo
+    printf '%-9s %12s %12s %10s\n' store empty_MiB full_MiB bytes/grant
+    printf '%s\n' "${sizes[@]}"
+    echo "(database size after seeding; bytes/grant = the difference over $BULK: one row of each kind)"
+fi
+if [ "${#ceiling[@]}" -gt 0 ]; then
+    echo
+    printf '%-9s %9s %9s   %5s\n' store ours_rps ceil_rps ours/ceiling
+    printf '%s\n' "${ceiling[@]}"
+    echo "(client credentials: medians of the same alternating rounds)"
+fi
 echo
-printf '%-9s %12s %12s   %12s %12s\n' store ours_idle_MiB ours_peak_MiB peer_idle_MiB peer_peak_MiB
+printf '%-9s %10s %10s %12s %12s   %10s %12s %12s\n' store ours_idle idle_anon ours_cc_peak ours_peak "${peer}_idle" "${peer}_cc_peak" "${peer}_peak"
 printf '%s\n' "${memory[@]}"
-echo "(resident memory: idle 2 s after start-up, and the peak over the rounds of load)"
+echo "(resident memory in MiB: idle 2 s after start-up, and of it the process's own (RssAnon: heap,"
+echo " stacks; the rest is the binary's pages, shared with the page cache); the peak under client"
+echo " credentials, and the peak over every path)"
 printf 'binary: %s MiB (%s MiB stripped)\n' \
     "$(awk -v b="$(stat -c %s "$bin")" 'BEGIN { printf "%.1f", b / 1048576 }')" \
     "$(strip -o "$work/stripped" "$bin" && awk -v b="$(stat -c %s "$work/stripped")" 'BEGIN { printf "%.1f", b / 1048576 }')"

@@ -1,0 +1,129 @@
+-- wrk script for every benchmarked path but client_credentials (bench/client-credentials.lua),
+-- for Concierge and the peer alike: the paths differ, the requests do not.
+--
+--   BENCH_PATH=cc          client_credentials (as bench/client-credentials.lua)
+--   BENCH_PATH=code        authorization_code redemption, a fresh code per request (FIXTURES)
+--   BENCH_PATH=refresh     refresh_token grant of a public client: each token rotates, so each
+--                          request spends a fresh one (FIXTURES)
+--   BENCH_PATH=revoke      RFC 7009 revocation of a fresh refresh token per request (FIXTURES)
+--   BENCH_PATH=introspect  RFC 7662 introspection of one token (ACCESS_TOKEN: a refresh token,
+--                          which both servers look up; introspect_jwt: one of our JWT access
+--                          tokens, which the peer refuses to introspect)
+--   BENCH_PATH=register    RFC 7591 registration of a public client
+--   BENCH_PATH=discovery   GET the OpenID Connect discovery document
+--   BENCH_PATH=jwks        GET the signing keys
+--   BENCH_PATH=authorize   GET the authorization endpoint signed in (COOKIE, a whole Cookie
+--                          header value) with consent remembered: a 303 carrying a code
+--   BENCH_PATH=exchange    RFC 8693 exchange of SUBJECT_TOKEN for a token for TARGET
+--   BENCH_PATH=device      RFC 8628 device grant: a device code its user approved, redeemed
+--                          (FIXTURES); the device authorization request itself is limited to
+--                          60 per address in ten minutes, so it is no throughput path
+--
+-- The confidential client is CLIENT_ID / CLIENT_SECRET (client_secret_post); the public one
+-- PUBLIC_CLIENT_ID. Paths come from TOKEN_PATH, REVOKE_PATH, INTROSPECT_PATH, REGISTER_PATH,
+-- DISCOVERY_PATH, JWKS_PATH, AUTHORIZE_PATH (Concierge's by default).
+-- DELAY_MS (default 0): each connection waits this long before each request, so that a run
+-- holds a rate below the peak (bench/soak.sh); a fraction is kept on average by waiting the
+-- whole milliseconds below or above it at random.
+-- Prints one RESULT line; `used` counts the requests made, so that the next run of a
+-- FIXTURES path can start after the fixtures this one spent.
+local function enc(s)
+  return (s:gsub("[^%w%-_%.~]", function(c) return string.format("%%%02X", string.byte(c)) end))
+end
+local function env(name, default)
+  local v = os.getenv(name)
+  if v == nil or v == "" then return default end
+  return v
+end
+
+local path = env("BENCH_PATH")
+local auth = "client_id=" .. enc(env("CLIENT_ID", "bench")) .. "&client_secret=" .. enc(env("CLIENT_SECRET", ""))
+local resource = enc(env("RESOURCE", "http://127.0.0.1:9999/mcp"))
+local redirect = enc("http://127.0.0.1/callback")
+local verifier = "bench-verifier-0123456789abcdefghijklmnopqrstuvwxyz"
+-- base64url(SHA-256(verifier)), the challenge every seeded code carries.
+local challenge = "sy8ruSmQf-jzCvw7Hx40pt0eCWJJ97b7o3Qr4cbG_Eo"
+local form = { ["Content-Type"] = "application/x-www-form-urlencoded" }
+local token_path = env("TOKEN_PATH", "/token")
+
+local fixed, fixtures, prefix = nil, {}, nil
+local next_fixture = 0
+
+-- Built in init(), not when the script loads: wrk sets wrk.host (the Host header, which
+-- HTTP/1.1 requires and the peer enforces) only after loading the script.
+local function build()
+  if path == "cc" then
+    fixed = wrk.format("POST", token_path, form, "grant_type=client_credentials&" .. auth
+      .. "&scope=" .. enc(env("SCOPE", "tools:read")) .. "&resource=" .. resource)
+  elseif path == "code" then
+    prefix = "grant_type=authorization_code&" .. auth .. "&code_verifier=" .. verifier
+      .. "&redirect_uri=" .. redirect .. "&code="
+  elseif path == "refresh" then
+    prefix = "grant_type=refresh_token&client_id=" .. enc(env("PUBLIC_CLIENT_ID", "bench-public"))
+      .. "&refresh_token="
+  elseif path == "revoke" then
+    prefix = auth .. "&token_type_hint=refresh_token&token="
+  elseif path == "introspect" or path == "introspect_jwt" then
+    fixed = wrk.format("POST", env("INTROSPECT_PATH", "/introspect"), form,
+      auth .. "&token=" .. enc(env("ACCESS_TOKEN")))
+  elseif path == "register" then
+    fixed = wrk.format("POST", env("REGISTER_PATH", "/register"), { ["Content-Type"] = "application/json" },
+      '{"redirect_uris":["http://127.0.0.1/callback"],"client_name":"Bench agent",'
+      .. '"token_endpoint_auth_method":"none","grant_types":["authorization_code","refresh_token"],'
+      .. '"response_types":["code"]}')
+  elseif path == "discovery" then
+    fixed = wrk.format("GET", env("DISCOVERY_PATH", "/.well-known/openid-configuration"))
+  elseif path == "jwks" then
+    fixed = wrk.format("GET", env("JWKS_PATH", "/jwks"))
+  elseif path == "authorize" then
+    fixed = wrk.format("GET", env("AUTHORIZE_PATH", "/authorize")
+      .. "?response_type=code&client_id=" .. enc(env("CLIENT_ID", "bench"))
+      .. "&redirect_uri=" .. redirect .. "&scope=" .. enc(env("SCOPE", "tools:read"))
+      .. "&resource=" .. resource .. "&code_challenge=" .. challenge
+      .. "&code_challenge_method=S256&state=bench-state", { Cookie = env("COOKIE") })
+  elseif path == "exchange" then
+    fixed = wrk.format("POST", token_path, form,
+      "grant_type=" .. enc("urn:ietf:params:oauth:grant-type:token-exchange") .. "&" .. auth
+      .. "&subject_token=" .. enc(env("SUBJECT_TOKEN"))
+      .. "&subject_token_type=" .. enc("urn:ietf:params:oauth:token-type:access_token")
+      .. "&resource=" .. enc(env("TARGET")))
+  elseif path == "device" then
+    prefix = "grant_type=" .. enc("urn:ietf:params:oauth:grant-type:device_code") .. "&" .. auth
+      .. "&device_code="
+  else
+    error("BENCH_PATH: one of cc code refresh revoke introspect introspect_jwt register discovery jwks authorize exchange device")
+  end
+end
+
+init = function(args)
+  build()
+  if prefix then
+    for line in io.lines(env("FIXTURES")) do
+      if #line > 0 then fixtures[#fixtures + 1] = line end
+    end
+  end
+end
+
+local fixture_path = path == "revoke" and env("REVOKE_PATH", "/revoke") or token_path
+
+local delay_ms = tonumber(env("DELAY_MS", "0"))
+if delay_ms > 0 then
+  local whole, part = math.floor(delay_ms), delay_ms - math.floor(delay_ms)
+  delay = function()
+    if math.random() < part then return whole + 1 end
+    return whole
+  end
+end
+
+request = function()
+  if fixed then return fixed end
+  next_fixture = next_fixture + 1
+  -- Past the last fixture the request still goes out, and is refused: counted as an error.
+  return wrk.format("POST", fixture_path, form, prefix .. enc(fixtures[next_fixture] or "exhausted"))
+end
+
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT rps=%.0f p50_us=%d p99_us=%d errors_non2xx=%d used=%d\n",
+    summary.requests / (summary.duration / 1e6), latency:percentile(50), latency:percentile(99),
+    (summary.errors.status or 0), summary.requests))
+end

@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Soak (issue 17.5): hold client credentials at 80% of the peak this machine reaches, with the
+# other token paths running beside it at a steady trickle, for MINUTES minutes; print a line
+# a minute (rates, p99s, errors, resident memory) and then whether the run stayed steady:
+# no error, memory within 10% and p99 within a band after the first minute. Measures; it
+# fails only when the server could not be started.
+#
+#   bench/soak.sh                         # SQLite, 10 minutes
+#   STORE=postgres MINUTES=3 bench/soak.sh
+#
+# Environment: STORE (sqlite or postgres), MINUTES (10), SHARE (0.8 of the peak), MIX_RATE
+# (requests per second on each other path, 100), CONNECTIONS (32 for client credentials),
+# PG_ADMIN_URL as bench/run.sh. Traffic goes to 127.0.0.1 only.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+STORE=${STORE:-sqlite}
+MINUTES=${MINUTES:-10}
+SHARE=${SHARE:-0.8}
+MIX_RATE=${MIX_RATE:-100}
+CONNECTIONS=${CONNECTIONS:-32}
+PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/test}
+PORT=${OURS_PORT:-8089}
+MIX=(code refresh introspect revoke authorize register jwks)
+# Fixtures for the paths that spend one a request, with room to spare.
+COUNT=$(( MIX_RATE * 60 * MINUTES * 5 / 4 + 1000 ))
+
+export CLIENT_ID=bench
+export CLIENT_SECRET=bench-secret-0123456789abcdef0123456789abcdef
+export PUBLIC_CLIENT_ID=bench-public
+export RESOURCE=http://127.0.0.1:9999/mcp
+export SCOPE=tools:read
+
+work=$(mktemp -d)
+pid=""
+mix_pids=()
+pg_db=""
+cleanup() {
+    for p in "${mix_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+    wait 2>/dev/null || true
+    if [ -n "$pg_db" ]; then
+        psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS \"$pg_db\" WITH (FORCE)" >/dev/null 2>&1 || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+say() { printf '== %s\n' "$*" >&2; }
+json_field() { sed -nE "s/.*\"$1\":\"([^\"]+)\".*/\1/p"; }
+rss_mib() { awk '$1 == "VmRSS:" { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+field() { sed -nE "s/.* $1=([0-9]+).*/\1/p" <<<"$2"; }
+
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } >&2
+say "building Concierge and its fixture seeder (release)"
+cargo build --release --quiet --bin concierge --example bench_seed
+bin=$root/target/release/concierge
+
+case $STORE in
+    sqlite) url="sqlite://$work/soak.db" ;;
+    postgres)
+        pg_db="concierge_soak_$$"
+        psql -q "$PG_ADMIN_URL" -c "CREATE DATABASE \"$pg_db\"" >/dev/null
+        url=$(sed -E "s#/[^/]*\$#/$pg_db#" <<<"$PG_ADMIN_URL") ;;
+    *) echo "STORE is sqlite or postgres" >&2; exit 2 ;;
+esac
+common=(--data-dir "$work/data" --database-url "$url")
+mkdir -p "$work/data" "$work/fixtures"
+"$bin" "${common[@]}" --init resource add --uri "$RESOURCE" --name Bench --scope "tools:read=Read" >/dev/null
+"$bin" "${common[@]}" client add --name bench --id "$CLIENT_ID" --auth-method client_secret_post \
+    --grant-type client_credentials --grant-type authorization_code --grant-type refresh_token \
+    --redirect-uri http://127.0.0.1/callback --may-introspect --scope tools:read \
+    --secret-from-env CLIENT_SECRET >/dev/null
+"$bin" "${common[@]}" client add --name "bench public" --id "$PUBLIC_CLIENT_ID" --auth-method none \
+    --grant-type authorization_code --grant-type refresh_token \
+    --redirect-uri http://127.0.0.1/callback --scope tools:read >/dev/null
+say "seeding $COUNT fixtures of each kind"
+"$root/target/release/examples/bench_seed" "$url" "$COUNT" "$work/fixtures"
+CONCIERGE_RATE_LIMITS__TOKEN_PER_CLIENT=1000000000 CONCIERGE_RATE_LIMITS__TOKEN_PER_ADDRESS=1000000000 \
+CONCIERGE_REGISTRATION__RATE_LIMIT_MAX=1000000000 CONCIERGE_REGISTRATION__RATE_LIMIT_IDENTICAL_MAX=1000000000 \
+"$bin" "${common[@]}" serve --listen "127.0.0.1:$PORT" --issuer "http://127.0.0.1:$PORT" \
+    >"$work/server.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://127.0.0.1:$PORT/readyz" 2>/dev/null && break; sleep 0.1; done
+base=http://127.0.0.1:$PORT
+token=$(curl -fsS "$base/token" -d grant_type=client_credentials -d client_id=$CLIENT_ID \
+    -d client_secret=$CLIENT_SECRET -d scope=tools:read --data-urlencode resource=$RESOURCE | json_field access_token)
+lua=$root/bench/paths.lua
+
+# The peak: client credentials alone, as hard as wrk can (after a warm-up).
+BENCH_PATH=cc wrk -t1 -c"$CONNECTIONS" -d3s -s "$lua" "$base" >/dev/null
+peak_line=$(BENCH_PATH=cc wrk -t1 -c"$CONNECTIONS" -d10s -s "$lua" "$base" | grep '^RESULT')
+peak=$(field rps "$peak_line")
+target=$(awk -v p="$peak" -v s="$SHARE" 'BEGIN { printf "%d", p * s }')
+say "peak client credentials: $peak req/s; holding $target req/s (x$SHARE) for $MINUTES min, with ${MIX[*]} at $MIX_RATE req/s each"
+
+# Each other path: two connections, each waiting 2000 / MIX_RATE ms between requests (less
+# the request's own time, which is small at these rates), for the whole soak.
+mix_delay=$(awk -v r="$MIX_RATE" 'BEGIN { printf "%.3f", 2000 / r }')
+for path in "${MIX[@]}"; do
+    extra=()
+    case $path in
+        code) extra=(FIXTURES="$work/fixtures/codes.txt") ;;
+        refresh) extra=(FIXTURES="$work/fixtures/refresh.txt") ;;
+        revoke) extra=(FIXTURES="$work/fixtures/revoke.txt") ;;
+        introspect) extra=(ACCESS_TOKEN="$token") ;;
+        authorize) extra=(COOKIE="concierge_session=$(cat "$work/fixtures/cookie.txt")") ;;
+    esac
+    env "${extra[@]}" BENCH_PATH="$path" DELAY_MS="$mix_delay" \
+        wrk -t1 -c2 -d"$((MINUTES * 60 + 5))s" -s "$lua" "$base" >"$work/mix-$path.out" 2>&1 &
+    mix_pids+=("$!")
+done
+
+# Client credentials in one-minute runs; the delay per connection is corrected after each
+# minute from the rate it reached, so the load converges on the target.
+delay=$(awk -v c="$CONNECTIONS" -v t="$target" 'BEGIN { printf "%.3f", c * 1000 / t }')
+rows=()
+rss=()
+p99s=()
+errors=0
+printf '%6s %9s %8s %8s %6s %9s\n' minute cc_rps p50_us p99_us errors rss_MiB >&2
+for minute in $(seq 1 "$MINUTES"); do
+    line=$(BENCH_PATH=cc DELAY_MS="$delay" wrk -t1 -c"$CONNECTIONS" -d60s -s "$lua" "$base" | grep '^RESULT')
+    rps=$(field rps "$line") p50=$(field p50_us "$line") p99=$(field p99_us "$line")
+    err=$(field errors_non2xx "$line")
+    mem=$(rss_mib "$pid")
+    errors=$((errors + err))
+    row=$(printf '%6s %9s %8s %8s %6s %9s' "$minute" "$rps" "$p50" "$p99" "$err" "$mem")
+    echo "$row" >&2
+    rows+=("$row")
+    if [ "$minute" -gt 1 ]; then rss+=("$mem") p99s+=("$p99"); fi
+    # Keep the request interval (latency + delay) where the target wants it.
+    delay=$(awk -v d="$delay" -v r="$rps" -v t="$target" -v c="$CONNECTIONS" \
+        'BEGIN { i = c * 1000 / r; n = d + (c * 1000 / t - i); if (n < 0) n = 0; printf "%.3f", n }')
+done
+for p in "${mix_pids[@]}"; do wait "$p" || true; done
+mix_pids=()
+
+echo
+echo "soak: $STORE, $MINUTES min, client credentials at $target req/s ($SHARE of a $peak req/s peak), $(nproc) cores"
+printf '%6s %9s %8s %8s %6s %9s\n' minute cc_rps p50_us p99_us errors rss_MiB
+printf '%s\n' "${rows[@]}"
+echo
+printf '%-11s %8s %8s %8s %7s\n' path rps p50_us p99_us errors
+for path in "${MIX[@]}"; do
+    line=$(grep '^RESULT' "$work/mix-$path.out" || echo "RESULT rps=0 p50_us=0 p99_us=0 errors_non2xx=-1")
+    err=$(field errors_non2xx "$line")
+    sock=$(sed -nE 's/.*Socket errors: (.*)/\1/p' "$work/mix-$path.out")
+    [ -n "$sock" ] && err="$err ($sock)"
+    printf '%-11s %8s %8s %8s %7s\n' "$path" "$(field rps "$line")" "$(field p50_us "$line")" "$(field p99_us "$line")" "$err"
+    errors=$((errors + $(field errors_non2xx "$line")))
+done
+echo
+if [ "${#rss[@]}" -gt 0 ]; then
+    awk -v e="$errors" 'BEGIN { printf "errors (non-2xx, all paths): %d\n", e }'
+    printf '%s\n' "${rss[@]}" | sort -n | awk '{ v[NR] = $1 } END {
+        printf "resident memory after minute 1: %.1f to %.1f MiB (spread %.1f%%)\n", v[1], v[NR], (v[NR] - v[1]) * 100 / v[1] }'
+    printf '%s\n' "${p99s[@]}" | sort -n | awk '{ v[NR] = $1 } END {
+        printf "client-credentials p99 after minute 1: %d to %d us\n", v[1], v[NR] }'
+fi
+printf 'server log lines at WARN or ERROR: %s\n' "$(grep -cE 'ERROR|WARN' "$work/server.log" || true)"
