@@ -222,7 +222,9 @@ start_peer() {
 }
 
 # --- loading -----------------------------------------------------------------------------
-declare -A spent=() # side:path -> fixtures spent so far
+# Fixtures spent so far, per side and path, in files: the loads run in subshells.
+spent_file() { echo "$work/spent-$store-$1-$2"; }
+spent() { cat "$(spent_file "$1" "$2")" 2>/dev/null || echo 0; }
 
 # wrk_run SIDE PATH DURATION -> the RESULT line
 wrk_run() {
@@ -238,7 +240,7 @@ wrk_run() {
         # Each request spends a fixture: start after those the earlier runs spent.
         local file=$fixtures/$(case $path in code) echo codes ;; device) echo devices ;; *) echo "$path" ;; esac).txt
         local slice=$work/slice
-        tail -n +"$(( ${spent[$side:$path]:-0} + 1 ))" "$file" >"$slice"
+        tail -n +"$(( $(spent "$side" "$path") + 1 ))" "$file" >"$slice"
         extra+=(FIXTURES="$slice")
     fi
     local line
@@ -247,7 +249,7 @@ wrk_run() {
     # Requests still in flight when wrk stopped may have spent a fixture too.
     local used
     used=$(sed -nE 's/.* used=([0-9]+).*/\1/p' <<<"$line")
-    spent[$side:$path]=$(( ${spent[$side:$path]:-0} + ${used:-0} + CONNECTIONS * THREADS ))
+    echo $(( $(spent "$side" "$path") + ${used:-0} + CONNECTIONS * THREADS )) >"$(spent_file "$side" "$path")"
     echo "$line"
 }
 
@@ -280,7 +282,6 @@ memory=()
 ceiling=()
 sizes=()
 for store in "${stores[@]}"; do
-    spent=()
     if [ "$BULK" = 0 ]; then
         start_ours ours "$(new_database ours)" "$OURS_PORT" 0
         start_peer
