@@ -538,3 +538,48 @@ both!(delegation_hops, |app: TestApp| async move {
     assert!(s.get_delegation("a").await.unwrap().is_none());
     app
 });
+
+both!(
+    consent_use_is_kept_to_the_minute,
+    |app: TestApp| async move {
+        use concierge::store::Consent;
+        let s = app.store();
+        let alice = crate::flow::seed(&app).await;
+        let resources = vec!["https://r.example".to_string()];
+        s.save_consent(&Consent {
+            user_id: alice.clone(),
+            client_id: "agent".into(),
+            resource: resources[0].clone(),
+            scopes: "s".into(),
+            created_at: 10,
+            updated_at: 10,
+            last_used_at: None,
+        })
+        .await
+        .unwrap();
+        let last_used = || async {
+            s.get_consent(&alice, "agent", &resources[0])
+                .await
+                .unwrap()
+                .unwrap()
+                .last_used_at
+        };
+        s.touch_consent(&alice, "agent", &resources, 1000)
+            .await
+            .unwrap();
+        assert_eq!(last_used().await, Some(1000), "a first use is written");
+        s.touch_consent(&alice, "agent", &resources, 1059)
+            .await
+            .unwrap();
+        assert_eq!(
+            last_used().await,
+            Some(1000),
+            "a use within the minute is not"
+        );
+        s.touch_consent(&alice, "agent", &resources, 1060)
+            .await
+            .unwrap();
+        assert_eq!(last_used().await, Some(1060), "a minute later it is");
+        app
+    }
+);
