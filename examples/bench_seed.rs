@@ -94,9 +94,7 @@ impl Seed {
             .await?;
         Ok(token)
     }
-}
 
-impl Seed {
     async fn approved_device(&self) -> anyhow::Result<String> {
         let code = util::random_secret();
         self.store

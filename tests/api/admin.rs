@@ -1352,3 +1352,31 @@ both!(
         app
     }
 );
+
+// Discovery is cached (`resources.cache_secs`); a change through the admin API shows in it
+// at once, not after the cache expires.
+both!(
+    discovery_shows_an_admin_change_at_once,
+    |app: TestApp| async move {
+        let (_, _, t) = admin_token(&app).await;
+        let scopes = |m: &Value| m["scopes_supported"].as_array().unwrap().clone();
+        let (_, _, before) = app
+            .get_json("/.well-known/oauth-authorization-server")
+            .await;
+        assert!(!scopes(&before).contains(&json!("fresh:read")), "{before}");
+        let (s, _, r) = post(
+            &app,
+            &t,
+            "/admin/v1/resources",
+            json!({"uri": "https://fresh.example/mcp", "name": "Fresh",
+                   "scopes": [{"name": "fresh:read", "description": "Read"}]}),
+        )
+        .await;
+        assert_eq!(s, 201, "{r}");
+        let (_, _, after) = app
+            .get_json("/.well-known/oauth-authorization-server")
+            .await;
+        assert!(scopes(&after).contains(&json!("fresh:read")), "{after}");
+        app
+    }
+);
