@@ -112,7 +112,7 @@ macro_rules! sql_impl {
                             .push_bind(e.ip.as_deref())
                             .push_bind(e.detail.as_str());
                     });
-                    insert.build().execute(&self.pool).await?;
+                    insert.build().execute(&self.writer).await?;
                 }
                 Ok(())
             }
@@ -145,7 +145,7 @@ macro_rules! sql_impl {
             async fn purge_audit(&self, before: i64) -> Result<u64, $crate::store::StoreError> {
                 let r = sqlx::query("DELETE FROM audit_events WHERE at < $1")
                     .bind(before)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(r.rows_affected())
             }

@@ -160,7 +160,7 @@ macro_rules! sql_impl {
                 .bind(r.last_polled_at)
                 .bind(r.created_at)
                 .bind(r.expires_at)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(|e| $crate::store::sql::conflict(e, "approval request"))?;
                 Ok(())
@@ -194,7 +194,7 @@ macro_rules! sql_impl {
                 .bind(approved_by.and_then(|a| a.acr))
                 .bind(approved_by.map(|a| a.sid))
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(r.rows_affected() == 1)
             }
@@ -216,7 +216,7 @@ macro_rules! sql_impl {
                     .bind(hash)
                     .bind(now)
                     .bind(interval_secs)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(())
             }
@@ -230,7 +230,7 @@ macro_rules! sql_impl {
                 ))
                 .bind(hash)
                 .bind(now)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.writer)
                 .await?;
                 row.map(TryInto::try_into).transpose()
             }
@@ -238,11 +238,11 @@ macro_rules! sql_impl {
             async fn purge_polled_requests(&self, before: i64) -> Result<u64, $crate::store::StoreError> {
                 let a = sqlx::query("DELETE FROM backchannel_requests WHERE expires_at < $1")
                     .bind(before)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 let b = sqlx::query("DELETE FROM device_codes WHERE expires_at < $1")
                     .bind(before)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(a.rows_affected() + b.rows_affected())
             }

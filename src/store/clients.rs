@@ -336,7 +336,7 @@ macro_rules! sql_impl {
                 .bind(c.expires_at)
                 .bind(c.previous_secret.as_ref().map(|p| p.hash.clone()))
                 .bind(c.previous_secret.as_ref().map(|p| p.expires_at))
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(|e| $crate::store::sql::conflict(e, "client_id"))?;
                 Ok(())
@@ -378,7 +378,7 @@ macro_rules! sql_impl {
                 .bind(c.updated_at)
                 .bind(c.previous_secret.as_ref().map(|p| p.hash.clone()))
                 .bind(c.previous_secret.as_ref().map(|p| p.expires_at))
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(r.rows_affected() == 1)
             }
@@ -389,7 +389,7 @@ macro_rules! sql_impl {
             ) -> Result<bool, $crate::store::StoreError> {
                 let r = sqlx::query("DELETE FROM clients WHERE client_id = $1")
                     .bind(client_id)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(r.rows_affected() == 1)
             }
@@ -420,7 +420,7 @@ macro_rules! sql_impl {
                 )
                 .bind(client_id)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -429,7 +429,7 @@ macro_rules! sql_impl {
                 &self,
                 now: i64,
             ) -> Result<u64, $crate::store::StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 sqlx::query(
                     "UPDATE clients SET expires_at = NULL \
                      WHERE expires_at IS NOT NULL AND expires_at <= $1 \

@@ -136,7 +136,7 @@ macro_rules! sql_impl {
                 .bind(c.expires_at)
                 .bind(&c.dpop_jkt)
                 .bind(&c.authorization_details)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -180,7 +180,7 @@ macro_rules! sql_impl {
                 ))
                 .bind(code_hash)
                 .bind(now)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.writer)
                 .await?;
                 if let Some(r) = row {
                     return Ok($crate::store::Spent::Fresh(r.try_into()?));
@@ -189,7 +189,7 @@ macro_rules! sql_impl {
                     "SELECT family_id, used_at FROM auth_codes WHERE code_hash = $1",
                 )
                 .bind(code_hash)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.writer)
                 .await?;
                 Ok(match spent {
                     Some((family_id, Some(_))) => $crate::store::Spent::Replayed { family_id },
@@ -200,7 +200,7 @@ macro_rules! sql_impl {
             async fn purge_codes(&self, now: i64) -> Result<u64, $crate::store::StoreError> {
                 let r = sqlx::query("DELETE FROM auth_codes WHERE expires_at < $1")
                     .bind(now - 86_400)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(r.rows_affected())
             }

@@ -81,7 +81,7 @@ macro_rules! sql_impl {
                 .bind(c.created_at)
                 .bind(c.updated_at)
                 .bind(c.last_used_at)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -98,7 +98,7 @@ macro_rules! sql_impl {
 
             async fn revoke_consent(&self, user_id: &str, client_id: &str, resource: &str, now: i64) -> Result<bool, $crate::store::StoreError> {
                 $crate::store::sql::retrying(|| async move {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.writer.begin().await?;
                     let r = sqlx::query("DELETE FROM consents WHERE user_id = $1 AND client_id = $2 AND resource = $3")
                         .bind(user_id)
                         .bind(client_id)
@@ -153,7 +153,7 @@ macro_rules! sql_impl {
                     .bind(client_id)
                     .bind(resource)
                     .bind(now)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 }
                 Ok(())

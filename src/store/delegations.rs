@@ -152,7 +152,7 @@ macro_rules! sql_impl {
                 .bind(d.expires_at)
                 .bind(d.revoked_at)
                 .bind(&d.cut_by)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(r.rows_affected() == 1)
             }
@@ -167,7 +167,7 @@ macro_rules! sql_impl {
                 .bind(fresh.created_at)
                 .bind(fresh.last_used_at)
                 .bind(fresh.expires_at)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(r.rows_affected() == 1)
             }
@@ -181,7 +181,7 @@ macro_rules! sql_impl {
                 .bind(id)
                 .bind(now)
                 .bind(expires_at)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -214,7 +214,7 @@ macro_rules! sql_impl {
                 .bind(user_id)
                 .bind(now)
                 .bind(i64::MAX)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(r.rows_affected())
             }
@@ -222,7 +222,7 @@ macro_rules! sql_impl {
             async fn purge_delegations(&self, now: i64) -> Result<u64, $crate::store::StoreError> {
                 let r = sqlx::query("DELETE FROM delegations WHERE expires_at < $1")
                     .bind(now)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(r.rows_affected())
             }

@@ -151,7 +151,7 @@ macro_rules! sql_impl {
                 .bind(d.last_polled_at)
                 .bind(d.created_at)
                 .bind(d.expires_at)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(|e| $crate::store::sql::conflict(e, "user code"))?;
                 Ok(())
@@ -185,7 +185,7 @@ macro_rules! sql_impl {
                 .bind(approved_by.map(|a| a.sid))
                 .bind(now)
                 .bind(scope)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(r.rows_affected() == 1)
             }
@@ -207,7 +207,7 @@ macro_rules! sql_impl {
                     .bind(hash)
                     .bind(now)
                     .bind(interval_secs)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(())
             }
@@ -221,7 +221,7 @@ macro_rules! sql_impl {
                 ))
                 .bind(hash)
                 .bind(now)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.writer)
                 .await?;
                 row.map(TryInto::try_into).transpose()
             }

@@ -73,7 +73,7 @@ macro_rules! sql_impl {
                 .bind(&p.source)
                 .bind($crate::store::sql::to_json(&p.scope_map)?)
                 .bind(p.created_at)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -106,7 +106,7 @@ macro_rules! sql_impl {
                     .bind(target)
                     .bind(client_id)
                     .bind(source)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(r.rows_affected() == 1)
             }

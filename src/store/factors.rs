@@ -116,7 +116,7 @@ macro_rules! sql_impl {
                 .bind(user_id)
                 .bind(secret_sealed)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(r.rows_affected() == 1)
             }
@@ -133,7 +133,7 @@ macro_rules! sql_impl {
             }
 
             async fn confirm_totp(&self, user_id: &str, step: i64, recovery_hashes: &[Vec<u8>], now: i64) -> Result<bool, $crate::store::StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 let r = sqlx::query(
                     "UPDATE totp_factors SET confirmed_at = $2, last_step = $3 \
                      WHERE user_id = $1 AND confirmed_at IS NULL AND last_step < $3",
@@ -169,13 +169,13 @@ macro_rules! sql_impl {
                 )
                 .bind(user_id)
                 .bind(step)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(r.rows_affected() == 1)
             }
 
             async fn replace_recovery_codes(&self, user_id: &str, hashes: &[Vec<u8>], now: i64) -> Result<(), $crate::store::StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
                     .bind(user_id)
                     .execute(&mut *tx)
@@ -200,7 +200,7 @@ macro_rules! sql_impl {
                 .bind(user_id)
                 .bind(hash)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(r.rows_affected() == 1)
             }
@@ -216,7 +216,7 @@ macro_rules! sql_impl {
             }
 
             async fn delete_factors(&self, user_id: &str) -> Result<bool, $crate::store::StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 let a = sqlx::query("DELETE FROM totp_factors WHERE user_id = $1")
                     .bind(user_id)
                     .execute(&mut *tx)
@@ -236,7 +236,7 @@ macro_rules! sql_impl {
             }
 
             async fn reseal_totp(&self, resealed: &[(String, Vec<u8>, Vec<u8>)]) -> Result<u64, $crate::store::StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 let mut n = 0;
                 for (user_id, old, new) in resealed {
                     n += sqlx::query(

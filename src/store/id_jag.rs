@@ -144,7 +144,7 @@ macro_rules! sql_impl {
                 .bind(&p.target_client_id)
                 .bind(p.scopes.join(" "))
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -198,7 +198,7 @@ macro_rules! sql_impl {
                 .bind(t.link_by_email)
                 .bind(t.provision)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -237,7 +237,7 @@ macro_rules! sql_impl {
             ) -> Result<bool, $crate::store::StoreError> {
                 let r = sqlx::query("DELETE FROM id_jag_trusted_issuers WHERE issuer = $1")
                     .bind(issuer)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(r.rows_affected() == 1)
             }
@@ -255,7 +255,7 @@ macro_rules! sql_impl {
                 .bind(client_id)
                 .bind(audience)
                 .bind(resource)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(r.rows_affected() == 1)
             }

@@ -177,10 +177,10 @@ macro_rules! sql_impl {
                 l: &$crate::store::LinkedIdentity,
             ) -> Result<String, $crate::store::StoreError> {
                 $crate::store::identities::insert!(l, &l.user_id)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 $crate::store::identities::linked_user!(l)
-                    .fetch_one(&self.pool)
+                    .fetch_one(&self.writer)
                     .await
                     .map(|(id,)| id)
                     .map_err(Into::into)
@@ -191,7 +191,7 @@ macro_rules! sql_impl {
                 u: &$crate::store::User,
                 l: &$crate::store::LinkedIdentity,
             ) -> Result<String, $crate::store::StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 $crate::store::users::insert!(u)
                     .execute(&mut *tx)
                     .await
@@ -206,7 +206,7 @@ macro_rules! sql_impl {
                 // Another request linked the identity first: keep its user, drop ours.
                 tx.rollback().await?;
                 $crate::store::identities::linked_user!(l)
-                    .fetch_one(&self.pool)
+                    .fetch_one(&self.writer)
                     .await
                     .map(|(id,)| id)
                     .map_err(Into::into)
@@ -240,7 +240,7 @@ macro_rules! sql_impl {
                 .bind(user_id)
                 .bind(issuer)
                 .bind(subject)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(r.rows_affected() == 1)
             }

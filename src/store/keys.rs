@@ -103,7 +103,7 @@ macro_rules! sql_impl {
                 &self,
                 resealed: &[(String, Vec<u8>)],
             ) -> Result<u64, $crate::store::StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 let mut changed = 0;
                 for (kid, private_key) in resealed {
                     changed +=
@@ -123,7 +123,7 @@ macro_rules! sql_impl {
                 k: &$crate::store::StoredKey,
             ) -> Result<(), $crate::store::StoreError> {
                 $crate::store::keys::insert_key!(k)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(|e| $crate::store::sql::conflict(e, "signing key"))?;
                 Ok(())
@@ -135,7 +135,7 @@ macro_rules! sql_impl {
                 now: i64,
                 replacement: Option<&$crate::store::StoredKey>,
             ) -> Result<bool, $crate::store::StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 // Also retired and expired, so servers of the previous release (which know
                 // nothing of revoked_at) stop publishing it at their next reload too.
                 let n = sqlx::query(

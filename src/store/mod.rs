@@ -109,8 +109,8 @@ pub trait HealthStore: Send + Sync {
     fn pool_stats(&self) -> PoolStats;
 }
 
-/// A connection pool's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The connection pools' state (SQLite's reads and its writer, summed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PoolStats {
     /// Connections open, idle or in use.
     pub open: u32,

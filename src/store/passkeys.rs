@@ -147,11 +147,11 @@ macro_rules! sql_impl {
                 .bind(user_id)
                 .bind(candidate)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(sqlx::query_scalar("SELECT handle FROM passkey_users WHERE user_id = $1")
                     .bind(user_id)
-                    .fetch_one(&self.pool)
+                    .fetch_one(&self.writer)
                     .await?)
             }
 
@@ -177,7 +177,7 @@ macro_rules! sql_impl {
                 .bind(&p.name)
                 .bind(p.created_at)
                 .bind(p.last_used_at)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(|e| $crate::store::sql::conflict(e, "passkey"))?;
                 Ok(())
@@ -203,7 +203,7 @@ macro_rules! sql_impl {
                 .bind(credential_id)
                 .bind(now)
                 .bind(credential)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(r.rows_affected() == 1)
             }
@@ -216,7 +216,7 @@ macro_rules! sql_impl {
                     .bind(user_id)
                     .bind(id)
                     .bind(name)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(r.rows_affected() == 1)
             }
@@ -228,7 +228,7 @@ macro_rules! sql_impl {
                 let r = sqlx::query("DELETE FROM passkeys WHERE user_id = $1 AND id = $2")
                     .bind(user_id)
                     .bind(id)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(r.rows_affected() == 1)
             }
@@ -236,7 +236,7 @@ macro_rules! sql_impl {
             async fn delete_passkeys(&self, user_id: &str) -> Result<u64, $crate::store::StoreError> {
                 let r = sqlx::query("DELETE FROM passkeys WHERE user_id = $1")
                     .bind(user_id)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(r.rows_affected())
             }
@@ -252,7 +252,7 @@ macro_rules! sql_impl {
                 .bind(&c.binding)
                 .bind(&c.state)
                 .bind(c.expires_at)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -263,7 +263,7 @@ macro_rules! sql_impl {
                      RETURNING kind, user_id, binding, state, expires_at",
                 )
                 .bind(id_hash)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.writer)
                 .await?;
                 Ok(row
                     .map($crate::store::Ceremony::from)
@@ -273,7 +273,7 @@ macro_rules! sql_impl {
             async fn purge_ceremonies(&self, now: i64) -> Result<u64, $crate::store::StoreError> {
                 let r = sqlx::query("DELETE FROM webauthn_ceremonies WHERE expires_at <= $1")
                     .bind(now)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(r.rows_affected())
             }

@@ -10,6 +10,9 @@ use super::{Open, Schema, StoreError};
 
 pub struct PgStore {
     pool: PgPool,
+    /// The same pool as `pool`: PostgreSQL's writers do not contend as SQLite's do (see
+    /// `SqliteStore`), so the statements that write share the one pool.
+    writer: PgPool,
 }
 
 /// This binary's migrations. Applied migrations it does not know (a newer release's, during
@@ -19,6 +22,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate::Migrator {
     ignore_missing: true,
     ..sqlx::migrate!("./migrations/postgres")
 };
+
+/// A pooled connection idle this long is pinged before it is used again.
+const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// The newest migration this binary has.
 pub(super) fn latest_migration() -> i64 {
@@ -31,6 +37,20 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
+            // sqlx pings every pooled connection before handing it out: a round trip to the
+            // server before each statement. Only a connection idle for a while can have been
+            // dropped (a server restart, a failover, an idle timeout in between); one in
+            // steady use would show a break on its next statement anyway. So only those
+            // idle longer than `CHECK_IDLE_AFTER` are pinged, and one that fails is replaced.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= CHECK_IDLE_AFTER {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await?;
         if how == Open::Migrate {
@@ -43,7 +63,18 @@ impl PgStore {
             "SELECT COUNT(*) FROM information_schema.tables \
              WHERE table_name = '_sqlx_migrations' AND table_schema = current_schema()"
         );
-        Ok((Self { pool }, Schema::compare(&MIGRATOR, applied)))
+        Ok((
+            Self {
+                writer: pool.clone(),
+                pool,
+            },
+            Schema::compare(&MIGRATOR, applied),
+        ))
+    }
+
+    /// The one pool.
+    fn pools(&self) -> Vec<&PgPool> {
+        vec![&self.pool]
     }
 }
 

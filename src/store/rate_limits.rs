@@ -68,7 +68,7 @@ macro_rules! sql_impl {
                 .bind(bucket)
                 .bind(now)
                 .bind(window_secs)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.writer)
                 .await?;
                 Ok(hits)
             }
@@ -93,7 +93,7 @@ macro_rules! sql_impl {
             async fn clear_rate_limit(&self, bucket: &str) -> Result<bool, $crate::store::StoreError> {
                 let r = sqlx::query("DELETE FROM rate_limits WHERE bucket = $1")
                     .bind(bucket)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(r.rows_affected() > 0)
             }
@@ -107,7 +107,7 @@ macro_rules! sql_impl {
                     "DELETE FROM rate_limits WHERE substr(bucket, 1, length($1)) = $1",
                 )
                 .bind(prefix)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(r.rows_affected())
             }
@@ -140,7 +140,7 @@ macro_rules! sql_impl {
                         .bind(bucket)
                         .bind(next.failures)
                         .bind(next.last_at)
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await?
                     }
                     Some(e) => {
@@ -153,7 +153,7 @@ macro_rules! sql_impl {
                         .bind(next.last_at)
                         .bind(e.failures)
                         .bind(e.last_at)
-                        .execute(&self.pool)
+                        .execute(&self.writer)
                         .await?
                     }
                 };
@@ -163,7 +163,7 @@ macro_rules! sql_impl {
             async fn clear_backoff(&self, bucket: &str) -> Result<bool, $crate::store::StoreError> {
                 let r = sqlx::query("DELETE FROM signin_backoffs WHERE bucket = $1")
                     .bind(bucket)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(r.rows_affected() > 0)
             }
@@ -171,7 +171,7 @@ macro_rules! sql_impl {
             async fn purge_backoffs(&self, before: i64) -> Result<u64, $crate::store::StoreError> {
                 let r = sqlx::query("DELETE FROM signin_backoffs WHERE last_at < $1")
                     .bind(before)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(r.rows_affected())
             }
@@ -179,7 +179,7 @@ macro_rules! sql_impl {
             async fn purge_rate_limits(&self, before: i64) -> Result<u64, $crate::store::StoreError> {
                 let r = sqlx::query("DELETE FROM rate_limits WHERE window_start < $1")
                     .bind(before)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(r.rows_affected())
             }

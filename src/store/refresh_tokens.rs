@@ -291,7 +291,7 @@ macro_rules! sql_impl {
         #[async_trait::async_trait]
         impl $crate::store::RefreshTokenStore for $ty {
             async fn insert_refresh(&self, t: &$crate::store::RefreshToken) -> Result<(), $crate::store::StoreError> {
-                $crate::store::refresh_tokens::insert!(t).execute(&self.pool).await?;
+                $crate::store::refresh_tokens::insert!(t).execute(&self.writer).await?;
                 Ok(())
             }
 
@@ -307,7 +307,7 @@ macro_rules! sql_impl {
                 .bind(token_hash)
                 .bind(now)
                 .bind(renew_until)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.writer)
                 .await?;
                 if let Some(r) = row {
                     return Ok($crate::store::Spent::Fresh(r.try_into()?));
@@ -315,7 +315,7 @@ macro_rules! sql_impl {
                 let spent: Option<(String, Option<i64>)> =
                     sqlx::query_as("SELECT family_id, used_at FROM refresh_tokens WHERE token_hash = $1")
                         .bind(token_hash)
-                        .fetch_optional(&self.pool)
+                        .fetch_optional(&self.writer)
                         .await?;
                 Ok(match spent {
                     Some((family_id, Some(_))) => $crate::store::Spent::Replayed { family_id },
@@ -337,7 +337,7 @@ macro_rules! sql_impl {
                     // (PostgreSQL) or the database's write lock (SQLite) until the transaction
                     // ends. A concurrent rotation of the same token waits here and then reads
                     // what this one wrote, so the decisions come one after the other.
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.writer.begin().await?;
                     let row: Option<$crate::store::refresh_tokens::PresentedRow> = sqlx::query_as(concat!(
                         "UPDATE refresh_tokens SET used_at = used_at WHERE token_hash = $1 RETURNING ",
                         $crate::store::refresh_tokens::columns!(),
@@ -433,7 +433,7 @@ macro_rules! sql_impl {
                 // The family is also remembered as revoked, so a token of it that is still being
                 // issued (the first redemption of a code racing its replay) is born dead.
                 $crate::store::sql::retrying(|| async move {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.writer.begin().await?;
                     let r = sqlx::query(
                         "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
                     )
@@ -458,7 +458,7 @@ macro_rules! sql_impl {
             async fn purge_refresh_tokens(&self, now: i64) -> Result<u64, $crate::store::StoreError> {
                 let r = sqlx::query("DELETE FROM refresh_tokens WHERE absolute_expires_at < $1")
                     .bind(now)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(r.rows_affected())
             }

@@ -36,7 +36,7 @@ macro_rules! sql_impl {
                 .bind(key)
                 .bind(expires_at)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(r.rows_affected() == 1)
             }
@@ -59,7 +59,7 @@ macro_rules! sql_impl {
             async fn purge_used(&self, now: i64) -> Result<u64, $crate::store::StoreError> {
                 let r = sqlx::query("DELETE FROM used_jtis WHERE expires_at <= $1")
                     .bind(now)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(r.rows_affected())
             }

@@ -114,7 +114,7 @@ macro_rules! sql_impl {
                 &self,
                 r: &$crate::store::ResourceRecord,
             ) -> Result<(), $crate::store::StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 sqlx::query(
                     "INSERT INTO resources (uri, name, scopes, access_token_alg, dpop, created_at, \
                      required_acr, details_types) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
@@ -160,7 +160,7 @@ macro_rules! sql_impl {
                 .bind(&r.dpop)
                 .bind(&r.required_acr)
                 .bind($crate::store::sql::to_json(&r.details_types)?)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -224,7 +224,7 @@ macro_rules! sql_impl {
             }
 
             async fn delete_resource(&self, uri: &str) -> Result<bool, $crate::store::StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 sqlx::query("DELETE FROM resource_aliases WHERE uri = $1")
                     .bind(uri)
                     .execute(&mut *tx)

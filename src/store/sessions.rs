@@ -81,7 +81,7 @@ macro_rules! sql_impl {
                 .bind(&s.acr)
                 .bind(s.created_at)
                 .bind(s.expires_at)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -101,7 +101,7 @@ macro_rules! sql_impl {
             async fn delete_session(&self, token_hash: &[u8]) -> Result<(), $crate::store::StoreError> {
                 sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
                     .bind(token_hash)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(())
             }
@@ -121,7 +121,7 @@ macro_rules! sql_impl {
                 let r = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND sid = $2")
                     .bind(user_id)
                     .bind(sid)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(r.rows_affected() > 0)
             }
@@ -129,14 +129,14 @@ macro_rules! sql_impl {
                 let r = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND sid <> $2")
                     .bind(user_id)
                     .bind(keep_sid)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(r.rows_affected())
             }
             async fn purge_sessions(&self, now: i64) -> Result<u64, $crate::store::StoreError> {
                 let r = sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
                     .bind(now)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(r.rows_affected())
             }

@@ -2,7 +2,9 @@
 //! for a backend.
 //!
 //! Each aggregate module (`clients.rs`, `codes.rs`, …) holds its statements once, in a macro
-//! that implements its trait for a type with a `pool` field (an sqlx pool). The statements
+//! that implements its trait for a type with a `pool` field (an sqlx pool) for reads and a
+//! `writer` field for every method that writes (the same pool on PostgreSQL, one connection
+//! on SQLite: see `SqliteStore`). The statements
 //! use only what SQLite (3.35+) and PostgreSQL share: `$n` placeholders,
 //! `ON CONFLICT … DO UPDATE`, `RETURNING`, BIGINT times and TEXT JSON. Rows are read into
 //! `sqlx::FromRow` structs, which decode alike from either backend.
@@ -96,7 +98,8 @@ macro_rules! applied_migrations {
 }
 pub(crate) use applied_migrations;
 
-/// Implement every store trait for `$ty` (a type with a `pool` field), naming the backend;
+/// Implement every store trait for `$ty` (a type with `pool` and `writer` fields and a
+/// `pools()` method listing them once each), naming the backend;
 /// `$transfer` is its [`Dialect`](super::transfer::Dialect) for export and import.
 macro_rules! sql_store {
     ($ty:ty, $name:literal, $transfer:expr) => {
@@ -130,11 +133,13 @@ macro_rules! sql_store {
             }
 
             fn pool_stats(&self) -> $crate::store::PoolStats {
-                $crate::store::PoolStats {
-                    open: self.pool.size(),
-                    idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
-                    max: self.pool.options().get_max_connections(),
+                let mut stats = $crate::store::PoolStats::default();
+                for pool in self.pools() {
+                    stats.open += pool.size();
+                    stats.idle += u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
+                    stats.max += pool.options().get_max_connections();
                 }
+                stats
             }
         }
 

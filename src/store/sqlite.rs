@@ -8,8 +8,18 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 use super::{Open, Schema, StoreError};
 
+/// Reads and writes go to separate pools. SQLite lets one connection write at a time; with
+/// writes spread over a pool, a writer that found the lock taken slept in SQLite's busy
+/// handler (1, 2, 5, 10 … ms) however soon the lock came free, and a transaction that read
+/// and then wrote could fail outright when another commit came between. One writing
+/// connection makes writers queue in the process instead, in arrival order, and leaves the
+/// read pool to WAL's concurrent readers.
 pub struct SqliteStore {
+    /// Reads. Its connections are opened read-only (except in memory, where it is `writer`),
+    /// so a write sent here by mistake fails in tests rather than contending.
     pool: SqlitePool,
+    /// Every statement of a method that writes, and every transaction that may.
+    writer: SqlitePool,
 }
 
 /// Create the database file readable by its owner only (SQLite gives its `-wal` and `-shm`
@@ -57,20 +67,51 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
+        // The writer first: it creates the file, sets WAL (which persists in the file) and
+        // migrates before any reader opens it.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(if in_memory { READERS } else { 1 })
+            .acquire_timeout(Duration::from_secs(10))
+            // No ping before each use (sqlx's default): a connection to a local file cannot
+            // have been dropped, and the ping was a round trip to the connection's thread
+            // before every statement, doubling the writer's time per write.
+            .test_before_acquire(false)
+            .connect_with(options.clone())
             .await?;
         if how == Open::Migrate {
-            MIGRATOR.run(&pool).await?;
+            MIGRATOR.run(&writer).await?;
         }
+        let pool = if in_memory {
+            // An in-memory database is one shared cache; a separate read-only pool would
+            // open a database of its own.
+            writer.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(READERS)
+                .acquire_timeout(Duration::from_secs(10))
+                .test_before_acquire(false)
+                .connect_with(options.create_if_missing(false).read_only(true))
+                .await?
+        };
         let applied = super::sql::applied_migrations!(
             &pool,
             "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
         );
-        Ok((Self { pool }, Schema::compare(&MIGRATOR, applied)))
+        Ok((Self { pool, writer }, Schema::compare(&MIGRATOR, applied)))
+    }
+
+    /// The pools, each once (in memory, the reads' pool is the writer's).
+    fn pools(&self) -> Vec<&SqlitePool> {
+        if self.writer.options().get_max_connections() == 1 {
+            vec![&self.pool, &self.writer]
+        } else {
+            vec![&self.pool]
+        }
     }
 }
+
+/// Read connections: WAL lets them all read while the writer writes.
+const READERS: u32 = 8;
 
 /// Export and import: a deferred transaction reads one snapshot (WAL mode); an explicit
 /// `id` sets the audit log's AUTOINCREMENT counter by itself.

@@ -660,7 +660,7 @@ macro_rules! sql_impl {
                         "no table {name:?} is imported"
                     )));
                 }
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 for uri in &bootstrap.resources {
                     sqlx::query("DELETE FROM resource_aliases WHERE uri = $1")
                         .bind(uri)

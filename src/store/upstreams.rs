@@ -285,7 +285,7 @@ macro_rules! sql_impl {
                 .bind(&p.token_endpoint)
                 .bind(&p.userinfo_endpoint)
                 .bind(u.created_at)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(|e| $crate::store::sql::conflict(e, "upstream provider"))?;
                 Ok(())
@@ -294,13 +294,13 @@ macro_rules! sql_impl {
             async fn delete_upstream(&self, id: &str) -> Result<bool, $crate::store::StoreError> {
                 let r = sqlx::query("DELETE FROM upstream_providers WHERE id = $1")
                     .bind(id)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(r.rows_affected() == 1)
             }
 
             async fn reseal_upstream_secrets(&self, sealed: &[(String, Vec<u8>)]) -> Result<u64, $crate::store::StoreError> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 let mut n = 0;
                 for (id, s) in sealed {
                     n += sqlx::query("UPDATE upstream_providers SET client_secret_sealed = $2 WHERE id = $1")

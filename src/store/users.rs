@@ -171,7 +171,7 @@ macro_rules! sql_impl {
                 u: &$crate::store::User,
             ) -> Result<(), $crate::store::StoreError> {
                 $crate::store::users::insert!(u)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await
                     .map_err(|e| $crate::store::sql::conflict(e, "username"))?;
                 Ok(())
@@ -258,7 +258,7 @@ macro_rules! sql_impl {
                 .bind(u.email_verified)
                 .bind(&u.name)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(r.rows_affected() == 1)
             }
@@ -266,7 +266,7 @@ macro_rules! sql_impl {
             async fn delete_user(&self, username: &str) -> Result<bool, $crate::store::StoreError> {
                 let r = sqlx::query("DELETE FROM users WHERE username = $1")
                     .bind(username)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(r.rows_affected() == 1)
             }
@@ -278,7 +278,7 @@ macro_rules! sql_impl {
             ) -> Result<bool, $crate::store::StoreError> {
                 // Retried when PostgreSQL aborts it to break a deadlock with a rotation.
                 $crate::store::sql::retrying(|| async move {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.writer.begin().await?;
                     let r = sqlx::query(
                         "UPDATE users SET password_change_required = TRUE, updated_at = $2 WHERE id = $1",
                     )
@@ -301,7 +301,7 @@ macro_rules! sql_impl {
             ) -> Result<bool, $crate::store::StoreError> {
                 // Retried when PostgreSQL aborts it to break a deadlock with a rotation.
                 $crate::store::sql::retrying(|| async move {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.writer.begin().await?;
                     let r =
                         sqlx::query("UPDATE users SET disabled_at = $2, updated_at = $3 WHERE id = $1")
                             .bind(user_id)
@@ -331,7 +331,7 @@ macro_rules! sql_impl {
             ) -> Result<bool, $crate::store::StoreError> {
                 // Retried when PostgreSQL aborts it to break a deadlock with a rotation.
                 $crate::store::sql::retrying(|| async move {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.writer.begin().await?;
                     let r = sqlx::query(
                         "UPDATE users SET password_hash = $2, updated_at = $3, \
                          password_change_required = FALSE WHERE username = $1",

@@ -583,3 +583,63 @@ both!(
         app
     }
 );
+
+/// PostgreSQL closes the pool's connections (a restart, a failover, an idle timeout in a
+/// proxy between): the pool does not ping a connection before every use, only one idle for a
+/// while, so after such a drop the next requests are answered on new connections rather than
+/// failing on dead ones. SQLite has no such drop: its connections are to a local file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_closed_while_idle_are_replaced() {
+    let Some(app) = TestApp::builder(Backend::Postgres).start().await else {
+        return;
+    };
+    // Six registrations at once, so the pool holds several connections; their statuses.
+    let register_six = async |app: &TestApp| {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..6 {
+            let request = app
+                .http
+                .post(app.url("/register"))
+                .json(&serde_json::json!({
+                    "redirect_uris": ["http://127.0.0.1/cb"],
+                    "token_endpoint_auth_method": "none",
+                }));
+            set.spawn(async move { request.send().await.map(|r| r.status().as_u16()) });
+        }
+        set.join_all().await
+    };
+    let first = register_six(&app).await;
+    assert!(first.iter().all(|s| matches!(s, Ok(201))), "{first:?}");
+
+    let url = app
+        .config
+        .database_url
+        .clone()
+        .expect("a PostgreSQL test app has a database URL");
+    let admin = sqlx::PgPool::connect(&crate::helpers::pg_admin_url())
+        .await
+        .expect("admin connection");
+    let database = url.rsplit('/').next().unwrap_or_default().to_string();
+    let closed: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&database)
+    .fetch_all(&admin)
+    .await
+    .expect("terminate the server's connections");
+    admin.close().await;
+    assert!(
+        !closed.is_empty(),
+        "the server held connections to {database}"
+    );
+
+    // Idle past the check's threshold, as after a restart seen later.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let after = register_six(&app).await;
+    assert!(
+        after.iter().all(|s| matches!(s, Ok(201))),
+        "every request after the drop is answered: {after:?}"
+    );
+    app.finish().await;
+}
