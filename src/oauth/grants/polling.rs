@@ -24,7 +24,9 @@ pub struct Polled<'a> {
 }
 
 /// Check one poll at `now`; `record(interval)` remembers it and the interval the next poll
-/// must wait. `Ok` means the request was approved and may be spent.
+/// must wait. `Ok` means the request was approved and may be spent: that poll is not
+/// recorded, since spending the request ends its polling (a write saved on the one poll
+/// that yields tokens).
 pub async fn check(
     now: i64,
     p: Polled<'_>,
@@ -48,6 +50,9 @@ pub async fn check(
         err.retry_after = Some(longer as u64);
         return Err(err);
     }
+    if p.status == "approved" {
+        return Ok(());
+    }
     record(p.interval_secs).await?;
     match p.status {
         "pending" => Err(OAuthError::new(
@@ -59,7 +64,9 @@ pub async fn check(
             OAuthError::new(ErrorCode::AccessDenied, "the user denied the request")
                 .with_status(http::StatusCode::BAD_REQUEST),
         ),
-        _ => Ok(()),
+        other => Err(OAuthError::internal(format!(
+            "a polled request has the unknown status {other:?}"
+        ))),
     }
 }
 
@@ -106,9 +113,6 @@ mod tests {
             outcome(50, polled("denied", None)).await,
             (Err("access_denied"), Some(5))
         );
-        assert_eq!(
-            outcome(50, polled("approved", None)).await,
-            (Ok(()), Some(5))
-        );
+        assert_eq!(outcome(50, polled("approved", None)).await, (Ok(()), None));
     }
 }
