@@ -24,7 +24,9 @@
 # ../shared/bench/ceiling, a bare handler that only parses, checks the secret and signs; 0: not),
 # BULK (0; N: instead of the peer, compare Concierge on a store already holding N registered
 # clients, consents, codes, refresh-token families and audit events with Concierge on an empty
-# one, and report the database size per grant; issue 17.2).
+# one, and report the database size per grant; issue 17.2), BASE_BIN (unset; a path to another
+# build of concierge, say the last release's: instead of the peer, compare this build with it,
+# both on an empty store seeded alike, to measure a change).
 # Traffic goes to 127.0.0.1 only; every process started here is stopped on exit.
 set -euo pipefail
 
@@ -43,7 +45,10 @@ PATHS=${PATHS:-cc code refresh introspect revoke register discovery jwks authori
 OURS_PORT=${OURS_PORT:-8089}
 PEER_PORT=${PEER_PORT:-4000}
 BULK=${BULK:-0}
-CEILING=${CEILING:-$([ "$BULK" = 0 ] && echo 1 || echo 0)}
+BASE_BIN=${BASE_BIN:-}
+# Is the other side Concierge too (on an empty store, or another build)?
+against_self() { [ "$BULK" != 0 ] || [ -n "$BASE_BIN" ]; }
+CEILING=${CEILING:-$(against_self && echo 0 || echo 1)}
 CEILING_PORT=${CEILING_PORT:-4900}
 
 export CLIENT_ID=bench
@@ -81,12 +86,12 @@ if ! command -v wrk >/dev/null; then
         exit 1
     fi
 fi
-if [ "$BULK" = 0 ] && { ! command -v node >/dev/null || ! command -v npm >/dev/null; }; then
+if ! against_self && { ! command -v node >/dev/null || ! command -v npm >/dev/null; }; then
     echo "node and npm are needed for the peer (node-oidc-provider); no figures" >&2
     exit 1
 fi
 
-if [ "$BULK" = 0 ]; then
+if ! against_self; then
     say "preparing the peer (node-oidc-provider) from $PEER_DIR"
     cp -r "$PEER_DIR/." "$work/peer"
     chmod -R u+w "$work/peer"
@@ -125,11 +130,12 @@ sum() { printf '%s\n' "$@" | awk '{ s += $1 } END { print s + 0 }'; }
 json_field() { sed -nE "s/.*\"$1\":\"([^\"]+)\".*/\1/p"; }
 
 # --- the two servers ---------------------------------------------------------------------
-# start_ours SIDE DATABASE_URL PORT BULK: configure, seed (with BULK rows of each kind a
-# deployment accumulates, when not 0) and start Concierge; sets SIDE_pid, SIDE_env,
-# SIDE_fixtures and SIDE_db_bytes (the database's size after seeding).
+# start_ours SIDE DATABASE_URL PORT BULK [SERVE_BIN]: configure, seed (with BULK rows of each
+# kind a deployment accumulates, when not 0) and start Concierge (SERVE_BIN, this build by
+# default); sets SIDE_pid, SIDE_env, SIDE_fixtures and SIDE_db_bytes (the database's size
+# after seeding).
 start_ours() {
-    local side=$1 url=$2 port=$3 bulk=$4
+    local side=$1 url=$2 port=$3 bulk=$4 serve_bin=${5:-$bin}
     local -n pid_ref=${side}_pid env_ref=${side}_env fixtures_ref=${side}_fixtures db_bytes_ref=${side}_db_bytes
     local data=$work/data-$store-$side fixtures=$work/$side-$store
     mkdir -p "$data" "$fixtures"
@@ -154,7 +160,7 @@ start_ours() {
     # Rate limits stay on (their cost is measured) but out of reach.
     CONCIERGE_RATE_LIMITS__TOKEN_PER_CLIENT=1000000000 CONCIERGE_RATE_LIMITS__TOKEN_PER_ADDRESS=1000000000 \
     CONCIERGE_REGISTRATION__RATE_LIMIT_MAX=1000000000 CONCIERGE_REGISTRATION__RATE_LIMIT_IDENTICAL_MAX=1000000000 \
-    "$bin" "${common[@]}" serve --listen "127.0.0.1:$port" \
+    "$serve_bin" "${common[@]}" serve --listen "127.0.0.1:$port" \
         --issuer "http://127.0.0.1:$port" >"$work/$side-$store.log" 2>&1 &
     pid_ref=$!
     pids+=("$pid_ref")
@@ -262,8 +268,8 @@ load() {
     sed -E 's/.*rps=([0-9]+) p50_us=([0-9]+) p99_us=([0-9]+) errors_non2xx=([0-9]+).*/\1 \2 \3 \4/' <<<"$line"
 }
 
-# Against the peer, or (BULK set) against ourselves on an empty store.
-peer_has() { [ "$BULK" != 0 ] || { [ "$1" != exchange ] && [ "$1" != device ] && [ "$1" != introspect_jwt ]; }; }
+# Against the peer, or against ourselves (BULK, BASE_BIN).
+peer_has() { against_self || { [ "$1" != exchange ] && [ "$1" != device ] && [ "$1" != introspect_jwt ]; }; }
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 if [ -n "${STORES:-}" ]; then
@@ -282,7 +288,10 @@ memory=()
 ceiling=()
 sizes=()
 for store in "${stores[@]}"; do
-    if [ "$BULK" = 0 ]; then
+    if [ -n "$BASE_BIN" ]; then
+        start_ours peer "$(new_database base)" "$PEER_PORT" 0 "$BASE_BIN"
+        start_ours ours "$(new_database ours)" "$OURS_PORT" 0
+    elif [ "$BULK" = 0 ]; then
         start_ours ours "$(new_database ours)" "$OURS_PORT" 0
         start_peer
     else
@@ -343,6 +352,7 @@ for store in "${stores[@]}"; do
 done
 peer=peer
 [ "$BULK" != 0 ] && peer=empty
+[ -n "$BASE_BIN" ] && peer=base
 
 echo
 printf '%-9s %-10s %9s %8s %8s %6s   %9s %8s %8s %6s   %6s\n' \
@@ -350,7 +360,9 @@ printf '%-9s %-10s %9s %8s %8s %6s   %9s %8s %8s %6s   %6s\n' \
 printf '%s\n' "${results[@]}"
 echo "(medians of $ROUNDS alternating rounds; $(nproc) cores, load average before: $load_before;"
 echo " wrk -t$THREADS -c$CONNECTIONS -d$DURATION after a $WARMUP warm-up; errors = non-2xx answers, summed;"
-if [ "$BULK" = 0 ]; then
+if [ -n "$BASE_BIN" ]; then
+    echo " base = $BASE_BIN on a store seeded alike; ratio = this build/base)"
+elif [ "$BULK" = 0 ]; then
     echo " ratio = ours/peer requests per second; NNcc = ours against our own client credentials)"
 else
     echo " ours = a store holding $BULK of each: clients, consents, codes, refresh-token families and"
