@@ -114,5 +114,10 @@ mod tests {
             (Err("access_denied"), Some(5))
         );
         assert_eq!(outcome(50, polled("approved", None)).await, (Ok(()), None));
+        // A status no code writes is not taken for an approval.
+        assert_eq!(
+            outcome(50, polled("approve", None)).await,
+            (Err("server_error"), Some(5))
+        );
     }
 }
