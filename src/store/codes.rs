@@ -31,14 +31,35 @@ pub struct AuthCode {
     pub authorization_details: Option<String>,
 }
 
+/// What the code was issued for, as the token request presents it. A code is spent only by
+/// a request that matches all of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Redeemer<'a> {
+    pub client_id: &'a str,
+    /// The `redirect_uri` sent, if any: it must equal the one the authorization request
+    /// sent, if that one did.
+    pub redirect_uri: Option<&'a str>,
+    /// The S256 challenge of the `code_verifier` sent: it must equal the code's.
+    pub code_challenge: &'a str,
+    /// The DPoP key of the request: it must be the code's, if the code is bound to one.
+    pub dpop_jkt: Option<&'a str>,
+}
+
 #[async_trait]
 pub trait CodeStore: Send + Sync {
     async fn insert_code(&self, code: &AuthCode) -> Result<(), StoreError>;
     /// A code as it stands, without spending it: `Fresh` while it may still be redeemed,
-    /// `Replayed` once spent. (Checks run on this before [`CodeStore::redeem_code`].)
+    /// `Replayed` once spent. (What explains a refused [`CodeStore::redeem_code`].)
     async fn peek_code(&self, code_hash: &[u8], now: i64) -> Result<Spent<AuthCode>, StoreError>;
-    /// Spend a code: one atomic statement, so of two concurrent redemptions one wins.
-    async fn redeem_code(&self, code_hash: &[u8], now: i64) -> Result<Spent<AuthCode>, StoreError>;
+    /// Spend a code that is live and matches `by`: one atomic statement, so of two concurrent
+    /// redemptions one wins. `None` when nothing was spent: the code is unknown, expired,
+    /// spent, or issued for something else ([`CodeStore::peek_code`] tells which).
+    async fn redeem_code(
+        &self,
+        code_hash: &[u8],
+        by: &Redeemer<'_>,
+        now: i64,
+    ) -> Result<Option<AuthCode>, StoreError>;
     /// Forget codes that expired a day ago (kept that long to recognise replays).
     async fn purge_codes(&self, now: i64) -> Result<u64, StoreError>;
 }
@@ -169,32 +190,28 @@ macro_rules! sql_impl {
             async fn redeem_code(
                 &self,
                 code_hash: &[u8],
+                by: &$crate::store::Redeemer<'_>,
                 now: i64,
-            ) -> Result<$crate::store::Spent<$crate::store::AuthCode>, $crate::store::StoreError>
-            {
+            ) -> Result<Option<$crate::store::AuthCode>, $crate::store::StoreError> {
+                // The grant's checks, in the statement that spends: a redemption is one
+                // write, and a refused one spends nothing.
                 let row: Option<$crate::store::codes::CodeRow> = sqlx::query_as(concat!(
                     "UPDATE auth_codes SET used_at = $2 \
                      WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2 \
+                     AND client_id = $3 AND (redirect_uri IS NULL OR redirect_uri = $4) \
+                     AND code_challenge = $5 AND (dpop_jkt IS NULL OR dpop_jkt = $6) \
                      RETURNING ",
                     $crate::store::codes::columns!()
                 ))
                 .bind(code_hash)
                 .bind(now)
+                .bind(by.client_id)
+                .bind(by.redirect_uri)
+                .bind(by.code_challenge)
+                .bind(by.dpop_jkt)
                 .fetch_optional(&self.writer)
                 .await?;
-                if let Some(r) = row {
-                    return Ok($crate::store::Spent::Fresh(r.try_into()?));
-                }
-                let spent: Option<(String, Option<i64>)> = sqlx::query_as(
-                    "SELECT family_id, used_at FROM auth_codes WHERE code_hash = $1",
-                )
-                .bind(code_hash)
-                .fetch_optional(&self.writer)
-                .await?;
-                Ok(match spent {
-                    Some((family_id, Some(_))) => $crate::store::Spent::Replayed { family_id },
-                    _ => $crate::store::Spent::Invalid,
-                })
+                row.map(TryInto::try_into).transpose()
             }
 
             async fn purge_codes(&self, now: i64) -> Result<u64, $crate::store::StoreError> {

@@ -15,6 +15,7 @@ pub mod audit;
 pub mod backchannel;
 pub mod clients;
 pub mod codes;
+mod connections;
 pub mod consents;
 pub mod delegations;
 pub mod devices;
@@ -46,7 +47,7 @@ pub use clients::{
     ApplicationType, AuthMethod, ClientKind, ClientMetadata, ClientRecord, ClientStore,
     PreviousSecret,
 };
-pub use codes::{AuthCode, CodeStore};
+pub use codes::{AuthCode, CodeStore, Redeemer};
 pub use consents::{Consent, ConsentStore};
 pub use delegations::{Delegation, DelegationStore, HopPath};
 pub use devices::{DeviceApproval, DeviceCode, DeviceStore};
@@ -117,6 +118,17 @@ pub struct PoolStats {
     pub idle: u32,
     /// The most it opens.
     pub max: u32,
+}
+
+impl PoolStats {
+    /// A pool's figures.
+    fn of<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> Self {
+        Self {
+            open: pool.size(),
+            idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+            max: pool.options().get_max_connections(),
+        }
+    }
 }
 
 /// Everything the server stores. Code that needs one aggregate takes its trait instead.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use super::{Open, Schema, StoreError};
+use super::{Open, PoolStats, Schema, StoreError};
 
 pub struct PgStore {
     pool: PgPool,
@@ -73,8 +73,8 @@ impl PgStore {
     }
 
     /// The one pool.
-    fn pools(&self) -> Vec<&PgPool> {
-        vec![&self.pool]
+    fn stats(&self) -> PoolStats {
+        PoolStats::of(&self.pool)
     }
 }
 

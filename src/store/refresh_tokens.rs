@@ -173,7 +173,20 @@ pub(super) struct PresentedRow {
     pub(super) used_at: Option<i64>,
     pub(super) revoked_at: Option<i64>,
     pub(super) successor_hash: Option<Vec<u8>>,
+    /// The family is remembered as revoked (see `presented_columns!`).
+    pub(super) family_revoked: bool,
 }
+
+/// The columns of a [`PresentedRow`] after the token's own, for a statement on
+/// `refresh_tokens` whose `$2` is the time now: whether the family is revoked is read in the
+/// same statement as the token.
+macro_rules! presented_columns {
+    () => {
+        ", used_at, revoked_at, successor_hash, EXISTS (SELECT 1 FROM used_jtis \
+         WHERE key = 'family:' || refresh_tokens.family_id AND expires_at > $2) AS family_revoked"
+    };
+}
+pub(crate) use presented_columns;
 
 /// The state of a successor as read: `(used_at, revoked_at)`.
 pub(super) fn successor_state(row: Option<(Option<i64>, Option<i64>)>) -> Option<Successor> {
@@ -253,20 +266,13 @@ macro_rules! mark_families_revoked {
 }
 pub(crate) use mark_families_revoked;
 
-/// A [`Presented`] from its row, on `$conn` (a pool, or `&mut *tx`): whether its family is
-/// revoked, and the state of its successor, read with `$successor_sql` (`$1` the successor's
-/// hash, returning `used_at, revoked_at`).
+/// A [`Presented`] from its row, on `$conn` (a pool, or `&mut *tx`): the state of its
+/// successor is read with `$successor_sql` (`$1` the successor's hash, returning `used_at,
+/// revoked_at`).
 macro_rules! presented {
-    ($conn:expr, $row:expr, $now:expr, $successor_sql:expr) => {{
+    ($conn:expr, $row:expr, $successor_sql:expr) => {{
         let row: $crate::store::refresh_tokens::PresentedRow = $row;
         let token: $crate::store::RefreshToken = row.token.try_into()?;
-        let family_revoked: Option<(String,)> = sqlx::query_as(
-            "SELECT key FROM used_jtis WHERE key = 'family:' || $1 AND expires_at > $2",
-        )
-        .bind(&token.family_id)
-        .bind($now)
-        .fetch_optional($conn)
-        .await?;
         let successor = match &row.successor_hash {
             Some(h) => $crate::store::refresh_tokens::successor_state(
                 sqlx::query_as($successor_sql)
@@ -279,7 +285,7 @@ macro_rules! presented {
         $crate::store::refresh_tokens::Presented {
             token,
             used_at: row.used_at,
-            revoked: row.revoked_at.is_some() || family_revoked.is_some(),
+            revoked: row.revoked_at.is_some() || row.family_revoked,
             successor,
         }
     }};
@@ -341,9 +347,10 @@ macro_rules! sql_impl {
                     let row: Option<$crate::store::refresh_tokens::PresentedRow> = sqlx::query_as(concat!(
                         "UPDATE refresh_tokens SET used_at = used_at WHERE token_hash = $1 RETURNING ",
                         $crate::store::refresh_tokens::columns!(),
-                        ", used_at, revoked_at, successor_hash"
+                        $crate::store::refresh_tokens::presented_columns!()
                     ))
                     .bind(token_hash)
+                    .bind(now)
                     .fetch_optional(&mut *tx)
                     .await?;
                     let Some(row) = row else {
@@ -355,7 +362,6 @@ macro_rules! sql_impl {
                     let presented = $crate::store::refresh_tokens::presented!(
                         &mut *tx,
                         row,
-                        now,
                         "UPDATE refresh_tokens SET used_at = used_at WHERE token_hash = $1 \
                          RETURNING used_at, revoked_at"
                     );
@@ -399,9 +405,11 @@ macro_rules! sql_impl {
                 let row: Option<$crate::store::refresh_tokens::PresentedRow> = sqlx::query_as(concat!(
                     "SELECT ",
                     $crate::store::refresh_tokens::columns!(),
-                    ", used_at, revoked_at, successor_hash FROM refresh_tokens WHERE token_hash = $1"
+                    $crate::store::refresh_tokens::presented_columns!(),
+                    " FROM refresh_tokens WHERE token_hash = $1"
                 ))
                 .bind(token_hash)
+                .bind(now)
                 .fetch_optional(&self.pool)
                 .await?;
                 let Some(row) = row else {
@@ -410,7 +418,6 @@ macro_rules! sql_impl {
                 Ok(Some($crate::store::refresh_tokens::presented!(
                     &self.pool,
                     row,
-                    now,
                     "SELECT used_at, revoked_at FROM refresh_tokens WHERE token_hash = $1"
                 )))
             }

@@ -98,8 +98,9 @@ macro_rules! applied_migrations {
 }
 pub(crate) use applied_migrations;
 
-/// Implement every store trait for `$ty` (a type with `pool` and `writer` fields and a
-/// `pools()` method listing them once each), naming the backend;
+/// Implement every store trait for `$ty` (a type with `pool` and `writer` fields, each of
+/// which runs statements and begins transactions, and a `stats()` method for its
+/// connections), naming the backend;
 /// `$transfer` is its [`Dialect`](super::transfer::Dialect) for export and import.
 macro_rules! sql_store {
     ($ty:ty, $name:literal, $transfer:expr) => {
@@ -133,13 +134,7 @@ macro_rules! sql_store {
             }
 
             fn pool_stats(&self) -> $crate::store::PoolStats {
-                let mut stats = $crate::store::PoolStats::default();
-                for pool in self.pools() {
-                    stats.open += pool.size();
-                    stats.idle += u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
-                    stats.max += pool.options().get_max_connections();
-                }
-                stats
+                self.stats()
             }
         }
 

@@ -3,10 +3,11 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::ConnectOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 
-use super::{Open, Schema, StoreError};
+use super::connections::Connections;
+use super::{Open, PoolStats, Schema, StoreError};
 
 /// Reads and writes go to separate pools. SQLite lets one connection write at a time; with
 /// writes spread over a pool, a writer that found the lock taken slept in SQLite's busy
@@ -15,11 +16,12 @@ use super::{Open, Schema, StoreError};
 /// connection makes writers queue in the process instead, in arrival order, and leaves the
 /// read pool to WAL's concurrent readers.
 pub struct SqliteStore {
-    /// Reads. Its connections are opened read-only (except in memory, where it is `writer`),
-    /// so a write sent here by mistake fails in tests rather than contending.
-    pool: SqlitePool,
+    /// Reads. Its connections are opened read-only (except in memory, where they share the
+    /// writer's database), so a write sent here by mistake fails in tests rather than
+    /// contending.
+    pool: Connections,
     /// Every statement of a method that writes, and every transaction that may.
-    writer: SqlitePool,
+    writer: Connections,
 }
 
 /// Create the database file readable by its owner only (SQLite gives its `-wal` and `-shm`
@@ -69,49 +71,41 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(5));
         // The writer first: it creates the file, sets WAL (which persists in the file) and
         // migrates before any reader opens it.
-        let writer = SqlitePoolOptions::new()
-            .max_connections(if in_memory { READERS } else { 1 })
-            .acquire_timeout(Duration::from_secs(10))
-            // No ping before each use (sqlx's default): a connection to a local file cannot
-            // have been dropped, and the ping was a round trip to the connection's thread
-            // before every statement, doubling the writer's time per write.
-            .test_before_acquire(false)
-            .connect_with(options.clone())
-            .await?;
+        let mut writer = options.connect().await?;
         if how == Open::Migrate {
-            MIGRATOR.run(&writer).await?;
+            MIGRATOR.run(&mut writer).await?;
         }
         let pool = if in_memory {
-            // An in-memory database is one shared cache; a separate read-only pool would
-            // open a database of its own.
-            writer.clone()
+            // An in-memory database is one shared cache; a read-only connection would open
+            // a database of its own.
+            Connections::readers(options.clone(), READERS)
         } else {
-            SqlitePoolOptions::new()
-                .max_connections(READERS)
-                .acquire_timeout(Duration::from_secs(10))
-                .test_before_acquire(false)
-                .connect_with(options.create_if_missing(false).read_only(true))
-                .await?
+            Connections::readers(
+                options.clone().create_if_missing(false).read_only(true),
+                READERS,
+            )
         };
         let applied = super::sql::applied_migrations!(
             &pool,
             "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
         );
+        let writer = Connections::writer(options, writer);
         Ok((Self { pool, writer }, Schema::compare(&MIGRATOR, applied)))
     }
 
-    /// The pools, each once (in memory, the reads' pool is the writer's).
-    fn pools(&self) -> Vec<&SqlitePool> {
-        if self.writer.options().get_max_connections() == 1 {
-            vec![&self.pool, &self.writer]
-        } else {
-            vec![&self.pool]
+    /// The read connections and the writer's one.
+    fn stats(&self) -> PoolStats {
+        let (reads, write) = (self.pool.stats(), self.writer.stats());
+        PoolStats {
+            open: reads.open + write.open,
+            idle: reads.idle + write.idle,
+            max: reads.max + write.max,
         }
     }
 }
 
 /// Read connections: WAL lets them all read while the writer writes.
-const READERS: u32 = 8;
+const READERS: usize = 8;
 
 /// Export and import: a deferred transaction reads one snapshot (WAL mode); an explicit
 /// `id` sets the audit log's AUTOINCREMENT counter by itself.

@@ -15,7 +15,7 @@ use crate::oauth::resource::OIDC_SCOPES;
 use crate::oauth::scope::Scope;
 use crate::oauth::tokens::TokenResponse;
 use crate::oauth::{authorization_details, pkce, policy};
-use crate::store::{AuthCode, Session, Spent};
+use crate::store::{AuthCode, Redeemer, Session, Spent};
 use crate::util;
 
 pub const GRANT_TYPE: &str = "authorization_code";
@@ -77,7 +77,28 @@ async fn replayed(ctx: &Context, client_id: &str, family_id: &str) -> OAuthError
     invalid_grant("the code was already used; the tokens issued for it are revoked")
 }
 
-/// The checks a redemption must pass before the code is spent.
+/// Why a redemption spent nothing: the code as it stands, and the first check it fails.
+async fn refused(
+    ctx: &Context,
+    req: &TokenRequest<'_>,
+    verifier: &str,
+    hash: &[u8],
+    now: i64,
+) -> OAuthError {
+    match ctx.codes().peek_code(hash, now).await {
+        Ok(Spent::Fresh(c)) => check(&c, req, verifier)
+            .err()
+            // The statement refused what the checks pass: refuse rather than guess.
+            .unwrap_or_else(|| invalid_grant("the code is invalid or expired")),
+        Ok(Spent::Replayed { family_id }) => replayed(ctx, &req.client.client_id, &family_id).await,
+        Ok(Spent::Invalid) => invalid_grant("the code is invalid or expired"),
+        Err(e) => e.into(),
+    }
+}
+
+/// The checks a redemption must pass to spend the code (made by the statement that spends
+/// it, [`CodeStore::redeem_code`](crate::store::CodeStore::redeem_code); here they say which
+/// one a refused redemption failed).
 ///
 /// A refused redemption spends nothing: a wrong client, redirect URI, PKCE verifier or DPoP
 /// key leaves the code for its rightful client. Spending it would let anyone who saw the
@@ -213,21 +234,21 @@ impl Grant for AuthorizationCode {
             .ok_or_else(|| invalid_grant("code_verifier is missing (PKCE is required)"))?;
         let hash = util::secret_hash(code);
         let now = ctx.now();
-        match ctx.codes().peek_code(&hash, now).await? {
-            Spent::Fresh(c) => check(&c, req, verifier)?,
-            Spent::Replayed { family_id } => {
-                return Err(replayed(ctx, &client.client_id, &family_id).await);
-            }
-            Spent::Invalid => return Err(invalid_grant("the code is invalid or expired")),
-        }
-        // Spent in one statement: of two concurrent redemptions one wins, and the other is a
-        // replay.
-        let code = match ctx.codes().redeem_code(&hash, now).await? {
-            Spent::Fresh(c) => c,
-            Spent::Replayed { family_id } => {
-                return Err(replayed(ctx, &client.client_id, &family_id).await);
-            }
-            Spent::Invalid => return Err(invalid_grant("the code is invalid or expired")),
+        // Spent in one statement that also makes the checks: of two concurrent redemptions
+        // one wins, and the other is a replay. A verifier that is not one cannot match.
+        let spent = if pkce::valid_verifier(verifier) {
+            let redeemer = Redeemer {
+                client_id: &client.client_id,
+                redirect_uri: req.form.get("redirect_uri"),
+                code_challenge: &pkce::s256(verifier),
+                dpop_jkt: req.dpop_jkt,
+            };
+            ctx.codes().redeem_code(&hash, &redeemer, now).await?
+        } else {
+            None
+        };
+        let Some(code) = spent else {
+            return Err(refused(ctx, req, verifier, &hash, now).await);
         };
         let granted = Scope::parse(&code.scope).map_err(OAuthError::internal)?;
         let scope = policy::narrow(req.form.get("scope"), &granted)?;
