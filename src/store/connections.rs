@@ -319,13 +319,14 @@ mod tests {
 
     use super::*;
 
+    /// The test database in `dir`.
+    fn file(dir: &tempfile::TempDir) -> SqliteConnectOptions {
+        SqliteConnectOptions::from_str(&format!("sqlite://{}", dir.path().join("t.db").display()))
+            .unwrap()
+    }
+
     async fn writer(dir: &tempfile::TempDir) -> Connections {
-        let options = SqliteConnectOptions::from_str(&format!(
-            "sqlite://{}",
-            dir.path().join("t.db").display()
-        ))
-        .unwrap()
-        .create_if_missing(true);
+        let options = file(dir).create_if_missing(true);
         let mut conn = options.connect().await.unwrap();
         sqlx::query("CREATE TABLE t (v INTEGER)")
             .execute(&mut conn)
@@ -377,15 +378,11 @@ mod tests {
         }
         // Another process on the file (the CLI, another replica), and nothing more from
         // this one: the rollback must not wait for this one's next write.
-        let mut other = SqliteConnectOptions::from_str(&format!(
-            "sqlite://{}",
-            dir.path().join("t.db").display()
-        ))
-        .unwrap()
-        .busy_timeout(Duration::ZERO)
-        .connect()
-        .await
-        .unwrap();
+        let mut other = file(&dir)
+            .busy_timeout(Duration::ZERO)
+            .connect()
+            .await
+            .unwrap();
         for _ in 0..50 {
             if sqlx::query("BEGIN IMMEDIATE")
                 .execute(&mut other)
@@ -449,15 +446,7 @@ mod tests {
         drop(held);
         queued.await.unwrap().unwrap();
 
-        let readers = Connections::readers(
-            SqliteConnectOptions::from_str(&format!(
-                "sqlite://{}",
-                dir.path().join("t.db").display()
-            ))
-            .unwrap()
-            .read_only(true),
-            4,
-        );
+        let readers = Connections::readers(file(&dir).read_only(true), 4);
         for _ in 0..3 {
             assert_eq!(count(&readers).await, 1);
         }

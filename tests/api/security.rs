@@ -68,6 +68,19 @@ both!(
             "invalid_grant",
             "another client",
         );
+        assert_error(
+            &redeem(
+                &app,
+                &client,
+                &code,
+                &verifier,
+                &[("redirect_uri", "http://127.0.0.1/other")],
+            )
+            .await,
+            400,
+            "invalid_grant",
+            "redirect_uri",
+        );
         let (s, _, body) = redeem(&app, &client, &code, &verifier, &[]).await;
         assert_eq!(s, 200, "{body}");
         app
