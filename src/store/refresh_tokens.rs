@@ -292,8 +292,34 @@ macro_rules! presented {
 }
 pub(crate) use presented;
 
+/// Revoke a family in one round trip: `$1` the family, `$2` now, `$3` until when the family is
+/// remembered as revoked; one row per token revoked. The family is remembered as revoked (in
+/// `used_jtis`), so a token of it that is still being issued (the first redemption of a code
+/// racing its replay) is born dead, and [`usable!`] refuses every token of it from then on.
+///
+/// PostgreSQL does both in one statement, so one commit. SQLite has no writing `WITH`: the two
+/// statements go to the writer's connection together, each committed as it runs, the mark
+/// first. A crash between them leaves the mark, which already refuses the whole family; the
+/// writer is held for both, so no rotation of this server runs in between.
+macro_rules! revoke_family {
+    ("postgres") => {
+        "WITH marked AS (INSERT INTO used_jtis (key, expires_at) VALUES ('family:' || $1, $3) \
+           ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at), \
+         revoked AS (UPDATE refresh_tokens SET revoked_at = $2 \
+           WHERE family_id = $1 AND revoked_at IS NULL RETURNING 1) \
+         SELECT 1 FROM revoked"
+    };
+    ("sqlite") => {
+        "INSERT INTO used_jtis (key, expires_at) VALUES ('family:' || $1, $3) \
+           ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at; \
+         UPDATE refresh_tokens SET revoked_at = $2 \
+           WHERE family_id = $1 AND revoked_at IS NULL RETURNING 1"
+    };
+}
+pub(crate) use revoke_family;
+
 macro_rules! sql_impl {
-    ($ty:ty) => {
+    ($ty:ty, $dialect:tt) => {
         #[async_trait::async_trait]
         impl $crate::store::RefreshTokenStore for $ty {
             async fn insert_refresh(&self, t: &$crate::store::RefreshToken) -> Result<(), $crate::store::StoreError> {
@@ -437,27 +463,14 @@ macro_rules! sql_impl {
             }
 
             async fn revoke_family(&self, family_id: &str, now: i64) -> Result<u64, $crate::store::StoreError> {
-                // The family is also remembered as revoked, so a token of it that is still being
-                // issued (the first redemption of a code racing its replay) is born dead.
                 $crate::store::sql::retrying(|| async move {
-                    let mut tx = self.writer.begin().await?;
-                    let r = sqlx::query(
-                        "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
-                    )
-                    .bind(family_id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                    sqlx::query(
-                        "INSERT INTO used_jtis (key, expires_at) VALUES ('family:' || $1, $2) \
-                         ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at",
-                    )
-                    .bind(family_id)
-                    .bind(now + $crate::store::REVOKED_FAMILY_MEMORY_SECS)
-                    .execute(&mut *tx)
-                    .await?;
-                    tx.commit().await?;
-                    Ok(r.rows_affected())
+                    let revoked = sqlx::query($crate::store::refresh_tokens::revoke_family!($dialect))
+                        .bind(family_id)
+                        .bind(now)
+                        .bind(now + $crate::store::REVOKED_FAMILY_MEMORY_SECS)
+                        .fetch_all(&self.writer)
+                        .await?;
+                    Ok(revoked.len() as u64)
                 })
                 .await
             }

@@ -4,9 +4,10 @@
 //! Each aggregate module (`clients.rs`, `codes.rs`, …) holds its statements once, in a macro
 //! that implements its trait for a type with a `pool` field (an sqlx pool) for reads and a
 //! `writer` field for every method that writes (the same pool on PostgreSQL, one connection
-//! on SQLite: see `SqliteStore`). The statements
-//! use only what SQLite (3.35+) and PostgreSQL share: `$n` placeholders,
-//! `ON CONFLICT … DO UPDATE`, `RETURNING`, BIGINT times and TEXT JSON. Rows are read into
+//! on SQLite: see `SqliteStore`). The statements use only what SQLite (3.35+) and
+//! PostgreSQL share: `$n` placeholders, `ON CONFLICT … DO UPDATE`, `RETURNING`, BIGINT times
+//! and TEXT JSON; where one round trip instead of several needs what only one backend has,
+//! a macro has an arm per backend (`refresh_tokens::revoke_family!`). Rows are read into
 //! `sqlx::FromRow` structs, which decode alike from either backend.
 
 use super::StoreError;
@@ -100,10 +101,11 @@ pub(crate) use applied_migrations;
 
 /// Implement every store trait for `$ty` (a type with `pool` and `writer` fields, each of
 /// which runs statements and begins transactions, and a `stats()` method for its
-/// connections), naming the backend;
+/// connections), naming the backend (`"sqlite"` or `"postgres"`, which also picks the few
+/// statements written apart for each, such as a family's revocation);
 /// `$transfer` is its [`Dialect`](super::transfer::Dialect) for export and import.
 macro_rules! sql_store {
-    ($ty:ty, $name:literal, $transfer:expr) => {
+    ($ty:ty, $name:tt, $transfer:expr) => {
         $crate::store::clients::sql_impl!($ty);
         $crate::store::resources::sql_impl!($ty);
         $crate::store::keys::sql_impl!($ty);
@@ -118,7 +120,7 @@ macro_rules! sql_store {
         $crate::store::consents::sql_impl!($ty);
         $crate::store::delegations::sql_impl!($ty);
         $crate::store::codes::sql_impl!($ty);
-        $crate::store::refresh_tokens::sql_impl!($ty);
+        $crate::store::refresh_tokens::sql_impl!($ty, $name);
         $crate::store::devices::sql_impl!($ty);
         $crate::store::backchannel::sql_impl!($ty);
         $crate::store::exchange_policies::sql_impl!($ty);

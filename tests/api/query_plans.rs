@@ -32,16 +32,19 @@ const SMALL: &[&str] = &[
     "upstream_providers",
 ];
 
-/// The statements the server logged after byte `from` of its log.
+/// The statements the server logged after byte `from` of its log, each on its own.
 fn statements(log: &str, from: usize) -> BTreeSet<String> {
     log[from..]
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|v| v["target"] == "sqlx::query")
-        .filter_map(|v| {
-            v["fields"]["db.statement"]
-                .as_str()
-                .map(|s| s.trim().to_string())
+        .filter_map(|v| v["fields"]["db.statement"].as_str().map(str::to_string))
+        // Statements sent together (SQLite's family revocation) are explained one by one:
+        // `EXPLAIN` covers only the first of several.
+        .flat_map(|s| {
+            s.split(';')
+                .map(|one| one.trim().to_string())
+                .collect::<Vec<_>>()
         })
         .filter(|s| {
             let head = s

@@ -323,6 +323,77 @@ async fn family_revocation_racing_rotations_never_errs() {
     }
 }
 
+/// Revoking a family (RFC 7009 revocation, a replayed code or refresh token) revokes every
+/// token of it, spent ones included, says how many, and leaves the family remembered as
+/// revoked: a token of it inserted afterwards (a code's first redemption racing its replay)
+/// is born dead. Revoking it again revokes nothing more; another family is untouched.
+#[tokio::test]
+async fn a_revoked_family_counts_its_tokens_and_stays_revoked() {
+    use concierge::store::refresh_tokens::Rotation;
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(app) = TestApp::builder(backend)
+            .with_user("alice", "a password of some length")
+            .with_machine_client("agent", None)
+            .start()
+            .await
+        else {
+            continue;
+        };
+        let store = app.store();
+        let now = concierge::util::now();
+        let (a, b) = (
+            refresh_token(&app, "fam", now),
+            refresh_token(&app, "fam", now),
+        );
+        store.insert_refresh(&a).await.unwrap();
+        store
+            .rotate_refresh(&a.token_hash, &b, now, &|_| Rotation::Rotate)
+            .await
+            .unwrap();
+        let other = refresh_token(&app, "fam-other", now);
+        store.insert_refresh(&other).await.unwrap();
+
+        let n = store.revoke_family("fam", now).await.unwrap();
+        assert_eq!(n, 2, "{backend:?}: the spent token and its live successor");
+        assert!(
+            store
+                .get_refresh(&b.token_hash, now)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let late = refresh_token(&app, "fam", now);
+        store.insert_refresh(&late).await.unwrap();
+        assert!(
+            store
+                .get_refresh(&late.token_hash, now)
+                .await
+                .unwrap()
+                .is_none(),
+            "{backend:?}: a token of the family inserted after its revocation must be dead"
+        );
+        assert_eq!(
+            store.revoke_family("fam", now).await.unwrap(),
+            1,
+            "{backend:?}: the late one only"
+        );
+        assert_eq!(
+            store.revoke_family("fam", now).await.unwrap(),
+            0,
+            "{backend:?}"
+        );
+        assert!(
+            store
+                .get_refresh(&other.token_hash, now)
+                .await
+                .unwrap()
+                .is_some(),
+            "{backend:?}: another family is untouched"
+        );
+        app.finish().await;
+    }
+}
+
 /// Revoking a consent (or signing a user out everywhere) also remembers the grant's families
 /// as revoked: a successor that a rotation running at that moment inserts after the
 /// revocation's update (it could not see it) is born dead. Other clients' families are not
