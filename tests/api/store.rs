@@ -336,22 +336,17 @@ async fn family_revocation_racing_rotations_never_errs() {
     }
 }
 
-/// Revoking a family (RFC 7009 revocation, a replayed code or refresh token) revokes every
-/// token of it, spent ones included, says how many, and leaves the family remembered as
-/// revoked: a token of it inserted afterwards (a code's first redemption racing its replay)
-/// is born dead. Revoking it again revokes nothing more; another family is untouched.
-#[tokio::test]
-async fn a_revoked_family_counts_its_tokens_and_stays_revoked() {
-    use concierge::store::refresh_tokens::Rotation;
-    for backend in [Backend::Sqlite, Backend::Postgres] {
-        let Some(app) = TestApp::builder(backend)
-            .with_user("alice", "a password of some length")
-            .with_machine_client("agent", None)
-            .start()
-            .await
-        else {
-            continue;
-        };
+// Revoking a family (RFC 7009 revocation, a replayed code or refresh token) revokes every
+// token of it, spent ones included, says how many, and leaves the family remembered as
+// revoked: a token of it inserted afterwards (a code's first redemption racing its replay)
+// is born dead. Revoking it again revokes nothing more; another family is untouched.
+both!(
+    a_revoked_family_counts_its_tokens_and_stays_revoked,
+    builder | b: crate::helpers::TestAppBuilder | b
+        .with_user("alice", "a password of some length")
+        .with_machine_client("agent", None),
+    |app: TestApp| async move {
+        use concierge::store::refresh_tokens::Rotation;
         let store = app.store();
         let now = concierge::util::now();
         let (a, b) = (
@@ -367,31 +362,20 @@ async fn a_revoked_family_counts_its_tokens_and_stays_revoked() {
         store.insert_refresh(&other).await.unwrap();
 
         let n = store.revoke_family("fam", now).await.unwrap();
-        assert_eq!(n, 2, "{backend:?}: the spent token and its live successor");
+        assert_eq!(n, 2, "the spent token and its live successor");
         assert!(!usable(&*store, &b, now).await);
         let late = refresh_token(&app, "fam", now);
         store.insert_refresh(&late).await.unwrap();
         assert!(
             !usable(&*store, &late, now).await,
-            "{backend:?}: a token of the family inserted after its revocation must be dead"
+            "a token of the family inserted after its revocation must be dead"
         );
-        assert_eq!(
-            store.revoke_family("fam", now).await.unwrap(),
-            1,
-            "{backend:?}: the late one only"
-        );
-        assert_eq!(
-            store.revoke_family("fam", now).await.unwrap(),
-            0,
-            "{backend:?}"
-        );
-        assert!(
-            usable(&*store, &other, now).await,
-            "{backend:?}: another family is untouched"
-        );
-        app.finish().await;
+        assert_eq!(store.revoke_family("fam", now).await.unwrap(), 1, "the late one only");
+        assert_eq!(store.revoke_family("fam", now).await.unwrap(), 0);
+        assert!(usable(&*store, &other, now).await, "another family is untouched");
+        app
     }
-}
+);
 
 /// Revoking a consent (or signing a user out everywhere) also remembers the grant's families
 /// as revoked: a successor that a rotation running at that moment inserts after the
