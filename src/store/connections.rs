@@ -342,18 +342,21 @@ mod tests {
             .unwrap()
     }
 
+    /// A transaction that inserts a row and is then dropped open, as when the request
+    /// holding it is cancelled.
+    async fn insert_and_drop(w: &Connections) {
+        let mut tx = w.begin().await.unwrap();
+        sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn a_transaction_dropped_open_is_rolled_back_before_the_next_use() {
         let dir = tempfile::tempdir().unwrap();
         let w = writer(&dir).await;
-        {
-            let mut tx = w.begin().await.unwrap();
-            sqlx::query("INSERT INTO t VALUES (1)")
-                .execute(&mut *tx)
-                .await
-                .unwrap();
-            // Dropped here, as when the request holding it is cancelled.
-        }
+        insert_and_drop(&w).await;
         assert_eq!(count(&w).await, 0, "the dropped insert was not rolled back");
         // The connection is out of any transaction: another one begins and commits.
         let mut tx = w.begin().await.unwrap();
@@ -369,13 +372,7 @@ mod tests {
     async fn a_transaction_dropped_open_does_not_keep_other_processes_from_writing() {
         let dir = tempfile::tempdir().unwrap();
         let w = writer(&dir).await;
-        {
-            let mut tx = w.begin().await.unwrap();
-            sqlx::query("INSERT INTO t VALUES (1)")
-                .execute(&mut *tx)
-                .await
-                .unwrap();
-        }
+        insert_and_drop(&w).await;
         // Another process on the file (the CLI, another replica), and nothing more from
         // this one: the rollback must not wait for this one's next write.
         let mut other = file(&dir)
