@@ -196,7 +196,8 @@ impl Metrics {
         let pool = Family::<PoolLabels, Gauge>::default();
         registry.register(
             "db_pool_connections",
-            "Database connections by state (idle, in_use) and the pool's maximum (max)",
+            "Database connections by state (idle, in_use) and the most that may be open (max; \
+             SQLite opens its readers as they are needed)",
             pool.clone(),
         );
         let key_age = Family::<KeyLabels, Gauge>::default();

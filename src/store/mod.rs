@@ -106,11 +106,12 @@ pub enum Spent<T> {
 pub trait HealthStore: Send + Sync {
     /// One round trip to the database, for readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;
-    /// The connection pool now, for the metrics.
+    /// The database connections now, for the metrics.
     fn pool_stats(&self) -> PoolStats;
 }
 
-/// The connection pools' state (SQLite's reads and its writer, summed).
+/// The database connections' state: PostgreSQL's pool, or SQLite's readers and its writer,
+/// summed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PoolStats {
     /// Connections open, idle or in use.

@@ -9,12 +9,12 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use super::connections::Connections;
 use super::{Open, PoolStats, Schema, StoreError};
 
-/// Reads and writes go to separate pools. SQLite lets one connection write at a time; with
-/// writes spread over a pool, a writer that found the lock taken slept in SQLite's busy
+/// Reads and writes go to separate connections, held by the process (see `connections.rs`).
+/// SQLite lets one connection write at a time; with writes spread over a pool, a writer that found the lock taken slept in SQLite's busy
 /// handler (1, 2, 5, 10 … ms) however soon the lock came free, and a transaction that read
 /// and then wrote could fail outright when another commit came between. One writing
 /// connection makes writers queue in the process instead, in arrival order, and leaves the
-/// read pool to WAL's concurrent readers.
+/// read connections to WAL's concurrent readers.
 pub struct SqliteStore {
     /// Reads. Its connections are opened read-only (except in memory, where they share the
     /// writer's database), so a write sent here by mistake fails in tests rather than
