@@ -197,7 +197,7 @@ impl Metrics {
         registry.register(
             "db_pool_connections",
             "Database connections by state (idle, in_use) and the most that may be open (max; \
-             SQLite opens its readers as they are needed)",
+             connections are opened as they are needed)",
             pool.clone(),
         );
         let key_age = Family::<KeyLabels, Gauge>::default();

@@ -1,104 +1,165 @@
-//! SQLite's connections, held by the process instead of pooled by sqlx.
+//! The store's connections, held by the process instead of pooled by sqlx.
 //!
-//! sqlx returns a pooled connection to its pool in a task of its own and pings it first (a
-//! round trip to the connection's thread), whatever the pool's options. So every statement
-//! on a pool cost two more thread hand-offs and a task. For the one connection that may
-//! write, that was worse: it stayed busy for the ping after every statement, and the next
-//! writer waited for it. Here each connection sits behind a fair mutex and passes from one
-//! user to the next in arrival order, with nothing in between.
+//! sqlx returns a pooled connection to its pool in a task of its own and pings it first, whatever
+//! the pool's options: a round trip to the connection's thread on SQLite, to the server on
+//! PostgreSQL, after every statement. So every statement on a pool cost two more thread
+//! hand-offs, a task and that round trip, and the connection stayed busy for the ping: on
+//! SQLite's one writing connection the next writer waited for it, on PostgreSQL the server
+//! answered twice per statement. Here each connection sits behind a fair mutex and passes from
+//! one user to the next in arrival order, with nothing in between.
 //!
 //! `&Connections` is an sqlx [`Executor`], so a statement runs on it as on a pool
 //! (`.execute(&self.writer)`), and [`Connections::begin`] opens a transaction as a pool's
-//! `begin` does.
+//! `begin` does. Like a pool, it is cheap to clone: clones share the connections.
+//!
+//! A connection that failed as a connection (its socket or thread is gone, or the server said
+//! it is shutting it down) is replaced before its next use; one idle longer than
+//! `check_idle_after` (PostgreSQL's: the server, a proxy or a failover may have dropped it
+//! meanwhile) is pinged first and replaced if the ping fails. The sqlx pool did both.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteQueryResult, SqliteRow, SqliteStatement, SqliteTypeInfo,
-};
-use sqlx::{ConnectOptions, Describe, Either, Execute, Executor, SqlStr, Sqlite, SqliteConnection};
+use sqlx::{ConnectOptions, Connection, Database, Describe, Either, Execute, Executor, SqlStr};
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 use super::PoolStats;
 
-/// How long a statement waits for a connection before it fails (as a pool's acquire
-/// timeout).
+/// How long a statement waits for a connection, opening it included, before it fails (as a
+/// pool's acquire timeout).
 const WAIT: Duration = Duration::from_secs(10);
 
 /// A fixed set of connections to one database, each opened on first use.
-pub(super) struct Connections {
-    options: SqliteConnectOptions,
-    /// Each empty until first used.
-    slots: Vec<Arc<Slot>>,
+pub(super) struct Connections<DB: Database> {
+    inner: Arc<Inner<DB>>,
+}
+
+struct Inner<DB: Database> {
+    options: <DB::Connection as Connection>::Options,
+    /// Each empty until first used, and again after its connection broke.
+    slots: Vec<Arc<Slot<DB>>>,
     /// Which connection a user waits for when none is free, in turn.
     next: AtomicUsize,
     /// How a transaction begins on these connections.
     begin: &'static str,
+    /// A connection idle this long is pinged before it is used (`None`: never).
+    check_idle_after: Option<Duration>,
 }
 
-type Slot = Mutex<Option<Open>>;
+type Slot<DB> = Mutex<Option<Open<DB>>>;
 
-struct Open {
-    conn: SqliteConnection,
+struct Open<DB: Database> {
+    conn: DB::Connection,
     /// A transaction was dropped open (its request was cancelled, or it returned early on an
     /// error): it is rolled back before the connection is used again.
     roll_back: bool,
+    /// A statement failed as only a lost connection fails: it is replaced before its next use.
+    broken: bool,
+    /// When it was last handed out, for `check_idle_after`.
+    used: Instant,
 }
 
-impl Open {
+impl<DB: Database> Open<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    fn new(conn: DB::Connection) -> Self {
+        Self {
+            conn,
+            roll_back: false,
+            broken: false,
+            used: Instant::now(),
+        }
+    }
+
     /// Roll back a transaction dropped open, if there was one.
     async fn settle(&mut self) {
         if self.roll_back {
-            self.roll_back = false;
             // It fails only if the transaction never began (dropped before its BEGIN was
-            // sent), and then there is nothing to undo.
-            if let Err(e) = sqlx::query("ROLLBACK").execute(&mut self.conn).await {
+            // sent), and then there is nothing to undo, or if the connection is lost. Marked
+            // done only once it ran: if this is cancelled first, the next user rolls back.
+            let done = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+            self.roll_back = false;
+            if let Err(e) = self.noting(done) {
                 tracing::debug!(error = %e, "rolling back a dropped transaction");
             }
         }
     }
+
+    /// `result`, having marked the connection for replacement if its error says the
+    /// connection is lost.
+    fn noting<T>(&mut self, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+        if let Err(e) = &result {
+            self.broken |= breaks(e);
+        }
+        result
+    }
 }
 
-impl fmt::Debug for Connections {
+/// Whether an error means the connection cannot be used again: its socket or thread is gone,
+/// or the server ended the session (SQLSTATE class 08, connection exception, and 57P01–57P03,
+/// the server shutting down or refusing connections).
+fn breaks(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    }
+}
+
+impl<DB: Database> Clone for Connections<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<DB: Database> fmt::Debug for Connections<DB> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connections")
-            .field("size", &self.slots.len())
+            .field("size", &self.inner.slots.len())
             .finish()
     }
 }
 
-impl Connections {
-    /// The one connection that writes, already open (`conn`, with the migrations applied).
-    /// Its transactions take SQLite's write lock at once (`BEGIN IMMEDIATE`): the server's
-    /// own writers queue here anyway, and another process writing the same file (an admin
-    /// command) makes a transaction wait in the busy handler rather than fail when it
-    /// upgrades a read to a write.
-    pub(super) fn writer(options: SqliteConnectOptions, conn: SqliteConnection) -> Self {
+impl<DB: Database> Connections<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    /// `size` connections, the first already open (`first`), the rest opened with `options`
+    /// when first needed. A transaction on them begins with `begin`.
+    fn new(
+        options: <DB::Connection as Connection>::Options,
+        first: Option<DB::Connection>,
+        size: usize,
+        begin: &'static str,
+        check_idle_after: Option<Duration>,
+    ) -> Self {
+        let mut first = first.map(Open::new);
+        let slots = (0..size.max(1))
+            .map(|_| Arc::new(Mutex::new(first.take())))
+            .collect();
         Self {
-            options,
-            slots: vec![Arc::new(Mutex::new(Some(Open {
-                conn,
-                roll_back: false,
-            })))],
-            next: AtomicUsize::new(0),
-            begin: "BEGIN IMMEDIATE",
-        }
-    }
-
-    /// `size` connections for reads, opened with `options` when first needed. A transaction
-    /// on them is a deferred one, which reads one snapshot (WAL mode).
-    pub(super) fn readers(options: SqliteConnectOptions, size: usize) -> Self {
-        Self {
-            options,
-            slots: (0..size.max(1)).map(|_| Arc::default()).collect(),
-            next: AtomicUsize::new(0),
-            begin: "BEGIN",
+            inner: Arc::new(Inner {
+                options,
+                slots,
+                next: AtomicUsize::new(0),
+                begin,
+                check_idle_after,
+            }),
         }
     }
 
@@ -106,10 +167,17 @@ impl Connections {
     /// next in turn once the users queued before have finished with it (tokio's mutex is
     /// fair). It has no transaction open. Connections are tried in order, so a light load
     /// keeps to the first few and the rest are never opened.
-    pub(super) async fn lock(&self) -> Result<Conn<'_>, sqlx::Error> {
+    pub(super) async fn lock(&self) -> Result<Conn<'_, DB>, sqlx::Error> {
+        tokio::time::timeout(WAIT, self.lock_within())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?
+    }
+
+    async fn lock_within(&self) -> Result<Conn<'_, DB>, sqlx::Error> {
+        let inner = &*self.inner;
         let mut unopened = None;
         let mut free = None;
-        for slot in &self.slots {
+        for slot in &inner.slots {
             if let Ok(guard) = slot.try_lock() {
                 if guard.is_some() {
                     free = Some((slot, guard));
@@ -121,43 +189,57 @@ impl Connections {
         let (which, mut slot) = match free.or(unopened) {
             Some(found) => found,
             None => {
-                let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-                let slot = &self.slots[turn];
-                let guard = tokio::time::timeout(WAIT, slot.lock())
-                    .await
-                    .map_err(|_| sqlx::Error::PoolTimedOut)?;
-                (slot, guard)
+                let turn = inner.next.fetch_add(1, Ordering::Relaxed) % inner.slots.len();
+                let slot = &inner.slots[turn];
+                (slot, slot.lock().await)
             }
         };
+        if let Some(open) = slot.as_mut() {
+            open.settle().await;
+            let idle = inner
+                .check_idle_after
+                .is_some_and(|d| open.used.elapsed() >= d);
+            if !open.broken && idle {
+                let pinged = open.conn.ping().await;
+                open.noting(pinged).ok();
+            }
+        }
+        if let Some(lost) = slot.take_if(|open| open.broken) {
+            tracing::debug!("replacing a lost database connection");
+            // Dropped, not closed: its socket or thread is gone already.
+            drop(lost);
+        }
         if slot.is_none() {
-            *slot = Some(Open {
-                conn: self.options.connect().await?,
-                roll_back: false,
-            });
+            *slot = Some(Open::new(inner.options.connect().await?));
         }
         let Ok(mut open) = MutexGuard::try_map(slot, Option::as_mut) else {
             return Err(sqlx::Error::PoolClosed);
         };
-        open.settle().await;
-        Ok(Conn { open, slot: which })
+        open.used = Instant::now();
+        Ok(Conn {
+            open,
+            slot: which,
+            settle: settle::<DB>,
+        })
     }
 
     /// Begin a transaction on a connection, held until it commits or is dropped.
-    pub(super) async fn begin(&self) -> Result<Tx<'_>, sqlx::Error> {
+    pub(super) async fn begin(&self) -> Result<Tx<'_, DB>, sqlx::Error> {
         // Marked open before BEGIN is sent: if this future is dropped once the statement has
-        // reached the connection's thread, the next user rolls it back.
+        // reached the connection, the next user rolls it back.
         let mut tx = Tx {
             conn: self.lock().await?,
             open: true,
         };
-        sqlx::query(self.begin).execute(&mut *tx).await?;
+        let begun = sqlx::query(self.inner.begin).execute(&mut *tx).await;
+        tx.conn.open.noting(begun)?;
         Ok(tx)
     }
 
     /// Open, idle and at most how many, for the metrics.
     pub(super) fn stats(&self) -> PoolStats {
         let mut stats = PoolStats::default();
-        for slot in &self.slots {
+        for slot in &self.inner.slots {
             stats.max += 1;
             match slot.try_lock() {
                 Ok(s) if s.is_some() => {
@@ -172,98 +254,158 @@ impl Connections {
     }
 }
 
-/// A connection, held.
-pub(super) struct Conn<'a> {
-    open: MappedMutexGuard<'a, Open>,
-    /// Where it is held, for a rollback after it is let go.
-    slot: &'a Arc<Slot>,
+impl Connections<sqlx::Sqlite> {
+    /// SQLite's one connection that writes, already open (`conn`, with the migrations
+    /// applied). Its transactions take SQLite's write lock at once (`BEGIN IMMEDIATE`): the
+    /// server's own writers queue here anyway, and another process writing the same file (an
+    /// admin command) makes a transaction wait in the busy handler rather than fail when it
+    /// upgrades a read to a write.
+    pub(super) fn writer(
+        options: sqlx::sqlite::SqliteConnectOptions,
+        conn: sqlx::SqliteConnection,
+    ) -> Self {
+        Self::new(options, Some(conn), 1, "BEGIN IMMEDIATE", None)
+    }
+
+    /// `size` SQLite connections for reads, opened with `options` when first needed. A
+    /// transaction on them is a deferred one, which reads one snapshot (WAL mode). The file
+    /// is local: a connection is never idle-checked.
+    pub(super) fn readers(options: sqlx::sqlite::SqliteConnectOptions, size: usize) -> Self {
+        Self::new(options, None, size, "BEGIN", None)
+    }
 }
 
-impl Deref for Conn<'_> {
-    type Target = SqliteConnection;
-    fn deref(&self) -> &SqliteConnection {
+impl Connections<sqlx::Postgres> {
+    /// `size` PostgreSQL connections for reads and writes alike (its writers do not contend
+    /// as SQLite's do), `first` already open (the one that migrated), the rest opened when
+    /// first needed; one idle `check_idle_after` or longer is pinged before it is used.
+    pub(super) fn shared(
+        options: sqlx::postgres::PgConnectOptions,
+        first: sqlx::PgConnection,
+        size: usize,
+        check_idle_after: Duration,
+    ) -> Self {
+        Self::new(options, Some(first), size, "BEGIN", Some(check_idle_after))
+    }
+}
+
+/// A connection, held.
+pub(super) struct Conn<'a, DB: Database> {
+    open: MappedMutexGuard<'a, Open<DB>>,
+    /// Where it is held, for a rollback after it is let go.
+    slot: &'a Arc<Slot<DB>>,
+    /// That rollback ([`settle`]; `Drop` cannot name the bounds it needs).
+    settle: fn(Arc<Slot<DB>>) -> BoxFuture<'static, ()>,
+}
+
+impl<DB: Database> Deref for Conn<'_, DB> {
+    type Target = DB::Connection;
+    fn deref(&self) -> &DB::Connection {
         &self.open.conn
     }
 }
 
-impl DerefMut for Conn<'_> {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
+impl<DB: Database> DerefMut for Conn<'_, DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
         &mut self.open.conn
     }
 }
 
 /// A transaction on a held connection; dropped without [`Tx::commit`], it is rolled back.
-pub(super) struct Tx<'a> {
-    conn: Conn<'a>,
+pub(super) struct Tx<'a, DB: Database> {
+    conn: Conn<'a, DB>,
     open: bool,
 }
 
-impl Tx<'_> {
-    pub(super) async fn commit(mut self) -> Result<(), sqlx::Error> {
-        sqlx::query("COMMIT").execute(&mut *self).await?;
-        self.open = false;
-        Ok(())
+impl<DB: Database> Tx<'_, DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    pub(super) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.end("COMMIT").await
     }
 
-    pub(super) async fn rollback(mut self) -> Result<(), sqlx::Error> {
-        sqlx::query("ROLLBACK").execute(&mut *self).await?;
+    pub(super) async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.end("ROLLBACK").await
+    }
+
+    async fn end(mut self, how: &'static str) -> Result<(), sqlx::Error> {
+        let ended = sqlx::query(how).execute(&mut *self).await;
+        // Only a statement that ran ends the transaction; else it is rolled back on drop.
+        self.conn.open.noting(ended)?;
         self.open = false;
         Ok(())
     }
 }
 
-impl Deref for Tx<'_> {
-    type Target = SqliteConnection;
-    fn deref(&self) -> &SqliteConnection {
+impl<DB: Database> Deref for Tx<'_, DB> {
+    type Target = DB::Connection;
+    fn deref(&self) -> &DB::Connection {
         &self.conn
     }
 }
 
-impl DerefMut for Tx<'_> {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
+impl<DB: Database> DerefMut for Tx<'_, DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
         &mut self.conn
     }
 }
 
-impl Drop for Tx<'_> {
+impl<DB: Database> Drop for Tx<'_, DB> {
     fn drop(&mut self) {
         if !self.open {
             return;
         }
         // No statement can be awaited here. Whoever takes the connection next rolls back
         // first: a user queued for it, or else a task spawned for that alone, so that the
-        // transaction does not hold SQLite's write lock against other processes on the file
-        // (the CLI, another replica) until this one writes again.
+        // transaction does not hold its locks (SQLite's write lock against other processes
+        // on the file, PostgreSQL's row locks against other replicas) until this connection
+        // is used again.
         self.conn.open.roll_back = true;
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let slot = Arc::clone(self.conn.slot);
-            runtime.spawn(async move {
-                if let Some(open) = slot.lock().await.as_mut() {
-                    open.settle().await;
-                }
-            });
+            runtime.spawn((self.conn.settle)(slot));
         }
     }
 }
 
-type Item = Either<SqliteQueryResult, SqliteRow>;
+/// Roll back what a transaction dropped open left on the connection in `slot`.
+fn settle<DB: Database>(slot: Arc<Slot<DB>>) -> BoxFuture<'static, ()>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    Box::pin(async move {
+        if let Some(open) = slot.lock().await.as_mut() {
+            open.settle().await;
+        }
+    })
+}
 
-impl<'c> Executor<'c> for &'c Connections {
-    type Database = Sqlite;
+type Item<DB> = Either<<DB as Database>::QueryResult, <DB as Database>::Row>;
+
+impl<'c, DB: Database> Executor<'c> for &'c Connections<DB>
+where
+    for<'x> &'x mut DB::Connection: Executor<'x, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    type Database = DB;
 
     /// The statement's results, collected while the connection is held (the store reads
     /// pages of rows at most), then streamed.
-    fn fetch_many<'e, 'q: 'e, E>(self, query: E) -> BoxStream<'e, Result<Item, sqlx::Error>>
+    fn fetch_many<'e, 'q: 'e, E>(self, query: E) -> BoxStream<'e, Result<Item<DB>, sqlx::Error>>
     where
         'c: 'e,
-        E: 'q + Execute<'q, Sqlite>,
+        E: 'q + Execute<'q, DB>,
     {
         stream::once(async move {
             let mut conn = self.lock().await?;
-            (&mut *conn)
+            let all = (&mut *conn)
                 .fetch_many(query)
-                .try_collect::<Vec<Item>>()
-                .await
+                .try_collect::<Vec<Item<DB>>>()
+                .await;
+            conn.open.noting(all)
         })
         .flat_map(|all| {
             stream::iter(match all {
@@ -277,38 +419,41 @@ impl<'c> Executor<'c> for &'c Connections {
     fn fetch_optional<'e, 'q: 'e, E>(
         self,
         query: E,
-    ) -> BoxFuture<'e, Result<Option<SqliteRow>, sqlx::Error>>
+    ) -> BoxFuture<'e, Result<Option<DB::Row>, sqlx::Error>>
     where
         'c: 'e,
-        E: 'q + Execute<'q, Sqlite>,
+        E: 'q + Execute<'q, DB>,
     {
         Box::pin(async move {
             let mut conn = self.lock().await?;
-            (&mut *conn).fetch_optional(query).await
+            let row = (&mut *conn).fetch_optional(query).await;
+            conn.open.noting(row)
         })
     }
 
     fn prepare_with<'e>(
         self,
         sql: SqlStr,
-        parameters: &'e [SqliteTypeInfo],
-    ) -> BoxFuture<'e, Result<SqliteStatement, sqlx::Error>>
+        parameters: &'e [DB::TypeInfo],
+    ) -> BoxFuture<'e, Result<DB::Statement, sqlx::Error>>
     where
         'c: 'e,
     {
         Box::pin(async move {
             let mut conn = self.lock().await?;
-            (&mut *conn).prepare_with(sql, parameters).await
+            let prepared = (&mut *conn).prepare_with(sql, parameters).await;
+            conn.open.noting(prepared)
         })
     }
 
-    fn describe<'e>(self, sql: SqlStr) -> BoxFuture<'e, Result<Describe<Sqlite>, sqlx::Error>>
+    fn describe<'e>(self, sql: SqlStr) -> BoxFuture<'e, Result<Describe<DB>, sqlx::Error>>
     where
         'c: 'e,
     {
         Box::pin(async move {
             let mut conn = self.lock().await?;
-            (&mut *conn).describe(sql).await
+            let described = (&mut *conn).describe(sql).await;
+            conn.open.noting(described)
         })
     }
 }
@@ -316,6 +461,9 @@ impl<'c> Executor<'c> for &'c Connections {
 #[cfg(test)]
 mod tests {
     use std::str::FromStr;
+
+    use sqlx::Sqlite;
+    use sqlx::sqlite::SqliteConnectOptions;
 
     use super::*;
 
@@ -325,7 +473,7 @@ mod tests {
             .unwrap()
     }
 
-    async fn writer(dir: &tempfile::TempDir) -> Connections {
+    async fn writer(dir: &tempfile::TempDir) -> Connections<Sqlite> {
         let options = file(dir).create_if_missing(true);
         let mut conn = options.connect().await.unwrap();
         sqlx::query("CREATE TABLE t (v INTEGER)")
@@ -335,7 +483,7 @@ mod tests {
         Connections::writer(options, conn)
     }
 
-    async fn count(c: &Connections) -> i64 {
+    async fn count(c: &Connections<Sqlite>) -> i64 {
         sqlx::query_scalar("SELECT COUNT(*) FROM t")
             .fetch_one(c)
             .await
@@ -344,7 +492,7 @@ mod tests {
 
     /// A transaction that inserts a row and is then dropped open, as when the request
     /// holding it is cancelled.
-    async fn insert_and_drop(w: &Connections) {
+    async fn insert_and_drop(w: &Connections<Sqlite>) {
         let mut tx = w.begin().await.unwrap();
         sqlx::query("INSERT INTO t VALUES (1)")
             .execute(&mut *tx)

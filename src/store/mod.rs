@@ -110,8 +110,8 @@ pub trait HealthStore: Send + Sync {
     fn pool_stats(&self) -> PoolStats;
 }
 
-/// The database connections' state: PostgreSQL's pool, or SQLite's readers and its writer,
-/// summed.
+/// The database connections' state: PostgreSQL's connections, or SQLite's readers and its
+/// writer, summed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PoolStats {
     /// Connections open, idle or in use.
@@ -119,17 +119,6 @@ pub struct PoolStats {
     pub idle: u32,
     /// The most it opens.
     pub max: u32,
-}
-
-impl PoolStats {
-    /// A pool's figures.
-    fn of<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> Self {
-        Self {
-            open: pool.size(),
-            idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
-            max: pool.options().get_max_connections(),
-        }
-    }
 }
 
 /// Everything the server stores. Code that needs one aggregate takes its trait instead.

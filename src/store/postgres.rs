@@ -3,16 +3,18 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::ConnectOptions;
+use sqlx::postgres::PgConnectOptions;
 
+use super::connections::Connections;
 use super::{Open, PoolStats, Schema, StoreError};
 
+/// Reads and writes share one set of connections, held by the process (see
+/// `connections.rs`): PostgreSQL's writers do not contend as SQLite's do (see `SqliteStore`).
 pub struct PgStore {
-    pool: PgPool,
-    /// The same pool as `pool`: PostgreSQL's writers do not contend as SQLite's do (see
-    /// `SqliteStore`), so the statements that write share the one pool.
-    writer: PgPool,
+    pool: Connections<sqlx::Postgres>,
+    /// The same connections as `pool`.
+    writer: Connections<sqlx::Postgres>,
 }
 
 /// This binary's migrations. Applied migrations it does not know (a newer release's, during
@@ -23,7 +25,12 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate::Migrator {
     ..sqlx::migrate!("./migrations/postgres")
 };
 
-/// A pooled connection idle this long is pinged before it is used again.
+/// How many connections one replica opens at most.
+const CONNECTIONS: usize = 16;
+
+/// A connection idle this long is pinged before it is used again. Only a connection idle for
+/// a while can have been dropped unnoticed (a server restart, a failover, an idle timeout in a
+/// proxy between); one in steady use shows a break on its next statement, and is replaced then.
 const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// The newest migration this binary has.
@@ -34,30 +41,13 @@ pub(super) fn latest_migration() -> i64 {
 impl PgStore {
     pub async fn open(url: &str, how: Open) -> Result<(Self, Schema), StoreError> {
         let options = PgConnectOptions::from_str(url)?;
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
-            // sqlx pings every pooled connection before handing it out: a round trip to the
-            // server before each statement. Only a connection idle for a while can have been
-            // dropped (a server restart, a failover, an idle timeout in between); one in
-            // steady use would show a break on its next statement anyway. So only those
-            // idle longer than `CHECK_IDLE_AFTER` are pinged, and one that fails is replaced.
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for >= CHECK_IDLE_AFTER {
-                        sqlx::Connection::ping(conn).await?;
-                    }
-                    Ok(true)
-                })
-            })
-            .connect_with(options)
-            .await?;
+        let mut first = options.connect().await?;
         if how == Open::Migrate {
             // sqlx takes a PostgreSQL advisory lock while migrating, so replicas starting
             // together apply each migration once.
-            MIGRATOR.run(&pool).await?;
+            MIGRATOR.run(&mut first).await?;
         }
+        let pool = Connections::shared(options, first, CONNECTIONS, CHECK_IDLE_AFTER);
         let applied = super::sql::applied_migrations!(
             &pool,
             "SELECT COUNT(*) FROM information_schema.tables \
@@ -72,9 +62,9 @@ impl PgStore {
         ))
     }
 
-    /// The one pool.
+    /// The one set of connections.
     fn stats(&self) -> PoolStats {
-        PoolStats::of(&self.pool)
+        self.pool.stats()
     }
 }
 

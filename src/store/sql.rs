@@ -2,9 +2,9 @@
 //! for a backend.
 //!
 //! Each aggregate module (`clients.rs`, `codes.rs`, …) holds its statements once, in a macro
-//! that implements its trait for a type with a `pool` field (an sqlx pool) for reads and a
-//! `writer` field for every method that writes (the same pool on PostgreSQL, one connection
-//! on SQLite: see `SqliteStore`). The statements use only what SQLite (3.35+) and
+//! that implements its trait for a type with a `pool` field (connections held by the process,
+//! `connections.rs`) for reads and a `writer` field for every method that writes (the same
+//! connections on PostgreSQL, one connection on SQLite: see `SqliteStore`). The statements use only what SQLite (3.35+) and
 //! PostgreSQL share: `$n` placeholders, `ON CONFLICT … DO UPDATE`, `RETURNING`, BIGINT times
 //! and TEXT JSON; where one round trip instead of several needs what only one backend has,
 //! a macro has an arm per backend (`refresh_tokens::revoke_family!`). Rows are read into

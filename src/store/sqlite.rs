@@ -19,9 +19,9 @@ pub struct SqliteStore {
     /// Reads. Its connections are opened read-only (except in memory, where they share the
     /// writer's database), so a write sent here by mistake fails in tests rather than
     /// contending.
-    pool: Connections,
+    pool: Connections<sqlx::Sqlite>,
     /// Every statement of a method that writes, and every transaction that may.
-    writer: Connections,
+    writer: Connections<sqlx::Sqlite>,
 }
 
 /// Create the database file readable by its owner only (SQLite gives its `-wal` and `-shm`

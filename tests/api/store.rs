@@ -628,33 +628,37 @@ both!(
     }
 );
 
-/// PostgreSQL closes the pool's connections (a restart, a failover, an idle timeout in a
-/// proxy between): the pool does not ping a connection before every use, only one idle for a
-/// while, so after such a drop the next requests are answered on new connections rather than
-/// failing on dead ones. SQLite has no such drop: its connections are to a local file.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_connections_closed_while_idle_are_replaced() {
-    let Some(app) = TestApp::builder(Backend::Postgres).start().await else {
-        return;
-    };
-    // Six registrations at once, so the pool holds several connections; their statuses.
-    let register_six = async |app: &TestApp| {
-        let mut set = tokio::task::JoinSet::new();
-        for _ in 0..6 {
-            let request = app
-                .http
-                .post(app.url("/register"))
-                .json(&serde_json::json!({
-                    "redirect_uris": ["http://127.0.0.1/cb"],
-                    "token_endpoint_auth_method": "none",
-                }));
-            set.spawn(async move { request.send().await.map(|r| r.status().as_u16()) });
-        }
-        set.join_all().await
-    };
-    let first = register_six(&app).await;
-    assert!(first.iter().all(|s| matches!(s, Ok(201))), "{first:?}");
+/// A registration request, sent with [`status`].
+fn registration(app: &TestApp) -> reqwest::RequestBuilder {
+    app.http
+        .post(app.url("/register"))
+        .json(&serde_json::json!({
+            "redirect_uris": ["http://127.0.0.1/cb"],
+            "token_endpoint_auth_method": "none",
+        }))
+}
 
+/// A request's status, or its error.
+async fn status(request: reqwest::RequestBuilder) -> Result<u16, String> {
+    request
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| e.to_string())
+}
+
+/// Six registrations at once, so the server holds several connections; their statuses.
+async fn register_six(app: &TestApp) -> Vec<Result<u16, String>> {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        set.spawn(status(registration(app)));
+    }
+    set.join_all().await
+}
+
+/// Close every connection the server holds to its PostgreSQL database, as a server restart
+/// or a failover does.
+async fn terminate_server_connections(app: &TestApp) {
     let url = app
         .config
         .database_url
@@ -677,6 +681,20 @@ async fn postgres_connections_closed_while_idle_are_replaced() {
         !closed.is_empty(),
         "the server held connections to {database}"
     );
+}
+
+/// PostgreSQL closes the server's connections (a restart, a failover, an idle timeout in a
+/// proxy between): a connection is not pinged before every use, only one idle for a while,
+/// so after such a drop the next requests are answered on new connections rather than
+/// failing on dead ones. SQLite has no such drop: its connections are to a local file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_closed_while_idle_are_replaced() {
+    let Some(app) = TestApp::builder(Backend::Postgres).start().await else {
+        return;
+    };
+    let first = register_six(&app).await;
+    assert!(first.iter().all(|s| matches!(s, Ok(201))), "{first:?}");
+    terminate_server_connections(&app).await;
 
     // Idle past the check's threshold, as after a restart seen later.
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
@@ -684,6 +702,33 @@ async fn postgres_connections_closed_while_idle_are_replaced() {
     assert!(
         after.iter().all(|s| matches!(s, Ok(201))),
         "every request after the drop is answered: {after:?}"
+    );
+    app.finish().await;
+}
+
+/// The same drop under steady use, with no idle time for the check: a request that meets a
+/// dead connection may fail, but each dead connection fails once and is then replaced, so
+/// no more requests fail than the server held connections (16).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_closed_while_in_use_fail_once_each() {
+    let Some(app) = TestApp::builder(Backend::Postgres).start().await else {
+        return;
+    };
+    let first = register_six(&app).await;
+    assert!(first.iter().all(|s| matches!(s, Ok(201))), "{first:?}");
+    terminate_server_connections(&app).await;
+
+    let mut failed = Vec::new();
+    for _ in 0..40 {
+        match status(registration(&app)).await {
+            Ok(201) => {}
+            other => failed.push(other),
+        }
+    }
+    assert!(
+        failed.len() <= 16,
+        "a dead connection failed more than one request: {} of 40 failed: {failed:?}",
+        failed.len()
     );
     app.finish().await;
 }
