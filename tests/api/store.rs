@@ -656,9 +656,13 @@ async fn register_six(app: &TestApp) -> Vec<Result<u16, String>> {
     set.join_all().await
 }
 
-/// Close every connection the server holds to its PostgreSQL database, as a server restart
-/// or a failover does.
-async fn terminate_server_connections(app: &TestApp) {
+/// A PostgreSQL test server that has opened several connections (six registrations at once,
+/// all answered), every one of which its database has then closed, as a restart or a
+/// failover does. `None` when PostgreSQL is not there (the test skips).
+async fn server_with_its_connections_closed() -> Option<TestApp> {
+    let app = TestApp::builder(Backend::Postgres).start().await?;
+    let first = register_six(&app).await;
+    assert!(first.iter().all(|s| matches!(s, Ok(201))), "{first:?}");
     let url = app
         .config
         .database_url
@@ -681,6 +685,7 @@ async fn terminate_server_connections(app: &TestApp) {
         !closed.is_empty(),
         "the server held connections to {database}"
     );
+    Some(app)
 }
 
 /// PostgreSQL closes the server's connections (a restart, a failover, an idle timeout in a
@@ -689,12 +694,9 @@ async fn terminate_server_connections(app: &TestApp) {
 /// failing on dead ones. SQLite has no such drop: its connections are to a local file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_connections_closed_while_idle_are_replaced() {
-    let Some(app) = TestApp::builder(Backend::Postgres).start().await else {
+    let Some(app) = server_with_its_connections_closed().await else {
         return;
     };
-    let first = register_six(&app).await;
-    assert!(first.iter().all(|s| matches!(s, Ok(201))), "{first:?}");
-    terminate_server_connections(&app).await;
 
     // Idle past the check's threshold, as after a restart seen later.
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
@@ -711,12 +713,9 @@ async fn postgres_connections_closed_while_idle_are_replaced() {
 /// no more requests fail than the server held connections (16).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_connections_closed_while_in_use_fail_once_each() {
-    let Some(app) = TestApp::builder(Backend::Postgres).start().await else {
+    let Some(app) = server_with_its_connections_closed().await else {
         return;
     };
-    let first = register_six(&app).await;
-    assert!(first.iter().all(|s| matches!(s, Ok(201))), "{first:?}");
-    terminate_server_connections(&app).await;
 
     let mut failed = Vec::new();
     for _ in 0..40 {
