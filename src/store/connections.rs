@@ -34,6 +34,18 @@ use super::PoolStats;
 /// pool's acquire timeout).
 const WAIT: Duration = Duration::from_secs(10);
 
+/// Open one connection within [`WAIT`]: a server that does not answer (a dropped packet, a
+/// firewall) is an error after that, not a wait for the operating system's TCP timeout.
+pub(super) async fn connect<C: Connection>(options: &C::Options) -> Result<C, sqlx::Error> {
+    match tokio::time::timeout(WAIT, options.connect()).await {
+        Ok(connected) => connected,
+        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the database did not answer within {} s", WAIT.as_secs()),
+        ))),
+    }
+}
+
 /// A fixed set of connections to one database, each opened on first use.
 pub(super) struct Connections<DB: Database> {
     inner: Arc<Inner<DB>>,
@@ -103,8 +115,9 @@ where
 }
 
 /// Whether an error means the connection cannot be used again: its socket or thread is gone,
-/// or the server ended the session (SQLSTATE class 08, connection exception, and 57P01–57P03,
-/// the server shutting down or refusing connections).
+/// or the server ended the session (SQLSTATE class 08, connection exception, and 57P…, the
+/// server shutting down, terminating the backend, dropping the database or timing out an
+/// idle session).
 fn breaks(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_)

@@ -3,7 +3,6 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::ConnectOptions;
 use sqlx::postgres::PgConnectOptions;
 
 use super::connections::Connections;
@@ -41,7 +40,7 @@ pub(super) fn latest_migration() -> i64 {
 impl PgStore {
     pub async fn open(url: &str, how: Open) -> Result<(Self, Schema), StoreError> {
         let options = PgConnectOptions::from_str(url)?;
-        let mut first = options.connect().await?;
+        let mut first = super::connections::connect(&options).await?;
         if how == Open::Migrate {
             // sqlx takes a PostgreSQL advisory lock while migrating, so replicas starting
             // together apply each migration once.
