@@ -54,12 +54,19 @@ pub trait CodeStore: Send + Sync {
     /// Spend a code that is live and matches `by`: one atomic statement, so of two concurrent
     /// redemptions one wins. `None` when nothing was spent: the code is unknown, expired,
     /// spent, or issued for something else ([`CodeStore::peek_code`] tells which).
+    ///
+    /// Its commit does not wait for the disk (`sql::not_awaited`): the refresh token inserted
+    /// next makes it durable, in the same flush. When none is, the caller makes it durable
+    /// with [`CodeStore::settle_redemption`] before it answers.
     async fn redeem_code(
         &self,
         code_hash: &[u8],
         by: &Redeemer<'_>,
         now: i64,
     ) -> Result<Option<AuthCode>, StoreError>;
+    /// Make a redemption durable that no later write of the request did: one write of the
+    /// code's row whose commit waits for the disk, and with it for every commit before it.
+    async fn settle_redemption(&self, code_hash: &[u8]) -> Result<(), StoreError>;
     /// Forget codes that expired a day ago (kept that long to recognise replays).
     async fn purge_codes(&self, now: i64) -> Result<u64, StoreError>;
 }
@@ -127,8 +134,21 @@ macro_rules! columns {
 }
 pub(crate) use columns;
 
+/// Whether [`CodeStore::settle_redemption`] has anything to wait for: SQLite's commits never
+/// wait for the disk; on PostgreSQL, rewriting the row makes a WAL record and a commit that
+/// waits for its flush.
+macro_rules! settles {
+    ("postgres") => {
+        true
+    };
+    ("sqlite") => {
+        false
+    };
+}
+pub(crate) use settles;
+
 macro_rules! sql_impl {
-    ($ty:ty) => {
+    ($ty:ty, $dialect:tt) => {
         #[async_trait::async_trait]
         impl $crate::store::CodeStore for $ty {
             async fn insert_code(
@@ -196,8 +216,9 @@ macro_rules! sql_impl {
                 // The grant's checks, in the statement that spends: a redemption is one
                 // write, and a refused one spends nothing.
                 let row: Option<$crate::store::codes::CodeRow> = sqlx::query_as(concat!(
-                    "UPDATE auth_codes SET used_at = $2 \
-                     WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2 \
+                    "UPDATE auth_codes SET used_at = $2",
+                    $crate::store::sql::not_awaited!($dialect),
+                    " WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2 \
                      AND client_id = $3 AND (redirect_uri IS NULL OR redirect_uri = $4) \
                      AND code_challenge = $5 AND (dpop_jkt IS NULL OR dpop_jkt = $6) \
                      RETURNING ",
@@ -212,6 +233,19 @@ macro_rules! sql_impl {
                 .fetch_optional(&self.writer)
                 .await?;
                 row.map(TryInto::try_into).transpose()
+            }
+
+            async fn settle_redemption(
+                &self,
+                code_hash: &[u8],
+            ) -> Result<(), $crate::store::StoreError> {
+                if $crate::store::codes::settles!($dialect) {
+                    sqlx::query("UPDATE auth_codes SET used_at = used_at WHERE code_hash = $1")
+                        .bind(code_hash)
+                        .execute(&self.writer)
+                        .await?;
+                }
+                Ok(())
             }
 
             async fn purge_codes(&self, now: i64) -> Result<u64, $crate::store::StoreError> {

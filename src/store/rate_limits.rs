@@ -19,6 +19,18 @@ pub trait RateLimitStore: Send + Sync {
     /// Count a hit in `bucket`'s fixed window and return the hits in the current window,
     /// this one included. One atomic statement, so replicas share the count.
     async fn hit(&self, bucket: &str, window_secs: i64, now: i64) -> Result<i64, StoreError>;
+    /// Count a hit in `again`'s window when `seen` has a live window, and in `first`'s when
+    /// it has none (all three of `window_secs`): the look and the count are one statement.
+    /// Returns whether `seen` was live, and the hits in the window counted, this one
+    /// included.
+    async fn hit_again_or_first(
+        &self,
+        seen: &str,
+        again: &str,
+        first: &str,
+        window_secs: i64,
+        now: i64,
+    ) -> Result<(bool, i64), StoreError>;
     /// Forget windows that started before `before`.
     async fn purge_rate_limits(&self, before: i64) -> Result<u64, StoreError>;
     /// Hits in `bucket`'s current window, without counting one.
@@ -45,8 +57,31 @@ pub trait RateLimitStore: Send + Sync {
     async fn purge_backoffs(&self, before: i64) -> Result<u64, StoreError>;
 }
 
+/// A fixed window's upsert of the bucket `$bucket` (an SQL expression), at `$2` (now) with
+/// windows of `$3` seconds: a hit after the window ended starts a new one. `WHERE true`
+/// keeps SQLite from reading `ON CONFLICT` as a join's constraint. Its commit does not wait
+/// for the disk (`sql::not_awaited`): a window is a counter, which a crash of the database
+/// may set back by the last moment's hits but never leave inconsistent, and on PostgreSQL
+/// waiting for the disk was most of a registration's time.
+macro_rules! count {
+    ($dialect:tt, $bucket:literal) => {
+        concat!(
+            "INSERT INTO rate_limits (bucket, window_start, hits) SELECT ",
+            $bucket,
+            ", $2, 1",
+            $crate::store::sql::not_awaited!($dialect),
+            " WHERE true ON CONFLICT (bucket) DO UPDATE SET \
+               hits = CASE WHEN rate_limits.window_start <= $2 - $3 THEN 1 \
+                           ELSE rate_limits.hits + 1 END, \
+               window_start = CASE WHEN rate_limits.window_start <= $2 - $3 THEN $2 \
+                           ELSE rate_limits.window_start END"
+        )
+    };
+}
+pub(crate) use count;
+
 macro_rules! sql_impl {
-    ($ty:ty) => {
+    ($ty:ty, $dialect:tt) => {
         #[async_trait::async_trait]
         impl $crate::store::RateLimitStore for $ty {
             async fn hit(
@@ -55,22 +90,45 @@ macro_rules! sql_impl {
                 window_secs: i64,
                 now: i64,
             ) -> Result<i64, $crate::store::StoreError> {
-                // A fixed window: a hit after the window ended starts a new one.
-                let (hits,): (i64,) = sqlx::query_as(
-                    "INSERT INTO rate_limits (bucket, window_start, hits) VALUES ($1, $2, 1) \
-                     ON CONFLICT (bucket) DO UPDATE SET \
-                       hits = CASE WHEN rate_limits.window_start <= $2 - $3 THEN 1 \
-                                   ELSE rate_limits.hits + 1 END, \
-                       window_start = CASE WHEN rate_limits.window_start <= $2 - $3 THEN $2 \
-                                   ELSE rate_limits.window_start END \
-                     RETURNING hits",
-                )
+                let (hits,): (i64,) = sqlx::query_as(concat!(
+                    $crate::store::rate_limits::count!($dialect, "$1"),
+                    " RETURNING hits"
+                ))
                 .bind(bucket)
                 .bind(now)
                 .bind(window_secs)
                 .fetch_one(&self.writer)
                 .await?;
                 Ok(hits)
+            }
+
+            async fn hit_again_or_first(
+                &self,
+                seen: &str,
+                again: &str,
+                first: &str,
+                window_secs: i64,
+                now: i64,
+            ) -> Result<(bool, i64), $crate::store::StoreError> {
+                // `$1` is never a bucket of its own: `again` and `first` must differ from
+                // `seen`, or the statement would count in the window it looks at.
+                let (hits, counted): (i64, String) = sqlx::query_as(concat!(
+                    $crate::store::rate_limits::count!(
+                        $dialect,
+                        "CASE WHEN EXISTS (SELECT 1 FROM rate_limits AS seen \
+                           WHERE seen.bucket = $4 AND seen.window_start > $2 - $3) \
+                         THEN $5 ELSE $1 END"
+                    ),
+                    " RETURNING hits, bucket"
+                ))
+                .bind(first)
+                .bind(now)
+                .bind(window_secs)
+                .bind(seen)
+                .bind(again)
+                .fetch_one(&self.writer)
+                .await?;
+                Ok((counted == again, hits))
             }
 
             async fn hits(
@@ -90,7 +148,10 @@ macro_rules! sql_impl {
                 Ok(row.map(|r| r.0).unwrap_or(0))
             }
 
-            async fn clear_rate_limit(&self, bucket: &str) -> Result<bool, $crate::store::StoreError> {
+            async fn clear_rate_limit(
+                &self,
+                bucket: &str,
+            ) -> Result<bool, $crate::store::StoreError> {
                 let r = sqlx::query("DELETE FROM rate_limits WHERE bucket = $1")
                     .bind(bucket)
                     .execute(&self.writer)
@@ -103,12 +164,11 @@ macro_rules! sql_impl {
                 prefix: &str,
             ) -> Result<u64, $crate::store::StoreError> {
                 // Not LIKE: SQLite's is case-insensitive and `_` is a wildcard in it.
-                let r = sqlx::query(
-                    "DELETE FROM rate_limits WHERE substr(bucket, 1, length($1)) = $1",
-                )
-                .bind(prefix)
-                .execute(&self.writer)
-                .await?;
+                let r =
+                    sqlx::query("DELETE FROM rate_limits WHERE substr(bucket, 1, length($1)) = $1")
+                        .bind(prefix)
+                        .execute(&self.writer)
+                        .await?;
                 Ok(r.rows_affected())
             }
 
@@ -176,7 +236,10 @@ macro_rules! sql_impl {
                 Ok(r.rows_affected())
             }
 
-            async fn purge_rate_limits(&self, before: i64) -> Result<u64, $crate::store::StoreError> {
+            async fn purge_rate_limits(
+                &self,
+                before: i64,
+            ) -> Result<u64, $crate::store::StoreError> {
                 let r = sqlx::query("DELETE FROM rate_limits WHERE window_start < $1")
                     .bind(before)
                     .execute(&self.writer)

@@ -12,6 +12,26 @@
 
 use super::StoreError;
 
+/// A `FROM` item for a write whose commit need not wait for the disk. On PostgreSQL it sets
+/// `synchronous_commit` off for the statement's own transaction alone (PostgreSQL §20.5.1
+/// and §30.4, "asynchronous commit"): the commit returns once its WAL record is written,
+/// before it is flushed. Every other session, every replica included, sees the write at once;
+/// only a crash of the database itself in the next moment (at most three
+/// `wal_writer_delay`s) can lose it, never leaving the data inconsistent. So it is for writes
+/// that may be lost (a rate-limit window's count), or that a later write of the same request
+/// makes durable: the WAL is flushed in order, so a later commit that waits for the disk
+/// flushes every commit before it (a code's redemption, then its refresh token). SQLite's
+/// writer never waits for the disk on a commit (`synchronous = NORMAL` in WAL mode): nothing.
+macro_rules! not_awaited {
+    ("postgres") => {
+        " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS not_awaited"
+    };
+    ("sqlite") => {
+        ""
+    };
+}
+pub(crate) use not_awaited;
+
 /// Map a unique-constraint violation to `Conflict(what)`.
 pub(super) fn conflict(e: sqlx::Error, what: &str) -> StoreError {
     match &e {
@@ -102,14 +122,15 @@ pub(crate) use applied_migrations;
 /// Implement every store trait for `$ty` (a type with `pool` and `writer` fields, each of
 /// which runs statements and begins transactions, and a `stats()` method for its
 /// connections), naming the backend (`"sqlite"` or `"postgres"`, which also picks the few
-/// statements written apart for each, such as a family's revocation);
+/// statements written apart for each, such as a family's revocation, and the writes
+/// whose commits do not wait for the disk);
 /// `$transfer` is its [`Dialect`](super::transfer::Dialect) for export and import.
 macro_rules! sql_store {
     ($ty:ty, $name:tt, $transfer:expr) => {
         $crate::store::clients::sql_impl!($ty);
         $crate::store::resources::sql_impl!($ty);
         $crate::store::keys::sql_impl!($ty);
-        $crate::store::rate_limits::sql_impl!($ty);
+        $crate::store::rate_limits::sql_impl!($ty, $name);
         $crate::store::replay::sql_impl!($ty);
         $crate::store::users::sql_impl!($ty);
         $crate::store::identities::sql_impl!($ty);
@@ -119,7 +140,7 @@ macro_rules! sql_store {
         $crate::store::upstreams::sql_impl!($ty);
         $crate::store::consents::sql_impl!($ty);
         $crate::store::delegations::sql_impl!($ty);
-        $crate::store::codes::sql_impl!($ty);
+        $crate::store::codes::sql_impl!($ty, $name);
         $crate::store::refresh_tokens::sql_impl!($ty, $name);
         $crate::store::devices::sql_impl!($ty);
         $crate::store::backchannel::sql_impl!($ty);

@@ -21,33 +21,43 @@ const LOAD: Duration = Duration::from_millis(1500);
 /// A refresh token from the code flow at `app` (alice's consent is remembered after the
 /// first one).
 pub(crate) async fn first_refresh_token(
-    app: &Replica,
+    app: &impl Server,
     b: &reqwest::Client,
     client_id: &str,
 ) -> String {
     let (verifier, challenge) = pkce();
-    let params = auth_params(client_id, &challenge, "notes:read");
+    let code = code_for(app, b, client_id, &challenge).await;
+    let (s, _, body) = redeem(app, client_id, &code, &verifier, &[]).await;
+    assert_eq!(s, 200, "{body}");
+    body["refresh_token"].as_str().unwrap().to_string()
+}
+
+/// A code for `challenge` from the code flow at `app`: alice signs in when she must, and
+/// approves when asked (on a page of its own, or the answer to her sign-in).
+async fn code_for(
+    app: &impl Server,
+    b: &reqwest::Client,
+    client_id: &str,
+    challenge: &str,
+) -> String {
+    let params = auth_params(client_id, challenge, "notes:read");
     let mut res = b.get(authorize_url(app, &params)).send().await.unwrap();
     loop {
+        if res.status() == 200 {
+            let html = res.text().await.unwrap();
+            res = decide(app, b, &html, "approve").await;
+            continue;
+        }
         assert_eq!(res.status(), 303, "{:?}", res.text().await);
         let at = location(&res);
         if at.starts_with(REDIRECT) {
-            let code = query(&at)["code"].clone();
-            let (s, _, body) = redeem(app, client_id, &code, &verifier, &[]).await;
-            assert_eq!(s, 200, "{body}");
-            return body["refresh_token"].as_str().unwrap().to_string();
+            return query(&at)["code"].clone();
         }
         let url = format!("{}{at}", app.origin());
         res = if at.contains("/signin?") {
             sign_in(app, b, &url, "alice", PASSWORD).await
         } else {
-            let page = b.get(&url).send().await.unwrap();
-            if page.status() == 303 {
-                page
-            } else {
-                let html = page.text().await.unwrap();
-                decide(app, b, &html, "approve").await
-            }
+            b.get(&url).send().await.unwrap()
         };
     }
 }
@@ -221,4 +231,70 @@ async fn kill_9_under_load_loses_nothing_answered_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_one_replica_under_load_loses_nothing_answered_on_postgres() {
     nothing_answered_is_lost(Backend::Postgres).await;
+}
+
+/// A code's redemption commits without waiting for the disk (PostgreSQL's asynchronous
+/// commit); the answer must still wait for it. With a refresh token, whose insert waits
+/// for the disk and flushes the WAL before it, and without one, where the redemption is
+/// made durable on its own: either way the WAL is flushed past where it ended before the
+/// redemption when the tokens reach the client. (Other tests' commits flush the same WAL, so run alongside them
+/// this can pass without the wait; alone, without it, it fails.)
+#[tokio::test]
+async fn a_redeemed_code_is_on_disk_before_the_answer_on_postgres() {
+    let Some(app) = crate::helpers::TestApp::builder(Backend::Postgres)
+        .start()
+        .await
+    else {
+        return;
+    };
+    seed(&app).await;
+    let db = sqlx::PgPool::connect(app.config.database_url.as_deref().unwrap())
+        .await
+        .unwrap();
+    let b = browser();
+    for grant_types in [
+        json!(["authorization_code", "refresh_token"]),
+        json!(["authorization_code"]),
+    ] {
+        let (status, _, body) = app
+            .register(&json!({
+                "redirect_uris": [REDIRECT],
+                "grant_types": grant_types,
+                "token_endpoint_auth_method": "none",
+            }))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let client_id = body["client_id"].as_str().unwrap();
+        // A first redemption writes the consent's and the client's first use after it,
+        // waiting for the disk; the next, within the minute, writes nothing after it but
+        // its refresh token, if any.
+        let (verifier, challenge) = pkce();
+        let code = code_for(&app, &b, client_id, &challenge).await;
+        let (s, _, tokens) = redeem(&app, client_id, &code, &verifier, &[]).await;
+        assert_eq!(s, 200, "{tokens}");
+        let (verifier, challenge) = pkce();
+        let code = code_for(&app, &b, client_id, &challenge).await;
+        // Past the audit writer's lingering batch of the sign-in's events.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (before,): (String,) = sqlx::query_as("SELECT pg_current_wal_insert_lsn()::text")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        let (s, _, tokens) = redeem(&app, client_id, &code, &verifier, &[]).await;
+        assert_eq!(s, 200, "{tokens}");
+        assert_eq!(
+            tokens.get("refresh_token").is_some(),
+            grant_types.as_array().unwrap().len() == 2,
+            "{tokens}"
+        );
+        let (flushed,): (bool,) = sqlx::query_as("SELECT pg_current_wal_flush_lsn() > $1::pg_lsn")
+            .bind(&before)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        assert!(
+            flushed,
+            "{grant_types}: the redemption was not on disk when the tokens were answered"
+        );
+    }
 }

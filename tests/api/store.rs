@@ -142,6 +142,46 @@ both!(
 );
 
 both!(
+    a_window_is_counted_by_whether_another_is_live,
+    |app: TestApp| async move {
+        let s = app.store();
+        let t = concierge::util::now();
+        let count = |at: i64| {
+            let s = s.clone();
+            async move {
+                s.hit_again_or_first("seen", "again", "first", 60, at)
+                    .await
+                    .unwrap()
+            }
+        };
+        // No live `seen` window: `first` counts.
+        assert_eq!(count(t).await, (false, 1));
+        assert_eq!(count(t + 1).await, (false, 2));
+        assert_eq!(
+            s.hits("seen", 60, t + 1).await.unwrap(),
+            0,
+            "only looked at"
+        );
+        // Once `seen` has a window, `again` counts, concurrently each hit once.
+        s.hit("seen", 60, t + 2).await.unwrap();
+        let tasks: Vec<_> = (0..20).map(|_| tokio::spawn(count(t + 3))).collect();
+        let mut counts = Vec::new();
+        for task in tasks {
+            let (repeated, hits) = task.await.unwrap();
+            assert!(repeated);
+            counts.push(hits);
+        }
+        counts.sort();
+        assert_eq!(counts, (1..=20).collect::<Vec<i64>>());
+        assert_eq!(s.hits("first", 60, t + 3).await.unwrap(), 2);
+        // `seen`'s window ended: `first` counts again, in a window of its own.
+        assert_eq!(count(t + 62).await, (false, 1));
+        assert_eq!(s.hits("again", 60, t + 62).await.unwrap(), 20);
+        app
+    }
+);
+
+both!(
     signin_backoffs_swap_once_and_clear_by_prefix,
     |app: TestApp| async move {
         use concierge::store::Backoff;

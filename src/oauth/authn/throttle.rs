@@ -89,6 +89,19 @@ impl Bucket<'_> {
     }
 }
 
+impl Limit {
+    /// May the attempt that made a window's count `hits` go on?
+    fn admits(self, hits: i64) -> Result<(), Throttled> {
+        if hits > self.max {
+            Err(Throttled {
+                retry_after: self.window_secs,
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// Refused: try again after `retry_after` seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Throttled {
@@ -380,14 +393,22 @@ impl Throttle {
         now: i64,
     ) -> Result<Result<(), RegistrationThrottled>, StoreError> {
         let seen = Bucket::RegistrationSeen(addr, fingerprint);
-        let window = self.limit(&seen).window_secs;
-        if store.hits(&seen.key(), window, now).await? > 0 {
-            let r = self
-                .attempt(store, Bucket::RegistrationIdentical(addr), now)
-                .await?;
+        let (again, first) = (
+            Bucket::RegistrationIdentical(addr),
+            Bucket::Registration(addr),
+        );
+        // Both limits count in windows of one length (`rate_limit_window_secs`), which the
+        // store's one statement for the look and the count needs.
+        let window = self.registration.window_secs;
+        let (repeated, hits) = store
+            .hit_again_or_first(&seen.key(), &again.key(), &first.key(), window, now)
+            .await?;
+        let r = self
+            .limit(if repeated { &again } else { &first })
+            .admits(hits);
+        if repeated {
             return Ok(r.map_err(RegistrationThrottled::Identical));
         }
-        let r = self.attempt(store, Bucket::Registration(addr), now).await?;
         if r.is_ok() {
             store.hit(&seen.key(), window, now).await?;
         }
@@ -404,13 +425,7 @@ impl Throttle {
     ) -> Result<Result<(), Throttled>, StoreError> {
         let limit = self.limit(&bucket);
         let n = store.hit(&bucket.key(), limit.window_secs, now).await?;
-        Ok(if n > limit.max {
-            Err(Throttled {
-                retry_after: limit.window_secs,
-            })
-        } else {
-            Ok(())
-        })
+        Ok(limit.admits(n))
     }
 
     /// Is the bucket already full? For failures counted only after the fact (a wrong user
@@ -467,6 +482,18 @@ mod tests {
             }
             e.1 += 1;
             Ok(e.1)
+        }
+        async fn hit_again_or_first(
+            &self,
+            seen: &str,
+            again: &str,
+            first: &str,
+            window_secs: i64,
+            now: i64,
+        ) -> Result<(bool, i64), StoreError> {
+            let repeated = self.hits(seen, window_secs, now).await? > 0;
+            let bucket = if repeated { again } else { first };
+            Ok((repeated, self.hit(bucket, window_secs, now).await?))
         }
         async fn purge_rate_limits(&self, _before: i64) -> Result<u64, StoreError> {
             Ok(0)

@@ -253,7 +253,7 @@ impl Grant for AuthorizationCode {
         let granted = Scope::parse(&code.scope).map_err(OAuthError::internal)?;
         let scope = policy::narrow(req.form.get("scope"), &granted)?;
         let details = authorization_details::stored(code.authorization_details.as_deref())?;
-        issue(
+        let issued = issue(
             ctx,
             req.form,
             UserGrant {
@@ -276,6 +276,14 @@ impl Grant for AuthorizationCode {
                 authorization_details: details.as_ref(),
             },
         )
-        .await
+        .await;
+        // The redemption's commit did not wait for the disk: a refresh token's insert, which
+        // does, made it durable too. Without one (the client has no refresh grant, the code
+        // carried RFC 9396 details, or issuing failed), it is made durable now: a code spent
+        // stays spent after a crash once any answer went out.
+        if !issued.as_ref().is_ok_and(|r| r.refresh_token.is_some()) {
+            ctx.codes().settle_redemption(&hash).await?;
+        }
+        issued
     }
 }
