@@ -376,6 +376,57 @@ async fn family_revocation_racing_rotations_never_errs() {
     }
 }
 
+// A usable token rotates in one write: of concurrent rotations exactly one does, storing its
+// successor and recording it on the token; the others change nothing (their successors are
+// not stored). A spent, expired or revoked-family token does not rotate.
+both!(
+    a_usable_token_rotates_once,
+    builder | b: crate::helpers::TestAppBuilder | b
+        .with_user("alice", "a password of some length")
+        .with_machine_client("agent", None),
+    |app: TestApp| async move {
+        let store = app.store();
+        let now = concierge::util::now();
+        let a = refresh_token(&app, "fam", now);
+        store.insert_refresh(&a).await.unwrap();
+        let successors: Vec<_> = (0..8).map(|_| refresh_token(&app, "fam", now)).collect();
+        let tasks: Vec<_> = successors
+            .iter()
+            .cloned()
+            .map(|next| {
+                let (store, hash) = (store.clone(), a.token_hash.clone());
+                tokio::spawn(async move { store.rotate_usable(&hash, &next, now).await.unwrap() })
+            })
+            .collect();
+        let mut won = Vec::new();
+        for (i, task) in tasks.into_iter().enumerate() {
+            if task.await.unwrap() {
+                won.push(i);
+            }
+        }
+        assert_eq!(won.len(), 1, "exactly one rotation: {won:?}");
+        let found = store.find_refresh(&a.token_hash, now).await.unwrap().unwrap();
+        assert_eq!(found.used_at, Some(now));
+        assert_eq!(
+            found.successor,
+            Some(concierge::store::refresh_tokens::Successor::Live)
+        );
+        for (i, next) in successors.iter().enumerate() {
+            assert_eq!(usable(&*store, next, now).await, i == won[0], "successor {i}");
+        }
+        // Expired, or of a revoked family: nothing changes.
+        let later = refresh_token(&app, "other", now);
+        store.insert_refresh(&later).await.unwrap();
+        let next = refresh_token(&app, "other", now);
+        assert!(!store.rotate_usable(&later.token_hash, &next, now + 3600).await.unwrap());
+        store.revoke_family("other", now).await.unwrap();
+        assert!(!store.rotate_usable(&later.token_hash, &next, now).await.unwrap());
+        assert!(!usable(&*store, &next, now).await);
+        assert!(store.find_refresh(&next.token_hash, now).await.unwrap().is_none());
+        app
+    }
+);
+
 // Revoking a family (RFC 7009 revocation, a replayed code or refresh token) revokes every
 // token of it, spent ones included, says how many, and leaves the family remembered as
 // revoked: a token of it inserted afterwards (a code's first redemption racing its replay)

@@ -143,10 +143,23 @@ impl Grant for RefreshTokenGrant {
             let grace = i64::from(ctx.config.tokens.refresh_reuse_grace_secs);
             let (value, successor) = user_grant::successor(ctx, &found.token, client, req.dpop_jkt);
             let passed = checked.is_some();
-            let decision = ctx
-                .refresh_tokens()
-                .rotate_refresh(&hash, &successor, now, &|p| decide(p, passed, now, grace))
-                .await?;
+            // A token that was usable when read and passed the checks can only be rotated
+            // (`decide`): tried first in one write, which rotates it if it is still usable.
+            // Anything else (spent meanwhile, retried within the grace window, replayed) is
+            // decided on the locked token.
+            let rotated = passed
+                && found.usable(now)
+                && ctx
+                    .refresh_tokens()
+                    .rotate_usable(&hash, &successor, now)
+                    .await?;
+            let decision = if rotated {
+                Rotation::Rotate
+            } else {
+                ctx.refresh_tokens()
+                    .rotate_refresh(&hash, &successor, now, &|p| decide(p, passed, now, grace))
+                    .await?
+            };
             match decision {
                 Rotation::Rotate => {}
                 Rotation::Replace => {
