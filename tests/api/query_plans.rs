@@ -80,14 +80,26 @@ fn placeholders(sql: &str) -> usize {
 /// infer them without the values sqlx binds (they are times, in seconds).
 fn typed_arithmetic(sql: &str) -> String {
     let mut words: Vec<String> = sql.split_whitespace().map(str::to_string).collect();
-    let is_param = |w: &str| w.starts_with('$') && w[1..].chars().all(|c| c.is_ascii_digit());
+    // A placeholder with the parentheses or comma written against it (`($2`, `$3)`): where
+    // the placeholder ends in the word, or `None`.
+    let param_end = |w: &str| {
+        let start = w.find('$')?;
+        let digits = w[start + 1..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .count();
+        let end = start + 1 + digits;
+        let framed =
+            w[..start].chars().all(|c| c == '(') && w[end..].chars().all(|c| c == ')' || c == ',');
+        (digits > 0 && framed).then_some(end)
+    };
     for i in 1..words.len().saturating_sub(1) {
-        if matches!(words[i].as_str(), "-" | "+")
-            && is_param(&words[i - 1])
-            && is_param(&words[i + 1])
-        {
-            words[i - 1].push_str("::bigint");
-            words[i + 1].push_str("::bigint");
+        if !matches!(words[i].as_str(), "-" | "+") {
+            continue;
+        }
+        if let (Some(a), Some(b)) = (param_end(&words[i - 1]), param_end(&words[i + 1])) {
+            words[i - 1].insert_str(a, "::bigint");
+            words[i + 1].insert_str(b, "::bigint");
         }
     }
     words.join(" ")
