@@ -281,7 +281,13 @@ both!(single_use_keys, |app: TestApp| async move {
     app
 });
 
-/// A refresh token of `family`, made at `at`.
+/// What [`refresh_token`] needs: alice, and a client to hold her tokens.
+fn alice_and_agent(b: crate::helpers::TestAppBuilder) -> crate::helpers::TestAppBuilder {
+    b.with_user("alice", "a password of some length")
+        .with_machine_client("agent", None)
+}
+
+/// A refresh token of `family`, made at `at` (on a server of [`alice_and_agent`]).
 fn refresh_token(app: &TestApp, family: &str, at: i64) -> concierge::store::RefreshToken {
     concierge::store::RefreshToken {
         token_hash: concierge::util::random_bytes::<32>().to_vec(),
@@ -322,12 +328,7 @@ async fn usable(
 async fn family_revocation_racing_rotations_never_errs() {
     use concierge::store::refresh_tokens::Rotation;
     for backend in [Backend::Sqlite, Backend::Postgres] {
-        let Some(app) = TestApp::builder(backend)
-            .with_user("alice", "a password of some length")
-            .with_machine_client("agent", None)
-            .start()
-            .await
-        else {
+        let Some(app) = alice_and_agent(TestApp::builder(backend)).start().await else {
             continue;
         };
         let store = app.store();
@@ -381,9 +382,7 @@ async fn family_revocation_racing_rotations_never_errs() {
 // not stored). A spent, expired or revoked-family token does not rotate.
 both!(
     a_usable_token_rotates_once,
-    builder | b: crate::helpers::TestAppBuilder | b
-        .with_user("alice", "a password of some length")
-        .with_machine_client("agent", None),
+    builder | b: crate::helpers::TestAppBuilder | alice_and_agent(b),
     |app: TestApp| async move {
         let store = app.store();
         let now = concierge::util::now();
@@ -433,9 +432,7 @@ both!(
 // is born dead. Revoking it again revokes nothing more; another family is untouched.
 both!(
     a_revoked_family_counts_its_tokens_and_stays_revoked,
-    builder | b: crate::helpers::TestAppBuilder | b
-        .with_user("alice", "a password of some length")
-        .with_machine_client("agent", None),
+    builder | b: crate::helpers::TestAppBuilder | alice_and_agent(b),
     |app: TestApp| async move {
         use concierge::store::refresh_tokens::Rotation;
         let store = app.store();
@@ -475,9 +472,7 @@ both!(
 #[tokio::test]
 async fn a_successor_committed_after_a_consent_revocation_is_dead() {
     for backend in [Backend::Sqlite, Backend::Postgres] {
-        let Some(app) = TestApp::builder(backend)
-            .with_user("alice", "a password of some length")
-            .with_machine_client("agent", None)
+        let Some(app) = alice_and_agent(TestApp::builder(backend))
             .with_machine_client("other", None)
             .start()
             .await
