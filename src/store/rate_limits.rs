@@ -110,8 +110,9 @@ macro_rules! sql_impl {
                 window_secs: i64,
                 now: i64,
             ) -> Result<(bool, i64), $crate::store::StoreError> {
-                // `$1` is never a bucket of its own: `again` and `first` must differ from
-                // `seen`, or the statement would count in the window it looks at.
+                // One statement: one round trip on PostgreSQL, one turn of SQLite's writer,
+                // and no count between the look and the hit. The bucket counted is returned
+                // to tell which it was.
                 let (hits, counted): (i64, String) = sqlx::query_as(concat!(
                     $crate::store::rate_limits::count!(
                         $dialect,
