@@ -25,11 +25,19 @@ pub(crate) async fn first_refresh_token(
     b: &reqwest::Client,
     client_id: &str,
 ) -> String {
+    tokens_for(app, b, client_id).await["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The token response to the code flow at `app` (see [`code_for`]).
+async fn tokens_for(app: &impl Server, b: &reqwest::Client, client_id: &str) -> Value {
     let (verifier, challenge) = pkce();
     let code = code_for(app, b, client_id, &challenge).await;
     let (s, _, body) = redeem(app, client_id, &code, &verifier, &[]).await;
     assert_eq!(s, 200, "{body}");
-    body["refresh_token"].as_str().unwrap().to_string()
+    body
 }
 
 /// A code for `challenge` from the code flow at `app`: alice signs in when she must, and
@@ -244,8 +252,8 @@ async fn kill_9_of_one_replica_under_load_loses_nothing_answered_on_postgres() {
 /// commit); the answer must still wait for it. With a refresh token, whose insert waits
 /// for the disk and flushes the WAL before it, and without one, where the redemption is
 /// made durable on its own: either way the WAL is flushed past where it ended before the
-/// redemption when the tokens reach the client. (Other tests' commits flush the same WAL, so run alongside them
-/// this can pass without the wait; alone, without it, it fails.)
+/// redemption when the tokens reach the client. (Other tests' commits flush the same WAL,
+/// so run alongside them this can pass without the wait; alone, without it, it fails.)
 #[tokio::test]
 async fn a_redeemed_code_is_on_disk_before_the_answer_on_postgres() {
     let Some(app) = crate::helpers::TestApp::builder(Backend::Postgres)
@@ -275,10 +283,7 @@ async fn a_redeemed_code_is_on_disk_before_the_answer_on_postgres() {
         // A first redemption writes the consent's and the client's first use after it,
         // waiting for the disk; the next, within the minute, writes nothing after it but
         // its refresh token, if any.
-        let (verifier, challenge) = pkce();
-        let code = code_for(&app, &b, client_id, &challenge).await;
-        let (s, _, tokens) = redeem(&app, client_id, &code, &verifier, &[]).await;
-        assert_eq!(s, 200, "{tokens}");
+        tokens_for(&app, &b, client_id).await;
         let (verifier, challenge) = pkce();
         let code = code_for(&app, &b, client_id, &challenge).await;
         // Past the audit writer's lingering batch of the sign-in's events.
