@@ -167,7 +167,7 @@ impl Kind {
 
     /// Is this the record of a change (a client, consent, grant, key, link or setting made,
     /// changed or ended)? A change's event is stored before its response is sent
-    /// ([`keep_changes`]). Token issuance and the refusals an attacker can repeat at will
+    /// (`crate::http::durable`). Token issuance and the refusals an attacker can repeat at will
     /// are not: they are stored within the writer's linger (about 100 ms), unless
     /// `audit.durable_tokens` makes token issuance wait too.
     pub fn is_change(self) -> bool {
@@ -289,7 +289,8 @@ impl Event {
 
 enum Msg {
     Event(Box<NewAuditEvent>),
-    Flush(oneshot::Sender<()>),
+    /// Answered with whether every event queued before it was stored.
+    Flush(oneshot::Sender<bool>),
 }
 
 /// Queue events for the background writer. Cheap to clone.
@@ -309,24 +310,17 @@ tokio::task_local! {
     static MUST_STORE: std::cell::Cell<bool>;
 }
 
-/// Middleware: handle the request, then, when it recorded a change ([`Kind::is_change`]),
-/// wait until the event is stored before the response goes out. A client that got an answer
-/// can then rely on the record: a crash (`kill -9`) right after loses no change's event.
-pub async fn keep_changes(
-    axum::extract::State(audit): axum::extract::State<Audit>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let (res, recorded) = MUST_STORE
+/// Run `request`, and say whether it recorded an event that must be stored before its
+/// response goes out ([`Kind::is_change`]): the layer that holds answers back
+/// (`crate::http::durable`) then waits for [`Audit::flush`]. A client that got an answer can
+/// rely on the record: a crash (`kill -9`) right after loses no change's event.
+pub async fn recording<F: std::future::Future>(request: F) -> (F::Output, bool) {
+    MUST_STORE
         .scope(std::cell::Cell::new(false), async {
-            let res = next.run(req).await;
-            (res, MUST_STORE.with(std::cell::Cell::get))
+            let out = request.await;
+            (out, MUST_STORE.with(std::cell::Cell::get))
         })
-        .await;
-    if recorded {
-        audit.flush().await;
-    }
-    res
+        .await
 }
 
 /// How many events may wait for the writer before `record` has to wait for room.
@@ -378,6 +372,8 @@ impl Audit {
         if kind.is_change() || (self.durable_tokens && token) {
             // Outside a request (a background task) there is no response to hold back.
             let _ = MUST_STORE.try_with(|m| m.set(true));
+            // Stored after the request's writes so far, and awaited: it settles them.
+            crate::store::commits::cover();
         }
         self.metrics.security_event(event.kind);
         // The table is the record; this line is for debugging only (it would cost a log
@@ -408,13 +404,15 @@ impl Audit {
         self.tx.max_capacity() - self.tx.capacity()
     }
 
-    /// Wait until every event queued before this call is stored (or failed to store).
-    pub async fn flush(&self) {
+    /// Wait until every event queued before this call is stored, or failed to store: true
+    /// when all were stored.
+    pub async fn flush(&self) -> bool {
         let (done, wait) = oneshot::channel();
-        if self.tx.send(Msg::Flush(done)).await.is_ok() {
-            self.flush_asked.notify_one();
-            let _ = wait.await;
+        if self.tx.send(Msg::Flush(done)).await.is_err() {
+            return false;
         }
+        self.flush_asked.notify_one();
+        wait.await.unwrap_or(false)
     }
 }
 
@@ -427,18 +425,22 @@ struct Writer {
 }
 
 impl Writer {
-    /// Store `batch` (emptied), then hand it to the pusher.
-    async fn append(&self, batch: &mut Vec<NewAuditEvent>) {
+    /// Store `batch` (emptied), then hand it to the pusher. False when storing it failed.
+    async fn append(&self, batch: &mut Vec<NewAuditEvent>) -> bool {
         if batch.is_empty() {
-            return;
+            return true;
         }
-        match self.store.append_audit(batch).await {
-            Ok(()) => self.metrics.audit_written(batch.len(), true),
+        let stored = match self.store.append_audit(batch).await {
+            Ok(()) => {
+                self.metrics.audit_written(batch.len(), true);
+                true
+            }
             Err(e) => {
                 self.metrics.audit_written(batch.len(), false);
                 tracing::error!(error = %e, count = batch.len(), "storing audit events failed");
+                false
             }
-        }
+        };
         let events = std::mem::take(batch);
         if let Some(pushed) = &self.pushed {
             let count = events.len();
@@ -450,6 +452,7 @@ impl Writer {
                 );
             }
         }
+        stored
     }
 }
 
@@ -466,20 +469,22 @@ async fn write_loop(writer: Writer, mut rx: mpsc::Receiver<Msg>, flush_asked: Ar
             }
         }
         let mut next = Some(first);
+        // Whether every append of this round stored its batch.
+        let mut stored = true;
         while let Some(msg) = next {
             match msg {
                 Msg::Event(e) => batch.push(*e),
                 Msg::Flush(done) => waiting.push(done),
             }
             if batch.len() == BATCH {
-                writer.append(&mut batch).await;
+                stored &= writer.append(&mut batch).await;
             }
             next = rx.try_recv().ok();
         }
-        writer.append(&mut batch).await;
-        // Everything queued before each flush request is stored now.
+        stored &= writer.append(&mut batch).await;
+        // Everything queued before each flush request is stored now, or failed to be.
         for done in waiting.drain(..) {
-            let _ = done.send(());
+            let _ = done.send(stored);
         }
     }
 }

@@ -3,6 +3,7 @@
 //! the `Authorization` header.
 
 pub mod access;
+pub mod durable;
 pub mod forwarded;
 
 use std::net::{IpAddr, SocketAddr};

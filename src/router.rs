@@ -297,10 +297,11 @@ pub fn build(state: AppState) -> Router {
     // The admin token check reads the state from here (it is a layer, built before the
     // state exists).
     .layer(Extension(state.clone()))
-    // A change's audit event is stored before its response goes out.
+    // A response goes out once what it reports is on disk: a change's audit event, and the
+    // writes whose commits did not wait.
     .layer(axum::middleware::from_fn_with_state(
-        state.oauth.audit.clone(),
-        crate::audit::keep_changes,
+        state.clone(),
+        crate::http::durable::layer,
     ))
     // Outermost: every response, errors of the layers above included, has its request id.
     .layer(axum::middleware::from_fn_with_state(

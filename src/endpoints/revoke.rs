@@ -52,14 +52,10 @@ pub async fn revoke(
         }
     } else if let Some(rt) = ctx
         .refresh_tokens()
-        .get_refresh(&util::secret_hash(token), now)
-        .await?
-        && rt.client_id == client.client_id
-    {
         // The whole grant goes: the refresh token and its rotations.
-        ctx.refresh_tokens()
-            .revoke_family(&rt.family_id, now)
-            .await?;
+        .revoke_family_of(&util::secret_hash(token), &client.client_id, now)
+        .await?
+    {
         tracing::info!(client_id = %client.client_id, "refresh token revoked");
         ctx.audit.record(
             Event::new(Kind::TokenRevoked)

@@ -169,6 +169,9 @@ impl Context {
     pub fn codes(&self) -> &dyn CodeStore {
         &*self.store
     }
+    pub fn commits(&self) -> &dyn crate::store::CommitStore {
+        &*self.store
+    }
     pub fn refresh_tokens(&self) -> &dyn RefreshTokenStore {
         &*self.store
     }

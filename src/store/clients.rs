@@ -311,18 +311,32 @@ macro_rules! columns {
 }
 pub(crate) use columns;
 
+/// The insert of a client, its row from `$1`…`$12` (in [`columns!`]'s order) and `$from`
+/// after them: `""`, or a `FROM` that defers the commit (`commits`).
+macro_rules! insert {
+    ($from:expr) => {
+        concat!(
+            "INSERT INTO clients (",
+            $crate::store::clients::columns!(),
+            ") SELECT $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12",
+            $from
+        )
+    };
+}
+pub(crate) use insert;
+
 macro_rules! sql_impl {
-    ($ty:ty) => {
+    ($ty:ty, $dialect:tt) => {
         #[async_trait::async_trait]
         impl $crate::store::ClientStore for $ty {
             async fn insert_client(
                 &self,
                 c: &$crate::store::ClientRecord,
             ) -> Result<(), $crate::store::StoreError> {
-                sqlx::query(concat!(
-                    "INSERT INTO clients (",
-                    $crate::store::clients::columns!(),
-                    ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)"
+                sqlx::query($crate::store::commits::deferrable!(
+                    $dialect,
+                    $crate::store::clients::insert!(""),
+                    $crate::store::clients::insert!($crate::store::sql::not_awaited!("postgres"))
                 ))
                 .bind(&c.client_id)
                 .bind(c.kind.as_str())

@@ -57,16 +57,13 @@ pub trait CodeStore: Send + Sync {
     ///
     /// Its commit does not wait for the disk (`sql::not_awaited`): the refresh token inserted
     /// next makes it durable, in the same flush. When none is, the caller makes it durable
-    /// with [`CodeStore::settle_redemption`] before it answers.
+    /// with [`CommitStore::settle`](crate::store::CommitStore::settle) before it answers.
     async fn redeem_code(
         &self,
         code_hash: &[u8],
         by: &Redeemer<'_>,
         now: i64,
     ) -> Result<Option<AuthCode>, StoreError>;
-    /// Make a redemption durable that no later write of the request did: one write of the
-    /// code's row whose commit waits for the disk, and with it for every commit before it.
-    async fn settle_redemption(&self, code_hash: &[u8]) -> Result<(), StoreError>;
     /// Forget codes that expired a day ago (kept that long to recognise replays).
     async fn purge_codes(&self, now: i64) -> Result<u64, StoreError>;
 }
@@ -133,19 +130,6 @@ macro_rules! columns {
     };
 }
 pub(crate) use columns;
-
-/// Whether [`CodeStore::settle_redemption`] has anything to wait for: SQLite's commits never
-/// wait for the disk; on PostgreSQL, rewriting the row makes a WAL record and a commit that
-/// waits for its flush.
-macro_rules! settles {
-    ("postgres") => {
-        true
-    };
-    ("sqlite") => {
-        false
-    };
-}
-pub(crate) use settles;
 
 macro_rules! sql_impl {
     ($ty:ty, $dialect:tt) => {
@@ -233,19 +217,6 @@ macro_rules! sql_impl {
                 .fetch_optional(&self.writer)
                 .await?;
                 row.map(TryInto::try_into).transpose()
-            }
-
-            async fn settle_redemption(
-                &self,
-                code_hash: &[u8],
-            ) -> Result<(), $crate::store::StoreError> {
-                if $crate::store::codes::settles!($dialect) {
-                    sqlx::query("UPDATE auth_codes SET used_at = used_at WHERE code_hash = $1")
-                        .bind(code_hash)
-                        .execute(&self.writer)
-                        .await?;
-                }
-                Ok(())
             }
 
             async fn purge_codes(&self, now: i64) -> Result<u64, $crate::store::StoreError> {

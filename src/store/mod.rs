@@ -15,6 +15,7 @@ pub mod audit;
 pub mod backchannel;
 pub mod clients;
 pub mod codes;
+pub mod commits;
 mod connections;
 pub mod consents;
 pub mod delegations;
@@ -48,6 +49,7 @@ pub use clients::{
     PreviousSecret,
 };
 pub use codes::{AuthCode, CodeStore, Redeemer};
+pub use commits::CommitStore;
 pub use consents::{Consent, ConsentStore};
 pub use delegations::{Delegation, DelegationStore, HopPath};
 pub use devices::{DeviceApproval, DeviceCode, DeviceStore};
@@ -59,7 +61,8 @@ pub use keys::{KeyStore, StoredKey};
 pub use passkeys::{Ceremony, PasskeyStore, StoredPasskey};
 pub use rate_limits::{Backoff, RateLimitStore};
 pub use refresh_tokens::{
-    Presented, REVOKED_FAMILY_MEMORY_SECS, RefreshToken, RefreshTokenStore, Rotation, Successor,
+    Presented, REVOKED_FAMILY_MEMORY_SECS, RefreshToken, RefreshTokenStore, RevokedFamily,
+    Rotation, Successor,
 };
 pub use replay::ReplayStore;
 pub use resources::{DetailsTypeDef, ResourceRecord, ResourceStore, ScopeDef, ToolDef};
@@ -124,6 +127,7 @@ pub struct PoolStats {
 /// Everything the server stores. Code that needs one aggregate takes its trait instead.
 pub trait Store:
     ClientStore
+    + CommitStore
     + ResourceStore
     + KeyStore
     + RateLimitStore

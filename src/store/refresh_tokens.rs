@@ -132,8 +132,25 @@ pub trait RefreshTokenStore: Send + Sync {
     ) -> Result<Option<RefreshToken>, StoreError>;
     /// Revoke every refresh token of a family; returns how many.
     async fn revoke_family(&self, family_id: &str, now: i64) -> Result<u64, StoreError>;
+    /// Revoke the family of `client_id`'s token `token_hash` if that token could still be used
+    /// ([`RefreshTokenStore::get_refresh`], then [`RefreshTokenStore::revoke_family`]; one
+    /// statement on PostgreSQL): the family and its user, or `None` when nothing was revoked
+    /// (the token is unknown, not usable, or another client's).
+    async fn revoke_family_of(
+        &self,
+        token_hash: &[u8],
+        client_id: &str,
+        now: i64,
+    ) -> Result<Option<RevokedFamily>, StoreError>;
     /// Forget refresh tokens past their absolute expiry.
     async fn purge_refresh_tokens(&self, now: i64) -> Result<u64, StoreError>;
+}
+
+/// A family [`RefreshTokenStore::revoke_family_of`] revoked.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RevokedFamily {
+    pub family_id: String,
+    pub user_id: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -332,13 +349,27 @@ pub(crate) use presented;
 /// statements go to the writer's connection together, each committed as it runs, the mark
 /// first. A crash between them leaves the mark, which already refuses the whole family; the
 /// writer is held for both, so no rotation of this server runs in between.
+/// On PostgreSQL `revoke_family!("postgres", deferred)` is the same, committing without waiting
+/// for the disk (`commits`).
 macro_rules! revoke_family {
     ("postgres") => {
+        concat!(
+            $crate::store::refresh_tokens::revoke_family!(with),
+            " SELECT 1 FROM revoked"
+        )
+    };
+    ("postgres", deferred) => {
+        concat!(
+            $crate::store::refresh_tokens::revoke_family!(with),
+            " SELECT 1 FROM revoked, ",
+            $crate::store::sql::not_awaited!(join)
+        )
+    };
+    (with) => {
         "WITH marked AS (INSERT INTO used_jtis (key, expires_at) VALUES ('family:' || $1, $3) \
            ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at), \
          revoked AS (UPDATE refresh_tokens SET revoked_at = $2 \
-           WHERE family_id = $1 AND revoked_at IS NULL RETURNING 1) \
-         SELECT 1 FROM revoked"
+           WHERE family_id = $1 AND revoked_at IS NULL RETURNING 1)"
     };
     ("sqlite") => {
         "INSERT INTO used_jtis (key, expires_at) VALUES ('family:' || $1, $3) \
@@ -348,6 +379,43 @@ macro_rules! revoke_family {
     };
 }
 pub(crate) use revoke_family;
+
+/// [`RefreshTokenStore::revoke_family_of`]'s statement: the family of the token `$1` of the
+/// client `$4`, if usable at `$2`, revoked as [`revoke_family!`] does (`$3` the mark's expiry),
+/// returning [`RevokedFamily`]. PostgreSQL only (`None` on SQLite, which looks the token up
+/// on a reader first); `revoke_family_of!("postgres", deferred)` commits without waiting for
+/// the disk (`commits`).
+macro_rules! revoke_family_of {
+    ("postgres") => {
+        Some(concat!(
+            $crate::store::refresh_tokens::revoke_family_of!(with),
+            " SELECT family_id, user_id FROM target"
+        ))
+    };
+    ("postgres", deferred) => {
+        Some(concat!(
+            $crate::store::refresh_tokens::revoke_family_of!(with),
+            " SELECT family_id, user_id FROM target, ",
+            $crate::store::sql::not_awaited!(join)
+        ))
+    };
+    ("sqlite") => {
+        None::<&str>
+    };
+    (with) => {
+        concat!(
+            "WITH target AS (SELECT family_id, user_id FROM refresh_tokens \
+               WHERE token_hash = $1 AND client_id = $4 AND ",
+            $crate::store::refresh_tokens::usable!(),
+            "), marked AS (INSERT INTO used_jtis (key, expires_at) \
+               SELECT 'family:' || family_id, $3 FROM target \
+               ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at), \
+             revoked AS (UPDATE refresh_tokens SET revoked_at = $2 \
+               WHERE family_id IN (SELECT family_id FROM target) AND revoked_at IS NULL)"
+        )
+    };
+}
+pub(crate) use revoke_family_of;
 
 /// [`RefreshTokenStore::rotate_usable`]'s statement: the token `$15`, if usable at `$16`,
 /// marked used with its successor `$1`, and the successor (`insert!`'s parameters) stored.
@@ -557,13 +625,52 @@ macro_rules! sql_impl {
 
             async fn revoke_family(&self, family_id: &str, now: i64) -> Result<u64, $crate::store::StoreError> {
                 $crate::store::sql::retrying(|| async move {
-                    let revoked = sqlx::query($crate::store::refresh_tokens::revoke_family!($dialect))
+                    let revoked = sqlx::query($crate::store::commits::deferrable!(
+                        $dialect,
+                        $crate::store::refresh_tokens::revoke_family!($dialect),
+                        $crate::store::refresh_tokens::revoke_family!("postgres", deferred)
+                    ))
                         .bind(family_id)
                         .bind(now)
                         .bind(now + $crate::store::REVOKED_FAMILY_MEMORY_SECS)
                         .fetch_all(&self.writer)
                         .await?;
                     Ok(revoked.len() as u64)
+                })
+                .await
+            }
+
+            async fn revoke_family_of(
+                &self,
+                token_hash: &[u8],
+                client_id: &str,
+                now: i64,
+            ) -> Result<Option<$crate::store::RevokedFamily>, $crate::store::StoreError> {
+                let Some(sql) = $crate::store::commits::deferrable!(
+                    $dialect,
+                    $crate::store::refresh_tokens::revoke_family_of!($dialect),
+                    $crate::store::refresh_tokens::revoke_family_of!("postgres", deferred)
+                ) else {
+                    let Some(t) = self.get_refresh(token_hash, now).await? else {
+                        return Ok(None);
+                    };
+                    if t.client_id != client_id {
+                        return Ok(None);
+                    }
+                    self.revoke_family(&t.family_id, now).await?;
+                    return Ok(Some($crate::store::RevokedFamily {
+                        family_id: t.family_id,
+                        user_id: t.user_id,
+                    }));
+                };
+                $crate::store::sql::retrying(|| async move {
+                    Ok(sqlx::query_as(sql)
+                        .bind(token_hash)
+                        .bind(now)
+                        .bind(now + $crate::store::REVOKED_FAMILY_MEMORY_SECS)
+                        .bind(client_id)
+                        .fetch_optional(&self.writer)
+                        .await?)
                 })
                 .await
             }

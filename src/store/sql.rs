@@ -22,12 +22,17 @@ use super::StoreError;
 /// makes durable: the WAL is flushed in order, so a later commit that waits for the disk
 /// flushes every commit before it (a code's redemption, then its refresh token). SQLite's
 /// writer never waits for the disk on a commit (`synchronous = NORMAL` in WAL mode): nothing.
+/// `not_awaited!(join)` is the bare item, to join to a statement's own `FROM`. A write that
+/// only its request's answer must wait for is deferred instead (`commits`).
 macro_rules! not_awaited {
     ("postgres") => {
-        " FROM (SELECT set_config('synchronous_commit', 'off', true)) AS not_awaited"
+        concat!(" FROM ", $crate::store::sql::not_awaited!(join))
     };
     ("sqlite") => {
         ""
+    };
+    (join) => {
+        "(SELECT set_config('synchronous_commit', 'off', true)) AS not_awaited"
     };
 }
 pub(crate) use not_awaited;
@@ -127,7 +132,8 @@ pub(crate) use applied_migrations;
 /// `$transfer` is its [`Dialect`](super::transfer::Dialect) for export and import.
 macro_rules! sql_store {
     ($ty:ty, $name:tt, $transfer:expr) => {
-        $crate::store::clients::sql_impl!($ty);
+        $crate::store::clients::sql_impl!($ty, $name);
+        $crate::store::commits::sql_impl!($ty, $name);
         $crate::store::resources::sql_impl!($ty);
         $crate::store::keys::sql_impl!($ty);
         $crate::store::rate_limits::sql_impl!($ty, $name);

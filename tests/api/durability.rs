@@ -256,17 +256,9 @@ async fn kill_9_of_one_replica_under_load_loses_nothing_answered_on_postgres() {
 /// so run alongside them this can pass without the wait; alone, without it, it fails.)
 #[tokio::test]
 async fn a_redeemed_code_is_on_disk_before_the_answer_on_postgres() {
-    let Some(app) = crate::helpers::TestApp::builder(Backend::Postgres)
-        .start()
-        .await
-    else {
+    let Some((app, db, b)) = seeded_on_postgres().await else {
         return;
     };
-    seed(&app).await;
-    let db = sqlx::PgPool::connect(app.config.database_url.as_deref().unwrap())
-        .await
-        .unwrap();
-    let b = browser();
     for grant_types in [
         json!(["authorization_code", "refresh_token"]),
         json!(["authorization_code"]),
@@ -288,10 +280,7 @@ async fn a_redeemed_code_is_on_disk_before_the_answer_on_postgres() {
         let code = code_for(&app, &b, client_id, &challenge).await;
         // Past the audit writer's lingering batch of the sign-in's events.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let (before,): (String,) = sqlx::query_as("SELECT pg_current_wal_insert_lsn()::text")
-            .fetch_one(&db)
-            .await
-            .unwrap();
+        let before = wal_end(&db).await;
         let (s, _, tokens) = redeem(&app, client_id, &code, &verifier, &[]).await;
         assert_eq!(s, 200, "{tokens}");
         assert_eq!(
@@ -299,14 +288,102 @@ async fn a_redeemed_code_is_on_disk_before_the_answer_on_postgres() {
             grant_types.as_array().unwrap().len() == 2,
             "{tokens}"
         );
-        let (flushed,): (bool,) = sqlx::query_as("SELECT pg_current_wal_flush_lsn() > $1::pg_lsn")
-            .bind(&before)
-            .fetch_one(&db)
+        assert!(
+            flushed_past(&db, &before).await,
+            "{grant_types}: the redemption was not on disk when the tokens were answered"
+        );
+    }
+}
+
+/// A seeded server on PostgreSQL, a connection to its database and a browser; `None` where
+/// PostgreSQL is not there (and CI is not set).
+async fn seeded_on_postgres() -> Option<(crate::helpers::TestApp, sqlx::PgPool, reqwest::Client)> {
+    let app = crate::helpers::TestApp::builder(Backend::Postgres)
+        .start()
+        .await?;
+    seed(&app).await;
+    let db = sqlx::PgPool::connect(app.config.database_url.as_deref().unwrap())
+        .await
+        .unwrap();
+    Some((app, db, browser()))
+}
+
+/// Where PostgreSQL's WAL ends now.
+async fn wal_end(db: &sqlx::PgPool) -> String {
+    let (lsn,): (String,) = sqlx::query_as("SELECT pg_current_wal_insert_lsn()::text")
+        .fetch_one(db)
+        .await
+        .unwrap();
+    lsn
+}
+
+/// Has PostgreSQL flushed its WAL past `lsn`?
+async fn flushed_past(db: &sqlx::PgPool, lsn: &str) -> bool {
+    let (flushed,): (bool,) = sqlx::query_as("SELECT pg_current_wal_flush_lsn() > $1::pg_lsn")
+        .bind(lsn)
+        .fetch_one(db)
+        .await
+        .unwrap();
+    flushed
+}
+
+/// A revocation and a registration commit without waiting for the disk: their answers wait
+/// once, for their audit events, whose commits flush the WAL past them; when storing the
+/// events fails, for a write that waits instead (`store::commits`). Either way what the
+/// answer reports is on disk when it arrives. (Like the test above, this one can pass by luck
+/// while other tests flush the same WAL; it never fails wrongly.)
+#[tokio::test]
+async fn a_revocation_and_a_registration_are_on_disk_before_their_answers_on_postgres() {
+    let Some((app, db, b)) = seeded_on_postgres().await else {
+        return;
+    };
+    let (status, _, body) = app
+        .register(&json!({
+            "redirect_uris": [REDIRECT],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "token_endpoint_auth_method": "none",
+        }))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let client_id = body["client_id"].as_str().unwrap();
+    for events_fail in [false, true] {
+        if events_fail {
+            sqlx::query(
+                "ALTER TABLE audit_events ADD CONSTRAINT refused \
+                 CHECK (kind NOT IN ('token.revoked', 'client.registered')) NOT VALID",
+            )
+            .execute(&db)
             .await
             .unwrap();
+        }
+        let refresh_token = first_refresh_token(&app, &b, client_id).await;
+        // Past the audit writer's lingering batch of the code flow's events.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = wal_end(&db).await;
+        let (s, _, body) = crate::helpers::post_form(
+            &app,
+            "/revoke",
+            vec![("client_id", client_id), ("token", &refresh_token)],
+            &[],
+        )
+        .await;
+        assert_eq!(s, 200, "{body}");
         assert!(
-            flushed,
-            "{grant_types}: the redemption was not on disk when the tokens were answered"
+            flushed_past(&db, &before).await,
+            "events fail: {events_fail}: the revocation was not on disk when it was answered"
+        );
+        let (s, _, body) = refresh(&app, client_id, &refresh_token, &[]).await;
+        assert_eq!(s, 400, "the revoked token still works: {body}");
+
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = wal_end(&db).await;
+        let (s, _, body) = app
+            .register(&json!({ "redirect_uris": [REDIRECT], "client_name": "later" }))
+            .await;
+        assert_eq!(s, 201, "{body}");
+        assert!(
+            flushed_past(&db, &before).await,
+            "events fail: {events_fail}: the client was not on disk when it was answered"
         );
     }
 }

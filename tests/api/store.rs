@@ -307,6 +307,32 @@ fn refresh_token(app: &TestApp, family: &str, at: i64) -> concierge::store::Refr
     }
 }
 
+/// The family `fam` of a spent token and its live successor, and the family `fam-other` of
+/// one live token, stored (returned in that order).
+async fn two_families(
+    app: &TestApp,
+    now: i64,
+) -> (
+    concierge::store::RefreshToken,
+    concierge::store::RefreshToken,
+    concierge::store::RefreshToken,
+) {
+    use concierge::store::refresh_tokens::Rotation;
+    let store = app.store();
+    let (a, b) = (
+        refresh_token(app, "fam", now),
+        refresh_token(app, "fam", now),
+    );
+    store.insert_refresh(&a).await.unwrap();
+    store
+        .rotate_refresh(&a.token_hash, &b, now, &|_| Rotation::Rotate)
+        .await
+        .unwrap();
+    let other = refresh_token(app, "fam-other", now);
+    store.insert_refresh(&other).await.unwrap();
+    (a, b, other)
+}
+
 /// Could `t` still be used (presented for a refresh, or introspected) at `now`?
 async fn usable(
     store: &dyn concierge::store::Store,
@@ -434,20 +460,9 @@ both!(
     a_revoked_family_counts_its_tokens_and_stays_revoked,
     builder | b: crate::helpers::TestAppBuilder | alice_and_agent(b),
     |app: TestApp| async move {
-        use concierge::store::refresh_tokens::Rotation;
         let store = app.store();
         let now = concierge::util::now();
-        let (a, b) = (
-            refresh_token(&app, "fam", now),
-            refresh_token(&app, "fam", now),
-        );
-        store.insert_refresh(&a).await.unwrap();
-        store
-            .rotate_refresh(&a.token_hash, &b, now, &|_| Rotation::Rotate)
-            .await
-            .unwrap();
-        let other = refresh_token(&app, "fam-other", now);
-        store.insert_refresh(&other).await.unwrap();
+        let (_, b, other) = two_families(&app, now).await;
 
         let n = store.revoke_family("fam", now).await.unwrap();
         assert_eq!(n, 2, "the spent token and its live successor");
@@ -460,6 +475,52 @@ both!(
         );
         assert_eq!(store.revoke_family("fam", now).await.unwrap(), 1, "the late one only");
         assert_eq!(store.revoke_family("fam", now).await.unwrap(), 0);
+        assert!(usable(&*store, &other, now).await, "another family is untouched");
+        app
+    }
+);
+
+// A client revokes the family of its own usable token (RFC 7009 §2.1), in one statement on
+// PostgreSQL, there committed without waiting for the disk inside a request and then settled,
+// as the server does: the family goes, remembered so a token of it born later is dead.
+// A spent token, another client's and an unknown one revoke nothing.
+both!(
+    a_client_revokes_the_family_of_its_own_usable_token,
+    builder | b: crate::helpers::TestAppBuilder | alice_and_agent(b),
+    |app: TestApp| async move {
+        use concierge::store::commits::{Deferred, deferring};
+        let store = app.store();
+        let now = concierge::util::now();
+        let me = app.machine_clients[0].client_id.clone();
+        let (a, b, other) = two_families(&app, now).await;
+        for (hash, client) in [
+            (&a.token_hash, me.as_str()),
+            (&b.token_hash, "someone-else"),
+            (&vec![7u8; 32], me.as_str()),
+        ] {
+            assert_eq!(store.revoke_family_of(hash, client, now).await.unwrap(), None);
+        }
+        assert!(usable(&*store, &b, now).await, "nothing was revoked yet");
+
+        let (revoked, deferred) = deferring(store.revoke_family_of(&b.token_hash, &me, now)).await;
+        assert_eq!(
+            revoked.unwrap(),
+            Some(concierge::store::RevokedFamily {
+                family_id: "fam".into(),
+                user_id: app.users["alice"].clone(),
+            })
+        );
+        let expected = if store.backend() == "postgres" {
+            Deferred::Uncovered
+        } else {
+            Deferred::None
+        };
+        assert_eq!(deferred, expected);
+        store.settle().await.unwrap();
+        assert!(!usable(&*store, &b, now).await);
+        let late = refresh_token(&app, "fam", now);
+        store.insert_refresh(&late).await.unwrap();
+        assert!(!usable(&*store, &late, now).await, "born dead");
         assert!(usable(&*store, &other, now).await, "another family is untouched");
         app
     }

@@ -282,7 +282,7 @@ impl Grant for AuthorizationCode {
         // carried RFC 9396 details, or issuing failed), it is made durable now: a code spent
         // stays spent after a crash once any answer went out.
         if !issued.as_ref().is_ok_and(|r| r.refresh_token.is_some()) {
-            ctx.codes().settle_redemption(&hash).await?;
+            ctx.commits().settle().await?;
         }
         issued
     }

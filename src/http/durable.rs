@@ -1,0 +1,29 @@
+//! The layer that holds a response back until what it reports is on disk: the change's audit
+//! event (`crate::audit`), and the writes the request committed without waiting for the disk
+//! (`crate::store::commits`). One wait serves both where it can: the event, stored after the
+//! writes, makes them durable too (the WAL is flushed in order).
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::audit;
+use crate::error::OAuthError;
+use crate::state::AppState;
+use crate::store::commits::{self, Deferred};
+
+pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let ((res, recorded), deferred) = commits::deferring(audit::recording(next.run(req))).await;
+    let stored = recorded && state.oauth.audit.flush().await;
+    let settled = match deferred {
+        Deferred::None => true,
+        // The event was stored after the writes it covers, and its commit waited.
+        Deferred::Covered => stored,
+        Deferred::Uncovered => false,
+    };
+    if !settled && let Err(e) = state.store.settle().await {
+        // What the response reports may not be on disk: it must not go out as if it were.
+        return OAuthError::from(e).into_response();
+    }
+    res
+}
