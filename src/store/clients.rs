@@ -311,15 +311,14 @@ macro_rules! columns {
 }
 pub(crate) use columns;
 
-/// The insert of a client, its row from `$1`…`$12` (in [`columns!`]'s order) and `$from`
-/// after them: `""`, or a `FROM` that defers the commit (`commits`).
+/// The insert of a client, its row from `$1`…`$12` (in [`columns!`]'s order): a `SELECT`
+/// without `FROM`, so a deferred commit's `FROM` can follow (`commits`).
 macro_rules! insert {
-    ($from:expr) => {
+    () => {
         concat!(
             "INSERT INTO clients (",
             $crate::store::clients::columns!(),
-            ") SELECT $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12",
-            $from
+            ") SELECT $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12"
         )
     };
 }
@@ -335,8 +334,8 @@ macro_rules! sql_impl {
             ) -> Result<(), $crate::store::StoreError> {
                 sqlx::query($crate::store::commits::deferrable!(
                     $dialect,
-                    $crate::store::clients::insert!(""),
-                    $crate::store::clients::insert!($crate::store::sql::not_awaited!("postgres"))
+                    $crate::store::clients::insert!(),
+                    $crate::store::sql::not_awaited!(from)
                 ))
                 .bind(&c.client_id)
                 .bind(c.kind.as_str())

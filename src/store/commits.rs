@@ -69,18 +69,19 @@ pub(crate) fn cover() {
     });
 }
 
-/// The statement for a write that may be deferred: on PostgreSQL, `$deferred` when
-/// [`may_defer`] says so, `$awaited` otherwise; on SQLite always `$awaited`.
+/// The statement `$sql` (a literal, or a macro that makes one) for a write that may be
+/// deferred: on PostgreSQL, with `$tail` after it when [`may_defer`] says so
+/// (`sql::not_awaited!(from)` or `(join)`, whichever continues `$sql`); on SQLite as it is.
 macro_rules! deferrable {
-    ("postgres", $awaited:expr, $deferred:expr) => {
+    ("postgres", $sql:expr, $tail:expr) => {
         if $crate::store::commits::may_defer() {
-            $deferred
+            concat!($sql, $tail)
         } else {
-            $awaited
+            $sql
         }
     };
-    ("sqlite", $awaited:expr, $deferred:expr) => {
-        $awaited
+    ("sqlite", $sql:expr, $tail:expr) => {
+        $sql
     };
 }
 pub(crate) use deferrable;

@@ -349,27 +349,13 @@ pub(crate) use presented;
 /// statements go to the writer's connection together, each committed as it runs, the mark
 /// first. A crash between them leaves the mark, which already refuses the whole family; the
 /// writer is held for both, so no rotation of this server runs in between.
-/// On PostgreSQL `revoke_family!("postgres", deferred)` is the same, committing without waiting
-/// for the disk (`commits`).
 macro_rules! revoke_family {
     ("postgres") => {
-        concat!(
-            $crate::store::refresh_tokens::revoke_family!(with),
-            " SELECT 1 FROM revoked"
-        )
-    };
-    ("postgres", deferred) => {
-        concat!(
-            $crate::store::refresh_tokens::revoke_family!(with),
-            " SELECT 1 FROM revoked, ",
-            $crate::store::sql::not_awaited!(join)
-        )
-    };
-    (with) => {
         "WITH marked AS (INSERT INTO used_jtis (key, expires_at) VALUES ('family:' || $1, $3) \
            ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at), \
          revoked AS (UPDATE refresh_tokens SET revoked_at = $2 \
-           WHERE family_id = $1 AND revoked_at IS NULL RETURNING 1)"
+           WHERE family_id = $1 AND revoked_at IS NULL RETURNING 1) \
+         SELECT 1 FROM revoked"
     };
     ("sqlite") => {
         "INSERT INTO used_jtis (key, expires_at) VALUES ('family:' || $1, $3) \
@@ -383,26 +369,19 @@ pub(crate) use revoke_family;
 /// [`RefreshTokenStore::revoke_family_of`]'s statement: the family of the token `$1` of the
 /// client `$4`, if usable at `$2`, revoked as [`revoke_family!`] does (`$3` the mark's expiry),
 /// returning [`RevokedFamily`]. PostgreSQL only (`None` on SQLite, which looks the token up
-/// on a reader first); `revoke_family_of!("postgres", deferred)` commits without waiting for
-/// the disk (`commits`).
+/// on a reader first); its commit may be deferred (`commits`).
 macro_rules! revoke_family_of {
     ("postgres") => {
-        Some(concat!(
-            $crate::store::refresh_tokens::revoke_family_of!(with),
-            " SELECT family_id, user_id FROM target"
-        ))
-    };
-    ("postgres", deferred) => {
-        Some(concat!(
-            $crate::store::refresh_tokens::revoke_family_of!(with),
-            " SELECT family_id, user_id FROM target, ",
+        Some($crate::store::commits::deferrable!(
+            "postgres",
+            $crate::store::refresh_tokens::revoke_family_of!(sql),
             $crate::store::sql::not_awaited!(join)
         ))
     };
     ("sqlite") => {
         None::<&str>
     };
-    (with) => {
+    (sql) => {
         concat!(
             "WITH target AS (SELECT family_id, user_id FROM refresh_tokens \
                WHERE token_hash = $1 AND client_id = $4 AND ",
@@ -411,7 +390,8 @@ macro_rules! revoke_family_of {
                SELECT 'family:' || family_id, $3 FROM target \
                ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at), \
              revoked AS (UPDATE refresh_tokens SET revoked_at = $2 \
-               WHERE family_id IN (SELECT family_id FROM target) AND revoked_at IS NULL)"
+               WHERE family_id IN (SELECT family_id FROM target) AND revoked_at IS NULL) \
+             SELECT family_id, user_id FROM target"
         )
     };
 }
@@ -628,7 +608,7 @@ macro_rules! sql_impl {
                     let revoked = sqlx::query($crate::store::commits::deferrable!(
                         $dialect,
                         $crate::store::refresh_tokens::revoke_family!($dialect),
-                        $crate::store::refresh_tokens::revoke_family!("postgres", deferred)
+                        $crate::store::sql::not_awaited!(join)
                     ))
                         .bind(family_id)
                         .bind(now)
@@ -646,11 +626,7 @@ macro_rules! sql_impl {
                 client_id: &str,
                 now: i64,
             ) -> Result<Option<$crate::store::RevokedFamily>, $crate::store::StoreError> {
-                let Some(sql) = $crate::store::commits::deferrable!(
-                    $dialect,
-                    $crate::store::refresh_tokens::revoke_family_of!($dialect),
-                    $crate::store::refresh_tokens::revoke_family_of!("postgres", deferred)
-                ) else {
+                let Some(sql) = $crate::store::refresh_tokens::revoke_family_of!($dialect) else {
                     let Some(t) = self.get_refresh(token_hash, now).await? else {
                         return Ok(None);
                     };

@@ -22,16 +22,24 @@ use super::StoreError;
 /// makes durable: the WAL is flushed in order, so a later commit that waits for the disk
 /// flushes every commit before it (a code's redemption, then its refresh token). SQLite's
 /// writer never waits for the disk on a commit (`synchronous = NORMAL` in WAL mode): nothing.
-/// `not_awaited!(join)` is the bare item, to join to a statement's own `FROM`. A write that
-/// only its request's answer must wait for is deferred instead (`commits`).
+/// A write that only its request's answer must wait for is deferred instead (`commits`),
+/// with `not_awaited!(from)` after a statement that has no `FROM`, or `not_awaited!(join)`
+/// after one whose `FROM` it joins (PostgreSQL's text; `commits::deferrable!` leaves it off
+/// on SQLite).
 macro_rules! not_awaited {
     ("postgres") => {
-        concat!(" FROM ", $crate::store::sql::not_awaited!(join))
+        $crate::store::sql::not_awaited!(from)
     };
     ("sqlite") => {
         ""
     };
+    (from) => {
+        concat!(" FROM ", $crate::store::sql::not_awaited!(item))
+    };
     (join) => {
+        concat!(", ", $crate::store::sql::not_awaited!(item))
+    };
+    (item) => {
         "(SELECT set_config('synchronous_commit', 'off', true)) AS not_awaited"
     };
 }

@@ -330,8 +330,9 @@ async fn flushed_past(db: &sqlx::PgPool, lsn: &str) -> bool {
 /// A revocation and a registration commit without waiting for the disk: their answers wait
 /// once, for their audit events, whose commits flush the WAL past them; when storing the
 /// events fails, for a write that waits instead (`store::commits`). Either way what the
-/// answer reports is on disk when it arrives. (Like the test above, this one can pass by luck
-/// while other tests flush the same WAL; it never fails wrongly.)
+/// answer reports is on disk when it arrives; when neither can be stored, the answer is a
+/// 500. (Like the test above, the flush checks can pass by luck while other tests flush the
+/// same WAL; they never fail wrongly.)
 #[tokio::test]
 async fn a_revocation_and_a_registration_are_on_disk_before_their_answers_on_postgres() {
     let Some((app, db, b)) = seeded_on_postgres().await else {
@@ -386,4 +387,21 @@ async fn a_revocation_and_a_registration_are_on_disk_before_their_answers_on_pos
             "events fail: {events_fail}: the client was not on disk when it was answered"
         );
     }
+
+    // With the events still refused and the barrier gone too, nothing can say the revocation
+    // is on disk: the answer is an error, not a 200 that may be lost.
+    let refresh_token = first_refresh_token(&app, &b, client_id).await;
+    sqlx::query("DROP SEQUENCE commit_barrier")
+        .execute(&db)
+        .await
+        .unwrap();
+    let (s, _, body) = crate::helpers::post_form(
+        &app,
+        "/revoke",
+        vec![("client_id", client_id), ("token", &refresh_token)],
+        &[],
+    )
+    .await;
+    assert_eq!(s, 500, "{body}");
+    assert_eq!(body["error"], "server_error", "{body}");
 }
