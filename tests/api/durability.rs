@@ -308,6 +308,21 @@ async fn seeded_on_postgres() -> Option<(crate::helpers::TestApp, sqlx::PgPool, 
     Some((app, db, browser()))
 }
 
+/// RFC 7009 revocation of `token` by the public client `client_id`.
+async fn revoke(
+    app: &impl Server,
+    client_id: &str,
+    token: &str,
+) -> (reqwest::StatusCode, reqwest::header::HeaderMap, Value) {
+    crate::helpers::post_form(
+        app,
+        "/revoke",
+        vec![("client_id", client_id), ("token", token)],
+        &[],
+    )
+    .await
+}
+
 /// Where PostgreSQL's WAL ends now.
 async fn wal_end(db: &sqlx::PgPool) -> String {
     let (lsn,): (String,) = sqlx::query_as("SELECT pg_current_wal_insert_lsn()::text")
@@ -361,13 +376,7 @@ async fn a_revocation_and_a_registration_are_on_disk_before_their_answers_on_pos
         // Past the audit writer's lingering batch of the code flow's events.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let before = wal_end(&db).await;
-        let (s, _, body) = crate::helpers::post_form(
-            &app,
-            "/revoke",
-            vec![("client_id", client_id), ("token", &refresh_token)],
-            &[],
-        )
-        .await;
+        let (s, _, body) = revoke(&app, client_id, &refresh_token).await;
         assert_eq!(s, 200, "{body}");
         assert!(
             flushed_past(&db, &before).await,
@@ -395,13 +404,7 @@ async fn a_revocation_and_a_registration_are_on_disk_before_their_answers_on_pos
         .execute(&db)
         .await
         .unwrap();
-    let (s, _, body) = crate::helpers::post_form(
-        &app,
-        "/revoke",
-        vec![("client_id", client_id), ("token", &refresh_token)],
-        &[],
-    )
-    .await;
+    let (s, _, body) = revoke(&app, client_id, &refresh_token).await;
     assert_eq!(s, 500, "{body}");
     assert_eq!(body["error"], "server_error", "{body}");
 }
