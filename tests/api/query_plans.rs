@@ -105,10 +105,11 @@ fn typed_arithmetic(sql: &str) -> String {
     words.join(" ")
 }
 
-/// The full scans of `sql`'s plan, by table, other than of [`SMALL`] tables.
-async fn full_scans(backend: Backend, url: &str, sql: &str) -> Vec<String> {
+/// The lines of `sql`'s plan: SQLite's query plan; PostgreSQL's generic plan (what a
+/// prepared statement settles on) with sequential scans priced out, for NULL parameters.
+async fn plan(backend: Backend, url: &str, sql: &str) -> Vec<String> {
     use sqlx::Connection as _;
-    let plan: Vec<String> = match backend {
+    match backend {
         Backend::Sqlite => {
             let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
             let rows: Vec<(i64, i64, i64, String)> =
@@ -116,19 +117,7 @@ async fn full_scans(backend: Backend, url: &str, sql: &str) -> Vec<String> {
                     .fetch_all(&mut c)
                     .await
                     .unwrap_or_else(|e| panic!("{e}: {sql}"));
-            rows.into_iter()
-                .map(|r| r.3)
-                // A VALUES list or a constant row is no table.
-                .filter(|d| d.starts_with("SCAN ") && !d.ends_with("VALUES CLAUSE"))
-                .filter(|d| d != "SCAN CONSTANT ROW")
-                .map(|d| {
-                    d["SCAN ".len()..]
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or("")
-                        .to_string()
-                })
-                .collect()
+            rows.into_iter().map(|r| r.3).collect()
         }
         Backend::Postgres => {
             let mut c = sqlx::PgConnection::connect(url).await.unwrap();
@@ -155,15 +144,38 @@ async fn full_scans(backend: Backend, url: &str, sql: &str) -> Vec<String> {
                 .fetch_all(&mut c)
                 .await
                 .unwrap_or_else(|e| panic!("{e}: {sql}"));
-            rows.into_iter()
-                .filter_map(|(l,)| {
-                    l.split_once("Seq Scan on ")
-                        .map(|(_, t)| t.split_whitespace().next().unwrap_or("").to_string())
-                })
-                .collect()
+            rows.into_iter().map(|(l,)| l).collect()
         }
+    }
+}
+
+/// The full scans of `sql`'s plan, by table, other than of [`SMALL`] tables.
+async fn full_scans(backend: Backend, url: &str, sql: &str) -> Vec<String> {
+    let lines = plan(backend, url, sql).await;
+    let tables: Vec<String> = match backend {
+        Backend::Sqlite => lines
+            .into_iter()
+            // A VALUES list or a constant row is no table.
+            .filter(|d| d.starts_with("SCAN ") && !d.ends_with("VALUES CLAUSE"))
+            .filter(|d| d != "SCAN CONSTANT ROW")
+            .map(|d| {
+                d["SCAN ".len()..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect(),
+        Backend::Postgres => lines
+            .into_iter()
+            .filter_map(|l| {
+                l.split_once("Seq Scan on ")
+                    .map(|(_, t)| t.split_whitespace().next().unwrap_or("").to_string())
+            })
+            .collect(),
     };
-    plan.into_iter()
+    tables
+        .into_iter()
         .filter(|t| !SMALL.contains(&t.as_str()))
         .collect()
 }
@@ -349,3 +361,124 @@ async fn no_request_path_query_scans_a_table_on_sqlite() {
 async fn no_request_path_query_scans_a_table_on_postgres() {
     no_scans_on_request_paths(Backend::Postgres).await;
 }
+
+crate::both!(
+    audit_listings_name_only_their_filters_and_walk_their_index,
+    |app: crate::helpers::TestApp| async move {
+        use concierge::store::{AuditQuery, NewAuditEvent};
+        let store = app.store();
+        let url = app.config.database_url();
+        let backend = if url.starts_with("postgres") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        };
+        // Far in the future, so the sweeper leaves them and no other event is as late; ids
+        // unique to this test.
+        let t = concierge::util::now() + 1_000_000;
+        let tag = concierge::util::random_id();
+        let (c1, c2, u1) = (
+            format!("c1-{tag}"),
+            format!("c2-{tag}"),
+            format!("u1-{tag}"),
+        );
+        let event =
+            |at: i64, kind: &'static str, client: Option<&str>, user: Option<&str>| NewAuditEvent {
+                at,
+                kind,
+                client_id: client.map(str::to_string),
+                user_id: user.map(str::to_string),
+                ip: None,
+                detail: format!("{{\"n\":{}}}", at - t),
+            };
+        store
+            .append_audit(&[
+                event(t, "token.issued", Some(&c1), None),
+                event(t + 1, "token.revoked", Some(&c1), Some(&u1)),
+                event(t + 2, "signin.failed", None, Some(&u1)),
+                event(t + 3, "token.issued", Some(&c2), None),
+                event(t + 4, "tokens.other", Some(&c2), None),
+            ])
+            .await
+            .unwrap();
+        let list = |q: AuditQuery| {
+            let store = store.clone();
+            async move {
+                let found: Vec<i64> = store
+                    .list_audit(&q)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| e.at - t)
+                    .collect();
+                found
+            }
+        };
+        let q = |f: &dyn Fn(&mut AuditQuery)| {
+            let mut q = AuditQuery {
+                limit: 50,
+                ..AuditQuery::default()
+            };
+            f(&mut q);
+            q
+        };
+        let by_client = q(&|q| q.client_id = Some(c1.clone()));
+        let by_user = q(&|q| q.user_id = Some(u1.clone()));
+        assert_eq!(list(by_client.clone()).await, [1, 0], "newest first");
+        assert_eq!(list(by_user.clone()).await, [2, 1]);
+        // A kind's first part matches the kinds under it, not a longer word.
+        let tokens = q(&|q| {
+            q.since = Some(t);
+            q.kind = Some("token".into());
+        });
+        assert_eq!(list(tokens).await, [3, 1, 0]);
+        let exact = q(&|q| {
+            q.since = Some(t);
+            q.kind = Some("token.issued".into());
+        });
+        assert_eq!(list(exact).await, [3, 0]);
+        let window = q(&|q| {
+            q.since = Some(t + 1);
+            q.until = Some(t + 3);
+        });
+        assert_eq!(list(window).await, [2, 1]);
+        let page = store.list_audit(&by_client).await.unwrap();
+        let older = q(&|q| {
+            q.client_id = Some(c1.clone());
+            q.before_id = Some(page[0].id);
+        });
+        assert_eq!(list(older).await, [0], "the next page");
+        let first = q(&|q| {
+            q.user_id = Some(u1.clone());
+            q.limit = 1;
+        });
+        assert_eq!(list(first).await, [2]);
+        let both = q(&|q| {
+            q.client_id = Some(c1.clone());
+            q.user_id = Some(u1.clone());
+        });
+        assert_eq!(list(both).await, [1]);
+
+        // The listings an operator runs on a large log walk the index of their filter.
+        for (query, index) in [
+            (&by_client, "audit_events_client"),
+            (&by_user, "audit_events_user"),
+        ] {
+            let sql = match backend {
+                Backend::Sqlite => {
+                    concierge::store::audit::listing::<sqlx::Sqlite>(query).into_string()
+                }
+                Backend::Postgres => {
+                    concierge::store::audit::listing::<sqlx::Postgres>(query).into_string()
+                }
+            };
+            let lines = plan(backend, &url, &sql).await;
+            assert!(
+                lines.iter().any(|l| l.contains(index)),
+                "{backend:?}: {sql}\n{}",
+                lines.join("\n")
+            );
+        }
+        app
+    }
+);
