@@ -51,12 +51,8 @@ against_self() { [ "$BULK" != 0 ] || [ -n "$BASE_BIN" ]; }
 CEILING=${CEILING:-$(against_self && echo 0 || echo 1)}
 CEILING_PORT=${CEILING_PORT:-4900}
 
-export CLIENT_ID=bench
-export CLIENT_SECRET=bench-secret-0123456789abcdef0123456789abcdef
-export PUBLIC_CLIENT_ID=bench-public
-export RESOURCE=http://127.0.0.1:9999/mcp
-export SCOPE=tools:read
-TARGET=http://127.0.0.1:9998/notes
+# The clients, resources and server settings (CLIENT_ID, RESOURCE, configure_ours, serve_ours).
+. "$root/bench/setup.sh"
 
 work=$(mktemp -d)
 pids=()
@@ -113,21 +109,12 @@ if [ "$CEILING" != 0 ]; then
     pids+=("$!")
 fi
 
-wait_for() { # URL
-    for _ in $(seq 1 600); do
-        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "nothing answered at $1" >&2
-    return 1
-}
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 # rss_kib PID FIELD -> the process's VmRSS (now) or VmHWM (its peak), KiB
 rss_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
 # median of the arguments
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 sum() { printf '%s\n' "$@" | awk '{ s += $1 } END { print s + 0 }'; }
-json_field() { sed -nE "s/.*\"$1\":\"([^\"]+)\".*/\1/p"; }
 
 # --- the two servers ---------------------------------------------------------------------
 # start_ours SIDE DATABASE_URL PORT BULK [SERVE_BIN]: configure, seed (with BULK rows of each
@@ -139,48 +126,16 @@ start_ours() {
     local -n pid_ref=${side}_pid env_ref=${side}_env fixtures_ref=${side}_fixtures db_bytes_ref=${side}_db_bytes
     local data=$work/data-$store-$side fixtures=$work/$side-$store
     mkdir -p "$data" "$fixtures"
-    local common=(--data-dir "$data" --database-url "$url")
-    "$bin" "${common[@]}" --init resource add --uri "$RESOURCE" --name Bench \
-        --scope "tools:read=Read" --scope "tools:write=Write" >/dev/null
-    "$bin" "${common[@]}" resource add --uri "$TARGET" --name Notes --scope "notes:read=Read notes" >/dev/null
-    "$bin" "${common[@]}" client add --name bench --id "$CLIENT_ID" --auth-method client_secret_post \
-        --grant-type client_credentials --grant-type authorization_code --grant-type refresh_token \
-        --grant-type urn:ietf:params:oauth:grant-type:token-exchange \
-        --grant-type urn:ietf:params:oauth:grant-type:device_code \
-        --redirect-uri http://127.0.0.1/callback --may-introspect --scope "tools:read tools:write" \
-        --secret-from-env CLIENT_SECRET >/dev/null
-    "$bin" "${common[@]}" client add --name "bench public" --id "$PUBLIC_CLIENT_ID" --auth-method none \
-        --grant-type authorization_code --grant-type refresh_token \
-        --redirect-uri http://127.0.0.1/callback --scope tools:read >/dev/null
-    "$bin" "${common[@]}" resource allow-exchange --target "$TARGET" --client "$CLIENT_ID" \
-        --from "$RESOURCE" --map tools:read=notes:read >/dev/null
+    configure_ours "$bin" "$data" "$url"
     say "$store ($side): seeding $COUNT codes, refresh tokens and revocable tokens, and $bulk of each kind a deployment keeps"
     "$seed" "$url" "$COUNT" "$fixtures" "$bulk"
     db_bytes_ref=$(db_bytes "$url")
-    # Rate limits stay on (their cost is measured) but out of reach.
-    CONCIERGE_RATE_LIMITS__TOKEN_PER_CLIENT=1000000000 CONCIERGE_RATE_LIMITS__TOKEN_PER_ADDRESS=1000000000 \
-    CONCIERGE_REGISTRATION__RATE_LIMIT_MAX=1000000000 CONCIERGE_REGISTRATION__RATE_LIMIT_IDENTICAL_MAX=1000000000 \
-    "$serve_bin" "${common[@]}" serve --listen "127.0.0.1:$port" \
-        --issuer "http://127.0.0.1:$port" >"$work/$side-$store.log" 2>&1 &
+    serve_ours "$serve_bin" "$data" "$url" "$port" "$work/$side-$store.log"
     pid_ref=$!
     pids+=("$pid_ref")
     wait_for "http://127.0.0.1:$port/.well-known/oauth-authorization-server"
-    local base=http://127.0.0.1:$port
-    # A refresh token and a machine token to introspect; a user's token (the last seeded
-    # code's) to exchange.
-    local machine subject code refresh
-    machine=$(curl -fsS "$base/token" -d grant_type=client_credentials -d client_id=$CLIENT_ID \
-        -d client_secret=$CLIENT_SECRET -d scope=tools:read --data-urlencode resource=$RESOURCE | json_field access_token)
-    refresh=$(tail -n 1 "$fixtures/revoke.txt")
-    sed -i '$d' "$fixtures/revoke.txt"
-    code=$(tail -n 1 "$fixtures/codes.txt")
-    sed -i '$d' "$fixtures/codes.txt"
-    subject=$(curl -fsS "$base/token" -d grant_type=authorization_code -d client_id=$CLIENT_ID \
-        -d client_secret=$CLIENT_SECRET -d code="$code" \
-        -d code_verifier=bench-verifier-0123456789abcdefghijklmnopqrstuvwxyz \
-        --data-urlencode redirect_uri=http://127.0.0.1/callback | json_field access_token)
-    env_ref=(ACCESS_TOKEN="$refresh" JWT="$machine" SUBJECT_TOKEN="$subject" TARGET="$TARGET"
-        COOKIE="concierge_session=$(cat "$fixtures/cookie.txt")")
+    path_env "http://127.0.0.1:$port" "$fixtures"
+    env_ref=("${PATH_ENV[@]}")
     fixtures_ref=$fixtures
 }
 

@@ -26,11 +26,7 @@ MIX=(code refresh introspect revoke authorize register jwks)
 # Fixtures for the paths that spend one a request, with room to spare.
 COUNT=$(( MIX_RATE * 60 * MINUTES * 5 / 4 + 1000 ))
 
-export CLIENT_ID=bench
-export CLIENT_SECRET=bench-secret-0123456789abcdef0123456789abcdef
-export PUBLIC_CLIENT_ID=bench-public
-export RESOURCE=http://127.0.0.1:9999/mcp
-export SCOPE=tools:read
+. "$root/bench/setup.sh"
 
 work=$(mktemp -d)
 pid=""
@@ -47,7 +43,6 @@ cleanup() {
 }
 trap cleanup EXIT
 say() { printf '== %s\n' "$*" >&2; }
-json_field() { sed -nE "s/.*\"$1\":\"([^\"]+)\".*/\1/p"; }
 rss_mib() { awk '$1 == "VmRSS:" { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 field() { sed -nE "s/.* $1=([0-9]+).*/\1/p" <<<"$2"; }
 
@@ -64,24 +59,13 @@ case $STORE in
         url=$(sed -E "s#/[^/]*\$#/$pg_db#" <<<"$PG_ADMIN_URL") ;;
     *) echo "STORE is sqlite or postgres" >&2; exit 2 ;;
 esac
-common=(--data-dir "$work/data" --database-url "$url")
-mkdir -p "$work/data" "$work/fixtures"
-"$bin" "${common[@]}" --init resource add --uri "$RESOURCE" --name Bench --scope "tools:read=Read" >/dev/null
-"$bin" "${common[@]}" client add --name bench --id "$CLIENT_ID" --auth-method client_secret_post \
-    --grant-type client_credentials --grant-type authorization_code --grant-type refresh_token \
-    --redirect-uri http://127.0.0.1/callback --may-introspect --scope tools:read \
-    --secret-from-env CLIENT_SECRET >/dev/null
-"$bin" "${common[@]}" client add --name "bench public" --id "$PUBLIC_CLIENT_ID" --auth-method none \
-    --grant-type authorization_code --grant-type refresh_token \
-    --redirect-uri http://127.0.0.1/callback --scope tools:read >/dev/null
+mkdir -p "$work/fixtures"
+configure_ours "$bin" "$work/data" "$url"
 say "seeding $COUNT fixtures of each kind"
 "$root/target/release/examples/bench_seed" "$url" "$COUNT" "$work/fixtures"
-CONCIERGE_RATE_LIMITS__TOKEN_PER_CLIENT=1000000000 CONCIERGE_RATE_LIMITS__TOKEN_PER_ADDRESS=1000000000 \
-CONCIERGE_REGISTRATION__RATE_LIMIT_MAX=1000000000 CONCIERGE_REGISTRATION__RATE_LIMIT_IDENTICAL_MAX=1000000000 \
-"$bin" "${common[@]}" serve --listen "127.0.0.1:$PORT" --issuer "http://127.0.0.1:$PORT" \
-    >"$work/server.log" 2>&1 &
+serve_ours "$bin" "$work/data" "$url" "$PORT" "$work/server.log"
 pid=$!
-for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://127.0.0.1:$PORT/readyz" 2>/dev/null && break; sleep 0.1; done
+wait_for "http://127.0.0.1:$PORT/readyz"
 base=http://127.0.0.1:$PORT
 token=$(curl -fsS "$base/token" -d grant_type=client_credentials -d client_id=$CLIENT_ID \
     -d client_secret=$CLIENT_SECRET -d scope=tools:read --data-urlencode resource=$RESOURCE | json_field access_token)

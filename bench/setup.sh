@@ -1,0 +1,75 @@
+# Sourced by bench/run.sh, bench/soak.sh and bench/layout.sh: the clients, resources and
+# server settings every benchmark of Concierge starts from, so the three load the same server.
+
+export CLIENT_ID=bench
+export CLIENT_SECRET=bench-secret-0123456789abcdef0123456789abcdef
+export PUBLIC_CLIENT_ID=bench-public
+export RESOURCE=http://127.0.0.1:9999/mcp
+export SCOPE=tools:read
+TARGET=http://127.0.0.1:9998/notes
+
+json_field() { sed -nE "s/.*\"$1\":\"([^\"]+)\".*/\1/p"; }
+
+# wait_for URL: until it answers (60 s at most)
+wait_for() {
+    for _ in $(seq 1 600); do
+        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nothing answered at $1" >&2
+    return 1
+}
+
+# configure_ours BIN DATA_DIR DATABASE_URL: a new store with the benchmark's resource (and a
+# second one to exchange tokens for), its confidential client (every grant the paths use) and
+# its public client.
+configure_ours() {
+    local bin=$1 common=(--data-dir "$2" --database-url "$3")
+    mkdir -p "$2"
+    "$bin" "${common[@]}" --init resource add --uri "$RESOURCE" --name Bench \
+        --scope "tools:read=Read" --scope "tools:write=Write" >/dev/null
+    "$bin" "${common[@]}" resource add --uri "$TARGET" --name Notes --scope "notes:read=Read notes" >/dev/null
+    "$bin" "${common[@]}" client add --name bench --id "$CLIENT_ID" --auth-method client_secret_post \
+        --grant-type client_credentials --grant-type authorization_code --grant-type refresh_token \
+        --grant-type urn:ietf:params:oauth:grant-type:token-exchange \
+        --grant-type urn:ietf:params:oauth:grant-type:device_code \
+        --redirect-uri http://127.0.0.1/callback --may-introspect --scope "tools:read tools:write" \
+        --secret-from-env CLIENT_SECRET >/dev/null
+    "$bin" "${common[@]}" client add --name "bench public" --id "$PUBLIC_CLIENT_ID" --auth-method none \
+        --grant-type authorization_code --grant-type refresh_token \
+        --redirect-uri http://127.0.0.1/callback --scope tools:read >/dev/null
+    "$bin" "${common[@]}" resource allow-exchange --target "$TARGET" --client "$CLIENT_ID" \
+        --from "$RESOURCE" --map tools:read=notes:read >/dev/null
+}
+
+# serve_ours BIN DATA_DIR DATABASE_URL PORT LOG [WRAPPER...]: start the server in the
+# background (under WRAPPER, say a profiler, when given); the caller reads its PID from $!.
+# Rate limits stay on (their cost is measured) but out of reach.
+serve_ours() {
+    local bin=$1 data=$2 url=$3 port=$4 log=$5
+    shift 5
+    CONCIERGE_RATE_LIMITS__TOKEN_PER_CLIENT=1000000000 CONCIERGE_RATE_LIMITS__TOKEN_PER_ADDRESS=1000000000 \
+    CONCIERGE_REGISTRATION__RATE_LIMIT_MAX=1000000000 CONCIERGE_REGISTRATION__RATE_LIMIT_IDENTICAL_MAX=1000000000 \
+    "$@" "$bin" --data-dir "$data" --database-url "$url" serve --listen "127.0.0.1:$port" \
+        --issuer "http://127.0.0.1:$port" >"$log" 2>&1 &
+}
+
+# path_env BASE FIXTURES: what bench/paths.lua needs beside the fixture files, in PATH_ENV (for
+# `env`): a refresh token and a machine token to introspect, a user's token (the last seeded
+# code's) to exchange, the seeded user's session cookie. Spends the last seeded revocable
+# token and code.
+path_env() {
+    local base=$1 fixtures=$2 machine subject code refresh
+    machine=$(curl -fsS "$base/token" -d grant_type=client_credentials -d client_id=$CLIENT_ID \
+        -d client_secret=$CLIENT_SECRET -d scope=tools:read --data-urlencode resource=$RESOURCE | json_field access_token)
+    refresh=$(tail -n 1 "$fixtures/revoke.txt")
+    sed -i '$d' "$fixtures/revoke.txt"
+    code=$(tail -n 1 "$fixtures/codes.txt")
+    sed -i '$d' "$fixtures/codes.txt"
+    subject=$(curl -fsS "$base/token" -d grant_type=authorization_code -d client_id=$CLIENT_ID \
+        -d client_secret=$CLIENT_SECRET -d code="$code" \
+        -d code_verifier=bench-verifier-0123456789abcdefghijklmnopqrstuvwxyz \
+        --data-urlencode redirect_uri=http://127.0.0.1/callback | json_field access_token)
+    PATH_ENV=(ACCESS_TOKEN="$refresh" JWT="$machine" SUBJECT_TOKEN="$subject" TARGET="$TARGET"
+        COOKIE="concierge_session=$(cat "$fixtures/cookie.txt")")
+}
