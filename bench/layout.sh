@@ -27,16 +27,6 @@ for tool in valgrind wrk; do
     command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$tool"; } >&2
 done
 work=$(mktemp -d)
-pid=""
-pg_db=""
-cleanup() {
-    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
-    wait 2>/dev/null || true
-    if [ -n "$pg_db" ]; then
-        psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS \"$pg_db\" WITH (FORCE)" >/dev/null 2>&1 || true
-    fi
-    rm -rf "$work"
-}
 trap cleanup EXIT
 say() { printf '== %s\n' "$*" >&2; }
 
@@ -51,13 +41,8 @@ if psql -q "$PG_ADMIN_URL" -c 'SELECT 1' >/dev/null 2>&1; then stores+=(postgres
 # for a second, stop it; its record is $work/callgrind-STORE.
 record() {
     local store=$1 url data=$work/data-$1 fixtures=$work/fixtures-$1
-    case $store in
-        sqlite) url="sqlite://$work/layout.db" ;;
-        postgres)
-            pg_db="concierge_layout_$$"
-            psql -q "$PG_ADMIN_URL" -c "CREATE DATABASE \"$pg_db\"" >/dev/null
-            url=$(sed -E "s#/[^/]*\$#/$pg_db#" <<<"$PG_ADMIN_URL") ;;
-    esac
+    new_store "$store" "concierge_layout_$$"
+    url=$STORE_URL
     mkdir -p "$fixtures"
     configure_ours "$bin" "$data" "$url"
     "$root/target/release/examples/bench_seed" "$url" 300 "$fixtures"
@@ -65,7 +50,8 @@ record() {
     serve_ours "$bin" "$data" "$url" "$PORT" "$work/server-$store.log" \
         valgrind --tool=callgrind --callgrind-out-file="$work/callgrind-$store" \
         --compress-strings=no --compress-pos=no --dump-line=no --demangle=no
-    pid=$!
+    local pid=$!
+    bench_pids+=("$pid")
     wait_for "http://127.0.0.1:$PORT/readyz"
     # What start-up ran, apart from what the requests run.
     callgrind_control --dump "$pid" >/dev/null
@@ -88,7 +74,6 @@ record() {
     curl -sS -o /dev/null "http://127.0.0.1:$PORT/authorize?client_id=nobody"
     kill -TERM "$pid"
     wait "$pid" || true
-    pid=""
 }
 for store in "${stores[@]}"; do record "$store"; done
 

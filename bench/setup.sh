@@ -73,3 +73,34 @@ path_env() {
     PATH_ENV=(ACCESS_TOKEN="$refresh" JWT="$machine" SUBJECT_TOKEN="$subject" TARGET="$TARGET"
         COOKIE="concierge_session=$(cat "$fixtures/cookie.txt")")
 }
+
+# new_store STORE NAME: a new empty database, its URL in STORE_URL: for sqlite a file NAME.db
+# in $work, for postgres a database NAME on PG_ADMIN_URL, dropped by drop_stores.
+created_databases=()
+new_store() {
+    case $1 in
+        sqlite) STORE_URL="sqlite://$work/$2.db" ;;
+        postgres)
+            psql -q "$PG_ADMIN_URL" -c "CREATE DATABASE \"$2\"" >/dev/null
+            created_databases+=("$2")
+            STORE_URL=$(sed -E "s#/[^/]*\$#/$2#" <<<"$PG_ADMIN_URL") ;;
+        *) echo "a store is sqlite or postgres, not $1" >&2; return 2 ;;
+    esac
+}
+drop_stores() {
+    local db
+    for db in "${created_databases[@]}"; do
+        psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
+    done
+}
+
+# On exit: stop the processes in bench_pids, drop the databases new_store created, remove
+# $work. A script that sources this file sets `trap cleanup EXIT` once $work exists.
+bench_pids=()
+cleanup() {
+    local p
+    for p in "${bench_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    drop_stores
+    [ -n "${work:-}" ] && rm -rf "$work"
+}

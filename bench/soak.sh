@@ -29,19 +29,8 @@ COUNT=$(( MIX_RATE * 60 * MINUTES * 5 / 4 + 1000 ))
 . "$root/bench/setup.sh"
 
 work=$(mktemp -d)
-pid=""
-mix_pids=()
-pg_db=""
-cleanup() {
-    for p in "${mix_pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
-    wait 2>/dev/null || true
-    if [ -n "$pg_db" ]; then
-        psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS \"$pg_db\" WITH (FORCE)" >/dev/null 2>&1 || true
-    fi
-    rm -rf "$work"
-}
 trap cleanup EXIT
+mix_pids=()
 say() { printf '== %s\n' "$*" >&2; }
 rss_mib() { awk '$1 == "VmRSS:" { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 field() { sed -nE "s/.* $1=([0-9]+).*/\1/p" <<<"$2"; }
@@ -51,20 +40,15 @@ say "building Concierge and its fixture seeder (release)"
 cargo build --release --quiet --bin concierge --example bench_seed
 bin=$root/target/release/concierge
 
-case $STORE in
-    sqlite) url="sqlite://$work/soak.db" ;;
-    postgres)
-        pg_db="concierge_soak_$$"
-        psql -q "$PG_ADMIN_URL" -c "CREATE DATABASE \"$pg_db\"" >/dev/null
-        url=$(sed -E "s#/[^/]*\$#/$pg_db#" <<<"$PG_ADMIN_URL") ;;
-    *) echo "STORE is sqlite or postgres" >&2; exit 2 ;;
-esac
+new_store "$STORE" "concierge_soak_$$"
+url=$STORE_URL
 mkdir -p "$work/fixtures"
 configure_ours "$bin" "$work/data" "$url"
 say "seeding $COUNT fixtures of each kind"
 "$root/target/release/examples/bench_seed" "$url" "$COUNT" "$work/fixtures"
 serve_ours "$bin" "$work/data" "$url" "$PORT" "$work/server.log"
 pid=$!
+bench_pids+=("$pid")
 wait_for "http://127.0.0.1:$PORT/readyz"
 base=http://127.0.0.1:$PORT
 token=$(curl -fsS "$base/token" -d grant_type=client_credentials -d client_id=$CLIENT_ID \
@@ -93,6 +77,7 @@ for path in "${MIX[@]}"; do
     env "${extra[@]}" BENCH_PATH="$path" DELAY_MS="$mix_delay" \
         wrk -t1 -c2 -d"$((MINUTES * 60 + 5))s" -s "$lua" "$base" >"$work/mix-$path.out" 2>&1 &
     mix_pids+=("$!")
+    bench_pids+=("$!")
 done
 
 # Client credentials in one-minute runs; the delay per connection is corrected after each
