@@ -342,3 +342,9 @@ echo " credentials, and the peak over every path)"
 printf 'binary: %s MiB (%s MiB stripped)\n' \
     "$(awk -v b="$(stat -c %s "$bin")" 'BEGIN { printf "%.1f", b / 1048576 }')" \
     "$(strip -o "$work/stripped" "$bin" && awk -v b="$(stat -c %s "$work/stripped")" 'BEGIN { printf "%.1f", b / 1048576 }')"
+# How much of bench/layout.txt this binary still has (bench/layout.sh rewrites it): names a
+# change or a dependency update renamed are laid out among the rest, and cost idle memory.
+nm --defined-only "$bin" | awk '{ print $NF }' | sort -u >"$work/defined"
+printf 'code layout: %s of the %s functions bench/layout.txt names are in this binary\n' \
+    "$(grep -v '^#' "$root/bench/layout.txt" | sort -u | comm -12 - "$work/defined" | wc -l)" \
+    "$(grep -vc '^#' "$root/bench/layout.txt")"
