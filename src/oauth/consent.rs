@@ -4,6 +4,10 @@
 //! Consent is always keyed by user *and* client (and resource): one user's decision never
 //! reaches another user of the same client_id (a shared metadata document, say).
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Mutex;
+
 use super::authorize::Asked;
 use super::context::Context;
 use super::form::Form;
@@ -34,6 +38,89 @@ pub fn chosen_in(asked: &Scope, form: &Form) -> Scope {
     chosen(asked, form.get(OFFERED_FIELD), |t| {
         form.get(&format!("{KEEP_PREFIX}{t}")).is_some()
     })
+}
+
+/// How often one consent's use is written: the time is kept to the minute (the store's
+/// `touch_consent` writes nothing either within a minute of the last use it recorded).
+const USE_RECORDED_EVERY: i64 = 60;
+
+/// How many consents [`RecentUses`] remembers before it forgets the stale ones.
+const RECENT_USES_CAPACITY: usize = 16_384;
+
+/// The consents this replica recorded a use of in the last minute. A busy agent's every
+/// token would otherwise send the store an update that changes nothing: one more turn on
+/// SQLite's single writer, one more round trip on PostgreSQL. Another replica keeps its own
+/// and writes at most once a minute too, and the store's own condition keeps the row to one
+/// change a minute whatever the replicas do.
+pub struct RecentUses {
+    /// When each consent's use was last recorded, by a keyed hash of (user, client,
+    /// resource): no allocation per token, and the key (random per process) keeps anyone
+    /// from choosing ids that collide with another user's.
+    recorded: Mutex<HashMap<u64, i64>>,
+    keys: RandomState,
+}
+
+impl Default for RecentUses {
+    fn default() -> Self {
+        Self {
+            recorded: Mutex::new(HashMap::new()),
+            keys: RandomState::new(),
+        }
+    }
+}
+
+impl RecentUses {
+    fn key(&self, user_id: &str, client_id: &str, resource: &str) -> u64 {
+        self.keys.hash_one((user_id, client_id, resource))
+    }
+
+    /// Whether a use at `now` is to be written, noting it as written if so: no use was
+    /// recorded in the minute before (a clock that went back counts as none).
+    fn claim(&self, key: u64, now: i64) -> bool {
+        // A poisoned lock remembers nothing: every use is written, as before this existed.
+        let Ok(mut recorded) = self.recorded.lock() else {
+            return true;
+        };
+        if recorded
+            .get(&key)
+            .is_some_and(|&at| at <= now && now - at < USE_RECORDED_EVERY)
+        {
+            return false;
+        }
+        if recorded.len() >= RECENT_USES_CAPACITY {
+            recorded.retain(|_, at| *at <= now && now - *at < USE_RECORDED_EVERY);
+            if recorded.len() >= RECENT_USES_CAPACITY {
+                recorded.clear();
+            }
+        }
+        recorded.insert(key, now);
+        true
+    }
+
+    fn forget(&self, key: u64) {
+        if let Ok(mut recorded) = self.recorded.lock() {
+            recorded.remove(&key);
+        }
+    }
+}
+
+/// Record that `user_id` used their consent to `client_id` for `resource` (shown on their
+/// page of connected agents), at most once a minute per consent and replica. A failure is
+/// logged, not returned: the token it came with is already issued.
+pub async fn record_use(ctx: &Context, user_id: &str, client_id: &str, resource: &str) {
+    let uses = &ctx.consent_uses;
+    let key = uses.key(user_id, client_id, resource);
+    if !uses.claim(key, ctx.now()) {
+        return;
+    }
+    if let Err(e) = ctx
+        .consents()
+        .touch_consent(user_id, client_id, &[resource.to_string()], ctx.now())
+        .await
+    {
+        uses.forget(key);
+        tracing::warn!(error = %e, "recording consent use failed");
+    }
 }
 
 /// The key under which consent to identity scopes (openid, profile, …) is kept.
@@ -115,13 +202,16 @@ pub async fn save(ctx: &Context, user_id: &str, asked: &Asked<'_>) -> Result<(),
             .save_consent(&Consent {
                 user_id: user_id.to_string(),
                 client_id: asked.client_id.to_string(),
-                resource,
+                resource: resource.clone(),
                 scopes: all.join(" "),
                 created_at: existing.as_ref().map_or(now, |c| c.created_at),
                 updated_at: now,
                 last_used_at: existing.and_then(|c| c.last_used_at),
             })
             .await?;
+        // A consent granted anew (after a revocation, say) has its first use recorded.
+        let uses = &ctx.consent_uses;
+        uses.forget(uses.key(user_id, asked.client_id, &resource));
     }
     ctx.audit.record(
         Event::new(Kind::ConsentGranted)
@@ -146,5 +236,38 @@ mod tests {
         // A form claiming to offer openid cannot remove it unless unticked, nor add admin.
         let got = chosen(&asked, Some("openid notes:write"), |_| false);
         assert_eq!(got.to_string(), "notes:read");
+    }
+
+    #[test]
+    fn a_consents_use_is_written_once_a_minute() {
+        let uses = RecentUses::default();
+        let a = uses.key("alice", "agent", "https://mcp.example/");
+        let b = uses.key("bob", "agent", "https://mcp.example/");
+        assert_ne!(a, b);
+        assert!(uses.claim(a, 1000));
+        assert!(!uses.claim(a, 1000));
+        assert!(!uses.claim(a, 1059));
+        assert!(uses.claim(b, 1059), "another user's consent is its own");
+        assert!(uses.claim(a, 1060));
+        assert!(uses.claim(a, 900), "a clock that went back writes");
+        uses.forget(a);
+        assert!(uses.claim(a, 901), "a forgotten use is written again");
+    }
+
+    #[test]
+    fn recent_uses_stay_bounded() {
+        let uses = RecentUses::default();
+        for i in 0..RECENT_USES_CAPACITY as u64 {
+            assert!(uses.claim(i, 1000));
+        }
+        // Full of live entries: they are dropped rather than the memory growing.
+        assert!(uses.claim(u64::MAX, 1001));
+        assert!(uses.recorded.lock().unwrap().len() <= RECENT_USES_CAPACITY);
+        // Full of stale ones: those go, and nothing else was there.
+        for i in 0..RECENT_USES_CAPACITY as u64 - 1 {
+            uses.claim(i, 2000);
+        }
+        assert!(uses.claim(u64::MAX - 1, 2100));
+        assert_eq!(uses.recorded.lock().unwrap().len(), 1);
     }
 }

@@ -75,6 +75,8 @@ pub struct Context {
     pub request_limits: RequestLimits,
     /// Where new approval requests (CIBA) are announced (`ciba.notify`), if anywhere.
     pub approval_notify: Option<crate::webhook::Webhook>,
+    /// The consents whose use this replica recorded in the last minute.
+    pub consent_uses: super::consent::RecentUses,
 }
 
 impl Context {
@@ -117,6 +119,7 @@ impl Context {
             issuer: Arc::from(config.issuer.as_str()),
             authn: Authentication::new(&config)?,
             request_limits: RequestLimits::new(&config.rate_limits),
+            consent_uses: Default::default(),
             clock: Clock::system(),
             config,
             keys,

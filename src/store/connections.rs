@@ -249,6 +249,39 @@ where
         Ok(tx)
     }
 
+    /// The rows of `script`, a whole transaction sent as one query: its own `BEGIN`, its
+    /// statements, its `COMMIT`. SQLite runs a query of several statements on its
+    /// connection's thread without coming back between them, so the transaction costs one
+    /// hand-off to that thread instead of one per statement, and the writer is held for that
+    /// long only. If the script fails or is cancelled part-way, the transaction it left open
+    /// is rolled back before the connection is used again, as a dropped [`Tx`] is.
+    pub(super) async fn transaction_script<'q, E>(
+        &self,
+        script: E,
+    ) -> Result<Vec<DB::Row>, sqlx::Error>
+    where
+        E: 'q + Execute<'q, DB>,
+    {
+        // Marked open before the script is sent, as `begin` does.
+        let mut tx = Tx {
+            conn: self.lock().await?,
+            open: true,
+        };
+        let rows = (&mut *tx.conn).fetch_all(script).await;
+        match tx.conn.open.noting(rows) {
+            Ok(rows) => {
+                tx.open = false;
+                Ok(rows)
+            }
+            Err(e) => {
+                // Fails when the script stopped before its `BEGIN` ran (no transaction to
+                // undo) or the connection is lost (replaced before its next use).
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
     /// Open, idle and at most how many, for the metrics.
     pub(super) fn stats(&self) -> PoolStats {
         let mut stats = PoolStats::default();
@@ -513,6 +546,18 @@ mod tests {
             .unwrap();
     }
 
+    /// Insert `v` on its own, then begin and commit a transaction: the connection is out of
+    /// any transaction left before.
+    async fn insert_and_begin_again(w: &Connections<Sqlite>, v: i64) {
+        sqlx::query("INSERT INTO t VALUES ($1)")
+            .bind(v)
+            .execute(w)
+            .await
+            .unwrap();
+        let tx = w.begin().await.unwrap();
+        tx.commit().await.unwrap();
+    }
+
     #[tokio::test]
     async fn a_transaction_dropped_open_is_rolled_back_before_the_next_use() {
         let dir = tempfile::tempdir().unwrap();
@@ -575,6 +620,61 @@ mod tests {
         );
         let tx = w.begin().await.unwrap();
         tx.commit().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_transaction_script_commits_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = writer(&dir).await;
+        let rows = w
+            .transaction_script(sqlx::query(
+                "BEGIN IMMEDIATE; INSERT INTO t VALUES (1); \
+                 INSERT INTO t SELECT 2 WHERE changes() = 1 RETURNING v; COMMIT",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(count(&w).await, 2);
+        // The second insert fails once the first has run: the first is undone, and the
+        // connection is left out of any transaction.
+        let failed = w
+            .transaction_script(sqlx::query(
+                "BEGIN IMMEDIATE; INSERT INTO t VALUES (3); INSERT INTO missing VALUES (4); COMMIT",
+            ))
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(
+            count(&w).await,
+            2,
+            "the failed script's first insert stayed"
+        );
+        insert_and_begin_again(&w, 5).await;
+        assert_eq!(count(&w).await, 3);
+    }
+
+    #[tokio::test]
+    async fn a_transaction_script_cancelled_part_way_is_rolled_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = writer(&dir).await;
+        // Polled once: the script may have reached the connection's thread and run its
+        // BEGIN and first insert, with nobody left to read its results.
+        let mut script = Box::pin(w.transaction_script(sqlx::query(
+            "BEGIN IMMEDIATE; INSERT INTO t VALUES (1); SELECT v FROM t; COMMIT",
+        )));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let _ = std::future::Future::poll(script.as_mut(), &mut cx);
+        drop(script);
+        insert_and_begin_again(&w, 2).await;
+        // Read on another connection, which sees only what is committed.
+        let readers = Connections::readers(file(&dir).read_only(true), 1);
+        let values: Vec<i64> = sqlx::query_scalar("SELECT v FROM t ORDER BY v")
+            .fetch_all(&readers)
+            .await
+            .unwrap();
+        assert!(
+            values == [2] || values == [1, 2],
+            "the next statement ran inside the dangling transaction: {values:?}"
+        );
     }
 
     #[tokio::test]

@@ -398,23 +398,44 @@ macro_rules! revoke_family_of {
 pub(crate) use revoke_family_of;
 
 /// [`RefreshTokenStore::rotate_usable`]'s statement: the token `$15`, if usable at `$16`,
-/// marked used with its successor `$1`, and the successor (`insert!`'s parameters) stored.
-/// PostgreSQL does both in one statement, a round trip; SQLite, without writable `WITH`,
-/// runs the two halves in a transaction (`None` here).
+/// marked used with its successor `$1`, and the successor (`insert!`'s parameters) stored,
+/// returning one row if it rotated; and whether it is a whole transaction, to send with
+/// `Connections::transaction_script`.
+///
+/// PostgreSQL does both in one statement, a round trip. SQLite has no writing `WITH`: a
+/// transaction of the two, sent as one script (one hand-off to the writer's thread, not four),
+/// the insert only if the update changed the token's row (`changes()` counts the statement
+/// just before it).
 macro_rules! rotate_usable {
     ("postgres") => {
-        Some(concat!(
-            "WITH rotated AS (UPDATE refresh_tokens SET used_at = $16, successor_hash = $1 \
-               WHERE token_hash = $15 AND ",
-            $crate::store::refresh_tokens::usable!("$16"),
-            " RETURNING 1) \
-             INSERT INTO refresh_tokens (",
-            $crate::store::refresh_tokens::columns!(),
-            ") SELECT $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14 FROM rotated"
-        ))
+        (
+            concat!(
+                "WITH rotated AS (UPDATE refresh_tokens SET used_at = $16, successor_hash = $1 \
+                   WHERE token_hash = $15 AND ",
+                $crate::store::refresh_tokens::usable!("$16"),
+                " RETURNING 1) \
+                 INSERT INTO refresh_tokens (",
+                $crate::store::refresh_tokens::columns!(),
+                ") SELECT $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14 FROM rotated RETURNING 1"
+            ),
+            false,
+        )
     };
     ("sqlite") => {
-        None::<&'static str>
+        (
+            concat!(
+                "BEGIN IMMEDIATE; \
+                 UPDATE refresh_tokens SET used_at = $16, successor_hash = $1 \
+                   WHERE token_hash = $15 AND ",
+                $crate::store::refresh_tokens::usable!("$16"),
+                "; INSERT INTO refresh_tokens (",
+                $crate::store::refresh_tokens::columns!(),
+                ") SELECT $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14 WHERE changes() = 1 \
+                 RETURNING 1; \
+                 COMMIT"
+            ),
+            true,
+        )
     };
 }
 pub(crate) use rotate_usable;
@@ -534,38 +555,23 @@ macro_rules! sql_impl {
                 successor: &$crate::store::RefreshToken,
                 now: i64,
             ) -> Result<bool, $crate::store::StoreError> {
-                if let Some(statement) = $crate::store::refresh_tokens::rotate_usable!($dialect) {
-                    // One statement: the update takes the token's row lock, and a concurrent
-                    // rotation or revocation of it is seen when the lock is granted (the
-                    // condition is checked again on the row as then committed).
-                    let rotated = $crate::store::refresh_tokens::insert_with!(
-                        sqlx::query(statement),
-                        successor
-                    )
-                    .bind(token_hash)
-                    .bind(now)
-                    .execute(&self.writer)
-                    .await?;
-                    return Ok(rotated.rows_affected() == 1);
-                }
-                let mut tx = self.writer.begin().await?;
-                let spent = sqlx::query(concat!(
-                    "UPDATE refresh_tokens SET used_at = $2, successor_hash = $3 \
-                     WHERE token_hash = $1 AND ",
-                    $crate::store::refresh_tokens::usable!()
-                ))
+                // PostgreSQL: the update takes the token's row lock, and a concurrent rotation
+                // or revocation of it is seen when the lock is granted (the condition is
+                // checked again on the row as then committed). SQLite: the transaction holds
+                // the write lock.
+                let (statement, script) = $crate::store::refresh_tokens::rotate_usable!($dialect);
+                let rotate = $crate::store::refresh_tokens::insert_with!(
+                    sqlx::query(statement),
+                    successor
+                )
                 .bind(token_hash)
-                .bind(now)
-                .bind(&successor.token_hash)
-                .execute(&mut *tx)
-                .await?;
-                if spent.rows_affected() != 1 {
-                    tx.rollback().await?;
-                    return Ok(false);
-                }
-                $crate::store::refresh_tokens::insert!(successor).execute(&mut *tx).await?;
-                tx.commit().await?;
-                Ok(true)
+                .bind(now);
+                let rows = if script {
+                    self.writer.transaction_script(rotate).await?
+                } else {
+                    rotate.fetch_all(&self.writer).await?
+                };
+                Ok(rows.len() == 1)
             }
 
             async fn find_refresh(&self, token_hash: &[u8], now: i64) -> Result<Option<$crate::store::refresh_tokens::Presented>, $crate::store::StoreError> {

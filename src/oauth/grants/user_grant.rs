@@ -243,12 +243,6 @@ pub async fn issue(
         Some(r) => r.uri.to_string(),
         None => crate::oauth::consent::identity_key(ctx),
     };
-    if let Err(e) = ctx
-        .consents()
-        .touch_consent(&user.id, &g.client.client_id, &[used], ctx.now())
-        .await
-    {
-        tracing::warn!(error = %e, "recording consent use failed");
-    }
+    crate::oauth::consent::record_use(ctx, &user.id, &g.client.client_id, &used).await;
     Ok(response)
 }
