@@ -108,14 +108,14 @@ impl RecentUses {
 /// page of connected agents), at most once a minute per consent and replica. A failure is
 /// logged, not returned: the token it came with is already issued.
 pub async fn record_use(ctx: &Context, user_id: &str, client_id: &str, resource: &str) {
-    let uses = &ctx.consent_uses;
+    let (uses, now) = (&ctx.consent_uses, ctx.now());
     let key = uses.key(user_id, client_id, resource);
-    if !uses.claim(key, ctx.now()) {
+    if !uses.claim(key, now) {
         return;
     }
     if let Err(e) = ctx
         .consents()
-        .touch_consent(user_id, client_id, &[resource.to_string()], ctx.now())
+        .touch_consent(user_id, client_id, &[resource.to_string()], now)
         .await
     {
         uses.forget(key);

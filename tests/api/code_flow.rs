@@ -521,6 +521,43 @@ both!(
     }
 );
 
+// A consent revoked and granted again records its next use at once, though the replica
+// recorded a use of the old one less than a minute before (`RecentUses` is told of the grant).
+both!(
+    a_consent_granted_anew_records_its_first_use,
+    |app: TestApp| async move {
+        let (alice, client, _, _) = connect_agent(&app, "notes:read").await;
+        let store = app.store();
+        let consents = store.list_consents(&alice).await.unwrap();
+        let first = consents.iter().find(|c| c.client_id == client).unwrap();
+        assert!(first.last_used_at.is_some(), "the first use is recorded");
+        let now = concierge::util::now();
+        assert!(
+            store
+                .revoke_consent(&alice, &client, &first.resource, now)
+                .await
+                .unwrap()
+        );
+        let (verifier, challenge) = pkce();
+        // Another browser, so the consent page is reached as on a first authorization.
+        let b = browser();
+        let back =
+            authorize_and_approve(&app, &b, &auth_params(&client, &challenge, "notes:read")).await;
+        let (s, _, tokens) = redeem(&app, &client, &query(&back)["code"], &verifier, &[]).await;
+        assert_eq!(s, 200, "{tokens}");
+        let again = store
+            .get_consent(&alice, &client, &first.resource)
+            .await
+            .unwrap()
+            .expect("granted again");
+        assert!(
+            again.last_used_at.is_some(),
+            "the new consent's first use was not recorded"
+        );
+        app
+    }
+);
+
 both!(connected_apps_page_revokes, |app: TestApp| async move {
     let (alice, client, b, tokens) = connect_agent(&app, "notes:read").await;
     let rt = tokens["refresh_token"].as_str().unwrap().to_string();
