@@ -303,6 +303,8 @@ pub fn build(state: AppState) -> Router {
         state.clone(),
         crate::http::durable::layer,
     ))
+    // A request without a valid Host (RFC 9112 §3.2) goes no further.
+    .layer(axum::middleware::from_fn(crate::http::host::layer))
     // Outermost: every response, errors of the layers above included, has its request id.
     .layer(axum::middleware::from_fn_with_state(
         state.oauth.config.http.access_log,

@@ -622,3 +622,50 @@ both!(
         app
     }
 );
+
+/// `request`, sent as raw bytes on a new connection, and everything the server answers
+/// before it closes it (the request asks it to).
+async fn raw_exchange(app: &TestApp, request: &[u8]) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr(app)).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer))
+        .await
+        .expect("the server answers and closes")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+// RFC 9112 §3.2: an HTTP/1.1 request without Host, with two, or with an invalid one is
+// answered 400; HTTP/1.0 may leave it out.
+both!(a_request_needs_one_valid_host, |app: TestApp| async move {
+    for (request, why) in [
+        (&b"GET /jwks HTTP/1.1\r\nConnection: close\r\n\r\n"[..], "needs a Host"),
+        (
+            &b"GET /jwks HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n"[..],
+            "one Host",
+        ),
+        (
+            &b"GET /jwks HTTP/1.1\r\nHost: user@a.example\r\nConnection: close\r\n\r\n"[..],
+            "not a valid host",
+        ),
+    ] {
+        let answer = raw_exchange(&app, request).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("\"invalid_request\""), "{answer}");
+        assert!(answer.contains(why), "{answer}");
+        assert!(answer.to_ascii_lowercase().contains("x-request-id:"), "{answer}");
+    }
+    let answer = raw_exchange(&app, b"GET /jwks HTTP/1.0\r\n\r\n").await;
+    assert!(
+        answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+        "{answer}"
+    );
+    let answer = raw_exchange(
+        &app,
+        b"GET /jwks HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    app
+});
