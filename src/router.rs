@@ -277,6 +277,9 @@ pub fn build(state: AppState) -> Router {
     app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
         body_timeout,
     ))
+    // A request without one valid Host (RFC 9112 §3.2) goes no further; its answer is
+    // counted, and has the headers and the request id every answer has.
+    .layer(axum::middleware::from_fn(crate::http::host::layer))
     .layer(axum::middleware::from_fn_with_state(
         state.metrics.clone(),
         crate::metrics::track,
@@ -303,8 +306,6 @@ pub fn build(state: AppState) -> Router {
         state.clone(),
         crate::http::durable::layer,
     ))
-    // A request without a valid Host (RFC 9112 §3.2) goes no further.
-    .layer(axum::middleware::from_fn(crate::http::host::layer))
     // Outermost: every response, errors of the layers above included, has its request id.
     .layer(axum::middleware::from_fn_with_state(
         state.oauth.config.http.access_log,

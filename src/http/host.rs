@@ -22,15 +22,26 @@ pub fn problem(req: &Request) -> Option<&'static str> {
         (None, _) => None,
         (Some(_), Some(_)) => Some("send one Host header (RFC 9112 §3.2)"),
         (Some(host), None) => {
-            // A host and an optional port, without user information (RFC 9110 §7.2).
             let valid = host
                 .to_str()
                 .ok()
                 .and_then(|h| h.parse::<Authority>().ok())
-                .is_some_and(|a| !a.as_str().contains('@') && !a.host().is_empty());
+                .is_some_and(|a| valid_host(&a));
             (!valid).then_some("the Host header is not a valid host (RFC 9112 §3.2)")
         }
     }
+}
+
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2), where `port` is digits: no user information, no
+/// empty host, no port that is not a number (which `Authority` lets through).
+fn valid_host(a: &Authority) -> bool {
+    let port = a.as_str().strip_prefix(a.host());
+    !a.host().is_empty()
+        && port.is_some_and(|p| {
+            p.is_empty()
+                || p.strip_prefix(':')
+                    .is_some_and(|digits| digits.bytes().all(|b| b.is_ascii_digit()))
+        })
 }
 
 /// Middleware: answer 400 (`invalid_request`) to a request whose `Host` is missing where
@@ -72,5 +83,7 @@ mod tests {
         assert!(!ok(Version::HTTP_11, &["a example"]));
         assert!(!ok(Version::HTTP_11, &[""]));
         assert!(!ok(Version::HTTP_10, &["a.example:port"]));
+        assert!(!ok(Version::HTTP_11, &["a.example:80:80"]));
+        assert!(ok(Version::HTTP_11, &["a.example:"]));
     }
 }

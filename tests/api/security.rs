@@ -654,7 +654,9 @@ both!(a_request_needs_one_valid_host, |app: TestApp| async move {
         assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
         assert!(answer.contains("\"invalid_request\""), "{answer}");
         assert!(answer.contains(why), "{answer}");
-        assert!(answer.to_ascii_lowercase().contains("x-request-id:"), "{answer}");
+        let headers = answer.to_ascii_lowercase();
+        assert!(headers.contains("x-request-id:"), "{answer}");
+        assert!(headers.contains("x-content-type-options: nosniff"), "{answer}");
     }
     let answer = raw_exchange(&app, b"GET /jwks HTTP/1.0\r\n\r\n").await;
     assert!(
