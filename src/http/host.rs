@@ -3,7 +3,8 @@
 //! RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without a `Host` header,
 //! to a request with more than one, and to one whose `Host` is not a valid host. hyper
 //! passes all three on; they are refused here, before any handler sees them. HTTP/1.0 may
-//! omit the header, and HTTP/2 names the host in `:authority` instead (RFC 9113 §8.3.1).
+//! omit the header, and HTTP/2 names the host in `:authority` instead (RFC 9113 §8.3.1);
+//! a request that has both must name one host in them.
 
 use axum::extract::Request;
 use axum::http::{Version, header, uri::Authority};
@@ -22,14 +23,39 @@ pub fn problem(req: &Request) -> Option<&'static str> {
         (None, _) => None,
         (Some(_), Some(_)) => Some("send one Host header (RFC 9112 §3.2)"),
         (Some(host), None) => {
-            let valid = host
+            let Some(host) = host
                 .to_str()
                 .ok()
                 .and_then(|h| h.parse::<Authority>().ok())
-                .is_some_and(|a| valid_host(&a));
-            (!valid).then_some("the Host header is not a valid host (RFC 9112 §3.2)")
+                .filter(valid_host)
+            else {
+                return Some("the Host header is not a valid host (RFC 9112 §3.2)");
+            };
+            // RFC 9113 §8.3.1: a server SHOULD treat an HTTP/2 request as malformed when its
+            // Host names another host than its `:authority` (which hyper puts in the URI).
+            // HTTP/1.1's absolute form is not compared: there a server MUST ignore Host
+            // (RFC 9112 §3.2.2).
+            let h2 = matches!(req.version(), Version::HTTP_2 | Version::HTTP_3);
+            match req.uri().authority() {
+                Some(authority) if h2 && !same_host(&host, authority, req.uri().scheme_str()) => {
+                    Some("the Host header names another host than :authority (RFC 9113 §8.3.1)")
+                }
+                _ => None,
+            }
         }
     }
+}
+
+/// Whether two authorities name one host: the same name (case-insensitive, RFC 9110 §4.2.3)
+/// and the same port, a port left out being the scheme's default.
+fn same_host(a: &Authority, b: &Authority, scheme: Option<&str>) -> bool {
+    let default = match scheme {
+        Some("http") => Some(80),
+        Some("https") => Some(443),
+        _ => None,
+    };
+    let port = |x: &Authority| x.port_u16().or(default);
+    a.host().eq_ignore_ascii_case(b.host()) && port(a) == port(b)
 }
 
 /// `uri-host [ ":" port ]` (RFC 9110 §7.2), where `port` is digits: no user information, no
@@ -85,5 +111,46 @@ mod tests {
         assert!(!ok(Version::HTTP_10, &["a.example:port"]));
         assert!(!ok(Version::HTTP_11, &["a.example:80:80"]));
         assert!(ok(Version::HTTP_11, &["a.example:"]));
+    }
+
+    #[test]
+    fn a_host_must_name_the_host_of_an_authority_in_the_target() {
+        let ok = |v, uri: &str, host: &str| {
+            let req = Request::builder()
+                .uri(uri)
+                .version(v)
+                .header(header::HOST, host)
+                .body(Body::empty())
+                .unwrap();
+            problem(&req).is_none()
+        };
+        // HTTP/2: `:authority` is in the URI.
+        assert!(ok(Version::HTTP_2, "http://a.example/jwks", "a.example"));
+        assert!(ok(Version::HTTP_2, "http://a.example/jwks", "A.Example:80"));
+        assert!(ok(
+            Version::HTTP_2,
+            "https://a.example:443/jwks",
+            "a.example"
+        ));
+        assert!(ok(Version::HTTP_2, "http://[::1]:8080/jwks", "[::1]:8080"));
+        assert!(!ok(Version::HTTP_2, "http://a.example/jwks", "b.example"));
+        assert!(!ok(
+            Version::HTTP_2,
+            "http://a.example/jwks",
+            "a.example:8080"
+        ));
+        assert!(!ok(
+            Version::HTTP_2,
+            "https://a.example/jwks",
+            "a.example:80"
+        ));
+        // HTTP/1.1 in the absolute form: Host is ignored (RFC 9112 §3.2.2), so not compared.
+        assert!(ok(
+            Version::HTTP_11,
+            "http://a.example:8080/jwks",
+            "b.example:8080"
+        ));
+        // The origin form has no authority to compare.
+        assert!(ok(Version::HTTP_11, "/jwks", "b.example"));
     }
 }

@@ -671,3 +671,46 @@ both!(a_request_needs_one_valid_host, |app: TestApp| async move {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     app
 });
+
+// RFC 9113 §8.3.1: an HTTP/2 request whose Host names another host than its `:authority` is
+// malformed; one naming the same host, or with no Host, is served.
+both!(an_http2_request_names_one_host, |app: TestApp| async move {
+    let addr = addr(&app);
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let same = addr.to_uppercase();
+    for (host, status) in [
+        (None, 200),
+        (Some(same.as_str()), 200),
+        (Some("other.example"), 400),
+        (Some("127.0.0.1:1"), 400),
+    ] {
+        let mut request = axum::http::Request::get(format!("http://{addr}/jwks"));
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
+        let (response, _) = client
+            .send_request(request.body(()).unwrap(), true)
+            .unwrap();
+        let response = response.await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "Host {host:?}");
+        let mut body = response.into_body();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+            bytes.extend_from_slice(&chunk);
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        if status == 400 {
+            assert!(text.contains("\"invalid_request\""), "{text}");
+            assert!(text.contains(":authority"), "{text}");
+        } else {
+            assert!(text.contains("\"keys\""), "{text}");
+        }
+        client = client.ready().await.unwrap();
+    }
+    app
+});
