@@ -277,8 +277,9 @@ pub fn build(state: AppState) -> Router {
     app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
         body_timeout,
     ))
-    // A request without one valid Host (RFC 9112 §3.2) goes no further; its answer is
-    // counted, and has the headers and the request id every answer has.
+    // A request without one valid Host (RFC 9112 §3.2), or whose Host names another host
+    // than HTTP/2's :authority (RFC 9113 §8.3.1), goes no further; its answer is counted,
+    // and has the headers and the request id every answer has.
     .layer(axum::middleware::from_fn(crate::http::host::layer))
     .layer(axum::middleware::from_fn_with_state(
         state.metrics.clone(),

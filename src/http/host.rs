@@ -1,4 +1,4 @@
-//! A request's `Host` header, checked as HTTP/1.1 requires.
+//! A request's `Host` header, checked as HTTP/1.1 and HTTP/2 require.
 //!
 //! RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without a `Host` header,
 //! to a request with more than one, and to one whose `Host` is not a valid host. hyper
