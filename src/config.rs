@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 /// Everything the server needs to start.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address to listen on. Default `127.0.0.1:8080`.
@@ -109,6 +109,94 @@ impl Default for Config {
             ciba: CibaConfig::default(),
             upstream: Vec::new(),
         }
+    }
+}
+
+/// `Debug` never shows a secret: the key-encryption keys are hidden, a password in the
+/// database URL is masked, and the sections' own `Debug` hides theirs (`redacted_debug!`;
+/// an upstream provider's client secret). Every field is named here, so a new one cannot be
+/// added without deciding how it is shown.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            listen,
+            issuer,
+            data_dir,
+            database_url,
+            key_encryption_key,
+            previous_key_encryption_keys,
+            log_format,
+            trust_forwarded_for,
+            trusted_proxies,
+            forwarded_header,
+            default_resource,
+            registration,
+            cimd,
+            clients,
+            resources,
+            tokens,
+            keys,
+            audit,
+            dpop,
+            id_jag,
+            workload_identity,
+            http,
+            metrics,
+            rate_limits,
+            signin,
+            ciba,
+            upstream,
+        } = self;
+        f.debug_struct("Config")
+            .field("listen", listen)
+            .field("issuer", issuer)
+            .field("data_dir", data_dir)
+            .field(
+                "database_url",
+                &database_url.as_deref().map(without_password),
+            )
+            .field("key_encryption_key", &Hidden(key_encryption_key))
+            .field(
+                "previous_key_encryption_keys",
+                &Hidden(previous_key_encryption_keys),
+            )
+            .field("log_format", log_format)
+            .field("trust_forwarded_for", trust_forwarded_for)
+            .field("trusted_proxies", trusted_proxies)
+            .field("forwarded_header", forwarded_header)
+            .field("default_resource", default_resource)
+            .field("registration", registration)
+            .field("cimd", cimd)
+            .field("clients", clients)
+            .field("resources", resources)
+            .field("tokens", tokens)
+            .field("keys", keys)
+            .field("audit", audit)
+            .field("dpop", dpop)
+            .field("id_jag", id_jag)
+            .field("workload_identity", workload_identity)
+            .field("http", http)
+            .field("metrics", metrics)
+            .field("rate_limits", rate_limits)
+            .field("signin", signin)
+            .field("ciba", ciba)
+            .field("upstream", upstream)
+            .finish()
+    }
+}
+
+/// A database URL with its password (if any) masked; one that does not parse as a URL is
+/// hidden whole, since it cannot be told apart from a secret.
+fn without_password(raw: &str) -> String {
+    match Url::parse(raw) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                // Only fails for URLs that cannot have credentials, which have no password.
+                let _ = url.set_password(Some("redacted"));
+            }
+            url.to_string()
+        }
+        Err(_) => "<unparsable>".into(),
     }
 }
 
@@ -312,7 +400,7 @@ impl Default for HttpConfig {
 }
 
 /// Who may read the Prometheus metrics.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
     /// When set, `/metrics` answers only `Authorization: Bearer <this token>` (401
@@ -375,7 +463,7 @@ impl Default for DpopConfig {
 }
 
 /// Dynamic client registration policy (RFC 7591).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RegistrationConfig {
     /// Open registration at `/register`. Default `true`.
@@ -782,21 +870,70 @@ impl AuditWebhook {
     }
 }
 
-/// `Debug` of the webhook settings never shows the shared secret.
+/// A secret as `Debug` shows it: whether it is set, never its value.
+struct Hidden<'a, T>(&'a T);
+
+impl std::fmt::Debug for Hidden<'_, String> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
+impl std::fmt::Debug for Hidden<'_, Option<String>> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "<secret>" } else { "None" })
+    }
+}
+
+impl std::fmt::Debug for Hidden<'_, Vec<String>> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} secret(s)>", self.0.len())
+    }
+}
+
+/// Header names are shown, their values (an `authorization` header's token) are not.
+impl std::fmt::Debug for Hidden<'_, std::collections::BTreeMap<String, String>> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, "<secret>")))
+            .finish()
+    }
+}
+
+/// `Debug` for a settings section that holds a secret: the fields listed first as they are,
+/// the ones after `hiding` as [`Hidden`]. Every field must be listed (the struct is
+/// destructured), so a new one cannot be added without deciding how it is shown.
 macro_rules! redacted_debug {
-    ($ty:ty, $($field:ident),*) => {
+    ($ty:ident { $($field:ident),* } hiding { $($secret:ident),+ }) => {
         impl std::fmt::Debug for $ty {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let $ty { $($field,)* $($secret,)+ } = self;
                 f.debug_struct(stringify!($ty))
-                    $(.field(stringify!($field), &self.$field))*
-                    .field("secret", &"…")
+                    $(.field(stringify!($field), $field))*
+                    $(.field(stringify!($secret), &Hidden($secret)))+
                     .finish()
             }
         }
     };
 }
-redacted_debug!(NotifyWebhook, url, timeout_secs);
-redacted_debug!(AuditWebhook, url, kinds, timeout_secs);
+redacted_debug!(NotifyWebhook { url, timeout_secs } hiding { secret });
+redacted_debug!(AuditWebhook { url, kinds, timeout_secs } hiding { secret });
+redacted_debug!(AuditOtlp { endpoint, service_name, kinds, timeout_secs } hiding { headers });
+redacted_debug!(MetricsConfig { listen } hiding { bearer_token });
+redacted_debug!(
+    RegistrationConfig {
+        enabled,
+        allowed_redirect_schemes,
+        allowed_redirect_hosts,
+        rate_limit_max,
+        rate_limit_identical_max,
+        rate_limit_window_secs,
+        unused_client_ttl_secs,
+        allow_client_credentials
+    } hiding {
+        initial_access_token
+    }
+);
 
 /// A signed webhook's settings: an http(s) URL, a secret long enough, a sensible timeout.
 fn check_webhook(
@@ -833,7 +970,7 @@ fn check_push(section: &str, timeout_secs: u32) -> Result<(), ConfigError> {
 /// `[audit.otlp]`: where stored audit events go as OpenTelemetry log records (one per
 /// event: the kind as body and `event.name`, the client, user, address and detail as
 /// attributes), in OTLP/HTTP's JSON encoding, retried with backoff.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditOtlp {
     /// The collector's logs URL, in full: `http://collector:4318/v1/logs`.
@@ -1195,6 +1332,45 @@ mod tests {
 
     /// Every setting can be given in the environment: none is missing from the list the
     /// environment is matched against (`workload_identity` once was).
+    #[test]
+    fn secrets_stay_out_of_the_configurations_debug() {
+        let mut c = Config {
+            database_url: Some("postgres://concierge:hunter2-db@db.internal/concierge".into()),
+            key_encryption_key: Some("kek-current-value".into()),
+            previous_key_encryption_keys: vec!["kek-previous-value".into()],
+            ..Config::default()
+        };
+        c.registration.initial_access_token = Some("initial-access-value".into());
+        c.metrics.bearer_token = Some("metrics-bearer-value".into());
+        c.audit.otlp = Some(AuditOtlp {
+            endpoint: "http://collector:4318/v1/logs".into(),
+            headers: [("authorization".to_string(), "Bearer otlp-value".to_string())].into(),
+            service_name: "concierge".into(),
+            kinds: Vec::new(),
+            timeout_secs: 10,
+        });
+        let shown = format!("{c:?}");
+        for secret in [
+            "hunter2-db",
+            "kek-current-value",
+            "kek-previous-value",
+            "initial-access-value",
+            "metrics-bearer-value",
+            "otlp-value",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        for shown_as_is in [
+            "concierge:redacted@db.internal",
+            "<1 secret(s)>",
+            "\"authorization\": \"<secret>\"",
+            "bearer_token: <secret>",
+            "rate_limit_max: 30",
+        ] {
+            assert!(shown.contains(shown_as_is), "{shown_as_is} not in {shown}");
+        }
+    }
+
     #[test]
     fn webhook_secrets_stay_out_of_debug() {
         let w = NotifyWebhook {
