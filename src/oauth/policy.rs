@@ -83,6 +83,47 @@ pub async fn required_level(
     Ok(by_client.max(by_request))
 }
 
+/// What a new token from a user's grant for `resource` needs of the sign-in behind it now:
+/// the server's policy, the client's `default_acr_values` and the resource's requirement,
+/// which may all have risen since the user approved. None: a password will do.
+pub fn required_for_grant(
+    ctx: &Context,
+    client_defaults: &[String],
+    resource: Option<&Resource>,
+) -> Option<Level> {
+    acr::required(
+        ctx.config.signin.mfa,
+        client_defaults,
+        resource.map(|r| r.required_acr),
+    )
+}
+
+/// Refuse a new token when the sign-in behind it (`have`) falls short of what a token for
+/// `resource` needs now (`required`). A grant from a weaker sign-in then stops yielding
+/// tokens (`invalid_grant`, nothing spent), and the client sends the user through
+/// authorization again, which asks for the stronger sign-in. Without this a refresh token
+/// would carry a password-only approval past a new `--require-mfa` for as long as the
+/// client keeps refreshing.
+pub fn strong_enough(
+    required: Option<Level>,
+    have: Level,
+    resource: Option<&Resource>,
+) -> Result<(), OAuthError> {
+    match required {
+        Some(need) if have < need => Err(OAuthError::new(
+            ErrorCode::InvalidGrant,
+            format!(
+                "the user approved this with {} and a token for {} now needs {}: send the \
+                 user through authorization again",
+                have.words(),
+                resource.map_or("this client", |r| r.uri.as_str()),
+                need.words()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The resources a user's authorization is for (the authorization endpoint, device
 /// authorization): each `resource` sent, or without one the configured `default_resource`,
 /// else the only registered resource. A sign-in that asks only for identity scopes (`openid`
@@ -507,6 +548,27 @@ mod tests {
         let dynamic = client(ClientSource::Stored(ClientKind::Dynamic), None);
         let e = check_requested(&dynamic, &[notes()], Some("notes:admin")).expect_err("offer");
         assert_eq!(e.code, ErrorCode::InvalidScope);
+    }
+
+    #[test]
+    fn a_grant_falls_short_only_below_what_is_required() {
+        let notes = notes();
+        assert!(strong_enough(None, Level::OneFactor, Some(&notes)).is_ok());
+        let need = Some(Level::MultiFactor);
+        assert!(strong_enough(need, Level::MultiFactor, Some(&notes)).is_ok());
+        assert!(strong_enough(need, Level::PhishingResistant, Some(&notes)).is_ok());
+        let e = strong_enough(need, Level::OneFactor, Some(&notes)).expect_err("short");
+        assert_eq!(e.code, ErrorCode::InvalidGrant);
+        assert!(
+            e.description.contains("a password")
+                && e.description.contains("a second factor")
+                && e.description.contains("https://notes.example/mcp"),
+            "{}",
+            e.description
+        );
+        let e = strong_enough(Some(Level::PhishingResistant), Level::MultiFactor, None)
+            .expect_err("short");
+        assert!(e.description.contains("a passkey"), "{}", e.description);
     }
 
     #[test]

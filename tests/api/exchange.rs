@@ -152,6 +152,41 @@ both!(
 );
 
 both!(
+    a_password_token_is_not_exchanged_toward_a_resource_that_requires_mfa,
+    |app: TestApp| async move {
+        // Alice's calendar token, from her password alone; the calendar server may exchange
+        // it for a notes token.
+        let (_, subject) = user_calendar_token(&app).await;
+        let (cal, cal_secret) = server_client(&app, "calendar-server").await;
+        allow(
+            &app,
+            NOTES,
+            &cal,
+            CALENDAR,
+            &[("calendar:read", &["notes:read"])],
+        )
+        .await;
+        let (s, _, body) =
+            exchange(&app, &cal, &cal_secret, &subject, &[("resource", NOTES)]).await;
+        assert_eq!(s, 200, "{body}");
+
+        // Notes now requires a second factor: a token for it must come from a sign-in that
+        // reached one, through an exchange as much as from the user's own grant.
+        let mut notes = app.store().get_resource(NOTES).await.unwrap().unwrap();
+        notes.required_acr = Some("urn:concierge:acr:mfa".into());
+        assert!(app.store().update_resource(&notes).await.unwrap());
+        app.state.oauth.resources.forget(NOTES);
+        assert_error(
+            &exchange(&app, &cal, &cal_secret, &subject, &[("resource", NOTES)]).await,
+            400,
+            "invalid_grant",
+            "a second factor",
+        );
+        app
+    }
+);
+
+both!(
     exchange_refusals,
     |c: &mut concierge::Config| {
         c.tokens.max_delegation_depth = 1;

@@ -28,6 +28,31 @@ fn with(params: &[(String, String)], extra: &[(&str, &str)]) -> Vec<(String, Str
     out
 }
 
+/// `concierge resource update <Notes> <flag>`, the operator's command, then the cache of
+/// this replica forgets Notes (as another replica's would within its lifetime).
+fn update_notes(app: &TestApp, flag: &str) {
+    let mut args = vec![
+        "--database-url",
+        app.config.database_url.as_deref().unwrap(),
+        "resource",
+        "update",
+        NOTES,
+    ];
+    args.extend(flag.split(' '));
+    let data_dir = app.config.data_dir.display().to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_concierge"))
+        .args(["--data-dir", &data_dir])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    app.state.oauth.resources.forget(NOTES);
+}
+
 /// Follow a redirect on this server.
 async fn follow(app: &TestApp, b: &reqwest::Client, res: &reqwest::Response) -> reqwest::Response {
     b.get(format!("{}{}", app.origin(), location(res)))
@@ -189,25 +214,7 @@ both!(
         let client = public_client(&app).await;
 
         // Notes now requires a second factor (the operator's command).
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_concierge"))
-            .args([
-                "--database-url",
-                app.config.database_url.as_deref().unwrap(),
-                "--data-dir",
-                &app.config.data_dir.display().to_string(),
-                "resource",
-                "update",
-                NOTES,
-                "--require-mfa",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        app.state.oauth.resources.forget(NOTES);
+        update_notes(&app, "--require-mfa");
 
         let (verifier, challenge) = pkce();
         let params = auth_params(&client, &challenge, "openid notes:read");
@@ -261,6 +268,101 @@ both!(
             "a code at once: {}",
             location(&res)
         );
+        app
+    }
+);
+
+both!(
+    a_password_grant_stops_refreshing_when_its_resource_requires_mfa,
+    |app: TestApp| async move {
+        // Alice approves with her password alone; her agent refreshes as usual.
+        let (_, client, _, tokens) = connect_agent(&app, "openid notes:read").await;
+        let rt = tokens["refresh_token"].as_str().unwrap();
+        let (s, _, body) = refresh(&app, &client, rt, &[]).await;
+        assert_eq!(s, 200, "{body}");
+        let rt = body["refresh_token"].as_str().unwrap().to_string();
+
+        // The operator raises Notes to a second factor: the password-only grant stops
+        // yielding tokens for it, and says why.
+        update_notes(&app, "--require-mfa");
+        let (s, _, body) = refresh(&app, &client, &rt, &[]).await;
+        assert_eq!(s, 400, "{body}");
+        assert_eq!(body["error"], "invalid_grant");
+        let why = body["error_description"].as_str().unwrap();
+        assert!(
+            why.contains("a password") && why.contains("a second factor"),
+            "{why}"
+        );
+        // With a passkey required instead, the same.
+        update_notes(&app, "--require-acr phr");
+        let (s, _, body) = refresh(&app, &client, &rt, &[]).await;
+        assert_eq!(
+            (s.as_u16(), body["error"].as_str()),
+            (400, Some("invalid_grant"))
+        );
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("a passkey")
+        );
+
+        // Refused, not spent: once the requirement is lifted the same token still rotates
+        // (a spent one would be a replay and revoke the family).
+        update_notes(&app, "--require-acr none");
+        let (s, _, body) = refresh(&app, &client, &rt, &[]).await;
+        assert_eq!(s, 200, "{body}");
+        app
+    }
+);
+
+both!(
+    a_password_grant_stops_refreshing_under_the_required_policy,
+    |c: &mut concierge::Config| c.signin.mfa = MfaPolicy::Required,
+    |app: TestApp| async move {
+        // Two grants of Alice's made before the server required a second factor of everyone:
+        // one approved with her password alone, one with her authenticator's code too.
+        let alice = seed(&app).await;
+        let client = public_client(&app).await;
+        let now = concierge::util::now();
+        let grant = |amr: &[&str], acr: &str| {
+            let raw = concierge::util::random_secret();
+            let token = concierge::store::RefreshToken {
+                token_hash: concierge::util::secret_hash(&raw),
+                family_id: concierge::util::random_secret(),
+                client_id: client.clone(),
+                user_id: alice.clone(),
+                resources: vec![NOTES.into()],
+                scope: "notes:read".into(),
+                auth_time: now - 60,
+                amr: amr.iter().map(|m| m.to_string()).collect(),
+                acr: Some(acr.into()),
+                sid: None,
+                created_at: now - 60,
+                expires_at: now + 3600,
+                absolute_expires_at: now + 86_400,
+                dpop_jkt: None,
+            };
+            (raw, token)
+        };
+        let (weak, weak_token) = grant(&["pwd"], ONE);
+        let (strong, strong_token) = grant(&["pwd", "otp"], MFA);
+        for t in [&weak_token, &strong_token] {
+            app.store().insert_refresh(t).await.unwrap();
+        }
+        let (s, _, body) = refresh(&app, &client, &weak, &[]).await;
+        assert_eq!(s, 400, "{body}");
+        assert_eq!(body["error"], "invalid_grant");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("a second factor"),
+            "{body}"
+        );
+        let (s, _, body) = refresh(&app, &client, &strong, &[]).await;
+        assert_eq!(s, 200, "{body}");
+        assert_eq!(claims(body["access_token"].as_str().unwrap())["acr"], MFA);
         app
     }
 );

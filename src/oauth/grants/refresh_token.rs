@@ -11,6 +11,7 @@ use super::user_grant::{self, Authenticated, NewRefresh, UserGrant, issue};
 use super::{Grant, Param, TokenRequest};
 use crate::audit::{Event, Kind};
 use crate::error::{ErrorCode, OAuthError};
+use crate::oauth::authn::acr::Level;
 use crate::oauth::context::Context;
 use crate::oauth::policy;
 use crate::oauth::scope::Scope;
@@ -31,8 +32,9 @@ fn invalid_token() -> OAuthError {
 }
 
 /// Everything a refresh request must pass before its token is spent, so that a refused
-/// request (another client's token, a widened scope or resource, a missing DPoP proof)
-/// spends nothing and the rightful client's next refresh still works.
+/// request (another client's token, a widened scope or resource, a missing DPoP proof, a
+/// sign-in weaker than the resource now requires) spends nothing and the rightful client's
+/// next refresh still works.
 async fn check(
     ctx: &Context,
     token: &RefreshToken,
@@ -51,7 +53,14 @@ async fn check(
             "this refresh token is bound to a DPoP key: send a DPoP proof made with that key",
         ));
     }
-    policy::select_granted(ctx, &req.form.all("resource"), &token.resources).await?;
+    let resource = user_grant::granted_resource(ctx, req.form, &token.resources).await?;
+    // The approval must still reach what a token for the resource needs now.
+    let defaults = &req.client.metadata.default_acr_values;
+    policy::strong_enough(
+        policy::required_for_grant(ctx, defaults, resource.as_deref()),
+        Level::of_session(token.acr.as_deref(), &token.amr),
+        resource.as_deref(),
+    )?;
     let granted = Scope::parse(&token.scope).map_err(OAuthError::internal)?;
     let scope = policy::narrow(req.form.get("scope"), &granted)?;
     Ok((granted, scope))

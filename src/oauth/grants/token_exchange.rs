@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 use super::{Advertised, Grant, Param, TokenRequest};
 use crate::audit::Kind;
 use crate::error::{ErrorCode, OAuthError};
+use crate::oauth::authn::acr::Level;
 use crate::oauth::clients::Client;
 use crate::oauth::context::Context;
 use crate::oauth::form::Form;
@@ -227,6 +228,16 @@ impl Grant for TokenExchange {
         }
 
         let target = target(ctx, form).await?;
+        // A user's token carries how they signed in; a token for the target must reach the
+        // target's own requirement (`--require-mfa`), as a token issued for it directly
+        // would. A machine's token (no `auth_time`) has no sign-in to measure.
+        if claims.auth_time.is_some() {
+            policy::strong_enough(
+                target.required_acr,
+                Level::of_session(claims.acr.as_deref(), &claims.amr),
+                Some(&target),
+            )?;
+        }
         // The policy for (target, this client, the subject's resource).
         let mut found = None;
         for source in &claims.aud {

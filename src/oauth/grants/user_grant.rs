@@ -2,6 +2,8 @@
 //! refresh token, device code): the access token for one of the granted resources, the
 //! rotated refresh token, and the ID token.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
 use crate::error::{ErrorCode, OAuthError};
@@ -9,7 +11,7 @@ use crate::oauth::clients::Client;
 use crate::oauth::context::Context;
 use crate::oauth::form::Form;
 use crate::oauth::policy;
-use crate::oauth::resource::{Alg, OIDC_SCOPES, ResourceUri};
+use crate::oauth::resource::{Alg, OIDC_SCOPES, Resource, ResourceUri};
 use crate::oauth::scope::Scope;
 use crate::oauth::tokens::{
     AccessToken, IdToken, TokenResponse, issue_access_token, issue_id_token,
@@ -115,6 +117,28 @@ pub fn successor(
     (raw, record)
 }
 
+/// The granted resource a token request is for ([`policy::select_granted`]), looked up
+/// again: `invalid_grant` when it was removed since. None for a sign-in granted no resource.
+pub async fn granted_resource(
+    ctx: &Context,
+    form: &Form,
+    granted: &[String],
+) -> Result<Option<Arc<Resource>>, OAuthError> {
+    let Some(resource_uri) = policy::select_granted(ctx, &form.all("resource"), granted).await?
+    else {
+        return Ok(None);
+    };
+    // Granted URIs were stored normalised, so they parse again.
+    let uri = ResourceUri::parse(&resource_uri).map_err(OAuthError::internal)?;
+    let resource = ctx.resources.get(&uri).await?.ok_or_else(|| {
+        OAuthError::new(
+            ErrorCode::InvalidGrant,
+            format!("the resource {resource_uri} no longer exists"),
+        )
+    })?;
+    Ok(Some(resource))
+}
+
 /// Issue the access token (for one resource), a refresh token when allowed, and an ID token
 /// when `openid` was granted.
 pub async fn issue(
@@ -122,19 +146,7 @@ pub async fn issue(
     form: &Form,
     g: UserGrant<'_>,
 ) -> Result<TokenResponse, OAuthError> {
-    let resource = match policy::select_granted(ctx, &form.all("resource"), g.resources).await? {
-        Some(resource_uri) => {
-            // Granted URIs were stored normalised, so they parse again.
-            let uri = ResourceUri::parse(&resource_uri).map_err(OAuthError::internal)?;
-            Some(ctx.resources.get(&uri).await?.ok_or_else(|| {
-                OAuthError::new(
-                    ErrorCode::InvalidGrant,
-                    format!("the resource {resource_uri} no longer exists"),
-                )
-            })?)
-        }
-        None => None,
-    };
+    let resource = granted_resource(ctx, form, g.resources).await?;
     let user = ctx
         .users()
         .get_user(g.user_id)
