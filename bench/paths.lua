@@ -43,7 +43,14 @@ local redirect = enc("http://127.0.0.1/callback")
 local verifier = "bench-verifier-0123456789abcdefghijklmnopqrstuvwxyz"
 -- base64url(SHA-256(verifier)), the challenge every seeded code carries.
 local challenge = "sy8ruSmQf-jzCvw7Hx40pt0eCWJJ97b7o3Qr4cbG_Eo"
-local form = { ["Content-Type"] = "application/x-www-form-urlencoded" }
+-- NEW_CONNECTIONS=1: every request on a connection of its own (`Connection: close`), as a
+-- client that keeps no connection alive; accepting and closing it is then in every figure.
+local new_connections = env("NEW_CONNECTIONS", "0") == "1"
+local function headers(h)
+  if new_connections then h["Connection"] = "close" end
+  return h
+end
+local form = headers({ ["Content-Type"] = "application/x-www-form-urlencoded" })
 local token_path = env("TOKEN_PATH", "/token")
 
 local fixed, fixtures, prefix = nil, {}, nil
@@ -67,20 +74,20 @@ local function build()
     fixed = wrk.format("POST", env("INTROSPECT_PATH", "/introspect"), form,
       auth .. "&token=" .. enc(env("ACCESS_TOKEN")))
   elseif path == "register" then
-    fixed = wrk.format("POST", env("REGISTER_PATH", "/register"), { ["Content-Type"] = "application/json" },
+    fixed = wrk.format("POST", env("REGISTER_PATH", "/register"), headers({ ["Content-Type"] = "application/json" }),
       '{"redirect_uris":["http://127.0.0.1/callback"],"client_name":"Bench agent",'
       .. '"token_endpoint_auth_method":"none","grant_types":["authorization_code","refresh_token"],'
       .. '"response_types":["code"]}')
   elseif path == "discovery" then
-    fixed = wrk.format("GET", env("DISCOVERY_PATH", "/.well-known/openid-configuration"))
+    fixed = wrk.format("GET", env("DISCOVERY_PATH", "/.well-known/openid-configuration"), headers({}))
   elseif path == "jwks" then
-    fixed = wrk.format("GET", env("JWKS_PATH", "/jwks"))
+    fixed = wrk.format("GET", env("JWKS_PATH", "/jwks"), headers({}))
   elseif path == "authorize" then
     fixed = wrk.format("GET", env("AUTHORIZE_PATH", "/authorize")
       .. "?response_type=code&client_id=" .. enc(env("CLIENT_ID", "bench"))
       .. "&redirect_uri=" .. redirect .. "&scope=" .. enc(env("SCOPE", "tools:read"))
       .. "&resource=" .. resource .. "&code_challenge=" .. challenge
-      .. "&code_challenge_method=S256&state=bench-state", { Cookie = env("COOKIE") })
+      .. "&code_challenge_method=S256&state=bench-state", headers({ Cookie = env("COOKIE") }))
   elseif path == "exchange" then
     fixed = wrk.format("POST", token_path, form,
       "grant_type=" .. enc("urn:ietf:params:oauth:grant-type:token-exchange") .. "&" .. auth
