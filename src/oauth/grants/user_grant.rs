@@ -128,6 +128,9 @@ pub async fn granted_resource(
     else {
         return Ok(None);
     };
+    if let Some(hit) = ctx.resources.cached(&resource_uri) {
+        return Ok(Some(hit));
+    }
     // Granted URIs were stored normalised, so they parse again.
     let uri = ResourceUri::parse(&resource_uri).map_err(OAuthError::internal)?;
     let resource = ctx.resources.get(&uri).await?.ok_or_else(|| {
