@@ -74,6 +74,22 @@ async fn user_calendar_token(app: &TestApp) -> (String, String) {
     (alice, token)
 }
 
+/// Alice's calendar token, and the calendar server's client (id, secret), which a policy lets
+/// exchange calendar:read for notes:read: (alice's id, her token, the id, the secret).
+async fn calendar_may_exchange_for_notes(app: &TestApp) -> (String, String, String, String) {
+    let (alice, subject) = user_calendar_token(app).await;
+    let (cal, cal_secret) = server_client(app, "calendar-server").await;
+    allow(
+        app,
+        NOTES,
+        &cal,
+        CALENDAR,
+        &[("calendar:read", &["notes:read"])],
+    )
+    .await;
+    (alice, subject, cal, cal_secret)
+}
+
 /// alice (seeded) connects `client` to the calendar in browser `b` (signing in there): the
 /// access token.
 async fn calendar_token(app: &TestApp, client: &str, b: &reqwest::Client) -> String {
@@ -90,16 +106,7 @@ async fn calendar_token(app: &TestApp, client: &str, b: &reqwest::Client) -> Str
 both!(
     exchange_narrows_and_records_who_acts,
     |app: TestApp| async move {
-        let (alice, subject) = user_calendar_token(&app).await;
-        let (cal, cal_secret) = server_client(&app, "calendar-server").await;
-        allow(
-            &app,
-            NOTES,
-            &cal,
-            CALENDAR,
-            &[("calendar:read", &["notes:read"])],
-        )
-        .await;
+        let (alice, subject, cal, cal_secret) = calendar_may_exchange_for_notes(&app).await;
 
         let (s, h, body) =
             exchange(&app, &cal, &cal_secret, &subject, &[("resource", NOTES)]).await;
@@ -156,16 +163,7 @@ both!(
     |app: TestApp| async move {
         // Alice's calendar token, from her password alone; the calendar server may exchange
         // it for a notes token.
-        let (_, subject) = user_calendar_token(&app).await;
-        let (cal, cal_secret) = server_client(&app, "calendar-server").await;
-        allow(
-            &app,
-            NOTES,
-            &cal,
-            CALENDAR,
-            &[("calendar:read", &["notes:read"])],
-        )
-        .await;
+        let (_, subject, cal, cal_secret) = calendar_may_exchange_for_notes(&app).await;
         let (s, _, body) =
             exchange(&app, &cal, &cal_secret, &subject, &[("resource", NOTES)]).await;
         assert_eq!(s, 200, "{body}");
@@ -392,16 +390,7 @@ async fn send(
 both!(
     actor_tokens_are_checked_like_subjects,
     |app: TestApp| async move {
-        let (_, subject) = user_calendar_token(&app).await;
-        let (cal, cal_secret) = server_client(&app, "calendar-server").await;
-        allow(
-            &app,
-            NOTES,
-            &cal,
-            CALENDAR,
-            &[("calendar:read", &["notes:read"])],
-        )
-        .await;
+        let (_, subject, cal, cal_secret) = calendar_may_exchange_for_notes(&app).await;
         // The calendar server's own token, to name itself as the actor.
         let actor = own_token(&app, &cal, &cal_secret).await;
 
