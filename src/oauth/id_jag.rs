@@ -33,6 +33,7 @@ use jsonwebtoken::Validation;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use super::authn::acr::Level;
 use super::authn::linking::{self, ForeignUser, LinkError, LinkPolicy};
 use super::client_assertion::{AssertionError, DecodeFailure, JwsHeader, LEEWAY_SECS};
 use super::client_assertion::{decode_with_any, jws_header, signing_alg_names, unverified_payload};
@@ -527,6 +528,18 @@ async fn redeem_checked(
     let asserted = Scope::parse(claims.scope.as_deref().unwrap_or(""))
         .map_err(|e| grant_err(format!("the assertion's scope {e}")))?;
     let scope = policy::asserted_scopes(&asserted, form.get("scope"), &resource)?;
+    // How the user signed in at the IdP is nothing this server can weigh (an ID-JAG's `acr`,
+    // if it has one, is in the IdP's vocabulary, and the token issued here carries none): a
+    // resource that requires more than a password (`--require-mfa`) gets no token from one.
+    // The user authorizes through this server instead, where the requirement is met.
+    if let Some(need) = resource.required_acr.filter(|l| *l > Level::OneFactor) {
+        return Err(grant_err(format!(
+            "{} requires {} at sign-in, which an ID-JAG does not attest here: the user must \
+             authorize through this server",
+            resource.uri,
+            need.words()
+        )));
+    }
 
     // Last, once everything else holds: spend the jti (one atomic statement, so replicas
     // agree). Scoped by issuer, hashed to a fixed size.

@@ -170,10 +170,7 @@ both!(
 
         // Notes now requires a second factor: a token for it must come from a sign-in that
         // reached one, through an exchange as much as from the user's own grant.
-        let mut notes = app.store().get_resource(NOTES).await.unwrap().unwrap();
-        notes.required_acr = Some("urn:concierge:acr:mfa".into());
-        assert!(app.store().update_resource(&notes).await.unwrap());
-        app.state.oauth.resources.forget(NOTES);
+        set_required_acr(&app, NOTES, Some("urn:concierge:acr:mfa")).await;
         assert_error(
             &exchange(&app, &cal, &cal_secret, &subject, &[("resource", NOTES)]).await,
             400,

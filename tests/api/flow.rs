@@ -79,6 +79,15 @@ pub async fn allow_calendar_to_notes(app: &TestApp, client_id: &str) {
         .unwrap();
 }
 
+/// Set the `acr` every sign-in for the resource `uri` must reach (None: no requirement of
+/// its own), straight in the store, and make this replica's cache forget it.
+pub async fn set_required_acr(app: &TestApp, uri: &str, acr: Option<&str>) {
+    let mut r = app.store().get_resource(uri).await.unwrap().unwrap();
+    r.required_acr = acr.map(str::to_string);
+    assert!(app.store().update_resource(&r).await.unwrap());
+    app.state.oauth.resources.forget(uri);
+}
+
 /// Register a public client the way MCP clients do; returns its client_id.
 pub async fn public_client(app: &impl Server) -> String {
     let (status, _, body) = app

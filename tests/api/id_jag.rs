@@ -570,6 +570,17 @@ both_pair!(the_authorization_server_refuses, |p: Pair| async move {
     assert_eq!(body["scope"], "notes:read");
     let r = p.redeem_id_jag(&good, &[]).await;
     assert_error(&r, 400, "invalid_grant", "used before");
+
+    // A resource that requires a second factor: an ID-JAG cannot attest one here, so it gets
+    // no token from one (the user authorizes through this server instead). Refused before
+    // its jti is spent: lifted again, the same assertion is redeemed.
+    set_required_acr(&p.rs_as, NOTES, Some("urn:concierge:acr:mfa")).await;
+    let fresh = p.forge("oauth-id-jag+jwt", json!({}));
+    let r = p.redeem_id_jag(&fresh, &[]).await;
+    assert_error(&r, 400, "invalid_grant", "a second factor");
+    set_required_acr(&p.rs_as, NOTES, None).await;
+    let (s, _, body) = p.redeem_id_jag(&fresh, &[]).await;
+    assert_eq!(s, 200, "{body}");
     p
 });
 
