@@ -1960,9 +1960,10 @@ async fn keys(cmd: &KeysCmd, config: &Config) -> anyhow::Result<()> {
                 Activation::Delayed
             };
             let refresh = config.keys.refresh_secs;
-            let at = util::now();
+            // Whether a key signs at once is decided as it is made: comparing its activation
+            // with a time taken here would call one made a second later "delayed".
             for k in manager.rotate(&algs, when).await? {
-                if k.activates_at > at {
+                if !k.immediate {
                     println!(
                         "new {} key {}: published now, signs from {} (servers reread keys \
                          every {refresh} s, so all of them publish it first)",

@@ -305,6 +305,9 @@ pub struct NewKey {
     pub kid: String,
     pub alg: Alg,
     pub activates_at: i64,
+    /// It signs from the moment it was made (no key of its algorithm was active, or an
+    /// emergency rotation), rather than after the activation delay.
+    pub immediate: bool,
 }
 
 /// What a revocation did.
@@ -530,6 +533,7 @@ impl KeyManager {
             kid: row.kid,
             alg,
             activates_at,
+            immediate: activates_at <= now,
         })
     }
 
