@@ -8,7 +8,10 @@
 //! - narrowing scopes: to what a resource offers ([`offered_by`], [`check_requested`]), to
 //!   what an operator allowed a client ([`operator_scope`], [`scopes_for_client`]), and to
 //!   what the user consented or the subject token holds ([`narrow`], [`exchanged_scopes`],
-//!   [`asserted_scopes`], [`id_jag_scopes`]).
+//!   [`asserted_scopes`], [`id_jag_scopes`]);
+//! - the sign-in a token needs: at approval ([`required_level`]), and again for each new
+//!   token from a grant, whose requirement may have risen since ([`required_for_grant`],
+//!   [`strong_enough`]).
 //!
 //! Two rules hold throughout: "no registered scope" never means "every scope", and the admin
 //! API's resource is reachable only by admin clients for themselves.

@@ -228,16 +228,6 @@ impl Grant for TokenExchange {
         }
 
         let target = target(ctx, form).await?;
-        // A user's token carries how they signed in; a token for the target must reach the
-        // target's own requirement (`--require-mfa`), as a token issued for it directly
-        // would. A machine's token (no `auth_time`) has no sign-in to measure.
-        if claims.auth_time.is_some() {
-            policy::strong_enough(
-                target.required_acr,
-                Level::of_session(claims.acr.as_deref(), &claims.amr),
-                Some(&target),
-            )?;
-        }
         // The policy for (target, this client, the subject's resource).
         let mut found = None;
         for source in &claims.aud {
@@ -260,6 +250,17 @@ impl Grant for TokenExchange {
             )
         })?;
         let scope = policy::exchanged_scopes(&policy, &claims.scopes(), form.get("scope"))?;
+        // A user's token carries how they signed in; a token for the target must reach the
+        // target's own requirement (`--require-mfa`), as a token issued for it directly
+        // would. A machine's token (no `auth_time`) has no sign-in to measure. Checked once
+        // a policy allows the exchange, so no other client learns what the target requires.
+        if claims.auth_time.is_some() {
+            policy::strong_enough(
+                target.required_acr,
+                Level::of_session(claims.acr.as_deref(), &claims.amr),
+                Some(&target),
+            )?;
+        }
 
         let ttl = i64::from(ctx.config.tokens.access_token_ttl_secs).min(claims.exp - now);
         if ttl <= 0 {
