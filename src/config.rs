@@ -1330,8 +1330,6 @@ fn insert_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> 
 mod tests {
     use super::*;
 
-    /// Every setting can be given in the environment: none is missing from the list the
-    /// environment is matched against (`workload_identity` once was).
     #[test]
     fn secrets_stay_out_of_the_configurations_debug() {
         let mut c = Config {
@@ -1382,6 +1380,8 @@ mod tests {
         assert!(shown.contains("hooks.example") && !shown.contains("a-shared-secret"));
     }
 
+    /// Every setting can be given in the environment: none is missing from the list the
+    /// environment is matched against (`workload_identity` once was).
     #[test]
     fn every_setting_has_an_environment_name() {
         let names = serde_json::to_value(Config::default()).expect("serialise");
