@@ -83,6 +83,7 @@ both!(
         let now = concierge::util::now();
         for k in &new {
             assert!(k.activates_at >= now + ACTIVATION_SECS as i64 - 1, "{k:?}");
+            assert!(!k.immediate, "{k:?}");
         }
         let new: Vec<String> = new.into_iter().map(|k| k.kid).collect();
         // Published at once, next to the keys still signing...
