@@ -297,8 +297,15 @@ both!(
             "a passkey",
         );
 
-        // Refused, not spent: once the requirement is lifted the same token still rotates
-        // (a spent one would be a replay and revoke the family).
+        // Refused, not spent: the store still holds it unused, and once the requirement is
+        // lifted the same token rotates.
+        let stored = app
+            .store()
+            .find_refresh(&concierge::util::secret_hash(&rt), concierge::util::now())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((stored.used_at, stored.revoked), (None, false));
         update_notes(&app, "--require-acr none");
         let (s, _, body) = refresh(&app, &client, &rt, &[]).await;
         assert_eq!(s, 200, "{body}");
