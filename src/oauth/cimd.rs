@@ -189,10 +189,21 @@ impl CimdResolver {
             map.entry(client_id.to_string()).or_default().clone()
         };
         let result = shared
-            .get_or_init(|| self.fetch_and_cache(&url, client_id))
+            .get_or_init(|| async {
+                // A flight that ended between the cache look-up above and joining this one
+                // has cached its answer already: use it rather than fetch again.
+                match self.cache.get(client_id) {
+                    Some(hit) => Ok(hit),
+                    None => self.fetch_and_cache(&url, client_id).await,
+                }
+            })
             .await
             .clone();
-        lock(&self.in_flight).remove(client_id);
+        // Remove this flight only: a later one for the same URL may have taken its place.
+        let mut map = lock(&self.in_flight);
+        if map.get(client_id).is_some_and(|s| Arc::ptr_eq(s, &shared)) {
+            map.remove(client_id);
+        }
         result
     }
 
