@@ -191,7 +191,7 @@ spent() { cat "$(spent_file "$1" "$2")" 2>/dev/null || echo 0; }
 
 # wrk_run SIDE PATH DURATION -> the RESULT line
 wrk_run() {
-    local side=$1 path=$2 duration=$3 port lua=$root/bench/paths.lua fixtures="" extra=()
+    local side=$1 path=$2 duration=$3 port lua=$root/bench/paths.lua fixtures="" extra=() file=""
     if [ "$side" = peer ]; then port=$PEER_PORT extra=("${peer_env[@]}") fixtures=$peer_fixtures
     elif [ "$side" = ceiling ]; then port=$CEILING_PORT
     else port=$OURS_PORT extra=("${ours_env[@]}") fixtures=$ours_fixtures; fi
@@ -201,7 +201,7 @@ wrk_run() {
         extra+=(ACCESS_TOKEN="$(printf '%s\n' "${extra[@]}" | sed -n 's/^JWT=//p')")
     elif [ "$path" = code ] || [ "$path" = refresh ] || [ "$path" = revoke ] || [ "$path" = device ]; then
         # Each request spends a fixture: start after those the earlier runs spent.
-        local file=$fixtures/$(case $path in code) echo codes ;; device) echo devices ;; *) echo "$path" ;; esac).txt
+        file=$fixtures/$(case $path in code) echo codes ;; device) echo devices ;; *) echo "$path" ;; esac).txt
         local slice=$work/slice
         tail -n +"$(( $(spent "$side" "$path") + 1 ))" "$file" >"$slice"
         extra+=(FIXTURES="$slice")
@@ -210,9 +210,15 @@ wrk_run() {
     line=$(env "${extra[@]}" BENCH_PATH="$path" \
         wrk -t"$THREADS" -c"$CONNECTIONS" -d"$duration" -s "$lua" "http://127.0.0.1:$port" | grep '^RESULT')
     # Requests still in flight when wrk stopped may have spent a fixture too.
-    local used
+    local used now_spent
     used=$(sed -nE 's/.* used=([0-9]+).*/\1/p' <<<"$line")
-    echo $(( $(spent "$side" "$path") + ${used:-0} + CONNECTIONS * THREADS )) >"$(spent_file "$side" "$path")"
+    now_spent=$(( $(spent "$side" "$path") + ${used:-0} + CONNECTIONS * THREADS ))
+    echo "$now_spent" >"$(spent_file "$side" "$path")"
+    # Past the end of the fixtures the requests measure something else (an unknown code is
+    # refused, an unknown token's revocation answers 200): say so under the table.
+    if [ -n "${file:-}" ] && [ "$now_spent" -gt "$(wc -l <"$file")" ]; then
+        echo "$side" >>"$work/ran-out-$store-$path"
+    fi
     echo "$line"
 }
 
@@ -241,6 +247,7 @@ else
 fi
 
 results=()
+warnings=()
 memory=()
 ceiling=()
 sizes=()
@@ -296,6 +303,16 @@ for store in "${stores[@]}"; do
             peer_cols=$(printf '%9s %8s %8s %6s' - - - -)
             ratio=$(awk -v o="$o_rps" -v c="$cc_rps" 'BEGIN { if (c > 0) printf "%.2fcc", o / c; else print "n/a" }')
         fi
+        # Rounds that ran past the seeded fixtures, or answered errors, measured something
+        # else (errors and unknown tokens answer faster), so the ratio means little.
+        if [ -s "$work/ran-out-$store-$path" ]; then
+            ratio="$ratio!"
+            warnings+=("$store $path: fixtures ran out ($(sort "$work/ran-out-$store-$path" | uniq -c |
+                awk '{ printf "%s%s in %d runs", (NR > 1 ? ", " : ""), $2, $1 }')); raise COUNT / PEER_COUNT")
+        elif [ "$(sum "${oerr[@]}")" != 0 ] || [ "$(sum "${perr[@]}")" != 0 ]; then
+            ratio="$ratio!"
+            warnings+=("$store $path: non-2xx answers per round: ours ${oerr[*]}${perr[*]:+, peer ${perr[*]}}")
+        fi
         results+=("$(printf '%-9s %-10s %9s %8s %8s %6s   %s   %6s' "$store" "$path" "$o_rps" \
             "$(median "${op50[@]}")" "$(median "${op99[@]}")" "$(sum "${oerr[@]}")" "$peer_cols" "$ratio")")
     done
@@ -328,6 +345,10 @@ else
     printf '%-9s %12s %12s %10s\n' store empty_MiB full_MiB bytes/grant
     printf '%s\n' "${sizes[@]}"
     echo "(database size after seeding; bytes/grant = the difference over $BULK: one row of each kind)"
+fi
+if [ "${#warnings[@]}" -gt 0 ]; then
+    echo
+    printf '!! %s\n' "${warnings[@]}"
 fi
 if [ "${#ceiling[@]}" -gt 0 ]; then
     echo
