@@ -370,7 +370,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    /// A request's headers must arrive within this many seconds. Default 10.
+    /// A request's headers must arrive within this many seconds, counted from the
+    /// connection's start or from the request's first byte (HTTP/1.1). Default 10.
     pub header_read_timeout_secs: u32,
     /// A request's body must arrive within this many seconds. Default 30.
     pub body_timeout_secs: u32,

@@ -2,8 +2,12 @@
 //! that would hold the server's resources without using them.
 //!
 //! - At most `http.max_connections` connections at once; one more is closed on arrival.
-//! - A request's headers must arrive within `http.header_read_timeout_secs` (hyper's
-//!   HTTP/1.1 header timer), so a client trickling headers byte by byte is disconnected.
+//! - A request's headers must arrive within `http.header_read_timeout_secs`, counted from
+//!   the connection's start or from the first byte of the request, so a client trickling
+//!   headers byte by byte is disconnected. (HTTP/1.1 only: an HTTP/2 connection's frames
+//!   are not a request's head.) Timed here rather than by hyper's header timer alone: that
+//!   one also runs while a kept-alive connection waits for its next request, which would
+//!   close idle connections after this bound instead of `http.idle_timeout_secs`.
 //! - A request's body must arrive within `http.body_timeout_secs` (see `crate::router`).
 //! - A connection with no request in flight and no bytes moving for
 //!   `http.idle_timeout_secs` is closed (kept-alive HTTP/1.1 and idle HTTP/2 alike).
@@ -13,7 +17,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -39,16 +43,19 @@ pub async fn serve(
     let max = limits.max_connections.max(1) as usize;
     let permits = Arc::new(Semaphore::new(max));
     let (stop_tx, stop_rx) = watch::channel(false);
+    let timeouts = Timeouts {
+        idle: Duration::from_secs(u64::from(limits.idle_timeout_secs.max(1))),
+        head: Duration::from_secs(u64::from(limits.header_read_timeout_secs.max(1))),
+    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's own header timer runs from the end of one response to the end of the next
+    // request's head: a backstop only, long enough for an idle wait and then a head.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(u64::from(
-            limits.header_read_timeout_secs.max(1),
-        )));
+        .header_read_timeout(timeouts.idle + timeouts.head);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
-    let idle = Duration::from_secs(u64::from(limits.idle_timeout_secs.max(1)));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -74,7 +81,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let (builder, router, stop) = (builder.clone(), router.clone(), stop_rx.clone());
         tokio::spawn(async move {
-            connection(&builder, stream, peer, router, idle, stop).await;
+            connection(&builder, stream, peer, router, timeouts, stop).await;
             drop(permit);
         });
     }
@@ -91,19 +98,30 @@ pub async fn serve(
     Ok(())
 }
 
-/// Serve one connection until it ends, goes idle, or the server stops.
+/// How long a connection may wait.
+#[derive(Clone, Copy)]
+struct Timeouts {
+    /// With no request in flight and no byte moving.
+    idle: Duration,
+    /// For a request's head, once it is awaited (HTTP/1.1).
+    head: Duration,
+}
+
+/// Serve one connection until it ends, goes idle, is too slow with a request's head, or the
+/// server stops.
 async fn connection(
     builder: &auto::Builder<TokioExecutor>,
     stream: TcpStream,
     peer: SocketAddr,
     router: Router,
-    idle: Duration,
+    timeouts: Timeouts,
     mut stop: watch::Receiver<bool>,
 ) {
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Watched {
         inner: stream,
         activity: activity.clone(),
+        preface: Vec::new(),
     });
     let in_flight = activity.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -132,20 +150,35 @@ async fn connection(
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
-            () = activity.idle_for(idle), if !closing => {
+            () = activity.idle_for(timeouts.idle), if !closing => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
+            }
+            // A head that is late has no request to finish: drop the connection.
+            () = activity.head_overdue(timeouts.head) => {
+                tracing::debug!("a request's head did not arrive in time; connection closed");
+                return;
             }
         }
     }
 }
 
-/// When bytes last moved on a connection, and how many requests it is serving.
+/// No head awaited: `Activity::head_since` between requests, and on HTTP/2.
+const NO_HEAD: i64 = -1;
+
+/// When bytes last moved on a connection, how many requests it is serving, and since when
+/// a request's head has been awaited.
 struct Activity {
     started: Instant,
     /// Milliseconds after `started`.
     last: AtomicI64,
     requests: AtomicUsize,
+    /// Milliseconds after `started` at which the head now awaited began: the connection's
+    /// start for its first request, else the first byte read after a response. `NO_HEAD`
+    /// while none is awaited.
+    head_since: AtomicI64,
+    /// An HTTP/2 connection: its frames are no request's head.
+    h2: AtomicBool,
 }
 
 impl Activity {
@@ -154,12 +187,55 @@ impl Activity {
             started: Instant::now(),
             last: AtomicI64::new(0),
             requests: AtomicUsize::new(0),
+            head_since: AtomicI64::new(0),
+            h2: AtomicBool::new(false),
         }
     }
 
+    fn elapsed_ms(&self) -> i64 {
+        i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
+
     fn touch(&self) {
-        let ms = i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX);
-        self.last.store(ms, Ordering::Relaxed);
+        self.last.store(self.elapsed_ms(), Ordering::Relaxed);
+    }
+
+    /// Bytes arrived: with no request in flight they begin the next request's head.
+    fn read(&self) {
+        let now = self.elapsed_ms();
+        self.last.store(now, Ordering::Relaxed);
+        if self.requests.load(Ordering::Relaxed) == 0 && !self.h2.load(Ordering::Relaxed) {
+            let _ = self.head_since.compare_exchange(
+                NO_HEAD,
+                now,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// The connection speaks HTTP/2 (its preface arrived): no head timer.
+    fn http2(&self) {
+        self.h2.store(true, Ordering::Relaxed);
+        self.head_since.store(NO_HEAD, Ordering::Relaxed);
+    }
+
+    /// Resolves once a request's head has been awaited for `limit` (checked at least every
+    /// `limit`, so it resolves within twice that).
+    async fn head_overdue(&self, limit: Duration) {
+        let limit_ms = i64::try_from(limit.as_millis()).unwrap_or(i64::MAX);
+        loop {
+            let since = self.head_since.load(Ordering::Relaxed);
+            let mut wait = limit;
+            if since != NO_HEAD && self.requests.load(Ordering::Relaxed) == 0 {
+                let waited = self.elapsed_ms().saturating_sub(since);
+                if waited >= limit_ms {
+                    return;
+                }
+                wait = Duration::from_millis((limit_ms - waited) as u64);
+            }
+            tokio::time::sleep(wait.max(Duration::from_millis(50))).await;
+        }
     }
 
     /// Resolves once no request has been in flight and no byte has moved for `idle`.
@@ -181,8 +257,10 @@ impl Activity {
 struct InFlight(Arc<Activity>);
 
 impl InFlight {
+    /// A request's head has arrived: it is no longer awaited.
     fn start(activity: Arc<Activity>) -> Self {
         activity.requests.fetch_add(1, Ordering::Relaxed);
+        activity.head_since.store(NO_HEAD, Ordering::Relaxed);
         Self(activity)
     }
 }
@@ -194,11 +272,16 @@ impl Drop for InFlight {
     }
 }
 
-/// A stream that notes when bytes move.
+/// A stream that notes when bytes move, and whether it opens with HTTP/2's preface.
 struct Watched {
     inner: TcpStream,
     activity: Arc<Activity>,
+    /// The first bytes read, until there are enough to tell HTTP/2's preface.
+    preface: Vec<u8>,
 }
+
+/// How an HTTP/2 connection begins (RFC 9113 §3.4); no HTTP/1.1 method starts so.
+const H2_PREFACE_START: &[u8] = b"PRI ";
 
 impl AsyncRead for Watched {
     fn poll_read(
@@ -209,7 +292,16 @@ impl AsyncRead for Watched {
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.activity.touch();
+            let this = &mut *self;
+            if this.preface.len() < H2_PREFACE_START.len() {
+                let want = H2_PREFACE_START.len() - this.preface.len();
+                let new = &buf.filled()[before..];
+                this.preface.extend_from_slice(&new[..new.len().min(want)]);
+                if this.preface == H2_PREFACE_START {
+                    this.activity.http2();
+                }
+            }
+            this.activity.read();
         }
         poll
     }

@@ -502,6 +502,80 @@ both!(
     }
 );
 
+// A kept-alive HTTP/1.1 connection waits for its next request as long as the idle timeout,
+// not the header timeout (hyper's header timer alone closed it then, and a client's pool
+// racing that close lost a request); a head that starts and stalls is still cut off, and so
+// is a connection that never sends one. HTTP/2 frames are not a head.
+#[tokio::test]
+async fn kept_alive_connections_wait_out_the_idle_timeout() {
+    let app = crate::helpers::spawn_app_with(crate::helpers::Backend::Sqlite, |c| {
+        c.http.header_read_timeout_secs = 1;
+        c.http.idle_timeout_secs = 60;
+    })
+    .await
+    .unwrap();
+    let limit = Duration::from_secs(15);
+    let mut buf = [0u8; 8192];
+    let mut s = tokio::net::TcpStream::connect(addr(&app)).await.unwrap();
+    for round in 0..2 {
+        s.write_all(b"GET /jwks HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let n = s.read(&mut buf).await.unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]);
+        assert!(head.starts_with("HTTP/1.1 200"), "round {round}: {head}");
+        if round == 0 {
+            // Three header timeouts, far below the idle timeout.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+    }
+    // The next head starts, then stalls: cut off although the connection was busy before.
+    s.write_all(b"GET /jwks HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut s, limit).await,
+        "a stalled head is cut off"
+    );
+
+    // A connection that never sends a head.
+    let mut silent = tokio::net::TcpStream::connect(addr(&app)).await.unwrap();
+    assert!(
+        closed_within(&mut silent, limit).await,
+        "a connection without a request is closed"
+    );
+
+    // HTTP/2 with prior knowledge: the preface and settings, then quiet past the header
+    // timeout; the connection is still there to answer a PING (RFC 9113 §6.7).
+    let mut h2 = tokio::net::TcpStream::connect(addr(&app)).await.unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    h2.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap(); // empty SETTINGS
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ping = [0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+    h2.write_all(&ping).await.unwrap();
+    let mut seen = Vec::new();
+    let acked = tokio::time::timeout(limit, async {
+        loop {
+            match h2.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+            // A PING frame with the ACK flag and our payload.
+            if seen
+                .windows(17)
+                .any(|w| w[3] == 6 && w[4] == 1 && w[9..] == ping[9..])
+            {
+                return true;
+            }
+        }
+    })
+    .await;
+    assert_eq!(acked, Ok(true), "an idle HTTP/2 connection stays open");
+    app.finish().await;
+}
+
 // With an https issuer the cookies carry the `__Host-` prefix and `Secure`.
 both!(
     cookies_are_host_bound_and_secure_with_https,
