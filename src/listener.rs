@@ -48,12 +48,12 @@ pub async fn serve(
         head: Duration::from_secs(u64::from(limits.header_read_timeout_secs.max(1))),
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper's own header timer runs from the end of one response to the end of the next
-    // request's head: a backstop only, long enough for an idle wait and then a head.
+    // hyper's header timer is off: it would run from the end of one response to the end of
+    // the next head, idle wait included. `Activity::expired` times heads and idleness.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.idle + timeouts.head);
+        .header_read_timeout(None);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     tokio::pin!(shutdown);
@@ -121,7 +121,7 @@ async fn connection(
     let io = TokioIo::new(Watched {
         inner: stream,
         activity: activity.clone(),
-        preface: Vec::new(),
+        preface: ([0; 4], 0),
     });
     let in_flight = activity.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -150,15 +150,17 @@ async fn connection(
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
-            () = activity.idle_for(timeouts.idle), if !closing => {
-                closing = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            // A head that is late has no request to finish: drop the connection.
-            () = activity.head_overdue(timeouts.head) => {
-                tracing::debug!("a request's head did not arrive in time; connection closed");
-                return;
-            }
+            expired = activity.expired(timeouts, closing) => match expired {
+                Expired::Idle => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                // A head that is late has no request to finish: drop the connection.
+                Expired::Head => {
+                    tracing::debug!("a request's head did not arrive in time; connection closed");
+                    return;
+                }
+            },
         }
     }
 }
@@ -220,35 +222,44 @@ impl Activity {
         self.head_since.store(NO_HEAD, Ordering::Relaxed);
     }
 
-    /// Resolves once a request's head has been awaited for `limit` (checked at least every
-    /// `limit`, so it resolves within twice that).
-    async fn head_overdue(&self, limit: Duration) {
-        let limit_ms = i64::try_from(limit.as_millis()).unwrap_or(i64::MAX);
+    /// Resolves once the connection has been idle for `t.idle` (no request in flight, no
+    /// byte moving; not looked for while `closing`), or a request's head has been awaited
+    /// for `t.head`. One timer per connection: it sleeps until the nearer deadline, and at
+    /// most `t.head` (a head may begin meanwhile), so a late head is seen within twice that.
+    async fn expired(&self, t: Timeouts, closing: bool) -> Expired {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let (idle, head) = (ms(t.idle), ms(t.head));
         loop {
-            let since = self.head_since.load(Ordering::Relaxed);
-            let mut wait = limit;
-            if since != NO_HEAD && self.requests.load(Ordering::Relaxed) == 0 {
-                let waited = self.elapsed_ms().saturating_sub(since);
-                if waited >= limit_ms {
-                    return;
+            let now = self.elapsed_ms();
+            let mut wait = head;
+            if self.requests.load(Ordering::Relaxed) == 0 {
+                let since = self.head_since.load(Ordering::Relaxed);
+                if since != NO_HEAD {
+                    let due = since.saturating_add(head);
+                    if now >= due {
+                        return Expired::Head;
+                    }
+                    wait = wait.min(due - now);
                 }
-                wait = Duration::from_millis((limit_ms - waited) as u64);
+                if !closing {
+                    let due = self.last.load(Ordering::Relaxed).saturating_add(idle);
+                    if now >= due {
+                        return Expired::Idle;
+                    }
+                    wait = wait.min(due - now);
+                }
             }
-            tokio::time::sleep(wait.max(Duration::from_millis(50))).await;
+            tokio::time::sleep(Duration::from_millis(wait.max(50) as u64)).await;
         }
     }
+}
 
-    /// Resolves once no request has been in flight and no byte has moved for `idle`.
-    async fn idle_for(&self, idle: Duration) {
-        loop {
-            let last = Duration::from_millis(self.last.load(Ordering::Relaxed).max(0) as u64);
-            let quiet = self.started.elapsed().saturating_sub(last);
-            if quiet >= idle && self.requests.load(Ordering::Relaxed) == 0 {
-                return;
-            }
-            tokio::time::sleep(idle.saturating_sub(quiet).max(Duration::from_millis(100))).await;
-        }
-    }
+/// What a connection waited too long for.
+enum Expired {
+    /// Its next request, doing nothing else.
+    Idle,
+    /// The rest of a request's head.
+    Head,
 }
 
 /// One request in flight on a connection, counted until it is answered or dropped (an
@@ -276,12 +287,13 @@ impl Drop for InFlight {
 struct Watched {
     inner: TcpStream,
     activity: Arc<Activity>,
-    /// The first bytes read, until there are enough to tell HTTP/2's preface.
-    preface: Vec<u8>,
+    /// The first bytes read and their count, until there are enough to tell HTTP/2's
+    /// preface.
+    preface: ([u8; 4], usize),
 }
 
 /// How an HTTP/2 connection begins (RFC 9113 §3.4); no HTTP/1.1 method starts so.
-const H2_PREFACE_START: &[u8] = b"PRI ";
+const H2_PREFACE_START: &[u8; 4] = b"PRI ";
 
 impl AsyncRead for Watched {
     fn poll_read(
@@ -293,11 +305,13 @@ impl AsyncRead for Watched {
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             let this = &mut *self;
-            if this.preface.len() < H2_PREFACE_START.len() {
-                let want = H2_PREFACE_START.len() - this.preface.len();
+            let (start, seen) = &mut this.preface;
+            if *seen < H2_PREFACE_START.len() {
                 let new = &buf.filled()[before..];
-                this.preface.extend_from_slice(&new[..new.len().min(want)]);
-                if this.preface == H2_PREFACE_START {
+                let take = new.len().min(H2_PREFACE_START.len() - *seen);
+                start[*seen..*seen + take].copy_from_slice(&new[..take]);
+                *seen += take;
+                if start[..] == *H2_PREFACE_START {
                     this.activity.http2();
                 }
             }
