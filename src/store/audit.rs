@@ -144,29 +144,52 @@ where
     select
 }
 
+/// Events to append as one JSON array of `[at, kind, client_id, user_id, ip, detail]` rows:
+/// what [`append_rows!`] binds.
+pub(super) fn rows_json(events: &[NewAuditEvent]) -> Result<String, StoreError> {
+    let rows: Vec<_> = events
+        .iter()
+        .map(|e| (e.at, e.kind, &e.client_id, &e.user_id, &e.ip, &e.detail))
+        .collect();
+    serde_json::to_string(&rows).map_err(|e| StoreError::Corrupt(format!("audit events: {e}")))
+}
+
+/// The INSERT of a batch of events, bound to one JSON array ([`rows_json`]), in its order.
+///
+/// One statement of one shape, whatever the batch's size. A multi-row `VALUES` list has a
+/// shape per size: each size seen became a statement prepared and cached on the writer's
+/// connection (and, on PostgreSQL, in its server process), hundreds of kilobytes apiece for
+/// the large ones, so memory grew for as long as new sizes came (`bench/soak.sh`), and each
+/// new one was parsed and planned with its 1,500 parameters under load.
+macro_rules! append_rows {
+    ("postgres") => {
+        "INSERT INTO audit_events (at, kind, client_id, user_id, ip, detail) \
+         SELECT (e->>0)::bigint, e->>1, e->>2, e->>3, e->>4, e->>5 \
+         FROM json_array_elements($1::json) WITH ORDINALITY AS rows(e, n) ORDER BY n"
+    };
+    ("sqlite") => {
+        "INSERT INTO audit_events (at, kind, client_id, user_id, ip, detail) \
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \
+         FROM json_each($1) ORDER BY key"
+    };
+}
+pub(crate) use append_rows;
+
 macro_rules! sql_impl {
-    ($ty:ty) => {
+    ($ty:ty, $dialect:tt) => {
         #[async_trait::async_trait]
         impl $crate::store::AuditStore for $ty {
             async fn append_audit(
                 &self,
                 events: &[$crate::store::NewAuditEvent],
             ) -> Result<(), $crate::store::StoreError> {
-                // One multi-row INSERT per chunk: the log grows with every token issued, so
-                // this costs one statement per batch rather than one per event.
-                for chunk in events.chunks(256) {
-                    let mut insert = sqlx::QueryBuilder::new(
-                        "INSERT INTO audit_events (at, kind, client_id, user_id, ip, detail) ",
-                    );
-                    insert.push_values(chunk, |mut row, e| {
-                        row.push_bind(e.at)
-                            .push_bind(e.kind)
-                            .push_bind(e.client_id.as_deref())
-                            .push_bind(e.user_id.as_deref())
-                            .push_bind(e.ip.as_deref())
-                            .push_bind(e.detail.as_str());
-                    });
-                    insert.build().execute(&self.writer).await?;
+                // One INSERT per chunk: the log grows with every token issued, so this costs
+                // one statement per batch rather than one per event.
+                for chunk in events.chunks(1024) {
+                    sqlx::query($crate::store::audit::append_rows!($dialect))
+                        .bind($crate::store::audit::rows_json(chunk)?)
+                        .execute(&self.writer)
+                        .await?;
                 }
                 Ok(())
             }
@@ -182,6 +205,17 @@ macro_rules! sql_impl {
             }
 
             async fn purge_audit(&self, before: i64) -> Result<u64, $crate::store::StoreError> {
+                // Events are appended in the order they happen, so the oldest (by id, the
+                // primary key) says whether any is due. Most passes find none, and to say so
+                // the DELETE would read, on PostgreSQL, every page appended since its BRIN
+                // index was last summarized.
+                let oldest: Option<i64> =
+                    sqlx::query_scalar("SELECT at FROM audit_events ORDER BY id LIMIT 1")
+                        .fetch_optional(&self.pool)
+                        .await?;
+                if oldest.is_none_or(|at| at >= before) {
+                    return Ok(0);
+                }
                 let r = sqlx::query("DELETE FROM audit_events WHERE at < $1")
                     .bind(before)
                     .execute(&self.writer)

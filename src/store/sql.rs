@@ -160,7 +160,7 @@ macro_rules! sql_store {
         $crate::store::backchannel::sql_impl!($ty);
         $crate::store::exchange_policies::sql_impl!($ty);
         $crate::store::id_jag::sql_impl!($ty);
-        $crate::store::audit::sql_impl!($ty);
+        $crate::store::audit::sql_impl!($ty, $name);
         $crate::store::transfer::sql_impl!($ty, $transfer);
 
         #[async_trait::async_trait]

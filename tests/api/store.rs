@@ -878,3 +878,45 @@ async fn postgres_connections_closed_while_in_use_fail_once_each() {
     );
     app.finish().await;
 }
+
+both!(
+    audit_retention_deletes_what_is_due,
+    |app: TestApp| async move {
+        use concierge::store::{AuditQuery, NewAuditEvent};
+        let s = app.store();
+        let all = AuditQuery {
+            limit: 10_000,
+            ..AuditQuery::default()
+        };
+        // The server's own events (start-up), at about now.
+        let earlier = s.list_audit(&all).await.unwrap();
+        let oldest = earlier.iter().map(|e| e.at).min();
+        // Far in the future, so no other event is as late.
+        let t = concierge::util::now() + 1_000_000;
+        let event = |at: i64| NewAuditEvent {
+            at,
+            kind: "token.issued",
+            client_id: None,
+            user_id: None,
+            ip: None,
+            detail: "{}".into(),
+        };
+        s.append_audit(&[event(t), event(t + 10)]).await.unwrap();
+        // Nothing is older than the oldest event: the pass deletes nothing.
+        assert_eq!(s.purge_audit(oldest.unwrap_or(t)).await.unwrap(), 0);
+        // Everything before t + 5 goes: the server's events and the first of ours.
+        let purged = s.purge_audit(t + 5).await.unwrap();
+        assert!(purged > earlier.len() as u64, "{purged} deleted");
+        assert_eq!(s.purge_audit(t + 5).await.unwrap(), 0);
+        let left: Vec<i64> = s
+            .list_audit(&all)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.at)
+            .collect();
+        assert!(left.contains(&(t + 10)), "{left:?}");
+        assert!(!left.contains(&t), "{left:?}");
+        app
+    }
+);
