@@ -10,8 +10,10 @@
 //! OpenTelemetry collector ([`Push`]), by a task of its own, so a slow or absent receiver
 //! never holds up storage or requests.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -19,7 +21,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::config::AuditConfig;
 use crate::metrics::{Metrics, PushOutcome};
-use crate::store::{NewAuditEvent, Store};
+use crate::store::{AuditStore, NewAuditEvent};
 use crate::util;
 use crate::webhook::{BadHeader, Retry, Webhook};
 
@@ -297,6 +299,9 @@ enum Msg {
 #[derive(Clone)]
 pub struct Audit {
     tx: mpsc::Sender<Msg>,
+    /// Events that found the queue full and wait for room in it, in their request or in a
+    /// task of their own (see [`Audit::record`]).
+    waiting: Arc<AtomicUsize>,
     /// Cuts the writer's linger short when someone waits in [`Audit::flush`].
     flush_asked: Arc<Notify>,
     metrics: Arc<Metrics>,
@@ -304,21 +309,33 @@ pub struct Audit {
     durable_tokens: bool,
 }
 
-tokio::task_local! {
-    /// Set when the request handled on this task recorded an event that must be stored
-    /// before its response goes out.
-    static MUST_STORE: std::cell::Cell<bool>;
+/// What the request handled on a task recorded, for the layer that holds its answer back
+/// (`crate::http::durable`), which hands it to [`Audit::hand_over`].
+#[derive(Default)]
+pub struct Recorded {
+    /// An event that must be stored before the response goes out ([`Kind::is_change`]).
+    must_store: bool,
+    /// The tasks that put the events that found the writer's queue full into it, waiting
+    /// for room. The response waits for them: a database slower than the traffic slows the
+    /// answers down instead of piling events up in memory without bound. (Tasks, not the
+    /// request itself: a request dropped because its client went away must not drop its
+    /// events with it.)
+    spilled: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Run `request`, and say whether it recorded an event that must be stored before its
-/// response goes out ([`Kind::is_change`]): the layer that holds answers back
-/// (`crate::http::durable`) then waits for [`Audit::flush`]. A client that got an answer can
-/// rely on the record: a crash (`kill -9`) right after loses no change's event.
-pub async fn recording<F: std::future::Future>(request: F) -> (F::Output, bool) {
-    MUST_STORE
-        .scope(std::cell::Cell::new(false), async {
+tokio::task_local! {
+    static RECORDED: RefCell<Recorded>;
+}
+
+/// Run `request`, and say what it recorded. When it recorded an event that must be stored
+/// before its response goes out, the layer waits for it ([`Audit::hand_over`]): a client
+/// that got an answer can rely on the record, and a crash (`kill -9`) right after loses no
+/// change's event.
+pub async fn recording<F: std::future::Future>(request: F) -> (F::Output, Recorded) {
+    RECORDED
+        .scope(RefCell::new(Recorded::default()), async {
             let out = request.await;
-            (out, MUST_STORE.with(std::cell::Cell::get))
+            (out, RECORDED.with(RefCell::take))
         })
         .await
 }
@@ -338,12 +355,23 @@ impl Audit {
     /// Start the writer on the current Tokio runtime, and the pusher when `push` is given.
     /// The writer ends when every `Audit` is dropped, after storing what was queued.
     pub fn start(
-        store: Arc<dyn Store>,
+        store: Arc<dyn AuditStore>,
         metrics: Arc<Metrics>,
         push: Option<Push>,
         durable_tokens: bool,
     ) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE);
+        Self::start_queue(QUEUE, store, metrics, push, durable_tokens)
+    }
+
+    /// [`Audit::start`] with a queue of `queue` events.
+    fn start_queue(
+        queue: usize,
+        store: Arc<dyn AuditStore>,
+        metrics: Arc<Metrics>,
+        push: Option<Push>,
+        durable_tokens: bool,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(queue);
         let flush_asked = Arc::new(Notify::new());
         let pushed = push.map(|push| {
             let (tx, rx) = mpsc::channel(PUSH_QUEUE);
@@ -358,6 +386,7 @@ impl Audit {
         tokio::spawn(write_loop(writer, rx, flush_asked.clone()));
         Self {
             tx,
+            waiting: Arc::new(AtomicUsize::new(0)),
             flush_asked,
             metrics,
             durable_tokens,
@@ -365,13 +394,14 @@ impl Audit {
     }
 
     /// Queue an event. Never blocks the caller: when the queue is full (the database is
-    /// slower than the traffic), the event is handed to a task that waits for room.
+    /// slower than the traffic), the event is handed to a task that waits for room, and the
+    /// response of the request that recorded it waits for that task ([`Audit::hand_over`]).
     pub fn record(&self, event: Event) {
         let Event(event, kind) = event;
         let token = matches!(kind, Kind::TokenIssued | Kind::TokenExchanged);
         if kind.is_change() || (self.durable_tokens && token) {
             // Outside a request (a background task) there is no response to hold back.
-            let _ = MUST_STORE.try_with(|m| m.set(true));
+            let _ = RECORDED.try_with(|r| r.borrow_mut().must_store = true);
             // Stored after the request's writes so far, and awaited: it settles them.
             crate::store::commits::cover();
         }
@@ -388,10 +418,10 @@ impl Audit {
         match self.tx.try_send(Msg::Event(Box::new(event))) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(msg)) => {
-                let tx = self.tx.clone();
-                tokio::spawn(async move {
-                    let _ = tx.send(msg).await;
-                });
+                self.waiting.fetch_add(1, Ordering::Relaxed);
+                let queued = tokio::spawn(self.clone().queue(msg));
+                // Outside a request (a background task, which records few) nobody waits.
+                let _ = RECORDED.try_with(|r| r.borrow_mut().spilled.push(queued));
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 tracing::error!("audit writer has stopped; an event was lost");
@@ -399,9 +429,30 @@ impl Audit {
         }
     }
 
-    /// How many events wait for the writer.
+    /// How many events wait for the writer (those that wait for room in its queue, in a
+    /// request or a task, included).
     pub fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.tx.max_capacity() - self.tx.capacity() + self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Put `msg` in the writer's queue, waiting for room.
+    async fn queue(self, msg: Msg) {
+        let sent = self.tx.send(msg).await;
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        if sent.is_err() {
+            tracing::error!("audit writer has stopped; an event was lost");
+        }
+    }
+
+    /// What a request recorded, at its end: wait until the events that found the queue
+    /// full are in it, then, when one of them must be stored before the response goes out,
+    /// until it is stored. True when such an event was stored; false when there was none or
+    /// storing failed.
+    pub async fn hand_over(&self, recorded: Recorded) -> bool {
+        for queued in recorded.spilled {
+            let _ = queued.await;
+        }
+        recorded.must_store && self.flush().await
     }
 
     /// Wait until every event queued before this call is stored, or failed to store: true
@@ -418,7 +469,7 @@ impl Audit {
 
 /// Where stored events go.
 struct Writer {
-    store: Arc<dyn Store>,
+    store: Arc<dyn AuditStore>,
     metrics: Arc<Metrics>,
     /// To the pusher, when `[audit.webhook]` is set.
     pushed: Option<mpsc::Sender<Vec<NewAuditEvent>>>,
@@ -694,6 +745,59 @@ async fn push_loop(push: Push, mut rx: mpsc::Receiver<Vec<NewAuditEvent>>, metri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{AuditEvent, AuditQuery, StoreError};
+
+    /// Stores nothing until its gate opens, then counts what it stores.
+    struct Gated {
+        gate: tokio::sync::Semaphore,
+        stored: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl AuditStore for Gated {
+        async fn append_audit(&self, events: &[NewAuditEvent]) -> Result<(), StoreError> {
+            if let Ok(permit) = self.gate.acquire().await {
+                permit.forget();
+            }
+            self.stored.fetch_add(events.len(), Ordering::SeqCst);
+            Ok(())
+        }
+        async fn list_audit(&self, _: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+            Ok(Vec::new())
+        }
+        async fn purge_audit(&self, _: i64) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_holds_answers_back_and_loses_no_event() {
+        let store = Arc::new(Gated {
+            gate: tokio::sync::Semaphore::new(0),
+            stored: AtomicUsize::new(0),
+        });
+        let audit = Audit::start_queue(4, store.clone(), Arc::default(), None, false);
+        // A request records ten token events; the writer (not yet run) has room for four.
+        let ((), recorded) = recording(async {
+            for _ in 0..10 {
+                audit.record(Event::new(Kind::TokenIssued));
+            }
+        })
+        .await;
+        assert_eq!(audit.queued(), 10, "those waiting for room count as queued");
+        // The store is stuck: the answer waits for room instead of leaving the six behind in
+        // memory. Its client gives up, and the request is dropped.
+        let answer = tokio::time::timeout(Duration::from_millis(300), audit.hand_over(recorded));
+        assert!(
+            answer.await.is_err(),
+            "the answer went out with its events still waiting"
+        );
+        // The store recovers: every event is stored, the dropped request's too.
+        store.gate.add_permits(1_000);
+        assert!(audit.flush().await);
+        assert_eq!(store.stored.load(Ordering::SeqCst), 10);
+        assert_eq!(audit.queued(), 0);
+    }
 
     #[test]
     fn every_kind_is_listed_once_and_filters_by_name_or_first_part() {

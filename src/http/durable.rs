@@ -14,7 +14,7 @@ use crate::store::commits::{self, Deferred};
 
 pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let ((res, recorded), deferred) = commits::deferring(audit::recording(next.run(req))).await;
-    let stored = recorded && state.oauth.audit.flush().await;
+    let stored = state.oauth.audit.hand_over(recorded).await;
     let settled = match deferred {
         Deferred::None => true,
         // The event was stored after the writes it covers, and its commit waited.
