@@ -10,7 +10,8 @@
 #
 # Environment: STORE (sqlite or postgres), MINUTES (10), SHARE (0.8 of the peak), MIX_RATE
 # (requests per second on each other path, 100), CONNECTIONS (32 for client credentials),
-# PG_ADMIN_URL as bench/run.sh. Traffic goes to 127.0.0.1 only.
+# PG_ADMIN_URL as bench/run.sh, BIN (a server binary to soak instead of this checkout's
+# release build, such as an earlier build's, to compare). Traffic goes to 127.0.0.1 only.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,13 +33,15 @@ work=$(mktemp -d)
 trap cleanup EXIT
 mix_pids=()
 say() { printf '== %s\n' "$*" >&2; }
-rss_mib() { awk '$1 == "VmRSS:" { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+# Resident memory, and of it the heap and other anonymous memory (the rest is code, data
+# and mapped files, such as SQLite's shared WAL index).
+mib() { awk -v k="$2:" '$1 == k { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 field() { sed -nE "s/.* $1=([0-9]+).*/\1/p" <<<"$2"; }
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } >&2
 say "building Concierge and its fixture seeder (release)"
 cargo build --release --quiet --bin concierge --example bench_seed
-bin=$root/target/release/concierge
+bin=${BIN:-$root/target/release/concierge}
 
 new_store "$STORE" "concierge_soak_$$"
 url=$STORE_URL
@@ -87,14 +90,14 @@ rows=()
 rss=()
 p99s=()
 errors=0
-printf '%6s %9s %8s %8s %6s %9s\n' minute cc_rps p50_us p99_us errors rss_MiB >&2
+printf '%6s %9s %8s %8s %6s %9s %9s\n' minute cc_rps p50_us p99_us errors rss_MiB anon_MiB >&2
 for minute in $(seq 1 "$MINUTES"); do
     line=$(BENCH_PATH=cc DELAY_MS="$delay" wrk -t1 -c"$CONNECTIONS" -d60s -s "$lua" "$base" | grep '^RESULT')
     rps=$(field rps "$line") p50=$(field p50_us "$line") p99=$(field p99_us "$line")
     err=$(field errors_non2xx "$line")
-    mem=$(rss_mib "$pid")
+    mem=$(mib "$pid" VmRSS) anon=$(mib "$pid" RssAnon)
     errors=$((errors + err))
-    row=$(printf '%6s %9s %8s %8s %6s %9s' "$minute" "$rps" "$p50" "$p99" "$err" "$mem")
+    row=$(printf '%6s %9s %8s %8s %6s %9s %9s' "$minute" "$rps" "$p50" "$p99" "$err" "$mem" "$anon")
     echo "$row" >&2
     rows+=("$row")
     if [ "$minute" -gt 1 ]; then rss+=("$mem") p99s+=("$p99"); fi
@@ -107,7 +110,7 @@ mix_pids=()
 
 echo
 echo "soak: $STORE, $MINUTES min, client credentials at $target req/s ($SHARE of a $peak req/s peak), $(nproc) cores"
-printf '%6s %9s %8s %8s %6s %9s\n' minute cc_rps p50_us p99_us errors rss_MiB
+printf '%6s %9s %8s %8s %6s %9s %9s\n' minute cc_rps p50_us p99_us errors rss_MiB anon_MiB
 printf '%s\n' "${rows[@]}"
 echo
 printf '%-11s %8s %8s %8s %7s\n' path rps p50_us p99_us errors
