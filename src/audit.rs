@@ -299,8 +299,8 @@ enum Msg {
 ///
 /// Two queues, each with a writer of its own: token issuance (unless `audit.durable_tokens`
 /// makes its answer wait for it) and every other kind, among them the events a response
-/// waits for (a change's, [`Kind::is_change`]). Under a load of tokens their events come by
-/// the thousand a second, and their writer spends most of its time appending them, several
+/// waits for (a change's, [`Kind::is_change`]). Under load, token events come by the
+/// thousand a second, and their writer spends most of its time appending them, several
 /// batches a round; a revocation or a registration waiting for its event behind those took
 /// 16 ms at the median and 80 ms at the 99th percentile in the soak (`bench/README.md`).
 /// With a writer of their own, changes wait for their own append alone (on SQLite, which
