@@ -11,7 +11,8 @@
 # Environment: STORE (sqlite or postgres), MINUTES (10), SHARE (0.8 of the peak), MIX_RATE
 # (requests per second on each other path, 100), CONNECTIONS (32 for client credentials),
 # PG_ADMIN_URL as bench/run.sh, BIN (a server binary to soak instead of this checkout's
-# release build, such as an earlier build's, to compare). Traffic goes to 127.0.0.1 only.
+# release build, such as an earlier build's, to compare; the fixtures are still seeded by
+# this checkout's seeder, so its schema must be this one's). Traffic goes to 127.0.0.1 only.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,8 +40,13 @@ mib() { awk -v k="$2:" '$1 == k { printf "%.1f", $2 / 1024 }' "/proc/$1/status";
 field() { sed -nE "s/.* $1=([0-9]+).*/\1/p" <<<"$2"; }
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; } >&2
-say "building Concierge and its fixture seeder (release)"
-cargo build --release --quiet --bin concierge --example bench_seed
+if [ -n "${BIN:-}" ]; then
+    say "building the fixture seeder (release); soaking $BIN"
+    cargo build --release --quiet --example bench_seed
+else
+    say "building Concierge and its fixture seeder (release)"
+    cargo build --release --quiet --bin concierge --example bench_seed
+fi
 bin=${BIN:-$root/target/release/concierge}
 
 new_store "$STORE" "concierge_soak_$$"

@@ -1,9 +1,9 @@
 //! The audit log: every security-relevant event, stored in the database and
 //! queryable through the admin API.
 //!
-//! Request paths call [`Audit::record`], which only queues the event: a background writer
-//! appends queued events in batches, so issuing a token still needs no synchronous database
-//! write. [`Audit::flush`] waits until everything queued so far is stored (the admin API and
+//! Request paths call [`Audit::record`], which only queues the event: background writers
+//! (one for token issuance, one for the rest, see [`Audit`]) append queued events in
+//! batches, so issuing a token still needs no synchronous database write. [`Audit::flush`] waits until everything queued so far is stored (the admin API and
 //! shutdown use it). Events never carry secrets or tokens; tokens are named by `jti`.
 //!
 //! With `[audit.webhook]` or `[audit.otlp]`, stored events are also pushed to a SIEM or an
@@ -364,8 +364,8 @@ const BATCH: usize = 512;
 const LINGER: Duration = Duration::from_millis(100);
 
 impl Audit {
-    /// Start the writer on the current Tokio runtime, and the pusher when `push` is given.
-    /// The writer ends when every `Audit` is dropped, after storing what was queued.
+    /// Start the writers on the current Tokio runtime, and the pusher when `push` is given.
+    /// The writers end when every `Audit` is dropped, after storing what was queued.
     pub fn start(
         store: Arc<dyn AuditStore>,
         metrics: Arc<Metrics>,
@@ -476,8 +476,8 @@ impl Audit {
     /// Wait until every event queued before this call is stored, or failed to store: true
     /// when all were stored.
     pub async fn flush(&self) -> bool {
-        let lazy = self.lazy.flush().await;
-        self.urgent.flush().await && lazy
+        let (lazy, urgent) = tokio::join!(self.lazy.flush(), self.urgent.flush());
+        lazy && urgent
     }
 }
 
