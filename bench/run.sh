@@ -26,7 +26,8 @@
 # clients, consents, codes, refresh-token families and audit events with Concierge on an empty
 # one, and report the database size per grant; issue 17.2), BASE_BIN (unset; a path to another
 # build of concierge, say the last release's: instead of the peer, compare this build with it,
-# both on an empty store seeded alike, to measure a change), NEW_CONNECTIONS (0; 1: every
+# both on an empty store seeded alike, to measure a change; with BULK too, both on a store
+# holding BULK rows of each kind), NEW_CONNECTIONS (0; 1: every
 # request on a connection of its own, `Connection: close`, for every server alike, as a client
 # that keeps none alive; the wrk scripts read it).
 # Traffic goes to 127.0.0.1 only; every process started here is stopped on exit.
@@ -253,8 +254,8 @@ ceiling=()
 sizes=()
 for store in "${stores[@]}"; do
     if [ -n "$BASE_BIN" ]; then
-        start_ours peer "$(new_database base)" "$PEER_PORT" 0 "$BASE_BIN"
-        start_ours ours "$(new_database ours)" "$OURS_PORT" 0
+        start_ours peer "$(new_database base)" "$PEER_PORT" "$BULK" "$BASE_BIN"
+        start_ours ours "$(new_database ours)" "$OURS_PORT" "$BULK"
     elif [ "$BULK" = 0 ]; then
         start_ours ours "$(new_database ours)" "$OURS_PORT" 0
         start_peer
@@ -335,7 +336,9 @@ printf '%s\n' "${results[@]}"
 echo "(medians of $ROUNDS alternating rounds; $(nproc) cores, load average before: $load_before;"
 echo " wrk -t$THREADS -c$CONNECTIONS -d$DURATION after a $WARMUP warm-up; errors = non-2xx answers, summed;"
 if [ -n "$BASE_BIN" ]; then
-    echo " base = $BASE_BIN on a store seeded alike; ratio = this build/base)"
+    held=""
+    [ "$BULK" != 0 ] && held=", both holding $BULK of each kind a deployment keeps"
+    echo " base = $BASE_BIN on a store seeded alike$held; ratio = this build/base)"
 elif [ "$BULK" = 0 ]; then
     echo " ratio = ours/peer requests per second; NNcc = ours against our own client credentials)"
 else
