@@ -27,9 +27,9 @@
 # one, and report the database size per grant; issue 17.2), BASE_BIN (unset; a path to another
 # build of concierge, say the last release's: instead of the peer, compare this build with it,
 # both on an empty store seeded alike, to measure a change; with BULK too, both on a store
-# holding BULK rows of each kind), NEW_CONNECTIONS (0; 1: every
-# request on a connection of its own, `Connection: close`, for every server alike, as a client
-# that keeps none alive; the wrk scripts read it).
+# holding BULK rows of each kind), NEW_CONNECTIONS (0; 1: every request on a connection of its
+# own, `Connection: close`, for every server alike, as a client that keeps none alive; the wrk
+# scripts read it).
 # Traffic goes to 127.0.0.1 only; every process started here is stopped on exit.
 set -euo pipefail
 

@@ -108,11 +108,11 @@ const READERS: usize = 8;
 /// Each read connection's page cache: 512 KiB (`PRAGMA cache_size`, negative in KiB), where
 /// SQLite's default is 2 MiB. At the default, the process grew by a quarter over a ten-minute
 /// soak as the eight readers' caches filled, up to 16 MiB in all (`bench/README.md`, "SQLite's
-/// read caches bounded"). In WAL mode a reader drops its cache whenever another
-/// connection has committed since its last read, so under writes a large one holds little of
-/// use. A store of 10⁶ grants still wants the upper levels of its indexes cached: at 256 KiB,
-/// introspection on such a store ran at 0.82 of the default, at 512 KiB within the noise. The
-/// writer keeps the default: no other connection's commit drops its cache.
+/// read caches bounded"). In WAL mode a reader drops its cache whenever another connection
+/// has committed since its last read, so under writes a large one holds little of use. A store
+/// of 10⁶ grants still wants the upper levels of its indexes cached: at 256 KiB, introspection
+/// on such a store ran at 0.82 of the default, at 512 KiB within the noise. The writer keeps
+/// the default: no other connection's commit drops its cache.
 const READER_CACHE: &str = "-512";
 
 /// Export and import: a deferred transaction reads one snapshot (WAL mode); an explicit
