@@ -78,10 +78,10 @@ impl SqliteStore {
         let pool = if in_memory {
             // An in-memory database is one shared cache; a read-only connection would open
             // a database of its own.
-            Connections::readers(options.clone(), READERS)
+            Connections::readers(options.clone(), readers())
         } else {
-            let readers = options.clone().create_if_missing(false).read_only(true);
-            Connections::readers(readers.pragma("cache_size", READER_CACHE), READERS)
+            let read_only = options.clone().create_if_missing(false).read_only(true);
+            Connections::readers(read_only.pragma("cache_size", READER_CACHE), readers())
         };
         let applied = super::sql::applied_migrations!(
             &pool,
@@ -102,8 +102,16 @@ impl SqliteStore {
     }
 }
 
-/// Read connections: WAL lets them all read while the writer writes.
-const READERS: usize = 8;
+/// How many read connections: twice the cores, from 2 to 8. WAL lets them all read while the
+/// writer writes, but each runs its statements on a thread of its own, so readers beyond what
+/// the cores can run at once only queue for them, and each one more holds its own page cache
+/// ([`READER_CACHE`]), parsed schema and prepared statements. On two cores, four instead of
+/// eight read as fast and held the SQLite soak's memory within 34.0–37.6 MiB where eight
+/// reached 35.6–40.5 (`bench/README.md`, "Read connections by the cores").
+fn readers() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (2 * cores).clamp(2, 8)
+}
 
 /// Each read connection's page cache: 512 KiB (`PRAGMA cache_size`, negative in KiB), where
 /// SQLite's default is 2 MiB. At the default, the process grew by a quarter over a ten-minute
@@ -140,6 +148,18 @@ mod tests {
         let (store, _) = SqliteStore::open(&url, Open::Migrate).await.unwrap();
         assert_eq!(cache_size(&store.pool).await, -512);
         assert_eq!(cache_size(&store.writer).await, -2000);
+    }
+
+    /// Twice the cores read, within 2 to 8.
+    #[tokio::test]
+    async fn read_connections_follow_the_cores() {
+        let cores = std::thread::available_parallelism().unwrap().get();
+        let (store, _) = SqliteStore::open("sqlite::memory:", Open::Migrate)
+            .await
+            .unwrap();
+        let readers = store.pool.stats().max as usize;
+        assert_eq!(readers, (2 * cores).clamp(2, 8));
+        assert_eq!(store.stats().max as usize, readers + 1);
     }
 
     async fn cache_size(connections: &Connections<sqlx::Sqlite>) -> i64 {
