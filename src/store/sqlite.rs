@@ -120,7 +120,9 @@ fn readers() -> usize {
 /// has committed since its last read, so under writes a large one holds little of use. A store
 /// of 10⁶ grants still wants the upper levels of its indexes cached: at 256 KiB, introspection
 /// on such a store ran at 0.82 of the default, at 512 KiB within the noise. The writer keeps
-/// the default: no other connection's commit drops its cache.
+/// the default: no other connection's commit drops its cache. (At 1 MiB on the writer too the
+/// soak held flat, but registration on a store of 10⁶ rows looked slower: `bench/README.md`,
+/// "The writer's page cache at 1 MiB: tried, not landed".)
 const READER_CACHE: &str = "-512";
 
 /// Export and import: a deferred transaction reads one snapshot (WAL mode); an explicit
