@@ -102,12 +102,14 @@ impl SqliteStore {
     }
 }
 
-/// How many read connections: twice the cores, from 2 to 8. WAL lets them all read while the
-/// writer writes, but each runs its statements on a thread of its own, so readers beyond what
-/// the cores can run at once only queue for them, and each one more holds its own page cache
-/// ([`READER_CACHE`]), parsed schema and prepared statements. On two cores, four instead of
-/// eight read as fast and held the SQLite soak's memory within 34.0–37.6 MiB where eight
-/// reached 35.6–40.5 (`bench/README.md`, "Read connections by the cores").
+/// How many read connections: twice the cores (as `available_parallelism` counts them, which
+/// follows a container's CPU quota), from 2 to 8; twice, so that a reader waiting on the disk
+/// leaves the cores busy. WAL lets them all read while the writer writes, but each runs its
+/// statements on a thread of its own, so many more readers than cores only queue for them,
+/// and each one more holds its own page cache ([`READER_CACHE`]), parsed schema and prepared
+/// statements. On two cores, four instead of eight read as fast and held the SQLite soak's
+/// memory within 34.0–37.6 MiB where eight reached 35.6–40.5 (`bench/README.md`, "Read
+/// connections by the cores").
 fn readers() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     (2 * cores).clamp(2, 8)
