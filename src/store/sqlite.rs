@@ -123,8 +123,9 @@ fn readers() -> usize {
 /// of 10⁶ grants still wants the upper levels of its indexes cached: at 256 KiB, introspection
 /// on such a store ran at 0.82 of the default, at 512 KiB within the noise. The writer keeps
 /// the default: no other connection's commit drops its cache. (At 1 MiB on the writer too the
-/// soak held flat, but registration on a store of 10⁶ rows looked slower: `bench/README.md`,
-/// "The writer's page cache at 1 MiB: tried, not landed".)
+/// soak held flat, but on a store of 10⁶ rows code redemption and refresh ran 5–8% slower;
+/// sized by the database's file, the cache grew with the audit log: `bench/README.md`, "The
+/// writer's page cache, settled".)
 const READER_CACHE: &str = "-512";
 
 /// Export and import: a deferred transaction reads one snapshot (WAL mode); an explicit
