@@ -5,6 +5,7 @@
 pub mod access;
 pub mod durable;
 pub mod forwarded;
+pub mod front;
 pub mod host;
 
 use std::net::{IpAddr, SocketAddr};

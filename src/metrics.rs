@@ -1,15 +1,19 @@
 //! Prometheus metrics, served at `/metrics` in the text exposition format.
 //!
 //! Labels are chosen to stay few and harmless: the route template (never the raw path or a
-//! query), the method, the status, the grant type, the resource URI (registered resources
-//! only) and RFC error codes. No client id, user, token or secret is ever a label.
+//! query), the method (one of HTTP's own, or `other`), the status, the grant type, the
+//! resource URI (registered resources only) and RFC error codes. No client id, user, token or
+//! secret is ever a label, and nothing a caller sends can add a label value: every series
+//! stays in memory until the process ends, so each label's values are a set the server
+//! knows.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{LazyLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -22,31 +26,31 @@ use crate::error::ErrorCode;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    endpoint: String,
-    method: String,
+    endpoint: &'static str,
+    method: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
-    endpoint: String,
+    endpoint: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TokenLabels {
-    grant_type: String,
+    grant_type: &'static str,
     resource: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
-    endpoint: String,
-    error: String,
+    endpoint: &'static str,
+    error: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EventLabels {
-    kind: String,
+    kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -230,53 +234,48 @@ impl Metrics {
         }
     }
 
+    /// A request to `endpoint` (a route template, see [`endpoint_label`]) answered.
     fn observe(
         &self,
-        endpoint: &str,
-        method: &str,
+        endpoint: &'static str,
+        method: &Method,
         status: StatusCode,
         took: Duration,
         error: Option<ErrorCode>,
     ) {
         self.requests
             .get_or_create(&RequestLabels {
-                endpoint: endpoint.to_string(),
-                method: method.to_string(),
+                endpoint,
+                method: method_label(method),
                 status: status.as_u16(),
             })
             .inc();
         self.latency
-            .get_or_create(&EndpointLabels {
-                endpoint: endpoint.to_string(),
-            })
+            .get_or_create(&EndpointLabels { endpoint })
             .observe(took.as_secs_f64());
         if let Some(code) = error {
             self.errors
                 .get_or_create(&ErrorLabels {
-                    endpoint: endpoint.to_string(),
-                    error: code.as_str().to_string(),
+                    endpoint,
+                    error: code.as_str(),
                 })
                 .inc();
         }
     }
 
-    /// An access token was issued for `resource` by `grant_type`.
-    pub fn token_issued(&self, grant_type: &str, resource: &str) {
+    /// An access token was issued for `resource` (a registered one) by `grant_type`.
+    pub fn token_issued(&self, grant_type: &'static str, resource: &str) {
         self.tokens
             .get_or_create(&TokenLabels {
-                grant_type: grant_type.to_string(),
+                grant_type,
                 resource: resource.to_string(),
             })
             .inc();
     }
 
     /// An audit event of `kind` was recorded.
-    pub fn security_event(&self, kind: &str) {
-        self.events
-            .get_or_create(&EventLabels {
-                kind: kind.to_string(),
-            })
-            .inc();
+    pub fn security_event(&self, kind: &'static str) {
+        self.events.get_or_create(&EventLabels { kind }).inc();
     }
 
     /// The audit writer stored `n` events, or lost them.
@@ -335,24 +334,78 @@ impl Metrics {
     }
 }
 
-/// Middleware: count and time every request under its route template.
-pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
-    let endpoint = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_string();
+/// Count and time every request under its route template, as `inner` answers it (a part of
+/// `crate::http::front`).
+pub async fn around<F, Fut>(metrics: &Metrics, req: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
+    let endpoint = endpoint_label(
+        req.extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str),
+    );
     let method = req.method().clone();
     let started = Instant::now();
-    let res = next.run(req).await;
+    let res = inner(req).await;
     metrics.observe(
-        &endpoint,
-        method.as_str(),
+        endpoint,
+        &method,
         res.status(),
         started.elapsed(),
         res.extensions().get::<ErrorCode>().copied(),
     );
     res
+}
+
+/// The method as a label: HTTP's own methods by name, any other (a caller may send any token
+/// as a method, RFC 9110 §9.1) as `other`, so that callers cannot add series.
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [(Method, &str); 9] = [
+        (Method::GET, "GET"),
+        (Method::POST, "POST"),
+        (Method::HEAD, "HEAD"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::PUT, "PUT"),
+        (Method::PATCH, "PATCH"),
+        (Method::DELETE, "DELETE"),
+        (Method::CONNECT, "CONNECT"),
+        (Method::TRACE, "TRACE"),
+    ];
+    KNOWN
+        .iter()
+        .find(|(m, _)| m == method)
+        .map_or("other", |(_, name)| name)
+}
+
+/// Route templates seen so far, each kept once for the life of the process: a label is then
+/// a pointer, not a string made for every request.
+static ENDPOINTS: LazyLock<RwLock<HashSet<&'static str>>> = LazyLock::new(RwLock::default);
+
+/// The endpoint label: the route template the request matched (`/clients/{client_id}`, never
+/// the path itself), or `unmatched`. Templates are the router's, a set fixed when it is
+/// built, so the ones kept here stay few.
+fn endpoint_label(matched: Option<&str>) -> &'static str {
+    let Some(path) = matched else {
+        return "unmatched";
+    };
+    let known = ENDPOINTS
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(path)
+        .copied();
+    known.unwrap_or_else(|| {
+        let mut all = ENDPOINTS.write().unwrap_or_else(PoisonError::into_inner);
+        match all.get(path) {
+            Some(kept) => kept,
+            None => {
+                let kept: &'static str = Box::leak(path.into());
+                all.insert(kept);
+                kept
+            }
+        }
+    })
 }
 
 /// The `/metrics` answer: the registry in the text format.
@@ -369,5 +422,35 @@ pub fn answer(metrics: &Metrics) -> Response {
         )
             .into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_outside_http_s_own_are_one_label() {
+        assert_eq!(method_label(&Method::POST), "POST");
+        assert_eq!(method_label(&Method::DELETE), "DELETE");
+        for odd in ["FOO1", "BREW", "post"] {
+            let m = Method::from_bytes(odd.as_bytes()).unwrap();
+            assert_eq!(method_label(&m), "other", "{odd}");
+        }
+    }
+
+    #[test]
+    fn a_route_template_is_kept_once() {
+        let (a, b) = (
+            String::from("/metrics-test/{id}"),
+            String::from("/metrics-test/{id}"),
+        );
+        let first = endpoint_label(Some(&a));
+        assert_eq!(first, "/metrics-test/{id}");
+        assert!(
+            std::ptr::eq(first, endpoint_label(Some(&b))),
+            "one copy of the template"
+        );
+        assert_eq!(endpoint_label(None), "unmatched");
     }
 }

@@ -5,12 +5,11 @@
 use std::sync::OnceLock;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::http::{HeaderName, Method, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use tower_http::cors::{Any, CorsLayer};
-use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -59,6 +58,13 @@ fn public_cors() -> CorsLayer {
             header::RETRY_AFTER,
             HeaderName::from_static("dpop-nonce"),
         ])
+        // No `Vary`: every answer here is the same whatever the request's `Origin` and
+        // `Access-Control-Request-*` headers say (`*`, and fixed lists, none echoed back),
+        // so no cache needs to tell them apart (the Fetch standard, "CORS protocol and HTTP
+        // caches", asks for `Vary: Origin` where the allowed origin is chosen per request).
+        // Leaving it out also spares every request a copy of the list and a header joined
+        // from it.
+        .vary(Vec::<HeaderName>::new())
 }
 
 /// The admin API (`/admin/v1`): every route behind the admin token check, so none can be
@@ -277,18 +283,6 @@ pub fn build(state: AppState) -> Router {
     app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
         body_timeout,
     ))
-    // A request without one valid Host (RFC 9112 §3.2), or whose Host names another host
-    // than HTTP/2's :authority (RFC 9113 §8.3.1), goes no further; its answer is counted,
-    // and has the headers and the request id every answer has.
-    .layer(axum::middleware::from_fn(crate::http::host::layer))
-    .layer(axum::middleware::from_fn_with_state(
-        state.metrics.clone(),
-        crate::metrics::track,
-    ))
-    .layer(SetResponseHeaderLayer::overriding(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    ))
     .layer(
         tower_http::trace::TraceLayer::new_for_http().make_span_with(
             // Method and path only: query strings may carry codes or state. DEBUG, so
@@ -298,19 +292,11 @@ pub fn build(state: AppState) -> Router {
             },
         ),
     )
-    // The admin token check reads the state from here (it is a layer, built before the
-    // state exists).
-    .layer(Extension(state.clone()))
-    // A response goes out once what it reports is on disk: a change's audit event, and the
-    // writes whose commits did not wait.
+    // Outermost: the request id and access log, the wait for the disk, the metrics, the Host
+    // check, the state for the admin token check, `nosniff` (`crate::http::front`).
     .layer(axum::middleware::from_fn_with_state(
         state.clone(),
-        crate::http::durable::layer,
-    ))
-    // Outermost: every response, errors of the layers above included, has its request id.
-    .layer(axum::middleware::from_fn_with_state(
-        state.oauth.config.http.access_log,
-        crate::http::access::layer,
+        crate::http::front::layer,
     ))
     .with_state(state)
 }

@@ -12,18 +12,22 @@
 //! ([`note_client`]), and the request id. The id itself is kept by `crate::request_id`, so
 //! that every layer can read it.
 
+use std::future::Future;
 use std::time::Instant;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::HeaderValue;
-use axum::middleware::Next;
 use axum::response::Response;
 
 pub use crate::request_id::{HEADER, RequestId, current, note_client};
 
-/// Middleware: give the request its id, handle it with the id current, answer the id, and
-/// write the access-log line when `access_log` is on.
-pub async fn layer(State(access_log): State<bool>, mut req: Request, next: Next) -> Response {
+/// Give the request its id, let `inner` answer it with the id current, answer the id, and
+/// write the access-log line when `access_log` is on (a part of `crate::http::front`).
+pub async fn around<F, Fut>(access_log: bool, mut req: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let id = RequestId::from_headers(req.headers());
     req.extensions_mut().insert(id.clone());
     let line = access_log.then(|| {
@@ -33,7 +37,7 @@ pub async fn layer(State(access_log): State<bool>, mut req: Request, next: Next)
             Instant::now(),
         )
     });
-    let (mut res, client) = crate::request_id::scope(id.clone(), next.run(req)).await;
+    let (mut res, client) = crate::request_id::scope(id.clone(), inner(req)).await;
     if let Ok(value) = HeaderValue::from_str(id.as_str()) {
         res.headers_mut().insert(HEADER, value);
     }

@@ -1,10 +1,10 @@
-//! The layer that holds a response back until what it reports is on disk: the change's audit
+//! Holding a response back until what it reports is on disk: the change's audit
 //! event (`crate::audit`), and the writes the request committed without waiting for the disk
 //! (`crate::store::commits`). One wait serves both where it can: the event, stored after the
 //! writes, makes them durable too (the WAL is flushed in order).
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use std::future::Future;
+
 use axum::response::{IntoResponse, Response};
 
 use crate::audit;
@@ -12,8 +12,10 @@ use crate::error::OAuthError;
 use crate::state::AppState;
 use crate::store::commits::{self, Deferred};
 
-pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let ((res, recorded), deferred) = commits::deferring(audit::recording(next.run(req))).await;
+/// Answer with what `inner` answers once what it reports is on disk, or with an error when
+/// that cannot be made sure of (a part of `crate::http::front`).
+pub async fn around(state: &AppState, inner: impl Future<Output = Response>) -> Response {
+    let ((res, recorded), deferred) = commits::deferring(audit::recording(inner)).await;
     let stored = state.oauth.audit.hand_over(recorded).await;
     let settled = match deferred {
         Deferred::None => true,

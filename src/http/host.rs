@@ -6,9 +6,10 @@
 //! omit the header, and HTTP/2 names the host in `:authority` instead (RFC 9113 §8.3.1);
 //! a request that has both must name one host in them.
 
+use std::future::Future;
+
 use axum::extract::Request;
 use axum::http::{Version, header, uri::Authority};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::OAuthError;
@@ -70,12 +71,16 @@ fn valid_host(a: &Authority) -> bool {
         })
 }
 
-/// Middleware: answer 400 (`invalid_request`) to a request whose `Host` is missing where
-/// required, repeated or invalid; pass the others on.
-pub async fn layer(req: Request, next: Next) -> Response {
+/// Answer 400 (`invalid_request`) to a request whose `Host` is missing where required,
+/// repeated or invalid; let `inner` answer the others (a part of `crate::http::front`).
+pub async fn around<F, Fut>(req: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     match problem(&req) {
         Some(why) => OAuthError::invalid_request(why).into_response(),
-        None => next.run(req).await,
+        None => inner(req).await,
     }
 }
 

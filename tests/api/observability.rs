@@ -78,6 +78,23 @@ both!(
         }
         let (s, _, _) = machine_token(&app, id, "not-the-secret").await;
         assert_eq!(s, 401);
+        // Any token is a method (RFC 9110 §9.1): callers choosing them must not add series,
+        // which /metrics would keep and list for the life of the process.
+        for (i, method) in ["BREW1", "BREW2", "BREW3"].into_iter().enumerate() {
+            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let path = if i == 0 {
+                "/token".to_string()
+            } else {
+                format!("/no-such-{i}")
+            };
+            let res = app
+                .http
+                .request(method, app.url(&path))
+                .send()
+                .await
+                .unwrap();
+            assert!(res.status().is_client_error(), "{}", res.status());
+        }
 
         let res = app
             .http
@@ -115,6 +132,22 @@ both!(
         assert!(
             has("concierge_oauth_errors_total{endpoint=\"/token\",error=\"invalid_client\"} 1"),
             "{text}"
+        );
+        assert!(
+            has(
+                "concierge_http_requests_total{endpoint=\"/token\",method=\"other\",status=\"405\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            has(
+                "concierge_http_requests_total{endpoint=\"unmatched\",method=\"other\",status=\"404\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("BREW"),
+            "a caller's method became a label: {text}"
         );
         assert!(
             has("concierge_security_events_total{kind=\"client.registered\"} 1"),

@@ -1,0 +1,39 @@
+//! The one layer every request of the public listener passes through before its route's own,
+//! and its answer on the way out. Outermost first:
+//!
+//! 1. its request id, and the access-log line (`access`);
+//! 2. held back until what it reports is on disk (`durable`);
+//! 3. counted and timed under its route (`crate::metrics`);
+//! 4. refused when its `Host` is not one valid host (`host`);
+//! 5. the state in its extensions, for the layers routes add (the admin token check);
+//! 6. `X-Content-Type-Options: nosniff` on the answer, whatever answered.
+//!
+//! They were five layers; each boxed its part of the request's future and cloned the services
+//! under it for every request. As one, a request costs one of each (issue 17.1: the ceiling).
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use super::{access, durable, host};
+use crate::state::AppState;
+
+pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let access_log = state.oauth.config.http.access_log;
+    let mut res = access::around(access_log, req, |req| async {
+        let answer = crate::metrics::around(&state.metrics, req, |req| {
+            host::around(req, |mut req| {
+                req.extensions_mut().insert(state.clone());
+                next.run(req)
+            })
+        });
+        durable::around(&state, answer).await
+    })
+    .await;
+    res.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    res
+}
