@@ -8,8 +8,10 @@
 //! 5. the state in its extensions, for the layers routes add (the admin token check);
 //! 6. `X-Content-Type-Options: nosniff` on the answer, whatever answered.
 //!
-//! They were five layers; each boxed its part of the request's future and cloned the services
-//! under it for every request. As one, a request costs one of each (issue 17.1: the ceiling).
+//! They were six layers, four of them axum `from_fn` middleware that each boxed its part of
+//! the request's future and cloned the services under it for every request; as one, a
+//! request pays that once (issue 17.1: the ceiling). The request's trace span opens inside
+//! this layer.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
