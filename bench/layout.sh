@@ -31,7 +31,7 @@ trap cleanup EXIT
 say() { printf '== %s\n' "$*" >&2; }
 
 say "building Concierge and its fixture seeder (release)"
-cargo build --release --quiet --bin concierge --example bench_seed
+build_release
 bin=$root/target/release/concierge
 
 stores=(sqlite)

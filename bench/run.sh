@@ -100,7 +100,7 @@ if ! against_self; then
 fi
 
 say "building Concierge and its fixture seeder (release)"
-cargo build --release --quiet --bin concierge --example bench_seed
+build_release
 bin=$root/target/release/concierge
 seed=$root/target/release/examples/bench_seed
 if [ "$CEILING" != 0 ]; then

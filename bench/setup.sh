@@ -1,5 +1,6 @@
-# Sourced by bench/run.sh, bench/soak.sh and bench/layout.sh: the clients, resources and
-# server settings every benchmark of Concierge starts from, so the three load the same server.
+# Sourced by bench/run.sh, bench/soak.sh and bench/layout.sh: the build, the clients, resources
+# and server settings every benchmark of Concierge starts from, so the three build and load the
+# same server.
 
 export CLIENT_ID=bench
 export CLIENT_SECRET=bench-secret-0123456789abcdef0123456789abcdef
@@ -7,6 +8,17 @@ export PUBLIC_CLIENT_ID=bench-public
 export RESOURCE=http://127.0.0.1:9999/mcp
 export SCOPE=tools:read
 TARGET=http://127.0.0.1:9998/notes
+
+# build_release: the server as its users build it (`cargo build --release --bin concierge`, as
+# README's `cargo run --release` and deploy/Containerfile do), then the fixture seeder by
+# itself. Built in one command, the seeder's dev-dependencies unify the dependencies' features
+# differently, and the server binary is not a user's: the names of its functions differ too,
+# so bench/layout.sh wrote names a user's build mostly lacks, and bench/run.sh measured a
+# binary nobody runs (bench/README.md, "Memory and size", 2026-12-04, late).
+build_release() {
+    cargo build --release --quiet --bin concierge
+    cargo build --release --quiet --example bench_seed
+}
 
 json_field() { sed -nE "s/.*\"$1\":\"([^\"]+)\".*/\1/p"; }
 

@@ -45,7 +45,7 @@ if [ -n "${BIN:-}" ]; then
     cargo build --release --quiet --example bench_seed
 else
     say "building Concierge and its fixture seeder (release)"
-    cargo build --release --quiet --bin concierge --example bench_seed
+    build_release
 fi
 bin=${BIN:-$root/target/release/concierge}
 
