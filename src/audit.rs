@@ -343,13 +343,12 @@ tokio::task_local! {
 /// before its response goes out, the layer waits for it ([`Audit::hand_over`]): a client
 /// that got an answer can rely on the record, and a crash (`kill -9`) right after loses no
 /// change's event.
-pub async fn recording<F: std::future::Future>(request: F) -> (F::Output, Recorded) {
-    RECORDED
-        .scope(RefCell::new(Recorded::default()), async {
-            let out = request.await;
-            (out, RECORDED.with(RefCell::take))
-        })
-        .await
+pub fn recording<F: std::future::Future>(
+    request: F,
+) -> impl std::future::Future<Output = (F::Output, Recorded)> {
+    use futures_util::FutureExt;
+    crate::util::run_with(&RECORDED, RefCell::new(Recorded::default()), request)
+        .map(|(out, recorded)| (out, recorded.map(RefCell::into_inner).unwrap_or_default()))
 }
 
 /// How many events may wait for a writer in its queue before `record` has to wait for room.
@@ -837,6 +836,21 @@ mod tests {
         async fn purge_audit(&self, _: i64) -> Result<u64, StoreError> {
             Ok(0)
         }
+    }
+
+    /// Every request's future is wrapped in both of these (`crate::http::durable`): each
+    /// adds a few bytes, not a second copy of what it wraps.
+    #[test]
+    fn the_wrappers_every_request_passes_hold_its_future_once() {
+        let request = async {
+            let buffer = [7u8; 4096];
+            tokio::task::yield_now().await;
+            buffer.len()
+        };
+        let inner = std::mem::size_of_val(&request);
+        let wrapped = crate::store::commits::deferring(recording(request));
+        assert!(inner >= 4096);
+        assert!(std::mem::size_of_val(&wrapped) < inner + 256);
     }
 
     #[tokio::test]

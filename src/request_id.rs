@@ -87,14 +87,21 @@ pub fn note_client(client_id: &str) {
 
 /// Run `fut` as the handling of the request `id`; returns its output and the client a
 /// handler named ([`note_client`]).
-pub async fn scope<F: std::future::Future>(id: RequestId, fut: F) -> (F::Output, Option<String>) {
+///
+/// A plain function, not an `async fn`: one would hold `fut` twice (`crate::util::run_with`).
+pub fn scope<F: std::future::Future>(
+    id: RequestId,
+    fut: F,
+) -> impl std::future::Future<Output = (F::Output, Option<String>)> {
+    use futures_util::FutureExt;
     let current = Arc::new(Current {
         id,
         client: Mutex::new(None),
     });
-    let out = CURRENT.scope(current.clone(), fut).await;
-    let client = current.client.lock().ok().and_then(|c| c.clone());
-    (out, client)
+    CURRENT.scope(current.clone(), fut).map(move |out| {
+        let client = current.client.lock().ok().and_then(|c| c.clone());
+        (out, client)
+    })
 }
 
 #[cfg(test)]

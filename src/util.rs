@@ -1,4 +1,9 @@
-//! Small helpers shared across modules: time, randomness, hashing, constant-time compare.
+//! Small helpers shared across modules: time, randomness, hashing, constant-time compare, and
+//! a future run with a task-local value ([`run_with`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -104,6 +109,42 @@ pub fn write_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result
     }
 }
 
+pin_project_lite::pin_project! {
+    /// What [`run_with`] returns.
+    pub struct RunWith<T: 'static, F> {
+        #[pin]
+        inner: tokio::task::futures::TaskLocalFuture<T, F>,
+    }
+}
+
+/// `fut` run with `value` as `key`'s, answering its output and the value as `fut` left it.
+///
+/// Tokio's `scope` keeps the value to itself; wrapping it in an `async fn` to read the value
+/// back holds the future twice (the argument, and the moved copy awaited), and a stack of such
+/// wrappers doubled in size at each one: the layer every request passes through
+/// (`crate::http::front`) was a future of 30 KB, copied and zeroed for every request (issue
+/// 17.1). This polls the scope where it lies. The value is `None` only if something took it,
+/// which nothing does.
+pub fn run_with<T: 'static, F: Future>(
+    key: &'static tokio::task::LocalKey<T>,
+    value: T,
+    fut: F,
+) -> RunWith<T, F> {
+    RunWith {
+        inner: key.scope(value, fut),
+    }
+}
+
+impl<T: 'static, F: Future> Future for RunWith<T, F> {
+    type Output = (F::Output, Option<T>);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut inner = self.project().inner;
+        let out = ready!(inner.as_mut().poll(cx));
+        Poll::Ready((out, inner.take_value()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +182,36 @@ mod tests {
         assert!(verify_secret("s3cret", &h));
         assert!(!verify_secret("s3cres", &h));
         assert!(!verify_secret("s3cret", &h[..31]));
+    }
+
+    tokio::task_local! {
+        static SEEN: std::cell::Cell<u32>;
+    }
+
+    #[tokio::test]
+    async fn run_with_answers_the_value_the_future_left() {
+        let (out, seen) = run_with(&SEEN, std::cell::Cell::new(1), async {
+            tokio::task::yield_now().await;
+            SEEN.with(|s| s.set(s.get() + 41));
+            "done"
+        })
+        .await;
+        assert_eq!(out, "done");
+        assert_eq!(seen.map(std::cell::Cell::into_inner), Some(42));
+    }
+
+    /// The reason it exists: wrapping a future costs a few bytes, not the future again (an
+    /// `async fn` taking it held it twice).
+    #[test]
+    fn run_with_holds_the_future_once() {
+        let big = async {
+            let buffer = [7u8; 4096];
+            tokio::task::yield_now().await;
+            buffer.len()
+        };
+        let inner = std::mem::size_of_val(&big);
+        let wrapped = run_with(&SEEN, std::cell::Cell::new(0), big);
+        assert!(inner >= 4096);
+        assert!(std::mem::size_of_val(&wrapped) < inner + 64);
     }
 }

@@ -12,10 +12,18 @@ use crate::error::OAuthError;
 use crate::state::AppState;
 use crate::store::commits::{self, Deferred};
 
-/// Answer with what `inner` answers once what it reports is on disk, or with an error when
+/// Answer with what `inner()` answers once what it reports is on disk, or with an error when
 /// that cannot be made sure of (a part of `crate::http::front`).
-pub async fn around(state: &AppState, inner: impl Future<Output = Response>) -> Response {
-    let ((res, recorded), deferred) = commits::deferring(audit::recording(inner)).await;
+///
+/// It takes a function that makes the future, not the future: an `async fn`'s argument stays
+/// in its state beside what it awaits, so every layer that took the request's future doubled
+/// it (`crate::util::run_with`).
+pub async fn around<F, Fut>(state: &AppState, inner: F) -> Response
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Response>,
+{
+    let ((res, recorded), deferred) = commits::deferring(audit::recording(inner())).await;
     let stored = state.oauth.audit.hand_over(recorded).await;
     let settled = match deferred {
         Deferred::None => true,

@@ -43,13 +43,12 @@ tokio::task_local! {
 }
 
 /// Run `request` with deferrable commits, and say what they need before the answer.
-pub async fn deferring<F: Future>(request: F) -> (F::Output, Deferred) {
-    DEFERRED
-        .scope(Cell::new(Deferred::None), async {
-            let out = request.await;
-            (out, DEFERRED.with(Cell::get))
-        })
-        .await
+/// (Without the value back, which cannot happen, it answers `Uncovered`: the answer then waits
+/// for the disk.)
+pub fn deferring<F: Future>(request: F) -> impl Future<Output = (F::Output, Deferred)> {
+    use futures_util::FutureExt;
+    crate::util::run_with(&DEFERRED, Cell::new(Deferred::None), request)
+        .map(|(out, d)| (out, d.map_or(Deferred::Uncovered, Cell::into_inner)))
 }
 
 /// May a write commit without waiting for the disk? Yes inside [`deferring`], which then
