@@ -842,11 +842,7 @@ mod tests {
     /// adds a few bytes, not a second copy of what it wraps.
     #[test]
     fn the_wrappers_every_request_passes_hold_its_future_once() {
-        let request = async {
-            let buffer = [7u8; 4096];
-            tokio::task::yield_now().await;
-            buffer.len()
-        };
+        let request = crate::util::large_future();
         let inner = std::mem::size_of_val(&request);
         let wrapped = crate::store::commits::deferring(recording(request));
         assert!(inner >= 4096);

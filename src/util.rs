@@ -145,6 +145,17 @@ impl<T: 'static, F: Future> Future for RunWith<T, F> {
     }
 }
 
+/// A future that holds 4 KiB across its wait: for tests that a wrapper does not copy what it
+/// wraps.
+#[cfg(test)]
+pub(crate) fn large_future() -> impl Future<Output = usize> {
+    async {
+        let buffer = [7u8; 4096];
+        tokio::task::yield_now().await;
+        buffer.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,11 +215,7 @@ mod tests {
     /// `async fn` taking it held it twice).
     #[test]
     fn run_with_holds_the_future_once() {
-        let big = async {
-            let buffer = [7u8; 4096];
-            tokio::task::yield_now().await;
-            buffer.len()
-        };
+        let big = large_future();
         let inner = std::mem::size_of_val(&big);
         let wrapped = run_with(&SEEN, std::cell::Cell::new(0), big);
         assert!(inner >= 4096);

@@ -158,7 +158,7 @@ async fn full_scans(backend: Backend, url: &str, sql: &str) -> Vec<String> {
             // A VALUES list, a constant row or a JSON parameter's elements is no table.
             .filter(|d| d.starts_with("SCAN ") && !d.ends_with("VALUES CLAUSE"))
             .filter(|d| d != "SCAN CONSTANT ROW")
-            .filter(|d| !d.starts_with("SCAN json_each"))
+            .filter(|d| !d.starts_with("SCAN json_each") && !d.starts_with("SCAN jsonb_each"))
             .map(|d| {
                 d["SCAN ".len()..]
                     .split_whitespace()
