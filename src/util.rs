@@ -148,12 +148,10 @@ impl<T: 'static, F: Future> Future for RunWith<T, F> {
 /// A future that holds 4 KiB across its wait: for tests that a wrapper does not copy what it
 /// wraps.
 #[cfg(test)]
-pub(crate) fn large_future() -> impl Future<Output = usize> {
-    async {
-        let buffer = [7u8; 4096];
-        tokio::task::yield_now().await;
-        buffer.len()
-    }
+pub(crate) async fn large_future() -> usize {
+    let buffer = [7u8; 4096];
+    tokio::task::yield_now().await;
+    buffer.len()
 }
 
 #[cfg(test)]
