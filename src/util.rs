@@ -122,7 +122,7 @@ pin_project_lite::pin_project! {
 /// Tokio's `scope` keeps the value to itself; wrapping it in an `async fn` to read the value
 /// back holds the future twice (the argument, and the moved copy awaited), and a stack of such
 /// wrappers doubled in size at each one: the layer every request passes through
-/// (`crate::http::front`) was a future of 30 KB, copied and zeroed for every request (issue
+/// (`crate::http::front`) was a future of 30 KB, allocated and copied for every request (issue
 /// 17.1). This polls the scope where it lies. The value is `None` only if something took it,
 /// which nothing does.
 pub fn run_with<T: 'static, F: Future>(
