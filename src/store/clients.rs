@@ -332,27 +332,37 @@ macro_rules! sql_impl {
                 &self,
                 c: &$crate::store::ClientRecord,
             ) -> Result<(), $crate::store::StoreError> {
-                sqlx::query($crate::store::commits::deferrable!(
+                // Chosen here, on the request's task, which says whether it may defer.
+                let sql = $crate::store::commits::deferrable!(
                     $dialect,
                     $crate::store::clients::insert!(),
                     $crate::store::sql::not_awaited!(from)
-                ))
-                .bind(&c.client_id)
-                .bind(c.kind.as_str())
-                .bind(&c.secret_hash)
-                .bind($crate::store::sql::to_json(&c.metadata)?)
-                .bind(&c.registration_token_hash)
-                .bind(&c.registered_from)
-                .bind(c.created_at)
-                .bind(c.updated_at)
-                .bind(c.last_used_at)
-                .bind(c.expires_at)
-                .bind(c.previous_secret.as_ref().map(|p| p.hash.clone()))
-                .bind(c.previous_secret.as_ref().map(|p| p.expires_at))
-                .execute(&self.writer)
-                .await
-                .map_err(|e| $crate::store::sql::conflict(e, "client_id"))?;
-                Ok(())
+                );
+                let (c, metadata) = (c.clone(), $crate::store::sql::to_json(&c.metadata)?);
+                self.writer
+                    .write(Box::new(move |on| {
+                        let (c, metadata) = (c.clone(), metadata.clone());
+                        Box::pin(async move {
+                            sqlx::query(sql)
+                                .bind(&c.client_id)
+                                .bind(c.kind.as_str())
+                                .bind(&c.secret_hash)
+                                .bind(metadata)
+                                .bind(&c.registration_token_hash)
+                                .bind(&c.registered_from)
+                                .bind(c.created_at)
+                                .bind(c.updated_at)
+                                .bind(c.last_used_at)
+                                .bind(c.expires_at)
+                                .bind(c.previous_secret.as_ref().map(|p| p.hash.clone()))
+                                .bind(c.previous_secret.as_ref().map(|p| p.expires_at))
+                                .execute(on)
+                                .await
+                                .map_err(|e| $crate::store::sql::conflict(e, "client_id"))?;
+                            Ok(())
+                        })
+                    }))
+                    .await
             }
 
             async fn get_client(

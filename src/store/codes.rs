@@ -139,31 +139,39 @@ macro_rules! sql_impl {
                 &self,
                 c: &$crate::store::AuthCode,
             ) -> Result<(), $crate::store::StoreError> {
-                sqlx::query(concat!(
-                    "INSERT INTO auth_codes (",
-                    $crate::store::codes::columns!(),
-                    ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)"
-                ))
-                .bind(&c.code_hash)
-                .bind(&c.family_id)
-                .bind(&c.client_id)
-                .bind(&c.user_id)
-                .bind(&c.redirect_uri)
-                .bind(&c.code_challenge)
-                .bind($crate::store::sql::to_json(&c.resources)?)
-                .bind(&c.scope)
-                .bind(&c.nonce)
-                .bind(c.auth_time)
-                .bind(c.amr.join(" "))
-                .bind(&c.acr)
-                .bind(&c.sid)
-                .bind(c.created_at)
-                .bind(c.expires_at)
-                .bind(&c.dpop_jkt)
-                .bind(&c.authorization_details)
-                .execute(&self.writer)
-                .await?;
-                Ok(())
+                let (c, resources) = (c.clone(), $crate::store::sql::to_json(&c.resources)?);
+                self.writer
+                    .write(Box::new(move |on| {
+                        let (c, resources) = (c.clone(), resources.clone());
+                        Box::pin(async move {
+                            sqlx::query(concat!(
+                                "INSERT INTO auth_codes (",
+                                $crate::store::codes::columns!(),
+                                ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)"
+                            ))
+                            .bind(&c.code_hash)
+                            .bind(&c.family_id)
+                            .bind(&c.client_id)
+                            .bind(&c.user_id)
+                            .bind(&c.redirect_uri)
+                            .bind(&c.code_challenge)
+                            .bind(resources)
+                            .bind(&c.scope)
+                            .bind(&c.nonce)
+                            .bind(c.auth_time)
+                            .bind(c.amr.join(" "))
+                            .bind(&c.acr)
+                            .bind(&c.sid)
+                            .bind(c.created_at)
+                            .bind(c.expires_at)
+                            .bind(&c.dpop_jkt)
+                            .bind(&c.authorization_details)
+                            .execute(on)
+                            .await?;
+                            Ok(())
+                        })
+                    }))
+                    .await
             }
 
             async fn peek_code(
@@ -199,23 +207,34 @@ macro_rules! sql_impl {
             ) -> Result<Option<$crate::store::AuthCode>, $crate::store::StoreError> {
                 // The grant's checks, in the statement that spends: a redemption is one
                 // write, and a refused one spends nothing.
-                let row: Option<$crate::store::codes::CodeRow> = sqlx::query_as(concat!(
-                    "UPDATE auth_codes SET used_at = $2",
-                    $crate::store::sql::not_awaited!($dialect),
-                    " WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2 \
-                     AND client_id = $3 AND (redirect_uri IS NULL OR redirect_uri = $4) \
-                     AND code_challenge = $5 AND (dpop_jkt IS NULL OR dpop_jkt = $6) \
-                     RETURNING ",
-                    $crate::store::codes::columns!()
-                ))
-                .bind(code_hash)
-                .bind(now)
-                .bind(by.client_id)
-                .bind(by.redirect_uri)
-                .bind(by.code_challenge)
-                .bind(by.dpop_jkt)
-                .fetch_optional(&self.writer)
-                .await?;
+                let (hash, client_id, redirect_uri, challenge, dpop_jkt) = (
+                    code_hash.to_vec(),
+                    by.client_id.to_owned(),
+                    by.redirect_uri.map(str::to_owned),
+                    by.code_challenge.to_owned(),
+                    by.dpop_jkt.map(str::to_owned),
+                );
+                let row: Option<$crate::store::codes::CodeRow> = self
+                    .writer
+                    .write(Box::new(move |on| {
+                        let query = sqlx::query_as(concat!(
+                            "UPDATE auth_codes SET used_at = $2",
+                            $crate::store::sql::not_awaited!($dialect),
+                            " WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2 \
+                             AND client_id = $3 AND (redirect_uri IS NULL OR redirect_uri = $4) \
+                             AND code_challenge = $5 AND (dpop_jkt IS NULL OR dpop_jkt = $6) \
+                             RETURNING ",
+                            $crate::store::codes::columns!()
+                        ))
+                        .bind(hash.clone())
+                        .bind(now)
+                        .bind(client_id.clone())
+                        .bind(redirect_uri.clone())
+                        .bind(challenge.clone())
+                        .bind(dpop_jkt.clone());
+                        Box::pin(async move { Ok(query.fetch_optional(on).await?) })
+                    }))
+                    .await?;
                 row.map(TryInto::try_into).transpose()
             }
 

@@ -30,6 +30,10 @@ use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 use super::PoolStats;
 
+mod group_commit;
+
+pub(super) use group_commit::{Job, Target};
+
 /// How long a statement waits for a connection, opening it included, before it fails (as a
 /// pool's acquire timeout).
 const WAIT: Duration = Duration::from_secs(10);
@@ -61,6 +65,9 @@ struct Inner<DB: Database> {
     begin: &'static str,
     /// A connection idle this long is pinged before it is used (`None`: never).
     check_idle_after: Option<Duration>,
+    /// SQLite's writer: where [`Connections::write`]'s jobs queue to be committed together
+    /// (`None`: each runs alone).
+    group_commit: Option<std::sync::Mutex<Option<group_commit::Queue<DB>>>>,
 }
 
 type Slot<DB> = Mutex<Option<Open<DB>>>;
@@ -160,6 +167,7 @@ where
         size: usize,
         begin: &'static str,
         check_idle_after: Option<Duration>,
+        group_commit: bool,
     ) -> Self {
         let mut first = first.map(Open::new);
         let slots = (0..size.max(1))
@@ -172,6 +180,7 @@ where
                 next: AtomicUsize::new(0),
                 begin,
                 check_idle_after,
+                group_commit: group_commit.then(|| std::sync::Mutex::new(None)),
             }),
         }
     }
@@ -249,6 +258,24 @@ where
         Ok(tx)
     }
 
+    /// Run `job`, one write, and return what it returns once it is committed. On SQLite's
+    /// writer it is queued and committed together with the writes of other requests queued
+    /// meanwhile (`group_commit`); elsewhere it runs alone, as the statements it sends would.
+    pub(super) async fn write<R: Send + 'static>(
+        &self,
+        job: Job<DB, R>,
+    ) -> Result<R, super::StoreError> {
+        let queue = self
+            .inner
+            .group_commit
+            .as_ref()
+            .and_then(|slot| group_commit::queue(slot, Arc::downgrade(&self.inner)));
+        match queue {
+            Some(queue) => group_commit::run(queue, job).await,
+            None => job(Target::Alone(self)).await,
+        }
+    }
+
     /// The rows of `script`, a whole transaction sent as one query: its own `BEGIN`, its
     /// statements, its `COMMIT`. SQLite runs a query of several statements on its
     /// connection's thread without coming back between them, so the transaction costs one
@@ -310,14 +337,14 @@ impl Connections<sqlx::Sqlite> {
         options: sqlx::sqlite::SqliteConnectOptions,
         conn: sqlx::SqliteConnection,
     ) -> Self {
-        Self::new(options, Some(conn), 1, "BEGIN IMMEDIATE", None)
+        Self::new(options, Some(conn), 1, "BEGIN IMMEDIATE", None, true)
     }
 
     /// `size` SQLite connections for reads, opened with `options` when first needed. A
     /// transaction on them is a deferred one, which reads one snapshot (WAL mode). The file
     /// is local: a connection is never idle-checked.
     pub(super) fn readers(options: sqlx::sqlite::SqliteConnectOptions, size: usize) -> Self {
-        Self::new(options, None, size, "BEGIN", None)
+        Self::new(options, None, size, "BEGIN", None, false)
     }
 }
 
@@ -331,7 +358,14 @@ impl Connections<sqlx::Postgres> {
         size: usize,
         check_idle_after: Duration,
     ) -> Self {
-        Self::new(options, Some(first), size, "BEGIN", Some(check_idle_after))
+        Self::new(
+            options,
+            Some(first),
+            size,
+            "BEGIN",
+            Some(check_idle_after),
+            false,
+        )
     }
 }
 
@@ -721,5 +755,81 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("readonly"), "{err}");
+    }
+
+    /// A job that inserts `v` into `table`.
+    fn insert(table: &'static str, v: i64) -> Job<Sqlite, ()> {
+        Box::new(move |on| {
+            Box::pin(async move {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO {table} VALUES ($1)"
+                )))
+                .bind(v)
+                .execute(on)
+                .await?;
+                Ok(())
+            })
+        })
+    }
+
+    /// The frames in `dir`'s write-ahead log, never checkpointed: each commit appends the
+    /// pages it changed (a frame is a 24-byte header and a 4 KiB page, after the log's
+    /// 32-byte header).
+    fn wal_frames(dir: &tempfile::TempDir) -> u64 {
+        let len = std::fs::metadata(dir.path().join("t.db-wal")).map_or(0, |m| m.len());
+        len.saturating_sub(32) / (24 + 4096)
+    }
+
+    #[tokio::test]
+    async fn writes_queued_together_commit_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = writer(&dir).await;
+        for pragma in ["PRAGMA journal_mode = WAL", "PRAGMA wal_autocheckpoint = 0"] {
+            sqlx::query(pragma).execute(&w).await.unwrap();
+        }
+
+        // One after another: a commit each, each appending the table's page at least.
+        let before = wal_frames(&dir);
+        for v in 0..40 {
+            w.write(insert("t", v)).await.unwrap();
+        }
+        let alone = wal_frames(&dir) - before;
+        assert!(alone >= 40, "{alone} frames for 40 commits");
+
+        // Queued at once: one transaction, one commit.
+        let before = wal_frames(&dir);
+        let all = futures_util::future::join_all((40..80).map(|v| w.write(insert("t", v)))).await;
+        assert!(all.iter().all(Result::is_ok), "{all:?}");
+        let together = wal_frames(&dir) - before;
+        assert!(
+            together <= 4,
+            "{together} frames for 40 writes queued together"
+        );
+        assert_eq!(count(&w).await, 80);
+    }
+
+    #[tokio::test]
+    async fn a_write_that_fails_in_a_batch_undoes_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = writer(&dir).await;
+        sqlx::query("CREATE TABLE u (v INTEGER UNIQUE)")
+            .execute(&w)
+            .await
+            .unwrap();
+        let all =
+            futures_util::future::join_all([1, 2, 2, 3, 4].map(|v| w.write(insert("u", v)))).await;
+        let failed: Vec<_> = all.iter().map(Result::is_err).collect();
+        assert_eq!(failed, [false, false, true, false, false], "{all:?}");
+        match &all[2] {
+            Err(crate::store::StoreError::Database(sqlx::Error::Database(e))) => {
+                assert!(e.is_unique_violation(), "{e}")
+            }
+            other => panic!("not the duplicate's own error: {other:?}"),
+        }
+        let values: Vec<i64> = sqlx::query_scalar("SELECT v FROM u ORDER BY v")
+            .fetch_all(&w)
+            .await
+            .unwrap();
+        assert_eq!(values, [1, 2, 3, 4]);
     }
 }

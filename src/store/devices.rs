@@ -203,26 +203,39 @@ macro_rules! sql_impl {
             }
 
             async fn record_poll(&self, hash: &[u8], now: i64, interval_secs: i64) -> Result<(), $crate::store::StoreError> {
-                sqlx::query("UPDATE device_codes SET last_polled_at = $2, interval_secs = $3 WHERE device_code_hash = $1")
-                    .bind(hash)
-                    .bind(now)
-                    .bind(interval_secs)
-                    .execute(&self.writer)
-                    .await?;
-                Ok(())
+                let hash = hash.to_vec();
+                self.writer
+                    .write(Box::new(move |on| {
+                        let hash = hash.clone();
+                        Box::pin(async move {
+                            sqlx::query("UPDATE device_codes SET last_polled_at = $2, interval_secs = $3 WHERE device_code_hash = $1")
+                                .bind(hash)
+                                .bind(now)
+                                .bind(interval_secs)
+                                .execute(on)
+                                .await?;
+                            Ok(())
+                        })
+                    }))
+                    .await
             }
 
             async fn redeem_device(&self, hash: &[u8], now: i64) -> Result<Option<$crate::store::DeviceCode>, $crate::store::StoreError> {
-                let row: Option<$crate::store::devices::DeviceRow> = sqlx::query_as(concat!(
-                    "UPDATE device_codes SET used_at = $2 \
-                     WHERE device_code_hash = $1 AND status = 'approved' AND used_at IS NULL AND expires_at > $2 \
-                     RETURNING ",
-                    $crate::store::devices::columns!()
-                ))
-                .bind(hash)
-                .bind(now)
-                .fetch_optional(&self.writer)
-                .await?;
+                let hash = hash.to_vec();
+                let row: Option<$crate::store::devices::DeviceRow> = self
+                    .writer
+                    .write(Box::new(move |on| {
+                        let query = sqlx::query_as(concat!(
+                            "UPDATE device_codes SET used_at = $2 \
+                             WHERE device_code_hash = $1 AND status = 'approved' AND used_at IS NULL AND expires_at > $2 \
+                             RETURNING ",
+                            $crate::store::devices::columns!()
+                        ))
+                        .bind(hash.clone())
+                        .bind(now);
+                        Box::pin(async move { Ok(query.fetch_optional(on).await?) })
+                    }))
+                    .await?;
                 row.map(TryInto::try_into).transpose()
             }
         }

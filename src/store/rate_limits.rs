@@ -90,16 +90,24 @@ macro_rules! sql_impl {
                 window_secs: i64,
                 now: i64,
             ) -> Result<i64, $crate::store::StoreError> {
-                let (hits,): (i64,) = sqlx::query_as(concat!(
-                    $crate::store::rate_limits::count!($dialect, "$1"),
-                    " RETURNING hits"
-                ))
-                .bind(bucket)
-                .bind(now)
-                .bind(window_secs)
-                .fetch_one(&self.writer)
-                .await?;
-                Ok(hits)
+                let bucket = bucket.to_owned();
+                self.writer
+                    .write(Box::new(move |on| {
+                        let bucket = bucket.clone();
+                        Box::pin(async move {
+                            let (hits,): (i64,) = sqlx::query_as(concat!(
+                                $crate::store::rate_limits::count!($dialect, "$1"),
+                                " RETURNING hits"
+                            ))
+                            .bind(bucket)
+                            .bind(now)
+                            .bind(window_secs)
+                            .fetch_one(on)
+                            .await?;
+                            Ok(hits)
+                        })
+                    }))
+                    .await
             }
 
             async fn hit_again_or_first(
@@ -113,23 +121,31 @@ macro_rules! sql_impl {
                 // One statement: one round trip on PostgreSQL, one turn of SQLite's writer,
                 // and no count between the look and the hit. The bucket counted is returned
                 // to tell which it was.
-                let (hits, counted): (i64, String) = sqlx::query_as(concat!(
-                    $crate::store::rate_limits::count!(
-                        $dialect,
-                        "CASE WHEN EXISTS (SELECT 1 FROM rate_limits AS seen \
-                           WHERE seen.bucket = $4 AND seen.window_start > $2 - $3) \
-                         THEN $5 ELSE $1 END"
-                    ),
-                    " RETURNING hits, bucket"
-                ))
-                .bind(first)
-                .bind(now)
-                .bind(window_secs)
-                .bind(seen)
-                .bind(again)
-                .fetch_one(&self.writer)
-                .await?;
-                Ok((counted == again, hits))
+                let (first, seen, again) = (first.to_owned(), seen.to_owned(), again.to_owned());
+                self.writer
+                    .write(Box::new(move |on| {
+                        let (first, seen, again) = (first.clone(), seen.clone(), again.clone());
+                        Box::pin(async move {
+                            let (hits, counted): (i64, String) = sqlx::query_as(concat!(
+                                $crate::store::rate_limits::count!(
+                                    $dialect,
+                                    "CASE WHEN EXISTS (SELECT 1 FROM rate_limits AS seen \
+                                       WHERE seen.bucket = $4 AND seen.window_start > $2 - $3) \
+                                     THEN $5 ELSE $1 END"
+                                ),
+                                " RETURNING hits, bucket"
+                            ))
+                            .bind(first)
+                            .bind(now)
+                            .bind(window_secs)
+                            .bind(seen)
+                            .bind(&again)
+                            .fetch_one(on)
+                            .await?;
+                            Ok((counted == again, hits))
+                        })
+                    }))
+                    .await
             }
 
             async fn hits(

@@ -397,17 +397,18 @@ macro_rules! revoke_family_of {
 }
 pub(crate) use revoke_family_of;
 
-/// [`RefreshTokenStore::rotate_usable`]'s statement: the token `$15`, if usable at `$16`,
-/// marked used with its successor `$1`, and the successor (`insert!`'s parameters) stored,
-/// returning one row if it rotated; and whether it is a whole transaction, to send with
+/// [`RefreshTokenStore::rotate_usable`]'s statement for a job run `$on` (a
+/// `connections::Target`): the token `$15`, if usable at `$16`, marked used with its
+/// successor `$1`, and the successor (`insert!`'s parameters) stored, returning one row if it
+/// rotated; and whether it is a whole transaction, to send with
 /// `Connections::transaction_script`.
 ///
-/// PostgreSQL does both in one statement, a round trip. SQLite has no writing `WITH`: a
-/// transaction of the two, sent as one script (one hand-off to the writer's thread, not four),
-/// the insert only if the update changed the token's row (`changes()` counts the statement
-/// just before it).
+/// PostgreSQL does both in one statement, a round trip. SQLite has no writing `WITH`: the two
+/// statements sent as one script (one hand-off to the writer's thread), the insert only if the
+/// update changed the token's row (`changes()` counts the statement just before it). Alone,
+/// the script is its own transaction; in a group commit's batch it runs in the batch's.
 macro_rules! rotate_usable {
-    ("postgres") => {
+    ("postgres", $on:expr) => {
         (
             concat!(
                 "WITH rotated AS (UPDATE refresh_tokens SET used_at = $16, successor_hash = $1 \
@@ -421,20 +422,31 @@ macro_rules! rotate_usable {
             false,
         )
     };
-    ("sqlite") => {
-        (
-            concat!(
-                "BEGIN IMMEDIATE; \
-                 UPDATE refresh_tokens SET used_at = $16, successor_hash = $1 \
-                   WHERE token_hash = $15 AND ",
-                $crate::store::refresh_tokens::usable!("$16"),
-                "; INSERT INTO refresh_tokens (",
-                $crate::store::refresh_tokens::columns!(),
-                ") SELECT $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14 WHERE changes() = 1 \
-                 RETURNING 1; \
-                 COMMIT"
+    ("sqlite", $on:expr) => {
+        match $on {
+            $crate::store::connections::Target::Batched(_) => (
+                $crate::store::refresh_tokens::rotate_usable!(sqlite_statements),
+                false,
             ),
-            true,
+            $crate::store::connections::Target::Alone(_) => (
+                concat!(
+                    "BEGIN IMMEDIATE; ",
+                    $crate::store::refresh_tokens::rotate_usable!(sqlite_statements),
+                    "; COMMIT"
+                ),
+                true,
+            ),
+        }
+    };
+    (sqlite_statements) => {
+        concat!(
+            "UPDATE refresh_tokens SET used_at = $16, successor_hash = $1 \
+               WHERE token_hash = $15 AND ",
+            $crate::store::refresh_tokens::usable!("$16"),
+            "; INSERT INTO refresh_tokens (",
+            $crate::store::refresh_tokens::columns!(),
+            ") SELECT $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14 WHERE changes() = 1 \
+             RETURNING 1"
         )
     };
 }
@@ -445,8 +457,16 @@ macro_rules! sql_impl {
         #[async_trait::async_trait]
         impl $crate::store::RefreshTokenStore for $ty {
             async fn insert_refresh(&self, t: &$crate::store::RefreshToken) -> Result<(), $crate::store::StoreError> {
-                $crate::store::refresh_tokens::insert!(t).execute(&self.writer).await?;
-                Ok(())
+                let t = t.clone();
+                self.writer
+                    .write(Box::new(move |on| {
+                        let t = t.clone();
+                        Box::pin(async move {
+                            $crate::store::refresh_tokens::insert!(t).execute(on).await?;
+                            Ok(())
+                        })
+                    }))
+                    .await
             }
 
             async fn use_refresh(&self, token_hash: &[u8], now: i64, renew_until: i64) -> Result<$crate::store::Spent<$crate::store::RefreshToken>, $crate::store::StoreError> {
@@ -559,19 +579,29 @@ macro_rules! sql_impl {
                 // or revocation of it is seen when the lock is granted (the condition is
                 // checked again on the row as then committed). SQLite: the transaction holds
                 // the write lock.
-                let (statement, script) = $crate::store::refresh_tokens::rotate_usable!($dialect);
-                let rotate = $crate::store::refresh_tokens::insert_with!(
-                    sqlx::query(statement),
-                    successor
-                )
-                .bind(token_hash)
-                .bind(now);
-                let rows = if script {
-                    self.writer.transaction_script(rotate).await?
-                } else {
-                    rotate.fetch_all(&self.writer).await?
-                };
-                Ok(rows.len() == 1)
+                let (hash, successor) = (token_hash.to_vec(), successor.clone());
+                self.writer
+                    .write(Box::new(move |on| {
+                        let (hash, successor) = (hash.clone(), successor.clone());
+                        Box::pin(async move {
+                            let (statement, script) =
+                                $crate::store::refresh_tokens::rotate_usable!($dialect, &on);
+                            let rotate = $crate::store::refresh_tokens::insert_with!(
+                                sqlx::query(statement),
+                                successor
+                            )
+                            .bind(hash)
+                            .bind(now);
+                            let rows = match on {
+                                $crate::store::connections::Target::Alone(writer) if script => {
+                                    writer.transaction_script(rotate).await?
+                                }
+                                on => rotate.fetch_all(on).await?,
+                            };
+                            Ok(rows.len() == 1)
+                        })
+                    }))
+                    .await
             }
 
             async fn find_refresh(&self, token_hash: &[u8], now: i64) -> Result<Option<$crate::store::refresh_tokens::Presented>, $crate::store::StoreError> {
@@ -611,17 +641,27 @@ macro_rules! sql_impl {
 
             async fn revoke_family(&self, family_id: &str, now: i64) -> Result<u64, $crate::store::StoreError> {
                 $crate::store::sql::retrying(|| async move {
-                    let revoked = sqlx::query($crate::store::commits::deferrable!(
+                    // Chosen here, on the request's task, which says whether it may defer.
+                    let sql = $crate::store::commits::deferrable!(
                         $dialect,
                         $crate::store::refresh_tokens::revoke_family!($dialect),
                         $crate::store::sql::not_awaited!(join)
-                    ))
-                        .bind(family_id)
-                        .bind(now)
-                        .bind(now + $crate::store::REVOKED_FAMILY_MEMORY_SECS)
-                        .fetch_all(&self.writer)
-                        .await?;
-                    Ok(revoked.len() as u64)
+                    );
+                    let family_id = family_id.to_owned();
+                    self.writer
+                        .write(Box::new(move |on| {
+                            let family_id = family_id.clone();
+                            Box::pin(async move {
+                                let revoked = sqlx::query(sql)
+                                    .bind(family_id)
+                                    .bind(now)
+                                    .bind(now + $crate::store::REVOKED_FAMILY_MEMORY_SECS)
+                                    .fetch_all(on)
+                                    .await?;
+                                Ok(revoked.len() as u64)
+                            })
+                        }))
+                        .await
                 })
                 .await
             }
