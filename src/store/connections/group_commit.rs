@@ -13,10 +13,10 @@
 //! load a batch held about eight jobs, and the paths that write answered 1.1–1.4× as fast
 //! (`bench/README.md`, "Writes committed together").
 //!
-//! If any job of a batch fails, or the commit does, the batch is rolled back and each of its
-//! jobs run again alone, each its own commit: one job's error never undoes another's write,
-//! and each job gets its own error. So a job must be safe to run again after its first run
-//! was rolled back, which any write is.
+//! If any job of a batch fails, or the commit does, the batch is rolled back (SQLite undoes a
+//! failed COMMIT's transaction, or it stays open and is rolled back first) and each job runs
+//! again alone, its own commit: one job's error never undoes another's write, and each job
+//! gets its own error. A job must be safe to run again after a rolled-back run; writes are.
 //!
 //! A job must not be queued by a caller that holds the writer (a [`super::Tx`] open): the
 //! batch would wait for the writer, and the caller for the batch.
