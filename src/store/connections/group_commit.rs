@@ -150,49 +150,51 @@ async fn run_batches<DB: sqlx::Database>(
             return;
         };
         let writer = Connections { inner };
-        run_batch(&writer, std::mem::take(&mut batch)).await;
+        run_batch(&writer, &mut batch).await;
     }
 }
 
-/// `batch` in one transaction, each job answered after its commit; if anything failed, each
-/// job run again alone.
-async fn run_batch<DB: sqlx::Database>(writer: &Connections<DB>, batch: Vec<Box<dyn Queued<DB>>>)
+/// `batch` (emptied, its room kept for the next) in one transaction, each job answered after
+/// its commit; if anything failed, each job run again alone. A batch of one runs alone.
+async fn run_batch<DB: sqlx::Database>(
+    writer: &Connections<DB>,
+    batch: &mut Vec<Box<dyn Queued<DB>>>,
+) where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    if batch.len() > 1 && committed_together(writer, batch).await {
+        for job in batch.drain(..) {
+            job.answer();
+        }
+        return;
+    }
+    for job in batch.drain(..) {
+        job.run_alone(writer).await;
+    }
+}
+
+/// Run every job of `batch` in one transaction: whether it committed. If not, nothing of it
+/// stands.
+async fn committed_together<DB: sqlx::Database>(
+    writer: &Connections<DB>,
+    batch: &mut [Box<dyn Queued<DB>>],
+) -> bool
 where
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
     DB::Arguments: sqlx::IntoArguments<DB>,
 {
-    if batch.len() == 1 {
-        for job in batch {
-            job.run_alone(writer).await;
-        }
-        return;
-    }
-    let mut batch = batch;
-    if let Ok(mut tx) = writer.begin().await {
-        let mut all = true;
-        for job in &mut batch {
-            if !job.run(&mut tx).await {
-                all = false;
-                break;
-            }
-        }
-        let committed = if all {
-            tx.commit().await.is_ok()
-        } else {
-            // Dropped open otherwise: rolled back before the writer's next use.
+    let Ok(mut tx) = writer.begin().await else {
+        return false;
+    };
+    for job in batch.iter_mut() {
+        if !job.run(&mut tx).await {
+            // Rolled back here, or, if that fails, before the writer's next use.
             let _ = tx.rollback().await;
-            false
-        };
-        if committed {
-            for job in batch {
-                job.answer();
-            }
-            return;
+            return false;
         }
     }
-    for job in batch {
-        job.run_alone(writer).await;
-    }
+    tx.commit().await.is_ok()
 }
 
 /// A job's statements run on its target as on any executor: `query.execute(on)`.
