@@ -303,8 +303,9 @@ enum Msg {
 /// thousand a second, and their writer spends most of its time appending them, several
 /// batches a round; a revocation or a registration waiting for its event behind those took
 /// 16 ms at the median and 80 ms at the 99th percentile in the soak (`bench/README.md`).
-/// With a writer of their own, changes wait for their own append alone (on SQLite, which
-/// has one writing connection, also for the other writer's statement in progress). So a
+/// With a writer of their own, changes wait for their own append alone (on SQLite, whose
+/// one writing connection commits the appends with the requests' writes in batches, also for
+/// the rest of the batch theirs joins). So a
 /// token's issuance may reach the table (and take its id) after a change recorded later,
 /// within the linger; each event keeps its `at`, and the other kinds keep their order.
 #[derive(Clone)]

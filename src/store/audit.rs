@@ -190,11 +190,22 @@ macro_rules! sql_impl {
                 events: &[$crate::store::NewAuditEvent],
             ) -> Result<(), $crate::store::StoreError> {
                 // One INSERT per chunk: the log grows with every token issued, so this costs
-                // one statement per batch rather than one per event.
+                // one statement per batch rather than one per event. On SQLite it is a job
+                // for the writer's group commit, committed with the requests' writes queued
+                // beside it instead of taking the writer for a turn and a commit of its own.
                 for chunk in events.chunks(1024) {
-                    sqlx::query($crate::store::audit::append_rows!($dialect))
-                        .bind($crate::store::audit::rows_json(chunk)?)
-                        .execute(&self.writer)
+                    let rows: std::sync::Arc<str> = $crate::store::audit::rows_json(chunk)?.into();
+                    self.writer
+                        .write(Box::new(move |on| {
+                            let rows = rows.clone();
+                            Box::pin(async move {
+                                sqlx::query($crate::store::audit::append_rows!($dialect))
+                                    .bind(rows)
+                                    .execute(on)
+                                    .await?;
+                                Ok(())
+                            })
+                        }))
                         .await?;
                 }
                 Ok(())

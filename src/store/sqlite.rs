@@ -167,6 +167,54 @@ mod tests {
         assert_eq!(store.stats().max as usize, readers + 1);
     }
 
+    /// The audit log's appends are jobs of the writer's group commit: appends queued at once
+    /// commit together, so they add a fraction of the write-ahead log's pages that the same
+    /// appends add one after another, a commit each.
+    #[tokio::test]
+    async fn audit_appends_queued_together_commit_together() {
+        use crate::store::{AuditStore, NewAuditEvent};
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("a.db").display());
+        let (store, _) = SqliteStore::open(&url, Open::Migrate).await.unwrap();
+        sqlx::query("PRAGMA wal_autocheckpoint = 0")
+            .execute(&store.writer)
+            .await
+            .unwrap();
+        let wal = || std::fs::metadata(dir.path().join("a.db-wal")).map_or(0, |m| m.len());
+        let event = |n: i64| {
+            vec![NewAuditEvent {
+                at: n,
+                kind: "token.issued",
+                client_id: Some(format!("client-{n}")),
+                user_id: None,
+                ip: None,
+                detail: "{}".into(),
+            }]
+        };
+
+        let before = wal();
+        for n in 0..20 {
+            store.append_audit(&event(n)).await.unwrap();
+        }
+        let alone = wal() - before;
+
+        let before = wal();
+        let events: Vec<_> = (20..40).map(event).collect();
+        let all =
+            futures_util::future::join_all(events.iter().map(|e| store.append_audit(e))).await;
+        assert!(all.iter().all(Result::is_ok), "{all:?}");
+        let together = wal() - before;
+        assert!(
+            together * 4 < alone,
+            "{together} bytes of log for 20 appends queued together, {alone} one after another"
+        );
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events")
+            .fetch_one(&store.writer)
+            .await
+            .unwrap();
+        assert_eq!(stored, 40);
+    }
+
     async fn cache_size(connections: &Connections<sqlx::Sqlite>) -> i64 {
         sqlx::query_scalar("PRAGMA cache_size")
             .fetch_one(connections)
