@@ -2,6 +2,8 @@
 
 use async_trait::async_trait;
 use serde::Serialize;
+use sqlx::postgres::PgArguments;
+use sqlx::sqlite::SqliteArguments;
 
 use super::StoreError;
 
@@ -144,39 +146,96 @@ where
     select
 }
 
-/// Events to append as one JSON array of `[at, kind, client_id, user_id, ip, detail]` rows:
-/// what [`append_rows!`] binds.
-pub(super) fn rows_json(events: &[NewAuditEvent]) -> Result<String, StoreError> {
-    let rows: Vec<_> = events
-        .iter()
-        .map(|e| (e.at, e.kind, &e.client_id, &e.user_id, &e.ip, &e.detail))
-        .collect();
-    serde_json::to_string(&rows).map_err(|e| StoreError::Corrupt(format!("audit events: {e}")))
-}
-
-/// The INSERT of a batch of events, bound to one JSON array ([`rows_json`]), in its order.
+/// A batch of events as SQLite's append binds it: one JSON array of `[at, kind, client_id,
+/// user_id, ip, detail]` rows, read back by `jsonb_each` in the array's order.
 ///
 /// One statement of one shape, whatever the batch's size. A multi-row `VALUES` list has a
 /// shape per size: each size seen became a statement prepared and cached on the writer's
 /// connection (and, on PostgreSQL, in its server process), hundreds of kilobytes apiece for
 /// the large ones, so memory grew for as long as new sizes came (`bench/soak.sh`), and each
 /// new one was parsed and planned with its 1,500 parameters under load.
+///
+/// An `Arc`: sqlx binds it by sharing the text, where a `&str` would be copied each time the
+/// job runs.
+pub(super) struct JsonRows(std::sync::Arc<str>);
+
+impl JsonRows {
+    pub(super) fn of(events: &[NewAuditEvent]) -> Result<Self, StoreError> {
+        let rows: Vec<_> = events
+            .iter()
+            .map(|e| (e.at, e.kind, &e.client_id, &e.user_id, &e.ip, &e.detail))
+            .collect();
+        serde_json::to_string(&rows)
+            .map(|json| Self(json.into()))
+            .map_err(|e| StoreError::Corrupt(format!("audit events: {e}")))
+    }
+
+    /// The INSERT of these rows. `jsonb_each`: each row's `value` is the element as SQLite's
+    /// binary JSON, which `->>` reads without parsing; with `json_each` it was the element's
+    /// text, parsed again by each of the six `->>` (the append was about 3% of the server's
+    /// samples under client credentials, most of it in SQLite's JSON parser).
+    pub(super) fn insert(&self) -> sqlx::query::Query<'static, sqlx::Sqlite, SqliteArguments> {
+        sqlx::query(
+            "INSERT INTO audit_events (at, kind, client_id, user_id, ip, detail) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \
+             FROM jsonb_each($1) ORDER BY key",
+        )
+        .bind(self.0.clone())
+    }
+}
+
+/// A batch of events as PostgreSQL's append binds it: one array per column, sent in binary
+/// and read back by `UNNEST` in order. One statement of one shape whatever the batch's size,
+/// as [`JsonRows`] is on SQLite, and nothing to parse: the same batch as one JSON array, taken
+/// apart by `json_array_elements` and six `->>` per row, cost PostgreSQL 10.5 to 13.9 µs of
+/// CPU per event, the arrays 4.6 to 6.0 (batches of 512, with the log's indexes; bench/README,
+/// "The audit log's appends on PostgreSQL").
+pub(super) struct ColumnRows {
+    at: Vec<i64>,
+    kind: Vec<&'static str>,
+    client_id: Vec<Option<String>>,
+    user_id: Vec<Option<String>>,
+    ip: Vec<Option<String>>,
+    detail: Vec<String>,
+}
+
+impl ColumnRows {
+    /// Never fails; a `Result` as [`JsonRows::of`] is, so the append reads alike for both.
+    pub(super) fn of(events: &[NewAuditEvent]) -> Result<Self, StoreError> {
+        Ok(Self {
+            at: events.iter().map(|e| e.at).collect(),
+            kind: events.iter().map(|e| e.kind).collect(),
+            client_id: events.iter().map(|e| e.client_id.clone()).collect(),
+            user_id: events.iter().map(|e| e.user_id.clone()).collect(),
+            ip: events.iter().map(|e| e.ip.clone()).collect(),
+            detail: events.iter().map(|e| e.detail.clone()).collect(),
+        })
+    }
+
+    /// The INSERT of these rows, in their order.
+    pub(super) fn insert(&self) -> sqlx::query::Query<'static, sqlx::Postgres, PgArguments> {
+        sqlx::query(
+            "INSERT INTO audit_events (at, kind, client_id, user_id, ip, detail) \
+             SELECT at, kind, client_id, user_id, ip, detail \
+             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+             WITH ORDINALITY AS rows(at, kind, client_id, user_id, ip, detail, n) ORDER BY n",
+        )
+        .bind(&self.at)
+        .bind(&self.kind)
+        .bind(&self.client_id)
+        .bind(&self.user_id)
+        .bind(&self.ip)
+        .bind(&self.detail)
+    }
+}
+
+/// The type of a batch of events as `$dialect`'s append binds it.
 macro_rules! append_rows {
     ("postgres") => {
-        "INSERT INTO audit_events (at, kind, client_id, user_id, ip, detail) \
-         SELECT (e->>0)::bigint, e->>1, e->>2, e->>3, e->>4, e->>5 \
-         FROM json_array_elements($1::json) WITH ORDINALITY AS rows(e, n) ORDER BY n"
+        $crate::store::audit::ColumnRows
     };
-    // `jsonb_each`: each row's `value` is the element as SQLite's binary JSON, which `->>`
-    // reads without parsing; with `json_each` it was the element's text, parsed again by each
-    // of the six `->>` (the append was about 3% of the server's samples under client
-    // credentials, most of it in SQLite's JSON parser). PostgreSQL keeps `json`: its `->>`
-    // on text scans only to the element it wants, and converting the batch to `jsonb` first
-    // made the same SELECT about 30% slower there (100 batches of 512 events, in psql).
     ("sqlite") => {
-        "INSERT INTO audit_events (at, kind, client_id, user_id, ip, detail) \
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \
-         FROM jsonb_each($1) ORDER BY key"
+        $crate::store::audit::JsonRows
     };
 }
 pub(crate) use append_rows;
@@ -193,16 +252,14 @@ macro_rules! sql_impl {
                 // one statement per batch rather than one per event. On SQLite it is a job
                 // for the writer's group commit, committed with the requests' writes queued
                 // beside it instead of taking the writer for a turn and a commit of its own.
+                type Rows = $crate::store::audit::append_rows!($dialect);
                 for chunk in events.chunks(1024) {
-                    let rows: std::sync::Arc<str> = $crate::store::audit::rows_json(chunk)?.into();
+                    let rows = std::sync::Arc::new(Rows::of(chunk)?);
                     self.writer
                         .write(Box::new(move |on| {
                             let rows = rows.clone();
                             Box::pin(async move {
-                                sqlx::query($crate::store::audit::append_rows!($dialect))
-                                    .bind(rows)
-                                    .execute(on)
-                                    .await?;
+                                rows.insert().execute(on).await?;
                                 Ok(())
                             })
                         }))

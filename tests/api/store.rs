@@ -880,6 +880,54 @@ async fn postgres_connections_closed_while_in_use_fail_once_each() {
 }
 
 both!(
+    an_appended_batch_reads_back_as_written_in_order,
+    |app: TestApp| async move {
+        use concierge::store::{AuditQuery, NewAuditEvent};
+        let s = app.store();
+        // Far in the future, so the server's own events are not among them.
+        let t = concierge::util::now() + 2_000_000;
+        let kinds = ["token.issued", "signin.failed", "client.registered"];
+        // Each column absent in some rows and present in others, text that JSON and SQL
+        // quote, and more rows than one chunk of the append holds.
+        let batch: Vec<NewAuditEvent> = (0..1500i64)
+            .map(|n| NewAuditEvent {
+                at: t + n % 7,
+                kind: kinds[(n % 3) as usize],
+                client_id: (n % 2 == 0).then(|| format!("client-{n}")),
+                user_id: (n % 3 == 0).then(|| format!("user \"{n}\" é,")),
+                ip: (n % 5 != 0).then(|| format!("2001:db8::{n:x}")),
+                detail: format!(r#"{{"n":{n},"note":"it's \"quoted\", ünïcode"}}"#),
+            })
+            .collect();
+        s.append_audit(&batch).await.unwrap();
+        let mut read = s
+            .list_audit(&AuditQuery {
+                since: Some(t),
+                limit: 10_000,
+                ..AuditQuery::default()
+            })
+            .await
+            .unwrap();
+        // Listed newest first: the batch's order is the ids' order.
+        read.reverse();
+        assert_eq!(read.len(), batch.len());
+        for (got, want) in read.iter().zip(&batch) {
+            assert_eq!(got.at, want.at);
+            assert_eq!(got.kind, want.kind);
+            assert_eq!(got.client_id, want.client_id);
+            assert_eq!(got.user_id, want.user_id);
+            assert_eq!(got.ip, want.ip);
+            assert_eq!(
+                got.detail,
+                serde_json::from_str::<serde_json::Value>(&want.detail).unwrap()
+            );
+        }
+        assert!(read.windows(2).all(|w| w[0].id < w[1].id));
+        app
+    }
+);
+
+both!(
     audit_retention_deletes_what_is_due,
     |app: TestApp| async move {
         use concierge::store::{AuditQuery, NewAuditEvent};
