@@ -106,8 +106,10 @@ say "peak client credentials: $alone req/s alone, $peak req/s beside the other p
 cpu_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print $5 + $6, t }' /proc/stat; }
 # The server's own time answering /token so far, and how many it answered (its /metrics).
 token_time() {
-    curl -fsS "$base/metrics" | awk '/^concierge_http_request_duration_seconds_(sum|count)\{endpoint="\/token"\}/ { v[++n] = $2 }
-        END { printf "%s %s\n", v[1] + 0, v[2] + 0 }'
+    curl -fsS "$base/metrics" | awk '
+        /^concierge_http_request_duration_seconds_sum\{endpoint="\/token"\}/ { sum = $2 }
+        /^concierge_http_request_duration_seconds_count\{endpoint="\/token"\}/ { count = $2 }
+        END { printf "%s %s\n", sum + 0, count + 0 }'
 }
 
 # Client credentials in one-minute runs; the delay per connection is corrected after each
