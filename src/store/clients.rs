@@ -324,6 +324,60 @@ macro_rules! insert {
 }
 pub(crate) use insert;
 
+/// A client to store, as a write of the group commit: its statement (`insert!`, chosen by
+/// the request whether its commit may be deferred), the client, and its metadata as JSON.
+pub(super) struct Insert {
+    pub(super) sql: &'static str,
+    pub(super) client: ClientRecord,
+    pub(super) metadata: String,
+}
+
+/// SQLite's insert of several clients: one statement, bound as one JSON array (the hashes in
+/// hex).
+pub(super) async fn insert_many(
+    on: super::connections::Target<'_, sqlx::Sqlite>,
+    clients: &[Insert],
+) -> Result<Vec<()>, StoreError> {
+    let hex = |hash: Option<&Vec<u8>>| hash.map(|h| super::sql::hex(h.as_slice()));
+    let rows: Vec<_> = clients
+        .iter()
+        .map(
+            |Insert {
+                 client: c,
+                 metadata,
+                 ..
+             }| {
+                serde_json::json!([
+                    c.client_id,
+                    c.kind.as_str(),
+                    hex(c.secret_hash.as_ref()),
+                    metadata,
+                    hex(c.registration_token_hash.as_ref()),
+                    c.registered_from,
+                    c.created_at,
+                    c.updated_at,
+                    c.last_used_at,
+                    c.expires_at,
+                    hex(c.previous_secret.as_ref().map(|p| &p.hash)),
+                    c.previous_secret.as_ref().map(|p| p.expires_at),
+                ])
+            },
+        )
+        .collect();
+    sqlx::query(concat!(
+        "INSERT INTO clients (",
+        columns!(),
+        ") SELECT value ->> 0, value ->> 1, unhex(value ->> 2), value ->> 3, \
+         unhex(value ->> 4), value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9, \
+         unhex(value ->> 10), value ->> 11 FROM jsonb_each($1)"
+    ))
+    .bind(super::sql::to_json(&rows)?)
+    .execute(on)
+    .await
+    .map_err(|e| super::sql::conflict(e, "client_id"))?;
+    Ok(vec![(); clients.len()])
+}
+
 macro_rules! sql_impl {
     ($ty:ty, $dialect:tt) => {
         #[async_trait::async_trait]
@@ -338,30 +392,12 @@ macro_rules! sql_impl {
                     $crate::store::clients::insert!(),
                     $crate::store::sql::not_awaited!(from)
                 );
-                let (c, metadata) = (c.clone(), $crate::store::sql::to_json(&c.metadata)?);
                 self.writer
-                    .write(Box::new(move |on| {
-                        let (c, metadata) = (c.clone(), metadata.clone());
-                        Box::pin(async move {
-                            sqlx::query(sql)
-                                .bind(&c.client_id)
-                                .bind(c.kind.as_str())
-                                .bind(&c.secret_hash)
-                                .bind(metadata)
-                                .bind(&c.registration_token_hash)
-                                .bind(&c.registered_from)
-                                .bind(c.created_at)
-                                .bind(c.updated_at)
-                                .bind(c.last_used_at)
-                                .bind(c.expires_at)
-                                .bind(c.previous_secret.as_ref().map(|p| p.hash.clone()))
-                                .bind(c.previous_secret.as_ref().map(|p| p.expires_at))
-                                .execute(on)
-                                .await
-                                .map_err(|e| $crate::store::sql::conflict(e, "client_id"))?;
-                            Ok(())
-                        })
-                    }))
+                    .write_kind::<$crate::store::clients::Insert>($crate::store::clients::Insert {
+                        sql,
+                        client: c.clone(),
+                        metadata: $crate::store::sql::to_json(&c.metadata)?,
+                    })
                     .await
             }
 
@@ -473,6 +509,48 @@ macro_rules! sql_impl {
                 tx.commit().await?;
                 Ok(r.rows_affected())
             }
+        }
+
+        impl $crate::store::connections::Kind<$crate::store::sql::db!($dialect)>
+            for $crate::store::clients::Insert
+        {
+            type Input = Self;
+            type Output = ();
+
+            fn clash(a: &Self, b: &Self) -> bool {
+                a.client.client_id == b.client.client_id
+            }
+
+            fn one<'c>(
+                on: $crate::store::connections::Target<'c, $crate::store::sql::db!($dialect)>,
+                $crate::store::clients::Insert {
+                    sql,
+                    client: c,
+                    metadata,
+                }: &'c Self,
+            ) -> futures_util::future::BoxFuture<'c, Result<(), $crate::store::StoreError>> {
+                Box::pin(async move {
+                    sqlx::query(*sql)
+                        .bind(&c.client_id)
+                        .bind(c.kind.as_str())
+                        .bind(&c.secret_hash)
+                        .bind(metadata)
+                        .bind(&c.registration_token_hash)
+                        .bind(&c.registered_from)
+                        .bind(c.created_at)
+                        .bind(c.updated_at)
+                        .bind(c.last_used_at)
+                        .bind(c.expires_at)
+                        .bind(c.previous_secret.as_ref().map(|p| p.hash.as_slice()))
+                        .bind(c.previous_secret.as_ref().map(|p| p.expires_at))
+                        .execute(on)
+                        .await
+                        .map_err(|e| $crate::store::sql::conflict(e, "client_id"))?;
+                    Ok(())
+                })
+            }
+
+            $crate::store::sql::many!($dialect, $crate::store::clients::insert_many);
         }
     };
 }

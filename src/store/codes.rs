@@ -122,6 +122,112 @@ pub(super) struct PeekRow {
     pub(super) code: CodeRow,
 }
 
+/// A code to store, as a write of the group commit: the code, and its resources as JSON.
+pub(super) struct Insert(pub(super) AuthCode, pub(super) String);
+
+/// A code to spend at `now` if the redeemer matches it ([`CodeStore::redeem_code`]), as a
+/// write of the group commit: what it returns is the code's row if it was spent.
+pub(super) struct Redeem {
+    pub(super) hash: Vec<u8>,
+    pub(super) client_id: String,
+    pub(super) redirect_uri: Option<String>,
+    pub(super) challenge: String,
+    pub(super) dpop_jkt: Option<String>,
+    pub(super) now: i64,
+}
+
+/// SQLite's insert of several codes: one statement, the codes bound as one JSON array (the
+/// hashes in hex), so it has one shape whatever their number.
+pub(super) async fn insert_many(
+    on: super::connections::Target<'_, sqlx::Sqlite>,
+    codes: &[Insert],
+) -> Result<Vec<()>, StoreError> {
+    let rows: Vec<_> = codes
+        .iter()
+        .map(|Insert(c, resources)| {
+            serde_json::json!([
+                super::sql::hex(&c.code_hash),
+                c.family_id,
+                c.client_id,
+                c.user_id,
+                c.redirect_uri,
+                c.code_challenge,
+                resources,
+                c.scope,
+                c.nonce,
+                c.auth_time,
+                c.amr.join(" "),
+                c.acr,
+                c.sid,
+                c.created_at,
+                c.expires_at,
+                c.dpop_jkt,
+                c.authorization_details,
+            ])
+        })
+        .collect();
+    sqlx::query(concat!(
+        "INSERT INTO auth_codes (",
+        columns!(),
+        ") SELECT unhex(value ->> 0), value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
+         value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, \
+         value ->> 11, value ->> 12, value ->> 13, value ->> 14, value ->> 15, value ->> 16 \
+         FROM jsonb_each($1)"
+    ))
+    .bind(super::sql::to_json(&rows)?)
+    .execute(on)
+    .await?;
+    Ok(vec![(); codes.len()])
+}
+
+/// SQLite's spending of several codes, none the same: one `UPDATE … FROM` their JSON array,
+/// each code spent only if its own redeemer matches it, as [`Redeem`] alone is. What it
+/// returns names the codes it spent, by hash.
+pub(super) async fn redeem_many(
+    on: super::connections::Target<'_, sqlx::Sqlite>,
+    spends: &[Redeem],
+) -> Result<Vec<Option<CodeRow>>, StoreError> {
+    let rows: Vec<_> = spends
+        .iter()
+        .map(|r| {
+            serde_json::json!([
+                super::sql::hex(&r.hash),
+                r.now,
+                r.client_id,
+                r.redirect_uri,
+                r.challenge,
+                r.dpop_jkt,
+            ])
+        })
+        .collect();
+    let spent: Vec<CodeRow> = sqlx::query_as(concat!(
+        "UPDATE auth_codes SET used_at = r.now \
+         FROM (SELECT unhex(value ->> 0) AS hash, value ->> 1 AS now, value ->> 2 AS client_id, \
+           value ->> 3 AS redirect_uri, value ->> 4 AS challenge, value ->> 5 AS dpop_jkt \
+           FROM jsonb_each($1)) AS r \
+         WHERE auth_codes.code_hash = r.hash AND auth_codes.used_at IS NULL \
+           AND auth_codes.expires_at > r.now AND auth_codes.client_id = r.client_id \
+           AND (auth_codes.redirect_uri IS NULL OR auth_codes.redirect_uri = r.redirect_uri) \
+           AND auth_codes.code_challenge = r.challenge \
+           AND (auth_codes.dpop_jkt IS NULL OR auth_codes.dpop_jkt = r.dpop_jkt) \
+         RETURNING ",
+        columns!()
+    ))
+    .bind(super::sql::to_json(&rows)?)
+    .fetch_all(on)
+    .await?;
+    let mut spent: Vec<Option<CodeRow>> = spent.into_iter().map(Some).collect();
+    Ok(spends
+        .iter()
+        .map(|r| {
+            spent
+                .iter_mut()
+                .find(|row| row.as_ref().is_some_and(|row| row.code_hash == r.hash))
+                .and_then(Option::take)
+        })
+        .collect())
+}
+
 macro_rules! columns {
     () => {
         "code_hash, family_id, client_id, user_id, redirect_uri, code_challenge, resources, \
@@ -139,38 +245,12 @@ macro_rules! sql_impl {
                 &self,
                 c: &$crate::store::AuthCode,
             ) -> Result<(), $crate::store::StoreError> {
-                let (c, resources) = (c.clone(), $crate::store::sql::to_json(&c.resources)?);
+                let resources = $crate::store::sql::to_json(&c.resources)?;
                 self.writer
-                    .write(Box::new(move |on| {
-                        let (c, resources) = (c.clone(), resources.clone());
-                        Box::pin(async move {
-                            sqlx::query(concat!(
-                                "INSERT INTO auth_codes (",
-                                $crate::store::codes::columns!(),
-                                ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)"
-                            ))
-                            .bind(&c.code_hash)
-                            .bind(&c.family_id)
-                            .bind(&c.client_id)
-                            .bind(&c.user_id)
-                            .bind(&c.redirect_uri)
-                            .bind(&c.code_challenge)
-                            .bind(resources)
-                            .bind(&c.scope)
-                            .bind(&c.nonce)
-                            .bind(c.auth_time)
-                            .bind(c.amr.join(" "))
-                            .bind(&c.acr)
-                            .bind(&c.sid)
-                            .bind(c.created_at)
-                            .bind(c.expires_at)
-                            .bind(&c.dpop_jkt)
-                            .bind(&c.authorization_details)
-                            .execute(on)
-                            .await?;
-                            Ok(())
-                        })
-                    }))
+                    .write_kind::<$crate::store::codes::Insert>($crate::store::codes::Insert(
+                        c.clone(),
+                        resources,
+                    ))
                     .await
             }
 
@@ -207,33 +287,16 @@ macro_rules! sql_impl {
             ) -> Result<Option<$crate::store::AuthCode>, $crate::store::StoreError> {
                 // The grant's checks, in the statement that spends: a redemption is one
                 // write, and a refused one spends nothing.
-                let (hash, client_id, redirect_uri, challenge, dpop_jkt) = (
-                    code_hash.to_vec(),
-                    by.client_id.to_owned(),
-                    by.redirect_uri.map(str::to_owned),
-                    by.code_challenge.to_owned(),
-                    by.dpop_jkt.map(str::to_owned),
-                );
-                let row: Option<$crate::store::codes::CodeRow> = self
+                let row = self
                     .writer
-                    .write(Box::new(move |on| {
-                        let query = sqlx::query_as(concat!(
-                            "UPDATE auth_codes SET used_at = $2",
-                            $crate::store::sql::not_awaited!($dialect),
-                            " WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2 \
-                             AND client_id = $3 AND (redirect_uri IS NULL OR redirect_uri = $4) \
-                             AND code_challenge = $5 AND (dpop_jkt IS NULL OR dpop_jkt = $6) \
-                             RETURNING ",
-                            $crate::store::codes::columns!()
-                        ))
-                        .bind(hash.clone())
-                        .bind(now)
-                        .bind(client_id.clone())
-                        .bind(redirect_uri.clone())
-                        .bind(challenge.clone())
-                        .bind(dpop_jkt.clone());
-                        Box::pin(async move { Ok(query.fetch_optional(on).await?) })
-                    }))
+                    .write_kind::<$crate::store::codes::Redeem>($crate::store::codes::Redeem {
+                        hash: code_hash.to_vec(),
+                        client_id: by.client_id.to_owned(),
+                        redirect_uri: by.redirect_uri.map(str::to_owned),
+                        challenge: by.code_challenge.to_owned(),
+                        dpop_jkt: by.dpop_jkt.map(str::to_owned),
+                        now,
+                    })
                     .await?;
                 row.map(TryInto::try_into).transpose()
             }
@@ -245,6 +308,91 @@ macro_rules! sql_impl {
                     .await?;
                 Ok(r.rows_affected())
             }
+        }
+
+        impl $crate::store::connections::Kind<$crate::store::sql::db!($dialect)>
+            for $crate::store::codes::Insert
+        {
+            type Input = Self;
+            type Output = ();
+
+            fn clash(a: &Self, b: &Self) -> bool {
+                a.0.code_hash == b.0.code_hash
+            }
+
+            fn one<'c>(
+                on: $crate::store::connections::Target<'c, $crate::store::sql::db!($dialect)>,
+                $crate::store::codes::Insert(c, resources): &'c Self,
+            ) -> futures_util::future::BoxFuture<'c, Result<(), $crate::store::StoreError>> {
+                Box::pin(async move {
+                    sqlx::query(concat!(
+                        "INSERT INTO auth_codes (",
+                        $crate::store::codes::columns!(),
+                        ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)"
+                    ))
+                    .bind(&c.code_hash)
+                    .bind(&c.family_id)
+                    .bind(&c.client_id)
+                    .bind(&c.user_id)
+                    .bind(&c.redirect_uri)
+                    .bind(&c.code_challenge)
+                    .bind(resources)
+                    .bind(&c.scope)
+                    .bind(&c.nonce)
+                    .bind(c.auth_time)
+                    .bind(c.amr.join(" "))
+                    .bind(&c.acr)
+                    .bind(&c.sid)
+                    .bind(c.created_at)
+                    .bind(c.expires_at)
+                    .bind(&c.dpop_jkt)
+                    .bind(&c.authorization_details)
+                    .execute(on)
+                    .await?;
+                    Ok(())
+                })
+            }
+
+            $crate::store::sql::many!($dialect, $crate::store::codes::insert_many);
+        }
+
+        impl $crate::store::connections::Kind<$crate::store::sql::db!($dialect)>
+            for $crate::store::codes::Redeem
+        {
+            type Input = Self;
+            type Output = Option<$crate::store::codes::CodeRow>;
+
+            fn clash(a: &Self, b: &Self) -> bool {
+                a.hash == b.hash
+            }
+
+            fn one<'c>(
+                on: $crate::store::connections::Target<'c, $crate::store::sql::db!($dialect)>,
+                r: &'c Self,
+            ) -> futures_util::future::BoxFuture<'c, Result<Self::Output, $crate::store::StoreError>>
+            {
+                Box::pin(async move {
+                    Ok(sqlx::query_as(concat!(
+                        "UPDATE auth_codes SET used_at = $2",
+                        $crate::store::sql::not_awaited!($dialect),
+                        " WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2 \
+                         AND client_id = $3 AND (redirect_uri IS NULL OR redirect_uri = $4) \
+                         AND code_challenge = $5 AND (dpop_jkt IS NULL OR dpop_jkt = $6) \
+                         RETURNING ",
+                        $crate::store::codes::columns!()
+                    ))
+                    .bind(&r.hash)
+                    .bind(r.now)
+                    .bind(&r.client_id)
+                    .bind(&r.redirect_uri)
+                    .bind(&r.challenge)
+                    .bind(&r.dpop_jkt)
+                    .fetch_optional(on)
+                    .await?)
+                })
+            }
+
+            $crate::store::sql::many!($dialect, $crate::store::codes::redeem_many);
         }
     };
 }

@@ -32,7 +32,7 @@ use super::PoolStats;
 
 mod group_commit;
 
-pub(super) use group_commit::{Job, Target};
+pub(super) use group_commit::{Job, Kind, Target};
 
 /// How long a statement waits for a connection, opening it included, before it fails (as a
 /// pool's acquire timeout).
@@ -265,15 +265,31 @@ where
         &self,
         job: Job<DB, R>,
     ) -> Result<R, super::StoreError> {
-        let queue = self
-            .inner
-            .group_commit
-            .as_ref()
-            .and_then(|slot| group_commit::queue(slot, Arc::downgrade(&self.inner)));
-        match queue {
+        match self.queue() {
             Some(queue) => group_commit::run(queue, job).await,
             None => job(Target::Alone(self)).await,
         }
+    }
+
+    /// Write `input`, a write of kind `K`, and return what it returns once it is committed.
+    /// On SQLite's writer it is queued as [`Connections::write`]'s jobs are, and the writes
+    /// of its kind queued with it run as one statement; elsewhere it runs alone.
+    pub(super) async fn write_kind<K: Kind<DB>>(
+        &self,
+        input: K::Input,
+    ) -> Result<K::Output, super::StoreError> {
+        match self.queue() {
+            Some(queue) => group_commit::run_kind::<DB, K>(queue, input).await,
+            None => K::one(Target::Alone(self), &input).await,
+        }
+    }
+
+    /// The group commit's queue, if these connections have one (SQLite's writer).
+    fn queue(&self) -> Option<group_commit::Queue<DB>> {
+        self.inner
+            .group_commit
+            .as_ref()
+            .and_then(|slot| group_commit::queue(slot, Arc::downgrade(&self.inner)))
     }
 
     /// The rows of `script`, a whole transaction sent as one query: its own `BEGIN`, its
@@ -831,5 +847,130 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(values, [1, 2, 3, 4]);
+    }
+
+    /// A write of `v` into the table named, `Put`, the test's kind: alone, one INSERT; several
+    /// at once, one INSERT of all, each call's table and size noted in [`PUT_MANY`].
+    struct Put;
+
+    static PUT_MANY: std::sync::Mutex<Vec<(&'static str, usize)>> =
+        std::sync::Mutex::new(Vec::new());
+
+    impl Kind<Sqlite> for Put {
+        type Input = (&'static str, i64);
+        type Output = i64;
+
+        fn clash(a: &Self::Input, b: &Self::Input) -> bool {
+            a == b
+        }
+
+        fn one<'c>(
+            on: Target<'c, Sqlite>,
+            &(table, v): &'c Self::Input,
+        ) -> BoxFuture<'c, Result<i64, crate::store::StoreError>> {
+            Box::pin(async move {
+                let sql = format!("INSERT INTO {table} VALUES ($1) RETURNING v");
+                let v = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .bind(v)
+                    .fetch_one(on)
+                    .await?;
+                Ok(v)
+            })
+        }
+
+        fn many<'c>(
+            on: Target<'c, Sqlite>,
+            inputs: &'c [Self::Input],
+        ) -> BoxFuture<'c, Result<Vec<i64>, crate::store::StoreError>> {
+            Box::pin(async move {
+                let table = inputs[0].0;
+                assert!(inputs.iter().all(|(t, _)| *t == table));
+                PUT_MANY.lock().unwrap().push((table, inputs.len()));
+                let values: Vec<i64> = inputs.iter().map(|&(_, v)| v).collect();
+                let sql = format!(
+                    "INSERT INTO {table} SELECT value FROM json_each($1) ORDER BY key RETURNING v"
+                );
+                let mut stored: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .bind(serde_json::to_string(&values).unwrap())
+                    .fetch_all(on)
+                    .await?;
+                stored.sort_unstable();
+                Ok(values
+                    .iter()
+                    .map(|v| stored[stored.binary_search(v).unwrap()])
+                    .collect())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_of_one_kind_queued_together_run_as_one_statement() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = writer(&dir).await;
+        sqlx::query("CREATE TABLE p (v INTEGER)")
+            .execute(&w)
+            .await
+            .unwrap();
+        // Between other jobs, which run as before, in the same transaction.
+        let puts = futures_util::future::join_all((0..20).map(|v| w.write_kind::<Put>(("p", v))));
+        let others = futures_util::future::join_all((0..3).map(|v| w.write(insert("t", v))));
+        let (puts, others) = tokio::join!(puts, others);
+        let puts: Vec<i64> = puts.into_iter().map(Result::unwrap).collect();
+        assert_eq!(puts, (0..20).collect::<Vec<_>>());
+        assert!(others.iter().all(Result::is_ok), "{others:?}");
+        let calls: Vec<_> = PUT_MANY
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(table, _)| *table == "p")
+            .map(|&(_, n)| n)
+            .collect();
+        assert_eq!(calls, [20], "one statement for the twenty");
+        assert_eq!(count(&w).await, 3);
+
+        // A write queued alone runs alone: no batch, no `many`.
+        assert_eq!(w.write_kind::<Put>(("p", 20)).await.unwrap(), 20);
+        assert_eq!(
+            PUT_MANY
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(t, _)| *t == "p")
+                .count(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_write_of_a_kind_that_fails_or_clashes_gets_its_own_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = writer(&dir).await;
+        sqlx::query("CREATE TABLE q (v INTEGER UNIQUE)")
+            .execute(&w)
+            .await
+            .unwrap();
+        w.write_kind::<Put>(("q", 100)).await.unwrap();
+        // The second 2 clashes with the first: its own statement, after the first's, which
+        // it then fails against. 100 is taken: the statement of the others fails, and each is
+        // written again alone.
+        let all = futures_util::future::join_all(
+            [1, 2, 2, 100, 3].map(|v| w.write_kind::<Put>(("q", v))),
+        )
+        .await;
+        let ok: Vec<_> = all.iter().map(Result::is_ok).collect();
+        assert_eq!(ok, [true, true, false, false, true], "{all:?}");
+        for failed in [&all[2], &all[3]] {
+            match failed {
+                Err(crate::store::StoreError::Database(sqlx::Error::Database(e))) => {
+                    assert!(e.is_unique_violation(), "{e}")
+                }
+                other => panic!("not its own error: {other:?}"),
+            }
+        }
+        let values: Vec<i64> = sqlx::query_scalar("SELECT v FROM q ORDER BY v")
+            .fetch_all(&w)
+            .await
+            .unwrap();
+        assert_eq!(values, [1, 2, 3, 100]);
     }
 }

@@ -65,11 +65,14 @@ pub trait RateLimitStore: Send + Sync {
 /// waiting for the disk was most of a registration's time.
 macro_rules! count {
     ($dialect:tt, $bucket:literal) => {
+        $crate::store::rate_limits::count!(@ $bucket, $crate::store::sql::not_awaited!($dialect))
+    };
+    (@ $bucket:literal, $from:expr) => {
         concat!(
             "INSERT INTO rate_limits (bucket, window_start, hits) SELECT ",
             $bucket,
             ", $2, 1",
-            $crate::store::sql::not_awaited!($dialect),
+            $from,
             " WHERE true ON CONFLICT (bucket) DO UPDATE SET \
                hits = CASE WHEN rate_limits.window_start <= $2 - $3 THEN 1 \
                            ELSE rate_limits.hits + 1 END, \
@@ -79,6 +82,46 @@ macro_rules! count {
     };
 }
 pub(crate) use count;
+
+/// A hit to count in `bucket`'s window of `window_secs` at `now`
+/// ([`RateLimitStore::hit`]), as a write of the group commit: what it returns is the hits in
+/// the window, this one included.
+pub(super) struct Hit {
+    pub(super) bucket: String,
+    pub(super) window_secs: i64,
+    pub(super) now: i64,
+}
+
+/// SQLite's count of several hits at one time with one window, in one upsert of their
+/// buckets bound as one JSON array. SQLite upserts the rows one after another, so hits on one
+/// bucket (a registration's, say: its bucket is the caller's address) count one after
+/// another, each returning the count it made. Those counts are handed out in the order the
+/// hits came; which of concurrent hits gets which does not matter, only that each gets one.
+pub(super) async fn hit_many(
+    on: super::connections::Target<'_, sqlx::Sqlite>,
+    hits: &[Hit],
+) -> Result<Vec<i64>, StoreError> {
+    let Some(first) = hits.first() else {
+        return Ok(Vec::new());
+    };
+    let buckets: Vec<&str> = hits.iter().map(|h| h.bucket.as_str()).collect();
+    let mut counted: Vec<(String, i64)> = sqlx::query_as(concat!(
+        count!(@ "value", " FROM jsonb_each($1)"),
+        " RETURNING bucket, hits"
+    ))
+    .bind(super::sql::to_json(&buckets)?)
+    .bind(first.now)
+    .bind(first.window_secs)
+    .fetch_all(on)
+    .await?;
+    hits.iter()
+        .map(|h| {
+            let at = counted.iter().position(|(bucket, _)| *bucket == h.bucket);
+            at.map(|at| counted.remove(at).1)
+                .ok_or_else(|| StoreError::Corrupt("a rate limit's count was not returned".into()))
+        })
+        .collect()
+}
 
 macro_rules! sql_impl {
     ($ty:ty, $dialect:tt) => {
@@ -90,23 +133,12 @@ macro_rules! sql_impl {
                 window_secs: i64,
                 now: i64,
             ) -> Result<i64, $crate::store::StoreError> {
-                let bucket = bucket.to_owned();
                 self.writer
-                    .write(Box::new(move |on| {
-                        let bucket = bucket.clone();
-                        Box::pin(async move {
-                            let (hits,): (i64,) = sqlx::query_as(concat!(
-                                $crate::store::rate_limits::count!($dialect, "$1"),
-                                " RETURNING hits"
-                            ))
-                            .bind(bucket)
-                            .bind(now)
-                            .bind(window_secs)
-                            .fetch_one(on)
-                            .await?;
-                            Ok(hits)
-                        })
-                    }))
+                    .write_kind::<$crate::store::rate_limits::Hit>($crate::store::rate_limits::Hit {
+                        bucket: bucket.to_owned(),
+                        window_secs,
+                        now,
+                    })
                     .await
             }
 
@@ -263,6 +295,40 @@ macro_rules! sql_impl {
                     .await?;
                 Ok(r.rows_affected())
             }
+        }
+
+        impl $crate::store::connections::Kind<$crate::store::sql::db!($dialect)>
+            for $crate::store::rate_limits::Hit
+        {
+            type Input = Self;
+            type Output = i64;
+
+            /// Hits at different times or with different windows are counted by different
+            /// statements (one statement binds one of each); hits on one bucket are not a
+            /// clash: one statement counts them one after another.
+            fn clash(a: &Self, b: &Self) -> bool {
+                (a.now, a.window_secs) != (b.now, b.window_secs)
+            }
+
+            fn one<'c>(
+                on: $crate::store::connections::Target<'c, $crate::store::sql::db!($dialect)>,
+                h: &'c Self,
+            ) -> futures_util::future::BoxFuture<'c, Result<i64, $crate::store::StoreError>> {
+                Box::pin(async move {
+                    let (hits,): (i64,) = sqlx::query_as(concat!(
+                        $crate::store::rate_limits::count!($dialect, "$1"),
+                        " RETURNING hits"
+                    ))
+                    .bind(&h.bucket)
+                    .bind(h.now)
+                    .bind(h.window_secs)
+                    .fetch_one(on)
+                    .await?;
+                    Ok(hits)
+                })
+            }
+
+            $crate::store::sql::many!($dialect, $crate::store::rate_limits::hit_many);
         }
     };
 }

@@ -452,20 +452,148 @@ macro_rules! rotate_usable {
 }
 pub(crate) use rotate_usable;
 
+/// A refresh token to store, as a write of the group commit.
+pub(super) struct Insert(pub(super) RefreshToken);
+
+/// A token to rotate at `now` to `successor` if it is usable
+/// ([`RefreshTokenStore::rotate_usable`]), as a write of the group commit: what it returns
+/// is whether it rotated.
+pub(super) struct Rotate {
+    pub(super) hash: Vec<u8>,
+    pub(super) successor: RefreshToken,
+    pub(super) now: i64,
+}
+
+/// A family to revoke at `now` with `sql` (`revoke_family!`, chosen by the request whether
+/// its commit may be deferred) ([`RefreshTokenStore::revoke_family`]), as a write of the
+/// group commit: what it returns is how many of its tokens it revoked.
+pub(super) struct RevokeFamily {
+    pub(super) sql: &'static str,
+    pub(super) family_id: String,
+    pub(super) now: i64,
+}
+
+/// SQLite's revocation of several families at one time, as `revoke_family!` does one: their
+/// ids bound as one JSON array, one script (one hand-off), each family's revoked tokens
+/// counted from the rows returned.
+pub(super) async fn revoke_families(
+    on: super::connections::Target<'_, sqlx::Sqlite>,
+    families: &[RevokeFamily],
+) -> Result<Vec<u64>, StoreError> {
+    let Some(first) = families.first() else {
+        return Ok(Vec::new());
+    };
+    let ids: Vec<&str> = families.iter().map(|f| f.family_id.as_str()).collect();
+    let revoked: Vec<(String,)> = sqlx::query_as(
+        "INSERT INTO used_jtis (key, expires_at) SELECT 'family:' || value, $3 \
+           FROM jsonb_each($1) WHERE true \
+           ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at; \
+         UPDATE refresh_tokens SET revoked_at = $2 \
+           WHERE family_id IN (SELECT value FROM jsonb_each($1)) AND revoked_at IS NULL \
+           RETURNING family_id",
+    )
+    .bind(super::sql::to_json(&ids)?)
+    .bind(first.now)
+    .bind(first.now + REVOKED_FAMILY_MEMORY_SECS)
+    .fetch_all(on)
+    .await?;
+    Ok(families
+        .iter()
+        .map(|f| revoked.iter().filter(|(id,)| *id == f.family_id).count() as u64)
+        .collect())
+}
+
+/// A token's columns, in `columns!` order, as elements of a JSON row (the hash in hex).
+fn json_columns(t: &RefreshToken) -> Result<[serde_json::Value; 14], StoreError> {
+    Ok([
+        super::sql::hex(&t.token_hash).into(),
+        t.family_id.as_str().into(),
+        t.client_id.as_str().into(),
+        t.user_id.as_str().into(),
+        super::sql::to_json(&t.resources)?.into(),
+        t.scope.as_str().into(),
+        t.auth_time.into(),
+        t.amr.join(" ").into(),
+        t.acr.as_deref().into(),
+        t.sid.as_deref().into(),
+        t.created_at.into(),
+        t.expires_at.into(),
+        t.absolute_expires_at.into(),
+        t.dpop_jkt.as_deref().into(),
+    ])
+}
+
+/// SQLite's insert of several tokens: one statement, bound as one JSON array.
+pub(super) async fn insert_many(
+    on: super::connections::Target<'_, sqlx::Sqlite>,
+    tokens: &[Insert],
+) -> Result<Vec<()>, StoreError> {
+    let rows = tokens
+        .iter()
+        .map(|Insert(t)| json_columns(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    sqlx::query(concat!(
+        "INSERT INTO refresh_tokens (",
+        columns!(),
+        ") SELECT unhex(value ->> 0), value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
+         value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, \
+         value ->> 11, value ->> 12, value ->> 13 FROM jsonb_each($1)"
+    ))
+    .bind(super::sql::to_json(&rows)?)
+    .execute(on)
+    .await?;
+    Ok(vec![(); tokens.len()])
+}
+
+/// SQLite's rotation of several tokens, none the same, as [`Rotate`] alone does each: one
+/// `UPDATE … FROM` their JSON array marks each usable one used with its successor, then one
+/// `INSERT … SELECT` stores the successors of those it marked (a successor's hash is new, so
+/// a token that names it as its successor was marked by this update). Both in one script,
+/// one hand-off to SQLite's thread; what it returns names the successors stored.
+pub(super) async fn rotate_many(
+    on: super::connections::Target<'_, sqlx::Sqlite>,
+    rotations: &[Rotate],
+) -> Result<Vec<bool>, StoreError> {
+    let mut rows = Vec::with_capacity(rotations.len());
+    for r in rotations {
+        let mut row = vec![super::sql::hex(&r.hash).into(), r.now.into()];
+        row.extend(json_columns(&r.successor)?);
+        rows.push(serde_json::Value::Array(row));
+    }
+    let stored: Vec<(Vec<u8>,)> = sqlx::query_as(concat!(
+        "UPDATE refresh_tokens SET used_at = r.now, successor_hash = r.successor \
+         FROM (SELECT unhex(value ->> 0) AS hash, value ->> 1 AS now, \
+           unhex(value ->> 2) AS successor FROM jsonb_each($1)) AS r \
+         WHERE refresh_tokens.token_hash = r.hash AND ",
+        usable!("r.now"),
+        "; INSERT INTO refresh_tokens (",
+        columns!(),
+        ") SELECT unhex(value ->> 2), value ->> 3, value ->> 4, value ->> 5, value ->> 6, \
+         value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, value ->> 12, \
+         value ->> 13, value ->> 14, value ->> 15 FROM jsonb_each($1) AS j \
+         WHERE EXISTS (SELECT 1 FROM refresh_tokens AS presented \
+           WHERE presented.token_hash = unhex(j.value ->> 0) \
+             AND presented.successor_hash = unhex(j.value ->> 2)) \
+         RETURNING token_hash"
+    ))
+    .bind(super::sql::to_json(&rows)?)
+    .fetch_all(on)
+    .await?;
+    Ok(rotations
+        .iter()
+        .map(|r| stored.iter().any(|(hash,)| *hash == r.successor.token_hash))
+        .collect())
+}
+
 macro_rules! sql_impl {
     ($ty:ty, $dialect:tt) => {
         #[async_trait::async_trait]
         impl $crate::store::RefreshTokenStore for $ty {
             async fn insert_refresh(&self, t: &$crate::store::RefreshToken) -> Result<(), $crate::store::StoreError> {
-                let t = t.clone();
                 self.writer
-                    .write(Box::new(move |on| {
-                        let t = t.clone();
-                        Box::pin(async move {
-                            $crate::store::refresh_tokens::insert!(t).execute(on).await?;
-                            Ok(())
-                        })
-                    }))
+                    .write_kind::<$crate::store::refresh_tokens::Insert>(
+                        $crate::store::refresh_tokens::Insert(t.clone()),
+                    )
                     .await
             }
 
@@ -575,32 +703,14 @@ macro_rules! sql_impl {
                 successor: &$crate::store::RefreshToken,
                 now: i64,
             ) -> Result<bool, $crate::store::StoreError> {
-                // PostgreSQL: the update takes the token's row lock, and a concurrent rotation
-                // or revocation of it is seen when the lock is granted (the condition is
-                // checked again on the row as then committed). SQLite: the transaction holds
-                // the write lock.
-                let (hash, successor) = (token_hash.to_vec(), successor.clone());
                 self.writer
-                    .write(Box::new(move |on| {
-                        let (hash, successor) = (hash.clone(), successor.clone());
-                        Box::pin(async move {
-                            let (statement, script) =
-                                $crate::store::refresh_tokens::rotate_usable!($dialect, &on);
-                            let rotate = $crate::store::refresh_tokens::insert_with!(
-                                sqlx::query(statement),
-                                successor
-                            )
-                            .bind(hash)
-                            .bind(now);
-                            let rows = match on {
-                                $crate::store::connections::Target::Alone(writer) if script => {
-                                    writer.transaction_script(rotate).await?
-                                }
-                                on => rotate.fetch_all(on).await?,
-                            };
-                            Ok(rows.len() == 1)
-                        })
-                    }))
+                    .write_kind::<$crate::store::refresh_tokens::Rotate>(
+                        $crate::store::refresh_tokens::Rotate {
+                            hash: token_hash.to_vec(),
+                            successor: successor.clone(),
+                            now,
+                        },
+                    )
                     .await
             }
 
@@ -647,20 +757,14 @@ macro_rules! sql_impl {
                         $crate::store::refresh_tokens::revoke_family!($dialect),
                         $crate::store::sql::not_awaited!(join)
                     );
-                    let family_id = family_id.to_owned();
                     self.writer
-                        .write(Box::new(move |on| {
-                            let family_id = family_id.clone();
-                            Box::pin(async move {
-                                let revoked = sqlx::query(sql)
-                                    .bind(family_id)
-                                    .bind(now)
-                                    .bind(now + $crate::store::REVOKED_FAMILY_MEMORY_SECS)
-                                    .fetch_all(on)
-                                    .await?;
-                                Ok(revoked.len() as u64)
-                            })
-                        }))
+                        .write_kind::<$crate::store::refresh_tokens::RevokeFamily>(
+                            $crate::store::refresh_tokens::RevokeFamily {
+                                sql,
+                                family_id: family_id.to_owned(),
+                                now,
+                            },
+                        )
                         .await
                 })
                 .await
@@ -704,6 +808,99 @@ macro_rules! sql_impl {
                     .await?;
                 Ok(r.rows_affected())
             }
+        }
+
+        impl $crate::store::connections::Kind<$crate::store::sql::db!($dialect)>
+            for $crate::store::refresh_tokens::Insert
+        {
+            type Input = Self;
+            type Output = ();
+
+            fn clash(a: &Self, b: &Self) -> bool {
+                a.0.token_hash == b.0.token_hash
+            }
+
+            fn one<'c>(
+                on: $crate::store::connections::Target<'c, $crate::store::sql::db!($dialect)>,
+                $crate::store::refresh_tokens::Insert(t): &'c Self,
+            ) -> futures_util::future::BoxFuture<'c, Result<(), $crate::store::StoreError>> {
+                Box::pin(async move {
+                    $crate::store::refresh_tokens::insert!(t).execute(on).await?;
+                    Ok(())
+                })
+            }
+
+            $crate::store::sql::many!($dialect, $crate::store::refresh_tokens::insert_many);
+        }
+
+        impl $crate::store::connections::Kind<$crate::store::sql::db!($dialect)>
+            for $crate::store::refresh_tokens::Rotate
+        {
+            type Input = Self;
+            type Output = bool;
+
+            fn clash(a: &Self, b: &Self) -> bool {
+                a.hash == b.hash
+            }
+
+            fn one<'c>(
+                on: $crate::store::connections::Target<'c, $crate::store::sql::db!($dialect)>,
+                r: &'c Self,
+            ) -> futures_util::future::BoxFuture<'c, Result<bool, $crate::store::StoreError>> {
+                // PostgreSQL: the update takes the token's row lock, and a concurrent rotation
+                // or revocation of it is seen when the lock is granted (the condition is
+                // checked again on the row as then committed). SQLite: the transaction holds
+                // the write lock.
+                Box::pin(async move {
+                    let (statement, script) =
+                        $crate::store::refresh_tokens::rotate_usable!($dialect, &on);
+                    let rotate = $crate::store::refresh_tokens::insert_with!(
+                        sqlx::query(statement),
+                        r.successor
+                    )
+                    .bind(&r.hash)
+                    .bind(r.now);
+                    let rows = match on {
+                        $crate::store::connections::Target::Alone(writer) if script => {
+                            writer.transaction_script(rotate).await?
+                        }
+                        on => rotate.fetch_all(on).await?,
+                    };
+                    Ok(rows.len() == 1)
+                })
+            }
+
+            $crate::store::sql::many!($dialect, $crate::store::refresh_tokens::rotate_many);
+        }
+
+        impl $crate::store::connections::Kind<$crate::store::sql::db!($dialect)>
+            for $crate::store::refresh_tokens::RevokeFamily
+        {
+            type Input = Self;
+            type Output = u64;
+
+            /// One statement binds one time; and a family revoked twice by one would count
+            /// its tokens twice.
+            fn clash(a: &Self, b: &Self) -> bool {
+                a.now != b.now || a.family_id == b.family_id
+            }
+
+            fn one<'c>(
+                on: $crate::store::connections::Target<'c, $crate::store::sql::db!($dialect)>,
+                f: &'c Self,
+            ) -> futures_util::future::BoxFuture<'c, Result<u64, $crate::store::StoreError>> {
+                Box::pin(async move {
+                    let revoked = sqlx::query(f.sql)
+                        .bind(&f.family_id)
+                        .bind(f.now)
+                        .bind(f.now + $crate::store::REVOKED_FAMILY_MEMORY_SECS)
+                        .fetch_all(on)
+                        .await?;
+                    Ok(revoked.len() as u64)
+                })
+            }
+
+            $crate::store::sql::many!($dialect, $crate::store::refresh_tokens::revoke_families);
         }
     };
 }

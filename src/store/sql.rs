@@ -45,6 +45,46 @@ macro_rules! not_awaited {
 }
 pub(crate) use not_awaited;
 
+/// The sqlx database of the dialect `$dialect` names.
+macro_rules! db {
+    ("postgres") => {
+        sqlx::Postgres
+    };
+    ("sqlite") => {
+        sqlx::Sqlite
+    };
+}
+pub(crate) use db;
+
+/// In an `impl Kind` of the group commit (`connections::Kind`): SQLite's `many`, the
+/// statement `$many` that writes several inputs of the kind at once (a batch's); PostgreSQL
+/// has no group commit, so never has several, and keeps the default, one by one.
+macro_rules! many {
+    ("postgres", $many:path) => {};
+    ("sqlite", $many:path) => {
+        fn many<'c>(
+            on: $crate::store::connections::Target<'c, sqlx::Sqlite>,
+            inputs: &'c [Self::Input],
+        ) -> futures_util::future::BoxFuture<
+            'c,
+            Result<Vec<Self::Output>, $crate::store::StoreError>,
+        > {
+            Box::pin($many(on, inputs))
+        }
+    };
+}
+pub(crate) use many;
+
+/// `bytes` in lowercase hex, as SQLite's `unhex()` reads them back from a JSON array.
+pub(super) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    bytes
+        .iter()
+        .flat_map(|b| [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0xf)]])
+        .map(char::from)
+        .collect()
+}
+
 /// Map a unique-constraint violation to `Conflict(what)`.
 pub(super) fn conflict(e: sqlx::Error, what: &str) -> StoreError {
     match &e {

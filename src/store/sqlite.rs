@@ -221,4 +221,279 @@ mod tests {
             .await
             .unwrap()
     }
+
+    /// A batch's codes and refresh tokens are written by one statement of each kind
+    /// (`codes::insert_many` and `redeem_many`, `refresh_tokens::insert_many` and
+    /// `rotate_many`): each reads back as written, and each is spent, rotated or refused as
+    /// it would be alone.
+    #[tokio::test]
+    async fn writes_of_one_kind_queued_together_are_each_as_alone() {
+        use crate::store::{AuthCode, CodeStore, Redeemer, RefreshToken, RefreshTokenStore, Spent};
+        use futures_util::future::join_all;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("k.db").display());
+        let (store, _) = SqliteStore::open(&url, Open::Migrate).await.unwrap();
+        sqlx::query(
+            "INSERT INTO users (id, username, password_hash, created_at, updated_at) \
+             VALUES ('u', 'alice', 'x', 0, 0)",
+        )
+        .execute(&store.writer)
+        .await
+        .unwrap();
+        let now = 1_000_000;
+
+        // Codes with each optional column null in some and set in others, and text that
+        // JSON escapes.
+        let codes: Vec<AuthCode> = (0..8u8)
+            .map(|n| AuthCode {
+                code_hash: vec![n; 32],
+                family_id: format!("fam-{n}"),
+                client_id: "c".into(),
+                user_id: "u".into(),
+                redirect_uri: n.is_multiple_of(2).then(|| "https://app.example/cb".into()),
+                code_challenge: format!("challenge-{n}"),
+                resources: vec!["https://r.example/\"q\",é".into()],
+                scope: "a b".into(),
+                nonce: n.is_multiple_of(3).then(|| "nonce \\ é".into()),
+                auth_time: now - 5,
+                amr: vec!["pwd".into(), "otp".into()],
+                acr: (n == 1).then(|| "urn:acr".into()),
+                sid: Some(format!("sid-{n}")),
+                created_at: now,
+                expires_at: now + 60,
+                dpop_jkt: (n == 4).then(|| "jkt".into()),
+                authorization_details: (n == 5).then(|| r#"[{"type":"x"}]"#.into()),
+            })
+            .collect();
+        let stored = join_all(codes.iter().map(|c| store.insert_code(c))).await;
+        assert!(stored.iter().all(Result::is_ok), "{stored:?}");
+        for c in &codes {
+            let found = store.peek_code(&c.code_hash, now).await.unwrap();
+            assert_eq!(found, Spent::Fresh(c.clone()));
+        }
+
+        fn by(c: &AuthCode) -> Redeemer<'_> {
+            Redeemer {
+                client_id: "c",
+                redirect_uri: Some("https://app.example/cb"),
+                code_challenge: &c.code_challenge,
+                dpop_jkt: None,
+            }
+        }
+        let wrong_client = Redeemer {
+            client_id: "other",
+            ..by(&codes[1])
+        };
+        let wrong_redirect = Redeemer {
+            redirect_uri: Some("https://evil.example/cb"),
+            ..by(&codes[2])
+        };
+        let no_redirect = Redeemer {
+            redirect_uri: None,
+            ..by(&codes[3])
+        };
+        let wrong_key = Redeemer {
+            dpop_jkt: Some("other"),
+            ..by(&codes[4])
+        };
+        let unknown = vec![9u8; 32];
+        let spends: Vec<(&[u8], Redeemer, i64)> = vec![
+            (codes[0].code_hash.as_slice(), by(&codes[0]), now),
+            (codes[1].code_hash.as_slice(), wrong_client, now),
+            (codes[2].code_hash.as_slice(), wrong_redirect, now),
+            (codes[3].code_hash.as_slice(), no_redirect, now),
+            (codes[4].code_hash.as_slice(), wrong_key, now),
+            (codes[5].code_hash.as_slice(), by(&codes[5]), now),
+            (codes[5].code_hash.as_slice(), by(&codes[5]), now),
+            (codes[6].code_hash.as_slice(), by(&codes[6]), now + 60),
+            (unknown.as_slice(), by(&codes[0]), now),
+        ];
+        let spent = join_all(
+            spends
+                .iter()
+                .map(|(hash, by, at)| store.redeem_code(hash, by, *at)),
+        )
+        .await;
+        let spent: Vec<Option<AuthCode>> = spent.into_iter().map(Result::unwrap).collect();
+        for (i, expected) in [Some(0), None, None, Some(3), None].into_iter().enumerate() {
+            assert_eq!(
+                spent[i],
+                expected.map(|n| codes[n].clone()),
+                "redemption {i}"
+            );
+        }
+        let fives: Vec<_> = spent[5..7].iter().flatten().collect();
+        assert_eq!(fives, [&codes[5]], "one of the two redemptions of one code");
+        assert_eq!(spent[7..], [None, None]);
+        for n in [0, 3, 5] {
+            assert!(matches!(
+                store.peek_code(&codes[n].code_hash, now).await.unwrap(),
+                Spent::Replayed { .. }
+            ));
+        }
+        for n in [1, 2, 4, 6, 7] {
+            let found = store.peek_code(&codes[n].code_hash, now).await.unwrap();
+            assert_eq!(found, Spent::Fresh(codes[n].clone()), "code {n}");
+        }
+
+        // Refresh tokens, stored and then rotated together.
+        let token = |n: u8, family: &str| RefreshToken {
+            token_hash: vec![n; 32],
+            family_id: family.into(),
+            client_id: "c".into(),
+            user_id: "u".into(),
+            resources: vec!["https://r.example/\"q\"".into()],
+            scope: "a".into(),
+            auth_time: now - 5,
+            amr: vec!["pwd".into()],
+            acr: n.is_multiple_of(2).then(|| "urn:acr".into()),
+            sid: n.is_multiple_of(3).then(|| format!("sid-{n}")),
+            created_at: now,
+            expires_at: now + 60,
+            absolute_expires_at: now + 600,
+            dpop_jkt: (n == 1).then(|| "jkt".into()),
+        };
+        let tokens: Vec<_> = (0..5).map(|n| token(n, &format!("rfam-{n}"))).collect();
+        let stored = join_all(tokens.iter().map(|t| store.insert_refresh(t))).await;
+        assert!(stored.iter().all(Result::is_ok), "{stored:?}");
+        for t in &tokens {
+            assert_eq!(
+                store
+                    .get_refresh(&t.token_hash, now)
+                    .await
+                    .unwrap()
+                    .as_ref(),
+                Some(t)
+            );
+        }
+        store.revoke_family("rfam-3", now).await.unwrap();
+        let successors: Vec<_> = (100..106).map(|n| token(n, "next")).collect();
+        let rotations = [
+            (0, 0, now),
+            (1, 1, now),
+            (1, 2, now),
+            (2, 3, now + 60),
+            (3, 4, now),
+            (9, 5, now),
+        ];
+        let presented: Vec<_> = rotations.iter().map(|&(t, _, _)| [t; 32]).collect();
+        let rotated = join_all(
+            rotations
+                .iter()
+                .zip(&presented)
+                .map(|(&(_, s, at), hash)| store.rotate_usable(hash, &successors[s], at)),
+        )
+        .await;
+        let rotated: Vec<bool> = rotated.into_iter().map(Result::unwrap).collect();
+        assert!(rotated[0], "a usable token rotates");
+        assert!(
+            rotated[1] != rotated[2],
+            "one of two rotations of one token: {rotated:?}"
+        );
+        assert_eq!(
+            rotated[3..],
+            [false, false, false],
+            "expired, revoked, unknown"
+        );
+        for (i, s) in successors.iter().enumerate() {
+            let found = store.get_refresh(&s.token_hash, now).await.unwrap();
+            assert_eq!(found.as_ref(), rotated[i].then_some(s), "successor {i}");
+        }
+        for (n, used) in [(0, true), (1, true), (2, false), (4, false)] {
+            let found = store.find_refresh(&[n; 32], now).await.unwrap().unwrap();
+            assert_eq!(found.used_at.is_some(), used, "token {n}");
+        }
+
+        // Families revoked together: each counts its own tokens; one revoked twice counts
+        // them once.
+        let families = ["next", "rfam-4", "rfam-4", "none"];
+        let revoked = join_all(families.iter().map(|f| store.revoke_family(f, now))).await;
+        let revoked: Vec<u64> = revoked.into_iter().map(Result::unwrap).collect();
+        assert_eq!(revoked, [2, 1, 0, 0]);
+        for s in successors.iter().chain([&tokens[4]]) {
+            assert!(
+                store
+                    .get_refresh(&s.token_hash, now)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+        }
+    }
+
+    /// A batch's clients and rate-limit hits are written by one statement of each kind
+    /// (`clients::insert_many`, `rate_limits::hit_many`): each client reads back as
+    /// written, a duplicate gets its own conflict, and hits on one bucket count one after
+    /// another, each getting its own count.
+    #[tokio::test]
+    async fn clients_and_hits_queued_together_are_each_as_alone() {
+        use crate::store::{ClientKind, ClientRecord, ClientStore, RateLimitStore, StoreError};
+        use futures_util::future::join_all;
+        let (store, _) = SqliteStore::open("sqlite::memory:", Open::Migrate)
+            .await
+            .unwrap();
+        let now = 1_000_000;
+        let metadata: crate::store::ClientMetadata = serde_json::from_value(serde_json::json!({
+            "redirect_uris": ["https://a.example/cb?x=\"q\"&é"],
+            "token_endpoint_auth_method": "none",
+            "grant_types": ["authorization_code"],
+            "response_types": ["code"],
+            "application_type": "web",
+            "client_name": "A \\ b",
+        }))
+        .unwrap();
+        let client = |n: u8| ClientRecord {
+            client_id: format!("client-{n}"),
+            kind: if n.is_multiple_of(2) {
+                ClientKind::Dynamic
+            } else {
+                ClientKind::Static
+            },
+            secret_hash: (n % 2 == 1).then(|| vec![n; 32]),
+            previous_secret: (n == 3).then(|| crate::store::PreviousSecret {
+                hash: vec![0xfe; 32],
+                expires_at: now + 9,
+            }),
+            metadata: crate::store::ClientMetadata {
+                client_name: Some(format!("client {n}")),
+                ..metadata.clone()
+            },
+            registration_token_hash: n.is_multiple_of(3).then(|| vec![0, n, 0xff]),
+            registered_from: (n != 2).then(|| "127.0.0.1".into()),
+            created_at: now,
+            updated_at: now + 1,
+            last_used_at: (n == 4).then_some(now + 2),
+            expires_at: n.is_multiple_of(2).then_some(now + 3600),
+        };
+        let clients: Vec<_> = [0, 1, 2, 3, 4, 1].into_iter().map(client).collect();
+        let stored = join_all(clients.iter().map(|c| store.insert_client(c))).await;
+        assert!(stored[..5].iter().all(Result::is_ok), "{stored:?}");
+        assert!(matches!(&stored[5], Err(StoreError::Conflict(what)) if what == "client_id"));
+        for c in &clients[..5] {
+            let found = store.get_client(&c.client_id, now).await.unwrap().unwrap();
+            assert_eq!(format!("{found:?}"), format!("{c:?}"));
+            assert_eq!(found.secret_hash, c.secret_hash);
+            assert_eq!(found.previous_secret, c.previous_secret);
+            assert_eq!(found.registration_token_hash, c.registration_token_hash);
+            assert_eq!(found.metadata, c.metadata);
+        }
+
+        // Ten hits on one bucket, two on another, one at another time: every count once.
+        let hits: Vec<(&str, i64)> = [("b", now); 10]
+            .into_iter()
+            .chain([("c", now), ("c", now), ("b", now + 1)])
+            .collect();
+        let counted = join_all(hits.iter().map(|&(bucket, at)| store.hit(bucket, 60, at))).await;
+        let mut counted: Vec<i64> = counted.into_iter().map(Result::unwrap).collect();
+        let b_now = &mut counted[..10];
+        b_now.sort_unstable();
+        assert_eq!(b_now, (1..=10).collect::<Vec<_>>());
+        assert_eq!(counted[10..], [1, 2, 11]);
+        // A new window starts over, also for hits counted together.
+        let later = join_all((0..3).map(|_| store.hit("b", 60, now + 61))).await;
+        let mut later: Vec<i64> = later.into_iter().map(Result::unwrap).collect();
+        later.sort_unstable();
+        assert_eq!(later, [1, 2, 3]);
+        assert_eq!(store.hits("b", 60, now + 61).await.unwrap(), 3);
+    }
 }
