@@ -68,8 +68,7 @@ pub fn signature(key: &[u8], t: i64, body: &[u8]) -> String {
     ctx.update(b".");
     ctx.update(body);
     let tag = ctx.sign();
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("t={t},v1={hex}")
+    format!("t={t},v1={}", crate::util::hex(tag.as_ref()))
 }
 
 /// One configured receiver.

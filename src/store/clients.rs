@@ -338,7 +338,7 @@ pub(super) async fn insert_many(
     on: super::connections::Target<'_, sqlx::Sqlite>,
     clients: &[Insert],
 ) -> Result<Vec<()>, StoreError> {
-    let hex = |hash: Option<&Vec<u8>>| hash.map(|h| super::sql::hex(h.as_slice()));
+    let hex = |hash: Option<&Vec<u8>>| hash.map(|h| crate::util::hex(h.as_slice()));
     let rows: Vec<_> = clients
         .iter()
         .map(

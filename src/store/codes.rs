@@ -146,7 +146,7 @@ pub(super) async fn insert_many(
         .iter()
         .map(|Insert(c, resources)| {
             serde_json::json!([
-                super::sql::hex(&c.code_hash),
+                crate::util::hex(&c.code_hash),
                 c.family_id,
                 c.client_id,
                 c.user_id,
@@ -191,7 +191,7 @@ pub(super) async fn redeem_many(
         .iter()
         .map(|r| {
             serde_json::json!([
-                super::sql::hex(&r.hash),
+                crate::util::hex(&r.hash),
                 r.now,
                 r.client_id,
                 r.redirect_uri,

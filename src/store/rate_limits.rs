@@ -62,7 +62,8 @@ pub trait RateLimitStore: Send + Sync {
 /// keeps SQLite from reading `ON CONFLICT` as a join's constraint. Its commit does not wait
 /// for the disk (`sql::not_awaited`): a window is a counter, which a crash of the database
 /// may set back by the last moment's hits but never leave inconsistent, and on PostgreSQL
-/// waiting for the disk was most of a registration's time.
+/// waiting for the disk was most of a registration's time. `count!(@ $bucket, $from)` puts
+/// `$from` where the dialect's tail goes: a `FROM` of the rows to count (`hit_many`).
 macro_rules! count {
     ($dialect:tt, $bucket:literal) => {
         $crate::store::rate_limits::count!(@ $bucket, $crate::store::sql::not_awaited!($dialect))

@@ -506,7 +506,7 @@ pub(super) async fn revoke_families(
 /// A token's columns, in `columns!` order, as elements of a JSON row (the hash in hex).
 fn json_columns(t: &RefreshToken) -> Result<[serde_json::Value; 14], StoreError> {
     Ok([
-        super::sql::hex(&t.token_hash).into(),
+        crate::util::hex(&t.token_hash).into(),
         t.family_id.as_str().into(),
         t.client_id.as_str().into(),
         t.user_id.as_str().into(),
@@ -523,6 +523,16 @@ fn json_columns(t: &RefreshToken) -> Result<[serde_json::Value; 14], StoreError>
     ])
 }
 
+/// The columns of a token in a row of `json_columns`, as `columns!` lists them (the
+/// `SELECT` list of an insert from `jsonb_each`).
+macro_rules! json_values {
+    () => {
+        "unhex(value ->> 0), value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
+         value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, \
+         value ->> 12, value ->> 13"
+    };
+}
+
 /// SQLite's insert of several tokens: one statement, bound as one JSON array.
 pub(super) async fn insert_many(
     on: super::connections::Target<'_, sqlx::Sqlite>,
@@ -535,9 +545,9 @@ pub(super) async fn insert_many(
     sqlx::query(concat!(
         "INSERT INTO refresh_tokens (",
         columns!(),
-        ") SELECT unhex(value ->> 0), value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
-         value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, \
-         value ->> 11, value ->> 12, value ->> 13 FROM jsonb_each($1)"
+        ") SELECT ",
+        json_values!(),
+        " FROM jsonb_each($1)"
     ))
     .bind(super::sql::to_json(&rows)?)
     .execute(on)
@@ -554,26 +564,28 @@ pub(super) async fn rotate_many(
     on: super::connections::Target<'_, sqlx::Sqlite>,
     rotations: &[Rotate],
 ) -> Result<Vec<bool>, StoreError> {
+    // Each row: the successor's columns (as `insert_many`'s rows), then the token presented
+    // and the time.
     let mut rows = Vec::with_capacity(rotations.len());
     for r in rotations {
-        let mut row = vec![super::sql::hex(&r.hash).into(), r.now.into()];
-        row.extend(json_columns(&r.successor)?);
+        let mut row = Vec::from(json_columns(&r.successor)?);
+        row.extend([crate::util::hex(&r.hash).into(), r.now.into()]);
         rows.push(serde_json::Value::Array(row));
     }
     let stored: Vec<(Vec<u8>,)> = sqlx::query_as(concat!(
         "UPDATE refresh_tokens SET used_at = r.now, successor_hash = r.successor \
-         FROM (SELECT unhex(value ->> 0) AS hash, value ->> 1 AS now, \
-           unhex(value ->> 2) AS successor FROM jsonb_each($1)) AS r \
+         FROM (SELECT unhex(value ->> 14) AS hash, value ->> 15 AS now, \
+           unhex(value ->> 0) AS successor FROM jsonb_each($1)) AS r \
          WHERE refresh_tokens.token_hash = r.hash AND ",
         usable!("r.now"),
         "; INSERT INTO refresh_tokens (",
         columns!(),
-        ") SELECT unhex(value ->> 2), value ->> 3, value ->> 4, value ->> 5, value ->> 6, \
-         value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, value ->> 12, \
-         value ->> 13, value ->> 14, value ->> 15 FROM jsonb_each($1) AS j \
+        ") SELECT ",
+        json_values!(),
+        " FROM jsonb_each($1) AS j \
          WHERE EXISTS (SELECT 1 FROM refresh_tokens AS presented \
-           WHERE presented.token_hash = unhex(j.value ->> 0) \
-             AND presented.successor_hash = unhex(j.value ->> 2)) \
+           WHERE presented.token_hash = unhex(j.value ->> 14) \
+             AND presented.successor_hash = unhex(j.value ->> 0)) \
          RETURNING token_hash"
     ))
     .bind(super::sql::to_json(&rows)?)

@@ -75,16 +75,6 @@ macro_rules! many {
 }
 pub(crate) use many;
 
-/// `bytes` in lowercase hex, as SQLite's `unhex()` reads them back from a JSON array.
-pub(super) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    bytes
-        .iter()
-        .flat_map(|b| [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0xf)]])
-        .map(char::from)
-        .collect()
-}
-
 /// Map a unique-constraint violation to `Conflict(what)`.
 pub(super) fn conflict(e: sqlx::Error, what: &str) -> StoreError {
     match &e {
