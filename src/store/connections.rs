@@ -859,6 +859,7 @@ mod tests {
     impl Kind<Sqlite> for Put {
         type Input = (&'static str, i64);
         type Output = i64;
+        const ONE_QUERY: bool = true;
 
         fn clash(a: &Self::Input, b: &Self::Input) -> bool {
             a == b
@@ -972,5 +973,180 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(values, [1, 2, 3, 100]);
+    }
+
+    /// A write of `v` into `t` whose batch statement (`many`) commits with the batch and
+    /// then fails: a query whose result cannot be read, say. Alone, it writes and succeeds.
+    struct FailsAfter;
+
+    impl Kind<Sqlite> for FailsAfter {
+        type Input = i64;
+        type Output = ();
+        const ONE_QUERY: bool = true;
+
+        fn clash(_: &i64, _: &i64) -> bool {
+            false
+        }
+
+        fn one<'c>(
+            on: Target<'c, Sqlite>,
+            v: &'c i64,
+        ) -> BoxFuture<'c, Result<(), crate::store::StoreError>> {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO t VALUES ($1)")
+                    .bind(v)
+                    .execute(on)
+                    .await?;
+                Ok(())
+            })
+        }
+
+        fn many<'c>(
+            on: Target<'c, Sqlite>,
+            inputs: &'c [i64],
+        ) -> BoxFuture<'c, Result<Vec<()>, crate::store::StoreError>> {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO t SELECT value FROM json_each($1)")
+                    .bind(serde_json::to_string(inputs).unwrap())
+                    .execute(on)
+                    .await?;
+                Err(crate::store::StoreError::Corrupt("unreadable".into()))
+            })
+        }
+    }
+
+    /// Rows of `t` from `values` marked by one statement (`UPDATE`), each answered with the
+    /// rows that statement changed, as `execute` counts them.
+    struct Mark;
+
+    impl Kind<Sqlite> for Mark {
+        type Input = i64;
+        type Output = u64;
+        const ONE_QUERY: bool = true;
+
+        fn clash(a: &i64, b: &i64) -> bool {
+            a == b
+        }
+
+        fn one<'c>(
+            on: Target<'c, Sqlite>,
+            v: &'c i64,
+        ) -> BoxFuture<'c, Result<u64, crate::store::StoreError>> {
+            Box::pin(async move {
+                let done = sqlx::query("UPDATE t SET v = v WHERE v = $1")
+                    .bind(v)
+                    .execute(on)
+                    .await?;
+                Ok(done.rows_affected())
+            })
+        }
+
+        fn many<'c>(
+            on: Target<'c, Sqlite>,
+            inputs: &'c [i64],
+        ) -> BoxFuture<'c, Result<Vec<u64>, crate::store::StoreError>> {
+            Box::pin(async move {
+                let done =
+                    sqlx::query("UPDATE t SET v = v WHERE v IN (SELECT value FROM json_each($1))")
+                        .bind(serde_json::to_string(inputs).unwrap())
+                        .execute(on)
+                        .await?;
+                Ok(vec![done.rows_affected(); inputs.len()])
+            })
+        }
+    }
+
+    /// A batch's `BEGIN` goes with its first query and its `COMMIT` with its last kind's
+    /// one: what a job counts is its own statement's, not those two's, which SQLite reports
+    /// as the rows the connection's last write changed.
+    #[tokio::test]
+    async fn a_batch_s_begin_and_commit_add_nothing_to_what_its_writes_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = writer(&dir).await;
+        let seven = sqlx::query("INSERT INTO t VALUES (1), (2), (3), (4), (5), (6), (7)")
+            .execute(&w)
+            .await
+            .unwrap();
+        assert_eq!(seven.rows_affected(), 7);
+
+        // Alone in its batch, the kind's statement is both the first and the last.
+        let marked =
+            futures_util::future::join_all([1, 2, 3].map(|v| w.write_kind::<Mark>(v))).await;
+        let marked: Vec<u64> = marked.into_iter().map(Result::unwrap).collect();
+        assert_eq!(marked, [3, 3, 3]);
+
+        // After other jobs: the first is a job's own statement, counted as alone.
+        let update = |v: i64| -> Job<Sqlite, u64> {
+            Box::new(move |on| {
+                Box::pin(async move {
+                    let done = sqlx::query("UPDATE t SET v = v WHERE v >= $1")
+                        .bind(v)
+                        .execute(on)
+                        .await?;
+                    Ok(done.rows_affected())
+                })
+            })
+        };
+        let jobs = futures_util::future::join_all([6, 5].map(|v| w.write(update(v))));
+        let marks = futures_util::future::join_all([1, 2].map(|v| w.write_kind::<Mark>(v)));
+        let (jobs, marks) = tokio::join!(jobs, marks);
+        let jobs: Vec<u64> = jobs.into_iter().map(Result::unwrap).collect();
+        let marks: Vec<u64> = marks.into_iter().map(Result::unwrap).collect();
+        assert_eq!((jobs, marks), (vec![2, 3], vec![2, 2]));
+
+        // Committed, and the connection out of any transaction: another process sees the
+        // rows, and the writer begins again.
+        let mut other = file(&dir).connect().await.unwrap();
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&mut other)
+            .await
+            .unwrap();
+        assert_eq!(rows, 7);
+        insert_and_begin_again(&w, 8).await;
+    }
+
+    /// The `COMMIT` after a kind's statement ran: what fails after it cannot undo the batch,
+    /// so the kind's writes answer with that failure and nothing is written twice. If the
+    /// statement itself fails, the `COMMIT` does not run, the batch is undone and each write
+    /// runs again alone.
+    #[tokio::test]
+    async fn a_kind_that_fails_after_the_batch_committed_is_not_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = writer(&dir).await;
+        let kinds =
+            futures_util::future::join_all([1, 2, 3].map(|v| w.write_kind::<FailsAfter>(v)));
+        let others = futures_util::future::join_all([10, 11].map(|v| w.write(insert("t", v))));
+        let (kinds, others) = tokio::join!(kinds, others);
+        for answer in &kinds {
+            assert!(
+                matches!(answer, Err(crate::store::StoreError::Corrupt(m)) if m.contains("unreadable")),
+                "{answer:?}"
+            );
+        }
+        assert!(others.iter().all(Result::is_ok), "{others:?}");
+        let values: Vec<i64> = sqlx::query_scalar("SELECT v FROM t ORDER BY v")
+            .fetch_all(&w)
+            .await
+            .unwrap();
+        assert_eq!(values, [1, 2, 3, 10, 11], "each written once");
+
+        // The kind's statement fails (a duplicate): nothing of the batch stands, and each
+        // write runs again alone with its own answer.
+        sqlx::query("CREATE TABLE q (v INTEGER UNIQUE)")
+            .execute(&w)
+            .await
+            .unwrap();
+        w.write_kind::<Put>(("q", 100)).await.unwrap();
+        let others = futures_util::future::join_all([20, 21].map(|v| w.write(insert("t", v))));
+        let puts = futures_util::future::join_all([5, 100].map(|v| w.write_kind::<Put>(("q", v))));
+        let (others, puts) = tokio::join!(others, puts);
+        assert!(others.iter().all(Result::is_ok), "{others:?}");
+        assert!(puts[0].is_ok() && puts[1].is_err(), "{puts:?}");
+        let values: Vec<i64> = sqlx::query_scalar("SELECT v FROM q ORDER BY v")
+            .fetch_all(&w)
+            .await
+            .unwrap();
+        assert_eq!(values, [5, 100]);
+        assert_eq!(count(&w).await, 7);
     }
 }

@@ -62,6 +62,10 @@ pub(crate) use db;
 macro_rules! many {
     ("postgres", $many:path) => {};
     ("sqlite", $many:path) => {
+        // Each of SQLite's `many` sends one statement or one script, with `execute` or
+        // `fetch_all`.
+        const ONE_QUERY: bool = true;
+
         fn many<'c>(
             on: $crate::store::connections::Target<'c, sqlx::Sqlite>,
             inputs: &'c [Self::Input],

@@ -26,9 +26,16 @@
 //! for all their inputs. Each statement is a round trip to SQLite's connection thread, with a
 //! wake-up on both sides; under the code-redemption load a batch's sixteen became two
 //! (`bench/README.md`, "A batch's writes of one kind in one statement").
+//!
+//! Nor do the batch's `BEGIN` and `COMMIT` take round trips of their own: the `BEGIN` goes
+//! in front of the batch's first query, in its text, and the `COMMIT` after the last one
+//! when that is a kind's one query ([`Kind::ONE_QUERY`]), moved last for that ([`Batch`]).
+//! A refresh's batch is one query now, a code redemption's two (`bench/README.md`, "A
+//! batch's BEGIN and COMMIT in its queries").
 
 use std::any::Any;
 
+use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
@@ -45,7 +52,7 @@ pub(in crate::store) enum Target<'c, DB: sqlx::Database> {
     /// whole transaction itself (`Connections::transaction_script`).
     Alone(&'c Connections<DB>),
     /// On the writer, inside the batch's transaction: no `BEGIN` or `COMMIT` of its own.
-    Batched(&'c mut DB::Connection),
+    Batched(Batch<'c, DB>),
 }
 
 impl<DB: sqlx::Database> Target<'_, DB> {
@@ -53,8 +60,75 @@ impl<DB: sqlx::Database> Target<'_, DB> {
     pub(in crate::store) fn again(&mut self) -> Target<'_, DB> {
         match self {
             Target::Alone(writer) => Target::Alone(*writer),
-            Target::Batched(conn) => Target::Batched(&mut **conn),
+            Target::Batched(batch) => Target::Batched(Batch {
+                conn: &mut *batch.conn,
+                begin: &mut *batch.begin,
+                commit: &mut *batch.commit,
+            }),
         }
+    }
+}
+
+/// The writer's connection, held for a batch's transaction.
+///
+/// The transaction's `BEGIN` goes in front of the batch's first query, and its `COMMIT`,
+/// where it can, after the last one, in the same text: SQLite runs a query's statements one
+/// after another on its connection's thread, so neither costs a round trip of its own to
+/// that thread (each is a wake-up on both sides).
+pub(in crate::store) struct Batch<'c, DB: sqlx::Database> {
+    conn: &'c mut DB::Connection,
+    /// The transaction's `BEGIN` while it is not yet sent.
+    begin: &'c mut Option<&'static str>,
+    /// Where the transaction's `COMMIT` goes.
+    commit: &'c mut Commit,
+}
+
+/// Where a batch's `COMMIT` goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Commit {
+    /// On its own, after the batch's jobs.
+    Apart,
+    /// After the next query, in its text: the batch's last job sends one query, run to its
+    /// end ([`Kind::ONE_QUERY`]).
+    After,
+    /// It ran, after that query, and the transaction is committed.
+    Done,
+}
+
+/// A query with the batch's `BEGIN` in front of it, its `COMMIT` after it, or both, in the
+/// same text. Its arguments are its own: `BEGIN` and `COMMIT` take none, so `$N` and `?`
+/// count the same. SQLite only: PostgreSQL prepares one statement per query.
+struct Framed<E> {
+    begin: Option<&'static str>,
+    commit: bool,
+    query: E,
+}
+
+impl<'q, DB: sqlx::Database, E: sqlx::Execute<'q, DB>> sqlx::Execute<'q, DB> for Framed<E> {
+    fn sql(self) -> sqlx::SqlStr {
+        let sql = self.query.sql();
+        sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(format!(
+            "{}{}{}",
+            self.begin
+                .map_or(String::new(), |begin| format!("{begin}; ")),
+            sql.as_str(),
+            if self.commit { "; COMMIT" } else { "" },
+        )))
+    }
+
+    /// Prepared as its own text: a statement prepared without the `BEGIN` is not it.
+    fn statement(&self) -> Option<&DB::Statement> {
+        None
+    }
+
+    fn take_arguments(
+        &mut self,
+    ) -> Result<Option<<DB as sqlx::Database>::Arguments>, sqlx::error::BoxDynError> {
+        self.query.take_arguments()
+    }
+
+    fn persistent(&self) -> bool {
+        self.query.persistent()
     }
 }
 
@@ -80,6 +154,10 @@ pub(in crate::store) trait Kind<DB: sqlx::Database>: Sized + 'static {
         input: &'c Self::Input,
     ) -> BoxFuture<'c, Result<Self::Output, StoreError>>;
 
+    /// Whether [`Kind::many`] sends one query, run to its end (`execute` or `fetch_all`, not
+    /// `fetch_optional`): the batch's `COMMIT` may then go after it, in the same text.
+    const ONE_QUERY: bool = false;
+
     /// Write `inputs`, none clashing, on `on`: one output for each, in their order. One
     /// statement where the store has one for it (SQLite's kinds); here, one per input.
     fn many<'c>(
@@ -99,7 +177,7 @@ pub(in crate::store) trait Kind<DB: sqlx::Database>: Sized + 'static {
 /// A job with where its answer goes, its result type erased so one queue holds all.
 pub(super) trait Queued<DB: sqlx::Database>: Send + Any {
     /// Run in the batch's transaction, keep the result; whether it succeeded.
-    fn run<'c>(&'c mut self, conn: &'c mut DB::Connection) -> BoxFuture<'c, bool>;
+    fn run<'c>(&'c mut self, batch: Batch<'c, DB>) -> BoxFuture<'c, bool>;
     /// Answer with what [`Queued::run`] kept (the batch committed).
     fn answer(self: Box<Self>);
     /// Run alone and answer with that (the batch did not commit).
@@ -107,6 +185,10 @@ pub(super) trait Queued<DB: sqlx::Database>: Send + Any {
     /// How many requests' writes this holds.
     fn jobs(&self) -> usize {
         1
+    }
+    /// Whether [`Queued::run`] sends one query, run to its end ([`Kind::ONE_QUERY`]).
+    fn one_query(&self) -> bool {
+        false
     }
     /// Take `other`'s writes into this one's statement if they are of the same kind and do
     /// not clash; if not, `other` back.
@@ -124,9 +206,9 @@ struct Pending<DB: sqlx::Database, R> {
 }
 
 impl<DB: sqlx::Database, R: Send + 'static> Queued<DB> for Pending<DB, R> {
-    fn run<'c>(&'c mut self, conn: &'c mut DB::Connection) -> BoxFuture<'c, bool> {
+    fn run<'c>(&'c mut self, batch: Batch<'c, DB>) -> BoxFuture<'c, bool> {
         Box::pin(async move {
-            let result = (self.job)(Target::Batched(conn)).await;
+            let result = (self.job)(Target::Batched(batch)).await;
             let ok = result.is_ok();
             self.kept = Some(result);
             ok
@@ -158,26 +240,44 @@ struct Grouped<DB: sqlx::Database, K: Kind<DB>> {
     inputs: Vec<K::Input>,
     replies: Vec<oneshot::Sender<Result<K::Output, StoreError>>>,
     kept: Vec<K::Output>,
+    /// Why [`Kind::many`] failed, for the answer if the batch committed all the same (its
+    /// `COMMIT` ran after the query, and what failed came after that).
+    failed: Option<String>,
 }
 
 impl<DB: sqlx::Database, K: Kind<DB>> Queued<DB> for Grouped<DB, K> {
-    fn run<'c>(&'c mut self, conn: &'c mut DB::Connection) -> BoxFuture<'c, bool> {
+    fn run<'c>(&'c mut self, batch: Batch<'c, DB>) -> BoxFuture<'c, bool> {
         Box::pin(async move {
-            match K::many(Target::Batched(conn), &self.inputs).await {
+            match K::many(Target::Batched(batch), &self.inputs).await {
                 Ok(outputs) if outputs.len() == self.inputs.len() => {
                     self.kept = outputs;
                     true
                 }
-                // Its error is not kept: the batch is rolled back, and each input written
-                // again alone gets its own.
-                _ => false,
+                // If the batch is rolled back, each input written again alone gets its own
+                // error; this one is for a batch that committed.
+                Ok(outputs) => {
+                    self.failed = Some(format!(
+                        "{} answers for {} writes",
+                        outputs.len(),
+                        self.inputs.len()
+                    ));
+                    false
+                }
+                Err(e) => {
+                    self.failed = Some(e.to_string());
+                    false
+                }
             }
         })
     }
 
     fn answer(self: Box<Self>) {
-        for (reply, output) in self.replies.into_iter().zip(self.kept) {
-            let _ = reply.send(Ok(output));
+        let mut kept = self.kept.into_iter();
+        for reply in self.replies {
+            let answer = kept
+                .next()
+                .ok_or_else(|| StoreError::Corrupt(self.failed.clone().unwrap_or_default()));
+            let _ = reply.send(answer);
         }
     }
 
@@ -191,6 +291,10 @@ impl<DB: sqlx::Database, K: Kind<DB>> Queued<DB> for Grouped<DB, K> {
 
     fn jobs(&self) -> usize {
         self.inputs.len()
+    }
+
+    fn one_query(&self) -> bool {
+        K::ONE_QUERY
     }
 
     fn absorb(&mut self, mut other: Box<dyn Queued<DB>>) -> Result<(), Box<dyn Queued<DB>>> {
@@ -267,6 +371,7 @@ pub(super) async fn run_kind<DB: sqlx::Database, K: Kind<DB>>(
         inputs: vec![input],
         replies: vec![reply],
         kept: Vec::new(),
+        failed: None,
     });
     queued(queue, grouped, answer).await
 }
@@ -355,15 +460,52 @@ where
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
     DB::Arguments: sqlx::IntoArguments<DB>,
 {
-    let Ok(mut tx) = writer.begin().await else {
+    // Marked open before anything is sent, as `Connections::begin` does: if its `BEGIN` ran
+    // and the batch does not commit, the transaction is rolled back.
+    let Ok(conn) = writer.lock().await else {
         return false;
     };
-    for job in batch.iter_mut() {
-        if !job.run(&mut tx).await {
-            // Rolled back here, or, if that fails, before the writer's next use.
-            let _ = tx.rollback().await;
+    let mut tx = super::Tx { conn, open: true };
+    let mut begin = Some(writer.inner.begin);
+    let mut commit = Commit::Apart;
+    // A job that sends one query last, so that the `COMMIT` can follow it. The batch's jobs
+    // are concurrent requests', none answered yet: any order of them is one they could have
+    // come in. Of one kind's groups, the last is taken, so they keep their order.
+    if let Some(last) = batch.iter().rposition(|job| job.one_query()) {
+        batch[last..].rotate_left(1);
+    }
+    let jobs = batch.len();
+    for (n, job) in batch.iter_mut().enumerate() {
+        if n + 1 == jobs && job.one_query() {
+            commit = Commit::After;
+        }
+        let on = Batch {
+            conn: &mut *tx,
+            begin: &mut begin,
+            commit: &mut commit,
+        };
+        let ran = job.run(on).await;
+        if commit == Commit::Done {
+            // Committed with the job's query, even if what it did after failed: it answers
+            // with that failure, and no job runs again.
+            tx.open = false;
+            return true;
+        }
+        if !ran {
+            if begin.is_some() {
+                // Nothing was sent: there is no transaction to undo.
+                tx.open = false;
+            } else {
+                // Rolled back here, or, if that fails, before the writer's next use.
+                let _ = tx.rollback().await;
+            }
             return false;
         }
+    }
+    if begin.is_some() {
+        // No job sent a statement: nothing to commit.
+        tx.open = false;
+        return true;
     }
     tx.commit().await.is_ok()
 }
@@ -386,7 +528,38 @@ where
     {
         match self {
             Target::Alone(writer) => writer.fetch_many(query),
-            Target::Batched(conn) => conn.fetch_many(query),
+            Target::Batched(batch) => {
+                let begin = batch.begin.take();
+                let commit = *batch.commit == Commit::After;
+                if begin.is_none() && !commit {
+                    return batch.conn.fetch_many(query);
+                }
+                *batch.commit = Commit::Apart;
+                let framed = batch.conn.fetch_many(Framed {
+                    begin,
+                    commit,
+                    query,
+                });
+                let done = &mut *batch.commit;
+                // Run to its end whoever reads it, so that whether the `COMMIT` ran is known
+                // here: it did if no statement failed before it or in it.
+                Box::pin(
+                    futures_util::stream::once(async move {
+                        let mut items: Vec<_> = framed.collect().await;
+                        // The `BEGIN`'s and the `COMMIT`'s own results are not the query's:
+                        // SQLite reports the rows changed by the connection's last statement
+                        // that changed any, from an earlier batch or from this query.
+                        if commit && items.iter().all(Result::is_ok) {
+                            *done = Commit::Done;
+                            items.pop();
+                        }
+                        let begun = begin.is_some()
+                            && matches!(items.first(), Some(Ok(sqlx::Either::Left(_))));
+                        futures_util::stream::iter(items.into_iter().skip(usize::from(begun)))
+                    })
+                    .flatten(),
+                )
+            }
         }
     }
 
@@ -400,7 +573,15 @@ where
     {
         match self {
             Target::Alone(writer) => writer.fetch_optional(query),
-            Target::Batched(conn) => conn.fetch_optional(query),
+            // Not the `COMMIT`: the query stops at its first row.
+            Target::Batched(batch) => match batch.begin.take() {
+                None => batch.conn.fetch_optional(query),
+                begin => batch.conn.fetch_optional(Framed {
+                    begin,
+                    commit: false,
+                    query,
+                }),
+            },
         }
     }
 
@@ -414,7 +595,7 @@ where
     {
         match self {
             Target::Alone(writer) => writer.prepare_with(sql, parameters),
-            Target::Batched(conn) => conn.prepare_with(sql, parameters),
+            Target::Batched(batch) => batch.conn.prepare_with(sql, parameters),
         }
     }
 
@@ -427,7 +608,7 @@ where
     {
         match self {
             Target::Alone(writer) => writer.describe(sql),
-            Target::Batched(conn) => conn.describe(sql),
+            Target::Batched(batch) => batch.conn.describe(sql),
         }
     }
 }
