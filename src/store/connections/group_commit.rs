@@ -107,12 +107,11 @@ struct Framed<E> {
 impl<'q, DB: sqlx::Database, E: sqlx::Execute<'q, DB>> sqlx::Execute<'q, DB> for Framed<E> {
     fn sql(self) -> sqlx::SqlStr {
         let sql = self.query.sql();
+        let (begin, then) = self.begin.map_or(("", ""), |begin| (begin, "; "));
+        let commit = if self.commit { "; COMMIT" } else { "" };
         sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(format!(
-            "{}{}{}",
-            self.begin
-                .map_or(String::new(), |begin| format!("{begin}; ")),
-            sql.as_str(),
-            if self.commit { "; COMMIT" } else { "" },
+            "{begin}{then}{}{commit}",
+            sql.as_str()
         )))
     }
 
