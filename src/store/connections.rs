@@ -579,6 +579,15 @@ mod tests {
         Connections::writer(options, conn)
     }
 
+    /// The values in `table`, in order.
+    async fn values(c: &Connections<Sqlite>, table: &str) -> Vec<i64> {
+        let sql = format!("SELECT v FROM {table} ORDER BY v");
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_all(c)
+            .await
+            .unwrap()
+    }
+
     async fn count(c: &Connections<Sqlite>) -> i64 {
         sqlx::query_scalar("SELECT COUNT(*) FROM t")
             .fetch_one(c)
@@ -717,10 +726,7 @@ mod tests {
         insert_and_begin_again(&w, 2).await;
         // Read on another connection, which sees only what is committed.
         let readers = Connections::readers(file(&dir).read_only(true), 1);
-        let values: Vec<i64> = sqlx::query_scalar("SELECT v FROM t ORDER BY v")
-            .fetch_all(&readers)
-            .await
-            .unwrap();
+        let values = values(&readers, "t").await;
         assert!(
             values == [2] || values == [1, 2],
             "the next statement ran inside the dangling transaction: {values:?}"
@@ -842,11 +848,7 @@ mod tests {
             }
             other => panic!("not the duplicate's own error: {other:?}"),
         }
-        let values: Vec<i64> = sqlx::query_scalar("SELECT v FROM u ORDER BY v")
-            .fetch_all(&w)
-            .await
-            .unwrap();
-        assert_eq!(values, [1, 2, 3, 4]);
+        assert_eq!(values(&w, "u").await, [1, 2, 3, 4]);
     }
 
     /// A write of `v` into the table named, `Put`, the test's kind: alone, one INSERT; several
@@ -968,11 +970,7 @@ mod tests {
                 other => panic!("not its own error: {other:?}"),
             }
         }
-        let values: Vec<i64> = sqlx::query_scalar("SELECT v FROM q ORDER BY v")
-            .fetch_all(&w)
-            .await
-            .unwrap();
-        assert_eq!(values, [1, 2, 3, 100]);
+        assert_eq!(values(&w, "q").await, [1, 2, 3, 100]);
     }
 
     /// A write of `v` into `t` whose batch statement (`many`) commits with the batch and
@@ -1124,11 +1122,11 @@ mod tests {
             );
         }
         assert!(others.iter().all(Result::is_ok), "{others:?}");
-        let values: Vec<i64> = sqlx::query_scalar("SELECT v FROM t ORDER BY v")
-            .fetch_all(&w)
-            .await
-            .unwrap();
-        assert_eq!(values, [1, 2, 3, 10, 11], "each written once");
+        assert_eq!(
+            values(&w, "t").await,
+            [1, 2, 3, 10, 11],
+            "each written once"
+        );
 
         // The kind's statement fails (a duplicate): nothing of the batch stands, and each
         // write runs again alone with its own answer.
@@ -1142,11 +1140,7 @@ mod tests {
         let (others, puts) = tokio::join!(others, puts);
         assert!(others.iter().all(Result::is_ok), "{others:?}");
         assert!(puts[0].is_ok() && puts[1].is_err(), "{puts:?}");
-        let values: Vec<i64> = sqlx::query_scalar("SELECT v FROM q ORDER BY v")
-            .fetch_all(&w)
-            .await
-            .unwrap();
-        assert_eq!(values, [5, 100]);
+        assert_eq!(values(&w, "q").await, [5, 100]);
         assert_eq!(count(&w).await, 7);
     }
 }
