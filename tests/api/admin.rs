@@ -953,10 +953,22 @@ both!(
 );
 
 // Issue 15.2: an operator disables a user: the right password no longer signs them in,
-// their refresh tokens are revoked, `/userinfo` refuses their access tokens; enabled again,
-// they sign in afresh.
+// their refresh tokens are revoked, `/userinfo` refuses their access tokens, a code they
+// approved just before is not redeemed; enabled again, they sign in afresh.
 both!(disabled_users_get_nothing, |app: TestApp| async move {
-    let (alice, client, _, tokens) = connect_agent(&app, "openid notes:read").await;
+    let (alice, client, b, tokens) = connect_agent(&app, "openid notes:read").await;
+    // Approved (her consent remembered) before she is disabled, redeemed after.
+    let (verifier, challenge) = pkce();
+    let res = b
+        .get(authorize_url(
+            &app,
+            &auth_params(&client, &challenge, "openid notes:read"),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let pending = query(&location(&res))["code"].clone();
     let (_, _, token) = admin_token(&app).await;
     let at = tokens["access_token"].as_str().unwrap().to_string();
     let rt = tokens["refresh_token"].as_str().unwrap().to_string();
@@ -988,6 +1000,12 @@ both!(disabled_users_get_nothing, |app: TestApp| async move {
         "{body}"
     );
     assert_eq!(userinfo().await, 401);
+    let (s, _, body) = redeem(&app, &client, &pending, &verifier, &[]).await;
+    assert_eq!(
+        (s.as_u16(), body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
     let b = browser();
     let res = sign_in(&app, &b, &app.url("/signin"), "alice", PASSWORD).await;
     assert_eq!(res.status(), 403);

@@ -142,6 +142,24 @@ pub async fn granted_resource(
     Ok(Some(resource))
 }
 
+/// The user a grant's tokens are for, as read now: `invalid_grant` when they were deleted or
+/// disabled since they approved it. Disabling revokes their refresh tokens and sessions
+/// (`UserStore::set_disabled`) but not what they approved moments before: a code, an
+/// approved device or back-channel request still pending is refused here, when redeemed.
+pub fn holder(user: Option<User>) -> Result<User, OAuthError> {
+    match user {
+        Some(u) if u.is_disabled() => Err(OAuthError::new(
+            ErrorCode::InvalidGrant,
+            "the user's account is disabled",
+        )),
+        Some(u) => Ok(u),
+        None => Err(OAuthError::new(
+            ErrorCode::InvalidGrant,
+            "the user no longer exists",
+        )),
+    }
+}
+
 /// Issue the access token (for one resource), a refresh token when allowed, and an ID token
 /// when `openid` was granted.
 pub async fn issue(
@@ -150,11 +168,7 @@ pub async fn issue(
     g: UserGrant<'_>,
 ) -> Result<TokenResponse, OAuthError> {
     let resource = granted_resource(ctx, form, g.resources).await?;
-    let user = ctx
-        .users()
-        .get_user(g.user_id)
-        .await?
-        .ok_or_else(|| OAuthError::new(ErrorCode::InvalidGrant, "the user no longer exists"))?;
+    let user = holder(ctx.users().get_user(g.user_id).await?)?;
 
     // The access token carries the scopes of its resource, plus the OpenID Connect ones;
     // with openid it also works at our userinfo endpoint. A sign-in granted no resource gets
