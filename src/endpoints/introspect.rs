@@ -13,7 +13,7 @@ use crate::error::{ErrorCode, OAuthError};
 use crate::http::form_body;
 use crate::oauth::Context;
 use crate::oauth::client_auth::authenticate_client;
-use crate::oauth::tokens::{TokenError, check_access_token};
+use crate::oauth::tokens::{AccessClaims, TokenError, check_access_token};
 use crate::state::AppState;
 use crate::util;
 
@@ -52,9 +52,27 @@ pub async fn introspect(
     Ok(res)
 }
 
+/// Whether the user an access token was issued for was disabled or deleted since: their
+/// token is no longer active (RFC 7662 §2.2 leaves "active" to the server), as `/userinfo`
+/// refuses it. Disabling revokes a user's refresh tokens, not their access tokens, which are
+/// JWTs; a resource server that introspects learns it here instead of at the token's
+/// expiry. A machine's own token (`sub` is its client) has no user to read.
+async fn holder_gone(ctx: &Context, claims: &AccessClaims) -> Result<bool, OAuthError> {
+    if claims.sub == claims.client_id {
+        return Ok(false);
+    }
+    Ok(match ctx.users().get_user(&claims.sub).await? {
+        Some(user) => user.is_disabled(),
+        // No such user: a deleted one's token (it records their sign-in), or one whose
+        // subject is a machine, exchanged by another client (no sign-in).
+        None => claims.auth_time.is_some(),
+    })
+}
+
 /// The introspection answer for an active token, or `None`.
 async fn describe(ctx: &Context, token: &str) -> Result<Option<Value>, OAuthError> {
     match check_access_token(ctx, token, None).await {
+        Ok(claims) if holder_gone(ctx, &claims).await? => return Ok(None),
         Ok(claims) => {
             let mut out = Map::new();
             out.insert("active".into(), true.into());

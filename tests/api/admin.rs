@@ -983,6 +983,20 @@ both!(disabled_users_get_nothing, |app: TestApp| async move {
         res.status().as_u16()
     };
     assert_eq!(userinfo().await, 200);
+    add_tools_resource(&app).await;
+    let (rs, rs_secret) =
+        crate::introspection::static_client(&app, &["client_credentials"], true).await;
+    let introspect = || async {
+        let form = [
+            ("client_id", rs.as_str()),
+            ("client_secret", rs_secret.as_str()),
+            ("token", at.as_str()),
+        ];
+        let (s, _, body) = crate::helpers::post_form(&app, "/introspect", form.to_vec(), &[]).await;
+        assert_eq!(s, 200, "{body}");
+        body
+    };
+    assert_eq!(introspect().await["active"], true);
 
     let (s, _, u) = post(
         &app,
@@ -1000,6 +1014,7 @@ both!(disabled_users_get_nothing, |app: TestApp| async move {
         "{body}"
     );
     assert_eq!(userinfo().await, 401);
+    assert_eq!(introspect().await, json!({ "active": false }));
     let (s, _, body) = redeem(&app, &client, &pending, &verifier, &[]).await;
     assert_eq!(
         (s.as_u16(), body["error"].as_str()),
