@@ -959,16 +959,8 @@ both!(disabled_users_get_nothing, |app: TestApp| async move {
     let (alice, client, b, tokens) = connect_agent(&app, "openid notes:read").await;
     // Approved (her consent remembered) before she is disabled, redeemed after.
     let (verifier, challenge) = pkce();
-    let res = b
-        .get(authorize_url(
-            &app,
-            &auth_params(&client, &challenge, "openid notes:read"),
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 303);
-    let pending = query(&location(&res))["code"].clone();
+    let params = auth_params(&client, &challenge, "openid notes:read");
+    let pending = remembered_code(&app, &b, &params).await;
     let (_, _, token) = admin_token(&app).await;
     let at = tokens["access_token"].as_str().unwrap().to_string();
     let rt = tokens["refresh_token"].as_str().unwrap().to_string();

@@ -368,8 +368,7 @@ both!(
             ),
             (vec![("resource", CALENDAR)], "not granted"),
         ] {
-            let res = b.get(authorize_url(&app, &params)).send().await.unwrap();
-            let code = query(&location(&res))["code"].clone();
+            let code = remembered_code(&app, &b, &params).await;
             let got = redeem(&app, &client, &code, &verifier, &extra).await;
             let (status, code_name) = if mention == "not granted" {
                 (400, "invalid_target")
@@ -380,8 +379,7 @@ both!(
         }
         // Another client cannot redeem it.
         let other = public_client(&app).await;
-        let res = b.get(authorize_url(&app, &params)).send().await.unwrap();
-        let code = query(&location(&res))["code"].clone();
+        let code = remembered_code(&app, &b, &params).await;
         assert_error(
             &redeem(&app, &other, &code, &verifier, &[]).await,
             400,
@@ -705,15 +703,7 @@ both!(confidential_client_code_flow, |app: TestApp| async move {
         "invalid_client",
         "client_secret_basic",
     );
-    let res = b
-        .get(authorize_url(
-            &app,
-            &auth_params(&id, &challenge, "notes:read"),
-        ))
-        .send()
-        .await
-        .unwrap();
-    let code = query(&location(&res))["code"].clone();
+    let code = remembered_code(&app, &b, &auth_params(&id, &challenge, "notes:read")).await;
     let res = app
         .http
         .post(app.url("/token"))

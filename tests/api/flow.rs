@@ -286,6 +286,18 @@ pub async fn decide(
         .unwrap()
 }
 
+/// The code a signed-in browser `b` gets at once for `params`: its user's consent to them
+/// is remembered, so `/authorize` answers with the redirect.
+pub async fn remembered_code(
+    app: &impl Server,
+    b: &reqwest::Client,
+    params: &[(String, String)],
+) -> String {
+    let res = b.get(authorize_url(app, params)).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+    query(&location(&res))["code"].clone()
+}
+
 /// The whole browser part for a first authorization: sign in as alice, approve. Returns the
 /// redirect back to the client.
 pub async fn authorize_and_approve(
