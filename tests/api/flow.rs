@@ -286,6 +286,17 @@ pub async fn decide(
         .unwrap()
 }
 
+/// Where `/authorize` sends browser `b` for `params` (it must answer 303).
+pub async fn authorize_redirect(
+    app: &impl Server,
+    b: &reqwest::Client,
+    params: &[(String, String)],
+) -> String {
+    let res = b.get(authorize_url(app, params)).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+    location(&res)
+}
+
 /// The code a signed-in browser `b` gets at once for `params`: its user's consent to them
 /// is remembered, so `/authorize` answers with the redirect.
 pub async fn remembered_code(
@@ -293,9 +304,7 @@ pub async fn remembered_code(
     b: &reqwest::Client,
     params: &[(String, String)],
 ) -> String {
-    let res = b.get(authorize_url(app, params)).send().await.unwrap();
-    assert_eq!(res.status(), 303);
-    query(&location(&res))["code"].clone()
+    query(&authorize_redirect(app, b, params).await)["code"].clone()
 }
 
 /// The whole browser part for a first authorization: sign in as alice, approve. Returns the
@@ -305,9 +314,7 @@ pub async fn authorize_and_approve(
     b: &reqwest::Client,
     params: &[(String, String)],
 ) -> String {
-    let res = b.get(authorize_url(app, params)).send().await.unwrap();
-    assert_eq!(res.status(), 303);
-    let signin = location(&res);
+    let signin = authorize_redirect(app, b, params).await;
     assert!(signin.contains("/signin?"), "{signin}");
     let res = sign_in(
         app,
