@@ -146,7 +146,7 @@ pub async fn granted_resource(
 /// disabled since they approved it. Disabling revokes their refresh tokens and sessions
 /// (`UserStore::set_disabled`) but not what they approved moments before: a code, an
 /// approved device or back-channel request still pending is refused here, when redeemed.
-pub fn holder(user: Option<User>) -> Result<User, OAuthError> {
+fn holder(user: Option<User>) -> Result<User, OAuthError> {
     match user {
         Some(u) if u.is_disabled() => Err(OAuthError::new(
             ErrorCode::InvalidGrant,
