@@ -94,6 +94,33 @@ pub(crate) async fn user_decides(app: &impl Server, user_code: &str, decision: &
     res.text().await.unwrap()
 }
 
+// A device its user approved, then an operator disabled the user before the device polled:
+// nothing more is issued for a disabled user.
+both!(
+    a_device_approved_before_its_user_was_disabled_gets_nothing,
+    |app: TestApp| async move {
+        let alice = seed(&app).await;
+        let client = device_client(&app).await;
+        let d = start(&app, &client).await;
+        let done = user_decides(&app, d["user_code"].as_str().unwrap(), "approve").await;
+        assert!(done.contains("Your device is connected"), "{done}");
+        let now = concierge::util::now();
+        assert!(
+            app.store()
+                .set_disabled(&alice, Some(now), now)
+                .await
+                .unwrap()
+        );
+        assert_error(
+            &poll(&app, &client, d["device_code"].as_str().unwrap()).await,
+            400,
+            "invalid_grant",
+            "disabled",
+        );
+        app
+    }
+);
+
 both!(
     device_flow_end_to_end,
     |c: &mut concierge::Config| {
