@@ -1037,6 +1037,10 @@ both!(disabled_users_get_nothing, |app: TestApp| async move {
     assert_eq!(res.status(), 303);
     let (s, _, body) = refresh(&app, &client, &rt, &[]).await;
     assert_eq!(s, 400, "what was revoked stays revoked: {body}");
+    // Her access token lives on with her account; deleted, she holds nothing.
+    assert_eq!(introspect().await["active"], true);
+    assert!(app.store().delete_user("alice").await.unwrap());
+    assert_eq!(introspect().await, json!({ "active": false }));
     app
 });
 
