@@ -53,6 +53,14 @@ impl Presented {
             && self.token.expires_at > now
             && self.token.absolute_expires_at > now
     }
+
+    /// Its grant still lives, so revoking it ends something: not revoked, its family not
+    /// revoked, and not past its absolute expiry. A token a rotation spent, or one idle past its
+    /// own expiry, still names a grant whose later tokens may be live. What the `revocable!`
+    /// condition says in SQL.
+    pub fn revocable(&self, now: i64) -> bool {
+        !self.revoked && self.token.absolute_expires_at > now
+    }
 }
 
 /// What became of the token a refresh token was rotated into.
@@ -132,10 +140,12 @@ pub trait RefreshTokenStore: Send + Sync {
     ) -> Result<Option<RefreshToken>, StoreError>;
     /// Revoke every refresh token of a family; returns how many.
     async fn revoke_family(&self, family_id: &str, now: i64) -> Result<u64, StoreError>;
-    /// Revoke the family of `client_id`'s token `token_hash` if that token could still be used
-    /// ([`RefreshTokenStore::get_refresh`], then [`RefreshTokenStore::revoke_family`]; one
-    /// statement on PostgreSQL): the family and its user, or `None` when nothing was revoked
-    /// (the token is unknown, not usable, or another client's).
+    /// Revoke the family of `client_id`'s token `token_hash` while that grant lives
+    /// ([`Presented::revocable`]: the token may already be spent by a rotation, RFC 7009 §2.1
+    /// "other tokens based on the same authorization grant"; [`RefreshTokenStore::find_refresh`],
+    /// then [`RefreshTokenStore::revoke_family`]; one statement on PostgreSQL): the family and
+    /// its user, or `None` when nothing was revoked (the token is unknown, another client's,
+    /// past its absolute expiry, or its family is revoked already).
     async fn revoke_family_of(
         &self,
         token_hash: &[u8],
@@ -254,6 +264,17 @@ macro_rules! usable {
 }
 pub(crate) use usable;
 
+/// A token whose grant still lives at `$2` ([`Presented::revocable`]): not revoked, not past its
+/// absolute expiry, and not of a revoked family; it may be spent or idle past `expires_at`.
+macro_rules! revocable {
+    () => {
+        "revoked_at IS NULL AND absolute_expires_at > $2 \
+         AND NOT EXISTS (SELECT 1 FROM used_jtis \
+           WHERE key = 'family:' || refresh_tokens.family_id AND expires_at > $2)"
+    };
+}
+pub(crate) use revocable;
+
 /// The insert of a refresh token, to run on a pool or in a transaction.
 macro_rules! insert {
     ($t:expr) => {
@@ -367,7 +388,7 @@ macro_rules! revoke_family {
 pub(crate) use revoke_family;
 
 /// [`RefreshTokenStore::revoke_family_of`]'s statement: the family of the token `$1` of the
-/// client `$4`, if usable at `$2`, revoked as [`revoke_family!`] does (`$3` the mark's expiry),
+/// client `$4`, if [`revocable!`] at `$2`, revoked as [`revoke_family!`] does (`$3` the mark's expiry),
 /// returning [`RevokedFamily`]. PostgreSQL only (`None` on SQLite, which looks the token up
 /// on a reader first); its commit may be deferred (`commits`).
 macro_rules! revoke_family_of {
@@ -385,7 +406,7 @@ macro_rules! revoke_family_of {
         concat!(
             "WITH target AS (SELECT family_id, user_id FROM refresh_tokens \
                WHERE token_hash = $1 AND client_id = $4 AND ",
-            $crate::store::refresh_tokens::usable!(),
+            $crate::store::refresh_tokens::revocable!(),
             "), marked AS (INSERT INTO used_jtis (key, expires_at) \
                SELECT 'family:' || family_id, $3 FROM target \
                ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at), \
@@ -789,12 +810,13 @@ macro_rules! sql_impl {
                 now: i64,
             ) -> Result<Option<$crate::store::RevokedFamily>, $crate::store::StoreError> {
                 let Some(sql) = $crate::store::refresh_tokens::revoke_family_of!($dialect) else {
-                    let Some(t) = self.get_refresh(token_hash, now).await? else {
+                    let Some(found) = self.find_refresh(token_hash, now).await? else {
                         return Ok(None);
                     };
-                    if t.client_id != client_id {
+                    if found.token.client_id != client_id || !found.revocable(now) {
                         return Ok(None);
                     }
+                    let t = found.token;
                     self.revoke_family(&t.family_id, now).await?;
                     return Ok(Some($crate::store::RevokedFamily {
                         family_id: t.family_id,

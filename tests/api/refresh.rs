@@ -250,6 +250,40 @@ both!(
     }
 );
 
+// A client that kept an older refresh token (a logout racing a rotation, a copy on another of
+// its processes) revokes it: the token names the grant, so the grant ends, its current token
+// with it (RFC 7009 §2.1, "other tokens based on the same authorization grant").
+both!(
+    revoking_a_rotated_out_token_ends_the_grant,
+    |app: TestApp| async move {
+        let (_, client, _, tokens) = connect_agent(&app, "notes:read").await;
+        let t = rt(&tokens);
+        let (s, _, next) = refresh(&app, &client, &t, &[]).await;
+        assert_eq!(s, 200, "{next}");
+        let next = rt(&next);
+        assert!(active(&app, &next).await);
+        let res = app
+            .http
+            .post(app.url("/revoke"))
+            .form(&[("client_id", client.as_str()), ("token", t.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert!(
+            !active(&app, &next).await,
+            "the current token went with the grant"
+        );
+        assert_error(
+            &refresh(&app, &client, &next, &[]).await,
+            400,
+            "invalid_grant",
+            "revoked",
+        );
+        app
+    }
+);
+
 both!(
     a_refresh_without_resource_keeps_the_granted_resource,
     |app: TestApp| async move {

@@ -480,12 +480,13 @@ both!(
     }
 );
 
-// A client revokes the family of its own usable token (RFC 7009 §2.1), in one statement on
+// A client revokes the family of its own token (RFC 7009 §2.1), in one statement on
 // PostgreSQL, there committed without waiting for the disk inside a request and then settled,
 // as the server does: the family goes, remembered so a token of it born later is dead.
-// A spent token, another client's and an unknown one revoke nothing.
+// A token a rotation spent still names the grant, so it revokes the family too; another
+// client's token, an unknown one, and one of a family already revoked revoke nothing.
 both!(
-    a_client_revokes_the_family_of_its_own_usable_token,
+    a_client_revokes_the_family_of_its_own_token,
     builder | b: crate::helpers::TestAppBuilder | alice_and_agent(b),
     |app: TestApp| async move {
         use concierge::store::commits::{Deferred, deferring};
@@ -494,7 +495,7 @@ both!(
         let me = app.machine_clients[0].client_id.clone();
         let (a, b, other) = two_families(&app, now).await;
         for (hash, client) in [
-            (&a.token_hash, me.as_str()),
+            (&a.token_hash, "someone-else"),
             (&b.token_hash, "someone-else"),
             (&vec![7u8; 32], me.as_str()),
         ] {
@@ -502,7 +503,8 @@ both!(
         }
         assert!(usable(&*store, &b, now).await, "nothing was revoked yet");
 
-        let (revoked, deferred) = deferring(store.revoke_family_of(&b.token_hash, &me, now)).await;
+        // `a` was rotated into `b`: revoking the spent one ends the grant, `b` with it.
+        let (revoked, deferred) = deferring(store.revoke_family_of(&a.token_hash, &me, now)).await;
         assert_eq!(
             revoked.unwrap(),
             Some(concierge::store::RevokedFamily {
@@ -518,6 +520,11 @@ both!(
         assert_eq!(deferred, expected);
         store.settle().await.unwrap();
         assert!(!usable(&*store, &b, now).await);
+        assert_eq!(
+            store.revoke_family_of(&b.token_hash, &me, now).await.unwrap(),
+            None,
+            "the family is revoked already"
+        );
         let late = refresh_token(&app, "fam", now);
         store.insert_refresh(&late).await.unwrap();
         assert!(!usable(&*store, &late, now).await, "born dead");
