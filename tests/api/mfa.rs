@@ -312,6 +312,50 @@ both!(
     }
 );
 
+// Recovery codes are stored under argon2id (60 bits is too little for a fast hash in a stolen
+// database), not under the SHA-256 kept before; codes stored under SHA-256 before the upgrade
+// still work once.
+both!(
+    recovery_codes_are_stored_under_a_slow_hash_and_older_ones_still_work,
+    |app: TestApp| async move {
+        use concierge::oauth::authn::totp::legacy_recovery_hash;
+        let alice = seed(&app).await;
+        let b = signed_in(&app, "alice").await;
+        let (_, codes) = enroll(&app, &b).await;
+        let store = app.store();
+        let now = concierge::util::now();
+        assert!(
+            !store
+                .spend_recovery_code(&alice, &legacy_recovery_hash(&alice, &codes[3]), now)
+                .await
+                .unwrap(),
+            "not stored under the fast hash"
+        );
+        let b1 = browser();
+        let html = password_step(&app, &b1, "alice").await;
+        assert_eq!(code_step(&app, &b1, &html, &codes[3]).await.status(), 303);
+
+        // A code stored by a release before this one.
+        let old = "ABCD-EFGH-JKMN";
+        store
+            .replace_recovery_codes(&alice, &[legacy_recovery_hash(&alice, old)], now)
+            .await
+            .unwrap();
+        let b2 = browser();
+        let html = password_step(&app, &b2, "alice").await;
+        assert_eq!(
+            code_step(&app, &b2, &html, &codes[4]).await.status(),
+            401,
+            "replaced"
+        );
+        assert_eq!(code_step(&app, &b2, &html, old).await.status(), 303);
+        let b3 = browser();
+        let html = password_step(&app, &b3, "alice").await;
+        assert_eq!(code_step(&app, &b3, &html, old).await.status(), 401, "used");
+        app
+    }
+);
+
 both!(
     the_carried_signin_cannot_be_forged_moved_or_given_to_another_user,
     |app: TestApp| async move {

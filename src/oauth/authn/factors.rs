@@ -58,6 +58,27 @@ fn seal_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
+/// What is stored of `codes` ([`totp::recovery_hash`], slow: on the blocking pool, in turn
+/// with password checks).
+async fn recovery_hashes(
+    ctx: &Context,
+    user_id: &str,
+    codes: &[String],
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    let (user_id, codes) = (user_id.to_owned(), codes.to_vec());
+    ctx.authn
+        .passwords
+        .run(move || {
+            codes
+                .iter()
+                .map(|c| totp::recovery_hash(&user_id, c))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .ok_or_else(|| seal_err("the server is shutting down"))?
+        .map_err(seal_err)
+}
+
 /// Start (or start again) setting up an authenticator: a new secret, stored sealed and
 /// unconfirmed. None when one is already confirmed.
 pub async fn start(
@@ -135,10 +156,7 @@ pub async fn confirm(
         return Ok(None);
     };
     let codes = totp::new_recovery_codes();
-    let hashes: Vec<Vec<u8>> = codes
-        .iter()
-        .map(|c| totp::recovery_hash(user_id, c))
-        .collect();
+    let hashes = recovery_hashes(ctx, user_id, &codes).await?;
     if !ctx
         .factors()
         .confirm_totp(user_id, step, &hashes, ctx.now())
@@ -167,10 +185,7 @@ pub async fn regenerate_recovery_codes(
         return Ok(None);
     }
     let codes = totp::new_recovery_codes();
-    let hashes: Vec<Vec<u8>> = codes
-        .iter()
-        .map(|c| totp::recovery_hash(user_id, c))
-        .collect();
+    let hashes = recovery_hashes(ctx, user_id, &codes).await?;
     ctx.factors()
         .replace_recovery_codes(user_id, &hashes, ctx.now())
         .await?;
@@ -212,11 +227,21 @@ pub async fn spend(
     };
     let now = ctx.now();
     if totp::is_recovery_code(code) {
-        let hash = totp::recovery_hash(user_id, code);
-        let ok = ctx
-            .factors()
-            .spend_recovery_code(user_id, &hash, now)
-            .await?;
+        let hashes = recovery_hashes(ctx, user_id, &[code.to_owned()]).await?;
+        let mut ok = false;
+        // A code stored before its hash was slow is found by the fast one.
+        for hash in hashes
+            .into_iter()
+            .chain([totp::legacy_recovery_hash(user_id, code)])
+        {
+            ok = ctx
+                .factors()
+                .spend_recovery_code(user_id, &hash, now)
+                .await?;
+            if ok {
+                break;
+            }
+        }
         return Ok(ok.then_some(totp::AMR_MFA));
     }
     let secret = ctx

@@ -1,6 +1,7 @@
-//! The password factor: argon2id, the only slow hash in the server (stored secrets that are
-//! random use SHA-256). Verifying runs on the blocking pool behind a semaphore, so a flood of
-//! sign-ins waits its turn instead of stalling the async workers that serve `/token`.
+//! The password factor: argon2id, the server's slow hash, for passwords and for recovery codes
+//! (stored secrets of 256 random bits use SHA-256). Slow hashing runs on the blocking pool
+//! behind a semaphore, so a flood of sign-ins waits its turn instead of stalling the async
+//! workers that serve `/token`.
 
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
@@ -25,6 +26,17 @@ pub fn verify(password: &str, stored: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// argon2id of a short random secret (a recovery code), with a salt drawn from `salt_of` and
+/// not at random, so that the same secret of the same owner always hashes alike and the stored
+/// value is found by what is typed. Slow on purpose: call it off the async workers
+/// ([`PasswordVerifier::run`]).
+pub fn hash_with_derived_salt(secret: &[u8], salt_of: &str) -> Result<Vec<u8>, argon2::Error> {
+    let salt = crate::util::secret_hash(&format!("concierge slow-hash salt\n{salt_of}"));
+    let mut out = vec![0u8; 32];
+    Argon2::default().hash_password_into(secret, &salt[..16], &mut out)?;
+    Ok(out)
+}
+
 /// A hash to verify against when the user does not exist, so an unknown username costs as
 /// much time as a wrong password.
 pub fn dummy_hash() -> &'static str {
@@ -45,18 +57,26 @@ impl PasswordVerifier {
         }
     }
 
+    /// Run `work` (slow hashing) on the blocking pool once a permit is free; `None` if it
+    /// could not run (the runtime is shutting down).
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let _permit = self.permits.acquire().await.ok()?;
+        tokio::task::spawn_blocking(work).await.ok()
+    }
+
     /// Does `password` match `stored`? Without a stored hash (an unknown user, or one without
     /// a password) a dummy hash is verified instead, so the answer takes as long either way.
     pub async fn verify(&self, password: String, stored: Option<String>) -> bool {
-        let Ok(_permit) = self.permits.acquire().await else {
-            return false;
-        };
         let known = stored.is_some();
-        let result = tokio::task::spawn_blocking(move || {
-            let hash = stored.as_deref().unwrap_or_else(|| dummy_hash());
-            verify(&password, hash)
-        })
-        .await;
+        let result = self
+            .run(move || {
+                let hash = stored.as_deref().unwrap_or_else(|| dummy_hash());
+                verify(&password, hash)
+            })
+            .await;
         known && result.unwrap_or(false)
     }
 }
