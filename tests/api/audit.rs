@@ -203,17 +203,8 @@ both!(
         assert_eq!(status, 200);
         let (status, _, _) = refresh(&app, &client_id, &rt, &[]).await;
         assert_eq!(status, 400);
-        let res = app
-            .http
-            .post(app.url("/revoke"))
-            .form(&[
-                ("client_id", client_id.as_str()),
-                ("token", tokens["access_token"].as_str().unwrap()),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
+        let at = tokens["access_token"].as_str().unwrap();
+        assert_eq!(revoke_public(&app, &client_id, at).await, 200);
         let all = events(&app, AuditQuery::default()).await;
         let k = kinds(&all);
         assert!(k.contains(&"refresh.reuse_detected"), "{k:?}");

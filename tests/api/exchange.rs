@@ -341,14 +341,7 @@ both!(
         );
         // A revoked subject cannot be exchanged: the agent that holds it revokes it.
         let holder = claims(&subject)["client_id"].as_str().unwrap().to_string();
-        let res = app
-            .http
-            .post(app.url("/revoke"))
-            .form(&[("client_id", holder.as_str()), ("token", subject.as_str())])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
+        assert_eq!(revoke_public(&app, &holder, &subject).await, 200);
         assert_error(
             &exchange(&app, &cal, &cal_secret, &subject, &[("resource", NOTES)]).await,
             400,

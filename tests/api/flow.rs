@@ -391,6 +391,18 @@ pub async fn refresh(
     crate::helpers::split(res).await
 }
 
+/// `POST /revoke` of `token` by the public client `client_id` (RFC 7009): the status, which
+/// is 200 whatever became of the token (§2.2).
+pub async fn revoke_public(app: &impl Server, client_id: &str, token: &str) -> reqwest::StatusCode {
+    app.http()
+        .post(app.url("/revoke"))
+        .form(&[("client_id", client_id), ("token", token)])
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 /// Decode a JWT's claims without checking it (tests check signatures separately).
 pub fn claims(jwt: &str) -> Value {
     let part = jwt.split('.').nth(1).unwrap();

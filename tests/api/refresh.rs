@@ -233,14 +233,7 @@ both!(
         let t = rt(&tokens);
         let (_, _, next) = refresh(&app, &client, &t, &[]).await;
         // The client revokes its grant (RFC 7009), then a late retry of the rotated token.
-        let res = app
-            .http
-            .post(app.url("/revoke"))
-            .form(&[("client_id", client.as_str()), ("token", &rt(&next))])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
+        assert_eq!(revoke_public(&app, &client, &rt(&next)).await, 200);
         assert_eq!(
             refresh(&app, &client, &t, &[]).await.0,
             400,
@@ -262,14 +255,7 @@ both!(
         assert_eq!(s, 200, "{next}");
         let next = rt(&next);
         assert!(active(&app, &next).await);
-        let res = app
-            .http
-            .post(app.url("/revoke"))
-            .form(&[("client_id", client.as_str()), ("token", t.as_str())])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
+        assert_eq!(revoke_public(&app, &client, &t).await, 200);
         assert!(
             !active(&app, &next).await,
             "the current token went with the grant"
