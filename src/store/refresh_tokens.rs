@@ -48,10 +48,7 @@ pub struct Presented {
 impl Presented {
     /// Not spent, not revoked, not expired: what the `usable!` condition says in SQL.
     pub fn usable(&self, now: i64) -> bool {
-        self.used_at.is_none()
-            && !self.revoked
-            && self.token.expires_at > now
-            && self.token.absolute_expires_at > now
+        self.used_at.is_none() && self.token.expires_at > now && self.revocable(now)
     }
 
     /// Its grant still lives, so revoking it ends something: not revoked, its family not
@@ -251,26 +248,31 @@ macro_rules! usable {
     };
     ($now:literal) => {
         concat!(
-            "used_at IS NULL AND revoked_at IS NULL AND expires_at > ",
+            "used_at IS NULL AND expires_at > ",
             $now,
-            " AND absolute_expires_at > ",
+            " AND ",
+            $crate::store::refresh_tokens::revocable!($now)
+        )
+    };
+}
+pub(crate) use usable;
+
+/// A token whose grant still lives at `$2` (or the placeholder given; [`Presented::revocable`]):
+/// not revoked, not past its absolute expiry, and not of a revoked family; it may be spent or
+/// idle past `expires_at`.
+macro_rules! revocable {
+    () => {
+        $crate::store::refresh_tokens::revocable!("$2")
+    };
+    ($now:literal) => {
+        concat!(
+            "revoked_at IS NULL AND absolute_expires_at > ",
             $now,
             " AND NOT EXISTS (SELECT 1 FROM used_jtis \
                WHERE key = 'family:' || refresh_tokens.family_id AND expires_at > ",
             $now,
             ")"
         )
-    };
-}
-pub(crate) use usable;
-
-/// A token whose grant still lives at `$2` ([`Presented::revocable`]): not revoked, not past its
-/// absolute expiry, and not of a revoked family; it may be spent or idle past `expires_at`.
-macro_rules! revocable {
-    () => {
-        "revoked_at IS NULL AND absolute_expires_at > $2 \
-         AND NOT EXISTS (SELECT 1 FROM used_jtis \
-           WHERE key = 'family:' || refresh_tokens.family_id AND expires_at > $2)"
     };
 }
 pub(crate) use revocable;
@@ -388,8 +390,8 @@ macro_rules! revoke_family {
 pub(crate) use revoke_family;
 
 /// [`RefreshTokenStore::revoke_family_of`]'s statement: the family of the token `$1` of the
-/// client `$4`, if [`revocable!`] at `$2`, revoked as [`revoke_family!`] does (`$3` the mark's expiry),
-/// returning [`RevokedFamily`]. PostgreSQL only (`None` on SQLite, which looks the token up
+/// client `$4`, if [`revocable!`] at `$2`, revoked as [`revoke_family!`] does (`$3` the mark's
+/// expiry), returning [`RevokedFamily`]. PostgreSQL only (`None` on SQLite, which looks the token up
 /// on a reader first); its commit may be deferred (`commits`).
 macro_rules! revoke_family_of {
     ("postgres") => {
