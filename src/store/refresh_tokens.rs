@@ -391,8 +391,8 @@ pub(crate) use revoke_family;
 
 /// [`RefreshTokenStore::revoke_family_of`]'s statement: the family of the token `$1` of the
 /// client `$4`, if [`revocable!`] at `$2`, revoked as [`revoke_family!`] does (`$3` the mark's
-/// expiry), returning [`RevokedFamily`]. PostgreSQL only (`None` on SQLite, which looks the token up
-/// on a reader first); its commit may be deferred (`commits`).
+/// expiry), returning [`RevokedFamily`]. PostgreSQL only (`None` on SQLite, which looks the
+/// token up on a reader first); its commit may be deferred (`commits`).
 macro_rules! revoke_family_of {
     ("postgres") => {
         Some($crate::store::commits::deferrable!(

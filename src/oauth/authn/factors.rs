@@ -227,21 +227,16 @@ pub async fn spend(
     };
     let now = ctx.now();
     if totp::is_recovery_code(code) {
-        let hashes = recovery_hashes(ctx, user_id, &[code.to_owned()]).await?;
-        let mut ok = false;
+        let slow = recovery_hashes(ctx, user_id, &[code.to_owned()])
+            .await?
+            .pop()
+            .unwrap_or_default();
+        let store = ctx.factors();
         // A code stored before its hash was slow is found by the fast one.
-        for hash in hashes
-            .into_iter()
-            .chain([totp::legacy_recovery_hash(user_id, code)])
-        {
-            ok = ctx
-                .factors()
-                .spend_recovery_code(user_id, &hash, now)
+        let ok = store.spend_recovery_code(user_id, &slow, now).await?
+            || store
+                .spend_recovery_code(user_id, &totp::legacy_recovery_hash(user_id, code), now)
                 .await?;
-            if ok {
-                break;
-            }
-        }
         return Ok(ok.then_some(totp::AMR_MFA));
     }
     let secret = ctx
