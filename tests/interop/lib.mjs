@@ -22,6 +22,22 @@ async function submit(page, selector, isCallback = () => false) {
   }
 }
 
+// Save a picture of the page for a person to look at. Nothing asserts on it, so a capture
+// the headless browser refuses ("Unable to capture screenshot", seen once under load) is
+// retried once after the page settles, then reported and skipped rather than failing the run.
+async function shot(page, path) {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      await page.waitForLoadState('load');
+      await page.screenshot({ path, fullPage: true });
+      return;
+    } catch (e) {
+      if (attempt === 1) console.error(`screenshot ${path} skipped: ${e.message.split('\n')[0]}`);
+      else await page.waitForTimeout(250);
+    }
+  }
+}
+
 async function signIn(page, username, password, done) {
   await page.fill('#username', username);
   await page.fill('#password', password);
@@ -85,7 +101,7 @@ export async function authorize(ctx, url, { username, password, redirectPrefix, 
     if (await page.locator('#signin').count()) {
       if (signedIn) throw new Error('sign-in failed: ' + (await page.locator('#error').textContent()));
       asker = await whoAsks(page);
-      if (screenshot) await page.screenshot({ path: screenshot.replace(/\.png$/, '-signin.png'), fullPage: true });
+      if (screenshot) await shot(page, screenshot.replace(/\.png$/, '-signin.png'));
       await signIn(page, username, password, done);
       signedIn = true;
     } else if (mfa && (await page.locator('#secret').count())) {
@@ -115,7 +131,7 @@ export async function authorize(ctx, url, { username, password, redirectPrefix, 
       };
       // The user unticks what they do not want to allow.
       for (const scope of untick) await page.uncheck(`input[name="keep:${scope}"]`);
-      if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
+      if (screenshot) await shot(page, screenshot);
       await submit(page, decision === 'deny' ? '#deny' : '#approve', done);
     } else if (await page.locator('#error').count()) {
       throw new Error('error page: ' + (await page.locator('#error').textContent()));
@@ -147,7 +163,7 @@ export async function changePassword(ctx, url, { username, password, newPassword
   await page.fill('#new-password', newPassword);
   await page.fill('#new-password-again', newPassword);
   await submit(page, '#change-password');
-  if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
+  if (screenshot) await shot(page, screenshot);
   return {
     notice: (await page.locator('#notice').count()) ? (await page.locator('#notice').textContent()).trim() : null,
     error: (await page.locator('#error').count()) ? (await page.locator('#error').textContent()).trim() : null,
@@ -187,7 +203,7 @@ export async function cutChain(ctx, url, { username, password, hop, screenshot }
   await page.goto(url, { waitUntil: 'load' });
   if (await page.locator('#signin').count()) await signIn(page, username, password);
   const before = await readChains(page);
-  if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
+  if (screenshot) await shot(page, screenshot);
   await submit(page, `.chain[data-hop="${hop}"] button.cut`);
   const after = await readChains(page);
   return { before, after };
