@@ -47,11 +47,11 @@ struct Seed {
 
 impl Seed {
     async fn code(&self) -> anyhow::Result<String> {
-        let code = util::random_secret();
+        let code = util::ordered_secret();
         self.store
             .insert_code(&AuthCode {
-                code_hash: util::secret_hash(&code),
-                family_id: util::random_id(),
+                code_hash: util::secret_key(&code),
+                family_id: util::ordered_id(),
                 client_id: CLIENT_ID.into(),
                 user_id: self.user_id.clone(),
                 redirect_uri: Some(REDIRECT.into()),
@@ -73,11 +73,11 @@ impl Seed {
     }
 
     async fn refresh(&self, client_id: &str) -> anyhow::Result<String> {
-        let token = util::random_secret();
+        let token = util::ordered_secret();
         self.store
             .insert_refresh(&RefreshToken {
-                token_hash: util::secret_hash(&token),
-                family_id: util::random_id(),
+                token_hash: util::secret_key(&token),
+                family_id: util::ordered_id(),
                 client_id: client_id.into(),
                 user_id: self.user_id.clone(),
                 resources: vec![self.resource.clone()],
@@ -96,10 +96,10 @@ impl Seed {
     }
 
     async fn approved_device(&self) -> anyhow::Result<String> {
-        let code = util::random_secret();
+        let code = util::ordered_secret();
         self.store
             .insert_device(&DeviceCode {
-                device_code_hash: util::secret_hash(&code),
+                device_code_hash: util::secret_key(&code),
                 user_code: util::random_id(),
                 client_id: CLIENT_ID.into(),
                 resources: vec![self.resource.clone()],
@@ -177,10 +177,10 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?;
     // The user signed in and allowed `bench` before: the signed-in /authorize answers at once.
-    let cookie = util::random_secret();
+    let cookie = util::ordered_secret();
     store
         .insert_session(
-            &util::secret_hash(&cookie),
+            &util::secret_key(&cookie),
             &Session {
                 sid: util::random_id(),
                 user_id: user_id.clone(),
@@ -240,8 +240,10 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `bulk` rows in each table a deployment accumulates, one statement per table. Keys that are
-/// hashes in real use are random bytes here too, so that the indexes are as scattered. The
+/// `bulk` rows in each table a deployment accumulates, one statement per table. Keys are
+/// shaped as the server makes them: a code's and a refresh token's key is its issue time
+/// (here a millisecond apart, all before the fixtures') then 32 bytes of hash
+/// (`util::secret_key`), and a registration token's hash is 32 random-looking bytes. The
 /// statements carry their numbers inline: they are this tool's own, not anyone's input.
 async fn fill(url: &str, bulk: i64, resource: &str, now: i64) -> anyhow::Result<()> {
     use sqlx::Connection as _;
@@ -262,6 +264,13 @@ async fn fill(url: &str, bulk: i64, resource: &str, now: i64) -> anyhow::Result<
         format!("sha256(int8send(n.i::bigint) || convert_to('{now}', 'UTF8'))")
     } else {
         "randomblob(32)".to_string()
+    };
+    // Row i was issued (bulk - i) ms before now, in microseconds as `util::ordered_secret`.
+    let issued = format!("({now} * 1000000 - ({bulk} - n.i) * 1000)");
+    let ordered = if postgres {
+        format!("int8send({issued}::bigint) || {bytes}")
+    } else {
+        format!("unhex(printf('%016x', {issued})) || {bytes}")
     };
     let users = (bulk / 100).max(1);
     let all = numbers(bulk);
@@ -303,7 +312,7 @@ async fn fill(url: &str, bulk: i64, resource: &str, now: i64) -> anyhow::Result<
             format!(
                 "INSERT INTO auth_codes (code_hash, family_id, client_id, user_id, redirect_uri, \
                  code_challenge, resources, scope, auth_time, created_at, expires_at, amr) \
-                 SELECT {bytes}, 'bulk-family-' || n.i, {client}, {user}, \
+                 SELECT {ordered}, 'bulk-family-' || n.i, {client}, {user}, \
                  'http://127.0.0.1/callback', 'bulk', {resource_json}, 'tools:read', {now}, \
                  {now}, {now} + 86400, 'pwd' FROM ({all}) AS n"
             ),
@@ -313,7 +322,7 @@ async fn fill(url: &str, bulk: i64, resource: &str, now: i64) -> anyhow::Result<
             format!(
                 "INSERT INTO refresh_tokens (token_hash, family_id, client_id, user_id, resources, \
                  scope, auth_time, created_at, expires_at, absolute_expires_at, amr) \
-                 SELECT {bytes}, 'bulk-family-' || n.i, {client}, {user}, {resource_json}, \
+                 SELECT {ordered}, 'bulk-family-' || n.i, {client}, {user}, {resource_json}, \
                  'tools:read', {now}, {now}, {now} + 86400, {now} + 2592000, 'pwd' \
                  FROM ({all}) AS n"
             ),

@@ -121,7 +121,7 @@ async fn describe(ctx: &Context, token: &str) -> Result<Option<Value>, OAuthErro
     }
     if let Some(rt) = ctx
         .refresh_tokens()
-        .get_refresh(&util::secret_hash(token), ctx.now())
+        .get_refresh(&util::secret_key(token), ctx.now())
         .await?
     {
         return Ok(Some(json!({

@@ -53,7 +53,7 @@ pub async fn revoke(
     } else if let Some(rt) = ctx
         .refresh_tokens()
         // The whole grant goes: the refresh token and its rotations.
-        .revoke_family_of(&util::secret_hash(token), &client.client_id, now)
+        .revoke_family_of(&util::secret_key(token), &client.client_id, now)
         .await?
     {
         tracing::info!(client_id = %client.client_id, "refresh token revoked");

@@ -123,9 +123,9 @@ pub async fn start(
         })
         .unwrap_or_default();
 
-    let auth_req_id = util::random_secret();
+    let (auth_req_id, key) = util::stored_secret(ctx.config.tokens.ordered_secrets);
     let request = BackchannelRequest {
-        auth_req_hash: util::secret_hash(&auth_req_id),
+        auth_req_hash: key,
         id: util::random_id(),
         client_id: client.client_id.clone(),
         user_id: user.as_ref().map(|u| u.id.clone()),

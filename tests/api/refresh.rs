@@ -270,6 +270,42 @@ both!(
     }
 );
 
+// Refresh tokens are keyed in the store behind their issue time (`util::ordered_secret`, issue
+// 17.2); one a release before that issued (43 characters, keyed by its hash alone) still
+// works after the upgrade, and rotates into one of the new shape.
+both!(
+    a_refresh_token_of_an_earlier_release_still_refreshes,
+    |app: TestApp| async move {
+        use concierge::util::{now, random_secret, secret_hash, secret_key};
+        let (_, client, _, tokens) = connect_agent(&app, "notes:read").await;
+        let issued = rt(&tokens);
+        assert_eq!(issued.len(), 54, "{issued}");
+        let stored = app
+            .store()
+            .get_refresh(&secret_key(&issued), now())
+            .await
+            .unwrap()
+            .expect("the issued token is found by its key");
+        let old = random_secret();
+        app.store()
+            .insert_refresh(&concierge::store::RefreshToken {
+                token_hash: secret_hash(&old),
+                family_id: concierge::util::random_id(),
+                ..stored.clone()
+            })
+            .await
+            .unwrap();
+        assert!(active(&app, &old).await);
+        let (s, _, next) = refresh(&app, &client, &old, &[]).await;
+        assert_eq!(s, 200, "{next}");
+        let next = rt(&next);
+        assert_eq!(next.len(), 54, "{next}");
+        // Issued later, keyed later: new tokens go to the end of the store's index.
+        assert!(secret_key(&next) > stored.token_hash);
+        app
+    }
+);
+
 both!(
     a_refresh_without_resource_keeps_the_granted_resource,
     |app: TestApp| async move {

@@ -192,8 +192,12 @@ async fn the_previous_release_and_this_one_serve_one_database_side_by_side() {
     let old_rt = old_tokens["refresh_token"].as_str().unwrap().to_string();
     let old_cc = cc_token(&old, &robot.0, &robot.1, NOTES, "notes:read").await;
 
-    // This release starts on the same database and brings its schema up to date.
-    let new = Replica::start(d, |_| issuer.clone(), &url, &env).await;
+    // This release starts on the same database and brings its schema up to date. While the
+    // previous release runs beside it, it issues secrets of the shape that release reads
+    // (UPGRADE.md).
+    let mut beside_env = env.to_vec();
+    beside_env.push(("CONCIERGE_TOKENS__ORDERED_SECRETS", "false"));
+    let new = Replica::start(d, |_| issuer.clone(), &url, &beside_env).await;
     let (_, after) = concierge::store::open(&url, Open::Existing).await.unwrap();
     assert_eq!(after.latest(), concierge::store::latest_migration());
     assert!(after.pending.is_empty(), "{after:?}");
@@ -216,6 +220,7 @@ async fn the_previous_release_and_this_one_serve_one_database_side_by_side() {
     let (s, _, body) = refresh(&new, &agent, &old_rt, &[]).await;
     assert_eq!(s, 200, "old → new: {body}");
     let rt = body["refresh_token"].as_str().unwrap().to_string();
+    assert_eq!(rt.len(), 43, "the earlier shape: {rt}");
     let (s, _, body) = refresh(&old, &agent, &rt, &[]).await;
     assert_eq!(s, 200, "new → old: {body}");
     let rt = body["refresh_token"].as_str().unwrap().to_string();
@@ -271,6 +276,18 @@ async fn the_previous_release_and_this_one_serve_one_database_side_by_side() {
 
     // Meanwhile this release serves on.
     let (s, _, body) = refresh(&new, &agent, &rt, &[]).await;
+    assert_eq!(s, 200, "{body}");
+    let rt = body["refresh_token"].as_str().unwrap().to_string();
+    new.stop();
+
+    // The update done, this release runs with its default settings: the refresh token it
+    // issued in the earlier shape still refreshes, into one that begins with its issue time.
+    let new = Replica::start(d, |_| issuer.clone(), &url, &env).await;
+    let (s, _, body) = refresh(&new, &agent, &rt, &[]).await;
+    assert_eq!(s, 200, "{body}");
+    let rt = body["refresh_token"].as_str().unwrap();
+    assert_eq!(rt.len(), 54, "the new shape: {rt}");
+    let (s, _, body) = refresh(&new, &agent, rt, &[]).await;
     assert_eq!(s, 200, "{body}");
     new.stop();
     drop_database(&name.unwrap()).await;

@@ -301,7 +301,7 @@ both!(
         // lifted the same token rotates.
         let stored = app
             .store()
-            .find_refresh(&concierge::util::secret_hash(&rt), concierge::util::now())
+            .find_refresh(&concierge::util::secret_key(&rt), concierge::util::now())
             .await
             .unwrap()
             .unwrap();

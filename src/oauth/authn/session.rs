@@ -29,15 +29,15 @@ pub async fn establish(
 ) -> Result<(String, Session), StoreError> {
     if let Some(old) = replacing {
         ctx.sessions()
-            .delete_session(&util::secret_hash(old))
+            .delete_session(&util::secret_key(old))
             .await?;
     }
     let now = ctx.now();
-    let token = util::random_secret();
+    let (token, key) = util::stored_secret(ctx.config.tokens.ordered_secrets);
     // The level the methods reach, unless the caller knows better.
     let acr = acr.or_else(|| Some(Level::of_amr(&amr).acr().to_string()));
     let session = Session {
-        sid: util::random_id(),
+        sid: util::ordered_id(),
         user_id: user_id.to_string(),
         auth_time: now,
         amr,
@@ -46,7 +46,7 @@ pub async fn establish(
         expires_at: now + i64::from(ctx.config.tokens.session_ttl_secs),
     };
     ctx.sessions()
-        .insert_session(&util::secret_hash(&token), &session)
+        .insert_session(&key, &session)
         .await?;
     Ok((token, session))
 }
@@ -54,14 +54,14 @@ pub async fn establish(
 /// A new cookie for `old`'s sign-in, after every session of the user ended (a password
 /// change): the same `auth_time`, methods and level, a new id and value.
 pub async fn renew(ctx: &Context, old: &Session) -> Result<(String, Session), StoreError> {
-    let token = util::random_secret();
+    let (token, key) = util::stored_secret(ctx.config.tokens.ordered_secrets);
     let session = Session {
-        sid: util::random_id(),
+        sid: util::ordered_id(),
         created_at: ctx.now(),
         ..old.clone()
     };
     ctx.sessions()
-        .insert_session(&util::secret_hash(&token), &session)
+        .insert_session(&key, &session)
         .await?;
     Ok((token, session))
 }
@@ -70,7 +70,7 @@ pub async fn renew(ctx: &Context, old: &Session) -> Result<(String, Session), St
 pub async fn current(ctx: &Context, token: &str) -> Result<Option<(Session, User)>, StoreError> {
     let Some(session) = ctx
         .sessions()
-        .get_session(&util::secret_hash(token), ctx.now())
+        .get_session(&util::secret_key(token), ctx.now())
         .await?
     else {
         return Ok(None);
@@ -88,6 +88,6 @@ pub async fn current(ctx: &Context, token: &str) -> Result<Option<(Session, User
 /// End the session behind a cookie value.
 pub async fn end(ctx: &Context, token: &str) -> Result<(), StoreError> {
     ctx.sessions()
-        .delete_session(&util::secret_hash(token))
+        .delete_session(&util::secret_key(token))
         .await
 }

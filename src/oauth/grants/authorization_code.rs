@@ -33,11 +33,11 @@ pub async fn issue_code(
     req: &AuthorizationRequest,
     session: &Session,
 ) -> Result<String, OAuthError> {
-    let raw = util::random_secret();
+    let (raw, key) = util::stored_secret(ctx.config.tokens.ordered_secrets);
     let now = ctx.now();
     let code = AuthCode {
-        code_hash: util::secret_hash(&raw),
-        family_id: util::random_id(),
+        code_hash: key,
+        family_id: util::ordered_id(),
         client_id: req.client.client_id.clone(),
         user_id: session.user_id.clone(),
         redirect_uri: req.redirect_uri_sent.clone(),
@@ -232,7 +232,7 @@ impl Grant for AuthorizationCode {
             .form
             .get("code_verifier")
             .ok_or_else(|| invalid_grant("code_verifier is missing (PKCE is required)"))?;
-        let hash = util::secret_hash(code);
+        let hash = util::secret_key(code);
         let now = ctx.now();
         // Spent in one statement that also makes the checks: of two concurrent redemptions
         // one wins, and the other is a replay. A verifier that is not one cannot match.

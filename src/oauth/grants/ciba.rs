@@ -69,7 +69,7 @@ impl Grant for Ciba {
             .form
             .get("auth_req_id")
             .ok_or_else(|| OAuthError::invalid_request("auth_req_id is missing"))?;
-        let hash = util::secret_hash(raw);
+        let hash = util::secret_key(raw);
         let now = ctx.now();
         let unknown = || {
             OAuthError::new(
@@ -122,7 +122,7 @@ impl Grant for Ciba {
                     sid: r.sid.as_deref(),
                 },
                 nonce: None,
-                family_id: &util::random_id(),
+                family_id: &util::ordered_id(),
                 absolute_expires_at: None,
                 refresh: NewRefresh::Issue,
                 dpop_jkt: req.dpop_jkt,

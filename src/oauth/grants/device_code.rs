@@ -71,11 +71,11 @@ pub async fn start(
         policy::resources_for_user(ctx, &form.all("resource"), form.get("scope")).await?;
     let scope = policy::check_requested(client, &resources, form.get("scope"))?;
     let tokens = &ctx.config.tokens;
-    let device_code = util::random_secret();
+    let (device_code, key) = util::stored_secret(ctx.config.tokens.ordered_secrets);
     let ttl = i64::from(tokens.device_code_ttl_secs);
     let interval = i64::from(tokens.device_poll_interval_secs);
     let mut record = DeviceCode {
-        device_code_hash: util::secret_hash(&device_code),
+        device_code_hash: key,
         user_code: new_user_code(),
         client_id: client.client_id.clone(),
         resources: resources.iter().map(|r| r.uri.to_string()).collect(),
@@ -154,7 +154,7 @@ impl Grant for DeviceCodeGrant {
             .form
             .get("device_code")
             .ok_or_else(|| OAuthError::invalid_request("device_code is missing"))?;
-        let hash = util::secret_hash(raw);
+        let hash = util::secret_key(raw);
         let now = ctx.now();
         let d = ctx
             .devices()
@@ -203,7 +203,7 @@ impl Grant for DeviceCodeGrant {
                     sid: d.sid.as_deref(),
                 },
                 nonce: None,
-                family_id: &util::random_id(),
+                family_id: &util::ordered_id(),
                 absolute_expires_at: None,
                 refresh: NewRefresh::Issue,
                 dpop_jkt: req.dpop_jkt,

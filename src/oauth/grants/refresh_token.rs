@@ -130,7 +130,7 @@ impl Grant for RefreshTokenGrant {
             .get("refresh_token")
             .ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
         let now = ctx.now();
-        let hash = util::secret_hash(raw);
+        let hash = util::secret_key(raw);
         let found = ctx
             .refresh_tokens()
             .find_refresh(&hash, now)

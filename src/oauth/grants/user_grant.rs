@@ -106,9 +106,9 @@ pub fn successor(
     dpop_jkt: Option<&str>,
 ) -> (String, RefreshToken) {
     let now = ctx.now();
-    let raw = util::random_secret();
+    let (raw, key) = util::stored_secret(ctx.config.tokens.ordered_secrets);
     let record = RefreshToken {
-        token_hash: util::secret_hash(&raw),
+        token_hash: key,
         created_at: now,
         expires_at: refresh_idle_expiry(ctx, now, parent.absolute_expires_at),
         dpop_jkt: refresh_binding(client, dpop_jkt),
@@ -226,10 +226,10 @@ pub async fn issue(
             let absolute = g
                 .absolute_expires_at
                 .unwrap_or(now + i64::from(tokens.refresh_token_absolute_secs));
-            let raw = util::random_secret();
+            let (raw, key) = util::stored_secret(ctx.config.tokens.ordered_secrets);
             ctx.refresh_tokens()
                 .insert_refresh(&RefreshToken {
-                    token_hash: util::secret_hash(&raw),
+                    token_hash: key,
                     family_id: g.family_id.to_string(),
                     client_id: g.client.client_id.clone(),
                     user_id: user.id.clone(),
