@@ -261,9 +261,10 @@ mod tests {
         // A secret of an earlier release, or anything else, is keyed by its hash alone.
         let old = random_secret();
         assert_eq!(secret_key(&old), secret_hash(&old));
-        assert_eq!(secret_key("not base64 but 54 characters long, more or less!!!!!!!"), {
-            secret_hash("not base64 but 54 characters long, more or less!!!!!!!")
-        });
+        assert_eq!(
+            secret_key("not base64 but 54 characters long, more or less!!!!!!!"),
+            { secret_hash("not base64 but 54 characters long, more or less!!!!!!!") }
+        );
         // Another secret's prefix in front of this one's random part is a different key.
         let mut forged = b64_decode(&a).unwrap();
         forged[..8].copy_from_slice(&b64_decode(&b).unwrap()[..8]);

@@ -123,7 +123,7 @@ pub async fn start(
         })
         .unwrap_or_default();
 
-    let (auth_req_id, key) = util::stored_secret(ctx.config.tokens.ordered_secrets);
+    let (auth_req_id, key) = ctx.new_secret();
     let request = BackchannelRequest {
         auth_req_hash: key,
         id: util::random_id(),

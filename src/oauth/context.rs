@@ -148,6 +148,13 @@ impl Context {
         self.clock.now()
     }
 
+    /// A new secret to hand out and store (a code, a refresh token, a device code, a
+    /// back-channel request's id, a session cookie) and its key in the store, in the shape
+    /// `tokens.ordered_secrets` asks for ([`crate::util::stored_secret`]).
+    pub fn new_secret(&self) -> (String, Vec<u8>) {
+        crate::util::stored_secret(self.config.tokens.ordered_secrets)
+    }
+
     pub fn users(&self) -> &dyn UserStore {
         &*self.store
     }

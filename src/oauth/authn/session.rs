@@ -33,7 +33,7 @@ pub async fn establish(
             .await?;
     }
     let now = ctx.now();
-    let (token, key) = util::stored_secret(ctx.config.tokens.ordered_secrets);
+    let (token, key) = ctx.new_secret();
     // The level the methods reach, unless the caller knows better.
     let acr = acr.or_else(|| Some(Level::of_amr(&amr).acr().to_string()));
     let session = Session {
@@ -45,24 +45,20 @@ pub async fn establish(
         created_at: now,
         expires_at: now + i64::from(ctx.config.tokens.session_ttl_secs),
     };
-    ctx.sessions()
-        .insert_session(&key, &session)
-        .await?;
+    ctx.sessions().insert_session(&key, &session).await?;
     Ok((token, session))
 }
 
 /// A new cookie for `old`'s sign-in, after every session of the user ended (a password
 /// change): the same `auth_time`, methods and level, a new id and value.
 pub async fn renew(ctx: &Context, old: &Session) -> Result<(String, Session), StoreError> {
-    let (token, key) = util::stored_secret(ctx.config.tokens.ordered_secrets);
+    let (token, key) = ctx.new_secret();
     let session = Session {
         sid: util::ordered_id(),
         created_at: ctx.now(),
         ..old.clone()
     };
-    ctx.sessions()
-        .insert_session(&key, &session)
-        .await?;
+    ctx.sessions().insert_session(&key, &session).await?;
     Ok((token, session))
 }
 

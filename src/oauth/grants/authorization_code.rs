@@ -33,7 +33,7 @@ pub async fn issue_code(
     req: &AuthorizationRequest,
     session: &Session,
 ) -> Result<String, OAuthError> {
-    let (raw, key) = util::stored_secret(ctx.config.tokens.ordered_secrets);
+    let (raw, key) = ctx.new_secret();
     let now = ctx.now();
     let code = AuthCode {
         code_hash: key,

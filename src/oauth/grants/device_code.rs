@@ -71,7 +71,7 @@ pub async fn start(
         policy::resources_for_user(ctx, &form.all("resource"), form.get("scope")).await?;
     let scope = policy::check_requested(client, &resources, form.get("scope"))?;
     let tokens = &ctx.config.tokens;
-    let (device_code, key) = util::stored_secret(ctx.config.tokens.ordered_secrets);
+    let (device_code, key) = ctx.new_secret();
     let ttl = i64::from(tokens.device_code_ttl_secs);
     let interval = i64::from(tokens.device_poll_interval_secs);
     let mut record = DeviceCode {

@@ -17,7 +17,6 @@ use crate::oauth::tokens::{
     AccessToken, IdToken, TokenResponse, issue_access_token, issue_id_token,
 };
 use crate::store::{RefreshToken, User};
-use crate::util;
 
 /// The standard claims `scope` allows (OpenID Connect Core §5.4).
 pub fn user_claims(user: &User, scope: &Scope) -> Map<String, Value> {
@@ -106,7 +105,7 @@ pub fn successor(
     dpop_jkt: Option<&str>,
 ) -> (String, RefreshToken) {
     let now = ctx.now();
-    let (raw, key) = util::stored_secret(ctx.config.tokens.ordered_secrets);
+    let (raw, key) = ctx.new_secret();
     let record = RefreshToken {
         token_hash: key,
         created_at: now,
@@ -226,7 +225,7 @@ pub async fn issue(
             let absolute = g
                 .absolute_expires_at
                 .unwrap_or(now + i64::from(tokens.refresh_token_absolute_secs));
-            let (raw, key) = util::stored_secret(ctx.config.tokens.ordered_secrets);
+            let (raw, key) = ctx.new_secret();
             ctx.refresh_tokens()
                 .insert_refresh(&RefreshToken {
                     token_hash: key,
