@@ -242,7 +242,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// `bulk` rows in each table a deployment accumulates, one statement per table. Keys are
 /// shaped as the server makes them: a code's and a refresh token's key is its issue time
-/// (here a millisecond apart, all before the fixtures') then 32 bytes of hash
+/// (here a microsecond apart, all before the fixtures') then 32 bytes of hash
 /// (`util::secret_key`), and a registration token's hash is 32 random-looking bytes. The
 /// statements carry their numbers inline: they are this tool's own, not anyone's input.
 async fn fill(url: &str, bulk: i64, resource: &str, now: i64) -> anyhow::Result<()> {
@@ -265,8 +265,9 @@ async fn fill(url: &str, bulk: i64, resource: &str, now: i64) -> anyhow::Result<
     } else {
         "randomblob(32)".to_string()
     };
-    // Row i was issued (bulk - i) ms before now, in microseconds as `util::ordered_secret`.
-    let issued = format!("({now} * 1000000 - ({bulk} - n.i) * 1000)");
+    // Row i was issued (bulk - i) µs before now, in microseconds as `util::ordered_secret`
+    // (the first term is a 64-bit literal, so PostgreSQL computes in 64 bits).
+    let issued = format!("({} - ({bulk} - n.i))", now * 1_000_000);
     let ordered = if postgres {
         format!("int8send({issued}::bigint) || {bytes}")
     } else {
