@@ -63,10 +63,18 @@ async fn holder_gone(ctx: &Context, claims: &AccessClaims) -> Result<bool, OAuth
     }
     Ok(match ctx.users().get_user(&claims.sub).await? {
         Some(user) => user.is_disabled(),
-        // No such user: a deleted one's token (it records their sign-in), or one whose
-        // subject is a machine, exchanged by another client (no sign-in).
-        None => claims.auth_time.is_some(),
+        None => !names_a_machine(claims),
     })
+}
+
+/// Whether a token whose `sub` is not its client still names no user: a machine's own token
+/// exchanged by another client (RFC 8693 §4.1: `act` says who acts; the subject, a client,
+/// has no chain of a user's, `delegation::record`). Every other such token names a user:
+/// one who signed in (`auth_time`), or one linked to an IdP's user by an ID-JAG, which may
+/// carry no `auth_time` at all. So a token of a deleted user is never mistaken for a
+/// machine's.
+fn names_a_machine(claims: &AccessClaims) -> bool {
+    claims.act.is_some() && claims.delegation.is_none()
 }
 
 /// The introspection answer for an active token, or `None`.

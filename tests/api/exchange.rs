@@ -751,6 +751,15 @@ both!(
         let machine = exchange(&app, &robot, &secret, own, &[("resource", NOTES)]).await;
         assert_eq!(machine.0, 200, "{}", machine.2);
         assert!(claims(machine.2["access_token"].as_str().unwrap())["delegation"].is_null());
+        // Exchanged by another client, the machine's token still names no user: active at
+        // introspection, where a deleted user's token is not.
+        let (s, _, by_other) =
+            exchange(&app, &c.cal.0, &c.cal.1, own, &[("resource", NOTES)]).await;
+        assert_eq!(s, 200, "{by_other}");
+        let by_other = by_other["access_token"].as_str().unwrap();
+        assert_eq!(claims(by_other)["sub"], robot.as_str());
+        assert!(claims(by_other)["delegation"].is_null());
+        assert!(active(&app, by_other).await);
 
         // A disabled user's token starts no new chain.
         app.store()

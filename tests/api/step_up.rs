@@ -105,7 +105,7 @@ async fn enrol_at_signin(
 }
 
 /// Introspect `token` as an operator's resource server.
-async fn introspect(app: &TestApp, token: &str) -> Value {
+pub(crate) async fn introspect(app: &TestApp, token: &str) -> Value {
     let (id, secret) =
         crate::introspection::static_client(app, &["client_credentials"], true).await;
     let (s, _, body) = split(
