@@ -22,9 +22,11 @@
 -- The confidential client is CLIENT_ID / CLIENT_SECRET (client_secret_post); the public one
 -- PUBLIC_CLIENT_ID. Paths come from TOKEN_PATH, REVOKE_PATH, INTROSPECT_PATH, REGISTER_PATH,
 -- DISCOVERY_PATH, JWKS_PATH, AUTHORIZE_PATH (Concierge's by default).
--- DELAY_MS (default 0): each connection waits this long before each request, so that a run
--- holds a rate below the peak (bench/soak.sh); a fraction is kept on average by waiting the
--- whole milliseconds below or above it at random.
+-- RATE (default 0: as fast as the server answers): requests per second this run holds
+-- (bench/soak.sh). Each request takes the next slot of one schedule, 1/RATE s apart, and waits
+-- until it; a connection waits less the longer its answer took, so the rate is held from the
+-- first second whatever the latency. A run that falls behind catches up at most 100 ms of it:
+-- a machine that cannot keep up shows as a rate below RATE.
 -- Prints one RESULT line; `used` counts the requests made, so that the next run of a
 -- FIXTURES path can start after the fixtures this one spent.
 local function enc(s)
@@ -113,12 +115,28 @@ end
 
 local fixture_path = path == "revoke" and env("REVOKE_PATH", "/revoke") or token_path
 
-local delay_ms = tonumber(env("DELAY_MS", "0"))
-if delay_ms > 0 then
-  local whole, part = math.floor(delay_ms), delay_ms - math.floor(delay_ms)
+local rate = tonumber(env("RATE", "0"))
+if rate > 0 then
+  -- wrk runs LuaJIT, whose ffi reads the monotonic clock (os.clock is CPU time).
+  local ffi = require("ffi")
+  ffi.cdef [[
+    typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+    int clock_gettime(int clock, bench_timespec *ts);
+  ]]
+  local ts = ffi.new("bench_timespec")
+  local function now_ms()
+    ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
+    return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
+  end
+  local interval, due = 1000 / rate, nil
+  -- wrk calls delay() before each request and waits that many whole milliseconds. The slot
+  -- is on the schedule, not after the last wait, so rounding down never adds up.
   delay = function()
-    if math.random() < part then return whole + 1 end
-    return whole
+    local now = now_ms()
+    if due == nil then due = now elseif due < now - 100 then due = now - 100 end
+    due = due + interval
+    if due <= now then return 0 end
+    return math.floor(due - now)
   end
 end
 

@@ -13,7 +13,8 @@
 # introspect (of a refresh token: the peer does not introspect its JWT access tokens), revoke
 # (a fresh refresh token each), register (RFC 7591), discovery, jwks, authorize (signed in,
 # consent remembered: a 303 with a code); ours only: introspect_jwt (one of our JWT access
-# tokens), exchange and device (the device grant's redemption of an approved device code).
+# tokens, a machine's), introspect_user (a user's, whose user is read), exchange and device
+# (the device grant's redemption of an approved device code).
 #
 # Environment: PEER_DIR (default ../shared/bench: the peer's package.json), PG_ADMIN_URL
 # (default postgres://postgres@127.0.0.1:5432/test; a fresh database is created on it and
@@ -45,7 +46,7 @@ WARMUP=${WARMUP:-2s}
 ROUNDS=${ROUNDS:-3}
 COUNT=${COUNT:-60000}
 PEER_COUNT=${PEER_COUNT:-60000}
-PATHS=${PATHS:-cc code refresh introspect revoke register discovery jwks authorize introspect_jwt exchange device}
+PATHS=${PATHS:-cc code refresh introspect revoke register discovery jwks authorize introspect_jwt introspect_user exchange device}
 OURS_PORT=${OURS_PORT:-8089}
 PEER_PORT=${PEER_PORT:-4000}
 BULK=${BULK:-0}
@@ -194,13 +195,18 @@ spent() { cat "$(spent_file "$1" "$2")" 2>/dev/null || echo 0; }
 # wrk_run SIDE PATH DURATION -> the RESULT line
 wrk_run() {
     local side=$1 path=$2 duration=$3 port lua=$root/bench/paths.lua fixtures="" extra=() file=""
+    local bench_path=$path
     if [ "$side" = peer ]; then port=$PEER_PORT extra=("${peer_env[@]}") fixtures=$peer_fixtures
     elif [ "$side" = ceiling ]; then port=$CEILING_PORT
     else port=$OURS_PORT extra=("${ours_env[@]}") fixtures=$ours_fixtures; fi
     if [ "$path" = cc ]; then
         lua=$root/bench/client-credentials.lua
-    elif [ "$path" = introspect_jwt ]; then
-        extra+=(ACCESS_TOKEN="$(printf '%s\n' "${extra[@]}" | sed -n 's/^JWT=//p')")
+    elif [ "$path" = introspect_jwt ] || [ "$path" = introspect_user ]; then
+        # A machine's token, or a user's (whose user introspection reads, to answer inactive
+        # once they are disabled or deleted).
+        local token_var=JWT
+        [ "$path" = introspect_user ] && token_var=SUBJECT_TOKEN bench_path=introspect_jwt
+        extra+=(ACCESS_TOKEN="$(printf '%s\n' "${extra[@]}" | sed -n "s/^$token_var=//p")")
     elif [ "$path" = code ] || [ "$path" = refresh ] || [ "$path" = revoke ] || [ "$path" = device ]; then
         # Each request spends a fixture: start after those the earlier runs spent.
         file=$fixtures/$(case $path in code) echo codes ;; device) echo devices ;; *) echo "$path" ;; esac).txt
@@ -209,7 +215,7 @@ wrk_run() {
         extra+=(FIXTURES="$slice")
     fi
     local line
-    line=$(env "${extra[@]}" BENCH_PATH="$path" \
+    line=$(env "${extra[@]}" BENCH_PATH="$bench_path" \
         wrk -t"$THREADS" -c"$CONNECTIONS" -d"$duration" -s "$lua" "http://127.0.0.1:$port" | grep '^RESULT')
     # Requests still in flight when wrk stopped may have spent a fixture too.
     local used now_spent
@@ -237,7 +243,7 @@ load() {
 }
 
 # Against the peer, or against ourselves (BULK, BASE_BIN).
-peer_has() { against_self || { [ "$1" != exchange ] && [ "$1" != device ] && [ "$1" != introspect_jwt ]; }; }
+peer_has() { against_self || { [ "$1" != exchange ] && [ "$1" != device ] && [ "$1" != introspect_jwt ] && [ "$1" != introspect_user ]; }; }
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 if [ -n "${STORES:-}" ]; then

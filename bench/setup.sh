@@ -56,10 +56,14 @@ configure_ours() {
 
 # serve_ours BIN DATA_DIR DATABASE_URL PORT LOG [WRAPPER...]: start the server in the
 # background (under WRAPPER, say a profiler, when given); the caller reads its PID from $!.
-# Rate limits stay on (their cost is measured) but out of reach.
+# Rate limits stay on (their cost is measured) but out of reach. Access tokens live an hour,
+# not ten minutes: the tokens path_env fetches at start-up are introspected and exchanged for
+# longer than that in a run or a soak, and an expired one is answered by other code (an
+# inactive token, a refusal) than the one measured.
 serve_ours() {
     local bin=$1 data=$2 url=$3 port=$4 log=$5
     shift 5
+    CONCIERGE_TOKENS__ACCESS_TOKEN_TTL_SECS=3600 \
     CONCIERGE_RATE_LIMITS__TOKEN_PER_CLIENT=1000000000 CONCIERGE_RATE_LIMITS__TOKEN_PER_ADDRESS=1000000000 \
     CONCIERGE_REGISTRATION__RATE_LIMIT_MAX=1000000000 CONCIERGE_REGISTRATION__RATE_LIMIT_IDENTICAL_MAX=1000000000 \
     "$@" "$bin" --data-dir "$data" --database-url "$url" serve --listen "127.0.0.1:$port" \

@@ -10,8 +10,8 @@
 # running, and the soak holds SHARE of the second. The load generator, the database and the
 # server share this machine's cores, so SHARE of the first can be more than the machine has
 # beside the other paths: on 2 cores with PostgreSQL it left 5% of the machine idle, the
-# rate fell short of its target every minute, each minute's correction sent requests sooner,
-# and the load generator's p50 doubled while the server's own time per token held level
+# rate fell short of its target every minute, the load generator sent requests sooner to
+# catch up, and its p50 doubled while the server's own time per token held level
 # (bench/README.md, "Soak on PostgreSQL: the machine, not the server", 2026-12-05).
 #
 #   bench/soak.sh                         # SQLite, 10 minutes
@@ -80,10 +80,8 @@ peak() {
 }
 alone=$(peak)
 
-# Each other path: two connections, each waiting 2000 / MIX_RATE ms between requests (less
-# the request's own time, which is small at these rates), for the whole soak and the peak
-# measured beside them.
-mix_delay=$(awk -v r="$MIX_RATE" 'BEGIN { printf "%.3f", 2000 / r }')
+# Each other path: two connections holding MIX_RATE requests a second between them
+# (bench/paths.lua's RATE), for the whole soak and the peak measured beside them.
 for path in "${MIX[@]}"; do
     extra=()
     case $path in
@@ -93,7 +91,7 @@ for path in "${MIX[@]}"; do
         introspect) extra=(ACCESS_TOKEN="$token") ;;
         authorize) extra=(COOKIE="concierge_session=$(cat "$work/fixtures/cookie.txt")") ;;
     esac
-    env "${extra[@]}" BENCH_PATH="$path" DELAY_MS="$mix_delay" \
+    env "${extra[@]}" BENCH_PATH="$path" RATE="$MIX_RATE" \
         wrk -t1 -c2 -d"$((MINUTES * 60 + 20))s" -s "$lua" "$base" >"$work/mix-$path.out" 2>&1 &
     mix_pids+=("$!")
     bench_pids+=("$!")
@@ -112,9 +110,11 @@ token_time() {
         END { printf "%s %s\n", sum + 0, count + 0 }'
 }
 
-# Client credentials in one-minute runs; the delay per connection is corrected after each
-# minute from the rate it reached, so the load converges on the target.
-delay=$(awk -v c="$CONNECTIONS" -v t="$target" 'BEGIN { printf "%.3f", c * 1000 / t }')
+# Client credentials in one-minute runs, each holding the target from its first second
+# (bench/paths.lua's RATE paces every request by one schedule). Earlier soaks set a delay per
+# connection and corrected it after each minute; the rate closed in on the target only by
+# minute 3 to 5, and those minutes, at a lower rate, weighed in memory's spread
+# (bench/README.md, "Soak on SQLite, 2026-12-06").
 rows=()
 rss=()
 p99s=()
@@ -124,7 +124,7 @@ echo "$header" >&2
 for minute in $(seq 1 "$MINUTES"); do
     read -r idle0 total0 < <(cpu_ticks)
     read -r spent0 answered0 < <(token_time)
-    line=$(BENCH_PATH=cc DELAY_MS="$delay" wrk -t1 -c"$CONNECTIONS" -d60s -s "$lua" "$base" | grep '^RESULT')
+    line=$(BENCH_PATH=cc RATE="$target" wrk -t1 -c"$CONNECTIONS" -d60s -s "$lua" "$base" | grep '^RESULT')
     read -r idle1 total1 < <(cpu_ticks)
     read -r spent1 answered1 < <(token_time)
     rps=$(field rps "$line") p50=$(field p50_us "$line") p99=$(field p99_us "$line")
@@ -138,12 +138,6 @@ for minute in $(seq 1 "$MINUTES"); do
     echo "$row" >&2
     rows+=("$row")
     if [ "$minute" -gt 1 ]; then rss+=("$mem") p99s+=("$p99"); fi
-    # Move the request interval (latency + delay) halfway to where the target wants it. The
-    # whole way overshot: a shorter delay raises the latency with the rate, more steeply the
-    # closer the machine is to full, so the next minute ran far over the target, the one after
-    # far under it (PostgreSQL, 2026-12-05).
-    delay=$(awk -v d="$delay" -v r="$rps" -v t="$target" -v c="$CONNECTIONS" \
-        'BEGIN { i = c * 1000 / r; n = d + (c * 1000 / t - i) / 2; if (n < 0) n = 0; printf "%.3f", n }')
 done
 for p in "${mix_pids[@]}"; do wait "$p" || true; done
 mix_pids=()
