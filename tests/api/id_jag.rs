@@ -587,23 +587,26 @@ both_pair!(the_authorization_server_refuses, |p: Pair| async move {
 // A token for a user linked by an ID-JAG that carries no `auth_time` (the IdP need not
 // send one) is not active once that user is deleted: introspection must not take its
 // subject, which names no user any more, for a machine's.
-both_pair!(a_deleted_users_token_from_an_id_jag_is_not_active, |p: Pair| async move {
-    let jag = p.forge("oauth-id-jag+jwt", json!({}));
-    assert!(claims(&jag).get("auth_time").is_none());
-    let (s, _, body) = p.redeem_id_jag(&jag, &[]).await;
-    assert_eq!(s, 200, "{body}");
-    let at = body["access_token"].as_str().unwrap();
-    assert!(claims(at).get("auth_time").is_none(), "{}", claims(at));
-    let intro = crate::step_up::introspect(&p.rs_as, at).await;
-    assert_eq!(intro["active"], true, "{intro}");
+both_pair!(
+    a_deleted_users_token_from_an_id_jag_is_not_active,
+    |p: Pair| async move {
+        let jag = p.forge("oauth-id-jag+jwt", json!({}));
+        assert!(claims(&jag).get("auth_time").is_none());
+        let (s, _, body) = p.redeem_id_jag(&jag, &[]).await;
+        assert_eq!(s, 200, "{body}");
+        let at = body["access_token"].as_str().unwrap();
+        assert!(claims(at).get("auth_time").is_none(), "{}", claims(at));
+        let intro = crate::step_up::introspect(&p.rs_as, at).await;
+        assert_eq!(intro["active"], true, "{intro}");
 
-    let user_id = p.local_user_of("alice-at-idp").await;
-    let user = p.rs_as.store().get_user(&user_id).await.unwrap().unwrap();
-    assert!(p.rs_as.store().delete_user(&user.username).await.unwrap());
-    let intro = crate::step_up::introspect(&p.rs_as, at).await;
-    assert_eq!(intro, json!({ "active": false }));
-    p
-});
+        let user_id = p.local_user_of("alice-at-idp").await;
+        let user = p.rs_as.store().get_user(&user_id).await.unwrap().unwrap();
+        assert!(p.rs_as.store().delete_user(&user.username).await.unwrap());
+        let intro = crate::step_up::introspect(&p.rs_as, at).await;
+        assert_eq!(intro, json!({ "active": false }));
+        p
+    }
+);
 
 async fn grant_profiles(app: &TestApp) -> Option<Value> {
     let (_, _, m) = app
