@@ -1038,11 +1038,35 @@ both!(
             .await
             .unwrap();
 
+        // Approved, then disabled before the client polls: the approval yields no token,
+        // as a code or a device approval does not (`user_grant::holder` reads the user when
+        // the tokens are issued).
+        let approved = ask_alice(&app, &client, &[("binding_message", "Code D1S4")]).await;
+        let b = browser();
+        let page = approvals(&app, &b).await;
+        let res = decide_on(&app, &b, &page, &id_of(&page, "Code D1S4"), "approve").await;
+        assert_eq!(res.status(), 303);
+        let now = concierge::util::now();
+        app.store()
+            .set_disabled(&alice, Some(now), now)
+            .await
+            .unwrap();
+        assert_error(
+            &poll(&app, &client, approved["auth_req_id"].as_str().unwrap()).await,
+            400,
+            "invalid_grant",
+            "disabled",
+        );
+        app.store()
+            .set_disabled(&alice, None, concierge::util::now())
+            .await
+            .unwrap();
+
         // Each request may reach a person: a client gets 600 per ten minutes, then 429.
         let now = concierge::util::now();
         let bucket = format!("backchannel:{}", client.0);
-        // Two requests so far; 597 more make 599, so one more passes and the next does not.
-        for _ in 0..597 {
+        // Three requests so far; 596 more make 599, so one more passes and the next does not.
+        for _ in 0..596 {
             app.store().hit(&bucket, 600, now).await.unwrap();
         }
         ask_alice(&app, &client, &[]).await;
