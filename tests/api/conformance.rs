@@ -69,9 +69,10 @@ enum Run {
         success: bool,
         found: Vec<(String, Vec<Value>)>,
     },
-    /// Its callback listener never took the code: the port chosen for it was taken by another
-    /// socket between [`free_port`] and the suite's `listen` (tests run in parallel and bind
-    /// ports of their own). Worth another port.
+    /// Its callback listener never took the code. The likely cause: another socket took the
+    /// port between [`free_port`] and the suite's `listen` (tests run in parallel and bind
+    /// ports of their own). Worth another port; after three, the test fails with what each
+    /// run got back.
     PortLost(String),
 }
 
