@@ -14,9 +14,9 @@
 //! `http://127.0.0.1:<port>/callback`. The test is that browser: it signs in and consents over
 //! HTTP as the code-flow tests do (`flow.rs`), then follows the redirect to the suite's
 //! listener. Every check the suite records must be SUCCESS. The listener's port is chosen
-//! free here and bound by the suite a second or two later; when another test's socket took it
-//! in between (the suite's listener never answers), the run is repeated on another port, at
-//! most three times in all.
+//! free here and bound by the suite a second or two later, and another test's socket may take
+//! it in between. So when the suite's listener does not answer the callback, the run is
+//! repeated on another port, at most three times in all.
 //!
 //! Needs the npm packages of `tests/interop`, among them the `node` package: the suite needs
 //! Node 22 (`fs.globSync`), newer than Debian's. Without them the test is skipped loudly,
@@ -95,8 +95,8 @@ async fn run_suite(app: &TestApp, node: &std::path::Path, client: &str, port: u1
     let mut stdout = BufReader::new(suite.stdout.take().unwrap()).lines();
     let mut printed = Vec::new();
 
-    // The metadata scenario runs first; then the suite prints the authorization URL. Two
-    // minutes, not seconds: the suite shares two cores with the rest of the tests.
+    // The metadata scenario runs first; then the suite prints the authorization URL. Up to
+    // two minutes: the suite shares two cores with the rest of the tests.
     let authorize = app.url("/authorize?");
     let url = tokio::time::timeout(Duration::from_secs(120), async {
         while let Ok(Some(line)) = stdout.next_line().await {
