@@ -216,16 +216,12 @@ pub(super) async fn redeem_many(
     .bind(super::sql::to_json(&rows)?)
     .fetch_all(on)
     .await?;
-    let mut spent: Vec<Option<CodeRow>> = spent.into_iter().map(Some).collect();
-    Ok(spends
-        .iter()
-        .map(|r| {
-            spent
-                .iter_mut()
-                .find(|row| row.as_ref().is_some_and(|row| row.code_hash == r.hash))
-                .and_then(Option::take)
-        })
-        .collect())
+    Ok(super::sql::by_input(
+        spends,
+        spent,
+        |r| r.hash.as_slice(),
+        |row| row.code_hash.as_slice(),
+    ))
 }
 
 macro_rules! columns {

@@ -68,10 +68,16 @@ pub trait DeviceStore: Send + Sync {
         now: i64,
         interval_secs: i64,
     ) -> Result<(), StoreError>;
-    /// Spend an approved request: one atomic statement, so it yields tokens once.
+    /// Spend the request of `client_id` if it is approved, unspent, unexpired and not polled
+    /// again too soon (RFC 8628 §3.5: within its interval): one atomic statement, so it
+    /// yields tokens once. `None` when any of that fails; [`DeviceStore::device_by_code`]
+    /// then tells which.
+    ///
+    /// Its commit may be deferred (`crate::store::commits`): the request's answer waits for it.
     async fn redeem_device(
         &self,
         device_code_hash: &[u8],
+        client_id: &str,
         now: i64,
     ) -> Result<Option<DeviceCode>, StoreError>;
 }
@@ -118,6 +124,96 @@ impl TryFrom<DeviceRow> for DeviceCode {
     }
 }
 
+/// A device code to spend ([`DeviceStore::redeem_device`]), as a write of the group commit:
+/// what it returns is the request's row if it was spent.
+pub(super) struct Redeem {
+    /// The statement for one ([`redeem!`]), its commit deferred or not: chosen on the
+    /// request's task, which says whether it may defer.
+    pub(super) sql: &'static str,
+    pub(super) hash: Vec<u8>,
+    pub(super) client_id: String,
+    pub(super) now: i64,
+}
+
+/// What makes a stored request spendable by the client `$client` at `$now`, in [`redeem!`]
+/// and [`redeem_many`]. The interval is the one `polling::check` enforces with `slow_down`.
+macro_rules! redeemable {
+    ($client:literal, $now:literal) => {
+        concat!(
+            "client_id = ",
+            $client,
+            " AND status = 'approved' AND used_at IS NULL AND expires_at > ",
+            $now,
+            " AND (last_polled_at IS NULL OR ",
+            $now,
+            " - last_polled_at >= interval_secs)"
+        )
+    };
+}
+pub(crate) use redeemable;
+
+/// [`DeviceStore::redeem_device`]'s statement: the request `$1` spent at `$2` if
+/// [`redeemable!`] by `$3`, returning its row. On PostgreSQL its commit may be deferred (the
+/// spend in a `WITH`, so that `sql::not_awaited!(join)` can follow the `SELECT`).
+macro_rules! redeem {
+    ("sqlite") => {
+        concat!(
+            "UPDATE device_codes SET used_at = $2 WHERE device_code_hash = $1 AND ",
+            $crate::store::devices::redeemable!("$3", "$2"),
+            " RETURNING ",
+            $crate::store::devices::columns!()
+        )
+    };
+    ("postgres") => {
+        $crate::store::commits::deferrable!(
+            "postgres",
+            concat!(
+                "WITH spent AS (UPDATE device_codes SET used_at = $2 WHERE device_code_hash = $1 AND ",
+                $crate::store::devices::redeemable!("$3", "$2"),
+                " RETURNING ",
+                $crate::store::devices::columns!(),
+                ") SELECT ",
+                $crate::store::devices::columns!(),
+                " FROM spent"
+            ),
+            $crate::store::sql::not_awaited!(join)
+        )
+    };
+}
+pub(crate) use redeem;
+
+/// SQLite's spending of several device codes, none the same: one `UPDATE … FROM` their JSON
+/// array (the hashes in hex), each spent only if [`redeemable!`] by its own client, as
+/// [`Redeem`] alone is. What it returns names the requests it spent, by hash.
+pub(super) async fn redeem_many(
+    on: super::connections::Target<'_, sqlx::Sqlite>,
+    spends: &[Redeem],
+) -> Result<Vec<Option<DeviceRow>>, StoreError> {
+    let rows: Vec<_> = spends
+        .iter()
+        .map(|r| serde_json::json!([crate::util::hex(&r.hash), r.now, r.client_id]))
+        .collect();
+    let spent: Vec<DeviceRow> = sqlx::query_as(concat!(
+        // The spends' columns named apart from the table's, which the statement names bare.
+        "UPDATE device_codes SET used_at = spent_at \
+         FROM (SELECT unhex(value ->> 0) AS spent_hash, value ->> 1 AS spent_at, \
+           value ->> 2 AS spent_by FROM jsonb_each($1)) \
+         WHERE device_code_hash = spent_hash AND ",
+        redeemable!("spent_by", "spent_at"),
+        " RETURNING ",
+        columns!()
+    ))
+    .bind(super::sql::to_json(&rows)?)
+    .fetch_all(on)
+    .await?;
+    Ok(super::sql::by_input(
+        spends,
+        spent,
+        |r| r.hash.as_slice(),
+        |row| row.device_code_hash.as_slice(),
+    ))
+}
+
 macro_rules! columns {
     () => {
         "device_code_hash, user_code, client_id, resources, scope, status, user_id, auth_time, \
@@ -127,7 +223,7 @@ macro_rules! columns {
 pub(crate) use columns;
 
 macro_rules! sql_impl {
-    ($ty:ty) => {
+    ($ty:ty, $dialect:tt) => {
         #[async_trait::async_trait]
         impl $crate::store::DeviceStore for $ty {
             async fn insert_device(&self, d: &$crate::store::DeviceCode) -> Result<(), $crate::store::StoreError> {
@@ -220,24 +316,46 @@ macro_rules! sql_impl {
                     .await
             }
 
-            async fn redeem_device(&self, hash: &[u8], now: i64) -> Result<Option<$crate::store::DeviceCode>, $crate::store::StoreError> {
-                let hash = hash.to_vec();
-                let row: Option<$crate::store::devices::DeviceRow> = self
+            async fn redeem_device(&self, hash: &[u8], client_id: &str, now: i64) -> Result<Option<$crate::store::DeviceCode>, $crate::store::StoreError> {
+                let row = self
                     .writer
-                    .write(Box::new(move |on| {
-                        let query = sqlx::query_as(concat!(
-                            "UPDATE device_codes SET used_at = $2 \
-                             WHERE device_code_hash = $1 AND status = 'approved' AND used_at IS NULL AND expires_at > $2 \
-                             RETURNING ",
-                            $crate::store::devices::columns!()
-                        ))
-                        .bind(hash.clone())
-                        .bind(now);
-                        Box::pin(async move { Ok(query.fetch_optional(on).await?) })
-                    }))
+                    .write_kind::<$crate::store::devices::Redeem>($crate::store::devices::Redeem {
+                        sql: $crate::store::devices::redeem!($dialect),
+                        hash: hash.to_vec(),
+                        client_id: client_id.to_owned(),
+                        now,
+                    })
                     .await?;
                 row.map(TryInto::try_into).transpose()
             }
+        }
+
+        impl $crate::store::connections::Kind<$crate::store::sql::db!($dialect)>
+            for $crate::store::devices::Redeem
+        {
+            type Input = Self;
+            type Output = Option<$crate::store::devices::DeviceRow>;
+
+            fn clash(a: &Self, b: &Self) -> bool {
+                a.hash == b.hash
+            }
+
+            fn one<'c>(
+                on: $crate::store::connections::Target<'c, $crate::store::sql::db!($dialect)>,
+                r: &'c Self,
+            ) -> futures_util::future::BoxFuture<'c, Result<Self::Output, $crate::store::StoreError>>
+            {
+                Box::pin(async move {
+                    Ok(sqlx::query_as(r.sql)
+                        .bind(&r.hash)
+                        .bind(r.now)
+                        .bind(&r.client_id)
+                        .fetch_optional(on)
+                        .await?)
+                })
+            }
+
+            $crate::store::sql::many!($dialect, $crate::store::devices::redeem_many);
         }
     };
 }

@@ -126,6 +126,30 @@ pub(super) fn may_be_stored(key: &str) -> bool {
 }
 
 /// A value stored as JSON text.
+/// The rows a batch's statement returned (`RETURNING`, in no order), one for each of the
+/// batch's inputs in their order: the row whose key `row_key` is the input's `input_key`, or
+/// `None` when the statement wrote nothing for it. Keys are unique within a batch (its
+/// inputs do not clash).
+pub(super) fn by_input<I, R, K: PartialEq + ?Sized>(
+    inputs: &[I],
+    rows: Vec<R>,
+    input_key: impl Fn(&I) -> &K,
+    row_key: impl Fn(&R) -> &K,
+) -> Vec<Option<R>> {
+    let mut rows: Vec<Option<R>> = rows.into_iter().map(Some).collect();
+    inputs
+        .iter()
+        .map(|input| {
+            rows.iter_mut()
+                .find(|row| {
+                    row.as_ref()
+                        .is_some_and(|row| row_key(row) == input_key(input))
+                })
+                .and_then(Option::take)
+        })
+        .collect()
+}
+
 pub(super) fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -190,7 +214,7 @@ macro_rules! sql_store {
         $crate::store::delegations::sql_impl!($ty);
         $crate::store::codes::sql_impl!($ty, $name);
         $crate::store::refresh_tokens::sql_impl!($ty, $name);
-        $crate::store::devices::sql_impl!($ty);
+        $crate::store::devices::sql_impl!($ty, $name);
         $crate::store::backchannel::sql_impl!($ty);
         $crate::store::exchange_policies::sql_impl!($ty);
         $crate::store::id_jag::sql_impl!($ty);

@@ -229,15 +229,8 @@ mod tests {
             .unwrap()
     }
 
-    /// A batch's codes and refresh tokens are written by one statement of each kind
-    /// (`codes::insert_many` and `redeem_many`, `refresh_tokens::insert_many` and
-    /// `rotate_many`): each reads back as written, and each is spent, rotated or refused as
-    /// it would be alone.
-    #[tokio::test]
-    async fn writes_of_one_kind_queued_together_are_each_as_alone() {
-        use crate::store::{AuthCode, CodeStore, Redeemer, RefreshToken, RefreshTokenStore, Spent};
-        use futures_util::future::join_all;
-        let dir = tempfile::tempdir().unwrap();
+    /// A store in a file of `dir` (its readers see the writer's rows), holding the user `u`.
+    async fn with_user_u(dir: &tempfile::TempDir) -> SqliteStore {
         let url = format!("sqlite://{}", dir.path().join("k.db").display());
         let (store, _) = SqliteStore::open(&url, Open::Migrate).await.unwrap();
         sqlx::query(
@@ -247,6 +240,19 @@ mod tests {
         .execute(&store.writer)
         .await
         .unwrap();
+        store
+    }
+
+    /// A batch's codes and refresh tokens are written by one statement of each kind
+    /// (`codes::insert_many` and `redeem_many`, `refresh_tokens::insert_many` and
+    /// `rotate_many`): each reads back as written, and each is spent, rotated or refused as
+    /// it would be alone.
+    #[tokio::test]
+    async fn writes_of_one_kind_queued_together_are_each_as_alone() {
+        use crate::store::{AuthCode, CodeStore, Redeemer, RefreshToken, RefreshTokenStore, Spent};
+        use futures_util::future::join_all;
+        let dir = tempfile::tempdir().unwrap();
+        let store = with_user_u(&dir).await;
         let now = 1_000_000;
 
         // Codes with each optional column null in some and set in others, and text that
@@ -425,6 +431,89 @@ mod tests {
                     .unwrap()
                     .is_none()
             );
+        }
+    }
+
+    /// A batch's device codes are spent by one statement (`devices::redeem_many`): each only
+    /// if it is approved, its client's, unexpired, unspent and not polled again too soon, as
+    /// alone; of two spends of one code, one.
+    #[tokio::test]
+    async fn device_codes_spent_together_are_each_as_alone() {
+        use crate::store::{DeviceCode, DeviceStore};
+        use futures_util::future::join_all;
+        let dir = tempfile::tempdir().unwrap();
+        let store = with_user_u(&dir).await;
+        let now = 1_000_000;
+        let device = |n: u8, status: &str| DeviceCode {
+            device_code_hash: vec![n; 32],
+            user_code: format!("CODE-{n}"),
+            client_id: "c".into(),
+            resources: vec!["https://r.example/\"q\",é".into()],
+            scope: "a b".into(),
+            status: status.into(),
+            user_id: (status == "approved").then(|| "u".into()),
+            auth_time: (status == "approved").then_some(now - 5),
+            amr: vec!["pwd".into()],
+            acr: (n == 1).then(|| "urn:acr".into()),
+            sid: Some(format!("sid-{n}")),
+            interval_secs: 5,
+            last_polled_at: None,
+            created_at: now - 10,
+            expires_at: now + 60,
+        };
+        let devices = [
+            device(0, "approved"),
+            device(1, "approved"),
+            device(2, "pending"),
+            device(3, "denied"),
+            DeviceCode {
+                expires_at: now,
+                ..device(4, "approved")
+            },
+            DeviceCode {
+                last_polled_at: Some(now - 4),
+                ..device(5, "approved")
+            },
+            DeviceCode {
+                last_polled_at: Some(now - 5),
+                ..device(6, "approved")
+            },
+            device(7, "approved"),
+        ];
+        for d in &devices {
+            store.insert_device(d).await.unwrap();
+        }
+        let unknown = [9u8; 32];
+        let spends: [(&[u8], &str); 9] = [
+            (&devices[0].device_code_hash, "c"),
+            (&devices[1].device_code_hash, "c"),
+            (&devices[1].device_code_hash, "c"),
+            (&devices[2].device_code_hash, "c"),
+            (&devices[3].device_code_hash, "c"),
+            (&devices[4].device_code_hash, "c"),
+            (&devices[5].device_code_hash, "c"),
+            (&devices[6].device_code_hash, "c"),
+            (&devices[7].device_code_hash, "other"),
+        ];
+        let spent = join_all(
+            spends
+                .iter()
+                .chain([(unknown.as_slice(), "c")].iter())
+                .map(|(hash, client)| store.redeem_device(hash, client, now)),
+        )
+        .await;
+        let spent: Vec<Option<DeviceCode>> = spent.into_iter().map(Result::unwrap).collect();
+        assert_eq!(spent[0].as_ref(), Some(&devices[0]));
+        let ones: Vec<_> = spent[1..3].iter().flatten().collect();
+        assert_eq!(ones, [&devices[1]], "one of the two spends of one code");
+        assert_eq!(spent[3..6], [None, None, None], "pending, denied, expired");
+        assert_eq!(spent[6], None, "polled 4 s ago, within its 5 s interval");
+        assert_eq!(spent[7].as_ref(), Some(&devices[6]), "polled 5 s ago");
+        assert_eq!(spent[8..], [None, None], "another client's, unknown");
+        for (n, d) in devices.iter().enumerate() {
+            let left = store.device_by_code(&d.device_code_hash).await.unwrap();
+            let was_spent = [0, 1, 6].contains(&n);
+            assert_eq!(left.as_ref(), (!was_spent).then_some(d), "device code {n}");
         }
     }
 

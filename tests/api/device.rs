@@ -190,6 +190,40 @@ both!(
     }
 );
 
+// An approved request polled again within its interval is not spent: the device is told to
+// slow down (RFC 8628 §3.5) and the code stays for its next poll.
+both!(
+    an_approved_device_polled_too_soon_slows_down_and_keeps_its_code,
+    |c: &mut concierge::Config| {
+        c.tokens.device_poll_interval_secs = 30;
+    },
+    |app: TestApp| async move {
+        seed(&app).await;
+        let client = device_client(&app).await;
+        let d = start(&app, &client).await;
+        let dc = d["device_code"].as_str().unwrap();
+        assert_error(
+            &poll(&app, &client, dc).await,
+            400,
+            "authorization_pending",
+            "not decided",
+        );
+        let done = user_decides(&app, d["user_code"].as_str().unwrap(), "approve").await;
+        assert!(done.contains("Your device is connected"), "{done}");
+        let (s, h, b) = poll(&app, &client, dc).await;
+        assert_error(&(s, h.clone(), b), 400, "slow_down", "wait at least 35 s");
+        assert_eq!(h["retry-after"], "35");
+        let kept = app
+            .store()
+            .device_by_code(&concierge::util::secret_key(dc))
+            .await
+            .unwrap()
+            .expect("the approved code is not spent");
+        assert_eq!((kept.status.as_str(), kept.interval_secs), ("approved", 35));
+        app
+    }
+);
+
 both!(
     device_denied_and_expired,
     |c: &mut concierge::Config| {

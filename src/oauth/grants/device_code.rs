@@ -148,7 +148,6 @@ impl Grant for DeviceCodeGrant {
         ctx: &Context,
         req: &TokenRequest<'_>,
     ) -> Result<TokenResponse, OAuthError> {
-        let e = |code, d: &'static str| OAuthError::new(code, d);
         let client = req.client;
         let raw = req
             .form
@@ -156,33 +155,18 @@ impl Grant for DeviceCodeGrant {
             .ok_or_else(|| OAuthError::invalid_request("device_code is missing"))?;
         let hash = util::secret_key(raw);
         let now = ctx.now();
-        let d = ctx
+        // Spent first, by the one statement that also makes the checks (this client's,
+        // approved, unexpired, not polled too soon): of two concurrent polls one wins, and an
+        // approved request costs one write. Only a poll that spent nothing reads the request,
+        // to answer why.
+        let spent = ctx
             .devices()
-            .device_by_code(&hash)
-            .await?
-            .filter(|d| d.client_id == client.client_id)
-            .ok_or_else(|| {
-                e(
-                    ErrorCode::InvalidGrant,
-                    "the device_code is unknown or was already used",
-                )
-            })?;
-        let polled = Polled {
-            name: "device_code",
-            status: &d.status,
-            interval_secs: d.interval_secs,
-            last_polled_at: d.last_polled_at,
-            expires_at: d.expires_at,
+            .redeem_device(&hash, &client.client_id, now)
+            .await?;
+        let d = match spent {
+            Some(d) => d,
+            None => not_spent(ctx, &client.client_id, &hash, now).await?,
         };
-        polling::check(now, polled, async |interval| {
-            ctx.devices().record_poll(&hash, now, interval).await
-        })
-        .await?;
-        let d = ctx
-            .devices()
-            .redeem_device(&hash, now)
-            .await?
-            .ok_or_else(|| e(ErrorCode::InvalidGrant, "the device_code was already used"))?;
         let (Some(user_id), Some(auth_time)) = (d.user_id.as_deref(), d.auth_time) else {
             return Err(OAuthError::internal("an approved device code has no user"));
         };
@@ -212,4 +196,38 @@ impl Grant for DeviceCodeGrant {
         )
         .await
     }
+}
+
+/// Why a poll spent nothing (RFC 8628 §3.5), from the request as stored: unknown or spent,
+/// expired, polled too soon, pending or denied — the poll recorded as `polling::check` says.
+/// A request that passes every check now was approved after the spend was tried: it is
+/// spent now, by the same statement.
+async fn not_spent(
+    ctx: &Context,
+    client_id: &str,
+    hash: &[u8],
+    now: i64,
+) -> Result<DeviceCode, OAuthError> {
+    let invalid = |d: &'static str| OAuthError::new(ErrorCode::InvalidGrant, d);
+    let d = ctx
+        .devices()
+        .device_by_code(hash)
+        .await?
+        .filter(|d| d.client_id == client_id)
+        .ok_or_else(|| invalid("the device_code is unknown or was already used"))?;
+    let polled = Polled {
+        name: "device_code",
+        status: &d.status,
+        interval_secs: d.interval_secs,
+        last_polled_at: d.last_polled_at,
+        expires_at: d.expires_at,
+    };
+    polling::check(now, polled, async |interval| {
+        ctx.devices().record_poll(hash, now, interval).await
+    })
+    .await?;
+    ctx.devices()
+        .redeem_device(hash, client_id, now)
+        .await?
+        .ok_or_else(|| invalid("the device_code was already used"))
 }

@@ -2,7 +2,9 @@
 //! mode (OpenID Connect CIBA Core §7.3, §11): each poll is checked, in this order, for the
 //! request's expiry (`expired_token`), for coming too soon after the last one (`slow_down`,
 //! and the interval grows), and for the user's decision so far (`authorization_pending`,
-//! `access_denied`). Only then is the approved request spent.
+//! `access_denied`). Only then is the approved request spent. (The device grant tries the
+//! spend first, by a statement that makes the same checks, and comes here only when it spent
+//! nothing, to answer why.)
 
 use crate::error::{ErrorCode, OAuthError};
 use crate::store::StoreError;
