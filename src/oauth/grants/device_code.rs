@@ -165,7 +165,7 @@ impl Grant for DeviceCodeGrant {
             .await?;
         let d = match spent {
             Some(d) => d,
-            None => not_spent(ctx, &client.client_id, &hash, now).await?,
+            None => spend_checked(ctx, &client.client_id, &hash, now).await?,
         };
         let (Some(user_id), Some(auth_time)) = (d.user_id.as_deref(), d.auth_time) else {
             return Err(OAuthError::internal("an approved device code has no user"));
@@ -198,11 +198,11 @@ impl Grant for DeviceCodeGrant {
     }
 }
 
-/// Why a poll spent nothing (RFC 8628 §3.5), from the request as stored: unknown or spent,
-/// expired, polled too soon, pending or denied — the poll recorded as `polling::check` says.
-/// A request that passes every check now was approved after the spend was tried: it is
-/// spent now, by the same statement.
-async fn not_spent(
+/// A poll whose first spend took nothing: the request as stored says why (RFC 8628 §3.5:
+/// unknown or spent, expired, polled too soon, pending or denied), the poll recorded as
+/// `polling::check` says. One that passes every check now was approved after the first
+/// spend: it is spent now, by the same statement.
+async fn spend_checked(
     ctx: &Context,
     client_id: &str,
     hash: &[u8],
