@@ -45,24 +45,40 @@ pub struct Redeemer<'a> {
     pub dpop_jkt: Option<&'a str>,
 }
 
+/// The refresh token a redemption stores in the write that spends the code
+/// ([`CodeStore::redeem_code`]): its own columns here, the others the code's grant (family,
+/// client, user, resources, scope, and how the user signed in); created at the redemption's
+/// time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeRefresh {
+    pub token_hash: Vec<u8>,
+    pub expires_at: i64,
+    pub absolute_expires_at: i64,
+    /// The key it is bound to (a public client's DPoP key, RFC 9449 §5).
+    pub dpop_jkt: Option<String>,
+}
+
 #[async_trait]
 pub trait CodeStore: Send + Sync {
     async fn insert_code(&self, code: &AuthCode) -> Result<(), StoreError>;
     /// A code as it stands, without spending it: `Fresh` while it may still be redeemed,
     /// `Replayed` once spent. (What explains a refused [`CodeStore::redeem_code`].)
     async fn peek_code(&self, code_hash: &[u8], now: i64) -> Result<Spent<AuthCode>, StoreError>;
-    /// Spend a code that is live and matches `by`: one atomic statement, so of two concurrent
+    /// Spend a code that is live and matches `by`: one atomic write, so of two concurrent
     /// redemptions one wins. `None` when nothing was spent: the code is unknown, expired,
     /// spent, or issued for something else ([`CodeStore::peek_code`] tells which).
     ///
-    /// Its commit does not wait for the disk (`sql::not_awaited`): the refresh token inserted
-    /// next makes it durable, in the same flush. When none is, the caller makes it durable
-    /// with [`CommitStore::settle`](crate::store::CommitStore::settle) before it answers.
+    /// With `refresh`, the same write stores that refresh token for the code's grant if it
+    /// spends the code and the code carries no RFC 9396 details (no refresh token outlives
+    /// those), and its commit waits for the disk. Without, its commit does not wait
+    /// (`sql::not_awaited`): the caller makes it durable with
+    /// [`CommitStore::settle`](crate::store::CommitStore::settle) before it answers.
     async fn redeem_code(
         &self,
         code_hash: &[u8],
         by: &Redeemer<'_>,
         now: i64,
+        refresh: Option<&CodeRefresh>,
     ) -> Result<Option<AuthCode>, StoreError>;
     /// Forget codes that expired a day ago (kept that long to recognise replays).
     async fn purge_codes(&self, now: i64) -> Result<u64, StoreError>;
@@ -125,8 +141,9 @@ pub(super) struct PeekRow {
 /// A code to store, as a write of the group commit: the code, and its resources as JSON.
 pub(super) struct Insert(pub(super) AuthCode, pub(super) String);
 
-/// A code to spend at `now` if the redeemer matches it ([`CodeStore::redeem_code`]), as a
-/// write of the group commit: what it returns is the code's row if it was spent.
+/// A code to spend at `now` if the redeemer matches it, with the refresh token to store if
+/// it is spent ([`CodeStore::redeem_code`]), as a write of the group commit: what it returns
+/// is the code's row if it was spent.
 pub(super) struct Redeem {
     pub(super) hash: Vec<u8>,
     pub(super) client_id: String,
@@ -134,7 +151,131 @@ pub(super) struct Redeem {
     pub(super) challenge: String,
     pub(super) dpop_jkt: Option<String>,
     pub(super) now: i64,
+    pub(super) refresh: Option<CodeRefresh>,
 }
+
+/// What makes the code `$hash` spendable at `$now` by the redeemer `$client`, `$redirect`,
+/// `$challenge` (the verifier's) and `$jkt` ([`Redeemer`]), in every statement that spends
+/// one or stores the refresh token of one spent.
+macro_rules! redeemable {
+    ($hash:literal, $now:literal, $client:literal, $redirect:literal, $challenge:literal, $jkt:literal) => {
+        concat!(
+            "auth_codes.code_hash = ",
+            $hash,
+            " AND auth_codes.used_at IS NULL AND auth_codes.expires_at > ",
+            $now,
+            " AND auth_codes.client_id = ",
+            $client,
+            " AND (auth_codes.redirect_uri IS NULL OR auth_codes.redirect_uri = ",
+            $redirect,
+            ") AND auth_codes.code_challenge = ",
+            $challenge,
+            " AND (auth_codes.dpop_jkt IS NULL OR auth_codes.dpop_jkt = ",
+            $jkt,
+            ")"
+        )
+    };
+}
+pub(crate) use redeemable;
+
+/// The insert of a [`CodeRefresh`] (`$token`, `$expires`, `$absolute`, `$jkt`, created at
+/// `$now`) for the grant of the code `$code` names (a table or a `WITH`'s name), up to its
+/// `FROM`: only for a code without RFC 9396 details, which the statement's `WHERE` (after
+/// `FROM …`) must continue with `AND`.
+macro_rules! refresh_of {
+    ($code:literal, $token:literal, $now:literal, $expires:literal, $absolute:literal, $jkt:literal) => {
+        concat!(
+            "INSERT INTO refresh_tokens (",
+            $crate::store::refresh_tokens::columns!(),
+            ") SELECT ",
+            $token,
+            ", ",
+            $code,
+            ".family_id, ",
+            $code,
+            ".client_id, ",
+            $code,
+            ".user_id, ",
+            $code,
+            ".resources, ",
+            $code,
+            ".scope, ",
+            $code,
+            ".auth_time, ",
+            $code,
+            ".amr, ",
+            $code,
+            ".acr, ",
+            $code,
+            ".sid, ",
+            $now,
+            ", ",
+            $expires,
+            ", ",
+            $absolute,
+            ", ",
+            $jkt
+        )
+    };
+}
+pub(crate) use refresh_of;
+
+/// [`Redeem`]'s statement alone: the code `$1` spent at `$2` if [`redeemable!`] by `$3` to
+/// `$6`, returning its row; with `refresh`, also the refresh token (`$7` to `$10`) stored
+/// for it, and then the statement and whether it is a whole transaction
+/// (`sql::one_transaction!`, on the target `$on`). PostgreSQL: one statement, whose commit
+/// waits for the disk only when it stores a refresh token. SQLite: with `refresh`, a script
+/// of two (it has no writing `WITH`), the insert first: it sees the code as the update will,
+/// in one transaction.
+macro_rules! redeem {
+    ("postgres", spend) => {
+        concat!(
+            "UPDATE auth_codes SET used_at = $2",
+            $crate::store::sql::not_awaited!("postgres"),
+            " WHERE ",
+            $crate::store::codes::redeemable!("$1", "$2", "$3", "$4", "$5", "$6"),
+            " RETURNING ",
+            $crate::store::codes::columns!()
+        )
+    };
+    ("postgres", refresh, $on:expr) => {
+        (
+            concat!(
+                "WITH spent AS (UPDATE auth_codes SET used_at = $2 WHERE ",
+                $crate::store::codes::redeemable!("$1", "$2", "$3", "$4", "$5", "$6"),
+                " RETURNING ",
+                $crate::store::codes::columns!(),
+                "), stored AS (",
+                $crate::store::codes::refresh_of!("spent", "$7", "$2", "$8", "$9", "$10"),
+                " FROM spent WHERE spent.authorization_details IS NULL) SELECT ",
+                $crate::store::codes::columns!(),
+                " FROM spent"
+            ),
+            false,
+        )
+    };
+    ("sqlite", spend) => {
+        concat!(
+            "UPDATE auth_codes SET used_at = $2 WHERE ",
+            $crate::store::codes::redeemable!("$1", "$2", "$3", "$4", "$5", "$6"),
+            " RETURNING ",
+            $crate::store::codes::columns!()
+        )
+    };
+    ("sqlite", refresh, $on:expr) => {
+        $crate::store::sql::one_transaction!(
+            $on,
+            concat!(
+                $crate::store::codes::refresh_of!("auth_codes", "$7", "$2", "$8", "$9", "$10"),
+                " FROM auth_codes WHERE auth_codes.authorization_details IS NULL AND ",
+                $crate::store::codes::redeemable!("$1", "$2", "$3", "$4", "$5", "$6"),
+                "; ",
+                $crate::store::codes::redeem!("sqlite", spend)
+            )
+        )
+    };
+}
+pub(crate) use redeem;
 
 /// SQLite's insert of several codes: one statement, the codes bound as one JSON array (the
 /// hashes in hex), so it has one shape whatever their number.
@@ -180,9 +321,11 @@ pub(super) async fn insert_many(
     Ok(vec![(); codes.len()])
 }
 
-/// SQLite's spending of several codes, none the same: one `UPDATE … FROM` their JSON array,
-/// each code spent only if its own redeemer matches it, as [`Redeem`] alone is. What it
-/// returns names the codes it spent, by hash.
+/// SQLite's spending of several codes, none the same, as [`Redeem`] alone is each: first one
+/// `INSERT … SELECT` stores the refresh tokens of the codes about to be spent, then one
+/// `UPDATE … FROM` spends them, both from the redeemers' JSON array and in one script (one
+/// hand-off to SQLite's thread; in one transaction, the insert sees the codes as the update
+/// does). What it returns names the codes it spent, by hash.
 pub(super) async fn redeem_many(
     on: super::connections::Target<'_, sqlx::Sqlite>,
     spends: &[Redeem],
@@ -190,6 +333,7 @@ pub(super) async fn redeem_many(
     let rows: Vec<_> = spends
         .iter()
         .map(|r| {
+            let refresh = r.refresh.as_ref();
             serde_json::json!([
                 crate::util::hex(&r.hash),
                 r.now,
@@ -197,20 +341,55 @@ pub(super) async fn redeem_many(
                 r.redirect_uri,
                 r.challenge,
                 r.dpop_jkt,
+                refresh.map(|t| crate::util::hex(&t.token_hash)),
+                refresh.map(|t| t.expires_at),
+                refresh.map(|t| t.absolute_expires_at),
+                refresh.and_then(|t| t.dpop_jkt.as_deref()),
             ])
         })
         .collect();
+    macro_rules! redeemers {
+        () => {
+            "(SELECT unhex(value ->> 0) AS hash, value ->> 1 AS now, value ->> 2 AS client_id, \
+               value ->> 3 AS redirect_uri, value ->> 4 AS challenge, value ->> 5 AS dpop_jkt, \
+               unhex(value ->> 6) AS refresh_hash, value ->> 7 AS refresh_expires, \
+               value ->> 8 AS refresh_absolute, value ->> 9 AS refresh_jkt \
+               FROM jsonb_each($1)) AS r"
+        };
+    }
     let spent: Vec<CodeRow> = sqlx::query_as(concat!(
-        "UPDATE auth_codes SET used_at = r.now \
-         FROM (SELECT unhex(value ->> 0) AS hash, value ->> 1 AS now, value ->> 2 AS client_id, \
-           value ->> 3 AS redirect_uri, value ->> 4 AS challenge, value ->> 5 AS dpop_jkt \
-           FROM jsonb_each($1)) AS r \
-         WHERE auth_codes.code_hash = r.hash AND auth_codes.used_at IS NULL \
-           AND auth_codes.expires_at > r.now AND auth_codes.client_id = r.client_id \
-           AND (auth_codes.redirect_uri IS NULL OR auth_codes.redirect_uri = r.redirect_uri) \
-           AND auth_codes.code_challenge = r.challenge \
-           AND (auth_codes.dpop_jkt IS NULL OR auth_codes.dpop_jkt = r.dpop_jkt) \
-         RETURNING ",
+        refresh_of!(
+            "auth_codes",
+            "r.refresh_hash",
+            "r.now",
+            "r.refresh_expires",
+            "r.refresh_absolute",
+            "r.refresh_jkt"
+        ),
+        " FROM ",
+        redeemers!(),
+        " CROSS JOIN auth_codes \
+         WHERE r.refresh_hash IS NOT NULL AND auth_codes.authorization_details IS NULL AND ",
+        redeemable!(
+            "r.hash",
+            "r.now",
+            "r.client_id",
+            "r.redirect_uri",
+            "r.challenge",
+            "r.dpop_jkt"
+        ),
+        "; UPDATE auth_codes SET used_at = r.now FROM ",
+        redeemers!(),
+        " WHERE ",
+        redeemable!(
+            "r.hash",
+            "r.now",
+            "r.client_id",
+            "r.redirect_uri",
+            "r.challenge",
+            "r.dpop_jkt"
+        ),
+        " RETURNING ",
         columns!()
     ))
     .bind(super::sql::to_json(&rows)?)
@@ -280,9 +459,10 @@ macro_rules! sql_impl {
                 code_hash: &[u8],
                 by: &$crate::store::Redeemer<'_>,
                 now: i64,
+                refresh: Option<&$crate::store::CodeRefresh>,
             ) -> Result<Option<$crate::store::AuthCode>, $crate::store::StoreError> {
                 // The grant's checks, in the statement that spends: a redemption is one
-                // write, and a refused one spends nothing.
+                // write, with its refresh token, and a refused one writes nothing.
                 let row = self
                     .writer
                     .write_kind::<$crate::store::codes::Redeem>($crate::store::codes::Redeem {
@@ -292,6 +472,7 @@ macro_rules! sql_impl {
                         challenge: by.code_challenge.to_owned(),
                         dpop_jkt: by.dpop_jkt.map(str::to_owned),
                         now,
+                        refresh: refresh.cloned(),
                     })
                     .await?;
                 row.map(TryInto::try_into).transpose()
@@ -368,23 +549,31 @@ macro_rules! sql_impl {
             ) -> futures_util::future::BoxFuture<'c, Result<Self::Output, $crate::store::StoreError>>
             {
                 Box::pin(async move {
-                    Ok(sqlx::query_as(concat!(
-                        "UPDATE auth_codes SET used_at = $2",
-                        $crate::store::sql::not_awaited!($dialect),
-                        " WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2 \
-                         AND client_id = $3 AND (redirect_uri IS NULL OR redirect_uri = $4) \
-                         AND code_challenge = $5 AND (dpop_jkt IS NULL OR dpop_jkt = $6) \
-                         RETURNING ",
-                        $crate::store::codes::columns!()
-                    ))
-                    .bind(&r.hash)
-                    .bind(r.now)
-                    .bind(&r.client_id)
-                    .bind(&r.redirect_uri)
-                    .bind(&r.challenge)
-                    .bind(&r.dpop_jkt)
-                    .fetch_optional(on)
-                    .await?)
+                    let Some(t) = &r.refresh else {
+                        return Ok(sqlx::query_as($crate::store::codes::redeem!($dialect, spend))
+                            .bind(&r.hash)
+                            .bind(r.now)
+                            .bind(&r.client_id)
+                            .bind(&r.redirect_uri)
+                            .bind(&r.challenge)
+                            .bind(&r.dpop_jkt)
+                            .fetch_optional(on)
+                            .await?);
+                    };
+                    let (statement, script) = $crate::store::codes::redeem!($dialect, refresh, &on);
+                    let redeem = sqlx::query(statement)
+                        .bind(&r.hash)
+                        .bind(r.now)
+                        .bind(&r.client_id)
+                        .bind(&r.redirect_uri)
+                        .bind(&r.challenge)
+                        .bind(&r.dpop_jkt)
+                        .bind(&t.token_hash)
+                        .bind(t.expires_at)
+                        .bind(t.absolute_expires_at)
+                        .bind(&t.dpop_jkt);
+                    let rows = on.fetch_script(redeem, script).await?;
+                    Ok(rows.iter().map(sqlx::FromRow::from_row).next().transpose()?)
                 })
             }
 

@@ -48,7 +48,7 @@ pub use clients::{
     ApplicationType, AuthMethod, ClientKind, ClientMetadata, ClientRecord, ClientStore,
     PreviousSecret,
 };
-pub use codes::{AuthCode, CodeStore, Redeemer};
+pub use codes::{AuthCode, CodeRefresh, CodeStore, Redeemer};
 pub use commits::CommitStore;
 pub use consents::{Consent, ConsentStore};
 pub use delegations::{Delegation, DelegationStore, HopPath};

@@ -446,20 +446,10 @@ macro_rules! rotate_usable {
         )
     };
     ("sqlite", $on:expr) => {
-        match $on {
-            $crate::store::connections::Target::Batched(_) => (
-                $crate::store::refresh_tokens::rotate_usable!(sqlite_statements),
-                false,
-            ),
-            $crate::store::connections::Target::Alone(_) => (
-                concat!(
-                    "BEGIN IMMEDIATE; ",
-                    $crate::store::refresh_tokens::rotate_usable!(sqlite_statements),
-                    "; COMMIT"
-                ),
-                true,
-            ),
-        }
+        $crate::store::sql::one_transaction!(
+            $on,
+            $crate::store::refresh_tokens::rotate_usable!(sqlite_statements)
+        )
     };
     (sqlite_statements) => {
         concat!(
@@ -896,13 +886,7 @@ macro_rules! sql_impl {
                     )
                     .bind(&r.hash)
                     .bind(r.now);
-                    let rows = match on {
-                        $crate::store::connections::Target::Alone(writer) if script => {
-                            writer.transaction_script(rotate).await?
-                        }
-                        on => rotate.fetch_all(on).await?,
-                    };
-                    Ok(rows.len() == 1)
+                    Ok(on.fetch_script(rotate, script).await?.len() == 1)
                 })
             }
 

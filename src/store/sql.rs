@@ -45,6 +45,23 @@ macro_rules! not_awaited {
 }
 pub(crate) use not_awaited;
 
+/// SQLite's script `$sql` (a literal, or a macro that makes one) of several statements that
+/// make one write, for the target `$on` (`connections::Target`), and whether it is then a
+/// whole transaction: in a group commit's batch as it is (the batch's transaction holds
+/// it); alone, between a `BEGIN` and a `COMMIT` of its own. Sent with
+/// `Target::fetch_script`.
+macro_rules! one_transaction {
+    ($on:expr, $sql:expr) => {
+        match $on {
+            $crate::store::connections::Target::Batched(_) => ($sql, false),
+            $crate::store::connections::Target::Alone(_) => {
+                (concat!("BEGIN IMMEDIATE; ", $sql, "; COMMIT"), true)
+            }
+        }
+    };
+}
+pub(crate) use one_transaction;
+
 /// The sqlx database of the dialect `$dialect` names.
 macro_rules! db {
     ("postgres") => {

@@ -246,10 +246,12 @@ mod tests {
     /// A batch's codes and refresh tokens are written by one statement of each kind
     /// (`codes::insert_many` and `redeem_many`, `refresh_tokens::insert_many` and
     /// `rotate_many`): each reads back as written, and each is spent, rotated or refused as
-    /// it would be alone.
+    /// it would be alone; a code spent stores its refresh token, and no other does.
     #[tokio::test]
     async fn writes_of_one_kind_queued_together_are_each_as_alone() {
-        use crate::store::{AuthCode, CodeStore, Redeemer, RefreshToken, RefreshTokenStore, Spent};
+        use crate::store::{
+            AuthCode, CodeRefresh, CodeStore, Redeemer, RefreshToken, RefreshTokenStore, Spent,
+        };
         use futures_util::future::join_all;
         let dir = tempfile::tempdir().unwrap();
         let store = with_user_u(&dir).await;
@@ -320,11 +322,23 @@ mod tests {
             (codes[5].code_hash.as_slice(), by(&codes[5]), now),
             (codes[6].code_hash.as_slice(), by(&codes[6]), now + 60),
             (unknown.as_slice(), by(&codes[0]), now),
+            (codes[7].code_hash.as_slice(), by(&codes[7]), now),
+            (codes[7].code_hash.as_slice(), by(&codes[7]), now),
         ];
+        // Each redemption with a refresh token of its own; the first bound to a key.
+        let refreshes: Vec<CodeRefresh> = (0..spends.len() as u8)
+            .map(|i| CodeRefresh {
+                token_hash: vec![200 + i; 32],
+                expires_at: now + 100 + i64::from(i),
+                absolute_expires_at: now + 1_000,
+                dpop_jkt: (i == 0).then(|| "refresh-jkt".into()),
+            })
+            .collect();
         let spent = join_all(
             spends
                 .iter()
-                .map(|(hash, by, at)| store.redeem_code(hash, by, *at)),
+                .zip(&refreshes)
+                .map(|((hash, by, at), r)| store.redeem_code(hash, by, *at, Some(r))),
         )
         .await;
         let spent: Vec<Option<AuthCode>> = spent.into_iter().map(Result::unwrap).collect();
@@ -337,14 +351,45 @@ mod tests {
         }
         let fives: Vec<_> = spent[5..7].iter().flatten().collect();
         assert_eq!(fives, [&codes[5]], "one of the two redemptions of one code");
-        assert_eq!(spent[7..], [None, None]);
-        for n in [0, 3, 5] {
+        assert_eq!(spent[7..9], [None, None]);
+        let sevens: Vec<_> = spent[9..].iter().flatten().collect();
+        assert_eq!(
+            sevens,
+            [&codes[7]],
+            "one of the two redemptions of one code"
+        );
+        // The refresh tokens stored: one for each code spent that carries no RFC 9396
+        // details (code 5 carries some), with the code's grant.
+        for (i, r) in refreshes.iter().enumerate() {
+            let found = store.get_refresh(&r.token_hash, now).await.unwrap();
+            let code = spent[i]
+                .as_ref()
+                .filter(|c| c.authorization_details.is_none());
+            let expected = code.map(|c| RefreshToken {
+                token_hash: r.token_hash.clone(),
+                family_id: c.family_id.clone(),
+                client_id: c.client_id.clone(),
+                user_id: c.user_id.clone(),
+                resources: c.resources.clone(),
+                scope: c.scope.clone(),
+                auth_time: c.auth_time,
+                amr: c.amr.clone(),
+                acr: c.acr.clone(),
+                sid: c.sid.clone(),
+                created_at: now,
+                expires_at: r.expires_at,
+                absolute_expires_at: r.absolute_expires_at,
+                dpop_jkt: r.dpop_jkt.clone(),
+            });
+            assert_eq!(found, expected, "redemption {i}'s refresh token");
+        }
+        for n in [0, 3, 5, 7] {
             assert!(matches!(
                 store.peek_code(&codes[n].code_hash, now).await.unwrap(),
                 Spent::Replayed { .. }
             ));
         }
-        for n in [1, 2, 4, 6, 7] {
+        for n in [1, 2, 4, 6] {
             let found = store.peek_code(&codes[n].code_hash, now).await.unwrap();
             assert_eq!(found, Spent::Fresh(codes[n].clone()), "code {n}");
         }

@@ -390,6 +390,57 @@ both!(
     }
 );
 
+both!(
+    a_redemption_refused_after_its_spend_leaves_no_live_refresh_token,
+    |app: TestApp| async move {
+        use concierge::store::{CodeStore as _, RefreshTokenStore as _, Spent};
+        seed(&app).await;
+        let client = public_client(&app).await;
+        let (verifier, challenge) = pkce();
+        let b = browser();
+        let params = auth_params(&client, &challenge, "notes:read");
+        authorize_and_approve(&app, &b, &params).await;
+        let store = app.store();
+        // The family of a spent code.
+        let family = async |code: &str| match store
+            .peek_code(&concierge::util::secret_key(code), concierge::util::now())
+            .await
+            .unwrap()
+        {
+            Spent::Replayed { family_id } => family_id,
+            other => panic!("the code was not spent: {other:?}"),
+        };
+        // Refused after the write that spent the code and stored its refresh token: a
+        // resource or a scope it was not granted.
+        for (extra, error) in [
+            (("resource", CALENDAR), "invalid_target"),
+            (("scope", "notes:write"), "invalid_scope"),
+        ] {
+            let code = remembered_code(&app, &b, &params).await;
+            let (status, _, body) = redeem(&app, &client, &code, &verifier, &[extra]).await;
+            assert_eq!(status, 400, "{body}");
+            assert_eq!(body["error"], error, "{body}");
+            // Nothing of its family lives: revoking it revokes nothing.
+            let revoked = store
+                .revoke_family(&family(&code).await, concierge::util::now())
+                .await
+                .unwrap();
+            assert_eq!(revoked, 0, "{error}");
+        }
+        // Redeemed: the family has the refresh token returned.
+        let code = remembered_code(&app, &b, &params).await;
+        let (status, _, body) = redeem(&app, &client, &code, &verifier, &[]).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body["refresh_token"].is_string(), "{body}");
+        let revoked = store
+            .revoke_family(&family(&code).await, concierge::util::now())
+            .await
+            .unwrap();
+        assert_eq!(revoked, 1);
+        app
+    }
+);
+
 both!(authorization_request_errors, |app: TestApp| async move {
     seed(&app).await;
     let client = public_client(&app).await;

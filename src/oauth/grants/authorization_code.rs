@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
-use super::user_grant::{Authenticated, NewRefresh, UserGrant, issue};
+use super::user_grant::{Authenticated, NewRefresh, UserGrant, issue, may_refresh, new_refresh};
 use super::{Advertised, Grant, Param, TokenRequest};
 use crate::audit::{Event, Kind};
 use crate::error::{ErrorCode, OAuthError};
@@ -234,6 +234,9 @@ impl Grant for AuthorizationCode {
             .ok_or_else(|| invalid_grant("code_verifier is missing (PKCE is required)"))?;
         let hash = util::secret_key(code);
         let now = ctx.now();
+        // The refresh token is stored by the write that spends the code (when the code
+        // carries no RFC 9396 details): one write per redemption, and one wait for the disk.
+        let refresh = may_refresh(client).then(|| new_refresh(ctx, client, req.dpop_jkt, now));
         // Spent in one statement that also makes the checks: of two concurrent redemptions
         // one wins, and the other is a replay. A verifier that is not one cannot match.
         let spent = if pkce::valid_verifier(verifier) {
@@ -243,47 +246,76 @@ impl Grant for AuthorizationCode {
                 code_challenge: &pkce::s256(verifier),
                 dpop_jkt: req.dpop_jkt,
             };
-            ctx.codes().redeem_code(&hash, &redeemer, now).await?
+            let stored_with = refresh.as_ref().map(|(_, record)| record);
+            ctx.codes()
+                .redeem_code(&hash, &redeemer, now, stored_with)
+                .await?
         } else {
             None
         };
         let Some(code) = spent else {
             return Err(refused(ctx, req, verifier, &hash, now).await);
         };
-        let granted = Scope::parse(&code.scope).map_err(OAuthError::internal)?;
-        let scope = policy::narrow(req.form.get("scope"), &granted)?;
-        let details = authorization_details::stored(code.authorization_details.as_deref())?;
-        let issued = issue(
-            ctx,
-            req.form,
-            UserGrant {
-                client,
-                user_id: &code.user_id,
-                resources: &code.resources,
-                scope: &scope,
-                granted_scope: &granted,
-                authenticated: Authenticated {
-                    auth_time: code.auth_time,
-                    amr: &code.amr,
-                    acr: code.acr.as_deref(),
-                    sid: code.sid.as_deref(),
-                },
-                nonce: code.nonce.as_deref(),
-                family_id: &code.family_id,
-                absolute_expires_at: None,
-                refresh: NewRefresh::Issue,
-                dpop_jkt: req.dpop_jkt,
-                authorization_details: details.as_ref(),
-            },
-        )
-        .await;
-        // The redemption's commit did not wait for the disk: a refresh token's insert, which
-        // does, made it durable too. Without one (the client has no refresh grant, the code
-        // carried RFC 9396 details, or issuing failed), it is made durable now: a code spent
-        // stays spent after a crash once any answer went out.
-        if !issued.as_ref().is_ok_and(|r| r.refresh_token.is_some()) {
-            ctx.commits().settle().await?;
+        let stored = refresh
+            .filter(|_| code.authorization_details.is_none())
+            .map(|(raw, _)| raw);
+        let issued = issued(ctx, req, &code, stored.as_deref()).await;
+        match &issued {
+            // The redemption's commit did not wait for the disk when it stored no refresh
+            // token (the client has no refresh grant, or the code carried RFC 9396 details):
+            // it is made durable now, since a code spent stays spent after a crash once any
+            // answer went out.
+            Ok(r) if r.refresh_token.is_some() => {}
+            Ok(_) => ctx.commits().settle().await?,
+            // A refresh token stored with the spend, for tokens refused after it (the user
+            // disabled, the resource removed, a scope or resource not granted): nobody holds
+            // it, and it dies with its family.
+            Err(_) if stored.is_some() => {
+                if let Err(e) = ctx
+                    .refresh_tokens()
+                    .revoke_family(&code.family_id, now)
+                    .await
+                {
+                    tracing::warn!(error = %e, "a refused redemption's refresh token was not revoked");
+                }
+            }
+            Err(_) => ctx.commits().settle().await?,
         }
         issued
     }
+}
+
+/// The tokens of the spent `code`, with the refresh token `stored` with its spend, if any.
+async fn issued(
+    ctx: &Context,
+    req: &TokenRequest<'_>,
+    code: &AuthCode,
+    stored: Option<&str>,
+) -> Result<TokenResponse, OAuthError> {
+    let granted = Scope::parse(&code.scope).map_err(OAuthError::internal)?;
+    let scope = policy::narrow(req.form.get("scope"), &granted)?;
+    let details = authorization_details::stored(code.authorization_details.as_deref())?;
+    issue(
+        ctx,
+        req.form,
+        UserGrant {
+            client: req.client,
+            user_id: &code.user_id,
+            resources: &code.resources,
+            scope: &scope,
+            granted_scope: &granted,
+            authenticated: Authenticated {
+                auth_time: code.auth_time,
+                amr: &code.amr,
+                acr: code.acr.as_deref(),
+                sid: code.sid.as_deref(),
+            },
+            nonce: code.nonce.as_deref(),
+            family_id: &code.family_id,
+            refresh: stored.map_or(NewRefresh::Keep, NewRefresh::Stored),
+            dpop_jkt: req.dpop_jkt,
+            authorization_details: details.as_ref(),
+        },
+    )
+    .await
 }

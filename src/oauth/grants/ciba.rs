@@ -123,7 +123,6 @@ impl Grant for Ciba {
                 },
                 nonce: None,
                 family_id: &util::ordered_id(),
-                absolute_expires_at: None,
                 refresh: NewRefresh::Issue,
                 dpop_jkt: req.dpop_jkt,
                 authorization_details: details.as_ref(),

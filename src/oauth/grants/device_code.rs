@@ -188,7 +188,6 @@ impl Grant for DeviceCodeGrant {
                 },
                 nonce: None,
                 family_id: &util::ordered_id(),
-                absolute_expires_at: None,
                 refresh: NewRefresh::Issue,
                 dpop_jkt: req.dpop_jkt,
                 authorization_details: None,

@@ -228,9 +228,8 @@ impl Grant for RefreshTokenGrant {
                 },
                 nonce: None,
                 family_id: &token.family_id,
-                absolute_expires_at: Some(token.absolute_expires_at),
                 refresh: match &rotated {
-                    Some(value) => NewRefresh::Rotated(value),
+                    Some(value) => NewRefresh::Stored(value),
                     None => NewRefresh::Keep,
                 },
                 dpop_jkt: req.dpop_jkt,

@@ -16,7 +16,7 @@ use crate::oauth::scope::Scope;
 use crate::oauth::tokens::{
     AccessToken, IdToken, TokenResponse, issue_access_token, issue_id_token,
 };
-use crate::store::{RefreshToken, User};
+use crate::store::{CodeRefresh, RefreshToken, User};
 
 /// The standard claims `scope` allows (OpenID Connect Core §5.4).
 pub fn user_claims(user: &User, scope: &Scope) -> Map<String, Value> {
@@ -59,8 +59,6 @@ pub struct UserGrant<'a> {
     pub authenticated: Authenticated<'a>,
     pub nonce: Option<&'a str>,
     pub family_id: &'a str,
-    /// When the family's refresh tokens must die, if one was issued before.
-    pub absolute_expires_at: Option<i64>,
     /// The refresh token of the response.
     pub refresh: NewRefresh<'a>,
     /// The DPoP key of this token request: the access token is bound to it, and so is a new
@@ -75,10 +73,38 @@ pub struct UserGrant<'a> {
 pub enum NewRefresh<'a> {
     /// None (a confidential client keeps the refresh token it has).
     Keep,
-    /// A new one, for a new grant, when the client may refresh.
+    /// A new one, for a new grant, when the client may refresh ([`may_refresh`]).
     Issue,
-    /// The successor a rotation already stored (see [`successor`]); this is its value.
-    Rotated(&'a str),
+    /// One the grant's own write already stored: a rotation's successor (see
+    /// [`successor`]), or a code redemption's ([`new_refresh`]); this is its value.
+    Stored(&'a str),
+}
+
+/// Whether `client` gets refresh tokens: every client that registered the grant, whether or
+/// not it asked for offline_access (MCP SEP-2207: MCP clients do not send it, and resource
+/// servers do not list it; OpenID Connect Core §11 lets the server issue them without it).
+pub fn may_refresh(client: &Client) -> bool {
+    client.metadata.has_grant(super::refresh_token::GRANT_TYPE)
+}
+
+/// A refresh token for a new grant (a new family), issued at `now` to `client`: a new value
+/// and the columns that are not the grant's (as a code redemption stores it,
+/// `CodeStore::redeem_code`), bound to the request's DPoP key.
+pub fn new_refresh(
+    ctx: &Context,
+    client: &Client,
+    dpop_jkt: Option<&str>,
+    now: i64,
+) -> (String, CodeRefresh) {
+    let absolute = now + i64::from(ctx.config.tokens.refresh_token_absolute_secs);
+    let (raw, key) = ctx.new_secret();
+    let record = CodeRefresh {
+        token_hash: key,
+        expires_at: refresh_idle_expiry(ctx, now, absolute),
+        absolute_expires_at: absolute,
+        dpop_jkt: refresh_binding(client, dpop_jkt),
+    };
+    (raw, record)
 }
 
 /// When a refresh token issued at `now` expires unused: the idle lifetime, capped by the
@@ -97,7 +123,7 @@ fn refresh_binding(client: &Client, dpop_jkt: Option<&str>) -> Option<String> {
 }
 
 /// The token `parent` rotates into for `client` (a new value and its record): the same
-/// grant, bound to the request's DPoP key. The rotation stores it ([`NewRefresh::Rotated`]).
+/// grant, bound to the request's DPoP key. The rotation stores it ([`NewRefresh::Stored`]).
 pub fn successor(
     ctx: &Context,
     parent: &RefreshToken,
@@ -208,27 +234,17 @@ pub async fn issue(
         },
     )?;
 
-    // Refresh tokens: for every client that registered the grant, whether or not it asked
-    // for offline_access (MCP SEP-2207: MCP clients do not send it, and resource servers do
-    // not list it; OpenID Connect Core §11 lets the server issue them without it).
-    let may_refresh = g
-        .client
-        .metadata
-        .has_grant(super::refresh_token::GRANT_TYPE);
     match g.refresh {
         NewRefresh::Keep => {}
-        NewRefresh::Rotated(raw) => response.refresh_token = Some(raw.to_string()),
+        NewRefresh::Stored(raw) => response.refresh_token = Some(raw.to_string()),
         // RFC 9396 details approve particular actions, once: no refresh token outlives
         // them (whichever grant brought them).
-        NewRefresh::Issue if may_refresh && g.authorization_details.is_none() => {
+        NewRefresh::Issue if may_refresh(g.client) && g.authorization_details.is_none() => {
             let now = ctx.now();
-            let absolute = g
-                .absolute_expires_at
-                .unwrap_or(now + i64::from(tokens.refresh_token_absolute_secs));
-            let (raw, key) = ctx.new_secret();
+            let (raw, new) = new_refresh(ctx, g.client, g.dpop_jkt, now);
             ctx.refresh_tokens()
                 .insert_refresh(&RefreshToken {
-                    token_hash: key,
+                    token_hash: new.token_hash,
                     family_id: g.family_id.to_string(),
                     client_id: g.client.client_id.clone(),
                     user_id: user.id.clone(),
@@ -239,9 +255,9 @@ pub async fn issue(
                     acr: auth.acr.map(str::to_string),
                     sid: auth.sid.map(str::to_string),
                     created_at: now,
-                    expires_at: refresh_idle_expiry(ctx, now, absolute),
-                    absolute_expires_at: absolute,
-                    dpop_jkt: refresh_binding(g.client, g.dpop_jkt),
+                    expires_at: new.expires_at,
+                    absolute_expires_at: new.absolute_expires_at,
+                    dpop_jkt: new.dpop_jkt,
                 })
                 .await?;
             response.refresh_token = Some(raw);

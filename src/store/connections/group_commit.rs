@@ -69,6 +69,28 @@ impl<DB: sqlx::Database> Target<'_, DB> {
     }
 }
 
+impl<'c, DB: sqlx::Database> Target<'c, DB>
+where
+    for<'x> &'x mut DB::Connection: sqlx::Executor<'x, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    /// The rows of `query`, run here; alone, as a whole transaction if `script` says it
+    /// carries its own `BEGIN` and `COMMIT` (`sql::one_transaction!`).
+    pub(in crate::store) async fn fetch_script<'q, E>(
+        self,
+        query: E,
+        script: bool,
+    ) -> Result<Vec<DB::Row>, sqlx::Error>
+    where
+        E: 'q + sqlx::Execute<'q, DB>,
+    {
+        match self {
+            Target::Alone(writer) if script => writer.transaction_script(query).await,
+            on => sqlx::Executor::fetch_all(on, query).await,
+        }
+    }
+}
+
 /// The writer's connection, held for a batch's transaction.
 ///
 /// The transaction's `BEGIN` goes in front of the batch's first query, and its `COMMIT`,
