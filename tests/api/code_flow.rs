@@ -393,7 +393,7 @@ both!(
 both!(
     a_redemption_refused_after_its_spend_leaves_no_live_refresh_token,
     |app: TestApp| async move {
-        use concierge::store::{CodeStore as _, RefreshTokenStore as _, Spent};
+        use concierge::store::Spent;
         seed(&app).await;
         let client = public_client(&app).await;
         let (verifier, challenge) = pkce();
