@@ -30,8 +30,9 @@
 //! Nor do the batch's `BEGIN` and `COMMIT` take round trips of their own: the `BEGIN` goes
 //! in front of the batch's first query, in its text, and the `COMMIT` after the last one
 //! when that is a kind's one query ([`Kind::ONE_QUERY`]), moved last for that ([`Batch`]).
-//! A refresh's batch is one query now, a code redemption's two (`bench/README.md`, "A
-//! batch's BEGIN and COMMIT in its queries").
+//! A refresh's batch is one query now (`bench/README.md`, "A batch's BEGIN and COMMIT in
+//! its queries"), and so is a code redemption's: a code's spend stores its refresh token in
+//! the same script ("A code redemption in one write").
 
 use std::any::Any;
 
