@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use super::{Spent, StoreError};
+use super::{FirstRefresh, Spent, StoreError};
 
 /// An issued authorization code (stored by hash).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,19 +45,6 @@ pub struct Redeemer<'a> {
     pub dpop_jkt: Option<&'a str>,
 }
 
-/// The refresh token a redemption stores in the write that spends the code
-/// ([`CodeStore::redeem_code`]): its own columns here, the others the code's grant (family,
-/// client, user, resources, scope, and how the user signed in); created at the redemption's
-/// time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CodeRefresh {
-    pub token_hash: Vec<u8>,
-    pub expires_at: i64,
-    pub absolute_expires_at: i64,
-    /// The key it is bound to (a public client's DPoP key, RFC 9449 §5).
-    pub dpop_jkt: Option<String>,
-}
-
 #[async_trait]
 pub trait CodeStore: Send + Sync {
     async fn insert_code(&self, code: &AuthCode) -> Result<(), StoreError>;
@@ -68,7 +55,8 @@ pub trait CodeStore: Send + Sync {
     /// redemptions one wins. `None` when nothing was spent: the code is unknown, expired,
     /// spent, or issued for something else ([`CodeStore::peek_code`] tells which).
     ///
-    /// With `refresh`, the same write stores that refresh token for the code's grant if it
+    /// With `refresh`, the same write stores that refresh token for the code's grant (its
+    /// family the code's) if it
     /// spends the code and the code carries no RFC 9396 details (no refresh token outlives
     /// those), and its commit waits for the disk. Without, its commit does not wait
     /// (`sql::not_awaited`): the caller makes it durable with
@@ -78,7 +66,7 @@ pub trait CodeStore: Send + Sync {
         code_hash: &[u8],
         by: &Redeemer<'_>,
         now: i64,
-        refresh: Option<&CodeRefresh>,
+        refresh: Option<&FirstRefresh>,
     ) -> Result<Option<AuthCode>, StoreError>;
     /// Forget codes that expired a day ago (kept that long to recognise replays).
     async fn purge_codes(&self, now: i64) -> Result<u64, StoreError>;
@@ -151,7 +139,7 @@ pub(super) struct Redeem {
     pub(super) challenge: String,
     pub(super) dpop_jkt: Option<String>,
     pub(super) now: i64,
-    pub(super) refresh: Option<CodeRefresh>,
+    pub(super) refresh: Option<FirstRefresh>,
 }
 
 /// What makes the code `$hash` spendable at `$now` by the redeemer `$client`, `$redirect`,
@@ -177,48 +165,6 @@ macro_rules! redeemable {
     };
 }
 pub(crate) use redeemable;
-
-/// The insert of a [`CodeRefresh`] (`$token`, `$expires`, `$absolute`, `$jkt`, created at
-/// `$now`) for the grant of the code `$code` names (a table or a `WITH`'s name), up to its
-/// `FROM`: only for a code without RFC 9396 details, which the statement's `WHERE` (after
-/// `FROM …`) must continue with `AND`.
-macro_rules! refresh_of {
-    ($code:literal, $token:literal, $now:literal, $expires:literal, $absolute:literal, $jkt:literal) => {
-        concat!(
-            "INSERT INTO refresh_tokens (",
-            $crate::store::refresh_tokens::columns!(),
-            ") SELECT ",
-            $token,
-            ", ",
-            $code,
-            ".family_id, ",
-            $code,
-            ".client_id, ",
-            $code,
-            ".user_id, ",
-            $code,
-            ".resources, ",
-            $code,
-            ".scope, ",
-            $code,
-            ".auth_time, ",
-            $code,
-            ".amr, ",
-            $code,
-            ".acr, ",
-            $code,
-            ".sid, ",
-            $now,
-            ", ",
-            $expires,
-            ", ",
-            $absolute,
-            ", ",
-            $jkt
-        )
-    };
-}
-pub(crate) use refresh_of;
 
 /// [`Redeem`]'s statement alone: the code `$1` spent at `$2` if [`redeemable!`] by `$3` to
 /// `$6`, returning its row; with `refresh`, also the refresh token (`$7` to `$10`) stored
@@ -246,7 +192,15 @@ macro_rules! redeem {
                 " RETURNING ",
                 $crate::store::codes::columns!(),
                 "), stored AS (",
-                $crate::store::codes::refresh_of!("spent", "$7", "$2", "$8", "$9", "$10"),
+                $crate::store::refresh_tokens::insert_first!(
+                    "spent",
+                    "spent.family_id",
+                    "$7",
+                    "$2",
+                    "$8",
+                    "$9",
+                    "$10"
+                ),
                 " FROM spent WHERE spent.authorization_details IS NULL) SELECT ",
                 $crate::store::codes::columns!(),
                 " FROM spent"
@@ -266,7 +220,15 @@ macro_rules! redeem {
         $crate::store::sql::one_transaction!(
             $on,
             concat!(
-                $crate::store::codes::refresh_of!("auth_codes", "$7", "$2", "$8", "$9", "$10"),
+                $crate::store::refresh_tokens::insert_first!(
+                    "auth_codes",
+                    "auth_codes.family_id",
+                    "$7",
+                    "$2",
+                    "$8",
+                    "$9",
+                    "$10"
+                ),
                 " FROM auth_codes WHERE auth_codes.authorization_details IS NULL AND ",
                 $crate::store::codes::redeemable!("$1", "$2", "$3", "$4", "$5", "$6"),
                 "; ",
@@ -358,8 +320,9 @@ pub(super) async fn redeem_many(
         };
     }
     let spent: Vec<CodeRow> = sqlx::query_as(concat!(
-        refresh_of!(
+        super::refresh_tokens::insert_first!(
             "auth_codes",
+            "auth_codes.family_id",
             "r.refresh_hash",
             "r.now",
             "r.refresh_expires",
@@ -459,7 +422,7 @@ macro_rules! sql_impl {
                 code_hash: &[u8],
                 by: &$crate::store::Redeemer<'_>,
                 now: i64,
-                refresh: Option<&$crate::store::CodeRefresh>,
+                refresh: Option<&$crate::store::FirstRefresh>,
             ) -> Result<Option<$crate::store::AuthCode>, $crate::store::StoreError> {
                 // The grant's checks, in the statement that spends: a redemption is one
                 // write, with its refresh token, and a refused one writes nothing.
@@ -549,29 +512,24 @@ macro_rules! sql_impl {
             ) -> futures_util::future::BoxFuture<'c, Result<Self::Output, $crate::store::StoreError>>
             {
                 Box::pin(async move {
-                    let Some(t) = &r.refresh else {
-                        return Ok(sqlx::query_as($crate::store::codes::redeem!($dialect, spend))
-                            .bind(&r.hash)
-                            .bind(r.now)
-                            .bind(&r.client_id)
-                            .bind(&r.redirect_uri)
-                            .bind(&r.challenge)
-                            .bind(&r.dpop_jkt)
-                            .fetch_optional(on)
-                            .await?);
+                    let (statement, script) = match &r.refresh {
+                        None => ($crate::store::codes::redeem!($dialect, spend), false),
+                        Some(_) => $crate::store::codes::redeem!($dialect, refresh, &on),
                     };
-                    let (statement, script) = $crate::store::codes::redeem!($dialect, refresh, &on);
-                    let redeem = sqlx::query(statement)
+                    let mut redeem = sqlx::query(statement)
                         .bind(&r.hash)
                         .bind(r.now)
                         .bind(&r.client_id)
                         .bind(&r.redirect_uri)
                         .bind(&r.challenge)
-                        .bind(&r.dpop_jkt)
-                        .bind(&t.token_hash)
-                        .bind(t.expires_at)
-                        .bind(t.absolute_expires_at)
-                        .bind(&t.dpop_jkt);
+                        .bind(&r.dpop_jkt);
+                    if let Some(t) = &r.refresh {
+                        redeem = redeem
+                            .bind(&t.token_hash)
+                            .bind(t.expires_at)
+                            .bind(t.absolute_expires_at)
+                            .bind(&t.dpop_jkt);
+                    }
                     let rows = on.fetch_script(redeem, script).await?;
                     Ok(rows.iter().map(sqlx::FromRow::from_row).next().transpose()?)
                 })

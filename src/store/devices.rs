@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use super::StoreError;
+use super::{FirstRefresh, StoreError};
 
 /// A device authorization request (RFC 8628).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,12 +73,16 @@ pub trait DeviceStore: Send + Sync {
     /// yields tokens once. `None` when any of that fails; [`DeviceStore::device_by_code`]
     /// then tells which.
     ///
+    /// With `refresh` (a new family's id and its first token), the same write stores that
+    /// refresh token for the request's grant if it spends the request.
+    ///
     /// Its commit may be deferred (`crate::store::commits`): the request's answer waits for it.
     async fn redeem_device(
         &self,
         device_code_hash: &[u8],
         client_id: &str,
         now: i64,
+        refresh: Option<(&str, &FirstRefresh)>,
     ) -> Result<Option<DeviceCode>, StoreError>;
 }
 
@@ -124,8 +128,9 @@ impl TryFrom<DeviceRow> for DeviceCode {
     }
 }
 
-/// A device code to spend ([`DeviceStore::redeem_device`]), as a write of the group commit:
-/// what it returns is the request's row if it was spent.
+/// A device code to spend, with the refresh token to store if it is spent (its family's id
+/// and the token; [`DeviceStore::redeem_device`]), as a write of the group commit: what it
+/// returns is the request's row if it was spent.
 pub(super) struct Redeem {
     /// The statement for one ([`redeem!`]), its commit deferred or not: chosen on the
     /// request's task, which says whether it may defer.
@@ -133,6 +138,7 @@ pub(super) struct Redeem {
     pub(super) hash: Vec<u8>,
     pub(super) client_id: String,
     pub(super) now: i64,
+    pub(super) refresh: Option<(String, FirstRefresh)>,
 }
 
 /// What makes a stored request spendable by the client `$client` at `$now`, in [`redeem!`]
@@ -153,8 +159,13 @@ macro_rules! redeemable {
 pub(crate) use redeemable;
 
 /// [`DeviceStore::redeem_device`]'s statement: the request `$1` spent at `$2` if
-/// [`redeemable!`] by `$3`, returning its row. On PostgreSQL its commit may be deferred (the
-/// spend in a `WITH`, so that `sql::not_awaited!(join)` can follow the `SELECT`).
+/// [`redeemable!`] by `$3`, returning its row; with `refresh`, also the refresh token of the
+/// family `$4` (`$5` to `$8`, as `refresh_tokens::insert_first!`) stored for its grant. On
+/// PostgreSQL its commit may be deferred (the spend in a `WITH`, so that
+/// `sql::not_awaited!(join)` can follow the `SELECT`). On SQLite, with `refresh`, a script of
+/// two (it has no writing `WITH`), the insert first: in one transaction, it sees the request
+/// as the update will; alone, the script is its own transaction (`sql::one_transaction!`,
+/// on the target `$on`).
 macro_rules! redeem {
     ("sqlite") => {
         concat!(
@@ -179,26 +190,104 @@ macro_rules! redeem {
             $crate::store::sql::not_awaited!(join)
         )
     };
+    ("postgres", refresh) => {
+        $crate::store::commits::deferrable!(
+            "postgres",
+            concat!(
+                "WITH spent AS (UPDATE device_codes SET used_at = $2 WHERE device_code_hash = $1 AND ",
+                $crate::store::devices::redeemable!("$3", "$2"),
+                " RETURNING ",
+                $crate::store::devices::columns!(),
+                "), stored AS (",
+                $crate::store::refresh_tokens::insert_first!("spent", "$4", "$5", "$2", "$6", "$7", "$8"),
+                " FROM spent) SELECT ",
+                $crate::store::devices::columns!(),
+                " FROM spent"
+            ),
+            $crate::store::sql::not_awaited!(join)
+        )
+    };
+    ("sqlite", refresh) => {
+        concat!(
+            $crate::store::refresh_tokens::insert_first!(
+                "device_codes", "$4", "$5", "$2", "$6", "$7", "$8"
+            ),
+            " FROM device_codes WHERE device_code_hash = $1 AND ",
+            $crate::store::devices::redeemable!("$3", "$2"),
+            "; ",
+            $crate::store::devices::redeem!("sqlite")
+        )
+    };
+    // The statement [`Redeem`] `$r` runs alone on `$on`, and whether it is a whole
+    // transaction.
+    ("postgres", $r:expr, $on:expr) => {
+        ($r.sql, false)
+    };
+    ("sqlite", $r:expr, $on:expr) => {
+        match &$r.refresh {
+            None => ($r.sql, false),
+            Some(_) => $crate::store::sql::one_transaction!(
+                $on,
+                $crate::store::devices::redeem!("sqlite", refresh)
+            ),
+        }
+    };
 }
 pub(crate) use redeem;
 
-/// SQLite's spending of several device codes, none the same: one `UPDATE … FROM` their JSON
-/// array (the hashes in hex), each spent only if [`redeemable!`] by its own client, as
-/// [`Redeem`] alone is. What it returns names the requests it spent, by hash.
+/// SQLite's spending of several device codes, none the same, as [`Redeem`] alone is each:
+/// first one `INSERT … SELECT` stores the refresh tokens of the requests about to be spent,
+/// then one `UPDATE … FROM` spends them (each only if [`redeemable!`] by its own client),
+/// both from the spends' JSON array (the hashes in hex) and in one script: one hand-off to
+/// SQLite's thread, and in one transaction the insert sees the requests as the update does.
+/// What it returns names the requests it spent, by hash.
 pub(super) async fn redeem_many(
     on: super::connections::Target<'_, sqlx::Sqlite>,
     spends: &[Redeem],
 ) -> Result<Vec<Option<DeviceRow>>, StoreError> {
     let rows: Vec<_> = spends
         .iter()
-        .map(|r| serde_json::json!([crate::util::hex(&r.hash), r.now, r.client_id]))
+        .map(|r| {
+            let (family, token) = r.refresh.as_ref().map(|(f, t)| (f, t)).unzip();
+            serde_json::json!([
+                crate::util::hex(&r.hash),
+                r.now,
+                r.client_id,
+                family,
+                token.map(|t| crate::util::hex(&t.token_hash)),
+                token.map(|t| t.expires_at),
+                token.map(|t| t.absolute_expires_at),
+                token.and_then(|t| t.dpop_jkt.as_deref()),
+            ])
+        })
         .collect();
+    // The spends' columns named apart from the table's, which the statements name bare.
+    macro_rules! spends {
+        () => {
+            "(SELECT unhex(value ->> 0) AS spent_hash, value ->> 1 AS spent_at, \
+               value ->> 2 AS spent_by, value ->> 3 AS spent_family, \
+               unhex(value ->> 4) AS spent_refresh, value ->> 5 AS spent_expires, \
+               value ->> 6 AS spent_absolute, value ->> 7 AS spent_jkt FROM jsonb_each($1))"
+        };
+    }
     let spent: Vec<DeviceRow> = sqlx::query_as(concat!(
-        // The spends' columns named apart from the table's, which the statement names bare.
-        "UPDATE device_codes SET used_at = spent_at \
-         FROM (SELECT unhex(value ->> 0) AS spent_hash, value ->> 1 AS spent_at, \
-           value ->> 2 AS spent_by FROM jsonb_each($1)) \
-         WHERE device_code_hash = spent_hash AND ",
+        super::refresh_tokens::insert_first!(
+            "device_codes",
+            "spent_family",
+            "spent_refresh",
+            "spent_at",
+            "spent_expires",
+            "spent_absolute",
+            "spent_jkt"
+        ),
+        " FROM ",
+        spends!(),
+        " CROSS JOIN device_codes \
+         WHERE spent_refresh IS NOT NULL AND device_code_hash = spent_hash AND ",
+        redeemable!("spent_by", "spent_at"),
+        "; UPDATE device_codes SET used_at = spent_at FROM ",
+        spends!(),
+        " WHERE device_code_hash = spent_hash AND ",
         redeemable!("spent_by", "spent_at"),
         " RETURNING ",
         columns!()
@@ -316,14 +405,24 @@ macro_rules! sql_impl {
                     .await
             }
 
-            async fn redeem_device(&self, hash: &[u8], client_id: &str, now: i64) -> Result<Option<$crate::store::DeviceCode>, $crate::store::StoreError> {
+            async fn redeem_device(
+                &self,
+                hash: &[u8],
+                client_id: &str,
+                now: i64,
+                refresh: Option<(&str, &$crate::store::FirstRefresh)>,
+            ) -> Result<Option<$crate::store::DeviceCode>, $crate::store::StoreError> {
                 let row = self
                     .writer
                     .write_kind::<$crate::store::devices::Redeem>($crate::store::devices::Redeem {
-                        sql: $crate::store::devices::redeem!($dialect),
+                        sql: match refresh {
+                            None => $crate::store::devices::redeem!($dialect),
+                            Some(_) => $crate::store::devices::redeem!($dialect, refresh),
+                        },
                         hash: hash.to_vec(),
                         client_id: client_id.to_owned(),
                         now,
+                        refresh: refresh.map(|(family, token)| (family.to_owned(), token.clone())),
                     })
                     .await?;
                 row.map(TryInto::try_into).transpose()
@@ -346,12 +445,21 @@ macro_rules! sql_impl {
             ) -> futures_util::future::BoxFuture<'c, Result<Self::Output, $crate::store::StoreError>>
             {
                 Box::pin(async move {
-                    Ok(sqlx::query_as(r.sql)
+                    let (statement, script) = $crate::store::devices::redeem!($dialect, r, &on);
+                    let mut redeem = sqlx::query(statement)
                         .bind(&r.hash)
                         .bind(r.now)
-                        .bind(&r.client_id)
-                        .fetch_optional(on)
-                        .await?)
+                        .bind(&r.client_id);
+                    if let Some((family, t)) = &r.refresh {
+                        redeem = redeem
+                            .bind(family)
+                            .bind(&t.token_hash)
+                            .bind(t.expires_at)
+                            .bind(t.absolute_expires_at)
+                            .bind(&t.dpop_jkt);
+                    }
+                    let rows = on.fetch_script(redeem, script).await?;
+                    Ok(rows.iter().map(sqlx::FromRow::from_row).next().transpose()?)
                 })
             }
 

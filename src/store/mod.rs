@@ -48,7 +48,7 @@ pub use clients::{
     ApplicationType, AuthMethod, ClientKind, ClientMetadata, ClientRecord, ClientStore,
     PreviousSecret,
 };
-pub use codes::{AuthCode, CodeRefresh, CodeStore, Redeemer};
+pub use codes::{AuthCode, CodeStore, Redeemer};
 pub use commits::CommitStore;
 pub use consents::{Consent, ConsentStore};
 pub use delegations::{Delegation, DelegationStore, HopPath};
@@ -61,8 +61,8 @@ pub use keys::{KeyStore, StoredKey};
 pub use passkeys::{Ceremony, PasskeyStore, StoredPasskey};
 pub use rate_limits::{Backoff, RateLimitStore};
 pub use refresh_tokens::{
-    Presented, REVOKED_FAMILY_MEMORY_SECS, RefreshToken, RefreshTokenStore, RevokedFamily,
-    Rotation, Successor,
+    FirstRefresh, Presented, REVOKED_FAMILY_MEMORY_SECS, RefreshToken, RefreshTokenStore,
+    RevokedFamily, Rotation, Successor,
 };
 pub use replay::ReplayStore;
 pub use resources::{DetailsTypeDef, ResourceRecord, ResourceStore, ScopeDef, ToolDef};

@@ -240,6 +240,61 @@ macro_rules! columns {
 }
 pub(crate) use columns;
 
+/// The first refresh token of a new grant, stored by the write that spends what the grant
+/// comes from (`CodeStore::redeem_code`, `DeviceStore::redeem_device`): its own columns
+/// here; the others are the grant's (client, user, resources, scope, how the user signed
+/// in), and it is created at the redemption's time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirstRefresh {
+    pub token_hash: Vec<u8>,
+    pub expires_at: i64,
+    pub absolute_expires_at: i64,
+    /// The key it is bound to (a public client's DPoP key, RFC 9449 §5).
+    pub dpop_jkt: Option<String>,
+}
+
+/// The insert of a [`FirstRefresh`] (`$token`, `$expires`, `$absolute`, `$jkt`, created at
+/// `$now`) of the family `$family`, for the grant of the row `$grant` names (a code or a
+/// device request: a table, or a `WITH`'s name), up to the `FROM` that names it. The
+/// statement goes on with that `FROM`, and a `WHERE` that keeps only the row it spends.
+macro_rules! insert_first {
+    ($grant:literal, $family:literal, $token:literal, $now:literal, $expires:literal, $absolute:literal, $jkt:literal) => {
+        concat!(
+            "INSERT INTO refresh_tokens (",
+            $crate::store::refresh_tokens::columns!(),
+            ") SELECT ",
+            $token,
+            ", ",
+            $family,
+            ", ",
+            $grant,
+            ".client_id, ",
+            $grant,
+            ".user_id, ",
+            $grant,
+            ".resources, ",
+            $grant,
+            ".scope, ",
+            $grant,
+            ".auth_time, ",
+            $grant,
+            ".amr, ",
+            $grant,
+            ".acr, ",
+            $grant,
+            ".sid, ",
+            $now,
+            ", ",
+            $expires,
+            ", ",
+            $absolute,
+            ", ",
+            $jkt
+        )
+    };
+}
+pub(crate) use insert_first;
+
 /// A usable token at `$2` (or the placeholder given): not spent, not revoked, not expired,
 /// and not of a revoked family (see `revoke_family`).
 macro_rules! usable {

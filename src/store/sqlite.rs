@@ -250,7 +250,7 @@ mod tests {
     #[tokio::test]
     async fn writes_of_one_kind_queued_together_are_each_as_alone() {
         use crate::store::{
-            AuthCode, CodeRefresh, CodeStore, Redeemer, RefreshToken, RefreshTokenStore, Spent,
+            AuthCode, CodeStore, FirstRefresh, Redeemer, RefreshToken, RefreshTokenStore, Spent,
         };
         use futures_util::future::join_all;
         let dir = tempfile::tempdir().unwrap();
@@ -326,8 +326,8 @@ mod tests {
             (codes[7].code_hash.as_slice(), by(&codes[7]), now),
         ];
         // Each redemption with a refresh token of its own; the first bound to a key.
-        let refreshes: Vec<CodeRefresh> = (0..spends.len() as u8)
-            .map(|i| CodeRefresh {
+        let refreshes: Vec<FirstRefresh> = (0..spends.len() as u8)
+            .map(|i| FirstRefresh {
                 token_hash: vec![200 + i; 32],
                 expires_at: now + 100 + i64::from(i),
                 absolute_expires_at: now + 1_000,
@@ -481,10 +481,13 @@ mod tests {
 
     /// A batch's device codes are spent by one statement (`devices::redeem_many`): each only
     /// if it is approved, its client's, unexpired, unspent and not polled again too soon, as
-    /// alone; of two spends of one code, one.
+    /// alone; of two spends of one code, one. A spend stores its refresh token, if it has
+    /// one, with the request's grant.
     #[tokio::test]
     async fn device_codes_spent_together_are_each_as_alone() {
-        use crate::store::{DeviceCode, DeviceStore};
+        use crate::store::{
+            DeviceCode, DeviceStore, FirstRefresh, RefreshToken, RefreshTokenStore,
+        };
         use futures_util::future::join_all;
         let dir = tempfile::tempdir().unwrap();
         let store = with_user_u(&dir).await;
@@ -540,11 +543,25 @@ mod tests {
             (&devices[6].device_code_hash, "c"),
             (&devices[7].device_code_hash, "other"),
         ];
+        // Each spend with a family and a refresh token of its own, but the first: none.
+        let families: Vec<String> = (0..10).map(|i| format!("dfam-{i}")).collect();
+        let refreshes: Vec<FirstRefresh> = (0..10u8)
+            .map(|i| FirstRefresh {
+                token_hash: vec![150 + i; 32],
+                expires_at: now + 100 + i64::from(i),
+                absolute_expires_at: now + 1_000,
+                dpop_jkt: (i == 1).then(|| "refresh-jkt".into()),
+            })
+            .collect();
         let spent = join_all(
             spends
                 .iter()
                 .chain([(unknown.as_slice(), "c")].iter())
-                .map(|(hash, client)| store.redeem_device(hash, client, now)),
+                .enumerate()
+                .map(|(i, (hash, client))| {
+                    let refresh = (i > 0).then(|| (families[i].as_str(), &refreshes[i]));
+                    store.redeem_device(hash, client, now, refresh)
+                }),
         )
         .await;
         let spent: Vec<Option<DeviceCode>> = spent.into_iter().map(Result::unwrap).collect();
@@ -560,6 +577,30 @@ mod tests {
             let was_spent = [0, 1, 6].contains(&n);
             assert_eq!(left.as_ref(), (!was_spent).then_some(d), "device code {n}");
         }
+        // The refresh tokens stored: one for each request spent with one, with its grant.
+        for (i, r) in refreshes.iter().enumerate().skip(1) {
+            let found = store.get_refresh(&r.token_hash, now).await.unwrap();
+            let expected = spent[i].as_ref().map(|d| RefreshToken {
+                token_hash: r.token_hash.clone(),
+                family_id: families[i].clone(),
+                client_id: d.client_id.clone(),
+                user_id: d.user_id.clone().unwrap(),
+                resources: d.resources.clone(),
+                scope: d.scope.clone(),
+                auth_time: d.auth_time.unwrap(),
+                amr: d.amr.clone(),
+                acr: d.acr.clone(),
+                sid: d.sid.clone(),
+                created_at: now,
+                expires_at: r.expires_at,
+                absolute_expires_at: r.absolute_expires_at,
+                dpop_jkt: r.dpop_jkt.clone(),
+            });
+            assert_eq!(found, expected, "spend {i}'s refresh token");
+        }
+        // The first spend, without one, stored none.
+        assert!(spent[0].is_some());
+        assert_eq!(store.revoke_family(&families[0], now).await.unwrap(), 0);
     }
 
     /// A batch's clients and rate-limit hits are written by one statement of each kind

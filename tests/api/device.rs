@@ -117,6 +117,12 @@ both!(
             "invalid_grant",
             "disabled",
         );
+        // The refresh token stored by the write that spent the request is revoked with its
+        // family: nothing of the refused grant lives on for when the user is enabled again.
+        let rows = app.store().export_rows(false).await.unwrap();
+        let tokens = &rows["refresh_tokens"];
+        assert_eq!(tokens.len(), 1, "{tokens:?}");
+        assert!(tokens[0]["revoked_at"].is_i64(), "{tokens:?}");
         app
     }
 );

@@ -5,7 +5,9 @@
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
-use super::user_grant::{Authenticated, NewRefresh, UserGrant, issue, may_refresh, new_refresh};
+use super::user_grant::{
+    Authenticated, NewRefresh, UserGrant, issue, may_refresh, new_refresh, revoked_if_refused,
+};
 use super::{Advertised, Grant, Param, TokenRequest};
 use crate::audit::{Event, Kind};
 use crate::error::{ErrorCode, OAuthError};
@@ -260,26 +262,13 @@ impl Grant for AuthorizationCode {
             .filter(|_| code.authorization_details.is_none())
             .map(|(raw, _)| raw);
         let issued = issued(ctx, req, &code, stored.as_deref()).await;
-        match &issued {
-            // The redemption's commit did not wait for the disk when it stored no refresh
-            // token (the client has no refresh grant, or the code carried RFC 9396 details):
-            // it is made durable now, since a code spent stays spent after a crash once any
-            // answer went out.
-            Ok(r) if r.refresh_token.is_some() => {}
-            Ok(_) => ctx.commits().settle().await?,
-            // A refresh token stored with the spend, for tokens refused after it (the user
-            // disabled, the resource removed, a scope or resource not granted): nobody holds
-            // it, and it dies with its family.
-            Err(_) if stored.is_some() => {
-                if let Err(e) = ctx
-                    .refresh_tokens()
-                    .revoke_family(&code.family_id, now)
-                    .await
-                {
-                    tracing::warn!(error = %e, "a refused redemption's refresh token was not revoked");
-                }
-            }
-            Err(_) => ctx.commits().settle().await?,
+        let issued = revoked_if_refused(ctx, issued, stored.is_some(), &code.family_id, now).await;
+        // The redemption's commit did not wait for the disk when it stored no refresh token
+        // (the client has no refresh grant, or the code carried RFC 9396 details): it is
+        // made durable now, since a code spent stays spent after a crash once any answer
+        // went out.
+        if !issued.as_ref().is_ok_and(|r| r.refresh_token.is_some()) {
+            ctx.commits().settle().await?;
         }
         issued
     }

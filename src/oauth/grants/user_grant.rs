@@ -16,7 +16,7 @@ use crate::oauth::scope::Scope;
 use crate::oauth::tokens::{
     AccessToken, IdToken, TokenResponse, issue_access_token, issue_id_token,
 };
-use crate::store::{CodeRefresh, RefreshToken, User};
+use crate::store::{FirstRefresh, RefreshToken, User};
 
 /// The standard claims `scope` allows (OpenID Connect Core §5.4).
 pub fn user_claims(user: &User, scope: &Scope) -> Map<String, Value> {
@@ -95,16 +95,36 @@ pub fn new_refresh(
     client: &Client,
     dpop_jkt: Option<&str>,
     now: i64,
-) -> (String, CodeRefresh) {
+) -> (String, FirstRefresh) {
     let absolute = now + i64::from(ctx.config.tokens.refresh_token_absolute_secs);
     let (raw, key) = ctx.new_secret();
-    let record = CodeRefresh {
+    let record = FirstRefresh {
         token_hash: key,
         expires_at: refresh_idle_expiry(ctx, now, absolute),
         absolute_expires_at: absolute,
         dpop_jkt: refresh_binding(client, dpop_jkt),
     };
     (raw, record)
+}
+
+/// A grant's tokens as `issued`; if issuing failed after the grant's write stored a refresh
+/// token (`stored`, of the family `family_id`: a code or a device code spent, the user then
+/// found disabled, a resource or scope refused), that family revoked. Nobody holds the
+/// token, and it must not outlive the refusal.
+pub async fn revoked_if_refused(
+    ctx: &Context,
+    issued: Result<TokenResponse, OAuthError>,
+    stored: bool,
+    family_id: &str,
+    now: i64,
+) -> Result<TokenResponse, OAuthError> {
+    if issued.is_err()
+        && stored
+        && let Err(e) = ctx.refresh_tokens().revoke_family(family_id, now).await
+    {
+        tracing::warn!(error = %e, "a refused grant's stored refresh token was not revoked");
+    }
+    issued
 }
 
 /// When a refresh token issued at `now` expires unused: the idle lifetime, capped by the
