@@ -319,6 +319,19 @@ pub(super) async fn redeem_many(
                FROM jsonb_each($1)) AS r"
         };
     }
+    // What makes a code spendable by its redeemer.
+    macro_rules! spendable {
+        () => {
+            redeemable!(
+                "r.hash",
+                "r.now",
+                "r.client_id",
+                "r.redirect_uri",
+                "r.challenge",
+                "r.dpop_jkt"
+            )
+        };
+    }
     let spent: Vec<CodeRow> = sqlx::query_as(concat!(
         super::refresh_tokens::insert_first!(
             "auth_codes",
@@ -333,25 +346,11 @@ pub(super) async fn redeem_many(
         redeemers!(),
         " CROSS JOIN auth_codes \
          WHERE r.refresh_hash IS NOT NULL AND auth_codes.authorization_details IS NULL AND ",
-        redeemable!(
-            "r.hash",
-            "r.now",
-            "r.client_id",
-            "r.redirect_uri",
-            "r.challenge",
-            "r.dpop_jkt"
-        ),
+        spendable!(),
         "; UPDATE auth_codes SET used_at = r.now FROM ",
         redeemers!(),
         " WHERE ",
-        redeemable!(
-            "r.hash",
-            "r.now",
-            "r.client_id",
-            "r.redirect_uri",
-            "r.challenge",
-            "r.dpop_jkt"
-        ),
+        spendable!(),
         " RETURNING ",
         columns!()
     ))
@@ -524,11 +523,7 @@ macro_rules! sql_impl {
                         .bind(&r.challenge)
                         .bind(&r.dpop_jkt);
                     if let Some(t) = &r.refresh {
-                        redeem = redeem
-                            .bind(&t.token_hash)
-                            .bind(t.expires_at)
-                            .bind(t.absolute_expires_at)
-                            .bind(&t.dpop_jkt);
+                        redeem = $crate::store::refresh_tokens::bind_first!(redeem, t);
                     }
                     let rows = on.fetch_script(redeem, script).await?;
                     Ok(rows.iter().map(sqlx::FromRow::from_row).next().transpose()?)

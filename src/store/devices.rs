@@ -176,21 +176,22 @@ macro_rules! redeem {
         )
     };
     ("postgres") => {
-        $crate::store::commits::deferrable!(
-            "postgres",
-            concat!(
-                "WITH spent AS (UPDATE device_codes SET used_at = $2 WHERE device_code_hash = $1 AND ",
-                $crate::store::devices::redeemable!("$3", "$2"),
-                " RETURNING ",
-                $crate::store::devices::columns!(),
-                ") SELECT ",
-                $crate::store::devices::columns!(),
-                " FROM spent"
-            ),
-            $crate::store::sql::not_awaited!(join)
-        )
+        $crate::store::devices::redeem!("postgres", with "")
     };
     ("postgres", refresh) => {
+        $crate::store::devices::redeem!(
+            "postgres",
+            with concat!(
+                ", stored AS (",
+                $crate::store::refresh_tokens::insert_first!(
+                    "spent", "$4", "$5", "$2", "$6", "$7", "$8"
+                ),
+                " FROM spent)"
+            )
+        )
+    };
+    // The spend in a `WITH`, then `$also` (more of the `WITH`), then its row.
+    ("postgres", with $also:expr) => {
         $crate::store::commits::deferrable!(
             "postgres",
             concat!(
@@ -198,9 +199,9 @@ macro_rules! redeem {
                 $crate::store::devices::redeemable!("$3", "$2"),
                 " RETURNING ",
                 $crate::store::devices::columns!(),
-                "), stored AS (",
-                $crate::store::refresh_tokens::insert_first!("spent", "$4", "$5", "$2", "$6", "$7", "$8"),
-                " FROM spent) SELECT ",
+                ")",
+                $also,
+                " SELECT ",
                 $crate::store::devices::columns!(),
                 " FROM spent"
             ),
@@ -451,12 +452,7 @@ macro_rules! sql_impl {
                         .bind(r.now)
                         .bind(&r.client_id);
                     if let Some((family, t)) = &r.refresh {
-                        redeem = redeem
-                            .bind(family)
-                            .bind(&t.token_hash)
-                            .bind(t.expires_at)
-                            .bind(t.absolute_expires_at)
-                            .bind(&t.dpop_jkt);
+                        redeem = $crate::store::refresh_tokens::bind_first!(redeem.bind(family), t);
                     }
                     let rows = on.fetch_script(redeem, script).await?;
                     Ok(rows.iter().map(sqlx::FromRow::from_row).next().transpose()?)

@@ -295,6 +295,19 @@ macro_rules! insert_first {
 }
 pub(crate) use insert_first;
 
+/// `$query` with the [`FirstRefresh`] `$t`'s columns bound next, in [`insert_first!`]'s
+/// order of its own: the token, its idle and absolute expiries, its key.
+macro_rules! bind_first {
+    ($query:expr, $t:expr) => {
+        $query
+            .bind(&$t.token_hash)
+            .bind($t.expires_at)
+            .bind($t.absolute_expires_at)
+            .bind(&$t.dpop_jkt)
+    };
+}
+pub(crate) use bind_first;
+
 /// A usable token at `$2` (or the placeholder given): not spent, not revoked, not expired,
 /// and not of a revoked family (see `revoke_family`).
 macro_rules! usable {
