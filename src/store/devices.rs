@@ -74,9 +74,9 @@ pub trait DeviceStore: Send + Sync {
     /// then tells which.
     ///
     /// With `refresh` (a new family's id and its first token), the same write stores that
-    /// refresh token for the request's grant if it spends the request.
-    ///
-    /// Its commit may be deferred (`crate::store::commits`): the request's answer waits for it.
+    /// refresh token for the request's grant if it spends the request, and its commit waits
+    /// for the disk. Without, its commit may be deferred (`crate::store::commits`): the
+    /// request's answer waits for it.
     async fn redeem_device(
         &self,
         device_code_hash: &[u8],
@@ -161,7 +161,7 @@ pub(crate) use redeemable;
 /// [`DeviceStore::redeem_device`]'s statement: the request `$1` spent at `$2` if
 /// [`redeemable!`] by `$3`, returning its row; with `refresh`, also the refresh token of the
 /// family `$4` (`$5` to `$8`, as `refresh_tokens::insert_first!`) stored for its grant. On
-/// PostgreSQL its commit may be deferred (the spend in a `WITH`, so that
+/// PostgreSQL, without `refresh`, its commit may be deferred (the spend in a `WITH`, so that
 /// `sql::not_awaited!(join)` can follow the `SELECT`). On SQLite, with `refresh`, a script of
 /// two (it has no writing `WITH`), the insert first: in one transaction, it sees the request
 /// as the update will; alone, the script is its own transaction (`sql::one_transaction!`,
@@ -176,8 +176,14 @@ macro_rules! redeem {
         )
     };
     ("postgres") => {
-        $crate::store::devices::redeem!("postgres", with "")
+        $crate::store::commits::deferrable!(
+            "postgres",
+            $crate::store::devices::redeem!("postgres", with ""),
+            $crate::store::sql::not_awaited!(join)
+        )
     };
+    // With the refresh token its commit waits for the disk: the one round trip of the
+    // redemption, where a deferred commit would take a second to settle.
     ("postgres", refresh) => {
         $crate::store::devices::redeem!(
             "postgres",
@@ -192,20 +198,16 @@ macro_rules! redeem {
     };
     // The spend in a `WITH`, then `$also` (more of the `WITH`), then its row.
     ("postgres", with $also:expr) => {
-        $crate::store::commits::deferrable!(
-            "postgres",
-            concat!(
-                "WITH spent AS (UPDATE device_codes SET used_at = $2 WHERE device_code_hash = $1 AND ",
-                $crate::store::devices::redeemable!("$3", "$2"),
-                " RETURNING ",
-                $crate::store::devices::columns!(),
-                ")",
-                $also,
-                " SELECT ",
-                $crate::store::devices::columns!(),
-                " FROM spent"
-            ),
-            $crate::store::sql::not_awaited!(join)
+        concat!(
+            "WITH spent AS (UPDATE device_codes SET used_at = $2 WHERE device_code_hash = $1 AND ",
+            $crate::store::devices::redeemable!("$3", "$2"),
+            " RETURNING ",
+            $crate::store::devices::columns!(),
+            ")",
+            $also,
+            " SELECT ",
+            $crate::store::devices::columns!(),
+            " FROM spent"
         )
     };
     ("sqlite", refresh) => {
