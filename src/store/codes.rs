@@ -55,11 +55,10 @@ pub trait CodeStore: Send + Sync {
     /// redemptions one wins. `None` when nothing was spent: the code is unknown, expired,
     /// spent, or issued for something else ([`CodeStore::peek_code`] tells which).
     ///
-    /// With `refresh`, the same write stores that refresh token for the code's grant (its
-    /// family the code's) if it
-    /// spends the code and the code carries no RFC 9396 details (no refresh token outlives
-    /// those), and its commit waits for the disk. Without, its commit does not wait
-    /// (`sql::not_awaited`): the caller makes it durable with
+    /// With `refresh`, the same write stores that refresh token, in the code's family, if
+    /// it spends the code and the code carries no RFC 9396 details (no refresh token
+    /// outlives those), and its commit waits for the disk. Without, its commit does not
+    /// wait (`sql::not_awaited`): the caller makes it durable with
     /// [`CommitStore::settle`](crate::store::CommitStore::settle) before it answers.
     async fn redeem_code(
         &self,
