@@ -4,8 +4,8 @@
 
 use async_trait::async_trait;
 
-use super::StoreError;
 use super::devices::DeviceApproval;
+use super::{FirstRefresh, StoreError};
 
 /// One request for a user's approval.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,11 +65,19 @@ pub trait BackchannelStore: Send + Sync {
         now: i64,
         interval_secs: i64,
     ) -> Result<(), StoreError>;
-    /// Spend an approved request: one atomic statement, so it yields tokens once.
+    /// Spend the request of `client_id` if it is approved, unspent and unexpired: one atomic
+    /// statement, so it yields tokens once. `None` when any of that fails.
+    ///
+    /// With `refresh` (a new family's id and its first token), the same write stores that
+    /// refresh token for the request's grant if it spends the request and the request
+    /// carried no RFC 9396 details (they approved one action, which no refresh token may
+    /// outlive).
     async fn redeem_backchannel(
         &self,
         auth_req_hash: &[u8],
+        client_id: &str,
         now: i64,
+        refresh: Option<(&str, &FirstRefresh)>,
     ) -> Result<Option<BackchannelRequest>, StoreError>;
     /// Delete requests (and device codes) that expired before `before`; how many.
     async fn purge_polled_requests(&self, before: i64) -> Result<u64, StoreError>;
@@ -132,8 +140,75 @@ macro_rules! columns {
 }
 pub(crate) use columns;
 
+/// What makes a stored request spendable by the client `$3` at `$2`.
+macro_rules! redeemable {
+    () => {
+        "client_id = $3 AND status = 'approved' AND used_at IS NULL AND expires_at > $2"
+    };
+}
+pub(crate) use redeemable;
+
+/// [`BackchannelStore::redeem_backchannel`]'s statement: the request `$1` spent at `$2` if
+/// [`redeemable!`] by `$3`, returning its row; with a refresh token, `redeem!($dialect, $on)`,
+/// also the refresh token of the family `$4` (`$5` to `$8`, as `refresh_tokens::insert_first!`)
+/// stored for its grant unless it carried RFC 9396 details, and whether the statement is a
+/// whole transaction. On PostgreSQL one statement, the spend in a writing `WITH`; on SQLite
+/// (which has none) a script of two, the insert first: in one transaction it sees the
+/// request as the update will; alone, the script is its own transaction
+/// (`sql::one_transaction!`, on the target `$on`).
+macro_rules! redeem {
+    () => {
+        concat!(
+            "UPDATE backchannel_requests SET used_at = $2 WHERE auth_req_hash = $1 AND ",
+            $crate::store::backchannel::redeemable!(),
+            " RETURNING ",
+            $crate::store::backchannel::columns!()
+        )
+    };
+    ("postgres", $on:expr) => {
+        (
+            concat!(
+                "WITH spent AS (UPDATE backchannel_requests SET used_at = $2 \
+                 WHERE auth_req_hash = $1 AND ",
+                $crate::store::backchannel::redeemable!(),
+                " RETURNING ",
+                $crate::store::backchannel::columns!(),
+                "), stored AS (",
+                $crate::store::refresh_tokens::insert_first!(
+                    "spent", "$4", "$5", "$2", "$6", "$7", "$8"
+                ),
+                " FROM spent WHERE spent.authorization_details IS NULL) SELECT ",
+                $crate::store::backchannel::columns!(),
+                " FROM spent"
+            ),
+            false,
+        )
+    };
+    ("sqlite", $on:expr) => {
+        $crate::store::sql::one_transaction!(
+            $on,
+            concat!(
+                $crate::store::refresh_tokens::insert_first!(
+                    "backchannel_requests",
+                    "$4",
+                    "$5",
+                    "$2",
+                    "$6",
+                    "$7",
+                    "$8"
+                ),
+                " FROM backchannel_requests WHERE auth_req_hash = $1 AND ",
+                $crate::store::backchannel::redeemable!(),
+                " AND authorization_details IS NULL; ",
+                $crate::store::backchannel::redeem!()
+            )
+        )
+    };
+}
+pub(crate) use redeem;
+
 macro_rules! sql_impl {
-    ($ty:ty) => {
+    ($ty:ty, $dialect:tt) => {
         #[async_trait::async_trait]
         impl $crate::store::BackchannelStore for $ty {
             async fn insert_backchannel(&self, r: &$crate::store::BackchannelRequest) -> Result<(), $crate::store::StoreError> {
@@ -221,18 +296,38 @@ macro_rules! sql_impl {
                 Ok(())
             }
 
-            async fn redeem_backchannel(&self, hash: &[u8], now: i64) -> Result<Option<$crate::store::BackchannelRequest>, $crate::store::StoreError> {
-                let row: Option<$crate::store::backchannel::BackchannelRow> = sqlx::query_as(concat!(
-                    "UPDATE backchannel_requests SET used_at = $2 \
-                     WHERE auth_req_hash = $1 AND status = 'approved' AND used_at IS NULL AND expires_at > $2 \
-                     RETURNING ",
-                    $crate::store::backchannel::columns!()
-                ))
-                .bind(hash)
-                .bind(now)
-                .fetch_optional(&self.writer)
-                .await?;
-                row.map(TryInto::try_into).transpose()
+            async fn redeem_backchannel(
+                &self,
+                hash: &[u8],
+                client_id: &str,
+                now: i64,
+                refresh: Option<(&str, &$crate::store::FirstRefresh)>,
+            ) -> Result<Option<$crate::store::BackchannelRequest>, $crate::store::StoreError> {
+                let (hash, client_id) = (hash.to_vec(), client_id.to_owned());
+                let refresh = refresh.map(|(family, t)| (family.to_owned(), t.clone()));
+                let row = self
+                    .writer
+                    .write(Box::new(move |on| {
+                        let (hash, client_id, refresh) = (hash.clone(), client_id.clone(), refresh.clone());
+                        Box::pin(async move {
+                            let (statement, script) = match refresh {
+                                None => ($crate::store::backchannel::redeem!(), false),
+                                Some(_) => $crate::store::backchannel::redeem!($dialect, &on),
+                            };
+                            let mut redeem = sqlx::query(statement).bind(hash).bind(now).bind(client_id);
+                            if let Some((family, t)) = &refresh {
+                                redeem = $crate::store::refresh_tokens::bind_first!(redeem.bind(family), t);
+                            }
+                            let rows = on.fetch_script(redeem, script).await?;
+                            Ok(rows
+                                .iter()
+                                .map(sqlx::FromRow::from_row)
+                                .next()
+                                .transpose()?)
+                        })
+                    }))
+                    .await?;
+                row.map(|r: $crate::store::backchannel::BackchannelRow| r.try_into()).transpose()
             }
 
             async fn purge_polled_requests(&self, before: i64) -> Result<u64, $crate::store::StoreError> {

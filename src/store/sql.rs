@@ -232,7 +232,7 @@ macro_rules! sql_store {
         $crate::store::codes::sql_impl!($ty, $name);
         $crate::store::refresh_tokens::sql_impl!($ty, $name);
         $crate::store::devices::sql_impl!($ty, $name);
-        $crate::store::backchannel::sql_impl!($ty);
+        $crate::store::backchannel::sql_impl!($ty, $name);
         $crate::store::exchange_policies::sql_impl!($ty);
         $crate::store::id_jag::sql_impl!($ty);
         $crate::store::audit::sql_impl!($ty, $name);

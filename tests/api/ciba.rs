@@ -20,8 +20,14 @@ type Answer = (reqwest::StatusCode, reqwest::header::HeaderMap, Value);
 
 /// A confidential client registered for CIBA (poll mode): its id and secret.
 async fn ciba_client(app: &impl Server, name: &str) -> (String, String) {
+    ciba_client_with(app, name, &[CIBA]).await
+}
+
+/// A confidential client registered for CIBA (poll mode) and the `grants` (CIBA among them):
+/// its id and secret.
+async fn ciba_client_with(app: &impl Server, name: &str, grants: &[&str]) -> (String, String) {
     let (s, _, b) = app
-        .register(&json!({"client_name": name, "grant_types": [CIBA],
+        .register(&json!({"client_name": name, "grant_types": grants,
             "token_endpoint_auth_method": "client_secret_basic",
             "backchannel_token_delivery_mode": "poll"}))
         .await;
@@ -611,6 +617,90 @@ both!(
             400,
             "authorization_pending",
             "not decided",
+        );
+        app
+    }
+);
+
+both!(
+    ciba_tokens_carry_a_refresh_token_stored_with_the_spend,
+    |app: TestApp| async move {
+        let alice = seed(&app).await;
+        let client = ciba_client_with(&app, "Refreshing agent", &[CIBA, "refresh_token"]).await;
+        let b = browser();
+        // Alice approves a request; its tokens carry a refresh token of her grant.
+        let approved = async |marker: &str, extra: &[(&str, &str)]| {
+            let mut params = vec![("binding_message", marker)];
+            params.extend_from_slice(extra);
+            let started = ask_alice(&app, &client, &params).await;
+            let page = approvals(&app, &b).await;
+            let res = decide_on(&app, &b, &page, &id_of(&page, marker), "approve").await;
+            assert_eq!(res.status(), 303);
+            started["auth_req_id"].as_str().unwrap().to_string()
+        };
+        let id = approved("first", &[]).await;
+        let (s, _, tokens) = poll(&app, &client, &id).await;
+        assert_eq!(s, 200, "{tokens}");
+        let refresh_token = tokens["refresh_token"].as_str().expect("a refresh token");
+        let (s, _, renewed) = split(
+            app.http()
+                .post(app.url("/token"))
+                .basic_auth(&client.0, Some(&client.1))
+                .form(&[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh_token),
+                ])
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, 200, "{renewed}");
+        let at = claims(renewed["access_token"].as_str().unwrap());
+        assert_eq!(at["sub"], alice.as_str());
+        assert_eq!(at["client_id"], client.0.as_str());
+        assert_eq!(at["aud"], json!([NOTES, app.url("/userinfo")]));
+        assert_eq!(at["scope"], "openid notes:read");
+        assert_eq!(at["amr"], json!(["pwd"]));
+        let stored =
+            async || app.store().export_rows(false).await.unwrap()["refresh_tokens"].clone();
+        assert_eq!(stored().await.len(), 1);
+
+        // One action approved (RFC 9396): no refresh token, none stored.
+        let details = json!([{"type": "mcp_tool_call", "tool": "delete_note",
+            "arguments": {"id": "n-7"}}]);
+        let id = approved(
+            "one action",
+            &[("authorization_details", &details.to_string())],
+        )
+        .await;
+        let (s, _, tokens) = poll(&app, &client, &id).await;
+        assert_eq!(s, 200, "{tokens}");
+        assert!(tokens.get("refresh_token").is_none(), "{tokens}");
+        assert_eq!(stored().await.len(), 1);
+
+        // Approved, then alice is disabled (which revokes the grants she had): the poll is
+        // refused, and the refresh token its spend stored after that is revoked with its
+        // family.
+        let id = approved("then disabled", &[]).await;
+        let now = concierge::util::now();
+        assert!(
+            app.store()
+                .set_disabled(&alice, Some(now), now)
+                .await
+                .unwrap()
+        );
+        assert_error(
+            &poll(&app, &client, &id).await,
+            400,
+            "invalid_grant",
+            "disabled",
+        );
+        let tokens = stored().await;
+        assert_eq!(tokens.len(), 2, "{tokens:?}");
+        assert!(
+            tokens.iter().all(|t| t["revoked_at"].is_i64()),
+            "{tokens:?}"
         );
         app
     }

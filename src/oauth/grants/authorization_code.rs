@@ -292,7 +292,6 @@ async fn issued(
             user_id: &code.user_id,
             resources: &code.resources,
             scope: &scope,
-            granted_scope: &granted,
             authenticated: Authenticated {
                 auth_time: code.auth_time,
                 amr: &code.amr,
@@ -300,7 +299,6 @@ async fn issued(
                 sid: code.sid.as_deref(),
             },
             nonce: code.nonce.as_deref(),
-            family_id: &code.family_id,
             refresh: stored.map_or(NewRefresh::Keep, NewRefresh::Stored),
             dpop_jkt: req.dpop_jkt,
             authorization_details: details.as_ref(),

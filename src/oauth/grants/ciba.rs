@@ -10,13 +10,10 @@
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
-use super::polling::{self, Polled};
-use super::user_grant::{Authenticated, NewRefresh, UserGrant, issue};
+use super::polling::{self, Approved, Polled, Redemption};
 use super::{Advertised, Grant, Param, TokenRequest};
 use crate::error::{ErrorCode, OAuthError};
-use crate::oauth::authorization_details;
 use crate::oauth::context::Context;
-use crate::oauth::scope::Scope;
 use crate::oauth::tokens::TokenResponse;
 use crate::util;
 
@@ -96,38 +93,23 @@ impl Grant for Ciba {
                 .await
         })
         .await?;
+        // The grant's refresh token is stored by the write that spends the request.
+        let spend = Redemption::new(ctx, req, r.authorization_details.is_none(), now);
         let r = ctx
             .backchannel()
-            .redeem_backchannel(&hash, now)
+            .redeem_backchannel(&hash, &client.client_id, now, spend.stored_with())
             .await?
             .ok_or_else(unknown)?;
-        let (Some(user_id), Some(auth_time)) = (r.user_id.as_deref(), r.auth_time) else {
-            return Err(OAuthError::internal("an approved request has no user"));
+        let approved = Approved {
+            user_id: r.user_id.as_deref(),
+            auth_time: r.auth_time,
+            amr: &r.amr,
+            acr: r.acr.as_deref(),
+            sid: r.sid.as_deref(),
+            resources: &r.resources,
+            scope: &r.scope,
+            authorization_details: r.authorization_details.as_deref(),
         };
-        let details = authorization_details::stored(r.authorization_details.as_deref())?;
-        let scope = Scope::parse(&r.scope).map_err(OAuthError::internal)?;
-        issue(
-            ctx,
-            req.form,
-            UserGrant {
-                client,
-                user_id,
-                resources: &r.resources,
-                scope: &scope,
-                granted_scope: &scope,
-                authenticated: Authenticated {
-                    auth_time,
-                    amr: &r.amr,
-                    acr: r.acr.as_deref(),
-                    sid: r.sid.as_deref(),
-                },
-                nonce: None,
-                family_id: &util::ordered_id(),
-                refresh: NewRefresh::Issue,
-                dpop_jkt: req.dpop_jkt,
-                authorization_details: details.as_ref(),
-            },
-        )
-        .await
+        spend.issue(ctx, req, approved, now).await
     }
 }

@@ -10,10 +10,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::polling::{self, Polled};
-use super::user_grant::{
-    Authenticated, NewRefresh, UserGrant, issue, may_refresh, new_refresh, revoked_if_refused,
-};
+use super::polling::{self, Approved, Polled, Redemption};
 use super::{Advertised, Grant, Param, TokenRequest};
 use crate::error::{ErrorCode, OAuthError};
 use crate::oauth::authn::throttle::Bucket;
@@ -22,7 +19,6 @@ use crate::oauth::context::Context;
 use crate::oauth::device::new_user_code;
 use crate::oauth::form::Form;
 use crate::oauth::policy;
-use crate::oauth::scope::Scope;
 use crate::oauth::tokens::TokenResponse;
 use crate::store::{DeviceCode, FirstRefresh, StoreError};
 use crate::util;
@@ -159,63 +155,31 @@ impl Grant for DeviceCodeGrant {
         let now = ctx.now();
         // The grant's refresh token is stored by the write that spends the request: one
         // write per redemption.
-        let family_id = util::ordered_id();
-        let refresh = may_refresh(client).then(|| new_refresh(ctx, client, req.dpop_jkt, now));
-        let stored_with = refresh.as_ref().map(|(_, t)| (family_id.as_str(), t));
+        let spend = Redemption::new(ctx, req, true, now);
         // Spent first, by the one statement that also makes the checks (this client's,
         // approved, unexpired, not polled too soon): of two concurrent polls one wins, and an
         // approved request costs one write. Only a poll that spent nothing reads the request,
         // to answer why.
         let spent = ctx
             .devices()
-            .redeem_device(&hash, &client.client_id, now, stored_with)
+            .redeem_device(&hash, &client.client_id, now, spend.stored_with())
             .await?;
         let d = match spent {
             Some(d) => d,
-            None => spend_checked(ctx, &client.client_id, &hash, now, stored_with).await?,
+            None => spend_checked(ctx, &client.client_id, &hash, now, spend.stored_with()).await?,
         };
-        let stored = refresh.map(|(raw, _)| raw);
-        let issued = issued(ctx, req, &d, &family_id, stored.as_deref()).await;
-        revoked_if_refused(ctx, issued, stored.is_some(), &family_id, now).await
-    }
-}
-
-/// The tokens of the spent request `d`, of the family `family_id`, with the refresh token
-/// `stored` with its spend, if any.
-async fn issued(
-    ctx: &Context,
-    req: &TokenRequest<'_>,
-    d: &DeviceCode,
-    family_id: &str,
-    stored: Option<&str>,
-) -> Result<TokenResponse, OAuthError> {
-    let (Some(user_id), Some(auth_time)) = (d.user_id.as_deref(), d.auth_time) else {
-        return Err(OAuthError::internal("an approved device code has no user"));
-    };
-    let scope = Scope::parse(&d.scope).map_err(OAuthError::internal)?;
-    issue(
-        ctx,
-        req.form,
-        UserGrant {
-            client: req.client,
-            user_id,
+        let approved = Approved {
+            user_id: d.user_id.as_deref(),
+            auth_time: d.auth_time,
+            amr: &d.amr,
+            acr: d.acr.as_deref(),
+            sid: d.sid.as_deref(),
             resources: &d.resources,
-            scope: &scope,
-            granted_scope: &scope,
-            authenticated: Authenticated {
-                auth_time,
-                amr: &d.amr,
-                acr: d.acr.as_deref(),
-                sid: d.sid.as_deref(),
-            },
-            nonce: None,
-            family_id,
-            refresh: stored.map_or(NewRefresh::Keep, NewRefresh::Stored),
-            dpop_jkt: req.dpop_jkt,
+            scope: &d.scope,
             authorization_details: None,
-        },
-    )
-    .await
+        };
+        spend.issue(ctx, req, approved, now).await
+    }
 }
 
 /// A poll whose first spend took nothing: the request as stored says why (RFC 8628 §3.5:

@@ -6,8 +6,17 @@
 //! spend first, by a statement that makes the same checks, and comes here only when it spent
 //! nothing, to answer why.)
 
+use super::TokenRequest;
+use super::user_grant::{
+    Authenticated, NewRefresh, UserGrant, issue, may_refresh, new_refresh, revoked_if_refused,
+};
 use crate::error::{ErrorCode, OAuthError};
-use crate::store::StoreError;
+use crate::oauth::authorization_details;
+use crate::oauth::context::Context;
+use crate::oauth::scope::Scope;
+use crate::oauth::tokens::TokenResponse;
+use crate::store::{FirstRefresh, StoreError};
+use crate::util;
 
 /// How much longer a client must wait after polling too fast (RFC 8628 §3.5: "increased by
 /// 5 seconds"; CIBA Core §11 refers to it).
@@ -70,6 +79,99 @@ pub async fn check(
             "a polled request has the unknown status {other:?}"
         ))),
     }
+}
+
+/// An approved request as its spend returned it, whichever grant polled it: who approved it,
+/// how they signed in, and what they approved.
+#[derive(Debug, Clone, Copy)]
+pub struct Approved<'a> {
+    pub user_id: Option<&'a str>,
+    pub auth_time: Option<i64>,
+    pub amr: &'a [String],
+    pub acr: Option<&'a str>,
+    pub sid: Option<&'a str>,
+    pub resources: &'a [String],
+    pub scope: &'a str,
+    /// RFC 9396 details the user approved, as stored (CIBA only).
+    pub authorization_details: Option<&'a str>,
+}
+
+/// The new grant a poll spends its request for: its family, and the first refresh token the
+/// spend stores in the same write (one write per redemption) when the client may refresh
+/// and the request may have one (`refreshable`: RFC 9396 details approve one action, which
+/// no refresh token may outlive).
+pub struct Redemption {
+    pub family_id: String,
+    refresh: Option<(String, FirstRefresh)>,
+}
+
+impl Redemption {
+    pub fn new(ctx: &Context, req: &TokenRequest<'_>, refreshable: bool, now: i64) -> Self {
+        let client = req.client;
+        Self {
+            family_id: util::ordered_id(),
+            refresh: (refreshable && may_refresh(client))
+                .then(|| new_refresh(ctx, client, req.dpop_jkt, now)),
+        }
+    }
+
+    /// What the spend stores beside it: the family's id and its first refresh token.
+    pub fn stored_with(&self) -> Option<(&str, &FirstRefresh)> {
+        self.refresh
+            .as_ref()
+            .map(|(_, t)| (self.family_id.as_str(), t))
+    }
+
+    /// The tokens of the request `a`, spent with this redemption's refresh token stored. If
+    /// they are refused after the spend (the user disabled, a resource or scope refused),
+    /// that token's family is revoked: nobody holds it.
+    pub async fn issue(
+        self,
+        ctx: &Context,
+        req: &TokenRequest<'_>,
+        a: Approved<'_>,
+        now: i64,
+    ) -> Result<TokenResponse, OAuthError> {
+        let stored = self.refresh.map(|(raw, _)| raw);
+        let issued = issued(ctx, req, a, stored.as_deref()).await;
+        revoked_if_refused(ctx, issued, stored.is_some(), &self.family_id, now).await
+    }
+}
+
+/// The tokens of the spent request `a`, with the refresh token `stored` with its spend, if
+/// any.
+async fn issued(
+    ctx: &Context,
+    req: &TokenRequest<'_>,
+    a: Approved<'_>,
+    stored: Option<&str>,
+) -> Result<TokenResponse, OAuthError> {
+    let (Some(user_id), Some(auth_time)) = (a.user_id, a.auth_time) else {
+        return Err(OAuthError::internal("an approved request has no user"));
+    };
+    let details = authorization_details::stored(a.authorization_details)?;
+    let scope = Scope::parse(a.scope).map_err(OAuthError::internal)?;
+    issue(
+        ctx,
+        req.form,
+        UserGrant {
+            client: req.client,
+            user_id,
+            resources: a.resources,
+            scope: &scope,
+            authenticated: Authenticated {
+                auth_time,
+                amr: a.amr,
+                acr: a.acr,
+                sid: a.sid,
+            },
+            nonce: None,
+            refresh: stored.map_or(NewRefresh::Keep, NewRefresh::Stored),
+            dpop_jkt: req.dpop_jkt,
+            authorization_details: details.as_ref(),
+        },
+    )
+    .await
 }
 
 #[cfg(test)]

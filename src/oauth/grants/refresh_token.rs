@@ -39,7 +39,7 @@ async fn check(
     ctx: &Context,
     token: &RefreshToken,
     req: &TokenRequest<'_>,
-) -> Result<(Scope, Scope), OAuthError> {
+) -> Result<Scope, OAuthError> {
     if token.client_id != req.client.client_id {
         return Err(invalid_grant(
             "the refresh token was issued to another client",
@@ -62,8 +62,7 @@ async fn check(
         resource.as_deref(),
     )?;
     let granted = Scope::parse(&token.scope).map_err(OAuthError::internal)?;
-    let scope = policy::narrow(req.form.get("scope"), &granted)?;
-    Ok((granted, scope))
+    policy::narrow(req.form.get("scope"), &granted)
 }
 
 /// What rotating the presented token `p` does, decided under the store's lock on it.
@@ -207,7 +206,7 @@ impl Grant for RefreshTokenGrant {
             }
         };
         // Rotated or renewed: the checks passed (a token failing them is never spent).
-        let (granted, scope) = match checked {
+        let scope = match checked {
             Some(s) => s,
             None => check(ctx, &token, req).await?,
         };
@@ -219,7 +218,6 @@ impl Grant for RefreshTokenGrant {
                 user_id: &token.user_id,
                 resources: &token.resources,
                 scope: &scope,
-                granted_scope: &granted,
                 authenticated: Authenticated {
                     auth_time: token.auth_time,
                     amr: &token.amr,
@@ -227,7 +225,6 @@ impl Grant for RefreshTokenGrant {
                     sid: token.sid.as_deref(),
                 },
                 nonce: None,
-                family_id: &token.family_id,
                 refresh: match &rotated {
                     Some(value) => NewRefresh::Stored(value),
                     None => NewRefresh::Keep,

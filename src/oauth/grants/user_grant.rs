@@ -54,11 +54,8 @@ pub struct UserGrant<'a> {
     pub resources: &'a [String],
     /// The scope for this response (possibly narrowed).
     pub scope: &'a Scope,
-    /// The full granted scope, kept by a new refresh token.
-    pub granted_scope: &'a Scope,
     pub authenticated: Authenticated<'a>,
     pub nonce: Option<&'a str>,
-    pub family_id: &'a str,
     /// The refresh token of the response.
     pub refresh: NewRefresh<'a>,
     /// The DPoP key of this token request: the access token is bound to it, and so is a new
@@ -71,12 +68,12 @@ pub struct UserGrant<'a> {
 /// The refresh token a response carries.
 #[derive(Debug, Clone, Copy)]
 pub enum NewRefresh<'a> {
-    /// None (a confidential client keeps the refresh token it has).
+    /// None (a confidential client keeps the refresh token it has, or the client may not
+    /// refresh).
     Keep,
-    /// A new one, for a new grant, when the client may refresh ([`may_refresh`]).
-    Issue,
     /// One the grant's own write already stored: a rotation's successor (see
-    /// [`successor`]), or a code redemption's ([`new_refresh`]); this is its value.
+    /// [`successor`]), or a new grant's first ([`new_refresh`], stored with the spend of its
+    /// code or polled request); this is its value.
     Stored(&'a str),
 }
 
@@ -254,35 +251,8 @@ pub async fn issue(
         },
     )?;
 
-    match g.refresh {
-        NewRefresh::Keep => {}
-        NewRefresh::Stored(raw) => response.refresh_token = Some(raw.to_string()),
-        // RFC 9396 details approve particular actions, once: no refresh token outlives
-        // them (whichever grant brought them).
-        NewRefresh::Issue if may_refresh(g.client) && g.authorization_details.is_none() => {
-            let now = ctx.now();
-            let (raw, new) = new_refresh(ctx, g.client, g.dpop_jkt, now);
-            ctx.refresh_tokens()
-                .insert_refresh(&RefreshToken {
-                    token_hash: new.token_hash,
-                    family_id: g.family_id.to_string(),
-                    client_id: g.client.client_id.clone(),
-                    user_id: user.id.clone(),
-                    resources: g.resources.to_vec(),
-                    scope: g.granted_scope.to_string(),
-                    auth_time: auth.auth_time,
-                    amr: auth.amr.to_vec(),
-                    acr: auth.acr.map(str::to_string),
-                    sid: auth.sid.map(str::to_string),
-                    created_at: now,
-                    expires_at: new.expires_at,
-                    absolute_expires_at: new.absolute_expires_at,
-                    dpop_jkt: new.dpop_jkt,
-                })
-                .await?;
-            response.refresh_token = Some(raw);
-        }
-        NewRefresh::Issue => {}
+    if let NewRefresh::Stored(raw) = g.refresh {
+        response.refresh_token = Some(raw.to_string());
     }
     if openid {
         response.id_token = Some(issue_id_token(
