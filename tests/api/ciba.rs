@@ -73,11 +73,21 @@ async fn ask_alice(app: &impl Server, client: &(String, String), extra: &[(&str,
 }
 
 async fn poll(app: &impl Server, client: &(String, String), auth_req_id: &str) -> Answer {
+    token(
+        app,
+        client,
+        &[("grant_type", CIBA), ("auth_req_id", auth_req_id)],
+    )
+    .await
+}
+
+/// A token request of `client` (client_secret_basic).
+async fn token(app: &impl Server, client: &(String, String), form: &[(&str, &str)]) -> Answer {
     split(
         app.http()
             .post(app.url("/token"))
             .basic_auth(&client.0, Some(&client.1))
-            .form(&[("grant_type", CIBA), ("auth_req_id", auth_req_id)])
+            .form(form)
             .send()
             .await
             .unwrap(),
@@ -642,17 +652,13 @@ both!(
         let (s, _, tokens) = poll(&app, &client, &id).await;
         assert_eq!(s, 200, "{tokens}");
         let refresh_token = tokens["refresh_token"].as_str().expect("a refresh token");
-        let (s, _, renewed) = split(
-            app.http()
-                .post(app.url("/token"))
-                .basic_auth(&client.0, Some(&client.1))
-                .form(&[
-                    ("grant_type", "refresh_token"),
-                    ("refresh_token", refresh_token),
-                ])
-                .send()
-                .await
-                .unwrap(),
+        let (s, _, renewed) = token(
+            &app,
+            &client,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ],
         )
         .await;
         assert_eq!(s, 200, "{renewed}");
