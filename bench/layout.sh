@@ -58,11 +58,12 @@ record() {
     mv "$(ls "$work/callgrind-$store".* | head -n 1)" "$work/startup-$store"
     path_env "http://127.0.0.1:$PORT" "$fixtures"
     local path extra
-    for path in cc code refresh introspect introspect_jwt revoke register discovery jwks authorize exchange device; do
+    for path in cc code refresh introspect introspect_jwt revoke register discovery jwks authorize exchange device ciba; do
         extra=()
         case $path in
             code) extra=(FIXTURES="$fixtures/codes.txt") ;;
             device) extra=(FIXTURES="$fixtures/devices.txt") ;;
+            ciba) extra=(FIXTURES="$fixtures/ciba.txt") ;;
             refresh | revoke) extra=(FIXTURES="$fixtures/$path.txt") ;;
             introspect_jwt) extra=(ACCESS_TOKEN="$(printf '%s\n' "${PATH_ENV[@]}" | sed -n 's/^JWT=//p')") ;;
         esac

@@ -99,8 +99,11 @@ local function build()
   elseif path == "device" then
     prefix = "grant_type=" .. enc("urn:ietf:params:oauth:grant-type:device_code") .. "&" .. auth
       .. "&device_code="
+  elseif path == "ciba" then
+    prefix = "grant_type=" .. enc("urn:openid:params:grant-type:ciba") .. "&" .. auth
+      .. "&auth_req_id="
   else
-    error("BENCH_PATH: one of cc code refresh revoke introspect introspect_jwt register discovery jwks authorize exchange device")
+    error("BENCH_PATH: one of cc code refresh revoke introspect introspect_jwt register discovery jwks authorize exchange device ciba")
   end
 end
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Load every token path of Concierge and of the peer, node-oidc-provider configured for the
 # same work (bench/peer-paths.mjs), with the same wrk scripts, in alternation, on SQLite and on
-# PostgreSQL; print the figures and the ratio ours/peer per path. Token exchange and the
-# device authorization request, which the peer's setup lacks, are compared with our own client
+# PostgreSQL; print the figures and the ratio ours/peer per path. Token exchange, the
+# device grant and CIBA, which the peer's setup lacks, are compared with our own client
 # credentials. Measures, asserts nothing.
 #
 #   bench/run.sh                        # every path, both stores (PostgreSQL when one answers)
@@ -13,8 +13,9 @@
 # introspect (of a refresh token: the peer does not introspect its JWT access tokens), revoke
 # (a fresh refresh token each), register (RFC 7591), discovery, jwks, authorize (signed in,
 # consent remembered: a 303 with a code); ours only: introspect_jwt (one of our JWT access
-# tokens, a machine's), introspect_user (a user's, whose user is read), exchange and device
-# (the device grant's redemption of an approved device code).
+# tokens, a machine's), introspect_user (a user's, whose user is read), exchange, device
+# (the device grant's redemption of an approved device code) and ciba (CIBA's poll of a
+# request its user approved).
 #
 # Environment: PEER_DIR (default ../shared/bench: the peer's package.json), PG_ADMIN_URL
 # (default postgres://postgres@127.0.0.1:5432/test; a fresh database is created on it and
@@ -46,7 +47,7 @@ WARMUP=${WARMUP:-2s}
 ROUNDS=${ROUNDS:-3}
 COUNT=${COUNT:-60000}
 PEER_COUNT=${PEER_COUNT:-60000}
-PATHS=${PATHS:-cc code refresh introspect revoke register discovery jwks authorize introspect_jwt introspect_user exchange device}
+PATHS=${PATHS:-cc code refresh introspect revoke register discovery jwks authorize introspect_jwt introspect_user exchange device ciba}
 OURS_PORT=${OURS_PORT:-8089}
 PEER_PORT=${PEER_PORT:-4000}
 BULK=${BULK:-0}
@@ -207,7 +208,7 @@ wrk_run() {
         local token_var=JWT
         [ "$path" = introspect_user ] && token_var=SUBJECT_TOKEN bench_path=introspect_jwt
         extra+=(ACCESS_TOKEN="$(printf '%s\n' "${extra[@]}" | sed -n "s/^$token_var=//p")")
-    elif [ "$path" = code ] || [ "$path" = refresh ] || [ "$path" = revoke ] || [ "$path" = device ]; then
+    elif [ "$path" = code ] || [ "$path" = refresh ] || [ "$path" = revoke ] || [ "$path" = device ] || [ "$path" = ciba ]; then
         # Each request spends a fixture: start after those the earlier runs spent.
         file=$fixtures/$(case $path in code) echo codes ;; device) echo devices ;; *) echo "$path" ;; esac).txt
         local slice=$work/slice
@@ -243,7 +244,7 @@ load() {
 }
 
 # Against the peer, or against ourselves (BULK, BASE_BIN).
-peer_has() { against_self || { [ "$1" != exchange ] && [ "$1" != device ] && [ "$1" != introspect_jwt ] && [ "$1" != introspect_user ]; }; }
+peer_has() { against_self || { [ "$1" != exchange ] && [ "$1" != device ] && [ "$1" != ciba ] && [ "$1" != introspect_jwt ] && [ "$1" != introspect_user ]; }; }
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 if [ -n "${STORES:-}" ]; then

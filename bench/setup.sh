@@ -45,6 +45,7 @@ configure_ours() {
         --grant-type client_credentials --grant-type authorization_code --grant-type refresh_token \
         --grant-type urn:ietf:params:oauth:grant-type:token-exchange \
         --grant-type urn:ietf:params:oauth:grant-type:device_code \
+        --grant-type urn:openid:params:grant-type:ciba \
         --redirect-uri http://127.0.0.1/callback --may-introspect --scope "tools:read tools:write" \
         --secret-from-env CLIENT_SECRET >/dev/null
     "$bin" "${common[@]}" client add --name "bench public" --id "$PUBLIC_CLIENT_ID" --auth-method none \

@@ -9,6 +9,8 @@
 //! - `revoke.txt`: `COUNT` refresh tokens of `bench`, one per revocation request;
 //! - `devices.txt`: `COUNT` device codes of `bench` its user already approved (RFC 8628), one
 //!   per token request of the device grant;
+//! - `ciba.txt`: `COUNT` `auth_req_id`s of backchannel requests of `bench` its user already
+//!   approved (OpenID Connect CIBA, poll mode), one per token request of the CIBA grant;
 //! - `cookie.txt`: a signed-in session's cookie value, whose user already allowed `bench`
 //!   `tools:read` at `RESOURCE` (so `/authorize` answers with a code at once).
 //!
@@ -25,7 +27,9 @@
 
 use std::sync::Arc;
 
-use concierge::store::{AuthCode, Consent, DeviceCode, RefreshToken, Session, Store, User};
+use concierge::store::{
+    AuthCode, BackchannelRequest, Consent, DeviceCode, RefreshToken, Session, Store, User,
+};
 use concierge::util;
 
 const BENCH_VERIFIER: &str = "bench-verifier-0123456789abcdefghijklmnopqrstuvwxyz";
@@ -117,6 +121,33 @@ impl Seed {
             })
             .await?;
         Ok(code)
+    }
+
+    async fn approved_backchannel(&self) -> anyhow::Result<String> {
+        let auth_req_id = util::ordered_secret();
+        self.store
+            .insert_backchannel(&BackchannelRequest {
+                auth_req_hash: util::secret_key(&auth_req_id),
+                id: util::random_id(),
+                client_id: CLIENT_ID.into(),
+                user_id: Some(self.user_id.clone()),
+                resources: vec![self.resource.clone()],
+                scope: SCOPE.into(),
+                authorization_details: None,
+                binding_message: None,
+                acr_values: Vec::new(),
+                status: "approved".into(),
+                auth_time: Some(self.now),
+                amr: vec!["pwd".into()],
+                acr: None,
+                sid: None,
+                interval_secs: 5,
+                last_polled_at: None,
+                created_at: self.now,
+                expires_at: self.now + 3600,
+            })
+            .await?;
+        Ok(auth_req_id)
     }
 }
 
@@ -232,6 +263,10 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(
         out.join("devices.txt"),
         many(&seed, count, |s| async move { s.approved_device().await }).await?,
+    )?;
+    std::fs::write(
+        out.join("ciba.txt"),
+        many(&seed, count, |s| async move { s.approved_backchannel().await }).await?,
     )?;
     std::fs::write(out.join("cookie.txt"), format!("{cookie}\n"))?;
     if bulk > 0 {
