@@ -266,7 +266,12 @@ async fn main() -> anyhow::Result<()> {
     )?;
     std::fs::write(
         out.join("ciba.txt"),
-        many(&seed, count, |s| async move { s.approved_backchannel().await }).await?,
+        many(
+            &seed,
+            count,
+            |s| async move { s.approved_backchannel().await },
+        )
+        .await?,
     )?;
     std::fs::write(out.join("cookie.txt"), format!("{cookie}\n"))?;
     if bulk > 0 {
