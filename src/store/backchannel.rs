@@ -148,14 +148,15 @@ macro_rules! redeemable {
 }
 pub(crate) use redeemable;
 
-/// [`BackchannelStore::redeem_backchannel`]'s statement: the request `$1` spent at `$2` if
-/// [`redeemable!`] by `$3`, returning its row; with a refresh token, `redeem!($dialect, $on)`,
-/// also the refresh token of the family `$4` (`$5` to `$8`, as `refresh_tokens::insert_first!`)
-/// stored for its grant unless it carried RFC 9396 details, and whether the statement is a
-/// whole transaction. On PostgreSQL one statement, the spend in a writing `WITH`; on SQLite
-/// (which has none) a script of two, the insert first: in one transaction it sees the
-/// request as the update will; alone, the script is its own transaction
-/// (`sql::one_transaction!`, on the target `$on`).
+/// [`BackchannelStore::redeem_backchannel`]'s statement, `redeem!()`: the request `$1`
+/// spent at `$2` if [`redeemable!`] by `$3`, returning its row.
+///
+/// `redeem!($dialect, $on)`: the same spend, and the refresh token of the family `$4` (`$5`
+/// to `$8`, as `refresh_tokens::insert_first!`) stored for its grant unless the request
+/// carried RFC 9396 details; with whether the text is a whole transaction. On PostgreSQL one
+/// statement, the spend in a writing `WITH`. On SQLite, which has none, a script of two, the
+/// insert first: in one transaction it sees the request as the update will; alone (on the
+/// target `$on`), the script is its own transaction (`sql::one_transaction!`).
 macro_rules! redeem {
     () => {
         concat!(

@@ -242,9 +242,9 @@ pub(crate) use columns;
 
 /// The first refresh token of a new grant, stored by the write that spends what the grant
 /// comes from (`CodeStore::redeem_code`, `DeviceStore::redeem_device`,
-/// `BackchannelStore::redeem_backchannel`): its own columns
-/// here; the others are the grant's (client, user, resources, scope, how the user signed
-/// in), and it is created at the redemption's time.
+/// `BackchannelStore::redeem_backchannel`): its own columns here; the others are the
+/// grant's (client, user, resources, scope, how the user signed in), and it is created at
+/// the redemption's time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FirstRefresh {
     pub token_hash: Vec<u8>,
@@ -257,8 +257,8 @@ pub struct FirstRefresh {
 /// The insert of a [`FirstRefresh`] (`$token`, `$expires`, `$absolute`, `$jkt`, created at
 /// `$now`) of the family `$family`, for the grant of the row `$grant` names (a code, a
 /// device request or a backchannel request: a table, or a `WITH`'s name), up to the `FROM`
-/// that names it. The
-/// statement goes on with that `FROM`, and a `WHERE` that keeps only the row it spends.
+/// that names it. The statement goes on with that `FROM`, and a `WHERE` that keeps only the
+/// row it spends.
 macro_rules! insert_first {
     ($grant:literal, $family:literal, $token:literal, $now:literal, $expires:literal, $absolute:literal, $jkt:literal) => {
         concat!(

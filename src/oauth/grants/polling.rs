@@ -4,7 +4,11 @@
 //! and the interval grows), and for the user's decision so far (`authorization_pending`,
 //! `access_denied`). Only then is the approved request spent. (The device grant tries the
 //! spend first, by a statement that makes the same checks, and comes here only when it spent
-//! nothing, to answer why.)
+//! nothing, to answer why. CIBA reads first: in real use most of its polls come before the
+//! user decides, and a read answers those without a write.)
+//!
+//! The spend of an approved request stores the new grant's first refresh token in the same
+//! write ([`Redemption`]), and the tokens come from the request as spent ([`Approved`]).
 
 use super::TokenRequest;
 use super::user_grant::{
@@ -101,7 +105,7 @@ pub struct Approved<'a> {
 /// and the request may have one (`refreshable`: RFC 9396 details approve one action, which
 /// no refresh token may outlive).
 pub struct Redemption {
-    pub family_id: String,
+    family_id: String,
     refresh: Option<(String, FirstRefresh)>,
 }
 

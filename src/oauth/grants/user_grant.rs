@@ -105,9 +105,9 @@ pub fn new_refresh(
 }
 
 /// A grant's tokens as `issued`; if issuing failed after the grant's write stored a refresh
-/// token (`stored`, of the family `family_id`: a code or a device code spent, the user then
-/// found disabled, a resource or scope refused), that family revoked. Nobody holds the
-/// token, and it must not outlive the refusal.
+/// token (`stored`, of the family `family_id`: a code, a device code or a backchannel
+/// request spent, the user then found disabled, a resource or scope refused), that family
+/// revoked. Nobody holds the token, and it must not outlive the refusal.
 pub async fn revoked_if_refused(
     ctx: &Context,
     issued: Result<TokenResponse, OAuthError>,
