@@ -92,23 +92,24 @@ pub async fn register(
 
     let now = ctx.now();
     let from = addr.map(|a| a.to_string());
+    let ttl = i64::from(policy.unused_client_ttl_secs);
+    let (record, secrets) = new_client(metadata, ClientKind::Dynamic, None, from, now, ttl);
     if let Some(a) = addr {
         // Identical registrations (hosted agents: one client per user, all alike, from a few
-        // egress addresses) are limited apart from distinct ones.
-        let fingerprint = registration::fingerprint(&metadata).map_err(OAuthError::internal)?;
-        if let Err(t) = ctx
-            .authn
-            .throttle
-            .registration(ctx.rate_limits(), a, &fingerprint, now)
-            .await?
-        {
+        // egress addresses) are limited apart from distinct ones. The count and the client
+        // are one write: a refused registration stores nothing.
+        let fingerprint =
+            registration::fingerprint(&record.metadata).map_err(OAuthError::internal)?;
+        let throttle = &ctx.authn.throttle;
+        let count = throttle.registration(a, &fingerprint, now);
+        let counted = state.store.register_client(&record, &count).await?;
+        if let Err(t) = throttle.registration_verdict(&count, counted) {
             tracing::warn!(address = %a, limit = t.what(), "registration rate limit reached");
             return Err(OAuthError::rate_limited(t.what(), t.retry_after() as u64));
         }
+    } else {
+        state.store.insert_client(&record).await?;
     }
-    let ttl = i64::from(policy.unused_client_ttl_secs);
-    let (record, secrets) = new_client(metadata, ClientKind::Dynamic, None, from, now, ttl);
-    state.store.insert_client(&record).await?;
     crate::http::access::note_client(&record.client_id);
     tracing::info!(
         client_id = %record.client_id,

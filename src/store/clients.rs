@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::StoreError;
+use super::connections::{Kind, Target};
+use super::rate_limits::{Counted, Hit, RegistrationCount};
 
 /// How a client came to exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -242,6 +244,15 @@ impl std::fmt::Debug for ClientRecord {
 pub trait ClientStore: Send + Sync {
     /// Insert a new client; `Conflict` when the id is taken.
     async fn insert_client(&self, client: &ClientRecord) -> Result<(), StoreError>;
+    /// Count a registration in the rate limits and insert its `client` if the count admits
+    /// it ([`RegistrationCount`]), as one write: a refused registration stores no client,
+    /// and an admitted one waits for one commit. Returns the count; `Conflict` when the id
+    /// is taken.
+    async fn register_client(
+        &self,
+        client: &ClientRecord,
+        count: &RegistrationCount,
+    ) -> Result<Counted, StoreError>;
     /// The client, unless it does not exist or its unused registration expired by `now`.
     async fn get_client(
         &self,
@@ -324,6 +335,27 @@ macro_rules! insert {
 }
 pub(crate) use insert;
 
+/// `$query` with a client's row bound next, in [`columns!`]'s order: the client `$c` and its
+/// metadata as JSON, `$metadata`.
+macro_rules! bind_row {
+    ($query:expr, $c:expr, $metadata:expr) => {
+        $query
+            .bind(&$c.client_id)
+            .bind($c.kind.as_str())
+            .bind(&$c.secret_hash)
+            .bind($metadata)
+            .bind(&$c.registration_token_hash)
+            .bind(&$c.registered_from)
+            .bind($c.created_at)
+            .bind($c.updated_at)
+            .bind($c.last_used_at)
+            .bind($c.expires_at)
+            .bind($c.previous_secret.as_ref().map(|p| p.hash.as_slice()))
+            .bind($c.previous_secret.as_ref().map(|p| p.expires_at))
+    };
+}
+pub(crate) use bind_row;
+
 /// A client to store, as a write of the group commit: its statement (`insert!`, chosen by
 /// the request whether its commit may be deferred), the client, and its metadata as JSON.
 pub(super) struct Insert {
@@ -335,35 +367,40 @@ pub(super) struct Insert {
 /// SQLite's insert of several clients: one statement, bound as one JSON array (the hashes in
 /// hex).
 pub(super) async fn insert_many(
-    on: super::connections::Target<'_, sqlx::Sqlite>,
+    on: Target<'_, sqlx::Sqlite>,
     clients: &[Insert],
 ) -> Result<Vec<()>, StoreError> {
+    insert_rows(on, clients.iter().map(|i| (&i.client, i.metadata.as_str()))).await?;
+    Ok(vec![(); clients.len()])
+}
+
+/// [`insert_many`]'s statement, for clients and their metadata as JSON; none, no statement.
+async fn insert_rows<'a>(
+    on: Target<'_, sqlx::Sqlite>,
+    clients: impl Iterator<Item = (&'a ClientRecord, &'a str)>,
+) -> Result<(), StoreError> {
     let hex = |hash: Option<&Vec<u8>>| hash.map(|h| crate::util::hex(h.as_slice()));
     let rows: Vec<_> = clients
-        .iter()
-        .map(
-            |Insert {
-                 client: c,
-                 metadata,
-                 ..
-             }| {
-                serde_json::json!([
-                    c.client_id,
-                    c.kind.as_str(),
-                    hex(c.secret_hash.as_ref()),
-                    metadata,
-                    hex(c.registration_token_hash.as_ref()),
-                    c.registered_from,
-                    c.created_at,
-                    c.updated_at,
-                    c.last_used_at,
-                    c.expires_at,
-                    hex(c.previous_secret.as_ref().map(|p| &p.hash)),
-                    c.previous_secret.as_ref().map(|p| p.expires_at),
-                ])
-            },
-        )
+        .map(|(c, metadata)| {
+            serde_json::json!([
+                c.client_id,
+                c.kind.as_str(),
+                hex(c.secret_hash.as_ref()),
+                metadata,
+                hex(c.registration_token_hash.as_ref()),
+                c.registered_from,
+                c.created_at,
+                c.updated_at,
+                c.last_used_at,
+                c.expires_at,
+                hex(c.previous_secret.as_ref().map(|p| &p.hash)),
+                c.previous_secret.as_ref().map(|p| p.expires_at),
+            ])
+        })
         .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
     sqlx::query(concat!(
         "INSERT INTO clients (",
         columns!(),
@@ -375,7 +412,188 @@ pub(super) async fn insert_many(
     .execute(on)
     .await
     .map_err(|e| super::sql::conflict(e, "client_id"))?;
-    Ok(vec![(); clients.len()])
+    Ok(())
+}
+
+/// A registration to count and, if admitted, store ([`ClientStore::register_client`]), as a
+/// write of the group commit: the client, its metadata as JSON, its count, and whether its
+/// commit may be deferred (chosen by the request: `commits::defers!`).
+pub(super) struct Register {
+    pub(super) defer: bool,
+    pub(super) client: ClientRecord,
+    pub(super) metadata: String,
+    pub(super) count: RegistrationCount,
+}
+
+impl Register {
+    /// Counts at different times or with different windows are made by different
+    /// statements (one statement binds one of each); one client id is stored once.
+    fn clash(a: &Self, b: &Self) -> bool {
+        (a.count.now, a.count.window_secs) != (b.count.now, b.count.window_secs)
+            || a.client.client_id == b.client.client_id
+    }
+}
+
+/// PostgreSQL's registration as one statement, from `$1`…`$19`: the count's first bucket,
+/// now, the window, the seen and again buckets, the two maxima, then the client's row (in
+/// [`columns!`]'s order). It counts as `rate_limits::count!` does, in `again`'s window or
+/// `first`'s; admits by [`RegistrationCount::admits`]'s rule, said again in SQL; and only
+/// for an admitted one stores the client and, when counted in `first`, counts `seen`.
+/// (PostgreSQL runs every writing `WITH` of a statement, read or not.) The answer is the
+/// count and whether it was `again`'s. The statement has no `FROM` of its own, so a
+/// deferred commit's `FROM` can follow (`sql::not_awaited!(from)`).
+macro_rules! register {
+    () => {
+        concat!(
+            "WITH counted AS (",
+            $crate::store::rate_limits::count!(@
+                "CASE WHEN EXISTS (SELECT 1 FROM rate_limits AS seen \
+                   WHERE seen.bucket = $4 AND seen.window_start > $2 - $3) \
+                 THEN $5 ELSE $1 END",
+                ""
+            ),
+            " RETURNING hits, bucket), \
+             admitted AS (SELECT bucket FROM counted \
+               WHERE hits <= CASE WHEN bucket = $5 THEN $6 ELSE $7 END), \
+             seen_hit AS (",
+            $crate::store::rate_limits::count!(@
+                "$4", " FROM (SELECT 1 FROM admitted WHERE bucket = $1) AS counted_first"
+            ),
+            "), stored AS (INSERT INTO clients (",
+            $crate::store::clients::columns!(),
+            ") SELECT $8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19 FROM admitted) \
+             SELECT counted.hits, counted.bucket = $5 FROM counted"
+        )
+    };
+}
+
+impl Kind<sqlx::Postgres> for Register {
+    type Input = Self;
+    type Output = Counted;
+
+    fn clash(a: &Self, b: &Self) -> bool {
+        Register::clash(a, b)
+    }
+
+    fn one<'c>(
+        on: Target<'c, sqlx::Postgres>,
+        r: &'c Self,
+    ) -> futures_util::future::BoxFuture<'c, Result<Counted, StoreError>> {
+        Box::pin(async move {
+            let sql = if r.defer {
+                concat!(register!(), super::sql::not_awaited!(join))
+            } else {
+                register!()
+            };
+            let (c, count) = (&r.client, &r.count);
+            let query = sqlx::query_as(sql)
+                .bind(&count.first)
+                .bind(count.now)
+                .bind(count.window_secs)
+                .bind(&count.seen)
+                .bind(&count.again)
+                .bind(count.max_again)
+                .bind(count.max_first);
+            let (hits, repeated): (i64, bool) = bind_row!(query, c, &r.metadata)
+                .fetch_one(on)
+                .await
+                .map_err(|e| super::sql::conflict(e, "client_id"))?;
+            Ok(Counted { repeated, hits })
+        })
+    }
+}
+
+impl Kind<sqlx::Sqlite> for Register {
+    type Input = Self;
+    type Output = Counted;
+
+    fn clash(a: &Self, b: &Self) -> bool {
+        Register::clash(a, b)
+    }
+
+    fn one<'c>(
+        on: Target<'c, sqlx::Sqlite>,
+        r: &'c Self,
+    ) -> futures_util::future::BoxFuture<'c, Result<Counted, StoreError>> {
+        Box::pin(async move {
+            register_many(on, std::slice::from_ref(r))
+                .await?
+                .pop()
+                .ok_or_else(|| StoreError::Corrupt("a registration was not counted".into()))
+        })
+    }
+
+    fn many<'c>(
+        on: Target<'c, sqlx::Sqlite>,
+        inputs: &'c [Self],
+    ) -> futures_util::future::BoxFuture<'c, Result<Vec<Counted>, StoreError>> {
+        Box::pin(register_many(on, inputs))
+    }
+}
+
+/// SQLite's registrations, a batch's at once, in its transaction: which `seen` windows are
+/// live (one read), every count (one upsert, `rate_limits::hit_many`), the admitted clients
+/// (one insert), and the `seen` hits of those admitted in `first` (one upsert, when there
+/// are any). Four statements or three, however many registrations. Of concurrent
+/// registrations counted in one window, those its maximum admits are stored, whichever
+/// they are.
+async fn register_many(
+    mut on: Target<'_, sqlx::Sqlite>,
+    registrations: &[Register],
+) -> Result<Vec<Counted>, StoreError> {
+    let Some(any) = registrations.first() else {
+        return Ok(Vec::new());
+    };
+    let (now, window_secs) = (any.count.now, any.count.window_secs);
+    let hit = |bucket: &str| Hit {
+        bucket: bucket.to_owned(),
+        window_secs,
+        now,
+    };
+    let seen: Vec<&str> = registrations
+        .iter()
+        .map(|r| r.count.seen.as_str())
+        .collect();
+    let live: Vec<String> = sqlx::query_scalar(
+        "SELECT value FROM jsonb_each($1) WHERE EXISTS (SELECT 1 FROM rate_limits \
+         WHERE bucket = value AND window_start > $2 - $3)",
+    )
+    .bind(super::sql::to_json(&seen)?)
+    .bind(now)
+    .bind(window_secs)
+    .fetch_all(on.again())
+    .await?;
+    let repeated: Vec<bool> = seen.iter().map(|s| live.iter().any(|l| l == s)).collect();
+    let hits: Vec<Hit> = registrations
+        .iter()
+        .zip(&repeated)
+        .map(|(r, &repeated)| hit(r.count.bucket(repeated)))
+        .collect();
+    let counts = super::rate_limits::hit_many(on.again(), &hits).await?;
+    let counted: Vec<Counted> = repeated
+        .into_iter()
+        .zip(counts)
+        .map(|(repeated, hits)| Counted { repeated, hits })
+        .collect();
+    let admitted = || {
+        registrations
+            .iter()
+            .zip(&counted)
+            .filter(|(r, c)| r.count.admits(**c))
+    };
+    insert_rows(
+        on.again(),
+        admitted().map(|(r, _)| (&r.client, r.metadata.as_str())),
+    )
+    .await?;
+    let newly_seen: Vec<Hit> = admitted()
+        .filter(|(_, c)| !c.repeated)
+        .map(|(r, _)| hit(&r.count.seen))
+        .collect();
+    if !newly_seen.is_empty() {
+        super::rate_limits::hit_many(on, &newly_seen).await?;
+    }
+    Ok(counted)
 }
 
 macro_rules! sql_impl {
@@ -398,6 +616,25 @@ macro_rules! sql_impl {
                         client: c.clone(),
                         metadata: $crate::store::sql::to_json(&c.metadata)?,
                     })
+                    .await
+            }
+
+            async fn register_client(
+                &self,
+                c: &$crate::store::ClientRecord,
+                count: &$crate::store::RegistrationCount,
+            ) -> Result<$crate::store::Counted, $crate::store::StoreError> {
+                self.writer
+                    .write_kind::<$crate::store::clients::Register>(
+                        $crate::store::clients::Register {
+                            // Chosen here, on the request's task, which says whether it
+                            // may defer.
+                            defer: $crate::store::commits::defers!($dialect),
+                            client: c.clone(),
+                            metadata: $crate::store::sql::to_json(&c.metadata)?,
+                            count: count.clone(),
+                        },
+                    )
                     .await
             }
 
@@ -530,19 +767,7 @@ macro_rules! sql_impl {
                 }: &'c Self,
             ) -> futures_util::future::BoxFuture<'c, Result<(), $crate::store::StoreError>> {
                 Box::pin(async move {
-                    sqlx::query(*sql)
-                        .bind(&c.client_id)
-                        .bind(c.kind.as_str())
-                        .bind(&c.secret_hash)
-                        .bind(metadata)
-                        .bind(&c.registration_token_hash)
-                        .bind(&c.registered_from)
-                        .bind(c.created_at)
-                        .bind(c.updated_at)
-                        .bind(c.last_used_at)
-                        .bind(c.expires_at)
-                        .bind(c.previous_secret.as_ref().map(|p| p.hash.as_slice()))
-                        .bind(c.previous_secret.as_ref().map(|p| p.expires_at))
+                    $crate::store::clients::bind_row!(sqlx::query(*sql), c, metadata)
                         .execute(on)
                         .await
                         .map_err(|e| $crate::store::sql::conflict(e, "client_id"))?;

@@ -85,6 +85,19 @@ macro_rules! deferrable {
 }
 pub(crate) use deferrable;
 
+/// [`may_defer`] for a write of dialect `$dialect` whose statement is chosen where it runs
+/// (a write of the group commit's, which runs on another task): asked on the request's
+/// task; on SQLite never, as `deferrable!` does not ask.
+macro_rules! defers {
+    ("postgres") => {
+        $crate::store::commits::may_defer()
+    };
+    ("sqlite") => {
+        false
+    };
+}
+pub(crate) use defers;
+
 #[async_trait]
 pub trait CommitStore: Send + Sync {
     /// Wait until every commit this process made so far is on disk. On PostgreSQL one write

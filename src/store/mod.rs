@@ -59,7 +59,7 @@ pub use id_jag::{IdJagPolicy, IdJagPolicyStore, TrustedIssuer};
 pub use identities::{IdentityStore, LinkedBy, LinkedIdentity};
 pub use keys::{KeyStore, StoredKey};
 pub use passkeys::{Ceremony, PasskeyStore, StoredPasskey};
-pub use rate_limits::{Backoff, RateLimitStore};
+pub use rate_limits::{Backoff, Counted, RateLimitStore, RegistrationCount};
 pub use refresh_tokens::{
     FirstRefresh, Presented, REVOKED_FAMILY_MEMORY_SECS, RefreshToken, RefreshTokenStore,
     RevokedFamily, Rotation, Successor,

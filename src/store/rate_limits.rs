@@ -19,18 +19,6 @@ pub trait RateLimitStore: Send + Sync {
     /// Count a hit in `bucket`'s fixed window and return the hits in the current window,
     /// this one included. One atomic statement, so replicas share the count.
     async fn hit(&self, bucket: &str, window_secs: i64, now: i64) -> Result<i64, StoreError>;
-    /// Count a hit in `again`'s window when `seen` has a live window, and in `first`'s when
-    /// it has none (all three of `window_secs`): the look and the count are one statement.
-    /// Returns whether `seen` was live, and the hits in the window counted, this one
-    /// included.
-    async fn hit_again_or_first(
-        &self,
-        seen: &str,
-        again: &str,
-        first: &str,
-        window_secs: i64,
-        now: i64,
-    ) -> Result<(bool, i64), StoreError>;
     /// Forget windows that started before `before`.
     async fn purge_rate_limits(&self, before: i64) -> Result<u64, StoreError>;
     /// Hits in `bucket`'s current window, without counting one.
@@ -84,6 +72,55 @@ macro_rules! count {
 }
 pub(crate) use count;
 
+/// A registration's count in the rate limits (RFC 7591 §3 leaves limits on registration to
+/// the server), made by the write that stores its client
+/// ([`crate::store::ClientStore::register_client`]), so that a refused registration stores
+/// nothing and an admitted one waits for one write. The buckets and maxima are the
+/// throttle's (`oauth::authn::throttle`):
+/// - the registration counts in `again`'s window when `seen` has a live window (the address
+///   registered the same metadata in it), in `first`'s when it has none; all three windows
+///   are of `window_secs`, at `now`;
+/// - it is admitted when the window counted holds at most its maximum (`max_again`,
+///   `max_first`), this hit included ([`RegistrationCount::admits`]);
+/// - an admitted one counted in `first` also counts in `seen`, so the metadata is seen from
+///   then on; a refused one is not, and stays refused when sent again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationCount {
+    pub seen: String,
+    pub again: String,
+    pub first: String,
+    pub window_secs: i64,
+    pub now: i64,
+    pub max_again: i64,
+    pub max_first: i64,
+}
+
+/// What a registration's count made: whether `seen` was live (the registration repeated
+/// metadata), and the hits in the window counted, this one included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counted {
+    pub repeated: bool,
+    pub hits: i64,
+}
+
+impl RegistrationCount {
+    /// The bucket a registration counts in.
+    pub(super) fn bucket(&self, repeated: bool) -> &str {
+        if repeated { &self.again } else { &self.first }
+    }
+
+    /// Does `counted` admit the registration? The one rule: PostgreSQL's statement says it
+    /// again in SQL (`clients::register!`).
+    pub fn admits(&self, counted: Counted) -> bool {
+        counted.hits
+            <= if counted.repeated {
+                self.max_again
+            } else {
+                self.max_first
+            }
+    }
+}
+
 /// A hit to count in `bucket`'s window of `window_secs` at `now`
 /// ([`RateLimitStore::hit`]), as a write of the group commit: what it returns is the hits in
 /// the window, this one included.
@@ -135,49 +172,13 @@ macro_rules! sql_impl {
                 now: i64,
             ) -> Result<i64, $crate::store::StoreError> {
                 self.writer
-                    .write_kind::<$crate::store::rate_limits::Hit>($crate::store::rate_limits::Hit {
-                        bucket: bucket.to_owned(),
-                        window_secs,
-                        now,
-                    })
-                    .await
-            }
-
-            async fn hit_again_or_first(
-                &self,
-                seen: &str,
-                again: &str,
-                first: &str,
-                window_secs: i64,
-                now: i64,
-            ) -> Result<(bool, i64), $crate::store::StoreError> {
-                // One statement: one round trip on PostgreSQL, one turn of SQLite's writer,
-                // and no count between the look and the hit. The bucket counted is returned
-                // to tell which it was.
-                let (first, seen, again) = (first.to_owned(), seen.to_owned(), again.to_owned());
-                self.writer
-                    .write(Box::new(move |on| {
-                        let (first, seen, again) = (first.clone(), seen.clone(), again.clone());
-                        Box::pin(async move {
-                            let (hits, counted): (i64, String) = sqlx::query_as(concat!(
-                                $crate::store::rate_limits::count!(
-                                    $dialect,
-                                    "CASE WHEN EXISTS (SELECT 1 FROM rate_limits AS seen \
-                                       WHERE seen.bucket = $4 AND seen.window_start > $2 - $3) \
-                                     THEN $5 ELSE $1 END"
-                                ),
-                                " RETURNING hits, bucket"
-                            ))
-                            .bind(first)
-                            .bind(now)
-                            .bind(window_secs)
-                            .bind(seen)
-                            .bind(&again)
-                            .fetch_one(on)
-                            .await?;
-                            Ok((counted == again, hits))
-                        })
-                    }))
+                    .write_kind::<$crate::store::rate_limits::Hit>(
+                        $crate::store::rate_limits::Hit {
+                            bucket: bucket.to_owned(),
+                            window_secs,
+                            now,
+                        },
+                    )
                     .await
             }
 

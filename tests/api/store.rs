@@ -141,42 +141,80 @@ both!(
     }
 );
 
+/// A registration's count from address `addr` of metadata `fp`, at `at`: two distinct
+/// registrations and three identical ones a minute.
+fn registration_count(addr: &str, fp: &str, at: i64) -> concierge::store::RegistrationCount {
+    concierge::store::RegistrationCount {
+        seen: format!("seen:{addr}:{fp}"),
+        again: format!("again:{addr}"),
+        first: format!("first:{addr}"),
+        window_secs: 60,
+        now: at,
+        max_again: 3,
+        max_first: 2,
+    }
+}
+
 both!(
-    a_window_is_counted_by_whether_another_is_live,
+    a_registration_is_counted_and_stored_in_one_write,
     |app: TestApp| async move {
         let s = app.store();
         let t = concierge::util::now();
-        let count = |at: i64| {
+        // What the registration counted, and whether its client was stored.
+        let register = |addr: &'static str, fp: &'static str, at: i64| {
             let s = s.clone();
             async move {
-                s.hit_again_or_first("seen", "again", "first", 60, at)
-                    .await
-                    .unwrap()
+                let (c, _) = new_client(metadata(), ClientKind::Dynamic, None, None, at, 3600);
+                let count = registration_count(addr, fp, at);
+                let counted = s.register_client(&c, &count).await.unwrap();
+                let stored = s.get_client(&c.client_id, at).await.unwrap().is_some();
+                assert_eq!(stored, count.admits(counted), "stored iff admitted");
+                (counted.repeated, counted.hits, stored)
             }
         };
-        // No live `seen` window: `first` counts.
-        assert_eq!(count(t).await, (false, 1));
-        assert_eq!(count(t + 1).await, (false, 2));
-        assert_eq!(
-            s.hits("seen", 60, t + 1).await.unwrap(),
-            0,
-            "only looked at"
-        );
-        // Once `seen` has a window, `again` counts, concurrently each hit once.
-        s.hit("seen", 60, t + 2).await.unwrap();
-        let tasks: Vec<_> = (0..20).map(|_| tokio::spawn(count(t + 3))).collect();
+        // The first of a kind counts as distinct and is seen from then on: three repeats
+        // are stored, the fourth is not.
+        assert_eq!(register("ip", "a", t).await, (false, 1, true));
+        for n in 1..=3 {
+            assert_eq!(register("ip", "a", t + 1).await, (true, n, true));
+        }
+        assert_eq!(register("ip", "a", t + 1).await, (true, 4, false));
+        // Distinct ones have their own limit, and a refused one is not seen: sent again, it
+        // is still distinct, and still refused.
+        assert_eq!(register("ip", "b", t + 2).await, (false, 2, true));
+        assert_eq!(register("ip", "c", t + 2).await, (false, 3, false));
+        assert_eq!(register("ip", "c", t + 2).await, (false, 4, false));
+        assert_eq!(s.hits("seen:ip:c", 60, t + 2).await.unwrap(), 0);
+        // Another address counts on its own; a new window starts afresh.
+        assert_eq!(register("other", "c", t + 3).await, (false, 1, true));
+        assert_eq!(register("ip", "c", t + 62).await, (false, 1, true));
+        assert_eq!(register("ip", "c", t + 63).await, (true, 1, true));
+
+        // Concurrent identical registrations (one batch of SQLite's group commit, or
+        // several): each counted once, and as many stored as the limit admits.
+        assert_eq!(register("many", "d", t).await, (false, 1, true));
+        let tasks: Vec<_> = (0..20)
+            .map(|_| tokio::spawn(register("many", "d", t + 1)))
+            .collect();
         let mut counts = Vec::new();
+        let mut stored = 0;
         for task in tasks {
-            let (repeated, hits) = task.await.unwrap();
+            let (repeated, hits, was_stored) = task.await.unwrap();
             assert!(repeated);
             counts.push(hits);
+            stored += usize::from(was_stored);
         }
         counts.sort();
         assert_eq!(counts, (1..=20).collect::<Vec<i64>>());
-        assert_eq!(s.hits("first", 60, t + 3).await.unwrap(), 2);
-        // `seen`'s window ended: `first` counts again, in a window of its own.
-        assert_eq!(count(t + 62).await, (false, 1));
-        assert_eq!(s.hits("again", 60, t + 62).await.unwrap(), 20);
+        assert_eq!(stored, 3);
+        // A taken client id is a conflict.
+        let (c, _) = new_client(metadata(), ClientKind::Dynamic, None, None, t, 3600);
+        s.insert_client(&c).await.unwrap();
+        assert!(matches!(
+            s.register_client(&c, &registration_count("x", "e", t))
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
         app
     }
 );

@@ -29,7 +29,7 @@
 use std::net::IpAddr;
 
 use crate::config::{RegistrationConfig, SigninConfig};
-use crate::store::{Backoff, RateLimitStore, StoreError};
+use crate::store::{Backoff, Counted, RateLimitStore, RegistrationCount, StoreError};
 
 /// At most `max` in `window_secs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -375,8 +375,9 @@ impl Throttle {
         Ok(())
     }
 
-    /// Count a registration from `addr` whose validated metadata has `fingerprint`, then say
-    /// whether it may go on (RFC 7591 §3 leaves limits on registration to the server).
+    /// The count a registration from `addr`, whose validated metadata has `fingerprint`,
+    /// makes in the write that stores its client (RFC 7591 §3 leaves limits on registration
+    /// to the server; [`RegistrationCount`] says how it counts).
     ///
     /// Hosted agents register one client per user from a few shared egress addresses, with
     /// identical metadata each time: a registration repeating metadata the address registered
@@ -385,34 +386,39 @@ impl Throttle {
     /// remembered as seen, so a refused registration stays refused when sent again. Two
     /// concurrent first registrations of one metadata may both count as distinct: the safe
     /// side. Every registration from an address is thus bounded by the sum of both limits.
-    pub async fn registration(
+    pub fn registration(&self, addr: IpAddr, fingerprint: &str, now: i64) -> RegistrationCount {
+        let (again, first) = (self.registration_identical, self.registration);
+        RegistrationCount {
+            seen: Bucket::RegistrationSeen(addr, fingerprint).key(),
+            again: Bucket::RegistrationIdentical(addr).key(),
+            first: Bucket::Registration(addr).key(),
+            // Both limits count in windows of one length (`rate_limit_window_secs`), which
+            // the store's one statement for the look and the count needs.
+            window_secs: first.window_secs,
+            now,
+            max_again: again.max,
+            max_first: first.max,
+        }
+    }
+
+    /// Whether a registration whose `count` made `counted` went on, and if not, which limit
+    /// refused it (the store stored its client only if it went on).
+    pub fn registration_verdict(
         &self,
-        store: &dyn RateLimitStore,
-        addr: IpAddr,
-        fingerprint: &str,
-        now: i64,
-    ) -> Result<Result<(), RegistrationThrottled>, StoreError> {
-        let seen = Bucket::RegistrationSeen(addr, fingerprint);
-        let (again, first) = (
-            Bucket::RegistrationIdentical(addr),
-            Bucket::Registration(addr),
-        );
-        // Both limits count in windows of one length (`rate_limit_window_secs`), which the
-        // store's one statement for the look and the count needs.
-        let window = self.registration.window_secs;
-        let (repeated, hits) = store
-            .hit_again_or_first(&seen.key(), &again.key(), &first.key(), window, now)
-            .await?;
-        let r = self
-            .limit(if repeated { &again } else { &first })
-            .admits(hits);
-        if repeated {
-            return Ok(r.map_err(RegistrationThrottled::Identical));
+        count: &RegistrationCount,
+        counted: Counted,
+    ) -> Result<(), RegistrationThrottled> {
+        if count.admits(counted) {
+            return Ok(());
         }
-        if r.is_ok() {
-            store.hit(&seen.key(), window, now).await?;
-        }
-        Ok(r.map_err(RegistrationThrottled::Distinct))
+        let throttled = Throttled {
+            retry_after: count.window_secs,
+        };
+        Err(if counted.repeated {
+            RegistrationThrottled::Identical(throttled)
+        } else {
+            RegistrationThrottled::Distinct(throttled)
+        })
     }
 
     /// Count an attempt, then say whether it may go on: the count comes first, so concurrent
@@ -482,18 +488,6 @@ mod tests {
             }
             e.1 += 1;
             Ok(e.1)
-        }
-        async fn hit_again_or_first(
-            &self,
-            seen: &str,
-            again: &str,
-            first: &str,
-            window_secs: i64,
-            now: i64,
-        ) -> Result<(bool, i64), StoreError> {
-            let repeated = self.hits(seen, window_secs, now).await? > 0;
-            let bucket = if repeated { again } else { first };
-            Ok((repeated, self.hit(bucket, window_secs, now).await?))
         }
         async fn purge_rate_limits(&self, _before: i64) -> Result<u64, StoreError> {
             Ok(0)
@@ -749,36 +743,26 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn identical_registrations_count_apart_from_distinct_ones() {
-        let (t, store) = (throttle(2, 3), Windows::default());
+    #[test]
+    fn a_registration_counts_against_the_limit_of_what_it_repeated() {
+        let t = throttle(2, 3);
         let ip: IpAddr = "203.0.113.9".parse().expect("ip");
-        let other: IpAddr = "203.0.113.10".parse().expect("ip");
-        let reg = |fp: &'static str, addr: IpAddr, now: i64| {
-            let (t, store) = (&t, &store);
-            async move { t.registration(store, addr, fp, now).await.expect("store") }
-        };
-        // The first of a kind is distinct; three repeats are allowed, the fourth is not.
-        assert_eq!(reg("a", ip, 0).await, Ok(()));
-        for _ in 0..3 {
-            assert_eq!(reg("a", ip, 1).await, Ok(()));
-        }
-        let refused = reg("a", ip, 2).await.expect_err("identical limit");
-        assert!(matches!(refused, RegistrationThrottled::Identical(_)));
+        let count = t.registration(ip, "fp", 7);
+        assert_eq!(count.seen, Bucket::RegistrationSeen(ip, "fp").key());
+        assert_eq!(count.again, Bucket::RegistrationIdentical(ip).key());
+        assert_eq!(count.first, Bucket::Registration(ip).key());
+        assert_eq!((count.now, count.window_secs), (7, 600));
+        let verdict = |repeated, hits| t.registration_verdict(&count, Counted { repeated, hits });
+        // Distinct metadata: two; identical: three, the limit's hit included.
+        assert_eq!(verdict(false, 2), Ok(()));
+        let refused = verdict(false, 3).expect_err("distinct limit");
+        assert!(matches!(refused, RegistrationThrottled::Distinct(_)));
         assert_eq!(refused.retry_after(), 600);
-        // Distinct ones have their own limit (two), and a refused one is not remembered as
-        // registered: sending it again is still distinct, and still refused.
-        assert_eq!(reg("b", ip, 3).await, Ok(()));
-        for _ in 0..2 {
-            assert!(matches!(
-                reg("c", ip, 4).await,
-                Err(RegistrationThrottled::Distinct(_))
-            ));
-        }
-        // Another address counts on its own; a new window starts afresh.
-        assert_eq!(reg("c", other, 5).await, Ok(()));
-        assert_eq!(reg("c", ip, 700).await, Ok(()));
-        assert_eq!(reg("c", ip, 701).await, Ok(()));
+        assert_eq!(verdict(true, 3), Ok(()));
+        assert!(matches!(
+            verdict(true, 4),
+            Err(RegistrationThrottled::Identical(_))
+        ));
     }
 
     #[test]
