@@ -417,7 +417,7 @@ async fn insert_rows<'a>(
 
 /// A registration to count and, if admitted, store ([`ClientStore::register_client`]), as a
 /// write of the group commit: the client, its metadata as JSON, its count, and whether its
-/// commit may be deferred (chosen by the request: `commits::defers!`).
+/// commit may skip waiting for the disk (chosen by the request: `commits::defers!`).
 pub(super) struct Register {
     pub(super) defer: bool,
     pub(super) client: ClientRecord,
@@ -440,8 +440,8 @@ impl Register {
 /// `first`'s; admits by [`RegistrationCount::admits`]'s rule, said again in SQL; and only
 /// for an admitted one stores the client and, when counted in `first`, counts `seen`.
 /// (PostgreSQL runs every writing `WITH` of a statement, read or not.) The answer is the
-/// count and whether it was `again`'s. The statement has no `FROM` of its own, so a
-/// deferred commit's `FROM` can follow (`sql::not_awaited!(from)`).
+/// count and whether it was `again`'s. A commit that need not wait for the disk joins the
+/// last `SELECT`'s `FROM` (`sql::not_awaited!(join)`).
 macro_rules! register {
     () => {
         concat!(
@@ -454,7 +454,7 @@ macro_rules! register {
             ),
             " RETURNING hits, bucket), \
              admitted AS (SELECT bucket FROM counted \
-               WHERE hits <= CASE WHEN bucket = $5 THEN $6 ELSE $7 END), \
+               WHERE hits <= CASE WHEN bucket = $5 THEN $6::bigint ELSE $7::bigint END), \
              seen_hit AS (",
             $crate::store::rate_limits::count!(@
                 "$4", " FROM (SELECT 1 FROM admitted WHERE bucket = $1) AS counted_first"
@@ -624,18 +624,26 @@ macro_rules! sql_impl {
                 c: &$crate::store::ClientRecord,
                 count: &$crate::store::RegistrationCount,
             ) -> Result<$crate::store::Counted, $crate::store::StoreError> {
-                self.writer
+                // Chosen here, on the request's task, which says whether it may defer.
+                let defer = $crate::store::commits::defers!($dialect);
+                let counted = self
+                    .writer
                     .write_kind::<$crate::store::clients::Register>(
                         $crate::store::clients::Register {
-                            // Chosen here, on the request's task, which says whether it
-                            // may defer.
-                            defer: $crate::store::commits::defers!($dialect),
+                            defer,
                             client: c.clone(),
                             metadata: $crate::store::sql::to_json(&c.metadata)?,
                             count: count.clone(),
                         },
                     )
-                    .await
+                    .await?;
+                if defer && count.admits(counted) {
+                    // The client's commit did not wait for the disk: the answer waits for
+                    // it (`commits`). A refused registration wrote only its count, which
+                    // may be lost, and its answer does not wait.
+                    $crate::store::commits::may_defer();
+                }
+                Ok(counted)
             }
 
             async fn get_client(
