@@ -3,8 +3,11 @@
 //!
 //! Request paths call [`Audit::record`], which only queues the event: background writers
 //! (one for token issuance, one for the rest, see [`Audit`]) append queued events in
-//! batches, so issuing a token still needs no synchronous database write. [`Audit::flush`] waits until everything queued so far is stored (the admin API and
-//! shutdown use it). Events never carry secrets or tokens; tokens are named by `jti`.
+//! batches, so issuing a token still needs no synchronous database write. A change whose
+//! write can append its event itself (a registration, a client's revocation) does, and
+//! tells [`Audit::stored`]. [`Audit::flush`] waits until everything queued so far is stored
+//! (the admin API and shutdown use it). Events never carry secrets or tokens; tokens are
+//! named by `jti`.
 //!
 //! With `[audit.webhook]` or `[audit.otlp]`, stored events are also pushed to a SIEM or an
 //! OpenTelemetry collector ([`Push`]), by a task of its own, so a slow or absent receiver
@@ -287,10 +290,18 @@ impl Event {
     pub fn into_inner(self) -> NewAuditEvent {
         self.0
     }
+
+    /// The row this event appends, for a write that stores it with its change (then
+    /// [`Audit::stored`], not [`Audit::record`]).
+    pub fn row(&self) -> &NewAuditEvent {
+        &self.0
+    }
 }
 
 enum Msg {
     Event(Box<NewAuditEvent>),
+    /// An event its change's write stored ([`Audit::stored`]): only to push.
+    Stored(Box<NewAuditEvent>),
     /// Answered with whether every event queued before it (in its queue) was stored.
     Flush(oneshot::Sender<bool>),
 }
@@ -318,6 +329,9 @@ pub struct Audit {
     /// task of their own (see [`Audit::record`]).
     waiting: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
+    /// Whether stored events are pushed (`[audit.webhook]`, `[audit.otlp]`): then the
+    /// events [`Audit::stored`] is told of go to the urgent writer, to be pushed with its.
+    pushes: bool,
     /// Token issuance waits for its event too (`audit.durable_tokens`).
     durable_tokens: bool,
 }
@@ -392,13 +406,14 @@ impl Audit {
         let writer = Writer {
             store,
             metrics: metrics.clone(),
-            pushed,
+            pushed: pushed.clone(),
         };
         Self {
             lazy: Queue::start(queue, linger, writer.clone()),
             urgent: Queue::start(queue, linger, writer),
             waiting: Arc::new(AtomicUsize::new(0)),
             metrics,
+            pushes: pushed.is_some(),
             durable_tokens,
         }
     }
@@ -416,16 +431,7 @@ impl Audit {
             // Stored after the request's writes so far, and awaited: it settles them.
             crate::store::commits::cover();
         }
-        self.metrics.security_event(event.kind);
-        // The table is the record; this line is for debugging only (it would cost a log
-        // line per token issued at info level).
-        tracing::debug!(
-            target: "concierge::audit",
-            kind = %event.kind,
-            client_id = event.client_id.as_deref().unwrap_or(""),
-            user_id = event.user_id.as_deref().unwrap_or(""),
-            "audit"
-        );
+        self.noted(&event);
         // Only token issuance, the bulk of the log, goes to the lazy writer: every other kind
         // keeps its order against the changes (a failed sign-in before the success after it).
         let urgent = must_store || !token;
@@ -442,6 +448,43 @@ impl Audit {
                 tracing::error!("audit writer has stopped; an event was lost");
             }
         }
+    }
+
+    /// An event its change's own write stored, in the change's transaction (a registration's,
+    /// `ClientStore::register_client`; a revocation's, `RefreshTokenStore::revoke_family_of`):
+    /// counted and pushed as the writers' events are. Nothing waits: the change's commit was
+    /// the event's, so a client that got its answer can rely on the record, as with
+    /// [`Audit::record`]'s wait, for one commit instead of two (`bench/README.md`, "A
+    /// change's audit event in the change's own write").
+    pub fn stored(&self, event: NewAuditEvent) {
+        self.noted(&event);
+        self.metrics.audit_written(1, true);
+        // Pushed with the urgent writer's next round, so a busy server still pushes a batch
+        // per linger, not a delivery per event.
+        if self.pushes
+            && self
+                .urgent
+                .tx
+                .try_send(Msg::Stored(Box::new(event)))
+                .is_err()
+        {
+            self.metrics.audit_pushed(1, PushOutcome::Dropped);
+            tracing::warn!("the audit writer is behind: an event was not pushed (it is stored)");
+        }
+    }
+
+    /// Count `event` and log it at DEBUG.
+    fn noted(&self, event: &NewAuditEvent) {
+        self.metrics.security_event(event.kind);
+        // The table is the record; this line is for debugging only (it would cost a log
+        // line per token issued at info level).
+        tracing::debug!(
+            target: "concierge::audit",
+            kind = %event.kind,
+            client_id = event.client_id.as_deref().unwrap_or(""),
+            user_id = event.user_id.as_deref().unwrap_or(""),
+            "audit"
+        );
     }
 
     /// How many events wait for the writer (those that wait for room in its queue, in a
@@ -542,18 +585,24 @@ impl Writer {
                 false
             }
         };
-        let events = std::mem::take(batch);
-        if let Some(pushed) = &self.pushed {
-            let count = events.len();
-            if pushed.try_send(events).is_err() {
-                self.metrics.audit_pushed(count, PushOutcome::Dropped);
-                tracing::warn!(
-                    count,
-                    "the audit webhook is behind: events were not pushed (they are stored)"
-                );
-            }
-        }
+        self.push(std::mem::take(batch));
         stored
+    }
+
+    /// Hand stored `events` to the pusher, when there is one. When it is behind they are
+    /// not pushed; they are stored.
+    fn push(&self, events: Vec<NewAuditEvent>) {
+        let Some(pushed) = &self.pushed else {
+            return;
+        };
+        let count = events.len();
+        if pushed.try_send(events).is_err() {
+            self.metrics.audit_pushed(count, PushOutcome::Dropped);
+            tracing::warn!(
+                count,
+                "the audit webhook is behind: events were not pushed (they are stored)"
+            );
+        }
     }
 }
 
@@ -564,11 +613,13 @@ async fn write_loop(
     linger: Duration,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
+    // Events stored by their changes' writes, to push.
+    let mut already = Vec::new();
     let mut waiting = Vec::new();
     while let Some(first) = rx.recv().await {
         // Let more events gather, unless someone is already waiting for a flush. The queue
         // is not polled meanwhile, so recording an event wakes nobody.
-        if matches!(first, Msg::Event(_)) {
+        if matches!(first, Msg::Event(_) | Msg::Stored(_)) {
             tokio::select! {
                 () = tokio::time::sleep(linger) => {}
                 () = flush_asked.notified() => {}
@@ -580,14 +631,21 @@ async fn write_loop(
         while let Some(msg) = next {
             match msg {
                 Msg::Event(e) => batch.push(*e),
+                Msg::Stored(e) => already.push(*e),
                 Msg::Flush(done) => waiting.push(done),
             }
             if batch.len() == BATCH {
                 stored &= writer.append(&mut batch).await;
             }
+            if already.len() == BATCH {
+                writer.push(std::mem::take(&mut already));
+            }
             next = rx.try_recv().ok();
         }
         stored &= writer.append(&mut batch).await;
+        if !already.is_empty() {
+            writer.push(std::mem::take(&mut already));
+        }
         // Everything queued before each flush request is stored now, or failed to be.
         for done in waiting.drain(..) {
             let _ = done.send(stored);

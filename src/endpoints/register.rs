@@ -94,21 +94,35 @@ pub async fn register(
     let from = addr.map(|a| a.to_string());
     let ttl = i64::from(policy.unused_client_ttl_secs);
     let (record, secrets) = new_client(metadata, ClientKind::Dynamic, None, from, now, ttl);
+    let event = Event::new(Kind::ClientRegistered)
+        .client(&record.client_id)
+        .ip(addr)
+        .detail(serde_json::json!({
+            "client_name": record.metadata.client_name,
+            "redirect_uris": record.metadata.redirect_uris,
+            "token_endpoint_auth_method": record.metadata.token_endpoint_auth_method.as_str(),
+        }));
     if let Some(a) = addr {
         // Identical registrations (hosted agents: one client per user, all alike, from a few
-        // egress addresses) are limited apart from distinct ones. The count and the client
-        // are one write: a refused registration stores nothing.
+        // egress addresses) are limited apart from distinct ones. The count, the client and
+        // its audit event are one write: a refused registration stores nothing, and an
+        // admitted one's answer waits for one commit.
         let fingerprint =
             registration::fingerprint(&record.metadata).map_err(OAuthError::internal)?;
         let throttle = &ctx.authn.throttle;
         let count = throttle.registration(a, &fingerprint, now);
-        let counted = state.store.register_client(&record, &count).await?;
+        let counted = state
+            .store
+            .register_client(&record, &count, event.row())
+            .await?;
         if let Err(t) = throttle.registration_verdict(&count, counted) {
             tracing::warn!(address = %a, limit = t.what(), "registration rate limit reached");
             return Err(OAuthError::rate_limited(t.what(), t.retry_after() as u64));
         }
+        ctx.audit.stored(event.into_inner());
     } else {
         state.store.insert_client(&record).await?;
+        ctx.audit.record(event);
     }
     crate::http::access::note_client(&record.client_id);
     tracing::info!(
@@ -116,16 +130,6 @@ pub async fn register(
         client_name = record.metadata.client_name.as_deref().unwrap_or(""),
         auth_method = record.metadata.token_endpoint_auth_method.as_str(),
         "client registered"
-    );
-    ctx.audit.record(
-        Event::new(Kind::ClientRegistered)
-            .client(&record.client_id)
-            .ip(addr)
-            .detail(serde_json::json!({
-                "client_name": record.metadata.client_name,
-                "redirect_uris": record.metadata.redirect_uris,
-                "token_endpoint_auth_method": record.metadata.token_endpoint_auth_method.as_str(),
-            })),
     );
     let body = client_information(
         &record,

@@ -50,21 +50,25 @@ pub async fn revoke(
                     .detail(serde_json::json!({ "token_type": "access_token", "jti": claims.jti })),
             );
         }
-    } else if let Some(rt) = ctx
-        .refresh_tokens()
-        // The whole grant goes: the refresh token and its rotations.
-        .revoke_family_of(&util::secret_key(token), &client.client_id, now)
-        .await?
-    {
-        tracing::info!(client_id = %client.client_id, "refresh token revoked");
-        ctx.audit.record(
-            Event::new(Kind::TokenRevoked)
-                .client(&client.client_id)
-                .user(&rt.user_id)
-                .detail(
-                    serde_json::json!({ "token_type": "refresh_token", "family_id": rt.family_id }),
-                ),
-        );
+    } else {
+        // The whole grant goes: the refresh token and its rotations, with its audit event
+        // (the family's user and id added by the store) in the same write.
+        let event = Event::new(Kind::TokenRevoked)
+            .client(&client.client_id)
+            .detail(serde_json::json!({ "token_type": "refresh_token" }));
+        let revoked = ctx
+            .refresh_tokens()
+            .revoke_family_of(
+                &util::secret_key(token),
+                &client.client_id,
+                now,
+                event.row(),
+            )
+            .await?;
+        if let Some(family) = revoked {
+            tracing::info!(client_id = %client.client_id, "refresh token revoked");
+            ctx.audit.stored(family.event(event.row()));
+        }
     }
     let mut res = StatusCode::OK.into_response();
     res.headers_mut()

@@ -170,19 +170,34 @@ impl JsonRows {
             .map_err(|e| StoreError::Corrupt(format!("audit events: {e}")))
     }
 
-    /// The INSERT of these rows. `jsonb_each`: each row's `value` is the element as SQLite's
-    /// binary JSON, which `->>` reads without parsing; with `json_each` it was the element's
-    /// text, parsed again by each of the six `->>` (the append was about 3% of the server's
-    /// samples under client credentials, most of it in SQLite's JSON parser).
+    /// The INSERT of these rows ([`append_json!`]).
     pub(super) fn insert(&self) -> sqlx::query::Query<'static, sqlx::Sqlite, SqliteArguments> {
-        sqlx::query(
-            "INSERT INTO audit_events (at, kind, client_id, user_id, ip, detail) \
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \
-             FROM jsonb_each($1) ORDER BY key",
-        )
-        .bind(self.0.clone())
+        sqlx::query(append_json!("$1")).bind(self.text())
+    }
+
+    /// The rows' JSON array, to bind where a statement appends them with [`append_json!`].
+    pub(super) fn text(&self) -> std::sync::Arc<str> {
+        self.0.clone()
     }
 }
+
+/// SQLite's INSERT of the audit events of a [`JsonRows`] bound as `$param`, in the array's
+/// order. `jsonb_each`: each row's `value` is the element as SQLite's binary JSON, which
+/// `->>` reads without parsing; with `json_each` it was the element's text, parsed again by
+/// each of the six `->>` (the append was about 3% of the server's samples under client
+/// credentials, most of it in SQLite's JSON parser).
+macro_rules! append_json {
+    ($param:literal) => {
+        concat!(
+            "INSERT INTO audit_events (at, kind, client_id, user_id, ip, detail) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \
+             FROM jsonb_each(",
+            $param,
+            ") ORDER BY key"
+        )
+    };
+}
+pub(crate) use append_json;
 
 /// A batch of events as PostgreSQL's append binds it: one array per column, sent in binary
 /// and read back by `UNNEST` in order. One statement of one shape whatever the batch's size,

@@ -5,9 +5,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::StoreError;
 use super::connections::{Kind, Target};
 use super::rate_limits::{Counted, Hit, RegistrationCount};
+use super::{NewAuditEvent, StoreError};
 
 /// How a client came to exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -244,14 +244,16 @@ impl std::fmt::Debug for ClientRecord {
 pub trait ClientStore: Send + Sync {
     /// Insert a new client; `Conflict` when the id is taken.
     async fn insert_client(&self, client: &ClientRecord) -> Result<(), StoreError>;
-    /// Count a registration in the rate limits and insert its `client` if the count admits
-    /// it ([`RegistrationCount`]), as one write: a refused registration stores no client,
-    /// and an admitted one waits for one commit. Returns the count; `Conflict` when the id
+    /// Count a registration in the rate limits and, if the count admits it
+    /// ([`RegistrationCount`]), insert its `client` and append its audit `event`, as one
+    /// write: a refused registration stores neither, and an admitted one waits for one
+    /// commit, which is on disk when this returns. Returns the count; `Conflict` when the id
     /// is taken.
     async fn register_client(
         &self,
         client: &ClientRecord,
         count: &RegistrationCount,
+        event: &NewAuditEvent,
     ) -> Result<Counted, StoreError>;
     /// The client, unless it does not exist or its unused registration expired by `now`.
     async fn get_client(
@@ -416,13 +418,13 @@ async fn insert_rows<'a>(
 }
 
 /// A registration to count and, if admitted, store ([`ClientStore::register_client`]), as a
-/// write of the group commit: the client, its metadata as JSON, its count, and whether its
-/// commit may skip waiting for the disk (chosen by the request: `commits::defers!`).
+/// write of the group commit: the client, its metadata as JSON, its count, and its audit
+/// event.
 pub(super) struct Register {
-    pub(super) defer: bool,
     pub(super) client: ClientRecord,
     pub(super) metadata: String,
     pub(super) count: RegistrationCount,
+    pub(super) event: NewAuditEvent,
 }
 
 impl Register {
@@ -434,14 +436,18 @@ impl Register {
     }
 }
 
-/// PostgreSQL's registration as one statement, from `$1`…`$19`: the count's first bucket,
+/// PostgreSQL's registration as one statement, from `$1`…`$25`: the count's first bucket,
 /// now, the window, the seen and again buckets, the two maxima, then the client's row (in
-/// [`columns!`]'s order). It counts as `rate_limits::count!` does, in `again`'s window or
-/// `first`'s; admits by [`RegistrationCount::admits`]'s rule, said again in SQL; and only
-/// for an admitted one stores the client and, when counted in `first`, counts `seen`.
+/// [`columns!`]'s order), then its audit event's (`audit_events`' columns but the id). It
+/// counts as `rate_limits::count!` does, in `again`'s window or `first`'s; admits by
+/// [`RegistrationCount::admits`]'s rule, said again in SQL; and only for an admitted one
+/// stores the client and its event and, when counted in `first`, counts `seen`.
 /// (PostgreSQL runs every writing `WITH` of a statement, read or not.) The answer is the
-/// count and whether it was `again`'s. A commit that need not wait for the disk joins the
-/// last `SELECT`'s `FROM` (`sql::not_awaited!(join)`).
+/// count and whether it was `again`'s. An admitted one's commit waits for the disk: it is
+/// the event's. A refused one wrote only its count, which may be lost: its commit does not
+/// wait (`sql::not_awaited!`'s setting, made only then), so a flood of refused registrations
+/// does not cost a WAL flush each. (The setting is a column of the answer, so that the
+/// join that makes it is not left out.)
 macro_rules! register {
     () => {
         concat!(
@@ -461,8 +467,12 @@ macro_rules! register {
             ),
             "), stored AS (INSERT INTO clients (",
             $crate::store::clients::columns!(),
-            ") SELECT $8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19 FROM admitted) \
-             SELECT counted.hits, counted.bucket = $5 FROM counted"
+            ") SELECT $8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19 FROM admitted), \
+             audited AS (INSERT INTO audit_events (at, kind, client_id, user_id, ip, detail) \
+               SELECT $20,$21,$22,$23,$24,$25 FROM admitted) \
+             SELECT counted.hits, counted.bucket = $5, not_awaited.set_config FROM counted \
+             LEFT JOIN (SELECT set_config('synchronous_commit', 'off', true) \
+               WHERE NOT EXISTS (SELECT 1 FROM admitted)) AS not_awaited ON true"
         )
     };
 }
@@ -480,13 +490,8 @@ impl Kind<sqlx::Postgres> for Register {
         r: &'c Self,
     ) -> futures_util::future::BoxFuture<'c, Result<Counted, StoreError>> {
         Box::pin(async move {
-            let sql = if r.defer {
-                concat!(register!(), super::sql::not_awaited!(join))
-            } else {
-                register!()
-            };
-            let (c, count) = (&r.client, &r.count);
-            let query = sqlx::query_as(sql)
+            let (c, count, e) = (&r.client, &r.count, &r.event);
+            let query = sqlx::query_as(register!())
                 .bind(&count.first)
                 .bind(count.now)
                 .bind(count.window_secs)
@@ -494,7 +499,13 @@ impl Kind<sqlx::Postgres> for Register {
                 .bind(&count.again)
                 .bind(count.max_again)
                 .bind(count.max_first);
-            let (hits, repeated): (i64, bool) = bind_row!(query, c, &r.metadata)
+            let (hits, repeated, _): (i64, bool, Option<String>) = bind_row!(query, c, &r.metadata)
+                .bind(e.at)
+                .bind(e.kind)
+                .bind(&e.client_id)
+                .bind(&e.user_id)
+                .bind(&e.ip)
+                .bind(&e.detail)
                 .fetch_one(on)
                 .await
                 .map_err(|e| super::sql::conflict(e, "client_id"))?;
@@ -533,8 +544,9 @@ impl Kind<sqlx::Sqlite> for Register {
 
 /// SQLite's registrations, a batch's at once, in its transaction: which `seen` windows are
 /// live (one read), every count (one upsert, `rate_limits::hit_many`), the admitted clients
-/// (one insert), and the `seen` hits of those admitted in `first` (one upsert, when there
-/// are any). Four statements or three, however many registrations. Of concurrent
+/// (one insert) and their audit events (one append), and the `seen` hits of those admitted
+/// in `first` (one upsert, when there are any). Five statements or four, however many
+/// registrations. Of concurrent
 /// registrations counted in one window, those its maximum admits are stored, whichever
 /// they are.
 async fn register_many(
@@ -586,6 +598,13 @@ async fn register_many(
         admitted().map(|(r, _)| (&r.client, r.metadata.as_str())),
     )
     .await?;
+    let events: Vec<NewAuditEvent> = admitted().map(|(r, _)| r.event.clone()).collect();
+    if !events.is_empty() {
+        super::audit::JsonRows::of(&events)?
+            .insert()
+            .execute(on.again())
+            .await?;
+    }
     let newly_seen: Vec<Hit> = admitted()
         .filter(|(_, c)| !c.repeated)
         .map(|(r, _)| hit(&r.count.seen))
@@ -623,27 +642,18 @@ macro_rules! sql_impl {
                 &self,
                 c: &$crate::store::ClientRecord,
                 count: &$crate::store::RegistrationCount,
+                event: &$crate::store::NewAuditEvent,
             ) -> Result<$crate::store::Counted, $crate::store::StoreError> {
-                // Chosen here, on the request's task, which says whether it may defer.
-                let defer = $crate::store::commits::defers!($dialect);
-                let counted = self
-                    .writer
+                self.writer
                     .write_kind::<$crate::store::clients::Register>(
                         $crate::store::clients::Register {
-                            defer,
                             client: c.clone(),
                             metadata: $crate::store::sql::to_json(&c.metadata)?,
                             count: count.clone(),
+                            event: event.clone(),
                         },
                     )
-                    .await?;
-                if defer && count.admits(counted) {
-                    // The client's commit did not wait for the disk: the answer waits for
-                    // it (`commits`). A refused registration wrote only its count, which
-                    // may be lost, and its answer does not wait.
-                    $crate::store::commits::may_defer();
-                }
-                Ok(counted)
+                    .await
             }
 
             async fn get_client(

@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 
-use super::{Spent, StoreError};
+use super::{NewAuditEvent, Spent, StoreError};
 
 /// How long a revoked refresh-token family is remembered: longer than any refresh token can
 /// live (`tokens.refresh_token_absolute_secs` is at most a year).
@@ -140,14 +140,17 @@ pub trait RefreshTokenStore: Send + Sync {
     /// Revoke the family of `client_id`'s token `token_hash` while that grant lives
     /// ([`Presented::revocable`]: the token may already be spent by a rotation, RFC 7009 §2.1
     /// "other tokens based on the same authorization grant"; [`RefreshTokenStore::find_refresh`],
-    /// then [`RefreshTokenStore::revoke_family`]; one statement on PostgreSQL): the family and
-    /// its user, or `None` when nothing was revoked (the token is unknown, another client's,
+    /// then [`RefreshTokenStore::revoke_family`]; one statement on PostgreSQL), and append
+    /// its audit `event` as [`RevokedFamily::event`] completes it, in the same write: its
+    /// commit, on disk when this returns, is the event's. The family and its user, or `None`
+    /// when nothing was revoked and no event stored (the token is unknown, another client's,
     /// past its absolute expiry, or its family is revoked already).
     async fn revoke_family_of(
         &self,
         token_hash: &[u8],
         client_id: &str,
         now: i64,
+        event: &NewAuditEvent,
     ) -> Result<Option<RevokedFamily>, StoreError>;
     /// Forget refresh tokens past their absolute expiry.
     async fn purge_refresh_tokens(&self, now: i64) -> Result<u64, StoreError>;
@@ -158,6 +161,22 @@ pub trait RefreshTokenStore: Send + Sync {
 pub struct RevokedFamily {
     pub family_id: String,
     pub user_id: String,
+}
+
+impl RevokedFamily {
+    /// `event` as [`RefreshTokenStore::revoke_family_of`] stores it for this family: the
+    /// family's user as its user, and the family's id added to its detail as `family_id`.
+    /// (PostgreSQL's statement says the same in SQL.)
+    pub fn event(&self, event: &NewAuditEvent) -> NewAuditEvent {
+        let mut detail: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&event.detail).unwrap_or_default();
+        detail.insert("family_id".into(), self.family_id.as_str().into());
+        NewAuditEvent {
+            user_id: Some(self.user_id.clone()),
+            detail: serde_json::Value::Object(detail).to_string(),
+            ..event.clone()
+        }
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -438,10 +457,13 @@ pub(crate) use presented;
 /// `used_jtis`), so a token of it that is still being issued (the first redemption of a code
 /// racing its replay) is born dead, and [`usable!`] refuses every token of it from then on.
 ///
-/// PostgreSQL does both in one statement, so one commit. SQLite has no writing `WITH`: the two
-/// statements go to the writer's connection together, each committed as it runs, the mark
-/// first. A crash between them leaves the mark, which already refuses the whole family; the
-/// writer is held for both, so no rotation of this server runs in between.
+/// PostgreSQL does both in one statement, so one commit. SQLite has no writing `WITH`: the
+/// statements go to the writer's connection together, the mark first, in the group commit's
+/// transaction (alone, each committed as it runs: a crash between them leaves the mark, which
+/// already refuses the whole family; the writer is held for both, so no rotation of this
+/// server runs in between). On SQLite a third statement appends the audit events `$4` (a
+/// JSON array of `store::audit::JsonRows`' rows, `[]` for none): a client's revocation's
+/// (`RefreshTokenStore::revoke_family_of`), in the revocation's own write.
 macro_rules! revoke_family {
     ("postgres") => {
         "WITH marked AS (INSERT INTO used_jtis (key, expires_at) VALUES ('family:' || $1, $3) \
@@ -451,25 +473,38 @@ macro_rules! revoke_family {
          SELECT 1 FROM revoked"
     };
     ("sqlite") => {
-        "INSERT INTO used_jtis (key, expires_at) VALUES ('family:' || $1, $3) \
-           ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at; \
-         UPDATE refresh_tokens SET revoked_at = $2 \
-           WHERE family_id = $1 AND revoked_at IS NULL RETURNING 1"
+        concat!(
+            "INSERT INTO used_jtis (key, expires_at) VALUES ('family:' || $1, $3) \
+               ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at; \
+             UPDATE refresh_tokens SET revoked_at = $2 \
+               WHERE family_id = $1 AND revoked_at IS NULL RETURNING 1; ",
+            $crate::store::audit::append_json!("$4")
+        )
     };
 }
 pub(crate) use revoke_family;
 
+/// `$query`, [`revoke_family!`]'s statement of `$dialect`, with the audit events it appends
+/// bound, on SQLite: `$events`, a `Vec<NewAuditEvent>` (empty for none).
+macro_rules! bind_events {
+    ("postgres", $query:expr, $events:expr) => {
+        $query
+    };
+    ("sqlite", $query:expr, $events:expr) => {
+        $query.bind($crate::store::audit::JsonRows::of($events.as_slice())?.text())
+    };
+}
+pub(crate) use bind_events;
+
 /// [`RefreshTokenStore::revoke_family_of`]'s statement: the family of the token `$1` of the
 /// client `$4`, if [`revocable!`] at `$2`, revoked as [`revoke_family!`] does (`$3` the mark's
-/// expiry), returning [`RevokedFamily`]. PostgreSQL only (`None` on SQLite, which looks the
-/// token up on a reader first); its commit may be deferred (`commits`).
+/// expiry), and its audit event appended from `$5`…`$9` (`at`, `kind`, `client_id`, `ip`,
+/// `detail`) as [`RevokedFamily::event`] completes it, returning [`RevokedFamily`].
+/// PostgreSQL only (`None` on SQLite, which looks the token up on a reader first). Its commit
+/// waits for the disk: it is the event's.
 macro_rules! revoke_family_of {
     ("postgres") => {
-        Some($crate::store::commits::deferrable!(
-            "postgres",
-            $crate::store::refresh_tokens::revoke_family_of!(sql),
-            $crate::store::sql::not_awaited!(join)
-        ))
+        Some($crate::store::refresh_tokens::revoke_family_of!(sql))
     };
     ("sqlite") => {
         None::<&str>
@@ -483,7 +518,11 @@ macro_rules! revoke_family_of {
                SELECT 'family:' || family_id, $3 FROM target \
                ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at), \
              revoked AS (UPDATE refresh_tokens SET revoked_at = $2 \
-               WHERE family_id IN (SELECT family_id FROM target) AND revoked_at IS NULL) \
+               WHERE family_id IN (SELECT family_id FROM target) AND revoked_at IS NULL), \
+             audited AS (INSERT INTO audit_events (at, kind, client_id, user_id, ip, detail) \
+               SELECT $5, $6, $7, user_id, $8, \
+                 ($9::jsonb || jsonb_build_object('family_id', family_id))::text \
+               FROM target) \
              SELECT family_id, user_id FROM target"
         )
     };
@@ -549,11 +588,14 @@ pub(super) struct Rotate {
 
 /// A family to revoke at `now` with `sql` (`revoke_family!`, chosen by the request whether
 /// its commit may be deferred) ([`RefreshTokenStore::revoke_family`]), as a write of the
-/// group commit: what it returns is how many of its tokens it revoked.
+/// group commit, with the audit event to append in the same write (SQLite's
+/// [`RefreshTokenStore::revoke_family_of`]): what it returns is how many of its tokens it
+/// revoked.
 pub(super) struct RevokeFamily {
     pub(super) sql: &'static str,
     pub(super) family_id: String,
     pub(super) now: i64,
+    pub(super) event: Option<NewAuditEvent>,
 }
 
 /// SQLite's revocation of several families at one time, as `revoke_family!` does one: their
@@ -567,17 +609,20 @@ pub(super) async fn revoke_families(
         return Ok(Vec::new());
     };
     let ids: Vec<&str> = families.iter().map(|f| f.family_id.as_str()).collect();
-    let revoked: Vec<(String,)> = sqlx::query_as(
+    let events: Vec<NewAuditEvent> = families.iter().filter_map(|f| f.event.clone()).collect();
+    let revoked: Vec<(String,)> = sqlx::query_as(concat!(
         "INSERT INTO used_jtis (key, expires_at) SELECT 'family:' || value, $3 \
            FROM jsonb_each($1) WHERE true \
            ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at; \
          UPDATE refresh_tokens SET revoked_at = $2 \
            WHERE family_id IN (SELECT value FROM jsonb_each($1)) AND revoked_at IS NULL \
-           RETURNING family_id",
-    )
+           RETURNING family_id; ",
+        super::audit::append_json!("$4")
+    ))
     .bind(super::sql::to_json(&ids)?)
     .bind(first.now)
     .bind(first.now + REVOKED_FAMILY_MEMORY_SECS)
+    .bind(super::audit::JsonRows::of(&events)?.text())
     .fetch_all(on)
     .await?;
     Ok(families
@@ -858,6 +903,7 @@ macro_rules! sql_impl {
                                 sql,
                                 family_id: family_id.to_owned(),
                                 now,
+                                event: None,
                             },
                         )
                         .await
@@ -870,6 +916,7 @@ macro_rules! sql_impl {
                 token_hash: &[u8],
                 client_id: &str,
                 now: i64,
+                event: &$crate::store::NewAuditEvent,
             ) -> Result<Option<$crate::store::RevokedFamily>, $crate::store::StoreError> {
                 let Some(sql) = $crate::store::refresh_tokens::revoke_family_of!($dialect) else {
                     let Some(found) = self.find_refresh(token_hash, now).await? else {
@@ -879,11 +926,22 @@ macro_rules! sql_impl {
                         return Ok(None);
                     }
                     let t = found.token;
-                    self.revoke_family(&t.family_id, now).await?;
-                    return Ok(Some($crate::store::RevokedFamily {
+                    let revoked = $crate::store::RevokedFamily {
                         family_id: t.family_id,
                         user_id: t.user_id,
-                    }));
+                    };
+                    // SQLite's: the group commit's, where no deadlock is retried.
+                    self.writer
+                        .write_kind::<$crate::store::refresh_tokens::RevokeFamily>(
+                            $crate::store::refresh_tokens::RevokeFamily {
+                                sql: $crate::store::refresh_tokens::revoke_family!($dialect),
+                                family_id: revoked.family_id.clone(),
+                                now,
+                                event: Some(revoked.event(event)),
+                            },
+                        )
+                        .await?;
+                    return Ok(Some(revoked));
                 };
                 $crate::store::sql::retrying(|| async move {
                     Ok(sqlx::query_as(sql)
@@ -891,6 +949,11 @@ macro_rules! sql_impl {
                         .bind(now)
                         .bind(now + $crate::store::REVOKED_FAMILY_MEMORY_SECS)
                         .bind(client_id)
+                        .bind(event.at)
+                        .bind(event.kind)
+                        .bind(&event.client_id)
+                        .bind(&event.ip)
+                        .bind(&event.detail)
                         .fetch_optional(&self.writer)
                         .await?)
                 })
@@ -980,12 +1043,17 @@ macro_rules! sql_impl {
                 f: &'c Self,
             ) -> futures_util::future::BoxFuture<'c, Result<u64, $crate::store::StoreError>> {
                 Box::pin(async move {
-                    let revoked = sqlx::query(f.sql)
+                    let query = sqlx::query(f.sql)
                         .bind(&f.family_id)
                         .bind(f.now)
-                        .bind(f.now + $crate::store::REVOKED_FAMILY_MEMORY_SECS)
-                        .fetch_all(on)
-                        .await?;
+                        .bind(f.now + $crate::store::REVOKED_FAMILY_MEMORY_SECS);
+                    let revoked = $crate::store::refresh_tokens::bind_events!(
+                        $dialect,
+                        query,
+                        f.event.iter().cloned().collect::<Vec<_>>()
+                    )
+                    .fetch_all(on)
+                    .await?;
                     Ok(revoked.len() as u64)
                 })
             }

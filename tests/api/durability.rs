@@ -298,7 +298,15 @@ async fn a_redeemed_code_is_on_disk_before_the_answer_on_postgres() {
 /// A seeded server on PostgreSQL, a connection to its database and a browser; `None` where
 /// PostgreSQL is not there (and CI is not set).
 async fn seeded_on_postgres() -> Option<(crate::helpers::TestApp, sqlx::PgPool, reqwest::Client)> {
+    seeded_on_postgres_with(|_| {}).await
+}
+
+/// [`seeded_on_postgres`] with its configuration changed by `configure`.
+async fn seeded_on_postgres_with(
+    configure: impl FnOnce(&mut concierge::config::Config) + 'static,
+) -> Option<(crate::helpers::TestApp, sqlx::PgPool, reqwest::Client)> {
     let app = crate::helpers::TestApp::builder(Backend::Postgres)
+        .configure(configure)
         .start()
         .await?;
     seed(&app).await;
@@ -342,12 +350,11 @@ async fn flushed_past(db: &sqlx::PgPool, lsn: &str) -> bool {
     flushed
 }
 
-/// A revocation and a registration commit without waiting for the disk: their answers wait
-/// once, for their audit events, whose commits flush the WAL past them; when storing the
-/// events fails, for a write that waits instead (`store::commits`). Either way what the
-/// answer reports is on disk when it arrives; when neither can be stored, the answer is a
-/// 500. (Like the test above, the flush checks can pass by luck while other tests flush the
-/// same WAL; they never fail wrongly.)
+/// A revocation and a registration store their audit events in their own writes, whose
+/// commits wait for the disk: what the answer reports is on disk when it arrives, and when
+/// the event cannot be stored, neither is the change, and the answer is a 500. (Like the
+/// test above, the flush checks can pass by luck while other tests flush the same WAL; they
+/// never fail wrongly.)
 #[tokio::test]
 async fn a_revocation_and_a_registration_are_on_disk_before_their_answers_on_postgres() {
     let Some((app, db, b)) = seeded_on_postgres().await else {
@@ -377,34 +384,112 @@ async fn a_revocation_and_a_registration_are_on_disk_before_their_answers_on_pos
         tokio::time::sleep(Duration::from_millis(300)).await;
         let before = wal_end(&db).await;
         let (s, _, body) = revoke(&app, client_id, &refresh_token).await;
-        assert_eq!(s, 200, "{body}");
-        assert!(
-            flushed_past(&db, &before).await,
-            "events fail: {events_fail}: the revocation was not on disk when it was answered"
-        );
-        let (s, _, body) = refresh(&app, client_id, &refresh_token, &[]).await;
-        assert_eq!(s, 400, "the revoked token still works: {body}");
+        if events_fail {
+            assert_eq!(s, 500, "{body}");
+            assert_eq!(body["error"], "server_error", "{body}");
+            let (s, _, body) = refresh(&app, client_id, &refresh_token, &[]).await;
+            assert_eq!(s, 200, "revoked without its event: {body}");
+        } else {
+            assert_eq!(s, 200, "{body}");
+            assert!(
+                flushed_past(&db, &before).await,
+                "the revocation was not on disk when it was answered"
+            );
+            let (s, _, body) = refresh(&app, client_id, &refresh_token, &[]).await;
+            assert_eq!(s, 400, "the revoked token still works: {body}");
+        }
 
         tokio::time::sleep(Duration::from_millis(300)).await;
         let before = wal_end(&db).await;
+        let name = format!("later, events fail: {events_fail}");
         let (s, _, body) = app
-            .register(&json!({ "redirect_uris": [REDIRECT], "client_name": "later" }))
+            .register(&json!({ "redirect_uris": [REDIRECT], "client_name": name }))
             .await;
-        assert_eq!(s, 201, "{body}");
+        if events_fail {
+            assert_eq!(s, 500, "{body}");
+            assert_eq!(body["error"], "server_error", "{body}");
+            let stored: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM clients WHERE metadata::jsonb ->> 'client_name' = $1",
+            )
+            .bind(&name)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+            assert_eq!(stored, 0, "a client was stored without its event");
+        } else {
+            assert_eq!(s, 201, "{body}");
+            assert!(
+                flushed_past(&db, &before).await,
+                "the client was not on disk when it was answered"
+            );
+        }
+    }
+}
+
+/// A replayed refresh token revokes its family with a commit that does not wait for the
+/// disk: its answer waits once, for the replay's audit event, whose commit flushes the WAL
+/// past it; when storing the event fails, for a write that waits instead (`store::commits`).
+/// When neither can be stored, the answer is a 500, not a refusal that may be lost.
+#[tokio::test]
+async fn a_replays_revocation_is_on_disk_before_its_answer_on_postgres() {
+    let Some((app, db, b)) =
+        seeded_on_postgres_with(|c| c.tokens.refresh_reuse_grace_secs = 0).await
+    else {
+        return;
+    };
+    let (status, _, body) = app
+        .register(&json!({
+            "redirect_uris": [REDIRECT],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "token_endpoint_auth_method": "none",
+        }))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let client_id = body["client_id"].as_str().unwrap();
+    // A replay of a rotated token: the family is revoked, the successor with it.
+    let replayed = |events_fail: bool| {
+        let (app, b, db) = (&app, &b, &db);
+        async move {
+            let first = first_refresh_token(app, b, client_id).await;
+            let (s, _, body) = refresh(app, client_id, &first, &[]).await;
+            assert_eq!(s, 200, "{body}");
+            let successor = body["refresh_token"].as_str().unwrap().to_string();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let before = wal_end(db).await;
+            let (s, _, body) = refresh(app, client_id, &first, &[]).await;
+            (s, body, flushed_past(db, &before).await, successor)
+        }
+    };
+    for events_fail in [false, true] {
+        if events_fail {
+            sqlx::query(
+                "ALTER TABLE audit_events ADD CONSTRAINT refused \
+                 CHECK (kind <> 'refresh.reuse_detected') NOT VALID",
+            )
+            .execute(&db)
+            .await
+            .unwrap();
+        }
+        let (s, body, flushed, successor) = replayed(events_fail).await;
+        assert_eq!(s, 400, "{body}");
         assert!(
-            flushed_past(&db, &before).await,
-            "events fail: {events_fail}: the client was not on disk when it was answered"
+            flushed,
+            "events fail: {events_fail}: the family's revocation was not on disk when the \
+             replay was answered"
+        );
+        let (s, _, body) = refresh(&app, client_id, &successor, &[]).await;
+        assert_eq!(
+            s, 400,
+            "the successor of a replayed token still works: {body}"
         );
     }
-
     // With the events still refused and the barrier gone too, nothing can say the revocation
-    // is on disk: the answer is an error, not a 200 that may be lost.
-    let refresh_token = first_refresh_token(&app, &b, client_id).await;
+    // is on disk: the answer is an error, not a refusal that may be lost.
     sqlx::query("DROP SEQUENCE commit_barrier")
         .execute(&db)
         .await
         .unwrap();
-    let (s, _, body) = revoke(&app, client_id, &refresh_token).await;
+    let (s, body, _, _) = replayed(true).await;
     assert_eq!(s, 500, "{body}");
     assert_eq!(body["error"], "server_error", "{body}");
 }

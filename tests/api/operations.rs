@@ -328,6 +328,61 @@ async fn audit_events_are_pushed_signed_and_retried() {
     app.finish().await;
 }
 
+/// A registration stores its audit event in its own write, not through the audit writer:
+/// the event is still pushed, with the client it names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_stored_with_its_event_is_pushed() {
+    const SECRET: &str = "a-shared-secret-of-at-least-32-characters";
+    let (url, seen) = receiver().await;
+    let app = TestApp::builder(Backend::Sqlite)
+        .configure(move |c| {
+            c.audit.webhook = Some(concierge::config::AuditWebhook {
+                url,
+                secret: SECRET.into(),
+                kinds: vec!["client".into()],
+                timeout_secs: 5,
+            });
+        })
+        .start()
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(public_client(&app).await);
+    }
+    let pushed = |seen: &Deliveries| -> Vec<(String, String)> {
+        let mut pushed = Vec::new();
+        for (_, body) in seen.lock().unwrap().iter() {
+            let doc: Value = serde_json::from_slice(body).unwrap();
+            for e in doc["events"].as_array().unwrap() {
+                let kind = e["type"].as_str().unwrap().to_string();
+                pushed.push((kind, e["client_id"].as_str().unwrap_or("").to_string()));
+            }
+        }
+        pushed
+    };
+    for _ in 0..100 {
+        let pushed = pushed(&seen);
+        if ids.iter().all(|id| pushed.iter().any(|(_, c)| c == id)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pushed = pushed(&seen);
+    for id in &ids {
+        assert!(
+            pushed.contains(&("client.registered".to_string(), id.clone())),
+            "{id} was not pushed: {pushed:?}"
+        );
+    }
+    let text = metrics(&app).await;
+    assert!(
+        sample(&text, "concierge_audit_events_stored_total").is_some_and(|n| n >= 3.0),
+        "{text}"
+    );
+    app.finish().await;
+}
+
 /// The JSON lines of a replica's log.
 fn json_lines(replica: &Replica) -> Vec<Value> {
     std::fs::read_to_string(&replica.log)

@@ -155,6 +155,18 @@ fn registration_count(addr: &str, fp: &str, at: i64) -> concierge::store::Regist
     }
 }
 
+/// A registration's audit event, as the endpoint makes it.
+fn registered(client_id: &str, at: i64) -> concierge::store::NewAuditEvent {
+    concierge::store::NewAuditEvent {
+        at,
+        kind: "client.registered",
+        client_id: Some(client_id.to_owned()),
+        user_id: None,
+        ip: Some("192.0.2.7".into()),
+        detail: r#"{"client_name":"agent"}"#.into(),
+    }
+}
+
 both!(
     a_registration_is_counted_and_stored_in_one_write,
     |app: TestApp| async move {
@@ -166,9 +178,27 @@ both!(
             async move {
                 let (c, _) = new_client(metadata(), ClientKind::Dynamic, None, None, at, 3600);
                 let count = registration_count(addr, fp, at);
-                let counted = s.register_client(&c, &count).await.unwrap();
+                let counted = s
+                    .register_client(&c, &count, &registered(&c.client_id, at))
+                    .await
+                    .unwrap();
                 let stored = s.get_client(&c.client_id, at).await.unwrap().is_some();
                 assert_eq!(stored, count.admits(counted), "stored iff admitted");
+                let events = s
+                    .list_audit(&concierge::store::AuditQuery {
+                        client_id: Some(c.client_id.clone()),
+                        limit: 10,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+                let expected: &[&str] = if stored { &["client.registered"] } else { &[] };
+                assert_eq!(kinds, expected, "its event stored with it, and only then");
+                if let Some(e) = events.first() {
+                    assert_eq!((e.at, e.ip.as_deref()), (at, Some("192.0.2.7")));
+                    assert_eq!(e.detail, serde_json::json!({ "client_name": "agent" }));
+                }
                 (counted.repeated, counted.hits, stored)
             }
         };
@@ -211,8 +241,12 @@ both!(
         let (c, _) = new_client(metadata(), ClientKind::Dynamic, None, None, t, 3600);
         s.insert_client(&c).await.unwrap();
         assert!(matches!(
-            s.register_client(&c, &registration_count("x", "e", t))
-                .await,
+            s.register_client(
+                &c,
+                &registration_count("x", "e", t),
+                &registered(&c.client_id, t)
+            )
+            .await,
             Err(StoreError::Conflict(_))
         ));
         app
@@ -519,10 +553,11 @@ both!(
 );
 
 // A client revokes the family of its own token (RFC 7009 §2.1), in one statement on
-// PostgreSQL, there committed without waiting for the disk inside a request and then settled,
-// as the server does: the family goes, remembered so a token of it born later is dead.
-// A token a rotation spent still names the grant, so it revokes the family too; another
-// client's token, an unknown one, and one of a family already revoked revoke nothing.
+// PostgreSQL, with its audit event in the same write, whose commit waits for the disk: the
+// family goes, remembered so a token of it born later is dead, and the event names the
+// family and its user. A token a rotation spent still names the grant, so it revokes the
+// family too; another client's token, an unknown one, and one of a family already revoked
+// revoke nothing and store no event.
 both!(
     a_client_revokes_the_family_of_its_own_token,
     builder | b: crate::helpers::TestAppBuilder | alice_and_agent(b),
@@ -531,38 +566,72 @@ both!(
         let store = app.store();
         let now = concierge::util::now();
         let me = app.machine_clients[0].client_id.clone();
+        let event = |client: &str| concierge::store::NewAuditEvent {
+            at: now,
+            kind: "token.revoked",
+            client_id: Some(client.to_owned()),
+            user_id: None,
+            ip: None,
+            detail: r#"{"token_type":"refresh_token"}"#.into(),
+        };
+        let revocations = || async {
+            store
+                .list_audit(&concierge::store::AuditQuery {
+                    kind: Some("token.revoked".into()),
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+        };
         let (a, b, other) = two_families(&app, now).await;
         for (hash, client) in [
             (&a.token_hash, "someone-else"),
             (&b.token_hash, "someone-else"),
             (&vec![7u8; 32], me.as_str()),
         ] {
-            assert_eq!(store.revoke_family_of(hash, client, now).await.unwrap(), None);
+            let revoked = store.revoke_family_of(hash, client, now, &event(client)).await;
+            assert_eq!(revoked.unwrap(), None);
         }
         assert!(usable(&*store, &b, now).await, "nothing was revoked yet");
+        assert_eq!(revocations().await, vec![], "nor any event stored");
 
         // `a` was rotated into `b`: revoking the spent one ends the grant, `b` with it.
-        let (revoked, deferred) = deferring(store.revoke_family_of(&a.token_hash, &me, now)).await;
-        assert_eq!(
-            revoked.unwrap(),
-            Some(concierge::store::RevokedFamily {
-                family_id: "fam".into(),
-                user_id: app.users["alice"].clone(),
-            })
-        );
-        let expected = if store.backend() == "postgres" {
-            Deferred::Uncovered
-        } else {
-            Deferred::None
+        let (revoked, deferred) =
+            deferring(store.revoke_family_of(&a.token_hash, &me, now, &event(&me))).await;
+        let family = concierge::store::RevokedFamily {
+            family_id: "fam".into(),
+            user_id: app.users["alice"].clone(),
         };
-        assert_eq!(deferred, expected);
-        store.settle().await.unwrap();
+        assert_eq!(revoked.unwrap(), Some(family.clone()));
+        assert_eq!(deferred, Deferred::None, "its commit waited: it is the event's");
         assert!(!usable(&*store, &b, now).await);
+        let stored = revocations().await;
+        assert_eq!(stored.len(), 1, "{stored:?}");
         assert_eq!(
-            store.revoke_family_of(&b.token_hash, &me, now).await.unwrap(),
+            (stored[0].client_id.as_deref(), stored[0].user_id.as_deref()),
+            (Some(me.as_str()), Some(app.users["alice"].as_str()))
+        );
+        assert_eq!(
+            stored[0].detail,
+            serde_json::json!({ "token_type": "refresh_token", "family_id": "fam" })
+        );
+        let as_told = family.event(&event(&me));
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&as_told.detail).unwrap(),
+            stored[0].detail,
+            "RevokedFamily::event says what was stored"
+        );
+        assert_eq!(as_told.user_id, stored[0].user_id);
+        assert_eq!(
+            store
+                .revoke_family_of(&b.token_hash, &me, now, &event(&me))
+                .await
+                .unwrap(),
             None,
             "the family is revoked already"
         );
+        assert_eq!(revocations().await.len(), 1);
         let late = refresh_token(&app, "fam", now);
         store.insert_refresh(&late).await.unwrap();
         assert!(!usable(&*store, &late, now).await, "born dead");
