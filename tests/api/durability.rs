@@ -447,7 +447,7 @@ async fn a_replays_revocation_is_on_disk_before_its_answer_on_postgres() {
     assert_eq!(status, 201, "{body}");
     let client_id = body["client_id"].as_str().unwrap();
     // A replay of a rotated token: the family is revoked, the successor with it.
-    let replayed = |events_fail: bool| {
+    let replayed = || {
         let (app, b, db) = (&app, &b, &db);
         async move {
             let first = first_refresh_token(app, b, client_id).await;
@@ -470,7 +470,7 @@ async fn a_replays_revocation_is_on_disk_before_its_answer_on_postgres() {
             .await
             .unwrap();
         }
-        let (s, body, flushed, successor) = replayed(events_fail).await;
+        let (s, body, flushed, successor) = replayed().await;
         assert_eq!(s, 400, "{body}");
         assert!(
             flushed,
@@ -489,7 +489,7 @@ async fn a_replays_revocation_is_on_disk_before_its_answer_on_postgres() {
         .execute(&db)
         .await
         .unwrap();
-    let (s, body, _, _) = replayed(true).await;
+    let (s, body, _, _) = replayed().await;
     assert_eq!(s, 500, "{body}");
     assert_eq!(body["error"], "server_error", "{body}");
 }
