@@ -360,15 +360,7 @@ async fn a_revocation_and_a_registration_are_on_disk_before_their_answers_on_pos
     let Some((app, db, b)) = seeded_on_postgres().await else {
         return;
     };
-    let (status, _, body) = app
-        .register(&json!({
-            "redirect_uris": [REDIRECT],
-            "grant_types": ["authorization_code", "refresh_token"],
-            "token_endpoint_auth_method": "none",
-        }))
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let client_id = body["client_id"].as_str().unwrap();
+    let client_id = &public_client(&app).await;
     for events_fail in [false, true] {
         if events_fail {
             sqlx::query(
@@ -437,15 +429,7 @@ async fn a_replays_revocation_is_on_disk_before_its_answer_on_postgres() {
     else {
         return;
     };
-    let (status, _, body) = app
-        .register(&json!({
-            "redirect_uris": [REDIRECT],
-            "grant_types": ["authorization_code", "refresh_token"],
-            "token_endpoint_auth_method": "none",
-        }))
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let client_id = body["client_id"].as_str().unwrap();
+    let client_id = &public_client(&app).await;
     // A replay of a rotated token: the family is revoked, the successor with it.
     let replayed = || {
         let (app, b, db) = (&app, &b, &db);

@@ -250,25 +250,35 @@ pub(crate) fn expected_signature(secret: &str, t: &str, body: &[u8]) -> String {
     tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Stored audit events are pushed to the configured webhook as signed JSON, only the kinds
-/// asked for, and a delivery the receiver could not take (503) is retried with the same
-/// delivery id.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn audit_events_are_pushed_signed_and_retried() {
-    const SECRET: &str = "a-shared-secret-of-at-least-32-characters";
+/// The secret the audit webhook's deliveries are signed with in these tests.
+const SECRET: &str = "a-shared-secret-of-at-least-32-characters";
+
+/// A server on SQLite pushing the audit events of `kinds` to a [`receiver`], and what it
+/// received.
+async fn pushing_to(kinds: &[&str]) -> (TestApp, Deliveries) {
     let (url, seen) = receiver().await;
+    let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
     let app = TestApp::builder(Backend::Sqlite)
         .configure(move |c| {
             c.audit.webhook = Some(concierge::config::AuditWebhook {
                 url,
                 secret: SECRET.into(),
-                kinds: vec!["token".into()],
+                kinds,
                 timeout_secs: 5,
             });
         })
         .start()
         .await
         .unwrap();
+    (app, seen)
+}
+
+/// Stored audit events are pushed to the configured webhook as signed JSON, only the kinds
+/// asked for, and a delivery the receiver could not take (503) is retried with the same
+/// delivery id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_events_are_pushed_signed_and_retried() {
+    let (app, seen) = pushing_to(&["token"]).await;
     seed(&app).await;
     let (id, secret) = machine_client(&app).await;
     let (s, _, _) = machine_token(&app, &id, &secret).await;
@@ -332,20 +342,7 @@ async fn audit_events_are_pushed_signed_and_retried() {
 /// the event is still pushed, with the client it names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registration_stored_with_its_event_is_pushed() {
-    const SECRET: &str = "a-shared-secret-of-at-least-32-characters";
-    let (url, seen) = receiver().await;
-    let app = TestApp::builder(Backend::Sqlite)
-        .configure(move |c| {
-            c.audit.webhook = Some(concierge::config::AuditWebhook {
-                url,
-                secret: SECRET.into(),
-                kinds: vec!["client".into()],
-                timeout_secs: 5,
-            });
-        })
-        .start()
-        .await
-        .unwrap();
+    let (app, seen) = pushing_to(&["client"]).await;
     let mut ids = Vec::new();
     for _ in 0..3 {
         ids.push(public_client(&app).await);
