@@ -452,10 +452,11 @@ impl Audit {
 
     /// An event its change's own write stored, in the change's transaction (a registration's,
     /// `ClientStore::register_client`; a revocation's, `RefreshTokenStore::revoke_family_of`):
-    /// counted and pushed as the writers' events are. Nothing waits: the change's commit was
-    /// the event's, so a client that got its answer can rely on the record, as with
-    /// [`Audit::record`]'s wait, for one commit instead of two (`bench/README.md`, "A
-    /// change's audit event in the change's own write").
+    /// counted and pushed as the writers' events are. Nothing waits for the audit writer:
+    /// the change's commit was the event's, so once the request's writes are durable
+    /// (`crate::store::commits`) a client that got its answer can rely on the record, as
+    /// with [`Audit::record`]'s wait (`bench/README.md`, "A change's audit event in the
+    /// change's own write").
     pub fn stored(&self, event: NewAuditEvent) {
         self.noted(&event);
         self.metrics.audit_written(1, true);

@@ -247,8 +247,8 @@ pub trait ClientStore: Send + Sync {
     /// Count a registration in the rate limits and, if the count admits it
     /// ([`RegistrationCount`]), insert its `client` and append its audit `event`, as one
     /// write: a refused registration stores neither, and an admitted one waits for one
-    /// commit, which is on disk when this returns. Returns the count; `Conflict` when the id
-    /// is taken.
+    /// commit (on PostgreSQL, inside a request, the request's settle makes it durable:
+    /// `commits`). Returns the count; `Conflict` when the id is taken.
     async fn register_client(
         &self,
         client: &ClientRecord,
@@ -418,9 +418,11 @@ async fn insert_rows<'a>(
 }
 
 /// A registration to count and, if admitted, store ([`ClientStore::register_client`]), as a
-/// write of the group commit: the client, its metadata as JSON, its count, and its audit
-/// event.
+/// write of the group commit: the client, its metadata as JSON, its count, its audit event,
+/// and whether its commit may skip waiting for the disk (chosen by the request:
+/// `commits::defers!`).
 pub(super) struct Register {
+    pub(super) defer: bool,
     pub(super) client: ClientRecord,
     pub(super) metadata: String,
     pub(super) count: RegistrationCount,
@@ -443,11 +445,10 @@ impl Register {
 /// [`RegistrationCount::admits`]'s rule, said again in SQL; and only for an admitted one
 /// stores the client and its event and, when counted in `first`, counts `seen`.
 /// (PostgreSQL runs every writing `WITH` of a statement, read or not.) The answer is the
-/// count and whether it was `again`'s. An admitted one's commit waits for the disk: it is
-/// the event's. A refused one wrote only its count, which may be lost: its commit does not
-/// wait (`sql::not_awaited!`'s setting, made only then), so a flood of refused registrations
-/// does not cost a WAL flush each. (The setting is a column of the answer, so that the
-/// join that makes it is not left out.)
+/// count and whether it was `again`'s. A commit that need not wait for the disk joins the
+/// last `SELECT`'s `FROM` (`sql::not_awaited!(join)`): the request then settles it, shared
+/// with other requests' (`commits`), when it stored a client and its event; a refused one
+/// wrote only its count, which may be lost.
 macro_rules! register {
     () => {
         concat!(
@@ -470,9 +471,7 @@ macro_rules! register {
             ") SELECT $8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19 FROM admitted), \
              audited AS (INSERT INTO audit_events (at, kind, client_id, user_id, ip, detail) \
                SELECT $20,$21,$22,$23,$24,$25 FROM admitted) \
-             SELECT counted.hits, counted.bucket = $5, not_awaited.set_config FROM counted \
-             LEFT JOIN (SELECT set_config('synchronous_commit', 'off', true) \
-               WHERE NOT EXISTS (SELECT 1 FROM admitted)) AS not_awaited ON true"
+             SELECT counted.hits, counted.bucket = $5 FROM counted"
         )
     };
 }
@@ -490,8 +489,13 @@ impl Kind<sqlx::Postgres> for Register {
         r: &'c Self,
     ) -> futures_util::future::BoxFuture<'c, Result<Counted, StoreError>> {
         Box::pin(async move {
+            let sql = if r.defer {
+                concat!(register!(), super::sql::not_awaited!(join))
+            } else {
+                register!()
+            };
             let (c, count, e) = (&r.client, &r.count, &r.event);
-            let query = sqlx::query_as(register!())
+            let query = sqlx::query_as(sql)
                 .bind(&count.first)
                 .bind(count.now)
                 .bind(count.window_secs)
@@ -499,7 +503,7 @@ impl Kind<sqlx::Postgres> for Register {
                 .bind(&count.again)
                 .bind(count.max_again)
                 .bind(count.max_first);
-            let (hits, repeated, _): (i64, bool, Option<String>) = bind_row!(query, c, &r.metadata)
+            let (hits, repeated): (i64, bool) = bind_row!(query, c, &r.metadata)
                 .bind(e.at)
                 .bind(e.kind)
                 .bind(&e.client_id)
@@ -644,16 +648,27 @@ macro_rules! sql_impl {
                 count: &$crate::store::RegistrationCount,
                 event: &$crate::store::NewAuditEvent,
             ) -> Result<$crate::store::Counted, $crate::store::StoreError> {
-                self.writer
+                // Chosen here, on the request's task, which says whether it may defer.
+                let defer = $crate::store::commits::defers!($dialect);
+                let counted = self
+                    .writer
                     .write_kind::<$crate::store::clients::Register>(
                         $crate::store::clients::Register {
+                            defer,
                             client: c.clone(),
                             metadata: $crate::store::sql::to_json(&c.metadata)?,
                             count: count.clone(),
                             event: event.clone(),
                         },
                     )
-                    .await
+                    .await?;
+                if defer && count.admits(counted) {
+                    // The client's and its event's commit did not wait for the disk: the
+                    // answer waits for it (`commits`). A refused registration wrote only its
+                    // count, which may be lost, and its answer does not wait.
+                    $crate::store::commits::may_defer();
+                }
+                Ok(counted)
             }
 
             async fn get_client(

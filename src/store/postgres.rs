@@ -14,6 +14,8 @@ pub struct PgStore {
     pool: Connections<sqlx::Postgres>,
     /// The same connections as `pool`.
     writer: Connections<sqlx::Postgres>,
+    /// Requests' settles, run one at a time and shared (`commits::Settles`).
+    settles: super::commits::Settles,
 }
 
 /// This binary's migrations. Applied migrations it does not know (a newer release's, during
@@ -55,6 +57,7 @@ impl PgStore {
         Ok((
             Self {
                 writer: pool.clone(),
+                settles: super::commits::Settles::default(),
                 pool,
             },
             Schema::compare(&MIGRATOR, applied),

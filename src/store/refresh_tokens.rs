@@ -141,8 +141,9 @@ pub trait RefreshTokenStore: Send + Sync {
     /// ([`Presented::revocable`]: the token may already be spent by a rotation, RFC 7009 §2.1
     /// "other tokens based on the same authorization grant"; [`RefreshTokenStore::find_refresh`],
     /// then [`RefreshTokenStore::revoke_family`]; one statement on PostgreSQL), and append
-    /// its audit `event` as [`RevokedFamily::event`] completes it, in the same write: its
-    /// commit, on disk when this returns, is the event's. The family and its user, or `None`
+    /// its audit `event` as [`RevokedFamily::event`] completes it, in the same write (on
+    /// PostgreSQL, inside a request, committed without waiting for the disk; the request's
+    /// settle makes it durable: `commits`). The family and its user, or `None`
     /// when nothing was revoked and no event stored (the token is unknown, another client's,
     /// past its absolute expiry, or its family is revoked already).
     async fn revoke_family_of(
@@ -500,11 +501,15 @@ pub(crate) use bind_events;
 /// client `$4`, if [`revocable!`] at `$2`, revoked as [`revoke_family!`] does (`$3` the mark's
 /// expiry), and its audit event appended from `$5`…`$9` (`at`, `kind`, `client_id`, `ip`,
 /// `detail`) as [`RevokedFamily::event`] completes it, returning [`RevokedFamily`].
-/// PostgreSQL only (`None` on SQLite, which looks the token up on a reader first). Its commit
-/// waits for the disk: it is the event's.
+/// PostgreSQL only (`None` on SQLite, which looks the token up on a reader first); its commit
+/// may be deferred (`commits`).
 macro_rules! revoke_family_of {
     ("postgres") => {
-        Some($crate::store::refresh_tokens::revoke_family_of!(sql))
+        Some($crate::store::commits::deferrable!(
+            "postgres",
+            $crate::store::refresh_tokens::revoke_family_of!(sql),
+            $crate::store::sql::not_awaited!(join)
+        ))
     };
     ("sqlite") => {
         None::<&str>

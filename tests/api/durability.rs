@@ -350,9 +350,10 @@ async fn flushed_past(db: &sqlx::PgPool, lsn: &str) -> bool {
     flushed
 }
 
-/// A revocation and a registration store their audit events in their own writes, whose
-/// commits wait for the disk: what the answer reports is on disk when it arrives, and when
-/// the event cannot be stored, neither is the change, and the answer is a 500. (Like the
+/// A revocation and a registration store their audit events in their own writes, committed
+/// without waiting for the disk and then settled before the answer: what the answer reports
+/// is on disk when it arrives, and when the event cannot be stored, neither is the change,
+/// and the answer is a 500. (Like the
 /// test above, the flush checks can pass by luck while other tests flush the same WAL; they
 /// never fail wrongly.)
 #[tokio::test]
