@@ -160,9 +160,13 @@ where
 pub(super) struct JsonRows(std::sync::Arc<str>);
 
 impl JsonRows {
-    pub(super) fn of(events: &[NewAuditEvent]) -> Result<Self, StoreError> {
+    /// The rows of `events` (a slice, or references gathered from the writes that carry
+    /// them: nothing is copied before it is serialised).
+    pub(super) fn of<'a>(
+        events: impl IntoIterator<Item = &'a NewAuditEvent>,
+    ) -> Result<Self, StoreError> {
         let rows: Vec<_> = events
-            .iter()
+            .into_iter()
             .map(|e| (e.at, e.kind, &e.client_id, &e.user_id, &e.ip, &e.detail))
             .collect();
         serde_json::to_string(&rows)

@@ -602,9 +602,9 @@ async fn register_many(
         admitted().map(|(r, _)| (&r.client, r.metadata.as_str())),
     )
     .await?;
-    let events: Vec<NewAuditEvent> = admitted().map(|(r, _)| r.event.clone()).collect();
+    let events: Vec<&NewAuditEvent> = admitted().map(|(r, _)| &r.event).collect();
     if !events.is_empty() {
-        super::audit::JsonRows::of(&events)?
+        super::audit::JsonRows::of(events)?
             .insert()
             .execute(on.again())
             .await?;

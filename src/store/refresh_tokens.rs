@@ -486,13 +486,13 @@ macro_rules! revoke_family {
 pub(crate) use revoke_family;
 
 /// `$query`, [`revoke_family!`]'s statement of `$dialect`, with the audit events it appends
-/// bound, on SQLite: `$events`, a `Vec<NewAuditEvent>` (empty for none).
+/// bound, on SQLite: `$events`, the events' references (none: `[]`).
 macro_rules! bind_events {
     ("postgres", $query:expr, $events:expr) => {
         $query
     };
     ("sqlite", $query:expr, $events:expr) => {
-        $query.bind($crate::store::audit::JsonRows::of($events.as_slice())?.text())
+        $query.bind($crate::store::audit::JsonRows::of($events)?.text())
     };
 }
 pub(crate) use bind_events;
@@ -614,7 +614,7 @@ pub(super) async fn revoke_families(
         return Ok(Vec::new());
     };
     let ids: Vec<&str> = families.iter().map(|f| f.family_id.as_str()).collect();
-    let events: Vec<NewAuditEvent> = families.iter().filter_map(|f| f.event.clone()).collect();
+
     let revoked: Vec<(String,)> = sqlx::query_as(concat!(
         "INSERT INTO used_jtis (key, expires_at) SELECT 'family:' || value, $3 \
            FROM jsonb_each($1) WHERE true \
@@ -627,7 +627,7 @@ pub(super) async fn revoke_families(
     .bind(super::sql::to_json(&ids)?)
     .bind(first.now)
     .bind(first.now + REVOKED_FAMILY_MEMORY_SECS)
-    .bind(super::audit::JsonRows::of(&events)?.text())
+    .bind(super::audit::JsonRows::of(families.iter().filter_map(|f| f.event.as_ref()))?.text())
     .fetch_all(on)
     .await?;
     Ok(families
@@ -1055,7 +1055,7 @@ macro_rules! sql_impl {
                     let revoked = $crate::store::refresh_tokens::bind_events!(
                         $dialect,
                         query,
-                        f.event.iter().cloned().collect::<Vec<_>>()
+                        f.event.as_ref()
                     )
                     .fetch_all(on)
                     .await?;
