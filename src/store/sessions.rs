@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 
 use super::StoreError;
+use super::users::{User, UserRow};
 
 /// A signed-in browser: who, when, and how they proved it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,9 +23,14 @@ pub struct Session {
 #[async_trait]
 pub trait SessionStore: Send + Sync {
     async fn insert_session(&self, token_hash: &[u8], session: &Session) -> Result<(), StoreError>;
-    /// The session, unless unknown or expired by `now`.
-    async fn get_session(&self, token_hash: &[u8], now: i64)
-    -> Result<Option<Session>, StoreError>;
+    /// The session and its user, unless the session is unknown or expired by `now`: one
+    /// read, since whoever presents a session is always looked up next (a user disabled is
+    /// the caller's to refuse).
+    async fn get_signed_in(
+        &self,
+        token_hash: &[u8],
+        now: i64,
+    ) -> Result<Option<(Session, User)>, StoreError>;
     async fn delete_session(&self, token_hash: &[u8]) -> Result<(), StoreError>;
     /// A user's live sessions at `now`, newest first.
     async fn list_user_sessions(&self, user_id: &str, now: i64)
@@ -64,6 +70,53 @@ impl From<SessionRow> for Session {
     }
 }
 
+/// A session joined with its user. The session's columns are renamed in the statement
+/// ([`signed_in!`]): both tables have a `created_at`.
+#[derive(sqlx::FromRow)]
+pub(super) struct SignedInRow {
+    sid: String,
+    auth_time: i64,
+    amr: String,
+    acr: Option<String>,
+    session_created_at: i64,
+    session_expires_at: i64,
+    #[sqlx(flatten)]
+    user: UserRow,
+}
+
+impl From<SignedInRow> for (Session, User) {
+    fn from(r: SignedInRow) -> Self {
+        let user = User::from(r.user);
+        let session = Session {
+            sid: r.sid,
+            user_id: user.id.clone(),
+            auth_time: r.auth_time,
+            amr: super::sql::words(&r.amr),
+            acr: r.acr,
+            created_at: r.session_created_at,
+            expires_at: r.session_expires_at,
+        };
+        (session, user)
+    }
+}
+
+/// The statement reading a live session and its user by the session's hash (`$1`) at `$2`:
+/// the session by its primary key, in a subquery that renames its columns, then the user by
+/// theirs.
+macro_rules! signed_in {
+    () => {
+        concat!(
+            "SELECT s.sid, s.auth_time, s.amr, s.acr, s.session_created_at, s.session_expires_at, ",
+            $crate::store::users::columns!(),
+            " FROM (SELECT user_id AS session_user_id, sid, auth_time, amr, acr, \
+             created_at AS session_created_at, expires_at AS session_expires_at \
+             FROM sessions WHERE token_hash = $1 AND expires_at > $2) s \
+             JOIN users ON users.id = s.session_user_id"
+        )
+    };
+}
+pub(crate) use signed_in;
+
 macro_rules! sql_impl {
     ($ty:ty) => {
         #[async_trait::async_trait]
@@ -86,11 +139,13 @@ macro_rules! sql_impl {
                 Ok(())
             }
 
-            async fn get_session(&self, token_hash: &[u8], now: i64) -> Result<Option<$crate::store::Session>, $crate::store::StoreError> {
-                let row: Option<$crate::store::sessions::SessionRow> = sqlx::query_as(
-                    "SELECT sid, user_id, auth_time, amr, acr, created_at, expires_at FROM sessions \
-                     WHERE token_hash = $1 AND expires_at > $2",
-                )
+            async fn get_signed_in(
+                &self,
+                token_hash: &[u8],
+                now: i64,
+            ) -> Result<Option<($crate::store::Session, $crate::store::User)>, $crate::store::StoreError> {
+                let row: Option<$crate::store::sessions::SignedInRow> =
+                    sqlx::query_as($crate::store::sessions::signed_in!())
                 .bind(token_hash)
                 .bind(now)
                 .fetch_optional(&self.pool)

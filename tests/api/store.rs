@@ -353,6 +353,47 @@ both!(single_use_keys, |app: TestApp| async move {
     app
 });
 
+// A session is read with its user in one statement: the pair as stored, neither once the
+// session expired or ended, and never another user's.
+both!(
+    sessions_are_read_with_their_user,
+    builder |b: crate::helpers::TestAppBuilder| b
+        .with_user("alice", "a password of some length")
+        .with_user("bob", "another password of some length"),
+    |app: TestApp| async move {
+        let s = app.store();
+        let t = concierge::util::now();
+        let session = |user: &str, sid: &str| concierge::store::Session {
+            sid: sid.into(),
+            user_id: app.users[user].clone(),
+            auth_time: t - 1001,
+            amr: vec!["pwd".into(), "otp".into()],
+            acr: Some("urn:concierge:acr:mfa".into()),
+            created_at: t - 1000,
+            expires_at: t + 600,
+        };
+        let (alice, bob) = (session("alice", "sid-a"), session("bob", "sid-b"));
+        s.insert_session(b"hash-a", &alice).await.unwrap();
+        s.insert_session(b"hash-b", &bob).await.unwrap();
+
+        let (got, user) = s.get_signed_in(b"hash-a", t).await.unwrap().unwrap();
+        assert_eq!(got, alice);
+        assert_eq!(user.id, app.users["alice"]);
+        assert_eq!(user.username, "alice");
+        // The user's own times, not the session's.
+        assert_ne!(user.created_at, alice.created_at);
+        let (got, user) = s.get_signed_in(b"hash-b", t).await.unwrap().unwrap();
+        assert_eq!((got.sid.as_str(), user.username.as_str()), ("sid-b", "bob"));
+
+        assert!(s.get_signed_in(b"hash-a", t + 600).await.unwrap().is_none(), "expired");
+        assert!(s.get_signed_in(b"unknown", t).await.unwrap().is_none());
+        s.delete_session(b"hash-a").await.unwrap();
+        assert!(s.get_signed_in(b"hash-a", t).await.unwrap().is_none(), "ended");
+        assert!(s.get_signed_in(b"hash-b", t).await.unwrap().is_some());
+        app
+    }
+);
+
 /// What [`refresh_token`] needs: alice, and a client to hold her tokens.
 fn alice_and_agent(b: crate::helpers::TestAppBuilder) -> crate::helpers::TestAppBuilder {
     b.with_user("alice", "a password of some length")

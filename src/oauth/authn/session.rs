@@ -64,21 +64,13 @@ pub async fn renew(ctx: &Context, old: &Session) -> Result<(String, Session), St
 
 /// The live session behind a cookie value, with its user.
 pub async fn current(ctx: &Context, token: &str) -> Result<Option<(Session, User)>, StoreError> {
-    let Some(session) = ctx
-        .sessions()
-        .get_session(&util::secret_key(token), ctx.now())
-        .await?
-    else {
-        return Ok(None);
-    };
     // A user disabled on another replica a moment ago: their session row is gone there, and
     // this read may still see it; the user row says so too.
     Ok(ctx
-        .users()
-        .get_user(&session.user_id)
+        .sessions()
+        .get_signed_in(&util::secret_key(token), ctx.now())
         .await?
-        .filter(|user| !user.is_disabled())
-        .map(|user| (session, user)))
+        .filter(|(_, user)| !user.is_disabled()))
 }
 
 /// End the session behind a cookie value.
