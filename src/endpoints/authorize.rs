@@ -102,11 +102,11 @@ pub async fn resume(
 
 /// The next step for a checked request: sign-in, the consent page, or the code.
 async fn proceed(state: &AppState, headers: &HeaderMap, req: AuthorizationRequest) -> Response {
-    let signed_in = match super::current_session(state, headers).await {
+    let signed_in = match super::signed_in(state, headers, Some(&req.client.client_id)).await {
         Ok(s) => s,
         Err(page) => return *page,
     };
-    match next_step(&state.oauth, &req, signed_in.as_ref().map(|(s, _)| s)).await {
+    match next_step(&state.oauth, &req, signed_in.as_ref()).await {
         Ok(Next::SignIn(level)) => {
             // The way back carries the request as checked; the sign-in about to happen
             // satisfies `prompt=login` and `max_age`.
@@ -122,7 +122,7 @@ async fn proceed(state: &AppState, headers: &HeaderMap, req: AuthorizationReques
             super::to_signin(state, &back, req.login_hint.as_deref(), Some(level))
         }
         Ok(Next::Consent) => match &signed_in {
-            Some((_, user)) => consent_page(state, headers, &req, user),
+            Some(s) => consent_page(state, headers, &req, &s.user),
             None => state.web.internal_error("consent asked without a session"),
         },
         Ok(Next::Redirect(to)) => see_other(&to),

@@ -23,7 +23,7 @@ use axum::response::Response;
 
 use crate::oauth::authn;
 use crate::state::AppState;
-use crate::store::{Session, User};
+use crate::store::{Session, SignedIn, User};
 use crate::ui;
 
 /// A server-facing form post (device authorization, backchannel authentication): the form,
@@ -58,10 +58,22 @@ pub async fn current_session(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<(Session, User)>, Box<Response>> {
+    Ok(signed_in(state, headers, None)
+        .await?
+        .map(|s| (s.session, s.user)))
+}
+
+/// The browser's live session with its user and what the user allowed `client_id` (nothing
+/// when `None`), in one read; `None` when not signed in.
+pub async fn signed_in(
+    state: &AppState,
+    headers: &HeaderMap,
+    client_id: Option<&str>,
+) -> Result<Option<SignedIn>, Box<Response>> {
     let Some(token) = state.web.session(headers) else {
         return Ok(None);
     };
-    authn::session::current(&state.oauth, token)
+    authn::session::current(&state.oauth, token, client_id)
         .await
         .map_err(|e| Box::new(state.web.internal_error(e)))
 }

@@ -25,7 +25,7 @@ use super::resource::{OIDC_SCOPES, Resource};
 use super::scope::Scope;
 use super::{dpop, pkce, policy};
 use crate::error::{ErrorCode, OAuthError};
-use crate::store::{Session, StoreError};
+use crate::store::{Session, SignedIn, StoreError};
 use crate::util;
 
 /// How long a checked request may wait for the user to sign in and decide.
@@ -587,18 +587,19 @@ pub enum Next {
     Redirect(String),
 }
 
-/// Decide the next step for `req` with the browser's session (if any): sign in when there
-/// is no session fresh enough, consent when something is not yet allowed, else a code.
+/// Decide the next step for `req` with the browser's session (if any, read with what its
+/// user allowed `req`'s client): sign in when there is no session fresh enough, consent when
+/// something is not yet allowed, else a code.
 pub async fn next_step(
     ctx: &Context,
     req: &AuthorizationRequest,
-    session: Option<&Session>,
+    signed_in: Option<&SignedIn>,
 ) -> Result<Next, AuthorizeError> {
     let now = ctx.now();
-    let fresh = |s: &&Session| req.max_age.is_none_or(|m| now - s.auth_time <= m);
+    let fresh = |s: &&SignedIn| req.max_age.is_none_or(|m| now - s.session.auth_time <= m);
     let needed = req.needed(ctx);
-    let session = match session.filter(fresh) {
-        Some(s) if !req.prompt.login => s,
+    let (session, allowed) = match signed_in.filter(fresh) {
+        Some(s) if !req.prompt.login => (&s.session, &s.allowed),
         _ if req.prompt.none => {
             return Err(req.error(ErrorCode::LoginRequired, "the user must sign in"));
         }
@@ -641,9 +642,7 @@ pub async fn next_step(
             return Ok(Next::SignIn(needed.target(reachable)));
         }
     }
-    let missing = consent::missing(ctx, &session.user_id, &req.asked())
-        .await
-        .map_err(AuthorizeError::internal)?;
+    let missing = consent::missing(ctx, &req.asked(), allowed);
     // Details ask for particular actions: the user approves each request for them (RFC 9396
     // §3 leaves it to the server; remembering scopes says nothing about actions).
     if missing || req.prompt.consent || req.authorization_details.is_some() {

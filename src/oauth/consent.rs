@@ -13,7 +13,7 @@ use super::context::Context;
 use super::form::Form;
 use super::scope::Scope;
 use crate::audit::{Event, Kind};
-use crate::store::{Consent, StoreError};
+use crate::store::{Allowed, Consent, StoreError};
 
 /// The consent form's field that lists the scopes it let the user untick (space-separated),
 /// and the prefix of each one's checkbox (`keep:notes:write`, sent only when ticked).
@@ -143,23 +143,20 @@ fn consent_keys(ctx: &Context, asked: &Asked<'_>) -> Vec<(String, Vec<String>)> 
     keys
 }
 
-/// Does this request ask for anything the user has not yet allowed this client?
-pub async fn missing(ctx: &Context, user_id: &str, asked: &Asked<'_>) -> Result<bool, StoreError> {
-    let wanted = consent_keys(ctx, asked);
-    for (resource, scopes) in wanted {
-        let Some(c) = ctx
-            .consents()
-            .get_consent(user_id, asked.client_id, &resource)
-            .await?
-        else {
-            return Ok(true);
-        };
-        let have: Vec<&str> = c.scopes.split(' ').collect();
-        if scopes.iter().any(|s| !have.contains(&s.as_str())) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+/// Does this request ask for anything the user has not yet allowed this client, given what
+/// they allowed it (`allowed`, each resource's consent, read with the session)?
+pub fn missing(ctx: &Context, asked: &Asked<'_>, allowed: &[Allowed]) -> bool {
+    consent_keys(ctx, asked)
+        .into_iter()
+        .any(|(resource, scopes)| {
+            allowed
+                .iter()
+                .find(|a| a.resource == resource)
+                .is_none_or(|a| {
+                    let have: Vec<&str> = a.scopes.split(' ').collect();
+                    scopes.iter().any(|s| !have.contains(&s.as_str()))
+                })
+        })
 }
 
 /// Has this user approved anything for this client before (and not revoked it)?

@@ -20,6 +20,42 @@ pub struct Consent {
     pub last_used_at: Option<i64>,
 }
 
+/// What a user allowed a client at one resource, as the signed-in read carries it
+/// ([`SessionStore::get_signed_in`](super::SessionStore::get_signed_in)).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Allowed {
+    pub resource: String,
+    /// Space-separated scopes granted.
+    pub scopes: String,
+}
+
+/// A subquery: the JSON array of what user `$user` allowed client `$client` (objects with
+/// `resource` and `scopes`, as [`Allowed`]), `[]` for nothing or a `NULL` client. By the
+/// consents' primary key, whose first two columns these are.
+macro_rules! allowed_json {
+    ("sqlite", $user:literal, $client:literal) => {
+        concat!(
+            "(SELECT json_group_array(json_object('resource', resource, 'scopes', scopes)) \
+             FROM consents WHERE user_id = ",
+            $user,
+            " AND client_id = ",
+            $client,
+            ")"
+        )
+    };
+    ("postgres", $user:literal, $client:literal) => {
+        concat!(
+            "(SELECT coalesce(json_agg(json_build_object('resource', resource, 'scopes', scopes)), \
+             '[]')::text FROM consents WHERE user_id = ",
+            $user,
+            " AND client_id = ",
+            $client,
+            ")"
+        )
+    };
+}
+pub(crate) use allowed_json;
+
 #[async_trait]
 pub trait ConsentStore: Send + Sync {
     async fn get_consent(

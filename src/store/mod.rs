@@ -50,7 +50,7 @@ pub use clients::{
 };
 pub use codes::{AuthCode, CodeStore, Redeemer};
 pub use commits::CommitStore;
-pub use consents::{Consent, ConsentStore};
+pub use consents::{Allowed, Consent, ConsentStore};
 pub use delegations::{Delegation, DelegationStore, HopPath};
 pub use devices::{DeviceApproval, DeviceCode, DeviceStore};
 pub use exchange_policies::{ExchangePolicy, ExchangePolicyStore};
@@ -66,7 +66,7 @@ pub use refresh_tokens::{
 };
 pub use replay::ReplayStore;
 pub use resources::{DetailsTypeDef, ResourceRecord, ResourceStore, ScopeDef, ToolDef};
-pub use sessions::{Session, SessionStore};
+pub use sessions::{Session, SessionStore, SignedIn};
 pub use transfer::TransferStore;
 pub use upstreams::{StoredUpstream, UpstreamKind, UpstreamProvider, UpstreamStore};
 pub use users::{User, UserStore};

@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 
 use super::StoreError;
+use super::consents::Allowed;
 use super::users::{User, UserRow};
 
 /// A signed-in browser: who, when, and how they proved it.
@@ -20,17 +21,30 @@ pub struct Session {
     pub expires_at: i64,
 }
 
+/// A live session as a page or an authorization request needs it: the session, its user,
+/// and what the user allowed the client asked about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedIn {
+    pub session: Session,
+    pub user: User,
+    /// Each resource's consent of the user to the client named in the read; empty when none
+    /// was named.
+    pub allowed: Vec<Allowed>,
+}
+
 #[async_trait]
 pub trait SessionStore: Send + Sync {
     async fn insert_session(&self, token_hash: &[u8], session: &Session) -> Result<(), StoreError>;
-    /// The session and its user, unless the session is unknown or expired by `now`: one
-    /// read, since whoever presents a session is always looked up next (a user disabled is
-    /// the caller's to refuse).
+    /// The session, its user and what the user allowed `client_id` (nothing when `None`),
+    /// unless the session is unknown or expired by `now`: one read, since whoever presents
+    /// a session is looked up next, and an authorization request then asks what its client
+    /// may already do (a user disabled is the caller's to refuse).
     async fn get_signed_in(
         &self,
         token_hash: &[u8],
         now: i64,
-    ) -> Result<Option<(Session, User)>, StoreError>;
+        client_id: Option<&str>,
+    ) -> Result<Option<SignedIn>, StoreError>;
     async fn delete_session(&self, token_hash: &[u8]) -> Result<(), StoreError>;
     /// A user's live sessions at `now`, newest first.
     async fn list_user_sessions(&self, user_id: &str, now: i64)
@@ -70,8 +84,8 @@ impl From<SessionRow> for Session {
     }
 }
 
-/// A session joined with its user. The session's columns are renamed in the statement
-/// ([`signed_in!`]): both tables have a `created_at`.
+/// A session joined with its user and the user's consents to one client. The session's
+/// columns are renamed in the statement ([`signed_in!`]): both tables have a `created_at`.
 #[derive(sqlx::FromRow)]
 pub(super) struct SignedInRow {
     sid: String,
@@ -80,12 +94,16 @@ pub(super) struct SignedInRow {
     acr: Option<String>,
     session_created_at: i64,
     session_expires_at: i64,
+    /// [`Allowed`] as a JSON array.
+    allowed: String,
     #[sqlx(flatten)]
     user: UserRow,
 }
 
-impl From<SignedInRow> for (Session, User) {
-    fn from(r: SignedInRow) -> Self {
+impl TryFrom<SignedInRow> for SignedIn {
+    type Error = StoreError;
+
+    fn try_from(r: SignedInRow) -> Result<Self, StoreError> {
         let user = User::from(r.user);
         let session = Session {
             sid: r.sid,
@@ -96,17 +114,23 @@ impl From<SignedInRow> for (Session, User) {
             created_at: r.session_created_at,
             expires_at: r.session_expires_at,
         };
-        (session, user)
+        Ok(Self {
+            session,
+            user,
+            allowed: super::sql::from_json(&r.allowed, "a session's consents")?,
+        })
     }
 }
 
-/// The statement reading a live session and its user by the session's hash (`$1`) at `$2`:
-/// the session by its primary key, in a subquery that renames its columns, then the user by
-/// theirs.
+/// The statement reading a live session by its hash (`$1`) at `$2`, with its user and the
+/// user's consents to client `$3`: the session by its primary key, in a subquery that
+/// renames its columns, the user by theirs, the consents by the first two columns of theirs.
 macro_rules! signed_in {
-    () => {
+    ($dialect:tt) => {
         concat!(
             "SELECT s.sid, s.auth_time, s.amr, s.acr, s.session_created_at, s.session_expires_at, ",
+            $crate::store::consents::allowed_json!($dialect, "s.session_user_id", "$3"),
+            " AS allowed, ",
             $crate::store::users::columns!(),
             " FROM (SELECT user_id AS session_user_id, sid, auth_time, amr, acr, \
              created_at AS session_created_at, expires_at AS session_expires_at \
@@ -118,7 +142,7 @@ macro_rules! signed_in {
 pub(crate) use signed_in;
 
 macro_rules! sql_impl {
-    ($ty:ty) => {
+    ($ty:ty, $dialect:tt) => {
         #[async_trait::async_trait]
         impl $crate::store::SessionStore for $ty {
             async fn insert_session(&self, token_hash: &[u8], s: &$crate::store::Session) -> Result<(), $crate::store::StoreError> {
@@ -143,14 +167,16 @@ macro_rules! sql_impl {
                 &self,
                 token_hash: &[u8],
                 now: i64,
-            ) -> Result<Option<($crate::store::Session, $crate::store::User)>, $crate::store::StoreError> {
+                client_id: Option<&str>,
+            ) -> Result<Option<$crate::store::SignedIn>, $crate::store::StoreError> {
                 let row: Option<$crate::store::sessions::SignedInRow> =
-                    sqlx::query_as($crate::store::sessions::signed_in!())
-                .bind(token_hash)
-                .bind(now)
-                .fetch_optional(&self.pool)
-                .await?;
-                Ok(row.map(Into::into))
+                    sqlx::query_as($crate::store::sessions::signed_in!($dialect))
+                        .bind(token_hash)
+                        .bind(now)
+                        .bind(client_id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                row.map(TryInto::try_into).transpose()
             }
 
             async fn delete_session(&self, token_hash: &[u8]) -> Result<(), $crate::store::StoreError> {

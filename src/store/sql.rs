@@ -223,7 +223,7 @@ macro_rules! sql_store {
         $crate::store::replay::sql_impl!($ty);
         $crate::store::users::sql_impl!($ty);
         $crate::store::identities::sql_impl!($ty);
-        $crate::store::sessions::sql_impl!($ty);
+        $crate::store::sessions::sql_impl!($ty, $name);
         $crate::store::factors::sql_impl!($ty);
         $crate::store::passkeys::sql_impl!($ty);
         $crate::store::upstreams::sql_impl!($ty);

@@ -353,14 +353,16 @@ both!(single_use_keys, |app: TestApp| async move {
     app
 });
 
-// A session is read with its user in one statement: the pair as stored, neither once the
-// session expired or ended, and never another user's.
+// A session is read with its user and the user's consents to one client in one statement:
+// as stored, none once the session expired or ended, and never another user's or another
+// client's consents.
 both!(
-    sessions_are_read_with_their_user,
+    sessions_are_read_with_their_user_and_consents,
     builder |b: crate::helpers::TestAppBuilder| b
         .with_user("alice", "a password of some length")
         .with_user("bob", "another password of some length"),
     |app: TestApp| async move {
+        use concierge::store::{Allowed, Consent};
         let s = app.store();
         let t = concierge::util::now();
         let session = |user: &str, sid: &str| concierge::store::Session {
@@ -375,21 +377,61 @@ both!(
         let (alice, bob) = (session("alice", "sid-a"), session("bob", "sid-b"));
         s.insert_session(b"hash-a", &alice).await.unwrap();
         s.insert_session(b"hash-b", &bob).await.unwrap();
+        let consent = |user: &str, client: &str, resource: &str, scopes: &str| Consent {
+            user_id: app.users[user].clone(),
+            client_id: client.into(),
+            resource: resource.into(),
+            scopes: scopes.into(),
+            created_at: t,
+            updated_at: t,
+            last_used_at: None,
+        };
+        for c in [
+            consent("alice", "agent", "https://a.example/", "read write"),
+            consent("alice", "agent", "https://b.example/", "read"),
+            consent("alice", "other", "https://a.example/", "admin"),
+            consent("bob", "agent", "https://c.example/", "bob's"),
+        ] {
+            s.save_consent(&c).await.unwrap();
+        }
 
-        let (got, user) = s.get_signed_in(b"hash-a", t).await.unwrap().unwrap();
-        assert_eq!(got, alice);
-        assert_eq!(user.id, app.users["alice"]);
-        assert_eq!(user.username, "alice");
+        let got = s.get_signed_in(b"hash-a", t, Some("agent")).await.unwrap().unwrap();
+        assert_eq!(got.session, alice);
+        assert_eq!(got.user.id, app.users["alice"]);
+        assert_eq!(got.user.username, "alice");
         // The user's own times, not the session's.
-        assert_ne!(user.created_at, alice.created_at);
-        let (got, user) = s.get_signed_in(b"hash-b", t).await.unwrap().unwrap();
-        assert_eq!((got.sid.as_str(), user.username.as_str()), ("sid-b", "bob"));
+        assert_ne!(got.user.created_at, alice.created_at);
+        let mut allowed = got.allowed;
+        allowed.sort_by(|a, b| a.resource.cmp(&b.resource));
+        let allowed_at = |resource: &str, scopes: &str| Allowed {
+            resource: resource.into(),
+            scopes: scopes.into(),
+        };
+        assert_eq!(
+            allowed,
+            [
+                allowed_at("https://a.example/", "read write"),
+                allowed_at("https://b.example/", "read")
+            ]
+        );
+        // No client named, or one the user allowed nothing: no consents.
+        let got = s.get_signed_in(b"hash-a", t, None).await.unwrap().unwrap();
+        assert!(got.allowed.is_empty());
+        let got = s.get_signed_in(b"hash-a", t, Some("unknown")).await.unwrap().unwrap();
+        assert!(got.allowed.is_empty());
+        let got = s.get_signed_in(b"hash-b", t, Some("agent")).await.unwrap().unwrap();
+        assert_eq!(
+            (got.session.sid.as_str(), got.user.username.as_str()),
+            ("sid-b", "bob")
+        );
+        assert_eq!(got.allowed, [allowed_at("https://c.example/", "bob's")]);
 
-        assert!(s.get_signed_in(b"hash-a", t + 600).await.unwrap().is_none(), "expired");
-        assert!(s.get_signed_in(b"unknown", t).await.unwrap().is_none());
+        let expired = s.get_signed_in(b"hash-a", t + 600, Some("agent")).await;
+        assert!(expired.unwrap().is_none(), "expired");
+        assert!(s.get_signed_in(b"unknown", t, None).await.unwrap().is_none());
         s.delete_session(b"hash-a").await.unwrap();
-        assert!(s.get_signed_in(b"hash-a", t).await.unwrap().is_none(), "ended");
-        assert!(s.get_signed_in(b"hash-b", t).await.unwrap().is_some());
+        assert!(s.get_signed_in(b"hash-a", t, None).await.unwrap().is_none(), "ended");
+        assert!(s.get_signed_in(b"hash-b", t, None).await.unwrap().is_some());
         app
     }
 );

@@ -3,7 +3,7 @@
 
 use super::super::context::Context;
 use super::acr::Level;
-use crate::store::{Session, StoreError, User};
+use crate::store::{Session, SignedIn, StoreError};
 use crate::util;
 
 /// How long after signing in a user may change how they sign in (a password, a passkey, an
@@ -62,15 +62,20 @@ pub async fn renew(ctx: &Context, old: &Session) -> Result<(String, Session), St
     Ok((token, session))
 }
 
-/// The live session behind a cookie value, with its user.
-pub async fn current(ctx: &Context, token: &str) -> Result<Option<(Session, User)>, StoreError> {
+/// The live session behind a cookie value, with its user and what the user allowed
+/// `client_id` (nothing when `None`), in one read.
+pub async fn current(
+    ctx: &Context,
+    token: &str,
+    client_id: Option<&str>,
+) -> Result<Option<SignedIn>, StoreError> {
     // A user disabled on another replica a moment ago: their session row is gone there, and
     // this read may still see it; the user row says so too.
     Ok(ctx
         .sessions()
-        .get_signed_in(&util::secret_key(token), ctx.now())
+        .get_signed_in(&util::secret_key(token), ctx.now(), client_id)
         .await?
-        .filter(|(_, user)| !user.is_disabled()))
+        .filter(|s| !s.user.is_disabled()))
 }
 
 /// End the session behind a cookie value.
