@@ -146,17 +146,18 @@ fn consent_keys(ctx: &Context, asked: &Asked<'_>) -> Vec<(String, Vec<String>)> 
 /// Does this request ask for anything the user has not yet allowed this client, given what
 /// they allowed it (`allowed`, each resource's consent, read with the session)?
 pub fn missing(ctx: &Context, asked: &Asked<'_>, allowed: &[Allowed]) -> bool {
-    consent_keys(ctx, asked)
-        .into_iter()
-        .any(|(resource, scopes)| {
-            allowed
-                .iter()
-                .find(|a| a.resource == resource)
-                .is_none_or(|a| {
-                    let have: Vec<&str> = a.scopes.split(' ').collect();
-                    scopes.iter().any(|s| !have.contains(&s.as_str()))
-                })
+    not_all_allowed(consent_keys(ctx, asked), allowed)
+}
+
+/// Is any scope of `wanted` (each consent key with its scopes) outside what `allowed` has
+/// under that key? A key with no consent allows nothing.
+fn not_all_allowed(wanted: Vec<(String, Vec<String>)>, allowed: &[Allowed]) -> bool {
+    wanted.into_iter().any(|(key, scopes)| {
+        allowed.iter().find(|a| a.resource == key).is_none_or(|a| {
+            let have: Vec<&str> = a.scopes.split(' ').collect();
+            scopes.iter().any(|s| !have.contains(&s.as_str()))
         })
+    })
 }
 
 /// Has this user approved anything for this client before (and not revoked it)?
@@ -222,6 +223,52 @@ pub async fn save(ctx: &Context, user_id: &str, asked: &Asked<'_>) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_is_allowed_only_when_every_key_holds_every_scope() {
+        let allowed = [
+            Allowed {
+                resource: "https://notes.example/".into(),
+                scopes: "notes:read notes:write".into(),
+            },
+            Allowed {
+                resource: "https://issuer.example".into(),
+                scopes: "openid".into(),
+            },
+        ];
+        let want = |keys: &[(&str, &[&str])]| -> Vec<(String, Vec<String>)> {
+            keys.iter()
+                .map(|(k, s)| (k.to_string(), s.iter().map(|t| t.to_string()).collect()))
+                .collect()
+        };
+        let notes = "https://notes.example/";
+        assert!(!not_all_allowed(want(&[]), &allowed));
+        assert!(!not_all_allowed(
+            want(&[(notes, &["notes:read"])]),
+            &allowed
+        ));
+        assert!(!not_all_allowed(
+            want(&[
+                (notes, &["notes:write", "notes:read"]),
+                ("https://issuer.example", &["openid"])
+            ]),
+            &allowed
+        ));
+        // A scope not allowed, one only spelled like an allowed one, a key never allowed.
+        assert!(not_all_allowed(
+            want(&[(notes, &["notes:admin"])]),
+            &allowed
+        ));
+        assert!(not_all_allowed(want(&[(notes, &["notes"])]), &allowed));
+        assert!(not_all_allowed(
+            want(&[(notes, &["notes:read"]), ("https://cal.example/", &[])]),
+            &allowed
+        ));
+        assert!(not_all_allowed(
+            want(&[(notes, &["notes:read"])]),
+            &allowed[1..]
+        ));
+    }
 
     #[test]
     fn unticked_scopes_are_left_out_and_nothing_is_added() {
