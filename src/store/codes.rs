@@ -51,9 +51,10 @@ pub trait CodeStore: Send + Sync {
     /// A code as it stands, without spending it: `Fresh` while it may still be redeemed,
     /// `Replayed` once spent. (What explains a refused [`CodeStore::redeem_code`].)
     async fn peek_code(&self, code_hash: &[u8], now: i64) -> Result<Spent<AuthCode>, StoreError>;
-    /// Spend a code that is live and matches `by`: one atomic write, so of two concurrent
-    /// redemptions one wins. `None` when nothing was spent: the code is unknown, expired,
-    /// spent, or issued for something else ([`CodeStore::peek_code`] tells which).
+    /// Spend a code that is live and matches `by`, of a user who exists and is not disabled:
+    /// one atomic write, so of two concurrent redemptions one wins. `None` when nothing was
+    /// spent: the code is unknown, expired, spent, or issued for something else
+    /// ([`CodeStore::peek_code`] tells which), or its user is disabled.
     ///
     /// With `refresh`, the same write stores that refresh token, in the code's family, if
     /// it spends the code and the code carries no RFC 9396 details (no refresh token
@@ -143,7 +144,9 @@ pub(super) struct Redeem {
 
 /// What makes the code `$hash` spendable at `$now` by the redeemer `$client`, `$redirect`,
 /// `$challenge` (the verifier's) and `$jkt` ([`Redeemer`]), in every statement that spends
-/// one or stores the refresh token of one spent.
+/// one or stores the refresh token of one spent. Its user must exist and not be disabled
+/// (one search by the users' key): a code approved just before its user was disabled is not
+/// spent, and the grant need not read the user again.
 macro_rules! redeemable {
     ($hash:literal, $now:literal, $client:literal, $redirect:literal, $challenge:literal, $jkt:literal) => {
         concat!(
@@ -159,7 +162,8 @@ macro_rules! redeemable {
             $challenge,
             " AND (auth_codes.dpop_jkt IS NULL OR auth_codes.dpop_jkt = ",
             $jkt,
-            ")"
+            ") AND EXISTS (SELECT 1 FROM users WHERE users.id = auth_codes.user_id \
+               AND users.disabled_at IS NULL)"
         )
     };
 }

@@ -952,6 +952,27 @@ both!(
     }
 );
 
+// A deleted user's refresh tokens go with them (`ON DELETE CASCADE`): the refresh grant
+// relies on that, and reads the user only for an ID token's claims.
+both!(
+    a_deleted_users_refresh_token_is_refused,
+    |app: TestApp| async move {
+        let (_, client, _, tokens) = connect_agent(&app, "notes:read").await;
+        let rt = tokens["refresh_token"].as_str().unwrap();
+        let (s, _, body) = refresh(&app, &client, rt, &[]).await;
+        assert_eq!(s, 200, "{body}");
+        let rt = body["refresh_token"].as_str().unwrap();
+        assert!(app.store().delete_user("alice").await.unwrap());
+        let (s, _, body) = refresh(&app, &client, rt, &[]).await;
+        assert_eq!(
+            (s.as_u16(), body["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{body}"
+        );
+        app
+    }
+);
+
 // Issue 15.2: an operator disables a user: the right password no longer signs them in,
 // their refresh tokens are revoked, `/userinfo` refuses their access tokens, a code they
 // approved just before is not redeemed; enabled again, they sign in afresh.
@@ -1011,6 +1032,11 @@ both!(disabled_users_get_nothing, |app: TestApp| async move {
     assert_eq!(
         (s.as_u16(), body["error"].as_str()),
         (400, Some("invalid_grant")),
+        "{body}"
+    );
+    // The code's spend checks its user; the refusal says why.
+    assert_eq!(
+        body["error_description"], "the user's account is disabled",
         "{body}"
     );
     let b = browser();

@@ -104,10 +104,11 @@ both!(
         assert_eq!(s, 200, "{r2}");
         let rt2 = r2["refresh_token"].as_str().unwrap().to_string();
         assert_ne!(rt1, rt2);
-        assert_eq!(
-            claims(r2["id_token"].as_str().unwrap())["sub"],
-            alice.as_str()
-        );
+        let id2 = claims(r2["id_token"].as_str().unwrap());
+        assert_eq!(id2["sub"], alice.as_str());
+        // The refresh reads the user for the ID token's claims (and only for them).
+        assert_eq!(id2["email"], "alice@example.com", "{id2}");
+        assert_eq!(id2["preferred_username"], "alice", "{id2}");
         // A refreshed grant keeps how the user signed in.
         assert_eq!(
             claims(r2["access_token"].as_str().unwrap())["amr"],
@@ -721,7 +722,7 @@ both!(
 );
 
 both!(confidential_client_code_flow, |app: TestApp| async move {
-    seed(&app).await;
+    let alice = seed(&app).await;
     let (_, _, reg) = app
         .register(
             &json!({"client_name": "Web App", "redirect_uris": [REDIRECT],
@@ -785,6 +786,29 @@ both!(confidential_client_code_flow, |app: TestApp| async move {
         assert_eq!(s, 200, "{r}");
         assert!(r.get("refresh_token").is_none());
     }
+    // Disabling the user revokes the token the client keeps: the refresh grant relies on
+    // that, and reads the user only for an ID token's claims.
+    let now = concierge::util::now();
+    assert!(
+        app.store()
+            .set_disabled(&alice, Some(now), now)
+            .await
+            .unwrap()
+    );
+    let res = app
+        .http
+        .post(app.url("/token"))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", rt)])
+        .send()
+        .await
+        .unwrap();
+    let (s, _, r) = split(res).await;
+    assert_eq!(
+        (s.as_u16(), r["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{r}"
+    );
     app
 });
 

@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
 use super::user_grant::{
-    Authenticated, NewRefresh, UserGrant, issue, may_refresh, new_refresh, revoked_if_refused,
+    Authenticated, Holder, NewRefresh, UserGrant, issue, live_user, may_refresh, new_refresh,
+    revoked_if_refused,
 };
 use super::{Advertised, Grant, Param, TokenRequest};
 use crate::audit::{Event, Kind};
@@ -88,10 +89,15 @@ async fn refused(
     now: i64,
 ) -> OAuthError {
     match ctx.codes().peek_code(hash, now).await {
-        Ok(Spent::Fresh(c)) => check(&c, req, verifier)
-            .err()
-            // The statement refused what the checks pass: refuse rather than guess.
-            .unwrap_or_else(|| invalid_grant("the code is invalid or expired")),
+        Ok(Spent::Fresh(c)) => match check(&c, req, verifier) {
+            Err(e) => e,
+            // The spend also checks the code's user (`store::codes::redeemable!`).
+            Ok(()) => match live_user(ctx, &c.user_id).await {
+                Err(e) => e,
+                // The statement refused what the checks pass: refuse rather than guess.
+                Ok(_) => invalid_grant("the code is invalid or expired"),
+            },
+        },
         Ok(Spent::Replayed { family_id }) => replayed(ctx, &req.client.client_id, &family_id).await,
         Ok(Spent::Invalid) => invalid_grant("the code is invalid or expired"),
         Err(e) => e.into(),
@@ -302,6 +308,8 @@ async fn issued(
             refresh: stored.map_or(NewRefresh::Keep, NewRefresh::Stored),
             dpop_jkt: req.dpop_jkt,
             authorization_details: details.as_ref(),
+            // Its spend checked the user (`store::codes::redeemable!`).
+            holder: Holder::Spent,
         },
     )
     .await

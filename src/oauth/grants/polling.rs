@@ -12,7 +12,8 @@
 
 use super::TokenRequest;
 use super::user_grant::{
-    Authenticated, NewRefresh, UserGrant, issue, may_refresh, new_refresh, revoked_if_refused,
+    Authenticated, Holder, NewRefresh, UserGrant, issue, may_refresh, new_refresh,
+    revoked_if_refused,
 };
 use crate::error::{ErrorCode, OAuthError};
 use crate::oauth::authorization_details;
@@ -173,6 +174,7 @@ async fn issued(
             refresh: stored.map_or(NewRefresh::Keep, NewRefresh::Stored),
             dpop_jkt: req.dpop_jkt,
             authorization_details: details.as_ref(),
+            holder: Holder::Read,
         },
     )
     .await

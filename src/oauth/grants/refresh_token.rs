@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 use serde_json::json;
 
-use super::user_grant::{self, Authenticated, NewRefresh, UserGrant, issue};
+use super::user_grant::{self, Authenticated, Holder, NewRefresh, UserGrant, issue};
 use super::{Grant, Param, TokenRequest};
 use crate::audit::{Event, Kind};
 use crate::error::{ErrorCode, OAuthError};
@@ -231,6 +231,8 @@ impl Grant for RefreshTokenGrant {
                 },
                 dpop_jkt: req.dpop_jkt,
                 authorization_details: None,
+                // Both branches above spent a live token.
+                holder: Holder::Spent,
             },
         )
         .await

@@ -18,6 +18,12 @@ use crate::oauth::tokens::{
 };
 use crate::store::{FirstRefresh, RefreshToken, User};
 
+/// Whether `scope` asks for any of the user's standard claims ([`user_claims`]): an ID token
+/// for it needs the user's record.
+fn asks_user_claims(scope: &Scope) -> bool {
+    scope.contains("profile") || scope.contains("email")
+}
+
 /// The standard claims `scope` allows (OpenID Connect Core §5.4).
 pub fn user_claims(user: &User, scope: &Scope) -> Map<String, Value> {
     let mut m = Map::new();
@@ -63,6 +69,24 @@ pub struct UserGrant<'a> {
     pub dpop_jkt: Option<&'a str>,
     /// RFC 9396: what exactly the user approved, carried into the access token.
     pub authorization_details: Option<&'a Value>,
+    /// How the user is known to be still allowed tokens.
+    pub holder: Holder,
+}
+
+/// How [`issue`] knows that the grant's user may still be given tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// Read the user now, and refuse a deleted or disabled one.
+    Read,
+    /// The grant's own write proved the user live when it spent what it spent, so the user
+    /// is read only when the ID token's claims need them:
+    /// - a refresh token that was live: disabling a user revokes all their refresh tokens in
+    ///   the same transaction (`UserStore::set_disabled`), deleting one deletes them
+    ///   (`ON DELETE CASCADE`), and the spend and that revocation take the token's lock one
+    ///   after the other;
+    /// - a code: its spend's statement checks that its user exists and is not disabled
+    ///   (`store::codes::redeemable!`).
+    Spent,
 }
 
 /// The refresh token a response carries.
@@ -186,10 +210,11 @@ pub async fn granted_resource(
 
 /// The user a grant's tokens are for, as read now: `invalid_grant` when they were deleted or
 /// disabled since they approved it. Disabling revokes their refresh tokens and sessions
-/// (`UserStore::set_disabled`) but not what they approved moments before: a code, an
-/// approved device or back-channel request still pending is refused here, when redeemed.
-fn holder(user: Option<User>) -> Result<User, OAuthError> {
-    match user {
+/// (`UserStore::set_disabled`) but not what they approved moments before: an approved
+/// device or back-channel request still pending is refused here, when redeemed (a code, by
+/// its spend: [`Holder::Spent`]).
+pub async fn live_user(ctx: &Context, user_id: &str) -> Result<User, OAuthError> {
+    match ctx.users().get_user(user_id).await? {
         Some(u) if u.is_disabled() => Err(OAuthError::new(
             ErrorCode::InvalidGrant,
             "the user's account is disabled",
@@ -210,12 +235,17 @@ pub async fn issue(
     g: UserGrant<'_>,
 ) -> Result<TokenResponse, OAuthError> {
     let resource = granted_resource(ctx, form, g.resources).await?;
-    let user = holder(ctx.users().get_user(g.user_id).await?)?;
+    let openid = g.scope.contains("openid");
+    // The user's record: to refuse a deleted or disabled user unless the grant's write proved
+    // them live (`Holder`), and for an ID token's claims.
+    let user = match g.holder {
+        Holder::Spent if !(openid && asks_user_claims(g.scope)) => None,
+        _ => Some(live_user(ctx, g.user_id).await?),
+    };
 
     // The access token carries the scopes of its resource, plus the OpenID Connect ones;
     // with openid it also works at our userinfo endpoint. A sign-in granted no resource gets
     // a token for userinfo alone.
-    let openid = g.scope.contains("openid");
     let token_scope = match &resource {
         Some(r) => policy::offered_by(g.scope, r),
         None => g.scope.retain(|t| OIDC_SCOPES.contains(&t)),
@@ -231,7 +261,7 @@ pub async fn issue(
         &ctx.keys,
         ctx.issuer(),
         &AccessToken {
-            sub: &user.id,
+            sub: g.user_id,
             client_id: &g.client.client_id,
             audience: &audience,
             scope: &token_scope,
@@ -259,7 +289,7 @@ pub async fn issue(
             &ctx.keys,
             ctx.issuer(),
             IdToken {
-                sub: &user.id,
+                sub: g.user_id,
                 client_id: &g.client.client_id,
                 nonce: g.nonce,
                 auth_time: auth.auth_time,
@@ -268,7 +298,10 @@ pub async fn issue(
                 sid: auth.sid,
                 access_token: &response.access_token,
                 ttl: i64::from(tokens.id_token_ttl_secs),
-                claims: user_claims(&user, g.scope),
+                claims: user
+                    .as_ref()
+                    .map(|u| user_claims(u, g.scope))
+                    .unwrap_or_default(),
             },
         )?);
     }
@@ -277,6 +310,6 @@ pub async fn issue(
         Some(r) => r.uri.to_string(),
         None => crate::oauth::consent::identity_key(ctx),
     };
-    crate::oauth::consent::record_use(ctx, &user.id, &g.client.client_id, &used).await;
+    crate::oauth::consent::record_use(ctx, g.user_id, &g.client.client_id, &used).await;
     Ok(response)
 }
