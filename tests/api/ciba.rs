@@ -689,13 +689,7 @@ both!(
         // refused, and the refresh token its spend stored after that is revoked with its
         // family.
         let id = approved("then disabled", &[]).await;
-        let now = concierge::util::now();
-        assert!(
-            app.store()
-                .set_disabled(&alice, Some(now), now)
-                .await
-                .unwrap()
-        );
+        disable_now(&app, &alice).await;
         assert_error(
             &poll(&app, &client, &id).await,
             400,

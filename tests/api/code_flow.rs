@@ -773,7 +773,7 @@ both!(confidential_client_code_flow, |app: TestApp| async move {
     assert_eq!(s, 200, "{body}");
     // Confidential clients keep their refresh token: no rotation.
     let rt = body["refresh_token"].as_str().unwrap();
-    for _ in 0..2 {
+    let use_refresh = || async {
         let res = app
             .http
             .post(app.url("/token"))
@@ -782,28 +782,17 @@ both!(confidential_client_code_flow, |app: TestApp| async move {
             .send()
             .await
             .unwrap();
-        let (s, _, r) = split(res).await;
+        split(res).await
+    };
+    for _ in 0..2 {
+        let (s, _, r) = use_refresh().await;
         assert_eq!(s, 200, "{r}");
         assert!(r.get("refresh_token").is_none());
     }
     // Disabling the user revokes the token the client keeps: the refresh grant relies on
     // that, and reads the user only for an ID token's claims.
-    let now = concierge::util::now();
-    assert!(
-        app.store()
-            .set_disabled(&alice, Some(now), now)
-            .await
-            .unwrap()
-    );
-    let res = app
-        .http
-        .post(app.url("/token"))
-        .basic_auth(&id, Some(&secret))
-        .form(&[("grant_type", "refresh_token"), ("refresh_token", rt)])
-        .send()
-        .await
-        .unwrap();
-    let (s, _, r) = split(res).await;
+    disable_now(&app, &alice).await;
+    let (s, _, r) = use_refresh().await;
     assert_eq!(
         (s.as_u16(), r["error"].as_str()),
         (400, Some("invalid_grant")),

@@ -104,13 +104,7 @@ both!(
         let d = start(&app, &client).await;
         let done = user_decides(&app, d["user_code"].as_str().unwrap(), "approve").await;
         assert!(done.contains("Your device is connected"), "{done}");
-        let now = concierge::util::now();
-        assert!(
-            app.store()
-                .set_disabled(&alice, Some(now), now)
-                .await
-                .unwrap()
-        );
+        disable_now(&app, &alice).await;
         assert_error(
             &poll(&app, &client, d["device_code"].as_str().unwrap()).await,
             400,

@@ -42,6 +42,19 @@ pub async fn seed(app: &impl Server) -> String {
     add_user(app, "alice").await
 }
 
+/// Disable the user `user_id` now, as `concierge user disable` does; fails the test if there
+/// is no such user.
+pub async fn disable_now(app: &impl Server, user_id: &str) {
+    let now = concierge::util::now();
+    assert!(
+        app.store()
+            .set_disabled(user_id, Some(now), now)
+            .await
+            .unwrap(),
+        "no user {user_id}"
+    );
+}
+
 pub async fn add_user(app: &impl Server, username: &str) -> String {
     let now = concierge::util::now();
     let id = concierge::util::random_id();
