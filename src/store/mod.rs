@@ -61,8 +61,8 @@ pub use keys::{KeyStore, StoredKey};
 pub use passkeys::{Ceremony, PasskeyStore, StoredPasskey};
 pub use rate_limits::{Backoff, Counted, RateLimitStore, RegistrationCount};
 pub use refresh_tokens::{
-    FirstRefresh, Presented, REVOKED_FAMILY_MEMORY_SECS, RefreshToken, RefreshTokenStore,
-    RevokedFamily, Rotation, Successor,
+    FirstRefresh, NextRefresh, Presented, REVOKED_FAMILY_MEMORY_SECS, RefreshToken,
+    RefreshTokenStore, RevokedFamily, Rotating, Rotation, Successor,
 };
 pub use replay::ReplayStore;
 pub use resources::{DetailsTypeDef, ResourceRecord, ResourceStore, ScopeDef, ToolDef};

@@ -110,17 +110,25 @@ pub trait RefreshTokenStore: Send + Sync {
         now: i64,
         decide: &(dyn for<'p> Fn(&'p Presented) -> Rotation + Send + Sync),
     ) -> Result<Rotation, StoreError>;
-    /// Rotate a token that is usable at `now` (not spent, revoked or expired, nor of a
-    /// revoked family): mark it used with `successor` recorded, and store `successor`,
-    /// atomically. This is [`RefreshTokenStore::rotate_refresh`] when the decision can only
-    /// be `Rotate`, in fewer round trips (one on PostgreSQL). False, with nothing changed,
-    /// when the token is not usable: `rotate_refresh` then decides what it is.
+    /// Rotate the token `token_hash` if it is usable at `now` (not spent, revoked or expired,
+    /// nor of a revoked family) and `by` may rotate it: mark it used with `next` recorded as
+    /// its successor, and store `next` ([`NextRefresh::of`] it), atomically. This is
+    /// [`RefreshTokenStore::rotate_refresh`] when the decision can only be `Rotate`, in fewer
+    /// round trips (one on PostgreSQL), and without reading the token first. Returns the
+    /// token as stored; `None`, with nothing changed, when it is not usable or not `by`'s:
+    /// `rotate_refresh` then decides what it is.
     async fn rotate_usable(
         &self,
         token_hash: &[u8],
-        successor: &RefreshToken,
+        by: &Rotating<'_>,
+        next: &NextRefresh,
         now: i64,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Option<RefreshToken>, StoreError>;
+    /// Undo [`RefreshTokenStore::rotate_usable`]'s rotation of `token_hash` into `successor`,
+    /// for a rotation the request's checks refused after it: the successor (never handed
+    /// out) is deleted, and the token is usable again unless it was rotated again meanwhile
+    /// (a retry within the grace window replaced the successor: it stays spent).
+    async fn unrotate(&self, token_hash: &[u8], successor: &[u8]) -> Result<(), StoreError>;
     /// A refresh token by its hash whatever its state, with what became of its successor
     /// (read without a lock: for checks before a rotation decides).
     async fn find_refresh(
@@ -272,6 +280,45 @@ pub struct FirstRefresh {
     pub absolute_expires_at: i64,
     /// The key it is bound to (a public client's DPoP key, RFC 9449 §5).
     pub dpop_jkt: Option<String>,
+}
+
+/// Who rotates a refresh token in [`RefreshTokenStore::rotate_usable`], and what the token
+/// must be for them to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotating<'a> {
+    /// The client the token was issued to.
+    pub client_id: &'a str,
+    /// The key of the request's DPoP proof, if any: a token bound to a key rotates only with
+    /// a proof made with it (RFC 9449 §5).
+    pub dpop_jkt: Option<&'a str>,
+    /// Rotate only a token granted at most one resource: a request that names no resource can
+    /// only be for that one (RFC 8707 §2.2).
+    pub one_resource: bool,
+}
+
+/// The token a refresh token rotates into: its own columns; the others are its parent's
+/// (the same grant), and it is created at the rotation's time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextRefresh {
+    pub token_hash: Vec<u8>,
+    /// Its idle expiry, when the parent's absolute expiry is not earlier.
+    pub idle_until: i64,
+    /// The key it is bound to (a public client's DPoP key, RFC 9449 §5).
+    pub dpop_jkt: Option<String>,
+}
+
+impl NextRefresh {
+    /// The token it is as `parent`'s successor, created at `now` (what
+    /// [`RefreshTokenStore::rotate_usable`]'s statement stores).
+    pub fn of(&self, parent: &RefreshToken, now: i64) -> RefreshToken {
+        RefreshToken {
+            token_hash: self.token_hash.clone(),
+            created_at: now,
+            expires_at: self.idle_until.min(parent.absolute_expires_at),
+            dpop_jkt: self.dpop_jkt.clone(),
+            ..parent.clone()
+        }
+    }
 }
 
 /// The insert of a [`FirstRefresh`] (`$token`, `$expires`, `$absolute`, `$jkt`, created at
@@ -534,27 +581,100 @@ macro_rules! revoke_family_of {
 }
 pub(crate) use revoke_family_of;
 
+/// The conditions, beyond [`usable!`] at `$5`, on the token a [`Rotating`] may rotate (in
+/// [`rotate_usable!`]'s parameters): issued to the client `$6`, bound to no key or to `$7`,
+/// and granted at most one resource unless `$8` is false. `$dialect` reads the resources'
+/// JSON array.
+macro_rules! rotating {
+    ("postgres") => {
+        $crate::store::refresh_tokens::rotating!(@ "json_array_length(resources::json)", "$6", "$7", "$8", "$5")
+    };
+    ("sqlite") => {
+        $crate::store::refresh_tokens::rotating!(@ "json_array_length(resources)", "$6", "$7", "$8", "$5")
+    };
+    (@ $length:literal, $client:literal, $jkt:literal, $one:literal, $now:literal) => {
+        concat!(
+            "client_id = ", $client,
+            " AND (dpop_jkt IS NULL OR dpop_jkt = ", $jkt,
+            ") AND (NOT ", $one, " OR ", $length, " <= 1) AND ",
+            $crate::store::refresh_tokens::usable!($now)
+        )
+    };
+}
+pub(crate) use rotating;
+
+/// The columns of the successor `$successor` of the token of a row `$parent` names (a
+/// table or a `WITH`'s name), in [`columns!`] order, for an `INSERT … SELECT`: the
+/// [`NextRefresh`] `$successor`, `$idle`, `$jkt`, created at `$now`; the rest its parent's.
+macro_rules! successor_values {
+    ($parent:literal, $successor:literal, $idle:literal, $jkt:literal, $now:literal) => {
+        concat!(
+            $successor,
+            ", ",
+            $parent,
+            ".family_id, ",
+            $parent,
+            ".client_id, ",
+            $parent,
+            ".user_id, ",
+            $parent,
+            ".resources, ",
+            $parent,
+            ".scope, ",
+            $parent,
+            ".auth_time, ",
+            $parent,
+            ".amr, ",
+            $parent,
+            ".acr, ",
+            $parent,
+            ".sid, ",
+            $now,
+            ", CASE WHEN ",
+            $idle,
+            " < ",
+            $parent,
+            ".absolute_expires_at THEN ",
+            $idle,
+            " ELSE ",
+            $parent,
+            ".absolute_expires_at END, ",
+            $parent,
+            ".absolute_expires_at, ",
+            $jkt
+        )
+    };
+}
+pub(crate) use successor_values;
+
 /// [`RefreshTokenStore::rotate_usable`]'s statement for a job run `$on` (a
-/// `connections::Target`): the token `$15`, if usable at `$16`, marked used with its
-/// successor `$1`, and the successor (`insert!`'s parameters) stored, returning one row if it
-/// rotated; and whether it is a whole transaction, to send with
-/// `Connections::transaction_script`.
+/// `connections::Target`): the token `$4`, if a [`Rotating`] may rotate it ([`rotating!`]:
+/// `$5` now, `$6` the client, `$7` the request's key, `$8` one resource), marked used with
+/// its successor `$1`, and the successor (`$1`, `$2` its idle expiry, `$3` its key; the
+/// rest its parent's) stored, returning the token's row if it rotated; and whether it is a
+/// whole transaction, to send with `Connections::transaction_script`.
 ///
 /// PostgreSQL does both in one statement, a round trip. SQLite has no writing `WITH`: the two
-/// statements sent as one script (one hand-off to the writer's thread), the insert only if the
-/// update changed the token's row (`changes()` counts the statement just before it). Alone,
-/// the script is its own transaction; in a group commit's batch it runs in the batch's.
+/// statements sent as one script (one hand-off to the writer's thread), the insert from the
+/// token only if the update recorded this successor on it (a successor's hash is new).
+/// Alone, the script is its own transaction; in a group commit's batch it runs in the
+/// batch's.
 macro_rules! rotate_usable {
     ("postgres", $on:expr) => {
         (
             concat!(
-                "WITH rotated AS (UPDATE refresh_tokens SET used_at = $16, successor_hash = $1 \
-                   WHERE token_hash = $15 AND ",
-                $crate::store::refresh_tokens::usable!("$16"),
-                " RETURNING 1) \
-                 INSERT INTO refresh_tokens (",
+                "WITH rotated AS (UPDATE refresh_tokens SET used_at = $5, successor_hash = $1 \
+                   WHERE token_hash = $4 AND ",
+                $crate::store::refresh_tokens::rotating!("postgres"),
+                " RETURNING ",
                 $crate::store::refresh_tokens::columns!(),
-                ") SELECT $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14 FROM rotated RETURNING 1"
+                "), stored AS (INSERT INTO refresh_tokens (",
+                $crate::store::refresh_tokens::columns!(),
+                ") SELECT ",
+                $crate::store::refresh_tokens::successor_values!("rotated", "$1", "$2", "$3", "$5"),
+                " FROM rotated) SELECT ",
+                $crate::store::refresh_tokens::columns!(),
+                " FROM rotated"
             ),
             false,
         )
@@ -567,13 +687,15 @@ macro_rules! rotate_usable {
     };
     (sqlite_statements) => {
         concat!(
-            "UPDATE refresh_tokens SET used_at = $16, successor_hash = $1 \
-               WHERE token_hash = $15 AND ",
-            $crate::store::refresh_tokens::usable!("$16"),
+            "UPDATE refresh_tokens SET used_at = $5, successor_hash = $1 WHERE token_hash = $4 AND ",
+            $crate::store::refresh_tokens::rotating!("sqlite"),
+            " RETURNING ",
+            $crate::store::refresh_tokens::columns!(),
             "; INSERT INTO refresh_tokens (",
             $crate::store::refresh_tokens::columns!(),
-            ") SELECT $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14 WHERE changes() = 1 \
-             RETURNING 1"
+            ") SELECT ",
+            $crate::store::refresh_tokens::successor_values!("parent", "$1", "$2", "$3", "$5"),
+            " FROM refresh_tokens AS parent WHERE parent.token_hash = $4 AND parent.successor_hash = $1"
         )
     };
 }
@@ -582,13 +704,29 @@ pub(crate) use rotate_usable;
 /// A refresh token to store, as a write of the group commit.
 pub(super) struct Insert(pub(super) RefreshToken);
 
-/// A token to rotate at `now` to `successor` if it is usable
+/// A token to rotate at `now` into `next` if it is usable and `by` may rotate it
 /// ([`RefreshTokenStore::rotate_usable`]), as a write of the group commit: what it returns
-/// is whether it rotated.
+/// is the token, if it rotated.
 pub(super) struct Rotate {
     pub(super) hash: Vec<u8>,
-    pub(super) successor: RefreshToken,
+    pub(super) client_id: String,
+    pub(super) dpop_jkt: Option<String>,
+    pub(super) one_resource: bool,
+    pub(super) next: NextRefresh,
     pub(super) now: i64,
+}
+
+impl Rotate {
+    pub(super) fn new(hash: &[u8], by: &Rotating<'_>, next: &NextRefresh, now: i64) -> Self {
+        Self {
+            hash: hash.to_vec(),
+            client_id: by.client_id.to_owned(),
+            dpop_jkt: by.dpop_jkt.map(str::to_owned),
+            one_resource: by.one_resource,
+            next: next.clone(),
+            now,
+        }
+    }
 }
 
 /// A family to revoke at `now` with `sql` (`revoke_family!`, chosen by the request whether
@@ -689,44 +827,66 @@ pub(super) async fn insert_many(
 }
 
 /// SQLite's rotation of several tokens, none the same, as [`Rotate`] alone does each: one
-/// `UPDATE … FROM` their JSON array marks each usable one used with its successor, then one
-/// `INSERT … SELECT` stores the successors of those it marked (a successor's hash is new, so
-/// a token that names it as its successor was marked by this update). Both in one script,
-/// one hand-off to SQLite's thread; what it returns names the successors stored.
+/// `UPDATE … FROM` their JSON array marks each one its [`Rotating`] may rotate used with
+/// its successor, returning those tokens, then one `INSERT … SELECT` stores the successors
+/// of those it marked (a successor's hash is new, so a token that names it as its successor
+/// was marked by this update). Both in one script, one hand-off to SQLite's thread.
 pub(super) async fn rotate_many(
     on: super::connections::Target<'_, sqlx::Sqlite>,
     rotations: &[Rotate],
-) -> Result<Vec<bool>, StoreError> {
-    // Each row: the successor's columns (as `insert_many`'s rows), then the token presented
-    // and the time.
-    let mut rows = Vec::with_capacity(rotations.len());
-    for r in rotations {
-        let mut row = Vec::from(json_columns(&r.successor)?);
-        row.extend([crate::util::hex(&r.hash).into(), r.now.into()]);
-        rows.push(serde_json::Value::Array(row));
-    }
-    let stored: Vec<(Vec<u8>,)> = sqlx::query_as(concat!(
+) -> Result<Vec<Option<RefreshToken>>, StoreError> {
+    // Each row: as `rotate_usable!`'s parameters `$1`…`$8`, from 0.
+    let rows: Vec<serde_json::Value> = rotations
+        .iter()
+        .map(|r| {
+            serde_json::json!([
+                crate::util::hex(&r.next.token_hash),
+                r.next.idle_until,
+                r.next.dpop_jkt,
+                crate::util::hex(&r.hash),
+                r.now,
+                r.client_id,
+                r.dpop_jkt,
+                i64::from(r.one_resource),
+            ])
+        })
+        .collect();
+    let rotated: Vec<RefreshRow> = sqlx::query_as(concat!(
         "UPDATE refresh_tokens SET used_at = r.now, successor_hash = r.successor \
-         FROM (SELECT unhex(value ->> 14) AS hash, value ->> 15 AS now, \
-           unhex(value ->> 0) AS successor FROM jsonb_each($1)) AS r \
+         FROM (SELECT unhex(value ->> 0) AS successor, unhex(value ->> 3) AS hash, \
+           value ->> 4 AS now, value ->> 5 AS client, value ->> 6 AS jkt, value ->> 7 AS one \
+           FROM jsonb_each($1)) AS r \
          WHERE refresh_tokens.token_hash = r.hash AND ",
-        usable!("r.now"),
+        rotating!(@ "json_array_length(resources)", "r.client", "r.jkt", "r.one", "r.now"),
+        " RETURNING ",
+        columns!(),
         "; INSERT INTO refresh_tokens (",
         columns!(),
         ") SELECT ",
-        json_values!(),
-        " FROM jsonb_each($1) AS j \
-         WHERE EXISTS (SELECT 1 FROM refresh_tokens AS presented \
-           WHERE presented.token_hash = unhex(j.value ->> 14) \
-             AND presented.successor_hash = unhex(j.value ->> 0)) \
-         RETURNING token_hash"
+        successor_values!(
+            "parent",
+            "unhex(j.value ->> 0)",
+            "j.value ->> 1",
+            "j.value ->> 2",
+            "j.value ->> 4"
+        ),
+        " FROM jsonb_each($1) AS j JOIN refresh_tokens AS parent \
+           ON parent.token_hash = unhex(j.value ->> 3) \
+             AND parent.successor_hash = unhex(j.value ->> 0)"
     ))
     .bind(super::sql::to_json(&rows)?)
     .fetch_all(on)
     .await?;
+    let mut rotated = rotated
+        .into_iter()
+        .map(RefreshToken::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(rotations
         .iter()
-        .map(|r| stored.iter().any(|(hash,)| *hash == r.successor.token_hash))
+        .map(|r| {
+            let i = rotated.iter().position(|t| t.token_hash == r.hash)?;
+            Some(rotated.swap_remove(i))
+        })
         .collect())
 }
 
@@ -845,18 +1005,38 @@ macro_rules! sql_impl {
             async fn rotate_usable(
                 &self,
                 token_hash: &[u8],
-                successor: &$crate::store::RefreshToken,
+                by: &$crate::store::refresh_tokens::Rotating<'_>,
+                next: &$crate::store::refresh_tokens::NextRefresh,
                 now: i64,
-            ) -> Result<bool, $crate::store::StoreError> {
+            ) -> Result<Option<$crate::store::RefreshToken>, $crate::store::StoreError> {
                 self.writer
                     .write_kind::<$crate::store::refresh_tokens::Rotate>(
-                        $crate::store::refresh_tokens::Rotate {
-                            hash: token_hash.to_vec(),
-                            successor: successor.clone(),
-                            now,
-                        },
+                        $crate::store::refresh_tokens::Rotate::new(token_hash, by, next, now),
                     )
                     .await
+            }
+
+            async fn unrotate(&self, token_hash: &[u8], successor: &[u8]) -> Result<(), $crate::store::StoreError> {
+                // Retried when PostgreSQL aborts it to break a deadlock with a revocation.
+                $crate::store::sql::retrying(|| async move {
+                    // The token before its successor, as every rotation locks them.
+                    let mut tx = self.writer.begin().await?;
+                    sqlx::query(
+                        "UPDATE refresh_tokens SET used_at = NULL, successor_hash = NULL \
+                         WHERE token_hash = $1 AND successor_hash = $2",
+                    )
+                    .bind(token_hash)
+                    .bind(successor)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query("DELETE FROM refresh_tokens WHERE token_hash = $1")
+                        .bind(successor)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(())
+                })
+                .await
             }
 
             async fn find_refresh(&self, token_hash: &[u8], now: i64) -> Result<Option<$crate::store::refresh_tokens::Presented>, $crate::store::StoreError> {
@@ -1001,7 +1181,7 @@ macro_rules! sql_impl {
             for $crate::store::refresh_tokens::Rotate
         {
             type Input = Self;
-            type Output = bool;
+            type Output = Option<$crate::store::RefreshToken>;
 
             fn clash(a: &Self, b: &Self) -> bool {
                 a.hash == b.hash
@@ -1010,7 +1190,7 @@ macro_rules! sql_impl {
             fn one<'c>(
                 on: $crate::store::connections::Target<'c, $crate::store::sql::db!($dialect)>,
                 r: &'c Self,
-            ) -> futures_util::future::BoxFuture<'c, Result<bool, $crate::store::StoreError>> {
+            ) -> futures_util::future::BoxFuture<'c, Result<Option<$crate::store::RefreshToken>, $crate::store::StoreError>> {
                 // PostgreSQL: the update takes the token's row lock, and a concurrent rotation
                 // or revocation of it is seen when the lock is granted (the condition is
                 // checked again on the row as then committed). SQLite: the transaction holds
@@ -1018,13 +1198,23 @@ macro_rules! sql_impl {
                 Box::pin(async move {
                     let (statement, script) =
                         $crate::store::refresh_tokens::rotate_usable!($dialect, &on);
-                    let rotate = $crate::store::refresh_tokens::insert_with!(
-                        sqlx::query(statement),
-                        r.successor
-                    )
-                    .bind(&r.hash)
-                    .bind(r.now);
-                    Ok(on.fetch_script(rotate, script).await?.len() == 1)
+                    let rotate = sqlx::query(statement)
+                        .bind(&r.next.token_hash)
+                        .bind(r.next.idle_until)
+                        .bind(&r.next.dpop_jkt)
+                        .bind(&r.hash)
+                        .bind(r.now)
+                        .bind(&r.client_id)
+                        .bind(&r.dpop_jkt)
+                        .bind(r.one_resource);
+                    match on.fetch_script(rotate, script).await?.first() {
+                        Some(row) => {
+                            let row: $crate::store::refresh_tokens::RefreshRow =
+                                sqlx::FromRow::from_row(row)?;
+                            Ok(Some(row.try_into()?))
+                        }
+                        None => Ok(None),
+                    }
                 })
             }
 

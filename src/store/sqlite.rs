@@ -250,7 +250,8 @@ mod tests {
     #[tokio::test]
     async fn writes_of_one_kind_queued_together_are_each_as_alone() {
         use crate::store::{
-            AuthCode, CodeStore, FirstRefresh, Redeemer, RefreshToken, RefreshTokenStore, Spent,
+            AuthCode, CodeStore, FirstRefresh, NextRefresh, Redeemer, RefreshToken,
+            RefreshTokenStore, Rotating, Spent,
         };
         use futures_util::future::join_all;
         let dir = tempfile::tempdir().unwrap();
@@ -425,53 +426,98 @@ mod tests {
             );
         }
         store.revoke_family("rfam-3", now).await.unwrap();
-        let successors: Vec<_> = (100..106).map(|n| token(n, "next")).collect();
+        let successors: Vec<_> = (100..107)
+            .map(|n| NextRefresh {
+                token_hash: vec![n; 32],
+                // The last idle past its family's absolute expiry.
+                idle_until: if n == 106 {
+                    now + 6000
+                } else {
+                    now + 60 + i64::from(n)
+                },
+                dpop_jkt: (n == 101).then(|| "jkt".into()),
+            })
+            .collect();
+        let by = |client, jkt, one_resource| Rotating {
+            client_id: client,
+            dpop_jkt: jkt,
+            one_resource,
+        };
+        // (token, successor, time, who): token 1 is bound to the key "jkt".
         let rotations = [
-            (0, 0, now),
-            (1, 1, now),
-            (1, 2, now),
-            (2, 3, now + 60),
-            (3, 4, now),
-            (9, 5, now),
+            (0, 0, now, by("c", None, true)),
+            (1, 1, now, by("c", Some("jkt"), true)),
+            (1, 2, now, by("c", Some("jkt"), false)),
+            (2, 3, now + 60, by("c", None, true)),
+            (3, 4, now, by("c", None, true)),
+            (9, 5, now, by("c", None, true)),
+            (4, 6, now, by("c", None, false)),
         ];
-        let presented: Vec<_> = rotations.iter().map(|&(t, _, _)| [t; 32]).collect();
+        // Refused as another client's, or without the token's key: nothing changes.
+        for who in [
+            by("d", None, true),
+            by("c", None, true),
+            by("c", Some("k"), true),
+        ] {
+            let r = store
+                .rotate_usable(&[1; 32], &who, &successors[1], now)
+                .await;
+            assert_eq!(r.unwrap(), None, "{who:?}");
+        }
+        let presented: Vec<_> = rotations.iter().map(|&(t, ..)| [t; 32]).collect();
         let rotated = join_all(
             rotations
                 .iter()
                 .zip(&presented)
-                .map(|(&(_, s, at), hash)| store.rotate_usable(hash, &successors[s], at)),
+                .map(|((_, s, at, who), hash)| {
+                    store.rotate_usable(hash, who, &successors[*s], *at)
+                }),
         )
         .await;
-        let rotated: Vec<bool> = rotated.into_iter().map(Result::unwrap).collect();
-        assert!(rotated[0], "a usable token rotates");
+        let rotated: Vec<Option<RefreshToken>> = rotated.into_iter().map(Result::unwrap).collect();
+        assert_eq!(
+            rotated[0].as_ref(),
+            Some(&tokens[0]),
+            "a usable token rotates"
+        );
         assert!(
-            rotated[1] != rotated[2],
+            rotated[1].is_some() != rotated[2].is_some(),
             "one of two rotations of one token: {rotated:?}"
         );
         assert_eq!(
-            rotated[3..],
-            [false, false, false],
+            rotated[3..6],
+            [None, None, None],
             "expired, revoked, unknown"
         );
+        assert_eq!(rotated[6].as_ref(), Some(&tokens[4]));
         for (i, s) in successors.iter().enumerate() {
             let found = store.get_refresh(&s.token_hash, now).await.unwrap();
-            assert_eq!(found.as_ref(), rotated[i].then_some(s), "successor {i}");
+            let (t, ..) = rotations[i];
+            let expected = rotated[i]
+                .is_some()
+                .then(|| s.of(&tokens[usize::from(t)], now));
+            assert_eq!(found, expected, "successor {i}");
         }
-        for (n, used) in [(0, true), (1, true), (2, false), (4, false)] {
+        assert_eq!(
+            successors[6].of(&tokens[4], now).expires_at,
+            tokens[4].absolute_expires_at
+        );
+        for (n, used) in [(0, true), (1, true), (2, false), (4, true)] {
             let found = store.find_refresh(&[n; 32], now).await.unwrap().unwrap();
             assert_eq!(found.used_at.is_some(), used, "token {n}");
         }
 
         // Families revoked together: each counts its own tokens; one revoked twice counts
         // them once.
-        let families = ["next", "rfam-4", "rfam-4", "none"];
+        let families = ["rfam-0", "rfam-1", "rfam-1", "rfam-4", "none"];
         let revoked = join_all(families.iter().map(|f| store.revoke_family(f, now))).await;
         let revoked: Vec<u64> = revoked.into_iter().map(Result::unwrap).collect();
-        assert_eq!(revoked, [2, 1, 0, 0]);
-        for s in successors.iter().chain([&tokens[4]]) {
+        assert_eq!(revoked, [2, 2, 0, 2, 0], "each token and its successor");
+        let hashes = successors.iter().map(|s| &s.token_hash);
+        for hash in hashes.chain([&tokens[4].token_hash]) {
             assert!(
                 store
-                    .get_refresh(&s.token_hash, now)
+                    .get_refresh(hash, now)
                     .await
                     .unwrap()
                     .is_none()

@@ -39,6 +39,47 @@ both!(refused_refreshes_spend_nothing, |app: TestApp| async move {
     app
 });
 
+// A grant of two resources refreshes for the one the request names (RFC 8707 §2.2). Without
+// `resource` it is refused, and spends nothing: the named refresh after it works.
+both!(
+    a_grant_of_two_resources_refreshes_for_the_one_named,
+    |app: TestApp| async move {
+        let (_, client, _, tokens) = connect_agent(&app, "notes:read").await;
+        let rt = tokens["refresh_token"].as_str().unwrap();
+        let now = concierge::util::now();
+        let store = app.store();
+        let granted = store
+            .find_refresh(&concierge::util::secret_key(rt), now)
+            .await
+            .unwrap()
+            .unwrap()
+            .token;
+        let raw = concierge::util::random_secret();
+        let two = concierge::store::RefreshToken {
+            token_hash: concierge::util::secret_hash(&raw),
+            family_id: concierge::util::random_secret(),
+            resources: vec![NOTES.into(), CALENDAR.into()],
+            ..granted
+        };
+        store.insert_refresh(&two).await.unwrap();
+        assert_error(
+            &refresh(&app, &client, &raw, &[]).await,
+            400,
+            "invalid_target",
+            "several resources",
+        );
+        let found = store
+            .find_refresh(&two.token_hash, now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((found.used_at, found.successor), (None, None));
+        let (s, _, body) = refresh(&app, &client, &raw, &[("resource", NOTES)]).await;
+        assert_eq!(s, 200, "the token was not spent: {body}");
+        app
+    }
+);
+
 // A code redeemed with a wrong verifier, by another client or with another redirect URI is
 // refused and stays redeemable by its client (see `authorization_code::check`).
 both!(

@@ -306,6 +306,8 @@ both!(
             .unwrap()
             .unwrap();
         assert_eq!((stored.used_at, stored.revoked), (None, false));
+        // Nor any successor left of a rotation undone.
+        assert_eq!(stored.successor, None);
         update_notes(&app, "--require-acr none");
         let (s, _, body) = refresh(&app, &client, &rt, &[]).await;
         assert_eq!(s, 200, "{body}");

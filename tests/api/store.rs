@@ -558,9 +558,28 @@ async fn family_revocation_racing_rotations_never_errs() {
     }
 }
 
+/// The successor `rotate_usable` stores for a token of `family`, idle until `until`.
+fn next_refresh(until: i64) -> concierge::store::NextRefresh {
+    concierge::store::NextRefresh {
+        token_hash: concierge::util::random_bytes::<32>().to_vec(),
+        idle_until: until,
+        dpop_jkt: None,
+    }
+}
+
+/// `client` rotating a token, with no DPoP proof, for its only resource.
+fn by(client: &str) -> concierge::store::Rotating<'_> {
+    concierge::store::Rotating {
+        client_id: client,
+        dpop_jkt: None,
+        one_resource: true,
+    }
+}
+
 // A usable token rotates in one write: of concurrent rotations exactly one does, storing its
-// successor and recording it on the token; the others change nothing (their successors are
-// not stored). A spent, expired or revoked-family token does not rotate.
+// successor (the token's grant with its own hash, idle expiry and key) and recording it on
+// the token, and returns the token; the others change nothing (their successors are not
+// stored). A spent, expired or revoked-family token does not rotate.
 both!(
     a_usable_token_rotates_once,
     builder | b: crate::helpers::TestAppBuilder | alice_and_agent(b),
@@ -569,18 +588,25 @@ both!(
         let now = concierge::util::now();
         let a = refresh_token(&app, "fam", now);
         store.insert_refresh(&a).await.unwrap();
-        let successors: Vec<_> = (0..8).map(|_| refresh_token(&app, "fam", now)).collect();
+        let successors: Vec<_> = (0..8).map(|_| next_refresh(now + 600)).collect();
         let tasks: Vec<_> = successors
             .iter()
             .cloned()
             .map(|next| {
-                let (store, hash) = (store.clone(), a.token_hash.clone());
-                tokio::spawn(async move { store.rotate_usable(&hash, &next, now).await.unwrap() })
+                let (store, hash, client) =
+                    (store.clone(), a.token_hash.clone(), a.client_id.clone());
+                tokio::spawn(async move {
+                    store
+                        .rotate_usable(&hash, &by(&client), &next, now)
+                        .await
+                        .unwrap()
+                })
             })
             .collect();
         let mut won = Vec::new();
         for (i, task) in tasks.into_iter().enumerate() {
-            if task.await.unwrap() {
+            if let Some(t) = task.await.unwrap() {
+                assert_eq!(t, a, "the rotated token, as stored");
                 won.push(i);
             }
         }
@@ -592,17 +618,118 @@ both!(
             Some(concierge::store::refresh_tokens::Successor::Live)
         );
         for (i, next) in successors.iter().enumerate() {
-            assert_eq!(usable(&*store, next, now).await, i == won[0], "successor {i}");
+            let stored = store.get_refresh(&next.token_hash, now).await.unwrap();
+            let expected = (i == won[0]).then(|| next.of(&a, now));
+            assert_eq!(stored, expected, "successor {i}");
         }
         // Expired, or of a revoked family: nothing changes.
         let later = refresh_token(&app, "other", now);
         store.insert_refresh(&later).await.unwrap();
-        let next = refresh_token(&app, "other", now);
-        assert!(!store.rotate_usable(&later.token_hash, &next, now + 3600).await.unwrap());
+        let next = next_refresh(now + 600);
+        let who = by(&later.client_id);
+        let rotate = |at| store.rotate_usable(&later.token_hash, &who, &next, at);
+        assert_eq!(rotate(now + 3600).await.unwrap(), None);
         store.revoke_family("other", now).await.unwrap();
-        assert!(!store.rotate_usable(&later.token_hash, &next, now).await.unwrap());
-        assert!(!usable(&*store, &next, now).await);
+        assert_eq!(rotate(now).await.unwrap(), None);
         assert!(store.find_refresh(&next.token_hash, now).await.unwrap().is_none());
+        app
+    }
+);
+
+// `rotate_usable` rotates only what its caller may: the token's own client, with the key the
+// token is bound to, and for a request naming no resource, a token granted at most one. A
+// rotation the request's later checks refuse is undone: the token is usable again and the
+// successor gone, unless a retry replaced that successor meanwhile (the token stays spent).
+both!(
+    a_rotation_is_the_clients_and_can_be_undone,
+    builder | b: crate::helpers::TestAppBuilder | alice_and_agent(b),
+    |app: TestApp| async move {
+        let store = app.store();
+        let now = concierge::util::now();
+        let bound = concierge::store::RefreshToken {
+            dpop_jkt: Some("key-1".into()),
+            ..refresh_token(&app, "bound", now)
+        };
+        let two = concierge::store::RefreshToken {
+            resources: vec!["https://r.example".into(), "https://s.example".into()],
+            ..refresh_token(&app, "two", now)
+        };
+        for t in [&bound, &two] {
+            store.insert_refresh(t).await.unwrap();
+        }
+        let client = bound.client_id.as_str();
+        let next = next_refresh(now + 600);
+        let refused = [
+            (&bound, by("someone-else")),
+            (&bound, by(client)),
+            (
+                &bound,
+                concierge::store::Rotating {
+                    dpop_jkt: Some("key-2"),
+                    ..by(client)
+                },
+            ),
+            (&two, by(client)),
+        ];
+        for (i, (t, who)) in refused.iter().enumerate() {
+            let r = store.rotate_usable(&t.token_hash, who, &next, now).await;
+            assert_eq!(r.unwrap(), None, "refusal {i}");
+            assert!(usable(&*store, t, now).await, "refusal {i} spent nothing");
+        }
+        assert!(store.find_refresh(&next.token_hash, now).await.unwrap().is_none());
+
+        // With the proof's key, or naming one of the two resources: rotated. Then undone.
+        let with_key = concierge::store::Rotating {
+            dpop_jkt: Some("key-1"),
+            ..by(client)
+        };
+        let any = concierge::store::Rotating {
+            one_resource: false,
+            ..by(client)
+        };
+        for (t, who) in [(&bound, with_key), (&two, any)] {
+            // Idle past the family's absolute expiry: the successor's is capped by it.
+            let next = next_refresh(now + 10 * 86_400);
+            let r = store.rotate_usable(&t.token_hash, &who, &next, now).await;
+            assert_eq!(r.unwrap().as_ref(), Some(t));
+            assert!(!usable(&*store, t, now).await);
+            let successor = store.get_refresh(&next.token_hash, now).await.unwrap();
+            assert_eq!(successor, Some(next.of(t, now)));
+            assert_eq!(next.of(t, now).expires_at, t.absolute_expires_at);
+            store.unrotate(&t.token_hash, &next.token_hash).await.unwrap();
+            let found = store.find_refresh(&t.token_hash, now).await.unwrap().unwrap();
+            assert_eq!((found.used_at, found.successor), (None, None));
+            assert!(store.find_refresh(&next.token_hash, now).await.unwrap().is_none());
+            // And it rotates again.
+            let again = next_refresh(now + 600);
+            let r = store.rotate_usable(&t.token_hash, &who, &again, now).await;
+            assert!(r.unwrap().is_some());
+        }
+
+        // Replaced by a retry before the undo: the token stays spent, with the retry's
+        // successor live, and the undone one gone.
+        let t = refresh_token(&app, "retried", now);
+        store.insert_refresh(&t).await.unwrap();
+        let first = next_refresh(now + 600);
+        let r = store.rotate_usable(&t.token_hash, &by(client), &first, now).await;
+        assert!(r.unwrap().is_some());
+        let retry = first.of(&t, now);
+        let retry = concierge::store::RefreshToken {
+            token_hash: concierge::util::random_bytes::<32>().to_vec(),
+            ..retry
+        };
+        let replace = |_: &concierge::store::Presented| concierge::store::Rotation::Replace;
+        let decided = store.rotate_refresh(&t.token_hash, &retry, now, &replace).await;
+        assert_eq!(decided.unwrap(), concierge::store::Rotation::Replace);
+        store.unrotate(&t.token_hash, &first.token_hash).await.unwrap();
+        let found = store.find_refresh(&t.token_hash, now).await.unwrap().unwrap();
+        assert_eq!(found.used_at, Some(now));
+        assert_eq!(
+            found.successor,
+            Some(concierge::store::refresh_tokens::Successor::Live)
+        );
+        assert!(usable(&*store, &retry, now).await);
+        assert!(store.find_refresh(&first.token_hash, now).await.unwrap().is_none());
         app
     }
 );

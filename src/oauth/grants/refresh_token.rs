@@ -16,7 +16,7 @@ use crate::oauth::context::Context;
 use crate::oauth::policy;
 use crate::oauth::scope::Scope;
 use crate::oauth::tokens::TokenResponse;
-use crate::store::{Presented, RefreshToken, Rotation, Spent, Successor};
+use crate::store::{Presented, RefreshToken, Rotating, Rotation, Spent, Successor};
 use crate::util;
 
 pub const GRANT_TYPE: &str = "refresh_token";
@@ -130,6 +130,39 @@ impl Grant for RefreshTokenGrant {
             .ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
         let now = ctx.now();
         let hash = util::secret_key(raw);
+        let public = client.metadata.is_public();
+        let grace = i64::from(ctx.config.tokens.refresh_reuse_grace_secs);
+        let (value, next) = user_grant::next_refresh(ctx, client, req.dpop_jkt);
+        let by = |one_resource| Rotating {
+            client_id: &client.client_id,
+            dpop_jkt: req.dpop_jkt,
+            one_resource,
+        };
+
+        // Most refreshes ask for the grant as it is (no `scope`, no `resource`). A public
+        // client's token is then rotated first, in one write that reads it too, when it is
+        // usable, this client's, bound to no key or to the proof's, and granted at most one
+        // resource. Of `check`, only what the server's settings decide is left: the resource
+        // still exists, and the sign-in is still strong enough for it. A rotation those refuse
+        // is undone (`unrotate`), so it spends nothing. Any other token is read first, below.
+        if public && req.form.get("scope").is_none() && req.form.all("resource").is_empty() {
+            let rotated = ctx
+                .refresh_tokens()
+                .rotate_usable(&hash, &by(true), &next, now)
+                .await?;
+            if let Some(token) = rotated {
+                return match check(ctx, &token, req).await {
+                    Ok(scope) => tokens(ctx, req, &token, &scope, Some(value.as_str())).await,
+                    Err(e) => {
+                        ctx.refresh_tokens()
+                            .unrotate(&hash, &next.token_hash)
+                            .await?;
+                        Err(e)
+                    }
+                };
+            }
+        }
+
         let found = ctx
             .refresh_tokens()
             .find_refresh(&hash, now)
@@ -146,10 +179,8 @@ impl Grant for RefreshTokenGrant {
         };
         let family_id = &found.token.family_id;
 
-        let (rotated, token) = if client.metadata.is_public() {
+        let (rotated, token) = if public {
             // Public clients: rotation (OAuth 2.1 §4.3.1, RFC 9700 §4.14.2).
-            let grace = i64::from(ctx.config.tokens.refresh_reuse_grace_secs);
-            let (value, successor) = user_grant::successor(ctx, &found.token, client, req.dpop_jkt);
             let passed = checked.is_some();
             // A token that was usable when read and passed the checks can only be rotated
             // (`decide`): tried first in one write, which rotates it if it is still usable.
@@ -159,11 +190,13 @@ impl Grant for RefreshTokenGrant {
                 && found.usable(now)
                 && ctx
                     .refresh_tokens()
-                    .rotate_usable(&hash, &successor, now)
-                    .await?;
+                    .rotate_usable(&hash, &by(false), &next, now)
+                    .await?
+                    .is_some();
             let decision = if rotated {
                 Rotation::Rotate
             } else {
+                let successor = next.of(&found.token, now);
                 ctx.refresh_tokens()
                     .rotate_refresh(&hash, &successor, now, &|p| decide(p, passed, now, grace))
                     .await?
@@ -210,33 +243,45 @@ impl Grant for RefreshTokenGrant {
             Some(s) => s,
             None => check(ctx, &token, req).await?,
         };
-        issue(
-            ctx,
-            req.form,
-            UserGrant {
-                client,
-                user_id: &token.user_id,
-                resources: &token.resources,
-                scope: &scope,
-                authenticated: Authenticated {
-                    auth_time: token.auth_time,
-                    amr: &token.amr,
-                    acr: token.acr.as_deref(),
-                    sid: token.sid.as_deref(),
-                },
-                nonce: None,
-                refresh: match &rotated {
-                    Some(value) => NewRefresh::Stored(value),
-                    None => NewRefresh::Keep,
-                },
-                dpop_jkt: req.dpop_jkt,
-                authorization_details: None,
-                // Both branches above spent a live token.
-                holder: Holder::Spent,
-            },
-        )
-        .await
+        tokens(ctx, req, &token, &scope, rotated.as_deref()).await
     }
+}
+
+/// The tokens of a refresh of `token`, spent (rotated into the successor `rotated`, or
+/// renewed), for `scope`.
+async fn tokens(
+    ctx: &Context,
+    req: &TokenRequest<'_>,
+    token: &RefreshToken,
+    scope: &Scope,
+    rotated: Option<&str>,
+) -> Result<TokenResponse, OAuthError> {
+    issue(
+        ctx,
+        req.form,
+        UserGrant {
+            client: req.client,
+            user_id: &token.user_id,
+            resources: &token.resources,
+            scope,
+            authenticated: Authenticated {
+                auth_time: token.auth_time,
+                amr: &token.amr,
+                acr: token.acr.as_deref(),
+                sid: token.sid.as_deref(),
+            },
+            nonce: None,
+            refresh: match rotated {
+                Some(value) => NewRefresh::Stored(value),
+                None => NewRefresh::Keep,
+            },
+            dpop_jkt: req.dpop_jkt,
+            authorization_details: None,
+            // Spent live: a refresh token is revoked when its user is disabled.
+            holder: Holder::Spent,
+        },
+    )
+    .await
 }
 
 /// A spent refresh token came back: revoke its family (RFC 9700 §4.14.2), record it, and

@@ -16,7 +16,7 @@ use crate::oauth::scope::Scope;
 use crate::oauth::tokens::{
     AccessToken, IdToken, TokenResponse, issue_access_token, issue_id_token,
 };
-use crate::store::{FirstRefresh, RefreshToken, User};
+use crate::store::{FirstRefresh, NextRefresh, User};
 
 /// Whether `scope` asks for any of the user's standard claims ([`user_claims`]): an ID token
 /// for it needs the user's record.
@@ -96,7 +96,7 @@ pub enum NewRefresh<'a> {
     /// refresh).
     Keep,
     /// One the grant's own write already stored: a rotation's successor (see
-    /// [`successor`]), or a new grant's first ([`new_refresh`], stored with the spend of its
+    /// [`next_refresh`]), or a new grant's first ([`new_refresh`], stored with the spend of its
     /// code or polled request); this is its value.
     Stored(&'a str),
 }
@@ -163,24 +163,22 @@ fn refresh_binding(client: &Client, dpop_jkt: Option<&str>) -> Option<String> {
         .map(str::to_string)
 }
 
-/// The token `parent` rotates into for `client` (a new value and its record): the same
-/// grant, bound to the request's DPoP key. The rotation stores it ([`NewRefresh::Stored`]).
-pub fn successor(
+/// The token a refresh token of `client` rotates into (a new value and its record's own
+/// columns): the same grant, created now, bound to the request's DPoP key. The rotation
+/// stores it ([`NewRefresh::Stored`]).
+pub fn next_refresh(
     ctx: &Context,
-    parent: &RefreshToken,
     client: &Client,
     dpop_jkt: Option<&str>,
-) -> (String, RefreshToken) {
-    let now = ctx.now();
+) -> (String, NextRefresh) {
     let (raw, key) = ctx.new_secret();
-    let record = RefreshToken {
+    let next = NextRefresh {
         token_hash: key,
-        created_at: now,
-        expires_at: refresh_idle_expiry(ctx, now, parent.absolute_expires_at),
+        // Capped by the parent's absolute expiry (`NextRefresh::of`).
+        idle_until: refresh_idle_expiry(ctx, ctx.now(), i64::MAX),
         dpop_jkt: refresh_binding(client, dpop_jkt),
-        ..parent.clone()
     };
-    (raw, record)
+    (raw, next)
 }
 
 /// The granted resource a token request is for ([`policy::select_granted`]), looked up
