@@ -147,13 +147,14 @@ pub trait RefreshTokenStore: Send + Sync {
     async fn revoke_family(&self, family_id: &str, now: i64) -> Result<u64, StoreError>;
     /// Revoke the family of `client_id`'s token `token_hash` while that grant lives
     /// ([`Presented::revocable`]: the token may already be spent by a rotation, RFC 7009 §2.1
-    /// "other tokens based on the same authorization grant"; [`RefreshTokenStore::find_refresh`],
-    /// then [`RefreshTokenStore::revoke_family`]; one statement on PostgreSQL), and append
-    /// its audit `event` as [`RevokedFamily::event`] completes it, in the same write (on
-    /// PostgreSQL, inside a request, committed without waiting for the disk; the request's
-    /// settle makes it durable: `commits`). The family and its user, or `None`
-    /// when nothing was revoked and no event stored (the token is unknown, another client's,
-    /// past its absolute expiry, or its family is revoked already).
+    /// "other tokens based on the same authorization grant"; revoked as
+    /// [`RefreshTokenStore::revoke_family`] does), and append its audit `event` as
+    /// [`RevokedFamily::event`] completes it, in the same write: one statement on PostgreSQL
+    /// (inside a request, committed without waiting for the disk; the request's settle makes
+    /// it durable: `commits`), one script on SQLite. The family and its user, or `None` when
+    /// nothing was revoked and no event stored (the token is unknown, another client's, past
+    /// its absolute expiry, or its family is revoked already, by a concurrent revocation
+    /// too: of concurrent revocations of one family, one stores its event).
     async fn revoke_family_of(
         &self,
         token_hash: &[u8],
@@ -509,9 +510,7 @@ pub(crate) use presented;
 /// statements go to the writer's connection together, the mark first, in the group commit's
 /// transaction (alone, each committed as it runs: a crash between them leaves the mark, which
 /// already refuses the whole family; the writer is held for both, so no rotation of this
-/// server runs in between). On SQLite a third statement appends the audit events `$4` (a
-/// JSON array of `store::audit::JsonRows`' rows, `[]` for none): a client's revocation's
-/// (`RefreshTokenStore::revoke_family_of`), in the revocation's own write.
+/// server runs in between).
 macro_rules! revoke_family {
     ("postgres") => {
         "WITH marked AS (INSERT INTO used_jtis (key, expires_at) VALUES ('family:' || $1, $3) \
@@ -521,52 +520,94 @@ macro_rules! revoke_family {
          SELECT 1 FROM revoked"
     };
     ("sqlite") => {
-        concat!(
-            "INSERT INTO used_jtis (key, expires_at) VALUES ('family:' || $1, $3) \
-               ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at; \
-             UPDATE refresh_tokens SET revoked_at = $2 \
-               WHERE family_id = $1 AND revoked_at IS NULL RETURNING 1; ",
-            $crate::store::audit::append_json!("$4")
-        )
+        "INSERT INTO used_jtis (key, expires_at) VALUES ('family:' || $1, $3) \
+           ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at; \
+         UPDATE refresh_tokens SET revoked_at = $2 \
+           WHERE family_id = $1 AND revoked_at IS NULL RETURNING 1"
     };
 }
 pub(crate) use revoke_family;
-
-/// `$query`, [`revoke_family!`]'s statement of `$dialect`, with the audit events it appends
-/// bound, on SQLite: `$events`, the events' references (none: `[]`).
-macro_rules! bind_events {
-    ("postgres", $query:expr, $events:expr) => {
-        $query
-    };
-    ("sqlite", $query:expr, $events:expr) => {
-        $query.bind($crate::store::audit::JsonRows::of($events)?.text())
-    };
-}
-pub(crate) use bind_events;
 
 /// [`RefreshTokenStore::revoke_family_of`]'s statement: the family of the token `$1` of the
 /// client `$4`, if [`revocable!`] at `$2`, revoked as [`revoke_family!`] does (`$3` the mark's
 /// expiry), and its audit event appended from `$5`…`$9` (`at`, `kind`, `client_id`, `ip`,
 /// `detail`) as [`RevokedFamily::event`] completes it, returning [`RevokedFamily`].
-/// PostgreSQL only (`None` on SQLite, which looks the token up on a reader first); its commit
-/// may be deferred (`commits`).
+///
+/// PostgreSQL does it in one statement, whose commit may be deferred (`commits`). It locks
+/// the token first (`FOR UPDATE`): a concurrent revocation of it waits, then finds it
+/// revoked and does nothing, so one event is stored. Of two of the family's tokens, one
+/// waits for the other's family update, or the two deadlock and PostgreSQL aborts one,
+/// which is retried and then finds the family revoked. SQLite
+/// has no writing `WITH`: a script of four statements, sent to the writer's thread at once
+/// and run in one transaction ([`RevokeFamilyOf`]), decided on the writer. The token itself
+/// is revoked first, returning its family and user; each statement after it runs only if
+/// the one before changed a row (`changes()`): the family's mark, the event, the family's
+/// other tokens.
 macro_rules! revoke_family_of {
     ("postgres") => {
-        Some($crate::store::commits::deferrable!(
+        $crate::store::commits::deferrable!(
             "postgres",
             $crate::store::refresh_tokens::revoke_family_of!(sql),
             $crate::store::sql::not_awaited!(join)
-        ))
+        )
     };
     ("sqlite") => {
-        None::<&str>
+        concat!(
+            "UPDATE refresh_tokens SET revoked_at = $2 \
+               WHERE token_hash = $1 AND client_id = $4 AND ",
+            $crate::store::refresh_tokens::revocable!(),
+            " RETURNING family_id, user_id; \
+             INSERT INTO used_jtis (key, expires_at) \
+               SELECT 'family:' || family_id, $3 FROM refresh_tokens \
+               WHERE token_hash = $1 AND changes() = 1 \
+               ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at; \
+             INSERT INTO audit_events (at, kind, client_id, user_id, ip, detail) \
+               SELECT $5, $6, $7, user_id, $8, json_set($9, '$.family_id', family_id) \
+               FROM refresh_tokens WHERE token_hash = $1 AND changes() = 1; \
+             UPDATE refresh_tokens SET revoked_at = $2 \
+               WHERE family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $1) \
+                 AND revoked_at IS NULL AND changes() = 1"
+        )
+    };
+    ("postgres", $store:expr, $hash:expr, $client:expr, $now:expr, $event:expr) => {{
+        let sql = $crate::store::refresh_tokens::revoke_family_of!("postgres");
+        // Retried when PostgreSQL aborts it to break a deadlock with a rotation.
+        $crate::store::sql::retrying(|| async move {
+            Ok(sqlx::query_as(sql)
+                .bind($hash)
+                .bind($now)
+                .bind($now + $crate::store::REVOKED_FAMILY_MEMORY_SECS)
+                .bind($client)
+                .bind($event.at)
+                .bind($event.kind)
+                .bind(&$event.client_id)
+                .bind(&$event.ip)
+                .bind(&$event.detail)
+                .fetch_optional(&$store.writer)
+                .await?)
+        })
+        .await
+    }};
+    ("sqlite", $store:expr, $hash:expr, $client:expr, $now:expr, $event:expr) => {
+        // The group commit's, where no deadlock is retried.
+        $store
+            .writer
+            .write_kind::<$crate::store::refresh_tokens::RevokeFamilyOf>(
+                $crate::store::refresh_tokens::RevokeFamilyOf {
+                    token_hash: $hash.to_vec(),
+                    client_id: $client.to_owned(),
+                    now: $now,
+                    event: $event.clone(),
+                },
+            )
+            .await
     };
     (sql) => {
         concat!(
             "WITH target AS (SELECT family_id, user_id FROM refresh_tokens \
                WHERE token_hash = $1 AND client_id = $4 AND ",
             $crate::store::refresh_tokens::revocable!(),
-            "), marked AS (INSERT INTO used_jtis (key, expires_at) \
+            " FOR UPDATE), marked AS (INSERT INTO used_jtis (key, expires_at) \
                SELECT 'family:' || family_id, $3 FROM target \
                ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at), \
              revoked AS (UPDATE refresh_tokens SET revoked_at = $2 \
@@ -731,14 +772,55 @@ impl Rotate {
 
 /// A family to revoke at `now` with `sql` (`revoke_family!`, chosen by the request whether
 /// its commit may be deferred) ([`RefreshTokenStore::revoke_family`]), as a write of the
-/// group commit, with the audit event to append in the same write (SQLite's
-/// [`RefreshTokenStore::revoke_family_of`]): what it returns is how many of its tokens it
-/// revoked.
+/// group commit: what it returns is how many of its tokens it revoked.
 pub(super) struct RevokeFamily {
     pub(super) sql: &'static str,
     pub(super) family_id: String,
     pub(super) now: i64,
-    pub(super) event: Option<NewAuditEvent>,
+}
+
+/// SQLite's [`RefreshTokenStore::revoke_family_of`] (`revoke_family_of!`), as a write of the
+/// group commit: what it returns is the family it revoked, if it did.
+pub(super) struct RevokeFamilyOf {
+    pub(super) token_hash: Vec<u8>,
+    pub(super) client_id: String,
+    pub(super) now: i64,
+    pub(super) event: NewAuditEvent,
+}
+
+impl super::connections::Kind<sqlx::Sqlite> for RevokeFamilyOf {
+    type Input = Self;
+    type Output = Option<RevokedFamily>;
+
+    /// Each is a script of its own (the default `many`, one after the other), which sees
+    /// what the ones before it wrote.
+    fn clash(_: &Self, _: &Self) -> bool {
+        false
+    }
+
+    fn one<'c>(
+        on: super::connections::Target<'c, sqlx::Sqlite>,
+        r: &'c Self,
+    ) -> futures_util::future::BoxFuture<'c, Result<Option<RevokedFamily>, StoreError>> {
+        Box::pin(async move {
+            let (script, whole) = super::sql::one_transaction!(&on, revoke_family_of!("sqlite"));
+            let e = &r.event;
+            let revoke = sqlx::query(script)
+                .bind(&r.token_hash)
+                .bind(r.now)
+                .bind(r.now + REVOKED_FAMILY_MEMORY_SECS)
+                .bind(&r.client_id)
+                .bind(e.at)
+                .bind(e.kind)
+                .bind(&e.client_id)
+                .bind(&e.ip)
+                .bind(&e.detail);
+            match on.fetch_script(revoke, whole).await?.first() {
+                Some(row) => Ok(Some(sqlx::FromRow::from_row(row)?)),
+                None => Ok(None),
+            }
+        })
+    }
 }
 
 /// SQLite's revocation of several families at one time, as `revoke_family!` does one: their
@@ -753,19 +835,17 @@ pub(super) async fn revoke_families(
     };
     let ids: Vec<&str> = families.iter().map(|f| f.family_id.as_str()).collect();
 
-    let revoked: Vec<(String,)> = sqlx::query_as(concat!(
+    let revoked: Vec<(String,)> = sqlx::query_as(
         "INSERT INTO used_jtis (key, expires_at) SELECT 'family:' || value, $3 \
            FROM jsonb_each($1) WHERE true \
            ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at; \
          UPDATE refresh_tokens SET revoked_at = $2 \
            WHERE family_id IN (SELECT value FROM jsonb_each($1)) AND revoked_at IS NULL \
-           RETURNING family_id; ",
-        super::audit::append_json!("$4")
-    ))
+           RETURNING family_id",
+    )
     .bind(super::sql::to_json(&ids)?)
     .bind(first.now)
     .bind(first.now + REVOKED_FAMILY_MEMORY_SECS)
-    .bind(super::audit::JsonRows::of(families.iter().filter_map(|f| f.event.as_ref()))?.text())
     .fetch_all(on)
     .await?;
     Ok(families
@@ -1088,7 +1168,6 @@ macro_rules! sql_impl {
                                 sql,
                                 family_id: family_id.to_owned(),
                                 now,
-                                event: None,
                             },
                         )
                         .await
@@ -1103,46 +1182,9 @@ macro_rules! sql_impl {
                 now: i64,
                 event: &$crate::store::NewAuditEvent,
             ) -> Result<Option<$crate::store::RevokedFamily>, $crate::store::StoreError> {
-                let Some(sql) = $crate::store::refresh_tokens::revoke_family_of!($dialect) else {
-                    let Some(found) = self.find_refresh(token_hash, now).await? else {
-                        return Ok(None);
-                    };
-                    if found.token.client_id != client_id || !found.revocable(now) {
-                        return Ok(None);
-                    }
-                    let t = found.token;
-                    let revoked = $crate::store::RevokedFamily {
-                        family_id: t.family_id,
-                        user_id: t.user_id,
-                    };
-                    // SQLite's: the group commit's, where no deadlock is retried.
-                    self.writer
-                        .write_kind::<$crate::store::refresh_tokens::RevokeFamily>(
-                            $crate::store::refresh_tokens::RevokeFamily {
-                                sql: $crate::store::refresh_tokens::revoke_family!($dialect),
-                                family_id: revoked.family_id.clone(),
-                                now,
-                                event: Some(revoked.event(event)),
-                            },
-                        )
-                        .await?;
-                    return Ok(Some(revoked));
-                };
-                $crate::store::sql::retrying(|| async move {
-                    Ok(sqlx::query_as(sql)
-                        .bind(token_hash)
-                        .bind(now)
-                        .bind(now + $crate::store::REVOKED_FAMILY_MEMORY_SECS)
-                        .bind(client_id)
-                        .bind(event.at)
-                        .bind(event.kind)
-                        .bind(&event.client_id)
-                        .bind(&event.ip)
-                        .bind(&event.detail)
-                        .fetch_optional(&self.writer)
-                        .await?)
-                })
-                .await
+                $crate::store::refresh_tokens::revoke_family_of!(
+                    $dialect, self, token_hash, client_id, now, event
+                )
             }
 
             async fn purge_refresh_tokens(&self, now: i64) -> Result<u64, $crate::store::StoreError> {
@@ -1238,17 +1280,12 @@ macro_rules! sql_impl {
                 f: &'c Self,
             ) -> futures_util::future::BoxFuture<'c, Result<u64, $crate::store::StoreError>> {
                 Box::pin(async move {
-                    let query = sqlx::query(f.sql)
+                    let revoked = sqlx::query(f.sql)
                         .bind(&f.family_id)
                         .bind(f.now)
-                        .bind(f.now + $crate::store::REVOKED_FAMILY_MEMORY_SECS);
-                    let revoked = $crate::store::refresh_tokens::bind_events!(
-                        $dialect,
-                        query,
-                        f.event.as_ref()
-                    )
-                    .fetch_all(on)
-                    .await?;
+                        .bind(f.now + $crate::store::REVOKED_FAMILY_MEMORY_SECS)
+                        .fetch_all(on)
+                        .await?;
                     Ok(revoked.len() as u64)
                 })
             }

@@ -515,13 +515,7 @@ mod tests {
         assert_eq!(revoked, [2, 2, 0, 2, 0], "each token and its successor");
         let hashes = successors.iter().map(|s| &s.token_hash);
         for hash in hashes.chain([&tokens[4].token_hash]) {
-            assert!(
-                store
-                    .get_refresh(hash, now)
-                    .await
-                    .unwrap()
-                    .is_none()
-            );
+            assert!(store.get_refresh(hash, now).await.unwrap().is_none());
         }
     }
 

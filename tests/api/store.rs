@@ -856,6 +856,68 @@ both!(
     }
 );
 
+// Concurrent revocations of one family (of the same token, and of its two tokens) revoke it
+// once: one of them says so, and one event is stored (decided on the writer on SQLite; on
+// PostgreSQL under the token's lock, a deadlock between two tokens retried).
+both!(
+    concurrent_revocations_of_a_family_store_one_event,
+    builder | b: crate::helpers::TestAppBuilder | alice_and_agent(b),
+    |app: TestApp| async move {
+        let store = app.store();
+        let me = app.machine_clients[0].client_id.clone();
+        for round in 0..5 {
+            let now = concierge::util::now();
+            let family = format!("fam-{round}");
+            let (a, b) = (
+                refresh_token(&app, &family, now),
+                refresh_token(&app, &family, now),
+            );
+            store.insert_refresh(&a).await.unwrap();
+            let rotate = |_: &concierge::store::Presented| concierge::store::Rotation::Rotate;
+            store.rotate_refresh(&a.token_hash, &b, now, &rotate).await.unwrap();
+            let event = concierge::store::NewAuditEvent {
+                at: now,
+                kind: "token.revoked",
+                client_id: Some(me.clone()),
+                user_id: None,
+                ip: None,
+                detail: format!(r#"{{"round":{round}}}"#),
+            };
+            let tasks: Vec<_> = [&a, &a, &b, &b]
+                .into_iter()
+                .map(|t| {
+                    let (store, hash, me, event) =
+                        (store.clone(), t.token_hash.clone(), me.clone(), event.clone());
+                    tokio::spawn(async move {
+                        store.revoke_family_of(&hash, &me, now, &event).await.unwrap()
+                    })
+                })
+                .collect();
+            let mut revoked = Vec::new();
+            for task in tasks {
+                revoked.extend(task.await.unwrap());
+            }
+            assert_eq!(revoked.len(), 1, "round {round}: {revoked:?}");
+            store.settle().await.unwrap();
+            let stored = store
+                .list_audit(&concierge::store::AuditQuery {
+                    kind: Some("token.revoked".into()),
+                    limit: 100,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            let this_round = stored
+                .iter()
+                .filter(|e| e.detail["round"] == round)
+                .count();
+            assert_eq!(this_round, 1, "round {round}: {stored:?}");
+            assert!(!usable(&*store, &b, now).await);
+        }
+        app
+    }
+);
+
 /// Revoking a consent (or signing a user out everywhere) also remembers the grant's families
 /// as revoked: a successor that a rotation running at that moment inserts after the
 /// revocation's update (it could not see it) is born dead. Other clients' families are not
