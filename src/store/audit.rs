@@ -190,14 +190,23 @@ impl JsonRows {
 /// `->>` reads without parsing; with `json_each` it was the element's text, parsed again by
 /// each of the six `->>` (the append was about 3% of the server's samples under client
 /// credentials, most of it in SQLite's JSON parser).
+///
+/// With a condition (`where`), only the rows for which it holds (it reads the row's columns
+/// as `value ->> 0` … `value ->> 5`), and what follows `ORDER BY key` (a `RETURNING`).
 macro_rules! append_json {
     ($param:literal) => {
+        $crate::store::audit::append_json!($param, where "true", then "")
+    };
+    ($param:literal, where $condition:literal, then $tail:literal) => {
         concat!(
             "INSERT INTO audit_events (at, kind, client_id, user_id, ip, detail) \
              SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \
              FROM jsonb_each(",
             $param,
-            ") ORDER BY key"
+            ") WHERE ",
+            $condition,
+            " ORDER BY key",
+            $tail
         )
     };
 }

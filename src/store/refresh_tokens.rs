@@ -147,14 +147,13 @@ pub trait RefreshTokenStore: Send + Sync {
     async fn revoke_family(&self, family_id: &str, now: i64) -> Result<u64, StoreError>;
     /// Revoke the family of `client_id`'s token `token_hash` while that grant lives
     /// ([`Presented::revocable`]: the token may already be spent by a rotation, RFC 7009 §2.1
-    /// "other tokens based on the same authorization grant"; revoked as
-    /// [`RefreshTokenStore::revoke_family`] does), and append its audit `event` as
-    /// [`RevokedFamily::event`] completes it, in the same write: one statement on PostgreSQL
-    /// (inside a request, committed without waiting for the disk; the request's settle makes
-    /// it durable: `commits`), one script on SQLite. The family and its user, or `None` when
-    /// nothing was revoked and no event stored (the token is unknown, another client's, past
-    /// its absolute expiry, or its family is revoked already, by a concurrent revocation
-    /// too: of concurrent revocations of one family, one stores its event).
+    /// "other tokens based on the same authorization grant"; [`RefreshTokenStore::find_refresh`],
+    /// then [`RefreshTokenStore::revoke_family`]; one statement on PostgreSQL), and append
+    /// its audit `event` as [`RevokedFamily::event`] completes it, in the same write (on
+    /// PostgreSQL, inside a request, committed without waiting for the disk; the request's
+    /// settle makes it durable: `commits`). The family and its user, or `None`
+    /// when nothing was revoked and no event stored (the token is unknown, another client's,
+    /// past its absolute expiry, or its family is revoked already).
     async fn revoke_family_of(
         &self,
         token_hash: &[u8],
@@ -511,96 +510,73 @@ pub(crate) use presented;
 /// transaction (alone, each committed as it runs: a crash between them leaves the mark, which
 /// already refuses the whole family; the writer is held for both, so no rotation of this
 /// server runs in between).
+///
+/// On SQLite, before them, a statement appends the audit events `$4` (a JSON array of
+/// `store::audit::JsonRows`' rows, `[]` for none: a client's revocation's,
+/// `RefreshTokenStore::revoke_family_of`), in the revocation's own write, and only if the
+/// family was not revoked already: of two revocations of one family decided on a reader at
+/// once, the second stores no event (see [`revoke_family_of!`]).
+///
+/// Each row returned is `('token', family)` for a token revoked, `('event', family)` for an
+/// event stored.
 macro_rules! revoke_family {
     ("postgres") => {
         "WITH marked AS (INSERT INTO used_jtis (key, expires_at) VALUES ('family:' || $1, $3) \
            ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at), \
          revoked AS (UPDATE refresh_tokens SET revoked_at = $2 \
-           WHERE family_id = $1 AND revoked_at IS NULL RETURNING 1) \
-         SELECT 1 FROM revoked"
+           WHERE family_id = $1 AND revoked_at IS NULL RETURNING family_id) \
+         SELECT 'token', family_id FROM revoked"
     };
     ("sqlite") => {
-        "INSERT INTO used_jtis (key, expires_at) VALUES ('family:' || $1, $3) \
-           ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at; \
-         UPDATE refresh_tokens SET revoked_at = $2 \
-           WHERE family_id = $1 AND revoked_at IS NULL RETURNING 1"
+        concat!(
+            $crate::store::audit::append_json!(
+                "$4",
+                where "NOT EXISTS (SELECT 1 FROM used_jtis \
+                         WHERE key = 'family:' || $1 AND expires_at > $2)",
+                then " RETURNING 'event', $1"
+            ),
+            "; INSERT INTO used_jtis (key, expires_at) VALUES ('family:' || $1, $3) \
+               ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at; \
+             UPDATE refresh_tokens SET revoked_at = $2 \
+               WHERE family_id = $1 AND revoked_at IS NULL RETURNING 'token', family_id"
+        )
     };
 }
 pub(crate) use revoke_family;
+
+/// `$query`, [`revoke_family!`]'s statement of `$dialect`, with the audit events it appends
+/// bound, on SQLite: `$events`, the events' references (none: `[]`).
+macro_rules! bind_events {
+    ("postgres", $query:expr, $events:expr) => {
+        $query
+    };
+    ("sqlite", $query:expr, $events:expr) => {
+        $query.bind($crate::store::audit::JsonRows::of($events)?.text())
+    };
+}
+pub(crate) use bind_events;
 
 /// [`RefreshTokenStore::revoke_family_of`]'s statement: the family of the token `$1` of the
 /// client `$4`, if [`revocable!`] at `$2`, revoked as [`revoke_family!`] does (`$3` the mark's
 /// expiry), and its audit event appended from `$5`…`$9` (`at`, `kind`, `client_id`, `ip`,
 /// `detail`) as [`RevokedFamily::event`] completes it, returning [`RevokedFamily`].
-///
-/// PostgreSQL does it in one statement, whose commit may be deferred (`commits`). It locks
-/// the token first (`FOR UPDATE`): a concurrent revocation of it waits, then finds it
-/// revoked and does nothing, so one event is stored. Of two of the family's tokens, one
-/// waits for the other's family update, or the two deadlock and PostgreSQL aborts one,
-/// which is retried and then finds the family revoked. SQLite
-/// has no writing `WITH`: a script of four statements, sent to the writer's thread at once
-/// and run in one transaction ([`RevokeFamilyOf`]), decided on the writer. The token itself
-/// is revoked first, returning its family and user; each statement after it runs only if
-/// the one before changed a row (`changes()`): the family's mark, the event, the family's
-/// other tokens.
+/// PostgreSQL only (`None` on SQLite, which looks the token up on a reader first, then
+/// revokes its family with [`revoke_family!`], which stores the event only if the family
+/// was not revoked meanwhile); its commit may be deferred (`commits`). It locks the token
+/// first (`FOR UPDATE`): a concurrent revocation of it waits, then finds it revoked and does
+/// nothing, so one event is stored. Of two of the family's tokens, one waits for the
+/// other's family update, or the two deadlock and PostgreSQL aborts one, which is retried
+/// and then finds the family revoked.
 macro_rules! revoke_family_of {
     ("postgres") => {
-        $crate::store::commits::deferrable!(
+        Some($crate::store::commits::deferrable!(
             "postgres",
             $crate::store::refresh_tokens::revoke_family_of!(sql),
             $crate::store::sql::not_awaited!(join)
-        )
+        ))
     };
     ("sqlite") => {
-        concat!(
-            "UPDATE refresh_tokens SET revoked_at = $2 \
-               WHERE token_hash = $1 AND client_id = $4 AND ",
-            $crate::store::refresh_tokens::revocable!(),
-            " RETURNING family_id, user_id; \
-             INSERT INTO used_jtis (key, expires_at) \
-               SELECT 'family:' || family_id, $3 FROM refresh_tokens \
-               WHERE token_hash = $1 AND changes() = 1 \
-               ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at; \
-             INSERT INTO audit_events (at, kind, client_id, user_id, ip, detail) \
-               SELECT $5, $6, $7, user_id, $8, json_set($9, '$.family_id', family_id) \
-               FROM refresh_tokens WHERE token_hash = $1 AND changes() = 1; \
-             UPDATE refresh_tokens SET revoked_at = $2 \
-               WHERE family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $1) \
-                 AND revoked_at IS NULL AND changes() = 1"
-        )
-    };
-    ("postgres", $store:expr, $hash:expr, $client:expr, $now:expr, $event:expr) => {{
-        let sql = $crate::store::refresh_tokens::revoke_family_of!("postgres");
-        // Retried when PostgreSQL aborts it to break a deadlock with a rotation.
-        $crate::store::sql::retrying(|| async move {
-            Ok(sqlx::query_as(sql)
-                .bind($hash)
-                .bind($now)
-                .bind($now + $crate::store::REVOKED_FAMILY_MEMORY_SECS)
-                .bind($client)
-                .bind($event.at)
-                .bind($event.kind)
-                .bind(&$event.client_id)
-                .bind(&$event.ip)
-                .bind(&$event.detail)
-                .fetch_optional(&$store.writer)
-                .await?)
-        })
-        .await
-    }};
-    ("sqlite", $store:expr, $hash:expr, $client:expr, $now:expr, $event:expr) => {
-        // The group commit's, where no deadlock is retried.
-        $store
-            .writer
-            .write_kind::<$crate::store::refresh_tokens::RevokeFamilyOf>(
-                $crate::store::refresh_tokens::RevokeFamilyOf {
-                    token_hash: $hash.to_vec(),
-                    client_id: $client.to_owned(),
-                    now: $now,
-                    event: $event.clone(),
-                },
-            )
-            .await
+        None::<&str>
     };
     (sql) => {
         concat!(
@@ -772,54 +748,33 @@ impl Rotate {
 
 /// A family to revoke at `now` with `sql` (`revoke_family!`, chosen by the request whether
 /// its commit may be deferred) ([`RefreshTokenStore::revoke_family`]), as a write of the
-/// group commit: what it returns is how many of its tokens it revoked.
+/// group commit, with the audit event to append in the same write if the family was not
+/// revoked already (SQLite's [`RefreshTokenStore::revoke_family_of`]): what it returns is
+/// what it did.
 pub(super) struct RevokeFamily {
     pub(super) sql: &'static str,
     pub(super) family_id: String,
     pub(super) now: i64,
+    pub(super) event: Option<NewAuditEvent>,
 }
 
-/// SQLite's [`RefreshTokenStore::revoke_family_of`] (`revoke_family_of!`), as a write of the
-/// group commit: what it returns is the family it revoked, if it did.
-pub(super) struct RevokeFamilyOf {
-    pub(super) token_hash: Vec<u8>,
-    pub(super) client_id: String,
-    pub(super) now: i64,
-    pub(super) event: NewAuditEvent,
+/// What a [`RevokeFamily`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct FamilyRevoked {
+    /// How many of its tokens it revoked.
+    pub(super) tokens: u64,
+    /// Whether it stored its event (it had one, and the family was not revoked before).
+    pub(super) event: bool,
 }
 
-impl super::connections::Kind<sqlx::Sqlite> for RevokeFamilyOf {
-    type Input = Self;
-    type Output = Option<RevokedFamily>;
-
-    /// Each is a script of its own (the default `many`, one after the other), which sees
-    /// what the ones before it wrote.
-    fn clash(_: &Self, _: &Self) -> bool {
-        false
-    }
-
-    fn one<'c>(
-        on: super::connections::Target<'c, sqlx::Sqlite>,
-        r: &'c Self,
-    ) -> futures_util::future::BoxFuture<'c, Result<Option<RevokedFamily>, StoreError>> {
-        Box::pin(async move {
-            let (script, whole) = super::sql::one_transaction!(&on, revoke_family_of!("sqlite"));
-            let e = &r.event;
-            let revoke = sqlx::query(script)
-                .bind(&r.token_hash)
-                .bind(r.now)
-                .bind(r.now + REVOKED_FAMILY_MEMORY_SECS)
-                .bind(&r.client_id)
-                .bind(e.at)
-                .bind(e.kind)
-                .bind(&e.client_id)
-                .bind(&e.ip)
-                .bind(&e.detail);
-            match on.fetch_script(revoke, whole).await?.first() {
-                Some(row) => Ok(Some(sqlx::FromRow::from_row(row)?)),
-                None => Ok(None),
-            }
-        })
+impl FamilyRevoked {
+    /// Of `rows` (`revoke_family!`'s: what, and the family), those of `family`.
+    pub(super) fn of(rows: &[(String, String)], family: &str) -> Self {
+        let mine = || rows.iter().filter(|(_, f)| f == family);
+        Self {
+            tokens: mine().filter(|(what, _)| what == "token").count() as u64,
+            event: mine().any(|(what, _)| what == "event"),
+        }
     }
 }
 
@@ -829,28 +784,38 @@ impl super::connections::Kind<sqlx::Sqlite> for RevokeFamilyOf {
 pub(super) async fn revoke_families(
     on: super::connections::Target<'_, sqlx::Sqlite>,
     families: &[RevokeFamily],
-) -> Result<Vec<u64>, StoreError> {
+) -> Result<Vec<FamilyRevoked>, StoreError> {
     let Some(first) = families.first() else {
         return Ok(Vec::new());
     };
     let ids: Vec<&str> = families.iter().map(|f| f.family_id.as_str()).collect();
 
-    let revoked: Vec<(String,)> = sqlx::query_as(
-        "INSERT INTO used_jtis (key, expires_at) SELECT 'family:' || value, $3 \
+    // The events first, each only if its family (in its detail, as `RevokedFamily::event`
+    // puts it) is not revoked already; then the marks and the tokens, as `revoke_family!`.
+    let revoked: Vec<(String, String)> = sqlx::query_as(concat!(
+        super::audit::append_json!(
+            "$4",
+            where "NOT EXISTS (SELECT 1 FROM used_jtis \
+                     WHERE key = 'family:' || json_extract(value ->> 5, '$.family_id') \
+                       AND expires_at > $2)",
+            then " RETURNING 'event', json_extract(detail, '$.family_id')"
+        ),
+        "; INSERT INTO used_jtis (key, expires_at) SELECT 'family:' || value, $3 \
            FROM jsonb_each($1) WHERE true \
            ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at; \
          UPDATE refresh_tokens SET revoked_at = $2 \
            WHERE family_id IN (SELECT value FROM jsonb_each($1)) AND revoked_at IS NULL \
-           RETURNING family_id",
-    )
+           RETURNING 'token', family_id"
+    ))
     .bind(super::sql::to_json(&ids)?)
     .bind(first.now)
     .bind(first.now + REVOKED_FAMILY_MEMORY_SECS)
+    .bind(super::audit::JsonRows::of(families.iter().filter_map(|f| f.event.as_ref()))?.text())
     .fetch_all(on)
     .await?;
     Ok(families
         .iter()
-        .map(|f| revoked.iter().filter(|(id,)| *id == f.family_id).count() as u64)
+        .map(|f| FamilyRevoked::of(&revoked, &f.family_id))
         .collect())
 }
 
@@ -1168,9 +1133,11 @@ macro_rules! sql_impl {
                                 sql,
                                 family_id: family_id.to_owned(),
                                 now,
+                                event: None,
                             },
                         )
                         .await
+                        .map(|r| r.tokens)
                 })
                 .await
             }
@@ -1182,9 +1149,47 @@ macro_rules! sql_impl {
                 now: i64,
                 event: &$crate::store::NewAuditEvent,
             ) -> Result<Option<$crate::store::RevokedFamily>, $crate::store::StoreError> {
-                $crate::store::refresh_tokens::revoke_family_of!(
-                    $dialect, self, token_hash, client_id, now, event
-                )
+                let Some(sql) = $crate::store::refresh_tokens::revoke_family_of!($dialect) else {
+                    let Some(found) = self.find_refresh(token_hash, now).await? else {
+                        return Ok(None);
+                    };
+                    if found.token.client_id != client_id || !found.revocable(now) {
+                        return Ok(None);
+                    }
+                    let t = found.token;
+                    let revoked = $crate::store::RevokedFamily {
+                        family_id: t.family_id,
+                        user_id: t.user_id,
+                    };
+                    // SQLite's: the group commit's, where no deadlock is retried. Revoked by
+                    // this write only if its event was stored: not revoked meanwhile.
+                    let done = self.writer
+                        .write_kind::<$crate::store::refresh_tokens::RevokeFamily>(
+                            $crate::store::refresh_tokens::RevokeFamily {
+                                sql: $crate::store::refresh_tokens::revoke_family!($dialect),
+                                family_id: revoked.family_id.clone(),
+                                now,
+                                event: Some(revoked.event(event)),
+                            },
+                        )
+                        .await?;
+                    return Ok(done.event.then_some(revoked));
+                };
+                $crate::store::sql::retrying(|| async move {
+                    Ok(sqlx::query_as(sql)
+                        .bind(token_hash)
+                        .bind(now)
+                        .bind(now + $crate::store::REVOKED_FAMILY_MEMORY_SECS)
+                        .bind(client_id)
+                        .bind(event.at)
+                        .bind(event.kind)
+                        .bind(&event.client_id)
+                        .bind(&event.ip)
+                        .bind(&event.detail)
+                        .fetch_optional(&self.writer)
+                        .await?)
+                })
+                .await
             }
 
             async fn purge_refresh_tokens(&self, now: i64) -> Result<u64, $crate::store::StoreError> {
@@ -1267,10 +1272,10 @@ macro_rules! sql_impl {
             for $crate::store::refresh_tokens::RevokeFamily
         {
             type Input = Self;
-            type Output = u64;
+            type Output = $crate::store::refresh_tokens::FamilyRevoked;
 
             /// One statement binds one time; and a family revoked twice by one would count
-            /// its tokens twice.
+            /// its tokens twice (and store both events).
             fn clash(a: &Self, b: &Self) -> bool {
                 a.now != b.now || a.family_id == b.family_id
             }
@@ -1278,15 +1283,20 @@ macro_rules! sql_impl {
             fn one<'c>(
                 on: $crate::store::connections::Target<'c, $crate::store::sql::db!($dialect)>,
                 f: &'c Self,
-            ) -> futures_util::future::BoxFuture<'c, Result<u64, $crate::store::StoreError>> {
+            ) -> futures_util::future::BoxFuture<'c, Result<$crate::store::refresh_tokens::FamilyRevoked, $crate::store::StoreError>> {
                 Box::pin(async move {
-                    let revoked = sqlx::query(f.sql)
+                    let query = sqlx::query_as(f.sql)
                         .bind(&f.family_id)
                         .bind(f.now)
-                        .bind(f.now + $crate::store::REVOKED_FAMILY_MEMORY_SECS)
-                        .fetch_all(on)
-                        .await?;
-                    Ok(revoked.len() as u64)
+                        .bind(f.now + $crate::store::REVOKED_FAMILY_MEMORY_SECS);
+                    let revoked = $crate::store::refresh_tokens::bind_events!(
+                        $dialect,
+                        query,
+                        f.event.as_ref()
+                    )
+                    .fetch_all(on)
+                    .await?;
+                    Ok($crate::store::refresh_tokens::FamilyRevoked::of(&revoked, &f.family_id))
                 })
             }
 
