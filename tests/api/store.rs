@@ -488,6 +488,18 @@ async fn two_families(
     (a, b, other)
 }
 
+/// The `token.revoked` events stored, the latest 100.
+async fn revocation_events(
+    store: &dyn concierge::store::Store,
+) -> Vec<concierge::store::AuditEvent> {
+    let query = concierge::store::AuditQuery {
+        kind: Some("token.revoked".into()),
+        limit: 100,
+        ..Default::default()
+    };
+    store.list_audit(&query).await.unwrap()
+}
+
 /// Could `t` still be used (presented for a refresh, or introspected) at `now`?
 async fn usable(
     store: &dyn concierge::store::Store,
@@ -784,16 +796,7 @@ both!(
             ip: None,
             detail: r#"{"token_type":"refresh_token"}"#.into(),
         };
-        let revocations = || async {
-            store
-                .list_audit(&concierge::store::AuditQuery {
-                    kind: Some("token.revoked".into()),
-                    limit: 10,
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-        };
+        let revocations = || revocation_events(&*store);
         let (a, b, other) = two_families(&app, now).await;
         for (hash, client) in [
             (&a.token_hash, "someone-else"),
@@ -899,14 +902,7 @@ both!(
             }
             assert_eq!(revoked.len(), 1, "round {round}: {revoked:?}");
             store.settle().await.unwrap();
-            let stored = store
-                .list_audit(&concierge::store::AuditQuery {
-                    kind: Some("token.revoked".into()),
-                    limit: 100,
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
+            let stored = revocation_events(&*store).await;
             let this_round = stored
                 .iter()
                 .filter(|e| e.detail["round"] == round)
