@@ -507,9 +507,7 @@ pub(crate) use presented;
 ///
 /// PostgreSQL does both in one statement, so one commit. SQLite has no writing `WITH`: the
 /// statements go to the writer's connection together, the mark first, in the group commit's
-/// transaction (alone, each committed as it runs: a crash between them leaves the mark, which
-/// already refuses the whole family; the writer is held for both, so no rotation of this
-/// server runs in between).
+/// transaction, or alone in one of their own ([`revoke_family_script!`]).
 ///
 /// On SQLite, before them, a statement appends the audit events `$4` (a JSON array of
 /// `store::audit::JsonRows`' rows, `[]` for none: a client's revocation's,
@@ -543,6 +541,22 @@ macro_rules! revoke_family {
     };
 }
 pub(crate) use revoke_family;
+
+/// [`revoke_family!`]'s statement `$sql` (PostgreSQL's, chosen by the request) for a job
+/// run `$on` (a `connections::Target`), and whether it is a whole transaction, to send with
+/// `Connections::transaction_script`: SQLite's script, alone, in a transaction of its own.
+macro_rules! revoke_family_script {
+    ("postgres", $on:expr, $sql:expr) => {
+        ($sql, false)
+    };
+    ("sqlite", $on:expr, $sql:expr) => {
+        $crate::store::sql::one_transaction!(
+            $on,
+            $crate::store::refresh_tokens::revoke_family!("sqlite")
+        )
+    };
+}
+pub(crate) use revoke_family_script;
 
 /// `$query`, [`revoke_family!`]'s statement of `$dialect`, with the audit events it appends
 /// bound, on SQLite: `$events`, the events' references (none: `[]`).
@@ -1285,17 +1299,22 @@ macro_rules! sql_impl {
                 f: &'c Self,
             ) -> futures_util::future::BoxFuture<'c, Result<$crate::store::refresh_tokens::FamilyRevoked, $crate::store::StoreError>> {
                 Box::pin(async move {
-                    let query = sqlx::query_as(f.sql)
+                    let (sql, script) =
+                        $crate::store::refresh_tokens::revoke_family_script!($dialect, &on, f.sql);
+                    let query = sqlx::query(sql)
                         .bind(&f.family_id)
                         .bind(f.now)
                         .bind(f.now + $crate::store::REVOKED_FAMILY_MEMORY_SECS);
-                    let revoked = $crate::store::refresh_tokens::bind_events!(
+                    let query = $crate::store::refresh_tokens::bind_events!(
                         $dialect,
                         query,
                         f.event.as_ref()
-                    )
-                    .fetch_all(on)
-                    .await?;
+                    );
+                    let rows = on.fetch_script(query, script).await?;
+                    let revoked = rows
+                        .iter()
+                        .map(sqlx::FromRow::from_row)
+                        .collect::<Result<Vec<(String, String)>, _>>()?;
                     Ok($crate::store::refresh_tokens::FamilyRevoked::of(&revoked, &f.family_id))
                 })
             }

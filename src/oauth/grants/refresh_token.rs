@@ -132,7 +132,9 @@ impl Grant for RefreshTokenGrant {
         let hash = util::secret_key(raw);
         let public = client.metadata.is_public();
         let grace = i64::from(ctx.config.tokens.refresh_reuse_grace_secs);
-        let (value, next) = user_grant::next_refresh(ctx, client, req.dpop_jkt);
+        // The successor a public client's token rotates into (a confidential client's keeps
+        // its token).
+        let successor = || user_grant::next_refresh(ctx, client, req.dpop_jkt);
         let by = |one_resource| Rotating {
             client_id: &client.client_id,
             dpop_jkt: req.dpop_jkt,
@@ -146,6 +148,7 @@ impl Grant for RefreshTokenGrant {
         // still exists, and the sign-in is still strong enough for it. A rotation those refuse
         // is undone (`unrotate`), so it spends nothing. Any other token is read first, below.
         if public && req.form.get("scope").is_none() && req.form.all("resource").is_empty() {
+            let (value, next) = successor();
             let rotated = ctx
                 .refresh_tokens()
                 .rotate_usable(&hash, &by(true), &next, now)
@@ -181,6 +184,7 @@ impl Grant for RefreshTokenGrant {
 
         let (rotated, token) = if public {
             // Public clients: rotation (OAuth 2.1 §4.3.1, RFC 9700 §4.14.2).
+            let (value, next) = successor();
             let passed = checked.is_some();
             // A token that was usable when read and passed the checks can only be rotated
             // (`decide`): tried first in one write, which rotates it if it is still usable.
