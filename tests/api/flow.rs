@@ -382,6 +382,13 @@ pub async fn redeem(
     crate::helpers::split(res).await
 }
 
+/// The refresh token `raw` as the store holds it now, whatever its state.
+pub async fn stored_refresh(app: &TestApp, raw: &str) -> concierge::store::Presented {
+    let key = concierge::util::secret_key(raw);
+    let found = app.store().find_refresh(&key, concierge::util::now()).await;
+    found.unwrap().expect("the refresh token is stored")
+}
+
 pub async fn refresh(
     app: &impl Server,
     client_id: &str,

@@ -46,14 +46,7 @@ both!(
     |app: TestApp| async move {
         let (_, client, _, tokens) = connect_agent(&app, "notes:read").await;
         let rt = tokens["refresh_token"].as_str().unwrap();
-        let now = concierge::util::now();
-        let store = app.store();
-        let granted = store
-            .find_refresh(&concierge::util::secret_key(rt), now)
-            .await
-            .unwrap()
-            .unwrap()
-            .token;
+        let granted = stored_refresh(&app, rt).await.token;
         let raw = concierge::util::random_secret();
         let two = concierge::store::RefreshToken {
             token_hash: concierge::util::secret_hash(&raw),
@@ -61,18 +54,14 @@ both!(
             resources: vec![NOTES.into(), CALENDAR.into()],
             ..granted
         };
-        store.insert_refresh(&two).await.unwrap();
+        app.store().insert_refresh(&two).await.unwrap();
         assert_error(
             &refresh(&app, &client, &raw, &[]).await,
             400,
             "invalid_target",
             "several resources",
         );
-        let found = store
-            .find_refresh(&two.token_hash, now)
-            .await
-            .unwrap()
-            .unwrap();
+        let found = stored_refresh(&app, &raw).await;
         assert_eq!((found.used_at, found.successor), (None, None));
         let (s, _, body) = refresh(&app, &client, &raw, &[("resource", NOTES)]).await;
         assert_eq!(s, 200, "the token was not spent: {body}");

@@ -299,12 +299,7 @@ both!(
 
         // Refused, not spent: the store still holds it unused, and once the requirement is
         // lifted the same token rotates.
-        let stored = app
-            .store()
-            .find_refresh(&concierge::util::secret_key(&rt), concierge::util::now())
-            .await
-            .unwrap()
-            .unwrap();
+        let stored = stored_refresh(&app, &rt).await;
         assert_eq!((stored.used_at, stored.revoked), (None, false));
         // Nor any successor left of a rotation undone.
         assert_eq!(stored.successor, None);
