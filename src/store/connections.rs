@@ -65,9 +65,22 @@ struct Inner<DB: Database> {
     begin: &'static str,
     /// A connection idle this long is pinged before it is used (`None`: never).
     check_idle_after: Option<Duration>,
-    /// SQLite's writer: where [`Connections::write`]'s jobs queue to be committed together
-    /// (`None`: each runs alone).
-    group_commit: Option<std::sync::Mutex<Option<group_commit::Queue<DB>>>>,
+    /// Where writes queue to be committed together (`None`: each runs alone), and which.
+    group_commit: Option<(Grouping, std::sync::Mutex<Option<group_commit::Queue<DB>>>)>,
+}
+
+/// Which writes the group commit takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Grouping {
+    /// Every write (SQLite's one writer, where they would queue anyway). A batch's `BEGIN`
+    /// and `COMMIT` go in its queries' text.
+    Every,
+    /// Only the writes of a [`Kind`] that writes a batch's inputs with one statement
+    /// ([`Kind::GROUPED`]; PostgreSQL, whose writers run side by side otherwise): a batch
+    /// of them is one statement and one commit instead of one of each per request. Its
+    /// `BEGIN` and `COMMIT` are statements of their own (PostgreSQL prepares one statement
+    /// per query).
+    Grouped,
 }
 
 type Slot<DB> = Mutex<Option<Open<DB>>>;
@@ -167,7 +180,7 @@ where
         size: usize,
         begin: &'static str,
         check_idle_after: Option<Duration>,
-        group_commit: bool,
+        group_commit: Option<Grouping>,
     ) -> Self {
         let mut first = first.map(Open::new);
         let slots = (0..size.max(1))
@@ -180,7 +193,7 @@ where
                 next: AtomicUsize::new(0),
                 begin,
                 check_idle_after,
-                group_commit: group_commit.then(|| std::sync::Mutex::new(None)),
+                group_commit: group_commit.map(|how| (how, std::sync::Mutex::new(None))),
             }),
         }
     }
@@ -265,7 +278,7 @@ where
         &self,
         job: Job<DB, R>,
     ) -> Result<R, super::StoreError> {
-        match self.queue() {
+        match self.queue(Grouping::Every) {
             Some(queue) => group_commit::run(queue, job).await,
             None => job(Target::Alone(self)).await,
         }
@@ -273,23 +286,36 @@ where
 
     /// Write `input`, a write of kind `K`, and return what it returns once it is committed.
     /// On SQLite's writer it is queued as [`Connections::write`]'s jobs are, and the writes
-    /// of its kind queued with it run as one statement; elsewhere it runs alone.
+    /// of its kind queued with it run as one statement; on PostgreSQL too if `K` writes them
+    /// with one statement ([`Kind::GROUPED`]); otherwise it runs alone.
     pub(super) async fn write_kind<K: Kind<DB>>(
         &self,
         input: K::Input,
     ) -> Result<K::Output, super::StoreError> {
-        match self.queue() {
+        let takes = if K::GROUPED {
+            Grouping::Grouped
+        } else {
+            Grouping::Every
+        };
+        match self.queue(takes) {
             Some(queue) => group_commit::run_kind::<DB, K>(queue, input).await,
             None => K::one(Target::Alone(self), &input).await,
         }
     }
 
-    /// The group commit's queue, if these connections have one (SQLite's writer).
-    fn queue(&self) -> Option<group_commit::Queue<DB>> {
+    /// The group commit's queue, if these connections have one that takes a write `takes`
+    /// would: every group commit takes [`Grouping::Grouped`]'s, SQLite's writer every write.
+    fn queue(&self, takes: Grouping) -> Option<group_commit::Queue<DB>> {
         self.inner
             .group_commit
             .as_ref()
-            .and_then(|slot| group_commit::queue(slot, Arc::downgrade(&self.inner)))
+            .filter(|(how, _)| *how == Grouping::Every || takes == Grouping::Grouped)
+            .and_then(|(_, slot)| group_commit::queue(slot, Arc::downgrade(&self.inner)))
+    }
+
+    /// Whether a batch's `BEGIN` and `COMMIT` go in its queries' text (SQLite's writer).
+    fn frames(&self) -> bool {
+        matches!(self.inner.group_commit, Some((Grouping::Every, _)))
     }
 
     /// The rows of `script`, a whole transaction sent as one query: its own `BEGIN`, its
@@ -353,21 +379,29 @@ impl Connections<sqlx::Sqlite> {
         options: sqlx::sqlite::SqliteConnectOptions,
         conn: sqlx::SqliteConnection,
     ) -> Self {
-        Self::new(options, Some(conn), 1, "BEGIN IMMEDIATE", None, true)
+        Self::new(
+            options,
+            Some(conn),
+            1,
+            "BEGIN IMMEDIATE",
+            None,
+            Some(Grouping::Every),
+        )
     }
 
     /// `size` SQLite connections for reads, opened with `options` when first needed. A
     /// transaction on them is a deferred one, which reads one snapshot (WAL mode). The file
     /// is local: a connection is never idle-checked.
     pub(super) fn readers(options: sqlx::sqlite::SqliteConnectOptions, size: usize) -> Self {
-        Self::new(options, None, size, "BEGIN", None, false)
+        Self::new(options, None, size, "BEGIN", None, None)
     }
 }
 
 impl Connections<sqlx::Postgres> {
     /// `size` PostgreSQL connections for reads and writes alike (its writers do not contend
     /// as SQLite's do), `first` already open (the one that migrated), the rest opened when
-    /// first needed; one idle `check_idle_after` or longer is pinged before it is used.
+    /// first needed; one idle `check_idle_after` or longer is pinged before it is used. The
+    /// writes of a [`Kind::GROUPED`] kind queued at once are committed together.
     pub(super) fn shared(
         options: sqlx::postgres::PgConnectOptions,
         first: sqlx::PgConnection,
@@ -380,7 +414,7 @@ impl Connections<sqlx::Postgres> {
             size,
             "BEGIN",
             Some(check_idle_after),
-            false,
+            Some(Grouping::Grouped),
         )
     }
 }

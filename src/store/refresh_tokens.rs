@@ -894,7 +894,86 @@ pub(super) async fn rotate_many(
     on: super::connections::Target<'_, sqlx::Sqlite>,
     rotations: &[Rotate],
 ) -> Result<Vec<Option<RefreshToken>>, StoreError> {
-    // Each row: as `rotate_usable!`'s parameters `$1`…`$8`, from 0.
+    let rotated: Vec<RefreshRow> = sqlx::query_as(ROTATE_MANY_SQLITE)
+        .bind(rotation_rows(rotations)?)
+        .fetch_all(on)
+        .await?;
+    in_order(rotations, rotated)
+}
+
+/// [`rotate_many`]'s script (public for the query-plan test).
+#[doc(hidden)]
+pub const ROTATE_MANY_SQLITE: &str = concat!(
+    "UPDATE refresh_tokens SET used_at = r.now, successor_hash = r.successor \
+     FROM (SELECT unhex(value ->> 0) AS successor, unhex(value ->> 3) AS hash, \
+       value ->> 4 AS now, value ->> 5 AS client, value ->> 6 AS jkt, value ->> 7 AS one \
+       FROM jsonb_each($1)) AS r \
+     WHERE refresh_tokens.token_hash = r.hash AND ",
+    rotating!(@ "json_array_length(resources)", "r.client", "r.jkt", "r.one", "r.now"),
+    " RETURNING ",
+    columns!(),
+    "; INSERT INTO refresh_tokens (",
+    columns!(),
+    ") SELECT ",
+    successor_values!(
+        "parent",
+        "unhex(j.value ->> 0)",
+        "j.value ->> 1",
+        "j.value ->> 2",
+        "j.value ->> 4"
+    ),
+    " FROM jsonb_each($1) AS j JOIN refresh_tokens AS parent \
+       ON parent.token_hash = unhex(j.value ->> 3) \
+         AND parent.successor_hash = unhex(j.value ->> 0)"
+);
+
+/// PostgreSQL's rotation of several tokens, none the same, as [`Rotate`] alone does each
+/// and in one statement as it does: the `UPDATE … FROM` their JSON array marks each one its
+/// [`Rotating`] may rotate, and the successors of those it marked are inserted from what it
+/// returns. A token another transaction holds is waited for, and its condition checked
+/// again on the row as committed, as alone.
+pub(super) async fn rotate_many_postgres(
+    on: super::connections::Target<'_, sqlx::Postgres>,
+    rotations: &[Rotate],
+) -> Result<Vec<Option<RefreshToken>>, StoreError> {
+    let rotated: Vec<RefreshRow> = sqlx::query_as(ROTATE_MANY_POSTGRES)
+        .bind(rotation_rows(rotations)?)
+        .fetch_all(on)
+        .await?;
+    in_order(rotations, rotated)
+}
+
+/// [`rotate_many_postgres`]'s statement (public for the query-plan test).
+#[doc(hidden)]
+pub const ROTATE_MANY_POSTGRES: &str = concat!(
+    "WITH r AS (SELECT decode(e ->> 0, 'hex') AS successor, (e ->> 1)::bigint AS idle, \
+       e ->> 2 AS next_jkt, decode(e ->> 3, 'hex') AS hash, (e ->> 4)::bigint AS now, \
+       e ->> 5 AS client, e ->> 6 AS jkt, (e ->> 7) = '1' AS one \
+       FROM jsonb_array_elements($1::jsonb) AS e), \
+     rotated AS (UPDATE refresh_tokens SET used_at = r.now, successor_hash = r.successor \
+       FROM r WHERE refresh_tokens.token_hash = r.hash AND ",
+    rotating!(@ "json_array_length(resources::json)", "r.client", "r.jkt", "r.one", "r.now"),
+    " RETURNING ",
+    columns!(),
+    ", r.successor, r.idle, r.next_jkt, r.now), \
+     stored AS (INSERT INTO refresh_tokens (",
+    columns!(),
+    ") SELECT ",
+    successor_values!(
+        "rotated",
+        "rotated.successor",
+        "rotated.idle",
+        "rotated.next_jkt",
+        "rotated.now"
+    ),
+    " FROM rotated) SELECT ",
+    columns!(),
+    " FROM rotated"
+);
+
+/// A batch's rotations as the JSON array its statement reads: each row as
+/// `rotate_usable!`'s parameters `$1`…`$8`, from 0, the hashes in hex.
+fn rotation_rows(rotations: &[Rotate]) -> Result<String, StoreError> {
     let rows: Vec<serde_json::Value> = rotations
         .iter()
         .map(|r| {
@@ -910,32 +989,15 @@ pub(super) async fn rotate_many(
             ])
         })
         .collect();
-    let rotated: Vec<RefreshRow> = sqlx::query_as(concat!(
-        "UPDATE refresh_tokens SET used_at = r.now, successor_hash = r.successor \
-         FROM (SELECT unhex(value ->> 0) AS successor, unhex(value ->> 3) AS hash, \
-           value ->> 4 AS now, value ->> 5 AS client, value ->> 6 AS jkt, value ->> 7 AS one \
-           FROM jsonb_each($1)) AS r \
-         WHERE refresh_tokens.token_hash = r.hash AND ",
-        rotating!(@ "json_array_length(resources)", "r.client", "r.jkt", "r.one", "r.now"),
-        " RETURNING ",
-        columns!(),
-        "; INSERT INTO refresh_tokens (",
-        columns!(),
-        ") SELECT ",
-        successor_values!(
-            "parent",
-            "unhex(j.value ->> 0)",
-            "j.value ->> 1",
-            "j.value ->> 2",
-            "j.value ->> 4"
-        ),
-        " FROM jsonb_each($1) AS j JOIN refresh_tokens AS parent \
-           ON parent.token_hash = unhex(j.value ->> 3) \
-             AND parent.successor_hash = unhex(j.value ->> 0)"
-    ))
-    .bind(super::sql::to_json(&rows)?)
-    .fetch_all(on)
-    .await?;
+    super::sql::to_json(&rows)
+}
+
+/// One answer for each of `rotations`, in their order, from the tokens a batch's statement
+/// rotated (`rotated`): the token, if it rotated.
+fn in_order(
+    rotations: &[Rotate],
+    rotated: Vec<RefreshRow>,
+) -> Result<Vec<Option<RefreshToken>>, StoreError> {
     let mut rotated = rotated
         .into_iter()
         .map(RefreshToken::try_from)
@@ -1279,7 +1341,11 @@ macro_rules! sql_impl {
                 })
             }
 
-            $crate::store::sql::many!($dialect, $crate::store::refresh_tokens::rotate_many);
+            $crate::store::sql::many!(
+                $dialect,
+                $crate::store::refresh_tokens::rotate_many,
+                $crate::store::refresh_tokens::rotate_many_postgres
+            );
         }
 
         impl $crate::store::connections::Kind<$crate::store::sql::db!($dialect)>

@@ -74,10 +74,29 @@ macro_rules! db {
 pub(crate) use db;
 
 /// In an `impl Kind` of the group commit (`connections::Kind`): SQLite's `many`, the
-/// statement `$many` that writes several inputs of the kind at once (a batch's); PostgreSQL
-/// has no group commit, so never has several, and keeps the default, one by one.
+/// statement `$many` that writes several inputs of the kind at once (a batch's). With a
+/// second, `$postgres`, PostgreSQL's too, and the kind is committed together there as well
+/// (`Kind::GROUPED`); without, PostgreSQL writes it alone, so never has several, and keeps
+/// the default, one by one.
 macro_rules! many {
     ("postgres", $many:path) => {};
+    ("postgres", $sqlite:path, $postgres:path) => {
+        const GROUPED: bool = true;
+
+        fn many<'c>(
+            on: $crate::store::connections::Target<'c, sqlx::Postgres>,
+            inputs: &'c [Self::Input],
+        ) -> futures_util::future::BoxFuture<
+            'c,
+            Result<Vec<Self::Output>, $crate::store::StoreError>,
+        > {
+            Box::pin($postgres(on, inputs))
+        }
+    };
+    ("sqlite", $sqlite:path, $postgres:path) => {
+        $crate::store::sql::many!("sqlite", $sqlite);
+        const GROUPED: bool = true;
+    };
     ("sqlite", $many:path) => {
         // Each of SQLite's `many` sends one statement or one script, with `execute` or
         // `fetch_all`.

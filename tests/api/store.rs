@@ -648,6 +648,72 @@ both!(
     }
 );
 
+// Rotations of many tokens at once (which the group commit writes together, on PostgreSQL
+// too: one statement for a batch) each rotate their own token only: every one rotated
+// returns its token and stores exactly its own successor, the idle expiry of one capped by
+// its family's absolute expiry; the refused ones (another client, a token bound to a key
+// the request lacks, two resources) spend nothing.
+both!(
+    rotations_at_once_each_rotate_their_own_token,
+    builder | b: crate::helpers::TestAppBuilder | alice_and_agent(b),
+    |app: TestApp| async move {
+        let store = app.store();
+        let now = concierge::util::now();
+        let tokens: Vec<_> = (0..32)
+            .map(|i| {
+                let t = refresh_token(&app, &format!("at-once-{i}"), now);
+                match i % 4 {
+                    1 => concierge::store::RefreshToken {
+                        dpop_jkt: Some("key-1".into()),
+                        ..t
+                    },
+                    2 => concierge::store::RefreshToken {
+                        resources: vec!["https://r.example".into(), "https://s.example".into()],
+                        ..t
+                    },
+                    _ => t,
+                }
+            })
+            .collect();
+        for t in &tokens {
+            store.insert_refresh(t).await.unwrap();
+        }
+        // Refused: of each eight, the second and sixth (no key), the third and seventh (two
+        // resources) and the eighth (another client). The fifth's successor idles past the
+        // absolute expiry.
+        let refused = |i: usize| matches!(i % 8, 1 | 2 | 5 | 6 | 7);
+        let nexts: Vec<_> = (0..tokens.len())
+            .map(|i| next_refresh(now + if i % 8 == 4 { 10 * 86_400 } else { 600 }))
+            .collect();
+        let rotations = tokens.iter().zip(&nexts).enumerate().map(|(i, (t, next))| {
+            let (store, t, next) = (store.clone(), t.clone(), next.clone());
+            tokio::spawn(async move {
+                let client = if i % 8 == 7 { "someone-else" } else { t.client_id.as_str() };
+                store
+                    .rotate_usable(&t.token_hash, &by(client), &next, now)
+                    .await
+                    .unwrap()
+            })
+        });
+        let rotated = futures_util::future::join_all(rotations).await;
+        for (i, ((t, next), r)) in tokens.iter().zip(&nexts).zip(rotated).enumerate() {
+            let r = r.unwrap();
+            let successor = store.get_refresh(&next.token_hash, now).await.unwrap();
+            if refused(i) {
+                assert_eq!(r, None, "token {i} refused");
+                assert!(usable(&*store, t, now).await, "token {i} spent nothing");
+                assert_eq!(successor, None, "token {i} has no successor");
+            } else {
+                assert_eq!(r.as_ref(), Some(t), "token {i} rotated");
+                assert!(!usable(&*store, t, now).await, "token {i} spent");
+                assert_eq!(successor, Some(next.of(t, now)), "token {i}'s own successor");
+            }
+        }
+        assert_eq!(nexts[4].of(&tokens[4], now).expires_at, tokens[4].absolute_expires_at);
+        app
+    }
+);
+
 // `rotate_usable` rotates only what its caller may: the token's own client, with the key the
 // token is bound to, and for a request naming no resource, a token granted at most one. A
 // rotation the request's later checks refuse is undone: the token is usable again and the

@@ -1,4 +1,6 @@
-//! Writes from many requests committed together (a group commit), on SQLite's one writer.
+//! Writes from many requests committed together (a group commit), on SQLite's one writer,
+//! and on PostgreSQL for the kinds of write that one statement does for many requests
+//! ([`Kind::GROUPED`]: a refresh token's rotation).
 //!
 //! Each write used to take its own turn on the writer's mutex and its own commit: between two
 //! writes, the statement's answer had to wake the request's task on a tokio worker, and the
@@ -33,6 +35,13 @@
 //! A refresh's batch is one query now (`bench/README.md`, "A batch's BEGIN and COMMIT in
 //! its queries"), and so is a code redemption's: a code's spend stores its refresh token in
 //! the same script ("A code redemption in one write").
+//!
+//! On PostgreSQL, whose writes run side by side on several connections, only a
+//! [`Kind::GROUPED`] kind is queued. A batch that is one such write, the usual case, is its
+//! one statement, committed by itself: no `BEGIN` or `COMMIT` at all. Up to [`IN_FLIGHT`]
+//! batches run at once, so that one batch's wait for its commit does not hold up the next.
+//! Under the refresh load a batch held two to eight rotations, and the database's CPU per
+//! refresh fell (`bench/README.md`, "PostgreSQL's rotations committed together").
 
 use std::any::Any;
 
@@ -180,6 +189,12 @@ pub(in crate::store) trait Kind<DB: sqlx::Database>: Sized + 'static {
     /// `fetch_optional`): the batch's `COMMIT` may then go after it, in the same text.
     const ONE_QUERY: bool = false;
 
+    /// Whether [`Kind::many`] writes all its inputs with one statement (or one script), so
+    /// that a batch of them costs the database about what one write does. Only these are
+    /// committed together on PostgreSQL, whose writes otherwise run side by side on several
+    /// connections ([`super::Grouping::Grouped`]).
+    const GROUPED: bool = false;
+
     /// Write `inputs`, none clashing, on `on`: one output for each, in their order. One
     /// statement where the store has one for it (SQLite's kinds); here, one per input.
     fn many<'c>(
@@ -196,10 +211,35 @@ pub(in crate::store) trait Kind<DB: sqlx::Database>: Sized + 'static {
     }
 }
 
+/// How a queued write's run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ran {
+    /// It succeeded.
+    Ok,
+    /// The database refused a statement of it: nothing of that statement stands.
+    Refused,
+    /// It failed otherwise: after its statement ran (reading what it returned), or without
+    /// a word from the database (a connection lost), so it may have been written.
+    Failed,
+}
+
+impl Ran {
+    fn of<T>(result: &Result<T, StoreError>) -> Self {
+        match result {
+            Ok(_) => Ran::Ok,
+            Err(StoreError::Database(sqlx::Error::Database(_)) | StoreError::Conflict(_)) => {
+                Ran::Refused
+            }
+            Err(_) => Ran::Failed,
+        }
+    }
+}
+
 /// A job with where its answer goes, its result type erased so one queue holds all.
 pub(super) trait Queued<DB: sqlx::Database>: Send + Any {
-    /// Run in the batch's transaction, keep the result; whether it succeeded.
-    fn run<'c>(&'c mut self, batch: Batch<'c, DB>) -> BoxFuture<'c, bool>;
+    /// Run on `on` (in the batch's transaction, or alone when the batch is this one write),
+    /// keep the result; how it ended.
+    fn run<'c>(&'c mut self, on: Target<'c, DB>) -> BoxFuture<'c, Ran>;
     /// Answer with what [`Queued::run`] kept (the batch committed).
     fn answer(self: Box<Self>);
     /// Run alone and answer with that (the batch did not commit).
@@ -228,12 +268,12 @@ struct Pending<DB: sqlx::Database, R> {
 }
 
 impl<DB: sqlx::Database, R: Send + 'static> Queued<DB> for Pending<DB, R> {
-    fn run<'c>(&'c mut self, batch: Batch<'c, DB>) -> BoxFuture<'c, bool> {
+    fn run<'c>(&'c mut self, on: Target<'c, DB>) -> BoxFuture<'c, Ran> {
         Box::pin(async move {
-            let result = (self.job)(Target::Batched(batch)).await;
-            let ok = result.is_ok();
+            let result = (self.job)(on).await;
+            let ran = Ran::of(&result);
             self.kept = Some(result);
-            ok
+            ran
         })
     }
 
@@ -268,13 +308,12 @@ struct Grouped<DB: sqlx::Database, K: Kind<DB>> {
 }
 
 impl<DB: sqlx::Database, K: Kind<DB>> Queued<DB> for Grouped<DB, K> {
-    fn run<'c>(&'c mut self, batch: Batch<'c, DB>) -> BoxFuture<'c, bool> {
+    fn run<'c>(&'c mut self, on: Target<'c, DB>) -> BoxFuture<'c, Ran> {
         Box::pin(async move {
-            match K::many(Target::Batched(batch), &self.inputs).await {
-                Ok(outputs) if outputs.len() == self.inputs.len() => {
-                    self.kept = outputs;
-                    true
-                }
+            let result = K::many(on, &self.inputs).await;
+            let ran = Ran::of(&result);
+            match result {
+                Ok(outputs) if outputs.len() == self.inputs.len() => self.kept = outputs,
                 // If the batch is rolled back, each input written again alone gets its own
                 // error; this one is for a batch that committed.
                 Ok(outputs) => {
@@ -283,13 +322,11 @@ impl<DB: sqlx::Database, K: Kind<DB>> Queued<DB> for Grouped<DB, K> {
                         outputs.len(),
                         self.inputs.len()
                     ));
-                    false
+                    return Ran::Failed;
                 }
-                Err(e) => {
-                    self.failed = Some(e.to_string());
-                    false
-                }
+                Err(e) => self.failed = Some(e.to_string()),
             }
+            ran
         })
     }
 
@@ -415,7 +452,9 @@ async fn queued<DB: sqlx::Database, R>(
 }
 
 /// The task: every job queued while the last batch ran, in one transaction, until the
-/// writer is dropped.
+/// writer is dropped. On SQLite's one writer a batch runs after the last; on PostgreSQL's
+/// connections up to [`IN_FLIGHT`] run side by side, so that one batch's commit does not
+/// hold up the next one's statement.
 async fn run_batches<DB: sqlx::Database>(
     writer: std::sync::Weak<super::Inner<DB>>,
     mut queued: mpsc::UnboundedReceiver<Box<dyn Queued<DB>>>,
@@ -423,16 +462,35 @@ async fn run_batches<DB: sqlx::Database>(
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
     DB::Arguments: sqlx::IntoArguments<DB>,
 {
+    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let (mut batch, mut received) = (Vec::with_capacity(MOST), Vec::with_capacity(MOST));
-    while queued.recv_many(&mut received, MOST).await > 0 {
+    loop {
+        let Ok(turn) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        if queued.recv_many(&mut received, MOST).await == 0 {
+            return;
+        }
         let Some(inner) = writer.upgrade() else {
             return;
         };
         let writer = Connections { inner };
         merge(&mut received, &mut batch);
-        run_batch(&writer, &mut batch).await;
+        if writer.frames() {
+            run_batch(&writer, &mut batch).await;
+            continue;
+        }
+        let mut this = std::mem::replace(&mut batch, Vec::with_capacity(MOST));
+        tokio::spawn(async move {
+            run_batch(&writer, &mut this).await;
+            drop(turn);
+        });
     }
 }
+
+/// How many batches run at once on PostgreSQL's connections (one at a time on SQLite's
+/// writer, which is one connection).
+const IN_FLIGHT: usize = 4;
 
 /// Move `received` (emptied) to `batch`, each write of a [`Kind`] into the first one of its
 /// kind it does not clash with, if there is one, so they run as one statement.
@@ -461,7 +519,7 @@ async fn run_batch<DB: sqlx::Database>(
     DB::Arguments: sqlx::IntoArguments<DB>,
 {
     let jobs: usize = batch.iter().map(|job| job.jobs()).sum();
-    if jobs > 1 && committed_together(writer, batch).await {
+    if jobs > 1 && (ran_as_one(writer, batch).await || committed_together(writer, batch).await) {
         for job in batch.drain(..) {
             job.answer();
         }
@@ -469,6 +527,27 @@ async fn run_batch<DB: sqlx::Database>(
     }
     for job in batch.drain(..) {
         job.run_alone(writer).await;
+    }
+}
+
+/// Run `batch` without a transaction of its own when it is one write of a [`Kind::GROUPED`]
+/// kind on PostgreSQL (`Connections::frames` false): one statement, atomic by itself, and
+/// committed by itself, without the round trips of a `BEGIN` and a `COMMIT`. Whether it is
+/// answered: `false` if it is not such a batch, or the database refused its statement (then
+/// nothing of it stands, and each of its writes runs again alone). A run that failed
+/// otherwise may have been written, and is answered with its failure, as a batch that
+/// failed after its `COMMIT` is.
+async fn ran_as_one<DB: sqlx::Database>(
+    writer: &Connections<DB>,
+    batch: &mut [Box<dyn Queued<DB>>],
+) -> bool
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    match batch {
+        [one] if !writer.frames() => one.run(Target::Alone(writer)).await != Ran::Refused,
+        _ => false,
     }
 }
 
@@ -489,6 +568,15 @@ where
     };
     let mut tx = super::Tx { conn, open: true };
     let mut begin = Some(writer.inner.begin);
+    if !writer.frames() {
+        // A statement of its own: PostgreSQL prepares one statement per query.
+        let begun = sqlx::Executor::execute(&mut *tx, writer.inner.begin).await;
+        if tx.conn.open.noting(begun).is_err() {
+            let _ = tx.rollback().await;
+            return false;
+        }
+        begin = None;
+    }
     let mut commit = Commit::Apart;
     // A job that sends one query last, so that the `COMMIT` can follow it. The batch's jobs
     // are concurrent requests', none answered yet: any order of them is one they could have
@@ -506,7 +594,7 @@ where
             begin: &mut begin,
             commit: &mut commit,
         };
-        let ran = job.run(on).await;
+        let ran = job.run(Target::Batched(on)).await == Ran::Ok;
         if commit == Commit::Done {
             // Committed with the job's query, even if what it did after failed: it answers
             // with that failure, and no job runs again.
