@@ -58,8 +58,9 @@ pub trait CodeStore: Send + Sync {
     ///
     /// With `refresh`, the same write stores that refresh token, in the code's family, if
     /// it spends the code and the code carries no RFC 9396 details (no refresh token
-    /// outlives those), and its commit waits for the disk. Without, its commit does not
-    /// wait (`sql::not_awaited`): the caller makes it durable with
+    /// outlives those), and its commit waits for the disk. Without, its commit need not
+    /// wait (`sql::not_awaited`; on PostgreSQL, a batch of redemptions committed together
+    /// waits anyway): the caller makes it durable with
     /// [`CommitStore::settle`](crate::store::CommitStore::settle) before it answers.
     async fn redeem_code(
         &self,
@@ -248,6 +249,43 @@ pub(super) async fn insert_many(
     on: super::connections::Target<'_, sqlx::Sqlite>,
     codes: &[Insert],
 ) -> Result<Vec<()>, StoreError> {
+    sqlx::query(concat!(
+        "INSERT INTO auth_codes (",
+        columns!(),
+        ") SELECT unhex(value ->> 0), value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
+         value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, \
+         value ->> 11, value ->> 12, value ->> 13, value ->> 14, value ->> 15, value ->> 16 \
+         FROM jsonb_each($1)"
+    ))
+    .bind(code_rows(codes)?)
+    .execute(on)
+    .await?;
+    Ok(vec![(); codes.len()])
+}
+
+/// PostgreSQL's insert of several codes, as [`insert_many`]: one statement, committed by
+/// itself (a batch of the group commit, `Kind::GROUPED`).
+pub(super) async fn insert_many_postgres(
+    on: super::connections::Target<'_, sqlx::Postgres>,
+    codes: &[Insert],
+) -> Result<Vec<()>, StoreError> {
+    sqlx::query(concat!(
+        "INSERT INTO auth_codes (",
+        columns!(),
+        ") SELECT decode(e ->> 0, 'hex'), e ->> 1, e ->> 2, e ->> 3, e ->> 4, e ->> 5, \
+         e ->> 6, e ->> 7, e ->> 8, (e ->> 9)::bigint, e ->> 10, e ->> 11, e ->> 12, \
+         (e ->> 13)::bigint, (e ->> 14)::bigint, e ->> 15, e ->> 16 \
+         FROM jsonb_array_elements($1::jsonb) AS e"
+    ))
+    .bind(code_rows(codes)?)
+    .execute(on)
+    .await?;
+    Ok(vec![(); codes.len()])
+}
+
+/// A batch's codes as the JSON array its statement reads: each code's columns, in
+/// [`columns!`] order, the hash in hex.
+fn code_rows(codes: &[Insert]) -> Result<String, StoreError> {
     let rows: Vec<_> = codes
         .iter()
         .map(|Insert(c, resources)| {
@@ -272,18 +310,7 @@ pub(super) async fn insert_many(
             ])
         })
         .collect();
-    sqlx::query(concat!(
-        "INSERT INTO auth_codes (",
-        columns!(),
-        ") SELECT unhex(value ->> 0), value ->> 1, value ->> 2, value ->> 3, value ->> 4, \
-         value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, \
-         value ->> 11, value ->> 12, value ->> 13, value ->> 14, value ->> 15, value ->> 16 \
-         FROM jsonb_each($1)"
-    ))
-    .bind(super::sql::to_json(&rows)?)
-    .execute(on)
-    .await?;
-    Ok(vec![(); codes.len()])
+    super::sql::to_json(&rows)
 }
 
 /// SQLite's spending of several codes, none the same, as [`Redeem`] alone is each: first one
@@ -295,24 +322,6 @@ pub(super) async fn redeem_many(
     on: super::connections::Target<'_, sqlx::Sqlite>,
     spends: &[Redeem],
 ) -> Result<Vec<Option<CodeRow>>, StoreError> {
-    let rows: Vec<_> = spends
-        .iter()
-        .map(|r| {
-            let refresh = r.refresh.as_ref();
-            serde_json::json!([
-                crate::util::hex(&r.hash),
-                r.now,
-                r.client_id,
-                r.redirect_uri,
-                r.challenge,
-                r.dpop_jkt,
-                refresh.map(|t| crate::util::hex(&t.token_hash)),
-                refresh.map(|t| t.expires_at),
-                refresh.map(|t| t.absolute_expires_at),
-                refresh.and_then(|t| t.dpop_jkt.as_deref()),
-            ])
-        })
-        .collect();
     macro_rules! redeemers {
         () => {
             "(SELECT unhex(value ->> 0) AS hash, value ->> 1 AS now, value ->> 2 AS client_id, \
@@ -357,7 +366,7 @@ pub(super) async fn redeem_many(
         " RETURNING ",
         columns!()
     ))
-    .bind(super::sql::to_json(&rows)?)
+    .bind(redeemer_rows(spends)?)
     .fetch_all(on)
     .await?;
     Ok(super::sql::by_input(
@@ -366,6 +375,87 @@ pub(super) async fn redeem_many(
         |r| r.hash.as_slice(),
         |row| row.code_hash.as_slice(),
     ))
+}
+
+/// PostgreSQL's spending of several codes, none the same, as [`Redeem`] alone is each: one
+/// statement, whose `UPDATE … FROM` spends the codes its redeemers' JSON array names and
+/// stores the refresh token of each code it spent (from the spent row, so no other), and
+/// whose commit waits for the disk. What it returns names the codes it spent, by hash.
+pub(super) async fn redeem_many_postgres(
+    on: super::connections::Target<'_, sqlx::Postgres>,
+    spends: &[Redeem],
+) -> Result<Vec<Option<CodeRow>>, StoreError> {
+    let spent: Vec<CodeRow> = sqlx::query_as(REDEEM_MANY_POSTGRES)
+        .bind(redeemer_rows(spends)?)
+        .fetch_all(on)
+        .await?;
+    Ok(super::sql::by_input(
+        spends,
+        spent,
+        |r| r.hash.as_slice(),
+        |row| row.code_hash.as_slice(),
+    ))
+}
+
+/// [`redeem_many_postgres`]'s statement (public for the query-plan test). The redeemers'
+/// columns are named apart from the code's, which `RETURNING` names bare.
+#[doc(hidden)]
+pub const REDEEM_MANY_POSTGRES: &str = concat!(
+    "WITH r AS (SELECT decode(e ->> 0, 'hex') AS hash, (e ->> 1)::bigint AS at, \
+       e ->> 2 AS client, e ->> 3 AS redirect, e ->> 4 AS challenge, e ->> 5 AS jkt, \
+       decode(e ->> 6, 'hex') AS refresh, (e ->> 7)::bigint AS refresh_idle, \
+       (e ->> 8)::bigint AS refresh_absolute, e ->> 9 AS refresh_jkt \
+       FROM jsonb_array_elements($1::jsonb) AS e), \
+     spent AS (UPDATE auth_codes SET used_at = r.at FROM r WHERE ",
+    redeemable!(
+        "r.hash",
+        "r.at",
+        "r.client",
+        "r.redirect",
+        "r.challenge",
+        "r.jkt"
+    ),
+    " RETURNING ",
+    columns!(),
+    ", r.refresh, r.at, r.refresh_idle, r.refresh_absolute, r.refresh_jkt), \
+     stored AS (",
+    super::refresh_tokens::insert_first!(
+        "spent",
+        "spent.family_id",
+        "spent.refresh",
+        "spent.at",
+        "spent.refresh_idle",
+        "spent.refresh_absolute",
+        "spent.refresh_jkt"
+    ),
+    " FROM spent WHERE spent.refresh IS NOT NULL AND spent.authorization_details IS NULL) \
+     SELECT ",
+    columns!(),
+    " FROM spent"
+);
+
+/// A batch's redemptions as the JSON array its statement reads: each redeemer, then the
+/// refresh token to store (nulls without), the hashes in hex.
+fn redeemer_rows(spends: &[Redeem]) -> Result<String, StoreError> {
+    let rows: Vec<_> = spends
+        .iter()
+        .map(|r| {
+            let refresh = r.refresh.as_ref();
+            serde_json::json!([
+                crate::util::hex(&r.hash),
+                r.now,
+                r.client_id,
+                r.redirect_uri,
+                r.challenge,
+                r.dpop_jkt,
+                refresh.map(|t| crate::util::hex(&t.token_hash)),
+                refresh.map(|t| t.expires_at),
+                refresh.map(|t| t.absolute_expires_at),
+                refresh.and_then(|t| t.dpop_jkt.as_deref()),
+            ])
+        })
+        .collect();
+    super::sql::to_json(&rows)
 }
 
 macro_rules! columns {
@@ -495,7 +585,11 @@ macro_rules! sql_impl {
                 })
             }
 
-            $crate::store::sql::many!($dialect, $crate::store::codes::insert_many);
+            $crate::store::sql::many!(
+                $dialect,
+                $crate::store::codes::insert_many,
+                $crate::store::codes::insert_many_postgres
+            );
         }
 
         impl $crate::store::connections::Kind<$crate::store::sql::db!($dialect)>
@@ -533,7 +627,11 @@ macro_rules! sql_impl {
                 })
             }
 
-            $crate::store::sql::many!($dialect, $crate::store::codes::redeem_many);
+            $crate::store::sql::many!(
+                $dialect,
+                $crate::store::codes::redeem_many,
+                $crate::store::codes::redeem_many_postgres
+            );
         }
     };
 }

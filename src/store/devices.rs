@@ -248,22 +248,6 @@ pub(super) async fn redeem_many(
     on: super::connections::Target<'_, sqlx::Sqlite>,
     spends: &[Redeem],
 ) -> Result<Vec<Option<DeviceRow>>, StoreError> {
-    let rows: Vec<_> = spends
-        .iter()
-        .map(|r| {
-            let (family, token) = r.refresh.as_ref().map(|(f, t)| (f, t)).unzip();
-            serde_json::json!([
-                crate::util::hex(&r.hash),
-                r.now,
-                r.client_id,
-                family,
-                token.map(|t| crate::util::hex(&t.token_hash)),
-                token.map(|t| t.expires_at),
-                token.map(|t| t.absolute_expires_at),
-                token.and_then(|t| t.dpop_jkt.as_deref()),
-            ])
-        })
-        .collect();
     // The spends' columns named apart from the table's, which the statements name bare.
     macro_rules! spends {
         () => {
@@ -295,7 +279,7 @@ pub(super) async fn redeem_many(
         " RETURNING ",
         columns!()
     ))
-    .bind(super::sql::to_json(&rows)?)
+    .bind(spend_rows(spends)?)
     .fetch_all(on)
     .await?;
     Ok(super::sql::by_input(
@@ -304,6 +288,77 @@ pub(super) async fn redeem_many(
         |r| r.hash.as_slice(),
         |row| row.device_code_hash.as_slice(),
     ))
+}
+
+/// PostgreSQL's spending of several device codes, as [`redeem_many`]: one statement, whose
+/// `UPDATE … FROM` spends the requests [`redeemable!`] by their own clients and stores the
+/// refresh token of each it spent, and whose commit waits for the disk. What it returns
+/// names the requests it spent, by hash.
+pub(super) async fn redeem_many_postgres(
+    on: super::connections::Target<'_, sqlx::Postgres>,
+    spends: &[Redeem],
+) -> Result<Vec<Option<DeviceRow>>, StoreError> {
+    let spent: Vec<DeviceRow> = sqlx::query_as(REDEEM_MANY_POSTGRES)
+        .bind(spend_rows(spends)?)
+        .fetch_all(on)
+        .await?;
+    Ok(super::sql::by_input(
+        spends,
+        spent,
+        |r| r.hash.as_slice(),
+        |row| row.device_code_hash.as_slice(),
+    ))
+}
+
+/// [`redeem_many_postgres`]'s statement (public for the query-plan test). The spends'
+/// columns are named apart from the table's, which the statement names bare.
+#[doc(hidden)]
+pub const REDEEM_MANY_POSTGRES: &str = concat!(
+    "WITH s AS (SELECT decode(e ->> 0, 'hex') AS spent_hash, (e ->> 1)::bigint AS spent_at, \
+       e ->> 2 AS spent_by, e ->> 3 AS spent_family, decode(e ->> 4, 'hex') AS spent_refresh, \
+       (e ->> 5)::bigint AS spent_expires, (e ->> 6)::bigint AS spent_absolute, \
+       e ->> 7 AS spent_jkt FROM jsonb_array_elements($1::jsonb) AS e), \
+     spent AS (UPDATE device_codes SET used_at = spent_at FROM s \
+       WHERE device_code_hash = spent_hash AND ",
+    redeemable!("spent_by", "spent_at"),
+    " RETURNING ",
+    columns!(),
+    ", spent_family, spent_refresh, spent_at, spent_expires, spent_absolute, spent_jkt), \
+     stored AS (",
+    super::refresh_tokens::insert_first!(
+        "spent",
+        "spent.spent_family",
+        "spent.spent_refresh",
+        "spent.spent_at",
+        "spent.spent_expires",
+        "spent.spent_absolute",
+        "spent.spent_jkt"
+    ),
+    " FROM spent WHERE spent.spent_refresh IS NOT NULL) SELECT ",
+    columns!(),
+    " FROM spent"
+);
+
+/// A batch's spends as the JSON array its statement reads: each request's hash (in hex),
+/// time and client, then the refresh token to store and its family (nulls without).
+fn spend_rows(spends: &[Redeem]) -> Result<String, StoreError> {
+    let rows: Vec<_> = spends
+        .iter()
+        .map(|r| {
+            let (family, token) = r.refresh.as_ref().map(|(f, t)| (f, t)).unzip();
+            serde_json::json!([
+                crate::util::hex(&r.hash),
+                r.now,
+                r.client_id,
+                family,
+                token.map(|t| crate::util::hex(&t.token_hash)),
+                token.map(|t| t.expires_at),
+                token.map(|t| t.absolute_expires_at),
+                token.and_then(|t| t.dpop_jkt.as_deref()),
+            ])
+        })
+        .collect();
+    super::sql::to_json(&rows)
 }
 
 macro_rules! columns {
@@ -461,7 +516,11 @@ macro_rules! sql_impl {
                 })
             }
 
-            $crate::store::sql::many!($dialect, $crate::store::devices::redeem_many);
+            $crate::store::sql::many!(
+                $dialect,
+                $crate::store::devices::redeem_many,
+                $crate::store::devices::redeem_many_postgres
+            );
         }
     };
 }

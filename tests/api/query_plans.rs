@@ -331,13 +331,20 @@ async fn no_scans_on_request_paths(backend: Backend) {
         .collect();
     assert!(swept.len() >= 8, "the sweeper's deletions: {swept:?}");
     ran.extend(swept);
-    // A refresh's rotation batched with others' (under concurrent refreshes only, so not
-    // certainly in the log): its statement, explained whether or not it ran.
-    let batched = match backend {
-        Backend::Sqlite => concierge::store::refresh_tokens::ROTATE_MANY_SQLITE,
-        Backend::Postgres => concierge::store::refresh_tokens::ROTATE_MANY_POSTGRES,
+    // A refresh's rotation and a code's or device's redemption batched with others' (under
+    // concurrent requests only, so not certainly in the log): their statements, explained
+    // whether or not they ran.
+    let batched: &[&str] = match backend {
+        Backend::Sqlite => &[concierge::store::refresh_tokens::ROTATE_MANY_SQLITE],
+        Backend::Postgres => &[
+            concierge::store::refresh_tokens::ROTATE_MANY_POSTGRES,
+            concierge::store::codes::REDEEM_MANY_POSTGRES,
+            concierge::store::devices::REDEEM_MANY_POSTGRES,
+        ],
     };
-    ran.extend(batched.split(';').map(|one| one.trim().to_string()));
+    for statement in batched {
+        ran.extend(statement.split(';').map(|one| one.trim().to_string()));
+    }
     eprintln!("{backend:?}: {} distinct statements explained", ran.len());
     let mut scans = Vec::new();
     for sql in &ran {

@@ -714,6 +714,206 @@ both!(
     }
 );
 
+// Codes stored at once, then redeemed at once (which the group commit writes together: on
+// SQLite in one script, on PostgreSQL in one statement), each spend their own code only: every code
+// spent is returned as stored and stores exactly its own refresh token, in its own family
+// (none when the code carries RFC 9396 details or none was asked for); the refused ones
+// (another client, another verifier's challenge, another redirect URI, a bound code without
+// its key) spend nothing and store nothing.
+both!(
+    redemptions_at_once_each_spend_their_own_code,
+    builder | b: crate::helpers::TestAppBuilder | alice_and_agent(b),
+    |app: TestApp| async move {
+        use concierge::store::{AuthCode, FirstRefresh, Redeemer, Spent};
+        let store = app.store();
+        let now = concierge::util::now();
+        let client = app.machine_clients[0].client_id.clone();
+        let codes: Vec<AuthCode> = (0..32)
+            .map(|i| AuthCode {
+                code_hash: concierge::util::random_bytes::<32>().to_vec(),
+                family_id: format!("code-family-{i}"),
+                client_id: client.clone(),
+                user_id: app.users["alice"].clone(),
+                redirect_uri: Some(format!("https://app.example/cb/{i}")),
+                code_challenge: format!("challenge-{i}"),
+                resources: vec![format!("https://r{i}.example")],
+                scope: format!("s{i}"),
+                nonce: None,
+                auth_time: now - i,
+                amr: vec!["pwd".into()],
+                acr: None,
+                sid: Some(format!("sid-{i}")),
+                created_at: now,
+                expires_at: now + 60,
+                dpop_jkt: matches!(i % 8, 4 | 7).then(|| format!("key-{i}")),
+                authorization_details: (i % 8 == 5).then(|| "[{\"type\":\"t\"}]".to_string()),
+            })
+            .collect();
+        // Stored at once too (batched as well).
+        let inserts = codes.iter().map(|c| {
+            let (store, c) = (store.clone(), c.clone());
+            tokio::spawn(async move { store.insert_code(&c).await.unwrap() })
+        });
+        for inserted in futures_util::future::join_all(inserts).await {
+            inserted.unwrap();
+        }
+        let refreshes: Vec<FirstRefresh> = (0..codes.len())
+            .map(|i| FirstRefresh {
+                token_hash: concierge::util::random_bytes::<32>().to_vec(),
+                expires_at: now + 600 + i as i64,
+                absolute_expires_at: now + 86_400,
+                dpop_jkt: (i % 8 == 7).then(|| format!("key-{i}")),
+            })
+            .collect();
+        // Of each eight: refused, the second (another client), third (another challenge),
+        // fourth (another redirect URI) and fifth (bound, no key); the seventh asks for no
+        // refresh token; the sixth has details, the eighth is bound and has its key.
+        let refused = |i: usize| matches!(i % 8, 1..=4);
+        let redemptions = codes.iter().zip(&refreshes).enumerate().map(|(i, (c, t))| {
+            let (store, c, t) = (store.clone(), c.clone(), t.clone());
+            tokio::spawn(async move {
+                let challenge = format!("challenge-{}", if i % 8 == 2 { i + 1 } else { i });
+                let redirect = format!("https://app.example/cb/{}", if i % 8 == 3 { i + 1 } else { i });
+                let by = Redeemer {
+                    client_id: if i % 8 == 1 { "someone-else" } else { &c.client_id },
+                    redirect_uri: Some(&redirect),
+                    code_challenge: &challenge,
+                    dpop_jkt: c.dpop_jkt.as_deref().filter(|_| i % 8 == 7),
+                };
+                let refresh = (i % 8 != 6).then_some(&t);
+                store.redeem_code(&c.code_hash, &by, now, refresh).await.unwrap()
+            })
+        });
+        let spent = futures_util::future::join_all(redemptions).await;
+        for (i, ((c, t), r)) in codes.iter().zip(&refreshes).zip(spent).enumerate() {
+            let r = r.unwrap();
+            let stored = store.get_refresh(&t.token_hash, now).await.unwrap();
+            let peeked = store.peek_code(&c.code_hash, now).await.unwrap();
+            if refused(i) {
+                assert_eq!(r, None, "code {i} refused");
+                assert_eq!(peeked, Spent::Fresh(c.clone()), "code {i} spent nothing");
+                assert_eq!(stored, None, "code {i} stored no refresh token");
+                continue;
+            }
+            assert_eq!(r.as_ref(), Some(c), "code {i} spent");
+            let replayed = Spent::Replayed {
+                family_id: c.family_id.clone(),
+            };
+            assert_eq!(peeked, replayed, "code {i} is spent");
+            if matches!(i % 8, 5 | 6) {
+                assert_eq!(stored, None, "code {i} stored no refresh token");
+                continue;
+            }
+            let stored = stored.unwrap_or_else(|| panic!("code {i}'s refresh token"));
+            let expected = concierge::store::RefreshToken {
+                token_hash: t.token_hash.clone(),
+                family_id: c.family_id.clone(),
+                client_id: c.client_id.clone(),
+                user_id: c.user_id.clone(),
+                resources: c.resources.clone(),
+                scope: c.scope.clone(),
+                auth_time: c.auth_time,
+                amr: c.amr.clone(),
+                acr: c.acr.clone(),
+                sid: c.sid.clone(),
+                created_at: now,
+                expires_at: t.expires_at,
+                absolute_expires_at: t.absolute_expires_at,
+                dpop_jkt: t.dpop_jkt.clone(),
+            };
+            assert_eq!(stored, expected, "code {i}'s own refresh token");
+        }
+        app
+    }
+);
+
+// Device requests redeemed at once (one statement for a batch on either store) each spend
+// their own request only: every one spent returns its request and stores exactly its own
+// refresh token, in the family its redemption names; another client's attempt and a
+// request not yet approved spend nothing, and a spent request is not spent again.
+both!(
+    device_redemptions_at_once_each_spend_their_own,
+    builder | b: crate::helpers::TestAppBuilder | alice_and_agent(b),
+    |app: TestApp| async move {
+        use concierge::store::{DeviceCode, FirstRefresh};
+        let store = app.store();
+        let now = concierge::util::now();
+        let client = app.machine_clients[0].client_id.clone();
+        let requests: Vec<DeviceCode> = (0..32)
+            .map(|i| DeviceCode {
+                device_code_hash: concierge::util::random_bytes::<32>().to_vec(),
+                user_code: format!("USER-{i:04}"),
+                client_id: client.clone(),
+                resources: vec![format!("https://r{i}.example")],
+                scope: format!("s{i}"),
+                status: if i % 4 == 3 { "pending" } else { "approved" }.into(),
+                user_id: Some(app.users["alice"].clone()),
+                auth_time: Some(now - i),
+                amr: vec!["pwd".into()],
+                acr: None,
+                sid: Some(format!("sid-{i}")),
+                interval_secs: 5,
+                last_polled_at: None,
+                created_at: now,
+                expires_at: now + 600,
+            })
+            .collect();
+        for r in &requests {
+            store.insert_device(r).await.unwrap();
+        }
+        let refreshes: Vec<FirstRefresh> = (0..requests.len())
+            .map(|i| FirstRefresh {
+                token_hash: concierge::util::random_bytes::<32>().to_vec(),
+                expires_at: now + 600 + i as i64,
+                absolute_expires_at: now + 86_400,
+                dpop_jkt: None,
+            })
+            .collect();
+        let redeem = |i: usize, by: String, refresh: Option<FirstRefresh>| {
+            let (store, hash) = (store.clone(), requests[i].device_code_hash.clone());
+            tokio::spawn(async move {
+                let family = format!("device-family-{i}");
+                let refresh = refresh.as_ref().map(|t| (family.as_str(), t));
+                store.redeem_device(&hash, &by, now, refresh).await.unwrap()
+            })
+        };
+        // Of each four: the first with its refresh token, the second by another client, the
+        // third without a refresh token, the fourth not yet approved.
+        let tasks = (0..requests.len()).map(|i| {
+            let by = if i % 4 == 1 { "someone-else".into() } else { client.clone() };
+            redeem(i, by, (i % 4 != 2).then(|| refreshes[i].clone()))
+        });
+        let spent = futures_util::future::join_all(tasks).await;
+        for (i, r) in spent.into_iter().enumerate() {
+            let r = r.unwrap();
+            let stored = store.get_refresh(&refreshes[i].token_hash, now).await.unwrap();
+            if matches!(i % 4, 1 | 3) {
+                assert_eq!(r, None, "request {i} refused");
+                assert_eq!(stored, None, "request {i} stored no refresh token");
+                continue;
+            }
+            assert_eq!(r.as_ref(), Some(&requests[i]), "request {i} spent");
+            if i % 4 == 2 {
+                assert_eq!(stored, None, "request {i} stored no refresh token");
+                continue;
+            }
+            let stored = stored.unwrap_or_else(|| panic!("request {i}'s refresh token"));
+            assert_eq!(stored.family_id, format!("device-family-{i}"));
+            assert_eq!(
+                (stored.scope.as_str(), &stored.resources, stored.expires_at),
+                (requests[i].scope.as_str(), &requests[i].resources, refreshes[i].expires_at),
+                "request {i}'s own refresh token"
+            );
+        }
+        // Spent once only; another client's attempt left its request to its own client.
+        for i in 0..requests.len() {
+            let again = redeem(i, client.clone(), None).await.unwrap();
+            assert_eq!(again.is_some(), i % 4 == 1, "request {i} redeemed again");
+        }
+        app
+    }
+);
+
 // `rotate_usable` rotates only what its caller may: the token's own client, with the key the
 // token is bound to, and for a request naming no resource, a token granted at most one. A
 // rotation the request's later checks refuse is undone: the token is usable again and the
