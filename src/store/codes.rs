@@ -369,12 +369,7 @@ pub(super) async fn redeem_many(
     .bind(redeemer_rows(spends)?)
     .fetch_all(on)
     .await?;
-    Ok(super::sql::by_input(
-        spends,
-        spent,
-        |r| r.hash.as_slice(),
-        |row| row.code_hash.as_slice(),
-    ))
+    Ok(by_hash(spends, spent))
 }
 
 /// PostgreSQL's spending of several codes, none the same, as [`Redeem`] alone is each: one
@@ -389,12 +384,7 @@ pub(super) async fn redeem_many_postgres(
         .bind(redeemer_rows(spends)?)
         .fetch_all(on)
         .await?;
-    Ok(super::sql::by_input(
-        spends,
-        spent,
-        |r| r.hash.as_slice(),
-        |row| row.code_hash.as_slice(),
-    ))
+    Ok(by_hash(spends, spent))
 }
 
 /// [`redeem_many_postgres`]'s statement (public for the query-plan test). The redeemers'
@@ -456,6 +446,17 @@ fn redeemer_rows(spends: &[Redeem]) -> Result<String, StoreError> {
         })
         .collect();
     super::sql::to_json(&rows)
+}
+
+/// One answer for each of `spends`, in their order, from the rows a batch's statement spent
+/// (`RETURNING`, in no order): the row of its hash, if spent.
+fn by_hash(spends: &[Redeem], spent: Vec<CodeRow>) -> Vec<Option<CodeRow>> {
+    super::sql::by_input(
+        spends,
+        spent,
+        |r| r.hash.as_slice(),
+        |row| row.code_hash.as_slice(),
+    )
 }
 
 macro_rules! columns {

@@ -282,12 +282,7 @@ pub(super) async fn redeem_many(
     .bind(spend_rows(spends)?)
     .fetch_all(on)
     .await?;
-    Ok(super::sql::by_input(
-        spends,
-        spent,
-        |r| r.hash.as_slice(),
-        |row| row.device_code_hash.as_slice(),
-    ))
+    Ok(by_hash(spends, spent))
 }
 
 /// PostgreSQL's spending of several device codes, as [`redeem_many`]: one statement, whose
@@ -302,12 +297,7 @@ pub(super) async fn redeem_many_postgres(
         .bind(spend_rows(spends)?)
         .fetch_all(on)
         .await?;
-    Ok(super::sql::by_input(
-        spends,
-        spent,
-        |r| r.hash.as_slice(),
-        |row| row.device_code_hash.as_slice(),
-    ))
+    Ok(by_hash(spends, spent))
 }
 
 /// [`redeem_many_postgres`]'s statement (public for the query-plan test). The spends'
@@ -359,6 +349,17 @@ fn spend_rows(spends: &[Redeem]) -> Result<String, StoreError> {
         })
         .collect();
     super::sql::to_json(&rows)
+}
+
+/// One answer for each of `spends`, in their order, from the rows a batch's statement spent
+/// (`RETURNING`, in no order): the row of its hash, if spent.
+fn by_hash(spends: &[Redeem], spent: Vec<DeviceRow>) -> Vec<Option<DeviceRow>> {
+    super::sql::by_input(
+        spends,
+        spent,
+        |r| r.hash.as_slice(),
+        |row| row.device_code_hash.as_slice(),
+    )
 }
 
 macro_rules! columns {
