@@ -492,10 +492,10 @@ async fn run_batches<DB: sqlx::Database>(
 
 /// How many batches run at once on PostgreSQL's connections (one at a time on SQLite's
 /// writer, which is one connection). Fewer in flight make bigger batches: under the bench's
-/// loads two answered 1.09–1.19× what four did, one 1.03–1.11× what two did
-/// (`bench/README.md`, "Batches in flight on PostgreSQL"). Two, not one, so that a batch
-/// waiting on a row lock (a family's revocation, an operator's transaction) does not hold up
-/// every other grouped write of the replica.
+/// loads two answered 1.10–1.19× what four did, one 1.03–1.11× what two did (ratios of
+/// medians; `bench/README.md`, "Batches in flight on PostgreSQL"). Two, not one, so that a
+/// batch waiting on a row lock (a family's revocation, an operator's transaction) does not
+/// hold up every other grouped write of the replica.
 const IN_FLIGHT: usize = 2;
 
 /// Move `received` (emptied) to `batch`, each write of a [`Kind`] into the first one of its
