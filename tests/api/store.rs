@@ -827,6 +827,56 @@ both!(
     }
 );
 
+// A code that cannot be stored (its user does not exist: a foreign key) among codes stored
+// at once fails alone: the batch the database refuses runs again write by write, so every
+// other code is stored and only that request gets the error.
+both!(
+    a_code_that_cannot_be_stored_fails_alone_among_others,
+    builder | b: crate::helpers::TestAppBuilder | alice_and_agent(b),
+    |app: TestApp| async move {
+        use concierge::store::{AuthCode, Spent};
+        let store = app.store();
+        let now = concierge::util::now();
+        let codes: Vec<AuthCode> = (0..16)
+            .map(|i| AuthCode {
+                code_hash: concierge::util::random_bytes::<32>().to_vec(),
+                family_id: format!("alone-family-{i}"),
+                client_id: app.machine_clients[0].client_id.clone(),
+                user_id: if i == 5 { "no-such-user".into() } else { app.users["alice"].clone() },
+                redirect_uri: None,
+                code_challenge: format!("challenge-{i}"),
+                resources: vec![],
+                scope: "s".into(),
+                nonce: None,
+                auth_time: now,
+                amr: vec!["pwd".into()],
+                acr: None,
+                sid: None,
+                created_at: now,
+                expires_at: now + 60,
+                dpop_jkt: None,
+                authorization_details: None,
+            })
+            .collect();
+        let inserts = codes.iter().map(|c| {
+            let (store, c) = (store.clone(), c.clone());
+            tokio::spawn(async move { store.insert_code(&c).await })
+        });
+        let stored = futures_util::future::join_all(inserts).await;
+        for (i, (c, r)) in codes.iter().zip(stored).enumerate() {
+            let peeked = store.peek_code(&c.code_hash, now).await.unwrap();
+            if i == 5 {
+                assert!(r.unwrap().is_err(), "code {i} of no user is refused");
+                assert_eq!(peeked, Spent::Invalid, "code {i} not stored");
+            } else {
+                r.unwrap().unwrap_or_else(|e| panic!("code {i} stored: {e}"));
+                assert_eq!(peeked, Spent::Fresh(c.clone()), "code {i} stored");
+            }
+        }
+        app
+    }
+);
+
 // Device requests redeemed at once (one statement for a batch on either store) each spend
 // their own request only: every one spent returns its request and stores exactly its own
 // refresh token, in the family its redemption names; another client's attempt and a
