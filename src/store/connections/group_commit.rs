@@ -525,7 +525,12 @@ async fn run_batch<DB: sqlx::Database>(
     DB::Arguments: sqlx::IntoArguments<DB>,
 {
     let jobs: usize = batch.iter().map(|job| job.jobs()).sum();
-    if jobs > 1 && (ran_as_one(writer, batch).await || committed_together(writer, batch).await) {
+    let answered = jobs > 1
+        && match ran_as_one(writer, batch).await {
+            Some(answered) => answered,
+            None => committed_together(writer, batch).await,
+        };
+    if answered {
         for job in batch.drain(..) {
             job.answer();
         }
@@ -538,22 +543,22 @@ async fn run_batch<DB: sqlx::Database>(
 
 /// Run `batch` without a transaction of its own when it is one write of a [`Kind::GROUPED`]
 /// kind on PostgreSQL (`Connections::frames` false): one statement, atomic by itself, and
-/// committed by itself, without the round trips of a `BEGIN` and a `COMMIT`. Whether it is
-/// answered: `false` if it is not such a batch, or the database refused its statement (then
-/// nothing of it stands, and each of its writes runs again alone). A run that failed
-/// otherwise may have been written, and is answered with its failure, as a batch that
-/// failed after its `COMMIT` is.
+/// committed by itself, without the round trips of a `BEGIN` and a `COMMIT`. `None` if it
+/// is not such a batch; otherwise whether it is answered: `false` if the database refused
+/// its statement (then nothing of it stands, and each of its writes runs again alone, not
+/// the batch again in a transaction). A run that failed otherwise may have been written,
+/// and is answered with its failure, as a batch that failed after its `COMMIT` is.
 async fn ran_as_one<DB: sqlx::Database>(
     writer: &Connections<DB>,
     batch: &mut [Box<dyn Queued<DB>>],
-) -> bool
+) -> Option<bool>
 where
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
     DB::Arguments: sqlx::IntoArguments<DB>,
 {
     match batch {
-        [one] if !writer.frames() => one.run(Target::Alone(writer)).await != Ran::Refused,
-        _ => false,
+        [one] if !writer.frames() => Some(one.run(Target::Alone(writer)).await != Ran::Refused),
+        _ => None,
     }
 }
 
