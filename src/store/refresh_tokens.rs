@@ -150,8 +150,8 @@ pub trait RefreshTokenStore: Send + Sync {
     /// "other tokens based on the same authorization grant"; [`RefreshTokenStore::find_refresh`],
     /// then [`RefreshTokenStore::revoke_family`]; one statement on PostgreSQL), and append
     /// its audit `event` as [`RevokedFamily::event`] completes it, in the same write (on
-    /// PostgreSQL, inside a request, committed without waiting for the disk; the request's
-    /// settle makes it durable: `commits`). The family and its user, or `None`
+    /// PostgreSQL one statement, and those queued at the same moment one statement for all,
+    /// committed together: [`RevokeOf`]). The family and its user, or `None`
     /// when nothing was revoked and no event stored (the token is unknown, another client's,
     /// past its absolute expiry, or its family is revoked already).
     async fn revoke_family_of(
@@ -570,44 +570,29 @@ macro_rules! bind_events {
 }
 pub(crate) use bind_events;
 
-/// [`RefreshTokenStore::revoke_family_of`]'s statement: the family of the token `$1` of the
-/// client `$4`, if [`revocable!`] at `$2`, revoked as [`revoke_family!`] does (`$3` the mark's
-/// expiry), and its audit event appended from `$5`…`$9` (`at`, `kind`, `client_id`, `ip`,
-/// `detail`) as [`RevokedFamily::event`] completes it, returning [`RevokedFamily`].
-/// PostgreSQL only (`None` on SQLite, which looks the token up on a reader first, then
-/// revokes its family with [`revoke_family!`], which stores the event only if the family
-/// was not revoked meanwhile); its commit may be deferred (`commits`). It locks the token
-/// first (`FOR UPDATE`): a concurrent revocation of it waits, then finds it revoked and does
-/// nothing, so one event is stored. Of two of the family's tokens, one waits for the
-/// other's family update, or the two deadlock and PostgreSQL aborts one, which is retried
-/// and then finds the family revoked.
+/// [`RefreshTokenStore::revoke_family_of`] on PostgreSQL (`Some` of its result): a write of
+/// the group commit ([`RevokeOf`]) on the writer `$writer`, of the token `$hash` by the client
+/// `$client` at `$now`, with its audit event `$event`; run again when the database aborts it
+/// to break a deadlock (`sql::retrying`). `None` on SQLite, which looks the token up on a
+/// reader first.
 macro_rules! revoke_family_of {
-    ("postgres") => {
-        Some($crate::store::commits::deferrable!(
-            "postgres",
-            $crate::store::refresh_tokens::revoke_family_of!(sql),
-            $crate::store::sql::not_awaited!(join)
-        ))
-    };
-    ("sqlite") => {
-        None::<&str>
-    };
-    (sql) => {
-        concat!(
-            "WITH target AS (SELECT family_id, user_id FROM refresh_tokens \
-               WHERE token_hash = $1 AND client_id = $4 AND ",
-            $crate::store::refresh_tokens::revocable!(),
-            " FOR UPDATE), marked AS (INSERT INTO used_jtis (key, expires_at) \
-               SELECT 'family:' || family_id, $3 FROM target \
-               ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at), \
-             revoked AS (UPDATE refresh_tokens SET revoked_at = $2 \
-               WHERE family_id IN (SELECT family_id FROM target) AND revoked_at IS NULL), \
-             audited AS (INSERT INTO audit_events (at, kind, client_id, user_id, ip, detail) \
-               SELECT $5, $6, $7, user_id, $8, \
-                 ($9::jsonb || jsonb_build_object('family_id', family_id))::text \
-               FROM target) \
-             SELECT family_id, user_id FROM target"
+    ("postgres", $writer:expr, $hash:expr, $client:expr, $now:expr, $event:expr) => {
+        Some(
+            $crate::store::sql::retrying(|| {
+                $writer.write_kind::<$crate::store::refresh_tokens::RevokeOf>(
+                    $crate::store::refresh_tokens::RevokeOf {
+                        token_hash: $hash.to_vec(),
+                        client_id: $client.to_owned(),
+                        now: $now,
+                        event: $event.clone(),
+                    },
+                )
+            })
+            .await,
         )
+    };
+    ("sqlite", $writer:expr, $hash:expr, $client:expr, $now:expr, $event:expr) => {
+        None::<Result<Option<$crate::store::RevokedFamily>, $crate::store::StoreError>>
     };
 }
 pub(crate) use revoke_family_of;
@@ -832,6 +817,121 @@ pub(super) async fn revoke_families(
         .map(|f| FamilyRevoked::of(&revoked, &f.family_id))
         .collect())
 }
+
+/// A client's revocation of its own token's family on PostgreSQL
+/// ([`RefreshTokenStore::revoke_family_of`]), as a write of the group commit: those queued at
+/// the same moment run as one statement ([`revoke_families_of_postgres`]), committed by itself.
+/// Its commit waits for the disk, so the request has nothing to settle after it.
+pub(super) struct RevokeOf {
+    pub(super) token_hash: Vec<u8>,
+    pub(super) client_id: String,
+    pub(super) now: i64,
+    /// Its audit event, as the request recorded it; [`RevokedFamily::event`] says what is
+    /// stored.
+    pub(super) event: NewAuditEvent,
+}
+
+impl super::connections::Kind<sqlx::Postgres> for RevokeOf {
+    type Input = Self;
+    type Output = Option<RevokedFamily>;
+
+    /// One token twice in one statement would be decided twice on one snapshot; the later
+    /// waits for a statement of its own, which finds the family revoked.
+    fn clash(a: &Self, b: &Self) -> bool {
+        a.token_hash == b.token_hash
+    }
+
+    fn one<'c>(
+        on: super::connections::Target<'c, sqlx::Postgres>,
+        revoker: &'c Self,
+    ) -> futures_util::future::BoxFuture<'c, Result<Self::Output, StoreError>> {
+        Box::pin(async move {
+            let mut revoked =
+                revoke_families_of_postgres(on, std::slice::from_ref(revoker)).await?;
+            Ok(revoked.pop().flatten())
+        })
+    }
+
+    const GROUPED: bool = true;
+
+    fn many<'c>(
+        on: super::connections::Target<'c, sqlx::Postgres>,
+        revokers: &'c [Self],
+    ) -> futures_util::future::BoxFuture<'c, Result<Vec<Self::Output>, StoreError>> {
+        Box::pin(revoke_families_of_postgres(on, revokers))
+    }
+}
+
+/// PostgreSQL's revocation of the families of several tokens, none the same, each as
+/// [`RefreshTokenStore::revoke_family_of`] says: one statement ([`REVOKE_MANY_POSTGRES`]),
+/// its revokers bound as one array per column. One answer for each, in their order.
+pub(super) async fn revoke_families_of_postgres(
+    on: super::connections::Target<'_, sqlx::Postgres>,
+    revokers: &[RevokeOf],
+) -> Result<Vec<Option<RevokedFamily>>, StoreError> {
+    fn column<'a, T>(revokers: &'a [RevokeOf], f: impl Fn(&'a RevokeOf) -> T) -> Vec<T> {
+        revokers.iter().map(f).collect()
+    }
+    let revoked: Vec<(Vec<u8>, String, String)> = sqlx::query_as(REVOKE_MANY_POSTGRES)
+        .bind(column(revokers, |r| r.token_hash.as_slice()))
+        .bind(column(revokers, |r| r.client_id.as_str()))
+        .bind(column(revokers, |r| r.now))
+        .bind(column(revokers, |r| r.event.at))
+        .bind(column(revokers, |r| r.event.kind))
+        .bind(column(revokers, |r| r.event.client_id.as_deref()))
+        .bind(column(revokers, |r| r.event.ip.as_deref()))
+        .bind(column(revokers, |r| r.event.detail.as_str()))
+        .bind(REVOKED_FAMILY_MEMORY_SECS)
+        .fetch_all(on)
+        .await?;
+    Ok(super::sql::by_input(
+        revokers,
+        revoked,
+        |r| r.token_hash.as_slice(),
+        |(hash, _, _)| hash.as_slice(),
+    )
+    .into_iter()
+    .map(|row| row.map(|(_, family_id, user_id)| RevokedFamily { family_id, user_id }))
+    .collect())
+}
+
+/// [`revoke_families_of_postgres`]'s statement (public for the query-plan test). Each
+/// revoker (`$1`… `$8`: the token's hash, the client, now, and its event's time, kind,
+/// client, address and detail) revokes the family of its token if the token is the client's
+/// and [`revocable!`] then, as [`revoke_family!`] does (the family remembered as revoked
+/// until now + `$9`), and its event is stored with the family's user and the family's id
+/// added to its detail, as [`RevokedFamily::event`] says. It returns the token, the family
+/// and its user of each family revoked.
+///
+/// The tokens are locked first, in the order of their hashes (`FOR UPDATE`): a concurrent
+/// revocation of one waits, then finds it revoked and does nothing, so one event is stored.
+/// Of two tokens of one family in the same statement, the one with the lower hash revokes
+/// it, and the other gets what it would have got after it: nothing. Two statements that
+/// lock each other's families' tokens deadlock, and PostgreSQL aborts one; its revocations
+/// then run again alone, and are retried.
+#[doc(hidden)]
+pub const REVOKE_MANY_POSTGRES: &str = concat!(
+    "WITH r AS (SELECT * FROM UNNEST($1::bytea[], $2::text[], $3::bigint[], $4::bigint[], \
+       $5::text[], $6::text[], $7::text[], $8::text[]) \
+       AS r (hash, client, at, event_at, kind, event_client, ip, detail)), \
+     locked AS (SELECT refresh_tokens.token_hash, refresh_tokens.family_id, \
+       refresh_tokens.user_id, r.* \
+       FROM r JOIN refresh_tokens ON refresh_tokens.token_hash = r.hash \
+       WHERE refresh_tokens.client_id = r.client AND ",
+    revocable!("r.at"),
+    " ORDER BY refresh_tokens.token_hash FOR UPDATE OF refresh_tokens), \
+     target AS (SELECT DISTINCT ON (family_id) * FROM locked ORDER BY family_id, token_hash), \
+     marked AS (INSERT INTO used_jtis (key, expires_at) \
+       SELECT 'family:' || family_id, at + $9 FROM target \
+       ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at), \
+     revoked AS (UPDATE refresh_tokens SET revoked_at = target.at FROM target \
+       WHERE refresh_tokens.family_id = target.family_id \
+         AND refresh_tokens.revoked_at IS NULL), \
+     audited AS (INSERT INTO audit_events (at, kind, client_id, user_id, ip, detail) \
+       SELECT event_at, kind, event_client, user_id, ip, \
+         (detail::jsonb || jsonb_build_object('family_id', family_id))::text FROM target) \
+     SELECT token_hash, family_id, user_id FROM target"
+);
 
 /// A token's columns, in `columns!` order, as elements of a JSON row (the hash in hex).
 fn json_columns(t: &RefreshToken) -> Result<[serde_json::Value; 14], StoreError> {
@@ -1225,47 +1325,40 @@ macro_rules! sql_impl {
                 now: i64,
                 event: &$crate::store::NewAuditEvent,
             ) -> Result<Option<$crate::store::RevokedFamily>, $crate::store::StoreError> {
-                let Some(sql) = $crate::store::refresh_tokens::revoke_family_of!($dialect) else {
-                    let Some(found) = self.find_refresh(token_hash, now).await? else {
-                        return Ok(None);
-                    };
-                    if found.token.client_id != client_id || !found.revocable(now) {
-                        return Ok(None);
-                    }
-                    let t = found.token;
-                    let revoked = $crate::store::RevokedFamily {
-                        family_id: t.family_id,
-                        user_id: t.user_id,
-                    };
-                    // SQLite's: the group commit's, where no deadlock is retried. Revoked by
-                    // this write only if its event was stored: not revoked meanwhile.
-                    let done = self.writer
-                        .write_kind::<$crate::store::refresh_tokens::RevokeFamily>(
-                            $crate::store::refresh_tokens::RevokeFamily {
-                                sql: $crate::store::refresh_tokens::revoke_family!($dialect),
-                                family_id: revoked.family_id.clone(),
-                                now,
-                                event: Some(revoked.event(event)),
-                            },
-                        )
-                        .await?;
-                    return Ok(done.event.then_some(revoked));
+                if let Some(revoked) = $crate::store::refresh_tokens::revoke_family_of!(
+                    $dialect,
+                    self.writer,
+                    token_hash,
+                    client_id,
+                    now,
+                    event
+                ) {
+                    return revoked;
+                }
+                let Some(found) = self.find_refresh(token_hash, now).await? else {
+                    return Ok(None);
                 };
-                $crate::store::sql::retrying(|| async move {
-                    Ok(sqlx::query_as(sql)
-                        .bind(token_hash)
-                        .bind(now)
-                        .bind(now + $crate::store::REVOKED_FAMILY_MEMORY_SECS)
-                        .bind(client_id)
-                        .bind(event.at)
-                        .bind(event.kind)
-                        .bind(&event.client_id)
-                        .bind(&event.ip)
-                        .bind(&event.detail)
-                        .fetch_optional(&self.writer)
-                        .await?)
-                })
-                .await
+                if found.token.client_id != client_id || !found.revocable(now) {
+                    return Ok(None);
+                }
+                let t = found.token;
+                let revoked = $crate::store::RevokedFamily {
+                    family_id: t.family_id,
+                    user_id: t.user_id,
+                };
+                // SQLite's: the group commit's, where no deadlock is retried. Revoked by
+                // this write only if its event was stored: not revoked meanwhile.
+                let done = self.writer
+                    .write_kind::<$crate::store::refresh_tokens::RevokeFamily>(
+                        $crate::store::refresh_tokens::RevokeFamily {
+                            sql: $crate::store::refresh_tokens::revoke_family!($dialect),
+                            family_id: revoked.family_id.clone(),
+                            now,
+                            event: Some(revoked.event(event)),
+                        },
+                    )
+                    .await?;
+                Ok(done.event.then_some(revoked))
             }
 
             async fn purge_refresh_tokens(&self, now: i64) -> Result<u64, $crate::store::StoreError> {
