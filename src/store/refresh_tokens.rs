@@ -869,9 +869,7 @@ pub(super) async fn revoke_families_of_postgres(
     on: super::connections::Target<'_, sqlx::Postgres>,
     revokers: &[RevokeOf],
 ) -> Result<Vec<Option<RevokedFamily>>, StoreError> {
-    fn column<'a, T>(revokers: &'a [RevokeOf], f: impl Fn(&'a RevokeOf) -> T) -> Vec<T> {
-        revokers.iter().map(f).collect()
-    }
+    use super::sql::column;
     let revoked: Vec<(Vec<u8>, String, String)> = sqlx::query_as(REVOKE_MANY_POSTGRES)
         .bind(column(revokers, |r| r.token_hash.as_slice()))
         .bind(column(revokers, |r| r.client_id.as_str()))

@@ -186,6 +186,12 @@ pub(super) fn by_input<I, R, K: PartialEq + ?Sized>(
         .collect()
 }
 
+/// One column of a batch's inputs, `f` of each, to bind as a PostgreSQL array (read back by
+/// `UNNEST`, in order).
+pub(super) fn column<'a, I, T>(inputs: &'a [I], f: impl Fn(&'a I) -> T) -> Vec<T> {
+    inputs.iter().map(f).collect()
+}
+
 pub(super) fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }

@@ -237,6 +237,45 @@ both!(
         counts.sort();
         assert_eq!(counts, (1..=20).collect::<Vec<i64>>());
         assert_eq!(stored, 3);
+        // Registrations of several kinds at once (one statement for a batch on either
+        // store): each window counts its own, whatever the batches. Six repeats of seen
+        // metadata from one address, four distinct ones from another, one from each of
+        // three more.
+        assert_eq!(register("mixed-a", "a", t).await, (false, 1, true));
+        let mut tasks = Vec::new();
+        for _ in 0..6 {
+            tasks.push(("a", tokio::spawn(register("mixed-a", "a", t + 1))));
+        }
+        for fp in ["b1", "b2", "b3", "b4"] {
+            tasks.push(("b", tokio::spawn(register("mixed-b", fp, t + 1))));
+        }
+        for addr in ["mixed-c1", "mixed-c2", "mixed-c3"] {
+            tasks.push(("c", tokio::spawn(register(addr, "c", t + 1))));
+        }
+        // Of each kind, what each counted (whether repeated, and its hits), and how many
+        // were stored.
+        let mut counts = std::collections::BTreeMap::<&str, Vec<(bool, i64)>>::new();
+        let mut stored = std::collections::BTreeMap::<&str, usize>::new();
+        for (kind, task) in tasks {
+            let (repeated, hits, was_stored) = task.await.unwrap();
+            counts.entry(kind).or_default().push((repeated, hits));
+            *stored.entry(kind).or_default() += usize::from(was_stored);
+        }
+        for of_kind in counts.values_mut() {
+            of_kind.sort();
+        }
+        assert_eq!(counts["a"], (1..=6).map(|n| (true, n)).collect::<Vec<_>>());
+        assert_eq!(counts["b"], (1..=4).map(|n| (false, n)).collect::<Vec<_>>());
+        assert_eq!(counts["c"], vec![(false, 1); 3]);
+        assert_eq!((stored["a"], stored["b"], stored["c"]), (3, 2, 3));
+        // The distinct ones stored are seen from then on; the refused ones are not.
+        let mut seen = Vec::new();
+        for fp in ["b1", "b2", "b3", "b4"] {
+            let bucket = format!("seen:mixed-b:{fp}");
+            seen.push(s.hits(&bucket, 60, t + 1).await.unwrap());
+        }
+        seen.sort();
+        assert_eq!(seen, [0, 0, 1, 1]);
         // A taken client id is a conflict.
         let (c, _) = new_client(metadata(), ClientKind::Dynamic, None, None, t, 3600);
         s.insert_client(&c).await.unwrap();
