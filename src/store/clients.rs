@@ -418,11 +418,13 @@ async fn insert_rows<'a>(
 }
 
 /// A registration to count and, if admitted, store ([`ClientStore::register_client`]), as a
-/// write of the group commit: the client, its metadata as JSON, its count and its audit
-/// event. Those queued at the same moment are counted and stored together, on either store
-/// (SQLite: [`register_many`]; PostgreSQL: [`register_many_postgres`], one statement whose
-/// commit waits for the disk).
+/// write of the group commit: the client, its metadata as JSON, its count, its audit event,
+/// and whether its commit may skip waiting for the disk (chosen by the request:
+/// `commits::defers!`). Those queued at the same moment are counted and stored together, on
+/// either store (SQLite: [`register_many`]; PostgreSQL: [`register_many_postgres`], one
+/// statement).
 pub(super) struct Register {
+    pub(super) defer: bool,
     pub(super) client: ClientRecord,
     pub(super) metadata: String,
     pub(super) count: RegistrationCount,
@@ -470,10 +472,100 @@ fn only(mut counted: Vec<Counted>) -> Result<Counted, StoreError> {
         .ok_or_else(|| StoreError::Corrupt("a registration was not counted".into()))
 }
 
+/// An upsert of the rate-limit windows `$rows` (a `SELECT` of bucket, now, hits) at `$1`,
+/// of `$2` seconds: each window's hits added to the window's, or counted afresh in a new
+/// window once its own is over (as `rate_limits::count!` counts one).
+macro_rules! upsert_hits {
+    ($rows:literal) => {
+        concat!(
+            "INSERT INTO rate_limits (bucket, window_start, hits) ",
+            $rows,
+            " ON CONFLICT (bucket) DO UPDATE SET \
+               hits = CASE WHEN rate_limits.window_start <= $1 - $2 THEN excluded.hits \
+                           ELSE rate_limits.hits + excluded.hits END, \
+               window_start = CASE WHEN rate_limits.window_start <= $1 - $2 THEN $1 \
+                           ELSE rate_limits.window_start END"
+        )
+    };
+}
+
+/// [`REGISTER_MANY_POSTGRES`]'s text, which a deferred commit's `FROM` can follow.
+macro_rules! register_many {
+    () => {
+        concat!(
+            "WITH r AS (SELECT * FROM UNNEST($3::text[], $4::text[], $5::text[], $6::bigint[], \
+               $7::bigint[], $8::text[], $9::text[], $10::bytea[], $11::text[], $12::bytea[], \
+               $13::text[], $14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[], \
+               $18::bytea[], $19::bigint[], $20::bigint[], $21::text[], $22::text[], $23::text[], \
+               $24::text[], $25::text[]) WITH ORDINALITY \
+               AS r (first_bucket, seen_bucket, again_bucket, max_first, max_again, client_id, \
+                 kind, secret_hash, metadata, registration_token_hash, registered_from, \
+                 created_at, updated_at, last_used_at, expires_at, previous_secret_hash, \
+                 previous_secret_expires_at, \
+                 event_at, event_kind, event_client, event_user, event_ip, event_detail, n)), \
+             sorted AS (SELECT r.*, \
+                 CASE WHEN repeated THEN again_bucket ELSE first_bucket END AS bucket \
+               FROM (SELECT r.*, EXISTS (SELECT 1 FROM rate_limits \
+                   WHERE rate_limits.bucket = r.seen_bucket \
+                     AND rate_limits.window_start > $1 - $2) AS repeated \
+                 FROM r) AS r), \
+             batch AS (SELECT bucket, count(*) AS hits FROM sorted GROUP BY bucket), \
+             counted AS (",
+            upsert_hits!("SELECT bucket, $1, hits FROM batch ORDER BY bucket"),
+            " RETURNING bucket, hits), \
+             each AS (SELECT sorted.*, counted.hits - batch.hits \
+                 + row_number() OVER (PARTITION BY sorted.bucket ORDER BY sorted.n) AS hits \
+               FROM sorted JOIN batch USING (bucket) JOIN counted USING (bucket)), \
+             admitted AS (SELECT * FROM each \
+               WHERE hits <= CASE WHEN repeated THEN max_again ELSE max_first END), \
+             seen_hit AS (",
+            upsert_hits!(
+                "SELECT seen_bucket, $1, count(*) FROM admitted WHERE NOT repeated \
+                 GROUP BY seen_bucket ORDER BY seen_bucket"
+            ),
+            "), stored AS (INSERT INTO clients (",
+            columns!(),
+            ") SELECT client_id, kind, secret_hash, metadata, registration_token_hash, \
+               registered_from, created_at, updated_at, last_used_at, expires_at, \
+               previous_secret_hash, previous_secret_expires_at FROM admitted), \
+             audited AS (INSERT INTO audit_events (at, kind, client_id, user_id, ip, detail) \
+               SELECT event_at, event_kind, event_client, event_user, event_ip, event_detail \
+               FROM admitted) \
+             SELECT n, hits, repeated FROM each"
+        )
+    };
+}
+
+/// [`register_many_postgres`]'s statement (public for the query-plan test). Of each
+/// registration (`$3`… `$25`, numbered in their order), as `rate_limits::count!` and
+/// [`RegistrationCount::admits`] say for one:
+/// - it counts in `again`'s window when `seen` has a live window at `$1` (windows of `$2`),
+///   in `first`'s otherwise (`seen` as it was before the batch, as on SQLite);
+/// - each window counted takes all its registrations in one upsert, and each is told the
+///   hits its window held after it, in their order: the window's hits after the batch,
+///   less the batch's hits in it, plus its rank among them;
+/// - those within their window's maximum store their client and their event, and those
+///   counted in `first` count in `seen`.
+///
+/// The windows are upserted in the order of their buckets, so two batches at once wait for
+/// each other rather than deadlock on them. It returns each registration's number, its hits
+/// and whether it counted in `again`.
+/// (PostgreSQL runs every writing `WITH` of a statement, read or not.)
+#[doc(hidden)]
+pub const REGISTER_MANY_POSTGRES: &str = register_many!();
+
 /// PostgreSQL's registrations, a batch's at once: one statement ([`REGISTER_MANY_POSTGRES`]),
 /// the registrations bound as one array per column (their counts' buckets and maxima, their
 /// clients' columns, their events'), now and the window as `$1` and `$2`. It counts them as
 /// [`register_many`] does on SQLite; one answer for each, in their order.
+///
+/// Its commit skips waiting for the disk when every registration of the batch may
+/// (`sql::not_awaited`; each request then settles it, shared with other requests', when it
+/// stored a client and its event: `commits`). So the window every registration from one
+/// address counts in is locked for the statement only, not for a flush of the WAL: under a
+/// burst from one address, a batch waiting for the disk holding that window kept the next
+/// batch waiting behind it (0.7× the requests a second of one statement per registration
+/// with its commit deferred, `bench/README.md`).
 async fn register_many_postgres(
     on: Target<'_, sqlx::Postgres>,
     registrations: &[Register],
@@ -483,7 +575,12 @@ async fn register_many_postgres(
         return Ok(Vec::new());
     };
     let rs = registrations;
-    let counted: Vec<(i64, i64, bool)> = sqlx::query_as(REGISTER_MANY_POSTGRES)
+    let sql = if registrations.iter().all(|r| r.defer) {
+        concat!(register_many!(), super::sql::not_awaited!(join))
+    } else {
+        REGISTER_MANY_POSTGRES
+    };
+    let counted: Vec<(i64, i64, bool)> = sqlx::query_as(sql)
         .bind(any.count.now)
         .bind(any.count.window_secs)
         .bind(column(rs, |r| r.count.first.as_str()))
@@ -527,80 +624,6 @@ async fn register_many_postgres(
         .map(|a| a.ok_or_else(|| StoreError::Corrupt("a registration was not counted".into())))
         .collect()
 }
-
-/// An upsert of the rate-limit windows `$rows` (a `SELECT` of bucket, now, hits) at `$1`,
-/// of `$2` seconds: each window's hits added to the window's, or counted afresh in a new
-/// window once its own is over (as `rate_limits::count!` counts one).
-macro_rules! upsert_hits {
-    ($rows:literal) => {
-        concat!(
-            "INSERT INTO rate_limits (bucket, window_start, hits) ",
-            $rows,
-            " ON CONFLICT (bucket) DO UPDATE SET \
-               hits = CASE WHEN rate_limits.window_start <= $1 - $2 THEN excluded.hits \
-                           ELSE rate_limits.hits + excluded.hits END, \
-               window_start = CASE WHEN rate_limits.window_start <= $1 - $2 THEN $1 \
-                           ELSE rate_limits.window_start END"
-        )
-    };
-}
-
-/// [`register_many_postgres`]'s statement (public for the query-plan test). Of each
-/// registration (`$3`… `$25`, numbered in their order), as `rate_limits::count!` and
-/// [`RegistrationCount::admits`] say for one:
-/// - it counts in `again`'s window when `seen` has a live window at `$1` (windows of `$2`),
-///   in `first`'s otherwise (`seen` as it was before the batch, as on SQLite);
-/// - each window counted takes all its registrations in one upsert, and each is told the
-///   hits its window held after it, in their order: the window's hits after the batch,
-///   less the batch's hits in it, plus its rank among them;
-/// - those within their window's maximum store their client and their event, and those
-///   counted in `first` count in `seen`.
-///
-/// The windows are upserted in the order of their buckets, so two batches at once wait for
-/// each other rather than deadlock on them. It returns each registration's number, its hits
-/// and whether it counted in `again`.
-/// (PostgreSQL runs every writing `WITH` of a statement, read or not.)
-#[doc(hidden)]
-pub const REGISTER_MANY_POSTGRES: &str = concat!(
-    "WITH r AS (SELECT * FROM UNNEST($3::text[], $4::text[], $5::text[], $6::bigint[], \
-       $7::bigint[], $8::text[], $9::text[], $10::bytea[], $11::text[], $12::bytea[], \
-       $13::text[], $14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[], \
-       $18::bytea[], $19::bigint[], $20::bigint[], $21::text[], $22::text[], $23::text[], \
-       $24::text[], $25::text[]) WITH ORDINALITY \
-       AS r (first_bucket, seen_bucket, again_bucket, max_first, max_again, client_id, \
-         kind, secret_hash, metadata, registration_token_hash, registered_from, created_at, updated_at, \
-         last_used_at, expires_at, previous_secret_hash, previous_secret_expires_at, \
-         event_at, event_kind, event_client, event_user, event_ip, event_detail, n)), \
-     sorted AS (SELECT r.*, \
-         CASE WHEN repeated THEN again_bucket ELSE first_bucket END AS bucket \
-       FROM (SELECT r.*, EXISTS (SELECT 1 FROM rate_limits \
-           WHERE rate_limits.bucket = r.seen_bucket \
-             AND rate_limits.window_start > $1 - $2) AS repeated \
-         FROM r) AS r), \
-     batch AS (SELECT bucket, count(*) AS hits FROM sorted GROUP BY bucket), \
-     counted AS (",
-    upsert_hits!("SELECT bucket, $1, hits FROM batch ORDER BY bucket"),
-    " RETURNING bucket, hits), \
-     each AS (SELECT sorted.*, counted.hits - batch.hits \
-         + row_number() OVER (PARTITION BY sorted.bucket ORDER BY sorted.n) AS hits \
-       FROM sorted JOIN batch USING (bucket) JOIN counted USING (bucket)), \
-     admitted AS (SELECT * FROM each \
-       WHERE hits <= CASE WHEN repeated THEN max_again ELSE max_first END), \
-     seen_hit AS (",
-    upsert_hits!(
-        "SELECT seen_bucket, $1, count(*) FROM admitted WHERE NOT repeated \
-         GROUP BY seen_bucket ORDER BY seen_bucket"
-    ),
-    "), stored AS (INSERT INTO clients (",
-    columns!(),
-    ") SELECT client_id, kind, secret_hash, metadata, registration_token_hash, \
-       registered_from, created_at, updated_at, last_used_at, expires_at, \
-       previous_secret_hash, previous_secret_expires_at FROM admitted), \
-     audited AS (INSERT INTO audit_events (at, kind, client_id, user_id, ip, detail) \
-       SELECT event_at, event_kind, event_client, event_user, event_ip, event_detail \
-       FROM admitted) \
-     SELECT n, hits, repeated FROM each"
-);
 
 impl Kind<sqlx::Sqlite> for Register {
     type Input = Self;
@@ -727,16 +750,27 @@ macro_rules! sql_impl {
                 count: &$crate::store::RegistrationCount,
                 event: &$crate::store::NewAuditEvent,
             ) -> Result<$crate::store::Counted, $crate::store::StoreError> {
-                self.writer
+                // Chosen here, on the request's task, which says whether it may defer.
+                let defer = $crate::store::commits::defers!($dialect);
+                let counted = self
+                    .writer
                     .write_kind::<$crate::store::clients::Register>(
                         $crate::store::clients::Register {
+                            defer,
                             client: c.clone(),
                             metadata: $crate::store::sql::to_json(&c.metadata)?,
                             count: count.clone(),
                             event: event.clone(),
                         },
                     )
-                    .await
+                    .await?;
+                if defer && count.admits(counted) {
+                    // The client's and its event's commit may not have waited for the disk:
+                    // the answer waits for it (`commits`). A refused registration wrote only
+                    // its count, which may be lost, and its answer does not wait.
+                    $crate::store::commits::may_defer();
+                }
+                Ok(counted)
             }
 
             async fn get_client(

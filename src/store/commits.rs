@@ -58,6 +58,11 @@ pub(crate) fn may_defer() -> bool {
     DEFERRED.try_with(|d| d.set(Deferred::Uncovered)).is_ok()
 }
 
+/// Whether this runs inside [`deferring`]; unlike [`may_defer`], says nothing of a write.
+pub(crate) fn in_request() -> bool {
+    DEFERRED.try_with(|_| ()).is_ok()
+}
+
 /// A change's audit event was recorded: it is stored after every commit the request made so
 /// far, and the answer waits for it, so those commits need nothing more (unless storing the
 /// event fails).
@@ -85,6 +90,21 @@ macro_rules! deferrable {
     };
 }
 pub(crate) use deferrable;
+
+/// For a write of dialect `$dialect` that says it was deferred only once it knows what it
+/// wrote: whether it may commit without waiting for the disk (inside [`deferring`]; on
+/// SQLite never, as `deferrable!` does not ask), without saying yet that it did. Asked on
+/// the request's task; the write calls [`may_defer`] after, if what it wrote must be
+/// durable before the answer (a registration's client; its count alone may be lost).
+macro_rules! defers {
+    ("postgres") => {
+        $crate::store::commits::in_request()
+    };
+    ("sqlite") => {
+        false
+    };
+}
+pub(crate) use defers;
 
 #[async_trait]
 pub trait CommitStore: Send + Sync {
