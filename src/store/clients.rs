@@ -420,9 +420,7 @@ async fn insert_rows<'a>(
 /// A registration to count and, if admitted, store ([`ClientStore::register_client`]), as a
 /// write of the group commit: the client, its metadata as JSON, its count, its audit event,
 /// and whether its commit may skip waiting for the disk (chosen by the request:
-/// `commits::defers!`). Those queued at the same moment are counted and stored together, on
-/// either store (SQLite: [`register_many`]; PostgreSQL: [`register_many_postgres`], one
-/// statement).
+/// `commits::defers!`).
 pub(super) struct Register {
     pub(super) defer: bool,
     pub(super) client: ClientRecord,
@@ -440,6 +438,44 @@ impl Register {
     }
 }
 
+/// PostgreSQL's registration as one statement, from `$1`…`$25`: the count's first bucket,
+/// now, the window, the seen and again buckets, the two maxima, then the client's row (in
+/// [`columns!`]'s order), then its audit event's (`audit_events`' columns but the id). It
+/// counts as `rate_limits::count!` does, in `again`'s window or `first`'s; admits by
+/// [`RegistrationCount::admits`]'s rule, said again in SQL; and only for an admitted one
+/// stores the client and its event and, when counted in `first`, counts `seen`.
+/// (PostgreSQL runs every writing `WITH` of a statement, read or not.) The answer is the
+/// count and whether it was `again`'s. A commit that need not wait for the disk joins the
+/// last `SELECT`'s `FROM` (`sql::not_awaited!(join)`): the request then settles it, shared
+/// with other requests' (`commits`), when it stored a client and its event; a refused one
+/// wrote only its count, which may be lost.
+macro_rules! register {
+    () => {
+        concat!(
+            "WITH counted AS (",
+            $crate::store::rate_limits::count!(@
+                "CASE WHEN EXISTS (SELECT 1 FROM rate_limits AS seen \
+                   WHERE seen.bucket = $4 AND seen.window_start > $2 - $3) \
+                 THEN $5 ELSE $1 END",
+                ""
+            ),
+            " RETURNING hits, bucket), \
+             admitted AS (SELECT bucket FROM counted \
+               WHERE hits <= CASE WHEN bucket = $5 THEN $6::bigint ELSE $7::bigint END), \
+             seen_hit AS (",
+            $crate::store::rate_limits::count!(@
+                "$4", " FROM (SELECT 1 FROM admitted WHERE bucket = $1) AS counted_first"
+            ),
+            "), stored AS (INSERT INTO clients (",
+            $crate::store::clients::columns!(),
+            ") SELECT $8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19 FROM admitted), \
+             audited AS (INSERT INTO audit_events (at, kind, client_id, user_id, ip, detail) \
+               SELECT $20,$21,$22,$23,$24,$25 FROM admitted) \
+             SELECT counted.hits, counted.bucket = $5 FROM counted"
+        )
+    };
+}
+
 impl Kind<sqlx::Postgres> for Register {
     type Input = Self;
     type Output = Counted;
@@ -452,177 +488,34 @@ impl Kind<sqlx::Postgres> for Register {
         on: Target<'c, sqlx::Postgres>,
         r: &'c Self,
     ) -> futures_util::future::BoxFuture<'c, Result<Counted, StoreError>> {
-        Box::pin(async move { only(register_many_postgres(on, std::slice::from_ref(r)).await?) })
+        Box::pin(async move {
+            let sql = if r.defer {
+                concat!(register!(), super::sql::not_awaited!(join))
+            } else {
+                register!()
+            };
+            let (c, count, e) = (&r.client, &r.count, &r.event);
+            let query = sqlx::query_as(sql)
+                .bind(&count.first)
+                .bind(count.now)
+                .bind(count.window_secs)
+                .bind(&count.seen)
+                .bind(&count.again)
+                .bind(count.max_again)
+                .bind(count.max_first);
+            let (hits, repeated): (i64, bool) = bind_row!(query, c, &r.metadata)
+                .bind(e.at)
+                .bind(e.kind)
+                .bind(&e.client_id)
+                .bind(&e.user_id)
+                .bind(&e.ip)
+                .bind(&e.detail)
+                .fetch_one(on)
+                .await
+                .map_err(|e| super::sql::conflict(e, "client_id"))?;
+            Ok(Counted { repeated, hits })
+        })
     }
-
-    const GROUPED: bool = true;
-
-    fn many<'c>(
-        on: Target<'c, sqlx::Postgres>,
-        inputs: &'c [Self],
-    ) -> futures_util::future::BoxFuture<'c, Result<Vec<Counted>, StoreError>> {
-        Box::pin(register_many_postgres(on, inputs))
-    }
-}
-
-/// The count of the one registration a batch of one made.
-fn only(mut counted: Vec<Counted>) -> Result<Counted, StoreError> {
-    counted
-        .pop()
-        .ok_or_else(|| StoreError::Corrupt("a registration was not counted".into()))
-}
-
-/// An upsert of the rate-limit windows `$rows` (a `SELECT` of bucket, now, hits) at `$1`,
-/// of `$2` seconds: each window's hits added to the window's, or counted afresh in a new
-/// window once its own is over (as `rate_limits::count!` counts one).
-macro_rules! upsert_hits {
-    ($rows:literal) => {
-        concat!(
-            "INSERT INTO rate_limits (bucket, window_start, hits) ",
-            $rows,
-            " ON CONFLICT (bucket) DO UPDATE SET \
-               hits = CASE WHEN rate_limits.window_start <= $1 - $2 THEN excluded.hits \
-                           ELSE rate_limits.hits + excluded.hits END, \
-               window_start = CASE WHEN rate_limits.window_start <= $1 - $2 THEN $1 \
-                           ELSE rate_limits.window_start END"
-        )
-    };
-}
-
-/// [`REGISTER_MANY_POSTGRES`]'s text, which a deferred commit's `FROM` can follow.
-macro_rules! register_many {
-    () => {
-        concat!(
-            "WITH r AS (SELECT * FROM UNNEST($3::text[], $4::text[], $5::text[], $6::bigint[], \
-               $7::bigint[], $8::text[], $9::text[], $10::bytea[], $11::text[], $12::bytea[], \
-               $13::text[], $14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[], \
-               $18::bytea[], $19::bigint[], $20::bigint[], $21::text[], $22::text[], $23::text[], \
-               $24::text[], $25::text[]) WITH ORDINALITY \
-               AS r (first_bucket, seen_bucket, again_bucket, max_first, max_again, client_id, \
-                 kind, secret_hash, metadata, registration_token_hash, registered_from, \
-                 created_at, updated_at, last_used_at, expires_at, previous_secret_hash, \
-                 previous_secret_expires_at, \
-                 event_at, event_kind, event_client, event_user, event_ip, event_detail, n)), \
-             sorted AS (SELECT r.*, \
-                 CASE WHEN repeated THEN again_bucket ELSE first_bucket END AS bucket \
-               FROM (SELECT r.*, EXISTS (SELECT 1 FROM rate_limits \
-                   WHERE rate_limits.bucket = r.seen_bucket \
-                     AND rate_limits.window_start > $1 - $2) AS repeated \
-                 FROM r) AS r), \
-             batch AS (SELECT bucket, count(*) AS hits FROM sorted GROUP BY bucket), \
-             counted AS (",
-            upsert_hits!("SELECT bucket, $1, hits FROM batch ORDER BY bucket"),
-            " RETURNING bucket, hits), \
-             each AS (SELECT sorted.*, counted.hits - batch.hits \
-                 + row_number() OVER (PARTITION BY sorted.bucket ORDER BY sorted.n) AS hits \
-               FROM sorted JOIN batch USING (bucket) JOIN counted USING (bucket)), \
-             admitted AS (SELECT * FROM each \
-               WHERE hits <= CASE WHEN repeated THEN max_again ELSE max_first END), \
-             seen_hit AS (",
-            upsert_hits!(
-                "SELECT seen_bucket, $1, count(*) FROM admitted WHERE NOT repeated \
-                 GROUP BY seen_bucket ORDER BY seen_bucket"
-            ),
-            "), stored AS (INSERT INTO clients (",
-            columns!(),
-            ") SELECT client_id, kind, secret_hash, metadata, registration_token_hash, \
-               registered_from, created_at, updated_at, last_used_at, expires_at, \
-               previous_secret_hash, previous_secret_expires_at FROM admitted), \
-             audited AS (INSERT INTO audit_events (at, kind, client_id, user_id, ip, detail) \
-               SELECT event_at, event_kind, event_client, event_user, event_ip, event_detail \
-               FROM admitted) \
-             SELECT n, hits, repeated FROM each"
-        )
-    };
-}
-
-/// [`register_many_postgres`]'s statement (public for the query-plan test). Of each
-/// registration (`$3`… `$25`, numbered in their order), as `rate_limits::count!` and
-/// [`RegistrationCount::admits`] say for one:
-/// - it counts in `again`'s window when `seen` has a live window at `$1` (windows of `$2`),
-///   in `first`'s otherwise (`seen` as it was before the batch, as on SQLite);
-/// - each window counted takes all its registrations in one upsert, and each is told the
-///   hits its window held after it, in their order: the window's hits after the batch,
-///   less the batch's hits in it, plus its rank among them;
-/// - those within their window's maximum store their client and their event, and those
-///   counted in `first` count in `seen`.
-///
-/// The windows are upserted in the order of their buckets, so two batches at once wait for
-/// each other rather than deadlock on them. It returns each registration's number, its hits
-/// and whether it counted in `again`.
-/// (PostgreSQL runs every writing `WITH` of a statement, read or not.)
-#[doc(hidden)]
-pub const REGISTER_MANY_POSTGRES: &str = register_many!();
-
-/// PostgreSQL's registrations, a batch's at once: one statement ([`REGISTER_MANY_POSTGRES`]),
-/// the registrations bound as one array per column (their counts' buckets and maxima, their
-/// clients' columns, their events'), now and the window as `$1` and `$2`. It counts them as
-/// [`register_many`] does on SQLite; one answer for each, in their order.
-///
-/// Its commit skips waiting for the disk when every registration of the batch may
-/// (`sql::not_awaited`; each request then settles it, shared with other requests', when it
-/// stored a client and its event: `commits`). So the window every registration from one
-/// address counts in is locked for the statement only, not for a flush of the WAL: under a
-/// burst from one address, a batch waiting for the disk holding that window kept the next
-/// batch waiting behind it (0.7× the requests a second of one statement per registration
-/// with its commit deferred, `bench/README.md`).
-async fn register_many_postgres(
-    on: Target<'_, sqlx::Postgres>,
-    registrations: &[Register],
-) -> Result<Vec<Counted>, StoreError> {
-    use super::sql::column;
-    let Some(any) = registrations.first() else {
-        return Ok(Vec::new());
-    };
-    let rs = registrations;
-    let sql = if registrations.iter().all(|r| r.defer) {
-        concat!(register_many!(), super::sql::not_awaited!(join))
-    } else {
-        REGISTER_MANY_POSTGRES
-    };
-    let counted: Vec<(i64, i64, bool)> = sqlx::query_as(sql)
-        .bind(any.count.now)
-        .bind(any.count.window_secs)
-        .bind(column(rs, |r| r.count.first.as_str()))
-        .bind(column(rs, |r| r.count.seen.as_str()))
-        .bind(column(rs, |r| r.count.again.as_str()))
-        .bind(column(rs, |r| r.count.max_first))
-        .bind(column(rs, |r| r.count.max_again))
-        .bind(column(rs, |r| r.client.client_id.as_str()))
-        .bind(column(rs, |r| r.client.kind.as_str()))
-        .bind(column(rs, |r| r.client.secret_hash.as_deref()))
-        .bind(column(rs, |r| r.metadata.as_str()))
-        .bind(column(rs, |r| r.client.registration_token_hash.as_deref()))
-        .bind(column(rs, |r| r.client.registered_from.as_deref()))
-        .bind(column(rs, |r| r.client.created_at))
-        .bind(column(rs, |r| r.client.updated_at))
-        .bind(column(rs, |r| r.client.last_used_at))
-        .bind(column(rs, |r| r.client.expires_at))
-        .bind(column(rs, |r| {
-            r.client.previous_secret.as_ref().map(|p| p.hash.as_slice())
-        }))
-        .bind(column(rs, |r| {
-            r.client.previous_secret.as_ref().map(|p| p.expires_at)
-        }))
-        .bind(column(rs, |r| r.event.at))
-        .bind(column(rs, |r| r.event.kind))
-        .bind(column(rs, |r| r.event.client_id.as_deref()))
-        .bind(column(rs, |r| r.event.user_id.as_deref()))
-        .bind(column(rs, |r| r.event.ip.as_deref()))
-        .bind(column(rs, |r| r.event.detail.as_str()))
-        .fetch_all(on)
-        .await
-        .map_err(|e| super::sql::conflict(e, "client_id"))?;
-    let mut answers = vec![None; registrations.len()];
-    for (n, hits, repeated) in counted {
-        if let Some(answer) = usize::try_from(n - 1).ok().and_then(|i| answers.get_mut(i)) {
-            *answer = Some(Counted { repeated, hits });
-        }
-    }
-    answers
-        .into_iter()
-        .map(|a| a.ok_or_else(|| StoreError::Corrupt("a registration was not counted".into())))
-        .collect()
 }
 
 impl Kind<sqlx::Sqlite> for Register {
@@ -637,7 +530,12 @@ impl Kind<sqlx::Sqlite> for Register {
         on: Target<'c, sqlx::Sqlite>,
         r: &'c Self,
     ) -> futures_util::future::BoxFuture<'c, Result<Counted, StoreError>> {
-        Box::pin(async move { only(register_many(on, std::slice::from_ref(r)).await?) })
+        Box::pin(async move {
+            register_many(on, std::slice::from_ref(r))
+                .await?
+                .pop()
+                .ok_or_else(|| StoreError::Corrupt("a registration was not counted".into()))
+        })
     }
 
     fn many<'c>(
@@ -765,9 +663,9 @@ macro_rules! sql_impl {
                     )
                     .await?;
                 if defer && count.admits(counted) {
-                    // The client's and its event's commit may not have waited for the disk:
-                    // the answer waits for it (`commits`). A refused registration wrote only
-                    // its count, which may be lost, and its answer does not wait.
+                    // The client's and its event's commit did not wait for the disk: the
+                    // answer waits for it (`commits`). A refused registration wrote only its
+                    // count, which may be lost, and its answer does not wait.
                     $crate::store::commits::may_defer();
                 }
                 Ok(counted)

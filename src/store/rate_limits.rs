@@ -110,7 +110,7 @@ impl RegistrationCount {
     }
 
     /// Does `counted` admit the registration? The one rule: PostgreSQL's statement says it
-    /// again in SQL (`clients::REGISTER_MANY_POSTGRES`).
+    /// again in SQL (`clients::register!`).
     pub fn admits(&self, counted: Counted) -> bool {
         counted.hits
             <= if counted.repeated {

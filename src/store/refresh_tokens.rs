@@ -576,28 +576,21 @@ pub(crate) use bind_events;
 /// to break a deadlock (`sql::retrying`). `None` on SQLite, which looks the token up on a
 /// reader first.
 macro_rules! revoke_family_of {
-    ("postgres", $writer:expr, $hash:expr, $client:expr, $now:expr, $event:expr) => {{
-        // Chosen here, on the request's task, which says whether it may defer.
-        let defer = $crate::store::commits::defers!("postgres");
-        let revoked = $crate::store::sql::retrying(|| {
-            $writer.write_kind::<$crate::store::refresh_tokens::RevokeOf>(
-                $crate::store::refresh_tokens::RevokeOf {
-                    defer,
-                    token_hash: $hash.to_vec(),
-                    client_id: $client.to_owned(),
-                    now: $now,
-                    event: $event.clone(),
-                },
-            )
-        })
-        .await;
-        if defer && matches!(revoked, Ok(Some(_))) {
-            // Its commit may not have waited for the disk: the answer waits for it
-            // (`commits`). One that revoked nothing wrote nothing of its own.
-            $crate::store::commits::may_defer();
-        }
-        Some(revoked)
-    }};
+    ("postgres", $writer:expr, $hash:expr, $client:expr, $now:expr, $event:expr) => {
+        Some(
+            $crate::store::sql::retrying(|| {
+                $writer.write_kind::<$crate::store::refresh_tokens::RevokeOf>(
+                    $crate::store::refresh_tokens::RevokeOf {
+                        token_hash: $hash.to_vec(),
+                        client_id: $client.to_owned(),
+                        now: $now,
+                        event: $event.clone(),
+                    },
+                )
+            })
+            .await,
+        )
+    };
     ("sqlite", $writer:expr, $hash:expr, $client:expr, $now:expr, $event:expr) => {
         None::<Result<Option<$crate::store::RevokedFamily>, $crate::store::StoreError>>
     };
@@ -825,60 +818,11 @@ pub(super) async fn revoke_families(
         .collect())
 }
 
-/// [`REVOKE_MANY_POSTGRES`]'s text, which a deferred commit's `FROM` can follow.
-macro_rules! revoke_many {
-    () => {
-        concat!(
-            "WITH r AS (SELECT * FROM UNNEST($1::bytea[], $2::text[], $3::bigint[], $4::bigint[], \
-               $5::text[], $6::text[], $7::text[], $8::text[]) \
-               AS r (hash, client, at, event_at, kind, event_client, ip, detail)), \
-             locked AS (SELECT refresh_tokens.token_hash, refresh_tokens.family_id, \
-               refresh_tokens.user_id, r.* \
-               FROM r JOIN refresh_tokens ON refresh_tokens.token_hash = r.hash \
-               WHERE refresh_tokens.client_id = r.client AND ",
-            $crate::store::refresh_tokens::revocable!("r.at"),
-            " ORDER BY refresh_tokens.token_hash FOR UPDATE OF refresh_tokens), \
-             target AS (SELECT DISTINCT ON (family_id) * FROM locked \
-               ORDER BY family_id, token_hash), \
-             marked AS (INSERT INTO used_jtis (key, expires_at) \
-               SELECT 'family:' || family_id, at + $9 FROM target \
-               ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at), \
-             revoked AS (UPDATE refresh_tokens SET revoked_at = target.at FROM target \
-               WHERE refresh_tokens.family_id = target.family_id \
-                 AND refresh_tokens.revoked_at IS NULL), \
-             audited AS (INSERT INTO audit_events (at, kind, client_id, user_id, ip, detail) \
-               SELECT event_at, kind, event_client, user_id, ip, \
-                 (detail::jsonb || jsonb_build_object('family_id', family_id))::text \
-               FROM target) \
-             SELECT token_hash, family_id, user_id FROM target"
-        )
-    };
-}
-
-/// [`revoke_families_of_postgres`]'s statement (public for the query-plan test). Each
-/// revoker (`$1`… `$8`: the token's hash, the client, now, and its event's time, kind,
-/// client, address and detail) revokes the family of its token if the token is the client's
-/// and [`revocable!`] then, as [`revoke_family!`] does (the family remembered as revoked
-/// until now + `$9`), and its event is stored with the family's user and the family's id
-/// added to its detail, as [`RevokedFamily::event`] says. It returns the token, the family
-/// and its user of each family revoked.
-///
-/// The tokens are locked first, in the order of their hashes (`FOR UPDATE`): a concurrent
-/// revocation of one waits, then finds it revoked and does nothing, so one event is stored.
-/// Of two tokens of one family in the same statement, the one with the lower hash revokes
-/// it, and the other gets what it would have got after it: nothing. Two statements that
-/// lock each other's families' tokens deadlock, and PostgreSQL aborts one; its revocations
-/// then run again alone, and are retried.
-#[doc(hidden)]
-pub const REVOKE_MANY_POSTGRES: &str = revoke_many!();
-
 /// A client's revocation of its own token's family on PostgreSQL
 /// ([`RefreshTokenStore::revoke_family_of`]), as a write of the group commit: those queued at
 /// the same moment run as one statement ([`revoke_families_of_postgres`]), committed by itself.
+/// Its commit waits for the disk, so the request has nothing to settle after it.
 pub(super) struct RevokeOf {
-    /// Whether its commit may skip waiting for the disk (chosen by the request:
-    /// `commits::defers!`); a batch's does when all of its revocations' may.
-    pub(super) defer: bool,
     pub(super) token_hash: Vec<u8>,
     pub(super) client_id: String,
     pub(super) now: i64,
@@ -926,12 +870,7 @@ pub(super) async fn revoke_families_of_postgres(
     revokers: &[RevokeOf],
 ) -> Result<Vec<Option<RevokedFamily>>, StoreError> {
     use super::sql::column;
-    let sql = if revokers.iter().all(|r| r.defer) {
-        concat!(revoke_many!(), super::sql::not_awaited!(join))
-    } else {
-        REVOKE_MANY_POSTGRES
-    };
-    let revoked: Vec<(Vec<u8>, String, String)> = sqlx::query_as(sql)
+    let revoked: Vec<(Vec<u8>, String, String)> = sqlx::query_as(REVOKE_MANY_POSTGRES)
         .bind(column(revokers, |r| r.token_hash.as_slice()))
         .bind(column(revokers, |r| r.client_id.as_str()))
         .bind(column(revokers, |r| r.now))
@@ -953,6 +892,44 @@ pub(super) async fn revoke_families_of_postgres(
     .map(|row| row.map(|(_, family_id, user_id)| RevokedFamily { family_id, user_id }))
     .collect())
 }
+
+/// [`revoke_families_of_postgres`]'s statement (public for the query-plan test). Each
+/// revoker (`$1`… `$8`: the token's hash, the client, now, and its event's time, kind,
+/// client, address and detail) revokes the family of its token if the token is the client's
+/// and [`revocable!`] then, as [`revoke_family!`] does (the family remembered as revoked
+/// until now + `$9`), and its event is stored with the family's user and the family's id
+/// added to its detail, as [`RevokedFamily::event`] says. It returns the token, the family
+/// and its user of each family revoked.
+///
+/// The tokens are locked first, in the order of their hashes (`FOR UPDATE`): a concurrent
+/// revocation of one waits, then finds it revoked and does nothing, so one event is stored.
+/// Of two tokens of one family in the same statement, the one with the lower hash revokes
+/// it, and the other gets what it would have got after it: nothing. Two statements that
+/// lock each other's families' tokens deadlock, and PostgreSQL aborts one; its revocations
+/// then run again alone, and are retried.
+#[doc(hidden)]
+pub const REVOKE_MANY_POSTGRES: &str = concat!(
+    "WITH r AS (SELECT * FROM UNNEST($1::bytea[], $2::text[], $3::bigint[], $4::bigint[], \
+       $5::text[], $6::text[], $7::text[], $8::text[]) \
+       AS r (hash, client, at, event_at, kind, event_client, ip, detail)), \
+     locked AS (SELECT refresh_tokens.token_hash, refresh_tokens.family_id, \
+       refresh_tokens.user_id, r.* \
+       FROM r JOIN refresh_tokens ON refresh_tokens.token_hash = r.hash \
+       WHERE refresh_tokens.client_id = r.client AND ",
+    revocable!("r.at"),
+    " ORDER BY refresh_tokens.token_hash FOR UPDATE OF refresh_tokens), \
+     target AS (SELECT DISTINCT ON (family_id) * FROM locked ORDER BY family_id, token_hash), \
+     marked AS (INSERT INTO used_jtis (key, expires_at) \
+       SELECT 'family:' || family_id, at + $9 FROM target \
+       ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at), \
+     revoked AS (UPDATE refresh_tokens SET revoked_at = target.at FROM target \
+       WHERE refresh_tokens.family_id = target.family_id \
+         AND refresh_tokens.revoked_at IS NULL), \
+     audited AS (INSERT INTO audit_events (at, kind, client_id, user_id, ip, detail) \
+       SELECT event_at, kind, event_client, user_id, ip, \
+         (detail::jsonb || jsonb_build_object('family_id', family_id))::text FROM target) \
+     SELECT token_hash, family_id, user_id FROM target"
+);
 
 /// A token's columns, in `columns!` order, as elements of a JSON row (the hash in hex).
 fn json_columns(t: &RefreshToken) -> Result<[serde_json::Value; 14], StoreError> {
