@@ -1,7 +1,7 @@
 //! Writes from many requests committed together (a group commit), on SQLite's one writer,
 //! and on PostgreSQL for the kinds of write that one statement does for many requests
 //! ([`Kind::GROUPED`]: a refresh token's rotation, an authorization code's storage and
-//! redemption, a device request's redemption).
+//! redemption, a device request's redemption, a client's revocation of its token's family).
 //!
 //! Each write used to take its own turn on the writer's mutex and its own commit: between two
 //! writes, the statement's answer had to wake the request's task on a tokio worker, and the
@@ -43,7 +43,9 @@
 //! batches run at once, so that one batch's wait for its commit does not hold up the next.
 //! Under the refresh load a batch held two to eight rotations, and the database's CPU per
 //! refresh fell (`bench/README.md`, "PostgreSQL's rotations committed together"; and for
-//! the codes, "PostgreSQL's code and device redemptions committed together").
+//! the codes, "PostgreSQL's code and device redemptions committed together"). Not every
+//! write gains: registrations committed together were slower ("PostgreSQL's registrations
+//! committed together: tried, not landed").
 
 use std::any::Any;
 
