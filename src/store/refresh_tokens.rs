@@ -513,7 +513,8 @@ pub(crate) use presented;
 /// `store::audit::JsonRows`' rows, `[]` for none: a client's revocation's,
 /// `RefreshTokenStore::revoke_family_of`), in the revocation's own write, and only if the
 /// family was not revoked already: of two revocations of one family decided on a reader at
-/// once, the second stores no event (see [`revoke_family_of!`]).
+/// once, the second stores no event (on PostgreSQL the tokens' lock decides instead:
+/// [`REVOKE_MANY_POSTGRES`]).
 ///
 /// Each row returned is `('token', family)` for a token revoked, `('event', family)` for an
 /// event stored.
