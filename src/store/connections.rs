@@ -67,6 +67,9 @@ struct Inner<DB: Database> {
     check_idle_after: Option<Duration>,
     /// Where writes queue to be committed together (`None`: each runs alone), and which.
     group_commit: Option<(Grouping, std::sync::Mutex<Option<group_commit::Queue<DB>>>)>,
+    /// Where reads of a [`Kind::GROUPED`] kind queue to be run as one statement (`None`:
+    /// each runs alone): PostgreSQL's, beside its group commit.
+    group_reads: Option<std::sync::Mutex<Option<group_commit::Queue<DB>>>>,
 }
 
 /// Which writes the group commit takes.
@@ -194,6 +197,8 @@ where
                 begin,
                 check_idle_after,
                 group_commit: group_commit.map(|how| (how, std::sync::Mutex::new(None))),
+                group_reads: (group_commit == Some(Grouping::Grouped))
+                    .then(|| std::sync::Mutex::new(None)),
             }),
         }
     }
@@ -310,7 +315,37 @@ where
             .group_commit
             .as_ref()
             .filter(|(how, _)| *how == Grouping::Every || takes == Grouping::Grouped)
-            .and_then(|(_, slot)| group_commit::queue(slot, Arc::downgrade(&self.inner)))
+            .and_then(|(_, slot)| {
+                group_commit::queue(
+                    slot,
+                    Arc::downgrade(&self.inner),
+                    group_commit::Runs::Writes,
+                )
+            })
+    }
+
+    /// Read `input`, a read of kind `K`, and return what it returns. On PostgreSQL, if `K`
+    /// reads several inputs with one statement ([`Kind::GROUPED`]), it is queued, and the
+    /// reads of its kind queued with it run as that one statement: each statement costs
+    /// the server a wake-up of its backend and a plan's run whatever it reads
+    /// (`bench/README.md`, "PostgreSQL's look-ups read together"). Otherwise (SQLite, whose
+    /// reads are in this process) it runs alone.
+    pub(super) async fn read_kind<K: Kind<DB>>(
+        &self,
+        input: K::Input,
+    ) -> Result<K::Output, super::StoreError> {
+        let queue = self
+            .inner
+            .group_reads
+            .as_ref()
+            .filter(|_| K::GROUPED)
+            .and_then(|slot| {
+                group_commit::queue(slot, Arc::downgrade(&self.inner), group_commit::Runs::Reads)
+            });
+        match queue {
+            Some(queue) => group_commit::run_kind::<DB, K>(queue, input).await,
+            None => K::one(Target::Alone(self), &input).await,
+        }
     }
 
     /// Whether a batch's `BEGIN` and `COMMIT` go in its queries' text (SQLite's writer).

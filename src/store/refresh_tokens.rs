@@ -819,6 +819,40 @@ pub(super) async fn revoke_families(
         .collect())
 }
 
+/// A look-up of a usable refresh token by its hash at `now` ([`RefreshTokenStore::get_refresh`],
+/// introspection's), as a read of kind (`Connections::read_kind`): on PostgreSQL those
+/// queued at the same moment are one statement ([`look_up_many_postgres`]).
+pub(super) struct LookUp {
+    pub(super) token_hash: Vec<u8>,
+    pub(super) now: i64,
+}
+
+/// PostgreSQL's look-up of several refresh tokens, each as [`LookUp`] alone: one statement,
+/// the look-ups bound as one array per column and joined to the table by its primary key.
+/// One answer for each, in their order.
+pub(super) async fn look_up_many_postgres(
+    on: super::connections::Target<'_, sqlx::Postgres>,
+    look_ups: &[LookUp],
+) -> Result<Vec<Option<RefreshRow>>, StoreError> {
+    use super::sql::column;
+    let rows = sqlx::query(LOOK_UP_MANY_POSTGRES)
+        .bind(column(look_ups, |l| l.token_hash.as_slice()))
+        .bind(column(look_ups, |l| l.now))
+        .fetch_all(on)
+        .await?;
+    super::sql::by_ordinal(look_ups.len(), rows)
+}
+
+/// [`look_up_many_postgres`]'s statement (public for the query-plan test): `$1` the hashes,
+/// `$2` each one's now; each row says whose it is by `ordinal`, its look-up's place from 1.
+pub const LOOK_UP_MANY_POSTGRES: &str = concat!(
+    "SELECT l.ordinal, ",
+    columns!(),
+    " FROM UNNEST($1::bytea[], $2::bigint[]) WITH ORDINALITY AS l(hash, at, ordinal) \
+     JOIN refresh_tokens ON token_hash = l.hash AND ",
+    usable!("l.at")
+);
+
 /// A client's revocation of its own token's family on PostgreSQL
 /// ([`RefreshTokenStore::revoke_family_of`]), as a write of the group commit: those queued at
 /// the same moment run as one statement ([`revoke_families_of_postgres`]), committed by itself.
@@ -1281,17 +1315,12 @@ macro_rules! sql_impl {
             }
 
             async fn get_refresh(&self, token_hash: &[u8], now: i64) -> Result<Option<$crate::store::RefreshToken>, $crate::store::StoreError> {
-                let row: Option<$crate::store::refresh_tokens::RefreshRow> = sqlx::query_as(concat!(
-                    "SELECT ",
-                    $crate::store::refresh_tokens::columns!(),
-                    " FROM refresh_tokens WHERE token_hash = $1 AND ",
-                    $crate::store::refresh_tokens::usable!()
-                ))
-                .bind(token_hash)
-                .bind(now)
-                .fetch_optional(&self.pool)
-                .await?;
-                row.map(TryInto::try_into).transpose()
+                let look_up = $crate::store::refresh_tokens::LookUp { token_hash: token_hash.to_vec(), now };
+                self.pool
+                    .read_kind::<$crate::store::refresh_tokens::LookUp>(look_up)
+                    .await?
+                    .map(TryInto::try_into)
+                    .transpose()
             }
 
             async fn revoke_family(&self, family_id: &str, now: i64) -> Result<u64, $crate::store::StoreError> {
@@ -1367,6 +1396,39 @@ macro_rules! sql_impl {
                     .await?;
                 Ok(r.rows_affected())
             }
+        }
+
+        impl $crate::store::connections::Kind<$crate::store::sql::db!($dialect)>
+            for $crate::store::refresh_tokens::LookUp
+        {
+            type Input = Self;
+            type Output = Option<$crate::store::refresh_tokens::RefreshRow>;
+
+            /// Reads never clash: two look-ups of one token each get its row.
+            fn clash(_: &Self, _: &Self) -> bool {
+                false
+            }
+
+            fn one<'c>(
+                on: $crate::store::connections::Target<'c, $crate::store::sql::db!($dialect)>,
+                look_up: &'c Self,
+            ) -> futures_util::future::BoxFuture<'c, Result<Self::Output, $crate::store::StoreError>>
+            {
+                Box::pin(async move {
+                    Ok(sqlx::query_as(concat!(
+                        "SELECT ",
+                        $crate::store::refresh_tokens::columns!(),
+                        " FROM refresh_tokens WHERE token_hash = $1 AND ",
+                        $crate::store::refresh_tokens::usable!()
+                    ))
+                    .bind(&look_up.token_hash)
+                    .bind(look_up.now)
+                    .fetch_optional(on)
+                    .await?)
+                })
+            }
+
+            $crate::store::sql::reads!($dialect, $crate::store::refresh_tokens::look_up_many_postgres);
         }
 
         impl $crate::store::connections::Kind<$crate::store::sql::db!($dialect)>

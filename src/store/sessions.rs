@@ -123,23 +123,67 @@ impl TryFrom<SignedInRow> for SignedIn {
 }
 
 /// The statement reading a live session by its hash (`$1`) at `$2`, with its user and the
-/// user's consents to client `$3`: the session by its primary key, in a subquery that
-/// renames its columns, the user by theirs, the consents by the first two columns of theirs.
+/// user's consents to client `$3` (or the three expressions given): the session by its
+/// primary key, in a subquery that renames its columns, the user by theirs, the consents by
+/// the first two columns of theirs.
 macro_rules! signed_in {
     ($dialect:tt) => {
+        $crate::store::sessions::signed_in!($dialect, "$1", "$2", "$3")
+    };
+    ($dialect:tt, $hash:literal, $now:literal, $client:literal) => {
         concat!(
             "SELECT s.sid, s.auth_time, s.amr, s.acr, s.session_created_at, s.session_expires_at, ",
-            $crate::store::consents::allowed_json!($dialect, "s.session_user_id", "$3"),
+            $crate::store::consents::allowed_json!($dialect, "s.session_user_id", $client),
             " AS allowed, ",
             $crate::store::users::columns!(),
             " FROM (SELECT user_id AS session_user_id, sid, auth_time, amr, acr, \
              created_at AS session_created_at, expires_at AS session_expires_at \
-             FROM sessions WHERE token_hash = $1 AND expires_at > $2) s \
-             JOIN users ON users.id = s.session_user_id"
+             FROM sessions WHERE token_hash = ",
+            $hash,
+            " AND expires_at > ",
+            $now,
+            ") s JOIN users ON users.id = s.session_user_id"
         )
     };
 }
 pub(crate) use signed_in;
+
+/// A look-up of a live session with its user and consents ([`SessionStore::get_signed_in`]),
+/// as a read of kind (`Connections::read_kind`): on PostgreSQL those queued at the same
+/// moment are one statement ([`look_up_many_postgres`]).
+pub(super) struct LookUp {
+    pub(super) token_hash: Vec<u8>,
+    pub(super) now: i64,
+    pub(super) client_id: Option<String>,
+}
+
+/// PostgreSQL's look-up of several sessions, each as [`LookUp`] alone: one statement, the
+/// look-ups bound as one array per column, each read by [`signed_in!`] beside it
+/// (`LATERAL`). One answer for each, in their order.
+pub(super) async fn look_up_many_postgres(
+    on: super::connections::Target<'_, sqlx::Postgres>,
+    look_ups: &[LookUp],
+) -> Result<Vec<Option<SignedInRow>>, StoreError> {
+    use super::sql::column;
+    let rows = sqlx::query(LOOK_UP_MANY_POSTGRES)
+        .bind(column(look_ups, |l| l.token_hash.as_slice()))
+        .bind(column(look_ups, |l| l.now))
+        .bind(column(look_ups, |l| l.client_id.as_deref()))
+        .fetch_all(on)
+        .await?;
+    super::sql::by_ordinal(look_ups.len(), rows)
+}
+
+/// [`look_up_many_postgres`]'s statement (public for the query-plan test): `$1` the
+/// sessions' hashes, `$2` each one's now, `$3` each one's client; each row says whose it is
+/// by `ordinal`, its look-up's place from 1.
+pub const LOOK_UP_MANY_POSTGRES: &str = concat!(
+    "SELECT l.ordinal, r.* \
+     FROM UNNEST($1::bytea[], $2::bigint[], $3::text[]) WITH ORDINALITY AS l(hash, at, client_id, ordinal) \
+     CROSS JOIN LATERAL (",
+    signed_in!("postgres", "l.hash", "l.at", "l.client_id"),
+    ") r"
+);
 
 macro_rules! sql_impl {
     ($ty:ty, $dialect:tt) => {
@@ -169,14 +213,16 @@ macro_rules! sql_impl {
                 now: i64,
                 client_id: Option<&str>,
             ) -> Result<Option<$crate::store::SignedIn>, $crate::store::StoreError> {
-                let row: Option<$crate::store::sessions::SignedInRow> =
-                    sqlx::query_as($crate::store::sessions::signed_in!($dialect))
-                        .bind(token_hash)
-                        .bind(now)
-                        .bind(client_id)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                row.map(TryInto::try_into).transpose()
+                let look_up = $crate::store::sessions::LookUp {
+                    token_hash: token_hash.to_vec(),
+                    now,
+                    client_id: client_id.map(str::to_owned),
+                };
+                self.pool
+                    .read_kind::<$crate::store::sessions::LookUp>(look_up)
+                    .await?
+                    .map(TryInto::try_into)
+                    .transpose()
             }
 
             async fn delete_session(&self, token_hash: &[u8]) -> Result<(), $crate::store::StoreError> {
@@ -221,6 +267,35 @@ macro_rules! sql_impl {
                     .await?;
                 Ok(r.rows_affected())
             }
+        }
+
+        impl $crate::store::connections::Kind<$crate::store::sql::db!($dialect)>
+            for $crate::store::sessions::LookUp
+        {
+            type Input = Self;
+            type Output = Option<$crate::store::sessions::SignedInRow>;
+
+            /// Reads never clash: two look-ups of one session each get its row.
+            fn clash(_: &Self, _: &Self) -> bool {
+                false
+            }
+
+            fn one<'c>(
+                on: $crate::store::connections::Target<'c, $crate::store::sql::db!($dialect)>,
+                look_up: &'c Self,
+            ) -> futures_util::future::BoxFuture<'c, Result<Self::Output, $crate::store::StoreError>>
+            {
+                Box::pin(async move {
+                    Ok(sqlx::query_as($crate::store::sessions::signed_in!($dialect))
+                        .bind(&look_up.token_hash)
+                        .bind(look_up.now)
+                        .bind(&look_up.client_id)
+                        .fetch_optional(on)
+                        .await?)
+                })
+            }
+
+            $crate::store::sql::reads!($dialect, $crate::store::sessions::look_up_many_postgres);
         }
     };
 }

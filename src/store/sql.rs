@@ -79,8 +79,7 @@ pub(crate) use db;
 /// (`Kind::GROUPED`); without, PostgreSQL writes it alone, so never has several, and keeps
 /// the default, one by one.
 macro_rules! many {
-    ("postgres", $many:path) => {};
-    ("postgres", $sqlite:path, $postgres:path) => {
+    ("postgres", grouped $postgres:path) => {
         const GROUPED: bool = true;
 
         fn many<'c>(
@@ -92,6 +91,10 @@ macro_rules! many {
         > {
             Box::pin($postgres(on, inputs))
         }
+    };
+    ("postgres", $many:path) => {};
+    ("postgres", $sqlite:path, $postgres:path) => {
+        $crate::store::sql::many!("postgres", grouped $postgres);
     };
     ("sqlite", $sqlite:path, $postgres:path) => {
         $crate::store::sql::many!("sqlite", $sqlite);
@@ -114,6 +117,17 @@ macro_rules! many {
     };
 }
 pub(crate) use many;
+
+/// In an `impl Kind` of a read (`Connections::read_kind`): on PostgreSQL, the statement
+/// `$postgres` that reads several inputs of the kind at once, and the kind is grouped there
+/// (`Kind::GROUPED`). SQLite reads each alone on its readers, in this process: nothing.
+macro_rules! reads {
+    ("postgres", $postgres:path) => {
+        $crate::store::sql::many!("postgres", grouped $postgres);
+    };
+    ("sqlite", $postgres:path) => {};
+}
+pub(crate) use reads;
 
 /// Map a unique-constraint violation to `Conflict(what)`.
 pub(super) fn conflict(e: sqlx::Error, what: &str) -> StoreError {
@@ -161,7 +175,6 @@ pub(super) fn may_be_stored(key: &str) -> bool {
     !key.contains('\0')
 }
 
-/// A value stored as JSON text.
 /// The rows a batch's statement returned (`RETURNING`, in no order), one for each of the
 /// batch's inputs in their order: the row whose key `row_key` is the input's `input_key`, or
 /// `None` when the statement wrote nothing for it. Keys are unique within a batch (its
@@ -184,6 +197,34 @@ pub(super) fn by_input<I, R, K: PartialEq + ?Sized>(
                 .and_then(Option::take)
         })
         .collect()
+}
+
+/// The rows of a batch's read, each naming its input by `ordinal`, the input's place from 1
+/// (`UNNEST … WITH ORDINALITY`), as one answer for each of the batch's `inputs`, in their
+/// order: its row, or `None` when the read found none for it. Unlike [`by_input`], two
+/// inputs may be the same (reads do not clash): each has its own row.
+pub(super) fn by_ordinal<R>(
+    inputs: usize,
+    rows: Vec<sqlx::postgres::PgRow>,
+) -> Result<Vec<Option<R>>, StoreError>
+where
+    R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+{
+    let mut answers: Vec<Option<R>> = std::iter::repeat_with(|| None).take(inputs).collect();
+    for row in rows {
+        let ordinal: i64 = sqlx::Row::try_get(&row, "ordinal")?;
+        let answer = usize::try_from(ordinal)
+            .ok()
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|i| answers.get_mut(i))
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "a batched read's row for input {ordinal} of {inputs}"
+                ))
+            })?;
+        *answer = Some(R::from_row(&row)?);
+    }
+    Ok(answers)
 }
 
 /// One column of a batch's inputs, `f` of each, to bind as a PostgreSQL array (read back by
@@ -246,7 +287,7 @@ macro_rules! sql_store {
         $crate::store::keys::sql_impl!($ty);
         $crate::store::rate_limits::sql_impl!($ty, $name);
         $crate::store::replay::sql_impl!($ty);
-        $crate::store::users::sql_impl!($ty);
+        $crate::store::users::sql_impl!($ty, $name);
         $crate::store::identities::sql_impl!($ty);
         $crate::store::sessions::sql_impl!($ty, $name);
         $crate::store::factors::sql_impl!($ty);

@@ -119,6 +119,33 @@ macro_rules! columns {
 }
 pub(crate) use columns;
 
+/// A look-up of a user by id ([`UserStore::get_user`]: a grant's live user, `/userinfo`, a
+/// user's token introspected), as a read of kind (`Connections::read_kind`): on PostgreSQL
+/// those queued at the same moment are one statement ([`look_up_many_postgres`]).
+pub(super) struct LookUp(pub(super) String);
+
+/// PostgreSQL's look-up of several users by id, each as [`LookUp`] alone: one statement, the
+/// ids bound as one array and joined to the table by its primary key. One answer for each,
+/// in their order.
+pub(super) async fn look_up_many_postgres(
+    on: super::connections::Target<'_, sqlx::Postgres>,
+    look_ups: &[LookUp],
+) -> Result<Vec<Option<UserRow>>, StoreError> {
+    let rows = sqlx::query(LOOK_UP_MANY_POSTGRES)
+        .bind(super::sql::column(look_ups, |LookUp(id)| id.as_str()))
+        .fetch_all(on)
+        .await?;
+    super::sql::by_ordinal(look_ups.len(), rows)
+}
+
+/// [`look_up_many_postgres`]'s statement (public for the query-plan test): `$1` the ids; each
+/// row says whose it is by `ordinal`, its look-up's place from 1.
+pub const LOOK_UP_MANY_POSTGRES: &str = concat!(
+    "SELECT l.ordinal, ",
+    columns!(),
+    " FROM UNNEST($1::text[]) WITH ORDINALITY AS l(wanted, ordinal) JOIN users ON users.id = l.wanted"
+);
+
 /// The statement inserting a user (`Conflict` on the username is the caller's to map).
 macro_rules! insert {
     ($u:expr) => {
@@ -163,7 +190,7 @@ macro_rules! sign_out_everywhere {
 pub(crate) use sign_out_everywhere;
 
 macro_rules! sql_impl {
-    ($ty:ty) => {
+    ($ty:ty, $dialect:tt) => {
         #[async_trait::async_trait]
         impl $crate::store::UserStore for $ty {
             async fn insert_user(
@@ -181,14 +208,8 @@ macro_rules! sql_impl {
                 &self,
                 id: &str,
             ) -> Result<Option<$crate::store::User>, $crate::store::StoreError> {
-                let row: Option<$crate::store::users::UserRow> = sqlx::query_as(concat!(
-                    "SELECT ",
-                    $crate::store::users::columns!(),
-                    " FROM users WHERE id = $1"
-                ))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+                let look_up = $crate::store::users::LookUp(id.to_owned());
+                let row = self.pool.read_kind::<$crate::store::users::LookUp>(look_up).await?;
                 Ok(row.map(Into::into))
             }
 
@@ -352,6 +373,37 @@ macro_rules! sql_impl {
                 })
                 .await
             }
+        }
+
+        impl $crate::store::connections::Kind<$crate::store::sql::db!($dialect)>
+            for $crate::store::users::LookUp
+        {
+            type Input = Self;
+            type Output = Option<$crate::store::users::UserRow>;
+
+            /// Reads never clash: two look-ups of one user each get their row.
+            fn clash(_: &Self, _: &Self) -> bool {
+                false
+            }
+
+            fn one<'c>(
+                on: $crate::store::connections::Target<'c, $crate::store::sql::db!($dialect)>,
+                $crate::store::users::LookUp(id): &'c Self,
+            ) -> futures_util::future::BoxFuture<'c, Result<Self::Output, $crate::store::StoreError>>
+            {
+                Box::pin(async move {
+                    Ok(sqlx::query_as(concat!(
+                        "SELECT ",
+                        $crate::store::users::columns!(),
+                        " FROM users WHERE id = $1"
+                    ))
+                    .bind(id)
+                    .fetch_optional(on)
+                    .await?)
+                })
+            }
+
+            $crate::store::sql::reads!($dialect, $crate::store::users::look_up_many_postgres);
         }
     };
 }

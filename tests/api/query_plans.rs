@@ -331,9 +331,10 @@ async fn no_scans_on_request_paths(backend: Backend) {
         .collect();
     assert!(swept.len() >= 8, "the sweeper's deletions: {swept:?}");
     ran.extend(swept);
-    // A refresh's rotation, a code's or device's redemption and a family's revocation batched
-    // with others' (under concurrent requests only, so not certainly in the log): their
-    // statements, explained whether or not they ran.
+    // A refresh's rotation, a code's or device's redemption, a family's revocation and (on
+    // PostgreSQL) a refresh token's, a session's or a user's look-up batched with others' (under
+    // concurrent requests only, so not certainly in the log): their statements, explained
+    // whether or not they ran.
     let batched: &[&str] = match backend {
         Backend::Sqlite => &[concierge::store::refresh_tokens::ROTATE_MANY_SQLITE],
         Backend::Postgres => &[
@@ -341,6 +342,9 @@ async fn no_scans_on_request_paths(backend: Backend) {
             concierge::store::codes::REDEEM_MANY_POSTGRES,
             concierge::store::devices::REDEEM_MANY_POSTGRES,
             concierge::store::refresh_tokens::REVOKE_MANY_POSTGRES,
+            concierge::store::refresh_tokens::LOOK_UP_MANY_POSTGRES,
+            concierge::store::sessions::LOOK_UP_MANY_POSTGRES,
+            concierge::store::users::LOOK_UP_MANY_POSTGRES,
         ],
     };
     for statement in batched {

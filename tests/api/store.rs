@@ -475,6 +475,162 @@ both!(
     }
 );
 
+// Look-ups at once (one statement for a batch of each kind on PostgreSQL) each read their
+// own: introspection's refresh tokens, the signed-in read of sessions and users by id, the
+// same token, session or user several times among them, answer as each read alone did.
+// Alone: a spent token, an expired one, one of a revoked family and an unknown one are not
+// usable; an expired session is not live; each session carries its own user and that
+// user's consents to the client its read names, and none where it names none; an unknown
+// user is none.
+both!(
+    look_ups_at_once_each_read_their_own,
+    builder | b: crate::helpers::TestAppBuilder | alice_and_agent(b)
+        .with_user("bob", "another password of some length"),
+    |app: TestApp| async move {
+        use concierge::store::{Consent, Session, SignedIn};
+        let store = app.store();
+        let now = concierge::util::now();
+        let (spent, live, other) = two_families(&app, now).await;
+        let mut expired = refresh_token(&app, "fam-expired", now - 7200);
+        expired.expires_at = now - 1;
+        store.insert_refresh(&expired).await.unwrap();
+        let revoked = refresh_token(&app, "fam-revoked", now);
+        store.insert_refresh(&revoked).await.unwrap();
+        store.revoke_family("fam-revoked", now).await.unwrap();
+        let tokens = [&spent, &live, &other, &expired, &revoked];
+
+        let session = |user: &str, sid: &str, expires_at: i64| Session {
+            sid: sid.into(),
+            user_id: app.users[user].clone(),
+            auth_time: now - 100,
+            amr: vec!["pwd".into()],
+            acr: None,
+            created_at: now - 100,
+            expires_at,
+        };
+        let sessions = [
+            (b"session-alice".to_vec(), session("alice", "sid-a", now + 600)),
+            (b"session-bob".to_vec(), session("bob", "sid-b", now + 600)),
+            (b"session-gone".to_vec(), session("alice", "sid-c", now - 1)),
+        ];
+        for (hash, s) in &sessions {
+            store.insert_session(hash, s).await.unwrap();
+        }
+        for (user, client, resource) in [
+            ("alice", "agent", "https://a.example/"),
+            ("alice", "other", "https://b.example/"),
+            ("bob", "agent", "https://c.example/"),
+        ] {
+            let consent = Consent {
+                user_id: app.users[user].clone(),
+                client_id: client.into(),
+                resource: resource.into(),
+                scopes: format!("{user} {client}"),
+                created_at: now,
+                updated_at: now,
+                last_used_at: None,
+            };
+            store.save_consent(&consent).await.unwrap();
+        }
+
+        #[derive(Debug, Clone, PartialEq)]
+        enum Read {
+            Token(Option<concierge::store::RefreshToken>),
+            Session(Option<SignedIn>),
+            User(Option<concierge::store::User>),
+        }
+        type LookUp = Box<dyn Fn() -> futures_util::future::BoxFuture<'static, Read> + Send + Sync>;
+        let mut look_ups: Vec<LookUp> = Vec::new();
+        for t in tokens.iter().map(|t| t.token_hash.clone()).chain([vec![7u8; 32]]) {
+            let store = store.clone();
+            look_ups.push(Box::new(move || {
+                let (store, hash) = (store.clone(), t.clone());
+                Box::pin(async move { Read::Token(store.get_refresh(&hash, now).await.unwrap()) })
+            }));
+        }
+        let hashes = sessions.iter().map(|(h, _)| h.clone()).chain([b"unknown".to_vec()]);
+        for hash in hashes {
+            for client in [Some("agent"), Some("other"), None] {
+                let (store, hash) = (store.clone(), hash.clone());
+                look_ups.push(Box::new(move || {
+                    let (store, hash) = (store.clone(), hash.clone());
+                    Box::pin(async move {
+                        let read = store.get_signed_in(&hash, now, client).await.unwrap();
+                        Read::Session(read)
+                    })
+                }));
+            }
+        }
+
+        let ids = [app.users["alice"].clone(), app.users["bob"].clone(), "nobody".into()];
+        for id in ids {
+            let store = store.clone();
+            look_ups.push(Box::new(move || {
+                let (store, id) = (store.clone(), id.clone());
+                Box::pin(async move { Read::User(store.get_user(&id).await.unwrap()) })
+            }));
+        }
+
+        let mut alone = Vec::new();
+        for look_up in &look_ups {
+            alone.push(look_up().await);
+        }
+        let usable: Vec<bool> = alone[..6]
+            .iter()
+            .map(|read| matches!(read, Read::Token(Some(_))))
+            .collect();
+        assert_eq!(usable, [false, true, true, false, false, false]);
+        assert_eq!(alone[1], Read::Token(Some(live.clone())));
+        assert_eq!(alone[2], Read::Token(Some(other.clone())));
+        let consents = |read: &Read| match read {
+            Read::Session(Some(s)) => Some((
+                s.user.username.clone(),
+                s.allowed.iter().map(|a| a.scopes.clone()).collect::<Vec<_>>(),
+            )),
+            _ => None,
+        };
+        let seen: Vec<_> = alone[6..18].iter().map(consents).collect();
+        let some = |user: &str, scopes: &[&str]| {
+            Some((user.to_string(), scopes.iter().map(|s| s.to_string()).collect()))
+        };
+        assert_eq!(
+            seen,
+            [
+                some("alice", &["alice agent"]),
+                some("alice", &["alice other"]),
+                some("alice", &[]),
+                some("bob", &["bob agent"]),
+                some("bob", &[]),
+                some("bob", &[]),
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+            ]
+        );
+        let users: Vec<_> = alone[18..]
+            .iter()
+            .map(|read| match read {
+                Read::User(user) => user.as_ref().map(|u| u.username.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(users, [Some("alice".into()), Some("bob".into()), None]);
+
+        // Each three times, all at once.
+        let tasks: Vec<_> = (0..3)
+            .flat_map(|_| look_ups.iter().map(|look_up| tokio::spawn(look_up())))
+            .collect();
+        for (n, task) in tasks.into_iter().enumerate() {
+            let read = task.await.unwrap();
+            assert_eq!(read, alone[n % look_ups.len()], "look-up {}", n % look_ups.len());
+        }
+        app
+    }
+);
+
 /// What [`refresh_token`] needs: alice, and a client to hold her tokens.
 fn alice_and_agent(b: crate::helpers::TestAppBuilder) -> crate::helpers::TestAppBuilder {
     b.with_user("alice", "a password of some length")

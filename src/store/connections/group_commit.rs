@@ -46,6 +46,12 @@
 //! the codes, "PostgreSQL's code and device redemptions committed together"). Not every
 //! write gains: registrations committed together were slower ("PostgreSQL's registrations
 //! committed together: tried, not landed").
+//!
+//! PostgreSQL's hot reads by key (introspection's refresh token, a signed-in request's
+//! session) are queued the same way, on a queue of their own ([`Runs::Reads`]): those of one
+//! kind queued at once are one `SELECT` of all their keys, never in a transaction. Each
+//! statement costs the server a wake-up of its backend and a plan's run whatever it reads
+//! (`bench/README.md`, "PostgreSQL's look-ups read together").
 
 use std::any::Any;
 
@@ -171,7 +177,9 @@ impl<'q, DB: sqlx::Database, E: sqlx::Execute<'q, DB>> sqlx::Execute<'q, DB> for
 pub(in crate::store) type Job<DB, R> =
     Box<dyn for<'c> Fn(Target<'c, DB>) -> BoxFuture<'c, Result<R, StoreError>> + Send + Sync>;
 
-/// A kind of write whose jobs, queued together, run as one statement for all their inputs.
+/// A kind of write whose jobs, queued together, run as one statement for all their inputs;
+/// or a kind of read that PostgreSQL runs so (`Connections::read_kind`: it never clashes,
+/// and its `many` is a `SELECT` whose rows say whose they are).
 pub(in crate::store) trait Kind<DB: sqlx::Database>: Sized + 'static {
     /// What one job writes.
     type Input: Send + Sync + 'static;
@@ -385,6 +393,17 @@ impl<DB: sqlx::Database, K: Kind<DB>> Queued<DB> for Grouped<DB, K> {
 /// Where a writer's jobs are queued: the sending end of its task's queue.
 pub(super) type Queue<DB> = mpsc::UnboundedSender<Box<dyn Queued<DB>>>;
 
+/// What a queue's task runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Runs {
+    /// Writes, committed together.
+    Writes,
+    /// Reads of a [`Kind::GROUPED`] kind (`Connections::read_kind`; PostgreSQL's): each
+    /// kind's queued together as its one statement, never in a transaction, since a read
+    /// commits nothing.
+    Reads,
+}
+
 /// `writer`'s queue, `slot`, with its task started on the current tokio runtime if there is
 /// none yet or the last one ended with the runtime it ran on (a store opened in one runtime
 /// and used in another, as tests do). `None` outside a runtime: the caller runs its job
@@ -392,6 +411,7 @@ pub(super) type Queue<DB> = mpsc::UnboundedSender<Box<dyn Queued<DB>>>;
 pub(super) fn queue<DB: sqlx::Database>(
     slot: &std::sync::Mutex<Option<Queue<DB>>>,
     writer: std::sync::Weak<super::Inner<DB>>,
+    runs: Runs,
 ) -> Option<Queue<DB>>
 where
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
@@ -405,7 +425,7 @@ where
     }
     let runtime = tokio::runtime::Handle::try_current().ok()?;
     let (queue, queued) = mpsc::unbounded_channel();
-    runtime.spawn(run_batches(writer, queued));
+    runtime.spawn(run_batches(writer, queued, runs));
     *slot = Some(queue.clone());
     Some(queue)
 }
@@ -462,6 +482,7 @@ async fn queued<DB: sqlx::Database, R>(
 async fn run_batches<DB: sqlx::Database>(
     writer: std::sync::Weak<super::Inner<DB>>,
     mut queued: mpsc::UnboundedReceiver<Box<dyn Queued<DB>>>,
+    runs: Runs,
 ) where
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
     DB::Arguments: sqlx::IntoArguments<DB>,
@@ -486,7 +507,10 @@ async fn run_batches<DB: sqlx::Database>(
         }
         let mut this = std::mem::replace(&mut batch, Vec::with_capacity(MOST));
         tokio::spawn(async move {
-            run_batch(&writer, &mut this).await;
+            match runs {
+                Runs::Writes => run_batch(&writer, &mut this).await,
+                Runs::Reads => run_reads(&writer, &mut this).await,
+            }
             drop(turn);
         });
     }
@@ -541,6 +565,22 @@ async fn run_batch<DB: sqlx::Database>(
     for job in batch.drain(..) {
         job.run_alone(writer).await;
     }
+}
+
+/// `batch`'s reads, emptied: each kind's as its one statement, the kinds side by side. A
+/// statement the database refused (none should be) runs again read by read, so that each
+/// gets its own answer.
+async fn run_reads<DB: sqlx::Database>(
+    readers: &Connections<DB>,
+    batch: &mut Vec<Box<dyn Queued<DB>>>,
+) where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    futures_util::future::join_all(batch.drain(..).map(|job| async move {
+        run_batch(readers, &mut vec![job]).await;
+    }))
+    .await;
 }
 
 /// Run `batch` without a transaction of its own when it is one write of a [`Kind::GROUPED`]
