@@ -820,7 +820,7 @@ pub(super) async fn revoke_families(
 }
 
 /// A look-up of a usable refresh token by its hash at `now` ([`RefreshTokenStore::get_refresh`],
-/// introspection's), as a read of kind (`Connections::read_kind`): on PostgreSQL those
+/// introspection's), as a kind of read (`Connections::read_kind`): on PostgreSQL those
 /// queued at the same moment are one statement ([`look_up_many_postgres`]).
 pub(super) struct LookUp {
     pub(super) token_hash: Vec<u8>,
@@ -1398,38 +1398,19 @@ macro_rules! sql_impl {
             }
         }
 
-        impl $crate::store::connections::Kind<$crate::store::sql::db!($dialect)>
-            for $crate::store::refresh_tokens::LookUp
-        {
-            type Input = Self;
-            type Output = Option<$crate::store::refresh_tokens::RefreshRow>;
-
-            /// Reads never clash: two look-ups of one token each get its row.
-            fn clash(_: &Self, _: &Self) -> bool {
-                false
-            }
-
-            fn one<'c>(
-                on: $crate::store::connections::Target<'c, $crate::store::sql::db!($dialect)>,
-                look_up: &'c Self,
-            ) -> futures_util::future::BoxFuture<'c, Result<Self::Output, $crate::store::StoreError>>
-            {
-                Box::pin(async move {
-                    Ok(sqlx::query_as(concat!(
-                        "SELECT ",
-                        $crate::store::refresh_tokens::columns!(),
-                        " FROM refresh_tokens WHERE token_hash = $1 AND ",
-                        $crate::store::refresh_tokens::usable!()
-                    ))
-                    .bind(&look_up.token_hash)
-                    .bind(look_up.now)
-                    .fetch_optional(on)
-                    .await?)
-                })
-            }
-
-            $crate::store::sql::reads!($dialect, $crate::store::refresh_tokens::look_up_many_postgres);
-        }
+        $crate::store::sql::read_kind!(
+            $dialect,
+            $crate::store::refresh_tokens::LookUp,
+            $crate::store::refresh_tokens::RefreshRow,
+            concat!(
+                "SELECT ",
+                $crate::store::refresh_tokens::columns!(),
+                " FROM refresh_tokens WHERE token_hash = $1 AND ",
+                $crate::store::refresh_tokens::usable!()
+            ),
+            |look_up| [&look_up.token_hash, look_up.now],
+            $crate::store::refresh_tokens::look_up_many_postgres
+        );
 
         impl $crate::store::connections::Kind<$crate::store::sql::db!($dialect)>
             for $crate::store::refresh_tokens::Insert

@@ -149,7 +149,7 @@ macro_rules! signed_in {
 pub(crate) use signed_in;
 
 /// A look-up of a live session with its user and consents ([`SessionStore::get_signed_in`]),
-/// as a read of kind (`Connections::read_kind`): on PostgreSQL those queued at the same
+/// as a kind of read (`Connections::read_kind`): on PostgreSQL those queued at the same
 /// moment are one statement ([`look_up_many_postgres`]).
 pub(super) struct LookUp {
     pub(super) token_hash: Vec<u8>,
@@ -269,34 +269,14 @@ macro_rules! sql_impl {
             }
         }
 
-        impl $crate::store::connections::Kind<$crate::store::sql::db!($dialect)>
-            for $crate::store::sessions::LookUp
-        {
-            type Input = Self;
-            type Output = Option<$crate::store::sessions::SignedInRow>;
-
-            /// Reads never clash: two look-ups of one session each get its row.
-            fn clash(_: &Self, _: &Self) -> bool {
-                false
-            }
-
-            fn one<'c>(
-                on: $crate::store::connections::Target<'c, $crate::store::sql::db!($dialect)>,
-                look_up: &'c Self,
-            ) -> futures_util::future::BoxFuture<'c, Result<Self::Output, $crate::store::StoreError>>
-            {
-                Box::pin(async move {
-                    Ok(sqlx::query_as($crate::store::sessions::signed_in!($dialect))
-                        .bind(&look_up.token_hash)
-                        .bind(look_up.now)
-                        .bind(&look_up.client_id)
-                        .fetch_optional(on)
-                        .await?)
-                })
-            }
-
-            $crate::store::sql::reads!($dialect, $crate::store::sessions::look_up_many_postgres);
-        }
+        $crate::store::sql::read_kind!(
+            $dialect,
+            $crate::store::sessions::LookUp,
+            $crate::store::sessions::SignedInRow,
+            $crate::store::sessions::signed_in!($dialect),
+            |look_up| [&look_up.token_hash, look_up.now, &look_up.client_id],
+            $crate::store::sessions::look_up_many_postgres
+        );
     };
 }
 pub(crate) use sql_impl;

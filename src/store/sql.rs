@@ -118,16 +118,40 @@ macro_rules! many {
 }
 pub(crate) use many;
 
-/// In an `impl Kind` of a read (`Connections::read_kind`): on PostgreSQL, the statement
-/// `$postgres` that reads several inputs of the kind at once, and the kind is grouped there
-/// (`Kind::GROUPED`). SQLite reads each alone on its readers, in this process: nothing.
-macro_rules! reads {
-    ("postgres", $postgres:path) => {
+/// In a store's `sql_impl`: the `Kind` of a read by key (`Connections::read_kind`), `$look_up`,
+/// whose answer is an `Option<$row>`. Alone it is the statement `$one`, with what `|$l|`'s
+/// list says bound; on PostgreSQL the reads queued at once are `$postgres`'s one statement,
+/// and the kind is grouped there (`Kind::GROUPED`). SQLite reads each alone on its readers,
+/// in this process. Reads never clash: two look-ups of one key each get its row.
+macro_rules! read_kind {
+    ($dialect:tt, $look_up:ty, $row:ty, $one:expr, |$l:ident| [$($bind:expr),+ $(,)?], $postgres:path) => {
+        impl $crate::store::connections::Kind<$crate::store::sql::db!($dialect)> for $look_up {
+            type Input = Self;
+            type Output = Option<$row>;
+
+            fn clash(_: &Self, _: &Self) -> bool {
+                false
+            }
+
+            fn one<'c>(
+                on: $crate::store::connections::Target<'c, $crate::store::sql::db!($dialect)>,
+                $l: &'c Self,
+            ) -> futures_util::future::BoxFuture<'c, Result<Self::Output, $crate::store::StoreError>>
+            {
+                Box::pin(async move {
+                    Ok(sqlx::query_as($one)$(.bind($bind))+.fetch_optional(on).await?)
+                })
+            }
+
+            $crate::store::sql::read_kind!(@many $dialect, $postgres);
+        }
+    };
+    (@many "postgres", $postgres:path) => {
         $crate::store::sql::many!("postgres", grouped $postgres);
     };
-    ("sqlite", $postgres:path) => {};
+    (@many "sqlite", $postgres:path) => {};
 }
-pub(crate) use reads;
+pub(crate) use read_kind;
 
 /// Map a unique-constraint violation to `Conflict(what)`.
 pub(super) fn conflict(e: sqlx::Error, what: &str) -> StoreError {

@@ -120,7 +120,7 @@ macro_rules! columns {
 pub(crate) use columns;
 
 /// A look-up of a user by id ([`UserStore::get_user`]: a grant's live user, `/userinfo`, a
-/// user's token introspected), as a read of kind (`Connections::read_kind`): on PostgreSQL
+/// user's token introspected), as a kind of read (`Connections::read_kind`): on PostgreSQL
 /// those queued at the same moment are one statement ([`look_up_many_postgres`]).
 pub(super) struct LookUp(pub(super) String);
 
@@ -375,36 +375,14 @@ macro_rules! sql_impl {
             }
         }
 
-        impl $crate::store::connections::Kind<$crate::store::sql::db!($dialect)>
-            for $crate::store::users::LookUp
-        {
-            type Input = Self;
-            type Output = Option<$crate::store::users::UserRow>;
-
-            /// Reads never clash: two look-ups of one user each get their row.
-            fn clash(_: &Self, _: &Self) -> bool {
-                false
-            }
-
-            fn one<'c>(
-                on: $crate::store::connections::Target<'c, $crate::store::sql::db!($dialect)>,
-                $crate::store::users::LookUp(id): &'c Self,
-            ) -> futures_util::future::BoxFuture<'c, Result<Self::Output, $crate::store::StoreError>>
-            {
-                Box::pin(async move {
-                    Ok(sqlx::query_as(concat!(
-                        "SELECT ",
-                        $crate::store::users::columns!(),
-                        " FROM users WHERE id = $1"
-                    ))
-                    .bind(id)
-                    .fetch_optional(on)
-                    .await?)
-                })
-            }
-
-            $crate::store::sql::reads!($dialect, $crate::store::users::look_up_many_postgres);
-        }
+        $crate::store::sql::read_kind!(
+            $dialect,
+            $crate::store::users::LookUp,
+            $crate::store::users::UserRow,
+            concat!("SELECT ", $crate::store::users::columns!(), " FROM users WHERE id = $1"),
+            |look_up| [&look_up.0],
+            $crate::store::users::look_up_many_postgres
+        );
     };
 }
 pub(crate) use sql_impl;
