@@ -77,7 +77,8 @@ pub(crate) use db;
 /// statement `$many` that writes several inputs of the kind at once (a batch's). With a
 /// second, `$postgres`, PostgreSQL's too, and the kind is committed together there as well
 /// (`Kind::GROUPED`); without, PostgreSQL writes it alone, so never has several, and keeps
-/// the default, one by one.
+/// the default, one by one. `("postgres", grouped $postgres)` is PostgreSQL's part alone
+/// (for `read_kind!` too).
 macro_rules! many {
     ("postgres", grouped $postgres:path) => {
         const GROUPED: bool = true;

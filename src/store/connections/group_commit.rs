@@ -202,10 +202,11 @@ pub(in crate::store) trait Kind<DB: sqlx::Database>: Sized + 'static {
     /// `fetch_optional`): the batch's `COMMIT` may then go after it, in the same text.
     const ONE_QUERY: bool = false;
 
-    /// Whether [`Kind::many`] writes all its inputs with one statement (or one script), so
-    /// that a batch of them costs the database about what one write does. Only these are
-    /// committed together on PostgreSQL, whose writes otherwise run side by side on several
-    /// connections ([`super::Grouping::Grouped`]).
+    /// Whether [`Kind::many`] writes (or reads) all its inputs with one statement (or one
+    /// script), so that a batch of them costs the database about what one write does. Only
+    /// these are committed together on PostgreSQL, whose writes otherwise run side by side
+    /// on several connections ([`super::Grouping::Grouped`]), and only these are read
+    /// together there (`Connections::read_kind`).
     const GROUPED: bool = false;
 
     /// Write `inputs`, none clashing, on `on`: one output for each, in their order. One
