@@ -52,6 +52,27 @@ pub fn no_store_json(answer: impl serde::Serialize) -> Response {
     res
 }
 
+/// A public document answered as the JSON it was kept as (the key set, the discovery
+/// metadata), which caches may keep for `cache_control`.
+pub fn public_json(json: bytes::Bytes, cache_control: &'static str) -> Response {
+    use axum::http::{HeaderValue, header};
+    use axum::response::IntoResponse;
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static(cache_control),
+            ),
+        ],
+        json,
+    )
+        .into_response()
+}
+
 /// The signed-in user of this browser, if any; a store failure is the error page to answer
 /// with.
 pub async fn current_session(

@@ -2,10 +2,8 @@
 //! `GET /.well-known/openid-configuration` (OpenID Connect Discovery §4), in the root and
 //! path-inserted forms the router mounts.
 
-use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use crate::error::OAuthError;
 use crate::oauth::admin_token::admin_resource_uri;
@@ -19,20 +17,18 @@ pub async fn metadata(State(state): State<AppState>) -> Result<Response, OAuthEr
     let ctx = &state.oauth;
     // Built from every resource: cached as the resources are (`resources.cache_secs`), so that
     // discovery, which every agent fetches first, reads nothing from the database.
-    let doc = match ctx.resources.derived(METADATA) {
-        Some(doc) => doc,
+    // Kept as the JSON it is answered with, so that a request serializes nothing.
+    let json = match ctx.resources.derived(METADATA) {
+        Some(json) => json,
         None => {
-            let doc = std::sync::Arc::new(serde_json::Value::Object(build(ctx).await?));
-            ctx.resources.keep_derived(METADATA, doc.clone());
-            doc
+            let doc = serde_json::Value::Object(build(ctx).await?);
+            // A `Value` always serializes.
+            let json = bytes::Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
+            ctx.resources.keep_derived(METADATA, json.clone());
+            json
         }
     };
-    let mut res = Json(&*doc).into_response();
-    res.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=60"),
-    );
-    Ok(res)
+    Ok(super::public_json(json, "public, max-age=60"))
 }
 
 /// The name the metadata document is cached under.

@@ -12,12 +12,13 @@ pub mod encryption;
 pub mod lifecycle;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, RSA_PKCS1_SHA256, RsaKeyPair,
 };
+use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -207,6 +208,8 @@ pub struct KeyRing {
     keys: Vec<Arc<LoadedKey>>,
     /// How long a retired key stays published.
     retention: i64,
+    /// The JWK Set's JSON, and the second it is the set of ([`KeyRing::jwks_json`]).
+    jwks_json: Mutex<Option<(i64, Bytes)>>,
 }
 
 impl KeyRing {
@@ -264,6 +267,26 @@ impl KeyRing {
             .map(|(k, _)| &k.public_jwk)
             .collect();
         json!({ "keys": keys })
+    }
+
+    /// [`KeyRing::jwks`] as the JSON `GET /jwks` answers with. Made once for each second
+    /// it is asked for and shared until then: the set changes only with the clock, by the
+    /// second (`now`), and at a reload, which makes a new ring. A fixed answer then costs
+    /// no serialization (issue 17.1).
+    pub fn jwks_json(&self, now: i64) -> Bytes {
+        let mut memo = self
+            .jwks_json
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((at, json)) = &*memo
+            && *at == now
+        {
+            return json.clone();
+        }
+        // A `Value` always serializes.
+        let json = Bytes::from(serde_json::to_vec(&self.jwks(now)).unwrap_or_default());
+        *memo = Some((now, json.clone()));
+        json
     }
 }
 
@@ -402,6 +425,7 @@ impl KeyManager {
         let ring = Arc::new(KeyRing {
             keys,
             retention: self.policy.retention_secs,
+            jwks_json: Mutex::default(),
         });
         match self.ring.write() {
             Ok(mut w) => *w = ring,

@@ -392,9 +392,10 @@ const RESOURCE_CACHE_CAPACITY: usize = 10_000;
 pub struct ResourceDirectory {
     store: Arc<dyn ResourceStore>,
     cache: TtlCache<String, Arc<Resource>>,
-    /// Documents built from every resource (the discovery metadata), by name: within the
-    /// same bound as the resources, and dropped with any change `forget` hears of.
-    derived: TtlCache<&'static str, Arc<serde_json::Value>>,
+    /// Documents built from every resource (the discovery metadata), by name, as the JSON
+    /// they are served as: within the same bound as the resources, and dropped with any
+    /// change `forget` hears of.
+    derived: TtlCache<&'static str, bytes::Bytes>,
     ttl: Duration,
 }
 
@@ -459,13 +460,13 @@ impl ResourceDirectory {
     }
 
     /// The document `name` built from every resource, if built within the cache lifetime.
-    pub fn derived(&self, name: &'static str) -> Option<Arc<serde_json::Value>> {
+    pub fn derived(&self, name: &'static str) -> Option<bytes::Bytes> {
         self.derived.get(name)
     }
 
-    /// Keep `doc` as the document `name` for the cache lifetime.
-    pub fn keep_derived(&self, name: &'static str, doc: Arc<serde_json::Value>) {
-        self.derived.insert(name, doc, self.ttl);
+    /// Keep `json` as the document `name` for the cache lifetime.
+    pub fn keep_derived(&self, name: &'static str, json: bytes::Bytes) {
+        self.derived.insert(name, json, self.ttl);
     }
 
     /// Drop the documents built from every resource, after a change they show (a resource,

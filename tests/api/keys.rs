@@ -120,12 +120,21 @@ both!(
 
         // Once the longest token lifetime has passed, retired keys are no longer published.
         let later = concierge::util::now() + app.config.tokens.longest_signed_lifetime() + 120;
-        let jwks_later = app.state.oauth.keys.ring().jwks(later);
+        let ring = app.state.oauth.keys.ring();
+        let jwks_later = ring.jwks(later);
         let mut remaining = kids(&jwks_later);
         remaining.sort();
         let mut expected = new.clone();
         expected.sort();
         assert_eq!(remaining, expected);
+        // The JSON served is kept for the second it was made for only: each second asked
+        // for gets its own set, in either order.
+        let now = concierge::util::now();
+        let served = |at: i64| -> Value { serde_json::from_slice(&ring.jwks_json(at)).unwrap() };
+        assert_eq!(kids(&served(now)).len(), 4);
+        assert_eq!(served(later), jwks_later);
+        assert_eq!(kids(&served(now)).len(), 4);
+        assert_eq!(served(now), ring.jwks(now));
         app
     }
 );
