@@ -3,6 +3,7 @@
 //! the `Authorization` header.
 
 pub mod access;
+pub mod cors;
 pub mod durable;
 pub mod forwarded;
 pub mod front;

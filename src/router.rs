@@ -5,11 +5,10 @@
 use std::sync::OnceLock;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, Method, header};
+use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use tower_http::cors::{Any, CorsLayer};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -18,6 +17,7 @@ use crate::endpoints::{
     account, authorize, backchannel, device, health, introspect, jwks, passkeys, register, revoke,
     signin, token, upstream, userinfo, well_known,
 };
+use crate::http::cors::PublicLayer;
 use crate::oauth::client_metadata::MAX_BODY_BYTES;
 use crate::state::AppState;
 
@@ -39,32 +39,6 @@ async fn stylesheet() -> impl IntoResponse {
         ],
         crate::ui::STYLESHEET,
     )
-}
-
-/// CORS for the endpoints browser-based MCP clients call directly: any origin,
-/// no credentials.
-fn public_cors() -> CorsLayer {
-    CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
-        .allow_headers([
-            header::AUTHORIZATION,
-            header::CONTENT_TYPE,
-            HeaderName::from_static("dpop"),
-            HeaderName::from_static("mcp-protocol-version"),
-        ])
-        .expose_headers([
-            header::WWW_AUTHENTICATE,
-            header::RETRY_AFTER,
-            HeaderName::from_static("dpop-nonce"),
-        ])
-        // No `Vary`: every answer here is the same whatever the request's `Origin` and
-        // `Access-Control-Request-*` headers say (`*`, and fixed lists, none echoed back),
-        // so no cache needs to tell them apart (the Fetch standard, "CORS protocol and HTTP
-        // caches", asks for `Vary: Origin` where the allowed origin is chosen per request).
-        // Leaving it out also spares every request a copy of the list and a header joined
-        // from it.
-        .vary(Vec::<HeaderName>::new())
 }
 
 /// The admin API (`/admin/v1`): every route behind the admin token check, so none can be
@@ -108,7 +82,7 @@ fn admin_routes() -> OpenApiRouter<AppState> {
 /// browser-based clients), the pages (for browsers, never cross-origin), and the admin API.
 fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(<admin::openapi::Doc as utoipa::OpenApi>::openapi())
-        .merge(cross_origin_routes().layer(public_cors()))
+        .merge(cross_origin_routes().layer(PublicLayer))
         .merge(page_routes())
         .merge(admin_routes())
 }
@@ -270,7 +244,7 @@ pub fn build(state: AppState) -> Router {
                 &format!("/.well-known/openid-configuration{base_path}"),
                 get(well_known::metadata),
             )
-            .layer(public_cors());
+            .layer(PublicLayer);
         app = app.nest(&base_path, api).merge(path_inserted);
     }
     let app = if state.oauth.config.metrics.listen.is_some() {

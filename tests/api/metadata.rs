@@ -151,6 +151,33 @@ both!(cors_for_browser_clients, |app: TestApp| async move {
         .await
         .unwrap();
     assert_eq!(jwks.headers()["access-control-allow-origin"], "*");
+    // The preflight names what the request may be; no list echoes the request, so no
+    // answer varies with it.
+    assert_eq!(
+        pre.headers()["access-control-allow-methods"],
+        "GET,POST,PUT,DELETE"
+    );
+    assert_eq!(
+        pre.headers()["access-control-allow-headers"],
+        "authorization,content-type,dpop,mcp-protocol-version"
+    );
+    assert!(pre.headers().get("vary").is_none());
+    assert!(jwks.headers().get("vary").is_none());
+    // A script may read a refusal's challenge (RFC 6750 §3) and DPoP's nonce.
+    let refused = app
+        .http
+        .get(app.url("/userinfo"))
+        .header("Origin", "https://inspector.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert!(refused.headers().get("www-authenticate").is_some());
+    assert_eq!(refused.headers()["access-control-allow-origin"], "*");
+    assert_eq!(
+        refused.headers()["access-control-expose-headers"],
+        "www-authenticate,retry-after,dpop-nonce"
+    );
     app
 });
 
