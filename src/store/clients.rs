@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::connections::{Kind, Target};
-use super::rate_limits::{Counted, Hit, RegistrationCount};
+use super::rate_limits::{Counted, RegistrationCount};
 use super::{NewAuditEvent, StoreError};
 
 /// How a client came to exist.
@@ -376,11 +376,42 @@ pub(super) async fn insert_many(
     Ok(vec![(); clients.len()])
 }
 
+/// SQLite's INSERT of the clients of a [`json_rows`] array bound as `$param`.
+macro_rules! insert_json {
+    ($param:literal) => {
+        concat!(
+            "INSERT INTO clients (",
+            columns!(),
+            ") SELECT value ->> 0, value ->> 1, unhex(value ->> 2), value ->> 3, \
+             unhex(value ->> 4), value ->> 5, value ->> 6, value ->> 7, value ->> 8, \
+             value ->> 9, unhex(value ->> 10), value ->> 11 FROM jsonb_each(",
+            $param,
+            ")"
+        )
+    };
+}
+
 /// [`insert_many`]'s statement, for clients and their metadata as JSON; none, no statement.
 async fn insert_rows<'a>(
     on: Target<'_, sqlx::Sqlite>,
     clients: impl Iterator<Item = (&'a ClientRecord, &'a str)>,
 ) -> Result<(), StoreError> {
+    let Some(rows) = json_rows(clients)? else {
+        return Ok(());
+    };
+    sqlx::query(insert_json!("$1"))
+        .bind(rows)
+        .execute(on)
+        .await
+        .map_err(|e| super::sql::conflict(e, "client_id"))?;
+    Ok(())
+}
+
+/// Clients and their metadata as one JSON array of rows, for [`insert_json!`] (the hashes
+/// in hex); none, `None`.
+fn json_rows<'a>(
+    clients: impl Iterator<Item = (&'a ClientRecord, &'a str)>,
+) -> Result<Option<String>, StoreError> {
     let hex = |hash: Option<&Vec<u8>>| hash.map(|h| crate::util::hex(h.as_slice()));
     let rows: Vec<_> = clients
         .map(|(c, metadata)| {
@@ -401,20 +432,9 @@ async fn insert_rows<'a>(
         })
         .collect();
     if rows.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
-    sqlx::query(concat!(
-        "INSERT INTO clients (",
-        columns!(),
-        ") SELECT value ->> 0, value ->> 1, unhex(value ->> 2), value ->> 3, \
-         unhex(value ->> 4), value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9, \
-         unhex(value ->> 10), value ->> 11 FROM jsonb_each($1)"
-    ))
-    .bind(super::sql::to_json(&rows)?)
-    .execute(on)
-    .await
-    .map_err(|e| super::sql::conflict(e, "client_id"))?;
-    Ok(())
+    super::sql::to_json(&rows).map(Some)
 }
 
 /// A registration to count and, if admitted, store ([`ClientStore::register_client`]), as a
@@ -531,10 +551,12 @@ impl Kind<sqlx::Sqlite> for Register {
         r: &'c Self,
     ) -> futures_util::future::BoxFuture<'c, Result<Counted, StoreError>> {
         Box::pin(async move {
-            register_many(on, std::slice::from_ref(r))
-                .await?
-                .pop()
-                .ok_or_else(|| StoreError::Corrupt("a registration was not counted".into()))
+            on.atomic(std::slice::from_ref(r), |on, rs| {
+                Box::pin(register_many(on, rs))
+            })
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("a registration was not counted".into()))
         })
     }
 
@@ -546,49 +568,68 @@ impl Kind<sqlx::Sqlite> for Register {
     }
 }
 
-/// SQLite's registrations, a batch's at once, in its transaction: which `seen` windows are
-/// live (one read), every count (one upsert, `rate_limits::hit_many`), the admitted clients
-/// (one insert) and their audit events (one append), and the `seen` hits of those admitted
-/// in `first` (one upsert, when there are any). Five statements or four, however many
-/// registrations. Of concurrent
-/// registrations counted in one window, those its maximum admits are stored, whichever
-/// they are.
+/// SQLite's registrations, a batch's at once, in its transaction, as two queries (each a
+/// round trip to the writing thread, `connections::group_commit::Batch`):
+/// - [`COUNT_REGISTRATIONS`]: which `seen` windows are live, then every count, each in
+///   `again`'s window or `first`'s by the same test;
+/// - when any is admitted, [`STORE_REGISTRATIONS`]: the admitted clients, their audit
+///   events, and the `seen` hits of those admitted in `first`.
+///
+/// Of concurrent registrations counted in one window, those its maximum admits are stored,
+/// whichever they are.
 async fn register_many(
     mut on: Target<'_, sqlx::Sqlite>,
     registrations: &[Register],
 ) -> Result<Vec<Counted>, StoreError> {
+    use futures_util::TryStreamExt;
+    use sqlx::Row;
+
     let Some(any) = registrations.first() else {
         return Ok(Vec::new());
     };
     let (now, window_secs) = (any.count.now, any.count.window_secs);
-    let hit = |bucket: &str| Hit {
-        bucket: bucket.to_owned(),
-        window_secs,
-        now,
-    };
-    let seen: Vec<&str> = registrations
+    let buckets: Vec<[&str; 3]> = registrations
         .iter()
-        .map(|r| r.count.seen.as_str())
+        .map(|r| [&*r.count.seen, &*r.count.again, &*r.count.first])
         .collect();
-    let live: Vec<String> = sqlx::query_scalar(
-        "SELECT value FROM jsonb_each($1) WHERE EXISTS (SELECT 1 FROM rate_limits \
-         WHERE bucket = value AND window_start > $2 - $3)",
+    let items: Vec<_> = sqlx::Executor::fetch_many(
+        on.again(),
+        sqlx::query(COUNT_REGISTRATIONS)
+            .bind(super::sql::to_json(&buckets)?)
+            .bind(now)
+            .bind(window_secs),
     )
-    .bind(super::sql::to_json(&seen)?)
-    .bind(now)
-    .bind(window_secs)
-    .fetch_all(on.again())
+    .try_collect()
     .await?;
-    let repeated: Vec<bool> = seen.iter().map(|s| live.iter().any(|l| l == s)).collect();
-    let hits: Vec<Hit> = registrations
-        .iter()
-        .zip(&repeated)
-        .map(|(r, &repeated)| hit(r.count.bucket(repeated)))
-        .collect();
-    let counts = super::rate_limits::hit_many(on.again(), &hits).await?;
+    // The first statement's rows (the live `seen` windows, by their place in the batch), its
+    // end, then the second's (each count's bucket and hits).
+    let mut repeated = vec![false; registrations.len()];
+    let mut counted = Vec::with_capacity(registrations.len());
+    let mut statement = 0;
+    for item in items {
+        match item {
+            sqlx::Either::Left(_) => statement += 1,
+            sqlx::Either::Right(row) if statement == 0 => {
+                let at: i64 = row.try_get(0)?;
+                let r = usize::try_from(at)
+                    .ok()
+                    .and_then(|at| repeated.get_mut(at))
+                    .ok_or_else(|| StoreError::Corrupt("a registration's place".into()))?;
+                *r = true;
+            }
+            sqlx::Either::Right(row) => counted.push((row.try_get(0)?, row.try_get(1)?)),
+        }
+    }
+    let hits = super::rate_limits::handed_out(
+        registrations
+            .iter()
+            .zip(&repeated)
+            .map(|(r, &repeated)| r.count.bucket(repeated)),
+        counted,
+    )?;
     let counted: Vec<Counted> = repeated
         .into_iter()
-        .zip(counts)
+        .zip(hits)
         .map(|(repeated, hits)| Counted { repeated, hits })
         .collect();
     let admitted = || {
@@ -597,27 +638,54 @@ async fn register_many(
             .zip(&counted)
             .filter(|(r, c)| r.count.admits(**c))
     };
-    insert_rows(
-        on.again(),
-        admitted().map(|(r, _)| (&r.client, r.metadata.as_str())),
-    )
-    .await?;
-    let events: Vec<&NewAuditEvent> = admitted().map(|(r, _)| &r.event).collect();
-    if !events.is_empty() {
-        super::audit::JsonRows::of(events)?
-            .insert()
-            .execute(on.again())
-            .await?;
-    }
-    let newly_seen: Vec<Hit> = admitted()
+    let Some(clients) = json_rows(admitted().map(|(r, _)| (&r.client, r.metadata.as_str())))?
+    else {
+        return Ok(counted);
+    };
+    let newly_seen: Vec<&str> = admitted()
         .filter(|(_, c)| !c.repeated)
-        .map(|(r, _)| hit(&r.count.seen))
+        .map(|(r, _)| r.count.seen.as_str())
         .collect();
-    if !newly_seen.is_empty() {
-        super::rate_limits::hit_many(on, &newly_seen).await?;
-    }
+    let events = super::audit::JsonRows::of(admitted().map(|(r, _)| &r.event))?;
+    sqlx::query(STORE_REGISTRATIONS)
+        .bind(clients)
+        .bind(now)
+        .bind(window_secs)
+        .bind(super::sql::to_json(&newly_seen)?)
+        .bind(events.text())
+        .execute(on)
+        .await
+        .map_err(|e| super::sql::conflict(e, "client_id"))?;
     Ok(counted)
 }
+
+/// [`register_many`]'s count, from `$1`, each registration's `[seen, again, first]` buckets,
+/// `$2` now and `$3` the window: the places in `$1` of those whose `seen` window is live, then
+/// every hit in `again` for those, in `first` for the others, as `rate_limits::count!` counts,
+/// returning each count's bucket and hits. The hits' statement reads the `seen` windows as the
+/// first did: it writes only `again`'s and `first`'s buckets.
+const COUNT_REGISTRATIONS: &str = concat!(
+    "SELECT key FROM jsonb_each($1) WHERE EXISTS (SELECT 1 FROM rate_limits \
+       WHERE bucket = value ->> 0 AND window_start > $2 - $3); ",
+    super::rate_limits::count!(@
+        "CASE WHEN EXISTS (SELECT 1 FROM rate_limits AS seen \
+           WHERE seen.bucket = value ->> 0 AND seen.window_start > $2 - $3) \
+         THEN value ->> 1 ELSE value ->> 2 END",
+        " FROM jsonb_each($1)"
+    ),
+    " RETURNING bucket, hits"
+);
+
+/// [`register_many`]'s store of the admitted: `$1` their clients ([`json_rows`]), `$4` the
+/// `seen` buckets to count (in `$2`'s window of `$3`), `$5` their audit events
+/// (`audit::JsonRows`).
+const STORE_REGISTRATIONS: &str = concat!(
+    insert_json!("$1"),
+    "; ",
+    super::audit::append_json!("$5"),
+    "; ",
+    super::rate_limits::count!(@ "value", " FROM jsonb_each($4)")
+);
 
 macro_rules! sql_impl {
     ($ty:ty, $dialect:tt) => {

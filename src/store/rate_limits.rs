@@ -143,7 +143,7 @@ pub(super) async fn hit_many(
         return Ok(Vec::new());
     };
     let buckets: Vec<&str> = hits.iter().map(|h| h.bucket.as_str()).collect();
-    let mut counted: Vec<(String, i64)> = sqlx::query_as(concat!(
+    let counted: Vec<(String, i64)> = sqlx::query_as(concat!(
         count!(@ "value", " FROM jsonb_each($1)"),
         " RETURNING bucket, hits"
     ))
@@ -152,9 +152,20 @@ pub(super) async fn hit_many(
     .bind(first.window_secs)
     .fetch_all(on)
     .await?;
-    hits.iter()
-        .map(|h| {
-            let at = counted.iter().position(|(bucket, _)| *bucket == h.bucket);
+    handed_out(buckets, counted)
+}
+
+/// The counts an upsert of hits on `buckets` returned (`counted`: each row's bucket and the
+/// count it made, in any order), handed to the hits in order: each the first count left of
+/// its bucket.
+pub(super) fn handed_out<'a>(
+    buckets: impl IntoIterator<Item = &'a str>,
+    mut counted: Vec<(String, i64)>,
+) -> Result<Vec<i64>, StoreError> {
+    buckets
+        .into_iter()
+        .map(|b| {
+            let at = counted.iter().position(|(bucket, _)| bucket == b);
             at.map(|at| counted.remove(at).1)
                 .ok_or_else(|| StoreError::Corrupt("a rate limit's count was not returned".into()))
         })

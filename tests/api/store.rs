@@ -288,6 +288,19 @@ both!(
             .await,
             Err(StoreError::Conflict(_))
         ));
+        // Nothing of that refused write stands: not its count, not its event (a registration
+        // alone is one transaction too, not a statement at a time).
+        assert_eq!(s.hits("first:x", 60, t).await.unwrap(), 0);
+        assert_eq!(s.hits("seen:x:e", 60, t).await.unwrap(), 0);
+        let events = s
+            .list_audit(&concierge::store::AuditQuery {
+                client_id: Some(c.client_id.clone()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(events.is_empty(), "{events:?}");
         app
     }
 );

@@ -110,6 +110,55 @@ where
             on => sqlx::Executor::fetch_all(on, query).await,
         }
     }
+
+    /// Run `job`, a write of `input` that sends more than one query, here as one
+    /// transaction: in the batch's, or, alone, in one of its own, its `BEGIN` in front of
+    /// the job's first query as a batch's is. Alone, each query would otherwise commit by
+    /// itself.
+    pub(in crate::store) async fn atomic<I: ?Sized, R>(
+        self,
+        input: &I,
+        job: impl for<'t> FnOnce(Target<'t, DB>, &'t I) -> BoxFuture<'t, Result<R, StoreError>>,
+    ) -> Result<R, StoreError> {
+        let writer = match self {
+            Target::Alone(writer) => writer,
+            on => return job(on, input).await,
+        };
+        let (mut tx, mut begin) = if writer.frames() {
+            // Marked open before anything is sent, as in `committed_together`.
+            let conn = writer.lock().await?;
+            (super::Tx { conn, open: true }, Some(writer.inner.begin))
+        } else {
+            // A statement of its own: PostgreSQL prepares one statement per query.
+            (writer.begin().await?, None)
+        };
+        let mut commit = Commit::Apart;
+        let done = job(
+            Target::Batched(Batch {
+                conn: &mut tx,
+                begin: &mut begin,
+                commit: &mut commit,
+            }),
+            input,
+        )
+        .await;
+        if begin.is_some() {
+            // Nothing was sent: there is no transaction to end.
+            tx.open = false;
+            return done;
+        }
+        match done {
+            Ok(r) => {
+                tx.commit().await?;
+                Ok(r)
+            }
+            Err(e) => {
+                // Rolled back here, or, if that fails, before the writer's next use.
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
+    }
 }
 
 /// The writer's connection, held for a batch's transaction.
