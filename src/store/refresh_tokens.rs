@@ -509,15 +509,8 @@ pub(crate) use presented;
 /// statements go to the writer's connection together, the mark first, in the group commit's
 /// transaction, or alone in one of their own ([`revoke_family_script!`]).
 ///
-/// On SQLite, before them, a statement appends the audit events `$4` (a JSON array of
-/// `store::audit::JsonRows`' rows, `[]` for none: a client's revocation's,
-/// `RefreshTokenStore::revoke_family_of`), in the revocation's own write, and only if the
-/// family was not revoked already: of two revocations of one family decided on a reader at
-/// once, the second stores no event (on PostgreSQL the tokens' lock decides instead:
-/// [`REVOKE_MANY_POSTGRES`]).
-///
-/// Each row returned is `('token', family)` for a token revoked, `('event', family)` for an
-/// event stored.
+/// Each row returned is `('token', family)`, for a token revoked. (A client's revocation of
+/// its token's family, with its audit event, is [`RevokeOf`]'s.)
 macro_rules! revoke_family {
     ("postgres") => {
         "WITH marked AS (INSERT INTO used_jtis (key, expires_at) VALUES ('family:' || $1, $3) \
@@ -527,18 +520,10 @@ macro_rules! revoke_family {
          SELECT 'token', family_id FROM revoked"
     };
     ("sqlite") => {
-        concat!(
-            $crate::store::audit::append_json!(
-                "$4",
-                where "NOT EXISTS (SELECT 1 FROM used_jtis \
-                         WHERE key = 'family:' || $1 AND expires_at > $2)",
-                then " RETURNING 'event', $1"
-            ),
-            "; INSERT INTO used_jtis (key, expires_at) VALUES ('family:' || $1, $3) \
-               ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at; \
-             UPDATE refresh_tokens SET revoked_at = $2 \
-               WHERE family_id = $1 AND revoked_at IS NULL RETURNING 'token', family_id"
-        )
+        "INSERT INTO used_jtis (key, expires_at) VALUES ('family:' || $1, $3) \
+           ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at; \
+         UPDATE refresh_tokens SET revoked_at = $2 \
+           WHERE family_id = $1 AND revoked_at IS NULL RETURNING 'token', family_id"
     };
 }
 pub(crate) use revoke_family;
@@ -559,41 +544,21 @@ macro_rules! revoke_family_script {
 }
 pub(crate) use revoke_family_script;
 
-/// `$query`, [`revoke_family!`]'s statement of `$dialect`, with the audit events it appends
-/// bound, on SQLite: `$events`, the events' references (none: `[]`).
-macro_rules! bind_events {
-    ("postgres", $query:expr, $events:expr) => {
-        $query
-    };
-    ("sqlite", $query:expr, $events:expr) => {
-        $query.bind($crate::store::audit::JsonRows::of($events)?.text())
-    };
-}
-pub(crate) use bind_events;
-
-/// [`RefreshTokenStore::revoke_family_of`] on PostgreSQL (`Some` of its result): a write of
-/// the group commit ([`RevokeOf`]) on the writer `$writer`, of the token `$hash` by the client
-/// `$client` at `$now`, with its audit event `$event`; run again when the database aborts it
-/// to break a deadlock (`sql::retrying`). `None` on SQLite, which looks the token up on a
-/// reader first.
+/// [`RefreshTokenStore::revoke_family_of`]: a write of the group commit ([`RevokeOf`]) on the
+/// writer `$writer`, of the token `$hash` by the client `$client` at `$now`, with its audit
+/// event `$event`; on PostgreSQL run again when the database aborts it to break a deadlock
+/// (`sql::retrying`).
 macro_rules! revoke_family_of {
-    ("postgres", $writer:expr, $hash:expr, $client:expr, $now:expr, $event:expr) => {
-        Some(
-            $crate::store::sql::retrying(|| {
-                $writer.write_kind::<$crate::store::refresh_tokens::RevokeOf>(
-                    $crate::store::refresh_tokens::RevokeOf {
-                        token_hash: $hash.to_vec(),
-                        client_id: $client.to_owned(),
-                        now: $now,
-                        event: $event.clone(),
-                    },
-                )
-            })
-            .await,
-        )
+    ("postgres", $writer:expr, $revoker:expr) => {
+        $crate::store::sql::retrying(|| {
+            $writer.write_kind::<$crate::store::refresh_tokens::RevokeOf>($revoker)
+        })
+        .await
     };
-    ("sqlite", $writer:expr, $hash:expr, $client:expr, $now:expr, $event:expr) => {
-        None::<Result<Option<$crate::store::RevokedFamily>, $crate::store::StoreError>>
+    ("sqlite", $writer:expr, $revoker:expr) => {
+        $writer
+            .write_kind::<$crate::store::refresh_tokens::RevokeOf>($revoker)
+            .await
     };
 }
 pub(crate) use revoke_family_of;
@@ -748,34 +713,16 @@ impl Rotate {
 
 /// A family to revoke at `now` with `sql` (`revoke_family!`, chosen by the request whether
 /// its commit may be deferred) ([`RefreshTokenStore::revoke_family`]), as a write of the
-/// group commit, with the audit event to append in the same write if the family was not
-/// revoked already (SQLite's [`RefreshTokenStore::revoke_family_of`]): what it returns is
-/// what it did.
+/// group commit: what it returns is how many of its tokens it revoked.
 pub(super) struct RevokeFamily {
     pub(super) sql: &'static str,
     pub(super) family_id: String,
     pub(super) now: i64,
-    pub(super) event: Option<NewAuditEvent>,
 }
 
-/// What a [`RevokeFamily`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct FamilyRevoked {
-    /// How many of its tokens it revoked.
-    pub(super) tokens: u64,
-    /// Whether it stored its event (it had one, and the family was not revoked before).
-    pub(super) event: bool,
-}
-
-impl FamilyRevoked {
-    /// Of `rows` (`revoke_family!`'s: what, and the family), those of `family`.
-    pub(super) fn of(rows: &[(String, String)], family: &str) -> Self {
-        let mine = || rows.iter().filter(|(_, f)| f == family);
-        Self {
-            tokens: mine().filter(|(what, _)| what == "token").count() as u64,
-            event: mine().any(|(what, _)| what == "event"),
-        }
-    }
+/// Of `rows` (`revoke_family!`'s: `'token'`, and the family), how many are `family`'s.
+pub(super) fn tokens_of(rows: &[(String, String)], family: &str) -> u64 {
+    rows.iter().filter(|(_, f)| f == family).count() as u64
 }
 
 /// SQLite's revocation of several families at one time, as `revoke_family!` does one: their
@@ -784,38 +731,29 @@ impl FamilyRevoked {
 pub(super) async fn revoke_families(
     on: super::connections::Target<'_, sqlx::Sqlite>,
     families: &[RevokeFamily],
-) -> Result<Vec<FamilyRevoked>, StoreError> {
+) -> Result<Vec<u64>, StoreError> {
     let Some(first) = families.first() else {
         return Ok(Vec::new());
     };
     let ids: Vec<&str> = families.iter().map(|f| f.family_id.as_str()).collect();
 
-    // The events first, each only if its family (in its detail, as `RevokedFamily::event`
-    // puts it) is not revoked already; then the marks and the tokens, as `revoke_family!`.
-    let revoked: Vec<(String, String)> = sqlx::query_as(concat!(
-        super::audit::append_json!(
-            "$4",
-            where "NOT EXISTS (SELECT 1 FROM used_jtis \
-                     WHERE key = 'family:' || json_extract(value ->> 5, '$.family_id') \
-                       AND expires_at > $2)",
-            then " RETURNING 'event', json_extract(detail, '$.family_id')"
-        ),
-        "; INSERT INTO used_jtis (key, expires_at) SELECT 'family:' || value, $3 \
+    // The marks, then the tokens, as `revoke_family!`.
+    let revoked: Vec<(String, String)> = sqlx::query_as(
+        "INSERT INTO used_jtis (key, expires_at) SELECT 'family:' || value, $3 \
            FROM jsonb_each($1) WHERE true \
            ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at; \
          UPDATE refresh_tokens SET revoked_at = $2 \
            WHERE family_id IN (SELECT value FROM jsonb_each($1)) AND revoked_at IS NULL \
-           RETURNING 'token', family_id"
-    ))
+           RETURNING 'token', family_id",
+    )
     .bind(super::sql::to_json(&ids)?)
     .bind(first.now)
     .bind(first.now + REVOKED_FAMILY_MEMORY_SECS)
-    .bind(super::audit::JsonRows::of(families.iter().filter_map(|f| f.event.as_ref()))?.text())
     .fetch_all(on)
     .await?;
     Ok(families
         .iter()
-        .map(|f| FamilyRevoked::of(&revoked, &f.family_id))
+        .map(|f| tokens_of(&revoked, &f.family_id))
         .collect())
 }
 
@@ -965,6 +903,163 @@ pub const REVOKE_MANY_POSTGRES: &str = concat!(
          (detail::jsonb || jsonb_build_object('family_id', family_id))::text FROM target) \
      SELECT token_hash, family_id, user_id FROM target"
 );
+
+/// The revokers' tokens in [`REVOKE_MANY_SQLITE`]: `$1`'s rows (`r`) joined to their tokens,
+/// those of their client and [`revocable!`] at `$2`.
+macro_rules! revokers_tokens {
+    () => {
+        concat!(
+            " FROM jsonb_each($1) AS r JOIN refresh_tokens \
+               ON refresh_tokens.token_hash = unhex(r.value ->> 0) \
+             WHERE refresh_tokens.client_id = r.value ->> 1 AND ",
+            revocable!("$2")
+        )
+    };
+}
+
+/// [`revoke_families_of_sqlite`]'s script, for `sql::one_transaction!`.
+macro_rules! revoke_many_sqlite {
+    () => {
+        concat!(
+            "SELECT 'token', r.key, refresh_tokens.family_id, refresh_tokens.user_id",
+            revokers_tokens!(),
+            "; INSERT INTO audit_events (at, kind, client_id, user_id, ip, detail) \
+             SELECT r.value ->> 2, r.value ->> 3, r.value ->> 4, refresh_tokens.user_id, \
+               r.value ->> 5, json_set(r.value ->> 6, '$.family_id', refresh_tokens.family_id)",
+            revokers_tokens!(),
+            " AND r.key = (SELECT min(o.key) FROM jsonb_each($1) AS o \
+               JOIN refresh_tokens AS ot ON ot.token_hash = unhex(o.value ->> 0) \
+               WHERE ot.family_id = refresh_tokens.family_id AND ot.client_id = o.value ->> 1 \
+                 AND ot.revoked_at IS NULL AND ot.absolute_expires_at > $2) \
+             ORDER BY r.key RETURNING 'event', NULL, json_extract(detail, '$.family_id'), NULL; \
+             UPDATE refresh_tokens SET revoked_at = $2 \
+               WHERE revoked_at IS NULL AND family_id IN (SELECT refresh_tokens.family_id",
+            revokers_tokens!(),
+            "); INSERT INTO used_jtis (key, expires_at) \
+             SELECT DISTINCT 'family:' || refresh_tokens.family_id, $3 \
+             FROM jsonb_each($1) AS r JOIN refresh_tokens \
+               ON refresh_tokens.token_hash = unhex(r.value ->> 0) \
+             WHERE refresh_tokens.client_id = r.value ->> 1 AND refresh_tokens.revoked_at = $2 \
+             ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at"
+        )
+    };
+}
+
+impl super::connections::Kind<sqlx::Sqlite> for RevokeOf {
+    type Input = Self;
+    type Output = Option<RevokedFamily>;
+
+    /// One statement binds one time; one token twice would be decided twice by it.
+    fn clash(a: &Self, b: &Self) -> bool {
+        a.now != b.now || a.token_hash == b.token_hash
+    }
+
+    fn one<'c>(
+        on: super::connections::Target<'c, sqlx::Sqlite>,
+        revoker: &'c Self,
+    ) -> futures_util::future::BoxFuture<'c, Result<Self::Output, StoreError>> {
+        Box::pin(async move {
+            let mut revoked = revoke_families_of_sqlite(on, std::slice::from_ref(revoker)).await?;
+            Ok(revoked.pop().flatten())
+        })
+    }
+
+    super::sql::many!("sqlite", revoke_families_of_sqlite);
+}
+
+/// SQLite's revocation of the families of several tokens, none the same, each as
+/// [`RefreshTokenStore::revoke_family_of`] says, as PostgreSQL's [`REVOKE_MANY_POSTGRES`]
+/// does: one script ([`REVOKE_MANY_SQLITE`]) on the writer, which looks the tokens up
+/// itself, so a revocation is one hand-off to the writing thread, not a reader's look-up
+/// before it. Alone, the script is its own transaction (`sql::one_transaction!`). One answer
+/// for each, in their order.
+pub(super) async fn revoke_families_of_sqlite(
+    on: super::connections::Target<'_, sqlx::Sqlite>,
+    revokers: &[RevokeOf],
+) -> Result<Vec<Option<RevokedFamily>>, StoreError> {
+    use sqlx::Row;
+    let Some(first) = revokers.first() else {
+        return Ok(Vec::new());
+    };
+    let rows: Vec<_> = revokers
+        .iter()
+        .map(|r| {
+            let e = &r.event;
+            serde_json::json!([
+                crate::util::hex(&r.token_hash),
+                r.client_id,
+                e.at,
+                e.kind,
+                e.client_id,
+                e.ip,
+                e.detail
+            ])
+        })
+        .collect();
+    let (script, whole) = super::sql::one_transaction!(on, revoke_many_sqlite!());
+    let rows = on
+        .fetch_script(
+            sqlx::query(script)
+                .bind(super::sql::to_json(&rows)?)
+                .bind(first.now)
+                .bind(first.now + REVOKED_FAMILY_MEMORY_SECS),
+            whole,
+        )
+        .await?;
+    // The revocable tokens (each its revoker's place, family and user), then the families
+    // whose event was stored.
+    let mut found: Vec<Option<RevokedFamily>> = vec![None; revokers.len()];
+    let mut audited = Vec::new();
+    for row in rows {
+        let family_id: String = row.try_get(2)?;
+        match row.try_get::<Option<i64>, _>(1)? {
+            Some(place) => {
+                let user_id: String = row.try_get(3)?;
+                let at = usize::try_from(place)
+                    .ok()
+                    .and_then(|place| found.get_mut(place))
+                    .ok_or_else(|| StoreError::Corrupt("a revocation's place".into()))?;
+                *at = Some(RevokedFamily { family_id, user_id });
+            }
+            None => audited.push(family_id),
+        }
+    }
+    // A family was revoked by the first of its revokers in the batch, which stored its event.
+    let mut answers = Vec::with_capacity(revokers.len());
+    for place in 0..found.len() {
+        let first_of_family = found[place].as_ref().is_some_and(|f| {
+            audited.contains(&f.family_id)
+                && !found[..place]
+                    .iter()
+                    .flatten()
+                    .any(|earlier| earlier.family_id == f.family_id)
+        });
+        answers.push(if first_of_family {
+            found[place].clone()
+        } else {
+            None
+        });
+    }
+    Ok(answers)
+}
+
+/// SQLite's revocation of the families of several tokens ([`revoke_families_of_sqlite`];
+/// public for the query-plan test): `$1` the revokers, each `[token hash in hex, client,
+/// event time, kind, client, address, detail]`, `$2` now, `$3` until when a family is
+/// remembered as revoked. In order:
+/// - the revokers' tokens that are their client's and [`revocable!`], each with its place in
+///   `$1`, its family and its user (`'token'` rows);
+/// - for each of their families, the event of its first revoker in `$1`, with the family's
+///   user and its id added to the detail, as [`RevokedFamily::event`] says (`'event'` rows,
+///   the family);
+/// - their families' tokens revoked (the families are read before the update changes them);
+/// - the families remembered as revoked: those of the revokers' tokens revoked at `$2`.
+///
+/// The first three find the same tokens: nothing they write changes whether a token is
+/// revocable before the update. The group commit's writes are one at a time on SQLite's one
+/// writer, so no other revocation runs between the look-up and the writes.
+#[doc(hidden)]
+pub const REVOKE_MANY_SQLITE: &str = revoke_many_sqlite!();
 
 /// A token's columns, in `columns!` order, as elements of a JSON row (the hash in hex).
 fn json_columns(t: &RefreshToken) -> Result<[serde_json::Value; 14], StoreError> {
@@ -1337,11 +1432,9 @@ macro_rules! sql_impl {
                                 sql,
                                 family_id: family_id.to_owned(),
                                 now,
-                                event: None,
                             },
                         )
                         .await
-                        .map(|r| r.tokens)
                 })
                 .await
             }
@@ -1353,40 +1446,16 @@ macro_rules! sql_impl {
                 now: i64,
                 event: &$crate::store::NewAuditEvent,
             ) -> Result<Option<$crate::store::RevokedFamily>, $crate::store::StoreError> {
-                if let Some(revoked) = $crate::store::refresh_tokens::revoke_family_of!(
+                $crate::store::refresh_tokens::revoke_family_of!(
                     $dialect,
                     self.writer,
-                    token_hash,
-                    client_id,
-                    now,
-                    event
-                ) {
-                    return revoked;
-                }
-                let Some(found) = self.find_refresh(token_hash, now).await? else {
-                    return Ok(None);
-                };
-                if found.token.client_id != client_id || !found.revocable(now) {
-                    return Ok(None);
-                }
-                let t = found.token;
-                let revoked = $crate::store::RevokedFamily {
-                    family_id: t.family_id,
-                    user_id: t.user_id,
-                };
-                // SQLite's: the group commit's, where no deadlock is retried. Revoked by
-                // this write only if its event was stored: not revoked meanwhile.
-                let done = self.writer
-                    .write_kind::<$crate::store::refresh_tokens::RevokeFamily>(
-                        $crate::store::refresh_tokens::RevokeFamily {
-                            sql: $crate::store::refresh_tokens::revoke_family!($dialect),
-                            family_id: revoked.family_id.clone(),
-                            now,
-                            event: Some(revoked.event(event)),
-                        },
-                    )
-                    .await?;
-                Ok(done.event.then_some(revoked))
+                    $crate::store::refresh_tokens::RevokeOf {
+                        token_hash: token_hash.to_vec(),
+                        client_id: client_id.to_owned(),
+                        now,
+                        event: event.clone(),
+                    }
+                )
             }
 
             async fn purge_refresh_tokens(&self, now: i64) -> Result<u64, $crate::store::StoreError> {
@@ -1487,10 +1556,10 @@ macro_rules! sql_impl {
             for $crate::store::refresh_tokens::RevokeFamily
         {
             type Input = Self;
-            type Output = $crate::store::refresh_tokens::FamilyRevoked;
+            type Output = u64;
 
             /// One statement binds one time; and a family revoked twice by one would count
-            /// its tokens twice (and store both events).
+            /// its tokens twice.
             fn clash(a: &Self, b: &Self) -> bool {
                 a.now != b.now || a.family_id == b.family_id
             }
@@ -1498,7 +1567,7 @@ macro_rules! sql_impl {
             fn one<'c>(
                 on: $crate::store::connections::Target<'c, $crate::store::sql::db!($dialect)>,
                 f: &'c Self,
-            ) -> futures_util::future::BoxFuture<'c, Result<$crate::store::refresh_tokens::FamilyRevoked, $crate::store::StoreError>> {
+            ) -> futures_util::future::BoxFuture<'c, Result<u64, $crate::store::StoreError>> {
                 Box::pin(async move {
                     let (sql, script) =
                         $crate::store::refresh_tokens::revoke_family_script!($dialect, &on, f.sql);
@@ -1506,17 +1575,12 @@ macro_rules! sql_impl {
                         .bind(&f.family_id)
                         .bind(f.now)
                         .bind(f.now + $crate::store::REVOKED_FAMILY_MEMORY_SECS);
-                    let query = $crate::store::refresh_tokens::bind_events!(
-                        $dialect,
-                        query,
-                        f.event.as_ref()
-                    );
                     let rows = on.fetch_script(query, script).await?;
                     let revoked = rows
                         .iter()
                         .map(sqlx::FromRow::from_row)
                         .collect::<Result<Vec<(String, String)>, _>>()?;
-                    Ok($crate::store::refresh_tokens::FamilyRevoked::of(&revoked, &f.family_id))
+                    Ok($crate::store::refresh_tokens::tokens_of(&revoked, &f.family_id))
                 })
             }
 

@@ -336,7 +336,10 @@ async fn no_scans_on_request_paths(backend: Backend) {
     // concurrent requests only, so not certainly in the log): their statements, explained
     // whether or not they ran.
     let batched: &[&str] = match backend {
-        Backend::Sqlite => &[concierge::store::refresh_tokens::ROTATE_MANY_SQLITE],
+        Backend::Sqlite => &[
+            concierge::store::refresh_tokens::ROTATE_MANY_SQLITE,
+            concierge::store::refresh_tokens::REVOKE_MANY_SQLITE,
+        ],
         Backend::Postgres => &[
             concierge::store::refresh_tokens::ROTATE_MANY_POSTGRES,
             concierge::store::codes::REDEEM_MANY_POSTGRES,
