@@ -167,6 +167,20 @@ fn registered(client_id: &str, at: i64) -> concierge::store::NewAuditEvent {
     }
 }
 
+/// The audit events of `client_id` (ten at most), newest first.
+async fn events_of(
+    s: &dyn concierge::store::Store,
+    client_id: &str,
+) -> Vec<concierge::store::AuditEvent> {
+    s.list_audit(&concierge::store::AuditQuery {
+        client_id: Some(client_id.to_owned()),
+        limit: 10,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
 both!(
     a_registration_is_counted_and_stored_in_one_write,
     |app: TestApp| async move {
@@ -184,14 +198,7 @@ both!(
                     .unwrap();
                 let stored = s.get_client(&c.client_id, at).await.unwrap().is_some();
                 assert_eq!(stored, count.admits(counted), "stored iff admitted");
-                let events = s
-                    .list_audit(&concierge::store::AuditQuery {
-                        client_id: Some(c.client_id.clone()),
-                        limit: 10,
-                        ..Default::default()
-                    })
-                    .await
-                    .unwrap();
+                let events = events_of(&*s, &c.client_id).await;
                 let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
                 let expected: &[&str] = if stored { &["client.registered"] } else { &[] };
                 assert_eq!(kinds, expected, "its event stored with it, and only then");
@@ -292,14 +299,7 @@ both!(
         // alone is one transaction too, not a statement at a time).
         assert_eq!(s.hits("first:x", 60, t).await.unwrap(), 0);
         assert_eq!(s.hits("seen:x:e", 60, t).await.unwrap(), 0);
-        let events = s
-            .list_audit(&concierge::store::AuditQuery {
-                client_id: Some(c.client_id.clone()),
-                limit: 10,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let events = events_of(&*s, &c.client_id).await;
         assert!(events.is_empty(), "{events:?}");
         app
     }
