@@ -119,11 +119,14 @@ both!(
 );
 
 both!(cors_for_browser_clients, |app: TestApp| async move {
-    let res = app
-        .http
-        .get(app.url("/.well-known/oauth-authorization-server"))
-        .header("Origin", "https://inspector.example")
-        .send()
+    // A script's GET from another origin.
+    let get = |path: &str| {
+        app.http
+            .get(app.url(path))
+            .header("Origin", "https://inspector.example")
+            .send()
+    };
+    let res = get("/.well-known/oauth-authorization-server")
         .await
         .unwrap();
     assert_eq!(res.headers()["access-control-allow-origin"], "*");
@@ -143,13 +146,7 @@ both!(cors_for_browser_clients, |app: TestApp| async move {
         .unwrap();
     assert!(pre.status().is_success(), "{}", pre.status());
     assert_eq!(pre.headers()["access-control-allow-origin"], "*");
-    let jwks = app
-        .http
-        .get(app.url("/jwks"))
-        .header("Origin", "https://inspector.example")
-        .send()
-        .await
-        .unwrap();
+    let jwks = get("/jwks").await.unwrap();
     assert_eq!(jwks.headers()["access-control-allow-origin"], "*");
     // The preflight names what the request may be; no list echoes the request, so no
     // answer varies with it.
@@ -164,13 +161,7 @@ both!(cors_for_browser_clients, |app: TestApp| async move {
     assert!(pre.headers().get("vary").is_none());
     assert!(jwks.headers().get("vary").is_none());
     // A script may read a refusal's challenge (RFC 6750 §3) and DPoP's nonce.
-    let refused = app
-        .http
-        .get(app.url("/userinfo"))
-        .header("Origin", "https://inspector.example")
-        .send()
-        .await
-        .unwrap();
+    let refused = get("/userinfo").await.unwrap();
     assert_eq!(refused.status(), 401);
     assert!(refused.headers().get("www-authenticate").is_some());
     assert_eq!(refused.headers()["access-control-allow-origin"], "*");
