@@ -47,6 +47,9 @@ pub struct Redeemer<'a> {
 
 #[async_trait]
 pub trait CodeStore: Send + Sync {
+    /// Store an issued code. On PostgreSQL its commit need not wait for the disk, and is not
+    /// settled: it stands against a crash of this server, and a crash of the database that
+    /// loses it fails closed (`codes::insert_many_postgres`).
     async fn insert_code(&self, code: &AuthCode) -> Result<(), StoreError>;
     /// A code as it stands, without spending it: `Fresh` while it may still be redeemed,
     /// `Replayed` once spent. (What explains a refused [`CodeStore::redeem_code`].)
@@ -265,21 +268,41 @@ pub(super) async fn insert_many(
 
 /// PostgreSQL's insert of several codes, as [`insert_many`]: one statement, committed by
 /// itself (a batch of the group commit, `Kind::GROUPED`).
+///
+/// Committed by itself, its commit does not wait for the disk (`sql::not_awaited`), and
+/// nothing settles it before the code is answered. A code is a one-use credential of a
+/// minute, and losing one fails closed: its redemption is refused (`invalid_grant`) and the
+/// agent asks again. The commit stands in PostgreSQL the moment it returns, so a crash of
+/// this server or of any replica loses no code it answered (issue 17.4); only a crash of
+/// PostgreSQL itself within its WAL writer's delay (at most three `wal_writer_delay`s) can,
+/// as a crash of the machine can lose SQLite's last commits (`synchronous = NORMAL`). The
+/// flush it saves was what PostgreSQL's signed-in `/authorize` waited for
+/// (`bench/README.md`, "A code's storage without waiting for the disk on PostgreSQL").
+/// In a batch of other kinds' writes it commits with their transaction, whose commit waits
+/// (`sql::when_alone!`). A code stored alone (a batch of one, the `Kind`'s `one`) commits
+/// as this does.
 pub(super) async fn insert_many_postgres(
     on: super::connections::Target<'_, sqlx::Postgres>,
     codes: &[Insert],
 ) -> Result<Vec<()>, StoreError> {
-    sqlx::query(concat!(
-        "INSERT INTO auth_codes (",
-        columns!(),
-        ") SELECT decode(e ->> 0, 'hex'), e ->> 1, e ->> 2, e ->> 3, e ->> 4, e ->> 5, \
-         e ->> 6, e ->> 7, e ->> 8, (e ->> 9)::bigint, e ->> 10, e ->> 11, e ->> 12, \
-         (e ->> 13)::bigint, (e ->> 14)::bigint, e ->> 15, e ->> 16 \
-         FROM jsonb_array_elements($1::jsonb) AS e"
-    ))
-    .bind(code_rows(codes)?)
-    .execute(on)
-    .await?;
+    macro_rules! insert {
+        ($from:expr) => {
+            concat!(
+                "INSERT INTO auth_codes (",
+                columns!(),
+                ") SELECT decode(e ->> 0, 'hex'), e ->> 1, e ->> 2, e ->> 3, e ->> 4, e ->> 5, \
+                 e ->> 6, e ->> 7, e ->> 8, (e ->> 9)::bigint, e ->> 10, e ->> 11, e ->> 12, \
+                 (e ->> 13)::bigint, (e ->> 14)::bigint, e ->> 15, e ->> 16 \
+                 FROM jsonb_array_elements($1::jsonb) AS e",
+                $from
+            )
+        };
+    }
+    let statement = super::sql::when_alone!(&on, insert, super::sql::not_awaited!(join));
+    sqlx::query(statement)
+        .bind(code_rows(codes)?)
+        .execute(on)
+        .await?;
     Ok(vec![(); codes.len()])
 }
 
@@ -557,12 +580,24 @@ macro_rules! sql_impl {
                 on: $crate::store::connections::Target<'c, $crate::store::sql::db!($dialect)>,
                 $crate::store::codes::Insert(c, resources): &'c Self,
             ) -> futures_util::future::BoxFuture<'c, Result<(), $crate::store::StoreError>> {
+                macro_rules! insert {
+                    ($from:expr) => {
+                        concat!(
+                            "INSERT INTO auth_codes (",
+                            $crate::store::codes::columns!(),
+                            ") SELECT $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17",
+                            $from
+                        )
+                    };
+                }
+                // As `insert_many_postgres`: alone, its commit need not wait for the disk.
+                let statement = $crate::store::sql::when_alone!(
+                    &on,
+                    insert,
+                    $crate::store::sql::not_awaited!($dialect)
+                );
                 Box::pin(async move {
-                    sqlx::query(concat!(
-                        "INSERT INTO auth_codes (",
-                        $crate::store::codes::columns!(),
-                        ") VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)"
-                    ))
+                    sqlx::query(statement)
                     .bind(&c.code_hash)
                     .bind(&c.family_id)
                     .bind(&c.client_id)

@@ -18,7 +18,8 @@ use super::StoreError;
 /// before it is flushed. Every other session, every replica included, sees the write at once;
 /// only a crash of the database itself in the next moment (at most three
 /// `wal_writer_delay`s) can lose it, never leaving the data inconsistent. So it is for writes
-/// that may be lost (a rate-limit window's count), or that a later write of the same request
+/// that may be lost (a rate-limit window's count; an authorization code's storage, whose loss
+/// fails closed, `codes::insert_many_postgres`), or that a later write of the same request
 /// makes durable: the WAL is flushed in order, so a later commit that waits for the disk
 /// flushes every commit before it (a code's redemption, then its refresh token). SQLite's
 /// writer never waits for the disk on a commit (`synchronous = NORMAL` in WAL mode): nothing.
@@ -44,6 +45,20 @@ macro_rules! not_awaited {
     };
 }
 pub(crate) use not_awaited;
+
+/// The statement the macro `$sql` makes with `$tail` after it (a `not_awaited!`) when the
+/// write runs alone on `$on` (a `connections::Target`), in a transaction of its own; with
+/// nothing after it in a group commit's batch, whose one transaction holds other writes:
+/// `synchronous_commit` set there would hold for all of them.
+macro_rules! when_alone {
+    ($on:expr, $sql:ident, $tail:expr) => {
+        match $on {
+            $crate::store::connections::Target::Alone(_) => $sql!($tail),
+            $crate::store::connections::Target::Batched(_) => $sql!(""),
+        }
+    };
+}
+pub(crate) use when_alone;
 
 /// SQLite's script `$sql` (a literal, or a macro that makes one) of several statements that
 /// make one write, for the target `$on` (`connections::Target`), and whether it is then a

@@ -1,8 +1,8 @@
-//! Issue 17.4: nothing committed is lost. Agents rotate refresh tokens and register clients
-//! as fast as they can while the server is killed with SIGKILL: on SQLite the server is then
-//! started again on the same file; on PostgreSQL one of two replicas is killed and the other
-//! answers. Every refresh token and every registration whose answer reached its client works
-//! afterwards.
+//! Issue 17.4: nothing committed is lost. Agents rotate refresh tokens, ask for codes and
+//! register clients as fast as they can while the server is killed with SIGKILL: on SQLite
+//! the server is then started again on the same file; on PostgreSQL one of two replicas is
+//! killed and the other answers. Every refresh token, code and registration whose answer
+//! reached its client works afterwards.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -101,6 +101,36 @@ async fn rotate_until_killed(
     }
 }
 
+/// Ask for codes at `authorize` (the authorization endpoint's URL) as the signed-in browser
+/// `b`, whose consent to `client_id` is remembered, until the server stops answering: each
+/// code answered (a 303 to the client) with its PKCE verifier.
+async fn authorize_until_killed(
+    authorize: String,
+    b: reqwest::Client,
+    client_id: String,
+) -> Vec<(String, String)> {
+    let mut codes = Vec::new();
+    loop {
+        let (verifier, challenge) = pkce();
+        let params = auth_params(&client_id, &challenge, "notes:read");
+        let url = format!(
+            "{authorize}?{}",
+            serde_urlencoded::to_string(&params).unwrap()
+        );
+        let Ok(res) = b.get(&url).send().await else {
+            return codes;
+        };
+        assert_eq!(
+            res.status(),
+            303,
+            "a remembered consent answers with a code"
+        );
+        let at = location(&res);
+        assert!(at.starts_with(REDIRECT), "{at}");
+        codes.push((query(&at)["code"].clone(), verifier));
+    }
+}
+
 /// Register clients at `url` until the server stops answering; the ids answered with 201.
 async fn register_until_killed(url: String, ids: Arc<Mutex<Vec<String>>>) {
     let http = reqwest::Client::builder()
@@ -168,6 +198,13 @@ async fn nothing_answered_is_lost(backend: Backend) {
         victim.url("/register"),
         registered.clone(),
     ));
+    // Codes too: on PostgreSQL a code's commit does not wait for the disk, but it stands in
+    // the database once answered, whoever dies after.
+    let authorizing = tokio::spawn(authorize_until_killed(
+        victim.url("/authorize"),
+        b.clone(),
+        client.clone(),
+    ));
 
     tokio::time::sleep(LOAD).await;
     drop(victim); // SIGKILL, mid-request.
@@ -179,10 +216,12 @@ async fn nothing_answered_is_lost(backend: Backend) {
         last.push(token);
     }
     registering.await.unwrap();
+    let codes = authorizing.await.unwrap();
     assert!(
         rotations >= AGENTS * 5,
         "the load ran: {rotations} rotations"
     );
+    assert!(codes.len() >= 5, "the load ran: {} codes", codes.len());
 
     let after = match survivor {
         Some(s) => s,
@@ -198,10 +237,17 @@ async fn nothing_answered_is_lost(backend: Backend) {
             "{backend:?}: an answered refresh token was lost: {body}"
         );
     }
+    // The last codes answered before the kill, the ones a lost commit would take, are
+    // redeemed (each redemption takes a moment; the earlier codes were committed as these).
+    for (code, verifier) in codes.iter().rev().take(20) {
+        let (s, _, body) = redeem(&after, &client, code, verifier, &[]).await;
+        assert_eq!(s, 200, "{backend:?}: an answered code was lost: {body}");
+    }
     let ids = registered.lock().unwrap().clone();
     assert!(!ids.is_empty(), "registrations ran");
     eprintln!(
-        "{backend:?}: killed after {rotations} rotations and {} registrations answered",
+        "{backend:?}: killed after {rotations} rotations, {} codes and {} registrations answered",
+        codes.len(),
         ids.len()
     );
     let store = after.store();
