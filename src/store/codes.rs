@@ -576,6 +576,9 @@ macro_rules! sql_impl {
                 a.0.code_hash == b.0.code_hash
             }
 
+            // A new row under a random hash: no other write takes its key.
+            const TAKES_NO_LOCK: bool = true;
+
             fn one<'c>(
                 on: $crate::store::connections::Target<'c, $crate::store::sql::db!($dialect)>,
                 $crate::store::codes::Insert(c, resources): &'c Self,

@@ -70,6 +70,9 @@ struct Inner<DB: Database> {
     /// Where reads of a [`Kind::GROUPED`] kind queue to be run as one statement (`None`:
     /// each runs alone): PostgreSQL's, beside its group commit.
     group_reads: Option<std::sync::Mutex<Option<group_commit::Queue<DB>>>>,
+    /// Where writes of a [`Kind::TAKES_NO_LOCK`] kind queue on a lane of their own (`None`:
+    /// with the others): PostgreSQL's, beside its group commit.
+    group_inserts: Option<std::sync::Mutex<Option<group_commit::Queue<DB>>>>,
 }
 
 /// Which writes the group commit takes.
@@ -199,6 +202,8 @@ where
                 group_commit: group_commit.map(|how| (how, std::sync::Mutex::new(None))),
                 group_reads: (group_commit == Some(Grouping::Grouped))
                     .then(|| std::sync::Mutex::new(None)),
+                group_inserts: (group_commit == Some(Grouping::Grouped))
+                    .then(|| std::sync::Mutex::new(None)),
             }),
         }
     }
@@ -302,7 +307,17 @@ where
         } else {
             Grouping::Every
         };
-        match self.queue(takes) {
+        let lane = (K::GROUPED && K::TAKES_NO_LOCK)
+            .then_some(self.inner.group_inserts.as_ref())
+            .flatten()
+            .and_then(|slot| {
+                group_commit::queue(
+                    slot,
+                    Arc::downgrade(&self.inner),
+                    group_commit::Runs::Inserts,
+                )
+            });
+        match lane.or_else(|| self.queue(takes)) {
             Some(queue) => group_commit::run_kind::<DB, K>(queue, input).await,
             None => K::one(Target::Alone(self), &input).await,
         }

@@ -1976,3 +1976,65 @@ both!(
         app
     }
 );
+
+/// On PostgreSQL a code's insert has a lane of the group commit to itself
+/// (`Kind::TAKES_NO_LOCK`): it is stored while both lanes of the other grouped writes wait
+/// on a lock (here two device redemptions, each its own batch, behind a table lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_is_stored_while_the_other_writes_wait_on_a_lock_on_postgres() {
+    use concierge::store::AuthCode;
+    use std::time::Duration;
+    let Some(app) = alice_and_agent(TestApp::builder(Backend::Postgres))
+        .start()
+        .await
+    else {
+        return;
+    };
+    let store = app.store();
+    let now = concierge::util::now();
+    let db = sqlx::PgPool::connect(app.config.database_url.as_deref().unwrap())
+        .await
+        .unwrap();
+    let mut lock = db.begin().await.unwrap();
+    sqlx::query("LOCK TABLE device_codes IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let mut waiting = Vec::new();
+    for i in 0..2u8 {
+        let store = store.clone();
+        waiting.push(tokio::spawn(async move {
+            store.redeem_device(&[i; 32], "nobody", now, None).await
+        }));
+        // The next one queued once this one's batch has taken its lane.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let code = AuthCode {
+        code_hash: concierge::util::random_bytes::<32>().to_vec(),
+        family_id: "lane-family".into(),
+        client_id: app.machine_clients[0].client_id.clone(),
+        user_id: app.users["alice"].clone(),
+        redirect_uri: None,
+        code_challenge: "challenge".into(),
+        resources: vec!["https://r.example".into()],
+        scope: "s".into(),
+        nonce: None,
+        auth_time: now,
+        amr: vec!["pwd".into()],
+        acr: None,
+        sid: None,
+        created_at: now,
+        expires_at: now + 60,
+        dpop_jkt: None,
+        authorization_details: None,
+    };
+    let stored = tokio::time::timeout(Duration::from_secs(5), store.insert_code(&code)).await;
+    lock.rollback().await.unwrap();
+    for w in waiting {
+        assert_eq!(w.await.unwrap().unwrap(), None, "no such device code");
+    }
+    stored
+        .expect("the code waited behind writes waiting on a lock")
+        .unwrap();
+    app.finish().await;
+}
