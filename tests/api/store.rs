@@ -1047,23 +1047,8 @@ both!(
         let now = concierge::util::now();
         let codes: Vec<AuthCode> = (0..16)
             .map(|i| AuthCode {
-                code_hash: concierge::util::random_bytes::<32>().to_vec(),
-                family_id: format!("alone-family-{i}"),
-                client_id: app.machine_clients[0].client_id.clone(),
                 user_id: if i == 5 { "no-such-user".into() } else { app.users["alice"].clone() },
-                redirect_uri: None,
-                code_challenge: format!("challenge-{i}"),
-                resources: vec![],
-                scope: "s".into(),
-                nonce: None,
-                auth_time: now,
-                amr: vec!["pwd".into()],
-                acr: None,
-                sid: None,
-                created_at: now,
-                expires_at: now + 60,
-                dpop_jkt: None,
-                authorization_details: None,
+                ..plain_code(&app, &format!("alone-family-{i}"), now)
             })
             .collect();
         let inserts = codes.iter().map(|c| {
@@ -1982,7 +1967,6 @@ both!(
 /// on a lock (here two device redemptions, each its own batch, behind a table lock).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_code_is_stored_while_the_other_writes_wait_on_a_lock_on_postgres() {
-    use concierge::store::AuthCode;
     use std::time::Duration;
     let Some(app) = alice_and_agent(TestApp::builder(Backend::Postgres))
         .start()
@@ -2009,14 +1993,29 @@ async fn a_code_is_stored_while_the_other_writes_wait_on_a_lock_on_postgres() {
         // The next one queued once this one's batch has taken its lane.
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let code = AuthCode {
+    let code = plain_code(&app, "lane-family", now);
+    let stored = tokio::time::timeout(Duration::from_secs(5), store.insert_code(&code)).await;
+    lock.rollback().await.unwrap();
+    for w in waiting {
+        assert_eq!(w.await.unwrap().unwrap(), None, "no such device code");
+    }
+    stored
+        .expect("the code waited behind writes waiting on a lock")
+        .unwrap();
+    app.finish().await;
+}
+
+/// A live code of alice's for the first machine client (`alice_and_agent`) in the family
+/// `family`, with nothing optional set.
+fn plain_code(app: &TestApp, family: &str, now: i64) -> concierge::store::AuthCode {
+    concierge::store::AuthCode {
         code_hash: concierge::util::random_bytes::<32>().to_vec(),
-        family_id: "lane-family".into(),
+        family_id: family.into(),
         client_id: app.machine_clients[0].client_id.clone(),
         user_id: app.users["alice"].clone(),
         redirect_uri: None,
-        code_challenge: "challenge".into(),
-        resources: vec!["https://r.example".into()],
+        code_challenge: format!("challenge-{family}"),
+        resources: vec![],
         scope: "s".into(),
         nonce: None,
         auth_time: now,
@@ -2027,14 +2026,5 @@ async fn a_code_is_stored_while_the_other_writes_wait_on_a_lock_on_postgres() {
         expires_at: now + 60,
         dpop_jkt: None,
         authorization_details: None,
-    };
-    let stored = tokio::time::timeout(Duration::from_secs(5), store.insert_code(&code)).await;
-    lock.rollback().await.unwrap();
-    for w in waiting {
-        assert_eq!(w.await.unwrap().unwrap(), None, "no such device code");
     }
-    stored
-        .expect("the code waited behind writes waiting on a lock")
-        .unwrap();
-    app.finish().await;
 }
