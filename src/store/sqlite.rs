@@ -68,7 +68,8 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(Duration::from_secs(5))
+            .pragma("temp_store", TEMP_STORE);
         // The writer first: it creates the file, sets WAL (which persists in the file) and
         // migrates before any reader opens it.
         let writing = options.clone().statement_cache_capacity(WRITER_STATEMENTS);
@@ -129,6 +130,18 @@ fn readers() -> usize {
 /// writer's page cache, settled".)
 const READER_CACHE: &str = "-512";
 
+/// Where SQLite keeps what it writes aside for the length of a statement: in memory, not in a
+/// file. A statement that writes several rows inside a transaction (each of a group commit's
+/// statements, which write a batch's rows, inside the batch's transaction) keeps the pages it
+/// changes in a statement journal, so that a failing statement can be undone alone. With the
+/// default (`FILE`), past 64 KiB that journal went to a new file in `/var/tmp`, created and
+/// unlinked again about every batch under code redemption: a quarter of the writer's
+/// `pwrite`s, and an `open`, `unlink` and `close` each time (`bench/README.md`, "Codes without
+/// a rowid"). In memory it holds a
+/// batch's changed pages for the length of one statement. Sorts and temporary indexes of the
+/// readers' queries are kept in memory too.
+const TEMP_STORE: &str = "memory";
+
 /// How many prepared statements the writer keeps: twice sqlx's default of 100. A write in a
 /// group commit's batch may go out in four texts: as it is, after the batch's `BEGIN`, before
 /// its `COMMIT`, or both (`connections::group_commit::Batch`), and each text is prepared and
@@ -160,6 +173,102 @@ mod tests {
         let (store, _) = SqliteStore::open(&url, Open::Migrate).await.unwrap();
         assert_eq!(cache_size(&store.pool).await, -512);
         assert_eq!(cache_size(&store.writer).await, -2000);
+    }
+
+    /// Every connection keeps its statement journals and temporary tables in memory.
+    #[tokio::test]
+    async fn temporary_storage_is_in_memory_on_every_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let (store, _) = SqliteStore::open(&url, Open::Migrate).await.unwrap();
+        for connections in [&store.pool, &store.writer] {
+            let at: i64 = sqlx::query_scalar("PRAGMA temp_store")
+                .fetch_one(connections)
+                .await
+                .unwrap();
+            assert_eq!(at, 2, "2 is MEMORY");
+        }
+    }
+
+    /// Migration 35 builds the codes' table again without a rowid, keeping its rows (every
+    /// column), its index and what the store reads of them; refresh tokens keep theirs.
+    #[tokio::test]
+    async fn codes_keep_their_rows_without_a_rowid() {
+        use crate::store::{CodeStore, Redeemer, Spent};
+        use sqlx::Connection;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("m.db").display());
+        let mut before = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        MIGRATOR.run_to(34, &mut before).await.unwrap();
+        for row in [
+            "INSERT INTO users (id, username, password_hash, created_at, updated_at) \
+             VALUES ('u', 'alice', 'x', 0, 0)",
+            "INSERT INTO auth_codes (code_hash, family_id, client_id, user_id, redirect_uri, \
+             code_challenge, resources, scope, nonce, auth_time, sid, created_at, expires_at, \
+             used_at, dpop_jkt, amr, acr, authorization_details) VALUES (x'0101', 'fam-1', 'c', \
+             'u', 'https://app.example/cb', 'ch', '[\"https://r.example/\"]', 'a b', 'n', 5, \
+             'sid', 6, 9000, NULL, 'jkt', 'pwd otp', 'urn:acr', '[{\"type\":\"t\"}]')",
+        ] {
+            sqlx::query(row).execute(&mut before).await.unwrap();
+        }
+        before.close().await.unwrap();
+
+        let (store, _) = SqliteStore::open(&url, Open::Migrate).await.unwrap();
+        let kinds: Vec<(String, bool)> = sqlx::query_as(
+            "SELECT name, sql LIKE '%WITHOUT ROWID' FROM sqlite_master \
+             WHERE name IN ('auth_codes', 'refresh_tokens') ORDER BY name",
+        )
+        .fetch_all(&store.writer)
+        .await
+        .unwrap();
+        assert_eq!(
+            kinds,
+            [
+                ("auth_codes".into(), true),
+                ("refresh_tokens".into(), false)
+            ]
+        );
+        // The primary key is the table's B-tree: no index of its own (`sqlite_autoindex_`).
+        let indexes: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'auth_codes'",
+        )
+        .fetch_all(&store.writer)
+        .await
+        .unwrap();
+        assert_eq!(indexes, ["auth_codes_by_expiry"]);
+
+        let Spent::Fresh(code) = store.peek_code(&[1, 1], 100).await.unwrap() else {
+            panic!("the code is no longer fresh");
+        };
+        assert_eq!(code.family_id, "fam-1");
+        assert_eq!(code.redirect_uri.as_deref(), Some("https://app.example/cb"));
+        assert_eq!(code.resources, ["https://r.example/"]);
+        assert_eq!(code.nonce.as_deref(), Some("n"));
+        assert_eq!(code.amr, ["pwd", "otp"]);
+        assert_eq!(code.acr.as_deref(), Some("urn:acr"));
+        assert_eq!(code.sid.as_deref(), Some("sid"));
+        assert_eq!(code.dpop_jkt.as_deref(), Some("jkt"));
+        assert_eq!(
+            code.authorization_details.as_deref(),
+            Some(r#"[{"type":"t"}]"#)
+        );
+        assert_eq!((code.auth_time, code.expires_at), (5, 9000));
+        // And it is spent as before, once.
+        let by = Redeemer {
+            client_id: "c",
+            redirect_uri: Some("https://app.example/cb"),
+            code_challenge: "ch",
+            dpop_jkt: Some("jkt"),
+        };
+        let spent = store.redeem_code(&[1, 1], &by, 200, None).await.unwrap();
+        assert_eq!(spent.map(|c| c.family_id).as_deref(), Some("fam-1"));
+        assert!(
+            store
+                .redeem_code(&[1, 1], &by, 201, None)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     /// Twice the cores read, within 2 to 8.
