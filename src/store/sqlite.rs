@@ -137,9 +137,8 @@ const READER_CACHE: &str = "-512";
 /// default (`FILE`), past 64 KiB that journal went to a new file in `/var/tmp`, created and
 /// unlinked again about every batch under code redemption: a quarter of the writer's
 /// `pwrite`s, and an `open`, `unlink` and `close` each time (`bench/README.md`, "Codes without
-/// a rowid"). In memory it holds a
-/// batch's changed pages for the length of one statement. Sorts and temporary indexes of the
-/// readers' queries are kept in memory too.
+/// a rowid"). In memory it holds a batch's changed pages for the length of one statement.
+/// Sorts and temporary indexes of the readers' queries are kept in memory too.
 const TEMP_STORE: &str = "memory";
 
 /// How many prepared statements the writer keeps: twice sqlx's default of 100. A write in a
